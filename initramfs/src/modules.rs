@@ -1,0 +1,294 @@
+//! Kernel module selection: the dependency closure from `modules.dep`, and the
+//! `modules.dep`/`modules.alias`/`modules.softdep` files filtered to the chosen modules.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ModuleError {
+    #[error("module {name:?} is not in modules.dep{hint}")]
+    Unknown { name: String, hint: String },
+    #[error("module {0:?} is built into the kernel: remove it from the module list")]
+    BuiltIn(String),
+    #[error("modules.dep line {line}: no ':' in {text:?}")]
+    Parse { line: usize, text: String },
+}
+
+/// Canonical module name: file stem of the `.ko` path with `-` as `_`
+/// (`kernel/drivers/char/hw_random/virtio-rng.ko` -> `virtio_rng`).
+pub fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let stem = base.find(".ko").map_or(base, |i| &base[..i]);
+    stem.replace('-', "_")
+}
+
+/// Normalises a name as written by a user (`usb-storage` -> `usb_storage`).
+pub fn normalize_name(name: &str) -> String {
+    name.trim().replace('-', "_")
+}
+
+/// The parsed `modules.dep`.
+#[derive(Debug, Default, Clone)]
+pub struct ModDeps {
+    /// name -> (relative path, dependency names as listed)
+    entries: HashMap<String, (String, Vec<String>)>,
+}
+
+impl ModDeps {
+    pub fn parse(text: &str) -> Result<Self, ModuleError> {
+        let mut entries = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (path, deps) = line.split_once(':').ok_or_else(|| ModuleError::Parse {
+                line: i + 1,
+                text: line.to_string(),
+            })?;
+            let deps = deps.split_whitespace().map(module_name).collect();
+            entries.insert(module_name(path), (path.trim().to_string(), deps));
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn path(&self, name: &str) -> Option<&str> {
+        self.entries.get(name).map(|(p, _)| p.as_str())
+    }
+
+    /// Every module in `wanted` plus everything it needs, dependencies before the
+    /// modules that need them (a valid `insmod` order). Cycle-safe.
+    ///
+    /// `builtin` holds the canonical names of built-in modules (from
+    /// `modules.builtin`) and `aliases` the text of `modules.alias`; both only
+    /// shape error messages.
+    pub fn closure(
+        &self,
+        wanted: &[String],
+        builtin: &HashSet<String>,
+        aliases: &str,
+    ) -> Result<Vec<String>, ModuleError> {
+        let mut order = Vec::new();
+        let mut state: HashMap<String, bool> = HashMap::new(); // false: in progress, true: done
+        for w in wanted {
+            let name = normalize_name(w);
+            if !self.entries.contains_key(&name) {
+                if builtin.contains(&name) {
+                    return Err(ModuleError::BuiltIn(w.clone()));
+                }
+                let hint = alias_target(aliases, &name)
+                    .map(|m| format!(" (it is an alias of {m:?})"))
+                    .unwrap_or_default();
+                return Err(ModuleError::Unknown {
+                    name: w.clone(),
+                    hint,
+                });
+            }
+            self.visit(&name, &mut state, &mut order);
+        }
+        Ok(order)
+    }
+
+    fn visit(&self, name: &str, state: &mut HashMap<String, bool>, order: &mut Vec<String>) {
+        if state.contains_key(name) {
+            return; // done, or in progress (a cycle): do not recurse again
+        }
+        state.insert(name.to_string(), false);
+        if let Some((_, deps)) = self.entries.get(name) {
+            // modprobe loads a module's listed dependencies from last to first.
+            for d in deps.iter().rev() {
+                self.visit(d, state, order);
+            }
+        }
+        state.insert(name.to_string(), true);
+        order.push(name.to_string());
+    }
+}
+
+fn alias_target(aliases: &str, name: &str) -> Option<String> {
+    aliases.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        match (it.next(), it.next(), it.next()) {
+            (Some("alias"), Some(a), Some(m)) if normalize_name(a) == name => Some(m.to_string()),
+            _ => None,
+        }
+    })
+}
+
+/// Names of the built-in modules listed in `modules.builtin`.
+pub fn parse_builtin(text: &str) -> HashSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(module_name)
+        .collect()
+}
+
+/// Reads a module list: one name a line, `#` starts a comment.
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn keep_lines(text: &str, keep: impl Fn(&str) -> bool) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') || keep(t) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `modules.dep` lines of the included modules, in their original order.
+pub fn filter_dep(text: &str, included: &HashSet<String>) -> String {
+    keep_lines(text, |l| {
+        l.split_once(':')
+            .is_some_and(|(p, _)| included.contains(&module_name(p)))
+    })
+}
+
+/// `modules.alias` (`alias PATTERN MODULE`) lines whose module is included.
+pub fn filter_alias(text: &str, included: &HashSet<String>) -> String {
+    keep_lines(text, |l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 3 && f[0] == "alias" && included.contains(&normalize_name(f[2]))
+    })
+}
+
+/// `modules.softdep` (`softdep MODULE pre: … post: …`) lines whose module is included.
+pub fn filter_softdep(text: &str, included: &HashSet<String>) -> String {
+    keep_lines(text, |l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 2 && f[0] == "softdep" && included.contains(&normalize_name(f[1]))
+    })
+}
+
+/// name -> path for the modules of `order` (for copying).
+pub fn paths<'a>(deps: &'a ModDeps, order: &[String]) -> BTreeMap<String, &'a str> {
+    order
+        .iter()
+        .filter_map(|n| deps.path(n).map(|p| (n.clone(), p)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "\
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/char/hw_random/virtio-rng.ko:
+kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/scsi/scsi_common.ko
+kernel/drivers/scsi/scsi_common.ko:
+kernel/x/a.ko: kernel/x/b.ko
+kernel/x/b.ko: kernel/x/a.ko
+";
+
+    fn set(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn closure(want: &[&str]) -> Result<Vec<String>, ModuleError> {
+        let d = ModDeps::parse(DEP).unwrap();
+        let w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        d.closure(&w, &set(&["af_packet"]), "alias iso9660 isofs\n")
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            module_name("kernel/drivers/char/hw_random/virtio-rng.ko"),
+            "virtio_rng"
+        );
+        assert_eq!(module_name("kernel/fs/ext4/ext4.ko.xz"), "ext4");
+        assert_eq!(normalize_name("usb-storage"), "usb_storage");
+    }
+
+    #[test]
+    fn closure_puts_dependencies_first() {
+        assert_eq!(
+            closure(&["virtio_net"]).unwrap(),
+            ["failover", "net_failover", "virtio_net"]
+        );
+        // A module asked for after its dependents is not repeated.
+        assert_eq!(
+            closure(&["virtio_net", "failover", "virtio-rng"]).unwrap(),
+            ["failover", "net_failover", "virtio_net", "virtio_rng"]
+        );
+    }
+
+    #[test]
+    fn closure_is_cycle_safe() {
+        let c = closure(&["a"]).unwrap();
+        assert_eq!(c, ["b", "a"]);
+    }
+
+    #[test]
+    fn dash_and_underscore_are_the_same_name() {
+        assert_eq!(
+            closure(&["usb-storage"]).unwrap(),
+            ["scsi_common", "usb_storage"]
+        );
+        assert_eq!(closure(&["virtio-rng"]).unwrap(), ["virtio_rng"]);
+    }
+
+    #[test]
+    fn unknown_module_is_an_error_naming_it() {
+        let e = closure(&["virtio_net", "no_such_mod"]).unwrap_err();
+        assert!(matches!(&e, ModuleError::Unknown { name, .. } if name == "no_such_mod"));
+        assert!(e.to_string().contains("no_such_mod"));
+        let e = closure(&["iso9660"]).unwrap_err();
+        assert!(e.to_string().contains("isofs"), "{e}");
+        assert_eq!(
+            closure(&["af_packet"]).unwrap_err(),
+            ModuleError::BuiltIn("af_packet".into())
+        );
+    }
+
+    #[test]
+    fn filters_keep_only_included_modules_in_order() {
+        let inc = set(&["virtio_net", "failover", "net_failover", "virtio_rng"]);
+        let alias = "# Aliases extracted from modules themselves.\n\
+alias virtio:d00000001v* virtio_net\n\
+alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
+alias virtio:d00000004v* virtio_rng\n\
+alias net-pf-17 af_packet\n";
+        assert_eq!(
+            filter_alias(alias, &inc),
+            "# Aliases extracted from modules themselves.\n\
+alias virtio:d00000001v* virtio_net\n\
+alias virtio:d00000004v* virtio_rng\n"
+        );
+        let dep = filter_dep(DEP, &inc);
+        assert_eq!(
+            dep,
+            "kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n\
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
+kernel/net/core/failover.ko:\n\
+kernel/drivers/char/hw_random/virtio-rng.ko:\n"
+        );
+        let soft =
+            "# Soft dependencies\nsoftdep ext4 pre: crypto-crc32c\nsoftdep virtio_net pre: x\n";
+        assert_eq!(
+            filter_softdep(soft, &inc),
+            "# Soft dependencies\nsoftdep virtio_net pre: x\n"
+        );
+    }
+
+    #[test]
+    fn list_parsing() {
+        assert_eq!(
+            parse_list("# c\nvirtio_net  # net\n\n  e1000\n"),
+            ["virtio_net", "e1000"]
+        );
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Build the CloudOS live ISO: a BIOS+UEFI hybrid (CD and USB stick) made by grub-mkrescue.
+#
+#   iso/build.sh [--arch x86_64] [--force]
+#
+# Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub.cfg, and the GRUB
+#          module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
+#          (scripts/fetch-inputs.sh must have run).
+# Output:  out/cloudos-<version>-<arch>.iso, volume id CLOUDOS.
+#
+# grub-mkrescue's -d takes one platform only (it then builds a BIOS-only or
+# UEFI-only image), so the pinned directories are used like this: if the host's
+# /usr/lib/grub/<platform> are byte-identical to the pinned ones, grub-mkrescue
+# runs as is; otherwise (as root) it runs in a private mount namespace where the
+# pinned directories are bind-mounted over /usr/lib/grub (CLOUDOS_GRUB_NAMESPACE=1
+# forces that way).
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCH=x86_64
+FORCE=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --arch) ARCH=$2; shift 2 ;;
+    --arch=*) ARCH=${1#--arch=}; shift ;;
+    --force) FORCE=1; shift ;;
+    *) echo "usage: $0 [--arch x86_64] [--force]" >&2; exit 2 ;;
+    esac
+done
+die() { echo "iso/build.sh: error: $*" >&2; exit 1; }
+[[ $ARCH == x86_64 ]] || die "arch $ARCH: only x86_64 is supported so far"
+
+VERSION=$(awk '
+    /^\[/ { sect = $0 }
+    sect == "[workspace.package]" && $1 == "version" { gsub(/"/, "", $3); print $3; exit }
+' "$ROOT/Cargo.toml")
+[[ -n $VERSION ]] || die "no [workspace.package] version in $ROOT/Cargo.toml"
+
+OUT=$ROOT/out
+ISO=$OUT/cloudos-$VERSION-$ARCH.iso
+KERNEL=$OUT/$ARCH/vmlinuz
+INITRD=$OUT/$ARCH/initramfs.img
+CFG=$ROOT/iso/grub.cfg
+for f in "$KERNEL" "$INITRD" "$CFG"; do [[ -f $f ]] || die "missing $f (run scripts/build.sh)"; done
+
+FETCH=$ROOT/scripts/fetch-inputs.sh
+PC=$("$FETCH" --dir grub-pc-bin amd64)/usr/lib/grub/i386-pc
+EFI=$("$FETCH" --dir grub-efi-amd64-bin amd64)/usr/lib/grub/x86_64-efi
+[[ -d $PC && -d $EFI ]] || die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh"
+
+# Up to date?
+if [[ -z $FORCE && -f $ISO ]]; then
+    stale=
+    for f in "$KERNEL" "$INITRD" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock"; do
+        [[ $f -nt $ISO ]] && stale=1
+    done
+    [[ -z $stale ]] && exit 0
+fi
+
+# The trimmed module set measured in shared/FACTS.md (biosdisk left out: it makes
+# grub-mkrescue fail with "File exists"), plus every partition map: GRUB loads all
+# of partmap.lst when `search` first probes the disks and prints an error for each
+# one missing. all_video: on UEFI, Linux needs a GOP mode for its framebuffer
+# console (without it GRUB boots "blind" and tty0 stays dark).
+MODULES="linux normal iso9660 search search_label serial terminal fat gzio echo test configfile all_video"
+MODULES+=" part_msdos part_gpt part_acorn part_amiga part_apple part_bsd part_dfly part_dvh part_plan part_sun part_sunpc"
+
+STAGE=$OUT/$ARCH/isoroot
+rm -rf "$STAGE"
+mkdir -p "$STAGE/boot/grub"
+cp "$KERNEL" "$STAGE/boot/vmlinuz"
+cp "$INITRD" "$STAGE/boot/initramfs.img"
+cp "$CFG" "$STAGE/boot/grub/grub.cfg"
+# Reproducible file times inside the ISO (xorriso also reads SOURCE_DATE_EPOCH).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
+find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+ARGS=(--install-modules="$MODULES" --fonts= --locales= --themes= --compress=xz
+    -o "$ISO.tmp" "$STAGE" -- -volid CLOUDOS)
+
+LOG=$(mktemp)
+trap 'rm -f "$LOG" "$ISO.tmp"' EXIT
+if [[ -z ${CLOUDOS_GRUB_NAMESPACE:-} ]] &&
+    diff -rq "$PC" /usr/lib/grub/i386-pc >/dev/null 2>&1 &&
+    diff -rq "$EFI" /usr/lib/grub/x86_64-efi >/dev/null 2>&1; then
+    grub-mkrescue "${ARGS[@]}" >"$LOG" 2>&1 || { cat "$LOG" >&2; die "grub-mkrescue failed"; }
+else
+    [[ $(id -u) == 0 ]] || die "host GRUB differs from the pinned one; run as root (a private mount namespace is used) or install the pinned grub-pc-bin/grub-efi-amd64-bin"
+    LIB=$OUT/$ARCH/grub-lib
+    rm -rf "$LIB"
+    mkdir -p "$LIB"
+    ln -s "$PC" "$LIB/i386-pc"
+    ln -s "$EFI" "$LIB/x86_64-efi"
+    [[ -d /usr/lib/grub ]] || die "/usr/lib/grub missing (install grub-common)"
+    unshare -m --propagation private sh -c 'mount --bind "$1" /usr/lib/grub && shift && exec grub-mkrescue "$@"' \
+        sh "$LIB" "${ARGS[@]}" >"$LOG" 2>&1 || { cat "$LOG" >&2; die "grub-mkrescue (pinned GRUB) failed"; }
+    rm -rf "$LIB"
+fi
+mv "$ISO.tmp" "$ISO"
+rm -rf "$STAGE"

@@ -1,0 +1,97 @@
+//! The data partition: the ext4 file system labelled `CLOUDOS-DATA`, mounted
+//! at /var/lib/cloudos. Without one (the live ISO) state lives in RAM.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use nix::mount::{mount, MsFlags};
+
+use crate::kmod::Loader;
+
+pub const DATA_LABEL: &str = "CLOUDOS-DATA";
+pub const DATA_DIR: &str = "/var/lib/cloudos";
+
+/// Where the state lives, for status and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataStore {
+    Disk(String),
+    Memory,
+}
+
+impl std::fmt::Display for DataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataStore::Disk(dev) => write!(f, "{dev} ({DATA_LABEL})"),
+            DataStore::Memory => f.write_str("memory (no CLOUDOS-DATA partition)"),
+        }
+    }
+}
+
+pub fn mount_data(loader: Option<&Loader>) -> DataStore {
+    let _ = std::fs::create_dir_all(DATA_DIR);
+    if let Some(device) = find_labelled(DATA_LABEL) {
+        if let Some(loader) = loader {
+            if let Err(e) = loader.load("ext4") {
+                log::warn!("cannot load ext4: {e}");
+            }
+        }
+        match mount(Some(device.as_str()), DATA_DIR, Some("ext4"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>) {
+            Ok(()) => return DataStore::Disk(device),
+            Err(e) => log::error!("cannot mount {device} at {DATA_DIR}: {e}; keeping state in memory"),
+        }
+    }
+    if let Err(e) = mount(Some("cloudos-data"), DATA_DIR, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")) {
+        log::error!("cannot mount a tmpfs at {DATA_DIR}: {e}");
+    }
+    DataStore::Memory
+}
+
+/// The block device holding an ext4 file system with this label.
+fn find_labelled(label: &str) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("sr"))
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| format!("/dev/{n}")).find(|dev| read_ext4_label(dev).as_deref() == Some(label))
+}
+
+fn read_ext4_label(device: &str) -> Option<String> {
+    let mut file = std::fs::File::open(device).ok()?;
+    let mut superblock = [0u8; 1024];
+    file.seek(SeekFrom::Start(1024)).ok()?;
+    file.read_exact(&mut superblock).ok()?;
+    ext4_label(&superblock)
+}
+
+/// The volume label of an ext2/3/4 superblock (the 1024 bytes at offset 1024).
+pub fn ext4_label(superblock: &[u8]) -> Option<String> {
+    const MAGIC_OFFSET: usize = 0x38;
+    const LABEL_OFFSET: usize = 0x78;
+    if superblock.len() < LABEL_OFFSET + 16 {
+        return None;
+    }
+    if superblock[MAGIC_OFFSET..MAGIC_OFFSET + 2] != [0x53, 0xEF] {
+        return None;
+    }
+    let raw = &superblock[LABEL_OFFSET..LABEL_OFFSET + 16];
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    std::str::from_utf8(&raw[..end]).ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_label_only_with_the_magic() {
+        let mut sb = vec![0u8; 1024];
+        sb[0x78..0x78 + 12].copy_from_slice(b"CLOUDOS-DATA");
+        assert_eq!(ext4_label(&sb), None);
+        sb[0x38] = 0x53;
+        sb[0x39] = 0xEF;
+        assert_eq!(ext4_label(&sb).as_deref(), Some("CLOUDOS-DATA"));
+        assert_eq!(ext4_label(&sb[..100]), None);
+    }
+}

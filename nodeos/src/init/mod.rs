@@ -1,0 +1,183 @@
+//! PID 1: mounts, re-roots, loads drivers, finds the data partition, reads
+//! the settings, then hands over to the supervisor and waits for a signal to
+//! shut down. Nothing here may panic or exit: a PID 1 that dies is a kernel
+//! panic, so every failure is logged and the boot goes on, degraded.
+
+pub mod datapart;
+pub mod hostname;
+pub mod mounts;
+pub mod shutdown;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::kmod::{coldplug::coldplug, Loader, ModuleIndex};
+use crate::settings::{Settings, CONFIG_FILE};
+use crate::status::{self, StatusReport};
+use crate::supervisor::runner::Launcher;
+use crate::supervisor::{Backoff, Reaper, Supervisor};
+use shutdown::ShutdownKind;
+
+/// How long the services get to report ready before we say which are late.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs PID 1. Never returns.
+pub fn main() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("panic: {info}");
+    }));
+    let outcome = std::panic::catch_unwind(run);
+    let reason = match outcome {
+        Ok(Err(e)) => format!("{e:#}"),
+        Ok(Ok(())) => "the main loop ended".into(),
+        Err(_) => "a panic (see above)".into(),
+    };
+    stay_up(&reason)
+}
+
+/// The last resort: say what went wrong and keep reaping, so the machine
+/// stays inspectable instead of panicking the kernel.
+fn stay_up(reason: &str) -> ! {
+    log::error!("nodeos cannot continue: {reason}. The system stays up for diagnosis; power it off to leave.");
+    let reaper = Reaper::default();
+    loop {
+        reaper.reap_all();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    // Before anything else: afterwards mounts would be moved with it anyway,
+    // but a failure here must not cost us /proc.
+    let reroot = mounts::reroot();
+    let mount_errors = mounts::mount_base();
+    crate::logging::init_for_pid1(false);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        log::warn!("cannot take over ctrl-alt-del: {e}");
+    }
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (settings, _) = Settings::load(None, &cmdline);
+    crate::logging::set_debug(settings.debug);
+    let release = status::kernel_release();
+    log::info!("CloudOS nodeos {} starting on Linux {release}", status::VERSION);
+    if let Err(e) = reroot {
+        log::warn!("{e}; containers will not be able to pivot_root");
+    }
+    for e in mount_errors {
+        log::warn!("{e}");
+    }
+
+    let loader = load_drivers(&release);
+    let data = datapart::mount_data(loader.as_ref());
+    log::info!("state is kept on {data}");
+
+    let config = std::fs::read_to_string(CONFIG_FILE).ok();
+    let (settings, warnings) = Settings::load(config.as_deref(), &cmdline);
+    crate::logging::set_debug(settings.debug);
+    for w in &warnings {
+        log::warn!("settings: {w}");
+    }
+    let hostname = hostname::choose(settings.hostname.as_deref());
+    hostname::set(&hostname);
+    log::info!("host name {hostname}, role {}", settings.role);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    runtime.block_on(supervise(settings, hostname, data.to_string(), warnings))
+}
+
+/// Coldplug with the initramfs's module index. Without one (a kernel built
+/// with everything in) the node still boots.
+fn load_drivers(release: &str) -> Option<Loader> {
+    let dir = format!("/lib/modules/{release}");
+    let index = match ModuleIndex::load(std::path::Path::new(&dir)) {
+        Ok(index) => index,
+        Err(e) => {
+            log::warn!("no module index ({e}); using built-in drivers only");
+            return None;
+        }
+    };
+    let loader = Loader::new(index);
+    let report = coldplug(&loader, std::path::Path::new("/sys/devices"));
+    log::info!("loaded {} modules for the devices found: {}", report.loaded.len(), report.loaded.join(" "));
+    for failure in &report.failures {
+        log::warn!("driver: {failure}");
+    }
+    Some(loader)
+}
+
+async fn supervise(settings: Settings, hostname: String, data: String, warnings: Vec<String>) -> anyhow::Result<()> {
+    let reaper = Reaper::default();
+    tokio::spawn(reaper.clone().run());
+
+    let launcher: Launcher = Arc::new(|spec, attempt| {
+        let mut command = std::process::Command::new("/proc/self/exe");
+        command
+            .args(["svc", spec.name])
+            .env(crate::services::ATTEMPT_ENV, attempt.to_string());
+        command
+    });
+    let mut supervisor = Supervisor::new(reaper.clone(), launcher, Backoff::default());
+    supervisor.start(&crate::services::specs())?;
+
+    let statuses = supervisor.status_reader();
+    let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report = {
+        let ready_flag = ready_flag.clone();
+        let hostname = hostname.clone();
+        let role = settings.role.to_string();
+        move || StatusReport::gather(&hostname, &role, &data, ready_flag.load(std::sync::atomic::Ordering::Relaxed), statuses(), warnings.clone())
+    };
+    tokio::spawn(status::serve(status::CONTROL_SOCKET, Arc::new(report)));
+
+    let all_ready = supervisor.all_ready(READY_TIMEOUT);
+    let role = settings.role;
+    tokio::spawn(async move {
+        match all_ready.await {
+            Ok(()) => {
+                ready_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                log::info!(
+                    "nodeos ready in {:.2}s: host {hostname}, role {role}, rss {} kB",
+                    crate::logging::uptime(),
+                    status::own_rss_kb().unwrap_or(0)
+                );
+            }
+            Err(late) => log::error!("nodeos degraded: {} not ready after {}s", late.join(", "), READY_TIMEOUT.as_secs()),
+        }
+    });
+
+    let kind = wait_for_shutdown_signal().await;
+    shutdown::shutdown(kind, &mut supervisor, &reaper).await
+}
+
+async fn wait_for_shutdown_signal() -> ShutdownKind {
+    let mut listeners = Vec::new();
+    for (kind, what) in [
+        (SignalKind::interrupt(), ShutdownKind::Reboot),
+        (SignalKind::terminate(), ShutdownKind::Poweroff),
+        (SignalKind::user_defined2(), ShutdownKind::Poweroff),
+    ] {
+        match signal(kind) {
+            Ok(s) => listeners.push((s, what)),
+            Err(e) => log::error!("cannot listen for signal {kind:?}: {e}"),
+        }
+    }
+    if listeners.is_empty() {
+        // Nothing can ask us to shut down; the power button still cuts power.
+        futures::future::pending::<()>().await;
+    }
+    let waits = listeners.iter_mut().map(|(s, what)| {
+        let what = *what;
+        Box::pin(async move {
+            s.recv().await;
+            what
+        })
+    });
+    let (kind, _, _) = futures::future::select_all(waits).await;
+    kind
+}

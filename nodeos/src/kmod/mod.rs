@@ -1,0 +1,13 @@
+//! Kernel modules: which modules a device asks for, and loading them.
+//!
+//! `index` is pure (parses `modules.alias`/`modules.dep`, matches modaliases,
+//! orders dependencies) and is table-tested; `loader` performs `finit_module`;
+//! `coldplug` walks `/sys` for the devices present at boot. Hot-plugged devices
+//! are handled by the `devices` service, which uses the same loader.
+
+pub mod coldplug;
+pub mod index;
+pub mod loader;
+
+pub use index::ModuleIndex;
+pub use loader::Loader;

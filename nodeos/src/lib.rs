@@ -1,0 +1,15 @@
+//! CloudOS's node userland: PID 1, its supervised services and the node roles.
+//!
+//! Module map: `init` (PID 1 itself), `supervisor` (service lifecycles),
+//! `services` (what each service does), `kmod` (drivers), `net` (links,
+//! DHCP, routes), `settings` (boot settings), `logging`, `status`.
+
+pub mod fsutil;
+pub mod init;
+pub mod kmod;
+pub mod logging;
+pub mod net;
+pub mod services;
+pub mod settings;
+pub mod status;
+pub mod supervisor;

@@ -1,0 +1,221 @@
+//! Logging for PID 1 and its services.
+//!
+//! PID 1 writes each line, with the seconds since boot and a level, to every
+//! active console (serial and screen), to `/dev/kmsg` and into an in-memory
+//! ring that `nodeos logs`/the control socket serve later. Services are child
+//! processes: they write a tab-separated record to stderr, which PID 1 reads
+//! from a pipe and re-logs under the service's name, so the ring holds
+//! everything and nothing fights over the console.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Lines kept for later retrieval; at ~100 bytes each, about 200 KiB.
+const RING_LINES: usize = 2000;
+
+static RING: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+static LOGGER: OnceLock<NodeLogger> = OnceLock::new();
+
+enum Sink {
+    /// Human-readable lines to the consoles and the kernel log.
+    Consoles { consoles: Vec<File>, kmsg: Option<File> },
+    /// Machine-readable records for the supervising PID 1.
+    ToSupervisor,
+    /// Plain lines on stderr (tools run by a person, tests).
+    Stderr,
+}
+
+struct NodeLogger {
+    sink: Mutex<Sink>,
+}
+
+/// Seconds since boot, as the kernel's own log shows them.
+pub fn uptime() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// PID 1: log to the consoles the kernel was told to use, and to /dev/kmsg.
+pub fn init_for_pid1(debug: bool) {
+    install(
+        Sink::Consoles {
+            consoles: open_consoles(),
+            kmsg: File::options().write(true).open("/dev/kmsg").ok(),
+        },
+        debug,
+    );
+}
+
+/// Re-open the console devices, after /dev and /sys are mounted.
+pub fn reopen_consoles() {
+    if let Some(logger) = LOGGER.get() {
+        if let Ok(mut sink) = logger.sink.lock() {
+            *sink = Sink::Consoles {
+                consoles: open_consoles(),
+                kmsg: File::options().write(true).open("/dev/kmsg").ok(),
+            };
+        }
+    }
+}
+
+/// A service process: records go to PID 1 through stderr.
+pub fn init_for_service(debug: bool) {
+    install(Sink::ToSupervisor, debug);
+}
+
+/// A command run by a person.
+pub fn init_for_tool(debug: bool) {
+    install(Sink::Stderr, debug);
+}
+
+pub fn set_debug(debug: bool) {
+    log::set_max_level(if debug { LevelFilter::Debug } else { LevelFilter::Info });
+}
+
+fn install(sink: Sink, debug: bool) {
+    let logger = LOGGER.get_or_init(|| NodeLogger {
+        sink: Mutex::new(Sink::Stderr),
+    });
+    if let Ok(mut current) = logger.sink.lock() {
+        *current = sink;
+    }
+    let _ = log::set_logger(logger);
+    set_debug(debug);
+}
+
+/// `/sys/class/tty/console/active` names the consoles of `console=` (for
+/// example `tty0 ttyS0`); /dev/console alone reaches only the last of them.
+fn open_consoles() -> Vec<File> {
+    let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
+    let mut files: Vec<File> = active
+        .split_whitespace()
+        .filter_map(|name| File::options().write(true).open(format!("/dev/{name}")).ok())
+        .collect();
+    if files.is_empty() {
+        files.extend(File::options().write(true).open("/dev/console").ok());
+    }
+    files
+}
+
+impl Log for NodeLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let target = short_target(record.target());
+        let Ok(mut sink) = self.sink.lock() else { return };
+        match &mut *sink {
+            Sink::ToSupervisor => {
+                let message = record.args().to_string().replace(['\n', '\t'], " ");
+                let _ = writeln!(std::io::stderr(), "{}\t{}\t{}", record.level(), target, message);
+            }
+            Sink::Consoles { consoles, kmsg } => {
+                emit(consoles, kmsg.as_mut(), record.level(), target, &record.args().to_string());
+            }
+            Sink::Stderr => {
+                let _ = writeln!(std::io::stderr(), "{}: {}", target, record.args());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Re-logs a line a service wrote to its stderr. A line that is not one of
+/// our records (a panic message, say) is kept as a warning, never dropped.
+pub fn relay_service_line(service: &str, line: &str) {
+    let mut parts = line.splitn(3, '\t');
+    let (level, target, message) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(level), Some(target), Some(message)) => match level.parse::<Level>() {
+            Ok(level) => (level, target, message),
+            Err(_) => (Level::Warn, service, line),
+        },
+        _ => (Level::Warn, service, line),
+    };
+    if level > log::max_level() {
+        return;
+    }
+    let target = if target == service {
+        service.to_string()
+    } else {
+        format!("{service}/{target}")
+    };
+    log::logger().log(
+        &Record::builder()
+            .level(level)
+            .target(&target)
+            .args(format_args!("{message}"))
+            .build(),
+    );
+}
+
+fn emit(consoles: &mut [File], kmsg: Option<&mut File>, level: Level, target: &str, message: &str) {
+    let line = format!("[{:>9.3}] {:<5} {}: {}", uptime(), level, target, message);
+    for console in consoles.iter_mut() {
+        // Serial lines want CR LF; a write error (console gone) is not ours to fix.
+        let _ = console.write_all(format!("{line}\r\n").as_bytes());
+    }
+    if let Some(kmsg) = kmsg {
+        let priority = match level {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        let _ = kmsg.write_all(format!("<{priority}>nodeos: {target}: {message}\n").as_bytes());
+    }
+    push_ring(line);
+}
+
+fn push_ring(line: String) {
+    if let Ok(mut ring) = RING.lock() {
+        if ring.len() == RING_LINES {
+            ring.pop_front();
+        }
+        ring.push_back(line);
+    }
+}
+
+/// The most recent `max` lines of the ring, oldest first.
+pub fn recent(max: usize) -> Vec<String> {
+    RING.lock()
+        .map(|ring| ring.iter().skip(ring.len().saturating_sub(max)).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// `nodeos::init::mounts` → `mounts`: module paths are noise on a console.
+fn short_target(target: &str) -> &str {
+    let trimmed = target.strip_prefix("nodeos::").unwrap_or(target);
+    trimmed.rsplit("::").next().unwrap_or(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_shortened() {
+        assert_eq!(short_target("nodeos::init::mounts"), "mounts");
+        assert_eq!(short_target("mozim::dhcpv4"), "dhcpv4");
+        assert_eq!(short_target("net"), "net");
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_lines() {
+        for i in 0..(RING_LINES + 5) {
+            push_ring(format!("line {i}"));
+        }
+        let recent = recent(3);
+        assert_eq!(recent.len(), 3);
+        assert_eq!(recent[2], format!("line {}", RING_LINES + 4));
+    }
+}

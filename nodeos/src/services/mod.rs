@@ -1,0 +1,64 @@
+//! The services PID 1 supervises, each run as `nodeos svc NAME` in its own
+//! process. This module owns the list, the dependency order and the shared
+//! start-up of a service process (logging, settings, injected faults); each
+//! service's work lives in its own module.
+
+pub mod devices;
+pub mod power;
+
+use std::io::Write;
+
+use crate::settings::Settings;
+use crate::supervisor::runner::READY_LINE;
+use crate::supervisor::ServiceSpec;
+
+/// Set by the supervisor: which start of the service this is (1 for the first).
+pub const ATTEMPT_ENV: &str = "NODEOS_ATTEMPT";
+
+/// The services of a node, in no particular order: the supervisor sorts them.
+pub fn specs() -> Vec<ServiceSpec> {
+    vec![
+        ServiceSpec { name: "devices", depends_on: &[] },
+        ServiceSpec { name: "net", depends_on: &["devices"] },
+        ServiceSpec { name: "power", depends_on: &["devices"] },
+    ]
+}
+
+/// Tells the supervisor that this service is doing its job.
+pub fn report_ready() {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{READY_LINE}");
+    let _ = out.flush();
+}
+
+/// Entry point of `nodeos svc NAME`.
+pub fn run(name: &str) -> anyhow::Result<()> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let config = std::fs::read_to_string(crate::settings::CONFIG_FILE).ok();
+    let (settings, _warnings) = Settings::load(config.as_deref(), &cmdline);
+    crate::logging::init_for_service(settings.debug);
+    inject_crash_if_asked(name, &settings);
+    match name {
+        "devices" => devices::run(),
+        "power" => power::run(),
+        "net" => {
+            let hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "cloudos".into());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(crate::net::run(&settings.net, &hostname))
+        }
+        other => anyhow::bail!("no service named {other:?}"),
+    }
+}
+
+/// `cloudos.fault=crash:NAME:N` makes a service crash on its first N starts,
+/// the way a real bug would: with a panic.
+fn inject_crash_if_asked(name: &str, settings: &Settings) {
+    let times = settings.injected_crashes(name);
+    let attempt: u32 = std::env::var(ATTEMPT_ENV).ok().and_then(|a| a.parse().ok()).unwrap_or(1);
+    if attempt <= times {
+        log::error!("crashing on purpose (cloudos.fault, start {attempt} of {times})");
+        panic!("injected crash of service {name}");
+    }
+}

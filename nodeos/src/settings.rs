@@ -1,0 +1,491 @@
+//! Node settings: the `cloudos.*` keys of the kernel command line and the
+//! optional `config.toml` on the data partition.
+//!
+//! Owns parsing and validation only; it never touches the system. Both
+//! sources go through one `apply` function, so a key means the same thing
+//! wherever it is written. Anything malformed becomes a [`Warning`] and the
+//! key keeps its default: a typo on a boot line must never stop a boot.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// Where the settings file lives once the data partition is mounted.
+pub const CONFIG_FILE: &str = "/var/lib/cloudos/config.toml";
+
+/// The prefix every CloudOS key carries on the kernel command line.
+const PREFIX: &str = "cloudos.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// No role chosen: the node boots, brings up its network and waits.
+    #[default]
+    None,
+    Master,
+    Compute,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::None => "none",
+            Role::Master => "master",
+            Role::Compute => "compute",
+        })
+    }
+}
+
+/// An IPv4 address with its prefix length, as written in `10.0.0.5/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Ipv4Cidr {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Ipv4Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} needs a prefix length, as in 10.0.0.5/24"))?;
+        let address = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix = prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| format!("prefix length {prefix:?} is not in 1..=32"))?;
+        Ok(Ipv4Cidr { address, prefix })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum NetMode {
+    /// DHCPv4 on every Ethernet link.
+    #[default]
+    Dhcp,
+    /// A fixed address on one link (`cloudos.iface`, else the first Ethernet link).
+    Static,
+    /// Loopback only.
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct NetSettings {
+    pub mode: NetMode,
+    pub iface: Option<String>,
+    pub address: Option<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// A failure injected on purpose, for tests of the supervisor: a service that
+/// crashes on its first `times` starts. Only a crash we cannot cause from
+/// outside a shell-less appliance is injected this way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CrashFault {
+    pub service: String,
+    pub times: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Settings {
+    pub role: Role,
+    pub hostname: Option<String>,
+    pub net: NetSettings,
+    pub debug: bool,
+    pub faults: Vec<CrashFault>,
+}
+
+/// A key that was ignored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub source: Source,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ignoring {}: {}", self.source, self.key, self.reason)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    KernelCommandLine,
+    ConfigFile,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::KernelCommandLine => "kernel command line",
+            Source::ConfigFile => CONFIG_FILE,
+        })
+    }
+}
+
+impl Settings {
+    /// Builds the settings from the config file (if any) and then the kernel
+    /// command line, which wins: it is how an operator overrides a node at boot.
+    pub fn load(config_file: Option<&str>, cmdline: &str) -> (Settings, Vec<Warning>) {
+        let mut settings = Settings::default();
+        let mut warnings = Vec::new();
+        if let Some(text) = config_file {
+            match config_file_pairs(text) {
+                Ok(pairs) => {
+                    for (key, value) in pairs {
+                        settings.apply(Source::ConfigFile, &key, value.as_deref(), &mut warnings);
+                    }
+                }
+                Err(reason) => warnings.push(Warning {
+                    source: Source::ConfigFile,
+                    key: "the whole file".into(),
+                    reason,
+                }),
+            }
+        }
+        for (key, value) in cmdline_pairs(cmdline, &mut warnings) {
+            settings.apply(Source::KernelCommandLine, &key, value.as_deref(), &mut warnings);
+        }
+        settings.check_consistency(&mut warnings);
+        (settings, warnings)
+    }
+
+    fn apply(&mut self, source: Source, key: &str, value: Option<&str>, warnings: &mut Vec<Warning>) {
+        let shown_key = match source {
+            Source::KernelCommandLine => format!("{PREFIX}{key}"),
+            Source::ConfigFile => key.to_string(),
+        };
+        let mut warn = |reason: String| {
+            warnings.push(Warning {
+                source,
+                key: shown_key.clone(),
+                reason,
+            })
+        };
+        // A bare `cloudos.debug` means "on"; every other key needs a value.
+        if key == "debug" {
+            match parse_bool(value.unwrap_or("1")) {
+                Some(on) => self.debug = on,
+                None => warn(format!("{:?} is not a boolean (use 0/1, true/false)", value.unwrap_or(""))),
+            }
+            return;
+        }
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            if is_known_key(key) {
+                warn("needs a value, as in key=value".into());
+            } else {
+                warn(format!("unknown key (known: {})", KNOWN_KEYS.join(", ")));
+            }
+            return;
+        };
+        match key {
+            "role" => match value {
+                "master" => self.role = Role::Master,
+                "compute" => self.role = Role::Compute,
+                "none" => self.role = Role::None,
+                other => warn(format!("unknown role {other:?} (use master or compute)")),
+            },
+            "hostname" => match validate_hostname(value) {
+                Ok(()) => self.hostname = Some(value.to_ascii_lowercase()),
+                Err(reason) => warn(reason),
+            },
+            "net" => match value {
+                "dhcp" => self.net.mode = NetMode::Dhcp,
+                "static" => self.net.mode = NetMode::Static,
+                "off" => self.net.mode = NetMode::Off,
+                other => warn(format!("unknown network mode {other:?} (use dhcp, static or off)")),
+            },
+            "iface" => match valid_iface_name(value) {
+                true => self.net.iface = Some(value.to_string()),
+                false => warn(format!("{value:?} is not a valid interface name")),
+            },
+            "address" => match value.parse() {
+                Ok(cidr) => self.net.address = Some(cidr),
+                Err(reason) => warn(reason),
+            },
+            "gateway" => match value.parse() {
+                Ok(gw) => self.net.gateway = Some(gw),
+                Err(_) => warn(format!("{value:?} is not an IPv4 address")),
+            },
+            "dns" => {
+                let parsed: Result<Vec<Ipv4Addr>, _> = value.split(',').map(str::parse).collect();
+                match parsed {
+                    Ok(servers) => self.net.dns = servers,
+                    Err(_) => warn(format!("{value:?} is not a comma-separated list of IPv4 addresses")),
+                }
+            }
+            "fault" => match parse_fault(value) {
+                Ok(fault) => self.faults.push(fault),
+                Err(reason) => warn(reason),
+            },
+            _ => warn(format!("unknown key (known: {})", KNOWN_KEYS.join(", "))),
+        }
+    }
+
+    fn check_consistency(&mut self, warnings: &mut Vec<Warning>) {
+        if self.net.mode == NetMode::Static && self.net.address.is_none() {
+            warnings.push(Warning {
+                source: Source::KernelCommandLine,
+                key: format!("{PREFIX}net=static"),
+                reason: format!("no {PREFIX}address given; falling back to dhcp"),
+            });
+            self.net.mode = NetMode::Dhcp;
+        }
+    }
+
+    /// How many times the named service is to crash on purpose.
+    pub fn injected_crashes(&self, service: &str) -> u32 {
+        self.faults
+            .iter()
+            .filter(|f| f.service == service)
+            .map(|f| f.times)
+            .sum()
+    }
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "role", "hostname", "net", "iface", "address", "gateway", "dns", "debug", "fault",
+];
+
+fn is_known_key(key: &str) -> bool {
+    KNOWN_KEYS.contains(&key)
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_fault(value: &str) -> Result<CrashFault, String> {
+    let usage = "use crash:SERVICE:TIMES, as in crash:power:3";
+    let mut parts = value.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("crash"), Some(service), Some(times), None) if !service.is_empty() => {
+            let times = times
+                .parse()
+                .map_err(|_| format!("{times:?} is not a count; {usage}"))?;
+            Ok(CrashFault {
+                service: service.to_string(),
+                times,
+            })
+        }
+        _ => Err(format!("{value:?} is not a fault; {usage}")),
+    }
+}
+
+/// RFC 1123 host name: labels of letters, digits and inner hyphens.
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("{name:?} must be 1 to 253 characters long"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a valid host name (letters, digits and inner hyphens, labels of at most 63)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_iface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Splits a kernel command line the way the kernel does (whitespace, with
+/// double quotes grouping) and keeps the `cloudos.*` words.
+fn cmdline_pairs(cmdline: &str, warnings: &mut Vec<Warning>) -> Vec<(String, Option<String>)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_quotes = false;
+    let mut started = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                started = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    if in_quotes {
+        warnings.push(Warning {
+            source: Source::KernelCommandLine,
+            key: "quotes".into(),
+            reason: "unbalanced double quote; the last word runs to the end of the line".into(),
+        });
+    }
+    words
+        .into_iter()
+        .filter_map(|w| {
+            let rest = w.strip_prefix(PREFIX)?;
+            Some(match rest.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (rest.to_string(), None),
+            })
+        })
+        .collect()
+}
+
+/// Flattens the config file into the same key/value pairs as the command line.
+fn config_file_pairs(text: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("not valid TOML: {e}"))?;
+    let mut pairs = Vec::new();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        pairs.push((key, Some(text)));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_cmdline(line: &str) -> (Settings, Vec<Warning>) {
+        Settings::load(None, line)
+    }
+
+    #[test]
+    fn defaults_without_cloudos_keys() {
+        let (s, w) = from_cmdline("BOOT_IMAGE=/boot/vmlinuz console=ttyS0,115200 quiet");
+        assert_eq!(s, Settings::default());
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let (s, w) = from_cmdline(
+            "quiet cloudos.role=master cloudos.hostname=Node-1 cloudos.net=static \
+             cloudos.iface=eth1 cloudos.address=10.0.0.5/24 cloudos.gateway=10.0.0.1 \
+             cloudos.dns=1.1.1.1,9.9.9.9 cloudos.debug cloudos.fault=crash:power:3",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.role, Role::Master);
+        assert_eq!(s.hostname.as_deref(), Some("node-1"));
+        assert_eq!(s.net.mode, NetMode::Static);
+        assert_eq!(s.net.iface.as_deref(), Some("eth1"));
+        assert_eq!(s.net.address.unwrap().to_string(), "10.0.0.5/24");
+        assert_eq!(s.net.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(s.net.dns.len(), 2);
+        assert!(s.debug);
+        assert_eq!(s.injected_crashes("power"), 3);
+        assert_eq!(s.injected_crashes("net"), 0);
+    }
+
+    #[test]
+    fn malformed_keys_warn_and_keep_defaults() {
+        let cases = [
+            ("cloudos.role=banana", "unknown role"),
+            ("cloudos.hostname=-bad-", "not a valid host name"),
+            ("cloudos.hostname=a_b", "not a valid host name"),
+            ("cloudos.net=wifi", "unknown network mode"),
+            ("cloudos.address=10.0.0.5", "needs a prefix length"),
+            ("cloudos.address=10.0.0.5/40", "prefix length"),
+            ("cloudos.address=300.0.0.1/24", "not an IPv4 address"),
+            ("cloudos.gateway=gw", "not an IPv4 address"),
+            ("cloudos.dns=1.1.1.1,x", "comma-separated"),
+            ("cloudos.debug=maybe", "not a boolean"),
+            ("cloudos.role", "needs a value"),
+            ("cloudos.rol=master", "unknown key"),
+            ("cloudos.=", "unknown key"),
+            ("cloudos.fault=explode", "not a fault"),
+            ("cloudos.fault=crash:net:lots", "not a count"),
+            ("cloudos.iface=an-interface-name-too-long", "not a valid interface name"),
+        ];
+        for (line, expected) in cases {
+            let (s, w) = from_cmdline(line);
+            assert_eq!(s, Settings::default(), "{line}");
+            assert_eq!(w.len(), 1, "{line}: {w:?}");
+            assert!(w[0].to_string().contains(expected), "{line}: {}", w[0]);
+        }
+    }
+
+    #[test]
+    fn static_without_address_falls_back_to_dhcp() {
+        let (s, w) = from_cmdline("cloudos.net=static");
+        assert_eq!(s.net.mode, NetMode::Dhcp);
+        assert!(w[0].reason.contains("falling back to dhcp"));
+    }
+
+    #[test]
+    fn quotes_group_words_and_unbalanced_quotes_warn() {
+        let (s, w) = from_cmdline("foo=\"a b\" cloudos.hostname=\"n1\"");
+        assert!(w.is_empty());
+        assert_eq!(s.hostname.as_deref(), Some("n1"));
+        let (s, w) = from_cmdline("cloudos.role=compute foo=\"unterminated cloudos.hostname=x");
+        assert_eq!(s.role, Role::Compute);
+        assert_eq!(s.hostname, None);
+        assert!(w[0].reason.contains("unbalanced"));
+    }
+
+    #[test]
+    fn binary_garbage_does_not_panic() {
+        let (_, _) = from_cmdline("cloudos.\u{0}=\u{7f}\u{1b}[ cloudos.hostname=\u{e9} \"\"\"");
+    }
+
+    #[test]
+    fn config_file_is_read_and_command_line_wins() {
+        let file = "role = \"compute\"\nhostname = \"from-file\"\ndns = [\"10.0.0.53\"]\ndebug = true\n";
+        let (s, w) = Settings::load(Some(file), "cloudos.hostname=from-cmdline");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.role, Role::Compute);
+        assert_eq!(s.hostname.as_deref(), Some("from-cmdline"));
+        assert_eq!(s.net.dns, vec![Ipv4Addr::new(10, 0, 0, 53)]);
+        assert!(s.debug);
+    }
+
+    #[test]
+    fn broken_config_file_warns_once() {
+        let (s, w) = Settings::load(Some("role = \"compute"), "");
+        assert_eq!(s, Settings::default());
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].source, Source::ConfigFile);
+        assert!(w[0].reason.contains("not valid TOML"));
+    }
+}

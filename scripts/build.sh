@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Build everything for one architecture, incrementally:
+#
+#   scripts/build.sh [--arch x86_64] [--init PATH]
+#
+#   out/<arch>/vmlinuz                 the pinned Debian kernel
+#   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
+#   out/<arch>/floor-initramfs.img     busybox floor for the boot benchmark
+#   out/cloudos-<version>-<arch>.iso   BIOS+UEFI live ISO (iso/build.sh)
+#
+# --init PATH uses PATH (any static binary) as /init instead of building nodeos.
+# SOURCE_DATE_EPOCH (default 0) stamps every file in the images.
+# Writes only under out/ and ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARCH=x86_64
+INIT=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --arch) ARCH=$2; shift 2 ;;
+    --arch=*) ARCH=${1#--arch=}; shift ;;
+    --init) INIT=$(realpath "$2"); shift 2 ;;
+    --init=*) INIT=$(realpath "${1#--init=}"); shift ;;
+    *) echo "usage: $0 [--arch x86_64] [--init PATH]" >&2; exit 2 ;;
+    esac
+done
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+step() { echo "==> $*" >&2; }
+
+case $ARCH in
+x86_64) DEB_ARCH=amd64; TARGET=x86_64-unknown-linux-musl ;;
+*) die "arch $ARCH: only x86_64 is supported so far" ;;
+esac
+
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
+OUT=$ROOT/out/$ARCH
+mkdir -p "$OUT"
+cd "$ROOT"
+
+# Rebuild TARGET when its recorded recipe (inputs' size+mtime, arguments,
+# SOURCE_DATE_EPOCH) changed. usage: fresh TARGET -- ARGS... -- INPUTS...
+fresh() {
+    local target=$1 key
+    shift
+    key=$(printf '%s\n' "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" "$@"
+        for f in "$@"; do [[ -e $f ]] && stat -L -c '%n %s %Y' "$f"; done)
+    if [[ -f $target && -f $target.recipe && $(cat "$target.recipe") == "$key" ]]; then
+        return 0
+    fi
+    echo "$key" >"$target.recipe.new"
+    return 1
+}
+recorded() { mv "$1.recipe.new" "$1.recipe"; }
+
+step "fetching pinned inputs"
+scripts/fetch-inputs.sh
+KPKG=$(awk -v a="$DEB_ARCH" '$1 ~ /^linux-image-/ && $2 == a { print $1; exit }' image/packages.lock)
+[[ -n $KPKG ]] || die "no linux-image-* for $DEB_ARCH in image/packages.lock"
+KVER=${KPKG#linux-image-}
+KDIR=$(scripts/fetch-inputs.sh --dir "$KPKG" "$DEB_ARCH")
+BBDIR=$(scripts/fetch-inputs.sh --dir busybox-static "$DEB_ARCH")
+CADIR=$(scripts/fetch-inputs.sh --dir ca-certificates all)
+
+LOCKED=(--locked)
+if [[ -z $INIT ]]; then
+    step "building nodeos ($TARGET)"
+    cargo build --release "${LOCKED[@]}" -q -p nodeos --target "$TARGET"
+    INIT=$ROOT/target/$TARGET/release/nodeos
+fi
+[[ -f $INIT ]] || die "init binary $INIT not found"
+if file -b "$INIT" 2>/dev/null | grep -q 'dynamically linked'; then
+    die "$INIT is dynamically linked; /init must be static"
+fi
+
+step "building mkinitramfs"
+cargo build --release "${LOCKED[@]}" -q -p initramfs
+MK=$ROOT/target/release/mkinitramfs
+
+# CA bundle as update-ca-certificates makes it: the Mozilla certificates, in name order.
+CA=$OUT/ca-certificates.crt
+if ! fresh "$CA" "$CADIR/.cloudos-unpacked"; then
+    find "$CADIR/usr/share/ca-certificates/mozilla" -name '*.crt' -print0 |
+        LC_ALL=C sort -z | xargs -0 cat >"$CA.tmp"
+    [[ -s $CA.tmp ]] || die "no certificates in $CADIR"
+    mv "$CA.tmp" "$CA"
+    recorded "$CA"
+fi
+
+if ! fresh "$OUT/vmlinuz" "$KDIR/boot/vmlinuz-$KVER"; then
+    cp "$KDIR/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
+    touch -d "@$SOURCE_DATE_EPOCH" "$OUT/vmlinuz.tmp"
+    mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+    recorded "$OUT/vmlinuz"
+fi
+
+MODLIST=$ROOT/initramfs/modules-$ARCH.txt
+if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos-unpacked" "$CA"; then
+    step "building initramfs.img"
+    "$MK" --init "$INIT" --kernel-release "$KVER" --modules-root "$KDIR" \
+        --modules "$MODLIST" --ca-bundle "$CA" --output "$OUT/initramfs.img"
+    recorded "$OUT/initramfs.img"
+fi
+
+if ! fresh "$OUT/floor-initramfs.img" "$MK" "$BBDIR/bin/busybox"; then
+    step "building floor-initramfs.img"
+    "$MK" --floor-busybox "$BBDIR/bin/busybox" --output "$OUT/floor-initramfs.img"
+    recorded "$OUT/floor-initramfs.img"
+fi
+
+step "building ISO"
+iso/build.sh --arch "$ARCH"
+ls -l "$ROOT"/out/cloudos-*-"$ARCH".iso "$OUT"/vmlinuz "$OUT"/initramfs.img "$OUT"/floor-initramfs.img |
+    awk '{ printf "%10d  %s\n", $5, $NF }' >&2

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Install the host packages the CloudOS build and tests need (Debian 12 / Ubuntu),
+# and the Rust musl targets. Idempotent: when everything is installed already it
+# only checks (dpkg-query) and returns in a second or so. Run as root.
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+
+PACKAGES=(
+    qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf qemu-utils
+    xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools
+    e2fsprogs cpio kmod iproute2 musl-tools gdisk socat busybox-static file
+)
+RUST_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+
+die() { echo "deps.sh: error: $*" >&2; exit 1; }
+
+# shellcheck disable=SC1091
+. /etc/os-release
+CODENAME=${VERSION_CODENAME:-}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+    [[ $status == ii* ]] || missing+=("$p")
+done
+
+# On bookworm, a qemu-utils from backports (10.x) conflicts with bookworm's
+# qemu-system 7.2: pin qemu-utils to bookworm's own version.
+fix_qemu_utils=
+if [[ ${ID:-} == debian && $CODENAME == bookworm ]]; then
+    sys=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [[ -n $utils && -n $sys && $utils != "$sys" ]]; then
+        fix_qemu_utils=1
+    fi
+fi
+
+if [[ ${#missing[@]} -gt 0 || -n $fix_qemu_utils ]]; then
+    [[ $(id -u) == 0 ]] || die "run as root to install: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    echo "deps.sh: installing ${missing[*]}${fix_qemu_utils:+ qemu-utils/bookworm}" >&2
+    apt-get update -qq
+    if [[ ${ID:-} == debian && $CODENAME == bookworm ]]; then
+        # Take qemu-utils from bookworm itself, never from backports.
+        rest=()
+        for p in "${missing[@]}"; do [[ $p == qemu-utils ]] || rest+=("$p"); done
+        apt-get install -y -qq --no-install-recommends --allow-downgrades \
+            "${rest[@]}" qemu-utils/bookworm >/dev/null
+    else
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+fi
+
+if command -v rustup >/dev/null; then
+    installed=$(rustup target list --installed 2>/dev/null || true)
+    for t in "${RUST_TARGETS[@]}"; do
+        grep -qx "$t" <<<"$installed" || rustup target add "$t"
+    done
+else
+    echo "deps.sh: warning: rustup not found; install Rust (https://rustup.rs) and run:" >&2
+    echo "  rustup target add ${RUST_TARGETS[*]}" >&2
+fi

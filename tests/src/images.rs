@@ -1,0 +1,181 @@
+//! Where the built artifacts are.
+//!
+//! `scripts/build.sh` writes them under `<workspace>/out/`. The tests never
+//! build images themselves: a missing artifact is an error that says how to
+//! make it, so a QEMU test fails loudly instead of passing vacuously.
+//! `CLOUDOS_OUT_DIR` overrides the location (e.g. to test a CI artifact).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::arch::Arch;
+
+/// Errors finding or preparing images. `Debug` prints as `Display` so an
+/// `.unwrap()` says "run scripts/build.sh first" plainly.
+#[derive(thiserror::Error)]
+pub enum ImageError {
+    #[error("{what} not found at {path}: run scripts/build.sh first")]
+    Missing { what: String, path: PathBuf },
+    #[error("several ISOs match {pattern} in {dir}: {found:?}; remove stale ones")]
+    Ambiguous {
+        pattern: String,
+        dir: PathBuf,
+        found: Vec<PathBuf>,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Debug for ImageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// The cargo workspace root (this package lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .expect("the tests package is inside the workspace")
+        .to_path_buf()
+}
+
+/// The build output directory: `$CLOUDOS_OUT_DIR`, else `<root>/out`.
+pub fn out_dir() -> PathBuf {
+    match std::env::var_os("CLOUDOS_OUT_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("out"),
+    }
+}
+
+/// The cargo target directory, where QEMU logs go (`target/qemu-logs`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
+fn existing(what: &str, path: PathBuf) -> Result<PathBuf, ImageError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ImageError::Missing {
+            what: what.to_string(),
+            path,
+        })
+    }
+}
+
+/// `out/<arch>/vmlinuz`: the kernel.
+pub fn kernel(arch: Arch) -> Result<PathBuf, ImageError> {
+    existing("kernel", out_dir().join(arch.as_str()).join("vmlinuz"))
+}
+
+/// `out/<arch>/initramfs.img`: the CloudOS userland (nodeos as /init).
+pub fn initramfs(arch: Arch) -> Result<PathBuf, ImageError> {
+    existing(
+        "initramfs",
+        out_dir().join(arch.as_str()).join("initramfs.img"),
+    )
+}
+
+/// `out/<arch>/floor-initramfs.img`: a busybox initramfs that prints
+/// `floor: userland up` and powers off. It proves the kernel and the boot
+/// plumbing work independently of nodeos.
+pub fn floor_initramfs(arch: Arch) -> Result<PathBuf, ImageError> {
+    existing(
+        "floor initramfs",
+        out_dir().join(arch.as_str()).join("floor-initramfs.img"),
+    )
+}
+
+/// The ISO: the single file matching `out/cloudos-*-<arch>.iso`.
+pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
+    let dir = out_dir();
+    let suffix = format!("-{}.iso", arch.as_str());
+    let pattern = format!("cloudos-*{suffix}");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(_) => {
+            return Err(ImageError::Missing {
+                what: format!("ISO ({pattern})"),
+                path: dir,
+            })
+        }
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("cloudos-") && n.ends_with(&suffix))
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Err(ImageError::Missing {
+            what: format!("ISO ({pattern})"),
+            path: dir,
+        }),
+        1 => Ok(found.remove(0)),
+        // Two versions side by side means a stale build; guessing would test the wrong one.
+        _ => Err(ImageError::Ambiguous {
+            pattern,
+            dir,
+            found,
+        }),
+    }
+}
+
+/// Makes a USB-stick image from a hybrid ISO: the ISO is written to the stick
+/// as-is (like `dd`), so this is a copy into a temp file. The copy is deleted
+/// when the returned path is dropped; the original ISO is never touched.
+///
+/// `min_size`, if given, pads the image with zeros (sparse) to that many bytes,
+/// as a real stick is larger than the ISO written to it.
+pub fn usb_stick_from_iso(
+    iso: &Path,
+    min_size: Option<u64>,
+) -> Result<tempfile::TempPath, ImageError> {
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImageError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    if !iso.is_file() {
+        return Err(ImageError::Missing {
+            what: "ISO".into(),
+            path: iso.to_path_buf(),
+        });
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("cloudos-usb-")
+        .suffix(".img")
+        .tempfile()
+        .map_err(io("creating a temp file for", iso))?;
+    let path = tmp.into_temp_path();
+    fs::copy(iso, &path).map_err(io("copying", iso))?;
+    if let Some(size) = min_size {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        let len = f.metadata().map_err(io("stat", &path))?.len();
+        if len < size {
+            f.set_len(size).map_err(io("extending", &path))?;
+        }
+    }
+    Ok(path)
+}

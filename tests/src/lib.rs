@@ -1,0 +1,31 @@
+//! Test harness for CloudOS end-to-end tests.
+//!
+//! The tests boot the real images in QEMU (TCG: KVM hangs on the build hosts)
+//! and judge them by what the guest prints on its serial console. Everything a
+//! test starts — QEMU processes, network namespaces, temp files — is owned by a
+//! value whose `Drop` cleans it up, so a failing (panicking) test leaves nothing
+//! behind on the host.
+//!
+//! Modules, one job each:
+//! - [`arch`]: which guest architecture, and the QEMU binary/machine for it.
+//! - [`console`]: reads a serial stream and waits for lines on it.
+//! - [`qemu`]: builds a QEMU command line, owns the process and its monitor.
+//! - [`netns`]: a private network namespace with a bridge and one tap per VM.
+//! - [`images`]: finds the built artifacts under `out/`.
+//! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
+
+pub mod arch;
+pub mod console;
+pub mod images;
+mod monitor;
+pub mod netns;
+pub mod qemu;
+mod spawner;
+pub mod timeouts;
+
+pub use arch::Arch;
+pub use console::{Console, ConsoleError, Match, Pattern};
+pub use images::ImageError;
+pub use netns::{NetError, TestNet};
+pub use qemu::{BootSource, Firmware, Network, SerialMode, Vm, VmBuilder, VmError};
+pub use timeouts::scaled;

@@ -1,0 +1,290 @@
+//! A private virtual LAN for a test: a network namespace holding a bridge
+//! (with a host address, so processes in the namespace can act as the admin's
+//! laptop, a registry or an HTTP server) and one tap per VM.
+//!
+//! Everything is done with the `ip` command (iproute2): it is what an operator
+//! would type, and its errors are readable. Nothing here touches the host's
+//! own network namespace, so tests cannot disturb the host or send traffic
+//! beyond it.
+//!
+//! `Drop` kills the processes spawned through [`TestNet::spawn`] and deletes
+//! the namespace, which deletes its bridge and taps. Namespaces left by a test
+//! process that was SIGKILLed (so its `Drop` never ran) are removed by the next
+//! `TestNet::new`, recognised by the dead PID in their name.
+
+use std::io;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::qemu::Network;
+
+/// Prefix of every namespace the harness creates: `cloudos-t<pid>-<n>`.
+pub const NETNS_PREFIX: &str = "cloudos-t";
+
+/// The default bridge address (host side of the test LAN).
+pub const DEFAULT_BRIDGE_ADDR: &str = "10.77.0.1/24";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Errors setting up or using a test network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("running {command}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{command} failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+/// A network namespace with a bridge `br0`, deleted on drop.
+#[derive(Debug)]
+pub struct TestNet {
+    name: String,
+    bridge_addr: String,
+    taps: Mutex<u32>,
+    children: Mutex<Vec<Child>>,
+}
+
+impl TestNet {
+    /// A namespace with `br0` at [`DEFAULT_BRIDGE_ADDR`].
+    pub fn new() -> Result<TestNet, NetError> {
+        TestNet::with_bridge_addr(DEFAULT_BRIDGE_ADDR)
+    }
+
+    /// A namespace with `br0` at `addr` (CIDR, e.g. `10.78.0.1/24`). Each
+    /// namespace is its own world, so several tests may use the same subnet.
+    pub fn with_bridge_addr(addr: &str) -> Result<TestNet, NetError> {
+        remove_stale_namespaces();
+        let name = format!(
+            "{NETNS_PREFIX}{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run_ip(&["netns", "add", &name])?;
+        // From here on `net` owns the namespace: an error below drops it, which deletes it.
+        let net = TestNet {
+            name,
+            bridge_addr: addr.to_string(),
+            taps: Mutex::new(0),
+            children: Mutex::new(Vec::new()),
+        };
+        net.ip(&["link", "set", "lo", "up"])?;
+        net.ip(&["link", "add", "br0", "type", "bridge"])?;
+        net.ip(&["addr", "add", addr, "dev", "br0"])?;
+        net.ip(&["link", "set", "br0", "up"])?;
+        // Multicast (mDNS) sends fail with ENETUNREACH without a route: there is no default route here.
+        net.ip(&["route", "add", "224.0.0.0/4", "dev", "br0"])?;
+        Ok(net)
+    }
+
+    /// The namespace's name (for `ip netns exec NAME ...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bridge address with its prefix length, e.g. `10.77.0.1/24`.
+    pub fn bridge_addr(&self) -> &str {
+        &self.bridge_addr
+    }
+
+    /// The bridge address without the prefix length, e.g. `10.77.0.1`.
+    pub fn host_ip(&self) -> &str {
+        self.bridge_addr
+            .split('/')
+            .next()
+            .unwrap_or(&self.bridge_addr)
+    }
+
+    /// Runs `ip -n NAME <args>` (an iproute2 command inside the namespace).
+    pub fn ip(&self, args: &[&str]) -> Result<Output, NetError> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run_ip(&full)
+    }
+
+    /// Adds a tap `tapN` enslaved to `br0` and up; returns its name.
+    pub fn add_tap(&self) -> Result<String, NetError> {
+        let tap = {
+            let mut n = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+            let tap = format!("tap{n}");
+            *n += 1;
+            tap
+        };
+        self.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        self.ip(&["link", "set", &tap, "master", "br0"])?;
+        self.ip(&["link", "set", &tap, "up"])?;
+        Ok(tap)
+    }
+
+    /// Adds a tap and returns the [`Network`] for a VM on it, with a MAC
+    /// unique within this namespace (`52:54:00:77:<ns>:<tap>`).
+    pub fn vm_network(&self) -> Result<Network, NetError> {
+        let tap = self.add_tap()?;
+        let index: u32 = tap.trim_start_matches("tap").parse().unwrap_or(0);
+        let ns: u32 = self
+            .name
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok(Network::Tap {
+            netns: self.name.clone(),
+            tap_name: tap,
+            mac: format!("52:54:00:77:{:02x}:{:02x}", ns & 0xff, index & 0xff),
+        })
+    }
+
+    /// A `Command` that runs `program` inside the namespace
+    /// (`ip netns exec NAME program`). Configure it, then run it yourself or
+    /// hand it to [`TestNet::spawn`] so it is killed with the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `args[0] args[1..]` inside the namespace to completion; an error
+    /// if it exits non-zero (with its stderr in the message).
+    pub fn exec(&self, args: &[&str]) -> Result<Output, NetError> {
+        let (program, rest) = args.split_first().expect("exec needs a program");
+        let mut cmd = self.command(program);
+        cmd.args(rest);
+        run(cmd)
+    }
+
+    /// Starts a long-running process (a server in the namespace). It is killed
+    /// (SIGTERM, then SIGKILL) when the `TestNet` is dropped. Returns its PID.
+    pub fn spawn(&self, mut cmd: Command) -> Result<u32, NetError> {
+        let child = cmd.spawn().map_err(|source| NetError::Spawn {
+            command: describe(&cmd),
+            source,
+        })?;
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        Ok(pid)
+    }
+
+    /// Stops one process started by [`TestNet::spawn`] (no-op for other PIDs).
+    pub fn kill(&self, pid: u32) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = children.iter().position(|c| c.id() == pid) {
+            let mut child = children.remove(i);
+            stop_child(&mut child, Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let children = std::mem::take(self.children.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for mut child in children {
+            stop_child(&mut child, Duration::from_secs(2));
+        }
+        // Deleting the namespace deletes the bridge and the taps in it. A QEMU
+        // still running in it keeps the namespace alive (unnamed) until it exits.
+        if let Err(e) = run_ip(&["netns", "del", &self.name]) {
+            eprintln!("cloudos-tests: could not delete netns {}: {e}", self.name);
+        }
+    }
+}
+
+/// Whether a namespace with this exact name exists (`ip netns list`).
+pub fn netns_exists(name: &str) -> bool {
+    list_namespaces().iter().any(|n| n == name)
+}
+
+/// Names from `ip netns list` (whose lines look like `NAME (id: 3)`).
+pub fn list_namespaces() -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deletes `cloudos-t<pid>-*` namespaces whose creating process is gone.
+fn remove_stale_namespaces() {
+    for name in list_namespaces() {
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run_ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+/// SIGTERM, a grace period, then SIGKILL; always reaps the child.
+pub(crate) fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // The PID is still ours to signal: an unreaped child cannot be replaced by another process.
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a PID we own; no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run_ip(args: &[&str]) -> Result<Output, NetError> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    run(cmd)
+}
+
+fn run(mut cmd: Command) -> Result<Output, NetError> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NetError::Spawn {
+            command: describe(&cmd),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(NetError::Failed {
+            command: describe(&cmd),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}

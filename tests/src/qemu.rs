@@ -1,0 +1,833 @@
+//! QEMU virtual machines for tests: [`VmBuilder`] makes the command line,
+//! [`Vm`] owns the running process.
+//!
+//! Fixed choices, and why:
+//! - `-accel tcg`: `/dev/kvm` exists on the build hosts but KVM guests hang.
+//! - `-display none -no-reboot`: no window; a guest reboot or panic (with
+//!   `panic=-1` on the kernel command line) ends QEMU instead of looping.
+//! - The serial port is on a pipe (QEMU's stdin/stdout) or on a unix socket
+//!   with `wait=on` (QEMU waits for us, so no output is lost and a TUI can be
+//!   driven); the HMP monitor is on a unix socket in a per-VM temp dir.
+//! - User networking always carries `restrict=on`: a test VM must never reach
+//!   beyond this machine. Port forwards bind to 127.0.0.1 only.
+//! - Boot media the test does not mean to change (USB stick) are opened with
+//!   `snapshot=on`: writes go to a throwaway overlay, the image is untouched.
+//!
+//! `Drop` stops QEMU (SIGTERM, then SIGKILL) and removes the temp dir, also
+//! when the test panics; then it prints the guest's last lines to stderr.
+//! Every VM's full serial output is written, as it arrives, to
+//! `target/qemu-logs/<name>.log`.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::arch::Arch;
+use crate::console::Console;
+use crate::images;
+use crate::monitor::Monitor;
+use crate::netns::stop_child;
+use crate::spawner::spawn_tied;
+
+/// Default guest memory.
+pub const DEFAULT_MEMORY_MB: u32 = 512;
+
+/// Lines of guest output printed to stderr when a test panics with a VM alive.
+pub const PANIC_TAIL_LINES: usize = 80;
+
+/// How long QEMU gets to exit on SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Where OVMF (x86_64 UEFI) and AAVMF (aarch64 UEFI) live on Debian.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// Errors starting or talking to a VM. `Debug` prints as `Display`, so an
+/// `.unwrap()` shows the console tail as readable lines.
+#[derive(thiserror::Error)]
+pub enum VmError {
+    #[error("no boot source: call VmBuilder::boot (or ::kernel)")]
+    NoBootSource,
+    #[error("{what} not found at {path}")]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting {command}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QEMU exited ({status}) before {while_doing}; its stderr:\n{stderr}")]
+    EarlyExit {
+        status: ExitStatus,
+        while_doing: &'static str,
+        stderr: String,
+    },
+    #[error("monitor command {command:?}: {source}")]
+    Monitor {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QEMU still running after {timeout:?}; last lines of its console:\n{tail}")]
+    ExitTimeout { timeout: Duration, tail: String },
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
+}
+
+impl std::fmt::Debug for VmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// What the VM boots from.
+#[derive(Debug, Clone)]
+pub enum BootSource {
+    /// Direct kernel boot (`-kernel -initrd -append`): no firmware, no bootloader; fastest.
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+    /// An ISO in a CD-ROM drive (read-only medium).
+    Cdrom(PathBuf),
+    /// A raw image on a USB stick (xhci + usb-storage), opened copy-on-write.
+    UsbStick(PathBuf),
+    /// A disk image on virtio-blk (raw, or qcow2 by extension); writes persist.
+    Disk(PathBuf),
+}
+
+/// Which firmware runs before the boot source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// SeaBIOS on `-M pc` (x86_64). On aarch64: no firmware (kernel boot only).
+    #[default]
+    Bios,
+    /// OVMF (x86_64, `-M q35`) or AAVMF (aarch64) from pflash, with a private
+    /// copy of the variable store so tests never share or change NVRAM.
+    Uefi,
+}
+
+/// The VM's network.
+#[derive(Debug, Clone, Default)]
+pub enum Network {
+    /// No NIC at all.
+    #[default]
+    None,
+    /// QEMU user networking, `restrict=on` (no way out), with TCP forwards
+    /// from `127.0.0.1:host_port` to the guest's `guest_port`.
+    User { hostfwd: Vec<(u16, u16)> },
+    /// A tap in a network namespace (see `TestNet::vm_network`); QEMU is started
+    /// inside the namespace.
+    Tap {
+        netns: String,
+        tap_name: String,
+        mac: String,
+    },
+}
+
+/// How the serial port reaches the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SerialMode {
+    /// QEMU's stdout/stdin pipes. Writable too (`Console::send`).
+    #[default]
+    Stdio,
+    /// A unix socket with `server=on,wait=on`: QEMU does not start the guest
+    /// until the harness has connected, so not one byte is missed. Use it for
+    /// driving a TUI.
+    Socket,
+}
+
+/// Builds a [`Vm`]. Defaults: x86_64, 512 MB, 1 CPU, SeaBIOS, no network,
+/// serial on stdio, named after the current test.
+#[derive(Debug, Clone)]
+pub struct VmBuilder {
+    arch: Arch,
+    name: Option<String>,
+    memory_mb: u32,
+    smp: u32,
+    boot: Option<BootSource>,
+    firmware: Firmware,
+    disks: Vec<PathBuf>,
+    network: Network,
+    guestfwd: Vec<String>,
+    serial: SerialMode,
+    uefi_files: Option<(PathBuf, PathBuf)>,
+    extra_args: Vec<String>,
+}
+
+impl Default for VmBuilder {
+    fn default() -> Self {
+        VmBuilder::new(Arch::X86_64)
+    }
+}
+
+impl VmBuilder {
+    pub fn new(arch: Arch) -> VmBuilder {
+        VmBuilder {
+            arch,
+            name: None,
+            memory_mb: DEFAULT_MEMORY_MB,
+            smp: 1,
+            boot: None,
+            firmware: Firmware::Bios,
+            disks: Vec::new(),
+            network: Network::None,
+            guestfwd: Vec::new(),
+            serial: SerialMode::Stdio,
+            uefi_files: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Names the VM (log file name, `-name`). Default: the test's thread name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    pub fn smp(mut self, cpus: u32) -> Self {
+        self.smp = cpus;
+        self
+    }
+
+    pub fn boot(mut self, source: BootSource) -> Self {
+        self.boot = Some(source);
+        self
+    }
+
+    /// Shorthand for `boot(BootSource::Kernel { .. })`.
+    pub fn kernel(
+        self,
+        kernel: impl Into<PathBuf>,
+        initrd: impl Into<PathBuf>,
+        append: &str,
+    ) -> Self {
+        self.boot(BootSource::Kernel {
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            append: append.to_string(),
+        })
+    }
+
+    pub fn firmware(mut self, firmware: Firmware) -> Self {
+        self.firmware = firmware;
+        self
+    }
+
+    /// Overrides the UEFI code and variable-store templates (defaults: Debian's OVMF/AAVMF).
+    pub fn uefi_files(
+        mut self,
+        code: impl Into<PathBuf>,
+        vars_template: impl Into<PathBuf>,
+    ) -> Self {
+        self.uefi_files = Some((code.into(), vars_template.into()));
+        self
+    }
+
+    /// Adds a writable virtio disk (raw, or qcow2 by extension), after the boot source.
+    pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.disks.push(path.into());
+        self
+    }
+
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Adds a `guestfwd=` rule to user networking (e.g.
+    /// `tcp:10.0.2.100:80-cmd:<relay>`), the way a `restrict=on` guest can reach
+    /// one chosen host service. Ignored for other networks.
+    pub fn guestfwd(mut self, rule: &str) -> Self {
+        self.guestfwd.push(rule.to_string());
+        self
+    }
+
+    pub fn serial(mut self, mode: SerialMode) -> Self {
+        self.serial = mode;
+        self
+    }
+
+    /// Raw extra QEMU arguments, appended last.
+    pub fn extra_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts QEMU. Returns once the serial console is being read (in socket
+    /// mode: once connected, which is what lets the guest start).
+    pub fn spawn(self) -> Result<Vm, VmError> {
+        let boot = self.boot.clone().ok_or(VmError::NoBootSource)?;
+        let name = unique_name(self.name.as_deref());
+        let dir = tempfile::Builder::new()
+            .prefix("cloudos-vm-")
+            .tempdir()
+            .map_err(|source| VmError::Io {
+                action: "creating a temp dir in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let serial_sock = dir.path().join("serial.sock");
+        let monitor_sock = dir.path().join("monitor.sock");
+
+        let args = self.qemu_args(&name, &boot, dir.path(), &serial_sock, &monitor_sock)?;
+        let mut cmd = match &self.network {
+            // `ip netns exec` execs QEMU, so the PID we get is QEMU's own.
+            Network::Tap { netns, .. } => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, self.arch.qemu_binary()]);
+                c
+            }
+            _ => Command::new(self.arch.qemu_binary()),
+        };
+        cmd.args(&args);
+        let command_line = describe(&cmd);
+
+        let log_dir = images::target_dir().join("qemu-logs");
+        fs::create_dir_all(&log_dir).map_err(|source| VmError::Io {
+            action: "creating",
+            path: log_dir.clone(),
+            source,
+        })?;
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = File::create(&log_path).map_err(|source| VmError::Io {
+            action: "creating",
+            path: log_path.clone(),
+            source,
+        })?;
+        // The command line beside the log, to re-run a failing VM by hand.
+        let _ = fs::write(
+            log_dir.join(format!("{name}.cmd")),
+            format!("{command_line}\n"),
+        );
+
+        cmd.stdin(match self.serial {
+            SerialMode::Stdio => Stdio::piped(),
+            SerialMode::Socket => Stdio::null(),
+        })
+        .stdout(match self.serial {
+            SerialMode::Stdio => Stdio::piped(),
+            SerialMode::Socket => Stdio::null(),
+        })
+        .stderr(Stdio::piped());
+
+        let mut child = spawn_tied(cmd).map_err(|source| VmError::Spawn {
+            command: command_line.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        let stderr = collect_stderr(&mut child);
+
+        let console = match self.serial {
+            SerialMode::Stdio => {
+                let out = child.stdout.take().expect("stdout is piped");
+                let input = child.stdin.take().expect("stdin is piped");
+                Console::start(Box::new(out), Some(Box::new(input)), Some(log))
+            }
+            SerialMode::Socket => match connect_serial(&serial_sock, &mut child) {
+                Ok(stream) => {
+                    let reader = stream.try_clone().map_err(|source| VmError::Io {
+                        action: "cloning the socket",
+                        path: serial_sock.clone(),
+                        source,
+                    })?;
+                    Console::start(Box::new(reader), Some(Box::new(stream)), Some(log))
+                }
+                Err(e) => {
+                    stop_child(&mut child, TERM_GRACE);
+                    return Err(finish_early_error(e, &stderr));
+                }
+            },
+        };
+
+        Ok(Vm {
+            name,
+            pid,
+            command_line,
+            log_path,
+            console,
+            stderr,
+            child: Mutex::new(child),
+            monitor: Mutex::new(None),
+            monitor_sock,
+            _dir: dir,
+        })
+    }
+
+    /// The QEMU arguments (without the binary). Public for debugging a setup.
+    pub fn qemu_args(
+        &self,
+        name: &str,
+        boot: &BootSource,
+        dir: &Path,
+        serial_sock: &Path,
+        monitor_sock: &Path,
+    ) -> Result<Vec<String>, VmError> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&[
+            "-name",
+            name,
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        push(&[
+            "-m",
+            &self.memory_mb.to_string(),
+            "-smp",
+            &self.smp.to_string(),
+        ]);
+
+        // Machine and firmware.
+        match (self.arch, self.firmware) {
+            (Arch::X86_64, Firmware::Bios) => push(&["-M", "pc"]),
+            (Arch::X86_64, Firmware::Uefi) => push(&["-M", "q35"]),
+            (Arch::Aarch64, _) => push(&["-M", "virt", "-cpu", "cortex-a57"]),
+        }
+        if self.firmware == Firmware::Uefi {
+            let (code, vars) = self.uefi_files.clone().unwrap_or_else(|| match self.arch {
+                Arch::X86_64 => (OVMF_CODE.into(), OVMF_VARS.into()),
+                Arch::Aarch64 => (AAVMF_CODE.into(), AAVMF_VARS.into()),
+            });
+            for (what, p) in [
+                ("UEFI firmware code", &code),
+                ("UEFI variable store", &vars),
+            ] {
+                if !p.is_file() {
+                    return Err(VmError::Missing {
+                        what,
+                        path: p.clone(),
+                    });
+                }
+            }
+            // A private copy: UEFI writes boot entries to its variable store, and
+            // the shared template must stay pristine for every other VM.
+            let my_vars = dir.join("uefi-vars.fd");
+            fs::copy(&vars, &my_vars).map_err(|source| VmError::Io {
+                action: "copying",
+                path: vars.clone(),
+                source,
+            })?;
+            push(&[
+                "-drive",
+                &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", p(&code)),
+            ]);
+            push(&[
+                "-drive",
+                &format!("if=pflash,format=raw,unit=1,file={}", p(&my_vars)),
+            ]);
+        }
+
+        // Boot source. Boot media get bootindex=0 so an attached blank disk is not tried first.
+        match boot {
+            BootSource::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => {
+                need("kernel", kernel)?;
+                need("initrd", initrd)?;
+                push(&[
+                    "-kernel",
+                    &p(kernel),
+                    "-initrd",
+                    &p(initrd),
+                    "-append",
+                    append,
+                ]);
+            }
+            BootSource::Cdrom(iso) => {
+                need("ISO", iso)?;
+                push(&[
+                    "-drive",
+                    &format!(
+                        "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={}",
+                        p(iso)
+                    ),
+                ]);
+                match self.arch {
+                    // ide-cd is what `-cdrom` makes (IDE on pc, AHCI on q35), plus a bootindex.
+                    Arch::X86_64 => push(&["-device", "ide-cd,drive=cd0,bootindex=0"]),
+                    // The virt machine has no IDE: a SCSI CD on virtio-scsi.
+                    Arch::Aarch64 => push(&[
+                        "-device",
+                        "virtio-scsi-pci,id=scsi0",
+                        "-device",
+                        "scsi-cd,bus=scsi0.0,drive=cd0,bootindex=0",
+                    ]),
+                }
+            }
+            BootSource::UsbStick(img) => {
+                need("USB stick image", img)?;
+                push(&["-device", "qemu-xhci,id=xhci"]);
+                push(&[
+                    "-drive",
+                    &format!("if=none,id=stick,format=raw,snapshot=on,file={}", p(img)),
+                ]);
+                push(&["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+            }
+            BootSource::Disk(disk) => {
+                need("boot disk", disk)?;
+                push(&[
+                    "-drive",
+                    &format!(
+                        "if=none,id=boot,format={},file={}",
+                        disk_format(disk),
+                        p(disk)
+                    ),
+                ]);
+                push(&["-device", "virtio-blk-pci,drive=boot,bootindex=0"]);
+            }
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            need("disk", disk)?;
+            push(&[
+                "-drive",
+                &format!(
+                    "if=none,id=disk{i},format={},file={}",
+                    disk_format(disk),
+                    p(disk)
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-blk-pci,drive=disk{i},serial=disk{i}"),
+            ]);
+        }
+
+        // Network.
+        match &self.network {
+            Network::None => push(&["-nic", "none"]),
+            Network::User { hostfwd } => {
+                let mut netdev = "user,id=n0,restrict=on".to_string();
+                for (host, guest) in hostfwd {
+                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                }
+                for rule in &self.guestfwd {
+                    netdev.push_str(&format!(",guestfwd={rule}"));
+                }
+                push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+            }
+            Network::Tap { tap_name, mac, .. } => {
+                push(&[
+                    "-netdev",
+                    &format!("tap,id=n0,ifname={tap_name},script=no,downscript=no"),
+                ]);
+                push(&["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
+            }
+        }
+
+        // Serial and monitor.
+        match self.serial {
+            SerialMode::Stdio => push(&["-serial", "stdio"]),
+            SerialMode::Socket => push(&[
+                "-chardev",
+                &format!("socket,id=ser0,path={},server=on,wait=on", p(serial_sock)),
+                "-serial",
+                "chardev:ser0",
+            ]),
+        }
+        push(&[
+            "-monitor",
+            &format!("unix:{},server=on,wait=off", p(monitor_sock)),
+        ]);
+        push(&["-parallel", "none"]);
+        a.extend(self.extra_args.iter().cloned());
+        Ok(a)
+    }
+}
+
+/// A running QEMU. Dropping it stops QEMU and cleans up.
+#[derive(Debug)]
+pub struct Vm {
+    name: String,
+    pid: u32,
+    command_line: String,
+    log_path: PathBuf,
+    console: Console,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    child: Mutex<Child>,
+    monitor: Mutex<Option<Monitor>>,
+    monitor_sock: PathBuf,
+    // Last field: removed after QEMU is gone (its sockets and NVRAM live here).
+    _dir: tempfile::TempDir,
+}
+
+impl Vm {
+    /// The serial console. Clone it to get an independent cursor.
+    pub fn serial(&self) -> &Console {
+        &self.console
+    }
+
+    /// Runs an HMP monitor command (`system_powerdown`, `set_link n0 off`,
+    /// `info status`, `quit`) and returns its output.
+    pub fn monitor(&self, command: &str) -> Result<String, VmError> {
+        let err = |source| VmError::Monitor {
+            command: command.to_string(),
+            source,
+        };
+        let mut slot = self.monitor.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot =
+                Some(Monitor::connect(&self.monitor_sock, Duration::from_secs(10)).map_err(err)?);
+        }
+        let result = slot.as_mut().expect("connected above").command(command);
+        if result.is_err() || command.trim() == "quit" {
+            // The connection is unusable now; reconnect next time.
+            *slot = None;
+        }
+        result.map_err(err)
+    }
+
+    /// Waits for QEMU to exit (the guest powered off, rebooted under
+    /// `-no-reboot`, or was quit). Also waits briefly for the console to drain
+    /// so the guest's last words are in `serial()`.
+    pub fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = {
+                let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+                child.try_wait().map_err(|source| VmError::Io {
+                    action: "waiting for QEMU",
+                    path: PathBuf::from(format!("pid {}", self.pid)),
+                    source,
+                })?
+            };
+            if let Some(status) = status {
+                self.console.wait_closed(Duration::from_secs(2));
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::ExitTimeout {
+                    timeout,
+                    tail: self.console.tail(crate::console::ERROR_TAIL_LINES),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether QEMU is still running.
+    pub fn is_running(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `target/qemu-logs/<name>.log`: the full raw serial output.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The full QEMU command line.
+    pub fn command_line(&self) -> &str {
+        &self.command_line
+    }
+
+    /// What QEMU wrote to its stderr so far (its own warnings and errors).
+    pub fn qemu_stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Close the monitor first: QEMU serves one client at a time.
+        *self.monitor.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        stop_child(
+            self.child.get_mut().unwrap_or_else(|e| e.into_inner()),
+            TERM_GRACE,
+        );
+        self.console.wait_closed(Duration::from_secs(1));
+        if thread::panicking() {
+            // libtest shows a failed test's captured stderr: this is what the
+            // guest said, which is usually why it failed.
+            eprintln!(
+                "\n===== VM {} (pid {}): last {PANIC_TAIL_LINES} console lines; full log: {} =====\n{}\n===== end of VM {} console =====",
+                self.name,
+                self.pid,
+                self.log_path.display(),
+                self.console.tail(PANIC_TAIL_LINES),
+                self.name,
+            );
+            let stderr = self.qemu_stderr();
+            if !stderr.trim().is_empty() {
+                eprintln!("===== QEMU stderr =====\n{}", stderr.trim_end());
+            }
+            eprintln!("===== QEMU command =====\n{}", self.command_line);
+        }
+    }
+}
+
+/// Reads QEMU's stderr in the background (QEMU would block on a full pipe).
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut err) = child.stderr.take() {
+        let buf = Arc::clone(&buf);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+        });
+    }
+    buf
+}
+
+enum ConnectError {
+    Exited(ExitStatus),
+    TimedOut(std::io::Error),
+}
+
+/// Connects to the serial socket; QEMU creates it shortly after starting and
+/// then blocks (wait=on) until we are connected.
+fn connect_serial(path: &Path, child: &mut Child) -> Result<UnixStream, ConnectError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(ConnectError::Exited(status));
+                }
+                if Instant::now() >= deadline {
+                    return Err(ConnectError::TimedOut(e));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn finish_early_error(e: ConnectError, stderr: &Arc<Mutex<Vec<u8>>>) -> VmError {
+    // Give the stderr thread a moment to collect QEMU's last message.
+    thread::sleep(Duration::from_millis(100));
+    let stderr =
+        String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    match e {
+        ConnectError::Exited(status) => VmError::EarlyExit {
+            status,
+            while_doing: "the serial socket was connected",
+            stderr,
+        },
+        ConnectError::TimedOut(source) => VmError::Io {
+            action: "connecting to the serial socket (QEMU stderr so far below)",
+            path: PathBuf::from(stderr),
+            source,
+        },
+    }
+}
+
+/// A log-file-safe, process-unique VM name. libtest names each test's thread
+/// after the test, so by default the log is named after the test.
+fn unique_name(requested: Option<&str>) -> String {
+    static USED: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
+    let base = requested
+        .map(str::to_string)
+        .or_else(|| thread::current().name().map(str::to_string))
+        .unwrap_or_else(|| "vm".to_string());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut used = USED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let n = used.entry(base.clone()).or_insert(0);
+    *n += 1;
+    if *n == 1 {
+        base
+    } else {
+        format!("{base}-{n}")
+    }
+}
+
+fn need(what: &'static str, path: &Path) -> Result<(), VmError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(VmError::Missing {
+            what,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn disk_format(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        _ => "raw",
+    }
+}
+
+/// A path as a QEMU option value. Commas are QEMU's option separator and are
+/// escaped by doubling.
+fn p(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        s.push(' ');
+        if a.contains([' ', '"', '\'']) || a.is_empty() {
+            s.push('\'');
+            s.push_str(&a.replace('\'', "'\\''"));
+            s.push('\'');
+        } else {
+            s.push_str(&a);
+        }
+    }
+    s
+}
