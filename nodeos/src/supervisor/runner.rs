@@ -183,9 +183,10 @@ struct ServiceWorker {
 impl ServiceWorker {
     async fn run(mut self, deps: Vec<watch::Receiver<bool>>) {
         for mut dep in deps {
+            let mut stop = self.stop.clone();
             tokio::select! {
                 r = dep.wait_for(|ready| *ready) => if r.is_err() { return },
-                _ = self.stop.wait_for(|stop| *stop) => return self.stopped(),
+                _ = stop.wait_for(|stop| *stop) => return self.stopped(),
             }
         }
         let name = self.spec.name;
@@ -215,9 +216,10 @@ impl ServiceWorker {
                 s.restarts = attempt;
                 s.last_exit = Some(exit);
             });
+            let mut stop = self.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.wait_for(|stop| *stop) => return self.stopped(),
+                _ = stop.wait_for(|stop| *stop) => return self.stopped(),
             }
         }
     }
