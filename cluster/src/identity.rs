@@ -1,0 +1,243 @@
+//! Who a node is: its name and its role, and how both are written into and read back from
+//! the SAN URI of its certificate.
+//!
+//! The URI form is `cloudos://node/<name>?role=<role>`, for example
+//! `cloudos://node/rack1-n3?role=compute`. Names are lowercase RFC 1123 host names, so they
+//! need no escaping inside the URI and double as the certificate's DNS SAN.
+//!
+//! This module only parses and formats; trusting an identity is the TLS layer's job (a
+//! certificate is only read after it was verified against the cluster CA).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The scheme and authority that prefix every node identity URI.
+pub const IDENTITY_URI_PREFIX: &str = "cloudos://node/";
+
+const MAX_NAME_LEN: usize = 253;
+const MAX_LABEL_LEN: usize = 63;
+
+/// What a certificate or token allows its holder to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs workloads.
+    Compute,
+    /// Runs the master (and may run workloads).
+    Master,
+    /// A person's client certificate for the CLI.
+    Admin,
+}
+
+impl Role {
+    /// All roles, in a stable order (for help texts and tests).
+    pub const ALL: [Role; 3] = [Role::Compute, Role::Master, Role::Admin];
+
+    /// The lowercase name used in URIs, JSON and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Compute => "compute",
+            Role::Master => "master",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = IdentityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| IdentityError::UnknownRole { role: s.to_owned() })
+    }
+}
+
+/// A node's name and role, as the master's CA vouches for them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub role: Role,
+}
+
+impl NodeIdentity {
+    /// Builds an identity after checking the name with [`validate_node_name`].
+    pub fn new(name: impl Into<String>, role: Role) -> Result<Self, IdentityError> {
+        let name = name.into();
+        validate_node_name(&name)?;
+        Ok(NodeIdentity { name, role })
+    }
+
+    /// The SAN URI that carries this identity: `cloudos://node/<name>?role=<role>`.
+    pub fn to_uri(&self) -> String {
+        format!("{IDENTITY_URI_PREFIX}{}?role={}", self.name, self.role)
+    }
+
+    /// Parses the SAN URI written by [`NodeIdentity::to_uri`].
+    pub fn from_uri(uri: &str) -> Result<Self, IdentityError> {
+        let malformed = |why: &str| IdentityError::MalformedUri {
+            uri: uri.to_owned(),
+            why: why.to_owned(),
+        };
+        let rest = uri
+            .strip_prefix(IDENTITY_URI_PREFIX)
+            .ok_or_else(|| malformed("it does not start with cloudos://node/"))?;
+        let (name, query) = rest
+            .split_once('?')
+            .ok_or_else(|| malformed("it has no ?role= part"))?;
+        let role = query
+            .strip_prefix("role=")
+            .ok_or_else(|| malformed("the query is not role=<role>"))?;
+        NodeIdentity::new(name, role.parse()?)
+    }
+}
+
+impl fmt::Display for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.role)
+    }
+}
+
+/// Errors about node names, roles and identity URIs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("node name is empty; give the node a host name such as rack1-n3")]
+    EmptyName,
+    #[error(
+        "node name `{name}` is longer than {MAX_NAME_LEN} characters; choose a shorter host name"
+    )]
+    NameTooLong { name: String },
+    #[error(
+        "node name `{name}` is not a valid host name: {why}; use lowercase letters, digits, `-` \
+         and `.` (like rack1-n3)"
+    )]
+    InvalidName { name: String, why: String },
+    #[error("unknown role `{role}`; use compute, master or admin")]
+    UnknownRole { role: String },
+    #[error(
+        "identity uri `{uri}` is malformed: {why}; expected cloudos://node/<name>?role=<role>"
+    )]
+    MalformedUri { uri: String, why: String },
+}
+
+/// Checks that `name` is a lowercase RFC 1123 host name (dot-separated labels of `a-z`, `0-9`
+/// and inner `-`, each at most 63 characters).
+///
+/// Lowercase only, so that one node cannot hold two identities differing by case.
+pub fn validate_node_name(name: &str) -> Result<(), IdentityError> {
+    let invalid = |why: String| IdentityError::InvalidName {
+        name: name.to_owned(),
+        why,
+    };
+    if name.is_empty() {
+        return Err(IdentityError::EmptyName);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(IdentityError::NameTooLong {
+            name: name.to_owned(),
+        });
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(invalid(
+                "it has an empty label (two dots in a row, or a dot at an end)".into(),
+            ));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(invalid(format!(
+                "label `{label}` is longer than {MAX_LABEL_LEN} characters"
+            )));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(invalid(format!("character `{c}` is not allowed")));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(invalid(format!("label `{label}` starts or ends with `-`")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        let long_label = "a".repeat(64);
+        let long_name = ["a"; 128].join(".");
+        let cases: &[(&str, bool)] = &[
+            ("n1", true),
+            ("rack1-n3", true),
+            ("node.example.lan", true),
+            ("0", true),
+            ("", false),
+            ("Node1", false),
+            ("-n1", false),
+            ("n1-", false),
+            ("a..b", false),
+            (".a", false),
+            ("a_b", false),
+            ("a b", false),
+            ("nœud", false),
+            (&long_label, false),
+            (&long_name, false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(validate_node_name(name).is_ok(), *ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn role_round_trips() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            let json = serde_json::to_string(&role).ok();
+            assert_eq!(json, Some(format!("\"{role}\"")));
+        }
+        assert!(matches!(
+            "Admin".parse::<Role>(),
+            Err(IdentityError::UnknownRole { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_uri_round_trips() {
+        for role in Role::ALL {
+            let id = NodeIdentity::new("rack1-n3", role).expect("valid identity");
+            assert_eq!(NodeIdentity::from_uri(&id.to_uri()), Ok(id));
+        }
+        assert_eq!(
+            NodeIdentity::new("n1", Role::Compute).map(|i| i.to_uri()),
+            Ok("cloudos://node/n1?role=compute".to_owned())
+        );
+    }
+
+    #[test]
+    fn identity_uri_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("https://node/n1?role=compute", "does not start"),
+            ("cloudos://node/n1", "no ?role="),
+            ("cloudos://node/n1?x=compute", "role=<role>"),
+            ("cloudos://node/n1?role=root", "unknown role"),
+            ("cloudos://node/N1?role=compute", "not a valid host name"),
+            ("cloudos://node/?role=compute", "empty"),
+        ];
+        for (uri, want) in cases {
+            let err = NodeIdentity::from_uri(uri).expect_err(uri).to_string();
+            assert!(err.contains(want), "{uri}: {err}");
+        }
+    }
+}

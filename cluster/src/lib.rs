@@ -1,0 +1,26 @@
+//! The security and state core of a CloudOS cluster, shared by the master (inside `nodeos`),
+//! the agent and the `cloudos` CLI.
+//!
+//! - [`identity`]: who a node is (name and role) and how that is written into a certificate.
+//! - [`pki`]: the cluster CA, CA pins, node keys and CSRs, certificate issuing and reading.
+//! - [`token`]: join tokens, their hashed stored form and their checks.
+//! - [`store`]: the master's state behind one trait, with the redb backend.
+//! - [`tls`]: TLS 1.3-only rustls configurations: pinned first contact, mTLS, the server.
+//! - [`api`]: the JSON types spoken between master, agent and CLI.
+//!
+//! This crate opens no sockets and starts no threads: it is a library the servers and clients
+//! are built on. Nothing in it panics on bad input, because the master runs inside PID 1.
+
+pub mod api;
+pub mod identity;
+pub mod pki;
+pub mod store;
+pub mod tls;
+pub mod token;
+
+mod util;
+
+pub use identity::{NodeIdentity, Role};
+pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
+// pub use store::{RedbStore, Store};
+// pub use token::{Token, TokenRecord};

@@ -1,0 +1,98 @@
+//! Small helpers shared by the modules: randomness, hashing, hex and time formatting.
+
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The operating system's random generator failed; nothing secure can be made without it.
+#[derive(Debug, thiserror::Error)]
+#[error("the system random number generator failed; check that /dev/urandom or getrandom(2) works")]
+pub struct RandomError;
+
+/// Fills a buffer of `N` bytes from the system's secure random generator.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut buf = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| RandomError)?;
+    Ok(buf)
+}
+
+pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+/// Decodes lowercase or uppercase hex; `None` on odd length or a non-hex character.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
+}
+
+/// RFC 3339 for messages and logs; falls back to the Unix time so formatting never fails.
+pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| format!("@{}", t.unix_timestamp()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let cases: &[&[u8]] = &[b"", b"\x00", b"\xff\x10abc"];
+        for case in cases {
+            assert_eq!(from_hex(&to_hex(case)).as_deref(), Some(*case));
+        }
+    }
+
+    #[test]
+    fn hex_rejects_bad_input() {
+        for bad in ["a", "zz", "0g", "é0"] {
+            assert_eq!(from_hex(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        assert_eq!(
+            to_hex(&sha256(&[b"ab", b"c"])),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn random_bytes_differ() {
+        let a = random_bytes::<16>().ok();
+        let b = random_bytes::<16>().ok();
+        assert!(a.is_some());
+        assert_ne!(a, b);
+    }
+}
