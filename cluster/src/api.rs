@@ -1,1 +1,482 @@
-//! placeholder
+//! The JSON types spoken between the master, the agent and the `cloudos` CLI over HTTPS.
+//!
+//! Timestamps are RFC 3339 strings; sizes are bytes; CPU is in millicores (1000 = one core).
+//! Every error response has an [`ErrorBody`]; [`ErrorCode::http_status`] is the one place that
+//! maps errors to HTTP statuses, and the `From` impls map this crate's errors to codes.
+//!
+//! Join flow: the node connects with `tls::client_config_pinned(token.pin())`, so the secret
+//! below only ever travels to the master whose CA matches the token. The secret itself is
+//! sent (not a proof derived from it) because the master keeps only a salted hash and could
+//! not check a proof keyed by the secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::identity::Role;
+use crate::pki::PkiError;
+use crate::store::{NodeRecord, NodeState, StoreError};
+use crate::token::{TokenError, TokenId, TokenRecord};
+
+/// The path prefix of this version of the API.
+pub const API_PREFIX: &str = "/v1";
+
+/// The request paths, in one place for server and clients.
+pub mod paths {
+    /// `POST` [`super::JoinRequest`] → [`super::JoinResponse`]; no client certificate.
+    pub const JOIN: &str = "/v1/join";
+    /// `POST` [`super::RenewRequest`] → [`super::JoinResponse`]; node certificate.
+    pub const RENEW: &str = "/v1/renew";
+    /// `POST` [`super::Heartbeat`]; node certificate.
+    pub const HEARTBEAT: &str = "/v1/heartbeat";
+    /// `GET` → `Vec<`[`super::NodeInfo`]`>`; admin certificate.
+    pub const NODES: &str = "/v1/nodes";
+    /// `GET` → `Vec<`[`super::TokenInfo`]`>`, `POST` [`super::TokenCreateRequest`] →
+    /// [`super::TokenCreateResponse`]; admin certificate. `DELETE /v1/tokens/<id>` revokes.
+    pub const TOKENS: &str = "/v1/tokens";
+}
+
+/// A node asks to join with a token and a CSR for its own key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token_id: TokenId,
+    /// The token's secret; see the module comment for why it is sent as is.
+    pub token_secret: String,
+    /// PEM CSR from `pki::NodeKey::csr_pem`; only its public key is used.
+    pub csr_pem: String,
+    pub node_name: String,
+    /// `x86_64` or `aarch64` (as `uname -m`).
+    pub arch: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("token_id", &self.token_id)
+            .field("token_secret", &"<redacted>")
+            .field("node_name", &self.node_name)
+            .field("arch", &self.arch)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The master's answer to a join or a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The node's certificate (leaf only).
+    pub cert_pem: String,
+    /// The cluster CA: from now on the node's only trust anchor.
+    pub ca_pem: String,
+    pub cluster_name: String,
+    /// The role the token granted.
+    pub role: Role,
+    /// When to renew: two thirds into the certificate's lifetime.
+    #[serde(with = "time::serde::rfc3339")]
+    pub renew_after: OffsetDateTime,
+}
+
+/// A node renews its certificate over mTLS with a fresh CSR (a new key is recommended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+/// Capacity a node offers to workloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpu_millicores: u64,
+    pub memory_bytes: u64,
+}
+
+/// A node's measurements, sent with each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Busy fraction of all CPUs since the previous heartbeat, 0.0 to 1.0.
+    pub cpu_usage: f64,
+    pub mem_total_bytes: u64,
+    pub mem_used_bytes: u64,
+    /// Of the data partition.
+    pub disk_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    /// Counters since boot, summed over physical interfaces.
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub uptime_secs: u64,
+    pub arch: String,
+    /// `uname -r`.
+    pub kernel: String,
+    pub nodeos_version: String,
+    pub capacity: Capacity,
+}
+
+/// The periodic message from agent to master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    pub telemetry: Telemetry,
+}
+
+/// A node as the CLI shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    pub arch: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: NodeState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    pub telemetry: Option<Telemetry>,
+}
+
+impl From<&NodeRecord> for NodeInfo {
+    /// Telemetry that no longer parses (an older agent's) is shown as absent.
+    fn from(n: &NodeRecord) -> Self {
+        NodeInfo {
+            name: n.name.clone(),
+            role: n.role,
+            address: n.address.clone(),
+            arch: n.arch.clone(),
+            labels: n.labels.clone(),
+            state: n.state,
+            joined_at: n.joined_at,
+            last_seen: n.last_seen,
+            telemetry: n
+                .telemetry
+                .as_ref()
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        }
+    }
+}
+
+/// `cloudos token create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreateRequest {
+    pub role: Role,
+    /// A TTL such as `24h` (see `token::parse_ttl`); `None`: never expires.
+    pub ttl: Option<String>,
+    /// `None`: unlimited uses.
+    pub uses: Option<u32>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The only time the full token is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreateResponse {
+    /// The full token string to copy to the new node.
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+impl fmt::Debug for TokenCreateResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCreateResponse")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// A token as `cloudos token list` shows it: no secret, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub uses_left: Option<u32>,
+    pub revoked: bool,
+    pub description: String,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(r: &TokenRecord) -> Self {
+        TokenInfo {
+            id: r.id.clone(),
+            role: r.role,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            uses_left: r.uses_left,
+            revoked: r.revoked,
+            description: r.description.clone(),
+        }
+    }
+}
+
+/// Machine-readable error kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed (bad JSON, bad CSR, bad name, bad TTL).
+    BadRequest,
+    /// No valid credentials: missing client certificate, unknown token, wrong secret.
+    Unauthenticated,
+    /// Valid credentials that do not allow this: role mismatch, revoked certificate.
+    Forbidden,
+    /// The token expired, was used up or revoked.
+    TokenInvalid,
+    NotFound,
+    /// The thing exists already (a second `master init`, a node name in use).
+    Conflict,
+    /// The master failed; the message says why.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status for this code: the one place errors meet HTTP.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::TokenInvalid => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<&TokenError> for ErrorBody {
+    fn from(e: &TokenError) -> Self {
+        let code = match e {
+            TokenError::UnknownId { .. } | TokenError::WrongSecret { .. } => {
+                ErrorCode::Unauthenticated
+            }
+            TokenError::Expired { .. } | TokenError::UsedUp { .. } | TokenError::Revoked { .. } => {
+                ErrorCode::TokenInvalid
+            }
+            TokenError::RoleMismatch { .. } => ErrorCode::Forbidden,
+            TokenError::Random(_) => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        };
+        ErrorBody::new(code, e.to_string())
+    }
+}
+
+impl From<&PkiError> for ErrorBody {
+    fn from(e: &PkiError) -> Self {
+        let code = match e {
+            PkiError::Csr { .. }
+            | PkiError::Identity(_)
+            | PkiError::DnsName { .. }
+            | PkiError::Lifetime { .. } => ErrorCode::BadRequest,
+            PkiError::NotANodeCertificate { .. } | PkiError::AmbiguousIdentity { .. } => {
+                ErrorCode::Unauthenticated
+            }
+            PkiError::Revoked { .. } => ErrorCode::Forbidden,
+            _ => ErrorCode::Internal,
+        };
+        ErrorBody::new(code, e.to_string())
+    }
+}
+
+impl From<&StoreError> for ErrorBody {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::Token(t) => t.into(),
+            StoreError::NotFound { .. } => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
+            StoreError::AlreadyInitialized { .. } => {
+                ErrorBody::new(ErrorCode::Conflict, e.to_string())
+            }
+            _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 10:00 UTC);
+
+    #[test]
+    fn join_request_json_and_debug() {
+        let req = JoinRequest {
+            token_id: "abcdef".parse().expect("id"),
+            token_secret: "s3cr3tsecretvalue".into(),
+            csr_pem: "csr".into(),
+            node_name: "n1".into(),
+            arch: "x86_64".into(),
+            labels: BTreeMap::new(),
+        };
+        let json = serde_json::to_value(&req).expect("json");
+        assert_eq!(json["token_id"], "abcdef");
+        let back: JoinRequest = serde_json::from_value(json).expect("back");
+        assert_eq!(back, req);
+        assert!(!format!("{req:?}").contains("s3cr3t"));
+        // Labels may be left out.
+        let min = r#"{"token_id":"abcdef","token_secret":"x","csr_pem":"c","node_name":"n","arch":"aarch64"}"#;
+        assert!(serde_json::from_str::<JoinRequest>(min).is_ok());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let resp = JoinResponse {
+            cert_pem: "c".into(),
+            ca_pem: "ca".into(),
+            cluster_name: "lab".into(),
+            role: Role::Compute,
+            renew_after: NOW,
+        };
+        let json = serde_json::to_value(&resp).expect("json");
+        assert_eq!(json["renew_after"], "2026-03-01T10:00:00Z");
+        assert_eq!(json["role"], "compute");
+    }
+
+    #[test]
+    fn node_info_reads_telemetry_from_the_record() {
+        let telemetry = Telemetry {
+            load1: 0.25,
+            capacity: Capacity {
+                cpu_millicores: 4000,
+                memory_bytes: 8 << 30,
+            },
+            ..Telemetry::default()
+        };
+        let mut record = NodeRecord {
+            name: "n1".into(),
+            role: Role::Compute,
+            address: "10.0.0.2:4000".into(),
+            arch: "aarch64".into(),
+            labels: BTreeMap::new(),
+            cert_serial: "01".parse().expect("serial"),
+            joined_at: NOW,
+            last_seen: NOW,
+            telemetry: serde_json::to_value(&telemetry).ok(),
+            state: NodeState::Ready,
+        };
+        assert_eq!(NodeInfo::from(&record).telemetry, Some(telemetry));
+        record.telemetry = Some(serde_json::json!({"garbage": true}));
+        assert_eq!(NodeInfo::from(&record).telemetry, None);
+    }
+
+    #[test]
+    fn errors_map_to_codes_and_statuses() {
+        let cases: Vec<(ErrorBody, ErrorCode, u16)> = vec![
+            (
+                (&TokenError::UnknownId { id: "x".into() }).into(),
+                ErrorCode::Unauthenticated,
+                401,
+            ),
+            (
+                (&TokenError::WrongSecret { id: "x".into() }).into(),
+                ErrorCode::Unauthenticated,
+                401,
+            ),
+            (
+                (&TokenError::Expired {
+                    id: "x".into(),
+                    expired_at: NOW,
+                })
+                    .into(),
+                ErrorCode::TokenInvalid,
+                403,
+            ),
+            (
+                (&TokenError::UsedUp { id: "x".into() }).into(),
+                ErrorCode::TokenInvalid,
+                403,
+            ),
+            (
+                (&TokenError::RoleMismatch {
+                    id: "x".into(),
+                    actual: Role::Compute,
+                    wanted: Role::Admin,
+                })
+                    .into(),
+                ErrorCode::Forbidden,
+                403,
+            ),
+            ((&TokenError::Empty).into(), ErrorCode::BadRequest, 400),
+            (
+                (&PkiError::Csr { why: "x".into() }).into(),
+                ErrorCode::BadRequest,
+                400,
+            ),
+            ((&PkiError::KeyMismatch).into(), ErrorCode::Internal, 500),
+            (
+                (&StoreError::NotFound {
+                    what: "node",
+                    key: "n".into(),
+                })
+                    .into(),
+                ErrorCode::NotFound,
+                404,
+            ),
+            (
+                (&StoreError::AlreadyInitialized { name: "lab".into() }).into(),
+                ErrorCode::Conflict,
+                409,
+            ),
+            (
+                (&StoreError::Token(TokenError::Revoked { id: "x".into() })).into(),
+                ErrorCode::TokenInvalid,
+                403,
+            ),
+        ];
+        for (body, code, status) in cases {
+            assert_eq!(body.code, code, "{body}");
+            assert_eq!(body.code.http_status(), status, "{body}");
+        }
+        let json =
+            serde_json::to_string(&ErrorBody::new(ErrorCode::TokenInvalid, "m")).expect("json");
+        assert_eq!(json, r#"{"code":"token_invalid","message":"m"}"#);
+    }
+
+    #[test]
+    fn token_create_response_hides_the_token_in_debug() {
+        let resp = TokenCreateResponse {
+            token: "cloudos1_secretstuff".into(),
+            info: TokenInfo {
+                id: "abcdef".parse().expect("id"),
+                role: Role::Compute,
+                created_at: NOW,
+                expires_at: None,
+                uses_left: Some(1),
+                revoked: false,
+                description: String::new(),
+            },
+        };
+        assert!(!format!("{resp:?}").contains("secretstuff"));
+    }
+}

@@ -22,5 +22,5 @@ mod util;
 
 pub use identity::{NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
-// pub use store::{RedbStore, Store};
-// pub use token::{Token, TokenRecord};
+pub use store::{RedbStore, Store};
+pub use token::{Token, TokenRecord};

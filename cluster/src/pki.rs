@@ -724,6 +724,17 @@ mod tests {
         ClusterCa::create("lab", NOW).expect("create CA")
     }
 
+    fn san_strings(cert: &X509Certificate<'_>) -> Vec<String> {
+        cert.subject_alternative_name()
+            .expect("san")
+            .expect("has san")
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
     fn der_of(pem: &str) -> CertificateDer<'static> {
         certs_from_pem(pem, "test")
             .expect("pem")
@@ -840,15 +851,7 @@ mod tests {
         assert_eq!(identity_from_cert(&der).expect("identity"), id);
         let (_, cert) = X509Certificate::from_der(&der).expect("parse");
         assert!(!cert.subject().to_string().contains("evil"));
-        let sans: Vec<String> = cert
-            .subject_alternative_name()
-            .expect("san")
-            .expect("has san")
-            .value
-            .general_names
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        let sans = san_strings(&cert);
         assert_eq!(
             sans,
             [
@@ -942,15 +945,7 @@ mod tests {
         );
         let der = der_of(&issued.cert_pem);
         let (_, cert) = X509Certificate::from_der(&der).expect("parse");
-        let sans: Vec<String> = cert
-            .subject_alternative_name()
-            .expect("san")
-            .expect("has san")
-            .value
-            .general_names
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        let sans = san_strings(&cert);
         assert_eq!(sans, ["DNSName(master.lan)", "IPAddress(0a:00:00:05)"]);
         assert!(matches!(
             identity_from_cert(&der),

@@ -6,7 +6,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// The operating system's random generator failed; nothing secure can be made without it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the system random number generator failed; check that /dev/urandom or getrandom(2) works")]
 pub struct RandomError;
 
