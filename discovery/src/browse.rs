@@ -17,6 +17,10 @@ pub const SERVICE_TYPE: &str = "_cloudos._tcp.local.";
 /// How long to wait for the mdns-sd daemon thread to end after a browse.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
+/// mdns-sd only uses interfaces that are operationally up, and looks again every
+/// 5 s by default; a browse is short, so look every second.
+const IP_CHECK_SECS: u32 = 1;
+
 /// A master found on the LAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredMaster {
@@ -68,6 +72,9 @@ pub fn browse(timeout: Duration) -> Result<Vec<DiscoveredMaster>, DiscoveryError
 /// Like [`browse`], and also says which instances were skipped and why.
 pub fn browse_report(timeout: Duration) -> Result<BrowseReport, DiscoveryError> {
     let daemon = ServiceDaemon::new()?;
+    if let Err(err) = daemon.set_ip_check_interval(IP_CHECK_SECS) {
+        log::debug!("mdns set_ip_check_interval: {err}");
+    }
     let found = collect(&daemon, timeout);
     shut_down(&daemon);
     let mut report = BrowseReport::default();
