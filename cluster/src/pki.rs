@@ -366,6 +366,17 @@ pub fn certs_from_pem(
     Ok(certs)
 }
 
+/// The first certificate in a PEM text.
+pub fn cert_from_pem(pem: &str, what: &'static str) -> Result<CertificateDer<'static>, PkiError> {
+    certs_from_pem(pem, what)?
+        .into_iter()
+        .next()
+        .ok_or(PkiError::CertPem {
+            what,
+            why: "the text has no certificate block".to_owned(),
+        })
+}
+
 /// The first private key (PKCS#8, SEC1 or PKCS#1) in a PEM text.
 pub fn key_from_pem(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, PkiError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::KeyPem {
@@ -493,13 +504,7 @@ impl ClusterCa {
     /// Loads a CA saved with [`ClusterCa::cert_pem`] and [`ClusterCa::key_pem`], checking that
     /// the key belongs to the certificate and that it is a CA.
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let cert_der = certs_from_pem(cert_pem, "CA certificate PEM")?
-            .into_iter()
-            .next()
-            .ok_or(PkiError::CertPem {
-                what: "CA certificate PEM",
-                why: "the text has no certificate block".to_owned(),
-            })?;
+        let cert_der = cert_from_pem(cert_pem, "CA certificate PEM")?;
         let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::KeyPem {
             what: "CA key PEM",
             why: e.to_string(),
@@ -736,11 +741,7 @@ mod tests {
     }
 
     fn der_of(pem: &str) -> CertificateDer<'static> {
-        certs_from_pem(pem, "test")
-            .expect("pem")
-            .into_iter()
-            .next()
-            .expect("one cert")
+        cert_from_pem(pem, "test").expect("pem")
     }
 
     #[test]

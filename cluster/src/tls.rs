@@ -98,19 +98,9 @@ pub fn server_config_pem(
     let chain = pki::certs_from_pem(chain_pem, "serving certificate chain")?;
     let key = pki::key_from_pem(key_pem, "serving key")?;
     let ca = client_ca_pem
-        .map(|pem| first_cert(pem, "client CA certificate"))
+        .map(|pem| pki::cert_from_pem(pem, "client CA certificate"))
         .transpose()?;
     server_config(chain, key, ca.as_ref())
-}
-
-fn first_cert(pem: &str, what: &'static str) -> Result<CertificateDer<'static>, TlsError> {
-    pki::certs_from_pem(pem, what)?
-        .into_iter()
-        .next()
-        .ok_or(TlsError::Pki(PkiError::CertPem {
-            what,
-            why: "the text has no certificate block".to_owned(),
-        }))
 }
 
 /// The verified identity of the client on a server connection: `None` when the client sent
