@@ -21,8 +21,10 @@ static RING: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 static LOGGER: OnceLock<NodeLogger> = OnceLock::new();
 
 enum Sink {
-    /// Human-readable lines to the consoles and the kernel log.
-    Consoles { consoles: Vec<File>, kmsg: Option<File> },
+    /// Human-readable lines to the consoles and the kernel log. The kernel
+    /// itself prints kernel-log records below its console level to every
+    /// console, so those lines are not written to the consoles a second time.
+    Consoles { consoles: Vec<File>, kmsg: Option<File>, kernel_echoes_below: u8 },
     /// Machine-readable records for the supervising PID 1.
     ToSupervisor,
     /// Plain lines on stderr (tools run by a person, tests).
@@ -42,23 +44,35 @@ pub fn uptime() -> f64 {
 
 /// PID 1: log to the consoles the kernel was told to use, and to /dev/kmsg.
 pub fn init_for_pid1(debug: bool) {
-    install(
-        Sink::Consoles {
-            consoles: open_consoles(),
-            kmsg: File::options().write(true).open("/dev/kmsg").ok(),
-        },
-        debug,
-    );
+    install(console_sink(), debug);
+}
+
+fn console_sink() -> Sink {
+    // The kernel rate-limits writes to /dev/kmsg (10 lines per 5 s) unless told
+    // otherwise; PID 1 owns the machine's log, so it turns that off. Where it
+    // cannot (printk.devkmsg= on the command line locks it), the consoles get
+    // every line from us and the kernel's copy is best effort.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
+    let kmsg = File::options().write(true).open("/dev/kmsg").ok();
+    let unlimited = std::fs::read_to_string("/proc/sys/kernel/printk_devkmsg").is_ok_and(|v| v.trim() == "on");
+    let kernel_echoes_below = if kmsg.is_some() && unlimited { console_loglevel() } else { 0 };
+    Sink::Consoles { consoles: open_consoles(), kmsg, kernel_echoes_below }
+}
+
+/// The kernel prints records with a level below this on its consoles
+/// (`quiet` makes it 4, `loglevel=N` sets it); 0 if unknown.
+fn console_loglevel() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/printk")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Re-open the console devices, after /dev and /sys are mounted.
 pub fn reopen_consoles() {
     if let Some(logger) = LOGGER.get() {
         if let Ok(mut sink) = logger.sink.lock() {
-            *sink = Sink::Consoles {
-                consoles: open_consoles(),
-                kmsg: File::options().write(true).open("/dev/kmsg").ok(),
-            };
+            *sink = console_sink();
         }
     }
 }
@@ -118,8 +132,9 @@ impl Log for NodeLogger {
                 let message = record.args().to_string().replace(['\n', '\t'], " ");
                 let _ = writeln!(std::io::stderr(), "{}\t{}\t{}", record.level(), target, message);
             }
-            Sink::Consoles { consoles, kmsg } => {
-                emit(consoles, kmsg.as_mut(), record.level(), target, &record.args().to_string());
+            Sink::Consoles { consoles, kmsg, kernel_echoes_below } => {
+                let line = Line { level: record.level(), target, message: &record.args().to_string() };
+                emit(consoles, kmsg.as_mut(), *kernel_echoes_below, &line);
             }
             Sink::Stderr => {
                 let _ = writeln!(std::io::stderr(), "{}: {}", target, record.args());
@@ -158,22 +173,36 @@ pub fn relay_service_line(service: &str, line: &str) {
     );
 }
 
-fn emit(consoles: &mut [File], kmsg: Option<&mut File>, level: Level, target: &str, message: &str) {
-    let line = format!("[{:>9.3}] {:<5} {}: {}", uptime(), level, target, message);
-    for console in consoles.iter_mut() {
-        // Serial lines want CR LF; a write error (console gone) is not ours to fix.
-        let _ = console.write_all(format!("{line}\r\n").as_bytes());
+struct Line<'a> {
+    level: Level,
+    target: &'a str,
+    message: &'a str,
+}
+
+fn kernel_priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+fn emit(consoles: &mut [File], kmsg: Option<&mut File>, kernel_echoes_below: u8, line: &Line) {
+    let Line { level, target, message } = *line;
+    let text = format!("[{:>9.3}] {:<5} {}: {}", uptime(), level, target, message);
+    let priority = kernel_priority(level);
+    let kernel_prints_it = kmsg.is_some() && priority < kernel_echoes_below;
+    if !kernel_prints_it {
+        for console in consoles.iter_mut() {
+            // Serial lines want CR LF; a write error (console gone) is not ours to fix.
+            let _ = console.write_all(format!("{text}\r\n").as_bytes());
+        }
     }
     if let Some(kmsg) = kmsg {
-        let priority = match level {
-            Level::Error => 3,
-            Level::Warn => 4,
-            Level::Info => 6,
-            Level::Debug | Level::Trace => 7,
-        };
-        let _ = kmsg.write_all(format!("<{priority}>nodeos: {target}: {message}\n").as_bytes());
+        let _ = kmsg.write_all(format!("<{priority}>nodeos: {level} {target}: {message}\n").as_bytes());
     }
-    push_ring(line);
+    push_ring(text);
 }
 
 fn push_ring(line: String) {

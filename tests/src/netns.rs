@@ -177,6 +177,35 @@ impl TestNet {
         Ok(pid)
     }
 
+    /// Starts a DHCP server (dnsmasq, DNS off) on the bridge, handing out
+    /// `.100`-`.199` of the bridge's /24 with the bridge as router and DNS
+    /// server, and leases of `lease_secs` (dnsmasq's minimum is 120) so that
+    /// tests can watch renewals. Returns its PID; it dies with the namespace.
+    pub fn start_dhcp_server(&self, lease_secs: u32) -> Result<u32, NetError> {
+        let host = self.host_ip().to_string();
+        let net = host.rsplit_once('.').map(|(n, _)| n.to_string()).unwrap_or(host.clone());
+        let lease_file = std::env::temp_dir().join(format!("{}.leases", self.name));
+        let mut cmd = self.command("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--user=root",
+            "--log-dhcp",
+            "--log-facility=-",
+        ])
+        .arg(format!("--dhcp-leasefile={}", lease_file.display()))
+        .arg(format!("--pid-file={}", std::env::temp_dir().join(format!("{}.dnsmasq.pid", self.name)).display()))
+        .arg(format!("--dhcp-range={net}.100,{net}.199,255.255.255.0,{lease_secs}"))
+        .arg(format!("--dhcp-option=option:router,{host}"))
+        .arg(format!("--dhcp-option=option:dns-server,{host}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.spawn(cmd)
+    }
+
     /// Stops one process started by [`TestNet::spawn`] (no-op for other PIDs).
     pub fn kill(&self, pid: u32) {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,12 +28,12 @@ impl std::fmt::Display for ShutdownKind {
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
 pub async fn shutdown(kind: ShutdownKind, supervisor: &mut Supervisor, reaper: &Reaper) -> ! {
-    log::info!("shutdown: {kind}; stopping services");
+    log::info!("{kind}; stopping services");
     supervisor.shutdown().await;
 
     let others = other_processes();
     if others > 0 {
-        log::info!("shutdown: sending SIGTERM to {others} remaining processes");
+        log::info!("sending SIGTERM to {others} remaining processes");
         let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
         let deadline = Instant::now() + TERM_GRACE;
         while other_processes() > 0 && Instant::now() < deadline {
@@ -41,18 +41,18 @@ pub async fn shutdown(kind: ShutdownKind, supervisor: &mut Supervisor, reaper: &
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if other_processes() > 0 {
-            log::warn!("shutdown: sending SIGKILL to {} processes", other_processes());
+            log::warn!("sending SIGKILL to {} processes", other_processes());
             let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         reaper.reap_all();
     }
 
-    log::info!("shutdown: syncing and unmounting file systems");
+    log::info!("syncing and unmounting file systems");
     nix::unistd::sync();
     super::mounts::unmount_all();
     nix::unistd::sync();
-    log::info!("shutdown: {kind} now");
+    log::info!("{kind} now");
     let mode = match kind {
         ShutdownKind::Poweroff => RebootMode::RB_POWER_OFF,
         ShutdownKind::Reboot => RebootMode::RB_AUTOBOOT,

@@ -3,6 +3,7 @@
 //! start-up of a service process (logging, settings, injected faults); each
 //! service's work lives in its own module.
 
+pub mod console;
 pub mod devices;
 pub mod power;
 
@@ -21,6 +22,7 @@ pub fn specs() -> Vec<ServiceSpec> {
         ServiceSpec { name: "devices", depends_on: &[] },
         ServiceSpec { name: "net", depends_on: &["devices"] },
         ServiceSpec { name: "power", depends_on: &["devices"] },
+        ServiceSpec { name: "console", depends_on: &["devices"] },
     ]
 }
 
@@ -41,6 +43,7 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     match name {
         "devices" => devices::run(),
         "power" => power::run(),
+        "console" => console::run(),
         "net" => {
             let hostname = nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
