@@ -7,11 +7,16 @@
 //!   224.0.0.251 on every interface that has a non-loopback IPv4 address *when it
 //!   starts*. Start advertising after the LAN address is configured, and start
 //!   again (drop the handle, then start) when the interfaces change.
-//! - Multicast it sends leaves through the route to 224.0.0.251, normally the
-//!   default route: one LAN per master. With no route at all, sending fails
-//!   (`network is unreachable`) and only the log says so.
+//! - It sets no outgoing interface, so its IPv4 multicast leaves through the
+//!   route to 224.0.0.251, normally the default route: one LAN per master. With
+//!   no such route every IPv4 send fails (`network is unreachable`, a libmdns
+//!   warning in the log) and only IPv6 link-local answers get out (measured in a
+//!   netns test); a master without a default route needs `224.0.0.0/4 dev <lan>`.
 //! - A/AAAA answers for `<host>.local` list every non-loopback address present at
 //!   query time, or only those passed to [`Advertiser::addresses`].
+//! - Every record has a 60 s TTL and no cache-flush bit; avahi and mdns-sd take
+//!   them as they are (see tests/), but a browser may list a master's old address
+//!   for up to 60 s after it changes.
 //! - One unsolicited announcement on start, no probing for name conflicts:
 //!   instance names must be unique, so include the host name in them.
 //! - On drop of the registration it sends goodbyes (TTL 0 PTR/SRV/TXT), but drops
