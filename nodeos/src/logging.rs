@@ -24,7 +24,11 @@ enum Sink {
     /// Human-readable lines to the consoles and the kernel log. The kernel
     /// itself prints kernel-log records below its console level to every
     /// console, so those lines are not written to the consoles a second time.
-    Consoles { consoles: Vec<File>, kmsg: Option<File>, kernel_echoes_below: u8 },
+    Consoles {
+        consoles: Vec<File>,
+        kmsg: Option<File>,
+        kernel_echoes_below: u8,
+    },
     /// Machine-readable records for the supervising PID 1.
     ToSupervisor,
     /// Plain lines on stderr (tools run by a person, tests).
@@ -54,9 +58,18 @@ fn console_sink() -> Sink {
     // every line from us and the kernel's copy is best effort.
     let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
     let kmsg = File::options().write(true).open("/dev/kmsg").ok();
-    let unlimited = std::fs::read_to_string("/proc/sys/kernel/printk_devkmsg").is_ok_and(|v| v.trim() == "on");
-    let kernel_echoes_below = if kmsg.is_some() && unlimited { console_loglevel() } else { 0 };
-    Sink::Consoles { consoles: open_consoles(), kmsg, kernel_echoes_below }
+    let unlimited =
+        std::fs::read_to_string("/proc/sys/kernel/printk_devkmsg").is_ok_and(|v| v.trim() == "on");
+    let kernel_echoes_below = if kmsg.is_some() && unlimited {
+        console_loglevel()
+    } else {
+        0
+    };
+    Sink::Consoles {
+        consoles: open_consoles(),
+        kmsg,
+        kernel_echoes_below,
+    }
 }
 
 /// The kernel prints records with a level below this on its consoles
@@ -88,7 +101,11 @@ pub fn init_for_tool(debug: bool) {
 }
 
 pub fn set_debug(debug: bool) {
-    log::set_max_level(if debug { LevelFilter::Debug } else { LevelFilter::Info });
+    log::set_max_level(if debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
 }
 
 fn install(sink: Sink, debug: bool) {
@@ -108,7 +125,12 @@ fn open_consoles() -> Vec<File> {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
     let mut files: Vec<File> = active
         .split_whitespace()
-        .filter_map(|name| File::options().write(true).open(format!("/dev/{name}")).ok())
+        .filter_map(|name| {
+            File::options()
+                .write(true)
+                .open(format!("/dev/{name}"))
+                .ok()
+        })
         .collect();
     if files.is_empty() {
         files.extend(File::options().write(true).open("/dev/console").ok());
@@ -126,14 +148,30 @@ impl Log for NodeLogger {
             return;
         }
         let target = short_target(record.target());
-        let Ok(mut sink) = self.sink.lock() else { return };
+        let Ok(mut sink) = self.sink.lock() else {
+            return;
+        };
         match &mut *sink {
             Sink::ToSupervisor => {
                 let message = record.args().to_string().replace(['\n', '\t'], " ");
-                let _ = writeln!(std::io::stderr(), "{}\t{}\t{}", record.level(), target, message);
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}\t{}\t{}",
+                    record.level(),
+                    target,
+                    message
+                );
             }
-            Sink::Consoles { consoles, kmsg, kernel_echoes_below } => {
-                let line = Line { level: record.level(), target, message: &record.args().to_string() };
+            Sink::Consoles {
+                consoles,
+                kmsg,
+                kernel_echoes_below,
+            } => {
+                let line = Line {
+                    level: record.level(),
+                    target,
+                    message: &record.args().to_string(),
+                };
                 emit(consoles, kmsg.as_mut(), *kernel_echoes_below, &line);
             }
             Sink::Stderr => {
@@ -189,7 +227,11 @@ fn kernel_priority(level: Level) -> u8 {
 }
 
 fn emit(consoles: &mut [File], kmsg: Option<&mut File>, kernel_echoes_below: u8, line: &Line) {
-    let Line { level, target, message } = *line;
+    let Line {
+        level,
+        target,
+        message,
+    } = *line;
     let text = format!("[{:>9.3}] {:<5} {}: {}", uptime(), level, target, message);
     let priority = kernel_priority(level);
     let kernel_prints_it = kmsg.is_some() && priority < kernel_echoes_below;
@@ -200,7 +242,8 @@ fn emit(consoles: &mut [File], kmsg: Option<&mut File>, kernel_echoes_below: u8,
         }
     }
     if let Some(kmsg) = kmsg {
-        let _ = kmsg.write_all(format!("<{priority}>nodeos: {level} {target}: {message}\n").as_bytes());
+        let _ =
+            kmsg.write_all(format!("<{priority}>nodeos: {level} {target}: {message}\n").as_bytes());
     }
     push_ring(text);
 }
@@ -217,7 +260,12 @@ fn push_ring(line: String) {
 /// The most recent `max` lines of the ring, oldest first.
 pub fn recent(max: usize) -> Vec<String> {
     RING.lock()
-        .map(|ring| ring.iter().skip(ring.len().saturating_sub(max)).cloned().collect())
+        .map(|ring| {
+            ring.iter()
+                .skip(ring.len().saturating_sub(max))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -42,7 +42,10 @@ fn main() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     match cli.command {
-        None | Some(Command::Init) => anyhow::bail!("nodeos init must run as PID 1 (it is process {})", std::process::id()),
+        None | Some(Command::Init) => anyhow::bail!(
+            "nodeos init must run as PID 1 (it is process {})",
+            std::process::id()
+        ),
         Some(Command::Svc { name }) => nodeos::services::run(&name),
         Some(Command::Status { json, socket }) => {
             nodeos::logging::init_for_tool(false);

@@ -155,13 +155,24 @@ impl Settings {
             }
         }
         for (key, value) in cmdline_pairs(cmdline, &mut warnings) {
-            settings.apply(Source::KernelCommandLine, &key, value.as_deref(), &mut warnings);
+            settings.apply(
+                Source::KernelCommandLine,
+                &key,
+                value.as_deref(),
+                &mut warnings,
+            );
         }
         settings.check_consistency(&mut warnings);
         (settings, warnings)
     }
 
-    fn apply(&mut self, source: Source, key: &str, value: Option<&str>, warnings: &mut Vec<Warning>) {
+    fn apply(
+        &mut self,
+        source: Source,
+        key: &str,
+        value: Option<&str>,
+        warnings: &mut Vec<Warning>,
+    ) {
         let shown_key = match source {
             Source::KernelCommandLine => format!("{PREFIX}{key}"),
             Source::ConfigFile => key.to_string(),
@@ -177,7 +188,10 @@ impl Settings {
         if key == "debug" {
             match parse_bool(value.unwrap_or("1")) {
                 Some(on) => self.debug = on,
-                None => warn(format!("{:?} is not a boolean (use 0/1, true/false)", value.unwrap_or(""))),
+                None => warn(format!(
+                    "{:?} is not a boolean (use 0/1, true/false)",
+                    value.unwrap_or("")
+                )),
             }
             return;
         }
@@ -204,7 +218,9 @@ impl Settings {
                 "dhcp" => self.net.mode = NetMode::Dhcp,
                 "static" => self.net.mode = NetMode::Static,
                 "off" => self.net.mode = NetMode::Off,
-                other => warn(format!("unknown network mode {other:?} (use dhcp, static or off)")),
+                other => warn(format!(
+                    "unknown network mode {other:?} (use dhcp, static or off)"
+                )),
             },
             "iface" => match valid_iface_name(value) {
                 true => self.net.iface = Some(value.to_string()),
@@ -222,7 +238,9 @@ impl Settings {
                 let parsed: Result<Vec<Ipv4Addr>, _> = value.split(',').map(str::parse).collect();
                 match parsed {
                     Ok(servers) => self.net.dns = servers,
-                    Err(_) => warn(format!("{value:?} is not a comma-separated list of IPv4 addresses")),
+                    Err(_) => warn(format!(
+                        "{value:?} is not a comma-separated list of IPv4 addresses"
+                    )),
                 }
             }
             "fault" => match parse_fault(value) {
@@ -295,7 +313,9 @@ pub fn validate_hostname(name: &str) -> Result<(), String> {
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -373,7 +393,11 @@ fn config_file_pairs(text: &str) -> Result<Vec<(String, Option<String>)>, String
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             other => other.to_string(),
@@ -436,7 +460,10 @@ mod tests {
             ("cloudos.=", "unknown key"),
             ("cloudos.fault=explode", "not a fault"),
             ("cloudos.fault=crash:net:lots", "not a count"),
-            ("cloudos.iface=an-interface-name-too-long", "not a valid interface name"),
+            (
+                "cloudos.iface=an-interface-name-too-long",
+                "not a valid interface name",
+            ),
         ];
         for (line, expected) in cases {
             let (s, w) = from_cmdline(line);
@@ -471,7 +498,8 @@ mod tests {
 
     #[test]
     fn config_file_is_read_and_command_line_wins() {
-        let file = "role = \"compute\"\nhostname = \"from-file\"\ndns = [\"10.0.0.53\"]\ndebug = true\n";
+        let file =
+            "role = \"compute\"\nhostname = \"from-file\"\ndns = [\"10.0.0.53\"]\ndebug = true\n";
         let (s, w) = Settings::load(Some(file), "cloudos.hostname=from-cmdline");
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(s.role, Role::Compute);

@@ -89,9 +89,19 @@ impl StatusReport {
                     l.address.as_deref().unwrap_or("-")
                 ));
             }
-            let gw = net.default_gateway.map(|g| g.to_string()).unwrap_or_else(|| "none".into());
+            let gw = net
+                .default_gateway
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "none".into());
             let dns: Vec<String> = net.dns.iter().map(|d| d.to_string()).collect();
-            out.push_str(&format!("gateway {gw}  dns {}\n", if dns.is_empty() { "none".into() } else { dns.join(",") }));
+            out.push_str(&format!(
+                "gateway {gw}  dns {}\n",
+                if dns.is_empty() {
+                    "none".into()
+                } else {
+                    dns.join(",")
+                }
+            ));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
@@ -129,13 +139,21 @@ pub async fn serve(path: &'static str, provider: Provider) {
         }
     };
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let provider = provider.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = BufReader::new(read);
-            if tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_line(&mut line)).await.is_err() {
+            if tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                reader.read_line(&mut line),
+            )
+            .await
+            .is_err()
+            {
                 return;
             }
             let answer = answer(line.trim(), &provider);
@@ -159,7 +177,10 @@ fn answer(request: &str, provider: &Provider) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach nodeos at {path}: {source} (is nodeos running on this machine?)")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("talking to nodeos: {0}")]
     Io(#[from] std::io::Error),
     #[error("nodeos sent an answer we cannot read: {0}")]
@@ -169,10 +190,11 @@ pub enum ClientError {
 /// Sends one request and returns the answer text.
 pub fn request(path: &str, request: &str) -> Result<String, ClientError> {
     use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: path.into(),
-        source,
-    })?;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.into(),
+            source,
+        })?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut answer = String::new();
@@ -185,7 +207,10 @@ pub fn fetch_status(path: &str) -> Result<StatusReport, ClientError> {
 }
 
 pub fn fetch_logs(path: &str, lines: usize) -> Result<Vec<String>, ClientError> {
-    Ok(serde_json::from_str(&request(path, &format!("logs {lines}"))?)?)
+    Ok(serde_json::from_str(&request(
+        path,
+        &format!("logs {lines}"),
+    )?)?)
 }
 
 #[cfg(test)]
@@ -225,13 +250,25 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let report = tokio::task::spawn_blocking(move || fetch_status(path)).await.unwrap().unwrap();
+        let report = tokio::task::spawn_blocking(move || fetch_status(path))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(report.hostname, "node-a");
         let table = report.render();
         assert!(table.contains("READY"), "{table}");
-        assert!(table.contains("net        ready     42      2         exited with status 101"), "{table}");
-        assert!(table.contains("warning: kernel command line: ignoring cloudos.x"), "{table}");
-        let bad = tokio::task::spawn_blocking(move || request(path, "reboot")).await.unwrap().unwrap();
+        assert!(
+            table.contains("net        ready     42      2         exited with status 101"),
+            "{table}"
+        );
+        assert!(
+            table.contains("warning: kernel command line: ignoring cloudos.x"),
+            "{table}"
+        );
+        let bad = tokio::task::spawn_blocking(move || request(path, "reboot"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(bad.contains("unknown request"));
         let _ = std::fs::remove_file(path);
     }
@@ -239,6 +276,8 @@ mod tests {
     #[test]
     fn an_absent_node_is_a_clear_error() {
         let err = fetch_status("/nonexistent/control.sock").unwrap_err();
-        assert!(err.to_string().contains("cannot reach nodeos at /nonexistent/control.sock"));
+        assert!(err
+            .to_string()
+            .contains("cannot reach nodeos at /nonexistent/control.sock"));
     }
 }

@@ -183,7 +183,10 @@ impl TestNet {
     /// tests can watch renewals. Returns its PID; it dies with the namespace.
     pub fn start_dhcp_server(&self, lease_secs: u32) -> Result<u32, NetError> {
         let host = self.host_ip().to_string();
-        let net = host.rsplit_once('.').map(|(n, _)| n.to_string()).unwrap_or(host.clone());
+        let net = host
+            .rsplit_once('.')
+            .map(|(n, _)| n.to_string())
+            .unwrap_or(host.clone());
         let lease_file = std::env::temp_dir().join(format!("{}.leases", self.name));
         let mut cmd = self.command("dnsmasq");
         cmd.args([
@@ -197,8 +200,15 @@ impl TestNet {
             "--log-facility=-",
         ])
         .arg(format!("--dhcp-leasefile={}", lease_file.display()))
-        .arg(format!("--pid-file={}", std::env::temp_dir().join(format!("{}.dnsmasq.pid", self.name)).display()))
-        .arg(format!("--dhcp-range={net}.100,{net}.199,255.255.255.0,{lease_secs}"))
+        .arg(format!(
+            "--pid-file={}",
+            std::env::temp_dir()
+                .join(format!("{}.dnsmasq.pid", self.name))
+                .display()
+        ))
+        .arg(format!(
+            "--dhcp-range={net}.100,{net}.199,255.255.255.0,{lease_secs}"
+        ))
         .arg(format!("--dhcp-option=option:router,{host}"))
         .arg(format!("--dhcp-option=option:dns-server,{host}"))
         .stdout(Stdio::null())

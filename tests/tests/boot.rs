@@ -8,7 +8,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Network, Pattern, TestNet, Vm, VmBuilder};
+use cloudos_tests::{
+    images, scaled, Arch, BootSource, Firmware, Network, Pattern, TestNet, Vm, VmBuilder,
+};
 
 /// Ready takes ~4 s of guest time on an idle host and ten times that on a
 /// loaded one; firmware and GRUB add their own under TCG.
@@ -59,9 +61,17 @@ fn ping_becomes(net: &TestNet, address: &str, want: bool) -> bool {
 /// No kernel panic, and no Rust panic unless the test injected one.
 fn assert_no_panic(vm: &Vm, injected: bool) {
     let console = vm.serial().contents();
-    let rust_panic = if injected { "Kernel panic" } else { "panicked at" };
+    let rust_panic = if injected {
+        "Kernel panic"
+    } else {
+        "panicked at"
+    };
     for bad in ["Kernel panic", "Attempted to kill init", rust_panic] {
-        assert!(!console.contains(bad), "{bad:?} on the console:\n{}", vm.serial().tail(60));
+        assert!(
+            !console.contains(bad),
+            "{bad:?} on the console:\n{}",
+            vm.serial().tail(60)
+        );
     }
 }
 
@@ -82,34 +92,65 @@ fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
         .expect("starting QEMU");
     let console = vm.serial();
 
-    console.wait_for("Booting `CloudOS'", boot_timeout()).expect("GRUB did not boot the default entry");
     console
-        .wait_for(re(r"nodeos ready in \d+\.\d+s: host cloudos-[0-9a-f]{6}, role none"), boot_timeout())
+        .wait_for("Booting `CloudOS'", boot_timeout())
+        .expect("GRUB did not boot the default entry");
+    console
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host cloudos-[0-9a-f]{6}, role none"),
+            boot_timeout(),
+        )
         .expect("nodeos did not report ready");
     let address = leased_address(&vm);
-    console.wait_for("default route via 10.77.0.1 dev eth0", step()).expect("no default route");
-    assert!(ping_becomes(&net, &address, true), "the guest does not answer on {address}");
+    console
+        .wait_for("default route via 10.77.0.1 dev eth0", step())
+        .expect("no default route");
+    assert!(
+        ping_becomes(&net, &address, true),
+        "the guest does not answer on {address}"
+    );
 
     // What an operator types on the console.
     console.skip_to_end();
     console.send_line("status").expect("typing on the console");
-    console.wait_for("READY", step()).expect("status does not say READY");
-    console.wait_for(re(r"eth0\s+up\s+dhcp\s+10\.77\.0\.\d+/24"), step()).expect("status lacks eth0's lease");
-    console.wait_for("gateway 10.77.0.1  dns 10.77.0.1", step()).expect("status lacks gateway and DNS");
+    console
+        .wait_for("READY", step())
+        .expect("status does not say READY");
+    console
+        .wait_for(re(r"eth0\s+up\s+dhcp\s+10\.77\.0\.\d+/24"), step())
+        .expect("status lacks eth0's lease");
+    console
+        .wait_for("gateway 10.77.0.1  dns 10.77.0.1", step())
+        .expect("status lacks gateway and DNS");
 
     // Pull the cable: the address goes; put it back: a lease comes back.
     vm.monitor("set_link n0 off").expect("monitor");
-    console.wait_for("eth0: link down", step()).expect("carrier loss not noticed");
-    console.wait_for("eth0: address released until the link is back", step()).expect("address kept without carrier");
+    console
+        .wait_for("eth0: link down", step())
+        .expect("carrier loss not noticed");
+    console
+        .wait_for("eth0: address released until the link is back", step())
+        .expect("address kept without carrier");
     vm.monitor("set_link n0 on").expect("monitor");
-    console.wait_for("eth0: link up", step()).expect("carrier not noticed again");
+    console
+        .wait_for("eth0: link up", step())
+        .expect("carrier not noticed again");
     let renewed = leased_address(&vm);
-    assert!(ping_becomes(&net, &renewed, true), "no answer on {renewed} after the cable came back");
+    assert!(
+        ping_becomes(&net, &renewed, true),
+        "no answer on {renewed} after the cable came back"
+    );
 
     vm.monitor("system_powerdown").expect("monitor");
-    console.wait_for("power button pressed", step()).expect("power button not seen");
-    console.wait_for("shutdown: powering off now", step()).expect("no orderly shutdown");
-    let exit = vm.wait_exit(step()).expect("QEMU still running after poweroff");
+    console
+        .wait_for("power button pressed", step())
+        .expect("power button not seen");
+    console
+        .wait_for("shutdown: powering off now", step())
+        .expect("no orderly shutdown");
+    let exit = vm
+        .wait_exit(step())
+        .expect("QEMU still running after poweroff");
     assert!(exit.success(), "QEMU exited with {exit}");
     assert_no_panic(&vm, false);
 }
@@ -125,13 +166,22 @@ fn iso_as_usb_stick_boots_on_uefi() {
         .spawn()
         .expect("starting QEMU");
     let console = vm.serial();
-    console.wait_for("Booting `CloudOS'", boot_timeout()).expect("GRUB (UEFI) did not boot");
-    console.wait_for("usb_storage", boot_timeout()).expect("USB storage driver was not loaded by coldplug");
-    console.wait_for(re(r"nodeos ready in \d+\.\d+s"), boot_timeout()).expect("nodeos did not report ready");
+    console
+        .wait_for("Booting `CloudOS'", boot_timeout())
+        .expect("GRUB (UEFI) did not boot");
+    console
+        .wait_for("usb_storage", boot_timeout())
+        .expect("USB storage driver was not loaded by coldplug");
+    console
+        .wait_for(re(r"nodeos ready in \d+\.\d+s"), boot_timeout())
+        .expect("nodeos did not report ready");
     // Ctrl-Alt-Del is a reboot; QEMU runs with -no-reboot, so it exits.
     vm.monitor("sendkey ctrl-alt-delete").expect("monitor");
-    console.wait_for("shutdown: rebooting now", step()).expect("ctrl-alt-del did not reboot");
-    vm.wait_exit(step()).expect("QEMU still running after the reboot");
+    console
+        .wait_for("shutdown: rebooting now", step())
+        .expect("ctrl-alt-del did not reboot");
+    vm.wait_exit(step())
+        .expect("QEMU still running after the reboot");
     assert_no_panic(&vm, false);
 }
 
@@ -152,17 +202,22 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
     let console = vm.serial();
 
     let text = |pattern: &str| {
-        console.wait_for(re(pattern), boot_timeout()).unwrap_or_else(|e| panic!("{e}"));
+        console
+            .wait_for(re(pattern), boot_timeout())
+            .unwrap_or_else(|e| panic!("{e}"));
     };
     for (n, delay) in [(1, 500), (2, 1000), (3, 2000)] {
-        text(&format!(r"service power .*after \d+\.\ds; restart #{n} in {delay} ms"));
+        text(&format!(
+            r"service power .*after \d+\.\ds; restart #{n} in {delay} ms"
+        ));
     }
     text(r"nodeos ready in \d+\.\d+s");
     // Settings are read before the services start: by now every warning is out.
     let log = console.contents();
     for key in ["cloudos.net", "cloudos.colour", "cloudos.hostname"] {
         assert!(
-            log.lines().any(|l| l.contains("settings:") && l.contains(key)),
+            log.lines()
+                .any(|l| l.contains("settings:") && l.contains(key)),
             "no warning about {key}:\n{}",
             console.tail(60)
         );
@@ -172,7 +227,8 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
 
     vm.monitor("system_powerdown").expect("monitor");
     text("shutdown: powering off now");
-    vm.wait_exit(step()).expect("QEMU still running after poweroff");
+    vm.wait_exit(step())
+        .expect("QEMU still running after poweroff");
     assert_no_panic(&vm, true);
 }
 
@@ -183,20 +239,32 @@ fn initramfs_builds_are_byte_identical() {
     let image = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     // build.sh records what went into the image: epoch, init, kernel release,
     // mkinitramfs, module list, unpacked kernel marker, CA bundle.
-    let recipe = std::fs::read_to_string(image.with_extension("img.recipe")).expect("initramfs recipe from build.sh");
+    let recipe = std::fs::read_to_string(image.with_extension("img.recipe"))
+        .expect("initramfs recipe from build.sh");
     let lines: Vec<&str> = recipe.lines().collect();
     let [epoch, init, release, mk, modules, kernel_marker, ca, ..] = lines[..] else {
         panic!("unexpected recipe:\n{recipe}")
     };
     let epoch = epoch.trim_start_matches("SOURCE_DATE_EPOCH=");
-    let kernel_dir = std::path::Path::new(kernel_marker).parent().expect("kernel dir");
+    let kernel_dir = std::path::Path::new(kernel_marker)
+        .parent()
+        .expect("kernel dir");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut outputs = Vec::new();
     for n in 0..2 {
         let out = dir.path().join(format!("initramfs-{n}.img"));
         let status = Command::new(mk)
             .env("SOURCE_DATE_EPOCH", epoch)
-            .args(["--init", init, "--kernel-release", release, "--modules", modules, "--ca-bundle", ca])
+            .args([
+                "--init",
+                init,
+                "--kernel-release",
+                release,
+                "--modules",
+                modules,
+                "--ca-bundle",
+                ca,
+            ])
             .arg("--modules-root")
             .arg(kernel_dir)
             .arg("--output")
@@ -207,5 +275,8 @@ fn initramfs_builds_are_byte_identical() {
         outputs.push(std::fs::read(&out).expect("reading the image"));
     }
     assert!(outputs[0] == outputs[1], "two builds differ");
-    assert!(outputs[0] == std::fs::read(&image).expect("built image"), "differs from out/x86_64/initramfs.img");
+    assert!(
+        outputs[0] == std::fs::read(&image).expect("built image"),
+        "differs from out/x86_64/initramfs.img"
+    );
 }

@@ -34,12 +34,26 @@ pub fn mount_data(loader: Option<&Loader>) -> DataStore {
                 log::warn!("cannot load ext4: {e}");
             }
         }
-        match mount(Some(device.as_str()), DATA_DIR, Some("ext4"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>) {
+        match mount(
+            Some(device.as_str()),
+            DATA_DIR,
+            Some("ext4"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        ) {
             Ok(()) => return DataStore::Disk(device),
-            Err(e) => log::error!("cannot mount {device} at {DATA_DIR}: {e}; keeping state in memory"),
+            Err(e) => {
+                log::error!("cannot mount {device} at {DATA_DIR}: {e}; keeping state in memory")
+            }
         }
     }
-    if let Err(e) = mount(Some("cloudos-data"), DATA_DIR, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700")) {
+    if let Err(e) = mount(
+        Some("cloudos-data"),
+        DATA_DIR,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    ) {
         log::error!("cannot mount a tmpfs at {DATA_DIR}: {e}");
     }
     DataStore::Memory
@@ -54,7 +68,10 @@ fn find_labelled(label: &str) -> Option<String> {
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("sr"))
         .collect();
     names.sort();
-    names.into_iter().map(|n| format!("/dev/{n}")).find(|dev| read_ext4_label(dev).as_deref() == Some(label))
+    names
+        .into_iter()
+        .map(|n| format!("/dev/{n}"))
+        .find(|dev| read_ext4_label(dev).as_deref() == Some(label))
 }
 
 fn read_ext4_label(device: &str) -> Option<String> {

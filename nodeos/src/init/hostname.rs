@@ -9,7 +9,11 @@ pub fn choose(configured: Option<&str>) -> String {
         return from_mac(&mac);
     }
     if let Ok(uuid) = std::fs::read_to_string("/sys/class/dmi/id/product_uuid") {
-        let hex: String = uuid.chars().filter(|c| c.is_ascii_hexdigit()).take(6).collect();
+        let hex: String = uuid
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .take(6)
+            .collect();
         if hex.len() == 6 {
             return format!("cloudos-{}", hex.to_ascii_lowercase());
         }
@@ -19,7 +23,11 @@ pub fn choose(configured: Option<&str>) -> String {
 
 /// `52:54:00:12:34:56` → `cloudos-123456`.
 pub fn from_mac(mac: &str) -> String {
-    let hex: String = mac.split(':').skip(3).collect::<String>().to_ascii_lowercase();
+    let hex: String = mac
+        .split(':')
+        .skip(3)
+        .collect::<String>()
+        .to_ascii_lowercase();
     format!("cloudos-{hex}")
 }
 
@@ -28,12 +36,19 @@ fn first_ethernet_mac() -> Option<String> {
     let mut best: Option<(u32, String)> = None;
     for entry in std::fs::read_dir("/sys/class/net").ok()?.flatten() {
         let dir = entry.path();
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_string()).ok();
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
         // type 1 is ARPHRD_ETHER; loopback is 772.
         if read("type").as_deref() != Some("1") {
             continue;
         }
-        let (Some(index), Some(mac)) = (read("ifindex").and_then(|i| i.parse::<u32>().ok()), read("address")) else {
+        let (Some(index), Some(mac)) = (
+            read("ifindex").and_then(|i| i.parse::<u32>().ok()),
+            read("address"),
+        ) else {
             continue;
         };
         if mac == "00:00:00:00:00:00" {

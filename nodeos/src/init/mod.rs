@@ -64,7 +64,10 @@ fn run() -> anyhow::Result<()> {
     let (settings, _) = Settings::load(None, &cmdline);
     crate::logging::set_debug(settings.debug);
     let release = status::kernel_release();
-    log::info!("CloudOS nodeos {} starting on Linux {release}", status::VERSION);
+    log::info!(
+        "CloudOS nodeos {} starting on Linux {release}",
+        status::VERSION
+    );
     if let Err(e) = reroot {
         log::warn!("{e}; containers will not be able to pivot_root");
     }
@@ -86,7 +89,9 @@ fn run() -> anyhow::Result<()> {
     hostname::set(&hostname);
     log::info!("host name {hostname}, role {}", settings.role);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
     runtime.block_on(supervise(settings, hostname, data.to_string(), warnings))
 }
@@ -104,14 +109,23 @@ fn load_drivers(release: &str) -> Option<Loader> {
     };
     let loader = Loader::new(index);
     let report = coldplug(&loader, std::path::Path::new("/sys/devices"));
-    log::info!("loaded {} modules for the devices found: {}", report.loaded.len(), report.loaded.join(" "));
+    log::info!(
+        "loaded {} modules for the devices found: {}",
+        report.loaded.len(),
+        report.loaded.join(" ")
+    );
     for failure in &report.failures {
         log::warn!("driver: {failure}");
     }
     Some(loader)
 }
 
-async fn supervise(settings: Settings, hostname: String, data: String, warnings: Vec<String>) -> anyhow::Result<()> {
+async fn supervise(
+    settings: Settings,
+    hostname: String,
+    data: String,
+    warnings: Vec<String>,
+) -> anyhow::Result<()> {
     let reaper = Reaper::default();
     tokio::spawn(reaper.clone().run());
 
@@ -131,7 +145,16 @@ async fn supervise(settings: Settings, hostname: String, data: String, warnings:
         let ready_flag = ready_flag.clone();
         let hostname = hostname.clone();
         let role = settings.role.to_string();
-        move || StatusReport::gather(&hostname, &role, &data, ready_flag.load(std::sync::atomic::Ordering::Relaxed), statuses(), warnings.clone())
+        move || {
+            StatusReport::gather(
+                &hostname,
+                &role,
+                &data,
+                ready_flag.load(std::sync::atomic::Ordering::Relaxed),
+                statuses(),
+                warnings.clone(),
+            )
+        }
     };
     tokio::spawn(status::serve(status::CONTROL_SOCKET, Arc::new(report)));
 
@@ -147,7 +170,11 @@ async fn supervise(settings: Settings, hostname: String, data: String, warnings:
                     status::own_rss_kb().unwrap_or(0)
                 );
             }
-            Err(late) => log::error!("nodeos degraded: {} not ready after {}s", late.join(", "), READY_TIMEOUT.as_secs()),
+            Err(late) => log::error!(
+                "nodeos degraded: {} not ready after {}s",
+                late.join(", "),
+                READY_TIMEOUT.as_secs()
+            ),
         }
     });
 

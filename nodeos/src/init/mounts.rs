@@ -15,7 +15,10 @@ pub enum MountError {
         errno: nix::errno::Errno,
     },
     #[error("re-rooting the initramfs: {step}: {errno}")]
-    Reroot { step: &'static str, errno: nix::errno::Errno },
+    Reroot {
+        step: &'static str,
+        errno: nix::errno::Errno,
+    },
 }
 
 struct Mount {
@@ -29,9 +32,27 @@ struct Mount {
 fn base_mounts() -> Vec<Mount> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     vec![
-        Mount { source: "proc", target: "/proc", fstype: "proc", flags: nosuid_nodev_noexec, data: None },
-        Mount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: nosuid_nodev_noexec, data: None },
-        Mount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+        Mount {
+            source: "proc",
+            target: "/proc",
+            fstype: "proc",
+            flags: nosuid_nodev_noexec,
+            data: None,
+        },
+        Mount {
+            source: "sysfs",
+            target: "/sys",
+            fstype: "sysfs",
+            flags: nosuid_nodev_noexec,
+            data: None,
+        },
+        Mount {
+            source: "devtmpfs",
+            target: "/dev",
+            fstype: "devtmpfs",
+            flags: MsFlags::MS_NOSUID,
+            data: Some("mode=0755"),
+        },
         Mount {
             source: "devpts",
             target: "/dev/pts",
@@ -39,10 +60,34 @@ fn base_mounts() -> Vec<Mount> {
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             data: Some("gid=5,mode=0620,ptmxmode=0666"),
         },
-        Mount { source: "shm", target: "/dev/shm", fstype: "tmpfs", flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV, data: Some("mode=1777") },
-        Mount { source: "run", target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV, data: Some("mode=0755") },
-        Mount { source: "tmp", target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV, data: Some("mode=1777") },
-        Mount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: nosuid_nodev_noexec, data: Some("nsdelegate") },
+        Mount {
+            source: "shm",
+            target: "/dev/shm",
+            fstype: "tmpfs",
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: Some("mode=1777"),
+        },
+        Mount {
+            source: "run",
+            target: "/run",
+            fstype: "tmpfs",
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: Some("mode=0755"),
+        },
+        Mount {
+            source: "tmp",
+            target: "/tmp",
+            fstype: "tmpfs",
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: Some("mode=1777"),
+        },
+        Mount {
+            source: "cgroup2",
+            target: "/sys/fs/cgroup",
+            fstype: "cgroup2",
+            flags: nosuid_nodev_noexec,
+            data: Some("nsdelegate"),
+        },
     ]
 }
 
@@ -74,10 +119,17 @@ pub fn reroot() -> Result<(), MountError> {
     let step = |step: &'static str| move |errno| MountError::Reroot { step, errno };
     let new_root = "/.root";
     let _ = std::fs::create_dir_all(new_root);
-    mount(Some("/"), new_root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(step("bind / onto /.root"))?;
+    mount(
+        Some("/"),
+        new_root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(step("bind / onto /.root"))?;
     chdir(new_root).map_err(step("chdir /.root"))?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(step("move /.root onto /"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(step("move /.root onto /"))?;
     chroot(".").map_err(step("chroot"))?;
     chdir("/").map_err(step("chdir /"))?;
     Ok(())
@@ -85,7 +137,10 @@ pub fn reroot() -> Result<(), MountError> {
 
 pub fn is_mountpoint(path: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|info| info.lines().any(|l| l.split_whitespace().nth(4) == Some(path)))
+        .map(|info| {
+            info.lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(path))
+        })
         .unwrap_or(false)
 }
 
@@ -108,8 +163,14 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -129,7 +190,13 @@ pub fn unmount_all() {
             continue; // needed until the very end, and hold no data
         }
         if umount2(Path::new(&point), MntFlags::empty()).is_err() {
-            let _ = mount(None::<&str>, Path::new(&point), None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+            let _ = mount(
+                None::<&str>,
+                Path::new(&point),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
             let _ = umount2(Path::new(&point), MntFlags::MNT_DETACH);
         }
     }
@@ -151,7 +218,13 @@ mod tests {
 ";
         assert_eq!(
             unmount_order(info),
-            ["/var/lib/cloudos/my dir", "/var/lib/cloudos", "/dev/pts", "/dev", "/proc"]
+            [
+                "/var/lib/cloudos/my dir",
+                "/var/lib/cloudos",
+                "/dev/pts",
+                "/dev",
+                "/proc"
+            ]
         );
     }
 }

@@ -68,7 +68,9 @@ pub async fn shutdown(kind: ShutdownKind, supervisor: &mut Supervisor, reaper: &
 /// User-space processes other than PID 1: kernel threads have an empty
 /// cmdline, and so do zombies, which we reap anyway.
 fn other_processes() -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))

@@ -55,7 +55,9 @@ fn collect_modaliases(dir: &Path, out: &mut Vec<String>, depth: usize) {
         return;
     };
     for entry in entries.flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             collect_modaliases(&entry.path(), out, depth + 1);
         } else if kind.is_file() && entry.file_name() == "modalias" {

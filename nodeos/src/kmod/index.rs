@@ -104,7 +104,12 @@ impl ModuleIndex {
         Ok(order)
     }
 
-    fn visit(&self, module: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) -> Result<(), IndexError> {
+    fn visit(
+        &self,
+        module: &str,
+        seen: &mut HashSet<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), IndexError> {
         // Marking before recursing makes a (malformed) cycle terminate.
         if !seen.insert(module.to_string()) {
             return Ok(());
@@ -252,10 +257,16 @@ alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
     fn modalias_lookup_table() {
         let cases: &[(&str, &[&str])] = &[
             ("virtio:d00000001v00001AF4", &["virtio_net"]),
-            ("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", &["virtio_pci"]),
+            (
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                &["virtio_pci"],
+            ),
             ("input:b0019v0000p0001e0000-e0,1,k74,ramlsfw", &["evdev"]),
             ("acpi:LNXPWRBN:", &["button"]),
-            ("usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00", &["usb_storage"]),
+            (
+                "usb:v46F4p0001d0000dc00dsc00dp00ic08isc06ip50in00",
+                &["usb_storage"],
+            ),
             ("fs-ext4", &["ext4"]),
             ("ext4", &["ext4"]),
             ("usb-storage", &["usb_storage"]),
@@ -277,9 +288,16 @@ alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
         );
         assert_eq!(
             index.load_order("virtio_pci").unwrap(),
-            ["virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci"]
+            [
+                "virtio_pci_modern_dev",
+                "virtio_pci_legacy_dev",
+                "virtio_pci"
+            ]
         );
-        assert_eq!(index.load_order("ext4").unwrap(), ["crc16", "mbcache", "jbd2", "ext4"]);
+        assert_eq!(
+            index.load_order("ext4").unwrap(),
+            ["crc16", "mbcache", "jbd2", "ext4"]
+        );
         assert_eq!(index.load_order("usb-storage").unwrap(), ["usb_storage"]);
     }
 
@@ -287,7 +305,9 @@ alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
     fn cycles_terminate_and_unknown_modules_error() {
         let index = index();
         assert_eq!(index.load_order("a").unwrap(), ["b", "a"]);
-        assert!(matches!(index.load_order("nope"), Err(IndexError::UnknownModule(m)) if m == "nope"));
+        assert!(
+            matches!(index.load_order("nope"), Err(IndexError::UnknownModule(m)) if m == "nope")
+        );
     }
 
     #[test]
@@ -320,7 +340,11 @@ alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000
             ("*d*b*", "xxbyyd", false),
         ];
         for (pattern, text, expected) in cases {
-            assert_eq!(glob_match(pattern.as_bytes(), text.as_bytes()), expected, "{pattern} ~ {text}");
+            assert_eq!(
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                expected,
+                "{pattern} ~ {text}"
+            );
         }
     }
 }

@@ -86,7 +86,10 @@ impl Loader {
     }
 
     fn is_loaded(&self, name: &str) -> bool {
-        self.loaded.lock().map(|l| l.contains(name)).unwrap_or(false)
+        self.loaded
+            .lock()
+            .map(|l| l.contains(name))
+            .unwrap_or(false)
     }
 
     fn mark_loaded(&self, name: &str) {

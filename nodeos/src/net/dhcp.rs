@@ -62,12 +62,21 @@ impl LeasePlan {
     }
 
     pub fn default_gateway(&self) -> Option<Ipv4Addr> {
-        self.routes.iter().find(|(_, prefix, _)| *prefix == 0).map(|(_, _, gw)| *gw)
+        self.routes
+            .iter()
+            .find(|(_, prefix, _)| *prefix == 0)
+            .map(|(_, _, gw)| *gw)
     }
 }
 
 /// Runs DHCP on `link` until the task is aborted (carrier lost, shutdown).
-pub async fn run(handle: Handle, link: Link, hostname: String, state: Arc<Mutex<NetState>>, mut cached: Option<DhcpV4Lease>) {
+pub async fn run(
+    handle: Handle,
+    link: Link,
+    hostname: String,
+    state: Arc<Mutex<NetState>>,
+    mut cached: Option<DhcpV4Lease>,
+) {
     let name = link.name.clone();
     loop {
         let mut config = DhcpV4Config::new(&name);
@@ -97,7 +106,11 @@ pub async fn run(handle: Handle, link: Link, hostname: String, state: Arc<Mutex<
                             if current != Some(plan.address) {
                                 log_lease(&name, &plan);
                             } else {
-                                log::info!("{name}: lease {} renewed for {}s", plan.address, plan.lease_secs);
+                                log::info!(
+                                    "{name}: lease {} renewed for {}s",
+                                    plan.address,
+                                    plan.lease_secs
+                                );
                             }
                             current = Some(plan.address);
                             publish(&state, &name, &plan);
@@ -120,7 +133,12 @@ pub async fn run(handle: Handle, link: Link, hostname: String, state: Arc<Mutex<
     }
 }
 
-async fn apply(handle: &Handle, link: &Link, plan: &LeasePlan, previous: Option<Ipv4Addr>) -> Result<(), links::LinkError> {
+async fn apply(
+    handle: &Handle,
+    link: &Link,
+    plan: &LeasePlan,
+    previous: Option<Ipv4Addr>,
+) -> Result<(), links::LinkError> {
     links::add_address(handle, link.index, plan.address, plan.prefix).await?;
     if previous.is_some_and(|p| p != plan.address) {
         links::remove_addresses(handle, link.index, Some(plan.address)).await?;
@@ -137,13 +155,20 @@ async fn apply(handle: &Handle, link: &Link, plan: &LeasePlan, previous: Option<
 }
 
 fn log_lease(name: &str, plan: &LeasePlan) {
-    let gateway = plan.default_gateway().map(|g| g.to_string()).unwrap_or_else(|| "none".into());
+    let gateway = plan
+        .default_gateway()
+        .map(|g| g.to_string())
+        .unwrap_or_else(|| "none".into());
     let dns: Vec<String> = plan.dns.iter().map(|d| d.to_string()).collect();
     log::info!(
         "{name}: dhcp lease {}/{} gateway {gateway} dns {} for {}s",
         plan.address,
         plan.prefix,
-        if dns.is_empty() { "none".into() } else { dns.join(",") },
+        if dns.is_empty() {
+            "none".into()
+        } else {
+            dns.join(",")
+        },
         plan.lease_secs
     );
     if let Some(gw) = plan.default_gateway() {
@@ -195,7 +220,10 @@ mod tests {
         let plan = LeasePlan::from_lease(&lease());
         assert_eq!(plan.address, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(plan.prefix, 24);
-        assert_eq!(plan.routes, [(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 0, 2, 2))]);
+        assert_eq!(
+            plan.routes,
+            [(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 0, 2, 2))]
+        );
         assert_eq!(plan.default_gateway(), Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(plan.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
     }

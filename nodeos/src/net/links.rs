@@ -60,7 +60,10 @@ impl Link {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 pub async fn list(handle: &Handle) -> Result<Vec<Link>, LinkError> {
@@ -74,13 +77,27 @@ pub async fn list(handle: &Handle) -> Result<Vec<Link>, LinkError> {
 }
 
 pub async fn set_up(handle: &Handle, index: u32) -> Result<(), LinkError> {
-    handle.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await?;
     Ok(())
 }
 
 /// Adds an address; an address that is already there is fine.
-pub async fn add_address(handle: &Handle, index: u32, address: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
-    match handle.address().add(index, IpAddr::V4(address), prefix).execute().await {
+pub async fn add_address(
+    handle: &Handle,
+    index: u32,
+    address: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), LinkError> {
+    match handle
+        .address()
+        .add(index, IpAddr::V4(address), prefix)
+        .execute()
+        .await
+    {
         Ok(()) => Ok(()),
         Err(e) if is_exists(&e) => Ok(()),
         Err(e) => Err(e.into()),
@@ -88,8 +105,16 @@ pub async fn add_address(handle: &Handle, index: u32, address: Ipv4Addr, prefix:
 }
 
 /// Removes every IPv4 address of a link except `keep`.
-pub async fn remove_addresses(handle: &Handle, index: u32, keep: Option<Ipv4Addr>) -> Result<(), LinkError> {
-    let mut stream = handle.address().get().set_link_index_filter(index).execute();
+pub async fn remove_addresses(
+    handle: &Handle,
+    index: u32,
+    keep: Option<Ipv4Addr>,
+) -> Result<(), LinkError> {
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
     let mut doomed: Vec<AddressMessage> = Vec::new();
     while let Some(msg) = stream.try_next().await? {
         if msg.header.family != AddressFamily::Inet {

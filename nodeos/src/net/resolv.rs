@@ -33,7 +33,16 @@ mod tests {
     fn renders_servers_once_and_at_most_three() {
         let a = Ipv4Addr::new(10, 0, 2, 3);
         let b = Ipv4Addr::new(1, 1, 1, 1);
-        let text = render(&[a, a, b, Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(8, 8, 8, 8)], &["lan".into()]);
+        let text = render(
+            &[
+                a,
+                a,
+                b,
+                Ipv4Addr::new(9, 9, 9, 9),
+                Ipv4Addr::new(8, 8, 8, 8),
+            ],
+            &["lan".into()],
+        );
         assert_eq!(
             text,
             "# written by nodeos; changes are overwritten\nsearch lan\nnameserver 10.0.2.3\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"

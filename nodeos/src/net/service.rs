@@ -16,7 +16,8 @@ use super::{dhcp, resolv};
 use crate::settings::{NetMode, NetSettings};
 
 pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
-    let (connection, handle, mut events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    let (connection, handle, mut events) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
     tokio::spawn(connection);
     let mut net = Network {
         handle,
@@ -110,7 +111,15 @@ impl Network {
             self.apply_static(link).await;
         }
         if self.multicast_route_on.is_none() {
-            match links::add_route(&self.handle, link.index, Ipv4Addr::new(224, 0, 0, 0), 4, None).await {
+            match links::add_route(
+                &self.handle,
+                link.index,
+                Ipv4Addr::new(224, 0, 0, 0),
+                4,
+                None,
+            )
+            .await
+            {
                 Ok(()) => self.multicast_route_on = Some(link.index),
                 Err(e) => log::debug!("{}: no multicast route yet: {e}", link.name),
             }
@@ -126,18 +135,25 @@ impl Network {
     }
 
     async fn apply_static(&mut self, link: &Link) {
-        let Some(cidr) = self.settings.address else { return };
+        let Some(cidr) = self.settings.address else {
+            return;
+        };
         let result = async {
             links::add_address(&self.handle, link.index, cidr.address, cidr.prefix).await?;
             if let Some(gw) = self.settings.gateway {
-                links::add_route(&self.handle, link.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw)).await?;
+                links::add_route(&self.handle, link.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw))
+                    .await?;
             }
             Ok::<(), links::LinkError>(())
         }
         .await;
         match result {
             Ok(()) => {
-                let gw = self.settings.gateway.map(|g| g.to_string()).unwrap_or_else(|| "none".into());
+                let gw = self
+                    .settings
+                    .gateway
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "none".into());
                 log::info!("{}: static address {cidr} gateway {gw}", link.name);
                 if let Some(g) = self.settings.gateway {
                     log::info!("default route via {g} dev {}", link.name);

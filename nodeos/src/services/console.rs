@@ -29,7 +29,9 @@ pub enum ConsoleCommand {
 
 pub fn parse(line: &str) -> ConsoleCommand {
     let mut words = line.split_whitespace();
-    let Some(first) = words.next() else { return ConsoleCommand::Nothing };
+    let Some(first) = words.next() else {
+        return ConsoleCommand::Nothing;
+    };
     let rest: Vec<&str> = words.collect();
     match (first, rest.as_slice()) {
         ("help" | "?", []) => ConsoleCommand::Help,
@@ -78,7 +80,13 @@ fn console_ttys() -> Vec<String> {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
     let mut ttys: Vec<String> = active
         .split_whitespace()
-        .map(|t| if t == "tty0" { "tty1".to_string() } else { t.to_string() })
+        .map(|t| {
+            if t == "tty0" {
+                "tty1".to_string()
+            } else {
+                t.to_string()
+            }
+        })
         .collect();
     ttys.dedup();
     ttys

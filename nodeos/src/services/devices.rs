@@ -4,12 +4,17 @@
 
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+use nix::sys::socket::{
+    bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
 
 use crate::kmod::{coldplug::coldplug, Loader, ModuleIndex};
 
 pub fn run() -> anyhow::Result<()> {
-    let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
+    let release = nix::sys::utsname::uname()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let index = ModuleIndex::load(std::path::Path::new(&format!("/lib/modules/{release}")))?;
     let loader = Loader::new(index);
 
@@ -39,11 +44,16 @@ pub fn run() -> anyhow::Result<()> {
         if event.action.as_deref() != Some("add") {
             continue;
         }
-        let Some(alias) = event.modalias else { continue };
+        let Some(alias) = event.modalias else {
+            continue;
+        };
         match loader.load_for_alias(&alias) {
             Ok(loaded) => {
                 for module in loaded {
-                    log::info!("loaded {module} for {}", event.devpath.as_deref().unwrap_or("a new device"));
+                    log::info!(
+                        "loaded {module} for {}",
+                        event.devpath.as_deref().unwrap_or("a new device")
+                    );
                 }
             }
             Err(e) => log::warn!("no driver loaded for {alias}: {e}"),
@@ -64,8 +74,12 @@ impl Uevent {
     pub fn parse(bytes: &[u8]) -> Uevent {
         let mut event = Uevent::default();
         for field in bytes.split(|b| *b == 0).skip(1) {
-            let Ok(text) = std::str::from_utf8(field) else { continue };
-            let Some((key, value)) = text.split_once('=') else { continue };
+            let Ok(text) = std::str::from_utf8(field) else {
+                continue;
+            };
+            let Some((key, value)) = text.split_once('=') else {
+                continue;
+            };
             match key {
                 "ACTION" => event.action = Some(value.to_string()),
                 "DEVPATH" => event.devpath = Some(value.to_string()),
@@ -86,7 +100,10 @@ mod tests {
         let raw = b"add@/devices/pci0000:00/0000:00:04.0\0ACTION=add\0DEVPATH=/devices/pci0000:00/0000:00:04.0\0SUBSYSTEM=pci\0MODALIAS=pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\0SEQNUM=1234\0";
         let e = Uevent::parse(raw);
         assert_eq!(e.action.as_deref(), Some("add"));
-        assert_eq!(e.devpath.as_deref(), Some("/devices/pci0000:00/0000:00:04.0"));
+        assert_eq!(
+            e.devpath.as_deref(),
+            Some("/devices/pci0000:00/0000:00:04.0")
+        );
         assert!(e.modalias.unwrap().starts_with("pci:v00001AF4"));
     }
 

@@ -19,10 +19,22 @@ pub const ATTEMPT_ENV: &str = "NODEOS_ATTEMPT";
 /// The services of a node, in no particular order: the supervisor sorts them.
 pub fn specs() -> Vec<ServiceSpec> {
     vec![
-        ServiceSpec { name: "devices", depends_on: &[] },
-        ServiceSpec { name: "net", depends_on: &["devices"] },
-        ServiceSpec { name: "power", depends_on: &["devices"] },
-        ServiceSpec { name: "console", depends_on: &["devices"] },
+        ServiceSpec {
+            name: "devices",
+            depends_on: &[],
+        },
+        ServiceSpec {
+            name: "net",
+            depends_on: &["devices"],
+        },
+        ServiceSpec {
+            name: "power",
+            depends_on: &["devices"],
+        },
+        ServiceSpec {
+            name: "console",
+            depends_on: &["devices"],
+        },
     ]
 }
 
@@ -48,7 +60,9 @@ pub fn run(name: &str) -> anyhow::Result<()> {
             let hostname = nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "cloudos".into());
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(crate::net::run(&settings.net, &hostname))
         }
         other => anyhow::bail!("no service named {other:?}"),
@@ -59,7 +73,10 @@ pub fn run(name: &str) -> anyhow::Result<()> {
 /// the way a real bug would: with a panic.
 fn inject_crash_if_asked(name: &str, settings: &Settings) {
     let times = settings.injected_crashes(name);
-    let attempt: u32 = std::env::var(ATTEMPT_ENV).ok().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let attempt: u32 = std::env::var(ATTEMPT_ENV)
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
     if attempt <= times {
         log::error!("crashing on purpose (cloudos.fault, start {attempt} of {times})");
         panic!("injected crash of service {name}");

@@ -63,7 +63,11 @@ mod tests {
             (u32::MAX, 30000),
         ];
         for (failures, ms) in table {
-            assert_eq!(b.delay(failures), Duration::from_millis(ms), "failures={failures}");
+            assert_eq!(
+                b.delay(failures),
+                Duration::from_millis(ms),
+                "failures={failures}"
+            );
         }
     }
 

@@ -32,7 +32,9 @@ impl Reaper {
     /// The exit status of `pid`, once it exits.
     pub fn watch(&self, pid: Pid) -> oneshot::Receiver<WaitStatus> {
         let (tx, rx) = oneshot::channel();
-        let Ok(mut state) = self.state.lock() else { return rx };
+        let Ok(mut state) = self.state.lock() else {
+            return rx;
+        };
         if let Some(i) = state.unclaimed.iter().position(|(p, _)| *p == pid) {
             if let Some((_, status)) = state.unclaimed.remove(i) {
                 let _ = tx.send(status);
@@ -68,7 +70,9 @@ impl Reaper {
     }
 
     fn deliver(&self, pid: Pid, status: WaitStatus) {
-        let Ok(mut state) = self.state.lock() else { return };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
         match state.watchers.remove(&pid) {
             Some(tx) => {
                 let _ = tx.send(status);
@@ -85,7 +89,8 @@ impl Reaper {
 
     /// Runs forever: reaps on every SIGCHLD.
     pub async fn run(self) {
-        let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        {
             Ok(s) => s,
             Err(e) => {
                 // Without SIGCHLD we still reap, on a timer.
@@ -109,7 +114,10 @@ pub fn describe(status: &WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, signal, core) => {
-            format!("killed by {signal}{}", if *core { " (core dumped)" } else { "" })
+            format!(
+                "killed by {signal}{}",
+                if *core { " (core dumped)" } else { "" }
+            )
         }
         other => format!("{other:?}"),
     }
@@ -127,11 +135,16 @@ pub(crate) mod tests {
         LOCK.lock().await
     }
 
+    // The reaper under test is what waits for the child (waitpid(-1)).
+    #[allow(clippy::zombie_processes)]
     #[tokio::test(flavor = "current_thread")]
     async fn watched_children_get_their_status() {
         let _serial = one_reaper_at_a_time().await;
         let reaper = Reaper::default();
-        let child = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
         let pid = Pid::from_raw(child.id() as i32);
         let rx = reaper.watch(pid);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -148,6 +161,8 @@ pub(crate) mod tests {
         }
     }
 
+    // The reaper under test is what waits for the child (waitpid(-1)).
+    #[allow(clippy::zombie_processes)]
     #[tokio::test(flavor = "current_thread")]
     async fn an_exit_reaped_before_watch_is_kept() {
         let _serial = one_reaper_at_a_time().await;

@@ -92,9 +92,15 @@ impl Supervisor {
             self.set(spec.name, |s| s.state = ServiceState::Waiting);
         }
         for spec in order {
-            let deps = spec.depends_on.iter().filter_map(|d| self.ready.get(d).cloned()).collect();
+            let deps = spec
+                .depends_on
+                .iter()
+                .filter_map(|d| self.ready.get(d).cloned())
+                .collect();
             let (stop_tx, stop_rx) = watch::channel(false);
-            let Some(ready_tx) = ready_senders.remove(spec.name) else { continue };
+            let Some(ready_tx) = ready_senders.remove(spec.name) else {
+                continue;
+            };
             let worker = ServiceWorker {
                 spec: spec.clone(),
                 reaper: self.reaper.clone(),
@@ -115,20 +121,34 @@ impl Supervisor {
     }
 
     pub fn statuses(&self) -> Vec<ServiceStatus> {
-        self.table.lock().map(|t| t.values().cloned().collect()).unwrap_or_default()
+        self.table
+            .lock()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// A cheap handle for readers of the status table (the control socket).
     pub fn status_reader(&self) -> impl Fn() -> Vec<ServiceStatus> + Send + Sync + 'static {
         let table = self.table.clone();
-        move || table.lock().map(|t| t.values().cloned().collect()).unwrap_or_default()
+        move || {
+            table
+                .lock()
+                .map(|t| t.values().cloned().collect())
+                .unwrap_or_default()
+        }
     }
 
     /// Resolves once every service is ready; on timeout, names those that
     /// are not. Owns what it needs, so it can run in its own task.
-    pub fn all_ready(&self, timeout: Duration) -> impl std::future::Future<Output = Result<(), Vec<String>>> + Send + 'static {
-        let ready: Vec<(String, watch::Receiver<bool>)> =
-            self.ready.iter().map(|(name, rx)| (name.to_string(), rx.clone())).collect();
+    pub fn all_ready(
+        &self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<(), Vec<String>>> + Send + 'static {
+        let ready: Vec<(String, watch::Receiver<bool>)> = self
+            .ready
+            .iter()
+            .map(|(name, rx)| (name.to_string(), rx.clone()))
+            .collect();
         async move {
             let all = async {
                 for (_, rx) in &ready {
@@ -138,7 +158,11 @@ impl Supervisor {
             };
             match tokio::time::timeout(timeout, all).await {
                 Ok(()) => Ok(()),
-                Err(_) => Err(ready.iter().filter(|(_, rx)| !*rx.borrow()).map(|(name, _)| name.clone()).collect()),
+                Err(_) => Err(ready
+                    .iter()
+                    .filter(|(_, rx)| !*rx.borrow())
+                    .map(|(name, _)| name.clone())
+                    .collect()),
             }
         }
     }
@@ -159,13 +183,15 @@ impl Supervisor {
 
 fn update_table(table: &Table, name: &str, update: impl FnOnce(&mut ServiceStatus)) {
     if let Ok(mut table) = table.lock() {
-        let entry = table.entry(name.to_string()).or_insert_with(|| ServiceStatus {
-            name: name.to_string(),
-            state: ServiceState::Waiting,
-            pid: None,
-            restarts: 0,
-            last_exit: None,
-        });
+        let entry = table
+            .entry(name.to_string())
+            .or_insert_with(|| ServiceStatus {
+                name: name.to_string(),
+                state: ServiceState::Waiting,
+                pid: None,
+                restarts: 0,
+                last_exit: None,
+            });
         update(entry);
     }
 }
@@ -203,7 +229,9 @@ impl ServiceWorker {
                 Err(e) => format!("could not start: {e}"),
             };
             let _ = self.ready.send(false);
-            failures = self.backoff.failures_after_exit(failures, started.elapsed());
+            failures = self
+                .backoff
+                .failures_after_exit(failures, started.elapsed());
             let delay = self.backoff.delay(failures);
             log::warn!(
                 "service {name} {exit} after {:.1}s; restart #{attempt} in {} ms",
@@ -228,7 +256,10 @@ impl ServiceWorker {
     /// here: the exit must be watched before the reaper can run again.
     fn start_once(&self, attempt: u32) -> std::io::Result<(Pid, oneshot::Receiver<WaitStatus>)> {
         let mut command = (self.launcher)(&self.spec, attempt);
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn()?;
         let pid = Pid::from_raw(child.id() as i32);
         let exit = self.reaper.watch(pid);
@@ -258,7 +289,11 @@ impl ServiceWorker {
     }
 
     /// The exit status, or None once the service was stopped on request.
-    async fn wait_or_stop(&mut self, pid: Pid, mut exit: oneshot::Receiver<WaitStatus>) -> Option<WaitStatus> {
+    async fn wait_or_stop(
+        &mut self,
+        pid: Pid,
+        mut exit: oneshot::Receiver<WaitStatus>,
+    ) -> Option<WaitStatus> {
         tokio::select! {
             status = &mut exit => return status.ok(),
             _ = self.stop.wait_for(|stop| *stop) => {}
@@ -266,7 +301,11 @@ impl ServiceWorker {
         self.set(|s| s.state = ServiceState::Stopping);
         let _ = kill(pid, Signal::SIGTERM);
         if tokio::time::timeout(STOP_GRACE, &mut exit).await.is_err() {
-            log::warn!("service {} ignored SIGTERM for {}s; killing it", self.spec.name, STOP_GRACE.as_secs());
+            log::warn!(
+                "service {} ignored SIGTERM for {}s; killing it",
+                self.spec.name,
+                STOP_GRACE.as_secs()
+            );
             let _ = kill(pid, Signal::SIGKILL);
             let _ = tokio::time::timeout(STOP_GRACE, exit).await;
         }
@@ -311,7 +350,11 @@ mod tests {
     /// Services played by `sh`, so the test exercises real processes.
     fn shell_launcher(scripts: &'static [(&'static str, &'static str)]) -> Launcher {
         Arc::new(move |spec: &ServiceSpec, attempt: u32| {
-            let script = scripts.iter().find(|(n, _)| *n == spec.name).map(|(_, s)| *s).unwrap_or("exit 1");
+            let script = scripts
+                .iter()
+                .find(|(n, _)| *n == spec.name)
+                .map(|(_, s)| *s)
+                .unwrap_or("exit 1");
             let mut c = Command::new("sh");
             c.args(["-c", script]).env("ATTEMPT", attempt.to_string());
             c
@@ -333,16 +376,27 @@ mod tests {
         tokio::spawn(reaper.clone().run());
         // Crashes on its first three starts, then reports ready and stays.
         let scripts: &'static [(&str, &str)] = &[
-            ("flaky", "[ \"$ATTEMPT\" -le 3 ] && kill -SEGV $$; echo READY=1; exec sleep 30"),
+            (
+                "flaky",
+                "[ \"$ATTEMPT\" -le 3 ] && kill -SEGV $$; echo READY=1; exec sleep 30",
+            ),
             ("dependent", "echo READY=1; exec sleep 30"),
         ];
         let mut sup = Supervisor::new(reaper, shell_launcher(scripts), fast_backoff());
         sup.start(&[
-            ServiceSpec { name: "dependent", depends_on: &["flaky"] },
-            ServiceSpec { name: "flaky", depends_on: &[] },
+            ServiceSpec {
+                name: "dependent",
+                depends_on: &["flaky"],
+            },
+            ServiceSpec {
+                name: "flaky",
+                depends_on: &[],
+            },
         ])
         .unwrap();
-        sup.all_ready(Duration::from_secs(20)).await.expect("all ready");
+        sup.all_ready(Duration::from_secs(20))
+            .await
+            .expect("all ready");
         let statuses = sup.statuses();
         let flaky = statuses.iter().find(|s| s.name == "flaky").unwrap();
         assert_eq!(flaky.restarts, 3);
@@ -351,7 +405,10 @@ mod tests {
         let dependent = statuses.iter().find(|s| s.name == "dependent").unwrap();
         assert_eq!(dependent.restarts, 0, "started only after flaky was ready");
         sup.shutdown().await;
-        assert!(sup.statuses().iter().all(|s| s.state == ServiceState::Stopped && s.pid.is_none()));
+        assert!(sup
+            .statuses()
+            .iter()
+            .all(|s| s.state == ServiceState::Stopped && s.pid.is_none()));
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -359,15 +416,25 @@ mod tests {
         let _serial = one_reaper_at_a_time().await;
         let reaper = Reaper::default();
         tokio::spawn(reaper.clone().run());
-        let scripts: &'static [(&str, &str)] = &[("stubborn", "trap '' TERM; echo READY=1; while :; do sleep 1; done")];
+        let scripts: &'static [(&str, &str)] = &[(
+            "stubborn",
+            "trap '' TERM; echo READY=1; while :; do sleep 1; done",
+        )];
         let mut sup = Supervisor::new(reaper, shell_launcher(scripts), fast_backoff());
-        sup.start(&[ServiceSpec { name: "stubborn", depends_on: &[] }]).unwrap();
+        sup.start(&[ServiceSpec {
+            name: "stubborn",
+            depends_on: &[],
+        }])
+        .unwrap();
         sup.all_ready(Duration::from_secs(10)).await.expect("ready");
         let pid = sup.statuses()[0].pid.unwrap();
         let started = Instant::now();
         sup.shutdown().await;
         assert!(started.elapsed() >= STOP_GRACE);
-        assert!(kill(Pid::from_raw(pid), None).is_err(), "process {pid} still exists");
+        assert!(
+            kill(Pid::from_raw(pid), None).is_err(),
+            "process {pid} still exists"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -375,11 +442,20 @@ mod tests {
         let _serial = one_reaper_at_a_time().await;
         let reaper = Reaper::default();
         tokio::spawn(reaper.clone().run());
-        let scripts: &'static [(&str, &str)] = &[("ok", "echo READY=1; exec sleep 30"), ("mute", "exec sleep 30")];
+        let scripts: &'static [(&str, &str)] = &[
+            ("ok", "echo READY=1; exec sleep 30"),
+            ("mute", "exec sleep 30"),
+        ];
         let mut sup = Supervisor::new(reaper, shell_launcher(scripts), fast_backoff());
         sup.start(&[
-            ServiceSpec { name: "ok", depends_on: &[] },
-            ServiceSpec { name: "mute", depends_on: &[] },
+            ServiceSpec {
+                name: "ok",
+                depends_on: &[],
+            },
+            ServiceSpec {
+                name: "mute",
+                depends_on: &[],
+            },
         ])
         .unwrap();
         let missing = sup.all_ready(Duration::from_millis(500)).await.unwrap_err();

@@ -31,12 +31,19 @@ pub fn start_order(specs: &[ServiceSpec]) -> Result<Vec<ServiceSpec>, SpecError>
     let mut ordered: Vec<ServiceSpec> = Vec::new();
     while ordered.len() < specs.len() {
         let next = specs.iter().find(|s| {
-            !ordered.contains(s) && s.depends_on.iter().all(|d| ordered.iter().any(|o| o.name == *d))
+            !ordered.contains(s)
+                && s.depends_on
+                    .iter()
+                    .all(|d| ordered.iter().any(|o| o.name == *d))
         });
         match next {
             Some(spec) => ordered.push(spec.clone()),
             None => {
-                let stuck = specs.iter().find(|s| !ordered.contains(s)).map(|s| s.name).unwrap_or("?");
+                let stuck = specs
+                    .iter()
+                    .find(|s| !ordered.contains(s))
+                    .map(|s| s.name)
+                    .unwrap_or("?");
                 return Err(SpecError::Cycle(stuck.into()));
             }
         }
@@ -54,8 +61,17 @@ mod tests {
 
     #[test]
     fn dependencies_start_first() {
-        let specs = [spec("agent", &["net"]), spec("net", &["devices"]), spec("power", &[]), spec("devices", &[])];
-        let names: Vec<_> = start_order(&specs).unwrap().iter().map(|s| s.name).collect();
+        let specs = [
+            spec("agent", &["net"]),
+            spec("net", &["devices"]),
+            spec("power", &[]),
+            spec("devices", &[]),
+        ];
+        let names: Vec<_> = start_order(&specs)
+            .unwrap()
+            .iter()
+            .map(|s| s.name)
+            .collect();
         assert_eq!(names, ["power", "devices", "net", "agent"]);
     }
 
@@ -63,8 +79,14 @@ mod tests {
     fn missing_and_cyclic_dependencies_are_errors() {
         assert_eq!(
             start_order(&[spec("net", &["devices"])]),
-            Err(SpecError::MissingDependency { service: "net".into(), missing: "devices".into() })
+            Err(SpecError::MissingDependency {
+                service: "net".into(),
+                missing: "devices".into()
+            })
         );
-        assert_eq!(start_order(&[spec("a", &["b"]), spec("b", &["a"])]), Err(SpecError::Cycle("a".into())));
+        assert_eq!(
+            start_order(&[spec("a", &["b"]), spec("b", &["a"])]),
+            Err(SpecError::Cycle("a".into()))
+        );
     }
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Boot and size benchmarks for the foundation. Prints a Markdown table and,
+# with --readme, puts it into README.md between the bench markers.
+#
+#   scripts/bench.sh [--runs N] [--readme]
+#
+# Boot time: QEMU (TCG) started with -kernel/-initrd until a marker on the
+# serial console, median of N runs (default 5), for nodeos ("nodeos ready")
+# and for the floor (the same kernel with a busybox initramfs that prints
+# "floor: userland up"), measured in the same run so that host load shows in
+# both. Run scripts/build.sh first.
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+RUNS=5
+README=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --runs) RUNS=$2; shift 2 ;;
+    --readme) README=1; shift ;;
+    *) echo "usage: $0 [--runs N] [--readme]" >&2; exit 2 ;;
+    esac
+done
+OUT=out/x86_64
+for f in "$OUT/vmlinuz" "$OUT/initramfs.img" "$OUT/floor-initramfs.img"; do
+    [[ -f $f ]] || { echo "bench.sh: $f missing; run scripts/build.sh" >&2; exit 1; }
+done
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# boot_once INITRD MARKER -> prints "wall_seconds" and leaves the log in $WORK/log
+boot_once() {
+    local initrd=$1 marker=$2 log=$WORK/log start end pid
+    : >"$log"
+    start=$(date +%s%N)
+    qemu-system-x86_64 -accel tcg -display none -no-reboot -m 512 -M pc \
+        -kernel "$OUT/vmlinuz" -initrd "$initrd" \
+        -append "console=ttyS0,115200 quiet panic=-1" \
+        -serial "file:$log" -monitor none -parallel none -nic none &
+    pid=$!
+    local deadline=$((start + 300000000000))
+    until grep -qa "$marker" "$log"; do
+        if ! kill -0 "$pid" 2>/dev/null || (($(date +%s%N) > deadline)); then
+            kill "$pid" 2>/dev/null || true
+            echo "bench.sh: no '$marker' on the console" >&2
+            tail -20 "$log" >&2
+            exit 1
+        fi
+        sleep 0.02
+    done
+    end=$(date +%s%N)
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "scale=2; ($end - $start) / 1000000000" | bc
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+nodeos_times=() floor_times=() guest_ready=() rss=()
+for ((i = 1; i <= RUNS; i++)); do
+    floor_times+=("$(boot_once "$OUT/floor-initramfs.img" 'floor: userland up')")
+    nodeos_times+=("$(boot_once "$OUT/initramfs.img" 'nodeos ready in')")
+    line=$(grep -a -m1 'nodeos ready in' "$WORK/log")
+    guest_ready+=("$(sed -E 's/.*nodeos ready in ([0-9.]+)s.*/\1/' <<<"$line")")
+    rss+=("$(sed -E 's/.* rss ([0-9]+) kB.*/\1/' <<<"$line")")
+    echo "run $i: floor ${floor_times[-1]} s, nodeos ${nodeos_times[-1]} s (guest says ${guest_ready[-1]} s)" >&2
+done
+
+floor=$(printf '%s\n' "${floor_times[@]}" | median)
+nodeos=$(printf '%s\n' "${nodeos_times[@]}" | median)
+guest=$(printf '%s\n' "${guest_ready[@]}" | median)
+rss_med=$(printf '%s\n' "${rss[@]}" | median)
+ratio=$(echo "scale=2; $nodeos / $floor" | bc)
+size() { stat -c %s "$1"; }
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+NODEOS_BIN=target/x86_64-unknown-linux-musl/release/nodeos
+ISO=$(ls out/cloudos-*-x86_64.iso)
+
+TABLE=$(cat <<TABLE
+| x86_64, QEMU TCG, $RUNS runs, $(date -u +%Y-%m-%d) | median |
+|---|---|
+| boot to \`nodeos ready\` (QEMU start → console line) | ${nodeos} s |
+| floor: same kernel + busybox initramfs | ${floor} s |
+| ratio nodeos / floor | ${ratio} |
+| ready as the guest counts it (kernel uptime) | ${guest} s |
+| PID 1 resident memory at ready | ${rss_med} kB |
+| \`nodeos\` static binary | $(mib "$(size "$NODEOS_BIN")") MiB |
+| initramfs (nodeos + modules + CA bundle) | $(mib "$(size "$OUT/initramfs.img")") MiB |
+| ISO (BIOS + UEFI, hybrid) | $(mib "$(size "$ISO")") MiB |
+TABLE
+)
+echo "$TABLE"
+
+if [[ -n $README ]]; then
+    python3 - "$TABLE" <<'PY'
+import re, sys
+table = sys.argv[1]
+text = open("README.md").read()
+begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+if begin not in text:
+    sys.exit("README.md has no bench markers")
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open("README.md", "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
+PY
+fi

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs what the build and the tests need,
+# builds the images, checks formatting and lints, then runs every test —
+# unit and in-process tests first, then the QEMU boots (two guests at most).
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    no QEMU boots (unit, netns and TLS tests only)
+#
+# Needs root (apt-get, network namespaces, taps). Downloads are cached under
+# ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+QUICK=
+[[ ${1:-} == --quick ]] && QUICK=1
+
+step() { echo "==> $*" >&2; }
+
+step "host packages and Rust targets"
+scripts/deps.sh
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
+step "unit and in-process tests"
+cargo test --workspace --locked --exclude cloudos-tests
+
+[[ -n $QUICK ]] && exit 0
+
+step "images"
+scripts/build.sh
+
+step "QEMU tests (at most two guests at a time)"
+cargo test -p cloudos-tests --locked -- --test-threads=2
