@@ -37,7 +37,7 @@ boot_once() {
     qemu-system-x86_64 -accel tcg -display none -no-reboot -m 512 -M pc \
         -kernel "$OUT/vmlinuz" -initrd "$initrd" \
         -append "console=ttyS0,115200 quiet panic=-1" \
-        -serial "file:$log" -monitor none -parallel none -nic none &
+        -serial "file:$log" -monitor none -parallel none -nic none 2>/dev/null &
     pid=$!
     local deadline=$((start + 300000000000))
     until grep -qa "$marker" "$log"; do
