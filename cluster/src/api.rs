@@ -29,9 +29,20 @@ pub mod paths {
     pub const JOIN: &str = "/v1/join";
     /// `POST` [`super::RenewRequest`] → [`super::JoinResponse`]; node certificate.
     pub const RENEW: &str = "/v1/renew";
-    /// `POST` [`super::Heartbeat`]; node certificate.
+    /// `POST` [`super::Heartbeat`]; node certificate. A fallback for agents that cannot
+    /// hold [`AGENT_CONNECT`] open; the connection is the normal way.
     pub const HEARTBEAT: &str = "/v1/heartbeat";
-    /// `GET` → `Vec<`[`super::NodeInfo`]`>`; admin certificate.
+    /// `GET` with a WebSocket upgrade; node certificate. The agent's one long-lived
+    /// connection: it sends [`super::AgentMessage`]s and receives [`super::MasterMessage`]s,
+    /// each a JSON text frame. The master never dials a node.
+    pub const AGENT_CONNECT: &str = "/v1/agent/connect";
+    /// `GET` → [`super::ClusterStatus`]; admin certificate.
+    pub const STATUS: &str = "/v1/status";
+    /// `GET` → the OpenAPI 3 document of this API; no certificate needed.
+    pub const OPENAPI: &str = "/v1/openapi.json";
+    /// `GET` → `Vec<`[`super::NodeInfo`]`>`; admin certificate. `GET /v1/nodes/<name>` →
+    /// [`super::NodeInfo`]; `DELETE /v1/nodes/<name>` evicts the node and revokes its
+    /// certificate.
     pub const NODES: &str = "/v1/nodes";
     /// `GET` → `Vec<`[`super::TokenInfo`]`>`, `POST` [`super::TokenCreateRequest`] →
     /// [`super::TokenCreateResponse`]; admin certificate. `DELETE /v1/tokens/<id>` revokes.
@@ -120,9 +131,64 @@ pub struct Telemetry {
 /// The periodic message from agent to master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// Counts up from 1 on each connection; echoed in [`MasterMessage::HeartbeatAck`].
+    #[serde(default)]
+    pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: OffsetDateTime,
     pub telemetry: Telemetry,
+}
+
+/// Agent → master on [`paths::AGENT_CONNECT`]. Externally tagged JSON:
+/// `{"hello":{…}}`, `{"heartbeat":{…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First frame after the upgrade: what the node is now (it may have moved or changed).
+    Hello(AgentHello),
+    /// Every `heartbeat_interval_secs` (from [`MasterMessage::Welcome`]).
+    Heartbeat(Heartbeat),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHello {
+    /// The address the node is reachable at on its LAN (for people; the master never dials).
+    pub address: String,
+    pub arch: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub nodeos_version: String,
+}
+
+/// Master → agent on [`paths::AGENT_CONNECT`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MasterMessage {
+    /// Answer to [`AgentMessage::Hello`].
+    Welcome {
+        cluster_name: String,
+        heartbeat_interval_secs: u64,
+    },
+    /// Answer to each heartbeat, echoing its `seq`: lets agents (and the load benchmark)
+    /// measure how long the master took.
+    HeartbeatAck { seq: u64 },
+    /// The node was removed (`cloudos node remove`): its certificate is revoked and the
+    /// agent must stop and forget its identity.
+    Evicted { reason: String },
+}
+
+/// `cloudos status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster_name: String,
+    /// `sha256:<hex>` of the cluster CA's public key.
+    pub ca_pin: String,
+    pub master_name: String,
+    pub master_version: String,
+    pub api_address: String,
+    pub uptime_secs: u64,
+    pub nodes_total: usize,
+    pub nodes_ready: usize,
 }
 
 /// A node as the CLI shows it.

@@ -2,12 +2,15 @@
 //!
 //! Module map: `init` (PID 1 itself), `supervisor` (service lifecycles),
 //! `services` (what each service does), `kmod` (drivers), `net` (links,
-//! DHCP, routes), `settings` (boot settings), `logging`, `status`.
+//! DHCP, routes), `settings` (boot settings), `logging`, `status`, and the node roles:
+//! `master` (CA, tokens, registry, API) and `agent` (join, heartbeats).
 
+pub mod agent;
 pub mod fsutil;
 pub mod init;
 pub mod kmod;
 pub mod logging;
+pub mod master;
 pub mod net;
 pub mod services;
 pub mod settings;

@@ -29,6 +29,10 @@ enum Command {
         #[arg(long, default_value = nodeos::status::CONTROL_SOCKET)]
         socket: String,
     },
+    /// Run a cluster master in the foreground (outside PID 1).
+    Master(nodeos::master::MasterArgs),
+    /// Run a compute node's agent in the foreground (outside PID 1).
+    Agent(nodeos::agent::AgentArgs),
     /// Run one supervised service (used by PID 1).
     #[command(hide = true)]
     Svc { name: String },
@@ -47,6 +51,8 @@ fn main() -> anyhow::Result<()> {
             std::process::id()
         ),
         Some(Command::Svc { name }) => nodeos::services::run(&name),
+        Some(Command::Master(args)) => nodeos::master::main(args),
+        Some(Command::Agent(args)) => nodeos::agent::main(args),
         Some(Command::Status { json, socket }) => {
             nodeos::logging::init_for_tool(false);
             let report = nodeos::status::fetch_status(&socket)?;

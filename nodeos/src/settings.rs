@@ -96,6 +96,34 @@ pub struct CrashFault {
     pub times: u32,
 }
 
+/// A value that must never reach a log, a console or a status report: the
+/// join token. Debug and Serialize print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Settings {
     pub role: Role,
@@ -103,6 +131,12 @@ pub struct Settings {
     pub net: NetSettings,
     pub debug: bool,
     pub faults: Vec<CrashFault>,
+    /// The join token (`cloudos.token`): needed by a compute node's first join only.
+    pub token: Option<Secret>,
+    /// `host:port` of the master (`cloudos.master`); mDNS finds it otherwise.
+    pub master: Option<String>,
+    /// Node labels for scheduling (`cloudos.labels=zone=a,disk=ssd`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A key that was ignored, and why.
@@ -243,6 +277,21 @@ impl Settings {
                     )),
                 }
             }
+            // The token's value is never repeated in a warning: warnings are shown.
+            "token" => match value.parse::<cloudos_cluster::Token>() {
+                Ok(_) => self.token = Some(Secret::new(value.trim())),
+                Err(e) => warn(format!(
+                    "not a CloudOS join token ({e}); create one with `cloudos token create`"
+                )),
+            },
+            "master" => match parse_master_address(value) {
+                Ok(address) => self.master = Some(address),
+                Err(reason) => warn(reason),
+            },
+            "labels" => match parse_labels(value) {
+                Ok(labels) => self.labels = labels,
+                Err(reason) => warn(reason),
+            },
             "fault" => match parse_fault(value) {
                 Ok(fault) => self.faults.push(fault),
                 Err(reason) => warn(reason),
@@ -273,8 +322,58 @@ impl Settings {
 }
 
 const KNOWN_KEYS: &[&str] = &[
-    "role", "hostname", "net", "iface", "address", "gateway", "dns", "debug", "fault",
+    "role", "hostname", "net", "iface", "address", "gateway", "dns", "debug", "token", "master",
+    "labels", "fault",
 ];
+
+/// The master's API port when `cloudos.master` names only a host.
+pub const DEFAULT_API_PORT: u16 = 9443;
+
+/// `host`, `host:port` or `[v6]:port` → `host:port`.
+fn parse_master_address(value: &str) -> Result<String, String> {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            let port: u16 =
+                port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("{value:?}: port {port:?} is not a number in 1..=65535")
+                })?;
+            (host, port)
+        }
+        _ => (value, DEFAULT_API_PORT),
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = bare.parse::<std::net::IpAddr>().is_ok() || validate_hostname(bare).is_ok();
+    if !valid {
+        return Err(format!(
+            "{value:?} is not host:port (an IPv4 address or a host name)"
+        ));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+/// `k=v,k2=v2`: keys and values of letters, digits, `.`, `-`, `_`, `/`.
+fn parse_labels(value: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in value.split(',').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if ok(k) && ok(v) => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "label {pair:?} is not key=value (letters, digits, . - _ /)"
+                ))
+            }
+        }
+    }
+    Ok(labels)
+}
 
 fn is_known_key(key: &str) -> bool {
     KNOWN_KEYS.contains(&key)
@@ -440,6 +539,49 @@ mod tests {
         assert!(s.debug);
         assert_eq!(s.injected_crashes("power"), 3);
         assert_eq!(s.injected_crashes("net"), 0);
+    }
+
+    #[test]
+    fn cluster_keys_are_read_and_the_token_never_shown() {
+        let pin = cloudos_cluster::CaPin::from_hex(&"ab".repeat(32)).unwrap();
+        let token = cloudos_cluster::Token::generate(pin).unwrap().to_string();
+        let cmdline = format!("cloudos.role=compute cloudos.token={token} cloudos.master=10.0.0.1 cloudos.labels=zone=a,disk=ssd");
+        let (s, w) = Settings::load(None, &cmdline);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.token.as_ref().map(Secret::expose), Some(token.as_str()));
+        assert_eq!(s.master.as_deref(), Some("10.0.0.1:9443"));
+        assert_eq!(s.labels.get("disk").map(String::as_str), Some("ssd"));
+        let secret = token.split('_').nth(2).unwrap();
+        assert!(!format!("{s:?}").contains(secret));
+        assert!(!serde_json::to_string(&s).unwrap().contains(secret));
+
+        let bad =
+            "cloudos.token=cloudos1_abc_secretsecret cloudos.master=host:99999 cloudos.labels=a";
+        let (s, w) = Settings::load(None, bad);
+        assert_eq!((s.token, s.master), (None, None));
+        assert_eq!(w.len(), 3, "{w:?}");
+        for warning in &w {
+            assert!(!warning.to_string().contains("secretsecret"), "{warning}");
+        }
+    }
+
+    #[test]
+    fn master_addresses() {
+        let cases = [
+            ("master-1", Ok("master-1:9443")),
+            ("10.0.0.1:7000", Ok("10.0.0.1:7000")),
+            ("[fd00::1]:7000", Ok("[fd00::1]:7000")),
+            ("10.0.0.1:0", Err("port")),
+            ("-bad-", Err("not host:port")),
+            ("a b:1", Err("not host:port")),
+        ];
+        for (input, expected) in cases {
+            match (parse_master_address(input), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn supervise(
         command
     });
     let mut supervisor = Supervisor::new(reaper.clone(), launcher, Backoff::default());
-    supervisor.start(&crate::services::specs())?;
+    supervisor.start(&crate::services::specs(settings.role))?;
 
     let statuses = supervisor.status_reader();
     let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -9,16 +9,17 @@ pub mod power;
 
 use std::io::Write;
 
-use crate::settings::Settings;
+use crate::settings::{Role, Settings};
 use crate::supervisor::runner::READY_LINE;
 use crate::supervisor::ServiceSpec;
 
 /// Set by the supervisor: which start of the service this is (1 for the first).
 pub const ATTEMPT_ENV: &str = "NODEOS_ATTEMPT";
 
-/// The services of a node, in no particular order: the supervisor sorts them.
-pub fn specs() -> Vec<ServiceSpec> {
-    vec![
+/// The services of a node with this role, in no particular order: the
+/// supervisor sorts them.
+pub fn specs(role: Role) -> Vec<ServiceSpec> {
+    let mut specs = vec![
         ServiceSpec {
             name: "devices",
             depends_on: &[],
@@ -35,7 +36,19 @@ pub fn specs() -> Vec<ServiceSpec> {
             name: "console",
             depends_on: &["devices"],
         },
-    ]
+    ];
+    match role {
+        Role::Master => specs.push(ServiceSpec {
+            name: "master",
+            depends_on: &["net"],
+        }),
+        Role::Compute => specs.push(ServiceSpec {
+            name: "agent",
+            depends_on: &["net"],
+        }),
+        Role::None => {}
+    }
+    specs
 }
 
 /// Tells the supervisor that this service is doing its job.
@@ -56,6 +69,8 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         "devices" => devices::run(),
         "power" => power::run(),
         "console" => console::run(),
+        "master" => crate::master::run_service(&settings),
+        "agent" => crate::agent::run_service(&settings),
         "net" => {
             let hostname = nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
