@@ -7,11 +7,14 @@
 //! - [`store`]: the master's state behind one trait, with the redb backend.
 //! - [`tls`]: TLS 1.3-only rustls configurations: pinned first contact, mTLS, the server.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
+//! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
 //!
-//! This crate opens no sockets and starts no threads: it is a library the servers and clients
-//! are built on. Nothing in it panics on bad input, because the master runs inside PID 1.
+//! Apart from [`client`], this crate opens no sockets and starts no threads: it is a library
+//! the servers and clients are built on. Nothing in it panics on bad input, because the
+//! master runs inside PID 1.
 
 pub mod api;
+pub mod client;
 pub mod identity;
 pub mod pki;
 pub mod store;

@@ -1,0 +1,1088 @@
+//! The HTTPS client of the master's API, shared by the agent (inside `nodeos`) and the
+//! `cloudos` CLI.
+//!
+//! - [`join`]: first contact with a token. The connection uses `tls::client_config_pinned`,
+//!   so the token's secret is only sent once the master's CA matched the token's pin; the key
+//!   is made here and never leaves the caller.
+//! - [`ApiClient`]: every later call, over mTLS with the identity [`join`] returned: the admin
+//!   endpoints, certificate renewal, and the raw TLS stream the agent runs its WebSocket on.
+//!
+//! Each call opens its own connection (HTTP/1.1 over rustls, TLS 1.3): the CLI makes one or
+//! two calls per run and the agent's long-lived traffic goes over its WebSocket, so pooling
+//! would buy nothing. Errors are [`ClientError`]s whose messages say what to do; the master's
+//! own [`ErrorBody`] messages are passed through.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use crate::api::{
+    paths, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo, RenewRequest,
+    TokenCreateRequest, TokenCreateResponse, TokenInfo,
+};
+use crate::identity::Role;
+use crate::pki::{self, CaPin, NodeKey, PkiError};
+use crate::tls::{self, TlsError};
+use crate::token::Token;
+
+/// The master's API port when an address names only a host.
+pub const DEFAULT_API_PORT: u16 = 9443;
+/// How long to wait for the TCP connection and, separately, for the TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take, from sending to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Larger answers are refused: a node list of thousands of nodes is a few MiB.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// Errors of the API client. The messages are meant to be shown as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("`{input}` is not a master address: {why}; use host:port, such as 10.0.0.5:9443")]
+    Address { input: String, why: String },
+    #[error("master unreachable at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// The `TlsError::PinMismatch` message, with the address that answered.
+    #[error("{message} (master at {addr})")]
+    PinMismatch { addr: String, message: String },
+    #[error("TLS with the master at {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    /// The master's message, which says which token and when (`ErrorCode::TokenInvalid`).
+    #[error("{message}")]
+    TokenInvalid { message: String },
+    #[error("the master refused: {message}")]
+    Refused {
+        status: u16,
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    #[error("the master at {addr} sent an unexpected answer: {why}")]
+    Protocol { addr: String, why: String },
+    #[error("the token is for the {got} role, not {expected}; create one with `cloudos token create --role {expected}`")]
+    WrongRole { expected: Role, got: Role },
+    #[error("`{value}` cannot be used in a request path; names use letters, digits, `-` and `.`")]
+    PathSegment { value: String },
+    #[error("bad credentials: {0}")]
+    Credentials(#[from] PkiError),
+    #[error(transparent)]
+    Config(#[from] TlsError),
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed (the master is down or overloaded), as opposed
+    /// to an answer that will not change (wrong pin, bad token, refused).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Tls { .. } => true,
+            ClientError::Protocol { .. } => true,
+            ClientError::Refused { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// The error code from the master's answer, when there was one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused { code, .. } => *code,
+            ClientError::TokenInvalid { .. } => Some(ErrorCode::TokenInvalid),
+            _ => None,
+        }
+    }
+
+    /// Classifies an error of a connection to `addr` (connect, handshake, or a read later on,
+    /// which is where TLS 1.3 reports that the server refused our client certificate).
+    pub fn from_transport(addr: &str, err: &(dyn StdError + 'static)) -> ClientError {
+        let addr = addr.to_owned();
+        if let Some(mismatch) = tls::pin_mismatch(err) {
+            return ClientError::PinMismatch {
+                addr,
+                message: mismatch.to_string(),
+            };
+        }
+        if let Some(tls_err) = find_in_chain::<rustls::Error>(err) {
+            return ClientError::Tls {
+                addr,
+                reason: tls_err.to_string(),
+            };
+        }
+        let reason = match find_in_chain::<std::io::Error>(err) {
+            Some(io) => io.to_string(),
+            None => err.to_string(),
+        };
+        ClientError::Unreachable { addr, reason }
+    }
+}
+
+/// The first error of type `T` in `err`'s chain, looking inside `io::Error` payloads too.
+fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        // io::Error::source skips the payload of io::Error::new, so look at it directly.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// The error for a non-2xx answer: the master's [`ErrorBody`] when it sent one.
+pub fn refusal(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            code: ErrorCode::TokenInvalid,
+            message,
+        }) => ClientError::TokenInvalid { message },
+        Ok(ErrorBody { code, message }) => ClientError::Refused {
+            status,
+            code: Some(code),
+            message,
+        },
+        Err(_) => {
+            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+            let text = text.trim();
+            ClientError::Refused {
+                status,
+                code: None,
+                message: if text.is_empty() {
+                    format!("HTTP status {status}")
+                } else {
+                    format!("HTTP status {status}: {text}")
+                },
+            }
+        }
+    }
+}
+
+/// A master's `host:port`. Parsed from `host`, `host:port`, `[v6]:port`, a bare IPv6
+/// address, or any of these after `https://`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterAddr {
+    /// Without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for MasterAddr {
+    type Err = ClientError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| ClientError::Address {
+            input: input.to_owned(),
+            why: why.to_owned(),
+        };
+        let s = input.trim();
+        let s = s.strip_prefix("https://").unwrap_or(s);
+        let s = s.strip_suffix('/').unwrap_or(s);
+        if s.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if s.contains('/') || s.contains('@') || s.chars().any(char::is_whitespace) {
+            return Err(err("it must be only a host and a port"));
+        }
+        let parse_port = |p: &str| match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(err("the port must be a number from 1 to 65535")),
+            Ok(port) => Ok(port),
+        };
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| err("`[` without `]`"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, parse_port(p)?),
+                None if after.is_empty() => (host, DEFAULT_API_PORT),
+                None => return Err(err("unexpected text after `]`")),
+            }
+        } else if s.parse::<IpAddr>().is_ok() {
+            (s, DEFAULT_API_PORT)
+        } else {
+            match s.rsplit_once(':') {
+                Some((host, p)) => (host, parse_port(p)?),
+                None => (s, DEFAULT_API_PORT),
+            }
+        };
+        if host.is_empty() {
+            return Err(err("the host is empty"));
+        }
+        if ServerName::try_from(host).is_err() {
+            return Err(err("the host is neither an IP address nor a DNS name"));
+        }
+        Ok(MasterAddr {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for MasterAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn server_name(name: &str) -> Result<ServerName<'static>, ClientError> {
+    ServerName::try_from(name.to_owned()).map_err(|_| ClientError::Address {
+        input: name.to_owned(),
+        why: "the master's name is neither an IP address nor a DNS name".to_owned(),
+    })
+}
+
+/// What a successful join (or renewal) leaves the caller: its own key and certificate, the
+/// cluster CA, and where and under which name to reach the master from now on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinedIdentity {
+    /// PKCS#8 PEM of the key made for this join; it never left this process.
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub cluster_name: String,
+    pub role: Role,
+    pub renew_after: OffsetDateTime,
+    /// `host:port` the master answered on.
+    pub master_addr: String,
+    /// The name to verify the master's certificate against on mTLS connections: the
+    /// address's host when the serving certificate names it, else a name it does carry (a
+    /// master behind NAT is reached by an address its certificate cannot know).
+    pub master_name: String,
+}
+
+impl fmt::Debug for JoinedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinedIdentity")
+            .field("key_pem", &"<redacted>")
+            .field("cluster_name", &self.cluster_name)
+            .field("role", &self.role)
+            .field("renew_after", &self.renew_after)
+            .field("master_addr", &self.master_addr)
+            .field("master_name", &self.master_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Joins the cluster of the master at `master` (`host:port`) with `token`: checks the
+/// master's CA against the token's pin, makes a key, sends a CSR for `node_name`, and checks
+/// that the token granted `expect_role` when given.
+pub async fn join(
+    master: &str,
+    token: &Token,
+    node_name: &str,
+    arch: &str,
+    labels: &BTreeMap<String, String>,
+    expect_role: Option<Role>,
+) -> Result<JoinedIdentity, ClientError> {
+    let addr: MasterAddr = master.parse()?;
+    let key = NodeKey::generate()?;
+    let request = JoinRequest {
+        token_id: token.id().clone(),
+        token_secret: token.secret().to_owned(),
+        csr_pem: key.csr_pem(node_name)?,
+        node_name: node_name.to_owned(),
+        arch: arch.to_owned(),
+        labels: labels.clone(),
+    };
+    let config = Arc::new(tls::client_config_pinned(token.pin())?);
+    let stream = connect(&addr, config, server_name(&addr.host)?).await?;
+    let master_name = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| name_to_verify(&addr.host, leaf))
+        .unwrap_or_else(|| addr.host.clone());
+    let body = serde_json::to_vec(&request).map_err(|e| protocol(&addr, e))?;
+    let (status, answer) = exchange(stream, &addr, Method::POST, paths::JOIN, Some(body)).await?;
+    let response: JoinResponse = decode(&addr, status, &answer)?;
+    let identity = joined(&addr, master_name, key, response, Some(token.pin()))?;
+    match expect_role {
+        Some(expected) if expected != identity.role => Err(ClientError::WrongRole {
+            expected,
+            got: identity.role,
+        }),
+        _ => Ok(identity),
+    }
+}
+
+/// Builds the identity from the master's answer. With `pin`, the CA in the answer must be
+/// the pinned one: it becomes the only trust anchor, so a master cannot swap it.
+fn joined(
+    addr: &MasterAddr,
+    master_name: String,
+    key: NodeKey,
+    response: JoinResponse,
+    pin: Option<CaPin>,
+) -> Result<JoinedIdentity, ClientError> {
+    let ca = pki::cert_from_pem(&response.ca_pem, "cluster CA in the join answer")?;
+    if let Some(pin) = pin {
+        let got = CaPin::of_cert(&ca)?;
+        if got != pin {
+            return Err(protocol(
+                addr,
+                format!("its answer carries CA {got}, not the pinned {pin}"),
+            ));
+        }
+    }
+    pki::cert_from_pem(&response.cert_pem, "certificate in the join answer")?;
+    Ok(JoinedIdentity {
+        key_pem: key.to_pem(),
+        cert_pem: response.cert_pem,
+        ca_pem: response.ca_pem,
+        cluster_name: response.cluster_name,
+        role: response.role,
+        renew_after: response.renew_after,
+        master_addr: addr.to_string(),
+        master_name,
+    })
+}
+
+/// The name to verify a serving certificate against later: `host` when the certificate
+/// carries it, else its first DNS name, else its first IP address.
+fn name_to_verify(host: &str, leaf_der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(leaf_der).ok()?;
+    let sans = cert.subject_alternative_name().ok()??;
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for name in &sans.value.general_names {
+        match name {
+            GeneralName::DNSName(d) if !d.starts_with('*') => dns.push(d.to_ascii_lowercase()),
+            GeneralName::IPAddress(bytes) => {
+                let ip = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                    _ => None,
+                };
+                ips.extend(ip);
+            }
+            _ => {}
+        }
+    }
+    let named = match host.parse::<IpAddr>() {
+        Ok(ip) => ips.contains(&ip),
+        Err(_) => dns.iter().any(|d| d.eq_ignore_ascii_case(host)),
+    };
+    if named {
+        return Some(host.to_owned());
+    }
+    dns.into_iter()
+        .next()
+        .or_else(|| ips.first().map(IpAddr::to_string))
+}
+
+/// An mTLS client of the master's API.
+#[derive(Clone)]
+pub struct ApiClient {
+    addr: MasterAddr,
+    server_name: ServerName<'static>,
+    config: Arc<ClientConfig>,
+    ca_pem: String,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("addr", &self.addr.to_string())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// A client of the master at `master` (`host:port`) whose certificate must carry
+    /// `master_name`, trusting only `ca_pem`, presenting `cert_pem` with `key_pem`.
+    pub fn new(
+        master: &str,
+        master_name: &str,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, ClientError> {
+        let addr: MasterAddr = master.parse()?;
+        let ca = pki::cert_from_pem(ca_pem, "cluster CA certificate")?;
+        let chain = pki::certs_from_pem(cert_pem, "client certificate")?;
+        let key = pki::key_from_pem(key_pem, "client key")?;
+        let config = tls::client_config_mtls(&ca, chain, key)?;
+        Ok(ApiClient {
+            addr,
+            server_name: server_name(master_name)?,
+            config: Arc::new(config),
+            ca_pem: ca_pem.to_owned(),
+        })
+    }
+
+    /// The client for an identity [`join`] returned.
+    pub fn from_identity(id: &JoinedIdentity) -> Result<Self, ClientError> {
+        ApiClient::new(
+            &id.master_addr,
+            &id.master_name,
+            &id.ca_pem,
+            &id.cert_pem,
+            &id.key_pem,
+        )
+    }
+
+    /// `host:port` of the master.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A new mTLS connection to the master, for protocols other than plain requests (the
+    /// agent's WebSocket). The TLS 1.3 handshake is done; a refused client certificate shows
+    /// on the first read, classify it with [`ClientError::from_transport`].
+    pub async fn connect(&self) -> Result<TlsStream<TcpStream>, ClientError> {
+        connect(
+            &self.addr,
+            Arc::clone(&self.config),
+            self.server_name.clone(),
+        )
+        .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let stream = self.connect().await?;
+        let (status, answer) = exchange(stream, &self.addr, method, path, body).await?;
+        decode(&self.addr, status, &answer)
+    }
+
+    /// A call whose successful answer has no body worth reading.
+    async fn call_no_answer(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        let stream = self.connect().await?;
+        let (status, answer) = exchange(stream, &self.addr, method, path, None).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(refusal(status, &answer))
+        }
+    }
+
+    fn json(&self, value: &impl Serialize) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(value).map_err(|e| protocol(&self.addr, e))
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        self.call(Method::GET, paths::STATUS, None).await
+    }
+
+    /// `GET /v1/nodes`.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        self.call(Method::GET, paths::NODES, None).await
+    }
+
+    /// `GET /v1/nodes/<name>`.
+    pub async fn node(&self, name: &str) -> Result<NodeInfo, ClientError> {
+        let path = format!("{}/{}", paths::NODES, path_segment(name)?);
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `DELETE /v1/nodes/<name>`: evicts the node and revokes its certificate.
+    pub async fn remove_node(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::NODES, path_segment(name)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
+    /// `POST /v1/tokens`.
+    pub async fn create_token(
+        &self,
+        request: &TokenCreateRequest,
+    ) -> Result<TokenCreateResponse, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::TOKENS, Some(body)).await
+    }
+
+    /// `GET /v1/tokens`.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.call(Method::GET, paths::TOKENS, None).await
+    }
+
+    /// `DELETE /v1/tokens/<id>`.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::TOKENS, path_segment(id)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
+    /// `POST /v1/renew` with a CSR for a new key: the identity to use from now on.
+    pub async fn renew(&self, node_name: &str) -> Result<JoinedIdentity, ClientError> {
+        let key = NodeKey::generate()?;
+        let body = self.json(&RenewRequest {
+            csr_pem: key.csr_pem(node_name)?,
+        })?;
+        let response: JoinResponse = self.call(Method::POST, paths::RENEW, Some(body)).await?;
+        // The CA must stay the one this client trusts: renewal is not a way to swap it.
+        let pin = CaPin::of_cert(&pki::cert_from_pem(&self.ca_pem, "cluster CA")?)?;
+        let name = match &self.server_name {
+            ServerName::DnsName(d) => d.as_ref().to_owned(),
+            ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+            _ => self.addr.host.clone(),
+        };
+        joined(&self.addr, name, key, response, Some(pin))
+    }
+}
+
+/// Node names and token ids go into paths as they are: refuse anything that would need
+/// escaping or change the path.
+fn path_segment(value: &str) -> Result<&str, ClientError> {
+    let ok = !value.is_empty()
+        && value != "."
+        && value != ".."
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+    if ok {
+        Ok(value)
+    } else {
+        Err(ClientError::PathSegment {
+            value: value.to_owned(),
+        })
+    }
+}
+
+fn protocol(addr: &MasterAddr, why: impl fmt::Display) -> ClientError {
+    ClientError::Protocol {
+        addr: addr.to_string(),
+        why: why.to_string(),
+    }
+}
+
+fn unreachable(addr: &MasterAddr, reason: &str) -> ClientError {
+    ClientError::Unreachable {
+        addr: addr.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// TCP, then the TLS handshake, each with [`CONNECT_TIMEOUT`].
+async fn connect(
+    addr: &MasterAddr,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> Result<TlsStream<TcpStream>, ClientError> {
+    let shown = addr.to_string();
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((addr.host.as_str(), addr.port)),
+    )
+    .await
+    .map_err(|_| unreachable(addr, "no answer within 10s"))?
+    .map_err(|e| ClientError::from_transport(&shown, &e))?;
+    // Requests are small and each waits for its answer: do not let Nagle delay them.
+    let _ = tcp.set_nodelay(true);
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| unreachable(addr, "the TLS handshake did not finish within 10s"))?
+    .map_err(|e| ClientError::from_transport(&shown, &e))
+}
+
+/// One HTTP/1.1 request on `stream`: the status and the whole body of the answer.
+async fn exchange(
+    stream: TlsStream<TcpStream>,
+    addr: &MasterAddr,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Bytes), ClientError> {
+    let shown = addr.to_string();
+    let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
+    let work = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
+        // The connection future does the I/O; it ends when the answer is read and the
+        // sender is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, addr.to_string())
+            .header(ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| protocol(addr, e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(hyper_err) => transport(hyper_err.as_ref()),
+                Err(other) => protocol(addr, other),
+            })?
+            .to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .map_err(|_| unreachable(addr, "no answer within 30s"))?
+}
+
+fn decode<T: DeserializeOwned>(
+    addr: &MasterAddr,
+    status: u16,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    if !(200..300).contains(&status) {
+        return Err(refusal(status, body));
+    }
+    serde_json::from_slice(body).map_err(|e| protocol(addr, format!("bad JSON ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeIdentity;
+    use crate::pki::{ClusterCa, NODE_CERT_LIFETIME, SERVING_CERT_LIFETIME};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn addresses() {
+        let ok = [
+            ("10.0.0.5:9443", "10.0.0.5", 9443),
+            ("10.0.0.5", "10.0.0.5", DEFAULT_API_PORT),
+            ("Master-1.lan:8443", "master-1.lan", 8443),
+            ("https://master-1/", "master-1", DEFAULT_API_PORT),
+            ("[::1]:9000", "::1", 9000),
+            ("[fe80::1]", "fe80::1", DEFAULT_API_PORT),
+            ("::1", "::1", DEFAULT_API_PORT),
+        ];
+        for (input, host, port) in ok {
+            let addr: MasterAddr = input.parse().expect(input);
+            assert_eq!((addr.host.as_str(), addr.port), (host, port), "{input}");
+        }
+        assert_eq!(
+            "[::1]:9000".parse::<MasterAddr>().expect("v6").to_string(),
+            "[::1]:9000"
+        );
+        let bad = [
+            ("", "empty"),
+            ("host:0", "port"),
+            ("host:99999", "port"),
+            ("host:abc", "port"),
+            (":9443", "host is empty"),
+            ("https://host/v1", "only a host"),
+            ("[::1", "without `]`"),
+            ("a b:1", "only a host"),
+        ];
+        for (input, want) in bad {
+            let err = input.parse::<MasterAddr>().expect_err(input).to_string();
+            assert!(
+                err.contains(want) && err.contains("host:port"),
+                "{input}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_carry_the_masters_message() {
+        let body = |code: &str, msg: &str| format!(r#"{{"code":"{code}","message":"{msg}"}}"#);
+        let expired = refusal(
+            403,
+            body(
+                "token_invalid",
+                "token abcdef expired at 2026-03-01T10:00:00Z",
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            expired.to_string(),
+            "token abcdef expired at 2026-03-01T10:00:00Z"
+        );
+        assert!(!expired.is_retryable());
+        assert_eq!(expired.code(), Some(ErrorCode::TokenInvalid));
+
+        let wrong = refusal(401, body("unauthenticated", "wrong secret").as_bytes());
+        assert_eq!(wrong.to_string(), "the master refused: wrong secret");
+        assert_eq!(wrong.code(), Some(ErrorCode::Unauthenticated));
+
+        let broken = refusal(502, b"<html>bad gateway</html>");
+        assert_eq!(
+            broken.to_string(),
+            "the master refused: HTTP status 502: <html>bad gateway</html>"
+        );
+        assert!(broken.is_retryable());
+        assert_eq!(
+            refusal(404, b"").to_string(),
+            "the master refused: HTTP status 404"
+        );
+    }
+
+    #[test]
+    fn transport_errors_are_classified() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let err = ClientError::from_transport("10.0.0.5:9443", &refused);
+        assert!(
+            err.to_string()
+                .starts_with("master unreachable at 10.0.0.5:9443: "),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked),
+        );
+        let err = ClientError::from_transport("m:1", &tls);
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn path_segments_are_checked() {
+        assert!(path_segment("rack1-n3").is_ok());
+        assert!(path_segment("abcdef").is_ok());
+        for bad in ["", "..", "a/b", "a?b", "a b", "%2e"] {
+            assert!(path_segment(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A one-route-at-a-time HTTPS server for the tests: reads one request per connection
+    /// and answers with what `handler` returns for (method, path, body, client identity).
+    type Handler =
+        Arc<dyn Fn(&str, &str, &[u8], Option<NodeIdentity>) -> (u16, String) + Send + Sync>;
+
+    struct TestMaster {
+        ca: ClusterCa,
+        addr: String,
+    }
+
+    async fn test_master(handler: Handler) -> TestMaster {
+        let now = OffsetDateTime::now_utc();
+        let ca = ClusterCa::create("lab", now).expect("ca");
+        let serving = ca
+            .issue_serving_cert(
+                &["master.lan".into()],
+                &["127.0.0.1".parse().expect("ip")],
+                SERVING_CERT_LIFETIME,
+                now,
+            )
+            .expect("serving");
+        let config =
+            tls::server_config_pem(&serving.chain_pem, &serving.key_pem, Some(ca.cert_pem()))
+                .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let peer = tls::peer_identity(tls.get_ref().1).and_then(Result::ok);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let Ok(n) = tls.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..pos]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (pos + 4, length);
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        let Ok(n) = tls.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut first = head.split_whitespace();
+                    let method = first.next().unwrap_or_default().to_owned();
+                    let path = first.next().unwrap_or_default().to_owned();
+                    let (status, body) =
+                        handler(&method, &path, &buf[head_end..head_end + length], peer);
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        TestMaster { ca, addr }
+    }
+
+    /// A master that signs join and renew CSRs for the role given, and answers status.
+    fn signing_handler(ca_cert: String, ca_key: String, role: Role) -> Handler {
+        Arc::new(move |method, path, body, peer| {
+            let ca = ClusterCa::load(&ca_cert, &ca_key).expect("ca");
+            let (name, csr) = match (method, path) {
+                ("POST", "/v1/join") => {
+                    let req: JoinRequest = serde_json::from_slice(body).expect("join json");
+                    (req.node_name, req.csr_pem)
+                }
+                ("POST", "/v1/renew") => {
+                    let Some(peer) = peer else {
+                        return (
+                            401,
+                            r#"{"code":"unauthenticated","message":"no cert"}"#.into(),
+                        );
+                    };
+                    let req: RenewRequest = serde_json::from_slice(body).expect("renew json");
+                    (peer.name, req.csr_pem)
+                }
+                ("GET", "/v1/status") => {
+                    let who = peer.map(|p| p.name).unwrap_or_default();
+                    let status = ClusterStatus {
+                        cluster_name: "lab".into(),
+                        ca_pin: ca.pin().to_string(),
+                        master_name: who,
+                        master_version: "0.1.0".into(),
+                        api_address: "127.0.0.1".into(),
+                        uptime_secs: 1,
+                        nodes_total: 0,
+                        nodes_ready: 0,
+                    };
+                    return (200, serde_json::to_string(&status).expect("json"));
+                }
+                _ => return (404, r#"{"code":"not_found","message":"no route"}"#.into()),
+            };
+            let now = OffsetDateTime::now_utc();
+            let id = NodeIdentity::new(name, role).expect("id");
+            let issued = ca
+                .sign_csr(&csr, &id, NODE_CERT_LIFETIME, now)
+                .expect("sign");
+            let response = JoinResponse {
+                cert_pem: issued.cert_pem,
+                ca_pem: ca.cert_pem().to_owned(),
+                cluster_name: "lab".into(),
+                role,
+                renew_after: issued.info.renew_at(),
+            };
+            (200, serde_json::to_string(&response).expect("json"))
+        })
+    }
+
+    async fn signing_master(role: Role) -> TestMaster {
+        // The handler needs the CA the server was built with; build the server first with a
+        // placeholder, then swap in a handler that knows the CA.
+        let slot: Arc<std::sync::Mutex<Option<Handler>>> = Arc::default();
+        let inner = Arc::clone(&slot);
+        let master = test_master(Arc::new(move |m, p, b, peer| {
+            let handler = inner.lock().expect("lock").clone().expect("handler set");
+            handler(m, p, b, peer)
+        }))
+        .await;
+        *slot.lock().expect("lock") = Some(signing_handler(
+            master.ca.cert_pem().to_owned(),
+            master.ca.key_pem(),
+            role,
+        ));
+        master
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn join_then_mtls_calls_and_renewal() {
+        let master = signing_master(Role::Admin).await;
+        let token = Token::generate(master.ca.pin()).expect("token");
+        let id = join(
+            &master.addr,
+            &token,
+            "alice-laptop",
+            "x86_64",
+            &BTreeMap::new(),
+            Some(Role::Admin),
+        )
+        .await
+        .expect("join");
+        assert_eq!((id.cluster_name.as_str(), id.role), ("lab", Role::Admin));
+        assert_eq!(
+            id.master_name, "127.0.0.1",
+            "the dialled IP is in the certificate"
+        );
+        assert!(id.key_pem.contains("PRIVATE KEY"));
+        assert!(!format!("{id:?}").contains("PRIVATE KEY"));
+
+        let api = ApiClient::from_identity(&id).expect("client");
+        let status = api.status().await.expect("status");
+        assert_eq!(
+            status.master_name, "alice-laptop",
+            "the server saw our identity"
+        );
+
+        let renewed = api.renew("alice-laptop").await.expect("renew");
+        assert_ne!(renewed.key_pem, id.key_pem, "renewal makes a new key");
+        assert_eq!(renewed.master_addr, id.master_addr);
+        let api2 = ApiClient::from_identity(&renewed).expect("client");
+        assert!(api2.status().await.is_ok());
+
+        let missing = api.node("ghost").await.expect_err("404");
+        assert_eq!(missing.to_string(), "the master refused: no route");
+        assert_eq!(missing.code(), Some(ErrorCode::NotFound));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn join_checks_the_role() {
+        let master = signing_master(Role::Compute).await;
+        let token = Token::generate(master.ca.pin()).expect("token");
+        let err = join(
+            &master.addr,
+            &token,
+            "n1",
+            "x86_64",
+            &BTreeMap::new(),
+            Some(Role::Admin),
+        )
+        .await
+        .expect_err("role");
+        assert_eq!(
+            err.to_string(),
+            "the token is for the compute role, not admin; create one with `cloudos token create --role admin`"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn wrong_pin_sends_nothing() {
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        let master = test_master(Arc::new(move |_, _, _, _| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (200, "{}".into())
+        }))
+        .await;
+        let other = ClusterCa::create("other", OffsetDateTime::now_utc()).expect("ca");
+        let token = Token::generate(other.pin()).expect("token");
+        let err = join(&master.addr, &token, "n1", "x86_64", &BTreeMap::new(), None)
+            .await
+            .expect_err("pin");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("CA pin mismatch: this is not the master your token was made for"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(&format!("(master at {})", master.addr)),
+            "{msg}"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn expired_token_shows_the_masters_message() {
+        let master = test_master(Arc::new(|_, _, _, _| {
+            (
+                403,
+                r#"{"code":"token_invalid","message":"token abcdef expired at 2026-03-01T10:00:00Z; create a new one with `cloudos token create`"}"#.into(),
+            )
+        }))
+        .await;
+        let token = Token::generate(master.ca.pin()).expect("token");
+        let err = join(&master.addr, &token, "n1", "x86_64", &BTreeMap::new(), None)
+            .await
+            .expect_err("expired");
+        assert!(
+            err.to_string().starts_with("token abcdef expired at"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unreachable_master_is_named() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let pin = ClusterCa::create("x", OffsetDateTime::now_utc())
+            .expect("ca")
+            .pin();
+        let token = Token::generate(pin).expect("token");
+        let addr = format!("127.0.0.1:{port}");
+        let err = join(&addr, &token, "n1", "x86_64", &BTreeMap::new(), None)
+            .await
+            .expect_err("down");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("master unreachable at {addr}: ")),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_from_another_cluster_is_refused() {
+        let master = signing_master(Role::Admin).await;
+        let token = Token::generate(master.ca.pin()).expect("token");
+        let id = join(&master.addr, &token, "a1", "x86_64", &BTreeMap::new(), None)
+            .await
+            .expect("join");
+        // Same CA to trust, but a client certificate from a rogue CA.
+        let rogue = ClusterCa::create("rogue", OffsetDateTime::now_utc()).expect("ca");
+        let key = NodeKey::generate().expect("key");
+        let cert = rogue
+            .sign_csr(
+                &key.csr_pem("a1").expect("csr"),
+                &NodeIdentity::new("a1", Role::Admin).expect("id"),
+                NODE_CERT_LIFETIME,
+                OffsetDateTime::now_utc(),
+            )
+            .expect("sign");
+        let api = ApiClient::new(
+            &id.master_addr,
+            &id.master_name,
+            &id.ca_pem,
+            &cert.cert_pem,
+            &key.to_pem(),
+        )
+        .expect("client");
+        let err = api.status().await.expect_err("refused");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    }
+}
