@@ -1,0 +1,173 @@
+//! The agent's one long-lived connection to the master: a WebSocket on
+//! `/v1/agent/connect` over an mTLS stream the agent opened (the master never dials a
+//! node). Hello, Welcome, then a heartbeat with telemetry every interval the master asked
+//! for, until the connection drops, the certificate is due for renewal, or the master
+//! evicts the node. Reconnecting is the caller's job.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cloudos_cluster::api::{paths, AgentHello, AgentMessage, ErrorCode, Heartbeat, MasterMessage};
+use cloudos_cluster::client::{refusal, ApiClient, ClientError};
+use futures::{SinkExt, StreamExt};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::telemetry::{arch, Sampler, NODEOS_VERSION};
+
+/// How long the master has to answer Hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Used when the master asks for an interval of 0.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a connected session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The master removed this node; its certificate is revoked.
+    Evicted(String),
+    /// The certificate is due for renewal; the connection was closed to renew.
+    RenewDue,
+    /// The connection broke after it was up.
+    Lost(String),
+}
+
+/// What the node tells the master about itself.
+pub struct NodeFacts<'a> {
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub data_dir: &'a Path,
+}
+
+/// Connects, says Hello and heartbeats until the session ends. An error means the session
+/// never came up (master unreachable, handshake refused).
+pub async fn session(
+    api: &ApiClient,
+    facts: &NodeFacts<'_>,
+    sampler: &mut Sampler,
+    renew_at: Instant,
+) -> Result<SessionEnd, ClientError> {
+    let addr = api.address();
+    let transport = |e: &(dyn std::error::Error + 'static)| ClientError::from_transport(&addr, e);
+    let stream = api.connect().await?;
+    let local_ip = stream
+        .get_ref()
+        .0
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let url = format!("wss://{addr}{}", paths::AGENT_CONNECT);
+    let mut ws = match tokio_tungstenite::client_async(url, stream).await {
+        Ok((ws, _)) => ws,
+        Err(tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let err = refusal(status, response.body().as_deref().unwrap_or_default());
+            // A revoked certificate never works again: the node was removed while away.
+            if err.code() == Some(ErrorCode::Forbidden) {
+                return Ok(SessionEnd::Evicted(err.to_string()));
+            }
+            return Err(err);
+        }
+        Err(e) => return Err(transport(&e)),
+    };
+
+    let hello = AgentMessage::Hello(AgentHello {
+        address: local_ip,
+        arch: arch().to_owned(),
+        labels: facts.labels.clone(),
+        nodeos_version: NODEOS_VERSION.to_owned(),
+    });
+    ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;
+    let interval = match tokio::time::timeout(WELCOME_TIMEOUT, wait_welcome(&mut ws)).await {
+        Ok(Ok(Welcomed::Interval(secs))) => Duration::from_secs(secs).max(MIN_INTERVAL),
+        Ok(Ok(Welcomed::Evicted(reason))) => return Ok(SessionEnd::Evicted(reason)),
+        Ok(Err(e)) => return Err(transport(&e)),
+        Err(_) => {
+            return Err(ClientError::Protocol {
+                addr,
+                why: "no welcome within 10s of the hello".into(),
+            })
+        }
+    };
+    log::info!("connected to master at {addr}");
+
+    // Three missed answers in a row: the connection is dead even if TCP has not noticed
+    // (a master that lost power sends no FIN).
+    let silence_limit = interval * 3 + Duration::from_secs(5);
+    let mut last_heard = Instant::now();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let end = loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if last_heard.elapsed() > silence_limit {
+                    break SessionEnd::Lost(format!(
+                        "no answer for {}s", last_heard.elapsed().as_secs()
+                    ));
+                }
+                seq += 1;
+                let beat = AgentMessage::Heartbeat(Heartbeat {
+                    seq,
+                    sent_at: OffsetDateTime::now_utc(),
+                    telemetry: sampler.sample(facts.data_dir),
+                });
+                if let Err(e) = ws.send(to_frame(&beat)).await {
+                    return Ok(SessionEnd::Lost(transport(&e).to_string()));
+                }
+            }
+            frame = ws.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    None => return Ok(SessionEnd::Lost("the master closed the connection".into())),
+                    Some(Err(e)) => return Ok(SessionEnd::Lost(transport(&e).to_string())),
+                    Some(Ok(Message::Close(close))) => {
+                        let why = close.map(|c| c.reason.to_string()).filter(|r| !r.is_empty());
+                        return Ok(SessionEnd::Lost(format!(
+                            "the master closed the connection{}",
+                            why.map(|r| format!(" ({r})")).unwrap_or_default()
+                        )));
+                    }
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+                        Ok(MasterMessage::Evicted { reason }) => break SessionEnd::Evicted(reason),
+                        Ok(MasterMessage::HeartbeatAck { .. } | MasterMessage::Welcome { .. }) => {}
+                        Err(e) => log::debug!("ignoring a message from the master: {e}"),
+                    },
+                    // Pings are answered by tungstenite itself on the next write.
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = tokio::time::sleep_until(renew_at) => break SessionEnd::RenewDue,
+        }
+    };
+    let _ = ws.close(None).await;
+    Ok(end)
+}
+
+enum Welcomed {
+    Interval(u64),
+    Evicted(String),
+}
+
+async fn wait_welcome<S>(ws: &mut S) -> Result<Welcomed, tungstenite::Error>
+where
+    S: futures::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    while let Some(frame) = ws.next().await {
+        if let Message::Text(text) = frame? {
+            match serde_json::from_str(text.as_str()) {
+                Ok(MasterMessage::Welcome {
+                    heartbeat_interval_secs,
+                    ..
+                }) => return Ok(Welcomed::Interval(heartbeat_interval_secs)),
+                Ok(MasterMessage::Evicted { reason }) => return Ok(Welcomed::Evicted(reason)),
+                _ => {}
+            }
+        }
+    }
+    Err(tungstenite::Error::ConnectionClosed)
+}
+
+fn to_frame(message: &AgentMessage) -> Message {
+    // Serializing these types cannot fail: they hold only strings, numbers and maps.
+    Message::text(serde_json::to_string(message).unwrap_or_default())
+}

@@ -1,0 +1,77 @@
+//! Finding the master on the LAN when no address was given: an mDNS browse (the discovery
+//! crate), keeping only masters whose advertised CA pin prefix matches the token's pin. The
+//! prefix is only a filter; the join's TLS check against the full pin is what trusts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use cloudos_cluster::CaPin;
+use cloudos_discovery::{browse, matching_pin, DiscoveredMaster};
+
+/// `sha256:` and the first 16 hex digits of `pin`, for log lines.
+pub fn short_pin(pin: &CaPin) -> String {
+    let hex = pin.to_hex();
+    format!("sha256:{}…", &hex[..16.min(hex.len())])
+}
+
+/// Browses for `timeout` and returns `host:port` candidates of the masters whose CA pin
+/// prefix matches `pin`, best first.
+pub async fn find_masters(pin: CaPin, timeout: Duration) -> Result<Vec<String>, String> {
+    let masters = tokio::task::spawn_blocking(move || browse(timeout))
+        .await
+        .map_err(|e| format!("the mDNS browse stopped: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let matching = matching_pin(&masters, &pin.to_string());
+    for other in masters.iter().filter(|m| !matching.contains(m)) {
+        log::info!(
+            "ignoring master {:?} of cluster {:?}: its CA (sha256:{}…) is not the one the token names",
+            other.instance,
+            other.cluster,
+            other.pin_prefix
+        );
+    }
+    Ok(matching.iter().flat_map(candidates).collect())
+}
+
+/// Every usable address of a master, IPv4 first (the browse sorts them so). IPv6 link-local
+/// addresses are left out: without the interface they cannot be dialled.
+fn candidates(master: &DiscoveredMaster) -> Vec<String> {
+    master
+        .addresses
+        .iter()
+        .filter(|ip| match ip {
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .map(|ip| SocketAddr::new(*ip, master.port).to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_skip_link_local() {
+        let master = DiscoveredMaster {
+            instance: "m1".into(),
+            host: "m1.local.".into(),
+            addresses: vec![
+                "10.0.0.5".parse().expect("ip"),
+                "fe80::1".parse().expect("ip"),
+                "fd00::5".parse().expect("ip"),
+            ],
+            port: 9443,
+            cluster: "lab".into(),
+            pin_prefix: "00".repeat(8),
+            version: None,
+        };
+        assert_eq!(candidates(&master), ["10.0.0.5:9443", "[fd00::5]:9443"]);
+    }
+
+    #[test]
+    fn short_pin_shows_the_prefix() {
+        let pin = CaPin::from_hex(&"ab".repeat(32)).expect("pin");
+        assert_eq!(short_pin(&pin), "sha256:abababababababab…");
+    }
+}
