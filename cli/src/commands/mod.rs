@@ -1,0 +1,78 @@
+//! The subcommands. Each module fetches what it needs and renders it; rendering is a pure
+//! function of the data (tested without a master).
+
+pub mod discover;
+pub mod login;
+pub mod nodes;
+pub mod status;
+pub mod tokens;
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use cloudos_cluster::client::ApiClient;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::Credentials;
+use crate::format;
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// What every command gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub config_dir: PathBuf,
+    pub output: Output,
+}
+
+impl Ctx {
+    /// The API client of the logged-in user. Renews the client certificate first when it
+    /// is two thirds through its life, so an admin who uses the CLI now and then never sees
+    /// it expire.
+    pub async fn client(&self) -> anyhow::Result<ApiClient> {
+        let creds = Credentials::load(&self.config_dir)?;
+        let (renew_at, expires_at) = creds.cert_times()?;
+        let now = OffsetDateTime::now_utc();
+        if now >= expires_at {
+            bail!(
+                "your client certificate expired at {}; run cloudos login --token TOKEN again",
+                format::timestamp(expires_at)
+            );
+        }
+        let client = creds.client()?;
+        if now < renew_at {
+            return Ok(client);
+        }
+        match client.renew(&creds.endpoint.user).await {
+            Ok(renewed) => {
+                let creds = creds.renewed(&renewed);
+                creds.save(&self.config_dir)?;
+                creds.client()
+            }
+            // The old certificate still works; say so and go on.
+            Err(e) => {
+                eprintln!("warning: cannot renew the client certificate yet: {e}");
+                Ok(client)
+            }
+        }
+    }
+
+    /// Prints `value` as JSON, or the table text.
+    pub fn print<T: Serialize>(
+        &self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Output::Table => print!("{}", table(value)),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! `cloudos node list|show|remove`.
+
+use cloudos_cluster::api::NodeInfo;
+use cloudos_cluster::store::NodeState;
+use time::OffsetDateTime;
+
+use super::Ctx;
+use crate::format;
+use crate::table::{fields, Table};
+
+pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut nodes = ctx.client().await?.nodes().await?;
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&nodes, |n| render_list(n, now))
+}
+
+pub async fn show(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    let node = ctx.client().await?.node(name).await?;
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&node, |n| render_one(n, now))
+}
+
+pub async fn remove(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    ctx.client().await?.remove_node(name).await?;
+    println!("node {name} removed; its certificate is revoked");
+    Ok(())
+}
+
+pub fn state(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Ready => "Ready",
+        NodeState::NotReady => "NotReady",
+        NodeState::Cordoned => "Cordoned",
+    }
+}
+
+fn cpu(n: &NodeInfo) -> String {
+    n.telemetry
+        .as_ref()
+        .map(|t| format::percent(t.cpu_usage))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn mem(n: &NodeInfo) -> String {
+    n.telemetry
+        .as_ref()
+        .map(|t| {
+            format!(
+                "{}/{}",
+                format::bytes(t.mem_used_bytes),
+                format::bytes(t.mem_total_bytes)
+            )
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn render_list(nodes: &Vec<NodeInfo>, now: OffsetDateTime) -> String {
+    let mut table = Table::new(&[
+        "NAME", "ROLE", "ADDRESS", "ARCH", "STATE", "CPU", "MEM", "AGE",
+    ]);
+    for n in nodes {
+        table.row(vec![
+            n.name.clone(),
+            n.role.to_string(),
+            n.address.clone(),
+            n.arch.clone(),
+            state(n.state).into(),
+            cpu(n),
+            mem(n),
+            format::age(n.joined_at, now),
+        ]);
+    }
+    table.render()
+}
+
+pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
+    let labels = n
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut pairs = vec![
+        ("name", n.name.clone()),
+        ("role", n.role.to_string()),
+        ("state", state(n.state).into()),
+        ("address", n.address.clone()),
+        ("arch", n.arch.clone()),
+        (
+            "labels",
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels
+            },
+        ),
+        (
+            "joined",
+            format!(
+                "{} ({} ago)",
+                format::timestamp(n.joined_at),
+                format::age(n.joined_at, now)
+            ),
+        ),
+        (
+            "last seen",
+            format!("{} ago", format::age(n.last_seen, now)),
+        ),
+    ];
+    if let Some(t) = &n.telemetry {
+        pairs.extend([
+            (
+                "cpu",
+                format!(
+                    "{} of {} cores",
+                    format::percent(t.cpu_usage),
+                    t.capacity.cpu_millicores as f64 / 1000.0
+                ),
+            ),
+            (
+                "memory",
+                format!(
+                    "{} used of {}",
+                    format::bytes(t.mem_used_bytes),
+                    format::bytes(t.mem_total_bytes)
+                ),
+            ),
+            (
+                "disk",
+                format!(
+                    "{} used of {}",
+                    format::bytes(t.disk_used_bytes),
+                    format::bytes(t.disk_total_bytes)
+                ),
+            ),
+            (
+                "network",
+                format!(
+                    "{} in, {} out",
+                    format::bytes(t.net_rx_bytes),
+                    format::bytes(t.net_tx_bytes)
+                ),
+            ),
+            (
+                "load",
+                format!("{:.2} {:.2} {:.2}", t.load1, t.load5, t.load15),
+            ),
+            ("uptime", format::duration_secs(t.uptime_secs)),
+            ("kernel", t.kernel.clone()),
+            ("nodeos", t.nodeos_version.clone()),
+        ]);
+    }
+    fields(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_cluster::api::{Capacity, Telemetry};
+    use cloudos_cluster::Role;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 10:00 UTC);
+
+    fn node(name: &str, state: NodeState, telemetry: Option<Telemetry>) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            role: Role::Compute,
+            address: "10.0.0.7".into(),
+            arch: "x86_64".into(),
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            state,
+            joined_at: datetime!(2026-03-01 09:55 UTC),
+            last_seen: datetime!(2026-03-01 09:59:58 UTC),
+            telemetry,
+        }
+    }
+
+    fn telemetry() -> Telemetry {
+        Telemetry {
+            cpu_usage: 0.25,
+            mem_total_bytes: 4 << 30,
+            mem_used_bytes: 1 << 30,
+            capacity: Capacity {
+                cpu_millicores: 2000,
+                memory_bytes: 4 << 30,
+            },
+            kernel: "6.1.0".into(),
+            ..Telemetry::default()
+        }
+    }
+
+    #[test]
+    fn list_has_the_columns() {
+        let nodes = vec![
+            node("n1", NodeState::Ready, Some(telemetry())),
+            node("n2", NodeState::NotReady, None),
+        ];
+        let want = [
+            "NAME   ROLE      ADDRESS    ARCH     STATE      CPU   MEM           AGE",
+            "n1     compute   10.0.0.7   x86_64   Ready      25%   1.0Gi/4.0Gi   5m",
+            "n2     compute   10.0.0.7   x86_64   NotReady   -     -             5m",
+        ];
+        assert_eq!(
+            render_list(&nodes, NOW),
+            want.map(|l| format!("{l}\n")).concat()
+        );
+    }
+
+    #[test]
+    fn show_has_telemetry_and_labels() {
+        let text = render_one(&node("n1", NodeState::Ready, Some(telemetry())), NOW);
+        assert!(text.contains("labels:     zone=a\n"), "{text}");
+        assert!(text.contains("cpu:        25% of 2 cores\n"), "{text}");
+        assert!(text.contains("last seen:  2s ago\n"), "{text}");
+        let bare = render_one(&node("n2", NodeState::NotReady, None), NOW);
+        assert!(
+            !bare.contains("cpu:") && bare.contains("NotReady"),
+            "{bare}"
+        );
+    }
+}

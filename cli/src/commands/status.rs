@@ -1,0 +1,52 @@
+//! `cloudos status`.
+
+use cloudos_cluster::api::ClusterStatus;
+
+use super::Ctx;
+use crate::format;
+use crate::table::fields;
+
+pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let status = ctx.client().await?.status().await?;
+    ctx.print(&status, render)
+}
+
+pub fn render(s: &ClusterStatus) -> String {
+    fields(&[
+        ("cluster", s.cluster_name.clone()),
+        ("CA pin", s.ca_pin.clone()),
+        ("master", s.master_name.clone()),
+        ("API", s.api_address.clone()),
+        ("version", s.master_version.clone()),
+        ("uptime", format::duration_secs(s.uptime_secs)),
+        (
+            "nodes ready",
+            format!("{}/{}", s.nodes_ready, s.nodes_total),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_fields() {
+        let s = ClusterStatus {
+            cluster_name: "lab".into(),
+            ca_pin: "sha256:ab".into(),
+            master_name: "master-1".into(),
+            master_version: "0.1.0".into(),
+            api_address: "10.0.0.5:9443".into(),
+            uptime_secs: 7200,
+            nodes_total: 3,
+            nodes_ready: 2,
+        };
+        let text = render(&s);
+        assert!(text.starts_with("cluster:      lab\n"), "{text}");
+        assert!(
+            text.contains("uptime:       2h\n") && text.ends_with("nodes ready:  2/3\n"),
+            "{text}"
+        );
+    }
+}

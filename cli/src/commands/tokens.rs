@@ -1,0 +1,190 @@
+//! `cloudos token create|list|revoke`.
+
+use cloudos_cluster::api::{TokenCreateRequest, TokenInfo};
+use cloudos_cluster::Role;
+use time::OffsetDateTime;
+
+use super::{Ctx, Output};
+use crate::format;
+use crate::table::Table;
+
+/// `--ttl never` (or `0`) makes a token that does not expire.
+pub fn ttl_arg(ttl: &str) -> Option<String> {
+    match ttl.trim() {
+        "never" | "0" => None,
+        other => Some(other.to_owned()),
+    }
+}
+
+pub async fn create(
+    ctx: &Ctx,
+    role: Role,
+    ttl: &str,
+    uses: Option<u32>,
+    description: String,
+) -> anyhow::Result<()> {
+    if let Some(ttl) = ttl_arg(ttl) {
+        // Checked here too so a typo is reported before any request.
+        cloudos_cluster::token::parse_ttl(&ttl)?;
+    }
+    let request = TokenCreateRequest {
+        role,
+        ttl: ttl_arg(ttl),
+        uses,
+        description,
+    };
+    let created = ctx.client().await?.create_token(&request).await?;
+    match ctx.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
+        Output::Table => {
+            // The token alone on stdout, so `TOKEN=$(cloudos token create)` works; the rest
+            // is for the person reading.
+            println!("{}", created.token);
+            eprintln!("{}", describe(&created.info));
+        }
+    }
+    Ok(())
+}
+
+/// One line about a new token, for stderr.
+pub fn describe(info: &TokenInfo) -> String {
+    let expires = info
+        .expires_at
+        .map(|t| format!("expires {}", format::timestamp(t)))
+        .unwrap_or_else(|| "never expires".into());
+    let uses = info
+        .uses_left
+        .map(|n| format!("{n} use{}", if n == 1 { "" } else { "s" }))
+        .unwrap_or_else(|| "unlimited uses".into());
+    format!(
+        "token {} for role {}: {expires}, {uses}; it is shown only once",
+        info.id, info.role
+    )
+}
+
+pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
+    let tokens = ctx.client().await?.tokens().await?;
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&tokens, |t| render_list(t, now))
+}
+
+pub async fn revoke(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    ctx.client().await?.revoke_token(id).await?;
+    println!("token {id} revoked");
+    Ok(())
+}
+
+fn state(t: &TokenInfo, now: OffsetDateTime) -> &'static str {
+    if t.revoked {
+        "revoked"
+    } else if t.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else if t.uses_left == Some(0) {
+        "used up"
+    } else {
+        "valid"
+    }
+}
+
+pub fn render_list(tokens: &Vec<TokenInfo>, now: OffsetDateTime) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "ROLE",
+        "STATE",
+        "EXPIRES",
+        "USES LEFT",
+        "AGE",
+        "DESCRIPTION",
+    ]);
+    for t in tokens {
+        table.row(vec![
+            t.id.to_string(),
+            t.role.to_string(),
+            state(t, now).into(),
+            t.expires_at
+                .map(format::timestamp)
+                .unwrap_or_else(|| "never".into()),
+            t.uses_left
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
+            format::age(t.created_at, now),
+            t.description.clone(),
+        ]);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 10:00 UTC);
+
+    fn token(
+        id: &str,
+        revoked: bool,
+        expires: Option<OffsetDateTime>,
+        uses: Option<u32>,
+    ) -> TokenInfo {
+        TokenInfo {
+            id: id.parse().expect("id"),
+            role: Role::Compute,
+            created_at: datetime!(2026-03-01 09:00 UTC),
+            expires_at: expires,
+            uses_left: uses,
+            revoked,
+            description: "rack 1".into(),
+        }
+    }
+
+    #[test]
+    fn list_shows_state() {
+        let tokens = vec![
+            token(
+                "abcdef",
+                false,
+                Some(datetime!(2026-03-02 09:00 UTC)),
+                Some(3),
+            ),
+            token("bcdefg", true, None, None),
+            token("cdefgh", false, Some(datetime!(2026-03-01 09:30 UTC)), None),
+            token("defghj", false, None, Some(0)),
+        ];
+        let text = render_list(&tokens, NOW);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("ID       ROLE      STATE     EXPIRES"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("valid")
+                && lines[1].contains("2026-03-02T09:00:00Z")
+                && lines[1].ends_with("60m   rack 1"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("revoked")
+                && lines[2].contains("never")
+                && lines[2].contains("unlimited"),
+            "{text}"
+        );
+        assert!(lines[3].contains("expired"), "{text}");
+        assert!(lines[4].contains("used up"), "{text}");
+    }
+
+    #[test]
+    fn ttl_never() {
+        assert_eq!(ttl_arg("never"), None);
+        assert_eq!(ttl_arg("24h"), Some("24h".into()));
+    }
+
+    #[test]
+    fn describe_a_new_token() {
+        let t = token("abcdef", false, None, Some(1));
+        assert_eq!(
+            describe(&t),
+            "token abcdef for role compute: never expires, 1 use; it is shown only once"
+        );
+    }
+}
