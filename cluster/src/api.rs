@@ -301,6 +301,10 @@ pub enum ErrorCode {
     Conflict,
     /// The master failed; the message says why.
     Internal,
+    /// The request body is larger than the master accepts.
+    PayloadTooLarge,
+    /// Too many failed attempts from this address; retry after the `Retry-After` seconds.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -314,6 +318,8 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::Internal => 500,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
         }
     }
 }

@@ -2,27 +2,174 @@
 //! the agents' connections, and the HTTPS API (TLS 1.3, mTLS) the agents and
 //! the `cloudos` CLI talk to. It never dials a node. State lives in the
 //! cluster store under the data directory.
+//!
+//! Modules, one job each:
+//! - [`config`]: the settings of a master (flags, boot settings, defaults).
+//! - `bootstrap`: opening the store, creating or loading the cluster, the first admin token.
+//! - `console`: showing that token on the console only (never through the log).
+//! - `state`: what the request handlers share.
+//! - `registry`: the nodes and their live state (last heartbeat, connection) in memory.
+//! - `health`: Ready/NotReady transitions and periodic persistence of live state.
+//! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper.
+//! - `routes`: the HTTP API; `error` maps every failure to an `ErrorBody`.
+//! - `ratelimit`: failed joins per source address.
+//! - `addresses`, `serving`, `advertise`: the host's IPv4 addresses, the serving
+//!   certificate that names them, the mDNS advertisement that follows them.
 
-use std::path::PathBuf;
+mod addresses;
+mod advertise;
+mod bootstrap;
+pub mod config;
+mod console;
+mod error;
+mod health;
+mod ratelimit;
+mod registry;
+mod routes;
+mod server;
+mod serving;
+mod state;
+mod tls_accept;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cloudos_cluster::{CaPin, RedbStore, Store, Token};
+use tokio::net::TcpListener;
 
 use crate::settings::Settings;
+pub use config::{MasterArgs, MasterConfig};
+pub use console::TokenOutput;
+pub use error::MasterError;
 
-/// `nodeos master`: run the master outside PID 1 (on a host, or in tests).
-#[derive(Debug, Clone, clap::Args)]
-pub struct MasterArgs {
-    /// Where the master keeps its state.
-    #[arg(long, default_value = "/var/lib/cloudos")]
-    pub data_dir: PathBuf,
+/// A master whose state is open and whose port is bound, ready to [`Master::run`].
+pub struct Master {
+    state: Arc<state::MasterState>,
+    listener: TcpListener,
+    bootstrap_token: Option<Token>,
 }
 
-/// `nodeos master …` on a host.
+impl Master {
+    /// Opens (or creates) the cluster under `config.data_dir` and binds `config.listen`.
+    pub async fn open(config: MasterConfig) -> Result<Master, MasterError> {
+        let dir = config.data_dir.join("master");
+        std::fs::create_dir_all(&dir).map_err(|source| MasterError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.join("state.redb"))?);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| MasterError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local = listener.local_addr().map_err(|source| MasterError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
+        let bootstrap_token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
+        let state = state::MasterState::new(config, store, boot, local)?;
+        Ok(Master {
+            state: Arc::new(state),
+            listener,
+            bootstrap_token,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    pub fn ca_pin(&self) -> CaPin {
+        self.state.ca.pin()
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        self.state.ca.cert_pem()
+    }
+
+    /// The first admin's token, made on this start because no admin has joined yet. Only
+    /// [`console::show_bootstrap_token`] (or a test) may see it.
+    pub fn take_bootstrap_token(&mut self) -> Option<Token> {
+        self.bootstrap_token.take()
+    }
+
+    /// Serves until `shutdown` completes, then stops every task it started.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
+        let Master {
+            state, listener, ..
+        } = self;
+        log::info!(
+            "master listening on https://{} (cluster {:?}, CA pin {})",
+            state.local_addr,
+            state.cluster_name,
+            state.ca.pin()
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        let (addr_tx, addr_rx) = tokio::sync::watch::channel(addresses::ipv4_addresses());
+        tasks.spawn(addresses::watch(addr_tx));
+        tasks.spawn(serving::keep_fresh(Arc::clone(&state), addr_rx.clone()));
+        if state.config.mdns {
+            tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
+        }
+        tasks.spawn(health::run(Arc::clone(&state)));
+        tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
+        shutdown.await;
+        tasks.shutdown().await;
+        health::flush(&state).await;
+        log::info!("master stopped");
+        Ok(())
+    }
+}
+
+/// `nodeos master …` on a host: the token goes to stdout, the log to stderr.
 pub fn main(args: MasterArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("the master role is not built yet")
+    crate::logging::init_for_tool(false);
+    let config = MasterConfig::from_args(args)?;
+    run_blocking(config, TokenOutput::Stdout)
 }
 
 /// The `master` service under PID 1 (`cloudos.role=master`).
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
-    let _ = settings;
-    anyhow::bail!("the master role is not built yet")
+    let config = MasterConfig::from_settings(settings);
+    run_blocking(config, TokenOutput::Consoles)
+}
+
+fn run_blocking(config: MasterConfig, output: TokenOutput) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("master")
+        .build()?;
+    runtime.block_on(async move {
+        let mut master = Master::open(config).await?;
+        if let Some(token) = master.take_bootstrap_token() {
+            console::show_bootstrap_token(output, &master.state, &token);
+        }
+        crate::services::report_ready();
+        master.run(stop_signal()).await?;
+        Ok(())
+    })
+}
+
+/// SIGTERM (the supervisor stopping us) or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

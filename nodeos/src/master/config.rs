@@ -1,0 +1,169 @@
+//! What a master is told: the `nodeos master` flags, the same read from the boot settings
+//! under PID 1, and the defaults. Owns no behaviour.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloudos_cluster::pki::NODE_CERT_LIFETIME;
+use cloudos_cluster::token::parse_ttl;
+
+use crate::settings::{Settings, DEFAULT_API_PORT};
+
+/// The cluster name when none is given.
+pub const DEFAULT_CLUSTER_NAME: &str = "cloudos";
+/// How often agents send a heartbeat, unless told otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Missed heartbeats before a node is NotReady, unless `--not-ready-after` says otherwise.
+pub const MISSED_HEARTBEATS: u32 = 3;
+/// The data partition.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudos";
+
+/// `nodeos master`: run the master outside PID 1 (on a host, or in tests).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MasterArgs {
+    /// Where the master keeps its state (in `<dir>/master/state.redb`).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address and port of the HTTPS API.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)))]
+    pub listen: SocketAddr,
+    /// Name of the cluster, used when it is created (first start only).
+    #[arg(long, default_value = DEFAULT_CLUSTER_NAME)]
+    pub cluster_name: String,
+    /// This master's name (serving certificate, mDNS); default: the host name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How often agents send heartbeats, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A node without a heartbeat for this long is NotReady; default: 3 intervals.
+    #[arg(long, value_parser = parse_duration)]
+    pub not_ready_after: Option<Duration>,
+    /// Lifetime of the certificates given to nodes and admins, e.g. 7d or 10m.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub cert_lifetime: Duration,
+    /// Do not advertise the master over mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_ttl(s).map_err(|e| e.to_string())?;
+    Ok(Duration::from_secs(d.whole_seconds().unsigned_abs()))
+}
+
+/// Everything a master needs to know, from flags, boot settings or a test.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub cluster_name: String,
+    /// This master's name: serving certificate DNS name, mDNS host, status.
+    pub node_name: String,
+    pub heartbeat_interval: Duration,
+    pub not_ready_after: Duration,
+    pub cert_lifetime: Duration,
+    pub mdns: bool,
+    /// How often live state (last seen, telemetry) is written to the store.
+    pub flush_interval: Duration,
+}
+
+impl MasterConfig {
+    /// Defaults for a master named `node_name` keeping its state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
+        MasterConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+            node_name: node_name.into(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            not_ready_after: DEFAULT_HEARTBEAT_INTERVAL * MISSED_HEARTBEATS,
+            cert_lifetime: Duration::from_secs(NODE_CERT_LIFETIME.whole_seconds().unsigned_abs()),
+            mdns: true,
+            flush_interval: Duration::from_secs(60),
+        }
+    }
+
+    pub fn from_args(args: MasterArgs) -> anyhow::Result<Self> {
+        if args.heartbeat_interval.is_zero() || args.cert_lifetime.is_zero() {
+            anyhow::bail!("--heartbeat-interval and --cert-lifetime must be at least 1s");
+        }
+        let node_name = args.name.unwrap_or_else(host_name);
+        let mut config = MasterConfig::new(args.data_dir, node_name);
+        config.listen = args.listen;
+        config.cluster_name = args.cluster_name;
+        config.heartbeat_interval = args.heartbeat_interval;
+        config.not_ready_after = args
+            .not_ready_after
+            .unwrap_or(args.heartbeat_interval * MISSED_HEARTBEATS);
+        config.cert_lifetime = args.cert_lifetime;
+        config.mdns = !args.no_mdns;
+        Ok(config)
+    }
+
+    /// The master under PID 1: defaults, the data partition, the node's host name.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let node_name = settings.hostname.clone().unwrap_or_else(host_name);
+        MasterConfig::new(DEFAULT_DATA_DIR, node_name)
+    }
+}
+
+/// The kernel's host name, lowercased; `cloudos-master` when it has none.
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty() && h != "(none)")
+        .unwrap_or_else(|| "cloudos-master".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MasterArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<MasterConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("master").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        MasterConfig::from_args(cli.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = parse(&["--name", "m1"]).expect("defaults");
+        assert_eq!(c.listen.port(), DEFAULT_API_PORT);
+        assert_eq!(c.cluster_name, "cloudos");
+        assert_eq!(c.not_ready_after, Duration::from_secs(6));
+        assert_eq!(c.cert_lifetime, Duration::from_secs(7 * 86_400));
+        assert!(c.mdns);
+        let c = parse(&[
+            "--data-dir",
+            "/tmp/x",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-name",
+            "lab",
+            "--name",
+            "m1",
+            "--heartbeat-interval",
+            "1s",
+            "--cert-lifetime",
+            "90s",
+            "--no-mdns",
+        ])
+        .expect("flags");
+        assert_eq!(c.not_ready_after, Duration::from_secs(3));
+        assert_eq!(c.cert_lifetime, Duration::from_secs(90));
+        assert!(!c.mdns);
+        assert!(parse(&["--heartbeat-interval", "2x"])
+            .expect_err("bad unit")
+            .contains("unknown unit"));
+    }
+}

@@ -1,0 +1,218 @@
+//! Certificates for callers: `POST /v1/join` (a token and a CSR, no client certificate) and
+//! `POST /v1/renew` (a valid certificate and a fresh CSR).
+//!
+//! A join changes nothing unless it succeeds: the name, the token (without using it up) and
+//! the CSR are checked first, and the token's use is taken atomically at the end. The
+//! certificate's identity is the request's `node_name` (validated) with the token's role;
+//! whatever the CSR asks for is ignored.
+//!
+//! Duplicate names: a name that a registered node holds is refused (409) unless the request
+//! comes with that node's own valid certificate (the same node joining again). To reuse the
+//! name of a machine that is gone, remove it first (`cloudos node remove NAME`), which also
+//! revokes its certificate. Admin certificates get no node record, so their names are free.
+//!
+//! Failed joins count against the source address (see `ratelimit`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::Json;
+use cloudos_cluster::api::{ErrorCode, JoinRequest, JoinResponse, RenewRequest};
+use cloudos_cluster::identity::validate_node_name;
+use cloudos_cluster::pki::IssuedCert;
+use cloudos_cluster::store::{NodeRecord, NodeState, RevokedCert};
+use cloudos_cluster::token::{self, TokenError};
+use cloudos_cluster::{NodeIdentity, Role};
+use time::OffsetDateTime;
+
+use super::caller::{AnyCaller, MaybeCaller};
+use super::extract::ApiJson;
+use super::AppState;
+use crate::master::bootstrap;
+use crate::master::error::ApiError;
+use crate::master::state::MasterState;
+
+const MAX_ARCH_LEN: usize = 32;
+
+pub async fn join(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    MaybeCaller(caller): MaybeCaller,
+    body: Result<ApiJson<JoinRequest>, ApiError>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    let ip = addr.ip();
+    if let Err(retry_after) = state.join_limiter.check(ip, Instant::now()) {
+        log::warn!("join from {ip} refused: too many failed attempts");
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    let result = match body {
+        Ok(ApiJson(request)) => {
+            state
+                .blocking(move |s| admit(s, request, caller, addr))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        let body = e.body();
+        if body.code != ErrorCode::Internal {
+            state.join_limiter.record_failure(ip, Instant::now());
+        }
+        // Malformed bodies may echo what was sent (a secret in the wrong field): not logged.
+        let why = match e {
+            ApiError::BadRequest(_) => "malformed request".to_owned(),
+            _ => body.message,
+        };
+        log::warn!("join from {ip} refused: {why}");
+    }
+    result.map(Json)
+}
+
+fn lifetime(state: &MasterState) -> time::Duration {
+    time::Duration::try_from(state.config.cert_lifetime).unwrap_or(time::Duration::DAY)
+}
+
+fn response(state: &MasterState, issued: &IssuedCert, role: Role) -> JoinResponse {
+    JoinResponse {
+        cert_pem: issued.cert_pem.clone(),
+        ca_pem: state.ca.cert_pem().to_owned(),
+        cluster_name: state.cluster_name.clone(),
+        role,
+        renew_after: issued.info.renew_at(),
+    }
+}
+
+fn check_arch(arch: &str) -> Result<(), ApiError> {
+    let ok = !arch.is_empty()
+        && arch.len() <= MAX_ARCH_LEN
+        && arch
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(format!(
+        "arch `{}` is not an architecture name like x86_64 or aarch64",
+        arch.escape_debug()
+    )))
+}
+
+fn admit(
+    state: &MasterState,
+    req: JoinRequest,
+    caller: Option<NodeIdentity>,
+    addr: SocketAddr,
+) -> Result<JoinResponse, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    validate_node_name(&req.node_name)?;
+    check_arch(&req.arch)?;
+    let id = req.token_id.as_str();
+    let record = state
+        .store
+        .get_token(id)?
+        .ok_or_else(|| TokenError::UnknownId { id: id.to_owned() })?;
+    token::verify(&record, &req.token_secret, now)?;
+    let identity = NodeIdentity::new(req.node_name.clone(), record.role)?;
+    let same_node = caller.as_ref() == Some(&identity);
+    if identity.role != Role::Admin && state.registry.contains(&identity.name) && !same_node {
+        return Err(ApiError::Conflict(format!(
+            "node name {} is already taken by a registered node; give this machine another \
+             host name, or remove the old node with `cloudos node remove {}` first",
+            identity.name, identity.name
+        )));
+    }
+    let issued = state
+        .ca
+        .sign_csr(&req.csr_pem, &identity, lifetime(state), now)?;
+    state
+        .store
+        .consume_token(id, &req.token_secret, now, Some(record.role))?;
+
+    if identity.role == Role::Admin {
+        bootstrap::first_admin_joined(state.store.as_ref(), now)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        log::info!(
+            "admin {} joined from {} (token {id})",
+            identity.name,
+            addr.ip()
+        );
+        return Ok(response(state, &issued, identity.role));
+    }
+    let node = NodeRecord {
+        name: identity.name.clone(),
+        role: identity.role,
+        address: addr.ip().to_string(),
+        arch: req.arch,
+        labels: req.labels,
+        cert_serial: issued.info.serial.clone(),
+        joined_at: now,
+        last_seen: now,
+        telemetry: None,
+        state: NodeState::NotReady,
+    };
+    state.store.put_node(&node)?;
+    if let Some(old) = state.registry.insert(node) {
+        revoke(state, old, &identity.name, "the node joined again", now)?;
+    }
+    log::info!(
+        "node {} joined as {} from {} (token {id})",
+        identity.name,
+        identity.role,
+        addr.ip()
+    );
+    Ok(response(state, &issued, identity.role))
+}
+
+/// Refuses a certificate from now on, in memory at once and in the store.
+pub fn revoke(
+    state: &MasterState,
+    serial: cloudos_cluster::CertSerial,
+    node: &str,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    state.mark_revoked(serial.clone());
+    state.store.revoke_cert(&RevokedCert {
+        serial,
+        node: Some(node.to_owned()),
+        revoked_at: now,
+        reason: reason.to_owned(),
+    })?;
+    Ok(())
+}
+
+pub async fn renew(
+    State(state): State<AppState>,
+    AnyCaller(identity): AnyCaller,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    let response = state
+        .blocking(move |s| {
+            let now = OffsetDateTime::now_utc();
+            let registered = s.registry.contains(&identity.name);
+            if identity.role != Role::Admin && !registered {
+                return Err(ApiError::Forbidden(format!(
+                    "node {} is not registered (it was removed); join it again with a new token",
+                    identity.name
+                )));
+            }
+            let issued = s.ca.sign_csr(&req.csr_pem, &identity, lifetime(s), now)?;
+            if let Some(record) = s
+                .registry
+                .set_cert_serial(&identity.name, issued.info.serial.clone())
+            {
+                s.store.update_node(&identity.name, &mut |stored| {
+                    stored.cert_serial = record.cert_serial.clone();
+                    Ok(())
+                })?;
+            }
+            log::info!(
+                "renewed the certificate of {identity} until {}",
+                issued.info.not_after
+            );
+            Ok(response(s, &issued, identity.role))
+        })
+        .await?;
+    Ok(Json(response))
+}

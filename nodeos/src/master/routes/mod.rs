@@ -1,0 +1,87 @@
+//! The HTTP API: which handler serves which method and path, the body limit, and the
+//! fallback. Handlers live in one module per area; `caller` and `extract` hold what they
+//! share (who is calling, JSON bodies). The table here is also what the OpenAPI document
+//! is checked against.
+
+mod admin;
+mod agent;
+mod caller;
+mod extract;
+mod join;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use cloudos_cluster::api::paths;
+
+use super::error::ApiError;
+use super::state::MasterState;
+
+type AppState = Arc<MasterState>;
+
+/// Largest request body accepted (JSON with a CSR is a few KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// `DELETE` revokes the token.
+const TOKEN: &str = "/v1/tokens/{id}";
+/// `GET` shows the node, `DELETE` evicts it.
+const NODE: &str = "/v1/nodes/{name}";
+
+/// The router and the `(method, path)` pairs it serves.
+struct Routes {
+    router: Router<AppState>,
+    served: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        route: MethodRouter<AppState>,
+    ) -> Self {
+        self.served.push((method, path));
+        self.router = self.router.route(path, route);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    }
+    .add("post", paths::JOIN, post(join::join))
+    .add("post", paths::RENEW, post(join::renew))
+    .add("get", paths::AGENT_CONNECT, get(agent::connect))
+    .add("post", paths::HEARTBEAT, post(agent::heartbeat))
+    .add("get", paths::STATUS, get(admin::status))
+    .add("get", paths::TOKENS, get(admin::list_tokens))
+    .add("post", paths::TOKENS, post(admin::create_token))
+    .add("delete", TOKEN, delete(admin::revoke_token))
+    .add("get", paths::NODES, get(admin::list_nodes))
+    .add("get", NODE, get(admin::get_node))
+    .add("delete", NODE, delete(admin::remove_node))
+    .add("get", paths::OPENAPI, get(openapi::document))
+}
+
+/// The API's router, ready to serve.
+pub fn router(state: AppState) -> Router {
+    routes()
+        .router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no endpoint {}; see {} for the API",
+        uri.path(),
+        paths::OPENAPI
+    ))
+}

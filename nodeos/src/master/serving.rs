@@ -1,0 +1,67 @@
+//! The master's HTTPS serving certificate: issued by the cluster CA for the master's name,
+//! `localhost` and every IPv4 address of the host, and issued again when the addresses
+//! change or two thirds of its life have passed. New connections pick up the new one; open
+//! connections keep theirs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudos_cluster::pki::{CertInfo, SERVING_CERT_LIFETIME};
+use cloudos_cluster::tls::{self, TlsError};
+use cloudos_cluster::ClusterCa;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio_rustls::rustls::ServerConfig;
+
+use super::state::MasterState;
+
+/// A server configuration with a fresh serving certificate, and that certificate's info.
+pub fn server_config(
+    ca: &ClusterCa,
+    node_name: &str,
+    ips: &[Ipv4Addr],
+) -> Result<(ServerConfig, CertInfo), TlsError> {
+    let mut names = vec![node_name.to_owned()];
+    if node_name != "localhost" {
+        names.push("localhost".to_owned());
+    }
+    let mut ips: Vec<IpAddr> = ips.iter().copied().map(IpAddr::V4).collect();
+    if !ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)) {
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let issued = ca.issue_serving_cert(
+        &names,
+        &ips,
+        SERVING_CERT_LIFETIME,
+        OffsetDateTime::now_utc(),
+    )?;
+    let config = tls::server_config_pem(&issued.chain_pem, &issued.key_pem, Some(ca.cert_pem()))?;
+    Ok((config, issued.info))
+}
+
+/// Reissues the serving certificate when the addresses change or it is due for renewal.
+pub async fn keep_fresh(state: Arc<MasterState>, mut addresses: watch::Receiver<Vec<Ipv4Addr>>) {
+    let mut renew_at = OffsetDateTime::now_utc() + SERVING_CERT_LIFETIME * 2 / 3;
+    loop {
+        let wait = Duration::try_from(renew_at - OffsetDateTime::now_utc())
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(60));
+        let why = tokio::select! {
+            changed = addresses.changed() => match changed {
+                Ok(()) => "the addresses changed",
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep(wait) => "it is due for renewal",
+        };
+        let ips = addresses.borrow_and_update().clone();
+        match server_config(&state.ca, &state.config.node_name, &ips) {
+            Ok((config, info)) => {
+                state.set_tls_config(config);
+                renew_at = info.renew_at();
+                log::info!("reissued the serving certificate because {why} ({ips:?})");
+            }
+            Err(e) => log::error!("cannot reissue the serving certificate: {e}"),
+        }
+    }
+}
