@@ -49,7 +49,7 @@ pub struct Report {
 
 /// The directories and device nodes every image has.
 pub fn base_layout(a: &mut Archive) -> Result<()> {
-    for d in ["bin", "dev", "etc", "proc", "run", "sys"] {
+    for d in ["bin", "dev", "etc", "proc", "run", "sbin", "sys"] {
         a.add_dir(d, 0o755)?;
     }
     a.add_dir("root", 0o700)?;
@@ -205,6 +205,9 @@ pub fn build(spec: &Spec) -> Result<(Archive, Report)> {
     if let Some(init) = &spec.init {
         a.add_file("init", 0o755, read(init)?)?;
         a.add_symlink("bin/nodeos", "/init")?;
+        // The kernel runs /sbin/modprobe when a driver asks for a module by
+        // alias (ext4 wants "crypto-crc32c", say); nodeos answers as modprobe.
+        a.add_symlink("sbin/modprobe", "/init")?;
     }
     if let Some(m) = &spec.modules {
         report.modules = add_modules(&mut a, m)?;
@@ -363,12 +366,15 @@ mod tests {
             a.get("/init"),
             Some(archive::Node::File { mode: 0o755, .. })
         ));
-        assert_eq!(
-            a.get("/bin/nodeos"),
-            Some(&archive::Node::Symlink {
-                target: "/init".into()
-            })
-        );
+        for link in ["/bin/nodeos", "/sbin/modprobe"] {
+            assert_eq!(
+                a.get(link),
+                Some(&archive::Node::Symlink {
+                    target: "/init".into()
+                }),
+                "{link}"
+            );
+        }
         assert_eq!(
             a.get("/dev/console"),
             Some(&archive::Node::CharDev {

@@ -44,6 +44,14 @@ fn main() -> anyhow::Result<()> {
     if std::process::id() == 1 {
         nodeos::init::main();
     }
+    let args: Vec<String> = std::env::args().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or_default();
+    if invoked_as == "modprobe" {
+        std::process::exit(nodeos::kmod::modprobe::main(&args));
+    }
     let cli = Cli::parse();
     match cli.command {
         None | Some(Command::Init) => anyhow::bail!(

@@ -37,6 +37,16 @@ impl std::fmt::Debug for ImageError {
     }
 }
 
+/// Maps an I/O error to [`ImageError::Io`] naming what was done to which path.
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+    let path = path.to_path_buf();
+    move |source| ImageError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// The cargo workspace root (this package lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -146,14 +156,6 @@ pub fn usb_stick_from_iso(
     iso: &Path,
     min_size: Option<u64>,
 ) -> Result<tempfile::TempPath, ImageError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ImageError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     if !iso.is_file() {
         return Err(ImageError::Missing {
             what: "ISO".into(),
@@ -164,18 +166,50 @@ pub fn usb_stick_from_iso(
         .prefix("cloudos-usb-")
         .suffix(".img")
         .tempfile()
-        .map_err(io("creating a temp file for", iso))?;
+        .map_err(io_error("creating a temp file for", iso))?;
     let path = tmp.into_temp_path();
-    fs::copy(iso, &path).map_err(io("copying", iso))?;
+    fs::copy(iso, &path).map_err(io_error("copying", iso))?;
     if let Some(size) = min_size {
         let f = fs::OpenOptions::new()
             .write(true)
             .open(&path)
-            .map_err(io("opening", &path))?;
-        let len = f.metadata().map_err(io("stat", &path))?.len();
+            .map_err(io_error("opening", &path))?;
+        let len = f.metadata().map_err(io_error("stat", &path))?.len();
         if len < size {
-            f.set_len(size).map_err(io("extending", &path))?;
+            f.set_len(size).map_err(io_error("extending", &path))?;
         }
     }
     Ok(path)
+}
+
+/// A node's data disk: an ext4 file system labelled `CLOUDOS-DATA` (what an
+/// installed node mounts at /var/lib/cloudos) of `size_mb` MiB, holding
+/// `config.toml` with `config` as its text (the node's settings). Made with
+/// `mkfs.ext4 -d`, so nothing is mounted on the host. Deleted on drop.
+pub fn data_disk(config: &str, size_mb: u64) -> Result<tempfile::TempPath, ImageError> {
+    let root =
+        tempfile::tempdir().map_err(io_error("creating a temp dir for", Path::new("data disk")))?;
+    let config_path = root.path().join("config.toml");
+    fs::write(&config_path, config).map_err(io_error("writing", &config_path))?;
+    let image = tempfile::Builder::new()
+        .prefix("cloudos-data-")
+        .suffix(".img")
+        .tempfile()
+        .map_err(io_error("creating", Path::new("data disk image")))?
+        .into_temp_path();
+    let output = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "CLOUDOS-DATA", "-d"])
+        .arg(root.path())
+        .arg(&*image)
+        .arg(format!("{size_mb}M"))
+        .output()
+        .map_err(io_error("running mkfs.ext4 for", &image))?;
+    if !output.status.success() {
+        return Err(ImageError::Io {
+            action: "mkfs.ext4",
+            path: image.to_path_buf(),
+            source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+        });
+    }
+    Ok(image)
 }

@@ -155,14 +155,19 @@ fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
     assert_no_panic(&vm, false);
 }
 
-/// The same ISO written to a USB stick boots on UEFI (q35 + OVMF).
+/// The same ISO written to a USB stick boots on UEFI (q35 + OVMF), mounts a
+/// data disk labelled CLOUDOS-DATA and takes its settings from the
+/// config.toml on it; a bad key there is only a warning.
 #[test]
-fn iso_as_usb_stick_boots_on_uefi() {
+fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
     let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let stick = images::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
+    let data = images::data_disk("hostname = \"node-a\"\nnet = \"carrier-pigeon\"\n", 32)
+        .expect("data disk");
     let vm = VmBuilder::new(Arch::X86_64)
         .boot(BootSource::UsbStick(stick.to_path_buf()))
         .firmware(Firmware::Uefi)
+        .disk(data.to_path_buf())
         .spawn()
         .expect("starting QEMU");
     let console = vm.serial();
@@ -173,7 +178,22 @@ fn iso_as_usb_stick_boots_on_uefi() {
         .wait_for("usb_storage", boot_timeout())
         .expect("USB storage driver was not loaded by coldplug");
     console
-        .wait_for(re(r"nodeos ready in \d+\.\d+s"), boot_timeout())
+        .wait_for("state is kept on /dev/vda (CLOUDOS-DATA)", boot_timeout())
+        .expect("the data disk was not mounted");
+    console
+        .wait_for(
+            "settings: /var/lib/cloudos/config.toml: ignoring net",
+            step(),
+        )
+        .expect("no warning for the config file's bad key");
+    console
+        .wait_for("host name node-a", step())
+        .expect("host name from config.toml not used");
+    console
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host node-a"),
+            boot_timeout(),
+        )
         .expect("nodeos did not report ready");
     // Ctrl-Alt-Del is a reboot; QEMU runs with -no-reboot, so it exits.
     vm.monitor("sendkey ctrl-alt-delete").expect("monitor");

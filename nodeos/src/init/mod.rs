@@ -75,6 +75,11 @@ fn run() -> anyhow::Result<()> {
         log::warn!("{e}");
     }
 
+    // Drivers ask for more modules at run time (ext4 for crc32c); the kernel
+    // runs this path for them, and /sbin/modprobe is nodeos (see kmod::modprobe).
+    if let Err(e) = std::fs::write("/proc/sys/kernel/modprobe", "/sbin/modprobe\n") {
+        log::warn!("cannot set the kernel's modprobe helper: {e}");
+    }
     let loader = load_drivers(&release);
     let data = datapart::mount_data(loader.as_ref());
     log::info!("state is kept on {data}");

@@ -3,11 +3,13 @@
 //! `index` is pure (parses `modules.alias`/`modules.dep`, matches modaliases,
 //! orders dependencies) and is table-tested; `loader` performs `finit_module`;
 //! `coldplug` walks `/sys` for the devices present at boot. Hot-plugged devices
-//! are handled by the `devices` service, which uses the same loader.
+//! are handled by the `devices` service, which uses the same loader; `modprobe`
+//! answers the kernel's own requests for modules.
 
 pub mod coldplug;
 pub mod index;
 pub mod loader;
+pub mod modprobe;
 
 pub use index::ModuleIndex;
 pub use loader::Loader;
