@@ -302,6 +302,25 @@ pub trait Store: Send + Sync {
         update_json(self, Table::Nodes, "node", name, f)
     }
 
+    /// Replaces several stored node records at once (the master's periodic save of live
+    /// state). Nodes no longer stored are skipped, never re-created. Returns how many were
+    /// written. Backends override it to write them in one transaction.
+    fn update_nodes(&self, nodes: &[NodeRecord]) -> Result<usize, StoreError> {
+        let mut written = 0;
+        for node in nodes {
+            let result = self.update_node(&node.name, &mut |stored| {
+                *stored = node.clone();
+                Ok(())
+            });
+            match result {
+                Ok(_) => written += 1,
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
     fn revoke_cert(&self, revoked: &RevokedCert) -> Result<(), StoreError> {
         put_json(self, Table::RevokedCerts, revoked.serial.as_str(), revoked)
     }
@@ -509,6 +528,31 @@ impl Store for RedbStore {
             Ok(Write::Delete)
         })?;
         Ok(existed)
+    }
+
+    /// One transaction for all of them: a few thousand nodes cost one commit, not one each.
+    fn update_nodes(&self, nodes: &[NodeRecord]) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(redb_err("begin"))?;
+        let mut written = 0;
+        {
+            let mut t = txn
+                .open_table(definition(Table::Nodes))
+                .map_err(redb_err("open table"))?;
+            for node in nodes {
+                let stored = t
+                    .get(node.name.as_str())
+                    .map_err(redb_err("read"))?
+                    .is_some();
+                if stored {
+                    let value = encode(Table::Nodes, &node.name, node)?;
+                    t.insert(node.name.as_str(), value.as_slice())
+                        .map_err(redb_err("write"))?;
+                    written += 1;
+                }
+            }
+        }
+        txn.commit().map_err(redb_err("commit"))?;
+        Ok(written)
     }
 
     fn update_raw(&self, table: Table, key: &str, f: &mut UpdateFn<'_>) -> Result<(), StoreError> {
@@ -787,6 +831,20 @@ mod tests {
         ));
         assert!(s.delete_node("n2").expect("delete"));
         assert_eq!(s.get_node("n2").expect("get"), None);
+    }
+
+    #[test]
+    fn update_nodes_writes_known_nodes_only() {
+        let s = store();
+        s.put_node(&node("n1")).expect("put");
+        let mut n1 = node("n1");
+        n1.state = NodeState::NotReady;
+        assert_eq!(
+            s.update_nodes(&[n1.clone(), node("gone")]).expect("batch"),
+            1
+        );
+        assert_eq!(s.get_node("n1").expect("get"), Some(n1));
+        assert_eq!(s.get_node("gone").expect("get"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudos_cluster::store::{NodeRecord, NodeState, StoreError};
+use cloudos_cluster::store::{NodeRecord, NodeState};
 
 use super::registry::Transition;
 use super::state::MasterState;
@@ -29,15 +29,8 @@ pub fn apply(state: &Arc<MasterState>, transitions: Vec<Transition>) {
 
 /// Writes records of nodes that are still stored (a removed node is not brought back).
 fn persist(state: &MasterState, records: Vec<NodeRecord>) {
-    for record in records {
-        let result = state.store.update_node(&record.name, &mut |stored| {
-            *stored = record.clone();
-            Ok(())
-        });
-        match result {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => log::error!("cannot save node {}: {e}", record.name),
-        }
+    if let Err(e) = state.store.update_nodes(&records) {
+        log::error!("cannot save the state of {} nodes: {e}", records.len());
     }
 }
 

@@ -151,7 +151,10 @@ fn run_blocking(config: MasterConfig, output: TokenOutput) -> anyhow::Result<()>
         if let Some(token) = master.take_bootstrap_token() {
             console::show_bootstrap_token(output, &master.state, &token);
         }
-        crate::services::report_ready();
+        if output == TokenOutput::Consoles {
+            // The supervisor reads this from our stdout; a person at a terminal need not.
+            crate::services::report_ready();
+        }
         master.run(stop_signal()).await?;
         Ok(())
     })
