@@ -37,6 +37,10 @@ use connection::{NodeFacts, SessionEnd};
 /// The data partition, where the identity lives under `agent/`.
 pub const DATA_DIR: &str = "/var/lib/cloudos";
 
+/// The shortest time between two renewals, even when a master hands out certificates that
+/// are due at once (a lifetime shorter than its clock-skew allowance): never a renewal loop.
+const MIN_RENEWAL_GAP: time::Duration = time::Duration::seconds(30);
+
 /// `nodeos agent`: run the agent outside PID 1 (on a host, or in tests).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
@@ -183,6 +187,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
                         renewed.joined.renew_after
                     );
                     identity = renewed;
+                    renew_not_before = now + MIN_RENEWAL_GAP;
                     continue;
                 }
                 Err(e) => {
