@@ -1,52 +1,45 @@
-//! Node health: turns silence into NotReady, logs every Ready/NotReady transition, writes
-//! transitions to the store at once and the rest of the live state (last seen, telemetry)
-//! every `flush_interval`, in one batch off the async workers.
+//! Node health: turns silence into NotReady, logs every Ready/NotReady transition, and
+//! saves node state: transitions within a sweep period, the rest of the live state (last
+//! seen, telemetry) every `flush_interval`, each time as one batch off the async workers,
+//! so a storm of transitions (a master restart, a switch reboot) is a few transactions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudos_cluster::store::{NodeRecord, NodeState};
+use cloudos_cluster::store::NodeState;
 
-use super::registry::Transition;
+use super::registry::{Transition, Unsaved};
 use super::state::MasterState;
 
-/// Logs transitions and writes them to the store (in the background).
-pub fn apply(state: &Arc<MasterState>, transitions: Vec<Transition>) {
-    if transitions.is_empty() {
-        return;
-    }
-    for t in &transitions {
+/// Logs Ready/NotReady transitions; the health task saves them.
+pub fn log_transitions(transitions: &[Transition]) {
+    for t in transitions {
         match t.to {
             NodeState::Ready => log::info!("node {} is Ready ({})", t.name, t.why),
             NodeState::NotReady => log::warn!("node {} is NotReady ({})", t.name, t.why),
             NodeState::Cordoned => log::info!("node {} is Cordoned", t.name),
         }
     }
-    let records = transitions.into_iter().map(|t| t.record).collect();
-    let state = Arc::clone(state);
-    tokio::task::spawn_blocking(move || persist(&state, records));
 }
 
-/// Writes records of nodes that are still stored (a removed node is not brought back).
-fn persist(state: &MasterState, records: Vec<NodeRecord>) {
-    if let Err(e) = state.store.update_nodes(&records) {
-        log::error!("cannot save the state of {} nodes: {e}", records.len());
-    }
-}
-
-/// Writes the live state of every node that changed since the last flush.
-pub async fn flush(state: &Arc<MasterState>) {
-    let dirty = state.registry.take_dirty();
-    if dirty.is_empty() {
+/// Writes what the store has not seen, in one transaction off the async workers. Nodes
+/// removed meanwhile are not brought back (see `Store::update_nodes`).
+pub async fn save(state: &Arc<MasterState>, which: Unsaved) {
+    let records = state.registry.take_unsaved(which);
+    if records.is_empty() {
         return;
     }
     let s = Arc::clone(state);
-    if let Err(e) = tokio::task::spawn_blocking(move || persist(&s, dirty)).await {
-        log::error!("saving live node state failed: {e}");
+    let saved = tokio::task::spawn_blocking(move || s.store.update_nodes(&records)).await;
+    match saved {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => log::error!("cannot save node state: {e}"),
+        Err(e) => log::error!("saving node state failed: {e}"),
     }
 }
 
-/// Sweeps for silent nodes a few times per heartbeat interval and flushes periodically.
+/// A few times per heartbeat interval: silent nodes become NotReady, state changes are
+/// saved; every `flush_interval` the rest of the live state is saved too.
 pub async fn run(state: Arc<MasterState>) {
     let period = (state.config.heartbeat_interval / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -58,10 +51,13 @@ pub async fn run(state: Arc<MasterState>) {
         let transitions = state
             .registry
             .sweep(Instant::now(), state.config.not_ready_after);
-        apply(&state, transitions);
-        if last_flush.elapsed() >= state.config.flush_interval {
+        log_transitions(&transitions);
+        let which = if last_flush.elapsed() >= state.config.flush_interval {
             last_flush = Instant::now();
-            flush(&state).await;
-        }
+            Unsaved::All
+        } else {
+            Unsaved::StateChanges
+        };
+        save(&state, which).await;
     }
 }

@@ -122,7 +122,7 @@ impl Master {
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
         shutdown.await;
         tasks.shutdown().await;
-        health::flush(&state).await;
+        health::save(&state, registry::Unsaved::All).await;
         log::info!("master stopped");
         Ok(())
     }

@@ -3,8 +3,8 @@
 //! written on join, on state changes and periodically (see `health`), because thousands of
 //! agents beat every second or two and a store transaction per beat would not keep up.
 //!
-//! Pure bookkeeping under one mutex: no I/O, no logging; callers act on the
-//! [`Transition`]s it returns.
+//! Pure bookkeeping under one mutex: no I/O, no logging; callers log the [`Transition`]s
+//! it returns and save what [`Registry::take_unsaved`] hands out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,14 +32,21 @@ pub struct Conn {
 }
 
 /// A node changed between Ready and NotReady.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub name: String,
     pub to: NodeState,
     /// Why, for the log: `no heartbeat for 6s`, `connection closed`, `heartbeats arrive`.
     pub why: String,
-    /// The record after the change, to persist.
-    pub record: NodeRecord,
+}
+
+/// Which records [`Registry::take_unsaved`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsaved {
+    /// Nodes whose state changed: saved within a sweep period.
+    StateChanges,
+    /// Also nodes whose last-seen time or telemetry changed: saved periodically.
+    All,
 }
 
 struct Entry {
@@ -47,8 +54,10 @@ struct Entry {
     telemetry: Option<Telemetry>,
     last_heartbeat: Instant,
     conn: Option<Conn>,
-    /// Live state changed since the store last saw it.
+    /// Last seen or telemetry changed since the store last saw them.
     dirty: bool,
+    /// Ready/NotReady changed since the store last saw it.
+    changed: bool,
 }
 
 impl Entry {
@@ -66,14 +75,11 @@ impl Entry {
             return None;
         }
         self.record.state = to;
-        // Still dirty: the transition is written at once, but writes may land out of
-        // order; the next flush settles the store on the latest state.
-        self.dirty = true;
+        self.changed = true;
         Some(Transition {
             name: self.record.name.clone(),
             to,
             why,
-            record: self.snapshot(),
         })
     }
 }
@@ -100,6 +106,7 @@ impl Registry {
                     last_heartbeat: now,
                     conn: None,
                     dirty: false,
+                    changed: false,
                 };
                 (entry.record.name.clone(), entry)
             })
@@ -160,6 +167,7 @@ impl Registry {
             last_heartbeat: Instant::now(),
             conn: None,
             dirty: false,
+            changed: false,
         };
         self.lock()
             .insert(entry.record.name.clone(), entry)
@@ -202,7 +210,8 @@ impl Registry {
             entry.record.arch = hello.arch.clone();
         }
         entry.record.labels = hello.labels.clone();
-        entry.dirty = true;
+        // What the hello says (address, labels) is saved with the next state changes.
+        entry.changed = true;
         let transition = entry.set_state(NodeState::Ready, "its agent connected".to_owned());
         Some((id, rx, transition))
     }
@@ -253,14 +262,15 @@ impl Registry {
             .collect()
     }
 
-    /// Records whose live state changed since the last call.
-    pub fn take_dirty(&self) -> Vec<NodeRecord> {
+    /// Records the store has not seen yet, marked as seen.
+    pub fn take_unsaved(&self, which: Unsaved) -> Vec<NodeRecord> {
         let mut nodes = self.lock();
         nodes
             .values_mut()
-            .filter(|e| e.dirty)
+            .filter(|e| e.changed || (which == Unsaved::All && e.dirty))
             .map(|e| {
                 e.dirty = false;
+                e.changed = false;
                 e.snapshot()
             })
             .collect()
@@ -322,8 +332,11 @@ mod tests {
         let back = r.heartbeat("n1", Telemetry::default(), now).expect("known");
         assert_eq!(back.map(|t| t.to), Some(NodeState::Ready));
         assert_eq!(r.counts(), (1, 1));
-        assert_eq!(r.take_dirty().len(), 1);
-        assert_eq!(r.take_dirty().len(), 0);
+        assert_eq!(r.take_unsaved(Unsaved::StateChanges).len(), 1);
+        assert_eq!(r.take_unsaved(Unsaved::StateChanges).len(), 0);
+        r.heartbeat("n1", Telemetry::default(), now).expect("known");
+        assert_eq!(r.take_unsaved(Unsaved::StateChanges).len(), 0);
+        assert_eq!(r.take_unsaved(Unsaved::All).len(), 1);
 
         assert_eq!(r.disconnect("n1", id + 100), None, "not its connection");
         let closed = r.disconnect("n1", id).expect("closed");

@@ -107,7 +107,7 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
         return close(&mut socket, CLOSE_POLICY, &not_registered(&name)).await;
     };
     log::debug!("agent of {name} connected (connection {conn_id})");
-    health::apply(&state, transition.into_iter().collect());
+    health::log_transitions(transition.as_slice());
     let welcome = MasterMessage::Welcome {
         cluster_name: state.cluster_name.clone(),
         heartbeat_interval_secs: state.config.heartbeat_interval.as_secs().max(1),
@@ -116,7 +116,7 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
         run(&state, &name, &mut socket, &mut control).await;
     }
     let transition = state.registry.disconnect(&name, conn_id);
-    health::apply(&state, transition.into_iter().collect());
+    health::log_transitions(transition.as_slice());
 }
 
 /// Serves one connection until it closes, is evicted or replaced.
@@ -151,7 +151,7 @@ async fn run(
                     Ok(AgentMessage::Heartbeat(beat)) => {
                         let seq = beat.seq;
                         match state.registry.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
-                            Ok(transition) => health::apply(state, transition.into_iter().collect()),
+                            Ok(transition) => health::log_transitions(transition.as_slice()),
                             Err(()) => return,
                         }
                         if !send(socket, &MasterMessage::HeartbeatAck { seq }).await {
@@ -179,6 +179,6 @@ pub async fn heartbeat(
         .registry
         .heartbeat(&identity.name, beat.telemetry, OffsetDateTime::now_utc())
         .map_err(|()| ApiError::Forbidden(not_registered(&identity.name)))?;
-    health::apply(&state, transition.into_iter().collect());
+    health::log_transitions(transition.as_slice());
     Ok(Json(MasterMessage::HeartbeatAck { seq: beat.seq }))
 }
