@@ -41,9 +41,11 @@ pub fn percent(fraction: f64) -> String {
     format!("{:.0}%", (fraction * 100.0).clamp(0.0, 100.0))
 }
 
-/// RFC 3339, or `-` when it cannot be formatted.
+/// RFC 3339 to the second, or `-` when it cannot be formatted.
 pub fn timestamp(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "-".into())
 }
 
@@ -80,6 +82,14 @@ mod tests {
         for (then, want) in cases {
             assert_eq!(age(then, now), want);
         }
+    }
+
+    #[test]
+    fn timestamps_to_the_second() {
+        assert_eq!(
+            timestamp(datetime!(2026-03-01 10:00:05.123456 UTC)),
+            "2026-03-01T10:00:05Z"
+        );
     }
 
     #[test]

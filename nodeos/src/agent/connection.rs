@@ -112,14 +112,14 @@ pub async fn session(
                     telemetry: sampler.sample(facts.data_dir),
                 });
                 if let Err(e) = ws.send(to_frame(&beat)).await {
-                    return Ok(SessionEnd::Lost(transport(&e).to_string()));
+                    return Ok(SessionEnd::Lost(lost_reason(&e)));
                 }
             }
             frame = ws.next() => {
                 last_heard = Instant::now();
                 match frame {
                     None => return Ok(SessionEnd::Lost("the master closed the connection".into())),
-                    Some(Err(e)) => return Ok(SessionEnd::Lost(transport(&e).to_string())),
+                    Some(Err(e)) => return Ok(SessionEnd::Lost(lost_reason(&e))),
                     Some(Ok(Message::Close(close))) => {
                         let why = close.map(|c| c.reason.to_string()).filter(|r| !r.is_empty());
                         return Ok(SessionEnd::Lost(format!(
@@ -165,6 +165,27 @@ where
         }
     }
     Err(tungstenite::Error::ConnectionClosed)
+}
+
+/// Why a connection that was up broke, in words: a master that stopped or lost power shows
+/// as an end of stream without a TLS or WebSocket goodbye.
+fn lost_reason(e: &tungstenite::Error) -> String {
+    use tungstenite::error::ProtocolError;
+    match e {
+        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the master went away without closing the connection".into()
+        }
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            "the master went away without closing the connection".into()
+        }
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            "the master closed the connection".into()
+        }
+        other => match ClientError::from_transport("", other) {
+            ClientError::Unreachable { reason, .. } | ClientError::Tls { reason, .. } => reason,
+            classified => classified.to_string(),
+        },
+    }
 }
 
 fn to_frame(message: &AgentMessage) -> Message {
