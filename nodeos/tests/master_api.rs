@@ -329,7 +329,11 @@ type Ws = tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>;
 async fn agent_connect(m: &TestMaster, node: &Client) -> Ws {
     let tls = tls_connect(node, m.addr).await;
     let url = format!("wss://127.0.0.1:{}/v1/agent/connect", m.addr.port());
-    let (ws, _) = tokio_tungstenite::client_async(url, tls)
+    // Small buffers, as a real agent would use, so the load check measures the master.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(config))
         .await
         .expect("websocket upgrade");
     ws
@@ -898,5 +902,87 @@ async fn plain_http_on_the_tls_port_gets_no_http_answer() {
         !buf.starts_with(b"HTTP/"),
         "{:?}",
         String::from_utf8_lossy(&buf)
+    );
+}
+
+/// Resident memory of this process (master and clients together), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A rough load check, not a benchmark: N agents (CLOUDOS_AGENTS, default 1000) on real TLS
+/// WebSockets beating once a second; prints the heartbeat round trip p50/p99 and the RSS
+/// growth (an upper bound for the master: the clients live in the same process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load check: CLOUDOS_AGENTS=5000 cargo test --release -p nodeos --test master_api -- --ignored --nocapture"]
+async fn many_agents_heartbeat_round_trip() {
+    let n: usize = std::env::var("CLOUDOS_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let f = fixture("load").await;
+    let token = compute_token(&f.m, &f.a).await;
+    let m = &f.m;
+    let joined: Vec<Credentials> = futures::stream::iter(0..n)
+        .map(|i| {
+            let token = token.clone();
+            async move { join(m, src(100 + (i % 100) as u8), &token, &format!("load{i}")).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let before = rss_kib();
+    let mut sockets = Vec::with_capacity(n);
+    for node in &joined {
+        let mut ws = agent_connect(m, &node.client(src(2))).await;
+        send(&mut ws, &hello()).await;
+        receive(&mut ws).await;
+        sockets.push(ws);
+    }
+    let connected = rss_kib();
+    let rounds = 5;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            tokio::spawn(async move {
+                // Spread the agents over the second, as real ones drift apart.
+                tokio::time::sleep(Duration::from_micros((i as u64 * 1_000_000) / n as u64)).await;
+                let mut rtts = Vec::with_capacity(rounds);
+                for seq in 1..=rounds as u64 {
+                    let start = std::time::Instant::now();
+                    send(&mut ws, &beat(seq)).await;
+                    while let Some(reply) = receive(&mut ws).await {
+                        if reply == (MasterMessage::HeartbeatAck { seq }) {
+                            break;
+                        }
+                    }
+                    rtts.push(start.elapsed());
+                    tokio::time::sleep(Duration::from_secs(1).saturating_sub(start.elapsed()))
+                        .await;
+                }
+                rtts
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("agent task"));
+    }
+    all.sort();
+    let pct = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)];
+    println!(
+        "{n} agents, {} heartbeats: round trip p50 {:?} p99 {:?}; RSS {} MiB before connecting, {} MiB connected (+{} KiB per agent, clients included)",
+        all.len(),
+        pct(50),
+        pct(99),
+        before / 1024,
+        connected / 1024,
+        connected.saturating_sub(before) / n as u64
     );
 }
