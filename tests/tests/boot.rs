@@ -207,7 +207,8 @@ fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
 
 /// A service that crashes on its first three starts is restarted with
 /// growing delays and the node still gets ready; broken settings on the
-/// command line are reported and ignored.
+/// command line are reported and ignored; a NIC hot-plugged after boot gets
+/// its driver and is brought up.
 #[test]
 fn crashing_service_backs_off_and_bad_settings_only_warn() {
     let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
@@ -244,6 +245,22 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
     }
     console.send_line("status").expect("console");
     text(r"power\s+ready\s+\d+\s+3\s+");
+
+    // Hot-plug a NIC of another kind: its driver is loaded from the uevent
+    // and the network service takes the new link up.
+    vm.monitor("netdev_add user,id=hot0,restrict=on")
+        .expect("monitor");
+    vm.monitor("device_add e1000,netdev=hot0,id=nic1")
+        .expect("monitor");
+    text(r"eth1: link up");
+    let log = console.contents();
+    for line in ["devices: loaded e1000 for", "eth1: found ethernet link"] {
+        assert!(
+            log.contains(line),
+            "no {line:?} after the hot-plug:\n{}",
+            console.tail(40)
+        );
+    }
 
     vm.monitor("system_powerdown").expect("monitor");
     text("shutdown: powering off now");
