@@ -25,8 +25,24 @@ pub fn coldplug(loader: &Loader, sys_devices: &Path) -> ColdplugReport {
         aliases.sort();
         aliases.dedup();
         let before = report.loaded.len();
-        for alias in aliases {
-            match loader.load_for_alias(&alias) {
+        // One thread per device: a driver's init probes its hardware and
+        // often sleeps doing so (ATA resets, PHY negotiation), so loading in
+        // parallel overlaps those waits. A module two devices share is loaded
+        // once: the kernel makes the second finit_module wait, then EEXIST.
+        let wanted: Vec<String> = aliases
+            .into_iter()
+            .filter(|a| !loader.index().lookup(a).is_empty())
+            .collect();
+        let results: Vec<(String, Result<Vec<String>, super::loader::LoadError>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = wanted
+                    .iter()
+                    .map(|alias| scope.spawn(move || (alias.clone(), loader.load_for_alias(alias))))
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+        for (alias, result) in results {
+            match result {
                 Ok(newly) => report.loaded.extend(newly),
                 Err(e) => {
                     let line = format!("{alias}: {e}");
