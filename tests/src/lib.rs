@@ -11,6 +11,7 @@
 //! - [`console`]: reads a serial stream and waits for lines on it.
 //! - [`qemu`]: builds a QEMU command line, owns the process and its monitor.
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
+//! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`images`]: finds the built artifacts under `out/`.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
 
@@ -19,6 +20,7 @@ pub mod console;
 pub mod images;
 mod monitor;
 pub mod netns;
+pub mod nodes;
 pub mod qemu;
 mod spawner;
 pub mod timeouts;
@@ -27,5 +29,6 @@ pub use arch::Arch;
 pub use console::{Console, ConsoleError, Match, Pattern};
 pub use images::ImageError;
 pub use netns::{NetError, TestNet};
+pub use nodes::NetHost;
 pub use qemu::{BootSource, Firmware, Network, SerialMode, Vm, VmBuilder, VmError};
 pub use timeouts::scaled;

@@ -294,7 +294,7 @@ pub(crate) fn stop_child(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-fn run_ip(args: &[&str]) -> Result<Output, NetError> {
+pub(crate) fn run_ip(args: &[&str]) -> Result<Output, NetError> {
     let mut cmd = Command::new("ip");
     cmd.args(args);
     run(cmd)

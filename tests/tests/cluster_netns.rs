@@ -1,0 +1,766 @@
+//! The cluster as separate processes on a virtual LAN: `nodeos master` and `nodeos agent`
+//! each in its own network namespace attached to one bridge, and the `cloudos` CLI run from
+//! the bridge's namespace as an admin's laptop would. Everything crosses a real (virtual)
+//! wire: TCP/TLS to the master's address, mDNS multicast through the bridge.
+//!
+//! The binaries are the workspace's debug builds (`cargo build -p nodeos -p cloudos-cli`;
+//! `scripts/test.sh` builds them first). Every process is owned by a [`Proc`] and every
+//! namespace by a `TestNet`/`NetHost`, so a failing test stops and removes all of them;
+//! processes are also tied to the test process, so a killed test binary leaves none behind.
+//! Failure messages carry every process's output.
+//!
+//! Needs root (network namespaces); skipped with a message otherwise.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cloudos_cluster::api::NodeInfo;
+use cloudos_cluster::pki;
+use cloudos_cluster::store::NodeState;
+use cloudos_tests::nodes::spawn_tied;
+use cloudos_tests::{scaled, NetHost, TestNet};
+
+/// The master's API port (the default).
+const PORT: u16 = 9443;
+
+// ---------------------------------------------------------------- binaries
+
+struct Bins {
+    nodeos: PathBuf,
+    cloudos: PathBuf,
+}
+
+/// `target/debug/{nodeos,cloudos}` of this workspace (or `$CARGO_TARGET_DIR`).
+fn bins() -> Bins {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("debug");
+    let bins = Bins {
+        nodeos: dir.join("nodeos"),
+        cloudos: dir.join("cloudos"),
+    };
+    for bin in [&bins.nodeos, &bins.cloudos] {
+        assert!(
+            bin.is_file(),
+            "{} is missing: run `cargo build -p nodeos -p cloudos-cli` first",
+            bin.display()
+        );
+    }
+    bins
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A process of the test (master or agent), its stdout and stderr in files. Stopped
+/// (SIGTERM, then SIGKILL) when dropped.
+struct Proc {
+    what: String,
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Proc {
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Sends `signal` and waits (up to 5 s, then SIGKILL) for the process to exit.
+    fn stop_with(&mut self, signal: libc::c_int) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            self.child = None;
+            return Some(status);
+        }
+        // SAFETY: kill(2) on our own unreaped child: the PID cannot have been reused.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let status = wait_child(child, Duration::from_secs(5)).or_else(|| {
+            let _ = child.kill();
+            child.wait().ok()
+        });
+        self.child = None;
+        status
+    }
+
+    /// Waits for the process to exit on its own.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_child(self.child.as_mut()?, timeout);
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Err(_) => return None,
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop_with(libc::SIGTERM);
+    }
+}
+
+// ---------------------------------------------------------------- the LAN
+
+/// The bridge (the admin's laptop is at 10.77.0.1), a temp directory for data dirs,
+/// configs and logs, and the list of logs to show when something fails.
+struct Lab {
+    net: TestNet,
+    dir: tempfile::TempDir,
+    bins: Bins,
+    logs: Mutex<Vec<(String, PathBuf)>>,
+}
+
+impl Lab {
+    /// `None` (the test is skipped, with a message) when not root: namespaces need it.
+    fn new() -> Option<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: network namespaces need root");
+            return None;
+        }
+        let bins = bins();
+        Some(Lab {
+            net: TestNet::new().expect("test network"),
+            dir: tempfile::Builder::new()
+                .prefix("cloudos-netns-")
+                .tempdir()
+                .expect("temp dir"),
+            bins,
+            logs: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A master `master-1` on 10.77.0.2 (`extra` flags added) and the admin alice logged
+    /// in to it by address with its bootstrap token.
+    fn cluster(&self, extra: &[&str]) -> Cluster<'_> {
+        let host = self.host(2);
+        let master = self.master("master-1", &host, &self.path("master"), extra);
+        let alice = self.admin("alice");
+        alice.login(&master.token(self), Some(&master.addr));
+        Cluster {
+            host,
+            master,
+            alice,
+        }
+    }
+
+    /// Host `10.77.0.n` in its own namespace on the bridge.
+    fn host(&self, n: u8) -> NetHost {
+        NetHost::new(&self.net, n).expect("host namespace")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts `nodeos ARGS` in `host`'s namespace.
+    fn spawn(&self, what: &str, host: &NetHost, args: &[&str]) -> Proc {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        // A restarted process gets new files; the old run's output stays in the dump.
+        let run = logs
+            .iter()
+            .filter(|(w, _)| w.starts_with(&format!("{what} run ")))
+            .count()
+            / 2
+            + 1;
+        let out = self.path(&format!("{what}.{run}.out"));
+        let err = self.path(&format!("{what}.{run}.err"));
+        let mut cmd = host.command(&self.bins.nodeos);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).expect("stdout file"))
+            .stderr(File::create(&err).expect("stderr file"));
+        let child = spawn_tied(cmd).unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        logs.push((format!("{what} run {run} stdout"), out.clone()));
+        logs.push((format!("{what} run {run} stderr"), err.clone()));
+        Proc {
+            what: what.to_owned(),
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    /// Every process's output so far, for a failure message.
+    fn dump(&self) -> String {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::new();
+        for (what, path) in logs.iter() {
+            let body = std::fs::read_to_string(path).unwrap_or_default();
+            if !body.trim().is_empty() {
+                text.push_str(&format!("\n----- {what}\n{}", body.trim_end()));
+            }
+        }
+        text
+    }
+
+    /// Panics with `msg` and every process's output.
+    fn fail(&self, msg: &str) -> ! {
+        panic!("{msg}\n{}", self.dump())
+    }
+
+    /// Polls `f` every 200 ms until it returns `Some` or `timeout` (scaled) passes.
+    fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("timed out after {timeout:?} waiting for {what}"));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // ------------------------------------------------------------ masters and agents
+
+    /// `nodeos master` on `host` with its state in `data` (1 s heartbeats, NotReady after 3 s),
+    /// waited for until it listens.
+    fn master(&self, what: &str, host: &NetHost, data: &Path, extra: &[&str]) -> Master {
+        let data_arg = data.to_string_lossy();
+        let mut args = vec![
+            "master",
+            "--data-dir",
+            &data_arg,
+            "--cluster-name",
+            "lab",
+            "--name",
+            what,
+            "--heartbeat-interval",
+            "1s",
+            "--not-ready-after",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = self.spawn(what, host, &args);
+        self.wait_for(
+            &format!("{what} to listen"),
+            Duration::from_secs(20),
+            || {
+                if !proc.running() {
+                    self.fail(&format!("{what} exited before it listened"));
+                }
+                proc.stderr().contains("master listening on").then_some(())
+            },
+        );
+        let stdout = proc.stdout();
+        let field = |label: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.split(label).nth(1))
+                .and_then(|rest| rest.split([' ', ',']).next())
+                .map(str::to_owned)
+        };
+        Master {
+            addr: format!("{}:{PORT}", host.ip()),
+            token: field("admin token: "),
+            pin: field("CA pin "),
+            proc,
+        }
+    }
+
+    /// `nodeos agent --name NAME` on `host`; without `master` it browses mDNS.
+    fn agent(
+        &self,
+        name: &str,
+        host: &NetHost,
+        data: &Path,
+        token: Option<&str>,
+        master: Option<&str>,
+    ) -> Proc {
+        let data_arg = data.to_string_lossy();
+        let mut args = vec![
+            "agent",
+            "--data-dir",
+            &data_arg,
+            "--name",
+            name,
+            "--discover-timeout",
+            "2s",
+        ];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        if let Some(master) = master {
+            args.extend(["--master", master]);
+        }
+        self.spawn(name, host, &args)
+    }
+
+    /// An admin's `cloudos` with its own `--config` directory, run on the bridge (10.77.0.1).
+    fn admin(&self, name: &str) -> Admin<'_> {
+        Admin {
+            lab: self,
+            config: self.path(&format!("config-{name}")),
+        }
+    }
+}
+
+struct Cluster<'a> {
+    host: NetHost,
+    master: Master,
+    alice: Admin<'a>,
+}
+
+impl Cluster<'_> {
+    /// An agent given the master's address, waited for until it is Ready.
+    fn ready_agent(&self, name: &str, host: &NetHost, data: &Path, token: Option<&str>) -> Proc {
+        let agent = self
+            .alice
+            .lab
+            .agent(name, host, data, token, Some(&self.master.addr));
+        self.alice
+            .wait_node(name, NodeState::Ready, Duration::from_secs(20));
+        agent
+    }
+}
+
+struct Master {
+    proc: Proc,
+    /// `10.77.0.N:9443`.
+    addr: String,
+    /// The bootstrap admin token, on a first start.
+    token: Option<String>,
+    /// `sha256:…` as the master printed it next to the token.
+    pin: Option<String>,
+}
+
+impl Master {
+    fn token(&self, lab: &Lab) -> String {
+        self.token.clone().unwrap_or_else(|| {
+            lab.fail(&format!(
+                "{} printed no admin token on stdout",
+                self.proc.what
+            ))
+        })
+    }
+}
+
+/// Output of one `cloudos` run.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+struct Admin<'a> {
+    lab: &'a Lab,
+    config: PathBuf,
+}
+
+impl Admin<'_> {
+    fn run(&self, args: &[&str]) -> Run {
+        let cloudos = self.lab.bins.cloudos.to_string_lossy().into_owned();
+        let mut cmd = self.lab.net.command(&cloudos);
+        cmd.arg("--config").arg(&self.config).args(args);
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run cloudos: {e}"));
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `cloudos ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        if !run.status.success() {
+            self.lab.fail(&format!(
+                "cloudos {} failed ({}):\n{}{}",
+                args.join(" "),
+                run.status,
+                run.stdout,
+                run.stderr
+            ));
+        }
+        run.stdout
+    }
+
+    /// Runs `cloudos ARGS`, which must fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        if run.status.success() {
+            self.lab.fail(&format!(
+                "cloudos {} succeeded but should have failed:\n{}{}",
+                args.join(" "),
+                run.stdout,
+                run.stderr
+            ));
+        }
+        run.stderr
+    }
+
+    fn login(&self, token: &str, master: Option<&str>) -> String {
+        let mut args = vec!["login", "--token", token, "--name", "alice"];
+        if let Some(master) = master {
+            args.extend(["--master", master]);
+        }
+        self.ok(&args)
+    }
+
+    /// A new token (`cloudos token create --role ROLE EXTRA…`), the bare token from stdout.
+    fn token(&self, role: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--role", role];
+        args.extend_from_slice(extra);
+        self.ok(&args).trim().to_owned()
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let out = self.ok(&["node", "list", "-o", "json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| {
+            self.lab
+                .fail(&format!("node list is not JSON ({e}): {out}"))
+        })
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.ok(&["status", "-o", "json"]);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| self.lab.fail(&format!("status is not JSON ({e}): {out}")))
+    }
+
+    /// Polls `cloudos node list` until `name` is in `state`.
+    fn wait_node(&self, name: &str, state: NodeState, timeout: Duration) -> NodeInfo {
+        self.lab
+            .wait_for(&format!("{name} to be {state:?}"), timeout, || {
+                self.nodes()
+                    .into_iter()
+                    .find(|n| n.name == name && n.state == state)
+            })
+    }
+}
+
+/// The serial of the certificate an agent keeps in `data/agent/node.crt`.
+fn cert_serial(data: &Path) -> Option<String> {
+    let pem = std::fs::read_to_string(data.join("agent/node.crt")).ok()?;
+    let der = pki::cert_from_pem(&pem, "node").ok()?;
+    Some(pki::inspect_cert(&der).ok()?.serial.as_str().to_owned())
+}
+
+fn names(nodes: &[NodeInfo]) -> Vec<String> {
+    let mut names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------- tests
+
+/// The admin token is printed on the master's stdout; `cloudos login` works with the
+/// address and, with another admin token, without it (mDNS across the bridge); `status`
+/// shows the CA pin the master printed.
+#[test]
+fn admin_logs_in_by_address_and_by_mdns() {
+    let Some(lab) = Lab::new() else { return };
+    let m_host = lab.host(2);
+    let master = lab.master("master-1", &m_host, &lab.path("master"), &[]);
+    let pin = master
+        .pin
+        .clone()
+        .unwrap_or_else(|| lab.fail("the master printed no CA pin"));
+
+    let alice = lab.admin("alice");
+    let said = alice.login(&master.token(&lab), Some(&master.addr));
+    assert!(
+        said.contains(&format!("logged in to cluster lab at {}", master.addr)),
+        "{said}"
+    );
+    let status = alice.status();
+    assert_eq!(status["cluster_name"], "lab", "{status}");
+    assert_eq!(status["ca_pin"], pin.as_str(), "{status}");
+
+    // `cloudos discover` sees the master across the bridge.
+    let found = alice.ok(&["discover", "-o", "json", "--timeout", "3s"]);
+    assert!(found.contains(&format!("\"{}\"", m_host.ip())), "{found}");
+
+    // The bootstrap token had one use; a second admin logs in by mDNS with a new one.
+    let bob = lab.admin("bob");
+    let again = bob.fails(&[
+        "login",
+        "--token",
+        &master.token(&lab),
+        "--master",
+        &master.addr,
+    ]);
+    assert!(again.contains("has no uses left"), "{again}");
+    let token = alice.token("admin", &["--ttl", "10m"]);
+    let said = bob.login(&token, None);
+    assert!(
+        said.contains(&format!("logged in to cluster lab at {}", master.addr)),
+        "{said}"
+    );
+    assert_eq!(bob.status()["ca_pin"], pin.as_str());
+}
+
+/// Two agents started with only a token find the master by mDNS and are Ready; a rogue
+/// master (another CA, same cluster name, same service) on the same LAN gets neither.
+#[test]
+fn agents_find_their_master_by_mdns_and_ignore_a_rogue_one() {
+    let Some(lab) = Lab::new() else { return };
+    let (m_host, rogue_host) = (lab.host(2), lab.host(3));
+    let master = lab.master("master-1", &m_host, &lab.path("master"), &[]);
+    let rogue = lab.master("rogue", &rogue_host, &lab.path("rogue"), &[]);
+    assert_ne!(master.pin, rogue.pin, "two clusters, two CAs");
+
+    let alice = lab.admin("alice");
+    alice.login(&master.token(&lab), Some(&master.addr));
+    let token = alice.token("compute", &[]);
+    let mallory = lab.admin("mallory");
+    mallory.login(&rogue.token(&lab), Some(&rogue.addr));
+
+    let (h4, h5) = (lab.host(4), lab.host(5));
+    let _n1 = lab.agent("n1", &h4, &lab.path("n1"), Some(&token), None);
+    let _n2 = lab.agent("n2", &h5, &lab.path("n2"), Some(&token), None);
+    for (name, ip) in [("n1", h4.ip()), ("n2", h5.ip())] {
+        let node = alice.wait_node(name, NodeState::Ready, Duration::from_secs(40));
+        assert_eq!(node.address, ip, "{node:?}");
+        assert!(node.telemetry.is_some(), "{node:?}");
+    }
+    assert_eq!(names(&alice.nodes()), ["n1", "n2"]);
+    assert!(
+        mallory.nodes().is_empty(),
+        "the rogue master got a node\n{}",
+        lab.dump()
+    );
+}
+
+/// A killed agent turns NotReady; started again without a token it rejoins with its
+/// stored identity under the same name and is Ready.
+#[test]
+fn a_stopped_agent_turns_not_ready_and_comes_back_without_a_token() {
+    let Some(lab) = Lab::new() else { return };
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &["--uses", "1"]);
+
+    let h4 = lab.host(4);
+    let data = lab.path("n1");
+    let mut agent = cluster.ready_agent("n1", &h4, &data, Some(&token));
+    let first = alice.wait_node("n1", NodeState::Ready, Duration::ZERO);
+
+    agent.stop_with(libc::SIGKILL);
+    alice.wait_node("n1", NodeState::NotReady, Duration::from_secs(15));
+
+    let _agent = cluster.ready_agent("n1", &h4, &data, None);
+    let back = alice.wait_node("n1", NodeState::Ready, Duration::ZERO);
+    assert_eq!(
+        back.joined_at, first.joined_at,
+        "the same node, not a new join"
+    );
+    assert_eq!(names(&alice.nodes()), ["n1"]);
+}
+
+/// With `--cert-lifetime 3m` (renewal due 20 s after the join, as the certificates start
+/// 5 minutes in the past) the agent gets a new certificate and stays Ready.
+#[test]
+fn an_agent_renews_its_certificate_and_stays_ready() {
+    let Some(lab) = Lab::new() else { return };
+    let cluster = lab.cluster(&["--cert-lifetime", "3m"]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h4 = lab.host(4);
+    let data = lab.path("n1");
+    let _agent = cluster.ready_agent("n1", &h4, &data, Some(&token));
+    let first = cert_serial(&data).unwrap_or_else(|| lab.fail("no node certificate"));
+
+    let renewed = lab.wait_for("a renewed certificate", Duration::from_secs(60), || {
+        cert_serial(&data).filter(|s| *s != first)
+    });
+    assert_ne!(renewed, first);
+    // Still Ready on the new certificate: heartbeats keep coming after the renewal.
+    let before = alice.wait_node("n1", NodeState::Ready, Duration::from_secs(10));
+    let after = lab.wait_for(
+        "a heartbeat after the renewal",
+        Duration::from_secs(10),
+        || {
+            alice.nodes().into_iter().find(|n| {
+                n.name == "n1" && n.state == NodeState::Ready && n.last_seen > before.last_seen
+            })
+        },
+    );
+    assert_eq!(after.state, NodeState::Ready);
+}
+
+/// Every bad token gets its own clear error through the CLI, and none of them leaves
+/// credentials behind or a node in the list.
+#[test]
+fn bad_tokens_and_addresses_get_clear_errors() {
+    let Some(lab) = Lab::new() else { return };
+    let cluster = lab.cluster(&[]);
+    let (m_host, master, alice) = (&cluster.host, &cluster.master, &cluster.alice);
+    let other_host = lab.host(3);
+    let other = lab.master("other", &other_host, &lab.path("other"), &["--no-mdns"]);
+    let eve = lab.admin("eve");
+    let login_fails = |token: &str, addr: &str| -> String {
+        let err = eve.fails(&["login", "--token", token, "--master", addr]);
+        let status = eve.fails(&["status"]);
+        assert!(
+            status.starts_with("error: not logged in: run cloudos login --token"),
+            "a failed login left credentials behind: {status}"
+        );
+        err
+    };
+
+    // Wrong secret: the same id and pin, another secret.
+    let good = alice.token("admin", &[]);
+    let parts: Vec<&str> = good.split('_').collect();
+    let wrong = format!("{}_{}_{}_{}", parts[0], parts[1], "a".repeat(32), parts[3]);
+    let id = parts[1];
+    let err = login_fails(&wrong, &master.addr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: the master refused: wrong secret for token {id}; paste the whole token again"
+        )
+    );
+
+    // Revoked.
+    let said = alice.ok(&["token", "revoke", id]);
+    assert_eq!(said.trim(), format!("token {id} revoked"));
+    let err = login_fails(&good, &master.addr);
+    assert_eq!(
+        err.trim(),
+        format!("error: token {id} was revoked; create a new one with `cloudos token create`")
+    );
+
+    // Used up: one use, used by a node, then tried again.
+    let once = alice.token("compute", &["--uses", "1"]);
+    let once_id = once.split('_').nth(1).unwrap_or_default().to_owned();
+    let h4 = lab.host(4);
+    let _n1 = cluster.ready_agent("n1", &h4, &lab.path("n1"), Some(&once));
+    let h5 = lab.host(5);
+    let mut n2 = lab.agent("n2", &h5, &lab.path("n2"), Some(&once), Some(&master.addr));
+    let status = n2
+        .wait_exit(scaled(Duration::from_secs(20)))
+        .unwrap_or_else(|| lab.fail("an agent with a used-up token kept running"));
+    assert!(!status.success());
+    let want =
+        format!("token {once_id} has no uses left; create a new one with `cloudos token create`");
+    assert!(n2.stderr().contains(&want), "{}", lab.dump());
+
+    // Expired.
+    let short = alice.token("admin", &["--ttl", "1s"]);
+    let short_id = short.split('_').nth(1).unwrap_or_default().to_owned();
+    thread::sleep(Duration::from_millis(1500));
+    let err = login_fails(&short, &master.addr);
+    assert!(
+        err.starts_with(&format!("error: token {short_id} expired at "))
+            && err
+                .trim_end()
+                .ends_with("; create a new one with `cloudos token create`"),
+        "{err}"
+    );
+
+    // A token of another cluster, given this master's address.
+    let foreign = other.token(&lab);
+    let err = login_fails(&foreign, &master.addr);
+    assert!(
+        err.starts_with(
+            "error: CA pin mismatch: this is not the master your token was made for (expected "
+        ) && err
+            .trim_end()
+            .ends_with(&format!("(master at {})", master.addr)),
+        "{err}"
+    );
+
+    // Nothing listens there.
+    let nowhere = format!("{}:{}", m_host.ip(), PORT + 1);
+    let err = login_fails(&alice.token("admin", &[]), &nowhere);
+    assert!(
+        err.starts_with(&format!("error: master unreachable at {nowhere}: ")),
+        "{err}"
+    );
+
+    assert_eq!(names(&alice.nodes()), ["n1"], "only the good join counts");
+}
+
+/// `cloudos node remove` evicts the agent: it forgets its identity and stops.
+#[test]
+fn removing_a_node_evicts_its_agent() {
+    let Some(lab) = Lab::new() else { return };
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h4 = lab.host(4);
+    let data = lab.path("n1");
+    let mut agent = cluster.ready_agent("n1", &h4, &data, Some(&token));
+
+    let said = alice.ok(&["node", "remove", "n1"]);
+    assert_eq!(said.trim(), "node n1 removed; its certificate is revoked");
+    let status = agent
+        .wait_exit(scaled(Duration::from_secs(15)))
+        .unwrap_or_else(|| lab.fail("the evicted agent kept running"));
+    assert!(status.success(), "{status}\n{}", lab.dump());
+    assert!(agent.stderr().contains("evicted"), "{}", lab.dump());
+    assert!(!data.join("agent/node.key").exists(), "identity kept");
+    assert!(alice.nodes().is_empty());
+    let err = alice.fails(&["node", "show", "n1"]);
+    assert!(err.contains("no node named n1"), "{err}");
+}
+
+/// A master killed (SIGKILL) and started again on the same data dir keeps its CA, its
+/// tokens and its nodes; the agents reconnect on their own and the admin's credentials
+/// still work.
+#[test]
+fn a_restarted_master_keeps_its_cluster() {
+    let Some(lab) = Lab::new() else { return };
+    let mut cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let pin = alice.status()["ca_pin"].clone();
+    let token = alice.token("compute", &["--description", "rack 1"]);
+    let token_id = token.split('_').nth(1).unwrap_or_default().to_owned();
+    let (h4, h5) = (lab.host(4), lab.host(5));
+    let _n1 = cluster.ready_agent("n1", &h4, &lab.path("n1"), Some(&token));
+    let _n2 = lab.agent("n2", &h5, &lab.path("n2"), Some(&token), None);
+    alice.wait_node("n2", NodeState::Ready, Duration::from_secs(40));
+
+    let addr = cluster.master.addr.clone();
+    cluster.master.proc.stop_with(libc::SIGKILL);
+    let err = cluster.alice.fails(&["status"]);
+    assert!(
+        err.contains(&format!("master unreachable at {addr}")),
+        "{err}"
+    );
+
+    cluster.master = lab.master("master-1", &cluster.host, &lab.path("master"), &[]);
+    let alice = &cluster.alice;
+    assert_eq!(
+        cluster.master.token, None,
+        "an admin exists: no new bootstrap token"
+    );
+    assert_eq!(alice.status()["ca_pin"], pin, "same CA");
+    for name in ["n1", "n2"] {
+        alice.wait_node(name, NodeState::Ready, Duration::from_secs(30));
+    }
+    assert_eq!(names(&alice.nodes()), ["n1", "n2"]);
+    let tokens = alice.ok(&["token", "list", "-o", "json"]);
+    assert!(tokens.contains(&format!("\"{token_id}\"")), "{tokens}");
+    assert!(tokens.contains("rack 1"), "{tokens}");
+}
