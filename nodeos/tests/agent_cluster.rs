@@ -3,6 +3,8 @@
 //! everything over real TLS on loopback. The admin side uses the same `cluster::client` the
 //! CLI uses.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,79 +15,17 @@ use cloudos_cluster::client::{self, ApiClient, ClientError};
 use cloudos_cluster::store::NodeState;
 use cloudos_cluster::{CaPin, Role, Token};
 use nodeos::agent::{self, AgentConfig, AgentError, Backoff, Outcome};
-use nodeos::master::{Master, MasterConfig};
+
+use common::TestMaster;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const NOT_READY_AFTER: Duration = Duration::from_secs(3);
 const WAIT: Duration = Duration::from_secs(20);
 
-struct TestMaster {
-    addr: SocketAddr,
-    admin_token: Option<Token>,
-    pin: CaPin,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cloudos-agent-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-impl TestMaster {
-    fn start(dir: &Path, listen: SocketAddr, cert_lifetime: Duration) -> TestMaster {
-        let mut config = MasterConfig::new(dir, "master-1");
-        config.listen = listen;
-        config.cluster_name = "lab".to_owned();
-        config.heartbeat_interval = HEARTBEAT;
-        config.not_ready_after = NOT_READY_AFTER;
-        config.cert_lifetime = cert_lifetime;
-        config.mdns = false;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let mut master = Master::open(config).await.expect("master opens");
-                let token = master.take_bootstrap_token();
-                let _ = ready_tx.send((master.local_addr(), token, master.ca_pin()));
-                master
-                    .run(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .expect("master runs");
-            });
-        });
-        let (addr, admin_token, pin) = ready_rx.recv().expect("master started");
-        TestMaster {
-            addr,
-            admin_token,
-            pin,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for TestMaster {
-    fn drop(&mut self) {
-        self.stop();
-    }
+fn start_master(dir: &Path, listen: SocketAddr, cert_lifetime: Duration) -> TestMaster {
+    let mut config = common::config(dir, listen, HEARTBEAT, NOT_READY_AFTER);
+    config.cert_lifetime = cert_lifetime;
+    TestMaster::start(config, 1)
 }
 
 /// Logs in as an admin with the bootstrap token, as `cloudos login` does.
@@ -175,8 +115,8 @@ struct Joined {
 }
 
 async fn joined(name: &str, cert_lifetime: Duration) -> Joined {
-    let dir = temp_dir(name);
-    let master = TestMaster::start(
+    let dir = common::temp_dir(name);
+    let master = start_master(
         &dir.join("master"),
         "127.0.0.1:0".parse().expect("addr"),
         cert_lifetime,
@@ -206,8 +146,8 @@ fn key_mode(data_dir: &Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_survives_a_master_restart_and_rejoins_without_the_token() {
-    let dir = temp_dir("restart");
-    let mut master = TestMaster::start(
+    let dir = common::temp_dir("restart");
+    let mut master = start_master(
         &dir.join("master"),
         "127.0.0.1:0".parse().expect("addr"),
         Duration::from_secs(3600),
@@ -240,7 +180,7 @@ async fn joins_survives_a_master_restart_and_rejoins_without_the_token() {
     );
 
     // Back on the same address with the same state: the agent reconnects on its own.
-    let master = TestMaster::start(&dir.join("master"), addr, Duration::from_secs(3600));
+    let master = start_master(&dir.join("master"), addr, Duration::from_secs(3600));
     let api = admin_again(&master, &api).await;
     // The restarted master may remember the node as Ready: wait for a fresh heartbeat.
     let restarted = std::time::SystemTime::now();
@@ -322,8 +262,8 @@ async fn renews_its_certificate_and_stays_connected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_cluster_is_refused_and_nothing_is_written() {
-    let dir = temp_dir("pin");
-    let master = TestMaster::start(
+    let dir = common::temp_dir("pin");
+    let master = start_master(
         &dir.join("master"),
         "127.0.0.1:0".parse().expect("addr"),
         Duration::from_secs(3600),

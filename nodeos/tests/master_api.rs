@@ -3,6 +3,8 @@
 //! tokio-tungstenite. Each scenario that makes failed joins uses its own source address
 //! (127.0.0.N) so the join rate limit only bites where it is tested.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use nodeos::master::{Master, MasterConfig};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -27,86 +28,17 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
+use common::TestMaster;
+
 const HEARTBEAT: Duration = Duration::from_millis(200);
 const NOT_READY_AFTER: Duration = Duration::from_millis(800);
 
 // ---------------------------------------------------------------- the master
 
-struct TestMaster {
-    addr: SocketAddr,
-    admin_token: Option<String>,
-    pin: CaPin,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cloudos-master-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-impl TestMaster {
-    /// A master on 127.0.0.1 with fast heartbeats, on its own runtime and thread.
-    fn start(dir: &Path) -> TestMaster {
-        let mut config = MasterConfig::new(dir, "master-1");
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.cluster_name = "lab".to_owned();
-        config.heartbeat_interval = HEARTBEAT;
-        config.not_ready_after = NOT_READY_AFTER;
-        config.cert_lifetime = Duration::from_secs(3600);
-        config.mdns = false;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let mut master = Master::open(config).await.expect("master opens");
-                let token = master.take_bootstrap_token().map(|t| t.to_string());
-                ready_tx
-                    .send((master.local_addr(), token, master.ca_pin()))
-                    .expect("report");
-                master
-                    .run(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .expect("master runs");
-            });
-        });
-        let (addr, admin_token, pin) = ready_rx.recv().expect("master started");
-        TestMaster {
-            addr,
-            admin_token,
-            pin,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the master and waits until its store is closed.
-    fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for TestMaster {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
+/// A master on 127.0.0.1 with fast heartbeats.
+fn start_master(dir: &Path) -> TestMaster {
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    TestMaster::start(common::config(dir, listen, HEARTBEAT, NOT_READY_AFTER), 2)
 }
 
 // ---------------------------------------------------------------- the clients
@@ -258,8 +190,9 @@ async fn join(m: &TestMaster, from: IpAddr, token: &str, name: &str) -> Credenti
 async fn join_admin(m: &TestMaster) -> Credentials {
     let token = m
         .admin_token
-        .clone()
-        .expect("bootstrap token on first start");
+        .as_ref()
+        .expect("bootstrap token on first start")
+        .to_string();
     join(m, src(1), &token, "alice").await
 }
 
@@ -392,8 +325,8 @@ struct Fixture {
 }
 
 async fn fixture(name: &str) -> Fixture {
-    let dir = temp_dir(name);
-    let m = TestMaster::start(&dir);
+    let dir = common::temp_dir(name);
+    let m = start_master(&dir);
     let admin = join_admin(&m).await;
     let a = admin.client(src(1));
     Fixture { m, dir, admin, a }
@@ -401,7 +334,7 @@ async fn fixture(name: &str) -> Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.m.shutdown();
+        self.m.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -602,7 +535,7 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     assert_eq!(names, ["used"], "no node added");
 
     // The bootstrap token had one use.
-    let again = m.admin_token.clone().expect("token");
+    let again = m.admin_token.as_ref().expect("token").to_string();
     let reply = try_join(m, src(20), &again, "bob")
         .await
         .err()
@@ -859,15 +792,15 @@ async fn removing_a_node_evicts_it_and_revokes_its_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_ca_tokens_and_nodes() {
-    let dir = temp_dir("restart");
-    let m = TestMaster::start(&dir);
+    let dir = common::temp_dir("restart");
+    let mut m = start_master(&dir);
     let pin = m.pin;
     let admin = join_admin(&m).await;
     let token = compute_token(&m, &admin.client(src(1))).await;
     join(&m, src(2), &token, "n1").await;
     m.stop();
 
-    let m = TestMaster::start(&dir);
+    let mut m = start_master(&dir);
     assert_eq!(m.pin, pin, "same CA");
     assert_eq!(
         m.admin_token, None,
