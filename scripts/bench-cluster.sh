@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Cluster benchmarks (issue 3): join latency on a namespace bridge, and one master process
+# under a load generator of simulated agents. Prints a Markdown table; with --readme, puts
+# it into README.md between the bench-cluster markers. Needs root (network namespaces).
+#
+#   scripts/bench-cluster.sh [--runs N] [--agents N] [--seconds S] [--readme]
+#
+# Both the master and the generator are release builds; they share this machine's cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+README=
+ARGS=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --runs | --agents | --seconds) ARGS+=("$1" "$2"); shift 2 ;;
+    --readme) README=1; shift ;;
+    *) echo "usage: $0 [--runs N] [--agents N] [--seconds S] [--readme]" >&2; exit 2 ;;
+    esac
+done
+
+cargo build --release -p nodeos -p cloudos-bench
+TABLE=$(target/release/cluster-bench --nodeos target/release/nodeos "${ARGS[@]}")
+CAPTION="The load generator runs on the same $(nproc) cores as the master, so the round trips include its scheduling delays; the master's CPU and memory are its own process's (/proc)."
+TABLE="$TABLE
+
+$CAPTION"
+echo "$TABLE"
+
+if [[ -n $README ]]; then
+    python3 - "$TABLE" <<'PY'
+import sys
+table = sys.argv[1]
+text = open("README.md").read()
+begin, end = "<!-- bench-cluster:begin -->", "<!-- bench-cluster:end -->"
+if begin not in text:
+    sys.exit("README.md has no bench-cluster markers")
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+open("README.md", "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
+PY
+fi
