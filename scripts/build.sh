@@ -6,6 +6,7 @@
 #   out/<arch>/vmlinuz                 the pinned Debian kernel
 #   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
 #   out/<arch>/floor-initramfs.img     busybox floor for the boot benchmark
+#   out/<arch>/cloudos                 the admin CLI, static
 #   out/cloudos-<version>-<arch>.iso   BIOS+UEFI live ISO (iso/build.sh)
 #
 # --init PATH uses PATH (any static binary) as /init instead of building nodeos.
@@ -69,6 +70,11 @@ if [[ -z $INIT ]]; then
     cargo build --release "${LOCKED[@]}" -q -p nodeos --target "$TARGET"
     INIT=$ROOT/target/$TARGET/release/nodeos
 fi
+
+# The admin's CLI, static, next to the images (it runs on any Linux of the arch).
+step "building the cloudos CLI ($TARGET)"
+cargo build --release "${LOCKED[@]}" -q -p cloudos-cli --target "$TARGET"
+install -m 0755 "$ROOT/target/$TARGET/release/cloudos" "$OUT/cloudos"
 [[ -f $INIT ]] || die "init binary $INIT not found"
 if file -b "$INIT" 2>/dev/null | grep -q 'dynamically linked'; then
     die "$INIT is dynamically linked; /init must be static"

@@ -32,5 +32,9 @@ cargo test --workspace --locked --exclude cloudos-tests
 step "images"
 scripts/build.sh
 
+# The namespace tests run the debug binaries as separate processes.
+step "host binaries for the multi-process tests"
+cargo build --locked -q -p nodeos -p cloudos-cli
+
 step "QEMU tests (at most two guests at a time)"
 cargo test -p cloudos-tests --locked -- --test-threads=2

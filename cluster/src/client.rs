@@ -362,8 +362,8 @@ fn joined(
     })
 }
 
-/// The name to verify a serving certificate against later: `host` when the certificate
-/// carries it, else its first DNS name, else its first IP address.
+/// The name to verify a serving certificate against later: the master's own DNS name,
+/// else `host` when the certificate carries it, else its first IP address.
 fn name_to_verify(host: &str, leaf_der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(leaf_der).ok()?;
     let sans = cert.subject_alternative_name().ok()??;
@@ -382,6 +382,12 @@ fn name_to_verify(host: &str, leaf_der: &[u8]) -> Option<String> {
             }
             _ => {}
         }
+    }
+    // The master's own name (its first DNS name besides localhost) stays
+    // valid when its addresses change (a new DHCP lease, a move), so it is
+    // what later connections verify; the dialled host is the fallback.
+    if let Some(own) = dns.iter().find(|d| d.as_str() != "localhost") {
+        return Some(own.clone());
     }
     let named = match host.parse::<IpAddr>() {
         Ok(ip) => ips.contains(&ip),
@@ -944,8 +950,8 @@ mod tests {
         .expect("join");
         assert_eq!((id.cluster_name.as_str(), id.role), ("lab", Role::Admin));
         assert_eq!(
-            id.master_name, "127.0.0.1",
-            "the dialled IP is in the certificate"
+            id.master_name, "master.lan",
+            "the master's own name outlives its address"
         );
         assert!(id.key_pem.contains("PRIVATE KEY"));
         assert!(!format!("{id:?}").contains("PRIVATE KEY"));

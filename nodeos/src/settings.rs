@@ -135,6 +135,8 @@ pub struct Settings {
     pub token: Option<Secret>,
     /// `host:port` of the master (`cloudos.master`); mDNS finds it otherwise.
     pub master: Option<String>,
+    /// The cluster's name when this node creates it as master (`cloudos.cluster`).
+    pub cluster: Option<String>,
     /// Node labels for scheduling (`cloudos.labels=zone=a,disk=ssd`).
     pub labels: std::collections::BTreeMap<String, String>,
 }
@@ -288,6 +290,12 @@ impl Settings {
                 Ok(address) => self.master = Some(address),
                 Err(reason) => warn(reason),
             },
+            "cluster" => match validate_hostname(value) {
+                Ok(()) => self.cluster = Some(value.to_ascii_lowercase()),
+                Err(_) => warn(format!(
+                    "{value:?} is not a valid cluster name (letters, digits and inner hyphens)"
+                )),
+            },
             "labels" => match parse_labels(value) {
                 Ok(labels) => self.labels = labels,
                 Err(reason) => warn(reason),
@@ -323,7 +331,7 @@ impl Settings {
 
 const KNOWN_KEYS: &[&str] = &[
     "role", "hostname", "net", "iface", "address", "gateway", "dns", "debug", "token", "master",
-    "labels", "fault",
+    "cluster", "labels", "fault",
 ];
 
 /// The master's API port when `cloudos.master` names only a host.
@@ -545,11 +553,12 @@ mod tests {
     fn cluster_keys_are_read_and_the_token_never_shown() {
         let pin = cloudos_cluster::CaPin::from_hex(&"ab".repeat(32)).unwrap();
         let token = cloudos_cluster::Token::generate(pin).unwrap().to_string();
-        let cmdline = format!("cloudos.role=compute cloudos.token={token} cloudos.master=10.0.0.1 cloudos.labels=zone=a,disk=ssd");
+        let cmdline = format!("cloudos.role=compute cloudos.token={token} cloudos.master=10.0.0.1 cloudos.labels=zone=a,disk=ssd cloudos.cluster=Lab");
         let (s, w) = Settings::load(None, &cmdline);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(s.token.as_ref().map(Secret::expose), Some(token.as_str()));
         assert_eq!(s.master.as_deref(), Some("10.0.0.1:9443"));
+        assert_eq!(s.cluster.as_deref(), Some("lab"));
         assert_eq!(s.labels.get("disk").map(String::as_str), Some("ssd"));
         let secret = token.split('_').nth(2).unwrap();
         assert!(!format!("{s:?}").contains(secret));

@@ -106,6 +106,11 @@ pub fn floor_initramfs(arch: Arch) -> Result<PathBuf, ImageError> {
     )
 }
 
+/// `out/<arch>/cloudos`: the admin CLI, static, as an admin would download it.
+pub fn cloudos_cli(arch: Arch) -> Result<PathBuf, ImageError> {
+    existing("cloudos CLI", out_dir().join(arch.as_str()).join("cloudos"))
+}
+
 /// The ISO: the single file matching `out/cloudos-*-<arch>.iso`.
 pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
     let dir = out_dir();
@@ -212,4 +217,35 @@ pub fn data_disk(config: &str, size_mb: u64) -> Result<tempfile::TempPath, Image
         });
     }
     Ok(image)
+}
+
+/// Replaces `config.toml` on a data disk made by [`data_disk`] (with the VM
+/// that used it powered off), as an operator editing the node's settings
+/// would. Uses `debugfs`, so nothing is mounted on the host.
+pub fn rewrite_config(disk: &Path, config: &str) -> Result<(), ImageError> {
+    let dir = tempfile::tempdir().map_err(io_error("creating a temp dir for", disk))?;
+    let file = dir.path().join("config.toml");
+    fs::write(&file, config).map_err(io_error("writing", &file))?;
+    for request in [
+        "rm config.toml".to_string(),
+        format!("write {} config.toml", file.display()),
+    ] {
+        let output = std::process::Command::new("debugfs")
+            .args(["-w", "-R", &request])
+            .arg(disk)
+            .output()
+            .map_err(io_error("running debugfs on", disk))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // debugfs exits 0 even when a request fails; its complaint is on
+        // stderr. Removing a file that is not there is fine.
+        let write_failed = request.starts_with("write") && stderr.to_lowercase().contains("error");
+        if !output.status.success() || write_failed {
+            return Err(ImageError::Io {
+                action: "debugfs",
+                path: disk.to_path_buf(),
+                source: std::io::Error::other(stderr.into_owned()),
+            });
+        }
+    }
+    Ok(())
 }

@@ -126,6 +126,16 @@ impl TestNet {
         Ok(tap)
     }
 
+    /// Adds a tap and returns the [`Network`] for a VM with this MAC: a
+    /// machine that boots again keeps its MAC, and so its DHCP lease.
+    pub fn vm_network_with_mac(&self, mac: &str) -> Result<Network, NetError> {
+        Ok(Network::Tap {
+            netns: self.name.clone(),
+            tap_name: self.add_tap()?,
+            mac: mac.to_string(),
+        })
+    }
+
     /// Adds a tap and returns the [`Network`] for a VM on it, with a MAC
     /// unique within this namespace (`52:54:00:77:<ns>:<tap>`).
     pub fn vm_network(&self) -> Result<Network, NetError> {

@@ -105,7 +105,11 @@ impl MasterConfig {
     /// The master under PID 1: defaults, the data partition, the node's host name.
     pub fn from_settings(settings: &Settings) -> Self {
         let node_name = settings.hostname.clone().unwrap_or_else(host_name);
-        MasterConfig::new(DEFAULT_DATA_DIR, node_name)
+        let mut config = MasterConfig::new(DEFAULT_DATA_DIR, node_name);
+        if let Some(cluster) = &settings.cluster {
+            config.cluster_name = cluster.clone();
+        }
+        config
     }
 }
 

@@ -1,0 +1,267 @@
+//! A cluster of real ISO boots on a private bridge: a master VM and compute
+//! VMs whose only settings are a role and a join token (in the config.toml on
+//! their data disk, the file the installer writes). The compute nodes find the
+//! master by mDNS, join, and show Ready in `cloudos node list`, run from the
+//! host side of the bridge as an admin's laptop would. At most two VMs run at
+//! once (this host has two cores), so the compute nodes take turns.
+//! Needs root (namespaces, taps) and `scripts/build.sh` first.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
+
+fn boot_timeout() -> Duration {
+    scaled(Duration::from_secs(300))
+}
+
+/// An admin's laptop on the bridge: the `cloudos` CLI with its own config dir.
+struct Admin<'a> {
+    net: &'a TestNet,
+    cli: PathBuf,
+    config: tempfile::TempDir,
+}
+
+impl Admin<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        self.net
+            .command(self.cli.to_str().expect("utf-8 path"))
+            .arg("--config")
+            .arg(self.config.path())
+            .args(args)
+            .output()
+            .expect("running cloudos")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cloudos {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The state of each node in `cloudos node list -o json`.
+    fn node_states(&self) -> Vec<(String, String)> {
+        let json: serde_json::Value =
+            serde_json::from_str(&self.ok(&["node", "list", "-o", "json"]))
+                .expect("node list is JSON");
+        json.as_array()
+            .expect("a list")
+            .iter()
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap_or_default().to_string(),
+                    n["state"].as_str().unwrap_or_default().to_ascii_lowercase(),
+                )
+            })
+            .collect()
+    }
+
+    /// Polls the node list until `node` is in `state`.
+    fn wait_for_state(&self, node: &str, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states = self.node_states();
+            if states.iter().any(|(n, s)| n == node && s == state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node} not {state} after {timeout:?}: {states:?}"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Boots the ISO with a data disk. Each machine has its own fixed MAC
+/// (`52:54:00:c1:00:<n>`), as a real one would across reboots.
+fn boot(net: &TestNet, name: &str, disk: &Path) -> Vm {
+    let n: u32 = name.bytes().map(u32::from).sum::<u32>() & 0xff;
+    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    VmBuilder::new(Arch::X86_64)
+        .name(name)
+        .memory_mb(768)
+        .boot(BootSource::Cdrom(iso))
+        .disk(disk.to_path_buf())
+        .network(
+            net.vm_network_with_mac(&format!("52:54:00:c1:00:{n:02x}"))
+                .expect("tap"),
+        )
+        .spawn()
+        .expect("starting QEMU")
+}
+
+/// The first group of the first console line matching `pattern`, anywhere
+/// in the output so far or still to come.
+fn first_capture(vm: &Vm, pattern: &str, what: &str) -> String {
+    let regex = regex::Regex::new(pattern).expect("a valid regex");
+    let deadline = Instant::now() + boot_timeout();
+    loop {
+        if let Some(found) = regex.captures(&vm.serial().contents()) {
+            return found[1].to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}:\n{}",
+            vm.serial().tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn power_off(vm: &Vm) {
+    vm.monitor("system_powerdown").expect("monitor");
+    vm.wait_exit(scaled(Duration::from_secs(90)))
+        .expect("VM did not power off");
+}
+
+fn compute_config(name: &str, token: Option<&str>) -> String {
+    let mut config = format!("role = \"compute\"\nhostname = \"{name}\"\n");
+    if let Some(token) = token {
+        config.push_str(&format!("token = \"{token}\"\n"));
+    }
+    config
+}
+
+#[test]
+fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq");
+    let admin = Admin {
+        net: &net,
+        cli: images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        config: tempfile::tempdir().expect("temp dir"),
+    };
+
+    // The master: first start creates the cluster and shows one admin token.
+    let master_disk = images::data_disk(
+        "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n",
+        64,
+    )
+    .expect("disk");
+    let master = boot(&net, "master-1", &master_disk);
+    // These lines come in an order that depends on DHCP timing.
+    let admin_token = first_capture(
+        &master,
+        r"admin token: (cloudos1_\S+)",
+        "no admin token shown",
+    );
+    let address = first_capture(
+        &master,
+        r"eth0: dhcp lease (10\.77\.0\.\d+)/24",
+        "master got no address",
+    );
+    first_capture(&master, r"(master listening on)", "master API not up");
+
+    let endpoint = format!("{address}:9443");
+    admin.ok(&["login", "--token", &admin_token, "--master", &endpoint]);
+    let status = admin.ok(&["status", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["cluster_name"], "lab", "{status}");
+    let pin = status["ca_pin"].as_str().expect("pin").to_string();
+
+    // A compute token that two nodes will use; it never appears on a console.
+    let token = admin
+        .ok(&["token", "create", "--role", "compute", "--uses", "2"])
+        .trim()
+        .to_string();
+    let secret = token.split('_').nth(2).expect("token secret").to_string();
+
+    // node-1 knows only its role and token: it finds the master by mDNS.
+    let node1_disk = images::data_disk(&compute_config("node-1", Some(&token)), 64).expect("disk");
+    let node1 = boot(&net, "node-1", &node1_disk);
+    node1
+        .serial()
+        .wait_for("joined cluster lab", boot_timeout())
+        .expect("node-1 did not join");
+    admin.wait_for_state("node-1", "ready", scaled(Duration::from_secs(60)));
+    assert!(
+        !node1.serial().contents().contains(&secret),
+        "the join token's secret is on node-1's console"
+    );
+    assert!(
+        !master.serial().contents().contains(&secret),
+        "the join token's secret is on the master's console"
+    );
+
+    // Power off node-1: the master notices.
+    power_off(&node1);
+    drop(node1);
+    admin.wait_for_state("node-1", "not_ready", scaled(Duration::from_secs(60)));
+
+    // Restart the master on the same disk: CA, tokens and nodes survive, and
+    // no second admin token is shown (the first one has been used).
+    power_off(&master);
+    drop(master);
+    let master = boot(&net, "master-1", &master_disk);
+    first_capture(
+        &master,
+        r"(master listening on)",
+        "master did not come back",
+    );
+    let again = first_capture(
+        &master,
+        r"eth0: dhcp lease (10\.77\.0\.\d+)/24",
+        "master got no address",
+    );
+    assert_eq!(
+        again, address,
+        "the DHCP server gave the master another address"
+    );
+    assert!(
+        !master.serial().contents().contains("admin token:"),
+        "a used admin token was replaced after restart"
+    );
+    let status: serde_json::Value = serde_json::from_str(&admin.ok(&["status", "-o", "json"]))
+        .expect("status JSON after restart");
+    assert_eq!(
+        status["ca_pin"].as_str(),
+        Some(pin.as_str()),
+        "the CA changed across a restart"
+    );
+    assert!(
+        admin.node_states().iter().any(|(n, _)| n == "node-1"),
+        "node-1 forgotten by the restarted master"
+    );
+    let tokens = admin.ok(&["token", "list", "-o", "json"]);
+    assert!(
+        tokens.contains(token.split('_').nth(1).expect("id")),
+        "token lost across a restart: {tokens}"
+    );
+
+    // node-1 boots again without a token: its identity on the data disk is enough.
+    images::rewrite_config(&node1_disk, &compute_config("node-1", None))
+        .expect("editing node-1's config");
+    let node1 = boot(&net, "node-1", &node1_disk);
+    node1
+        .serial()
+        .wait_for("connected to master", boot_timeout())
+        .expect("node-1 did not reconnect");
+    admin.wait_for_state("node-1", "ready", scaled(Duration::from_secs(60)));
+    power_off(&node1);
+    drop(node1);
+
+    // node-2 uses the token's second use.
+    let node2_disk = images::data_disk(&compute_config("node-2", Some(&token)), 64).expect("disk");
+    let node2 = boot(&net, "node-2", &node2_disk);
+    node2
+        .serial()
+        .wait_for("joined cluster lab", boot_timeout())
+        .expect("node-2 did not join");
+    admin.wait_for_state("node-2", "ready", scaled(Duration::from_secs(60)));
+    let table = admin.ok(&["node", "list"]);
+    assert!(
+        table.contains("node-1") && table.contains("node-2"),
+        "{table}"
+    );
+
+    power_off(&node2);
+    power_off(&master);
+}
