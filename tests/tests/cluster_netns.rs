@@ -551,7 +551,8 @@ fn agents_find_their_master_by_mdns_and_ignore_a_rogue_one() {
     );
 }
 
-/// A killed agent turns NotReady; started again without a token it rejoins with its
+/// An agent whose link goes down turns NotReady (missed heartbeats) and Ready when it comes
+/// back; a killed agent turns NotReady; started again without a token it comes back with its
 /// stored identity under the same name and is Ready.
 #[test]
 fn a_stopped_agent_turns_not_ready_and_comes_back_without_a_token() {
@@ -564,6 +565,14 @@ fn a_stopped_agent_turns_not_ready_and_comes_back_without_a_token() {
     let data = lab.path("n1");
     let mut agent = cluster.ready_agent("n1", &h4, &data, Some(&token));
     let first = alice.wait_node("n1", NodeState::Ready, Duration::ZERO);
+
+    // A pulled cable: no FIN reaches the master, only the heartbeats stop.
+    h4.ip_cmd(&["link", "set", "eth0", "down"])
+        .expect("link down");
+    let silent = alice.wait_node("n1", NodeState::NotReady, Duration::from_secs(15));
+    h4.ip_cmd(&["link", "set", "eth0", "up"]).expect("link up");
+    let again = alice.wait_node("n1", NodeState::Ready, Duration::from_secs(30));
+    assert!(again.last_seen > silent.last_seen, "{again:?}");
 
     agent.stop_with(libc::SIGKILL);
     alice.wait_node("n1", NodeState::NotReady, Duration::from_secs(15));
