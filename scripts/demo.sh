@@ -1,30 +1,117 @@
 #!/usr/bin/env bash
-# The main job: build the images and boot CloudOS in QEMU with its serial
-# console on this terminal. Type `help` at the console for its commands;
-# `poweroff` (or Ctrl-A X) ends the demo.
+# The main job: build the images and boot a local CloudOS cluster in QEMU.
 #
-#   scripts/demo.sh [--uefi]
+#   scripts/demo.sh            a master VM and a compute VM on a private bridge,
+#                              then a shell on the "admin's laptop" with `cloudos`
+#                              logged in; leave the shell to stop everything
+#   scripts/demo.sh --single   one node, its serial console on this terminal
+#                              (type `help` there; Ctrl-A X quits QEMU)
 #
-# The guest gets QEMU's user network with restrict=on: DHCP works, nothing
-# leaves this machine. Needs root for the first run (apt-get).
+# Everything stays on this machine: the cluster's LAN is a bridge inside a
+# network namespace with its own DHCP server, and the VMs have no other
+# network. The compute VM knows nothing but its role and a join token (in the
+# config.toml on its data disk); it finds the master by mDNS. Run as root.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-FIRMWARE=(-M pc)
-if [[ ${1:-} == --uefi ]]; then
-    VARS=$(mktemp --suffix=.fd)
-    trap 'rm -f "$VARS"' EXIT
-    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$VARS"
-    FIRMWARE=(-M q35
-        -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd
-        -drive "if=pflash,format=raw,unit=1,file=$VARS")
-fi
+MODE=cluster
+[[ ${1:-} == --single ]] && MODE=single
 
 scripts/deps.sh
 scripts/build.sh
 ISO=$(ls out/cloudos-*-x86_64.iso)
-echo "==> booting $ISO (Ctrl-A X quits QEMU)" >&2
-qemu-system-x86_64 -accel tcg "${FIRMWARE[@]}" -m 1024 -smp 2 -nographic -no-reboot \
-    -cdrom "$ISO" \
-    -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
+CLI=$ROOT/out/x86_64/cloudos
+
+if [[ $MODE == single ]]; then
+    echo "==> booting $ISO (Ctrl-A X quits QEMU)" >&2
+    exec qemu-system-x86_64 -accel tcg -M pc -m 1024 -nographic -no-reboot \
+        -cdrom "$ISO" -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
+fi
+
+NS=cloudos-demo-$$
+WORK=$(mktemp -d /tmp/cloudos-demo.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+say() { echo "==> $*" >&2; }
+in_ns() { ip netns exec "$NS" "$@"; }
+
+say "private LAN: namespace $NS, bridge br0 10.88.0.1/24, DHCP by dnsmasq"
+ip netns add "$NS"
+in_ns ip link set lo up
+in_ns ip link add br0 type bridge
+in_ns ip addr add 10.88.0.1/24 dev br0
+in_ns ip link set br0 up
+in_ns ip route add 224.0.0.0/4 dev br0
+in_ns dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface=br0 \
+    --bind-interfaces --user=root --dhcp-range=10.88.0.100,10.88.0.199,255.255.255.0,1h \
+    --dhcp-option=option:router,10.88.0.1 --dhcp-leasefile="$WORK/leases" \
+    --pid-file="$WORK/dnsmasq.pid" 2>"$WORK/dnsmasq.log" &
+PIDS+=($!)
+
+# data_disk NAME CONFIG: an ext4 disk labelled CLOUDOS-DATA holding config.toml.
+data_disk() {
+    mkdir -p "$WORK/$1.d"
+    printf '%s' "$2" >"$WORK/$1.d/config.toml"
+    mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 64M
+}
+
+# boot NAME MAC: the ISO with the node's data disk, serial console to NAME.log.
+boot() {
+    in_ns ip tuntap add dev "tap-$1" mode tap
+    in_ns ip link set "tap-$1" master br0 up
+    in_ns qemu-system-x86_64 -accel tcg -M pc -m 768 -display none -no-reboot \
+        -cdrom "$ISO" -drive "if=virtio,format=raw,file=$WORK/$1.img" \
+        -netdev "tap,id=n0,ifname=tap-$1,script=no,downscript=no" \
+        -device "virtio-net-pci,netdev=n0,mac=$2" \
+        -serial "file:$WORK/$1.log" -monitor none &
+    PIDS+=($!)
+}
+
+# wait_line NAME REGEX: the first match of REGEX on NAME's console (5 min at most).
+wait_line() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if grep -aoE "$2" "$WORK/$1.log" 2>/dev/null | head -1 | grep .; then return 0; fi
+        sleep 0.5
+    done
+    echo "demo.sh: no '$2' on $1's console; its last lines:" >&2
+    tail -20 "$WORK/$1.log" >&2
+    exit 1
+}
+
+say "booting master-1 (QEMU, TCG: about a minute)"
+data_disk master-1 $'role = "master"\nhostname = "master-1"\ncluster = "demo"\n'
+boot master-1 52:54:00:88:00:01
+ADMIN_TOKEN=$(wait_line master-1 'admin token: cloudos1_[a-z0-9_]+' | sed 's/admin token: //')
+MASTER_IP=$(wait_line master-1 'eth0: dhcp lease 10\.88\.0\.[0-9]+' | sed 's/.* //')
+wait_line master-1 'master listening on' >/dev/null
+say "master-1 is up at $MASTER_IP:9443"
+
+export CLOUDOS_CONFIG=$WORK/admin
+in_ns "$CLI" login --token "$ADMIN_TOKEN" --master "$MASTER_IP:9443"
+TOKEN=$(in_ns "$CLI" token create --role compute --uses 1 --description demo 2>/dev/null)
+
+say "booting node-1 with only a role and a join token"
+data_disk node-1 "role = \"compute\""$'\n'"hostname = \"node-1\""$'\n'"token = \"$TOKEN\""$'\n'
+boot node-1 52:54:00:88:00:02
+wait_line node-1 'joined cluster demo' >/dev/null
+sleep 3
+in_ns "$CLI" node list
+
+cat >&2 <<EOF
+
+==> The cluster is up. You are on the admin's laptop (inside the demo LAN):
+      cloudos status | cloudos node list | cloudos node show node-1
+      cloudos token list | cloudos discover
+    Consoles: $WORK/master-1.log, $WORK/node-1.log
+    Leave the shell (exit) to power everything off.
+EOF
+in_ns env PATH="$(dirname "$CLI"):$PATH" CLOUDOS_CONFIG="$CLOUDOS_CONFIG" PS1='cloudos-demo# ' \
+    bash --norc -i || true

@@ -71,11 +71,35 @@ pub fn browse(timeout: Duration) -> Result<Vec<DiscoveredMaster>, DiscoveryError
 
 /// Like [`browse`], and also says which instances were skipped and why.
 pub fn browse_report(timeout: Duration) -> Result<BrowseReport, DiscoveryError> {
+    browse_until(timeout, |_| false)
+}
+
+/// The masters whose CA pin prefix matches `full_pin`, returning as soon as
+/// one has answered instead of waiting out `timeout`: a node that knows its
+/// cluster's pin needs one master, and a join should not wait seconds for a
+/// browse to end. Empty if none answered within `timeout`.
+pub fn browse_for_pin(
+    full_pin: &str,
+    timeout: Duration,
+) -> Result<Vec<DiscoveredMaster>, DiscoveryError> {
+    let report = browse_until(timeout, |master| {
+        prefix_matches(&master.pin_prefix, full_pin)
+    })?;
+    Ok(matching_pin(&report.masters, full_pin))
+}
+
+/// Browses until `timeout`, or until a usable master satisfies `enough`.
+fn browse_until(
+    timeout: Duration,
+    enough: impl Fn(&DiscoveredMaster) -> bool,
+) -> Result<BrowseReport, DiscoveryError> {
     let daemon = ServiceDaemon::new()?;
     if let Err(err) = daemon.set_ip_check_interval(IP_CHECK_SECS) {
         log::debug!("mdns set_ip_check_interval: {err}");
     }
-    let found = collect(&daemon, timeout);
+    let found = collect(&daemon, timeout, |service| {
+        to_master(service).is_ok_and(|m| enough(&m))
+    });
     shut_down(&daemon);
     let mut report = BrowseReport::default();
     for service in found?.into_values() {
@@ -98,10 +122,12 @@ pub fn matching_pin(masters: &[DiscoveredMaster], full_pin: &str) -> Vec<Discove
         .collect()
 }
 
-/// Resolved services by full name, as they stand when the timeout ends.
+/// Resolved services by full name, as they stand when the timeout ends or
+/// when one satisfies `enough`.
 fn collect(
     daemon: &ServiceDaemon,
     timeout: Duration,
+    enough: impl Fn(&ResolvedService) -> bool,
 ) -> Result<BTreeMap<String, Box<ResolvedService>>, DiscoveryError> {
     let events = daemon.browse(SERVICE_TYPE)?;
     let deadline = Instant::now() + timeout;
@@ -109,7 +135,11 @@ fn collect(
     loop {
         match events.recv_deadline(deadline) {
             Ok(ServiceEvent::ServiceResolved(service)) => {
+                let done = enough(&service);
                 found.insert(service.fullname.clone(), service);
+                if done {
+                    break;
+                }
             }
             Ok(ServiceEvent::ServiceRemoved(_, fullname)) => {
                 found.remove(&fullname);

@@ -18,8 +18,8 @@ mod txt;
 
 pub use advertise::{AdvertiseHandle, Advertiser, MasterAd, GOODBYE_GRACE};
 pub use browse::{
-    browse, browse_report, matching_pin, BrowseReport, DiscoveredMaster, SkippedMaster,
-    SERVICE_TYPE,
+    browse, browse_for_pin, browse_report, matching_pin, BrowseReport, DiscoveredMaster,
+    SkippedMaster, SERVICE_TYPE,
 };
 pub use error::DiscoveryError;
 pub use txt::{parse_txt, pin_prefix, MasterTxt, SkippedKey, PIN_PREFIX_LEN, TXT_VERSION};

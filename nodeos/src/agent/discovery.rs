@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use cloudos_cluster::CaPin;
-use cloudos_discovery::{browse, matching_pin, DiscoveredMaster};
+use cloudos_discovery::{browse_for_pin, DiscoveredMaster};
 
 /// `sha256:` and the first 16 hex digits of `pin`, for log lines.
 pub fn short_pin(pin: &CaPin) -> String {
@@ -14,22 +14,15 @@ pub fn short_pin(pin: &CaPin) -> String {
     format!("sha256:{}…", &hex[..16.min(hex.len())])
 }
 
-/// Browses for `timeout` and returns `host:port` candidates of the masters whose CA pin
-/// prefix matches `pin`, best first.
+/// Browses until a master whose CA pin prefix matches `pin` answers (or
+/// `timeout` passes) and returns its `host:port` candidates, best first.
+/// Masters of other clusters (another CA) are never candidates.
 pub async fn find_masters(pin: CaPin, timeout: Duration) -> Result<Vec<String>, String> {
-    let masters = tokio::task::spawn_blocking(move || browse(timeout))
+    let full_pin = pin.to_string();
+    let matching = tokio::task::spawn_blocking(move || browse_for_pin(&full_pin, timeout))
         .await
         .map_err(|e| format!("the mDNS browse stopped: {e}"))?
         .map_err(|e| e.to_string())?;
-    let matching = matching_pin(&masters, &pin.to_string());
-    for other in masters.iter().filter(|m| !matching.contains(m)) {
-        log::info!(
-            "ignoring master {:?} of cluster {:?}: its CA (sha256:{}…) is not the one the token names",
-            other.instance,
-            other.cluster,
-            other.pin_prefix
-        );
-    }
     Ok(matching.iter().flat_map(candidates).collect())
 }
 

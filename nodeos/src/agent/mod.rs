@@ -174,6 +174,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
     let mut retry = config.retry.start();
     // After a failed renewal, the next attempt waits this long instead of looping.
     let mut renew_not_before = OffsetDateTime::UNIX_EPOCH;
+    let mut unreachable_in_a_row = 0u32;
     loop {
         let api = ApiClient::from_identity(&identity.joined).map_err(AgentError::BadIdentity)?;
         let now = OffsetDateTime::now_utc();
@@ -205,7 +206,10 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         let deadline = tokio::time::Instant::now() + renew_in;
         let addr = api.address();
         match connection::session(&api, &facts, &mut sampler, deadline).await {
-            Ok(SessionEnd::RenewDue) => retry.reset(),
+            Ok(SessionEnd::RenewDue) => {
+                unreachable_in_a_row = 0;
+                retry.reset()
+            }
             Ok(SessionEnd::Evicted(reason)) => {
                 log::warn!(
                     "evicted from cluster {}: {reason}; forgetting this node's identity",
@@ -227,6 +231,17 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
                 let delay = retry.next_delay();
                 match e {
                     ClientError::Unreachable { .. } => {
+                        unreachable_in_a_row += 1;
+                        // A master found by mDNS may come back at another address
+                        // (a new DHCP lease): look for it again by its CA.
+                        if config.master.is_none() && unreachable_in_a_row >= 2 {
+                            if let Some(moved) = rediscover(&config, &identity).await {
+                                identity.joined.master_addr = moved;
+                                store.save(&identity)?;
+                                unreachable_in_a_row = 0;
+                                continue;
+                            }
+                        }
                         log::warn!("{e}; retrying in {}", backoff::show(delay))
                     }
                     _ => log::warn!(
@@ -238,6 +253,25 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
             }
         }
     }
+}
+
+/// The master of this node's cluster at a new address, found by mDNS and
+/// recognised by its CA pin; `None` if it is not on the LAN or has not moved.
+async fn rediscover(config: &AgentConfig, identity: &StoredIdentity) -> Option<String> {
+    let ca = cloudos_cluster::pki::cert_from_pem(&identity.joined.ca_pem, "cluster CA").ok()?;
+    let pin = cloudos_cluster::CaPin::of_cert(&ca).ok()?;
+    let found = discovery::find_masters(pin, config.discover_timeout)
+        .await
+        .ok()?;
+    let moved = found
+        .into_iter()
+        .find(|addr| *addr != identity.joined.master_addr)?;
+    log::info!(
+        "master of cluster {} moved from {} to {moved} (found by mDNS)",
+        identity.joined.cluster_name,
+        identity.joined.master_addr
+    );
+    Some(moved)
 }
 
 fn is_expired(id: &StoredIdentity) -> bool {
