@@ -59,7 +59,7 @@ PIDS+=($!)
 data_disk() {
     mkdir -p "$WORK/$1.d"
     printf '%s' "$2" >"$WORK/$1.d/config.toml"
-    mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 64M
+    mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 64M >/dev/null
 }
 
 # boot NAME MAC: the ISO with the node's data disk, serial console to NAME.log.
