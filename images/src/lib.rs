@@ -1,0 +1,15 @@
+//! OCI images for CloudOS (DESIGN.md decision 11, issue 4).
+//!
+//! Owns everything between a registry (or an image-layout tarball) and an unpacked layer
+//! on the data partition: digests, the content-addressed store, pulls and unpacking.
+//! It does not run containers and does not mount anything: assembling a container's
+//! root with overlayfs belongs to the runtime, which gets layer directories from here.
+//!
+//! Nothing in this crate panics on bad input: it runs inside PID 1's services, so every
+//! failure is a typed error that says what to do about it.
+
+pub mod digest;
+pub mod store;
+
+pub use digest::{Digest, DigestError};
+pub use store::{BlobWriter, GcReport, Store, StoreError};
