@@ -919,3 +919,107 @@ async fn many_agents_heartbeat_round_trip() {
         connected.saturating_sub(before) / n as u64
     );
 }
+
+/// The value of the sample of `name` whose labels include all of `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_joins_and_heartbeats_for_admins_only() {
+    let f = fixture("metrics").await;
+    let (m, a) = (&f.m, &f.a);
+    let token = compute_token(m, a).await;
+    let _ = join(m, src(2), &token, "n1").await;
+    let (node, mut ws) = connected_node(&f, "n2").await;
+    send(&mut ws, &beat(1)).await;
+    assert_eq!(
+        receive(&mut ws).await,
+        Some(MasterMessage::HeartbeatAck { seq: 1 })
+    );
+    wait_state(m, a, "n2", NodeState::Ready).await;
+    let _ = nodes(m, a).await;
+
+    // Nobody and nodes may not read them; an admin may.
+    let anonymous = pinned(m.pin, src(3));
+    assert_eq!(
+        call(&anonymous, m.addr, "GET", "/metrics", None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        call(&node.client(src(2)), m.addr, "GET", "/metrics", None)
+            .await
+            .status,
+        403
+    );
+    let reply = call(a, m.addr, "GET", "/metrics", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/plain")),
+        "{:?}",
+        reply.headers
+    );
+
+    // A real parser reads it.
+    let lines = reply.body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    let nodes_route = [("method", "GET"), ("route", "/v1/nodes"), ("status", "200")];
+    assert!(
+        sample(&scrape, "cloudos_api_requests_total", &nodes_route).is_some_and(|v| v >= 1.0),
+        "{}",
+        reply.body
+    );
+    assert!(sample(
+        &scrape,
+        "cloudos_join_attempts_total",
+        &[("outcome", "joined")]
+    )
+    .is_some_and(|v| v >= 2.0));
+    assert_eq!(
+        sample(&scrape, "cloudos_nodes", &[("state", "ready")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&scrape, "cloudos_node_load1", &[("node", "n2")]),
+        Some(0.5)
+    );
+    let beats = scrape.samples.iter().find_map(|s| match &s.value {
+        prometheus_parse::Value::Histogram(buckets)
+            if s.metric == "cloudos_heartbeat_handling_seconds" =>
+        {
+            buckets
+                .iter()
+                .map(|b| b.count)
+                .fold(None, |max: Option<f64>, c| {
+                    Some(max.map_or(c, |m| m.max(c)))
+                })
+        }
+        _ => None,
+    });
+    assert!(
+        beats.is_some_and(|n| n >= 1.0),
+        "no heartbeat in the histogram:\n{}",
+        reply.body
+    );
+    // Node names and token ids are never route labels.
+    assert!(
+        !reply.body.contains("route=\"/v1/nodes/n2\""),
+        "{}",
+        reply.body
+    );
+}

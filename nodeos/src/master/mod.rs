@@ -23,6 +23,7 @@ pub mod config;
 mod console;
 mod error;
 mod health;
+mod metrics;
 mod ratelimit;
 mod registry;
 mod routes;

@@ -31,6 +31,7 @@ pub struct MasterState {
     tls: RwLock<Arc<ServerConfig>>,
     pub local_addr: SocketAddr,
     pub started: Instant,
+    pub metrics: super::metrics::MasterMetrics,
 }
 
 impl MasterState {
@@ -59,6 +60,7 @@ impl MasterState {
             tls: RwLock::new(Arc::new(tls)),
             local_addr,
             started: Instant::now(),
+            metrics: super::metrics::MasterMetrics::default(),
         })
     }
 

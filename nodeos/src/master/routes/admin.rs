@@ -158,3 +158,18 @@ pub async fn remove_node(
     );
     Ok(Json(info))
 }
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn metrics(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> impl axum::response::IntoResponse {
+    let body = state.metrics.render(&state.registry.list());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}

@@ -149,6 +149,7 @@ async fn run(
                 };
                 match serde_json::from_str::<AgentMessage>(text.as_str()) {
                     Ok(AgentMessage::Heartbeat(beat)) => {
+                        let started = std::time::Instant::now();
                         let seq = beat.seq;
                         match state.registry.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
                             Ok(transition) => health::log_transitions(transition.as_slice()),
@@ -157,6 +158,7 @@ async fn run(
                         if !send(socket, &MasterMessage::HeartbeatAck { seq }).await {
                             return;
                         }
+                        state.metrics.heartbeat_handled(started.elapsed());
                     }
                     Ok(AgentMessage::Hello(_)) => log::debug!("{name} said hello twice; ignored"),
                     Err(e) => {

@@ -12,8 +12,10 @@ mod openapi;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use cloudos_cluster::api::paths;
@@ -67,7 +69,11 @@ fn routes() -> Routes {
     .add("get", NODE, get(admin::get_node))
     .add("delete", NODE, delete(admin::remove_node))
     .add("get", paths::OPENAPI, get(openapi::document))
+    .add("get", METRICS, get(admin::metrics))
 }
+
+/// Prometheus's conventional path, outside the versioned API.
+pub const METRICS: &str = "/metrics";
 
 /// The API's router, ready to serve.
 pub fn router(state: AppState) -> Router {
@@ -75,7 +81,45 @@ pub fn router(state: AppState) -> Router {
         .router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_request,
+        ))
         .with_state(state)
+}
+
+/// Counts every request by method, matched route and status; joins also by outcome.
+async fn count_request(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = matched
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    state.metrics.request(&method, &route, status);
+    if route == paths::JOIN {
+        state.metrics.join(join_outcome(status));
+    }
+    response
+}
+
+/// The outcome label of a join from its HTTP status (see `ErrorCode::http_status`).
+fn join_outcome(status: u16) -> &'static str {
+    match status {
+        200 => "joined",
+        400 => "bad_request",
+        401 => "unauthenticated",
+        403 => "refused",
+        409 => "name_taken",
+        413 => "too_large",
+        429 => "rate_limited",
+        _ => "error",
+    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {
