@@ -9,7 +9,11 @@
 //! failure is a typed error that says what to do about it.
 
 pub mod digest;
+pub mod manifest;
+pub mod pull;
 pub mod store;
 
 pub use digest::{Digest, DigestError};
+pub use manifest::{Descriptor, Document, Index, Manifest, ManifestError, Platform};
+pub use pull::{Credentials, PullConfig, PullError, PulledImage, Puller};
 pub use store::{BlobWriter, GcReport, Store, StoreError};

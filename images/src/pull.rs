@@ -1,0 +1,344 @@
+//! Pulls from an OCI distribution registry into the [`Store`], through `oci-client`.
+//!
+//! Owns credentials, the platform choice from an index and turning registry failures
+//! into errors that say what to do. Every blob is verified twice: by oci-client while it
+//! streams, and by the store before the blob gets its name. The ref is set last, so an
+//! interrupted pull leaves no image behind, only blobs that the next pull reuses.
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, Document, ManifestError, Platform, ACCEPTED_MANIFEST_TYPES};
+use crate::store::{Store, StoreError};
+
+/// How to authenticate to a registry. Bearer-token challenges (`WWW-Authenticate:
+/// Bearer realm=…`) are followed with these credentials, as Docker Hub and GHCR need.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    #[default]
+    Anonymous,
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// A token sent as `Authorization: Bearer …` as it is.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    // Secrets stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => write!(f, "Anonymous"),
+            Self::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Self::Bearer(_) => write!(f, "Bearer(***)"),
+        }
+    }
+}
+
+impl Credentials {
+    fn to_auth(&self) -> RegistryAuth {
+        match self {
+            Self::Anonymous => RegistryAuth::Anonymous,
+            Self::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Self::Bearer(token) => RegistryAuth::Bearer(token.clone()),
+        }
+    }
+}
+
+/// What a puller is set up with.
+#[derive(Debug, Clone)]
+pub struct PullConfig {
+    pub credentials: Credentials,
+    /// The platform whose manifest is taken from an index; by default this machine's.
+    pub platform: Platform,
+    /// Registries (`host:port`) spoken to over plain HTTP, for a registry on the local
+    /// network or in a test. Every other registry is HTTPS.
+    pub plain_http_registries: Vec<String>,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        Self {
+            credentials: Credentials::Anonymous,
+            platform: Platform::current(),
+            plain_http_registries: Vec::new(),
+        }
+    }
+}
+
+/// Everything that can go wrong in a pull.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("{image:?} is not a valid image reference: {reason}; write it as [registry/]repository[:tag|@sha256:…]")]
+    InvalidReference { image: String, reason: String },
+    #[error("cannot set up the registry client: {0}")]
+    Client(String),
+    #[error("image {image} not found: the registry has no such repository, tag or digest; check the name")]
+    NotFound { image: String },
+    #[error("registry {registry} refused the credentials for {image}; check the user name and password (or token) and that they may pull this repository")]
+    Unauthorized { image: String, registry: String },
+    #[error("image {image} has {source}")]
+    Platform {
+        image: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("the registry sent {what} of image {image} with digest {actual}, but {expected} was asked for; the registry or a proxy on the way is corrupting data, pull again or from another mirror")]
+    DigestMismatch {
+        image: String,
+        what: &'static str,
+        expected: Digest,
+        actual: String,
+    },
+    #[error("image {image}: {source}")]
+    BadManifest {
+        image: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("cannot pull image {image} from its registry: {message}; check the registry address and that it is reachable")]
+    Registry { image: String, message: String },
+    #[error("cannot store image {image}: {source}")]
+    Store {
+        image: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// A pulled image: the ref now points at `manifest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    pub name: String,
+    pub manifest: Digest,
+    pub config: Descriptor,
+    /// Bottom layer first.
+    pub layers: Vec<Descriptor>,
+}
+
+/// A registry client bound to one set of credentials and one platform.
+pub struct Puller {
+    client: Client,
+    config: PullConfig,
+}
+
+impl Puller {
+    pub fn new(config: PullConfig) -> Result<Self, PullError> {
+        // reqwest is built without a TLS provider so that ring, not aws-lc, is linked.
+        // Installing it fails only when a provider is installed already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let protocol = if config.plain_http_registries.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(config.plain_http_registries.clone())
+        };
+        let client = Client::try_from(ClientConfig {
+            protocol,
+            ..ClientConfig::default()
+        })
+        .map_err(|e| PullError::Client(e.to_string()))?;
+        Ok(Self { client, config })
+    }
+
+    /// Pulls `image` (e.g. `registry.example.org/team/app:1.2`) into `store`, skipping
+    /// blobs it has already, and points the ref `image` at the platform's manifest.
+    pub async fn pull(&self, store: &Store, image: &str) -> Result<PulledImage, PullError> {
+        let reference: Reference =
+            image
+                .parse()
+                .map_err(|e: oci_client::ParseError| PullError::InvalidReference {
+                    image: image.to_string(),
+                    reason: e.to_string(),
+                })?;
+        let store_err = |source| PullError::Store {
+            image: image.to_string(),
+            source,
+        };
+        let bad_manifest = |source| PullError::BadManifest {
+            image: image.to_string(),
+            source,
+        };
+
+        let asked = match reference.digest() {
+            Some(d) => Some(
+                d.parse::<Digest>()
+                    .map_err(|e| PullError::InvalidReference {
+                        image: image.to_string(),
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        let (mut bytes, mut digest) = self.fetch_manifest(image, &reference, asked).await?;
+        if let Document::Index(index) = Document::parse(&bytes).map_err(bad_manifest)? {
+            let chosen =
+                index
+                    .choose(&self.config.platform)
+                    .map_err(|source| PullError::Platform {
+                        image: image.to_string(),
+                        source,
+                    })?;
+            let by_digest = reference.clone_with_digest(chosen.digest.to_string());
+            (bytes, digest) = self
+                .fetch_manifest(image, &by_digest, Some(chosen.digest.clone()))
+                .await?;
+        }
+        let manifest = match Document::parse(&bytes).map_err(bad_manifest)? {
+            Document::Manifest(m) => m,
+            Document::Index(_) => {
+                return Err(bad_manifest(ManifestError::Malformed(
+                    "an index points at another index".to_string(),
+                )))
+            }
+        };
+        for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            self.fetch_blob(store, image, &reference, descriptor)
+                .await?;
+        }
+        store.write_blob(&digest, &bytes[..]).map_err(store_err)?;
+        store.set_ref(image, &digest).map_err(store_err)?;
+        Ok(PulledImage {
+            name: image.to_string(),
+            manifest: digest,
+            config: manifest.config,
+            layers: manifest.layers,
+        })
+    }
+
+    /// A manifest or index and its digest, checked against `expected` when there is one.
+    async fn fetch_manifest(
+        &self,
+        image: &str,
+        reference: &Reference,
+        expected: Option<Digest>,
+    ) -> Result<(Vec<u8>, Digest), PullError> {
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(
+                reference,
+                &self.config.credentials.to_auth(),
+                ACCEPTED_MANIFEST_TYPES,
+            )
+            .await
+            .map_err(|e| classify(image, reference, e))?;
+        let actual = Digest::of(&bytes);
+        if let Some(expected) = expected {
+            if expected != actual {
+                return Err(PullError::DigestMismatch {
+                    image: image.to_string(),
+                    what: "a manifest",
+                    expected,
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok((bytes.to_vec(), actual))
+    }
+
+    async fn fetch_blob(
+        &self,
+        store: &Store,
+        image: &str,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<(), PullError> {
+        if store.has_blob(&descriptor.digest) {
+            return Ok(());
+        }
+        let store_err = |source| PullError::Store {
+            image: image.to_string(),
+            source,
+        };
+        let oci_descriptor = OciDescriptor {
+            media_type: descriptor.media_type.clone(),
+            digest: descriptor.digest.to_string(),
+            size: i64::try_from(descriptor.size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        };
+        let mut body = self
+            .client
+            .pull_blob_stream(reference, &oci_descriptor)
+            .await
+            .map_err(|e| classify(image, reference, e))?;
+        let mut writer = store.begin_blob(&descriptor.digest).map_err(store_err)?;
+        while let Some(chunk) = body.stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                // oci-client checks the digest as the stream ends; report that as a
+                // mismatch, not as a network failure.
+                let inner = e.get_ref().and_then(|i| i.downcast_ref::<DigestError>());
+                match inner {
+                    Some(DigestError::VerificationError { actual, .. }) => {
+                        PullError::DigestMismatch {
+                            image: image.to_string(),
+                            what: "a blob",
+                            expected: descriptor.digest.clone(),
+                            actual: actual.clone(),
+                        }
+                    }
+                    _ => PullError::Registry {
+                        image: image.to_string(),
+                        message: format!("download of {} failed: {e}", descriptor.digest),
+                    },
+                }
+            })?;
+            writer.write_chunk(&chunk).map_err(store_err)?;
+        }
+        writer.commit().map_err(store_err)?;
+        Ok(())
+    }
+}
+
+/// Turns oci-client's errors into the few cases a person acts on differently.
+fn classify(image: &str, reference: &Reference, error: OciDistributionError) -> PullError {
+    let not_found = || PullError::NotFound {
+        image: image.to_string(),
+    };
+    let unauthorized = || PullError::Unauthorized {
+        image: image.to_string(),
+        registry: reference.resolve_registry().to_string(),
+    };
+    match &error {
+        OciDistributionError::ImageManifestNotFoundError(_) => not_found(),
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => unauthorized(),
+        OciDistributionError::ServerError { code: 404, .. } => not_found(),
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => unauthorized(),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<_> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                unauthorized()
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
+                not_found()
+            } else {
+                PullError::Registry {
+                    image: image.to_string(),
+                    message: error.to_string(),
+                }
+            }
+        }
+        _ => PullError::Registry {
+            image: image.to_string(),
+            message: error.to_string(),
+        },
+    }
+}

@@ -1,0 +1,310 @@
+//! Pulls from a real registry: Debian's `docker-registry` (distribution 2.8), started by
+//! the test on 127.0.0.1 with a temporary config and storage, one open and one behind
+//! htpasswd basic auth. The test builds a tiny two-platform image, pushes it with
+//! oci-client and pulls it back through `Puller`. Skips (with a printed reason) only when
+//! the `docker-registry` binary is absent.
+
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloudos_images::manifest::{OCI_INDEX, OCI_MANIFEST};
+use cloudos_images::{Credentials, Digest, Platform, PullConfig, PullError, Puller, Store};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+
+const USER: &str = "cloudos";
+const PASSWORD: &str = "right horse battery";
+
+fn registry_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("docker-registry"))
+        .find(|p| p.is_file())
+}
+
+/// A running `docker-registry`, killed by its PID on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry, or prints why the test is skipped and returns `None`.
+    fn start(with_auth: bool) -> Option<Self> {
+        let Some(binary) = registry_binary() else {
+            eprintln!(
+                "skipped: docker-registry is not installed (apt-get install docker-registry)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if with_auth {
+            let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: cloudos-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        // Its log goes to a file, shown only if it fails to start: the error lines it
+        // writes for the refused pulls below are expected.
+        let log_path = dir.path().join("registry.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(&binary)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let registry = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {}",
+                registry.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gzip'd tar layer holding `files`.
+fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, content.as_bytes())
+            .unwrap();
+    }
+    let mut gz = tar.into_inner().unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap()
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "mediaType": media_type,
+        "digest": Digest::of(bytes).to_string(),
+        "size": bytes.len(),
+    })
+}
+
+/// Pushes a two-platform image (linux/amd64 and linux/arm64, one layer each) to
+/// `image` and returns the digests of the amd64 and arm64 manifests.
+async fn push_image(image: &str, auth: &RegistryAuth) -> (Digest, Digest) {
+    let reference: Reference = image.parse().unwrap();
+    // reqwest is built without a TLS provider (see pull.rs); Puller installs ring, and
+    // this client may come first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    client
+        .auth(&reference, auth, RegistryOperation::Push)
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    let mut digests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let layer = layer(&[
+            ("etc/arch", arch),
+            ("hello.txt", "hello from a CloudOS test image\n"),
+        ]);
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Cmd": ["/bin/true"]},
+        })
+        .to_string()
+        .into_bytes();
+        for blob in [&layer, &config] {
+            client
+                .push_blob(&reference, blob.clone(), &Digest::of(blob).to_string())
+                .await
+                .unwrap();
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &layer)],
+        })
+        .to_string()
+        .into_bytes();
+        let digest = Digest::of(&manifest);
+        client
+            .push_manifest_raw(
+                &reference.clone_with_digest(digest.to_string()),
+                manifest.clone(),
+                OCI_MANIFEST.parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut entry = descriptor(OCI_MANIFEST, &manifest);
+        entry["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        entries.push(entry);
+        digests.push(digest);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries,
+    })
+    .to_string()
+    .into_bytes();
+    client
+        .push_manifest_raw(&reference, index, OCI_INDEX.parse().unwrap())
+        .await
+        .unwrap();
+    (digests.remove(0), digests.remove(0))
+}
+
+fn puller(registry: &Registry, credentials: Credentials, arch: &str) -> Puller {
+    Puller::new(PullConfig {
+        credentials,
+        platform: Platform::linux(arch),
+        plain_http_registries: vec![registry.addr.clone()],
+    })
+    .unwrap()
+}
+
+async fn pull_err(
+    registry: &Registry,
+    credentials: Credentials,
+    arch: &str,
+    store: &Store,
+    image: &str,
+) -> PullError {
+    match puller(registry, credentials, arch).pull(store, image).await {
+        Ok(pulled) => panic!("pulling {image} should fail, got {pulled:?}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pulls_the_platform_manifest_and_says_what_is_missing() {
+    let Some(registry) = Registry::start(false) else {
+        return;
+    };
+    let image = format!("{}/cloudos/hello:1", registry.addr);
+    let (amd64, arm64) = push_image(&image, &RegistryAuth::Anonymous).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+
+    let pulled = puller(&registry, Credentials::Anonymous, "amd64")
+        .pull(&store, &image)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest, amd64);
+    assert_eq!(store.get_ref(&image).unwrap(), amd64);
+    assert_eq!(pulled.layers.len(), 1);
+    for blob in [&pulled.config.digest, &pulled.layers[0].digest, &amd64] {
+        assert!(store.has_blob(blob), "{blob} missing");
+    }
+
+    let pulled = puller(&registry, Credentials::Anonymous, "arm64")
+        .pull(&store, &image)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest, arm64);
+
+    // By digest: the manifest is checked against the digest asked for.
+    let by_digest = format!("{}/cloudos/hello@{amd64}", registry.addr);
+    let pulled = puller(&registry, Credentials::Anonymous, "amd64")
+        .pull(&store, &by_digest)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest, amd64);
+
+    let err = pull_err(&registry, Credentials::Anonymous, "riscv64", &store, &image).await;
+    assert!(matches!(err, PullError::Platform { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("image {image} has no linux/riscv64 variant; it has: linux/amd64, linux/arm64")
+    );
+
+    for missing in [
+        format!("{}/cloudos/hello:2", registry.addr),
+        format!("{}/cloudos/nothing:1", registry.addr),
+    ] {
+        let err = pull_err(&registry, Credentials::Anonymous, "amd64", &store, &missing).await;
+        assert!(
+            matches!(err, PullError::NotFound { .. }),
+            "{missing}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn basic_auth_right_and_wrong_password() {
+    let Some(registry) = Registry::start(true) else {
+        return;
+    };
+    let image = format!("{}/cloudos/private:1", registry.addr);
+    let right = Credentials::Basic {
+        username: USER.to_string(),
+        password: PASSWORD.to_string(),
+    };
+    let (amd64, _) = push_image(
+        &image,
+        &RegistryAuth::Basic(USER.to_string(), PASSWORD.to_string()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+
+    let pulled = puller(&registry, right, "amd64")
+        .pull(&store, &image)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest, amd64);
+
+    let wrong = Credentials::Basic {
+        username: USER.to_string(),
+        password: "wrong".to_string(),
+    };
+    for credentials in [wrong, Credentials::Anonymous] {
+        let err = pull_err(&registry, credentials.clone(), "amd64", &store, &image).await;
+        assert!(
+            matches!(err, PullError::Unauthorized { .. }),
+            "{credentials:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("refused the credentials"), "{err}");
+    }
+}
