@@ -69,7 +69,47 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
             initial: Duration::from_millis(100),
             max: Duration::from_millis(500),
         },
+        metrics_listen: None,
     }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET /metrics` from the node, parsed by a real Prometheus parser.
+async fn scrape(port: u16) -> prometheus_parse::Scrape {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("the exposition parses")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 type AgentTask = tokio::task::JoinHandle<Result<Outcome, AgentError>>;
@@ -155,9 +195,25 @@ async fn joins_survives_a_master_restart_and_rejoins_without_the_token() {
     let api = admin(&master).await;
     let token = compute_token(&api).await;
     let data = dir.join("node");
-    let task = spawn_agent(agent_config(&data, master.addr, Some(token)));
+    let metrics_port = free_port();
+    let mut config = agent_config(&data, master.addr, Some(token));
+    config.metrics_listen = Some(([127, 0, 0, 1], metrics_port).into());
+    let task = spawn_agent(config);
 
     let node = wait_node(&api, "n1", NodeState::Ready).await;
+    // The node's own metrics: connected, its resources, acknowledged heartbeats.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = scrape(metrics_port).await;
+        if value(&m, "cloudos_node_heartbeats_total") >= 1.0 || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(value(&metrics, "cloudos_node_connected"), 1.0);
+    assert!(value(&metrics, "cloudos_node_heartbeats_total") >= 1.0);
+    assert!(value(&metrics, "cloudos_node_memory_total_bytes") > 0.0);
     assert_eq!(node.role, Role::Compute);
     assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
     let t = node.telemetry.expect("telemetry");

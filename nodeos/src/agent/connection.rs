@@ -36,6 +36,7 @@ pub enum SessionEnd {
 pub struct NodeFacts<'a> {
     pub labels: &'a std::collections::BTreeMap<String, String>,
     pub data_dir: &'a Path,
+    pub metrics: &'a super::metrics::NodeMetrics,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -89,7 +90,24 @@ pub async fn session(
         }
     };
     log::info!("connected to master at {addr}");
+    facts.metrics.connected(true);
+    let end = beat_until_the_end(&mut ws, facts, sampler, interval, renew_at).await;
+    facts.metrics.connected(false);
+    let _ = ws.close(None).await;
+    Ok(end)
+}
 
+/// Heartbeats on an established connection until it ends.
+async fn beat_until_the_end<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    facts: &NodeFacts<'_>,
+    sampler: &mut Sampler,
+    interval: Duration,
+    renew_at: Instant,
+) -> SessionEnd
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     // Three missed answers in a row: the connection is dead even if TCP has not noticed
     // (a master that lost power sends no FIN).
     let silence_limit = interval * 3 + Duration::from_secs(5);
@@ -97,50 +115,59 @@ pub async fn session(
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
-    let end = loop {
+    // The last heartbeat sent, to time the master's acknowledgement.
+    let mut in_flight: Option<(u64, Instant)> = None;
+    loop {
         tokio::select! {
             _ = ticks.tick() => {
                 if last_heard.elapsed() > silence_limit {
-                    break SessionEnd::Lost(format!(
+                    return SessionEnd::Lost(format!(
                         "no answer for {}s", last_heard.elapsed().as_secs()
                     ));
                 }
                 seq += 1;
+                let telemetry = sampler.sample(facts.data_dir);
+                facts.metrics.sampled(&telemetry);
                 let beat = AgentMessage::Heartbeat(Heartbeat {
                     seq,
                     sent_at: OffsetDateTime::now_utc(),
-                    telemetry: sampler.sample(facts.data_dir),
+                    telemetry,
                 });
+                in_flight = Some((seq, Instant::now()));
                 if let Err(e) = ws.send(to_frame(&beat)).await {
-                    return Ok(SessionEnd::Lost(lost_reason(&e)));
+                    return SessionEnd::Lost(lost_reason(&e));
                 }
             }
             frame = ws.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    None => return Ok(SessionEnd::Lost("the master closed the connection".into())),
-                    Some(Err(e)) => return Ok(SessionEnd::Lost(lost_reason(&e))),
+                    None => return SessionEnd::Lost("the master closed the connection".into()),
+                    Some(Err(e)) => return SessionEnd::Lost(lost_reason(&e)),
                     Some(Ok(Message::Close(close))) => {
                         let why = close.map(|c| c.reason.to_string()).filter(|r| !r.is_empty());
-                        return Ok(SessionEnd::Lost(format!(
+                        return SessionEnd::Lost(format!(
                             "the master closed the connection{}",
                             why.map(|r| format!(" ({r})")).unwrap_or_default()
-                        )));
+                        ));
                     }
                     Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
-                        Ok(MasterMessage::Evicted { reason }) => break SessionEnd::Evicted(reason),
-                        Ok(MasterMessage::HeartbeatAck { .. } | MasterMessage::Welcome { .. }) => {}
+                        Ok(MasterMessage::Evicted { reason }) => return SessionEnd::Evicted(reason),
+                        Ok(MasterMessage::HeartbeatAck { seq: acked }) => {
+                            if let Some((sent_seq, sent)) = in_flight.take_if(|(s, _)| *s == acked) {
+                                let _ = sent_seq;
+                                facts.metrics.acknowledged(sent.elapsed());
+                            }
+                        }
+                        Ok(MasterMessage::Welcome { .. }) => {}
                         Err(e) => log::debug!("ignoring a message from the master: {e}"),
                     },
                     // Pings are answered by tungstenite itself on the next write.
                     Some(Ok(_)) => {}
                 }
             }
-            _ = tokio::time::sleep_until(renew_at) => break SessionEnd::RenewDue,
+            _ = tokio::time::sleep_until(renew_at) => return SessionEnd::RenewDue,
         }
-    };
-    let _ = ws.close(None).await;
-    Ok(end)
+    }
 }
 
 enum Welcomed {

@@ -5,7 +5,7 @@
 //!
 //! Modules: `identity` (the files on disk), `discovery` (finding the master by mDNS),
 //! `join` (the first join), `connection` (the WebSocket session), `telemetry` (/proc),
-//! `renewal` (new certificates), `backoff` (retry delays). This module ties them together
+//! `renewal` (new certificates), `backoff` (retry delays), `metrics` (the node's /metrics). This module ties them together
 //! and owns the `nodeos agent` command and the `agent` service. It must not touch the
 //! master's state or any other service's files.
 
@@ -14,6 +14,7 @@ mod connection;
 mod discovery;
 mod identity;
 mod join;
+pub mod metrics;
 mod renewal;
 mod telemetry;
 
@@ -62,6 +63,12 @@ pub struct AgentArgs {
     /// How long one mDNS browse for the master lasts.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
+    /// Where the node serves its Prometheus metrics (plain HTTP, no secrets).
+    #[arg(long, default_value = metrics::DEFAULT_LISTEN)]
+    pub metrics_listen: std::net::SocketAddr,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -90,6 +97,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     pub discover_timeout: Duration,
     pub retry: Backoff,
+    /// Where to serve the node's metrics; `None`: not at all.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the agent stopped.
@@ -166,9 +175,18 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         }
     };
 
+    let node_metrics = std::sync::Arc::new(metrics::NodeMetrics::default());
+    // Dropped (and so stopped) when the agent stops.
+    let _metrics_server = config.metrics_listen.map(|listen| {
+        AbortOnDrop(tokio::spawn(metrics::serve(
+            std::sync::Arc::clone(&node_metrics),
+            listen,
+        )))
+    });
     let facts = NodeFacts {
         labels: &config.labels,
         data_dir: &config.data_dir,
+        metrics: &node_metrics,
     };
     let mut sampler = Sampler::new();
     let mut retry = config.retry.start();
@@ -274,6 +292,15 @@ async fn rediscover(config: &AgentConfig, identity: &StoredIdentity) -> Option<S
     Some(moved)
 }
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn is_expired(id: &StoredIdentity) -> bool {
     id.expires_at()
         .is_some_and(|at| at <= OffsetDateTime::now_utc())
@@ -300,6 +327,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<()> {
         labels: args.labels.unwrap_or_default(),
         discover_timeout: args.discover_timeout,
         retry: Backoff::default(),
+        metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -323,6 +351,7 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         labels: settings.labels.clone(),
         discover_timeout: Duration::from_secs(3),
         retry: Backoff::default(),
+        metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
