@@ -12,8 +12,10 @@ pub mod digest;
 pub mod manifest;
 pub mod pull;
 pub mod store;
+pub mod unpack;
 
 pub use digest::{Digest, DigestError};
 pub use manifest::{Descriptor, Document, Index, Manifest, ManifestError, Platform};
 pub use pull::{Credentials, PullConfig, PullError, PulledImage, Puller};
 pub use store::{BlobWriter, GcReport, Store, StoreError};
+pub use unpack::{EntryKind, UnpackError};

@@ -75,8 +75,12 @@ pub struct Store {
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
+    /// Blobs removed.
     pub removed: Vec<Digest>,
+    /// Bytes of blobs removed (unpacked layers not counted).
     pub bytes_freed: u64,
+    /// Unpacked layer directories removed with their blobs.
+    pub layers_removed: Vec<Digest>,
 }
 
 impl Store {
@@ -98,7 +102,7 @@ impl Store {
         self.root.join("blobs").join("sha256")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
@@ -293,7 +297,7 @@ impl Store {
         Ok(seen)
     }
 
-    /// Removes every blob no ref reaches, and leftovers of interrupted writes.
+    /// Removes every blob no ref reaches, and the unpacked layers of those blobs.
     pub fn gc(&self) -> Result<GcReport> {
         let keep = self.referenced()?;
         let mut report = GcReport::default();
@@ -317,6 +321,7 @@ impl Store {
             report.bytes_freed += size;
             report.removed.push(digest);
         }
+        report.layers_removed = self.gc_layers(&keep)?;
         Ok(report)
     }
 }

@@ -237,12 +237,23 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
     for blob in [&pulled.config.digest, &pulled.layers[0].digest, &amd64] {
         assert!(store.has_blob(blob), "{blob} missing");
     }
+    let root = store.unpack_layer(&pulled.layers[0].digest).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/arch")).unwrap(),
+        "amd64"
+    );
 
     let pulled = puller(&registry, Credentials::Anonymous, "arm64")
         .pull(&store, &image)
         .await
         .unwrap();
     assert_eq!(pulled.manifest, arm64);
+    let arm_layer = pulled.layers[0].digest.clone();
+    let root = store.unpack_layer(&arm_layer).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/arch")).unwrap(),
+        "arm64"
+    );
 
     // By digest: the manifest is checked against the digest asked for.
     let by_digest = format!("{}/cloudos/hello@{amd64}", registry.addr);
@@ -258,6 +269,13 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
         err.to_string(),
         format!("image {image} has no linux/riscv64 variant; it has: linux/amd64, linux/arm64")
     );
+
+    // The ref now points at amd64 (pulled last by digest under another name, and by
+    // tag before): removing the tag's ref and collecting leaves the arm64 layer unused.
+    store.remove_ref(&image).unwrap();
+    let report = store.gc().unwrap();
+    assert!(report.layers_removed.contains(&arm_layer), "{report:?}");
+    assert!(!store.layer_dir(&arm_layer).exists());
 
     for missing in [
         format!("{}/cloudos/hello:2", registry.addr),
