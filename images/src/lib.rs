@@ -9,12 +9,14 @@
 //! failure is a typed error that says what to do about it.
 
 pub mod digest;
+pub mod import;
 pub mod manifest;
 pub mod pull;
 pub mod store;
 pub mod unpack;
 
 pub use digest::{Digest, DigestError};
+pub use import::{ImportError, ImportedImage};
 pub use manifest::{Descriptor, Document, Index, Manifest, ManifestError, Platform};
 pub use pull::{Credentials, PullConfig, PullError, PulledImage, Puller};
 pub use store::{BlobWriter, GcReport, Store, StoreError};

@@ -415,15 +415,18 @@ impl Write for BlobWriter {
     }
 }
 
+/// A store in a fresh temporary directory, for tests.
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::temp_store as store;
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("store")).unwrap();
-        (dir, store)
-    }
 
     fn tmp_entries(store: &Store) -> usize {
         fs::read_dir(store.root().join("tmp")).unwrap().count()

@@ -163,20 +163,16 @@ impl Store {
     }
 }
 
-/// The decompressed tar stream of a layer, by its magic bytes (media types lie more
-/// often than magic does).
-fn decompress<'a>(layer: &Digest, blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>, UnpackError> {
+/// The decompressed stream of a tar that may be gzip'd or zstd'd, told by its magic
+/// bytes (media types lie more often than magic does).
+pub(crate) fn decompress<'a>(blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>, String> {
     let mut reader = BufReader::new(blob);
-    let format_err = |reason: String| UnpackError::Format {
-        layer: layer.clone(),
-        reason,
-    };
-    let head = reader.fill_buf().map_err(|e| format_err(e.to_string()))?;
+    let head = reader.fill_buf().map_err(|e| e.to_string())?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(reader)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let decoder = ruzstd::decoding::StreamingDecoder::new(reader)
-            .map_err(|e| format_err(format!("bad zstd header: {e}")))?;
+            .map_err(|e| format!("bad zstd header: {e}"))?;
         Ok(Box::new(decoder))
     } else {
         Ok(Box::new(reader))
@@ -189,7 +185,11 @@ fn unpack_into(layer: &Digest, blob: impl Read, root: &Path) -> Result<(), Unpac
         layer: layer.clone(),
         reason: e.to_string(),
     };
-    let mut archive = tar::Archive::new(decompress(layer, blob)?);
+    let stream = decompress(blob).map_err(|reason| UnpackError::Format {
+        layer: layer.clone(),
+        reason,
+    })?;
+    let mut archive = tar::Archive::new(stream);
     let is_root = rustix::process::geteuid().is_root();
     let mut dir_modes = Vec::new();
     for entry in archive.entries().map_err(format_err)? {
@@ -354,6 +354,7 @@ fn remove_existing(dest: &Path, keep_dir: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::temp_store as store;
     use std::io::Write as _;
 
     #[test]
@@ -416,12 +417,6 @@ mod tests {
 
     fn zstd(bytes: &[u8]) -> Vec<u8> {
         ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
-    }
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        (dir, store)
     }
 
     #[test]
