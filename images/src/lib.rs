@@ -18,6 +18,6 @@ pub mod unpack;
 pub use digest::{Digest, DigestError};
 pub use import::{ImportError, ImportedImage};
 pub use manifest::{Descriptor, Document, Index, Manifest, ManifestError, Platform};
-pub use pull::{Credentials, PullConfig, PullError, PulledImage, Puller};
+pub use pull::{Credentials, Progress, PullConfig, PullError, PulledImage, Puller};
 pub use store::{BlobWriter, GcReport, Store, StoreError};
 pub use unpack::{EntryKind, UnpackError};

@@ -114,6 +114,17 @@ pub enum PullError {
     },
 }
 
+/// Progress of a pull, for a progress bar: each blob starts, advances and ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A blob is being downloaded; `total` is its size from the manifest.
+    Started { digest: Digest, total: u64 },
+    /// `done` of the blob's bytes have arrived.
+    Advanced { digest: Digest, done: u64 },
+    /// The blob was verified and stored, or was in the store already.
+    Finished { digest: Digest, total: u64 },
+}
+
 /// A pulled image: the ref now points at `manifest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledImage {
@@ -151,6 +162,16 @@ impl Puller {
     /// Pulls `image` (e.g. `registry.example.org/team/app:1.2`) into `store`, skipping
     /// blobs it has already, and points the ref `image` at the platform's manifest.
     pub async fn pull(&self, store: &Store, image: &str) -> Result<PulledImage, PullError> {
+        self.pull_with_progress(store, image, |_| {}).await
+    }
+
+    /// [`Puller::pull`], reporting each blob's progress to `progress`.
+    pub async fn pull_with_progress(
+        &self,
+        store: &Store,
+        image: &str,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<PulledImage, PullError> {
         let reference: Reference =
             image
                 .parse()
@@ -200,7 +221,7 @@ impl Puller {
             }
         };
         for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            self.fetch_blob(store, image, &reference, descriptor)
+            self.fetch_blob(store, image, &reference, descriptor, &mut progress)
                 .await?;
         }
         store.write_blob(&digest, &bytes[..]).map_err(store_err)?;
@@ -249,10 +270,17 @@ impl Puller {
         image: &str,
         reference: &Reference,
         descriptor: &Descriptor,
+        progress: &mut impl FnMut(Progress),
     ) -> Result<(), PullError> {
-        if store.has_blob(&descriptor.digest) {
+        let (digest, total) = (descriptor.digest.clone(), descriptor.size);
+        if store.has_blob(&digest) {
+            progress(Progress::Finished { digest, total });
             return Ok(());
         }
+        progress(Progress::Started {
+            digest: digest.clone(),
+            total,
+        });
         let store_err = |source| PullError::Store {
             image: image.to_string(),
             source,
@@ -290,8 +318,13 @@ impl Puller {
                 }
             })?;
             writer.write_chunk(&chunk).map_err(store_err)?;
+            progress(Progress::Advanced {
+                digest: digest.clone(),
+                done: writer.size(),
+            });
         }
         writer.commit().map_err(store_err)?;
+        progress(Progress::Finished { digest, total });
         Ok(())
     }
 }

@@ -53,6 +53,16 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreE
     }
 }
 
+/// Serialises read-modify-write of refs.json within the process (pulls run as
+/// concurrent tasks); nodeos is the only process that writes the store.
+fn refs_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panic while holding it cannot leave refs.json half-written (it is replaced by a
+    // rename), so a poisoned lock is still good.
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A missing blob is its own error: the remedy (pull again) differs from a failing disk.
 fn blob_err(digest: &Digest, action: &'static str, path: PathBuf, source: io::Error) -> StoreError {
     if source.kind() == io::ErrorKind::NotFound {
@@ -223,6 +233,7 @@ impl Store {
         if !self.has_blob(digest) {
             return Err(StoreError::BlobNotFound(digest.clone()));
         }
+        let _guard = refs_lock();
         let mut refs = self.refs()?;
         refs.insert(name.to_string(), digest.clone());
         self.write_refs(&refs)
@@ -230,6 +241,7 @@ impl Store {
 
     /// Removes the ref `name`; its blobs go at the next [`Store::gc`].
     pub fn remove_ref(&self, name: &str) -> Result<()> {
+        let _guard = refs_lock();
         let mut refs = self.refs()?;
         if refs.remove(name).is_none() {
             return Err(StoreError::RefNotFound(name.to_string()));

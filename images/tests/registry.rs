@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudos_images::manifest::{OCI_INDEX, OCI_MANIFEST};
-use cloudos_images::{Credentials, Digest, Platform, PullConfig, PullError, Puller, Store};
+use cloudos_images::{
+    Credentials, Digest, Platform, Progress, PullConfig, PullError, Puller, Store,
+};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -227,11 +229,28 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
 
+    let mut events = Vec::new();
     let pulled = puller(&registry, Credentials::Anonymous, "amd64")
-        .pull(&store, &image)
+        .pull_with_progress(&store, &image, |p| events.push(p))
         .await
         .unwrap();
     assert_eq!(pulled.manifest, amd64);
+    let layer = &pulled.layers[0];
+    assert!(events.contains(&Progress::Started {
+        digest: layer.digest.clone(),
+        total: layer.size
+    }));
+    assert!(events.contains(&Progress::Advanced {
+        digest: layer.digest.clone(),
+        done: layer.size
+    }));
+    assert_eq!(
+        events.last(),
+        Some(&Progress::Finished {
+            digest: layer.digest.clone(),
+            total: layer.size
+        })
+    );
     assert_eq!(store.get_ref(&image).unwrap(), amd64);
     assert_eq!(pulled.layers.len(), 1);
     for blob in [&pulled.config.digest, &pulled.layers[0].digest, &amd64] {
