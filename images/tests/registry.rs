@@ -1,6 +1,6 @@
 //! Pulls from a real registry: Debian's `docker-registry` (distribution 2.8), started by
-//! the test on 127.0.0.1 with a temporary config and storage, one open and one behind
-//! htpasswd basic auth. The test builds a tiny two-platform image, pushes it with
+//! the test on 127.0.0.1 with a temporary config and storage: open, behind htpasswd
+//! basic auth, and behind bearer tokens from a token server in the test. The test builds a tiny two-platform image, pushes it with
 //! oci-client and pulls it back through `Puller`. Skips (with a printed reason) only when
 //! the `docker-registry` binary is absent.
 
@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
 use cloudos_images::manifest::{OCI_INDEX, OCI_MANIFEST};
 use cloudos_images::{
     Credentials, Digest, Platform, Progress, PullConfig, PullError, Puller, Store,
@@ -29,6 +31,157 @@ fn registry_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// How the registry checks who pulls.
+enum Auth {
+    Open,
+    /// Basic auth against an htpasswd file holding USER/PASSWORD.
+    Htpasswd,
+    /// Bearer tokens from a token server (the Docker Hub scheme).
+    Token(TokenServer),
+}
+
+const SERVICE: &str = "cloudos-registry";
+const ISSUER: &str = "cloudos-test-issuer";
+
+/// A minimal token server, as Docker Hub's auth.docker.io: it checks USER/PASSWORD
+/// (basic auth) and answers with an ES256 JWT granting the scopes asked for, signed by
+/// a key whose self-signed certificate the registry trusts. Serves until the test ends.
+struct TokenServer {
+    addr: String,
+    cert_pem: String,
+}
+
+impl TokenServer {
+    fn start() -> Self {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let rc_key = rcgen::KeyPair::try_from(pkcs8.as_ref()).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![ISSUER.to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&rc_key).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let x5c = STANDARD.encode(cert.der());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = serve_token(stream, &key, &x5c);
+            }
+        });
+        Self {
+            addr,
+            cert_pem: cert.pem(),
+        }
+    }
+}
+
+/// Answers one token request: 401 without USER/PASSWORD, else a JWT for its scopes.
+fn serve_token(
+    mut stream: TcpStream,
+    key: &ring::signature::EcdsaKeyPair,
+    x5c: &str,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.trim().split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                let want = STANDARD.encode(format!("{USER}:{PASSWORD}"));
+                authorized = value.trim() == format!("Basic {want}");
+            }
+        }
+    }
+    let (status, body) = if authorized {
+        ("200 OK", token_body(&request_line, key, x5c))
+    } else {
+        (
+            "401 Unauthorized",
+            r#"{"details":"incorrect username or password"}"#.to_string(),
+        )
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// `{"token": JWT}` granting the `scope=` parameters of the request line.
+fn token_body(request_line: &str, key: &ring::signature::EcdsaKeyPair, x5c: &str) -> String {
+    let query = request_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .map(|(_, q)| q.to_string())
+        .unwrap_or_default();
+    let access: Vec<_> = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("scope="))
+        .map(percent_decode)
+        .filter_map(|scope| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({
+                "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": USER, "aud": SERVICE, "iat": now, "nbf": now - 10,
+        "exp": now + 300, "jti": format!("{now}-{}", access.len()), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let rng = ring::rand::SystemRandom::new();
+    let signature = key.sign(&rng, signing_input.as_bytes()).unwrap();
+    let token = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.as_ref())
+    );
+    serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A running `docker-registry`, killed by its PID on drop.
 struct Registry {
     child: Child,
@@ -38,7 +191,7 @@ struct Registry {
 
 impl Registry {
     /// Starts a registry, or prints why the test is skipped and returns `None`.
-    fn start(with_auth: bool) -> Option<Self> {
+    fn start(auth: Auth) -> Option<Self> {
         let Some(binary) = registry_binary() else {
             eprintln!(
                 "skipped: docker-registry is not installed (apt-get install docker-registry)"
@@ -56,14 +209,26 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if with_auth {
-            let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
-            config += &format!(
-                "auth:\n  htpasswd:\n    realm: cloudos-test\n    path: {}\n",
-                htpasswd.display()
-            );
+        match auth {
+            Auth::Open => {}
+            Auth::Htpasswd => {
+                let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+                config += &format!(
+                    "auth:\n  htpasswd:\n    realm: cloudos-test\n    path: {}\n",
+                    htpasswd.display()
+                );
+            }
+            Auth::Token(server) => {
+                let bundle = dir.path().join("issuer.pem");
+                std::fs::write(&bundle, &server.cert_pem).unwrap();
+                config += &format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                    server.addr,
+                    bundle.display()
+                );
+            }
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
@@ -221,7 +386,7 @@ async fn pull_err(
 
 #[tokio::test(flavor = "current_thread")]
 async fn pulls_the_platform_manifest_and_says_what_is_missing() {
-    let Some(registry) = Registry::start(false) else {
+    let Some(registry) = Registry::start(Auth::Open) else {
         return;
     };
     let image = format!("{}/cloudos/hello:1", registry.addr);
@@ -308,16 +473,13 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn basic_auth_right_and_wrong_password() {
-    let Some(registry) = Registry::start(true) else {
+/// Pushes with the right credentials, then pulls with the right ones, a wrong password
+/// and none: only the first may succeed, the others say the credentials were refused.
+async fn right_and_wrong_credentials(auth: Auth) {
+    let Some(registry) = Registry::start(auth) else {
         return;
     };
     let image = format!("{}/cloudos/private:1", registry.addr);
-    let right = Credentials::Basic {
-        username: USER.to_string(),
-        password: PASSWORD.to_string(),
-    };
     let (amd64, _) = push_image(
         &image,
         &RegistryAuth::Basic(USER.to_string(), PASSWORD.to_string()),
@@ -325,18 +487,18 @@ async fn basic_auth_right_and_wrong_password() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    let basic = |password: &str| Credentials::Basic {
+        username: USER.to_string(),
+        password: password.to_string(),
+    };
 
-    let pulled = puller(&registry, right, "amd64")
+    let pulled = puller(&registry, basic(PASSWORD), "amd64")
         .pull(&store, &image)
         .await
         .unwrap();
     assert_eq!(pulled.manifest, amd64);
 
-    let wrong = Credentials::Basic {
-        username: USER.to_string(),
-        password: "wrong".to_string(),
-    };
-    for credentials in [wrong, Credentials::Anonymous] {
+    for credentials in [basic("wrong"), Credentials::Anonymous] {
         let err = pull_err(&registry, credentials.clone(), "amd64", &store, &image).await;
         assert!(
             matches!(err, PullError::Unauthorized { .. }),
@@ -344,4 +506,14 @@ async fn basic_auth_right_and_wrong_password() {
         );
         assert!(err.to_string().contains("refused the credentials"), "{err}");
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn basic_auth_right_and_wrong_password() {
+    right_and_wrong_credentials(Auth::Htpasswd).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bearer_token_from_a_token_server() {
+    right_and_wrong_credentials(Auth::Token(TokenServer::start())).await;
 }
