@@ -173,9 +173,42 @@ pub(crate) fn decompress<'a>(blob: impl Read + 'a) -> Result<Box<dyn Read + 'a>,
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let decoder = ruzstd::decoding::StreamingDecoder::new(reader)
             .map_err(|e| format!("bad zstd header: {e}"))?;
-        Ok(Box::new(decoder))
+        Ok(Box::new(ZstdFrames {
+            decoder: Some(decoder),
+        }))
     } else {
         Ok(Box::new(reader))
+    }
+}
+
+/// A zstd stream of one or more concatenated frames (`zstd` and `pzstd` may write
+/// several; one ruzstd decoder reads one frame).
+struct ZstdFrames<R: BufRead> {
+    decoder: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = decoder.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This frame is done: go on with the next one, if any bytes are left.
+            let Some(decoder) = self.decoder.take() else {
+                return Ok(0);
+            };
+            let (mut source, frame) = decoder.into_parts();
+            if source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            let next = ruzstd::decoding::StreamingDecoder::new_with_decoder(source, frame)
+                .map_err(|e| io::Error::other(format!("bad zstd frame: {e}")))?;
+            self.decoder = Some(next);
+        }
     }
 }
 
@@ -428,7 +461,8 @@ mod tests {
             E::Link("etc/hostname2", "etc/hostname"),
         ]);
         let (_dir, store) = store();
-        for blob in [tar.clone(), gzip(&tar), zstd(&tar)] {
+        let two_frames = [zstd(&tar[..512]), zstd(&tar[512..])].concat();
+        for blob in [tar.clone(), gzip(&tar), zstd(&tar), two_frames] {
             let digest = store.put_bytes(&blob).unwrap();
             let dir = store.unpack_layer(&digest).unwrap();
             assert_eq!(dir, store.layer_dir(&digest));

@@ -1,8 +1,9 @@
 //! Pulls from a real registry: Debian's `docker-registry` (distribution 2.8), started by
 //! the test on 127.0.0.1 with a temporary config and storage: open, behind htpasswd
-//! basic auth, and behind bearer tokens from a token server in the test. The test builds a tiny two-platform image, pushes it with
-//! oci-client and pulls it back through `Puller`. Skips (with a printed reason) only when
-//! the `docker-registry` binary is absent.
+//! basic auth, and behind bearer tokens from a token server in the test. The test
+//! builds a tiny two-platform image, pushes it with oci-client and pulls it back through
+//! `Puller`. Skips (with a printed reason) only when the `docker-registry` binary is
+//! absent.
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
