@@ -285,6 +285,7 @@ fn unpack_into(layer: &Digest, blob: impl Read, root: &Path) -> Result<(), Unpac
             header.device_minor().ok().flatten().unwrap_or(0),
         );
         remove_existing(&dest, entry_type.is_dir()).map_err(|e| io("replace", e))?;
+        let mut file_mode = None;
         match entry_type {
             tar::EntryType::Directory => {
                 fs::create_dir_all(&dest).map_err(|e| io("create", e))?;
@@ -294,8 +295,7 @@ fn unpack_into(layer: &Digest, blob: impl Read, root: &Path) -> Result<(), Unpac
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let mut file = fs::File::create(&dest).map_err(|e| io("create", e))?;
                 io::copy(&mut entry, &mut file).map_err(|e| io("write", e))?;
-                fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
-                    .map_err(|e| io("set the mode of", e))?;
+                file_mode = Some(mode);
             }
             tar::EntryType::Symlink => {
                 // The target is not checked: it is resolved inside the container's root
@@ -336,8 +336,14 @@ fn unpack_into(layer: &Digest, blob: impl Read, root: &Path) -> Result<(), Unpac
             // anything else carries no file.
             _ => continue,
         }
-        if is_root {
+        // A hard link shares its target's inode: its owner and mode are the target's.
+        if is_root && entry_type != tar::EntryType::Link {
             lchown(&dest, uid, gid).map_err(|e| io("set the owner of", e))?;
+        }
+        // After the chown, which clears setuid and setgid bits.
+        if let Some(mode) = file_mode {
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
+                .map_err(|e| io("set the mode of", e))?;
         }
     }
     for (dir, mode) in dir_modes.into_iter().rev() {
@@ -522,6 +528,26 @@ mod tests {
         let err = store.unpack_layer(&digest).unwrap_err();
         assert!(matches!(err, UnpackError::Format { .. }), "{err}");
         assert!(!store.layer_dir(&digest).exists());
+    }
+
+    #[test]
+    fn modes_survive_ownership() {
+        let (_dir, store) = store();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o4755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/su", &b"#!"[..]).unwrap();
+        let digest = store.put_bytes(&b.into_inner().unwrap()).unwrap();
+        let dir = store.unpack_layer(&digest).unwrap();
+        let mode = fs::metadata(dir.join("bin/su"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4755);
     }
 
     #[test]
