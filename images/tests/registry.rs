@@ -77,6 +77,24 @@ impl TokenServer {
             cert_pem: cert.pem(),
         }
     }
+
+    /// A token for `scope`, asked for with USER/PASSWORD.
+    fn fetch_token(&self, scope: &str) -> String {
+        use std::io::Read as _;
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        let basic = STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        write!(
+            stream,
+            "GET /token?service={SERVICE}&scope={scope} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
 }
 
 /// Answers one token request: 401 without USER/PASSWORD, else a JWT for its scopes.
@@ -474,9 +492,10 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
     }
 }
 
-/// Pushes with the right credentials, then pulls with the right ones, a wrong password
-/// and none: only the first may succeed, the others say the credentials were refused.
-async fn right_and_wrong_credentials(auth: Auth) {
+/// Pushes with the right credentials, then pulls with the right ones (and `also_right`),
+/// a wrong password, a made-up token and none: only the right ones may succeed, the
+/// others say the credentials were refused.
+async fn right_and_wrong_credentials(auth: Auth, also_right: Option<Credentials>) {
     let Some(registry) = Registry::start(auth) else {
         return;
     };
@@ -493,13 +512,16 @@ async fn right_and_wrong_credentials(auth: Auth) {
         password: password.to_string(),
     };
 
-    let pulled = puller(&registry, basic(PASSWORD), "amd64")
-        .pull(&store, &image)
-        .await
-        .unwrap();
-    assert_eq!(pulled.manifest, amd64);
+    for credentials in std::iter::once(basic(PASSWORD)).chain(also_right) {
+        let pulled = puller(&registry, credentials.clone(), "amd64")
+            .pull(&store, &image)
+            .await
+            .unwrap_or_else(|e| panic!("{credentials:?}: {e}"));
+        assert_eq!(pulled.manifest, amd64);
+    }
 
-    for credentials in [basic("wrong"), Credentials::Anonymous] {
+    let made_up = Credentials::Bearer("not-a-token".to_string());
+    for credentials in [basic("wrong"), made_up, Credentials::Anonymous] {
         let err = pull_err(&registry, credentials.clone(), "amd64", &store, &image).await;
         assert!(
             matches!(err, PullError::Unauthorized { .. }),
@@ -511,10 +533,14 @@ async fn right_and_wrong_credentials(auth: Auth) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn basic_auth_right_and_wrong_password() {
-    right_and_wrong_credentials(Auth::Htpasswd).await;
+    right_and_wrong_credentials(Auth::Htpasswd, None).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn bearer_token_from_a_token_server() {
-    right_and_wrong_credentials(Auth::Token(TokenServer::start())).await;
+    let server = TokenServer::start();
+    // A token got beforehand (as a CI system hands one out) is sent as it is.
+    let token = server.fetch_token("repository:cloudos/private:pull");
+    let bearer = Credentials::Bearer(token);
+    right_and_wrong_credentials(Auth::Token(server), Some(bearer)).await;
 }
