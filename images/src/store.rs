@@ -103,6 +103,25 @@ impl Store {
         Ok(store)
     }
 
+    /// Removes what interrupted writes and unpacks left in `tmp/` (a crash or power loss
+    /// mid-pull). Call it at startup, before any pull or unpack runs: it would remove
+    /// their work in progress.
+    pub fn clean_tmp(&self) -> Result<usize> {
+        let dir = self.tmp_dir();
+        let entries = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry.map_err(io_err("list", &dir))?.path();
+            let result = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            result.map_err(io_err("remove", &path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -484,6 +503,16 @@ mod tests {
         w.write_chunk(b"never").unwrap();
         drop(w);
         assert!(!store.has_blob(&other));
+        assert_eq!(tmp_entries(&store), 0);
+    }
+
+    #[test]
+    fn clean_tmp_removes_leftovers() {
+        let (_dir, store) = store();
+        let tmp = store.root().join("tmp");
+        fs::write(tmp.join(".tmpAbc"), b"half a blob").unwrap();
+        fs::create_dir_all(tmp.join("layer-x/etc")).unwrap();
+        assert_eq!(store.clean_tmp().unwrap(), 2);
         assert_eq!(tmp_entries(&store), 0);
     }
 
