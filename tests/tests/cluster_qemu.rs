@@ -80,6 +80,35 @@ impl Admin<'_> {
     }
 }
 
+/// Scrapes the node's own metrics endpoint from the admin's laptop, as
+/// Prometheus would, and checks that it reports its master connection.
+fn node_metrics_say_connected(admin: &Admin, node: &str) {
+    let json: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["node", "show", node, "-o", "json"]))
+            .expect("node show is JSON");
+    let address = json["address"].as_str().expect("address").to_string();
+    let url = format!("http://{address}:9101/metrics");
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    loop {
+        let out = admin
+            .net
+            .command("curl")
+            .args(["-sf", "--max-time", "5", &url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.lines().any(|l| l.trim() == "cloudos_node_connected 1") {
+            assert!(text.contains("cloudos_node_memory_total_bytes"), "{text}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} does not say connected: {text}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Boots the ISO with a data disk. Each machine has its own fixed MAC
 /// (`52:54:00:c1:00:<n>`), as a real one would across reboots.
 fn boot(net: &TestNet, name: &str, disk: &Path) -> Vm {
@@ -182,6 +211,7 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
         .wait_for("joined cluster lab", boot_timeout())
         .expect("node-1 did not join");
     admin.wait_for_state("node-1", "ready", scaled(Duration::from_secs(60)));
+    node_metrics_say_connected(&admin, "node-1");
     assert!(
         !node1.serial().contents().contains(&secret),
         "the join token's secret is on node-1's console"
