@@ -28,15 +28,5 @@ $CAPTION"
 echo "$TABLE"
 
 if [[ -n $README ]]; then
-    python3 - "$TABLE" <<'PY'
-import sys
-table = sys.argv[1]
-text = open("README.md").read()
-begin, end = "<!-- bench-cluster:begin -->", "<!-- bench-cluster:end -->"
-if begin not in text:
-    sys.exit("README.md has no bench-cluster markers")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open("README.md", "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PY
+    scripts/readme-table.sh bench-cluster "$TABLE"
 fi

@@ -106,15 +106,5 @@ TABLE
 echo "$TABLE"
 
 if [[ -n $README ]]; then
-    python3 - "$TABLE" <<'PY'
-import re, sys
-table = sys.argv[1]
-text = open("README.md").read()
-begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-if begin not in text:
-    sys.exit("README.md has no bench markers")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-open("README.md", "w").write(f"{head}{begin}\n{table}\n{end}{tail}")
-PY
+    scripts/readme-table.sh bench "$TABLE"
 fi
