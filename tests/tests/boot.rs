@@ -233,6 +233,20 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
         ));
     }
     text(r"nodeos ready in \d+\.\d+s");
+    // QEMU's user network with restrict=on leases an address but, being
+    // restricted, offers no router or DNS; the node reports just that.
+    let lease =
+        regex::Regex::new(r"eth0: dhcp lease 10\.0\.2\.15/24 gateway none dns none for \d+s")
+            .expect("regex");
+    let deadline = std::time::Instant::now() + step();
+    while !lease.is_match(&console.contents()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lease on the user network:\n{}",
+            console.tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Settings are read before the services start: by now every warning is out.
     let log = console.contents();
     for key in ["cloudos.net", "cloudos.colour", "cloudos.hostname"] {
