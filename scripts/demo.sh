@@ -49,7 +49,9 @@ in_ns ip link add br0 type bridge
 in_ns ip addr add 10.88.0.1/24 dev br0
 in_ns ip link set br0 up
 in_ns ip route add 224.0.0.0/4 dev br0
-in_ns dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface=br0 \
+# Started with `ip netns exec` itself, not through in_ns: a backgrounded shell
+# function would put a subshell's PID in $!, and cleanup would miss dnsmasq.
+ip netns exec "$NS" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface=br0 \
     --bind-interfaces --user=root --dhcp-range=10.88.0.100,10.88.0.199,255.255.255.0,1h \
     --dhcp-option=option:router,10.88.0.1 --dhcp-leasefile="$WORK/leases" \
     --pid-file="$WORK/dnsmasq.pid" 2>"$WORK/dnsmasq.log" &
@@ -66,7 +68,7 @@ data_disk() {
 boot() {
     in_ns ip tuntap add dev "tap-$1" mode tap
     in_ns ip link set "tap-$1" master br0 up
-    in_ns qemu-system-x86_64 -accel tcg -M pc -m 768 -display none -no-reboot \
+    ip netns exec "$NS" qemu-system-x86_64 -accel tcg -M pc -m 768 -display none -no-reboot \
         -cdrom "$ISO" -drive "if=virtio,format=raw,file=$WORK/$1.img" \
         -netdev "tap,id=n0,ifname=tap-$1,script=no,downscript=no" \
         -device "virtio-net-pci,netdev=n0,mac=$2" \
