@@ -153,8 +153,7 @@ where
                     Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
                         Ok(MasterMessage::Evicted { reason }) => return SessionEnd::Evicted(reason),
                         Ok(MasterMessage::HeartbeatAck { seq: acked }) => {
-                            if let Some((sent_seq, sent)) = in_flight.take_if(|(s, _)| *s == acked) {
-                                let _ = sent_seq;
+                            if let Some((_, sent)) = in_flight.take_if(|(s, _)| *s == acked) {
                                 facts.metrics.acknowledged(sent.elapsed());
                             }
                         }
