@@ -1,0 +1,1 @@
+//! CloudOS container runtime (issue 4): work in progress.

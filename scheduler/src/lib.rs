@@ -1,0 +1,1 @@
+//! CloudOS scheduler (issue 4): work in progress.
