@@ -1,1 +1,24 @@
-//! CloudOS scheduler (issue 4): work in progress.
+//! CloudOS scheduler (issue 4, DESIGN decision 10): decides which node runs a task or a
+//! service replica. It filters nodes by readiness, architecture, labels and free
+//! resources, scores the rest with a pluggable policy, and explains in plain words why
+//! work that fits nowhere has to wait.
+//!
+//! Pure and synchronous: the master owns the cluster state and calls in with a snapshot;
+//! nothing here does I/O, keeps time or holds state between calls.
+
+mod filter;
+mod place;
+mod policy;
+mod queue;
+mod reason;
+mod types;
+
+#[cfg(test)]
+mod testutil;
+
+pub use filter::{check, Unfit};
+pub use place::Scheduler;
+pub use policy::{policy_by_name, Binpack, Policy, Spread, POLICY_NAMES};
+pub use queue::QueueOutcome;
+pub use reason::{format_bytes, format_millis, NoFit, Shortfall};
+pub use types::{InvalidRequest, NodeView, Request, Resources, MAX_CPU_MILLIS, MAX_MEMORY_BYTES};

@@ -1,0 +1,287 @@
+//! The filters: whether a node can take a request at all (ready, not avoided, right
+//! architecture, matching labels, enough free CPU and memory). Owns the order of the
+//! checks, which decides the one reason a node is counted under; scoring lives in
+//! `policy`, wording in `reason`.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::reason::{format_bytes, format_millis};
+use crate::types::{NodeView, Request};
+
+/// Why one node cannot take one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum Unfit {
+    #[error("node is not ready")]
+    NotReady,
+    #[error("node is {node} (image is {} only)", .wanted.join(", "))]
+    Arch { node: String, wanted: Vec<String> },
+    #[error("node label {key} is {} (wanted {wanted})", .found.as_deref().unwrap_or("unset"))]
+    Selector {
+        key: String,
+        wanted: String,
+        found: Option<String>,
+    },
+    #[error("node lacks cpu (need {}, free {})", format_millis(*.need), format_millis(*.free))]
+    Cpu { free: u64, need: u64 },
+    #[error("node lacks memory (need {}, free {})", format_bytes(*.need), format_bytes(*.free))]
+    Memory { free: u64, need: u64 },
+    #[error("node is on the request's avoid list")]
+    Avoided,
+}
+
+/// `Unfit` without owned strings: the placement scan meets it on most nodes of a large
+/// cluster, so it must not allocate; only `check` and the no-fit report turn it into words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Miss<'a> {
+    NotReady,
+    Avoided,
+    Arch,
+    Selector {
+        key: &'a str,
+        wanted: &'a str,
+        found: Option<&'a str>,
+    },
+    Cpu {
+        free: u64,
+        need: u64,
+    },
+    Memory {
+        free: u64,
+        need: u64,
+    },
+}
+
+/// The filters, for one node: `Ok` when the node can take the request.
+pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
+    match miss(node, req) {
+        None => Ok(()),
+        Some(m) => Err(match m {
+            Miss::NotReady => Unfit::NotReady,
+            Miss::Avoided => Unfit::Avoided,
+            Miss::Arch => Unfit::Arch {
+                node: node.arch.clone(),
+                wanted: req.archs.clone(),
+            },
+            Miss::Selector { key, wanted, found } => Unfit::Selector {
+                key: key.to_string(),
+                wanted: wanted.to_string(),
+                found: found.map(str::to_string),
+            },
+            Miss::Cpu { free, need } => Unfit::Cpu { free, need },
+            Miss::Memory { free, need } => Unfit::Memory { free, need },
+        }),
+    }
+}
+
+/// The first filter `node` fails, if any. The order puts the reasons a person can act on
+/// least (not ready, avoided, architecture) first, so a node is reported under the
+/// reason that would still hold if resources were freed.
+pub(crate) fn miss<'a>(node: &'a NodeView, req: &'a Request) -> Option<Miss<'a>> {
+    if !node.ready {
+        return Some(Miss::NotReady);
+    }
+    if req.avoid.contains(&node.name) {
+        return Some(Miss::Avoided);
+    }
+    if !arch_matches(&node.arch, &req.archs) {
+        return Some(Miss::Arch);
+    }
+    for (key, wanted) in &req.node_selector {
+        let found = node.labels.get(key).map(String::as_str);
+        if found != Some(wanted.as_str()) {
+            return Some(Miss::Selector { key, wanted, found });
+        }
+    }
+    let free = node.free();
+    let need = req.resources;
+    if need.cpu_millis > free.cpu_millis {
+        return Some(Miss::Cpu {
+            free: free.cpu_millis,
+            need: need.cpu_millis,
+        });
+    }
+    if need.memory_bytes > free.memory_bytes {
+        return Some(Miss::Memory {
+            free: free.memory_bytes,
+            need: need.memory_bytes,
+        });
+    }
+    None
+}
+
+fn arch_matches(node: &str, wanted: &[String]) -> bool {
+    wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| canonical_arch(w) == canonical_arch(node))
+}
+
+/// Image indexes say "arm64"/"amd64" where `uname -m` says "aarch64"/"x86_64"; either
+/// spelling reaching us must mean the same machine.
+pub(crate) fn canonical_arch(arch: &str) -> &str {
+    match arch {
+        "arm64" | "aarch64" => "aarch64",
+        "amd64" | "x86_64" | "x86-64" => "x86_64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{node, req, GI, MI};
+
+    #[test]
+    fn filter_table() {
+        let n = node("n1", "x86_64", 2000, 4 * GI)
+            .label("zone", "a")
+            .alloc(500, GI);
+        let cases: Vec<(&str, NodeView, Request, Result<(), Unfit>)> = vec![
+            ("fits", n.clone(), req("r", 1500, 3 * GI), Ok(())),
+            (
+                "not ready",
+                n.clone().not_ready(),
+                req("r", 1, 1),
+                Err(Unfit::NotReady),
+            ),
+            (
+                "avoided",
+                n.clone(),
+                req("r", 1, 1).avoid("n1"),
+                Err(Unfit::Avoided),
+            ),
+            (
+                "avoid other node",
+                n.clone(),
+                req("r", 1, 1).avoid("n2"),
+                Ok(()),
+            ),
+            (
+                "arch",
+                n.clone(),
+                req("r", 1, 1).archs(&["aarch64"]),
+                Err(Unfit::Arch {
+                    node: "x86_64".into(),
+                    wanted: vec!["aarch64".into()],
+                }),
+            ),
+            ("arch any", n.clone(), req("r", 1, 1).archs(&[]), Ok(())),
+            (
+                "arch amd64 alias",
+                n.clone(),
+                req("r", 1, 1).archs(&["arm64", "amd64"]),
+                Ok(()),
+            ),
+            (
+                "selector matches",
+                n.clone(),
+                req("r", 1, 1).select("zone", "a"),
+                Ok(()),
+            ),
+            (
+                "selector other value",
+                n.clone(),
+                req("r", 1, 1).select("zone", "b"),
+                Err(Unfit::Selector {
+                    key: "zone".into(),
+                    wanted: "b".into(),
+                    found: Some("a".into()),
+                }),
+            ),
+            (
+                "selector missing label",
+                n.clone(),
+                req("r", 1, 1).select("gpu", "true"),
+                Err(Unfit::Selector {
+                    key: "gpu".into(),
+                    wanted: "true".into(),
+                    found: None,
+                }),
+            ),
+            ("cpu exactly fits", n.clone(), req("r", 1500, 0), Ok(())),
+            (
+                "cpu",
+                n.clone(),
+                req("r", 1501, 0),
+                Err(Unfit::Cpu {
+                    free: 1500,
+                    need: 1501,
+                }),
+            ),
+            (
+                "memory",
+                n.clone(),
+                req("r", 0, 3 * GI + 1),
+                Err(Unfit::Memory {
+                    free: 3 * GI,
+                    need: 3 * GI + 1,
+                }),
+            ),
+            (
+                "overcommitted node has zero free",
+                n.clone().alloc(5000, 0),
+                req("r", 1, 0),
+                Err(Unfit::Cpu { free: 0, need: 1 }),
+            ),
+            (
+                "not ready wins over arch",
+                n.clone().not_ready(),
+                req("r", 1, 1).archs(&["aarch64"]),
+                Err(Unfit::NotReady),
+            ),
+            (
+                "cpu is checked before memory",
+                n.clone(),
+                req("r", 9000, 9 * GI),
+                Err(Unfit::Cpu {
+                    free: 1500,
+                    need: 9000,
+                }),
+            ),
+        ];
+        for (name, node, req, want) in cases {
+            assert_eq!(check(&node, &req), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn unfit_messages() {
+        let cases = [
+            (Unfit::NotReady, "node is not ready"),
+            (Unfit::Avoided, "node is on the request's avoid list"),
+            (
+                Unfit::Arch {
+                    node: "aarch64".into(),
+                    wanted: vec!["x86_64".into()],
+                },
+                "node is aarch64 (image is x86_64 only)",
+            ),
+            (
+                Unfit::Selector {
+                    key: "zone".into(),
+                    wanted: "b".into(),
+                    found: None,
+                },
+                "node label zone is unset (wanted b)",
+            ),
+            (
+                Unfit::Cpu {
+                    free: 250,
+                    need: 500,
+                },
+                "node lacks cpu (need 500m, free 250m)",
+            ),
+            (
+                Unfit::Memory {
+                    free: 32 * MI,
+                    need: 64 * MI,
+                },
+                "node lacks memory (need 64Mi, free 32Mi)",
+            ),
+        ];
+        for (unfit, want) in cases {
+            assert_eq!(unfit.to_string(), want);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! One decision: filter every node, score the survivors with the policy, take the best.
+//! Owns the tie-break (node name) that makes decisions repeatable; does not change the
+//! nodes it is shown (`queue` does the bookkeeping).
+
+use crate::filter::miss;
+use crate::policy::{Policy, Spread};
+use crate::reason::NoFit;
+use crate::types::{NodeView, Request};
+
+/// Places requests on nodes with one policy. Holds no cluster state: every call gets the
+/// master's current view.
+pub struct Scheduler {
+    policy: Box<dyn Policy>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler::new(Box::new(Spread))
+    }
+}
+
+impl Scheduler {
+    pub fn new(policy: Box<dyn Policy>) -> Self {
+        Scheduler { policy }
+    }
+
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    /// The index in `nodes` of the best node for `req`, or why none fits. A single pass
+    /// that allocates nothing; the reasons are gathered by a second pass only on failure.
+    // NoFit is large next to an index, but it is the rare path and the master's interface
+    // returns it by value; boxing would cost every caller a deref for nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn place(&self, nodes: &[NodeView], req: &Request) -> Result<usize, NoFit> {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, node) in nodes.iter().enumerate() {
+            if miss(node, req).is_some() {
+                continue;
+            }
+            let score = self.policy.score(node, req);
+            let better = match best {
+                None => true,
+                Some((b, best_score)) => {
+                    score > best_score || (score == best_score && node.name < nodes[b].name)
+                }
+            };
+            if better {
+                best = Some((i, score));
+            }
+        }
+        best.map(|(i, _)| i)
+            .ok_or_else(|| NoFit::collect(nodes, req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Binpack;
+    use crate::testutil::{node, req, GI};
+
+    fn cluster() -> Vec<NodeView> {
+        vec![
+            node("a", "x86_64", 4000, 8 * GI).alloc(3000, 6 * GI),
+            node("b", "x86_64", 4000, 8 * GI).alloc(1000, 2 * GI),
+            node("c", "x86_64", 4000, 8 * GI),
+            node("d", "aarch64", 4000, 8 * GI),
+        ]
+    }
+
+    fn chosen(s: &Scheduler, nodes: &[NodeView], r: &Request) -> String {
+        nodes[s.place(nodes, r).unwrap()].name.clone()
+    }
+
+    #[test]
+    fn spread_vs_binpack() {
+        let nodes = cluster();
+        let spread = Scheduler::new(Box::new(Spread));
+        let binpack = Scheduler::new(Box::new(Binpack));
+        let cases = [
+            // Emptiest: c and d tie at zero load; c sorts first.
+            (&spread, req("r", 500, GI), "c"),
+            (&spread, req("r", 500, GI).archs(&["aarch64"]), "d"),
+            (&binpack, req("r", 500, GI), "a"),
+            // a cannot take 2Gi of cpu more than it has; the next fullest can.
+            (&binpack, req("r", 1500, GI), "b"),
+            (&binpack, req("r", 500, GI).avoid("a"), "b"),
+        ];
+        for (s, r, want) in cases {
+            assert_eq!(chosen(s, &nodes, &r), want, "{} {:?}", s.policy().name(), r);
+        }
+    }
+
+    #[test]
+    fn arm64_only_image_only_on_aarch64() {
+        let nodes = cluster();
+        let s = Scheduler::default();
+        for arch in ["arm64", "aarch64"] {
+            assert_eq!(chosen(&s, &nodes, &req("r", 100, GI).archs(&[arch])), "d");
+        }
+        let x86_only = &nodes[..3];
+        let err = s
+            .place(x86_only, &req("r", 100, GI).archs(&["arm64"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no node fits: 3 are x86_64 (image is aarch64 only)"
+        );
+    }
+
+    #[test]
+    fn deterministic_whatever_the_node_order() {
+        let mut nodes: Vec<NodeView> = (0..20)
+            .map(|i| node(&format!("n{i:02}"), "x86_64", 1000, GI))
+            .collect();
+        let s = Scheduler::default();
+        let first = chosen(&s, &nodes, &req("r", 100, 1));
+        assert_eq!(first, "n00");
+        nodes.reverse();
+        assert_eq!(chosen(&s, &nodes, &req("r", 100, 1)), first);
+        nodes.rotate_left(7);
+        assert_eq!(chosen(&s, &nodes, &req("r", 100, 1)), first);
+    }
+
+    #[test]
+    fn none_fit_gives_the_reasons() {
+        let nodes = cluster();
+        let err = Scheduler::default()
+            .place(&nodes, &req("r", 8000, GI))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no node fits: 4 lack cpu (need 8000m, most free 4000m)"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! Why work waits: `NoFit` counts the nodes that turned a request down by reason and
+//! words it for a person reading `cloudos ps`. Built only when no node fits, so it may
+//! allocate; also owns the human-readable sizes ("64Mi", "500m") the messages use.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::{canonical_arch, miss, Miss};
+use crate::types::{NodeView, Request};
+
+/// No node can take a request, and how many nodes declined for which reason; each node
+/// is counted once, under the first filter it fails. `Display` is the sentence shown to
+/// the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoFit {
+    /// Nodes considered.
+    pub nodes: usize,
+    pub not_ready: usize,
+    pub avoided: usize,
+    /// Node architecture → nodes of it that the image does not support.
+    pub arch: BTreeMap<String, usize>,
+    /// The image's architectures, for the message.
+    pub wanted_archs: Vec<String>,
+    /// "key=value" the request selects → nodes without that label value.
+    pub selector: BTreeMap<String, usize>,
+    pub cpu: Option<Shortfall>,
+    pub memory: Option<Shortfall>,
+}
+
+/// Nodes short of one resource, with what the request needs and the most any of them has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortfall {
+    pub nodes: usize,
+    pub need: u64,
+    pub most_free: u64,
+}
+
+impl Shortfall {
+    fn add(slot: &mut Option<Shortfall>, free: u64, need: u64) {
+        let s = slot.get_or_insert(Shortfall {
+            nodes: 0,
+            need,
+            most_free: 0,
+        });
+        s.nodes += 1;
+        s.most_free = s.most_free.max(free);
+    }
+}
+
+impl NoFit {
+    /// Runs the filters over every node again, this time keeping the reasons. Only
+    /// called once the placement scan found nothing, so the common path stays lean.
+    pub fn collect(nodes: &[NodeView], req: &Request) -> NoFit {
+        let mut nf = NoFit {
+            nodes: nodes.len(),
+            ..NoFit::default()
+        };
+        for node in nodes {
+            match miss(node, req) {
+                None => {}
+                Some(Miss::NotReady) => nf.not_ready += 1,
+                Some(Miss::Avoided) => nf.avoided += 1,
+                Some(Miss::Arch) => {
+                    *nf.arch
+                        .entry(canonical_arch(&node.arch).to_string())
+                        .or_insert(0) += 1
+                }
+                Some(Miss::Selector { key, wanted, .. }) => {
+                    *nf.selector.entry(format!("{key}={wanted}")).or_insert(0) += 1
+                }
+                Some(Miss::Cpu { free, need }) => Shortfall::add(&mut nf.cpu, free, need),
+                Some(Miss::Memory { free, need }) => Shortfall::add(&mut nf.memory, free, need),
+            }
+        }
+        if !nf.arch.is_empty() {
+            nf.wanted_archs = req
+                .archs
+                .iter()
+                .map(|a| canonical_arch(a).to_string())
+                .collect();
+        }
+        nf
+    }
+
+    /// True when there is no ready node at all: then the cluster, not the request, is
+    /// what needs attention.
+    pub fn no_ready_node(&self) -> bool {
+        self.not_ready == self.nodes
+    }
+
+    /// One phrase per reason, with its node count, most common first.
+    fn phrases(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        if self.not_ready > 0 {
+            out.push((
+                self.not_ready,
+                format!("{} not ready", is_are(self.not_ready)),
+            ));
+        }
+        if self.avoided > 0 {
+            out.push((
+                self.avoided,
+                format!("{} on the request's avoid list", is_are(self.avoided)),
+            ));
+        }
+        let wanted = self.wanted_archs.join(", ");
+        for (arch, &n) in &self.arch {
+            out.push((n, format!("{} {arch} (image is {wanted} only)", is_are(n))));
+        }
+        for (label, &n) in &self.selector {
+            out.push((n, format!("{} label {label}", lack(n))));
+        }
+        let shortfalls = [
+            ("cpu", self.cpu, format_millis as fn(u64) -> String),
+            ("memory", self.memory, format_bytes),
+        ];
+        for (resource, shortfall, size) in shortfalls {
+            if let Some(s) = shortfall {
+                let (need, free) = (size(s.need), size(s.most_free));
+                out.push((
+                    s.nodes,
+                    format!(
+                        "{} {resource} (need {need}, most free {free})",
+                        lack(s.nodes)
+                    ),
+                ));
+            }
+        }
+        // Stable: equal counts keep the filter order above.
+        out.sort_by_key(|p| std::cmp::Reverse(p.0));
+        out
+    }
+}
+
+fn is_are(n: usize) -> String {
+    if n == 1 {
+        "1 is".to_string()
+    } else {
+        format!("{n} are")
+    }
+}
+
+fn lack(n: usize) -> String {
+    if n == 1 {
+        "1 lacks".to_string()
+    } else {
+        format!("{n} lack")
+    }
+}
+
+impl fmt::Display for NoFit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.no_ready_node() {
+            return f.write_str("no ready compute node");
+        }
+        let phrases: Vec<String> = self.phrases().into_iter().map(|(_, p)| p).collect();
+        write!(f, "no node fits: {}", phrases.join(", "))
+    }
+}
+
+impl std::error::Error for NoFit {}
+
+/// Bytes in binary units as people and Kubernetes write them: "512Ki", "64Mi", "1.5Gi".
+/// One decimal at most; exact multiples print without it.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut unit = 0;
+    let mut size = 1024u64;
+    while unit + 1 < UNITS.len() && bytes >= size * 1024 {
+        size *= 1024;
+        unit += 1;
+    }
+    let tenths = (bytes as u128 * 10 + size as u128 / 2) / size as u128;
+    if tenths % 10 == 0 {
+        format!("{}{}", tenths / 10, UNITS[unit])
+    } else {
+        format!("{}.{}{}", tenths / 10, tenths % 10, UNITS[unit])
+    }
+}
+
+/// Millicores as the request states them: "500m", "2000m".
+pub fn format_millis(millis: u64) -> String {
+    format!("{millis}m")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{node, req, GI, MI};
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1Ki"),
+            (64 * MI, "64Mi"),
+            (GI + GI / 2, "1.5Gi"),
+            (3 * GI - 1, "3Gi"),
+            (1 << 40, "1Ti"),
+            (1 << 50, "1Pi"),
+            (5 << 50, "5Pi"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(format_bytes(bytes), want, "{bytes}");
+        }
+        assert_eq!(format_millis(500), "500m");
+    }
+
+    /// The sentence for a request over a set of nodes, table by table.
+    #[test]
+    fn reason_texts() {
+        let x86 = |name: &str| node(name, "x86_64", 4000, 8 * GI);
+        let arm = |name: &str| node(name, "aarch64", 4000, 8 * GI);
+        let cases: Vec<(&str, Vec<NodeView>, Request, &str)> = vec![
+            ("no nodes", vec![], req("r", 1, 1), "no ready compute node"),
+            ("none ready", vec![x86("a").not_ready(), x86("b").not_ready()], req("r", 1, 1), "no ready compute node"),
+            (
+                "the brief's example",
+                vec![x86("a").alloc(0, 8 * GI - 32 * MI), x86("b").alloc(0, 8 * GI - 16 * MI), arm("c")],
+                req("r", 100, 64 * MI).archs(&["x86_64"]),
+                "no node fits: 2 lack memory (need 64Mi, most free 32Mi), 1 is aarch64 (image is x86_64 only)",
+            ),
+            (
+                "arm64-only image on x86 nodes",
+                vec![x86("a"), x86("b")],
+                req("r", 1, 1).archs(&["arm64"]),
+                "no node fits: 2 are x86_64 (image is aarch64 only)",
+            ),
+            (
+                "cpu",
+                vec![x86("a").alloc(3750, 0)],
+                req("r", 500, 0),
+                "no node fits: 1 lacks cpu (need 500m, most free 250m)",
+            ),
+            (
+                "selector and not ready",
+                vec![x86("a").not_ready(), x86("b").label("zone", "b"), x86("c")],
+                req("r", 1, 1).select("zone", "a"),
+                "no node fits: 2 lack label zone=a, 1 is not ready",
+            ),
+            (
+                "avoided, ties in filter order",
+                vec![x86("a"), x86("b").not_ready()],
+                req("r", 1, 1).avoid("a"),
+                "no node fits: 1 is not ready, 1 is on the request's avoid list",
+            ),
+        ];
+        for (name, nodes, req, want) in cases {
+            assert_eq!(NoFit::collect(&nodes, &req).to_string(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn counts_are_kept_for_the_api() {
+        let nodes = [
+            node("a", "x86_64", 1000, GI),
+            node("b", "x86_64", 1000, 2 * GI),
+        ];
+        let nf = NoFit::collect(&nodes, &req("r", 0, 4 * GI));
+        assert_eq!(
+            nf.memory,
+            Some(Shortfall {
+                nodes: 2,
+                need: 4 * GI,
+                most_free: 2 * GI
+            })
+        );
+        assert_eq!(nf.nodes, 2);
+        let json = serde_json::to_string(&nf).unwrap();
+        assert_eq!(serde_json::from_str::<NoFit>(&json).unwrap(), nf);
+    }
+}
