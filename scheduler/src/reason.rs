@@ -57,23 +57,29 @@ impl NoFit {
             nodes: nodes.len(),
             ..NoFit::default()
         };
+        // Keyed by borrowed strings while counting: a String per declining node would
+        // make this pass cost ten times the placement scan on a large cluster.
+        let mut archs: Vec<(&str, usize)> = Vec::new();
+        let mut labels: Vec<((&str, &str), usize)> = Vec::new();
         for node in nodes {
             match miss(node, req) {
                 None => {}
                 Some(Miss::NotReady) => nf.not_ready += 1,
                 Some(Miss::Avoided) => nf.avoided += 1,
-                Some(Miss::Arch) => {
-                    *nf.arch
-                        .entry(canonical_arch(&node.arch).to_string())
-                        .or_insert(0) += 1
-                }
-                Some(Miss::Selector { key, wanted, .. }) => {
-                    *nf.selector.entry(format!("{key}={wanted}")).or_insert(0) += 1
-                }
+                Some(Miss::Arch) => bump(&mut archs, canonical_arch(&node.arch)),
+                Some(Miss::Selector { key, wanted, .. }) => bump(&mut labels, (key, wanted)),
                 Some(Miss::Cpu { free, need }) => Shortfall::add(&mut nf.cpu, free, need),
                 Some(Miss::Memory { free, need }) => Shortfall::add(&mut nf.memory, free, need),
             }
         }
+        nf.arch = archs
+            .into_iter()
+            .map(|(arch, n)| (arch.to_string(), n))
+            .collect();
+        nf.selector = labels
+            .into_iter()
+            .map(|((k, v), n)| (format!("{k}={v}"), n))
+            .collect();
         if !nf.arch.is_empty() {
             nf.wanted_archs = req
                 .archs
@@ -131,6 +137,15 @@ impl NoFit {
         // Stable: equal counts keep the filter order above.
         out.sort_by_key(|p| std::cmp::Reverse(p.0));
         out
+    }
+}
+
+/// Counts one more under `key`; a linear search, as there are only a few architectures
+/// and selector labels per request.
+fn bump<K: PartialEq>(counts: &mut Vec<(K, usize)>, key: K) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key, 1)),
     }
 }
 
