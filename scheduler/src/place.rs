@@ -58,6 +58,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::check;
     use crate::policy::Binpack;
     use crate::testutil::{node, req, GI};
 
@@ -134,5 +135,48 @@ mod tests {
             err.to_string(),
             "no node fits: 4 lack cpu (need 8000m, most free 4000m)"
         );
+    }
+
+    /// `place` and `check` must agree: the chosen node passes the filters, and a no-fit
+    /// answer means every node fails them, counted once each.
+    #[test]
+    fn place_agrees_with_check() {
+        let mut nodes = Vec::new();
+        for i in 0..24u64 {
+            let arch = if i % 3 == 0 { "aarch64" } else { "x86_64" };
+            let n = node(
+                &format!("n{i:02}"),
+                arch,
+                1000 * (1 + i % 4),
+                GI * (1 + i % 5),
+            );
+            let n = n
+                .label("zone", ["a", "b"][(i % 2) as usize])
+                .alloc(100 * (i % 7), GI / 8 * (i % 3));
+            nodes.push(if i % 11 == 0 { n.not_ready() } else { n });
+        }
+        let s = Scheduler::default();
+        for j in 0..60u64 {
+            let mut r = req(&format!("r{j}"), 500 * (j % 9), GI / 2 * (j % 11));
+            if j % 4 == 0 {
+                r = r.archs(&["arm64"]);
+            }
+            if j % 5 == 0 {
+                r = r.select("zone", "b");
+            }
+            match s.place(&nodes, &r) {
+                Ok(i) => assert_eq!(check(&nodes[i], &r), Ok(()), "{j}"),
+                Err(nf) => {
+                    assert!(nodes.iter().all(|n| check(n, &r).is_err()), "{j}");
+                    let counted = nf.not_ready
+                        + nf.avoided
+                        + nf.arch.values().sum::<usize>()
+                        + nf.selector.values().sum::<usize>()
+                        + nf.cpu.map_or(0, |c| c.nodes)
+                        + nf.memory.map_or(0, |m| m.nodes);
+                    assert_eq!(counted, nodes.len(), "{j}: {nf}");
+                }
+            }
+        }
     }
 }
