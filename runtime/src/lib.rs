@@ -1,1 +1,32 @@
-//! CloudOS container runtime (issue 4): work in progress.
+//! CloudOS container runtime (issue 4): runs OCI containers on a compute node
+//! through youki's libcontainer, one shim process per container.
+//!
+//! [`Runtime`] is what the agent uses: it validates a [`ContainerSpec`],
+//! writes it under `<root>/<id>/` and spawns a shim ([`shim_main`]) that
+//! assembles the overlayfs root from the image's unpacked layers, runs the
+//! container, logs its output and records its exit. The runtime itself never
+//! forks a container: libcontainer's clone()s run in the shim, a fresh
+//! single-threaded process, and containers survive an agent restart
+//! ([`Runtime::recover`]).
+//!
+//! This crate owns container processes, their cgroups under `cloudos/` and
+//! everything under its root directory; it does not pull or unpack images
+//! (that is `cloudos_images`) and does not talk to the master.
+
+mod cgroup;
+mod error;
+mod logs;
+mod oci;
+mod process;
+mod rootfs;
+mod runtime;
+mod shim;
+mod spec;
+mod state;
+
+pub use error::RuntimeError;
+pub use logs::DEFAULT_LOG_LIMIT;
+pub use runtime::{ContainerStatus, RecoverReport, Runtime, ShimCommand};
+pub use shim::shim_main;
+pub use spec::{validate_id, ContainerSpec, Network, Resources, User, DEFAULT_PATH};
+pub use state::{ExitStatus, LogPaths};

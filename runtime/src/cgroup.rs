@@ -1,0 +1,166 @@
+//! The container's cgroup as seen from outside libcontainer: where it is on
+//! every mounted hierarchy (v1 controllers, the v2 tree, or both on a hybrid
+//! host), whether the OOM killer fired in it, and removing what a dead shim
+//! left behind. libcontainer creates and deletes the cgroup in the normal
+//! case; this is for reading the OOM count before that and for recovery.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The parent of every container cgroup, on each hierarchy.
+pub const PARENT: &str = "cloudos";
+
+/// The OCI `cgroupsPath` of a container.
+pub fn cgroups_path(id: &str) -> String {
+    format!("/{PARENT}/{id}")
+}
+
+/// Mount points of all cgroup (v1) and cgroup2 filesystems.
+pub fn hierarchies() -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // "... mount_point options - fstype source super_options"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split_whitespace().next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        if let Some(mp) = left.split_whitespace().nth(4) {
+            out.push(PathBuf::from(unescape_mount_path(mp)));
+        }
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+pub fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The container's cgroup directories that exist now.
+pub fn dirs(id: &str) -> Vec<PathBuf> {
+    hierarchies()
+        .into_iter()
+        .map(|h| h.join(PARENT).join(id))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// How many times the OOM killer killed a process in the cgroup: v2
+/// `memory.events`, or v1 `memory.oom_control` (its `oom_kill` line, kernel
+/// 4.13+), falling back to v1 `under_oom`.
+pub fn oom_kills(dirs: &[PathBuf]) -> u64 {
+    let mut kills = 0;
+    for d in dirs {
+        for file in ["memory.events", "memory.oom_control"] {
+            if let Ok(text) = fs::read_to_string(d.join(file)) {
+                kills += parse_key(&text, "oom_kill").unwrap_or(0);
+                kills += parse_key(&text, "under_oom").unwrap_or(0);
+            }
+        }
+    }
+    kills
+}
+
+fn parse_key(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Kills every process left in the container's cgroups and removes them.
+/// Returns the directories it could not remove.
+pub fn kill_and_remove(id: &str, timeout: Duration) -> Vec<PathBuf> {
+    let dirs = dirs(id);
+    if dirs.is_empty() {
+        return dirs;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut left = 0;
+        for d in &dirs {
+            // A frozen cgroup would keep its processes from dying: thaw it.
+            let _ = fs::write(d.join("freezer.state"), "THAWED");
+            let _ = fs::write(d.join("cgroup.freeze"), "0");
+            for pid in procs(d) {
+                left += 1;
+                // SAFETY: plain kill(2); the pids come from the container's own
+                // cgroup, which holds nothing but the container's processes.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if left == 0 || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut stuck = Vec::new();
+    for d in dirs {
+        // rmdir fails with EBUSY for a moment while the last exits complete.
+        let ok = loop {
+            match fs::remove_dir(&d) {
+                Ok(()) => break true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break true,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => break false,
+            }
+        };
+        if !ok {
+            stuck.push(d);
+        }
+    }
+    stuck
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counts() {
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_key(v2, "oom_kill"), Some(1));
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(parse_key(v1, "oom_kill"), Some(3));
+        assert_eq!(parse_key(v1, "nope"), None);
+    }
+
+    #[test]
+    fn mount_paths_unescape() {
+        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+        assert_eq!(unescape_mount_path("/end\\"), "/end\\");
+    }
+}

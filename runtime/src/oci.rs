@@ -1,0 +1,308 @@
+//! Turns a [`ContainerSpec`] into the OCI runtime config libcontainer runs.
+//! Pure: the host facts it depends on come in as [`HostFacts`], so the whole
+//! mapping is unit-tested.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{
+    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths, Capability,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::cgroup;
+use crate::spec::{ContainerSpec, Network};
+
+/// What the config depends on besides the spec.
+#[derive(Clone, Debug, Default)]
+pub struct HostFacts {
+    /// Used when the spec names no hostname.
+    pub hostname: String,
+    /// cgroup v1 with swap accounting: also cap memory+swap, or a memory
+    /// limit would only push the container into swap instead of the OOM killer.
+    pub v1_memsw: bool,
+    /// The host's resolv.conf, bind-mounted read-only when the container
+    /// shares the host's network.
+    pub resolv_conf: Option<PathBuf>,
+    /// The shim's own hard RLIMIT_NOFILE: raising it would need
+    /// CAP_SYS_RESOURCE, which a sandboxed host may not grant.
+    pub nofile_hard: u64,
+}
+
+/// CFS period for the CPU quota: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Docker's default capability set: enough for ordinary workloads
+/// (chown, setuid for privilege dropping, binding low ports) and without
+/// SYS_ADMIN & co. With no seccomp filter (see Cargo.toml), this bounding
+/// set and no_new_privileges are what keep a container in.
+fn default_capabilities() -> HashSet<Capability> {
+    use Capability::*;
+    [
+        Chown,
+        DacOverride,
+        Fsetid,
+        Fowner,
+        Mknod,
+        NetRaw,
+        Setgid,
+        Setuid,
+        Setfcap,
+        Setpcap,
+        NetBindService,
+        SysChroot,
+        Kill,
+        AuditWrite,
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn mounts(spec: &ContainerSpec, host: &HostFacts) -> Result<Vec<Mount>, String> {
+    // The defaults are runc's (proc, dev, devpts, shm, mqueue, sysfs) less the
+    // cgroup filesystem: nothing in a workload needs to see its cgroup, and on
+    // a v1 host it would mean a dozen more mounts per start.
+    let mut mounts: Vec<Mount> = get_default_mounts()
+        .into_iter()
+        .filter(|m| m.destination() != Path::new("/sys/fs/cgroup"))
+        .collect();
+    let bind = |src: &Path, dst: &str, rw: &str| {
+        MountBuilder::default()
+            .destination(dst)
+            .typ("bind")
+            .source(src)
+            .options(vec![
+                "rbind".to_string(),
+                rw.to_string(),
+                "nosuid".into(),
+                "nodev".into(),
+            ])
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    if let Some(out) = &spec.output_dir {
+        mounts.push(bind(out, "/output", "rw")?);
+    }
+    if spec.network == Network::Host {
+        if let Some(resolv) = &host.resolv_conf {
+            mounts.push(bind(resolv, "/etc/resolv.conf", "ro")?);
+        }
+    }
+    Ok(mounts)
+}
+
+/// The OCI config for `spec` with its root filesystem at `rootfs`.
+pub fn build(spec: &ContainerSpec, rootfs: &Path, host: &HostFacts) -> Result<Spec, String> {
+    let err = |e: libcontainer::oci_spec::OciSpecError| e.to_string();
+    let user = spec.user.unwrap_or_default();
+    let caps = default_capabilities();
+    // 65536 open files like most container engines, within what we may grant.
+    let nofile = host.nofile_hard.clamp(1024, 65536);
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(spec.args.clone())
+        .env(spec.effective_env())
+        .cwd(spec.cwd_or_root())
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .build()
+                .map_err(err)?,
+        )
+        .no_new_privileges(true)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
+                .build()
+                .map_err(err)?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(nofile)
+            .soft(nofile)
+            .build()
+            .map_err(err)?])
+        .build()
+        .map_err(err)?;
+
+    let mut resources = LinuxResourcesBuilder::default().devices(vec![
+        // Deny every device; libcontainer then allows the standard ones
+        // (null, zero, full, tty, random, urandom, pts).
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .map_err(err)?,
+    ]);
+    let r = &spec.resources;
+    if let Some(mem) = r.memory_bytes {
+        let mut m = LinuxMemoryBuilder::default().limit(mem as i64);
+        if host.v1_memsw {
+            m = m.swap(mem as i64);
+        }
+        resources = resources.memory(m.build().map_err(err)?);
+    }
+    if let Some(millis) = r.cpu_millis {
+        let quota = (millis * CPU_PERIOD_US / 1000).max(1000);
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota as i64)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(pids) = r.pids {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(pids as i64)
+                .build()
+                .map_err(err)?,
+        );
+    }
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if spec.network == Network::None {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build().map_err(err)?)
+        .cgroups_path(PathBuf::from(cgroup::cgroups_path(&spec.id)))
+        .masked_paths(get_default_maskedpaths())
+        .readonly_paths(get_default_readonly_paths())
+        .build()
+        .map_err(err)?;
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(rootfs)
+                .readonly(spec.readonly_root)
+                .build()
+                .map_err(err)?,
+        )
+        .hostname(
+            spec.hostname
+                .clone()
+                .unwrap_or_else(|| host.hostname.clone()),
+        )
+        .process(process)
+        .mounts(mounts(spec, host)?)
+        .linux(linux)
+        .build()
+        .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Resources, User};
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            id: "t1".into(),
+            layers: vec!["/l0".into()],
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["A=1".into()],
+            user: Some(User {
+                uid: 1000,
+                gid: 100,
+            }),
+            resources: Resources {
+                cpu_millis: Some(500),
+                memory_bytes: Some(64 << 20),
+                pids: Some(32),
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maps_process_and_limits() {
+        let host = HostFacts {
+            hostname: "node".into(),
+            v1_memsw: true,
+            resolv_conf: Some("/etc/resolv.conf".into()),
+            nofile_hard: 4096,
+        };
+        let oci = build(&spec(), Path::new("/r/t1/rootfs"), &host).unwrap();
+        let p = oci.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap()[0], "/bin/sh");
+        assert_eq!(p.cwd(), Path::new("/"));
+        assert_eq!(p.user().uid(), 1000);
+        assert_eq!(p.user().gid(), 100);
+        assert!(p
+            .env()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("PATH=")));
+        assert_eq!(oci.hostname().as_deref(), Some("node"));
+        let linux = oci.linux().as_ref().unwrap();
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/cloudos/t1"))
+        );
+        let res = linux.resources().as_ref().unwrap();
+        assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(50_000));
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(res.memory().as_ref().unwrap().swap(), Some(64 << 20));
+        assert_eq!(res.pids().as_ref().unwrap().limit(), 32);
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        let mounts = oci.mounts().as_ref().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination() == Path::new("/etc/resolv.conf")));
+        assert!(!mounts
+            .iter()
+            .any(|m| m.destination() == Path::new("/sys/fs/cgroup")));
+    }
+
+    #[test]
+    fn network_none_output_and_readonly() {
+        let mut s = spec();
+        s.network = Network::None;
+        s.output_dir = Some("/host/out".into());
+        s.readonly_root = true;
+        s.hostname = Some("box".into());
+        s.resources = Resources::default();
+        let oci = build(&s, Path::new("/r"), &HostFacts::default()).unwrap();
+        let linux = oci.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        let mounts = oci.mounts().as_ref().unwrap();
+        let out = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/output"))
+            .unwrap();
+        assert_eq!(out.source().as_deref(), Some(Path::new("/host/out")));
+        assert!(!mounts
+            .iter()
+            .any(|m| m.destination() == Path::new("/etc/resolv.conf")));
+        assert_eq!(oci.root().as_ref().unwrap().readonly(), Some(true));
+        assert_eq!(oci.hostname().as_deref(), Some("box"));
+        assert!(linux.resources().as_ref().unwrap().memory().is_none());
+    }
+}
