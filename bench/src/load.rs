@@ -220,6 +220,7 @@ async fn connect(api: &ApiClient) -> anyhow::Result<Ws> {
         arch: "x86_64".into(),
         labels: BTreeMap::new(),
         nodeos_version: "0.1.0".into(),
+        runs: Vec::new(),
     });
     ws.send(Message::text(serde_json::to_string(&hello)?))
         .await?;

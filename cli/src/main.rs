@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use cloudos_cluster::workload::{self, NetworkMode, ResourceRequest, WorkloadSpec};
 use cloudos_cluster::Role;
 
 use commands::{Ctx, Output};
@@ -58,6 +59,132 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Run a task to completion: `cloudos run [OPTIONS] IMAGE [-- COMMAND…]`; prints its id.
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// New runs when its node dies (or it cannot start there).
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
+        /// Show the pull, stream the logs, exit with the task's exit code.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Tasks and services: state, node, age, exit code, why they wait.
+    Ps {
+        /// Also tasks that ended more than an hour ago.
+        #[arg(long, short = 'a')]
+        all: bool,
+    },
+    /// A task's (or replica's) stdout and stderr.
+    Logs {
+        id: String,
+        /// Keep streaming until the task ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Stop a task.
+    Cancel { id: String },
+    /// Download what a task wrote to /output into PATH (default ./ID-output; `-`: tar to stdout).
+    Output { id: String, path: Option<PathBuf> },
+    /// Keep N replicas of a container running: `cloudos deploy NAME [OPTIONS] IMAGE [-- COMMAND…]`.
+    Deploy {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Change a service's number of replicas.
+    Scale { name: String, replicas: u32 },
+    /// Stop a service's replicas and forget it.
+    Delete { name: String },
+}
+
+/// What to run, shared by `run` and `deploy`.
+#[derive(Debug, clap::Args)]
+struct SpecArgs {
+    /// CPU to reserve and limit to: millicores (500m) or cores (2, 0.5).
+    #[arg(long, value_parser = parse_cpu)]
+    cpu: Option<u64>,
+    /// Memory to reserve and limit to: 64Mi, 1Gi, 512M.
+    #[arg(long, value_parser = parse_memory)]
+    memory: Option<u64>,
+    /// Most processes the container may have.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// KEY=VALUE in the container's environment; repeat for more.
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Only nodes with this label (key=value); repeat for more.
+    #[arg(long = "node-selector", value_parser = parse_selector)]
+    node_selector: Vec<(String, String)>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// UID or UID:GID to run as.
+    #[arg(long)]
+    user: Option<String>,
+    /// Replace the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// `host` (the node's network) or `none` (loopback only).
+    #[arg(long, default_value = "host", value_parser = parse_network)]
+    network: NetworkMode,
+    /// Mount the container's root read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// The image, such as registry.lan:5000/busybox:1.
+    image: String,
+    /// The command, after `--` (default: the image's).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+impl SpecArgs {
+    fn into_spec(self) -> WorkloadSpec {
+        let defaults = ResourceRequest::default();
+        WorkloadSpec {
+            image: self.image,
+            command: self.command,
+            entrypoint: self.entrypoint.map(|e| vec![e]),
+            env: self.env.into_iter().collect(),
+            workdir: self.workdir,
+            user: self.user,
+            resources: ResourceRequest {
+                cpu_millicores: self.cpu.unwrap_or(defaults.cpu_millicores),
+                memory_bytes: self.memory.unwrap_or(defaults.memory_bytes),
+                pids: self.pids,
+            },
+            node_selector: self.node_selector.into_iter().collect(),
+            network: self.network,
+            readonly_root: self.read_only,
+        }
+    }
+}
+
+fn parse_cpu(value: &str) -> Result<u64, String> {
+    workload::parse_cpu(value).map_err(|e| e.to_string())
+}
+
+fn parse_memory(value: &str) -> Result<u64, String> {
+    workload::parse_memory(value).map_err(|e| e.to_string())
+}
+
+fn parse_env(value: &str) -> Result<(String, String), String> {
+    workload::parse_env(value).map_err(|e| e.to_string())
+}
+
+fn parse_selector(value: &str) -> Result<(String, String), String> {
+    workload::parse_selector(value).map_err(|e| e.to_string())
+}
+
+fn parse_network(value: &str) -> Result<NetworkMode, String> {
+    match value {
+        "host" => Ok(NetworkMode::Host),
+        "none" => Ok(NetworkMode::None),
+        other => Err(format!("network {other:?}: use host or none")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +254,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::List) => commands::tokens::list(&ctx).await,
         Command::Token(TokenCommand::Revoke { id }) => commands::tokens::revoke(&ctx, &id).await,
         Command::Discover { timeout } => commands::discover::run(&ctx, timeout).await,
+        Command::Run {
+            spec,
+            retries,
+            follow,
+        } => commands::workloads::run(&ctx, spec.into_spec(), retries, follow).await,
+        Command::Ps { all } => commands::workloads::ps(&ctx, all).await,
+        Command::Logs { id, follow } => commands::workloads::logs(&ctx, &id, follow).await,
+        Command::Cancel { id } => commands::workloads::cancel(&ctx, &id).await,
+        Command::Output { id, path } => commands::workloads::output(&ctx, &id, path).await,
+        Command::Deploy {
+            name,
+            replicas,
+            spec,
+        } => commands::workloads::deploy(&ctx, name, spec.into_spec(), replicas).await,
+        Command::Scale { name, replicas } => {
+            commands::workloads::scale(&ctx, &name, replicas).await
+        }
+        Command::Delete { name } => commands::workloads::delete(&ctx, &name).await,
     }
 }
 
@@ -181,6 +326,53 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Discover { timeout } if timeout == Duration::from_secs(500))
         );
+    }
+
+    #[test]
+    fn run_takes_resources_and_a_command() {
+        let cli = Cli::try_parse_from([
+            "cloudos",
+            "run",
+            "--cpu",
+            "500m",
+            "--memory",
+            "64Mi",
+            "--pids",
+            "64",
+            "-e",
+            "A=1",
+            "--node-selector",
+            "zone=a",
+            "reg:5000/busybox:1",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ])
+        .expect("parse");
+        let Command::Run { spec, .. } = cli.command else {
+            panic!("not run")
+        };
+        let spec = spec.into_spec();
+        assert_eq!(spec.resources.cpu_millicores, 500);
+        assert_eq!(spec.resources.memory_bytes, 64 << 20);
+        assert_eq!(spec.resources.pids, Some(64));
+        assert_eq!(spec.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(spec.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(
+            spec.node_selector.get("zone").map(String::as_str),
+            Some("a")
+        );
+        for bad in [
+            &["cloudos", "run", "--cpu=-1", "img"][..],
+            &["cloudos", "run", "--memory", "lots", "img"],
+            &["cloudos", "run", "--memory", "1Ki", "img"],
+            &["cloudos", "run", "-e", "1X=2", "img"],
+            &["cloudos", "run", "--network", "bridge", "img"],
+            &["cloudos", "run"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::identity::Role;
 use crate::pki::PkiError;
 use crate::store::{NodeRecord, NodeState, StoreError};
 use crate::token::{TokenError, TokenId, TokenRecord};
+use crate::workload::{LogChunk, RunAssignment, RunReport, SpecError};
 
 /// The path prefix of this version of the API.
 pub const API_PREFIX: &str = "/v1";
@@ -47,6 +48,21 @@ pub mod paths {
     /// `GET` → `Vec<`[`super::TokenInfo`]`>`, `POST` [`super::TokenCreateRequest`] →
     /// [`super::TokenCreateResponse`]; admin certificate. `DELETE /v1/tokens/<id>` revokes.
     pub const TOKENS: &str = "/v1/tokens";
+    /// `GET` → `Vec<`[`crate::workload::TaskInfo`]`>`, `POST`
+    /// [`crate::workload::TaskCreateRequest`] → [`crate::workload::TaskInfo`]; admin
+    /// certificate. Under `/v1/tasks/<id>`: `GET` the task, `POST …/cancel`,
+    /// `GET …/logs[?follow=true]` (newline-delimited [`crate::workload::LogLine`]s) and
+    /// `GET …/output` (a tar archive of what the task wrote to `/output`).
+    pub const TASKS: &str = "/v1/tasks";
+    /// `GET` → `Vec<`[`crate::workload::ServiceInfo`]`>`, `POST`
+    /// [`crate::workload::ServiceCreateRequest`]; admin certificate. `GET`/`DELETE
+    /// /v1/services/<name>`, `POST /v1/services/<name>/scale` [`crate::workload::ScaleRequest`].
+    pub const SERVICES: &str = "/v1/services";
+    /// `GET` → [`crate::workload::Workloads`]: what `cloudos ps` shows.
+    pub const WORKLOADS: &str = "/v1/workloads";
+    /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
+    /// node certificate, and only for runs assigned to that node.
+    pub const RUNS: &str = "/v1/runs";
 }
 
 /// A node asks to join with a token and a CSR for its own key.
@@ -148,6 +164,10 @@ pub enum AgentMessage {
     Hello(AgentHello),
     /// Every `heartbeat_interval_secs` (from [`MasterMessage::Welcome`]).
     Heartbeat(Heartbeat),
+    /// A run changed state.
+    Run(RunReport),
+    /// Output of a run's container.
+    Log(LogChunk),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +178,10 @@ pub struct AgentHello {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub nodeos_version: String,
+    /// Every run the node has that is not over, and the final state of those that ended
+    /// while it was disconnected: the master reconciles its assignments with this.
+    #[serde(default)]
+    pub runs: Vec<RunReport>,
 }
 
 /// Master → agent on [`paths::AGENT_CONNECT`].
@@ -175,6 +199,16 @@ pub enum MasterMessage {
     /// The node was removed (`cloudos node remove`): its certificate is revoked and the
     /// agent must stop and forget its identity.
     Evicted { reason: String },
+    /// Run this on the node.
+    Assign(RunAssignment),
+    /// Stop this run (cancelled, scaled down, moved elsewhere while the node was away).
+    Stop { run: String },
+    /// Log bytes of `run` the master already holds: resend from these offsets.
+    LogOffsets {
+        run: String,
+        stdout: u64,
+        stderr: u64,
+    },
 }
 
 /// `cloudos status`.
@@ -378,6 +412,12 @@ impl From<&PkiError> for ErrorBody {
             _ => ErrorCode::Internal,
         };
         ErrorBody::new(code, e.to_string())
+    }
+}
+
+impl From<&SpecError> for ErrorBody {
+    fn from(e: &SpecError) -> Self {
+        ErrorBody::new(ErrorCode::BadRequest, e.to_string())
     }
 }
 

@@ -45,6 +45,10 @@ use crate::identity::Role;
 use crate::pki::{self, CaPin, NodeKey, PkiError};
 use crate::tls::{self, TlsError};
 use crate::token::Token;
+use crate::workload::{
+    LogLine, ScaleRequest, ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo,
+    Workloads,
+};
 
 /// The master's API port when an address names only a host.
 pub const DEFAULT_API_PORT: u16 = 9443;
@@ -54,6 +58,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Larger answers are refused: a node list of thousands of nodes is a few MiB.
 const MAX_RESPONSE_BYTES: usize = 32 << 20;
+/// Largest `/output` archive moved between node, master and CLI.
+pub const MAX_TRANSFER_BYTES: usize = 256 << 20;
+/// Deadline for moving an `/output` archive.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Errors of the API client. The messages are meant to be shown as they are.
 #[derive(Debug, thiserror::Error)]
@@ -538,6 +546,159 @@ impl ApiClient {
         self.call_no_answer(Method::DELETE, &path).await
     }
 
+    /// `POST /v1/tasks`.
+    pub async fn create_task(&self, request: &TaskCreateRequest) -> Result<TaskInfo, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::TASKS, Some(body)).await
+    }
+
+    /// `GET /v1/tasks/<id>`.
+    pub async fn task(&self, id: &str) -> Result<TaskInfo, ClientError> {
+        let path = format!("{}/{}", paths::TASKS, path_segment(id)?);
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `POST /v1/tasks/<id>/cancel`: the task as it is after the cancel.
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskInfo, ClientError> {
+        let path = format!("{}/{}/cancel", paths::TASKS, path_segment(id)?);
+        self.call(Method::POST, &path, None).await
+    }
+
+    /// `GET /v1/workloads`: tasks and services, as `cloudos ps` shows them.
+    pub async fn workloads(&self) -> Result<Workloads, ClientError> {
+        self.call(Method::GET, paths::WORKLOADS, None).await
+    }
+
+    /// `POST /v1/services`.
+    pub async fn create_service(
+        &self,
+        request: &ServiceCreateRequest,
+    ) -> Result<ServiceInfo, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::SERVICES, Some(body)).await
+    }
+
+    /// `POST /v1/services/<name>/scale`.
+    pub async fn scale_service(
+        &self,
+        name: &str,
+        replicas: u32,
+    ) -> Result<ServiceInfo, ClientError> {
+        let path = format!("{}/{}/scale", paths::SERVICES, path_segment(name)?);
+        let body = self.json(&ScaleRequest { replicas })?;
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `DELETE /v1/services/<name>`: stops its replicas and forgets it.
+    pub async fn delete_service(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::SERVICES, path_segment(name)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
+    /// `GET /v1/tasks/<id>/output`: the tar archive of the task's `/output`.
+    pub async fn task_output(&self, id: &str) -> Result<Bytes, ClientError> {
+        let path = format!("{}/{}/output", paths::TASKS, path_segment(id)?);
+        self.transfer(Method::GET, &path, None).await
+    }
+
+    /// `POST /v1/runs/<run>/output`: a node hands in a finished run's `/output` archive.
+    pub async fn upload_output(&self, run: &str, tar: Vec<u8>) -> Result<(), ClientError> {
+        let path = format!("{}/{}/output", paths::RUNS, path_segment(run)?);
+        self.transfer(Method::POST, &path, Some(tar)).await?;
+        Ok(())
+    }
+
+    /// A request that moves a tar archive (either way), with the transfer size and deadline.
+    async fn transfer(
+        &self,
+        method: Method,
+        path: &str,
+        tar: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let stream = self.connect().await?;
+        let body = tar.map(|t| (t, "application/x-tar"));
+        let (status, answer) = exchange_with(
+            stream,
+            &self.addr,
+            method,
+            path,
+            body,
+            MAX_TRANSFER_BYTES,
+            TRANSFER_TIMEOUT,
+        )
+        .await?;
+        if (200..300).contains(&status) {
+            Ok(answer)
+        } else {
+            Err(refusal(status, &answer))
+        }
+    }
+
+    /// `GET /v1/tasks/<id>/logs[?follow=true]`: calls `each` with every log line as it
+    /// arrives; with `follow`, until the task has ended and its last output is in.
+    pub async fn task_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        mut each: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "{}/{}/logs?follow={follow}",
+            paths::TASKS,
+            path_segment(id)?
+        );
+        let shown = self.addr.to_string();
+        let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(HOST, shown.clone())
+            .header(ACCEPT, "application/x-ndjson")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| protocol(&self.addr, e))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| unreachable(&self.addr, "no answer within 30s"))?
+            .map_err(|e| transport(&e))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if !(200..300).contains(&status) {
+            let answer = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(refusal(status, &answer));
+        }
+        // Lines can be split across frames: keep the unfinished tail.
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| transport(&e))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = &line[..line.len() - 1];
+                if line.is_empty() {
+                    continue;
+                }
+                let parsed: LogLine = serde_json::from_slice(line)
+                    .map_err(|e| protocol(&self.addr, format!("bad log line ({e})")))?;
+                each(parsed);
+            }
+        }
+        Ok(())
+    }
+
     /// `POST /v1/renew` with a CSR for a new key: the identity to use from now on.
     pub async fn renew(&self, node_name: &str) -> Result<JoinedIdentity, ClientError> {
         let key = NodeKey::generate()?;
@@ -621,6 +782,29 @@ async fn exchange(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Bytes), ClientError> {
+    let body = body.map(|b| (b, "application/json"));
+    exchange_with(
+        stream,
+        addr,
+        method,
+        path,
+        body,
+        MAX_RESPONSE_BYTES,
+        REQUEST_TIMEOUT,
+    )
+    .await
+}
+
+/// [`exchange`] with a body of any type, an answer of up to `limit` bytes and a deadline.
+async fn exchange_with(
+    stream: TlsStream<TcpStream>,
+    addr: &MasterAddr,
+    method: Method,
+    path: &str,
+    body: Option<(Vec<u8>, &str)>,
+    limit: usize,
+    deadline: Duration,
+) -> Result<(u16, Bytes), ClientError> {
     let shown = addr.to_string();
     let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
     let work = async {
@@ -637,18 +821,22 @@ async fn exchange(
             .uri(path)
             .header(HOST, addr.to_string())
             .header(ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(CONTENT_TYPE, "application/json");
-        }
+        let body = match body {
+            Some((bytes, content_type)) => {
+                request = request.header(CONTENT_TYPE, content_type);
+                bytes
+            }
+            None => Vec::new(),
+        };
         let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| protocol(addr, e))?;
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| transport(&e))?;
         let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        let bytes = Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|e| match e.downcast::<hyper::Error>() {
@@ -658,9 +846,12 @@ async fn exchange(
             .to_bytes();
         Ok((status, bytes))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, work)
-        .await
-        .map_err(|_| unreachable(addr, "no answer within 30s"))?
+    tokio::time::timeout(deadline, work).await.map_err(|_| {
+        unreachable(
+            addr,
+            &format!("no complete answer within {}s", deadline.as_secs()),
+        )
+    })?
 }
 
 fn decode<T: DeserializeOwned>(

@@ -6,6 +6,7 @@
 //! - [`token`]: join tokens, their hashed stored form and their checks.
 //! - [`store`]: the master's state behind one trait, with the redb backend.
 //! - [`tls`]: TLS 1.3-only rustls configurations: pinned first contact, mTLS, the server.
+//! - [`workload`]: tasks, services, runs and resource quantities as the API speaks them.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
 //! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
 //!
@@ -20,6 +21,7 @@ pub mod pki;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod workload;
 
 mod util;
 

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use crate::identity::Role;
 use crate::pki::CertSerial;
 use crate::token::{self, TokenError, TokenRecord};
+use crate::workload::{ServiceRecord, TaskInfo};
 
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -42,14 +43,20 @@ pub enum Table {
     Nodes,
     /// [`RevokedCert`]s by serial.
     RevokedCerts,
+    /// Tasks and service replicas ([`crate::workload::TaskInfo`]) by id.
+    Tasks,
+    /// [`crate::workload::ServiceRecord`]s by name.
+    Services,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
         Table::RevokedCerts,
+        Table::Tasks,
+        Table::Services,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +65,8 @@ impl Table {
             Table::Tokens => "tokens",
             Table::Nodes => "nodes",
             Table::RevokedCerts => "revoked_certs",
+            Table::Tasks => "tasks",
+            Table::Services => "services",
         }
     }
 }
@@ -333,6 +342,30 @@ pub trait Store: Send + Sync {
 
     fn revoked_certs(&self) -> Result<Vec<RevokedCert>, StoreError> {
         list_json(self, Table::RevokedCerts)
+    }
+
+    fn put_task(&self, task: &TaskInfo) -> Result<(), StoreError> {
+        put_json(self, Table::Tasks, &task.id, task)
+    }
+
+    fn list_tasks(&self) -> Result<Vec<TaskInfo>, StoreError> {
+        list_json(self, Table::Tasks)
+    }
+
+    fn delete_task(&self, id: &str) -> Result<bool, StoreError> {
+        self.delete_raw(Table::Tasks, id)
+    }
+
+    fn put_service(&self, service: &ServiceRecord) -> Result<(), StoreError> {
+        put_json(self, Table::Services, &service.name, service)
+    }
+
+    fn list_services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        list_json(self, Table::Services)
+    }
+
+    fn delete_service(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_raw(Table::Services, name)
     }
 }
 

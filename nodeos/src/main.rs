@@ -36,6 +36,12 @@ enum Command {
     /// Run one supervised service (used by PID 1).
     #[command(hide = true)]
     Svc { name: String },
+    /// Watch over one container (started by the agent's runtime).
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             std::process::id()
         ),
         Some(Command::Svc { name }) => nodeos::services::run(&name),
+        Some(Command::Shim { args }) => std::process::exit(cloudos_runtime::shim_main(&args)),
         Some(Command::Master(args)) => nodeos::master::main(args),
         Some(Command::Agent(args)) => nodeos::agent::main(args),
         Some(Command::Status { json, socket }) => {

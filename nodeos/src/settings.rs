@@ -139,6 +139,9 @@ pub struct Settings {
     pub cluster: Option<String>,
     /// Node labels for scheduling (`cloudos.labels=zone=a,disk=ssd`).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Image registries reached over plain HTTP, `host:port` separated by commas
+    /// (`cloudos.insecure_registries=10.88.0.1:5000`): a registry on the LAN without TLS.
+    pub insecure_registries: Vec<String>,
 }
 
 /// A key that was ignored, and why.
@@ -300,6 +303,10 @@ impl Settings {
                 Ok(labels) => self.labels = labels,
                 Err(reason) => warn(reason),
             },
+            "insecure_registries" => match parse_registries(value) {
+                Ok(list) => self.insecure_registries = list,
+                Err(reason) => warn(reason),
+            },
             "fault" => match parse_fault(value) {
                 Ok(fault) => self.faults.push(fault),
                 Err(reason) => warn(reason),
@@ -330,9 +337,38 @@ impl Settings {
 }
 
 const KNOWN_KEYS: &[&str] = &[
-    "role", "hostname", "net", "iface", "address", "gateway", "dns", "debug", "token", "master",
-    "cluster", "labels", "fault",
+    "role",
+    "hostname",
+    "net",
+    "iface",
+    "address",
+    "gateway",
+    "dns",
+    "debug",
+    "token",
+    "master",
+    "cluster",
+    "labels",
+    "insecure_registries",
+    "fault",
 ];
+
+/// `host:port[,host:port…]`.
+fn parse_registries(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(|r| {
+            let ok = r.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if ok {
+                Ok(r.to_owned())
+            } else {
+                Err(format!("{r:?} is not a registry host:port"))
+            }
+        })
+        .collect()
+}
 
 /// The master's API port when `cloudos.master` names only a host.
 pub const DEFAULT_API_PORT: u16 = 9443;

@@ -70,6 +70,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
             max: Duration::from_millis(500),
         },
         metrics_listen: None,
+        insecure_registries: Vec::new(),
     }
 }
 

@@ -298,6 +298,7 @@ fn hello() -> AgentMessage {
         arch: "x86_64".to_owned(),
         labels: Default::default(),
         nodeos_version: "0.1.0".to_owned(),
+        runs: Vec::new(),
     })
 }
 

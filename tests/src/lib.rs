@@ -22,6 +22,7 @@ mod monitor;
 pub mod netns;
 pub mod nodes;
 pub mod qemu;
+pub mod registry;
 mod spawner;
 pub mod timeouts;
 

@@ -91,6 +91,18 @@ impl NetHost {
         cmd
     }
 
+    /// Like [`NetHost::command`], but only the network namespace changes: `ip netns exec`
+    /// also mounts a sysfs of the namespace over /sys, which hides the cgroup hierarchy a
+    /// container runtime needs. `nsenter --net` keeps the machine's mounts, as a compute
+    /// node's agent sees them.
+    pub fn command_with_host_mounts(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
     /// Mdns-sd and the kernel drop packets on a link without carrier: wait for `state UP`.
     fn wait_carrier(&self, timeout: Duration) -> Result<(), NetError> {
         let deadline = Instant::now() + timeout;

@@ -22,6 +22,7 @@ use cloudos_cluster::api::NodeInfo;
 use cloudos_cluster::pki;
 use cloudos_cluster::store::NodeState;
 use cloudos_tests::nodes::spawn_tied;
+use cloudos_tests::registry::{host_busybox, Image, Registry};
 use cloudos_tests::{scaled, NetHost, TestNet};
 
 /// The master's API port (the default).
@@ -179,6 +180,11 @@ impl Lab {
 
     /// Starts `nodeos ARGS` in `host`'s namespace.
     fn spawn(&self, what: &str, host: &NetHost, args: &[&str]) -> Proc {
+        self.spawn_in(what, host.command(&self.bins.nodeos), args)
+    }
+
+    /// Starts `cmd ARGS` (`nodeos` in some host's namespace).
+    fn spawn_in(&self, what: &str, mut cmd: std::process::Command, args: &[&str]) -> Proc {
         let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         // A restarted process gets new files; the old run's output stays in the dump.
         let run = logs
@@ -189,7 +195,6 @@ impl Lab {
             + 1;
         let out = self.path(&format!("{what}.{run}.out"));
         let err = self.path(&format!("{what}.{run}.err"));
-        let mut cmd = host.command(&self.bins.nodeos);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(File::create(&out).expect("stdout file"))
@@ -293,6 +298,19 @@ impl Lab {
         token: Option<&str>,
         master: Option<&str>,
     ) -> Proc {
+        self.agent_with(name, host, data, token, master, &[])
+    }
+
+    /// [`Lab::agent`] with `extra` flags.
+    fn agent_with(
+        &self,
+        name: &str,
+        host: &NetHost,
+        data: &Path,
+        token: Option<&str>,
+        master: Option<&str>,
+        extra: &[&str],
+    ) -> Proc {
         let data_arg = data.to_string_lossy();
         let mut args = vec![
             "agent",
@@ -308,6 +326,12 @@ impl Lab {
         }
         if let Some(master) = master {
             args.extend(["--master", master]);
+        }
+        args.extend_from_slice(extra);
+        if extra.contains(&"--insecure-registry") {
+            // A compute node: its containers need the machine's cgroup mounts.
+            let cmd = host.command_with_host_mounts(&self.bins.nodeos);
+            return self.spawn_in(name, cmd, &args);
         }
         self.spawn(name, host, &args)
     }
@@ -772,4 +796,266 @@ fn a_restarted_master_keeps_its_cluster() {
     let tokens = alice.ok(&["token", "list", "-o", "json"]);
     assert!(tokens.contains(&format!("\"{token_id}\"")), "{tokens}");
     assert!(tokens.contains("rack 1"), "{tokens}");
+}
+
+// ---------------------------------------------------------------- workloads
+
+/// The registry on the bridge and the image the workload tests run.
+const REGISTRY: &str = "10.77.0.1:5000";
+const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
+
+/// `docker-registry` on the bridge holding busybox (plus `/etc/motd` in a second layer)
+/// as `lab/busybox:1`.
+fn registry(lab: &Lab) -> Registry {
+    let in_net = |program: &str| lab.net.command(program);
+    let registry = Registry::start(&in_net, REGISTRY)
+        .unwrap_or_else(|e| lab.fail(&format!("cannot start the registry: {e}")));
+    let image = Image::busybox(
+        "amd64",
+        &host_busybox(),
+        &[("etc/motd", b"hello from a layer\n")],
+    )
+    .unwrap_or_else(|e| lab.fail(&format!("cannot build the test image: {e}")));
+    registry
+        .push(&in_net, "lab/busybox", "1", &image)
+        .unwrap_or_else(|e| lab.fail(&format!("cannot push the test image: {e}")));
+    registry
+}
+
+impl Cluster<'_> {
+    /// A compute agent that pulls from the test registry, waited for until Ready.
+    fn compute(&self, name: &str, host: &NetHost, token: &str) -> Proc {
+        let lab = self.alice.lab;
+        let agent = lab.agent_with(
+            name,
+            host,
+            &lab.path(name),
+            Some(token),
+            Some(&self.master.addr),
+            &["--insecure-registry", REGISTRY, "--no-metrics"],
+        );
+        self.alice
+            .wait_node(name, NodeState::Ready, Duration::from_secs(20));
+        agent
+    }
+}
+
+impl Admin<'_> {
+    /// `cloudos run ARGS`: the new task's id.
+    fn run_task(&self, args: &[&str]) -> String {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        self.ok(&all).trim().to_owned()
+    }
+
+    fn task(&self, id: &str) -> serde_json::Value {
+        let out = self.ok(&["ps", "-a", "-o", "json"]);
+        let all: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| self.lab.fail(&format!("ps is not JSON ({e}): {out}")));
+        all["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|t| t["id"] == id).cloned())
+            .unwrap_or_else(|| self.lab.fail(&format!("task {id} is not in ps: {out}")))
+    }
+
+    /// Polls until task `id` is in one of `states`.
+    fn wait_task(&self, id: &str, states: &[&str], timeout: Duration) -> serde_json::Value {
+        self.lab
+            .wait_for(&format!("task {id} to be {states:?}"), timeout, || {
+                let task = self.task(id);
+                states.iter().any(|s| task["state"] == *s).then_some(task)
+            })
+    }
+
+    fn service(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["ps", "-o", "json"]);
+        let all: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| self.lab.fail(&format!("ps is not JSON ({e}): {out}")));
+        all["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_else(|| {
+                self.lab
+                    .fail(&format!("service {name} is not in ps: {out}"))
+            })
+    }
+}
+
+/// Containers an agent's runtime still holds (directories under its state root).
+fn containers(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("containers"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A task pulled from a real registry runs on the compute node: its exit code, stdout and
+/// stderr kept apart, the file it wrote to /output downloaded; logs stream while it runs;
+/// a cancel stops it and leaves no container behind; bad input says why.
+#[test]
+fn tasks_run_stream_logs_and_hand_in_output() {
+    let Some(lab) = Lab::new() else { return };
+    let _registry = registry(&lab);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let _node = cluster.compute("node-3", &h3, &token);
+
+    let script = "echo out; echo err >&2; cat /etc/motd; echo 42 > /output/answer; exit 3";
+    let id = alice.run_task(&["--memory", "32Mi", BUSYBOX, "--", "sh", "-c", script]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["state"], "failed", "{task}");
+    assert_eq!(task["exit_code"], 3, "{task}");
+    assert_eq!(task["node"], "node-3", "{task}");
+    let logs = alice.run(&["logs", &id]);
+    assert_eq!(
+        logs.stdout, "out\nhello from a layer\n",
+        "stderr: {}",
+        logs.stderr
+    );
+    assert_eq!(logs.stderr, "err\n");
+    let out_dir = lab.path("answer");
+    alice.ok(&["output", &id, &out_dir.to_string_lossy()]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("answer")).unwrap_or_default(),
+        "42\n"
+    );
+
+    // Logs arrive while the task runs, and `logs -f` ends when it does.
+    let ticks = "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done";
+    let id = alice.run_task(&[BUSYBOX, "--", "sh", "-c", ticks]);
+    lab.wait_for("tick 2 while running", Duration::from_secs(60), || {
+        let logs = alice.run(&["logs", &id]).stdout;
+        let running = alice.task(&id)["state"] == "running";
+        (logs.contains("tick 2") && running).then_some(())
+    });
+    let followed = alice.ok(&["logs", "-f", &id]);
+    assert!(followed.ends_with("tick 6\n"), "{followed}");
+    assert_eq!(alice.task(&id)["state"], "succeeded");
+
+    // Cancel stops the container and the node keeps nothing of it.
+    let id = alice.run_task(&[BUSYBOX, "--", "sleep", "1000"]);
+    alice.wait_task(&id, &["running"], Duration::from_secs(30));
+    alice.ok(&["cancel", &id]);
+    assert_eq!(alice.task(&id)["state"], "cancelled");
+    lab.wait_for(
+        "the cancelled container to go",
+        Duration::from_secs(20),
+        || containers(&lab.path("node-3")).is_empty().then_some(()),
+    );
+
+    // Bad input: each ends with its reason, nothing runs.
+    let id = alice.run_task(&["10.77.0.1:5000/lab/nothing:1", "--", "true"]);
+    let task = alice.wait_task(&id, &["failed"], Duration::from_secs(30));
+    assert!(
+        task["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lab/nothing"),
+        "{task}"
+    );
+    let id = alice.run_task(&[BUSYBOX, "--", "/bin/no-such-command"]);
+    let task = alice.wait_task(&id, &["failed"], Duration::from_secs(30));
+    assert!(
+        task["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/bin/no-such-command"),
+        "{task}"
+    );
+    let id = alice.run_task(&["--memory", "1Ti", BUSYBOX, "--", "true"]);
+    thread::sleep(Duration::from_secs(1));
+    let task = alice.task(&id);
+    assert_eq!(task["state"], "queued", "{task}");
+    assert!(
+        task["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("memory"),
+        "{task}"
+    );
+    alice.ok(&["cancel", &id]);
+    let refused = alice.fails(&["run", "--cpu", "0", BUSYBOX]);
+    assert!(refused.contains("out of range"), "{refused}");
+    assert!(containers(&lab.path("node-3")).is_empty());
+}
+
+/// A service keeps its replicas running: two replicas on two nodes; when one node's agent
+/// dies, its replica starts on the other node. The dead node's agent, started again, cleans
+/// up the container it left.
+#[test]
+fn a_service_keeps_its_replicas_when_a_node_dies() {
+    let Some(lab) = Lab::new() else { return };
+    let _registry = registry(&lab);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let (h3, h4) = (lab.host(3), lab.host(4));
+    let mut n3 = cluster.compute("node-3", &h3, &token);
+    let _n4 = cluster.compute("node-4", &h4, &token);
+
+    alice.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        BUSYBOX,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let nodes_of = |svc: &serde_json::Value| -> Vec<String> {
+        let mut nodes: Vec<String> = svc["instances"]
+            .as_array()
+            .map(|i| {
+                i.iter()
+                    .filter(|r| r["state"] == "running")
+                    .filter_map(|r| r["node"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        nodes.sort();
+        nodes
+    };
+    lab.wait_for("2 replicas on 2 nodes", Duration::from_secs(60), || {
+        let svc = alice.service("web");
+        (nodes_of(&svc) == ["node-3", "node-4"]).then_some(())
+    });
+
+    n3.stop_with(libc::SIGKILL);
+    lab.wait_for("both replicas on node-4", Duration::from_secs(40), || {
+        let svc = alice.service("web");
+        (nodes_of(&svc) == ["node-4", "node-4"] && svc["running"] == 2).then_some(())
+    });
+
+    // node-3's agent comes back: the replica it left is stopped and removed.
+    let _n3 = lab.agent_with(
+        "node-3",
+        &h3,
+        &lab.path("node-3"),
+        None,
+        Some(&cluster.master.addr),
+        &["--insecure-registry", REGISTRY, "--no-metrics"],
+    );
+    alice.wait_node("node-3", NodeState::Ready, Duration::from_secs(20));
+    lab.wait_for(
+        "node-3 to drop its old container",
+        Duration::from_secs(30),
+        || containers(&lab.path("node-3")).is_empty().then_some(()),
+    );
+
+    alice.ok(&["scale", "web", "1"]);
+    lab.wait_for("one replica", Duration::from_secs(30), || {
+        let svc = alice.service("web");
+        (svc["running"] == 1 && containers(&lab.path("node-4")).len() == 1).then_some(())
+    });
+    alice.ok(&["delete", "web"]);
+    lab.wait_for("no replicas", Duration::from_secs(30), || {
+        containers(&lab.path("node-4")).is_empty().then_some(())
+    });
 }

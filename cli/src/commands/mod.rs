@@ -6,6 +6,7 @@ pub mod login;
 pub mod nodes;
 pub mod status;
 pub mod tokens;
+pub mod workloads;
 
 use std::path::PathBuf;
 

@@ -37,6 +37,7 @@ pub struct NodeFacts<'a> {
     pub labels: &'a std::collections::BTreeMap<String, String>,
     pub data_dir: &'a Path,
     pub metrics: &'a super::metrics::NodeMetrics,
+    pub executor: &'a super::workloads::Executor,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -46,6 +47,7 @@ pub async fn session(
     facts: &NodeFacts<'_>,
     sampler: &mut Sampler,
     renew_at: Instant,
+    outbox: &mut tokio::sync::mpsc::Receiver<AgentMessage>,
 ) -> Result<SessionEnd, ClientError> {
     let addr = api.address();
     let transport = |e: &(dyn std::error::Error + 'static)| ClientError::from_transport(&addr, e);
@@ -76,6 +78,7 @@ pub async fn session(
         arch: arch().to_owned(),
         labels: facts.labels.clone(),
         nodeos_version: NODEOS_VERSION.to_owned(),
+        runs: facts.executor.runs(),
     });
     ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;
     let interval = match tokio::time::timeout(WELCOME_TIMEOUT, wait_welcome(&mut ws)).await {
@@ -91,7 +94,8 @@ pub async fn session(
     };
     log::info!("connected to master at {addr}");
     facts.metrics.connected(true);
-    let end = beat_until_the_end(&mut ws, facts, sampler, interval, renew_at).await;
+    facts.executor.set_api(api.clone());
+    let end = beat_until_the_end(&mut ws, facts, sampler, interval, renew_at, outbox).await;
     facts.metrics.connected(false);
     let _ = ws.close(None).await;
     Ok(end)
@@ -104,6 +108,7 @@ async fn beat_until_the_end<S>(
     sampler: &mut Sampler,
     interval: Duration,
     renew_at: Instant,
+    outbox: &mut tokio::sync::mpsc::Receiver<AgentMessage>,
 ) -> SessionEnd
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -158,10 +163,18 @@ where
                             }
                         }
                         Ok(MasterMessage::Welcome { .. }) => {}
+                        Ok(workload @ (MasterMessage::Assign(_)
+                        | MasterMessage::Stop { .. }
+                        | MasterMessage::LogOffsets { .. })) => facts.executor.handle(workload),
                         Err(e) => log::debug!("ignoring a message from the master: {e}"),
                     },
                     // Pings are answered by tungstenite itself on the next write.
                     Some(Ok(_)) => {}
+                }
+            }
+            Some(message) = outbox.recv() => {
+                if let Err(e) = ws.send(to_frame(&message)).await {
+                    return SessionEnd::Lost(lost_reason(&e));
                 }
             }
             _ = tokio::time::sleep_until(renew_at) => return SessionEnd::RenewDue,

@@ -17,6 +17,7 @@ mod join;
 pub mod metrics;
 mod renewal;
 mod telemetry;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ pub struct AgentArgs {
     /// Do not serve metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    /// An image registry (`host:port`) to reach over plain HTTP; repeat for more.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -99,6 +103,8 @@ pub struct AgentConfig {
     pub retry: Backoff,
     /// Where to serve the node's metrics; `None`: not at all.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// Why the agent stopped.
@@ -183,10 +189,16 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
             listen,
         )))
     });
+    let (executor, mut outbox) = workloads::Executor::new(workloads::ExecutorConfig {
+        data_dir: config.data_dir.clone(),
+        shim: shim_command(),
+        insecure_registries: config.insecure_registries.clone(),
+    });
     let facts = NodeFacts {
         labels: &config.labels,
         data_dir: &config.data_dir,
         metrics: &node_metrics,
+        executor: &executor,
     };
     let mut sampler = Sampler::new();
     let mut retry = config.retry.start();
@@ -223,7 +235,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         let renew_in = renewal::until(renew_at, OffsetDateTime::now_utc());
         let deadline = tokio::time::Instant::now() + renew_in;
         let addr = api.address();
-        match connection::session(&api, &facts, &mut sampler, deadline).await {
+        match connection::session(&api, &facts, &mut sampler, deadline, &mut outbox).await {
             Ok(SessionEnd::RenewDue) => {
                 unreachable_in_a_row = 0;
                 retry.reset()
@@ -301,6 +313,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Containers' shims are this very binary, `nodeos shim run …`.
+fn shim_command() -> cloudos_runtime::ShimCommand {
+    let program =
+        std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    cloudos_runtime::ShimCommand {
+        program,
+        args_prefix: vec!["shim".to_owned()],
+    }
+}
+
 fn is_expired(id: &StoredIdentity) -> bool {
     id.expires_at()
         .is_some_and(|at| at <= OffsetDateTime::now_utc())
@@ -328,6 +350,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<()> {
         discover_timeout: args.discover_timeout,
         retry: Backoff::default(),
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+        insecure_registries: args.insecure_registry,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -352,6 +375,7 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         discover_timeout: Duration::from_secs(3),
         retry: Backoff::default(),
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
+        insecure_registries: settings.insecure_registries.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -46,6 +46,9 @@ pub struct MasterArgs {
     /// Do not advertise the master over mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// How the scheduler picks among nodes that fit: spread (least loaded) or binpack.
+    #[arg(long, default_value = "spread")]
+    pub scheduler: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -67,6 +70,8 @@ pub struct MasterConfig {
     pub mdns: bool,
     /// How often live state (last seen, telemetry) is written to the store.
     pub flush_interval: Duration,
+    /// The scheduler's policy: `spread` or `binpack`.
+    pub scheduler: String,
 }
 
 impl MasterConfig {
@@ -82,6 +87,7 @@ impl MasterConfig {
             cert_lifetime: Duration::from_secs(NODE_CERT_LIFETIME.whole_seconds().unsigned_abs()),
             mdns: true,
             flush_interval: Duration::from_secs(60),
+            scheduler: "spread".to_owned(),
         }
     }
 
@@ -99,6 +105,14 @@ impl MasterConfig {
             .unwrap_or(args.heartbeat_interval * MISSED_HEARTBEATS);
         config.cert_lifetime = args.cert_lifetime;
         config.mdns = !args.no_mdns;
+        if cloudos_scheduler::policy_by_name(&args.scheduler).is_none() {
+            anyhow::bail!(
+                "unknown --scheduler {:?}: use one of {}",
+                args.scheduler,
+                cloudos_scheduler::POLICY_NAMES.join(", ")
+            );
+        }
+        config.scheduler = args.scheduler;
         Ok(config)
     }
 

@@ -15,6 +15,8 @@ use cloudos_cluster::store::StoreError;
 use cloudos_cluster::tls::TlsError;
 use cloudos_cluster::token::TokenError;
 
+use super::workloads::book::BookError;
+
 /// Why a master could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -36,6 +38,8 @@ pub enum MasterError {
     Token(#[from] TokenError),
     #[error("cannot build the TLS configuration: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Workloads(#[from] super::workloads::WorkloadsError),
 }
 
 /// Why a request failed. Messages say what to do; none carries a secret.
@@ -49,6 +53,10 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Spec(#[from] cloudos_cluster::workload::SpecError),
+    #[error(transparent)]
+    Book(#[from] super::workloads::book::BookError),
     #[error("this endpoint needs a client certificate; join the cluster first (`cloudos login` for people, a join token for nodes)")]
     NoClientCert,
     #[error("a certificate of role {role} cannot use this endpoint; it needs role {needed}")]
@@ -76,6 +84,12 @@ impl ApiError {
             ApiError::Token(e) => return e.into(),
             ApiError::Pki(e) => return e.into(),
             ApiError::Store(e) => return e.into(),
+            ApiError::Spec(e) => return e.into(),
+            ApiError::Book(e) => match e {
+                BookError::NoTask(_) | BookError::NoService(_) => ErrorCode::NotFound,
+                BookError::ServiceExists(_) => ErrorCode::Conflict,
+                BookError::IsReplica { .. } | BookError::Replicas { .. } => ErrorCode::BadRequest,
+            },
             ApiError::Identity(_) | ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::NoClientCert => ErrorCode::Unauthenticated,
             ApiError::WrongRole { .. } | ApiError::Forbidden(_) => ErrorCode::Forbidden,

@@ -13,6 +13,7 @@
 //! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper.
 //! - `routes`: the HTTP API; `error` maps every failure to an `ErrorBody`.
 //! - `ratelimit`: failed joins per source address.
+//! - [`workloads`]: tasks and services: their book, dispatch loop, logs and outputs.
 //! - `addresses`, `serving`, `advertise`: the host's IPv4 addresses, the serving
 //!   certificate that names them, the mDNS advertisement that follows them.
 
@@ -31,6 +32,7 @@ mod server;
 mod serving;
 mod state;
 mod tls_accept;
+pub mod workloads;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -120,6 +122,7 @@ impl Master {
             tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
         }
         tasks.spawn(health::run(Arc::clone(&state)));
+        tasks.spawn(workloads::run(Arc::clone(&state)));
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
         shutdown.await;
         tasks.shutdown().await;

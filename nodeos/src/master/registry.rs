@@ -18,11 +18,17 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 /// What the master tells a node's connection task to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     /// Send `Evicted`, then close.
     Evict { reason: String },
+    /// Send this message (workload assignments and stops).
+    Send(Box<cloudos_cluster::api::MasterMessage>),
 }
+
+/// Messages waiting for one node's connection; beyond this the node catches up through
+/// the reconciliation of its next hello.
+const CONTROL_QUEUE: usize = 256;
 
 /// A node's open agent connection.
 #[derive(Debug)]
@@ -158,6 +164,18 @@ impl Registry {
             .is_some_and(|e| e.conn.as_ref().is_some_and(|c| !c.control.is_closed()))
     }
 
+    /// Queues `message` for the node's open connection; `false` when it has none (the
+    /// node's next hello reconciles) or its queue is full.
+    pub fn send(&self, name: &str, message: cloudos_cluster::api::MasterMessage) -> bool {
+        let nodes = self.lock();
+        let Some(conn) = nodes.get(name).and_then(|e| e.conn.as_ref()) else {
+            return false;
+        };
+        conn.control
+            .try_send(Control::Send(Box::new(message)))
+            .is_ok()
+    }
+
     /// Adds a node that joined, replacing one of the same name; returns the replaced
     /// node's certificate serial.
     pub fn insert(&self, record: NodeRecord) -> Option<CertSerial> {
@@ -197,7 +215,7 @@ impl Registry {
         now: OffsetDateTime,
     ) -> Option<(u64, mpsc::Receiver<Control>, Option<Transition>)> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let mut nodes = self.lock();
         let entry = nodes.get_mut(name)?;
         entry.conn = Some(Conn { id, control: tx });
@@ -304,6 +322,7 @@ mod tests {
             arch: "aarch64".to_owned(),
             labels: BTreeMap::new(),
             nodeos_version: "0.1.0".to_owned(),
+            runs: Vec::new(),
         }
     }
 

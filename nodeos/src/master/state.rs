@@ -32,6 +32,7 @@ pub struct MasterState {
     pub local_addr: SocketAddr,
     pub started: Instant,
     pub metrics: super::metrics::MasterMetrics,
+    pub workloads: super::workloads::Workloads,
 }
 
 impl MasterState {
@@ -47,6 +48,11 @@ impl MasterState {
             .map(|r| r.serial)
             .collect();
         let registry = Registry::new(store.list_nodes()?);
+        let workloads = super::workloads::Workloads::open(
+            store.as_ref(),
+            config.data_dir.join("master").join("workloads"),
+            &config.scheduler,
+        )?;
         let ips = super::addresses::ipv4_addresses();
         let (tls, _) = serving::server_config(&cluster.ca, &config.node_name, &ips)?;
         Ok(MasterState {
@@ -61,6 +67,7 @@ impl MasterState {
             local_addr,
             started: Instant::now(),
             metrics: super::metrics::MasterMetrics::default(),
+            workloads,
         })
     }
 

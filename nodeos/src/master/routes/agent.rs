@@ -19,6 +19,7 @@ use crate::master::error::ApiError;
 use crate::master::health;
 use crate::master::registry::Control;
 use crate::master::state::MasterState;
+use crate::master::workloads;
 
 /// How long an agent may take to say hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +114,13 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
         heartbeat_interval_secs: state.config.heartbeat_interval.as_secs().max(1),
     };
     if send(&mut socket, &welcome).await {
+        // Reconciliation messages go through the control channel, after the welcome.
+        let (s, node, runs) = (Arc::clone(&state), name.clone(), hello.runs);
+        let reconciled =
+            tokio::task::spawn_blocking(move || workloads::on_hello(&s, &node, &runs)).await;
+        if let Err(e) = reconciled {
+            log::error!("reconciling the runs of {name} failed: {e}");
+        }
         run(&state, &name, &mut socket, &mut control).await;
     }
     let transition = state.registry.disconnect(&name, conn_id);
@@ -130,6 +138,12 @@ async fn run(
         tokio::select! {
             command = control.recv() => {
                 let (code, reason) = match command {
+                    Some(Control::Send(message)) => {
+                        if !send(socket, &message).await {
+                            return;
+                        }
+                        continue;
+                    }
                     Some(Control::Evict { reason }) => {
                         send(socket, &MasterMessage::Evicted { reason: reason.clone() }).await;
                         (CLOSE_NORMAL, reason)
@@ -161,6 +175,14 @@ async fn run(
                         state.metrics.heartbeat_handled(started.elapsed());
                     }
                     Ok(AgentMessage::Hello(_)) => log::debug!("{name} said hello twice; ignored"),
+                    Ok(AgentMessage::Run(report)) => {
+                        let (s, node) = (Arc::clone(state), name.to_owned());
+                        let _ = tokio::task::spawn_blocking(move || {
+                            workloads::on_report(&s, &node, &report)
+                        })
+                        .await;
+                    }
+                    Ok(AgentMessage::Log(chunk)) => workloads::on_log(state, name, &chunk),
                     Err(e) => {
                         let reason = format!("not an agent message: {e}");
                         return close(socket, CLOSE_INVALID, &reason).await;

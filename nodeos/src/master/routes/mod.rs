@@ -9,6 +9,7 @@ mod caller;
 mod extract;
 mod join;
 mod openapi;
+mod workloads;
 
 use std::sync::Arc;
 
@@ -32,6 +33,13 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const TOKEN: &str = "/v1/tokens/{id}";
 /// `GET` shows the node, `DELETE` evicts it.
 const NODE: &str = "/v1/nodes/{name}";
+const TASK: &str = "/v1/tasks/{id}";
+const TASK_CANCEL: &str = "/v1/tasks/{id}/cancel";
+const TASK_LOGS: &str = "/v1/tasks/{id}/logs";
+const TASK_OUTPUT: &str = "/v1/tasks/{id}/output";
+const SERVICE: &str = "/v1/services/{name}";
+const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
+const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
 
 /// The router and the `(method, path)` pairs it serves.
 struct Routes {
@@ -68,6 +76,25 @@ fn routes() -> Routes {
     .add("get", paths::NODES, get(admin::list_nodes))
     .add("get", NODE, get(admin::get_node))
     .add("delete", NODE, delete(admin::remove_node))
+    .add("get", paths::WORKLOADS, get(workloads::list))
+    .add("get", paths::TASKS, get(workloads::list_tasks))
+    .add("post", paths::TASKS, post(workloads::create_task))
+    .add("get", TASK, get(workloads::get_task))
+    .add("post", TASK_CANCEL, post(workloads::cancel_task))
+    .add("get", TASK_LOGS, get(workloads::task_logs))
+    .add("get", TASK_OUTPUT, get(workloads::task_output))
+    .add(
+        "post",
+        RUN_OUTPUT,
+        post(workloads::upload_output).layer(DefaultBodyLimit::max(
+            cloudos_cluster::client::MAX_TRANSFER_BYTES,
+        )),
+    )
+    .add("get", paths::SERVICES, get(workloads::list_services))
+    .add("post", paths::SERVICES, post(workloads::create_service))
+    .add("get", SERVICE, get(workloads::get_service))
+    .add("delete", SERVICE, delete(workloads::delete_service))
+    .add("post", SERVICE_SCALE, post(workloads::scale_service))
     .add("get", paths::OPENAPI, get(openapi::document))
     .add("get", METRICS, get(admin::metrics))
 }

@@ -1,0 +1,366 @@
+//! `cloudos run|ps|logs|cancel|output` (tasks) and `cloudos deploy|scale|delete`
+//! (services).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use cloudos_cluster::client::ApiClient;
+use cloudos_cluster::workload::{
+    format_cpu, format_memory, LogStream, ServiceCreateRequest, ServiceInfo, TaskCreateRequest,
+    TaskInfo, TaskState, WorkloadSpec, Workloads,
+};
+use time::OffsetDateTime;
+
+use super::Ctx;
+use crate::format;
+use crate::table::{fields, Table};
+
+/// How often `run --follow` looks at a task that is still pulling.
+const POLL: Duration = Duration::from_millis(500);
+
+/// `cloudos run`: queues the task and prints its id; with `follow`, shows the pull's
+/// progress, streams the logs and exits with the task's exit code.
+pub async fn run(ctx: &Ctx, spec: WorkloadSpec, retries: u32, follow: bool) -> anyhow::Result<()> {
+    spec.validate()?;
+    let client = ctx.client().await?;
+    let task = client
+        .create_task(&TaskCreateRequest { spec, retries })
+        .await?;
+    if !follow {
+        return ctx.print(&task, |t| format!("{}\n", t.id));
+    }
+    eprintln!("task {} queued", task.id);
+    let task = wait_until_started(&client, &task.id).await?;
+    if task.state == TaskState::Running || task.state.is_final() {
+        stream_logs(&client, &task.id, true).await?;
+    }
+    let done = client.task(&task.id).await?;
+    finish(&done)
+}
+
+/// Shows the queue reason and the pull as a progress bar until the task runs or ends.
+async fn wait_until_started(client: &ApiClient, id: &str) -> anyhow::Result<TaskInfo> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut last_reason = None;
+    loop {
+        let task = client.task(id).await?;
+        match task.state {
+            TaskState::Queued => {
+                if task.reason != last_reason {
+                    if let Some(r) = &task.reason {
+                        bar.suspend(|| eprintln!("queued: {r}"));
+                    }
+                    last_reason = task.reason.clone();
+                }
+            }
+            TaskState::Pulling => {
+                let p = task.pull.unwrap_or_default();
+                bar.set_message("pulling");
+                bar.set_length(p.total_bytes.max(1));
+                bar.set_position(p.done_bytes);
+            }
+            _ => {
+                bar.finish_and_clear();
+                return Ok(task);
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Prints how the task ended and exits with its code, as a shell would.
+fn finish(task: &TaskInfo) -> anyhow::Result<()> {
+    match task.state {
+        TaskState::Succeeded => Ok(()),
+        TaskState::Failed
+            if task.exit_code.is_some() && task.signal.is_none() && !task.oom_killed =>
+        {
+            let _ = std::io::stdout().flush();
+            std::process::exit(task.exit_code.unwrap_or(1));
+        }
+        other => bail!(
+            "task {} {other}{}",
+            task.id,
+            task.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+async fn stream_logs(client: &ApiClient, id: &str, follow: bool) -> anyhow::Result<()> {
+    client
+        .task_logs(id, follow, |line| {
+            let _ = match line.stream {
+                LogStream::Stdout => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(line.data.as_bytes())
+                        .and_then(|_| out.flush())
+                }
+                LogStream::Stderr => {
+                    let mut err = std::io::stderr().lock();
+                    err.write_all(line.data.as_bytes())
+                        .and_then(|_| err.flush())
+                }
+            };
+        })
+        .await?;
+    Ok(())
+}
+
+pub async fn logs(ctx: &Ctx, id: &str, follow: bool) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    stream_logs(&client, id, follow).await
+}
+
+pub async fn cancel(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let task = ctx.client().await?.cancel_task(id).await?;
+    ctx.print(&task, |t| format!("task {} is {}\n", t.id, t.state))
+}
+
+/// `cloudos output ID [PATH]`: the task's `/output` unpacked into PATH (default
+/// `./ID-output`), or the tar archive itself on stdout for PATH `-`.
+pub async fn output(ctx: &Ctx, id: &str, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let tar = ctx.client().await?.task_output(id).await?;
+    let target = path.unwrap_or_else(|| PathBuf::from(format!("{id}-output")));
+    if target == Path::new("-") {
+        std::io::stdout().write_all(&tar)?;
+        return Ok(());
+    }
+    let count = unpack(&tar, &target)?;
+    eprintln!(
+        "{count} entries of task {id}'s /output in {}",
+        target.display()
+    );
+    Ok(())
+}
+
+/// Unpacks into `target`, refusing entries that would land outside it.
+fn unpack(tar: &[u8], target: &Path) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    let mut archive = tar::Archive::new(tar);
+    archive.set_preserve_permissions(false);
+    let mut count = 0;
+    for entry in archive.entries().context("not a tar archive")? {
+        let mut entry = entry.context("a damaged tar entry")?;
+        // unpack_in refuses absolute paths and `..`; false means it skipped the entry.
+        if !entry.unpack_in(target).context("cannot write an entry")? {
+            bail!("the archive holds a path outside the output directory");
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+pub async fn ps(ctx: &Ctx, all: bool) -> anyhow::Result<()> {
+    let mut workloads = ctx.client().await?.workloads().await?;
+    if !all {
+        // Finished tasks older than an hour clutter the list; --all shows them.
+        let cutoff = OffsetDateTime::now_utc() - time::Duration::hours(1);
+        workloads
+            .tasks
+            .retain(|t| !t.state.is_final() || t.finished_at.is_none_or(|f| f > cutoff));
+    }
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&workloads, |w| render_ps(w, now))
+}
+
+fn exit_text(t: &TaskInfo) -> String {
+    match (t.exit_code, t.signal, t.oom_killed) {
+        (_, _, true) => "OOM".into(),
+        (_, Some(sig), _) => format!("sig {sig}"),
+        (Some(code), None, _) => code.to_string(),
+        (None, None, _) => "-".into(),
+    }
+}
+
+fn state_text(t: &TaskInfo) -> String {
+    match (t.state, t.pull) {
+        (TaskState::Pulling, Some(p)) if p.total_bytes > 0 => {
+            format!("pulling {}%", p.done_bytes * 100 / p.total_bytes)
+        }
+        (state, _) => state.to_string(),
+    }
+}
+
+pub fn render_ps(w: &Workloads, now: OffsetDateTime) -> String {
+    let mut out = String::new();
+    let mut table = Table::new(&["ID", "IMAGE", "STATE", "NODE", "AGE", "EXIT", "REASON"]);
+    for t in &w.tasks {
+        table.row(vec![
+            t.id.clone(),
+            t.spec.image.clone(),
+            state_text(t),
+            t.node.clone().unwrap_or_else(|| "-".into()),
+            format::age(t.created_at, now),
+            exit_text(t),
+            t.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&table.render());
+    if !w.services.is_empty() {
+        out.push('\n');
+        let mut table = Table::new(&["SERVICE", "IMAGE", "READY", "AGE"]);
+        for s in &w.services {
+            table.row(vec![
+                s.name.clone(),
+                s.spec.image.clone(),
+                format!("{}/{}", s.running, s.replicas),
+                format::age(s.created_at, now),
+            ]);
+        }
+        out.push_str(&table.render());
+        out.push('\n');
+        let mut table = Table::new(&["REPLICA", "STATE", "NODE", "RESTARTS", "REASON"]);
+        for t in w.services.iter().flat_map(|s| &s.instances) {
+            table.row(vec![
+                t.id.clone(),
+                state_text(t),
+                t.node.clone().unwrap_or_else(|| "-".into()),
+                t.restarts.to_string(),
+                t.reason.clone().unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+    out
+}
+
+pub async fn deploy(
+    ctx: &Ctx,
+    name: String,
+    spec: WorkloadSpec,
+    replicas: u32,
+) -> anyhow::Result<()> {
+    cloudos_cluster::workload::validate_service_name(&name)?;
+    spec.validate()?;
+    let service = ctx
+        .client()
+        .await?
+        .create_service(&ServiceCreateRequest {
+            name,
+            spec,
+            replicas,
+        })
+        .await?;
+    ctx.print(&service, render_service)
+}
+
+pub async fn scale(ctx: &Ctx, name: &str, replicas: u32) -> anyhow::Result<()> {
+    let service = ctx.client().await?.scale_service(name, replicas).await?;
+    ctx.print(&service, render_service)
+}
+
+pub async fn delete(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
+    ctx.client().await?.delete_service(name).await?;
+    println!("service {name} deleted; its replicas are stopping");
+    Ok(())
+}
+
+fn render_service(s: &ServiceInfo) -> String {
+    fields(&[
+        ("service", s.name.clone()),
+        ("image", s.spec.image.clone()),
+        (
+            "replicas",
+            format!("{} ({} running)", s.replicas, s.running),
+        ),
+        (
+            "resources",
+            format!(
+                "{} CPU, {} memory each",
+                format_cpu(s.spec.resources.cpu_millicores),
+                format_memory(s.spec.resources.memory_bytes)
+            ),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_cluster::workload::PullProgress;
+    use time::macros::datetime;
+
+    fn task(id: &str, state: TaskState) -> TaskInfo {
+        let mut t = TaskInfo::queued(
+            id.into(),
+            WorkloadSpec::new("r:5000/busybox:1"),
+            None,
+            0,
+            datetime!(2026-12-02 10:00 UTC),
+        );
+        t.state = state;
+        t.node = Some("node-1".into());
+        t.reason = None;
+        t
+    }
+
+    #[test]
+    fn ps_shows_state_node_age_and_exit() {
+        let mut done = task("t-1", TaskState::Failed);
+        done.exit_code = Some(3);
+        let mut pulling = task("t-2", TaskState::Pulling);
+        pulling.pull = Some(PullProgress {
+            done_bytes: 50,
+            total_bytes: 200,
+        });
+        let mut queued = task("t-3", TaskState::Queued);
+        queued.node = None;
+        queued.reason = Some("no node fits: 1 lacks memory".into());
+        let w = Workloads {
+            tasks: vec![done, pulling, queued],
+            services: vec![],
+        };
+        let text = render_ps(&w, datetime!(2026-12-02 10:05 UTC));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{text}");
+        assert!(
+            lines[1].contains("failed") && lines[1].trim_end().ends_with(" 3"),
+            "{text}"
+        );
+        assert!(lines[2].contains("pulling 25%"), "{text}");
+        assert!(
+            lines[3].contains("queued") && lines[3].contains("lacks memory"),
+            "{text}"
+        );
+        assert!(lines[1].contains("5m"), "{text}");
+    }
+
+    #[test]
+    fn output_archives_cannot_escape() {
+        let dir = std::env::temp_dir().join(format!("cloudos-out-{}", std::process::id()));
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "result.txt", &b"42"[..])
+            .unwrap();
+        let good = builder.into_inner().unwrap();
+        assert_eq!(unpack(&good, &dir).unwrap(), 1);
+        assert_eq!(std::fs::read(dir.join("result.txt")).unwrap(), b"42");
+
+        let mut evil = good.clone();
+        // Rewrite the name field to climb out of the target.
+        evil[..10].copy_from_slice(b"../esc.txt");
+        let mut h = tar::Header::from_byte_slice(&evil[..512]).clone();
+        h.set_cksum();
+        evil[..512].copy_from_slice(h.as_bytes());
+        assert!(unpack(&evil, &dir).is_err());
+        assert!(!dir.parent().unwrap().join("esc.txt").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,699 @@
+//! Workloads as the API speaks them (DESIGN.md decision 10): what a person asks to run
+//! (a [`WorkloadSpec`], as a task or as a service's replicas), the quantities in it
+//! (`500m` CPU, `64Mi` memory) and the records the master keeps and shows.
+//!
+//! A *run* is one attempt of a task or one incarnation of a service replica on one node:
+//! the unit the master assigns to an agent. Tasks retry in new runs; replicas move in new
+//! runs. Validation lives here so that the CLI refuses bad input before sending it and the
+//! master refuses it again with the same words.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Largest CPU request: 1000 cores.
+pub const MAX_CPU_MILLIS: u64 = 1_000_000;
+/// Largest memory request: 16 TiB.
+pub const MAX_MEMORY_BYTES: u64 = 16 << 40;
+/// Smallest memory limit a container can start under.
+pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+pub const MAX_PIDS: u64 = 4_194_304;
+pub const MAX_REPLICAS: u32 = 1000;
+pub const MAX_RETRIES: u32 = 100;
+/// What a task asks for when it says nothing: a tenth of a core and 64 MiB.
+pub const DEFAULT_CPU_MILLIS: u64 = 100;
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid CPU quantity {0:?}: use millicores such as 500m or cores such as 2 or 0.5")]
+    Cpu(String),
+    #[error("invalid memory quantity {0:?}: use bytes with a unit such as 64Mi, 1Gi or 512M")]
+    Memory(String),
+    #[error("{what} {value} is out of range: {range}")]
+    OutOfRange {
+        what: &'static str,
+        value: String,
+        range: String,
+    },
+    #[error("no image given: name one such as registry.example:5000/busybox:1")]
+    NoImage,
+    #[error("invalid image reference {0:?}")]
+    Image(String),
+    #[error(
+        "invalid environment variable {0:?}: use KEY=VALUE with a KEY of letters, digits and _"
+    )]
+    Env(String),
+    #[error("invalid label selector {0:?}: use key=value")]
+    Selector(String),
+    #[error("invalid user {0:?}: use UID or UID:GID (numbers)")]
+    User(String),
+    #[error("invalid working directory {0:?}: it must be an absolute path")]
+    Workdir(String),
+    #[error("invalid service name {0:?}: use 1-40 lowercase letters, digits and '-', starting with a letter")]
+    ServiceName(String),
+}
+
+/// Parses `500m` (millicores), `2` or `0.5` (cores) into millicores.
+pub fn parse_cpu(text: &str) -> Result<u64, SpecError> {
+    let bad = || SpecError::Cpu(text.to_owned());
+    let t = text.trim();
+    let millis = if let Some(m) = t.strip_suffix('m') {
+        m.parse::<u64>().map_err(|_| bad())?
+    } else {
+        let cores: f64 = t.parse().map_err(|_| bad())?;
+        if !cores.is_finite() || cores < 0.0 {
+            return Err(bad());
+        }
+        (cores * 1000.0).round() as u64
+    };
+    if millis == 0 || millis > MAX_CPU_MILLIS {
+        return Err(SpecError::OutOfRange {
+            what: "CPU",
+            value: text.to_owned(),
+            range: format!("1m to {}", format_cpu(MAX_CPU_MILLIS)),
+        });
+    }
+    Ok(millis)
+}
+
+/// Parses `64Mi`, `1Gi`, `512M`, `1000000` (bytes) into bytes.
+pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
+    let bad = || SpecError::Memory(text.to_owned());
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(factor).ok_or_else(bad)?;
+    if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&bytes) {
+        return Err(SpecError::OutOfRange {
+            what: "memory",
+            value: text.to_owned(),
+            range: format!(
+                "{} to {}",
+                format_memory(MIN_MEMORY_BYTES),
+                format_memory(MAX_MEMORY_BYTES)
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// `500m`, `2` (whole cores print without the `m`).
+pub fn format_cpu(millis: u64) -> String {
+    if millis % 1000 == 0 {
+        format!("{}", millis / 1000)
+    } else {
+        format!("{millis}m")
+    }
+}
+
+/// `64Mi`, `1.5Gi`, `512Ki`, `100B`.
+pub fn format_memory(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            return if bytes % size == 0 {
+                format!("{}{unit}", bytes / size)
+            } else {
+                format!("{:.1}{unit}", bytes as f64 / size as f64)
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// What a workload may use; also what the scheduler reserves for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRequest {
+    pub cpu_millicores: u64,
+    pub memory_bytes: u64,
+    /// `None`: no limit on the number of processes.
+    #[serde(default)]
+    pub pids: Option<u64>,
+}
+
+impl Default for ResourceRequest {
+    fn default() -> Self {
+        ResourceRequest {
+            cpu_millicores: DEFAULT_CPU_MILLIS,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            pids: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// The node's own network: simplest, and what a batch job pulling data needs.
+    #[default]
+    Host,
+    /// Loopback only.
+    None,
+}
+
+/// What to run: the same for a task and for each replica of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    /// A registry reference such as `10.88.0.1:5000/busybox:1`.
+    pub image: String,
+    /// Replaces the image's `Cmd` (its `Entrypoint` stays) when not empty.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Replaces the image's `Entrypoint` when given.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `UID` or `UID:GID`; the image's user when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub resources: ResourceRequest,
+    /// Labels a node must carry.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub network: NetworkMode,
+    #[serde(default)]
+    pub readonly_root: bool,
+}
+
+impl WorkloadSpec {
+    /// `image` with its own command and the default resources.
+    pub fn new(image: impl Into<String>) -> Self {
+        WorkloadSpec {
+            image: image.into(),
+            command: Vec::new(),
+            entrypoint: None,
+            env: BTreeMap::new(),
+            workdir: None,
+            user: None,
+            resources: ResourceRequest::default(),
+            node_selector: BTreeMap::new(),
+            network: NetworkMode::Host,
+            readonly_root: false,
+        }
+    }
+
+    /// Checks everything that does not need the image or a node.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let image = self.image.trim();
+        if image.is_empty() {
+            return Err(SpecError::NoImage);
+        }
+        if image.contains(char::is_whitespace) || image.starts_with(['/', ':', '@']) {
+            return Err(SpecError::Image(self.image.clone()));
+        }
+        let r = &self.resources;
+        if r.cpu_millicores == 0 || r.cpu_millicores > MAX_CPU_MILLIS {
+            return Err(SpecError::OutOfRange {
+                what: "CPU",
+                value: format_cpu(r.cpu_millicores),
+                range: format!("1m to {}", format_cpu(MAX_CPU_MILLIS)),
+            });
+        }
+        if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&r.memory_bytes) {
+            return Err(SpecError::OutOfRange {
+                what: "memory",
+                value: format_memory(r.memory_bytes),
+                range: format!(
+                    "{} to {}",
+                    format_memory(MIN_MEMORY_BYTES),
+                    format_memory(MAX_MEMORY_BYTES)
+                ),
+            });
+        }
+        if let Some(p) = r.pids {
+            if p == 0 || p > MAX_PIDS {
+                return Err(SpecError::OutOfRange {
+                    what: "pids",
+                    value: p.to_string(),
+                    range: format!("1 to {MAX_PIDS}"),
+                });
+            }
+        }
+        for key in self.env.keys() {
+            if !is_env_key(key) {
+                return Err(SpecError::Env(key.clone()));
+            }
+        }
+        if let Some(user) = &self.user {
+            parse_user(user)?;
+        }
+        if let Some(dir) = &self.workdir {
+            if !dir.starts_with('/') {
+                return Err(SpecError::Workdir(dir.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_env_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `KEY=VALUE` from the command line.
+pub fn parse_env(text: &str) -> Result<(String, String), SpecError> {
+    match text.split_once('=') {
+        Some((k, v)) if is_env_key(k) => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(SpecError::Env(text.to_owned())),
+    }
+}
+
+/// `key=value` from the command line.
+pub fn parse_selector(text: &str) -> Result<(String, String), SpecError> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(SpecError::Selector(text.to_owned())),
+    }
+}
+
+/// `UID` or `UID:GID` → `(uid, gid)`; the gid defaults to the uid.
+pub fn parse_user(text: &str) -> Result<(u32, u32), SpecError> {
+    let bad = || SpecError::User(text.to_owned());
+    match text.split_once(':') {
+        Some((u, g)) => Ok((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?)),
+        None => {
+            let uid = text.parse().map_err(|_| bad())?;
+            Ok((uid, uid))
+        }
+    }
+}
+
+pub fn validate_service_name(name: &str) -> Result<(), SpecError> {
+    let ok = (1..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::ServiceName(name.to_owned()))
+    }
+}
+
+/// `cloudos run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCreateRequest {
+    pub spec: WorkloadSpec,
+    /// New runs after the first when a run is lost (its node died) or fails to start.
+    #[serde(default)]
+    pub retries: u32,
+}
+
+/// Where a task (or a replica) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a node; `reason` says why none fits.
+    Queued,
+    /// Assigned; the node is fetching the image.
+    Pulling,
+    Running,
+    /// Exited with code 0.
+    Succeeded,
+    /// Exited otherwise, was killed, or could not start.
+    Failed,
+    /// Its node went away with it and no retry is left.
+    Lost,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Lost | TaskState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskState::Queued => "queued",
+            TaskState::Pulling => "pulling",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Lost => "lost",
+            TaskState::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// Image download progress of a run, for the CLI's progress bar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// A task, or one replica of a service, as the master keeps and shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// `t-` and 10 hex digits for tasks; `<service>-<n>` for replicas.
+    pub id: String,
+    pub spec: WorkloadSpec,
+    /// The service this is a replica of.
+    #[serde(default)]
+    pub service: Option<String>,
+    pub state: TaskState,
+    pub node: Option<String>,
+    /// Why it waits, failed or was lost, in words.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The current run (`<id>.<attempt>`), the unit assigned to a node.
+    pub run: Option<String>,
+    pub attempts: u32,
+    pub retries: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default)]
+    pub pull: Option<PullProgress>,
+    /// Bytes of the `/output` archive the master holds, once collected.
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
+    /// Replicas: restarts of the container on its node.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+impl TaskInfo {
+    /// A new task (or replica) waiting for the scheduler.
+    pub fn queued(
+        id: String,
+        spec: WorkloadSpec,
+        service: Option<String>,
+        retries: u32,
+        now: OffsetDateTime,
+    ) -> Self {
+        TaskInfo {
+            id,
+            spec,
+            service,
+            state: TaskState::Queued,
+            node: None,
+            reason: Some("waiting for the scheduler".into()),
+            run: None,
+            attempts: 0,
+            retries,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            pull: None,
+            output_bytes: None,
+            restarts: 0,
+        }
+    }
+}
+
+/// `cloudos deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCreateRequest {
+    pub name: String,
+    pub spec: WorkloadSpec,
+    pub replicas: u32,
+}
+
+/// `cloudos scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u32,
+}
+
+/// A service as the master keeps it; its replicas are [`TaskInfo`]s with `service` set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub spec: WorkloadSpec,
+    pub replicas: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `cloudos ps` for a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub spec: WorkloadSpec,
+    pub replicas: u32,
+    pub running: u32,
+    pub instances: Vec<TaskInfo>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `cloudos ps`: tasks and services.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workloads {
+    pub tasks: Vec<TaskInfo>,
+    pub services: Vec<ServiceInfo>,
+}
+
+/// Which of a container's output streams a log chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line of `GET /v1/tasks/<id>/logs` (newline-delimited JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stream: LogStream,
+    /// Text as the container wrote it (invalid UTF-8 replaced).
+    pub data: String,
+}
+
+/// A run assigned to a node (master → agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAssignment {
+    pub run: String,
+    pub spec: WorkloadSpec,
+    /// Replicas restart on their node (with backoff) when they exit; tasks never do.
+    pub restart: bool,
+}
+
+/// What a run is doing on its node (agent → master).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RunState {
+    Pulling {
+        #[serde(default)]
+        progress: PullProgress,
+    },
+    Running {
+        #[serde(default)]
+        restarts: u32,
+    },
+    /// The container exited (tasks: final; replicas: about to restart).
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        oom_killed: bool,
+        /// Bytes of `/output` uploaded to the master, when there was any.
+        output_bytes: Option<u64>,
+    },
+    /// It could not run: image not found, wrong architecture, command missing, ….
+    Failed { reason: String },
+    /// Stopped because the master asked.
+    Stopped,
+}
+
+impl RunState {
+    /// Whether the run is over on the node (nothing left to report after it).
+    pub fn is_final(&self, restart: bool) -> bool {
+        match self {
+            RunState::Pulling { .. } | RunState::Running { .. } => false,
+            RunState::Exited { .. } => !restart,
+            RunState::Failed { .. } | RunState::Stopped => true,
+        }
+    }
+}
+
+/// A run's state report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run: String,
+    #[serde(flatten)]
+    pub state: RunState,
+}
+
+/// Log bytes of a run (agent → master); `offset` is where `data` starts in the stream, so
+/// the master appends each byte once even when the agent resends after a reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub run: String,
+    pub stream: LogStream,
+    pub offset: u64,
+    pub data: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_quantities() {
+        for (text, want) in [
+            ("500m", 500),
+            ("2", 2000),
+            ("0.5", 500),
+            ("1m", 1),
+            (" 250m ", 250),
+        ] {
+            assert_eq!(parse_cpu(text), Ok(want), "{text}");
+        }
+        for bad in ["", "m", "-1", "abc", "1.5m", "0", "0m", "2000000m", "nan"] {
+            assert!(parse_cpu(bad).is_err(), "{bad} accepted");
+        }
+        assert!(parse_cpu("0")
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+        assert_eq!(format_cpu(500), "500m");
+        assert_eq!(format_cpu(2000), "2");
+    }
+
+    #[test]
+    fn memory_quantities() {
+        for (text, want) in [
+            ("64Mi", 64 << 20),
+            ("1Gi", 1 << 30),
+            ("512M", 512_000_000),
+            ("8388608", 8 << 20),
+        ] {
+            assert_eq!(parse_memory(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "Mi",
+            "-64Mi",
+            "64MB",
+            "64mi",
+            "1Ki",
+            "99999999Ti",
+            "1.5Gi",
+        ] {
+            assert!(parse_memory(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(format_memory(64 << 20), "64Mi");
+        assert_eq!(format_memory(3 << 29), "1.5Gi");
+    }
+
+    fn spec() -> WorkloadSpec {
+        WorkloadSpec {
+            command: vec!["true".into()],
+            ..WorkloadSpec::new("10.0.0.1:5000/busybox:1")
+        }
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        assert_eq!(spec().validate(), Ok(()));
+        let mut s = spec();
+        s.image = " ".into();
+        assert_eq!(s.validate(), Err(SpecError::NoImage));
+        let mut s = spec();
+        s.resources.memory_bytes = 1;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("memory 1B is out of range"));
+        let mut s = spec();
+        s.resources.pids = Some(0);
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.env.insert("1BAD".into(), "x".into());
+        assert_eq!(s.validate(), Err(SpecError::Env("1BAD".into())));
+        let mut s = spec();
+        s.user = Some("root".into());
+        assert_eq!(s.validate(), Err(SpecError::User("root".into())));
+        let mut s = spec();
+        s.workdir = Some("tmp".into());
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn command_line_pieces() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+        assert_eq!(
+            parse_selector("disk=ssd"),
+            Ok(("disk".into(), "ssd".into()))
+        );
+        assert!(parse_selector("ssd").is_err());
+        assert_eq!(parse_user("1000"), Ok((1000, 1000)));
+        assert_eq!(parse_user("1000:50"), Ok((1000, 50)));
+        assert!(validate_service_name("web-1").is_ok());
+        assert!(validate_service_name("Web").is_err());
+        assert!(validate_service_name("1web").is_err());
+    }
+
+    #[test]
+    fn run_reports_are_tagged_json() {
+        let r = RunReport {
+            run: "t-1.1".into(),
+            state: RunState::Exited {
+                code: Some(3),
+                signal: None,
+                oom_killed: false,
+                output_bytes: None,
+            },
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""state":"exited""#), "{text}");
+        assert_eq!(serde_json::from_str::<RunReport>(&text).unwrap(), r);
+    }
+}

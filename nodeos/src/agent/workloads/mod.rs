@@ -1,0 +1,227 @@
+//! The node's side of workloads: runs the master assigns arrive on the agent's connection,
+//! are pulled, started through the container runtime (one shim per container, see the
+//! `cloudos-runtime` crate), watched, and reported back with their logs and `/output`.
+//!
+//! The executor outlives connections: runs keep going while the master is unreachable, their
+//! reports wait in the outbox, and the next hello tells the master what each run is doing.
+//! Owns `<data>/images` (the content store), `<data>/containers` (the runtime's state) and
+//! `<data>/outputs/<run>` (each run's `/output`).
+
+mod image;
+mod logs;
+mod output;
+mod run;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cloudos_cluster::api::{AgentMessage, MasterMessage};
+use cloudos_cluster::client::ApiClient;
+use cloudos_cluster::workload::{RunAssignment, RunReport, RunState};
+use cloudos_images::PullConfig;
+use cloudos_runtime::{Runtime, ShimCommand};
+use tokio::sync::{mpsc, watch};
+
+/// Messages waiting for the connection; when full, runs wait before reporting more.
+const OUTBOX: usize = 1024;
+/// How long an ended run's final state is kept for hellos after it was reported.
+const KEEP_ENDED: Duration = Duration::from_secs(600);
+
+/// What the executor needs to know about the node.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub data_dir: PathBuf,
+    /// How the runtime starts a container's shim (`nodeos shim …`).
+    pub shim: ShimCommand,
+    /// Registries (`host:port`) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+struct RunEntry {
+    restart: bool,
+    state: RunState,
+    /// Set to true to stop the run.
+    stop: watch::Sender<bool>,
+    /// Where the master's copy of the logs ends: `(stdout, stderr)`.
+    log_from: watch::Sender<(u64, u64)>,
+    ended_at: Option<Instant>,
+}
+
+pub(crate) struct Shared {
+    config: ExecutorConfig,
+    runs: Mutex<HashMap<String, RunEntry>>,
+    outbox: mpsc::Sender<AgentMessage>,
+    images: Result<cloudos_images::Store, String>,
+    runtime: Result<Runtime, String>,
+    pull: PullConfig,
+    /// The client of the current connection's identity, for uploads.
+    api: Mutex<Option<ApiClient>>,
+}
+
+/// Clone-able handle on the node's runs.
+#[derive(Clone)]
+pub struct Executor {
+    shared: Arc<Shared>,
+}
+
+impl Executor {
+    /// The executor and the outbox the connection drains. Containers left by an earlier
+    /// agent are recovered (kept if their shim lives, cleaned up otherwise).
+    pub fn new(config: ExecutorConfig) -> (Executor, mpsc::Receiver<AgentMessage>) {
+        let (outbox, rx) = mpsc::channel(OUTBOX);
+        let images = cloudos_images::Store::open(config.data_dir.join("images"))
+            .map_err(|e| format!("the image store cannot be opened: {e}"));
+        if let Ok(store) = &images {
+            if let Err(e) = store.clean_tmp() {
+                log::warn!("cannot clean the image store's leftovers: {e}");
+            }
+        }
+        let runtime = Runtime::open(config.data_dir.join("containers"), config.shim.clone())
+            .map_err(|e| format!("the container runtime cannot start: {e}"));
+        match &runtime {
+            Ok(rt) => match rt.recover() {
+                Ok(report) => {
+                    if !report.lost.is_empty() || !report.running.is_empty() {
+                        log::info!(
+                            "containers of an earlier agent: {} still running, {} cleaned up",
+                            report.running.len(),
+                            report.lost.len()
+                        );
+                    }
+                    // Their runs are unknown to this agent now: the master re-assigns
+                    // what it still wants, so nothing of theirs should linger.
+                    for id in report
+                        .running
+                        .iter()
+                        .chain(&report.exited)
+                        .chain(&report.lost)
+                    {
+                        if let Err(e) = rt.delete(id) {
+                            log::warn!("cannot remove container {id}: {e}");
+                        }
+                    }
+                }
+                Err(e) => log::warn!("cannot recover earlier containers: {e}"),
+            },
+            Err(e) => log::warn!("{e}"),
+        }
+        let pull = PullConfig {
+            plain_http_registries: config.insecure_registries.clone(),
+            ..PullConfig::default()
+        };
+        let shared = Shared {
+            config,
+            runs: Mutex::new(HashMap::new()),
+            outbox,
+            images,
+            runtime,
+            pull,
+            api: Mutex::new(None),
+        };
+        (
+            Executor {
+                shared: Arc::new(shared),
+            },
+            rx,
+        )
+    }
+
+    /// The client uploads go through (the connection sets it on each connect).
+    pub fn set_api(&self, api: ApiClient) {
+        *self.shared.api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api);
+    }
+
+    /// Every run the node knows, for the hello.
+    pub fn runs(&self) -> Vec<RunReport> {
+        let mut runs = self.shared.lock_runs();
+        runs.retain(|_, e| e.ended_at.is_none_or(|at| at.elapsed() < KEEP_ENDED));
+        runs.iter()
+            .map(|(run, e)| RunReport {
+                run: run.clone(),
+                state: e.state.clone(),
+            })
+            .collect()
+    }
+
+    /// A message from the master about workloads.
+    pub fn handle(&self, message: MasterMessage) {
+        match message {
+            MasterMessage::Assign(assignment) => self.assign(assignment),
+            MasterMessage::Stop { run } => {
+                if let Some(entry) = self.shared.lock_runs().get(&run) {
+                    log::info!("stopping run {run} as the master asks");
+                    let _ = entry.stop.send(true);
+                }
+            }
+            MasterMessage::LogOffsets {
+                run,
+                stdout,
+                stderr,
+            } => {
+                if let Some(entry) = self.shared.lock_runs().get(&run) {
+                    let _ = entry.log_from.send((stdout, stderr));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn assign(&self, assignment: RunAssignment) {
+        let mut runs = self.shared.lock_runs();
+        if let Some(existing) = runs.get(&assignment.run) {
+            if existing.ended_at.is_none() {
+                // Assigned again after a reconnect: it runs already.
+                return;
+            }
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let (log_from, log_rx) = watch::channel((0, 0));
+        runs.insert(
+            assignment.run.clone(),
+            RunEntry {
+                restart: assignment.restart,
+                state: RunState::Pulling {
+                    progress: Default::default(),
+                },
+                stop,
+                log_from,
+                ended_at: None,
+            },
+        );
+        drop(runs);
+        log::info!("run {} assigned: {}", assignment.run, assignment.spec.image);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(run::run(shared, assignment, stop_rx, log_rx));
+    }
+}
+
+impl Shared {
+    fn lock_runs(&self) -> MutexGuard<'_, HashMap<String, RunEntry>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn api(&self) -> Option<ApiClient> {
+        self.api.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records and reports a run's new state.
+    async fn report(&self, run: &str, state: RunState) {
+        {
+            let mut runs = self.lock_runs();
+            if let Some(entry) = runs.get_mut(run) {
+                if state.is_final(entry.restart) {
+                    entry.ended_at = Some(Instant::now());
+                }
+                entry.state = state.clone();
+            }
+        }
+        let report = RunReport {
+            run: run.to_owned(),
+            state,
+        };
+        // Closed only when the agent stops.
+        let _ = self.outbox.send(AgentMessage::Run(report)).await;
+    }
+}

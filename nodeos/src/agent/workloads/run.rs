@@ -1,0 +1,277 @@
+//! One run's life on the node: pull, start, watch (with its logs tailed to the master),
+//! collect `/output`, clean up, report. Replicas start again after an exit, with a backoff
+//! that doubles up to a minute and resets once a container stayed up for a while.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudos_cluster::workload::{NetworkMode, PullProgress, RunAssignment, RunState};
+use cloudos_runtime::{ContainerSpec, ExitStatus, Network, Resources, RuntimeError, User};
+use tokio::sync::watch;
+
+use super::{image, logs, output, Shared};
+
+/// How long a container has after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a waiting run looks for a stop request.
+const WAIT_SLICE: Duration = Duration::from_millis(300);
+/// Pull progress reports at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A replica that ran this long before exiting starts again without waiting.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    assignment: RunAssignment,
+    mut stop: watch::Receiver<bool>,
+    log_from: watch::Receiver<(u64, u64)>,
+) {
+    let run = assignment.run.clone();
+    let final_state = run_inner(&shared, &assignment, &mut stop, log_from).await;
+    if let Some(state) = final_state {
+        match &state {
+            RunState::Failed { reason } => log::warn!("run {run} failed: {reason}"),
+            other => log::info!("run {run} ended: {other:?}"),
+        }
+        shared.report(&run, state).await;
+    }
+}
+
+/// Returns the state to report last (`None` when it was reported already).
+async fn run_inner(
+    shared: &Arc<Shared>,
+    a: &RunAssignment,
+    stop: &mut watch::Receiver<bool>,
+    log_from: watch::Receiver<(u64, u64)>,
+) -> Option<RunState> {
+    let failed = |reason: String| Some(RunState::Failed { reason });
+    let images = match &shared.images {
+        Ok(store) => store.clone(),
+        Err(e) => return failed(e.clone()),
+    };
+    if let Err(e) = &shared.runtime {
+        return failed(e.clone());
+    }
+    // Progress: sent from the pull's callback without waiting (dropped when the outbox
+    // is full: the next one says the same, more up to date).
+    let mut last_progress = Instant::now() - PROGRESS_EVERY;
+    let progress = |p: PullProgress| {
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            let report = cloudos_cluster::workload::RunReport {
+                run: a.run.clone(),
+                state: RunState::Pulling { progress: p },
+            };
+            let _ = shared
+                .outbox
+                .try_send(cloudos_cluster::api::AgentMessage::Run(report));
+        }
+    };
+    let prepared = tokio::select! {
+        prepared = image::prepare(&images, &shared.pull, &a.spec.image, progress) => prepared,
+        _ = stop.wait_for(|s| *s) => return Some(RunState::Stopped),
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(reason) => return failed(reason),
+    };
+    let args = match image::argv(&a.spec, &prepared.config) {
+        Ok(args) => args,
+        Err(reason) => return failed(reason),
+    };
+    let user = match image::user(&a.spec, &prepared.config) {
+        Ok(user) => user.map(|(uid, gid)| User { uid, gid }),
+        Err(reason) => return failed(reason),
+    };
+    let output_dir = shared.config.data_dir.join("outputs").join(&a.run);
+    let spec = ContainerSpec {
+        id: a.run.clone(),
+        layers: prepared.layers.clone(),
+        args,
+        env: image::env(&a.spec, &prepared.config),
+        cwd: a
+            .spec
+            .workdir
+            .clone()
+            .or_else(|| {
+                prepared
+                    .config
+                    .working_dir
+                    .clone()
+                    .filter(|d| !d.is_empty())
+            })
+            .unwrap_or_else(|| "/".into()),
+        user,
+        resources: Resources {
+            cpu_millis: Some(a.spec.resources.cpu_millicores),
+            memory_bytes: Some(a.spec.resources.memory_bytes),
+            pids: a.spec.resources.pids,
+        },
+        readonly_root: a.spec.readonly_root,
+        output_dir: Some(output_dir.clone()),
+        network: match a.spec.network {
+            NetworkMode::Host => Network::Host,
+            NetworkMode::None => Network::None,
+        },
+        hostname: None,
+    };
+    let mut restarts = 0u32;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if let Err(e) = fresh_dir(&output_dir) {
+            return failed(format!("cannot prepare {}: {e}", output_dir.display()));
+        }
+        let started = blocking(shared, {
+            let spec = spec.clone();
+            move |rt| {
+                // A container of this run left by a crash of ours would block the name.
+                let _ = rt.delete(&spec.id);
+                rt.start(&spec)
+            }
+        })
+        .await;
+        if let Err(e) = started {
+            let _ = blocking(shared, {
+                let id = a.run.clone();
+                move |rt| rt.delete(&id)
+            })
+            .await;
+            let _ = std::fs::remove_dir_all(&output_dir);
+            return failed(start_error(&e));
+        }
+        let up_since = Instant::now();
+        shared.report(&a.run, RunState::Running { restarts }).await;
+        let paths = match &shared.runtime {
+            Ok(rt) => rt.log_paths(&a.run),
+            Err(e) => return failed(e.clone()),
+        };
+        let (done_tx, done_rx) = watch::channel(false);
+        let tailer = tokio::spawn(logs::tail(
+            Arc::clone(shared),
+            a.run.clone(),
+            paths,
+            log_from.clone(),
+            done_rx,
+        ));
+        let status = wait(shared, &a.run, stop).await;
+        let _ = done_tx.send(true);
+        let _ = tailer.await;
+        let stopped = *stop.borrow();
+        let output_bytes = if stopped {
+            None
+        } else {
+            output::collect(shared, &a.run, &output_dir).await
+        };
+        let _ = blocking(shared, {
+            let id = a.run.clone();
+            move |rt| rt.delete(&id)
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&output_dir);
+        if stopped {
+            return Some(RunState::Stopped);
+        }
+        let exited = match status {
+            Ok(s) => exited(&s, output_bytes),
+            Err(e) => return failed(format!("lost track of the container: {e}")),
+        };
+        if !a.restart {
+            return Some(exited);
+        }
+        shared.report(&a.run, exited).await;
+        if up_since.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return Some(RunState::Stopped),
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        restarts += 1;
+    }
+}
+
+fn exited(s: &ExitStatus, output_bytes: Option<u64>) -> RunState {
+    RunState::Exited {
+        code: s.code,
+        signal: s.signal,
+        oom_killed: s.oom_killed,
+        output_bytes,
+    }
+}
+
+fn start_error(e: &RuntimeError) -> String {
+    match e {
+        RuntimeError::CommandNotFound { command, .. } => {
+            format!("{command} does not exist in the image")
+        }
+        other => format!("cannot start the container: {other}"),
+    }
+}
+
+/// Waits for the container to end; a stop request sends SIGTERM, then SIGKILL.
+async fn wait(
+    shared: &Arc<Shared>,
+    id: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<ExitStatus, RuntimeError> {
+    let mut term_sent: Option<Instant> = None;
+    let mut kill_sent = false;
+    loop {
+        if *stop.borrow() {
+            let signal = match term_sent {
+                None => Some(libc::SIGTERM),
+                Some(at) if at.elapsed() >= STOP_GRACE && !kill_sent => Some(libc::SIGKILL),
+                _ => None,
+            };
+            if let Some(signal) = signal {
+                let id = id.to_owned();
+                let _ = blocking(shared, move |rt| rt.kill(&id, signal)).await;
+                if signal == libc::SIGTERM {
+                    term_sent = Some(Instant::now());
+                } else {
+                    kill_sent = true;
+                }
+            }
+        }
+        let waited = {
+            let id = id.to_owned();
+            blocking(shared, move |rt| rt.wait(&id, Some(WAIT_SLICE))).await
+        };
+        match waited {
+            Err(RuntimeError::WaitTimeout { .. }) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Runs `f` on the runtime off the async thread.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&cloudos_runtime::Runtime) -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    let shared = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || match &shared.runtime {
+        Ok(rt) => f(rt),
+        Err(e) => Err(RuntimeError::StartFailed {
+            id: String::new(),
+            message: e.clone(),
+        }),
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(e) => Err(RuntimeError::StartFailed {
+            id: String::new(),
+            message: format!("runtime task failed: {e}"),
+        }),
+    }
+}
+
+fn fresh_dir(dir: &PathBuf) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)
+}

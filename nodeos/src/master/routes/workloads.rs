@@ -1,0 +1,376 @@
+//! The workload API: tasks (`cloudos run`, `ps`, `logs`, `cancel`, `output`), services
+//! (`deploy`, `scale`, `delete`) with an admin certificate, and the nodes' `/output`
+//! uploads with a node certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cloudos_cluster::workload::{
+    validate_service_name, LogLine, LogStream, ScaleRequest, ServiceCreateRequest, ServiceInfo,
+    TaskCreateRequest, TaskInfo, Workloads, MAX_RETRIES,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::caller::{AdminCaller, NodeCaller};
+use super::extract::ApiJson;
+use super::AppState;
+use crate::master::error::ApiError;
+use crate::master::state::MasterState;
+use crate::master::workloads::{self, book};
+
+/// How often a followed log looks for new bytes.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+/// Largest piece of a log file sent as one line.
+const LOG_PIECE: usize = 16 * 1024;
+
+fn no_task(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no task {id}; `cloudos ps` lists them"))
+}
+
+fn task_of(state: &MasterState, id: &str) -> Result<TaskInfo, ApiError> {
+    state
+        .workloads
+        .book()
+        .task(id)
+        .cloned()
+        .ok_or_else(|| no_task(id))
+}
+
+/// A task id nobody has: `t-` and 10 hex digits from the OS's randomness.
+fn new_task_id(state: &MasterState) -> Result<String, ApiError> {
+    let mut bytes = [0u8; 5];
+    loop {
+        getrandom_fill(&mut bytes)?;
+        let id = format!("t-{}", hex(&bytes));
+        if state.workloads.book().task(&id).is_none() {
+            return Ok(id);
+        }
+    }
+}
+
+fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ApiError> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(bytes))
+        .map_err(|e| ApiError::Internal(format!("no randomness for a task id: {e}")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn list(State(state): State<AppState>, _: AdminCaller) -> Json<Workloads> {
+    Json(state.workloads.book().workloads())
+}
+
+pub async fn list_tasks(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<TaskInfo>> {
+    Json(state.workloads.book().workloads().tasks)
+}
+
+pub async fn create_task(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    ApiJson(request): ApiJson<TaskCreateRequest>,
+) -> Result<Json<TaskInfo>, ApiError> {
+    request.spec.validate()?;
+    if request.retries > MAX_RETRIES {
+        return Err(ApiError::BadRequest(format!(
+            "retries must be at most {MAX_RETRIES}, not {}",
+            request.retries
+        )));
+    }
+    let task = state
+        .blocking(move |s| {
+            let id = new_task_id(s)?;
+            let (task, effects) =
+                s.workloads
+                    .book()
+                    .create_task(id, request, OffsetDateTime::now_utc());
+            workloads::apply(s, effects);
+            Ok(task)
+        })
+        .await?;
+    log::info!("task {} queued: {}", task.id, task.spec.image);
+    Ok(Json(task))
+}
+
+pub async fn get_task(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskInfo>, ApiError> {
+    Ok(Json(task_of(&state, &id)?))
+}
+
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskInfo>, ApiError> {
+    let task = state
+        .blocking(move |s| {
+            let (task, effects) = s.workloads.book().cancel(&id, OffsetDateTime::now_utc())?;
+            workloads::apply(s, effects);
+            Ok(task)
+        })
+        .await?;
+    log::info!("task {} cancelled", task.id);
+    Ok(Json(task))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Newline-delimited [`LogLine`]s: what the master holds, and with `follow=true` what
+/// arrives until the task has ended and its last output is in.
+pub async fn task_logs(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    task_of(&state, &id)?;
+    let follower = LogFollower {
+        state,
+        id,
+        follow: query.follow,
+        offsets: [0, 0],
+        quiet_after_end: 0,
+    };
+    let stream = futures::stream::unfold(follower, |mut f| async move {
+        let piece = f.next_piece().await?;
+        Some((Ok::<Bytes, std::io::Error>(piece), f))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+struct LogFollower {
+    state: Arc<MasterState>,
+    id: String,
+    follow: bool,
+    offsets: [u64; 2],
+    /// Polls with nothing new since the task ended: the agent's last chunks may still be
+    /// on their way, so a follower waits a little before it ends.
+    quiet_after_end: u32,
+}
+
+impl LogFollower {
+    /// The next lines to send; `None` at the end.
+    async fn next_piece(&mut self) -> Option<Bytes> {
+        loop {
+            let mut out = Vec::new();
+            for (i, stream) in [LogStream::Stdout, LogStream::Stderr]
+                .into_iter()
+                .enumerate()
+            {
+                let path = self.state.workloads.log_path(&self.id, stream);
+                if let Some(data) = read_piece(&path, self.offsets[i]) {
+                    self.offsets[i] += data.len() as u64;
+                    let line = LogLine { stream, data };
+                    if let Ok(mut json) = serde_json::to_vec(&line) {
+                        json.push(b'\n');
+                        out.extend(json);
+                    }
+                }
+            }
+            if !out.is_empty() {
+                self.quiet_after_end = 0;
+                return Some(Bytes::from(out));
+            }
+            if !self.follow {
+                return None;
+            }
+            let ended = self
+                .state
+                .workloads
+                .book()
+                .task(&self.id)
+                .is_none_or(|t| t.state.is_final());
+            if ended {
+                self.quiet_after_end += 1;
+                if self.quiet_after_end > 4 {
+                    return None;
+                }
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+}
+
+/// Up to [`LOG_PIECE`] bytes of `path` from `offset`, cut at a character boundary (the
+/// master's log files hold the agents' text, which is valid UTF-8).
+fn read_piece(path: &std::path::Path, offset: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut buf = vec![0u8; LOG_PIECE];
+    let n = file.read(&mut buf).ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.truncate(n);
+    match String::from_utf8(buf) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+        }
+    }
+}
+
+/// The tar archive of what the task wrote to `/output`.
+pub async fn task_output(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = task_of(&state, &id)?;
+    let path = state.workloads.output_path(&id);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let why = if task.state.is_final() {
+                format!("task {id} wrote nothing to /output (or its node could not hand it in)")
+            } else {
+                format!(
+                    "task {id} is {}; its /output is collected when it ends",
+                    task.state
+                )
+            };
+            return Err(ApiError::NotFound(why));
+        }
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
+}
+
+/// A node hands in the `/output` archive of a run assigned to it.
+pub async fn upload_output(
+    State(state): State<AppState>,
+    NodeCaller(node): NodeCaller,
+    Path(run): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.workloads.book().is_current_run(&node.name, &run) {
+        return Err(ApiError::Forbidden(format!(
+            "run {run} is not assigned to node {}",
+            node.name
+        )));
+    }
+    let size = state
+        .blocking(move |s| {
+            workloads::store_output(s, &run, &body)
+                .map_err(|e| ApiError::Internal(format!("cannot store the output: {e}")))
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "bytes": size })))
+}
+
+pub async fn list_services(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Json<Vec<ServiceInfo>> {
+    Json(state.workloads.book().workloads().services)
+}
+
+fn service_of(state: &MasterState, name: &str) -> Result<ServiceInfo, ApiError> {
+    state
+        .workloads
+        .book()
+        .service(name)
+        .ok_or_else(|| book::BookError::NoService(name.to_owned()).into())
+}
+
+pub async fn create_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    ApiJson(request): ApiJson<ServiceCreateRequest>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    validate_service_name(&request.name)?;
+    request.spec.validate()?;
+    let name = request.name.clone();
+    let service = state
+        .blocking(move |s| {
+            let effects = s
+                .workloads
+                .book()
+                .create_service(request, OffsetDateTime::now_utc())?;
+            workloads::apply(s, effects);
+            service_of(s, &name)
+        })
+        .await?;
+    log::info!(
+        "service {} deployed: {} × {}",
+        service.name,
+        service.replicas,
+        service.spec.image
+    );
+    Ok(Json(service))
+}
+
+pub async fn get_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(service_of(&state, &name)?))
+}
+
+pub async fn scale_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<ScaleRequest>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    let service = state
+        .blocking(move |s| {
+            let effects =
+                s.workloads
+                    .book()
+                    .scale(&name, request.replicas, OffsetDateTime::now_utc())?;
+            workloads::apply(s, effects);
+            service_of(s, &name)
+        })
+        .await?;
+    log::info!("service {} scaled to {}", service.name, service.replicas);
+    Ok(Json(service))
+}
+
+pub async fn delete_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .blocking(move |s| {
+            let effects = s
+                .workloads
+                .book()
+                .delete_service(&name, OffsetDateTime::now_utc())?;
+            workloads::apply(s, effects);
+            log::info!("service {name} deleted");
+            Ok(())
+        })
+        .await?;
+    Ok(Json(serde_json::json!({})))
+}

@@ -1,0 +1,626 @@
+//! The master's book of tasks, services and their runs: pure bookkeeping with no I/O.
+//! Every change returns the [`Effects`] it needs (records to save or delete, messages to
+//! nodes), which `workloads::Workloads` carries out; that keeps every rule here testable
+//! with plain values.
+//!
+//! Rules, in one place:
+//! - a task waits in a FIFO queue until the scheduler places it; placing it starts a new
+//!   *run* `<task>.<attempt>` on that node;
+//! - a run whose node goes NotReady (or is removed) is lost: a task with retries left is
+//!   queued again (avoiding that node), otherwise it ends `lost`; a service replica is always
+//!   queued again, which is how a replica moves when its node dies;
+//! - reports about any run other than a task's current one are stale and answered with Stop;
+//! - final states never change again.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use cloudos_cluster::api::MasterMessage;
+use cloudos_cluster::workload::{
+    format_memory, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest,
+    ServiceInfo, ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, Workloads,
+};
+use cloudos_scheduler::{NodeView, Request, Resources, Scheduler};
+use time::OffsetDateTime;
+
+/// What a change asks the outside world to do.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub save_tasks: Vec<TaskInfo>,
+    pub delete_tasks: Vec<String>,
+    pub save_services: Vec<ServiceRecord>,
+    pub delete_services: Vec<String>,
+    /// `(node, message)` for the node's agent connection.
+    pub messages: Vec<(String, MasterMessage)>,
+}
+
+impl Effects {
+    pub fn merge(&mut self, other: Effects) {
+        self.save_tasks.extend(other.save_tasks);
+        self.delete_tasks.extend(other.delete_tasks);
+        self.save_services.extend(other.save_services);
+        self.delete_services.extend(other.delete_services);
+        self.messages.extend(other.messages);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.save_tasks.is_empty()
+            && self.delete_tasks.is_empty()
+            && self.save_services.is_empty()
+            && self.delete_services.is_empty()
+            && self.messages.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    #[error("no task {0}; `cloudos ps` lists them")]
+    NoTask(String),
+    #[error("no service {0}; `cloudos ps` lists them")]
+    NoService(String),
+    #[error("a service named {0} exists already; scale it or delete it first")]
+    ServiceExists(String),
+    #[error("{id} is a replica of service {service}: scale or delete the service instead")]
+    IsReplica { id: String, service: String },
+    #[error("replicas must be between 0 and {max}, not {given}")]
+    Replicas { given: u32, max: u32 },
+}
+
+/// A node as the book needs it: the scheduler's view without the allocations, which the
+/// book adds from the runs it knows.
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    pub name: String,
+    pub arch: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub capacity: Resources,
+}
+
+#[derive(Debug, Default)]
+pub struct Book {
+    tasks: BTreeMap<String, TaskInfo>,
+    services: BTreeMap<String, ServiceRecord>,
+    /// Queued task ids, oldest first.
+    queue: VecDeque<String>,
+    /// Nodes each task should not go back to (where its runs were lost).
+    avoid: BTreeMap<String, Vec<String>>,
+}
+
+fn is_active(t: &TaskInfo) -> bool {
+    matches!(t.state, TaskState::Pulling | TaskState::Running)
+}
+
+/// `t-1a2b3c4d5e.2` → `t-1a2b3c4d5e`.
+pub fn task_of_run(run: &str) -> &str {
+    run.rsplit_once('.').map(|(task, _)| task).unwrap_or(run)
+}
+
+fn replica_id(service: &str, index: u32) -> String {
+    format!("{service}-r{index}")
+}
+
+fn replica_index(service: &str, id: &str) -> Option<u32> {
+    id.strip_prefix(service)?.strip_prefix("-r")?.parse().ok()
+}
+
+impl Book {
+    /// The book as stored: queued tasks queue again in the order they were created.
+    pub fn load(tasks: Vec<TaskInfo>, services: Vec<ServiceRecord>) -> Self {
+        let mut queued: Vec<&TaskInfo> = tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Queued)
+            .collect();
+        queued.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        let queue = queued.iter().map(|t| t.id.clone()).collect();
+        Book {
+            queue,
+            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            avoid: BTreeMap::new(),
+        }
+    }
+
+    pub fn task(&self, id: &str) -> Option<&TaskInfo> {
+        self.tasks.get(id)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// What `cloudos ps` shows: tasks (not replicas) newest first, then services.
+    pub fn workloads(&self) -> Workloads {
+        let mut tasks: Vec<TaskInfo> = self
+            .tasks
+            .values()
+            .filter(|t| t.service.is_none())
+            .cloned()
+            .collect();
+        tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        let services = self
+            .services
+            .keys()
+            .filter_map(|name| self.service(name))
+            .collect();
+        Workloads { tasks, services }
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceInfo> {
+        let record = self.services.get(name)?;
+        let mut instances: Vec<TaskInfo> = self
+            .tasks
+            .values()
+            .filter(|t| t.service.as_deref() == Some(name))
+            .cloned()
+            .collect();
+        instances.sort_by_key(|t| replica_index(name, &t.id).unwrap_or(u32::MAX));
+        Some(ServiceInfo {
+            name: record.name.clone(),
+            spec: record.spec.clone(),
+            replicas: record.replicas,
+            running: instances
+                .iter()
+                .filter(|t| t.state == TaskState::Running)
+                .count() as u32,
+            instances,
+            created_at: record.created_at,
+        })
+    }
+
+    /// A new task, queued. The spec was validated by the caller.
+    pub fn create_task(
+        &mut self,
+        id: String,
+        request: TaskCreateRequest,
+        now: OffsetDateTime,
+    ) -> (TaskInfo, Effects) {
+        let task = TaskInfo::queued(id, request.spec, None, request.retries, now);
+        self.queue.push_back(task.id.clone());
+        self.tasks.insert(task.id.clone(), task.clone());
+        let effects = Effects {
+            save_tasks: vec![task.clone()],
+            ..Effects::default()
+        };
+        (task, effects)
+    }
+
+    /// Cancels a task: queued ones simply end, running ones are stopped on their node.
+    pub fn cancel(
+        &mut self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(TaskInfo, Effects), BookError> {
+        let task = self
+            .tasks
+            .get_mut(id)
+            .ok_or_else(|| BookError::NoTask(id.to_owned()))?;
+        if let Some(service) = &task.service {
+            return Err(BookError::IsReplica {
+                id: id.to_owned(),
+                service: service.clone(),
+            });
+        }
+        let mut effects = Effects::default();
+        if task.state.is_final() {
+            return Ok((task.clone(), effects));
+        }
+        if let (true, Some(node), Some(run)) = (is_active(task), &task.node, &task.run) {
+            effects
+                .messages
+                .push((node.clone(), MasterMessage::Stop { run: run.clone() }));
+        }
+        task.state = TaskState::Cancelled;
+        task.reason = Some("cancelled".into());
+        task.finished_at = Some(now);
+        task.pull = None;
+        self.queue.retain(|q| q != id);
+        effects.save_tasks.push(task.clone());
+        Ok((task.clone(), effects))
+    }
+
+    pub fn create_service(
+        &mut self,
+        request: ServiceCreateRequest,
+        now: OffsetDateTime,
+    ) -> Result<Effects, BookError> {
+        if self.services.contains_key(&request.name) {
+            return Err(BookError::ServiceExists(request.name));
+        }
+        check_replicas(request.replicas)?;
+        let record = ServiceRecord {
+            name: request.name.clone(),
+            spec: request.spec,
+            replicas: request.replicas,
+            created_at: now,
+        };
+        self.services.insert(record.name.clone(), record.clone());
+        let mut effects = Effects {
+            save_services: vec![record],
+            ..Effects::default()
+        };
+        effects.merge(self.reconcile_services(now));
+        Ok(effects)
+    }
+
+    pub fn scale(
+        &mut self,
+        name: &str,
+        replicas: u32,
+        now: OffsetDateTime,
+    ) -> Result<Effects, BookError> {
+        check_replicas(replicas)?;
+        let record = self
+            .services
+            .get_mut(name)
+            .ok_or_else(|| BookError::NoService(name.to_owned()))?;
+        record.replicas = replicas;
+        let mut effects = Effects {
+            save_services: vec![record.clone()],
+            ..Effects::default()
+        };
+        effects.merge(self.reconcile_services(now));
+        Ok(effects)
+    }
+
+    pub fn delete_service(
+        &mut self,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<Effects, BookError> {
+        let mut record = self
+            .services
+            .remove(name)
+            .ok_or_else(|| BookError::NoService(name.to_owned()))?;
+        record.replicas = 0;
+        let mut effects = self.remove_replicas(name, 0);
+        effects.delete_services.push(name.to_owned());
+        let _ = now;
+        Ok(effects)
+    }
+
+    /// Removes replicas `from..` of `service`, stopping their runs.
+    fn remove_replicas(&mut self, service: &str, from: u32) -> Effects {
+        let mut effects = Effects::default();
+        let doomed: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.service.as_deref() == Some(service))
+            .filter(|t| replica_index(service, &t.id).is_none_or(|i| i >= from))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in doomed {
+            if let Some(t) = self.tasks.remove(&id) {
+                if let (true, Some(node), Some(run)) = (is_active(&t), t.node, t.run) {
+                    effects.messages.push((node, MasterMessage::Stop { run }));
+                }
+            }
+            self.queue.retain(|q| q != &id);
+            effects.delete_tasks.push(id);
+        }
+        effects
+    }
+
+    /// Makes every service have exactly its replicas `<name>-r0 … r(N-1)`.
+    pub fn reconcile_services(&mut self, now: OffsetDateTime) -> Effects {
+        let mut effects = Effects::default();
+        let services: Vec<ServiceRecord> = self.services.values().cloned().collect();
+        for s in services {
+            effects.merge(self.remove_replicas(&s.name, s.replicas));
+            for index in 0..s.replicas {
+                let id = replica_id(&s.name, index);
+                if self.tasks.contains_key(&id) {
+                    continue;
+                }
+                let task =
+                    TaskInfo::queued(id.clone(), s.spec.clone(), Some(s.name.clone()), 0, now);
+                self.queue.push_back(id.clone());
+                effects.save_tasks.push(task.clone());
+                self.tasks.insert(id, task);
+            }
+        }
+        effects
+    }
+
+    /// Runs on nodes that are not Ready (or no longer exist) are lost.
+    pub fn nodes_lost(&mut self, ready: &dyn Fn(&str) -> bool, now: OffsetDateTime) -> Effects {
+        let mut effects = Effects::default();
+        let lost: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| is_active(t) && t.node.as_deref().is_some_and(|n| !ready(n)))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in lost {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            let node = task.node.take().unwrap_or_default();
+            let why = format!(
+                "node {node} stopped answering while {} ran there",
+                task.run.as_deref().unwrap_or("it")
+            );
+            self.avoid.entry(id.clone()).or_default().push(node);
+            task.pull = None;
+            if task.service.is_some() || task.attempts <= task.retries {
+                task.state = TaskState::Queued;
+                task.reason = Some(format!("{why}; queued again"));
+                self.queue.push_back(id.clone());
+            } else {
+                task.state = TaskState::Lost;
+                task.reason = Some(why);
+                task.finished_at = Some(now);
+            }
+            effects.save_tasks.push(task.clone());
+        }
+        effects
+    }
+
+    /// Places what it can of the queue; the rest keeps its reason for `cloudos ps`.
+    pub fn schedule(
+        &mut self,
+        scheduler: &Scheduler,
+        nodes: &[NodeFacts],
+        now: OffsetDateTime,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        if self.queue.is_empty() {
+            return effects;
+        }
+        let mut views: Vec<NodeView> = nodes
+            .iter()
+            .map(|n| NodeView {
+                name: n.name.clone(),
+                arch: n.arch.clone(),
+                labels: n.labels.clone(),
+                ready: n.ready,
+                capacity: n.capacity,
+                allocated: Resources::default(),
+                groups: BTreeMap::new(),
+            })
+            .collect();
+        let index: BTreeMap<String, usize> = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.clone(), i))
+            .collect();
+        for t in self.tasks.values().filter(|t| is_active(t)) {
+            let Some(&i) = t.node.as_ref().and_then(|n| index.get(n)) else {
+                continue;
+            };
+            let v = &mut views[i];
+            v.allocated.cpu_millis += t.spec.resources.cpu_millicores;
+            v.allocated.memory_bytes += t.spec.resources.memory_bytes;
+            if let Some(s) = &t.service {
+                *v.groups.entry(s.clone()).or_default() += 1;
+            }
+        }
+        let mut requests: Vec<Request> = self
+            .queue
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|t| Request {
+                id: t.id.clone(),
+                resources: Resources {
+                    cpu_millis: t.spec.resources.cpu_millicores,
+                    memory_bytes: t.spec.resources.memory_bytes,
+                },
+                archs: Vec::new(),
+                node_selector: t.spec.node_selector.clone(),
+                group: t.service.clone(),
+                avoid: self.avoid.get(&t.id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let outcome = scheduler.schedule_queue(&mut views, &mut requests);
+        let placed: BTreeSet<String> = outcome.placed.iter().map(|(id, _)| id.clone()).collect();
+        self.queue.retain(|id| !placed.contains(id));
+        for (id, node) in outcome.placed {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.attempts += 1;
+            let run = format!("{}.{}", task.id, task.attempts);
+            task.state = TaskState::Pulling;
+            task.node = Some(node.clone());
+            task.run = Some(run.clone());
+            task.reason = None;
+            task.pull = Some(PullProgress::default());
+            task.exit_code = None;
+            task.signal = None;
+            task.oom_killed = false;
+            let assignment = RunAssignment {
+                run,
+                spec: task.spec.clone(),
+                restart: task.service.is_some(),
+            };
+            effects
+                .messages
+                .push((node, MasterMessage::Assign(assignment)));
+            effects.save_tasks.push(task.clone());
+        }
+        for (id, why) in outcome.waiting {
+            if let Some(task) = self.tasks.get_mut(&id) {
+                let reason = why.to_string();
+                // Saved only when the reason changes: the queue is re-read every pass.
+                if task.reason.as_deref() != Some(reason.as_str()) {
+                    task.reason = Some(reason);
+                    effects.save_tasks.push(task.clone());
+                }
+            }
+        }
+        let _ = now;
+        effects
+    }
+
+    /// A node reports on one of its runs.
+    pub fn report(&mut self, node: &str, report: &RunReport, now: OffsetDateTime) -> Effects {
+        let mut effects = Effects::default();
+        let id = task_of_run(&report.run);
+        let current = self.tasks.get_mut(id).filter(|t| {
+            t.run.as_deref() == Some(report.run.as_str())
+                && t.node.as_deref() == Some(node)
+                && !t.state.is_final()
+        });
+        let Some(task) = current else {
+            // A run the master has moved on from (cancelled, moved, scaled away).
+            let restart = id.contains("-r");
+            if !report.state.is_final(restart) {
+                effects.messages.push((
+                    node.to_owned(),
+                    MasterMessage::Stop {
+                        run: report.run.clone(),
+                    },
+                ));
+            }
+            return effects;
+        };
+        let before = (task.state, task.restarts, task.reason.clone());
+        match &report.state {
+            RunState::Pulling { progress } => {
+                // A late progress report must not take a running task back.
+                if task.state == TaskState::Pulling {
+                    task.pull = Some(*progress);
+                }
+            }
+            RunState::Running { restarts } => {
+                task.state = TaskState::Running;
+                task.pull = None;
+                task.restarts = *restarts;
+                task.started_at.get_or_insert(now);
+            }
+            RunState::Exited {
+                code,
+                signal,
+                oom_killed,
+                output_bytes,
+            } => {
+                task.exit_code = *code;
+                task.signal = *signal;
+                task.oom_killed = *oom_killed;
+                task.pull = None;
+                if output_bytes.is_some() {
+                    task.output_bytes = *output_bytes;
+                }
+                let why = exit_reason(
+                    *code,
+                    *signal,
+                    *oom_killed,
+                    task.spec.resources.memory_bytes,
+                );
+                if task.service.is_some() {
+                    // The node restarts the replica itself, with backoff.
+                    task.reason = Some(format!("last exit: {why}"));
+                } else {
+                    task.state = if *code == Some(0) {
+                        TaskState::Succeeded
+                    } else {
+                        TaskState::Failed
+                    };
+                    task.reason = (*code != Some(0)).then_some(why);
+                    task.finished_at = Some(now);
+                }
+            }
+            RunState::Failed { reason } => {
+                task.state = TaskState::Failed;
+                task.reason = Some(reason.clone());
+                task.pull = None;
+                task.finished_at = Some(now);
+            }
+            RunState::Stopped => {
+                task.state = TaskState::Cancelled;
+                task.reason = Some("stopped on its node".into());
+                task.finished_at = Some(now);
+            }
+        }
+        if (task.state, task.restarts, task.reason.clone()) != before
+            || matches!(report.state, RunState::Exited { .. })
+        {
+            effects.save_tasks.push(task.clone());
+        }
+        effects
+    }
+
+    /// A node (re)connected with the runs it has: apply what it says, stop what the master
+    /// moved on from, and assign again what it should have but does not (it never got the
+    /// assignment, or it restarted without its state).
+    pub fn hello(&mut self, node: &str, runs: &[RunReport], now: OffsetDateTime) -> Effects {
+        let mut effects = Effects::default();
+        for report in runs {
+            effects.merge(self.report(node, report, now));
+        }
+        let reported: BTreeSet<&str> = runs.iter().map(|r| r.run.as_str()).collect();
+        for t in self.tasks.values() {
+            if !is_active(t) || t.node.as_deref() != Some(node) {
+                continue;
+            }
+            let Some(run) = &t.run else { continue };
+            if !reported.contains(run.as_str()) {
+                effects.messages.push((
+                    node.to_owned(),
+                    MasterMessage::Assign(RunAssignment {
+                        run: run.clone(),
+                        spec: t.spec.clone(),
+                        restart: t.service.is_some(),
+                    }),
+                ));
+            }
+        }
+        effects
+    }
+
+    /// The runs on `node` that may still send output.
+    pub fn active_runs_on(&self, node: &str) -> Vec<(String, String)> {
+        self.tasks
+            .values()
+            .filter(|t| is_active(t) && t.node.as_deref() == Some(node))
+            .filter_map(|t| Some((t.id.clone(), t.run.clone()?)))
+            .collect()
+    }
+
+    /// Whether `run` is the current run of its task on `node` (uploads and logs check this).
+    pub fn is_current_run(&self, node: &str, run: &str) -> bool {
+        self.tasks
+            .get(task_of_run(run))
+            .is_some_and(|t| t.run.as_deref() == Some(run) && t.node.as_deref() == Some(node))
+    }
+
+    /// The `/output` archive of `run` is stored.
+    pub fn output_stored(&mut self, run: &str, bytes: u64) -> Effects {
+        let mut effects = Effects::default();
+        if let Some(t) = self.tasks.get_mut(task_of_run(run)) {
+            t.output_bytes = Some(bytes);
+            effects.save_tasks.push(t.clone());
+        }
+        effects
+    }
+}
+
+fn check_replicas(replicas: u32) -> Result<(), BookError> {
+    use cloudos_cluster::workload::MAX_REPLICAS;
+    if replicas > MAX_REPLICAS {
+        return Err(BookError::Replicas {
+            given: replicas,
+            max: MAX_REPLICAS,
+        });
+    }
+    Ok(())
+}
+
+/// How a container ended, in words.
+pub fn exit_reason(code: Option<i32>, signal: Option<i32>, oom: bool, memory: u64) -> String {
+    if oom {
+        return format!(
+            "out of memory: killed at its {} limit",
+            format_memory(memory)
+        );
+    }
+    match (code, signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(0), None) => "exited with code 0".into(),
+        (Some(127), None) => "exited with code 127 (command not found)".into(),
+        (Some(c), None) => format!("exited with code {c}"),
+        (None, None) => "ended without an exit status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

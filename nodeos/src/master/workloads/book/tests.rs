@@ -1,0 +1,307 @@
+use std::collections::BTreeMap;
+
+use cloudos_cluster::api::MasterMessage;
+use cloudos_cluster::workload::{
+    RunReport, RunState, ServiceCreateRequest, TaskCreateRequest, TaskState, WorkloadSpec,
+};
+use cloudos_scheduler::{Resources, Scheduler, Spread};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use super::{Book, Effects, NodeFacts};
+
+const NOW: OffsetDateTime = datetime!(2026-12-02 10:00 UTC);
+
+fn spec() -> WorkloadSpec {
+    WorkloadSpec {
+        command: vec!["true".into()],
+        ..WorkloadSpec::new("10.88.0.1:5000/busybox:1")
+    }
+}
+
+fn node(name: &str, ready: bool) -> NodeFacts {
+    NodeFacts {
+        name: name.into(),
+        arch: "x86_64".into(),
+        labels: BTreeMap::new(),
+        ready,
+        capacity: Resources::new(2000, 2 << 30),
+    }
+}
+
+fn scheduler() -> Scheduler {
+    Scheduler::new(Box::new(Spread))
+}
+
+fn assigned(effects: &Effects) -> Vec<(String, String)> {
+    effects
+        .messages
+        .iter()
+        .filter_map(|(node, m)| match m {
+            MasterMessage::Assign(a) => Some((node.clone(), a.run.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stops(effects: &Effects) -> Vec<(String, String)> {
+    effects
+        .messages
+        .iter()
+        .filter_map(|(node, m)| match m {
+            MasterMessage::Stop { run } => Some((node.clone(), run.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn task(retries: u32) -> TaskCreateRequest {
+    TaskCreateRequest {
+        spec: spec(),
+        retries,
+    }
+}
+
+fn report(run: &str, state: RunState) -> RunReport {
+    RunReport {
+        run: run.into(),
+        state,
+    }
+}
+
+fn exited(code: i32) -> RunState {
+    RunState::Exited {
+        code: Some(code),
+        signal: None,
+        oom_killed: false,
+        output_bytes: None,
+    }
+}
+
+#[test]
+fn a_task_waits_with_a_reason_then_runs_to_success() {
+    let mut book = Book::default();
+    let (t, effects) = book.create_task("t-1".into(), task(0), NOW);
+    assert_eq!(t.state, TaskState::Queued);
+    assert_eq!(effects.save_tasks.len(), 1);
+
+    let effects = book.schedule(&scheduler(), &[], NOW);
+    assert!(assigned(&effects).is_empty());
+    let reason = book.task("t-1").unwrap().reason.clone().unwrap();
+    assert!(reason.contains("no ready"), "{reason}");
+
+    let effects = book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    assert_eq!(
+        assigned(&effects),
+        [("n1".to_string(), "t-1.1".to_string())]
+    );
+    assert_eq!(book.task("t-1").unwrap().state, TaskState::Pulling);
+    assert_eq!(book.queued(), 0);
+
+    book.report(
+        "n1",
+        &report("t-1.1", RunState::Running { restarts: 0 }),
+        NOW,
+    );
+    assert_eq!(book.task("t-1").unwrap().state, TaskState::Running);
+    book.report("n1", &report("t-1.1", exited(0)), NOW);
+    let t = book.task("t-1").unwrap();
+    assert_eq!((t.state, t.exit_code), (TaskState::Succeeded, Some(0)));
+}
+
+#[test]
+fn exits_and_failures_say_why() {
+    let mut book = Book::default();
+    book.create_task("t-1".into(), task(0), NOW);
+    book.create_task("t-2".into(), task(0), NOW);
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    let oom = RunState::Exited {
+        code: Some(137),
+        signal: Some(9),
+        oom_killed: true,
+        output_bytes: None,
+    };
+    book.report("n1", &report("t-1.1", oom), NOW);
+    let t = book.task("t-1").unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(
+        t.reason.as_deref().unwrap().contains("out of memory"),
+        "{:?}",
+        t.reason
+    );
+
+    let missing = RunState::Failed {
+        reason: "/bin/nope does not exist in the image".into(),
+    };
+    book.report("n1", &report("t-2.1", missing), NOW);
+    let t = book.task("t-2").unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(t.reason.as_deref().unwrap().contains("/bin/nope"));
+}
+
+#[test]
+fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
+    let mut book = Book::default();
+    book.create_task("t-retry".into(), task(1), NOW);
+    book.create_task("t-once".into(), task(0), NOW);
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    let effects = book.nodes_lost(&|n| n != "n1", NOW);
+    assert_eq!(effects.save_tasks.len(), 2);
+    let retry = book.task("t-retry").unwrap();
+    assert_eq!(retry.state, TaskState::Queued);
+    assert!(retry.reason.as_deref().unwrap().contains("n1"));
+    let once = book.task("t-once").unwrap();
+    assert_eq!(once.state, TaskState::Lost);
+
+    // The retry goes to another node, never back to the one that lost it.
+    let effects = book.schedule(&scheduler(), &[node("n1", true), node("n2", true)], NOW);
+    assert_eq!(
+        assigned(&effects),
+        [("n2".to_string(), "t-retry.2".to_string())]
+    );
+
+    // The old node comes back and reports the old run: it is told to stop it.
+    let effects = book.hello(
+        "n1",
+        &[report("t-retry.1", RunState::Running { restarts: 0 })],
+        NOW,
+    );
+    assert_eq!(
+        stops(&effects),
+        [("n1".to_string(), "t-retry.1".to_string())]
+    );
+    assert_eq!(book.task("t-retry").unwrap().node.as_deref(), Some("n2"));
+}
+
+#[test]
+fn hello_assigns_again_what_the_node_does_not_have() {
+    let mut book = Book::default();
+    book.create_task("t-1".into(), task(0), NOW);
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    let effects = book.hello("n1", &[], NOW);
+    assert_eq!(
+        assigned(&effects),
+        [("n1".to_string(), "t-1.1".to_string())]
+    );
+    // A node reporting the run keeps it without a second assignment.
+    let effects = book.hello(
+        "n1",
+        &[report("t-1.1", RunState::Running { restarts: 0 })],
+        NOW,
+    );
+    assert!(assigned(&effects).is_empty());
+    assert_eq!(book.task("t-1").unwrap().state, TaskState::Running);
+}
+
+#[test]
+fn cancel_stops_a_running_task_and_ignores_its_late_reports() {
+    let mut book = Book::default();
+    book.create_task("t-1".into(), task(0), NOW);
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    book.report(
+        "n1",
+        &report("t-1.1", RunState::Running { restarts: 0 }),
+        NOW,
+    );
+    let (t, effects) = book.cancel("t-1", NOW).unwrap();
+    assert_eq!(t.state, TaskState::Cancelled);
+    assert_eq!(stops(&effects), [("n1".to_string(), "t-1.1".to_string())]);
+    book.report("n1", &report("t-1.1", exited(143)), NOW);
+    assert_eq!(book.task("t-1").unwrap().state, TaskState::Cancelled);
+    assert!(book.cancel("t-nope", NOW).is_err());
+}
+
+#[test]
+fn late_pull_progress_does_not_take_a_running_task_back() {
+    let mut book = Book::default();
+    book.create_task("t-1".into(), task(0), NOW);
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    book.report(
+        "n1",
+        &report("t-1.1", RunState::Running { restarts: 0 }),
+        NOW,
+    );
+    let late = RunState::Pulling {
+        progress: Default::default(),
+    };
+    book.report("n1", &report("t-1.1", late), NOW);
+    assert_eq!(book.task("t-1").unwrap().state, TaskState::Running);
+}
+
+fn service(replicas: u32) -> ServiceCreateRequest {
+    ServiceCreateRequest {
+        name: "web".into(),
+        spec: spec(),
+        replicas,
+    }
+}
+
+#[test]
+fn service_replicas_spread_and_move_off_a_dead_node() {
+    let mut book = Book::default();
+    book.create_service(service(2), NOW).unwrap();
+    assert!(book.create_service(service(1), NOW).is_err());
+    let nodes = [node("n1", true), node("n2", true), node("n3", true)];
+    let effects = book.schedule(&scheduler(), &nodes, NOW);
+    let placed = assigned(&effects);
+    assert_eq!(placed.len(), 2);
+    assert_ne!(
+        placed[0].0, placed[1].0,
+        "replicas share a node: {placed:?}"
+    );
+    for (n, run) in &placed {
+        book.report(n, &report(run, RunState::Running { restarts: 0 }), NOW);
+    }
+    assert_eq!(book.service("web").unwrap().running, 2);
+
+    let dead = placed[0].0.clone();
+    book.nodes_lost(&|n| n != dead, NOW);
+    let effects = book.schedule(&scheduler(), &nodes, NOW);
+    let moved = assigned(&effects);
+    assert_eq!(moved.len(), 1);
+    assert_ne!(moved[0].0, dead);
+    assert_ne!(
+        moved[0].0, placed[1].0,
+        "spread: the free node is preferred"
+    );
+    assert!(moved[0].1.ends_with(".2"), "{moved:?}");
+
+    // A replica's exit is not final: its node restarts it.
+    book.report(
+        &moved[0].0,
+        &report(&moved[0].1, RunState::Running { restarts: 0 }),
+        NOW,
+    );
+    book.report(&moved[0].0, &report(&moved[0].1, exited(1)), NOW);
+    let replica = book.task(super::task_of_run(&moved[0].1)).unwrap();
+    assert_eq!(replica.state, TaskState::Running);
+    assert!(replica.reason.as_deref().unwrap().contains("code 1"));
+}
+
+#[test]
+fn scaling_down_and_deleting_stop_replicas() {
+    let mut book = Book::default();
+    book.create_service(service(3), NOW).unwrap();
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    let effects = book.scale("web", 1, NOW).unwrap();
+    assert_eq!(stops(&effects).len(), 2);
+    assert_eq!(effects.delete_tasks.len(), 2);
+    assert_eq!(book.service("web").unwrap().instances.len(), 1);
+    let effects = book.delete_service("web", NOW).unwrap();
+    assert_eq!(stops(&effects).len(), 1);
+    assert_eq!(effects.delete_services, ["web"]);
+    assert!(book.service("web").is_none());
+    assert!(book.scale("web", 1, NOW).is_err());
+    assert!(book.create_service(service(100_000), NOW).is_err());
+}
+
+#[test]
+fn a_loaded_book_queues_in_creation_order() {
+    let mut book = Book::default();
+    let (a, _) = book.create_task("t-b".into(), task(0), NOW);
+    let (b, _) = book.create_task("t-a".into(), task(0), NOW + time::Duration::seconds(1));
+    let mut reloaded = Book::load(vec![b, a], vec![]);
+    let effects = reloaded.schedule(&scheduler(), &[node("n1", true)], NOW);
+    let runs: Vec<String> = assigned(&effects).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(runs, ["t-b.1", "t-a.1"]);
+}

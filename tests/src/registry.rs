@@ -1,0 +1,327 @@
+//! A real OCI registry for end-to-end tests: Debian's `docker-registry` started by the test
+//! inside its network namespace, and images built by the test from Debian's busybox-static
+//! and pushed over the distribution API with `curl`, as any registry client would.
+//!
+//! Needs `docker-registry`, `curl` and `/bin/busybox` (busybox-static), which
+//! `scripts/deps.sh` installs; [`Registry::start`] says which one is missing.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0} is not installed; run scripts/deps.sh")]
+    Missing(&'static str),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("docker-registry did not answer on {addr} within 15s: {log}")]
+    NotUp { addr: String, log: String },
+    #[error("pushing {what} failed: {why}")]
+    Push { what: String, why: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryError {
+    let what = what.into();
+    move |source| RegistryError::Io { what, source }
+}
+
+/// Builds a command that runs inside the test's network namespace.
+pub type InNet<'a> = &'a dyn Fn(&str) -> Command;
+
+/// A running `docker-registry` serving plain HTTP on `addr`; stopped when dropped.
+pub struct Registry {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts the registry on `addr` (an address of the namespace `in_net` runs in).
+    pub fn start(in_net: InNet<'_>, addr: &str) -> Result<Registry, RegistryError> {
+        if !Path::new("/usr/bin/docker-registry").is_file() {
+            return Err(RegistryError::Missing("docker-registry"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("cloudos-registry-")
+            .tempdir()
+            .map_err(io("registry temp dir"))?;
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).map_err(io("registry config"))?;
+        let log = std::fs::File::create(dir.path().join("registry.log")).map_err(io("log"))?;
+        let mut cmd = in_net("/usr/bin/docker-registry");
+        cmd.arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = crate::nodes::spawn_tied(cmd).map_err(io("start docker-registry"))?;
+        let registry = Registry {
+            child,
+            addr: addr.to_owned(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let up = in_net("curl")
+                .args(["-sf", "-o", "/dev/null", &format!("http://{addr}/v2/")])
+                .status()
+                .map_err(|_| RegistryError::Missing("curl"))?;
+            if up.success() {
+                return Ok(registry);
+            }
+            if Instant::now() >= deadline {
+                return Err(RegistryError::NotUp {
+                    addr: addr.to_owned(),
+                    log: registry.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The registry's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes `image` as `repo:tag`; returns the manifest's digest.
+    pub fn push(
+        &self,
+        in_net: InNet<'_>,
+        repo: &str,
+        tag: &str,
+        image: &Image,
+    ) -> Result<String, RegistryError> {
+        for blob in image.layers.iter().chain([&image.config]) {
+            self.push_blob(in_net, repo, blob)?;
+        }
+        let manifest = image.manifest();
+        let file = self.dir.path().join("manifest.json");
+        std::fs::write(&file, &manifest).map_err(io("manifest file"))?;
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.addr);
+        curl(
+            in_net,
+            &format!("manifest {repo}:{tag}"),
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &url,
+            ],
+        )?;
+        Ok(digest_of(&manifest))
+    }
+
+    fn push_blob(&self, in_net: InNet<'_>, repo: &str, blob: &[u8]) -> Result<(), RegistryError> {
+        let digest = digest_of(blob);
+        let what = format!("blob {digest}");
+        let started = curl(
+            in_net,
+            &what,
+            &[
+                "-X",
+                "POST",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                &format!("http://{}/v2/{repo}/blobs/uploads/", self.addr),
+            ],
+        )?;
+        let location = started
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("location")
+                    .then(|| value.trim().to_owned())
+            })
+            .ok_or_else(|| RegistryError::Push {
+                what: what.clone(),
+                why: format!("no Location in the answer: {started}"),
+            })?;
+        let location = if location.starts_with('/') {
+            format!("http://{}{location}", self.addr)
+        } else {
+            location
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let file = self.dir.path().join("blob");
+        std::fs::write(&file, blob).map_err(io("blob file"))?;
+        curl(
+            in_net,
+            &what,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &format!("{location}{sep}digest={digest}"),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(in_net: InNet<'_>, what: &str, args: &[&str]) -> Result<String, RegistryError> {
+    let out = in_net("curl")
+        .args(["-sS", "--fail-with-body"])
+        .args(args)
+        .output()
+        .map_err(|_| RegistryError::Missing("curl"))?;
+    if !out.status.success() {
+        return Err(RegistryError::Push {
+            what: what.to_owned(),
+            why: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// An image to push: gzip'd tar layers (bottom first) and its config.
+pub struct Image {
+    pub layers: Vec<Vec<u8>>,
+    pub config: Vec<u8>,
+}
+
+impl Image {
+    /// A single-layer image of busybox for `arch` (`amd64`, `arm64`) whose default
+    /// command is `sh`, plus `extra` files in a second layer.
+    pub fn busybox(
+        arch: &str,
+        busybox: &Path,
+        extra: &[(&str, &[u8])],
+    ) -> Result<Image, RegistryError> {
+        let (base, base_diff) = busybox_layer(busybox)?;
+        let mut layers = vec![base];
+        let mut diffs = vec![base_diff];
+        if !extra.is_empty() {
+            let (layer, diff) = files_layer(extra)?;
+            layers.push(layer);
+            diffs.push(diff);
+        }
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": { "Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/" },
+            "rootfs": { "type": "layers", "diff_ids": diffs },
+        });
+        Ok(Image {
+            layers,
+            config: serde_json::to_vec(&config).unwrap_or_default(),
+        })
+    }
+
+    fn manifest(&self) -> Vec<u8> {
+        let descriptor = |media: &str, bytes: &[u8]| serde_json::json!({ "mediaType": media, "digest": digest_of(bytes), "size": bytes.len() });
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &self.config),
+            "layers": self.layers.iter()
+                .map(|l| descriptor("application/vnd.oci.image.layer.v1.tar+gzip", l))
+                .collect::<Vec<_>>(),
+        });
+        serde_json::to_vec(&manifest).unwrap_or_default()
+    }
+}
+
+/// `/bin/busybox` with a link per applet, and the directories a container needs.
+fn busybox_layer(busybox: &Path) -> Result<(Vec<u8>, String), RegistryError> {
+    if !busybox.is_file() {
+        return Err(RegistryError::Missing("busybox-static (/bin/busybox)"));
+    }
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(io("busybox --list"))?;
+    let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox")
+        .map(str::to_owned)
+        .collect();
+    let binary = std::fs::read(busybox).map_err(io("read busybox"))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "output"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(if dir == "tmp" { 0o1777 } else { 0o755 });
+        h.set_size(0);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("{dir}/"), std::io::empty())
+            .map_err(io("tar"))?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(binary.len() as u64);
+    h.set_cksum();
+    tar.append_data(&mut h, "bin/busybox", &binary[..])
+        .map_err(io("tar"))?;
+    for applet in applets {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .map_err(io("tar"))?;
+    }
+    gzip(tar.into_inner().map_err(io("tar"))?)
+}
+
+fn files_layer(files: &[(&str, &[u8])]) -> Result<(Vec<u8>, String), RegistryError> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        h.set_cksum();
+        tar.append_data(&mut h, path, *content).map_err(io("tar"))?;
+    }
+    gzip(tar.into_inner().map_err(io("tar"))?)
+}
+
+/// The gzip'd layer and the digest of its uncompressed tar (the config's diff id).
+fn gzip(tar: Vec<u8>) -> Result<(Vec<u8>, String), RegistryError> {
+    let diff = digest_of(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).map_err(io("gzip"))?;
+    Ok((gz.finish().map_err(io("gzip"))?, diff))
+}
+
+/// Debian's static busybox.
+pub fn host_busybox() -> PathBuf {
+    PathBuf::from("/bin/busybox")
+}
