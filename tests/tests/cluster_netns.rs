@@ -774,6 +774,26 @@ fn a_restarted_master_keeps_its_cluster() {
     let _n2 = lab.agent("n2", &h5, &lab.path("n2"), Some(&token), None);
     alice.wait_node("n2", NodeState::Ready, Duration::from_secs(40));
 
+    // Accepted work that waits (it fits no node) must survive the crash too.
+    let queued = alice
+        .ok(&[
+            "run",
+            "--memory",
+            "1Ti",
+            "registry.lan:5000/app:1",
+            "--",
+            "true",
+        ])
+        .trim()
+        .to_owned();
+    alice.ok(&[
+        "deploy",
+        "big",
+        "--memory",
+        "1Ti",
+        "registry.lan:5000/app:1",
+    ]);
+
     let addr = cluster.master.addr.clone();
     cluster.master.proc.stop_with(libc::SIGKILL);
     let err = cluster.alice.fails(&["status"]);
@@ -796,6 +816,16 @@ fn a_restarted_master_keeps_its_cluster() {
     let tokens = alice.ok(&["token", "list", "-o", "json"]);
     assert!(tokens.contains(&format!("\"{token_id}\"")), "{tokens}");
     assert!(tokens.contains("rack 1"), "{tokens}");
+    let task = alice.task(&queued);
+    assert_eq!(task["state"], "queued", "{task}");
+    assert!(
+        task["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("memory"),
+        "{task}"
+    );
+    assert_eq!(alice.service("big")["replicas"], 1);
 }
 
 // ---------------------------------------------------------------- workloads

@@ -7,6 +7,7 @@
 //! Owns `<data>/images` (the content store), `<data>/containers` (the runtime's state) and
 //! `<data>/outputs/<run>` (each run's `/output`).
 
+mod gc;
 mod image;
 mod logs;
 mod output;
@@ -40,6 +41,7 @@ pub struct ExecutorConfig {
 }
 
 struct RunEntry {
+    image: String,
     restart: bool,
     state: RunState,
     /// Set to true to stop the run.
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pull: PullConfig,
     /// The client of the current connection's identity, for uploads.
     api: Mutex<Option<ApiClient>>,
+    /// When each image was last used by a run, for the image gc.
+    image_last_used: Mutex<HashMap<String, Instant>>,
 }
 
 /// Clone-able handle on the node's runs.
@@ -119,13 +123,11 @@ impl Executor {
             runtime,
             pull,
             api: Mutex::new(None),
+            image_last_used: Mutex::new(HashMap::new()),
         };
-        (
-            Executor {
-                shared: Arc::new(shared),
-            },
-            rx,
-        )
+        let shared = Arc::new(shared);
+        tokio::spawn(gc::run(Arc::clone(&shared)));
+        (Executor { shared }, rx)
     }
 
     /// The client uploads go through (the connection sets it on each connect).
@@ -181,6 +183,7 @@ impl Executor {
         runs.insert(
             assignment.run.clone(),
             RunEntry {
+                image: assignment.spec.image.clone(),
                 restart: assignment.restart,
                 state: RunState::Pulling {
                     progress: Default::default(),
@@ -202,6 +205,22 @@ impl Shared {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Images of runs that are not over, and when each image was last used.
+    fn image_use(&self) -> (std::collections::BTreeSet<String>, HashMap<String, Instant>) {
+        let in_use = self
+            .lock_runs()
+            .values()
+            .filter(|e| e.ended_at.is_none())
+            .map(|e| e.image.clone())
+            .collect();
+        let last = self
+            .image_last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (in_use, last)
+    }
+
     fn api(&self) -> Option<ApiClient> {
         self.api.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -213,6 +232,10 @@ impl Shared {
             if let Some(entry) = runs.get_mut(run) {
                 if state.is_final(entry.restart) {
                     entry.ended_at = Some(Instant::now());
+                    self.image_last_used
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(entry.image.clone(), Instant::now());
                 }
                 entry.state = state.clone();
             }
