@@ -133,7 +133,7 @@ pub fn kill_and_remove(id: &str, timeout: Duration) -> Vec<PathBuf> {
             match fs::remove_dir(&d) {
                 Ok(()) => break true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break true,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
                 Err(_) => break false,
             }
         };

@@ -304,6 +304,13 @@ impl Runtime {
         let Some(rec) = self.shim_record(id, &layout)? else {
             return Ok(());
         };
+        // Until the shim has written container.json it has not yet taken
+        // over the kill-request signal, whose default action would kill the
+        // shim itself: wait for a concurrent start to get there.
+        let deadline = Instant::now() + self.start_timeout;
+        while !layout.container().exists() && process::is_alive(&rec) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // The shim is the container's parent and forwards the signal: only it
         // knows for sure the pid was not reaped and reused.
         match process::queue_signal(&rec, KILL_REQUEST_SIGNAL, signal) {
@@ -339,14 +346,18 @@ impl Runtime {
     /// Removes `<root>/<id>`, but never through a mount point: deleting
     /// through a bind mount would delete the host's files.
     fn remove_dir(&self, id: &str, layout: &Layout) -> Result<(), RuntimeError> {
-        for m in mounts_under(&layout.dir) {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-        if let Some(m) = mounts_under(&layout.dir).into_iter().next() {
-            return Err(RuntimeError::StillMounted {
-                id: id.to_string(),
-                path: m,
-            });
+        // Normally there are none: the shim mounts in its own namespace.
+        let mounts = mounts_under(&layout.dir);
+        if !mounts.is_empty() {
+            for m in &mounts {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+            if let Some(m) = mounts_under(&layout.dir).into_iter().next() {
+                return Err(RuntimeError::StillMounted {
+                    id: id.to_string(),
+                    path: m,
+                });
+            }
         }
         match fs::remove_dir_all(&layout.dir) {
             Ok(()) => Ok(()),

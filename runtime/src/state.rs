@@ -116,12 +116,17 @@ impl Layout {
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
     }
+    /// Mount point of the shim's private tmpfs (visible only in the shim's
+    /// mount namespace) holding the bundle and libcontainer's state.
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.join("run")
+    }
     pub fn bundle(&self) -> PathBuf {
-        self.dir.join("bundle")
+        self.scratch().join("bundle")
     }
     /// libcontainer's own state root (it adds `<id>/state.json` below).
     pub fn libcontainer_root(&self) -> PathBuf {
-        self.dir.join("lc")
+        self.scratch().join("lc")
     }
 }
 
@@ -134,7 +139,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    // The pid keeps two writers of one file (the runtime and the shim both
+    // record the shim) from sharing a temporary.
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(data)?;
