@@ -197,6 +197,10 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
         .map_err(|e| failed(format!("cannot mount the shim's scratch tmpfs: {e}")))?;
 
     let rootfs = layout.rootfs();
+    let t = Instant::now();
+    let mut phases = String::new();
+    let mut phase = |name: &str| phases.push_str(&format!(" {name} {:.1?}", t.elapsed()));
+    phase("namespace");
     rootfs::mount_overlay(&spec.layers, &layout.upper(), &layout.work(), &rootfs)
         .map_err(failed)?;
     let unmount_on_err = |r: StartReport| {
@@ -223,6 +227,7 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
         fs::create_dir_all(d)
             .map_err(|e| unmount_on_err(failed(format!("cannot create {}: {e}", d.display()))))?;
     }
+    phase("rootfs");
     oci.save(bundle.join("config.json"))
         .map_err(|e| unmount_on_err(failed(format!("cannot write the OCI config: {e}"))))?;
 
@@ -236,6 +241,11 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
         }
     };
 
+    phase("bundle");
+    // Rust ignores SIGPIPE in its binaries, and an ignored signal stays
+    // ignored across exec: give the container the default disposition (a
+    // writer to a closed pipe dies) while libcontainer clones it.
+    set_sigpipe(libc::SIG_DFL);
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(&lc_root)
         .map(|b| {
@@ -246,6 +256,8 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
                 .with_detach(true)
                 .build()
         });
+    // Back to ignoring: the report is written to a pipe whose reader may be gone.
+    set_sigpipe(libc::SIG_IGN);
     let mut container = match built {
         Ok(Ok(c)) => c,
         Ok(Err(e)) | Err(e) => {
@@ -256,12 +268,15 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
             return Err(unmount_on_err(report));
         }
     };
+    phase("create");
     if let Err(e) = container.start() {
         let report = classify(&e);
         let _ = container.delete(true);
         cgroup::kill_and_remove(id, Duration::from_secs(2));
         return Err(unmount_on_err(report));
     }
+    phase("start");
+    log(id, &format!("start phases:{phases}"));
     let Some(init) = container.pid() else {
         let _ = container.delete(true);
         return Err(unmount_on_err(failed(
@@ -269,6 +284,13 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
         )));
     };
     Ok((container, init, out_r, err_r))
+}
+
+fn set_sigpipe(disposition: libc::sighandler_t) {
+    // SAFETY: SIG_DFL and SIG_IGN are valid dispositions; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, disposition);
+    }
 }
 
 /// Deletes a container that libcontainer recorded but we hold no handle for.

@@ -59,6 +59,34 @@ fn env_cwd_and_args_are_honoured() {
 }
 
 #[test]
+fn signals_start_out_unblocked_and_sigpipe_default() {
+    require_root!();
+    let (_d, rt) = common::runtime();
+    // The shim blocks signals and (as every Rust binary) ignores SIGPIPE;
+    // neither may leak into the container, or pipes would end differently.
+    let r = run(
+        &rt,
+        &spec(
+            &id("sigs"),
+            &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+        ),
+    );
+    let field = |name: &str| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("no {name} in {:?} (stderr {})", r.stdout, r.stderr))
+    };
+    assert_eq!(field("SigBlk:"), 0);
+    assert_eq!(
+        field("SigIgn:") & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE ignored"
+    );
+}
+
+#[test]
 fn user_ids_are_applied() {
     require_root!();
     let (_d, rt) = common::runtime();
