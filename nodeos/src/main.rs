@@ -33,6 +33,10 @@ enum Command {
     Master(nodeos::master::MasterArgs),
     /// Run a compute node's agent in the foreground (outside PID 1).
     Agent(nodeos::agent::AgentArgs),
+    /// This node's image store: import OCI image-layout tarballs (sites without a
+    /// registry), list what is there.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Run one supervised service (used by PID 1).
     #[command(hide = true)]
     Svc { name: String },
@@ -42,6 +46,44 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import every named image of an OCI image-layout tarball (plain, gzip or zstd); a
+    /// task naming one of them by tag runs it without a registry.
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long, default_value = nodeos::master::config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+    },
+    /// The images in the store: name and manifest digest.
+    List {
+        #[arg(long, default_value = nodeos::master::config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+fn image(command: ImageCommand) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    match command {
+        ImageCommand::Import { file, data_dir } => {
+            let store = cloudos_images::Store::open(data_dir.join("images"))?;
+            let archive = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let imported = store.import_layout(archive, &cloudos_images::Platform::current())?;
+            for image in imported {
+                println!("{}\t{}", image.name, image.manifest);
+            }
+        }
+        ImageCommand::List { data_dir } => {
+            let store = cloudos_images::Store::open(data_dir.join("images"))?;
+            for (name, digest) in store.refs()? {
+                println!("{name}\t{digest}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             std::process::id()
         ),
         Some(Command::Svc { name }) => nodeos::services::run(&name),
+        Some(Command::Image(command)) => image(command),
         Some(Command::Shim { args }) => std::process::exit(cloudos_runtime::shim_main(&args)),
         Some(Command::Master(args)) => nodeos::master::main(args),
         Some(Command::Agent(args)) => nodeos::agent::main(args),

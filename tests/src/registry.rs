@@ -245,6 +245,39 @@ impl Image {
         })
     }
 
+    /// The image as an OCI image-layout tarball naming it `name` (for `nodeos image import`).
+    pub fn layout_tar(&self, name: &str) -> Result<Vec<u8>, RegistryError> {
+        let manifest = self.manifest();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest_of(&manifest),
+                "size": manifest.len(),
+                "annotations": { "org.opencontainers.image.ref.name": name },
+            }],
+        });
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |path: String, bytes: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(bytes.len() as u64);
+            h.set_cksum();
+            tar.append_data(&mut h, path, bytes)
+                .map_err(io("layout tar"))
+        };
+        add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        add(
+            "index.json".into(),
+            &serde_json::to_vec(&index).unwrap_or_default(),
+        )?;
+        for blob in self.layers.iter().chain([&self.config, &manifest]) {
+            let hex = digest_of(blob).trim_start_matches("sha256:").to_owned();
+            add(format!("blobs/sha256/{hex}"), blob)?;
+        }
+        tar.into_inner().map_err(io("layout tar"))
+    }
+
     fn manifest(&self) -> Vec<u8> {
         let descriptor = |media: &str, bytes: &[u8]| serde_json::json!({ "mediaType": media, "digest": digest_of(bytes), "size": bytes.len() });
         let manifest = serde_json::json!({

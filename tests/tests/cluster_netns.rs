@@ -968,6 +968,27 @@ fn tasks_run_stream_logs_and_hand_in_output() {
     assert!(followed.ends_with("tick 6\n"), "{followed}");
     assert_eq!(alice.task(&id)["state"], "succeeded");
 
+    // An image imported on the node from a layout tarball runs with no registry.
+    let layout = lab.path("airgap.tar");
+    let image = Image::busybox("amd64", &host_busybox(), &[]).expect("image");
+    std::fs::write(
+        &layout,
+        image.layout_tar("airgap.lan/busybox:1").expect("layout"),
+    )
+    .expect("layout file");
+    let imported = std::process::Command::new(&lab.bins.nodeos)
+        .args(["image", "import"])
+        .arg(&layout)
+        .arg("--data-dir")
+        .arg(lab.path("node-3"))
+        .output()
+        .expect("nodeos image import");
+    assert!(imported.status.success(), "{imported:?}");
+    let id = alice.run_task(&["airgap.lan/busybox:1", "--", "echo", "offline"]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(30));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(alice.ok(&["logs", &id]), "offline\n");
+
     // Cancel stops the container and the node keeps nothing of it.
     let id = alice.run_task(&[BUSYBOX, "--", "sleep", "1000"]);
     alice.wait_task(&id, &["running"], Duration::from_secs(30));

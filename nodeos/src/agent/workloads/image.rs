@@ -44,6 +44,10 @@ pub async fn prepare(
     image: &str,
     mut progress: impl FnMut(PullProgress),
 ) -> Result<PreparedImage, String> {
+    if let Some(local) = local_image(store, image) {
+        // Imported for an air-gapped site, or pulled before under a fixed tag.
+        return unpack(store.clone(), local.0, local.1).await;
+    }
     let puller = Puller::new(pull_config.clone()).map_err(|e| e.to_string())?;
     let mut totals: std::collections::BTreeMap<Digest, (u64, u64)> = Default::default();
     let pulled = puller
@@ -71,18 +75,46 @@ pub async fn prepare(
         })
         .await
         .map_err(pull_error)?;
-    let store = store.clone();
+    let manifest = cloudos_images::Manifest {
+        config: pulled.config,
+        layers: pulled.layers,
+    };
+    unpack(store.clone(), pulled.name, manifest).await
+}
+
+/// An image the store has under a fixed tag or a digest (`:latest` and untagged
+/// references are always pulled again, as they are meant to move).
+fn local_image(store: &Store, image: &str) -> Option<(String, cloudos_images::Manifest)> {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let pinned =
+        image.contains('@') || last.split_once(':').is_some_and(|(_, tag)| tag != "latest");
+    if !pinned {
+        return None;
+    }
+    let digest = store.get_ref(image).ok()?;
+    match cloudos_images::Document::parse(&store.read_blob(&digest).ok()?).ok()? {
+        cloudos_images::Document::Manifest(m) => Some((image.to_owned(), m)),
+        cloudos_images::Document::Index(_) => None,
+    }
+}
+
+/// Unpacks the manifest's layers (each once) and reads its config, off the async thread.
+async fn unpack(
+    store: Store,
+    name: String,
+    manifest: cloudos_images::Manifest,
+) -> Result<PreparedImage, String> {
     tokio::task::spawn_blocking(move || -> Result<PreparedImage, String> {
         let config_bytes = store
-            .read_blob(&pulled.config.digest)
+            .read_blob(&manifest.config.digest)
             .map_err(|e| format!("cannot read the image config: {e}"))?;
         let file: ImageConfigFile = serde_json::from_slice(&config_bytes)
-            .map_err(|e| format!("the image config of {} is not valid JSON: {e}", pulled.name))?;
-        let mut layers = Vec::with_capacity(pulled.layers.len());
-        for layer in &pulled.layers {
+            .map_err(|e| format!("the image config of {name} is not valid JSON: {e}"))?;
+        let mut layers = Vec::with_capacity(manifest.layers.len());
+        for layer in &manifest.layers {
             let dir = store
                 .unpack_layer(&layer.digest)
-                .map_err(|e| format!("cannot unpack a layer of {}: {e}", pulled.name))?;
+                .map_err(|e| format!("cannot unpack a layer of {name}: {e}"))?;
             layers.push(dir);
         }
         Ok(PreparedImage {

@@ -321,13 +321,22 @@ impl Book {
         effects
     }
 
-    /// Runs on nodes that are not Ready (or no longer exist) are lost.
-    pub fn nodes_lost(&mut self, ready: &dyn Fn(&str) -> bool, now: OffsetDateTime) -> Effects {
+    /// Runs on nodes that `alive(node, is_replica)` gives up on are lost.
+    pub fn nodes_lost(
+        &mut self,
+        alive: &dyn Fn(&str, bool) -> bool,
+        now: OffsetDateTime,
+    ) -> Effects {
         let mut effects = Effects::default();
         let lost: Vec<String> = self
             .tasks
             .values()
-            .filter(|t| is_active(t) && t.node.as_deref().is_some_and(|n| !ready(n)))
+            .filter(|t| {
+                is_active(t)
+                    && t.node
+                        .as_deref()
+                        .is_some_and(|n| !alive(n, t.service.is_some()))
+            })
             .map(|t| t.id.clone())
             .collect();
         for id in lost {

@@ -27,10 +27,13 @@ use super::state::MasterState;
 
 /// How often the dispatcher looks at nodes and the queue.
 const DISPATCH_PERIOD: Duration = Duration::from_millis(250);
-/// How long a node may be NotReady before its runs count as lost: long enough for an
+/// How long a node may be NotReady before its replicas count as lost: long enough for an
 /// agent to reconnect after renewing its certificate, short enough that a replica moves
 /// within a couple of seconds of its node dying.
-const LOST_AFTER: Duration = Duration::from_secs(1);
+const REPLICA_LOST_AFTER: Duration = Duration::from_secs(1);
+/// The same for tasks, longer: a task moved is a task run twice, so a node that is only
+/// slow to answer (a busy machine, a flaky link) gets more time to come back.
+const TASK_LOST_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Workloads {
     book: Mutex<Book>,
@@ -202,12 +205,17 @@ pub async fn run(state: Arc<MasterState>) {
         for n in nodes.iter().filter(|n| !n.ready) {
             not_ready_since.entry(n.name.clone()).or_insert(now);
         }
-        let alive = |name: &str| -> bool {
+        let alive = |name: &str, replica: bool| -> bool {
+            let grace = if replica {
+                REPLICA_LOST_AFTER
+            } else {
+                TASK_LOST_AFTER
+            };
             match nodes.iter().find(|n| n.name == name) {
                 Some(n) if n.ready => true,
                 Some(_) => not_ready_since
                     .get(name)
-                    .is_some_and(|since| now.duration_since(*since) < LOST_AFTER),
+                    .is_some_and(|since| now.duration_since(*since) < grace),
                 None => false,
             }
         };

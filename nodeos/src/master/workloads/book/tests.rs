@@ -145,7 +145,7 @@ fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
     book.create_task("t-retry".into(), task(1), NOW);
     book.create_task("t-once".into(), task(0), NOW);
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
-    let effects = book.nodes_lost(&|n| n != "n1", NOW);
+    let effects = book.nodes_lost(&|n, _| n != "n1", NOW);
     assert_eq!(effects.save_tasks.len(), 2);
     let retry = book.task("t-retry").unwrap();
     assert_eq!(retry.state, TaskState::Queued);
@@ -255,7 +255,7 @@ fn service_replicas_spread_and_move_off_a_dead_node() {
     assert_eq!(book.service("web").unwrap().running, 2);
 
     let dead = placed[0].0.clone();
-    book.nodes_lost(&|n| n != dead, NOW);
+    book.nodes_lost(&|n, _| n != dead, NOW);
     let effects = book.schedule(&scheduler(), &nodes, NOW);
     let moved = assigned(&effects);
     assert_eq!(moved.len(), 1);
