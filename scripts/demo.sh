@@ -10,7 +10,9 @@
 # Everything stays on this machine: the cluster's LAN is a bridge inside a
 # network namespace with its own DHCP server, and the VMs have no other
 # network. The compute VM knows nothing but its role and a join token (in the
-# config.toml on its data disk); it finds the master by mDNS. Run as root.
+# config.toml on its data disk); it finds the master by mDNS. A docker-registry
+# on the bridge (10.88.0.1:5000) holds a busybox image for `cloudos run`.
+# Run as root.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +59,17 @@ ip netns exec "$NS" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 
     --pid-file="$WORK/dnsmasq.pid" 2>"$WORK/dnsmasq.log" &
 PIDS+=($!)
 
+say "image registry: docker-registry on 10.88.0.1:5000 with demo/busybox:1"
+REGISTRY=10.88.0.1:5000
+IMAGE=$REGISTRY/demo/busybox:1
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+    "$WORK/registry" "$REGISTRY" >"$WORK/registry.yml"
+ip netns exec "$NS" docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" &
+PIDS+=($!)
+cargo build -q -p cloudos-tests --bin push-test-image
+for _ in $(seq 50); do in_ns curl -sf -o /dev/null "http://$REGISTRY/v2/" && break; sleep 0.2; done
+target/debug/push-test-image "$NS" "$REGISTRY" demo/busybox:1 >/dev/null
+
 # data_disk NAME CONFIG: an ext4 disk labelled CLOUDOS-DATA holding config.toml.
 data_disk() {
     mkdir -p "$WORK/$1.d"
@@ -101,7 +114,7 @@ in_ns "$CLI" login --token "$ADMIN_TOKEN" --master "$MASTER_IP:9443"
 TOKEN=$(in_ns "$CLI" token create --role compute --uses 1 --description demo 2>/dev/null)
 
 say "booting node-1 with only a role and a join token"
-data_disk node-1 "role = \"compute\""$'\n'"hostname = \"node-1\""$'\n'"token = \"$TOKEN\""$'\n'
+data_disk node-1 "role = \"compute\""$'\n'"hostname = \"node-1\""$'\n'"token = \"$TOKEN\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
 boot node-1 52:54:00:88:00:02
 wait_line node-1 'joined cluster demo' >/dev/null
 sleep 3
@@ -112,6 +125,8 @@ cat >&2 <<EOF
 ==> The cluster is up. You are on the admin's laptop (inside the demo LAN):
       cloudos status | cloudos node list | cloudos node show node-1
       cloudos token list | cloudos discover
+      cloudos run -f $IMAGE -- sh -c 'echo hello from node-1; uname -a'
+      cloudos deploy web --replicas 2 $IMAGE -- sleep 100000; cloudos ps
     Consoles: $WORK/master-1.log, $WORK/node-1.log
     Leave the shell (exit) to power everything off.
 EOF

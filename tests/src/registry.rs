@@ -106,13 +106,28 @@ impl Registry {
         tag: &str,
         image: &Image,
     ) -> Result<String, RegistryError> {
+        Registry::push_to(in_net, &self.addr, repo, tag, image)
+    }
+
+    /// Pushes `image` as `repo:tag` to the plain-HTTP registry at `addr`.
+    pub fn push_to(
+        in_net: InNet<'_>,
+        addr: &str,
+        repo: &str,
+        tag: &str,
+        image: &Image,
+    ) -> Result<String, RegistryError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("cloudos-push-")
+            .tempdir()
+            .map_err(io("push temp dir"))?;
         for blob in image.layers.iter().chain([&image.config]) {
-            self.push_blob(in_net, repo, blob)?;
+            push_blob(in_net, addr, scratch.path(), repo, blob)?;
         }
         let manifest = image.manifest();
-        let file = self.dir.path().join("manifest.json");
+        let file = scratch.path().join("manifest.json");
         std::fs::write(&file, &manifest).map_err(io("manifest file"))?;
-        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.addr);
+        let url = format!("http://{addr}/v2/{repo}/manifests/{tag}");
         curl(
             in_net,
             &format!("manifest {repo}:{tag}"),
@@ -128,57 +143,64 @@ impl Registry {
         )?;
         Ok(digest_of(&manifest))
     }
+}
 
-    fn push_blob(&self, in_net: InNet<'_>, repo: &str, blob: &[u8]) -> Result<(), RegistryError> {
-        let digest = digest_of(blob);
-        let what = format!("blob {digest}");
-        let started = curl(
-            in_net,
-            &what,
-            &[
-                "-X",
-                "POST",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                &format!("http://{}/v2/{repo}/blobs/uploads/", self.addr),
-            ],
-        )?;
-        let location = started
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("location")
-                    .then(|| value.trim().to_owned())
-            })
-            .ok_or_else(|| RegistryError::Push {
-                what: what.clone(),
-                why: format!("no Location in the answer: {started}"),
-            })?;
-        let location = if location.starts_with('/') {
-            format!("http://{}{location}", self.addr)
-        } else {
-            location
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let file = self.dir.path().join("blob");
-        std::fs::write(&file, blob).map_err(io("blob file"))?;
-        curl(
-            in_net,
-            &what,
-            &[
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/octet-stream",
-                "--data-binary",
-                &format!("@{}", file.display()),
-                &format!("{location}{sep}digest={digest}"),
-            ],
-        )?;
-        Ok(())
-    }
+/// One blob, by the distribution API's two-step upload (POST, then PUT with the digest).
+fn push_blob(
+    in_net: InNet<'_>,
+    addr: &str,
+    scratch: &Path,
+    repo: &str,
+    blob: &[u8],
+) -> Result<(), RegistryError> {
+    let digest = digest_of(blob);
+    let what = format!("blob {digest}");
+    let started = curl(
+        in_net,
+        &what,
+        &[
+            "-X",
+            "POST",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("http://{addr}/v2/{repo}/blobs/uploads/"),
+        ],
+    )?;
+    let location = started
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .ok_or_else(|| RegistryError::Push {
+            what: what.clone(),
+            why: format!("no Location in the answer: {started}"),
+        })?;
+    let location = if location.starts_with('/') {
+        format!("http://{addr}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let file = scratch.join("blob");
+    std::fs::write(&file, blob).map_err(io("blob file"))?;
+    curl(
+        in_net,
+        &what,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{location}{sep}digest={digest}"),
+        ],
+    )?;
+    Ok(())
 }
 
 impl Drop for Registry {

@@ -1,0 +1,36 @@
+//! `push-test-image NETNS REGISTRY REPO:TAG`: builds the busybox test image (Debian's
+//! busybox-static, as the end-to-end tests do) and pushes it to the plain-HTTP registry
+//! at REGISTRY inside network namespace NETNS. Used by `scripts/demo.sh`.
+
+use std::process::{Command, ExitCode};
+
+use cloudos_tests::registry::{host_busybox, Image, Registry};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [netns, registry, image] = args.as_slice() else {
+        eprintln!("usage: push-test-image NETNS REGISTRY REPO:TAG");
+        return ExitCode::from(2);
+    };
+    let Some((repo, tag)) = image.rsplit_once(':') else {
+        eprintln!("push-test-image: {image:?} needs a :TAG");
+        return ExitCode::from(2);
+    };
+    let in_net = |program: &str| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, program]);
+        cmd
+    };
+    let pushed = Image::busybox("amd64", &host_busybox(), &[])
+        .and_then(|image| Registry::push_to(&in_net, registry, repo, tag, &image));
+    match pushed {
+        Ok(digest) => {
+            println!("{registry}/{repo}:{tag} {digest}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("push-test-image: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
