@@ -119,6 +119,52 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
     Some(root.join(current))
 }
 
+/// Creates the working directory `path` inside `root` when the image lacks
+/// it, as runc does (images often name a WORKDIR they never create). Only
+/// plain directories are walked or made: a symlink on the way could point
+/// the host's mkdir out of the container's root, so it is refused instead.
+pub fn ensure_dir_in_root(root: &Path, path: &Path) -> Result<(), String> {
+    let mut current = root.to_path_buf();
+    for c in path.components() {
+        let name = match c {
+            Component::Normal(n) => n,
+            Component::RootDir | Component::CurDir => continue,
+            _ => return Err(format!("working directory {} contains ..", path.display())),
+        };
+        current.push(name);
+        match fs::symlink_metadata(&current) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                // A link that resolves to a directory inside the root is fine.
+                let rel = Path::new("/").join(current.strip_prefix(root).unwrap_or(Path::new("")));
+                match resolve_in_root(root, &rel) {
+                    Some(target) if target.is_dir() => current = target,
+                    _ => {
+                        return Err(format!(
+                            "working directory {}: {} is a symlink that leads to no directory in the image",
+                            path.display(),
+                            rel.display()
+                        ))
+                    }
+                }
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "working directory {} runs into a file in the image",
+                    path.display()
+                ))
+            }
+            Err(_) => fs::create_dir(&current).map_err(|e| {
+                format!(
+                    "cannot create the working directory {}: {e}",
+                    path.display()
+                )
+            })?,
+        }
+    }
+    Ok(())
+}
+
 /// Finds the file `command` names inside the container's root the way
 /// execvp would: a name with a `/` is taken as a path (relative to `cwd`),
 /// a bare name is searched in `PATH`. Returns the host path of an
@@ -196,5 +242,20 @@ mod tests {
         assert_eq!(find_command(r, "data", path, "/"), None);
         assert_eq!(find_command(r, "escape", path, "/"), None);
         assert_eq!(find_command(r, "loop", path, "/"), None);
+    }
+
+    #[test]
+    fn working_directories_are_made_inside_the_root() {
+        let d = image();
+        let r = d.path();
+        symlink("/usr", r.join("u")).unwrap();
+        ensure_dir_in_root(r, Path::new("/work/dir")).unwrap();
+        assert!(r.join("work/dir").is_dir());
+        ensure_dir_in_root(r, Path::new("/u/new")).unwrap();
+        assert!(r.join("usr/new").is_dir());
+        ensure_dir_in_root(r, Path::new("/bin")).unwrap();
+        assert!(ensure_dir_in_root(r, Path::new("/bin/busybox/x")).is_err());
+        assert!(ensure_dir_in_root(r, Path::new("/bin/escape/x")).is_err());
+        assert!(ensure_dir_in_root(r, Path::new("/a/../b")).is_err());
     }
 }

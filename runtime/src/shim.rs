@@ -219,6 +219,9 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
         }));
     }
 
+    rootfs::ensure_dir_in_root(&rootfs, Path::new(spec.cwd_or_root()))
+        .map_err(|why| unmount_on_err(StartReport::InvalidSpec { why }))?;
+
     let host = host_facts();
     let oci = oci::build(&spec, &rootfs, &host).map_err(|e| unmount_on_err(failed(e)))?;
     let bundle = layout.bundle();

@@ -87,6 +87,20 @@ fn signals_start_out_unblocked_and_sigpipe_default() {
 }
 
 #[test]
+fn a_missing_working_directory_is_created() {
+    require_root!();
+    let (_d, rt) = common::runtime();
+    let mut s = spec(&id("cwd"), &["pwd"]);
+    s.cwd = "/work/dir".into();
+    let r = run(&rt, &s);
+    assert_eq!(r.stdout, "/work/dir\n", "stderr: {}", r.stderr);
+    assert!(
+        !common::layers()[0].join("work").exists(),
+        "made in an image layer"
+    );
+}
+
+#[test]
 fn user_ids_are_applied() {
     require_root!();
     let (_d, rt) = common::runtime();
