@@ -44,39 +44,55 @@ pub fn layers() -> Vec<PathBuf> {
     static LAYERS: OnceLock<Vec<PathBuf>> = OnceLock::new();
     LAYERS
         .get_or_init(|| {
-            let base =
-                std::env::temp_dir().join(format!("cloudos-runtime-image-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&base);
-            let l0 = base.join("layer0");
-            let l1 = base.join("layer1");
-            fs::create_dir_all(l0.join("bin")).unwrap();
-            fs::create_dir_all(l0.join("etc")).unwrap();
-            fs::create_dir_all(l0.join("tmp")).unwrap();
-            fs::set_permissions(l0.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-            fs::copy(BUSYBOX, l0.join("bin/busybox")).unwrap();
-            let list = std::process::Command::new(BUSYBOX)
-                .arg("--list")
-                .output()
-                .unwrap();
-            for applet in String::from_utf8_lossy(&list.stdout).lines() {
-                if applet != "busybox" && !applet.is_empty() {
-                    let _ = symlink("busybox", l0.join("bin").join(applet));
+            // Kept in cargo's target tmpdir and reused by later runs (it only
+            // depends on /bin/busybox); made aside and renamed into place so
+            // two test binaries never see a half-made image.
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime-busybox-image");
+            let layers = vec![base.join("layer0"), base.join("layer1")];
+            if !base.join("complete").exists() {
+                let tmp = base.with_extension(format!("tmp{}", std::process::id()));
+                let _ = fs::remove_dir_all(&tmp);
+                make_image(&tmp);
+                fs::write(tmp.join("complete"), "").unwrap();
+                let _ = fs::remove_dir_all(&base);
+                if fs::rename(&tmp, &base).is_err() {
+                    // Another test binary got there first.
+                    let _ = fs::remove_dir_all(&tmp);
                 }
             }
-            fs::write(l0.join("etc/gone"), "from layer 0\n").unwrap();
-            fs::write(l0.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-            fs::create_dir_all(l1.join("etc")).unwrap();
-            fs::write(l1.join("etc/layer2"), "from layer 1\n").unwrap();
-            nix::sys::stat::mknod(
-                &l1.join("etc/gone"),
-                nix::sys::stat::SFlag::S_IFCHR,
-                nix::sys::stat::Mode::from_bits_truncate(0o000),
-                0,
-            )
-            .unwrap();
-            vec![l0, l1]
+            layers
         })
         .clone()
+}
+
+fn make_image(base: &Path) {
+    let l0 = base.join("layer0");
+    let l1 = base.join("layer1");
+    fs::create_dir_all(l0.join("bin")).unwrap();
+    fs::create_dir_all(l0.join("etc")).unwrap();
+    fs::create_dir_all(l0.join("tmp")).unwrap();
+    fs::set_permissions(l0.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy(BUSYBOX, l0.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = symlink("busybox", l0.join("bin").join(applet));
+        }
+    }
+    fs::write(l0.join("etc/gone"), "from layer 0\n").unwrap();
+    fs::write(l0.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    fs::create_dir_all(l1.join("etc")).unwrap();
+    fs::write(l1.join("etc/layer2"), "from layer 1\n").unwrap();
+    nix::sys::stat::mknod(
+        &l1.join("etc/gone"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o000),
+        0,
+    )
+    .unwrap();
 }
 
 pub fn shim() -> ShimCommand {
