@@ -286,6 +286,7 @@ async fn beat(
             seq,
             sent_at: time::OffsetDateTime::now_utc(),
             telemetry: telemetry(),
+            runs: Vec::new(),
         });
         let text = serde_json::to_string(&message).unwrap_or_default();
         let acked = async {

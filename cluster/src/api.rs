@@ -153,6 +153,10 @@ pub struct Heartbeat {
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: OffsetDateTime,
     pub telemetry: Telemetry,
+    /// The runs the node is running: the master stops any it has moved on from (a node
+    /// that was cut off and came back on the same connection never says hello again).
+    #[serde(default)]
+    pub runs: Vec<String>,
 }
 
 /// Agent → master on [`paths::AGENT_CONNECT`]. Externally tagged JSON:

@@ -310,6 +310,7 @@ fn beat(seq: u64) -> AgentMessage {
             load1: 0.5,
             ..Telemetry::default()
         },
+        runs: Vec::new(),
     })
 }
 

@@ -1185,8 +1185,15 @@ fn failover_bench() {
         victim
             .ip_cmd(&["link", "set", "eth0", "up"])
             .expect("link up");
-        alice.ok(&["delete", &name]);
         alice.wait_node(&placed, NodeState::Ready, Duration::from_secs(30));
+        // Back on its old connection, the node is told to stop the replica that moved.
+        lab.wait_for("the moved replica to stop", Duration::from_secs(30), || {
+            containers(&lab.path(&placed)).is_empty().then_some(())
+        });
+        alice.ok(&["delete", &name]);
+        lab.wait_for("the replica to go", Duration::from_secs(30), || {
+            containers(&lab.path(other)).is_empty().then_some(())
+        });
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();

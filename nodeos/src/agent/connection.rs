@@ -137,6 +137,7 @@ where
                     seq,
                     sent_at: OffsetDateTime::now_utc(),
                     telemetry,
+                    runs: facts.executor.active_runs(),
                 });
                 in_flight = Some((seq, Instant::now()));
                 if let Err(e) = ws.send(to_frame(&beat)).await {

@@ -147,6 +147,18 @@ impl Executor {
             .collect()
     }
 
+    /// The runs that are not over, for heartbeats.
+    pub fn active_runs(&self) -> Vec<String> {
+        let runs = self.shared.lock_runs();
+        let mut active: Vec<String> = runs
+            .iter()
+            .filter(|(_, e)| e.ended_at.is_none())
+            .map(|(run, _)| run.clone())
+            .collect();
+        active.sort();
+        active
+    }
+
     /// A message from the master about workloads.
     pub fn handle(&self, message: MasterMessage) {
         match message {

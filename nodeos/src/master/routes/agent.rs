@@ -165,6 +165,7 @@ async fn run(
                     Ok(AgentMessage::Heartbeat(beat)) => {
                         let started = std::time::Instant::now();
                         let seq = beat.seq;
+                        workloads::on_heartbeat_runs(state, name, &beat.runs);
                         match state.registry.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
                             Ok(transition) => health::log_transitions(transition.as_slice()),
                             Err(()) => return,

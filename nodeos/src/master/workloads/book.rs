@@ -576,6 +576,21 @@ impl Book {
         effects
     }
 
+    /// Of the runs `node` says it runs, those that are not the current run of a task on
+    /// that node: each is to be stopped.
+    pub fn stale_runs(&self, node: &str, runs: &[String]) -> Vec<String> {
+        runs.iter()
+            .filter(|run| {
+                !self.tasks.get(task_of_run(run)).is_some_and(|t| {
+                    t.run.as_deref() == Some(run.as_str())
+                        && t.node.as_deref() == Some(node)
+                        && !t.state.is_final()
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The runs on `node` that may still send output.
     pub fn active_runs_on(&self, node: &str) -> Vec<(String, String)> {
         self.tasks

@@ -264,6 +264,18 @@ pub fn on_hello(state: &MasterState, node: &str, runs: &[cloudos_cluster::worklo
     send_all(&state.registry, offsets);
 }
 
+/// The runs a node's heartbeat lists: those the master has moved on from are stopped.
+pub fn on_heartbeat_runs(state: &MasterState, node: &str, runs: &[String]) {
+    if runs.is_empty() {
+        return;
+    }
+    let stale = state.workloads.book().stale_runs(node, runs);
+    for run in stale {
+        log::info!("{node} still runs {run}, which the master moved on from: stopping it");
+        state.registry.send(node, MasterMessage::Stop { run });
+    }
+}
+
 /// A run report from a node.
 pub fn on_report(state: &MasterState, node: &str, report: &cloudos_cluster::workload::RunReport) {
     let effects = state

@@ -194,6 +194,18 @@ fn hello_assigns_again_what_the_node_does_not_have() {
 }
 
 #[test]
+fn heartbeats_name_the_runs_to_stop() {
+    let mut book = Book::default();
+    book.create_task("t-1".into(), task(1), NOW);
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    let runs = vec!["t-1.1".to_string(), "t-gone.1".to_string()];
+    assert_eq!(book.stale_runs("n1", &runs), ["t-gone.1"]);
+    // Cut off long enough to lose the run, then back on the same connection.
+    book.nodes_lost(&|_, _| false, NOW);
+    assert_eq!(book.stale_runs("n1", &runs), runs);
+}
+
+#[test]
 fn cancel_stops_a_running_task_and_ignores_its_late_reports() {
     let mut book = Book::default();
     book.create_task("t-1".into(), task(0), NOW);
