@@ -12,6 +12,12 @@ use thiserror::Error;
 
 use crate::newc::{self, Header, NewcWriter};
 
+/// The magic number that starts an LZ4 legacy-format stream.
+const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
+/// The input size of one legacy block: the kernel decompresses each block
+/// into a buffer of this size (LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE).
+const LZ4_LEGACY_CHUNK: usize = 8 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     Dir { mode: u32 },
@@ -172,6 +178,23 @@ impl Archive {
         w.finish()
     }
 
+    /// Writes the archive LZ4-compressed in the "legacy" format, the one the
+    /// kernel's initramfs unpacker reads (`lz4 -l`): a magic number, then
+    /// blocks of at most 8 MiB of input, each preceded by its compressed
+    /// length. Under QEMU TCG the kernel unpacks LZ4 several times faster
+    /// than gzip (~0.3 s against ~0.9 s for our image), for ~20% more bytes.
+    pub fn write_lz4<W: Write>(&self, mut out: W, mtime: u32) -> std::io::Result<W> {
+        let cpio = self.write_cpio(Vec::new(), mtime)?;
+        out.write_all(&LZ4_LEGACY_MAGIC.to_le_bytes())?;
+        for chunk in cpio.chunks(LZ4_LEGACY_CHUNK) {
+            let block = lz4_flex::block::compress(chunk);
+            let len = u32::try_from(block.len()).map_err(std::io::Error::other)?;
+            out.write_all(&len.to_le_bytes())?;
+            out.write_all(&block)?;
+        }
+        Ok(out)
+    }
+
     /// Writes the gzip-compressed archive: gzip header with mtime 0 and no file name.
     pub fn write_gz<W: Write>(&self, out: W, mtime: u32) -> std::io::Result<W> {
         let gz = GzBuilder::new()
@@ -223,6 +246,27 @@ mod tests {
         ));
         a.add_dir("/tmp", 0o1777).unwrap();
         a.add_dir("/tmp/", 0o1777).unwrap();
+    }
+
+    #[test]
+    fn lz4_legacy_blocks_decompress_to_the_cpio() {
+        let mut a = Archive::new();
+        // More than one block, and compressible.
+        let big: Vec<u8> = (0..(LZ4_LEGACY_CHUNK + 4096))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        a.add_file("/big", 0o644, big).unwrap();
+        let lz4 = a.write_lz4(Vec::new(), 0).unwrap();
+        assert_eq!(&lz4[..4], &[0x02, 0x21, 0x4c, 0x18]);
+        let mut rest = &lz4[4..];
+        let mut cpio = Vec::new();
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            let block = &rest[4..4 + len];
+            cpio.extend(lz4_flex::block::decompress(block, LZ4_LEGACY_CHUNK).unwrap());
+            rest = &rest[4 + len..];
+        }
+        assert_eq!(cpio, a.write_cpio(Vec::new(), 0).unwrap());
     }
 
     #[test]

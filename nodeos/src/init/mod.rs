@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::kmod::{coldplug::coldplug, Loader, ModuleIndex};
+use crate::kmod::coldplug::{coldplug, BOOT_DEFERRED};
+use crate::kmod::{Loader, ModuleIndex};
 use crate::settings::{Settings, CONFIG_FILE};
 use crate::status::{self, StatusReport};
 use crate::supervisor::runner::Launcher;
@@ -113,12 +114,19 @@ fn load_drivers(release: &str) -> Option<Loader> {
         }
     };
     let loader = Loader::new(index);
-    let report = coldplug(&loader, std::path::Path::new("/sys/devices"));
+    let report = coldplug(&loader, std::path::Path::new("/sys"), BOOT_DEFERRED);
     log::info!(
         "loaded {} modules for the devices found: {}",
         report.loaded.len(),
         report.loaded.join(" ")
     );
+    if !report.deferred.is_empty() {
+        log::info!(
+            "left to the devices service: {} ({})",
+            BOOT_DEFERRED.join(" "),
+            report.deferred.join(", ")
+        );
+    }
     for failure in &report.failures {
         log::warn!("driver: {failure}");
     }

@@ -1,6 +1,8 @@
 //! The devices service: loads the modules for devices that appear after boot
-//! (hot-plug), from the kernel's uevents. PID 1 did the coldplug already; a
-//! pass here after subscribing catches devices that appeared in between.
+//! (hot-plug), from the kernel's uevents. PID 1 did the coldplug already,
+//! leaving out the drivers the boot does not need (see
+//! `kmod::coldplug::BOOT_DEFERRED`); a pass here after subscribing loads
+//! those and catches devices that appeared in between.
 
 use std::os::fd::AsRawFd;
 
@@ -16,7 +18,7 @@ pub fn run() -> anyhow::Result<()> {
         .to_string_lossy()
         .into_owned();
     let index = ModuleIndex::load(std::path::Path::new(&format!("/lib/modules/{release}")))?;
-    let loader = Loader::new(index);
+    let loader = std::sync::Arc::new(Loader::new(index));
 
     let fd = socket(
         AddressFamily::Netlink,
@@ -27,11 +29,13 @@ pub fn run() -> anyhow::Result<()> {
     // Group 1: the kernel's own uevents (not udev's re-broadcasts).
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1))?;
 
-    let report = coldplug(&loader, std::path::Path::new("/sys/devices"));
-    for module in &report.loaded {
-        log::info!("loaded {module} for a device that appeared during boot");
-    }
+    // Ready once subscribed: from here on no device is missed, since one that
+    // appears now either sends an event we read below or is found by the
+    // pass that follows. The pass itself may take long (a CD drive's probe),
+    // and the services that wait for us need only the drivers PID 1 loaded.
     super::report_ready();
+    let background = loader.clone();
+    std::thread::spawn(move || catch_up(&background));
 
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -58,6 +62,29 @@ pub fn run() -> anyhow::Result<()> {
             }
             Err(e) => log::warn!("no driver loaded for {alias}: {e}"),
         }
+    }
+}
+
+/// The coldplug pass after subscribing, with the drivers PID 1 deferred. It
+/// runs at the lowest CPU priority: on a one-CPU machine it would otherwise
+/// take the CPU from the other services while they start, and nothing waits
+/// for it. Hot-plug events are still handled at normal priority meanwhile.
+fn catch_up(loader: &Loader) {
+    // SAFETY: setpriority has no memory effects; with PRIO_PROCESS and a
+    // thread id, Linux sets the nice value of this thread only.
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } != 0 {
+        log::debug!(
+            "cannot lower the coldplug thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let report = coldplug(loader, std::path::Path::new("/sys"), &[]);
+    for module in &report.loaded {
+        log::info!("loaded {module} for a device found at boot");
+    }
+    for failure in &report.failures {
+        log::warn!("driver: {failure}");
     }
 }
 
