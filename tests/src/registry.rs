@@ -40,11 +40,31 @@ pub struct Registry {
     child: Child,
     addr: String,
     dir: tempfile::TempDir,
+    /// `user:password` when the registry wants basic auth.
+    auth: Option<String>,
 }
 
 impl Registry {
     /// Starts the registry on `addr` (an address of the namespace `in_net` runs in).
     pub fn start(in_net: InNet<'_>, addr: &str) -> Result<Registry, RegistryError> {
+        Registry::start_with(in_net, addr, None)
+    }
+
+    /// [`Registry::start`] behind htpasswd basic auth for `user` with `password`.
+    pub fn start_with_password(
+        in_net: InNet<'_>,
+        addr: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Registry, RegistryError> {
+        Registry::start_with(in_net, addr, Some((user, password)))
+    }
+
+    fn start_with(
+        in_net: InNet<'_>,
+        addr: &str,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Registry, RegistryError> {
         if !Path::new("/usr/bin/docker-registry").is_file() {
             return Err(RegistryError::Missing("docker-registry"));
         }
@@ -52,10 +72,22 @@ impl Registry {
             .prefix("cloudos-registry-")
             .tempdir()
             .map_err(io("registry temp dir"))?;
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
+        if let Some((user, password)) = auth {
+            let hash = bcrypt::hash(password, 4).map_err(|e| RegistryError::Push {
+                what: "htpasswd".into(),
+                why: e.to_string(),
+            })?;
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).map_err(io("htpasswd"))?;
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: cloudos-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(io("registry config"))?;
         let log = std::fs::File::create(dir.path().join("registry.log")).map_err(io("log"))?;
@@ -69,11 +101,20 @@ impl Registry {
             child,
             addr: addr.to_owned(),
             dir,
+            auth: auth.map(|(u, p)| format!("{u}:{p}")),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let up = in_net("curl")
-                .args(["-sf", "-o", "/dev/null", &format!("http://{addr}/v2/")])
+                .args(["-sf", "-o", "/dev/null"])
+                .args(
+                    registry
+                        .auth
+                        .as_deref()
+                        .map(|a| ["-u", a])
+                        .unwrap_or_default(),
+                )
+                .arg(format!("http://{addr}/v2/"))
                 .status()
                 .map_err(|_| RegistryError::Missing("curl"))?;
             if up.success() {
@@ -106,10 +147,10 @@ impl Registry {
         tag: &str,
         image: &Image,
     ) -> Result<String, RegistryError> {
-        Registry::push_to(in_net, &self.addr, repo, tag, image)
+        push(in_net, &self.addr, self.auth.as_deref(), repo, tag, image)
     }
 
-    /// Pushes `image` as `repo:tag` to the plain-HTTP registry at `addr`.
+    /// Pushes `image` as `repo:tag` to the open plain-HTTP registry at `addr`.
     pub fn push_to(
         in_net: InNet<'_>,
         addr: &str,
@@ -117,38 +158,51 @@ impl Registry {
         tag: &str,
         image: &Image,
     ) -> Result<String, RegistryError> {
-        let scratch = tempfile::Builder::new()
-            .prefix("cloudos-push-")
-            .tempdir()
-            .map_err(io("push temp dir"))?;
-        for blob in image.layers.iter().chain([&image.config]) {
-            push_blob(in_net, addr, scratch.path(), repo, blob)?;
-        }
-        let manifest = image.manifest();
-        let file = scratch.path().join("manifest.json");
-        std::fs::write(&file, &manifest).map_err(io("manifest file"))?;
-        let url = format!("http://{addr}/v2/{repo}/manifests/{tag}");
-        curl(
-            in_net,
-            &format!("manifest {repo}:{tag}"),
-            &[
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/vnd.oci.image.manifest.v1+json",
-                "--data-binary",
-                &format!("@{}", file.display()),
-                &url,
-            ],
-        )?;
-        Ok(digest_of(&manifest))
+        push(in_net, addr, None, repo, tag, image)
     }
+}
+
+fn push(
+    in_net: InNet<'_>,
+    addr: &str,
+    auth: Option<&str>,
+    repo: &str,
+    tag: &str,
+    image: &Image,
+) -> Result<String, RegistryError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("cloudos-push-")
+        .tempdir()
+        .map_err(io("push temp dir"))?;
+    for blob in image.layers.iter().chain([&image.config]) {
+        push_blob(in_net, addr, auth, scratch.path(), repo, blob)?;
+    }
+    let manifest = image.manifest();
+    let file = scratch.path().join("manifest.json");
+    std::fs::write(&file, &manifest).map_err(io("manifest file"))?;
+    let url = format!("http://{addr}/v2/{repo}/manifests/{tag}");
+    curl(
+        in_net,
+        auth,
+        &format!("manifest {repo}:{tag}"),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &url,
+        ],
+    )?;
+    Ok(digest_of(&manifest))
 }
 
 /// One blob, by the distribution API's two-step upload (POST, then PUT with the digest).
 fn push_blob(
     in_net: InNet<'_>,
     addr: &str,
+    auth: Option<&str>,
     scratch: &Path,
     repo: &str,
     blob: &[u8],
@@ -157,6 +211,7 @@ fn push_blob(
     let what = format!("blob {digest}");
     let started = curl(
         in_net,
+        auth,
         &what,
         &[
             "-X",
@@ -189,6 +244,7 @@ fn push_blob(
     std::fs::write(&file, blob).map_err(io("blob file"))?;
     curl(
         in_net,
+        auth,
         &what,
         &[
             "-X",
@@ -210,9 +266,15 @@ impl Drop for Registry {
     }
 }
 
-fn curl(in_net: InNet<'_>, what: &str, args: &[&str]) -> Result<String, RegistryError> {
+fn curl(
+    in_net: InNet<'_>,
+    auth: Option<&str>,
+    what: &str,
+    args: &[&str],
+) -> Result<String, RegistryError> {
     let out = in_net("curl")
         .args(["-sS", "--fail-with-body"])
+        .args(auth.map(|a| vec!["-u", a]).unwrap_or_default())
         .args(args)
         .output()
         .map_err(|_| RegistryError::Missing("curl"))?;

@@ -833,6 +833,8 @@ fn a_restarted_master_keeps_its_cluster() {
 /// The registry on the bridge and the image the workload tests run.
 const REGISTRY: &str = "10.77.0.1:5000";
 const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
+/// A second registry behind basic auth.
+const PRIVATE_REGISTRY: &str = "10.77.0.1:5001";
 
 /// `docker-registry` on the bridge holding busybox (plus `/etc/motd` in a second layer)
 /// as `lab/busybox:1`.
@@ -862,7 +864,13 @@ impl Cluster<'_> {
             &lab.path(name),
             Some(token),
             Some(&self.master.addr),
-            &["--insecure-registry", REGISTRY, "--no-metrics"],
+            &[
+                "--insecure-registry",
+                REGISTRY,
+                "--insecure-registry",
+                PRIVATE_REGISTRY,
+                "--no-metrics",
+            ],
         );
         self.alice
             .wait_node(name, NodeState::Ready, Duration::from_secs(20));
@@ -967,6 +975,33 @@ fn tasks_run_stream_logs_and_hand_in_output() {
     let followed = alice.ok(&["logs", "-f", &id]);
     assert!(followed.ends_with("tick 6\n"), "{followed}");
     assert_eq!(alice.task(&id)["state"], "succeeded");
+
+    // A private registry: refused without credentials, pulled with the node's
+    // registries.toml.
+    let in_net = |program: &str| lab.net.command(program);
+    let private = Registry::start_with_password(&in_net, PRIVATE_REGISTRY, "ci", "s3cret pw")
+        .unwrap_or_else(|e| lab.fail(&format!("private registry: {e}")));
+    let image = Image::busybox("amd64", &host_busybox(), &[]).expect("image");
+    private
+        .push(&in_net, "team/app", "1", &image)
+        .unwrap_or_else(|e| lab.fail(&format!("push to the private registry: {e}")));
+    let app = "10.77.0.1:5001/team/app:1";
+    let id = alice.run_task(&[app, "--", "echo", "private"]);
+    let task = alice.wait_task(&id, &["failed"], Duration::from_secs(30));
+    let reason = task["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("10.77.0.1:5001"), "{task}");
+    std::fs::write(
+        lab.path("node-3").join("registries.toml"),
+        "[\"10.77.0.1:5001\"]\nusername = \"ci\"\npassword = \"s3cret pw\"\n",
+    )
+    .expect("registries.toml");
+    let id = alice.run_task(&[app, "--", "echo", "private"]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(30));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert!(
+        !lab.dump().contains("s3cret"),
+        "the registry password is in a log"
+    );
 
     // An image imported on the node from a layout tarball runs with no registry.
     let layout = lab.path("airgap.tar");

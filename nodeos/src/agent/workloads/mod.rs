@@ -7,6 +7,7 @@
 //! Owns `<data>/images` (the content store), `<data>/containers` (the runtime's state) and
 //! `<data>/outputs/<run>` (each run's `/output`).
 
+mod credentials;
 mod gc;
 mod image;
 mod logs;

@@ -10,7 +10,7 @@ use cloudos_cluster::workload::{NetworkMode, PullProgress, RunAssignment, RunSta
 use cloudos_runtime::{ContainerSpec, ExitStatus, Network, Resources, RuntimeError, User};
 use tokio::sync::watch;
 
-use super::{image, logs, output, Shared};
+use super::{credentials, image, logs, output, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -70,8 +70,15 @@ async fn run_inner(
                 .try_send(cloudos_cluster::api::AgentMessage::Run(report));
         }
     };
+    let pull = match credentials::for_image(&shared.config.data_dir, &a.spec.image) {
+        Ok(credentials) => cloudos_images::PullConfig {
+            credentials,
+            ..shared.pull.clone()
+        },
+        Err(reason) => return failed(reason),
+    };
     let prepared = tokio::select! {
-        prepared = image::prepare(&images, &shared.pull, &a.spec.image, progress) => prepared,
+        prepared = image::prepare(&images, &pull, &a.spec.image, progress) => prepared,
         _ = stop.wait_for(|s| *s) => return Some(RunState::Stopped),
     };
     let prepared = match prepared {
