@@ -292,6 +292,28 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
         "{task}"
     );
 
+    // A pids limit holds: the shell cannot fork past it and says so.
+    let forks = "i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done; wait";
+    let id = admin
+        .ok(&["run", "--pids", "6", BUSYBOX, "--", "sh", "-c", forks])
+        .trim()
+        .to_owned();
+    admin.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(120));
+    let logs = admin.run(&["logs", &id]);
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains("fork"),
+        "no fork failure under --pids 6: {logs:?}"
+    );
+
+    // Cancel ends a running container (its shell ignores SIGTERM as PID 1: SIGKILL follows).
+    let id = admin
+        .ok(&["run", BUSYBOX, "--", "sleep", "1000"])
+        .trim()
+        .to_owned();
+    admin.wait_task(&id, &["running"], Duration::from_secs(120));
+    admin.ok(&["cancel", &id]);
+    assert_eq!(admin.task(&id)["state"], "cancelled");
+
     // A service of two replicas, one per node; one node powered off; two again.
     admin.ok(&[
         "deploy",
