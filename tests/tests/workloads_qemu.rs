@@ -191,6 +191,25 @@ fn boot(net: &TestNet, name: &str, disk: &Path, mac: &str) -> Vm {
         .expect("starting QEMU")
 }
 
+/// The node's own metrics, scraped from the bridge.
+fn node_metrics(admin: &Admin, node: &str) -> String {
+    let info: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["node", "show", node, "-o", "json"])).expect("JSON");
+    let address = info["address"].as_str().unwrap_or_default();
+    let out = admin
+        .net
+        .command("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "5",
+            &format!("http://{address}:9101/metrics"),
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The nodes the running replicas of `web` are on, sorted.
 fn replica_nodes(admin: &Admin) -> Vec<String> {
     let ps = admin.ps();
@@ -313,6 +332,37 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     admin.wait_task(&id, &["running"], Duration::from_secs(120));
     admin.ok(&["cancel", &id]);
     assert_eq!(admin.task(&id)["state"], "cancelled");
+
+    // 50 short tasks, then nothing left on either node: no container state, no cgroup
+    // (as the nodes' own metrics count them).
+    let ids: Vec<String> = (0..50)
+        .map(|_| admin.ok(&["run", BUSYBOX, "--", "true"]).trim().to_owned())
+        .collect();
+    admin.wait("50 tasks to succeed", Duration::from_secs(600), || {
+        let ps = admin.ps();
+        let tasks = ps["tasks"].as_array()?;
+        let done = ids
+            .iter()
+            .filter(|id| {
+                tasks
+                    .iter()
+                    .any(|t| t["id"] == id.as_str() && t["state"] == "succeeded")
+            })
+            .count();
+        (done == ids.len()).then_some(())
+    });
+    for node in ["node-1", "node-2"] {
+        admin.wait(
+            &format!("{node} to hold no containers"),
+            Duration::from_secs(60),
+            || {
+                let m = node_metrics(&admin, node);
+                (m.contains("cloudos_node_containers 0")
+                    && m.contains("cloudos_node_container_cgroups 0"))
+                .then_some(())
+            },
+        );
+    }
 
     // A service of two replicas, one per node; one node powered off; two again.
     admin.ok(&[

@@ -133,6 +133,7 @@ where
                 seq += 1;
                 let telemetry = sampler.sample(facts.data_dir);
                 facts.metrics.sampled(&telemetry);
+                facts.metrics.workloads(facts.executor.footprint());
                 let beat = AgentMessage::Heartbeat(Heartbeat {
                     seq,
                     sent_at: OffsetDateTime::now_utc(),

@@ -35,6 +35,8 @@ pub struct NodeMetrics {
     net_rx: Gauge,
     net_tx: Gauge,
     uptime: Gauge,
+    containers: Gauge,
+    container_cgroups: Gauge,
 }
 
 fn gauge<T: Clone + prometheus_client::registry::Metric>(
@@ -118,6 +120,18 @@ impl Default for NodeMetrics {
                 "Seconds since boot",
                 Gauge::default(),
             ),
+            containers: gauge(
+                &mut r,
+                "containers",
+                "Containers the runtime holds (running, or ended and not yet removed)",
+                Gauge::default(),
+            ),
+            container_cgroups: gauge(
+                &mut r,
+                "container_cgroups",
+                "Container cgroups under cloudos/ (equal to containers unless one leaked)",
+                Gauge::default(),
+            ),
             registry: r,
         }
     }
@@ -138,6 +152,12 @@ impl NodeMetrics {
         self.net_rx.set(int(t.net_rx_bytes));
         self.net_tx.set(int(t.net_tx_bytes));
         self.uptime.set(int(t.uptime_secs));
+    }
+
+    /// `(containers, container cgroups)` as the executor counts them.
+    pub fn workloads(&self, (containers, cgroups): (usize, usize)) {
+        self.containers.set(int(containers as u64));
+        self.container_cgroups.set(int(cgroups as u64));
     }
 
     pub fn connected(&self, up: bool) {

@@ -148,6 +148,25 @@ impl Executor {
             .collect()
     }
 
+    /// `(containers, container cgroups)` on this node, for the metrics that show a leak:
+    /// state directories under the runtime's root, and cgroups under `cloudos/` (v2, or
+    /// v1's memory hierarchy).
+    pub fn footprint(&self) -> (usize, usize) {
+        let dirs = |path: &std::path::Path| {
+            std::fs::read_dir(path)
+                .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+                .unwrap_or(0)
+        };
+        let containers = dirs(&self.shared.config.data_dir.join("containers"));
+        let cgroups = ["/sys/fs/cgroup/cloudos", "/sys/fs/cgroup/memory/cloudos"]
+            .iter()
+            .map(std::path::Path::new)
+            .find(|p| p.is_dir())
+            .map(dirs)
+            .unwrap_or(0);
+        (containers, cgroups)
+    }
+
     /// The runs that are not over, for heartbeats.
     pub fn active_runs(&self) -> Vec<String> {
         let runs = self.shared.lock_runs();
