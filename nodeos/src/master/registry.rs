@@ -143,6 +143,15 @@ impl Registry {
         all
     }
 
+    /// Visits every node's record and live telemetry under the lock, without the JSON
+    /// round trip of [`Registry::list`]: the workload dispatcher reads this four times a
+    /// second.
+    pub fn each(&self, mut f: impl FnMut(&NodeRecord, Option<&Telemetry>)) {
+        for e in self.lock().values() {
+            f(&e.record, e.telemetry.as_ref());
+        }
+    }
+
     /// `(total, ready)`.
     pub fn counts(&self) -> (usize, usize) {
         let nodes = self.lock();

@@ -168,28 +168,27 @@ fn send_all(registry: &Registry, messages: Vec<(String, MasterMessage)>) {
 
 /// The nodes workloads can go to, as the scheduler needs them.
 fn node_facts(registry: &Registry) -> Vec<NodeFacts> {
-    registry
-        .list()
-        .into_iter()
-        .filter(|n| n.role != Role::Admin)
-        .map(|n| {
-            let capacity = n
-                .telemetry
-                .as_ref()
-                .map(|t| Resources {
-                    cpu_millis: t.capacity.cpu_millicores,
-                    memory_bytes: t.capacity.memory_bytes,
-                })
-                .unwrap_or_default();
-            NodeFacts {
-                ready: n.state == NodeState::Ready,
-                name: n.name,
-                arch: n.arch,
-                labels: n.labels,
-                capacity,
-            }
-        })
-        .collect()
+    let mut facts = Vec::new();
+    registry.each(|n, telemetry| {
+        if n.role == Role::Admin {
+            return;
+        }
+        let capacity = telemetry
+            .map(|t| Resources {
+                cpu_millis: t.capacity.cpu_millicores,
+                memory_bytes: t.capacity.memory_bytes,
+            })
+            .unwrap_or_default();
+        facts.push(NodeFacts {
+            ready: n.state == NodeState::Ready,
+            name: n.name.clone(),
+            arch: n.arch.clone(),
+            labels: n.labels.clone(),
+            capacity,
+        });
+    });
+    facts.sort_by(|a, b| a.name.cmp(&b.name));
+    facts
 }
 
 /// The dispatch loop: lost runs, service replicas, the queue.
