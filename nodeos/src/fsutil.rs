@@ -6,12 +6,28 @@ use std::path::Path;
 /// Writes `bytes` to a temporary file beside `path` and renames it over
 /// `path`, so readers see the old or the new content, never a mix.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()> {
-    let path = path.as_ref();
+    write_atomic_mode(path.as_ref(), bytes, 0o644)
+}
+
+/// [`write_atomic`] for secrets: the file is created readable by its owner only, so the
+/// secret is never in a file others can open, not even for a moment.
+pub fn write_private(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path.as_ref(), bytes, 0o600)
+}
+
+/// [`write_atomic`] with the file's permission bits (before the umask).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)

@@ -3,10 +3,12 @@
 //! Module map: `init` (PID 1 itself), `supervisor` (service lifecycles),
 //! `services` (what each service does), `kmod` (drivers), `net` (links,
 //! DHCP, routes), `settings` (boot settings), `logging`, `status`, and the node roles:
-//! `master` (CA, tokens, registry, API) and `agent` (join, heartbeats).
+//! `master` (CA, tokens, registry, API) and `agent` (join, heartbeats); `host` runs
+//! either role as a systemd service on an existing Linux (the cloud install).
 
 pub mod agent;
 pub mod fsutil;
+pub mod host;
 pub mod init;
 pub mod kmod;
 pub mod logging;

@@ -5,7 +5,8 @@
 //! ring that `nodeos logs`/the control socket serve later. Services are child
 //! processes: they write a tab-separated record to stderr, which PID 1 reads
 //! from a pipe and re-logs under the service's name, so the ring holds
-//! everything and nothing fights over the console.
+//! everything and nothing fights over the console. Under systemd (the cloud
+//! install) records go to the journal instead.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -33,6 +34,8 @@ enum Sink {
     ToSupervisor,
     /// Plain lines on stderr (tools run by a person, tests).
     Stderr,
+    /// systemd's journal, with priority and fields (nodeos as a host service).
+    Journal(systemd_journal_logger::JournalLog),
 }
 
 struct NodeLogger {
@@ -98,6 +101,19 @@ pub fn init_for_service(debug: bool) {
 /// A command run by a person.
 pub fn init_for_tool(debug: bool) {
     install(Sink::Stderr, debug);
+}
+
+/// A command that may run as a systemd service: to the journal when systemd
+/// connected our stderr to it (`JOURNAL_STREAM`), else like [`init_for_tool`].
+/// Returns whether the journal is used.
+pub fn init_for_host(debug: bool) -> bool {
+    let journal = systemd_journal_logger::connected_to_journal()
+        .then(|| systemd_journal_logger::JournalLog::new().ok())
+        .flatten()
+        .map(|journal| journal.with_syslog_identifier("nodeos".to_owned()));
+    let used = journal.is_some();
+    install(journal.map_or(Sink::Stderr, Sink::Journal), debug);
+    used
 }
 
 pub fn set_debug(debug: bool) {
@@ -177,6 +193,7 @@ impl Log for NodeLogger {
             Sink::Stderr => {
                 let _ = writeln!(std::io::stderr(), "{}: {}", target, record.args());
             }
+            Sink::Journal(journal) => journal.log(record),
         }
     }
 

@@ -33,6 +33,13 @@ enum Command {
     Master(nodeos::master::MasterArgs),
     /// Run a compute node's agent in the foreground (outside PID 1).
     Agent(nodeos::agent::AgentArgs),
+    /// Install this binary on a systemd host as a compute node or master (what install.sh
+    /// runs once it has checked this binary).
+    Install(nodeos::host::InstallArgs),
+    /// Remove what `nodeos install` put on this host.
+    Uninstall(nodeos::host::UninstallArgs),
+    /// Run the role of a host install (what its systemd unit starts).
+    Daemon(nodeos::host::DaemonArgs),
     /// This node's image store: import OCI image-layout tarballs (sites without a
     /// registry), list what is there.
     #[command(subcommand)]
@@ -111,6 +118,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Shim { args }) => std::process::exit(cloudos_runtime::shim_main(&args)),
         Some(Command::Master(args)) => nodeos::master::main(args),
         Some(Command::Agent(args)) => nodeos::agent::main(args),
+        Some(Command::Install(args)) => nodeos::host::install_main(args),
+        Some(Command::Uninstall(args)) => nodeos::host::uninstall_main(args),
+        Some(Command::Daemon(args)) => nodeos::host::daemon_main(args),
         Some(Command::Status { json, socket }) => {
             nodeos::logging::init_for_tool(false);
             let report = nodeos::status::fetch_status(&socket)?;

@@ -8,12 +8,31 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The parent of every container cgroup, on each hierarchy.
-pub const PARENT: &str = "cloudos";
+/// The parent of every container cgroup, on each hierarchy, unless
+/// [`PARENT_ENV`] names another.
+pub const DEFAULT_PARENT: &str = "cloudos";
+
+/// Names the parent cgroup (relative to each hierarchy's root) when the runtime
+/// lives in a cgroup delegated to it, as under a systemd unit with `Delegate=yes`.
+/// An environment variable because shims are separate processes started by the
+/// agent: they inherit it, and every process agrees on one parent.
+pub const PARENT_ENV: &str = "CLOUDOS_CGROUP_PARENT";
+
+/// The parent of every container cgroup (`cloudos`, or [`PARENT_ENV`]'s value).
+pub fn parent() -> &'static str {
+    static PARENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PARENT.get_or_init(|| {
+        std::env::var(PARENT_ENV)
+            .ok()
+            .map(|p| p.trim_matches('/').to_owned())
+            .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".." || c == "."))
+            .unwrap_or_else(|| DEFAULT_PARENT.to_owned())
+    })
+}
 
 /// The OCI `cgroupsPath` of a container.
 pub fn cgroups_path(id: &str) -> String {
-    format!("/{PARENT}/{id}")
+    format!("/{}/{id}", parent())
 }
 
 /// Mount points of all cgroup (v1) and cgroup2 filesystems.
@@ -62,7 +81,7 @@ pub fn unescape_mount_path(s: &str) -> String {
 pub fn dirs(id: &str) -> Vec<PathBuf> {
     hierarchies()
         .into_iter()
-        .map(|h| h.join(PARENT).join(id))
+        .map(|h| h.join(parent()).join(id))
         .filter(|d| d.is_dir())
         .collect()
 }

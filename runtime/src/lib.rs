@@ -9,11 +9,12 @@
 //! single-threaded process, and containers survive an agent restart
 //! ([`Runtime::recover`]).
 //!
-//! This crate owns container processes, their cgroups under `cloudos/` and
+//! This crate owns container processes, their cgroups under `cloudos/` (or the parent
+//! that `CLOUDOS_CGROUP_PARENT` names, see [`cgroup::parent`]) and
 //! everything under its root directory; it does not pull or unpack images
 //! (that is `cloudos_images`) and does not talk to the master.
 
-mod cgroup;
+pub mod cgroup;
 mod error;
 mod logs;
 mod oci;

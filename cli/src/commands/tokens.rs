@@ -33,7 +33,8 @@ pub async fn create(
         uses,
         description,
     };
-    let created = ctx.client().await?.create_token(&request).await?;
+    let client = ctx.client().await?;
+    let created = client.create_token(&request).await?;
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
         Output::Table => {
@@ -41,9 +42,21 @@ pub async fn create(
             // is for the person reading.
             println!("{}", created.token);
             eprintln!("{}", describe(&created.info));
+            if role == Role::Compute {
+                eprintln!(
+                    "on a Linux machine with systemd, as root, this line makes it a compute node:"
+                );
+                eprintln!("  {}", install_line(&client.address(), &created.token));
+            }
         }
     }
     Ok(())
+}
+
+/// The documented curl line: the script checks the master's CA against the token's pin
+/// itself, so `-k` only concerns fetching the script.
+pub fn install_line(master: &str, token: &str) -> String {
+    format!("curl -fsSLk https://{master}/install.sh | sh -s - --token {token}")
 }
 
 /// One line about a new token, for stderr.

@@ -76,3 +76,18 @@ pub async fn join_cluster(
         tokio::time::sleep(delay).await;
     }
 }
+
+/// One join with `master` (no discovery, no retries): what an installer runs while a person
+/// waits, so a wrong token, a wrong pin or an unreachable master is an answer, not a loop.
+pub async fn join_once(
+    master: &str,
+    token: &Token,
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<StoredIdentity, ClientError> {
+    let joined = client::join(master, token, name, arch(), labels, Some(Role::Compute)).await?;
+    Ok(StoredIdentity {
+        node_name: name.to_owned(),
+        joined,
+    })
+}

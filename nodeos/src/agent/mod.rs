@@ -32,6 +32,7 @@ use crate::settings::Settings;
 
 pub use backoff::Backoff;
 pub use identity::{IdentityStore, IdentityStoreError, StoredIdentity};
+pub use join::join_once;
 pub use telemetry::Sampler;
 
 use connection::{NodeFacts, SessionEnd};
@@ -328,7 +329,7 @@ fn is_expired(id: &StoredIdentity) -> bool {
         .is_some_and(|at| at <= OffsetDateTime::now_utc())
 }
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_else(|_| "cloudos".into())

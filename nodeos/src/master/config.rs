@@ -49,6 +49,10 @@ pub struct MasterArgs {
     /// How the scheduler picks among nodes that fit: spread (least loaded) or binpack.
     #[arg(long, default_value = "spread")]
     pub scheduler: String,
+    /// Binaries served to `install.sh` (`nodeos-<arch>`, `cloudos-<arch>`, optionally a
+    /// `SHA256SUMS`); default: `<data-dir>/downloads`. This master's own binary is served too.
+    #[arg(long, value_name = "DIR")]
+    pub downloads: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -72,13 +76,17 @@ pub struct MasterConfig {
     pub flush_interval: Duration,
     /// The scheduler's policy: `spread` or `binpack`.
     pub scheduler: String,
+    /// Where the binaries for `install.sh` are (see `master::downloads`).
+    pub downloads_dir: PathBuf,
 }
 
 impl MasterConfig {
     /// Defaults for a master named `node_name` keeping its state in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
+        let data_dir = data_dir.into();
         MasterConfig {
-            data_dir: data_dir.into(),
+            downloads_dir: data_dir.join("downloads"),
+            data_dir,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             node_name: node_name.into(),
@@ -113,6 +121,9 @@ impl MasterConfig {
             );
         }
         config.scheduler = args.scheduler;
+        if let Some(dir) = args.downloads {
+            config.downloads_dir = dir;
+        }
         Ok(config)
     }
 

@@ -20,6 +20,14 @@ pub enum TokenOutput {
     Stdout,
     /// The master service under PID 1: the active consoles (serial and screen).
     Consoles,
+    /// A master under systemd (cloud install): a file only root can read, never the
+    /// journal; the installer shows it once.
+    File,
+}
+
+/// Where [`TokenOutput::File`] puts the token, below the data directory.
+pub fn token_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("master").join("admin-token")
 }
 
 /// The lines shown; the token follows `admin token: ` and ends at whitespace.
@@ -56,6 +64,17 @@ pub fn show_bootstrap_token(output: TokenOutput, state: &MasterState, token: &To
             }
             if shown == 0 {
                 log::error!("no console could be opened to show the admin token; restart the master with a console attached");
+            }
+        }
+        TokenOutput::File => {
+            let path = token_file(&state.config.data_dir);
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            match crate::fsutil::write_private(&path, text.as_bytes()) {
+                Ok(()) => log::info!(
+                    "the admin token is in {} (root only; one use)",
+                    path.display()
+                ),
+                Err(e) => log::error!("cannot write the admin token to {}: {e}", path.display()),
             }
         }
     }

@@ -14,6 +14,7 @@
 //! - `routes`: the HTTP API; `error` maps every failure to an `ErrorBody`.
 //! - `ratelimit`: failed joins per source address.
 //! - [`workloads`]: tasks and services: their book, dispatch loop, logs and outputs.
+//! - [`downloads`]: the binaries and digests `install.sh` fetches (served by `routes`).
 //! - `addresses`, `serving`, `advertise`: the host's IPv4 addresses, the serving
 //!   certificate that names them, the mDNS advertisement that follows them.
 
@@ -22,6 +23,7 @@ mod advertise;
 mod bootstrap;
 pub mod config;
 mod console;
+pub mod downloads;
 mod error;
 mod health;
 mod metrics;
@@ -43,7 +45,7 @@ use tokio::net::TcpListener;
 
 use crate::settings::Settings;
 pub use config::{MasterArgs, MasterConfig};
-pub use console::TokenOutput;
+pub use console::{token_file, TokenOutput};
 pub use error::MasterError;
 
 /// A master whose state is open and whose port is bound, ready to [`Master::run`].
@@ -75,7 +77,14 @@ impl Master {
         })?;
         let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
         let bootstrap_token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
-        let state = state::MasterState::new(config, store, boot, local)?;
+        let downloads_dir = config.downloads_dir.clone();
+        let downloads = tokio::task::spawn_blocking(move || {
+            let own = downloads::own_path().map(|path| (downloads::own_name(), path));
+            downloads::Downloads::scan(&downloads_dir, own)
+        })
+        .await
+        .unwrap_or_default();
+        let state = state::MasterState::new(config, store, boot, local, downloads)?;
         Ok(Master {
             state: Arc::new(state),
             listener,
@@ -136,36 +145,51 @@ impl Master {
 pub fn main(args: MasterArgs) -> anyhow::Result<()> {
     crate::logging::init_for_tool(false);
     let config = MasterConfig::from_args(args)?;
-    run_blocking(config, TokenOutput::Stdout)
+    run_blocking(config, TokenOutput::Stdout, || {})
 }
 
 /// The `master` service under PID 1 (`cloudos.role=master`).
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     let config = MasterConfig::from_settings(settings);
-    run_blocking(config, TokenOutput::Consoles)
+    run_blocking(config, TokenOutput::Consoles, crate::services::report_ready)
 }
 
-fn run_blocking(config: MasterConfig, output: TokenOutput) -> anyhow::Result<()> {
+/// The master as a systemd service (cloud install): the admin token goes to a root-only
+/// file, and `ready` (sd_notify) is called once the API listens.
+pub fn run_host_service(config: MasterConfig, ready: fn(&str)) -> anyhow::Result<()> {
+    run_blocking(config, TokenOutput::File, move || ready("master up"))
+}
+
+fn run_blocking(
+    config: MasterConfig,
+    output: TokenOutput,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("master")
         .build()?;
     runtime.block_on(async move {
         let mut master = Master::open(config).await?;
-        if let Some(token) = master.take_bootstrap_token() {
-            console::show_bootstrap_token(output, &master.state, &token);
+        match master.take_bootstrap_token() {
+            Some(token) => console::show_bootstrap_token(output, &master.state, &token),
+            // A token shown at an earlier start is used up once an admin exists.
+            None if output == TokenOutput::File => {
+                let _ = std::fs::remove_file(console::token_file(&master.state.config.data_dir));
+            }
+            None => {}
         }
-        if output == TokenOutput::Consoles {
-            // The supervisor reads this from our stdout; a person at a terminal need not.
-            crate::services::report_ready();
+        if output != TokenOutput::Stdout {
+            // The supervisor (or systemd) waits for this; a person at a terminal need not.
+            ready();
         }
         master.run(stop_signal()).await?;
         Ok(())
     })
 }
 
-/// SIGTERM (the supervisor stopping us) or Ctrl-C.
-async fn stop_signal() {
+/// SIGTERM (the supervisor or systemd stopping us) or Ctrl-C.
+pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -33,6 +33,8 @@ pub struct MasterState {
     pub started: Instant,
     pub metrics: super::metrics::MasterMetrics,
     pub workloads: super::workloads::Workloads,
+    /// The binaries `install.sh` fetches, with their digests.
+    pub downloads: super::downloads::Downloads,
 }
 
 impl MasterState {
@@ -41,6 +43,7 @@ impl MasterState {
         store: Arc<dyn Store>,
         cluster: Cluster,
         local_addr: SocketAddr,
+        downloads: super::downloads::Downloads,
     ) -> Result<Self, MasterError> {
         let revoked = store
             .revoked_certs()?
@@ -68,6 +71,7 @@ impl MasterState {
             started: Instant::now(),
             metrics: super::metrics::MasterMetrics::default(),
             workloads,
+            downloads,
         })
     }
 

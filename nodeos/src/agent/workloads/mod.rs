@@ -149,8 +149,8 @@ impl Executor {
     }
 
     /// `(containers, container cgroups)` on this node, for the metrics that show a leak:
-    /// state directories under the runtime's root, and cgroups under `cloudos/` (v2, or
-    /// v1's memory hierarchy).
+    /// state directories under the runtime's root, and cgroups under the runtime's parent
+    /// cgroup (v2, or v1's memory hierarchy).
     pub fn footprint(&self) -> (usize, usize) {
         let dirs = |path: &std::path::Path| {
             std::fs::read_dir(path)
@@ -158,11 +158,12 @@ impl Executor {
                 .unwrap_or(0)
         };
         let containers = dirs(&self.shared.config.data_dir.join("containers"));
-        let cgroups = ["/sys/fs/cgroup/cloudos", "/sys/fs/cgroup/memory/cloudos"]
+        let parent = cloudos_runtime::cgroup::parent();
+        let cgroups = ["/sys/fs/cgroup", "/sys/fs/cgroup/memory"]
             .iter()
-            .map(std::path::Path::new)
+            .map(|root| std::path::Path::new(root).join(parent))
             .find(|p| p.is_dir())
-            .map(dirs)
+            .map(|p| dirs(&p))
             .unwrap_or(0);
         (containers, cgroups)
     }

@@ -7,6 +7,7 @@ mod admin;
 mod agent;
 mod caller;
 mod extract;
+mod install;
 mod join;
 mod openapi;
 mod workloads;
@@ -40,6 +41,11 @@ const TASK_OUTPUT: &str = "/v1/tasks/{id}/output";
 const SERVICE: &str = "/v1/services/{name}";
 const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
 const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
+/// The cloud installer and what it downloads, outside the versioned API so the documented
+/// curl line stays short.
+const INSTALL_SCRIPT: &str = "/install.sh";
+const INSTALL_CA: &str = "/install/ca.pem";
+const INSTALL_FILE: &str = "/install/{file}";
 
 /// The router and the `(method, path)` pairs it serves.
 struct Routes {
@@ -97,6 +103,9 @@ fn routes() -> Routes {
     .add("post", SERVICE_SCALE, post(workloads::scale_service))
     .add("get", paths::OPENAPI, get(openapi::document))
     .add("get", METRICS, get(admin::metrics))
+    .add("get", INSTALL_SCRIPT, get(install::script))
+    .add("get", INSTALL_CA, get(install::ca))
+    .add("get", INSTALL_FILE, get(install::file))
 }
 
 /// Prometheus's conventional path, outside the versioned API.

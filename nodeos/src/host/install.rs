@@ -1,0 +1,533 @@
+//! `nodeos install` and `nodeos uninstall`: the steps, in an order that keeps a failed
+//! install from leaving anything behind.
+//!
+//! A compute node joins its master *before* anything is written (the join is the only step
+//! that can fail for a reason the person must fix: a wrong token, a wrong master). Every
+//! path the install creates is appended to `/etc/cloudos/installed` as soon as it exists,
+//! so uninstall — after a finished install, a failed one or a crash midway — removes
+//! exactly those and nothing the host had before.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use super::layout::{self, HostSettings, Layout};
+use super::systemd::Systemd;
+use crate::agent::{IdentityStore, StoredIdentity};
+use crate::settings::{validate_hostname, Role, Settings};
+
+/// `nodeos install`: what `install.sh` runs once it has checked and fetched this binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallArgs {
+    /// compute (join a master) or master (start a new cluster).
+    #[arg(long, env = "CLOUDOS_ROLE", default_value = "compute", value_parser = ["compute", "master"])]
+    pub role: String,
+    /// Join token (compute). Prefer the CLOUDOS_TOKEN environment variable: arguments are
+    /// visible to every user in `ps`.
+    #[arg(long, env = "CLOUDOS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The master's host:port (compute).
+    #[arg(long, env = "CLOUDOS_MASTER")]
+    pub master: Option<String>,
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, env = "CLOUDOS_NAME")]
+    pub name: Option<String>,
+    /// Labels for scheduling: `zone=a,disk=ssd` (compute).
+    #[arg(long, env = "CLOUDOS_LABELS")]
+    pub labels: Option<String>,
+    /// The new cluster's name (master).
+    #[arg(long, env = "CLOUDOS_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Image registries (host:port) reached over plain HTTP, comma-separated.
+    #[arg(long, env = "CLOUDOS_INSECURE_REGISTRIES")]
+    pub insecure_registries: Option<String>,
+    /// A `cloudos` CLI binary to install next to nodeos.
+    #[arg(long)]
+    pub cli: Option<PathBuf>,
+    /// Say what would be done and change nothing (no join either).
+    #[arg(long, env = "CLOUDOS_DRY_RUN", value_parser = clap::builder::FalseyValueParser::new())]
+    pub dry_run: bool,
+    /// How long to wait for the unit to become active.
+    #[arg(long, default_value = "90s", value_parser = parse_wait)]
+    pub wait: Duration,
+}
+
+/// `nodeos uninstall`: what `cloudos-uninstall.sh` runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UninstallArgs {
+    /// Say what would be removed and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_wait(value: &str) -> Result<Duration, String> {
+    let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;
+    Ok(d.unsigned_abs())
+}
+
+/// What the host must offer before anything else is looked at.
+fn check_host() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("this must run as root: it installs a system service (try again with sudo)");
+    }
+    if !Path::new("/run/systemd/system").is_dir() {
+        let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+        bail!(
+            "systemd is not running on this host (PID 1 is {:?}); CloudOS installs as a systemd service",
+            init.trim()
+        );
+    }
+    Ok(())
+}
+
+/// The settings the person gave, checked: every mistake is reported before any step runs.
+fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings> {
+    let name = args.name.clone().unwrap_or_else(crate::agent::host_name);
+    validate_hostname(&name).map_err(|why| anyhow::anyhow!("the node name {name:?} {why}"))?;
+    let mut lines = String::new();
+    if let Some(labels) = &args.labels {
+        lines.push_str(&format!(
+            "labels = {}\n",
+            toml::Value::String(labels.clone())
+        ));
+    }
+    if let Some(registries) = &args.insecure_registries {
+        lines.push_str(&format!(
+            "insecure_registries = {}\n",
+            toml::Value::String(registries.clone())
+        ));
+    }
+    if let Some(master) = &args.master {
+        lines.push_str(&format!(
+            "master = {}\n",
+            toml::Value::String(master.clone())
+        ));
+    }
+    if let Some(cluster) = &args.cluster_name {
+        lines.push_str(&format!(
+            "cluster = {}\n",
+            toml::Value::String(cluster.clone())
+        ));
+    }
+    let (parsed, warnings) = Settings::load(Some(&lines), "");
+    if let Some(warning) = warnings.first() {
+        bail!("{}: {}", warning.key, warning.reason);
+    }
+    Ok(HostSettings {
+        role,
+        name,
+        master: parsed.master,
+        cluster: (role == Role::Master).then(|| parsed.cluster.unwrap_or_else(|| "cloudos".into())),
+        labels: parsed.labels,
+        insecure_registries: parsed.insecure_registries,
+    })
+}
+
+/// The installed role, from the record's unit file, if any.
+fn installed_role(layout: &Layout, record: &[PathBuf]) -> Option<Role> {
+    [Role::Compute, Role::Master]
+        .into_iter()
+        .find(|role| record.contains(&layout.unit_file(*role)))
+}
+
+fn read_record(layout: &Layout) -> anyhow::Result<Option<Vec<PathBuf>>> {
+    match std::fs::read_to_string(layout.record()) {
+        Ok(text) => Ok(Some(layout::parse_record(&text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", layout.record().display())),
+    }
+}
+
+pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
+    crate::logging::init_for_tool(false);
+    let role = match args.role.as_str() {
+        "master" => Role::Master,
+        _ => Role::Compute,
+    };
+    check_host()?;
+    let layout = Layout::system();
+    let settings = settings_from(&args, role)?;
+    let previous = read_record(&layout)?;
+    let upgrade = previous.is_some();
+    if let Some(record) = &previous {
+        if let Some(installed) = installed_role(&layout, record) {
+            if installed != role {
+                bail!(
+                    "this host is already a CloudOS {installed}; remove that first with {}",
+                    layout.uninstall_script().display()
+                );
+            }
+        }
+    } else {
+        for dir in [&layout.etc_dir, &layout.state_dir] {
+            if dir.exists() {
+                bail!(
+                    "{} exists but was not made by this installer; move it away (or remove it) and run the installer again",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let token = args
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<cloudos_cluster::Token>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the join token is not valid: {e}"))?;
+    let joined = IdentityStore::new(&layout.state_dir).load().ok().flatten();
+    let master = settings.master.clone();
+    if role == Role::Compute {
+        if master.is_none() {
+            bail!("which master? give --master HOST:PORT (install.sh fills it in from the URL it came from)");
+        }
+        if joined.is_none() && token.is_none() {
+            bail!("a compute node needs a join token: --token or CLOUDOS_TOKEN (create one on the master with `cloudos token create`)");
+        }
+    }
+    if args.dry_run {
+        print_plan(&layout, &settings, upgrade, joined.as_ref());
+        return Ok(());
+    }
+
+    // Compute: the join, the one step that can be refused, comes before any write.
+    let identity = match (role, joined) {
+        (Role::Compute, Some(existing)) => {
+            println!(
+                "already joined cluster {} as {}: upgrading in place",
+                existing.joined.cluster_name, existing.node_name
+            );
+            None
+        }
+        (Role::Compute, None) => {
+            let (Some(token), Some(master)) = (&token, &master) else {
+                unreachable!("checked above");
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let identity = runtime
+                .block_on(crate::agent::join_once(
+                    master,
+                    token,
+                    &settings.name,
+                    &settings.labels,
+                ))
+                .map_err(|e| anyhow::anyhow!("cannot join the cluster at {master}: {e}"))?;
+            println!(
+                "joined cluster {} at {master} as {}",
+                identity.joined.cluster_name, identity.node_name
+            );
+            Some(identity)
+        }
+        _ => None,
+    };
+
+    let mut writer = Writer::open(&layout, previous.unwrap_or_default())?;
+    let result = write_and_start(&mut writer, &layout, &settings, identity.as_ref(), &args);
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if !upgrade => {
+            eprintln!("install failed: {e:#}\nremoving what this install created");
+            if let Err(cleanup) = uninstall(&layout, false) {
+                eprintln!("cleanup failed too: {cleanup:#}");
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_and_start(
+    writer: &mut Writer,
+    layout: &Layout,
+    settings: &HostSettings,
+    identity: Option<&StoredIdentity>,
+    args: &InstallArgs,
+) -> anyhow::Result<()> {
+    let role = settings.role;
+    writer.dir(&layout.state_dir, 0o700)?;
+    if let Some(identity) = identity {
+        IdentityStore::new(&layout.state_dir)
+            .save(identity)
+            .context("cannot save the node's identity")?;
+    }
+    writer.file(
+        &layout.config(),
+        layout::render_config(settings).as_bytes(),
+        0o644,
+    )?;
+    writer.file(
+        &layout.unit_file(role),
+        layout::render_unit(layout, role).as_bytes(),
+        0o644,
+    )?;
+    let me = std::fs::read("/proc/self/exe").context("cannot read this program's binary")?;
+    writer.file(&layout.nodeos(), &me, 0o755)?;
+    if let Some(cli) = &args.cli {
+        let bytes = std::fs::read(cli).with_context(|| format!("cannot read {}", cli.display()))?;
+        if layout.cli().exists() && !writer.created(&layout.cli()) {
+            println!(
+                "{} exists and is not ours: leaving it as it is",
+                layout.cli().display()
+            );
+        } else {
+            writer.file(&layout.cli(), &bytes, 0o755)?;
+        }
+    }
+    writer.file(
+        &layout.uninstall_script(),
+        layout::render_uninstall_script(layout).as_bytes(),
+        0o755,
+    )?;
+
+    let unit = layout::unit_name(role);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let systemd = Systemd::connect().await?;
+        let unit_file = layout.unit_file(role);
+        systemd
+            .install_and_start(&unit_file.to_string_lossy(), unit)
+            .await?;
+        systemd.wait_active(unit, args.wait).await?;
+        anyhow::Ok(())
+    })?;
+    println!("{unit} is active; its log: journalctl -u {unit}");
+    if role == Role::Master {
+        show_admin_token(layout)?;
+    }
+    println!(
+        "to remove CloudOS from this host: {}",
+        layout.uninstall_script().display()
+    );
+    Ok(())
+}
+
+/// Shows the new master's one-use admin token once, then deletes the file.
+fn show_admin_token(layout: &Layout) -> anyhow::Result<()> {
+    let path = crate::master::token_file(&layout.state_dir);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            print!("{text}");
+            println!(
+                "log in from your machine: cloudos login <this host>:{} --token <admin token>",
+                crate::settings::DEFAULT_API_PORT
+            );
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "the master did not write an admin token (one exists already?); restarting it before any admin logs in shows a new one in {}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn print_plan(
+    layout: &Layout,
+    settings: &HostSettings,
+    upgrade: bool,
+    joined: Option<&StoredIdentity>,
+) {
+    let unit = layout::unit_name(settings.role);
+    println!("dry run: nothing is changed");
+    match (settings.role, joined) {
+        (Role::Compute, Some(id)) => println!(
+            "- keep the identity of {} in cluster {}",
+            id.node_name, id.joined.cluster_name
+        ),
+        (Role::Compute, None) => println!(
+            "- join the master at {} as {}",
+            settings.master.as_deref().unwrap_or("?"),
+            settings.name
+        ),
+        _ => println!(
+            "- start cluster {:?} as master {}",
+            settings.cluster.as_deref().unwrap_or("cloudos"),
+            settings.name
+        ),
+    }
+    let verb = if upgrade { "replace" } else { "write" };
+    for path in [
+        layout.nodeos(),
+        layout.config(),
+        layout.unit_file(settings.role),
+        layout.uninstall_script(),
+    ] {
+        println!("- {verb} {}", path.display());
+    }
+    println!("- keep state in {}", layout.state_dir.display());
+    println!("- link, enable and start {unit} through systemd (D-Bus)");
+}
+
+/// Writes files and directories, recording each path it creates before anything goes in it.
+struct Writer {
+    record_path: PathBuf,
+    record: Vec<PathBuf>,
+}
+
+impl Writer {
+    fn open(layout: &Layout, previous: Vec<PathBuf>) -> anyhow::Result<Writer> {
+        let mut writer = Writer {
+            record_path: layout.record(),
+            record: previous,
+        };
+        if !layout.etc_dir.exists() {
+            std::fs::create_dir_all(&layout.etc_dir)
+                .with_context(|| format!("cannot create {}", layout.etc_dir.display()))?;
+            writer.note(&layout.etc_dir)?;
+        }
+        Ok(writer)
+    }
+
+    fn created(&self, path: &Path) -> bool {
+        self.record.iter().any(|p| p == path)
+    }
+
+    /// Adds `path` to the record (once), on disk before the caller writes it.
+    fn note(&mut self, path: &Path) -> anyhow::Result<()> {
+        if self.created(path) {
+            return Ok(());
+        }
+        self.record.push(path.to_owned());
+        let text: String = self
+            .record
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
+        crate::fsutil::write_atomic(&self.record_path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", self.record_path.display()))
+    }
+
+    fn dir(&mut self, path: &Path, mode: u32) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if path.is_dir() {
+            return Ok(());
+        }
+        self.note(path)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .with_context(|| format!("cannot create {}", path.display()))
+    }
+
+    fn file(&mut self, path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+        if !path.exists() {
+            self.note(path)?;
+        } else if !self.created(path) {
+            bail!(
+                "{} exists and was not made by this installer; move it away and run the installer again",
+                path.display()
+            );
+        }
+        crate::fsutil::write_atomic_mode(path, bytes, mode)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+pub fn uninstall_main(args: UninstallArgs) -> anyhow::Result<()> {
+    crate::logging::init_for_tool(false);
+    check_host()?;
+    uninstall(&Layout::system(), args.dry_run)
+}
+
+/// Stops and removes the unit, then every recorded path, newest first.
+fn uninstall(layout: &Layout, dry_run: bool) -> anyhow::Result<()> {
+    let Some(record) = read_record(layout)? else {
+        println!(
+            "CloudOS is not installed here ({} does not exist); nothing to do",
+            layout.record().display()
+        );
+        return Ok(());
+    };
+    let units: Vec<&str> = [Role::Compute, Role::Master]
+        .into_iter()
+        .filter(|role| record.contains(&layout.unit_file(*role)))
+        .map(layout::unit_name)
+        .collect();
+    if dry_run {
+        for unit in &units {
+            println!("- stop, disable and unlink {unit}");
+        }
+        for path in record.iter().rev() {
+            println!("- remove {}", path.display());
+        }
+        return Ok(());
+    }
+    if !units.is_empty() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let systemd = Systemd::connect().await?;
+            for unit in &units {
+                systemd.stop_and_remove(unit).await?;
+                println!("stopped and removed {unit}");
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    for unit in &units {
+        remove_stray_link(layout, unit);
+    }
+    unmount_below(&layout.state_dir);
+    let mut failed = Vec::new();
+    for path in record.iter().rev() {
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match removed {
+            Ok(()) => println!("removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => failed.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not remove: {}", failed.join("; "));
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+/// `DisableUnitFiles` removes the link `LinkUnitFiles` made on the systemd versions tried;
+/// should one keep it, it is ours (it points into our directory) and goes too.
+fn remove_stray_link(layout: &Layout, unit: &str) {
+    let link = Path::new("/etc/systemd/system").join(unit);
+    if let Ok(target) = std::fs::read_link(&link) {
+        if target.starts_with(&layout.etc_dir) {
+            let _ = std::fs::remove_file(&link);
+        }
+    }
+}
+
+/// Anything still mounted below the state directory (a container's root whose shim died
+/// in the host's mount namespace) is detached, so removing the directory never walks into
+/// a mount.
+fn unmount_below(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut mounts: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|m| PathBuf::from(cloudos_runtime::cgroup::unescape_mount_path(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    // Deepest first.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for mount in mounts {
+        if let Err(e) = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
+            log::warn!("cannot unmount {}: {e}", mount.display());
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Where a host install puts things and what it writes there: pure functions over a
+//! [`Layout`], so the unit file, the settings file and the install record are unit-tested
+//! and the installer only copies bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::settings::Role;
+
+/// Every path a host install may create. Tests point it at a temporary root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `/usr/local/bin`
+    pub bin_dir: PathBuf,
+    /// `/etc/cloudos`: settings, the unit file, the install record.
+    pub etc_dir: PathBuf,
+    /// `/var/lib/cloudos`: identity, images, containers, master state.
+    pub state_dir: PathBuf,
+}
+
+/// The unit name of each role (one role per host).
+pub fn unit_name(role: Role) -> &'static str {
+    match role {
+        Role::Master => "cloudos-master.service",
+        _ => "cloudos-node.service",
+    }
+}
+
+/// The slice that holds the service and, below it, its containers.
+pub const SLICE: &str = "cloudos.slice";
+
+impl Layout {
+    pub fn system() -> Layout {
+        Layout::under(Path::new("/"))
+    }
+
+    /// The same layout below `root` (tests).
+    pub fn under(root: &Path) -> Layout {
+        Layout {
+            bin_dir: root.join("usr/local/bin"),
+            etc_dir: root.join("etc/cloudos"),
+            state_dir: root.join("var/lib/cloudos"),
+        }
+    }
+
+    pub fn nodeos(&self) -> PathBuf {
+        self.bin_dir.join("nodeos")
+    }
+    pub fn cli(&self) -> PathBuf {
+        self.bin_dir.join("cloudos")
+    }
+    pub fn uninstall_script(&self) -> PathBuf {
+        self.bin_dir.join("cloudos-uninstall.sh")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.etc_dir.join("config.toml")
+    }
+    pub fn unit_file(&self, role: Role) -> PathBuf {
+        self.etc_dir.join(unit_name(role))
+    }
+    /// The list of what the install created, so uninstall removes exactly that.
+    pub fn record(&self) -> PathBuf {
+        self.etc_dir.join("installed")
+    }
+}
+
+/// What the person asked for, as it goes into `/etc/cloudos/config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostSettings {
+    pub role: Role,
+    pub name: String,
+    /// Compute: the master's `host:port` it joined.
+    pub master: Option<String>,
+    /// Master: the cluster's name.
+    pub cluster: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub insecure_registries: Vec<String>,
+}
+
+/// The settings file: the keys of the appliance's `config.toml`, read back by
+/// `nodeos daemon` through the same parser. No secret goes here: a compute node has
+/// already joined when this is written, and keeps its key in the state directory.
+pub fn render_config(settings: &HostSettings) -> String {
+    let mut text = String::from(
+        "# CloudOS node settings, written by install.sh (`nodeos install`).\n\
+         # Same keys as the appliance's config.toml; restart the unit after a change.\n",
+    );
+    let _ = writeln!(text, "role = {}", toml_string(&settings.role.to_string()));
+    let _ = writeln!(text, "hostname = {}", toml_string(&settings.name));
+    if let Some(master) = &settings.master {
+        let _ = writeln!(text, "master = {}", toml_string(master));
+    }
+    if let Some(cluster) = &settings.cluster {
+        let _ = writeln!(text, "cluster = {}", toml_string(cluster));
+    }
+    if !settings.labels.is_empty() {
+        let labels: Vec<String> = settings
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(text, "labels = {}", toml_string(&labels.join(",")));
+    }
+    if !settings.insecure_registries.is_empty() {
+        let _ = writeln!(
+            text,
+            "insecure_registries = {}",
+            toml_string(&settings.insecure_registries.join(","))
+        );
+    }
+    text
+}
+
+fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+/// The systemd unit. Why each setting:
+/// - `Type=notify`: active means running with an identity (the daemon says `READY=1`).
+/// - `Slice=` + `Delegate=yes`: the service owns its cgroup subtree; the agent moves itself
+///   to `<unit>/agent` and puts containers under `<unit>/containers` (cgroup v2).
+/// - the default `KillMode=control-group`: stopping the unit ends its containers too. The
+///   agent deletes containers it finds when it starts, so keeping them alive would buy
+///   nothing, and a delegated cgroup left with processes could not take a new main process
+///   (cgroup v2's no-internal-processes rule) on systemd versions before 254.
+pub fn render_unit(layout: &Layout, role: Role) -> String {
+    let what = match role {
+        Role::Master => "CloudOS master",
+        _ => "CloudOS compute node",
+    };
+    format!(
+        "# Written by install.sh (`nodeos install`); removed by {uninstall}.\n\
+         [Unit]\n\
+         Description={what}\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         ExecStart={nodeos} daemon --config {config}\n\
+         Restart=always\n\
+         RestartSec=2s\n\
+         TimeoutStartSec=60s\n\
+         TimeoutStopSec=20s\n\
+         Slice={SLICE}\n\
+         Delegate=yes\n\
+         LimitNOFILE=1048576\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        uninstall = layout.uninstall_script().display(),
+        nodeos = layout.nodeos().display(),
+        config = layout.config().display(),
+    )
+}
+
+/// The uninstall script left behind, as k3s leaves `k3s-uninstall.sh`.
+pub fn render_uninstall_script(layout: &Layout) -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Removes CloudOS from this host: the unit, the binaries, {etc} and {state},\n\
+         # exactly what the install created (listed in {record}).\n\
+         set -e\n\
+         [ \"$(id -u)\" = 0 ] || {{ echo \"cloudos-uninstall.sh: run as root (sudo $0)\" >&2; exit 1; }}\n\
+         exec {nodeos} uninstall \"$@\"\n",
+        etc = layout.etc_dir.display(),
+        state = layout.state_dir.display(),
+        record = layout.record().display(),
+        nodeos = layout.nodeos().display(),
+    )
+}
+
+/// The install record: one created path per line, in the order they were created.
+pub fn parse_record(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    #[test]
+    fn the_settings_file_reads_back_through_the_appliance_parser() {
+        let settings = HostSettings {
+            role: Role::Compute,
+            name: "vm-1".into(),
+            master: Some("10.0.0.1:9443".into()),
+            cluster: None,
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+            insecure_registries: vec!["10.0.0.1:5000".into()],
+        };
+        let text = render_config(&settings);
+        let (parsed, warnings) = Settings::load(Some(&text), "");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(parsed.role, Role::Compute);
+        assert_eq!(parsed.hostname.as_deref(), Some("vm-1"));
+        assert_eq!(parsed.master.as_deref(), Some("10.0.0.1:9443"));
+        assert_eq!(parsed.labels, settings.labels);
+        assert_eq!(parsed.insecure_registries, settings.insecure_registries);
+        assert!(!text.contains("token"));
+    }
+
+    #[test]
+    fn a_master_keeps_its_cluster_name() {
+        let text = render_config(&HostSettings {
+            role: Role::Master,
+            name: "m".into(),
+            cluster: Some("prod-eu".into()),
+            ..HostSettings::default()
+        });
+        let (parsed, warnings) = Settings::load(Some(&text), "");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(parsed.role, Role::Master);
+        assert_eq!(parsed.cluster.as_deref(), Some("prod-eu"));
+    }
+
+    #[test]
+    fn the_unit_runs_the_daemon_delegated_in_its_slice() {
+        let layout = Layout::system();
+        let unit = render_unit(&layout, Role::Compute);
+        assert!(unit.contains(
+            "ExecStart=/usr/local/bin/nodeos daemon --config /etc/cloudos/config.toml\n"
+        ));
+        assert!(unit.contains("Delegate=yes\n"));
+        assert!(unit.contains("Slice=cloudos.slice\n"));
+        assert!(unit.contains("Type=notify\n"));
+        assert!(unit.contains("WantedBy=multi-user.target\n"));
+        assert_eq!(unit_name(Role::Master), "cloudos-master.service");
+        assert_eq!(
+            layout.unit_file(Role::Compute),
+            Path::new("/etc/cloudos/cloudos-node.service")
+        );
+    }
+
+    #[test]
+    fn records_list_absolute_paths_only() {
+        let record = "/etc/cloudos\n\n  /usr/local/bin/nodeos \nrelative\n";
+        assert_eq!(
+            parse_record(record),
+            vec![
+                PathBuf::from("/etc/cloudos"),
+                PathBuf::from("/usr/local/bin/nodeos")
+            ]
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! systemd's D-Bus API (org.freedesktop.systemd1) for the host install: link, enable and
+//! start a unit and wait until it is active; stop, disable and forget it on uninstall.
+//! Everything systemctl would do for us, without depending on systemctl's output format.
+
+use std::time::{Duration, Instant};
+
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::OwnedObjectPath;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot reach systemd over D-Bus ({0}); is dbus running (`systemctl status dbus`)?")]
+    Connect(zbus::Error),
+    #[error("systemd refused to {action} {unit}: {source}")]
+    Call {
+        action: &'static str,
+        unit: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("{unit} did not start: it is {state}; see `journalctl -u {unit}`")]
+    Failed { unit: String, state: String },
+    #[error("{unit} is still {state} after {waited:?}; see `journalctl -u {unit}`")]
+    Timeout {
+        unit: String,
+        state: String,
+        waited: Duration,
+    },
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn link_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+    fn disable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+}
+
+/// A connection to the system's service manager.
+pub struct Systemd {
+    connection: zbus::Connection,
+    manager: ManagerProxy<'static>,
+}
+
+impl Systemd {
+    pub async fn connect() -> Result<Systemd, SystemdError> {
+        let connection = zbus::Connection::system()
+            .await
+            .map_err(SystemdError::Connect)?;
+        let manager = ManagerProxy::new(&connection)
+            .await
+            .map_err(SystemdError::Connect)?;
+        Ok(Systemd {
+            connection,
+            manager,
+        })
+    }
+
+    /// Links `unit_file` (outside systemd's search path) into it, enables it, makes systemd
+    /// read it, and (re)starts it: a running old version is replaced (an upgrade).
+    pub async fn install_and_start(&self, unit_file: &str, unit: &str) -> Result<(), SystemdError> {
+        let call = |action| refused(action, unit);
+        self.manager
+            .link_unit_files(&[unit_file], false, true)
+            .await
+            .map_err(call("link"))?;
+        self.manager
+            .enable_unit_files(&[unit], false, true)
+            .await
+            .map_err(call("enable"))?;
+        self.manager.reload().await.map_err(call("reload for"))?;
+        // A unit that failed before (an earlier attempt) would otherwise keep its state.
+        let _ = self.manager.reset_failed_unit(unit).await;
+        self.manager
+            .restart_unit(unit, "replace")
+            .await
+            .map_err(call("start"))?;
+        Ok(())
+    }
+
+    /// Waits until `unit` is active; a unit that fails (or keeps failing and restarting)
+    /// is an error naming the journal to read.
+    pub async fn wait_active(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        let start = Instant::now();
+        let mut state = String::from("unknown");
+        while start.elapsed() < timeout {
+            let (active, sub) = self.state(unit).await?;
+            match active.as_str() {
+                "active" => return Ok(()),
+                "failed" => {
+                    return Err(SystemdError::Failed {
+                        unit: unit.to_owned(),
+                        state: format!("{active} ({sub})"),
+                    })
+                }
+                // `auto-restart`: it exited and systemd will try again; worth waiting for,
+                // but a unit that keeps doing it will time out with that state named.
+                _ => state = format!("{active} ({sub})"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(SystemdError::Timeout {
+            unit: unit.to_owned(),
+            state,
+            waited: timeout,
+        })
+    }
+
+    /// `(ActiveState, SubState)` of `unit`.
+    pub async fn state(&self, unit: &str) -> Result<(String, String), SystemdError> {
+        let call = |action| refused(action, unit);
+        let path = self.manager.load_unit(unit).await.map_err(call("load"))?;
+        let proxy = UnitProxy::builder(&self.connection)
+            .path(path)
+            .map_err(call("inspect"))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("inspect"))?;
+        let active = proxy.active_state().await.map_err(call("inspect"))?;
+        let sub = proxy.sub_state().await.map_err(call("inspect"))?;
+        Ok((active, sub))
+    }
+
+    /// Stops `unit` and every process left in its cgroup, then disables and unlinks it.
+    /// A unit that is not there is not an error: uninstall may run twice.
+    pub async fn stop_and_remove(&self, unit: &str) -> Result<(), SystemdError> {
+        let call = |action| refused(action, unit);
+        let (_, _) = self.state(unit).await?;
+        if let Err(e) = self.manager.stop_unit(unit, "replace").await {
+            if !is_no_such_unit(&e) {
+                return Err(call("stop")(e));
+            }
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let (active, _) = self.state(unit).await?;
+            if active == "inactive" || active == "failed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // KillUnit on a stopped unit fails ("not loaded"/"no processes"): nothing to kill.
+        let _ = self.manager.kill_unit(unit, "all", libc::SIGKILL).await;
+        let _ = self.manager.reset_failed_unit(unit).await;
+        self.manager
+            .disable_unit_files(&[unit], false)
+            .await
+            .map_err(call("disable"))?;
+        self.manager
+            .reload()
+            .await
+            .map_err(call("reload after removing"))?;
+        Ok(())
+    }
+}
+
+/// Maps a failed call to [`SystemdError::Call`] naming what was asked of which unit.
+fn refused(action: &'static str, unit: &str) -> impl FnOnce(zbus::Error) -> SystemdError {
+    let unit = unit.to_owned();
+    move |source| SystemdError::Call {
+        action,
+        unit,
+        source,
+    }
+}
+
+fn is_no_such_unit(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
+}
