@@ -9,21 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-README=
-RUNS=5
-while [[ $# -gt 0 ]]; do
-    case $1 in
-    --runs) RUNS=$2; shift 2 ;;
-    --readme) README=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--readme]" >&2; exit 2 ;;
-    esac
-done
+source scripts/lib/bench.sh
+bench_args 5 "$@"
 
 cargo build -p nodeos -p cloudos-cli
-OUT=$(CLOUDOS_BENCH_RUNS=$RUNS cargo test -p cloudos-tests --test cluster_netns -- \
-    --ignored --exact failover_bench --nocapture 2>&1) || { echo "$OUT" >&2; exit 1; }
-TABLE=$(sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' <<<"$OUT" | sed '1d;$d')
-echo "$TABLE"
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench-failover "$TABLE"
-fi
+bench_test cluster_netns failover_bench bench-failover

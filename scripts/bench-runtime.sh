@@ -17,15 +17,8 @@ set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-RUNS=30
-README=
-while [[ $# -gt 0 ]]; do
-    case $1 in
-    --runs) RUNS=$2; shift 2 ;;
-    --readme) README=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--readme]" >&2; exit 2 ;;
-    esac
-done
+source scripts/lib/bench.sh
+bench_args 30 "$@"
 die() { echo "bench-runtime.sh: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root (containers need it)"
 for t in runc crun unshare timeout /bin/busybox; do

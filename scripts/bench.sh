@@ -13,15 +13,8 @@ set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-RUNS=5
-README=
-while [[ $# -gt 0 ]]; do
-    case $1 in
-    --runs) RUNS=$2; shift 2 ;;
-    --readme) README=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--readme]" >&2; exit 2 ;;
-    esac
-done
+source scripts/lib/bench.sh
+bench_args 5 "$@"
 OUT=out/x86_64
 for f in "$OUT/vmlinuz" "$OUT/initramfs.img" "$OUT/floor-initramfs.img"; do
     [[ -f $f ]] || { echo "bench.sh: $f missing; run scripts/build.sh" >&2; exit 1; }

@@ -7,6 +7,7 @@
 #   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
 #   out/<arch>/floor-initramfs.img     busybox floor for the boot benchmark
 #   out/<arch>/cloudos                 the admin CLI, static
+#   out/<arch>/downloads/              nodeos-<arch>, cloudos-<arch>, SHA256SUMS for install.sh
 #   out/cloudos-<version>-<arch>.iso   BIOS+UEFI live ISO (iso/build.sh)
 #
 # --init PATH uses PATH (any static binary) as /init instead of building nodeos.
@@ -40,20 +41,7 @@ OUT=$ROOT/out/$ARCH
 mkdir -p "$OUT"
 cd "$ROOT"
 
-# Rebuild TARGET when its recorded recipe (inputs' size+mtime, arguments,
-# SOURCE_DATE_EPOCH) changed. usage: fresh TARGET -- ARGS... -- INPUTS...
-fresh() {
-    local target=$1 key
-    shift
-    key=$(printf '%s\n' "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" "$@"
-        for f in "$@"; do [[ -e $f ]] && stat -L -c '%n %s %Y' "$f"; done)
-    if [[ -f $target && -f $target.recipe && $(cat "$target.recipe") == "$key" ]]; then
-        return 0
-    fi
-    echo "$key" >"$target.recipe.new"
-    return 1
-}
-recorded() { mv "$1.recipe.new" "$1.recipe"; }
+source "$ROOT/scripts/lib/fresh.sh"
 
 step "fetching pinned inputs"
 scripts/fetch-inputs.sh
@@ -79,6 +67,14 @@ install -m 0755 "$ROOT/target/$TARGET/release/cloudos" "$OUT/cloudos"
 if file -b "$INIT" 2>/dev/null | grep -q 'dynamically linked'; then
     die "$INIT is dynamically linked; /init must be static"
 fi
+
+# What a master serves to install.sh (`nodeos master --downloads out/<arch>/downloads`),
+# with the digests the script checks them against.
+DL=$OUT/downloads
+mkdir -p "$DL"
+install -m 0755 "$INIT" "$DL/nodeos-$ARCH"
+install -m 0755 "$OUT/cloudos" "$DL/cloudos-$ARCH"
+(cd "$DL" && sha256sum nodeos-* cloudos-* >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
 
 step "building mkinitramfs"
 cargo build --release "${LOCKED[@]}" -q -p initramfs

@@ -35,6 +35,7 @@ cargo test --workspace --locked --exclude cloudos-tests
 
 step "images"
 scripts/build.sh
+scripts/debian-guest.sh
 
 # The namespace tests run the debug binaries as separate processes.
 step "host binaries for the multi-process tests"

@@ -156,7 +156,15 @@ fn open_consoles() -> Vec<File> {
 
 impl Log for NodeLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // Libraries that trace every step at info level (zbus's spans) are heard only when
+        // something goes wrong, unless debugging.
+        let chatty = metadata.target().starts_with("zbus") || metadata.target() == "tracing::span";
+        let limit = if chatty && log::max_level() < LevelFilter::Debug {
+            LevelFilter::Warn
+        } else {
+            log::max_level()
+        };
+        metadata.level() <= limit
     }
 
     fn log(&self, record: &Record) {

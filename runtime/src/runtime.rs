@@ -156,6 +156,8 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(shim_log)
             .env_clear()
+            // The one thing the shim takes from our environment: where container cgroups go.
+            .env(cgroup::PARENT_ENV, cgroup::parent())
             .spawn()
             .map_err(|source| RuntimeError::ShimSpawn {
                 program: self.shim.program.clone(),

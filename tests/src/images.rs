@@ -14,8 +14,13 @@ use crate::arch::Arch;
 /// `.unwrap()` says "run scripts/build.sh first" plainly.
 #[derive(thiserror::Error)]
 pub enum ImageError {
-    #[error("{what} not found at {path}: run scripts/build.sh first")]
-    Missing { what: String, path: PathBuf },
+    /// `script` is what makes the artifact (`scripts/build.sh` for the CloudOS images).
+    #[error("{what} not found at {path}: run {script} first")]
+    Missing {
+        what: String,
+        path: PathBuf,
+        script: &'static str,
+    },
     #[error("several ISOs match {pattern} in {dir}: {found:?}; remove stale ones")]
     Ambiguous {
         pattern: String,
@@ -36,6 +41,12 @@ impl std::fmt::Debug for ImageError {
         std::fmt::Display::fmt(self, f)
     }
 }
+
+/// Makes the CloudOS images (kernel, initramfs, ISO, CLI).
+const BUILD_SCRIPT: &str = "scripts/build.sh";
+
+/// Makes the Debian guest's disk and initramfs (see [`debian_guest_disk`]).
+const DEBIAN_GUEST_SCRIPT: &str = "scripts/debian-guest.sh";
 
 /// Maps an I/O error to [`ImageError::Io`] naming what was done to which path.
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -73,12 +84,17 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn existing(what: &str, path: PathBuf) -> Result<PathBuf, ImageError> {
+    existing_from(BUILD_SCRIPT, what, path)
+}
+
+fn existing_from(script: &'static str, what: &str, path: PathBuf) -> Result<PathBuf, ImageError> {
     if path.is_file() {
         Ok(path)
     } else {
         Err(ImageError::Missing {
             what: what.to_string(),
             path,
+            script,
         })
     }
 }
@@ -111,6 +127,36 @@ pub fn cloudos_cli(arch: Arch) -> Result<PathBuf, ImageError> {
     existing("cloudos CLI", out_dir().join(arch.as_str()).join("cloudos"))
 }
 
+/// `out/<arch>/downloads`: the binaries and `SHA256SUMS` a master serves to `install.sh`.
+pub fn downloads(arch: Arch) -> Result<PathBuf, ImageError> {
+    let dir = out_dir().join(arch.as_str()).join("downloads");
+    existing("install.sh downloads", dir.join("SHA256SUMS"))?;
+    Ok(dir)
+}
+
+/// `out/<arch>/debian-guest.img`: a raw ext4 root file system of a Debian 12
+/// with systemd (see `scripts/debian-guest.sh`). Boot it through an overlay
+/// ([`crate::debian`]), never directly: it is shared by every test.
+pub fn debian_guest_disk(arch: Arch) -> Result<PathBuf, ImageError> {
+    existing_from(
+        DEBIAN_GUEST_SCRIPT,
+        "Debian guest disk",
+        out_dir().join(arch.as_str()).join("debian-guest.img"),
+    )
+}
+
+/// `out/<arch>/debian-guest-initrd.img`: the busybox initramfs that mounts the
+/// Debian guest's root (`/dev/vda`) and starts its systemd.
+pub fn debian_guest_initrd(arch: Arch) -> Result<PathBuf, ImageError> {
+    existing_from(
+        DEBIAN_GUEST_SCRIPT,
+        "Debian guest initramfs",
+        out_dir()
+            .join(arch.as_str())
+            .join("debian-guest-initrd.img"),
+    )
+}
+
 /// The ISO: the single file matching `out/cloudos-*-<arch>.iso`.
 pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
     let dir = out_dir();
@@ -122,6 +168,7 @@ pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
             return Err(ImageError::Missing {
                 what: format!("ISO ({pattern})"),
                 path: dir,
+                script: BUILD_SCRIPT,
             })
         }
     };
@@ -140,6 +187,7 @@ pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
         0 => Err(ImageError::Missing {
             what: format!("ISO ({pattern})"),
             path: dir,
+            script: BUILD_SCRIPT,
         }),
         1 => Ok(found.remove(0)),
         // Two versions side by side means a stale build; guessing would test the wrong one.
@@ -165,6 +213,7 @@ pub fn usb_stick_from_iso(
         return Err(ImageError::Missing {
             what: "ISO".into(),
             path: iso.to_path_buf(),
+            script: BUILD_SCRIPT,
         });
     }
     let tmp = tempfile::Builder::new()

@@ -13,11 +13,15 @@
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`images`]: finds the built artifacts under `out/`.
+//! - [`lab`]: a host-side master and the admin's CLI on the test bridge.
+//! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
 
 pub mod arch;
 pub mod console;
+pub mod debian;
 pub mod images;
+pub mod lab;
 mod monitor;
 pub mod netns;
 pub mod nodes;
@@ -28,6 +32,7 @@ pub mod timeouts;
 
 pub use arch::Arch;
 pub use console::{Console, ConsoleError, Match, Pattern};
+pub use debian::{DebianGuest, DebianGuestBuilder, GuestError};
 pub use images::ImageError;
 pub use netns::{NetError, TestNet};
 pub use nodes::NetHost;

@@ -6,78 +6,14 @@
 //! once (this host has two cores), so the compute nodes take turns.
 //! Needs root (namespaces, taps) and `scripts/build.sh` first.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cloudos_tests::lab::Admin;
 use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 fn boot_timeout() -> Duration {
     scaled(Duration::from_secs(300))
-}
-
-/// An admin's laptop on the bridge: the `cloudos` CLI with its own config dir.
-struct Admin<'a> {
-    net: &'a TestNet,
-    cli: PathBuf,
-    config: tempfile::TempDir,
-}
-
-impl Admin<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        self.net
-            .command(self.cli.to_str().expect("utf-8 path"))
-            .arg("--config")
-            .arg(self.config.path())
-            .args(args)
-            .output()
-            .expect("running cloudos")
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cloudos {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The state of each node in `cloudos node list -o json`.
-    fn node_states(&self) -> Vec<(String, String)> {
-        let json: serde_json::Value =
-            serde_json::from_str(&self.ok(&["node", "list", "-o", "json"]))
-                .expect("node list is JSON");
-        json.as_array()
-            .expect("a list")
-            .iter()
-            .map(|n| {
-                (
-                    n["name"].as_str().unwrap_or_default().to_string(),
-                    n["state"].as_str().unwrap_or_default().to_ascii_lowercase(),
-                )
-            })
-            .collect()
-    }
-
-    /// Polls the node list until `node` is in `state`.
-    fn wait_for_state(&self, node: &str, state: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let states = self.node_states();
-            if states.iter().any(|(n, s)| n == node && s == state) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{node} not {state} after {timeout:?}: {states:?}"
-            );
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    }
 }
 
 /// Scrapes the node's own metrics endpoint from the admin's laptop, as
@@ -163,10 +99,11 @@ fn compute_config(name: &str, token: Option<&str>) -> String {
 fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
+    let admin_config = tempfile::tempdir().expect("temp dir");
     let admin = Admin {
         net: &net,
         cli: images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
-        config: tempfile::tempdir().expect("temp dir"),
+        config: admin_config.path().to_path_buf(),
     };
 
     // The master: first start creates the cluster and shows one admin token.

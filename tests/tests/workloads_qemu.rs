@@ -9,169 +9,15 @@
 //! Needs root (namespaces, taps), `scripts/build.sh` (the ISO) and
 //! `cargo build -p nodeos -p cloudos-cli` (the host-side master and CLI).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use cloudos_tests::nodes::spawn_tied;
-use cloudos_tests::registry::{host_busybox, Image, Registry};
+use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
 use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 const REGISTRY: &str = "10.77.0.1:5000";
 const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
 const MASTER: &str = "10.77.0.1:9443";
-
-fn debug_binary(name: &str) -> PathBuf {
-    let path = images::target_dir().join("debug").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p nodeos -p cloudos-cli` first",
-        path.display()
-    );
-    path
-}
-
-/// The host-side master; killed when dropped.
-struct HostMaster {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl HostMaster {
-    fn start(net: &TestNet, dir: &Path) -> HostMaster {
-        let stdout = dir.join("master.out");
-        let stderr = dir.join("master.err");
-        let data = dir.join("master");
-        let mut cmd = net.command(debug_binary("nodeos").to_str().expect("utf-8 path"));
-        cmd.args(["master", "--cluster-name", "lab", "--name", "master-1"])
-            // The default heartbeats (2 s, NotReady after 6 s): a TCG guest pulling an
-            // image is slow enough to miss tighter ones.
-            .arg("--no-mdns")
-            .arg("--data-dir")
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let child = spawn_tied(cmd).expect("starting nodeos master");
-        let master = HostMaster {
-            child,
-            stdout,
-            stderr,
-        };
-        let deadline = Instant::now() + scaled(Duration::from_secs(30));
-        while !master.log().contains("master listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "master did not start: {}",
-                master.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        master
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn admin_token(&self) -> String {
-        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        out.lines()
-            .find_map(|l| l.split("admin token: ").nth(1))
-            .and_then(|rest| rest.split([' ', ',']).next())
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("no admin token on the master's stdout: {out}"))
-    }
-}
-
-impl Drop for HostMaster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Admin<'a> {
-    net: &'a TestNet,
-    cli: PathBuf,
-    config: PathBuf,
-}
-
-impl Admin<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        self.net
-            .command(self.cli.to_str().expect("utf-8 path"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("running cloudos")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cloudos {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn ps(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["ps", "-a", "-o", "json"])).expect("ps is JSON")
-    }
-
-    fn task(&self, id: &str) -> serde_json::Value {
-        let ps = self.ps();
-        ps["tasks"]
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["id"] == id).cloned())
-            .unwrap_or_else(|| panic!("{id} not in ps: {ps}"))
-    }
-
-    /// Polls `f` every second until it returns `Some`.
-    fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + scaled(timeout);
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {}",
-                self.ps()
-            );
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-
-    fn wait_task(&self, id: &str, states: &[&str], timeout: Duration) -> serde_json::Value {
-        self.wait(&format!("{id} to be {states:?}"), timeout, || {
-            let task = self.task(id);
-            states.iter().any(|s| task["state"] == *s).then_some(task)
-        })
-    }
-
-    fn ready_nodes(&self) -> usize {
-        let nodes: serde_json::Value =
-            serde_json::from_str(&self.ok(&["node", "list", "-o", "json"])).expect("JSON");
-        nodes
-            .as_array()
-            .map(|n| {
-                n.iter()
-                    .filter(|n| {
-                        n["state"]
-                            .as_str()
-                            .is_some_and(|s| s.eq_ignore_ascii_case("ready"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-}
 
 fn compute_config(name: &str, token: &str) -> String {
     format!(
@@ -236,26 +82,10 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let dir = tempfile::tempdir().expect("temp dir");
-    let in_net = |program: &str| net.command(program);
-    let registry = Registry::start(&in_net, REGISTRY).unwrap_or_else(|e| panic!("{e}"));
-    let image = Image::busybox("amd64", &host_busybox(), &[]).expect("test image");
-    registry
-        .push(&in_net, "lab/busybox", "1", &image)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let registry = busybox_registry(&net, REGISTRY);
 
-    let master = HostMaster::start(&net, dir.path());
-    let admin = Admin {
-        net: &net,
-        cli: debug_binary("cloudos"),
-        config: dir.path().join("admin"),
-    };
-    admin.ok(&[
-        "login",
-        "--token",
-        &master.admin_token(),
-        "--master",
-        MASTER,
-    ]);
+    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
+    let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
     let token = admin
         .ok(&["token", "create", "--role", "compute", "--uses", "2"])
         .trim()

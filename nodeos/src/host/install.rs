@@ -472,6 +472,8 @@ fn uninstall(layout: &Layout, dry_run: bool) -> anyhow::Result<()> {
                 systemd.stop_and_remove(unit).await?;
                 println!("stopped and removed {unit}");
             }
+            // The slice exists only for our unit; it would linger until the next boot.
+            systemd.stop_slice(layout::SLICE).await?;
             anyhow::Ok(())
         })?;
     }

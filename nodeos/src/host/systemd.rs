@@ -189,6 +189,23 @@ impl Systemd {
             .map_err(call("reload after removing"))?;
         Ok(())
     }
+
+    /// Stops a slice (its cgroup goes with it); one that is not there is not an error.
+    pub async fn stop_slice(&self, slice: &str) -> Result<(), SystemdError> {
+        match self.manager.stop_unit(slice, "replace").await {
+            Ok(_) => {}
+            Err(e) if is_no_such_unit(&e) => return Ok(()),
+            Err(e) => return Err(refused("stop", slice)(e)),
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.state(slice).await?.0 != "deactivating" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
 }
 
 /// Maps a failed call to [`SystemdError::Call`] naming what was asked of which unit.
