@@ -32,6 +32,8 @@ const INSTALLED_PATHS: &[&str] = &[
     "/usr/local/bin/cloudos-uninstall.sh",
     "/etc/systemd/system/cloudos-node.service",
     "/etc/systemd/system/multi-user.target.wants/cloudos-node.service",
+    "/etc/systemd/system/cloudos-master.service",
+    "/etc/systemd/system/multi-user.target.wants/cloudos-master.service",
     "/sys/fs/cgroup/cloudos.slice",
 ];
 
@@ -234,6 +236,81 @@ fn refusals_say_why_and_install_nothing() {
 
     // None of it got as far as a join.
     assert!(admin.nodes().is_empty(), "{:?}", admin.nodes());
+
+    // The same host, now refused nothing, becomes a new cloud master from a release
+    // directory (here file://, filled from our master's downloads).
+    guest
+        .run_ok(
+            &format!(
+                "mkdir -p /srv/release && cd /srv/release && \
+                 curl -fsSk -O https://{MASTER}/install/nodeos-x86_64 && \
+                 sha256sum nodeos-x86_64 >SHA256SUMS && \
+                 curl -fsSLk -o /root/install.sh https://{MASTER}/install.sh && cd /root"
+            ),
+            long(),
+        )
+        .expect("a release directory");
+    let (code, out) = guest
+        .run(
+            "CLOUDOS_DOWNLOAD_URL=file:///srv/release sh /root/install.sh --role master --cluster-name cloud 2>&1",
+            long(),
+        )
+        .expect("master install");
+    eprintln!("master install:\n{out}");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        guest
+            .run_ok("systemctl is-active cloudos-master.service", short())
+            .unwrap(),
+        "active"
+    );
+    let admin_token = out
+        .lines()
+        .find_map(|l| l.split("admin token: ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no admin token printed: {out}"))
+        .to_owned();
+    let address = guest
+        .run_ok(
+            "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1",
+            short(),
+        )
+        .unwrap();
+    let cloud_admin = Admin {
+        net: &net,
+        cli: admin.cli.clone(),
+        config: dir.path().join("cloud-admin"),
+    };
+    cloud_admin.ok(&[
+        "login",
+        "--token",
+        &admin_token,
+        "--master",
+        &format!("{address}:9443"),
+    ]);
+    let status: serde_json::Value =
+        serde_json::from_str(&cloud_admin.ok(&["status", "-o", "json"])).expect("status JSON");
+    assert_eq!(status["cluster_name"], "cloud", "{status}");
+    // The new master serves its own binary to the next installs.
+    let sums = guest
+        .run_ok(
+            "curl -fsSk https://localhost:9443/install/SHA256SUMS",
+            short(),
+        )
+        .unwrap();
+    assert!(sums.ends_with("  nodeos-x86_64"), "{sums}");
+    let secret = admin_token.split('_').nth(2).expect("secret");
+    let (found, _) = guest
+        .run(
+            &format!("journalctl --no-pager | grep -q {secret}"),
+            short(),
+        )
+        .unwrap();
+    assert_ne!(found, 0, "the admin token is in the journal");
+    guest
+        .run_ok("/usr/local/bin/cloudos-uninstall.sh", long())
+        .expect("uninstall the master");
+    assert_nothing_installed(&guest, "the master's uninstall");
 }
 
 #[test]
