@@ -226,6 +226,15 @@ fn refusals_say_why_and_install_nothing() {
     );
     assert!(out.contains("systemd is not running"), "{out}");
 
+    // A dry run checks and downloads, says what it would do, and does none of it.
+    let (code, out) = guest
+        .run(&format!("{line} --dry-run 2>&1"), long())
+        .expect("dry run");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dry run: nothing is changed"), "{out}");
+    assert!(out.contains("- join the master at"), "{out}");
+    assert_nothing_installed(&guest, "--dry-run");
+
     // The binary changed on the master's disk after the build listed its digest.
     let served = dir.path().join("ours/downloads/nodeos-x86_64");
     let mut bytes = std::fs::read(&served).expect("read nodeos");
@@ -330,7 +339,7 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
         .expect("snapshot");
 
     // The line as printed, plus the test registry (plain HTTP).
-    let install = format!("{line} --insecure-registry {REGISTRY}");
+    let install = format!("{line} --labels zone=guest --insecure-registry {REGISTRY}");
     let t = Instant::now();
     let (code, out) = guest
         .run(&format!("{install} 2>&1"), long())
@@ -351,6 +360,10 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
             .unwrap(),
         "active"
     );
+    let node: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["node", "show", "debian-guest", "-o", "json"]))
+            .expect("node JSON");
+    assert_eq!(node["labels"]["zone"], "guest", "{node}");
     let journal = guest
         .run_ok(&format!("journalctl -u {UNIT} --no-pager -o cat"), short())
         .unwrap();

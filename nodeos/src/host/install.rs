@@ -315,7 +315,7 @@ fn show_admin_token(layout: &Layout) -> anyhow::Result<()> {
         if let Ok(text) = std::fs::read_to_string(&path) {
             print!("{text}");
             println!(
-                "log in from your machine: cloudos login <this host>:{} --token <admin token>",
+                "log in from your machine: cloudos login --token <admin token> --master <this host>:{}",
                 crate::settings::DEFAULT_API_PORT
             );
             let _ = std::fs::remove_file(&path);
