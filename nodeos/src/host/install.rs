@@ -533,3 +533,95 @@ fn unmount_below(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> InstallArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: InstallArgs,
+        }
+        let argv = std::iter::once("nodeos-install").chain(extra.iter().copied());
+        Cli::try_parse_from(argv).expect("arguments").args
+    }
+
+    #[test]
+    fn every_mistake_in_the_settings_is_caught_before_any_step() {
+        let ok = settings_from(
+            &args(&[
+                "--name",
+                "vm-1",
+                "--labels",
+                "zone=a",
+                "--master",
+                "10.0.0.1:9443",
+            ]),
+            Role::Compute,
+        )
+        .expect("valid");
+        assert_eq!(ok.labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(ok.master.as_deref(), Some("10.0.0.1:9443"));
+        assert_eq!(ok.cluster, None);
+        for (bad, says) in [
+            (vec!["--name", "Not A Name!"], "node name"),
+            (vec!["--name", "n", "--labels", "zone"], "labels"),
+            (vec!["--name", "n", "--master", "a b"], "master"),
+        ] {
+            let err = settings_from(&args(&bad), Role::Compute)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        let master = settings_from(&args(&["--name", "m"]), Role::Master).expect("master");
+        assert_eq!(master.cluster.as_deref(), Some("cloudos"));
+    }
+
+    #[test]
+    fn the_record_lists_each_created_path_before_it_is_written_and_only_those() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::under(root.path());
+        std::fs::create_dir_all(&layout.bin_dir).unwrap();
+        // Someone else's file in /usr/local/bin stays theirs.
+        std::fs::write(layout.bin_dir.join("other-tool"), b"x").unwrap();
+        let mut writer = Writer::open(&layout, Vec::new()).unwrap();
+        writer.dir(&layout.state_dir, 0o700).unwrap();
+        writer.file(&layout.nodeos(), b"binary", 0o755).unwrap();
+        writer
+            .file(&layout.config(), b"role = \"compute\"\n", 0o644)
+            .unwrap();
+        let record = layout::parse_record(&std::fs::read_to_string(layout.record()).unwrap());
+        assert_eq!(
+            record,
+            vec![
+                layout.etc_dir.clone(),
+                layout.state_dir.clone(),
+                layout.nodeos(),
+                layout.config()
+            ]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&layout.state_dir), 0o700);
+        assert_eq!(mode(&layout.nodeos()), 0o755);
+        // Writing again (an upgrade) is fine for our files, refused for anyone else's.
+        writer.file(&layout.nodeos(), b"binary v2", 0o755).unwrap();
+        let theirs = layout.bin_dir.join("other-tool");
+        assert!(writer.file(&theirs, b"y", 0o755).is_err());
+
+        uninstall(&layout, false).unwrap();
+        for path in &record {
+            assert!(!path.exists(), "{} left", path.display());
+        }
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"x");
+        assert!(
+            layout.bin_dir.is_dir(),
+            "directories we did not create stay"
+        );
+        // Twice is fine: nothing is installed any more.
+        uninstall(&layout, false).unwrap();
+    }
+}
