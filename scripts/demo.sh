@@ -102,7 +102,7 @@ wait_line() {
 }
 
 say "booting master-1 (QEMU, TCG: about a minute)"
-data_disk master-1 $'role = "master"\nhostname = "master-1"\ncluster = "demo"\n'
+data_disk master-1 "role = \"master\""$'\n'"hostname = \"master-1\""$'\n'"cluster = \"demo\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
 boot master-1 52:54:00:88:00:01
 ADMIN_TOKEN=$(wait_line master-1 'admin token: cloudos1_[a-z0-9_]+' | sed 's/admin token: //')
 MASTER_IP=$(wait_line master-1 'eth0: dhcp lease 10\.88\.0\.[0-9]+' | sed 's/.* //')

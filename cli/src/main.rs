@@ -159,6 +159,8 @@ impl SpecArgs {
             node_selector: self.node_selector.into_iter().collect(),
             network: self.network,
             readonly_root: self.read_only,
+            // The master reads them from the registry.
+            platforms: Vec::new(),
         }
     }
 }

@@ -204,7 +204,8 @@ pub enum MasterMessage {
     /// agent must stop and forget its identity.
     Evicted { reason: String },
     /// Run this on the node.
-    Assign(RunAssignment),
+    /// Boxed: an assignment is far larger than the other messages.
+    Assign(Box<RunAssignment>),
     /// Stop this run (cancelled, scaled down, moved elsewhere while the node was away).
     Stop { run: String },
     /// Log bytes of `run` the master already holds: resend from these offsets.

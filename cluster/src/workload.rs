@@ -199,6 +199,11 @@ pub struct WorkloadSpec {
     pub network: NetworkMode,
     #[serde(default)]
     pub readonly_root: bool,
+    /// The architectures the image is published for (OCI names: `amd64`, `arm64`), as the
+    /// master read them from the registry when the work was created; empty when unknown
+    /// (any node may try). Set by the master: what a client sends here is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
 }
 
 impl WorkloadSpec {
@@ -215,6 +220,7 @@ impl WorkloadSpec {
             node_selector: BTreeMap::new(),
             network: NetworkMode::Host,
             readonly_root: false,
+            platforms: Vec::new(),
         }
     }
 

@@ -172,13 +172,7 @@ impl Puller {
         image: &str,
         mut progress: impl FnMut(Progress),
     ) -> Result<PulledImage, PullError> {
-        let reference: Reference =
-            image
-                .parse()
-                .map_err(|e: oci_client::ParseError| PullError::InvalidReference {
-                    image: image.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let reference = parse_reference(image)?;
         let store_err = |source| PullError::Store {
             image: image.to_string(),
             source,
@@ -234,6 +228,98 @@ impl Puller {
         })
     }
 
+    /// The platforms `image` is published for, without pulling it: those of an index's
+    /// manifests (attestation entries, `unknown/unknown`, left out), or the one named in a
+    /// single manifest's config. The master schedules with this, so an image for one
+    /// architecture goes only to nodes of that architecture.
+    pub async fn platforms(&self, image: &str) -> Result<Vec<Platform>, PullError> {
+        let reference = parse_reference(image)?;
+        let bad_manifest = |source| PullError::BadManifest {
+            image: image.to_string(),
+            source,
+        };
+        let (bytes, _) = self.fetch_manifest(image, &reference, None).await?;
+        match Document::parse(&bytes).map_err(bad_manifest)? {
+            Document::Index(index) => Ok(index
+                .manifests
+                .into_iter()
+                .filter_map(|d| d.platform)
+                .filter(|p| p.os != "unknown" && p.architecture != "unknown")
+                .collect()),
+            Document::Manifest(manifest) => {
+                let config = self
+                    .fetch_small_blob(image, &reference, &manifest.config)
+                    .await?;
+                let platform: Platform = serde_json::from_slice(&config).map_err(|e| {
+                    bad_manifest(ManifestError::Malformed(format!(
+                        "its config names no platform: {e}"
+                    )))
+                })?;
+                Ok(vec![platform])
+            }
+        }
+    }
+
+    /// A blob of at most 1 MiB (an image config) in memory, its digest checked.
+    async fn fetch_small_blob(
+        &self,
+        image: &str,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<Vec<u8>, PullError> {
+        const LIMIT: u64 = 1024 * 1024;
+        let too_big = || PullError::BadManifest {
+            image: image.to_string(),
+            source: ManifestError::Malformed(format!(
+                "its config blob is larger than {LIMIT} bytes"
+            )),
+        };
+        if descriptor.size > LIMIT {
+            return Err(too_big());
+        }
+        let mut body = self.blob_stream(image, reference, descriptor).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.stream.next().await {
+            let chunk = chunk.map_err(|e| PullError::Registry {
+                image: image.to_string(),
+                message: e.to_string(),
+            })?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > LIMIT {
+                return Err(too_big());
+            }
+        }
+        let actual = Digest::of(&bytes);
+        if actual != descriptor.digest {
+            return Err(PullError::DigestMismatch {
+                image: image.to_string(),
+                what: "the config",
+                expected: descriptor.digest.clone(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The body of the blob `descriptor` names, as a stream (verified by its reader).
+    async fn blob_stream(
+        &self,
+        image: &str,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<oci_client::client::SizedStream, PullError> {
+        let oci_descriptor = OciDescriptor {
+            media_type: descriptor.media_type.clone(),
+            digest: descriptor.digest.to_string(),
+            size: i64::try_from(descriptor.size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        };
+        self.client
+            .pull_blob_stream(reference, &oci_descriptor)
+            .await
+            .map_err(|e| classify(image, reference, e))
+    }
+
     /// A manifest or index and its digest, checked against `expected` when there is one.
     async fn fetch_manifest(
         &self,
@@ -285,17 +371,7 @@ impl Puller {
             image: image.to_string(),
             source,
         };
-        let oci_descriptor = OciDescriptor {
-            media_type: descriptor.media_type.clone(),
-            digest: descriptor.digest.to_string(),
-            size: i64::try_from(descriptor.size).unwrap_or(i64::MAX),
-            ..OciDescriptor::default()
-        };
-        let mut body = self
-            .client
-            .pull_blob_stream(reference, &oci_descriptor)
-            .await
-            .map_err(|e| classify(image, reference, e))?;
+        let mut body = self.blob_stream(image, reference, descriptor).await?;
         let mut writer = store.begin_blob(&descriptor.digest).map_err(store_err)?;
         while let Some(chunk) = body.stream.next().await {
             let chunk = chunk.map_err(|e| {
@@ -330,6 +406,15 @@ impl Puller {
 }
 
 /// Turns oci-client's errors into the few cases a person acts on differently.
+fn parse_reference(image: &str) -> Result<Reference, PullError> {
+    image
+        .parse()
+        .map_err(|e: oci_client::ParseError| PullError::InvalidReference {
+            image: image.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 fn classify(image: &str, reference: &Reference, error: OciDistributionError) -> PullError {
     let not_found = || PullError::NotFound {
         image: image.to_string(),

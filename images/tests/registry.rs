@@ -492,6 +492,38 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
     }
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn tells_the_platforms_of_an_index_and_of_a_single_manifest() {
+    let Some(registry) = Registry::start(Auth::Open) else {
+        return;
+    };
+    let image = format!("{}/cloudos/multi:1", registry.addr);
+    let (amd64, _) = push_image(&image, &RegistryAuth::Anonymous).await;
+    let puller = puller(&registry, Credentials::Anonymous, "amd64");
+    let names = |platforms: Vec<Platform>| -> Vec<String> {
+        platforms
+            .into_iter()
+            .map(|p| format!("{}/{}", p.os, p.architecture))
+            .collect()
+    };
+    // The index lists both.
+    assert_eq!(
+        names(puller.platforms(&image).await.unwrap()),
+        ["linux/amd64", "linux/arm64"]
+    );
+    // A single manifest (here the amd64 one by digest) says it in its config.
+    let single = format!("{}/cloudos/multi@{amd64}", registry.addr);
+    assert_eq!(
+        names(puller.platforms(&single).await.unwrap()),
+        ["linux/amd64"]
+    );
+    let err = puller
+        .platforms(&format!("{}/cloudos/none:1", registry.addr))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
+}
+
 /// Pushes with the right credentials, then pulls with the right ones (and `also_right`),
 /// a wrong password, a made-up token and none: only the right ones may succeed, the
 /// others say the credentials were refused.

@@ -66,6 +66,8 @@ fn start_master(net: &TestNet, dir: &Path, listen: &str, cluster: &str) -> HostM
             cluster,
             "--downloads",
             downloads.to_str().expect("utf-8 path"),
+            "--insecure-registry",
+            REGISTRY,
         ],
     )
 }

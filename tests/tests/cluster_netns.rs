@@ -937,8 +937,9 @@ fn containers(data: &Path) -> Vec<String> {
 #[test]
 fn tasks_run_stream_logs_and_hand_in_output() {
     let Some(lab) = Lab::new() else { return };
-    let _registry = registry(&lab);
-    let cluster = lab.cluster(&[]);
+    let registry = registry(&lab);
+    // The master reads image architectures from the test registry (plain HTTP).
+    let cluster = lab.cluster(&["--insecure-registry", REGISTRY]);
     let alice = &cluster.alice;
     let token = alice.token("compute", &[]);
     let h3 = lab.host(3);
@@ -1065,6 +1066,22 @@ fn tasks_run_stream_logs_and_hand_in_output() {
             .contains("memory"),
         "{task}"
     );
+    alice.ok(&["cancel", &id]);
+    // An image published for arm64 only goes to no x86_64 node, and ps says why. (Its
+    // layer is never run: placement is what is tested.)
+    let in_net = |program: &str| lab.net.command(program);
+    let arm_only = Image::busybox("arm64", &host_busybox(), &[]).expect("arm64 image");
+    registry
+        .push(&in_net, "lab/arm-only", "1", &arm_only)
+        .unwrap_or_else(|e| lab.fail(&format!("push: {e}")));
+    let id = alice.run_task(&["10.77.0.1:5000/lab/arm-only:1", "--", "true"]);
+    thread::sleep(Duration::from_secs(1));
+    let task = alice.task(&id);
+    assert_eq!(task["state"], "queued", "{task}");
+    let reason = task["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("image is aarch64 only"), "{task}");
+    let table = alice.ok(&["ps"]);
+    assert!(table.contains("image is aarch64 only"), "{table}");
     alice.ok(&["cancel", &id]);
     let refused = alice.fails(&["run", "--cpu", "0", BUSYBOX]);
     assert!(refused.contains("out of range"), "{refused}");

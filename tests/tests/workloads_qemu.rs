@@ -84,7 +84,11 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     let dir = tempfile::tempdir().expect("temp dir");
     let registry = busybox_registry(&net, REGISTRY);
 
-    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
+    let master = HostMaster::start(
+        &net,
+        &dir.path().join("master"),
+        &["--insecure-registry", REGISTRY],
+    );
     let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
     let token = admin
         .ok(&["token", "create", "--role", "compute", "--uses", "2"])

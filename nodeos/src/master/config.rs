@@ -53,6 +53,10 @@ pub struct MasterArgs {
     /// `SHA256SUMS`); default: `<data-dir>/downloads`. This master's own binary is served too.
     #[arg(long, value_name = "DIR")]
     pub downloads: Option<PathBuf>,
+    /// A registry (`host:port`) the master reads image architectures from over plain
+    /// HTTP; repeat for more.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -78,6 +82,8 @@ pub struct MasterConfig {
     pub scheduler: String,
     /// Where the binaries for `install.sh` are (see `master::downloads`).
     pub downloads_dir: PathBuf,
+    /// Registries reached over plain HTTP when reading image architectures.
+    pub insecure_registries: Vec<String>,
 }
 
 impl MasterConfig {
@@ -86,6 +92,7 @@ impl MasterConfig {
         let data_dir = data_dir.into();
         MasterConfig {
             downloads_dir: data_dir.join("downloads"),
+            insecure_registries: Vec::new(),
             data_dir,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
@@ -124,6 +131,7 @@ impl MasterConfig {
         if let Some(dir) = args.downloads {
             config.downloads_dir = dir;
         }
+        config.insecure_registries = args.insecure_registry;
         Ok(config)
     }
 
@@ -134,6 +142,7 @@ impl MasterConfig {
         if let Some(cluster) = &settings.cluster {
             config.cluster_name = cluster.clone();
         }
+        config.insecure_registries = settings.insecure_registries.clone();
         config
     }
 }

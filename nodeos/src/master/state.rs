@@ -55,6 +55,7 @@ impl MasterState {
             store.as_ref(),
             config.data_dir.join("master").join("workloads"),
             &config.scheduler,
+            &config.insecure_registries,
         )?;
         let ips = super::addresses::ipv4_addresses();
         let (tls, _) = serving::server_config(&cluster.ca, &config.node_name, &ips)?;

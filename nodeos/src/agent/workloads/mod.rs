@@ -183,7 +183,7 @@ impl Executor {
     /// A message from the master about workloads.
     pub fn handle(&self, message: MasterMessage) {
         match message {
-            MasterMessage::Assign(assignment) => self.assign(assignment),
+            MasterMessage::Assign(assignment) => self.assign(*assignment),
             MasterMessage::Stop { run } => {
                 if let Some(entry) = self.shared.lock_runs().get(&run) {
                     log::info!("stopping run {run} as the master asks");

@@ -76,9 +76,14 @@ pub async fn list_tasks(State(state): State<AppState>, _: AdminCaller) -> Json<V
 pub async fn create_task(
     State(state): State<AppState>,
     _: AdminCaller,
-    ApiJson(request): ApiJson<TaskCreateRequest>,
+    ApiJson(mut request): ApiJson<TaskCreateRequest>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
+    request.spec.platforms = state
+        .workloads
+        .platforms
+        .architectures(&request.spec.image)
+        .await;
     if request.retries > MAX_RETRIES {
         return Err(ApiError::BadRequest(format!(
             "retries must be at most {MAX_RETRIES}, not {}",
@@ -304,10 +309,15 @@ fn service_of(state: &MasterState, name: &str) -> Result<ServiceInfo, ApiError> 
 pub async fn create_service(
     State(state): State<AppState>,
     _: AdminCaller,
-    ApiJson(request): ApiJson<ServiceCreateRequest>,
+    ApiJson(mut request): ApiJson<ServiceCreateRequest>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&request.name)?;
     request.spec.validate()?;
+    request.spec.platforms = state
+        .workloads
+        .platforms
+        .architectures(&request.spec.image)
+        .await;
     let name = request.name.clone();
     let service = state
         .blocking(move |s| {

@@ -413,7 +413,7 @@ impl Book {
                     cpu_millis: t.spec.resources.cpu_millicores,
                     memory_bytes: t.spec.resources.memory_bytes,
                 },
-                archs: Vec::new(),
+                archs: t.spec.platforms.clone(),
                 node_selector: t.spec.node_selector.clone(),
                 group: t.service.clone(),
                 avoid: self.avoid.get(&t.id).cloned().unwrap_or_default(),
@@ -443,7 +443,7 @@ impl Book {
             };
             effects
                 .messages
-                .push((node, MasterMessage::Assign(assignment)));
+                .push((node, MasterMessage::Assign(Box::new(assignment))));
             effects.save_tasks.push(task.clone());
         }
         for (id, why) in outcome.waiting {
@@ -565,11 +565,11 @@ impl Book {
             if !reported.contains(run.as_str()) {
                 effects.messages.push((
                     node.to_owned(),
-                    MasterMessage::Assign(RunAssignment {
+                    MasterMessage::Assign(Box::new(RunAssignment {
                         run: run.clone(),
                         spec: t.spec.clone(),
                         restart: t.service.is_some(),
-                    }),
+                    })),
                 ));
             }
         }

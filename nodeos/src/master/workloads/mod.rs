@@ -7,6 +7,7 @@
 //! agents' log chunks, each byte once thanks to offsets) and `outputs/<task>.tar`.
 
 pub mod book;
+mod platforms;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -42,6 +43,8 @@ pub struct Workloads {
     /// Serialises appends to log files (chunks of one run arrive on one connection, but a
     /// reconnect may overlap the old one).
     log_lock: Mutex<()>,
+    /// The architectures of images, for placement.
+    pub platforms: platforms::ImagePlatforms,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +62,12 @@ pub enum WorkloadsError {
 
 impl Workloads {
     /// The book as stored, with files under `dir`.
-    pub fn open(store: &dyn Store, dir: PathBuf, policy: &str) -> Result<Self, WorkloadsError> {
+    pub fn open(
+        store: &dyn Store,
+        dir: PathBuf,
+        policy: &str,
+        insecure_registries: &[String],
+    ) -> Result<Self, WorkloadsError> {
         for sub in ["logs", "outputs"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path)
@@ -73,6 +81,7 @@ impl Workloads {
             scheduler: Scheduler::new(policy),
             dir,
             log_lock: Mutex::new(()),
+            platforms: platforms::ImagePlatforms::new(insecure_registries),
         })
     }
 
