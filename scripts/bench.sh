@@ -72,10 +72,10 @@ nodeos=$(printf '%s\n' "${nodeos_times[@]}" | median)
 guest=$(printf '%s\n' "${guest_ready[@]}" | median)
 rss_med=$(printf '%s\n' "${rss[@]}" | median)
 ratio=$(echo "scale=2; $nodeos / $floor" | bc)
-gap=$(echo "scale=2; $nodeos - $floor" | bc)
+gap=$(printf "%.2f" "$(echo "scale=2; $nodeos - $floor" | bc)")
 bfloor=$(printf '%s\n' "${bare_floor[@]}" | median)
 bnodeos=$(printf '%s\n' "${bare_nodeos[@]}" | median)
-bgap=$(echo "scale=2; $bnodeos - $bfloor" | bc)
+bgap=$(printf "%.2f" "$(echo "scale=2; $bnodeos - $bfloor" | bc)")
 size() { stat -c %s "$1"; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 NODEOS_BIN=target/x86_64-unknown-linux-musl/release/nodeos
