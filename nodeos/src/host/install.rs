@@ -203,7 +203,7 @@ pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
         }
         (Role::Compute, None) => {
             let (Some(token), Some(master)) = (&token, &master) else {
-                unreachable!("checked above");
+                bail!("a compute node needs a token and a master (checked above)");
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

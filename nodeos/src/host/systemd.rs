@@ -162,7 +162,6 @@ impl Systemd {
     /// A unit that is not there is not an error: uninstall may run twice.
     pub async fn stop_and_remove(&self, unit: &str) -> Result<(), SystemdError> {
         let call = |action| refused(action, unit);
-        let (_, _) = self.state(unit).await?;
         if let Err(e) = self.manager.stop_unit(unit, "replace").await {
             if !is_no_such_unit(&e) {
                 return Err(call("stop")(e));
