@@ -35,6 +35,8 @@ Options (each also as an environment variable, k3s style):
   --labels K=V,...        CLOUDOS_LABELS      labels for scheduling
   --cluster-name NAME     CLOUDOS_CLUSTER_NAME  the new cluster's name (master)
   --insecure-registry H:P CLOUDOS_INSECURE_REGISTRIES  registries over plain HTTP (comma list)
+  --tls-san NAME|IP       CLOUDOS_TLS_SAN     master: more names for its certificate (comma
+                                              list), e.g. its public IP behind NAT
   --dry-run               CLOUDOS_DRY_RUN=1   check and download, then say what would be done
   --uninstall             CLOUDOS_UNINSTALL=1 remove CloudOS from this host
 A master (--role master) comes from CLOUDOS_DOWNLOAD_URL, a directory holding
@@ -51,6 +53,7 @@ NAME=${CLOUDOS_NAME:-}
 LABELS=${CLOUDOS_LABELS:-}
 CLUSTER_NAME=${CLOUDOS_CLUSTER_NAME:-}
 INSECURE=${CLOUDOS_INSECURE_REGISTRIES:-}
+TLS_SAN=${CLOUDOS_TLS_SAN:-}
 DRY_RUN=${CLOUDOS_DRY_RUN:-}
 UNINSTALL=${CLOUDOS_UNINSTALL:-}
 DOWNLOAD_URL=${CLOUDOS_DOWNLOAD_URL:-}
@@ -75,6 +78,8 @@ while [ $# -gt 0 ]; do
     --cluster-name=*) CLUSTER_NAME=${1#*=}; shift ;;
     --insecure-registry) value "$1" $#; INSECURE=${INSECURE:+$INSECURE,}$2; shift 2 ;;
     --insecure-registry=*) INSECURE=${INSECURE:+$INSECURE,}${1#*=}; shift ;;
+    --tls-san) value "$1" $#; TLS_SAN=${TLS_SAN:+$TLS_SAN,}$2; shift 2 ;;
+    --tls-san=*) TLS_SAN=${TLS_SAN:+$TLS_SAN,}${1#*=}; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -245,6 +250,7 @@ set -- --role "$ROLE"
 [ -z "$LABELS" ] || set -- "$@" --labels "$LABELS"
 [ -z "$CLUSTER_NAME" ] || set -- "$@" --cluster-name "$CLUSTER_NAME"
 [ -z "$INSECURE" ] || set -- "$@" --insecure-registries "$INSECURE"
+[ -z "$TLS_SAN" ] || set -- "$@" --tls-san "$TLS_SAN"
 [ ! -f "$TMP/cloudos" ] || set -- "$@" --cli "$TMP/cloudos"
 [ -z "$DRY_RUN" ] || set -- "$@" --dry-run
 

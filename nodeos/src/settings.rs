@@ -142,6 +142,10 @@ pub struct Settings {
     /// Image registries reached over plain HTTP, `host:port` separated by commas
     /// (`cloudos.insecure_registries=10.88.0.1:5000`): a registry on the LAN without TLS.
     pub insecure_registries: Vec<String>,
+    /// More names and addresses for the master's serving certificate
+    /// (`cloudos.tls_san=203.0.113.7,master.example.org`): the ones clients use to reach a
+    /// master behind NAT or a load balancer, which it cannot see on its own interfaces.
+    pub tls_san: Vec<String>,
 }
 
 /// A key that was ignored, and why.
@@ -307,6 +311,10 @@ impl Settings {
                 Ok(list) => self.insecure_registries = list,
                 Err(reason) => warn(reason),
             },
+            "tls_san" => match parse_tls_sans(value) {
+                Ok(list) => self.tls_san = list,
+                Err(reason) => warn(reason),
+            },
             "fault" => match parse_fault(value) {
                 Ok(fault) => self.faults.push(fault),
                 Err(reason) => warn(reason),
@@ -350,8 +358,37 @@ const KNOWN_KEYS: &[&str] = &[
     "cluster",
     "labels",
     "insecure_registries",
+    "tls_san",
     "fault",
 ];
+
+/// `name-or-address[,…]`: IP addresses, or DNS names (letters, digits, `-`, dots between
+/// labels), for a certificate's subject alternative names.
+pub fn parse_tls_sans(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|san| {
+            let is_ip = san.parse::<std::net::IpAddr>().is_ok();
+            let is_name = san.len() <= 253
+                && san.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if is_ip || is_name {
+                Ok(san.to_ascii_lowercase())
+            } else {
+                Err(format!("{san:?} is neither an IP address nor a DNS name"))
+            }
+        })
+        .collect()
+}
 
 /// `host:port[,host:port…]`.
 fn parse_registries(value: &str) -> Result<Vec<String>, String> {

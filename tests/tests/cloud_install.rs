@@ -263,7 +263,8 @@ fn refusals_say_why_and_install_nothing() {
         .expect("a release directory");
     let (code, out) = guest
         .run(
-            "CLOUDOS_DOWNLOAD_URL=file:///srv/release sh /root/install.sh --role master --cluster-name cloud 2>&1",
+            "CLOUDOS_DOWNLOAD_URL=file:///srv/release sh /root/install.sh --role master \
+             --cluster-name cloud --tls-san master.cloud.test 2>&1",
             long(),
         )
         .expect("master install");
@@ -302,6 +303,15 @@ fn refusals_say_why_and_install_nothing() {
     let status: serde_json::Value =
         serde_json::from_str(&cloud_admin.ok(&["status", "-o", "json"])).expect("status JSON");
     assert_eq!(status["cluster_name"], "cloud", "{status}");
+    // Its certificate also names what --tls-san gave (a name it cannot know by itself).
+    guest
+        .run_ok(
+            "curl -fsSk -o /root/cloud-ca.pem https://localhost:9443/install/ca.pem && \
+             curl -fsS --cacert /root/cloud-ca.pem --resolve master.cloud.test:9443:127.0.0.1 \
+             -o /dev/null https://master.cloud.test:9443/install.sh",
+            short(),
+        )
+        .expect("the master's certificate names master.cloud.test");
     // The new master serves its own binary to the next installs.
     let sums = guest
         .run_ok(

@@ -43,6 +43,10 @@ pub struct InstallArgs {
     /// Image registries (host:port) reached over plain HTTP, comma-separated.
     #[arg(long, env = "CLOUDOS_INSECURE_REGISTRIES")]
     pub insecure_registries: Option<String>,
+    /// Master: more names or addresses for its certificate, comma-separated (the public IP
+    /// or DNS name clients use when the master is behind NAT).
+    #[arg(long, env = "CLOUDOS_TLS_SAN")]
+    pub tls_san: Option<String>,
     /// A `cloudos` CLI binary to install next to nodeos.
     #[arg(long)]
     pub cli: Option<PathBuf>,
@@ -86,31 +90,19 @@ fn check_host() -> anyhow::Result<()> {
 fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings> {
     let name = args.name.clone().unwrap_or_else(crate::agent::host_name);
     validate_hostname(&name).map_err(|why| anyhow::anyhow!("the node name {name:?} {why}"))?;
-    let mut lines = String::new();
-    if let Some(labels) = &args.labels {
-        lines.push_str(&format!(
-            "labels = {}\n",
-            toml::Value::String(labels.clone())
-        ));
-    }
-    if let Some(registries) = &args.insecure_registries {
-        lines.push_str(&format!(
-            "insecure_registries = {}\n",
-            toml::Value::String(registries.clone())
-        ));
-    }
-    if let Some(master) = &args.master {
-        lines.push_str(&format!(
-            "master = {}\n",
-            toml::Value::String(master.clone())
-        ));
-    }
-    if let Some(cluster) = &args.cluster_name {
-        lines.push_str(&format!(
-            "cluster = {}\n",
-            toml::Value::String(cluster.clone())
-        ));
-    }
+    // Through the appliance's own parser, so a key means the same in both places.
+    let given = [
+        ("labels", &args.labels),
+        ("insecure_registries", &args.insecure_registries),
+        ("master", &args.master),
+        ("cluster", &args.cluster_name),
+        ("tls_san", &args.tls_san),
+    ];
+    let lines: String = given
+        .iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+        .map(|(key, value)| format!("{key} = {}\n", toml::Value::String(value.clone())))
+        .collect();
     let (parsed, warnings) = Settings::load(Some(&lines), "");
     if let Some(warning) = warnings.first() {
         bail!("{}: {}", warning.key, warning.reason);
@@ -122,6 +114,7 @@ fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings>
         cluster: (role == Role::Master).then(|| parsed.cluster.unwrap_or_else(|| "cloudos".into())),
         labels: parsed.labels,
         insecure_registries: parsed.insecure_registries,
+        tls_san: parsed.tls_san,
     })
 }
 
@@ -570,6 +563,7 @@ mod tests {
             (vec!["--name", "Not A Name!"], "node name"),
             (vec!["--name", "n", "--labels", "zone"], "labels"),
             (vec!["--name", "n", "--master", "a b"], "master"),
+            (vec!["--name", "n", "--tls-san", "not_a name"], "tls_san"),
         ] {
             let err = settings_from(&args(&bad), Role::Compute)
                 .unwrap_err()

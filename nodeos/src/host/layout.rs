@@ -76,6 +76,8 @@ pub struct HostSettings {
     pub cluster: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub insecure_registries: Vec<String>,
+    /// Master: extra names and addresses for its serving certificate.
+    pub tls_san: Vec<String>,
 }
 
 /// The settings file: the keys of the appliance's `config.toml`, read back by
@@ -107,6 +109,13 @@ pub fn render_config(settings: &HostSettings) -> String {
             text,
             "insecure_registries = {}",
             toml_string(&settings.insecure_registries.join(","))
+        );
+    }
+    if !settings.tls_san.is_empty() {
+        let _ = writeln!(
+            text,
+            "tls_san = {}",
+            toml_string(&settings.tls_san.join(","))
         );
     }
     text
@@ -195,6 +204,7 @@ mod tests {
             cluster: None,
             labels: [("zone".to_owned(), "a".to_owned())].into(),
             insecure_registries: vec!["10.0.0.1:5000".into()],
+            tls_san: Vec::new(),
         };
         let text = render_config(&settings);
         let (parsed, warnings) = Settings::load(Some(&text), "");
@@ -213,12 +223,14 @@ mod tests {
             role: Role::Master,
             name: "m".into(),
             cluster: Some("prod-eu".into()),
+            tls_san: vec!["203.0.113.7".into(), "master.example.org".into()],
             ..HostSettings::default()
         });
         let (parsed, warnings) = Settings::load(Some(&text), "");
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(parsed.role, Role::Master);
         assert_eq!(parsed.cluster.as_deref(), Some("prod-eu"));
+        assert_eq!(parsed.tls_san, ["203.0.113.7", "master.example.org"]);
     }
 
     #[test]

@@ -57,6 +57,19 @@ pub struct MasterArgs {
     /// HTTP; repeat for more.
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// Another name or address for the serving certificate, one clients use but the
+    /// master cannot see on its interfaces (a public IP behind NAT, a DNS name); repeat
+    /// for more.
+    #[arg(long, value_name = "NAME|IP", value_parser = parse_tls_san)]
+    pub tls_san: Vec<String>,
+}
+
+fn parse_tls_san(value: &str) -> Result<String, String> {
+    let mut sans = crate::settings::parse_tls_sans(value)?;
+    match (sans.pop(), sans.is_empty()) {
+        (Some(san), true) => Ok(san),
+        _ => Err("one name or address per --tls-san".to_owned()),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -84,6 +97,8 @@ pub struct MasterConfig {
     pub downloads_dir: PathBuf,
     /// Registries reached over plain HTTP when reading image architectures.
     pub insecure_registries: Vec<String>,
+    /// Extra names and addresses in the serving certificate.
+    pub tls_san: Vec<String>,
 }
 
 impl MasterConfig {
@@ -93,6 +108,7 @@ impl MasterConfig {
         MasterConfig {
             downloads_dir: data_dir.join("downloads"),
             insecure_registries: Vec::new(),
+            tls_san: Vec::new(),
             data_dir,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
@@ -132,6 +148,7 @@ impl MasterConfig {
             config.downloads_dir = dir;
         }
         config.insecure_registries = args.insecure_registry;
+        config.tls_san = args.tls_san;
         Ok(config)
     }
 
@@ -143,6 +160,7 @@ impl MasterConfig {
             config.cluster_name = cluster.clone();
         }
         config.insecure_registries = settings.insecure_registries.clone();
+        config.tls_san = settings.tls_san.clone();
         config
     }
 }

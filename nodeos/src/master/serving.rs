@@ -21,15 +21,9 @@ pub fn server_config(
     ca: &ClusterCa,
     node_name: &str,
     ips: &[Ipv4Addr],
+    extra: &[String],
 ) -> Result<(ServerConfig, CertInfo), TlsError> {
-    let mut names = vec![node_name.to_owned()];
-    if node_name != "localhost" {
-        names.push("localhost".to_owned());
-    }
-    let mut ips: Vec<IpAddr> = ips.iter().copied().map(IpAddr::V4).collect();
-    if !ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)) {
-        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
+    let (names, ips) = subject_alt_names(node_name, ips, extra);
     let issued = ca.issue_serving_cert(
         &names,
         &ips,
@@ -38,6 +32,29 @@ pub fn server_config(
     )?;
     let config = tls::server_config_pem(&issued.chain_pem, &issued.key_pem, Some(ca.cert_pem()))?;
     Ok((config, issued.info))
+}
+
+/// The DNS names and IP addresses the serving certificate names: the master's own name,
+/// `localhost`, its interfaces' addresses and 127.0.0.1, then `extra` (`--tls-san`: names
+/// and addresses only the clients know, behind NAT or a load balancer). No duplicates.
+pub fn subject_alt_names(
+    node_name: &str,
+    ips: &[Ipv4Addr],
+    extra: &[String],
+) -> (Vec<String>, Vec<IpAddr>) {
+    let mut names = vec![node_name.to_owned()];
+    let mut addresses: Vec<IpAddr> = ips.iter().copied().map(IpAddr::V4).collect();
+    let wanted = std::iter::once("localhost".to_owned())
+        .chain(std::iter::once("127.0.0.1".to_owned()))
+        .chain(extra.iter().cloned());
+    for san in wanted {
+        match san.parse::<IpAddr>() {
+            Ok(ip) if !addresses.contains(&ip) => addresses.push(ip),
+            Err(_) if !names.contains(&san) => names.push(san),
+            _ => {}
+        }
+    }
+    (names, addresses)
 }
 
 /// Reissues the serving certificate when the addresses change or it is due for renewal.
@@ -55,7 +72,12 @@ pub async fn keep_fresh(state: Arc<MasterState>, mut addresses: watch::Receiver<
             _ = tokio::time::sleep(wait) => "it is due for renewal",
         };
         let ips = addresses.borrow_and_update().clone();
-        match server_config(&state.ca, &state.config.node_name, &ips) {
+        match server_config(
+            &state.ca,
+            &state.config.node_name,
+            &ips,
+            &state.config.tls_san,
+        ) {
             Ok((config, info)) => {
                 state.set_tls_config(config);
                 renew_at = info.renew_at();
@@ -63,5 +85,28 @@ pub async fn keep_fresh(state: Arc<MasterState>, mut addresses: watch::Receiver<
             }
             Err(e) => log::error!("cannot reissue the serving certificate: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_names_and_addresses_join_the_own_ones_once() {
+        let (names, ips) = subject_alt_names(
+            "master-1",
+            &[Ipv4Addr::new(10, 0, 0, 5)],
+            &[
+                "203.0.113.7".to_owned(),
+                "master.example.org".to_owned(),
+                "10.0.0.5".to_owned(),
+                "master-1".to_owned(),
+                "fd00::1".to_owned(),
+            ],
+        );
+        assert_eq!(names, ["master-1", "localhost", "master.example.org"]);
+        let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        assert_eq!(ips, ["10.0.0.5", "127.0.0.1", "203.0.113.7", "fd00::1"]);
     }
 }

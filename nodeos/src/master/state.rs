@@ -58,7 +58,8 @@ impl MasterState {
             &config.insecure_registries,
         )?;
         let ips = super::addresses::ipv4_addresses();
-        let (tls, _) = serving::server_config(&cluster.ca, &config.node_name, &ips)?;
+        let (tls, _) =
+            serving::server_config(&cluster.ca, &config.node_name, &ips, &config.tls_san)?;
         Ok(MasterState {
             config,
             store,
