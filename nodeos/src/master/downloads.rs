@@ -5,7 +5,8 @@
 //! named `nodeos-<arch>` / `cloudos-<arch>` (arch as `uname -m` prints it). When that
 //! directory holds a `SHA256SUMS` made by the build, its digests are the ones served, so a
 //! binary changed on the master's disk after the build no longer matches what clients
-//! check; files it does not list are hashed once when the master starts. The master's own
+//! check; files it does not list are hashed once, at the first request for a download (not
+//! at start: hashing the master's own binary must not delay a boot). The master's own
 //! executable is served as `nodeos-<its arch>` unless the directory has one.
 //!
 //! Owns reading and hashing those files; it serves nothing itself (see `routes::install`).

@@ -77,14 +77,7 @@ impl Master {
         })?;
         let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
         let bootstrap_token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
-        let downloads_dir = config.downloads_dir.clone();
-        let downloads = tokio::task::spawn_blocking(move || {
-            let own = downloads::own_path().map(|path| (downloads::own_name(), path));
-            downloads::Downloads::scan(&downloads_dir, own)
-        })
-        .await
-        .unwrap_or_default();
-        let state = state::MasterState::new(config, store, boot, local, downloads)?;
+        let state = state::MasterState::new(config, store, boot, local)?;
         Ok(Master {
             state: Arc::new(state),
             listener,

@@ -33,8 +33,9 @@ pub struct MasterState {
     pub started: Instant,
     pub metrics: super::metrics::MasterMetrics,
     pub workloads: super::workloads::Workloads,
-    /// The binaries `install.sh` fetches, with their digests.
-    pub downloads: super::downloads::Downloads,
+    /// The binaries `install.sh` fetches, with their digests: read at the first request,
+    /// not at start, so hashing the master's own binary never delays a boot.
+    downloads: tokio::sync::OnceCell<super::downloads::Downloads>,
 }
 
 impl MasterState {
@@ -43,7 +44,6 @@ impl MasterState {
         store: Arc<dyn Store>,
         cluster: Cluster,
         local_addr: SocketAddr,
-        downloads: super::downloads::Downloads,
     ) -> Result<Self, MasterError> {
         let revoked = store
             .revoked_certs()?
@@ -73,8 +73,23 @@ impl MasterState {
             started: Instant::now(),
             metrics: super::metrics::MasterMetrics::default(),
             workloads,
-            downloads,
+            downloads: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// What `install.sh` may download (see `master::downloads`).
+    pub async fn downloads(&self) -> &super::downloads::Downloads {
+        use super::downloads::{own_name, own_path, Downloads};
+        self.downloads
+            .get_or_init(|| async {
+                let dir = self.config.downloads_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    Downloads::scan(&dir, own_path().map(|path| (own_name(), path)))
+                })
+                .await
+                .unwrap_or_default()
+            })
+            .await
     }
 
     pub fn is_revoked(&self, serial: &CertSerial) -> bool {

@@ -34,14 +34,15 @@ pub async fn ca(State(state): State<AppState>) -> Response {
 }
 
 pub async fn file(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let downloads = state.downloads().await;
     if name == SUMS_FILE {
-        return text("text/plain; charset=utf-8", state.downloads.sums());
+        return text("text/plain; charset=utf-8", downloads.sums());
     }
     let Some(download) = is_download_name(&name)
-        .then(|| state.downloads.get(&name))
+        .then(|| downloads.get(&name))
         .flatten()
     else {
-        let known = state.downloads.sums();
+        let known = downloads.sums();
         let message = if known.is_empty() {
             format!("{name} is not served: this master has no downloads")
         } else {
