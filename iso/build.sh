@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Build the CloudOS live ISO: a BIOS+UEFI hybrid (CD and USB stick) made by grub-mkrescue.
+# Build the CloudOS live ISO (CD and USB stick) with grub-mkrescue: a BIOS+UEFI
+# hybrid for x86_64, UEFI for aarch64.
 #
-#   iso/build.sh [--arch x86_64] [--force]
+#   iso/build.sh [--arch x86_64|aarch64] [--force]
 #
-# Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub.cfg, and the GRUB
-#          module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
-#          (scripts/fetch-inputs.sh must have run).
+# Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub-<arch>.cfg, and the
+#          GRUB module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
+#          (x86_64) or grub-efi-arm64-bin (aarch64; scripts/fetch-inputs.sh must have run).
 # Output:  out/cloudos-<version>-<arch>.iso, volume id CLOUDOS.
+#
+# aarch64 has a single GRUB platform, so grub-mkrescue -d takes the pinned
+# arm64-efi directory directly; the host's GRUB is not involved.
 #
 # grub-mkrescue's -d takes one platform only (it then builds a BIOS-only or
 # UEFI-only image), so the pinned directories are used like this: if the host's
@@ -25,29 +29,31 @@ while [[ $# -gt 0 ]]; do
     --arch) ARCH=$2; shift 2 ;;
     --arch=*) ARCH=${1#--arch=}; shift ;;
     --force) FORCE=1; shift ;;
-    *) echo "usage: $0 [--arch x86_64] [--force]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--arch x86_64|aarch64] [--force]" >&2; exit 2 ;;
     esac
 done
 die() { echo "iso/build.sh: error: $*" >&2; exit 1; }
-[[ $ARCH == x86_64 ]] || die "arch $ARCH: only x86_64 is supported so far"
+[[ $ARCH == x86_64 || $ARCH == aarch64 ]] || die "arch $ARCH: only x86_64 and aarch64 are supported"
 
-VERSION=$(awk '
-    /^\[/ { sect = $0 }
-    sect == "[workspace.package]" && $1 == "version" { gsub(/"/, "", $3); print $3; exit }
-' "$ROOT/Cargo.toml")
-[[ -n $VERSION ]] || die "no [workspace.package] version in $ROOT/Cargo.toml"
+source "$ROOT/scripts/lib/version.sh"
+VERSION=$(workspace_version "$ROOT") || die "cannot read the version"
 
 OUT=$ROOT/out
 ISO=$OUT/cloudos-$VERSION-$ARCH.iso
 KERNEL=$OUT/$ARCH/vmlinuz
 INITRD=$OUT/$ARCH/initramfs.img
-CFG=$ROOT/iso/grub.cfg
+CFG=$ROOT/iso/grub-$ARCH.cfg
 for f in "$KERNEL" "$INITRD" "$CFG"; do [[ -f $f ]] || die "missing $f (run scripts/build.sh)"; done
 
 FETCH=$ROOT/scripts/fetch-inputs.sh
-PC=$("$FETCH" --dir grub-pc-bin amd64)/usr/lib/grub/i386-pc
-EFI=$("$FETCH" --dir grub-efi-amd64-bin amd64)/usr/lib/grub/x86_64-efi
-[[ -d $PC && -d $EFI ]] || die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh"
+if [[ $ARCH == x86_64 ]]; then
+    PC=$("$FETCH" --dir grub-pc-bin amd64)/usr/lib/grub/i386-pc
+    EFI=$("$FETCH" --dir grub-efi-amd64-bin amd64)/usr/lib/grub/x86_64-efi
+    [[ -d $PC && -d $EFI ]] || die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh"
+else
+    EFI=$("$FETCH" --dir grub-efi-arm64-bin arm64)/usr/lib/grub/arm64-efi
+    [[ -d $EFI ]] || die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh --arch arm64"
+fi
 
 # Up to date?
 if [[ -z $FORCE && -f $ISO ]]; then
@@ -81,7 +87,9 @@ ARGS=(--install-modules="$MODULES" --fonts= --locales= --themes= --compress=xz
 
 LOG=$(mktemp)
 trap 'rm -f "$LOG" "$ISO.tmp"' EXIT
-if [[ -z ${CLOUDOS_GRUB_NAMESPACE:-} ]] &&
+if [[ $ARCH == aarch64 ]]; then
+    grub-mkrescue -d "$EFI" "${ARGS[@]}" >"$LOG" 2>&1 || { cat "$LOG" >&2; die "grub-mkrescue (arm64-efi) failed"; }
+elif [[ -z ${CLOUDOS_GRUB_NAMESPACE:-} ]] &&
     diff -rq "$PC" /usr/lib/grub/i386-pc >/dev/null 2>&1 &&
     diff -rq "$EFI" /usr/lib/grub/x86_64-efi >/dev/null 2>&1; then
     grub-mkrescue "${ARGS[@]}" >"$LOG" 2>&1 || { cat "$LOG" >&2; die "grub-mkrescue failed"; }

@@ -22,47 +22,28 @@ done
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# boot_once INITRD MARKER [QEMU ARGS...] -> prints "wall_seconds" and leaves
+# boot_once_x86 INITRD MARKER [QEMU ARGS...] -> prints "wall_seconds" and leaves
 # the log in $WORK/log
-boot_once() {
-    local initrd=$1 marker=$2 log=$WORK/log start end pid
+boot_once_x86() {
+    local initrd=$1 marker=$2
     shift 2
-    : >"$log"
-    start=$(date +%s%N)
-    qemu-system-x86_64 -accel tcg -display none -no-reboot -m 512 -M pc \
+    boot_once "$WORK/log" "$marker" qemu-system-x86_64 -accel tcg -display none -no-reboot -m 512 -M pc \
         -kernel "$OUT/vmlinuz" -initrd "$initrd" \
         -append "console=ttyS0,115200 quiet panic=-1" \
-        -serial "file:$log" -monitor none -parallel none -nic none "$@" 2>/dev/null &
-    pid=$!
-    local deadline=$((start + 300000000000))
-    until grep -qa "$marker" "$log"; do
-        if ! kill -0 "$pid" 2>/dev/null || (($(date +%s%N) > deadline)); then
-            kill "$pid" 2>/dev/null || true
-            echo "bench.sh: no '$marker' on the console" >&2
-            tail -20 "$log" >&2
-            exit 1
-        fi
-        sleep 0.02
-    done
-    end=$(date +%s%N)
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    echo "scale=2; ($end - $start) / 1000000000" | bc
+        -serial "file:$WORK/log" -monitor none -parallel none -nic none "$@"
 }
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 nodeos_times=() floor_times=() guest_ready=() rss=() bare_nodeos=() bare_floor=()
 for ((i = 1; i <= RUNS; i++)); do
-    floor_times+=("$(boot_once "$OUT/floor-initramfs.img" 'floor: userland up')")
-    nodeos_times+=("$(boot_once "$OUT/initramfs.img" 'nodeos ready in')")
+    floor_times+=("$(boot_once_x86 "$OUT/floor-initramfs.img" 'floor: userland up')")
+    nodeos_times+=("$(boot_once_x86 "$OUT/initramfs.img" 'nodeos ready in')")
     line=$(grep -a -m1 'nodeos ready in' "$WORK/log")
     guest_ready+=("$(sed -E 's/.*nodeos ready in ([0-9.]+)s.*/\1/' <<<"$line")")
     rss+=("$(sed -E 's/.* rss ([0-9]+) kB.*/\1/' <<<"$line")")
     # The same without QEMU's default devices (its empty IDE CD drive): what
     # nodeos itself costs, without the kernel probing hardware the floor ignores.
-    bare_floor+=("$(boot_once "$OUT/floor-initramfs.img" 'floor: userland up' -nodefaults)")
-    bare_nodeos+=("$(boot_once "$OUT/initramfs.img" 'nodeos ready in' -nodefaults)")
+    bare_floor+=("$(boot_once_x86 "$OUT/floor-initramfs.img" 'floor: userland up' -nodefaults)")
+    bare_nodeos+=("$(boot_once_x86 "$OUT/initramfs.img" 'nodeos ready in' -nodefaults)")
     echo "run $i: floor ${floor_times[-1]} s, nodeos ${nodeos_times[-1]} s (guest says ${guest_ready[-1]} s);" \
         "no default devices: floor ${bare_floor[-1]} s, nodeos ${bare_nodeos[-1]} s" >&2
 done
@@ -76,8 +57,6 @@ gap=$(printf "%.2f" "$(echo "scale=2; $nodeos - $floor" | bc)")
 bfloor=$(printf '%s\n' "${bare_floor[@]}" | median)
 bnodeos=$(printf '%s\n' "${bare_nodeos[@]}" | median)
 bgap=$(printf "%.2f" "$(echo "scale=2; $bnodeos - $bfloor" | bc)")
-size() { stat -c %s "$1"; }
-mib() { echo "scale=1; $1 / 1048576" | bc; }
 NODEOS_BIN=target/x86_64-unknown-linux-musl/release/nodeos
 ISO=$(ls out/cloudos-*-x86_64.iso)
 

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Build everything for one architecture, incrementally:
+# Build the images, incrementally, for every architecture (the default) or one:
 #
-#   scripts/build.sh [--arch x86_64] [--init PATH]
+#   scripts/build.sh [--arch all|x86_64|aarch64] [--init PATH]
 #
 #   out/<arch>/vmlinuz                 the pinned Debian kernel
 #   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
 #   out/<arch>/floor-initramfs.img     busybox floor for the boot benchmark
 #   out/<arch>/cloudos                 the admin CLI, static
 #   out/<arch>/downloads/              nodeos-<arch>, cloudos-<arch>, SHA256SUMS for install.sh
-#   out/cloudos-<version>-<arch>.iso   BIOS+UEFI live ISO (iso/build.sh)
+#   out/cloudos-<version>-<arch>.iso   live ISO (iso/build.sh): BIOS+UEFI on x86_64, UEFI on aarch64
+#   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
 #
-# --init PATH uses PATH (any static binary) as /init instead of building nodeos.
+# --init PATH uses PATH (any static binary) as /init instead of building nodeos
+# (with --arch all, PATH must suit both: give --arch too).
 # SOURCE_DATE_EPOCH (default 0) stamps every file in the images.
 # Writes only under out/ and ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ARCH=x86_64
+ARCH=all
 INIT=
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -25,15 +27,21 @@ while [[ $# -gt 0 ]]; do
     --arch=*) ARCH=${1#--arch=}; shift ;;
     --init) INIT=$(realpath "$2"); shift 2 ;;
     --init=*) INIT=$(realpath "${1#--init=}"); shift ;;
-    *) echo "usage: $0 [--arch x86_64] [--init PATH]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--arch all|x86_64|aarch64] [--init PATH]" >&2; exit 2 ;;
     esac
 done
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 step() { echo "==> $*" >&2; }
 
 case $ARCH in
+all)
+    [[ -z $INIT ]] || die "--init needs --arch: one binary cannot be /init on both architectures"
+    for a in x86_64 aarch64; do "${BASH_SOURCE[0]}" --arch "$a"; done
+    exit 0
+    ;;
 x86_64) DEB_ARCH=amd64; TARGET=x86_64-unknown-linux-musl ;;
-*) die "arch $ARCH: only x86_64 is supported so far" ;;
+aarch64) DEB_ARCH=arm64; TARGET=aarch64-unknown-linux-musl ;;
+*) die "arch $ARCH: x86_64 and aarch64 are supported" ;;
 esac
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
@@ -43,8 +51,8 @@ cd "$ROOT"
 
 source "$ROOT/scripts/lib/fresh.sh"
 
-step "fetching pinned inputs"
-scripts/fetch-inputs.sh
+step "fetching pinned inputs ($DEB_ARCH)"
+scripts/fetch-inputs.sh --arch "$DEB_ARCH"
 KPKG=$(awk -v a="$DEB_ARCH" '$1 ~ /^linux-image-/ && $2 == a { print $1; exit }' image/packages.lock)
 [[ -n $KPKG ]] || die "no linux-image-* for $DEB_ARCH in image/packages.lock"
 KVER=${KPKG#linux-image-}
@@ -111,7 +119,13 @@ if ! fresh "$OUT/floor-initramfs.img" "$MK" "$BBDIR/bin/busybox"; then
     recorded "$OUT/floor-initramfs.img"
 fi
 
-step "building ISO"
+step "building ISO ($ARCH)"
 iso/build.sh --arch "$ARCH"
-ls -l "$ROOT"/out/cloudos-*-"$ARCH".iso "$OUT"/vmlinuz "$OUT"/initramfs.img "$OUT"/floor-initramfs.img |
+IMAGES=("$ROOT"/out/cloudos-*-"$ARCH".iso)
+if [[ $ARCH == aarch64 ]]; then
+    step "building the Raspberry Pi SD image"
+    image/rpi.sh
+    IMAGES+=("$ROOT"/out/cloudos-*-rpi.img)
+fi
+ls -l "${IMAGES[@]}" "$OUT"/vmlinuz "$OUT"/initramfs.img "$OUT"/floor-initramfs.img |
     awk '{ printf "%10d  %s\n", $5, $NF }' >&2

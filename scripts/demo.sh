@@ -6,27 +6,57 @@
 #                              logged in; leave the shell to stop everything
 #   scripts/demo.sh --single   one node, its serial console on this terminal
 #                              (type `help` there; Ctrl-A X quits QEMU)
+#   --arm64                    with either: the compute node (or the single node)
+#                              is the ARM64 ISO on qemu-system-aarch64 -M virt (UEFI)
 #
 # Everything stays on this machine: the cluster's LAN is a bridge inside a
 # network namespace with its own DHCP server, and the VMs have no other
 # network. The compute VM knows nothing but its role and a join token (in the
 # config.toml on its data disk); it finds the master by mDNS. A docker-registry
-# on the bridge (10.88.0.1:5000) holds a busybox image for `cloudos run`.
+# on the bridge (10.88.0.1:5000) holds a busybox image (amd64 and arm64) for `cloudos run`.
 # Run as root.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 MODE=cluster
-[[ ${1:-} == --single ]] && MODE=single
+NODE_ARCH=x86_64
+for arg in "$@"; do
+    case $arg in
+    --single) MODE=single ;;
+    --arm64) NODE_ARCH=aarch64 ;;
+    *) echo "usage: $0 [--single] [--arm64]" >&2; exit 2 ;;
+    esac
+done
 
 scripts/deps.sh
 scripts/build.sh
 ISO=$(ls out/cloudos-*-x86_64.iso)
 CLI=$ROOT/out/x86_64/cloudos
+# UEFI for the ARM64 VM: AAVMF, with a private copy of its variable store.
+AAVMF_CODE=/usr/share/AAVMF/AAVMF_CODE.fd
+AAVMF_VARS=/usr/share/AAVMF/AAVMF_VARS.fd
+
+# arm64_qemu VARS-COPY: sets QEMU_ARM64 to the command line that boots the ARM64 ISO
+# on the virt machine (no IDE there: a SCSI CD).
+arm64_qemu() {
+    cp "$AAVMF_VARS" "$1"
+    QEMU_ARM64=(qemu-system-aarch64 -accel tcg -M virt -cpu cortex-a57 -m 1024 -no-reboot
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$AAVMF_CODE"
+        -drive "if=pflash,format=raw,unit=1,file=$1"
+        -drive "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=$(ls "$ROOT"/out/cloudos-*-aarch64.iso)"
+        -device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,drive=cd0,bootindex=0)
+}
 
 if [[ $MODE == single ]]; then
-    echo "==> booting $ISO (Ctrl-A X quits QEMU)" >&2
+    echo "==> booting the $NODE_ARCH ISO (Ctrl-A X quits QEMU)" >&2
+    if [[ $NODE_ARCH == aarch64 ]]; then
+        VARS=$(mktemp /tmp/cloudos-demo-vars.XXXXXX)
+        trap 'rm -f "$VARS"' EXIT
+        arm64_qemu "$VARS"
+        "${QEMU_ARM64[@]}" -nographic -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
+        exit
+    fi
     exec qemu-system-x86_64 -accel tcg -M pc -m 1024 -nographic -no-reboot \
         -cdrom "$ISO" -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
 fi
@@ -77,10 +107,20 @@ data_disk() {
     mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 64M >/dev/null
 }
 
-# boot NAME MAC: the ISO with the node's data disk, serial console to NAME.log.
+# boot NAME MAC [ARCH]: the ISO with the node's data disk, serial console to NAME.log.
 boot() {
     in_ns ip tuntap add dev "tap-$1" mode tap
     in_ns ip link set "tap-$1" master br0 up
+    if [[ ${3:-x86_64} == aarch64 ]]; then
+        arm64_qemu "$WORK/$1.vars"
+        ip netns exec "$NS" "${QEMU_ARM64[@]}" -display none \
+            -drive "if=none,id=data,format=raw,file=$WORK/$1.img" -device virtio-blk-pci,drive=data \
+            -netdev "tap,id=n0,ifname=tap-$1,script=no,downscript=no" \
+            -device "virtio-net-pci,netdev=n0,mac=$2" \
+            -serial "file:$WORK/$1.log" -monitor none &
+        PIDS+=($!)
+        return
+    fi
     ip netns exec "$NS" qemu-system-x86_64 -accel tcg -M pc -m 768 -display none -no-reboot \
         -cdrom "$ISO" -drive "if=virtio,format=raw,file=$WORK/$1.img" \
         -netdev "tap,id=n0,ifname=tap-$1,script=no,downscript=no" \
@@ -113,9 +153,9 @@ export CLOUDOS_CONFIG=$WORK/admin
 in_ns "$CLI" login --token "$ADMIN_TOKEN" --master "$MASTER_IP:9443"
 TOKEN=$(in_ns "$CLI" token create --role compute --uses 1 --description demo 2>/dev/null)
 
-say "booting node-1 with only a role and a join token"
+say "booting node-1 ($NODE_ARCH) with only a role and a join token"
 data_disk node-1 "role = \"compute\""$'\n'"hostname = \"node-1\""$'\n'"token = \"$TOKEN\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
-boot node-1 52:54:00:88:00:02
+boot node-1 52:54:00:88:00:02 "$NODE_ARCH"
 wait_line node-1 'joined cluster demo' >/dev/null
 sleep 3
 in_ns "$CLI" node list

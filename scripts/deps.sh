@@ -10,7 +10,7 @@ PACKAGES=(
     xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools
     e2fsprogs cpio kmod iproute2 musl-tools gdisk socat busybox-static file avahi-daemon avahi-utils dbus
     dnsmasq-base iputils-ping curl gcc-aarch64-linux-gnu libc6-dev-arm64-cross docker-registry runc crun
-    debootstrap
+    debootstrap debian-archive-keyring fdisk
 )
 RUST_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
@@ -37,9 +37,18 @@ if [[ ${ID:-} == debian && $CODENAME == bookworm ]]; then
     fi
 fi
 
-if [[ ${#missing[@]} -gt 0 || -n $fix_qemu_utils ]]; then
+# The arm64 kernel, GRUB and busybox are downloaded as arm64 packages and unpacked,
+# never installed: apt only has to know the architecture.
+add_arm64=
+dpkg --print-foreign-architectures | grep -qx arm64 || [[ $(dpkg --print-architecture) == arm64 ]] || add_arm64=1
+
+if [[ ${#missing[@]} -gt 0 || -n $fix_qemu_utils || -n $add_arm64 ]]; then
     [[ $(id -u) == 0 ]] || die "run as root to install: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    if [[ -n $add_arm64 ]]; then
+        echo "deps.sh: adding the arm64 architecture to dpkg (for apt-get download)" >&2
+        dpkg --add-architecture arm64
+    fi
     echo "deps.sh: installing ${missing[*]}${fix_qemu_utils:+ qemu-utils/bookworm}" >&2
     apt-get update -qq
     if [[ ${ID:-} == debian && $CODENAME == bookworm ]]; then

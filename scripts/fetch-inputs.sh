@@ -2,8 +2,14 @@
 # Download and unpack the pinned Debian inputs listed in image/packages.lock.
 #
 #   scripts/fetch-inputs.sh              download (if needed), verify sha256, unpack (once)
+#   scripts/fetch-inputs.sh --arch A     the same for the entries of Debian arch A and `all`
 #   scripts/fetch-inputs.sh --update     rewrite the lock from apt's current candidate versions
 #   scripts/fetch-inputs.sh --dir PKG    print the unpacked directory of PKG (from the lock)
+#
+# A lock line may name a Debian component after the hash (default `main`). A
+# package from another component (raspi-firmware is in `non-free-firmware`, which
+# the host's sources usually lack) is fetched through a private apt configuration
+# under the cache: the host's sources and lists are never touched.
 #
 # Cache: ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}
 #   debs/<package>_<version>_<arch>.deb          (':' in a version is written '%3a', as apt does)
@@ -24,10 +30,13 @@ UNPACKED=$CACHE/unpacked
 
 die() { echo "fetch-inputs: error: $*" >&2; exit 1; }
 
-# Print "name arch version sha256" for each entry of the lock.
+# Print "name arch version sha256 component" for each entry of the lock.
 lock_entries() {
     [[ -f $LOCK ]] || die "lock file not found: $LOCK"
-    awk '!/^[[:space:]]*(#|$)/ { if (NF != 4) { print "bad line " NR ": " $0 > "/dev/stderr"; exit 1 } print }' "$LOCK"
+    awk '!/^[[:space:]]*(#|$)/ {
+        if (NF != 4 && NF != 5) { print "bad line " NR ": " $0 > "/dev/stderr"; exit 1 }
+        print $1, $2, $3, $4, (NF == 5 ? $5 : "main")
+    }' "$LOCK"
 }
 
 # apt's package spec for an arch: `name` for all, `name:arch` otherwise.
@@ -41,6 +50,31 @@ APT_OPTS=(-qq)
 # the target directory; the hash check below is what guards the file.
 [[ $(id -u) == 0 ]] && APT_OPTS+=(-o APT::Sandbox::User=root)
 
+# The images are built from Debian bookworm whatever the host runs.
+DEBIAN_MIRROR=${CLOUDOS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SUITE=bookworm
+
+# Set OPTS to the apt options for a component: the host's own configuration for
+# `main`, else a private sources list and state directory under the cache, whose
+# lists are fetched on first use (or again with --update).
+apt_opts() {
+    local component=$1 refresh=${2:-} dir
+    OPTS=("${APT_OPTS[@]}")
+    [[ $component == main ]] && return 0
+    dir=$CACHE/apt/$component
+    OPTS+=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::Archives=$dir/archives")
+    if [[ -n $refresh || ! -f $dir/.updated ]]; then
+        mkdir -p "$dir/lists/partial" "$dir/archives/partial"
+        [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] ||
+            die "no Debian archive keyring: install debian-archive-keyring"
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $DEBIAN_MIRROR $DEBIAN_SUITE $component" \
+            >"$dir/sources.list"
+        apt-get "${OPTS[@]}" update || die "apt-get update of the private $component source failed"
+        touch "$dir/.updated"
+    fi
+}
+
 check_arch() {
     local arch=$1
     [[ $arch == all || $arch == "$(dpkg --print-architecture)" ]] && return 0
@@ -49,7 +83,7 @@ check_arch() {
 }
 
 update_lock() {
-    local tmp out name arch version sha cand
+    local tmp out name arch version sha component cand
     tmp=$(mktemp "$LOCK.XXXXXX")
     trap 'rm -f "$tmp"' EXIT
     while IFS= read -r line; do
@@ -57,14 +91,15 @@ update_lock() {
             printf '%s\n' "$line" >>"$tmp"
             continue
         fi
-        read -r name arch version sha <<<"$line"
+        read -r name arch version sha component <<<"$line"
         check_arch "$arch"
-        cand=$(apt-cache policy "$(apt_name "$name" "$arch")" 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
+        apt_opts "${component:-main}" refresh
+        cand=$(apt-cache "${OPTS[@]}" policy "$(apt_name "$name" "$arch")" 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
         [[ -n $cand && $cand != "(none)" ]] || die "no candidate version for $(apt_name "$name" "$arch")"
-        out=$(apt-cache show "$(apt_name "$name" "$arch")=$cand" 2>/dev/null | awk '/^SHA256:/ {print $2; exit}')
+        out=$(apt-cache "${OPTS[@]}" show "$(apt_name "$name" "$arch")=$cand" 2>/dev/null | awk '/^SHA256:/ {print $2; exit}')
         [[ -n $out ]] || die "no SHA256 for $(apt_name "$name" "$arch")=$cand"
         [[ $cand != "$version" ]] && echo "fetch-inputs: $name ($arch): $version -> $cand"
-        printf '%s %s %s %s\n' "$name" "$arch" "$cand" "$out" >>"$tmp"
+        printf '%s %s %s %s%s\n' "$name" "$arch" "$cand" "$out" "${component:+ $component}" >>"$tmp"
     done <"$LOCK"
     chmod 0644 "$tmp"
     mv "$tmp" "$LOCK"
@@ -72,7 +107,7 @@ update_lock() {
 }
 
 fetch_one() {
-    local name=$1 arch=$2 version=$3 sha=$4 s deb got dl
+    local name=$1 arch=$2 version=$3 sha=$4 component=$5 s deb got dl
     s=$(stem "$name" "$arch" "$version")
     deb=$DEBS/$s.deb
     # $deb.ok records "sha256 size mtime" of a .deb already verified, so an
@@ -90,8 +125,9 @@ fetch_one() {
         echo "$stamp" >"$deb.ok"
     else
         check_arch "$arch"
+        apt_opts "$component"
         dl=$(mktemp -d "$DEBS/.dl.XXXXXX")
-        if ! (cd "$dl" && apt-get "${APT_OPTS[@]}" download "$(apt_name "$name" "$arch")=$version" >/dev/null); then
+        if ! (cd "$dl" && apt-get "${OPTS[@]}" download "$(apt_name "$name" "$arch")=$version" >/dev/null); then
             rm -rf "$dl"
             die "apt-get download $(apt_name "$name" "$arch")=$version failed (is the version still in the archive? try --update)"
         fi
@@ -133,7 +169,7 @@ case ${1:-} in
 --dir)
     [[ -n ${2:-} ]] || die "usage: $0 --dir PACKAGE [ARCH]"
     found=
-    while read -r name arch version sha; do
+    while read -r name arch version sha _; do
         if [[ $name == "$2" && ( -z ${3:-} || $arch == "$3" ) ]]; then
             echo "$UNPACKED/$(stem "$name" "$arch" "$version")"
             found=1
@@ -142,15 +178,21 @@ case ${1:-} in
     done < <(lock_entries)
     [[ -n $found ]] || die "$2 is not in $LOCK"
     ;;
-"")
+"" | --arch)
+    want=
+    if [[ ${1:-} == --arch ]]; then
+        [[ -n ${2:-} ]] || die "usage: $0 --arch DEBIAN-ARCH"
+        want=$2
+    fi
     mkdir -p "$DEBS" "$UNPACKED"
     lock_entries >/dev/null
-    while read -r name arch version sha; do
-        fetch_one "$name" "$arch" "$version" "$sha"
+    while read -r name arch version sha component; do
+        [[ -z $want || $arch == all || $arch == "$want" ]] || continue
+        fetch_one "$name" "$arch" "$version" "$sha" "$component"
     done < <(lock_entries)
     ;;
 *)
-    echo "usage: $0 [--update | --dir PACKAGE [ARCH]]" >&2
+    echo "usage: $0 [--arch DEBIAN-ARCH | --update | --dir PACKAGE [ARCH]]" >&2
     exit 2
     ;;
 esac

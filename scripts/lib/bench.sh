@@ -1,5 +1,6 @@
-# Sourced by the bench scripts: the shared `--runs N` / `--readme` arguments, and the
-# Markdown table that an ignored benchmark test prints between BENCH-TABLE markers.
+# Sourced by the bench scripts: the shared `--runs N` / `--readme` arguments, the
+# Markdown table that an ignored benchmark test prints between BENCH-TABLE markers,
+# and timing a QEMU boot up to a console marker.
 
 # bench_args DEFAULT_RUNS "$@": sets RUNS and README (1 or empty); exits on a bad argument.
 bench_args() {
@@ -27,3 +28,36 @@ bench_test() {
         scripts/readme-table.sh "$3" "$table"
     fi
 }
+
+# boot_once LOG MARKER QEMU-COMMAND...: starts QEMU (its serial must go to
+# file:LOG), prints the wall seconds until MARKER is in LOG, then stops QEMU.
+# Fails after 300 s or if QEMU exits first.
+boot_once() {
+    local log=$1 marker=$2 start end pid
+    shift 2
+    : >"$log"
+    start=$(date +%s%N)
+    "$@" 2>/dev/null &
+    pid=$!
+    local deadline=$((start + 300000000000))
+    until grep -qa "$marker" "$log"; do
+        if ! kill -0 "$pid" 2>/dev/null || (($(date +%s%N) > deadline)); then
+            kill "$pid" 2>/dev/null || true
+            echo "$0: no '$marker' on the console" >&2
+            tail -20 "$log" >&2
+            exit 1
+        fi
+        sleep 0.02
+    done
+    end=$(date +%s%N)
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "scale=2; ($end - $start) / 1000000000" | bc
+}
+
+# median: the median of the numbers on stdin, one per line.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# mib BYTES / size FILE
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+size() { stat -c %s "$1"; }

@@ -249,3 +249,29 @@ impl<'a> Admin<'a> {
             .count()
     }
 }
+
+/// The first group of the first console line of `vm` matching `pattern`, anywhere in the
+/// output so far or still to come (up to `timeout`); for lines whose order depends on
+/// timing (DHCP, the master's start).
+pub fn first_capture(vm: &crate::Vm, pattern: &str, what: &str, timeout: Duration) -> String {
+    let regex = regex::Regex::new(pattern).expect("a valid regex");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = regex.captures(&vm.serial().contents()) {
+            return found[1].to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}:\n{}",
+            vm.serial().tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Presses the power button of `vm` and waits for QEMU to exit.
+pub fn power_off(vm: &crate::Vm) {
+    vm.monitor("system_powerdown").expect("monitor");
+    vm.wait_exit(scaled(Duration::from_secs(90)))
+        .expect("VM did not power off");
+}

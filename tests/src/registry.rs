@@ -150,6 +150,30 @@ impl Registry {
         push(in_net, &self.addr, self.auth.as_deref(), repo, tag, image)
     }
 
+    /// Pushes one image per architecture and an OCI image index over them as
+    /// `repo:tag`, as `docker buildx --platform linux/amd64,linux/arm64` publishes;
+    /// returns the index's digest.
+    pub fn push_index(
+        &self,
+        in_net: InNet<'_>,
+        repo: &str,
+        tag: &str,
+        images: &[(&str, &Image)],
+    ) -> Result<String, RegistryError> {
+        push_index(in_net, &self.addr, self.auth.as_deref(), repo, tag, images)
+    }
+
+    /// [`Registry::push_index`] to the open plain-HTTP registry at `addr`.
+    pub fn push_index_to(
+        in_net: InNet<'_>,
+        addr: &str,
+        repo: &str,
+        tag: &str,
+        images: &[(&str, &Image)],
+    ) -> Result<String, RegistryError> {
+        push_index(in_net, addr, None, repo, tag, images)
+    }
+
     /// Pushes `image` as `repo:tag` to the open plain-HTTP registry at `addr`.
     pub fn push_to(
         in_net: InNet<'_>,
@@ -178,24 +202,86 @@ fn push(
         push_blob(in_net, addr, auth, scratch.path(), repo, blob)?;
     }
     let manifest = image.manifest();
+    put_manifest(
+        in_net,
+        addr,
+        auth,
+        repo,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    )?;
+    Ok(digest_of(&manifest))
+}
+
+fn push_index(
+    in_net: InNet<'_>,
+    addr: &str,
+    auth: Option<&str>,
+    repo: &str,
+    tag: &str,
+    images: &[(&str, &Image)],
+) -> Result<String, RegistryError> {
+    let mut manifests = Vec::new();
+    for (arch, image) in images {
+        let manifest = image.manifest();
+        let digest = push(in_net, addr, auth, repo, &digest_of(&manifest), image)?;
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": manifest.len(),
+            "platform": { "architecture": arch, "os": "linux" },
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap_or_default();
+    put_manifest(
+        in_net,
+        addr,
+        auth,
+        repo,
+        tag,
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    )?;
+    Ok(digest_of(&index))
+}
+
+/// A manifest or index of type `media_type`, as `repo:reference`.
+fn put_manifest(
+    in_net: InNet<'_>,
+    addr: &str,
+    auth: Option<&str>,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<(), RegistryError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("cloudos-push-")
+        .tempdir()
+        .map_err(io("push temp dir"))?;
     let file = scratch.path().join("manifest.json");
-    std::fs::write(&file, &manifest).map_err(io("manifest file"))?;
-    let url = format!("http://{addr}/v2/{repo}/manifests/{tag}");
+    std::fs::write(&file, bytes).map_err(io("manifest file"))?;
     curl(
         in_net,
         auth,
-        &format!("manifest {repo}:{tag}"),
+        &format!("manifest {repo}:{reference}"),
         &[
             "-X",
             "PUT",
             "-H",
-            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            &format!("Content-Type: {media_type}"),
             "--data-binary",
             &format!("@{}", file.display()),
-            &url,
+            &format!("http://{addr}/v2/{repo}/manifests/{reference}"),
         ],
     )?;
-    Ok(digest_of(&manifest))
+    Ok(())
 }
 
 /// One blob, by the distribution API's two-step upload (POST, then PUT with the digest).
@@ -381,7 +467,9 @@ fn busybox_layer(busybox: &Path) -> Result<(Vec<u8>, String), RegistryError> {
     if !busybox.is_file() {
         return Err(RegistryError::Missing("busybox-static (/bin/busybox)"));
     }
-    let list = Command::new(busybox)
+    // The host's own busybox lists the applets: `busybox` may be built for another
+    // architecture (arm64 on an x86_64 host), from the same Debian package version.
+    let list = Command::new(host_busybox())
         .arg("--list")
         .output()
         .map_err(io("busybox --list"))?;
@@ -441,4 +529,21 @@ fn gzip(tar: Vec<u8>) -> Result<(Vec<u8>, String), RegistryError> {
 /// Debian's static busybox.
 pub fn host_busybox() -> PathBuf {
     PathBuf::from("/bin/busybox")
+}
+
+/// Debian's static busybox for arm64, the pinned package `scripts/fetch-inputs.sh`
+/// unpacked for the aarch64 image (`scripts/build.sh` runs it).
+pub fn arm64_busybox() -> Result<PathBuf, RegistryError> {
+    let script = crate::images::workspace_root().join("scripts/fetch-inputs.sh");
+    let out = Command::new(&script)
+        .args(["--dir", "busybox-static", "arm64"])
+        .output()
+        .map_err(io("scripts/fetch-inputs.sh --dir"))?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/busybox");
+    if !out.status.success() || !path.is_file() {
+        return Err(RegistryError::Missing(
+            "busybox-static for arm64 (run scripts/build.sh --arch aarch64)",
+        ));
+    }
+    Ok(path)
 }

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cloudos_tests::lab::Admin;
+use cloudos_tests::lab::{self, power_off, Admin};
 use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 fn boot_timeout() -> Duration {
@@ -63,28 +63,9 @@ fn boot(net: &TestNet, name: &str, disk: &Path) -> Vm {
         .expect("starting QEMU")
 }
 
-/// The first group of the first console line matching `pattern`, anywhere
-/// in the output so far or still to come.
+/// The first group of the first console line matching `pattern`.
 fn first_capture(vm: &Vm, pattern: &str, what: &str) -> String {
-    let regex = regex::Regex::new(pattern).expect("a valid regex");
-    let deadline = Instant::now() + boot_timeout();
-    loop {
-        if let Some(found) = regex.captures(&vm.serial().contents()) {
-            return found[1].to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}:\n{}",
-            vm.serial().tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn power_off(vm: &Vm) {
-    vm.monitor("system_powerdown").expect("monitor");
-    vm.wait_exit(scaled(Duration::from_secs(90)))
-        .expect("VM did not power off");
+    lab::first_capture(vm, pattern, what, boot_timeout())
 }
 
 fn compute_config(name: &str, token: Option<&str>) -> String {

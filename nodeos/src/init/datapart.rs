@@ -1,5 +1,6 @@
 //! The data partition: the ext4 file system labelled `CLOUDOS-DATA`, mounted
-//! at /var/lib/cloudos. Without one (the live ISO) state lives in RAM.
+//! at /var/lib/cloudos and grown to the end of its disk (see `growpart`).
+//! Without one (the live ISO) state lives in RAM.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -41,7 +42,10 @@ pub fn mount_data(loader: Option<&Loader>) -> DataStore {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             None::<&str>,
         ) {
-            Ok(()) => return DataStore::Disk(device),
+            Ok(()) => {
+                grow(&device);
+                return DataStore::Disk(device);
+            }
             Err(e) => {
                 log::error!("cannot mount {device} at {DATA_DIR}: {e}; keeping state in memory")
             }
@@ -57,6 +61,22 @@ pub fn mount_data(loader: Option<&Loader>) -> DataStore {
         log::error!("cannot mount a tmpfs at {DATA_DIR}: {e}");
     }
     DataStore::Memory
+}
+
+/// Grows the mounted data partition into free space after it; a failure only
+/// costs the space, never the data, so it is logged and boot goes on.
+fn grow(device: &str) {
+    const MIB: u64 = 1024 * 1024;
+    match super::growpart::grow_to_fill(device, std::path::Path::new(DATA_DIR)) {
+        Ok(Some(g)) => log::info!(
+            "grew the data partition {} from {} MiB to {} MiB",
+            g.device,
+            g.old_bytes / MIB,
+            g.new_bytes / MIB
+        ),
+        Ok(None) => {}
+        Err(e) => log::warn!("cannot grow the data partition {device}: {e}"),
+    }
 }
 
 /// The block device holding an ext4 file system with this label.

@@ -4,6 +4,7 @@
 //! panic, so every failure is logged and the boot goes on, degraded.
 
 pub mod datapart;
+pub mod growpart;
 pub mod hostname;
 pub mod mounts;
 pub mod shutdown;
