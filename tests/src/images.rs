@@ -21,11 +21,20 @@ pub enum ImageError {
         path: PathBuf,
         script: &'static str,
     },
-    #[error("several ISOs match {pattern} in {dir}: {found:?}; remove stale ones")]
+    #[error("several files match {pattern} in {dir}: {found:?}; remove stale ones")]
     Ambiguous {
         pattern: String,
         dir: PathBuf,
         found: Vec<PathBuf>,
+    },
+    #[error(
+        "{path} ({image_len} bytes) cannot go on an SD card of {size} bytes: QEMU needs \
+         a power of two at least as large as the image"
+    )]
+    SdCardSize {
+        path: PathBuf,
+        image_len: u64,
+        size: u64,
     },
     #[error("{action} {path}: {source}")]
     Io {
@@ -159,14 +168,25 @@ pub fn debian_guest_initrd(arch: Arch) -> Result<PathBuf, ImageError> {
 
 /// The ISO: the single file matching `out/cloudos-*-<arch>.iso`.
 pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
+    versioned_artifact("ISO", &format!("-{}.iso", arch.as_str()))
+}
+
+/// The Raspberry Pi 3/4 SD card image: the single file matching
+/// `out/cloudos-*-rpi.img` (made by `image/rpi.sh`, which `scripts/build.sh
+/// --arch aarch64` runs). Boot a copy ([`sd_card_from_image`]), never this file.
+pub fn rpi_image() -> Result<PathBuf, ImageError> {
+    versioned_artifact("Raspberry Pi SD card image", "-rpi.img")
+}
+
+/// The single file in the output directory named `cloudos-<version><suffix>`.
+fn versioned_artifact(what: &str, suffix: &str) -> Result<PathBuf, ImageError> {
     let dir = out_dir();
-    let suffix = format!("-{}.iso", arch.as_str());
     let pattern = format!("cloudos-*{suffix}");
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(_) => {
             return Err(ImageError::Missing {
-                what: format!("ISO ({pattern})"),
+                what: format!("{what} ({pattern})"),
                 path: dir,
                 script: BUILD_SCRIPT,
             })
@@ -179,13 +199,13 @@ pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
             p.is_file()
                 && p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("cloudos-") && n.ends_with(&suffix))
+                    .is_some_and(|n| n.starts_with("cloudos-") && n.ends_with(suffix))
         })
         .collect();
     found.sort();
     match found.len() {
         0 => Err(ImageError::Missing {
-            what: format!("ISO ({pattern})"),
+            what: format!("{what} ({pattern})"),
             path: dir,
             script: BUILD_SCRIPT,
         }),
@@ -234,6 +254,36 @@ pub fn usb_stick_from_iso(
         }
     }
     Ok(path)
+}
+
+/// Writes an SD card image to a card of `card_size` bytes, as `dd` to a real
+/// card would: a copy in `dir`, named after the image, grown with zeros
+/// (sparse) to the card's size. QEMU's SD cards must be a power of two in
+/// size, as real ones nearly are. The original image is never touched; the
+/// copy is removed with `dir`.
+pub fn sd_card_from_image(image: &Path, dir: &Path, card_size: u64) -> Result<PathBuf, ImageError> {
+    let len = fs::metadata(image)
+        .map_err(|_| ImageError::Missing {
+            what: "SD card image".into(),
+            path: image.to_path_buf(),
+            script: BUILD_SCRIPT,
+        })?
+        .len();
+    if !card_size.is_power_of_two() || card_size < len {
+        return Err(ImageError::SdCardSize {
+            path: image.to_path_buf(),
+            image_len: len,
+            size: card_size,
+        });
+    }
+    let card = dir.join(image.file_name().unwrap_or("card.img".as_ref()));
+    fs::copy(image, &card).map_err(io_error("copying", image))?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&card)
+        .map_err(io_error("opening", &card))?;
+    f.set_len(card_size).map_err(io_error("extending", &card))?;
+    Ok(card)
 }
 
 /// A node's data disk: an ext4 file system labelled `CLOUDOS-DATA` (what an

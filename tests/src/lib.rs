@@ -7,12 +7,13 @@
 //! behind on the host.
 //!
 //! Modules, one job each:
-//! - [`arch`]: which guest architecture, and the QEMU binary/machine for it.
+//! - [`arch`]: which guest architecture and board, and the QEMU binary/machine for them.
 //! - [`console`]: reads a serial stream and waits for lines on it.
 //! - [`qemu`]: builds a QEMU command line, owns the process and its monitor.
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`images`]: finds the built artifacts under `out/`.
+//! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
 //! - [`lab`]: a host-side master and the admin's CLI on the test bridge.
 //! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
@@ -27,10 +28,11 @@ pub mod netns;
 pub mod nodes;
 pub mod qemu;
 pub mod registry;
+pub mod rpi;
 mod spawner;
 pub mod timeouts;
 
-pub use arch::Arch;
+pub use arch::{Arch, Machine};
 pub use console::{Console, ConsoleError, Match, Pattern};
 pub use debian::{DebianGuest, DebianGuestBuilder, GuestError};
 pub use images::ImageError;

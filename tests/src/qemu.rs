@@ -5,6 +5,10 @@
 //! - `-accel tcg`: `/dev/kvm` exists on the build hosts but KVM guests hang.
 //! - `-display none -no-reboot`: no window; a guest reboot or panic (with
 //!   `panic=-1` on the kernel command line) ends QEMU instead of looping.
+//! - The board ([`Machine`]) is the architecture's generic one unless a test
+//!   asks for a Raspberry Pi 3B, whose fixed RAM, cores and devices the
+//!   builder checks up front, so a wrong combination is an error that says
+//!   why rather than a cryptic QEMU exit.
 //! - The serial port is on a pipe (QEMU's stdin/stdout) or on a unix socket
 //!   with `wait=on` (QEMU waits for us, so no output is lost and a TUI can be
 //!   driven); the HMP monitor is on a unix socket in a per-VM temp dir.
@@ -28,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::arch::Arch;
+use crate::arch::{Arch, Machine, RPI3B_CPUS, RPI3B_MEMORY_MB};
 use crate::console::Console;
 use crate::images;
 use crate::monitor::Monitor;
@@ -85,6 +89,13 @@ pub enum VmError {
     },
     #[error("QEMU still running after {timeout:?}; last lines of its console:\n{tail}")]
     ExitTimeout { timeout: Duration, tail: String },
+    #[error("the {machine} machine cannot {what}")]
+    Unsupported { machine: Machine, what: String },
+    #[error(
+        "SD card image {path} is {size} bytes; QEMU needs a power of two: \
+         grow a copy (images::sd_card_from_image)"
+    )]
+    SdCardSize { path: PathBuf, size: u64 },
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
     #[error(transparent)]
@@ -155,17 +166,22 @@ pub enum SerialMode {
     Socket,
 }
 
-/// Builds a [`Vm`]. Defaults: x86_64, 512 MB, 1 CPU, SeaBIOS, no network,
-/// serial on stdio, named after the current test.
+/// Builds a [`Vm`]. Defaults: x86_64, the generic machine, 512 MB, 1 CPU,
+/// SeaBIOS, no network, serial on stdio, named after the current test. On a
+/// Raspberry Pi 3B the board's own 1 GiB and 4 cores are the defaults.
 #[derive(Debug, Clone)]
 pub struct VmBuilder {
     arch: Arch,
+    machine: Machine,
     name: Option<String>,
-    memory_mb: u32,
-    smp: u32,
+    /// `None`: the board's default (512 MB, 1 CPU on the generic machines).
+    memory_mb: Option<u32>,
+    smp: Option<u32>,
     boot: Option<BootSource>,
+    dtb: Option<PathBuf>,
     firmware: Firmware,
     disks: Vec<PathBuf>,
+    sd_card: Option<PathBuf>,
     network: Network,
     guestfwd: Vec<String>,
     serial: SerialMode,
@@ -183,12 +199,15 @@ impl VmBuilder {
     pub fn new(arch: Arch) -> VmBuilder {
         VmBuilder {
             arch,
+            machine: Machine::Generic,
             name: None,
-            memory_mb: DEFAULT_MEMORY_MB,
-            smp: 1,
+            memory_mb: None,
+            smp: None,
             boot: None,
+            dtb: None,
             firmware: Firmware::Bios,
             disks: Vec::new(),
+            sd_card: None,
             network: Network::None,
             guestfwd: Vec::new(),
             serial: SerialMode::Stdio,
@@ -203,13 +222,19 @@ impl VmBuilder {
         self
     }
 
+    /// The board to emulate (default: [`Machine::Generic`]).
+    pub fn machine(mut self, machine: Machine) -> Self {
+        self.machine = machine;
+        self
+    }
+
     pub fn memory_mb(mut self, mb: u32) -> Self {
-        self.memory_mb = mb;
+        self.memory_mb = Some(mb);
         self
     }
 
     pub fn smp(mut self, cpus: u32) -> Self {
-        self.smp = cpus;
+        self.smp = Some(cpus);
         self
     }
 
@@ -232,6 +257,13 @@ impl VmBuilder {
         })
     }
 
+    /// A device tree blob for a kernel boot (`-dtb`): on a Raspberry Pi it is
+    /// what the firmware would pick for the board, e.g. `bcm2837-rpi-3-b.dtb`.
+    pub fn dtb(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dtb = Some(path.into());
+        self
+    }
+
     pub fn firmware(mut self, firmware: Firmware) -> Self {
         self.firmware = firmware;
         self
@@ -250,6 +282,14 @@ impl VmBuilder {
     /// Adds a writable virtio disk (raw, or qcow2 by extension), after the boot source.
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(path.into());
+        self
+    }
+
+    /// Puts a raw image in the board's SD card slot (`-drive if=sd`); writes
+    /// persist. Only boards with a slot have one ([`Machine::RaspberryPi3B`]).
+    /// QEMU wants a power-of-two size: see [`images::sd_card_from_image`].
+    pub fn sd_card(mut self, image: impl Into<PathBuf>) -> Self {
+        self.sd_card = Some(image.into());
         self
     }
 
@@ -390,6 +430,7 @@ impl VmBuilder {
         serial_sock: &Path,
         monitor_sock: &Path,
     ) -> Result<Vec<String>, VmError> {
+        self.check_machine(boot)?;
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&[
@@ -401,18 +442,31 @@ impl VmBuilder {
             "none",
             "-no-reboot",
         ]);
-        push(&[
-            "-m",
-            &self.memory_mb.to_string(),
-            "-smp",
-            &self.smp.to_string(),
-        ]);
 
         // Machine and firmware.
-        match (self.arch, self.firmware) {
-            (Arch::X86_64, Firmware::Bios) => push(&["-M", "pc"]),
-            (Arch::X86_64, Firmware::Uefi) => push(&["-M", "q35"]),
-            (Arch::Aarch64, _) => push(&["-M", "virt", "-cpu", "cortex-a57"]),
+        match self.machine {
+            Machine::Generic => {
+                push(&[
+                    "-m",
+                    &self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).to_string(),
+                    "-smp",
+                    &self.smp.unwrap_or(1).to_string(),
+                ]);
+                match (self.arch, self.firmware) {
+                    (Arch::X86_64, Firmware::Bios) => push(&["-M", "pc"]),
+                    (Arch::X86_64, Firmware::Uefi) => push(&["-M", "q35"]),
+                    (Arch::Aarch64, _) => push(&["-M", "virt", "-cpu", "cortex-a57"]),
+                }
+            }
+            // The board fixes its CPU model, cores and RAM; QEMU refuses others.
+            Machine::RaspberryPi3B => push(&[
+                "-m",
+                &RPI3B_MEMORY_MB.to_string(),
+                "-smp",
+                &RPI3B_CPUS.to_string(),
+                "-M",
+                "raspi3b",
+            ]),
         }
         if self.firmware == Firmware::Uefi {
             let (code, vars) = self.uefi_files.clone().unwrap_or_else(|| match self.arch {
@@ -465,6 +519,10 @@ impl VmBuilder {
                     "-append",
                     append,
                 ]);
+                if let Some(dtb) = &self.dtb {
+                    need("device tree", dtb)?;
+                    push(&["-dtb", &p(dtb)]);
+                }
             }
             BootSource::Cdrom(iso) => {
                 need("ISO", iso)?;
@@ -524,6 +582,23 @@ impl VmBuilder {
                 &format!("virtio-blk-pci,drive=disk{i},serial=disk{i}"),
             ]);
         }
+        if let Some(card) = &self.sd_card {
+            need("SD card image", card)?;
+            let size = fs::metadata(card)
+                .map_err(|source| VmError::Io {
+                    action: "stat",
+                    path: card.clone(),
+                    source,
+                })?
+                .len();
+            if !size.is_power_of_two() {
+                return Err(VmError::SdCardSize {
+                    path: card.clone(),
+                    size,
+                });
+            }
+            push(&["-drive", &format!("if=sd,format=raw,file={}", p(card))]);
+        }
 
         // Network.
         match &self.network {
@@ -548,6 +623,11 @@ impl VmBuilder {
         }
 
         // Serial and monitor.
+        if self.machine == Machine::RaspberryPi3B {
+            // The first port is the PL011, on Bluetooth on a real Pi; the
+            // console pins (GPIO 14/15, ttyS1) are the mini UART, the second.
+            push(&["-serial", "null"]);
+        }
         match self.serial {
             SerialMode::Stdio => push(&["-serial", "stdio"]),
             SerialMode::Socket => push(&[
@@ -564,6 +644,61 @@ impl VmBuilder {
         push(&["-parallel", "none"]);
         a.extend(self.extra_args.iter().cloned());
         Ok(a)
+    }
+
+    /// Refuses what the chosen board cannot do, naming what to do instead.
+    fn check_machine(&self, boot: &BootSource) -> Result<(), VmError> {
+        let machine = self.machine;
+        let unsupported = |what: String| Err(VmError::Unsupported { machine, what });
+        let kernel_boot = matches!(boot, BootSource::Kernel { .. });
+        if self.dtb.is_some() && !kernel_boot {
+            return unsupported(
+                "use a device tree without a kernel boot: firmware brings its own".into(),
+            );
+        }
+        if let Some(arch) = machine.required_arch() {
+            if arch != self.arch {
+                return unsupported(format!("run {} guests: it is an {arch} board", self.arch));
+            }
+        }
+        match machine {
+            Machine::Generic => {
+                if self.sd_card.is_some() {
+                    return unsupported("take an SD card (it has no slot): use a disk".into());
+                }
+            }
+            Machine::RaspberryPi3B => {
+                if let Some(mb) = self.memory_mb.filter(|&mb| mb != RPI3B_MEMORY_MB) {
+                    return unsupported(format!(
+                        "have {mb} MB of RAM: the board has {RPI3B_MEMORY_MB}"
+                    ));
+                }
+                if let Some(cpus) = self.smp.filter(|&n| n != RPI3B_CPUS) {
+                    return unsupported(format!("have {cpus} CPUs: the board has {RPI3B_CPUS}"));
+                }
+                if self.firmware == Firmware::Uefi {
+                    return unsupported(
+                        "boot UEFI: QEMU boots its kernel directly (Firmware::Bios)".into(),
+                    );
+                }
+                if !kernel_boot {
+                    return unsupported(
+                        "boot from a CD, USB stick or virtio disk (it has no PCI): \
+                         boot its kernel, initramfs and DTB"
+                            .into(),
+                    );
+                }
+                if !self.disks.is_empty() {
+                    return unsupported("take virtio disks (it has no PCI): use an SD card".into());
+                }
+                if !matches!(self.network, Network::None) {
+                    return unsupported(
+                        "have a virtio NIC (it has no PCI): use Network::None".into(),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -635,6 +770,28 @@ impl Vm {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops QEMU now: SIGTERM (QEMU flushes its disk images and exits), then
+    /// SIGKILL after a grace period. For boards where a guest poweroff only
+    /// halts the CPUs and QEMU keeps running (the Raspberry Pi), and for
+    /// reading a VM's disks while the `Vm` is still at hand. Waits briefly for
+    /// the console to drain.
+    pub fn stop(&self) -> Result<ExitStatus, VmError> {
+        *self.monitor.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        stop_child(&mut child, TERM_GRACE);
+        let status = child.try_wait().map_err(|source| VmError::Io {
+            action: "waiting for QEMU",
+            path: PathBuf::from(format!("pid {}", self.pid)),
+            source,
+        })?;
+        drop(child);
+        self.console.wait_closed(Duration::from_secs(2));
+        status.ok_or_else(|| VmError::ExitTimeout {
+            timeout: TERM_GRACE,
+            tail: self.console.tail(crate::console::ERROR_TAIL_LINES),
+        })
     }
 
     /// Whether QEMU is still running.
@@ -830,4 +987,240 @@ fn describe(cmd: &Command) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch dir with empty stand-ins for the files a command line names.
+    struct Scratch {
+        dir: tempfile::TempDir,
+    }
+
+    impl Scratch {
+        fn new() -> Scratch {
+            Scratch {
+                dir: tempfile::tempdir().expect("temp dir"),
+            }
+        }
+
+        fn file(&self, name: &str, len: u64) -> PathBuf {
+            let path = self.dir.path().join(name);
+            File::create(&path)
+                .and_then(|f| f.set_len(len))
+                .expect("scratch file");
+            path
+        }
+
+        fn args(&self, builder: &VmBuilder, boot: &BootSource) -> Result<Vec<String>, VmError> {
+            let d = self.dir.path();
+            builder.qemu_args(
+                "t",
+                boot,
+                d,
+                &d.join("serial.sock"),
+                &d.join("monitor.sock"),
+            )
+        }
+
+        fn s(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+    }
+
+    fn kernel_boot(s: &Scratch) -> BootSource {
+        BootSource::Kernel {
+            kernel: s.file("vmlinuz", 1),
+            initrd: s.file("initramfs.img", 1),
+            append: "console=ttyS1,115200 quiet".into(),
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The generic machines' command lines, which every other test relies on.
+    #[test]
+    fn generic_kernel_boot_command_line_is_unchanged() {
+        let s = Scratch::new();
+        let boot = kernel_boot(&s);
+        let args = s.args(&VmBuilder::new(Arch::X86_64), &boot).unwrap();
+        let monitor = format!("unix:{},server=on,wait=off", s.s("monitor.sock"));
+        let expected = strings(&[
+            "-name",
+            "t",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-M",
+            "pc",
+            "-kernel",
+            &s.s("vmlinuz"),
+            "-initrd",
+            &s.s("initramfs.img"),
+            "-append",
+            "console=ttyS1,115200 quiet",
+            "-nic",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            &monitor,
+            "-parallel",
+            "none",
+        ]);
+        assert_eq!(args, expected);
+
+        let args = s
+            .args(&VmBuilder::new(Arch::Aarch64).memory_mb(1024).smp(2), &boot)
+            .unwrap();
+        assert_eq!(
+            args[7..15],
+            strings(&[
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+                "-M",
+                "virt",
+                "-cpu",
+                "cortex-a57"
+            ])
+        );
+    }
+
+    #[test]
+    fn generic_arm64_uefi_cdrom_is_a_scsi_cd_behind_aavmf() {
+        let s = Scratch::new();
+        let code = s.file("code.fd", 1);
+        let vars = s.file("vars.fd", 1);
+        let iso = s.file("cloudos.iso", 1);
+        let builder = VmBuilder::new(Arch::Aarch64)
+            .firmware(Firmware::Uefi)
+            .uefi_files(&code, &vars);
+        let args = s.args(&builder, &BootSource::Cdrom(iso)).unwrap().join(" ");
+        let expected = format!(
+            "-m 512 -smp 1 -M virt -cpu cortex-a57 \
+             -drive if=pflash,format=raw,unit=0,readonly=on,file={} \
+             -drive if=pflash,format=raw,unit=1,file={} \
+             -drive if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={} \
+             -device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,drive=cd0,bootindex=0 \
+             -nic none -serial stdio",
+            s.s("code.fd"),
+            s.s("uefi-vars.fd"),
+            s.s("cloudos.iso"),
+        );
+        assert!(args.contains(&expected), "{args}");
+    }
+
+    #[test]
+    fn raspberry_pi_boots_kernel_and_dtb_with_its_sd_card_and_mini_uart() {
+        let s = Scratch::new();
+        let dtb = s.file("bcm2837-rpi-3-b.dtb", 1);
+        let card = s.file("card.img", 1 << 30);
+        let builder = VmBuilder::new(Arch::Aarch64)
+            .machine(Machine::RaspberryPi3B)
+            .dtb(&dtb)
+            .sd_card(&card);
+        let args = s.args(&builder, &kernel_boot(&s)).unwrap().join(" ");
+        let expected = format!(
+            "-no-reboot -m 1024 -smp 4 -M raspi3b \
+             -kernel {} -initrd {} -append console=ttyS1,115200 quiet -dtb {} \
+             -drive if=sd,format=raw,file={} \
+             -nic none -serial null -serial stdio -monitor",
+            s.s("vmlinuz"),
+            s.s("initramfs.img"),
+            s.s("bcm2837-rpi-3-b.dtb"),
+            s.s("card.img"),
+        );
+        assert!(args.contains(&expected), "{args}");
+        assert!(!args.contains("-cpu"), "{args}");
+
+        // In socket mode the test's port is still the second one.
+        let args = s
+            .args(
+                &builder.clone().serial(SerialMode::Socket),
+                &kernel_boot(&s),
+            )
+            .unwrap()
+            .join(" ");
+        assert!(
+            args.contains("-serial null -chardev socket,id=ser0,")
+                && args.contains("-serial chardev:ser0"),
+            "{args}"
+        );
+        // Asking for what the board has anyway is fine.
+        s.args(&builder.memory_mb(1024).smp(4), &kernel_boot(&s))
+            .unwrap();
+    }
+
+    #[test]
+    fn raspberry_pi_refuses_what_the_board_cannot_do() {
+        let s = Scratch::new();
+        let pi = VmBuilder::new(Arch::Aarch64).machine(Machine::RaspberryPi3B);
+        let kernel = kernel_boot(&s);
+        let tap = Network::Tap {
+            netns: "n".into(),
+            tap_name: "tap0".into(),
+            mac: "52:54:00:00:00:01".into(),
+        };
+        let cases: Vec<(VmBuilder, BootSource, &str)> = vec![
+            (
+                VmBuilder::new(Arch::X86_64).machine(Machine::RaspberryPi3B),
+                kernel.clone(),
+                "run x86_64 guests",
+            ),
+            (pi.clone().memory_mb(512), kernel.clone(), "512 MB"),
+            (pi.clone().smp(1), kernel.clone(), "1 CPUs"),
+            (
+                pi.clone().firmware(Firmware::Uefi),
+                kernel.clone(),
+                "boot UEFI",
+            ),
+            (pi.clone(), BootSource::Cdrom(s.file("x.iso", 1)), "no PCI"),
+            (
+                pi.clone().disk(s.file("disk.img", 1)),
+                kernel.clone(),
+                "virtio disks",
+            ),
+            (pi.clone().network(tap), kernel.clone(), "virtio NIC"),
+            (
+                pi.clone().network(Network::User { hostfwd: vec![] }),
+                kernel.clone(),
+                "virtio NIC",
+            ),
+            (
+                VmBuilder::new(Arch::Aarch64).sd_card(s.file("c.img", 1 << 20)),
+                kernel.clone(),
+                "SD card",
+            ),
+            (
+                pi.clone().dtb(s.file("x.dtb", 1)),
+                BootSource::Disk(s.file("d.img", 1)),
+                "device tree",
+            ),
+        ];
+        for (builder, boot, why) in cases {
+            match s.args(&builder, &boot) {
+                Err(e @ VmError::Unsupported { .. }) => {
+                    assert!(e.to_string().contains(why), "{why:?} not in {e}")
+                }
+                other => panic!("{builder:?} with {boot:?}: expected a refusal, got {other:?}"),
+            }
+        }
+
+        let odd = s.file("odd.img", 324 << 20);
+        match s.args(&pi.sd_card(&odd), &kernel) {
+            Err(VmError::SdCardSize { size, .. }) => assert_eq!(size, 324 << 20),
+            other => panic!("expected an SD card size error, got {other:?}"),
+        }
+    }
 }

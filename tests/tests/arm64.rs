@@ -1,0 +1,381 @@
+//! The ARM64 builds, booted for real: the UEFI live ISO on QEMU's `virt`
+//! machine (AAVMF) on a LAN with a real DHCP server, and the Raspberry Pi SD
+//! card image, first read from the host (partitions, boot files, data file
+//! system) and then booted on QEMU's `raspi3b` from the files on its own boot
+//! partition, with the card grown to 1 GiB so nodeos grows the data
+//! partition into it. Each test runs one VM at most; run with
+//! `--test-threads=2` at most. Needs root (namespaces, taps) and
+//! `scripts/build.sh --arch aarch64` first.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
+use cloudos_tests::{
+    images, scaled, Arch, BootSource, Firmware, Machine, Pattern, TestNet, Vm, VmBuilder,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+/// The SD card the Pi image is written to in the boot test: bigger than the
+/// image, and a power of two as QEMU requires.
+const CARD_SIZE: u64 = 1 << 30;
+
+/// The Pi boards the image carries a device tree for (Pi 3 and Pi 4 families).
+const PI_DTBS: [&str; 8] = [
+    "bcm2837-rpi-3-b.dtb",
+    "bcm2837-rpi-3-b-plus.dtb",
+    "bcm2837-rpi-3-a-plus.dtb",
+    "bcm2837-rpi-cm3-io3.dtb",
+    "bcm2837-rpi-zero-2-w.dtb",
+    "bcm2711-rpi-4-b.dtb",
+    "bcm2711-rpi-400.dtb",
+    "bcm2711-rpi-cm4-io.dtb",
+];
+
+/// The VideoCore firmware: bootcode.bin, then start/fixup for Pi <= 3 and start4/fixup4 for Pi 4.
+const PI_FIRMWARE: [&str; 5] = [
+    "bootcode.bin",
+    "start.elf",
+    "fixup.dat",
+    "start4.elf",
+    "fixup4.dat",
+];
+
+/// Firmware, GRUB and an emulated Cortex-A57 are slower than an x86 guest:
+/// ready takes ~10 s of wall time on an idle host, far more on a loaded one.
+fn boot_timeout() -> Duration {
+    scaled(Duration::from_secs(300))
+}
+
+fn step() -> Duration {
+    scaled(Duration::from_secs(60))
+}
+
+fn re(pattern: &str) -> Pattern {
+    Pattern::regex(pattern).expect("a valid regex")
+}
+
+const READY: &str = r"nodeos ready in \d+\.\d+s: host cloudos-[0-9a-f]{6}, role none";
+
+/// QEMU's raspi3b emulates no Ethernet (a real Pi 3B's is on USB) and has no
+/// DMI, so nodeos has no MAC to name the host after and keeps plain `cloudos`.
+const READY_WITHOUT_NIC: &str =
+    r"nodeos ready in \d+\.\d+s: host cloudos(-[0-9a-f]{6})?, role none";
+
+/// No kernel panic, no dying init, no Rust panic.
+fn assert_no_panic(vm: &Vm) {
+    let console = vm.serial().contents();
+    for bad in ["Kernel panic", "Attempted to kill init", "panicked at"] {
+        assert!(
+            !console.contains(bad),
+            "{bad:?} on the console:\n{}",
+            vm.serial().tail(60)
+        );
+    }
+}
+
+fn ping(net: &TestNet, address: &str) -> bool {
+    net.command("ping")
+        .args(["-c", "1", "-W", "3", address])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Pings until the guest answers or the step timeout passes.
+fn answers_ping(net: &TestNet, address: &str) -> bool {
+    let deadline = Instant::now() + step();
+    while Instant::now() < deadline {
+        if ping(net, address) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    false
+}
+
+/// The ARM64 ISO as a SCSI CD on `virt` with AAVMF: GRUB boots it, nodeos
+/// gets ready, leases an address from the bridge's DHCP server, answers
+/// pings, and powers off cleanly on the ACPI power button.
+#[test]
+fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
+    let started = Instant::now();
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(120).expect("dnsmasq on the bridge");
+    let iso = images::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
+    let vm = VmBuilder::new(Arch::Aarch64)
+        .boot(BootSource::Cdrom(iso))
+        .firmware(Firmware::Uefi)
+        .network(net.vm_network().expect("tap"))
+        .spawn()
+        .expect("starting QEMU");
+    let console = vm.serial();
+
+    console
+        .wait_for("Booting `CloudOS'", boot_timeout())
+        .expect("GRUB did not boot the default entry");
+    console
+        .wait_for(re(READY), boot_timeout())
+        .expect("nodeos did not report ready");
+    let ready_at = started.elapsed();
+    let lease = console
+        .wait_for(
+            re(r"eth0: dhcp lease (10\.77\.0\.\d+)/24 gateway 10\.77\.0\.1 dns 10\.77\.0\.1 for \d+s"),
+            step(),
+        )
+        .expect("no DHCP lease from the bridge's server");
+    let address = lease.group(1).expect("address group").to_string();
+    console
+        .wait_for("default route via 10.77.0.1 dev eth0", step())
+        .expect("no default route");
+    assert!(
+        answers_ping(&net, &address),
+        "the guest does not answer on {address}"
+    );
+
+    vm.monitor("system_powerdown").expect("monitor");
+    console
+        .wait_for("power button pressed", step())
+        .expect("the ACPI power button was not seen");
+    console
+        .wait_for("powering off now", step())
+        .expect("no orderly shutdown");
+    let exit = vm
+        .wait_exit(step())
+        .expect("QEMU still running after poweroff");
+    assert!(exit.success(), "QEMU exited with {exit}");
+    assert_no_panic(&vm);
+    eprintln!(
+        "arm64 ISO: ready after {:.1}s, powered off after {:.1}s",
+        ready_at.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The card's two partitions: the FAT boot partition and the ext4 data partition.
+fn card_partitions(card: &Path) -> (MbrPartition, MbrPartition) {
+    let table = rpi::read_mbr(card).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(table.len(), 2, "expected two partitions: {table:?}");
+    (table[0], table[1])
+}
+
+/// The `key=value` and `key value` lines of config.txt, without comments.
+fn config_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The SD card image as the Pi's boot ROM and firmware read it: an MBR with
+/// a bootable FAT32 partition at 4 MiB holding the firmware, the Pi 3 and 4
+/// device trees, the kernel and initramfs of this build and the two
+/// settings files; then a 64 MiB ext4 data partition labelled CLOUDOS-DATA.
+#[test]
+fn rpi_image_has_the_partitions_and_boot_files_the_pi_needs() {
+    let started = Instant::now();
+    let card = images::rpi_image().unwrap_or_else(|e| panic!("{e}"));
+    let (boot, data) = card_partitions(&card);
+
+    assert_eq!(boot.number, 1);
+    assert_eq!(boot.kind, MBR_FAT32_LBA, "partition 1 is not FAT32 (LBA)");
+    assert!(boot.bootable, "partition 1 is not marked bootable");
+    assert_eq!(
+        boot.offset(),
+        4 * MIB,
+        "partition 1 does not start at 4 MiB"
+    );
+    assert_eq!(boot.size(), 256 * MIB, "partition 1 is not 256 MiB");
+    assert_eq!(data.number, 2);
+    assert_eq!(data.kind, MBR_LINUX, "partition 2 is not a Linux partition");
+    assert!(
+        data.offset() >= boot.end(),
+        "partition 2 overlaps partition 1"
+    );
+    assert_eq!(data.size(), 64 * MIB, "partition 2 is not 64 MiB");
+    let image_len = std::fs::metadata(&card).expect("stat the image").len();
+    assert!(data.end() <= image_len, "partition 2 ends past the image");
+
+    assert_eq!(
+        rpi::fat_label(&card, &boot).unwrap_or_else(|e| panic!("{e}")),
+        "CLOUDOS-PI"
+    );
+    let files = rpi::fat_files(&card, &boot).unwrap_or_else(|e| panic!("{e}"));
+    let wanted = PI_FIRMWARE
+        .iter()
+        .chain(PI_DTBS.iter())
+        .chain(["vmlinuz", "initramfs.img", "config.txt", "cmdline.txt"].iter());
+    for name in wanted {
+        assert!(
+            files.iter().any(|f| f == name),
+            "{name} missing from the boot partition: {files:?}"
+        );
+    }
+    for dtb in PI_DTBS {
+        let blob = rpi::fat_read(&card, &boot, dtb).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            blob.starts_with(&[0xd0, 0x0d, 0xfe, 0xed]),
+            "{dtb} is not a flattened device tree"
+        );
+    }
+    // The card carries this build's kernel and userland, not a stale one.
+    for (name, built) in [
+        ("vmlinuz", images::kernel(Arch::Aarch64)),
+        ("initramfs.img", images::initramfs(Arch::Aarch64)),
+    ] {
+        let built = built.unwrap_or_else(|e| panic!("{e}"));
+        let on_card = rpi::fat_read(&card, &boot, name).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            on_card == std::fs::read(&built).expect("reading the build output"),
+            "{name} on the card differs from {}",
+            built.display()
+        );
+    }
+
+    let config = rpi::fat_read(&card, &boot, "config.txt").unwrap_or_else(|e| panic!("{e}"));
+    let config = String::from_utf8(config).expect("config.txt is text");
+    let lines = config_lines(&config);
+    for line in [
+        "arm_64bit=1",
+        "enable_uart=1",
+        "upstream_kernel=1",
+        "kernel=vmlinuz",
+        "initramfs initramfs.img followkernel",
+    ] {
+        assert!(
+            lines.contains(&line),
+            "config.txt lacks {line:?}:\n{config}"
+        );
+    }
+
+    let cmdline = rpi::fat_read(&card, &boot, "cmdline.txt").unwrap_or_else(|e| panic!("{e}"));
+    let cmdline = String::from_utf8(cmdline).expect("cmdline.txt is text");
+    // The firmware passes the first line on; the last console= becomes /dev/console.
+    assert_eq!(cmdline.lines().count(), 1, "cmdline.txt is not one line");
+    let consoles: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| w.starts_with("console="))
+        .collect();
+    assert_eq!(
+        consoles.last(),
+        Some(&"console=ttyS1,115200"),
+        "the serial console (mini UART) is not the last console= in {cmdline:?}"
+    );
+
+    let fs = rpi::read_ext4_superblock(&card, &data).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs.label, "CLOUDOS-DATA");
+    assert_eq!(
+        fs.size(),
+        data.size(),
+        "the data file system does not fill its partition: {fs:?}"
+    );
+    eprintln!(
+        "rpi image checks took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The card image written to a 1 GiB card boots on a Raspberry Pi 3B from
+/// the kernel, initramfs, device tree and command line on its own boot
+/// partition; nodeos finds the data partition on the SD card and grows it,
+/// and its file system, to the end of the card.
+#[test]
+fn rpi_image_boots_on_raspi3b_and_grows_its_data_partition() {
+    let started = Instant::now();
+    let image = images::rpi_image().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let card =
+        images::sd_card_from_image(&image, dir.path(), CARD_SIZE).unwrap_or_else(|e| panic!("{e}"));
+    let (boot, data) = card_partitions(&card);
+    assert!(
+        data.end() < CARD_SIZE,
+        "the data partition already fills the card"
+    );
+
+    let extract = |name: &str| {
+        rpi::fat_extract(&card, &boot, name, dir.path()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let kernel = extract("vmlinuz");
+    let initrd = extract("initramfs.img");
+    let dtb = extract("bcm2837-rpi-3-b.dtb");
+    let cmdline = std::fs::read_to_string(extract("cmdline.txt")).expect("reading cmdline.txt");
+    let append = cmdline.lines().next().unwrap_or("").trim();
+    assert!(
+        append.contains(Machine::RaspberryPi3B.serial_console(Arch::Aarch64)),
+        "cmdline.txt does not name the Pi's serial console: {append:?}"
+    );
+
+    // QEMU cannot run the VideoCore firmware: boot what it would load.
+    let vm = VmBuilder::new(Arch::Aarch64)
+        .machine(Machine::RaspberryPi3B)
+        .kernel(&kernel, &initrd, append)
+        .dtb(&dtb)
+        .sd_card(&card)
+        .spawn()
+        .expect("starting QEMU");
+    let console = vm.serial();
+    // A second cursor from the start: the growth may be logged before or after ready.
+    let from_start = console.clone();
+    let ready = console
+        .wait_for(re(READY_WITHOUT_NIC), boot_timeout())
+        .expect("nodeos did not report ready");
+    let ready_at = started.elapsed();
+    eprintln!("raspi3b: {}", ready.line);
+
+    let grown = from_start
+        .wait_for(
+            re(r"grew the data partition /dev/mmcblk0p2 from (\d+) MiB to (\d+) MiB"),
+            step(),
+        )
+        .expect("nodeos did not grow the data partition");
+    from_start
+        .wait_for("state is kept on /dev/mmcblk0p2 (CLOUDOS-DATA)", step())
+        .expect("the SD card's data partition was not mounted");
+    let number = |i: usize| -> u64 {
+        grown
+            .group(i)
+            .and_then(|n| n.parse().ok())
+            .expect("a MiB count")
+    };
+    let (from, to) = (number(1), number(2));
+    assert_eq!(from, data.size() / MIB, "{}", grown.line);
+    assert_eq!(to, (CARD_SIZE - data.offset()) / MIB, "{}", grown.line);
+
+    // An orderly poweroff syncs and unmounts, so the card holds the grown
+    // file system; the board then halts and QEMU must be stopped by hand.
+    console.skip_to_end();
+    console
+        .send_line("poweroff")
+        .expect("typing on the console");
+    console
+        .wait_for("powering off now", step())
+        .expect("no orderly shutdown");
+    vm.stop().expect("stopping QEMU");
+    assert_no_panic(&vm);
+
+    let (boot_after, data_after) = card_partitions(&card);
+    assert_eq!(boot_after, boot, "the boot partition changed");
+    assert_eq!(
+        data_after.start_sector, data.start_sector,
+        "the data partition moved"
+    );
+    assert_eq!(
+        data_after.end(),
+        CARD_SIZE,
+        "the data partition does not end at the end of the card: {data_after:?}"
+    );
+    let fs = rpi::read_ext4_superblock(&card, &data_after).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fs.label, "CLOUDOS-DATA");
+    assert!(
+        fs.size() <= data_after.size() && fs.size() * 100 >= data_after.size() * 95,
+        "the file system ({} bytes) does not fill its grown partition ({} bytes)",
+        fs.size(),
+        data_after.size()
+    );
+    eprintln!(
+        "raspi3b: ready after {:.1}s, test took {:.1}s",
+        ready_at.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
