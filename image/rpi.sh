@@ -23,6 +23,7 @@
 # for every time stamp. Needs sfdisk, mkfs.vfat, mtools, mkfs.ext4; not root.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
+export LC_ALL=C TZ=UTC
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FORCE=
@@ -103,19 +104,21 @@ EOF
 # The last console= is /dev/console (where nodeos writes): the serial line.
 # cloudos.* settings (role, token, master, ...) can be added to this line.
 echo "console=tty0 console=ttyS1,115200 quiet" >"$STAGE/cmdline.txt"
-find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+source "$ROOT/scripts/lib/repro.sh"
+find "$STAGE" -exec touch -h -d "@$FAT_TIME" {} +
 
 # Partition 1: FAT32 (the Pi's ROM reads FAT; 256 MiB is above FAT32's minimum).
 BOOTFS=$WORK/boot.vfat
-mkfs.vfat -F 32 -n CLOUDOS-PI -i 0c105001 --invariant -C "$BOOTFS" $((BOOT_MIB * 1024)) >/dev/null
-# -m keeps the (SOURCE_DATE_EPOCH) modification times.
-MTOOLS_SKIP_CHECK=1 mcopy -m -i "$BOOTFS" "$STAGE"/* ::/
+# (--invariant also sets a volume id: -i must come after it.)
+mkfs.vfat -F 32 -n CLOUDOS-PI --invariant -i 0c105001 -C "$BOOTFS" $((BOOT_MIB * 1024)) >/dev/null
+# -m keeps the files' (FAT_TIME) modification times.
+SOURCE_DATE_EPOCH=$FAT_TIME MTOOLS_SKIP_CHECK=1 mcopy -m -i "$BOOTFS" "$STAGE"/* ::/
 
 # Partition 2: ext4, the data partition, with fixed ids and times.
 DATAFS=$WORK/data.ext4
 truncate -s $((DATA_MIB * MIB)) "$DATAFS"
 # 4 KiB blocks and the default inode ratio: the size it grows to, not 64 MiB, decides.
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L CLOUDOS-DATA -T default -b 4096 \
+E2FSPROGS_FAKE_TIME=$FAKE_TIME mkfs.ext4 -q -F -L CLOUDOS-DATA -T default -b 4096 \
     -U c10d0500-0000-4000-8000-00000000da7a -E hash_seed=c10d0500-0000-4000-8000-0000000005ee,root_owner=0:0 "$DATAFS"
 
 # The card: MBR with a fixed disk id, then both file systems at their offsets.

@@ -10,6 +10,7 @@
 #   out/<arch>/downloads/              nodeos-<arch>, cloudos-<arch>, SHA256SUMS for install.sh
 #   out/cloudos-<version>-<arch>.iso   live ISO (iso/build.sh): BIOS+UEFI on x86_64, UEFI on aarch64
 #   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
+#   out/x86_64/disk-template.img       what the installer writes to a disk (image/disk.sh)
 #
 # --init PATH uses PATH (any static binary) as /init instead of building nodeos
 # (with --arch all, PATH must suit both: give --arch too).
@@ -122,6 +123,11 @@ fi
 step "building ISO ($ARCH)"
 iso/build.sh --arch "$ARCH"
 IMAGES=("$ROOT"/out/cloudos-*-"$ARCH".iso)
+if [[ $ARCH == x86_64 ]]; then
+    step "building the installed-disk template"
+    image/disk.sh
+    IMAGES+=("$OUT/disk-template.img")
+fi
 if [[ $ARCH == aarch64 ]]; then
     step "building the Raspberry Pi SD image"
     image/rpi.sh

@@ -129,6 +129,32 @@ pub enum IdentityError {
     MalformedUri { uri: String, why: String },
 }
 
+/// RFC 1123 host name: labels of letters, digits and inner hyphens.
+///
+/// Unlike [`validate_node_name`] it accepts upper case: it checks what a person types (a
+/// host name or cluster name in boot settings or the installer), which is lowercased after.
+/// It lives here, not in `nodeos`, so the installer and the node settings share one rule.
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("{name:?} must be 1 to 253 characters long"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a valid host name (letters, digits and inner hyphens, labels of at most 63)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `name` is a lowercase RFC 1123 host name (dot-separated labels of `a-z`, `0-9`
 /// and inner `-`, each at most 63 characters).
 ///
@@ -197,6 +223,24 @@ mod tests {
         ];
         for (name, ok) in cases {
             assert_eq!(validate_node_name(name).is_ok(), *ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn host_names_as_typed() {
+        let cases: &[(&str, bool)] = &[
+            ("n1", true),
+            ("Node-1", true),
+            ("node.example.lan", true),
+            ("", false),
+            ("-bad-", false),
+            ("a_b", false),
+            ("a..b", false),
+            (&"a".repeat(64), false),
+            (&["a"; 128].join("."), false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(validate_hostname(name).is_ok(), *ok, "{name}");
         }
     }
 

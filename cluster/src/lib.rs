@@ -25,7 +25,7 @@ pub mod workload;
 
 mod util;
 
-pub use identity::{NodeIdentity, Role};
+pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
 pub use store::{RedbStore, Store};
 pub use token::{Token, TokenRecord};

@@ -485,27 +485,9 @@ fn parse_fault(value: &str) -> Result<CrashFault, String> {
     }
 }
 
-/// RFC 1123 host name: labels of letters, digits and inner hyphens.
-pub fn validate_hostname(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 253 {
-        return Err(format!("{name:?} must be 1 to 253 characters long"));
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!(
-                "{name:?} is not a valid host name (letters, digits and inner hyphens, labels of at most 63)"
-            ));
-        }
-    }
-    Ok(())
-}
+/// RFC 1123 host name; the rule lives in `cloudos_cluster` so the installer checks names
+/// exactly as these settings do.
+pub use cloudos_cluster::validate_hostname;
 
 fn valid_iface_name(name: &str) -> bool {
     !name.is_empty()

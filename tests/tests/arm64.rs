@@ -153,6 +153,37 @@ fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
     );
 }
 
+/// The same ISO written to a USB stick (xhci + usb-storage, the only disk),
+/// with a data disk whose config.toml names the host: the stick's drivers are
+/// coldplugged, the data disk is mounted and its settings apply.
+#[test]
+fn arm64_iso_boots_as_a_usb_stick_with_a_data_disk() {
+    let iso = images::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
+    let stick = images::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
+    let data = images::data_disk("hostname = \"arm-a\"\n", 32).expect("data disk");
+    let vm = VmBuilder::new(Arch::Aarch64)
+        .boot(BootSource::UsbStick(stick.to_path_buf()))
+        .firmware(Firmware::Uefi)
+        .disk(data.to_path_buf())
+        .spawn()
+        .expect("starting QEMU");
+    let console = vm.serial();
+    console
+        .wait_for("Booting `CloudOS'", boot_timeout())
+        .expect("GRUB did not boot from the stick");
+    console
+        .wait_for("state is kept on /dev/vda (CLOUDOS-DATA)", boot_timeout())
+        .expect("the data disk was not mounted");
+    console
+        .wait_for(re(r"nodeos ready in \d+\.\d+s: host arm-a"), boot_timeout())
+        .expect("nodeos did not report ready with the configured name");
+    // The stick is only needed by GRUB: its driver arrives after ready.
+    console
+        .wait_for("usb_storage", step())
+        .expect("the USB storage driver was not loaded by coldplug");
+    assert_no_panic(&vm);
+}
+
 /// The card's two partitions: the FAT boot partition and the ext4 data partition.
 fn card_partitions(card: &Path) -> (MbrPartition, MbrPartition) {
     let table = rpi::read_mbr(card).unwrap_or_else(|e| panic!("{e}"));

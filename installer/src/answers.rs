@@ -1,0 +1,1013 @@
+//! The answer file: everything a person decides during an install, as TOML.
+//!
+//! Owns parsing, validation and the two renderings (the answer file itself and the
+//! `config.toml` the installed node reads). The wizard builds the same [`Answers`], so an
+//! interactive install and an unattended one are the same value from here on. Fetching an
+//! answer file is not done here: [`Source`] only says where it is.
+//!
+//! ```toml
+//! mode = "compute"
+//! hostname = "rack1-n3"
+//! disk = "/dev/vda"
+//! wipe = true
+//! token = "cloudos1_…"
+//! master = "10.0.0.1"          # optional: absent means found by mDNS
+//! labels = ["zone=a"]
+//!
+//! [network]
+//! mode = "static"
+//! address = "10.0.0.5/24"
+//! gateway = "10.0.0.1"
+//! dns = ["10.0.0.1"]
+//! ```
+//!
+//! Unknown keys are errors, not warnings: a typo such as `hostnmae` in an unattended install
+//! would otherwise silently install a node with the wrong name.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use cloudos_cluster::{validate_hostname, Token};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The cluster name a master gets when the answer file names none.
+pub const DEFAULT_CLUSTER: &str = "cloudos";
+/// The master's API port when `master` names only a host (as `nodeos` settings assume).
+pub const DEFAULT_API_PORT: u16 = 9443;
+/// The file system label of a second disk that carries an answer file.
+pub const CONFIG_DISK_LABEL: &str = "CLOUDOS-CFG";
+/// Where the answer file sits on the [`CONFIG_DISK_LABEL`] disk.
+pub const CONFIG_DISK_PATH: &str = "/install.toml";
+
+/// An install: what to install, where, and as what. Made by [`Answers::from_toml`] or by
+/// the wizard once the wipe is confirmed; [`crate::validate`] checks it against the machine.
+///
+/// `Debug` never shows the join token's secret ([`Token`]'s own `Debug` redacts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answers {
+    /// Lowercase RFC 1123 host name.
+    pub hostname: String,
+    pub network: Network,
+    /// The target disk, a device path such as `/dev/vda`.
+    pub disk: String,
+    pub role: RoleAnswers,
+    /// Node labels, each `key=value`.
+    pub labels: Vec<String>,
+    /// Registries reached over plain HTTP, each `host:port`.
+    pub insecure_registries: Vec<String>,
+}
+
+/// What the node becomes, with what that role needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleAnswers {
+    /// Creates a new cluster of this name.
+    Master { cluster: String },
+    /// Joins a master with a token; `master` is `host:port`, `None` means found by mDNS.
+    Compute {
+        token: Token,
+        master: Option<String>,
+    },
+}
+
+impl RoleAnswers {
+    /// `master` or `compute`, as in the answer file and `config.toml`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RoleAnswers::Master { .. } => "master",
+            RoleAnswers::Compute { .. } => "compute",
+        }
+    }
+}
+
+/// The installed node's network. DNS servers only go with a static address: DHCP brings
+/// its own, and `nodeos` ignores configured ones under DHCP.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Network {
+    #[default]
+    Dhcp,
+    Static {
+        address: Ipv4Cidr,
+        gateway: Option<Ipv4Addr>,
+        dns: Vec<Ipv4Addr>,
+    },
+}
+
+/// An IPv4 address with its prefix length, as in `10.0.0.5/24`; the same rule as the
+/// `address` key of the node settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} needs a prefix length, as in 10.0.0.5/24"))?;
+        let address = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix = prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| format!("prefix length {prefix:?} is not in 1..=32"))?;
+        Ok(Ipv4Cidr { address, prefix })
+    }
+}
+
+/// What is wrong with an answer file. Each variant names the key, and the line when the
+/// file has one, so the person can fix the file without guessing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// Not TOML, an unknown key, or a value of the wrong type; toml's message names the
+    /// line, the column and the key.
+    #[error("the answer file is not valid: {0}")]
+    Syntax(String),
+    #[error("`{key}` is required: {hint}")]
+    Missing {
+        key: &'static str,
+        hint: &'static str,
+    },
+    #[error("{at}`{key}` {why}", at = at_line(*line))]
+    Invalid {
+        key: &'static str,
+        why: String,
+        line: Option<usize>,
+    },
+    #[error(
+        "{at}`wipe = true` is required: installing erases everything on {disk}; add \
+         `wipe = true` to the answer file to confirm",
+        at = at_line(*line)
+    )]
+    WipeNotConfirmed { disk: String, line: Option<usize> },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
+}
+
+/// The answer file as written; checked into [`Answers`] by [`Answers::from_toml`]. Every
+/// value is `Spanned` so a validation error can name its line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnswers {
+    mode: Option<Spanned<String>>,
+    hostname: Option<Spanned<String>>,
+    network: Option<RawNetwork>,
+    disk: Option<Spanned<String>>,
+    wipe: Option<Spanned<bool>>,
+    token: Option<Spanned<String>>,
+    master: Option<Spanned<String>>,
+    cluster: Option<Spanned<String>>,
+    labels: Option<Spanned<Vec<String>>>,
+    insecure_registries: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    mode: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+    dns: Option<Spanned<Vec<String>>>,
+}
+
+impl Answers {
+    /// Parses and checks an answer file. Nothing is looked up on the machine here; that is
+    /// [`crate::validate`]'s job, shared with the wizard.
+    pub fn from_toml(text: &str) -> Result<Answers, AnswerError> {
+        let raw: RawAnswers =
+            toml::from_str(text).map_err(|e| AnswerError::Syntax(e.to_string().trim().into()))?;
+        let line = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
+        let invalid = |key: &'static str, why: String, span| AnswerError::Invalid {
+            key,
+            why,
+            line: line(span),
+        };
+
+        let mode = raw.mode.ok_or(AnswerError::Missing {
+            key: "mode",
+            hint: "write mode = \"master\" or mode = \"compute\"",
+        })?;
+        let is_master = match mode.get_ref().as_str() {
+            "master" => true,
+            "compute" => false,
+            other => {
+                return Err(invalid(
+                    "mode",
+                    format!("is {other:?}; use \"master\" or \"compute\""),
+                    mode.span(),
+                ))
+            }
+        };
+
+        let hostname = raw.hostname.ok_or(AnswerError::Missing {
+            key: "hostname",
+            hint:
+                "the node's name, letters, digits and inner hyphens, as in hostname = \"rack1-n3\"",
+        })?;
+        let hostname = check_hostname(hostname.get_ref())
+            .map_err(|why| invalid("hostname", why, hostname.span()))?;
+
+        let disk = raw.disk.ok_or(AnswerError::Missing {
+            key: "disk",
+            hint: "the disk to install to, as in disk = \"/dev/vda\"",
+        })?;
+        let disk =
+            check_disk_path(disk.get_ref()).map_err(|why| invalid("disk", why, disk.span()))?;
+
+        // An explicit yes, never a default: this file erases a disk without anyone watching.
+        match &raw.wipe {
+            Some(wipe) if *wipe.get_ref() => {}
+            Some(wipe) => {
+                return Err(AnswerError::WipeNotConfirmed {
+                    disk,
+                    line: line(wipe.span()),
+                })
+            }
+            None => return Err(AnswerError::WipeNotConfirmed { disk, line: None }),
+        }
+
+        let network = match raw.network {
+            None => Network::Dhcp,
+            Some(net) => check_network(net, &invalid)?,
+        };
+
+        // Keys of the other role are refused rather than ignored: a master given a token was
+        // most likely meant to be a compute node.
+        let only_for = |key: &'static str, role: &str, span| {
+            invalid(key, format!("is only used with mode = \"{role}\""), span)
+        };
+        let role = if is_master {
+            if let Some(token) = &raw.token {
+                return Err(only_for("token", "compute", token.span()));
+            }
+            if let Some(master) = &raw.master {
+                return Err(only_for("master", "compute", master.span()));
+            }
+            let cluster = match &raw.cluster {
+                None => DEFAULT_CLUSTER.to_owned(),
+                Some(c) => check_cluster_name(c.get_ref())
+                    .map_err(|why| invalid("cluster", why, c.span()))?,
+            };
+            RoleAnswers::Master { cluster }
+        } else {
+            if let Some(cluster) = &raw.cluster {
+                return Err(only_for("cluster", "master", cluster.span()));
+            }
+            let token = raw.token.ok_or(AnswerError::Missing {
+                key: "token",
+                hint: "a compute node joins with a token; create one on the master with \
+                       `cloudos token create`",
+            })?;
+            let parsed =
+                check_token(token.get_ref()).map_err(|why| invalid("token", why, token.span()))?;
+            let master = match &raw.master {
+                None => None,
+                Some(m) => Some(
+                    parse_master_address(m.get_ref())
+                        .map_err(|why| invalid("master", why, m.span()))?,
+                ),
+            };
+            RoleAnswers::Compute {
+                token: parsed,
+                master,
+            }
+        };
+
+        let labels = match raw.labels {
+            None => Vec::new(),
+            Some(l) => {
+                let span = l.span();
+                check_labels(l.into_inner()).map_err(|why| invalid("labels", why, span))?
+            }
+        };
+        let insecure_registries = match raw.insecure_registries {
+            None => Vec::new(),
+            Some(r) => {
+                let span = r.span();
+                check_registries(r.into_inner())
+                    .map_err(|why| invalid("insecure_registries", why, span))?
+            }
+        };
+
+        Ok(Answers {
+            hostname,
+            network,
+            disk,
+            role,
+            labels,
+            insecure_registries,
+        })
+    }
+
+    /// The answer file for these answers, which [`Answers::from_toml`] reads back as equal.
+    /// It holds the join token in clear: treat it like the token itself.
+    pub fn to_answer_toml(&self) -> String {
+        let mut text = String::new();
+        let _ = writeln!(text, "mode = {}", toml_string(self.role.name()));
+        let _ = writeln!(text, "hostname = {}", toml_string(&self.hostname));
+        let _ = writeln!(text, "disk = {}", toml_string(&self.disk));
+        let _ = writeln!(text, "wipe = true");
+        match &self.role {
+            RoleAnswers::Master { cluster } => {
+                let _ = writeln!(text, "cluster = {}", toml_string(cluster));
+            }
+            RoleAnswers::Compute { token, master } => {
+                let _ = writeln!(text, "token = {}", toml_string(&token.to_string()));
+                if let Some(master) = master {
+                    let _ = writeln!(text, "master = {}", toml_string(master));
+                }
+            }
+        }
+        if !self.labels.is_empty() {
+            let _ = writeln!(text, "labels = {}", toml_list(&self.labels));
+        }
+        if !self.insecure_registries.is_empty() {
+            let _ = writeln!(
+                text,
+                "insecure_registries = {}",
+                toml_list(&self.insecure_registries)
+            );
+        }
+        let _ = writeln!(text, "\n[network]");
+        match &self.network {
+            Network::Dhcp => {
+                let _ = writeln!(text, "mode = \"dhcp\"");
+            }
+            Network::Static {
+                address,
+                gateway,
+                dns,
+            } => {
+                let _ = writeln!(text, "mode = \"static\"");
+                let _ = writeln!(text, "address = {}", toml_string(&address.to_string()));
+                if let Some(gateway) = gateway {
+                    let _ = writeln!(text, "gateway = {}", toml_string(&gateway.to_string()));
+                }
+                if !dns.is_empty() {
+                    let dns: Vec<String> = dns.iter().map(Ipv4Addr::to_string).collect();
+                    let _ = writeln!(text, "dns = {}", toml_list(&dns));
+                }
+            }
+        }
+        text
+    }
+
+    /// The `config.toml` the installed node reads from its data partition: the keys and
+    /// shapes of `nodeos`'s settings (`role`, `hostname`, `net`, …; lists joined by commas,
+    /// as the host install's `render_config` writes them). The join token is not written:
+    /// it is used once, by the install's first join, and would otherwise sit on the disk.
+    pub fn to_settings_toml(&self) -> String {
+        let mut text = String::from(
+            "# CloudOS node settings, written by the installer.\n\
+             # Same keys as the kernel command line's cloudos.* keys, without the prefix.\n",
+        );
+        let _ = writeln!(text, "role = {}", toml_string(self.role.name()));
+        let _ = writeln!(text, "hostname = {}", toml_string(&self.hostname));
+        match &self.network {
+            Network::Dhcp => {
+                let _ = writeln!(text, "net = \"dhcp\"");
+            }
+            Network::Static {
+                address,
+                gateway,
+                dns,
+            } => {
+                let _ = writeln!(text, "net = \"static\"");
+                let _ = writeln!(text, "address = {}", toml_string(&address.to_string()));
+                if let Some(gateway) = gateway {
+                    let _ = writeln!(text, "gateway = {}", toml_string(&gateway.to_string()));
+                }
+                if !dns.is_empty() {
+                    let dns: Vec<String> = dns.iter().map(Ipv4Addr::to_string).collect();
+                    let _ = writeln!(text, "dns = {}", toml_string(&dns.join(",")));
+                }
+            }
+        }
+        match &self.role {
+            RoleAnswers::Master { cluster } => {
+                let _ = writeln!(text, "cluster = {}", toml_string(cluster));
+            }
+            RoleAnswers::Compute {
+                master: Some(master),
+                ..
+            } => {
+                let _ = writeln!(text, "master = {}", toml_string(master));
+            }
+            RoleAnswers::Compute { master: None, .. } => {}
+        }
+        if !self.labels.is_empty() {
+            let _ = writeln!(text, "labels = {}", toml_string(&self.labels.join(",")));
+        }
+        if !self.insecure_registries.is_empty() {
+            let _ = writeln!(
+                text,
+                "insecure_registries = {}",
+                toml_string(&self.insecure_registries.join(","))
+            );
+        }
+        text
+    }
+}
+
+/// 1-based line of a byte offset, for error messages.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+fn toml_list(values: &[String]) -> String {
+    let items: Vec<String> = values.iter().map(|v| toml_string(v)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn check_network(
+    net: RawNetwork,
+    invalid: &dyn Fn(&'static str, String, std::ops::Range<usize>) -> AnswerError,
+) -> Result<Network, AnswerError> {
+    let is_static = match &net.mode {
+        None => false,
+        Some(mode) => match mode.get_ref().as_str() {
+            "dhcp" => false,
+            "static" => true,
+            other => {
+                return Err(invalid(
+                    "network.mode",
+                    format!("is {other:?}; use \"dhcp\" or \"static\""),
+                    mode.span(),
+                ))
+            }
+        },
+    };
+    if !is_static {
+        let dhcp_only = |key, span| {
+            invalid(
+                key,
+                "is only used with mode = \"static\" in [network]; DHCP supplies it".into(),
+                span,
+            )
+        };
+        if let Some(a) = &net.address {
+            return Err(dhcp_only("network.address", a.span()));
+        }
+        if let Some(g) = &net.gateway {
+            return Err(dhcp_only("network.gateway", g.span()));
+        }
+        if let Some(d) = &net.dns {
+            return Err(dhcp_only("network.dns", d.span()));
+        }
+        return Ok(Network::Dhcp);
+    }
+    let address = net.address.ok_or(AnswerError::Missing {
+        key: "network.address",
+        hint: "a static network needs the node's address with its prefix, as in \
+               address = \"10.0.0.5/24\"",
+    })?;
+    let address = address
+        .get_ref()
+        .parse()
+        .map_err(|why| invalid("network.address", why, address.span()))?;
+    let gateway = match &net.gateway {
+        None => None,
+        Some(g) => {
+            Some(parse_ipv4(g.get_ref()).map_err(|why| invalid("network.gateway", why, g.span()))?)
+        }
+    };
+    let dns = match &net.dns {
+        None => Vec::new(),
+        Some(d) => d
+            .get_ref()
+            .iter()
+            .map(|s| parse_ipv4(s))
+            .collect::<Result<_, _>>()
+            .map_err(|why| invalid("network.dns", why, d.span()))?,
+    };
+    Ok(Network::Static {
+        address,
+        gateway,
+        dns,
+    })
+}
+
+/// A host name as the node settings accept it, lowercased as they store it.
+pub fn check_hostname(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    validate_hostname(name)?;
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A cluster name: the host name rule, lowercased (it ends up in certificates).
+pub fn check_cluster_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    validate_hostname(name).map_err(|_| {
+        format!("{name:?} is not a valid cluster name (letters, digits and inner hyphens)")
+    })?;
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A join token's format (not whether a master accepts it). The message never repeats the
+/// token: it is shown on a console.
+pub fn check_token(text: &str) -> Result<Token, String> {
+    text.parse::<Token>().map_err(|e| {
+        format!("is not a CloudOS join token ({e}); create one on the master with `cloudos token create`")
+    })
+}
+
+/// `host`, `host:port` or `[v6]:port` → `host:port`, the rule of the `master` node setting.
+pub fn parse_master_address(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            let port: u16 =
+                port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("{value:?}: port {port:?} is not a number in 1..=65535")
+                })?;
+            (host, port)
+        }
+        _ => (value, DEFAULT_API_PORT),
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = bare.parse::<IpAddr>().is_ok() || validate_hostname(bare).is_ok();
+    if !valid {
+        return Err(format!(
+            "{value:?} is not host:port (an IPv4 address or a host name)"
+        ));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+fn parse_ipv4(value: &str) -> Result<Ipv4Addr, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IPv4 address"))
+}
+
+/// A device path under `/dev`, which is all the disk list offers.
+fn check_disk_path(path: &str) -> Result<String, String> {
+    let name = path.strip_prefix("/dev/").unwrap_or("");
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b))
+        && !name.split('/').any(|p| p.is_empty() || p == "..");
+    if ok {
+        Ok(path.to_owned())
+    } else {
+        Err(format!(
+            "{path:?} is not a disk's device path, as in \"/dev/vda\" or \"/dev/nvme0n1\""
+        ))
+    }
+}
+
+/// `key=value` each, the characters the node settings' `labels` accept. No commas: the
+/// settings file joins the list with them.
+fn check_labels(labels: Vec<String>) -> Result<Vec<String>, String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+    };
+    for label in &labels {
+        match label.split_once('=') {
+            Some((k, v)) if ok(k) && ok(v) => {}
+            _ => {
+                return Err(format!(
+                    "has {label:?}, which is not key=value (letters, digits, . - _ /)"
+                ))
+            }
+        }
+    }
+    Ok(labels)
+}
+
+/// `host:port` each, as the node settings' `insecure_registries` accept them.
+fn check_registries(registries: Vec<String>) -> Result<Vec<String>, String> {
+    for r in &registries {
+        let ok = !r.contains(',')
+            && r.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if !ok {
+            return Err(format!("has {r:?}, which is not a registry host:port"));
+        }
+    }
+    Ok(registries)
+}
+
+/// Where the answer file of an unattended install comes from: the value of
+/// `cloudos.install=` on the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Downloaded over HTTP or HTTPS.
+    Url(String),
+    /// A file on the partition whose file system carries `label`; `path` is absolute
+    /// inside that file system.
+    Labelled { label: String, path: String },
+}
+
+impl Source {
+    /// The answer file on a second disk labelled [`CONFIG_DISK_LABEL`], looked for when the
+    /// command line names none.
+    pub fn config_disk() -> Source {
+        Source::Labelled {
+            label: CONFIG_DISK_LABEL.into(),
+            path: CONFIG_DISK_PATH.into(),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Url(url) => f.write_str(url),
+            Source::Labelled { label, path } => write!(f, "LABEL={label}:{path}"),
+        }
+    }
+}
+
+/// A `cloudos.install=` value that is neither form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cloudos.install={value:?} {why}; use an http:// or https:// URL, or LABEL=NAME:/path \
+     for a file on a labelled partition"
+)]
+pub struct SourceError {
+    pub value: String,
+    pub why: &'static str,
+}
+
+impl FromStr for Source {
+    type Err = SourceError;
+
+    fn from_str(value: &str) -> Result<Self, SourceError> {
+        let err = |why| SourceError {
+            value: value.to_owned(),
+            why,
+        };
+        let lower = value.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let rest = &value[value.find("://").map_or(0, |i| i + 3)..];
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if host.is_empty() {
+                return Err(err("has no host"));
+            }
+            if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(err("contains a space or a control character"));
+            }
+            return Ok(Source::Url(value.to_owned()));
+        }
+        let Some(rest) = value.strip_prefix("LABEL=") else {
+            return Err(err("is not a URL or a LABEL="));
+        };
+        let Some((label, path)) = rest.split_once(':') else {
+            return Err(err("has no :/path after the label"));
+        };
+        // FAT labels are at most 11 characters, ext4 16; blkid shows what is there.
+        if label.is_empty() || label.len() > 16 || label.chars().any(|c| c.is_whitespace()) {
+            return Err(err("has an empty, long or spaced label"));
+        }
+        if !path.starts_with('/') || path.split('/').any(|p| p == "..") || path.len() < 2 {
+            return Err(err("needs an absolute path to a file, without .."));
+        }
+        Ok(Source::Labelled {
+            label: label.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A well-formed token for tests; its secret is `aaaa…`.
+    pub(crate) fn token_for_pin(pin_hex: &str) -> String {
+        format!("cloudos1_abcdef_{}_{pin_hex}", "a".repeat(32))
+    }
+
+    pub(crate) fn a_token() -> String {
+        token_for_pin(&"5a".repeat(32))
+    }
+
+    fn compute_file() -> String {
+        format!(
+            "mode = \"compute\"\nhostname = \"Rack1-N3\"\ndisk = \"/dev/vda\"\nwipe = true\n\
+             token = \"{}\"\nmaster = \"10.0.0.1\"\nlabels = [\"zone=a\", \"disk=ssd\"]\n\
+             insecure_registries = [\"10.0.0.1:5000\"]\n\n[network]\nmode = \"static\"\n\
+             address = \"10.0.0.5/24\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.53\", \"1.1.1.1\"]\n",
+            a_token()
+        )
+    }
+
+    #[test]
+    fn a_compute_file_is_read_whole() {
+        let a = Answers::from_toml(&compute_file()).expect("valid");
+        assert_eq!(a.hostname, "rack1-n3");
+        assert_eq!(a.disk, "/dev/vda");
+        assert_eq!(a.labels, ["zone=a", "disk=ssd"]);
+        assert_eq!(a.insecure_registries, ["10.0.0.1:5000"]);
+        let RoleAnswers::Compute { token, master } = &a.role else {
+            panic!("not compute: {a:?}")
+        };
+        assert_eq!(token.to_string(), a_token());
+        assert_eq!(master.as_deref(), Some("10.0.0.1:9443"));
+        assert_eq!(
+            a.network,
+            Network::Static {
+                address: "10.0.0.5/24".parse().unwrap(),
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                dns: vec![Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::new(1, 1, 1, 1)],
+            }
+        );
+    }
+
+    #[test]
+    fn a_minimal_master_gets_the_defaults() {
+        let a = Answers::from_toml(
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/nvme0n1\"\nwipe = true\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            a.role,
+            RoleAnswers::Master {
+                cluster: DEFAULT_CLUSTER.into()
+            }
+        );
+        assert_eq!(a.network, Network::Dhcp);
+        assert!(a.labels.is_empty() && a.insecure_registries.is_empty());
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let a = Answers::from_toml(&compute_file()).expect("valid");
+        let shown = format!("{a:?}");
+        assert!(!shown.contains(&"a".repeat(32)), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn the_answer_file_round_trips() {
+        for text in [
+            compute_file(),
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/sda\"\nwipe = true\ncluster = \"Lab\"\n"
+                .into(),
+        ] {
+            let a = Answers::from_toml(&text).expect("valid");
+            let again = Answers::from_toml(&a.to_answer_toml()).expect("rendered is valid");
+            assert_eq!(again, a);
+        }
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_line() {
+        let token = a_token();
+        let base = "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\n";
+        let compute = "mode = \"compute\"\nhostname = \"c1\"\ndisk = \"/dev/vda\"\nwipe = true\n";
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                base.replace("hostname", "hostnmae"),
+                &["unknown field `hostnmae`", "line 2"],
+            ),
+            (
+                format!("{base}[network]\nmdoe = \"dhcp\"\n"),
+                &["unknown field `mdoe`", "line 6"],
+            ),
+            (base.replace("wipe = true", "wipe = \"yes\""), &["line 4", "wipe"]),
+            ("not toml at all".into(), &["not valid"]),
+            (
+                base.replace("mode = \"master\"\n", ""),
+                &["`mode` is required", "\"master\" or"],
+            ),
+            (
+                base.replace("\"master\"", "\"worker\""),
+                &["line 1: `mode` is \"worker\""],
+            ),
+            (
+                base.replace("\"m1\"", "\"-bad-\""),
+                &["line 2: `hostname`", "not a valid host name"],
+            ),
+            (
+                base.replace("\"m1\"", "\"a_b\""),
+                &["line 2: `hostname`", "not a valid host name"],
+            ),
+            (base.replace("hostname = \"m1\"\n", ""), &["`hostname` is required"]),
+            (base.replace("disk = \"/dev/vda\"\n", ""), &["`disk` is required"]),
+            (
+                base.replace("\"/dev/vda\"", "\"vda\""),
+                &["line 3: `disk`", "device path"],
+            ),
+            (
+                base.replace("\"/dev/vda\"", "\"/dev/../etc/passwd\""),
+                &["`disk`", "device path"],
+            ),
+            (
+                base.replace("wipe = true\n", ""),
+                &["`wipe = true` is required", "erases everything on /dev/vda"],
+            ),
+            (
+                base.replace("wipe = true", "wipe = false"),
+                &["line 4: `wipe = true` is required"],
+            ),
+            (
+                format!("{base}cluster = \"no_good\"\n"),
+                &["line 5: `cluster`", "not a valid cluster name"],
+            ),
+            (
+                format!("{base}token = \"{token}\"\n"),
+                &["line 5: `token` is only used with mode = \"compute\""],
+            ),
+            (
+                format!("{base}master = \"10.0.0.1\"\n"),
+                &["`master` is only used with mode = \"compute\""],
+            ),
+            (compute.into(), &["`token` is required", "cloudos token create"]),
+            (
+                format!("{compute}token = \"cloudos1_abcdef_secretsecret\"\n"),
+                &["line 5: `token` is not a CloudOS join token", "3 parts"],
+            ),
+            (
+                format!("{compute}token = \"{token}\"\ncluster = \"x\"\n"),
+                &["line 6: `cluster` is only used with mode = \"master\""],
+            ),
+            (
+                format!("{compute}token = \"{token}\"\nmaster = \"host:99999\"\n"),
+                &["line 6: `master`", "port"],
+            ),
+            (
+                format!("{base}[network]\nmode = \"static\"\n"),
+                &["`network.address` is required", "10.0.0.5/24"],
+            ),
+            (
+                format!("{base}[network]\nmode = \"wifi\"\n"),
+                &["line 6: `network.mode` is \"wifi\""],
+            ),
+            (
+                format!("{base}[network]\nmode = \"static\"\naddress = \"10.0.0.5\"\n"),
+                &["line 7: `network.address`", "prefix length"],
+            ),
+            (
+                format!(
+                    "{base}[network]\nmode = \"static\"\naddress = \"10.0.0.5/24\"\ngateway = \"gw\"\n"
+                ),
+                &["line 8: `network.gateway`", "not an IPv4 address"],
+            ),
+            (
+                format!("{base}[network]\ndns = [\"1.1.1.1\"]\n"),
+                &["line 6: `network.dns` is only used with mode = \"static\""],
+            ),
+            (
+                format!("{base}labels = [\"zone\"]\n"),
+                &["line 5: `labels`", "key=value"],
+            ),
+            (
+                format!("{base}insecure_registries = [\"reg\"]\n"),
+                &["line 5: `insecure_registries`", "host:port"],
+            ),
+        ];
+        for (text, wanted) in cases {
+            let err = Answers::from_toml(&text).expect_err(&text).to_string();
+            for want in wanted {
+                assert!(err.contains(want), "{text}\n→ {err}\nwanted {want:?}");
+            }
+            assert!(!err.contains("secretsecret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_settings_file_uses_the_node_keys_and_never_the_token() {
+        // The keys and value shapes `nodeos`'s settings parser reads (settings.rs KNOWN_KEYS):
+        // every value a string, lists joined with commas.
+        const NODE_KEYS: &[&str] = &[
+            "role",
+            "hostname",
+            "net",
+            "address",
+            "gateway",
+            "dns",
+            "master",
+            "cluster",
+            "labels",
+            "insecure_registries",
+        ];
+        let a = Answers::from_toml(&compute_file()).expect("valid");
+        let text = a.to_settings_toml();
+        assert!(
+            !text.contains("token") && !text.contains(&"a".repeat(32)),
+            "{text}"
+        );
+        let table: toml::Table = text.parse().expect("valid TOML");
+        for (key, value) in &table {
+            assert!(NODE_KEYS.contains(&key.as_str()), "{key}");
+            assert!(value.is_str(), "{key} = {value}");
+        }
+        let get = |k: &str| table.get(k).and_then(|v| v.as_str());
+        assert_eq!(get("role"), Some("compute"));
+        assert_eq!(get("hostname"), Some("rack1-n3"));
+        assert_eq!(get("net"), Some("static"));
+        assert_eq!(get("address"), Some("10.0.0.5/24"));
+        assert_eq!(get("gateway"), Some("10.0.0.1"));
+        assert_eq!(get("dns"), Some("10.0.0.53,1.1.1.1"));
+        assert_eq!(get("master"), Some("10.0.0.1:9443"));
+        assert_eq!(get("labels"), Some("zone=a,disk=ssd"));
+        assert_eq!(get("insecure_registries"), Some("10.0.0.1:5000"));
+        assert_eq!(get("cluster"), None);
+
+        let m = Answers::from_toml(
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\ncluster = \"Prod-EU\"\n",
+        )
+        .expect("valid");
+        let table: toml::Table = m.to_settings_toml().parse().expect("valid TOML");
+        assert_eq!(
+            table.get("cluster").and_then(|v| v.as_str()),
+            Some("prod-eu")
+        );
+        assert_eq!(table.get("net").and_then(|v| v.as_str()), Some("dhcp"));
+        assert_eq!(table.get("master"), None);
+    }
+
+    #[test]
+    fn master_addresses() {
+        let cases = [
+            ("master-1", Ok("master-1:9443")),
+            ("10.0.0.1:7000", Ok("10.0.0.1:7000")),
+            ("[fd00::1]:7000", Ok("[fd00::1]:7000")),
+            ("10.0.0.1:0", Err("port")),
+            ("-bad-", Err("not host:port")),
+        ];
+        for (input, expected) in cases {
+            match (parse_master_address(input), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sources() {
+        let ok = [
+            (
+                "http://10.0.0.1:8080/a.toml",
+                Source::Url("http://10.0.0.1:8080/a.toml".into()),
+            ),
+            (
+                "https://example.org/x",
+                Source::Url("https://example.org/x".into()),
+            ),
+            ("LABEL=CLOUDOS-CFG:/install.toml", Source::config_disk()),
+            (
+                "LABEL=usb:/cfg/node-1.toml",
+                Source::Labelled {
+                    label: "usb".into(),
+                    path: "/cfg/node-1.toml".into(),
+                },
+            ),
+        ];
+        for (input, want) in ok {
+            let got: Source = input.parse().expect(input);
+            assert_eq!(got, want);
+            assert_eq!(got.to_string(), input);
+        }
+        let bad = [
+            ("ftp://host/a", "not a URL or a LABEL="),
+            ("http:///a", "has no host"),
+            ("LABEL=x", "no :/path"),
+            ("LABEL=:/a", "label"),
+            ("LABEL=x:a.toml", "absolute path"),
+            ("LABEL=x:/../etc/shadow", "absolute path"),
+            ("/install.toml", "not a URL"),
+        ];
+        for (input, want) in bad {
+            let err = input.parse::<Source>().expect_err(input).to_string();
+            assert!(
+                err.contains(want) && err.contains("LABEL=NAME:/path"),
+                "{input}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,948 @@
+//! The interactive installer: keyboard-driven dialogs on the live system's console (screen
+//! and serial line alike) that end in the same [`Answers`] an answer file gives.
+//!
+//! The steps are written against [`Prompts`] (select, type, confirm, show), so a scripted
+//! run in the tests walks the very code a person does; [`Dialoguer`] is the real console.
+//! Every decision (what a menu offers, what is refused and why, the summary) is a plain
+//! function, and every check is the one [`crate::validate`] makes. Nothing is written here.
+
+use console::{style, Term};
+use dialoguer::theme::ColorfulTheme;
+use dialoguer::{Confirm, Input, Select};
+
+use crate::answers::{
+    check_cluster_name, check_hostname, check_token, parse_master_address, Answers, Ipv4Cidr,
+    Network, RoleAnswers, DEFAULT_CLUSTER,
+};
+use crate::disks::{check_target, format_size, Disk, DiskRefusal};
+use crate::system::{MasterInfo, System};
+use crate::{check_join, MasterChoice};
+
+/// How the wizard ended.
+// Returned once per run: boxing the answers would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WizardOutcome {
+    /// Install with these answers (the wipe was confirmed); pass them through
+    /// [`crate::validate`] like an answer file's.
+    Install(Answers),
+    /// Keep running from RAM; nothing was written.
+    TryLive,
+    /// The person gave up; nothing was written.
+    Cancelled,
+}
+
+/// The console broke down; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum WizardError {
+    #[error("the console failed: {0}; an unattended install (cloudos.install=) needs no console")]
+    Console(#[from] dialoguer::Error),
+    #[error("cannot write to the console: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// The dialogs the wizard needs. [`Dialoguer`] shows them on a terminal.
+pub trait Prompts {
+    /// A menu; returns the chosen index.
+    fn select(
+        &mut self,
+        prompt: &str,
+        items: &[String],
+        default: usize,
+    ) -> Result<usize, WizardError>;
+    /// A line of text; `check` says why a value is refused, and the question is asked again.
+    fn input(
+        &mut self,
+        prompt: &str,
+        default: Option<&str>,
+        check: &dyn Fn(&str) -> Result<(), String>,
+    ) -> Result<String, WizardError>;
+    /// Yes or no; no unless the person says yes.
+    fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError>;
+    /// A line of information.
+    fn say(&mut self, text: &str) -> Result<(), WizardError>;
+    /// A refusal or failure, with its reason.
+    fn warn(&mut self, text: &str) -> Result<(), WizardError>;
+}
+
+/// The first question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Master,
+    Compute,
+    TryLive,
+}
+
+impl Start {
+    pub const ALL: [Start; 3] = [Start::Master, Start::Compute, Start::TryLive];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Start::Master => "Install as master (creates a new cluster)",
+            Start::Compute => "Install as compute node (joins a master)",
+            Start::TryLive => "Try live (run from RAM, nothing is written)",
+        }
+    }
+}
+
+const NETWORK_ITEMS: [&str; 2] = [
+    "DHCP (automatic address)",
+    "Static address, gateway and DNS",
+];
+const AFTER_NO_ITEMS: [&str; 2] = ["Start over", "Cancel the install"];
+const NO_DISK_ITEMS: [&str; 2] = ["Look again", "Cancel the install"];
+const TOKEN_FAILED_ITEMS: [&str; 2] = ["Type the token again", "Choose another master"];
+const TYPE_ADDRESS_ITEM: &str = "Type the master's address";
+const LOOK_AGAIN_ITEM: &str = "Look again";
+
+/// Runs the wizard on `term` (the live system passes `Term::stderr()`).
+pub fn run(term: &Term, system: &dyn System) -> Result<WizardOutcome, WizardError> {
+    run_with(&mut Dialoguer::new(term), system)
+}
+
+/// Runs the wizard over any [`Prompts`].
+pub fn run_with(p: &mut dyn Prompts, system: &dyn System) -> Result<WizardOutcome, WizardError> {
+    loop {
+        let start = Start::ALL[p.select(
+            "What do you want to do?",
+            &labels(Start::ALL.map(Start::label)),
+            0,
+        )?];
+        if start == Start::TryLive {
+            return Ok(WizardOutcome::TryLive);
+        }
+        let hostname = ask(
+            p,
+            "Host name of this node",
+            default_hostname(start),
+            check_hostname,
+        )?;
+        let network = ask_network(p, system)?;
+        let Some(disk) = ask_disk(p, system)? else {
+            return Ok(WizardOutcome::Cancelled);
+        };
+        let role = match start {
+            Start::Compute => ask_join(p, system)?,
+            _ => RoleAnswers::Master {
+                cluster: ask(p, "Cluster name", Some(DEFAULT_CLUSTER), check_cluster_name)?,
+            },
+        };
+        let answers = Answers {
+            hostname,
+            network,
+            disk: disk.path.clone(),
+            role,
+            labels: Vec::new(),
+            insecure_registries: Vec::new(),
+        };
+        p.say(&summary(&answers, &disk))?;
+        if p.confirm(&wipe_prompt(&disk))? {
+            return Ok(WizardOutcome::Install(answers));
+        }
+        if p.select("Nothing was written. What now?", &labels(AFTER_NO_ITEMS), 0)? != 0 {
+            return Ok(WizardOutcome::Cancelled);
+        }
+    }
+}
+
+/// Asks until `check` accepts, and returns what it made of the text.
+fn ask<T>(
+    p: &mut dyn Prompts,
+    prompt: &str,
+    default: Option<&str>,
+    check: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, WizardError> {
+    loop {
+        let typed = p.input(prompt, default, &|s| check(s).map(|_| ()))?;
+        match check(&typed) {
+            Ok(value) => return Ok(value),
+            Err(why) => p.warn(&why)?,
+        }
+    }
+}
+
+fn ask_network(p: &mut dyn Prompts, system: &dyn System) -> Result<Network, WizardError> {
+    loop {
+        let network = if p.select("Network", &labels(NETWORK_ITEMS), 0)? == 0 {
+            Network::Dhcp
+        } else {
+            Network::Static {
+                address: ask(
+                    p,
+                    "Address with prefix length, as in 10.0.0.5/24",
+                    None,
+                    |s| s.parse::<Ipv4Cidr>(),
+                )?,
+                gateway: ask(p, "Gateway (empty for none)", None, parse_optional_ipv4)?,
+                dns: ask(
+                    p,
+                    "DNS servers, separated by spaces (empty for none)",
+                    None,
+                    parse_dns,
+                )?,
+            }
+        };
+        p.say("Checking the network…")?;
+        match system.check_network(&network) {
+            Ok(()) => return Ok(network),
+            Err(why) => p.warn(&format!("the network does not work: {why}; choose again"))?,
+        }
+    }
+}
+
+fn ask_disk(p: &mut dyn Prompts, system: &dyn System) -> Result<Option<Disk>, WizardError> {
+    loop {
+        let disks = match system.disks() {
+            Ok(disks) => disks,
+            Err(e) => {
+                p.warn(&e.to_string())?;
+                Vec::new()
+            }
+        };
+        let items = disk_items(&disks, system.boot_medium().as_deref());
+        if items.is_empty() {
+            p.warn("no disk found to install to")?;
+            if p.select("What now?", &labels(NO_DISK_ITEMS), 0)? == 0 {
+                continue;
+            }
+            return Ok(None);
+        }
+        let default = items.iter().position(|i| i.refusal.is_none()).unwrap_or(0);
+        let shown: Vec<String> = items.iter().map(DiskItem::label).collect();
+        let chosen = &items[p.select(
+            "Install to which disk? Everything on it will be erased",
+            &shown,
+            default,
+        )?];
+        match &chosen.refusal {
+            None => return Ok(Some(chosen.disk.clone())),
+            Some(refusal) => p.warn(&refusal.to_string())?,
+        }
+    }
+}
+
+fn ask_join(p: &mut dyn Prompts, system: &dyn System) -> Result<RoleAnswers, WizardError> {
+    loop {
+        let master = ask_master(p, system)?;
+        loop {
+            let token = ask(
+                p,
+                "Join token (printed by `cloudos token create` on the master)",
+                None,
+                check_token,
+            )?;
+            p.say("Checking the token with the master…")?;
+            match check_join(system, &master, &token) {
+                Ok(endpoint) => {
+                    return Ok(RoleAnswers::Compute {
+                        token,
+                        master: Some(endpoint),
+                    })
+                }
+                Err(why) => p.warn(&why.to_string())?,
+            }
+            if p.select("What now?", &labels(TOKEN_FAILED_ITEMS), 0)? != 0 {
+                break;
+            }
+        }
+    }
+}
+
+fn ask_master(p: &mut dyn Prompts, system: &dyn System) -> Result<MasterChoice, WizardError> {
+    loop {
+        p.say("Looking for masters on the network…")?;
+        let masters = match system.discover_masters() {
+            Ok(masters) => masters,
+            Err(why) => {
+                p.warn(&format!("cannot look for masters: {why}"))?;
+                Vec::new()
+            }
+        };
+        if masters.is_empty() {
+            p.say("No master answered; type its address, or look again.")?;
+        }
+        let chosen = p.select(
+            "Which master should this node join?",
+            &master_items(&masters),
+            0,
+        )?;
+        if let Some(master) = masters.get(chosen) {
+            return Ok(MasterChoice::Listed(master.clone()));
+        }
+        if chosen == masters.len() {
+            let address = ask(
+                p,
+                "Master address (host or host:port)",
+                None,
+                parse_master_address,
+            )?;
+            return Ok(MasterChoice::Typed(address));
+        }
+    }
+}
+
+fn labels<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A name to offer: a cluster usually has one master; compute nodes need distinct names,
+/// so none is offered for them.
+pub fn default_hostname(start: Start) -> Option<&'static str> {
+    match start {
+        Start::Master => Some("cloudos-master"),
+        _ => None,
+    }
+}
+
+/// A disk as the menu shows it, with the reason it cannot be chosen, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskItem {
+    pub disk: Disk,
+    pub refusal: Option<DiskRefusal>,
+}
+
+impl DiskItem {
+    pub fn label(&self) -> String {
+        match &self.refusal {
+            None => self.disk.describe(),
+            Some(refusal) => format!(
+                "{}  [cannot use: {}]",
+                self.disk.describe(),
+                short_reason(refusal)
+            ),
+        }
+    }
+}
+
+/// Every disk, each checked with [`check_target`] as an answer file's disk would be.
+pub fn disk_items(disks: &[Disk], boot_medium: Option<&str>) -> Vec<DiskItem> {
+    disks
+        .iter()
+        .map(|disk| DiskItem {
+            disk: disk.clone(),
+            refusal: check_target(disk, boot_medium).err(),
+        })
+        .collect()
+}
+
+/// The refusal without the device path, which the line already shows.
+fn short_reason(refusal: &DiskRefusal) -> String {
+    match refusal {
+        DiskRefusal::TooSmall { .. } => {
+            format!("smaller than {}", format_size(crate::MIN_DISK_BYTES))
+        }
+        DiskRefusal::ReadOnly { .. } => "read-only".into(),
+        DiskRefusal::BootMedium { .. } => "the installer runs from it".into(),
+        DiskRefusal::SectorSize { size, .. } => format!("{size}-byte sectors"),
+        DiskRefusal::NotFound { .. } => "gone".into(),
+    }
+}
+
+/// The mDNS list, then typing an address, then looking again.
+pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
+    masters
+        .iter()
+        .map(|m| {
+            format!(
+                "{}  {}  cluster {}  CA pin {}…",
+                m.name,
+                m.endpoint(),
+                m.cluster,
+                m.pin_prefix
+            )
+        })
+        .chain([TYPE_ADDRESS_ITEM.to_owned(), LOOK_AGAIN_ITEM.to_owned()])
+        .collect()
+}
+
+/// What will be installed, shown before the wipe is confirmed. Names the token by its id
+/// only: the secret is never shown.
+pub fn summary(answers: &Answers, disk: &Disk) -> String {
+    let role = match &answers.role {
+        RoleAnswers::Master { cluster } => format!("master of a new cluster \"{cluster}\""),
+        RoleAnswers::Compute { token, master } => format!(
+            "compute node joining {} with token {}",
+            master.as_deref().unwrap_or("the master found by mDNS"),
+            token.id()
+        ),
+    };
+    let network = match &answers.network {
+        Network::Dhcp => "DHCP".to_owned(),
+        Network::Static {
+            address,
+            gateway,
+            dns,
+        } => {
+            let gateway = gateway.map_or("none".to_owned(), |g| g.to_string());
+            let dns: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+            let dns = if dns.is_empty() {
+                "none".to_owned()
+            } else {
+                dns.join(", ")
+            };
+            format!("static {address}, gateway {gateway}, DNS {dns}")
+        }
+    };
+    format!(
+        "\nAbout to install CloudOS:\n  role       {role}\n  host name  {}\n  network    {network}\n  disk       {}\n",
+        answers.hostname,
+        disk.describe().trim_end()
+    )
+}
+
+/// The last question before anything is written.
+pub fn wipe_prompt(disk: &Disk) -> String {
+    format!(
+        "Erase everything on {} ({}{}) and install CloudOS?",
+        disk.path,
+        format_size(disk.size_bytes),
+        disk.model
+            .as_deref()
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default()
+    )
+}
+
+/// An optional IPv4 address: empty means none.
+pub fn parse_optional_ipv4(text: &str) -> Result<Option<std::net::Ipv4Addr>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not an IPv4 address"))
+}
+
+/// IPv4 addresses separated by spaces or commas; empty means none.
+pub fn parse_dns(text: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    text.split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("{s:?} is not an IPv4 address"))
+        })
+        .collect()
+}
+
+/// The real console, through dialoguer.
+pub struct Dialoguer<'a> {
+    term: &'a Term,
+    theme: ColorfulTheme,
+}
+
+impl<'a> Dialoguer<'a> {
+    pub fn new(term: &'a Term) -> Self {
+        Dialoguer {
+            term,
+            theme: console_theme(),
+        }
+    }
+}
+
+/// dialoguer's colourful theme with ASCII marks: the Linux console's default font and many
+/// serial terminals lack glyphs such as ❯ and ✔.
+pub fn console_theme() -> ColorfulTheme {
+    ColorfulTheme {
+        prompt_suffix: style(">".to_owned()).for_stderr().bold(),
+        success_prefix: style("+".to_owned()).for_stderr().green(),
+        success_suffix: style(":".to_owned()).for_stderr(),
+        error_prefix: style("!".to_owned()).for_stderr().red(),
+        active_item_prefix: style(">".to_owned()).for_stderr().green(),
+        picked_item_prefix: style(">".to_owned()).for_stderr().green(),
+        checked_item_prefix: style("[x]".to_owned()).for_stderr().green(),
+        unchecked_item_prefix: style("[ ]".to_owned()).for_stderr(),
+        ..ColorfulTheme::default()
+    }
+}
+
+impl Prompts for Dialoguer<'_> {
+    fn select(
+        &mut self,
+        prompt: &str,
+        items: &[String],
+        default: usize,
+    ) -> Result<usize, WizardError> {
+        Ok(Select::with_theme(&self.theme)
+            .with_prompt(prompt)
+            .items(items)
+            .default(default)
+            .interact_on(self.term)?)
+    }
+
+    fn input(
+        &mut self,
+        prompt: &str,
+        default: Option<&str>,
+        check: &dyn Fn(&str) -> Result<(), String>,
+    ) -> Result<String, WizardError> {
+        // A visible Input, not a password field, for the token too: it is pasted or typed
+        // from another screen, and a 100-character string typed blind cannot be checked.
+        let mut input = Input::<String>::with_theme(&self.theme)
+            .with_prompt(prompt)
+            .allow_empty(true)
+            .validate_with(|s: &String| check(s));
+        if let Some(default) = default {
+            input = input.default(default.to_owned());
+        }
+        Ok(input.interact_text_on(self.term)?)
+    }
+
+    fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError> {
+        // Enter after y: a stray key press must not erase a disk.
+        Ok(Confirm::with_theme(&self.theme)
+            .with_prompt(prompt)
+            .default(false)
+            .wait_for_newline(true)
+            .interact_on(self.term)?)
+    }
+
+    fn say(&mut self, text: &str) -> Result<(), WizardError> {
+        Ok(self.term.write_line(text)?)
+    }
+
+    fn warn(&mut self, text: &str) -> Result<(), WizardError> {
+        Ok(self.term.write_line(&format!(
+            "{} {}",
+            style("!").red().bold(),
+            style(text).red()
+        ))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::answers::tests::token_for_pin;
+    use crate::disks::tests::{disk, GIB};
+    use crate::testing::{master, FakeSystem, PIN_A, PIN_B};
+
+    /// One scripted answer: pick the menu item containing the text, type a line, or answer
+    /// the confirmation.
+    enum Step {
+        Pick(&'static str),
+        Type(String),
+        Yes,
+        No,
+    }
+    use Step::*;
+
+    fn typed(s: &str) -> Step {
+        Type(s.to_owned())
+    }
+
+    /// A person at the console, following a script; what the wizard showed is kept.
+    struct Script {
+        steps: VecDeque<Step>,
+        shown: Vec<String>,
+    }
+
+    impl Script {
+        fn run(steps: Vec<Step>, system: &FakeSystem) -> (WizardOutcome, Vec<String>) {
+            let mut script = Script {
+                steps: steps.into(),
+                shown: Vec::new(),
+            };
+            let outcome = run_with(&mut script, system).expect("wizard");
+            assert!(
+                script.steps.is_empty(),
+                "script not used up: {:?}",
+                script.shown
+            );
+            (outcome, script.shown)
+        }
+
+        fn next(&mut self, prompt: &str) -> Step {
+            self.steps
+                .pop_front()
+                .unwrap_or_else(|| panic!("script ran out at {prompt:?}; shown: {:#?}", self.shown))
+        }
+    }
+
+    impl Prompts for Script {
+        fn select(
+            &mut self,
+            prompt: &str,
+            items: &[String],
+            _: usize,
+        ) -> Result<usize, WizardError> {
+            let Pick(text) = self.next(prompt) else {
+                panic!("{prompt:?} is a menu: {items:?}")
+            };
+            let i = items
+                .iter()
+                .position(|item| item.contains(text))
+                .unwrap_or_else(|| panic!("{prompt:?} has no {text:?}: {items:?}"));
+            self.shown.push(format!("? {prompt} -> {}", items[i]));
+            Ok(i)
+        }
+
+        fn input(
+            &mut self,
+            prompt: &str,
+            default: Option<&str>,
+            check: &dyn Fn(&str) -> Result<(), String>,
+        ) -> Result<String, WizardError> {
+            // As dialoguer does: a refused line shows the reason and the question stays.
+            loop {
+                let Type(text) = self.next(prompt) else {
+                    panic!("{prompt:?} wants text")
+                };
+                let value = match default {
+                    Some(d) if text.is_empty() => d.to_owned(),
+                    _ => text,
+                };
+                match check(&value) {
+                    Ok(()) => return Ok(value),
+                    Err(why) => self.shown.push(format!("! {why}")),
+                }
+            }
+        }
+
+        fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError> {
+            self.shown.push(format!("? {prompt}"));
+            match self.next(prompt) {
+                Yes => Ok(true),
+                No => Ok(false),
+                _ => panic!("{prompt:?} wants yes or no"),
+            }
+        }
+
+        fn say(&mut self, text: &str) -> Result<(), WizardError> {
+            self.shown.push(text.to_owned());
+            Ok(())
+        }
+
+        fn warn(&mut self, text: &str) -> Result<(), WizardError> {
+            self.shown.push(format!("! {text}"));
+            Ok(())
+        }
+    }
+
+    fn shows(shown: &[String], text: &str) -> bool {
+        shown.iter().any(|line| line.contains(text))
+    }
+
+    #[test]
+    fn try_live_writes_nothing() {
+        let (outcome, _) = Script::run(vec![Pick("Try live")], &FakeSystem::default());
+        assert_eq!(outcome, WizardOutcome::TryLive);
+    }
+
+    #[test]
+    fn a_master_install_gives_the_answer_file_answers() {
+        let system = FakeSystem::default();
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("master"),
+                typed("-bad-"),
+                typed("M1"),
+                Pick("DHCP"),
+                Pick("/dev/vdb"),
+                Pick("/dev/sr0"),
+                Pick("/dev/vda"),
+                typed("no_good"),
+                typed(""),
+                Yes,
+            ],
+            &system,
+        );
+        let WizardOutcome::Install(answers) = outcome else {
+            panic!("{outcome:?}")
+        };
+        // The same answers the equivalent file gives, and the same plan from validate.
+        let file = Answers::from_toml(
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\n",
+        )
+        .expect("file");
+        assert_eq!(answers, file);
+        assert_eq!(
+            crate::validate(&answers, &system).expect("plan").disk.path,
+            "/dev/vda"
+        );
+
+        for text in [
+            "not a valid host name",
+            "/dev/vdb is a disk of 1.0 GiB, too small: CloudOS needs at least 4.0 GiB",
+            "/dev/sr0 holds the medium this installer booted from",
+            "not a valid cluster name",
+            "master of a new cluster \"cloudos\"",
+            "Erase everything on /dev/vda (20.0 GiB) and install CloudOS?",
+        ] {
+            assert!(shows(&shown, text), "{text:?} not in {shown:#?}");
+        }
+    }
+
+    #[test]
+    fn a_compute_node_picks_its_master_and_retries_a_wrong_token() {
+        let system = FakeSystem {
+            masters: vec![master("m1", 1, PIN_A), master("other", 9, PIN_B)],
+            ..FakeSystem::default()
+        };
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("compute"),
+                typed("c1"),
+                Pick("Static"),
+                typed("10.0.0.5"),
+                typed("10.0.0.5/24"),
+                typed("gw"),
+                typed("10.0.0.1"),
+                typed("10.0.0.53, 1.1.1.1"),
+                Pick("/dev/vda"),
+                Pick("m1"),
+                typed("cloudos1_abcdef_tooshort"),
+                typed(&token_for_pin(PIN_B)),
+                Pick("Type the token again"),
+                typed(&token_for_pin(PIN_A)),
+                Yes,
+            ],
+            &system,
+        );
+        let WizardOutcome::Install(answers) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let file = Answers::from_toml(&format!(
+            "mode = \"compute\"\nhostname = \"c1\"\ndisk = \"/dev/vda\"\nwipe = true\n\
+             token = \"{}\"\nmaster = \"10.0.0.1:9443\"\n[network]\nmode = \"static\"\n\
+             address = \"10.0.0.5/24\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.53\", \"1.1.1.1\"]\n",
+            token_for_pin(PIN_A)
+        ))
+        .expect("file");
+        assert_eq!(answers, file);
+        // The token for the other cluster was refused from the advertised pin alone.
+        assert_eq!(*system.token_checks.borrow(), ["10.0.0.1:9443"]);
+        for text in [
+            "needs a prefix length",
+            "\"gw\" is not an IPv4 address",
+            "not a CloudOS join token",
+            "belongs to another cluster",
+            "with token abcdef",
+        ] {
+            assert!(shows(&shown, text), "{text:?} not in {shown:#?}");
+        }
+        assert!(
+            !shows(&shown, &"a".repeat(32)),
+            "the secret was shown: {shown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_typed_master_that_refuses_lets_the_person_choose_again() {
+        let system = FakeSystem {
+            masters: Vec::new(),
+            network_error: None,
+            ..FakeSystem::default()
+        };
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("compute"),
+                typed("c2"),
+                Pick("DHCP"),
+                Pick("/dev/vda"),
+                Pick("Type the master's address"),
+                typed("10.0.0.7"),
+                typed(&token_for_pin(PIN_A)),
+                Pick("Choose another master"),
+                Pick("Type the master's address"),
+                typed("10.0.0.1"),
+                typed(&token_for_pin(PIN_A)),
+                Yes,
+            ],
+            &system,
+        );
+        assert!(matches!(
+            outcome,
+            WizardOutcome::Install(Answers {
+                role: RoleAnswers::Compute { master: Some(ref m), .. },
+                ..
+            }) if m == "10.0.0.1:9443"
+        ));
+        assert!(
+            shows(&shown, "10.0.0.7:9443 refused the token: no answer"),
+            "{shown:#?}"
+        );
+        assert!(shows(&shown, "No master answered"), "{shown:#?}");
+    }
+
+    #[test]
+    fn a_network_that_fails_is_asked_again() {
+        struct FlakyNet(FakeSystem, std::cell::Cell<bool>);
+        impl System for FlakyNet {
+            fn disks(&self) -> Result<Vec<Disk>, crate::DiskError> {
+                self.0.disks()
+            }
+            fn boot_medium(&self) -> Option<String> {
+                self.0.boot_medium()
+            }
+            fn discover_masters(&self) -> Result<Vec<MasterInfo>, String> {
+                self.0.discover_masters()
+            }
+            fn check_token(&self, m: &str, t: &cloudos_cluster::Token) -> Result<(), String> {
+                self.0.check_token(m, t)
+            }
+            fn check_network(&self, n: &Network) -> Result<(), String> {
+                // Fails once: DHCP got no lease.
+                if self.1.replace(true) {
+                    Ok(())
+                } else {
+                    assert_eq!(*n, Network::Dhcp);
+                    Err("no DHCP lease within 20s".into())
+                }
+            }
+        }
+        let system = FlakyNet(FakeSystem::default(), std::cell::Cell::new(false));
+        let mut script = Script {
+            steps: vec![
+                Pick("master"),
+                typed("m1"),
+                Pick("DHCP"),
+                Pick("Static"),
+                typed("10.0.0.5/24"),
+                typed(""),
+                typed(""),
+                Pick("/dev/vda"),
+                typed("lab"),
+                Yes,
+            ]
+            .into(),
+            shown: Vec::new(),
+        };
+        let outcome = run_with(&mut script, &system).expect("wizard");
+        let WizardOutcome::Install(answers) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            answers.network,
+            Network::Static {
+                address: "10.0.0.5/24".parse().unwrap(),
+                gateway: None,
+                dns: Vec::new()
+            }
+        );
+        assert!(shows(
+            &script.shown,
+            "the network does not work: no DHCP lease within 20s"
+        ));
+    }
+
+    #[test]
+    fn no_at_the_wipe_starts_over_or_cancels() {
+        let system = FakeSystem::default();
+        let once = |then: Vec<Step>| {
+            let mut steps = vec![
+                Pick("master"),
+                typed("m1"),
+                Pick("DHCP"),
+                Pick("/dev/vda"),
+                typed(""),
+                No,
+            ];
+            steps.extend(then);
+            Script::run(steps, &system)
+        };
+        let (outcome, shown) = once(vec![Pick("Cancel")]);
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(shows(&shown, "Nothing was written"));
+        let (outcome, _) = once(vec![Pick("Start over"), Pick("Try live")]);
+        assert_eq!(outcome, WizardOutcome::TryLive);
+    }
+
+    #[test]
+    fn no_disk_can_be_cancelled() {
+        let system = FakeSystem {
+            disks: Vec::new(),
+            ..FakeSystem::default()
+        };
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("master"),
+                typed("m1"),
+                Pick("DHCP"),
+                Pick("Look again"),
+                Pick("Cancel"),
+            ],
+            &system,
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(shows(&shown, "no disk found"));
+    }
+
+    #[test]
+    fn menus_say_what_each_item_is() {
+        let labels: Vec<&str> = Start::ALL.iter().map(|s| s.label()).collect();
+        assert!(labels[0].contains("master") && labels[1].contains("compute"));
+        assert!(labels[2].contains("nothing is written"));
+
+        let items = disk_items(
+            &[disk("sr0", GIB), disk("vda", 20 * GIB), disk("vdb", GIB)],
+            Some("sr0"),
+        );
+        let shown: Vec<String> = items.iter().map(DiskItem::label).collect();
+        assert!(
+            shown[0].contains("[cannot use: the installer runs from it]"),
+            "{shown:?}"
+        );
+        assert!(shown[1].starts_with("/dev/vda") && shown[1].contains("20.0 GiB"));
+        assert!(!shown[1].contains("cannot use"));
+        assert!(
+            shown[2].contains("[cannot use: smaller than 4.0 GiB]"),
+            "{shown:?}"
+        );
+
+        let masters = master_items(&[master("m1", 1, PIN_A)]);
+        assert_eq!(
+            masters,
+            [
+                "m1  10.0.0.1:9443  cluster m1-cluster  CA pin 5a5a5a5a5a5a5a5a…",
+                TYPE_ADDRESS_ITEM,
+                LOOK_AGAIN_ITEM
+            ]
+        );
+    }
+
+    #[test]
+    fn the_summary_names_everything_but_the_secret() {
+        let token = token_for_pin(PIN_A);
+        let answers = Answers::from_toml(&format!(
+            "mode = \"compute\"\nhostname = \"c1\"\ndisk = \"/dev/vda\"\nwipe = true\n\
+             token = \"{token}\"\n[network]\nmode = \"static\"\naddress = \"10.0.0.5/24\"\n"
+        ))
+        .unwrap();
+        let text = summary(&answers, &disk("vda", 20 * GIB));
+        for want in [
+            "compute node joining the master found by mDNS with token abcdef",
+            "host name  c1",
+            "static 10.0.0.5/24, gateway none, DNS none",
+            "/dev/vda",
+            "20.0 GiB",
+        ] {
+            assert!(text.contains(want), "{want:?} not in {text}");
+        }
+        assert!(!text.contains(&"a".repeat(32)), "{text}");
+    }
+
+    #[test]
+    fn typed_network_values() {
+        assert_eq!(parse_optional_ipv4(" "), Ok(None));
+        assert_eq!(
+            parse_optional_ipv4("10.0.0.1"),
+            Ok(Some([10, 0, 0, 1].into()))
+        );
+        assert!(parse_optional_ipv4("10.0.0").is_err());
+        assert_eq!(parse_dns(""), Ok(vec![]));
+        assert_eq!(
+            parse_dns("1.1.1.1,9.9.9.9  10.0.0.53"),
+            Ok(vec![
+                [1, 1, 1, 1].into(),
+                [9, 9, 9, 9].into(),
+                [10, 0, 0, 53].into()
+            ])
+        );
+        assert!(parse_dns("1.1.1.1 dns.example")
+            .unwrap_err()
+            .contains("dns.example"));
+    }
+}
