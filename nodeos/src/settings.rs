@@ -146,6 +146,29 @@ pub struct Settings {
     /// (`cloudos.tls_san=203.0.113.7,master.example.org`): the ones clients use to reach a
     /// master behind NAT or a load balancer, which it cannot see on its own interfaces.
     pub tls_san: Vec<String>,
+    /// The system slot GRUB booted (`cloudos.slot=a|b`, set by the installed disk's
+    /// grub.cfg): nodeos confirms that slot in GRUB's environment once healthy.
+    pub slot: Option<Slot>,
+    /// Install to disk (`cloudos.install=`): `wizard` for the interactive installer on
+    /// the console, or where the answer file is (`http(s)://…` or `LABEL=NAME:/path`);
+    /// checked by the installer, which says what is wrong with it.
+    pub install: Option<String>,
+}
+
+/// One of the installed disk's two system slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
 }
 
 /// A key that was ignored, and why.
@@ -319,6 +342,12 @@ impl Settings {
                 Ok(fault) => self.faults.push(fault),
                 Err(reason) => warn(reason),
             },
+            "slot" => match value {
+                "a" => self.slot = Some(Slot::A),
+                "b" => self.slot = Some(Slot::B),
+                other => warn(format!("{other:?} is not a slot (a or b)")),
+            },
+            "install" => self.install = Some(value.to_string()),
             _ => warn(format!("unknown key (known: {})", KNOWN_KEYS.join(", "))),
         }
     }
@@ -360,6 +389,8 @@ const KNOWN_KEYS: &[&str] = &[
     "insecure_registries",
     "tls_san",
     "fault",
+    "slot",
+    "install",
 ];
 
 /// `name-or-address[,…]`: IP addresses, or DNS names (letters, digits, `-`, dots between
@@ -602,6 +633,20 @@ mod tests {
         assert!(s.debug);
         assert_eq!(s.injected_crashes("power"), 3);
         assert_eq!(s.injected_crashes("net"), 0);
+    }
+
+    #[test]
+    fn slot_and_install_are_read_and_a_bad_slot_is_refused() {
+        let (s, w) = from_cmdline("cloudos.slot=b cloudos.install=LABEL=CLOUDOS-CFG:/install.toml");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.slot, Some(Slot::B));
+        assert_eq!(
+            s.install.as_deref(),
+            Some("LABEL=CLOUDOS-CFG:/install.toml")
+        );
+        let (s, w) = from_cmdline("cloudos.slot=c");
+        assert_eq!(s.slot, None);
+        assert!(w[0].reason.contains("not a slot"), "{w:?}");
     }
 
     #[test]
