@@ -81,6 +81,16 @@ fn grow(device: &str) {
 
 /// The block device holding an ext4 file system with this label.
 fn find_labelled(label: &str) -> Option<String> {
+    find_by(|dev| read_ext4_label(dev).as_deref() == Some(label))
+}
+
+/// The block device holding a FAT file system with this volume label.
+pub fn find_vfat_labelled(label: &str) -> Option<String> {
+    find_by(|dev| read_fat_label(dev).as_deref() == Some(label))
+}
+
+/// The first block device (in name order) for which `matches` says yes.
+fn find_by(matches: impl Fn(&str) -> bool) -> Option<String> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
         .ok()?
         .flatten()
@@ -91,7 +101,33 @@ fn find_labelled(label: &str) -> Option<String> {
     names
         .into_iter()
         .map(|n| format!("/dev/{n}"))
-        .find(|dev| read_ext4_label(dev).as_deref() == Some(label))
+        .find(|dev| matches(dev))
+}
+
+fn read_fat_label(device: &str) -> Option<String> {
+    let mut file = std::fs::File::open(device).ok()?;
+    let mut boot_sector = [0u8; 512];
+    file.read_exact(&mut boot_sector).ok()?;
+    fat_label(&boot_sector)
+}
+
+/// The volume label in a FAT boot sector (FAT32's at 0x47, FAT12/16's at 0x2B),
+/// identified by the file-system type string next to it.
+pub fn fat_label(boot_sector: &[u8]) -> Option<String> {
+    if boot_sector.len() < 512 || boot_sector[510..512] != [0x55, 0xAA] {
+        return None;
+    }
+    let at = if &boot_sector[82..87] == b"FAT32" {
+        71
+    } else if &boot_sector[54..57] == b"FAT" {
+        43
+    } else {
+        return None;
+    };
+    let label = std::str::from_utf8(&boot_sector[at..at + 11])
+        .ok()?
+        .trim_end();
+    (!label.is_empty() && label != "NO NAME").then(|| label.to_string())
 }
 
 fn read_ext4_label(device: &str) -> Option<String> {
@@ -120,6 +156,25 @@ pub fn ext4_label(superblock: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_fat32_and_fat16_labels() {
+        let mut bs = vec![0u8; 512];
+        bs[510] = 0x55;
+        bs[511] = 0xAA;
+        assert_eq!(fat_label(&bs), None);
+        bs[82..90].copy_from_slice(b"FAT32   ");
+        bs[71..82].copy_from_slice(b"CLOUDOS-ESP");
+        assert_eq!(fat_label(&bs).as_deref(), Some("CLOUDOS-ESP"));
+        let mut bs16 = vec![0u8; 512];
+        bs16[510] = 0x55;
+        bs16[511] = 0xAA;
+        bs16[54..62].copy_from_slice(b"FAT16   ");
+        bs16[43..54].copy_from_slice(b"CLOUDOS-CFG");
+        assert_eq!(fat_label(&bs16).as_deref(), Some("CLOUDOS-CFG"));
+        bs16[43..54].copy_from_slice(b"NO NAME    ");
+        assert_eq!(fat_label(&bs16), None);
+    }
 
     #[test]
     fn reads_label_only_with_the_magic() {

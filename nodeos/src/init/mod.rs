@@ -3,6 +3,7 @@
 //! shut down. Nothing here may panic or exit: a PID 1 that dies is a kernel
 //! panic, so every failure is logged and the boot goes on, degraded.
 
+pub mod bootslot;
 pub mod datapart;
 pub mod growpart;
 pub mod hostname;
@@ -174,6 +175,7 @@ async fn supervise(
 
     let all_ready = supervisor.all_ready(READY_TIMEOUT);
     let role = settings.role;
+    let slot = settings.slot;
     tokio::spawn(async move {
         match all_ready.await {
             Ok(()) => {
@@ -183,6 +185,8 @@ async fn supervise(
                     crate::logging::uptime(),
                     status::own_rss_kb().unwrap_or(0)
                 );
+                // Every service, the role's included, is up: this slot boots.
+                tokio::task::spawn_blocking(move || bootslot::confirm_and_log(slot));
             }
             Err(late) => log::error!(
                 "nodeos degraded: {} not ready after {}s",
