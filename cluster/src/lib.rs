@@ -14,6 +14,7 @@
 //! the servers and clients are built on. Nothing in it panics on bad input, because the
 //! master runs inside PID 1.
 
+pub mod addr;
 pub mod api;
 pub mod client;
 pub mod identity;
@@ -25,6 +26,7 @@ pub mod workload;
 
 mod util;
 
+pub use addr::{parse_master_address, Ipv4Cidr};
 pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
 pub use store::{RedbStore, Store};

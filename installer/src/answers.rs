@@ -26,9 +26,10 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+pub use cloudos_cluster::parse_master_address;
 use cloudos_cluster::{validate_hostname, Token};
 use serde::Deserialize;
 use toml::Spanned;
@@ -36,7 +37,7 @@ use toml::Spanned;
 /// The cluster name a master gets when the answer file names none.
 pub const DEFAULT_CLUSTER: &str = "cloudos";
 /// The master's API port when `master` names only a host (as `nodeos` settings assume).
-pub const DEFAULT_API_PORT: u16 = 9443;
+pub use cloudos_cluster::client::DEFAULT_API_PORT;
 /// The file system label of a second disk that carries an answer file.
 pub const CONFIG_DISK_LABEL: &str = "CLOUDOS-CFG";
 /// Where the answer file sits on the [`CONFIG_DISK_LABEL`] disk.
@@ -95,39 +96,7 @@ pub enum Network {
     },
 }
 
-/// An IPv4 address with its prefix length, as in `10.0.0.5/24`; the same rule as the
-/// `address` key of the node settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix)
-    }
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} needs a prefix length, as in 10.0.0.5/24"))?;
-        let address = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let prefix = prefix
-            .parse::<u8>()
-            .ok()
-            .filter(|p| (1..=32).contains(p))
-            .ok_or_else(|| format!("prefix length {prefix:?} is not in 1..=32"))?;
-        Ok(Ipv4Cidr { address, prefix })
-    }
-}
+pub use cloudos_cluster::Ipv4Cidr;
 
 /// What is wrong with an answer file. Each variant names the key, and the line when the
 /// file has one, so the person can fix the file without guessing.
@@ -537,28 +506,6 @@ pub fn check_token(text: &str) -> Result<Token, String> {
 }
 
 /// `host`, `host:port` or `[v6]:port` → `host:port`, the rule of the `master` node setting.
-pub fn parse_master_address(value: &str) -> Result<String, String> {
-    let value = value.trim();
-    let (host, port) = match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-            let port: u16 =
-                port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    format!("{value:?}: port {port:?} is not a number in 1..=65535")
-                })?;
-            (host, port)
-        }
-        _ => (value, DEFAULT_API_PORT),
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = bare.parse::<IpAddr>().is_ok() || validate_hostname(bare).is_ok();
-    if !valid {
-        return Err(format!(
-            "{value:?} is not host:port (an IPv4 address or a host name)"
-        ));
-    }
-    Ok(format!("{host}:{port}"))
-}
-
 fn parse_ipv4(value: &str) -> Result<Ipv4Addr, String> {
     value
         .trim()

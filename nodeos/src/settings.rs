@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use cloudos_cluster::parse_master_address;
+
 /// Where the settings file lives once the data partition is mounted.
 pub const CONFIG_FILE: &str = "/var/lib/cloudos/config.toml";
 
@@ -35,36 +37,7 @@ impl fmt::Display for Role {
     }
 }
 
-/// An IPv4 address with its prefix length, as written in `10.0.0.5/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Ipv4Cidr {
-    pub address: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix)
-    }
-}
-
-impl std::str::FromStr for Ipv4Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} needs a prefix length, as in 10.0.0.5/24"))?;
-        let address = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let prefix = prefix
-            .parse::<u8>()
-            .ok()
-            .filter(|p| (1..=32).contains(p))
-            .ok_or_else(|| format!("prefix length {prefix:?} is not in 1..=32"))?;
-        Ok(Ipv4Cidr { address, prefix })
-    }
-}
+pub use cloudos_cluster::Ipv4Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
@@ -439,29 +412,7 @@ fn parse_registries(value: &str) -> Result<Vec<String>, String> {
 }
 
 /// The master's API port when `cloudos.master` names only a host.
-pub const DEFAULT_API_PORT: u16 = 9443;
-
-/// `host`, `host:port` or `[v6]:port` → `host:port`.
-fn parse_master_address(value: &str) -> Result<String, String> {
-    let (host, port) = match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-            let port: u16 =
-                port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    format!("{value:?}: port {port:?} is not a number in 1..=65535")
-                })?;
-            (host, port)
-        }
-        _ => (value, DEFAULT_API_PORT),
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = bare.parse::<std::net::IpAddr>().is_ok() || validate_hostname(bare).is_ok();
-    if !valid {
-        return Err(format!(
-            "{value:?} is not host:port (an IPv4 address or a host name)"
-        ));
-    }
-    Ok(format!("{host}:{port}"))
-}
+pub use cloudos_cluster::client::DEFAULT_API_PORT;
 
 /// `k=v,k2=v2`: keys and values of letters, digits, `.`, `-`, `_`, `/`.
 fn parse_labels(value: &str) -> Result<std::collections::BTreeMap<String, String>, String> {

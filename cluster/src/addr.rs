@@ -1,0 +1,100 @@
+//! Addresses as people type them into settings, answer files and the installer:
+//! a node's IPv4 address with its prefix, and a master's `host[:port]`. One set of
+//! rules for every place that reads them.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use crate::client::DEFAULT_API_PORT;
+use crate::identity::validate_hostname;
+
+/// An IPv4 address with its prefix length, as written in `10.0.0.5/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Ipv4Cidr {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} needs a prefix length, as in 10.0.0.5/24"))?;
+        let address = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix = prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| format!("prefix length {prefix:?} is not in 1..=32"))?;
+        Ok(Ipv4Cidr { address, prefix })
+    }
+}
+
+/// A master's address as `host:port` (the API port when none is given); the host is an
+/// IP address (IPv6 in brackets) or a host name.
+pub fn parse_master_address(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            let port: u16 =
+                port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    format!("{value:?}: port {port:?} is not a number in 1..=65535")
+                })?;
+            (host, port)
+        }
+        _ => (value, DEFAULT_API_PORT),
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = bare.parse::<std::net::IpAddr>().is_ok() || validate_hostname(bare).is_ok();
+    if !valid {
+        return Err(format!(
+            "{value:?} is not host:port (an IPv4 address or a host name)"
+        ));
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let c: Ipv4Cidr = " 10.0.0.5/24 ".parse().unwrap();
+        assert_eq!(c.to_string(), "10.0.0.5/24");
+        assert!("10.0.0.5"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("prefix length"));
+        assert!("10.0.0.5/33"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("1..=32"));
+        assert!("ten/8"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("not an IPv4"));
+    }
+
+    #[test]
+    fn master_addresses() {
+        assert_eq!(parse_master_address("10.0.0.1").unwrap(), "10.0.0.1:9443");
+        assert_eq!(parse_master_address("m.lan:8443").unwrap(), "m.lan:8443");
+        assert!(parse_master_address("m.lan:0")
+            .unwrap_err()
+            .contains("port"));
+        assert!(parse_master_address("bad host").is_err());
+    }
+}
