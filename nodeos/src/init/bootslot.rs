@@ -141,7 +141,7 @@ pub fn confirm_and_log(slot: Option<Slot>) {
     let Some(slot) = slot else { return };
     match confirm(slot) {
         Ok(Confirmed::Now) => log::info!("slot {} confirmed good", slot.as_str()),
-        Ok(Confirmed::Already) => log::debug!("slot {} was confirmed already", slot.as_str()),
+        Ok(Confirmed::Already) => log::info!("slot {} confirmed good already", slot.as_str()),
         Err(e) => log::warn!("cannot confirm slot {}: {e}", slot.as_str()),
     }
 }
