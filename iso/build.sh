@@ -7,7 +7,11 @@
 # Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub-<arch>.cfg, and the
 #          GRUB module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
 #          (x86_64) or grub-efi-arm64-bin (aarch64; scripts/fetch-inputs.sh must have run).
-# Output:  out/cloudos-<version>-<arch>.iso, volume id CLOUDOS.
+#          x86_64 only, optional: out/x86_64/disk-template.img (image/disk.sh), put on
+#          the ISO gzip'd as /install/disk-template.img.gz for the disk installer
+#          (nodeos install-disk); without it the ISO is built with a warning and
+#          installing to disk from it fails with a clear error.
+# Output:  out/cloudos-<version>-x86_64.iso or -arm64.iso, volume id CLOUDOS.
 #
 # aarch64 has a single GRUB platform, so grub-mkrescue -d takes the pinned
 # arm64-efi directory directly; the host's GRUB is not involved.
@@ -39,7 +43,10 @@ source "$ROOT/scripts/lib/version.sh"
 VERSION=$(workspace_version "$ROOT") || die "cannot read the version"
 
 OUT=$ROOT/out
-ISO=$OUT/cloudos-$VERSION-$ARCH.iso
+# Named as Debian and most distributions name their images: x86_64 and arm64.
+ISO_ARCH=$ARCH
+[[ $ARCH == aarch64 ]] && ISO_ARCH=arm64
+ISO=$OUT/cloudos-$VERSION-$ISO_ARCH.iso
 KERNEL=$OUT/$ARCH/vmlinuz
 INITRD=$OUT/$ARCH/initramfs.img
 CFG=$ROOT/iso/grub-$ARCH.cfg
@@ -55,10 +62,20 @@ else
     [[ -d $EFI ]] || die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh --arch arm64"
 fi
 
+# The installed-disk template (x86_64): what `nodeos install-disk` writes.
+TEMPLATE=
+if [[ $ARCH == x86_64 ]]; then
+    if [[ -f $OUT/x86_64/disk-template.img ]]; then
+        TEMPLATE=$OUT/x86_64/disk-template.img
+    else
+        echo "iso/build.sh: warning: $OUT/x86_64/disk-template.img missing (run image/disk.sh first): the ISO cannot install to disk" >&2
+    fi
+fi
+
 # Up to date?
 if [[ -z $FORCE && -f $ISO ]]; then
     stale=
-    for f in "$KERNEL" "$INITRD" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock"; do
+    for f in "$KERNEL" "$INITRD" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock" $TEMPLATE; do
         [[ $f -nt $ISO ]] && stale=1
     done
     [[ -z $stale ]] && exit 0
@@ -78,6 +95,11 @@ mkdir -p "$STAGE/boot/grub"
 cp "$KERNEL" "$STAGE/boot/vmlinuz"
 cp "$INITRD" "$STAGE/boot/initramfs.img"
 cp "$CFG" "$STAGE/boot/grub/grub.cfg"
+if [[ -n $TEMPLATE ]]; then
+    # Mostly zeros: ~323 MiB gzip to a few MiB. -n: no name or time stamp in the header.
+    mkdir -p "$STAGE/install"
+    gzip -n -6 -c "$TEMPLATE" >"$STAGE/install/disk-template.img.gz"
+fi
 # Reproducible file times inside the ISO (xorriso also reads SOURCE_DATE_EPOCH).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

@@ -8,7 +8,8 @@
 #   out/<arch>/floor-initramfs.img     busybox floor for the boot benchmark
 #   out/<arch>/cloudos                 the admin CLI, static
 #   out/<arch>/downloads/              nodeos-<arch>, cloudos-<arch>, SHA256SUMS for install.sh
-#   out/cloudos-<version>-<arch>.iso   live ISO (iso/build.sh): BIOS+UEFI on x86_64, UEFI on aarch64
+#   out/cloudos-<version>-x86_64.iso   live ISO (iso/build.sh): BIOS+UEFI
+#   out/cloudos-<version>-arm64.iso    live ISO for ARM64 (UEFI)
 #   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
 #   out/x86_64/disk-template.img       what the installer writes to a disk (image/disk.sh)
 #
@@ -120,14 +121,16 @@ if ! fresh "$OUT/floor-initramfs.img" "$MK" "$BBDIR/bin/busybox"; then
     recorded "$OUT/floor-initramfs.img"
 fi
 
-step "building ISO ($ARCH)"
-iso/build.sh --arch "$ARCH"
-IMAGES=("$ROOT"/out/cloudos-*-"$ARCH".iso)
+IMAGES=()
 if [[ $ARCH == x86_64 ]]; then
+    # Before the ISO: the live ISO carries it for the installer.
     step "building the installed-disk template"
     image/disk.sh
     IMAGES+=("$OUT/disk-template.img")
 fi
+step "building ISO ($ARCH)"
+iso/build.sh --arch "$ARCH"
+IMAGES+=("$ROOT"/out/cloudos-*-"${ARCH/aarch64/arm64}".iso)
 if [[ $ARCH == aarch64 ]]; then
     step "building the Raspberry Pi SD image"
     image/rpi.sh

@@ -44,7 +44,7 @@ arm64_qemu() {
     QEMU_ARM64=(qemu-system-aarch64 -accel tcg -M virt -cpu cortex-a57 -m 1024 -no-reboot
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$AAVMF_CODE"
         -drive "if=pflash,format=raw,unit=1,file=$1"
-        -drive "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=$(ls "$ROOT"/out/cloudos-*-aarch64.iso)"
+        -drive "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=$(ls "$ROOT"/out/cloudos-*-arm64.iso)"
         -device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,drive=cd0,bootindex=0)
 }
 

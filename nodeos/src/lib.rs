@@ -4,9 +4,11 @@
 //! `services` (what each service does), `kmod` (drivers), `net` (links,
 //! DHCP, routes), `settings` (boot settings), `logging`, `status`, and the node roles:
 //! `master` (CA, tokens, registry, API) and `agent` (join, heartbeats); `host` runs
-//! either role as a systemd service on an existing Linux (the cloud install).
+//! either role as a systemd service on an existing Linux (the cloud install);
+//! `diskinstall` installs CloudOS from the live ISO to a disk.
 
 pub mod agent;
+pub mod diskinstall;
 pub mod fsutil;
 pub mod host;
 pub mod init;

@@ -36,6 +36,9 @@ enum Command {
     /// Install this binary on a systemd host as a compute node or master (what install.sh
     /// runs once it has checked this binary).
     Install(nodeos::host::InstallArgs),
+    /// Install CloudOS from the live ISO to a disk of this machine: from an answer file,
+    /// or with the console wizard.
+    InstallDisk(nodeos::diskinstall::InstallDiskArgs),
     /// Remove what `nodeos install` put on this host.
     Uninstall(nodeos::host::UninstallArgs),
     /// Run the role of a host install (what its systemd unit starts).
@@ -119,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Master(args)) => nodeos::master::main(args),
         Some(Command::Agent(args)) => nodeos::agent::main(args),
         Some(Command::Install(args)) => nodeos::host::install_main(args),
+        Some(Command::InstallDisk(args)) => nodeos::diskinstall::install_disk_main(args),
         Some(Command::Uninstall(args)) => nodeos::host::uninstall_main(args),
         Some(Command::Daemon(args)) => nodeos::host::daemon_main(args),
         Some(Command::Status { json, socket }) => {

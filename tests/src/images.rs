@@ -166,9 +166,13 @@ pub fn debian_guest_initrd(arch: Arch) -> Result<PathBuf, ImageError> {
     )
 }
 
-/// The ISO: the single file matching `out/cloudos-*-<arch>.iso`.
+/// The ISO: the single file matching `out/cloudos-*-x86_64.iso` or `-arm64.iso`.
 pub fn iso(arch: Arch) -> Result<PathBuf, ImageError> {
-    versioned_artifact("ISO", &format!("-{}.iso", arch.as_str()))
+    let name = match arch {
+        Arch::X86_64 => "x86_64",
+        Arch::Aarch64 => "arm64",
+    };
+    versioned_artifact("ISO", &format!("-{name}.iso"))
 }
 
 /// The Raspberry Pi 3/4 SD card image: the single file matching

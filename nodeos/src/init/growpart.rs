@@ -263,27 +263,6 @@ pub fn grow_to_fill(device: &str, mountpoint: &Path) -> Result<Option<Growth>, G
     }))
 }
 
-// linux/blkpg.h
-const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
-
-#[repr(C)]
-struct BlkpgPartition {
-    start: libc::c_longlong,
-    length: libc::c_longlong,
-    pno: libc::c_int,
-    devname: [libc::c_char; 64],
-    volname: [libc::c_char; 64],
-}
-
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
 nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
 
 fn resize_partition(
@@ -293,22 +272,8 @@ fn resize_partition(
     start: u64,
     sectors: u64,
 ) -> Result<(), GrowError> {
-    let mut part = BlkpgPartition {
-        start: (start * SECTOR) as libc::c_longlong,
-        length: (sectors * SECTOR) as libc::c_longlong,
-        pno: number as libc::c_int,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: (&mut part as *mut BlkpgPartition).cast(),
-    };
-    // SAFETY: `arg` points at a live, correctly laid out blkpg_partition for the
-    // whole call; the kernel only reads it.
-    unsafe { blkpg(disk.as_raw_fd(), &arg) }.map_err(|e| GrowError::Blkpg(e, number))?;
+    crate::diskinstall::blkdev::resize_partition(disk, number, start * SECTOR, sectors * SECTOR)
+        .map_err(|e| GrowError::Blkpg(e, number))?;
     log::debug!("{device}: partition {number} is now {sectors} sectors");
     Ok(())
 }

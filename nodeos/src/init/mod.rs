@@ -152,7 +152,12 @@ async fn supervise(
         command
     });
     let mut supervisor = Supervisor::new(reaper.clone(), launcher, Backoff::default());
-    supervisor.start(&crate::services::specs(settings.role))?;
+    let mut specs = crate::services::specs(settings.role);
+    // The installer's wizard takes the console over (diskinstall::boot).
+    if crate::diskinstall::boot::takes_console(settings.install.as_deref()) {
+        specs.retain(|s| s.name != "console");
+    }
+    supervisor.start(&specs)?;
 
     let statuses = supervisor.status_reader();
     let ready_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -176,6 +181,7 @@ async fn supervise(
     let all_ready = supervisor.all_ready(READY_TIMEOUT);
     let role = settings.role;
     let slot = settings.slot;
+    let install = (settings.install.clone(), reaper.clone());
     tokio::spawn(async move {
         match all_ready.await {
             Ok(()) => {
@@ -187,6 +193,8 @@ async fn supervise(
                 );
                 // Every service, the role's included, is up: this slot boots.
                 tokio::task::spawn_blocking(move || bootslot::confirm_and_log(slot));
+                // Install to disk when the boot asks for it (a child process).
+                crate::diskinstall::boot::after_ready(install.0, slot, install.1);
             }
             Err(late) => log::error!(
                 "nodeos degraded: {} not ready after {}s",

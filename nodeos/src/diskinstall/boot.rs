@@ -1,0 +1,153 @@
+//! PID 1's side of the install: once the live system is ready, run `nodeos install-disk`
+//! as a child process when the boot asks for it, and reboot into the installed disk when
+//! it succeeds. A failure is logged and the live system stays up; nothing here can make
+//! PID 1 fail.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use cloudos_installer::answers::{CONFIG_DISK_LABEL, CONFIG_DISK_PATH};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::settings::Slot;
+use crate::supervisor::Reaper;
+
+const REPORT: &str = "/run/cloudos/install.report";
+
+/// What the boot asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Wizard,
+    /// An answer-file source (`LABEL=…:/path` or a URL).
+    Answers(String),
+}
+
+/// The install this boot asks for: `cloudos.install=` first; else, on a live boot (not
+/// one GRUB started from an installed disk's slot), an answer file on a partition labelled
+/// `CLOUDOS-CFG`. `config_disk` says whether such a partition exists.
+pub fn request(install: Option<&str>, slot: Option<Slot>, config_disk: bool) -> Option<Request> {
+    match install.map(str::trim) {
+        Some("wizard") => Some(Request::Wizard),
+        Some(source) if !source.is_empty() => Some(Request::Answers(source.to_owned())),
+        // An installed node left with its config stick attached must not reinstall itself.
+        _ if slot.is_none() && config_disk => Some(Request::Answers(format!(
+            "LABEL={CONFIG_DISK_LABEL}:{CONFIG_DISK_PATH}"
+        ))),
+        _ => None,
+    }
+}
+
+/// Whether the install this boot asks for is the wizard, which needs the console to
+/// itself: PID 1 then starts no maintenance console.
+pub fn takes_console(install: Option<&str>) -> bool {
+    install.map(str::trim) == Some("wizard")
+}
+
+/// Called once the live system is ready: starts the install the boot asks for, if any.
+pub fn after_ready(install: Option<String>, slot: Option<Slot>, reaper: Reaper) {
+    tokio::spawn(async move {
+        // Reading every disk's first sectors blocks: not on the thread that reaps.
+        let probe = install.is_none() && slot.is_none();
+        let config_disk = probe
+            && tokio::task::spawn_blocking(|| {
+                !super::medium::find_labelled(CONFIG_DISK_LABEL).is_empty()
+            })
+            .await
+            .unwrap_or(false);
+        if let Some(request) = request(install.as_deref(), slot, config_disk) {
+            run(request, reaper).await;
+        }
+    });
+}
+
+async fn run(request: Request, reaper: Reaper) {
+    let _ = std::fs::remove_file(REPORT);
+    let mut command = Command::new("/proc/self/exe");
+    command.arg("install-disk").args(["--report", REPORT]);
+    match &request {
+        Request::Wizard => {
+            log::info!("install: starting the installer on the console");
+            command.arg("--wizard").env("TERM", "linux");
+            // The wizard talks to the person on the console.
+            match console_stdio() {
+                Ok((i, o, e)) => {
+                    command.stdin(i).stdout(o).stderr(e);
+                }
+                Err(e) => {
+                    log::error!("install failed: cannot open /dev/console for the wizard: {e}");
+                    return;
+                }
+            }
+        }
+        Request::Answers(source) => {
+            log::info!("install: unattended, answer file from {source}");
+            command.args(["--from", source]).stdin(Stdio::null());
+            // Its progress and errors on the console, where a person watches.
+            if let Ok((_, o, e)) = console_stdio() {
+                command.stdout(o).stderr(e);
+            }
+        }
+    }
+    // Spawn and watch with no await between, so the reaper cannot miss the exit.
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            log::error!("install failed: cannot start the installer: {e}");
+            return;
+        }
+    };
+    let exit = reaper.watch(Pid::from_raw(child.id() as i32));
+    drop(child);
+    let status = exit.await.ok();
+    let report = std::fs::read_to_string(REPORT).unwrap_or_default();
+    let line = report.lines().last().unwrap_or_default();
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match word {
+        super::REPORT_OK => {
+            log::info!("install complete: {rest}");
+            log::info!("rebooting into the installed system");
+            // PID 1 reboots on SIGINT (ctrl-alt-del): the orderly way down.
+            if let Err(e) = kill(Pid::this(), Signal::SIGINT) {
+                log::error!("cannot reboot: {e}; reboot by hand");
+            }
+        }
+        super::REPORT_NOTHING => log::info!("install: {rest}"),
+        super::REPORT_FAILED => log::error!("install failed: {rest}"),
+        _ => log::error!(
+            "install failed: the installer {}",
+            status
+                .map(|s| crate::supervisor::reaper::describe(&s))
+                .unwrap_or_else(|| "ended without a word".into())
+        ),
+    }
+}
+
+fn console_stdio() -> std::io::Result<(Stdio, Stdio, Stdio)> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(Path::new("/dev/console"))
+    };
+    Ok((open()?.into(), open()?.into(), open()?.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_wins_and_a_config_disk_only_counts_on_a_live_boot() {
+        let cfg = Request::Answers("LABEL=CLOUDOS-CFG:/install.toml".into());
+        assert_eq!(request(Some("wizard"), None, true), Some(Request::Wizard));
+        assert_eq!(
+            request(Some("http://10.0.0.1/a.toml"), None, true),
+            Some(Request::Answers("http://10.0.0.1/a.toml".into()))
+        );
+        assert_eq!(request(None, None, true), Some(cfg));
+        assert_eq!(request(None, Some(Slot::A), true), None);
+        assert_eq!(request(None, None, false), None);
+        assert_eq!(request(Some(""), None, false), None);
+    }
+}

@@ -1,0 +1,262 @@
+//! Where the installer's inputs are: the live medium (the ISO, volume id `CLOUDOS`) with
+//! the disk template and slot A's kernel and initramfs, and the answer file (a labelled
+//! partition or an http:// URL). Only reads; everything is mounted read-only.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use cloudos_installer::Source;
+use nix::mount::MsFlags;
+
+use super::blkdev::Mounted;
+use crate::init::datapart::{ext4_label, fat_label};
+
+/// The ISO's volume id (iso/build.sh).
+pub const MEDIUM_LABEL: &str = "CLOUDOS";
+/// On the medium: the gzip'd installed-disk template (iso/build.sh, from image/disk.sh).
+pub const TEMPLATE_PATH: &str = "install/disk-template.img.gz";
+/// On the medium: what slot A gets.
+pub const KERNEL_PATH: &str = "boot/vmlinuz";
+pub const INITRAMFS_PATH: &str = "boot/initramfs.img";
+
+const RUN_DIR: &str = "/run/cloudos/install";
+/// Answer files are small; anything bigger is not one.
+const MAX_ANSWER_BYTES: u64 = 64 << 10;
+
+/// The file systems a label is looked for in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    Iso9660,
+    Vfat,
+    Ext4,
+}
+
+impl FsKind {
+    pub fn mount_type(self) -> &'static str {
+        match self {
+            FsKind::Iso9660 => "iso9660",
+            FsKind::Vfat => "vfat",
+            FsKind::Ext4 => "ext4",
+        }
+    }
+}
+
+/// The volume id of an ISO 9660 primary volume descriptor (the 2048 bytes at 32 KiB).
+pub fn iso9660_label(descriptor: &[u8]) -> Option<String> {
+    if descriptor.len() < 72 || descriptor[0] != 1 || &descriptor[1..6] != b"CD001" {
+        return None;
+    }
+    let id = std::str::from_utf8(&descriptor[40..72]).ok()?.trim_end();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The label and kind of the file system on `device`, if it is one we read.
+fn probe(device: &str) -> Option<(FsKind, String)> {
+    let mut file = File::open(device).ok()?;
+    let mut head = vec![0u8; 34 * 1024];
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    head.truncate(read);
+    if head.len() >= 32768 + 72 {
+        if let Some(label) = iso9660_label(&head[32768..]) {
+            return Some((FsKind::Iso9660, label));
+        }
+    }
+    if head.len() >= 2048 {
+        if let Some(label) = ext4_label(&head[1024..2048]) {
+            return Some((FsKind::Ext4, label));
+        }
+    }
+    if head.len() >= 512 {
+        if let Some(label) = fat_label(&head[..512]) {
+            return Some((FsKind::Vfat, label));
+        }
+    }
+    None
+}
+
+/// Every block device (`/dev/<name>`) with a file system labelled `label`, in name order.
+/// Whole disks come before their partitions, so a hybrid ISO on a USB stick is found as
+/// the stick itself.
+pub fn find_labelled(label: &str) -> Vec<(String, FsKind)> {
+    let Ok(entries) = std::fs::read_dir("/sys/class/block") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("zram"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("/dev/{n}"))
+        .filter_map(|dev| match probe(&dev) {
+            Some((kind, found)) if found == label => Some((dev, kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kernel name of the disk holding the live medium (`sr0`, or `sdb` for a stick).
+pub fn boot_medium() -> Option<String> {
+    let (device, _) = find_labelled(MEDIUM_LABEL).into_iter().next()?;
+    let name = device.trim_start_matches("/dev/").to_owned();
+    // A partition of a stick: its disk is the parent directory in sysfs.
+    let sys = Path::new("/sys/class/block").join(&name);
+    if sys.join("partition").exists() {
+        let real = std::fs::canonicalize(&sys).ok()?;
+        return real
+            .parent()?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+    }
+    Some(name)
+}
+
+/// Loads the module for a file system if the kernel lacks it. The kernel asks
+/// /sbin/modprobe (nodeos) by itself too; this is for a clearer failure.
+fn load_fs_module(kind: FsKind) {
+    let module = match kind {
+        FsKind::Iso9660 => "isofs",
+        FsKind::Vfat => "vfat",
+        FsKind::Ext4 => "ext4",
+    };
+    let release = crate::status::kernel_release();
+    let dir = PathBuf::from(format!("/lib/modules/{release}"));
+    if let Ok(index) = crate::kmod::ModuleIndex::load(&dir) {
+        if let Err(e) = crate::kmod::Loader::new(index).load(module) {
+            log::debug!("loading {module}: {e}");
+        }
+    }
+}
+
+/// Mounts `device` read-only under /run/cloudos/install/<name>.
+pub fn mount_ro(device: &str, kind: FsKind, name: &str) -> anyhow::Result<Mounted> {
+    load_fs_module(kind);
+    let dir = Path::new(RUN_DIR).join(name);
+    Mounted::new(device, &dir, kind.mount_type(), MsFlags::MS_RDONLY).with_context(|| {
+        format!(
+            "cannot mount {device} ({}) at {}",
+            kind.mount_type(),
+            dir.display()
+        )
+    })
+}
+
+/// The live medium, mounted read-only for as long as the value lives.
+pub fn mount_medium() -> anyhow::Result<Mounted> {
+    let Some((device, kind)) = find_labelled(MEDIUM_LABEL).into_iter().next() else {
+        bail!(
+            "the live medium (volume {MEDIUM_LABEL}) is not attached: the installer reads the \
+             disk template and the kernel from it; boot from the CloudOS ISO or USB stick"
+        );
+    };
+    mount_ro(&device, kind, "medium")
+}
+
+/// Reads the answer file from where `source` says.
+pub fn read_answers(source: &Source) -> anyhow::Result<String> {
+    match source {
+        Source::Labelled { label, path } => {
+            let Some((device, kind)) = find_labelled(label).into_iter().next() else {
+                bail!("no partition labelled {label} (with vfat or ext4) holds the answer file {path}");
+            };
+            let mounted = mount_ro(&device, kind, "answers")?;
+            let file = mounted.dir.join(path.trim_start_matches('/'));
+            let text = read_small(&file).with_context(|| {
+                format!("cannot read the answer file {path} on {device} ({label})")
+            })?;
+            drop(mounted);
+            Ok(text)
+        }
+        Source::Url(url) => http_get(url),
+    }
+}
+
+fn read_small(path: &Path) -> anyhow::Result<String> {
+    let file = File::open(path)?;
+    let mut text = String::new();
+    file.take(MAX_ANSWER_BYTES).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A plain HTTP GET of a small text file: the answer file on a provisioning server.
+fn http_get(url: &str) -> anyhow::Result<String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!(
+            "{url}: only http:// answer-file URLs are supported so far; put the file on a \
+             partition labelled CLOUDOS-CFG instead (LABEL=CLOUDOS-CFG:/install.toml)"
+        );
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let address = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let timeout = Duration::from_secs(10);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {address} for {url}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: cloudos-installer\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream
+        .take(MAX_ANSWER_BYTES + 8192)
+        .read_to_end(&mut response)
+        .with_context(|| format!("reading the answer from {url}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{url}: not an HTTP answer"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("{url} answered {status:?}, not 200 OK");
+    }
+    Ok(body.to_owned())
+}
+
+/// Reads `len` bytes at `offset` of `path`.
+pub fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso9660_volume_ids_are_read_from_the_primary_descriptor() {
+        let mut pvd = vec![0u8; 2048];
+        pvd[0] = 1;
+        pvd[1..6].copy_from_slice(b"CD001");
+        pvd[40..72].copy_from_slice(format!("{:<32}", "CLOUDOS").as_bytes());
+        assert_eq!(iso9660_label(&pvd).as_deref(), Some("CLOUDOS"));
+        pvd[0] = 2;
+        assert_eq!(iso9660_label(&pvd), None);
+        assert_eq!(iso9660_label(&[0u8; 10]), None);
+    }
+}

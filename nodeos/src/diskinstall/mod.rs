@@ -1,0 +1,171 @@
+//! Install to disk from the live ISO: `nodeos install-disk`, and the hook that makes PID 1
+//! run it at boot (`cloudos.install=`, or an answer file on a partition labelled
+//! `CLOUDOS-CFG`).
+//!
+//! The decisions (the answer file, the disk checks, the partition plan, the wizard) live
+//! in the `cloudos-installer` crate; this module is the machine side of it:
+//!
+//! - `system`: [`cloudos_installer::System`] over sysfs, mDNS, TLS and the net state;
+//! - `medium`: the live medium (template, kernel, initramfs) and the answer file's source;
+//! - `writer`: the ordered write of a checked plan (see its module comment);
+//! - `blkdev`: BLKPG, BLKRRPART and short-lived mounts;
+//! - `boot`: PID 1's side, which runs `nodeos install-disk` as a child process so that
+//!   nothing in the installer can take PID 1 down.
+//!
+//! It must not touch a disk before the answers are checked and every input is read: a bad
+//! answer file, a missing template or a wrong token leave the target as it was.
+
+pub mod blkdev;
+pub mod boot;
+pub mod medium;
+pub mod system;
+pub mod writer;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use cloudos_installer::wizard::WizardOutcome;
+use cloudos_installer::{Answers, Plan, RoleAnswers, Source};
+
+use system::LiveSystem;
+
+/// `nodeos install-disk`: install CloudOS to a disk of this machine from the live system.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallDiskArgs {
+    /// The answer file (TOML; see the installer's documentation).
+    #[arg(long, conflicts_with_all = ["from", "wizard"])]
+    pub answers: Option<PathBuf>,
+    /// Where the answer file is: an http:// URL, or LABEL=NAME:/path for a file on a
+    /// labelled partition (as `cloudos.install=` takes it).
+    #[arg(long, alias = "answers-url", conflicts_with = "wizard")]
+    pub from: Option<String>,
+    /// Ask on the console, step by step.
+    #[arg(long)]
+    pub wizard: bool,
+    /// Where to write the outcome (`ok <disk>` or `failed <reason>`), for PID 1.
+    #[arg(long, hide = true)]
+    pub report: Option<PathBuf>,
+}
+
+/// The last line the installer writes in its report file when it succeeded.
+pub const REPORT_OK: &str = "ok";
+pub const REPORT_FAILED: &str = "failed";
+pub const REPORT_NOTHING: &str = "nothing";
+
+/// How an install run ended, for PID 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Installed {
+        disk: String,
+    },
+    /// The person chose to keep running live, or cancelled.
+    NothingDone(String),
+}
+
+pub fn install_disk_main(args: InstallDiskArgs) -> anyhow::Result<()> {
+    crate::logging::init_for_tool(false);
+    let report = args.report.clone();
+    let outcome = run(&args);
+    if let Some(path) = report {
+        let line = match &outcome {
+            Ok(Outcome::Installed { disk }) => format!("{REPORT_OK} {disk}\n"),
+            Ok(Outcome::NothingDone(why)) => format!("{REPORT_NOTHING} {why}\n"),
+            Err(e) => format!("{REPORT_FAILED} {}\n", one_line(&format!("{e:#}"))),
+        };
+        if let Err(e) = crate::fsutil::write_atomic(&path, line.as_bytes()) {
+            log::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+    match outcome {
+        Ok(Outcome::Installed { disk }) => {
+            println!("CloudOS is installed on {disk}; remove the install medium and reboot.");
+            Ok(())
+        }
+        Ok(Outcome::NothingDone(why)) => {
+            println!("{why}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn run(args: &InstallDiskArgs) -> anyhow::Result<Outcome> {
+    let system = LiveSystem;
+    let answers = if args.wizard {
+        let term = console::Term::stderr();
+        match cloudos_installer::wizard::run(&term, &system)? {
+            WizardOutcome::Install(answers) => answers,
+            WizardOutcome::TryLive => {
+                return Ok(Outcome::NothingDone(
+                    "running live from RAM; nothing was written".into(),
+                ))
+            }
+            WizardOutcome::Cancelled => {
+                return Ok(Outcome::NothingDone(
+                    "the install was cancelled; nothing was written".into(),
+                ))
+            }
+        }
+    } else {
+        let (text, from) = match (&args.answers, &args.from) {
+            (Some(path), _) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the answer file {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            (None, Some(source)) => {
+                let source: Source = source.parse()?;
+                (medium::read_answers(&source)?, source.to_string())
+            }
+            (None, None) => bail!("give --answers FILE, --from SOURCE or --wizard"),
+        };
+        log::info!("install: answers from {from}");
+        Answers::from_toml(&text).with_context(|| format!("in {from}"))?
+    };
+    let plan = cloudos_installer::validate(&answers, &system)?;
+    install(&plan)?;
+    Ok(Outcome::Installed {
+        disk: plan.disk.path.clone(),
+    })
+}
+
+/// The node's config.toml: the answers' settings, and for a compute node its join token
+/// (used by the first boot's join, as the settings key `token`).
+pub fn settings_for(plan: &Plan) -> String {
+    let mut text = plan.answers.to_settings_toml();
+    if let RoleAnswers::Compute { token, .. } = &plan.answers.role {
+        text.push_str(&format!("token = \"{token}\"\n"));
+    }
+    text
+}
+
+/// Writes a checked plan with the live medium's template and kernel.
+pub fn install(plan: &Plan) -> anyhow::Result<()> {
+    log::info!(
+        "install: {} as {} on {} ({})",
+        plan.answers.hostname,
+        plan.answers.role.name(),
+        plan.disk.path,
+        cloudos_installer::format_size(plan.disk.size_bytes)
+    );
+    let medium = medium::mount_medium()?;
+    let inputs = writer::Inputs {
+        template_gz: medium.dir.join(medium::TEMPLATE_PATH),
+        kernel: medium.dir.join(medium::KERNEL_PATH),
+        initramfs: medium.dir.join(medium::INITRAMFS_PATH),
+    };
+    if !inputs.template_gz.is_file() {
+        bail!(
+            "the live medium has no {} (an ISO built without image/disk.sh's template); \
+             nothing was written",
+            medium::TEMPLATE_PATH
+        );
+    }
+    writer::write(plan, &inputs, &settings_for(plan))?;
+    drop(medium);
+    Ok(())
+}
