@@ -90,11 +90,20 @@ mod tests {
 
     #[test]
     fn master_addresses() {
-        assert_eq!(parse_master_address("10.0.0.1").unwrap(), "10.0.0.1:9443");
-        assert_eq!(parse_master_address("m.lan:8443").unwrap(), "m.lan:8443");
-        assert!(parse_master_address("m.lan:0")
-            .unwrap_err()
-            .contains("port"));
-        assert!(parse_master_address("bad host").is_err());
+        let cases = [
+            ("master-1", Ok("master-1:9443")),
+            ("10.0.0.1:7000", Ok("10.0.0.1:7000")),
+            ("[fd00::1]:7000", Ok("[fd00::1]:7000")),
+            ("10.0.0.1:0", Err("port")),
+            ("-bad-", Err("not host:port")),
+            ("a b:1", Err("not host:port")),
+        ];
+        for (input, expected) in cases {
+            match (parse_master_address(input), expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -626,25 +626,6 @@ mod tests {
     }
 
     #[test]
-    fn master_addresses() {
-        let cases = [
-            ("master-1", Ok("master-1:9443")),
-            ("10.0.0.1:7000", Ok("10.0.0.1:7000")),
-            ("[fd00::1]:7000", Ok("[fd00::1]:7000")),
-            ("10.0.0.1:0", Err("port")),
-            ("-bad-", Err("not host:port")),
-            ("a b:1", Err("not host:port")),
-        ];
-        for (input, expected) in cases {
-            match (parse_master_address(input), expected) {
-                (Ok(got), Ok(want)) => assert_eq!(got, want),
-                (Err(got), Err(want)) => assert!(got.contains(want), "{input}: {got}"),
-                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
-            }
-        }
-    }
-
-    #[test]
     fn malformed_keys_warn_and_keep_defaults() {
         let cases = [
             ("cloudos.role=banana", "unknown role"),
