@@ -16,7 +16,10 @@
 #      it to the end of the card on first boot, so the image stays small.
 #
 # The firmware picks the DTB named after the board itself (upstream_kernel=1).
-# Settings go on the kernel command line: add cloudos.* keys to cmdline.txt.
+# Settings go on the kernel command line: add cloudos.* keys to cmdline.txt. It
+# carries cloudos.install=setup: until the data partition holds a config.toml, the
+# installer's wizard runs on the console (no disk step: the card is the target),
+# writes config.toml there and restarts the Pi.
 # Console: the mini UART on GPIO 14/15 (ttyS1 with the upstream kernel) and HDMI.
 #
 # Reproducible: fixed disk id, volume id and UUID, and SOURCE_DATE_EPOCH (default 0)
@@ -103,7 +106,7 @@ disable_splash=1
 EOF
 # The last console= is /dev/console (where nodeos writes): the serial line.
 # cloudos.* settings (role, token, master, ...) can be added to this line.
-echo "console=tty0 console=ttyS1,115200 quiet" >"$STAGE/cmdline.txt"
+echo "console=tty0 console=ttyS1,115200 quiet cloudos.install=setup" >"$STAGE/cmdline.txt"
 source "$ROOT/scripts/lib/repro.sh"
 find "$STAGE" -exec touch -h -d "@$FAT_TIME" {} +
 

@@ -25,7 +25,7 @@ pub use answers::{AnswerError, Answers, Network, RoleAnswers, Source};
 pub use disks::{check_target, format_size, Bus, Disk, DiskError, DiskRefusal};
 pub use plan::{gpt_tables, GptTables, PartitionPlan, PlanError, MIN_DISK_BYTES};
 pub use system::{MasterInfo, System};
-pub use wizard::{WizardError, WizardOutcome};
+pub use wizard::{Target, WizardError, WizardOutcome};
 
 /// Everything the install step needs, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +79,45 @@ pub enum InstallError {
 pub fn validate(answers: &Answers, system: &dyn System) -> Result<Plan, InstallError> {
     let disk = choose_disk(system, &answers.disk)?;
     let partitions = PartitionPlan::for_disk(disk.size_bytes / plan::SECTOR_SIZE)?;
+    let master = check_network_and_role(answers, system)?;
+    Ok(Plan {
+        answers: answers.clone(),
+        disk,
+        partitions,
+        master,
+    })
+}
+
+/// Settings for the medium the system runs from (a Pi's SD card), checked: nothing is
+/// partitioned, so only the network and the role are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setup {
+    pub answers: Answers,
+    /// As [`Plan::master`].
+    pub master: Option<String>,
+}
+
+/// [`validate`] for [`wizard::Target::InPlace`]: the same network and join checks, and
+/// no disk checks (the target is the boot medium, which an install to disk refuses).
+pub fn validate_in_place(answers: &Answers, system: &dyn System) -> Result<Setup, InstallError> {
+    let master = check_network_and_role(answers, system)?;
+    Ok(Setup {
+        answers: answers.clone(),
+        master,
+    })
+}
+
+/// The network works, and a compute node's master is reachable, is of the token's cluster
+/// and accepts the token; returns that master's `host:port`.
+fn check_network_and_role(
+    answers: &Answers,
+    system: &dyn System,
+) -> Result<Option<String>, InstallError> {
     system
         .check_network(&answers.network)
         .map_err(InstallError::Network)?;
-    let master = match &answers.role {
-        RoleAnswers::Master { .. } => None,
+    match &answers.role {
+        RoleAnswers::Master { .. } => Ok(None),
         RoleAnswers::Compute { token, master } => {
             let choice = match master {
                 Some(address) => MasterChoice::Typed(address.clone()),
@@ -92,15 +126,9 @@ pub fn validate(answers: &Answers, system: &dyn System) -> Result<Plan, InstallE
                     MasterChoice::Listed(find_master(&masters, token)?.clone())
                 }
             };
-            Some(check_join(system, &choice, token)?)
+            Ok(Some(check_join(system, &choice, token)?))
         }
-    };
-    Ok(Plan {
-        answers: answers.clone(),
-        disk,
-        partitions,
-        master,
-    })
+    }
 }
 
 /// The unattended path: an answer file's text to a checked plan.

@@ -18,13 +18,25 @@ use crate::disks::{check_target, format_size, Disk, DiskRefusal};
 use crate::system::{MasterInfo, System};
 use crate::{check_join, MasterChoice};
 
+/// Where the wizard's answers go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Install to a disk of the machine, chosen in the wizard (the live ISO).
+    Disk,
+    /// Configure the medium the system runs from (a Raspberry Pi's SD card): no disk
+    /// step; the answers become the settings on its data partition. `medium` names it
+    /// for the person, as in "this SD card (/dev/mmcblk0)"; `device` is its path.
+    InPlace { medium: String, device: String },
+}
+
 /// How the wizard ended.
 // Returned once per run: boxing the answers would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WizardOutcome {
-    /// Install with these answers (the wipe was confirmed); pass them through
-    /// [`crate::validate`] like an answer file's.
+    /// Install with these answers (the wipe, or for [`Target::InPlace`] the new settings,
+    /// was confirmed); pass them through [`crate::validate`] (or
+    /// [`crate::validate_in_place`]) like an answer file's.
     Install(Answers),
     /// Keep running from RAM; nothing was written.
     TryLive,
@@ -76,11 +88,16 @@ pub enum Start {
 impl Start {
     pub const ALL: [Start; 3] = [Start::Master, Start::Compute, Start::TryLive];
 
-    pub fn label(self) -> &'static str {
-        match self {
-            Start::Master => "Install as master (creates a new cluster)",
-            Start::Compute => "Install as compute node (joins a master)",
-            Start::TryLive => "Try live (run from RAM, nothing is written)",
+    pub fn label(self, target: &Target) -> &'static str {
+        match (self, target) {
+            (Start::Master, Target::Disk) => "Install as master (creates a new cluster)",
+            (Start::Compute, Target::Disk) => "Install as compute node (joins a master)",
+            (Start::TryLive, Target::Disk) => "Try live (run from RAM, nothing is written)",
+            (Start::Master, Target::InPlace { .. }) => "Set up as master (creates a new cluster)",
+            (Start::Compute, Target::InPlace { .. }) => "Set up as compute node (joins a master)",
+            (Start::TryLive, Target::InPlace { .. }) => {
+                "Not now (keep running unconfigured, nothing is written)"
+            }
         }
     }
 }
@@ -96,16 +113,24 @@ const TYPE_ADDRESS_ITEM: &str = "Type the master's address";
 const LOOK_AGAIN_ITEM: &str = "Look again";
 
 /// Runs the wizard on `term` (the live system passes `Term::stderr()`).
-pub fn run(term: &Term, system: &dyn System) -> Result<WizardOutcome, WizardError> {
-    run_with(&mut Dialoguer::new(term), system)
+pub fn run(
+    term: &Term,
+    system: &dyn System,
+    target: &Target,
+) -> Result<WizardOutcome, WizardError> {
+    run_with(&mut Dialoguer::new(term), system, target)
 }
 
 /// Runs the wizard over any [`Prompts`].
-pub fn run_with(p: &mut dyn Prompts, system: &dyn System) -> Result<WizardOutcome, WizardError> {
+pub fn run_with(
+    p: &mut dyn Prompts,
+    system: &dyn System,
+    target: &Target,
+) -> Result<WizardOutcome, WizardError> {
     loop {
         let start = Start::ALL[p.select(
             "What do you want to do?",
-            &labels(Start::ALL.map(Start::label)),
+            &labels(Start::ALL.map(|s| s.label(target))),
             0,
         )?];
         if start == Start::TryLive {
@@ -118,8 +143,12 @@ pub fn run_with(p: &mut dyn Prompts, system: &dyn System) -> Result<WizardOutcom
             check_hostname,
         )?;
         let network = ask_network(p, system)?;
-        let Some(disk) = ask_disk(p, system)? else {
-            return Ok(WizardOutcome::Cancelled);
+        let place = match target {
+            Target::Disk => match ask_disk(p, system)? {
+                Some(disk) => Place::Disk(disk),
+                None => return Ok(WizardOutcome::Cancelled),
+            },
+            Target::InPlace { medium, device } => Place::InPlace { medium, device },
         };
         let role = match start {
             Start::Compute => ask_join(p, system)?,
@@ -130,17 +159,39 @@ pub fn run_with(p: &mut dyn Prompts, system: &dyn System) -> Result<WizardOutcom
         let answers = Answers {
             hostname,
             network,
-            disk: disk.path.clone(),
+            disk: place.device().to_owned(),
             role,
             labels: Vec::new(),
             insecure_registries: Vec::new(),
         };
-        p.say(&summary(&answers, &disk))?;
-        if p.confirm(&wipe_prompt(&disk))? {
+        let (shown, question) = match &place {
+            Place::Disk(disk) => (summary(&answers, disk), wipe_prompt(disk)),
+            Place::InPlace { medium, .. } => (
+                summary_in_place(&answers, medium),
+                format!("Write these settings to {medium} and restart?"),
+            ),
+        };
+        p.say(&shown)?;
+        if p.confirm(&question)? {
             return Ok(WizardOutcome::Install(answers));
         }
         if p.select("Nothing was written. What now?", &labels(AFTER_NO_ITEMS), 0)? != 0 {
             return Ok(WizardOutcome::Cancelled);
+        }
+    }
+}
+
+/// Where this run's answers go, once known.
+enum Place<'a> {
+    Disk(Disk),
+    InPlace { medium: &'a str, device: &'a str },
+}
+
+impl Place<'_> {
+    fn device(&self) -> &str {
+        match self {
+            Place::Disk(disk) => &disk.path,
+            Place::InPlace { device, .. } => device,
         }
     }
 }
@@ -358,6 +409,23 @@ pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
 /// What will be installed, shown before the wipe is confirmed. Names the token by its id
 /// only: the secret is never shown.
 pub fn summary(answers: &Answers, disk: &Disk) -> String {
+    format!(
+        "\nAbout to install CloudOS:\n{}  disk       {}\n",
+        summary_lines(answers),
+        disk.describe().trim_end()
+    )
+}
+
+/// What will be configured on the medium the system runs from.
+pub fn summary_in_place(answers: &Answers, medium: &str) -> String {
+    format!(
+        "\nAbout to set up CloudOS on {medium}:\n{}  The data on it is kept; the node restarts \
+         with these settings.\n",
+        summary_lines(answers)
+    )
+}
+
+fn summary_lines(answers: &Answers) -> String {
     let role = match &answers.role {
         RoleAnswers::Master { cluster } => format!("master of a new cluster \"{cluster}\""),
         RoleAnswers::Compute { token, master } => format!(
@@ -384,9 +452,8 @@ pub fn summary(answers: &Answers, disk: &Disk) -> String {
         }
     };
     format!(
-        "\nAbout to install CloudOS:\n  role       {role}\n  host name  {}\n  network    {network}\n  disk       {}\n",
-        answers.hostname,
-        disk.describe().trim_end()
+        "  role       {role}\n  host name  {}\n  network    {network}\n",
+        answers.hostname
     )
 }
 
@@ -541,11 +608,19 @@ mod tests {
 
     impl Script {
         fn run(steps: Vec<Step>, system: &FakeSystem) -> (WizardOutcome, Vec<String>) {
+            Script::run_for(&Target::Disk, steps, system)
+        }
+
+        fn run_for(
+            target: &Target,
+            steps: Vec<Step>,
+            system: &FakeSystem,
+        ) -> (WizardOutcome, Vec<String>) {
             let mut script = Script {
                 steps: steps.into(),
                 shown: Vec::new(),
             };
-            let outcome = run_with(&mut script, system).expect("wizard");
+            let outcome = run_with(&mut script, system, target).expect("wizard");
             assert!(
                 script.steps.is_empty(),
                 "script not used up: {:?}",
@@ -623,6 +698,75 @@ mod tests {
 
     fn shows(shown: &[String], text: &str) -> bool {
         shown.iter().any(|line| line.contains(text))
+    }
+
+    fn card() -> Target {
+        Target::InPlace {
+            medium: "this SD card (/dev/mmcblk0)".into(),
+            device: "/dev/mmcblk0".into(),
+        }
+    }
+
+    /// On a Pi the card is the target: no disk step, the settings are confirmed instead
+    /// of a wipe, and the answers pass `validate_in_place` (the card is the boot medium,
+    /// which `validate` would refuse).
+    #[test]
+    fn in_place_there_is_no_disk_step_and_nothing_is_wiped() {
+        let system = FakeSystem {
+            masters: vec![master("m1", 1, PIN_A)],
+            ..FakeSystem::default()
+        };
+        let token = token_for_pin(PIN_A);
+        let (outcome, shown) = Script::run_for(
+            &card(),
+            vec![
+                Pick("compute"),
+                typed("pi-1"),
+                Pick("DHCP"),
+                Pick("m1"),
+                typed(&token),
+                Yes,
+            ],
+            &system,
+        );
+        let WizardOutcome::Install(answers) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(answers.disk, "/dev/mmcblk0");
+        assert_eq!(answers.hostname, "pi-1");
+        let setup = crate::validate_in_place(&answers, &system).expect("setup");
+        assert_eq!(setup.master.as_deref(), Some("10.0.0.1:9443"));
+        assert!(shows(
+            &shown,
+            "About to set up CloudOS on this SD card (/dev/mmcblk0)"
+        ));
+        assert!(shows(&shown, "The data on it is kept"));
+        assert!(!shows(&shown, "Install to which disk"), "{shown:#?}");
+        assert!(!shows(&shown, "Erase"), "{shown:#?}");
+        assert!(!shows(&shown, &token), "the secret was shown: {shown:#?}");
+    }
+
+    #[test]
+    fn in_place_not_now_writes_nothing() {
+        let (outcome, _) = Script::run_for(&card(), vec![Pick("Not now")], &FakeSystem::default());
+        assert_eq!(outcome, WizardOutcome::TryLive);
+        let (outcome, shown) = Script::run_for(
+            &card(),
+            vec![
+                Pick("master"),
+                typed("pi-m"),
+                Pick("DHCP"),
+                typed("lab"),
+                No,
+                Pick("Cancel"),
+            ],
+            &FakeSystem::default(),
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(shows(
+            &shown,
+            "Write these settings to this SD card (/dev/mmcblk0) and restart?"
+        ));
     }
 
     #[test]
@@ -810,7 +954,7 @@ mod tests {
             .into(),
             shown: Vec::new(),
         };
-        let outcome = run_with(&mut script, &system).expect("wizard");
+        let outcome = run_with(&mut script, &system, &Target::Disk).expect("wizard");
         let WizardOutcome::Install(answers) = outcome else {
             panic!("{outcome:?}")
         };
@@ -872,9 +1016,11 @@ mod tests {
 
     #[test]
     fn menus_say_what_each_item_is() {
-        let labels: Vec<&str> = Start::ALL.iter().map(|s| s.label()).collect();
-        assert!(labels[0].contains("master") && labels[1].contains("compute"));
-        assert!(labels[2].contains("nothing is written"));
+        for target in [Target::Disk, card()] {
+            let labels: Vec<&str> = Start::ALL.iter().map(|s| s.label(&target)).collect();
+            assert!(labels[0].contains("master") && labels[1].contains("compute"));
+            assert!(labels[2].contains("nothing is written"));
+        }
 
         let items = disk_items(
             &[disk("sr0", GIB), disk("vda", 20 * GIB), disk("vdb", GIB)],

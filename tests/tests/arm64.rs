@@ -7,12 +7,13 @@
 //! `--test-threads=2` at most. Needs root (namespaces, taps) and
 //! `scripts/build.sh --arch aarch64` first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
 use cloudos_tests::{
-    images, scaled, Arch, BootSource, Firmware, Machine, Pattern, TestNet, Vm, VmBuilder,
+    images, scaled, Arch, BootSource, Firmware, Machine, Pattern, SerialMode, TestNet, Vm,
+    VmBuilder,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -307,12 +308,81 @@ fn rpi_image_has_the_partitions_and_boot_files_the_pi_needs() {
     );
 }
 
-/// The card image written to a 1 GiB card boots on a Raspberry Pi 3B from
-/// the kernel, initramfs, device tree and command line on its own boot
-/// partition; nodeos finds the data partition on the SD card and grows it,
-/// and its file system, to the end of the card.
+/// Waits for `prompt` on the console, then types `keys` as a person would.
+fn answer(vm: &Vm, prompt: &str, keys: &[u8]) {
+    vm.serial()
+        .wait_for(prompt, step())
+        .unwrap_or_else(|e| panic!("the wizard did not ask {prompt:?}: {e}"));
+    // Let the prompt finish drawing and read its first key.
+    std::thread::sleep(Duration::from_secs(1));
+    vm.serial().send(keys).expect("typing on the console");
+}
+
+const DOWN: &[u8] = b"\x1b[B";
+const ENTER: &[u8] = b"\r";
+
+/// `poweroff` typed at the maintenance console: an orderly shutdown syncs and unmounts,
+/// so the card holds what was written; the board then halts and QEMU is stopped by hand.
+fn power_off_from_the_console(vm: Vm) {
+    let console = vm.serial();
+    std::thread::sleep(Duration::from_secs(1));
+    console
+        .send_line("poweroff")
+        .expect("typing on the console");
+    console
+        .wait_for("powering off now", step())
+        .expect("no orderly shutdown from the console");
+    vm.stop().expect("stopping QEMU");
+    assert_no_panic(&vm);
+}
+
+/// The card as a Pi 3B boots it: QEMU cannot run the VideoCore firmware, so the
+/// kernel, initramfs, device tree and command line come from the card's own boot
+/// partition, as the firmware would load them.
+struct PiBoot {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    dtb: PathBuf,
+    append: String,
+}
+
+impl PiBoot {
+    fn from_card(card: &Path, boot: &MbrPartition, dir: &Path) -> PiBoot {
+        let extract =
+            |name: &str| rpi::fat_extract(card, boot, name, dir).unwrap_or_else(|e| panic!("{e}"));
+        let cmdline = std::fs::read_to_string(extract("cmdline.txt")).expect("reading cmdline.txt");
+        PiBoot {
+            kernel: extract("vmlinuz"),
+            initrd: extract("initramfs.img"),
+            dtb: extract("bcm2837-rpi-3-b.dtb"),
+            append: cmdline.lines().next().unwrap_or("").trim().to_owned(),
+        }
+    }
+
+    fn start(&self, card: &Path) -> Vm {
+        VmBuilder::new(Arch::Aarch64)
+            .machine(Machine::RaspberryPi3B)
+            .kernel(&self.kernel, &self.initrd, &self.append)
+            .dtb(&self.dtb)
+            .sd_card(card)
+            .serial(SerialMode::Socket)
+            .spawn()
+            .expect("starting QEMU")
+    }
+}
+
+/// The card image written to a 1 GiB card, booted on a Raspberry Pi 3B three times:
+///
+/// 1. nodeos finds the data partition on the SD card and grows it, and its file system,
+///    to the end of the card; the card has no settings yet, so the wizard asks what the
+///    node should be. "Not now" gives the console back to the maintenance console, whose
+///    `poweroff` shuts down in order.
+/// 2. The wizard again: master, a host name, a static network (raspi3b emulates no
+///    Ethernet), a cluster name, no disk step; confirmed, the settings are written to
+///    the card and the Pi restarts.
+/// 3. The card boots as that master and asks nothing.
 #[test]
-fn rpi_image_boots_on_raspi3b_and_grows_its_data_partition() {
+fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wizard() {
     let started = Instant::now();
     let image = images::rpi_image().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -323,28 +393,16 @@ fn rpi_image_boots_on_raspi3b_and_grows_its_data_partition() {
         data.end() < CARD_SIZE,
         "the data partition already fills the card"
     );
-
-    let extract = |name: &str| {
-        rpi::fat_extract(&card, &boot, name, dir.path()).unwrap_or_else(|e| panic!("{e}"))
-    };
-    let kernel = extract("vmlinuz");
-    let initrd = extract("initramfs.img");
-    let dtb = extract("bcm2837-rpi-3-b.dtb");
-    let cmdline = std::fs::read_to_string(extract("cmdline.txt")).expect("reading cmdline.txt");
-    let append = cmdline.lines().next().unwrap_or("").trim();
+    let pi = PiBoot::from_card(&card, &boot, dir.path());
     assert!(
-        append.contains(Machine::RaspberryPi3B.serial_console(Arch::Aarch64)),
-        "cmdline.txt does not name the Pi's serial console: {append:?}"
+        pi.append
+            .contains(Machine::RaspberryPi3B.serial_console(Arch::Aarch64)),
+        "cmdline.txt does not name the Pi's serial console: {:?}",
+        pi.append
     );
 
-    // QEMU cannot run the VideoCore firmware: boot what it would load.
-    let vm = VmBuilder::new(Arch::Aarch64)
-        .machine(Machine::RaspberryPi3B)
-        .kernel(&kernel, &initrd, append)
-        .dtb(&dtb)
-        .sd_card(&card)
-        .spawn()
-        .expect("starting QEMU");
+    // 1. First boot: growth, then the wizard, declined.
+    let vm = pi.start(&card);
     let console = vm.serial();
     // A second cursor from the start: the growth may be logged before or after ready.
     let from_start = console.clone();
@@ -373,17 +431,19 @@ fn rpi_image_boots_on_raspi3b_and_grows_its_data_partition() {
     assert_eq!(from, data.size() / MIB, "{}", grown.line);
     assert_eq!(to, (CARD_SIZE - data.offset()) / MIB, "{}", grown.line);
 
-    // An orderly poweroff syncs and unmounts, so the card holds the grown
-    // file system; the board then halts and QEMU must be stopped by hand.
-    console.skip_to_end();
     console
-        .send_line("poweroff")
-        .expect("typing on the console");
+        .wait_for("setup: this node has no settings yet", step())
+        .expect("an unconfigured card did not start the wizard");
+    answer(&vm, "Not now (keep running unconfigured", b"");
+    vm.serial().send(DOWN).expect("typing on the console");
+    std::thread::sleep(Duration::from_millis(300));
+    vm.serial().send(DOWN).expect("typing on the console");
+    std::thread::sleep(Duration::from_millis(300));
+    vm.serial().send(ENTER).expect("typing on the console");
     console
-        .wait_for("powering off now", step())
-        .expect("no orderly shutdown");
-    vm.stop().expect("stopping QEMU");
-    assert_no_panic(&vm);
+        .wait_for("CloudOS console ready", step())
+        .expect("the maintenance console did not come back after the wizard");
+    power_off_from_the_console(vm);
 
     let (boot_after, data_after) = card_partitions(&card);
     assert_eq!(boot_after, boot, "the boot partition changed");
@@ -404,6 +464,72 @@ fn rpi_image_boots_on_raspi3b_and_grows_its_data_partition() {
         fs.size(),
         data_after.size()
     );
+
+    // 2. The wizard sets the card up as a master.
+    let vm = pi.start(&card);
+    vm.serial()
+        .wait_for("setup: this node has no settings yet", boot_timeout())
+        .expect("the card, still without settings, did not start the wizard");
+    answer(&vm, "What do you want to do?", ENTER);
+    answer(&vm, "Host name of this node", b"pi-master\r");
+    answer(&vm, "Network", b"");
+    vm.serial().send(DOWN).expect("typing on the console");
+    std::thread::sleep(Duration::from_millis(300));
+    vm.serial().send(ENTER).expect("typing on the console");
+    answer(&vm, "Address with prefix length", b"10.9.0.5/24\r");
+    answer(&vm, "Gateway (empty for none)", b"10.9.0.1\r");
+    answer(&vm, "DNS servers", b"10.9.0.1\r");
+    answer(&vm, "Cluster name", b"pi-lab\r");
+    vm.serial()
+        .wait_for(
+            "About to set up CloudOS on this SD card (/dev/mmcblk0)",
+            step(),
+        )
+        .expect("no summary");
+    answer(
+        &vm,
+        "Write these settings to this SD card (/dev/mmcblk0) and restart?",
+        b"y\r",
+    );
+    vm.serial()
+        .wait_for("install complete: settings written to /dev/mmcblk0", step())
+        .unwrap_or_else(|e| panic!("the settings were not written: {e}"));
+    // -no-reboot: the restart ends QEMU; the next start is the Pi coming back.
+    vm.wait_exit(step())
+        .expect("the Pi did not restart after the setup");
+    assert_no_panic(&vm);
+    drop(vm);
+
+    // 3. The card boots as the master it was set up as, and asks nothing.
+    let vm = pi.start(&card);
+    let from_start = vm.serial().clone();
+    let ready = vm
+        .serial()
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host pi-master, role master"),
+            boot_timeout(),
+        )
+        .expect("the card set up as a master did not come up as one");
+    eprintln!("raspi3b after setup: {}", ready.line);
+    from_start
+        .wait_for("CloudOS console ready", step())
+        .expect("a configured card gave its console to no one");
+    let console = vm.serial();
+    assert!(
+        !from_start
+            .contents()
+            .contains("setup: this node has no settings yet"),
+        "the wizard ran again on a configured card"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    console.send_line("status").expect("typing on the console");
+    console
+        .wait_for(
+            re(r"host pi-master\s+role master\s+up \d+s\s+READY"),
+            step(),
+        )
+        .expect("status does not show the master set up by the wizard");
+    power_off_from_the_console(vm);
     eprintln!(
         "raspi3b: ready after {:.1}s, test took {:.1}s",
         ready_at.as_secs_f64(),

@@ -111,16 +111,8 @@ pub fn find_labelled(label: &str) -> Vec<(String, FsKind)> {
 pub fn boot_medium() -> Option<String> {
     let (device, _) = find_labelled(MEDIUM_LABEL).into_iter().next()?;
     let name = device.trim_start_matches("/dev/").to_owned();
-    // A partition of a stick: its disk is the parent directory in sysfs.
-    let sys = Path::new("/sys/class/block").join(&name);
-    if sys.join("partition").exists() {
-        let real = std::fs::canonicalize(&sys).ok()?;
-        return real
-            .parent()?
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-    }
-    Some(name)
+    // A partition of a stick: name its disk.
+    Some(super::inplace::disk_of(Path::new("/sys/class/block"), &name).unwrap_or(name))
 }
 
 /// Loads the module for a file system if the kernel lacks it. The kernel asks

@@ -17,6 +17,7 @@
 
 pub mod blkdev;
 pub mod boot;
+pub mod inplace;
 pub mod medium;
 pub mod system;
 pub mod writer;
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use cloudos_installer::wizard::WizardOutcome;
-use cloudos_installer::{Answers, Plan, RoleAnswers, Source};
+use cloudos_installer::{Answers, Plan, RoleAnswers, Source, Target};
 
 use system::LiveSystem;
 
@@ -42,6 +43,10 @@ pub struct InstallDiskArgs {
     /// Ask on the console, step by step.
     #[arg(long)]
     pub wizard: bool,
+    /// Set up the medium this system runs from (a Raspberry Pi's SD card) instead of
+    /// installing to a disk: no disk step; the settings go to its data partition.
+    #[arg(long, requires = "wizard")]
+    pub in_place: bool,
     /// Where to write the outcome (`ok <disk>` or `failed <reason>`), for PID 1.
     #[arg(long, hide = true)]
     pub report: Option<PathBuf>,
@@ -58,6 +63,10 @@ pub enum Outcome {
     Installed {
         disk: String,
     },
+    /// The medium the system runs from got its settings (`--in-place`).
+    Configured {
+        medium: String,
+    },
     /// The person chose to keep running live, or cancelled.
     NothingDone(String),
 }
@@ -69,6 +78,9 @@ pub fn install_disk_main(args: InstallDiskArgs) -> anyhow::Result<()> {
     if let Some(path) = report {
         let line = match &outcome {
             Ok(Outcome::Installed { disk }) => format!("{REPORT_OK} {disk}\n"),
+            Ok(Outcome::Configured { medium }) => {
+                format!("{REPORT_OK} settings written to {medium}\n")
+            }
             Ok(Outcome::NothingDone(why)) => format!("{REPORT_NOTHING} {why}\n"),
             Err(e) => format!("{REPORT_FAILED} {}\n", one_line(&format!("{e:#}"))),
         };
@@ -79,6 +91,10 @@ pub fn install_disk_main(args: InstallDiskArgs) -> anyhow::Result<()> {
     match outcome {
         Ok(Outcome::Installed { disk }) => {
             println!("CloudOS is installed on {disk}; remove the install medium and reboot.");
+            Ok(())
+        }
+        Ok(Outcome::Configured { medium }) => {
+            println!("CloudOS is set up on {medium}; it restarts with the new settings.");
             Ok(())
         }
         Ok(Outcome::NothingDone(why)) => {
@@ -95,9 +111,12 @@ fn one_line(text: &str) -> String {
 
 fn run(args: &InstallDiskArgs) -> anyhow::Result<Outcome> {
     let system = LiveSystem;
+    if args.in_place {
+        return set_up_in_place(&system);
+    }
     let answers = if args.wizard {
         let term = console::Term::stderr();
-        match cloudos_installer::wizard::run(&term, &system)? {
+        match cloudos_installer::wizard::run(&term, &system, &Target::Disk)? {
             WizardOutcome::Install(answers) => answers,
             WizardOutcome::TryLive => {
                 return Ok(Outcome::NothingDone(
@@ -133,11 +152,34 @@ fn run(args: &InstallDiskArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The wizard on the medium the system runs from, then its settings on the data
+/// partition (see `inplace`).
+fn set_up_in_place(system: &LiveSystem) -> anyhow::Result<Outcome> {
+    let target = inplace::target()?;
+    let Target::InPlace { device, .. } = &target else {
+        bail!("not an in-place target");
+    };
+    let medium = device.clone();
+    let term = console::Term::stderr();
+    let answers = match cloudos_installer::wizard::run(&term, system, &target)? {
+        WizardOutcome::Install(answers) => answers,
+        WizardOutcome::TryLive | WizardOutcome::Cancelled => {
+            return Ok(Outcome::NothingDone(
+                "not set up now; nothing was written (the wizard comes back at the next boot)"
+                    .into(),
+            ))
+        }
+    };
+    let setup = cloudos_installer::validate_in_place(&answers, system)?;
+    inplace::write_settings(&setup)?;
+    Ok(Outcome::Configured { medium })
+}
+
 /// The node's config.toml: the answers' settings, and for a compute node its join token
 /// (used by the first boot's join, as the settings key `token`).
-pub fn settings_for(plan: &Plan) -> String {
-    let mut text = plan.answers.to_settings_toml();
-    if let RoleAnswers::Compute { token, .. } = &plan.answers.role {
+pub fn settings_text(answers: &Answers) -> String {
+    let mut text = answers.to_settings_toml();
+    if let RoleAnswers::Compute { token, .. } = &answers.role {
         text.push_str(&format!("token = \"{token}\"\n"));
     }
     text
@@ -165,7 +207,7 @@ pub fn install(plan: &Plan) -> anyhow::Result<()> {
             medium::TEMPLATE_PATH
         );
     }
-    writer::write(plan, &inputs, &settings_for(plan))?;
+    writer::write(plan, &inputs, &settings_text(&plan.answers))?;
     drop(medium);
     Ok(())
 }

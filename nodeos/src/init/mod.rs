@@ -88,6 +88,7 @@ fn run() -> anyhow::Result<()> {
     log::info!("state is kept on {data}");
 
     let config = std::fs::read_to_string(CONFIG_FILE).ok();
+    let configured = config.is_some();
     let (settings, warnings) = Settings::load(config.as_deref(), &cmdline);
     crate::logging::set_debug(settings.debug);
     for w in &warnings {
@@ -101,7 +102,13 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
-    runtime.block_on(supervise(settings, hostname, data.to_string(), warnings))
+    runtime.block_on(supervise(
+        settings,
+        configured,
+        hostname,
+        data.to_string(),
+        warnings,
+    ))
 }
 
 /// Coldplug with the initramfs's module index. Without one (a kernel built
@@ -137,6 +144,7 @@ fn load_drivers(release: &str) -> Option<Loader> {
 
 async fn supervise(
     settings: Settings,
+    configured: bool,
     hostname: String,
     data: String,
     warnings: Vec<String>,
@@ -152,10 +160,10 @@ async fn supervise(
         command
     });
     let mut supervisor = Supervisor::new(reaper.clone(), launcher, Backoff::default());
-    let mut specs = crate::services::specs(settings.role);
-    // The installer's wizard takes the console over (diskinstall::boot).
-    if crate::diskinstall::boot::takes_console(settings.install.as_deref()) {
-        specs.retain(|s| s.name != "console");
+    let specs = crate::services::specs(settings.role);
+    // The installer's wizard takes the console over until it ends (diskinstall::boot).
+    if crate::diskinstall::boot::takes_console(settings.install.as_deref(), configured) {
+        crate::diskinstall::boot::hold_console();
     }
     supervisor.start(&specs)?;
 
@@ -194,13 +202,17 @@ async fn supervise(
                 // Every service, the role's included, is up: this slot boots.
                 tokio::task::spawn_blocking(move || bootslot::confirm_and_log(slot));
                 // Install to disk when the boot asks for it (a child process).
-                crate::diskinstall::boot::after_ready(install.0, slot, install.1);
+                crate::diskinstall::boot::after_ready(install.0, slot, configured, install.1);
             }
-            Err(late) => log::error!(
-                "nodeos degraded: {} not ready after {}s",
-                late.join(", "),
-                READY_TIMEOUT.as_secs()
-            ),
+            Err(late) => {
+                log::error!(
+                    "nodeos degraded: {} not ready after {}s",
+                    late.join(", "),
+                    READY_TIMEOUT.as_secs()
+                );
+                // No install on a degraded node: the console is for diagnosis.
+                crate::diskinstall::boot::release_console();
+            }
         }
     });
 

@@ -93,6 +93,9 @@ fn console_ttys() -> Vec<String> {
 }
 
 pub fn run() -> anyhow::Result<()> {
+    // Ready at once: the node works while the installer has the console.
+    super::report_ready();
+    wait_while_the_installer_has_the_console();
     let ttys = console_ttys();
     let mut readers = Vec::new();
     for tty in ttys {
@@ -104,7 +107,6 @@ pub fn run() -> anyhow::Result<()> {
             (Err(e), _) | (_, Err(e)) => log::warn!("console {}: {e}", path.display()),
         }
     }
-    super::report_ready();
     for reader in readers {
         let _ = reader.join();
     }
@@ -115,7 +117,19 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+fn wait_while_the_installer_has_the_console() {
+    let held = Path::new(crate::diskinstall::boot::CONSOLE_HELD);
+    if !held.exists() {
+        return;
+    }
+    log::info!("waiting for the installer to give the console back");
+    while held.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 fn serve(input: File, mut output: File) {
+    let _ = output.write_all(format!("CloudOS console ready; {HELP}\n").as_bytes());
     let mut lines = BufReader::new(input).lines();
     while let Some(Ok(line)) = lines.next() {
         let answer = execute(parse(&line));
