@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Build the CloudOS installed-disk template (x86_64): a raw, sparse GPT disk image
-# with GRUB for BIOS and UEFI, empty system slots A and B, and a small data partition.
+# Build the CloudOS installed-disk template: a raw, sparse GPT disk image with GRUB
+# (x86_64: for BIOS and UEFI; aarch64: for UEFI), empty system slots A and B, and a
+# small data partition.
 #
-#   image/disk.sh [--force] [--output PATH]
+#   image/disk.sh [--arch x86_64|aarch64] [--force] [--output PATH]
 #
-# Inputs:  image/grub-disk.cfg, the pinned grub-pc-bin and grub-efi-amd64-bin of
-#          image/packages.lock (scripts/fetch-inputs.sh --arch amd64 must have run).
+# Inputs:  image/grub-disk.cfg, the pinned grub-pc-bin and grub-efi-amd64-bin
+#          (x86_64) or grub-efi-arm64-bin (aarch64) of image/packages.lock
+#          (scripts/fetch-inputs.sh must have run for that architecture).
 #          The kernel and initramfs are NOT inputs: the slots ship empty.
-# Output:  out/x86_64/disk-template.img (323 MiB apparent, about 5 MiB on disk), or PATH
+# Output:  out/<arch>/disk-template.img (323 MiB apparent, about 5 MiB on disk), or PATH
+#
+# aarch64 has the same layout, so the installer and its partition plan are the same:
+# p1 stays as an unused BIOS boot partition and LBA 0 holds no boot code;
+# the ESP has /EFI/BOOT/BOOTAA64.EFI and /boot/grub/arm64-efi/; grub.cfg is the same
+# file (it picks the serial console by $grub_cpu).
 #
 # Layout (512-byte sectors; the installer's partition plan uses the same numbers):
 #
@@ -63,16 +70,21 @@ export LC_ALL=C TZ=UTC
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FORCE=
-IMG=$ROOT/out/x86_64/disk-template.img
+ARCH=x86_64
+IMG=
 while [[ $# -gt 0 ]]; do
     case $1 in
+    --arch) ARCH=$2; shift 2 ;;
+    --arch=*) ARCH=${1#--arch=}; shift ;;
     --force) FORCE=1; shift ;;
     --output) IMG=$(realpath -m "$2"); shift 2 ;;
     --output=*) IMG=$(realpath -m "${1#--output=}"); shift ;;
-    *) echo "usage: $0 [--force] [--output PATH]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--arch x86_64|aarch64] [--force] [--output PATH]" >&2; exit 2 ;;
     esac
 done
 die() { echo "image/disk.sh: error: $*" >&2; exit 1; }
+[[ $ARCH == x86_64 || $ARCH == aarch64 ]] || die "unknown architecture $ARCH (x86_64 or aarch64)"
+IMG=${IMG:-$ROOT/out/$ARCH/disk-template.img}
 for tool in sgdisk mkfs.vfat mcopy mmd mkfs.ext4 grub-mkimage grub-editenv unshare; do
     command -v "$tool" >/dev/null || die "$tool not found (run scripts/deps.sh)"
 done
@@ -83,14 +95,31 @@ LOCK=$ROOT/image/packages.lock
 [[ -f $CFG ]] || die "missing $CFG"
 
 FETCH=$ROOT/scripts/fetch-inputs.sh
-PC=$("$FETCH" --dir grub-pc-bin amd64)/usr/lib/grub/i386-pc
-EFI=$("$FETCH" --dir grub-efi-amd64-bin amd64)/usr/lib/grub/x86_64-efi
-[[ -f $PC/boot.img && -x $PC/grub-bios-setup && -f $EFI/kernel.img ]] ||
-    die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh --arch amd64"
+if [[ $ARCH == x86_64 ]]; then
+    PC=$("$FETCH" --dir grub-pc-bin amd64)/usr/lib/grub/i386-pc
+    EFI=$("$FETCH" --dir grub-efi-amd64-bin amd64)/usr/lib/grub/x86_64-efi
+    [[ -f $PC/boot.img && -x $PC/grub-bios-setup && -f $EFI/kernel.img ]] ||
+        die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh --arch amd64"
+    EFI_FORMAT=x86_64-efi
+    EFI_BINARY=BOOTX64.EFI
+    PINNED_PACKAGE=grub-pc-bin
+    PINNED_ARCH=amd64
+    GRUB_INPUTS=("$PC/boot.img" "$PC/grub-bios-setup" "$EFI/kernel.img")
+else
+    PC=
+    EFI=$("$FETCH" --dir grub-efi-arm64-bin arm64)/usr/lib/grub/arm64-efi
+    [[ -f $EFI/kernel.img ]] ||
+        die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh --arch arm64"
+    EFI_FORMAT=arm64-efi
+    EFI_BINARY=BOOTAA64.EFI
+    PINNED_PACKAGE=grub-efi-arm64-bin
+    PINNED_ARCH=arm64
+    GRUB_INPUTS=("$EFI/kernel.img")
+fi
 
 # grub-mkimage (grub-common) comes from the host; the images it makes are the
 # pinned kernel.img and modules plus its own headers. Say so if it is another build.
-PINNED_GRUB=$(awk '$1 == "grub-pc-bin" && $2 == "amd64" { print $3; exit }' "$LOCK")
+PINNED_GRUB=$(awk -v p="$PINNED_PACKAGE" -v a="$PINNED_ARCH" '$1 == p && $2 == a { print $3; exit }' "$LOCK")
 HOST_GRUB=$(grub-mkimage --version | awk '{ print $NF }')
 [[ $HOST_GRUB == "$PINNED_GRUB" ]] ||
     echo "image/disk.sh: warning: grub-mkimage is $HOST_GRUB, the pinned GRUB is $PINNED_GRUB; the image may differ from other builds" >&2
@@ -99,8 +128,8 @@ HOST_GRUB=$(grub-mkimage --version | awk '{ print $NF }')
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 mkdir -p "$OUT"
 source "$ROOT/scripts/lib/fresh.sh"
-if fresh "$IMG" "${BASH_SOURCE[0]}" "$CFG" "$LOCK" "$PC/boot.img" "$PC/grub-bios-setup" \
-    "$EFI/kernel.img" "$(command -v grub-mkimage)" && [[ -z $FORCE ]]; then
+if fresh "$IMG" "${BASH_SOURCE[0]}" "$CFG" "$LOCK" "${GRUB_INPUTS[@]}" \
+    "$(command -v grub-mkimage)" && [[ -z $FORCE ]]; then
     exit 0
 fi
 
@@ -130,7 +159,7 @@ trap 'exit 1' INT TERM HUP
 STAGE=$WORK/esp
 DISK=$WORK/disk.img
 
-# GRUB's early config, built into core.img and BOOTX64.EFI. It runs before
+# GRUB's early config, built into core.img and the EFI binary. It runs before
 # normal mode (no `if`): find the ESP by label, preferring the partition GRUB
 # was loaded from ($root, from the prefix or the EFI boot device).
 cat >"$WORK/early.cfg" <<'EOF'
@@ -140,14 +169,16 @@ EOF
 EARLY_MODULES="part_gpt fat search search_label"
 
 # The ESP's files.
-mkdir -p "$STAGE/EFI/BOOT" "$STAGE/boot/grub/i386-pc" "$STAGE/boot/grub/x86_64-efi" \
-    "$STAGE/slot-a" "$STAGE/slot-b"
-grub-mkimage -d "$EFI" -O x86_64-efi -p /boot/grub -c "$WORK/early.cfg" \
-    -o "$STAGE/EFI/BOOT/BOOTX64.EFI" $EARLY_MODULES
+mkdir -p "$STAGE/EFI/BOOT" "$STAGE/boot/grub/$EFI_FORMAT" "$STAGE/slot-a" "$STAGE/slot-b"
+grub-mkimage -d "$EFI" -O "$EFI_FORMAT" -p /boot/grub -c "$WORK/early.cfg" \
+    -o "$STAGE/EFI/BOOT/$EFI_BINARY" $EARLY_MODULES
 # The modules GRUB loads at run time (command.lst etc. let normal mode load a
 # command's module on first use), as grub-install copies them.
-cp "$PC"/*.mod "$PC"/*.lst "$STAGE/boot/grub/i386-pc/"
-cp "$EFI"/*.mod "$EFI"/*.lst "$STAGE/boot/grub/x86_64-efi/"
+cp "$EFI"/*.mod "$EFI"/*.lst "$STAGE/boot/grub/$EFI_FORMAT/"
+if [[ -n $PC ]]; then
+    mkdir -p "$STAGE/boot/grub/i386-pc"
+    cp "$PC"/*.mod "$PC"/*.lst "$STAGE/boot/grub/i386-pc/"
+fi
 cp "$CFG" "$STAGE/boot/grub/grub.cfg"
 grub-editenv "$STAGE/boot/grub/grubenv" create
 grub-editenv "$STAGE/boot/grub/grubenv" set cloudos_slot=a cloudos_tries=3 cloudos_good=0
@@ -155,14 +186,16 @@ grub-editenv "$STAGE/boot/grub/grubenv" set cloudos_slot=a cloudos_tries=3 cloud
 source "$ROOT/scripts/lib/repro.sh"
 find "$STAGE" -exec touch -h -d "@$FAT_TIME" {} +
 
-# BIOS: core.img for the BIOS boot partition.
-mkdir -p "$WORK/bios"
-cp "$PC/boot.img" "$WORK/bios/boot.img"
-grub-mkimage -d "$PC" -O i386-pc -p '(,gpt2)/boot/grub' -c "$WORK/early.cfg" \
-    -o "$WORK/bios/core.img" biosdisk $EARLY_MODULES
-CORE_SECTORS=$((($(stat -c %s "$WORK/bios/core.img") + SECTOR - 1) / SECTOR))
-# grub-bios-setup writes core.img twice over (Reed-Solomon): it must fit p1 twice.
-((2 * CORE_SECTORS <= BIOS_END - BIOS_START + 1)) || die "core.img ($CORE_SECTORS sectors) too big for the BIOS boot partition"
+# BIOS: core.img for the BIOS boot partition (x86_64 only).
+if [[ -n $PC ]]; then
+    mkdir -p "$WORK/bios"
+    cp "$PC/boot.img" "$WORK/bios/boot.img"
+    grub-mkimage -d "$PC" -O i386-pc -p '(,gpt2)/boot/grub' -c "$WORK/early.cfg" \
+        -o "$WORK/bios/core.img" biosdisk $EARLY_MODULES
+    CORE_SECTORS=$((($(stat -c %s "$WORK/bios/core.img") + SECTOR - 1) / SECTOR))
+    # grub-bios-setup writes core.img twice over (Reed-Solomon): it must fit p1 twice.
+    ((2 * CORE_SECTORS <= BIOS_END - BIOS_START + 1)) || die "core.img ($CORE_SECTORS sectors) too big for the BIOS boot partition"
+fi
 
 # p2: FAT32 ESP. Hidden sectors = its start, as on the disk.
 ESPFS=$WORK/esp.vfat
@@ -198,28 +231,30 @@ sgdisk --disk-guid="$DISK_GUID" \
 dd if="$ESPFS" of="$DISK" bs=$SECTOR seek=$ESP_START conv=notrunc,sparse status=none
 dd if="$DATAFS" of="$DISK" bs=$SECTOR seek=$DATA_START conv=notrunc,sparse status=none
 
-# grub-bios-setup as grub-install runs it: boot.img into LBA 0 (the partition
-# table kept), core.img embedded in the BIOS boot partition. Its boot directory
-# must be on a device of the device map: a tmpfs named after the image, in a
-# private mount namespace that ends with the command.
-echo "(hd0) $DISK" >"$WORK/bios/device.map"
-mkdir -p "$WORK/bootdir"
-SETUP_SCRIPT='mount -t tmpfs -o size=4m "$1" "$2" && cp "$3/boot.img" "$3/core.img" "$2/" &&
-    "$4" --skip-fs-probe --directory="$2" --device-map="$3/device.map" "$1"'
-if [[ $(id -u) == 0 ]]; then
-    NS=(unshare --mount --propagation private)
-else
-    NS=(unshare --user --map-root-user --mount --propagation private)
+if [[ -n $PC ]]; then
+    # grub-bios-setup as grub-install runs it: boot.img into LBA 0 (the partition
+    # table kept), core.img embedded in the BIOS boot partition. Its boot directory
+    # must be on a device of the device map: a tmpfs named after the image, in a
+    # private mount namespace that ends with the command.
+    echo "(hd0) $DISK" >"$WORK/bios/device.map"
+    mkdir -p "$WORK/bootdir"
+    SETUP_SCRIPT='mount -t tmpfs -o size=4m "$1" "$2" && cp "$3/boot.img" "$3/core.img" "$2/" &&
+        "$4" --skip-fs-probe --directory="$2" --device-map="$3/device.map" "$1"'
+    if [[ $(id -u) == 0 ]]; then
+        NS=(unshare --mount --propagation private)
+    else
+        NS=(unshare --user --map-root-user --mount --propagation private)
 fi
 "${NS[@]}" sh -c "$SETUP_SCRIPT" sh "$DISK" "$WORK/bootdir" "$WORK/bios" "$PC/grub-bios-setup" \
     >"$WORK/setup.log" 2>&1 || { cat "$WORK/setup.log" >&2; die "grub-bios-setup failed (needs root or user namespaces)"; }
 # Check what it did: boot.img's signature and the partition table in LBA 0, core.img in p1.
 cmp -s -n 3 "$PC/boot.img" "$DISK" || die "boot.img is not in LBA 0"
-sgdisk --verify "$DISK" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log" >&2; die "the GPT does not verify"; }
 # (The end of core.img's first sector is the block list grub-bios-setup fills in.)
 cmp -s -n 400 -i 0:$((BIOS_START * SECTOR)) "$WORK/bios/core.img" "$DISK" ||
     die "core.img is not at LBA $BIOS_START"
 
+fi
+sgdisk --verify "$DISK" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log" >&2; die "the GPT does not verify"; }
 mv "$DISK" "$IMG"
 # (With --force on an up-to-date image there is no new recipe: the old one holds.)
 [[ ! -f $IMG.recipe.new ]] || recorded "$IMG"

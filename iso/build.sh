@@ -7,7 +7,7 @@
 # Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub-<arch>.cfg, and the
 #          GRUB module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
 #          (x86_64) or grub-efi-arm64-bin (aarch64; scripts/fetch-inputs.sh must have run).
-#          x86_64 only, optional: out/x86_64/disk-template.img (image/disk.sh), put on
+#          optional: out/<arch>/disk-template.img (image/disk.sh --arch <arch>), put on
 #          the ISO gzip'd as /install/disk-template.img.gz for the disk installer
 #          (nodeos install-disk); without it the ISO is built with a warning and
 #          installing to disk from it fails with a clear error.
@@ -62,14 +62,12 @@ else
     [[ -d $EFI ]] || die "pinned GRUB not unpacked: run scripts/fetch-inputs.sh --arch arm64"
 fi
 
-# The installed-disk template (x86_64): what `nodeos install-disk` writes.
+# The installed-disk template: what `nodeos install-disk` writes.
 TEMPLATE=
-if [[ $ARCH == x86_64 ]]; then
-    if [[ -f $OUT/x86_64/disk-template.img ]]; then
-        TEMPLATE=$OUT/x86_64/disk-template.img
-    else
-        echo "iso/build.sh: warning: $OUT/x86_64/disk-template.img missing (run image/disk.sh first): the ISO cannot install to disk" >&2
-    fi
+if [[ -f $OUT/$ARCH/disk-template.img ]]; then
+    TEMPLATE=$OUT/$ARCH/disk-template.img
+else
+    echo "iso/build.sh: warning: $OUT/$ARCH/disk-template.img missing (run image/disk.sh --arch $ARCH first): the ISO cannot install to disk" >&2
 fi
 
 # Up to date?

@@ -11,7 +11,7 @@
 #   out/cloudos-<version>-x86_64.iso   live ISO (iso/build.sh): BIOS+UEFI
 #   out/cloudos-<version>-arm64.iso    live ISO for ARM64 (UEFI)
 #   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
-#   out/x86_64/disk-template.img       what the installer writes to a disk (image/disk.sh)
+#   out/<arch>/disk-template.img       what the installer writes to a disk (image/disk.sh)
 #
 # --init PATH uses PATH (any static binary) as /init instead of building nodeos
 # (with --arch all, PATH must suit both: give --arch too).
@@ -121,13 +121,10 @@ if ! fresh "$OUT/floor-initramfs.img" "$MK" "$BBDIR/bin/busybox"; then
     recorded "$OUT/floor-initramfs.img"
 fi
 
-IMAGES=()
-if [[ $ARCH == x86_64 ]]; then
-    # Before the ISO: the live ISO carries it for the installer.
-    step "building the installed-disk template"
-    image/disk.sh
-    IMAGES+=("$OUT/disk-template.img")
-fi
+# Before the ISO: the live ISO carries it for the installer.
+step "building the installed-disk template ($ARCH)"
+image/disk.sh --arch "$ARCH"
+IMAGES=("$OUT/disk-template.img")
 step "building ISO ($ARCH)"
 iso/build.sh --arch "$ARCH"
 IMAGES+=("$ROOT"/out/cloudos-*-"${ARCH/aarch64/arm64}".iso)

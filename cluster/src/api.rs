@@ -28,6 +28,10 @@ pub const API_PREFIX: &str = "/v1";
 pub mod paths {
     /// `POST` [`super::JoinRequest`] → [`super::JoinResponse`]; no client certificate.
     pub const JOIN: &str = "/v1/join";
+    /// `POST` [`super::TokenCheckRequest`] → [`super::TokenCheckResponse`]; no client
+    /// certificate. Checks a join token as a join would, without using it up: the
+    /// installer asks before it writes a disk.
+    pub const JOIN_CHECK: &str = "/v1/join/check";
     /// `POST` [`super::RenewRequest`] → [`super::JoinResponse`]; node certificate.
     pub const RENEW: &str = "/v1/renew";
     /// `POST` [`super::Heartbeat`]; node certificate. A fallback for agents that cannot
@@ -90,6 +94,30 @@ impl fmt::Debug for JoinRequest {
             .field("labels", &self.labels)
             .finish_non_exhaustive()
     }
+}
+
+/// A join token to check ([`paths::JOIN_CHECK`]), sent like a join's.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheckRequest {
+    pub token_id: TokenId,
+    pub token_secret: String,
+}
+
+impl fmt::Debug for TokenCheckRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCheckRequest")
+            .field("token_id", &self.token_id)
+            .field("token_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The master's answer when a join with the token would be admitted now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheckResponse {
+    pub cluster_name: String,
+    /// The role a join with this token gets.
+    pub role: Role,
 }
 
 /// The master's answer to a join or a renewal.

@@ -39,7 +39,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::api::{
     paths, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo, RenewRequest,
-    TokenCreateRequest, TokenCreateResponse, TokenInfo,
+    TokenCheckRequest, TokenCheckResponse, TokenCreateRequest, TokenCreateResponse, TokenInfo,
 };
 use crate::identity::Role;
 use crate::pki::{self, CaPin, NodeKey, PkiError};
@@ -336,6 +336,24 @@ pub async fn join(
         }),
         _ => Ok(identity),
     }
+}
+
+/// Asks the master at `master` whether a join with `token` would be admitted now, without
+/// using the token up. The connection is pinned to the token's CA, so the secret only goes
+/// to a master of the token's cluster; another cluster's master is
+/// [`ClientError::PinMismatch`].
+pub async fn check_token(master: &str, token: &Token) -> Result<TokenCheckResponse, ClientError> {
+    let addr: MasterAddr = master.parse()?;
+    let request = TokenCheckRequest {
+        token_id: token.id().clone(),
+        token_secret: token.secret().to_owned(),
+    };
+    let config = Arc::new(tls::client_config_pinned(token.pin())?);
+    let stream = connect(&addr, config, server_name(&addr.host)?).await?;
+    let body = serde_json::to_vec(&request).map_err(|e| protocol(&addr, e))?;
+    let (status, answer) =
+        exchange(stream, &addr, Method::POST, paths::JOIN_CHECK, Some(body)).await?;
+    decode(&addr, status, &answer)
 }
 
 /// Builds the identity from the master's answer. With `pin`, the CA in the answer must be

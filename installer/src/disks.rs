@@ -151,9 +151,10 @@ fn read_disk(root: &Path, dir: &Path, name: String) -> Option<Disk> {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    // "ATA" in the vendor field names the bus, not a maker.
-    let vendor = text("vendor").filter(|v| v != "ATA");
-    let model = text("model").or_else(|| text("name"));
+    // "ATA" in the vendor field names the bus, not a maker; virtio's is a PCI id (0x1af4).
+    let is_a_name = |v: &String| v != "ATA" && !v.starts_with("0x");
+    let vendor = text("vendor").filter(is_a_name);
+    let model = text("model").or_else(|| text("name")).filter(is_a_name);
     let model = match (vendor, model) {
         (Some(v), Some(m)) if !m.starts_with(&v) => Some(format!("{v} {m}")),
         (v, m) => m.or(v),
@@ -314,7 +315,13 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let sys = tmp.path();
         let gib = 2 * 1024 * 1024; // sectors
-        add(sys, "vda", 20 * gib, "pci0000:00/0000:00:04.0/virtio1", &[]);
+        add(
+            sys,
+            "vda",
+            20 * gib,
+            "pci0000:00/0000:00:04.0/virtio1",
+            &[("vendor", "0x1af4\n")],
+        );
         add(
             sys,
             "sda",

@@ -108,9 +108,14 @@ const NETWORK_ITEMS: [&str; 2] = [
 ];
 const AFTER_NO_ITEMS: [&str; 2] = ["Start over", "Cancel the install"];
 const NO_DISK_ITEMS: [&str; 2] = ["Look again", "Cancel the install"];
-const TOKEN_FAILED_ITEMS: [&str; 2] = ["Type the token again", "Choose another master"];
+const TOKEN_FAILED_ITEMS: [&str; 3] = [
+    "Type the token again",
+    "Choose another master",
+    "Cancel the install",
+];
 const TYPE_ADDRESS_ITEM: &str = "Type the master's address";
 const LOOK_AGAIN_ITEM: &str = "Look again";
+const CANCEL_ITEM: &str = "Cancel the install";
 
 /// Runs the wizard on `term` (the live system passes `Term::stderr()`).
 pub fn run(
@@ -151,7 +156,10 @@ pub fn run_with(
             Target::InPlace { medium, device } => Place::InPlace { medium, device },
         };
         let role = match start {
-            Start::Compute => ask_join(p, system)?,
+            Start::Compute => match ask_join(p, system)? {
+                Some(role) => role,
+                None => return Ok(WizardOutcome::Cancelled),
+            },
             _ => RoleAnswers::Master {
                 cluster: ask(p, "Cluster name", Some(DEFAULT_CLUSTER), check_cluster_name)?,
             },
@@ -272,9 +280,12 @@ fn ask_disk(p: &mut dyn Prompts, system: &dyn System) -> Result<Option<Disk>, Wi
     }
 }
 
-fn ask_join(p: &mut dyn Prompts, system: &dyn System) -> Result<RoleAnswers, WizardError> {
+/// The master and a token it takes; `None` when the person cancels.
+fn ask_join(p: &mut dyn Prompts, system: &dyn System) -> Result<Option<RoleAnswers>, WizardError> {
     loop {
-        let master = ask_master(p, system)?;
+        let Some(master) = ask_master(p, system)? else {
+            return Ok(None);
+        };
         loop {
             let token = ask(
                 p,
@@ -285,21 +296,27 @@ fn ask_join(p: &mut dyn Prompts, system: &dyn System) -> Result<RoleAnswers, Wiz
             p.say("Checking the token with the master…")?;
             match check_join(system, &master, &token) {
                 Ok(endpoint) => {
-                    return Ok(RoleAnswers::Compute {
+                    return Ok(Some(RoleAnswers::Compute {
                         token,
                         master: Some(endpoint),
-                    })
+                    }))
                 }
                 Err(why) => p.warn(&why.to_string())?,
             }
-            if p.select("What now?", &labels(TOKEN_FAILED_ITEMS), 0)? != 0 {
-                break;
+            match p.select("What now?", &labels(TOKEN_FAILED_ITEMS), 0)? {
+                0 => continue,
+                1 => break,
+                _ => return Ok(None),
             }
         }
     }
 }
 
-fn ask_master(p: &mut dyn Prompts, system: &dyn System) -> Result<MasterChoice, WizardError> {
+/// `None` when the person cancels.
+fn ask_master(
+    p: &mut dyn Prompts,
+    system: &dyn System,
+) -> Result<Option<MasterChoice>, WizardError> {
     loop {
         p.say("Looking for masters on the network…")?;
         let masters = match system.discover_masters() {
@@ -318,16 +335,20 @@ fn ask_master(p: &mut dyn Prompts, system: &dyn System) -> Result<MasterChoice, 
             0,
         )?;
         if let Some(master) = masters.get(chosen) {
-            return Ok(MasterChoice::Listed(master.clone()));
+            return Ok(Some(MasterChoice::Listed(master.clone())));
         }
-        if chosen == masters.len() {
-            let address = ask(
-                p,
-                "Master address (host or host:port)",
-                None,
-                parse_master_address,
-            )?;
-            return Ok(MasterChoice::Typed(address));
+        match chosen - masters.len() {
+            0 => {
+                let address = ask(
+                    p,
+                    "Master address (host or host:port)",
+                    None,
+                    parse_master_address,
+                )?;
+                return Ok(Some(MasterChoice::Typed(address)));
+            }
+            1 => continue,
+            _ => return Ok(None),
         }
     }
 }
@@ -389,7 +410,7 @@ fn short_reason(refusal: &DiskRefusal) -> String {
     }
 }
 
-/// The mDNS list, then typing an address, then looking again.
+/// The mDNS list, then typing an address, looking again, and cancelling.
 pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
     masters
         .iter()
@@ -402,7 +423,7 @@ pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
                 m.pin_prefix
             )
         })
-        .chain([TYPE_ADDRESS_ITEM.to_owned(), LOOK_AGAIN_ITEM.to_owned()])
+        .chain([TYPE_ADDRESS_ITEM, LOOK_AGAIN_ITEM, CANCEL_ITEM].map(str::to_owned))
         .collect()
 }
 
@@ -1044,9 +1065,45 @@ mod tests {
             [
                 "m1  10.0.0.1:9443  cluster m1-cluster  CA pin 5a5a5a5a5a5a5a5a…",
                 TYPE_ADDRESS_ITEM,
-                LOOK_AGAIN_ITEM
+                LOOK_AGAIN_ITEM,
+                CANCEL_ITEM
             ]
         );
+    }
+
+    /// A refused token, or a master list with nothing to pick, can be walked away from.
+    #[test]
+    fn a_compute_install_can_be_cancelled_at_the_master_or_the_token() {
+        let system = FakeSystem {
+            masters: vec![master("m1", 1, PIN_A)],
+            ..FakeSystem::default()
+        };
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("compute"),
+                typed("c1"),
+                Pick("DHCP"),
+                Pick("/dev/vda"),
+                Pick("m1"),
+                typed(&token_for_pin(PIN_B)),
+                Pick("Cancel the install"),
+            ],
+            &system,
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(shows(&shown, "belongs to another cluster"), "{shown:#?}");
+
+        let (outcome, _) = Script::run(
+            vec![
+                Pick("compute"),
+                typed("c1"),
+                Pick("DHCP"),
+                Pick("/dev/vda"),
+                Pick("Cancel the install"),
+            ],
+            &FakeSystem::default(),
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
     }
 
     #[test]

@@ -527,6 +527,42 @@ fn cmdline_pairs(cmdline: &str, warnings: &mut Vec<Warning>) -> Vec<(String, Opt
 }
 
 /// Flattens the config file into the same key/value pairs as the command line.
+/// The config file's text without its `token` key, or `None` when it has none. Lines are
+/// kept as they are (comments too): only the token's goes.
+pub fn without_token(text: &str) -> Option<String> {
+    let is_token = |line: &str| {
+        line.split_once('=')
+            .is_some_and(|(key, _)| key.trim().trim_matches('"') == "token")
+    };
+    if !text.lines().any(is_token) {
+        return None;
+    }
+    Some(
+        text.lines()
+            .filter(|line| !is_token(line))
+            .map(|line| format!("{line}\n"))
+            .collect(),
+    )
+}
+
+/// Removes the join token from the settings file at `path`, once the node has joined and
+/// its identity replaces it. A failure is logged: the node works either way.
+pub fn forget_token_in(path: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let Some(rest) = without_token(&text) else {
+        return;
+    };
+    match crate::fsutil::write_private(path, rest.as_bytes()) {
+        Ok(()) => log::info!(
+            "joined: the join token is no longer kept in {}",
+            path.display()
+        ),
+        Err(e) => log::warn!("cannot remove the join token from {}: {e}", path.display()),
+    }
+}
+
 fn config_file_pairs(text: &str) -> Result<Vec<(String, Option<String>)>, String> {
     let table: toml::Table = text.parse().map_err(|e| format!("not valid TOML: {e}"))?;
     let mut pairs = Vec::new();
@@ -557,6 +593,24 @@ mod tests {
 
     fn from_cmdline(line: &str) -> (Settings, Vec<Warning>) {
         Settings::load(None, line)
+    }
+
+    #[test]
+    fn the_token_line_alone_is_removed_from_the_config_file() {
+        let text = "# written by the installer\nrole = \"compute\"\nhostname = \"c1\"\n\
+                    token = \"cloudos1_abc_secret_pin\"\nlabels = \"zone=a\"\n";
+        let rest = without_token(text).expect("has a token");
+        assert_eq!(
+            rest,
+            "# written by the installer\nrole = \"compute\"\nhostname = \"c1\"\nlabels = \"zone=a\"\n"
+        );
+        assert!(!rest.contains("secret"));
+        let (settings, warnings) = Settings::load(Some(&rest), "");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(settings.hostname.as_deref(), Some("c1"));
+        assert_eq!(without_token(&rest), None);
+        // A key that merely contains the word stays.
+        assert_eq!(without_token("tokens_seen = \"1\"\n"), None);
     }
 
     #[test]

@@ -71,6 +71,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         },
         metrics_listen: None,
         insecure_registries: Vec::new(),
+        forget_token_in: None,
     }
 }
 
@@ -197,11 +198,24 @@ async fn joins_survives_a_master_restart_and_rejoins_without_the_token() {
     let token = compute_token(&api).await;
     let data = dir.join("node");
     let metrics_port = free_port();
+    // The installer's config.toml, with the token for the first join.
+    let settings = dir.join("config.toml");
+    std::fs::write(
+        &settings,
+        format!("role = \"compute\"\nhostname = \"n1\"\ntoken = \"{token}\"\n"),
+    )
+    .expect("settings");
     let mut config = agent_config(&data, master.addr, Some(token));
     config.metrics_listen = Some(([127, 0, 0, 1], metrics_port).into());
+    config.forget_token_in = Some(settings.clone());
     let task = spawn_agent(config);
 
     let node = wait_node(&api, "n1", NodeState::Ready).await;
+    // Joined: the identity replaces the token, which is gone from the settings.
+    assert_eq!(
+        std::fs::read_to_string(&settings).expect("settings"),
+        "role = \"compute\"\nhostname = \"n1\"\n"
+    );
     // The node's own metrics: connected, its resources, acknowledged heartbeats.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let metrics = loop {

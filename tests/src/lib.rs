@@ -14,11 +14,13 @@
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`images`]: finds the built artifacts under `out/`.
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
+//! - [`checks`]: the install tests' keys, menus, blank and config disks, panic checks.
 //! - [`lab`]: a host-side master and the admin's CLI on the test bridge.
 //! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
 
 pub mod arch;
+pub mod checks;
 pub mod console;
 pub mod debian;
 pub mod images;

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cloudos_tests::checks::{answer, assert_no_panic, DOWN, ENTER};
 use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
 use cloudos_tests::{
     images, scaled, Arch, BootSource, Firmware, Machine, Pattern, SerialMode, TestNet, Vm,
@@ -63,18 +64,6 @@ const READY: &str = r"nodeos ready in \d+\.\d+s: host cloudos-[0-9a-f]{6}, role 
 /// DMI, so nodeos has no MAC to name the host after and keeps plain `cloudos`.
 const READY_WITHOUT_NIC: &str =
     r"nodeos ready in \d+\.\d+s: host cloudos(-[0-9a-f]{6})?, role none";
-
-/// No kernel panic, no dying init, no Rust panic.
-fn assert_no_panic(vm: &Vm) {
-    let console = vm.serial().contents();
-    for bad in ["Kernel panic", "Attempted to kill init", "panicked at"] {
-        assert!(
-            !console.contains(bad),
-            "{bad:?} on the console:\n{}",
-            vm.serial().tail(60)
-        );
-    }
-}
 
 fn ping(net: &TestNet, address: &str) -> bool {
     net.command("ping")
@@ -307,19 +296,6 @@ fn rpi_image_has_the_partitions_and_boot_files_the_pi_needs() {
         started.elapsed().as_secs_f64()
     );
 }
-
-/// Waits for `prompt` on the console, then types `keys` as a person would.
-fn answer(vm: &Vm, prompt: &str, keys: &[u8]) {
-    vm.serial()
-        .wait_for(prompt, step())
-        .unwrap_or_else(|e| panic!("the wizard did not ask {prompt:?}: {e}"));
-    // Let the prompt finish drawing and read its first key.
-    std::thread::sleep(Duration::from_secs(1));
-    vm.serial().send(keys).expect("typing on the console");
-}
-
-const DOWN: &[u8] = b"\x1b[B";
-const ENTER: &[u8] = b"\r";
 
 /// `poweroff` typed at the maintenance console: an orderly shutdown syncs and unmounts,
 /// so the card holds what was written; the board then halts and QEMU is stopped by hand.

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Pattern, Vm, VmBuilder};
+use cloudos_tests::checks::assert_no_panic;
+use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Pattern, VmBuilder};
 
 const SECTOR: u64 = 512;
 
@@ -149,18 +150,6 @@ fn set_grubenv(disk: &Path, scratch: &Path, vars: &[(&str, &str)]) {
 
 fn env_value<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
     env.get(key).map(String::as_str).unwrap_or("")
-}
-
-/// No kernel panic, no Rust panic.
-fn assert_no_panic(vm: &Vm) {
-    let console = vm.serial().contents();
-    for bad in ["Kernel panic", "Attempted to kill init", "panicked at"] {
-        assert!(
-            !console.contains(bad),
-            "{bad:?} on the console:\n{}",
-            vm.serial().tail(60)
-        );
-    }
 }
 
 /// Boots `disk` on `firmware` until nodeos is ready, checks that GRUB booted

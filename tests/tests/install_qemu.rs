@@ -10,10 +10,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cloudos_tests::checks::{
+    answer, assert_no_panic, blank_disk, config_disk, first_bytes, DOWN, ENTER,
+};
 use cloudos_tests::lab::{self, Admin};
 use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Pattern, TestNet, Vm, VmBuilder};
 
@@ -36,67 +38,6 @@ fn step() -> Duration {
 
 fn re(pattern: &str) -> Pattern {
     Pattern::regex(pattern).expect("a valid regex")
-}
-
-fn run(cmd: &mut Command) {
-    let what = format!("{cmd:?}");
-    let out = cmd
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e} (dosfstools and mtools installed?)"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A blank (all zeros, sparse) disk of `size` bytes.
-fn blank_disk(dir: &Path, size: u64) -> PathBuf {
-    let path = dir.join("target.img");
-    fs::File::create(&path)
-        .and_then(|f| f.set_len(size))
-        .expect("creating the blank disk");
-    path
-}
-
-/// A small FAT disk labelled CLOUDOS-CFG holding `/install.toml`, as a person would
-/// prepare a USB stick.
-fn config_disk(dir: &Path, answers: &str) -> PathBuf {
-    let image = dir.join("cfg.img");
-    let _ = fs::remove_file(&image);
-    run(Command::new("mkfs.vfat")
-        .args(["-n", "CLOUDOS-CFG", "-C"])
-        .arg(&image)
-        .arg("8192"));
-    let file = dir.join("install.toml");
-    fs::write(&file, answers).expect("writing install.toml");
-    run(Command::new("mcopy")
-        .arg("-i")
-        .arg(&image)
-        .arg(&file)
-        .arg("::/install.toml"));
-    image
-}
-
-fn first_bytes(path: &Path, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("reading the disk");
-    buf
-}
-
-fn assert_no_panic(vm: &Vm) {
-    let console = vm.serial().contents();
-    for bad in ["Kernel panic", "Attempted to kill init", "panicked at"] {
-        assert!(
-            !console.contains(bad),
-            "{bad:?} on the console:\n{}",
-            vm.serial().tail(60)
-        );
-    }
 }
 
 /// The live ISO on a CD with the target and the config disk.
@@ -135,7 +76,7 @@ const MASTER_ANSWERS: &str = "mode = \"master\"\nhostname = \"disk-master\"\nclu
 #[test]
 fn unattended_master_install_then_boots_from_disk_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let target = blank_disk(dir.path(), 8 * GIB);
+    let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), MASTER_ANSWERS);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
@@ -267,7 +208,7 @@ fn unattended_master_install_then_boots_from_disk_alone() {
 #[test]
 fn an_answer_file_with_a_typo_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let target = blank_disk(dir.path(), 8 * GIB);
+    let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), &MASTER_ANSWERS.replace("hostname", "hostnmae"));
     let vm = live_install_vm("install-typo-live", &target, &cfg, None);
     let failed = vm
@@ -311,7 +252,7 @@ fn looks_partitioned(disk: &Path) -> bool {
 #[test]
 fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let target = blank_disk(dir.path(), 8 * GIB);
+    let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), MASTER_ANSWERS);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
@@ -321,7 +262,11 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
     vm.serial()
         .wait_for("install: system partitions 50% written", boot_timeout())
         .unwrap_or_else(|e| panic!("the install did not get half way: {e}"));
-    run(Command::new("kill").args(["-KILL", &vm.pid().to_string()]));
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &vm.pid().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(killed.success(), "kill -KILL {} failed", vm.pid());
     let _ = vm.stop();
     assert!(
         !vm.serial().contents().contains("install complete"),
@@ -371,19 +316,6 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
     assert_no_panic(&vm);
 }
 
-/// Waits for `prompt` on the console, then types `keys` as a person would.
-fn answer(vm: &Vm, prompt: &str, keys: &[u8]) {
-    vm.serial()
-        .wait_for(prompt, step())
-        .unwrap_or_else(|e| panic!("the wizard did not ask {prompt:?}: {e}"));
-    // Let the prompt finish drawing and read its first key.
-    std::thread::sleep(Duration::from_secs(1));
-    vm.serial().send(keys).expect("typing on the console");
-}
-
-const DOWN: &[u8] = b"\x1b[B";
-const ENTER: &[u8] = b"\r";
-
 /// The console installer, driven through the serial line with arrow keys, Enter and typed
 /// text: "Install CloudOS" in the ISO's GRUB menu, then master, a host name, DHCP, the
 /// blank disk, a cluster name and the confirmation; the disk then boots alone as that
@@ -391,7 +323,7 @@ const ENTER: &[u8] = b"\r";
 #[test]
 fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let target = blank_disk(dir.path(), 8 * GIB);
+    let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));

@@ -106,6 +106,10 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The settings file the token came from (the installer's `config.toml`): once the
+    /// node has joined, its identity replaces the token, which is removed from the file so
+    /// a copy of the card or disk carries no usable secret.
+    pub forget_token_in: Option<PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -178,6 +182,9 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
                 .await
                 .map_err(AgentError::JoinRefused)?;
             store.save(&joined)?;
+            if let Some(path) = &config.forget_token_in {
+                crate::settings::forget_token_in(path);
+            }
             joined
         }
     };
@@ -352,6 +359,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<()> {
         retry: Backoff::default(),
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
+        forget_token_in: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -377,6 +385,7 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         retry: Backoff::default(),
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
+        forget_token_in: Some(PathBuf::from(crate::settings::CONFIG_FILE)),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

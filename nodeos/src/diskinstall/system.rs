@@ -2,17 +2,12 @@
 //! sysfs, the live medium by its volume id, masters by mDNS, a master's CA over TLS 1.3,
 //! and the network the live system's own network service configured.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use cloudos_cluster::pki::cert_from_pem;
-use cloudos_cluster::tls::{client_config_pinned, pin_mismatch, TlsError};
-use cloudos_cluster::{CaPin, Token};
+use cloudos_cluster::client::{self, ClientError};
+use cloudos_cluster::{CaPin, Role, Token};
 use cloudos_installer::disks::{self, Disk, DiskError};
 use cloudos_installer::{MasterInfo, Network, System};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::TlsConnector;
 
 use crate::net::state::NetState;
 
@@ -20,9 +15,6 @@ use crate::net::state::NetState;
 const BROWSE_FOR: Duration = Duration::from_secs(3);
 /// How long a DHCP install waits for the live system's lease.
 const LEASE_WAIT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The master serves its CA here without a client certificate (master/routes/install.rs).
-const CA_PATH: &str = "/install/ca.pem";
 
 pub struct LiveSystem;
 
@@ -65,7 +57,7 @@ impl System for LiveSystem {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the network client: {e}"))?;
-        runtime.block_on(check_ca(master, token.pin()))
+        runtime.block_on(check_with_master(master, token))
     }
 
     fn check_network(&self, network: &Network) -> Result<(), String> {
@@ -102,64 +94,36 @@ impl System for LiveSystem {
     }
 }
 
-/// Fetches the CA of the master at `master` (`host:port`) over TLS 1.3 and checks it is
-/// the one `pin` names. The handshake itself already refuses another CA (the pinned
-/// verifier); the CA file is compared too, as the node will trust it.
-async fn check_ca(master: &str, pin: CaPin) -> Result<(), String> {
-    let (host, _) = master
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{master} is not host:port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let config = client_config_pinned(pin).map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|_| format!("{host} is not a host name or an address"))?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(master))
+/// Asks the master at `master` (`host:port`) whether a compute node's join with `token`
+/// would be admitted, over TLS 1.3 pinned to the token's CA: another cluster's master is
+/// refused in the handshake, before the secret is sent. The token is not used up.
+async fn check_with_master(master: &str, token: &Token) -> Result<(), String> {
+    let answer = client::check_token(master, token)
         .await
-        .map_err(|_| {
-            format!(
-                "no answer from {master} within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| format!("cannot reach {master}: {e}"))?;
-    let connector = TlsConnector::from(Arc::new(config));
-    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-        .await
-        .map_err(|_| format!("{master} did not finish the TLS handshake"))?
-        .map_err(|e| match pin_mismatch(&e) {
-            Some(TlsError::PinMismatch { got, .. }) => other_cluster(master, got, &pin),
-            _ => format!("TLS with {master} failed: {e}"),
+        .map_err(|e| match e {
+            ClientError::PinMismatch { .. } => other_cluster(master, token.pin()),
+            ClientError::TokenInvalid { message } => {
+                format!("the master at {master} refused the token: {message}")
+            }
+            ClientError::Refused { message, .. } => {
+                format!("the master at {master} refused the token: {message}")
+            }
+            other => other.to_string(),
         })?;
-    let request =
-        format!("GET {CA_PATH} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: cloudos-installer\r\n\r\n");
-    tls.write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("asking {master} for its CA: {e}"))?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        (&mut tls).take(1 << 20).read_to_end(&mut answer),
-    )
-    .await
-    .map_err(|_| format!("{master} did not send its CA in time"))?
-    .map_err(|e| format!("reading {master}'s CA: {e}"))?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("{master} answered {status:?} for its CA"));
-    }
-    let cert = cert_from_pem(&text, "the master's CA").map_err(|e| e.to_string())?;
-    let got = CaPin::of_cert(&cert).map_err(|e| e.to_string())?;
-    if got != pin {
-        return Err(other_cluster(master, &got, &pin));
+    if answer.role != Role::Compute {
+        return Err(format!(
+            "this token is for the {} role, not for a compute node; create one on the master \
+             with `cloudos token create`",
+            answer.role
+        ));
     }
     Ok(())
 }
 
-fn other_cluster(master: &str, got: &CaPin, pin: &CaPin) -> String {
+fn other_cluster(master: &str, pin: CaPin) -> String {
     format!(
-        "the master at {master} belongs to another cluster (CA pin {got}), not the one this \
-         token is for (CA pin {pin}); use a token created on that master"
+        "the master at {master} belongs to another cluster: its CA is not the one this \
+         token pins (CA pin {pin}); use a token created on that master"
     )
 }
 
@@ -169,39 +133,71 @@ mod tests {
     use crate::master::config::MasterConfig;
     use crate::master::Master;
 
-    /// A real master on loopback: its CA passes for its own pin; a token of another
-    /// cluster and an address nobody answers on are refused with the reason.
+    /// A real master on loopback. Its bootstrap token reaches it and is verified (it is an
+    /// admin token, which a compute node cannot use), without being used up: it still
+    /// joins afterwards. A wrong secret, another cluster's pin and an address nobody
+    /// answers on are refused with the reason.
     #[tokio::test]
-    async fn the_masters_ca_is_checked_against_the_tokens_pin() {
+    async fn the_token_is_checked_by_its_master_without_using_it_up() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = MasterConfig::new(dir.path().join("state"), "m1");
         config.listen = "127.0.0.1:0".parse().expect("address");
         config.mdns = false;
-        let master = Master::open(config).await.expect("master");
+        let mut master = Master::open(config).await.expect("master");
         let address = master.local_addr().to_string();
         let pin = master.ca_pin();
+        let admin = master.take_bootstrap_token().expect("a bootstrap token");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(master.run(async {
             let _ = stopped.await;
         }));
 
-        check_ca(&address, pin).await.expect("its own CA");
-        let other = CaPin::from_hex(&"ab".repeat(32)).expect("pin");
-        let err = check_ca(&address, other)
+        let err = check_with_master(&address, &admin)
+            .await
+            .expect_err("an admin token");
+        assert!(err.contains("admin role"), "{err}");
+
+        let reversed: String = admin.secret().chars().rev().collect();
+        let wrong: Token = format!("cloudos1_{}_{reversed}_{}", admin.id(), pin.to_hex())
+            .parse()
+            .expect("a token");
+        let err = check_with_master(&address, &wrong)
+            .await
+            .expect_err("a wrong secret");
+        assert!(err.contains("refused the token"), "{err}");
+        assert!(!err.contains(&reversed), "the secret is in {err}");
+
+        let other_pin = "ab".repeat(32);
+        let other: Token = format!("cloudos1_{}_{}_{other_pin}", admin.id(), admin.secret())
+            .parse()
+            .expect("a token");
+        let err = check_with_master(&address, &other)
             .await
             .expect_err("another cluster");
         assert!(
-            err.contains("belongs to another cluster")
-                && err.contains(&address)
-                && err.contains(&pin.to_string())
-                && err.contains(&other.to_string()),
+            err.contains("belongs to another cluster") && err.contains(&address),
             "{err}"
         );
+
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         let nobody = closed.local_addr().expect("address").to_string();
         drop(closed);
-        let err = check_ca(&nobody, pin).await.expect_err("nobody there");
-        assert!(err.contains("cannot reach"), "{err}");
+        let err = check_with_master(&nobody, &admin)
+            .await
+            .expect_err("nobody there");
+        assert!(err.contains("unreachable"), "{err}");
+
+        // Checked twice, still unused: the admin joins with it.
+        client::join(
+            &address,
+            &admin,
+            "admin-laptop",
+            "x86_64",
+            &Default::default(),
+            Some(Role::Admin),
+        )
+        .await
+        .expect("the checked token still joins");
 
         let _ = stop.send(());
         let _ = running.await;

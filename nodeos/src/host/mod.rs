@@ -84,6 +84,8 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
         retry: crate::agent::Backoff::default(),
         metrics_listen: crate::agent::metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
+        // install.sh joined with the token; it was never written down.
+        forget_token_in: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -18,7 +18,9 @@ use std::time::Instant;
 
 use axum::extract::{ConnectInfo, State};
 use axum::Json;
-use cloudos_cluster::api::{ErrorCode, JoinRequest, JoinResponse, RenewRequest};
+use cloudos_cluster::api::{
+    ErrorCode, JoinRequest, JoinResponse, RenewRequest, TokenCheckRequest, TokenCheckResponse,
+};
 use cloudos_cluster::identity::validate_node_name;
 use cloudos_cluster::pki::IssuedCert;
 use cloudos_cluster::store::{NodeRecord, NodeState, RevokedCert};
@@ -42,10 +44,7 @@ pub async fn join(
     body: Result<ApiJson<JoinRequest>, ApiError>,
 ) -> Result<Json<JoinResponse>, ApiError> {
     let ip = addr.ip();
-    if let Err(retry_after) = state.join_limiter.check(ip, Instant::now()) {
-        log::warn!("join from {ip} refused: too many failed attempts");
-        return Err(ApiError::RateLimited { retry_after });
-    }
+    refuse_if_limited(&state, ip, "join")?;
     let result = match body {
         Ok(ApiJson(request)) => {
             state
@@ -55,18 +54,74 @@ pub async fn join(
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
-        let body = e.body();
-        if body.code != ErrorCode::Internal {
-            state.join_limiter.record_failure(ip, Instant::now());
-        }
-        // Malformed bodies may echo what was sent (a secret in the wrong field): not logged.
-        let why = match e {
-            ApiError::BadRequest(_) => "malformed request".to_owned(),
-            _ => body.message,
-        };
-        log::warn!("join from {ip} refused: {why}");
+        note_refusal(&state, ip, "join", e);
     }
     result.map(Json)
+}
+
+/// Too many failed joins (or token checks) from `ip` lately: refused before any work.
+fn refuse_if_limited(state: &AppState, ip: std::net::IpAddr, what: &str) -> Result<(), ApiError> {
+    state
+        .join_limiter
+        .check(ip, Instant::now())
+        .map_err(|retry_after| {
+            log::warn!("{what} from {ip} refused: too many failed attempts");
+            ApiError::RateLimited { retry_after }
+        })
+}
+
+/// Counts a refusal against `ip` (not our own failures) and logs why.
+fn note_refusal(state: &AppState, ip: std::net::IpAddr, what: &str, e: &ApiError) {
+    let body = e.body();
+    if body.code != ErrorCode::Internal {
+        state.join_limiter.record_failure(ip, Instant::now());
+    }
+    // Malformed bodies may echo what was sent (a secret in the wrong field): not logged.
+    let why = match e {
+        ApiError::BadRequest(_) => "malformed request".to_owned(),
+        _ => body.message,
+    };
+    log::warn!("{what} from {ip} refused: {why}");
+}
+
+/// `POST /v1/join/check`: would a join with this token be admitted now? The token is
+/// checked as `admit` checks it and not used up. A refusal counts against the caller's
+/// address like a failed join, so this is no cheaper way to guess secrets.
+pub async fn check_token(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    body: Result<ApiJson<TokenCheckRequest>, ApiError>,
+) -> Result<Json<TokenCheckResponse>, ApiError> {
+    let ip = addr.ip();
+    refuse_if_limited(&state, ip, "token check")?;
+    let result = match body {
+        Ok(ApiJson(request)) => state.blocking(move |s| verify_token(s, &request)).await,
+        Err(e) => Err(e),
+    };
+    match &result {
+        Ok(answer) => log::info!(
+            "token check from {ip}: a join would be admitted as {}",
+            answer.role
+        ),
+        Err(e) => note_refusal(&state, ip, "token check", e),
+    }
+    result.map(Json)
+}
+
+fn verify_token(
+    state: &MasterState,
+    req: &TokenCheckRequest,
+) -> Result<TokenCheckResponse, ApiError> {
+    let id = req.token_id.as_str();
+    let record = state
+        .store
+        .get_token(id)?
+        .ok_or_else(|| TokenError::UnknownId { id: id.to_owned() })?;
+    token::verify(&record, &req.token_secret, OffsetDateTime::now_utc())?;
+    Ok(TokenCheckResponse {
+        cluster_name: state.cluster_name.clone(),
+        role: record.role,
+    })
 }
 
 fn lifetime(state: &MasterState) -> time::Duration {

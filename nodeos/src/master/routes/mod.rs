@@ -72,6 +72,7 @@ fn routes() -> Routes {
         served: Vec::new(),
     }
     .add("post", paths::JOIN, post(join::join))
+    .add("post", paths::JOIN_CHECK, post(join::check_token))
     .add("post", paths::RENEW, post(join::renew))
     .add("get", paths::AGENT_CONNECT, get(agent::connect))
     .add("post", paths::HEARTBEAT, post(agent::heartbeat))
