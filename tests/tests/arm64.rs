@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cloudos_tests::checks::{answer, assert_no_panic, DOWN, ENTER};
+use cloudos_tests::checks::{answer, assert_no_panic, blank_disk, config_disk, DOWN, ENTER};
+use cloudos_tests::lab;
 use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
 use cloudos_tests::{
     images, scaled, Arch, BootSource, Firmware, Machine, Pattern, SerialMode, TestNet, Vm,
@@ -172,6 +173,74 @@ fn arm64_iso_boots_as_a_usb_stick_with_a_data_disk() {
         .wait_for("usb_storage", step())
         .expect("the USB storage driver was not loaded by coldplug");
     assert_no_panic(&vm);
+}
+
+/// The ARM64 ISO installs to disk as the x86_64 one does: an answer file on a disk
+/// labelled CLOUDOS-CFG, the ordered install onto a blank virtio disk, the restart; then
+/// the disk boots alone on AAVMF, GRUB starts slot A, and nodeos comes up as the master
+/// the answers name, on the installed data partition, and confirms the slot.
+#[test]
+fn arm64_iso_installs_to_a_disk_that_boots_alone_on_uefi() {
+    const MAC: &str = "52:54:00:c1:07:01";
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = blank_disk(dir.path(), "target.img", 8 << 30);
+    let cfg = config_disk(
+        dir.path(),
+        "mode = \"master\"\nhostname = \"arm-master\"\ncluster = \"lab\"\n\
+         disk = \"/dev/vda\"\nwipe = true\n",
+    );
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq on the bridge");
+    let iso = images::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
+    let vm = VmBuilder::new(Arch::Aarch64)
+        .name("arm64-install-live")
+        .boot(BootSource::Cdrom(iso))
+        .firmware(Firmware::Uefi)
+        .disk(target.clone())
+        .disk(cfg)
+        .network(net.vm_network_with_mac(MAC).expect("tap"))
+        .spawn()
+        .expect("starting QEMU");
+    vm.serial()
+        .wait_for("install complete: /dev/vda", boot_timeout())
+        .unwrap_or_else(|e| panic!("the install did not complete: {e}"));
+    let installed_at = started.elapsed();
+    vm.wait_exit(step())
+        .expect("QEMU did not exit on the reboot (-no-reboot)");
+    assert_no_panic(&vm);
+    drop(vm);
+
+    let vm = VmBuilder::new(Arch::Aarch64)
+        .name("arm64-install-disk")
+        .boot(BootSource::Disk(target))
+        .firmware(Firmware::Uefi)
+        .network(net.vm_network_with_mac(MAC).expect("tap"))
+        .spawn()
+        .expect("starting QEMU");
+    let from_start = vm.serial().clone();
+    vm.serial()
+        .wait_for("Booting `CloudOS (slot a)'", boot_timeout())
+        .expect("GRUB on the installed disk did not boot slot A");
+    vm.serial()
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host arm-master, role master"),
+            boot_timeout(),
+        )
+        .expect("the installed master did not come up");
+    from_start
+        .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", step())
+        .expect("the installed data partition was not used");
+    from_start
+        .wait_for("slot a confirmed good", step())
+        .expect("nodeos did not confirm slot A");
+    lab::power_off(&vm);
+    assert_no_panic(&vm);
+    eprintln!(
+        "arm64 install: complete after {:.1}s, test took {:.1}s",
+        installed_at.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The card's two partitions: the FAT boot partition and the ext4 data partition.

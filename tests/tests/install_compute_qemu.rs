@@ -305,6 +305,10 @@ fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() 
             "the installed slot was not confirmed",
         ),
         ("joined cluster lab", "the node did not join the master"),
+        (
+            "joined: the join token is no longer kept in /var/lib/cloudos/config.toml",
+            "the join token stayed in the installed config.toml",
+        ),
     ] {
         after_reboot
             .clone()

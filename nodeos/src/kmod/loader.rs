@@ -70,8 +70,13 @@ impl Loader {
                 source,
             })?;
             match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
-                // EEXIST: loaded meanwhile (by the other loader process).
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {
+                    self.mark_loaded(&name);
+                    newly.push(name);
+                }
+                // Loaded meanwhile, by another thread of ours (coldplug loads in parallel)
+                // or another loader process: not ours to report.
+                Err(Errno::EEXIST) => self.mark_loaded(&name),
                 Err(errno) => {
                     return Err(LoadError::Refused {
                         module: name,
@@ -79,8 +84,6 @@ impl Loader {
                     })
                 }
             }
-            self.mark_loaded(&name);
-            newly.push(name);
         }
         Ok(newly)
     }
