@@ -3,8 +3,7 @@
 //! partition or an http:// URL). Only reads; everything is mounted read-only.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +25,8 @@ pub const INITRAMFS_PATH: &str = "boot/initramfs.img";
 const RUN_DIR: &str = "/run/cloudos/install";
 /// Answer files are small; anything bigger is not one.
 const MAX_ANSWER_BYTES: u64 = 64 << 10;
+/// How long fetching an answer file may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The file systems a label is looked for in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,48 +184,67 @@ fn read_small(path: &Path) -> anyhow::Result<String> {
 }
 
 /// A plain HTTP GET of a small text file: the answer file on a provisioning server.
+/// Fetches an answer file over HTTP or HTTPS (reqwest on rustls; HTTPS servers are checked
+/// against the CA bundle in the initramfs, or `SSL_CERT_FILE`). At most
+/// [`MAX_ANSWER_BYTES`]; anything but 200 is refused with the status.
 fn http_get(url: &str) -> anyhow::Result<String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!(
-            "{url}: only http:// answer-file URLs are supported so far; put the file on a \
-             partition labelled CLOUDOS-CFG instead (LABEL=CLOUDOS-CFG:/install.toml)"
-        );
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let timeout = Duration::from_secs(10);
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&address)
-        .with_context(|| format!("cannot resolve {authority}"))?
-        .next()
-        .with_context(|| format!("{authority} has no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot connect to {address} for {url}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: cloudos-installer\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream
-        .take(MAX_ANSWER_BYTES + 8192)
-        .read_to_end(&mut response)
-        .with_context(|| format!("reading the answer from {url}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("{url}: not an HTTP answer"))?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("{url} answered {status:?}, not 200 OK");
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("{url}: answer files are fetched over http:// or https:// only");
     }
-    Ok(body.to_owned())
+    // The process's TLS provider, as for registry pulls: ring.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP client")?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(FETCH_TIMEOUT)
+            .timeout(FETCH_TIMEOUT)
+            .user_agent("cloudos-installer")
+            .build()
+            .context("cannot start the HTTP client")?;
+        let mut response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot fetch {url}: {}", error_chain(&e)))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            bail!("{url} answered {status}, not 200 OK");
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER_BYTES)
+        {
+            bail!("{url} is larger than {MAX_ANSWER_BYTES} bytes: not an answer file");
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {url}: {}", error_chain(&e)))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > MAX_ANSWER_BYTES {
+                bail!("{url} is larger than {MAX_ANSWER_BYTES} bytes: not an answer file");
+            }
+        }
+        String::from_utf8(body).with_context(|| format!("{url} is not UTF-8 text"))
+    })
+}
+
+/// An error with its causes, which say what went wrong (reqwest's own text is only "error
+/// sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Reads `len` bytes at `offset` of `path`.
