@@ -192,19 +192,68 @@ fn start_installer(vm: &Vm) {
         .expect("the install entry did not start the wizard");
 }
 
-/// The wizard's steps up to its master list: compute node, `hostname`, DHCP, the blank
-/// disk.
-fn up_to_the_master_list(vm: &Vm, hostname: &str) {
+/// How the wizard's network question is answered.
+enum NetworkAnswer<'a> {
+    Dhcp,
+    /// Static: each (address, gateway) is typed in turn; all but the last must be refused.
+    Static(&'a [(&'a str, &'a str)]),
+}
+
+/// The wizard's steps up to its master list: compute node, `hostname`, the network, the
+/// blank disk.
+fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
     choose(vm, "What do you want to do?", "Install as compute node");
     answer(
         vm,
         "Host name of this node",
         format!("{hostname}\r").as_bytes(),
     );
-    choose(vm, "Network", "DHCP");
-    vm.serial()
-        .wait_for("Checking the network…", step())
-        .expect("the wizard did not check the network");
+    match network {
+        NetworkAnswer::Dhcp => {
+            choose(vm, "Network", "DHCP");
+            vm.serial()
+                .wait_for("Checking the network…", step())
+                .expect("the wizard did not check the network");
+        }
+        NetworkAnswer::Static(tries) => {
+            for (i, (address, gateway)) in tries.iter().enumerate() {
+                choose(vm, "Network", "Static");
+                answer(
+                    vm,
+                    "Address with prefix length",
+                    format!("{address}\r").as_bytes(),
+                );
+                answer(
+                    vm,
+                    "Gateway (empty for none)",
+                    format!("{gateway}\r").as_bytes(),
+                );
+                answer(vm, "DNS servers", b"\r");
+                vm.serial()
+                    .wait_for("Checking the network…", step())
+                    .expect("the wizard did not check the network");
+                vm.serial()
+                    .wait_for(
+                        format!("static address {address} gateway {gateway} applied").as_str(),
+                        step(),
+                    )
+                    .expect("the static address was not applied to the live system");
+                if i + 1 < tries.len() {
+                    let refused = vm
+                        .serial()
+                        .wait_for("the network does not work", step())
+                        .unwrap_or_else(|e| panic!("gateway {gateway} was not refused: {e}"));
+                    assert!(
+                        refused
+                            .line
+                            .contains(&format!("the gateway {gateway} does not answer")),
+                        "{}",
+                        refused.line
+                    );
+                }
+            }
+        }
+    }
     let disks = choose(vm, "Install to which disk?", "/dev/vda");
     assert!(
         disks.iter().any(|d| d.contains("8.0 GiB")),
@@ -259,7 +308,7 @@ fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() 
     let started = Instant::now();
     let vm = machine("install-compute-wizard", &target, &net);
     start_installer(&vm);
-    up_to_the_master_list(&vm, "wiz-node");
+    up_to_the_master_list(&vm, "wiz-node", NetworkAnswer::Dhcp);
     let listed = pick_master_from_mdns(&vm, &master.addr);
     assert!(
         listed.contains("cluster lab") && listed.contains(&pin[..16]),
@@ -353,16 +402,17 @@ fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() 
     );
 }
 
-/// A join token created on another cluster's master is refused in the wizard, before the
-/// install, with the reason naming both clusters' CA pins; the person then types the
-/// right token, says no at the wipe and cancels: not a byte is written to the disk and
-/// neither master gets a node.
+/// On a LAN without DHCP, a static address typed in the wizard is applied at once (a
+/// gateway that does not answer is refused first). A join token created on another
+/// cluster's master is refused in the wizard, before the install, with the reason naming
+/// both clusters' CA pins; the person then types the right token (checked by the master
+/// over the static address), says no at the wipe and cancels: not a byte is written to
+/// the disk, neither master gets a node, and the console is the maintenance console again.
 #[test]
 fn the_wizard_refuses_a_token_of_another_cluster_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let net = TestNet::new().expect("test network");
-    net.start_dhcp_server(600).expect("dnsmasq");
     let lab_master = LanMaster::start(
         &net,
         2,
@@ -385,7 +435,16 @@ fn the_wizard_refuses_a_token_of_another_cluster_and_writes_nothing() {
 
     let vm = machine("install-compute-foreign-token", &target, &net);
     start_installer(&vm);
-    up_to_the_master_list(&vm, "wiz-stray");
+    // No DHCP server on this LAN: a static address, applied at once (a wrong gateway is
+    // refused first), is what lets the wizard find and ask the master.
+    up_to_the_master_list(
+        &vm,
+        "wiz-stray",
+        NetworkAnswer::Static(&[
+            ("10.77.0.50/24", "10.77.0.99"),
+            ("10.77.0.50/24", "10.77.0.1"),
+        ]),
+    );
     pick_master_from_mdns(&vm, &lab_master.addr);
     answer(&vm, "Join token", format!("{foreign}\r").as_bytes());
     let refused = vm
@@ -422,7 +481,17 @@ fn the_wizard_refuses_a_token_of_another_cluster_and_writes_nothing() {
             step(),
         )
         .expect("the wizard did not end with nothing written");
-    std::thread::sleep(Duration::from_secs(2));
+    // The console is the maintenance console again.
+    vm.serial()
+        .wait_for("CloudOS console ready", step())
+        .expect("the maintenance console did not come back after the wizard");
+    std::thread::sleep(Duration::from_secs(1));
+    vm.serial()
+        .send_line("status")
+        .expect("typing on the console");
+    vm.serial()
+        .wait_for(re(r"host \S+\s+role none\s+up \d+s\s+READY"), step())
+        .expect("the console does not answer status");
     assert!(vm.is_running(), "the live system went away");
     assert!(
         !vm.serial().contents().contains("install complete"),

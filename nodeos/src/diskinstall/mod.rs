@@ -6,6 +6,8 @@
 //! in the `cloudos-installer` crate; this module is the machine side of it:
 //!
 //! - `system`: [`cloudos_installer::System`] over sysfs, mDNS, TLS and the net state;
+//! - `livenet`: a static network chosen in the installer, applied to the live system;
+//! - `inplace`: setting up the medium the system runs from (the Pi's card);
 //! - `medium`: the live medium (template, kernel, initramfs) and the answer file's source;
 //! - `writer`: the ordered write of a checked plan (see its module comment);
 //! - `blkdev`: BLKPG, BLKRRPART and short-lived mounts;
@@ -18,6 +20,7 @@
 pub mod blkdev;
 pub mod boot;
 pub mod inplace;
+pub mod livenet;
 pub mod medium;
 pub mod system;
 pub mod writer;

@@ -87,9 +87,12 @@ impl System for LiveSystem {
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
-            // The answers' parser has checked the address, gateway and DNS; the installed
-            // node applies them at its first boot, so the live system keeps its own.
-            Network::Static { .. } => Ok(()),
+            // Applied now, so a compute node reaches its master and a wrong gateway shows.
+            Network::Static {
+                address,
+                gateway,
+                dns,
+            } => super::livenet::apply_static(address, *gateway, dns),
         }
     }
 }

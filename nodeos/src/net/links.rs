@@ -156,6 +156,49 @@ pub async fn add_route(
     }
 }
 
+/// Removes one IPv4 address from a link; an address that is not there is fine.
+pub async fn remove_address(
+    handle: &Handle,
+    index: u32,
+    address: Ipv4Addr,
+) -> Result<(), LinkError> {
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut found = None;
+    while let Some(msg) = stream.try_next().await? {
+        let this = msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v4)) if *v4 == address));
+        if msg.header.family == AddressFamily::Inet && this {
+            found = Some(msg);
+        }
+    }
+    if let Some(msg) = found {
+        handle.address().del(msg).execute().await?;
+    }
+    Ok(())
+}
+
+/// Sets the default route to go via `gateway` on a link, replacing one that exists (the
+/// installer's second try at a static network must not keep the first try's gateway).
+pub async fn replace_default_route(
+    handle: &Handle,
+    index: u32,
+    gateway: Ipv4Addr,
+) -> Result<(), LinkError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+        .output_interface(index)
+        .gateway(gateway)
+        .build();
+    handle.route().add(route).replace().execute().await?;
+    Ok(())
+}
+
 fn is_exists(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(msg) if msg.raw_code() == -libc::EEXIST)
 }
