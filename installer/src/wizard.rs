@@ -431,9 +431,10 @@ pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
 /// only: the secret is never shown.
 pub fn summary(answers: &Answers, disk: &Disk) -> String {
     format!(
-        "\nAbout to install CloudOS:\n{}  disk       {}\n",
+        "\nAbout to install CloudOS:\n{}  disk       {}\n{}",
         summary_lines(answers),
-        disk.describe().trim_end()
+        disk.describe().trim_end(),
+        first_start_note(answers)
     )
 }
 
@@ -441,8 +442,9 @@ pub fn summary(answers: &Answers, disk: &Disk) -> String {
 pub fn summary_in_place(answers: &Answers, medium: &str) -> String {
     format!(
         "\nAbout to set up CloudOS on {medium}:\n{}  The data on it is kept; the node restarts \
-         with these settings.\n",
-        summary_lines(answers)
+         with these settings.\n{}",
+        summary_lines(answers),
+        first_start_note(answers)
     )
 }
 
@@ -476,6 +478,18 @@ fn summary_lines(answers: &Answers) -> String {
         "  role       {role}\n  host name  {}\n  network    {network}\n",
         answers.hostname
     )
+}
+
+/// What a master does at its first start. Its CA and first admin token are made by the
+/// master itself, so the secret never exists on the install medium.
+fn first_start_note(answers: &Answers) -> &'static str {
+    match &answers.role {
+        RoleAnswers::Master { .. } => {
+            "At its first start the master creates the cluster and shows its admin token\n\
+             and CA pin once, on this console: note them.\n"
+        }
+        RoleAnswers::Compute { .. } => "",
+    }
 }
 
 /// The last question before anything is written.
@@ -834,6 +848,7 @@ mod tests {
             "/dev/sr0 holds the medium this installer booted from",
             "not a valid cluster name",
             "master of a new cluster \"cloudos\"",
+            "shows its admin token\nand CA pin once, on this console",
             "Erase everything on /dev/vda (20.0 GiB) and install CloudOS?",
         ] {
             assert!(shows(&shown, text), "{text:?} not in {shown:#?}");
