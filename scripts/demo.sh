@@ -94,7 +94,7 @@ REGISTRY=10.88.0.1:5000
 IMAGE=$REGISTRY/demo/busybox:1
 printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
     "$WORK/registry" "$REGISTRY" >"$WORK/registry.yml"
-ip netns exec "$NS" docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" &
+ip netns exec "$NS" docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 PIDS+=($!)
 cargo build -q -p cloudos-tests --bin push-test-image
 for _ in $(seq 50); do in_ns curl -sf -o /dev/null "http://$REGISTRY/v2/" && break; sleep 0.2; done
