@@ -8,17 +8,45 @@ pub fn choose(configured: Option<&str>) -> String {
     if let Some(mac) = first_ethernet_mac() {
         return from_mac(&mac);
     }
-    if let Ok(uuid) = std::fs::read_to_string("/sys/class/dmi/id/product_uuid") {
-        let hex: String = uuid
-            .chars()
-            .filter(|c| c.is_ascii_hexdigit())
-            .take(6)
-            .collect();
-        if hex.len() == 6 {
-            return format!("cloudos-{}", hex.to_ascii_lowercase());
-        }
+    if let Some(name) = std::fs::read_to_string("/sys/class/dmi/id/product_uuid")
+        .ok()
+        .and_then(|uuid| from_hex_id(&uuid, HexEnd::First))
+    {
+        return name;
+    }
+    // Boards without a NIC driver or DMI (a Pi 3A+ or Zero 2 W, whose network is Wi-Fi):
+    // the serial number the firmware puts in the device tree.
+    if let Some(name) = std::fs::read("/sys/firmware/devicetree/base/serial-number")
+        .ok()
+        .and_then(|raw| from_hex_id(&String::from_utf8_lossy(&raw), HexEnd::Last))
+    {
+        return name;
     }
     "cloudos".into()
+}
+
+/// Which end of an id names the machine: a UUID's first digits vary, a serial number's
+/// last ones (its first are zeros).
+enum HexEnd {
+    First,
+    Last,
+}
+
+/// `cloudos-` and six hex digits of `id`, or `None` when it has fewer or only zeros.
+fn from_hex_id(id: &str, end: HexEnd) -> Option<String> {
+    let hex: Vec<char> = id
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() < 6 || hex.iter().all(|&c| c == '0') {
+        return None;
+    }
+    let six: String = match end {
+        HexEnd::First => hex[..6].iter().collect(),
+        HexEnd::Last => hex[hex.len() - 6..].iter().collect(),
+    };
+    Some(format!("cloudos-{six}"))
 }
 
 /// `52:54:00:12:34:56` → `cloudos-123456`.
@@ -73,5 +101,21 @@ mod tests {
     fn mac_derived_names() {
         assert_eq!(super::from_mac("52:54:00:12:34:AB"), "cloudos-1234ab");
         assert_eq!(super::choose(Some("given")), "given");
+    }
+
+    #[test]
+    fn ids_name_a_machine_without_a_mac() {
+        use super::{from_hex_id, HexEnd};
+        assert_eq!(
+            from_hex_id("4c4c4544-0042-3510-8052-b4c04f4e3132\n", HexEnd::First).as_deref(),
+            Some("cloudos-4c4c45")
+        );
+        // The Pi firmware's serial-number property: NUL-terminated, leading zeros.
+        assert_eq!(
+            from_hex_id("00000000a1b2c3d4\0", HexEnd::Last).as_deref(),
+            Some("cloudos-b2c3d4")
+        );
+        assert_eq!(from_hex_id("0000000000000000\0", HexEnd::Last), None);
+        assert_eq!(from_hex_id("abc", HexEnd::First), None);
     }
 }
