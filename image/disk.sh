@@ -215,7 +215,10 @@ done
 DATAFS=$WORK/data.ext4
 truncate -s $((DATA_SECTORS * SECTOR)) "$DATAFS"
 # 4 KiB blocks and the default inode ratio: the size it grows to, not 64 MiB, decides.
+# metadata_csum_seed: the installer gives each disk its own UUID online
+# (EXT4_IOC_SETFSUUID), which needs checksums that do not derive from the UUID.
 E2FSPROGS_FAKE_TIME=$FAKE_TIME mkfs.ext4 -q -F -L CLOUDOS-DATA -T default -b 4096 \
+    -O metadata_csum_seed \
     -U "$DATA_UUID" -E "hash_seed=$DATA_HASH_SEED,root_owner=0:0" "$DATAFS"
 
 # The disk: GPT with fixed GUIDs, the file systems at their offsets, then GRUB's boot code.

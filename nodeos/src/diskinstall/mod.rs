@@ -11,6 +11,7 @@
 //! - `medium`: the live medium (template, kernel, initramfs) and the answer file's source;
 //! - `writer`: the ordered write of a checked plan (see its module comment);
 //! - `blkdev`: BLKPG, BLKRRPART and short-lived mounts;
+//! - `ids`: this disk's own ESP volume id and data UUID;
 //! - `boot`: PID 1's side, which runs `nodeos install-disk` as a child process so that
 //!   nothing in the installer can take PID 1 down.
 //!
@@ -19,6 +20,7 @@
 
 pub mod blkdev;
 pub mod boot;
+pub mod ids;
 pub mod inplace;
 pub mod livenet;
 pub mod medium;

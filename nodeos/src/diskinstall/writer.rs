@@ -112,10 +112,14 @@ fn open_template(path: &Path, plan: &PartitionPlan) -> anyhow::Result<Template> 
 }
 
 fn random_guid() -> anyhow::Result<Uuid> {
-    let mut bytes = [0u8; 16];
+    Ok(uuid::Builder::from_random_bytes(random_bytes()?).into_uuid())
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| anyhow::anyhow!("no randomness for the partition GUIDs"))?;
-    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid())
+        .map_err(|_| anyhow::anyhow!("no randomness for this disk's ids"))?;
+    Ok(bytes)
 }
 
 fn progress_bar(total: u64, what: &str) -> ProgressBar {
@@ -275,6 +279,16 @@ fn fill_partitions(
         );
     }
 
+    // This disk's own ids (see `ids`), before anything mounts the file systems.
+    let esp_file = File::options()
+        .read(true)
+        .write(true)
+        .open(&esp_dev)
+        .with_context(|| format!("cannot open {esp_dev}"))?;
+    super::ids::set_fat32_volume_id(&esp_file, random_bytes()?)
+        .with_context(|| format!("on {esp_dev}"))?;
+    drop(esp_file);
+
     // Slot A: the kernel and initramfs this live system runs.
     let esp = Mounted::new(
         &esp_dev,
@@ -317,6 +331,8 @@ fn fill_partitions(
     // SAFETY: the argument is a u64 that lives across the call; the kernel reads it.
     unsafe { crate::init::growpart::ext4_resize_fs(dir.as_raw_fd(), &new_blocks) }
         .with_context(|| format!("cannot grow the ext4 file system on {data_dev}"))?;
+    super::ids::set_ext4_uuid(&dir, *random_guid()?.as_bytes())
+        .with_context(|| format!("cannot give {data_dev} a new UUID"))?;
     drop(dir);
     let config = data.dir.join("config.toml");
     crate::fsutil::write_private(&config, settings.as_bytes())
