@@ -24,6 +24,11 @@ pub fn step() -> Duration {
     scaled(Duration::from_secs(90))
 }
 
+/// Writing the disk template and growing ext4 to 8 GiB, under TCG.
+pub fn install_timeout() -> Duration {
+    scaled(Duration::from_secs(600))
+}
+
 /// Waits for `prompt` on the console, then types `keys` as a person would.
 pub fn answer(vm: &Vm, prompt: &str, keys: &[u8]) {
     vm.serial()
@@ -158,8 +163,21 @@ pub fn first_bytes(path: &Path, len: usize) -> Vec<u8> {
 
 /// No kernel panic, no dead init and no Rust panic anywhere on the console so far.
 pub fn assert_no_panic(vm: &Vm) {
+    assert_none_on_console(
+        vm,
+        &["Kernel panic", "Attempted to kill init", "panicked at"],
+    );
+}
+
+/// No kernel panic and no dead init on the console so far; for a test that makes a
+/// service panic on purpose.
+pub fn assert_no_kernel_panic(vm: &Vm) {
+    assert_none_on_console(vm, &["Kernel panic", "Attempted to kill init"]);
+}
+
+fn assert_none_on_console(vm: &Vm, bad_lines: &[&str]) {
     let console = vm.serial().contents();
-    for bad in ["Kernel panic", "Attempted to kill init", "panicked at"] {
+    for bad in bad_lines {
         assert!(
             !console.contains(bad),
             "{bad:?} on the console:\n{}",

@@ -123,14 +123,13 @@ impl<'a> Admin<'a> {
             cli: debug_binary("cloudos"),
             config: dir.to_path_buf(),
         };
-        admin.ok(&[
-            "login",
-            "--token",
-            &master.admin_token(),
-            "--master",
-            address,
-        ]);
+        admin.log_in(&master.admin_token(), address);
         admin
+    }
+
+    /// `cloudos login` to the master at `master` (host:port) with `token`, which must work.
+    pub fn log_in(&self, token: &str, master: &str) {
+        self.ok(&["login", "--token", token, "--master", master]);
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -15,6 +15,7 @@
 //! - [`images`]: finds the built artifacts under `out/`.
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
 //! - [`checks`]: the install tests' keys, menus, blank and config disks, panic checks.
+//! - [`guest`]: a booted guest watched from outside: console lines in order, its lease, pings, power-off.
 //! - [`lab`]: a host-side master and the admin's CLI on the test bridge.
 //! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
@@ -23,6 +24,7 @@ pub mod arch;
 pub mod checks;
 pub mod console;
 pub mod debian;
+pub mod guest;
 pub mod images;
 pub mod lab;
 mod monitor;

@@ -201,7 +201,6 @@ fn push(
     for blob in image.layers.iter().chain([&image.config]) {
         push_blob(in_net, addr, auth, scratch.path(), repo, blob)?;
     }
-    let manifest = image.manifest();
     put_manifest(
         in_net,
         addr,
@@ -209,9 +208,8 @@ fn push(
         repo,
         tag,
         "application/vnd.oci.image.manifest.v1+json",
-        &manifest,
-    )?;
-    Ok(digest_of(&manifest))
+        &image.manifest(),
+    )
 }
 
 fn push_index(
@@ -247,11 +245,10 @@ fn push_index(
         tag,
         "application/vnd.oci.image.index.v1+json",
         &index,
-    )?;
-    Ok(digest_of(&index))
+    )
 }
 
-/// A manifest or index of type `media_type`, as `repo:reference`.
+/// A manifest or index of type `media_type`, as `repo:reference`; returns its digest.
 fn put_manifest(
     in_net: InNet<'_>,
     addr: &str,
@@ -260,28 +257,22 @@ fn put_manifest(
     reference: &str,
     media_type: &str,
     bytes: &[u8],
-) -> Result<(), RegistryError> {
+) -> Result<String, RegistryError> {
     let scratch = tempfile::Builder::new()
         .prefix("cloudos-push-")
         .tempdir()
         .map_err(io("push temp dir"))?;
     let file = scratch.path().join("manifest.json");
     std::fs::write(&file, bytes).map_err(io("manifest file"))?;
-    curl(
+    put_file(
         in_net,
         auth,
         &format!("manifest {repo}:{reference}"),
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            &format!("Content-Type: {media_type}"),
-            "--data-binary",
-            &format!("@{}", file.display()),
-            &format!("http://{addr}/v2/{repo}/manifests/{reference}"),
-        ],
+        media_type,
+        &file,
+        &format!("http://{addr}/v2/{repo}/manifests/{reference}"),
     )?;
-    Ok(())
+    Ok(digest_of(bytes))
 }
 
 /// One blob, by the distribution API's two-step upload (POST, then PUT with the digest).
@@ -328,21 +319,40 @@ fn push_blob(
     let sep = if location.contains('?') { '&' } else { '?' };
     let file = scratch.join("blob");
     std::fs::write(&file, blob).map_err(io("blob file"))?;
-    curl(
+    put_file(
         in_net,
         auth,
         &what,
+        "application/octet-stream",
+        &file,
+        &format!("{location}{sep}digest={digest}"),
+    )?;
+    Ok(())
+}
+
+/// PUTs the bytes of `file` to `url` as `content_type` (a blob's upload or a manifest).
+fn put_file(
+    in_net: InNet<'_>,
+    auth: Option<&str>,
+    what: &str,
+    content_type: &str,
+    file: &Path,
+    url: &str,
+) -> Result<String, RegistryError> {
+    curl(
+        in_net,
+        auth,
+        what,
         &[
             "-X",
             "PUT",
             "-H",
-            "Content-Type: application/octet-stream",
+            &format!("Content-Type: {content_type}"),
             "--data-binary",
             &format!("@{}", file.display()),
-            &format!("{location}{sep}digest={digest}"),
+            url,
         ],
-    )?;
-    Ok(())
+    )
 }
 
 impl Drop for Registry {

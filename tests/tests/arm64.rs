@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{answer, assert_no_panic, blank_disk, config_disk, DOWN, ENTER};
+use cloudos_tests::guest::{
+    answers_ping, boot_timeout, leased_address, line_timeout, power_button_off, re,
+};
 use cloudos_tests::lab;
 use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
 use cloudos_tests::{
-    images, scaled, Arch, BootSource, Firmware, Machine, Pattern, SerialMode, TestNet, Vm,
-    VmBuilder,
+    images, Arch, BootSource, Firmware, Machine, SerialMode, TestNet, Vm, VmBuilder,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -45,46 +47,12 @@ const PI_FIRMWARE: [&str; 5] = [
     "fixup4.dat",
 ];
 
-/// Firmware, GRUB and an emulated Cortex-A57 are slower than an x86 guest:
-/// ready takes ~10 s of wall time on an idle host, far more on a loaded one.
-fn boot_timeout() -> Duration {
-    scaled(Duration::from_secs(300))
-}
-
-fn step() -> Duration {
-    scaled(Duration::from_secs(60))
-}
-
-fn re(pattern: &str) -> Pattern {
-    Pattern::regex(pattern).expect("a valid regex")
-}
-
 const READY: &str = r"nodeos ready in \d+\.\d+s: host cloudos-[0-9a-f]{6}, role none";
 
 /// QEMU's raspi3b emulates no Ethernet (a real Pi 3B's is on USB) and has no
 /// DMI, so nodeos has no MAC to name the host after and keeps plain `cloudos`.
 const READY_WITHOUT_NIC: &str =
     r"nodeos ready in \d+\.\d+s: host cloudos(-[0-9a-f]{6})?, role none";
-
-fn ping(net: &TestNet, address: &str) -> bool {
-    net.command("ping")
-        .args(["-c", "1", "-W", "3", address])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Pings until the guest answers or the step timeout passes.
-fn answers_ping(net: &TestNet, address: &str) -> bool {
-    let deadline = Instant::now() + step();
-    while Instant::now() < deadline {
-        if ping(net, address) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    false
-}
 
 /// The ARM64 ISO as a SCSI CD on `virt` with AAVMF: GRUB boots it, nodeos
 /// gets ready, leases an address from the bridge's DHCP server, answers
@@ -110,33 +78,23 @@ fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
         .wait_for(re(READY), boot_timeout())
         .expect("nodeos did not report ready");
     let ready_at = started.elapsed();
-    let lease = console
-        .wait_for(
-            re(r"eth0: dhcp lease (10\.77\.0\.\d+)/24 gateway 10\.77\.0\.1 dns 10\.77\.0\.1 for \d+s"),
-            step(),
-        )
-        .expect("no DHCP lease from the bridge's server");
-    let address = lease.group(1).expect("address group").to_string();
+    let address = leased_address(&vm, line_timeout());
     console
-        .wait_for("default route via 10.77.0.1 dev eth0", step())
+        .wait_for("default route via 10.77.0.1 dev eth0", line_timeout())
         .expect("no default route");
     assert!(
-        answers_ping(&net, &address),
+        answers_ping(&net, &address, line_timeout()),
         "the guest does not answer on {address}"
     );
 
-    vm.monitor("system_powerdown").expect("monitor");
-    console
-        .wait_for("power button pressed", step())
-        .expect("the ACPI power button was not seen");
-    console
-        .wait_for("powering off now", step())
-        .expect("no orderly shutdown");
-    let exit = vm
-        .wait_exit(step())
-        .expect("QEMU still running after poweroff");
-    assert!(exit.success(), "QEMU exited with {exit}");
-    assert_no_panic(&vm);
+    power_button_off(
+        &vm,
+        line_timeout(),
+        &[
+            ("power button pressed", "the ACPI power button was not seen"),
+            ("powering off now", "no orderly shutdown"),
+        ],
+    );
     eprintln!(
         "arm64 ISO: ready after {:.1}s, powered off after {:.1}s",
         ready_at.as_secs_f64(),
@@ -170,7 +128,7 @@ fn arm64_iso_boots_as_a_usb_stick_with_a_data_disk() {
         .expect("nodeos did not report ready with the configured name");
     // The stick is only needed by GRUB: its driver arrives after ready.
     console
-        .wait_for("usb_storage", step())
+        .wait_for("usb_storage", line_timeout())
         .expect("the USB storage driver was not loaded by coldplug");
     assert_no_panic(&vm);
 }
@@ -206,7 +164,7 @@ fn arm64_iso_installs_to_a_disk_that_boots_alone_on_uefi() {
         .wait_for("install complete: /dev/vda", boot_timeout())
         .unwrap_or_else(|e| panic!("the install did not complete: {e}"));
     let installed_at = started.elapsed();
-    vm.wait_exit(step())
+    vm.wait_exit(line_timeout())
         .expect("QEMU did not exit on the reboot (-no-reboot)");
     assert_no_panic(&vm);
     drop(vm);
@@ -229,10 +187,10 @@ fn arm64_iso_installs_to_a_disk_that_boots_alone_on_uefi() {
         )
         .expect("the installed master did not come up");
     from_start
-        .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", step())
+        .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", line_timeout())
         .expect("the installed data partition was not used");
     from_start
-        .wait_for("slot a confirmed good", step())
+        .wait_for("slot a confirmed good", line_timeout())
         .expect("nodeos did not confirm slot A");
     lab::power_off(&vm);
     assert_no_panic(&vm);
@@ -375,7 +333,7 @@ fn power_off_from_the_console(vm: Vm) {
         .send_line("poweroff")
         .expect("typing on the console");
     console
-        .wait_for("powering off now", step())
+        .wait_for("powering off now", line_timeout())
         .expect("no orderly shutdown from the console");
     vm.stop().expect("stopping QEMU");
     assert_no_panic(&vm);
@@ -460,11 +418,14 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     let grown = from_start
         .wait_for(
             re(r"grew the data partition /dev/mmcblk0p2 from (\d+) MiB to (\d+) MiB"),
-            step(),
+            line_timeout(),
         )
         .expect("nodeos did not grow the data partition");
     from_start
-        .wait_for("state is kept on /dev/mmcblk0p2 (CLOUDOS-DATA)", step())
+        .wait_for(
+            "state is kept on /dev/mmcblk0p2 (CLOUDOS-DATA)",
+            line_timeout(),
+        )
         .expect("the SD card's data partition was not mounted");
     let number = |i: usize| -> u64 {
         grown
@@ -477,7 +438,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     assert_eq!(to, (CARD_SIZE - data.offset()) / MIB, "{}", grown.line);
 
     console
-        .wait_for("setup: this node has no settings yet", step())
+        .wait_for("setup: this node has no settings yet", line_timeout())
         .expect("an unconfigured card did not start the wizard");
     answer(&vm, "Not now (keep running unconfigured", b"");
     vm.serial().send(DOWN).expect("typing on the console");
@@ -486,7 +447,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     std::thread::sleep(Duration::from_millis(300));
     vm.serial().send(ENTER).expect("typing on the console");
     console
-        .wait_for("CloudOS console ready", step())
+        .wait_for("CloudOS console ready", line_timeout())
         .expect("the maintenance console did not come back after the wizard");
     power_off_from_the_console(vm);
 
@@ -528,7 +489,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     vm.serial()
         .wait_for(
             "About to set up CloudOS on this SD card (/dev/mmcblk0)",
-            step(),
+            line_timeout(),
         )
         .expect("no summary");
     answer(
@@ -537,10 +498,13 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
         b"y\r",
     );
     vm.serial()
-        .wait_for("install complete: settings written to /dev/mmcblk0", step())
+        .wait_for(
+            "install complete: settings written to /dev/mmcblk0",
+            line_timeout(),
+        )
         .unwrap_or_else(|e| panic!("the settings were not written: {e}"));
     // -no-reboot: the restart ends QEMU; the next start is the Pi coming back.
-    vm.wait_exit(step())
+    vm.wait_exit(line_timeout())
         .expect("the Pi did not restart after the setup");
     assert_no_panic(&vm);
     drop(vm);
@@ -557,7 +521,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
         .expect("the card set up as a master did not come up as one");
     eprintln!("raspi3b after setup: {}", ready.line);
     from_start
-        .wait_for("CloudOS console ready", step())
+        .wait_for("CloudOS console ready", line_timeout())
         .expect("a configured card gave its console to no one");
     let console = vm.serial();
     assert!(
@@ -571,7 +535,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     console
         .wait_for(
             re(r"host pi-master\s+role master\s+up \d+s\s+READY"),
-            step(),
+            line_timeout(),
         )
         .expect("status does not show the master set up by the wizard");
     power_off_from_the_console(vm);

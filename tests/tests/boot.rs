@@ -8,71 +8,16 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cloudos_tests::{
-    images, scaled, Arch, BootSource, Firmware, Network, Pattern, TestNet, Vm, VmBuilder,
+use cloudos_tests::checks::{assert_no_kernel_panic, assert_no_panic};
+use cloudos_tests::guest::{
+    answers_ping, expect_lines, leased_address, line_timeout, power_button_off, re,
 };
+use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Network, TestNet, VmBuilder};
 
 /// Ready takes ~4 s of guest time on an idle host and ten times that on a
 /// loaded one; firmware and GRUB add their own under TCG.
 fn boot_timeout() -> Duration {
     scaled(Duration::from_secs(240))
-}
-
-fn step() -> Duration {
-    scaled(Duration::from_secs(60))
-}
-
-fn re(pattern: &str) -> Pattern {
-    Pattern::regex(pattern).expect("a valid regex")
-}
-
-/// The address a `dhcp lease` line names.
-fn leased_address(vm: &Vm) -> String {
-    let lease = vm
-        .serial()
-        .wait_for(
-            re(r"eth0: dhcp lease (10\.77\.0\.\d+)/24 gateway 10\.77\.0\.1 dns 10\.77\.0\.1 for \d+s"),
-            step(),
-        )
-        .expect("no DHCP lease from the bridge's server");
-    lease.group(1).expect("address group").to_string()
-}
-
-fn ping(net: &TestNet, address: &str) -> bool {
-    net.command("ping")
-        .args(["-c", "1", "-W", "3", address])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Pings until `want` holds or the step timeout passes.
-fn ping_becomes(net: &TestNet, address: &str, want: bool) -> bool {
-    let deadline = std::time::Instant::now() + step();
-    while std::time::Instant::now() < deadline {
-        if ping(net, address) == want {
-            return true;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    false
-}
-
-/// No kernel panic, and no Rust panic unless the test injected one.
-fn assert_no_panic(vm: &Vm, injected: bool) {
-    let console = vm.serial().contents();
-    let rust_panic = if injected {
-        "Kernel panic"
-    } else {
-        "panicked at"
-    };
-    for bad in ["Kernel panic", "Attempted to kill init", rust_panic] {
-        assert!(
-            !console.contains(bad),
-            "{bad:?} on the console:\n{}",
-            vm.serial().tail(60)
-        );
-    }
 }
 
 /// The ISO from a CD on SeaBIOS, on a LAN with a real DHCP server: it comes
@@ -101,12 +46,12 @@ fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
             boot_timeout(),
         )
         .expect("nodeos did not report ready");
-    let address = leased_address(&vm);
+    let address = leased_address(&vm, line_timeout());
     console
-        .wait_for("default route via 10.77.0.1 dev eth0", step())
+        .wait_for("default route via 10.77.0.1 dev eth0", line_timeout())
         .expect("no default route");
     assert!(
-        ping_becomes(&net, &address, true),
+        answers_ping(&net, &address, line_timeout()),
         "the guest does not answer on {address}"
     );
 
@@ -114,45 +59,44 @@ fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
     console.skip_to_end();
     console.send_line("status").expect("typing on the console");
     console
-        .wait_for("READY", step())
+        .wait_for("READY", line_timeout())
         .expect("status does not say READY");
     console
-        .wait_for(re(r"eth0\s+up\s+dhcp\s+10\.77\.0\.\d+/24"), step())
+        .wait_for(re(r"eth0\s+up\s+dhcp\s+10\.77\.0\.\d+/24"), line_timeout())
         .expect("status lacks eth0's lease");
     console
-        .wait_for("gateway 10.77.0.1  dns 10.77.0.1", step())
+        .wait_for("gateway 10.77.0.1  dns 10.77.0.1", line_timeout())
         .expect("status lacks gateway and DNS");
 
     // Pull the cable: the address goes; put it back: a lease comes back.
     vm.monitor("set_link n0 off").expect("monitor");
     console
-        .wait_for("eth0: link down", step())
+        .wait_for("eth0: link down", line_timeout())
         .expect("carrier loss not noticed");
     console
-        .wait_for("eth0: address released until the link is back", step())
+        .wait_for(
+            "eth0: address released until the link is back",
+            line_timeout(),
+        )
         .expect("address kept without carrier");
     vm.monitor("set_link n0 on").expect("monitor");
     console
-        .wait_for("eth0: link up", step())
+        .wait_for("eth0: link up", line_timeout())
         .expect("carrier not noticed again");
-    let renewed = leased_address(&vm);
+    let renewed = leased_address(&vm, line_timeout());
     assert!(
-        ping_becomes(&net, &renewed, true),
+        answers_ping(&net, &renewed, line_timeout()),
         "no answer on {renewed} after the cable came back"
     );
 
-    vm.monitor("system_powerdown").expect("monitor");
-    console
-        .wait_for("power button pressed", step())
-        .expect("power button not seen");
-    console
-        .wait_for("shutdown: powering off now", step())
-        .expect("no orderly shutdown");
-    let exit = vm
-        .wait_exit(step())
-        .expect("QEMU still running after poweroff");
-    assert!(exit.success(), "QEMU exited with {exit}");
-    assert_no_panic(&vm, false);
+    power_button_off(
+        &vm,
+        line_timeout(),
+        &[
+            ("power button pressed", "power button not seen"),
+            ("shutdown: powering off now", "no orderly shutdown"),
+        ],
+    );
 }
 
 /// The same ISO written to a USB stick boots on UEFI (q35 + OVMF), mounts a
@@ -171,24 +115,32 @@ fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
         .spawn()
         .expect("starting QEMU");
     let console = vm.serial();
-    console
-        .wait_for("Booting `CloudOS'", boot_timeout())
-        .expect("GRUB (UEFI) did not boot");
-    console
-        .wait_for("usb_storage", boot_timeout())
-        .expect("USB storage driver was not loaded by coldplug");
-    console
-        .wait_for("state is kept on /dev/vda (CLOUDOS-DATA)", boot_timeout())
-        .expect("the data disk was not mounted");
-    console
-        .wait_for(
-            "settings: /var/lib/cloudos/config.toml: ignoring net",
-            step(),
-        )
-        .expect("no warning for the config file's bad key");
-    console
-        .wait_for("host name node-a", step())
-        .expect("host name from config.toml not used");
+    expect_lines(
+        console,
+        boot_timeout(),
+        &[
+            ("Booting `CloudOS'", "GRUB (UEFI) did not boot"),
+            (
+                "usb_storage",
+                "USB storage driver was not loaded by coldplug",
+            ),
+            (
+                "state is kept on /dev/vda (CLOUDOS-DATA)",
+                "the data disk was not mounted",
+            ),
+        ],
+    );
+    expect_lines(
+        console,
+        line_timeout(),
+        &[
+            (
+                "settings: /var/lib/cloudos/config.toml: ignoring net",
+                "no warning for the config file's bad key",
+            ),
+            ("host name node-a", "host name from config.toml not used"),
+        ],
+    );
     console
         .wait_for(
             re(r"nodeos ready in \d+\.\d+s: host node-a"),
@@ -198,11 +150,11 @@ fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
     // Ctrl-Alt-Del is a reboot; QEMU runs with -no-reboot, so it exits.
     vm.monitor("sendkey ctrl-alt-delete").expect("monitor");
     console
-        .wait_for("shutdown: rebooting now", step())
+        .wait_for("shutdown: rebooting now", line_timeout())
         .expect("ctrl-alt-del did not reboot");
-    vm.wait_exit(step())
+    vm.wait_exit(line_timeout())
         .expect("QEMU still running after the reboot");
-    assert_no_panic(&vm, false);
+    assert_no_panic(&vm);
 }
 
 /// A service that crashes on its first three starts is restarted with
@@ -238,7 +190,7 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
     let lease =
         regex::Regex::new(r"eth0: dhcp lease 10\.0\.2\.15/24 gateway none dns none for \d+s")
             .expect("regex");
-    let deadline = std::time::Instant::now() + step();
+    let deadline = std::time::Instant::now() + line_timeout();
     while !lease.is_match(&console.contents()) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -278,9 +230,9 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
 
     vm.monitor("system_powerdown").expect("monitor");
     text("shutdown: powering off now");
-    vm.wait_exit(step())
+    vm.wait_exit(line_timeout())
         .expect("QEMU still running after poweroff");
-    assert_no_panic(&vm, true);
+    assert_no_kernel_panic(&vm);
 }
 
 /// Two builds of the initramfs from the same inputs are the same bytes, and

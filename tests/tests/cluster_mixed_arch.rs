@@ -14,15 +14,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use cloudos_tests::guest::boot_timeout;
 use cloudos_tests::lab::{self, power_off, Admin};
 use cloudos_tests::registry::{arm64_busybox, host_busybox, Image, Registry};
 use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, TestNet, Vm, VmBuilder};
 
 const REGISTRY: &str = "10.77.0.1:5000";
-
-fn boot_timeout() -> Duration {
-    scaled(Duration::from_secs(300))
-}
 
 fn boot(net: &TestNet, arch: Arch, name: &str, disk: &Path, mac: &str) -> Vm {
     let iso = images::iso(arch).unwrap_or_else(|e| panic!("{e}"));
@@ -128,13 +125,7 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
         "master got no address",
     );
     first_capture(&master, r"(master listening on)", "master API not up");
-    admin.ok(&[
-        "login",
-        "--token",
-        &admin_token,
-        "--master",
-        &format!("{address}:9443"),
-    ]);
+    admin.log_in(&admin_token, &format!("{address}:9443"));
     let token = admin
         .ok(&["token", "create", "--role", "compute"])
         .trim()

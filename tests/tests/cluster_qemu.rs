@@ -9,12 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cloudos_tests::guest::boot_timeout;
 use cloudos_tests::lab::{self, power_off, Admin};
 use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
-
-fn boot_timeout() -> Duration {
-    scaled(Duration::from_secs(300))
-}
 
 /// Scrapes the node's own metrics endpoint from the admin's laptop, as
 /// Prometheus would, and checks that it reports its master connection.

@@ -15,7 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::assert_no_panic;
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Pattern, VmBuilder};
+use cloudos_tests::guest::{
+    assert_powered_off, expect_lines, line_timeout, poweroff_from_console, re, wait_poweroff_exit,
+};
+use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, VmBuilder};
 
 const SECTOR: u64 = 512;
 
@@ -38,14 +41,6 @@ const TYPE_LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 /// ~20 s (OVMF) after QEMU starts on an idle host, far later on a loaded one.
 fn boot_timeout() -> Duration {
     scaled(Duration::from_secs(240))
-}
-
-fn step() -> Duration {
-    scaled(Duration::from_secs(60))
-}
-
-fn re(pattern: &str) -> Pattern {
-    Pattern::regex(pattern).expect("a valid regex")
 }
 
 const READY: &str = r"nodeos ready in \d+\.\d+s: host \S+, role none";
@@ -171,7 +166,7 @@ fn boot_slot(disk: &Path, firmware: Firmware, slot: &str, name: &str) -> Duratio
     console
         .wait_for(
             format!("CloudOS: booting /slot-{slot}/vmlinuz cloudos.slot={slot}"),
-            step(),
+            line_timeout(),
         )
         .expect("GRUB did not load the slot's kernel with cloudos.slot");
     let ready = console
@@ -184,7 +179,7 @@ fn boot_slot(disk: &Path, firmware: Firmware, slot: &str, name: &str) -> Duratio
         ready_at.as_secs_f64()
     );
     from_start
-        .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", step())
+        .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", line_timeout())
         .expect("the disk's data partition was not used");
     // After ready nodeos confirms the slot, or says why it cannot (a slot
     // booted by GRUB's fallback entry is not the active one).
@@ -193,7 +188,7 @@ fn boot_slot(disk: &Path, firmware: Firmware, slot: &str, name: &str) -> Duratio
             re(&format!(
                 "slot {slot} confirmed good|cannot confirm slot {slot}"
             )),
-            step(),
+            line_timeout(),
         )
         .expect("nodeos said nothing about confirming the slot");
     let log = console.contents();
@@ -205,16 +200,8 @@ fn boot_slot(disk: &Path, firmware: Firmware, slot: &str, name: &str) -> Duratio
     );
 
     console.skip_to_end();
-    console
-        .send_line("poweroff")
-        .expect("typing on the console");
-    console
-        .wait_for("shutdown: powering off now", step())
-        .expect("no orderly shutdown");
-    let exit = vm
-        .wait_exit(step())
-        .expect("QEMU still running after poweroff");
-    assert!(exit.success(), "QEMU exited with {exit}");
+    poweroff_from_console(&vm, line_timeout());
+    assert_powered_off(&vm, line_timeout());
     assert_no_panic(&vm);
     ready_at
 }
@@ -485,24 +472,26 @@ fn an_unconfirmed_slot_falls_back_to_the_other_after_its_tries() {
     console
         .wait_for("Booting `CloudOS (slot a)'", boot_timeout())
         .expect("GRUB did not try the active slot");
-    console
-        .wait_for("Falling back to `CloudOS (slot b, the other slot)'", step())
-        .expect("GRUB did not fall back to the other slot's entry");
-    console
-        .wait_for("CloudOS: booting /slot-b/vmlinuz cloudos.slot=b", step())
-        .expect("GRUB did not load slot b's kernel");
+    expect_lines(
+        console,
+        line_timeout(),
+        &[
+            (
+                "Falling back to `CloudOS (slot b, the other slot)'",
+                "GRUB did not fall back to the other slot's entry",
+            ),
+            (
+                "CloudOS: booting /slot-b/vmlinuz cloudos.slot=b",
+                "GRUB did not load slot b's kernel",
+            ),
+        ],
+    );
     console
         .wait_for(re(READY), boot_timeout())
         .expect("nodeos (slot b) did not report ready");
     let first = started.elapsed();
-    console
-        .send_line("poweroff")
-        .expect("typing on the console");
-    console
-        .wait_for("shutdown: powering off now", step())
-        .expect("no orderly shutdown");
-    vm.wait_exit(step())
-        .expect("QEMU still running after poweroff");
+    poweroff_from_console(&vm, line_timeout());
+    wait_poweroff_exit(&vm, line_timeout());
     assert_no_panic(&vm);
     drop(vm);
     let env = grubenv(&disk, dir.path());

@@ -18,31 +18,19 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
-    answer, assert_no_panic, blank_disk, choose, choose_any, first_bytes, step, DOWN, ENTER,
+    answer, assert_no_panic, blank_disk, choose, choose_any, first_bytes, install_timeout, step,
+    DOWN, ENTER,
 };
+use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, debug_binary, Admin};
 use cloudos_tests::nodes::spawn_tied;
 use cloudos_tests::{
-    images, scaled, Arch, BootSource, NetHost, Pattern, SerialMode, TestNet, Vm, VmBuilder,
+    images, scaled, Arch, BootSource, NetHost, SerialMode, TestNet, Vm, VmBuilder,
 };
 
 const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:06:01";
 const API_PORT: u16 = 9443;
-
-/// Firmware, GRUB and the kernel to a ready system, under TCG on a busy host.
-fn boot_timeout() -> Duration {
-    scaled(Duration::from_secs(300))
-}
-
-/// Writing the template and growing ext4 to 8 GiB, under TCG.
-fn install_timeout() -> Duration {
-    scaled(Duration::from_secs(600))
-}
-
-fn re(pattern: &str) -> Pattern {
-    Pattern::regex(pattern).expect("a valid regex")
-}
 
 /// A `nodeos master` on host `10.77.0.<n>` of the bridge (its own namespace), with its
 /// state and output in `dir`. It advertises itself by mDNS unless told `--no-mdns`.
@@ -107,13 +95,7 @@ impl LanMaster {
             cli: debug_binary("cloudos"),
             config: config.to_path_buf(),
         };
-        admin.ok(&[
-            "login",
-            "--token",
-            &self.admin_token(),
-            "--master",
-            &self.addr,
-        ]);
+        admin.log_in(&self.admin_token(), &self.addr);
         admin
     }
 }

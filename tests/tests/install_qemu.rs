@@ -14,31 +14,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
-    answer, assert_no_panic, blank_disk, config_disk, first_bytes, DOWN, ENTER,
+    answer, assert_no_panic, blank_disk, config_disk, first_bytes, install_timeout, step, DOWN,
+    ENTER,
 };
+use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, Admin};
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Pattern, TestNet, Vm, VmBuilder};
+use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, TestNet, Vm, VmBuilder};
 
 const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:05:01";
-
-/// ISO boot (firmware, GRUB, kernel) to ready, under TCG on a busy host.
-fn boot_timeout() -> Duration {
-    scaled(Duration::from_secs(300))
-}
-
-/// Writing the template (323 MiB) and growing ext4 to 8 GiB, under TCG.
-fn install_timeout() -> Duration {
-    scaled(Duration::from_secs(600))
-}
-
-fn step() -> Duration {
-    scaled(Duration::from_secs(90))
-}
-
-fn re(pattern: &str) -> Pattern {
-    Pattern::regex(pattern).expect("a valid regex")
-}
 
 /// The live ISO on a CD with the target and the config disk.
 fn live_install_vm(name: &str, target: &Path, cfg: &Path, net: Option<&TestNet>) -> Vm {
@@ -153,13 +137,7 @@ fn unattended_master_install_then_boots_from_disk_alone() {
         step(),
     );
     lab::first_capture(&vm, r"(master listening on)", "master API not up", step());
-    admin.ok(&[
-        "login",
-        "--token",
-        &admin_token,
-        "--master",
-        &format!("{address}:9443"),
-    ]);
+    admin.log_in(&admin_token, &format!("{address}:9443"));
     let status: serde_json::Value =
         serde_json::from_str(&admin.ok(&["status", "-o", "json"])).expect("status JSON");
     assert_eq!(status["cluster_name"], "lab", "{status}");
