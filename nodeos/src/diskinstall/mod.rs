@@ -12,6 +12,7 @@
 //! - `writer`: the ordered write of a checked plan (see its module comment);
 //! - `blkdev`: BLKPG, BLKRRPART and short-lived mounts;
 //! - `ids`: this disk's own ESP volume id and data UUID;
+//! - `terminal`: which console terminal the wizard runs on (the first to press Enter);
 //! - `boot`: PID 1's side, which runs `nodeos install-disk` as a child process so that
 //!   nothing in the installer can take PID 1 down.
 //!
@@ -25,6 +26,7 @@ pub mod inplace;
 pub mod livenet;
 pub mod medium;
 pub mod system;
+pub mod terminal;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -120,6 +122,8 @@ fn run(args: &InstallDiskArgs) -> anyhow::Result<Outcome> {
         return set_up_in_place(&system);
     }
     let answers = if args.wizard {
+        let tty = terminal::take_wizard_terminal()?;
+        log::info!("install: the wizard runs on {tty}");
         let term = console::Term::stderr();
         match cloudos_installer::wizard::run(&term, &system, &Target::Disk)? {
             WizardOutcome::Install(answers) => answers,
@@ -165,6 +169,8 @@ fn set_up_in_place(system: &LiveSystem) -> anyhow::Result<Outcome> {
         bail!("not an in-place target");
     };
     let medium = device.clone();
+    let tty = terminal::take_wizard_terminal()?;
+    log::info!("setup: the wizard runs on {tty}");
     let term = console::Term::stderr();
     let answers = match cloudos_installer::wizard::run(&term, system, &target)? {
         WizardOutcome::Install(answers) => answers,

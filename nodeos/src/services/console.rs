@@ -76,7 +76,7 @@ fn signal_init(signal: Signal, what: &str) -> String {
 
 /// The terminals behind the kernel's consoles: `tty0` means the screen's
 /// foreground terminal, which reads from the keyboard as `tty1`.
-fn console_ttys() -> Vec<String> {
+pub fn console_ttys() -> Vec<String> {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
     let mut ttys: Vec<String> = active
         .split_whitespace()
