@@ -47,10 +47,9 @@ fn first_to_press_enter(ttys: &[String]) -> anyhow::Result<String> {
     let (tx, rx) = mpsc::channel();
     for name in ttys {
         let path = Path::new("/dev").join(name);
-        let (Ok(input), Ok(mut output)) = (
-            File::open(&path),
-            File::options().write(true).open(&path),
-        ) else {
+        let (Ok(input), Ok(mut output)) =
+            (File::open(&path), File::options().write(true).open(&path))
+        else {
             log::warn!("console {} cannot be opened", path.display());
             continue;
         };
@@ -59,7 +58,10 @@ fn first_to_press_enter(ttys: &[String]) -> anyhow::Result<String> {
         let name = name.clone();
         std::thread::spawn(move || {
             let mut line = String::new();
-            if BufReader::new(input).read_line(&mut line).is_ok_and(|n| n > 0) {
+            if BufReader::new(input)
+                .read_line(&mut line)
+                .is_ok_and(|n| n > 0)
+            {
                 let _ = tx.send(name);
             }
         });
