@@ -29,6 +29,16 @@ pub fn install_timeout() -> Duration {
     scaled(Duration::from_secs(600))
 }
 
+/// What every console terminal shows before the wizard starts (nodeos's
+/// `diskinstall::terminal::PRESS_ENTER`): it runs where Enter is pressed first.
+pub const PRESS_ENTER: &str = "Press Enter to start the CloudOS installer on this console.";
+
+/// Presses Enter on the serial line when asked, so the wizard runs there (the live
+/// system has the screen as a console too).
+pub fn start_the_wizard_here(vm: &Vm) {
+    answer(vm, PRESS_ENTER, ENTER);
+}
+
 /// Waits for `prompt` on the console, then types `keys` as a person would.
 pub fn answer(vm: &Vm, prompt: &str, keys: &[u8]) {
     vm.serial()

@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cloudos_tests::checks::{answer, assert_no_panic, blank_disk, config_disk, DOWN, ENTER};
+use cloudos_tests::checks::{
+    answer, assert_no_panic, blank_disk, config_disk, start_the_wizard_here, DOWN, ENTER,
+};
 use cloudos_tests::guest::{
     answers_ping, boot_timeout, leased_address, line_timeout, power_button_off, re,
 };
@@ -440,6 +442,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     console
         .wait_for("setup: this node has no settings yet", line_timeout())
         .expect("an unconfigured card did not start the wizard");
+    start_the_wizard_here(&vm);
     answer(&vm, "Not now (keep running unconfigured", b"");
     vm.serial().send(DOWN).expect("typing on the console");
     std::thread::sleep(Duration::from_millis(300));
@@ -476,6 +479,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     vm.serial()
         .wait_for("setup: this node has no settings yet", boot_timeout())
         .expect("the card, still without settings, did not start the wizard");
+    start_the_wizard_here(&vm);
     answer(&vm, "What do you want to do?", ENTER);
     answer(&vm, "Host name of this node", b"pi-master\r");
     answer(&vm, "Network", b"");

@@ -18,8 +18,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
-    answer, assert_no_panic, blank_disk, choose, choose_any, first_bytes, install_timeout, step,
-    DOWN, ENTER,
+    answer, assert_no_panic, blank_disk, choose, choose_any, first_bytes, install_timeout,
+    start_the_wizard_here, step, DOWN, ENTER,
 };
 use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, debug_binary, Admin};
@@ -172,6 +172,7 @@ fn start_installer(vm: &Vm) {
             boot_timeout(),
         )
         .expect("the install entry did not start the wizard");
+    start_the_wizard_here(vm);
 }
 
 /// How the wizard's network question is answered.

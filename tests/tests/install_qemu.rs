@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
-    answer, assert_no_panic, blank_disk, config_disk, first_bytes, install_timeout, step, DOWN,
-    ENTER,
+    answer, assert_no_panic, blank_disk, config_disk, first_bytes, install_timeout,
+    start_the_wizard_here, step, DOWN, ENTER,
 };
 use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, Admin};
@@ -328,6 +328,7 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
             boot_timeout(),
         )
         .expect("the install entry did not start the wizard");
+    start_the_wizard_here(&vm);
 
     answer(&vm, "What do you want to do?", ENTER);
     answer(&vm, "Host name of this node", b"wiz-master\r");
