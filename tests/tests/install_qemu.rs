@@ -297,7 +297,7 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
 /// The console installer, driven through the serial line with arrow keys, Enter and typed
 /// text: "Install CloudOS" in the ISO's GRUB menu, then master, a host name, DHCP, the
 /// blank disk, a cluster name and the confirmation; the disk then boots alone as that
-/// master.
+/// master, once on SeaBIOS and once on OVMF, with its state.
 #[test]
 fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -344,14 +344,16 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     assert_no_panic(&vm);
     drop(vm);
 
-    let vm = boot_disk("install-wizard-disk-uefi", &target, Firmware::Uefi, &net);
+    // The disk alone: first on SeaBIOS, where the master creates its cluster and shows
+    // its admin token once; then on OVMF, with that state kept (no second token).
+    let vm = boot_disk("install-wizard-disk-bios", &target, Firmware::Bios, &net);
     let from_start = vm.serial().clone();
     vm.serial()
         .wait_for(
             re(r"nodeos ready in \d+\.\d+s: host wiz-master, role master"),
             boot_timeout(),
         )
-        .expect("the master installed by the wizard did not come up");
+        .expect("the master installed by the wizard did not come up on BIOS");
     from_start
         .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", step())
         .expect("the installed data partition was not used");
@@ -360,6 +362,32 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
         r"(created cluster \S+)",
         "the installed master did not create its cluster",
         step(),
+    );
+    lab::first_capture(
+        &vm,
+        r"admin token: (cloudos1_\S+)",
+        "the installed master showed no admin token at its first start",
+        step(),
+    );
+    lab::power_off(&vm);
+    assert_no_panic(&vm);
+    drop(vm);
+
+    let vm = boot_disk("install-wizard-disk-uefi", &target, Firmware::Uefi, &net);
+    let from_start = vm.serial().clone();
+    vm.serial()
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host wiz-master, role master"),
+            boot_timeout(),
+        )
+        .expect("the master installed by the wizard did not come up on UEFI");
+    from_start
+        .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", step())
+        .expect("the installed data partition was not used on UEFI");
+    lab::first_capture(&vm, r"(master listening on)", "master API not up", step());
+    assert!(
+        !vm.serial().contents().contains("admin token:"),
+        "a second admin token on UEFI: the master's state was not kept"
     );
     lab::power_off(&vm);
     assert_no_panic(&vm);
