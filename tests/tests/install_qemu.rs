@@ -369,6 +369,12 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
         "the installed master showed no admin token at its first start",
         step(),
     );
+    let pin = lab::first_capture(
+        &vm,
+        r"CA pin (sha256:[0-9a-f]{64})",
+        "the installed master showed no CA pin",
+        step(),
+    );
     lab::power_off(&vm);
     assert_no_panic(&vm);
     drop(vm);
@@ -384,10 +390,20 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     from_start
         .wait_for("state is kept on /dev/vda3 (CLOUDOS-DATA)", step())
         .expect("the installed data partition was not used on UEFI");
-    lab::first_capture(&vm, r"(master listening on)", "master API not up", step());
+    // The same cluster: its CA (and so its pin) was kept, not created again.
+    let pin_again = lab::first_capture(
+        &vm,
+        r"CA pin (sha256:[0-9a-f]{64})",
+        "the master showed no CA pin on UEFI",
+        step(),
+    );
+    assert_eq!(
+        pin_again, pin,
+        "the cluster's CA changed: its state was not kept"
+    );
     assert!(
-        !vm.serial().contents().contains("admin token:"),
-        "a second admin token on UEFI: the master's state was not kept"
+        !vm.serial().contents().contains("created cluster"),
+        "the master created its cluster again on UEFI: its state was not kept"
     );
     lab::power_off(&vm);
     assert_no_panic(&vm);
