@@ -485,8 +485,8 @@ fn summary_lines(answers: &Answers) -> String {
 fn first_start_note(answers: &Answers) -> &'static str {
     match &answers.role {
         RoleAnswers::Master { .. } => {
-            "At its first start the master creates the cluster and shows its admin token\n\
-             and CA pin once, on this console: note them.\n"
+            "At its first start the master creates the cluster and shows its CA pin and a\n\
+             one-use admin token on this console (`cloudos login --token …`).\n"
         }
         RoleAnswers::Compute { .. } => "",
     }
@@ -848,7 +848,7 @@ mod tests {
             "/dev/sr0 holds the medium this installer booted from",
             "not a valid cluster name",
             "master of a new cluster \"cloudos\"",
-            "shows its admin token\nand CA pin once, on this console",
+            "shows its CA pin and a\none-use admin token on this console",
             "Erase everything on /dev/vda (20.0 GiB) and install CloudOS?",
         ] {
             assert!(shows(&shown, text), "{text:?} not in {shown:#?}");
