@@ -89,18 +89,8 @@ fn probe(device: &str) -> Option<(FsKind, String)> {
 /// Whole disks come before their partitions, so a hybrid ISO on a USB stick is found as
 /// the stick itself.
 pub fn find_labelled(label: &str) -> Vec<(String, FsKind)> {
-    let Ok(entries) = std::fs::read_dir("/sys/class/block") else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("zram"))
-        .collect();
-    names.sort();
-    names
+    crate::init::datapart::block_devices()
         .into_iter()
-        .map(|n| format!("/dev/{n}"))
         .filter_map(|dev| match probe(&dev) {
             Some((kind, found)) if found == label => Some((dev, kind)),
             _ => None,

@@ -89,19 +89,28 @@ pub fn find_vfat_labelled(label: &str) -> Option<String> {
     find_by(|dev| read_fat_label(dev).as_deref() == Some(label))
 }
 
-/// The first block device (in name order) for which `matches` says yes.
+/// The first block device (in name order) for which `matches` says yes. CD drives are
+/// skipped: state is never on one, and reading an empty one stalls.
 fn find_by(matches: impl Fn(&str) -> bool) -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
-        .ok()?
+    block_devices()
+        .into_iter()
+        .filter(|dev| !dev.starts_with("/dev/sr"))
+        .find(|dev| matches(dev))
+}
+
+/// Every block device that can hold a file system (`/dev/<name>`, loop and RAM disks
+/// left out), in name order: whole disks before their partitions.
+pub fn block_devices() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/class/block") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("sr"))
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("zram"))
         .collect();
     names.sort();
-    names
-        .into_iter()
-        .map(|n| format!("/dev/{n}"))
-        .find(|dev| matches(dev))
+    names.into_iter().map(|n| format!("/dev/{n}")).collect()
 }
 
 fn read_fat_label(device: &str) -> Option<String> {

@@ -110,12 +110,30 @@ pub async fn remove_addresses(
     index: u32,
     keep: Option<Ipv4Addr>,
 ) -> Result<(), LinkError> {
+    remove_addresses_where(handle, index, |addr| Some(addr) != keep).await
+}
+
+/// Removes one IPv4 address from a link; an address that is not there is fine.
+pub async fn remove_address(
+    handle: &Handle,
+    index: u32,
+    address: Ipv4Addr,
+) -> Result<(), LinkError> {
+    remove_addresses_where(handle, index, |addr| addr == address).await
+}
+
+/// Removes the IPv4 addresses of a link for which `doomed` says yes.
+async fn remove_addresses_where(
+    handle: &Handle,
+    index: u32,
+    doomed: impl Fn(Ipv4Addr) -> bool,
+) -> Result<(), LinkError> {
     let mut stream = handle
         .address()
         .get()
         .set_link_index_filter(index)
         .execute();
-    let mut doomed: Vec<AddressMessage> = Vec::new();
+    let mut found: Vec<AddressMessage> = Vec::new();
     while let Some(msg) = stream.try_next().await? {
         if msg.header.family != AddressFamily::Inet {
             continue;
@@ -124,11 +142,11 @@ pub async fn remove_addresses(
             AddressAttribute::Address(IpAddr::V4(v4)) => Some(*v4),
             _ => None,
         });
-        if addr.is_some() && addr != keep {
-            doomed.push(msg);
+        if addr.is_some_and(&doomed) {
+            found.push(msg);
         }
     }
-    for msg in doomed {
+    for msg in found {
         handle.address().del(msg).execute().await?;
     }
     Ok(())
@@ -154,33 +172,6 @@ pub async fn add_route(
         Err(e) if is_exists(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Removes one IPv4 address from a link; an address that is not there is fine.
-pub async fn remove_address(
-    handle: &Handle,
-    index: u32,
-    address: Ipv4Addr,
-) -> Result<(), LinkError> {
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    let mut found = None;
-    while let Some(msg) = stream.try_next().await? {
-        let this = msg
-            .attributes
-            .iter()
-            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(v4)) if *v4 == address));
-        if msg.header.family == AddressFamily::Inet && this {
-            found = Some(msg);
-        }
-    }
-    if let Some(msg) = found {
-        handle.address().del(msg).execute().await?;
-    }
-    Ok(())
 }
 
 /// Sets the default route to go via `gateway` on a link, replacing one that exists (the

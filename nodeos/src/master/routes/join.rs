@@ -24,7 +24,7 @@ use cloudos_cluster::api::{
 use cloudos_cluster::identity::validate_node_name;
 use cloudos_cluster::pki::IssuedCert;
 use cloudos_cluster::store::{NodeRecord, NodeState, RevokedCert};
-use cloudos_cluster::token::{self, TokenError};
+use cloudos_cluster::token::{self, TokenError, TokenId, TokenRecord};
 use cloudos_cluster::{NodeIdentity, Role};
 use time::OffsetDateTime;
 
@@ -112,16 +112,33 @@ fn verify_token(
     state: &MasterState,
     req: &TokenCheckRequest,
 ) -> Result<TokenCheckResponse, ApiError> {
-    let id = req.token_id.as_str();
-    let record = state
-        .store
-        .get_token(id)?
-        .ok_or_else(|| TokenError::UnknownId { id: id.to_owned() })?;
-    token::verify(&record, &req.token_secret, OffsetDateTime::now_utc())?;
+    let record = valid_token(
+        state,
+        &req.token_id,
+        &req.token_secret,
+        OffsetDateTime::now_utc(),
+    )?;
     Ok(TokenCheckResponse {
         cluster_name: state.cluster_name.clone(),
         role: record.role,
     })
+}
+
+/// The stored token `id` if `secret` is its secret and it may be used now (not expired,
+/// used up or revoked): what a join and a token check both ask. Nothing is used up.
+fn valid_token(
+    state: &MasterState,
+    id: &TokenId,
+    secret: &str,
+    now: OffsetDateTime,
+) -> Result<TokenRecord, ApiError> {
+    let id = id.as_str();
+    let record = state
+        .store
+        .get_token(id)?
+        .ok_or_else(|| TokenError::UnknownId { id: id.to_owned() })?;
+    token::verify(&record, secret, now)?;
+    Ok(record)
 }
 
 fn lifetime(state: &MasterState) -> time::Duration {
@@ -163,11 +180,7 @@ fn admit(
     validate_node_name(&req.node_name)?;
     check_arch(&req.arch)?;
     let id = req.token_id.as_str();
-    let record = state
-        .store
-        .get_token(id)?
-        .ok_or_else(|| TokenError::UnknownId { id: id.to_owned() })?;
-    token::verify(&record, &req.token_secret, now)?;
+    let record = valid_token(state, &req.token_id, &req.token_secret, now)?;
     let identity = NodeIdentity::new(req.node_name.clone(), record.role)?;
     let same_node = caller.as_ref() == Some(&identity);
     if identity.role != Role::Admin && state.registry.contains(&identity.name) && !same_node {
