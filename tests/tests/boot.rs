@@ -157,6 +157,110 @@ fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
     assert_no_panic(&vm);
 }
 
+/// A data disk on a slow storage controller (QEMU's PIIX IDE: libata resets
+/// each port, about 0.3 s under TCG). A live boot does not wait for it: it
+/// gets ready on memory, looks again once the storage drivers have probed,
+/// finds the disk and restarts its services on that disk's settings. A boot
+/// of an installed disk (`cloudos.slot`) must have its data partition, so it
+/// waits for the disks and starts on the disk's state at once.
+#[test]
+fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
+    let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let initrd = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let data = images::data_disk("hostname = \"ide-node\"\n", 32).expect("data disk");
+    let ide_disk = [
+        "-drive".to_string(),
+        format!("if=none,id=ata0,format=raw,file={}", data.display()),
+        "-device".to_string(),
+        "ide-hd,drive=ata0,bus=ide.1".to_string(),
+    ];
+
+    // The live boot: ready on memory first, then on the disk.
+    let vm = VmBuilder::new(Arch::X86_64)
+        .kernel(&kernel, &initrd, "console=ttyS0,115200 panic=-1")
+        .extra_args(ide_disk.clone())
+        .spawn()
+        .expect("starting QEMU");
+    let console = vm.serial();
+    expect_lines(
+        console,
+        boot_timeout(),
+        &[
+            (
+                re(r"state is kept on memory"),
+                "the live boot waited for the IDE disk",
+            ),
+            (
+                re(r"nodeos ready in \d+\.\d+s: host cloudos,"),
+                "not ready on memory",
+            ),
+            (
+                re(r"found the data partition /dev/sda once the storage drivers had probed"),
+                "the IDE disk's data partition was not found after the boot",
+            ),
+            (
+                re(r"state is kept on /dev/sda \(CLOUDOS-DATA\)"),
+                "the data disk was not mounted",
+            ),
+            (
+                re(r"host name ide-node"),
+                "the disk's config.toml was not read",
+            ),
+            (
+                re(r"nodeos ready in \d+\.\d+s: host ide-node,"),
+                "the services did not come back on the disk's state",
+            ),
+        ],
+    );
+    console.send_line("status").expect("console");
+    console
+        .wait_for(re(r"/dev/sda \(CLOUDOS-DATA\)"), line_timeout())
+        .expect("status does not show the data disk");
+    power_button_off(
+        &vm,
+        line_timeout(),
+        &[("shutdown: powering off now", "no orderly poweroff")],
+    );
+    drop(vm);
+
+    // An installed disk's boot: the data partition at once, no second start.
+    let vm = VmBuilder::new(Arch::X86_64)
+        .kernel(
+            &kernel,
+            &initrd,
+            "console=ttyS0,115200 panic=-1 cloudos.slot=a",
+        )
+        .extra_args(ide_disk)
+        .spawn()
+        .expect("starting QEMU");
+    let console = vm.serial();
+    expect_lines(
+        console,
+        boot_timeout(),
+        &[
+            (
+                re(r"state is kept on /dev/sda \(CLOUDOS-DATA\)"),
+                "the installed boot did not wait for its disk",
+            ),
+            (
+                re(r"nodeos ready in \d+\.\d+s: host ide-node,"),
+                "not ready on the disk's state",
+            ),
+        ],
+    );
+    let log = console.contents();
+    assert!(
+        !log.contains("state is kept on memory") && !log.contains("found the data partition"),
+        "the installed boot started on memory:\n{}",
+        console.tail(40)
+    );
+    power_button_off(
+        &vm,
+        line_timeout(),
+        &[("shutdown: powering off now", "no orderly poweroff")],
+    );
+}
+
 /// A service that crashes on its first three starts is restarted with
 /// growing delays and the node still gets ready; broken settings on the
 /// command line are reported and ignored; a NIC hot-plugged after boot gets

@@ -63,6 +63,26 @@ pub fn mount_data(loader: Option<&Loader>) -> DataStore {
     DataStore::Memory
 }
 
+/// The device of the data partition, if a disk has one.
+pub fn find_data() -> Option<String> {
+    find_labelled(DATA_LABEL)
+}
+
+/// Moves the state from memory to the data partition on `device`, found
+/// after the boot had started on memory (a disk that probed late). The
+/// services are stopped, so nothing holds the memory store: what they kept
+/// there is dropped, the disk's state is what counts.
+pub fn adopt_late(device: &str, loader: Option<&Loader>) -> DataStore {
+    if let Err(e) = nix::mount::umount2(DATA_DIR, nix::mount::MntFlags::MNT_DETACH) {
+        log::warn!("cannot unmount the memory store at {DATA_DIR}: {e}");
+    }
+    let store = mount_data(loader);
+    if store == DataStore::Memory {
+        log::error!("the data partition {device} is gone again; state stays in memory");
+    }
+    store
+}
+
 /// Grows the mounted data partition into free space after it; a failure only
 /// costs the space, never the data, so it is logged and boot goes on.
 fn grow(device: &str) {

@@ -9,13 +9,14 @@ pub mod growpart;
 pub mod hostname;
 pub mod mounts;
 pub mod shutdown;
+pub mod storage;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::kmod::coldplug::{coldplug, BOOT_DEFERRED};
+use crate::kmod::coldplug::coldplug;
 use crate::kmod::{Loader, ModuleIndex};
 use crate::settings::{Settings, CONFIG_FILE};
 use crate::status::{self, StatusReport};
@@ -25,6 +26,10 @@ use shutdown::ShutdownKind;
 
 /// How long the services get to report ready before we say which are late.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a boot that must find its data partition waits for the storage
+/// drivers, and how long a live boot keeps looking for one after it is ready.
+const STORAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs PID 1. Never returns.
 pub fn main() -> ! {
@@ -83,32 +88,54 @@ fn run() -> anyhow::Result<()> {
     if let Err(e) = std::fs::write("/proc/sys/kernel/modprobe", "/sbin/modprobe\n") {
         log::warn!("cannot set the kernel's modprobe helper: {e}");
     }
-    let loader = load_drivers(&release);
-    let data = datapart::mount_data(loader.as_ref());
-    log::info!("state is kept on {data}");
-
-    let config = std::fs::read_to_string(CONFIG_FILE).ok();
-    let configured = config.is_some();
-    let (settings, warnings) = Settings::load(config.as_deref(), &cmdline);
-    crate::logging::set_debug(settings.debug);
-    for w in &warnings {
-        log::warn!("settings: {w}");
+    let loader = load_drivers(&release).map(Arc::new);
+    storage::probe_in_background(loader.clone());
+    // An installed disk, an install or a setup boot must find its data
+    // partition: wait for the disks. A live boot looks now, boots on, and
+    // looks again once the storage drivers have probed (see `supervise`).
+    let must_find_data = settings.slot.is_some() || settings.install.is_some();
+    if must_find_data && !storage::wait_settled(STORAGE_TIMEOUT) {
+        log::warn!(
+            "the storage drivers are still probing after {}s; looking for the data partition anyway",
+            STORAGE_TIMEOUT.as_secs()
+        );
     }
-    let hostname = hostname::choose(settings.hostname.as_deref());
-    hostname::set(&hostname);
-    log::info!("host name {hostname}, role {}", settings.role);
+    let mut data = datapart::mount_data(loader.as_deref());
+    log::info!("state is kept on {data}");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
-    runtime.block_on(supervise(
-        settings,
-        configured,
-        hostname,
-        data.to_string(),
-        warnings,
-    ))
+    let reaper = Reaper::default();
+    runtime.spawn(reaper.clone().run());
+    loop {
+        let config = std::fs::read_to_string(CONFIG_FILE).ok();
+        let configured = config.is_some();
+        let (settings, warnings) = Settings::load(config.as_deref(), &cmdline);
+        crate::logging::set_debug(settings.debug);
+        for w in &warnings {
+            log::warn!("settings: {w}");
+        }
+        let hostname = hostname::choose(settings.hostname.as_deref());
+        hostname::set(&hostname);
+        log::info!("host name {hostname}, role {}", settings.role);
+
+        let look_late = data == datapart::DataStore::Memory && !must_find_data;
+        let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+        let boot = Boot {
+            settings,
+            configured,
+            hostname,
+            data: data.to_string(),
+            warnings,
+            look_late,
+        };
+        let device = runtime.block_on(supervise(boot, reaper.clone()))?;
+        // A live boot found a data partition on a disk that probed late; its
+        // services are stopped. Boot again on its state.
+        data = datapart::adopt_late(&device, loader.as_deref());
+        log::info!("state is kept on {data}");
+    }
 }
 
 /// Coldplug with the initramfs's module index. Without one (a kernel built
@@ -123,16 +150,19 @@ fn load_drivers(release: &str) -> Option<Loader> {
         }
     };
     let loader = Loader::new(index);
-    let report = coldplug(&loader, std::path::Path::new("/sys"), BOOT_DEFERRED);
+    let report = coldplug(
+        &loader,
+        std::path::Path::new("/sys"),
+        &storage::boot_skips(),
+    );
     log::info!(
         "loaded {} modules for the devices found: {}",
         report.loaded.len(),
         report.loaded.join(" ")
     );
     if !report.deferred.is_empty() {
-        log::info!(
-            "left to the devices service: {} ({})",
-            BOOT_DEFERRED.join(" "),
+        log::debug!(
+            "left to the storage probe and the devices service: {}",
             report.deferred.join(", ")
         );
     }
@@ -142,16 +172,31 @@ fn load_drivers(release: &str) -> Option<Loader> {
     Some(loader)
 }
 
-async fn supervise(
+/// What one round of supervision runs with: the settings as read from the
+/// data partition (or the command line alone) and where the state is.
+struct Boot {
     settings: Settings,
     configured: bool,
     hostname: String,
     data: String,
     warnings: Vec<String>,
-) -> anyhow::Result<()> {
-    let reaper = Reaper::default();
-    tokio::spawn(reaper.clone().run());
+    /// A live boot on memory: look for a data partition again once the
+    /// storage drivers have probed.
+    look_late: bool,
+}
 
+/// Runs the services until a shutdown signal (then never returns) or until a
+/// live boot finds a data partition late: then the services are stopped and
+/// the partition's device is returned, to boot again on its state.
+async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
+    let Boot {
+        settings,
+        configured,
+        hostname,
+        data,
+        warnings,
+        look_late,
+    } = boot;
     let launcher: Launcher = Arc::new(|spec, attempt| {
         let mut command = std::process::Command::new("/proc/self/exe");
         command
@@ -184,13 +229,14 @@ async fn supervise(
             )
         }
     };
-    tokio::spawn(status::serve(status::CONTROL_SOCKET, Arc::new(report)));
+    let status_server = tokio::spawn(status::serve(status::CONTROL_SOCKET, Arc::new(report)));
 
     let all_ready = supervisor.all_ready(READY_TIMEOUT);
     let role = settings.role;
     let slot = settings.slot;
     let install = (settings.install.clone(), reaper.clone());
-    tokio::spawn(async move {
+    let (late_tx, late_rx) = tokio::sync::oneshot::channel::<String>();
+    let after_ready = tokio::spawn(async move {
         match all_ready.await {
             Ok(()) => {
                 ready_flag.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -199,6 +245,12 @@ async fn supervise(
                     crate::logging::uptime(),
                     status::own_rss_kb().unwrap_or(0)
                 );
+                if look_late {
+                    if let Some(device) = look_for_data_late().await {
+                        let _ = late_tx.send(device);
+                        return;
+                    }
+                }
                 // Every service, the role's included, is up: this slot boots.
                 tokio::task::spawn_blocking(move || bootslot::confirm_and_log(slot));
                 // Install to disk when the boot asks for it (a child process).
@@ -216,8 +268,46 @@ async fn supervise(
         }
     });
 
-    let kind = wait_for_shutdown_signal().await;
-    shutdown::shutdown(kind, &mut supervisor, &reaper).await
+    let late_data = async {
+        match late_rx.await {
+            Ok(device) => device,
+            // Nothing found: only a signal ends this round.
+            Err(_) => futures::future::pending().await,
+        }
+    };
+    tokio::select! {
+        kind = wait_for_shutdown_signal() => {
+            shutdown::shutdown(kind, &mut supervisor, &reaper).await
+        }
+        device = late_data => {
+            log::warn!(
+                "found the data partition {device} once the storage drivers had probed; \
+                 restarting the services on its state"
+            );
+            after_ready.abort();
+            status_server.abort();
+            supervisor.shutdown().await;
+            Ok(device)
+        }
+    }
+}
+
+/// A live boot's second look for a data partition, once the storage drivers
+/// have probed: the disks of slow controllers (IDE, SATA, NVMe) appear only then.
+async fn look_for_data_late() -> Option<String> {
+    tokio::task::spawn_blocking(|| {
+        if !storage::wait_settled(STORAGE_TIMEOUT) {
+            log::warn!(
+                "the storage drivers are still probing after {}s; no second look for a data partition",
+                STORAGE_TIMEOUT.as_secs()
+            );
+            return None;
+        }
+        datapart::find_data()
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 async fn wait_for_shutdown_signal() -> ShutdownKind {

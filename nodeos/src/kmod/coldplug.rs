@@ -4,10 +4,12 @@
 //! an input device that wants `evdev`; a USB host controller makes USB
 //! devices), so the walk repeats until a pass loads nothing new.
 //!
-//! PID 1 runs it first with [`BOOT_DEFERRED`] left out: the drivers the boot
-//! and the services need, no more. The devices service runs it again with
-//! nothing left out once it listens for hot-plug events, so the deferred
-//! drivers load in the background instead of holding up `nodeos ready`.
+//! PID 1 runs it first with [`BOOT_DEFERRED`] and the storage drivers left
+//! out: the drivers the boot and the services need, no more. A thread of PID 1
+//! then loads the storage drivers (`init::storage`), and the devices service
+//! runs it again with nothing left out once it listens for hot-plug events,
+//! so the deferred drivers load in the background instead of holding up
+//! `nodeos ready`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -88,13 +90,31 @@ pub fn coldplug(loader: &Loader, sys: &Path, defer: &[&str]) -> ColdplugReport {
             (started.elapsed() - matched).as_millis(),
             report.loaded.len() - before
         );
+        // Loading a driver can make devices appear (a button driver's input
+        // device wants evdev): walk again until a pass loads nothing new.
+        // Devices that a driver probes later come as hot-plug events to the
+        // devices service.
         if report.loaded.len() == before {
-            // Some drivers probe asynchronously; one settle round is enough in practice.
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     report
+}
+
+/// Gives the calling thread the lowest CPU priority, for a coldplug that
+/// nothing waits for: on a one-CPU machine it would otherwise take the CPU
+/// from the services while they start (loading a module is CPU work in the
+/// loading thread: the kernel copies, relocates and links it).
+pub fn lower_this_threads_priority() {
+    // SAFETY: setpriority has no memory effects; with PRIO_PROCESS and a
+    // thread id, Linux sets the nice value of this thread only.
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } != 0 {
+        log::debug!(
+            "cannot lower the coldplug thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// The modaliases of the devices the kernel knows, read the way `udevadm

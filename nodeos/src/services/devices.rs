@@ -70,15 +70,7 @@ pub fn run() -> anyhow::Result<()> {
 /// take the CPU from the other services while they start, and nothing waits
 /// for it. Hot-plug events are still handled at normal priority meanwhile.
 fn catch_up(loader: &Loader) {
-    // SAFETY: setpriority has no memory effects; with PRIO_PROCESS and a
-    // thread id, Linux sets the nice value of this thread only.
-    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } != 0 {
-        log::debug!(
-            "cannot lower the coldplug thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    crate::kmod::coldplug::lower_this_threads_priority();
     let report = coldplug(loader, std::path::Path::new("/sys"), &[]);
     for module in &report.loaded {
         log::info!("loaded {module} for a device found at boot");

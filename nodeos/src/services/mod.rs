@@ -17,7 +17,9 @@ use crate::supervisor::ServiceSpec;
 pub const ATTEMPT_ENV: &str = "NODEOS_ATTEMPT";
 
 /// The services of a node with this role, in no particular order: the
-/// supervisor sorts them.
+/// supervisor sorts them. The base services start together: PID 1 has loaded
+/// the drivers they need, and a device that comes later reaches `net` (as a
+/// link event) and `power` (it looks for new input devices) without `devices`.
 pub fn specs(role: Role) -> Vec<ServiceSpec> {
     let mut specs = vec![
         ServiceSpec {
@@ -26,15 +28,15 @@ pub fn specs(role: Role) -> Vec<ServiceSpec> {
         },
         ServiceSpec {
             name: "net",
-            depends_on: &["devices"],
+            depends_on: &[],
         },
         ServiceSpec {
             name: "power",
-            depends_on: &["devices"],
+            depends_on: &[],
         },
         ServiceSpec {
             name: "console",
-            depends_on: &["devices"],
+            depends_on: &[],
         },
     ];
     match role {
