@@ -89,11 +89,13 @@ fn run() -> anyhow::Result<()> {
         log::warn!("cannot set the kernel's modprobe helper: {e}");
     }
     let loader = load_drivers(&release).map(Arc::new);
-    storage::probe_in_background(loader.clone());
     // An installed disk, an install or a setup boot must find its data
-    // partition: wait for the disks. A live boot looks now, boots on, and
-    // looks again once the storage drivers have probed (see `supervise`).
+    // partition: wait for the disks. A live boot looks now, boots on, probes
+    // the storage controllers once ready and looks again (see `supervise`).
     let must_find_data = settings.slot.is_some() || settings.install.is_some();
+    if must_find_data {
+        storage::probe_in_background(loader.clone());
+    }
     if must_find_data && !storage::wait_settled(STORAGE_TIMEOUT) {
         log::warn!(
             "the storage drivers are still probing after {}s; looking for the data partition anyway",
@@ -129,6 +131,7 @@ fn run() -> anyhow::Result<()> {
             data: data.to_string(),
             warnings,
             look_late,
+            loader: loader.clone(),
         };
         let device = runtime.block_on(supervise(boot, reaper.clone()))?;
         // A live boot found a data partition on a disk that probed late; its
@@ -183,6 +186,8 @@ struct Boot {
     /// A live boot on memory: look for a data partition again once the
     /// storage drivers have probed.
     look_late: bool,
+    /// For the storage probe, if the boot has not started it yet.
+    loader: Option<Arc<Loader>>,
 }
 
 /// Runs the services until a shutdown signal (then never returns) or until a
@@ -196,6 +201,7 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
         data,
         warnings,
         look_late,
+        loader,
     } = boot;
     let launcher: Launcher = Arc::new(|spec, attempt| {
         let mut command = std::process::Command::new("/proc/self/exe");
@@ -237,7 +243,10 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
     let install = (settings.install.clone(), reaper.clone());
     let (late_tx, late_rx) = tokio::sync::oneshot::channel::<String>();
     let after_ready = tokio::spawn(async move {
-        match all_ready.await {
+        let ready = all_ready.await;
+        // The storage controllers probe now, if the boot did not wait for them.
+        storage::probe_in_background(loader);
+        match ready {
             Ok(()) => {
                 ready_flag.store(true, std::sync::atomic::Ordering::Relaxed);
                 log::info!(

@@ -9,12 +9,15 @@
 //! at the end of each module's init. So PID 1 loads every other driver
 //! first, then the storage drivers on a thread of their own, and boots on.
 //!
-//! Who waits for [`wait_settled`]: a boot that must find its data partition
-//! (an installed disk, an install or setup boot), the late look for a data
-//! partition on a live boot (see `init::adopt`), and the look for an
-//! unattended-install disk.
+//! When: a boot that must find its data partition (an installed disk, an
+//! install or setup boot) starts the probe at once and waits for
+//! [`wait_settled`]. A live boot starts it once its services are ready, so
+//! that neither the module loads nor the kernel's probe threads take the CPU
+//! from them, and then looks for a data partition again (`init::supervise`).
+//! The look for an unattended-install disk waits for it too.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,9 @@ const DISK_BIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Set once the storage drivers are loaded and their disks are bound.
 static SETTLED: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
+/// The probe runs once per boot, whoever asks first.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
 /// What PID 1's first coldplug leaves out: the deferred drivers and the
 /// storage drivers, which [`probe_in_background`] loads.
 pub fn boot_skips() -> Vec<&'static str> {
@@ -43,9 +49,13 @@ pub fn boot_skips() -> Vec<&'static str> {
 }
 
 /// Loads the storage drivers (and what their disks ask for) on a thread of
-/// its own; [`wait_settled`] returns once that is done. Without a module
-/// index (every driver built in) there is nothing to wait for.
+/// its own; [`wait_settled`] returns once that is done. Only the first call
+/// starts it. Without a module index (every driver built in) there is
+/// nothing to wait for.
 pub fn probe_in_background(loader: Option<Arc<Loader>>) {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
     let Some(loader) = loader else {
         mark_settled();
         return;

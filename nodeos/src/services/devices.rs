@@ -2,7 +2,9 @@
 //! (hot-plug), from the kernel's uevents. PID 1 did the coldplug already,
 //! leaving out the drivers the boot does not need (see
 //! `kmod::coldplug::BOOT_DEFERRED`); a pass here after subscribing loads
-//! those and catches devices that appeared in between.
+//! those and catches devices that appeared in between. The storage
+//! controllers are not ours: PID 1 probes them when it wants the disks
+//! (`init::storage`).
 
 use std::os::fd::AsRawFd;
 
@@ -71,7 +73,12 @@ pub fn run() -> anyhow::Result<()> {
 /// for it. Hot-plug events are still handled at normal priority meanwhile.
 fn catch_up(loader: &Loader) {
     crate::kmod::coldplug::lower_this_threads_priority();
-    let report = coldplug(loader, std::path::Path::new("/sys"), &[]);
+    // PID 1 probes the storage controllers itself (init::storage).
+    let report = coldplug(
+        loader,
+        std::path::Path::new("/sys"),
+        crate::init::storage::STORAGE_DRIVERS,
+    );
     for module in &report.loaded {
         log::info!("loaded {module} for a device found at boot");
     }
