@@ -166,12 +166,17 @@ pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Vec<String>> {
     let included: HashSet<String> = order.iter().cloned().collect();
     let base = format!("lib/modules/{kver}");
     for (_, rel) in modules::paths(&deps, &order) {
-        a.add_file(&format!("{base}/{rel}"), 0o644, read(&dir.join(rel))?)?;
+        let packed = modules::compress_module(&read(&dir.join(rel))?)?;
+        a.add_file(
+            &format!("{base}/{}", modules::compressed_path(rel)),
+            0o644,
+            packed,
+        )?;
     }
     a.add_file(
         &format!("{base}/modules.dep"),
         0o644,
-        modules::filter_dep(&dep_text, &included).into_bytes(),
+        modules::compressed_dep(&modules::filter_dep(&dep_text, &included)).into_bytes(),
     )?;
     a.add_file(
         &format!("{base}/modules.alias"),
@@ -401,10 +406,34 @@ mod tests {
         assert!(a.get(CA_BUNDLE_PATH).is_some());
         assert!(a.get("/usr/share/extra/a/c.txt").is_some());
         let k = "/lib/modules/9.9.9-test";
+        match a.get(&format!("{k}/kernel/drivers/net/virtio_net.ko.lz4")) {
+            Some(archive::Node::File { data, .. }) => {
+                let mut module = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut lz4_flex::frame::FrameDecoder::new(&data[..]),
+                    &mut module,
+                )
+                .unwrap();
+                assert_eq!(module, b"virtio_net");
+            }
+            other => panic!("virtio_net.ko.lz4: {other:?}"),
+        }
         assert!(a
             .get(&format!("{k}/kernel/drivers/net/virtio_net.ko"))
-            .is_some());
-        assert!(a.get(&format!("{k}/kernel/drivers/net/e1000.ko")).is_none());
+            .is_none());
+        assert!(a
+            .get(&format!("{k}/kernel/drivers/net/e1000.ko.lz4"))
+            .is_none());
+        match a.get(&format!("{k}/modules.dep")) {
+            Some(archive::Node::File { data, .. }) => assert!(
+                String::from_utf8_lossy(data).starts_with(
+                    "kernel/drivers/net/virtio_net.ko.lz4: kernel/drivers/net/net_failover.ko.lz4"
+                ),
+                "{}",
+                String::from_utf8_lossy(data)
+            ),
+            other => panic!("modules.dep: {other:?}"),
+        }
         match a.get(&format!("{k}/modules.alias")) {
             Some(archive::Node::File { data, .. }) => assert_eq!(
                 String::from_utf8_lossy(data),

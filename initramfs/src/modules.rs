@@ -170,6 +170,52 @@ pub fn filter_softdep(text: &str, included: &HashSet<String>) -> String {
     })
 }
 
+/// The suffix of a module compressed by [`compress_module`]: an LZ4 frame,
+/// which `lz4 -d` reads.
+pub const COMPRESSED_SUFFIX: &str = ".lz4";
+
+/// A module file as the initramfs carries it: one LZ4 frame. The kernel
+/// unpacks the whole initramfs before it runs `/init`, at a cost that grows
+/// with its unpacked size, and most modules are never loaded on a given
+/// machine; packed one by one they take ~4 MB instead of ~11 MB, and
+/// `nodeos` unpacks the few it loads (an LZ4 frame decodes at memory speed).
+/// The Debian kernel cannot unpack modules itself (no MODULE_DECOMPRESS).
+pub fn compress_module(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    encoder.write_all(bytes)?;
+    encoder.finish().map_err(std::io::Error::other)
+}
+
+/// Where a module's file goes once compressed: `kernel/fs/ext4/ext4.ko` ->
+/// `kernel/fs/ext4/ext4.ko.lz4`. A module the kernel package ships
+/// compressed already (`.ko.xz`) would be compressed twice, so only `.ko`
+/// files are renamed; `nodeos` loads by the name `modules.dep` gives.
+pub fn compressed_path(path: &str) -> String {
+    if path.ends_with(".ko") {
+        format!("{path}{COMPRESSED_SUFFIX}")
+    } else {
+        path.to_string()
+    }
+}
+
+/// `modules.dep` with every `.ko` path renamed by [`compressed_path`].
+pub fn compressed_dep(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let Some((module, deps)) = line.split_once(':') else {
+                return format!("{line}\n");
+            };
+            let deps: Vec<String> = deps.split_whitespace().map(compressed_path).collect();
+            if deps.is_empty() {
+                format!("{}:\n", compressed_path(module))
+            } else {
+                format!("{}: {}\n", compressed_path(module), deps.join(" "))
+            }
+        })
+        .collect()
+}
+
 /// name -> path for the modules of `order` (for copying).
 pub fn paths<'a>(deps: &'a ModDeps, order: &[String]) -> BTreeMap<String, &'a str> {
     order
@@ -281,6 +327,31 @@ kernel/drivers/char/hw_random/virtio-rng.ko:\n"
         assert_eq!(
             filter_softdep(soft, &inc),
             "# Soft dependencies\nsoftdep virtio_net pre: x\n"
+        );
+    }
+
+    #[test]
+    fn modules_are_packed_as_lz4_frames_under_renamed_paths() {
+        let module = b"\x7fELF module bytes \0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0".repeat(64);
+        let packed = compress_module(&module).unwrap();
+        assert!(packed.len() < module.len() / 4, "{} bytes", packed.len());
+        assert_eq!(&packed[..4], &[0x04, 0x22, 0x4d, 0x18], "LZ4 frame magic");
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(
+            &mut lz4_flex::frame::FrameDecoder::new(&packed[..]),
+            &mut unpacked,
+        )
+        .unwrap();
+        assert_eq!(unpacked, module);
+        assert_eq!(compress_module(&module).unwrap(), packed, "deterministic");
+
+        assert_eq!(
+            compressed_dep(
+                "kernel/a/virtio_net.ko: kernel/b/failover.ko kernel/c/x.ko\nkernel/b/failover.ko:\nkernel/d/old.ko.xz:\n"
+            ),
+            "kernel/a/virtio_net.ko.lz4: kernel/b/failover.ko.lz4 kernel/c/x.ko.lz4\n\
+             kernel/b/failover.ko.lz4:\n\
+             kernel/d/old.ko.xz:\n"
         );
     }
 

@@ -2,19 +2,50 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::kmod::{finit_module, ModuleInitFlags};
+use nix::kmod::{finit_module, init_module, ModuleInitFlags};
 
 use super::index::{normalize, IndexError, ModuleIndex};
+
+/// The suffix of a module packed as an LZ4 frame (see mkinitramfs).
+const LZ4_SUFFIX: &str = ".lz4";
+
+/// Hands one module file to the kernel: a plain `.ko` by its file
+/// descriptor, an LZ4-packed one unpacked in memory first (this kernel
+/// cannot unpack modules itself).
+fn load_file(path: &Path) -> Result<nix::Result<()>, LoadError> {
+    let open_error = |source| LoadError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(open_error)?;
+    if !path.to_string_lossy().ends_with(LZ4_SUFFIX) {
+        return Ok(finit_module(
+            &file,
+            &CString::default(),
+            ModuleInitFlags::empty(),
+        ));
+    }
+    let image = unpack_lz4(file).map_err(open_error)?;
+    Ok(init_module(&image, &CString::default()))
+}
+
+/// The bytes of an LZ4-framed file.
+fn unpack_lz4(packed: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut image = Vec::new();
+    lz4_flex::frame::FrameDecoder::new(packed).read_to_end(&mut image)?;
+    Ok(image)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -65,11 +96,7 @@ impl Loader {
                 continue;
             }
             let path = self.index.path_of(&name)?;
-            let file = std::fs::File::open(&path).map_err(|source| LoadError::Open {
-                path: path.clone(),
-                source,
-            })?;
-            match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
+            match load_file(&path)? {
                 Ok(()) => {
                     self.mark_loaded(&name);
                     newly.push(name);
@@ -99,5 +126,25 @@ impl Loader {
         if let Ok(mut l) = self.loaded.lock() {
             l.insert(name.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lz4_packed_modules_unpack_to_their_bytes_and_damage_is_an_error() {
+        use std::io::Write;
+        let module = b"\x7fELF a module \0\0\0\0\0\0\0\0".repeat(100);
+        let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        encoder.write_all(&module).unwrap();
+        let packed = encoder.finish().unwrap();
+        assert_eq!(unpack_lz4(&packed[..]).unwrap(), module);
+        assert!(
+            unpack_lz4(&packed[..packed.len() / 2]).is_err(),
+            "truncated"
+        );
+        assert!(unpack_lz4(&module[..]).is_err(), "not LZ4");
     }
 }
