@@ -312,7 +312,11 @@ async fn look_for_data_late() -> Option<String> {
             );
             return None;
         }
-        datapart::find_data()
+        let found = datapart::find_data();
+        if found.is_none() {
+            log::info!("no CLOUDOS-DATA partition on the disks probed after the boot either; state stays in memory");
+        }
+        found
     })
     .await
     .ok()
