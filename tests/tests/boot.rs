@@ -237,7 +237,7 @@ fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
             &initrd,
             "console=ttyS0,115200 panic=-1 cloudos.slot=a",
         )
-        .extra_args(ide_disk)
+        .extra_args(ide_disk.clone())
         .spawn()
         .expect("starting QEMU");
     let console = vm.serial();
@@ -266,6 +266,74 @@ fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
         line_timeout(),
         &[("shutdown: powering off now", "no orderly poweroff")],
     );
+    drop(vm);
+
+    // A data partition that is found late but does not mount (a file-system
+    // feature this kernel lacks): one try, then the node stays on memory,
+    // ready, instead of restarting its services again and again.
+    set_unknown_ext4_feature(&data);
+    let vm = VmBuilder::new(Arch::X86_64)
+        .kernel(&kernel, &initrd, "console=ttyS0,115200 panic=-1")
+        .extra_args(ide_disk)
+        .spawn()
+        .expect("starting QEMU");
+    let console = vm.serial();
+    expect_lines(
+        console,
+        boot_timeout(),
+        &[
+            (
+                re(r"found the data partition /dev/sda once the storage drivers had probed"),
+                "the late look did not find the damaged partition",
+            ),
+            (
+                re(r"cannot mount /dev/sda at /var/lib/cloudos"),
+                "no mount error",
+            ),
+            (re(r"state is kept on memory"), "not back on memory"),
+            (
+                re(r"nodeos ready in \d+\.\d+s: host cloudos,"),
+                "not ready again after the failed mount",
+            ),
+        ],
+    );
+    // The services stay up: no second restart on the same partition.
+    std::thread::sleep(scaled(Duration::from_secs(3)));
+    console.send_line("status").expect("console");
+    console
+        .wait_for(re(r"state on memory"), line_timeout())
+        .expect("status after the failed adoption");
+    let log = console.contents();
+    assert_eq!(
+        log.matches("found the data partition").count(),
+        1,
+        "the damaged partition was tried more than once:\n{}",
+        console.tail(40)
+    );
+    power_button_off(
+        &vm,
+        line_timeout(),
+        &[("shutdown: powering off now", "no orderly poweroff")],
+    );
+}
+
+/// Sets an incompatible-feature bit no kernel knows in an ext4 image's
+/// superblock: the label still reads, the mount is refused.
+fn set_unknown_ext4_feature(image: &std::path::Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const INCOMPAT: u64 = 1024 + 0x60;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .expect("opening the data disk");
+    let mut flags = [0u8; 4];
+    file.seek(SeekFrom::Start(INCOMPAT)).expect("seek");
+    file.read_exact(&mut flags).expect("reading the superblock");
+    let flags = u32::from_le_bytes(flags) | 0x8000_0000;
+    file.seek(SeekFrom::Start(INCOMPAT)).expect("seek");
+    file.write_all(&flags.to_le_bytes())
+        .expect("writing the superblock");
 }
 
 /// A service that crashes on its first three starts is restarted with

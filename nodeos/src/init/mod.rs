@@ -110,6 +110,9 @@ fn run() -> anyhow::Result<()> {
         .build()?;
     let reaper = Reaper::default();
     runtime.spawn(reaper.clone().run());
+    // One late look per boot: a partition found late that does not mount
+    // must not restart the services again and again.
+    let mut looked_late = false;
     loop {
         let config = std::fs::read_to_string(CONFIG_FILE).ok();
         let configured = config.is_some();
@@ -122,7 +125,8 @@ fn run() -> anyhow::Result<()> {
         hostname::set(&hostname);
         log::info!("host name {hostname}, role {}", settings.role);
 
-        let look_late = data == datapart::DataStore::Memory && !must_find_data;
+        let look_late = data == datapart::DataStore::Memory && !must_find_data && !looked_late;
+        looked_late = true;
         let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         let boot = Boot {
             settings,
