@@ -175,19 +175,22 @@ fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
     let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let initrd = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let data = images::data_disk("hostname = \"ide-node\"\n", 32).expect("data disk");
-    let ide_disk = [
-        "-drive".to_string(),
-        format!("if=none,id=ata0,format=raw,file={}", data.display()),
-        "-device".to_string(),
-        "ide-hd,drive=ata0,bus=ide.1".to_string(),
-    ];
+    // The kernel with the data disk on the PIIX's IDE.
+    let boot_with_ide_disk = |append: &str| {
+        VmBuilder::new(Arch::X86_64)
+            .kernel(&kernel, &initrd, append)
+            .extra_args([
+                "-drive".to_string(),
+                format!("if=none,id=ata0,format=raw,file={}", data.display()),
+                "-device".to_string(),
+                "ide-hd,drive=ata0,bus=ide.1".to_string(),
+            ])
+            .spawn()
+            .expect("starting QEMU")
+    };
 
     // The live boot: ready on memory first, then on the disk.
-    let vm = VmBuilder::new(Arch::X86_64)
-        .kernel(&kernel, &initrd, "console=ttyS0,115200 panic=-1")
-        .extra_args(ide_disk.clone())
-        .spawn()
-        .expect("starting QEMU");
+    let vm = boot_with_ide_disk("console=ttyS0,115200 panic=-1");
     let console = vm.serial();
     expect_lines(
         console,
@@ -231,15 +234,7 @@ fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
     drop(vm);
 
     // An installed disk's boot: the data partition at once, no second start.
-    let vm = VmBuilder::new(Arch::X86_64)
-        .kernel(
-            &kernel,
-            &initrd,
-            "console=ttyS0,115200 panic=-1 cloudos.slot=a",
-        )
-        .extra_args(ide_disk.clone())
-        .spawn()
-        .expect("starting QEMU");
+    let vm = boot_with_ide_disk("console=ttyS0,115200 panic=-1 cloudos.slot=a");
     let console = vm.serial();
     expect_lines(
         console,
@@ -272,11 +267,7 @@ fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
     // feature this kernel lacks): one try, then the node stays on memory,
     // ready, instead of restarting its services again and again.
     set_unknown_ext4_feature(&data);
-    let vm = VmBuilder::new(Arch::X86_64)
-        .kernel(&kernel, &initrd, "console=ttyS0,115200 panic=-1")
-        .extra_args(ide_disk)
-        .spawn()
-        .expect("starting QEMU");
+    let vm = boot_with_ide_disk("console=ttyS0,115200 panic=-1");
     let console = vm.serial();
     expect_lines(
         console,

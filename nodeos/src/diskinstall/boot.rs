@@ -90,7 +90,7 @@ pub fn after_ready(install: Option<String>, slot: Option<Slot>, configured: bool
         let config_disk = probe
             && tokio::task::spawn_blocking(|| {
                 // The disk may be on a controller that is still probing.
-                crate::init::storage::wait_settled(std::time::Duration::from_secs(60));
+                crate::init::storage::wait_settled(crate::init::storage::SETTLE_TIMEOUT);
                 !super::medium::find_labelled(CONFIG_DISK_LABEL).is_empty()
             })
             .await

@@ -27,10 +27,6 @@ use shutdown::ShutdownKind;
 /// How long the services get to report ready before we say which are late.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a boot that must find its data partition waits for the storage
-/// drivers, and how long a live boot keeps looking for one after it is ready.
-const STORAGE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Runs PID 1. Never returns.
 pub fn main() -> ! {
     std::panic::set_hook(Box::new(|info| {
@@ -95,12 +91,12 @@ fn run() -> anyhow::Result<()> {
     let must_find_data = settings.slot.is_some() || settings.install.is_some();
     if must_find_data {
         storage::probe_in_background(loader.clone());
-    }
-    if must_find_data && !storage::wait_settled(STORAGE_TIMEOUT) {
-        log::warn!(
-            "the storage drivers are still probing after {}s; looking for the data partition anyway",
-            STORAGE_TIMEOUT.as_secs()
-        );
+        if !storage::wait_settled(storage::SETTLE_TIMEOUT) {
+            log::warn!(
+                "the storage drivers are still probing after {}s; looking for the data partition anyway",
+                storage::SETTLE_TIMEOUT.as_secs()
+            );
+        }
     }
     let mut data = datapart::mount_data(loader.as_deref());
     log::info!("state is kept on {data}");
@@ -309,10 +305,10 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
 /// have probed: the disks of slow controllers (IDE, SATA, NVMe) appear only then.
 async fn look_for_data_late() -> Option<String> {
     tokio::task::spawn_blocking(|| {
-        if !storage::wait_settled(STORAGE_TIMEOUT) {
+        if !storage::wait_settled(storage::SETTLE_TIMEOUT) {
             log::warn!(
                 "the storage drivers are still probing after {}s; no second look for a data partition",
-                STORAGE_TIMEOUT.as_secs()
+                storage::SETTLE_TIMEOUT.as_secs()
             );
             return None;
         }

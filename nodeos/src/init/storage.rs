@@ -28,6 +28,10 @@ use crate::kmod::Loader;
 /// Their disks (and `sd_mod` for them) come from the background thread.
 pub const STORAGE_DRIVERS: &[&str] = &["ata_piix", "ahci", "nvme"];
 
+/// How long a boot that must find its data partition waits for the storage
+/// probe, and how long the looks that follow a live boot's probe wait for it.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long a SCSI disk's driver may take to bind after its controller is
 /// probed (sd probes asynchronously and reads the partition table).
 const DISK_BIND_TIMEOUT: Duration = Duration::from_secs(5);

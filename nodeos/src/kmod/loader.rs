@@ -18,11 +18,11 @@ const LZ4_SUFFIX: &str = ".lz4";
 /// descriptor, an LZ4-packed one unpacked in memory first (this kernel
 /// cannot unpack modules itself).
 fn load_file(path: &Path) -> Result<nix::Result<()>, LoadError> {
-    let open_error = |source| LoadError::Open {
+    let read_error = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(open_error)?;
+    let file = std::fs::File::open(path).map_err(read_error)?;
     if !path.to_string_lossy().ends_with(LZ4_SUFFIX) {
         return Ok(finit_module(
             &file,
@@ -30,7 +30,7 @@ fn load_file(path: &Path) -> Result<nix::Result<()>, LoadError> {
             ModuleInitFlags::empty(),
         ));
     }
-    let image = unpack_lz4(file).map_err(open_error)?;
+    let image = unpack_lz4(file).map_err(read_error)?;
     Ok(init_module(&image, &CString::default()))
 }
 
@@ -46,7 +46,7 @@ pub enum LoadError {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error("cannot read {path}: {source}")]
-    Open {
+    Read {
         path: PathBuf,
         source: std::io::Error,
     },
