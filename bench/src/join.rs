@@ -61,6 +61,7 @@ pub fn run(nodeos: &Path, runs: usize) -> anyhow::Result<JoinResult> {
                     ttl: Some("1h".into()),
                     uses: None,
                     description: "join bench".into(),
+                    labels: Default::default(),
                 })
                 .await?;
             let mut result = JoinResult {

@@ -109,6 +109,7 @@ async fn generate(
             ttl: Some("2h".into()),
             uses: None,
             description: "load generator".into(),
+            labels: Default::default(),
         })
         .await?
         .token

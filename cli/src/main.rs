@@ -54,6 +54,9 @@ enum Command {
     /// Join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// People with admin certificates.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Masters advertising on this LAN (mDNS).
     Discover {
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
@@ -195,8 +198,25 @@ enum NodeCommand {
     List,
     /// One node in detail, with its telemetry.
     Show { name: String },
-    /// Evict a node and revoke its certificate.
+    /// Set (KEY=VALUE) or remove (KEY-) the labels selectors match; only admins set
+    /// them, what a node reports of itself is shown apart.
+    Label {
+        name: String,
+        changes: Vec<String>,
+        /// Copy the labels the node reports into its labels.
+        #[arg(long)]
+        approve_reported: bool,
+    },
+    /// Evict a node and revoke its certificates.
     Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Everyone with an admin certificate: NAME FROM TOKEN SERIAL AGE.
+    List,
+    /// Revoke every certificate of an admin (a lost laptop, someone who left).
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +233,10 @@ enum TokenCommand {
         uses: Option<u32>,
         #[arg(long, default_value = "")]
         description: String,
+        /// A label (key=value) every node joining with it gets: the labels selectors
+        /// match; repeat for more.
+        #[arg(long = "label", value_parser = parse_selector)]
+        labels: Vec<(String, String)>,
     },
     /// All tokens (never their secrets).
     List,
@@ -247,12 +271,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::List) => commands::nodes::list(&ctx).await,
         Command::Node(NodeCommand::Show { name }) => commands::nodes::show(&ctx, &name).await,
         Command::Node(NodeCommand::Remove { name }) => commands::nodes::remove(&ctx, &name).await,
+        Command::Node(NodeCommand::Label {
+            name,
+            changes,
+            approve_reported,
+        }) => commands::nodes::label(&ctx, &name, &changes, approve_reported).await,
+        Command::Admin(AdminCommand::List) => commands::admins::list(&ctx).await,
+        Command::Admin(AdminCommand::Revoke { name }) => {
+            commands::admins::revoke(&ctx, &name).await
+        }
         Command::Token(TokenCommand::Create {
             role,
             ttl,
             uses,
             description,
-        }) => commands::tokens::create(&ctx, role, &ttl, uses, description).await,
+            labels,
+        }) => {
+            let labels = labels.into_iter().collect();
+            commands::tokens::create(&ctx, role, &ttl, uses, description, labels).await
+        }
         Command::Token(TokenCommand::List) => commands::tokens::list(&ctx).await,
         Command::Token(TokenCommand::Revoke { id }) => commands::tokens::revoke(&ctx, &id).await,
         Command::Discover { timeout } => commands::discover::run(&ctx, timeout).await,

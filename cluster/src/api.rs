@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::identity::Role;
-use crate::pki::PkiError;
-use crate::store::{NodeRecord, NodeState, StoreError};
+use crate::pki::{CertSerial, PkiError};
+use crate::store::{AdminRecord, NodeRecord, NodeState, StoreError};
 use crate::token::{TokenError, TokenId, TokenRecord};
 use crate::workload::{LogChunk, RunAssignment, RunReport, SpecError};
 
@@ -49,6 +49,9 @@ pub mod paths {
     /// [`super::NodeInfo`]; `DELETE /v1/nodes/<name>` evicts the node and revokes its
     /// certificate.
     pub const NODES: &str = "/v1/nodes";
+    /// `GET` → `Vec<`[`super::AdminInfo`]`>`; admin certificate. `DELETE
+    /// /v1/admins/<name>` revokes every certificate of that admin.
+    pub const ADMINS: &str = "/v1/admins";
     /// `GET` → `Vec<`[`super::TokenInfo`]`>`, `POST` [`super::TokenCreateRequest`] →
     /// [`super::TokenCreateResponse`]; admin certificate. `DELETE /v1/tokens/<id>` revokes.
     pub const TOKENS: &str = "/v1/tokens";
@@ -265,7 +268,11 @@ pub struct NodeInfo {
     pub role: Role,
     pub address: String,
     pub arch: String,
+    /// Labels an admin set (token or `cloudos node label`): what selectors match.
     pub labels: BTreeMap<String, String>,
+    /// Labels the node reports of itself: shown, never matched.
+    #[serde(default)]
+    pub reported_labels: BTreeMap<String, String>,
     pub state: NodeState,
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
@@ -283,6 +290,7 @@ impl From<&NodeRecord> for NodeInfo {
             address: n.address.clone(),
             arch: n.arch.clone(),
             labels: n.labels.clone(),
+            reported_labels: n.reported_labels.clone(),
             state: n.state,
             joined_at: n.joined_at,
             last_seen: n.last_seen,
@@ -290,6 +298,45 @@ impl From<&NodeRecord> for NodeInfo {
                 .telemetry
                 .as_ref()
                 .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        }
+    }
+}
+
+/// `cloudos node label`: `POST /v1/nodes/<name>/labels`, admin certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabelRequest {
+    /// Labels to set (selectors match them).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Label keys to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Copy every label the node reports into its labels first.
+    #[serde(default)]
+    pub approve_reported: bool,
+}
+
+/// An admin on record, as `cloudos admin list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminInfo {
+    pub name: String,
+    pub address: String,
+    pub cert_serial: CertSerial,
+    pub pending_serial: Option<CertSerial>,
+    pub token_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+}
+
+impl From<&AdminRecord> for AdminInfo {
+    fn from(a: &AdminRecord) -> Self {
+        AdminInfo {
+            name: a.name.clone(),
+            address: a.address.clone(),
+            cert_serial: a.cert_serial.clone(),
+            pending_serial: a.pending_serial.clone(),
+            token_id: a.token_id.clone(),
+            joined_at: a.joined_at,
         }
     }
 }
@@ -304,6 +351,9 @@ pub struct TokenCreateRequest {
     pub uses: Option<u32>,
     #[serde(default)]
     pub description: String,
+    /// Labels given to every node that joins with the token (the ones selectors match).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The only time the full token is shown.
@@ -335,6 +385,8 @@ pub struct TokenInfo {
     pub uses_left: Option<u32>,
     pub revoked: bool,
     pub description: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl From<&TokenRecord> for TokenInfo {
@@ -347,6 +399,7 @@ impl From<&TokenRecord> for TokenInfo {
             uses_left: r.uses_left,
             revoked: r.revoked,
             description: r.description.clone(),
+            labels: r.labels.clone(),
         }
     }
 }
@@ -524,6 +577,8 @@ mod tests {
             address: "10.0.0.2:4000".into(),
             arch: "aarch64".into(),
             labels: BTreeMap::new(),
+            reported_labels: Default::default(),
+            pending_serial: None,
             cert_serial: "01".parse().expect("serial"),
             joined_at: NOW,
             last_seen: NOW,
@@ -620,6 +675,7 @@ mod tests {
                 uses_left: Some(1),
                 revoked: false,
                 description: String::new(),
+                labels: Default::default(),
             },
         };
         assert!(!format!("{resp:?}").contains("secretstuff"));

@@ -38,8 +38,9 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use crate::api::{
-    paths, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo, RenewRequest,
-    TokenCheckRequest, TokenCheckResponse, TokenCreateRequest, TokenCreateResponse, TokenInfo,
+    paths, AdminInfo, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo,
+    NodeLabelRequest, RenewRequest, TokenCheckRequest, TokenCheckResponse, TokenCreateRequest,
+    TokenCreateResponse, TokenInfo,
 };
 use crate::identity::Role;
 use crate::pki::{self, CaPin, NodeKey, PkiError};
@@ -544,6 +545,29 @@ impl ApiClient {
         self.call_no_answer(Method::DELETE, &path).await
     }
 
+    /// `POST /v1/nodes/<name>/labels`: sets, removes or approves the labels selectors
+    /// match.
+    pub async fn label_node(
+        &self,
+        name: &str,
+        request: &NodeLabelRequest,
+    ) -> Result<NodeInfo, ClientError> {
+        let path = format!("{}/{}/labels", paths::NODES, path_segment(name)?);
+        let body = self.json(request)?;
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `GET /v1/admins`.
+    pub async fn admins(&self) -> Result<Vec<AdminInfo>, ClientError> {
+        self.call(Method::GET, paths::ADMINS, None).await
+    }
+
+    /// `DELETE /v1/admins/<name>`: revokes every certificate of that admin.
+    pub async fn revoke_admin(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::ADMINS, path_segment(name)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
     /// `POST /v1/tokens`.
     pub async fn create_token(
         &self,
@@ -1015,6 +1039,12 @@ mod tests {
         let config =
             tls::server_config_pem(&serving.chain_pem, &serving.key_pem, Some(ca.cert_pem()))
                 .expect("server config");
+        let addr = serve(config, handler).await;
+        TestMaster { ca, addr }
+    }
+
+    /// Serves `handler` over TLS with `config` on a loopback port; its address.
+    async fn serve(config: rustls::ServerConfig, handler: Handler) -> String {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
@@ -1071,7 +1101,7 @@ mod tests {
                 });
             }
         });
-        TestMaster { ca, addr }
+        addr
     }
 
     /// A master that signs join and renew CSRs for the role given, and answers status.
@@ -1200,6 +1230,74 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "the token is for the compute role, not admin; create one with `cloudos token create --role admin`"
+        );
+    }
+
+    /// The attacker joined the cluster with a compute token, so it holds a certificate the
+    /// cluster CA signed. It serves that certificate (with the genuine CA behind it) on the
+    /// LAN, waiting for a joining node, the installer's token check or `cloudos login` to
+    /// send it their tokens, and for the CLI and agents to call it. Every client refuses
+    /// the handshake: not one request reaches the attacker.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_node_posing_as_the_master_receives_no_token_and_no_call() {
+        let master = signing_master(Role::Compute).await;
+        let token = Token::generate(master.ca.pin()).expect("token");
+        let joined = join(
+            &master.addr,
+            &token,
+            "rogue",
+            "x86_64",
+            &BTreeMap::new(),
+            None,
+        )
+        .await
+        .expect("the attacker joins");
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        // The attacker's own key and certificate, as a join gives them.
+        let key_pem = joined.key_pem.clone();
+        let chain_pem = format!("{}{}", joined.cert_pem, joined.ca_pem);
+        let config = tls::server_config_pem(&chain_pem, &key_pem, None).expect("rogue config");
+        let rogue = serve(
+            config,
+            Arc::new(move |_, _, _, _| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (200, "{}".into())
+            }),
+        )
+        .await;
+
+        let victim_token = Token::generate(master.ca.pin()).expect("token");
+        let err = join(
+            &rogue,
+            &victim_token,
+            "n2",
+            "x86_64",
+            &BTreeMap::new(),
+            None,
+        )
+        .await
+        .expect_err("a joiner must refuse the rogue");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        let err = check_token(&rogue, &victim_token)
+            .await
+            .expect_err("the token check must refuse the rogue");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        // An agent or the CLI, mTLS with the cluster CA, told the rogue's name.
+        let api = ApiClient::new(
+            &rogue,
+            "rogue",
+            &joined.ca_pem,
+            &joined.cert_pem,
+            &joined.key_pem,
+        )
+        .expect("client");
+        let err = api.status().await.expect_err("mTLS must refuse the rogue");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no request (and no token) reached the attacker"
         );
     }
 

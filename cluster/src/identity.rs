@@ -127,6 +127,34 @@ pub enum IdentityError {
         "identity uri `{uri}` is malformed: {why}; expected cloudos://node/<name>?role=<role>"
     )]
     MalformedUri { uri: String, why: String },
+    #[error("node name `{name}` is reserved: {why}; give this machine another host name")]
+    Reserved { name: String, why: &'static str },
+}
+
+/// Checks the name a joiner asks for, beyond [`validate_node_name`]: it becomes a DNS name
+/// in a certificate the cluster CA signs, so it must not be one clients could take for the
+/// master. Refused: `localhost` and its subdomains, names that look like an IP address
+/// (the last label all digits, as `10.0.0.5` or `127.1`), and every name in `reserved`
+/// (the master's own name and its `--tls-san` names), compared without case.
+pub fn validate_join_name(name: &str, reserved: &[String]) -> Result<(), IdentityError> {
+    validate_node_name(name)?;
+    let refuse = |why| {
+        Err(IdentityError::Reserved {
+            name: name.to_owned(),
+            why,
+        })
+    };
+    if name == "localhost" || name.ends_with(".localhost") {
+        return refuse("it names this machine to every client");
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return refuse("it looks like an IP address");
+    }
+    if reserved.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return refuse("it is one of the master's names");
+    }
+    Ok(())
 }
 
 /// RFC 1123 host name: labels of letters, digits and inner hyphens.
@@ -223,6 +251,30 @@ mod tests {
         ];
         for (name, ok) in cases {
             assert_eq!(validate_node_name(name).is_ok(), *ok, "{name}");
+        }
+    }
+
+    /// The attacker joins with a compute token under a name clients trust for the master.
+    #[test]
+    fn join_names_that_clients_trust_for_the_master_are_refused() {
+        let reserved = ["master-1".to_owned(), "api.example.org".to_owned()];
+        let cases: &[(&str, bool)] = &[
+            ("n1", true),
+            ("rack1-n3.lan", true),
+            ("n1.10", false),
+            ("master-1", false),
+            ("api.example.org", false),
+            ("localhost", false),
+            ("foo.localhost", false),
+            ("10.0.0.5", false),
+            ("127.1", false),
+            ("0", false),
+            ("Master-1", false),
+            ("master-1.lan", true),
+        ];
+        for (name, ok) in cases {
+            let got = validate_join_name(name, &reserved);
+            assert_eq!(got.is_ok(), *ok, "{name}: {got:?}");
         }
     }
 

@@ -9,7 +9,13 @@
 //! - Node certificates are made from a CSR, but the master takes only the public key from it
 //!   (after checking the CSR's signature, which proves the node holds the private key). The
 //!   subject and SANs come from the [`NodeIdentity`] the join token authorised: SAN URI
-//!   `cloudos://node/<name>?role=<role>` plus the name as DNS SAN, EKU clientAuth + serverAuth.
+//!   `cloudos://node/<name>?role=<role>` plus the name as DNS SAN, EKU clientAuth only: a
+//!   node or admin certificate can never authenticate a server.
+//! - The master's serving certificate is the only one with EKU serverAuth, and the only one
+//!   carrying the master marker, the SAN URI [`MASTER_URI`]. Clients require both (see
+//!   `tls`): a node that joined with a compute token holds a certificate the CA signed, and
+//!   without the marker it could serve it on the LAN and collect the join and admin tokens
+//!   sent to it.
 //! - Serial numbers are random. Certificates start [`CLOCK_SKEW`] in the past so a node whose
 //!   clock lags a little still accepts them.
 //!
@@ -33,6 +39,11 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use crate::identity::{validate_node_name, IdentityError, NodeIdentity, IDENTITY_URI_PREFIX};
+
+/// The SAN URI that marks the master's serving certificate. Only
+/// [`ClusterCa::issue_serving_cert`] writes it; node and admin certificates carry a
+/// `cloudos://node/` identity instead, which never starts with this.
+pub const MASTER_URI: &str = "cloudos://master";
 use crate::util::{self, RandomError};
 
 /// How long the cluster CA is valid.
@@ -89,6 +100,8 @@ pub enum PkiError {
     Revoked { serial: CertSerial, name: String },
     #[error(transparent)]
     Pin(#[from] PinError),
+    #[error("certificate `{subject}` is not the master's serving certificate (it lacks the {MASTER_URI} marker); something other than the master answered at this address")]
+    NotTheMaster { subject: String },
 }
 
 /// Errors parsing a [`CaPin`].
@@ -326,6 +339,30 @@ pub fn identity_from_cert(der: &[u8]) -> Result<NodeIdentity, PkiError> {
             subject,
             count: more.len(),
         }),
+    }
+}
+
+/// Checks that a server certificate is the master's: it carries the [`MASTER_URI`] marker
+/// that only the master's own issuance sets. Call it after the chain was verified against
+/// the cluster CA.
+pub fn require_master_cert(der: &[u8]) -> Result<(), PkiError> {
+    let cert = parse_cert(der, "server")?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::CertDer {
+            what: "server",
+            why: format!("bad subject alternative names: {e}"),
+        })?;
+    let marked = sans
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .any(|name| matches!(name, GeneralName::URI(uri) if *uri == MASTER_URI));
+    if marked {
+        Ok(())
+    } else {
+        Err(PkiError::NotTheMaster {
+            subject: cert.subject().to_string(),
+        })
     }
 }
 
@@ -575,6 +612,11 @@ impl ClusterCa {
             sans.push(SanType::DnsName(ia5));
         }
         sans.extend(ips.iter().copied().map(SanType::IpAddress));
+        sans.push(SanType::URI(
+            MASTER_URI
+                .try_into()
+                .map_err(gen_err("the master marker"))?,
+        ));
         let common_name = match (dns_names.first(), ips.first()) {
             (Some(name), _) => name.clone(),
             (None, Some(ip)) => ip.to_string(),
@@ -605,6 +647,43 @@ impl ClusterCa {
         lifetime: Duration,
         now: OffsetDateTime,
     ) -> Result<IssuedCert, PkiError> {
+        self.sign_csr_with(
+            csr_pem,
+            identity,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            lifetime,
+            now,
+        )
+    }
+
+    /// A node certificate as masters before the master marker issued them: EKU clientAuth
+    /// and serverAuth. Tests use it to show such a certificate cannot pose as the master.
+    #[cfg(test)]
+    pub(crate) fn sign_csr_with_server_auth(
+        &self,
+        csr_pem: &str,
+        identity: &NodeIdentity,
+    ) -> Result<IssuedCert, PkiError> {
+        self.sign_csr_with(
+            csr_pem,
+            identity,
+            vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ],
+            NODE_CERT_LIFETIME,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    fn sign_csr_with(
+        &self,
+        csr_pem: &str,
+        identity: &NodeIdentity,
+        ekus: Vec<ExtendedKeyUsagePurpose>,
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, PkiError> {
         validate_node_name(&identity.name)?;
         let csr_err = |why: String| PkiError::Csr { why };
         let csr_der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
@@ -631,10 +710,7 @@ impl ClusterCa {
         let (params, _) = leaf_params(
             &identity.name,
             vec![SanType::URI(uri), SanType::DnsName(dns)],
-            vec![
-                ExtendedKeyUsagePurpose::ClientAuth,
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ],
+            ekus,
             lifetime,
             now,
         )?;
@@ -865,7 +941,8 @@ mod tests {
             .expect("eku")
             .expect("has eku")
             .value;
-        assert!(eku.client_auth && eku.server_auth);
+        // clientAuth only: a node certificate can never authenticate a server.
+        assert!(eku.client_auth && !eku.server_auth);
         // The public key is the node's own.
         use rcgen::PublicKeyData;
         assert_eq!(
@@ -947,7 +1024,20 @@ mod tests {
         let der = der_of(&issued.cert_pem);
         let (_, cert) = X509Certificate::from_der(&der).expect("parse");
         let sans = san_strings(&cert);
-        assert_eq!(sans, ["DNSName(master.lan)", "IPAddress(0a:00:00:05)"]);
+        assert_eq!(
+            sans,
+            [
+                "DNSName(master.lan)",
+                "IPAddress(0a:00:00:05)",
+                "URI(cloudos://master)"
+            ]
+        );
+        let eku = cert
+            .extended_key_usage()
+            .expect("eku")
+            .expect("has eku")
+            .value;
+        assert!(eku.server_auth && !eku.client_auth);
         assert!(matches!(
             identity_from_cert(&der),
             Err(PkiError::NotANodeCertificate { .. })

@@ -47,16 +47,19 @@ pub enum Table {
     Tasks,
     /// [`crate::workload::ServiceRecord`]s by name.
     Services,
+    /// [`AdminRecord`]s by admin name.
+    Admins,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
         Table::RevokedCerts,
         Table::Tasks,
         Table::Services,
+        Table::Admins,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Table {
             Table::RevokedCerts => "revoked_certs",
             Table::Tasks => "tasks",
             Table::Services => "services",
+            Table::Admins => "admins",
         }
     }
 }
@@ -165,9 +169,20 @@ pub struct NodeRecord {
     /// Where the node's connection came from (for display; the master never dials it).
     pub address: String,
     pub arch: String,
+    /// Labels an admin set (on the join token or with `cloudos node label`): the only ones
+    /// selectors match.
     pub labels: BTreeMap<String, String>,
+    /// Labels the node says it has (its settings), shown but never matched: a node could
+    /// claim any label to attract other people's work.
+    #[serde(default)]
+    pub reported_labels: BTreeMap<String, String>,
     /// Serial of the node's current certificate.
     pub cert_serial: CertSerial,
+    /// Serial of the certificate the last renewal issued, until the node first uses it;
+    /// then it becomes `cert_serial` and the old one is revoked. Both are accepted
+    /// meanwhile, so a renewal whose answer was lost does not lock the node out.
+    #[serde(default)]
+    pub pending_serial: Option<CertSerial>,
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -176,6 +191,37 @@ pub struct NodeRecord {
     /// store does not change when telemetry grows.
     pub telemetry: Option<serde_json::Value>,
     pub state: NodeState,
+}
+
+/// A person's admin certificate, as the master issued it. An admin certificate is accepted
+/// only while its serial is this record's current or pending one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    pub name: String,
+    /// Where the admin logged in from.
+    pub address: String,
+    pub cert_serial: CertSerial,
+    /// As [`NodeRecord::pending_serial`].
+    #[serde(default)]
+    pub pending_serial: Option<CertSerial>,
+    /// The token the admin logged in with.
+    pub token_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+}
+
+impl AdminRecord {
+    /// The serials accepted for this admin (current first).
+    pub fn serials(&self) -> impl Iterator<Item = &CertSerial> {
+        std::iter::once(&self.cert_serial).chain(self.pending_serial.as_ref())
+    }
+}
+
+impl NodeRecord {
+    /// The serials accepted for this node (current first).
+    pub fn serials(&self) -> impl Iterator<Item = &CertSerial> {
+        std::iter::once(&self.cert_serial).chain(self.pending_serial.as_ref())
+    }
 }
 
 /// A certificate the master no longer accepts.
@@ -328,6 +374,22 @@ pub trait Store: Send + Sync {
             }
         }
         Ok(written)
+    }
+
+    fn put_admin(&self, admin: &AdminRecord) -> Result<(), StoreError> {
+        put_json(self, Table::Admins, &admin.name, admin)
+    }
+
+    fn get_admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError> {
+        get_json(self, Table::Admins, name)
+    }
+
+    fn list_admins(&self) -> Result<Vec<AdminRecord>, StoreError> {
+        list_json(self, Table::Admins)
+    }
+
+    fn delete_admin(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_raw(Table::Admins, name)
     }
 
     fn revoke_cert(&self, revoked: &RevokedCert) -> Result<(), StoreError> {
@@ -643,6 +705,8 @@ mod tests {
             address: "10.0.0.7:50312".to_owned(),
             arch: "x86_64".to_owned(),
             labels: BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
+            reported_labels: Default::default(),
+            pending_serial: None,
             cert_serial: "4a01".parse().expect("serial"),
             joined_at: NOW,
             last_seen: NOW,

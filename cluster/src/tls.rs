@@ -4,13 +4,21 @@
 //!   sent, verified against the cluster CA: the join endpoint works without one, and every
 //!   other handler reads the caller's identity with [`peer_identity`] and refuses anonymous
 //!   callers itself.
-//! - [`client_config_pinned`]: the first contact of a joining node or of `install.sh`. It trusts
-//!   no public CA; it accepts the master iff the last certificate of the chain the master sends
-//!   is a CA whose pin equals the token's, and the leaf is validly signed by that CA. The host
-//!   name is not checked: the pin is the identity, and a master is often reached by an address
-//!   that is not in its certificate (DHCP, NAT, a cloud's public IP).
+//! - [`client_config_pinned`]: the first contact of a joining node, of `cloudos login` and of
+//!   the installer's token check. It trusts no public CA; it accepts the master iff the last
+//!   certificate of the chain the master sends is a CA whose pin equals the token's, the leaf
+//!   is validly signed by that CA for serverAuth, and the leaf carries the master marker
+//!   (`pki::MASTER_URI`). The host name is not checked: the pin and the marker are the
+//!   identity, and a master is often reached by an address that is not in its certificate
+//!   (DHCP, NAT, a cloud's public IP).
 //! - [`client_config_mtls`]: every later connection of a node or the CLI: normal WebPKI
-//!   verification (names included) against the cluster CA, with the client's certificate.
+//!   verification (names included) against the cluster CA, the master marker, and the
+//!   client's certificate.
+//!
+//! Why the marker: every node and admin holds a certificate the cluster CA signed. Those are
+//! issued for clientAuth only, but a certificate issued before that (clientAuth and
+//! serverAuth) stays valid for days; the marker is what only the master's own issuance sets,
+//! so no certificate a token can buy ever passes as the master.
 //!
 //! The master must therefore send its serving certificate followed by the CA certificate
 //! (`pki::IssuedCert::chain_pem`).
@@ -134,12 +142,13 @@ pub fn client_config_mtls(
     key: PrivateKeyDer<'static>,
 ) -> Result<ClientConfig, TlsError> {
     let provider = provider();
-    let verifier =
+    let webpki =
         WebPkiServerVerifier::builder_with_provider(roots_with(ca)?, Arc::clone(&provider))
             .build()?;
     Ok(ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MasterVerifier { webpki }))
         .with_client_auth_cert(chain, key)?)
 }
 
@@ -167,6 +176,56 @@ pub fn pin_mismatch<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a TlsErro
         };
     }
     None
+}
+
+/// WebPKI verification against the cluster CA (chain, names, validity, EKU serverAuth),
+/// then the master marker. See the module comment.
+#[derive(Debug)]
+struct MasterVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for MasterVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        pki::require_master_cert(end_entity).map_err(|e| other(TlsError::Pki(e)))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Accepts a server chain whose last certificate is a CA with the pinned SPKI and whose leaf
@@ -202,6 +261,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
         }
         let roots = roots_with(ca).map_err(other)?;
         let leaf = ParsedCertificate::try_from(end_entity)?;
+        // Checks the chain, the validity period and EKU serverAuth.
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &leaf,
             &roots,
@@ -209,6 +269,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
+        pki::require_master_cert(end_entity).map_err(|e| other(TlsError::Pki(e)))?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -430,6 +491,89 @@ mod tests {
         let err = client_res.expect_err("must fail");
         assert!(
             err.to_string().contains("invalid peer certificate"),
+            "{err}"
+        );
+    }
+
+    /// The attacker: a machine that joined with a compute (or admin) token. It holds a
+    /// certificate the cluster CA signed and serves it, with the genuine CA behind it, on
+    /// the LAN under the master's name, hoping joiners and `cloudos login` send it their
+    /// tokens. Neither client kind accepts it: today's node certificates lack serverAuth,
+    /// and those issued before (with serverAuth) lack the master marker.
+    #[test]
+    fn a_node_certificate_served_by_an_attacker_is_not_the_master() {
+        let c = cluster();
+        for (role, legacy) in [
+            (Role::Compute, false),
+            (Role::Compute, true),
+            (Role::Admin, false),
+            (Role::Admin, true),
+        ] {
+            let key = NodeKey::generate().expect("key");
+            let id = NodeIdentity::new("master.lan", role).expect("id");
+            let csr = key.csr_pem("master.lan").expect("csr");
+            let issued = if legacy {
+                c.ca.sign_csr_with_server_auth(&csr, &id)
+                    .expect("legacy cert")
+            } else {
+                c.ca.sign_csr(&csr, &id, NODE_CERT_LIFETIME, OffsetDateTime::now_utc())
+                    .expect("cert")
+            };
+            let chain_pem = format!("{}{}", issued.cert_pem, c.ca.cert_pem());
+            let rogue = server_config_pem(&chain_pem, &key.to_pem(), None).expect("rogue");
+
+            let pinned = client_config_pinned(c.ca.pin()).expect("pinned");
+            let (res, _) = handshake(rogue.clone(), pinned, "master.lan");
+            let err = res.expect_err("a pinned client must refuse a node certificate");
+            // Refused for the missing marker (legacy) or for the missing serverAuth.
+            assert_eq!(
+                legacy_marker(&err),
+                legacy,
+                "{role} legacy={legacy}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains("invalid peer certificate"),
+                "{err}"
+            );
+
+            let mtls = node_client(&c.ca, "victim", Role::Compute);
+            let (res, _) = handshake(rogue, mtls, "master.lan");
+            let err = res.expect_err("an mTLS client must refuse a node certificate");
+            assert!(
+                err.to_string().contains("invalid peer certificate"),
+                "{err}"
+            );
+        }
+    }
+
+    /// Whether a handshake error is the missing master marker.
+    fn legacy_marker(err: &std::io::Error) -> bool {
+        format!("{err:?}").contains("NotTheMaster")
+    }
+
+    #[test]
+    fn the_masters_serving_certificate_carries_the_marker_and_node_certificates_do_not() {
+        let c = cluster();
+        let now = OffsetDateTime::now_utc();
+        let serving =
+            c.ca.issue_serving_cert(&["m".into()], &[], SERVING_CERT_LIFETIME, now)
+                .expect("serving");
+        let der = pki::cert_from_pem(&serving.cert_pem, "serving").expect("der");
+        assert!(pki::require_master_cert(&der).is_ok());
+        let key = NodeKey::generate().expect("key");
+        let node =
+            c.ca.sign_csr(
+                &key.csr_pem("n1").expect("csr"),
+                &NodeIdentity::new("n1", Role::Compute).expect("id"),
+                NODE_CERT_LIFETIME,
+                now,
+            )
+            .expect("node");
+        let der = pki::cert_from_pem(&node.cert_pem, "node").expect("der");
+        let err = pki::require_master_cert(&der).expect_err("no marker");
+        assert!(
+            err.to_string()
+                .contains("not the master's serving certificate"),
             "{err}"
         );
     }

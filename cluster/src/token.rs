@@ -240,6 +240,10 @@ pub struct TokenRecord {
     pub uses_left: Option<u32>,
     pub revoked: bool,
     pub description: String,
+    /// Labels every node that joins with this token gets, set by the admin who made it:
+    /// the labels selectors match (what a node says of itself is only reported).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl TokenRecord {
@@ -263,6 +267,7 @@ impl TokenRecord {
             uses_left: uses,
             revoked: false,
             description: description.into(),
+            labels: Default::default(),
         })
     }
 

@@ -51,6 +51,7 @@ async fn compute_token(api: &ApiClient) -> Token {
             ttl: Some("1h".into()),
             uses: None,
             description: "agent test".into(),
+            labels: [("zone".to_string(), "a".to_string())].into(),
         })
         .await
         .expect("token");

@@ -1,6 +1,7 @@
 //! The subcommands. Each module fetches what it needs and renders it; rendering is a pure
 //! function of the data (tested without a master).
 
+pub mod admins;
 pub mod discover;
 pub mod login;
 pub mod nodes;

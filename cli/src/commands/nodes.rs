@@ -1,6 +1,6 @@
-//! `cloudos node list|show|remove`.
+//! `cloudos node list|show|label|remove`.
 
-use cloudos_cluster::api::NodeInfo;
+use cloudos_cluster::api::{NodeInfo, NodeLabelRequest};
 use cloudos_cluster::store::NodeState;
 use time::OffsetDateTime;
 
@@ -23,8 +23,48 @@ pub async fn show(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
 
 pub async fn remove(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     ctx.client().await?.remove_node(name).await?;
-    println!("node {name} removed; its certificate is revoked");
+    println!("node {name} removed; its certificates are revoked");
     Ok(())
+}
+
+/// `cloudos node label NAME [KEY=VALUE | KEY-]… [--approve-reported]`.
+pub async fn label(
+    ctx: &Ctx,
+    name: &str,
+    changes: &[String],
+    approve_reported: bool,
+) -> anyhow::Result<()> {
+    let mut request = NodeLabelRequest {
+        approve_reported,
+        ..NodeLabelRequest::default()
+    };
+    for change in changes {
+        match change.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                request.set.insert(k.to_owned(), v.to_owned());
+            }
+            _ => match change.strip_suffix('-') {
+                Some(k) if !k.is_empty() => request.remove.push(k.to_owned()),
+                _ => {
+                    anyhow::bail!("label change {change:?}: use KEY=VALUE to set or KEY- to remove")
+                }
+            },
+        }
+    }
+    let node = ctx.client().await?.label_node(name, &request).await?;
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&node, |n| render_one(n, now))
+}
+
+fn joined_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn state(s: NodeState) -> &'static str {
@@ -75,26 +115,14 @@ pub fn render_list(nodes: &Vec<NodeInfo>, now: OffsetDateTime) -> String {
 }
 
 pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
-    let labels = n
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let mut pairs = vec![
         ("name", n.name.clone()),
         ("role", n.role.to_string()),
         ("state", state(n.state).into()),
         ("address", n.address.clone()),
         ("arch", n.arch.clone()),
-        (
-            "labels",
-            if labels.is_empty() {
-                "-".into()
-            } else {
-                labels
-            },
-        ),
+        ("labels", joined_labels(&n.labels)),
+        ("reported labels", joined_labels(&n.reported_labels)),
         (
             "joined",
             format!(
@@ -170,6 +198,7 @@ mod tests {
             address: "10.0.0.7".into(),
             arch: "x86_64".into(),
             labels: [("zone".to_string(), "a".to_string())].into(),
+            reported_labels: Default::default(),
             state,
             joined_at: datetime!(2026-03-01 09:55 UTC),
             last_seen: datetime!(2026-03-01 09:59:58 UTC),

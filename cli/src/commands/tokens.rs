@@ -22,6 +22,7 @@ pub async fn create(
     ttl: &str,
     uses: Option<u32>,
     description: String,
+    labels: std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     if let Some(ttl) = ttl_arg(ttl) {
         // Checked here too so a typo is reported before any request.
@@ -32,6 +33,7 @@ pub async fn create(
         ttl: ttl_arg(ttl),
         uses,
         description,
+        labels,
     };
     let client = ctx.client().await?;
     let created = client.create_token(&request).await?;
@@ -148,6 +150,7 @@ mod tests {
             uses_left: uses,
             revoked,
             description: "rack 1".into(),
+            labels: Default::default(),
         }
     }
 

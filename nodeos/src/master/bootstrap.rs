@@ -2,10 +2,11 @@
 //! or load it, and make the first admin's token while no admin has joined yet.
 //!
 //! The bootstrap token is role admin, valid 24 h, one use. A new one is made (and the
-//! previous one deleted) on every start until an admin certificate has been issued, so a
-//! token that expired or was lost is fixed by restarting the master, and the console is
-//! the only place that ever shows one. Once an admin has joined, admins make tokens with
-//! the API.
+//! previous one deleted) on every start while no admin is on record, so a token that
+//! expired or was lost is fixed by restarting the master, and the console is the only place
+//! that ever shows one. Once an admin has joined, admins make tokens with the API. When
+//! every admin was revoked (or the cluster predates admin records), the next start shows a
+//! token again: whoever has the master's console can always get back in.
 
 use cloudos_cluster::store::{ClusterMeta, Table};
 use cloudos_cluster::token::TokenRecord;
@@ -21,8 +22,6 @@ pub const BOOTSTRAP_USES: u32 = 1;
 
 /// Meta key: id of the current bootstrap token.
 const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap_token";
-/// Meta key: when the first admin certificate was issued.
-const FIRST_ADMIN_KEY: &str = "first_admin_at";
 
 /// The cluster as loaded or created.
 pub struct Cluster {
@@ -61,12 +60,12 @@ pub fn open_cluster(store: &dyn Store, wanted_name: &str) -> Result<Cluster, Mas
     })
 }
 
-/// A fresh admin token while no admin has joined; `None` once one has.
+/// A fresh admin token while no admin is on record; `None` while one is.
 pub fn bootstrap_admin_token(
     store: &dyn Store,
     ca: &ClusterCa,
 ) -> Result<Option<Token>, MasterError> {
-    if store.get_raw(Table::Meta, FIRST_ADMIN_KEY)?.is_some() {
+    if !store.list_admins()?.is_empty() {
         return Ok(None);
     }
     if let Some(old) = store.get_raw(Table::Meta, BOOTSTRAP_TOKEN_KEY)? {
@@ -93,15 +92,6 @@ pub fn bootstrap_admin_token(
         token.id()
     );
     Ok(Some(token))
-}
-
-/// Records that an admin certificate was issued: no more bootstrap tokens from now on.
-pub fn first_admin_joined(store: &dyn Store, now: OffsetDateTime) -> Result<(), MasterError> {
-    if store.get_raw(Table::Meta, FIRST_ADMIN_KEY)?.is_none() {
-        let at = now.unix_timestamp().to_string();
-        store.put_raw(Table::Meta, FIRST_ADMIN_KEY, at.as_bytes())?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -132,9 +122,22 @@ mod tests {
         assert_eq!(store.get_token(t1.id().as_str()).expect("get"), None);
         assert!(store.get_token(t2.id().as_str()).expect("get").is_some());
 
-        first_admin_joined(&store, OffsetDateTime::now_utc()).expect("joined");
+        let admin = cloudos_cluster::store::AdminRecord {
+            name: "alice".into(),
+            address: "10.0.0.9".into(),
+            cert_serial: cloudos_cluster::CertSerial::from_bytes(&[1, 2, 3]),
+            pending_serial: None,
+            token_id: t2.id().to_string(),
+            joined_at: OffsetDateTime::now_utc(),
+        };
+        store.put_admin(&admin).expect("admin");
         assert!(bootstrap_admin_token(&store, &first.ca)
             .expect("token")
             .is_none());
+        // Every admin revoked: the console shows a token again.
+        store.delete_admin("alice").expect("delete");
+        assert!(bootstrap_admin_token(&store, &first.ca)
+            .expect("token")
+            .is_some());
     }
 }

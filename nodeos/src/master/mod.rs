@@ -9,6 +9,7 @@
 //! - `console`: showing that token on the console only (never through the log).
 //! - `state`: what the request handlers share.
 //! - `registry`: the nodes and their live state (last heartbeat, connection) in memory.
+//! - `credentials`: which certificate serial is current for each node and admin; revoking.
 //! - `health`: Ready/NotReady transitions and periodic persistence of live state.
 //! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper.
 //! - `routes`: the HTTP API; `error` maps every failure to an `ErrorBody`.
@@ -23,6 +24,7 @@ mod advertise;
 mod bootstrap;
 pub mod config;
 mod console;
+mod credentials;
 pub mod downloads;
 mod error;
 mod health;

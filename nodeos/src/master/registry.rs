@@ -37,6 +37,31 @@ pub struct Conn {
     pub control: mpsc::Sender<Control>,
 }
 
+/// Which of a node's (or admin's) accepted certificates a caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialStatus {
+    Current,
+    /// The one the last renewal issued, used for the first time.
+    Pending,
+}
+
+impl SerialStatus {
+    /// `serial` against a record's current and pending serials.
+    pub fn of(
+        current: &CertSerial,
+        pending: Option<&CertSerial>,
+        serial: &CertSerial,
+    ) -> Option<SerialStatus> {
+        if serial == current {
+            Some(SerialStatus::Current)
+        } else if pending == Some(serial) {
+            Some(SerialStatus::Pending)
+        } else {
+            None
+        }
+    }
+}
+
 /// A node changed between Ready and NotReady.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
@@ -186,8 +211,8 @@ impl Registry {
     }
 
     /// Adds a node that joined, replacing one of the same name; returns the replaced
-    /// node's certificate serial.
-    pub fn insert(&self, record: NodeRecord) -> Option<CertSerial> {
+    /// node's record (revoke every serial it holds).
+    pub fn insert(&self, record: NodeRecord) -> Option<NodeRecord> {
         let entry = Entry {
             record,
             telemetry: None,
@@ -198,14 +223,54 @@ impl Registry {
         };
         self.lock()
             .insert(entry.record.name.clone(), entry)
-            .map(|old| old.record.cert_serial)
+            .map(|old| old.record)
     }
 
-    /// Records a renewed certificate; the updated record, `None` if the node is unknown.
-    pub fn set_cert_serial(&self, name: &str, serial: CertSerial) -> Option<NodeRecord> {
+    /// Records a renewed certificate as the node's pending one (see
+    /// `NodeRecord::pending_serial`): the updated record and the pending serial it replaced
+    /// (never used: revoke it), `None` if the node is unknown.
+    pub fn set_pending_serial(
+        &self,
+        name: &str,
+        serial: CertSerial,
+    ) -> Option<(NodeRecord, Option<CertSerial>)> {
         let mut nodes = self.lock();
         let entry = nodes.get_mut(name)?;
-        entry.record.cert_serial = serial;
+        let replaced = entry.record.pending_serial.replace(serial);
+        Some((entry.snapshot(), replaced))
+    }
+
+    /// Which of the node's certificates `serial` is: `None` when it is neither the current
+    /// nor the pending one (an old, replaced certificate) or the node is unknown.
+    pub fn serial_status(&self, name: &str, serial: &CertSerial) -> Option<SerialStatus> {
+        let nodes = self.lock();
+        let record = &nodes.get(name)?.record;
+        SerialStatus::of(&record.cert_serial, record.pending_serial.as_ref(), serial)
+    }
+
+    /// The node used its pending certificate: it becomes the current one. The updated
+    /// record and the serial it replaced (revoke it); `None` when `serial` is not the
+    /// node's pending serial (already promoted by another request).
+    pub fn promote_pending(
+        &self,
+        name: &str,
+        serial: &CertSerial,
+    ) -> Option<(NodeRecord, CertSerial)> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        if entry.record.pending_serial.as_ref() != Some(serial) {
+            return None;
+        }
+        let pending = entry.record.pending_serial.take()?;
+        let old = std::mem::replace(&mut entry.record.cert_serial, pending);
+        Some((entry.snapshot(), old))
+    }
+
+    /// Changes a node's labels with `f`; the updated record, `None` if the node is unknown.
+    pub fn relabel(&self, name: &str, f: impl FnOnce(&mut NodeRecord)) -> Option<NodeRecord> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        f(&mut entry.record);
         Some(entry.snapshot())
     }
 
@@ -236,7 +301,8 @@ impl Registry {
         if !hello.arch.is_empty() {
             entry.record.arch = hello.arch.clone();
         }
-        entry.record.labels = hello.labels.clone();
+        // What a node says of itself is reported, never matched by selectors.
+        entry.record.reported_labels = hello.labels.clone();
         // What the hello says (address, labels) is saved with the next state changes.
         entry.changed = true;
         let transition = entry.set_state(NodeState::Ready, "its agent connected".to_owned());
@@ -317,6 +383,8 @@ mod tests {
             address: "10.0.0.2".to_owned(),
             arch: "x86_64".to_owned(),
             labels: BTreeMap::new(),
+            reported_labels: Default::default(),
+            pending_serial: None,
             cert_serial: "4a01".parse().expect("serial"),
             joined_at: OffsetDateTime::UNIX_EPOCH,
             last_seen: OffsetDateTime::UNIX_EPOCH,

@@ -1,10 +1,12 @@
 //! The admin API (admin certificate only): cluster status, join tokens (list, create,
-//! revoke) and nodes (list, show, remove = evict and revoke its certificate).
+//! revoke), nodes (list, show, label, remove = evict and revoke its certificates) and
+//! admins (list, revoke).
 
 use axum::extract::{Path, State};
 use axum::Json;
 use cloudos_cluster::api::{
-    ClusterStatus, NodeInfo, TokenCreateRequest, TokenCreateResponse, TokenInfo,
+    AdminInfo, ClusterStatus, NodeInfo, NodeLabelRequest, TokenCreateRequest, TokenCreateResponse,
+    TokenInfo,
 };
 use cloudos_cluster::store::StoreError;
 use cloudos_cluster::token::{parse_ttl, TokenRecord};
@@ -12,8 +14,8 @@ use cloudos_cluster::Token;
 use time::OffsetDateTime;
 
 use super::caller::AdminCaller;
-use super::join::revoke;
 use super::AppState;
+use crate::master::credentials::revoke_all;
 use crate::master::error::ApiError;
 use crate::master::registry::Control;
 
@@ -52,6 +54,7 @@ pub async fn create_token(
             "uses must be at least 1 (leave it out for unlimited uses)".to_owned(),
         ));
     }
+    check_labels(&req.labels)?;
     if req.description.chars().count() > MAX_DESCRIPTION {
         return Err(ApiError::BadRequest(format!(
             "description is longer than {MAX_DESCRIPTION} characters"
@@ -60,7 +63,7 @@ pub async fn create_token(
     let response = state
         .blocking(move |s| {
             let token = Token::generate(s.ca.pin())?;
-            let record = TokenRecord::new(
+            let mut record = TokenRecord::new(
                 &token,
                 req.role,
                 OffsetDateTime::now_utc(),
@@ -68,6 +71,7 @@ pub async fn create_token(
                 req.uses,
                 req.description,
             )?;
+            record.labels = req.labels;
             s.store.put_token(&record)?;
             log::info!(
                 "admin {} created token {} for role {}",
@@ -124,7 +128,8 @@ pub async fn get_node(
         .ok_or_else(|| no_node(&name))
 }
 
-/// Evicts a node: forgets it, revokes its certificate, tells its open connection.
+/// Evicts a node: forgets it, revokes every certificate it holds, tells its open
+/// connection.
 pub async fn remove_node(
     State(state): State<AppState>,
     AdminCaller(admin): AdminCaller,
@@ -133,17 +138,11 @@ pub async fn remove_node(
     let (record, conn) = state.registry.remove(&name).ok_or_else(|| no_node(&name))?;
     let reason = format!("removed from the cluster by {}", admin.name);
     let info = NodeInfo::from(&record);
-    let serial = record.cert_serial.clone();
+    let serials: Vec<String> = record.serials().map(|s| s.to_string()).collect();
     let why = reason.clone();
     state
         .blocking(move |s| {
-            revoke(
-                s,
-                record.cert_serial,
-                &record.name,
-                &why,
-                OffsetDateTime::now_utc(),
-            )?;
+            revoke_all(s, record.serials(), &record.name, &why)?;
             s.store.delete_node(&record.name)?;
             Ok(())
         })
@@ -153,10 +152,116 @@ pub async fn remove_node(
         let _ = conn.control.try_send(Control::Evict { reason });
     }
     log::info!(
-        "node {name} removed by admin {}; certificate {serial} revoked",
-        admin.name
+        "node {name} removed by admin {}; certificates {} revoked",
+        admin.name,
+        serials.join(", ")
     );
     Ok(Json(info))
+}
+
+/// Longest label key or value.
+const MAX_LABEL_LEN: usize = 63;
+
+/// Label keys and values: short, and of the characters `cloudos.labels=` accepts.
+fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ApiError> {
+    let ok_text = |t: &str, empty_ok: bool| {
+        (empty_ok || !t.is_empty())
+            && t.len() <= MAX_LABEL_LEN
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+    };
+    for (k, v) in labels {
+        if !ok_text(k, false) || !ok_text(v, true) {
+            return Err(ApiError::BadRequest(format!(
+                "label `{}={}` is not valid: keys and values are at most {MAX_LABEL_LEN} of \
+                 letters, digits, `-`, `_`, `.` and `/`",
+                super::super::error::bounded(k),
+                super::super::error::bounded(v)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/nodes/{name}/labels`: sets and removes the labels selectors match, or
+/// approves the ones the node reports.
+pub async fn label_node(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    Path(name): Path<String>,
+    super::extract::ApiJson(req): super::extract::ApiJson<NodeLabelRequest>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    check_labels(&req.set)?;
+    let record = state
+        .registry
+        .relabel(&name, |record| {
+            if req.approve_reported {
+                let reported = record.reported_labels.clone();
+                record.labels.extend(reported);
+            }
+            record.labels.extend(req.set.clone());
+            for key in &req.remove {
+                record.labels.remove(key);
+            }
+        })
+        .ok_or_else(|| no_node(&name))?;
+    let labels = record.labels.clone();
+    let who = name.clone();
+    state
+        .blocking(move |s| {
+            s.store.update_node(&who, &mut |stored| {
+                stored.labels = labels.clone();
+                Ok(())
+            })?;
+            Ok(())
+        })
+        .await?;
+    log::info!(
+        "admin {} set the labels of node {name} to {:?}",
+        admin.name,
+        record.labels
+    );
+    Ok(Json(NodeInfo::from(&record)))
+}
+
+/// `GET /v1/admins`: every admin on record.
+pub async fn list_admins(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Result<Json<Vec<AdminInfo>>, ApiError> {
+    let admins = state.blocking(|s| Ok(s.store.list_admins()?)).await?;
+    Ok(Json(admins.iter().map(AdminInfo::from).collect()))
+}
+
+/// `DELETE /v1/admins/{name}`: revokes every certificate of an admin (a lost laptop, a
+/// person who left) and forgets the admin.
+pub async fn revoke_admin(
+    State(state): State<AppState>,
+    AdminCaller(caller): AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<AdminInfo>, ApiError> {
+    let why = format!("revoked by admin {}", caller.name);
+    let who = name.clone();
+    let record = state
+        .blocking(move |s| {
+            let record = s.store.get_admin(&who)?.ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no admin named {}; list admins with `cloudos admin list`",
+                    super::super::error::bounded(&who)
+                ))
+            })?;
+            revoke_all(s, record.serials(), &record.name, &why)?;
+            s.store.delete_admin(&record.name)?;
+            Ok(record)
+        })
+        .await?;
+    log::info!(
+        "admin {name} revoked by admin {}; its certificates no longer work",
+        caller.name
+    );
+    Ok(Json(AdminInfo::from(&record)))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -1,40 +1,66 @@
 //! Who may call what: extractors that read the TLS [`Peer`] of the request and admit a
 //! node (compute or master), an admin, or any identity. No certificate is a 401; a revoked
-//! certificate or the wrong role a 403. Revocation is checked again per request, so a
-//! connection opened before an eviction cannot keep using the certificate.
+//! or replaced certificate, or the wrong role, a 403. Revocation and the serial on record
+//! are checked again per request, so a connection opened before an eviction cannot keep
+//! using the certificate.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::Extensions;
 use cloudos_cluster::pki::PkiError;
 use cloudos_cluster::{NodeIdentity, Role};
 
 use super::AppState;
+use crate::master::credentials;
 use crate::master::error::ApiError;
+use crate::master::registry::SerialStatus;
 use crate::master::tls_accept::Peer;
 
-fn identity(parts: &Parts, state: &AppState) -> Result<NodeIdentity, ApiError> {
-    match parts.extensions.get::<Peer>() {
-        Some(Peer::Node { identity, serial }) => {
-            if state.is_revoked(serial) {
-                return Err(ApiError::Pki(PkiError::Revoked {
-                    serial: serial.clone(),
-                    name: identity.name.clone(),
-                }));
-            }
-            Ok(identity.clone())
-        }
-        Some(Peer::Refused(e)) => Err(ApiError::Forbidden(e.to_string())),
-        Some(Peer::Anonymous) | None => Err(ApiError::NoClientCert),
+/// The caller's identity: a certificate the CA signed, not revoked, and the one on record
+/// for its holder (see `credentials`).
+pub async fn verify(extensions: &Extensions, state: &AppState) -> Result<NodeIdentity, ApiError> {
+    let (identity, serial) = match extensions.get::<Peer>() {
+        Some(Peer::Node { identity, serial }) => (identity.clone(), serial.clone()),
+        Some(Peer::Refused(e)) => return Err(ApiError::Forbidden(e.to_string())),
+        Some(Peer::Anonymous) | None => return Err(ApiError::NoClientCert),
+    };
+    if state.is_revoked(&serial) {
+        return Err(ApiError::Pki(PkiError::Revoked {
+            serial,
+            name: identity.name,
+        }));
+    }
+    // Heartbeats and agent calls take the in-memory path; admins and first uses of a
+    // renewed certificate read or write the store.
+    let current = identity.role != Role::Admin
+        && state.registry.serial_status(&identity.name, &serial) == Some(SerialStatus::Current);
+    if !current {
+        let who = identity.clone();
+        state
+            .blocking(move |s| credentials::check(s, &who, &serial))
+            .await?;
+    }
+    Ok(identity)
+}
+
+/// The caller as the router's guard verified it, so handlers do not check twice.
+#[derive(Debug, Clone)]
+pub struct Verified(pub NodeIdentity);
+
+async fn identity(parts: &Parts, state: &AppState) -> Result<NodeIdentity, ApiError> {
+    match parts.extensions.get::<Verified>() {
+        Some(Verified(identity)) => Ok(identity.clone()),
+        None => verify(&parts.extensions, state).await,
     }
 }
 
-fn with_role(
+async fn with_role(
     parts: &Parts,
     state: &AppState,
     allowed: &[Role],
     needed: &'static str,
 ) -> Result<NodeIdentity, ApiError> {
-    let id = identity(parts, state)?;
+    let id = identity(parts, state).await?;
     if !allowed.contains(&id.role) {
         return Err(ApiError::WrongRole {
             role: id.role,
@@ -60,6 +86,7 @@ impl FromRequestParts<AppState> for NodeCaller {
             &[Role::Compute, Role::Master],
             "compute or master",
         )
+        .await
         .map(NodeCaller)
     }
 }
@@ -67,14 +94,16 @@ impl FromRequestParts<AppState> for NodeCaller {
 impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        with_role(parts, state, &[Role::Admin], "admin").map(AdminCaller)
+        with_role(parts, state, &[Role::Admin], "admin")
+            .await
+            .map(AdminCaller)
     }
 }
 
 impl FromRequestParts<AppState> for AnyCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        identity(parts, state).map(AnyCaller)
+        identity(parts, state).await.map(AnyCaller)
     }
 }
 
@@ -84,6 +113,6 @@ pub struct MaybeCaller(pub Option<NodeIdentity>);
 impl FromRequestParts<AppState> for MaybeCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(MaybeCaller(identity(parts, state).ok()))
+        Ok(MaybeCaller(identity(parts, state).await.ok()))
     }
 }

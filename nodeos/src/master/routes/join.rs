@@ -6,10 +6,19 @@
 //! certificate's identity is the request's `node_name` (validated) with the token's role;
 //! whatever the CSR asks for is ignored.
 //!
-//! Duplicate names: a name that a registered node holds is refused (409) unless the request
-//! comes with that node's own valid certificate (the same node joining again). To reuse the
-//! name of a machine that is gone, remove it first (`cloudos node remove NAME`), which also
-//! revokes its certificate. Admin certificates get no node record, so their names are free.
+//! Names: the name becomes a DNS name in a certificate the cluster CA signs, so the master's
+//! own names, its `--tls-san` names, `localhost` and address-like names are refused
+//! (`identity::validate_join_name`). A name that a registered node holds is refused (409)
+//! unless the request comes with that node's own valid certificate (the same node joining
+//! again). To reuse the name of a machine that is gone, remove it first (`cloudos node
+//! remove NAME`), which also revokes its certificates.
+//!
+//! Every certificate is recorded: a node's in its node record, an admin's in an admin
+//! record (`cloudos admin list`). A join again revokes every certificate the previous
+//! record held; a renewal's certificate is pending until first used (see `credentials`).
+//!
+//! Labels: what the node asks for is kept as its reported labels; the labels selectors
+//! match come from the token, which an admin made.
 //!
 //! Failed joins count against the source address (see `ratelimit`).
 
@@ -21,9 +30,9 @@ use axum::Json;
 use cloudos_cluster::api::{
     ErrorCode, JoinRequest, JoinResponse, RenewRequest, TokenCheckRequest, TokenCheckResponse,
 };
-use cloudos_cluster::identity::validate_node_name;
+use cloudos_cluster::identity::validate_join_name;
 use cloudos_cluster::pki::IssuedCert;
-use cloudos_cluster::store::{NodeRecord, NodeState, RevokedCert};
+use cloudos_cluster::store::{AdminRecord, NodeRecord, NodeState};
 use cloudos_cluster::token::{self, TokenError, TokenId, TokenRecord};
 use cloudos_cluster::{NodeIdentity, Role};
 use time::OffsetDateTime;
@@ -31,7 +40,7 @@ use time::OffsetDateTime;
 use super::caller::{AnyCaller, MaybeCaller};
 use super::extract::ApiJson;
 use super::AppState;
-use crate::master::bootstrap;
+use crate::master::credentials::{revoke, revoke_all};
 use crate::master::error::ApiError;
 use crate::master::state::MasterState;
 
@@ -170,6 +179,14 @@ fn check_arch(arch: &str) -> Result<(), ApiError> {
     )))
 }
 
+/// Names a joiner may not take: the master's own name and its `--tls-san` names, which
+/// clients trust as the master's.
+fn reserved_names(state: &MasterState) -> Vec<String> {
+    std::iter::once(state.config.node_name.clone())
+        .chain(state.config.tls_san.iter().cloned())
+        .collect()
+}
+
 fn admit(
     state: &MasterState,
     req: JoinRequest,
@@ -177,7 +194,7 @@ fn admit(
     addr: SocketAddr,
 ) -> Result<JoinResponse, ApiError> {
     let now = OffsetDateTime::now_utc();
-    validate_node_name(&req.node_name)?;
+    validate_join_name(&req.node_name, &reserved_names(state))?;
     check_arch(&req.arch)?;
     let id = req.token_id.as_str();
     let record = valid_token(state, &req.token_id, &req.token_secret, now)?;
@@ -198,8 +215,19 @@ fn admit(
         .consume_token(id, &req.token_secret, now, Some(record.role))?;
 
     if identity.role == Role::Admin {
-        bootstrap::first_admin_joined(state.store.as_ref(), now)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let admin = AdminRecord {
+            name: identity.name.clone(),
+            address: addr.ip().to_string(),
+            cert_serial: issued.info.serial.clone(),
+            pending_serial: None,
+            token_id: id.to_owned(),
+            joined_at: now,
+        };
+        let previous = state.store.get_admin(&admin.name)?;
+        state.store.put_admin(&admin)?;
+        if let Some(old) = previous {
+            revoke_all(state, old.serials(), &old.name, "the admin logged in again")?;
+        }
         log::info!(
             "admin {} joined from {} (token {id})",
             identity.name,
@@ -212,8 +240,10 @@ fn admit(
         role: identity.role,
         address: addr.ip().to_string(),
         arch: req.arch,
-        labels: req.labels,
+        labels: record.labels.clone(),
+        reported_labels: req.labels,
         cert_serial: issued.info.serial.clone(),
+        pending_serial: None,
         joined_at: now,
         last_seen: now,
         telemetry: None,
@@ -221,7 +251,12 @@ fn admit(
     };
     state.store.put_node(&node)?;
     if let Some(old) = state.registry.insert(node) {
-        revoke(state, old, &identity.name, "the node joined again", now)?;
+        revoke_all(
+            state,
+            old.serials(),
+            &identity.name,
+            "the node joined again",
+        )?;
     }
     log::info!(
         "node {} joined as {} from {} (token {id})",
@@ -232,24 +267,9 @@ fn admit(
     Ok(response(state, &issued, identity.role))
 }
 
-/// Refuses a certificate from now on, in memory at once and in the store.
-pub fn revoke(
-    state: &MasterState,
-    serial: cloudos_cluster::CertSerial,
-    node: &str,
-    reason: &str,
-    now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    state.mark_revoked(serial.clone());
-    state.store.revoke_cert(&RevokedCert {
-        serial,
-        node: Some(node.to_owned()),
-        revoked_at: now,
-        reason: reason.to_owned(),
-    })?;
-    Ok(())
-}
-
+/// `POST /v1/renew`: a new certificate for the caller's new key. It is the holder's
+/// pending certificate until first used (see `credentials`); a pending one it replaces was
+/// never used and is revoked.
 pub async fn renew(
     State(state): State<AppState>,
     AnyCaller(identity): AnyCaller,
@@ -258,22 +278,30 @@ pub async fn renew(
     let response = state
         .blocking(move |s| {
             let now = OffsetDateTime::now_utc();
-            let registered = s.registry.contains(&identity.name);
-            if identity.role != Role::Admin && !registered {
-                return Err(ApiError::Forbidden(format!(
-                    "node {} is not registered (it was removed); join it again with a new token",
-                    identity.name
-                )));
-            }
             let issued = s.ca.sign_csr(&req.csr_pem, &identity, lifetime(s), now)?;
-            if let Some(record) = s
-                .registry
-                .set_cert_serial(&identity.name, issued.info.serial.clone())
-            {
-                s.store.update_node(&identity.name, &mut |stored| {
-                    stored.cert_serial = record.cert_serial.clone();
+            let serial = issued.info.serial.clone();
+            let name = &identity.name;
+            let replaced = if identity.role == Role::Admin {
+                let mut admin = s.store.get_admin(name)?.ok_or_else(|| {
+                    ApiError::Forbidden(format!("admin {name} is not on record; log in again"))
+                })?;
+                let replaced = admin.pending_serial.replace(serial.clone());
+                s.store.put_admin(&admin)?;
+                replaced
+            } else {
+                let (_, replaced) = s.registry.set_pending_serial(name, serial.clone()).ok_or_else(|| {
+                    ApiError::Forbidden(format!(
+                        "node {name} is not registered (it was removed); join it again with a new token"
+                    ))
+                })?;
+                s.store.update_node(name, &mut |stored| {
+                    stored.pending_serial = Some(serial.clone());
                     Ok(())
                 })?;
+                replaced
+            };
+            if let Some(unused) = replaced {
+                revoke(s, unused, name, "replaced by a newer renewal before it was used")?;
             }
             log::info!(
                 "renewed the certificate of {identity} until {}",

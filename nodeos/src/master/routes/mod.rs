@@ -1,7 +1,12 @@
-//! The HTTP API: which handler serves which method and path, the body limit, and the
-//! fallback. Handlers live in one module per area; `caller` and `extract` hold what they
-//! share (who is calling, JSON bodies). The table here is also what the OpenAPI document
-//! is checked against.
+//! The HTTP API: which handler serves which method and path, who may call it, the body
+//! limit, and the fallback. Handlers live in one module per area; `caller` and `extract`
+//! hold what they share (who is calling, JSON bodies). The table here is also what the
+//! OpenAPI document is checked against.
+//!
+//! Deny by default: every route states its [`Access`] in the table, and one layer checks
+//! it before any handler runs (and before a body is read). A route is open to anonymous
+//! callers only when the table says [`Access::Public`]; the handlers' own extractors check
+//! the role again.
 
 mod admin;
 mod agent;
@@ -14,13 +19,16 @@ mod workloads;
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Uri;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use cloudos_cluster::api::paths;
+use cloudos_cluster::Role;
 
 use super::error::ApiError;
 use super::state::MasterState;
@@ -47,10 +55,60 @@ const INSTALL_SCRIPT: &str = "/install.sh";
 const INSTALL_CA: &str = "/install/ca.pem";
 const INSTALL_FILE: &str = "/install/{file}";
 
-/// The router and the `(method, path)` pairs it serves.
+/// `GET` lists admins; `DELETE /v1/admins/{name}` revokes one.
+const ADMIN: &str = "/v1/admins/{name}";
+const NODE_LABELS: &str = "/v1/nodes/{name}/labels";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a certificate: joins and token checks (the token is the credential),
+    /// the OpenAPI document and the installer's downloads.
+    Public,
+    /// A node's certificate (role compute or master).
+    Node,
+    /// An admin's certificate.
+    Admin,
+    /// Any certificate on record (renewal).
+    Any,
+}
+
+impl Access {
+    /// Whether a certificate of `role` may call the route.
+    fn admits(self, role: Role) -> bool {
+        match self {
+            Access::Public | Access::Any => true,
+            Access::Node => matches!(role, Role::Compute | Role::Master),
+            Access::Admin => role == Role::Admin,
+        }
+    }
+
+    /// The role the route needs, for the refusal message.
+    fn needed(self) -> &'static str {
+        match self {
+            Access::Public | Access::Any => "any",
+            Access::Node => "compute or master",
+            Access::Admin => "admin",
+        }
+    }
+
+    /// How the OpenAPI document's `x-cloudos-auth` starts for such a route.
+    #[cfg(test)]
+    fn documented(self) -> &'static str {
+        match self {
+            Access::Public => "none",
+            Access::Node => "node certificate",
+            Access::Admin => "admin certificate",
+            Access::Any => "any cluster certificate",
+        }
+    }
+}
+
+/// The router, the `(method, path)` pairs it serves and who may call each.
 struct Routes {
     router: Router<AppState>,
     served: Vec<(&'static str, &'static str)>,
+    access: HashMap<(String, &'static str), Access>,
 }
 
 impl Routes {
@@ -58,9 +116,12 @@ impl Routes {
         mut self,
         method: &'static str,
         path: &'static str,
+        access: Access,
         route: MethodRouter<AppState>,
     ) -> Self {
         self.served.push((method, path));
+        self.access
+            .insert((method.to_ascii_uppercase(), path), access);
         self.router = self.router.route(path, route);
         self
     }
@@ -70,43 +131,113 @@ fn routes() -> Routes {
     Routes {
         router: Router::new(),
         served: Vec::new(),
+        access: HashMap::new(),
     }
-    .add("post", paths::JOIN, post(join::join))
-    .add("post", paths::JOIN_CHECK, post(join::check_token))
-    .add("post", paths::RENEW, post(join::renew))
-    .add("get", paths::AGENT_CONNECT, get(agent::connect))
-    .add("post", paths::HEARTBEAT, post(agent::heartbeat))
-    .add("get", paths::STATUS, get(admin::status))
-    .add("get", paths::TOKENS, get(admin::list_tokens))
-    .add("post", paths::TOKENS, post(admin::create_token))
-    .add("delete", TOKEN, delete(admin::revoke_token))
-    .add("get", paths::NODES, get(admin::list_nodes))
-    .add("get", NODE, get(admin::get_node))
-    .add("delete", NODE, delete(admin::remove_node))
-    .add("get", paths::WORKLOADS, get(workloads::list))
-    .add("get", paths::TASKS, get(workloads::list_tasks))
-    .add("post", paths::TASKS, post(workloads::create_task))
-    .add("get", TASK, get(workloads::get_task))
-    .add("post", TASK_CANCEL, post(workloads::cancel_task))
-    .add("get", TASK_LOGS, get(workloads::task_logs))
-    .add("get", TASK_OUTPUT, get(workloads::task_output))
+    .add("post", paths::JOIN, Access::Public, post(join::join))
+    .add(
+        "post",
+        paths::JOIN_CHECK,
+        Access::Public,
+        post(join::check_token),
+    )
+    .add("post", paths::RENEW, Access::Any, post(join::renew))
+    .add(
+        "get",
+        paths::AGENT_CONNECT,
+        Access::Node,
+        get(agent::connect),
+    )
+    .add(
+        "post",
+        paths::HEARTBEAT,
+        Access::Node,
+        post(agent::heartbeat),
+    )
+    .add("get", paths::STATUS, Access::Admin, get(admin::status))
+    .add("get", paths::TOKENS, Access::Admin, get(admin::list_tokens))
+    .add(
+        "post",
+        paths::TOKENS,
+        Access::Admin,
+        post(admin::create_token),
+    )
+    .add("delete", TOKEN, Access::Admin, delete(admin::revoke_token))
+    .add("get", paths::NODES, Access::Admin, get(admin::list_nodes))
+    .add("get", NODE, Access::Admin, get(admin::get_node))
+    .add("delete", NODE, Access::Admin, delete(admin::remove_node))
+    .add("post", NODE_LABELS, Access::Admin, post(admin::label_node))
+    .add("get", paths::ADMINS, Access::Admin, get(admin::list_admins))
+    .add("delete", ADMIN, Access::Admin, delete(admin::revoke_admin))
+    .add("get", paths::WORKLOADS, Access::Admin, get(workloads::list))
+    .add(
+        "get",
+        paths::TASKS,
+        Access::Admin,
+        get(workloads::list_tasks),
+    )
+    .add(
+        "post",
+        paths::TASKS,
+        Access::Admin,
+        post(workloads::create_task),
+    )
+    .add("get", TASK, Access::Admin, get(workloads::get_task))
+    .add(
+        "post",
+        TASK_CANCEL,
+        Access::Admin,
+        post(workloads::cancel_task),
+    )
+    .add("get", TASK_LOGS, Access::Admin, get(workloads::task_logs))
+    .add(
+        "get",
+        TASK_OUTPUT,
+        Access::Admin,
+        get(workloads::task_output),
+    )
     .add(
         "post",
         RUN_OUTPUT,
+        Access::Node,
         post(workloads::upload_output).layer(DefaultBodyLimit::max(
             cloudos_cluster::client::MAX_TRANSFER_BYTES,
         )),
     )
-    .add("get", paths::SERVICES, get(workloads::list_services))
-    .add("post", paths::SERVICES, post(workloads::create_service))
-    .add("get", SERVICE, get(workloads::get_service))
-    .add("delete", SERVICE, delete(workloads::delete_service))
-    .add("post", SERVICE_SCALE, post(workloads::scale_service))
-    .add("get", paths::OPENAPI, get(openapi::document))
-    .add("get", METRICS, get(admin::metrics))
-    .add("get", INSTALL_SCRIPT, get(install::script))
-    .add("get", INSTALL_CA, get(install::ca))
-    .add("get", INSTALL_FILE, get(install::file))
+    .add(
+        "get",
+        paths::SERVICES,
+        Access::Admin,
+        get(workloads::list_services),
+    )
+    .add(
+        "post",
+        paths::SERVICES,
+        Access::Admin,
+        post(workloads::create_service),
+    )
+    .add("get", SERVICE, Access::Admin, get(workloads::get_service))
+    .add(
+        "delete",
+        SERVICE,
+        Access::Admin,
+        delete(workloads::delete_service),
+    )
+    .add(
+        "post",
+        SERVICE_SCALE,
+        Access::Admin,
+        post(workloads::scale_service),
+    )
+    .add(
+        "get",
+        paths::OPENAPI,
+        Access::Public,
+        get(openapi::document),
+    )
+    .add("get", METRICS, Access::Admin, get(admin::metrics))
+    .add("get", INSTALL_SCRIPT, Access::Public, get(install::script))
+    .add("get", INSTALL_CA, Access::Public, get(install::ca))
+    .add("get", INSTALL_FILE, Access::Public, get(install::file))
 }
 
 /// Prometheus's conventional path, outside the versioned API.
@@ -114,15 +245,55 @@ pub const METRICS: &str = "/metrics";
 
 /// The API's router, ready to serve.
 pub fn router(state: AppState) -> Router {
-    routes()
-        .router
+    let Routes { router, access, .. } = routes();
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), Arc::new(access)),
+            guard,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             count_request,
         ))
         .with_state(state)
+}
+
+/// The deny-by-default check: the caller must be one the route's [`Access`] admits, or
+/// the request ends here, before its handler and its body. The verified caller is handed
+/// to the handler's extractors (see `caller`).
+async fn guard(
+    State((state, access)): State<(AppState, Arc<HashMap<(String, &'static str), Access>>)>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // No matched route: the fallback's 404. A matched path with another method: axum's 405.
+    // Neither runs a handler.
+    let Some(wanted) = matched
+        .as_ref()
+        .and_then(|m| access.get(&(request.method().as_str().to_owned(), m.as_str())))
+        .copied()
+    else {
+        return next.run(request).await;
+    };
+    if wanted != Access::Public {
+        match caller::verify(request.extensions(), &state).await {
+            Ok(identity) if wanted.admits(identity.role) => {
+                request.extensions_mut().insert(caller::Verified(identity));
+            }
+            Ok(identity) => {
+                return ApiError::WrongRole {
+                    role: identity.role,
+                    needed: wanted.needed(),
+                }
+                .into_response()
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    next.run(request).await
 }
 
 /// Counts every request by method, matched route and status; joins also by outcome.

@@ -40,6 +40,27 @@ mod tests {
         assert_eq!(documented, served);
     }
 
+    /// Deny by default is only as good as the table: every route states who may call it,
+    /// and the document says the same.
+    #[test]
+    fn document_states_the_access_the_router_enforces() {
+        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");
+        let routes = super::super::routes();
+        assert_eq!(
+            routes.access.len(),
+            routes.served.len(),
+            "one access per route"
+        );
+        for ((method, path), access) in &routes.access {
+            let op = &doc["paths"][*path][method.to_ascii_lowercase()];
+            let auth = op["x-cloudos-auth"].as_str().unwrap_or_default();
+            assert!(
+                auth.starts_with(access.documented()),
+                "{method} {path}: documented {auth:?}, enforced {access:?}"
+            );
+        }
+    }
+
     #[test]
     fn every_operation_documents_its_errors() {
         let doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("valid JSON");

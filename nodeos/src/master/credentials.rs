@@ -1,0 +1,124 @@
+//! Which certificate is current for whom. A certificate the cluster CA signed is not enough
+//! to call the API: its serial must be the one the master has on record for its holder,
+//! the node's record in the registry or the admin's record in the store. So a renewed,
+//! re-joined, removed or revoked holder's older certificates stop working at once, even
+//! while the revoked list has not heard of them (certificates issued before records were
+//! kept, for example).
+//!
+//! Renewal hands out a *pending* certificate; both it and the current one are accepted
+//! until the pending one is first used, which makes it current and revokes the old one.
+//! A renewal whose answer was lost therefore never locks a node or admin out.
+//!
+//! Also owns revoking: a serial goes into the in-memory set the TLS accept path reads and
+//! into the store's revoked list.
+
+use cloudos_cluster::pki::CertSerial;
+use cloudos_cluster::store::{AdminRecord, RevokedCert, StoreError};
+use cloudos_cluster::{NodeIdentity, Role};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::registry::SerialStatus;
+use super::state::MasterState;
+
+/// Checks that `serial` is a current (or pending) certificate of `identity`'s holder, and
+/// promotes a pending one that is used for the first time.
+pub fn check(
+    state: &MasterState,
+    identity: &NodeIdentity,
+    serial: &CertSerial,
+) -> Result<(), ApiError> {
+    let name = &identity.name;
+    if identity.role == Role::Admin {
+        let Some(admin) = state.store.get_admin(name)? else {
+            return Err(ApiError::Forbidden(format!(
+                "admin {name} is not on record (it was revoked, or its certificate predates \
+                 admin records); log in again with an admin token: `cloudos login`"
+            )));
+        };
+        return match SerialStatus::of(&admin.cert_serial, admin.pending_serial.as_ref(), serial) {
+            Some(SerialStatus::Current) => Ok(()),
+            Some(SerialStatus::Pending) => promote_admin(state, admin, serial),
+            None => Err(replaced(name)),
+        };
+    }
+    match state.registry.serial_status(name, serial) {
+        Some(SerialStatus::Current) => Ok(()),
+        Some(SerialStatus::Pending) => {
+            if let Some((record, old)) = state.registry.promote_pending(name, serial) {
+                state.store.update_node(name, &mut |stored| {
+                    stored.cert_serial = record.cert_serial.clone();
+                    stored.pending_serial = None;
+                    Ok(())
+                })?;
+                revoke(state, old, name, "replaced by its renewed certificate")?;
+                log::info!("node {name} uses its renewed certificate {serial}");
+            }
+            Ok(())
+        }
+        None if state.registry.contains(name) => Err(replaced(name)),
+        None => Err(ApiError::Forbidden(format!(
+            "node {name} is not registered (it was removed); join it again with a new token"
+        ))),
+    }
+}
+
+fn replaced(name: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "this certificate of {name} was replaced by a newer one; use the newest (an old copy \
+         of the identity was used)"
+    ))
+}
+
+fn promote_admin(
+    state: &MasterState,
+    mut admin: AdminRecord,
+    serial: &CertSerial,
+) -> Result<(), ApiError> {
+    let mut old = None;
+    if admin.pending_serial.as_ref() == Some(serial) {
+        if let Some(pending) = admin.pending_serial.take() {
+            old = Some(std::mem::replace(&mut admin.cert_serial, pending));
+        }
+    }
+    state.store.put_admin(&admin)?;
+    if let Some(old) = old {
+        revoke(
+            state,
+            old,
+            &admin.name,
+            "replaced by its renewed certificate",
+        )?;
+        log::info!("admin {} uses its renewed certificate {serial}", admin.name);
+    }
+    Ok(())
+}
+
+/// Refuses a certificate from now on, in memory at once and in the store.
+pub fn revoke(
+    state: &MasterState,
+    serial: CertSerial,
+    holder: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    state.mark_revoked(serial.clone());
+    state.store.revoke_cert(&RevokedCert {
+        serial,
+        node: Some(holder.to_owned()),
+        revoked_at: OffsetDateTime::now_utc(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Revokes every certificate a holder has on record (current and pending).
+pub fn revoke_all<'a>(
+    state: &MasterState,
+    serials: impl IntoIterator<Item = &'a CertSerial>,
+    holder: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    for serial in serials {
+        revoke(state, serial.clone(), holder, reason)?;
+    }
+    Ok(())
+}
