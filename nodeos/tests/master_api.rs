@@ -97,6 +97,7 @@ async fn tls_connect(client: &Client, addr: SocketAddr) -> TlsStream<TcpStream> 
         .expect("TLS handshake")
 }
 
+#[derive(Debug)]
 struct Reply {
     status: u16,
     headers: hyper::HeaderMap,
@@ -1024,4 +1025,288 @@ async fn metrics_count_requests_joins_and_heartbeats_for_admins_only() {
         "{}",
         reply.body
     );
+}
+
+// ---------------------------------------------------------------- trust (issue 16)
+
+/// A fresh key's renewal of `who`'s certificate, as the agent and the CLI make it.
+async fn renew(m: &TestMaster, who: &Credentials, from: IpAddr) -> Result<Credentials, Reply> {
+    let key = NodeKey::generate().expect("key");
+    let name = who.identity().name;
+    let body = serde_json::json!({"csr_pem": key.csr_pem(&name).expect("csr")}).to_string();
+    let reply = call(&who.client(from), m.addr, "POST", "/v1/renew", Some(body)).await;
+    if reply.status != 200 {
+        return Err(reply);
+    }
+    Ok(Credentials {
+        response: reply.json(),
+        key,
+    })
+}
+
+/// The attacker holds a compute token and asks for a certificate under a name that
+/// clients trust for the master: its own name, a `--tls-san` name, `localhost`, an
+/// address. Every such join is refused and uses nothing up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_cannot_take_a_name_clients_trust_for_the_master() {
+    let dir = common::temp_dir("reserved-names");
+    let mut config = common::config(
+        &dir,
+        "127.0.0.1:0".parse().expect("addr"),
+        HEARTBEAT,
+        NOT_READY_AFTER,
+    );
+    config.tls_san = vec!["api.example.org".into(), "203.0.113.7".into()];
+    let mut m = TestMaster::start(config, 2);
+    let admin = join_admin(&m).await;
+    let a = admin.client(src(1));
+    let token = create_token(
+        &m,
+        &a,
+        serde_json::json!({"role": "compute", "ttl": "1h", "uses": 1}),
+    )
+    .await
+    .token;
+    for (i, name) in [
+        "master-1",
+        "api.example.org",
+        "localhost",
+        "x.localhost",
+        "203.0.113.7",
+        "10.0.0.5",
+        "127.1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // One source address each: the join rate limit is not what is tested here.
+        let reply = try_join(&m, src(40 + i as u8), &token, name).await.err();
+        let reply = reply.unwrap_or_else(|| panic!("{name} was admitted"));
+        assert_eq!(reply.status, 400, "{name}: {}", reply.body);
+        assert_eq!(reply.error().code, ErrorCode::BadRequest, "{name}");
+    }
+    assert!(nodes(&m, &a).await.is_empty());
+    // The one use is still there for an honest name.
+    join(&m, src(60), &token, "n1").await;
+    m.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node's renewed certificate works; once it is used, the one it replaced is refused
+/// (a copy of the old key, taken from a backup or a stolen disk, is worth nothing). A
+/// join again and a removal revoke every certificate the node held, pending ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_and_removed_node_certificates_stop_working() {
+    let f = fixture("serials").await;
+    let (m, a) = (&f.m, &f.a);
+    let token = compute_token(m, a).await;
+    let old = join(m, src(2), &token, "n1").await;
+    let beat = |c: &Credentials| {
+        let client = c.client(src(2));
+        async move {
+            call(&client, m.addr, "POST", "/v1/heartbeat", Some(beat_body()))
+                .await
+                .status
+        }
+    };
+    assert_eq!(beat(&old).await, 200);
+
+    // Renewed but not used yet: both work (a lost answer does not lock the node out).
+    let new = renew(m, &old, src(2)).await.expect("renew");
+    assert_eq!(
+        beat(&old).await,
+        200,
+        "the old one works until the new one is used"
+    );
+    assert_eq!(beat(&new).await, 200);
+    // The new one was used: the old one is refused from now on.
+    let reply = call(
+        &old.client(src(2)),
+        m.addr,
+        "POST",
+        "/v1/heartbeat",
+        Some(beat_body()),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(beat(&new).await, 200);
+
+    // A pending certificate that is never used, then the node removed: both refused.
+    let pending = renew(m, &new, src(2)).await.expect("renew");
+    let reply = call(a, m.addr, "DELETE", "/v1/nodes/n1", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for c in [&new, &pending] {
+        assert_eq!(beat(c).await, 403);
+    }
+
+    // A join again under the name revokes what the earlier node held.
+    let first = join(m, src(2), &token, "n2").await;
+    let spare = renew(m, &first, src(2)).await.expect("renew");
+    let reply = call(a, m.addr, "DELETE", "/v1/nodes/n2", None).await;
+    assert_eq!(reply.status, 200);
+    let second = join(m, src(2), &token, "n2").await;
+    assert_eq!(beat(&second).await, 200);
+    assert_eq!(beat(&first).await, 403);
+    assert_eq!(beat(&spare).await, 403);
+}
+
+/// A lost laptop: its admin certificate is revoked by another admin and from then on
+/// refused on every route, while the others keep working. Admins are listed; an admin
+/// certificate the master has no record of (issued before records were kept, or by a
+/// restored backup) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_admin_is_locked_out_and_admins_are_listed() {
+    let f = fixture("admins").await;
+    let (m, a) = (&f.m, &f.a);
+    let token = create_token(m, a, serde_json::json!({"role": "admin", "ttl": "1h"}))
+        .await
+        .token;
+    let laptop = join(m, src(3), &token, "bob-laptop").await;
+    let bob = laptop.client(src(3));
+    assert_eq!(
+        call(&bob, m.addr, "GET", "/v1/status", None).await.status,
+        200
+    );
+
+    let reply = call(a, m.addr, "GET", "/v1/admins", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let admins: Vec<cloudos_cluster::api::AdminInfo> = reply.json();
+    let names: Vec<&str> = admins.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob-laptop"]);
+
+    // A renewal of bob's certificate, never used: revoked with the rest.
+    let renewed = renew(m, &laptop, src(3)).await.expect("renew");
+    let reply = call(a, m.addr, "DELETE", "/v1/admins/bob-laptop", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for client in [&bob, &renewed.client(src(3))] {
+        for (method, path) in [
+            ("GET", "/v1/status"),
+            ("GET", "/v1/nodes"),
+            ("POST", "/v1/renew"),
+        ] {
+            let reply = call(client, m.addr, method, path, Some("{}".into())).await;
+            assert_eq!(reply.status, 403, "{method} {path}: {}", reply.body);
+        }
+    }
+    assert_eq!(call(a, m.addr, "GET", "/v1/status", None).await.status, 200);
+    let reply = call(a, m.addr, "GET", "/v1/admins", None).await;
+    assert_eq!(
+        reply.json::<Vec<cloudos_cluster::api::AdminInfo>>().len(),
+        1
+    );
+}
+
+/// A rogue node reports the labels other people's work selects on. Selectors match only
+/// what an admin set (on the token or with `node label`); the claim is shown apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_a_node_claims_are_not_the_labels_selectors_match() {
+    let f = fixture("labels").await;
+    let (m, a) = (&f.m, &f.a);
+    let token = create_token(
+        m,
+        a,
+        serde_json::json!({"role": "compute", "ttl": "1h", "labels": {"zone": "a"}}),
+    )
+    .await
+    .token;
+    let key = NodeKey::generate().expect("key");
+    let mut request: serde_json::Value =
+        serde_json::from_str(&join_body(&token, "rogue", "rogue", &key)).expect("json");
+    request["labels"] = serde_json::json!({"zone": "secure", "gpu": "true"});
+    let reply = call(
+        &pinned(m.pin, src(2)),
+        m.addr,
+        "POST",
+        "/v1/join",
+        Some(request.to_string()),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let rogue = Credentials {
+        response: reply.json(),
+        key,
+    };
+    let node: NodeInfo = call(a, m.addr, "GET", "/v1/nodes/rogue", None).await.json();
+    assert_eq!(node.labels, [("zone".to_string(), "a".to_string())].into());
+    assert_eq!(
+        node.reported_labels.get("zone").map(String::as_str),
+        Some("secure")
+    );
+
+    // An admin approves what the node reports, and removes a label.
+    let body = serde_json::json!({"approve_reported": true, "remove": ["gpu"]}).to_string();
+    let reply = call(a, m.addr, "POST", "/v1/nodes/rogue/labels", Some(body)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let node: NodeInfo = reply.json();
+    assert_eq!(
+        node.labels,
+        [("zone".to_string(), "secure".to_string())].into()
+    );
+    // The node cannot label itself.
+    let body = serde_json::json!({"set": {"zone": "secure"}}).to_string();
+    let reply = call(
+        &rogue.client(src(2)),
+        m.addr,
+        "POST",
+        "/v1/nodes/rogue/labels",
+        Some(body),
+    )
+    .await;
+    assert_error(&reply, 403, ErrorCode::Forbidden, "needs role admin");
+}
+
+/// Deny by default, walked: every operation of the OpenAPI document, called with no
+/// certificate, a compute node's and an admin's. Only the public ones answer an anonymous
+/// caller; node routes refuse admins and admin routes refuse nodes, before any handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_callers_its_access_does_not_admit() {
+    let f = fixture("route-walk").await;
+    let (m, a) = (&f.m, &f.a);
+    let token = compute_token(m, a).await;
+    let node = join(m, src(2), &token, "walker").await;
+    let n = node.client(src(2));
+    let anonymous = pinned(m.pin, src(5));
+    let doc: serde_json::Value = call(&anonymous, m.addr, "GET", "/v1/openapi.json", None)
+        .await
+        .json();
+    let mut walked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        // Placeholders get harmless values; no operation may need more than its access.
+        let concrete = path
+            .replace("{name}", "nobody")
+            .replace("{id}", "nothing")
+            .replace("{run}", "norun")
+            .replace("{file}", "nofile");
+        for (method, op) in item.as_object().expect("item") {
+            let auth = op["x-cloudos-auth"].as_str().expect("x-cloudos-auth");
+            let method = method.to_ascii_uppercase();
+            let body = Some("{}".to_owned());
+            let status = |c: &Client| {
+                let (method, concrete, body) = (method.clone(), concrete.clone(), body.clone());
+                let c = c.clone();
+                async move { call(&c, m.addr, &method, &concrete, body).await.status }
+            };
+            let (none, compute, admin) =
+                (status(&anonymous).await, status(&n).await, status(a).await);
+            let what =
+                format!("{method} {path} ({auth}): none {none}, compute {compute}, admin {admin}");
+            if auth.starts_with("none") {
+                assert!(none != 401 && none != 403, "{what}");
+            } else {
+                assert_eq!(none, 401, "{what}");
+                if auth.starts_with("admin") {
+                    assert_eq!(compute, 403, "{what}");
+                    assert!(admin != 401 && admin != 403, "{what}");
+                } else if auth.starts_with("node") {
+                    assert_eq!(admin, 403, "{what}");
+                    assert!(compute != 401, "{what}");
+                } else {
+                    assert!(compute != 401 && compute != 403, "{what}");
+                    assert!(admin != 401 && admin != 403, "{what}");
+                }
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked >= 30, "walked only {walked} operations");
 }
