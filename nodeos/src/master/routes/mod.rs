@@ -104,11 +104,14 @@ impl Access {
     }
 }
 
+/// Who may call each `(METHOD, path)`.
+type AccessTable = HashMap<(String, &'static str), Access>;
+
 /// The router, the `(method, path)` pairs it serves and who may call each.
 struct Routes {
     router: Router<AppState>,
     served: Vec<(&'static str, &'static str)>,
-    access: HashMap<(String, &'static str), Access>,
+    access: AccessTable,
 }
 
 impl Routes {
@@ -264,7 +267,7 @@ pub fn router(state: AppState) -> Router {
 /// the request ends here, before its handler and its body. The verified caller is handed
 /// to the handler's extractors (see `caller`).
 async fn guard(
-    State((state, access)): State<(AppState, Arc<HashMap<(String, &'static str), Access>>)>,
+    State((state, access)): State<(AppState, Arc<AccessTable>)>,
     matched: Option<MatchedPath>,
     mut request: Request,
     next: Next,
