@@ -151,6 +151,24 @@ pub struct Capacity {
     pub memory_bytes: u64,
 }
 
+impl Capacity {
+    /// The most a node is believed to have: 4096 cores and 64 TiB, more than any machine
+    /// we run on. A node's own claim cannot be checked; bounding it keeps a rogue agent
+    /// that reports `u64::MAX` from overflowing the scheduler's sums or taking all work.
+    pub const MAX: Capacity = Capacity {
+        cpu_millicores: 4_096_000,
+        memory_bytes: 64 << 40,
+    };
+
+    /// This capacity within [`Capacity::MAX`].
+    pub fn bounded(self) -> Capacity {
+        Capacity {
+            cpu_millicores: self.cpu_millicores.min(Capacity::MAX.cpu_millicores),
+            memory_bytes: self.memory_bytes.min(Capacity::MAX.memory_bytes),
+        }
+    }
+}
+
 /// A node's measurements, sent with each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Telemetry {

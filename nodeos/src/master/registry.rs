@@ -321,6 +321,9 @@ impl Registry {
         let entry = nodes.get_mut(name).ok_or(())?;
         entry.last_heartbeat = Instant::now();
         entry.record.last_seen = now;
+        let mut telemetry = telemetry;
+        // What a node claims to have is believed only within sane bounds.
+        telemetry.capacity = telemetry.capacity.bounded();
         entry.telemetry = Some(telemetry);
         entry.dirty = true;
         Ok(entry.set_state(NodeState::Ready, "heartbeats arrive".to_owned()))
@@ -401,6 +404,21 @@ mod tests {
             nodeos_version: "0.1.0".to_owned(),
             runs: Vec::new(),
         }
+    }
+
+    /// A rogue agent claims to be the largest machine on earth to draw other people's work.
+    #[test]
+    fn claimed_capacity_is_bounded() {
+        let registry = Registry::new(vec![record("n1")]);
+        let mut telemetry = Telemetry::default();
+        telemetry.capacity.cpu_millicores = u64::MAX;
+        telemetry.capacity.memory_bytes = u64::MAX;
+        registry
+            .heartbeat("n1", telemetry, OffsetDateTime::now_utc())
+            .expect("known node");
+        let mut seen = None;
+        registry.each(|_, t| seen = t.map(|t| t.capacity));
+        assert_eq!(seen, Some(cloudos_cluster::api::Capacity::MAX));
     }
 
     #[test]
