@@ -350,7 +350,11 @@ mod tests {
             caps.ambient(),
         ] {
             let set = set.as_ref().unwrap();
-            for denied in [Capability::NetRaw, Capability::SysAdmin, Capability::SysPtrace] {
+            for denied in [
+                Capability::NetRaw,
+                Capability::SysAdmin,
+                Capability::SysPtrace,
+            ] {
                 assert!(!set.contains(&denied), "{denied:?} granted");
             }
         }
