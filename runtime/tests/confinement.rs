@@ -171,6 +171,35 @@ fn root_in_a_container_gets_eperm_for_escape_syscalls() {
 }
 
 #[test]
+fn the_kernel_reports_the_filters_no_new_privs_and_no_net_raw() {
+    require_root!();
+    let (_d, rt) = common::runtime();
+    let r = run(
+        &rt,
+        &sh(
+            &id("status"),
+            "grep -E '^(NoNewPrivs|Seccomp|Seccomp_filters|CapBnd|CapEff):' /proc/self/status",
+        ),
+    );
+    let field = |name: &str| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {:?} (stderr {})", r.stdout, r.stderr))
+    };
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // 2: filter mode; two filters, the allow list and clone3's.
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(field("Seccomp_filters:"), "2");
+    for set in ["CapBnd:", "CapEff:"] {
+        let caps = u64::from_str_radix(&field(set), 16).unwrap();
+        assert_eq!(caps & (1 << 13), 0, "CAP_NET_RAW in {set} {caps:x}");
+        assert_eq!(caps & (1 << 21), 0, "CAP_SYS_ADMIN in {set} {caps:x}");
+    }
+}
+
+#[test]
 fn root_in_a_container_cannot_open_raw_sockets() {
     require_root!();
     let checks = ["socket_raw_icmp", "socket_packet"];
