@@ -113,7 +113,7 @@ struct SpecArgs {
     /// Memory to reserve and limit to: 64Mi, 1Gi, 512M.
     #[arg(long, value_parser = parse_memory)]
     memory: Option<u64>,
-    /// Most processes the container may have.
+    /// Most processes the container may have (default 4096).
     #[arg(long)]
     pids: Option<u64>,
     /// KEY=VALUE in the container's environment; repeat for more.

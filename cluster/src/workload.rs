@@ -147,7 +147,8 @@ pub fn format_memory(bytes: u64) -> String {
 pub struct ResourceRequest {
     pub cpu_millicores: u64,
     pub memory_bytes: u64,
-    /// `None`: no limit on the number of processes.
+    /// `None`: the node runtime's default limit (4096 processes, so that a
+    /// fork bomb stays in its container).
     #[serde(default)]
     pub pids: Option<u64>,
 }

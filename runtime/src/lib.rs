@@ -21,6 +21,7 @@ mod oci;
 mod process;
 mod rootfs;
 mod runtime;
+mod seccomp;
 mod shim;
 mod spec;
 mod state;
@@ -29,5 +30,7 @@ pub use error::RuntimeError;
 pub use logs::DEFAULT_LOG_LIMIT;
 pub use runtime::{ContainerStatus, RecoverReport, Runtime, ShimCommand};
 pub use shim::shim_main;
-pub use spec::{validate_id, ContainerSpec, Network, Resources, User, DEFAULT_PATH};
+pub use spec::{
+    validate_id, ContainerSpec, Network, Resources, User, DEFAULT_PATH, DEFAULT_PIDS_LIMIT,
+};
 pub use state::{ExitStatus, LogPaths};

@@ -14,7 +14,7 @@ use libcontainer::oci_spec::runtime::{
 };
 
 use crate::cgroup;
-use crate::spec::{ContainerSpec, Network};
+use crate::spec::{ContainerSpec, Network, DEFAULT_PIDS_LIMIT};
 
 /// What the config depends on besides the spec.
 #[derive(Clone, Debug, Default)]
@@ -35,10 +35,13 @@ pub struct HostFacts {
 /// CFS period for the CPU quota: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Docker's default capability set: enough for ordinary workloads
-/// (chown, setuid for privilege dropping, binding low ports) and without
-/// SYS_ADMIN & co. With no seccomp filter (see Cargo.toml), this bounding
-/// set and no_new_privileges are what keep a container in.
+/// Docker's default capability set less NET_RAW: enough for ordinary
+/// workloads (chown, setuid for privilege dropping, binding low ports) and
+/// without SYS_ADMIN & co. NET_RAW is left out because raw and packet sockets
+/// let a container forge packets (ARP/DNS spoofing) on the host's network,
+/// which a container on `Network::Host` shares. Together with the seccomp
+/// filter (`seccomp.rs`) and no_new_privileges this is what keeps a
+/// container in.
 fn default_capabilities() -> HashSet<Capability> {
     use Capability::*;
     [
@@ -47,7 +50,6 @@ fn default_capabilities() -> HashSet<Capability> {
         Fsetid,
         Fowner,
         Mknod,
-        NetRaw,
         Setgid,
         Setuid,
         Setfcap,
@@ -59,6 +61,30 @@ fn default_capabilities() -> HashSet<Capability> {
     ]
     .into_iter()
     .collect()
+}
+
+/// Paths hidden from the container (an empty file or directory is mounted
+/// over them): Docker's list, and the places the kernel command line can be
+/// read from. The appliance may be given its join token on the kernel command
+/// line, and no container may read it.
+fn masked_paths() -> Vec<String> {
+    let mut paths = get_default_maskedpaths();
+    for extra in [
+        // The kernel command line, the boot configuration it may come with,
+        // and the kernel log that repeats it ("Kernel command line: ...").
+        "/proc/cmdline",
+        "/proc/bootconfig",
+        "/proc/kmsg",
+        // Docker masks these too; oci-spec's default list lacks them.
+        // (Device-tree bootargs are under /sys/firmware, already masked.)
+        "/proc/interrupts",
+        "/sys/devices/virtual/powercap",
+    ] {
+        if !paths.iter().any(|p| p == extra) {
+            paths.push(extra.to_string());
+        }
+    }
+    paths
 }
 
 fn mounts(spec: &ContainerSpec, host: &HostFacts) -> Result<Vec<Mount>, String> {
@@ -160,14 +186,15 @@ pub fn build(spec: &ContainerSpec, rootfs: &Path, host: &HostFacts) -> Result<Sp
                 .map_err(err)?,
         );
     }
-    if let Some(pids) = r.pids {
-        resources = resources.pids(
-            LinuxPidsBuilder::default()
-                .limit(pids as i64)
-                .build()
-                .map_err(err)?,
-        );
-    }
+    // Always a pids limit: without one a fork bomb in a container takes
+    // every pid of the host.
+    let pids = r.pids.unwrap_or(DEFAULT_PIDS_LIMIT);
+    resources = resources.pids(
+        LinuxPidsBuilder::default()
+            .limit(pids as i64)
+            .build()
+            .map_err(err)?,
+    );
 
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
@@ -188,7 +215,7 @@ pub fn build(spec: &ContainerSpec, rootfs: &Path, host: &HostFacts) -> Result<Sp
         .namespaces(namespaces)
         .resources(resources.build().map_err(err)?)
         .cgroups_path(PathBuf::from(cgroup::cgroups_path(&spec.id)))
-        .masked_paths(get_default_maskedpaths())
+        .masked_paths(masked_paths())
         .readonly_paths(get_default_readonly_paths())
         .build()
         .map_err(err)?;
@@ -304,5 +331,49 @@ mod tests {
         assert_eq!(oci.root().as_ref().unwrap().readonly(), Some(true));
         assert_eq!(oci.hostname().as_deref(), Some("box"));
         assert!(linux.resources().as_ref().unwrap().memory().is_none());
+        // No pids limit asked for: the default one, never none.
+        let pids = linux.resources().as_ref().unwrap().pids().as_ref().unwrap();
+        assert_eq!(pids.limit(), DEFAULT_PIDS_LIMIT as i64);
+    }
+
+    #[test]
+    fn confinement_defaults() {
+        let oci = build(&spec(), Path::new("/r"), &HostFacts::default()).unwrap();
+        let p = oci.process().as_ref().unwrap();
+        assert_eq!(p.no_new_privileges(), Some(true));
+        let caps = p.capabilities().as_ref().unwrap();
+        for set in [
+            caps.bounding(),
+            caps.effective(),
+            caps.permitted(),
+            caps.inheritable(),
+            caps.ambient(),
+        ] {
+            let set = set.as_ref().unwrap();
+            for denied in [
+                Capability::NetRaw,
+                Capability::SysAdmin,
+                Capability::SysPtrace,
+            ] {
+                assert!(!set.contains(&denied), "{denied:?} granted");
+            }
+        }
+        let linux = oci.linux().as_ref().unwrap();
+        let masked = linux.masked_paths().as_ref().unwrap();
+        for path in [
+            "/proc/cmdline",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/proc/sched_debug",
+            "/proc/acpi",
+            "/proc/scsi",
+            "/sys/firmware",
+        ] {
+            assert!(masked.iter().any(|m| m == path), "{path} not masked");
+        }
+        let readonly = linux.readonly_paths().as_ref().unwrap();
+        assert!(readonly.iter().any(|r| r == "/proc/sys"));
+        assert!(readonly.iter().any(|r| r == "/proc/sysrq-trigger"));
     }
 }

@@ -35,6 +35,7 @@ use crate::logs::{RotatingLog, DEFAULT_LOG_LIMIT};
 use crate::oci::{self, HostFacts};
 use crate::process::KILL_REQUEST_SIGNAL;
 use crate::rootfs;
+use crate::seccomp::{self, ConfinedExecutor};
 use crate::spec::ContainerSpec;
 use crate::state::{self, ContainerRecord, ExitStatus, Layout, StartReport};
 
@@ -224,6 +225,9 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
 
     let host = host_facts();
     let oci = oci::build(&spec, &rootfs, &host).map_err(|e| unmount_on_err(failed(e)))?;
+    // Compiled here, where an error can still be reported; installed by the
+    // executor in the container's init, as the last thing before execve.
+    let filters = seccomp::compile_native().map_err(|e| unmount_on_err(failed(e.to_string())))?;
     let bundle = layout.bundle();
     let lc_root = layout.libcontainer_root();
     for d in [&bundle, &lc_root] {
@@ -252,7 +256,8 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(&lc_root)
         .map(|b| {
-            b.with_stdout(out_w)
+            b.with_executor(ConfinedExecutor::new(filters))
+                .with_stdout(out_w)
                 .with_stderr(err_w)
                 .as_init(&bundle)
                 .with_systemd(false)

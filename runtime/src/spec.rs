@@ -52,8 +52,14 @@ pub struct Resources {
     /// Millicores: 500 = half a core (quota 50 ms per 100 ms period).
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// `None`: [`DEFAULT_PIDS_LIMIT`].
     pub pids: Option<u64>,
 }
+
+/// The most processes (and threads) a container may have when its spec sets
+/// no limit: plenty for real workloads, and a fork bomb stops there instead
+/// of taking every pid of the host.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
