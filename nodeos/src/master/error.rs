@@ -73,6 +73,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's node is no longer registered: like a revoked certificate, final.
+    #[error("{0}")]
+    NodeRemoved(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::Identity(_) | ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::NoClientCert => ErrorCode::Unauthenticated,
             ApiError::WrongRole { .. } | ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NodeRemoved(_) => ErrorCode::Revoked,
             ApiError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::RateLimited { .. } => ErrorCode::TooManyRequests,
             ApiError::NotFound(_) => ErrorCode::NotFound,
