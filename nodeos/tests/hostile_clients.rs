@@ -61,7 +61,12 @@ async fn cluster(name: &str) -> Cluster {
         common::config(&dir.join("master"), listen, HEARTBEAT, NOT_READY_AFTER),
         2,
     );
-    let admin = joined(&master, master.admin_token.as_ref().expect("token"), "alice").await;
+    let admin = joined(
+        &master,
+        master.admin_token.as_ref().expect("token"),
+        "alice",
+    )
+    .await;
     let admin = ApiClient::from_identity(&admin).expect("admin client");
     Cluster { dir, master, admin }
 }
@@ -196,7 +201,10 @@ async fn a_flood_of_idle_connections_does_not_lock_out_the_admin_or_the_nodes() 
         }
     }
     let share = usize::from(SOURCES) * connlimit::UNVERIFIED.per_source;
-    assert!(held <= share, "{held} attacking connections held, share {share}");
+    assert!(
+        held <= share,
+        "{held} attacking connections held, share {share}"
+    );
     assert!(held > 0, "the attackers' share is served, not refused");
 }
 
@@ -238,8 +246,14 @@ async fn slow_and_silent_clients_are_dropped() {
     let r = tokio::time::timeout(limit, no_request.read(&mut byte)).await;
     assert!(r.is_ok_and(read_end), "silence after TLS never dropped");
     let silent_dropped = started.elapsed();
-    assert!(headers_dropped < Duration::from_secs(20), "{headers_dropped:?}");
-    assert!(silent_dropped < Duration::from_secs(40), "{silent_dropped:?}");
+    assert!(
+        headers_dropped < Duration::from_secs(20),
+        "{headers_dropped:?}"
+    );
+    assert!(
+        silent_dropped < Duration::from_secs(40),
+        "{silent_dropped:?}"
+    );
 }
 
 // ---------------------------------------------------------------- output uploads
@@ -355,8 +369,8 @@ async fn uploads_to_someone_elses_run_or_over_the_cap_are_refused_unread() {
     let (_, n2) = node(&c, "n2").await;
     let mut ws = agent_connection(&n1, c.master.addr).await;
     // An image at a port nothing listens on: the platform lookup fails at once, locally.
-    let spec: WorkloadSpec = serde_json::from_value(serde_json::json!({"image": "127.0.0.1:1/none:1"}))
-        .expect("spec");
+    let spec: WorkloadSpec =
+        serde_json::from_value(serde_json::json!({"image": "127.0.0.1:1/none:1"})).expect("spec");
     c.admin
         .create_task(&TaskCreateRequest { spec, retries: 0 })
         .await
@@ -367,7 +381,11 @@ async fn uploads_to_someone_elses_run_or_over_the_cap_are_refused_unread() {
     let (status, took) = upload_start(&n2, &run, 200 << 20, 64 << 10).await;
     assert_eq!(status, 403);
     assert!(took < ANSWER_WITHIN, "{took:?}");
-    assert!(stored_outputs(&c.dir).is_empty(), "{:?}", stored_outputs(&c.dir));
+    assert!(
+        stored_outputs(&c.dir).is_empty(),
+        "{:?}",
+        stored_outputs(&c.dir)
+    );
 
     // The owner, declaring more than the cap: refused before the body.
     let over = MAX_TRANSFER_BYTES as u64 + 1;
@@ -399,7 +417,11 @@ async fn uploads_to_someone_elses_run_or_over_the_cap_are_refused_unread() {
     assert_eq!(status, 413);
     let sent = sender.await.expect("sender");
     assert!(sent <= MAX_TRANSFER_BYTES + (16 << 20), "{sent}");
-    assert!(stored_outputs(&c.dir).is_empty(), "{:?}", stored_outputs(&c.dir));
+    assert!(
+        stored_outputs(&c.dir).is_empty(),
+        "{:?}",
+        stored_outputs(&c.dir)
+    );
 
     // What the owner may send is kept.
     let path = format!("/v1/runs/{run}/output");
@@ -439,13 +461,32 @@ async fn error_answers_do_not_echo_what_the_attacker_sent() {
         .expect("request");
     let response = sender.send_request(join).await.expect("response");
     // Refused as a bad or unknown id, either way quoting it.
-    assert!(matches!(response.status().as_u16(), 400 | 401), "{}", response.status());
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    assert!(
+        matches!(response.status().as_u16(), 400 | 401),
+        "{}",
+        response.status()
+    );
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     assert!(body.len() < 2048, "{} bytes answered", body.len());
     let error: ErrorBody = serde_json::from_slice(&body).expect("error body");
-    assert!(error.message.contains("more characters"), "{}", error.message);
+    assert!(
+        error.message.contains("more characters"),
+        "{}",
+        error.message
+    );
 
-    let (status, body) = request(&c.admin, "DELETE", "/v1/tokens/%1b%5b2J%1b%5d0;owned%07", Vec::new()).await;
+    let (status, body) = request(
+        &c.admin,
+        "DELETE",
+        "/v1/tokens/%1b%5b2J%1b%5d0;owned%07",
+        Vec::new(),
+    )
+    .await;
     let error: ErrorBody = serde_json::from_slice(&body).expect("error body");
     assert!(status >= 400, "{status}");
     assert!(!error.message.contains('\u{1b}'), "{:?}", error.message);
@@ -475,7 +516,12 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
     let bob_api = ApiClient::from_identity(&bob).expect("client");
     let (status, body) = request(&bob_api, "GET", "/v1/agent/connect", Vec::new()).await;
     let error: ErrorBody = serde_json::from_slice(&body).expect("error body");
-    assert_eq!((status, error.code), (403, ErrorCode::Forbidden), "{}", error.message);
+    assert_eq!(
+        (status, error.code),
+        (403, ErrorCode::Forbidden),
+        "{}",
+        error.message
+    );
     let data = c.dir.join("node");
     nodeos::agent::IdentityStore::new(&data)
         .save(&nodeos::agent::StoredIdentity {
@@ -502,6 +548,8 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!agent.is_finished(), "{:?}", agent.await);
     agent.abort();
-    let kept = nodeos::agent::IdentityStore::new(&data).load().expect("readable");
+    let kept = nodeos::agent::IdentityStore::new(&data)
+        .load()
+        .expect("readable");
     assert!(kept.is_some(), "the identity was deleted");
 }

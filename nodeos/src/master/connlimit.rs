@@ -133,7 +133,10 @@ mod tests {
         });
         let a1 = pool.try_acquire(ip("10.0.0.1")).expect("first");
         let _a2 = pool.try_acquire(ip("10.0.0.1")).expect("second");
-        assert!(pool.try_acquire(ip("10.0.0.1")).is_none(), "over per source");
+        assert!(
+            pool.try_acquire(ip("10.0.0.1")).is_none(),
+            "over per source"
+        );
         let _b = pool.try_acquire(ip("10.0.0.2")).expect("other source");
         drop(a1);
         let _again = pool.try_acquire(ip("10.0.0.1")).expect("slot given back");
@@ -164,7 +167,10 @@ mod tests {
         let _one = pool.try_acquire(ip("2001:db8::1")).expect("first");
         let _two = pool.try_acquire(ip("2001:db8::ffff:1234")).expect("second");
         assert!(pool.try_acquire(ip("2001:db8::9")).is_none());
-        assert!(pool.try_acquire(ip("2001:db8:0:1::1")).is_some(), "next /64");
+        assert!(
+            pool.try_acquire(ip("2001:db8:0:1::1")).is_some(),
+            "next /64"
+        );
         assert_eq!(source(ip("::ffff:10.0.0.7")), ip("10.0.0.7"));
     }
 }

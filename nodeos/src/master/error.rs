@@ -73,6 +73,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The handshake's certificate was refused (revoked, or no identity in it).
+    #[error("{0}")]
+    Refused(std::sync::Arc<PkiError>),
     /// The caller's node is no longer registered: like a revoked certificate, final.
     #[error("{0}")]
     NodeRemoved(String),
@@ -97,6 +100,10 @@ impl ApiError {
             ApiError::NoClientCert => ErrorCode::Unauthenticated,
             ApiError::WrongRole { .. } | ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::NodeRemoved(_) => ErrorCode::Revoked,
+            ApiError::Refused(e) => match e.as_ref() {
+                PkiError::Revoked { .. } => ErrorCode::Revoked,
+                _ => ErrorCode::Forbidden,
+            },
             ApiError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::RateLimited { .. } => ErrorCode::TooManyRequests,
             ApiError::NotFound(_) => ErrorCode::NotFound,

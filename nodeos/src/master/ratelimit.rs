@@ -165,7 +165,10 @@ mod tests {
         for i in 0..(MAX_TRACKED as u32 + 100) {
             l.record_failure(IpAddr::from((0x0b00_0000 + i).to_be_bytes()), t0);
         }
-        assert!(l.check(attacker, t0).is_err(), "still limited after the flood");
+        assert!(
+            l.check(attacker, t0).is_err(),
+            "still limited after the flood"
+        );
         let len = l.buckets.lock().map(|b| b.len()).unwrap_or(0);
         assert!(len <= MAX_TRACKED, "{len}");
     }

@@ -83,7 +83,11 @@ mod tests {
         setrlimit(Resource::RLIMIT_NOFILE, 1024.min(original.1), original.1).expect("lower");
         let now = raise_open_files(OPEN_FILES);
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("limit");
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, original.0.max(soft), original.1.max(hard));
+        let _ = setrlimit(
+            Resource::RLIMIT_NOFILE,
+            original.0.max(soft),
+            original.1.max(hard),
+        );
         assert_eq!(soft, now);
         // All the way when the hard limit could be raised, else up to the hard limit.
         assert!(

@@ -33,7 +33,10 @@ impl Reaper {
 
     /// Spawns `command` and returns the child with a receiver of its exit status. The
     /// reaper is held off until the watcher is in place, so the exit cannot be missed.
-    pub fn spawn(&self, command: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<WaitStatus>)> {
+    pub fn spawn(
+        &self,
+        command: &mut Command,
+    ) -> std::io::Result<(Child, oneshot::Receiver<WaitStatus>)> {
         let mut state = self.lock();
         let child = command.spawn()?;
         let pid = Pid::from_raw(child.id() as i32);

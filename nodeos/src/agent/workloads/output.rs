@@ -114,7 +114,10 @@ fn write_archive(dir: &Path, archive: &Path, cap: u64) -> Result<u64, PackError>
     match appended {
         Ok(capped) => Ok(capped.written),
         Err(e) if e.get_ref().is_some_and(|inner| inner.is::<OverCap>()) => {
-            Err(PackError::TooLarge { bytes: cap + 1, cap })
+            Err(PackError::TooLarge {
+                bytes: cap + 1,
+                cap,
+            })
         }
         Err(e) => Err(e.into()),
     }
@@ -198,12 +201,19 @@ mod tests {
         let rss_before = peak_rss_kib();
         let started = Instant::now();
         let err = pack(&out, &archive, MAX_TRANSFER_BYTES as u64).expect_err("refused");
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             matches!(err, PackError::TooLarge { bytes, .. } if bytes > 10 << 30),
             "{err}"
         );
-        assert!(err.to_string().contains("over the 268435456 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("over the 268435456 bytes"),
+            "{err}"
+        );
         assert!(!archive.exists(), "nothing packed");
         let grown = peak_rss_kib().saturating_sub(rss_before);
         assert!(grown < 64 * 1024, "peak memory grew by {grown} KiB");
@@ -239,7 +249,13 @@ mod tests {
         let mut names: Vec<String> = tar::Archive::new(File::open(&archive).expect("open"))
             .entries()
             .expect("entries")
-            .map(|e| e.expect("entry").path().expect("path").display().to_string())
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
             .collect();
         names.sort();
         assert_eq!(names, ["./", "link", "sub", "sub/a.txt"]);

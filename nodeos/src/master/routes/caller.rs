@@ -23,7 +23,7 @@ fn identity(parts: &Parts, state: &AppState) -> Result<NodeIdentity, ApiError> {
             }
             Ok(identity.clone())
         }
-        Some(Peer::Refused(e)) => Err(ApiError::Forbidden(e.to_string())),
+        Some(Peer::Refused(e)) => Err(ApiError::Refused(std::sync::Arc::clone(e))),
         Some(Peer::Anonymous) | None => Err(ApiError::NoClientCert),
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 use cloudos_cluster::workload::{
     validate_service_name, LogLine, LogStream, ScaleRequest, ServiceCreateRequest, ServiceInfo,
     TaskCreateRequest, TaskInfo, Workloads, MAX_RETRIES,
@@ -303,10 +303,9 @@ pub async fn upload_output(
         .map_err(|e| match e {
             Received::TooLarge => too_large,
             Received::Broken(why) => ApiError::BadRequest(format!("the upload broke off: {why}")),
-            Received::Disk(e) => ApiError::Internal(format!(
-                "cannot write {}: {e}",
-                upload.0.display()
-            )),
+            Received::Disk(e) => {
+                ApiError::Internal(format!("cannot write {}: {e}", upload.0.display()))
+            }
         })?;
     let size = state
         .blocking(move |s| {
@@ -347,7 +346,9 @@ enum Received {
 async fn receive(body: Body, path: &std::path::Path, cap: u64) -> Result<u64, Received> {
     use futures::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
-    let mut file = tokio::fs::File::create(path).await.map_err(Received::Disk)?;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(Received::Disk)?;
     let mut stream = body.into_data_stream();
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {

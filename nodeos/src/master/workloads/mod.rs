@@ -312,7 +312,12 @@ pub fn output_upload_path(state: &MasterState, run: &str, tag: &str) -> PathBuf 
 }
 
 /// Makes the uploaded archive `tmp` (`bytes` long) the `/output` of `run`'s task, atomically.
-pub fn store_output(state: &MasterState, run: &str, tmp: &Path, bytes: u64) -> std::io::Result<u64> {
+pub fn store_output(
+    state: &MasterState,
+    run: &str,
+    tmp: &Path,
+    bytes: u64,
+) -> std::io::Result<u64> {
     std::fs::File::open(tmp)?.sync_all()?;
     std::fs::rename(tmp, state.workloads.output_path(book::task_of_run(run)))?;
     let effects = state.workloads.book().output_stored(run, bytes);
