@@ -443,6 +443,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Too many failed attempts from this address; retry after the `Retry-After` seconds.
     TooManyRequests,
+    /// The certificate is revoked or its node was removed: it will never work again. Only
+    /// this code makes an agent forget its identity; any other refusal may pass.
+    Revoked,
 }
 
 impl ErrorCode {
@@ -458,6 +461,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
+            ErrorCode::Revoked => 403,
         }
     }
 }
@@ -470,11 +474,16 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Characters of an error message sent at most: messages may quote what a client sent.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
 impl ErrorBody {
+    /// An answer whose message is bounded and has its control characters escaped: error
+    /// messages quote names, ids and paths that the caller chose.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorBody {
             code,
-            message: message.into(),
+            message: crate::util::excerpt(&message.into(), MAX_ERROR_MESSAGE),
         }
     }
 }
@@ -512,7 +521,7 @@ impl From<&PkiError> for ErrorBody {
             PkiError::NotANodeCertificate { .. } | PkiError::AmbiguousIdentity { .. } => {
                 ErrorCode::Unauthenticated
             }
-            PkiError::Revoked { .. } => ErrorCode::Forbidden,
+            PkiError::Revoked { .. } => ErrorCode::Revoked,
             _ => ErrorCode::Internal,
         };
         ErrorBody::new(code, e.to_string())

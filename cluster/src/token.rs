@@ -114,7 +114,7 @@ impl FromStr for TokenId {
         if s.len() != ID_LEN {
             return Err(TokenError::IdLength {
                 len: s.chars().count(),
-                found: s,
+                found: crate::util::excerpt(&s, 2 * ID_LEN),
             });
         }
         Ok(TokenId(s))
@@ -204,7 +204,7 @@ impl FromStr for Token {
         let parts: Vec<&str> = s.split(SEPARATOR).collect();
         if parts[0] != TOKEN_PREFIX {
             return Err(TokenError::WrongPrefix {
-                found: parts[0].chars().take(12).collect(),
+                found: crate::util::excerpt(parts[0], 12),
             });
         }
         let [_, id, secret, pin] = parts.as_slice() else {

@@ -1,4 +1,5 @@
-//! Small helpers shared by the modules: randomness, hashing, hex and time formatting.
+//! Small helpers shared by the modules: randomness, hashing, hex and time formatting, and
+//! excerpts of untrusted text.
 
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -61,6 +62,27 @@ pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| format!("@{}", t.unix_timestamp()))
 }
 
+/// `text` safe to show a person: at most `max_chars` characters (the rest counted, not
+/// shown), with control characters and bidirectional overrides escaped (`\u{1b}`), so text
+/// a client sent cannot flood an answer or a log, or rewrite a terminal.
+pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars * 2));
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max_chars) {
+        let hides = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || hides {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +116,16 @@ mod tests {
         let b = random_bytes::<16>().ok();
         assert!(a.is_some());
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_escape_what_rewrites_a_terminal() {
+        assert_eq!(excerpt("abc", 5), "abc");
+        assert_eq!(excerpt("abcdefgh", 3), "abc… (5 more characters)");
+        assert_eq!(excerpt("a\u{1b}[2Jb\n", 10), "a\\u{1b}[2Jb\\u{a}");
+        assert_eq!(excerpt("x\u{202e}y", 10), "x\\u{202e}y");
+        assert_eq!(excerpt("héllo wörld", 20), "héllo wörld");
+        let huge = "a".repeat(1 << 20);
+        assert!(excerpt(&huge, 64).len() < 100);
     }
 }

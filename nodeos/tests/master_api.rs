@@ -685,7 +685,7 @@ async fn names_csrs_and_bodies_are_checked() {
         Some(beat_body()),
     )
     .await;
-    assert_error(&reply, 403, ErrorCode::Forbidden, "is revoked");
+    assert_error(&reply, 403, ErrorCode::Revoked, "is revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -786,7 +786,7 @@ async fn removing_a_node_evicts_it_and_revokes_its_certificate() {
     assert_eq!(receive(&mut ws).await, None, "closed after eviction");
     assert!(nodes(m, a).await.is_empty());
     let reply = call(&n, m.addr, "POST", "/v1/heartbeat", Some(beat_body())).await;
-    assert_error(&reply, 403, ErrorCode::Forbidden, "is revoked");
+    assert_error(&reply, 403, ErrorCode::Revoked, "is revoked");
     let reply = call(a, m.addr, "DELETE", "/v1/nodes/n1", None).await;
     assert_error(&reply, 404, ErrorCode::NotFound, "no node named n1");
     // The name is free again for a new join.

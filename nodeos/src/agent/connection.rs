@@ -64,8 +64,10 @@ pub async fn session(
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status().as_u16();
             let err = refusal(status, response.body().as_deref().unwrap_or_default());
-            // A revoked certificate never works again: the node was removed while away.
-            if err.code() == Some(ErrorCode::Forbidden) {
+            // A revoked certificate never works again: the node was removed while away. Any
+            // other refusal (a 403 for another reason, a proxy's answer) may pass, and must
+            // not cost the node its identity.
+            if err.code() == Some(ErrorCode::Revoked) {
                 return Ok(SessionEnd::Evicted(err.to_string()));
             }
             return Err(err);

@@ -143,15 +143,14 @@ async fn run(request: Request, reaper: Reaper) -> bool {
             }
         }
     }
-    // Spawn and watch with no await between, so the reaper cannot miss the exit.
-    let child = match command.spawn() {
-        Ok(child) => child,
+    // Spawned through the reaper, so it cannot miss the exit.
+    let (child, exit) = match reaper.spawn(&mut command) {
+        Ok(spawned) => spawned,
         Err(e) => {
             log::error!("install failed: cannot start the installer: {e}");
             return false;
         }
     };
-    let exit = reaper.watch(Pid::from_raw(child.id() as i32));
     drop(child);
     let status = exit.await.ok();
     let report = std::fs::read_to_string(REPORT).unwrap_or_default();

@@ -57,7 +57,8 @@ pub fn check(
             Ok(())
         }
         None if state.registry.contains(name) => Err(replaced(name)),
-        None => Err(ApiError::Forbidden(format!(
+        // The revoked code: the agent forgets an identity that can never work again.
+        None => Err(ApiError::NodeRemoved(format!(
             "node {name} is not registered (it was removed); join it again with a new token"
         ))),
     }

@@ -73,6 +73,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The handshake's certificate was refused (revoked, or no identity in it).
+    #[error("{0}")]
+    Refused(std::sync::Arc<PkiError>),
+    /// The caller's node is no longer registered: like a revoked certificate, final.
+    #[error("{0}")]
+    NodeRemoved(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -110,6 +116,11 @@ impl ApiError {
             ApiError::Identity(_) | ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::NoClientCert => ErrorCode::Unauthenticated,
             ApiError::WrongRole { .. } | ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NodeRemoved(_) => ErrorCode::Revoked,
+            ApiError::Refused(e) => match e.as_ref() {
+                PkiError::Revoked { .. } => ErrorCode::Revoked,
+                _ => ErrorCode::Forbidden,
+            },
             ApiError::TooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::RateLimited { .. } => ErrorCode::TooManyRequests,
             ApiError::NotFound(_) => ErrorCode::NotFound,

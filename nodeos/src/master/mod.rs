@@ -11,7 +11,9 @@
 //! - `registry`: the nodes and their live state (last heartbeat, connection) in memory.
 //! - `credentials`: which certificate serial is current for each node and admin; revoking.
 //! - `health`: Ready/NotReady transitions and periodic persistence of live state.
-//! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper.
+//! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper, and
+//!   the timeouts that keep idle and slow clients from holding connections.
+//! - [`connlimit`]: connection slots per source address and in all.
 //! - `routes`: the HTTP API; `error` maps every failure to an `ErrorBody`.
 //! - `ratelimit`: failed joins per source address.
 //! - [`workloads`]: tasks and services: their book, dispatch loop, logs and outputs.
@@ -23,6 +25,7 @@ mod addresses;
 mod advertise;
 mod bootstrap;
 pub mod config;
+pub mod connlimit;
 mod console;
 mod credentials;
 pub mod downloads;
@@ -139,6 +142,7 @@ impl Master {
 /// `nodeos master …` on a host: the token goes to stdout, the log to stderr.
 pub fn main(args: MasterArgs) -> anyhow::Result<()> {
     crate::logging::init_for_tool(false);
+    crate::services::limits::raise_open_files(crate::services::limits::OPEN_FILES);
     let config = MasterConfig::from_args(args)?;
     run_blocking(config, TokenOutput::Stdout, || {})
 }

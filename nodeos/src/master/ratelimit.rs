@@ -1,14 +1,18 @@
 //! Failed join attempts per source address, as token buckets: a few failures are free,
 //! then one attempt per refill period. Only failures take tokens, so a node that joins
 //! right is never slowed down; an address whose bucket is empty is refused (429) before
-//! its request is even looked at.
+//! its request is even looked at. Addresses count by source (`connlimit::source`: an IPv6
+//! host is its /64), and a full table forgets the address closest to a full bucket, never
+//! the ones being limited.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Addresses tracked at most; full buckets are forgotten first when it is reached.
+use super::connlimit::source;
+
+/// Addresses tracked at most; when it is reached, the bucket nearest to full is forgotten.
 const MAX_TRACKED: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +60,7 @@ impl FailureLimiter {
 
     /// `Err(retry_after)` when `ip` has no attempts left.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let ip = source(ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let Some(bucket) = buckets.get(&ip).copied() else {
             return Ok(());
@@ -70,14 +75,23 @@ impl FailureLimiter {
 
     /// Takes one attempt from `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let ip = source(ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let burst = self.burst;
-            let limiter = self;
-            buckets.retain(|_, b| limiter.refilled(*b, now).tokens < burst);
+            buckets.retain(|_, b| self.refilled(*b, now).tokens < burst);
             if buckets.len() >= MAX_TRACKED {
-                // Every tracked address is being limited: a flood. Start over rather than grow.
-                buckets.clear();
+                // A flood from many addresses. Forgetting them all would hand every address
+                // being limited a fresh burst; forget only the one with the most attempts
+                // left (the oldest of those), which has the least to gain.
+                let nearest_full = buckets
+                    .iter()
+                    .map(|(ip, b)| (*ip, self.refilled(*b, now)))
+                    .max_by(|(_, a), (_, b)| a.tokens.cmp(&b.tokens).then(b.at.cmp(&a.at)))
+                    .map(|(ip, _)| ip);
+                if let Some(forget) = nearest_full {
+                    buckets.remove(&forget);
+                }
             }
         }
         let bucket = buckets.get(&ip).copied().unwrap_or(Bucket {
@@ -135,5 +149,40 @@ mod tests {
         }
         let len = l.buckets.lock().map(|b| b.len()).unwrap_or(0);
         assert!(len <= MAX_TRACKED, "{len}");
+    }
+
+    /// The attacker guesses tokens from one address until limited, then fails once from
+    /// each of 10 000 other addresses to flush the table and get a fresh burst.
+    #[test]
+    fn a_flood_of_addresses_does_not_free_the_limited_one() {
+        let l = FailureLimiter::for_joins();
+        let attacker: IpAddr = "10.9.9.9".parse().expect("ip");
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            l.record_failure(attacker, t0);
+        }
+        assert!(l.check(attacker, t0).is_err());
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            l.record_failure(IpAddr::from((0x0b00_0000 + i).to_be_bytes()), t0);
+        }
+        assert!(
+            l.check(attacker, t0).is_err(),
+            "still limited after the flood"
+        );
+        let len = l.buckets.lock().map(|b| b.len()).unwrap_or(0);
+        assert!(len <= MAX_TRACKED, "{len}");
+    }
+
+    /// An IPv6 attacker picks a new address of its /64 for every guess.
+    #[test]
+    fn a_new_ipv6_address_of_the_same_64_is_the_same_source() {
+        let l = FailureLimiter::for_joins();
+        let t0 = Instant::now();
+        for i in 0..5u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, i + 1]);
+            l.record_failure(ip, t0);
+        }
+        let fresh = IpAddr::from([0x2001, 0xdb8, 0, 7, 0xdead, 0, 0, 99]);
+        assert!(l.check(fresh, t0).is_err());
     }
 }

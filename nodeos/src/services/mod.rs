@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod devices;
+pub mod limits;
 pub mod power;
 
 use std::io::Write;
@@ -67,6 +68,10 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     let (settings, _warnings) = Settings::load(config.as_deref(), &cmdline);
     crate::logging::init_for_service(settings.debug);
     inject_crash_if_asked(name, &settings);
+    if matches!(name, "master" | "agent") {
+        // These hold a connection per node or client; PID 1's 1024 files would run out.
+        limits::raise_open_files(limits::OPEN_FILES);
+    }
     match name {
         "devices" => devices::run(),
         "power" => power::run(),

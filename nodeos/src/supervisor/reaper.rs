@@ -1,21 +1,20 @@
 //! Reaps every child of PID 1, supervised or orphaned, and hands the exit
 //! status of a supervised child to whoever is waiting for it.
 //!
-//! Only this module calls `waitpid`. It is driven by SIGCHLD on a
-//! current-thread runtime: a spawn and its `watch` happen without an await
-//! between them, so no exit can be reaped before it is watched for.
+//! Only this module calls `waitpid`. A supervised child is spawned through
+//! [`Reaper::spawn`], which registers its watcher before the reaper can see
+//! its exit. Exits nobody watches (orphans PID 1 inherited) are logged and
+//! forgotten: once reaped, their pid may already belong to a new process, so
+//! an old status kept for a late watcher could be handed to the wrong one.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
-
-/// Exits nobody was watching for (orphans that PID 1 inherited) that we keep,
-/// in case a watcher asks late; older ones are forgotten.
-const UNCLAIMED_KEPT: usize = 64;
 
 #[derive(Clone, Default)]
 pub struct Reaper {
@@ -25,24 +24,23 @@ pub struct Reaper {
 #[derive(Default)]
 struct State {
     watchers: HashMap<Pid, oneshot::Sender<WaitStatus>>,
-    unclaimed: VecDeque<(Pid, WaitStatus)>,
 }
 
 impl Reaper {
-    /// The exit status of `pid`, once it exits.
-    pub fn watch(&self, pid: Pid) -> oneshot::Receiver<WaitStatus> {
-        let (tx, rx) = oneshot::channel();
-        let Ok(mut state) = self.state.lock() else {
-            return rx;
-        };
-        if let Some(i) = state.unclaimed.iter().position(|(p, _)| *p == pid) {
-            if let Some((_, status)) = state.unclaimed.remove(i) {
-                let _ = tx.send(status);
-            }
-        } else {
-            state.watchers.insert(pid, tx);
-        }
-        rx
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spawns `command` and returns the child with a receiver of its exit status. The
+    /// reaper is held off until the watcher is in place, so the exit cannot be missed.
+    pub fn spawn(
+        &self,
+        command: &mut Command,
+    ) -> std::io::Result<(Child, oneshot::Receiver<WaitStatus>)> {
+        let mut state = self.lock();
+        let child = command.spawn()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        Ok((child, watch_locked(&mut state, pid)))
     }
 
     /// Reaps every child that has exited; returns how many.
@@ -70,20 +68,11 @@ impl Reaper {
     }
 
     fn deliver(&self, pid: Pid, status: WaitStatus) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        match state.watchers.remove(&pid) {
+        match self.lock().watchers.remove(&pid) {
             Some(tx) => {
                 let _ = tx.send(status);
             }
-            None => {
-                log::debug!("reaped orphan {pid}: {status:?}");
-                if state.unclaimed.len() == UNCLAIMED_KEPT {
-                    state.unclaimed.pop_front();
-                }
-                state.unclaimed.push_back((pid, status));
-            }
+            None => log::debug!("reaped orphan {pid}: {status:?}"),
         }
     }
 
@@ -107,6 +96,13 @@ impl Reaper {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sigchld.recv()).await;
         }
     }
+}
+
+/// The exit of the process that has `pid` now, a child that is alive (just spawned).
+fn watch_locked(state: &mut State, pid: Pid) -> oneshot::Receiver<WaitStatus> {
+    let (tx, rx) = oneshot::channel();
+    state.watchers.insert(pid, tx);
+    rx
 }
 
 /// "exited with status 3" / "killed by SIGSEGV".
@@ -135,50 +131,61 @@ pub(crate) mod tests {
         LOCK.lock().await
     }
 
-    // The reaper under test is what waits for the child (waitpid(-1)).
-    #[allow(clippy::zombie_processes)]
-    #[tokio::test(flavor = "current_thread")]
-    async fn watched_children_get_their_status() {
-        let _serial = one_reaper_at_a_time().await;
-        let reaper = Reaper::default();
-        let child = std::process::Command::new("sh")
-            .args(["-c", "exit 7"])
-            .spawn()
-            .unwrap();
-        let pid = Pid::from_raw(child.id() as i32);
-        let rx = reaper.watch(pid);
+    /// Reaps until `rx` has a status, for up to 10 s.
+    async fn status_of(reaper: &Reaper, rx: &mut oneshot::Receiver<WaitStatus>) -> WaitStatus {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut rx = rx;
         loop {
             reaper.reap_all();
             if let Ok(status) = rx.try_recv() {
-                assert_eq!(status, WaitStatus::Exited(pid, 7));
-                assert_eq!(describe(&status), "exited with status 7");
-                break;
+                return status;
             }
             assert!(std::time::Instant::now() < deadline, "child never reaped");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn spawned_children_get_their_status() {
+        let _serial = one_reaper_at_a_time().await;
+        let reaper = Reaper::default();
+        let (child, mut rx) = reaper
+            .spawn(std::process::Command::new("sh").args(["-c", "exit 7"]))
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let status = status_of(&reaper, &mut rx).await;
+        assert_eq!(status, WaitStatus::Exited(pid, 7));
+        assert_eq!(describe(&status), "exited with status 7");
+        drop(child);
+    }
+
+    /// An orphan exits and is reaped; the kernel hands its pid to the next service the
+    /// supervisor starts. That service must not be told it exited with the orphan's status.
     // The reaper under test is what waits for the child (waitpid(-1)).
     #[allow(clippy::zombie_processes)]
     #[tokio::test(flavor = "current_thread")]
-    async fn an_exit_reaped_before_watch_is_kept() {
+    async fn a_recycled_pid_never_gets_the_old_exit_status() {
         let _serial = one_reaper_at_a_time().await;
         let reaper = Reaper::default();
-        let child = std::process::Command::new("sh")
+        let orphan = std::process::Command::new("sh")
             .args(["-c", "kill -SEGV $$"])
             .process_group(0)
             .spawn()
             .unwrap();
-        let pid = Pid::from_raw(child.id() as i32);
+        let pid = Pid::from_raw(orphan.id() as i32);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while reaper.reap_all() == 0 {
             assert!(std::time::Instant::now() < deadline);
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let status = reaper.watch(pid).await.unwrap();
-        assert!(describe(&status).starts_with("killed by SIGSEGV"));
+        // The pid is free now; a new child that got it is registered the way spawn does.
+        let mut rx = watch_locked(&mut reaper.lock(), pid);
+        reaper.reap_all();
+        assert!(
+            matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "the new process is alive; the old status must not be handed to it"
+        );
+        // Its own exit, when it comes, is what it gets.
+        reaper.deliver(pid, WaitStatus::Exited(pid, 0));
+        assert_eq!(rx.try_recv(), Ok(WaitStatus::Exited(pid, 0)));
     }
 }

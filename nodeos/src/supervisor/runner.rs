@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -252,17 +252,16 @@ impl ServiceWorker {
         }
     }
 
-    /// Spawns the process and the tasks that read its pipes. No await in
-    /// here: the exit must be watched before the reaper can run again.
+    /// Spawns the process (through the reaper, which watches its exit from
+    /// the start) and the tasks that read its pipes.
     fn start_once(&self, attempt: u32) -> std::io::Result<(Pid, oneshot::Receiver<WaitStatus>)> {
         let mut command = (self.launcher)(&self.spec, attempt);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn()?;
+        let (mut child, exit) = self.reaper.spawn(&mut command)?;
         let pid = Pid::from_raw(child.id() as i32);
-        let exit = self.reaper.watch(pid);
         let name = self.spec.name;
         if let Some(stderr) = child.stderr.take() {
             spawn_line_reader(OwnedFd::from(stderr), move |line| {
@@ -325,7 +324,11 @@ impl ServiceWorker {
     }
 }
 
-/// Reads a child's pipe line by line until it closes.
+/// Longest line relayed as one; longer ones are cut into pieces of this size.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Reads a child's pipe line by line until it closes. Whatever the child writes (invalid
+/// UTF-8, a line without end) is drained, so the child never blocks on a full pipe.
 fn spawn_line_reader(fd: OwnedFd, mut on_line: impl FnMut(&str) + Send + 'static) {
     let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(pipe) => pipe,
@@ -335,11 +338,44 @@ fn spawn_line_reader(fd: OwnedFd, mut on_line: impl FnMut(&str) + Send + 'static
         }
     };
     tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut reader = BufReader::new(pipe);
+        while let Ok(Some(line)) = next_line(&mut reader, MAX_LINE).await {
             on_line(&line);
         }
     });
+}
+
+/// The next line (without its end), at most `max` bytes of it, invalid UTF-8 replaced;
+/// `None` at the end of the stream.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok((!line.is_empty()).then(|| lossy(&line)));
+        }
+        let room = max - line.len();
+        let window = &available[..available.len().min(room)];
+        if let Some(end) = window.iter().position(|b| *b == b'\n') {
+            line.extend_from_slice(&window[..end]);
+            reader.consume(end + 1);
+            return Ok(Some(lossy(&line)));
+        }
+        let taken = window.len();
+        line.extend_from_slice(window);
+        reader.consume(taken);
+        if line.len() >= max {
+            return Ok(Some(lossy(&line)));
+        }
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.strip_suffix('\r').unwrap_or(&text).to_owned()
 }
 
 #[cfg(test)]
@@ -461,5 +497,44 @@ mod tests {
         let missing = sup.all_ready(Duration::from_millis(500)).await.unwrap_err();
         assert_eq!(missing, ["mute"]);
         sup.shutdown().await;
+    }
+
+    /// A service (or whatever it runs) writes bytes that are not UTF-8, then more than a
+    /// pipe holds: the supervisor must keep draining, or the service blocks and never
+    /// gets ready.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_service_writing_invalid_utf8_is_still_drained() {
+        let _serial = one_reaper_at_a_time().await;
+        let reaper = Reaper::default();
+        tokio::spawn(reaper.clone().run());
+        let scripts: &'static [(&str, &str)] = &[(
+            "binary",
+            "printf 'bad \\377\\376 bytes\\n'; head -c 300000 /dev/zero | tr '\\0' x; echo; \
+             printf 'err \\377\\n' >&2; echo READY=1; exec sleep 30",
+        )];
+        let mut sup = Supervisor::new(reaper, shell_launcher(scripts), fast_backoff());
+        sup.start(&[ServiceSpec {
+            name: "binary",
+            depends_on: &[],
+        }])
+        .unwrap();
+        sup.all_ready(Duration::from_secs(10))
+            .await
+            .expect("ready after the garbage");
+        sup.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_lossy() {
+        let input: &[u8] = b"ok\r\nbad \xff\nabcdefghij\ntail";
+        let mut reader = BufReader::with_capacity(3, input);
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut reader, 4).await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(
+            lines,
+            ["ok", "bad ", "\u{fffd}", "abcd", "efgh", "ij", "tail"]
+        );
     }
 }

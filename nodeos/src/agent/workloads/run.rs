@@ -48,6 +48,12 @@ async fn run_inner(
     log_from: watch::Receiver<(u64, u64)>,
 ) -> Option<RunState> {
     let failed = |reason: String| Some(RunState::Failed { reason });
+    // The run id names a directory under the data partition and the container: check it
+    // before it touches a path (the master is trusted, but a bug there must not reach here).
+    if let Err(RuntimeError::InvalidId { why, .. }) = cloudos_runtime::validate_id(&a.run) {
+        let shown: String = a.run.chars().take(80).collect();
+        return failed(format!("refusing run id {shown:?}: {why}"));
+    }
     let images = match &shared.images {
         Ok(store) => store.clone(),
         Err(e) => return failed(e.clone()),
@@ -281,4 +287,54 @@ async fn blocking<T: Send + 'static>(
 fn fresh_dir(dir: &PathBuf) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use cloudos_cluster::api::{AgentMessage, MasterMessage};
+    use cloudos_cluster::workload::{RunAssignment, RunState};
+
+    use super::super::{Executor, ExecutorConfig};
+
+    /// A master (or someone who took its place) assigns a run whose id walks out of the
+    /// data partition: the run fails at once and nothing is created outside.
+    #[tokio::test]
+    async fn a_run_id_that_is_a_path_is_refused_before_it_touches_one() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        let (executor, mut outbox) = Executor::new(ExecutorConfig {
+            data_dir: data.clone(),
+            shim: cloudos_runtime::ShimCommand {
+                program: "/bin/false".into(),
+                args_prefix: Vec::new(),
+            },
+            insecure_registries: Vec::new(),
+        });
+        let run = "../../escaped";
+        let assignment: RunAssignment = serde_json::from_value(serde_json::json!({
+            "run": run,
+            "spec": {"image": "busybox:1"},
+            "restart": false,
+        }))
+        .expect("assignment");
+        executor.handle(MasterMessage::Assign(Box::new(assignment)));
+        let report = loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(10), outbox.recv())
+                .await
+                .expect("a report")
+                .expect("outbox open");
+            if let AgentMessage::Run(report) = message {
+                if report.state.is_final(false) {
+                    break report;
+                }
+            }
+        };
+        assert_eq!(report.run, run);
+        match report.state {
+            RunState::Failed { reason } => assert!(reason.contains("refusing run id"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!root.path().join("escaped").exists());
+        assert!(!data.join("outputs").exists(), "no output directory made");
+    }
 }

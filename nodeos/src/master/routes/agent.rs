@@ -47,7 +47,7 @@ pub async fn connect(
         ApiError::BadRequest(format!("this endpoint needs a WebSocket upgrade: {e}"))
     })?;
     if !state.registry.contains(&identity.name) {
-        return Err(ApiError::Forbidden(not_registered(&identity.name)));
+        return Err(ApiError::NodeRemoved(not_registered(&identity.name)));
     }
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)

@@ -21,7 +21,7 @@ use crate::master::tls_accept::Peer;
 pub async fn verify(extensions: &Extensions, state: &AppState) -> Result<NodeIdentity, ApiError> {
     let (identity, serial) = match extensions.get::<Peer>() {
         Some(Peer::Node { identity, serial }) => (identity.clone(), serial.clone()),
-        Some(Peer::Refused(e)) => return Err(ApiError::Forbidden(e.to_string())),
+        Some(Peer::Refused(e)) => return Err(ApiError::Refused(std::sync::Arc::clone(e))),
         Some(Peer::Anonymous) | None => return Err(ApiError::NoClientCert),
     };
     if state.is_revoked(&serial) {

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 use cloudos_cluster::workload::{
     validate_service_name, LogLine, LogStream, ScaleRequest, ServiceCreateRequest, ServiceInfo,
     TaskCreateRequest, TaskInfo, Workloads, MAX_RETRIES,
@@ -269,12 +270,15 @@ pub async fn task_output(
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
 }
 
-/// A node hands in the `/output` archive of a run assigned to it.
+/// A node hands in the `/output` archive of a run assigned to it. Who may upload is decided
+/// from the path and the certificate alone, before a byte of the body is read; the body then
+/// goes to a file, never into memory, and is cut off at [`MAX_TRANSFER_BYTES`].
 pub async fn upload_output(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
     Path(run): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !state.workloads.book().is_current_run(&node.name, &run) {
         return Err(ApiError::Forbidden(format!(
@@ -282,13 +286,81 @@ pub async fn upload_output(
             node.name
         )));
     }
+    let too_large = ApiError::TooLarge {
+        limit: MAX_TRANSFER_BYTES,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_TRANSFER_BYTES as u64) {
+        return Err(too_large);
+    }
+    let mut tag = [0u8; 8];
+    getrandom_fill(&mut tag)?;
+    let upload = Upload(workloads::output_upload_path(&state, &run, &hex(&tag)));
+    let size = receive(body, &upload.0, MAX_TRANSFER_BYTES as u64)
+        .await
+        .map_err(|e| match e {
+            Received::TooLarge => too_large,
+            Received::Broken(why) => ApiError::BadRequest(format!("the upload broke off: {why}")),
+            Received::Disk(e) => {
+                ApiError::Internal(format!("cannot write {}: {e}", upload.0.display()))
+            }
+        })?;
     let size = state
         .blocking(move |s| {
-            workloads::store_output(s, &run, &body)
-                .map_err(|e| ApiError::Internal(format!("cannot store the output: {e}")))
+            let stored = workloads::store_output(s, &run, &upload.0, size)
+                .map_err(|e| ApiError::Internal(format!("cannot store the output: {e}")))?;
+            upload.keep();
+            Ok(stored)
         })
         .await?;
     Ok(Json(serde_json::json!({ "bytes": size })))
+}
+
+/// A partly received upload, removed unless it was stored.
+struct Upload(std::path::PathBuf);
+
+impl Upload {
+    /// It was stored (renamed away): nothing to remove.
+    fn keep(mut self) {
+        self.0 = std::path::PathBuf::new();
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+enum Received {
+    TooLarge,
+    Broken(String),
+    Disk(std::io::Error),
+}
+
+/// Writes `body` to `path` as it arrives; its size, or why it was refused.
+async fn receive(body: Body, path: &std::path::Path, cap: u64) -> Result<u64, Received> {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(Received::Disk)?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Received::Broken(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > cap {
+            return Err(Received::TooLarge);
+        }
+        file.write_all(&chunk).await.map_err(Received::Disk)?;
+    }
+    file.flush().await.map_err(Received::Disk)?;
+    Ok(size)
 }
 
 pub async fn list_services(

@@ -304,20 +304,23 @@ pub fn on_log(state: &MasterState, node: &str, chunk: &LogChunk) {
     }
 }
 
-/// Stores an uploaded `/output` archive of `run` under its task, atomically.
-pub fn store_output(state: &MasterState, run: &str, tar: &[u8]) -> std::io::Result<u64> {
-    let task = book::task_of_run(run);
-    let path = state.workloads.output_path(task);
-    let tmp = path.with_extension("tar.tmp");
-    write_synced(&tmp, tar)?;
-    std::fs::rename(&tmp, &path)?;
-    let effects = state.workloads.book().output_stored(run, tar.len() as u64);
-    apply(state, effects);
-    Ok(tar.len() as u64)
+/// Where an upload of `run`'s `/output` is written before [`store_output`] takes it; unique
+/// per upload (`tag`), so two uploads of one run never write into one file.
+pub fn output_upload_path(state: &MasterState, run: &str, tag: &str) -> PathBuf {
+    let path = state.workloads.output_path(book::task_of_run(run));
+    path.with_extension(format!("tar.{tag}.tmp"))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+/// Makes the uploaded archive `tmp` (`bytes` long) the `/output` of `run`'s task, atomically.
+pub fn store_output(
+    state: &MasterState,
+    run: &str,
+    tmp: &Path,
+    bytes: u64,
+) -> std::io::Result<u64> {
+    std::fs::File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, state.workloads.output_path(book::task_of_run(run)))?;
+    let effects = state.workloads.book().output_stored(run, bytes);
+    apply(state, effects);
+    Ok(bytes)
 }
