@@ -202,6 +202,17 @@ impl Registry {
     }
 
     /// Records a renewed certificate; the updated record, `None` if the node is unknown.
+    /// The certificate serial the registry holds for `name`.
+    pub fn cert_serial_of(&self, name: &str) -> Option<CertSerial> {
+        let mut serial = None;
+        self.each(|n, _| {
+            if n.name == name {
+                serial = Some(n.cert_serial.clone());
+            }
+        });
+        serial
+    }
+
     pub fn set_cert_serial(&self, name: &str, serial: CertSerial) -> Option<NodeRecord> {
         let mut nodes = self.lock();
         let entry = nodes.get_mut(name)?;

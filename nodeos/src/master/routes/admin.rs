@@ -12,7 +12,6 @@ use cloudos_cluster::Token;
 use time::OffsetDateTime;
 
 use super::caller::AdminCaller;
-use super::join::revoke;
 use super::AppState;
 use crate::master::error::ApiError;
 use crate::master::registry::Control;
@@ -124,37 +123,46 @@ pub async fn get_node(
         .ok_or_else(|| no_node(&name))
 }
 
-/// Evicts a node: forgets it, revokes its certificate, tells its open connection.
+/// Evicts a node: forgets it, revokes its certificate, tells its open connection. The store
+/// changes first, in one transaction; memory follows only once it is committed.
 pub async fn remove_node(
     State(state): State<AppState>,
     AdminCaller(admin): AdminCaller,
     Path(name): Path<String>,
 ) -> Result<Json<NodeInfo>, ApiError> {
-    let (record, conn) = state.registry.remove(&name).ok_or_else(|| no_node(&name))?;
+    // The serial in memory is revoked too, should it differ from the stored one.
+    let held = state
+        .registry
+        .cert_serial_of(&name)
+        .ok_or_else(|| no_node(&name))?;
     let reason = format!("removed from the cluster by {}", admin.name);
-    let info = NodeInfo::from(&record);
-    let serial = record.cert_serial.clone();
-    let why = reason.clone();
-    state
+    let (n, why) = (name.clone(), reason.clone());
+    let (record, revoked) = state
         .blocking(move |s| {
-            revoke(
-                s,
-                record.cert_serial,
-                &record.name,
-                &why,
-                OffsetDateTime::now_utc(),
-            )?;
-            s.store.delete_node(&record.name)?;
-            Ok(())
+            match s
+                .store
+                .evict_node(&n, &why, OffsetDateTime::now_utc(), &[held])
+            {
+                Err(StoreError::NotFound { .. }) => Err(no_node(&n)),
+                other => Ok(other?),
+            }
         })
         .await?;
-    if let Some(conn) = conn {
+    for r in &revoked {
+        state.mark_revoked(r.serial.clone());
+    }
+    // Memory's record has the live state (last heartbeat, telemetry) to show.
+    let (live, conn) = state.registry.remove(&name).unzip();
+    let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
+    if let Some(conn) = conn.flatten() {
         // A full channel means an eviction is already queued.
         let _ = conn.control.try_send(Control::Evict { reason });
     }
+    let serials: Vec<String> = revoked.iter().map(|r| r.serial.to_string()).collect();
     log::info!(
-        "node {name} removed by admin {}; certificate {serial} revoked",
-        admin.name
+        "node {name} removed by admin {}; certificates {} revoked",
+        admin.name,
+        serials.join(", ")
     );
     Ok(Json(info))
 }

@@ -23,7 +23,8 @@ use cloudos_cluster::api::{
 };
 use cloudos_cluster::identity::validate_node_name;
 use cloudos_cluster::pki::IssuedCert;
-use cloudos_cluster::store::{NodeRecord, NodeState, RevokedCert};
+use cloudos_cluster::store::ops::REJOIN_REASON;
+use cloudos_cluster::store::{NodeRecord, NodeState, RevokedCert, TokenUse};
 use cloudos_cluster::token::{self, TokenError, TokenId, TokenRecord};
 use cloudos_cluster::{NodeIdentity, Role};
 use time::OffsetDateTime;
@@ -193,11 +194,11 @@ fn admit(
     let issued = state
         .ca
         .sign_csr(&req.csr_pem, &identity, lifetime(state), now)?;
-    state
-        .store
-        .consume_token(id, &req.token_secret, now, Some(record.role))?;
 
     if identity.role == Role::Admin {
+        state
+            .store
+            .consume_token(id, &req.token_secret, now, Some(record.role))?;
         bootstrap::first_admin_joined(state.store.as_ref(), now)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         log::info!(
@@ -219,10 +220,32 @@ fn admit(
         telemetry: None,
         state: NodeState::NotReady,
     };
-    state.store.put_node(&node)?;
-    if let Some(old) = state.registry.insert(node) {
-        revoke(state, old, &identity.name, "the node joined again", now)?;
+    // The serial the registry holds is revoked with the one the store holds (they differ
+    // only if a renewal's store write failed).
+    let revoke: Vec<RevokedCert> = state
+        .registry
+        .cert_serial_of(&identity.name)
+        .filter(|serial| *serial != node.cert_serial)
+        .map(|serial| RevokedCert {
+            serial,
+            node: Some(identity.name.clone()),
+            revoked_at: now,
+            reason: REJOIN_REASON.to_owned(),
+        })
+        .into_iter()
+        .collect();
+    // Token use, node record and revocations in one transaction; memory follows the store.
+    let token = TokenUse {
+        id,
+        secret: &req.token_secret,
+        now,
+        role: Some(record.role),
+    };
+    let admission = state.store.admit_node(&token, &node, &revoke)?;
+    for revoked in admission.revoked {
+        state.mark_revoked(revoked.serial);
     }
+    state.registry.insert(node);
     log::info!(
         "node {} joined as {} from {} (token {id})",
         identity.name,
@@ -230,24 +253,6 @@ fn admit(
         addr.ip()
     );
     Ok(response(state, &issued, identity.role))
-}
-
-/// Refuses a certificate from now on, in memory at once and in the store.
-pub fn revoke(
-    state: &MasterState,
-    serial: cloudos_cluster::CertSerial,
-    node: &str,
-    reason: &str,
-    now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    state.mark_revoked(serial.clone());
-    state.store.revoke_cert(&RevokedCert {
-        serial,
-        node: Some(node.to_owned()),
-        revoked_at: now,
-        reason: reason.to_owned(),
-    })?;
-    Ok(())
 }
 
 pub async fn renew(
