@@ -1025,3 +1025,7 @@ async fn metrics_count_requests_joins_and_heartbeats_for_admins_only() {
         reply.body
     );
 }
+
+/// Attacks on the master's state: a full disk, damaged records, overflowing TTLs, log floods.
+#[path = "master_api/store.rs"]
+mod store;
