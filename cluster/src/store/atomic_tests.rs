@@ -61,8 +61,11 @@ fn use_of<'a>(t: &'a Token, r: &'a TokenRecord) -> TokenUse<'a> {
     }
 }
 
+/// A table's `(key, value)` pairs.
+type Rows = Vec<(String, Vec<u8>)>;
+
 /// Everything the store holds, to compare before and after a refused operation.
-fn dump(s: &dyn Store) -> Vec<(Table, Vec<(String, Vec<u8>)>)> {
+fn dump(s: &dyn Store) -> Vec<(Table, Rows)> {
     Table::ALL
         .iter()
         .map(|t| (*t, s.list_raw(*t).expect("list")))

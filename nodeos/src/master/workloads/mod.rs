@@ -15,6 +15,8 @@
 pub mod book;
 mod platforms;
 pub mod retention;
+#[cfg(test)]
+mod sweep_tests;
 
 use std::collections::HashMap;
 use std::io::Write as _;
