@@ -250,7 +250,8 @@ async fn a_node_flooding_a_log_is_capped_keeping_the_head() {
         &dir,
         "127.0.0.1:0".parse().expect("addr"),
         HEARTBEAT,
-        NOT_READY_AFTER,
+        // The fake node sends one heartbeat: it must stay Ready while the test runs.
+        Duration::from_secs(60),
     );
     config.retention.log_cap = CAP;
     let m = TestMaster::start(config, 2);
