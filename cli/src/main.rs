@@ -75,7 +75,9 @@ enum Command {
     },
     /// Tasks and services: state, node, age, exit code, why they wait.
     Ps {
-        /// Also tasks that ended more than an hour ago.
+        /// Every task the master keeps, also those that ended more than an hour ago, and
+        /// what it keeps (finished tasks are deleted after a while; see `nodeos master
+        /// --keep-finished`).
         #[arg(long, short = 'a')]
         all: bool,
     },

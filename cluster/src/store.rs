@@ -1,11 +1,19 @@
 //! The master's state behind one trait, and its embedded redb backend.
 //!
-//! Backends implement five raw operations on JSON values in four tables ([`Table`]); the
-//! typed methods (cluster meta, tokens, nodes, revoked certificates) are provided on top of
-//! them, so a later etcd backend only has to supply the raw operations. The one operation
-//! that must be atomic, read-modify-write of a key, is [`Store::update_raw`]: redb runs it in
-//! one write transaction (redb has a single writer), etcd will run it as a compare-and-swap
-//! loop (so the closure may run more than once).
+//! Backends implement six raw operations on JSON values in the [`Table`]s; the typed methods
+//! (cluster meta, tokens, nodes, revoked certificates, workloads) are provided on top of
+//! them, so a later etcd backend only has to supply the raw operations. Two raw operations
+//! are atomic: read-modify-write of one key ([`Store::update_raw`]) and a transaction over
+//! several tables ([`Store::transact_raw`]). redb runs each in one write transaction (redb
+//! has a single writer); etcd will run them as compare-and-swap loops (so the closures may
+//! run more than once). Every change that spans records (a join, an eviction, a workload
+//! change) is one transaction: it happens entirely or not at all (see [`ops`]).
+//!
+//! A record that does not decode does not stop a master: [`Store::quarantine_unreadable`]
+//! (run at start) moves it into the `quarantine` table with the reason, see [`quarantine`].
+//!
+//! The redb file holds the cluster CA's key: [`RedbStore::open`] creates it readable by its
+//! owner only and takes group and other bits off an existing one.
 //!
 //! The schema version lives in the `meta` table under `schema_version`. Opening state with a
 //! newer version than [`SCHEMA_VERSION`] fails with a message instead of misreading it; an
@@ -23,8 +31,14 @@ use time::OffsetDateTime;
 
 use crate::identity::Role;
 use crate::pki::CertSerial;
-use crate::token::{self, TokenError, TokenRecord};
+use crate::token::{TokenError, TokenRecord};
 use crate::workload::{ServiceRecord, TaskInfo};
+
+pub mod ops;
+pub mod quarantine;
+
+pub use ops::{Admission, TokenUse, WorkloadWrite};
+pub use quarantine::Quarantined;
 
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -49,10 +63,12 @@ pub enum Table {
     Services,
     /// [`AdminRecord`]s by admin name.
     Admins,
+    /// Records that could not be decoded, moved aside at start ([`Quarantined`]).
+    Quarantine,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
@@ -60,6 +76,7 @@ impl Table {
         Table::Tasks,
         Table::Services,
         Table::Admins,
+        Table::Quarantine,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +88,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::Services => "services",
             Table::Admins => "admins",
+            Table::Quarantine => "quarantine",
         }
     }
 }
@@ -83,6 +101,23 @@ impl fmt::Display for Table {
 
 /// The closure of [`Store::update_raw`]: sees the current value, decides the write.
 pub type UpdateFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Write, StoreError> + 'a;
+
+/// One write transaction over any tables, as [`Store::transact_raw`] lends it to its closure.
+/// Reads see the transaction's own earlier writes.
+pub trait Txn {
+    fn get(&mut self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// All `(key, value)` pairs of a table, in key order.
+    fn list(&mut self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Removes a key; `true` if it was there.
+    fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError>;
+}
+
+/// The closure of [`Store::transact_raw`].
+pub type TxnFn<'a> = dyn FnMut(&mut dyn Txn) -> Result<(), StoreError> + 'a;
 
 /// What [`Store::update_raw`]'s closure decides to do with the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +134,11 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         source: redb::DatabaseError,
+    },
+    #[error("cannot make the state store {path} private (mode 0600): {source}; it holds the cluster CA's key, fix its owner and permissions")]
+    Protect {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("the state store has schema version {found}, newer than {supported} which this nodeos understands; upgrade nodeos, or restore the state backup made before the upgrade")]
     NewerSchema { found: u32, supported: u32 },
@@ -252,6 +292,80 @@ pub trait Store: Send + Sync {
     /// that retry on conflict, so it must not have side effects beyond its captures.
     fn update_raw(&self, table: Table, key: &str, f: &mut UpdateFn<'_>) -> Result<(), StoreError>;
 
+    /// Runs `f` in one write transaction over any tables and commits what it wrote: all of
+    /// it or, when `f` or the commit fails, none of it (the error is returned). Like
+    /// [`Store::update_raw`]'s closure, `f` may run more than once.
+    fn transact_raw(&self, f: &mut TxnFn<'_>) -> Result<(), StoreError>;
+
+    /// A join, in one transaction: checks the token and takes one use (as
+    /// [`Store::consume_token`]), stores `node` (replacing a record of the same name),
+    /// revokes the replaced record's serial when it differs from the new one, and stores
+    /// every revocation in `revoke`. Nothing is written when any step fails. See
+    /// [`ops::admit_node`].
+    fn admit_node(
+        &self,
+        token: &TokenUse<'_>,
+        node: &NodeRecord,
+        revoke: &[RevokedCert],
+    ) -> Result<Admission, StoreError> {
+        ops::admit_node(self, token, node, revoke)
+    }
+
+    /// A node's removal, in one transaction: deletes its record, revokes the record's
+    /// current serial and every serial of `also_revoke`, all for `reason` at `now`. Returns
+    /// the deleted record and the revocations written; `NotFound` (nothing written) if no
+    /// such node is stored. See [`ops::evict_node`].
+    fn evict_node(
+        &self,
+        name: &str,
+        reason: &str,
+        now: OffsetDateTime,
+        also_revoke: &[CertSerial],
+    ) -> Result<(NodeRecord, Vec<RevokedCert>), StoreError> {
+        ops::evict_node(self, name, reason, now, also_revoke)
+    }
+
+    /// An admin's login, in one transaction: takes one use of the token, stores `admin`
+    /// (replacing a record of the same name, the admin logging in again) and revokes every
+    /// serial the replaced record held. Returns those revocations. See
+    /// [`ops::admit_admin`].
+    fn admit_admin(
+        &self,
+        token: &TokenUse<'_>,
+        admin: &AdminRecord,
+        reason: &str,
+    ) -> Result<Vec<RevokedCert>, StoreError> {
+        ops::admit_admin(self, token, admin, reason)
+    }
+
+    /// An admin's revocation, in one transaction: deletes the record and revokes its
+    /// current and pending serials. `NotFound` (nothing written) if there is no such admin.
+    fn evict_admin(
+        &self,
+        name: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(AdminRecord, Vec<RevokedCert>), StoreError> {
+        ops::evict_admin(self, name, reason, now)
+    }
+
+    /// One workload change (tasks and services saved and deleted), in one transaction.
+    fn write_workloads(&self, write: &WorkloadWrite<'_>) -> Result<(), StoreError> {
+        ops::write_workloads(self, write)
+    }
+
+    /// Moves every record that does not decode into the `quarantine` table, in one
+    /// transaction, and returns what was moved (the master logs it at start). The `meta`
+    /// table is never touched: without its CA a master must not start.
+    fn quarantine_unreadable(&self, now: OffsetDateTime) -> Result<Vec<Quarantined>, StoreError> {
+        quarantine::sweep(self, now)
+    }
+
+    /// The records quarantined so far.
+    fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        list_json(self, Table::Quarantine)
+    }
+
     /// The cluster's meta, once `master init` ran.
     fn cluster_meta(&self) -> Result<Option<ClusterMeta>, StoreError> {
         get_json(self, Table::Meta, CLUSTER_KEY)
@@ -311,20 +425,16 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
         role: Option<Role>,
     ) -> Result<TokenRecord, StoreError> {
+        let token = TokenUse {
+            id,
+            secret,
+            now,
+            role,
+        };
         let mut used = None;
-        self.update_raw(Table::Tokens, id, &mut |current| {
-            let bytes = current.ok_or_else(|| TokenError::UnknownId { id: id.to_owned() })?;
-            let mut record: TokenRecord = decode(Table::Tokens, id, bytes)?;
-            match role {
-                Some(role) => token::verify_for_role(&record, secret, now, role)?,
-                None => token::verify(&record, secret, now)?,
-            }
-            used = Some(record.clone());
-            if record.uses_left.is_none() {
-                return Ok(Write::Keep);
-            }
-            record.consume_use();
-            Ok(Write::Put(encode(Table::Tokens, id, &record)?))
+        self.transact_raw(&mut |txn| {
+            used = Some(ops::take_use(txn, &token)?);
+            Ok(())
         })?;
         used.ok_or_else(|| StoreError::NotFound {
             what: "token",
@@ -431,7 +541,11 @@ pub trait Store: Send + Sync {
     }
 }
 
-fn encode<T: Serialize>(table: Table, key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode<T: Serialize>(
+    table: Table,
+    key: &str,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|source| StoreError::Encode {
         table,
         key: key.to_owned(),
@@ -439,7 +553,11 @@ fn encode<T: Serialize>(table: Table, key: &str, value: &T) -> Result<Vec<u8>, S
     })
 }
 
-fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: Table,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         table,
         key: key.to_owned(),
@@ -515,6 +633,65 @@ fn redb_err<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce(E) -> Sto
     }
 }
 
+/// Creates `path` with mode 0600 when missing, and sets 0600 on it otherwise.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// A redb write transaction as a [`Txn`]: each call opens the table it needs.
+struct RedbTxn<'t> {
+    txn: &'t redb::WriteTransaction,
+}
+
+impl RedbTxn<'_> {
+    fn table(
+        &self,
+        table: Table,
+    ) -> Result<redb::Table<'_, &'static str, &'static [u8]>, StoreError> {
+        self.txn
+            .open_table(definition(table))
+            .map_err(redb_err("open table"))
+    }
+}
+
+impl Txn for RedbTxn<'_> {
+    fn get(&mut self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.table(table)?;
+        let value = t.get(key).map_err(redb_err("read"))?;
+        Ok(value.map(|guard| guard.value().to_vec()))
+    }
+
+    fn list(&mut self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let t = self.table(table)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(redb_err("read"))? {
+            let (key, value) = entry.map_err(redb_err("read"))?;
+            out.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.table(table)?
+            .insert(key, value)
+            .map_err(redb_err("write"))?;
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
+        let mut t = self.table(table)?;
+        let existed = t.remove(key).map_err(redb_err("write"))?.is_some();
+        Ok(existed)
+    }
+}
+
 /// The embedded, transactional store (redb) kept on the data partition.
 pub struct RedbStore {
     db: Database,
@@ -527,9 +704,15 @@ impl fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens the state file at `path`, creating it (and its tables) when missing.
+    /// Opens the state file at `path`, creating it (and its tables) when missing. The file
+    /// is made private (0600) first: it is created so, and an existing one that others
+    /// could read (an install made under umask 022) loses its group and other bits.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        make_private(path).map_err(|source| StoreError::Protect {
+            path: path.to_owned(),
+            source,
+        })?;
         let db = Database::create(path).map_err(|source| StoreError::Open {
             path: path.to_owned(),
             source,
@@ -650,6 +833,13 @@ impl Store for RedbStore {
         Ok(written)
     }
 
+    fn transact_raw(&self, f: &mut TxnFn<'_>) -> Result<(), StoreError> {
+        // As in `update_raw`: one writer at a time, and an early return aborts.
+        let txn = self.db.begin_write().map_err(redb_err("begin"))?;
+        f(&mut RedbTxn { txn: &txn })?;
+        txn.commit().map_err(redb_err("commit"))
+    }
+
     fn update_raw(&self, table: Table, key: &str, f: &mut UpdateFn<'_>) -> Result<(), StoreError> {
         // redb allows one write transaction at a time: the read and the write below cannot
         // interleave with another update. Returning early drops `txn`, which aborts it.
@@ -675,6 +865,9 @@ impl Store for RedbStore {
         txn.commit().map_err(redb_err("commit"))
     }
 }
+
+#[cfg(test)]
+mod atomic_tests;
 
 #[cfg(test)]
 mod tests {

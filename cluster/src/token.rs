@@ -43,6 +43,13 @@ pub const ID_LEN: usize = 6;
 /// Characters of a token secret (5 bits each: 160 bits).
 pub const SECRET_LEN: usize = 32;
 
+/// The longest a token may live. A join token is a standing invitation: a year covers a
+/// long-lived autoscaling group; anyone who really wants no end says so with `never`.
+pub const MAX_TTL: Duration = Duration::days(365);
+/// The longest an admin token may live. It makes a cluster admin, so it must expire, and
+/// soon: it is meant to be used once, by a person, right after it is made.
+pub const MAX_ADMIN_TTL: Duration = Duration::days(7);
+
 const SEPARATOR: char = '_';
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
@@ -86,6 +93,44 @@ pub enum TokenError {
     },
     #[error("ttl `{input}` {why}; write a number and a unit, like 90s, 30m, 24h or 7d")]
     Ttl { input: String, why: String },
+    #[error("a {role} token may live at most {max}, not {given}; give a shorter ttl", max = fmt_ttl(*max), given = fmt_ttl(*given))]
+    TtlTooLong {
+        role: Role,
+        given: Duration,
+        max: Duration,
+    },
+    #[error(
+        "an admin token must expire (within {}); give a ttl such as 24h",
+        fmt_ttl(MAX_ADMIN_TTL)
+    )]
+    AdminTokenNeverExpires,
+}
+
+/// A TTL as its largest whole unit when exact (`7d`), else in seconds.
+fn fmt_ttl(d: Duration) -> String {
+    let secs = d.whole_seconds();
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{s}s"),
+    }
+}
+
+/// Checks a token's lifetime for its role: bounded by [`MAX_TTL`] (and [`MAX_ADMIN_TTL`]
+/// for admin tokens, which must expire). A TTL too long for the calendar is refused here
+/// too, never read as "no expiry".
+pub fn check_ttl(role: Role, ttl: Option<Duration>) -> Result<(), TokenError> {
+    let max = if role == Role::Admin {
+        MAX_ADMIN_TTL
+    } else {
+        MAX_TTL
+    };
+    match ttl {
+        None if role == Role::Admin => Err(TokenError::AdminTokenNeverExpires),
+        None => Ok(()),
+        Some(given) if given > max => Err(TokenError::TtlTooLong { role, given, max }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// A token id: 6 lowercase base32 characters.
@@ -247,7 +292,7 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
-    /// The record for a freshly generated token.
+    /// The record for a freshly generated token; its TTL is checked ([`check_ttl`]).
     pub fn new(
         token: &Token,
         role: Role,
@@ -256,6 +301,15 @@ impl TokenRecord {
         uses: Option<u32>,
         description: impl Into<String>,
     ) -> Result<Self, TokenError> {
+        check_ttl(role, ttl)?;
+        let expires_at = match ttl {
+            Some(ttl) => Some(now.checked_add(ttl).ok_or(TokenError::TtlTooLong {
+                role,
+                given: ttl,
+                max: MAX_TTL,
+            })?),
+            None => None,
+        };
         let salt = util::random_bytes::<16>()?;
         Ok(TokenRecord {
             id: token.id.clone(),
@@ -263,7 +317,7 @@ impl TokenRecord {
             secret_hash: util::to_hex(&hash_secret(&salt, &token.secret)),
             role,
             created_at: now,
-            expires_at: ttl.and_then(|ttl| now.checked_add(ttl)),
+            expires_at,
             uses_left: uses,
             revoked: false,
             description: description.into(),
@@ -624,6 +678,41 @@ mod tests {
         );
         record.consume_use();
         assert_eq!(record.uses_left, Some(0));
+    }
+
+    /// The attacker (or a slip of the keyboard) asks for a TTL so long that adding it to
+    /// the clock overflows, which used to store "never expires". Refused, for every role.
+    #[test]
+    fn huge_ttl_is_refused_never_read_as_never() {
+        let t = token();
+        for role in [Role::Compute, Role::Admin] {
+            for ttl in [
+                Duration::MAX,
+                Duration::seconds(i64::MAX),
+                Duration::days(366),
+                Duration::weeks(9_999_999),
+            ] {
+                let err =
+                    TokenRecord::new(&t, role, NOW, Some(ttl), None, "").expect_err("too long");
+                assert!(
+                    matches!(err, TokenError::TtlTooLong { .. }),
+                    "{role} {ttl}: {err}"
+                );
+                assert!(err.to_string().contains("at most"), "{err}");
+            }
+        }
+        let longest = TokenRecord::new(&t, Role::Compute, NOW, Some(MAX_TTL), None, "")
+            .expect("a year is fine");
+        assert_eq!(longest.expires_at, Some(NOW + MAX_TTL));
+        let err = TokenRecord::new(&t, Role::Admin, NOW, Some(Duration::days(8)), None, "")
+            .expect_err("admin: a week at most");
+        assert!(err.to_string().contains("at most 7d"), "{err}");
+        assert_eq!(
+            TokenRecord::new(&t, Role::Admin, NOW, None, Some(1), ""),
+            Err(TokenError::AdminTokenNeverExpires)
+        );
+        let never = TokenRecord::new(&t, Role::Compute, NOW, None, None, "").expect("explicit");
+        assert_eq!(never.expires_at, None);
     }
 
     #[test]

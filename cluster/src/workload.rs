@@ -495,6 +495,24 @@ pub struct ServiceInfo {
 pub struct Workloads {
     pub tasks: Vec<TaskInfo>,
     pub services: Vec<ServiceInfo>,
+    /// What the master keeps of finished work (absent from older masters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionInfo>,
+}
+
+/// The master's retention of finished tasks, as `cloudos ps -a` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionInfo {
+    /// Finished tasks are deleted this long after they ended.
+    pub keep_finished_secs: u64,
+    /// At most this many finished tasks are kept, the oldest deleted first.
+    pub max_finished: u64,
+    /// Logs and outputs of all tasks together are kept within this, oldest first.
+    pub files_budget_bytes: u64,
+    /// What they take now.
+    pub files_bytes: u64,
+    /// A task's log beyond this is dropped (its head is kept).
+    pub log_cap_bytes: u64,
 }
 
 /// Which of a container's output streams a log chunk belongs to.

@@ -392,3 +392,7 @@ async fn an_evicted_agent_forgets_its_identity_and_stops() {
     drop(master);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The modes of what master and agent write (issue 16, item 14).
+#[path = "agent_cluster/modes.rs"]
+mod modes;

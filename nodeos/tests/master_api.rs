@@ -1310,3 +1310,7 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
     }
     assert!(walked >= 30, "walked only {walked} operations");
 }
+
+/// Attacks on the master's state: a full disk, damaged records, overflowing TTLs, log floods.
+#[path = "master_api/store.rs"]
+mod store;

@@ -24,10 +24,13 @@ pub async fn create(
     description: String,
     labels: std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
-    if let Some(ttl) = ttl_arg(ttl) {
-        // Checked here too so a typo is reported before any request.
-        cloudos_cluster::token::parse_ttl(&ttl)?;
-    }
+    // Checked here too so a typo (or a TTL beyond the limits) is reported before any
+    // request; the master checks it again.
+    let parsed = ttl_arg(ttl)
+        .as_deref()
+        .map(cloudos_cluster::token::parse_ttl)
+        .transpose()?;
+    cloudos_cluster::token::check_ttl(role, parsed)?;
     let request = TokenCreateRequest {
         role,
         ttl: ttl_arg(ttl),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use cloudos_cluster::client::ApiClient;
 use cloudos_cluster::workload::{
-    format_cpu, format_memory, LogStream, ServiceCreateRequest, ServiceInfo, TaskCreateRequest,
-    TaskInfo, TaskState, WorkloadSpec, Workloads,
+    format_cpu, format_memory, LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo,
+    TaskCreateRequest, TaskInfo, TaskState, WorkloadSpec, Workloads,
 };
 use time::OffsetDateTime;
 
@@ -173,7 +173,27 @@ pub async fn ps(ctx: &Ctx, all: bool) -> anyhow::Result<()> {
             .retain(|t| !t.state.is_final() || t.finished_at.is_none_or(|f| f > cutoff));
     }
     let now = OffsetDateTime::now_utc();
-    ctx.print(&workloads, |w| render_ps(w, now))
+    ctx.print(&workloads, |w| {
+        let mut text = render_ps(w, now);
+        if let (true, Some(r)) = (all, &w.retention) {
+            text.push('\n');
+            text.push_str(&retention_line(r));
+        }
+        text
+    })
+}
+
+/// What the master keeps, under `cloudos ps -a`.
+pub fn retention_line(r: &RetentionInfo) -> String {
+    format!(
+        "the master keeps finished tasks for {} (at most {}), their logs and outputs within \
+         {} ({} used), and each task's log up to {}\n",
+        format::duration_secs(r.keep_finished_secs),
+        r.max_finished,
+        format::bytes(r.files_budget_bytes),
+        format::bytes(r.files_bytes),
+        format::bytes(r.log_cap_bytes),
+    )
 }
 
 fn exit_text(t: &TaskInfo) -> String {
@@ -308,6 +328,22 @@ mod tests {
     }
 
     #[test]
+    fn ps_all_says_what_the_master_keeps() {
+        let line = retention_line(&RetentionInfo {
+            keep_finished_secs: 7 * 86_400,
+            max_finished: 1000,
+            files_budget_bytes: 1 << 30,
+            files_bytes: 3 << 20,
+            log_cap_bytes: 16 << 20,
+        });
+        assert_eq!(
+            line,
+            "the master keeps finished tasks for 7d (at most 1000), their logs and outputs \
+             within 1.0Gi (3.0Mi used), and each task's log up to 16Mi\n"
+        );
+    }
+
+    #[test]
     fn ps_shows_state_node_age_and_exit() {
         let mut done = task("t-1", TaskState::Failed);
         done.exit_code = Some(3);
@@ -322,6 +358,7 @@ mod tests {
         let w = Workloads {
             tasks: vec![done, pulling, queued],
             services: vec![],
+            retention: None,
         };
         let text = render_ps(&w, datetime!(2026-12-02 10:05 UTC));
         let lines: Vec<&str> = text.lines().collect();

@@ -7,12 +7,14 @@
 //! | `ca.crt` | the cluster CA, the only trust anchor for the master |
 //! | `identity.json` | node name, role, cluster name, master address and the name its certificate carries |
 //!
+//! An identity left readable by an older install (umask 022) is made private again when it
+//! is loaded.
+//!
 //! A renewal replaces key and certificate together, so the set is written to
 //! `agent.new/` and swapped in with renames: a crash leaves the old set or the new one,
 //! never a key beside a certificate for another key. The join token is never stored.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cloudos_cluster::client::JoinedIdentity;
@@ -21,7 +23,7 @@ use cloudos_cluster::Role;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{make_private, write_atomic, write_private};
 
 const KEY_FILE: &str = "node.key";
 const CERT_FILE: &str = "node.crt";
@@ -101,6 +103,13 @@ impl IdentityStore {
         if !self.dir.exists() && old.exists() {
             rename(&old, &self.dir)?;
         }
+        for path in [self.dir.clone(), self.dir.join(KEY_FILE)] {
+            make_private(&path).map_err(|source| IdentityStoreError::Io {
+                action: "protect",
+                path,
+                source,
+            })?;
+        }
         let meta_path = self.dir.join(META_FILE);
         let meta_text = match std::fs::read_to_string(&meta_path) {
             Ok(text) => text,
@@ -161,14 +170,14 @@ impl IdentityStore {
         };
         let meta_json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         let key_path = staging.join(KEY_FILE);
-        write(&key_path, id.key_pem.as_bytes())?;
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| IdentityStoreError::Io {
-                action: "protect",
+        // Created 0600: the key is never in a file others may open, not even for a moment.
+        write_private(&key_path, id.key_pem.as_bytes()).map_err(|source| {
+            IdentityStoreError::Io {
+                action: "write",
                 path: key_path.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         write(&staging.join(CERT_FILE), id.cert_pem.as_bytes())?;
         write(&staging.join(CA_FILE), id.ca_pem.as_bytes())?;
         write(&staging.join(META_FILE), &meta_json)?;
@@ -209,8 +218,7 @@ fn create_private_dir(dir: &Path) -> Result<(), IdentityStoreError> {
         path: dir.to_owned(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+    crate::fsutil::create_private_dir(dir).map_err(io)
 }
 
 fn remove_dir(dir: &Path) -> Result<(), IdentityStoreError> {
@@ -229,6 +237,7 @@ mod tests {
     use super::*;
     use cloudos_cluster::pki::{ClusterCa, NODE_CERT_LIFETIME};
     use cloudos_cluster::{NodeIdentity, NodeKey};
+    use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("nodeos-agent-{name}-{}", std::process::id()));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use cloudos_cluster::pki::NODE_CERT_LIFETIME;
 use cloudos_cluster::token::parse_ttl;
 
+use super::workloads::retention::Retention;
 use crate::settings::{Settings, DEFAULT_API_PORT};
 
 /// The cluster name when none is given.
@@ -62,6 +63,23 @@ pub struct MasterArgs {
     /// for more.
     #[arg(long, value_name = "NAME|IP", value_parser = parse_tls_san)]
     pub tls_san: Vec<String>,
+    /// How long finished tasks (their records, logs and outputs) are kept, e.g. 7d.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub keep_finished: Duration,
+    /// At most this many finished tasks are kept; the oldest go first.
+    #[arg(long, default_value_t = Retention::default().max_finished)]
+    pub keep_tasks: usize,
+    /// Logs and outputs of all tasks together stay within this (e.g. 1Gi); the oldest
+    /// finished tasks go first.
+    #[arg(long, default_value = "1Gi", value_parser = parse_bytes)]
+    pub workload_files: u64,
+    /// A task's log (stdout and stderr together) is kept up to this (e.g. 16Mi): its head.
+    #[arg(long, default_value = "16Mi", value_parser = parse_bytes)]
+    pub log_cap: u64,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    cloudos_cluster::workload::parse_memory(s).map_err(|e| e.to_string())
 }
 
 fn parse_tls_san(value: &str) -> Result<String, String> {
@@ -99,6 +117,8 @@ pub struct MasterConfig {
     pub insecure_registries: Vec<String>,
     /// Extra names and addresses in the serving certificate.
     pub tls_san: Vec<String>,
+    /// What is kept of finished tasks, and of each task's log.
+    pub retention: Retention,
 }
 
 impl MasterConfig {
@@ -119,6 +139,7 @@ impl MasterConfig {
             mdns: true,
             flush_interval: Duration::from_secs(60),
             scheduler: "spread".to_owned(),
+            retention: Retention::default(),
         }
     }
 
@@ -149,6 +170,13 @@ impl MasterConfig {
         }
         config.insecure_registries = args.insecure_registry;
         config.tls_san = args.tls_san;
+        config.retention = Retention {
+            keep_finished: args.keep_finished,
+            max_finished: args.keep_tasks,
+            files_budget: args.workload_files,
+            log_cap: args.log_cap,
+            ..Retention::default()
+        };
         Ok(config)
     }
 
@@ -218,6 +246,22 @@ mod tests {
         assert_eq!(c.not_ready_after, Duration::from_secs(3));
         assert_eq!(c.cert_lifetime, Duration::from_secs(90));
         assert!(!c.mdns);
+        assert_eq!(c.retention, Retention::default(), "flag defaults match");
+        let c = parse(&[
+            "--keep-finished",
+            "1h",
+            "--keep-tasks",
+            "5",
+            "--workload-files",
+            "64Mi",
+            "--log-cap",
+            "8Mi",
+        ])
+        .expect("retention flags");
+        assert_eq!(c.retention.keep_finished, Duration::from_secs(3600));
+        assert_eq!(c.retention.max_finished, 5);
+        assert_eq!(c.retention.files_budget, 64 << 20);
+        assert_eq!(c.retention.log_cap, 8 << 20);
         assert!(parse(&["--heartbeat-interval", "2x"])
             .expect_err("bad unit")
             .contains("unknown unit"));

@@ -110,16 +110,3 @@ pub fn revoke(
         reason: reason.to_owned(),
     })
 }
-
-/// Revokes every certificate a holder has on record (current and pending).
-pub fn revoke_all<'a>(
-    state: &MasterState,
-    serials: impl IntoIterator<Item = &'a CertSerial>,
-    holder: &str,
-    reason: &str,
-) -> Result<(), StoreError> {
-    for serial in serials {
-        revoke(state, serial.clone(), holder, reason)?;
-    }
-    Ok(())
-}

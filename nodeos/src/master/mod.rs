@@ -62,13 +62,24 @@ pub struct Master {
 
 impl Master {
     /// Opens (or creates) the cluster under `config.data_dir` and binds `config.listen`.
+    /// `<data>/master` holds the CA's key (in the store): it is made private (0700, the
+    /// store 0600), also when an older install left it readable.
     pub async fn open(config: MasterConfig) -> Result<Master, MasterError> {
         let dir = config.data_dir.join("master");
-        std::fs::create_dir_all(&dir).map_err(|source| MasterError::DataDir {
+        crate::fsutil::create_private_dir(&dir).map_err(|source| MasterError::DataDir {
             path: dir.clone(),
             source,
         })?;
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.join("state.redb"))?);
+        for q in store.quarantine_unreadable(time::OffsetDateTime::now_utc())? {
+            log::warn!(
+                "stored {} record `{}` is unreadable ({}); moved it to the quarantine table \
+                 and carried on without it",
+                q.table,
+                q.key,
+                q.error
+            );
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -130,6 +141,7 @@ impl Master {
         }
         tasks.spawn(health::run(Arc::clone(&state)));
         tasks.spawn(workloads::run(Arc::clone(&state)));
+        tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
         shutdown.await;
         tasks.shutdown().await;
@@ -164,6 +176,9 @@ fn run_blocking(
     output: TokenOutput,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
+    // Everything the master writes (store, logs, outputs, the admin token file) is its
+    // own: nothing it creates is for other users, whatever umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("master")

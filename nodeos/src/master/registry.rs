@@ -240,6 +240,14 @@ impl Registry {
         Some((entry.snapshot(), replaced))
     }
 
+    /// The serials (current and pending) the registry holds for `name`.
+    pub fn serials_of(&self, name: &str) -> Vec<CertSerial> {
+        self.lock()
+            .get(name)
+            .map(|e| e.record.serials().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Which of the node's certificates `serial` is: `None` when it is neither the current
     /// nor the pending one (an old, replaced certificate) or the node is unknown.
     pub fn serial_status(&self, name: &str, serial: &CertSerial) -> Option<SerialStatus> {

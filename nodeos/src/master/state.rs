@@ -56,6 +56,7 @@ impl MasterState {
             config.data_dir.join("master").join("workloads"),
             &config.scheduler,
             &config.insecure_registries,
+            config.retention,
         )?;
         let ips = super::addresses::ipv4_addresses();
         let (tls, _) =

@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 
 use super::caller::AdminCaller;
 use super::AppState;
-use crate::master::credentials::revoke_all;
 use crate::master::error::ApiError;
 use crate::master::registry::Control;
 
@@ -129,28 +128,42 @@ pub async fn get_node(
 }
 
 /// Evicts a node: forgets it, revokes every certificate it holds, tells its open
-/// connection.
+/// connection. The store changes first, in one transaction; memory follows only once it is
+/// committed.
 pub async fn remove_node(
     State(state): State<AppState>,
     AdminCaller(admin): AdminCaller,
     Path(name): Path<String>,
 ) -> Result<Json<NodeInfo>, ApiError> {
-    let (record, conn) = state.registry.remove(&name).ok_or_else(|| no_node(&name))?;
+    // The serials in memory are revoked too, should they differ from the stored ones.
+    let held = state.registry.serials_of(&name);
+    if held.is_empty() {
+        return Err(no_node(&name));
+    }
     let reason = format!("removed from the cluster by {}", admin.name);
-    let info = NodeInfo::from(&record);
-    let serials: Vec<String> = record.serials().map(|s| s.to_string()).collect();
-    let why = reason.clone();
-    state
+    let (n, why) = (name.clone(), reason.clone());
+    let (record, revoked) = state
         .blocking(move |s| {
-            revoke_all(s, record.serials(), &record.name, &why)?;
-            s.store.delete_node(&record.name)?;
-            Ok(())
+            match s
+                .store
+                .evict_node(&n, &why, OffsetDateTime::now_utc(), &held)
+            {
+                Err(StoreError::NotFound { .. }) => Err(no_node(&n)),
+                other => Ok(other?),
+            }
         })
         .await?;
-    if let Some(conn) = conn {
+    for r in &revoked {
+        state.mark_revoked(r.serial.clone());
+    }
+    // Memory's record has the live state (last heartbeat, telemetry) to show.
+    let (live, conn) = state.registry.remove(&name).unzip();
+    let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
+    if let Some(conn) = conn.flatten() {
         // A full channel means an eviction is already queued.
         let _ = conn.control.try_send(Control::Evict { reason });
     }
+    let serials: Vec<String> = revoked.iter().map(|r| r.serial.to_string()).collect();
     log::info!(
         "node {name} removed by admin {}; certificates {} revoked",
         admin.name,
@@ -177,8 +190,8 @@ fn check_labels<'a>(
             return Err(ApiError::BadRequest(format!(
                 "label `{}={}` is not valid: keys and values are at most {MAX_LABEL_LEN} of \
                  letters, digits, `-`, `_`, `.` and `/`",
-                super::super::error::bounded(k),
-                super::super::error::bounded(v)
+                crate::master::error::bounded(k),
+                crate::master::error::bounded(v)
             )));
         }
     }
@@ -246,14 +259,19 @@ pub async fn revoke_admin(
     let who = name.clone();
     let record = state
         .blocking(move |s| {
-            let record = s.store.get_admin(&who)?.ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "no admin named {}; list admins with `cloudos admin list`",
-                    super::super::error::bounded(&who)
-                ))
-            })?;
-            revoke_all(s, record.serials(), &record.name, &why)?;
-            s.store.delete_admin(&record.name)?;
+            let (record, revoked) = match s.store.evict_admin(&who, &why, OffsetDateTime::now_utc())
+            {
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ApiError::NotFound(format!(
+                        "no admin named {}; list admins with `cloudos admin list`",
+                        crate::master::error::bounded(&who)
+                    )))
+                }
+                other => other?,
+            };
+            for r in revoked {
+                s.mark_revoked(r.serial);
+            }
             Ok(record)
         })
         .await?;

@@ -32,7 +32,8 @@ use cloudos_cluster::api::{
 };
 use cloudos_cluster::identity::validate_join_name;
 use cloudos_cluster::pki::IssuedCert;
-use cloudos_cluster::store::{AdminRecord, NodeRecord, NodeState};
+use cloudos_cluster::store::ops::REJOIN_REASON;
+use cloudos_cluster::store::{AdminRecord, NodeRecord, NodeState, RevokedCert, TokenUse};
 use cloudos_cluster::token::{self, TokenError, TokenId, TokenRecord};
 use cloudos_cluster::{NodeIdentity, Role};
 use time::OffsetDateTime;
@@ -40,7 +41,7 @@ use time::OffsetDateTime;
 use super::caller::{AnyCaller, MaybeCaller};
 use super::extract::ApiJson;
 use super::AppState;
-use crate::master::credentials::{revoke, revoke_all};
+use crate::master::credentials::revoke;
 use crate::master::error::ApiError;
 use crate::master::state::MasterState;
 
@@ -210,9 +211,12 @@ fn admit(
     let issued = state
         .ca
         .sign_csr(&req.csr_pem, &identity, lifetime(state), now)?;
-    state
-        .store
-        .consume_token(id, &req.token_secret, now, Some(record.role))?;
+    let token = TokenUse {
+        id,
+        secret: &req.token_secret,
+        now,
+        role: Some(record.role),
+    };
 
     if identity.role == Role::Admin {
         let admin = AdminRecord {
@@ -223,10 +227,13 @@ fn admit(
             token_id: id.to_owned(),
             joined_at: now,
         };
-        let previous = state.store.get_admin(&admin.name)?;
-        state.store.put_admin(&admin)?;
-        if let Some(old) = previous {
-            revoke_all(state, old.serials(), &old.name, "the admin logged in again")?;
+        // Token use, admin record and the revocation of what a same-named admin held, in
+        // one transaction; memory follows the store.
+        let revoked = state
+            .store
+            .admit_admin(&token, &admin, "the admin logged in again")?;
+        for r in revoked {
+            state.mark_revoked(r.serial);
         }
         log::info!(
             "admin {} joined from {} (token {id})",
@@ -249,15 +256,26 @@ fn admit(
         telemetry: None,
         state: NodeState::NotReady,
     };
-    state.store.put_node(&node)?;
-    if let Some(old) = state.registry.insert(node) {
-        revoke_all(
-            state,
-            old.serials(),
-            &identity.name,
-            "the node joined again",
-        )?;
+    // The serials the registry holds are revoked with those the store holds (they differ
+    // only if a renewal's store write failed).
+    let revoke: Vec<RevokedCert> = state
+        .registry
+        .serials_of(&identity.name)
+        .into_iter()
+        .filter(|serial| *serial != node.cert_serial)
+        .map(|serial| RevokedCert {
+            serial,
+            node: Some(identity.name.clone()),
+            revoked_at: now,
+            reason: REJOIN_REASON.to_owned(),
+        })
+        .collect();
+    // Token use, node record and revocations in one transaction; memory follows the store.
+    let admission = state.store.admit_node(&token, &node, &revoke)?;
+    for revoked in admission.revoked {
+        state.mark_revoked(revoked.serial);
     }
+    state.registry.insert(node);
     log::info!(
         "node {} joined as {} from {} (token {id})",
         identity.name,

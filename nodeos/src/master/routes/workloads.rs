@@ -66,8 +66,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub async fn list(State(state): State<AppState>, _: AdminCaller) -> Json<Workloads> {
-    Json(state.workloads.book().workloads())
+pub async fn list(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Result<Json<Workloads>, ApiError> {
+    // Sizes come from the disk: read off the async workers.
+    let workloads = state
+        .blocking(|s| {
+            let book = s.workloads.book();
+            let mut w = book.workloads();
+            w.retention = Some(s.workloads.retention_info(&book));
+            Ok(w)
+        })
+        .await?;
+    Ok(Json(workloads))
 }
 
 pub async fn list_tasks(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<TaskInfo>> {
@@ -94,12 +106,9 @@ pub async fn create_task(
     let task = state
         .blocking(move |s| {
             let id = new_task_id(s)?;
-            let (task, effects) =
-                s.workloads
-                    .book()
-                    .create_task(id, request, OffsetDateTime::now_utc());
-            workloads::apply(s, effects);
-            Ok(task)
+            workloads::commit(s, |book| {
+                Ok::<_, ApiError>(book.create_task(id, request, OffsetDateTime::now_utc()))
+            })
         })
         .await?;
     log::info!("task {} queued: {}", task.id, task.spec.image);
@@ -121,9 +130,9 @@ pub async fn cancel_task(
 ) -> Result<Json<TaskInfo>, ApiError> {
     let task = state
         .blocking(move |s| {
-            let (task, effects) = s.workloads.book().cancel(&id, OffsetDateTime::now_utc())?;
-            workloads::apply(s, effects);
-            Ok(task)
+            workloads::commit(s, |book| {
+                Ok::<_, ApiError>(book.cancel(&id, OffsetDateTime::now_utc())?)
+            })
         })
         .await?;
     log::info!("task {} cancelled", task.id);
@@ -309,8 +318,11 @@ pub async fn upload_output(
         })?;
     let size = state
         .blocking(move |s| {
-            let stored = workloads::store_output(s, &run, &upload.0, size)
-                .map_err(|e| ApiError::Internal(format!("cannot store the output: {e}")))?;
+            let stored =
+                workloads::store_output(s, &run, &upload.0, size).map_err(|e| match e {
+                    workloads::OutputError::Store(e) => ApiError::Store(e),
+                    e => ApiError::Internal(format!("cannot store the output: {e}")),
+                })?;
             upload.keep();
             Ok(stored)
         })
@@ -393,11 +405,10 @@ pub async fn create_service(
     let name = request.name.clone();
     let service = state
         .blocking(move |s| {
-            let effects = s
-                .workloads
-                .book()
-                .create_service(request, OffsetDateTime::now_utc())?;
-            workloads::apply(s, effects);
+            workloads::commit(s, |book| {
+                let effects = book.create_service(request, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>(((), effects))
+            })?;
             service_of(s, &name)
         })
         .await?;
@@ -426,11 +437,10 @@ pub async fn scale_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     let service = state
         .blocking(move |s| {
-            let effects =
-                s.workloads
-                    .book()
-                    .scale(&name, request.replicas, OffsetDateTime::now_utc())?;
-            workloads::apply(s, effects);
+            workloads::commit(s, |book| {
+                let effects = book.scale(&name, request.replicas, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>(((), effects))
+            })?;
             service_of(s, &name)
         })
         .await?;
@@ -445,11 +455,10 @@ pub async fn delete_service(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state
         .blocking(move |s| {
-            let effects = s
-                .workloads
-                .book()
-                .delete_service(&name, OffsetDateTime::now_utc())?;
-            workloads::apply(s, effects);
+            workloads::commit(s, |book| {
+                let effects = book.delete_service(&name, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>(((), effects))
+            })?;
             log::info!("service {name} deleted");
             Ok(())
         })

@@ -76,7 +76,9 @@ pub struct NodeFacts {
     pub capacity: Resources,
 }
 
-#[derive(Debug, Default)]
+/// `Clone`: a change is tried on the book and undone by putting the copy back when the
+/// store refuses to record it (see `workloads::commit`).
+#[derive(Debug, Default, Clone)]
 pub struct Book {
     tasks: BTreeMap<String, TaskInfo>,
     services: BTreeMap<String, ServiceRecord>,
@@ -124,6 +126,24 @@ impl Book {
         self.tasks.get(id)
     }
 
+    /// Every task and replica, in id order.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskInfo> {
+        self.tasks.values()
+    }
+
+    /// Deletes finished tasks (the retention sweep); others in `ids` are left alone.
+    pub fn forget_finished(&mut self, ids: &[String]) -> Effects {
+        let mut effects = Effects::default();
+        for id in ids {
+            if self.tasks.get(id).is_some_and(|t| t.state.is_final()) {
+                self.tasks.remove(id);
+                self.avoid.remove(id);
+                effects.delete_tasks.push(id.clone());
+            }
+        }
+        effects
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -142,7 +162,11 @@ impl Book {
             .keys()
             .filter_map(|name| self.service(name))
             .collect();
-        Workloads { tasks, services }
+        Workloads {
+            tasks,
+            services,
+            retention: None,
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<ServiceInfo> {
