@@ -46,6 +46,12 @@ pub enum UnpackError {
         path: String,
         reason: &'static str,
     },
+    #[error("layer {layer} has hard link {path:?} to {target:?}, which is not a file earlier in the layer; the image is broken, rebuild it")]
+    BadHardLink {
+        layer: Digest,
+        path: String,
+        target: PathBuf,
+    },
     #[error("layer {layer} unpacks to more than {limit} bytes (a decompression bomb, or an image larger than this node accepts); it was refused, raise Limits::max_layer_unpacked_bytes only for an image you trust")]
     TooLarge { layer: Digest, limit: u64 },
     #[error("layer {layer} has more than {limit} tar entries; it was refused, raise Limits::max_layer_entries only for an image you trust")]
@@ -327,11 +333,26 @@ impl Unpacker<'_> {
                 if target.as_os_str().is_empty() {
                     return Err(escape("it is a hard link to the layer's root"));
                 }
-                let (target_parent, target_name) = self.parent(&target, &m.path, false)?;
+                let bad_link = || UnpackError::BadHardLink {
+                    layer: self.layer.clone(),
+                    path: m.path.display().to_string(),
+                    target: target.clone(),
+                };
+                let (target_parent, target_name) = match self.parent(&target, &m.path, false) {
+                    Err(UnpackError::Io { source, .. }) if rooted::gone(&source) => {
+                        return Err(bad_link())
+                    }
+                    other => other?,
+                };
                 self.clear(&parent, name, &rel, false)?;
                 // A hard link shares its target's inode: owner and mode are the target's.
-                rooted::hard_link(&target_parent, target_name, &parent, name)
-                    .map_err(self.io("create hard link", &rel))?;
+                match rooted::hard_link(&target_parent, target_name, &parent, name) {
+                    // Missing, or a directory (which cannot be hard-linked).
+                    Err(e) if rooted::gone(&e) || e.kind() == io::ErrorKind::PermissionDenied => {
+                        return Err(bad_link())
+                    }
+                    other => other.map_err(self.io("create hard link", &rel))?,
+                }
             }
             kind @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => {
                 let file_type = match kind {
