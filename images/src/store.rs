@@ -619,4 +619,83 @@ mod tests {
         assert_eq!(report.removed.len(), 4);
         assert!(!store.has_blob(&layer));
     }
+
+    /// A manifest naming `config` and `layers`, stored; returns its digest.
+    fn image(store: &Store, config: &[u8], layers: &[&[u8]]) -> (Digest, Vec<Digest>) {
+        let config = store.put_bytes(config).unwrap();
+        let layers: Vec<Digest> = layers.iter().map(|l| store.put_bytes(l).unwrap()).collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.to_string(), "size": 1},
+            "layers": layers.iter().map(|l| serde_json::json!(
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                 "digest": l.to_string(), "size": 1})).collect::<Vec<_>>(),
+        });
+        let manifest = store.put_bytes(manifest.to_string().as_bytes()).unwrap();
+        let mut blobs = vec![manifest.clone(), config];
+        blobs.extend(layers);
+        (manifest, blobs)
+    }
+
+    /// Race (b) of issue 16, at the store: a container runs from image A under tag
+    /// app:1; the tag moves to image B; a collection must keep A's blobs and unpacked
+    /// layer while the container's lease lives, and take them once it is dropped.
+    #[test]
+    fn a_lease_keeps_an_image_whose_tag_moved() {
+        let (_dir, store) = store();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_cksum();
+        tar.append_data(&mut h, "bin/app", &b"A!"[..]).unwrap();
+        let layer_a = tar.into_inner().unwrap();
+        let (a, blobs_a) = image(&store, b"{\"a\":1}", &[&layer_a]);
+        store.set_ref("app:1", &a).unwrap();
+        let layer_dir = store.unpack_layer(&blobs_a[2]).unwrap();
+
+        let running = store.lease();
+        for blob in &blobs_a {
+            running.pin(blob);
+        }
+        let (b, _) = image(&store, b"{\"b\":1}", &[b"layer b"]);
+        store.set_ref("app:1", &b).unwrap();
+
+        let report = store.gc().unwrap();
+        assert!(report.removed.is_empty(), "{report:?}");
+        for blob in &blobs_a {
+            assert!(store.has_blob(blob), "{blob}");
+        }
+        assert!(layer_dir.join("bin/app").is_file());
+
+        drop(running);
+        let report = store.gc().unwrap();
+        assert_eq!(report.removed.len(), blobs_a.len());
+        assert_eq!(report.layers_removed, vec![blobs_a[2].clone()]);
+        assert!(!layer_dir.exists());
+        assert_eq!(
+            tmp_entries(&store),
+            0,
+            "doomed layers are removed, not left in tmp"
+        );
+        assert!(store.has_blob(&b));
+    }
+
+    #[test]
+    fn leases_count_per_digest() {
+        let (_dir, store) = store();
+        let blob = store.put_bytes(b"shared").unwrap();
+        let (one, two) = (store.lease(), store.lease());
+        one.pin(&blob);
+        two.pin(&blob);
+        drop(one);
+        store.gc().unwrap();
+        assert!(store.has_blob(&blob), "the second lease still holds it");
+        assert_eq!(two.pinned(), [blob.clone()].into());
+        drop(two);
+        store.gc().unwrap();
+        assert!(!store.has_blob(&blob));
+    }
 }
