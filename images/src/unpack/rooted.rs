@@ -57,7 +57,7 @@ impl Root {
     /// directory.
     pub fn dir(&self, rel: &Path, create: bool) -> io::Result<OwnedFd> {
         if rel.as_os_str().is_empty() {
-            return Ok(self.fd.try_clone()?);
+            return self.fd.try_clone();
         }
         match open_dir(&self.fd, rel) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {}
