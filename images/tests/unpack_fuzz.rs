@@ -215,9 +215,6 @@ fn unpack_fuzz() {
             Err(e) => {
                 prop_assert!(!scene.store.layer_dir(&digest).exists(), "{}", e);
                 refused.set(refused.get() + 1);
-                if std::env::var_os("FUZZ_SHOW").is_some() {
-                    eprintln!("{e}");
-                }
                 let why = format!("{e:?}");
                 let why = why.split([' ', '{', '(']).next().unwrap_or("").to_string();
                 *reasons.borrow_mut().entry(why).or_insert(0u64) += 1;
