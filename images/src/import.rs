@@ -81,6 +81,8 @@ impl Store {
         let archive_err = |e: io::Error| ImportError::Archive(e.to_string());
         let stream = crate::unpack::decompress(archive).map_err(ImportError::Archive)?;
         let mut tar = tar::Archive::new(stream);
+        // Blobs have no ref until the end: the lease keeps a collection off them.
+        let lease = self.lease();
         let mut index_json = None;
         let mut has_layout_marker = false;
         for entry in tar.entries().map_err(archive_err)? {
@@ -106,6 +108,7 @@ impl Store {
                     }
                     continue;
                 };
+                lease.pin(&digest);
                 self.write_blob(&digest, &mut entry)?;
             }
         }

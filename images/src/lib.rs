@@ -10,6 +10,8 @@
 
 pub mod digest;
 pub mod import;
+pub mod lease;
+pub mod limits;
 pub mod manifest;
 pub mod pull;
 pub mod store;
@@ -17,6 +19,8 @@ pub mod unpack;
 
 pub use digest::{Digest, DigestError};
 pub use import::{ImportError, ImportedImage};
+pub use lease::Lease;
+pub use limits::Limits;
 pub use manifest::{Descriptor, Document, Index, Manifest, ManifestError, Platform};
 pub use pull::{Credentials, Progress, PullConfig, PullError, PulledImage, Puller};
 pub use store::{BlobWriter, GcReport, Store, StoreError};

@@ -4,6 +4,11 @@
 //! into errors that say what to do. Every blob is verified twice: by oci-client while it
 //! streams, and by the store before the blob gets its name. The ref is set last, so an
 //! interrupted pull leaves no image behind, only blobs that the next pull reuses.
+//!
+//! Sizes are checked against the manifest and the store's [`Limits`](crate::Limits): a
+//! declaration above the caps is refused before anything is downloaded, and a download
+//! stops as soon as more bytes arrive than the manifest declared. A pull pins every blob
+//! it writes or reuses in a [`Lease`], so a garbage collection meanwhile keeps them.
 
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -13,6 +18,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::digest::Digest;
+use crate::lease::Lease;
 use crate::manifest::{Descriptor, Document, ManifestError, Platform, ACCEPTED_MANIFEST_TYPES};
 use crate::store::{Store, StoreError};
 
@@ -104,6 +110,32 @@ pub enum PullError {
         #[source]
         source: ManifestError,
     },
+    #[error("image {image} declares blob {digest} of {size} bytes, above the limit of {limit}; nothing was downloaded (raise Limits::max_blob_bytes only for an image you trust)")]
+    BlobTooLarge {
+        image: String,
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
+    #[error("image {image} declares {size} bytes of config and layers, above the limit of {limit}; nothing was downloaded (raise Limits::max_image_bytes only for an image you trust)")]
+    ImageTooLarge {
+        image: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error("image {image} has {count} layers, more than the limit of {limit}; the image is malicious or broken")]
+    TooManyLayers {
+        image: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error("the registry sent {received} bytes of blob {digest} of image {image}, whose manifest declares {declared}; the download was stopped: the registry or a proxy on the way is hostile or broken, pull from another mirror")]
+    BlobSizeMismatch {
+        image: String,
+        digest: Digest,
+        declared: u64,
+        received: u64,
+    },
     #[error("cannot pull image {image} from its registry: {message}; check the registry address and that it is reachable")]
     Registry { image: String, message: String },
     #[error("cannot store image {image}: {source}")]
@@ -170,8 +202,20 @@ impl Puller {
         &self,
         store: &Store,
         image: &str,
+        progress: impl FnMut(Progress),
+    ) -> Result<PulledImage, PullError> {
+        self.pull_leased(&store.lease(), image, progress).await
+    }
+
+    /// [`Puller::pull_with_progress`] into the lease's store, pinning the image's blobs
+    /// in `lease`: they stay when the lease outlives the pull, even if the tag moves.
+    pub async fn pull_leased(
+        &self,
+        lease: &Lease,
+        image: &str,
         mut progress: impl FnMut(Progress),
     ) -> Result<PulledImage, PullError> {
+        let store = lease.store();
         let reference = parse_reference(image)?;
         let store_err = |source| PullError::Store {
             image: image.to_string(),
@@ -214,7 +258,10 @@ impl Puller {
                 )))
             }
         };
+        check_sizes(image, &manifest, store.limits())?;
+        lease.pin(&digest);
         for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            lease.pin(&descriptor.digest);
             self.fetch_blob(store, image, &reference, descriptor, &mut progress)
                 .await?;
         }
@@ -287,6 +334,9 @@ impl Puller {
             bytes.extend_from_slice(&chunk);
             if bytes.len() as u64 > LIMIT {
                 return Err(too_big());
+            }
+            if bytes.len() as u64 > descriptor.size {
+                return Err(size_mismatch(image, descriptor, bytes.len() as u64));
             }
         }
         let actual = Digest::of(&bytes);
@@ -393,11 +443,19 @@ impl Puller {
                     },
                 }
             })?;
+            // Stopped before writing: a registry may not fill the disk past the manifest.
+            let received = writer.size() + chunk.len() as u64;
+            if received > total {
+                return Err(size_mismatch(image, descriptor, received));
+            }
             writer.write_chunk(&chunk).map_err(store_err)?;
             progress(Progress::Advanced {
                 digest: digest.clone(),
                 done: writer.size(),
             });
+        }
+        if writer.size() != total {
+            return Err(size_mismatch(image, descriptor, writer.size()));
         }
         writer.commit().map_err(store_err)?;
         progress(Progress::Finished { digest, total });
@@ -405,7 +463,51 @@ impl Puller {
     }
 }
 
-/// Turns oci-client's errors into the few cases a person acts on differently.
+/// Refuses a manifest whose declared sizes or layer count exceed `limits`, before any
+/// of its blobs is downloaded.
+fn check_sizes(
+    image: &str,
+    manifest: &crate::manifest::Manifest,
+    limits: &crate::limits::Limits,
+) -> Result<(), PullError> {
+    if manifest.layers.len() > limits.max_layers {
+        return Err(PullError::TooManyLayers {
+            image: image.to_string(),
+            count: manifest.layers.len(),
+            limit: limits.max_layers,
+        });
+    }
+    let mut total = 0u64;
+    for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        if descriptor.size > limits.max_blob_bytes {
+            return Err(PullError::BlobTooLarge {
+                image: image.to_string(),
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                limit: limits.max_blob_bytes,
+            });
+        }
+        total = total.saturating_add(descriptor.size);
+    }
+    if total > limits.max_image_bytes {
+        return Err(PullError::ImageTooLarge {
+            image: image.to_string(),
+            size: total,
+            limit: limits.max_image_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn size_mismatch(image: &str, descriptor: &Descriptor, received: u64) -> PullError {
+    PullError::BlobSizeMismatch {
+        image: image.to_string(),
+        digest: descriptor.digest.clone(),
+        declared: descriptor.size,
+        received,
+    }
+}
+
 fn parse_reference(image: &str) -> Result<Reference, PullError> {
     image
         .parse()
@@ -415,6 +517,7 @@ fn parse_reference(image: &str) -> Result<Reference, PullError> {
         })
 }
 
+/// Turns oci-client's errors into the few cases a person acts on differently.
 fn classify(image: &str, reference: &Reference, error: OciDistributionError) -> PullError {
     let not_found = || PullError::NotFound {
         image: image.to_string(),

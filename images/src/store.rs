@@ -6,8 +6,10 @@
 //!   was verified while streaming, so a corrupt or truncated blob never has a name;
 //! - `refs.json`: image name → manifest (or index) digest, replaced atomically.
 //!
-//! Garbage collection removes blobs that no ref reaches. It must not run while a pull is
-//! writing blobs whose ref is not set yet: the caller serialises the two.
+//! Garbage collection removes blobs that neither a ref reaches nor a [`Lease`](crate::Lease) pins. Pulls
+//! and imports pin every blob they write or reuse before their ref is set, and the agent
+//! pins the blobs of every image a container runs from, so a collection may run at any
+//! time: it never takes a pull's blobs or a running container's layers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,6 +19,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
+use crate::lease::Leases;
+use crate::limits::Limits;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,8 @@ pub enum StoreError {
         actual: Digest,
         size: u64,
     },
+    #[error("blob {digest} is larger than the limit of {limit} bytes; the source is hostile or broken (raise Limits::max_blob_bytes only for an image you trust)")]
+    BlobTooLarge { digest: Digest, limit: u64 },
     #[error("blob {0} is not in the store; pull or import the image first")]
     BlobNotFound(Digest),
     #[error("no image named {0:?} in the store; pull or import it first")]
@@ -76,10 +82,13 @@ fn blob_err(digest: &Digest, action: &'static str, path: PathBuf, source: io::Er
     }
 }
 
-/// A content-addressed blob store with named refs, rooted at a directory.
+/// A content-addressed blob store with named refs, rooted at a directory. Clones share
+/// their leases: open the store once per process and clone it.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    limits: Limits,
+    leases: std::sync::Arc<Leases>,
 }
 
 /// What a garbage collection removed.
@@ -94,9 +103,14 @@ pub struct GcReport {
 }
 
 impl Store {
-    /// Opens the store at `root`, creating its directories if they are missing.
+    /// Opens the store at `root`, creating its directories if they are missing, with the
+    /// default [`Limits`].
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
-        let store = Self { root: root.into() };
+        let store = Self {
+            root: root.into(),
+            limits: Limits::default(),
+            leases: Default::default(),
+        };
         for dir in [store.blob_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         }
@@ -120,6 +134,21 @@ impl Store {
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// The store with other caps on what images may hold.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The caps pulls and unpacking apply.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn leases(&self) -> &std::sync::Arc<Leases> {
+        &self.leases
     }
 
     /// The store's root directory.
@@ -185,7 +214,14 @@ impl Store {
         }
         let mut writer = self.begin_blob(expected)?;
         let mut buf = vec![0u8; 64 * 1024];
+        let limit = self.limits.max_blob_bytes;
         loop {
+            if writer.size() > limit {
+                return Err(StoreError::BlobTooLarge {
+                    digest: expected.clone(),
+                    limit,
+                });
+            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -328,9 +364,13 @@ impl Store {
         Ok(seen)
     }
 
-    /// Removes every blob no ref reaches, and the unpacked layers of those blobs.
+    /// Removes every blob that no ref reaches and no lease pins, and the unpacked layers
+    /// of those blobs. Pins wait while it decides and unlinks; the unpacked layers it
+    /// dooms are moved aside then, and removed after the pins are free again.
     pub fn gc(&self) -> Result<GcReport> {
-        let keep = self.referenced()?;
+        let table = self.leases.lock();
+        let mut keep = self.referenced()?;
+        keep.extend(table.pinned());
         let mut report = GcReport::default();
         let dir = self.blob_dir();
         let entries = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
@@ -352,7 +392,12 @@ impl Store {
             report.bytes_freed += size;
             report.removed.push(digest);
         }
-        report.layers_removed = self.gc_layers(&keep)?;
+        let doomed = self.doom_layers(&keep)?;
+        drop(table);
+        for (digest, path) in doomed {
+            fs::remove_dir_all(&path).map_err(io_err("remove", &path))?;
+            report.layers_removed.push(digest);
+        }
         Ok(report)
     }
 }
@@ -573,5 +618,84 @@ mod tests {
         let report = store.gc().unwrap();
         assert_eq!(report.removed.len(), 4);
         assert!(!store.has_blob(&layer));
+    }
+
+    /// A manifest naming `config` and `layers`, stored; returns its digest.
+    fn image(store: &Store, config: &[u8], layers: &[&[u8]]) -> (Digest, Vec<Digest>) {
+        let config = store.put_bytes(config).unwrap();
+        let layers: Vec<Digest> = layers.iter().map(|l| store.put_bytes(l).unwrap()).collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.to_string(), "size": 1},
+            "layers": layers.iter().map(|l| serde_json::json!(
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                 "digest": l.to_string(), "size": 1})).collect::<Vec<_>>(),
+        });
+        let manifest = store.put_bytes(manifest.to_string().as_bytes()).unwrap();
+        let mut blobs = vec![manifest.clone(), config];
+        blobs.extend(layers);
+        (manifest, blobs)
+    }
+
+    /// Race (b) of issue 16, at the store: a container runs from image A under tag
+    /// app:1; the tag moves to image B; a collection must keep A's blobs and unpacked
+    /// layer while the container's lease lives, and take them once it is dropped.
+    #[test]
+    fn a_lease_keeps_an_image_whose_tag_moved() {
+        let (_dir, store) = store();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_cksum();
+        tar.append_data(&mut h, "bin/app", &b"A!"[..]).unwrap();
+        let layer_a = tar.into_inner().unwrap();
+        let (a, blobs_a) = image(&store, b"{\"a\":1}", &[&layer_a]);
+        store.set_ref("app:1", &a).unwrap();
+        let layer_dir = store.unpack_layer(&blobs_a[2]).unwrap();
+
+        let running = store.lease();
+        for blob in &blobs_a {
+            running.pin(blob);
+        }
+        let (b, _) = image(&store, b"{\"b\":1}", &[b"layer b"]);
+        store.set_ref("app:1", &b).unwrap();
+
+        let report = store.gc().unwrap();
+        assert!(report.removed.is_empty(), "{report:?}");
+        for blob in &blobs_a {
+            assert!(store.has_blob(blob), "{blob}");
+        }
+        assert!(layer_dir.join("bin/app").is_file());
+
+        drop(running);
+        let report = store.gc().unwrap();
+        assert_eq!(report.removed.len(), blobs_a.len());
+        assert_eq!(report.layers_removed, vec![blobs_a[2].clone()]);
+        assert!(!layer_dir.exists());
+        assert_eq!(
+            tmp_entries(&store),
+            0,
+            "doomed layers are removed, not left in tmp"
+        );
+        assert!(store.has_blob(&b));
+    }
+
+    #[test]
+    fn leases_count_per_digest() {
+        let (_dir, store) = store();
+        let blob = store.put_bytes(b"shared").unwrap();
+        let (one, two) = (store.lease(), store.lease());
+        one.pin(&blob);
+        two.pin(&blob);
+        drop(one);
+        store.gc().unwrap();
+        assert!(store.has_blob(&blob), "the second lease still holds it");
+        assert_eq!(two.pinned(), [blob.clone()].into());
+        drop(two);
+        store.gc().unwrap();
+        assert!(!store.has_blob(&blob));
     }
 }

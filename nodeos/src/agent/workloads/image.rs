@@ -1,11 +1,16 @@
 //! From an image reference to what a container needs: the image pulled into the node's
 //! content store (with progress), its layers unpacked once each, and its config's
 //! entrypoint, command, environment, working directory and user merged with the spec.
+//!
+//! Every blob of the image is pinned by digest in a lease from before it is looked up
+//! until the run that prepared it ends (the lease lives in [`PreparedImage`]), so the
+//! image gc never takes a pull in progress or the layers of a running container, even
+//! when its tag has moved to another image since.
 
 use std::path::PathBuf;
 
 use cloudos_cluster::workload::{PullProgress, WorkloadSpec};
-use cloudos_images::{Digest, Progress, PullConfig, PullError, Puller, Store};
+use cloudos_images::{Digest, Lease, Progress, PullConfig, PullError, Puller, Store};
 use serde::Deserialize;
 
 /// The parts of an OCI image config a container start needs.
@@ -30,11 +35,14 @@ struct ImageConfigFile {
     config: Option<ImageRunConfig>,
 }
 
-/// A pulled, unpacked image.
+/// A pulled, unpacked image. Keep it for as long as a container runs from it: it holds
+/// the image's blobs and layers against the image gc.
 pub struct PreparedImage {
     /// Unpacked layer directories, bottom first.
     pub layers: Vec<PathBuf>,
     pub config: ImageRunConfig,
+    /// Pins the manifest, config and layers by digest; dropped with the run.
+    _lease: Lease,
 }
 
 /// Pulls `image` (reporting progress), unpacks its layers and reads its config.
@@ -44,14 +52,15 @@ pub async fn prepare(
     image: &str,
     mut progress: impl FnMut(PullProgress),
 ) -> Result<PreparedImage, String> {
-    if let Some(local) = local_image(store, image) {
+    let lease = store.lease();
+    if let Some(local) = local_image(&lease, image) {
         // Imported for an air-gapped site, or pulled before under a fixed tag.
-        return unpack(store.clone(), local.0, local.1).await;
+        return unpack(lease, local.0, local.1).await;
     }
     let puller = Puller::new(pull_config.clone()).map_err(|e| e.to_string())?;
     let mut totals: std::collections::BTreeMap<Digest, (u64, u64)> = Default::default();
     let pulled = puller
-        .pull_with_progress(store, image, |p| {
+        .pull_leased(&lease, image, |p| {
             match p {
                 Progress::Started { digest, total } => {
                     totals.insert(digest, (0, total));
@@ -79,32 +88,44 @@ pub async fn prepare(
         config: pulled.config,
         layers: pulled.layers,
     };
-    unpack(store.clone(), pulled.name, manifest).await
+    unpack(lease, pulled.name, manifest).await
 }
 
 /// An image the store has under a fixed tag or a digest (`:latest` and untagged
-/// references are always pulled again, as they are meant to move).
-fn local_image(store: &Store, image: &str) -> Option<(String, cloudos_images::Manifest)> {
+/// references are always pulled again, as they are meant to move), with its blobs
+/// pinned in `lease`; `None` when it is not there whole.
+fn local_image(lease: &Lease, image: &str) -> Option<(String, cloudos_images::Manifest)> {
     let last = image.rsplit('/').next().unwrap_or(image);
     let pinned =
         image.contains('@') || last.split_once(':').is_some_and(|(_, tag)| tag != "latest");
     if !pinned {
         return None;
     }
+    let store = lease.store();
     let digest = store.get_ref(image).ok()?;
-    match cloudos_images::Document::parse(&store.read_blob(&digest).ok()?).ok()? {
-        cloudos_images::Document::Manifest(m) => Some((image.to_owned(), m)),
-        cloudos_images::Document::Index(_) => None,
+    // Pinned before each look: what is there now stays there.
+    lease.pin(&digest);
+    let manifest = match cloudos_images::Document::parse(&store.read_blob(&digest).ok()?).ok()? {
+        cloudos_images::Document::Manifest(m) => m,
+        cloudos_images::Document::Index(_) => return None,
+    };
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        lease.pin(&blob.digest);
+        if !store.has_blob(&blob.digest) {
+            return None;
+        }
     }
+    Some((image.to_owned(), manifest))
 }
 
 /// Unpacks the manifest's layers (each once) and reads its config, off the async thread.
 async fn unpack(
-    store: Store,
+    lease: Lease,
     name: String,
     manifest: cloudos_images::Manifest,
 ) -> Result<PreparedImage, String> {
     tokio::task::spawn_blocking(move || -> Result<PreparedImage, String> {
+        let store = lease.store();
         let config_bytes = store
             .read_blob(&manifest.config.digest)
             .map_err(|e| format!("cannot read the image config: {e}"))?;
@@ -120,6 +141,7 @@ async fn unpack(
         Ok(PreparedImage {
             layers,
             config: file.config.unwrap_or_default(),
+            _lease: lease,
         })
     })
     .await
