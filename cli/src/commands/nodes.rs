@@ -240,9 +240,13 @@ mod tests {
     #[test]
     fn show_has_telemetry_and_labels() {
         let text = render_one(&node("n1", NodeState::Ready, Some(telemetry())), NOW);
-        assert!(text.contains("labels:     zone=a\n"), "{text}");
-        assert!(text.contains("cpu:        25% of 2 cores\n"), "{text}");
-        assert!(text.contains("last seen:  2s ago\n"), "{text}");
+        assert!(text.contains("\nlabels:           zone=a\n"), "{text}");
+        assert!(text.contains("\nreported labels:  -\n"), "{text}");
+        assert!(
+            text.contains("cpu:              25% of 2 cores\n"),
+            "{text}"
+        );
+        assert!(text.contains("last seen:        2s ago\n"), "{text}");
         let bare = render_one(&node("n2", NodeState::NotReady, None), NOW);
         assert!(
             !bare.contains("cpu:") && bare.contains("NotReady"),
