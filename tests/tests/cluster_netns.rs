@@ -746,7 +746,7 @@ fn removing_a_node_evicts_its_agent() {
     let mut agent = cluster.ready_agent("n1", &h4, &data, Some(&token));
 
     let said = alice.ok(&["node", "remove", "n1"]);
-    assert_eq!(said.trim(), "node n1 removed; its certificate is revoked");
+    assert_eq!(said.trim(), "node n1 removed; its certificates are revoked");
     let status = agent
         .wait_exit(scaled(Duration::from_secs(15)))
         .unwrap_or_else(|| lab.fail("the evicted agent kept running"));
