@@ -483,10 +483,7 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
 
     // --uninstall removes everything it created and nothing else.
     let (code, out) = guest
-        .run(
-            &format!("{line} --uninstall 2>&1"),
-            long(),
-        )
+        .run(&format!("{line} --uninstall 2>&1"), long())
         .expect("uninstall");
     assert_eq!(code, 0, "{out}");
     assert_nothing_installed(&guest, "--uninstall");
@@ -552,7 +549,10 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
         ),
         // The message's wording is in the line too (and so in the console's echo of it);
         // the digest it names is not.
-        (Attack::Script, r"is not the one this line pins \(its sha256 is [0-9a-f]{64}\)"),
+        (
+            Attack::Script,
+            r"is not the one this line pins \(its sha256 is [0-9a-f]{64}\)",
+        ),
     ] {
         let proxy = mitm(attack);
         let why = format!("{attack:?}");
@@ -569,11 +569,7 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
     // A certificate from a CA the guest trusts for the web (put in its system store): the
     // downloads are verified against the pinned CA alone.
     let proxy = mitm(Attack::ForgedDownloads);
-    let pem_lines: Vec<String> = proxy
-        .ca_pem()
-        .lines()
-        .map(|l| format!("'{l}'"))
-        .collect();
+    let pem_lines: Vec<String> = proxy.ca_pem().lines().map(|l| format!("'{l}'")).collect();
     guest
         .run_ok(
             &format!(

@@ -181,7 +181,10 @@ fn mitm_adding_its_ca_to_ca_pem_is_refused_and_nothing_runs() {
         // The attack is real: curl given that ca.pem, as the script once did, takes the
         // forged digests from the attacker.
         let (code, out) = lab.victim(&lab.old_way(), None);
-        assert_eq!(code, 0, "{attack:?}: curl did not trust the smuggled CA: {out}");
+        assert_eq!(
+            code, 0,
+            "{attack:?}: curl did not trust the smuggled CA: {out}"
+        );
         assert!(out.contains("nodeos-"), "{out}");
 
         let before = mitm.served().len();
@@ -247,10 +250,7 @@ fn mitm_changing_install_sh_is_refused_by_the_printed_line() {
 fn the_printed_line_works_straight_and_through_an_honest_proxy() {
     let lab = Lab::new();
     let _proxy = lab.mitm(Attack::None);
-    for (line, master) in [
-        (lab.line.clone(), MASTER),
-        (lab.line_via_proxy(), PROXY),
-    ] {
+    for (line, master) in [(lab.line.clone(), MASTER), (lab.line_via_proxy(), PROXY)] {
         let (code, out) = lab.victim(&format!("{line} --dry-run"), None);
         assert_eq!(code, 0, "{out}");
         assert!(
