@@ -120,7 +120,7 @@ impl Lab {
                 .arg("rehash")
                 .arg(&trust)
                 .status()
-                .expect("openssl rehash");
+                .expect("running openssl rehash (scripts/deps.sh installs openssl)");
             assert!(rehash.success(), "openssl rehash");
         }
         let t = Instant::now();
