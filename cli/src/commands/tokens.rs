@@ -76,9 +76,9 @@ pub async fn create(
 ///
 /// The script text goes through a shell variable: `$(…)` drops trailing newlines and
 /// `printf "%s\n"` puts one back, so the digest is of `script` with exactly one final
-/// newline, and what is hashed is byte for byte what runs. `sh -c '…'` keeps the line
-/// working from any login shell (fish too), lets options be appended to it, and lets `sudo`
-/// be put in front.
+/// newline, and what is hashed is byte for byte what runs. `sh -c '…'` makes the line
+/// plain single-quoted text to the login shell (bash, zsh and fish read it alike), lets
+/// options be appended to it, and lets `sudo` be put in front.
 pub fn install_line(master: &str, token: &str, script: &[u8]) -> String {
     let sha256 = script_sha256(script);
     format!(
