@@ -570,15 +570,18 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
     // downloads are verified against the pinned CA alone.
     let proxy = mitm(Attack::ForgedDownloads);
     let pem_lines: Vec<String> = proxy.ca_pem().lines().map(|l| format!("'{l}'")).collect();
+    // Straight into the CA directory with its hash link (update-ca-certificates is slow
+    // under TCG); curl reads /etc/ssl/certs as its CA path.
+    let trusted = "/etc/ssl/certs/web-ca.pem";
     guest
         .run_ok(
             &format!(
-                "printf '%s\\n' {} >/usr/local/share/ca-certificates/web-ca.crt && \
-                 update-ca-certificates >/dev/null && \
+                "printf '%s\\n' {} >{trusted} && \
+                 ln -s {trusted} /etc/ssl/certs/$(openssl x509 -hash -noout -in {trusted}).0 && \
                  curl -fsS -o /dev/null https://{PROXY}/install/SHA256SUMS",
                 pem_lines.join(" ")
             ),
-            short(),
+            long(),
         )
         .expect("the guest trusts the attacker's CA for the web");
     let out = refused(&guest, &via_proxy, "a web-trusted certificate");
@@ -589,8 +592,7 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
     attacker_ran("a web-trusted certificate");
     guest
         .run_ok(
-            "rm /usr/local/share/ca-certificates/web-ca.crt && \
-             update-ca-certificates --fresh >/dev/null",
+            &format!("rm /etc/ssl/certs/$(openssl x509 -hash -noout -in {trusted}).0 {trusted}"),
             short(),
         )
         .expect("untrusting the attacker's CA");
