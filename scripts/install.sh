@@ -1,22 +1,33 @@
 #!/bin/sh
 # CloudOS installer: makes a Linux machine with systemd (a cloud VM, a laptop) a CloudOS
-# node. Served by every master, so it needs no internet:
+# node. Served by every master, so it needs no internet. `cloudos token create` prints the
+# line that runs it (one line, as root; put sudo in front otherwise):
 #
-#   curl -fsSLk https://MASTER:PORT/install.sh | sh -s - --token TOKEN
+#   sh -c 's=$(curl -fsSk https://MASTER:PORT/install.sh) || exit; h=$(printf "%s\n" "$s" |
+#   sha256sum); [ "$h" = "<sha256 of this script>  -" ] || { echo "…" >&2; exit 1; };
+#   sh -c "$s" cloudos-install "$@"' cloudos-install --master MASTER:PORT --token TOKEN
 #
-# The -k is for fetching this script only. Before trusting anything else the master sends,
-# the script checks the master's CA against the pin inside the token; the binary then
-# comes over TLS verified by that CA and must match its SHA-256 digest. A mismatch stops
-# the install with nothing installed.
+# The chain of trust, link by link (a man in the middle can change any byte on the wire):
+# - This script: fetched with -k (the host has nothing to verify the master with yet), so
+#   the line pins it instead: it holds the script's SHA-256 (the CLI read the script from
+#   the master over the admin's verified connection) and runs the script only if the bytes
+#   match, else says so and runs nothing. The pin is on the script, not on the master's
+#   serving key (`curl --pinnedpubkey`): the master makes a new key at every start and
+#   address change, and would break every line printed before. The script is the same bytes
+#   from every master of a version, so it has no per-request parts.
+# - The CA: fetched with -k, then accepted only if ca.pem is exactly one PEM certificate
+#   and nothing else, and that certificate's public key matches the pin inside the token.
+#   One certificate only, because `curl --cacert` trusts every certificate OpenSSL finds in
+#   the file (any extra CERTIFICATE, TRUSTED CERTIFICATE or X509 CERTIFICATE block).
+# - Everything after: TLS 1.3 verified against that one CA and nothing else (--capath to
+#   an empty directory: curl keeps the system's CA directory next to --cacert otherwise;
+#   -q: no ~/.curlrc), no redirects; SHA256SUMS from there, and each binary must match its
+#   digest. A mismatch stops the install with nothing installed.
 #
 # Options: run with --help (or read usage below).
 #
 # Needs: root, systemd, curl, and coreutils/awk (present on every Debian and Ubuntu).
 set -eu
-
-# Filled in by the master that serves this script (the address the caller used).
-SERVED_BY='@CLOUDOS_MASTER@'
-case $SERVED_BY in @*@) SERVED_BY= ;; esac
 
 say() { echo "cloudos-install: $*" >&2; }
 die() {
@@ -25,12 +36,13 @@ die() {
 }
 usage() {
     cat >&2 <<'USAGE'
-usage: curl -fsSLk https://MASTER:PORT/install.sh | sh -s - [options]
+usage: sh install.sh [options]   (or the line `cloudos token create` prints, options
+                                  appended to it)
 
 Options (each also as an environment variable, k3s style):
   --role compute|master   CLOUDOS_ROLE        default compute
   --token TOKEN           CLOUDOS_TOKEN       join token (compute), from `cloudos token create`
-  --master HOST:PORT      CLOUDOS_MASTER      default: the master this script came from
+  --master HOST:PORT      CLOUDOS_MASTER      the master (the printed line gives it)
   --name NAME             CLOUDOS_NAME        node name, default the host name
   --labels K=V,...        CLOUDOS_LABELS      labels for scheduling
   --cluster-name NAME     CLOUDOS_CLUSTER_NAME  the new cluster's name (master)
@@ -48,7 +60,7 @@ USAGE
 
 ROLE=${CLOUDOS_ROLE:-compute}
 TOKEN=${CLOUDOS_TOKEN:-}
-MASTER=${CLOUDOS_MASTER:-$SERVED_BY}
+MASTER=${CLOUDOS_MASTER:-}
 NAME=${CLOUDOS_NAME:-}
 LABELS=${CLOUDOS_LABELS:-}
 CLUSTER_NAME=${CLOUDOS_CLUSTER_NAME:-}
@@ -90,7 +102,7 @@ case $DRY_RUN in 0 | false | no) DRY_RUN= ;; esac
 case $UNINSTALL in 0 | false | no) UNINSTALL= ;; esac
 
 # --- the host ------------------------------------------------------------------------
-[ "$(id -u)" = 0 ] || die "this must run as root: it installs a system service. Pipe it to 'sudo sh -s - ...' instead of 'sh -s - ...'"
+[ "$(id -u)" = 0 ] || die "this must run as root: it installs a system service. Run the line again with sudo in front"
 if [ ! -d /run/systemd/system ]; then
     init=$(cat /proc/1/comm 2>/dev/null || echo unknown)
     die "systemd is not running on this host (PID 1 is $init); CloudOS installs as a systemd service"
@@ -126,11 +138,24 @@ trap 'exit 130' INT TERM
 
 # --- trust ---------------------------------------------------------------------------
 
-# The sha256 (hex) of the SubjectPublicKeyInfo of the first certificate in PEM file $1:
-# the CA pin as the token carries it (kubeadm's scheme). The DER is walked by structure
-# (Certificate > TBSCertificate > [version], serial, signature, issuer, validity, subject,
-# then the SPKI), never searched for bytes, so a certificate cannot smuggle a copy of the
-# right key somewhere else in it.
+# Whether PEM file $1 is exactly one certificate and nothing else: one CERTIFICATE block of
+# base64 lines, blank lines after it at most. Anything more (a second block of any label,
+# text OpenSSL might read, a CR) is refused rather than understood.
+one_certificate() {
+    awk 'state == 0 && $0 == "-----BEGIN CERTIFICATE-----" { state = 1; next }
+         state == 1 && $0 ~ "^[A-Za-z0-9+/]+=*$" { lines++; next }
+         state == 1 && $0 == "-----END CERTIFICATE-----" && lines > 0 { state = 2; next }
+         state == 2 && $0 == "" { next }
+         { bad = 1; exit }
+         END { exit bad || state != 2 }' "$1"
+}
+
+# The sha256 (hex) of the SubjectPublicKeyInfo of the certificate in PEM file $1 (checked
+# by one_certificate): the CA pin as the token carries it (kubeadm's scheme). The DER is
+# walked by structure (Certificate > TBSCertificate > [version], serial, signature, issuer,
+# validity, subject, then the SPKI), never searched for bytes, so a certificate cannot
+# smuggle a copy of the right key somewhere else in it; the Certificate must span the whole
+# DER, so nothing hides after it either.
 spki_pin() {
     awk '/-----BEGIN CERTIFICATE-----/ { inside = 1; next }
          /-----END CERTIFICATE-----/ { exit }
@@ -152,7 +177,7 @@ spki_pin() {
         { for (i = 1; i <= NF; i++) b[n++] = $i + 0 }
         END {
             p = 0
-            if (!header(p) || TAG != 48) exit 1     # Certificate
+            if (!header(p) || TAG != 48 || HL + LEN != n) exit 1   # Certificate, all of it
             p += HL
             if (!header(p) || TAG != 48) exit 1     # TBSCertificate
             p += HL
@@ -170,8 +195,12 @@ spki_pin() {
     tail -c +"$(($1 + 1))" "$TMP/cert.der" | head -c "$2" | sha256sum | cut -c1-64
 }
 
-# curl that trusts only the cluster CA, TLS 1.3 only.
-verified() { curl -fsS --proto '=https' --tlsv1.3 --cacert "$TMP/ca.pem" "$@"; }
+# curl that trusts the pinned cluster CA and nothing else, TLS 1.3 only: -q skips any
+# ~/.curlrc (an `insecure` there would undo this), and --capath points at an empty
+# directory because curl otherwise keeps the system's CA directory (/etc/ssl/certs) next
+# to --cacert, and any CA the host trusts for the web could then sign for the master.
+mkdir "$TMP/capath"
+verified() { curl -q -fsS --proto '=https' --tlsv1.3 --cacert "$TMP/ca.pem" --capath "$TMP/capath" "$@"; }
 
 # Fetches $1 (a URL) to $2 with curl options from $3.., or dies saying what went wrong.
 fetch() {
@@ -205,7 +234,11 @@ compute)
     [ ${#PIN} -eq 64 ] || die "the token's CA pin has ${#PIN} hex digits, not 64; it may have been cut when copying"
 
     say "checking the master at $MASTER against the token's CA pin"
-    fetch "https://$MASTER/install/ca.pem" "$TMP/ca.pem" curl -fsS --proto '=https' --tlsv1.3 -k
+    fetch "https://$MASTER/install/ca.pem" "$TMP/ca.pem" curl -q -fsS --proto '=https' --tlsv1.3 -k
+    if ! one_certificate "$TMP/ca.pem"; then
+        blocks=$(grep -c -- '-----BEGIN' "$TMP/ca.pem" || true)
+        die "the master at $MASTER sent a ca.pem that is not exactly one certificate ($blocks PEM blocks, or text around them): someone between this host and the master may be adding a CA of their own. Nothing was installed"
+    fi
     got=$(spki_pin "$TMP/ca.pem") || die "the master at $MASTER sent no readable CA certificate"
     [ "$got" = "$PIN" ] ||
         die "the master at $MASTER is not the cluster this token is for: its CA pin is $got, the token expects $PIN. Check --master, or create the token on this master"

@@ -643,6 +643,12 @@ impl ApiClient {
         self.transfer(Method::GET, &path, None).await
     }
 
+    /// `GET /install.sh`: the cloud installer this master serves, read over this verified
+    /// connection so the install line can pin its digest.
+    pub async fn install_script(&self) -> Result<Bytes, ClientError> {
+        self.transfer(Method::GET, "/install.sh", None).await
+    }
+
     /// `POST /v1/runs/<run>/output`: a node hands in a finished run's `/output` archive.
     pub async fn upload_output(&self, run: &str, tar: Vec<u8>) -> Result<(), ClientError> {
         let path = format!("{}/{}/output", paths::RUNS, path_segment(run)?);

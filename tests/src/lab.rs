@@ -154,6 +154,23 @@ impl<'a> Admin<'a> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `cloudos token create --role compute`: the token (stdout) and the install line it
+    /// prints (stderr), as a person would copy them.
+    pub fn create_compute_token(&self) -> (String, String) {
+        let out = self.run(&["token", "create", "--role", "compute"]);
+        assert!(out.status.success(), "{out:?}");
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("sh -c "))
+            .unwrap_or_else(|| panic!("no install line in: {stderr}"))
+            .to_owned();
+        assert!(line.contains(&token), "{line}");
+        (token, line)
+    }
+
     pub fn ps(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["ps", "-a", "-o", "json"])).expect("ps is JSON")
     }

@@ -27,6 +27,7 @@ pub mod debian;
 pub mod guest;
 pub mod images;
 pub mod lab;
+pub mod mitm;
 mod monitor;
 pub mod netns;
 pub mod nodes;

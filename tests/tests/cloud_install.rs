@@ -5,8 +5,9 @@
 //! the node is Ready, the unit active, its log in the journal, a task runs in the unit's
 //! cgroup, a reboot brings it back without the token, a second run upgrades in place and
 //! `--uninstall` leaves the host as it was. The refusals (a wrong token, another cluster's
-//! token, a tampered binary, no root, no systemd) each stop with their reason and leave
-//! nothing installed.
+//! token, a tampered binary, no root, no systemd, a man in the middle adding its CA to
+//! ca.pem, changing install.sh or holding a web-trusted certificate) each stop with their
+//! reason and leave nothing installed.
 //!
 //! Needs root (namespaces, taps), `scripts/build.sh`, `scripts/debian-guest.sh` and
 //! `cargo build -p nodeos -p cloudos-cli` (the host-side master and CLI).
@@ -15,10 +16,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
+use cloudos_tests::mitm::{Attack, Mitm};
 use cloudos_tests::{images, scaled, Arch, DebianGuest, TestNet};
 
 const MASTER: &str = "10.77.0.1:9443";
 const OTHER_MASTER: &str = "10.77.0.1:9444";
+/// Where the man in the middle listens (see `man_in_the_middle_…`).
+const PROXY: &str = "10.77.0.1:9445";
 const REGISTRY: &str = "10.77.0.1:5000";
 const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
 const UNIT: &str = "cloudos-node.service";
@@ -70,22 +74,6 @@ fn start_master(net: &TestNet, dir: &Path, listen: &str, cluster: &str) -> HostM
             REGISTRY,
         ],
     )
-}
-
-/// `cloudos token create`: the token (stdout) and the install line it prints (stderr).
-fn create_token(admin: &Admin) -> (String, String) {
-    let out = admin.run(&["token", "create", "--role", "compute"]);
-    assert!(out.status.success(), "{out:?}");
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let line = stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("curl "))
-        .unwrap_or_else(|| panic!("no install line in: {stderr}"))
-        .to_owned();
-    assert!(line.contains(&token), "{line}");
-    (token, line)
 }
 
 /// The test LAN with DHCP, a temp dir and our master with its logged-in admin.
@@ -161,6 +149,11 @@ fn wait_ready_or_show_journal(admin: &Admin, guest: &DebianGuest, node: &str) ->
     false
 }
 
+/// `text` as one single-quoted shell word (the install line has single quotes of its own).
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 /// Runs an install line that must fail; returns its output.
 fn refused(guest: &DebianGuest, line: &str, why: &str) -> String {
     let t = Instant::now();
@@ -181,8 +174,8 @@ fn refusals_say_why_and_install_nothing() {
     let other = start_master(&net, &dir.path().join("other"), OTHER_MASTER, "elsewhere");
     let admin = Admin::login(&net, &dir.path().join("admin"), &ours, MASTER);
     let other_admin = Admin::login(&net, &dir.path().join("other-admin"), &other, OTHER_MASTER);
-    let (token, line) = create_token(&admin);
-    let (other_token, _) = create_token(&other_admin);
+    let (token, line) = admin.create_compute_token();
+    let (other_token, _) = other_admin.create_compute_token();
     let guest = boot_guest(&net);
     assert_nothing_installed(&guest, "boot");
 
@@ -212,7 +205,10 @@ fn refusals_say_why_and_install_nothing() {
     // Not root.
     let out = refused(
         &guest,
-        &format!("setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c '{line}'"),
+        &format!(
+            "setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c {}",
+            quoted(&line)
+        ),
         "no root",
     );
     assert!(out.contains("must run as root"), "{out}");
@@ -222,7 +218,8 @@ fn refusals_say_why_and_install_nothing() {
     let out = refused(
         &guest,
         &format!(
-            "unshare --pid --fork --mount-proc --mount sh -c 'mount -t tmpfs none /run && {line}'"
+            "unshare --pid --fork --mount-proc --mount sh -c {}",
+            quoted(&format!("mount -t tmpfs none /run && {line}"))
         ),
         "no systemd",
     );
@@ -340,7 +337,7 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
     let _registry = busybox_registry(&net, REGISTRY);
     let master = start_master(&net, &dir.path().join("ours"), MASTER, "lab");
     let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
-    let (token, line) = create_token(&admin);
+    let (token, line) = admin.create_compute_token();
     let mut guest = boot_guest(&net);
     // What the host holds before, to compare after the uninstall (systemd's own state
     // directory changes with every boot).
@@ -488,10 +485,7 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
 
     // --uninstall removes everything it created and nothing else.
     let (code, out) = guest
-        .run(
-            &format!("curl -fsSLk https://{MASTER}/install.sh | sh -s - --uninstall 2>&1"),
-            long(),
-        )
+        .run(&format!("{line} --uninstall 2>&1"), long())
         .expect("uninstall");
     assert_eq!(code, 0, "{out}");
     assert_nothing_installed(&guest, "--uninstall");
@@ -514,6 +508,119 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
     );
 }
 
+/// A man in the middle between the guest and the master (the attacker's TLS proxy, on the
+/// test bridge at the address the guest uses for the master; see `cloudos_tests::mitm`).
+/// Each attack would run the attacker's code as root on the old installer; here each is
+/// refused with its reason, the attacker's code never runs and nothing is installed. Then
+/// the same line through the proxy doing nothing installs a node that gets Ready.
+#[test]
+fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
+    let Some((net, dir)) = lab() else { return };
+    let master = start_master(&net, &dir.path().join("ours"), MASTER, "lab");
+    let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
+    let (_, line) = admin.create_compute_token();
+    let guest = boot_guest(&net);
+    let via_proxy = line.replace(MASTER, PROXY);
+    let marker = "/root/attacker-ran";
+    let mitm = |attack| {
+        Mitm::start(
+            Some(net.name()),
+            PROXY.parse().expect("proxy address"),
+            MASTER.parse().expect("master address"),
+            attack,
+            "x86_64",
+            marker,
+        )
+        .expect("starting the man in the middle")
+    };
+    let attacker_ran = |why: &str| {
+        let (code, out) = guest
+            .run(&format!("cat {marker}"), short())
+            .expect("looking for the marker");
+        assert_ne!(code, 0, "{why}: the attacker's code ran as root: {out}");
+    };
+
+    for (attack, says) in [
+        (
+            Attack::ExtraCa,
+            "sent a ca.pem that is not exactly one certificate",
+        ),
+        (
+            Attack::ExtraTrustedCa,
+            "sent a ca.pem that is not exactly one certificate",
+        ),
+        // The message's wording is in the line too (and so in the console's echo of it);
+        // the digest it names is not.
+        (
+            Attack::Script,
+            r"is not the one this line pins \(its sha256 is [0-9a-f]{64}\)",
+        ),
+    ] {
+        let proxy = mitm(attack);
+        let why = format!("{attack:?}");
+        let out = refused(&guest, &via_proxy, &why);
+        let says = regex::Regex::new(says).expect("regex");
+        assert!(says.is_match(&out), "{why}: {out}");
+        attacker_ran(&why);
+        assert!(
+            !proxy.served().is_empty(),
+            "{why}: the proxy forged nothing"
+        );
+    }
+
+    // A certificate from a CA the guest trusts for the web (put in its system store): the
+    // downloads are verified against the pinned CA alone.
+    let proxy = mitm(Attack::ForgedDownloads);
+    let pem_lines: Vec<String> = proxy.ca_pem().lines().map(|l| format!("'{l}'")).collect();
+    // Straight into the CA directory with its hash link (update-ca-certificates is slow
+    // under TCG); curl reads /etc/ssl/certs as its CA path.
+    let trusted = "/etc/ssl/certs/web-ca.pem";
+    guest
+        .run_ok(
+            &format!(
+                "printf '%s\\n' {} >{trusted} && \
+                 ln -s {trusted} /etc/ssl/certs/$(openssl x509 -hash -noout -in {trusted}).0 && \
+                 curl -fsS -o /dev/null https://{PROXY}/install/SHA256SUMS",
+                pem_lines.join(" ")
+            ),
+            long(),
+        )
+        .expect("the guest trusts the attacker's CA for the web");
+    let out = refused(&guest, &via_proxy, "a web-trusted certificate");
+    assert!(
+        out.contains("/install/SHA256SUMS") && out.contains("SSL certificate problem"),
+        "{out}"
+    );
+    attacker_ran("a web-trusted certificate");
+    guest
+        .run_ok(
+            &format!("rm /etc/ssl/certs/$(openssl x509 -hash -noout -in {trusted}).0 {trusted}"),
+            short(),
+        )
+        .expect("untrusting the attacker's CA");
+    drop(proxy);
+
+    // The honest network: the same line through the proxy forwarding bytes untouched.
+    let _proxy = mitm(Attack::None);
+    let t = Instant::now();
+    let (code, out) = guest
+        .run(&format!("{via_proxy} 2>&1"), long())
+        .expect("install");
+    eprintln!("install took {:.1} s:\n{out}", t.elapsed().as_secs_f64());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("joined cluster lab"), "{out}");
+    assert!(
+        wait_ready_or_show_journal(&admin, &guest, "debian-guest"),
+        "debian-guest never Ready on the master"
+    );
+    attacker_ran("the honest install");
+    let (code, out) = guest
+        .run(&format!("{via_proxy} --uninstall 2>&1"), long())
+        .expect("uninstall");
+    assert_eq!(code, 0, "{out}");
+    assert_nothing_installed(&guest, "--uninstall");
+}
+
 /// The benchmark behind `scripts/bench-cloud-install.sh`: from typing the curl line in the
 /// guest to the node Ready on the master, median of `CLOUDOS_BENCH_RUNS` (3) installs on one
 /// boot (each uninstalled before the next, under a new node name), next to the floor of the
@@ -534,7 +641,7 @@ fn cloud_install_bench() {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = start_master(&net, &dir.path().join("ours"), MASTER, "lab");
     let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
-    let (_, line) = create_token(&admin);
+    let (_, line) = admin.create_compute_token();
     let guest = boot_guest(&net);
     let mut installs = Vec::new();
     let mut downloads = Vec::new();

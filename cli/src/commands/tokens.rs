@@ -1,5 +1,6 @@
 //! `cloudos token create|list|revoke`.
 
+use anyhow::Context as _;
 use cloudos_cluster::api::{TokenCreateRequest, TokenInfo};
 use cloudos_cluster::Role;
 use time::OffsetDateTime;
@@ -39,6 +40,16 @@ pub async fn create(
         labels,
     };
     let client = ctx.client().await?;
+    // Read before the token exists: a token whose line cannot be shown is one to revoke.
+    let script = match (ctx.output, role) {
+        (Output::Table, Role::Compute) => Some(
+            client
+                .install_script()
+                .await
+                .context("cannot read install.sh from the master to pin it in the install line")?,
+        ),
+        _ => None,
+    };
     let created = client.create_token(&request).await?;
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
@@ -47,21 +58,59 @@ pub async fn create(
             // is for the person reading.
             println!("{}", created.token);
             eprintln!("{}", describe(&created.info));
-            if role == Role::Compute {
+            if let Some(script) = script {
                 eprintln!(
-                    "on a Linux machine with systemd, as root, this line makes it a compute node:"
+                    "on a Linux machine with systemd, as root (or with sudo in front), this \
+                     line makes it a compute node:"
                 );
-                eprintln!("  {}", install_line(&client.address(), &created.token));
+                eprintln!(
+                    "  {}",
+                    install_line(&client.address(), &created.token, &script)
+                );
             }
         }
     }
     Ok(())
 }
 
-/// The documented curl line: the script checks the master's CA against the token's pin
-/// itself, so `-k` only concerns fetching the script.
-pub fn install_line(master: &str, token: &str) -> String {
-    format!("curl -fsSLk https://{master}/install.sh | sh -s - --token {token}")
+/// The install line: fetches install.sh and runs it only if its SHA-256 is the one of
+/// `script` (what this master serves, read over the admin's verified connection), else
+/// says so and runs nothing. `-k` is needed because the host has no way to verify the
+/// master yet; the pin makes it harmless. Everything after is the script's job (see
+/// `scripts/install.sh`, which explains why the script and not the serving key is pinned).
+///
+/// The script text goes through a shell variable: `$(…)` drops trailing newlines and
+/// `printf "%s\n"` puts one back, so the digest is of `script` with exactly one final
+/// newline, and what is hashed is byte for byte what runs. `sh -c '…'` makes the line
+/// plain single-quoted text to the login shell (bash, zsh and fish read it alike), lets
+/// options be appended to it, and lets `sudo` be put in front.
+pub fn install_line(master: &str, token: &str, script: &[u8]) -> String {
+    let sha256 = script_sha256(script);
+    format!(
+        "sh -c 's=$(curl -fsSk https://{master}/install.sh) || exit; \
+         h=$(printf \"%s\\n\" \"$s\" | sha256sum); [ \"$h\" = \"{sha256}  -\" ] || \
+         {{ echo \"cloudos-install: the install.sh from {master} is not the one this line pins \
+         (its sha256 is ${{h%% *}}): changed on the way or on the master; nothing was run\" >&2; \
+         exit 1; }}; sh -c \"$s\" cloudos-install \"$@\"' \
+         cloudos-install --master {master} --token {token}"
+    )
+}
+
+/// The SHA-256 (hex) the install line checks: of `script` with one final newline.
+fn script_sha256(script: &[u8]) -> String {
+    let end = script
+        .iter()
+        .rposition(|&b| b != b'\n')
+        .map_or(0, |last| last + 1);
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(&script[..end]);
+    context.update(b"\n");
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One line about a new token, for stderr.
@@ -190,6 +239,77 @@ mod tests {
         );
         assert!(lines[3].contains("expired"), "{text}");
         assert!(lines[4].contains("used up"), "{text}");
+    }
+
+    /// Runs the install line from `shell` (the admin's login shell), with a stand-in `curl`
+    /// first on PATH that prints `served` (what the master, or someone in between, sends):
+    /// the exit code and everything printed.
+    fn run_line(shell: &str, line: &str, served: &str) -> (i32, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let body = dir.path().join("served");
+        std::fs::write(&body, served).expect("served");
+        let curl = dir.path().join("curl");
+        std::fs::write(&curl, format!("#!/bin/sh\ncat '{}'\n", body.display())).expect("curl");
+        std::fs::set_permissions(&curl, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(format!("{line} --dry-run 2>&1"))
+            .env("PATH", path)
+            .output()
+            .expect("running the line");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    const TOKEN: &str = "cloudos1_abcdef_s3cret_00ff";
+
+    #[test]
+    fn the_line_runs_the_pinned_script_with_its_options() {
+        // Trailing newlines of the served script do not change what the line checks.
+        let script = "#!/bin/sh\necho \"ran with $*\"\n\n";
+        let line = install_line("10.0.0.1:9443", TOKEN, script.as_bytes());
+        for shell in ["sh", "bash"] {
+            let (code, out) = run_line(shell, &line, script);
+            assert_eq!(
+                (code, out.trim()),
+                (
+                    0,
+                    "ran with --master 10.0.0.1:9443 --token cloudos1_abcdef_s3cret_00ff --dry-run"
+                ),
+                "{shell}: {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_changed_script_is_refused_before_it_runs() {
+        // The man in the middle of the script download changes one word (or appends a line).
+        let script = "#!/bin/sh\necho \"ran with $*\"\n";
+        let line = install_line("10.0.0.1:9443", TOKEN, script.as_bytes());
+        for served in [
+            script.replace("ran", "RAN"),
+            format!("{script}echo owned\n"),
+        ] {
+            let (code, out) = run_line("sh", &line, &served);
+            assert_eq!(code, 1, "{out}");
+            assert_eq!(
+                out.trim(),
+                format!(
+                    "cloudos-install: the install.sh from 10.0.0.1:9443 is not the one this \
+                     line pins (its sha256 is {}): changed on the way or on the master; \
+                     nothing was run",
+                    script_sha256(served.as_bytes())
+                )
+            );
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
     let master = settings.master.clone();
     if role == Role::Compute {
         if master.is_none() {
-            bail!("which master? give --master HOST:PORT (install.sh fills it in from the URL it came from)");
+            bail!("which master? give --master HOST:PORT (the line `cloudos token create` prints gives it)");
         }
         if joined.is_none() && token.is_none() {
             bail!("a compute node needs a join token: --token or CLOUDOS_TOKEN (create one on the master with `cloudos token create`)");

@@ -2,14 +2,16 @@
 //! `GET /install.sh`, the cluster CA it checks against the token's pin, the digest list and
 //! the binaries (see `master::downloads`).
 //!
-//! `install.sh` is served with the address the caller used filled in as its default
-//! master, so `curl -fsSLk https://MASTER:PORT/install.sh | sh -s - --token …` needs no
-//! `--master`. Everything the script trusts is checked by the script itself: the CA
-//! against the pin, then the binaries against digests fetched over TLS verified by that CA.
+//! `install.sh` is served as compiled in, the same bytes to every caller: the line
+//! `cloudos token create` prints pins the script's SHA-256 (the CLI reads it here over its
+//! verified connection) and passes `--master` itself, so nothing in the script may depend on
+//! the request. Everything the script trusts after that it checks itself: the CA (exactly
+//! one certificate) against the token's pin, then the binaries against digests fetched over
+//! TLS verified by that CA alone.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -18,15 +20,8 @@ use crate::master::downloads::{is_download_name, SUMS_FILE};
 /// The installer script, compiled in from `scripts/install.sh`.
 pub const SCRIPT: &str = include_str!("../../../../scripts/install.sh");
 
-/// The line of the script that carries the default master.
-const MASTER_PLACEHOLDER: &str = "@CLOUDOS_MASTER@";
-
-pub async fn script(headers: HeaderMap, uri: Uri) -> Response {
-    let master = requested_authority(&headers, &uri).unwrap_or_default();
-    text(
-        "text/x-shellscript; charset=utf-8",
-        SCRIPT.replace(MASTER_PLACEHOLDER, &master),
-    )
+pub async fn script() -> Response {
+    text("text/x-shellscript; charset=utf-8", SCRIPT.to_owned())
 }
 
 pub async fn ca(State(state): State<AppState>) -> Response {
@@ -80,52 +75,16 @@ fn text(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// `host[:port]` as the client asked for it (HTTP/1.1 Host, HTTP/2 :authority), if it is
-/// safe to paste into a shell script: letters, digits and `.-:[]` only.
-fn requested_authority(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    let authority = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))?;
-    let safe = !authority.is_empty()
-        && authority.len() <= 255
-        && authority
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    safe.then_some(authority)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_script_has_one_place_for_the_master() {
-        assert_eq!(SCRIPT.matches(MASTER_PLACEHOLDER).count(), 1);
-        assert!(SCRIPT.starts_with("#!/bin/sh"));
-    }
-
-    #[test]
-    fn only_shell_safe_authorities_are_filled_in() {
-        let uri: Uri = "/install.sh".parse().unwrap();
-        let with_host = |host: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::HOST, host.parse().unwrap());
-            requested_authority(&headers, &uri)
-        };
-        assert_eq!(with_host("10.0.0.1:9443").as_deref(), Some("10.0.0.1:9443"));
-        assert_eq!(
-            with_host("[fd00::1]:9443").as_deref(),
-            Some("[fd00::1]:9443")
-        );
-        assert_eq!(with_host("master.local").as_deref(), Some("master.local"));
-        assert_eq!(with_host("x$(reboot)"), None);
-        assert_eq!(with_host("a'b"), None);
-        let h2: Uri = "https://m.example:9443/install.sh".parse().unwrap();
-        assert_eq!(
-            requested_authority(&HeaderMap::new(), &h2).as_deref(),
-            Some("m.example:9443")
-        );
+    fn the_script_is_served_as_compiled_in() {
+        // The printed line pins these bytes: no placeholder may be filled in per request,
+        // and the line's `printf "%s\n" "$s"` gives back exactly one final newline.
+        assert!(SCRIPT.starts_with("#!/bin/sh\n"));
+        assert!(!SCRIPT.contains("@CLOUDOS_"), "a per-request placeholder");
+        assert!(SCRIPT.ends_with("exit 0\n") && !SCRIPT.ends_with("\n\n"));
     }
 }
