@@ -135,6 +135,28 @@ pub fn admit_node<S: Store + ?Sized>(
     })
 }
 
+/// Writes a revocation of each serial, for `holder`, inside `txn`; the revocations.
+fn revoke_in(
+    txn: &mut dyn Txn,
+    serials: impl IntoIterator<Item = CertSerial>,
+    holder: &str,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<RevokedCert>, StoreError> {
+    let mut revoked = Vec::new();
+    for serial in serials {
+        let r = RevokedCert {
+            serial,
+            node: Some(holder.to_owned()),
+            revoked_at: now,
+            reason: reason.to_owned(),
+        };
+        put_json(txn, Table::RevokedCerts, r.serial.as_str(), &r)?;
+        revoked.push(r);
+    }
+    Ok(revoked)
+}
+
 /// See [`Store::admit_admin`].
 pub fn admit_admin<S: Store + ?Sized>(
     store: &S,
@@ -147,20 +169,8 @@ pub fn admit_admin<S: Store + ?Sized>(
         take_use(txn, token)?;
         let replaced: Option<AdminRecord> = get_json(txn, Table::Admins, &admin.name)?;
         put_json(txn, Table::Admins, &admin.name, admin)?;
-        let revoked: Vec<RevokedCert> = replaced
-            .iter()
-            .flat_map(AdminRecord::serials)
-            .map(|serial| RevokedCert {
-                serial: serial.clone(),
-                node: Some(admin.name.clone()),
-                revoked_at: token.now,
-                reason: reason.to_owned(),
-            })
-            .collect();
-        for r in &revoked {
-            put_json(txn, Table::RevokedCerts, r.serial.as_str(), r)?;
-        }
-        done = Some(revoked);
+        let serials = replaced.iter().flat_map(AdminRecord::serials).cloned();
+        done = Some(revoke_in(txn, serials, &admin.name, reason, token.now)?);
         Ok(())
     })?;
     done.ok_or_else(|| StoreError::NotFound {
@@ -184,18 +194,7 @@ pub fn evict_admin<S: Store + ?Sized>(
                 key: name.to_owned(),
             })?;
         txn.delete(Table::Admins, name)?;
-        let revoked: Vec<RevokedCert> = record
-            .serials()
-            .map(|serial| RevokedCert {
-                serial: serial.clone(),
-                node: Some(name.to_owned()),
-                revoked_at: now,
-                reason: reason.to_owned(),
-            })
-            .collect();
-        for r in &revoked {
-            put_json(txn, Table::RevokedCerts, r.serial.as_str(), r)?;
-        }
+        let revoked = revoke_in(txn, record.serials().cloned(), name, reason, now)?;
         done = Some((record, revoked));
         Ok(())
     })?;
@@ -227,18 +226,7 @@ pub fn evict_node<S: Store + ?Sized>(
                 serials.push(serial.clone());
             }
         }
-        let revoked: Vec<RevokedCert> = serials
-            .into_iter()
-            .map(|serial| RevokedCert {
-                serial,
-                node: Some(name.to_owned()),
-                revoked_at: now,
-                reason: reason.to_owned(),
-            })
-            .collect();
-        for r in &revoked {
-            put_json(txn, Table::RevokedCerts, r.serial.as_str(), r)?;
-        }
+        let revoked = revoke_in(txn, serials, name, reason, now)?;
         done = Some((record, revoked));
         Ok(())
     })?;
