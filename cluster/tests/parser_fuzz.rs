@@ -4,7 +4,7 @@
 //! terminals).
 //!
 //! `cargo test` runs a few thousand cases; `scripts/fuzz.sh` runs many more:
-//! `CLOUDOS_FUZZ_CASES=200000 cargo test --release -p cloudos-cluster --test parser_fuzz`.
+//! `CLOUDOS_FUZZ_CASES=100000 cargo test -p cloudos-cluster --test parser_fuzz`.
 
 use cloudos_cluster::identity::NodeIdentity;
 use cloudos_cluster::token::parse_ttl;

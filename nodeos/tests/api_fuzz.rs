@@ -4,7 +4,7 @@
 //! bad body, never crash, and still serve its admin afterwards.
 //!
 //! `cargo test` runs a few hundred cases; `scripts/fuzz.sh` runs many more:
-//! `CLOUDOS_FUZZ_CASES=5000 cargo test --release -p nodeos --test api_fuzz -- --nocapture`.
+//! `CLOUDOS_FUZZ_CASES=3000 cargo test -p nodeos --test api_fuzz -- --nocapture`.
 
 mod common;
 

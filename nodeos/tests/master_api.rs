@@ -1314,3 +1314,26 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
 /// Attacks on the master's state: a full disk, damaged records, overflowing TTLs, log floods.
 #[path = "master_api/store.rs"]
 mod store;
+
+/// The attacker holds a node's certificate and opens its agent connection, says hello and
+/// then nothing, to hold the slot forever. The master closes it once it has been silent
+/// for five times the NotReady delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_connection_is_closed() {
+    let f = fixture("silent-agent").await;
+    let (_node, mut ws) = connected_node(&f, "quiet").await;
+    let started = std::time::Instant::now();
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+            Err(_) => break false,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    };
+    assert!(closed, "the silent connection stayed open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= NOT_READY_AFTER * 4 && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+}

@@ -10,7 +10,12 @@
 //! A renewal whose answer was lost therefore never locks a node or admin out.
 //!
 //! Also owns revoking: a serial goes into the in-memory set the TLS accept path reads and
-//! into the store's revoked list.
+//! into the store's revoked list, and the admins on record in memory ([`Admins`]): every
+//! admin request is checked against them, so checking never needs the store (which may
+//! be failing: a full disk must not lock the admins out of reading the cluster).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
 
 use cloudos_cluster::pki::CertSerial;
 use cloudos_cluster::store::{AdminRecord, RevokedCert, StoreError};
@@ -30,7 +35,7 @@ pub fn check(
 ) -> Result<(), ApiError> {
     let name = &identity.name;
     if identity.role == Role::Admin {
-        let Some(admin) = state.store.get_admin(name)? else {
+        let Some(admin) = state.admins.get(name) else {
             return Err(ApiError::Forbidden(format!(
                 "admin {name} is not on record (it was revoked, or its certificate predates \
                  admin records); log in again with an admin token: `cloudos login`"
@@ -83,6 +88,7 @@ fn promote_admin(
         }
     }
     state.store.put_admin(&admin)?;
+    state.admins.put(admin.clone());
     if let Some(old) = old {
         revoke(
             state,
@@ -109,4 +115,44 @@ pub fn revoke(
         revoked_at: OffsetDateTime::now_utc(),
         reason: reason.to_owned(),
     })
+}
+
+/// The admins on record, mirrored from the store: written through (store first, then
+/// memory), read on every admin request.
+#[derive(Debug, Default)]
+pub struct Admins(RwLock<HashMap<String, AdminRecord>>);
+
+impl Admins {
+    pub fn new(records: Vec<AdminRecord>) -> Self {
+        Admins(RwLock::new(
+            records.into_iter().map(|a| (a.name.clone(), a)).collect(),
+        ))
+    }
+
+    pub fn get(&self, name: &str) -> Option<AdminRecord> {
+        self.0.read().ok()?.get(name).cloned()
+    }
+
+    /// All, by name.
+    pub fn list(&self) -> Vec<AdminRecord> {
+        let mut all: Vec<AdminRecord> = self
+            .0
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn put(&self, admin: AdminRecord) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(admin.name.clone(), admin);
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut m) = self.0.write() {
+            m.remove(name);
+        }
+    }
 }

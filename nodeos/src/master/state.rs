@@ -24,6 +24,8 @@ pub struct MasterState {
     pub ca: ClusterCa,
     pub cluster_name: String,
     pub registry: Registry,
+    /// The admins on record (see `credentials`).
+    pub admins: super::credentials::Admins,
     /// Serials no longer accepted, mirrored from the store for the TLS accept path.
     revoked: RwLock<HashSet<CertSerial>>,
     pub join_limiter: FailureLimiter,
@@ -51,6 +53,7 @@ impl MasterState {
             .map(|r| r.serial)
             .collect();
         let registry = Registry::new(store.list_nodes()?);
+        let admins = super::credentials::Admins::new(store.list_admins()?);
         let workloads = super::workloads::Workloads::open(
             store.as_ref(),
             config.data_dir.join("master").join("workloads"),
@@ -67,6 +70,7 @@ impl MasterState {
             ca: cluster.ca,
             cluster_name: cluster.name,
             registry,
+            admins,
             revoked: RwLock::new(revoked),
             join_limiter: FailureLimiter::for_joins(),
             tls: RwLock::new(Arc::new(tls)),

@@ -244,8 +244,9 @@ pub async fn list_admins(
     State(state): State<AppState>,
     _: AdminCaller,
 ) -> Result<Json<Vec<AdminInfo>>, ApiError> {
-    let admins = state.blocking(|s| Ok(s.store.list_admins()?)).await?;
-    Ok(Json(admins.iter().map(AdminInfo::from).collect()))
+    Ok(Json(
+        state.admins.list().iter().map(AdminInfo::from).collect(),
+    ))
 }
 
 /// `DELETE /v1/admins/{name}`: revokes every certificate of an admin (a lost laptop, a
@@ -269,6 +270,7 @@ pub async fn revoke_admin(
                 }
                 other => other?,
             };
+            s.admins.remove(&record.name);
             for r in revoked {
                 s.mark_revoked(r.serial);
             }

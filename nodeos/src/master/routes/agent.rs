@@ -134,8 +134,17 @@ async fn run(
     socket: &mut WebSocket,
     control: &mut tokio::sync::mpsc::Receiver<Control>,
 ) {
+    // A connection that stays silent (no heartbeat, no ping) long after the node counts as
+    // NotReady only holds a connection slot: close it. The agent reconnects when it lives.
+    let silence = (state.config.not_ready_after * 5).max(Duration::from_secs(1));
+    let mut deadline = tokio::time::Instant::now() + silence;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                let reason = format!("nothing received for {} s", silence.as_secs());
+                log::info!("closing the silent agent connection of {name}: {reason}");
+                return close(socket, CLOSE_POLICY, &reason).await;
+            }
             command = control.recv() => {
                 let (code, reason) = match command {
                     Some(Control::Send(message)) => {
@@ -153,6 +162,7 @@ async fn run(
                 return close(socket, code, &reason).await;
             }
             message = socket.recv() => {
+                deadline = tokio::time::Instant::now() + silence;
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {

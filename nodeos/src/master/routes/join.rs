@@ -232,6 +232,7 @@ fn admit(
         let revoked = state
             .store
             .admit_admin(&token, &admin, "the admin logged in again")?;
+        state.admins.put(admin);
         for r in revoked {
             state.mark_revoked(r.serial);
         }
@@ -300,23 +301,27 @@ pub async fn renew(
             let serial = issued.info.serial.clone();
             let name = &identity.name;
             let replaced = if identity.role == Role::Admin {
-                let mut admin = s.store.get_admin(name)?.ok_or_else(|| {
+                let mut admin = s.admins.get(name).ok_or_else(|| {
                     ApiError::Forbidden(format!("admin {name} is not on record; log in again"))
                 })?;
                 let replaced = admin.pending_serial.replace(serial.clone());
                 s.store.put_admin(&admin)?;
+                s.admins.put(admin);
                 replaced
             } else {
-                let (_, replaced) = s.registry.set_pending_serial(name, serial.clone()).ok_or_else(|| {
-                    ApiError::Forbidden(format!(
+                if !s.registry.contains(name) {
+                    return Err(ApiError::NodeRemoved(format!(
                         "node {name} is not registered (it was removed); join it again with a new token"
-                    ))
-                })?;
+                    )));
+                }
+                // The store first: memory follows only what is stored.
                 s.store.update_node(name, &mut |stored| {
                     stored.pending_serial = Some(serial.clone());
                     Ok(())
                 })?;
-                replaced
+                s.registry
+                    .set_pending_serial(name, serial.clone())
+                    .and_then(|(_, replaced)| replaced)
             };
             if let Some(unused) = replaced {
                 revoke(s, unused, name, "replaced by a newer renewal before it was used")?;
