@@ -37,6 +37,9 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
+mod body;
+use body::RequestBody;
+
 use crate::api::{
     paths, AdminInfo, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo,
     NodeLabelRequest, RenewRequest, TokenCheckRequest, TokenCheckResponse, TokenCreateRequest,
@@ -95,6 +98,11 @@ pub enum ClientError {
     Credentials(#[from] PkiError),
     #[error(transparent)]
     Config(#[from] TlsError),
+    #[error("cannot read {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -652,7 +660,26 @@ impl ApiClient {
     /// `POST /v1/runs/<run>/output`: a node hands in a finished run's `/output` archive.
     pub async fn upload_output(&self, run: &str, tar: Vec<u8>) -> Result<(), ClientError> {
         let path = format!("{}/{}/output", paths::RUNS, path_segment(run)?);
-        self.transfer(Method::POST, &path, Some(tar)).await?;
+        self.transfer(Method::POST, &path, Some(RequestBody::bytes(tar)))
+            .await?;
+        Ok(())
+    }
+
+    /// [`ApiClient::upload_output`] from an archive file, streamed: never more than a
+    /// chunk of it in memory.
+    pub async fn upload_output_file(
+        &self,
+        run: &str,
+        archive: &std::path::Path,
+    ) -> Result<(), ClientError> {
+        let path = format!("{}/{}/output", paths::RUNS, path_segment(run)?);
+        let body = RequestBody::file(archive)
+            .await
+            .map_err(|e| ClientError::Io {
+                what: format!("the archive {}", archive.display()),
+                source: e,
+            })?;
+        self.transfer(Method::POST, &path, Some(body)).await?;
         Ok(())
     }
 
@@ -661,7 +688,7 @@ impl ApiClient {
         &self,
         method: Method,
         path: &str,
-        tar: Option<Vec<u8>>,
+        tar: Option<RequestBody>,
     ) -> Result<Bytes, ClientError> {
         let stream = self.connect().await?;
         let body = tar.map(|t| (t, "application/x-tar"));
@@ -830,7 +857,7 @@ async fn exchange(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Bytes), ClientError> {
-    let body = body.map(|b| (b, "application/json"));
+    let body = body.map(|b| (RequestBody::bytes(b), "application/json"));
     exchange_with(
         stream,
         addr,
@@ -849,7 +876,7 @@ async fn exchange_with(
     addr: &MasterAddr,
     method: Method,
     path: &str,
-    body: Option<(Vec<u8>, &str)>,
+    body: Option<(RequestBody, &str)>,
     limit: usize,
     deadline: Duration,
 ) -> Result<(u16, Bytes), ClientError> {
@@ -870,15 +897,13 @@ async fn exchange_with(
             .header(HOST, addr.to_string())
             .header(ACCEPT, "application/json");
         let body = match body {
-            Some((bytes, content_type)) => {
+            Some((body, content_type)) => {
                 request = request.header(CONTENT_TYPE, content_type);
-                bytes
+                body
             }
-            None => Vec::new(),
+            None => RequestBody::bytes(Vec::new()),
         };
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| protocol(addr, e))?;
+        let request = request.body(body).map_err(|e| protocol(addr, e))?;
         let response = sender
             .send_request(request)
             .await

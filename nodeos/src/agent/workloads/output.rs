@@ -39,16 +39,10 @@ pub(super) async fn collect(shared: &Arc<Shared>, run: &str, dir: &Path) -> Opti
     let archive = archive_path(dir, run);
     let packed = {
         let (dir, archive) = (dir.to_owned(), archive.clone());
-        tokio::task::spawn_blocking(move || {
-            pack(&dir, &archive, MAX_TRANSFER_BYTES as u64)?;
-            // Within the cap: this much memory for the upload is what the master accepts.
-            Ok::<_, PackError>(std::fs::read(&archive)?)
-        })
-        .await
+        tokio::task::spawn_blocking(move || pack(&dir, &archive, MAX_TRANSFER_BYTES as u64)).await
     };
-    let _ = std::fs::remove_file(&archive);
-    let tar = match packed {
-        Ok(Ok(tar)) => tar,
+    let size = match packed {
+        Ok(Ok(size)) => size,
         Ok(Err(e)) => {
             log::warn!("/output of {run} not collected: {e}");
             return None;
@@ -58,12 +52,16 @@ pub(super) async fn collect(shared: &Arc<Shared>, run: &str, dir: &Path) -> Opti
             return None;
         }
     };
-    let Some(api) = shared.api() else {
-        log::warn!("/output of {run} not collected: no connection to the master yet");
-        return None;
+    let uploaded = match shared.api() {
+        // Streamed from the archive: never more than a chunk of it in memory.
+        Some(api) => api
+            .upload_output_file(run, &archive)
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err("no connection to the master yet".to_owned()),
     };
-    let size = tar.len() as u64;
-    match api.upload_output(run, tar).await {
+    let _ = std::fs::remove_file(&archive);
+    match uploaded {
         Ok(()) => Some(size),
         Err(e) => {
             log::warn!("cannot hand /output of {run} to the master: {e}");
