@@ -31,3 +31,4 @@ pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
 pub use store::{RedbStore, Store};
 pub use token::{Token, TokenRecord};
+pub use util::excerpt;

@@ -65,7 +65,7 @@ pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
 /// `text` safe to show a person: at most `max_chars` characters (the rest counted, not
 /// shown), with control characters and bidirectional overrides escaped (`\u{1b}`), so text
 /// a client sent cannot flood an answer or a log, or rewrite a terminal.
-pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
+pub fn excerpt(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars * 2));
     let mut chars = text.chars();
     for c in chars.by_ref().take(max_chars) {

@@ -293,6 +293,19 @@ pub fn parse_env(text: &str) -> Result<(String, String), SpecError> {
     }
 }
 
+/// Longest label key or value.
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Whether `text` may be a label key or value: 1 to [`MAX_LABEL_LEN`] letters, digits, `.`,
+/// `-`, `_` and `/`. One rule for the node settings, the installer and the API.
+pub fn is_label_text(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_LABEL_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+}
+
 /// `key=value` from the command line.
 pub fn parse_selector(text: &str) -> Result<(String, String), SpecError> {
     match text.split_once('=') {

@@ -533,12 +533,7 @@ fn check_disk_path(path: &str) -> Result<String, String> {
 /// `key=value` each, the characters the node settings' `labels` accept. No commas: the
 /// settings file joins the list with them.
 fn check_labels(labels: Vec<String>) -> Result<Vec<String>, String> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-    };
+    let ok = cloudos_cluster::workload::is_label_text;
     for label in &labels {
         match label.split_once('=') {
             Some((k, v)) if ok(k) && ok(v) => {}

@@ -416,12 +416,7 @@ pub use cloudos_cluster::client::DEFAULT_API_PORT;
 
 /// `k=v,k2=v2`: keys and values of letters, digits, `.`, `-`, `_`, `/`.
 fn parse_labels(value: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-    };
+    let ok = cloudos_cluster::workload::is_label_text;
     let mut labels = std::collections::BTreeMap::new();
     for pair in value.split(',').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {

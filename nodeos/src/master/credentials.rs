@@ -26,13 +26,13 @@ use super::error::ApiError;
 use super::registry::SerialStatus;
 use super::state::MasterState;
 
-/// Checks that `serial` is a current (or pending) certificate of `identity`'s holder, and
-/// promotes a pending one that is used for the first time.
-pub fn check(
+/// Which accepted certificate of `identity`'s holder `serial` is, from memory only (every
+/// request asks): an error when it is none of them.
+pub fn status(
     state: &MasterState,
     identity: &NodeIdentity,
     serial: &CertSerial,
-) -> Result<(), ApiError> {
+) -> Result<SerialStatus, ApiError> {
     let name = &identity.name;
     if identity.role == Role::Admin {
         let Some(admin) = state.admins.get(name) else {
@@ -41,26 +41,11 @@ pub fn check(
                  admin records); log in again with an admin token: `cloudos login`"
             )));
         };
-        return match SerialStatus::of(&admin.cert_serial, admin.pending_serial.as_ref(), serial) {
-            Some(SerialStatus::Current) => Ok(()),
-            Some(SerialStatus::Pending) => promote_admin(state, admin, serial),
-            None => Err(replaced(name)),
-        };
+        return SerialStatus::of(&admin.cert_serial, admin.pending_serial.as_ref(), serial)
+            .ok_or_else(|| replaced(name));
     }
     match state.registry.serial_status(name, serial) {
-        Some(SerialStatus::Current) => Ok(()),
-        Some(SerialStatus::Pending) => {
-            if let Some((record, old)) = state.registry.promote_pending(name, serial) {
-                state.store.update_node(name, &mut |stored| {
-                    stored.cert_serial = record.cert_serial.clone();
-                    stored.pending_serial = None;
-                    Ok(())
-                })?;
-                revoke(state, old, name, "replaced by its renewed certificate")?;
-                log::info!("node {name} uses its renewed certificate {serial}");
-            }
-            Ok(())
-        }
+        Some(status) => Ok(status),
         None if state.registry.contains(name) => Err(replaced(name)),
         // The revoked code: the agent forgets an identity that can never work again.
         None => Err(ApiError::NodeRemoved(format!(
@@ -69,36 +54,52 @@ pub fn check(
     }
 }
 
+/// The holder used its pending certificate `serial` for the first time: it becomes the
+/// current one (store first, then memory) and the one it replaces is revoked. Nothing
+/// happens when another request promoted it already.
+pub fn promote(
+    state: &MasterState,
+    identity: &NodeIdentity,
+    serial: &CertSerial,
+) -> Result<(), ApiError> {
+    let name = &identity.name;
+    let old = if identity.role == Role::Admin {
+        let Some(mut admin) = state.admins.get(name) else {
+            return Ok(());
+        };
+        if admin.pending_serial.as_ref() != Some(serial) {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut admin.cert_serial, serial.clone());
+        admin.pending_serial = None;
+        state.store.put_admin(&admin)?;
+        state.admins.put(admin);
+        old
+    } else {
+        let Some(old) = state.registry.serials_of(name).into_iter().next() else {
+            return Ok(());
+        };
+        if state.registry.serial_status(name, serial) != Some(SerialStatus::Pending) {
+            return Ok(());
+        }
+        state.store.update_node(name, &mut |stored| {
+            stored.cert_serial = serial.clone();
+            stored.pending_serial = None;
+            Ok(())
+        })?;
+        state.registry.promote_pending(name, serial);
+        old
+    };
+    revoke(state, old, name, "replaced by its renewed certificate")?;
+    log::info!("{identity} uses its renewed certificate {serial}");
+    Ok(())
+}
+
 fn replaced(name: &str) -> ApiError {
     ApiError::Forbidden(format!(
         "this certificate of {name} was replaced by a newer one; use the newest (an old copy \
          of the identity was used)"
     ))
-}
-
-fn promote_admin(
-    state: &MasterState,
-    mut admin: AdminRecord,
-    serial: &CertSerial,
-) -> Result<(), ApiError> {
-    let mut old = None;
-    if admin.pending_serial.as_ref() == Some(serial) {
-        if let Some(pending) = admin.pending_serial.take() {
-            old = Some(std::mem::replace(&mut admin.cert_serial, pending));
-        }
-    }
-    state.store.put_admin(&admin)?;
-    state.admins.put(admin.clone());
-    if let Some(old) = old {
-        revoke(
-            state,
-            old,
-            &admin.name,
-            "replaced by its renewed certificate",
-        )?;
-        log::info!("admin {} uses its renewed certificate {serial}", admin.name);
-    }
-    Ok(())
 }
 
 /// Refuses a certificate from now on, in memory at once and in the store.

@@ -86,18 +86,9 @@ pub enum ApiError {
 /// Longest piece of caller-supplied text an error message repeats.
 const MAX_ECHO: usize = 64;
 
-/// Caller-supplied text as an error message may repeat it: escaped (no control characters
-/// or quotes reach a terminal or a log) and cut to [`MAX_ECHO`] characters.
+/// Caller-supplied text as an error message may repeat it (see `cloudos_cluster::excerpt`).
 pub fn bounded(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_ECHO)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > MAX_ECHO {
-        out.push('…');
-    }
-    out
+    cloudos_cluster::excerpt(text, MAX_ECHO)
 }
 
 impl ApiError {

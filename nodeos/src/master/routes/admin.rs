@@ -10,6 +10,7 @@ use cloudos_cluster::api::{
 };
 use cloudos_cluster::store::StoreError;
 use cloudos_cluster::token::{parse_ttl, TokenRecord};
+use cloudos_cluster::workload::{is_label_text, MAX_LABEL_LEN};
 use cloudos_cluster::Token;
 use time::OffsetDateTime;
 
@@ -172,21 +173,12 @@ pub async fn remove_node(
     Ok(Json(info))
 }
 
-/// Longest label key or value.
-const MAX_LABEL_LEN: usize = 63;
-
-/// Label keys and values: short, and of the characters `cloudos.labels=` accepts.
+/// Labels an admin sets: the node settings' rule, with empty values allowed.
 fn check_labels<'a>(
     labels: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Result<(), ApiError> {
-    let ok_text = |t: &str, empty_ok: bool| {
-        (empty_ok || !t.is_empty())
-            && t.len() <= MAX_LABEL_LEN
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-    };
     for (k, v) in labels {
-        if !ok_text(k, false) || !ok_text(v, true) {
+        if !is_label_text(k) || !(v.is_empty() || is_label_text(v)) {
             return Err(ApiError::BadRequest(format!(
                 "label `{}={}` is not valid: keys and values are at most {MAX_LABEL_LEN} of \
                  letters, digits, `-`, `_`, `.` and `/`",

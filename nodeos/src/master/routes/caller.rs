@@ -30,14 +30,12 @@ pub async fn verify(extensions: &Extensions, state: &AppState) -> Result<NodeIde
             name: identity.name,
         }));
     }
-    // Heartbeats and agent calls take the in-memory path; admins and first uses of a
-    // renewed certificate read or write the store.
-    let current = identity.role != Role::Admin
-        && state.registry.serial_status(&identity.name, &serial) == Some(SerialStatus::Current);
-    if !current {
+    // Every check is in memory; only the first use of a renewed certificate writes the
+    // store, off the async workers.
+    if credentials::status(state, &identity, &serial)? == SerialStatus::Pending {
         let who = identity.clone();
         state
-            .blocking(move |s| credentials::check(s, &who, &serial))
+            .blocking(move |s| credentials::promote(s, &who, &serial))
             .await?;
     }
     Ok(identity)
