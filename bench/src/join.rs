@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use cloudos_cluster::api::NodeState;
 use cloudos_cluster::api::TokenCreateRequest;
 use cloudos_cluster::client::{self, ApiClient};
-use cloudos_cluster::store::NodeState;
 use cloudos_cluster::Role;
 use cloudos_tests::{NetHost, TestNet};
 

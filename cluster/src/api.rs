@@ -17,7 +17,6 @@ use time::OffsetDateTime;
 
 use crate::identity::Role;
 use crate::pki::{CertSerial, PkiError};
-use crate::store::{AdminRecord, NodeRecord, NodeState, StoreError};
 use crate::token::{TokenError, TokenId, TokenRecord};
 use crate::workload::{LogChunk, RunAssignment, RunReport, SpecError};
 
@@ -279,6 +278,18 @@ pub struct ClusterStatus {
     pub nodes_ready: usize,
 }
 
+/// Whether the master considers a node usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Heartbeats arrive; work may be scheduled.
+    Ready,
+    /// Heartbeats stopped; work is moved away.
+    NotReady,
+    /// An admin asked for no new work on it.
+    Cordoned,
+}
+
 /// A node as the CLI shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -297,27 +308,6 @@ pub struct NodeInfo {
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
     pub telemetry: Option<Telemetry>,
-}
-
-impl From<&NodeRecord> for NodeInfo {
-    /// Telemetry that no longer parses (an older agent's) is shown as absent.
-    fn from(n: &NodeRecord) -> Self {
-        NodeInfo {
-            name: n.name.clone(),
-            role: n.role,
-            address: n.address.clone(),
-            arch: n.arch.clone(),
-            labels: n.labels.clone(),
-            reported_labels: n.reported_labels.clone(),
-            state: n.state,
-            joined_at: n.joined_at,
-            last_seen: n.last_seen,
-            telemetry: n
-                .telemetry
-                .as_ref()
-                .and_then(|v| serde_json::from_value(v.clone()).ok()),
-        }
-    }
 }
 
 /// `cloudos node label`: `POST /v1/nodes/<name>/labels`, admin certificate.
@@ -344,19 +334,6 @@ pub struct AdminInfo {
     pub token_id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
-}
-
-impl From<&AdminRecord> for AdminInfo {
-    fn from(a: &AdminRecord) -> Self {
-        AdminInfo {
-            name: a.name.clone(),
-            address: a.address.clone(),
-            cert_serial: a.cert_serial.clone(),
-            pending_serial: a.pending_serial.clone(),
-            token_id: a.token_id.clone(),
-            joined_at: a.joined_at,
-        }
-    }
 }
 
 /// `cloudos token create`.
@@ -534,19 +511,6 @@ impl From<&SpecError> for ErrorBody {
     }
 }
 
-impl From<&StoreError> for ErrorBody {
-    fn from(e: &StoreError) -> Self {
-        match e {
-            StoreError::Token(t) => t.into(),
-            StoreError::NotFound { .. } => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
-            StoreError::AlreadyInitialized { .. } => {
-                ErrorBody::new(ErrorCode::Conflict, e.to_string())
-            }
-            _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,35 +550,6 @@ mod tests {
         let json = serde_json::to_value(&resp).expect("json");
         assert_eq!(json["renew_after"], "2026-03-01T10:00:00Z");
         assert_eq!(json["role"], "compute");
-    }
-
-    #[test]
-    fn node_info_reads_telemetry_from_the_record() {
-        let telemetry = Telemetry {
-            load1: 0.25,
-            capacity: Capacity {
-                cpu_millicores: 4000,
-                memory_bytes: 8 << 30,
-            },
-            ..Telemetry::default()
-        };
-        let mut record = NodeRecord {
-            name: "n1".into(),
-            role: Role::Compute,
-            address: "10.0.0.2:4000".into(),
-            arch: "aarch64".into(),
-            labels: BTreeMap::new(),
-            reported_labels: Default::default(),
-            pending_serial: None,
-            cert_serial: "01".parse().expect("serial"),
-            joined_at: NOW,
-            last_seen: NOW,
-            telemetry: serde_json::to_value(&telemetry).ok(),
-            state: NodeState::Ready,
-        };
-        assert_eq!(NodeInfo::from(&record).telemetry, Some(telemetry));
-        record.telemetry = Some(serde_json::json!({"garbage": true}));
-        assert_eq!(NodeInfo::from(&record).telemetry, None);
     }
 
     #[test]
@@ -661,25 +596,6 @@ mod tests {
                 400,
             ),
             ((&PkiError::KeyMismatch).into(), ErrorCode::Internal, 500),
-            (
-                (&StoreError::NotFound {
-                    what: "node",
-                    key: "n".into(),
-                })
-                    .into(),
-                ErrorCode::NotFound,
-                404,
-            ),
-            (
-                (&StoreError::AlreadyInitialized { name: "lab".into() }).into(),
-                ErrorCode::Conflict,
-                409,
-            ),
-            (
-                (&StoreError::Token(TokenError::Revoked { id: "x".into() })).into(),
-                ErrorCode::TokenInvalid,
-                403,
-            ),
         ];
         for (body, code, status) in cases {
             assert_eq!(body.code, code, "{body}");

@@ -1,13 +1,14 @@
-//! The security and state core of a CloudOS cluster, shared by the master (inside `nodeos`),
-//! the agent and the `cloudos` CLI.
+//! What every party of a CloudOS cluster shares: the master, the agent and the `cloudos`
+//! CLI. The master's storage is not here (`cloudos-store`): what this crate holds is what
+//! crosses the wire or proves who is speaking.
 //!
 //! - [`identity`]: who a node is (name and role) and how that is written into a certificate.
 //! - [`pki`]: the cluster CA, CA pins, node keys and CSRs, certificate issuing and reading.
 //! - [`token`]: join tokens, their hashed stored form and their checks.
-//! - [`store`]: the master's state behind one trait, with the redb backend.
 //! - [`tls`]: TLS 1.3-only rustls configurations: pinned first contact, mTLS, the server.
 //! - [`workload`]: tasks, services, runs and resource quantities as the API speaks them.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
+//! - [`files`]: writing keys and state atomically and privately (0600/0700).
 //! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
 //!
 //! Apart from [`client`], this crate opens no sockets and starts no threads: it is a library
@@ -17,9 +18,9 @@
 pub mod addr;
 pub mod api;
 pub mod client;
+pub mod files;
 pub mod identity;
 pub mod pki;
-pub mod store;
 pub mod tls;
 pub mod token;
 pub mod workload;
@@ -29,6 +30,5 @@ mod util;
 pub use addr::{parse_master_address, Ipv4Cidr};
 pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
-pub use store::{RedbStore, Store};
 pub use token::{Token, TokenRecord};
-pub use util::excerpt;
+pub use util::{excerpt, to_hex};

@@ -32,7 +32,7 @@ pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+pub fn to_hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         s.push(char::from(HEX[usize::from(b >> 4)]));

@@ -30,9 +30,9 @@ enum Command {
         socket: String,
     },
     /// Run a cluster master in the foreground (outside PID 1).
-    Master(nodeos::master::MasterArgs),
+    Master(nodeos::roles::master::MasterArgs),
     /// Run a compute node's agent in the foreground (outside PID 1).
-    Agent(nodeos::agent::AgentArgs),
+    Agent(nodeos::roles::agent::AgentArgs),
     /// Install this binary on a systemd host as a compute node or master (what install.sh
     /// runs once it has checked this binary).
     Install(nodeos::host::InstallArgs),
@@ -64,12 +64,12 @@ enum ImageCommand {
     /// task naming one of them by tag runs it without a registry.
     Import {
         file: std::path::PathBuf,
-        #[arg(long, default_value = nodeos::master::config::DEFAULT_DATA_DIR)]
+        #[arg(long, default_value = cloudos_master::config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
     },
     /// The images in the store: name and manifest digest.
     List {
-        #[arg(long, default_value = nodeos::master::config::DEFAULT_DATA_DIR)]
+        #[arg(long, default_value = cloudos_master::config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
     },
 }
@@ -119,8 +119,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Svc { name }) => nodeos::services::run(&name),
         Some(Command::Image(command)) => image(command),
         Some(Command::Shim { args }) => std::process::exit(cloudos_runtime::shim_main(&args)),
-        Some(Command::Master(args)) => nodeos::master::main(args),
-        Some(Command::Agent(args)) => nodeos::agent::main(args),
+        Some(Command::Master(args)) => nodeos::roles::master::run_tool(args),
+        Some(Command::Agent(args)) => nodeos::roles::agent::run_tool(args),
         Some(Command::Install(args)) => nodeos::host::install_main(args),
         Some(Command::InstallDisk(args)) => nodeos::diskinstall::install_disk_main(args),
         Some(Command::Uninstall(args)) => nodeos::host::uninstall_main(args),

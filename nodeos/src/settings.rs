@@ -549,7 +549,7 @@ pub fn forget_token_in(path: &std::path::Path) {
     let Some(rest) = without_token(&text) else {
         return;
     };
-    match crate::fsutil::write_private(path, rest.as_bytes()) {
+    match cloudos_cluster::files::write_private(path, rest.as_bytes()) {
         Ok(()) => log::info!(
             "joined: the join token is no longer kept in {}",
             path.display()

@@ -4,7 +4,7 @@
 //! through (the admin, a registered node) connect from 127.0.0.1; attackers from
 //! 127.0.0.2 and up.
 
-mod common;
+use cloudos_master::testing as common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,11 +19,11 @@ use cloudos_cluster::api::{
 use cloudos_cluster::client::{self, ApiClient, JoinedIdentity, MAX_TRANSFER_BYTES};
 use cloudos_cluster::workload::{TaskCreateRequest, WorkloadSpec};
 use cloudos_cluster::{tls, Role, Token};
+use cloudos_master::connlimit;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use nodeos::master::connlimit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -525,32 +525,32 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         error.message
     );
     let data = c.dir.join("node");
-    nodeos::agent::IdentityStore::new(&data)
-        .save(&nodeos::agent::StoredIdentity {
+    cloudos_agent::IdentityStore::new(&data)
+        .save(&cloudos_agent::StoredIdentity {
             node_name: "bob".into(),
             joined: bob,
         })
         .expect("identity saved");
-    let config = nodeos::agent::AgentConfig {
+    let config = cloudos_agent::AgentConfig {
         data_dir: data.clone(),
         token: None,
         master: Some(c.master.addr.to_string()),
         name: "bob".into(),
         labels: BTreeMap::new(),
         discover_timeout: Duration::from_secs(1),
-        retry: nodeos::agent::Backoff {
+        retry: cloudos_agent::Backoff {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(300),
         },
         metrics_listen: None,
         insecure_registries: Vec::new(),
-        forget_token_in: None,
+        after_join: None,
     };
-    let agent = tokio::spawn(nodeos::agent::run(config));
+    let agent = tokio::spawn(cloudos_agent::run(config));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!agent.is_finished(), "{:?}", agent.await);
     agent.abort();
-    let kept = nodeos::agent::IdentityStore::new(&data)
+    let kept = cloudos_agent::IdentityStore::new(&data)
         .load()
         .expect("readable");
     assert!(kept.is_some(), "the identity was deleted");

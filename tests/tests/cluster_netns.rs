@@ -19,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::NodeInfo;
+use cloudos_cluster::api::NodeState;
 use cloudos_cluster::pki;
-use cloudos_cluster::store::NodeState;
 use cloudos_tests::nodes::spawn_tied;
 use cloudos_tests::registry::{host_busybox, Image, Registry};
 use cloudos_tests::{scaled, NetHost, TestNet};

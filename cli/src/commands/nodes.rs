@@ -1,7 +1,7 @@
 //! `cloudos node list|show|label|remove`.
 
+use cloudos_cluster::api::NodeState;
 use cloudos_cluster::api::{NodeInfo, NodeLabelRequest};
-use cloudos_cluster::store::NodeState;
 use time::OffsetDateTime;
 
 use super::Ctx;

@@ -68,7 +68,7 @@ pub fn takes_console(install: Option<&str>, configured: bool) -> bool {
 
 /// Makes the maintenance console wait for the wizard (see [`CONSOLE_HELD`]).
 pub fn hold_console() {
-    if let Err(e) = crate::fsutil::write_atomic(CONSOLE_HELD, b"installer\n") {
+    if let Err(e) = cloudos_cluster::files::write_atomic(CONSOLE_HELD, b"installer\n") {
         log::warn!("cannot hold the console for the installer: {e}");
     }
 }

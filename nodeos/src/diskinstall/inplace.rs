@@ -74,7 +74,7 @@ pub fn describe(disk: &str) -> String {
 /// power cut leaves the old settings or the new ones.
 pub fn write_settings(setup: &Setup) -> anyhow::Result<()> {
     let text = super::settings_text(&setup.answers);
-    crate::fsutil::write_private(CONFIG_FILE, text.as_bytes())
+    cloudos_cluster::files::write_private(CONFIG_FILE, text.as_bytes())
         .with_context(|| format!("cannot write {CONFIG_FILE}"))?;
     // The rename is durable once the directory is.
     std::fs::File::open(DATA_DIR)

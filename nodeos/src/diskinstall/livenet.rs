@@ -98,7 +98,9 @@ async fn configure(
     links::add_address(&handle, index, address.address, address.prefix)
         .await
         .map_err(|e| format!("cannot add {address} to {name}: {e}"))?;
-    if let Err(e) = crate::fsutil::write_atomic(ADDED, format!("{name} {address}\n").as_bytes()) {
+    if let Err(e) =
+        cloudos_cluster::files::write_atomic(ADDED, format!("{name} {address}\n").as_bytes())
+    {
         log::warn!("cannot note {ADDED}: {e}");
     }
     if let Some(gw) = gateway {

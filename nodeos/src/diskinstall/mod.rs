@@ -91,7 +91,7 @@ pub fn install_disk_main(args: InstallDiskArgs) -> anyhow::Result<()> {
             Ok(Outcome::NothingDone(why)) => format!("{REPORT_NOTHING} {why}\n"),
             Err(e) => format!("{REPORT_FAILED} {}\n", one_line(&format!("{e:#}"))),
         };
-        if let Err(e) = crate::fsutil::write_atomic(&path, line.as_bytes()) {
+        if let Err(e) = cloudos_cluster::files::write_atomic(&path, line.as_bytes()) {
             log::warn!("cannot write {}: {e}", path.display());
         }
     }

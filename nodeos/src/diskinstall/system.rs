@@ -133,8 +133,8 @@ fn other_cluster(master: &str, pin: CaPin) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::config::MasterConfig;
-    use crate::master::Master;
+    use cloudos_master::config::MasterConfig;
+    use cloudos_master::Master;
 
     /// A real master on loopback. Its bootstrap token reaches it and is verified (it is an
     /// admin token, which a compute node cannot use), without being used up: it still

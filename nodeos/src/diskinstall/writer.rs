@@ -335,7 +335,7 @@ fn fill_partitions(
         .with_context(|| format!("cannot give {data_dev} a new UUID"))?;
     drop(dir);
     let config = data.dir.join("config.toml");
-    crate::fsutil::write_private(&config, settings.as_bytes())
+    cloudos_cluster::files::write_private(&config, settings.as_bytes())
         .with_context(|| format!("cannot write {}", config.display()))?;
     nix::unistd::sync();
     data.unmount()

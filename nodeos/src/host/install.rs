@@ -15,8 +15,8 @@ use anyhow::{bail, Context as _};
 
 use super::layout::{self, HostSettings, Layout};
 use super::systemd::Systemd;
-use crate::agent::{IdentityStore, StoredIdentity};
 use crate::settings::{validate_hostname, Role, Settings};
+use cloudos_agent::{IdentityStore, StoredIdentity};
 
 /// `nodeos install`: what `install.sh` runs once it has checked and fetched this binary.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,7 +88,10 @@ fn check_host() -> anyhow::Result<()> {
 
 /// The settings the person gave, checked: every mistake is reported before any step runs.
 fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings> {
-    let name = args.name.clone().unwrap_or_else(crate::agent::host_name);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::roles::host_name("cloudos"));
     validate_hostname(&name).map_err(|why| anyhow::anyhow!("the node name {name:?} {why}"))?;
     // Through the appliance's own parser, so a key means the same in both places.
     let given = [
@@ -202,7 +205,7 @@ pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let identity = runtime
-                .block_on(crate::agent::join_once(
+                .block_on(cloudos_agent::join_once(
                     master,
                     token,
                     &settings.name,
@@ -302,7 +305,7 @@ fn write_and_start(
 
 /// Shows the new master's one-use admin token once, then deletes the file.
 fn show_admin_token(layout: &Layout) -> anyhow::Result<()> {
-    let path = crate::master::token_file(&layout.state_dir);
+    let path = cloudos_master::token_file(&layout.state_dir);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -395,7 +398,7 @@ impl Writer {
             .iter()
             .map(|p| format!("{}\n", p.display()))
             .collect();
-        crate::fsutil::write_atomic(&self.record_path, text.as_bytes())
+        cloudos_cluster::files::write_atomic(&self.record_path, text.as_bytes())
             .with_context(|| format!("cannot write {}", self.record_path.display()))
     }
 
@@ -421,7 +424,7 @@ impl Writer {
                 path.display()
             );
         }
-        crate::fsutil::write_atomic_mode(path, bytes, mode)
+        cloudos_cluster::files::write_atomic_mode(path, bytes, mode)
             .with_context(|| format!("cannot write {}", path.display()))
     }
 }

@@ -20,7 +20,6 @@ mod notify;
 mod systemd;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -35,7 +34,7 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "/etc/cloudos/config.toml")]
     pub config: PathBuf,
     /// Where state lives (identity, images, containers, master state).
-    #[arg(long, default_value = crate::agent::DATA_DIR)]
+    #[arg(long, default_value = crate::roles::agent::DATA_DIR)]
     pub data_dir: PathBuf,
 }
 
@@ -71,74 +70,37 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
         Ok(parent) => std::env::set_var(cloudos_runtime::cgroup::PARENT_ENV, parent),
         Err(e) => log::warn!("{e}"),
     }
-    let config = crate::agent::AgentConfig {
-        data_dir,
-        token: None,
-        master: settings.master.clone(),
-        name: settings
-            .hostname
-            .clone()
-            .unwrap_or_else(crate::agent::host_name),
-        labels: settings.labels.clone(),
-        discover_timeout: Duration::from_secs(3),
-        retry: crate::agent::Backoff::default(),
-        metrics_listen: crate::agent::metrics::DEFAULT_LISTEN.parse().ok(),
-        insecure_registries: settings.insecure_registries.clone(),
-        // install.sh joined with the token; it was never written down.
-        forget_token_in: None,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let store = crate::agent::IdentityStore::new(&config.data_dir);
+    let config = crate::roles::agent::config_from_settings(settings, data_dir);
+    // install.sh joined with the token; it was never written down.
+    let store = cloudos_agent::IdentityStore::new(&config.data_dir);
     let identity = store.load()?.with_context(|| {
         format!(
             "this host has not joined a cluster (no identity in {}); run install.sh with a token",
             store.dir().display()
         )
     })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     notify::ready(&format!(
         "node {} of cluster {}",
         identity.node_name, identity.joined.cluster_name
     ));
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            outcome = crate::agent::run(config) => Some(outcome),
-            _ = crate::master::stop_signal() => None,
-        }
-    });
+    // Exiting non-zero when evicted would only make systemd restart into the same answer.
+    let hint = "run install.sh with a new token to join again";
+    let served = runtime.block_on(cloudos_agent::service::serve(
+        config,
+        hint,
+        cloudos_master::stop_signal(),
+    ));
     notify::stopping();
-    match outcome {
-        None => {
-            log::info!("stopping (asked by systemd)");
-            Ok(())
-        }
-        Some(Ok(crate::agent::Outcome::Evicted { reason })) => {
-            // Exiting non-zero would only make systemd restart into the same answer.
-            log::warn!("the master evicted this node ({reason}); run install.sh with a new token to join again");
-            idle()
-        }
-        Some(Err(e)) if e.needs_a_person() => {
-            log::error!("{e}");
-            idle()
-        }
-        Some(Err(e)) => Err(e.into()),
-    }
+    log::info!("stopping (asked by systemd)");
+    Ok(served?)
 }
 
 fn run_master(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
-    let mut config = crate::master::config::MasterConfig::from_settings(settings);
+    let mut config = crate::roles::master::config_from_settings(settings);
     config.downloads_dir = data_dir.join("downloads");
     config.data_dir = data_dir;
-    crate::master::run_host_service(config, notify::ready)
-}
-
-/// Waits for systemd to stop the unit, without restarting into a state only a person can
-/// change (evicted, expired identity).
-fn idle() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(crate::master::stop_signal());
-    Ok(())
+    cloudos_master::run_host_service(config, notify::ready)
 }

@@ -22,7 +22,7 @@ pub fn render(servers: &[Ipv4Addr], search: &[String]) -> String {
 
 /// Replaces the file atomically, so a reader never sees half of it.
 pub fn write(servers: &[Ipv4Addr], search: &[String]) -> std::io::Result<()> {
-    crate::fsutil::write_atomic(RESOLV_CONF, render(servers, search).as_bytes())
+    cloudos_cluster::files::write_atomic(RESOLV_CONF, render(servers, search).as_bytes())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
     if let Ok(s) = net.state.lock() {
         s.publish();
     }
-    crate::services::report_ready();
+    crate::supervisor::ready::report();
     while let Some((message, _)) = events.next().await {
         match message.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => {

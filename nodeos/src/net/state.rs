@@ -44,7 +44,7 @@ impl NetState {
     pub fn publish(&self) {
         match serde_json::to_vec_pretty(self) {
             Ok(bytes) => {
-                if let Err(e) = crate::fsutil::write_atomic(STATE_FILE, &bytes) {
+                if let Err(e) = cloudos_cluster::files::write_atomic(STATE_FILE, &bytes) {
                     log::warn!("cannot write {STATE_FILE}: {e}");
                 }
             }

@@ -94,7 +94,7 @@ pub fn console_ttys() -> Vec<String> {
 
 pub fn run() -> anyhow::Result<()> {
     // Ready at once: the node works while the installer has the console.
-    super::report_ready();
+    crate::supervisor::ready::report();
     wait_while_the_installer_has_the_console();
     let ttys = console_ttys();
     let mut readers = Vec::new();

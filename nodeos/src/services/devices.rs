@@ -35,7 +35,7 @@ pub fn run() -> anyhow::Result<()> {
     // appears now either sends an event we read below or is found by the
     // pass that follows. The pass itself may take long (a CD drive's probe),
     // and the services that wait for us need only the drivers PID 1 loaded.
-    super::report_ready();
+    crate::supervisor::ready::report();
     let background = loader.clone();
     std::thread::spawn(move || catch_up(&background));
 

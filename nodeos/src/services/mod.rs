@@ -8,10 +8,7 @@ pub mod devices;
 pub mod limits;
 pub mod power;
 
-use std::io::Write;
-
 use crate::settings::{Role, Settings};
-use crate::supervisor::runner::READY_LINE;
 use crate::supervisor::ServiceSpec;
 
 /// Set by the supervisor: which start of the service this is (1 for the first).
@@ -54,13 +51,6 @@ pub fn specs(role: Role) -> Vec<ServiceSpec> {
     specs
 }
 
-/// Tells the supervisor that this service is doing its job.
-pub fn report_ready() {
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "{READY_LINE}");
-    let _ = out.flush();
-}
-
 /// Entry point of `nodeos svc NAME`.
 pub fn run(name: &str) -> anyhow::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -76,8 +66,8 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         "devices" => devices::run(),
         "power" => power::run(),
         "console" => console::run(),
-        "master" => crate::master::run_service(&settings),
-        "agent" => crate::agent::run_service(&settings),
+        "master" => crate::roles::master::run_service(&settings),
+        "agent" => crate::roles::agent::run_service(&settings),
         "net" => {
             let hostname = nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())

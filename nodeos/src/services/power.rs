@@ -17,7 +17,7 @@ const EVENT_SIZE: usize = 24;
 
 pub fn run() -> anyhow::Result<()> {
     let mut watched: HashSet<PathBuf> = HashSet::new();
-    super::report_ready();
+    crate::supervisor::ready::report();
     // Input devices come and go (the button driver may load after us), so
     // look for new ones now and then; each device gets a reader thread.
     loop {

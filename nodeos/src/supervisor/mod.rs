@@ -8,6 +8,7 @@
 //! only; what a service does lives in `crate::services`.
 
 pub mod policy;
+pub mod ready;
 pub mod reaper;
 pub mod runner;
 pub mod spec;

@@ -1,0 +1,69 @@
+//! What a master is told, and the defaults. Owns no behaviour; the `nodeos master` flags and
+//! the boot settings are mapped onto it by `nodeos` (its `roles` module).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloudos_cluster::pki::NODE_CERT_LIFETIME;
+
+use super::workloads::retention::Retention;
+use cloudos_cluster::client::DEFAULT_API_PORT;
+
+/// The cluster name when none is given.
+pub const DEFAULT_CLUSTER_NAME: &str = "cloudos";
+/// How often agents send a heartbeat, unless told otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Missed heartbeats before a node is NotReady, unless `--not-ready-after` says otherwise.
+pub const MISSED_HEARTBEATS: u32 = 3;
+/// The data partition.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudos";
+
+/// Everything a master needs to know, from flags, boot settings or a test.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub cluster_name: String,
+    /// This master's name: serving certificate DNS name, mDNS host, status.
+    pub node_name: String,
+    pub heartbeat_interval: Duration,
+    pub not_ready_after: Duration,
+    pub cert_lifetime: Duration,
+    pub mdns: bool,
+    /// How often live state (last seen, telemetry) is written to the store.
+    pub flush_interval: Duration,
+    /// The scheduler's policy: `spread` or `binpack`.
+    pub scheduler: String,
+    /// Where the binaries for `install.sh` are (see `master::downloads`).
+    pub downloads_dir: PathBuf,
+    /// Registries reached over plain HTTP when reading image architectures.
+    pub insecure_registries: Vec<String>,
+    /// Extra names and addresses in the serving certificate.
+    pub tls_san: Vec<String>,
+    /// What is kept of finished tasks, and of each task's log.
+    pub retention: Retention,
+}
+
+impl MasterConfig {
+    /// Defaults for a master named `node_name` keeping its state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
+        let data_dir = data_dir.into();
+        MasterConfig {
+            downloads_dir: data_dir.join("downloads"),
+            insecure_registries: Vec::new(),
+            tls_san: Vec::new(),
+            data_dir,
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+            node_name: node_name.into(),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            not_ready_after: DEFAULT_HEARTBEAT_INTERVAL * MISSED_HEARTBEATS,
+            cert_lifetime: Duration::from_secs(NODE_CERT_LIFETIME.whole_seconds().unsigned_abs()),
+            mdns: true,
+            flush_interval: Duration::from_secs(60),
+            scheduler: "spread".to_owned(),
+            retention: Retention::default(),
+        }
+    }
+}

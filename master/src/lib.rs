@@ -1,0 +1,214 @@
+//! The master role: the cluster's CA and join tokens, the node registry fed by
+//! the agents' connections, and the HTTPS API (TLS 1.3, mTLS) the agents and
+//! the `cloudos` CLI talk to. It never dials a node. State lives in the
+//! cluster store under the data directory.
+//!
+//! Modules, one job each:
+//! - [`config`]: what a master is told, and the defaults (`nodeos` maps flags and boot
+//!   settings onto it).
+//! - `bootstrap`: opening the store, creating or loading the cluster, the first admin token.
+//! - `console`: showing that token on the console only (never through the log).
+//! - `state`: what the request handlers share.
+//! - `registry`: the nodes and their live state (last heartbeat, connection) in memory.
+//! - `credentials`: which certificate serial is current for each node and admin; revoking.
+//! - `health`: Ready/NotReady transitions and periodic persistence of live state.
+//! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper, and
+//!   the timeouts that keep idle and slow clients from holding connections.
+//! - [`connlimit`]: connection slots per source address and in all.
+//! - `routes`: the HTTP API; `error` maps every failure to an `ErrorBody`.
+//! - `ratelimit`: failed joins per source address.
+//! - [`workloads`]: tasks and services: their book, dispatch loop, logs and outputs.
+//! - [`downloads`]: the binaries and digests `install.sh` fetches (served by `routes`).
+//! - `addresses`, `serving`, `advertise`: the host's IPv4 addresses, the serving
+//!   certificate that names them, the mDNS advertisement that follows them.
+
+mod addresses;
+mod advertise;
+mod bootstrap;
+pub mod config;
+pub mod connlimit;
+mod console;
+mod credentials;
+pub mod downloads;
+mod error;
+mod health;
+mod metrics;
+mod ratelimit;
+mod registry;
+mod routes;
+mod server;
+mod serving;
+mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod tls_accept;
+pub mod workloads;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cloudos_cluster::{CaPin, Token};
+use cloudos_store::{RedbStore, Store};
+use tokio::net::TcpListener;
+
+pub use config::MasterConfig;
+pub use console::{token_file, TokenOutput};
+pub use error::MasterError;
+
+/// A master whose state is open and whose port is bound, ready to [`Master::run`].
+pub struct Master {
+    state: Arc<state::MasterState>,
+    listener: TcpListener,
+    bootstrap_token: Option<Token>,
+}
+
+impl Master {
+    /// Opens (or creates) the cluster under `config.data_dir` and binds `config.listen`.
+    /// `<data>/master` holds the CA's key (in the store): it is made private (0700, the
+    /// store 0600), also when an older install left it readable.
+    pub async fn open(config: MasterConfig) -> Result<Master, MasterError> {
+        let dir = config.data_dir.join("master");
+        cloudos_cluster::files::create_private_dir(&dir).map_err(|source| {
+            MasterError::DataDir {
+                path: dir.clone(),
+                source,
+            }
+        })?;
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.join("state.redb"))?);
+        for q in store.quarantine_unreadable(time::OffsetDateTime::now_utc())? {
+            log::warn!(
+                "stored {} record `{}` is unreadable ({}); moved it to the quarantine table \
+                 and carried on without it",
+                q.table,
+                q.key,
+                q.error
+            );
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| MasterError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local = listener.local_addr().map_err(|source| MasterError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
+        let bootstrap_token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
+        let state = state::MasterState::new(config, store, boot, local)?;
+        Ok(Master {
+            state: Arc::new(state),
+            listener,
+            bootstrap_token,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    pub fn ca_pin(&self) -> CaPin {
+        self.state.ca.pin()
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        self.state.ca.cert_pem()
+    }
+
+    /// The first admin's token, made on this start because no admin has joined yet. Only
+    /// [`console::show_bootstrap_token`] (or a test) may see it.
+    pub fn take_bootstrap_token(&mut self) -> Option<Token> {
+        self.bootstrap_token.take()
+    }
+
+    /// Serves until `shutdown` completes, then stops every task it started.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
+        let Master {
+            state, listener, ..
+        } = self;
+        log::info!(
+            "master listening on https://{} (cluster {:?}, CA pin {})",
+            state.local_addr,
+            state.cluster_name,
+            state.ca.pin()
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        let (addr_tx, addr_rx) = tokio::sync::watch::channel(addresses::ipv4_addresses());
+        tasks.spawn(addresses::watch(addr_tx));
+        tasks.spawn(serving::keep_fresh(Arc::clone(&state), addr_rx.clone()));
+        if state.config.mdns {
+            tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
+        }
+        tasks.spawn(health::run(Arc::clone(&state)));
+        tasks.spawn(workloads::run(Arc::clone(&state)));
+        tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
+        tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
+        shutdown.await;
+        tasks.shutdown().await;
+        health::save(&state, registry::Unsaved::All).await;
+        log::info!("master stopped");
+        Ok(())
+    }
+}
+
+/// The master as a systemd service (cloud install): the admin token goes to a root-only
+/// file, and `ready` (sd_notify) is called once the API listens.
+pub fn run_host_service(config: MasterConfig, ready: fn(&str)) -> anyhow::Result<()> {
+    serve(config, TokenOutput::File, move || ready("master up"))
+}
+
+/// Runs a master until it is stopped (SIGTERM, SIGINT): opens its state, shows the first
+/// admin token where `output` says, calls `ready` once the API listens (unless the token
+/// goes to a person's terminal), and serves.
+pub fn serve(
+    config: MasterConfig,
+    output: TokenOutput,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    // Everything the master writes (store, logs, outputs, the admin token file) is its
+    // own: nothing it creates is for other users, whatever umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("master")
+        .build()?;
+    runtime.block_on(async move {
+        let mut master = Master::open(config).await?;
+        match master.take_bootstrap_token() {
+            Some(token) => console::show_bootstrap_token(output, &master.state, &token),
+            // A token shown at an earlier start is used up once an admin exists.
+            None if output == TokenOutput::File => {
+                let _ = std::fs::remove_file(console::token_file(&master.state.config.data_dir));
+            }
+            None => {}
+        }
+        if output != TokenOutput::Stdout {
+            // The supervisor (or systemd) waits for this; a person at a terminal need not.
+            ready();
+        }
+        master.run(stop_signal()).await?;
+        Ok(())
+    })
+}
+
+/// SIGTERM (the supervisor or systemd stopping us) or Ctrl-C.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

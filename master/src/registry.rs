@@ -1,0 +1,490 @@
+//! The nodes the master knows, in memory: each node's record plus its live state (last
+//! heartbeat, telemetry, open connection). Heartbeats only touch this map; the store is
+//! written on join, on state changes and periodically (see `health`), because thousands of
+//! agents beat every second or two and a store transaction per beat would not keep up.
+//!
+//! Pure bookkeeping under one mutex: no I/O, no logging; callers log the [`Transition`]s
+//! it returns and save what [`Registry::take_unsaved`] hands out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cloudos_cluster::api::{AgentHello, NodeInfo, Telemetry};
+use cloudos_cluster::pki::CertSerial;
+use cloudos_store::{NodeRecord, NodeState};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+/// What the master tells a node's connection task to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Send `Evicted`, then close.
+    Evict { reason: String },
+    /// Send this message (workload assignments and stops).
+    Send(Box<cloudos_cluster::api::MasterMessage>),
+}
+
+/// Messages waiting for one node's connection; beyond this the node catches up through
+/// the reconciliation of its next hello.
+const CONTROL_QUEUE: usize = 256;
+
+/// A node's open agent connection.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub control: mpsc::Sender<Control>,
+}
+
+/// Which of a node's (or admin's) accepted certificates a caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialStatus {
+    Current,
+    /// The one the last renewal issued, used for the first time.
+    Pending,
+}
+
+impl SerialStatus {
+    /// `serial` against a record's current and pending serials.
+    pub fn of(
+        current: &CertSerial,
+        pending: Option<&CertSerial>,
+        serial: &CertSerial,
+    ) -> Option<SerialStatus> {
+        if serial == current {
+            Some(SerialStatus::Current)
+        } else if pending == Some(serial) {
+            Some(SerialStatus::Pending)
+        } else {
+            None
+        }
+    }
+}
+
+/// A node changed between Ready and NotReady.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub name: String,
+    pub to: NodeState,
+    /// Why, for the log: `no heartbeat for 6s`, `connection closed`, `heartbeats arrive`.
+    pub why: String,
+}
+
+/// Which records [`Registry::take_unsaved`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsaved {
+    /// Nodes whose state changed: saved within a sweep period.
+    StateChanges,
+    /// Also nodes whose last-seen time or telemetry changed: saved periodically.
+    All,
+}
+
+struct Entry {
+    record: NodeRecord,
+    telemetry: Option<Telemetry>,
+    last_heartbeat: Instant,
+    conn: Option<Conn>,
+    /// Last seen or telemetry changed since the store last saw them.
+    dirty: bool,
+    /// Ready/NotReady changed since the store last saw it.
+    changed: bool,
+}
+
+impl Entry {
+    fn snapshot(&self) -> NodeRecord {
+        let mut record = self.record.clone();
+        record.telemetry = self
+            .telemetry
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t).ok());
+        record
+    }
+
+    fn set_state(&mut self, to: NodeState, why: String) -> Option<Transition> {
+        if self.record.state == to || self.record.state == NodeState::Cordoned {
+            return None;
+        }
+        self.record.state = to;
+        self.changed = true;
+        Some(Transition {
+            name: self.record.name.clone(),
+            to,
+            why,
+        })
+    }
+}
+
+pub struct Registry {
+    nodes: Mutex<HashMap<String, Entry>>,
+    next_conn: AtomicU64,
+}
+
+impl Registry {
+    /// The registry as stored. Nodes get one `not_ready_after` from now to reconnect.
+    pub fn new(records: Vec<NodeRecord>) -> Self {
+        let now = Instant::now();
+        let nodes = records
+            .into_iter()
+            .map(|record| {
+                let telemetry = record
+                    .telemetry
+                    .as_ref()
+                    .and_then(|v| serde_json::from_value(v.clone()).ok());
+                let entry = Entry {
+                    record,
+                    telemetry,
+                    last_heartbeat: now,
+                    conn: None,
+                    dirty: false,
+                    changed: false,
+                };
+                (entry.record.name.clone(), entry)
+            })
+            .collect();
+        Registry {
+            nodes: Mutex::new(nodes),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<NodeInfo> {
+        self.lock().get(name).map(|e| NodeInfo::from(&e.snapshot()))
+    }
+
+    /// All nodes, by name.
+    pub fn list(&self) -> Vec<NodeInfo> {
+        let mut all: Vec<NodeInfo> = self
+            .lock()
+            .values()
+            .map(|e| NodeInfo::from(&e.snapshot()))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Visits every node's record and live telemetry under the lock, without the JSON
+    /// round trip of [`Registry::list`]: the workload dispatcher reads this four times a
+    /// second.
+    pub fn each(&self, mut f: impl FnMut(&NodeRecord, Option<&Telemetry>)) {
+        for e in self.lock().values() {
+            f(&e.record, e.telemetry.as_ref());
+        }
+    }
+
+    /// `(total, ready)`.
+    pub fn counts(&self) -> (usize, usize) {
+        let nodes = self.lock();
+        let ready = nodes
+            .values()
+            .filter(|e| e.record.state == NodeState::Ready)
+            .count();
+        (nodes.len(), ready)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    #[cfg(test)]
+    pub fn is_connected(&self, name: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|e| e.conn.as_ref().is_some_and(|c| !c.control.is_closed()))
+    }
+
+    /// Queues `message` for the node's open connection; `false` when it has none (the
+    /// node's next hello reconciles) or its queue is full.
+    pub fn send(&self, name: &str, message: cloudos_cluster::api::MasterMessage) -> bool {
+        let nodes = self.lock();
+        let Some(conn) = nodes.get(name).and_then(|e| e.conn.as_ref()) else {
+            return false;
+        };
+        conn.control
+            .try_send(Control::Send(Box::new(message)))
+            .is_ok()
+    }
+
+    /// Adds a node that joined, replacing one of the same name; returns the replaced
+    /// node's record (revoke every serial it holds).
+    pub fn insert(&self, record: NodeRecord) -> Option<NodeRecord> {
+        let entry = Entry {
+            record,
+            telemetry: None,
+            last_heartbeat: Instant::now(),
+            conn: None,
+            dirty: false,
+            changed: false,
+        };
+        self.lock()
+            .insert(entry.record.name.clone(), entry)
+            .map(|old| old.record)
+    }
+
+    /// Records a renewed certificate as the node's pending one (see
+    /// `NodeRecord::pending_serial`): the updated record and the pending serial it replaced
+    /// (never used: revoke it), `None` if the node is unknown.
+    pub fn set_pending_serial(
+        &self,
+        name: &str,
+        serial: CertSerial,
+    ) -> Option<(NodeRecord, Option<CertSerial>)> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        let replaced = entry.record.pending_serial.replace(serial);
+        Some((entry.snapshot(), replaced))
+    }
+
+    /// The serials (current and pending) the registry holds for `name`.
+    pub fn serials_of(&self, name: &str) -> Vec<CertSerial> {
+        self.lock()
+            .get(name)
+            .map(|e| e.record.serials().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Which of the node's certificates `serial` is: `None` when it is neither the current
+    /// nor the pending one (an old, replaced certificate) or the node is unknown.
+    pub fn serial_status(&self, name: &str, serial: &CertSerial) -> Option<SerialStatus> {
+        let nodes = self.lock();
+        let record = &nodes.get(name)?.record;
+        SerialStatus::of(&record.cert_serial, record.pending_serial.as_ref(), serial)
+    }
+
+    /// The node used its pending certificate: it becomes the current one. The updated
+    /// record and the serial it replaced (revoke it); `None` when `serial` is not the
+    /// node's pending serial (already promoted by another request).
+    pub fn promote_pending(
+        &self,
+        name: &str,
+        serial: &CertSerial,
+    ) -> Option<(NodeRecord, CertSerial)> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        if entry.record.pending_serial.as_ref() != Some(serial) {
+            return None;
+        }
+        let pending = entry.record.pending_serial.take()?;
+        let old = std::mem::replace(&mut entry.record.cert_serial, pending);
+        Some((entry.snapshot(), old))
+    }
+
+    /// Changes a node's labels with `f`; the updated record, `None` if the node is unknown.
+    pub fn relabel(&self, name: &str, f: impl FnOnce(&mut NodeRecord)) -> Option<NodeRecord> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        f(&mut entry.record);
+        Some(entry.snapshot())
+    }
+
+    /// Forgets a node; its record and its connection, if one is open.
+    pub fn remove(&self, name: &str) -> Option<(NodeRecord, Option<Conn>)> {
+        self.lock().remove(name).map(|e| (e.snapshot(), e.conn))
+    }
+
+    /// A node's agent connected and said hello. Any older connection of the node is
+    /// dropped from the registry (its task sees its control channel close). `None` if the
+    /// node is not registered.
+    pub fn connect(
+        &self,
+        name: &str,
+        hello: &AgentHello,
+        now: OffsetDateTime,
+    ) -> Option<(u64, mpsc::Receiver<Control>, Option<Transition>)> {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        entry.conn = Some(Conn { id, control: tx });
+        entry.last_heartbeat = Instant::now();
+        entry.record.last_seen = now;
+        if !hello.address.is_empty() {
+            entry.record.address = hello.address.clone();
+        }
+        if !hello.arch.is_empty() {
+            entry.record.arch = hello.arch.clone();
+        }
+        // What a node says of itself is reported, never matched by selectors.
+        entry.record.reported_labels = hello.labels.clone();
+        // What the hello says (address, labels) is saved with the next state changes.
+        entry.changed = true;
+        let transition = entry.set_state(NodeState::Ready, "its agent connected".to_owned());
+        Some((id, rx, transition))
+    }
+
+    /// A heartbeat from a node. `Err(())` if the node is not registered (it was removed).
+    #[allow(clippy::result_unit_err)]
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        telemetry: Telemetry,
+        now: OffsetDateTime,
+    ) -> Result<Option<Transition>, ()> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name).ok_or(())?;
+        entry.last_heartbeat = Instant::now();
+        entry.record.last_seen = now;
+        let mut telemetry = telemetry;
+        // What a node claims to have is believed only within sane bounds.
+        telemetry.capacity = telemetry.capacity.bounded();
+        entry.telemetry = Some(telemetry);
+        entry.dirty = true;
+        Ok(entry.set_state(NodeState::Ready, "heartbeats arrive".to_owned()))
+    }
+
+    /// Connection `conn_id` of `name` closed. NotReady at once, unless a newer connection
+    /// of the node took over.
+    pub fn disconnect(&self, name: &str, conn_id: u64) -> Option<Transition> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return None;
+        }
+        entry.conn = None;
+        entry.set_state(NodeState::NotReady, "connection closed".to_owned())
+    }
+
+    /// Ready nodes silent for longer than `not_ready_after` become NotReady.
+    pub fn sweep(&self, now: Instant, not_ready_after: Duration) -> Vec<Transition> {
+        let mut nodes = self.lock();
+        nodes
+            .values_mut()
+            .filter(|e| e.record.state == NodeState::Ready)
+            .filter_map(|e| {
+                let silent = now.saturating_duration_since(e.last_heartbeat);
+                if silent <= not_ready_after {
+                    return None;
+                }
+                let why = format!("no heartbeat for {}s", silent.as_secs());
+                e.set_state(NodeState::NotReady, why)
+            })
+            .collect()
+    }
+
+    /// Records the store has not seen yet, marked as seen.
+    pub fn take_unsaved(&self, which: Unsaved) -> Vec<NodeRecord> {
+        let mut nodes = self.lock();
+        nodes
+            .values_mut()
+            .filter(|e| e.changed || (which == Unsaved::All && e.dirty))
+            .map(|e| {
+                e.dirty = false;
+                e.changed = false;
+                e.snapshot()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_cluster::Role;
+    use std::collections::BTreeMap;
+
+    fn record(name: &str) -> NodeRecord {
+        NodeRecord {
+            name: name.to_owned(),
+            role: Role::Compute,
+            address: "10.0.0.2".to_owned(),
+            arch: "x86_64".to_owned(),
+            labels: BTreeMap::new(),
+            reported_labels: Default::default(),
+            pending_serial: None,
+            cert_serial: "4a01".parse().expect("serial"),
+            joined_at: OffsetDateTime::UNIX_EPOCH,
+            last_seen: OffsetDateTime::UNIX_EPOCH,
+            telemetry: None,
+            state: NodeState::NotReady,
+        }
+    }
+
+    fn hello() -> AgentHello {
+        AgentHello {
+            address: "10.0.0.9".to_owned(),
+            arch: "aarch64".to_owned(),
+            labels: BTreeMap::new(),
+            nodeos_version: "0.1.0".to_owned(),
+            runs: Vec::new(),
+        }
+    }
+
+    /// A rogue agent claims to be the largest machine on earth to draw other people's work.
+    #[test]
+    fn claimed_capacity_is_bounded() {
+        let registry = Registry::new(vec![record("n1")]);
+        let mut telemetry = Telemetry::default();
+        telemetry.capacity.cpu_millicores = u64::MAX;
+        telemetry.capacity.memory_bytes = u64::MAX;
+        registry
+            .heartbeat("n1", telemetry, OffsetDateTime::now_utc())
+            .expect("known node");
+        let mut seen = None;
+        registry.each(|_, t| seen = t.map(|t| t.capacity));
+        assert_eq!(seen, Some(cloudos_cluster::api::Capacity::MAX));
+    }
+
+    #[test]
+    fn ready_notready_ready() {
+        let now = OffsetDateTime::now_utc();
+        let r = Registry::new(vec![]);
+        assert_eq!(r.insert(record("n1")), None);
+        let (id, _rx, t) = r.connect("n1", &hello(), now).expect("registered");
+        assert_eq!(t.map(|t| t.to), Some(NodeState::Ready));
+        assert_eq!(r.get("n1").map(|n| n.address), Some("10.0.0.9".into()));
+        assert!(r.is_connected("n1"));
+        assert_eq!(r.heartbeat("n1", Telemetry::default(), now), Ok(None));
+
+        let later = Instant::now() + Duration::from_secs(7);
+        let swept = r.sweep(later, Duration::from_secs(6));
+        assert_eq!(swept.len(), 1);
+        assert_eq!(swept[0].to, NodeState::NotReady);
+        assert!(
+            swept[0].why.starts_with("no heartbeat for "),
+            "{}",
+            swept[0].why
+        );
+        assert!(r.sweep(later, Duration::from_secs(6)).is_empty());
+
+        let back = r.heartbeat("n1", Telemetry::default(), now).expect("known");
+        assert_eq!(back.map(|t| t.to), Some(NodeState::Ready));
+        assert_eq!(r.counts(), (1, 1));
+        assert_eq!(r.take_unsaved(Unsaved::StateChanges).len(), 1);
+        assert_eq!(r.take_unsaved(Unsaved::StateChanges).len(), 0);
+        r.heartbeat("n1", Telemetry::default(), now).expect("known");
+        assert_eq!(r.take_unsaved(Unsaved::StateChanges).len(), 0);
+        assert_eq!(r.take_unsaved(Unsaved::All).len(), 1);
+
+        assert_eq!(r.disconnect("n1", id + 100), None, "not its connection");
+        let closed = r.disconnect("n1", id).expect("closed");
+        assert_eq!(
+            (closed.to, closed.why.as_str()),
+            (NodeState::NotReady, "connection closed")
+        );
+        assert_eq!(r.heartbeat("n9", Telemetry::default(), now), Err(()));
+    }
+
+    #[test]
+    fn newer_connection_takes_over_and_remove_hands_back_the_connection() {
+        let now = OffsetDateTime::now_utc();
+        let r = Registry::new(vec![record("n1")]);
+        let (first, mut first_rx, _) = r.connect("n1", &hello(), now).expect("first");
+        let (second, _rx, t) = r.connect("n1", &hello(), now).expect("second");
+        assert!(t.is_none(), "already Ready");
+        assert_eq!(
+            first_rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+        assert_eq!(r.disconnect("n1", first), None);
+        let (rec, conn) = r.remove("n1").expect("known");
+        assert_eq!(rec.name, "n1");
+        assert_eq!(conn.map(|c| c.id), Some(second));
+        assert!(!r.contains("n1"));
+        assert!(r.connect("n1", &hello(), now).is_none());
+    }
+}

@@ -1,0 +1,292 @@
+//! The admin API (admin certificate only): cluster status, join tokens (list, create,
+//! revoke), nodes (list, show, label, remove = evict and revoke its certificates) and
+//! admins (list, revoke).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use cloudos_cluster::api::{
+    AdminInfo, ClusterStatus, NodeInfo, NodeLabelRequest, TokenCreateRequest, TokenCreateResponse,
+    TokenInfo,
+};
+use cloudos_cluster::token::{parse_ttl, TokenRecord};
+use cloudos_cluster::workload::{is_label_text, MAX_LABEL_LEN};
+use cloudos_cluster::Token;
+use cloudos_store::StoreError;
+use time::OffsetDateTime;
+
+use super::caller::AdminCaller;
+use super::AppState;
+use crate::error::ApiError;
+use crate::registry::Control;
+
+const MAX_DESCRIPTION: usize = 200;
+
+pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<ClusterStatus> {
+    let (nodes_total, nodes_ready) = state.registry.counts();
+    Json(ClusterStatus {
+        cluster_name: state.cluster_name.clone(),
+        ca_pin: state.ca.pin().to_string(),
+        master_name: state.config.node_name.clone(),
+        master_version: env!("CARGO_PKG_VERSION").to_owned(),
+        api_address: state.local_addr.to_string(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        nodes_total,
+        nodes_ready,
+    })
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    let tokens = state.blocking(|s| Ok(s.store.list_tokens()?)).await?;
+    Ok(Json(tokens.iter().map(TokenInfo::from).collect()))
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    super::extract::ApiJson(req): super::extract::ApiJson<TokenCreateRequest>,
+) -> Result<Json<TokenCreateResponse>, ApiError> {
+    let ttl = req.ttl.as_deref().map(parse_ttl).transpose()?;
+    if req.uses == Some(0) {
+        return Err(ApiError::BadRequest(
+            "uses must be at least 1 (leave it out for unlimited uses)".to_owned(),
+        ));
+    }
+    check_labels(&req.labels)?;
+    if req.description.chars().count() > MAX_DESCRIPTION {
+        return Err(ApiError::BadRequest(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        )));
+    }
+    let response = state
+        .blocking(move |s| {
+            let token = Token::generate(s.ca.pin())?;
+            let mut record = TokenRecord::new(
+                &token,
+                req.role,
+                OffsetDateTime::now_utc(),
+                ttl,
+                req.uses,
+                req.description,
+            )?;
+            record.labels = req.labels;
+            s.store.put_token(&record)?;
+            log::info!(
+                "admin {} created token {} for role {}",
+                admin.name,
+                record.id,
+                record.role
+            );
+            Ok(TokenCreateResponse {
+                token: token.to_string(),
+                info: TokenInfo::from(&record),
+            })
+        })
+        .await?;
+    Ok(Json(response))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    let record = state
+        .blocking(move |s| match s.store.revoke_token(&id) {
+            Ok(record) => Ok(record),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::NotFound(format!(
+                "no token with id {id}; list tokens with `cloudos token list`"
+            ))),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+    log::info!("admin {} revoked token {}", admin.name, record.id);
+    Ok(Json(TokenInfo::from(&record)))
+}
+
+pub async fn list_nodes(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<NodeInfo>> {
+    Json(state.registry.list())
+}
+
+fn no_node(name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no node named {name}; list nodes with `cloudos node list`"
+    ))
+}
+
+pub async fn get_node(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    state
+        .registry
+        .get(&name)
+        .map(Json)
+        .ok_or_else(|| no_node(&name))
+}
+
+/// Evicts a node: forgets it, revokes every certificate it holds, tells its open
+/// connection. The store changes first, in one transaction; memory follows only once it is
+/// committed.
+pub async fn remove_node(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    // The serials in memory are revoked too, should they differ from the stored ones.
+    let held = state.registry.serials_of(&name);
+    if held.is_empty() {
+        return Err(no_node(&name));
+    }
+    let reason = format!("removed from the cluster by {}", admin.name);
+    let (n, why) = (name.clone(), reason.clone());
+    let (record, revoked) = state
+        .blocking(move |s| {
+            match s
+                .store
+                .evict_node(&n, &why, OffsetDateTime::now_utc(), &held)
+            {
+                Err(StoreError::NotFound { .. }) => Err(no_node(&n)),
+                other => Ok(other?),
+            }
+        })
+        .await?;
+    for r in &revoked {
+        state.mark_revoked(r.serial.clone());
+    }
+    // Memory's record has the live state (last heartbeat, telemetry) to show.
+    let (live, conn) = state.registry.remove(&name).unzip();
+    let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
+    if let Some(conn) = conn.flatten() {
+        // A full channel means an eviction is already queued.
+        let _ = conn.control.try_send(Control::Evict { reason });
+    }
+    let serials: Vec<String> = revoked.iter().map(|r| r.serial.to_string()).collect();
+    log::info!(
+        "node {name} removed by admin {}; certificates {} revoked",
+        admin.name,
+        serials.join(", ")
+    );
+    Ok(Json(info))
+}
+
+/// Labels an admin sets: the node settings' rule, with empty values allowed.
+fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ApiError> {
+    for (k, v) in labels {
+        if !is_label_text(k) || !(v.is_empty() || is_label_text(v)) {
+            return Err(ApiError::BadRequest(format!(
+                "label `{}={}` is not valid: keys and values are at most {MAX_LABEL_LEN} of \
+                 letters, digits, `-`, `_`, `.` and `/`",
+                crate::error::bounded(k),
+                crate::error::bounded(v)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/nodes/{name}/labels`: sets and removes the labels selectors match, or
+/// approves the ones the node reports.
+pub async fn label_node(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    Path(name): Path<String>,
+    super::extract::ApiJson(req): super::extract::ApiJson<NodeLabelRequest>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    check_labels(&req.set)?;
+    let record = state
+        .registry
+        .relabel(&name, |record| {
+            if req.approve_reported {
+                let reported = record.reported_labels.clone();
+                record.labels.extend(reported);
+            }
+            record.labels.extend(req.set.clone());
+            for key in &req.remove {
+                record.labels.remove(key);
+            }
+        })
+        .ok_or_else(|| no_node(&name))?;
+    let labels = record.labels.clone();
+    let who = name.clone();
+    state
+        .blocking(move |s| {
+            s.store.update_node(&who, &mut |stored| {
+                stored.labels = labels.clone();
+                Ok(())
+            })?;
+            Ok(())
+        })
+        .await?;
+    log::info!(
+        "admin {} set the labels of node {name} to {:?}",
+        admin.name,
+        record.labels
+    );
+    Ok(Json(NodeInfo::from(&record)))
+}
+
+/// `GET /v1/admins`: every admin on record.
+pub async fn list_admins(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Result<Json<Vec<AdminInfo>>, ApiError> {
+    Ok(Json(
+        state.admins.list().iter().map(AdminInfo::from).collect(),
+    ))
+}
+
+/// `DELETE /v1/admins/{name}`: revokes every certificate of an admin (a lost laptop, a
+/// person who left) and forgets the admin.
+pub async fn revoke_admin(
+    State(state): State<AppState>,
+    AdminCaller(caller): AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<AdminInfo>, ApiError> {
+    let why = format!("revoked by admin {}", caller.name);
+    let who = name.clone();
+    let record = state
+        .blocking(move |s| {
+            let (record, revoked) = match s.store.evict_admin(&who, &why, OffsetDateTime::now_utc())
+            {
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ApiError::NotFound(format!(
+                        "no admin named {}; list admins with `cloudos admin list`",
+                        crate::error::bounded(&who)
+                    )))
+                }
+                other => other?,
+            };
+            s.admins.remove(&record.name);
+            for r in revoked {
+                s.mark_revoked(r.serial);
+            }
+            Ok(record)
+        })
+        .await?;
+    log::info!(
+        "admin {name} revoked by admin {}; its certificates no longer work",
+        caller.name
+    );
+    Ok(Json(AdminInfo::from(&record)))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn metrics(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> impl axum::response::IntoResponse {
+    let body = state.metrics.render(&state.registry.list());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}

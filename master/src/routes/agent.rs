@@ -1,0 +1,219 @@
+//! The agents' side of the API: `GET /v1/agent/connect`, the one long-lived WebSocket of
+//! each node (hello → welcome, heartbeat → ack, eviction), and `POST /v1/heartbeat` for
+//! agents that cannot hold it open. Heartbeats update the registry in memory only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use cloudos_cluster::api::{AgentMessage, Heartbeat, MasterMessage};
+use time::OffsetDateTime;
+
+use super::caller::NodeCaller;
+use super::extract::ApiJson;
+use super::AppState;
+use crate::error::ApiError;
+use crate::health;
+use crate::registry::Control;
+use crate::state::MasterState;
+use crate::workloads;
+
+/// How long an agent may take to say hello after connecting.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Agent messages are small; this bounds what one connection can make the master buffer.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Small buffers: the master holds thousands of these connections.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// WebSocket close codes (RFC 6455).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_UNSUPPORTED: u16 = 1003;
+const CLOSE_INVALID: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+
+fn not_registered(name: &str) -> String {
+    format!("node {name} is not registered with this master (it was removed); join it again with a new token")
+}
+
+pub async fn connect(
+    State(state): State<AppState>,
+    NodeCaller(identity): NodeCaller,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::BadRequest(format!("this endpoint needs a WebSocket upgrade: {e}"))
+    })?;
+    if !state.registry.contains(&identity.name) {
+        return Err(ApiError::NodeRemoved(not_registered(&identity.name)));
+    }
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session(state, identity.name, socket)))
+}
+
+async fn send(socket: &mut WebSocket, message: &MasterMessage) -> bool {
+    match serde_json::to_string(message) {
+        Ok(text) => socket.send(Message::text(text)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Sends a close frame; the reason is cut to the 123 bytes a close frame can carry.
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Waits for the agent's hello.
+async fn hello(socket: &mut WebSocket) -> Result<cloudos_cluster::api::AgentHello, String> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv())
+        .await
+        .map_err(|_| "no hello within 10s".to_owned())?;
+    match first {
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+            Ok(AgentMessage::Hello(hello)) => Ok(hello),
+            Ok(_) => Err("the first message must be a hello".to_owned()),
+            Err(e) => Err(format!("not an agent message: {e}")),
+        },
+        _ => Err("the first message must be a hello (JSON text)".to_owned()),
+    }
+}
+
+async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
+    let hello = match hello(&mut socket).await {
+        Ok(hello) => hello,
+        Err(why) => {
+            log::debug!("agent connection of {name} refused: {why}");
+            return close(&mut socket, CLOSE_POLICY, &why).await;
+        }
+    };
+    let Some((conn_id, mut control, transition)) =
+        state
+            .registry
+            .connect(&name, &hello, OffsetDateTime::now_utc())
+    else {
+        return close(&mut socket, CLOSE_POLICY, &not_registered(&name)).await;
+    };
+    log::debug!("agent of {name} connected (connection {conn_id})");
+    health::log_transitions(transition.as_slice());
+    let welcome = MasterMessage::Welcome {
+        cluster_name: state.cluster_name.clone(),
+        heartbeat_interval_secs: state.config.heartbeat_interval.as_secs().max(1),
+    };
+    if send(&mut socket, &welcome).await {
+        // Reconciliation messages go through the control channel, after the welcome.
+        let (s, node, runs) = (Arc::clone(&state), name.clone(), hello.runs);
+        let reconciled =
+            tokio::task::spawn_blocking(move || workloads::on_hello(&s, &node, &runs)).await;
+        if let Err(e) = reconciled {
+            log::error!("reconciling the runs of {name} failed: {e}");
+        }
+        run(&state, &name, &mut socket, &mut control).await;
+    }
+    let transition = state.registry.disconnect(&name, conn_id);
+    health::log_transitions(transition.as_slice());
+}
+
+/// Serves one connection until it closes, is evicted or replaced.
+async fn run(
+    state: &Arc<MasterState>,
+    name: &str,
+    socket: &mut WebSocket,
+    control: &mut tokio::sync::mpsc::Receiver<Control>,
+) {
+    // A connection that stays silent (no heartbeat, no ping) long after the node counts as
+    // NotReady only holds a connection slot: close it. The agent reconnects when it lives.
+    let silence = (state.config.not_ready_after * 5).max(Duration::from_secs(1));
+    let mut deadline = tokio::time::Instant::now() + silence;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                let reason = format!("nothing received for {} s", silence.as_secs());
+                log::info!("closing the silent agent connection of {name}: {reason}");
+                return close(socket, CLOSE_POLICY, &reason).await;
+            }
+            command = control.recv() => {
+                let (code, reason) = match command {
+                    Some(Control::Send(message)) => {
+                        if !send(socket, &message).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Control::Evict { reason }) => {
+                        send(socket, &MasterMessage::Evicted { reason: reason.clone() }).await;
+                        (CLOSE_NORMAL, reason)
+                    }
+                    None => (CLOSE_NORMAL, "replaced by a newer connection of this node".to_owned()),
+                };
+                return close(socket, code, &reason).await;
+            }
+            message = socket.recv() => {
+                deadline = tokio::time::Instant::now() + silence;
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        return close(socket, CLOSE_UNSUPPORTED, "send JSON text frames").await;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                };
+                match serde_json::from_str::<AgentMessage>(text.as_str()) {
+                    Ok(AgentMessage::Heartbeat(beat)) => {
+                        let started = std::time::Instant::now();
+                        let seq = beat.seq;
+                        workloads::on_heartbeat_runs(state, name, &beat.runs);
+                        match state.registry.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
+                            Ok(transition) => health::log_transitions(transition.as_slice()),
+                            Err(()) => return,
+                        }
+                        if !send(socket, &MasterMessage::HeartbeatAck { seq }).await {
+                            return;
+                        }
+                        state.metrics.heartbeat_handled(started.elapsed());
+                    }
+                    Ok(AgentMessage::Hello(_)) => log::debug!("{name} said hello twice; ignored"),
+                    Ok(AgentMessage::Run(report)) => {
+                        let (s, node) = (Arc::clone(state), name.to_owned());
+                        let _ = tokio::task::spawn_blocking(move || {
+                            workloads::on_report(&s, &node, &report)
+                        })
+                        .await;
+                    }
+                    Ok(AgentMessage::Log(chunk)) => workloads::on_log(state, name, &chunk),
+                    Err(e) => {
+                        let reason = format!("not an agent message: {e}");
+                        return close(socket, CLOSE_INVALID, &reason).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /v1/heartbeat`: the same bookkeeping without a connection; answers with the ack.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    NodeCaller(identity): NodeCaller,
+    ApiJson(beat): ApiJson<Heartbeat>,
+) -> Result<Json<MasterMessage>, ApiError> {
+    let transition = state
+        .registry
+        .heartbeat(&identity.name, beat.telemetry, OffsetDateTime::now_utc())
+        .map_err(|()| ApiError::Forbidden(not_registered(&identity.name)))?;
+    health::log_transitions(transition.as_slice());
+    Ok(Json(MasterMessage::HeartbeatAck { seq: beat.seq }))
+}

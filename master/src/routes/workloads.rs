@@ -1,0 +1,467 @@
+//! The workload API: tasks (`cloudos run`, `ps`, `logs`, `cancel`, `output`), services
+//! (`deploy`, `scale`, `delete`) with an admin certificate, and the nodes' `/output`
+//! uploads with a node certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cloudos_cluster::client::MAX_TRANSFER_BYTES;
+use cloudos_cluster::workload::{
+    validate_service_name, LogLine, LogStream, ScaleRequest, ServiceCreateRequest, ServiceInfo,
+    TaskCreateRequest, TaskInfo, Workloads, MAX_RETRIES,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::caller::{AdminCaller, NodeCaller};
+use super::extract::ApiJson;
+use super::AppState;
+use crate::error::ApiError;
+use crate::state::MasterState;
+use crate::workloads::{self, book};
+
+/// How often a followed log looks for new bytes.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+/// Largest piece of a log file sent as one line.
+const LOG_PIECE: usize = 16 * 1024;
+
+fn no_task(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no task {id}; `cloudos ps` lists them"))
+}
+
+fn task_of(state: &MasterState, id: &str) -> Result<TaskInfo, ApiError> {
+    state
+        .workloads
+        .book()
+        .task(id)
+        .cloned()
+        .ok_or_else(|| no_task(id))
+}
+
+/// A task id nobody has: `t-` and 10 hex digits from the OS's randomness.
+fn new_task_id(state: &MasterState) -> Result<String, ApiError> {
+    let mut bytes = [0u8; 5];
+    loop {
+        getrandom_fill(&mut bytes)?;
+        let id = format!("t-{}", hex(&bytes));
+        if state.workloads.book().task(&id).is_none() {
+            return Ok(id);
+        }
+    }
+}
+
+fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ApiError> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(bytes))
+        .map_err(|e| ApiError::Internal(format!("no randomness for a task id: {e}")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Result<Json<Workloads>, ApiError> {
+    // Sizes come from the disk: read off the async workers.
+    let workloads = state
+        .blocking(|s| {
+            let book = s.workloads.book();
+            let mut w = book.workloads();
+            w.retention = Some(s.workloads.retention_info(&book));
+            Ok(w)
+        })
+        .await?;
+    Ok(Json(workloads))
+}
+
+pub async fn list_tasks(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<TaskInfo>> {
+    Json(state.workloads.book().workloads().tasks)
+}
+
+pub async fn create_task(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    ApiJson(mut request): ApiJson<TaskCreateRequest>,
+) -> Result<Json<TaskInfo>, ApiError> {
+    request.spec.validate()?;
+    request.spec.platforms = state
+        .workloads
+        .platforms
+        .architectures(&request.spec.image)
+        .await;
+    if request.retries > MAX_RETRIES {
+        return Err(ApiError::BadRequest(format!(
+            "retries must be at most {MAX_RETRIES}, not {}",
+            request.retries
+        )));
+    }
+    let task = state
+        .blocking(move |s| {
+            let id = new_task_id(s)?;
+            workloads::commit(s, |book| {
+                Ok::<_, ApiError>(book.create_task(id, request, OffsetDateTime::now_utc()))
+            })
+        })
+        .await?;
+    log::info!("task {} queued: {}", task.id, task.spec.image);
+    Ok(Json(task))
+}
+
+pub async fn get_task(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskInfo>, ApiError> {
+    Ok(Json(task_of(&state, &id)?))
+}
+
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskInfo>, ApiError> {
+    let task = state
+        .blocking(move |s| {
+            workloads::commit(s, |book| {
+                Ok::<_, ApiError>(book.cancel(&id, OffsetDateTime::now_utc())?)
+            })
+        })
+        .await?;
+    log::info!("task {} cancelled", task.id);
+    Ok(Json(task))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Newline-delimited [`LogLine`]s: what the master holds, and with `follow=true` what
+/// arrives until the task has ended and its last output is in.
+pub async fn task_logs(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    task_of(&state, &id)?;
+    let follower = LogFollower {
+        state,
+        id,
+        follow: query.follow,
+        offsets: [0, 0],
+        quiet_after_end: 0,
+    };
+    let stream = futures::stream::unfold(follower, |mut f| async move {
+        let piece = f.next_piece().await?;
+        Some((Ok::<Bytes, std::io::Error>(piece), f))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+struct LogFollower {
+    state: Arc<MasterState>,
+    id: String,
+    follow: bool,
+    offsets: [u64; 2],
+    /// Polls with nothing new since the task ended: the agent's last chunks may still be
+    /// on their way, so a follower waits a little before it ends.
+    quiet_after_end: u32,
+}
+
+impl LogFollower {
+    /// The next lines to send; `None` at the end.
+    async fn next_piece(&mut self) -> Option<Bytes> {
+        loop {
+            let mut out = Vec::new();
+            for (i, stream) in [LogStream::Stdout, LogStream::Stderr]
+                .into_iter()
+                .enumerate()
+            {
+                let path = self.state.workloads.log_path(&self.id, stream);
+                if let Some(data) = read_piece(&path, self.offsets[i]) {
+                    self.offsets[i] += data.len() as u64;
+                    let line = LogLine { stream, data };
+                    if let Ok(mut json) = serde_json::to_vec(&line) {
+                        json.push(b'\n');
+                        out.extend(json);
+                    }
+                }
+            }
+            if !out.is_empty() {
+                self.quiet_after_end = 0;
+                return Some(Bytes::from(out));
+            }
+            if !self.follow {
+                return None;
+            }
+            let ended = self
+                .state
+                .workloads
+                .book()
+                .task(&self.id)
+                .is_none_or(|t| t.state.is_final());
+            if ended {
+                self.quiet_after_end += 1;
+                if self.quiet_after_end > 4 {
+                    return None;
+                }
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+}
+
+/// Up to [`LOG_PIECE`] bytes of `path` from `offset`, cut at a character boundary (the
+/// master's log files hold the agents' text, which is valid UTF-8).
+fn read_piece(path: &std::path::Path, offset: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut buf = vec![0u8; LOG_PIECE];
+    let n = file.read(&mut buf).ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.truncate(n);
+    match String::from_utf8(buf) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+        }
+    }
+}
+
+/// The tar archive of what the task wrote to `/output`.
+pub async fn task_output(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = task_of(&state, &id)?;
+    let path = state.workloads.output_path(&id);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let why = if task.state.is_final() {
+                format!("task {id} wrote nothing to /output (or its node could not hand it in)")
+            } else {
+                format!(
+                    "task {id} is {}; its /output is collected when it ends",
+                    task.state
+                )
+            };
+            return Err(ApiError::NotFound(why));
+        }
+        Err(e) => {
+            return Err(ApiError::Internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], bytes).into_response())
+}
+
+/// A node hands in the `/output` archive of a run assigned to it. Who may upload is decided
+/// from the path and the certificate alone, before a byte of the body is read; the body then
+/// goes to a file, never into memory, and is cut off at [`MAX_TRANSFER_BYTES`].
+pub async fn upload_output(
+    State(state): State<AppState>,
+    NodeCaller(node): NodeCaller,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.workloads.book().is_current_run(&node.name, &run) {
+        return Err(ApiError::Forbidden(format!(
+            "run {run} is not assigned to node {}",
+            node.name
+        )));
+    }
+    let too_large = ApiError::TooLarge {
+        limit: MAX_TRANSFER_BYTES,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_TRANSFER_BYTES as u64) {
+        return Err(too_large);
+    }
+    let mut tag = [0u8; 8];
+    getrandom_fill(&mut tag)?;
+    let upload = Upload(workloads::output_upload_path(&state, &run, &hex(&tag)));
+    let size = receive(body, &upload.0, MAX_TRANSFER_BYTES as u64)
+        .await
+        .map_err(|e| match e {
+            Received::TooLarge => too_large,
+            Received::Broken(why) => ApiError::BadRequest(format!("the upload broke off: {why}")),
+            Received::Disk(e) => {
+                ApiError::Internal(format!("cannot write {}: {e}", upload.0.display()))
+            }
+        })?;
+    let size = state
+        .blocking(move |s| {
+            let stored =
+                workloads::store_output(s, &run, &upload.0, size).map_err(|e| match e {
+                    workloads::OutputError::Store(e) => ApiError::Store(e),
+                    e => ApiError::Internal(format!("cannot store the output: {e}")),
+                })?;
+            upload.keep();
+            Ok(stored)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "bytes": size })))
+}
+
+/// A partly received upload, removed unless it was stored.
+struct Upload(std::path::PathBuf);
+
+impl Upload {
+    /// It was stored (renamed away): nothing to remove.
+    fn keep(mut self) {
+        self.0 = std::path::PathBuf::new();
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+enum Received {
+    TooLarge,
+    Broken(String),
+    Disk(std::io::Error),
+}
+
+/// Writes `body` to `path` as it arrives; its size, or why it was refused.
+async fn receive(body: Body, path: &std::path::Path, cap: u64) -> Result<u64, Received> {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(Received::Disk)?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Received::Broken(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > cap {
+            return Err(Received::TooLarge);
+        }
+        file.write_all(&chunk).await.map_err(Received::Disk)?;
+    }
+    file.flush().await.map_err(Received::Disk)?;
+    Ok(size)
+}
+
+pub async fn list_services(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Json<Vec<ServiceInfo>> {
+    Json(state.workloads.book().workloads().services)
+}
+
+fn service_of(state: &MasterState, name: &str) -> Result<ServiceInfo, ApiError> {
+    state
+        .workloads
+        .book()
+        .service(name)
+        .ok_or_else(|| book::BookError::NoService(name.to_owned()).into())
+}
+
+pub async fn create_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    ApiJson(mut request): ApiJson<ServiceCreateRequest>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    validate_service_name(&request.name)?;
+    request.spec.validate()?;
+    request.spec.platforms = state
+        .workloads
+        .platforms
+        .architectures(&request.spec.image)
+        .await;
+    let name = request.name.clone();
+    let service = state
+        .blocking(move |s| {
+            workloads::commit(s, |book| {
+                let effects = book.create_service(request, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>(((), effects))
+            })?;
+            service_of(s, &name)
+        })
+        .await?;
+    log::info!(
+        "service {} deployed: {} × {}",
+        service.name,
+        service.replicas,
+        service.spec.image
+    );
+    Ok(Json(service))
+}
+
+pub async fn get_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(service_of(&state, &name)?))
+}
+
+pub async fn scale_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<ScaleRequest>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    let service = state
+        .blocking(move |s| {
+            workloads::commit(s, |book| {
+                let effects = book.scale(&name, request.replicas, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>(((), effects))
+            })?;
+            service_of(s, &name)
+        })
+        .await?;
+    log::info!("service {} scaled to {}", service.name, service.replicas);
+    Ok(Json(service))
+}
+
+pub async fn delete_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .blocking(move |s| {
+            workloads::commit(s, |book| {
+                let effects = book.delete_service(&name, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>(((), effects))
+            })?;
+            log::info!("service {name} deleted");
+            Ok(())
+        })
+        .await?;
+    Ok(Json(serde_json::json!({})))
+}

@@ -1,0 +1,135 @@
+//! What every request handler and background task of a master shares: the store, the CA,
+//! the node registry, the revoked serials, the join rate limiter and the current TLS
+//! configuration. Owns no behaviour beyond small accessors.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use cloudos_cluster::pki::CertSerial;
+use cloudos_cluster::ClusterCa;
+use cloudos_store::Store;
+use tokio_rustls::rustls::ServerConfig;
+
+use super::bootstrap::Cluster;
+use super::config::MasterConfig;
+use super::error::{ApiError, MasterError};
+use super::ratelimit::FailureLimiter;
+use super::registry::Registry;
+use super::serving;
+
+pub struct MasterState {
+    pub config: MasterConfig,
+    pub store: Arc<dyn Store>,
+    pub ca: ClusterCa,
+    pub cluster_name: String,
+    pub registry: Registry,
+    /// The admins on record (see `credentials`).
+    pub admins: super::credentials::Admins,
+    /// Serials no longer accepted, mirrored from the store for the TLS accept path.
+    revoked: RwLock<HashSet<CertSerial>>,
+    pub join_limiter: FailureLimiter,
+    /// Replaced when the serving certificate is reissued; new connections use the latest.
+    tls: RwLock<Arc<ServerConfig>>,
+    pub local_addr: SocketAddr,
+    pub started: Instant,
+    pub metrics: super::metrics::MasterMetrics,
+    pub workloads: super::workloads::Workloads,
+    /// The binaries `install.sh` fetches, with their digests: read at the first request,
+    /// not at start, so hashing the master's own binary never delays a boot.
+    downloads: tokio::sync::OnceCell<super::downloads::Downloads>,
+}
+
+impl MasterState {
+    pub fn new(
+        config: MasterConfig,
+        store: Arc<dyn Store>,
+        cluster: Cluster,
+        local_addr: SocketAddr,
+    ) -> Result<Self, MasterError> {
+        let revoked = store
+            .revoked_certs()?
+            .into_iter()
+            .map(|r| r.serial)
+            .collect();
+        let registry = Registry::new(store.list_nodes()?);
+        let admins = super::credentials::Admins::new(store.list_admins()?);
+        let workloads = super::workloads::Workloads::open(
+            store.as_ref(),
+            config.data_dir.join("master").join("workloads"),
+            &config.scheduler,
+            &config.insecure_registries,
+            config.retention,
+        )?;
+        let ips = super::addresses::ipv4_addresses();
+        let (tls, _) =
+            serving::server_config(&cluster.ca, &config.node_name, &ips, &config.tls_san)?;
+        Ok(MasterState {
+            config,
+            store,
+            ca: cluster.ca,
+            cluster_name: cluster.name,
+            registry,
+            admins,
+            revoked: RwLock::new(revoked),
+            join_limiter: FailureLimiter::for_joins(),
+            tls: RwLock::new(Arc::new(tls)),
+            local_addr,
+            started: Instant::now(),
+            metrics: super::metrics::MasterMetrics::default(),
+            workloads,
+            downloads: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// What `install.sh` may download (see `master::downloads`).
+    pub async fn downloads(&self) -> &super::downloads::Downloads {
+        use super::downloads::{own_name, own_path, Downloads};
+        self.downloads
+            .get_or_init(|| async {
+                let dir = self.config.downloads_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    Downloads::scan(&dir, own_path().map(|path| (own_name(), path)))
+                })
+                .await
+                .unwrap_or_default()
+            })
+            .await
+    }
+
+    pub fn is_revoked(&self, serial: &CertSerial) -> bool {
+        self.revoked
+            .read()
+            .map(|set| set.contains(serial))
+            .unwrap_or(true)
+    }
+
+    pub fn mark_revoked(&self, serial: CertSerial) {
+        if let Ok(mut set) = self.revoked.write() {
+            set.insert(serial);
+        }
+    }
+
+    pub fn tls_config(&self) -> Option<Arc<ServerConfig>> {
+        self.tls.read().ok().map(|c| Arc::clone(&c))
+    }
+
+    pub fn set_tls_config(&self, config: ServerConfig) {
+        if let Ok(mut current) = self.tls.write() {
+            *current = Arc::new(config);
+        }
+    }
+
+    /// Runs blocking store work off the async workers.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MasterState) -> Result<T, ApiError> + Send + 'static,
+    {
+        let state = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(ApiError::task)?
+    }
+}

@@ -1,0 +1,135 @@
+//! The agent role as `nodeos` runs it: the `nodeos agent` flags and the boot settings mapped
+//! onto the agent's [`AgentConfig`], and its three ways to run: a tool in the foreground,
+//! the `agent` service under PID 1, and the systemd unit of a host install (`host`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudos_agent::metrics;
+use cloudos_agent::{AgentConfig, Backoff, Outcome};
+use cloudos_cluster::token::TokenError;
+use cloudos_cluster::Token;
+
+use super::{host_name, parse_duration};
+use crate::settings::Settings;
+
+/// The data partition, where the identity lives under `agent/`.
+pub const DATA_DIR: &str = "/var/lib/cloudos";
+
+/// The node's name when neither a setting nor a flag gives one and the kernel has none.
+const FALLBACK_NAME: &str = "cloudos";
+
+/// `nodeos agent`: run the agent outside PID 1 (on a host, or in tests).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Where the agent keeps its identity (in `agent/` below it).
+    #[arg(long, default_value = DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Join token from `cloudos token create`; only needed for the first join.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The master's host:port; found by mDNS when left out.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub master: Option<String>,
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Labels for scheduling: `zone=a,disk=ssd`.
+    #[arg(long, value_name = "K=V,…", value_parser = parse_labels)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// How long one mDNS browse for the master lasts.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub discover_timeout: Duration,
+    /// Where the node serves its Prometheus metrics (plain HTTP, no secrets).
+    #[arg(long, default_value = metrics::DEFAULT_LISTEN)]
+    pub metrics_listen: std::net::SocketAddr,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// An image registry (`host:port`) to reach over plain HTTP; repeat for more.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
+}
+
+/// Labels in the syntax of `cloudos.labels`, checked by the same parser.
+fn parse_labels(value: &str) -> Result<BTreeMap<String, String>, String> {
+    let (settings, warnings) = Settings::load(None, &format!("cloudos.labels={value}"));
+    match warnings.first() {
+        Some(w) => Err(w.to_string()),
+        None => Ok(settings.labels),
+    }
+}
+
+/// The agent's config from the boot settings (or a host install's `config.toml`), with its
+/// state under `data_dir`. The token, if any, is the caller's to add.
+pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConfig {
+    AgentConfig {
+        data_dir,
+        token: None,
+        master: settings.master.clone(),
+        name: settings
+            .hostname
+            .clone()
+            .unwrap_or_else(|| host_name(FALLBACK_NAME)),
+        labels: settings.labels.clone(),
+        discover_timeout: Duration::from_secs(3),
+        retry: Backoff::default(),
+        metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
+        insecure_registries: settings.insecure_registries.clone(),
+        after_join: None,
+    }
+}
+
+fn parse_token(token: Option<&str>) -> Result<Option<Token>, TokenError> {
+    token.map(str::parse).transpose()
+}
+
+/// `nodeos agent …` on a host: runs in the foreground until evicted or stopped.
+pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
+    crate::logging::init_for_tool(false);
+    let config = AgentConfig {
+        token: parse_token(args.token.as_deref())?,
+        data_dir: args.data_dir,
+        master: args.master,
+        name: args.name.unwrap_or_else(|| host_name(FALLBACK_NAME)),
+        labels: args.labels.unwrap_or_default(),
+        discover_timeout: args.discover_timeout,
+        retry: Backoff::default(),
+        metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+        insecure_registries: args.insecure_registry,
+        after_join: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(cloudos_agent::run(config))? {
+        Outcome::Evicted { reason } => {
+            log::info!("agent stopped: the node was evicted ({reason})");
+            Ok(())
+        }
+    }
+}
+
+/// The `agent` service under PID 1 (`cloudos.role=compute`).
+pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
+    let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
+    // settings.rs only keeps a token that parses.
+    config.token = parse_token(settings.token.as_ref().map(|t| t.expose()))?;
+    config.after_join = Some(Arc::new(|| {
+        crate::settings::forget_token_in(std::path::Path::new(crate::settings::CONFIG_FILE))
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    crate::supervisor::ready::report();
+    // PID 1 never stops the agent: when only a person can help, it idles for good.
+    let hint = "give it a new token (cloudos.token=…) to join again";
+    runtime.block_on(cloudos_agent::service::serve(
+        config,
+        hint,
+        std::future::pending(),
+    ))?;
+    Ok(())
+}

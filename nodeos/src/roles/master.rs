@@ -1,0 +1,224 @@
+//! The master role as `nodeos` runs it: the `nodeos master` flags and the boot settings,
+//! mapped onto the master's own [`MasterConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cloudos_cluster::client::DEFAULT_API_PORT;
+use cloudos_master::config::{DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR, MISSED_HEARTBEATS};
+use cloudos_master::workloads::retention::Retention;
+use cloudos_master::{MasterConfig, TokenOutput};
+
+use super::{host_name, parse_duration};
+use crate::settings::Settings;
+
+/// The master's name when neither a setting nor a flag gives one and the kernel has none.
+const FALLBACK_NAME: &str = "cloudos-master";
+
+/// `nodeos master`: run the master outside PID 1 (on a host, or in tests).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MasterArgs {
+    /// Where the master keeps its state (in `<dir>/master/state.redb`).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address and port of the HTTPS API.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)))]
+    pub listen: SocketAddr,
+    /// Name of the cluster, used when it is created (first start only).
+    #[arg(long, default_value = DEFAULT_CLUSTER_NAME)]
+    pub cluster_name: String,
+    /// This master's name (serving certificate, mDNS); default: the host name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How often agents send heartbeats, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A node without a heartbeat for this long is NotReady; default: 3 intervals.
+    #[arg(long, value_parser = parse_duration)]
+    pub not_ready_after: Option<Duration>,
+    /// Lifetime of the certificates given to nodes and admins, e.g. 7d or 10m.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub cert_lifetime: Duration,
+    /// Do not advertise the master over mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// How the scheduler picks among nodes that fit: spread (least loaded) or binpack.
+    #[arg(long, default_value = "spread")]
+    pub scheduler: String,
+    /// Binaries served to `install.sh` (`nodeos-<arch>`, `cloudos-<arch>`, optionally a
+    /// `SHA256SUMS`); default: `<data-dir>/downloads`. This master's own binary is served too.
+    #[arg(long, value_name = "DIR")]
+    pub downloads: Option<PathBuf>,
+    /// A registry (`host:port`) the master reads image architectures from over plain
+    /// HTTP; repeat for more.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
+    /// Another name or address for the serving certificate, one clients use but the
+    /// master cannot see on its interfaces (a public IP behind NAT, a DNS name); repeat
+    /// for more.
+    #[arg(long, value_name = "NAME|IP", value_parser = parse_tls_san)]
+    pub tls_san: Vec<String>,
+    /// How long finished tasks (their records, logs and outputs) are kept, e.g. 7d.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub keep_finished: Duration,
+    /// At most this many finished tasks are kept; the oldest go first.
+    #[arg(long, default_value_t = Retention::default().max_finished)]
+    pub keep_tasks: usize,
+    /// Logs and outputs of all tasks together stay within this (e.g. 1Gi); the oldest
+    /// finished tasks go first.
+    #[arg(long, default_value = "1Gi", value_parser = parse_bytes)]
+    pub workload_files: u64,
+    /// A task's log (stdout and stderr together) is kept up to this (e.g. 16Mi): its head.
+    #[arg(long, default_value = "16Mi", value_parser = parse_bytes)]
+    pub log_cap: u64,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    cloudos_cluster::workload::parse_memory(s).map_err(|e| e.to_string())
+}
+
+fn parse_tls_san(value: &str) -> Result<String, String> {
+    let mut sans = crate::settings::parse_tls_sans(value)?;
+    match (sans.pop(), sans.is_empty()) {
+        (Some(san), true) => Ok(san),
+        _ => Err("one name or address per --tls-san".to_owned()),
+    }
+}
+
+/// The master's config from `nodeos master` flags.
+pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
+    if args.heartbeat_interval.is_zero() || args.cert_lifetime.is_zero() {
+        anyhow::bail!("--heartbeat-interval and --cert-lifetime must be at least 1s");
+    }
+    let node_name = args.name.unwrap_or_else(|| host_name(FALLBACK_NAME));
+    let mut config = MasterConfig::new(args.data_dir, node_name);
+    config.listen = args.listen;
+    config.cluster_name = args.cluster_name;
+    config.heartbeat_interval = args.heartbeat_interval;
+    config.not_ready_after = args
+        .not_ready_after
+        .unwrap_or(args.heartbeat_interval * MISSED_HEARTBEATS);
+    config.cert_lifetime = args.cert_lifetime;
+    config.mdns = !args.no_mdns;
+    if cloudos_scheduler::policy_by_name(&args.scheduler).is_none() {
+        anyhow::bail!(
+            "unknown --scheduler {:?}: use one of {}",
+            args.scheduler,
+            cloudos_scheduler::POLICY_NAMES.join(", ")
+        );
+    }
+    config.scheduler = args.scheduler;
+    if let Some(dir) = args.downloads {
+        config.downloads_dir = dir;
+    }
+    config.insecure_registries = args.insecure_registry;
+    config.tls_san = args.tls_san;
+    config.retention = Retention {
+        keep_finished: args.keep_finished,
+        max_finished: args.keep_tasks,
+        files_budget: args.workload_files,
+        log_cap: args.log_cap,
+        ..Retention::default()
+    };
+    Ok(config)
+}
+
+/// The master under PID 1: defaults, the data partition, the node's host name.
+pub fn config_from_settings(settings: &Settings) -> MasterConfig {
+    let node_name = settings
+        .hostname
+        .clone()
+        .unwrap_or_else(|| host_name(FALLBACK_NAME));
+    let mut config = MasterConfig::new(DEFAULT_DATA_DIR, node_name);
+    if let Some(cluster) = &settings.cluster {
+        config.cluster_name = cluster.clone();
+    }
+    config.insecure_registries = settings.insecure_registries.clone();
+    config.tls_san = settings.tls_san.clone();
+    config
+}
+
+/// `nodeos master …` on a host: the token goes to stdout, the log to stderr.
+pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
+    crate::logging::init_for_tool(false);
+    crate::services::limits::raise_open_files(crate::services::limits::OPEN_FILES);
+    let config = config_from_args(args)?;
+    cloudos_master::serve(config, TokenOutput::Stdout, || {})
+}
+
+/// The `master` service under PID 1 (`cloudos.role=master`).
+pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
+    let config = config_from_settings(settings);
+    cloudos_master::serve(
+        config,
+        TokenOutput::Consoles,
+        crate::supervisor::ready::report,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MasterArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<MasterConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("master").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        config_from_args(cli.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = parse(&["--name", "m1"]).expect("defaults");
+        assert_eq!(c.listen.port(), DEFAULT_API_PORT);
+        assert_eq!(c.cluster_name, "cloudos");
+        assert_eq!(c.not_ready_after, Duration::from_secs(6));
+        assert_eq!(c.cert_lifetime, Duration::from_secs(7 * 86_400));
+        assert!(c.mdns);
+        let c = parse(&[
+            "--data-dir",
+            "/tmp/x",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-name",
+            "lab",
+            "--name",
+            "m1",
+            "--heartbeat-interval",
+            "1s",
+            "--cert-lifetime",
+            "90s",
+            "--no-mdns",
+        ])
+        .expect("flags");
+        assert_eq!(c.not_ready_after, Duration::from_secs(3));
+        assert_eq!(c.cert_lifetime, Duration::from_secs(90));
+        assert!(!c.mdns);
+        assert_eq!(c.retention, Retention::default(), "flag defaults match");
+        let c = parse(&[
+            "--keep-finished",
+            "1h",
+            "--keep-tasks",
+            "5",
+            "--workload-files",
+            "64Mi",
+            "--log-cap",
+            "8Mi",
+        ])
+        .expect("retention flags");
+        assert_eq!(c.retention.keep_finished, Duration::from_secs(3600));
+        assert_eq!(c.retention.max_finished, 5);
+        assert_eq!(c.retention.files_budget, 64 << 20);
+        assert_eq!(c.retention.log_cap, 8 << 20);
+        assert!(parse(&["--heartbeat-interval", "2x"])
+            .expect_err("bad unit")
+            .contains("unknown unit"));
+    }
+}

@@ -1,0 +1,50 @@
+//! The store's one error type. Backend failures carry the backend's own error boxed, so
+//! that the redb and (later) etcd backends share the variants callers match on.
+
+use std::path::PathBuf;
+
+use cloudos_cluster::token::TokenError;
+
+use crate::Table;
+
+/// A backend's own error, kept as the cause.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store at {path}: {source}; check that the data partition is mounted and that no other master uses it")]
+    Open { path: PathBuf, source: BackendError },
+    #[error("cannot make the state store {path} private (mode 0600): {source}; it holds the cluster CA's key, fix its owner and permissions")]
+    Protect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the state store has schema version {found}, newer than {supported} which this nodeos understands; upgrade nodeos, or restore the state backup made before the upgrade")]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("state store {action} failed: {source}")]
+    Backend {
+        action: &'static str,
+        source: BackendError,
+    },
+    #[error(
+        "stored {table} record `{key}` is unreadable ({source}); restore the state from a backup"
+    )]
+    Corrupt {
+        table: Table,
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode {table} record `{key}`: {source}")]
+    Encode {
+        table: Table,
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("this state store already holds cluster `{name}`; use it, or wipe the data partition to start a new cluster")]
+    AlreadyInitialized { name: String },
+    #[error("no {what} `{key}`")]
+    NotFound { what: &'static str, key: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}

@@ -1,0 +1,108 @@
+//! The records the master keeps: the cluster's identity, nodes, admins and revoked
+//! certificates (tokens and workloads are the shared crate's types). Stored as JSON, so a
+//! field added with `#[serde(default)]` needs no migration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use cloudos_cluster::identity::Role;
+use cloudos_cluster::pki::CertSerial;
+
+pub use cloudos_cluster::api::NodeState;
+
+/// The cluster's identity: name and CA. `Debug` hides the CA key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMeta {
+    pub name: String,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl fmt::Debug for ClusterMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterMeta")
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("ca_key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A joined node as the master knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub role: Role,
+    /// Where the node's connection came from (for display; the master never dials it).
+    pub address: String,
+    pub arch: String,
+    /// Labels an admin set (on the join token or with `cloudos node label`): the only ones
+    /// selectors match.
+    pub labels: BTreeMap<String, String>,
+    /// Labels the node says it has (its settings), shown but never matched: a node could
+    /// claim any label to attract other people's work.
+    #[serde(default)]
+    pub reported_labels: BTreeMap<String, String>,
+    /// Serial of the node's current certificate.
+    pub cert_serial: CertSerial,
+    /// Serial of the certificate the last renewal issued, until the node first uses it;
+    /// then it becomes `cert_serial` and the old one is revoked. Both are accepted
+    /// meanwhile, so a renewal whose answer was lost does not lock the node out.
+    #[serde(default)]
+    pub pending_serial: Option<CertSerial>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// The last heartbeat's telemetry (`api::Telemetry` as JSON), kept opaque here so the
+    /// store does not change when telemetry grows.
+    pub telemetry: Option<serde_json::Value>,
+    pub state: NodeState,
+}
+
+/// A person's admin certificate, as the master issued it. An admin certificate is accepted
+/// only while its serial is this record's current or pending one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    pub name: String,
+    /// Where the admin logged in from.
+    pub address: String,
+    pub cert_serial: CertSerial,
+    /// As [`NodeRecord::pending_serial`].
+    #[serde(default)]
+    pub pending_serial: Option<CertSerial>,
+    /// The token the admin logged in with.
+    pub token_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: OffsetDateTime,
+}
+
+impl AdminRecord {
+    /// The serials accepted for this admin (current first).
+    pub fn serials(&self) -> impl Iterator<Item = &CertSerial> {
+        std::iter::once(&self.cert_serial).chain(self.pending_serial.as_ref())
+    }
+}
+
+impl NodeRecord {
+    /// The serials accepted for this node (current first).
+    pub fn serials(&self) -> impl Iterator<Item = &CertSerial> {
+        std::iter::once(&self.cert_serial).chain(self.pending_serial.as_ref())
+    }
+}
+
+/// A certificate the master no longer accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCert {
+    pub serial: CertSerial,
+    /// The node it was issued to, when known.
+    pub node: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    pub reason: String,
+}
