@@ -10,8 +10,7 @@
 //! The directory is `--config DIR`, else `$CLOUDOS_CONFIG`, else `$XDG_CONFIG_HOME/cloudos`,
 //! else `~/.config/cloudos`.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -191,24 +190,10 @@ impl Credentials {
     }
 }
 
-/// Writes `bytes` to a temporary file created with `mode`, then renames it over `path`.
+/// Writes `bytes` atomically to a file created with `mode`.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    cloudos_cluster::files::write_atomic_mode(path, bytes, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The role `cloudos login` asks for.
