@@ -126,43 +126,7 @@ impl AgentError {
 /// master is merely unreachable: it retries with backoff.
 pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
     let store = IdentityStore::new(&config.data_dir);
-    let mut identity = match store.load()? {
-        Some(id) if !is_expired(&id) => {
-            log::info!(
-                "using the identity of {} in cluster {} (master at {})",
-                id.node_name,
-                id.joined.cluster_name,
-                id.joined.master_addr
-            );
-            id
-        }
-        stale => {
-            let Some(token) = config.token.as_ref() else {
-                return Err(
-                    match stale.and_then(|id| Some((id.node_name.clone(), id.expires_at()?))) {
-                        Some((node, expired_at)) => AgentError::Expired { node, expired_at },
-                        None => AgentError::NoToken {
-                            dir: store.dir().to_owned(),
-                        },
-                    },
-                );
-            };
-            if let Some(old) = stale {
-                log::warn!(
-                    "the certificate of {} has expired; joining again with the token",
-                    old.node_name
-                );
-            }
-            let joined = join::join_cluster(&config, token)
-                .await
-                .map_err(AgentError::JoinRefused)?;
-            store.save(&joined)?;
-            if let Some(after_join) = &config.after_join {
-                after_join();
-            }
-            joined
-        }
-    };
+    let mut identity = load_or_join(&config, &store).await?;
 
     let node_metrics = std::sync::Arc::new(metrics::NodeMetrics::default());
     // Dropped (and so stopped) when the agent stops.
@@ -184,88 +148,177 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         executor: &executor,
     };
     let mut sampler = Sampler::new();
-    let mut retry = config.retry.start();
-    // After a failed renewal, the next attempt waits this long instead of looping.
-    let mut renew_not_before = OffsetDateTime::UNIX_EPOCH;
-    let mut unreachable_in_a_row = 0u32;
+    let mut links = Links {
+        retry: config.retry.start(),
+        renew_not_before: OffsetDateTime::UNIX_EPOCH,
+        unreachable_in_a_row: 0,
+    };
     loop {
         let api = ApiClient::from_identity(&identity.joined).map_err(AgentError::BadIdentity)?;
-        let now = OffsetDateTime::now_utc();
-        if now >= identity.joined.renew_after && now >= renew_not_before {
-            match renewal::renew(&api, &identity).await {
-                Ok(renewed) => {
-                    store.save(&renewed)?;
-                    log::info!(
-                        "renewed the certificate of {}; next renewal at {}",
-                        renewed.node_name,
-                        renewed.joined.renew_after
-                    );
-                    identity = renewed;
-                    renew_not_before = now + MIN_RENEWAL_GAP;
-                    continue;
-                }
-                Err(e) => {
-                    let delay = config.retry.max;
-                    log::warn!(
-                        "cannot renew the certificate yet: {e}; retrying in {}",
-                        backoff::show(delay)
-                    );
-                    renew_not_before = now + delay;
-                }
-            }
+        if renew_if_due(&config, &store, &api, &mut identity, &mut links).await? {
+            // A new certificate: connect with it.
+            continue;
         }
-        let renew_at = identity.joined.renew_after.max(renew_not_before);
+        let renew_at = identity.joined.renew_after.max(links.renew_not_before);
         let renew_in = renewal::until(renew_at, OffsetDateTime::now_utc());
         let deadline = tokio::time::Instant::now() + renew_in;
-        let addr = api.address();
-        match connection::session(&api, &facts, &mut sampler, deadline, &mut outbox).await {
-            Ok(SessionEnd::RenewDue) => {
-                unreachable_in_a_row = 0;
-                retry.reset()
-            }
-            Ok(SessionEnd::Evicted(reason)) => {
-                log::warn!(
-                    "evicted from cluster {}: {reason}; forgetting this node's identity",
-                    identity.joined.cluster_name
-                );
-                store.remove()?;
-                return Ok(Outcome::Evicted { reason });
-            }
-            Ok(SessionEnd::Lost(reason)) => {
-                retry.reset();
-                let delay = retry.next_delay();
-                log::warn!(
-                    "lost the connection to master at {addr}: {reason}; reconnecting in {}",
-                    backoff::show(delay)
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => {
-                let delay = retry.next_delay();
-                match e {
-                    ClientError::Unreachable { .. } => {
-                        unreachable_in_a_row += 1;
-                        // A master found by mDNS may come back at another address
-                        // (a new DHCP lease): look for it again by its CA.
-                        if config.master.is_none() && unreachable_in_a_row >= 2 {
-                            if let Some(moved) = rediscover(&config, &identity).await {
-                                identity.joined.master_addr = moved;
-                                store.save(&identity)?;
-                                unreachable_in_a_row = 0;
-                                continue;
-                            }
-                        }
-                        log::warn!("{e}; retrying in {}", backoff::show(delay))
-                    }
-                    _ => log::warn!(
-                        "cannot connect to master at {addr}: {e}; retrying in {}",
-                        backoff::show(delay)
-                    ),
-                }
-                tokio::time::sleep(delay).await;
-            }
+        let ended = connection::session(&api, &facts, &mut sampler, deadline, &mut outbox).await;
+        if let Some(outcome) =
+            after_session(ended, &config, &store, &api, &mut identity, &mut links).await?
+        {
+            return Ok(outcome);
         }
     }
+}
+
+/// The stored identity when it is still valid; otherwise a join with the token (and the
+/// token's keeper told, see [`AgentConfig::after_join`]).
+async fn load_or_join(
+    config: &AgentConfig,
+    store: &IdentityStore,
+) -> Result<StoredIdentity, AgentError> {
+    let stale = match store.load()? {
+        Some(id) if !is_expired(&id) => {
+            log::info!(
+                "using the identity of {} in cluster {} (master at {})",
+                id.node_name,
+                id.joined.cluster_name,
+                id.joined.master_addr
+            );
+            return Ok(id);
+        }
+        stale => stale,
+    };
+    let Some(token) = config.token.as_ref() else {
+        return Err(
+            match stale.and_then(|id| Some((id.node_name.clone(), id.expires_at()?))) {
+                Some((node, expired_at)) => AgentError::Expired { node, expired_at },
+                None => AgentError::NoToken {
+                    dir: store.dir().to_owned(),
+                },
+            },
+        );
+    };
+    if let Some(old) = stale {
+        log::warn!(
+            "the certificate of {} has expired; joining again with the token",
+            old.node_name
+        );
+    }
+    let joined = join::join_cluster(config, token)
+        .await
+        .map_err(AgentError::JoinRefused)?;
+    store.save(&joined)?;
+    if let Some(after_join) = &config.after_join {
+        after_join();
+    }
+    Ok(joined)
+}
+
+/// What the agent remembers between sessions with the master.
+struct Links {
+    retry: backoff::Retry,
+    /// After a failed renewal, the next attempt waits until then instead of looping.
+    renew_not_before: OffsetDateTime,
+    unreachable_in_a_row: u32,
+}
+
+/// Renews the certificate when it is due (and no failed attempt asks to wait); `true` when
+/// `identity` now holds a new one.
+async fn renew_if_due(
+    config: &AgentConfig,
+    store: &IdentityStore,
+    api: &ApiClient,
+    identity: &mut StoredIdentity,
+    links: &mut Links,
+) -> Result<bool, AgentError> {
+    let now = OffsetDateTime::now_utc();
+    if now < identity.joined.renew_after || now < links.renew_not_before {
+        return Ok(false);
+    }
+    match renewal::renew(api, identity).await {
+        Ok(renewed) => {
+            store.save(&renewed)?;
+            log::info!(
+                "renewed the certificate of {}; next renewal at {}",
+                renewed.node_name,
+                renewed.joined.renew_after
+            );
+            *identity = renewed;
+            links.renew_not_before = now + MIN_RENEWAL_GAP;
+            Ok(true)
+        }
+        Err(e) => {
+            let delay = config.retry.max;
+            log::warn!(
+                "cannot renew the certificate yet: {e}; retrying in {}",
+                backoff::show(delay)
+            );
+            links.renew_not_before = now + delay;
+            Ok(false)
+        }
+    }
+}
+
+/// Acts on how a session ended: `Some` when the agent is done (evicted), `None` to connect
+/// again (after a backoff, or at once when the master moved or a renewal is due).
+async fn after_session(
+    ended: Result<SessionEnd, ClientError>,
+    config: &AgentConfig,
+    store: &IdentityStore,
+    api: &ApiClient,
+    identity: &mut StoredIdentity,
+    links: &mut Links,
+) -> Result<Option<Outcome>, AgentError> {
+    let addr = api.address();
+    match ended {
+        Ok(SessionEnd::RenewDue) => {
+            links.unreachable_in_a_row = 0;
+            links.retry.reset();
+        }
+        Ok(SessionEnd::Evicted(reason)) => {
+            log::warn!(
+                "evicted from cluster {}: {reason}; forgetting this node's identity",
+                identity.joined.cluster_name
+            );
+            store.remove()?;
+            return Ok(Some(Outcome::Evicted { reason }));
+        }
+        Ok(SessionEnd::Lost(reason)) => {
+            links.retry.reset();
+            let delay = links.retry.next_delay();
+            log::warn!(
+                "lost the connection to master at {addr}: {reason}; reconnecting in {}",
+                backoff::show(delay)
+            );
+            tokio::time::sleep(delay).await;
+        }
+        Err(e) => {
+            let delay = links.retry.next_delay();
+            match e {
+                ClientError::Unreachable { .. } => {
+                    links.unreachable_in_a_row += 1;
+                    // A master found by mDNS may come back at another address
+                    // (a new DHCP lease): look for it again by its CA.
+                    if config.master.is_none() && links.unreachable_in_a_row >= 2 {
+                        if let Some(moved) = rediscover(config, identity).await {
+                            identity.joined.master_addr = moved;
+                            store.save(identity)?;
+                            links.unreachable_in_a_row = 0;
+                            return Ok(None);
+                        }
+                    }
+                    log::warn!("{e}; retrying in {}", backoff::show(delay))
+                }
+                _ => log::warn!(
+                    "cannot connect to master at {addr}: {e}; retrying in {}",
+                    backoff::show(delay)
+                ),
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Ok(None)
 }
 
 /// The master of this node's cluster at a new address, found by mDNS and
