@@ -39,7 +39,7 @@ impl StatusReport {
     ) -> StatusReport {
         StatusReport {
             version: VERSION.into(),
-            kernel: kernel_release(),
+            kernel: crate::kmod::kernel_release(),
             arch: std::env::consts::ARCH.into(),
             hostname: hostname.into(),
             role: role.into(),
@@ -108,12 +108,6 @@ impl StatusReport {
         }
         out
     }
-}
-
-pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Resident memory of this process, from /proc/self/status.

@@ -114,7 +114,7 @@ fn load_fs_module(kind: FsKind) {
         FsKind::Vfat => "vfat",
         FsKind::Ext4 => "ext4",
     };
-    let release = crate::status::kernel_release();
+    let release = crate::kmod::kernel_release();
     let dir = PathBuf::from(format!("/lib/modules/{release}"));
     if let Ok(index) = crate::kmod::ModuleIndex::load(&dir) {
         if let Err(e) = crate::kmod::Loader::new(index).load(module) {

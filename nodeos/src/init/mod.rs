@@ -67,7 +67,7 @@ fn run() -> anyhow::Result<()> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let (settings, _) = Settings::load(None, &cmdline);
     crate::logging::set_debug(settings.debug);
-    let release = status::kernel_release();
+    let release = crate::kmod::kernel_release();
     log::info!(
         "CloudOS nodeos {} starting on Linux {release}",
         status::VERSION

@@ -13,3 +13,11 @@ pub mod modprobe;
 
 pub use index::ModuleIndex;
 pub use loader::Loader;
+
+/// The running kernel's release (`uname -r`): it names the modules' directory,
+/// `/lib/modules/<release>`.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -20,7 +20,7 @@ pub fn main(args: &[String]) -> i32 {
     let Some(name) = requested_name(args) else {
         return 1;
     };
-    let release = crate::status::kernel_release();
+    let release = crate::kmod::kernel_release();
     let index = match ModuleIndex::load(&Path::new("/lib/modules").join(&release)) {
         Ok(index) => index,
         Err(e) => {
