@@ -40,6 +40,8 @@ pub enum MasterError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Workloads(#[from] super::workloads::WorkloadsError),
+    #[error("cannot start the master's async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Why a request failed. Messages say what to do; none carries a secret.

@@ -158,7 +158,7 @@ impl Master {
 
 /// The master as a systemd service (cloud install): the admin token goes to a root-only
 /// file, and `ready` (sd_notify) is called once the API listens.
-pub fn run_host_service(config: MasterConfig, ready: fn(&str)) -> anyhow::Result<()> {
+pub fn run_host_service(config: MasterConfig, ready: fn(&str)) -> Result<(), MasterError> {
     serve(config, TokenOutput::File, move || ready("master up"))
 }
 
@@ -169,14 +169,15 @@ pub fn serve(
     config: MasterConfig,
     output: TokenOutput,
     ready: impl FnOnce(),
-) -> anyhow::Result<()> {
+) -> Result<(), MasterError> {
     // Everything the master writes (store, logs, outputs, the admin token file) is its
     // own: nothing it creates is for other users, whatever umask it was started with.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("master")
-        .build()?;
+        .build()
+        .map_err(MasterError::Runtime)?;
     runtime.block_on(async move {
         let mut master = Master::open(config).await?;
         match master.take_bootstrap_token() {

@@ -7,9 +7,9 @@ use std::process::Command;
 
 use cloudos_cluster::api::{AgentMessage, ErrorCode, Heartbeat, MasterMessage, Telemetry};
 use cloudos_cluster::workload::{LogChunk, LogLine, LogStream, TaskInfo};
+use cloudos_master::workloads::truncation_marker;
 use cloudos_store::Table;
 use cloudos_store::{RedbStore, Store};
-use cloudos_master::workloads::truncation_marker;
 
 use super::*;
 

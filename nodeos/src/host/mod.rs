@@ -102,5 +102,6 @@ fn run_master(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut config = crate::roles::master::config_from_settings(settings);
     config.downloads_dir = data_dir.join("downloads");
     config.data_dir = data_dir;
-    cloudos_master::run_host_service(config, notify::ready)
+    cloudos_master::run_host_service(config, notify::ready)?;
+    Ok(())
 }
