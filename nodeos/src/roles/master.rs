@@ -144,7 +144,8 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
     crate::logging::init_for_tool(false);
     crate::services::limits::raise_open_files(crate::services::limits::OPEN_FILES);
     let config = config_from_args(args)?;
-    cloudos_master::serve(config, TokenOutput::Stdout, || {})
+    cloudos_master::serve(config, TokenOutput::Stdout, || {})?;
+    Ok(())
 }
 
 /// The `master` service under PID 1 (`cloudos.role=master`).
@@ -154,7 +155,8 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         config,
         TokenOutput::Consoles,
         crate::supervisor::ready::report,
-    )
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
