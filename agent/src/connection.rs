@@ -32,8 +32,9 @@ pub enum SessionEnd {
     Lost(String),
 }
 
-/// What the node tells the master about itself.
-pub struct NodeFacts<'a> {
+/// What a session with the master works with: what the node says of itself (labels, data
+/// directory) and the parts that serve it (metrics, the workload executor).
+pub struct SessionParts<'a> {
     pub labels: &'a std::collections::BTreeMap<String, String>,
     pub data_dir: &'a Path,
     pub metrics: &'a super::metrics::NodeMetrics,
@@ -44,7 +45,7 @@ pub struct NodeFacts<'a> {
 /// never came up (master unreachable, handshake refused).
 pub async fn session(
     api: &ApiClient,
-    facts: &NodeFacts<'_>,
+    facts: &SessionParts<'_>,
     sampler: &mut Sampler,
     renew_at: Instant,
     outbox: &mut tokio::sync::mpsc::Receiver<AgentMessage>,
@@ -106,7 +107,7 @@ pub async fn session(
 /// Heartbeats on an established connection until it ends.
 async fn beat_until_the_end<S>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
-    facts: &NodeFacts<'_>,
+    facts: &SessionParts<'_>,
     sampler: &mut Sampler,
     interval: Duration,
     renew_at: Instant,

@@ -36,7 +36,7 @@ pub use identity::{IdentityStore, IdentityStoreError, StoredIdentity};
 pub use join::join_once;
 pub use telemetry::Sampler;
 
-use connection::{NodeFacts, SessionEnd};
+use connection::{SessionEnd, SessionParts};
 
 /// The data partition, where the identity lives under `agent/`.
 pub const DATA_DIR: &str = "/var/lib/cloudos";
@@ -141,7 +141,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         shim: shim_command(),
         insecure_registries: config.insecure_registries.clone(),
     });
-    let facts = NodeFacts {
+    let facts = SessionParts {
         labels: &config.labels,
         data_dir: &config.data_dir,
         metrics: &node_metrics,

@@ -64,7 +64,7 @@ pub mod paths {
     /// [`crate::workload::ServiceCreateRequest`]; admin certificate. `GET`/`DELETE
     /// /v1/services/<name>`, `POST /v1/services/<name>/scale` [`crate::workload::ScaleRequest`].
     pub const SERVICES: &str = "/v1/services";
-    /// `GET` → [`crate::workload::Workloads`]: what `cloudos ps` shows.
+    /// `GET` → [`crate::workload::WorkloadList`]: what `cloudos ps` shows.
     pub const WORKLOADS: &str = "/v1/workloads";
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.

@@ -51,7 +51,7 @@ use crate::tls::{self, TlsError};
 use crate::token::Token;
 use crate::workload::{
     LogLine, ScaleRequest, ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo,
-    Workloads,
+    WorkloadList,
 };
 
 /// The master's API port when an address names only a host.
@@ -615,7 +615,7 @@ impl ApiClient {
     }
 
     /// `GET /v1/workloads`: tasks and services, as `cloudos ps` shows them.
-    pub async fn workloads(&self) -> Result<Workloads, ClientError> {
+    pub async fn workloads(&self) -> Result<WorkloadList, ClientError> {
         self.call(Method::GET, paths::WORKLOADS, None).await
     }
 

@@ -505,7 +505,7 @@ pub struct ServiceInfo {
 
 /// `cloudos ps`: tasks and services.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Workloads {
+pub struct WorkloadList {
     pub tasks: Vec<TaskInfo>,
     pub services: Vec<ServiceInfo>,
     /// What the master keeps of finished work (absent from older masters).

@@ -1,6 +1,6 @@
 //! Which certificate is current for whom. A certificate the cluster CA signed is not enough
 //! to call the API: its serial must be the one the master has on record for its holder,
-//! the node's record in the registry or the admin's record in the store. So a renewed,
+//! the node's record in the roster or the admin's record in the store. So a renewed,
 //! re-joined, removed or revoked holder's older certificates stop working at once, even
 //! while the revoked list has not heard of them (certificates issued before records were
 //! kept, for example).
@@ -23,7 +23,7 @@ use cloudos_store::{AdminRecord, RevokedCert, StoreError};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
-use super::registry::SerialStatus;
+use super::roster::SerialStatus;
 use super::state::MasterState;
 
 /// Which accepted certificate of `identity`'s holder `serial` is, from memory only (every
@@ -44,9 +44,9 @@ pub fn status(
         return SerialStatus::of(&admin.cert_serial, admin.pending_serial.as_ref(), serial)
             .ok_or_else(|| replaced(name));
     }
-    match state.registry.serial_status(name, serial) {
+    match state.roster.serial_status(name, serial) {
         Some(status) => Ok(status),
-        None if state.registry.contains(name) => Err(replaced(name)),
+        None if state.roster.contains(name) => Err(replaced(name)),
         // The revoked code: the agent forgets an identity that can never work again.
         None => Err(ApiError::NodeRemoved(format!(
             "node {name} is not registered (it was removed); join it again with a new token"
@@ -76,10 +76,10 @@ pub fn promote(
         state.admins.put(admin);
         old
     } else {
-        let Some(old) = state.registry.serials_of(name).into_iter().next() else {
+        let Some(old) = state.roster.serials_of(name).into_iter().next() else {
             return Ok(());
         };
-        if state.registry.serial_status(name, serial) != Some(SerialStatus::Pending) {
+        if state.roster.serial_status(name, serial) != Some(SerialStatus::Pending) {
             return Ok(());
         }
         state.store.update_node(name, &mut |stored| {
@@ -87,7 +87,7 @@ pub fn promote(
             stored.pending_serial = None;
             Ok(())
         })?;
-        state.registry.promote_pending(name, serial);
+        state.roster.promote_pending(name, serial);
         old
     };
     revoke(state, old, name, "replaced by its renewed certificate")?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cloudos_store::NodeState;
 
-use super::registry::{Transition, Unsaved};
+use super::roster::{Transition, Unsaved};
 use super::state::MasterState;
 
 /// Logs Ready/NotReady transitions; the health task saves them.
@@ -25,7 +25,7 @@ pub fn log_transitions(transitions: &[Transition]) {
 /// Writes what the store has not seen, in one transaction off the async workers. Nodes
 /// removed meanwhile are not brought back (see `Store::update_nodes`).
 pub async fn save(state: &Arc<MasterState>, which: Unsaved) {
-    let records = state.registry.take_unsaved(which);
+    let records = state.roster.take_unsaved(which);
     if records.is_empty() {
         return;
     }
@@ -49,7 +49,7 @@ pub async fn run(state: Arc<MasterState>) {
     loop {
         tick.tick().await;
         let transitions = state
-            .registry
+            .roster
             .sweep(Instant::now(), state.config.not_ready_after);
         log_transitions(&transitions);
         let which = if last_flush.elapsed() >= state.config.flush_interval {

@@ -1,4 +1,4 @@
-//! The master role: the cluster's CA and join tokens, the node registry fed by
+//! The master role: the cluster's CA and join tokens, the node roster fed by
 //! the agents' connections, and the HTTPS API (TLS 1.3, mTLS) the agents and
 //! the `cloudos` CLI talk to. It never dials a node. State lives in the
 //! cluster store under the data directory.
@@ -9,7 +9,7 @@
 //! - `bootstrap`: opening the store, creating or loading the cluster, the first admin token.
 //! - `console`: showing that token on the console only (never through the log).
 //! - `state`: what the request handlers share.
-//! - `registry`: the nodes and their live state (last heartbeat, connection) in memory.
+//! - `roster`: the nodes and their live state (last heartbeat, connection) in memory.
 //! - `credentials`: which certificate serial is current for each node and admin; revoking.
 //! - `health`: Ready/NotReady transitions and periodic persistence of live state.
 //! - `server`, `tls_accept`: TCP accept, TLS handshake, the caller's identity, hyper, and
@@ -34,7 +34,7 @@ mod error;
 mod health;
 mod metrics;
 mod ratelimit;
-mod registry;
+mod roster;
 mod routes;
 mod server;
 mod serving;
@@ -150,7 +150,7 @@ impl Master {
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
         shutdown.await;
         tasks.shutdown().await;
-        health::save(&state, registry::Unsaved::All).await;
+        health::save(&state, roster::Unsaved::All).await;
         log::info!("master stopped");
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The master's Prometheus metrics (`GET /metrics`, admin certificate): API requests by
 //! route and status, join attempts by outcome, how long a heartbeat takes to handle, and
 //! each node's resources as its last heartbeat reported them. Counters are updated where
-//! things happen; node gauges are filled from the registry at scrape time, so a removed
+//! things happen; node gauges are filled from the roster at scrape time, so a removed
 //! node disappears from the next scrape.
 
 use std::sync::atomic::AtomicU64;

@@ -1,5 +1,5 @@
 //! What every request handler and background task of a master shares: the store, the CA,
-//! the node registry, the revoked serials, the join rate limiter and the current TLS
+//! the node roster, the revoked serials, the join rate limiter and the current TLS
 //! configuration. Owns no behaviour beyond small accessors.
 
 use std::collections::HashSet;
@@ -16,7 +16,7 @@ use super::bootstrap::Cluster;
 use super::config::MasterConfig;
 use super::error::{ApiError, MasterError};
 use super::ratelimit::FailureLimiter;
-use super::registry::Registry;
+use super::roster::Roster;
 use super::serving;
 
 pub struct MasterState {
@@ -24,7 +24,7 @@ pub struct MasterState {
     pub store: Arc<dyn Store>,
     pub ca: ClusterCa,
     pub cluster_name: String,
-    pub registry: Registry,
+    pub roster: Roster,
     /// The admins on record (see `credentials`).
     pub admins: super::credentials::Admins,
     /// Serials no longer accepted, mirrored from the store for the TLS accept path.
@@ -53,7 +53,7 @@ impl MasterState {
             .into_iter()
             .map(|r| r.serial)
             .collect();
-        let registry = Registry::new(store.list_nodes()?);
+        let roster = Roster::new(store.list_nodes()?);
         let admins = super::credentials::Admins::new(store.list_admins()?);
         let workloads = super::workloads::Workloads::open(
             store.as_ref(),
@@ -70,7 +70,7 @@ impl MasterState {
             store,
             ca: cluster.ca,
             cluster_name: cluster.name,
-            registry,
+            roster,
             admins,
             revoked: RwLock::new(revoked),
             join_limiter: FailureLimiter::for_joins(),

@@ -169,7 +169,7 @@ fn answer(request: &str, provider: &Provider) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub enum StatusQueryError {
     #[error("cannot reach nodeos at {path}: {source} (is nodeos running on this machine?)")]
     Connect {
         path: String,
@@ -182,13 +182,14 @@ pub enum ClientError {
 }
 
 /// Sends one request and returns the answer text.
-pub fn request(path: &str, request: &str) -> Result<String, ClientError> {
+pub fn request(path: &str, request: &str) -> Result<String, StatusQueryError> {
     use std::io::{Read, Write};
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(path).map_err(|source| ClientError::Connect {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
+        StatusQueryError::Connect {
             path: path.into(),
             source,
-        })?;
+        }
+    })?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut answer = String::new();
@@ -196,11 +197,11 @@ pub fn request(path: &str, request: &str) -> Result<String, ClientError> {
     Ok(answer)
 }
 
-pub fn fetch_status(path: &str) -> Result<StatusReport, ClientError> {
+pub fn fetch_status(path: &str) -> Result<StatusReport, StatusQueryError> {
     Ok(serde_json::from_str(&request(path, "status")?)?)
 }
 
-pub fn fetch_logs(path: &str, lines: usize) -> Result<Vec<String>, ClientError> {
+pub fn fetch_logs(path: &str, lines: usize) -> Result<Vec<String>, StatusQueryError> {
     Ok(serde_json::from_str(&request(
         path,
         &format!("logs {lines}"),

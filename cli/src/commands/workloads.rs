@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use cloudos_cluster::client::ApiClient;
 use cloudos_cluster::workload::{
     format_cpu, format_memory, LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo,
-    TaskCreateRequest, TaskInfo, TaskState, WorkloadSpec, Workloads,
+    TaskCreateRequest, TaskInfo, TaskState, WorkloadList, WorkloadSpec,
 };
 use time::OffsetDateTime;
 
@@ -214,7 +214,7 @@ fn state_text(t: &TaskInfo) -> String {
     }
 }
 
-pub fn render_ps(w: &Workloads, now: OffsetDateTime) -> String {
+pub fn render_ps(w: &WorkloadList, now: OffsetDateTime) -> String {
     let mut out = String::new();
     let mut table = Table::new(&["ID", "IMAGE", "STATE", "NODE", "AGE", "EXIT", "REASON"]);
     for t in &w.tasks {
@@ -355,7 +355,7 @@ mod tests {
         let mut queued = task("t-3", TaskState::Queued);
         queued.node = None;
         queued.reason = Some("no node fits: 1 lacks memory".into());
-        let w = Workloads {
+        let w = WorkloadList {
             tasks: vec![done, pulling, queued],
             services: vec![],
             retention: None,

@@ -17,12 +17,12 @@ use time::OffsetDateTime;
 use super::caller::AdminCaller;
 use super::AppState;
 use crate::error::ApiError;
-use crate::registry::Control;
+use crate::roster::Control;
 
 const MAX_DESCRIPTION: usize = 200;
 
 pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<ClusterStatus> {
-    let (nodes_total, nodes_ready) = state.registry.counts();
+    let (nodes_total, nodes_ready) = state.roster.counts();
     Json(ClusterStatus {
         cluster_name: state.cluster_name.clone(),
         ca_pin: state.ca.pin().to_string(),
@@ -107,7 +107,7 @@ pub async fn revoke_token(
 }
 
 pub async fn list_nodes(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<NodeInfo>> {
-    Json(state.registry.list())
+    Json(state.roster.list())
 }
 
 fn no_node(name: &str) -> ApiError {
@@ -122,7 +122,7 @@ pub async fn get_node(
     Path(name): Path<String>,
 ) -> Result<Json<NodeInfo>, ApiError> {
     state
-        .registry
+        .roster
         .get(&name)
         .map(Json)
         .ok_or_else(|| no_node(&name))
@@ -137,7 +137,7 @@ pub async fn remove_node(
     Path(name): Path<String>,
 ) -> Result<Json<NodeInfo>, ApiError> {
     // The serials in memory are revoked too, should they differ from the stored ones.
-    let held = state.registry.serials_of(&name);
+    let held = state.roster.serials_of(&name);
     if held.is_empty() {
         return Err(no_node(&name));
     }
@@ -158,7 +158,7 @@ pub async fn remove_node(
         state.mark_revoked(r.serial.clone());
     }
     // Memory's record has the live state (last heartbeat, telemetry) to show.
-    let (live, conn) = state.registry.remove(&name).unzip();
+    let (live, conn) = state.roster.remove(&name).unzip();
     let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
     if let Some(conn) = conn.flatten() {
         // A full channel means an eviction is already queued.
@@ -200,7 +200,7 @@ pub async fn label_node(
 ) -> Result<Json<NodeInfo>, ApiError> {
     check_labels(&req.set)?;
     let record = state
-        .registry
+        .roster
         .relabel(&name, |record| {
             if req.approve_reported {
                 let reported = record.reported_labels.clone();
@@ -281,7 +281,7 @@ pub async fn metrics(
     State(state): State<AppState>,
     _: AdminCaller,
 ) -> impl axum::response::IntoResponse {
-    let body = state.metrics.render(&state.registry.list());
+    let body = state.metrics.render(&state.roster.list());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -17,7 +17,7 @@ use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ApiError;
 use crate::health;
-use crate::registry::Control;
+use crate::roster::Control;
 use crate::state::MasterState;
 use crate::workloads;
 
@@ -46,7 +46,7 @@ pub async fn connect(
     let upgrade = upgrade.map_err(|e| {
         ApiError::BadRequest(format!("this endpoint needs a WebSocket upgrade: {e}"))
     })?;
-    if !state.registry.contains(&identity.name) {
+    if !state.roster.contains(&identity.name) {
         return Err(ApiError::NodeRemoved(not_registered(&identity.name)));
     }
     Ok(upgrade
@@ -102,7 +102,7 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
     };
     let Some((conn_id, mut control, transition)) =
         state
-            .registry
+            .roster
             .connect(&name, &hello, OffsetDateTime::now_utc())
     else {
         return close(&mut socket, CLOSE_POLICY, &not_registered(&name)).await;
@@ -123,7 +123,7 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
         }
         run(&state, &name, &mut socket, &mut control).await;
     }
-    let transition = state.registry.disconnect(&name, conn_id);
+    let transition = state.roster.disconnect(&name, conn_id);
     health::log_transitions(transition.as_slice());
 }
 
@@ -176,7 +176,7 @@ async fn run(
                         let started = std::time::Instant::now();
                         let seq = beat.seq;
                         workloads::on_heartbeat_runs(state, name, &beat.runs);
-                        match state.registry.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
+                        match state.roster.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
                             Ok(transition) => health::log_transitions(transition.as_slice()),
                             Err(()) => return,
                         }
@@ -211,7 +211,7 @@ pub async fn heartbeat(
     ApiJson(beat): ApiJson<Heartbeat>,
 ) -> Result<Json<MasterMessage>, ApiError> {
     let transition = state
-        .registry
+        .roster
         .heartbeat(&identity.name, beat.telemetry, OffsetDateTime::now_utc())
         .map_err(|()| ApiError::Forbidden(not_registered(&identity.name)))?;
     health::log_transitions(transition.as_slice());

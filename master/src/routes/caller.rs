@@ -13,7 +13,7 @@ use cloudos_cluster::{NodeIdentity, Role};
 use super::AppState;
 use crate::credentials;
 use crate::error::ApiError;
-use crate::registry::SerialStatus;
+use crate::roster::SerialStatus;
 use crate::tls_accept::Peer;
 
 /// The caller's identity: a certificate the CA signed, not revoked, and the one on record

@@ -201,7 +201,7 @@ fn admit(
     let record = valid_token(state, &req.token_id, &req.token_secret, now)?;
     let identity = NodeIdentity::new(req.node_name.clone(), record.role)?;
     let same_node = caller.as_ref() == Some(&identity);
-    if identity.role != Role::Admin && state.registry.contains(&identity.name) && !same_node {
+    if identity.role != Role::Admin && state.roster.contains(&identity.name) && !same_node {
         return Err(ApiError::Conflict(format!(
             "node name {} is already taken by a registered node; give this machine another \
              host name, or remove the old node with `cloudos node remove {}` first",
@@ -260,7 +260,7 @@ fn admit(
     // The serials the registry holds are revoked with those the store holds (they differ
     // only if a renewal's store write failed).
     let revoke: Vec<RevokedCert> = state
-        .registry
+        .roster
         .serials_of(&identity.name)
         .into_iter()
         .filter(|serial| *serial != node.cert_serial)
@@ -276,7 +276,7 @@ fn admit(
     for revoked in admission.revoked {
         state.mark_revoked(revoked.serial);
     }
-    state.registry.insert(node);
+    state.roster.insert(node);
     log::info!(
         "node {} joined as {} from {} (token {id})",
         identity.name,
@@ -309,7 +309,7 @@ pub async fn renew(
                 s.admins.put(admin);
                 replaced
             } else {
-                if !s.registry.contains(name) {
+                if !s.roster.contains(name) {
                     return Err(ApiError::NodeRemoved(format!(
                         "node {name} is not registered (it was removed); join it again with a new token"
                     )));
@@ -319,7 +319,7 @@ pub async fn renew(
                     stored.pending_serial = Some(serial.clone());
                     Ok(())
                 })?;
-                s.registry
+                s.roster
                     .set_pending_serial(name, serial.clone())
                     .and_then(|(_, replaced)| replaced)
             };

@@ -13,7 +13,7 @@ use axum::Json;
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 use cloudos_cluster::workload::{
     validate_service_name, LogLine, LogStream, ScaleRequest, ServiceCreateRequest, ServiceInfo,
-    TaskCreateRequest, TaskInfo, Workloads, MAX_RETRIES,
+    TaskCreateRequest, TaskInfo, WorkloadList, MAX_RETRIES,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -69,7 +69,7 @@ fn hex(bytes: &[u8]) -> String {
 pub async fn list(
     State(state): State<AppState>,
     _: AdminCaller,
-) -> Result<Json<Workloads>, ApiError> {
+) -> Result<Json<WorkloadList>, ApiError> {
     // Sizes come from the disk: read off the async workers.
     let workloads = state
         .blocking(|s| {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use cloudos_cluster::api::MasterMessage;
 use cloudos_cluster::workload::{
     format_memory, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest,
-    ServiceInfo, ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, Workloads,
+    ServiceInfo, ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, WorkloadList,
 };
 use cloudos_scheduler::{NodeView, Request, Resources, Scheduler};
 use time::OffsetDateTime;
@@ -149,7 +149,7 @@ impl Book {
     }
 
     /// What `cloudos ps` shows: tasks (not replicas) newest first, then services.
-    pub fn workloads(&self) -> Workloads {
+    pub fn workloads(&self) -> WorkloadList {
         let mut tasks: Vec<TaskInfo> = self
             .tasks
             .values()
@@ -162,7 +162,7 @@ impl Book {
             .keys()
             .filter_map(|name| self.service(name))
             .collect();
-        Workloads {
+        WorkloadList {
             tasks,
             services,
             retention: None,

@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 
 use self::book::{Book, Effects, NodeFacts};
 use self::retention::Retention;
-use super::registry::Registry;
+use super::roster::Roster;
 use super::state::MasterState;
 
 /// How often the dispatcher looks at nodes and the queue.
@@ -273,7 +273,7 @@ where
     for id in &effects.delete_tasks {
         state.workloads.forget_files(id);
     }
-    send_all(&state.registry, effects.messages);
+    send_all(&state.roster, effects.messages);
     Ok(value)
 }
 
@@ -325,18 +325,18 @@ pub async fn sweep_loop(state: Arc<MasterState>) {
     }
 }
 
-fn send_all(registry: &Registry, messages: Vec<(String, MasterMessage)>) {
+fn send_all(roster: &Roster, messages: Vec<(String, MasterMessage)>) {
     for (node, message) in messages {
-        if !registry.send(&node, message) {
+        if !roster.send(&node, message) {
             log::debug!("node {node} is not connected; its next hello catches it up");
         }
     }
 }
 
 /// The nodes workloads can go to, as the scheduler needs them.
-fn node_facts(registry: &Registry) -> Vec<NodeFacts> {
+fn node_facts(roster: &Roster) -> Vec<NodeFacts> {
     let mut facts = Vec::new();
-    registry.each(|n, telemetry| {
+    roster.each(|n, telemetry| {
         if n.role == Role::Admin {
             return;
         }
@@ -365,7 +365,7 @@ pub async fn run(state: Arc<MasterState>) {
     let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tick.tick().await;
-        let nodes = node_facts(&state.registry);
+        let nodes = node_facts(&state.roster);
         let now = Instant::now();
         not_ready_since.retain(|name, _| nodes.iter().any(|n| &n.name == name && !n.ready));
         for n in nodes.iter().filter(|n| !n.ready) {
@@ -439,7 +439,7 @@ pub fn on_hello(state: &MasterState, node: &str, runs: &[cloudos_cluster::worklo
             (node.to_owned(), message)
         })
         .collect();
-    send_all(&state.registry, offsets);
+    send_all(&state.roster, offsets);
 }
 
 /// The runs a node's heartbeat lists: those the master has moved on from are stopped.
@@ -450,7 +450,7 @@ pub fn on_heartbeat_runs(state: &MasterState, node: &str, runs: &[String]) {
     let stale = state.workloads.book().stale_runs(node, runs);
     for run in stale {
         log::info!("{node} still runs {run}, which the master moved on from: stopping it");
-        state.registry.send(node, MasterMessage::Stop { run });
+        state.roster.send(node, MasterMessage::Stop { run });
     }
 }
 

@@ -4,7 +4,7 @@
 //! agents beat every second or two and a store transaction per beat would not keep up.
 //!
 //! Pure bookkeeping under one mutex: no I/O, no logging; callers log the [`Transition`]s
-//! it returns and save what [`Registry::take_unsaved`] hands out.
+//! it returns and save what [`Roster::take_unsaved`] hands out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,7 +71,7 @@ pub struct Transition {
     pub why: String,
 }
 
-/// Which records [`Registry::take_unsaved`] hands out.
+/// Which records [`Roster::take_unsaved`] hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsaved {
     /// Nodes whose state changed: saved within a sweep period.
@@ -115,13 +115,13 @@ impl Entry {
     }
 }
 
-pub struct Registry {
+pub struct Roster {
     nodes: Mutex<HashMap<String, Entry>>,
     next_conn: AtomicU64,
 }
 
-impl Registry {
-    /// The registry as stored. Nodes get one `not_ready_after` from now to reconnect.
+impl Roster {
+    /// The roster as stored. Nodes get one `not_ready_after` from now to reconnect.
     pub fn new(records: Vec<NodeRecord>) -> Self {
         let now = Instant::now();
         let nodes = records
@@ -142,7 +142,7 @@ impl Registry {
                 (entry.record.name.clone(), entry)
             })
             .collect();
-        Registry {
+        Roster {
             nodes: Mutex::new(nodes),
             next_conn: AtomicU64::new(1),
         }
@@ -169,7 +169,7 @@ impl Registry {
     }
 
     /// Visits every node's record and live telemetry under the lock, without the JSON
-    /// round trip of [`Registry::list`]: the workload dispatcher reads this four times a
+    /// round trip of [`Roster::list`]: the workload dispatcher reads this four times a
     /// second.
     pub fn each(&self, mut f: impl FnMut(&NodeRecord, Option<&Telemetry>)) {
         for e in self.lock().values() {
@@ -240,7 +240,7 @@ impl Registry {
         Some((entry.snapshot(), replaced))
     }
 
-    /// The serials (current and pending) the registry holds for `name`.
+    /// The serials (current and pending) the roster holds for `name`.
     pub fn serials_of(&self, name: &str) -> Vec<CertSerial> {
         self.lock()
             .get(name)
@@ -288,7 +288,7 @@ impl Registry {
     }
 
     /// A node's agent connected and said hello. Any older connection of the node is
-    /// dropped from the registry (its task sees its control channel close). `None` if the
+    /// dropped from the roster (its task sees its control channel close). `None` if the
     /// node is not registered.
     pub fn connect(
         &self,
@@ -417,22 +417,22 @@ mod tests {
     /// A rogue agent claims to be the largest machine on earth to draw other people's work.
     #[test]
     fn claimed_capacity_is_bounded() {
-        let registry = Registry::new(vec![record("n1")]);
+        let roster = Roster::new(vec![record("n1")]);
         let mut telemetry = Telemetry::default();
         telemetry.capacity.cpu_millicores = u64::MAX;
         telemetry.capacity.memory_bytes = u64::MAX;
-        registry
+        roster
             .heartbeat("n1", telemetry, OffsetDateTime::now_utc())
             .expect("known node");
         let mut seen = None;
-        registry.each(|_, t| seen = t.map(|t| t.capacity));
+        roster.each(|_, t| seen = t.map(|t| t.capacity));
         assert_eq!(seen, Some(cloudos_cluster::api::Capacity::MAX));
     }
 
     #[test]
     fn ready_notready_ready() {
         let now = OffsetDateTime::now_utc();
-        let r = Registry::new(vec![]);
+        let r = Roster::new(vec![]);
         assert_eq!(r.insert(record("n1")), None);
         let (id, _rx, t) = r.connect("n1", &hello(), now).expect("registered");
         assert_eq!(t.map(|t| t.to), Some(NodeState::Ready));
@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn newer_connection_takes_over_and_remove_hands_back_the_connection() {
         let now = OffsetDateTime::now_utc();
-        let r = Registry::new(vec![record("n1")]);
+        let r = Roster::new(vec![record("n1")]);
         let (first, mut first_rx, _) = r.connect("n1", &hello(), now).expect("first");
         let (second, _rx, t) = r.connect("n1", &hello(), now).expect("second");
         assert!(t.is_none(), "already Ready");
