@@ -30,11 +30,11 @@ run() { # name cases cargo-args...
 }
 
 echo "==> building the fuzz targets" >&2
-cargo test --locked -q --no-run -p cloudos-images --test unpack_fuzz \
+cargo test --locked -q --no-run -p cloudos-oci --test unpack_fuzz \
     -p nodeos --test api_fuzz -p cloudos-cluster --test parser_fuzz >&2
 
 echo "| target | cases | time | crashes |"
 echo "|---|---|---|---|"
-run "tar unpacker" $((10000 * SCALE)) -p cloudos-images --test unpack_fuzz
+run "tar unpacker" $((10000 * SCALE)) -p cloudos-oci --test unpack_fuzz
 run "master JSON inputs (TLS, real master)" $((3000 * SCALE)) -p nodeos --test api_fuzz
 run "token, pin, TTL, identity parsers" $((100000 * SCALE)) -p cloudos-cluster --test parser_fuzz

@@ -78,16 +78,16 @@ fn image(command: ImageCommand) -> anyhow::Result<()> {
     use anyhow::Context as _;
     match command {
         ImageCommand::Import { file, data_dir } => {
-            let store = cloudos_images::Store::open(data_dir.join("images"))?;
+            let store = cloudos_oci::ImageStore::open(data_dir.join("images"))?;
             let archive = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
-            let imported = store.import_layout(archive, &cloudos_images::Platform::current())?;
+            let imported = store.import_layout(archive, &cloudos_oci::Platform::current())?;
             for image in imported {
                 println!("{}\t{}", image.name, image.manifest);
             }
         }
         ImageCommand::List { data_dir } => {
-            let store = cloudos_images::Store::open(data_dir.join("images"))?;
+            let store = cloudos_oci::ImageStore::open(data_dir.join("images"))?;
             for (name, digest) in store.refs()? {
                 println!("{name}\t{digest}");
             }

@@ -12,7 +12,7 @@
 //! This crate owns container processes, their cgroups under `cloudos/` (or the parent
 //! that `CLOUDOS_CGROUP_PARENT` names, see [`cgroup::parent`]) and
 //! everything under its root directory; it does not pull or unpack images
-//! (that is `cloudos_images`) and does not talk to the master.
+//! (that is `cloudos_oci`) and does not talk to the master.
 
 pub mod cgroup;
 mod error;

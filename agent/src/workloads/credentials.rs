@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cloudos_images::Credentials;
+use cloudos_oci::Credentials;
 use serde::Deserialize;
 
 pub const FILE: &str = "registries.toml";

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudos_images::Store;
+use cloudos_oci::ImageStore;
 
 use super::Shared;
 
@@ -70,7 +70,7 @@ fn collect(shared: &Shared, started: Instant) -> Result<(usize, u64), String> {
 /// Drops the refs [`unused_refs`] picks and collects the store; returns the images
 /// dropped and the bytes freed.
 fn collect_store(
-    store: &Store,
+    store: &ImageStore,
     in_use: &BTreeSet<String>,
     last_used: &HashMap<String, Instant>,
     started: Instant,
@@ -107,7 +107,7 @@ mod tests {
     }
 
     /// A one-layer image whose `bin/app` says `tag`, stored; returns its manifest digest.
-    fn put_image(store: &Store, says: &str) -> cloudos_images::Digest {
+    fn put_image(store: &ImageStore, says: &str) -> cloudos_oci::Digest {
         let mut tar = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(says.len() as u64);
@@ -134,18 +134,14 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_running_containers_layers_survive_its_tag_moving_and_gc() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("images")).unwrap();
+        let store = ImageStore::open(dir.path().join("images")).unwrap();
         let tag = "registry.test/team/app:1";
         let a = put_image(&store, "A");
         store.set_ref(tag, &a).unwrap();
-        let running = super::super::image::prepare(
-            &store,
-            &cloudos_images::PullConfig::default(),
-            tag,
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let running =
+            super::super::image::prepare(&store, &cloudos_oci::PullConfig::default(), tag, |_| {})
+                .await
+                .unwrap();
         assert_eq!(running.layers.len(), 1);
         let app = running.layers[0].join("bin/app");
         assert_eq!(std::fs::read(&app).unwrap(), b"A");

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use cloudos_cluster::workload::{PullProgress, WorkloadSpec};
-use cloudos_images::{Digest, Lease, Progress, PullConfig, PullError, Puller, Store};
+use cloudos_oci::{Digest, ImageStore, Lease, Progress, PullConfig, PullError, Puller};
 use serde::Deserialize;
 
 /// The parts of an OCI image config a container start needs.
@@ -47,7 +47,7 @@ pub struct PreparedImage {
 
 /// Pulls `image` (reporting progress), unpacks its layers and reads its config.
 pub async fn prepare(
-    store: &Store,
+    store: &ImageStore,
     pull_config: &PullConfig,
     image: &str,
     mut progress: impl FnMut(PullProgress),
@@ -84,7 +84,7 @@ pub async fn prepare(
         })
         .await
         .map_err(pull_error)?;
-    let manifest = cloudos_images::Manifest {
+    let manifest = cloudos_oci::Manifest {
         config: pulled.config,
         layers: pulled.layers,
     };
@@ -94,7 +94,7 @@ pub async fn prepare(
 /// An image the store has under a fixed tag or a digest (`:latest` and untagged
 /// references are always pulled again, as they are meant to move), with its blobs
 /// pinned in `lease`; `None` when it is not there whole.
-fn local_image(lease: &Lease, image: &str) -> Option<(String, cloudos_images::Manifest)> {
+fn local_image(lease: &Lease, image: &str) -> Option<(String, cloudos_oci::Manifest)> {
     let last = image.rsplit('/').next().unwrap_or(image);
     let pinned =
         image.contains('@') || last.split_once(':').is_some_and(|(_, tag)| tag != "latest");
@@ -105,9 +105,9 @@ fn local_image(lease: &Lease, image: &str) -> Option<(String, cloudos_images::Ma
     let digest = store.get_ref(image).ok()?;
     // Pinned before each look: what is there now stays there.
     lease.pin(&digest);
-    let manifest = match cloudos_images::Document::parse(&store.read_blob(&digest).ok()?).ok()? {
-        cloudos_images::Document::Manifest(m) => m,
-        cloudos_images::Document::Index(_) => return None,
+    let manifest = match cloudos_oci::Document::parse(&store.read_blob(&digest).ok()?).ok()? {
+        cloudos_oci::Document::Manifest(m) => m,
+        cloudos_oci::Document::Index(_) => return None,
     };
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
         lease.pin(&blob.digest);
@@ -122,7 +122,7 @@ fn local_image(lease: &Lease, image: &str) -> Option<(String, cloudos_images::Ma
 async fn unpack(
     lease: Lease,
     name: String,
-    manifest: cloudos_images::Manifest,
+    manifest: cloudos_oci::Manifest,
 ) -> Result<PreparedImage, String> {
     tokio::task::spawn_blocking(move || -> Result<PreparedImage, String> {
         let store = lease.store();

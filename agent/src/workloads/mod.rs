@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use cloudos_cluster::api::{AgentMessage, MasterMessage};
 use cloudos_cluster::client::ApiClient;
 use cloudos_cluster::workload::{RunAssignment, RunReport, RunState};
-use cloudos_images::PullConfig;
+use cloudos_oci::PullConfig;
 use cloudos_runtime::{Runtime, ShimCommand};
 use tokio::sync::{mpsc, watch};
 
@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     config: ExecutorConfig,
     runs: Mutex<HashMap<String, RunEntry>>,
     outbox: mpsc::Sender<AgentMessage>,
-    images: Result<cloudos_images::Store, String>,
+    images: Result<cloudos_oci::ImageStore, String>,
     runtime: Result<Runtime, String>,
     pull: PullConfig,
     /// The client of the current connection's identity, for uploads.
@@ -76,7 +76,7 @@ impl Executor {
     /// agent are recovered (kept if their shim lives, cleaned up otherwise).
     pub fn new(config: ExecutorConfig) -> (Executor, mpsc::Receiver<AgentMessage>) {
         let (outbox, rx) = mpsc::channel(OUTBOX);
-        let images = cloudos_images::Store::open(config.data_dir.join("images"))
+        let images = cloudos_oci::ImageStore::open(config.data_dir.join("images"))
             .map_err(|e| format!("the image store cannot be opened: {e}"));
         if let Ok(store) = &images {
             if let Err(e) = store.clean_tmp() {

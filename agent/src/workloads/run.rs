@@ -77,7 +77,7 @@ async fn run_inner(
         }
     };
     let pull = match credentials::for_image(&shared.config.data_dir, &a.spec.image) {
-        Ok(credentials) => cloudos_images::PullConfig {
+        Ok(credentials) => cloudos_oci::PullConfig {
             credentials,
             ..shared.pull.clone()
         },

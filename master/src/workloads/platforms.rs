@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cloudos_images::{PullConfig, Puller};
+use cloudos_oci::{PullConfig, Puller};
 
 /// How long an answer is reused: tags move, but rarely between two `cloudos run`s.
 const KEEP_FOUND: Duration = Duration::from_secs(300);

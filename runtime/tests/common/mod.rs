@@ -39,7 +39,7 @@ macro_rules! require_root {
 /// The image, made once per test binary: layer 0 is busybox with its applet
 /// links and an /etc/gone file; layer 1 adds /etc/layer2 and deletes
 /// /etc/gone with an overlay whiteout (a 0/0 character device), the form
-/// `cloudos_images` unpacks layers into.
+/// `cloudos_oci` unpacks layers into.
 pub fn layers() -> Vec<PathBuf> {
     static LAYERS: OnceLock<Vec<PathBuf>> = OnceLock::new();
     LAYERS

@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cloudos_images::{Limits, Store};
+use cloudos_oci::{ImageStore, Limits};
 
 /// A tar stream written member by member, as raw as an attacker likes.
 #[derive(Default)]
@@ -171,7 +171,7 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// A scratch directory holding a store and, beside it, a host tree the attacks aim at.
 pub struct Scene {
     pub dir: tempfile::TempDir,
-    pub store: Store,
+    pub store: ImageStore,
 }
 
 impl Scene {
@@ -185,7 +185,7 @@ impl Scene {
             "the attack tests run as root: the unpacker chowns, makes device nodes and sets trusted.* xattrs only then, and the attacks aim at root's powers"
         );
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("store"))
+        let store = ImageStore::open(dir.path().join("store"))
             .unwrap()
             .with_limits(limits);
         make_host_tree(&dir.path().join("host"));

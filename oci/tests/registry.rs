@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use cloudos_images::manifest::{OCI_INDEX, OCI_MANIFEST};
-use cloudos_images::{
-    Credentials, Digest, Platform, Progress, PullConfig, PullError, Puller, Store,
+use cloudos_oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+use cloudos_oci::{
+    Credentials, Digest, ImageStore, Platform, Progress, PullConfig, PullError, Puller,
 };
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -394,7 +394,7 @@ async fn pull_err(
     registry: &Registry,
     credentials: Credentials,
     arch: &str,
-    store: &Store,
+    store: &ImageStore,
     image: &str,
 ) -> PullError {
     match puller(registry, credentials, arch).pull(store, image).await {
@@ -411,7 +411,7 @@ async fn pulls_the_platform_manifest_and_says_what_is_missing() {
     let image = format!("{}/cloudos/hello:1", registry.addr);
     let (amd64, arm64) = push_image(&image, &RegistryAuth::Anonymous).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
 
     let mut events = Vec::new();
     let pulled = puller(&registry, Credentials::Anonymous, "amd64")
@@ -538,7 +538,7 @@ async fn right_and_wrong_credentials(auth: Auth, also_right: Option<Credentials>
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ImageStore::open(dir.path()).unwrap();
     let basic = |password: &str| Credentials::Basic {
         username: USER.to_string(),
         password: password.to_string(),

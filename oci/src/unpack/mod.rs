@@ -24,7 +24,7 @@ use rustix::fs::FileType;
 
 use crate::digest::Digest;
 use crate::limits::Limits;
-use crate::store::{Store, StoreError};
+use crate::store::{ImageStore, ImageStoreError};
 pub(crate) use decompress::decompress;
 use decompress::{cap_hit, Capped};
 use members::{Member, Members, Refusal};
@@ -37,7 +37,7 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    ImageStore(#[from] ImageStoreError),
     #[error("layer {layer} is not a tar archive, a gzip'd tar or a zstd'd tar: {reason}; the image is corrupt or uses an unsupported layer format")]
     Format { layer: Digest, reason: String },
     #[error("layer {layer} has entry {path:?} that would be written outside the layer ({reason}); the image is malicious or broken, do not use it")]
@@ -112,7 +112,7 @@ pub fn classify(path: &Path) -> Result<EntryKind, &'static str> {
     Ok(EntryKind::Plain(clean))
 }
 
-impl Store {
+impl ImageStore {
     /// Where the unpacked layer `digest` lives (whether or not it is there).
     pub fn layer_dir(&self, digest: &Digest) -> PathBuf {
         self.root().join("layers").join(digest.hex())
@@ -157,16 +157,16 @@ impl Store {
     }
 
     /// Moves the unpacked layers whose blob is not in `keep` into `tmp/`, where
-    /// [`Store::gc`] removes them once it no longer holds the leases (and a crash leaves
-    /// them for [`Store::clean_tmp`]).
+    /// [`ImageStore::gc`] removes them once it no longer holds the leases (and a crash leaves
+    /// them for [`ImageStore::clean_tmp`]).
     pub(crate) fn doom_layers(
         &self,
         keep: &std::collections::BTreeSet<Digest>,
-    ) -> Result<Vec<(Digest, PathBuf)>, StoreError> {
+    ) -> Result<Vec<(Digest, PathBuf)>, ImageStoreError> {
         let dir = self.root().join("layers");
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
-            move |source| StoreError::Io {
+            move |source| ImageStoreError::Io {
                 action,
                 path,
                 source,

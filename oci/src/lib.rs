@@ -23,5 +23,5 @@ pub use lease::Lease;
 pub use limits::Limits;
 pub use manifest::{Descriptor, Document, Index, Manifest, ManifestError, Platform};
 pub use pull::{Credentials, Progress, PullConfig, PullError, PulledImage, Puller};
-pub use store::{BlobWriter, GcReport, Store, StoreError};
+pub use store::{BlobWriter, GcReport, ImageStore, ImageStoreError};
 pub use unpack::{EntryKind, UnpackError};

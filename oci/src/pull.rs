@@ -1,4 +1,4 @@
-//! Pulls from an OCI distribution registry into the [`Store`], through `oci-client`.
+//! Pulls from an OCI distribution registry into the [`ImageStore`], through `oci-client`.
 //!
 //! Owns credentials, the platform choice from an index and turning registry failures
 //! into errors that say what to do. Every blob is verified twice: by oci-client while it
@@ -20,7 +20,7 @@ use oci_client::{Client, Reference};
 use crate::digest::Digest;
 use crate::lease::Lease;
 use crate::manifest::{Descriptor, Document, ManifestError, Platform, ACCEPTED_MANIFEST_TYPES};
-use crate::store::{Store, StoreError};
+use crate::store::{ImageStore, ImageStoreError};
 
 /// How to authenticate to a registry. Bearer-token challenges (`WWW-Authenticate:
 /// Bearer realm=…`) are followed with these credentials, as Docker Hub and GHCR need.
@@ -139,10 +139,10 @@ pub enum PullError {
     #[error("cannot pull image {image} from its registry: {message}; check the registry address and that it is reachable")]
     Registry { image: String, message: String },
     #[error("cannot store image {image}: {source}")]
-    Store {
+    ImageStore {
         image: String,
         #[source]
-        source: StoreError,
+        source: ImageStoreError,
     },
 }
 
@@ -193,14 +193,14 @@ impl Puller {
 
     /// Pulls `image` (e.g. `registry.example.org/team/app:1.2`) into `store`, skipping
     /// blobs it has already, and points the ref `image` at the platform's manifest.
-    pub async fn pull(&self, store: &Store, image: &str) -> Result<PulledImage, PullError> {
+    pub async fn pull(&self, store: &ImageStore, image: &str) -> Result<PulledImage, PullError> {
         self.pull_with_progress(store, image, |_| {}).await
     }
 
     /// [`Puller::pull`], reporting each blob's progress to `progress`.
     pub async fn pull_with_progress(
         &self,
-        store: &Store,
+        store: &ImageStore,
         image: &str,
         progress: impl FnMut(Progress),
     ) -> Result<PulledImage, PullError> {
@@ -217,7 +217,7 @@ impl Puller {
     ) -> Result<PulledImage, PullError> {
         let store = lease.store();
         let reference = parse_reference(image)?;
-        let store_err = |source| PullError::Store {
+        let store_err = |source| PullError::ImageStore {
             image: image.to_string(),
             source,
         };
@@ -402,7 +402,7 @@ impl Puller {
 
     async fn fetch_blob(
         &self,
-        store: &Store,
+        store: &ImageStore,
         image: &str,
         reference: &Reference,
         descriptor: &Descriptor,
@@ -417,7 +417,7 @@ impl Puller {
             digest: digest.clone(),
             total,
         });
-        let store_err = |source| PullError::Store {
+        let store_err = |source| PullError::ImageStore {
             image: image.to_string(),
             source,
         };

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloudos_images::manifest::OCI_MANIFEST;
-use cloudos_images::{Digest, Limits, PullConfig, PullError, Puller, Store};
+use cloudos_oci::manifest::OCI_MANIFEST;
+use cloudos_oci::{Digest, ImageStore, Limits, PullConfig, PullError, Puller};
 use common::{gzip, Tar};
 
 /// How the registry answers for one blob.
@@ -177,11 +177,11 @@ fn config_blob() -> Vec<u8> {
     br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec()
 }
 
-fn store(dir: &tempfile::TempDir) -> Store {
-    Store::open(dir.path().join("store")).unwrap()
+fn store(dir: &tempfile::TempDir) -> ImageStore {
+    ImageStore::open(dir.path().join("store")).unwrap()
 }
 
-fn tmp_is_empty(store: &Store) -> bool {
+fn tmp_is_empty(store: &ImageStore) -> bool {
     std::fs::read_dir(store.root().join("tmp")).unwrap().count() == 0
 }
 

@@ -6,7 +6,7 @@
 //! before and after), a refused layer leaves nothing behind.
 //!
 //! A small run is part of `cargo test`; a long one is a fuzz run:
-//! `CLOUDOS_FUZZ_CASES=20000 cargo test -p cloudos-images --release --test unpack_fuzz`.
+//! `CLOUDOS_FUZZ_CASES=20000 cargo test -p cloudos-oci --release --test unpack_fuzz`.
 //! It prints the cases run, the time taken, and how many layers unpacked or were refused.
 
 mod common;
@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::fs;
 use std::time::Instant;
 
-use cloudos_images::Limits;
+use cloudos_oci::Limits;
 use common::{assert_unchanged, gzip, LongNames, Scene, Tar};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -1,5 +1,5 @@
 //! Imports an OCI image-layout tarball (`oci-layout`, `index.json`, `blobs/sha256/…`,
-//! optionally gzip'd or zstd'd) into the [`Store`], for sites with no registry in reach.
+//! optionally gzip'd or zstd'd) into the [`ImageStore`], for sites with no registry in reach.
 //!
 //! Every blob is verified against its name as it streams into the store, so a tampered
 //! tarball is refused. An image is named by its `io.containerd.image.name` annotation,
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Document, ManifestError, Platform};
-use crate::store::{Store, StoreError};
+use crate::store::{ImageStore, ImageStoreError};
 
 const NAME_ANNOTATIONS: [&str; 2] = [
     "io.containerd.image.name",
@@ -47,7 +47,7 @@ pub enum ImportError {
         source: ManifestError,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    ImageStore(#[from] ImageStoreError),
 }
 
 /// An imported image: the ref `name` now points at `manifest`.
@@ -70,7 +70,7 @@ struct LayoutEntry {
     annotations: BTreeMap<String, String>,
 }
 
-impl Store {
+impl ImageStore {
     /// Imports every named image of the layout tarball `archive`, choosing `platform`'s
     /// manifest where an image has several.
     pub fn import_layout(
@@ -151,7 +151,7 @@ impl Store {
             source,
         };
         let read = |digest: &Digest| match self.read_blob(digest) {
-            Err(StoreError::BlobNotFound(d)) => Err(missing(&d)),
+            Err(ImageStoreError::BlobNotFound(d)) => Err(missing(&d)),
             other => other.map_err(ImportError::from),
         };
         let mut digest = digest.clone();

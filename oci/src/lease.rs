@@ -3,7 +3,7 @@
 //! whatever the refs say: a pull's blobs have no ref until the pull ends, and a running
 //! container's image may have lost its tag to a newer image.
 //!
-//! [`Store::gc`] holds the lease table for as long as it decides and unlinks, so a pin
+//! [`ImageStore::gc`] holds the lease table for as long as it decides and unlinks, so a pin
 //! either lands before a collection (which then keeps the blob) or after it (and the
 //! pinner then sees whether the blob is still there). Owns the table, not the blobs.
 
@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::digest::Digest;
-use crate::store::Store;
+use crate::store::ImageStore;
 
-/// Every lease's pins, shared by the clones of one opened [`Store`].
+/// Every lease's pins, shared by the clones of one opened [`ImageStore`].
 #[derive(Debug, Default)]
 pub(crate) struct Leases(Mutex<LeaseTable>);
 
@@ -43,12 +43,12 @@ impl LeaseTable {
 /// cannot remove it between the check and its use.
 #[derive(Debug)]
 pub struct Lease {
-    store: Store,
+    store: ImageStore,
     id: u64,
 }
 
 impl Lease {
-    fn new(store: Store) -> Self {
+    fn new(store: ImageStore) -> Self {
         let id = {
             let mut table = store.leases().lock();
             table.next_id += 1;
@@ -60,7 +60,7 @@ impl Lease {
     }
 
     /// The store whose blobs this lease holds.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &ImageStore {
         &self.store
     }
 
@@ -90,7 +90,7 @@ impl Drop for Lease {
     }
 }
 
-impl Store {
+impl ImageStore {
     /// A new lease on this store's blobs, pinning nothing yet.
     pub fn lease(&self) -> Lease {
         Lease::new(self.clone())

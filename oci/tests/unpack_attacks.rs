@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use cloudos_images::{Digest, Limits, UnpackError};
+use cloudos_oci::{Digest, Limits, UnpackError};
 use common::{assert_unchanged, gzip, LongNames, Scene, Tar};
 
 /// Unpacks `tar` in `scene`, checking that nothing outside the store changed whatever

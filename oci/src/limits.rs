@@ -1,7 +1,7 @@
 //! How much an image may make the node download, write and hold in memory: the caps
 //! that stop image bombs (a registry that sends more than it declared, a small layer
 //! that unpacks to terabytes, millions of empty entries, a giant PAX record). One
-//! [`Limits`] value travels with the [`Store`](crate::Store); pulls and unpacking read it.
+//! [`Limits`] value travels with the [`ImageStore`](crate::ImageStore); pulls and unpacking read it.
 
 /// The caps applied to every image the store takes in. The defaults sit well above the
 /// largest images in common use (CUDA and PyTorch images have layers of about 3.5 GiB

@@ -24,7 +24,7 @@ use crate::limits::Limits;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum ImageStoreError {
     #[error("cannot {action} {path}: {source}; check that the data partition is mounted, writable and not full")]
     Io {
         action: &'static str,
@@ -48,11 +48,11 @@ pub enum StoreError {
     CorruptRefs { path: PathBuf, reason: String },
 }
 
-type Result<T, E = StoreError> = std::result::Result<T, E>;
+type Result<T, E = ImageStoreError> = std::result::Result<T, E>;
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageStoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io {
+    move |source| ImageStoreError::Io {
         action,
         path,
         source,
@@ -70,11 +70,16 @@ fn refs_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A missing blob is its own error: the remedy (pull again) differs from a failing disk.
-fn blob_err(digest: &Digest, action: &'static str, path: PathBuf, source: io::Error) -> StoreError {
+fn blob_err(
+    digest: &Digest,
+    action: &'static str,
+    path: PathBuf,
+    source: io::Error,
+) -> ImageStoreError {
     if source.kind() == io::ErrorKind::NotFound {
-        StoreError::BlobNotFound(digest.clone())
+        ImageStoreError::BlobNotFound(digest.clone())
     } else {
-        StoreError::Io {
+        ImageStoreError::Io {
             action,
             path,
             source,
@@ -85,7 +90,7 @@ fn blob_err(digest: &Digest, action: &'static str, path: PathBuf, source: io::Er
 /// A content-addressed blob store with named refs, rooted at a directory. Clones share
 /// their leases: open the store once per process and clone it.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct ImageStore {
     root: PathBuf,
     limits: Limits,
     leases: std::sync::Arc<Leases>,
@@ -102,7 +107,7 @@ pub struct GcReport {
     pub layers_removed: Vec<Digest>,
 }
 
-impl Store {
+impl ImageStore {
     /// Opens the store at `root`, creating its directories if they are missing, with the
     /// default [`Limits`].
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
@@ -217,7 +222,7 @@ impl Store {
         let limit = self.limits.max_blob_bytes;
         loop {
             if writer.size() > limit {
-                return Err(StoreError::BlobTooLarge {
+                return Err(ImageStoreError::BlobTooLarge {
                     digest: expected.clone(),
                     limit,
                 });
@@ -227,7 +232,7 @@ impl Store {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(StoreError::Io {
+                    return Err(ImageStoreError::Io {
                         action: "read the content of",
                         path,
                         source,
@@ -253,7 +258,7 @@ impl Store {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(source) => {
-                return Err(StoreError::Io {
+                return Err(ImageStoreError::Io {
                     action: "read",
                     path,
                     source,
@@ -261,14 +266,14 @@ impl Store {
             }
         };
         let raw: BTreeMap<String, String> =
-            serde_json::from_str(&text).map_err(|e| StoreError::CorruptRefs {
+            serde_json::from_str(&text).map_err(|e| ImageStoreError::CorruptRefs {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
         raw.into_iter()
             .map(|(name, digest)| match digest.parse() {
                 Ok(d) => Ok((name, d)),
-                Err(e) => Err(StoreError::CorruptRefs {
+                Err(e) => Err(ImageStoreError::CorruptRefs {
                     path: path.clone(),
                     reason: format!("ref {name:?}: {e}"),
                 }),
@@ -280,13 +285,13 @@ impl Store {
     pub fn get_ref(&self, name: &str) -> Result<Digest> {
         self.refs()?
             .remove(name)
-            .ok_or_else(|| StoreError::RefNotFound(name.to_string()))
+            .ok_or_else(|| ImageStoreError::RefNotFound(name.to_string()))
     }
 
     /// Points `name` at `digest`, which must already be in the store.
     pub fn set_ref(&self, name: &str, digest: &Digest) -> Result<()> {
         if !self.has_blob(digest) {
-            return Err(StoreError::BlobNotFound(digest.clone()));
+            return Err(ImageStoreError::BlobNotFound(digest.clone()));
         }
         let _guard = refs_lock();
         let mut refs = self.refs()?;
@@ -294,12 +299,12 @@ impl Store {
         self.write_refs(&refs)
     }
 
-    /// Removes the ref `name`; its blobs go at the next [`Store::gc`].
+    /// Removes the ref `name`; its blobs go at the next [`ImageStore::gc`].
     pub fn remove_ref(&self, name: &str) -> Result<()> {
         let _guard = refs_lock();
         let mut refs = self.refs()?;
         if refs.remove(name).is_none() {
-            return Err(StoreError::RefNotFound(name.to_string()));
+            return Err(ImageStoreError::RefNotFound(name.to_string()));
         }
         self.write_refs(&refs)
     }
@@ -310,7 +315,7 @@ impl Store {
             .map(|(name, digest)| (name.as_str(), digest.to_string()))
             .collect();
         let path = self.refs_path();
-        let text = serde_json::to_vec_pretty(&raw).map_err(|e| StoreError::CorruptRefs {
+        let text = serde_json::to_vec_pretty(&raw).map_err(|e| ImageStoreError::CorruptRefs {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -320,7 +325,7 @@ impl Store {
         file.write_all(&text)
             .and_then(|()| file.as_file().sync_all())
             .map_err(io_err("write", file.path()))?;
-        file.persist(&path).map_err(|e| StoreError::Io {
+        file.persist(&path).map_err(|e| ImageStoreError::Io {
             action: "replace",
             path,
             source: e.error,
@@ -458,7 +463,7 @@ impl BlobWriter {
     pub fn commit(self) -> Result<u64> {
         let actual = Digest::from_hasher(self.hasher);
         if actual != self.expected {
-            return Err(StoreError::DigestMismatch {
+            return Err(ImageStoreError::DigestMismatch {
                 expected: self.expected,
                 actual,
                 size: self.size,
@@ -469,11 +474,13 @@ impl BlobWriter {
             .sync_all()
             .map_err(io_err("sync", self.file.path()))?;
         let target = self.target;
-        self.file.persist(&target).map_err(|e| StoreError::Io {
-            action: "rename a verified blob to",
-            path: target.clone(),
-            source: e.error,
-        })?;
+        self.file
+            .persist(&target)
+            .map_err(|e| ImageStoreError::Io {
+                action: "rename a verified blob to",
+                path: target.clone(),
+                source: e.error,
+            })?;
         Ok(self.size)
     }
 }
@@ -493,9 +500,9 @@ impl Write for BlobWriter {
 
 /// A store in a fresh temporary directory, for tests.
 #[cfg(test)]
-pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+pub(crate) fn temp_store() -> (tempfile::TempDir, ImageStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("store")).unwrap();
+    let store = ImageStore::open(dir.path().join("store")).unwrap();
     (dir, store)
 }
 
@@ -504,7 +511,7 @@ mod tests {
     use super::temp_store as store;
     use super::*;
 
-    fn tmp_entries(store: &Store) -> usize {
+    fn tmp_entries(store: &ImageStore) -> usize {
         fs::read_dir(store.root().join("tmp")).unwrap().count()
     }
 
@@ -524,7 +531,7 @@ mod tests {
         for bad in [&b"hello"[..], b"hello wOrld", b"hello world!"] {
             let err = store.write_blob(&digest, bad).unwrap_err();
             assert!(
-                matches!(&err, StoreError::DigestMismatch { expected, .. } if *expected == digest),
+                matches!(&err, ImageStoreError::DigestMismatch { expected, .. } if *expected == digest),
                 "{err}"
             );
             assert!(err.to_string().contains("pull it again"), "{err}");
@@ -568,11 +575,11 @@ mod tests {
         store.set_ref("example.org/app:1", &digest).unwrap();
         assert_eq!(store.get_ref("example.org/app:1").unwrap(), digest);
         let err = store.get_ref("example.org/app:2").unwrap_err();
-        assert!(matches!(err, StoreError::RefNotFound(_)), "{err}");
+        assert!(matches!(err, ImageStoreError::RefNotFound(_)), "{err}");
         let absent = Digest::of(b"absent");
         assert!(matches!(
             store.set_ref("x", &absent).unwrap_err(),
-            StoreError::BlobNotFound(_)
+            ImageStoreError::BlobNotFound(_)
         ));
         store.remove_ref("example.org/app:1").unwrap();
         assert!(store.refs().unwrap().is_empty());
@@ -621,7 +628,7 @@ mod tests {
     }
 
     /// A manifest naming `config` and `layers`, stored; returns its digest.
-    fn image(store: &Store, config: &[u8], layers: &[&[u8]]) -> (Digest, Vec<Digest>) {
+    fn image(store: &ImageStore, config: &[u8], layers: &[&[u8]]) -> (Digest, Vec<Digest>) {
         let config = store.put_bytes(config).unwrap();
         let layers: Vec<Digest> = layers.iter().map(|l| store.put_bytes(l).unwrap()).collect();
         let manifest = serde_json::json!({
