@@ -18,9 +18,6 @@ use cloudos_cluster::api::{
 use cloudos_cluster::pki::{self, identity_from_cert};
 use cloudos_cluster::{tls, CaPin, NodeIdentity, NodeKey, Role, Token};
 use futures::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -123,26 +120,8 @@ async fn call(
     body: Option<String>,
 ) -> Reply {
     let tls = tls_connect(client, addr).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, headers, bytes) =
+        common::http_request(tls, method, path, body.unwrap_or_default().into_bytes()).await;
     Reply {
         status,
         headers,

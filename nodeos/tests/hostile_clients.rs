@@ -125,21 +125,8 @@ async fn closed_within(tcp: &mut TcpStream, wait: Duration) -> bool {
 /// One request on a fresh connection of `api`: status and body.
 async fn request(api: &ApiClient, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     let tls = api.connect().await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("http handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.expect("body");
-    (status, body.to_bytes().to_vec())
+    let (status, _, body) = common::http_request(tls, method, path, body).await;
+    (status, body)
 }
 
 fn heartbeat(seq: u64) -> Heartbeat {
