@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ARM64 boot and image-size benchmark. Prints a Markdown table and, with
-# --readme, puts it into README.md between the bench-arm64 markers.
+# --docs, puts it into docs/benchmarks.md between the bench-arm64 markers.
 #
-#   scripts/bench-arm64.sh [--runs N] [--readme]
+#   scripts/bench-arm64.sh [--runs N] [--docs]
 #
 # Boot time: qemu-system-aarch64 -M virt -cpu cortex-a57 (TCG) started with
 # -kernel/-initrd until a marker on the serial console, median of N runs
@@ -68,6 +68,6 @@ TABLE=$(cat <<TABLE
 TABLE
 )
 echo "$TABLE"
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench-arm64 "$TABLE"
+if [[ -n $DOCS ]]; then
+    scripts/docs-table.sh bench-arm64 "$TABLE"
 fi

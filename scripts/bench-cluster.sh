@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Cluster benchmarks (issue 3): join latency on a namespace bridge, and one master process
-# under a load generator of simulated agents. Prints a Markdown table; with --readme, puts
-# it into README.md between the bench-cluster markers. Needs root (network namespaces).
+# under a load generator of simulated agents. Prints a Markdown table; with --docs, puts
+# it into docs/benchmarks.md between the bench-cluster markers. Needs root (network namespaces).
 #
-#   scripts/bench-cluster.sh [--runs N] [--agents N] [--seconds S] [--readme]
+#   scripts/bench-cluster.sh [--runs N] [--agents N] [--seconds S] [--docs]
 #
 # Both the master and the generator are release builds; they share this machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-README=
+DOCS=
 ARGS=()
 while [[ $# -gt 0 ]]; do
     case $1 in
     --runs | --agents | --seconds) ARGS+=("$1" "$2"); shift 2 ;;
-    --readme) README=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--agents N] [--seconds S] [--readme]" >&2; exit 2 ;;
+    --docs) DOCS=1; shift ;;
+    *) echo "usage: $0 [--runs N] [--agents N] [--seconds S] [--docs]" >&2; exit 2 ;;
     esac
 done
 
@@ -27,6 +27,6 @@ TABLE="$TABLE
 $CAPTION"
 echo "$TABLE"
 
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench-cluster "$TABLE"
+if [[ -n $DOCS ]]; then
+    scripts/docs-table.sh bench-cluster "$TABLE"
 fi

@@ -3,9 +3,9 @@
 # processes on a network-namespace bridge, a real docker-registry); that node's link goes
 # down and the clock runs until the replica runs on the other node. Median of N runs,
 # reported next to the NotReady detection time of the same runs. Prints a Markdown table;
-# with --readme, puts it into README.md between the bench-failover markers. Needs root.
+# with --docs, puts it into docs/benchmarks.md between the bench-failover markers. Needs root.
 #
-#   scripts/bench-failover.sh [--runs N] [--readme]
+#   scripts/bench-failover.sh [--runs N] [--docs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Disk installer benchmark (issue 5): the time from the live ISO's boot to a booted
 # installed node, unattended, and what the install writes to the disk. Prints a Markdown
-# table and, with --readme, puts it into README.md between the bench-install markers.
+# table and, with --docs, puts it into docs/benchmarks.md between the bench-install markers.
 #
-#   flock /tmp/cloudos-qemu.lock scripts/bench-install.sh [--runs N] [--readme]
+#   flock /tmp/cloudos-qemu.lock scripts/bench-install.sh [--runs N] [--docs]
 #
 # Each run (median of N, default 3) starts ONE QEMU (TCG, SeaBIOS, 768 MiB) with a blank
 # sparse 8 GiB target as /dev/vda (bootindex 0), a FAT disk labelled CLOUDOS-CFG holding
@@ -207,6 +207,6 @@ TABLE
 )
 echo "$TABLE"
 
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench-install "$TABLE"
+if [[ -n $DOCS ]]; then
+    scripts/docs-table.sh bench-install "$TABLE"
 fi

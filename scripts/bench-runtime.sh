@@ -4,9 +4,9 @@
 # interleaved in the same run with Debian's runc and crun on a bundle with the
 # same root filesystem. Prints a Markdown table (p50, p90, ratio to crun's
 # median, whether the target "no slower than crun at the median" is met) and,
-# with --readme, puts it into README.md.
+# with --docs, puts it into docs/benchmarks.md.
 #
-#   scripts/bench-runtime.sh [--runs N] [--readme]
+#   scripts/bench-runtime.sh [--runs N] [--docs]
 #
 # Needs root, runc, crun and busybox-static (scripts/deps.sh installs them).
 # crun refuses a hybrid cgroup host ("cgroups in hybrid mode not supported"),
@@ -50,6 +50,6 @@ TABLE=$(timeout "$LIMIT" unshare -m --propagation private sh -c '
     exec "$@" --rootfs "$work/rootfs" --work "$work/work"' sh "$WORK" \
     "$BIN/cloudos-runtime-bench" --runs "$RUNS" --shim "$BIN/cloudos-shim")
 echo "$TABLE"
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench-runtime "$TABLE"
+if [[ -n $DOCS ]]; then
+    scripts/docs-table.sh bench-runtime "$TABLE"
 fi

@@ -2,22 +2,22 @@
 # Scheduler benchmark (issue 4): decisions per second and per-decision latency with
 # 5,000 simulated nodes (mixed architectures, labels and sizes) and 10,000 queued tasks
 # (mixed shapes, some with selectors or architectures, some fitting nowhere), for the
-# spread and binpack policies. Prints a Markdown table; with --readme, puts it into
-# README.md between the bench-scheduler markers.
+# spread and binpack policies. Prints a Markdown table; with --docs, puts it into
+# docs/benchmarks.md between the bench-scheduler markers.
 #
-#   scripts/bench-scheduler.sh [--nodes N] [--tasks N] [--readme]
+#   scripts/bench-scheduler.sh [--nodes N] [--tasks N] [--docs]
 #
 # Pure computation in one thread, in a release build: no root, no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-README=
+DOCS=
 ARGS=()
 while [[ $# -gt 0 ]]; do
     case $1 in
     --nodes | --tasks) ARGS+=("$1" "$2"); shift 2 ;;
-    --readme) README=1; shift ;;
-    *) echo "usage: $0 [--nodes N] [--tasks N] [--readme]" >&2; exit 2 ;;
+    --docs) DOCS=1; shift ;;
+    *) echo "usage: $0 [--nodes N] [--tasks N] [--docs]" >&2; exit 2 ;;
     esac
 done
 
@@ -29,6 +29,6 @@ TABLE="$TABLE
 $CAPTION"
 echo "$TABLE"
 
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench-scheduler "$TABLE"
+if [[ -n $DOCS ]]; then
+    scripts/docs-table.sh bench-scheduler "$TABLE"
 fi

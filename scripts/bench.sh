@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Boot and size benchmarks for the foundation. Prints a Markdown table and,
-# with --readme, puts it into README.md between the bench markers.
+# with --docs, puts it into docs/benchmarks.md between the bench markers.
 #
-#   scripts/bench.sh [--runs N] [--readme]
+#   scripts/bench.sh [--runs N] [--docs]
 #
 # Boot time: QEMU (TCG) started with -kernel/-initrd until a marker on the
 # serial console, median of N runs (default 5), for nodeos ("nodeos ready")
@@ -77,6 +77,6 @@ TABLE
 )
 echo "$TABLE"
 
-if [[ -n $README ]]; then
-    scripts/readme-table.sh bench "$TABLE"
+if [[ -n $DOCS ]]; then
+    scripts/docs-table.sh bench "$TABLE"
 fi

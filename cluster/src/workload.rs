@@ -1,4 +1,4 @@
-//! Workloads as the API speaks them (DESIGN.md decision 10): what a person asks to run
+//! Workloads as the API speaks them (docs/design.md decision 10): what a person asks to run
 //! (a [`WorkloadSpec`], as a task or as a service's replicas), the quantities in it
 //! (`500m` CPU, `64Mi` memory) and the records the master keeps and shows.
 //!

@@ -1,5 +1,5 @@
 //! Advertising a master as `<instance>._cloudos._tcp.local.` with libmdns
-//! (DESIGN.md decision 8). Owns one responder thread per advertisement; knows
+//! (docs/design.md decision 8). Owns one responder thread per advertisement; knows
 //! nothing of browsing or of how the master learns its own pin.
 //!
 //! What libmdns does, measured and read from its source (0.10), and what follows:

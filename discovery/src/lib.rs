@@ -1,5 +1,5 @@
 //! Finding CloudOS masters on the LAN with DNS-SD over mDNS (RFC 6762/6763),
-//! DESIGN.md decision 8.
+//! docs/design.md decision 8.
 //!
 //! Every master advertises `<instance>._cloudos._tcp.local.` ([`Advertiser`], libmdns)
 //! with the TXT keys `txtvers=1`, `cluster`, `pin` (first 16 hex characters of the

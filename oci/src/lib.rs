@@ -1,4 +1,4 @@
-//! OCI images for CloudOS (DESIGN.md decision 11, issue 4).
+//! OCI images for CloudOS (docs/design.md decision 11, issue 4).
 //!
 //! Owns everything between a registry (or an image-layout tarball) and an unpacked layer
 //! on the data partition: digests, the content-addressed store, pulls and unpacking.

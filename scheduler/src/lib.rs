@@ -1,5 +1,5 @@
-//! CloudOS scheduler (issue 4, DESIGN decision 10): decides which node runs a task or a
-//! service replica. It filters nodes by readiness, architecture, labels and free
+//! CloudOS scheduler (issue 4, docs/design.md decision 10): decides which node runs a task or
+//! a service replica. It filters nodes by readiness, architecture, labels and free
 //! resources, scores the rest with a pluggable policy, and explains in plain words why
 //! work that fits nowhere has to wait.
 //!

@@ -1,6 +1,6 @@
 //! A cluster's host-side parts on a [`TestNet`] bridge, for the QEMU tests: a `nodeos master`
-//! process (DESIGN.md allows the master as a process on the bridge's host side, which keeps
-//! this host at two guests) and the admin's `cloudos` CLI logged in to it.
+//! process (docs/design.md decision 42 allows the master as a process on the bridge's host
+//! side, which keeps this host at two guests) and the admin's `cloudos` CLI logged in to it.
 //!
 //! They run the debug builds (`cargo build -p nodeos -p cloudos-cli`); a missing binary is a
 //! panic that says how to build it.

@@ -1,10 +1,10 @@
 //! Workloads on real ISO boots: two compute VMs (cgroup v2, nodeos as PID 1, the runtime's
 //! shim re-executing nodeos) on a private bridge, with the master and a `docker-registry`
 //! as processes on the bridge's host side (two VMs at most run at once on this host's two
-//! cores, so the master is the host-side process DESIGN.md allows). The admin's `cloudos`
-//! runs a task whose logs stream while it runs and whose /output downloads, sees an OOM kill
-//! reported as such, and deploys a service whose two replicas stay two when a compute VM
-//! is powered off.
+//! cores, so the master is the host-side process docs/design.md decision 42 allows). The
+//! admin's `cloudos` runs a task whose logs stream while it runs and whose /output
+//! downloads, sees an OOM kill reported as such, and deploys a service whose two replicas
+//! stay two when a compute VM is powered off.
 //!
 //! Needs root (namespaces, taps), `scripts/build.sh` (the ISO) and
 //! `cargo build -p nodeos -p cloudos-cli` (the host-side master and CLI).
