@@ -6,7 +6,7 @@
 #   - the master's JSON inputs: random and mutated bodies POSTed to every JSON route of a
 #     real master over TLS, no 5xx, the master still serving afterwards;
 #   - the token, CA pin, TTL and identity parsers: no panic, short errors.
-# Prints a Markdown table for the README's Security section. Debug builds: the release
+# Prints a Markdown table for docs/testing.md (Fuzz and property runs). Debug builds: the release
 # profile (LTO, one codegen unit) takes longer to build than the runs take.
 #
 #   scripts/fuzz.sh [SCALE]     SCALE multiplies the case counts (default 1)
@@ -31,10 +31,10 @@ run() { # name cases cargo-args...
 
 echo "==> building the fuzz targets" >&2
 cargo test --locked -q --no-run -p cloudos-oci --test unpack_fuzz \
-    -p nodeos --test api_fuzz -p cloudos-cluster --test parser_fuzz >&2
+    -p cloudos-master --test api_fuzz -p cloudos-cluster --test parser_fuzz >&2
 
 echo "| target | cases | time | crashes |"
 echo "|---|---|---|---|"
 run "tar unpacker" $((10000 * SCALE)) -p cloudos-oci --test unpack_fuzz
-run "master JSON inputs (TLS, real master)" $((3000 * SCALE)) -p nodeos --test api_fuzz
+run "master JSON inputs (TLS, real master)" $((3000 * SCALE)) -p cloudos-master --test api_fuzz
 run "token, pin, TTL, identity parsers" $((100000 * SCALE)) -p cloudos-cluster --test parser_fuzz

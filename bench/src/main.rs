@@ -1,4 +1,4 @@
-//! `cluster-bench`: the cluster figures of the README, measured on this machine with the
+//! `cluster-bench`: the cluster figures of docs/benchmarks.md, measured on this machine with the
 //! release `nodeos` as its own process, in network namespaces the bench makes and removes.
 //!
 //! - `join`: agent process start → Ready in the master's node list, over the namespace
@@ -8,7 +8,7 @@
 //!   heartbeat round trip as the agents see it, the master's CPU and memory.
 //!
 //! Prints a Markdown table on stdout (progress on stderr); `scripts/bench-cluster.sh`
-//! puts it into the README.
+//! puts it into docs/benchmarks.md.
 //!
 //!     cluster-bench --nodeos target/release/nodeos [--runs 10] [--agents 5000] [--seconds 20]
 

@@ -1,6 +1,6 @@
 //! Scheduling decisions per second and per-decision latency over a simulated cluster
 //! (mixed architectures, labels and sizes) and a queue of mixed requests, for each
-//! policy. Prints the Markdown table `scripts/bench-scheduler.sh` puts in the README.
+//! policy. Prints the Markdown table `scripts/bench-scheduler.sh` puts in docs/benchmarks.md.
 //!
 //!   cargo bench -p cloudos-scheduler -- [--nodes N] [--tasks N]
 //!
