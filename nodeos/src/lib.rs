@@ -1,6 +1,7 @@
 //! CloudOS's node userland: PID 1, its supervised services and the node roles.
 //!
 //! Module map: `init` (PID 1 itself), `supervisor` (service lifecycles),
+//! `blockdev` (disks, partitions, the data partition and ext4, for PID 1 and the installer),
 //! `services` (what each service does), `kmod` (drivers), `net` (links,
 //! DHCP, routes), `settings` (boot settings), `logging`, `status`, and the node roles:
 //! `master` (CA, tokens, registry, API) and `agent` (join, heartbeats); `host` runs
@@ -8,6 +9,7 @@
 //! `diskinstall` installs CloudOS from the live ISO to a disk.
 
 pub mod agent;
+pub mod blockdev;
 pub mod diskinstall;
 pub mod fsutil;
 pub mod host;
