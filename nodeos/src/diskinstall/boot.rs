@@ -90,8 +90,8 @@ pub fn after_ready(install: Option<String>, slot: Option<Slot>, configured: bool
         let config_disk = probe
             && tokio::task::spawn_blocking(|| {
                 // The disk may be on a controller that is still probing.
-                crate::init::storage::wait_settled(crate::init::storage::SETTLE_TIMEOUT);
-                !super::medium::find_labelled(CONFIG_DISK_LABEL).is_empty()
+                crate::blockdev::storage::wait_settled(crate::blockdev::storage::SETTLE_TIMEOUT);
+                !crate::blockdev::labels::find_labelled(CONFIG_DISK_LABEL).is_empty()
             })
             .await
             .unwrap_or(false);

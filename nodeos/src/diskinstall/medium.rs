@@ -3,7 +3,7 @@
 //! partition or an http:// URL). Only reads; everything is mounted read-only.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,8 +11,9 @@ use anyhow::{bail, Context as _};
 use cloudos_installer::Source;
 use nix::mount::MsFlags;
 
-use super::blkdev::Mounted;
-use crate::init::datapart::{ext4_label, fat_label};
+use crate::blockdev::devices::{self, CLASS_BLOCK};
+use crate::blockdev::labels::{find_labelled, FsKind};
+use crate::blockdev::mount::Mounted;
 
 /// The ISO's volume id (iso/build.sh).
 pub const MEDIUM_LABEL: &str = "CLOUDOS";
@@ -28,82 +29,12 @@ const MAX_ANSWER_BYTES: u64 = 64 << 10;
 /// How long fetching an answer file may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The file systems a label is looked for in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsKind {
-    Iso9660,
-    Vfat,
-    Ext4,
-}
-
-impl FsKind {
-    pub fn mount_type(self) -> &'static str {
-        match self {
-            FsKind::Iso9660 => "iso9660",
-            FsKind::Vfat => "vfat",
-            FsKind::Ext4 => "ext4",
-        }
-    }
-}
-
-/// The volume id of an ISO 9660 primary volume descriptor (the 2048 bytes at 32 KiB).
-pub fn iso9660_label(descriptor: &[u8]) -> Option<String> {
-    if descriptor.len() < 72 || descriptor[0] != 1 || &descriptor[1..6] != b"CD001" {
-        return None;
-    }
-    let id = std::str::from_utf8(&descriptor[40..72]).ok()?.trim_end();
-    (!id.is_empty()).then(|| id.to_owned())
-}
-
-/// The label and kind of the file system on `device`, if it is one we read.
-fn probe(device: &str) -> Option<(FsKind, String)> {
-    let mut file = File::open(device).ok()?;
-    let mut head = vec![0u8; 34 * 1024];
-    let mut read = 0;
-    while read < head.len() {
-        match file.read(&mut head[read..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => read += n,
-        }
-    }
-    head.truncate(read);
-    if head.len() >= 32768 + 72 {
-        if let Some(label) = iso9660_label(&head[32768..]) {
-            return Some((FsKind::Iso9660, label));
-        }
-    }
-    if head.len() >= 2048 {
-        if let Some(label) = ext4_label(&head[1024..2048]) {
-            return Some((FsKind::Ext4, label));
-        }
-    }
-    if head.len() >= 512 {
-        if let Some(label) = fat_label(&head[..512]) {
-            return Some((FsKind::Vfat, label));
-        }
-    }
-    None
-}
-
-/// Every block device (`/dev/<name>`) with a file system labelled `label`, in name order.
-/// Whole disks come before their partitions, so a hybrid ISO on a USB stick is found as
-/// the stick itself.
-pub fn find_labelled(label: &str) -> Vec<(String, FsKind)> {
-    crate::init::datapart::block_devices()
-        .into_iter()
-        .filter_map(|dev| match probe(&dev) {
-            Some((kind, found)) if found == label => Some((dev, kind)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The kernel name of the disk holding the live medium (`sr0`, or `sdb` for a stick).
 pub fn boot_medium() -> Option<String> {
     let (device, _) = find_labelled(MEDIUM_LABEL).into_iter().next()?;
     let name = device.trim_start_matches("/dev/").to_owned();
     // A partition of a stick: name its disk.
-    Some(super::inplace::disk_of(Path::new("/sys/class/block"), &name).unwrap_or(name))
+    Some(devices::disk_of(Path::new(CLASS_BLOCK), &name).unwrap_or(name))
 }
 
 /// Loads the module for a file system if the kernel lacks it. The kernel asks
@@ -235,30 +166,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Reads `len` bytes at `offset` of `path`.
-pub fn read_at(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso9660_volume_ids_are_read_from_the_primary_descriptor() {
-        let mut pvd = vec![0u8; 2048];
-        pvd[0] = 1;
-        pvd[1..6].copy_from_slice(b"CD001");
-        pvd[40..72].copy_from_slice(format!("{:<32}", "CLOUDOS").as_bytes());
-        assert_eq!(iso9660_label(&pvd).as_deref(), Some("CLOUDOS"));
-        pvd[0] = 2;
-        assert_eq!(iso9660_label(&pvd), None);
-        assert_eq!(iso9660_label(&[0u8; 10]), None);
-    }
 }

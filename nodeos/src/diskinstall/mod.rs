@@ -10,16 +10,16 @@
 //! - `inplace`: setting up the medium the system runs from (the Pi's card);
 //! - `medium`: the live medium (template, kernel, initramfs) and the answer file's source;
 //! - `writer`: the ordered write of a checked plan (see its module comment);
-//! - `blkdev`: BLKPG, BLKRRPART and short-lived mounts;
 //! - `ids`: this disk's own ESP volume id and data UUID;
 //! - `terminal`: which console terminal the wizard runs on (the first to press Enter);
 //! - `boot`: PID 1's side, which runs `nodeos install-disk` as a child process so that
 //!   nothing in the installer can take PID 1 down.
 //!
+//! Disks, partitions, labels and ext4 come from `crate::blockdev`, which PID 1 shares.
+//!
 //! It must not touch a disk before the answers are checked and every input is read: a bad
 //! answer file, a missing template or a wrong token leave the target as it was.
 
-pub mod blkdev;
 pub mod boot;
 pub mod ids;
 pub mod inplace;

@@ -17,7 +17,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +32,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nix::mount::MsFlags;
 use uuid::Uuid;
 
-use super::blkdev::{self, Mounted};
+use crate::blockdev::devices::{partition_path, wait_for_node};
+use crate::blockdev::mount::Mounted;
+use crate::blockdev::{blkpg, ext4};
 
 /// Where the target's partitions are mounted while they are filled.
 const WORK_DIR: &str = "/run/cloudos/install";
@@ -187,7 +188,7 @@ pub fn write(plan: &Plan, inputs: &Inputs, settings: &str) -> anyhow::Result<()>
         })
         .and_then(|_| disk.sync_all())
         .with_context(|| format!("cannot erase the partition tables of {disk_path}"))?;
-    blkdev::reread_partitions(&disk).with_context(|| {
+    blkpg::reread_partitions(&disk).with_context(|| {
         format!("the kernel cannot drop the old partitions of {disk_path} (one is in use)")
     })?;
 
@@ -229,7 +230,7 @@ pub fn write(plan: &Plan, inputs: &Inputs, settings: &str) -> anyhow::Result<()>
     let disk = File::open(disk_path).with_context(|| format!("cannot open {disk_path}"))?;
     let filled = fill_partitions(&disk, disk_path, parts, inputs, settings);
     for number in [3, 2] {
-        if let Err(e) = blkdev::del_partition(&disk, number) {
+        if let Err(e) = blkpg::del_partition(&disk, number) {
             log::debug!("forgetting partition {number} of {disk_path}: {e}");
         }
     }
@@ -245,7 +246,7 @@ pub fn write(plan: &Plan, inputs: &Inputs, settings: &str) -> anyhow::Result<()>
         .write_to(&mut disk)
         .and_then(|_| disk.sync_all())
         .with_context(|| format!("cannot write the partition table of {disk_path}"))?;
-    if let Err(e) = blkdev::reread_partitions(&disk) {
+    if let Err(e) = blkpg::reread_partitions(&disk) {
         // The table is on the disk; the next boot reads it.
         log::warn!("the kernel did not re-read {disk_path}'s partitions: {e}");
     }
@@ -261,7 +262,7 @@ fn fill_partitions(
     settings: &str,
 ) -> anyhow::Result<()> {
     for p in [parts.esp(), parts.data()] {
-        blkdev::add_partition(disk, p.number, p.offset_bytes(), p.size_bytes()).with_context(
+        blkpg::add_partition(disk, p.number, p.offset_bytes(), p.size_bytes()).with_context(
             || {
                 format!(
                     "cannot tell the kernel about partition {} of {disk_path}",
@@ -270,11 +271,11 @@ fn fill_partitions(
             },
         )?;
     }
-    let esp_dev = blkdev::partition_path(disk_path, parts.esp().number);
-    let data_dev = blkdev::partition_path(disk_path, parts.data().number);
+    let esp_dev = partition_path(disk_path, parts.esp().number);
+    let data_dev = partition_path(disk_path, parts.data().number);
     for dev in [&esp_dev, &data_dev] {
         ensure!(
-            blkdev::wait_for_node(dev, Duration::from_secs(10)),
+            wait_for_node(dev, Duration::from_secs(10)),
             "{dev} did not appear"
         );
     }
@@ -310,9 +311,10 @@ fn fill_partitions(
         .with_context(|| format!("cannot unmount the ESP {esp_dev}"))?;
 
     // The data partition: grown to the plan's size, with the node's settings.
-    let superblock = super::medium::read_at(Path::new(&data_dev), 1024, 1024)
+    let superblock = File::open(&data_dev)
+        .and_then(|mut part| ext4::read(&mut part))
         .with_context(|| format!("cannot read the superblock of {data_dev}"))?;
-    let Some((_, block_size)) = crate::init::growpart::ext4_size(&superblock) else {
+    let Some(block_size) = superblock.and_then(|sb| sb.block_size()) else {
         bail!("{data_dev} holds no ext4 file system after the template was written");
     };
     let data = Mounted::new(
@@ -328,8 +330,7 @@ fn fill_partitions(
         parts.data().size_bytes() >> 20
     );
     let dir = File::open(&data.dir).with_context(|| format!("opening {}", data.dir.display()))?;
-    // SAFETY: the argument is a u64 that lives across the call; the kernel reads it.
-    unsafe { crate::init::growpart::ext4_resize_fs(dir.as_raw_fd(), &new_blocks) }
+    ext4::resize(&dir, new_blocks)
         .with_context(|| format!("cannot grow the ext4 file system on {data_dev}"))?;
     super::ids::set_ext4_uuid(&dir, *random_guid()?.as_bytes())
         .with_context(|| format!("cannot give {data_dev} a new UUID"))?;

@@ -91,7 +91,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Confirms `booted` in the ESP's grubenv. Mounts the ESP for the time it takes.
 pub fn confirm(booted: Slot) -> Result<Confirmed, SlotError> {
-    let device = super::datapart::find_vfat_labelled(ESP_LABEL).ok_or(SlotError::NoEsp)?;
+    let device = crate::blockdev::labels::find_vfat_labelled(ESP_LABEL).ok_or(SlotError::NoEsp)?;
     std::fs::create_dir_all(ESP_MOUNT).map_err(|source| SlotError::Io {
         action: "creating",
         source,

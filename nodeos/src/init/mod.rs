@@ -4,18 +4,17 @@
 //! panic, so every failure is logged and the boot goes on, degraded.
 
 pub mod bootslot;
-pub mod datapart;
-pub mod growpart;
+pub mod datastore;
 pub mod hostname;
 pub mod mounts;
 pub mod shutdown;
-pub mod storage;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::blockdev::{datapart, storage};
 use crate::kmod::coldplug::coldplug;
 use crate::kmod::{Loader, ModuleIndex};
 use crate::settings::{Settings, CONFIG_FILE};
@@ -98,7 +97,7 @@ fn run() -> anyhow::Result<()> {
             );
         }
     }
-    let mut data = datapart::mount_data(loader.as_deref());
+    let mut data = datastore::mount_data(loader.as_deref());
     log::info!("state is kept on {data}");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -121,7 +120,7 @@ fn run() -> anyhow::Result<()> {
         hostname::set(&hostname);
         log::info!("host name {hostname}, role {}", settings.role);
 
-        let look_late = data == datapart::DataStore::Memory && !must_find_data && !looked_late;
+        let look_late = data == datastore::DataStore::Memory && !must_find_data && !looked_late;
         looked_late = true;
         let warnings: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         let boot = Boot {
@@ -136,7 +135,7 @@ fn run() -> anyhow::Result<()> {
         let device = runtime.block_on(supervise(boot, reaper.clone()))?;
         // A live boot found a data partition on a disk that probed late; its
         // services are stopped. Boot again on its state.
-        data = datapart::adopt_late(&device, loader.as_deref());
+        data = datastore::adopt_late(&device, loader.as_deref());
         log::info!("state is kept on {data}");
     }
 }
@@ -312,7 +311,7 @@ async fn look_for_data_late() -> Option<String> {
             );
             return None;
         }
-        let found = datapart::find_data();
+        let found = datapart::find();
         if found.is_none() {
             log::info!("no CLOUDOS-DATA partition on the disks probed after the boot either; state stays in memory");
         }

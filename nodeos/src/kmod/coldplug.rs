@@ -6,7 +6,7 @@
 //!
 //! PID 1 runs it first with [`BOOT_DEFERRED`] and the storage drivers left
 //! out: the drivers the boot and the services need, no more. A thread of PID 1
-//! then loads the storage drivers (`init::storage`), and the devices service
+//! then loads the storage drivers (`blockdev::storage`), and the devices service
 //! runs it again, with only the storage drivers left out, once it listens for
 //! hot-plug events, so the deferred drivers load in the background instead of
 //! holding up `nodeos ready`.

@@ -4,7 +4,7 @@
 //! `kmod::coldplug::BOOT_DEFERRED`); a pass here after subscribing loads
 //! those and catches devices that appeared in between. The storage
 //! controllers are not ours: PID 1 probes them when it wants the disks
-//! (`init::storage`).
+//! (`blockdev::storage`).
 
 use std::os::fd::AsRawFd;
 
@@ -73,11 +73,11 @@ pub fn run() -> anyhow::Result<()> {
 /// for it. Hot-plug events are still handled at normal priority meanwhile.
 fn catch_up(loader: &Loader) {
     crate::kmod::coldplug::lower_this_threads_priority();
-    // PID 1 probes the storage controllers itself (init::storage).
+    // PID 1 probes the storage controllers itself (blockdev::storage).
     let report = coldplug(
         loader,
         std::path::Path::new("/sys"),
-        crate::init::storage::STORAGE_DRIVERS,
+        crate::blockdev::storage::STORAGE_DRIVERS,
     );
     for module in &report.loaded {
         log::info!("loaded {module} for a device found at boot");

@@ -15,6 +15,9 @@
 //! that neither the module loads nor the kernel's probe threads take the CPU
 //! from them, and then looks for a data partition again (`init::supervise`).
 //! The look for an unattended-install disk waits for it too.
+//!
+//! Owns when the storage drivers load and the wait for their disks; which module a
+//! device needs and loading it are `kmod`'s, and what is on the disks is not read here.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
