@@ -24,6 +24,9 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
+step "script tests"
+for t in scripts/tests/*.sh; do "$t"; done
+
 step "unit and in-process tests"
 cargo test --workspace --locked --exclude cloudos-tests
 
