@@ -14,8 +14,8 @@
 # on /dev/vda. On ttyS0 root is logged in automatically (root has no password
 # and cannot log in any other way); systemd-networkd does DHCPv4 on en*/eth*.
 #
-# The mirror is the host's Debian mirror from its apt sources (deb.debian.org
-# if there is none), or $CLOUDOS_DEBIAN_MIRROR. Needs root (debootstrap).
+# The mirror is the host's bookworm mirror from its apt sources, or
+# $CLOUDOS_DEBIAN_MIRROR (scripts/lib/apt-mirror.sh). Needs root (debootstrap).
 # Writes only under out/ and the cache. Never rebuilds the CloudOS images.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
@@ -47,31 +47,7 @@ done
 cd "$ROOT"
 
 source "$ROOT/scripts/lib/fresh.sh"
-
-# The first Debian mirror in the host's apt sources that carries $SUITE, in
-# either format (one-line sources.list or deb822 .sources).
-host_mirror() {
-    local f
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [[ -f $f ]] || continue
-        awk -v s="$SUITE" '$1 == "deb" {
-            i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-            if ($(i + 1) == s) { print $i; exit }
-        }' "$f"
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [[ -f $f ]] || continue
-        # Stanzas are separated by blank lines; keep the URIs of a `deb` stanza
-        # whose Suites list $SUITE itself.
-        awk -v s="$SUITE" '
-            function flush() { if (deb && suite && uri != "") print uri; deb = suite = 0; uri = "" }
-            /^[[:space:]]*$/ { flush(); next }
-            /^Types:/ { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
-            /^URIs:/ { uri = $2 }
-            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s) suite = 1 }
-            END { flush() }' "$f"
-    done
-}
+source "$ROOT/scripts/lib/apt-mirror.sh"
 
 # Unmounts whatever is mounted under $1 (deepest first): debootstrap mounts
 # /proc and /sys in the tree, and in a container it bind-mounts the host's
@@ -94,11 +70,7 @@ TREE_KEY="debootstrap --variant=minbase --include=$INCLUDE $SUITE $DEB_ARCH"
 if [[ -f $WORK/rootfs.complete && $(cat "$WORK/rootfs.complete") == "$TREE_KEY" ]]; then
     :
 else
-    MIRROR=${CLOUDOS_DEBIAN_MIRROR:-$(host_mirror | sed -n 1p)}
-    if [[ -z $MIRROR ]]; then
-        MIRROR=http://deb.debian.org/debian
-        echo "debian-guest.sh: no $SUITE mirror in the host's apt sources; using $MIRROR" >&2
-    fi
+    MIRROR=$(debian_mirror "$SUITE") || die "no mirror to debootstrap $SUITE from"
     step "debootstrap $SUITE from $MIRROR (cached in $WORK)"
     umount_under "$TREE"
     rm -rf --one-file-system "$TREE" "$WORK/rootfs.complete"

@@ -50,15 +50,16 @@ APT_OPTS=(-qq)
 # the target directory; the hash check below is what guards the file.
 [[ $(id -u) == 0 ]] && APT_OPTS+=(-o APT::Sandbox::User=root)
 
-# The images are built from Debian bookworm whatever the host runs.
-DEBIAN_MIRROR=${CLOUDOS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The images are built from Debian bookworm whatever the host runs. The private
+# sources below use the host's bookworm mirror, or $CLOUDOS_DEBIAN_MIRROR.
 DEBIAN_SUITE=bookworm
+source "$ROOT/scripts/lib/apt-mirror.sh"
 
 # Set OPTS to the apt options for a component: the host's own configuration for
 # `main`, else a private sources list and state directory under the cache, whose
 # lists are fetched on first use (or again with --update).
 apt_opts() {
-    local component=$1 refresh=${2:-} dir
+    local component=$1 refresh=${2:-} dir mirror
     OPTS=("${APT_OPTS[@]}")
     [[ $component == main ]] && return 0
     dir=$CACHE/apt/$component
@@ -68,7 +69,8 @@ apt_opts() {
         mkdir -p "$dir/lists/partial" "$dir/archives/partial"
         [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] ||
             die "no Debian archive keyring: install debian-archive-keyring"
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $DEBIAN_MIRROR $DEBIAN_SUITE $component" \
+        mirror=$(debian_mirror "$DEBIAN_SUITE") || die "no mirror for the private $component source"
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $DEBIAN_SUITE $component" \
             >"$dir/sources.list"
         apt-get "${OPTS[@]}" update || die "apt-get update of the private $component source failed"
         touch "$dir/.updated"

@@ -24,6 +24,18 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
+step "script tests"
+for t in scripts/tests/*.sh; do "$t"; done
+
+step "dependency licences, duplicate versions and sources (deny.toml)"
+# Once per target of deny.toml: given one target, cargo-deny reads only that
+# platform's tree, which the build has fetched, so it needs no network.
+targets=$(awk -F'"' '/^targets = / { for (i = 2; i < NF; i += 2) print $i }' deny.toml)
+[[ -n $targets ]] || { echo "test.sh: no [graph] targets in deny.toml" >&2; exit 1; }
+for target in $targets; do
+    cargo deny --offline --locked --target "$target" check licenses bans sources
+done
+
 step "unit and in-process tests"
 cargo test --workspace --locked --exclude cloudos-tests
 

@@ -291,7 +291,8 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
             "libcontainer reported no pid for the started container".into(),
         )));
     };
-    Ok((container, init, out_r, err_r))
+    // libcontainer's Pid is from its own, older nix: it crosses by number.
+    Ok((container, Pid::from_raw(init.as_raw()), out_r, err_r))
 }
 
 fn set_sigpipe(disposition: libc::sighandler_t) {
@@ -489,7 +490,7 @@ fn supervise(
             if revents == 0 {
                 continue;
             }
-            match nix::unistd::read(p.as_raw_fd(), &mut buf) {
+            match nix::unistd::read(p, &mut buf) {
                 Ok(0) => pipes[i] = None,
                 Ok(n) => {
                     if let Some(sink) = sinks[i].as_mut() {
