@@ -9,6 +9,8 @@
 //! - [`workload`]: tasks, services, runs and resource quantities as the API speaks them.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
 //! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
+//! - [`units`]: sizes and CPU as people read them (`64Mi`, `500m`), re-exported from the
+//!   dependency-free `cloudos-units` so that the scheduler can share them without this crate.
 //!
 //! Apart from [`client`], this crate opens no sockets and starts no threads: it is a library
 //! the servers and clients are built on. Nothing in it panics on bad input, because the
@@ -27,6 +29,7 @@ pub mod workload;
 mod util;
 
 pub use addr::{parse_master_address, Ipv4Cidr};
+pub use cloudos_units as units;
 pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
 pub use store::{RedbStore, Store};
