@@ -9,6 +9,7 @@
 //! - [`workload`]: tasks, services, runs and resource quantities as the API speaks them.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
 //! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
+//! - [`backoff`]: exponential backoff between retries, for every retry loop of a node.
 //! - [`units`]: sizes and CPU as people read them (`64Mi`, `500m`), re-exported from the
 //!   dependency-free `cloudos-units` so that the scheduler can share them without this crate.
 //!
@@ -18,6 +19,7 @@
 
 pub mod addr;
 pub mod api;
+pub mod backoff;
 pub mod client;
 pub mod identity;
 pub mod pki;
@@ -29,6 +31,7 @@ pub mod workload;
 mod util;
 
 pub use addr::{parse_master_address, Ipv4Cidr};
+pub use backoff::Backoff;
 pub use cloudos_units as units;
 pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};

@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 
 use crate::settings::Settings;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, RETRY_BACKOFF};
 pub use identity::{IdentityStore, IdentityStoreError, StoredIdentity};
 pub use join::join_once;
 pub use telemetry::Sampler;
@@ -356,7 +356,7 @@ pub fn main(args: AgentArgs) -> anyhow::Result<()> {
         name: args.name.unwrap_or_else(host_name),
         labels: args.labels.unwrap_or_default(),
         discover_timeout: args.discover_timeout,
-        retry: Backoff::default(),
+        retry: RETRY_BACKOFF,
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
         forget_token_in: None,
@@ -382,7 +382,7 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         name: settings.hostname.clone().unwrap_or_else(host_name),
         labels: settings.labels.clone(),
         discover_timeout: Duration::from_secs(3),
-        retry: Backoff::default(),
+        retry: RETRY_BACKOFF,
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
         forget_token_in: Some(PathBuf::from(crate::settings::CONFIG_FILE)),

@@ -81,7 +81,7 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
             .unwrap_or_else(crate::agent::host_name),
         labels: settings.labels.clone(),
         discover_timeout: Duration::from_secs(3),
-        retry: crate::agent::Backoff::default(),
+        retry: crate::agent::RETRY_BACKOFF,
         metrics_listen: crate::agent::metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
         // install.sh joined with the token; it was never written down.
