@@ -31,7 +31,6 @@ pub mod workload;
 mod util;
 
 pub use addr::{parse_master_address, Ipv4Cidr};
-pub use backoff::Backoff;
 pub use cloudos_units as units;
 pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
