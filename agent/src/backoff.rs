@@ -1,55 +1,17 @@
-//! Exponential backoff between retries: the agent never busy-loops on a master that is gone.
+//! The agent's retry delays (the arithmetic is `cloudos_cluster::backoff`'s): the agent
+//! never busy-loops on a master that is gone.
 
 use std::time::Duration;
 
-/// Delays of `initial`, doubling up to `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
+pub use cloudos_cluster::backoff::Backoff;
 
-impl Default for Backoff {
-    /// 1 s, 2 s, 4 s … 30 s: a restarted master sees its agents back within seconds, a dead
-    /// one costs each agent a connection attempt every half minute.
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Backoff {
-    /// A fresh sequence of delays.
-    pub fn start(self) -> Retry {
-        Retry {
-            policy: self,
-            next: self.initial,
-        }
-    }
-}
-
-/// The state of one sequence of retries.
-#[derive(Debug, Clone)]
-pub struct Retry {
-    policy: Backoff,
-    next: Duration,
-}
-
-impl Retry {
-    /// The delay to wait now; the following one is twice as long, up to the maximum.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next.min(self.policy.max);
-        self.next = (delay * 2).min(self.policy.max);
-        delay
-    }
-
-    /// Back to the initial delay, after a success.
-    pub fn reset(&mut self) {
-        self.next = self.policy.initial;
-    }
-}
+/// 1 s, 2 s, 4 s … 30 s between attempts to join or to reach the master: a restarted
+/// master sees its agents back within seconds, a dead one costs each agent a connection
+/// attempt every half minute.
+pub const RETRY_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
 
 /// `5s`, `1.5s`, `250ms`: how the log lines show a delay.
 pub fn show(d: Duration) -> String {
@@ -67,8 +29,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_up_to_the_maximum_and_resets() {
-        let mut retry = Backoff::default().start();
+    fn retries_wait_a_second_doubling_to_thirty() {
+        let mut retry = RETRY_BACKOFF.start();
         let secs: Vec<u64> = (0..7).map(|_| retry.next_delay().as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
         retry.reset();

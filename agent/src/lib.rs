@@ -31,7 +31,7 @@ use cloudos_cluster::token::TokenError;
 use cloudos_cluster::Token;
 use time::OffsetDateTime;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, RETRY_BACKOFF};
 pub use identity::{IdentityStore, IdentityStoreError, StoredIdentity};
 pub use join::join_once;
 pub use telemetry::Sampler;
@@ -217,7 +217,7 @@ async fn load_or_join(
 
 /// What the agent remembers between sessions with the master.
 struct Links {
-    retry: backoff::Retry,
+    retry: cloudos_cluster::backoff::Retry,
     /// After a failed renewal, the next attempt waits until then instead of looping.
     renew_not_before: OffsetDateTime,
     unreachable_in_a_row: u32,

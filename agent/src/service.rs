@@ -42,7 +42,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::Backoff;
+    use crate::RETRY_BACKOFF;
 
     fn config(data_dir: PathBuf) -> AgentConfig {
         AgentConfig {
@@ -52,7 +52,7 @@ mod tests {
             name: "n1".into(),
             labels: Default::default(),
             discover_timeout: Duration::from_millis(10),
-            retry: Backoff::default(),
+            retry: RETRY_BACKOFF,
             metrics_listen: None,
             insecure_registries: Vec::new(),
             after_join: None,

@@ -1,25 +1,7 @@
-//! How numbers and times are shown to people: sizes in binary units, ages like `kubectl`,
-//! CPU as a percentage.
+//! How times and fractions are shown to people: ages like `kubectl`, CPU use as a
+//! percentage. Sizes and CPU quantities are `cloudos_cluster::units`, shared with the rest.
 
 use time::OffsetDateTime;
-
-/// `512Mi`, `1.5Gi`, `800`: bytes in binary units, one decimal below 10.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}")
-    } else if value < 10.0 {
-        format!("{value:.1}{}", UNITS[unit])
-    } else {
-        format!("{value:.0}{}", UNITS[unit])
-    }
-}
 
 /// `45s`, `12m`, `5h`, `3d`: the largest whole unit of the time since `then`.
 pub fn age(then: OffsetDateTime, now: OffsetDateTime) -> String {
@@ -53,21 +35,6 @@ pub fn timestamp(t: OffsetDateTime) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
-
-    #[test]
-    fn sizes() {
-        let cases = [
-            (0, "0"),
-            (1000, "1000"),
-            (1536, "1.5Ki"),
-            (512 << 20, "512Mi"),
-            (3 << 30, "3.0Gi"),
-            (40 << 40, "40Ti"),
-        ];
-        for (n, want) in cases {
-            assert_eq!(bytes(n), want, "{n}");
-        }
-    }
 
     #[test]
     fn ages() {

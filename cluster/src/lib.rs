@@ -10,6 +10,9 @@
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
 //! - [`files`]: writing keys and state atomically and privately (0600/0700).
 //! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
+//! - [`backoff`]: exponential backoff between retries, for every retry loop of a node.
+//! - [`units`]: sizes and CPU as people read them (`64Mi`, `500m`), re-exported from the
+//!   dependency-free `cloudos-units` so that the scheduler can share them without this crate.
 //!
 //! Apart from [`client`], this crate opens no sockets and starts no threads: it is a library
 //! the servers and clients are built on. Nothing in it panics on bad input, because the
@@ -17,6 +20,7 @@
 
 pub mod addr;
 pub mod api;
+pub mod backoff;
 pub mod client;
 pub mod files;
 pub mod identity;
@@ -28,6 +32,7 @@ pub mod workload;
 mod util;
 
 pub use addr::{parse_master_address, Ipv4Cidr};
+pub use cloudos_units as units;
 pub use identity::{validate_hostname, NodeIdentity, Role};
 pub use pki::{CaPin, CertSerial, ClusterCa, NodeKey};
 pub use token::{Token, TokenRecord};

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use cloudos_units::{format_bytes, format_cpu};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -105,41 +106,12 @@ pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
             value: text.to_owned(),
             range: format!(
                 "{} to {}",
-                format_memory(MIN_MEMORY_BYTES),
-                format_memory(MAX_MEMORY_BYTES)
+                format_bytes(MIN_MEMORY_BYTES),
+                format_bytes(MAX_MEMORY_BYTES)
             ),
         });
     }
     Ok(bytes)
-}
-
-/// `500m`, `2` (whole cores print without the `m`).
-pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
-        format!("{}", millis / 1000)
-    } else {
-        format!("{millis}m")
-    }
-}
-
-/// `64Mi`, `1.5Gi`, `512Ki`, `100B`.
-pub fn format_memory(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("Ti", 1 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            return if bytes % size == 0 {
-                format!("{}{unit}", bytes / size)
-            } else {
-                format!("{:.1}{unit}", bytes as f64 / size as f64)
-            };
-        }
-    }
-    format!("{bytes}B")
 }
 
 /// What a workload may use; also what the scheduler reserves for it.
@@ -245,11 +217,11 @@ impl WorkloadSpec {
         if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&r.memory_bytes) {
             return Err(SpecError::OutOfRange {
                 what: "memory",
-                value: format_memory(r.memory_bytes),
+                value: format_bytes(r.memory_bytes),
                 range: format!(
                     "{} to {}",
-                    format_memory(MIN_MEMORY_BYTES),
-                    format_memory(MAX_MEMORY_BYTES)
+                    format_bytes(MIN_MEMORY_BYTES),
+                    format_bytes(MAX_MEMORY_BYTES)
                 ),
             });
         }
@@ -639,8 +611,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("out of range"));
-        assert_eq!(format_cpu(500), "500m");
-        assert_eq!(format_cpu(2000), "2");
     }
 
     #[test]
@@ -665,8 +635,6 @@ mod tests {
         ] {
             assert!(parse_memory(bad).is_err(), "{bad} accepted");
         }
-        assert_eq!(format_memory(64 << 20), "64Mi");
-        assert_eq!(format_memory(3 << 29), "1.5Gi");
     }
 
     fn spec() -> WorkloadSpec {

@@ -157,10 +157,11 @@ pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Vec<String>> {
         p if p.is_file() => read_string(&p)?,
         _ => String::new(),
     };
-    let deps = modules::ModDeps::parse(&dep_text)?;
-    let order = deps.closure(
+    let deps = cloudos_kmod_index::Deps::parse(&dep_text)?;
+    let order = modules::closure(
+        &deps,
         &spec.names,
-        &modules::parse_builtin(&builtin_text),
+        &cloudos_kmod_index::parse_builtin(&builtin_text),
         &alias_text,
     )?;
     let included: HashSet<String> = order.iter().cloned().collect();
@@ -168,7 +169,7 @@ pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Vec<String>> {
     for (_, rel) in modules::paths(&deps, &order) {
         let packed = modules::compress_module(&read(&dir.join(rel))?)?;
         a.add_file(
-            &format!("{base}/{}", modules::compressed_path(rel)),
+            &format!("{base}/{}", cloudos_kmod_index::packed_path(rel)),
             0o644,
             packed,
         )?;

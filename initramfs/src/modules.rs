@@ -1,8 +1,12 @@
-//! Kernel module selection: the dependency closure from `modules.dep`, and the
-//! `modules.dep`/`modules.alias`/`modules.softdep` files filtered to the chosen modules.
+//! Kernel module selection: the dependency closure from `modules.dep`, the
+//! `modules.dep`/`modules.alias`/`modules.softdep` files filtered to the chosen modules,
+//! and the modules packed as LZ4 frames. Reading the index is `cloudos-kmod-index`'s, the
+//! parser nodeos loads the modules with.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
+use cloudos_kmod_index::alias::alias_line;
+use cloudos_kmod_index::{module_name, normalize, packed_path, Aliases, Deps, UnknownModule};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -11,118 +15,41 @@ pub enum ModuleError {
     Unknown { name: String, hint: String },
     #[error("module {0:?} is built into the kernel: remove it from the module list")]
     BuiltIn(String),
-    #[error("modules.dep line {line}: no ':' in {text:?}")]
-    Parse { line: usize, text: String },
+    #[error("modules.dep names {0:?} as a dependency but has no line for it")]
+    MissingDependency(String),
 }
 
-/// Canonical module name: file stem of the `.ko` path with `-` as `_`
-/// (`kernel/drivers/char/hw_random/virtio-rng.ko` -> `virtio_rng`).
-pub fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = base.find(".ko").map_or(base, |i| &base[..i]);
-    stem.replace('-', "_")
-}
-
-/// Normalises a name as written by a user (`usb-storage` -> `usb_storage`).
-pub fn normalize_name(name: &str) -> String {
-    name.trim().replace('-', "_")
-}
-
-/// The parsed `modules.dep`.
-#[derive(Debug, Default, Clone)]
-pub struct ModDeps {
-    /// name -> (relative path, dependency names as listed)
-    entries: HashMap<String, (String, Vec<String>)>,
-}
-
-impl ModDeps {
-    pub fn parse(text: &str) -> Result<Self, ModuleError> {
-        let mut entries = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (path, deps) = line.split_once(':').ok_or_else(|| ModuleError::Parse {
-                line: i + 1,
-                text: line.to_string(),
-            })?;
-            let deps = deps.split_whitespace().map(module_name).collect();
-            entries.insert(module_name(path), (path.trim().to_string(), deps));
+/// Every module in `wanted` plus everything it needs, dependencies before the modules
+/// that need them (a valid `insmod` order).
+///
+/// `builtin` holds the canonical names of built-in modules (from `modules.builtin`) and
+/// `aliases` the text of `modules.alias`; both only shape error messages.
+pub fn closure(
+    deps: &Deps,
+    wanted: &[String],
+    builtin: &HashSet<String>,
+    aliases: &str,
+) -> Result<Vec<String>, ModuleError> {
+    for w in wanted {
+        let name = normalize(w);
+        if deps.contains(&name) {
+            continue;
         }
-        Ok(Self { entries })
+        if builtin.contains(&name) {
+            return Err(ModuleError::BuiltIn(w.clone()));
+        }
+        let hint = Aliases::parse(aliases)
+            .target_of(&name)
+            .map(|m| format!(" (it is an alias of {m:?})"))
+            .unwrap_or_default();
+        return Err(ModuleError::Unknown {
+            name: w.clone(),
+            hint,
+        });
     }
-
-    pub fn path(&self, name: &str) -> Option<&str> {
-        self.entries.get(name).map(|(p, _)| p.as_str())
-    }
-
-    /// Every module in `wanted` plus everything it needs, dependencies before the
-    /// modules that need them (a valid `insmod` order). Cycle-safe.
-    ///
-    /// `builtin` holds the canonical names of built-in modules (from
-    /// `modules.builtin`) and `aliases` the text of `modules.alias`; both only
-    /// shape error messages.
-    pub fn closure(
-        &self,
-        wanted: &[String],
-        builtin: &HashSet<String>,
-        aliases: &str,
-    ) -> Result<Vec<String>, ModuleError> {
-        let mut order = Vec::new();
-        let mut state: HashMap<String, bool> = HashMap::new(); // false: in progress, true: done
-        for w in wanted {
-            let name = normalize_name(w);
-            if !self.entries.contains_key(&name) {
-                if builtin.contains(&name) {
-                    return Err(ModuleError::BuiltIn(w.clone()));
-                }
-                let hint = alias_target(aliases, &name)
-                    .map(|m| format!(" (it is an alias of {m:?})"))
-                    .unwrap_or_default();
-                return Err(ModuleError::Unknown {
-                    name: w.clone(),
-                    hint,
-                });
-            }
-            self.visit(&name, &mut state, &mut order);
-        }
-        Ok(order)
-    }
-
-    fn visit(&self, name: &str, state: &mut HashMap<String, bool>, order: &mut Vec<String>) {
-        if state.contains_key(name) {
-            return; // done, or in progress (a cycle): do not recurse again
-        }
-        state.insert(name.to_string(), false);
-        if let Some((_, deps)) = self.entries.get(name) {
-            // modprobe loads a module's listed dependencies from last to first.
-            for d in deps.iter().rev() {
-                self.visit(d, state, order);
-            }
-        }
-        state.insert(name.to_string(), true);
-        order.push(name.to_string());
-    }
-}
-
-fn alias_target(aliases: &str, name: &str) -> Option<String> {
-    aliases.lines().find_map(|l| {
-        let mut it = l.split_whitespace();
-        match (it.next(), it.next(), it.next()) {
-            (Some("alias"), Some(a), Some(m)) if normalize_name(a) == name => Some(m.to_string()),
-            _ => None,
-        }
-    })
-}
-
-/// Names of the built-in modules listed in `modules.builtin`.
-pub fn parse_builtin(text: &str) -> HashSet<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(module_name)
-        .collect()
+    // Every wanted module is known: what is missing now is a dependency.
+    deps.load_order(wanted)
+        .map_err(|UnknownModule(m)| ModuleError::MissingDependency(m))
 }
 
 /// Reads a module list: one name a line, `#` starts a comment.
@@ -157,8 +84,7 @@ pub fn filter_dep(text: &str, included: &HashSet<String>) -> String {
 /// `modules.alias` (`alias PATTERN MODULE`) lines whose module is included.
 pub fn filter_alias(text: &str, included: &HashSet<String>) -> String {
     keep_lines(text, |l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 3 && f[0] == "alias" && included.contains(&normalize_name(f[2]))
+        alias_line(l).is_some_and(|(_, m)| included.contains(&normalize(m)))
     })
 }
 
@@ -166,13 +92,9 @@ pub fn filter_alias(text: &str, included: &HashSet<String>) -> String {
 pub fn filter_softdep(text: &str, included: &HashSet<String>) -> String {
     keep_lines(text, |l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 2 && f[0] == "softdep" && included.contains(&normalize_name(f[1]))
+        f.len() >= 2 && f[0] == "softdep" && included.contains(&normalize(f[1]))
     })
 }
-
-/// The suffix of a module compressed by [`compress_module`]: an LZ4 frame,
-/// which `lz4 -d` reads.
-pub const COMPRESSED_SUFFIX: &str = ".lz4";
 
 /// A module file as the initramfs carries it: one LZ4 frame. The kernel
 /// unpacks the whole initramfs before it runs `/init`, at a cost that grows
@@ -187,37 +109,25 @@ pub fn compress_module(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish().map_err(std::io::Error::other)
 }
 
-/// Where a module's file goes once compressed: `kernel/fs/ext4/ext4.ko` ->
-/// `kernel/fs/ext4/ext4.ko.lz4`. A module the kernel package ships
-/// compressed already (`.ko.xz`) would be compressed twice, so only `.ko`
-/// files are renamed; `nodeos` loads by the name `modules.dep` gives.
-pub fn compressed_path(path: &str) -> String {
-    if path.ends_with(".ko") {
-        format!("{path}{COMPRESSED_SUFFIX}")
-    } else {
-        path.to_string()
-    }
-}
-
-/// `modules.dep` with every `.ko` path renamed by [`compressed_path`].
+/// `modules.dep` with every `.ko` path renamed by [`packed_path`].
 pub fn compressed_dep(text: &str) -> String {
     text.lines()
         .map(|line| {
             let Some((module, deps)) = line.split_once(':') else {
                 return format!("{line}\n");
             };
-            let deps: Vec<String> = deps.split_whitespace().map(compressed_path).collect();
+            let deps: Vec<String> = deps.split_whitespace().map(packed_path).collect();
             if deps.is_empty() {
-                format!("{}:\n", compressed_path(module))
+                format!("{}:\n", packed_path(module))
             } else {
-                format!("{}: {}\n", compressed_path(module), deps.join(" "))
+                format!("{}: {}\n", packed_path(module), deps.join(" "))
             }
         })
         .collect()
 }
 
 /// name -> path for the modules of `order` (for copying).
-pub fn paths<'a>(deps: &'a ModDeps, order: &[String]) -> BTreeMap<String, &'a str> {
+pub fn paths<'a>(deps: &'a Deps, order: &[String]) -> BTreeMap<String, &'a str> {
     order
         .iter()
         .filter_map(|n| deps.path(n).map(|p| (n.clone(), p)))
@@ -244,19 +154,9 @@ kernel/x/b.ko: kernel/x/a.ko
     }
 
     fn closure(want: &[&str]) -> Result<Vec<String>, ModuleError> {
-        let d = ModDeps::parse(DEP).unwrap();
+        let d = Deps::parse(DEP).unwrap();
         let w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-        d.closure(&w, &set(&["af_packet"]), "alias iso9660 isofs\n")
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            module_name("kernel/drivers/char/hw_random/virtio-rng.ko"),
-            "virtio_rng"
-        );
-        assert_eq!(module_name("kernel/fs/ext4/ext4.ko.xz"), "ext4");
-        assert_eq!(normalize_name("usb-storage"), "usb_storage");
+        super::closure(&d, &w, &set(&["af_packet"]), "alias iso9660 isofs\n")
     }
 
     #[test]
@@ -297,6 +197,11 @@ kernel/x/b.ko: kernel/x/a.ko
         assert_eq!(
             closure(&["af_packet"]).unwrap_err(),
             ModuleError::BuiltIn("af_packet".into())
+        );
+        let dangling = Deps::parse("kernel/a.ko: kernel/gone.ko\n").unwrap();
+        assert_eq!(
+            super::closure(&dangling, &["a".into()], &set(&[]), ""),
+            Err(ModuleError::MissingDependency("gone".into()))
         );
     }
 

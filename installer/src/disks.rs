@@ -8,6 +8,8 @@ use std::fmt;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use cloudos_cluster::units::format_bytes;
+
 use crate::plan::{MIN_DISK_BYTES, SECTOR_SIZE};
 
 /// Where sysfs is mounted on a running system.
@@ -72,8 +74,8 @@ pub enum DiskError {
 pub enum DiskRefusal {
     #[error(
         "{path} is a disk of {size}, too small: CloudOS needs at least {min}",
-        size = format_size(*size_bytes),
-        min = format_size(MIN_DISK_BYTES)
+        size = format_bytes(*size_bytes),
+        min = format_bytes(MIN_DISK_BYTES)
     )]
     TooSmall { path: String, size_bytes: u64 },
     #[error("{path} is read-only (write-protected); choose another disk")]
@@ -94,7 +96,7 @@ impl Disk {
         let mut line = format!(
             "{:<14} {:>10}  {:<6}  {}",
             self.path,
-            format_size(self.size_bytes),
+            format_bytes(self.size_bytes),
             self.bus,
             self.model.as_deref().unwrap_or("-")
         );
@@ -251,22 +253,6 @@ fn holds(disk: &str, medium: &str) -> bool {
     rest.is_empty()
         || (ends_in_digit && rest.strip_prefix('p').is_some_and(digits))
         || (!ends_in_digit && digits(rest))
-}
-
-/// A size for people, in binary units: `512 B`, `1.0 GiB`, `20.0 GiB`, `1.8 TiB`. Rounded
-/// down, so a disk a byte short of the minimum never reads as the minimum itself.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{:.1} {}", (value * 10.0).floor() / 10.0, UNITS[unit])
 }
 
 #[cfg(test)]
@@ -438,7 +424,7 @@ pub(crate) mod tests {
         assert_eq!(disks[5].path, "/dev/vda");
         assert_eq!(disks[5].size_bytes, 20 * GIB);
         assert!(
-            disks[5].describe().contains("20.0 GiB"),
+            disks[5].describe().contains("20Gi"),
             "{}",
             disks[5].describe()
         );
@@ -465,7 +451,7 @@ pub(crate) mod tests {
         let err = check_target(&small, None)
             .expect_err("too small")
             .to_string();
-        assert!(err.contains("1.0 GiB") && err.contains("4.0 GiB"), "{err}");
+        assert!(err.contains("1Gi") && err.contains("4Gi"), "{err}");
 
         let just = disk("vdb", MIN_DISK_BYTES);
         assert_eq!(check_target(&just, None), Ok(()));
@@ -503,21 +489,5 @@ pub(crate) mod tests {
             check_target(&disk("nvme0n10", 20 * GIB), Some("nvme0n1")),
             Ok(())
         );
-    }
-
-    #[test]
-    fn sizes_for_people() {
-        let cases = [
-            (0, "0 B"),
-            (512, "512 B"),
-            (1536, "1.5 KiB"),
-            (GIB, "1.0 GiB"),
-            (20 * GIB, "20.0 GiB"),
-            (4 * GIB - 1, "3.9 GiB"),
-            (2_000_398_934_016, "1.8 TiB"),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(format_size(bytes), want, "{bytes}");
-        }
     }
 }

@@ -22,7 +22,7 @@ pub mod wizard;
 use cloudos_cluster::Token;
 
 pub use answers::{AnswerError, Answers, Network, RoleAnswers, Source};
-pub use disks::{check_target, format_size, Bus, Disk, DiskError, DiskRefusal};
+pub use disks::{check_target, Bus, Disk, DiskError, DiskRefusal};
 pub use plan::{gpt_tables, GptTables, PartitionPlan, PlanError, MIN_DISK_BYTES};
 pub use system::{MasterInfo, System};
 pub use wizard::{Target, WizardError, WizardOutcome};
@@ -371,10 +371,7 @@ mod tests {
             (
                 MASTER.replace("/dev/vda", "/dev/vdb"),
                 FakeSystem::default(),
-                &[
-                    "/dev/vdb is a disk of 1.0 GiB, too small",
-                    "at least 4.0 GiB",
-                ],
+                &["/dev/vdb is a disk of 1Gi, too small", "at least 4Gi"],
             ),
             (
                 MASTER.replace("/dev/vda", "/dev/sr0"),

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+use cloudos_cluster::units::format_bytes;
 use gpt::disk::LogicalBlockSize;
 use gpt::mbr::ProtectiveMBR;
 use gpt::partition::Partition;
@@ -67,8 +68,8 @@ pub const DATA_TYPE: Uuid = Uuid::from_u128(0x0FC63DAF_8483_4772_8E79_3D69D8477D
 pub enum PlanError {
     #[error(
         "a disk of {size} is too small: CloudOS needs at least {min}",
-        size = crate::disks::format_size(sectors.saturating_mul(SECTOR_SIZE)),
-        min = crate::disks::format_size(MIN_DISK_BYTES)
+        size = format_bytes(sectors.saturating_mul(SECTOR_SIZE)),
+        min = format_bytes(MIN_DISK_BYTES)
     )]
     TooSmall { sectors: u64 },
     #[error("partition GUIDs must be distinct and not nil (the nil GUID marks an unused entry)")]
@@ -407,7 +408,7 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "a disk of 1.0 GiB is too small: CloudOS needs at least 4.0 GiB"
+            "a disk of 1Gi is too small: CloudOS needs at least 4Gi"
         );
     }
 

@@ -6,6 +6,7 @@
 //! Every decision (what a menu offers, what is refused and why, the summary) is a plain
 //! function, and every check is the one [`crate::validate`] makes. Nothing is written here.
 
+use cloudos_cluster::units::format_bytes;
 use console::{style, Term};
 use dialoguer::theme::ColorfulTheme;
 use dialoguer::{Confirm, Input, Select};
@@ -14,7 +15,7 @@ use crate::answers::{
     check_cluster_name, check_hostname, check_token, parse_master_address, Answers, Ipv4Cidr,
     Network, RoleAnswers, DEFAULT_CLUSTER,
 };
-use crate::disks::{check_target, format_size, Disk, DiskRefusal};
+use crate::disks::{check_target, Disk, DiskRefusal};
 use crate::system::{MasterInfo, System};
 use crate::{check_join, MasterChoice};
 
@@ -401,7 +402,7 @@ pub fn disk_items(disks: &[Disk], boot_medium: Option<&str>) -> Vec<DiskItem> {
 fn short_reason(refusal: &DiskRefusal) -> String {
     match refusal {
         DiskRefusal::TooSmall { .. } => {
-            format!("smaller than {}", format_size(crate::MIN_DISK_BYTES))
+            format!("smaller than {}", format_bytes(crate::MIN_DISK_BYTES))
         }
         DiskRefusal::ReadOnly { .. } => "read-only".into(),
         DiskRefusal::BootMedium { .. } => "the installer runs from it".into(),
@@ -497,7 +498,7 @@ pub fn wipe_prompt(disk: &Disk) -> String {
     format!(
         "Erase everything on {} ({}{}) and install CloudOS?",
         disk.path,
-        format_size(disk.size_bytes),
+        format_bytes(disk.size_bytes),
         disk.model
             .as_deref()
             .map(|m| format!(", {m}"))
@@ -844,12 +845,12 @@ mod tests {
 
         for text in [
             "not a valid host name",
-            "/dev/vdb is a disk of 1.0 GiB, too small: CloudOS needs at least 4.0 GiB",
+            "/dev/vdb is a disk of 1Gi, too small: CloudOS needs at least 4Gi",
             "/dev/sr0 holds the medium this installer booted from",
             "not a valid cluster name",
             "master of a new cluster \"cloudos\"",
             "shows its CA pin and a\none-use admin token on this console",
-            "Erase everything on /dev/vda (20.0 GiB) and install CloudOS?",
+            "Erase everything on /dev/vda (20Gi) and install CloudOS?",
         ] {
             assert!(shows(&shown, text), "{text:?} not in {shown:#?}");
         }
@@ -1067,10 +1068,10 @@ mod tests {
             shown[0].contains("[cannot use: the installer runs from it]"),
             "{shown:?}"
         );
-        assert!(shown[1].starts_with("/dev/vda") && shown[1].contains("20.0 GiB"));
+        assert!(shown[1].starts_with("/dev/vda") && shown[1].contains("20Gi"));
         assert!(!shown[1].contains("cannot use"));
         assert!(
-            shown[2].contains("[cannot use: smaller than 4.0 GiB]"),
+            shown[2].contains("[cannot use: smaller than 4Gi]"),
             "{shown:?}"
         );
 
@@ -1135,7 +1136,7 @@ mod tests {
             "host name  c1",
             "static 10.0.0.5/24, gateway none, DNS none",
             "/dev/vda",
-            "20.0 GiB",
+            "20Gi",
         ] {
             assert!(text.contains(want), "{want:?} not in {text}");
         }

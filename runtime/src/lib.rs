@@ -25,6 +25,7 @@ mod seccomp;
 mod shim;
 mod spec;
 mod state;
+mod undo;
 
 pub use error::RuntimeError;
 pub use logs::DEFAULT_LOG_LIMIT;

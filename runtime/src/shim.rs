@@ -38,6 +38,7 @@ use crate::rootfs;
 use crate::seccomp::{self, ConfinedExecutor};
 use crate::spec::ContainerSpec;
 use crate::state::{self, ContainerRecord, ExitStatus, Layout, StartReport};
+use crate::undo::Undo;
 
 /// How long output is still collected after the container's init exited:
 /// the rest of its pid namespace dies with it, so EOF normally comes at once.
@@ -204,10 +205,9 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
     phase("namespace");
     rootfs::mount_overlay(&spec.layers, &layout.upper(), &layout.work(), &rootfs)
         .map_err(failed)?;
-    let unmount_on_err = |r: StartReport| {
-        rootfs::unmount(&rootfs);
-        r
-    };
+    // From here on every way out but success undoes what was made, last first.
+    let mut undo = Undo::new();
+    undo.push(|| rootfs::unmount(&rootfs));
 
     let env = spec.effective_env();
     let path_var = env
@@ -215,40 +215,43 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(crate::spec::DEFAULT_PATH);
     if rootfs::find_command(&rootfs, &spec.args[0], path_var, spec.cwd_or_root()).is_none() {
-        return Err(unmount_on_err(StartReport::CommandNotFound {
+        return Err(StartReport::CommandNotFound {
             command: spec.args[0].clone(),
-        }));
+        });
     }
 
     rootfs::ensure_dir_in_root(&rootfs, Path::new(spec.cwd_or_root()))
-        .map_err(|why| unmount_on_err(StartReport::InvalidSpec { why }))?;
+        .map_err(|why| StartReport::InvalidSpec { why })?;
 
     let host = host_facts();
-    let oci = oci::build(&spec, &rootfs, &host).map_err(|e| unmount_on_err(failed(e)))?;
+    let oci = oci::build(&spec, &rootfs, &host).map_err(failed)?;
     // Compiled here, where an error can still be reported; installed by the
     // executor in the container's init, as the last thing before execve.
-    let filters = seccomp::compile_native().map_err(|e| unmount_on_err(failed(e.to_string())))?;
+    let filters = seccomp::compile_native().map_err(|e| failed(e.to_string()))?;
     let bundle = layout.bundle();
     let lc_root = layout.libcontainer_root();
     for d in [&bundle, &lc_root] {
-        fs::create_dir_all(d)
-            .map_err(|e| unmount_on_err(failed(format!("cannot create {}: {e}", d.display()))))?;
+        fs::create_dir_all(d).map_err(|e| failed(format!("cannot create {}: {e}", d.display())))?;
     }
     phase("rootfs");
     oci.save(bundle.join("config.json"))
-        .map_err(|e| unmount_on_err(failed(format!("cannot write the OCI config: {e}"))))?;
+        .map_err(|e| failed(format!("cannot write the OCI config: {e}")))?;
 
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC);
     let ((out_r, out_w), (err_r, err_w)) = match (pipe(), pipe()) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
-            return Err(unmount_on_err(failed(format!(
-                "cannot create output pipes: {e}"
-            ))))
+            return Err(failed(format!("cannot create output pipes: {e}")))
         }
     };
 
     phase("bundle");
+    // A container libcontainer created, even half, may hold a cgroup and processes.
+    let created_in = lc_root.clone();
+    undo.push(move || {
+        delete_by_state(&created_in, id);
+        cgroup::kill_and_remove(id, Duration::from_secs(2));
+    });
     // Rust ignores SIGPIPE in its binaries, and an ignored signal stays
     // ignored across exec: give the container the default disposition (a
     // writer to a closed pipe dies) while libcontainer clones it.
@@ -268,29 +271,18 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
     set_sigpipe(libc::SIG_IGN);
     let mut container = match built {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) | Err(e) => {
-            let report = classify(&e);
-            // A half-created container may hold a cgroup and processes.
-            delete_by_state(&lc_root, id);
-            cgroup::kill_and_remove(id, Duration::from_secs(2));
-            return Err(unmount_on_err(report));
-        }
+        Ok(Err(e)) | Err(e) => return Err(classify(&e)),
     };
     phase("create");
-    if let Err(e) = container.start() {
-        let report = classify(&e);
-        let _ = container.delete(true);
-        cgroup::kill_and_remove(id, Duration::from_secs(2));
-        return Err(unmount_on_err(report));
-    }
+    container.start().map_err(|e| classify(&e))?;
     phase("start");
     log(id, &format!("start phases:{phases}"));
     let Some(init) = container.pid() else {
-        let _ = container.delete(true);
-        return Err(unmount_on_err(failed(
+        return Err(failed(
             "libcontainer reported no pid for the started container".into(),
-        )));
+        ));
     };
+    undo.disarm();
     // libcontainer's Pid is from its own, older nix: it crosses by number.
     Ok((container, Pid::from_raw(init.as_raw()), out_r, err_r))
 }
@@ -302,7 +294,8 @@ fn set_sigpipe(disposition: libc::sighandler_t) {
     }
 }
 
-/// Deletes a container that libcontainer recorded but we hold no handle for.
+/// Deletes the container libcontainer recorded under `lc_root`, from its state, so that
+/// the undo step of a failed start needs no handle (there is none when the build failed).
 fn delete_by_state(lc_root: &Path, id: &str) {
     if let Ok(mut c) = Container::load(lc_root.join(id)) {
         let _ = c.delete(true);

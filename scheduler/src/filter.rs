@@ -3,10 +3,10 @@
 //! checks, which decides the one reason a node is counted under; scoring lives in
 //! `policy`, wording in `reason`.
 
+use cloudos_units::{format_bytes, format_cpu};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::reason::{format_bytes, format_millis};
 use crate::types::{NodeView, Request};
 
 /// Why one node cannot take one request.
@@ -22,7 +22,7 @@ pub enum Unfit {
         wanted: String,
         found: Option<String>,
     },
-    #[error("node lacks cpu (need {}, free {})", format_millis(*.need), format_millis(*.free))]
+    #[error("node lacks cpu (need {}, free {})", format_cpu(*.need), format_cpu(*.free))]
     Cpu { free: u64, need: u64 },
     #[error("node lacks memory (need {}, free {})", format_bytes(*.need), format_bytes(*.free))]
     Memory { free: u64, need: u64 },

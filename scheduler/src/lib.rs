@@ -20,5 +20,5 @@ pub use filter::{check, Unfit};
 pub use place::Scheduler;
 pub use policy::{policy_by_name, Binpack, Policy, Spread, POLICY_NAMES};
 pub use queue::QueueOutcome;
-pub use reason::{format_bytes, format_millis, NoFit, Shortfall};
+pub use reason::{NoFit, Shortfall};
 pub use types::{InvalidRequest, NodeView, Request, Resources, MAX_CPU_MILLIS, MAX_MEMORY_BYTES};

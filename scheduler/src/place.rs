@@ -133,7 +133,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "no node fits: 4 lack cpu (need 8000m, most free 4000m)"
+            "no node fits: 4 lack cpu (need 8, most free 4)"
         );
     }
 

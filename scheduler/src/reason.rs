@@ -1,10 +1,11 @@
 //! Why work waits: `NoFit` counts the nodes that turned a request down by reason and
 //! words it for a person reading `cloudos ps`. Built only when no node fits, so it may
-//! allocate; also owns the human-readable sizes ("64Mi", "500m") the messages use.
+//! allocate. Sizes and CPU are worded by `cloudos-units`, as everywhere else.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use cloudos_units::{format_bytes, format_cpu};
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{canonical_arch, miss, Miss};
@@ -119,7 +120,7 @@ impl NoFit {
             out.push((n, format!("{} label {label}", lack(n))));
         }
         let shortfalls = [
-            ("cpu", self.cpu, format_millis as fn(u64) -> String),
+            ("cpu", self.cpu, format_cpu as fn(u64) -> String),
             ("memory", self.memory, format_bytes),
         ];
         for (resource, shortfall, size) in shortfalls {
@@ -177,55 +178,10 @@ impl fmt::Display for NoFit {
 
 impl std::error::Error for NoFit {}
 
-/// Bytes in binary units as people and Kubernetes write them: "512Ki", "64Mi", "1.5Gi".
-/// One decimal at most; exact multiples print without it.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    let mut unit = 0;
-    let mut size = 1024u64;
-    while unit + 1 < UNITS.len() && bytes >= size * 1024 {
-        size *= 1024;
-        unit += 1;
-    }
-    let tenths = (bytes as u128 * 10 + size as u128 / 2) / size as u128;
-    if tenths % 10 == 0 {
-        format!("{}{}", tenths / 10, UNITS[unit])
-    } else {
-        format!("{}.{}{}", tenths / 10, tenths % 10, UNITS[unit])
-    }
-}
-
-/// Millicores as the request states them: "500m", "2000m".
-pub fn format_millis(millis: u64) -> String {
-    format!("{millis}m")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::{node, req, GI, MI};
-
-    #[test]
-    fn sizes() {
-        let cases = [
-            (0, "0B"),
-            (1023, "1023B"),
-            (1024, "1Ki"),
-            (64 * MI, "64Mi"),
-            (GI + GI / 2, "1.5Gi"),
-            (3 * GI - 1, "3Gi"),
-            (1 << 40, "1Ti"),
-            (1 << 50, "1Pi"),
-            (5 << 50, "5Pi"),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(format_bytes(bytes), want, "{bytes}");
-        }
-        assert_eq!(format_millis(500), "500m");
-    }
 
     /// The sentence for a request over a set of nodes, table by table.
     #[test]

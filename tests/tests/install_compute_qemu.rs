@@ -307,7 +307,7 @@ fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() 
             step(),
         )
         .expect("the summary does not name the picked master and the token");
-    answer(&vm, "Erase everything on /dev/vda (8.0 GiB", b"y\r");
+    answer(&vm, "Erase everything on /dev/vda (8Gi", b"y\r");
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the install did not complete: {e}"));

@@ -13,6 +13,7 @@ mod image;
 mod logs;
 mod output;
 mod run;
+mod spec;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudos_cluster::workload::{NetworkMode, PullProgress, RunAssignment, RunState};
-use cloudos_runtime::{ContainerSpec, ExitStatus, Network, Resources, RuntimeError, User};
+use cloudos_cluster::backoff::Backoff;
+use cloudos_cluster::workload::{PullProgress, RunAssignment, RunState};
+use cloudos_runtime::{ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
+use super::spec::container_spec;
 use super::{credentials, image, logs, output, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
@@ -18,8 +20,11 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const WAIT_SLICE: Duration = Duration::from_millis(300);
 /// Pull progress reports at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// 0.5 s, 1 s, 2 s … 60 s between restarts of a replica that keeps exiting.
+const RESTART_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(60),
+};
 /// A replica that ran this long before exiting starts again without waiting.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
@@ -91,48 +96,19 @@ async fn run_inner(
         Ok(p) => p,
         Err(reason) => return failed(reason),
     };
-    let args = match image::argv(&a.spec, &prepared.config) {
-        Ok(args) => args,
-        Err(reason) => return failed(reason),
-    };
-    let user = match image::user(&a.spec, &prepared.config) {
-        Ok(user) => user.map(|(uid, gid)| User { uid, gid }),
-        Err(reason) => return failed(reason),
-    };
     let output_dir = shared.config.data_dir.join("outputs").join(&a.run);
-    let spec = ContainerSpec {
-        id: a.run.clone(),
-        layers: prepared.layers.clone(),
-        args,
-        env: image::env(&a.spec, &prepared.config),
-        cwd: a
-            .spec
-            .workdir
-            .clone()
-            .or_else(|| {
-                prepared
-                    .config
-                    .working_dir
-                    .clone()
-                    .filter(|d| !d.is_empty())
-            })
-            .unwrap_or_else(|| "/".into()),
-        user,
-        resources: Resources {
-            cpu_millis: Some(a.spec.resources.cpu_millicores),
-            memory_bytes: Some(a.spec.resources.memory_bytes),
-            pids: a.spec.resources.pids,
-        },
-        readonly_root: a.spec.readonly_root,
-        output_dir: Some(output_dir.clone()),
-        network: match a.spec.network {
-            NetworkMode::Host => Network::Host,
-            NetworkMode::None => Network::None,
-        },
-        hostname: None,
+    let spec = match container_spec(
+        &a.run,
+        &a.spec,
+        &prepared.layers,
+        &prepared.config,
+        &output_dir,
+    ) {
+        Ok(spec) => spec,
+        Err(reason) => return failed(reason),
     };
     let mut restarts = 0u32;
-    let mut backoff = FIRST_BACKOFF;
+    let mut retry = RESTART_BACKOFF.start();
     loop {
         if let Err(e) = fresh_dir(&output_dir) {
             return failed(format!("cannot prepare {}: {e}", output_dir.display()));
@@ -195,14 +171,11 @@ async fn run_inner(
             return Some(exited);
         }
         shared.report(&a.run, exited).await;
-        if up_since.elapsed() >= HEALTHY_RUN {
-            backoff = FIRST_BACKOFF;
-        }
+        let delay = retry.after_exit(up_since.elapsed(), HEALTHY_RUN);
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = stop.wait_for(|s| *s) => return Some(RunState::Stopped),
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         restarts += 1;
     }
 }
@@ -291,10 +264,31 @@ fn fresh_dir(dir: &PathBuf) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use cloudos_cluster::api::{AgentMessage, MasterMessage};
     use cloudos_cluster::workload::{RunAssignment, RunState};
 
     use super::super::{Executor, ExecutorConfig};
+    use super::{HEALTHY_RUN, RESTART_BACKOFF};
+
+    #[test]
+    fn replicas_restart_after_half_a_second_doubling_to_a_minute() {
+        let mut retry = RESTART_BACKOFF.start();
+        let crash = Duration::from_millis(10);
+        let ms: Vec<u128> = (0..9)
+            .map(|_| retry.after_exit(crash, HEALTHY_RUN).as_millis())
+            .collect();
+        assert_eq!(
+            ms,
+            [500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]
+        );
+        assert_eq!(
+            retry.after_exit(HEALTHY_RUN, HEALTHY_RUN),
+            Duration::from_millis(500),
+            "thirty seconds up resets the delay"
+        );
+    }
 
     /// A master (or someone who took its place) assigns a run whose id walks out of the
     /// data partition: the run fails at once and nothing is created outside.

@@ -2,6 +2,7 @@
 
 use cloudos_cluster::api::NodeState;
 use cloudos_cluster::api::{NodeInfo, NodeLabelRequest};
+use cloudos_cluster::units::format_bytes;
 use time::OffsetDateTime;
 
 use super::Ctx;
@@ -88,8 +89,8 @@ fn mem(n: &NodeInfo) -> String {
         .map(|t| {
             format!(
                 "{}/{}",
-                format::bytes(t.mem_used_bytes),
-                format::bytes(t.mem_total_bytes)
+                format_bytes(t.mem_used_bytes),
+                format_bytes(t.mem_total_bytes)
             )
         })
         .unwrap_or_else(|| "-".into())
@@ -150,24 +151,24 @@ pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
                 "memory",
                 format!(
                     "{} used of {}",
-                    format::bytes(t.mem_used_bytes),
-                    format::bytes(t.mem_total_bytes)
+                    format_bytes(t.mem_used_bytes),
+                    format_bytes(t.mem_total_bytes)
                 ),
             ),
             (
                 "disk",
                 format!(
                     "{} used of {}",
-                    format::bytes(t.disk_used_bytes),
-                    format::bytes(t.disk_total_bytes)
+                    format_bytes(t.disk_used_bytes),
+                    format_bytes(t.disk_total_bytes)
                 ),
             ),
             (
                 "network",
                 format!(
                     "{} in, {} out",
-                    format::bytes(t.net_rx_bytes),
-                    format::bytes(t.net_tx_bytes)
+                    format_bytes(t.net_rx_bytes),
+                    format_bytes(t.net_tx_bytes)
                 ),
             ),
             (
@@ -227,9 +228,9 @@ mod tests {
             node("n2", NodeState::NotReady, None),
         ];
         let want = [
-            "NAME   ROLE      ADDRESS    ARCH     STATE      CPU   MEM           AGE",
-            "n1     compute   10.0.0.7   x86_64   Ready      25%   1.0Gi/4.0Gi   5m",
-            "n2     compute   10.0.0.7   x86_64   NotReady   -     -             5m",
+            "NAME   ROLE      ADDRESS    ARCH     STATE      CPU   MEM       AGE",
+            "n1     compute   10.0.0.7   x86_64   Ready      25%   1Gi/4Gi   5m",
+            "n2     compute   10.0.0.7   x86_64   NotReady   -     -         5m",
         ];
         assert_eq!(
             render_list(&nodes, NOW),

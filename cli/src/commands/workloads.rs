@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use cloudos_cluster::client::ApiClient;
+use cloudos_cluster::units::{format_bytes, format_cpu};
 use cloudos_cluster::workload::{
-    format_cpu, format_memory, LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo,
-    TaskCreateRequest, TaskInfo, TaskState, WorkloadList, WorkloadSpec,
+    LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo,
+    TaskState, WorkloadList, WorkloadSpec,
 };
 use time::OffsetDateTime;
 
@@ -190,9 +191,9 @@ pub fn retention_line(r: &RetentionInfo) -> String {
          {} ({} used), and each task's log up to {}\n",
         format::duration_secs(r.keep_finished_secs),
         r.max_finished,
-        format::bytes(r.files_budget_bytes),
-        format::bytes(r.files_bytes),
-        format::bytes(r.log_cap_bytes),
+        format_bytes(r.files_budget_bytes),
+        format_bytes(r.files_bytes),
+        format_bytes(r.log_cap_bytes),
     )
 }
 
@@ -301,7 +302,7 @@ fn render_service(s: &ServiceInfo) -> String {
             format!(
                 "{} CPU, {} memory each",
                 format_cpu(s.spec.resources.cpu_millicores),
-                format_memory(s.spec.resources.memory_bytes)
+                format_bytes(s.spec.resources.memory_bytes)
             ),
         ),
     ])
@@ -339,7 +340,7 @@ mod tests {
         assert_eq!(
             line,
             "the master keeps finished tasks for 7d (at most 1000), their logs and outputs \
-             within 1.0Gi (3.0Mi used), and each task's log up to 16Mi\n"
+             within 1Gi (3Mi used), and each task's log up to 16Mi\n"
         );
     }
 

@@ -15,9 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use cloudos_cluster::api::MasterMessage;
+use cloudos_cluster::units::format_bytes;
 use cloudos_cluster::workload::{
-    format_memory, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest,
-    ServiceInfo, ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, WorkloadList,
+    PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest, ServiceInfo,
+    ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, WorkloadList,
 };
 use cloudos_scheduler::{NodeView, Request, Resources, Scheduler};
 use time::OffsetDateTime;
@@ -658,7 +659,7 @@ pub fn exit_reason(code: Option<i32>, signal: Option<i32>, oom: bool, memory: u6
     if oom {
         return format!(
             "out of memory: killed at its {} limit",
-            format_memory(memory)
+            format_bytes(memory)
         );
     }
     match (code, signal) {

@@ -222,7 +222,7 @@ impl Workloads {
 pub fn truncation_marker(cap: u64) -> String {
     format!(
         "\n[cloudos: this task's log reached the master's limit of {}; later output was dropped]\n",
-        cloudos_cluster::workload::format_memory(cap)
+        cloudos_cluster::units::format_bytes(cap)
     )
 }
 

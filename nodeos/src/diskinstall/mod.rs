@@ -203,7 +203,7 @@ pub fn install(plan: &Plan) -> anyhow::Result<()> {
         plan.answers.hostname,
         plan.answers.role.name(),
         plan.disk.path,
-        cloudos_installer::format_size(plan.disk.size_bytes)
+        cloudos_cluster::units::format_bytes(plan.disk.size_bytes)
     );
     let medium = medium::mount_medium()?;
     let inputs = writer::Inputs {

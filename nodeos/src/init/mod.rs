@@ -20,7 +20,7 @@ use crate::kmod::{Loader, ModuleIndex};
 use crate::settings::{Settings, CONFIG_FILE};
 use crate::status::{self, StatusReport};
 use crate::supervisor::runner::Launcher;
-use crate::supervisor::{Backoff, Reaper, Supervisor};
+use crate::supervisor::{Reaper, Supervisor, RESTART_BACKOFF};
 use shutdown::ShutdownKind;
 
 /// How long the services get to report ready before we say which are late.
@@ -209,7 +209,7 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
             .env(crate::services::ATTEMPT_ENV, attempt.to_string());
         command
     });
-    let mut supervisor = Supervisor::new(reaper.clone(), launcher, Backoff::default());
+    let mut supervisor = Supervisor::new(reaper.clone(), launcher, RESTART_BACKOFF);
     let specs = crate::services::specs(settings.role);
     // The installer's wizard takes the console over until it ends (diskinstall::boot).
     if crate::diskinstall::boot::takes_console(settings.install.as_deref(), configured) {

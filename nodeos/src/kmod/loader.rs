@@ -11,8 +11,8 @@ use nix::kmod::{finit_module, init_module, ModuleInitFlags};
 
 use super::index::{normalize, IndexError, ModuleIndex};
 
-/// The suffix of a module packed as an LZ4 frame (see mkinitramfs).
-const LZ4_SUFFIX: &str = ".lz4";
+/// The suffix of a module packed as an LZ4 frame (named by mkinitramfs).
+const LZ4_SUFFIX: &str = cloudos_kmod_index::PACKED_SUFFIX;
 
 /// Hands one module file to the kernel: a plain `.ko` by its file
 /// descriptor, an LZ4-packed one unpacked in memory first (this kernel

@@ -1,10 +1,10 @@
 //! Kernel modules: which modules a device asks for, and loading them.
 //!
-//! `index` is pure (parses `modules.alias`/`modules.dep`, matches modaliases,
-//! orders dependencies) and is table-tested; `loader` performs `finit_module`;
-//! `coldplug` walks `/sys` for the devices present at boot. Hot-plugged devices
-//! are handled by the `devices` service, which uses the same loader; `modprobe`
-//! answers the kernel's own requests for modules.
+//! `index` reads `modules.alias`/`modules.dep` and answers from the pure, table-tested
+//! parser of `cloudos-kmod-index` (shared with mkinitramfs: modalias matching, dependency
+//! order); `loader` performs `finit_module`; `coldplug` walks `/sys` for the devices
+//! present at boot. Hot-plugged devices are handled by the `devices` service, which uses
+//! the same loader; `modprobe` answers the kernel's own requests for modules.
 
 pub mod coldplug;
 pub mod index;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudos_agent::metrics;
-use cloudos_agent::{AgentConfig, Backoff, Outcome};
+use cloudos_agent::{AgentConfig, Outcome, RETRY_BACKOFF};
 use cloudos_cluster::token::TokenError;
 use cloudos_cluster::Token;
 
@@ -75,7 +75,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
             .unwrap_or_else(|| host_name(FALLBACK_NAME)),
         labels: settings.labels.clone(),
         discover_timeout: Duration::from_secs(3),
-        retry: Backoff::default(),
+        retry: RETRY_BACKOFF,
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
         after_join: None,
@@ -96,7 +96,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         name: args.name.unwrap_or_else(|| host_name(FALLBACK_NAME)),
         labels: args.labels.unwrap_or_default(),
         discover_timeout: args.discover_timeout,
-        retry: Backoff::default(),
+        retry: RETRY_BACKOFF,
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
         after_join: None,

@@ -13,7 +13,7 @@ pub mod reaper;
 pub mod runner;
 pub mod spec;
 
-pub use policy::Backoff;
+pub use policy::{Backoff, HEALTHY_AFTER, RESTART_BACKOFF};
 pub use reaper::Reaper;
 pub use runner::{ServiceState, ServiceStatus, Supervisor};
 pub use spec::ServiceSpec;

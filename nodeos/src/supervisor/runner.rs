@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::reaper::{describe, Reaper};
 use super::spec::{start_order, ServiceSpec, SpecError};
-use super::Backoff;
+use super::{Backoff, HEALTHY_AFTER};
 
 /// The line a service prints on its stdout once it is doing its job.
 pub const READY_LINE: &str = "READY=1";
@@ -216,7 +216,7 @@ impl ServiceWorker {
             }
         }
         let name = self.spec.name;
-        let mut failures = 0;
+        let mut retry = self.backoff.start();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -229,10 +229,7 @@ impl ServiceWorker {
                 Err(e) => format!("could not start: {e}"),
             };
             let _ = self.ready.send(false);
-            failures = self
-                .backoff
-                .failures_after_exit(failures, started.elapsed());
-            let delay = self.backoff.delay(failures);
+            let delay = retry.after_exit(started.elapsed(), HEALTHY_AFTER);
             log::warn!(
                 "service {name} {exit} after {:.1}s; restart #{attempt} in {} ms",
                 started.elapsed().as_secs_f64(),
@@ -401,7 +398,6 @@ mod tests {
         Backoff {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(200),
-            healthy_after: Duration::from_secs(60),
         }
     }
 
