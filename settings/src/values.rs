@@ -159,6 +159,20 @@ pub fn parse_iface_name(name: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// Each value parses to that many items, or is refused with a reason containing that text.
+    fn check<T: IntoIterator + std::fmt::Debug>(
+        cases: &[(&str, Result<usize, &str>)],
+        parse: fn(&str) -> Result<T, String>,
+    ) {
+        for (value, want) in cases {
+            match (parse(value), want) {
+                (Ok(got), Ok(n)) => assert_eq!(got.into_iter().count(), *n, "{value}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{value}: {got}"),
+                (got, want) => panic!("{value}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
     #[test]
     fn labels_and_registries_refuse_what_they_refused() {
         let labels = [
@@ -172,13 +186,7 @@ mod tests {
             ("a=b=c", Err("label \"a=b=c\"")),
             ("a b=c", Err("label \"a b=c\"")),
         ];
-        for (value, want) in labels {
-            match (parse_labels(value), want) {
-                (Ok(got), Ok(n)) => assert_eq!(got.len(), n, "{value}"),
-                (Err(got), Err(want)) => assert!(got.contains(want), "{value}: {got}"),
-                (got, want) => panic!("{value}: {got:?}, wanted {want:?}"),
-            }
-        }
+        check(&labels, parse_labels);
         assert_eq!(parse_labels("zone=a,zone=b").unwrap()["zone"], "b");
         assert_eq!(parse_label("zone=a"), Some(("zone", "a")));
         assert_eq!(parse_label("zone=a,disk=ssd"), None);
@@ -193,13 +201,7 @@ mod tests {
             (":5000", Err("\":5000\"")),
             ("a:1,", Err("\"\" is not")),
         ];
-        for (value, want) in registries {
-            match (parse_registries(value), want) {
-                (Ok(got), Ok(n)) => assert_eq!(got.len(), n, "{value}"),
-                (Err(got), Err(want)) => assert!(got.contains(want), "{value}: {got}"),
-                (got, want) => panic!("{value}: {got:?}, wanted {want:?}"),
-            }
-        }
+        check(&registries, parse_registries);
         assert!(!is_registry("a:1,b:2"), "an item never holds a comma");
     }
 

@@ -212,6 +212,10 @@ mod tests {
         assert_eq!(parsed.role, Role::Master);
         assert_eq!(parsed.cluster.as_deref(), Some("prod-eu"));
         assert_eq!(parsed.tls_san, ["203.0.113.7", "master.example.org"]);
+        assert!(text.ends_with(
+            "\nrole = \"master\"\nhostname = \"m\"\ncluster = \"prod-eu\"\n\
+             tls_san = \"203.0.113.7,master.example.org\"\n"
+        ));
     }
 
     #[test]
@@ -236,17 +240,6 @@ mod tests {
              labels = \"disk=ssd,zone=a\"\n\
              insecure_registries = \"10.0.0.1:5000,reg.lan:80\"\n"
         );
-        let text = render_config(&HostSettings {
-            role: Role::Master,
-            name: "m".into(),
-            cluster: Some("prod-eu".into()),
-            tls_san: vec!["203.0.113.7".into(), "master.example.org".into()],
-            ..HostSettings::default()
-        });
-        assert!(text.ends_with(
-            "\nrole = \"master\"\nhostname = \"m\"\ncluster = \"prod-eu\"\n\
-             tls_san = \"203.0.113.7,master.example.org\"\n"
-        ));
     }
 
     #[test]
