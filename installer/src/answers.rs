@@ -1,9 +1,10 @@
 //! The answer file: everything a person decides during an install, as TOML.
 //!
 //! Owns parsing, validation and the two renderings (the answer file itself and the
-//! `config.toml` the installed node reads). The wizard builds the same [`Answers`], so an
-//! interactive install and an unattended one are the same value from here on. Fetching an
-//! answer file is not done here: [`Source`] only says where it is.
+//! `config.toml` the installed node reads, which the node settings model `cloudos_settings`
+//! writes; the values the node reads are checked by that model's rules). The wizard builds
+//! the same [`Answers`], so an interactive install and an unattended one are the same value
+//! from here on. Fetching an answer file is not done here: [`Source`] only says where it is.
 //!
 //! ```toml
 //! mode = "compute"

@@ -9,7 +9,7 @@
 //!   by the installer for its answer file.
 //! - [`load`]: reading a boot line and a settings file ([`Settings::load`]); a bad key is a
 //!   [`Warning`], never a failed boot.
-//! - [`write`]: writing a settings file ([`Settings::to_toml`]) or a boot line
+//! - [`write`](mod@write): writing a settings file ([`Settings::to_toml`]) or a boot line
 //!   ([`Settings::to_cmdline`]) that reads back as the same settings.
 //! - [`readme`]: the README's settings table, rendered from the key table.
 //!
@@ -27,7 +27,7 @@
 //!    `CLOUDOS_WRITE_README=1 cargo test -p cloudos-settings readme`.
 //!
 //! The reader, both writers, the "known keys" of a typo's warning and the README follow;
-//! the round-trip tests in [`write`] cover the new key once `everything()` sets it.
+//! the round-trip tests in [`write`](mod@write) cover the new key once `everything()` sets it.
 //!
 //! Pure: nothing here reads or writes files or logs.
 
