@@ -1,9 +1,10 @@
 //! The answer file: everything a person decides during an install, as TOML.
 //!
 //! Owns parsing, validation and the two renderings (the answer file itself and the
-//! `config.toml` the installed node reads). The wizard builds the same [`Answers`], so an
-//! interactive install and an unattended one are the same value from here on. Fetching an
-//! answer file is not done here: [`Source`] only says where it is.
+//! `config.toml` the installed node reads, which the node settings model `cloudos_settings`
+//! writes; the values the node reads are checked by that model's rules). The wizard builds
+//! the same [`Answers`], so an interactive install and an unattended one are the same value
+//! from here on. Fetching an answer file is not done here: [`Source`] only says where it is.
 //!
 //! ```toml
 //! mode = "compute"
@@ -30,7 +31,8 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 pub use cloudos_cluster::parse_master_address;
-use cloudos_cluster::{validate_hostname, Token};
+use cloudos_cluster::Token;
+use cloudos_settings::{values, NetMode, NetSettings, Role, Secret, Settings};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -337,60 +339,61 @@ impl Answers {
         text
     }
 
-    /// The `config.toml` the installed node reads from its data partition: the keys and
-    /// shapes of `nodeos`'s settings (`role`, `hostname`, `net`, …; lists joined by commas,
-    /// as the host install's `render_config` writes them). The join token is not written:
-    /// it is used once, by the install's first join, and would otherwise sit on the disk.
-    pub fn to_settings_toml(&self) -> String {
-        let mut text = String::from(
-            "# CloudOS node settings, written by the installer.\n\
-             # Same keys as the kernel command line's cloudos.* keys, without the prefix.\n",
-        );
-        let _ = writeln!(text, "role = {}", toml_string(self.role.name()));
-        let _ = writeln!(text, "hostname = {}", toml_string(&self.hostname));
-        match &self.network {
-            Network::Dhcp => {
-                let _ = writeln!(text, "net = \"dhcp\"");
-            }
-            Network::Static {
-                address,
-                gateway,
-                dns,
-            } => {
-                let _ = writeln!(text, "net = \"static\"");
-                let _ = writeln!(text, "address = {}", toml_string(&address.to_string()));
-                if let Some(gateway) = gateway {
-                    let _ = writeln!(text, "gateway = {}", toml_string(&gateway.to_string()));
-                }
-                if !dns.is_empty() {
-                    let dns: Vec<String> = dns.iter().map(Ipv4Addr::to_string).collect();
-                    let _ = writeln!(text, "dns = {}", toml_string(&dns.join(",")));
-                }
-            }
+    /// These answers as node settings, the join token included: what the installed node
+    /// is to run with. Labels are read as [`Answers::from_toml`] checked them.
+    pub fn node_settings(&self) -> Settings {
+        let mut settings = Settings {
+            role: match self.role {
+                RoleAnswers::Master { .. } => Role::Master,
+                RoleAnswers::Compute { .. } => Role::Compute,
+            },
+            hostname: Some(self.hostname.clone()),
+            labels: self
+                .labels
+                .iter()
+                .filter_map(|label| values::parse_label(label))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            insecure_registries: self.insecure_registries.clone(),
+            ..Settings::default()
+        };
+        if let Network::Static {
+            address,
+            gateway,
+            dns,
+        } = &self.network
+        {
+            settings.net = NetSettings {
+                mode: NetMode::Static,
+                iface: None,
+                address: Some(*address),
+                gateway: *gateway,
+                dns: dns.clone(),
+            };
         }
         match &self.role {
-            RoleAnswers::Master { cluster } => {
-                let _ = writeln!(text, "cluster = {}", toml_string(cluster));
+            RoleAnswers::Master { cluster } => settings.cluster = Some(cluster.clone()),
+            RoleAnswers::Compute { token, master } => {
+                settings.token = Some(Secret::new(token.to_string()));
+                settings.master = master.clone();
             }
-            RoleAnswers::Compute {
-                master: Some(master),
-                ..
-            } => {
-                let _ = writeln!(text, "master = {}", toml_string(master));
-            }
-            RoleAnswers::Compute { master: None, .. } => {}
         }
-        if !self.labels.is_empty() {
-            let _ = writeln!(text, "labels = {}", toml_string(&self.labels.join(",")));
-        }
-        if !self.insecure_registries.is_empty() {
-            let _ = writeln!(
-                text,
-                "insecure_registries = {}",
-                toml_string(&self.insecure_registries.join(","))
-            );
-        }
-        text
+        settings
+    }
+
+    /// The `config.toml` the installed node reads from its data partition, written by the
+    /// node settings model (`role`, `hostname`, `net`, …; lists joined by commas, as the
+    /// host install's `render_config` writes them). The join token is not written:
+    /// it is used once, by the install's first join, and would otherwise sit on the disk.
+    /// `net` is written even for DHCP, the default: it is what the person chose.
+    pub fn to_settings_toml(&self) -> String {
+        let mut settings = self.node_settings();
+        settings.token = None;
+        settings.to_toml(
+            "# CloudOS node settings, written by the installer.\n\
+             # Same keys as the kernel command line's cloudos.* keys, without the prefix.\n",
+            &["role", "net"],
+        )
     }
 }
 
@@ -483,18 +486,12 @@ fn check_network(
 
 /// A host name as the node settings accept it, lowercased as they store it.
 pub fn check_hostname(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    validate_hostname(name)?;
-    Ok(name.to_ascii_lowercase())
+    values::parse_hostname(name.trim())
 }
 
 /// A cluster name: the host name rule, lowercased (it ends up in certificates).
 pub fn check_cluster_name(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    validate_hostname(name).map_err(|_| {
-        format!("{name:?} is not a valid cluster name (letters, digits and inner hyphens)")
-    })?;
-    Ok(name.to_ascii_lowercase())
+    values::parse_cluster_name(name.trim())
 }
 
 /// A join token's format (not whether a master accepts it). The message never repeats the
@@ -530,35 +527,24 @@ fn check_disk_path(path: &str) -> Result<String, String> {
     }
 }
 
-/// `key=value` each, the characters the node settings' `labels` accept. No commas: the
-/// settings file joins the list with them.
+/// `key=value` each, as the node settings' `labels` accept them (so no commas: the
+/// settings file joins the list with them).
 fn check_labels(labels: Vec<String>) -> Result<Vec<String>, String> {
-    let ok = cloudos_cluster::workload::is_label_text;
-    for label in &labels {
-        match label.split_once('=') {
-            Some((k, v)) if ok(k) && ok(v) => {}
-            _ => {
-                return Err(format!(
-                    "has {label:?}, which is not key=value (letters, digits, . - _ /)"
-                ))
-            }
-        }
+    match labels.iter().find(|l| values::parse_label(l).is_none()) {
+        Some(bad) => Err(format!("has {bad:?}, which is not {}", values::LABEL_FORM)),
+        None => Ok(labels),
     }
-    Ok(labels)
 }
 
 /// `host:port` each, as the node settings' `insecure_registries` accept them.
 fn check_registries(registries: Vec<String>) -> Result<Vec<String>, String> {
-    for r in &registries {
-        let ok = !r.contains(',')
-            && r.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-        if !ok {
-            return Err(format!("has {r:?}, which is not a registry host:port"));
-        }
+    match registries.iter().find(|r| !values::is_registry(r)) {
+        Some(bad) => Err(format!(
+            "has {bad:?}, which is not {}",
+            values::REGISTRY_FORM
+        )),
+        None => Ok(registries),
     }
-    Ok(registries)
 }
 
 /// Where the answer file of an unattended install comes from: the value of
@@ -842,8 +828,8 @@ pub(crate) mod tests {
 
     #[test]
     fn the_settings_file_uses_the_node_keys_and_never_the_token() {
-        // The keys and value shapes `nodeos`'s settings parser reads (settings.rs KNOWN_KEYS):
-        // every value a string, lists joined with commas.
+        // The keys and value shapes the node settings read (`cloudos_settings::KEYS`): every
+        // value a string, lists joined with commas.
         const NODE_KEYS: &[&str] = &[
             "role",
             "hostname",
@@ -875,7 +861,8 @@ pub(crate) mod tests {
         assert_eq!(get("gateway"), Some("10.0.0.1"));
         assert_eq!(get("dns"), Some("10.0.0.53,1.1.1.1"));
         assert_eq!(get("master"), Some("10.0.0.1:9443"));
-        assert_eq!(get("labels"), Some("zone=a,disk=ssd"));
+        // The node keeps labels by key, and the file lists them in that order.
+        assert_eq!(get("labels"), Some("disk=ssd,zone=a"));
         assert_eq!(get("insecure_registries"), Some("10.0.0.1:5000"));
         assert_eq!(get("cluster"), None);
 
@@ -890,6 +877,33 @@ pub(crate) mod tests {
         );
         assert_eq!(table.get("net").and_then(|v| v.as_str()), Some("dhcp"));
         assert_eq!(table.get("master"), None);
+    }
+
+    #[test]
+    fn the_settings_file_reads_back_as_the_answers_settings() {
+        let compute = Answers::from_toml(&compute_file()).expect("valid");
+        let master = Answers::from_toml(
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\n",
+        )
+        .expect("valid");
+        for answers in [compute, master] {
+            let text = answers.to_settings_toml();
+            let (read, warnings) = Settings::load(Some(&text), "");
+            assert!(warnings.is_empty(), "{text}: {warnings:?}");
+            let mut wanted = answers.node_settings();
+            wanted.token = None;
+            assert_eq!(read, wanted, "{text}");
+        }
+        let master = Answers::from_toml(
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            master.to_settings_toml(),
+            "# CloudOS node settings, written by the installer.\n\
+             # Same keys as the kernel command line's cloudos.* keys, without the prefix.\n\
+             role = \"master\"\nhostname = \"m1\"\nnet = \"dhcp\"\ncluster = \"cloudos\"\n"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use cloudos_installer::wizard::WizardOutcome;
-use cloudos_installer::{Answers, Plan, RoleAnswers, Source, Target};
+use cloudos_installer::{Answers, Plan, Source, Target};
 
 use system::LiveSystem;
 
@@ -190,9 +190,7 @@ fn set_up_in_place(system: &LiveSystem) -> anyhow::Result<Outcome> {
 /// (used by the first boot's join, as the settings key `token`).
 pub fn settings_text(answers: &Answers) -> String {
     let mut text = answers.to_settings_toml();
-    if let RoleAnswers::Compute { token, .. } = &answers.role {
-        text.push_str(&format!("token = \"{token}\"\n"));
-    }
+    text.push_str(&answers.node_settings().toml_lines(&["token"]));
     text
 }
 
@@ -221,4 +219,36 @@ pub fn install(plan: &Plan) -> anyhow::Result<()> {
     writer::write(plan, &inputs, &settings_text(&plan.answers))?;
     drop(medium);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compute_nodes_settings_carry_its_token_last_and_read_back() {
+        let token = format!("cloudos1_abcdef_{}_{}", "a".repeat(32), "5a".repeat(32));
+        let answers = Answers::from_toml(&format!(
+            "mode = \"compute\"\nhostname = \"c1\"\ndisk = \"/dev/vda\"\nwipe = true\n\
+             token = \"{token}\"\n"
+        ))
+        .expect("valid");
+        let text = settings_text(&answers);
+        assert!(
+            text.ends_with(&format!("\nnet = \"dhcp\"\ntoken = \"{token}\"\n")),
+            "{text}"
+        );
+        let (settings, warnings) = crate::settings::Settings::load(Some(&text), "");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            settings.token.as_ref().map(|t| t.expose()),
+            Some(token.as_str())
+        );
+
+        let master = Answers::from_toml(
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\n",
+        )
+        .expect("valid");
+        assert_eq!(settings_text(&master), master.to_settings_toml());
+    }
 }

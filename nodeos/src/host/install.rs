@@ -93,22 +93,22 @@ fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings>
         .clone()
         .unwrap_or_else(|| crate::roles::host_name("cloudos"));
     validate_hostname(&name).map_err(|why| anyhow::anyhow!("the node name {name:?} {why}"))?;
-    // Through the appliance's own parser, so a key means the same in both places.
+    // Through the appliance's own settings model, so a key means the same in both places;
+    // in key-name order, so the first mistake named is the one a settings file's would be.
     let given = [
-        ("labels", &args.labels),
-        ("insecure_registries", &args.insecure_registries),
-        ("master", &args.master),
         ("cluster", &args.cluster_name),
+        ("insecure_registries", &args.insecure_registries),
+        ("labels", &args.labels),
+        ("master", &args.master),
         ("tls_san", &args.tls_san),
     ];
-    let lines: String = given
-        .iter()
-        .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
-        .map(|(key, value)| format!("{key} = {}\n", toml::Value::String(value.clone())))
-        .collect();
-    let (parsed, warnings) = Settings::load(Some(&lines), "");
-    if let Some(warning) = warnings.first() {
-        bail!("{}: {}", warning.key, warning.reason);
+    let mut parsed = Settings::default();
+    for (key, value) in given {
+        if let Some(value) = value {
+            parsed
+                .set(key, value)
+                .map_err(|reason| anyhow::anyhow!("{key}: {reason}"))?;
+        }
     }
     Ok(HostSettings {
         role,

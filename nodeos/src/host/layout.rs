@@ -3,10 +3,9 @@
 //! and the installer only copies bytes.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::settings::Role;
+use crate::settings::{Role, Settings};
 
 /// Every path a host install may create. Tests point it at a temporary root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,49 +79,32 @@ pub struct HostSettings {
     pub tls_san: Vec<String>,
 }
 
-/// The settings file: the keys of the appliance's `config.toml`, read back by
-/// `nodeos daemon` through the same parser. No secret goes here: a compute node has
-/// already joined when this is written, and keeps its key in the state directory.
-pub fn render_config(settings: &HostSettings) -> String {
-    let mut text = String::from(
-        "# CloudOS node settings, written by install.sh (`nodeos install`).\n\
-         # Same keys as the appliance's config.toml; restart the unit after a change.\n",
-    );
-    let _ = writeln!(text, "role = {}", toml_string(&settings.role.to_string()));
-    let _ = writeln!(text, "hostname = {}", toml_string(&settings.name));
-    if let Some(master) = &settings.master {
-        let _ = writeln!(text, "master = {}", toml_string(master));
+impl HostSettings {
+    /// These settings in the node settings model, which writes and reads them.
+    pub fn node_settings(&self) -> Settings {
+        Settings {
+            role: self.role,
+            hostname: Some(self.name.clone()),
+            master: self.master.clone(),
+            cluster: self.cluster.clone(),
+            labels: self.labels.clone(),
+            insecure_registries: self.insecure_registries.clone(),
+            tls_san: self.tls_san.clone(),
+            ..Settings::default()
+        }
     }
-    if let Some(cluster) = &settings.cluster {
-        let _ = writeln!(text, "cluster = {}", toml_string(cluster));
-    }
-    if !settings.labels.is_empty() {
-        let labels: Vec<String> = settings
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(text, "labels = {}", toml_string(&labels.join(",")));
-    }
-    if !settings.insecure_registries.is_empty() {
-        let _ = writeln!(
-            text,
-            "insecure_registries = {}",
-            toml_string(&settings.insecure_registries.join(","))
-        );
-    }
-    if !settings.tls_san.is_empty() {
-        let _ = writeln!(
-            text,
-            "tls_san = {}",
-            toml_string(&settings.tls_san.join(","))
-        );
-    }
-    text
 }
 
-fn toml_string(value: &str) -> String {
-    toml::Value::String(value.to_owned()).to_string()
+/// The settings file: the keys of the appliance's `config.toml`, written by the settings
+/// model and read back by `nodeos daemon` through the same model. No secret goes here: a
+/// compute node has already joined when this is written, and keeps its key in the state
+/// directory. The role is written even when it is `none`, the default.
+pub fn render_config(settings: &HostSettings) -> String {
+    settings.node_settings().to_toml(
+        "# CloudOS node settings, written by install.sh (`nodeos install`).\n\
+         # Same keys as the appliance's config.toml; restart the unit after a change.\n",
+        &["role"],
+    )
 }
 
 /// The systemd unit. Why each setting:
@@ -193,7 +175,6 @@ pub fn parse_record(text: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Settings;
 
     #[test]
     fn the_settings_file_reads_back_through_the_appliance_parser() {
@@ -231,6 +212,34 @@ mod tests {
         assert_eq!(parsed.role, Role::Master);
         assert_eq!(parsed.cluster.as_deref(), Some("prod-eu"));
         assert_eq!(parsed.tls_san, ["203.0.113.7", "master.example.org"]);
+        assert!(text.ends_with(
+            "\nrole = \"master\"\nhostname = \"m\"\ncluster = \"prod-eu\"\n\
+             tls_san = \"203.0.113.7,master.example.org\"\n"
+        ));
+    }
+
+    #[test]
+    fn the_settings_file_has_its_header_and_only_the_keys_given() {
+        let text = render_config(&HostSettings {
+            role: Role::Compute,
+            name: "vm-1".into(),
+            master: Some("10.0.0.1:9443".into()),
+            labels: [("zone", "a"), ("disk", "ssd")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            insecure_registries: vec!["10.0.0.1:5000".into(), "reg.lan:80".into()],
+            ..HostSettings::default()
+        });
+        assert_eq!(
+            text,
+            "# CloudOS node settings, written by install.sh (`nodeos install`).\n\
+             # Same keys as the appliance's config.toml; restart the unit after a change.\n\
+             role = \"compute\"\n\
+             hostname = \"vm-1\"\n\
+             master = \"10.0.0.1:9443\"\n\
+             labels = \"disk=ssd,zone=a\"\n\
+             insecure_registries = \"10.0.0.1:5000,reg.lan:80\"\n"
+        );
     }
 
     #[test]

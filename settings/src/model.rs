@@ -1,0 +1,170 @@
+//! The typed node settings: what a node was told, after checking.
+//!
+//! Owns the types only. How a key's text becomes a field is the key table's job
+//! ([`crate::keys`]); reading a boot line or a file is [`crate::load`]'s, writing one is
+//! [`crate::write`]'s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+pub use cloudos_cluster::Ipv4Cidr;
+
+/// Where the settings file lives once the data partition is mounted.
+pub const CONFIG_FILE: &str = "/var/lib/cloudos/config.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// No role chosen: the node boots, brings up its network and waits.
+    #[default]
+    None,
+    Master,
+    Compute,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::None => "none",
+            Role::Master => "master",
+            Role::Compute => "compute",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum NetMode {
+    /// DHCPv4 on every Ethernet link.
+    #[default]
+    Dhcp,
+    /// A fixed address on one link (`cloudos.iface`, else the first Ethernet link).
+    Static,
+    /// Loopback only.
+    Off,
+}
+
+impl NetMode {
+    /// The value of `cloudos.net` that selects this mode.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NetMode::Dhcp => "dhcp",
+            NetMode::Static => "static",
+            NetMode::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct NetSettings {
+    pub mode: NetMode,
+    pub iface: Option<String>,
+    pub address: Option<Ipv4Cidr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// A failure injected on purpose, for tests of the supervisor: a service that
+/// crashes on its first `times` starts. Only a crash we cannot cause from
+/// outside a shell-less appliance is injected this way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CrashFault {
+    pub service: String,
+    pub times: u32,
+}
+
+impl fmt::Display for CrashFault {
+    /// The value of `cloudos.fault` that injects this fault.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "crash:{}:{}", self.service, self.times)
+    }
+}
+
+/// A value that must never reach a log, a console or a status report: the
+/// join token. Debug and Serialize print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// Every node setting. A field is added together with its row in [`crate::keys::KEYS`],
+/// which says how the field is read, checked, written and documented.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Settings {
+    pub role: Role,
+    pub hostname: Option<String>,
+    pub net: NetSettings,
+    pub debug: bool,
+    pub faults: Vec<CrashFault>,
+    /// The join token (`cloudos.token`): needed by a compute node's first join only.
+    pub token: Option<Secret>,
+    /// `host:port` of the master (`cloudos.master`); mDNS finds it otherwise.
+    pub master: Option<String>,
+    /// The cluster's name when this node creates it as master (`cloudos.cluster`).
+    pub cluster: Option<String>,
+    /// Node labels for scheduling (`cloudos.labels=zone=a,disk=ssd`).
+    pub labels: BTreeMap<String, String>,
+    /// Image registries reached over plain HTTP, `host:port` separated by commas
+    /// (`cloudos.insecure_registries=10.88.0.1:5000`): a registry on the LAN without TLS.
+    pub insecure_registries: Vec<String>,
+    /// More names and addresses for the master's serving certificate
+    /// (`cloudos.tls_san=203.0.113.7,master.example.org`): the ones clients use to reach a
+    /// master behind NAT or a load balancer, which it cannot see on its own interfaces.
+    pub tls_san: Vec<String>,
+    /// The system slot GRUB booted (`cloudos.slot=a|b`, set by the installed disk's
+    /// grub.cfg): nodeos confirms that slot in GRUB's environment once healthy.
+    pub slot: Option<Slot>,
+    /// Install to disk (`cloudos.install=`): `wizard` for the interactive installer on
+    /// the console, or where the answer file is (`http(s)://…` or `LABEL=NAME:/path`);
+    /// checked by the installer, which says what is wrong with it.
+    pub install: Option<String>,
+}
+
+impl Settings {
+    /// How many times the named service is to crash on purpose.
+    pub fn injected_crashes(&self, service: &str) -> u32 {
+        self.faults
+            .iter()
+            .filter(|f| f.service == service)
+            .map(|f| f.times)
+            .sum()
+    }
+}
+
+/// One of the installed disk's two system slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The rule for each kind of value a setting takes: host and cluster names, labels,
+//! registries, certificate names, booleans, faults, interface names.
+//!
+//! Pure functions, one rule each. The key table ([`crate::keys`]) checks boot settings with
+//! them; the installer checks its answer file with the same ones, in its own words (its
+//! lists are TOML arrays, so it checks items: [`parse_label`], [`is_registry`]). An error is
+//! the reason part of a warning, which says what the value should look like.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use cloudos_cluster::validate_hostname;
+
+/// What a label must look like, as refusals say it.
+pub const LABEL_FORM: &str = "key=value (letters, digits, . - _ /)";
+
+/// What an insecure registry must look like, as refusals say it.
+pub const REGISTRY_FORM: &str = "a registry host:port";
+
+/// A host name, lowercased as the node keeps it (RFC 1123; the rule is
+/// [`cloudos_cluster::validate_hostname`], shared with the installer).
+pub fn parse_hostname(value: &str) -> Result<String, String> {
+    validate_hostname(value)?;
+    Ok(value.to_ascii_lowercase())
+}
+
+/// A cluster name: the host name rule, lowercased (it ends up in certificates).
+pub fn parse_cluster_name(value: &str) -> Result<String, String> {
+    validate_hostname(value).map_err(|_| {
+        format!("{value:?} is not a valid cluster name (letters, digits and inner hyphens)")
+    })?;
+    Ok(value.to_ascii_lowercase())
+}
+
+/// One label, `key=value`, each side [`cloudos_cluster::workload::is_label_text`] (so never
+/// a comma: lists of labels are joined with commas).
+pub fn parse_label(item: &str) -> Option<(&str, &str)> {
+    let ok = cloudos_cluster::workload::is_label_text;
+    item.split_once('=').filter(|(k, v)| ok(k) && ok(v))
+}
+
+/// `k=v,k2=v2`: labels as [`parse_label`] reads them; empty items are skipped, and a key
+/// given twice keeps its last value.
+pub fn parse_labels(value: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in value.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) =
+            parse_label(pair).ok_or_else(|| format!("label {pair:?} is not {LABEL_FORM}"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+/// One registry, `host:port` with a port in 1..=65535 (and no comma: lists of registries
+/// are joined with commas).
+pub fn is_registry(item: &str) -> bool {
+    !item.contains(',')
+        && item.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+}
+
+/// `host:port[,host:port…]`, each as [`is_registry`] reads it.
+pub fn parse_registries(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(|r| match is_registry(r) {
+            true => Ok(r.to_owned()),
+            false => Err(format!("{r:?} is not {REGISTRY_FORM}")),
+        })
+        .collect()
+}
+
+/// `name-or-address[,…]`: IP addresses, or DNS names (letters, digits, `-`, dots between
+/// labels), for a certificate's subject alternative names.
+pub fn parse_tls_sans(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|san| {
+            let is_ip = san.parse::<std::net::IpAddr>().is_ok();
+            let is_name = san.len() <= 253
+                && san.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if is_ip || is_name {
+                Ok(san.to_ascii_lowercase())
+            } else {
+                Err(format!("{san:?} is neither an IP address nor a DNS name"))
+            }
+        })
+        .collect()
+}
+
+/// An IPv4 address, as written (no trimming: a boot line has no spaces to trim).
+pub fn parse_ipv4(value: &str) -> Result<Ipv4Addr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IPv4 address"))
+}
+
+/// `a.b.c.d[,…]`: DNS servers.
+pub fn parse_ipv4_list(value: &str) -> Result<Vec<Ipv4Addr>, String> {
+    value
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{value:?} is not a comma-separated list of IPv4 addresses"))
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, in any case.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{value:?} is not a boolean (use 0/1, true/false)")),
+    }
+}
+
+/// `crash:SERVICE:TIMES`.
+pub fn parse_fault(value: &str) -> Result<crate::CrashFault, String> {
+    let usage = "use crash:SERVICE:TIMES, as in crash:power:3";
+    let mut parts = value.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("crash"), Some(service), Some(times), None) if !service.is_empty() => {
+            let times = times
+                .parse()
+                .map_err(|_| format!("{times:?} is not a count; {usage}"))?;
+            Ok(crate::CrashFault {
+                service: service.to_string(),
+                times,
+            })
+        }
+        _ => Err(format!("{value:?} is not a fault; {usage}")),
+    }
+}
+
+/// A network interface name as the kernel takes it: 1 to 15 letters, digits, `-`, `_`, `.`.
+pub fn parse_iface_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    match ok {
+        true => Ok(name.to_owned()),
+        false => Err(format!("{name:?} is not a valid interface name")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each value parses to that many items, or is refused with a reason containing that text.
+    fn check<T: IntoIterator + std::fmt::Debug>(
+        cases: &[(&str, Result<usize, &str>)],
+        parse: fn(&str) -> Result<T, String>,
+    ) {
+        for (value, want) in cases {
+            match (parse(value), want) {
+                (Ok(got), Ok(n)) => assert_eq!(got.into_iter().count(), *n, "{value}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{value}: {got}"),
+                (got, want) => panic!("{value}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn labels_and_registries_refuse_what_they_refused() {
+        let labels = [
+            ("zone=a,disk=ssd", Ok(2)),
+            ("zone=a,,disk=ssd,", Ok(2)),
+            ("zone=a,zone=b", Ok(1)),
+            ("", Ok(0)),
+            ("zone", Err("label \"zone\" is not key=value")),
+            ("zone=", Err("label \"zone=\"")),
+            ("=a", Err("label \"=a\"")),
+            ("a=b=c", Err("label \"a=b=c\"")),
+            ("a b=c", Err("label \"a b=c\"")),
+        ];
+        check(&labels, parse_labels);
+        assert_eq!(parse_labels("zone=a,zone=b").unwrap()["zone"], "b");
+        assert_eq!(parse_label("zone=a"), Some(("zone", "a")));
+        assert_eq!(parse_label("zone=a,disk=ssd"), None);
+
+        let registries = [
+            ("10.0.0.1:5000", Ok(1)),
+            ("a:1,b:65535", Ok(2)),
+            ("[fd00::1]:5000", Ok(1)),
+            ("reg", Err("\"reg\" is not a registry host:port")),
+            ("reg:0", Err("\"reg:0\"")),
+            ("reg:65536", Err("\"reg:65536\"")),
+            (":5000", Err("\":5000\"")),
+            ("a:1,", Err("\"\" is not")),
+        ];
+        check(&registries, parse_registries);
+        assert!(!is_registry("a:1,b:2"), "an item never holds a comma");
+    }
+
+    #[test]
+    fn names_sans_and_small_values() {
+        assert_eq!(parse_hostname("Node-1").as_deref(), Ok("node-1"));
+        assert!(parse_hostname("a_b")
+            .unwrap_err()
+            .contains("not a valid host name"));
+        assert_eq!(parse_cluster_name("Prod-EU").as_deref(), Ok("prod-eu"));
+        assert!(parse_cluster_name("no_good")
+            .unwrap_err()
+            .contains("not a valid cluster name"));
+        assert_eq!(
+            parse_tls_sans(" 203.0.113.7, Master.Example.org ,").unwrap(),
+            ["203.0.113.7", "master.example.org"]
+        );
+        assert!(parse_tls_sans("not_a name")
+            .unwrap_err()
+            .contains("neither an IP address nor a DNS name"));
+        assert_eq!(parse_bool("ON"), Ok(true));
+        assert_eq!(parse_bool("no"), Ok(false));
+        assert!(parse_bool("").unwrap_err().contains("not a boolean"));
+        assert_eq!(parse_iface_name("eth0.10").as_deref(), Ok("eth0.10"));
+        assert!(parse_iface_name("").is_err() && parse_iface_name(&"e".repeat(16)).is_err());
+        assert_eq!(
+            parse_fault("crash:power:3").unwrap().to_string(),
+            "crash:power:3"
+        );
+        assert!(parse_fault("crash::3").unwrap_err().contains("not a fault"));
+        assert!(parse_ipv4_list("1.1.1.1,")
+            .unwrap_err()
+            .contains("comma-separated"));
+    }
+}
