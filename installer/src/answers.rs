@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 pub use cloudos_cluster::parse_master_address;
 use cloudos_cluster::Token;
-use cloudos_settings::{values, NetMode, NetSettings, Role, Secret, Settings};
+use cloudos_settings::{values, NetMode, NetSettings, NodeRole, Secret, Settings};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -53,7 +53,7 @@ pub const CONFIG_DISK_PATH: &str = "/install.toml";
 pub struct Answers {
     /// Lowercase RFC 1123 host name.
     pub hostname: String,
-    pub network: Network,
+    pub network: NetworkAnswers,
     /// The target disk, a device path such as `/dev/vda`.
     pub disk: String,
     pub role: RoleAnswers,
@@ -88,7 +88,7 @@ impl RoleAnswers {
 /// The installed node's network. DNS servers only go with a static address: DHCP brings
 /// its own, and `nodeos` ignores configured ones under DHCP.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Network {
+pub enum NetworkAnswers {
     #[default]
     Dhcp,
     Static {
@@ -214,7 +214,7 @@ impl Answers {
         }
 
         let network = match raw.network {
-            None => Network::Dhcp,
+            None => NetworkAnswers::Dhcp,
             Some(net) => check_network(net, &invalid)?,
         };
 
@@ -317,10 +317,10 @@ impl Answers {
         }
         let _ = writeln!(text, "\n[network]");
         match &self.network {
-            Network::Dhcp => {
+            NetworkAnswers::Dhcp => {
                 let _ = writeln!(text, "mode = \"dhcp\"");
             }
-            Network::Static {
+            NetworkAnswers::Static {
                 address,
                 gateway,
                 dns,
@@ -344,8 +344,8 @@ impl Answers {
     pub fn node_settings(&self) -> Settings {
         let mut settings = Settings {
             role: match self.role {
-                RoleAnswers::Master { .. } => Role::Master,
-                RoleAnswers::Compute { .. } => Role::Compute,
+                RoleAnswers::Master { .. } => NodeRole::Master,
+                RoleAnswers::Compute { .. } => NodeRole::Compute,
             },
             hostname: Some(self.hostname.clone()),
             labels: self
@@ -357,7 +357,7 @@ impl Answers {
             insecure_registries: self.insecure_registries.clone(),
             ..Settings::default()
         };
-        if let Network::Static {
+        if let NetworkAnswers::Static {
             address,
             gateway,
             dns,
@@ -419,7 +419,7 @@ fn toml_list(values: &[String]) -> String {
 fn check_network(
     net: RawNetwork,
     invalid: &dyn Fn(&'static str, String, std::ops::Range<usize>) -> AnswerError,
-) -> Result<Network, AnswerError> {
+) -> Result<NetworkAnswers, AnswerError> {
     let is_static = match &net.mode {
         None => false,
         Some(mode) => match mode.get_ref().as_str() {
@@ -451,7 +451,7 @@ fn check_network(
         if let Some(d) = &net.dns {
             return Err(dhcp_only("network.dns", d.span()));
         }
-        return Ok(Network::Dhcp);
+        return Ok(NetworkAnswers::Dhcp);
     }
     let address = net.address.ok_or(AnswerError::Missing {
         key: "network.address",
@@ -477,7 +477,7 @@ fn check_network(
             .collect::<Result<_, _>>()
             .map_err(|why| invalid("network.dns", why, d.span()))?,
     };
-    Ok(Network::Static {
+    Ok(NetworkAnswers::Static {
         address,
         gateway,
         dns,
@@ -666,7 +666,7 @@ pub(crate) mod tests {
         assert_eq!(master.as_deref(), Some("10.0.0.1:9443"));
         assert_eq!(
             a.network,
-            Network::Static {
+            NetworkAnswers::Static {
                 address: "10.0.0.5/24".parse().unwrap(),
                 gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
                 dns: vec![Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::new(1, 1, 1, 1)],
@@ -686,7 +686,7 @@ pub(crate) mod tests {
                 cluster: DEFAULT_CLUSTER.into()
             }
         );
-        assert_eq!(a.network, Network::Dhcp);
+        assert_eq!(a.network, NetworkAnswers::Dhcp);
         assert!(a.labels.is_empty() && a.insecure_registries.is_empty());
     }
 

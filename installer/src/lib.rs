@@ -21,7 +21,7 @@ pub mod wizard;
 
 use cloudos_cluster::Token;
 
-pub use answers::{AnswerError, Answers, Network, RoleAnswers, Source};
+pub use answers::{AnswerError, Answers, NetworkAnswers, RoleAnswers, Source};
 pub use disks::{check_target, Bus, Disk, DiskError, DiskRefusal};
 pub use plan::{gpt_tables, GptTables, PartitionPlan, PlanError, MIN_DISK_BYTES};
 pub use system::{MasterInfo, System};
@@ -303,7 +303,7 @@ pub(crate) mod testing {
                 Some(_) => Ok(()),
             }
         }
-        fn check_network(&self, _: &Network) -> Result<(), String> {
+        fn check_network(&self, _: &NetworkAnswers) -> Result<(), String> {
             self.network_error.clone().map_or(Ok(()), Err)
         }
     }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use cloudos_cluster::Token;
 
-use crate::answers::Network;
+use crate::answers::NetworkAnswers;
 use crate::disks::{Disk, DiskError};
 
 /// Everything the installer asks of the machine. Errors are the reason, in words, as the
@@ -33,7 +33,7 @@ pub trait System {
     /// gateway answers), so a wrong address is found before the install, not after. The
     /// wizard calls it, then [`crate::validate`] again with the same settings: applying
     /// them twice must be harmless.
-    fn check_network(&self, network: &Network) -> Result<(), String>;
+    fn check_network(&self, network: &NetworkAnswers) -> Result<(), String>;
 }
 
 /// A master found by mDNS, with what its advertisement says.

@@ -13,7 +13,7 @@ use dialoguer::{Confirm, Input, Select};
 
 use crate::answers::{
     check_cluster_name, check_hostname, check_token, parse_master_address, Answers, Ipv4Cidr,
-    Network, RoleAnswers, DEFAULT_CLUSTER,
+    NetworkAnswers, RoleAnswers, DEFAULT_CLUSTER,
 };
 use crate::disks::{check_target, Disk, DiskRefusal};
 use crate::system::{MasterInfo, System};
@@ -221,12 +221,12 @@ fn ask<T>(
     }
 }
 
-fn ask_network(p: &mut dyn Prompts, system: &dyn System) -> Result<Network, WizardError> {
+fn ask_network(p: &mut dyn Prompts, system: &dyn System) -> Result<NetworkAnswers, WizardError> {
     loop {
         let network = if p.select("Network", &labels(NETWORK_ITEMS), 0)? == 0 {
-            Network::Dhcp
+            NetworkAnswers::Dhcp
         } else {
-            Network::Static {
+            NetworkAnswers::Static {
                 address: ask(
                     p,
                     "Address with prefix length, as in 10.0.0.5/24",
@@ -459,8 +459,8 @@ fn summary_lines(answers: &Answers) -> String {
         ),
     };
     let network = match &answers.network {
-        Network::Dhcp => "DHCP".to_owned(),
-        Network::Static {
+        NetworkAnswers::Dhcp => "DHCP".to_owned(),
+        NetworkAnswers::Static {
             address,
             gateway,
             dns,
@@ -964,12 +964,12 @@ mod tests {
             fn check_token(&self, m: &str, t: &cloudos_cluster::Token) -> Result<(), String> {
                 self.0.check_token(m, t)
             }
-            fn check_network(&self, n: &Network) -> Result<(), String> {
+            fn check_network(&self, n: &NetworkAnswers) -> Result<(), String> {
                 // Fails once: DHCP got no lease.
                 if self.1.replace(true) {
                     Ok(())
                 } else {
-                    assert_eq!(*n, Network::Dhcp);
+                    assert_eq!(*n, NetworkAnswers::Dhcp);
                     Err("no DHCP lease within 20s".into())
                 }
             }
@@ -997,7 +997,7 @@ mod tests {
         };
         assert_eq!(
             answers.network,
-            Network::Static {
+            NetworkAnswers::Static {
                 address: "10.0.0.5/24".parse().unwrap(),
                 gateway: None,
                 dns: Vec::new()

@@ -14,7 +14,7 @@ use libcontainer::oci_spec::runtime::{
 };
 
 use crate::cgroup;
-use crate::spec::{ContainerSpec, Network, DEFAULT_PIDS_LIMIT};
+use crate::spec::{ContainerNetwork, ContainerSpec, DEFAULT_PIDS_LIMIT};
 
 /// What the config depends on besides the spec.
 #[derive(Clone, Debug, Default)]
@@ -39,7 +39,7 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// workloads (chown, setuid for privilege dropping, binding low ports) and
 /// without SYS_ADMIN & co. NET_RAW is left out because raw and packet sockets
 /// let a container forge packets (ARP/DNS spoofing) on the host's network,
-/// which a container on `Network::Host` shares. Together with the seccomp
+/// which a container on `ContainerNetwork::Host` shares. Together with the seccomp
 /// filter (`seccomp.rs`) and no_new_privileges this is what keeps a
 /// container in.
 fn default_capabilities() -> HashSet<Capability> {
@@ -112,7 +112,7 @@ fn mounts(spec: &ContainerSpec, host: &HostFacts) -> Result<Vec<Mount>, String> 
     if let Some(out) = &spec.output_dir {
         mounts.push(bind(out, "/output", "rw")?);
     }
-    if spec.network == Network::Host {
+    if spec.network == ContainerNetwork::Host {
         if let Some(resolv) = &host.resolv_conf {
             mounts.push(bind(resolv, "/etc/resolv.conf", "ro")?);
         }
@@ -202,7 +202,7 @@ pub fn build(spec: &ContainerSpec, rootfs: &Path, host: &HostFacts) -> Result<Sp
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if spec.network == Network::None {
+    if spec.network == ContainerNetwork::None {
         namespaces.push(LinuxNamespaceType::Network);
     }
     let namespaces = namespaces
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn network_none_output_and_readonly() {
         let mut s = spec();
-        s.network = Network::None;
+        s.network = ContainerNetwork::None;
         s.output_dir = Some("/host/out".into());
         s.readonly_root = true;
         s.hostname = Some("box".into());

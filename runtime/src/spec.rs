@@ -33,7 +33,7 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub output_dir: Option<PathBuf>,
     #[serde(default)]
-    pub network: Network,
+    pub network: ContainerNetwork,
     /// `None`: the host's hostname (in the container's own UTS namespace).
     #[serde(default)]
     pub hostname: Option<String>,
@@ -63,7 +63,7 @@ pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Network {
+pub enum ContainerNetwork {
     /// Share the host's network namespace.
     #[default]
     Host,

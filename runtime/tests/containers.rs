@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cloudos_runtime::{ContainerStatus, Network, Resources, RuntimeError, User};
+use cloudos_runtime::{ContainerNetwork, ContainerStatus, Resources, RuntimeError, User};
 use common::{id, run, sh, spec};
 
 #[test]
@@ -386,7 +386,7 @@ fn network_none_has_only_loopback() {
     let (_d, rt) = common::runtime();
     let ifaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
     let mut s = sh(&id("netnone"), ifaces);
-    s.network = Network::None;
+    s.network = ContainerNetwork::None;
     let r = run(&rt, &s);
     assert_eq!(r.stdout, "lo\n", "stderr: {}", r.stderr);
     // The host's network has more than loopback (or at least the same).

@@ -6,7 +6,7 @@
 //! command-line writers ([`crate::write`]), the README's settings table
 //! ([`crate::readme`]). Adding a key is a field in [`Settings`] and a row here.
 
-use crate::model::{NetMode, Role, Secret, Settings, Slot};
+use crate::model::{NetMode, NodeRole, Secret, Settings, Slot};
 use crate::values;
 
 /// How a key's values combine and what a bare `cloudos.NAME` means.
@@ -88,9 +88,9 @@ pub static KEYS: &[Key] = &[
         in_file: true,
         set: |s, v| {
             let role = match v {
-                "master" => Ok(Role::Master),
-                "compute" => Ok(Role::Compute),
-                "none" => Ok(Role::None),
+                "master" => Ok(NodeRole::Master),
+                "compute" => Ok(NodeRole::Compute),
+                "none" => Ok(NodeRole::None),
                 other => Err(format!("unknown role {other:?} (use master or compute)")),
             };
             put(&mut s.role, role)

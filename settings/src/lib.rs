@@ -41,6 +41,6 @@ pub mod write;
 pub use keys::{Key, Kind, KEYS};
 pub use load::{without_token, Source, Warning, PREFIX};
 pub use model::{
-    CrashFault, Ipv4Cidr, NetMode, NetSettings, Role, Secret, Settings, Slot, CONFIG_FILE,
+    CrashFault, Ipv4Cidr, NetMode, NetSettings, NodeRole, Secret, Settings, Slot, CONFIG_FILE,
 };
 pub use values::parse_tls_sans;

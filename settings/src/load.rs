@@ -222,7 +222,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::model::{Role, Secret, Slot};
+    use crate::model::{NodeRole, Secret, Slot};
 
     fn from_cmdline(line: &str) -> (Settings, Vec<Warning>) {
         Settings::load(None, line)
@@ -261,7 +261,7 @@ mod tests {
              cloudos.dns=1.1.1.1,9.9.9.9 cloudos.debug cloudos.fault=crash:power:3",
         );
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(s.role, Role::Master);
+        assert_eq!(s.role, NodeRole::Master);
         assert_eq!(s.hostname.as_deref(), Some("node-1"));
         assert_eq!(s.net.mode, NetMode::Static);
         assert_eq!(s.net.iface.as_deref(), Some("eth1"));
@@ -425,7 +425,7 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(s.hostname.as_deref(), Some("n1"));
         let (s, w) = from_cmdline("cloudos.role=compute foo=\"unterminated cloudos.hostname=x");
-        assert_eq!(s.role, Role::Compute);
+        assert_eq!(s.role, NodeRole::Compute);
         assert_eq!(s.hostname, None);
         assert!(w[0].reason.contains("unbalanced"));
     }
@@ -441,7 +441,7 @@ mod tests {
             "role = \"compute\"\nhostname = \"from-file\"\ndns = [\"10.0.0.53\"]\ndebug = true\n";
         let (s, w) = Settings::load(Some(file), "cloudos.hostname=from-cmdline");
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(s.role, Role::Compute);
+        assert_eq!(s.role, NodeRole::Compute);
         assert_eq!(s.hostname.as_deref(), Some("from-cmdline"));
         assert_eq!(s.net.dns, vec![Ipv4Addr::new(10, 0, 0, 53)]);
         assert!(s.debug);

@@ -15,7 +15,7 @@ pub const CONFIG_FILE: &str = "/var/lib/cloudos/config.toml";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum NodeRole {
     /// No role chosen: the node boots, brings up its network and waits.
     #[default]
     None,
@@ -23,12 +23,12 @@ pub enum Role {
     Compute,
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for NodeRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Role::None => "none",
-            Role::Master => "master",
-            Role::Compute => "compute",
+            NodeRole::None => "none",
+            NodeRole::Master => "master",
+            NodeRole::Compute => "compute",
         })
     }
 }
@@ -113,7 +113,7 @@ impl serde::Serialize for Secret {
 /// which says how the field is read, checked, written and documented.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Settings {
-    pub role: Role,
+    pub role: NodeRole,
     pub hostname: Option<String>,
     pub net: NetSettings,
     pub debug: bool,

@@ -74,7 +74,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::model::{CrashFault, NetMode, NetSettings, Role, Secret, Slot};
+    use crate::model::{CrashFault, NetMode, NetSettings, NodeRole, Secret, Slot};
 
     fn a_token() -> String {
         let pin = cloudos_cluster::CaPin::from_hex(&"ab".repeat(32)).unwrap();
@@ -84,7 +84,7 @@ mod tests {
     /// Every field away from its default.
     fn everything() -> Settings {
         Settings {
-            role: Role::Compute,
+            role: NodeRole::Compute,
             hostname: Some("node-1".into()),
             net: NetSettings {
                 mode: NetMode::Static,
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn defaults_are_left_out_unless_kept() {
         let settings = Settings {
-            role: Role::Master,
+            role: NodeRole::Master,
             ..Settings::default()
         };
         assert_eq!(settings.to_toml("", &[]), "role = \"master\"\n");

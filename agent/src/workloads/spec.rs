@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use cloudos_cluster::workload::{NetworkMode, WorkloadSpec};
-use cloudos_runtime::{ContainerSpec, Network, Resources, User};
+use cloudos_runtime::{ContainerNetwork, ContainerSpec, Resources, User};
 
 use super::image::{self, ImageRunConfig};
 
@@ -40,8 +40,8 @@ pub(super) fn container_spec(
         readonly_root: spec.readonly_root,
         output_dir: Some(output_dir.to_path_buf()),
         network: match spec.network {
-            NetworkMode::Host => Network::Host,
-            NetworkMode::None => Network::None,
+            NetworkMode::Host => ContainerNetwork::Host,
+            NetworkMode::None => ContainerNetwork::None,
         },
         hostname: None,
     })
@@ -95,7 +95,7 @@ mod tests {
             },
             readonly_root: false,
             output_dir: Some(OUTPUT.into()),
-            network: Network::Host,
+            network: ContainerNetwork::Host,
             hostname: None,
         }
     }
@@ -181,7 +181,7 @@ mod tests {
                 },
                 |_| {},
                 |c| {
-                    c.network = Network::None;
+                    c.network = ContainerNetwork::None;
                     c.readonly_root = true;
                 },
             ),

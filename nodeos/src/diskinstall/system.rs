@@ -7,7 +7,7 @@ use std::time::Duration;
 use cloudos_cluster::client::{self, ClientError};
 use cloudos_cluster::{CaPin, Role, Token};
 use cloudos_installer::disks::{self, Disk, DiskError};
-use cloudos_installer::{MasterInfo, Network, System};
+use cloudos_installer::{MasterInfo, NetworkAnswers, System};
 
 use crate::net::state::NetState;
 
@@ -60,9 +60,9 @@ impl System for LiveSystem {
         runtime.block_on(check_with_master(master, token))
     }
 
-    fn check_network(&self, network: &Network) -> Result<(), String> {
+    fn check_network(&self, network: &NetworkAnswers) -> Result<(), String> {
         match network {
-            Network::Dhcp => {
+            NetworkAnswers::Dhcp => {
                 // The live system's network service may still be waiting for its lease.
                 let deadline = std::time::Instant::now() + LEASE_WAIT;
                 loop {
@@ -88,7 +88,7 @@ impl System for LiveSystem {
                 }
             }
             // Applied now, so a compute node reaches its master and a wrong gateway shows.
-            Network::Static {
+            NetworkAnswers::Static {
                 address,
                 gateway,
                 dns,

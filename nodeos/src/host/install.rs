@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 
 use super::layout::{self, HostSettings, Layout};
 use super::systemd::Systemd;
-use crate::settings::{validate_hostname, Role, Settings};
+use crate::settings::{validate_hostname, NodeRole, Settings};
 use cloudos_agent::{IdentityStore, StoredIdentity};
 
 /// `nodeos install`: what `install.sh` runs once it has checked and fetched this binary.
@@ -87,7 +87,7 @@ fn check_host() -> anyhow::Result<()> {
 }
 
 /// The settings the person gave, checked: every mistake is reported before any step runs.
-fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings> {
+fn settings_from(args: &InstallArgs, role: NodeRole) -> anyhow::Result<HostSettings> {
     let name = args
         .name
         .clone()
@@ -114,7 +114,8 @@ fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings>
         role,
         name,
         master: parsed.master,
-        cluster: (role == Role::Master).then(|| parsed.cluster.unwrap_or_else(|| "cloudos".into())),
+        cluster: (role == NodeRole::Master)
+            .then(|| parsed.cluster.unwrap_or_else(|| "cloudos".into())),
         labels: parsed.labels,
         insecure_registries: parsed.insecure_registries,
         tls_san: parsed.tls_san,
@@ -122,8 +123,8 @@ fn settings_from(args: &InstallArgs, role: Role) -> anyhow::Result<HostSettings>
 }
 
 /// The installed role, from the record's unit file, if any.
-fn installed_role(layout: &Layout, record: &[PathBuf]) -> Option<Role> {
-    [Role::Compute, Role::Master]
+fn installed_role(layout: &Layout, record: &[PathBuf]) -> Option<NodeRole> {
+    [NodeRole::Compute, NodeRole::Master]
         .into_iter()
         .find(|role| record.contains(&layout.unit_file(*role)))
 }
@@ -139,8 +140,8 @@ fn read_record(layout: &Layout) -> anyhow::Result<Option<Vec<PathBuf>>> {
 pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
     crate::logging::init_for_tool(false);
     let role = match args.role.as_str() {
-        "master" => Role::Master,
-        _ => Role::Compute,
+        "master" => NodeRole::Master,
+        _ => NodeRole::Compute,
     };
     check_host()?;
     let layout = Layout::system();
@@ -175,7 +176,7 @@ pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the join token is not valid: {e}"))?;
     let joined = IdentityStore::new(&layout.state_dir).load().ok().flatten();
     let master = settings.master.clone();
-    if role == Role::Compute {
+    if role == NodeRole::Compute {
         if master.is_none() {
             bail!("which master? give --master HOST:PORT (the line `cloudos token create` prints gives it)");
         }
@@ -190,14 +191,14 @@ pub fn install_main(args: InstallArgs) -> anyhow::Result<()> {
 
     // Compute: the join, the one step that can be refused, comes before any write.
     let identity = match (role, joined) {
-        (Role::Compute, Some(existing)) => {
+        (NodeRole::Compute, Some(existing)) => {
             println!(
                 "already joined cluster {} as {}: upgrading in place",
                 existing.joined.cluster_name, existing.node_name
             );
             None
         }
-        (Role::Compute, None) => {
+        (NodeRole::Compute, None) => {
             let (Some(token), Some(master)) = (&token, &master) else {
                 bail!("a compute node needs a token and a master (checked above)");
             };
@@ -293,7 +294,7 @@ fn write_and_start(
         anyhow::Ok(())
     })?;
     println!("{unit} is active; its log: journalctl -u {unit}");
-    if role == Role::Master {
+    if role == NodeRole::Master {
         show_admin_token(layout)?;
     }
     println!(
@@ -335,11 +336,11 @@ fn print_plan(
     let unit = layout::unit_name(settings.role);
     println!("dry run: nothing is changed");
     match (settings.role, joined) {
-        (Role::Compute, Some(id)) => println!(
+        (NodeRole::Compute, Some(id)) => println!(
             "- keep the identity of {} in cluster {}",
             id.node_name, id.joined.cluster_name
         ),
-        (Role::Compute, None) => println!(
+        (NodeRole::Compute, None) => println!(
             "- join the master at {} as {}",
             settings.master.as_deref().unwrap_or("?"),
             settings.name
@@ -444,7 +445,7 @@ fn uninstall(layout: &Layout, dry_run: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    let units: Vec<&str> = [Role::Compute, Role::Master]
+    let units: Vec<&str> = [NodeRole::Compute, NodeRole::Master]
         .into_iter()
         .filter(|role| record.contains(&layout.unit_file(*role)))
         .map(layout::unit_name)
@@ -556,7 +557,7 @@ mod tests {
                 "--master",
                 "10.0.0.1:9443",
             ]),
-            Role::Compute,
+            NodeRole::Compute,
         )
         .expect("valid");
         assert_eq!(ok.labels.get("zone").map(String::as_str), Some("a"));
@@ -568,12 +569,12 @@ mod tests {
             (vec!["--name", "n", "--master", "a b"], "master"),
             (vec!["--name", "n", "--tls-san", "not_a name"], "tls_san"),
         ] {
-            let err = settings_from(&args(&bad), Role::Compute)
+            let err = settings_from(&args(&bad), NodeRole::Compute)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
-        let master = settings_from(&args(&["--name", "m"]), Role::Master).expect("master");
+        let master = settings_from(&args(&["--name", "m"]), NodeRole::Master).expect("master");
         assert_eq!(master.cluster.as_deref(), Some("cloudos"));
     }
 

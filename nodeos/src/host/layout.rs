@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::settings::{Role, Settings};
+use crate::settings::{NodeRole, Settings};
 
 /// Every path a host install may create. Tests point it at a temporary root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +19,9 @@ pub struct Layout {
 }
 
 /// The unit name of each role (one role per host).
-pub fn unit_name(role: Role) -> &'static str {
+pub fn unit_name(role: NodeRole) -> &'static str {
     match role {
-        Role::Master => "cloudos-master.service",
+        NodeRole::Master => "cloudos-master.service",
         _ => "cloudos-node.service",
     }
 }
@@ -55,7 +55,7 @@ impl Layout {
     pub fn config(&self) -> PathBuf {
         self.etc_dir.join("config.toml")
     }
-    pub fn unit_file(&self, role: Role) -> PathBuf {
+    pub fn unit_file(&self, role: NodeRole) -> PathBuf {
         self.etc_dir.join(unit_name(role))
     }
     /// The list of what the install created, so uninstall removes exactly that.
@@ -67,7 +67,7 @@ impl Layout {
 /// What the person asked for, as it goes into `/etc/cloudos/config.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HostSettings {
-    pub role: Role,
+    pub role: NodeRole,
     pub name: String,
     /// Compute: the master's `host:port` it joined.
     pub master: Option<String>,
@@ -115,9 +115,9 @@ pub fn render_config(settings: &HostSettings) -> String {
 ///   agent deletes containers it finds when it starts, so keeping them alive would buy
 ///   nothing, and a delegated cgroup left with processes could not take a new main process
 ///   (cgroup v2's no-internal-processes rule) on systemd versions before 254.
-pub fn render_unit(layout: &Layout, role: Role) -> String {
+pub fn render_unit(layout: &Layout, role: NodeRole) -> String {
     let what = match role {
-        Role::Master => "CloudOS master",
+        NodeRole::Master => "CloudOS master",
         _ => "CloudOS compute node",
     };
     format!(
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn the_settings_file_reads_back_through_the_appliance_parser() {
         let settings = HostSettings {
-            role: Role::Compute,
+            role: NodeRole::Compute,
             name: "vm-1".into(),
             master: Some("10.0.0.1:9443".into()),
             cluster: None,
@@ -190,7 +190,7 @@ mod tests {
         let text = render_config(&settings);
         let (parsed, warnings) = Settings::load(Some(&text), "");
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(parsed.role, Role::Compute);
+        assert_eq!(parsed.role, NodeRole::Compute);
         assert_eq!(parsed.hostname.as_deref(), Some("vm-1"));
         assert_eq!(parsed.master.as_deref(), Some("10.0.0.1:9443"));
         assert_eq!(parsed.labels, settings.labels);
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn a_master_keeps_its_cluster_name() {
         let text = render_config(&HostSettings {
-            role: Role::Master,
+            role: NodeRole::Master,
             name: "m".into(),
             cluster: Some("prod-eu".into()),
             tls_san: vec!["203.0.113.7".into(), "master.example.org".into()],
@@ -209,7 +209,7 @@ mod tests {
         });
         let (parsed, warnings) = Settings::load(Some(&text), "");
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(parsed.role, Role::Master);
+        assert_eq!(parsed.role, NodeRole::Master);
         assert_eq!(parsed.cluster.as_deref(), Some("prod-eu"));
         assert_eq!(parsed.tls_san, ["203.0.113.7", "master.example.org"]);
         assert!(text.ends_with(
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn the_settings_file_has_its_header_and_only_the_keys_given() {
         let text = render_config(&HostSettings {
-            role: Role::Compute,
+            role: NodeRole::Compute,
             name: "vm-1".into(),
             master: Some("10.0.0.1:9443".into()),
             labels: [("zone", "a"), ("disk", "ssd")]
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn the_unit_runs_the_daemon_delegated_in_its_slice() {
         let layout = Layout::system();
-        let unit = render_unit(&layout, Role::Compute);
+        let unit = render_unit(&layout, NodeRole::Compute);
         assert!(unit.contains(
             "ExecStart=/usr/local/bin/nodeos daemon --config /etc/cloudos/config.toml\n"
         ));
@@ -253,9 +253,9 @@ mod tests {
         assert!(unit.contains("Slice=cloudos.slice\n"));
         assert!(unit.contains("Type=notify\n"));
         assert!(unit.contains("WantedBy=multi-user.target\n"));
-        assert_eq!(unit_name(Role::Master), "cloudos-master.service");
+        assert_eq!(unit_name(NodeRole::Master), "cloudos-master.service");
         assert_eq!(
-            layout.unit_file(Role::Compute),
+            layout.unit_file(NodeRole::Compute),
             Path::new("/etc/cloudos/cloudos-node.service")
         );
     }

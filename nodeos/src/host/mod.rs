@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::settings::{Role, Settings};
+use crate::settings::{NodeRole, Settings};
 
 pub use install::{install_main, uninstall_main, InstallArgs, UninstallArgs};
 
@@ -55,9 +55,9 @@ pub fn daemon_main(args: DaemonArgs) -> anyhow::Result<()> {
         if journal { "the journal" } else { "stderr" }
     );
     match settings.role {
-        Role::Compute => run_compute(&settings, args.data_dir),
-        Role::Master => run_master(&settings, args.data_dir),
-        Role::None => anyhow::bail!(
+        NodeRole::Compute => run_compute(&settings, args.data_dir),
+        NodeRole::Master => run_master(&settings, args.data_dir),
+        NodeRole::None => anyhow::bail!(
             "{} sets no role (role = \"compute\" or \"master\"); run install.sh again",
             args.config.display()
         ),

@@ -8,7 +8,7 @@ pub mod devices;
 pub mod limits;
 pub mod power;
 
-use crate::settings::{Role, Settings};
+use crate::settings::{NodeRole, Settings};
 use crate::supervisor::ServiceSpec;
 
 /// Set by the supervisor: which start of the service this is (1 for the first).
@@ -18,7 +18,7 @@ pub const ATTEMPT_ENV: &str = "NODEOS_ATTEMPT";
 /// supervisor sorts them. The base services start together: PID 1 has loaded
 /// the drivers they need, and a device that comes later reaches `net` (as a
 /// link event) and `power` (it looks for new input devices) without `devices`.
-pub fn specs(role: Role) -> Vec<ServiceSpec> {
+pub fn specs(role: NodeRole) -> Vec<ServiceSpec> {
     let mut specs = vec![
         ServiceSpec {
             name: "devices",
@@ -38,15 +38,15 @@ pub fn specs(role: Role) -> Vec<ServiceSpec> {
         },
     ];
     match role {
-        Role::Master => specs.push(ServiceSpec {
+        NodeRole::Master => specs.push(ServiceSpec {
             name: "master",
             depends_on: &["net"],
         }),
-        Role::Compute => specs.push(ServiceSpec {
+        NodeRole::Compute => specs.push(ServiceSpec {
             name: "agent",
             depends_on: &["net"],
         }),
-        Role::None => {}
+        NodeRole::None => {}
     }
     specs
 }
