@@ -7,7 +7,7 @@
 #   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
 #   out/<arch>/floor-initramfs.img     busybox floor for the boot benchmark
 #   out/<arch>/cloudos                 the admin CLI, static
-#   out/<arch>/downloads/              nodeos-<arch>, cloudos-<arch>, SHA256SUMS for install.sh
+#   out/<arch>/downloads/              nodeos-<arch>, cloudos-<arch>, SHA256SUMS for the cloud install (/install.sh)
 #   out/cloudos-<version>-x86_64.iso   live ISO (iso/build.sh): BIOS+UEFI
 #   out/cloudos-<version>-arm64.iso    live ISO for ARM64 (UEFI)
 #   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
@@ -78,7 +78,7 @@ if file -b "$INIT" 2>/dev/null | grep -q 'dynamically linked'; then
     die "$INIT is dynamically linked; /init must be static"
 fi
 
-# What a master serves to install.sh (`nodeos master --downloads out/<arch>/downloads`),
+# What a master serves to the cloud install (/install.sh) (`nodeos master --downloads out/<arch>/downloads`),
 # with the digests the script checks them against.
 DL=$OUT/downloads
 mkdir -p "$DL"

@@ -77,7 +77,7 @@ pub async fn create(
 /// `script` (what this master serves, read over the admin's verified connection), else
 /// says so and runs nothing. `-k` is needed because the host has no way to verify the
 /// master yet; the pin makes it harmless. Everything after is the script's job (see
-/// `scripts/install.sh`, which explains why the script and not the serving key is pinned).
+/// `scripts/cloud-install.sh`, which explains why the script and not the serving key is pinned).
 ///
 /// The script text goes through a shell variable: `$(…)` drops trailing newlines and
 /// `printf "%s\n"` puts one back, so the digest is of `script` with exactly one final

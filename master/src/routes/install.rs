@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::downloads::{is_download_name, SUMS_FILE};
 
-/// The installer script, compiled in from `scripts/install.sh`.
-pub const SCRIPT: &str = include_str!("../../../scripts/install.sh");
+/// The installer script, compiled in from `scripts/cloud-install.sh` (served as `/install.sh`).
+pub const SCRIPT: &str = include_str!("../../../scripts/cloud-install.sh");
 
 pub async fn script() -> Response {
     text("text/x-shellscript; charset=utf-8", SCRIPT.to_owned())

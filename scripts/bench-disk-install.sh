@@ -3,7 +3,7 @@
 # installed node, unattended, and what the install writes to the disk. Prints a Markdown
 # table and, with --docs, puts it into docs/benchmarks.md between the bench-install markers.
 #
-#   flock /tmp/cloudos-qemu.lock scripts/bench-install.sh [--runs N] [--docs]
+#   flock /tmp/cloudos-qemu.lock scripts/bench-disk-install.sh [--runs N] [--docs]
 #
 # Each run (median of N, default 3) starts ONE QEMU (TCG, SeaBIOS, 768 MiB) with a blank
 # sparse 8 GiB target as /dev/vda (bootindex 0), a FAT disk labelled CLOUDOS-CFG holding
@@ -34,9 +34,9 @@ bench_args 3 "$@"
 
 isos=(out/cloudos-*-x86_64.iso)
 ISO=${isos[0]}
-[[ -f $ISO ]] || { echo "bench-install.sh: no out/cloudos-*-x86_64.iso; run scripts/build.sh" >&2; exit 1; }
+[[ -f $ISO ]] || { echo "bench-disk-install.sh: no out/cloudos-*-x86_64.iso; run scripts/build.sh" >&2; exit 1; }
 for tool in qemu-system-x86_64 mkfs.vfat mcopy socat bc du; do
-    command -v "$tool" >/dev/null || { echo "bench-install.sh: $tool missing; run scripts/deps.sh" >&2; exit 1; }
+    command -v "$tool" >/dev/null || { echo "bench-disk-install.sh: $tool missing; run scripts/deps.sh" >&2; exit 1; }
 done
 SCALE=${CLOUDOS_TIMEOUT_SCALE:-1}
 # ISO boot + writing the template and growing ext4 to 8 GiB (the tests allow 300 + 600 s);
@@ -74,7 +74,7 @@ now() { date +%s%N; }
 secs() { echo "scale=2; $1 / 1000000000" | bc; }
 
 fail() {
-    echo "bench-install.sh: $1" >&2
+    echo "bench-disk-install.sh: $1" >&2
     if [[ -f $WORK/console.log ]]; then
         echo "--- last lines of the console:" >&2
         tail -30 "$WORK/console.log" | tr -d '\r' >&2
