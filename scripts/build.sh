@@ -87,7 +87,7 @@ install -m 0755 "$OUT/cloudos" "$DL/cloudos-$ARCH"
 (cd "$DL" && sha256sum nodeos-* cloudos-* >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
 
 step "building mkinitramfs"
-cargo build --release "${LOCKED[@]}" -q -p initramfs
+cargo build --release "${LOCKED[@]}" -q -p cloudos-initramfs
 MK=$ROOT/target/release/mkinitramfs
 
 # CA bundle as update-ca-certificates makes it: the Mozilla certificates, in name order.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use initramfs::{ModuleSpec, Spec};
+use cloudos_initramfs::{ModuleSpec, Spec};
 
 /// Build a reproducible compressed cpio (newc) initramfs without root: LZ4 for
 /// CloudOS's image, gzip for the benchmark floor.
@@ -54,10 +54,10 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mtime = initramfs::source_date_epoch()?;
+    let mtime = cloudos_initramfs::source_date_epoch()?;
 
     let (archive, modules) = if let Some(bb) = &args.floor_busybox {
-        (initramfs::build_floor(bb)?, Vec::new())
+        (cloudos_initramfs::build_floor(bb)?, Vec::new())
     } else {
         let modules = match (&args.modules, &args.kernel_release, &args.modules_root) {
             (Some(list), Some(kver), Some(root)) => {
@@ -66,7 +66,7 @@ fn main() -> Result<()> {
                 Some(ModuleSpec {
                     kernel_release: kver.clone(),
                     modules_root: root.clone(),
-                    names: initramfs::modules::parse_list(&text),
+                    names: cloudos_initramfs::modules::parse_list(&text),
                 })
             }
             _ => None,
@@ -78,19 +78,19 @@ fn main() -> Result<()> {
             extra: args
                 .extra
                 .iter()
-                .map(|e| initramfs::parse_extra(e))
+                .map(|e| cloudos_initramfs::parse_extra(e))
                 .collect::<Result<_>>()?,
         };
-        let (a, report) = initramfs::build(&spec)?;
+        let (a, report) = cloudos_initramfs::build(&spec)?;
         (a, report.modules)
     };
 
     let compression = if args.floor_busybox.is_some() {
-        initramfs::Compression::Gzip
+        cloudos_initramfs::Compression::Gzip
     } else {
-        initramfs::Compression::Lz4
+        cloudos_initramfs::Compression::Lz4
     };
-    let size = initramfs::write_image(&archive, &args.output, mtime, compression)?;
+    let size = cloudos_initramfs::write_image(&archive, &args.output, mtime, compression)?;
     if args.verbose {
         for m in &modules {
             println!("{m}");
