@@ -6,6 +6,9 @@
 #   scripts/bench-cluster.sh [--runs N] [--agents N] [--seconds S] [--docs]
 #
 # Both the master and the generator are release builds; they share this machine's cores.
+# Then the master's in-process load check (master/tests/master_api.rs, ignored in the
+# normal test run) prints its heartbeat round trips and RSS to stderr; CLOUDOS_AGENTS sets
+# its agent count (default 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +33,7 @@ echo "$TABLE"
 if [[ -n $DOCS ]]; then
     scripts/docs-table.sh bench-cluster "$TABLE"
 fi
+
+echo "==> in-process load check (cloudos-master's master_api, release build)" >&2
+cargo test --locked --release -p cloudos-master --test master_api -- \
+    --ignored --exact many_agents_heartbeat_round_trip --nocapture >&2

@@ -2,7 +2,9 @@
 # Build a real Debian 12 (bookworm) guest with systemd, for tests that need a
 # machine "as a user has it" (the curl|sh installer test), incrementally:
 #
-#   scripts/debian-guest.sh
+#   scripts/debian-guest.sh            build (or bring up to date)
+#   scripts/debian-guest.sh --check    and then boot it once: the harness self-test
+#                                      (tests/tests/debian_guest.rs; minutes under TCG)
 #
 #   ${CLOUDOS_CACHE:-~/.cache/cloudos}/debian-guest/rootfs   debootstrap tree (cached)
 #   ${CLOUDOS_CACHE:-~/.cache/cloudos}/debian-guest/debs     debootstrap's .debs (cached)
@@ -39,7 +41,9 @@ ROOT_MODULES=(virtio_pci virtio_blk crc32c_generic ext4)
 die() { echo "debian-guest.sh: error: $*" >&2; exit 1; }
 step() { echo "==> $*" >&2; }
 
-[[ $# == 0 ]] || { echo "usage: $0" >&2; exit 2; }
+CHECK=
+[[ ${1:-} == --check ]] && { CHECK=1; shift; }
+[[ $# == 0 ]] || { echo "usage: $0 [--check]" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || die "run as root (debootstrap, device nodes)"
 for tool in debootstrap mkfs.ext4 depmod cpio gzip; do
     command -v "$tool" >/dev/null || die "$tool not found: run scripts/deps.sh"
@@ -225,3 +229,10 @@ EOF
 fi
 
 ls -l "$IMG" "$INITRD" | awk '{ printf "%12s  %s\n", $5, $NF }' >&2
+
+if [[ -n $CHECK ]]; then
+    step "self-test: booting the guest (tests/tests/debian_guest.rs)"
+    cd "$ROOT"
+    PATH=$PATH:$HOME/.cargo/bin cargo test --locked -p cloudos-tests --test debian_guest -- \
+        --ignored --nocapture
+fi

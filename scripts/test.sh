@@ -8,8 +8,13 @@
 #
 # Needs root (apt-get, network namespaces, taps). Downloads are cached under
 # ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
+#
+# Strict mode: a test whose prerequisite is missing (root, a package's program, a
+# built file; see testkit/) fails here instead of skipping, so the run can never pass
+# because a package is missing. Every skip is a failure.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin
+export CLOUDOS_STRICT=1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 QUICK=

@@ -5,7 +5,8 @@
 //! Self-contained: a private D-Bus system bus (a unix socket in the test's own
 //! directory) and an avahi-daemon confined to the peer namespace, with its own
 //! runtime directory, so a host's avahi is neither needed nor touched. Needs root
-//! and the avahi-daemon, avahi-utils and dbus packages (scripts/deps.sh).
+//! and the avahi-daemon, avahi-utils and dbus packages (scripts/deps.sh): skipped
+//! without them, or failed under `CLOUDOS_STRICT=1` (scripts/test.sh).
 
 mod support;
 
@@ -14,7 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use cloudos_discovery::{pin_prefix, Advertiser, MasterAd};
-use support::{run, skip_reason, wait_for, Lan, ADDR_A, LINK};
+use cloudos_testkit::require;
+use support::{run, wait_for, Lan, ADDR_A, LINK};
 
 const PIN: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -78,20 +80,14 @@ fn unescape(field: &str) -> String {
 
 #[test]
 fn avahi_browse_shows_and_resolves_the_master() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
-        return;
+    require!(support::lan_host());
+    for tool in ["avahi-daemon", "avahi-browse", "dbus-daemon"] {
+        require!(cloudos_testkit::program(
+            tool,
+            "apt-get install avahi-daemon avahi-utils dbus (scripts/deps.sh)"
+        ));
     }
     support::init_log();
-    for tool in ["avahi-daemon", "avahi-browse", "dbus-daemon"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output();
-        assert!(
-            found.is_ok_and(|o| o.status.success()),
-            "{tool} is missing; install it with scripts/deps.sh (avahi-daemon avahi-utils dbus)"
-        );
-    }
 
     let mut lan = Lan::new("avahi");
     let bus_socket = lan.dir.join("bus");

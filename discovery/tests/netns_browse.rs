@@ -1,5 +1,6 @@
 //! Real mDNS between two network namespaces: the advertiser (libmdns) in one, the
-//! browser (mdns-sd) in the other. Needs root; skips with a reason otherwise.
+//! browser (mdns-sd) in the other. Needs root: skipped without it, or failed under
+//! `CLOUDOS_STRICT=1` (scripts/test.sh).
 
 mod support;
 
@@ -10,8 +11,9 @@ use cloudos_discovery::{
     browse, browse_report, matching_pin, pin_prefix, Advertiser, DiscoveredMaster, MasterAd,
     SERVICE_TYPE,
 };
+use cloudos_testkit::require;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
-use support::{skip_reason, Lan, ADDR_A};
+use support::{Lan, ADDR_A};
 
 const PIN: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 const OTHER_PIN: &str = "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
@@ -28,10 +30,7 @@ fn ad(instance: &str) -> MasterAd {
 
 #[test]
 fn a_browser_finds_the_advertised_master_with_its_txt_and_address() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(support::lan_host());
     support::init_log();
     let lan = Lan::new("find");
 
@@ -77,10 +76,7 @@ fn a_browser_finds_the_advertised_master_with_its_txt_and_address() {
 
 #[test]
 fn dropping_the_handle_withdraws_the_master_at_once() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(support::lan_host());
     support::init_log();
     let lan = Lan::new("bye");
     // No address list: libmdns answers with every non-loopback address.
@@ -135,10 +131,7 @@ fn dropping_the_handle_withdraws_the_master_at_once() {
 
 #[test]
 fn advertising_without_a_network_is_an_error_not_a_panic() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(support::lan_host());
     let lan = Lan::new("nonet");
     support::run(std::process::Command::new("ip").args([
         "-n",

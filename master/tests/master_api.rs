@@ -834,7 +834,7 @@ fn rss_kib() -> u64 {
 /// WebSockets beating once a second; prints the heartbeat round trip p50/p99 and the RSS
 /// growth (an upper bound for the master: the clients live in the same process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "load check: CLOUDOS_AGENTS=5000 cargo test --release -p cloudos-master --test master_api -- --ignored --nocapture"]
+#[ignore = "load check (a release build, minutes): scripts/bench-cluster.sh runs it; CLOUDOS_AGENTS=N for more agents"]
 async fn many_agents_heartbeat_round_trip() {
     let n: usize = std::env::var("CLOUDOS_AGENTS")
         .ok()

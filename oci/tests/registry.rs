@@ -2,12 +2,11 @@
 //! the test on 127.0.0.1 with a temporary config and storage: open, behind htpasswd
 //! basic auth, and behind bearer tokens from a token server in the test. The test
 //! builds a tiny two-platform image, pushes it with oci-client and pulls it back through
-//! `Puller`. Skips (with a printed reason) only when the `docker-registry` binary is
-//! absent.
+//! `Puller`. Needs the `docker-registry` binary: without it the tests are skipped, or
+//! fail under `CLOUDOS_STRICT=1` (scripts/test.sh).
 
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,20 +16,13 @@ use cloudos_oci::manifest::{OCI_INDEX, OCI_MANIFEST};
 use cloudos_oci::{
     Credentials, Digest, ImageStore, Platform, Progress, PullConfig, PullError, Puller,
 };
+use cloudos_testkit::require;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 
 const USER: &str = "cloudos";
 const PASSWORD: &str = "right horse battery";
-
-fn registry_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("docker-registry"))
-        .find(|p| p.is_file())
-}
 
 /// How the registry checks who pulls.
 enum Auth {
@@ -209,14 +201,13 @@ struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry, or prints why the test is skipped and returns `None`.
+    /// Starts a registry; `None` when `docker-registry` is missing and the test is
+    /// skipped (in strict mode it fails instead).
     fn start(auth: Auth) -> Option<Self> {
-        let Some(binary) = registry_binary() else {
-            eprintln!(
-                "skipped: docker-registry is not installed (apt-get install docker-registry)"
-            );
-            return None;
-        };
+        let binary = require!(cloudos_testkit::program(
+            "docker-registry",
+            "apt-get install docker-registry (scripts/deps.sh)"
+        ));
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()

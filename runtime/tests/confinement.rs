@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cloudos_runtime::{ContainerSpec, Resources, Runtime, DEFAULT_PIDS_LIMIT};
+use cloudos_testkit::require;
 use common::{id, run, sh};
 
 const EPERM: &str = "errno:1";
@@ -107,7 +108,7 @@ fn assert_results(results: &HashMap<String, String>, expected: &[(&str, &str)], 
 
 #[test]
 fn root_in_a_container_gets_eperm_for_escape_syscalls() {
-    require_root!();
+    require!(common::container_host());
     // Each of these works for root on this host (the control below) and
     // gives a way out or a large kernel attack surface: new user namespaces
     // (by unshare and by clone flags), the kernel keyring, which is not
@@ -172,7 +173,7 @@ fn root_in_a_container_gets_eperm_for_escape_syscalls() {
 
 #[test]
 fn the_kernel_reports_the_filters_no_new_privs_and_no_net_raw() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let r = run(
         &rt,
@@ -201,7 +202,7 @@ fn the_kernel_reports_the_filters_no_new_privs_and_no_net_raw() {
 
 #[test]
 fn root_in_a_container_cannot_open_raw_sockets() {
-    require_root!();
+    require!(common::container_host());
     let checks = ["socket_raw_icmp", "socket_packet"];
     let host = probe_on_host(&checks);
     assert_results(
@@ -221,7 +222,7 @@ fn root_in_a_container_cannot_open_raw_sockets() {
 
 #[test]
 fn root_in_a_container_cannot_read_the_kernel_command_line() {
-    require_root!();
+    require!(common::container_host());
     // The host's kernel command line is the secret: an appliance may carry
     // its join token there.
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap();
@@ -278,7 +279,7 @@ fn root_in_a_container_cannot_read_the_kernel_command_line() {
 
 #[test]
 fn a_fork_bomb_in_a_container_stops_at_the_default_pids_limit() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let cid = id("forkbomb");
     let mut s = probe_spec(&cid, &["forkbomb"]);

@@ -9,11 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_runtime::{ContainerNetwork, ContainerStatus, Resources, RuntimeError, User};
+use cloudos_testkit::require;
 use common::{id, run, sh, spec};
 
 #[test]
 fn exit_codes() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let ok = run(&rt, &spec(&id("exit0"), &["true"]));
     assert_eq!(ok.exit.code, Some(0));
@@ -27,7 +28,7 @@ fn exit_codes() {
 
 #[test]
 fn stdout_and_stderr_go_to_their_files() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let r = run(
         &rt,
@@ -39,7 +40,7 @@ fn stdout_and_stderr_go_to_their_files() {
 
 #[test]
 fn env_cwd_and_args_are_honoured() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let mut s = spec(
         &id("env"),
@@ -60,7 +61,7 @@ fn env_cwd_and_args_are_honoured() {
 
 #[test]
 fn signals_start_out_unblocked_and_sigpipe_default() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     // The shim blocks signals and (as every Rust binary) ignores SIGPIPE;
     // neither may leak into the container, or pipes would end differently.
@@ -88,7 +89,7 @@ fn signals_start_out_unblocked_and_sigpipe_default() {
 
 #[test]
 fn a_missing_working_directory_is_created() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let mut s = spec(&id("cwd"), &["pwd"]);
     s.cwd = "/work/dir".into();
@@ -102,7 +103,7 @@ fn a_missing_working_directory_is_created() {
 
 #[test]
 fn user_ids_are_applied() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let mut s = sh(
         &id("user"),
@@ -120,7 +121,7 @@ fn user_ids_are_applied() {
 
 #[test]
 fn layers_are_stacked_and_writes_stay_in_the_container() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let r = run(
         &rt,
@@ -137,7 +138,7 @@ fn layers_are_stacked_and_writes_stay_in_the_container() {
 
 #[test]
 fn memory_limit_ends_in_the_oom_killer() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let mut s = sh(
         &id("oom"),
@@ -154,7 +155,7 @@ fn memory_limit_ends_in_the_oom_killer() {
 
 #[test]
 fn pids_limit_caps_a_fork_bomb() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     // Thirty background sleeps against a limit of 8 processes: forks fail,
     // the shell goes on, and the container still exits.
@@ -179,7 +180,7 @@ fn pids_limit_caps_a_fork_bomb() {
 
 #[test]
 fn limits_reach_the_cgroup() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let cid = id("limits");
     let mut s = spec(&cid, &["sleep", "1000"]);
@@ -214,7 +215,7 @@ fn limits_reach_the_cgroup() {
 
 #[test]
 fn kill_cancels_a_running_container() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let cid = id("kill");
     rt.start(&spec(&cid, &["sleep", "1000"])).unwrap();
@@ -246,7 +247,7 @@ fn kill_cancels_a_running_container() {
 
 #[test]
 fn a_shell_init_gets_sigterm() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let cid = id("term");
     rt.start(&sh(
@@ -265,7 +266,7 @@ fn a_shell_init_gets_sigterm() {
 
 #[test]
 fn delete_kills_a_running_container() {
-    require_root!();
+    require!(common::container_host());
     let (d, rt) = common::runtime();
     let cid = id("delrun");
     rt.start(&spec(&cid, &["sleep", "1000"])).unwrap();
@@ -277,7 +278,7 @@ fn delete_kills_a_running_container() {
 
 #[test]
 fn command_not_found_is_a_clear_error_and_leaves_nothing() {
-    require_root!();
+    require!(common::container_host());
     let (d, rt) = common::runtime();
     for (name, cmd) in [
         ("nf-abs", "/bin/no-such-tool"),
@@ -301,7 +302,7 @@ fn command_not_found_is_a_clear_error_and_leaves_nothing() {
 
 #[test]
 fn bad_specs_are_refused_before_anything_runs() {
-    require_root!();
+    require!(common::container_host());
     let (d, rt) = common::runtime();
     assert!(matches!(
         rt.start(&spec("Bad/Id", &["true"])),
@@ -349,7 +350,7 @@ fn bad_specs_are_refused_before_anything_runs() {
 
 #[test]
 fn readonly_root_refuses_writes() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let mut s = sh(
         &id("ro"),
@@ -363,7 +364,7 @@ fn readonly_root_refuses_writes() {
 
 #[test]
 fn output_dir_is_shared_with_the_host() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let out = tempfile::tempdir().unwrap();
     let mut s = sh(
@@ -382,7 +383,7 @@ fn output_dir_is_shared_with_the_host() {
 
 #[test]
 fn network_none_has_only_loopback() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let ifaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
     let mut s = sh(&id("netnone"), ifaces);
@@ -397,7 +398,7 @@ fn network_none_has_only_loopback() {
 
 #[test]
 fn hostname_is_set() {
-    require_root!();
+    require!(common::container_host());
     let (_d, rt) = common::runtime();
     let mut s = spec(&id("host"), &["hostname"]);
     s.hostname = Some("worker-7".into());
@@ -406,7 +407,7 @@ fn hostname_is_set() {
 
 #[test]
 fn recover_cleans_up_after_a_killed_shim() {
-    require_root!();
+    require!(common::container_host());
     let (d, rt) = common::runtime();
     let lost = id("lost");
     let kept = id("kept");

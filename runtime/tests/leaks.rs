@@ -7,9 +7,11 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
+use cloudos_testkit::require;
+
 #[test]
 fn no_leaks_after_50_runs() {
-    require_root!();
+    require!(common::container_host());
     let (d, rt) = common::runtime();
     let ids: Vec<String> = (0..50).map(|i| common::id(&format!("leak{i}"))).collect();
     for (i, cid) in ids.iter().enumerate() {

@@ -1,16 +1,30 @@
-//! A cluster's host-side parts on a [`TestNet`] bridge, for the QEMU tests: a `nodeos master`
-//! process (docs/design.md decision 42 allows the master as a process on the bridge's host
-//! side, which keeps this host at two guests) and the admin's `cloudos` CLI logged in to it.
+//! A cluster's host-side parts on a [`TestNet`] bridge: `nodeos master` and `nodeos agent`
+//! processes and the admin's `cloudos` CLI ([`Admin`]) run from the bridge's side as from
+//! a laptop.
+//!
+//! - [`HostMaster`]: one master process, for the QEMU tests (docs/design.md decision 42
+//!   allows the master as a process on the bridge's host side, which keeps this host at two guests).
+//! - [`Lab`]: the namespace lab of `cluster_netns`, where masters and agents are all
+//!   processes, each on its own host of the bridge ([`NetHost`]), and a failure shows the
+//!   output of every process the test started.
 //!
 //! They run the debug builds (`cargo build -p nodeos -p cloudos-cli`); a missing binary is a
 //! panic that says how to build it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::nodes::spawn_tied;
-use crate::{images, scaled, TestNet};
+use cloudos_cluster::api::NodeState;
+use cloudos_testkit::require;
+
+pub use crate::admin::Admin;
+use crate::process::{Logs, Proc};
+use crate::{images, scaled, NetHost, TestNet};
+
+/// The master's API port when `--listen` does not say otherwise.
+pub const API_PORT: u16 = 9443;
 
 /// A debug binary of the workspace, which must have been built.
 pub fn debug_binary(name: &str) -> PathBuf {
@@ -26,31 +40,48 @@ pub fn debug_binary(name: &str) -> PathBuf {
 /// A `docker-registry` on the bridge at `addr` (host:port) holding a busybox image for
 /// the host's architecture as `<addr>/lab/busybox:1`.
 pub fn busybox_registry(net: &TestNet, addr: &str) -> crate::registry::Registry {
+    busybox_registry_with(net, addr, &[])
+}
+
+/// [`busybox_registry`] with `extra` files (path, content) in a second layer of the image.
+pub fn busybox_registry_with(
+    net: &TestNet,
+    addr: &str,
+    extra: &[(&str, &[u8])],
+) -> crate::registry::Registry {
     use crate::registry::{host_busybox, Image, Registry};
     let in_net = |program: &str| net.command(program);
     let registry = Registry::start(&in_net, addr).unwrap_or_else(|e| panic!("{e}"));
-    let image = Image::busybox("amd64", &host_busybox(), &[]).expect("test image");
+    let image = Image::busybox("amd64", &host_busybox(), extra).expect("test image");
     registry
         .push(&in_net, "lab/busybox", "1", &image)
         .unwrap_or_else(|e| panic!("{e}"));
     registry
 }
 
-/// A `nodeos master` in the test network's namespace; killed when dropped.
+/// The port of `--listen ADDR` in `args`, else [`API_PORT`].
+fn listen_port(args: &[&str]) -> u16 {
+    args.windows(2)
+        .find(|pair| pair[0] == "--listen")
+        .and_then(|pair| pair[1].rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(API_PORT)
+}
+
+/// A `nodeos master` process and what it printed at its start; stopped when dropped
+/// (SIGTERM, then SIGKILL).
 pub struct HostMaster {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    pub proc: Proc,
+    /// `IP:PORT` where the test reaches it: its namespace's address on the bridge and the
+    /// port it listens on.
+    pub addr: String,
 }
 
 impl HostMaster {
-    /// Starts a master keeping its state and output in `dir`, with `extra` arguments, and
-    /// waits until it listens. Defaults unless `extra` says otherwise: `--cluster-name lab
-    /// --name master-1`; always `--no-mdns`.
+    /// Starts a master in the test network's own namespace, keeping its state and output
+    /// in `dir`, with `extra` arguments, and waits until it listens. Defaults unless
+    /// `extra` says otherwise: `--cluster-name lab --name master-1`; always `--no-mdns`.
     pub fn start(net: &TestNet, dir: &Path, extra: &[&str]) -> HostMaster {
-        std::fs::create_dir_all(dir).expect("master dir");
-        let stdout = dir.join("master.out");
-        let stderr = dir.join("master.err");
         let mut cmd = net.command(debug_binary("nodeos").to_str().expect("utf-8 path"));
         cmd.arg("master");
         for (flag, default) in [("--cluster-name", "lab"), ("--name", "master-1")] {
@@ -60,209 +91,312 @@ impl HostMaster {
         }
         // The default heartbeats (2 s, NotReady after 6 s): a TCG guest pulling an
         // image is slow enough to miss tighter ones.
-        cmd.arg("--no-mdns")
-            .arg("--data-dir")
-            .arg(dir.join("state"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let child = spawn_tied(cmd).expect("starting nodeos master");
-        let master = HostMaster {
-            child,
-            stdout,
-            stderr,
+        cmd.arg("--no-mdns");
+        HostMaster::launch(cmd, net.host_ip(), dir, extra)
+    }
+
+    /// Starts a master on `host` (its own namespace on the bridge) with exactly the
+    /// arguments `extra` besides its data dir, keeping its state and output in `dir`; it
+    /// advertises itself by mDNS unless told `--no-mdns`. Waits until it listens.
+    pub fn start_on(host: &NetHost, dir: &Path, extra: &[&str]) -> HostMaster {
+        let mut cmd = host.command(debug_binary("nodeos"));
+        cmd.arg("master");
+        HostMaster::launch(cmd, host.ip(), dir, extra)
+    }
+
+    /// Runs `cmd` (`nodeos master …` in the namespace whose address is `ip`) with its state
+    /// and output in `dir` and `extra` arguments last, and waits until it listens.
+    fn launch(mut cmd: Command, ip: &str, dir: &Path, extra: &[&str]) -> HostMaster {
+        std::fs::create_dir_all(dir).expect("master dir");
+        cmd.arg("--data-dir").arg(dir.join("state")).args(extra);
+        let (out, err) = (dir.join("master.out"), dir.join("master.err"));
+        let proc = Proc::start("master", cmd, out, err);
+        let addr = format!("{ip}:{}", listen_port(extra));
+        HostMaster::listening(proc, addr, Duration::from_secs(30), None)
+    }
+
+    /// Waits (`timeout`, scaled) until the starting master `proc` logs that it listens;
+    /// a failure shows its log, and `logs` when given.
+    fn listening(
+        mut proc: Proc,
+        addr: String,
+        timeout: Duration,
+        logs: Option<&Logs>,
+    ) -> HostMaster {
+        let fail = |msg: String| -> ! {
+            match logs {
+                Some(logs) => panic!("{msg}\n{}", logs.dump()),
+                None => panic!("{msg}"),
+            }
         };
-        let deadline = Instant::now() + scaled(Duration::from_secs(30));
-        while !master.log().contains("master listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "master did not start: {}",
-                master.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + scaled(timeout);
+        while !proc.stderr().contains("master listening on") {
+            if !proc.running() {
+                fail(format!(
+                    "{} exited before it listened: {}",
+                    proc.what(),
+                    proc.stderr()
+                ));
+            }
+            if Instant::now() >= deadline {
+                fail(format!(
+                    "{} did not listen within {timeout:?}: {}",
+                    proc.what(),
+                    proc.stderr()
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
         }
-        master
+        HostMaster { proc, addr }
     }
 
     /// What it logged so far (stderr).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.proc.stderr()
     }
 
-    /// The one-use admin token it printed on stdout at start.
-    pub fn admin_token(&self) -> String {
-        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        out.lines()
-            .find_map(|l| l.split("admin token: ").nth(1))
+    /// What follows `label` up to a space or comma in its stdout.
+    fn printed(&self, label: &str) -> Option<String> {
+        self.proc
+            .stdout()
+            .lines()
+            .find_map(|l| l.split(label).nth(1))
             .and_then(|rest| rest.split([' ', ',']).next())
             .map(str::to_owned)
-            .unwrap_or_else(|| panic!("no admin token on the master's stdout: {out}"))
+    }
+
+    /// The one-use admin token it printed on stdout at its first start; none on a restart
+    /// (an admin exists).
+    pub fn printed_token(&self) -> Option<String> {
+        self.printed("admin token: ")
+    }
+
+    /// The CA pin (`sha256:…`) it printed next to the admin token.
+    pub fn printed_pin(&self) -> Option<String> {
+        self.printed("CA pin ")
+    }
+
+    /// The one-use admin token it printed on stdout at start, which must be there.
+    pub fn admin_token(&self) -> String {
+        self.printed_token().unwrap_or_else(|| {
+            panic!(
+                "no admin token on the master's stdout: {}",
+                self.proc.stdout()
+            )
+        })
     }
 }
 
-impl Drop for HostMaster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The namespace lab: the bridge (the admin's laptop is at 10.77.0.1), hosts on it each in
+/// its own namespace, a temp directory for data dirs, configs and logs, and the output of
+/// every process started, which [`Lab::fail`] shows. Processes are tied to the test
+/// process and namespaces are removed on drop, so a failing or killed test leaves nothing.
+pub struct Lab {
+    pub net: TestNet,
+    dir: tempfile::TempDir,
+    logs: Logs,
+    nodeos: PathBuf,
+    cloudos: PathBuf,
 }
 
-/// The admin's `cloudos`, run in the test network's namespace with its own config dir.
-pub struct Admin<'a> {
-    pub net: &'a TestNet,
-    pub cli: PathBuf,
-    pub config: PathBuf,
-}
-
-impl<'a> Admin<'a> {
-    /// Logs in to the master at `master` (host:port) with its bootstrap token.
-    pub fn login(net: &'a TestNet, dir: &Path, master: &HostMaster, address: &str) -> Admin<'a> {
-        let admin = Admin {
-            net,
-            cli: debug_binary("cloudos"),
-            config: dir.to_path_buf(),
-        };
-        admin.log_in(&master.admin_token(), address);
-        admin
+impl Lab {
+    /// A new lab; `None` when not root (namespaces need it): the test is then skipped, or
+    /// failed under `CLOUDOS_STRICT=1` (see `cloudos_testkit`).
+    pub fn new() -> Option<Lab> {
+        require!(cloudos_testkit::root("network namespaces"));
+        let (nodeos, cloudos) = (debug_binary("nodeos"), debug_binary("cloudos"));
+        Some(Lab {
+            net: TestNet::new().expect("test network"),
+            dir: tempfile::Builder::new()
+                .prefix("cloudos-netns-")
+                .tempdir()
+                .expect("temp dir"),
+            logs: Logs::default(),
+            nodeos,
+            cloudos,
+        })
     }
 
-    /// `cloudos login` to the master at `master` (host:port) with `token`, which must work.
-    pub fn log_in(&self, token: &str, master: &str) {
-        self.ok(&["login", "--token", token, "--master", master]);
+    /// The debug `nodeos` the lab runs.
+    pub fn nodeos(&self) -> &Path {
+        &self.nodeos
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.net
-            .command(self.cli.to_str().expect("utf-8 path"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("running cloudos")
+    /// Host `10.77.0.n` in its own namespace on the bridge.
+    pub fn host(&self, n: u8) -> NetHost {
+        NetHost::new(&self.net, n).expect("host namespace")
     }
 
-    /// Runs `cloudos ARGS`, which must succeed; its stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cloudos {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    /// `name` in the lab's temp directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
-    /// `cloudos token create --role compute`: the token (stdout) and the install line it
-    /// prints (stderr), as a person would copy them.
-    pub fn create_compute_token(&self) -> (String, String) {
-        let out = self.run(&["token", "create", "--role", "compute"]);
-        assert!(out.status.success(), "{out:?}");
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let line = stderr
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with("sh -c "))
-            .unwrap_or_else(|| panic!("no install line in: {stderr}"))
-            .to_owned();
-        assert!(line.contains(&token), "{line}");
-        (token, line)
+    /// Starts `nodeos ARGS` in `host`'s namespace.
+    pub fn spawn(&self, what: &str, host: &NetHost, args: &[&str]) -> Proc {
+        self.spawn_in(what, host.command(&self.nodeos), args)
     }
 
-    pub fn ps(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["ps", "-a", "-o", "json"])).expect("ps is JSON")
+    /// Starts `cmd ARGS` (`nodeos` in some host's namespace), its output listed for
+    /// [`Lab::dump`].
+    pub fn spawn_in(&self, what: &str, mut cmd: Command, args: &[&str]) -> Proc {
+        cmd.args(args);
+        self.logs.start(what, cmd, self.dir.path())
     }
 
-    pub fn task(&self, id: &str) -> serde_json::Value {
-        let ps = self.ps();
-        ps["tasks"]
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["id"] == id).cloned())
-            .unwrap_or_else(|| panic!("{id} not in ps: {ps}"))
+    /// Every process's output so far, for a failure message.
+    pub fn dump(&self) -> String {
+        self.logs.dump()
     }
 
-    /// Polls `f` every second until it returns `Some`.
-    pub fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    /// Panics with `msg` and every process's output.
+    pub fn fail(&self, msg: &str) -> ! {
+        panic!("{msg}\n{}", self.dump())
+    }
+
+    /// Polls `f` every 200 ms until it returns `Some` or `timeout` (scaled) passes.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + scaled(timeout);
         loop {
             if let Some(v) = f() {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {}",
-                self.ps()
-            );
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-
-    pub fn wait_task(&self, id: &str, states: &[&str], timeout: Duration) -> serde_json::Value {
-        self.wait(&format!("{id} to be {states:?}"), timeout, || {
-            let task = self.task(id);
-            states.iter().any(|s| task["state"] == *s).then_some(task)
-        })
-    }
-
-    /// `cloudos node list -o json`.
-    pub fn nodes(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.ok(&["node", "list", "-o", "json"])).expect("node list JSON")
-    }
-
-    /// The state (`ready`, `not_ready`, …) of node `name`, if the master knows it.
-    pub fn node_state(&self, name: &str) -> Option<String> {
-        self.nodes()
-            .into_iter()
-            .find(|n| n["name"] == name)
-            .and_then(|n| n["state"].as_str().map(str::to_owned))
-    }
-
-    /// `(name, state)` of every node, states lowercased (`ready`, `not_ready`).
-    pub fn node_states(&self) -> Vec<(String, String)> {
-        self.nodes()
-            .iter()
-            .map(|n| {
-                (
-                    n["name"].as_str().unwrap_or_default().to_owned(),
-                    n["state"].as_str().unwrap_or_default().to_ascii_lowercase(),
-                )
-            })
-            .collect()
-    }
-
-    /// Polls the node list every 2 s until `node` is in `state` (lowercase).
-    pub fn wait_for_state(&self, node: &str, state: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let states = self.node_states();
-            if states.iter().any(|(n, s)| n == node && s == state) {
-                return;
+            if Instant::now() >= deadline {
+                self.fail(&format!("timed out after {timeout:?} waiting for {what}"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "{node} not {state} after {timeout:?}: {states:?}"
-            );
-            std::thread::sleep(Duration::from_secs(2));
+            thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// Whether the master lists node `name` as Ready.
-    pub fn is_ready(&self, name: &str) -> bool {
-        self.node_state(name)
-            .is_some_and(|s| s.eq_ignore_ascii_case("ready"))
+    /// `nodeos master` on `host` with its state in `data` (cluster `lab`, 1 s heartbeats,
+    /// NotReady after 3 s, `extra` flags added), waited for until it listens.
+    pub fn master(&self, what: &str, host: &NetHost, data: &Path, extra: &[&str]) -> HostMaster {
+        let data_arg = data.to_string_lossy();
+        let mut args = vec![
+            "master",
+            "--data-dir",
+            &data_arg,
+            "--cluster-name",
+            "lab",
+            "--name",
+            what,
+            "--heartbeat-interval",
+            "1s",
+            "--not-ready-after",
+            "3s",
+        ];
+        args.extend_from_slice(extra);
+        let proc = self.spawn(what, host, &args);
+        let addr = format!("{}:{}", host.ip(), listen_port(extra));
+        HostMaster::listening(proc, addr, Duration::from_secs(20), Some(&self.logs))
     }
 
-    pub fn ready_nodes(&self) -> usize {
-        self.nodes()
-            .iter()
-            .filter(|n| {
-                n["state"]
-                    .as_str()
-                    .is_some_and(|s| s.eq_ignore_ascii_case("ready"))
-            })
-            .count()
+    /// `nodeos agent --name NAME` on `host`; without `master` it browses mDNS.
+    pub fn agent(
+        &self,
+        name: &str,
+        host: &NetHost,
+        data: &Path,
+        token: Option<&str>,
+        master: Option<&str>,
+    ) -> Proc {
+        self.agent_with(name, host, data, token, master, &[])
+    }
+
+    /// [`Lab::agent`] with `extra` flags. With `--insecure-registry` among them it is a
+    /// compute node, started with the machine's mounts (see
+    /// [`NetHost::command_with_host_mounts`]).
+    pub fn agent_with(
+        &self,
+        name: &str,
+        host: &NetHost,
+        data: &Path,
+        token: Option<&str>,
+        master: Option<&str>,
+        extra: &[&str],
+    ) -> Proc {
+        let data_arg = data.to_string_lossy();
+        let mut args = vec![
+            "agent",
+            "--data-dir",
+            &data_arg,
+            "--name",
+            name,
+            "--discover-timeout",
+            "2s",
+        ];
+        if let Some(token) = token {
+            args.extend(["--token", token]);
+        }
+        if let Some(master) = master {
+            args.extend(["--master", master]);
+        }
+        args.extend_from_slice(extra);
+        if extra.contains(&"--insecure-registry") {
+            // A compute node: its containers need the machine's cgroup mounts.
+            let cmd = host.command_with_host_mounts(&self.nodeos);
+            return self.spawn_in(name, cmd, &args);
+        }
+        self.spawn(name, host, &args)
+    }
+
+    /// An admin's `cloudos` with its own `--config` directory, run on the bridge
+    /// (10.77.0.1), logging in as `name`.
+    pub fn admin(&self, name: &str) -> Admin<'_> {
+        Admin::of_lab(
+            &self.net,
+            self.cloudos.clone(),
+            self.path(&format!("config-{name}")),
+            name,
+            &self.logs,
+        )
+    }
+
+    /// A master `master-1` on 10.77.0.2 (`extra` flags added) and the admin alice logged
+    /// in to it by address with its bootstrap token.
+    pub fn cluster(&self, extra: &[&str]) -> Cluster<'_> {
+        let host = self.host(2);
+        let master = self.master("master-1", &host, &self.path("master"), extra);
+        let alice = self.admin("alice");
+        alice.log_in(&master.admin_token(), &master.addr);
+        Cluster {
+            lab: self,
+            host,
+            master,
+            alice,
+        }
+    }
+}
+
+/// A lab's master on its host, and alice, its admin.
+pub struct Cluster<'a> {
+    pub lab: &'a Lab,
+    pub master: HostMaster,
+    pub alice: Admin<'a>,
+    // Last: the namespace goes once the master has been stopped.
+    pub host: NetHost,
+}
+
+impl Cluster<'_> {
+    /// An agent given the master's address, waited for until it is Ready.
+    pub fn ready_agent(
+        &self,
+        name: &str,
+        host: &NetHost,
+        data: &Path,
+        token: Option<&str>,
+    ) -> Proc {
+        let agent = self
+            .lab
+            .agent(name, host, data, token, Some(&self.master.addr));
+        self.alice
+            .wait_node(name, NodeState::Ready, Duration::from_secs(20));
+        agent
     }
 }
 

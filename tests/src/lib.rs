@@ -16,10 +16,13 @@
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
 //! - [`checks`]: the install tests' keys, menus, blank and config disks, panic checks.
 //! - [`guest`]: a booted guest watched from outside: console lines in order, its lease, pings, power-off.
-//! - [`lab`]: a host-side master and the admin's CLI on the test bridge.
+//! - [`process`]: host processes a test starts (tied to it, output in files, stopped on drop).
+//! - [`admin`]: the admin's `cloudos` CLI, run from the bridge's side, its answers parsed.
+//! - [`lab`]: host-side masters and agents on the test bridge; the namespace lab.
 //! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
 
+pub mod admin;
 pub mod arch;
 pub mod checks;
 pub mod console;
@@ -31,6 +34,7 @@ pub mod mitm;
 mod monitor;
 pub mod netns;
 pub mod nodes;
+pub mod process;
 pub mod qemu;
 pub mod registry;
 pub mod rpi;

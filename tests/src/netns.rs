@@ -16,8 +16,8 @@ use std::io;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::thread;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use crate::qemu::Network;
 
@@ -286,22 +286,7 @@ fn remove_stale_namespaces() {
 
 /// SIGTERM, a grace period, then SIGKILL; always reaps the child.
 pub(crate) fn stop_child(child: &mut Child, grace: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // The PID is still ours to signal: an unreaped child cannot be replaced by another process.
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: kill(2) with a PID we own; no memory is involved.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::process::stop(child, libc::SIGTERM, grace);
 }
 
 pub(crate) fn run_ip(args: &[&str]) -> Result<Output, NetError> {

@@ -107,11 +107,13 @@ impl Registry {
         loop {
             let up = in_net("curl")
                 .args(["-sf", "-o", "/dev/null"])
+                // No auth, no arguments: an empty one would be taken for a URL, and
+                // `-o` would apply to it instead of the registry's answer.
                 .args(
                     registry
                         .auth
                         .as_deref()
-                        .map(|a| ["-u", a])
+                        .map(|a| vec!["-u", a])
                         .unwrap_or_default(),
                 )
                 .arg(format!("http://{addr}/v2/"))

@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cloudos_testkit::require;
 use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
 use cloudos_tests::mitm::{Attack, Mitm};
 use cloudos_tests::{images, scaled, Arch, DebianGuest, TestNet};
@@ -40,11 +41,6 @@ const INSTALLED_PATHS: &[&str] = &[
     "/etc/systemd/system/multi-user.target.wants/cloudos-master.service",
     "/sys/fs/cgroup/cloudos.slice",
 ];
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A copy of the build's downloads for one master, so a test may tamper with it.
 fn downloads_copy(dir: &Path) -> std::path::PathBuf {
@@ -76,12 +72,10 @@ fn start_master(net: &TestNet, dir: &Path, listen: &str, cluster: &str) -> HostM
     )
 }
 
-/// The test LAN with DHCP, a temp dir and our master with its logged-in admin.
+/// The test LAN with DHCP and a temp dir; `None` when not root (the test is skipped, or
+/// failed under `CLOUDOS_STRICT=1`).
 fn lab() -> Option<(TestNet, tempfile::TempDir)> {
-    if !is_root() {
-        eprintln!("skipped: namespaces and taps need root");
-        return None;
-    }
+    require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     Some((net, tempfile::tempdir().expect("temp dir")))
@@ -285,11 +279,7 @@ fn refusals_say_why_and_install_nothing() {
             short(),
         )
         .unwrap();
-    let cloud_admin = Admin {
-        net: &net,
-        cli: admin.cli.clone(),
-        config: dir.path().join("cloud-admin"),
-    };
+    let cloud_admin = Admin::new(&net, admin.cli.clone(), dir.path().join("cloud-admin"));
     cloud_admin.ok(&[
         "login",
         "--token",
@@ -628,10 +618,7 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
 #[test]
 #[ignore = "benchmark: scripts/bench-cloud-install.sh"]
 fn cloud_install_bench() {
-    if !is_root() {
-        eprintln!("skipped: namespaces and taps need root");
-        return;
-    }
+    require!(cloudos_testkit::root("namespaces and taps"));
     let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())

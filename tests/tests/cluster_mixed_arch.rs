@@ -14,6 +14,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use cloudos_testkit::require;
 use cloudos_tests::guest::boot_timeout;
 use cloudos_tests::lab::{self, power_off, Admin};
 use cloudos_tests::registry::{arm64_busybox, host_busybox, Image, Registry};
@@ -60,11 +61,7 @@ fn run_uname(admin: &Admin, image: &str) -> (serde_json::Value, String) {
 
 #[test]
 fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: namespaces and taps need root");
-        return;
-    }
+    require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let in_net = |program: &str| net.command(program);
@@ -93,11 +90,11 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     let admin_config = tempfile::tempdir().expect("temp dir");
-    let admin = Admin {
-        net: &net,
-        cli: images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
-        config: admin_config.path().to_path_buf(),
-    };
+    let admin = Admin::new(
+        &net,
+        images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        admin_config.path().to_path_buf(),
+    );
 
     // The x86_64 master.
     let master_disk = images::data_disk(

@@ -78,11 +78,11 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let admin_config = tempfile::tempdir().expect("temp dir");
-    let admin = Admin {
-        net: &net,
-        cli: images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
-        config: admin_config.path().to_path_buf(),
-    };
+    let admin = Admin::new(
+        &net,
+        images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        admin_config.path().to_path_buf(),
+    );
 
     // The master: first start creates the cluster and shows one admin token.
     let master_disk = images::data_disk(

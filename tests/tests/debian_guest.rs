@@ -3,10 +3,9 @@
 //! server on the bridge's host side, and what it wrote survives a
 //! `systemctl reboot` and a poweroff followed by a fresh boot of its overlay.
 //!
-//! Ignored by default (a few minutes under TCG). Needs root (namespaces,
-//! taps), `scripts/build.sh` and `scripts/debian-guest.sh` first:
-//!
-//!   cargo test -p cloudos-tests --test debian_guest -- --ignored --nocapture
+//! Ignored by default (a few minutes under TCG; the cloud install tests boot the same
+//! guest): `scripts/debian-guest.sh --check` runs it after building the guest. Needs root
+//! (namespaces, taps) and `scripts/build.sh` first.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ fn secs(t: Instant) -> String {
 }
 
 #[test]
-#[ignore = "boots a Debian guest under TCG (minutes); run with --ignored"]
+#[ignore = "harness self-test, boots a Debian guest under TCG (minutes): scripts/debian-guest.sh --check"]
 fn debian_guest_reaches_the_lan_and_survives_reboots() {
     let total = Instant::now();
     let net = TestNet::new().expect("test network");

@@ -13,8 +13,7 @@
 //! (namespaces, taps), the debug `nodeos` and `cloudos` (`cargo build -p nodeos -p
 //! cloudos-cli`) and the x86_64 ISO built with its disk template (`scripts/build.sh`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
@@ -22,22 +21,19 @@ use cloudos_tests::checks::{
     start_the_wizard_here, step, DOWN, ENTER,
 };
 use cloudos_tests::guest::{boot_timeout, re};
-use cloudos_tests::lab::{self, debug_binary, Admin};
-use cloudos_tests::nodes::spawn_tied;
+use cloudos_tests::lab::{self, debug_binary, Admin, HostMaster};
 use cloudos_tests::{
     images, scaled, Arch, BootSource, NetHost, SerialMode, TestNet, Vm, VmBuilder,
 };
 
 const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:06:01";
-const API_PORT: u16 = 9443;
 
 /// A `nodeos master` on host `10.77.0.<n>` of the bridge (its own namespace), with its
 /// state and output in `dir`. It advertises itself by mDNS unless told `--no-mdns`.
 /// Stopped when dropped; its log is printed if the test failed.
 struct LanMaster {
-    child: Child,
-    dir: PathBuf,
+    master: HostMaster,
     addr: String,
     // Last: the namespace goes once the process has been stopped.
     _host: NetHost,
@@ -45,67 +41,28 @@ struct LanMaster {
 
 impl LanMaster {
     fn start(net: &TestNet, n: u8, dir: &Path, extra: &[&str]) -> LanMaster {
-        std::fs::create_dir_all(dir).expect("master dir");
         let host = NetHost::new(net, n).expect("a host on the test bridge");
-        let mut cmd = host.command(debug_binary("nodeos"));
-        cmd.arg("master")
-            .arg("--data-dir")
-            .arg(dir.join("state"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("master.out")).expect("stdout file"))
-            .stderr(std::fs::File::create(dir.join("master.err")).expect("stderr file"));
-        let child = spawn_tied(cmd).expect("starting nodeos master");
-        let master = LanMaster {
-            child,
-            dir: dir.to_path_buf(),
-            addr: format!("{}:{API_PORT}", host.ip()),
+        let master = HostMaster::start_on(&host, dir, extra);
+        LanMaster {
+            addr: master.addr.clone(),
+            master,
             _host: host,
-        };
-        let deadline = Instant::now() + scaled(Duration::from_secs(30));
-        while !master.log().contains("master listening on") {
-            assert!(
-                Instant::now() < deadline,
-                "the master did not start: {}",
-                master.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        master
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("master.err")).unwrap_or_default()
-    }
-
-    /// The one-use admin token it printed on stdout at its first start.
-    fn admin_token(&self) -> String {
-        let out = std::fs::read_to_string(self.dir.join("master.out")).unwrap_or_default();
-        out.lines()
-            .find_map(|l| l.split("admin token: ").nth(1))
-            .and_then(|rest| rest.split([' ', ',']).next())
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("no admin token on the master's stdout: {out}"))
     }
 
     /// An admin of this master (config in `config`), logged in with its admin token.
     fn admin<'a>(&self, net: &'a TestNet, config: &Path) -> Admin<'a> {
-        let admin = Admin {
-            net,
-            cli: debug_binary("cloudos"),
-            config: config.to_path_buf(),
-        };
-        admin.log_in(&self.admin_token(), &self.addr);
+        let admin = Admin::new(net, debug_binary("cloudos"), config.to_path_buf());
+        admin.log_in(&self.master.admin_token(), &self.addr);
         admin
     }
 }
 
 impl Drop for LanMaster {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.master.proc.stop_with(libc::SIGKILL);
         if std::thread::panicking() {
-            let log = self.log();
+            let log = self.master.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!(
                 "===== master at {} (last lines of its log) =====",

@@ -102,11 +102,11 @@ fn unattended_master_install_then_boots_from_disk_alone() {
 
     // 2. The disk alone, SeaBIOS: the configured master, with its state on vda3.
     let admin_config = tempfile::tempdir().expect("temp dir");
-    let admin = Admin {
-        net: &net,
-        cli: images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
-        config: admin_config.path().to_path_buf(),
-    };
+    let admin = Admin::new(
+        &net,
+        images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        admin_config.path().to_path_buf(),
+    );
     let started = Instant::now();
     let vm = boot_disk("install-master-disk-bios", &target, Firmware::Bios, &net);
     let console = vm.serial();

@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use cloudos_testkit::require;
 use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
 use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
@@ -74,11 +75,7 @@ fn replica_nodes(admin: &Admin) -> Vec<String> {
 
 #[test]
 fn compute_vms_run_tasks_and_keep_a_service_running() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: namespaces and taps need root");
-        return;
-    }
+    require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let dir = tempfile::tempdir().expect("temp dir");

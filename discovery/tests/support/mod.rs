@@ -21,13 +21,10 @@ pub const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The veth end's name in both namespaces.
 pub const LINK: &str = "lan0";
 
-/// Returns why the test cannot run here, if it cannot: it needs root for netns.
-pub fn skip_reason() -> Option<&'static str> {
-    if nix::unistd::geteuid().is_root() {
-        None
-    } else {
-        Some("needs root to create network namespaces")
-    }
+/// What every test here needs: root, to create network namespaces. Checked with
+/// `cloudos_testkit::require!` (a skip, or a failure under `CLOUDOS_STRICT=1`).
+pub fn lan_host() -> Result<(), cloudos_testkit::Missing> {
+    cloudos_testkit::root("network namespaces")
 }
 
 /// Runs `cmd`, failing with its output if it does not succeed.

@@ -9,31 +9,19 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use cloudos_runtime::{ContainerSpec, ExitStatus, Runtime, ShimCommand};
+use cloudos_testkit::Missing;
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// `Some(reason)` when these tests cannot run here.
-pub fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: containers need root (run the tests as root)".into());
-    }
-    if !Path::new(BUSYBOX).is_file() {
-        return Some(format!(
-            "{BUSYBOX} is missing: apt-get install busybox-static (scripts/deps.sh)"
-        ));
-    }
-    None
-}
-
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if let Some(why) = common::skip_reason() {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+/// What these tests need of the host: root (containers), and Debian's static busybox,
+/// which the test image is made of. Checked with `cloudos_testkit::require!`: a test
+/// without them is skipped, or fails under `CLOUDOS_STRICT=1` (scripts/test.sh).
+pub fn container_host() -> Result<(), Missing> {
+    cloudos_testkit::root("containers")?;
+    cloudos_testkit::file(
+        Path::new(BUSYBOX),
+        "apt-get install busybox-static (scripts/deps.sh)",
+    )
 }
 
 /// The image, made once per test binary: layer 0 is busybox with its applet
