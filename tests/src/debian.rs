@@ -35,9 +35,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::arch::Arch;
+use crate::artifacts::{self, ImageError};
 use crate::console::{Console, ConsoleError, Pattern};
-use crate::images::{self, ImageError};
-use crate::qemu::{Network, Vm, VmBuilder, VmError};
+use crate::qemu::{GuestNetwork, Vm, VmBuilder, VmError};
 use crate::timeouts::scaled;
 
 /// Guest memory: systemd, udev and an installer's downloads want more than
@@ -124,7 +124,7 @@ pub struct Ready {
 /// Settings for [`DebianGuest`]; [`DebianGuestBuilder::boot`] starts it.
 #[derive(Debug, Clone)]
 pub struct DebianGuestBuilder {
-    network: Network,
+    network: GuestNetwork,
     name: Option<String>,
     memory_mb: u32,
     smp: u32,
@@ -135,7 +135,7 @@ pub struct DebianGuestBuilder {
 impl DebianGuestBuilder {
     /// A guest on `network` (normally `TestNet::vm_network()`; a DHCP server
     /// there gives it an address).
-    pub fn new(network: Network) -> DebianGuestBuilder {
+    pub fn new(network: GuestNetwork) -> DebianGuestBuilder {
         DebianGuestBuilder {
             network,
             name: None,
@@ -177,7 +177,7 @@ impl DebianGuestBuilder {
 
     /// Makes the overlay, starts QEMU and waits for the root shell.
     pub fn boot(self) -> Result<DebianGuest, GuestError> {
-        let base = images::debian_guest_disk(Arch::X86_64)?;
+        let base = artifacts::debian_guest_disk(Arch::X86_64)?;
         // The overlay records the base by path: make it absolute.
         let base = base.canonicalize().unwrap_or(base);
         let dir = tempfile::Builder::new()
@@ -226,12 +226,12 @@ struct Shell {
 
 impl DebianGuest {
     /// Boots a guest with default settings on `network` (see [`DebianGuestBuilder`]).
-    pub fn boot(network: Network) -> Result<DebianGuest, GuestError> {
+    pub fn boot(network: GuestNetwork) -> Result<DebianGuest, GuestError> {
         DebianGuestBuilder::new(network).boot()
     }
 
     /// Settings before booting.
-    pub fn builder(network: Network) -> DebianGuestBuilder {
+    pub fn builder(network: GuestNetwork) -> DebianGuestBuilder {
         DebianGuestBuilder::new(network)
     }
 
@@ -257,8 +257,8 @@ impl DebianGuest {
             .memory_mb(s.memory_mb)
             .smp(s.smp)
             .kernel(
-                images::kernel(Arch::X86_64)?,
-                images::debian_guest_initrd(Arch::X86_64)?,
+                artifacts::kernel(Arch::X86_64)?,
+                artifacts::debian_guest_initrd(Arch::X86_64)?,
                 &append,
             )
             .disk(self.overlay.clone())

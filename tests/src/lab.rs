@@ -21,14 +21,14 @@ use cloudos_testkit::require;
 
 pub use crate::admin::Admin;
 use crate::process::{Logs, Proc};
-use crate::{images, scaled, NetHost, TestNet};
+use crate::{artifacts, scaled, NetHost, TestNet};
 
 /// The master's API port when `--listen` does not say otherwise.
 pub const API_PORT: u16 = 9443;
 
 /// A debug binary of the workspace, which must have been built.
 pub fn debug_binary(name: &str) -> PathBuf {
-    let path = images::target_dir().join("debug").join(name);
+    let path = artifacts::target_dir().join("debug").join(name);
     assert!(
         path.is_file(),
         "{} is missing: run `cargo build -p nodeos -p cloudos-cli` first",

@@ -12,7 +12,7 @@
 //! - [`qemu`]: builds a QEMU command line, owns the process and its monitor.
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
-//! - [`images`]: finds the built artifacts under `out/`.
+//! - [`artifacts`]: finds the built artifacts (images, binaries) under `out/`.
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
 //! - [`checks`]: the install tests' keys, menus, blank and config disks, panic checks.
 //! - [`guest`]: a booted guest watched from outside: console lines in order, its lease, pings, power-off.
@@ -24,11 +24,11 @@
 
 pub mod admin;
 pub mod arch;
+pub mod artifacts;
 pub mod checks;
 pub mod console;
 pub mod debian;
 pub mod guest;
-pub mod images;
 pub mod lab;
 pub mod mitm;
 mod monitor;
@@ -42,10 +42,10 @@ mod spawner;
 pub mod timeouts;
 
 pub use arch::{Arch, Machine};
+pub use artifacts::ImageError;
 pub use console::{Console, ConsoleError, Match, Pattern};
 pub use debian::{DebianGuest, DebianGuestBuilder, GuestError};
-pub use images::ImageError;
 pub use netns::{NetError, TestNet};
 pub use nodes::NetHost;
-pub use qemu::{BootSource, Firmware, Network, SerialMode, Vm, VmBuilder, VmError};
+pub use qemu::{BootSource, Firmware, GuestNetwork, SerialMode, Vm, VmBuilder, VmError};
 pub use timeouts::scaled;

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use std::time::Duration;
 
-use crate::qemu::Network;
+use crate::qemu::GuestNetwork;
 
 /// Prefix of every namespace the harness creates: `cloudos-t<pid>-<n>`.
 pub const NETNS_PREFIX: &str = "cloudos-t";
@@ -126,19 +126,19 @@ impl TestNet {
         Ok(tap)
     }
 
-    /// Adds a tap and returns the [`Network`] for a VM with this MAC: a
+    /// Adds a tap and returns the [`GuestNetwork`] for a VM with this MAC: a
     /// machine that boots again keeps its MAC, and so its DHCP lease.
-    pub fn vm_network_with_mac(&self, mac: &str) -> Result<Network, NetError> {
-        Ok(Network::Tap {
+    pub fn vm_network_with_mac(&self, mac: &str) -> Result<GuestNetwork, NetError> {
+        Ok(GuestNetwork::Tap {
             netns: self.name.clone(),
             tap_name: self.add_tap()?,
             mac: mac.to_string(),
         })
     }
 
-    /// Adds a tap and returns the [`Network`] for a VM on it, with a MAC
+    /// Adds a tap and returns the [`GuestNetwork`] for a VM on it, with a MAC
     /// unique within this namespace (`52:54:00:77:<ns>:<tap>`).
-    pub fn vm_network(&self) -> Result<Network, NetError> {
+    pub fn vm_network(&self) -> Result<GuestNetwork, NetError> {
         let tap = self.add_tap()?;
         let index: u32 = tap.trim_start_matches("tap").parse().unwrap_or(0);
         let ns: u32 = self
@@ -147,7 +147,7 @@ impl TestNet {
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        Ok(Network::Tap {
+        Ok(GuestNetwork::Tap {
             netns: self.name.clone(),
             tap_name: tap,
             mac: format!("52:54:00:77:{:02x}:{:02x}", ns & 0xff, index & 0xff),

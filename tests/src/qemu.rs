@@ -33,8 +33,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::arch::{Arch, Machine, RPI3B_CPUS, RPI3B_MEMORY_MB};
+use crate::artifacts;
 use crate::console::Console;
-use crate::images;
 use crate::monitor::Monitor;
 use crate::netns::stop_child;
 use crate::spawner::spawn_tied;
@@ -93,13 +93,13 @@ pub enum VmError {
     Unsupported { machine: Machine, what: String },
     #[error(
         "SD card image {path} is {size} bytes; QEMU needs a power of two: \
-         grow a copy (images::sd_card_from_image)"
+         grow a copy (artifacts::sd_card_from_image)"
     )]
     SdCardSize { path: PathBuf, size: u64 },
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleError),
     #[error(transparent)]
-    Image(#[from] crate::images::ImageError),
+    Image(#[from] crate::artifacts::ImageError),
 }
 
 impl std::fmt::Debug for VmError {
@@ -138,7 +138,7 @@ pub enum Firmware {
 
 /// The VM's network.
 #[derive(Debug, Clone, Default)]
-pub enum Network {
+pub enum GuestNetwork {
     /// No NIC at all.
     #[default]
     None,
@@ -182,7 +182,7 @@ pub struct VmBuilder {
     firmware: Firmware,
     disks: Vec<PathBuf>,
     sd_card: Option<PathBuf>,
-    network: Network,
+    network: GuestNetwork,
     guestfwd: Vec<String>,
     serial: SerialMode,
     uefi_files: Option<(PathBuf, PathBuf)>,
@@ -208,7 +208,7 @@ impl VmBuilder {
             firmware: Firmware::Bios,
             disks: Vec::new(),
             sd_card: None,
-            network: Network::None,
+            network: GuestNetwork::None,
             guestfwd: Vec::new(),
             serial: SerialMode::Stdio,
             uefi_files: None,
@@ -287,13 +287,13 @@ impl VmBuilder {
 
     /// Puts a raw image in the board's SD card slot (`-drive if=sd`); writes
     /// persist. Only boards with a slot have one ([`Machine::RaspberryPi3B`]).
-    /// QEMU wants a power-of-two size: see [`images::sd_card_from_image`].
+    /// QEMU wants a power-of-two size: see [`artifacts::sd_card_from_image`].
     pub fn sd_card(mut self, image: impl Into<PathBuf>) -> Self {
         self.sd_card = Some(image.into());
         self
     }
 
-    pub fn network(mut self, network: Network) -> Self {
+    pub fn network(mut self, network: GuestNetwork) -> Self {
         self.network = network;
         self
     }
@@ -340,7 +340,7 @@ impl VmBuilder {
         let args = self.qemu_args(&name, &boot, dir.path(), &serial_sock, &monitor_sock)?;
         let mut cmd = match &self.network {
             // `ip netns exec` execs QEMU, so the PID we get is QEMU's own.
-            Network::Tap { netns, .. } => {
+            GuestNetwork::Tap { netns, .. } => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", netns, self.arch.qemu_binary()]);
                 c
@@ -350,7 +350,7 @@ impl VmBuilder {
         cmd.args(&args);
         let command_line = describe(&cmd);
 
-        let log_dir = images::target_dir().join("qemu-logs");
+        let log_dir = artifacts::target_dir().join("qemu-logs");
         fs::create_dir_all(&log_dir).map_err(|source| VmError::Io {
             action: "creating",
             path: log_dir.clone(),
@@ -600,10 +600,10 @@ impl VmBuilder {
             push(&["-drive", &format!("if=sd,format=raw,file={}", p(card))]);
         }
 
-        // Network.
+        // GuestNetwork.
         match &self.network {
-            Network::None => push(&["-nic", "none"]),
-            Network::User { hostfwd } => {
+            GuestNetwork::None => push(&["-nic", "none"]),
+            GuestNetwork::User { hostfwd } => {
                 let mut netdev = "user,id=n0,restrict=on".to_string();
                 for (host, guest) in hostfwd {
                     netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
@@ -613,7 +613,7 @@ impl VmBuilder {
                 }
                 push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
             }
-            Network::Tap { tap_name, mac, .. } => {
+            GuestNetwork::Tap { tap_name, mac, .. } => {
                 push(&[
                     "-netdev",
                     &format!("tap,id=n0,ifname={tap_name},script=no,downscript=no"),
@@ -691,9 +691,9 @@ impl VmBuilder {
                 if !self.disks.is_empty() {
                     return unsupported("take virtio disks (it has no PCI): use an SD card".into());
                 }
-                if !matches!(self.network, Network::None) {
+                if !matches!(self.network, GuestNetwork::None) {
                     return unsupported(
-                        "have a virtio NIC (it has no PCI): use Network::None".into(),
+                        "have a virtio NIC (it has no PCI): use GuestNetwork::None".into(),
                     );
                 }
             }
@@ -1167,7 +1167,7 @@ mod tests {
         let s = Scratch::new();
         let pi = VmBuilder::new(Arch::Aarch64).machine(Machine::RaspberryPi3B);
         let kernel = kernel_boot(&s);
-        let tap = Network::Tap {
+        let tap = GuestNetwork::Tap {
             netns: "n".into(),
             tap_name: "tap0".into(),
             mac: "52:54:00:00:00:01".into(),
@@ -1193,7 +1193,7 @@ mod tests {
             ),
             (pi.clone().network(tap), kernel.clone(), "virtio NIC"),
             (
-                pi.clone().network(Network::User { hostfwd: vec![] }),
+                pi.clone().network(GuestNetwork::User { hostfwd: vec![] }),
                 kernel.clone(),
                 "virtio NIC",
             ),

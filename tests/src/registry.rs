@@ -546,7 +546,7 @@ pub fn host_busybox() -> PathBuf {
 /// Debian's static busybox for arm64, the pinned package `scripts/fetch-inputs.sh`
 /// unpacked for the aarch64 image (`scripts/build.sh` runs it).
 pub fn arm64_busybox() -> Result<PathBuf, RegistryError> {
-    let script = crate::images::workspace_root().join("scripts/fetch-inputs.sh");
+    let script = crate::artifacts::workspace_root().join("scripts/fetch-inputs.sh");
     let out = Command::new(&script)
         .args(["--dir", "busybox-static", "arm64"])
         .output()

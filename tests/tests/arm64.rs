@@ -19,7 +19,7 @@ use cloudos_tests::guest::{
 use cloudos_tests::lab;
 use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
 use cloudos_tests::{
-    images, Arch, BootSource, Firmware, Machine, SerialMode, TestNet, Vm, VmBuilder,
+    artifacts, Arch, BootSource, Firmware, Machine, SerialMode, TestNet, Vm, VmBuilder,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -64,7 +64,7 @@ fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
     let started = Instant::now();
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(120).expect("dnsmasq on the bridge");
-    let iso = images::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::Aarch64)
         .boot(BootSource::Cdrom(iso))
         .firmware(Firmware::Uefi)
@@ -109,9 +109,9 @@ fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
 /// coldplugged, the data disk is mounted and its settings apply.
 #[test]
 fn arm64_iso_boots_as_a_usb_stick_with_a_data_disk() {
-    let iso = images::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
-    let stick = images::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
-    let data = images::data_disk("hostname = \"arm-a\"\n", 32).expect("data disk");
+    let iso = artifacts::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
+    let stick = artifacts::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
+    let data = artifacts::data_disk("hostname = \"arm-a\"\n", 32).expect("data disk");
     let vm = VmBuilder::new(Arch::Aarch64)
         .boot(BootSource::UsbStick(stick.to_path_buf()))
         .firmware(Firmware::Uefi)
@@ -152,7 +152,7 @@ fn arm64_iso_installs_to_a_disk_that_boots_alone_on_uefi() {
     );
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq on the bridge");
-    let iso = images::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::Aarch64)
         .name("arm64-install-live")
         .boot(BootSource::Cdrom(iso))
@@ -225,7 +225,7 @@ fn config_lines(text: &str) -> Vec<&str> {
 #[test]
 fn rpi_image_has_the_partitions_and_boot_files_the_pi_needs() {
     let started = Instant::now();
-    let card = images::rpi_image().unwrap_or_else(|e| panic!("{e}"));
+    let card = artifacts::rpi_image().unwrap_or_else(|e| panic!("{e}"));
     let (boot, data) = card_partitions(&card);
 
     assert_eq!(boot.number, 1);
@@ -271,8 +271,8 @@ fn rpi_image_has_the_partitions_and_boot_files_the_pi_needs() {
     }
     // The card carries this build's kernel and userland, not a stale one.
     for (name, built) in [
-        ("vmlinuz", images::kernel(Arch::Aarch64)),
-        ("initramfs.img", images::initramfs(Arch::Aarch64)),
+        ("vmlinuz", artifacts::kernel(Arch::Aarch64)),
+        ("initramfs.img", artifacts::initramfs(Arch::Aarch64)),
     ] {
         let built = built.unwrap_or_else(|e| panic!("{e}"));
         let on_card = rpi::fat_read(&card, &boot, name).unwrap_or_else(|e| panic!("{e}"));
@@ -389,10 +389,10 @@ impl PiBoot {
 #[test]
 fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wizard() {
     let started = Instant::now();
-    let image = images::rpi_image().unwrap_or_else(|e| panic!("{e}"));
+    let image = artifacts::rpi_image().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let card =
-        images::sd_card_from_image(&image, dir.path(), CARD_SIZE).unwrap_or_else(|e| panic!("{e}"));
+    let card = artifacts::sd_card_from_image(&image, dir.path(), CARD_SIZE)
+        .unwrap_or_else(|e| panic!("{e}"));
     let (boot, data) = card_partitions(&card);
     assert!(
         data.end() < CARD_SIZE,
@@ -482,7 +482,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     start_the_wizard_here(&vm);
     answer(&vm, "What do you want to do?", ENTER);
     answer(&vm, "Host name of this node", b"pi-master\r");
-    answer(&vm, "Network", b"");
+    answer(&vm, "GuestNetwork", b"");
     vm.serial().send(DOWN).expect("typing on the console");
     std::thread::sleep(Duration::from_millis(300));
     vm.serial().send(ENTER).expect("typing on the console");

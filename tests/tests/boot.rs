@@ -12,7 +12,9 @@ use cloudos_tests::checks::{assert_no_kernel_panic, assert_no_panic};
 use cloudos_tests::guest::{
     answers_ping, expect_lines, leased_address, line_timeout, power_button_off, re,
 };
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, Network, TestNet, VmBuilder};
+use cloudos_tests::{
+    artifacts, scaled, Arch, BootSource, Firmware, GuestNetwork, TestNet, VmBuilder,
+};
 
 /// Ready takes ~4 s of guest time on an idle host and ten times that on a
 /// loaded one; firmware and GRUB add their own under TCG.
@@ -28,7 +30,7 @@ fn boot_timeout() -> Duration {
 fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(120).expect("dnsmasq on the bridge");
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::X86_64)
         .boot(BootSource::Cdrom(iso))
         .firmware(Firmware::Bios)
@@ -104,9 +106,9 @@ fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
 /// config.toml on it; a bad key there is only a warning.
 #[test]
 fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let stick = images::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
-    let data = images::data_disk("hostname = \"node-a\"\nnet = \"carrier-pigeon\"\n", 32)
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let stick = artifacts::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
+    let data = artifacts::data_disk("hostname = \"node-a\"\nnet = \"carrier-pigeon\"\n", 32)
         .expect("data disk");
     let vm = VmBuilder::new(Arch::X86_64)
         .boot(BootSource::UsbStick(stick.to_path_buf()))
@@ -172,9 +174,9 @@ fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
 /// waits for the disks and starts on the disk's state at once.
 #[test]
 fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
-    let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let initrd = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let data = images::data_disk("hostname = \"ide-node\"\n", 32).expect("data disk");
+    let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let data = artifacts::data_disk("hostname = \"ide-node\"\n", 32).expect("data disk");
     // The kernel with the data disk on the PIIX's IDE.
     let boot_with_ide_disk = |append: &str| {
         VmBuilder::new(Arch::X86_64)
@@ -333,13 +335,13 @@ fn set_unknown_ext4_feature(image: &std::path::Path) {
 /// its driver and is brought up.
 #[test]
 fn crashing_service_backs_off_and_bad_settings_only_warn() {
-    let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let initrd = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let append = "console=ttyS0,115200 panic=-1 cloudos.fault=crash:power:3 \
                   cloudos.net=carrier-pigeon cloudos.colour=blue cloudos.hostname=-bad_name-";
     let vm = VmBuilder::new(Arch::X86_64)
         .kernel(kernel, initrd, append)
-        .network(Network::User { hostfwd: vec![] })
+        .network(GuestNetwork::User { hostfwd: vec![] })
         .spawn()
         .expect("starting QEMU");
     let console = vm.serial();
@@ -409,7 +411,7 @@ fn crashing_service_backs_off_and_bad_settings_only_warn() {
 /// the same as the image `scripts/build.sh` made.
 #[test]
 fn initramfs_builds_are_byte_identical() {
-    let image = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let image = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     // build.sh records what went into the image: epoch, init, kernel release,
     // mkinitramfs, module list, unpacked kernel marker, CA bundle.
     let recipe = std::fs::read_to_string(image.with_extension("img.recipe"))

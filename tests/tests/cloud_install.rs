@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cloudos_testkit::require;
 use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
 use cloudos_tests::mitm::{Attack, Mitm};
-use cloudos_tests::{images, scaled, Arch, DebianGuest, TestNet};
+use cloudos_tests::{artifacts, scaled, Arch, DebianGuest, TestNet};
 
 const MASTER: &str = "10.77.0.1:9443";
 const OTHER_MASTER: &str = "10.77.0.1:9444";
@@ -44,7 +44,7 @@ const INSTALLED_PATHS: &[&str] = &[
 
 /// A copy of the build's downloads for one master, so a test may tamper with it.
 fn downloads_copy(dir: &Path) -> std::path::PathBuf {
-    let source = images::downloads(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let source = artifacts::downloads(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let copy = dir.join("downloads");
     std::fs::create_dir_all(&copy).expect("downloads dir");
     for entry in std::fs::read_dir(&source).expect("read downloads") {

@@ -18,12 +18,12 @@ use cloudos_testkit::require;
 use cloudos_tests::guest::boot_timeout;
 use cloudos_tests::lab::{self, power_off, Admin};
 use cloudos_tests::registry::{arm64_busybox, host_busybox, Image, Registry};
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, TestNet, Vm, VmBuilder};
+use cloudos_tests::{artifacts, scaled, Arch, BootSource, Firmware, TestNet, Vm, VmBuilder};
 
 const REGISTRY: &str = "10.77.0.1:5000";
 
 fn boot(net: &TestNet, arch: Arch, name: &str, disk: &Path, mac: &str) -> Vm {
-    let iso = images::iso(arch).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(arch).unwrap_or_else(|e| panic!("{e}"));
     let firmware = match arch {
         Arch::X86_64 => Firmware::Bios,
         // The ARM64 ISO is UEFI only.
@@ -92,12 +92,12 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
     let admin_config = tempfile::tempdir().expect("temp dir");
     let admin = Admin::new(
         &net,
-        images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        artifacts::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
         admin_config.path().to_path_buf(),
     );
 
     // The x86_64 master.
-    let master_disk = images::data_disk(
+    let master_disk = artifacts::data_disk(
         &format!(
             "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\ninsecure_registries = \"{REGISTRY}\"\n"
         ),
@@ -129,7 +129,7 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
         .to_string();
 
     // The ARM64 compute node knows its role and token only: the master is found by mDNS.
-    let node_disk = images::data_disk(
+    let node_disk = artifacts::data_disk(
         &format!(
             "role = \"compute\"\nhostname = \"arm-1\"\ntoken = \"{token}\"\ninsecure_registries = \"{REGISTRY}\"\n"
         ),

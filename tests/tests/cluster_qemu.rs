@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cloudos_tests::guest::boot_timeout;
 use cloudos_tests::lab::{self, power_off, Admin};
-use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
+use cloudos_tests::{artifacts, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 /// Scrapes the node's own metrics endpoint from the admin's laptop, as
 /// Prometheus would, and checks that it reports its master connection.
@@ -46,7 +46,7 @@ fn node_metrics_say_connected(admin: &Admin, node: &str) {
 /// (`52:54:00:c1:00:<n>`), as a real one would across reboots.
 fn boot(net: &TestNet, name: &str, disk: &Path) -> Vm {
     let n: u32 = name.bytes().map(u32::from).sum::<u32>() & 0xff;
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     VmBuilder::new(Arch::X86_64)
         .name(name)
         .memory_mb(768)
@@ -80,12 +80,12 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     let admin_config = tempfile::tempdir().expect("temp dir");
     let admin = Admin::new(
         &net,
-        images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        artifacts::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
         admin_config.path().to_path_buf(),
     );
 
     // The master: first start creates the cluster and shows one admin token.
-    let master_disk = images::data_disk(
+    let master_disk = artifacts::data_disk(
         "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n",
         64,
     )
@@ -119,7 +119,8 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     let secret = token.split('_').nth(2).expect("token secret").to_string();
 
     // node-1 knows only its role and token: it finds the master by mDNS.
-    let node1_disk = images::data_disk(&compute_config("node-1", Some(&token)), 64).expect("disk");
+    let node1_disk =
+        artifacts::data_disk(&compute_config("node-1", Some(&token)), 64).expect("disk");
     let node1 = boot(&net, "node-1", &node1_disk);
     node1
         .serial()
@@ -182,7 +183,7 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     );
 
     // node-1 boots again without a token: its identity on the data disk is enough.
-    images::rewrite_config(&node1_disk, &compute_config("node-1", None))
+    artifacts::rewrite_config(&node1_disk, &compute_config("node-1", None))
         .expect("editing node-1's config");
     let node1 = boot(&net, "node-1", &node1_disk);
     node1
@@ -194,7 +195,8 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     drop(node1);
 
     // node-2 uses the token's second use.
-    let node2_disk = images::data_disk(&compute_config("node-2", Some(&token)), 64).expect("disk");
+    let node2_disk =
+        artifacts::data_disk(&compute_config("node-2", Some(&token)), 64).expect("disk");
     let node2 = boot(&net, "node-2", &node2_disk);
     node2
         .serial()

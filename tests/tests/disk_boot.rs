@@ -18,7 +18,7 @@ use cloudos_tests::checks::assert_no_panic;
 use cloudos_tests::guest::{
     assert_powered_off, expect_lines, line_timeout, poweroff_from_console, re, wait_poweroff_exit,
 };
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, VmBuilder};
+use cloudos_tests::{artifacts, scaled, Arch, BootSource, Firmware, VmBuilder};
 
 const SECTOR: u64 = 512;
 
@@ -47,7 +47,9 @@ const READY: &str = r"nodeos ready in \d+\.\d+s: host \S+, role none";
 
 /// The template as image/disk.sh left it; never booted or changed by a test.
 fn template() -> PathBuf {
-    let path = images::out_dir().join("x86_64").join("disk-template.img");
+    let path = artifacts::out_dir()
+        .join("x86_64")
+        .join("disk-template.img");
     assert!(
         path.is_file(),
         "{} not found: run image/disk.sh (after scripts/build.sh --arch x86_64)",
@@ -376,7 +378,7 @@ fn template_has_the_fixed_layout_and_builds_reproducibly() {
 
     // Two more builds, byte-identical to out/'s.
     let original = fs::read(&image).expect("reading the template");
-    let script = images::workspace_root().join("image/disk.sh");
+    let script = artifacts::workspace_root().join("image/disk.sh");
     for n in 0..2 {
         let out = scratch.path().join(format!("rebuild-{n}.img"));
         run(Command::new(&script)
@@ -399,8 +401,8 @@ fn template_has_the_fixed_layout_and_builds_reproducibly() {
 /// (UEFI) takes none.
 #[test]
 fn template_disk_boots_slot_a_on_bios_and_on_uefi() {
-    let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let initrd = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = copy_template(dir.path());
     fill_slot(&disk, "a", &kernel, &initrd);
@@ -442,8 +444,8 @@ fn template_disk_boots_slot_a_on_bios_and_on_uefi() {
 /// cloudos_good=1) and boots it.
 #[test]
 fn an_unconfirmed_slot_falls_back_to_the_other_after_its_tries() {
-    let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let initrd = images::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = copy_template(dir.path());
     let garbage = dir.path().join("garbage");

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::netns::{list_namespaces, netns_exists};
-use cloudos_tests::{images, scaled, Arch, Console, ConsoleError, Pattern, TestNet, VmBuilder};
+use cloudos_tests::{artifacts, scaled, Arch, Console, ConsoleError, Pattern, TestNet, VmBuilder};
 
 const SHORT: Duration = Duration::from_secs(5);
 
@@ -214,8 +214,8 @@ fn console_send_reaches_the_guest() {
 /// QEMU, the kernel and the harness work, independent of nodeos.
 #[test]
 fn boots_floor_initramfs_and_powers_off() {
-    let kernel = images::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let initrd = images::floor_initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let initrd = artifacts::floor_initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::X86_64)
         .kernel(kernel, initrd, "console=ttyS0,115200 panic=-1")
         .spawn()

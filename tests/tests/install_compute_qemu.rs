@@ -23,7 +23,7 @@ use cloudos_tests::checks::{
 use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, debug_binary, Admin, HostMaster};
 use cloudos_tests::{
-    images, scaled, Arch, BootSource, NetHost, SerialMode, TestNet, Vm, VmBuilder,
+    artifacts, scaled, Arch, BootSource, NetHost, SerialMode, TestNet, Vm, VmBuilder,
 };
 
 const GIB: u64 = 1 << 30;
@@ -94,7 +94,7 @@ fn compute_token(admin: &Admin) -> String {
 /// The machine: the blank `target` as its first boot disk, the ISO in its CD drive as the
 /// second, on the test bridge with a fixed MAC; a reboot resets it (QEMU keeps running).
 fn machine(name: &str, target: &Path, net: &TestNet) -> Vm {
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let iso = iso.to_string_lossy().replace(',', ",,");
     VmBuilder::new(Arch::X86_64)
         .name(name)
@@ -150,14 +150,14 @@ fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
     );
     match network {
         NetworkAnswer::Dhcp => {
-            choose(vm, "Network", "DHCP");
+            choose(vm, "GuestNetwork", "DHCP");
             vm.serial()
                 .wait_for("Checking the network…", step())
                 .expect("the wizard did not check the network");
         }
         NetworkAnswer::Static(tries) => {
             for (i, (address, gateway)) in tries.iter().enumerate() {
-                choose(vm, "Network", "Static");
+                choose(vm, "GuestNetwork", "Static");
                 answer(
                     vm,
                     "Address with prefix length",

@@ -19,14 +19,14 @@ use cloudos_tests::checks::{
 };
 use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, Admin};
-use cloudos_tests::{images, scaled, Arch, BootSource, Firmware, TestNet, Vm, VmBuilder};
+use cloudos_tests::{artifacts, scaled, Arch, BootSource, Firmware, TestNet, Vm, VmBuilder};
 
 const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:05:01";
 
 /// The live ISO on a CD with the target and the config disk.
 fn live_install_vm(name: &str, target: &Path, cfg: &Path, net: Option<&TestNet>) -> Vm {
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let mut builder = VmBuilder::new(Arch::X86_64)
         .name(name)
         .memory_mb(768)
@@ -104,7 +104,7 @@ fn unattended_master_install_then_boots_from_disk_alone() {
     let admin_config = tempfile::tempdir().expect("temp dir");
     let admin = Admin::new(
         &net,
-        images::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
+        artifacts::cloudos_cli(Arch::X86_64).unwrap_or_else(|e| panic!("{e}")),
         admin_config.path().to_path_buf(),
     );
     let started = Instant::now();
@@ -304,7 +304,7 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::X86_64)
         .name("install-wizard-live")
         .memory_mb(768)
@@ -332,7 +332,7 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
 
     answer(&vm, "What do you want to do?", ENTER);
     answer(&vm, "Host name of this node", b"wiz-master\r");
-    answer(&vm, "Network", ENTER);
+    answer(&vm, "GuestNetwork", ENTER);
     answer(&vm, "Install to which disk?", ENTER);
     answer(&vm, "Cluster name", b"lab\r");
     answer(&vm, "Erase everything on /dev/vda", b"y\r");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cloudos_testkit::require;
 use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
-use cloudos_tests::{images, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
+use cloudos_tests::{artifacts, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 const REGISTRY: &str = "10.77.0.1:5000";
 const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
@@ -27,7 +27,7 @@ fn compute_config(name: &str, token: &str) -> String {
 }
 
 fn boot(net: &TestNet, name: &str, disk: &Path, mac: &str) -> Vm {
-    let iso = images::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     VmBuilder::new(Arch::X86_64)
         .name(name)
         .memory_mb(768)
@@ -92,8 +92,8 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
         .trim()
         .to_owned();
 
-    let disk1 = images::data_disk(&compute_config("node-1", &token), 128).expect("disk");
-    let disk2 = images::data_disk(&compute_config("node-2", &token), 128).expect("disk");
+    let disk1 = artifacts::data_disk(&compute_config("node-1", &token), 128).expect("disk");
+    let disk2 = artifacts::data_disk(&compute_config("node-2", &token), 128).expect("disk");
     let node1 = boot(&net, "node-1", &disk1, "52:54:00:c2:00:01");
     let node2 = boot(&net, "node-2", &disk2, "52:54:00:c2:00:02");
     admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
