@@ -4,7 +4,8 @@
 # unit and in-process tests first, then the QEMU boots (two guests at most).
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    no QEMU boots (unit, netns and TLS tests only)
+#   scripts/test.sh --quick    no image build, no QEMU boots and no multi-process
+#                              tests (unit, in-process and TLS tests only)
 #
 # Needs root (apt-get, network namespaces, taps). Downloads are cached under
 # ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
