@@ -220,8 +220,8 @@ mod tests {
         );
         assert_eq!(active, Some(0));
 
-        let (items, active) = menu_items("? GuestNetwork >\n  DHCP\n> Static\n");
+        let (items, active) = menu_items("? Network >\n  DHCP\n> Static\n");
         assert_eq!((items.len(), active), (2, Some(1)));
-        assert_eq!(menu_items("? GuestNetwork >\n").1, None);
+        assert_eq!(menu_items("? Network >\n").1, None);
     }
 }

@@ -482,7 +482,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     start_the_wizard_here(&vm);
     answer(&vm, "What do you want to do?", ENTER);
     answer(&vm, "Host name of this node", b"pi-master\r");
-    answer(&vm, "GuestNetwork", b"");
+    answer(&vm, "Network", b"");
     vm.serial().send(DOWN).expect("typing on the console");
     std::thread::sleep(Duration::from_millis(300));
     vm.serial().send(ENTER).expect("typing on the console");

@@ -150,14 +150,14 @@ fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
     );
     match network {
         NetworkAnswer::Dhcp => {
-            choose(vm, "GuestNetwork", "DHCP");
+            choose(vm, "Network", "DHCP");
             vm.serial()
                 .wait_for("Checking the network…", step())
                 .expect("the wizard did not check the network");
         }
         NetworkAnswer::Static(tries) => {
             for (i, (address, gateway)) in tries.iter().enumerate() {
-                choose(vm, "GuestNetwork", "Static");
+                choose(vm, "Network", "Static");
                 answer(
                     vm,
                     "Address with prefix length",

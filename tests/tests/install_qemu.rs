@@ -332,7 +332,7 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
 
     answer(&vm, "What do you want to do?", ENTER);
     answer(&vm, "Host name of this node", b"wiz-master\r");
-    answer(&vm, "GuestNetwork", ENTER);
+    answer(&vm, "Network", ENTER);
     answer(&vm, "Install to which disk?", ENTER);
     answer(&vm, "Cluster name", b"lab\r");
     answer(&vm, "Erase everything on /dev/vda", b"y\r");
