@@ -196,7 +196,7 @@ fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
     }
     let disks = choose(vm, "Install to which disk?", "/dev/vda");
     assert!(
-        disks.iter().any(|d| d.contains("8.0 GiB")),
+        disks.iter().any(|d| d.contains("  8Gi  ")),
         "the 8 GiB disk is not offered as such: {disks:?}"
     );
 }
