@@ -20,10 +20,8 @@ pub async fn serve(
     tokio::pin!(stop);
     let ended = tokio::select! {
         ended = run(config) => ended,
-        () = &mut stop => {
-            log::info!("agent stopping (asked to)");
-            return Ok(());
-        }
+        // The caller says why it stops (systemd, a test).
+        () = &mut stop => return Ok(()),
     };
     match ended {
         Ok(Outcome::Evicted { reason }) => {

@@ -89,9 +89,9 @@ struct Subscriber {
 }
 
 /// A backend's registry of watchers and its revision counter.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Watchers {
-    inner: Arc<Mutex<WatchersInner>>,
+    inner: Mutex<WatchersInner>,
 }
 
 #[derive(Default)]

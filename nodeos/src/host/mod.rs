@@ -94,8 +94,9 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
         cloudos_master::stop_signal(),
     ));
     notify::stopping();
+    served?;
     log::info!("stopping (asked by systemd)");
-    Ok(served?)
+    Ok(())
 }
 
 fn run_master(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
