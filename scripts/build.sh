@@ -61,6 +61,12 @@ KVER=${KPKG#linux-image-}
 KDIR=$(scripts/fetch-inputs.sh --dir "$KPKG" "$DEB_ARCH")
 BBDIR=$(scripts/fetch-inputs.sh --dir busybox-static "$DEB_ARCH")
 CADIR=$(scripts/fetch-inputs.sh --dir ca-certificates all)
+# The firmware pool: every firmware-* package of the lock (mkinitramfs copies only
+# the files the modules name).
+FIRMWARE=()
+for pkg in $(awk '$1 ~ /^firmware-/ && $2 == "all" { print $1 }' image/packages.lock); do
+    FIRMWARE+=(--firmware "$(scripts/fetch-inputs.sh --dir "$pkg" all)")
+done
 
 LOCKED=(--locked)
 if [[ -z $INIT ]]; then
@@ -100,18 +106,28 @@ if ! fresh "$CA" "$CADIR/.cloudos-unpacked"; then
     recorded "$CA"
 fi
 
-if ! fresh "$OUT/vmlinuz" "$KDIR/boot/vmlinuz-$KVER"; then
-    cp "$KDIR/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
+# Debian ships the arm64 kernel as an uncompressed Image (31 MiB); gzip -9 makes
+# it a third of that, and every loader CloudOS boots it with unpacks gzip itself:
+# GRUB's arm64 linux loader (through gzio), QEMU's -kernel, and the Raspberry Pi
+# firmware (kernel= in config.txt). x86_64's bzImage is compressed already.
+KERNEL_PACKING=copy
+[[ $ARCH == aarch64 ]] && KERNEL_PACKING=gzip-9
+if ! fresh "$OUT/vmlinuz" "$KDIR/boot/vmlinuz-$KVER" "$KERNEL_PACKING"; then
+    if [[ $KERNEL_PACKING == gzip-9 ]]; then
+        gzip -9 -n <"$KDIR/boot/vmlinuz-$KVER" >"$OUT/vmlinuz.tmp"
+    else
+        cp "$KDIR/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
+    fi
     touch -d "@$SOURCE_DATE_EPOCH" "$OUT/vmlinuz.tmp"
     mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
     recorded "$OUT/vmlinuz"
 fi
 
 MODLIST=$ROOT/initramfs/modules-$ARCH.txt
-if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos-unpacked" "$CA"; then
+if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos-unpacked" "$CA" "${FIRMWARE[@]}"; then
     step "building initramfs.img"
     "$MK" --init "$INIT" --kernel-release "$KVER" --modules-root "$KDIR" \
-        --modules "$MODLIST" --ca-bundle "$CA" --output "$OUT/initramfs.img"
+        --modules "$MODLIST" "${FIRMWARE[@]}" --ca-bundle "$CA" --output "$OUT/initramfs.img"
     recorded "$OUT/initramfs.img"
 fi
 

@@ -8,7 +8,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 PACKAGES=(
     qemu-system-x86 qemu-system-arm qemu-efi-aarch64 ovmf qemu-utils
     xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools
-    e2fsprogs cpio kmod iproute2 musl-tools gdisk socat busybox-static file avahi-daemon avahi-utils dbus
+    e2fsprogs cpio kmod lz4 zstd iproute2 musl-tools gdisk socat busybox-static file avahi-daemon avahi-utils dbus
     dnsmasq-base iputils-ping curl gcc-aarch64-linux-gnu libc6-dev-arm64-cross docker-registry runc crun
     debootstrap debian-archive-keyring fdisk openssl
 )

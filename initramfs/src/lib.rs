@@ -3,6 +3,7 @@
 //! benchmark floor stays gzip-compressed, as it always was.
 
 pub mod archive;
+pub mod firmware;
 pub mod modules;
 pub mod newc;
 
@@ -29,6 +30,9 @@ pub struct ModuleSpec {
     pub modules_root: PathBuf,
     /// Module names; their dependency closure is included.
     pub names: Vec<String>,
+    /// Unpacked firmware packages (each holds `lib/firmware/…`): the pool the
+    /// firmware the modules name is taken from (see [`firmware`]).
+    pub firmware_roots: Vec<PathBuf>,
 }
 
 /// What goes into the CloudOS initramfs.
@@ -46,6 +50,10 @@ pub struct Spec {
 pub struct Report {
     /// Modules in load order (dependencies first).
     pub modules: Vec<String>,
+    /// Firmware files added (names under `/lib/firmware`).
+    pub firmware: Vec<String>,
+    /// Firmware the modules name that no firmware package holds.
+    pub firmware_missing: Vec<String>,
 }
 
 /// The directories and device nodes every image has.
@@ -145,7 +153,8 @@ pub fn find_module_dir(root: &Path, kver: &str) -> Result<PathBuf> {
 }
 
 /// Adds the modules' closure, with filtered modules.dep/alias/softdep.
-pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Vec<String>> {
+pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Report> {
+    let mut report = Report::default();
     let kver = &spec.kernel_release;
     let dir = find_module_dir(&spec.modules_root, kver)?;
     let dep_text = read_string(&dir.join("modules.dep"))?;
@@ -166,13 +175,30 @@ pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Vec<String>> {
     )?;
     let included: HashSet<String> = order.iter().cloned().collect();
     let base = format!("lib/modules/{kver}");
-    for (_, rel) in modules::paths(&deps, &order) {
-        let packed = modules::compress_module(&read(&dir.join(rel))?)?;
+    let mut wanted_firmware = Vec::new();
+    for (name, rel) in modules::paths(&deps, &order) {
+        let bytes = read(&dir.join(rel))?;
+        if !spec.firmware_roots.is_empty() {
+            wanted_firmware.extend(firmware::requested(&name, &bytes)?);
+        }
+        let packed = modules::compress_module(&bytes)?;
         a.add_file(
             &format!("{base}/{}", cloudos_kmod_index::packed_path(rel)),
             0o644,
             packed,
         )?;
+    }
+    if !spec.firmware_roots.is_empty() {
+        let found = firmware::find(&spec.firmware_roots, &wanted_firmware)?;
+        for (name, bytes) in &found.files {
+            a.add_file(
+                &format!("{}/{name}", firmware::FIRMWARE_DIR),
+                0o644,
+                bytes.clone(),
+            )?;
+        }
+        report.firmware = found.files.keys().cloned().collect();
+        report.firmware_missing = found.missing;
     }
     a.add_file(
         &format!("{base}/modules.dep"),
@@ -201,7 +227,8 @@ pub fn add_modules(a: &mut Archive, spec: &ModuleSpec) -> Result<Vec<String>> {
             builtin_text.into_bytes(),
         )?;
     }
-    Ok(order)
+    report.modules = order;
+    Ok(report)
 }
 
 /// The CloudOS initramfs: `/init` (nodeos), modules, CA bundle, extras.
@@ -217,7 +244,7 @@ pub fn build(spec: &Spec) -> Result<(Archive, Report)> {
         a.add_symlink("sbin/modprobe", "/init")?;
     }
     if let Some(m) = &spec.modules {
-        report.modules = add_modules(&mut a, m)?;
+        report = add_modules(&mut a, m)?;
     }
     if let Some(ca) = &spec.ca_bundle {
         a.add_file(CA_BUNDLE_PATH, 0o644, read(ca)?)?;
@@ -344,6 +371,7 @@ mod tests {
             kernel_release: "9.9.9-test".into(),
             modules_root: root.join("kernel"),
             names: vec!["virtio-net".into()],
+            firmware_roots: Vec::new(),
         }
     }
 
@@ -407,28 +435,23 @@ mod tests {
         assert!(a.get(CA_BUNDLE_PATH).is_some());
         assert!(a.get("/usr/share/extra/a/c.txt").is_some());
         let k = "/lib/modules/9.9.9-test";
-        match a.get(&format!("{k}/kernel/drivers/net/virtio_net.ko.lz4")) {
+        match a.get(&format!("{k}/kernel/drivers/net/virtio_net.ko.zst")) {
             Some(archive::Node::File { data, .. }) => {
-                let mut module = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut lz4_flex::frame::FrameDecoder::new(&data[..]),
-                    &mut module,
-                )
-                .unwrap();
+                let module = zstd::stream::decode_all(&data[..]).unwrap();
                 assert_eq!(module, b"virtio_net");
             }
-            other => panic!("virtio_net.ko.lz4: {other:?}"),
+            other => panic!("virtio_net.ko.zst: {other:?}"),
         }
         assert!(a
             .get(&format!("{k}/kernel/drivers/net/virtio_net.ko"))
             .is_none());
         assert!(a
-            .get(&format!("{k}/kernel/drivers/net/e1000.ko.lz4"))
+            .get(&format!("{k}/kernel/drivers/net/e1000.ko.zst"))
             .is_none());
         match a.get(&format!("{k}/modules.dep")) {
             Some(archive::Node::File { data, .. }) => assert!(
                 String::from_utf8_lossy(data).starts_with(
-                    "kernel/drivers/net/virtio_net.ko.lz4: kernel/drivers/net/net_failover.ko.lz4"
+                    "kernel/drivers/net/virtio_net.ko.zst: kernel/drivers/net/net_failover.ko.zst"
                 ),
                 "{}",
                 String::from_utf8_lossy(data)

@@ -30,6 +30,11 @@ struct Args {
     #[arg(long, requires = "modules_root")]
     modules: Option<PathBuf>,
 
+    /// Unpacked firmware package (holds lib/firmware/…), repeatable: the firmware files
+    /// the modules name in their `firmware:` fields are copied from these, no others.
+    #[arg(long, value_name = "DIR", requires = "modules")]
+    firmware: Vec<PathBuf>,
+
     /// CA bundle, installed as /etc/ssl/certs/ca-certificates.crt.
     #[arg(long)]
     ca_bundle: Option<PathBuf>,
@@ -67,6 +72,7 @@ fn main() -> Result<()> {
                     kernel_release: kver.clone(),
                     modules_root: root.clone(),
                     names: cloudos_initramfs::modules::parse_list(&text),
+                    firmware_roots: args.firmware.clone(),
                 })
             }
             _ => None,
@@ -82,6 +88,17 @@ fn main() -> Result<()> {
                 .collect::<Result<_>>()?,
         };
         let (a, report) = cloudos_initramfs::build(&spec)?;
+        if !args.firmware.is_empty() {
+            eprintln!(
+                "mkinitramfs: {} firmware files; named by a module but in no package: {}",
+                report.firmware.len(),
+                if report.firmware_missing.is_empty() {
+                    "none".to_string()
+                } else {
+                    report.firmware_missing.join(" ")
+                }
+            );
+        }
         (a, report.modules)
     };
 

@@ -96,18 +96,26 @@ pub fn filter_softdep(text: &str, included: &HashSet<String>) -> String {
     })
 }
 
-/// A module file as the initramfs carries it: one LZ4 frame. The kernel
-/// unpacks the whole initramfs before it runs `/init`, at a cost that grows
-/// with its unpacked size, and most modules are never loaded on a given
-/// machine; packed one by one they take ~4 MB instead of ~11 MB, and
-/// `nodeos` unpacks the few it loads (an LZ4 frame decodes at memory speed).
-/// The Debian kernel cannot unpack modules itself (no MODULE_DECOMPRESS).
+/// A module file as the initramfs carries it: one zstd frame (level 19, with
+/// its checksum). The kernel unpacks the whole initramfs before it runs
+/// `/init`, at a cost that grows with its unpacked size, and most modules are
+/// never loaded on a given machine (the lists name every family of NIC and
+/// controller a machine might have); packed one by one the x86_64 set takes
+/// 7.6 MB instead of 35 MB (LZ4 frames: 12 MB), and `nodeos` unpacks the few
+/// a machine's devices ask for. The Debian kernel cannot unpack modules
+/// itself (no MODULE_DECOMPRESS).
 pub fn compress_module(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    use std::io::Write;
-    let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-    encoder.write_all(bytes)?;
-    encoder.finish().map_err(std::io::Error::other)
+    let mut encoder = zstd::stream::Encoder::new(Vec::new(), MODULE_ZSTD_LEVEL)?;
+    encoder.include_checksum(true)?;
+    encoder.include_contentsize(true)?;
+    encoder.set_pledged_src_size(Some(bytes.len() as u64))?;
+    std::io::Write::write_all(&mut encoder, bytes)?;
+    encoder.finish()
 }
+
+/// zstd's strongest level short of `--ultra`: packing is done once, at build
+/// time, and decoding speed barely depends on the level.
+const MODULE_ZSTD_LEVEL: i32 = 19;
 
 /// `modules.dep` with every `.ko` path renamed by [`packed_path`].
 pub fn compressed_dep(text: &str) -> String {
@@ -236,17 +244,12 @@ kernel/drivers/char/hw_random/virtio-rng.ko:\n"
     }
 
     #[test]
-    fn modules_are_packed_as_lz4_frames_under_renamed_paths() {
+    fn modules_are_packed_as_zstd_frames_under_renamed_paths() {
         let module = b"\x7fELF module bytes \0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0".repeat(64);
         let packed = compress_module(&module).unwrap();
         assert!(packed.len() < module.len() / 4, "{} bytes", packed.len());
-        assert_eq!(&packed[..4], &[0x04, 0x22, 0x4d, 0x18], "LZ4 frame magic");
-        let mut unpacked = Vec::new();
-        std::io::Read::read_to_end(
-            &mut lz4_flex::frame::FrameDecoder::new(&packed[..]),
-            &mut unpacked,
-        )
-        .unwrap();
+        assert_eq!(&packed[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd frame magic");
+        let unpacked = zstd::stream::decode_all(&packed[..]).unwrap();
         assert_eq!(unpacked, module);
         assert_eq!(compress_module(&module).unwrap(), packed, "deterministic");
 
@@ -254,8 +257,8 @@ kernel/drivers/char/hw_random/virtio-rng.ko:\n"
             compressed_dep(
                 "kernel/a/virtio_net.ko: kernel/b/failover.ko kernel/c/x.ko\nkernel/b/failover.ko:\nkernel/d/old.ko.xz:\n"
             ),
-            "kernel/a/virtio_net.ko.lz4: kernel/b/failover.ko.lz4 kernel/c/x.ko.lz4\n\
-             kernel/b/failover.ko.lz4:\n\
+            "kernel/a/virtio_net.ko.zst: kernel/b/failover.ko.zst kernel/c/x.ko.zst\n\
+             kernel/b/failover.ko.zst:\n\
              kernel/d/old.ko.xz:\n"
         );
     }

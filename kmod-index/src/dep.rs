@@ -126,10 +126,10 @@ kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/char/hw_random/virtio-rng.ko:
 kernel/drivers/usb/storage/usb-storage.ko: kernel/drivers/scsi/scsi_common.ko
 kernel/drivers/scsi/scsi_common.ko:
-kernel/fs/ext4/ext4.ko.lz4: kernel/fs/jbd2/jbd2.ko.lz4 kernel/fs/mbcache.ko.lz4 kernel/lib/crc16.ko.lz4
-kernel/fs/jbd2/jbd2.ko.lz4:
-kernel/fs/mbcache.ko.lz4:
-kernel/lib/crc16.ko.lz4:
+kernel/fs/ext4/ext4.ko.zst: kernel/fs/jbd2/jbd2.ko.zst kernel/fs/mbcache.ko.zst kernel/lib/crc16.ko.zst
+kernel/fs/jbd2/jbd2.ko.zst:
+kernel/fs/mbcache.ko.zst:
+kernel/lib/crc16.ko.zst:
 kernel/cycle/a.ko: kernel/cycle/b.ko
 kernel/cycle/b.ko: kernel/cycle/a.ko
 kernel/broken/needs_ghost.ko: kernel/broken/ghost.ko
@@ -191,7 +191,7 @@ kernel/broken/needs_ghost.ko: kernel/broken/ghost.ko
     #[test]
     fn paths_as_written() {
         let deps = deps();
-        assert_eq!(deps.path("ext4"), Some("kernel/fs/ext4/ext4.ko.lz4"));
+        assert_eq!(deps.path("ext4"), Some("kernel/fs/ext4/ext4.ko.zst"));
         assert_eq!(
             deps.path("usb-storage"),
             Some("kernel/drivers/usb/storage/usb-storage.ko")

@@ -7,7 +7,7 @@
 //! - [`name`]: module names (`usb-storage` is `usb_storage`) and `modules.builtin`.
 //! - [`dep`]: `modules.dep`, its paths and the load order of modules with their dependencies.
 //! - [`alias`]: `modules.alias` and the fnmatch(3) matching of modaliases against it.
-//! - [`packed`]: how the image names a module file it packed as an LZ4 frame.
+//! - [`packed`]: how the image names a module file it packed as a zstd frame.
 //!
 //! Pure: no file is read here (callers read the text, so errors name their own paths),
 //! nothing is loaded, nothing panics on bad input (nodeos runs this inside PID 1).

@@ -11,7 +11,7 @@ pub fn normalize(name: &str) -> String {
 
 /// The module of a `.ko` path, canonical: the file stem up to `.ko`
 /// (`kernel/drivers/char/hw_random/virtio-rng.ko` -> `virtio_rng`; compressed files such as
-/// `ext4.ko.xz` or `ext4.ko.lz4` are `ext4`).
+/// `ext4.ko.xz` or `ext4.ko.zst` are `ext4`).
 pub fn module_name(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
     let stem = file.find(".ko").map_or(file, |i| &file[..i]);
@@ -37,7 +37,7 @@ mod tests {
         let cases = [
             ("kernel/drivers/char/hw_random/virtio-rng.ko", "virtio_rng"),
             ("kernel/fs/ext4/ext4.ko.xz", "ext4"),
-            ("kernel/fs/ext4/ext4.ko.lz4", "ext4"),
+            ("kernel/fs/ext4/ext4.ko.zst", "ext4"),
             ("kernel/drivers/net/virtio_net.ko", "virtio_net"),
             ("ext4.ko", "ext4"),
             ("kernel/odd/no-suffix", "no_suffix"),

@@ -11,6 +11,7 @@
 
 pub mod blockdev;
 pub mod diskinstall;
+pub mod hardware;
 pub mod host;
 pub mod init;
 pub mod kmod;

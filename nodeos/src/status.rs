@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::hardware::Inventory;
 use crate::net::state::NetState;
 use crate::supervisor::ServiceStatus;
 
@@ -25,6 +26,9 @@ pub struct StatusReport {
     pub rss_kb: Option<u64>,
     pub services: Vec<ServiceStatus>,
     pub network: Option<NetState>,
+    /// Which driver runs each NIC and disk controller.
+    #[serde(default)]
+    pub hardware: Inventory,
     pub warnings: Vec<String>,
 }
 
@@ -49,6 +53,7 @@ impl StatusReport {
             rss_kb: own_rss_kb(),
             services,
             network: NetState::read(),
+            hardware: Inventory::read(),
             warnings,
         }
     }
@@ -79,14 +84,15 @@ impl StatusReport {
             ));
         }
         if let Some(net) = &self.network {
-            out.push_str("\nLINK       CARRIER  METHOD  ADDRESS\n");
+            out.push_str("\nLINK       CARRIER  METHOD  ADDRESS             DRIVER\n");
             for l in &net.links {
                 out.push_str(&format!(
-                    "{:<10} {:<8} {:<7} {}\n",
+                    "{:<10} {:<8} {:<7} {:<19} {}\n",
                     l.name,
                     if l.carrier { "up" } else { "down" },
                     l.method,
-                    l.address.as_deref().unwrap_or("-")
+                    l.address.as_deref().unwrap_or("-"),
+                    self.hardware.nic_driver(&l.name).unwrap_or("-")
                 ));
             }
             let gw = net
@@ -102,6 +108,22 @@ impl StatusReport {
                     dns.join(",")
                 }
             ));
+        }
+        if !self.hardware.disks.is_empty() {
+            out.push_str("\nDISK       SIZE     CONTROLLER    LABELS\n");
+            for d in &self.hardware.disks {
+                out.push_str(&format!(
+                    "{:<10} {:<8} {:<13} {}\n",
+                    d.name,
+                    cloudos_cluster::units::format_bytes(d.size_bytes),
+                    d.controller.as_deref().unwrap_or("-"),
+                    if d.labels.is_empty() {
+                        "-".to_string()
+                    } else {
+                        d.labels.join(",")
+                    }
+                ));
+            }
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));

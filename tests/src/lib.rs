@@ -47,5 +47,7 @@ pub use console::{Console, ConsoleError, Match, Pattern};
 pub use debian::{DebianGuest, DebianGuestBuilder, GuestError};
 pub use netns::{NetError, TestNet};
 pub use nodes::NetHost;
-pub use qemu::{BootSource, Firmware, GuestNetwork, SerialMode, Vm, VmBuilder, VmError};
+pub use qemu::{
+    BootSource, DiskController, Firmware, GuestNetwork, SerialMode, Vm, VmBuilder, VmError,
+};
 pub use timeouts::scaled;

@@ -60,6 +60,8 @@ const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 pub enum VmError {
     #[error("no boot source: call VmBuilder::boot (or ::kernel)")]
     NoBootSource,
+    #[error("extra network card: {0}")]
+    ExtraNic(String),
     #[error("{what} not found at {path}")]
     Missing { what: &'static str, path: PathBuf },
     #[error("{action} {path}: {source}")]
@@ -125,6 +127,46 @@ pub enum BootSource {
     Disk(PathBuf),
 }
 
+/// The card model of a VM's network unless a test picks another.
+const DEFAULT_NIC_MODEL: &str = "virtio-net-pci";
+
+/// A disk controller QEMU emulates, each with the disk model it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskController {
+    /// A SCSI host bus adapter by its QEMU model (`megasas`, `megasas-gen2`,
+    /// `mptsas1068`, `lsi53c895a`, `pvscsi`), with a `scsi-hd` on it.
+    Scsi(&'static str),
+    /// An NVMe controller (the disk is its namespace).
+    Nvme,
+    /// An AHCI (SATA) controller with an `ide-hd` on it.
+    Ahci,
+    /// A PCI SD host controller (`sdhci-pci`) with an SD card in it.
+    SdhciPci,
+}
+
+impl DiskController {
+    /// The `-device` values for controller `ctl` holding drive `drive`.
+    fn devices(self, ctl: &str, drive: &str) -> Vec<String> {
+        match self {
+            DiskController::Scsi(model) => vec![
+                format!("{model},id={ctl}"),
+                format!("scsi-hd,drive={drive},bus={ctl}.0"),
+            ],
+            DiskController::Nvme => vec![format!("nvme,id={ctl},drive={drive},serial={drive}")],
+            DiskController::Ahci => vec![
+                format!("ahci,id={ctl}"),
+                format!("ide-hd,drive={drive},bus={ctl}.0"),
+            ],
+            DiskController::SdhciPci => vec![
+                format!("sdhci-pci,id={ctl}"),
+                // The controller's bus is named `sd-bus` whatever its id, so a
+                // VM has one SD controller at most and the card finds it.
+                format!("sd-card,drive={drive}"),
+            ],
+        }
+    }
+}
+
 /// Which firmware runs before the boot source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Firmware {
@@ -181,8 +223,11 @@ pub struct VmBuilder {
     dtb: Option<PathBuf>,
     firmware: Firmware,
     disks: Vec<PathBuf>,
+    controller_disks: Vec<(PathBuf, DiskController)>,
     sd_card: Option<PathBuf>,
     network: GuestNetwork,
+    nic_model: String,
+    extra_nics: Vec<(GuestNetwork, String)>,
     guestfwd: Vec<String>,
     serial: SerialMode,
     uefi_files: Option<(PathBuf, PathBuf)>,
@@ -207,8 +252,11 @@ impl VmBuilder {
             dtb: None,
             firmware: Firmware::Bios,
             disks: Vec::new(),
+            controller_disks: Vec::new(),
             sd_card: None,
             network: GuestNetwork::None,
+            nic_model: DEFAULT_NIC_MODEL.to_string(),
+            extra_nics: Vec::new(),
             guestfwd: Vec::new(),
             serial: SerialMode::Stdio,
             uefi_files: None,
@@ -295,6 +343,27 @@ impl VmBuilder {
 
     pub fn network(mut self, network: GuestNetwork) -> Self {
         self.network = network;
+        self
+    }
+
+    /// The QEMU device model of the [`network`](Self::network)'s card
+    /// (default `virtio-net-pci`): `e1000`, `rtl8139`, `vmxnet3`, …
+    pub fn nic_model(mut self, model: &str) -> Self {
+        self.nic_model = model.to_string();
+        self
+    }
+
+    /// Adds another card of QEMU model `model` on a tap (a [`GuestNetwork::Tap`]
+    /// in the same namespace as the main network, which QEMU runs in).
+    pub fn extra_nic(mut self, network: GuestNetwork, model: &str) -> Self {
+        self.extra_nics.push((network, model.to_string()));
+        self
+    }
+
+    /// Adds a writable disk (raw, or qcow2 by extension) behind a controller
+    /// of its own, of the given kind.
+    pub fn disk_behind(mut self, path: impl Into<PathBuf>, controller: DiskController) -> Self {
+        self.controller_disks.push((path.into(), controller));
         self
     }
 
@@ -582,6 +651,20 @@ impl VmBuilder {
                 &format!("virtio-blk-pci,drive=disk{i},serial=disk{i}"),
             ]);
         }
+        for (i, (disk, controller)) in self.controller_disks.iter().enumerate() {
+            need("disk", disk)?;
+            push(&[
+                "-drive",
+                &format!(
+                    "if=none,id=cdisk{i},format={},file={}",
+                    disk_format(disk),
+                    p(disk)
+                ),
+            ]);
+            for device in controller.devices(&format!("ctl{i}"), &format!("cdisk{i}")) {
+                push(&["-device", &device]);
+            }
+        }
         if let Some(card) = &self.sd_card {
             need("SD card image", card)?;
             let size = fs::metadata(card)
@@ -611,15 +694,48 @@ impl VmBuilder {
                 for rule in &self.guestfwd {
                     netdev.push_str(&format!(",guestfwd={rule}"));
                 }
-                push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+                push(&[
+                    "-netdev",
+                    &netdev,
+                    "-device",
+                    &format!("{},netdev=n0", self.nic_model),
+                ]);
             }
             GuestNetwork::Tap { tap_name, mac, .. } => {
                 push(&[
                     "-netdev",
                     &format!("tap,id=n0,ifname={tap_name},script=no,downscript=no"),
                 ]);
-                push(&["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
+                push(&[
+                    "-device",
+                    &format!("{},netdev=n0,mac={mac}", self.nic_model),
+                ]);
             }
+        }
+        for (i, (network, model)) in self.extra_nics.iter().enumerate() {
+            let GuestNetwork::Tap {
+                netns,
+                tap_name,
+                mac,
+            } = network
+            else {
+                return Err(VmError::ExtraNic("an extra card needs a tap".into()));
+            };
+            match &self.network {
+                GuestNetwork::Tap { netns: main, .. } if main == netns => {}
+                _ => {
+                    return Err(VmError::ExtraNic(format!(
+                        "{tap_name} is in {netns}: an extra card's tap must be in the main network's namespace"
+                    )))
+                }
+            }
+            let id = format!("n{}", i + 1);
+            push(&[
+                "-netdev",
+                &format!("tap,id={id},ifname={tap_name},script=no,downscript=no"),
+                "-device",
+                &format!("{model},netdev={id},mac={mac}"),
+            ]);
         }
 
         // Serial and monitor.

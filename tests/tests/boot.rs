@@ -424,6 +424,11 @@ fn initramfs_builds_are_byte_identical() {
     let kernel_dir = std::path::Path::new(kernel_marker)
         .parent()
         .expect("kernel dir");
+    let firmware = firmware_args(&lines[7..]);
+    assert!(
+        !firmware.is_empty(),
+        "no --firmware in the recipe:\n{recipe}"
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let mut outputs = Vec::new();
     for n in 0..2 {
@@ -442,6 +447,7 @@ fn initramfs_builds_are_byte_identical() {
             ])
             .arg("--modules-root")
             .arg(kernel_dir)
+            .args(&firmware)
             .arg("--output")
             .arg(&out)
             .status()
@@ -454,4 +460,136 @@ fn initramfs_builds_are_byte_identical() {
         outputs[0] == std::fs::read(&image).expect("built image"),
         "differs from out/x86_64/initramfs.img"
     );
+}
+
+/// The `--firmware DIR` pairs at the head of `lines` (a recipe's lines after
+/// the CA bundle; the inputs' stat lines follow).
+fn firmware_args<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+    lines
+        .chunks(2)
+        .take_while(|pair| pair.len() == 2 && pair[0] == "--firmware")
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// The image holds exactly the firmware its modules name that the pinned
+/// firmware packages have, byte for byte, and nothing else: unpacked with the
+/// host's lz4 and cpio, each module unpacked with zstd and asked with modinfo.
+#[test]
+fn initramfs_carries_the_firmware_its_modules_name() {
+    use cloudos_testkit::{program, require};
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    for tool in ["lz4", "cpio", "zstd", "modinfo"] {
+        require!(program(tool, "scripts/deps.sh"));
+    }
+    let image = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let recipe = std::fs::read_to_string(image.with_extension("img.recipe"))
+        .expect("initramfs recipe from build.sh");
+    let lines: Vec<&str> = recipe.lines().collect();
+    let pool: Vec<&Path> = firmware_args(&lines[7..])
+        .chunks(2)
+        .map(|pair| Path::new(pair[1]))
+        .collect();
+    assert!(!pool.is_empty(), "no firmware packages in the recipe");
+
+    let root = tempfile::tempdir().expect("temp dir");
+    let unpack = Command::new("sh")
+        .arg("-c")
+        .arg("lz4 -dc \"$1\" | cpio -id --quiet")
+        .arg("sh")
+        .arg(&image)
+        .current_dir(root.path())
+        .status()
+        .expect("lz4 | cpio");
+    assert!(unpack.success(), "unpacking the initramfs failed");
+
+    let mut named = BTreeSet::new();
+    let mut modules = 0;
+    for entry in walk(&root.path().join("lib/modules")) {
+        if !entry.to_string_lossy().ends_with(".ko.zst") {
+            continue;
+        }
+        modules += 1;
+        let ko = root.path().join("module.ko");
+        let status = Command::new("zstd")
+            .args(["-dqf", "-o"])
+            .arg(&ko)
+            .arg(&entry)
+            .status()
+            .expect("zstd");
+        assert!(status.success(), "{} is not a zstd frame", entry.display());
+        let out = Command::new("modinfo")
+            .args(["-F", "firmware"])
+            .arg(&ko)
+            .output()
+            .expect("modinfo");
+        assert!(out.status.success(), "modinfo {}", entry.display());
+        named.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    assert!(modules > 100, "only {modules} modules in the image");
+
+    let in_pool = |name: &String| {
+        pool.iter()
+            .map(|p| p.join("lib/firmware").join(name))
+            .find(|p| p.is_file())
+    };
+    let expected: BTreeSet<String> = named
+        .iter()
+        .filter(|n| in_pool(n).is_some())
+        .cloned()
+        .collect();
+    let fw_dir = root.path().join("lib/firmware");
+    let shipped: BTreeSet<String> = walk(&fw_dir)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(&fw_dir)
+                .expect("under lib/firmware")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        shipped, expected,
+        "firmware in the image vs named by its modules"
+    );
+    // The most common on-board NIC of consumer PCs and the Intel E810's DDP package.
+    for must in [
+        "rtl_nic/rtl8168h-2.fw",
+        "intel/ice/ddp/ice.pkg",
+        "tigon/tg3_tso5.bin",
+    ] {
+        assert!(shipped.contains(must), "{must} missing from the image");
+    }
+    for name in &shipped {
+        let source = in_pool(name).expect("in the pool");
+        assert!(
+            std::fs::read(fw_dir.join(name)).expect("shipped file")
+                == std::fs::read(&source).expect("package file"),
+            "{name} differs from {}",
+            source.display()
+        );
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => files.extend(walk(&path)),
+            Ok(t) if t.is_file() => files.push(path),
+            _ => {}
+        }
+    }
+    files
 }

@@ -138,15 +138,32 @@ fn collect_modaliases(sys: &Path, out: &mut Vec<String>) {
             for device in devices.flatten() {
                 // The entries are symlinks into /sys/devices; following one
                 // to read a file is safe (only walking them loops).
-                if let Ok(text) = std::fs::read_to_string(device.path().join("modalias")) {
-                    let alias = text.trim();
-                    if !alias.is_empty() {
-                        out.push(alias.to_string());
+                let alias = match std::fs::read_to_string(device.path().join("modalias")) {
+                    Ok(text) => Some(text.trim().to_string()),
+                    // Some buses (mmc: an SD card's `mmc:block`) put the alias
+                    // only in the device's uevent. Only bus devices are asked:
+                    // most class devices have neither, and reading hundreds of
+                    // uevent files would slow every pass.
+                    Err(_) if below.is_some() => {
+                        std::fs::read_to_string(device.path().join("uevent"))
+                            .ok()
+                            .and_then(|text| uevent_modalias(&text))
                     }
+                    Err(_) => None,
+                };
+                if let Some(alias) = alias.filter(|a| !a.is_empty()) {
+                    out.push(alias);
                 }
             }
         }
     }
+}
+
+/// The `MODALIAS=` of a device's uevent file.
+fn uevent_modalias(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("MODALIAS="))
+        .map(|a| a.trim().to_string())
 }
 
 #[cfg(test)]
@@ -172,9 +189,21 @@ mod tests {
             "input:b0019v0000\n",
         );
         write("devices/platform/serial8250/modalias", "\n");
+        // An SD card: the mmc bus has no modalias file, only the uevent's.
+        write(
+            "devices/pci0000:00/0000:00:03.0/mmc_host/mmc0/mmc0:4567/uevent",
+            "DRIVER=\nMMC_TYPE=SD\nMODALIAS=mmc:block\n",
+        );
+        // A class device without a modalias: its uevent is not read.
+        write(
+            "devices/virtual/tty/tty1/uevent",
+            "MAJOR=4\nMODALIAS=never:read\n",
+        );
         std::fs::create_dir_all(sys.join("bus/pci/devices")).unwrap();
         std::fs::create_dir_all(sys.join("bus/platform/devices")).unwrap();
         std::fs::create_dir_all(sys.join("class/input")).unwrap();
+        std::fs::create_dir_all(sys.join("bus/mmc/devices")).unwrap();
+        std::fs::create_dir_all(sys.join("class/tty")).unwrap();
         let link = |target: &str, at: &str| {
             std::os::unix::fs::symlink(sys.join(target), sys.join(at)).unwrap();
         };
@@ -187,10 +216,18 @@ mod tests {
             "bus/platform/devices/serial8250",
         );
         link("devices/LNXPWRBN:00/input/input2", "class/input/input2");
+        link(
+            "devices/pci0000:00/0000:00:03.0/mmc_host/mmc0/mmc0:4567",
+            "bus/mmc/devices/mmc0:4567",
+        );
+        link("devices/virtual/tty/tty1", "class/tty/tty1");
         let mut found = Vec::new();
         collect_modaliases(&sys, &mut found);
         found.sort();
-        assert_eq!(found, ["input:b0019v0000", "pci:v00008086d00007010"]);
+        assert_eq!(
+            found,
+            ["input:b0019v0000", "mmc:block", "pci:v00008086d00007010"]
+        );
         std::fs::remove_dir_all(&sys).unwrap();
     }
 }

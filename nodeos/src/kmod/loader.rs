@@ -11,33 +11,51 @@ use nix::kmod::{finit_module, init_module, ModuleInitFlags};
 
 use super::index::{normalize, IndexError, ModuleIndex};
 
-/// The suffix of a module packed as an LZ4 frame (named by mkinitramfs).
-const LZ4_SUFFIX: &str = cloudos_kmod_index::PACKED_SUFFIX;
+/// The suffix of a module packed as a zstd frame (named by mkinitramfs).
+const PACKED_SUFFIX: &str = cloudos_kmod_index::PACKED_SUFFIX;
 
 /// Hands one module file to the kernel: a plain `.ko` by its file
-/// descriptor, an LZ4-packed one unpacked in memory first (this kernel
-/// cannot unpack modules itself).
+/// descriptor, a packed one unpacked in memory first (this kernel cannot
+/// unpack modules itself).
 fn load_file(path: &Path) -> Result<nix::Result<()>, LoadError> {
     let read_error = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(path).map_err(read_error)?;
-    if !path.to_string_lossy().ends_with(LZ4_SUFFIX) {
+    if !path.to_string_lossy().ends_with(PACKED_SUFFIX) {
         return Ok(finit_module(
             &file,
             &CString::default(),
             ModuleInitFlags::empty(),
         ));
     }
-    let image = unpack_lz4(file).map_err(read_error)?;
+    let image = unpack(file).map_err(read_error)?;
     Ok(init_module(&image, &CString::default()))
 }
 
-/// The bytes of an LZ4-framed file.
-fn unpack_lz4(packed: impl Read) -> std::io::Result<Vec<u8>> {
+/// The bytes of a zstd-framed file. The decoder is the pure-Rust one the
+/// image unpacker already carries, so packing modules adds no code. The frame
+/// carries its checksum (mkinitramfs writes one), which ruzstd computes but
+/// leaves to the caller to compare: a damaged module is an error, never a
+/// bad load.
+fn unpack(packed: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut decoder =
+        ruzstd::decoding::StreamingDecoder::new(packed).map_err(std::io::Error::other)?;
     let mut image = Vec::new();
-    lz4_flex::frame::FrameDecoder::new(packed).read_to_end(&mut image)?;
+    decoder.read_to_end(&mut image)?;
+    let frame = decoder.into_frame_decoder();
+    if let (Some(stored), Some(computed)) = (
+        frame.get_checksum_from_data(),
+        frame.get_calculated_checksum(),
+    ) {
+        if stored != computed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "module checksum mismatch",
+            ));
+        }
+    }
     Ok(image)
 }
 
@@ -134,17 +152,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lz4_packed_modules_unpack_to_their_bytes_and_damage_is_an_error() {
-        use std::io::Write;
+    fn packed_modules_unpack_to_their_bytes_and_damage_is_an_error() {
         let module = b"\x7fELF a module \0\0\0\0\0\0\0\0".repeat(100);
-        let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-        encoder.write_all(&module).unwrap();
-        let packed = encoder.finish().unwrap();
-        assert_eq!(unpack_lz4(&packed[..]).unwrap(), module);
-        assert!(
-            unpack_lz4(&packed[..packed.len() / 2]).is_err(),
-            "truncated"
+        let packed = ruzstd::encoding::compress_to_vec(
+            &module[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
         );
-        assert!(unpack_lz4(&module[..]).is_err(), "not LZ4");
+        assert_eq!(unpack(&packed[..]).unwrap(), module);
+        assert!(unpack(&packed[..packed.len() / 2]).is_err(), "truncated");
+        assert!(unpack(&module[..]).is_err(), "not zstd");
+
+        // The frame ends in its checksum (ruzstd's encoder writes one, as
+        // mkinitramfs's does): a damaged one is refused.
+        let mut damaged = packed.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        assert!(unpack(&damaged[..]).is_err(), "checksum mismatch");
     }
 }
