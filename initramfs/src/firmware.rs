@@ -113,23 +113,52 @@ fn read(path: &Path) -> Result<Vec<u8>, FirmwareError> {
 mod tests {
     use super::*;
 
-    /// A minimal ELF64 relocatable with one `.modinfo` section, as a module has.
+    /// A minimal ELF64 little-endian relocatable with one `.modinfo` section,
+    /// as a module has: header, the section's bytes, the section-name table,
+    /// then three section headers (null, .modinfo, .shstrtab).
     fn module_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
-        use object::write::{Object as WObject, StreamingBuffer};
-        let mut obj = WObject::new(
-            object::BinaryFormat::Elf,
-            object::Architecture::X86_64,
-            object::Endianness::Little,
-        );
-        let id = obj.add_section(
-            Vec::new(),
-            b".modinfo".to_vec(),
-            object::SectionKind::ReadOnlyData,
-        );
-        obj.append_section_data(id, modinfo, 1);
-        let mut out = StreamingBuffer::new(Vec::new());
-        obj.emit(&mut out).unwrap();
-        out.into_inner()
+        const EHDR: usize = 64;
+        const SHDR: usize = 64;
+        let names = b"\0.modinfo\0.shstrtab\0";
+        let modinfo_at = EHDR;
+        let names_at = modinfo_at + modinfo.len();
+        // Section headers are 8-byte aligned.
+        let shoff = (names_at + names.len()).next_multiple_of(8);
+        let mut elf = Vec::new();
+        elf.extend_from_slice(b"\x7fELF\x02\x01\x01");
+        elf.resize(16, 0);
+        elf.extend_from_slice(&1u16.to_le_bytes()); // e_type: ET_REL
+        elf.extend_from_slice(&62u16.to_le_bytes()); // e_machine: x86_64
+        elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
+        elf.extend_from_slice(&0u64.to_le_bytes()); // e_entry
+        elf.extend_from_slice(&0u64.to_le_bytes()); // e_phoff
+        elf.extend_from_slice(&(shoff as u64).to_le_bytes()); // e_shoff
+        elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+        elf.extend_from_slice(&(EHDR as u16).to_le_bytes());
+        elf.extend_from_slice(&0u16.to_le_bytes()); // e_phentsize
+        elf.extend_from_slice(&0u16.to_le_bytes()); // e_phnum
+        elf.extend_from_slice(&(SHDR as u16).to_le_bytes());
+        elf.extend_from_slice(&3u16.to_le_bytes()); // e_shnum
+        elf.extend_from_slice(&2u16.to_le_bytes()); // e_shstrndx
+        elf.extend_from_slice(modinfo);
+        elf.extend_from_slice(names);
+        elf.resize(shoff, 0);
+        let mut section = |name: u32, kind: u32, offset: usize, size: usize| {
+            elf.extend_from_slice(&name.to_le_bytes());
+            elf.extend_from_slice(&kind.to_le_bytes());
+            elf.extend_from_slice(&0u64.to_le_bytes()); // flags
+            elf.extend_from_slice(&0u64.to_le_bytes()); // addr
+            elf.extend_from_slice(&(offset as u64).to_le_bytes());
+            elf.extend_from_slice(&(size as u64).to_le_bytes());
+            elf.extend_from_slice(&0u32.to_le_bytes()); // link
+            elf.extend_from_slice(&0u32.to_le_bytes()); // info
+            elf.extend_from_slice(&1u64.to_le_bytes()); // addralign
+            elf.extend_from_slice(&0u64.to_le_bytes()); // entsize
+        };
+        section(0, 0, 0, 0);
+        section(1, 1, modinfo_at, modinfo.len()); // SHT_PROGBITS
+        section(10, 3, names_at, names.len()); // SHT_STRTAB
+        elf
     }
 
     #[test]
