@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::blockdev::{datapart, storage};
 use crate::kmod::coldplug::coldplug;
 use crate::kmod::{Loader, ModuleIndex};
-use crate::settings::{Settings, CONFIG_FILE};
+use crate::settings::{NodeRole, Settings, CONFIG_FILE};
 use crate::status::{self, StatusReport};
 use crate::supervisor::runner::Launcher;
 use crate::supervisor::{Reaper, Supervisor, RESTART_BACKOFF};
@@ -110,8 +110,10 @@ fn run() -> anyhow::Result<()> {
     let mut looked_late = false;
     loop {
         let config = std::fs::read_to_string(CONFIG_FILE).ok();
-        let configured = config.is_some();
         let (settings, warnings) = Settings::load(config.as_deref(), &cmdline);
+        // A node is set up once it has a config file or a role: a Pi card whose
+        // cmdline.txt names the role (and token) needs no setup wizard.
+        let configured = config.is_some() || settings.role != NodeRole::None;
         crate::logging::set_debug(settings.debug);
         for w in &warnings {
             log::warn!("settings: {w}");
