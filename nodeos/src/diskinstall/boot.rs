@@ -37,7 +37,8 @@ pub enum Request {
 /// The install this boot asks for: `cloudos.install=` first; else, on a live boot (not
 /// one GRUB started from an installed disk's slot), an answer file on a partition labelled
 /// `CLOUDOS-CFG`. `config_disk` says whether such a partition exists; `configured`
-/// whether the data partition holds a `config.toml` (a set-up card asks nothing again).
+/// whether the node has settings: a `config.toml` on its data partition or a role on its
+/// command line (a set-up card asks nothing again).
 pub fn request(
     install: Option<&str>,
     slot: Option<Slot>,
