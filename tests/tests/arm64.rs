@@ -7,7 +7,7 @@
 //! `--test-threads=2` at most. Needs root (namespaces, taps) and
 //! `scripts/build.sh --arch aarch64` first.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
@@ -17,7 +17,7 @@ use cloudos_tests::guest::{
     answers_ping, boot_timeout, leased_address, line_timeout, power_button_off, re,
 };
 use cloudos_tests::lab;
-use cloudos_tests::rpi::{self, MbrPartition, MBR_FAT32_LBA, MBR_LINUX};
+use cloudos_tests::rpi::{self, MbrPartition, PiBoot, MBR_FAT32_LBA, MBR_LINUX};
 use cloudos_tests::{
     artifacts, Arch, BootSource, Firmware, Machine, SerialMode, TestNet, Vm, VmBuilder,
 };
@@ -341,39 +341,12 @@ fn power_off_from_the_console(vm: Vm) {
     assert_no_panic(&vm);
 }
 
-/// The card as a Pi 3B boots it: QEMU cannot run the VideoCore firmware, so the
-/// kernel, initramfs, device tree and command line come from the card's own boot
-/// partition, as the firmware would load them.
-struct PiBoot {
-    kernel: PathBuf,
-    initrd: PathBuf,
-    dtb: PathBuf,
-    append: String,
-}
-
-impl PiBoot {
-    fn from_card(card: &Path, boot: &MbrPartition, dir: &Path) -> PiBoot {
-        let extract =
-            |name: &str| rpi::fat_extract(card, boot, name, dir).unwrap_or_else(|e| panic!("{e}"));
-        let cmdline = std::fs::read_to_string(extract("cmdline.txt")).expect("reading cmdline.txt");
-        PiBoot {
-            kernel: extract("vmlinuz"),
-            initrd: extract("initramfs.img"),
-            dtb: extract("bcm2837-rpi-3-b.dtb"),
-            append: cmdline.lines().next().unwrap_or("").trim().to_owned(),
-        }
-    }
-
-    fn start(&self, card: &Path) -> Vm {
-        VmBuilder::new(Arch::Aarch64)
-            .machine(Machine::RaspberryPi3B)
-            .kernel(&self.kernel, &self.initrd, &self.append)
-            .dtb(&self.dtb)
-            .sd_card(card)
-            .serial(SerialMode::Socket)
-            .spawn()
-            .expect("starting QEMU")
-    }
+/// Boots `pi` with its card on a console socket (the wizard is driven through it).
+fn start(pi: &PiBoot, card: &Path) -> Vm {
+    pi.vm(card)
+        .serial(SerialMode::Socket)
+        .spawn()
+        .expect("starting QEMU")
 }
 
 /// The card image written to a 1 GiB card, booted on a Raspberry Pi 3B three times:
@@ -407,7 +380,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     );
 
     // 1. First boot: growth, then the wizard, declined.
-    let vm = pi.start(&card);
+    let vm = start(&pi, &card);
     let console = vm.serial();
     // A second cursor from the start: the growth may be logged before or after ready.
     let from_start = console.clone();
@@ -475,7 +448,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     );
 
     // 2. The wizard sets the card up as a master.
-    let vm = pi.start(&card);
+    let vm = start(&pi, &card);
     vm.serial()
         .wait_for("setup: this node has no settings yet", boot_timeout())
         .expect("the card, still without settings, did not start the wizard");
@@ -514,7 +487,7 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     drop(vm);
 
     // 3. The card boots as the master it was set up as, and asks nothing.
-    let vm = pi.start(&card);
+    let vm = start(&pi, &card);
     let from_start = vm.serial().clone();
     let ready = vm
         .serial()
