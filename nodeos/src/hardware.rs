@@ -27,6 +27,9 @@ pub struct Disk {
     pub controller: Option<String>,
     /// File-system labels on the disk or its partitions, in partition order.
     pub labels: Vec<String>,
+    /// `/dev/<disk>` and its partitions' device paths, in partition order.
+    #[serde(skip)]
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,14 +39,27 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// The running machine's inventory (sysfs at /sys).
+    /// The running machine's inventory (sysfs at /sys). Labels come from
+    /// [`labels::known`]: this never reads a disk itself, so `status` cannot
+    /// hang on a device that is slow to answer.
     pub fn read() -> Inventory {
         let sys = Path::new("/sys");
+        let mut disks = disks(sys, |_| None);
+        let devices: Vec<String> = disks
+            .iter()
+            .flat_map(|d| d.devices.iter().cloned())
+            .collect();
+        let known = labels::known(&devices);
+        for disk in &mut disks {
+            disk.labels = disk
+                .devices
+                .iter()
+                .filter_map(|dev| known.get(dev).cloned().flatten())
+                .collect();
+        }
         Inventory {
             nics: nics(sys),
-            disks: disks(sys, |dev| {
-                crate::blockdev::labels::probe(dev).map(|(_, label)| label)
-            }),
+            disks,
         }
     }
 
@@ -90,21 +106,21 @@ pub fn disks(sys: &Path, label_of: impl Fn(&str) -> Option<String>) -> Vec<Disk>
         if sectors == 0 {
             continue; // an empty CD drive or card reader: nothing to read
         }
-        let mut labels = Vec::new();
         let mut parts: Vec<String> = list(&dir)
             .into_iter()
             .filter(|p| p.starts_with(&name) && dir.join(p).join("partition").exists())
             .collect();
         parts.sort_by_key(|p| partition_number(&dir.join(p)));
-        for dev in std::iter::once(&name).chain(parts.iter()) {
-            if let Some(label) = label_of(&format!("/dev/{dev}")) {
-                labels.push(label);
-            }
-        }
+        let devices: Vec<String> = std::iter::once(&name)
+            .chain(parts.iter())
+            .map(|dev| format!("/dev/{dev}"))
+            .collect();
+        let labels = devices.iter().filter_map(|dev| label_of(dev)).collect();
         disks.push(Disk {
             controller: controller_driver(&dir.join("device")),
             size_bytes: sectors * 512,
             labels,
+            devices,
             name,
         });
     }
@@ -136,6 +152,76 @@ pub fn controller_driver(device: &Path) -> Option<String> {
         if !dir.pop() {
             return None;
         }
+    }
+}
+
+/// Disk labels, read off the status path.
+///
+/// Reading a device's first bytes can block for as long as the device takes
+/// to answer (a CD drive settling, a controller still resetting), and a
+/// status request must not. So a labeller thread reads them, one at a time,
+/// and status shows what it knew last.
+mod labels {
+    use std::collections::BTreeMap;
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Cache {
+        /// device -> label (None: read, no label we know). A BTreeMap: its
+        /// `new` is const, so the cache is a plain static.
+        labels: BTreeMap<String, Option<String>>,
+        /// A labeller thread is reading devices.
+        busy: bool,
+    }
+
+    static CACHE: Mutex<Cache> = Mutex::new(Cache {
+        labels: BTreeMap::new(),
+        busy: false,
+    });
+    static DONE: Condvar = Condvar::new();
+
+    /// How long a status request waits for a fresh read before it answers
+    /// with what was known: long enough for disks that answer at once.
+    const WAIT: Duration = Duration::from_millis(500);
+
+    /// The labels known for `devices`, after starting a fresh read of them
+    /// (unless one is still running) and waiting for it up to [`WAIT`].
+    pub fn known(devices: &[String]) -> BTreeMap<String, Option<String>> {
+        let Ok(mut cache) = CACHE.lock() else {
+            return BTreeMap::new();
+        };
+        if !cache.busy {
+            cache.busy = true;
+            let list = devices.to_vec();
+            let started = std::thread::Builder::new()
+                .name("labels".into())
+                .spawn(move || read_all(list));
+            if started.is_err() {
+                cache.busy = false;
+            }
+        }
+        let (cache, _) = match DONE.wait_timeout_while(cache, WAIT, |c| c.busy) {
+            Ok(r) => r,
+            Err(_) => return BTreeMap::new(),
+        };
+        devices
+            .iter()
+            .filter_map(|d| cache.labels.get(d).map(|l| (d.clone(), l.clone())))
+            .collect()
+    }
+
+    fn read_all(devices: Vec<String>) {
+        for dev in devices {
+            let label = crate::blockdev::labels::probe(&dev).map(|(_, label)| label);
+            if let Ok(mut cache) = CACHE.lock() {
+                cache.labels.insert(dev, label);
+            }
+        }
+        if let Ok(mut cache) = CACHE.lock() {
+            cache.busy = false;
+        }
+        DONE.notify_all();
     }
 }
 
@@ -275,12 +361,14 @@ mod tests {
                     size_bytes: 64 << 20,
                     controller: Some("megaraid_sas".into()),
                     labels: vec!["CLOUDOS-DATA".into()],
+                    devices: vec!["/dev/sda".into(), "/dev/sda1".into()],
                 },
                 Disk {
                     name: "vda".into(),
                     size_bytes: 1 << 20,
                     controller: Some("virtio_blk".into()),
                     labels: vec![],
+                    devices: vec!["/dev/vda".into()],
                 },
             ]
         );

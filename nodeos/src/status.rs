@@ -172,7 +172,13 @@ pub async fn serve(path: &'static str, provider: Provider) {
             {
                 return;
             }
-            let answer = answer(line.trim(), &provider);
+            // Gathering reads sysfs and /proc and may wait briefly for disk
+            // labels: off the runtime's worker threads, which PID 1 needs.
+            let request = line.trim().to_owned();
+            let Ok(answer) = tokio::task::spawn_blocking(move || answer(&request, &provider)).await
+            else {
+                return;
+            };
             let _ = write.write_all(answer.as_bytes()).await;
         });
     }
