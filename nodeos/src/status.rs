@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::clock::state::ClockState;
 use crate::net::state::NetState;
 use crate::supervisor::ServiceStatus;
 
@@ -25,6 +26,9 @@ pub struct StatusReport {
     pub rss_kb: Option<u64>,
     pub services: Vec<ServiceStatus>,
     pub network: Option<NetState>,
+    /// What the clock service knows (none before it first polled).
+    #[serde(default)]
+    pub clock: Option<ClockState>,
     pub warnings: Vec<String>,
 }
 
@@ -35,8 +39,10 @@ impl StatusReport {
         data: &str,
         ready: bool,
         services: Vec<ServiceStatus>,
-        warnings: Vec<String>,
+        mut warnings: Vec<String>,
     ) -> StatusReport {
+        let clock = ClockState::read();
+        warnings.extend(clock.as_ref().and_then(ClockState::warning));
         StatusReport {
             version: VERSION.into(),
             kernel: crate::kmod::kernel_release(),
@@ -49,6 +55,7 @@ impl StatusReport {
             rss_kb: own_rss_kb(),
             services,
             network: NetState::read(),
+            clock,
             warnings,
         }
     }
@@ -102,6 +109,9 @@ impl StatusReport {
                     dns.join(",")
                 }
             ));
+        }
+        if let Some(clock) = &self.clock {
+            out.push_str(&format!("{}\n", clock.render()));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
