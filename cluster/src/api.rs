@@ -44,6 +44,10 @@ pub mod paths {
     pub const STATUS: &str = "/v1/status";
     /// `GET` → the OpenAPI 3 document of this API; no certificate needed.
     pub const OPENAPI: &str = "/v1/openapi.json";
+    /// `GET` → [`super::TimeResponse`]; no certificate needed. A joining node whose clock
+    /// is wrong takes the time from here over a connection checked against its token's pin
+    /// (`client::master_time`).
+    pub const TIME: &str = "/v1/time";
     /// `GET` → `Vec<`[`super::NodeInfo`]`>`; admin certificate. `GET /v1/nodes/<name>` →
     /// [`super::NodeInfo`]; `DELETE /v1/nodes/<name>` evicts the node and revokes its
     /// certificate.
@@ -135,6 +139,13 @@ pub struct JoinResponse {
     /// When to renew: two thirds into the certificate's lifetime.
     #[serde(with = "time::serde::rfc3339")]
     pub renew_after: OffsetDateTime,
+}
+
+/// `GET /v1/time`: the master's clock when it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeResponse {
+    #[serde(with = "time::serde::rfc3339")]
+    pub now: OffsetDateTime,
 }
 
 /// A node renews its certificate over mTLS with a fresh CSR (a new key is recommended).

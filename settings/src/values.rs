@@ -116,7 +116,11 @@ pub fn parse_ntp_servers(value: &str) -> Result<Vec<String>, String> {
             }
             let (host, port) = match server.rsplit_once(':') {
                 Some((host, port)) => {
-                    let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+                    let port = port
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(bad)?;
                     (host, port)
                 }
                 None => (server, NTP_PORT),
@@ -255,7 +259,14 @@ mod tests {
                 "[fd00::8]:123"
             ]
         );
-        for bad in ["a b", "10.0.0.1:0", "host:ntp", "[fd00::1", "-x-", "[nope]:123"] {
+        for bad in [
+            "a b",
+            "10.0.0.1:0",
+            "host:ntp",
+            "[fd00::1",
+            "-x-",
+            "[nope]:123",
+        ] {
             assert!(
                 parse_ntp_servers(bad)
                     .unwrap_err()

@@ -9,6 +9,7 @@
 //! through `cloudos_agent`'s own reader).
 
 pub mod boot;
+pub mod first_contact;
 pub mod saved;
 pub mod service;
 pub mod state;

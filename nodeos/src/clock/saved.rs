@@ -16,12 +16,10 @@ pub fn load(path: &Path) -> Option<SystemTime> {
     policy::parse_saved(&std::fs::read_to_string(path).ok()?)
 }
 
-/// Saves `time`, unless the file already holds a later one: a clock that went backwards
-/// (wrong at boot, before the master corrected it) must not lower the floor.
+/// Saves `time`. A later time already saved is replaced too: the clock only goes back when
+/// a server or the master corrected a clock that was ahead, and a floor kept from then
+/// would push every later boot ahead again.
 pub fn save(path: &Path, time: SystemTime) -> std::io::Result<()> {
-    if load(path).is_some_and(|saved| saved > time) {
-        return Ok(());
-    }
     cloudos_cluster::files::write_atomic(path, policy::format_saved(time).as_bytes())
 }
 
@@ -38,7 +36,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
-    fn saves_and_loads_and_never_lowers_the_saved_time() {
+    fn saves_and_loads_and_garbage_sets_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("clock/saved-time");
         assert_eq!(load(&path), None);
@@ -46,9 +44,6 @@ mod tests {
         save(&path, t(1_796_531_282)).unwrap();
         assert_eq!(load(&path), Some(t(1_796_531_282)));
         save(&path, t(1_796_531_882)).unwrap();
-        assert_eq!(load(&path), Some(t(1_796_531_882)));
-        // A clock in 2001 does not pull the saved time back.
-        save(&path, t(978_307_200)).unwrap();
         assert_eq!(load(&path), Some(t(1_796_531_882)));
         // A damaged file sets nothing.
         std::fs::write(&path, "garbage").unwrap();
