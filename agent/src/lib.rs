@@ -71,7 +71,13 @@ pub struct AgentConfig {
     /// Sets the machine's clock from the master's time at first contact (see `clock`);
     /// `None` on a host, whose time is its own time service's.
     pub set_clock: Option<SetClock>,
+    /// What the node's clock service says, sent with each heartbeat; `None` on a host.
+    pub clock_report: Option<ClockReporter>,
 }
+
+/// See [`AgentConfig::clock_report`].
+pub type ClockReporter =
+    std::sync::Arc<dyn Fn() -> Option<cloudos_cluster::api::ClockReport> + Send + Sync>;
 
 /// See [`AgentConfig::after_join`].
 pub type AfterJoin = std::sync::Arc<dyn Fn() + Send + Sync>;
@@ -90,6 +96,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("insecure_registries", &self.insecure_registries)
             .field("after_join", &self.after_join.is_some())
             .field("set_clock", &self.set_clock.is_some())
+            .field("clock_report", &self.clock_report.is_some())
             .finish()
     }
 }
@@ -153,6 +160,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         data_dir: &config.data_dir,
         metrics: &node_metrics,
         executor: &executor,
+        clock: config.clock_report.as_ref(),
     };
     let mut sampler = Sampler::new();
     let mut links = Links {

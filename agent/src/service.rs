@@ -55,6 +55,7 @@ mod tests {
             insecure_registries: Vec::new(),
             after_join: None,
             set_clock: None,
+            clock_report: None,
         }
     }
 

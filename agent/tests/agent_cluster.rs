@@ -76,6 +76,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         insecure_registries: Vec::new(),
         after_join: None,
         set_clock: None,
+        clock_report: None,
     }
 }
 

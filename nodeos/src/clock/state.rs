@@ -57,6 +57,18 @@ impl ClockState {
         })
     }
 
+    /// What a compute node tells its master with each heartbeat (`cloudos node show`).
+    pub fn report(&self) -> cloudos_cluster::api::ClockReport {
+        cloudos_cluster::api::ClockReport {
+            synced: self.synced,
+            source: self.server.as_ref().map(|server| match &self.source {
+                Some(kind) => format!("{server} ({kind})"),
+                None => server.clone(),
+            }),
+            offset_secs: self.offset_secs,
+        }
+    }
+
     pub fn publish(&self) {
         match serde_json::to_vec_pretty(self) {
             Ok(bytes) => {
