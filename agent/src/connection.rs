@@ -39,6 +39,8 @@ pub struct SessionParts<'a> {
     pub data_dir: &'a Path,
     pub metrics: &'a super::metrics::NodeMetrics,
     pub executor: &'a super::workloads::Executor,
+    /// The node's clock, as the OS reports it.
+    pub clock: Option<&'a super::ClockReporter>,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -134,7 +136,8 @@ where
                     ));
                 }
                 seq += 1;
-                let telemetry = sampler.sample(facts.data_dir);
+                let mut telemetry = sampler.sample(facts.data_dir);
+                telemetry.clock = facts.clock.and_then(|report| report());
                 facts.metrics.sampled(&telemetry);
                 facts.metrics.workloads(facts.executor.footprint());
                 let beat = AgentMessage::Heartbeat(Heartbeat {

@@ -96,6 +96,15 @@ impl IdentityStore {
         self.dir.with_file_name(name)
     }
 
+    /// The master's `host:port` of the stored identity, read from its metadata alone (no
+    /// key is opened): for the node's clock, which asks its master for the time.
+    pub fn master_address(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.join(META_FILE)).ok()?;
+        serde_json::from_str::<Meta>(&text)
+            .ok()
+            .map(|meta| meta.master_addr)
+    }
+
     /// The stored identity, or `None` when the node has not joined (or was evicted).
     pub fn load(&self) -> Result<Option<StoredIdentity>, IdentityStoreError> {
         // A crash between the two renames of `save` leaves only the old set.
@@ -278,8 +287,10 @@ mod tests {
         assert_eq!(store.load().expect("empty"), None);
         let ca = ClusterCa::create("lab", OffsetDateTime::now_utc()).expect("ca");
         let first = identity(&ca);
+        assert_eq!(store.master_address(), None);
         store.save(&first).expect("save");
         assert_eq!(store.load().expect("load"), Some(first.clone()));
+        assert_eq!(store.master_address().as_deref(), Some("10.0.0.5:9443"));
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&data.join("agent/node.key")), 0o600);
         assert_eq!(mode(&data.join("agent")), 0o700);

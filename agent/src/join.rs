@@ -40,6 +40,9 @@ pub async fn join_cluster(
             continue;
         }
         for master in &candidates {
+            if let Some(set_clock) = &config.set_clock {
+                super::clock::from_master(master, token.pin(), set_clock).await;
+            }
             let result = client::join(
                 master,
                 token,

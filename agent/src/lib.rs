@@ -4,6 +4,7 @@
 //! over it, renews its certificate, and forgets its identity when the master evicts it.
 //!
 //! Modules: `identity` (the files on disk), `discovery` (finding the master by mDNS),
+//! `clock` (the master's time for a node whose clock is wrong at first contact),
 //! `join` (the first join), `connection` (the WebSocket session), `telemetry` (/proc),
 //! `renewal` (new certificates), `backoff` (retry delays), `metrics` (the node's /metrics),
 //! `workloads` (running what the master sends), `service` (the agent as a long-running
@@ -12,6 +13,7 @@
 //! settings: `nodeos` builds its [`AgentConfig`].
 
 mod backoff;
+mod clock;
 mod connection;
 mod discovery;
 mod identity;
@@ -32,6 +34,7 @@ use cloudos_cluster::Token;
 use time::OffsetDateTime;
 
 pub use backoff::{Backoff, RETRY_BACKOFF};
+pub use clock::SetClock;
 pub use identity::{IdentityStore, IdentityStoreError, StoredIdentity};
 pub use join::join_once;
 pub use telemetry::Sampler;
@@ -65,7 +68,16 @@ pub struct AgentConfig {
     /// whoever keeps it (the installer's `config.toml`) removes it, so a copy of the card
     /// or disk carries no usable secret.
     pub after_join: Option<AfterJoin>,
+    /// Sets the machine's clock from the master's time at first contact (see `clock`);
+    /// `None` on a host, whose time is its own time service's.
+    pub set_clock: Option<SetClock>,
+    /// What the node's clock service says, sent with each heartbeat; `None` on a host.
+    pub clock_report: Option<ClockReporter>,
 }
+
+/// See [`AgentConfig::clock_report`].
+pub type ClockReporter =
+    std::sync::Arc<dyn Fn() -> Option<cloudos_cluster::api::ClockReport> + Send + Sync>;
 
 /// See [`AgentConfig::after_join`].
 pub type AfterJoin = std::sync::Arc<dyn Fn() + Send + Sync>;
@@ -83,6 +95,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("metrics_listen", &self.metrics_listen)
             .field("insecure_registries", &self.insecure_registries)
             .field("after_join", &self.after_join.is_some())
+            .field("set_clock", &self.set_clock.is_some())
+            .field("clock_report", &self.clock_report.is_some())
             .finish()
     }
 }
@@ -146,6 +160,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         data_dir: &config.data_dir,
         metrics: &node_metrics,
         executor: &executor,
+        clock: config.clock_report.as_ref(),
     };
     let mut sampler = Sampler::new();
     let mut links = Links {
@@ -177,7 +192,17 @@ async fn load_or_join(
     config: &AgentConfig,
     store: &IdentityStore,
 ) -> Result<StoredIdentity, AgentError> {
-    let stale = match store.load()? {
+    let mut stored = store.load()?;
+    // An identity that looks expired may only be a clock that is ahead: ask its master.
+    if let (Some(id), Some(set_clock)) = (&stored, &config.set_clock) {
+        if is_expired(id) {
+            if let Some(pin) = ca_pin(id) {
+                clock::from_master(&id.joined.master_addr, pin, set_clock).await;
+                stored = store.load()?;
+            }
+        }
+    }
+    let stale = match stored {
         Some(id) if !is_expired(&id) => {
             log::info!(
                 "using the identity of {} in cluster {} (master at {})",
@@ -321,11 +346,16 @@ async fn after_session(
     Ok(None)
 }
 
+/// The pin of the identity's cluster CA.
+fn ca_pin(identity: &StoredIdentity) -> Option<cloudos_cluster::CaPin> {
+    let ca = cloudos_cluster::pki::cert_from_pem(&identity.joined.ca_pem, "cluster CA").ok()?;
+    cloudos_cluster::CaPin::of_cert(&ca).ok()
+}
+
 /// The master of this node's cluster at a new address, found by mDNS and
 /// recognised by its CA pin; `None` if it is not on the LAN or has not moved.
 async fn rediscover(config: &AgentConfig, identity: &StoredIdentity) -> Option<String> {
-    let ca = cloudos_cluster::pki::cert_from_pem(&identity.joined.ca_pem, "cluster CA").ok()?;
-    let pin = cloudos_cluster::CaPin::of_cert(&ca).ok()?;
+    let pin = ca_pin(identity)?;
     let found = discovery::find_masters(pin, config.discover_timeout)
         .await
         .ok()?;

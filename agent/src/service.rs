@@ -54,6 +54,8 @@ mod tests {
             metrics_listen: None,
             insecure_registries: Vec::new(),
             after_join: None,
+            set_clock: None,
+            clock_report: None,
         }
     }
 

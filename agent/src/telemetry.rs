@@ -155,6 +155,8 @@ impl Sampler {
                 cpu_millicores: count_cpus(&stat).max(1) * 1000,
                 memory_bytes: mem_total_bytes,
             },
+            clock: None,
+            clock_skew_secs: None,
         }
     }
 }

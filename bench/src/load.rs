@@ -263,6 +263,8 @@ fn telemetry() -> Telemetry {
             cpu_millicores: 4000,
             memory_bytes: 8 << 30,
         },
+        clock: None,
+        clock_skew_secs: None,
     }
 }
 

@@ -44,6 +44,10 @@ pub mod paths {
     pub const STATUS: &str = "/v1/status";
     /// `GET` → the OpenAPI 3 document of this API; no certificate needed.
     pub const OPENAPI: &str = "/v1/openapi.json";
+    /// `GET` → [`super::TimeResponse`]; no certificate needed. A joining node whose clock
+    /// is wrong takes the time from here over a connection checked against its token's pin
+    /// (`client::master_time`).
+    pub const TIME: &str = "/v1/time";
     /// `GET` → `Vec<`[`super::NodeInfo`]`>`; admin certificate. `GET /v1/nodes/<name>` →
     /// [`super::NodeInfo`]; `DELETE /v1/nodes/<name>` evicts the node and revokes its
     /// certificate.
@@ -137,6 +141,13 @@ pub struct JoinResponse {
     pub renew_after: OffsetDateTime,
 }
 
+/// `GET /v1/time`: the master's clock when it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeResponse {
+    #[serde(with = "time::serde::rfc3339")]
+    pub now: OffsetDateTime,
+}
+
 /// A node renews its certificate over mTLS with a fresh CSR (a new key is recommended).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenewRequest {
@@ -190,6 +201,27 @@ pub struct Telemetry {
     pub kernel: String,
     pub nodeos_version: String,
     pub capacity: Capacity,
+    /// The node's clock as its clock service sees it (nodes under PID 1 say; hosts do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockReport>,
+    /// The node's clock minus the master's, in seconds, set by the master from each
+    /// heartbeat's `sent_at` (one network delay included); whatever a node puts here is
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<f64>,
+}
+
+/// A node's clock, as its clock service sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClockReport {
+    /// A time server answered at the last poll and the clock follows it.
+    pub synced: bool,
+    /// The server it follows and where it came from: `10.0.0.2:123 (master)`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Its last offset from that server, in seconds (positive: the clock was behind).
+    #[serde(default)]
+    pub offset_secs: Option<f64>,
 }
 
 /// The periodic message from agent to master.

@@ -4,6 +4,9 @@
 //! - [`join`]: first contact with a token. The connection uses `tls::client_config_pinned`,
 //!   so the token's secret is only sent once the master's CA matched the token's pin; the key
 //!   is made here and never leaves the caller.
+//! - [`master_time`]: the master's clock, read over a connection checked against the
+//!   token's pin at a time inside the master's certificates' validity, for a node whose own
+//!   clock is wrong at first contact; nothing secret is sent.
 //! - [`ApiClient`]: every later call, over mTLS with the identity [`join`] returned: the admin
 //!   endpoints, certificate renewal, and the raw TLS stream the agent runs its WebSocket on.
 //!
@@ -42,8 +45,8 @@ use body::RequestBody;
 
 use crate::api::{
     paths, AdminInfo, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo,
-    NodeLabelRequest, RenewRequest, TokenCheckRequest, TokenCheckResponse, TokenCreateRequest,
-    TokenCreateResponse, TokenInfo,
+    NodeLabelRequest, RenewRequest, TimeResponse, TokenCheckRequest, TokenCheckResponse,
+    TokenCreateRequest, TokenCreateResponse, TokenInfo,
 };
 use crate::identity::Role;
 use crate::pki::{self, CaPin, NodeKey, PkiError};
@@ -345,6 +348,39 @@ pub async fn join(
         }),
         _ => Ok(identity),
     }
+}
+
+/// How far this machine's clock is from its master's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterTime {
+    /// Add this to the local clock to get the master's (negative: the local clock is ahead).
+    pub offset: time::Duration,
+    /// The request's round trip; the offset is right to within half of it.
+    pub round_trip: Duration,
+}
+
+/// The master's clock, for a node that cannot check certificates at its own time (a board
+/// without a real-time clock in 1970, a machine years ahead). The connection is pinned to
+/// `pin` like a join's, but the validity dates are checked at a time when the master's
+/// certificates are valid instead of at this machine's clock
+/// ([`tls::client_config_pinned_any_clock`]): only a server holding a serving certificate
+/// of the pinned CA can answer. Nothing secret is sent. The caller sets its clock, then
+/// joins with the normal checks.
+pub async fn master_time(master: &str, pin: CaPin) -> Result<MasterTime, ClientError> {
+    let addr: MasterAddr = master.parse()?;
+    let config = Arc::new(tls::client_config_pinned_any_clock(pin)?);
+    let stream = connect(&addr, config, server_name(&addr.host)?).await?;
+    let sent = std::time::Instant::now();
+    let (status, answer) = exchange(stream, &addr, Method::GET, paths::TIME, None).await?;
+    let round_trip = sent.elapsed();
+    let received = OffsetDateTime::now_utc();
+    let response: TimeResponse = decode(&addr, status, &answer)?;
+    // The master read its clock about half way through the round trip.
+    let master_now = response.now + round_trip / 2;
+    Ok(MasterTime {
+        offset: master_now - received,
+        round_trip,
+    })
 }
 
 /// Asks the master at `master` whether a join with `token` would be admitted now, without
@@ -942,7 +978,9 @@ fn decode<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use crate::identity::NodeIdentity;
+    use crate::pki::NodeKey;
     use crate::pki::{ClusterCa, NODE_CERT_LIFETIME, SERVING_CERT_LIFETIME};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -1202,6 +1240,106 @@ mod tests {
             role,
         ));
         master
+    }
+
+    /// A server that answers `GET /v1/time` with `master_now` and counts every request that
+    /// reaches it (an attacker's server hears nothing if the client refuses it first).
+    fn time_handler(master_now: OffsetDateTime, heard: Arc<AtomicUsize>) -> Handler {
+        Arc::new(move |method, path, _, _| {
+            heard.fetch_add(1, Ordering::SeqCst);
+            match (method, path) {
+                ("GET", "/v1/time") => (
+                    200,
+                    serde_json::to_string(&TimeResponse { now: master_now }).expect("json"),
+                ),
+                _ => (404, r#"{"code":"not_found","message":"no route"}"#.into()),
+            }
+        })
+    }
+
+    /// A node whose clock is years off its master's: here the master lives in 2006 (its CA
+    /// made in 2005, valid ten years; its serving certificate from January 2006) and the
+    /// node's clock, this machine's, is years after all of it expired. The normal pinned
+    /// check refuses the master; `master_time` checks everything but the clock and reads
+    /// the master's time. Then the attackers, each with real TLS on loopback: a server of
+    /// another CA, one presenting a leaf of another CA under a copy of the pinned CA's
+    /// (public) certificate, and one presenting a node certificate the pinned CA really
+    /// issued. None moves the clock, and none hears a request.
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_the_pinned_master_can_tell_a_node_with_a_wrong_clock_the_time() {
+        let y2005 = time::macros::datetime!(2005-01-01 00:00 UTC);
+        let y2006 = time::macros::datetime!(2006-01-01 00:00 UTC);
+        let master_now = time::macros::datetime!(2006-02-01 12:00 UTC);
+        let ca = ClusterCa::create("lab", y2005).expect("ca");
+        let ip = ["127.0.0.1".parse().expect("ip")];
+        let serve_chain = |chain: &str, key: &str, heard: &Arc<AtomicUsize>| {
+            let config = tls::server_config_pem(chain, key, None).expect("server config");
+            serve(config, time_handler(master_now, Arc::clone(heard)))
+        };
+
+        let heard = Arc::new(AtomicUsize::new(0));
+        let serving = ca
+            .issue_serving_cert(&["master.lan".into()], &ip, SERVING_CERT_LIFETIME, y2006)
+            .expect("serving");
+        let master = serve_chain(&serving.chain_pem, &serving.key_pem, &heard).await;
+        let token = Token::generate(ca.pin()).expect("token");
+        let refused = join(&master, &token, "n1", "x86_64", &BTreeMap::new(), None)
+            .await
+            .expect_err("a join at this clock must fail the validity check");
+        assert!(refused.to_string().contains("expired"), "{refused}");
+        assert_eq!(heard.load(Ordering::SeqCst), 0, "no token was sent");
+
+        let told = master_time(&master, ca.pin())
+            .await
+            .expect("the master's time");
+        let expected = master_now - OffsetDateTime::now_utc();
+        assert!(
+            (told.offset - expected).abs() < time::Duration::seconds(5),
+            "offset {} expected {expected}",
+            told.offset
+        );
+        assert_eq!(heard.load(Ordering::SeqCst), 1);
+
+        // An attacker with a CA of its own, made in the same years.
+        let other = ClusterCa::create("lab", y2005).expect("other ca");
+        let theirs = other
+            .issue_serving_cert(&["master.lan".into()], &ip, SERVING_CERT_LIFETIME, y2006)
+            .expect("their cert");
+        let heard_by_attacker = Arc::new(AtomicUsize::new(0));
+        let rogue = serve_chain(&theirs.chain_pem, &theirs.key_pem, &heard_by_attacker).await;
+        let err = master_time(&rogue, ca.pin()).await.expect_err("another CA");
+        assert!(matches!(err, ClientError::PinMismatch { .. }), "{err:?}");
+
+        // The same attacker sends the pinned CA's certificate (it is public) after its leaf.
+        let forged = format!("{}{}", theirs.cert_pem, ca.cert_pem());
+        let rogue = serve_chain(&forged, &theirs.key_pem, &heard_by_attacker).await;
+        let err = master_time(&rogue, ca.pin())
+            .await
+            .expect_err("a forged chain");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+
+        // A node of the cluster posing as its master, with the certificate the pinned CA
+        // gave it (clientAuth only, no master marker).
+        let key = NodeKey::generate().expect("key");
+        let node = ca
+            .sign_csr(
+                &key.csr_pem("master.lan").expect("csr"),
+                &NodeIdentity::new("master.lan", Role::Compute).expect("id"),
+                NODE_CERT_LIFETIME,
+                y2006,
+            )
+            .expect("node cert");
+        let chain = format!("{}{}", node.cert_pem, ca.cert_pem());
+        let rogue = serve_chain(&chain, &key.to_pem(), &heard_by_attacker).await;
+        let err = master_time(&rogue, ca.pin())
+            .await
+            .expect_err("a node certificate");
+        assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+        assert_eq!(
+            heard_by_attacker.load(Ordering::SeqCst),
+            0,
+            "no attacker got a request, so none could answer with a time"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

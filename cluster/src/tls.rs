@@ -11,6 +11,10 @@
 //!   (`pki::MASTER_URI`). The host name is not checked: the pin and the marker are the
 //!   identity, and a master is often reached by an address that is not in its certificate
 //!   (DHCP, NAT, a cloud's public IP).
+//! - [`client_config_pinned_any_clock`]: the same checks as [`client_config_pinned`], made
+//!   at a time inside the validity of every certificate the master sends instead of at this
+//!   machine's clock. Only for reading the master's time (`client::master_time`) when the
+//!   clock is wrong at first contact (years behind or ahead); no secret is sent over it.
 //! - [`client_config_mtls`]: every later connection of a node or the CLI: normal WebPKI
 //!   verification (names included) against the cluster CA, the master marker, and the
 //!   client's certificate.
@@ -49,6 +53,8 @@ pub enum TlsError {
     PinMismatch { expected: CaPin, got: CaPin },
     #[error("the master sent only its own certificate, without its CA; it must send the chain from `IssuedCert::chain_pem`")]
     NoCaInChain,
+    #[error("the master's certificates have no time in common when all are valid (leaf and CA do not overlap)")]
+    NoCommonValidity,
     #[error("the CA certificate cannot be a trust anchor: {0}")]
     BadCa(String),
     #[error("cannot build the TLS configuration: {0}")]
@@ -122,9 +128,22 @@ pub fn peer_identity(conn: &ServerConnection) -> Option<Result<NodeIdentity, Pki
 
 /// The client configuration for the first contact with a master: see the module comment.
 pub fn client_config_pinned(pin: CaPin) -> Result<ClientConfig, TlsError> {
+    pinned(pin, Clock::Local)
+}
+
+/// [`client_config_pinned`] checked at a time when the master's certificates are valid,
+/// whatever this machine's clock says: see the module comment. Everything but the time is
+/// checked (the pin, the chain's signatures, serverAuth, the master marker), so only a
+/// holder of a serving certificate the pinned CA issued passes.
+pub fn client_config_pinned_any_clock(pin: CaPin) -> Result<ClientConfig, TlsError> {
+    pinned(pin, Clock::InsideValidity)
+}
+
+fn pinned(pin: CaPin, clock: Clock) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let verifier = PinnedCaVerifier {
         pin,
+        clock,
         provider: Arc::clone(&provider),
     };
     Ok(ClientConfig::builder_with_provider(provider)
@@ -233,7 +252,36 @@ impl ServerCertVerifier for MasterVerifier {
 #[derive(Debug)]
 struct PinnedCaVerifier {
     pin: CaPin,
+    clock: Clock,
     provider: Arc<CryptoProvider>,
+}
+
+/// At what time a [`PinnedCaVerifier`] checks validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// This machine's clock, as rustls passes it.
+    Local,
+    /// The latest `notBefore` of the chain the master sent: a time when each of its
+    /// certificates is valid, if there is one.
+    InsideValidity,
+}
+
+/// The latest `notBefore` among `certs`, when it is before every `notAfter`.
+fn inside_validity(certs: &[&CertificateDer<'_>]) -> Result<UnixTime, TlsError> {
+    let mut start = time::OffsetDateTime::UNIX_EPOCH;
+    let mut end: Option<time::OffsetDateTime> = None;
+    for cert in certs {
+        let info = pki::inspect_cert(cert)?;
+        start = start.max(info.not_before);
+        end = Some(end.map_or(info.not_after, |e| e.min(info.not_after)));
+    }
+    let secs = u64::try_from(start.unix_timestamp()).map_err(|_| TlsError::NoCommonValidity)?;
+    match end {
+        Some(end) if start <= end => Ok(UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(secs),
+        )),
+        _ => Err(TlsError::NoCommonValidity),
+    }
 }
 
 fn other(err: TlsError) -> rustls::Error {
@@ -261,6 +309,14 @@ impl ServerCertVerifier for PinnedCaVerifier {
         }
         let roots = roots_with(ca).map_err(other)?;
         let leaf = ParsedCertificate::try_from(end_entity)?;
+        let now = match self.clock {
+            Clock::Local => now,
+            Clock::InsideValidity => {
+                let chain: Vec<&CertificateDer<'_>> =
+                    std::iter::once(end_entity).chain(intermediates).collect();
+                inside_validity(&chain).map_err(other)?
+            }
+        };
         // Checks the chain, the validity period and EKU serverAuth.
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &leaf,
@@ -619,6 +675,7 @@ mod tests {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
                 pin: c.ca.pin(),
+                clock: Clock::Local,
                 provider: super::provider(),
             }))
             .with_no_client_auth();

@@ -115,6 +115,22 @@ impl Entry {
     }
 }
 
+/// `telemetry` with the node's clock against the master's, measured from the heartbeat's
+/// `sent_at` at `now` (one network delay makes a node look a little behind).
+pub fn with_clock_skew(
+    mut telemetry: Telemetry,
+    sent_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Telemetry {
+    telemetry.clock_skew_secs = Some((sent_at - now).as_seconds_f64());
+    telemetry
+}
+
+/// Whether a node's clock skew deserves a warning (docs/design.md decision 19).
+fn drifting(skew_secs: f64) -> bool {
+    skew_secs.abs() > cloudos_time::policy::DRIFT_WARNING.as_secs_f64()
+}
+
 pub struct Roster {
     nodes: Mutex<HashMap<String, Entry>>,
     next_conn: AtomicU64,
@@ -332,6 +348,15 @@ impl Roster {
         let mut telemetry = telemetry;
         // What a node claims to have is believed only within sane bounds.
         telemetry.capacity = telemetry.capacity.bounded();
+        let drifting =
+            |t: Option<&Telemetry>| t.and_then(|t| t.clock_skew_secs).filter(|s| drifting(*s));
+        match (drifting(Some(&telemetry)), drifting(entry.telemetry.as_ref())) {
+            (Some(skew), None) => log::warn!(
+                "node {name}: its clock is {skew:+.1}s off the master's; check its time servers (cloudos node show {name})"
+            ),
+            (None, Some(_)) => log::info!("node {name}: its clock agrees with the master's again"),
+            _ => {}
+        }
         entry.telemetry = Some(telemetry);
         entry.dirty = true;
         Ok(entry.set_state(NodeState::Ready, "heartbeats arrive".to_owned()))

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::hardware::Inventory;
+use crate::clock::state::ClockState;
 use crate::net::state::NetState;
 use crate::supervisor::ServiceStatus;
 
@@ -29,6 +30,9 @@ pub struct StatusReport {
     /// Which driver runs each NIC and disk controller.
     #[serde(default)]
     pub hardware: Inventory,
+    /// What the clock service knows (none before it first polled).
+    #[serde(default)]
+    pub clock: Option<ClockState>,
     pub warnings: Vec<String>,
 }
 
@@ -39,8 +43,10 @@ impl StatusReport {
         data: &str,
         ready: bool,
         services: Vec<ServiceStatus>,
-        warnings: Vec<String>,
+        mut warnings: Vec<String>,
     ) -> StatusReport {
+        let clock = ClockState::read();
+        warnings.extend(clock.as_ref().and_then(ClockState::warning));
         StatusReport {
             version: VERSION.into(),
             kernel: crate::kmod::kernel_release(),
@@ -54,6 +60,7 @@ impl StatusReport {
             services,
             network: NetState::read(),
             hardware: Inventory::read(),
+            clock,
             warnings,
         }
     }
@@ -124,6 +131,9 @@ impl StatusReport {
                     }
                 ));
             }
+        }
+        if let Some(clock) = &self.clock {
+            out.push_str(&format!("{}\n", clock.render()));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));

@@ -254,6 +254,17 @@ pub static KEYS: &[Key] = &[
         get: |s| joined(&s.tls_san),
     },
     Key {
+        name: "ntp",
+        kind: Kind::List,
+        help: "`pool.example.org,10.0.0.1:123`: time servers (SNTP), asked before the DHCP \
+               lease's and the master's",
+        default: "the DHCP lease's, then the master",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.ntp, values::parse_ntp_servers(v)),
+        get: |s| joined(&s.ntp),
+    },
+    Key {
         name: "fault",
         kind: Kind::Repeated,
         help: "`crash:SERVICE:N` — the service crashes on its first N starts (for testing \

@@ -133,6 +133,9 @@ pub struct Settings {
     /// (`cloudos.tls_san=203.0.113.7,master.example.org`): the ones clients use to reach a
     /// master behind NAT or a load balancer, which it cannot see on its own interfaces.
     pub tls_san: Vec<String>,
+    /// SNTP servers, `host:port` (port 123 when none was given), asked before the DHCP
+    /// lease's and the master's (`cloudos.ntp=pool.example.org,10.0.0.1`).
+    pub ntp: Vec<String>,
     /// The system slot GRUB booted (`cloudos.slot=a|b`, set by the installed disk's
     /// grub.cfg): nodeos confirms that slot in GRUB's environment once healthy.
     pub slot: Option<Slot>,

@@ -99,6 +99,49 @@ pub fn parse_tls_sans(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// The SNTP port, when a time server is named without one.
+pub const NTP_PORT: u16 = 123;
+
+/// `host[:port][,…]`: time servers, each an IP address (IPv6 in brackets when a port
+/// follows) or a host name, stored as `host:port`.
+pub fn parse_ntp_servers(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|server| {
+            let bad = || format!("{server:?} is not a time server (host or host:port)");
+            if let Ok(ip) = server.parse::<std::net::Ipv6Addr>() {
+                return Ok(format!("[{ip}]:{NTP_PORT}"));
+            }
+            let (host, port) = match server.rsplit_once(':') {
+                Some((host, port)) => {
+                    let port = port
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(bad)?;
+                    (host, port)
+                }
+                None => (server, NTP_PORT),
+            };
+            let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+            let valid = match bare {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    host.parse::<Ipv4Addr>().is_ok()
+                        || cloudos_cluster::validate_hostname(host).is_ok()
+                }
+            };
+            if valid {
+                Ok(format!("{}:{port}", host.to_ascii_lowercase()))
+            } else {
+                Err(bad())
+            }
+        })
+        .collect()
+}
+
 /// An IPv4 address, as written (no trimming: a boot line has no spaces to trim).
 pub fn parse_ipv4(value: &str) -> Result<Ipv4Addr, String> {
     value
@@ -203,6 +246,34 @@ mod tests {
         ];
         check(&registries, parse_registries);
         assert!(!is_registry("a:1,b:2"), "an item never holds a comma");
+    }
+
+    #[test]
+    fn time_servers_get_the_sntp_port_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_ntp_servers("Pool.Example.org, 10.0.0.1:1123,fd00::7,[fd00::8]:123").unwrap(),
+            [
+                "pool.example.org:123",
+                "10.0.0.1:1123",
+                "[fd00::7]:123",
+                "[fd00::8]:123"
+            ]
+        );
+        for bad in [
+            "a b",
+            "10.0.0.1:0",
+            "host:ntp",
+            "[fd00::1",
+            "-x-",
+            "[nope]:123",
+        ] {
+            assert!(
+                parse_ntp_servers(bad)
+                    .unwrap_err()
+                    .contains("is not a time server"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,7 @@ mod tests {
                 .into(),
             insecure_registries: vec!["10.0.0.1:5000".into(), "reg.lan:80".into()],
             tls_san: vec!["203.0.113.7".into(), "master.example.org".into()],
+            ntp: vec!["pool.example.org:123".into(), "[fd00::7]:123".into()],
             slot: Some(Slot::B),
             install: Some("LABEL=CLOUDOS-CFG:/install.toml".into()),
         }

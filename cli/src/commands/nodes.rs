@@ -1,7 +1,7 @@
 //! `cloudos node list|show|label|remove`.
 
 use cloudos_cluster::api::NodeState;
-use cloudos_cluster::api::{NodeInfo, NodeLabelRequest};
+use cloudos_cluster::api::{NodeInfo, NodeLabelRequest, Telemetry};
 use cloudos_cluster::units::format_bytes;
 use time::OffsetDateTime;
 
@@ -179,14 +179,41 @@ pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
             ("kernel", t.kernel.clone()),
             ("nodeos", t.nodeos_version.clone()),
         ]);
+        if t.clock.is_some() || t.clock_skew_secs.is_some() {
+            pairs.push(("clock", clock_line(t)));
+        }
     }
     fields(&pairs)
+}
+
+/// Whether the node's clock is synced, to what, and how far it is from the master's.
+fn clock_line(t: &Telemetry) -> String {
+    let mut parts = Vec::new();
+    match &t.clock {
+        Some(c) if c.synced => parts.push(format!(
+            "synced to {}, offset {}",
+            c.source.as_deref().unwrap_or("?"),
+            c.offset_secs
+                .map_or("?".to_owned(), |o| format!("{o:+.3}s"))
+        )),
+        Some(_) => parts.push("not synced".to_owned()),
+        None => {}
+    }
+    if let Some(skew) = t.clock_skew_secs {
+        let warn = if skew.abs() > cloudos_time::policy::DRIFT_WARNING.as_secs_f64() {
+            " (drifting: check its time servers)"
+        } else {
+            ""
+        };
+        parts.push(format!("{skew:+.3}s from the master's{warn}"));
+    }
+    parts.join("; ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudos_cluster::api::{Capacity, Telemetry};
+    use cloudos_cluster::api::Capacity;
     use cloudos_cluster::Role;
     use time::macros::datetime;
 
@@ -248,6 +275,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("last seen:        2s ago\n"), "{text}");
+        assert!(
+            !text.contains("clock:"),
+            "a node that says nothing of its clock: {text}"
+        );
+        let mut t = telemetry();
+        t.clock = Some(cloudos_cluster::api::ClockReport {
+            synced: true,
+            source: Some("10.0.0.2:123 (master)".into()),
+            offset_secs: Some(0.0021),
+        });
+        t.clock_skew_secs = Some(0.013);
+        let text = render_one(&node("n1", NodeState::Ready, Some(t.clone())), NOW);
+        assert!(
+            text.contains("clock:            synced to 10.0.0.2:123 (master), offset +0.002s; +0.013s from the master's\n"),
+            "{text}"
+        );
+        t.clock = None;
+        t.clock_skew_secs = Some(-12.5);
+        let text = render_one(&node("n1", NodeState::Ready, Some(t)), NOW);
+        assert!(
+            text.contains("-12.500s from the master's (drifting: check its time servers)"),
+            "{text}"
+        );
         let bare = render_one(&node("n2", NodeState::NotReady, None), NOW);
         assert!(
             !bare.contains("cpu:") && bare.contains("NotReady"),

@@ -17,7 +17,7 @@ use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ApiError;
 use crate::health;
-use crate::roster::Control;
+use crate::roster::{self, Control};
 use crate::state::MasterState;
 use crate::workloads;
 
@@ -176,7 +176,9 @@ async fn run(
                         let started = std::time::Instant::now();
                         let seq = beat.seq;
                         workloads::on_heartbeat_runs(state, name, &beat.runs);
-                        match state.roster.heartbeat(name, beat.telemetry, OffsetDateTime::now_utc()) {
+                        let now = OffsetDateTime::now_utc();
+                        let telemetry = roster::with_clock_skew(beat.telemetry, beat.sent_at, now);
+                        match state.roster.heartbeat(name, telemetry, now) {
                             Ok(transition) => health::log_transitions(transition.as_slice()),
                             Err(()) => return,
                         }
@@ -210,9 +212,11 @@ pub async fn heartbeat(
     NodeCaller(identity): NodeCaller,
     ApiJson(beat): ApiJson<Heartbeat>,
 ) -> Result<Json<MasterMessage>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let telemetry = roster::with_clock_skew(beat.telemetry, beat.sent_at, now);
     let transition = state
         .roster
-        .heartbeat(&identity.name, beat.telemetry, OffsetDateTime::now_utc())
+        .heartbeat(&identity.name, telemetry, now)
         .map_err(|()| ApiError::Forbidden(not_registered(&identity.name)))?;
     health::log_transitions(transition.as_slice());
     Ok(Json(MasterMessage::HeartbeatAck { seq: beat.seq }))

@@ -237,10 +237,21 @@ fn routes() -> Routes {
         Access::Public,
         get(openapi::document),
     )
+    .add("get", paths::TIME, Access::Public, get(clock))
     .add("get", METRICS, Access::Admin, get(admin::metrics))
     .add("get", INSTALL_SCRIPT, Access::Public, get(install::script))
     .add("get", INSTALL_CA, Access::Public, get(install::ca))
     .add("get", INSTALL_FILE, Access::Public, get(install::file))
+}
+
+/// `GET /v1/time`: this master's clock, for a joining node whose own is wrong. Public: a
+/// node that cannot check certificates at its own time has no certificate to show yet;
+/// what it reads here it trusts only because the connection was checked against its
+/// token's CA pin (`cloudos_cluster::client::master_time`).
+async fn clock() -> axum::Json<cloudos_cluster::api::TimeResponse> {
+    axum::Json(cloudos_cluster::api::TimeResponse {
+        now: time::OffsetDateTime::now_utc(),
+    })
 }
 
 /// Prometheus's conventional path, outside the versioned API.

@@ -99,6 +99,7 @@ fn run() -> anyhow::Result<()> {
     }
     let mut data = datastore::mount_data(loader.as_deref());
     log::info!("state is kept on {data}");
+    crate::clock::boot::at_boot();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -139,6 +140,7 @@ fn run() -> anyhow::Result<()> {
         // services are stopped. Boot again on its state.
         data = datastore::adopt_late(&device, loader.as_deref());
         log::info!("state is kept on {data}");
+        crate::clock::boot::at_boot();
     }
 }
 

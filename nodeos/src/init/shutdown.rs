@@ -48,6 +48,8 @@ pub async fn shutdown(kind: ShutdownKind, supervisor: &mut Supervisor, reaper: &
         reaper.reap_all();
     }
 
+    // For machines without a hardware clock: the next boot starts from here.
+    crate::clock::saved::save_now();
     log::info!("syncing and unmounting file systems");
     nix::unistd::sync();
     super::mounts::unmount_all();

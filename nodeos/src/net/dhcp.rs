@@ -27,6 +27,8 @@ pub struct LeasePlan {
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     pub dns: Vec<Ipv4Addr>,
     pub search: Vec<String>,
+    /// Time servers (option 42), for the clock service.
+    pub ntp: Vec<Ipv4Addr>,
     pub lease_secs: u32,
 }
 
@@ -57,6 +59,7 @@ impl LeasePlan {
             routes,
             dns: lease.dns_srvs.clone().unwrap_or_default(),
             search,
+            ntp: lease.ntp_srvs.clone().unwrap_or_default(),
             lease_secs: lease.lease_time_sec,
         }
     }
@@ -188,6 +191,9 @@ fn publish(state: &Mutex<NetState>, name: &str, plan: &LeasePlan) {
         if !plan.dns.is_empty() {
             s.dns = plan.dns.clone();
         }
+        if !plan.ntp.is_empty() {
+            s.ntp = plan.ntp.clone();
+        }
         s.publish();
     }
 }
@@ -211,6 +217,7 @@ mod tests {
         lease.subnet_mask = Ipv4Addr::new(255, 255, 255, 0);
         lease.gateways = Some(vec![Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 1)]);
         lease.dns_srvs = Some(vec![Ipv4Addr::new(10, 0, 2, 3)]);
+        lease.ntp_srvs = Some(vec![Ipv4Addr::new(10, 0, 2, 4)]);
         lease.lease_time_sec = 86400;
         lease
     }
@@ -226,6 +233,7 @@ mod tests {
         );
         assert_eq!(plan.default_gateway(), Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(plan.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
+        assert_eq!(plan.ntp, [Ipv4Addr::new(10, 0, 2, 4)], "option 42");
     }
 
     #[test]

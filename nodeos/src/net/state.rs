@@ -12,6 +12,9 @@ pub struct NetState {
     pub links: Vec<LinkState>,
     pub default_gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// Time servers from the DHCP lease (option 42), for the clock service.
+    #[serde(default)]
+    pub ntp: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -79,6 +79,8 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
         after_join: None,
+        set_clock: None,
+        clock_report: None,
     }
 }
 
@@ -100,6 +102,8 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
         after_join: None,
+        set_clock: None,
+        clock_report: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,6 +121,11 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
     // settings.rs only keeps a token that parses.
     config.token = parse_token(settings.token.as_ref().map(|t| t.expose()))?;
+    // The OS owns the clock: a wrong one is set from the master at first contact.
+    config.set_clock = Some(crate::clock::first_contact::hook());
+    config.clock_report = Some(Arc::new(|| {
+        crate::clock::state::ClockState::read().map(|s| s.report())
+    }));
     config.after_join = Some(Arc::new(|| {
         crate::settings::forget_token_in(std::path::Path::new(crate::settings::CONFIG_FILE))
     }));

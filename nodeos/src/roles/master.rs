@@ -148,8 +148,11 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `master` service under PID 1 (`cloudos.role=master`).
+/// The `master` service under PID 1 (`cloudos.role=master`). The appliance master also
+/// serves time (docs/design.md decision 19); a host master leaves that to the host's own
+/// time service, which holds port 123 there.
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
+    serve_time();
     let config = config_from_settings(settings);
     cloudos_master::serve(
         config,
@@ -157,6 +160,30 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         crate::supervisor::ready::report,
     )?;
     Ok(())
+}
+
+/// The SNTP server on UDP 123 (IPv6 and IPv4 on one socket where the kernel has IPv6), on
+/// a thread of its own. A failure is logged: nodes then keep the time of their other
+/// servers, and say they drift when the master's clock is off.
+fn serve_time() {
+    let socket =
+        std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, cloudos_time::NTP_PORT))
+            .or_else(|_| {
+                std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, cloudos_time::NTP_PORT))
+            });
+    match socket {
+        Ok(socket) => {
+            log::info!("serving time (SNTP) on UDP port {}", cloudos_time::NTP_PORT);
+            std::thread::spawn(move || {
+                let e = cloudos_time::server::serve(socket);
+                log::error!("the time server stopped: {e}");
+            });
+        }
+        Err(e) => log::warn!(
+            "cannot serve time on UDP port {}: {e}; nodes keep the time of their other servers",
+            cloudos_time::NTP_PORT
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ pub fn specs(role: NodeRole) -> Vec<ServiceSpec> {
             name: "console",
             depends_on: &[],
         },
+        ServiceSpec {
+            name: "clock",
+            depends_on: &[],
+        },
     ];
     match role {
         NodeRole::Master => specs.push(ServiceSpec {
@@ -66,6 +70,7 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         "devices" => devices::run(),
         "power" => power::run(),
         "console" => console::run(),
+        "clock" => crate::clock::service::run(&settings),
         "master" => crate::roles::master::run_service(&settings),
         "agent" => crate::roles::agent::run_service(&settings),
         "net" => {
