@@ -26,6 +26,9 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     pub network: Option<NetState>,
     pub warnings: Vec<String>,
+    /// The hardware watchdog PID 1 keeps (none on a host).
+    #[serde(default)]
+    pub watchdog: Option<crate::watchdog::WatchdogStatus>,
 }
 
 impl StatusReport {
@@ -50,6 +53,7 @@ impl StatusReport {
             services,
             network: NetState::read(),
             warnings,
+            watchdog: crate::watchdog::status(),
         }
     }
 
@@ -67,6 +71,9 @@ impl StatusReport {
             if self.ready { "READY" } else { "NOT READY" },
             self.data
         ));
+        if let Some(watchdog) = &self.watchdog {
+            out.push_str(&format!("{}\n", watchdog.line()));
+        }
         out.push_str("\nSERVICE    STATE     PID     RESTARTS  LAST EXIT\n");
         for s in &self.services {
             out.push_str(&format!(
