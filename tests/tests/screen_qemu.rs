@@ -133,13 +133,14 @@ fn the_wizard_owns_a_clean_screen_that_log_lines_do_not_reach() {
     );
     assert_clean(&seen, "the first question");
 
-    // 3. Compute node, the offered host name, DHCP: the network check, in ASCII.
+    // 3. Compute node, a host name typed on the keyboard, DHCP: the network check, in ASCII.
     std::thread::sleep(Duration::from_secs(1));
     screen::press(&vm, "down").expect("typing");
     std::thread::sleep(Duration::from_millis(300));
     screen::press(&vm, "ret").expect("typing");
     wait_for_screen(&vm, "Host name of this node", step());
     std::thread::sleep(Duration::from_secs(1));
+    screen::type_text(&vm, "screen-1").expect("typing");
     screen::press(&vm, "ret").expect("typing");
     wait_for_screen(&vm, "Network", step());
     std::thread::sleep(Duration::from_secs(1));
