@@ -111,7 +111,7 @@ fn open(setting: Watchdog) -> (Option<Device>, WatchdogStatus) {
     let device = match Device::open(&path) {
         Ok(device) => device,
         Err(e) => {
-            log::warn!("watchdog: {e}");
+            log::warn!("{e}");
             return (None, WatchdogStatus::not_armed(name, "cannot open it"));
         }
     };
@@ -119,9 +119,12 @@ fn open(setting: Watchdog) -> (Option<Device>, WatchdogStatus) {
         Ok(timeout) => timeout,
         // Open and so running, with a timeout we do not know: stop it rather than guess.
         Err(e) => {
-            log::warn!("watchdog: {e}; stopping it");
+            log::warn!("{e}; stopping it");
             if let Err((_, e)) = device.stop() {
-                log::error!("watchdog: cannot stop it either ({e}); the machine will reset");
+                log::error!(
+                    "cannot stop {} either ({e}); the machine will reset",
+                    path.display()
+                );
             }
             return (
                 None,
@@ -164,7 +167,7 @@ pub async fn feed(interval: Duration) {
             // Said once per run of failures: the log must not fill up every few seconds.
             Err(e) if !failing => {
                 failing = true;
-                log::error!("watchdog: cannot feed {}: {e}", device.path().display());
+                log::error!("cannot feed {}: {e}", device.path().display());
             }
             Err(_) => {}
         }
@@ -183,11 +186,11 @@ pub fn disarm() {
         Ok(()) => {
             state.status.armed = false;
             state.status.note = Some("stopped for the shutdown".into());
-            log::info!("watchdog: stopped for the shutdown");
+            log::info!("stopped for the shutdown");
         }
         Err((device, e)) => {
             log::warn!(
-                "watchdog: {} cannot be stopped ({e}); feeding it until the end",
+                "{} cannot be stopped ({e}); feeding it until the end",
                 device.path().display()
             );
             state.device = Some(device);
