@@ -176,3 +176,35 @@ fn the_wizard_owns_a_clean_screen_that_log_lines_do_not_reach() {
     assert_no_kernel_panic(&vm);
     eprintln!("whole test {:.1}s", started.elapsed().as_secs_f64());
 }
+
+/// The other side of the same reading: a normal boot (GRUB's default entry) keeps its log
+/// on the screen, scrolled to its last line ("nodeos ready"), in plain ASCII. Without the
+/// wizard nothing hides the log, and the reader finds it where the console scrolled it.
+#[test]
+fn a_normal_boot_shows_its_log_on_the_screen() {
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let vm = VmBuilder::new(Arch::X86_64)
+        .name("screen-log")
+        .boot(BootSource::Cdrom(iso))
+        .firmware(Firmware::Bios)
+        .extra_args(["-vga", "std"])
+        .spawn()
+        .expect("starting QEMU");
+    vm.serial()
+        .wait_for("nodeos ready in", boot_timeout())
+        .expect("nodeos did not report ready");
+    let seen = wait_for_screen(&vm, "nodeos ready in", step());
+    let logs = seen.rows().iter().filter(|r| is_log_line(r)).count();
+    assert!(
+        logs >= 10,
+        "the boot log is not on the screen ({logs} log lines):\n{}",
+        seen.text()
+    );
+    assert!(
+        seen.unprintable().is_empty(),
+        "glyphs outside printable ASCII at {:?}:\n{}",
+        seen.unprintable(),
+        seen.text()
+    );
+    assert_no_kernel_panic(&vm);
+}
