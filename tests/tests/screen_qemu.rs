@@ -47,6 +47,11 @@ fn assert_clean(seen: &Screen, when: &str) {
         "{when}: log lines on the screen: {logs:#?}\n{}",
         seen.text()
     );
+    assert_printable(seen, when);
+}
+
+/// Every cell a character the console font has, in printable ASCII.
+fn assert_printable(seen: &Screen, when: &str) {
     assert!(
         seen.unprintable().is_empty(),
         "{when}: glyphs outside printable ASCII at (row, column, code) {:?}\n{}",
@@ -200,11 +205,6 @@ fn a_normal_boot_shows_its_log_on_the_screen() {
         "the boot log is not on the screen ({logs} log lines):\n{}",
         seen.text()
     );
-    assert!(
-        seen.unprintable().is_empty(),
-        "glyphs outside printable ASCII at {:?}:\n{}",
-        seen.unprintable(),
-        seen.text()
-    );
+    assert_printable(&seen, "a normal boot");
     assert_no_kernel_panic(&vm);
 }
