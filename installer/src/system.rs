@@ -70,7 +70,7 @@ impl fmt::Display for MasterInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} at {}, cluster {}, CA pin {}…",
+            "{} at {}, cluster {}, CA pin {}...",
             self.name,
             self.endpoint(),
             self.cluster,

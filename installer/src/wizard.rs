@@ -242,7 +242,7 @@ fn ask_network(p: &mut dyn Prompts, system: &dyn System) -> Result<NetworkAnswer
                 )?,
             }
         };
-        p.say("Checking the network…")?;
+        p.say("Checking the network...")?;
         match system.check_network(&network) {
             Ok(()) => return Ok(network),
             Err(why) => p.warn(&format!("the network does not work: {why}; choose again"))?,
@@ -294,7 +294,7 @@ fn ask_join(p: &mut dyn Prompts, system: &dyn System) -> Result<Option<RoleAnswe
                 None,
                 check_token,
             )?;
-            p.say("Checking the token with the master…")?;
+            p.say("Checking the token with the master...")?;
             match check_join(system, &master, &token) {
                 Ok(endpoint) => {
                     return Ok(Some(RoleAnswers::Compute {
@@ -319,7 +319,7 @@ fn ask_master(
     system: &dyn System,
 ) -> Result<Option<MasterChoice>, WizardError> {
     loop {
-        p.say("Looking for masters on the network…")?;
+        p.say("Looking for masters on the network...")?;
         let masters = match system.discover_masters() {
             Ok(masters) => masters,
             Err(why) => {
@@ -417,7 +417,7 @@ pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
         .iter()
         .map(|m| {
             format!(
-                "{}  {}  cluster {}  CA pin {}…",
+                "{}  {}  cluster {}  CA pin {}...",
                 m.name,
                 m.endpoint(),
                 m.cluster,
@@ -487,7 +487,7 @@ fn first_start_note(answers: &Answers) -> &'static str {
     match &answers.role {
         RoleAnswers::Master { .. } => {
             "At its first start the master creates the cluster and shows its CA pin and a\n\
-             one-use admin token on this console (`cloudos login --token …`).\n"
+             one-use admin token on this console (`cloudos login --token ...`).\n"
         }
         RoleAnswers::Compute { .. } => "",
     }
@@ -682,6 +682,9 @@ mod tests {
             let Pick(text) = self.next(prompt) else {
                 panic!("{prompt:?} is a menu: {items:?}")
             };
+            for shown in items.iter().map(String::as_str).chain([prompt]) {
+                assert_the_console_font_has(shown);
+            }
             let i = items
                 .iter()
                 .position(|item| item.contains(text))
@@ -696,6 +699,8 @@ mod tests {
             default: Option<&str>,
             check: &dyn Fn(&str) -> Result<(), String>,
         ) -> Result<String, WizardError> {
+            assert_the_console_font_has(prompt);
+            assert_the_console_font_has(default.unwrap_or_default());
             // As dialoguer does: a refused line shows the reason and the question stays.
             loop {
                 let Type(text) = self.next(prompt) else {
@@ -707,12 +712,16 @@ mod tests {
                 };
                 match check(&value) {
                     Ok(()) => return Ok(value),
-                    Err(why) => self.shown.push(format!("! {why}")),
+                    Err(why) => {
+                        assert_the_console_font_has(&why);
+                        self.shown.push(format!("! {why}"))
+                    }
                 }
             }
         }
 
         fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError> {
+            assert_the_console_font_has(prompt);
             self.shown.push(format!("? {prompt}"));
             match self.next(prompt) {
                 Yes => Ok(true),
@@ -722,14 +731,61 @@ mod tests {
         }
 
         fn say(&mut self, text: &str) -> Result<(), WizardError> {
+            assert_the_console_font_has(text);
             self.shown.push(text.to_owned());
             Ok(())
         }
 
         fn warn(&mut self, text: &str) -> Result<(), WizardError> {
+            assert_the_console_font_has(text);
             self.shown.push(format!("! {text}"));
             Ok(())
         }
+    }
+
+    /// The Linux console's default font (VGA, code page 437) draws printable ASCII for
+    /// sure; a character it lacks is drawn as `?` (an ellipsis, a check mark, a pointer).
+    /// Every scripted run checks every text the wizard shows with this.
+    fn assert_the_console_font_has(text: &str) {
+        let missing: Vec<char> = text
+            .chars()
+            .filter(|c| !(c.is_ascii_graphic() || *c == ' ' || *c == '\n'))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the console font lacks {missing:?} in {text:?}"
+        );
+    }
+
+    /// The theme's marks, with its colours taken out, are in the console font too.
+    #[test]
+    fn the_theme_draws_only_what_the_console_font_has() {
+        use dialoguer::theme::Theme;
+        let theme = console_theme();
+        let mut drawn = String::new();
+        for active in [true, false] {
+            theme
+                .format_select_prompt_item(&mut drawn, "item", active)
+                .unwrap();
+        }
+        theme.format_select_prompt(&mut drawn, "pick").unwrap();
+        theme
+            .format_select_prompt_selection(&mut drawn, "pick", "item")
+            .unwrap();
+        theme
+            .format_input_prompt(&mut drawn, "name", Some("default"))
+            .unwrap();
+        theme
+            .format_input_prompt_selection(&mut drawn, "name", "value")
+            .unwrap();
+        theme
+            .format_confirm_prompt(&mut drawn, "sure", Some(false))
+            .unwrap();
+        theme
+            .format_confirm_prompt_selection(&mut drawn, "sure", Some(true))
+            .unwrap();
+        theme.format_error(&mut drawn, "refused").unwrap();
+        assert_the_console_font_has(&console::strip_ansi_codes(&drawn));
     }
 
     fn shows(shown: &[String], text: &str) -> bool {
@@ -1079,7 +1135,7 @@ mod tests {
         assert_eq!(
             masters,
             [
-                "m1  10.0.0.1:9443  cluster m1-cluster  CA pin 5a5a5a5a5a5a5a5a…",
+                "m1  10.0.0.1:9443  cluster m1-cluster  CA pin 5a5a5a5a5a5a5a5a...",
                 TYPE_ADDRESS_ITEM,
                 LOOK_AGAIN_ITEM,
                 CANCEL_ITEM

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -20,13 +21,22 @@ const RING_LINES: usize = 2000;
 
 static RING: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 static LOGGER: OnceLock<NodeLogger> = OnceLock::new();
+/// While set, lines are not written to the screen's consoles (the wizard has the screen;
+/// see `crate::screen`); the serial lines, the kernel log and the ring still get them.
+static OFF_SCREEN: AtomicBool = AtomicBool::new(false);
+
+/// A console we write to, and whether it is the screen.
+struct Console {
+    file: File,
+    screen: bool,
+}
 
 enum Sink {
     /// Human-readable lines to the consoles and the kernel log. The kernel
     /// itself prints kernel-log records below its console level to every
     /// console, so those lines are not written to the consoles a second time.
     Consoles {
-        consoles: Vec<File>,
+        consoles: Vec<Console>,
         kmsg: Option<File>,
         kernel_echoes_below: u8,
     },
@@ -93,6 +103,18 @@ pub fn reopen_consoles() {
     }
 }
 
+/// Keeps lines off the screen (or puts them back on it): see `crate::screen`.
+pub fn keep_off_screen(off: bool) {
+    OFF_SCREEN.store(off, Ordering::Relaxed);
+}
+
+/// The installer's wizard on the screen: its log lines go to the serial consoles and
+/// the kernel log, as PID 1's do, and never over the dialog.
+pub fn init_off_screen(debug: bool) {
+    keep_off_screen(true);
+    install(console_sink(), debug);
+}
+
 /// A service process: records go to PID 1 through stderr.
 pub fn init_for_service(debug: bool) {
     install(Sink::ToSupervisor, debug);
@@ -137,21 +159,34 @@ fn install(sink: Sink, debug: bool) {
 
 /// `/sys/class/tty/console/active` names the consoles of `console=` (for
 /// example `tty0 ttyS0`); /dev/console alone reaches only the last of them.
-fn open_consoles() -> Vec<File> {
+fn open_consoles() -> Vec<Console> {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
-    let mut files: Vec<File> = active
+    let mut consoles: Vec<Console> = active
         .split_whitespace()
         .filter_map(|name| {
-            File::options()
+            let file = File::options()
                 .write(true)
                 .open(format!("/dev/{name}"))
-                .ok()
+                .ok()?;
+            Some(Console {
+                file,
+                screen: crate::screen::is_screen(name),
+            })
         })
         .collect();
-    if files.is_empty() {
-        files.extend(File::options().write(true).open("/dev/console").ok());
+    if consoles.is_empty() {
+        consoles.extend(
+            File::options()
+                .write(true)
+                .open("/dev/console")
+                .ok()
+                .map(|file| Console {
+                    file,
+                    screen: false,
+                }),
+        );
     }
-    files
+    consoles
 }
 
 impl Log for NodeLogger {
@@ -251,7 +286,7 @@ fn kernel_priority(level: Level) -> u8 {
     }
 }
 
-fn emit(consoles: &mut [File], kmsg: Option<&mut File>, kernel_echoes_below: u8, line: &Line) {
+fn emit(consoles: &mut [Console], kmsg: Option<&mut File>, kernel_echoes_below: u8, line: &Line) {
     let Line {
         level,
         target,
@@ -261,9 +296,10 @@ fn emit(consoles: &mut [File], kmsg: Option<&mut File>, kernel_echoes_below: u8,
     let priority = kernel_priority(level);
     let kernel_prints_it = kmsg.is_some() && priority < kernel_echoes_below;
     if !kernel_prints_it {
-        for console in consoles.iter_mut() {
+        let off_screen = OFF_SCREEN.load(Ordering::Relaxed);
+        for console in consoles.iter_mut().filter(|c| !(c.screen && off_screen)) {
             // Serial lines want CR LF; a write error (console gone) is not ours to fix.
-            let _ = console.write_all(format!("{text}\r\n").as_bytes());
+            let _ = console.file.write_all(format!("{text}\r\n").as_bytes());
         }
     }
     if let Some(kmsg) = kmsg {

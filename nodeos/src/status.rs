@@ -34,6 +34,9 @@ pub struct StatusReport {
     #[serde(default)]
     pub clock: Option<ClockState>,
     pub warnings: Vec<String>,
+    /// The hardware watchdog PID 1 keeps (none on a host).
+    #[serde(default)]
+    pub watchdog: Option<crate::watchdog::WatchdogStatus>,
 }
 
 impl StatusReport {
@@ -62,6 +65,7 @@ impl StatusReport {
             hardware: Inventory::read(),
             clock,
             warnings,
+            watchdog: crate::watchdog::status(),
         }
     }
 
@@ -79,6 +83,9 @@ impl StatusReport {
             if self.ready { "READY" } else { "NOT READY" },
             self.data
         ));
+        if let Some(watchdog) = &self.watchdog {
+            out.push_str(&format!("{}\n", watchdog.line()));
+        }
         out.push_str("\nSERVICE    STATE     PID     RESTARTS  LAST EXIT\n");
         for s in &self.services {
             out.push_str(&format!(

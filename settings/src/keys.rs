@@ -265,9 +265,21 @@ pub static KEYS: &[Key] = &[
         get: |s| joined(&s.ntp),
     },
     Key {
+        name: "watchdog",
+        kind: Kind::One,
+        help: "`off`, or seconds without PID 1 feeding it before the hardware watchdog resets \
+               the machine (where it has one)",
+        default: "`60`",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.watchdog, values::parse_watchdog(v)),
+        get: |s| vec![s.watchdog.to_string()],
+    },
+    Key {
         name: "fault",
         kind: Kind::Repeated,
-        help: "`crash:SERVICE:N` — the service crashes on its first N starts (for testing \
+        help: "`crash:SERVICE:N` — the service crashes on its first N starts; `hang:pid1:N` — \
+               PID 1 hangs N s after ready and stops feeding the watchdog (for testing \
                recovery)",
         default: "",
         listed: true,

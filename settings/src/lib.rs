@@ -41,6 +41,7 @@ pub mod write;
 pub use keys::{Key, Kind, KEYS};
 pub use load::{without_token, Source, Warning, PREFIX};
 pub use model::{
-    CrashFault, Ipv4Cidr, NetMode, NetSettings, NodeRole, Secret, Settings, Slot, CONFIG_FILE,
+    CrashFault, Fault, Ipv4Cidr, NetMode, NetSettings, NodeRole, Secret, Settings, Slot, Watchdog,
+    CONFIG_FILE,
 };
 pub use values::parse_tls_sans;

@@ -365,14 +365,15 @@ mod tests {
             ("cloudos.insecure_registries=reg", "cloudos.insecure_registries: \"reg\" is not a registry host:port"),
             ("cloudos.tls_san=a_b", "cloudos.tls_san: \"a_b\" is neither an IP address nor a DNS name"),
             ("cloudos.ntp=a_b", "cloudos.ntp: \"a_b\" is not a time server (host or host:port)"),
-            ("cloudos.fault=crash:x:y", "cloudos.fault: \"y\" is not a count; use crash:SERVICE:TIMES, as in crash:power:3"),
+            ("cloudos.watchdog=0", "cloudos.watchdog: \"0\" is not a watchdog timeout; use off or seconds from 1 to 3600, as in 60"),
+            ("cloudos.fault=crash:x:y", "cloudos.fault: \"y\" is not a count; use crash:SERVICE:TIMES, as in crash:power:3, or hang:pid1:SECONDS"),
             ("cloudos.slot=c", "cloudos.slot: \"c\" is not a slot (a or b)"),
             ("cloudos.install=", "cloudos.install: needs a value, as in key=value"),
             (
                 "cloudos.typo=1",
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
                  dns, debug, token, master, cluster, labels, insecure_registries, tls_san, ntp, \
-                 fault, slot, install)",
+                 watchdog, fault, slot, install)",
             ),
         ];
         for (line, want) in cases {

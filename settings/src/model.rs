@@ -81,6 +81,58 @@ impl fmt::Display for CrashFault {
     }
 }
 
+/// A failure injected on purpose (`cloudos.fault`), for tests of what recovers from it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Fault {
+    /// A service crashes on its first starts (the supervisor restarts it).
+    Crash(CrashFault),
+    /// PID 1's main loop hangs this many seconds after the node is ready, and stops
+    /// feeding the hardware watchdog, which must then reset the machine.
+    HangPid1 { after_secs: u32 },
+}
+
+impl fmt::Display for Fault {
+    /// The value of `cloudos.fault` that injects this fault.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Crash(crash) => crash.fmt(f),
+            Fault::HangPid1 { after_secs } => write!(f, "hang:pid1:{after_secs}"),
+        }
+    }
+}
+
+/// The hardware watchdog's timeout (`cloudos.watchdog`): PID 1 arms the machine's watchdog
+/// device with it and feeds it, so a hung PID 1 resets the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Watchdog {
+    /// Not armed, even where the machine has one.
+    Off,
+    /// Reset the machine when PID 1 has not fed the watchdog for this long.
+    Seconds(u32),
+}
+
+impl Watchdog {
+    /// A minute: long enough that a busy or slowly emulated machine is never reset for
+    /// being slow, short enough that a hung node is back within a couple of minutes.
+    pub const DEFAULT_SECS: u32 = 60;
+}
+
+impl Default for Watchdog {
+    fn default() -> Watchdog {
+        Watchdog::Seconds(Watchdog::DEFAULT_SECS)
+    }
+}
+
+impl fmt::Display for Watchdog {
+    /// The value of `cloudos.watchdog` that sets this.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Watchdog::Off => f.write_str("off"),
+            Watchdog::Seconds(secs) => write!(f, "{secs}"),
+        }
+    }
+}
+
 /// A value that must never reach a log, a console or a status report: the
 /// join token. Debug and Serialize print a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -117,7 +169,9 @@ pub struct Settings {
     pub hostname: Option<String>,
     pub net: NetSettings,
     pub debug: bool,
-    pub faults: Vec<CrashFault>,
+    pub faults: Vec<Fault>,
+    /// The hardware watchdog's timeout (`cloudos.watchdog`).
+    pub watchdog: Watchdog,
     /// The join token (`cloudos.token`): needed by a compute node's first join only.
     pub token: Option<Secret>,
     /// `host:port` of the master (`cloudos.master`); mDNS finds it otherwise.
@@ -150,9 +204,19 @@ impl Settings {
     pub fn injected_crashes(&self, service: &str) -> u32 {
         self.faults
             .iter()
-            .filter(|f| f.service == service)
-            .map(|f| f.times)
+            .filter_map(|f| match f {
+                Fault::Crash(crash) if crash.service == service => Some(crash.times),
+                _ => None,
+            })
             .sum()
+    }
+
+    /// After how many seconds of being ready PID 1 is to hang on purpose, if at all.
+    pub fn pid1_hang_after(&self) -> Option<u32> {
+        self.faults.iter().find_map(|f| match f {
+            Fault::HangPid1 { after_secs } => Some(*after_secs),
+            Fault::Crash(_) => None,
+        })
     }
 }
 

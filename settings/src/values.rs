@@ -167,21 +167,41 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-/// `crash:SERVICE:TIMES`.
-pub fn parse_fault(value: &str) -> Result<crate::CrashFault, String> {
-    let usage = "use crash:SERVICE:TIMES, as in crash:power:3";
+/// `crash:SERVICE:TIMES` or `hang:pid1:SECONDS`.
+pub fn parse_fault(value: &str) -> Result<crate::Fault, String> {
+    let usage = "use crash:SERVICE:TIMES, as in crash:power:3, or hang:pid1:SECONDS";
     let mut parts = value.split(':');
+    let number = |n: &str| {
+        n.parse()
+            .map_err(|_| format!("{n:?} is not a count; {usage}"))
+    };
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("crash"), Some(service), Some(times), None) if !service.is_empty() => {
-            let times = times
-                .parse()
-                .map_err(|_| format!("{times:?} is not a count; {usage}"))?;
-            Ok(crate::CrashFault {
+            Ok(crate::Fault::Crash(crate::CrashFault {
                 service: service.to_string(),
-                times,
-            })
+                times: number(times)?,
+            }))
         }
+        (Some("hang"), Some("pid1"), Some(secs), None) => Ok(crate::Fault::HangPid1 {
+            after_secs: number(secs)?,
+        }),
         _ => Err(format!("{value:?} is not a fault; {usage}")),
+    }
+}
+
+/// The longest watchdog timeout taken: an hour. Hardware allows less (the Pi's 15 s,
+/// i6300ESB's 2046 s); PID 1 uses what the device accepts and says so.
+pub const MAX_WATCHDOG_SECS: u32 = 3600;
+
+/// `off`, or a timeout in whole seconds (1 to [`MAX_WATCHDOG_SECS`]).
+pub fn parse_watchdog(value: &str) -> Result<crate::Watchdog, String> {
+    let usage = format!("use off or seconds from 1 to {MAX_WATCHDOG_SECS}, as in 60");
+    match value {
+        "off" => Ok(crate::Watchdog::Off),
+        secs => match secs.parse::<u32>() {
+            Ok(n) if (1..=MAX_WATCHDOG_SECS).contains(&n) => Ok(crate::Watchdog::Seconds(n)),
+            _ => Err(format!("{secs:?} is not a watchdog timeout; {usage}")),
+        },
     }
 }
 
@@ -303,6 +323,26 @@ mod tests {
             "crash:power:3"
         );
         assert!(parse_fault("crash::3").unwrap_err().contains("not a fault"));
+        assert_eq!(
+            parse_fault("hang:pid1:20"),
+            Ok(crate::Fault::HangPid1 { after_secs: 20 })
+        );
+        assert!(parse_fault("hang:net:20")
+            .unwrap_err()
+            .contains("not a fault"));
+        assert!(parse_fault("hang:pid1:soon")
+            .unwrap_err()
+            .contains("not a count"));
+        assert_eq!(parse_watchdog("off"), Ok(crate::Watchdog::Off));
+        assert_eq!(parse_watchdog("30"), Ok(crate::Watchdog::Seconds(30)));
+        for bad in ["0", "3601", "-1", "1m", "", "on"] {
+            assert!(
+                parse_watchdog(bad)
+                    .unwrap_err()
+                    .contains("not a watchdog timeout"),
+                "{bad}"
+            );
+        }
         assert!(parse_ipv4_list("1.1.1.1,")
             .unwrap_err()
             .contains("comma-separated"));

@@ -74,7 +74,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::model::{CrashFault, NetMode, NetSettings, NodeRole, Secret, Slot};
+    use crate::model::{CrashFault, Fault, NetMode, NetSettings, NodeRole, Secret, Slot, Watchdog};
 
     fn a_token() -> String {
         let pin = cloudos_cluster::CaPin::from_hex(&"ab".repeat(32)).unwrap();
@@ -95,15 +95,17 @@ mod tests {
             },
             debug: true,
             faults: vec![
-                CrashFault {
+                Fault::Crash(CrashFault {
                     service: "power".into(),
                     times: 3,
-                },
-                CrashFault {
+                }),
+                Fault::Crash(CrashFault {
                     service: "net".into(),
                     times: 1,
-                },
+                }),
+                Fault::HangPid1 { after_secs: 20 },
             ],
+            watchdog: Watchdog::Seconds(20),
             token: Some(Secret::new(a_token())),
             master: Some("10.0.0.1:9443".into()),
             cluster: Some("lab".into()),

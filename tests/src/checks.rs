@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn a_menu_is_read_from_its_first_drawing() {
         let drawn = "? Which master should this node join? >\n\
-                     > cloudos lab m1  10.77.0.2:9443  cluster lab  CA pin 0123…\n\
+                     > cloudos lab m1  10.77.0.2:9443  cluster lab  CA pin 0123...\n\
                      [    9.100] INFO  devices: loaded cdrom for a device found at boot\n\
                      \x20 Type the master's address\n\
                      \x20 Look again\n\
@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(
             items,
             [
-                "cloudos lab m1  10.77.0.2:9443  cluster lab  CA pin 0123…",
+                "cloudos lab m1  10.77.0.2:9443  cluster lab  CA pin 0123...",
                 "Type the master's address",
                 "Look again"
             ]

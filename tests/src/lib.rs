@@ -14,6 +14,7 @@
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`artifacts`]: finds the built artifacts (images, binaries) under `out/`.
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
+//! - [`screen`]: the VGA text screen read through the monitor, and keys typed with `sendkey`.
 //! - [`checks`]: the install tests' keys, menus, blank and config disks, panic checks.
 //! - [`guest`]: a booted guest watched from outside: console lines in order, its lease, pings, power-off.
 //! - [`process`]: host processes a test starts (tied to it, output in files, stopped on drop).
@@ -38,6 +39,7 @@ pub mod process;
 pub mod qemu;
 pub mod registry;
 pub mod rpi;
+pub mod screen;
 mod spawner;
 pub mod timeouts;
 

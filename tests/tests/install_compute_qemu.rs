@@ -152,7 +152,7 @@ fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
         NetworkAnswer::Dhcp => {
             choose(vm, "Network", "DHCP");
             vm.serial()
-                .wait_for("Checking the network…", step())
+                .wait_for("Checking the network...", step())
                 .expect("the wizard did not check the network");
         }
         NetworkAnswer::Static(tries) => {
@@ -170,7 +170,7 @@ fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
                 );
                 answer(vm, "DNS servers", b"\r");
                 vm.serial()
-                    .wait_for("Checking the network…", step())
+                    .wait_for("Checking the network...", step())
                     .expect("the wizard did not check the network");
                 vm.serial()
                     .wait_for(
@@ -206,7 +206,7 @@ fn up_to_the_master_list(vm: &Vm, hostname: &str, network: NetworkAnswer) {
 fn pick_master_from_mdns(vm: &Vm, addr: &str) -> String {
     for _ in 0..3 {
         vm.serial()
-            .wait_for("Looking for masters on the network…", step())
+            .wait_for("Looking for masters on the network...", step())
             .expect("the wizard did not look for masters");
         let (picked, items) = choose_any(
             vm,
@@ -256,7 +256,7 @@ fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() 
     );
     answer(&vm, "Join token", format!("{token}\r").as_bytes());
     vm.serial()
-        .wait_for("Checking the token with the master…", step())
+        .wait_for("Checking the token with the master...", step())
         .expect("the wizard did not check the token");
     vm.serial()
         .wait_for(

@@ -67,15 +67,18 @@ pub fn takes_console(install: Option<&str>, configured: bool) -> bool {
     )
 }
 
-/// Makes the maintenance console wait for the wizard (see [`CONSOLE_HELD`]).
+/// Makes the maintenance console wait for the wizard (see [`CONSOLE_HELD`]) and keeps log
+/// lines off the screen until it ends (see `crate::screen`).
 pub fn hold_console() {
     if let Err(e) = cloudos_cluster::files::write_atomic(CONSOLE_HELD, b"installer\n") {
         log::warn!("cannot hold the console for the installer: {e}");
     }
+    crate::screen::hold();
 }
 
-/// Gives the console back to the maintenance console.
+/// Gives the console back to the maintenance console, and the screen to the log.
 pub fn release_console() {
+    crate::screen::release();
     match std::fs::remove_file(CONSOLE_HELD) {
         Ok(()) => log::info!("install: the console is the maintenance console again"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -20,7 +20,11 @@ pub fn take_wizard_terminal() -> anyhow::Result<String> {
     let ttys = crate::services::console::console_ttys();
     let chosen = match ttys.as_slice() {
         // PID 1 already gave us /dev/console: that one terminal.
-        [] | [_] => return Ok(ttys.first().cloned().unwrap_or_else(|| "console".into())),
+        [] | [_] => {
+            let only = ttys.first().cloned().unwrap_or_else(|| "console".into());
+            take_screen_if_it_is(&only, &mut std::io::stderr());
+            return Ok(only);
+        }
         several => first_to_press_enter(several)?,
     };
     let path = Path::new("/dev").join(&chosen);
@@ -37,7 +41,17 @@ pub fn take_wizard_terminal() -> anyhow::Result<String> {
         dup(&tty)
             .with_context(|| format!("cannot make {} the wizard's terminal", path.display()))?;
     }
+    take_screen_if_it_is(&chosen, &mut std::io::stderr());
     Ok(chosen)
+}
+
+/// The wizard on the screen starts on a cleared one, and its own log lines go to the
+/// serial line and the kernel log instead (see `crate::screen`).
+fn take_screen_if_it_is(tty: &str, out: &mut impl Write) {
+    if crate::screen::is_screen(tty) {
+        crate::logging::init_off_screen(false);
+        crate::screen::clear_if_screen(tty, out);
+    }
 }
 
 /// Asks on each terminal and waits for the first Enter. The other terminals' readers stay
@@ -53,6 +67,8 @@ fn first_to_press_enter(ttys: &[String]) -> anyhow::Result<String> {
             log::warn!("console {} cannot be opened", path.display());
             continue;
         };
+        // On the screen, the question alone on it (log lines are kept off meanwhile).
+        crate::screen::clear_if_screen(name, &mut output);
         let _ = writeln!(output, "\n{PRESS_ENTER}");
         let tx = tx.clone();
         let name = name.clone();

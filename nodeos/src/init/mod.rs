@@ -44,6 +44,7 @@ pub fn main() -> ! {
 /// stays inspectable instead of panicking the kernel.
 fn stay_up(reason: &str) -> ! {
     log::error!("nodeos cannot continue: {reason}. The system stays up for diagnosis; power it off to leave.");
+    crate::watchdog::note_stopping();
     let reaper = Reaper::default();
     loop {
         reaper.reap_all();
@@ -106,6 +107,12 @@ fn run() -> anyhow::Result<()> {
         .build()?;
     let reaper = Reaper::default();
     runtime.spawn(reaper.clone().run());
+    // The drivers are loaded; fed from this runtime, so a stuck PID 1 resets the machine.
+    let config = std::fs::read_to_string(CONFIG_FILE).ok();
+    let watchdog = Settings::load(config.as_deref(), &cmdline).0.watchdog;
+    if let Some(every) = crate::watchdog::arm(watchdog) {
+        runtime.spawn(crate::watchdog::feed(every));
+    }
     // One late look per boot: a partition found late that does not mount
     // must not restart the services again and again.
     let mut looked_late = false;
@@ -243,6 +250,7 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
     let all_ready = supervisor.all_ready(READY_TIMEOUT);
     let role = settings.role;
     let slot = settings.slot;
+    let hang = settings.pid1_hang_after();
     let install = (settings.install.clone(), reaper.clone());
     let (late_tx, late_rx) = tokio::sync::oneshot::channel::<String>();
     let after_ready = tokio::spawn(async move {
@@ -262,6 +270,11 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
                         let _ = late_tx.send(device);
                         return;
                     }
+                }
+                if let Some(secs) = hang {
+                    tokio::spawn(crate::watchdog::hang_on_purpose(Duration::from_secs(
+                        secs.into(),
+                    )));
                 }
                 // Every service, the role's included, is up: this slot boots.
                 tokio::task::spawn_blocking(move || bootslot::confirm_and_log(slot));

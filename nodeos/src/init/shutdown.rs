@@ -50,6 +50,8 @@ pub async fn shutdown(kind: ShutdownKind, supervisor: &mut Supervisor, reaper: &
 
     // For machines without a hardware clock: the next boot starts from here.
     crate::clock::saved::save_now();
+    // From here PID 1 blocks in sync and umount, which take as long as the disks do.
+    crate::watchdog::disarm();
     log::info!("syncing and unmounting file systems");
     nix::unistd::sync();
     super::mounts::unmount_all();
