@@ -88,12 +88,20 @@ impl StatusReport {
                     l.method,
                     l.address.as_deref().unwrap_or("-")
                 ));
+                for a in &l.ipv6 {
+                    out.push_str(&format!("{:<19} {:<7} {}\n", "", a.method, a.address));
+                }
             }
             let gw = net
                 .default_gateway
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "none".into());
-            let dns: Vec<String> = net.dns.iter().map(|d| d.to_string()).collect();
+            let dns: Vec<String> = net
+                .dns
+                .iter()
+                .map(|d| d.to_string())
+                .chain(net.dns6.iter().map(|d| d.to_string()))
+                .collect();
             out.push_str(&format!(
                 "gateway {gw}  dns {}\n",
                 if dns.is_empty() {
@@ -102,6 +110,9 @@ impl StatusReport {
                     dns.join(",")
                 }
             ));
+        }
+        if let Some(gw6) = self.network.as_ref().and_then(|n| n.ipv6_gateway) {
+            out.push_str(&format!("ipv6 gateway {gw6}\n"));
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
