@@ -410,8 +410,7 @@ mod tests {
         bytes.extend(IFLA_INET6_FLAGS.to_ne_bytes());
         bytes.extend(flags);
         use rtnetlink::packet_core::Parseable;
-        use rtnetlink::packet_route::link::LinkMessageBuffer;
-        let event = LinkMessage::parse(&LinkMessageBuffer::new(&bytes)).expect("link message");
+        let event = LinkMessage::parse(bytes.as_slice()).expect("link message");
         assert_eq!(
             RaFlags::from_link_message(&event),
             Some(RaFlags {
