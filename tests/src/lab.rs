@@ -72,8 +72,8 @@ fn listen_port(args: &[&str]) -> u16 {
 /// (SIGTERM, then SIGKILL).
 pub struct HostMaster {
     pub proc: Proc,
-    /// `IP:PORT` where the test reaches it: its namespace's address on the bridge and the
-    /// port it listens on.
+    /// `IP:PORT` (`[IP]:PORT` for IPv6) where the test reaches it: its namespace's address
+    /// on the bridge and the port it listens on.
     pub addr: String,
 }
 
@@ -111,7 +111,12 @@ impl HostMaster {
         cmd.arg("--data-dir").arg(dir.join("state")).args(extra);
         let (out, err) = (dir.join("master.out"), dir.join("master.err"));
         let proc = Proc::start("master", cmd, out, err);
-        let addr = format!("{ip}:{}", listen_port(extra));
+        let port = listen_port(extra);
+        let addr = if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        };
         HostMaster::listening(proc, addr, Duration::from_secs(30), None)
     }
 
