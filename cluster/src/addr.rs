@@ -1,9 +1,9 @@
 //! Addresses as people type them into settings, answer files and the installer:
-//! a node's IPv4 address with its prefix, and a master's `host[:port]`. One set of
-//! rules for every place that reads them.
+//! a node's IPv4 address with its prefix, and a master's `host[:port]` (`[v6]:port`). One
+//! set of rules for every place that reads them.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::client::DEFAULT_API_PORT;
@@ -43,24 +43,48 @@ impl FromStr for Ipv4Cidr {
 }
 
 /// A master's address as `host:port` (the API port when none is given); the host is an
-/// IP address (IPv6 in brackets) or a host name.
+/// IPv4 address, an IPv6 address (in brackets when a port follows: `[fd00::2]:9443`) or a
+/// host name. IPv6 comes back in brackets, so the result always splits at its last `:`.
 pub fn parse_master_address(value: &str) -> Result<String, String> {
     let value = value.trim();
-    let (host, port) = match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-            let port: u16 =
-                port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    format!("{value:?}: port {port:?} is not a number in 1..=65535")
-                })?;
-            (host, port)
-        }
-        _ => (value, DEFAULT_API_PORT),
+    let port_of = |port: &str| {
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{value:?}: port {port:?} is not a number in 1..=65535"))
     };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = bare.parse::<std::net::IpAddr>().is_ok() || validate_hostname(bare).is_ok();
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{value:?}: `[` without `]`"))?;
+        let ip: Ipv6Addr = host
+            .parse()
+            .map_err(|_| format!("{value:?}: {host:?} in brackets is not an IPv6 address"))?;
+        let port = match after {
+            "" => DEFAULT_API_PORT,
+            _ => match after.strip_prefix(':') {
+                Some(port) => port_of(port)?,
+                None => return Err(format!("{value:?}: unexpected {after:?} after `]`")),
+            },
+        };
+        return Ok(format!("[{ip}]:{port}"));
+    }
+    if let Ok(ip) = value.parse::<Ipv6Addr>() {
+        return Ok(format!("[{ip}]:{DEFAULT_API_PORT}"));
+    }
+    let (host, port) = match value.split_once(':') {
+        Some((host, port)) if !port.contains(':') => (host, port_of(port)?),
+        Some(_) => {
+            return Err(format!(
+                "{value:?} is not host:port: an IPv6 address with a port goes in brackets, as in [fd00::2]:9443"
+            ))
+        }
+        None => (value, DEFAULT_API_PORT),
+    };
+    let valid = host.parse::<Ipv4Addr>().is_ok() || validate_hostname(host).is_ok();
     if !valid {
         return Err(format!(
-            "{value:?} is not host:port (an IPv4 address or a host name)"
+            "{value:?} is not host:port (an IP address, IPv6 in brackets, or a host name)"
         ));
     }
     Ok(format!("{host}:{port}"))
@@ -94,9 +118,22 @@ mod tests {
             ("master-1", Ok("master-1:9443")),
             ("10.0.0.1:7000", Ok("10.0.0.1:7000")),
             ("[fd00::1]:7000", Ok("[fd00::1]:7000")),
+            ("[fd00::2]", Ok("[fd00::2]:9443")),
+            ("[FD00:0::2]:9443", Ok("[fd00::2]:9443")),
+            ("fd00::2", Ok("[fd00::2]:9443")),
+            ("2001:db8:0:0:0:0:0:1", Ok("[2001:db8::1]:9443")),
+            (" master-1.lan:7000 ", Ok("master-1.lan:7000")),
             ("10.0.0.1:0", Err("port")),
+            ("[fd00::1]:0", Err("port")),
+            ("[fd00::1]:x", Err("port")),
+            ("[fd00::1", Err("without `]`")),
+            ("[10.0.0.1]:9443", Err("not an IPv6 address")),
+            ("[fd00::1]9443", Err("after `]`")),
+            ("fd00::1::9443", Err("in brackets")),
+            ("fd00:1:9443", Err("in brackets")),
             ("-bad-", Err("not host:port")),
             ("a b:1", Err("not host:port")),
+            (":9443", Err("not host:port")),
         ];
         for (input, expected) in cases {
             match (parse_master_address(input), expected) {

@@ -13,7 +13,12 @@
 //!   warning in the log) and only IPv6 link-local answers get out (measured in a
 //!   netns test); a master without a default route needs `224.0.0.0/4 dev <lan>`.
 //! - A/AAAA answers for `<host>.local` list every non-loopback address present at
-//!   query time, or only those passed to [`Advertiser::addresses`].
+//!   query time, or only those passed to [`Advertiser::addresses`]: A records over IPv4,
+//!   AAAA records (link-local ones too) over IPv6, where it joins ff02::fb on every
+//!   interface that had an IPv6 address at start.
+//! - Its IPv4 side must start or the whole responder fails: on an IPv6-only LAN the
+//!   host still needs the `224.0.0.0/4 dev <lan>` route (the node's net service adds it;
+//!   no IPv4 address is needed).
 //! - Every record has a 60 s TTL and no cache-flush bit; avahi and mdns-sd take
 //!   them as they are (see tests/), but a browser may list a master's old address
 //!   for up to 60 s after it changes.

@@ -28,7 +28,9 @@ pub struct DiscoveredMaster {
     pub instance: String,
     /// Host name from the SRV record, e.g. `master-1.local`.
     pub host: String,
-    /// IPv4 addresses first, then IPv6; each group sorted.
+    /// IPv4 addresses first, then IPv6 (AAAA records, asked over IPv6 too); each group
+    /// sorted. IPv6 link-local addresses come without their interface: callers dial the
+    /// others.
     pub addresses: Vec<IpAddr>,
     /// API port, from the SRV record.
     pub port: u16,

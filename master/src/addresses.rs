@@ -1,7 +1,7 @@
-//! The host's IPv4 addresses, and a task that notices when they change (DHCP lease, cable
+//! The host's addresses, and a task that notices when they change (DHCP lease, SLAAC, cable
 //! pulled). The serving certificate and the mDNS advertisement follow them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -9,35 +9,58 @@ use tokio::sync::watch;
 /// How often the addresses are read; DHCP changes are rare, a few seconds is soon enough.
 const POLL: Duration = Duration::from_secs(3);
 
-/// Every IPv4 address of the host's interfaces, loopback included, sorted.
-pub fn ipv4_addresses() -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = match nix::ifaddrs::getifaddrs() {
+/// Every IPv4 address of the host's interfaces (loopback included) and every IPv6 address
+/// another machine can dial without naming an interface (global and unique-local: not
+/// loopback, not link-local), sorted, IPv4 first.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let ips = match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs
             .filter_map(|ifa| ifa.address)
-            .filter_map(|a| a.as_sockaddr_in().map(|sin| sin.ip()))
+            .filter_map(|a| {
+                a.as_sockaddr_in()
+                    .map(|sin| IpAddr::V4(sin.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|sin6| IpAddr::V6(sin6.ip())))
+            })
             .collect(),
         Err(e) => {
             log::warn!("cannot list the host's addresses: {e}");
             Vec::new()
         }
     };
-    ips.sort();
+    dialable(ips)
+}
+
+/// The addresses worth naming in a certificate and an advertisement, sorted, IPv4 first.
+fn dialable(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = ips
+        .into_iter()
+        .filter(|ip| match ip {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => !v6.is_loopback() && !is_link_local(v6),
+        })
+        .collect();
+    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     ips.dedup();
     ips
 }
 
+/// fe80::/10 needs an interface (`%eth0`) to be dialled: no use to anyone else.
+fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
 /// Publishes the address list whenever it changes; runs until the master stops.
-pub async fn watch(tx: watch::Sender<Vec<Ipv4Addr>>) {
+pub async fn watch(tx: watch::Sender<Vec<IpAddr>>) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = ipv4_addresses();
+        let now = host_addresses();
         tx.send_if_modified(|current| {
             if *current == now {
                 return false;
             }
-            log::info!("IPv4 addresses changed: {now:?}");
+            log::info!("addresses changed: {now:?}");
             *current = now;
             true
         });
@@ -50,6 +73,30 @@ mod tests {
 
     #[test]
     fn loopback_is_listed() {
-        assert!(ipv4_addresses().contains(&Ipv4Addr::LOCALHOST));
+        assert!(host_addresses().contains(&IpAddr::from([127, 0, 0, 1])));
+    }
+
+    #[test]
+    fn ipv6_addresses_that_need_an_interface_are_left_out() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let got = dialable([
+            ip("fe80::1"),
+            ip("fd77::5054:ff:fe00:2"),
+            ip("::1"),
+            ip("10.0.0.5"),
+            ip("2001:db8::2"),
+            ip("127.0.0.1"),
+            ip("febf::1"),
+            ip("fd77::5054:ff:fe00:2"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                ip("10.0.0.5"),
+                ip("127.0.0.1"),
+                ip("2001:db8::2"),
+                ip("fd77::5054:ff:fe00:2")
+            ]
+        );
     }
 }

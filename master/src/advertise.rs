@@ -1,8 +1,9 @@
 //! Advertising the master over mDNS (`_cloudos._tcp`) with the discovery crate, restarted
-//! whenever the host's IPv4 addresses change, because libmdns joins the multicast group
-//! only on the interfaces that have an IPv4 address when it starts.
+//! whenever the host's addresses change, because libmdns joins the multicast groups only on
+//! the interfaces that have an address when it starts. It answers with A records over IPv4
+//! and AAAA records over IPv6, so a master on an IPv6-only LAN is found too.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use cloudos_discovery::{pin_prefix, AdvertiseHandle, Advertiser, MasterAd};
@@ -35,9 +36,9 @@ fn ad(state: &MasterState) -> Result<MasterAd, cloudos_discovery::DiscoveryError
     })
 }
 
-fn start(state: &MasterState, ips: &[Ipv4Addr]) -> Option<AdvertiseHandle> {
+fn start(state: &MasterState, ips: &[IpAddr]) -> Option<AdvertiseHandle> {
     if ips.iter().all(|ip| ip.is_loopback()) {
-        log::info!("not advertising over mDNS yet: no IPv4 address besides loopback");
+        log::info!("not advertising over mDNS yet: no address besides loopback");
         return None;
     }
     let host = state
@@ -60,7 +61,7 @@ fn start(state: &MasterState, ips: &[Ipv4Addr]) -> Option<AdvertiseHandle> {
 }
 
 /// Keeps an advertisement running that matches the current addresses.
-pub async fn run(state: Arc<MasterState>, mut addresses: watch::Receiver<Vec<Ipv4Addr>>) {
+pub async fn run(state: Arc<MasterState>, mut addresses: watch::Receiver<Vec<IpAddr>>) {
     let mut handle: Option<AdvertiseHandle> = None;
     loop {
         let ips = addresses.borrow_and_update().clone();

@@ -54,7 +54,7 @@ impl MasterConfig {
             insecure_registries: Vec::new(),
             tls_san: Vec::new(),
             data_dir,
-            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)),
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_API_PORT)),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             node_name: node_name.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,

@@ -19,8 +19,10 @@
 //! - `ratelimit`: failed joins per source address.
 //! - [`workloads`]: tasks and services: their book, dispatch loop, logs and outputs.
 //! - [`downloads`]: the binaries and digests `install.sh` fetches (served by `routes`).
-//! - `addresses`, `serving`, `advertise`: the host's IPv4 addresses, the serving
-//!   certificate that names them, the mDNS advertisement that follows them.
+//! - `addresses`, `serving`, `advertise`: the host's addresses (IPv4, global and
+//!   unique-local IPv6), the serving certificate that names them, the mDNS advertisement
+//!   that follows them.
+//! - `listen`: the API's socket, dual-stack on `[::]`.
 
 mod addresses;
 mod advertise;
@@ -32,6 +34,7 @@ mod credentials;
 pub mod downloads;
 mod error;
 mod health;
+mod listen;
 mod metrics;
 mod ratelimit;
 mod roster;
@@ -85,13 +88,12 @@ impl Master {
                 q.error
             );
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| MasterError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen::bind(config.listen)
+            .await
+            .map_err(|source| MasterError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let local = listener.local_addr().map_err(|source| MasterError::Bind {
             addr: config.listen,
             source,
@@ -138,7 +140,7 @@ impl Master {
             state.ca.pin()
         );
         let mut tasks = tokio::task::JoinSet::new();
-        let (addr_tx, addr_rx) = tokio::sync::watch::channel(addresses::ipv4_addresses());
+        let (addr_tx, addr_rx) = tokio::sync::watch::channel(addresses::host_addresses());
         tasks.spawn(addresses::watch(addr_tx));
         tasks.spawn(serving::keep_fresh(Arc::clone(&state), addr_rx.clone()));
         if state.config.mdns {

@@ -63,7 +63,7 @@ pub async fn accept_loop(state: Arc<MasterState>, listener: TcpListener) {
     let mut connections = JoinSet::new();
     loop {
         let (tcp, addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok((tcp, addr)) => (tcp, super::listen::canonical_peer(addr)),
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
                 log::warn!("cannot accept a connection: {e}");

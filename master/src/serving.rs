@@ -1,9 +1,9 @@
 //! The master's HTTPS serving certificate: issued by the cluster CA for the master's name,
-//! `localhost` and every IPv4 address of the host, and issued again when the addresses
+//! `localhost`, every IPv4 address of the host and its global and unique-local IPv6 ones, and issued again when the addresses
 //! change or two thirds of its life have passed. New connections pick up the new one; open
 //! connections keep theirs.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::state::MasterState;
 pub fn server_config(
     ca: &ClusterCa,
     node_name: &str,
-    ips: &[Ipv4Addr],
+    ips: &[IpAddr],
     extra: &[String],
 ) -> Result<(ServerConfig, CertInfo), TlsError> {
     let (names, ips) = subject_alt_names(node_name, ips, extra);
@@ -39,11 +39,16 @@ pub fn server_config(
 /// and addresses only the clients know, behind NAT or a load balancer). No duplicates.
 pub fn subject_alt_names(
     node_name: &str,
-    ips: &[Ipv4Addr],
+    ips: &[IpAddr],
     extra: &[String],
 ) -> (Vec<String>, Vec<IpAddr>) {
     let mut names = vec![node_name.to_owned()];
-    let mut addresses: Vec<IpAddr> = ips.iter().copied().map(IpAddr::V4).collect();
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for ip in ips {
+        if !addresses.contains(ip) {
+            addresses.push(*ip);
+        }
+    }
     let wanted = std::iter::once("localhost".to_owned())
         .chain(std::iter::once("127.0.0.1".to_owned()))
         .chain(extra.iter().cloned());
@@ -58,7 +63,7 @@ pub fn subject_alt_names(
 }
 
 /// Reissues the serving certificate when the addresses change or it is due for renewal.
-pub async fn keep_fresh(state: Arc<MasterState>, mut addresses: watch::Receiver<Vec<Ipv4Addr>>) {
+pub async fn keep_fresh(state: Arc<MasterState>, mut addresses: watch::Receiver<Vec<IpAddr>>) {
     let mut renew_at = OffsetDateTime::now_utc() + SERVING_CERT_LIFETIME * 2 / 3;
     loop {
         let wait = Duration::try_from(renew_at - OffsetDateTime::now_utc())
@@ -96,7 +101,7 @@ mod tests {
     fn extra_names_and_addresses_join_the_own_ones_once() {
         let (names, ips) = subject_alt_names(
             "master-1",
-            &[Ipv4Addr::new(10, 0, 0, 5)],
+            &[IpAddr::from([10, 0, 0, 5]), "fd77::2".parse().expect("ip")],
             &[
                 "203.0.113.7".to_owned(),
                 "master.example.org".to_owned(),
@@ -107,6 +112,9 @@ mod tests {
         );
         assert_eq!(names, ["master-1", "localhost", "master.example.org"]);
         let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
-        assert_eq!(ips, ["10.0.0.5", "127.0.0.1", "203.0.113.7", "fd00::1"]);
+        assert_eq!(
+            ips,
+            ["10.0.0.5", "fd77::2", "127.0.0.1", "203.0.113.7", "fd00::1"]
+        );
     }
 }

@@ -62,7 +62,7 @@ impl MasterState {
             &config.insecure_registries,
             config.retention,
         )?;
-        let ips = super::addresses::ipv4_addresses();
+        let ips = super::addresses::host_addresses();
         let (tls, _) =
             serving::server_config(&cluster.ca, &config.node_name, &ips, &config.tls_san)?;
         Ok(MasterState {

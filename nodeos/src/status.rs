@@ -108,12 +108,20 @@ impl StatusReport {
                     l.address.as_deref().unwrap_or("-"),
                     self.hardware.nic_driver(&l.name).unwrap_or("-")
                 ));
+                for a in &l.ipv6 {
+                    out.push_str(&format!("{:<19} {:<7} {}\n", "", a.method, a.address));
+                }
             }
             let gw = net
                 .default_gateway
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "none".into());
-            let dns: Vec<String> = net.dns.iter().map(|d| d.to_string()).collect();
+            let dns: Vec<String> = net
+                .dns
+                .iter()
+                .map(|d| d.to_string())
+                .chain(net.dns6.iter().map(|d| d.to_string()))
+                .collect();
             out.push_str(&format!(
                 "gateway {gw}  dns {}\n",
                 if dns.is_empty() {
@@ -122,6 +130,9 @@ impl StatusReport {
                     dns.join(",")
                 }
             ));
+        }
+        if let Some(gw6) = self.network.as_ref().and_then(|n| n.ipv6_gateway) {
+            out.push_str(&format!("ipv6 gateway {gw6}\n"));
         }
         if !self.hardware.disks.is_empty() {
             out.push_str("\nDISK       SIZE     CONTROLLER    LABELS\n");

@@ -359,7 +359,7 @@ mod tests {
             ("cloudos.gateway=gw", "cloudos.gateway: \"gw\" is not an IPv4 address"),
             ("cloudos.dns=1.1.1.1,x", "cloudos.dns: \"1.1.1.1,x\" is not a comma-separated list of IPv4 addresses"),
             ("cloudos.debug=", "cloudos.debug: \"\" is not a boolean (use 0/1, true/false)"),
-            ("cloudos.master=a_b", "cloudos.master: \"a_b\" is not host:port (an IPv4 address or a host name)"),
+            ("cloudos.master=a_b", "cloudos.master: \"a_b\" is not host:port (an IP address, IPv6 in brackets, or a host name)"),
             ("cloudos.cluster=no_good", "cloudos.cluster: \"no_good\" is not a valid cluster name (letters, digits and inner hyphens)"),
             ("cloudos.labels=zone", "cloudos.labels: label \"zone\" is not key=value (letters, digits, . - _ /)"),
             ("cloudos.insecure_registries=reg", "cloudos.insecure_registries: \"reg\" is not a registry host:port"),

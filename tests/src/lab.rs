@@ -72,8 +72,8 @@ fn listen_port(args: &[&str]) -> u16 {
 /// (SIGTERM, then SIGKILL).
 pub struct HostMaster {
     pub proc: Proc,
-    /// `IP:PORT` where the test reaches it: its namespace's address on the bridge and the
-    /// port it listens on.
+    /// `IP:PORT` (`[IP]:PORT` for IPv6) where the test reaches it: its namespace's address
+    /// on the bridge and the port it listens on.
     pub addr: String,
 }
 
@@ -111,7 +111,12 @@ impl HostMaster {
         cmd.arg("--data-dir").arg(dir.join("state")).args(extra);
         let (out, err) = (dir.join("master.out"), dir.join("master.err"));
         let proc = Proc::start("master", cmd, out, err);
-        let addr = format!("{ip}:{}", listen_port(extra));
+        let port = listen_port(extra);
+        let addr = if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        };
         HostMaster::listening(proc, addr, Duration::from_secs(30), None)
     }
 
@@ -227,6 +232,32 @@ impl Lab {
         NetHost::new(&self.net, n).expect("host namespace")
     }
 
+    /// A lab on an IPv6-only LAN: the bridge at [`crate::netns::IPV6_BRIDGE_ADDR`] sending
+    /// router advertisements as `ra` says; no IPv4 address anywhere. Hosts: [`Lab::host6`].
+    pub fn ipv6_only(ra: crate::netns::RaMode) -> Option<Lab> {
+        require!(cloudos_testkit::root("network namespaces"));
+        let (nodeos, cloudos) = (debug_binary("nodeos"), debug_binary("cloudos"));
+        let net = TestNet::with_bridge_addr(crate::netns::IPV6_BRIDGE_ADDR).expect("test network");
+        net.start_router_advertisements(ra)
+            .expect("dnsmasq sending router advertisements");
+        Some(Lab {
+            net,
+            dir: tempfile::Builder::new()
+                .prefix("cloudos-netns6-")
+                .tempdir()
+                .expect("temp dir"),
+            logs: Logs::default(),
+            nodeos,
+            cloudos,
+        })
+    }
+
+    /// Host `n` on an IPv6-only lab's bridge, with the address SLAAC gave it.
+    pub fn host6(&self, n: u8) -> NetHost {
+        NetHost::ipv6_only(&self.net, n, scaled(Duration::from_secs(30)))
+            .unwrap_or_else(|e| self.fail(&format!("host {n} got no IPv6 address: {e}")))
+    }
+
     /// `name` in the lab's temp directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -292,7 +323,7 @@ impl Lab {
         ];
         args.extend_from_slice(extra);
         let proc = self.spawn(what, host, &args);
-        let addr = format!("{}:{}", host.ip(), listen_port(extra));
+        let addr = host.addr(listen_port(extra));
         HostMaster::listening(proc, addr, Duration::from_secs(20), Some(&self.logs))
     }
 

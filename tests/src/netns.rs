@@ -27,6 +27,20 @@ pub const NETNS_PREFIX: &str = "cloudos-t";
 /// The default bridge address (host side of the test LAN).
 pub const DEFAULT_BRIDGE_ADDR: &str = "10.77.0.1/24";
 
+/// The bridge's address on an IPv6-only test LAN (`TestNet::with_bridge_addr`), in the
+/// unique-local /64 its router advertisements announce.
+pub const IPV6_BRIDGE_ADDR: &str = "fd77::1/64";
+
+/// What the router advertisements of [`TestNet::start_router_advertisements`] say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaMode {
+    /// The prefix with the A flag: hosts make their own addresses (SLAAC), nothing else.
+    Slaac,
+    /// The M flag and a DHCPv6 range (`…::100`–`…::1ff`), the prefix without the A flag:
+    /// addresses only from DHCPv6, with the bridge as DNS server.
+    Managed,
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Errors setting up or using a test network.
@@ -223,6 +237,60 @@ impl TestNet {
         .arg(format!("--dhcp-option=option:dns-server,{host}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        self.spawn(cmd)
+    }
+
+    /// Starts dnsmasq (DNS off) sending router advertisements on `br0` for `fd77::/64` (the
+    /// bridge at [`IPV6_BRIDGE_ADDR`]), as `mode` says. See
+    /// [`TestNet::start_router_advertisements_on`].
+    pub fn start_router_advertisements(&self, mode: RaMode) -> Result<u32, NetError> {
+        self.start_router_advertisements_on("br0", "fd77", mode)
+    }
+
+    /// Starts dnsmasq (DNS off) sending router advertisements on `bridge` (which has
+    /// `<prefix>::1/64`) for `<prefix>::/64` every few seconds, with the bridge as default
+    /// router, as `mode` says; a Managed range is `<prefix>::100`–`<prefix>::1ff` with the
+    /// bridge as DNS server. Returns its PID; it dies with the namespace.
+    pub fn start_router_advertisements_on(
+        &self,
+        bridge: &str,
+        prefix: &str,
+        mode: RaMode,
+    ) -> Result<u32, NetError> {
+        let mut cmd = self.command("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--bind-interfaces",
+            "--user=root",
+            "--log-dhcp",
+            "--log-facility=-",
+            "--enable-ra",
+        ])
+        .arg(format!("--interface={bridge}"))
+        // Every 4 s (so a late host need not wait), router lifetime 30 min: without a
+        // default route of its own dnsmasq would announce lifetime 0, "not a router".
+        .arg(format!("--ra-param={bridge},4,1800"))
+        .arg(format!(
+            "--pid-file={}",
+            std::env::temp_dir()
+                .join(format!("{}.{bridge}.dnsmasq6.pid", self.name))
+                .display()
+        ))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            std::env::temp_dir()
+                .join(format!("{}.{bridge}.leases6", self.name))
+                .display()
+        ));
+        match mode {
+            RaMode::Slaac => cmd.arg(format!("--dhcp-range={prefix}::,ra-only,64")),
+            RaMode::Managed => cmd
+                .arg(format!("--dhcp-range={prefix}::100,{prefix}::1ff,64,600"))
+                .arg(format!("--dhcp-option=option6:dns-server,[{prefix}::1]")),
+        };
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         self.spawn(cmd)
     }
 

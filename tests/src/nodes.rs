@@ -65,6 +65,82 @@ impl NetHost {
         Ok(host)
     }
 
+    /// A host on an IPv6-only LAN (a bridge made with [`crate::netns::IPV6_BRIDGE_ADDR`] and
+    /// router advertisements): no IPv4 address; its address is the one the kernel makes
+    /// by SLAAC from the advertised prefix, waited for up to `timeout`.
+    pub fn ipv6_only(net: &TestNet, n: u8, timeout: Duration) -> Result<NetHost, NetError> {
+        let mut host = NetHost {
+            name: format!("{}-h{n}", net.name()),
+            ip: String::new(),
+        };
+        run_ip(&["netns", "add", &host.name])?;
+        let bridge_end = format!("veth{n}");
+        run_ip(&[
+            "link",
+            "add",
+            &bridge_end,
+            "netns",
+            net.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            HOST_LINK,
+            "netns",
+            &host.name,
+        ])?;
+        net.ip(&["link", "set", &bridge_end, "master", "br0"])?;
+        net.ip(&["link", "set", &bridge_end, "up"])?;
+        host.ip_cmd(&["link", "set", "lo", "up"])?;
+        host.ip_cmd(&["link", "set", HOST_LINK, "up"])?;
+        // What the node's net service adds on every node too: libmdns starts its IPv4
+        // side first and gives up when it cannot join 224.0.0.251 (no route, ENODEV). No
+        // IPv4 address exists on this LAN.
+        host.ip_cmd(&["route", "add", "224.0.0.0/4", "dev", HOST_LINK])?;
+        host.wait_carrier(Duration::from_secs(5))?;
+        let deadline = Instant::now() + timeout;
+        host.ip = loop {
+            if let Some(ip) = host.global_ipv6()? {
+                break ip;
+            }
+            if Instant::now() >= deadline {
+                return Err(NetError::Spawn {
+                    command: format!("waiting for a SLAAC address in {}", host.name),
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("none within {timeout:?}"),
+                    ),
+                });
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        Ok(host)
+    }
+
+    /// The first global (or unique-local) IPv6 address of the host's link that has passed
+    /// duplicate address detection.
+    pub fn global_ipv6(&self) -> Result<Option<String>, NetError> {
+        let out = self.ip_cmd(&[
+            "-6", "-o", "addr", "show", "dev", HOST_LINK, "scope", "global",
+        ])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("tentative"))
+            .find_map(|l| {
+                let cidr = l.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
+                Some(cidr.split('/').next()?.to_owned())
+            }))
+    }
+
+    /// `ip:port`, the IP in brackets when it is IPv6.
+    pub fn addr(&self, port: u16) -> String {
+        if self.ip.contains(':') {
+            format!("[{}]:{port}", self.ip)
+        } else {
+            format!("{}:{port}", self.ip)
+        }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,5 +1,6 @@
 //! The network service (`nodeos svc net`): loopback, every Ethernet link up,
-//! DHCPv4 or a static address, the default route and `/etc/resolv.conf`.
+//! DHCPv4 or a static address, the default route and `/etc/resolv.conf`; IPv6 by SLAAC
+//! (the kernel's, from router advertisements) and DHCPv6 when the router says Managed.
 //!
 //! It follows the links through rtnetlink events: a link whose carrier comes
 //! back (a cable plugged in again) gets its lease renewed; a link that loses
@@ -7,6 +8,8 @@
 //! published in `state` for `nodeos status`.
 
 pub mod dhcp;
+pub mod dhcp6;
+pub mod ipv6;
 pub mod links;
 pub mod resolv;
 pub mod service;

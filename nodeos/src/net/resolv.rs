@@ -1,11 +1,28 @@
-//! `/etc/resolv.conf` from the name servers and search domains we learned.
+//! `/etc/resolv.conf` from the name servers and search domains we learned: DHCPv4 (or the
+//! static settings) and DHCPv6 each give theirs, and the file lists both, IPv4 first.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
 
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
+/// What each source said last; the file is rendered from both (one net service process).
+struct Learned {
+    v4: Vec<Ipv4Addr>,
+    v4_search: Vec<String>,
+    v6: Vec<Ipv6Addr>,
+    v6_search: Vec<String>,
+}
+
+static LEARNED: Mutex<Learned> = Mutex::new(Learned {
+    v4: Vec::new(),
+    v4_search: Vec::new(),
+    v6: Vec::new(),
+    v6_search: Vec::new(),
+});
+
 /// At most three servers: the C library reads no more (MAXNS).
-pub fn render(servers: &[Ipv4Addr], search: &[String]) -> String {
+pub fn render(servers: &[IpAddr], search: &[String]) -> String {
     let mut text = String::from("# written by nodeos; changes are overwritten\n");
     if !search.is_empty() {
         text.push_str(&format!("search {}\n", search.join(" ")));
@@ -20,9 +37,43 @@ pub fn render(servers: &[Ipv4Addr], search: &[String]) -> String {
     text
 }
 
-/// Replaces the file atomically, so a reader never sees half of it.
+/// Sets the IPv4 servers (DHCPv4 or static) and rewrites the file.
 pub fn write(servers: &[Ipv4Addr], search: &[String]) -> std::io::Result<()> {
-    cloudos_cluster::files::write_atomic(RESOLV_CONF, render(servers, search).as_bytes())
+    let text = {
+        let mut learned = LEARNED.lock().unwrap_or_else(|e| e.into_inner());
+        learned.v4 = servers.to_vec();
+        learned.v4_search = search.to_vec();
+        render_learned(&learned)
+    };
+    cloudos_cluster::files::write_atomic(RESOLV_CONF, text.as_bytes())
+}
+
+/// Sets the IPv6 servers (DHCPv6) and rewrites the file.
+pub fn write_v6(servers: &[Ipv6Addr], search: &[String]) -> std::io::Result<()> {
+    let text = {
+        let mut learned = LEARNED.lock().unwrap_or_else(|e| e.into_inner());
+        learned.v6 = servers.to_vec();
+        learned.v6_search = search.to_vec();
+        render_learned(&learned)
+    };
+    cloudos_cluster::files::write_atomic(RESOLV_CONF, text.as_bytes())
+}
+
+fn render_learned(learned: &Learned) -> String {
+    let servers: Vec<IpAddr> = learned
+        .v4
+        .iter()
+        .copied()
+        .map(IpAddr::V4)
+        .chain(learned.v6.iter().copied().map(IpAddr::V6))
+        .collect();
+    let mut search = learned.v4_search.clone();
+    for domain in &learned.v6_search {
+        if !search.contains(domain) {
+            search.push(domain.clone());
+        }
+    }
+    render(&servers, &search)
 }
 
 #[cfg(test)]
@@ -31,21 +82,44 @@ mod tests {
 
     #[test]
     fn renders_servers_once_and_at_most_three() {
-        let a = Ipv4Addr::new(10, 0, 2, 3);
-        let b = Ipv4Addr::new(1, 1, 1, 1);
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3));
+        let b = IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1));
         let text = render(
             &[
                 a,
                 a,
                 b,
-                Ipv4Addr::new(9, 9, 9, 9),
-                Ipv4Addr::new(8, 8, 8, 8),
+                IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9)),
+                IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
             ],
             &["lan".into()],
         );
         assert_eq!(
             text,
             "# written by nodeos; changes are overwritten\nsearch lan\nnameserver 10.0.2.3\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+        );
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_servers_are_listed_together_ipv4_first() {
+        let learned = Learned {
+            v4: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            v4_search: vec!["lan".into()],
+            v6: vec!["fd77::1".parse().expect("ip")],
+            v6_search: vec!["lan".into(), "v6.lan".into()],
+        };
+        assert_eq!(
+            render_learned(&learned),
+            "# written by nodeos; changes are overwritten\nsearch lan v6.lan\nnameserver 10.0.2.3\nnameserver fd77::1\n"
+        );
+        let v6_only = Learned {
+            v4: vec![],
+            v4_search: vec![],
+            ..learned
+        };
+        assert_eq!(
+            render_learned(&v6_only),
+            "# written by nodeos; changes are overwritten\nsearch lan v6.lan\nnameserver fd77::1\n"
         );
     }
 }

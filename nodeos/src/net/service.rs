@@ -6,18 +6,23 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::task::JoinHandle;
 
+use super::ipv6::{self, Dhcp6Need, RaFlags};
 use super::links::{self, Link};
 use super::state::NetState;
-use super::{dhcp, resolv};
+use super::{dhcp, dhcp6, resolv};
 use crate::settings::{NetMode, NetSettings};
 
 pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
-    let (connection, handle, mut events) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    let (connection, handle, mut events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        // IPv6: RA flag changes and SLAAC/DHCPv6 addresses coming and going.
+        MulticastGroup::Ipv6Ifinfo,
+        MulticastGroup::Ipv6Ifaddr,
+    ])?;
     tokio::spawn(connection);
     let mut net = Network {
         handle,
@@ -26,10 +31,18 @@ pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
         state: Arc::new(Mutex::new(NetState::default())),
         known: HashMap::new(),
         dhcp: HashMap::new(),
+        dhcp6: HashMap::new(),
         multicast_route_on: None,
     };
     for link in links::list(&net.handle).await? {
         net.on_link(link).await;
+    }
+    // After a restart of this service the kernel may have had its RAs already.
+    for (index, flags) in ipv6::ra_flags_of_all(&net.handle).await.unwrap_or_default() {
+        net.on_ra_flags(index, flags);
+    }
+    for index in net.known.keys().copied().collect::<Vec<_>>() {
+        net.refresh_ipv6(index).await;
     }
     if let Ok(s) = net.state.lock() {
         s.publish();
@@ -38,9 +51,22 @@ pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
     while let Some((message, _)) = events.next().await {
         match message.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => {
-                if let Some(link) = Link::from_message(&msg) {
-                    net.on_link(link).await;
+                // RTNLGRP_IPV6_IFINFO sends AF_INET6 link messages (an RA changed the
+                // flags); they lack what tells a NIC from a virtual link.
+                let ipv6_info = msg.header.interface_family == AddressFamily::Inet6;
+                if !ipv6_info {
+                    if let Some(link) = Link::from_message(&msg) {
+                        net.on_link(link).await;
+                    }
                 }
+                if let Some(flags) = RaFlags::from_link_message(&msg) {
+                    net.on_ra_flags(msg.header.index, flags);
+                }
+            }
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewAddress(msg) | RouteNetlinkMessage::DelAddress(msg),
+            ) if msg.header.family == AddressFamily::Inet6 => {
+                net.refresh_ipv6(msg.header.index).await;
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {
                 if let Some(link) = Link::from_message(&msg) {
@@ -61,6 +87,8 @@ struct Network {
     /// Links by index, as last seen.
     known: HashMap<u32, Link>,
     dhcp: HashMap<u32, JoinHandle<()>>,
+    /// DHCPv6 clients, on links whose router said Managed.
+    dhcp6: HashMap<u32, JoinHandle<()>>,
     /// mDNS needs a multicast route even without a default route.
     multicast_route_on: Option<u32>,
 }
@@ -101,6 +129,10 @@ impl Network {
         log::info!("{}: found ethernet link {}", link.name, link.mac_string());
         if self.settings.mode == NetMode::Off {
             return;
+        }
+        // Before the link comes up, so the router solicitations sent then already count.
+        if let Err(e) = ipv6::accept_router_advertisements(&link.name) {
+            log::warn!("{}: cannot enable IPv6 autoconfiguration: {e}", link.name);
         }
         if !link.up {
             if let Err(e) = links::set_up(&self.handle, link.index).await {
@@ -191,6 +223,13 @@ impl Network {
     }
 
     async fn on_carrier_lost(&mut self, link: &Link) {
+        if let Some(task) = self.dhcp6.remove(&link.index) {
+            task.abort();
+            if let Err(e) = ipv6::remove_leased_addresses(&self.handle, link.index).await {
+                log::warn!("{}: cannot remove the DHCPv6 address: {e}", link.name);
+            }
+            dhcp6::forget(&self.state);
+        }
         if let Some(task) = self.dhcp.remove(&link.index) {
             task.abort();
             // The lease may be gone by the time the cable is back, and the
@@ -207,10 +246,78 @@ impl Network {
         if let Some(task) = self.dhcp.remove(&link.index) {
             task.abort();
         }
+        if let Some(task) = self.dhcp6.remove(&link.index) {
+            task.abort();
+        }
         if self.known.remove(&link.index).is_some() {
             log::warn!("{}: link removed", link.name);
             if let Ok(mut s) = self.state.lock() {
                 s.links.retain(|l| l.name != link.name);
+                s.publish();
+            }
+        }
+    }
+
+    /// What the router's advertisement says about DHCPv6 on a link: a client when Managed.
+    fn on_ra_flags(&mut self, index: u32, flags: RaFlags) {
+        let Some(link) = self.known.get(&index).cloned() else {
+            return;
+        };
+        if self.settings.mode == NetMode::Off || !link.carrier {
+            return;
+        }
+        match flags.dhcp6() {
+            Dhcp6Need::Address if !self.dhcp6.contains_key(&index) => {
+                log::info!("{}: the router says Managed: asking DHCPv6", link.name);
+                let task = tokio::spawn(dhcp6::run(
+                    self.handle.clone(),
+                    link.clone(),
+                    self.state.clone(),
+                ));
+                self.dhcp6.insert(index, task);
+            }
+            Dhcp6Need::OtherOnly => log::debug!(
+                "{}: the router offers stateless DHCPv6, which nodeos does not ask",
+                link.name
+            ),
+            _ => {}
+        }
+    }
+
+    /// Reads a link's IPv6 addresses and default router again, after an address event.
+    async fn refresh_ipv6(&mut self, index: u32) {
+        let Some(link) = self.known.get(&index) else {
+            return;
+        };
+        let name = link.name.clone();
+        let entries = match ipv6::addresses(&self.handle, index).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                log::warn!("{name}: cannot read IPv6 addresses: {e}");
+                return;
+            }
+        };
+        let router = ipv6::default_router(&self.handle, index)
+            .await
+            .unwrap_or_default();
+        let shown: Vec<ipv6::Ipv6State> = entries.iter().map(|e| e.to_state()).collect();
+        if let Ok(mut s) = self.state.lock() {
+            let l = s.link_mut(&name);
+            for entry in &shown {
+                if entry.method != "link" && !l.ipv6.contains(entry) {
+                    log::info!("{name}: {} address {}", entry.method, entry.address);
+                }
+            }
+            let changed = l.ipv6 != shown;
+            l.ipv6 = shown;
+            let router_changed = router.is_some() && s.ipv6_gateway != router;
+            if router_changed {
+                if let Some(r) = router {
+                    log::info!("IPv6 default route via {r} dev {name}");
+                }
+                s.ipv6_gateway = router;
+            }
+            if changed || router_changed {
                 s.publish();
             }
         }

@@ -1,7 +1,7 @@
 //! What the network service configured, published for `nodeos status` as a
 //! small JSON file under /run (the service and PID 1 are separate processes).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,11 @@ pub struct NetState {
     /// Time servers from the DHCP lease (option 42), for the clock service.
     #[serde(default)]
     pub ntp: Vec<Ipv4Addr>,
+    /// The IPv6 default router (from a router advertisement) and DHCPv6 name servers.
+    #[serde(default)]
+    pub ipv6_gateway: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub dns6: Vec<Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +33,9 @@ pub struct LinkState {
     pub method: String,
     /// Seconds of the current DHCP lease.
     pub lease_secs: Option<u32>,
+    /// Usable IPv6 addresses, global ones first (see `net::ipv6`).
+    #[serde(default)]
+    pub ipv6: Vec<super::ipv6::Ipv6State>,
 }
 
 impl NetState {

@@ -22,8 +22,8 @@ pub struct MasterArgs {
     /// Where the master keeps its state (in `<dir>/master/state.redb`).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Address and port of the HTTPS API.
-    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_API_PORT)))]
+    /// Address and port of the HTTPS API; `[::]` is IPv4 and IPv6.
+    #[arg(long, default_value_t = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_API_PORT)))]
     pub listen: SocketAddr,
     /// Name of the cluster, used when it is created (first start only).
     #[arg(long, default_value = DEFAULT_CLUSTER_NAME)]
