@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::hardware::Inventory;
 use crate::clock::state::ClockState;
+use crate::hardware::Inventory;
 use crate::net::state::NetState;
 use crate::supervisor::ServiceStatus;
 

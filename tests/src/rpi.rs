@@ -321,6 +321,41 @@ fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// The card as a Pi 3B boots it: QEMU cannot run the VideoCore firmware, so the
+/// kernel, initramfs, device tree and command line come from the card's own boot
+/// partition, as the firmware would load them.
+pub struct PiBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub dtb: PathBuf,
+    /// `cmdline.txt`'s line.
+    pub append: String,
+}
+
+impl PiBoot {
+    /// Extracts the boot files from the card's FAT partition `boot` into `dir`.
+    pub fn from_card(card: &Path, boot: &MbrPartition, dir: &Path) -> PiBoot {
+        let extract =
+            |name: &str| fat_extract(card, boot, name, dir).unwrap_or_else(|e| panic!("{e}"));
+        let cmdline = std::fs::read_to_string(extract("cmdline.txt")).expect("reading cmdline.txt");
+        PiBoot {
+            kernel: extract("vmlinuz"),
+            initrd: extract("initramfs.img"),
+            dtb: extract("bcm2837-rpi-3-b.dtb"),
+            append: cmdline.lines().next().unwrap_or("").trim().to_owned(),
+        }
+    }
+
+    /// A Raspberry Pi 3B booting these files with `card` in its slot.
+    pub fn vm(&self, card: &Path) -> VmBuilder {
+        VmBuilder::new(Arch::Aarch64)
+            .machine(Machine::RaspberryPi3B)
+            .kernel(&self.kernel, &self.initrd, &self.append)
+            .dtb(&self.dtb)
+            .sd_card(card)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,40 +530,5 @@ mod tests {
         assert_eq!(parse_ext4_superblock(&sb), None);
         assert_eq!(parse_ext4_superblock(&superblock(1, 0, 0, 40, "X")), None);
         assert_eq!(parse_ext4_superblock(&[0u8; 100]), None);
-    }
-}
-
-/// The card as a Pi 3B boots it: QEMU cannot run the VideoCore firmware, so the
-/// kernel, initramfs, device tree and command line come from the card's own boot
-/// partition, as the firmware would load them.
-pub struct PiBoot {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub dtb: PathBuf,
-    /// `cmdline.txt`'s line.
-    pub append: String,
-}
-
-impl PiBoot {
-    /// Extracts the boot files from the card's FAT partition `boot` into `dir`.
-    pub fn from_card(card: &Path, boot: &MbrPartition, dir: &Path) -> PiBoot {
-        let extract =
-            |name: &str| fat_extract(card, boot, name, dir).unwrap_or_else(|e| panic!("{e}"));
-        let cmdline = std::fs::read_to_string(extract("cmdline.txt")).expect("reading cmdline.txt");
-        PiBoot {
-            kernel: extract("vmlinuz"),
-            initrd: extract("initramfs.img"),
-            dtb: extract("bcm2837-rpi-3-b.dtb"),
-            append: cmdline.lines().next().unwrap_or("").trim().to_owned(),
-        }
-    }
-
-    /// A Raspberry Pi 3B booting these files with `card` in its slot.
-    pub fn vm(&self, card: &Path) -> VmBuilder {
-        VmBuilder::new(Arch::Aarch64)
-            .machine(Machine::RaspberryPi3B)
-            .kernel(&self.kernel, &self.initrd, &self.append)
-            .dtb(&self.dtb)
-            .sd_card(card)
     }
 }
