@@ -43,19 +43,21 @@ fn compute_config(name: &str, token: &str) -> String {
 /// the master offset it shows, in seconds.
 fn status_says_synced_to_the_master(vm: &Vm, master_ip: &str) -> f64 {
     let console = vm.serial();
-    let line = format!(
+    let synced = regex::Regex::new(&format!(
         r"clock synced to {}:123 \(master\) offset [+-]\d+\.\d+s  master offset ([+-]\d+\.\d+)s",
         regex::escape(master_ip)
-    );
+    ))
+    .expect("regex");
     let deadline = Instant::now() + scaled(Duration::from_secs(120));
     loop {
         console.skip_to_end();
         console.send_line("status").expect("typing on the console");
-        if let Ok(found) = console.wait_for(re(&line), line_timeout()) {
-            return found
-                .group(1)
-                .and_then(|s| s.parse().ok())
-                .expect("an offset");
+        let line = console
+            .wait_for(re(r"(clock (?:not synced|synced to).*)"), line_timeout())
+            .expect("status has no clock line");
+        let line = line.group(1).unwrap_or_default();
+        if let Some(found) = synced.captures(line) {
+            return found[1].parse().expect("an offset");
         }
         assert!(
             Instant::now() < deadline,
@@ -90,14 +92,14 @@ fn node_show_clock(admin: &Admin, node: &str) -> (bool, String, f64) {
 
 /// One compute node whose hardware clock starts at `rtc_base`: it joins and ends within a
 /// second of the master. `floor` says whether the boot should have raised the clock to the
-/// build's time first (a clock behind it).
+/// build's time first (a clock behind it). The node is left running, with its disk.
 fn wrong_clock_joins(
     net: &TestNet,
     admin: &Admin,
     master_ip: &str,
     token: &str,
     (name, mac, rtc_base, floor): (&str, u8, &str, bool),
-) {
+) -> (Vm, tempfile::TempPath) {
     let started = Instant::now();
     let disk = artifacts::data_disk(&compute_config(name, token), 64).expect("disk");
     let node = boot(net, name, mac, &disk, Some(rtc_base));
@@ -148,6 +150,40 @@ fn wrong_clock_joins(
     );
     eprintln!(
         "{name} (clock from {rtc_base}): joined and within {offset:+.3}s of the master (skew {skew:+.3}s) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    (node, disk)
+}
+
+/// The synced time outlives a poweroff on a machine whose hardware clock is wrong again at
+/// the next boot (a fresh QEMU from 2001, as a board without one): it starts from the time
+/// saved on its data partition at the orderly poweroff, late enough that its stored
+/// certificate works at once.
+fn the_time_outlives_a_poweroff(
+    node: Vm,
+    disk: &Path,
+    master_ip: &str,
+    boot_again: impl Fn(&Path, &str) -> Vm,
+) {
+    let started = Instant::now();
+    power_off(&node);
+    drop(node);
+
+    let node = boot_again(disk, "2001-01-01T00:00:00");
+    let console = node.serial();
+    console
+        .wait_for(
+            re(r"clock: 2001-\S+ was before the time saved at the last run; set to 20\d\d-"),
+            boot_timeout(),
+        )
+        .expect("the saved time was not restored");
+    console
+        .wait_for("connected to master", boot_timeout())
+        .expect("node-2001 did not reconnect from its saved time");
+    let offset = status_says_synced_to_the_master(&node, master_ip);
+    assert!(offset.abs() < 1.0, "after a cold boot from 2001: {offset}s");
+    eprintln!(
+        "node-2001: came back from a poweroff on its saved time in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     power_off(&node);
@@ -208,21 +244,25 @@ fn compute_nodes_with_clocks_in_2001_and_2040_join_and_keep_the_masters_time() {
 
     // 2001: before the build, so the boot raises the clock to the build's time first;
     // still before the master's certificates, so the join needs the master's time.
-    wrong_clock_joins(
+    let (node, disk) = wrong_clock_joins(
         &net,
         &admin,
         &master_ip,
         &token,
         ("node-2001", 2, "2001-01-01T00:00:00", true),
     );
+    the_time_outlives_a_poweroff(node, &disk, &master_ip, |disk, base| {
+        boot(&net, "node-2001", 2, disk, Some(base))
+    });
     // 2040: after the master's CA expires; only the master's time lets it join.
-    wrong_clock_joins(
+    let (node, _disk) = wrong_clock_joins(
         &net,
         &admin,
         &master_ip,
         &token,
         ("node-2040", 3, "2040-01-01T00:00:00", false),
     );
+    power_off(&node);
     let table = admin.ok(&["node", "list"]);
     assert!(
         table.contains("node-2001") && table.contains("node-2040"),
