@@ -94,7 +94,13 @@ impl TestNet {
         };
         net.ip(&["link", "set", "lo", "up"])?;
         net.ip(&["link", "add", "br0", "type", "bridge"])?;
-        net.ip(&["addr", "add", addr, "dev", "br0"])?;
+        if addr.contains(':') {
+            // An IPv6 address stays tentative (unusable, even from this namespace) until
+            // duplicate address detection ran, which waits for a port with carrier.
+            net.ip(&["addr", "add", addr, "dev", "br0", "nodad"])?;
+        } else {
+            net.ip(&["addr", "add", addr, "dev", "br0"])?;
+        }
         net.ip(&["link", "set", "br0", "up"])?;
         // Multicast (mDNS) sends fail with ENETUNREACH without a route: there is no default route here.
         net.ip(&["route", "add", "224.0.0.0/4", "dev", "br0"])?;

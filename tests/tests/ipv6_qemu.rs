@@ -39,7 +39,7 @@ fn iso_on_ipv6_only_lans_takes_slaac_and_dhcpv6_addresses_and_joins_its_master()
     // A second LAN in the same namespace (QEMU runs there): br1, fd78::/64, Managed.
     net.ip(&["link", "add", "br1", "type", "bridge"])
         .expect("br1");
-    net.ip(&["addr", "add", "fd78::1/64", "dev", "br1"])
+    net.ip(&["addr", "add", "fd78::1/64", "dev", "br1", "nodad"])
         .expect("br1 address");
     net.ip(&["link", "set", "br1", "up"]).expect("br1 up");
     net.ip(&["tuntap", "add", "dev", "tapm", "mode", "tap"])

@@ -32,6 +32,7 @@ pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
         known: HashMap::new(),
         dhcp: HashMap::new(),
         dhcp6: HashMap::new(),
+        ipv6_routers: HashMap::new(),
         multicast_route_on: None,
     };
     for link in links::list(&net.handle).await? {
@@ -89,6 +90,8 @@ struct Network {
     dhcp: HashMap<u32, JoinHandle<()>>,
     /// DHCPv6 clients, on links whose router said Managed.
     dhcp6: HashMap<u32, JoinHandle<()>>,
+    /// The IPv6 default router of each link (the kernel's, from RAs), as last logged.
+    ipv6_routers: HashMap<u32, std::net::Ipv6Addr>,
     /// mDNS needs a multicast route even without a default route.
     multicast_route_on: Option<u32>,
 }
@@ -249,6 +252,7 @@ impl Network {
         if let Some(task) = self.dhcp6.remove(&link.index) {
             task.abort();
         }
+        self.ipv6_routers.remove(&link.index);
         if self.known.remove(&link.index).is_some() {
             log::warn!("{}: link removed", link.name);
             if let Ok(mut s) = self.state.lock() {
@@ -300,24 +304,33 @@ impl Network {
         let router = ipv6::default_router(&self.handle, index)
             .await
             .unwrap_or_default();
+        let router_changed = match router {
+            Some(r) => self.ipv6_routers.insert(index, r) != Some(r),
+            None => self.ipv6_routers.remove(&index).is_some(),
+        };
+        if let (true, Some(r)) = (router_changed, router) {
+            log::info!("IPv6 default route via {r} dev {name}");
+        }
+        // One gateway to show: the router of the first link that has one.
+        let shown_router = self
+            .ipv6_routers
+            .iter()
+            .min_by_key(|(i, _)| **i)
+            .map(|(_, r)| *r);
         let shown: Vec<ipv6::Ipv6State> = entries.iter().map(|e| e.to_state()).collect();
         if let Ok(mut s) = self.state.lock() {
             let l = s.link_mut(&name);
             for entry in &shown {
-                if entry.method != "link" && !l.ipv6.contains(entry) {
-                    log::info!("{name}: {} address {}", entry.method, entry.address);
+                // DHCPv6 says its own lease; link-local addresses are not news.
+                if entry.method == "slaac" && !l.ipv6.contains(entry) {
+                    log::info!("{name}: slaac address {}", entry.address);
                 }
             }
-            let changed = l.ipv6 != shown;
+            let mut changed = l.ipv6 != shown;
             l.ipv6 = shown;
-            let router_changed = router.is_some() && s.ipv6_gateway != router;
-            if router_changed {
-                if let Some(r) = router {
-                    log::info!("IPv6 default route via {r} dev {name}");
-                }
-                s.ipv6_gateway = router;
-            }
-            if changed || router_changed {
+            changed |= s.ipv6_gateway != shown_router;
+            s.ipv6_gateway = shown_router;
+            if changed {
                 s.publish();
             }
         }
