@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::ipv6::{self, Dhcp6Need, RaFlags};
 use super::links::{self, Link};
 use super::state::NetState;
-use super::{dhcp, dhcp6, resolv};
+use super::{dhcp, dhcp6, rdnss, resolv};
 use crate::settings::{NetMode, NetSettings};
 
 pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
@@ -32,6 +32,7 @@ pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
         known: HashMap::new(),
         dhcp: HashMap::new(),
         dhcp6: HashMap::new(),
+        rdnss: HashMap::new(),
         ipv6_routers: HashMap::new(),
         multicast_route_on: None,
     };
@@ -90,6 +91,8 @@ struct Network {
     dhcp: HashMap<u32, JoinHandle<()>>,
     /// DHCPv6 clients, on links whose router said Managed.
     dhcp6: HashMap<u32, JoinHandle<()>>,
+    /// Readers of each link's router advertisements for their name servers (RDNSS).
+    rdnss: HashMap<u32, JoinHandle<()>>,
     /// The IPv6 default router of each link (the kernel's, from RAs), as last logged.
     ipv6_routers: HashMap<u32, std::net::Ipv6Addr>,
     /// mDNS needs a multicast route even without a default route.
@@ -136,6 +139,15 @@ impl Network {
         // Before the link comes up, so the router solicitations sent then already count.
         if let Err(e) = ipv6::accept_router_advertisements(&link.name) {
             log::warn!("{}: cannot enable IPv6 autoconfiguration: {e}", link.name);
+        }
+        match rdnss::open(&link.name) {
+            Ok(fd) => {
+                let task = tokio::spawn(rdnss::run(link.name.clone(), fd, self.state.clone()));
+                if let Some(old) = self.rdnss.insert(link.index, task) {
+                    old.abort();
+                }
+            }
+            Err(e) => log::warn!("{}: no DNS from router advertisements: {e}", link.name),
         }
         if !link.up {
             if let Err(e) = links::set_up(&self.handle, link.index).await {
@@ -253,6 +265,9 @@ impl Network {
             task.abort();
         }
         self.ipv6_routers.remove(&link.index);
+        if let Some(task) = self.rdnss.remove(&link.index) {
+            task.abort();
+        }
         if self.known.remove(&link.index).is_some() {
             log::warn!("{}: link removed", link.name);
             if let Ok(mut s) = self.state.lock() {

@@ -12,7 +12,8 @@ pub struct NetState {
     pub links: Vec<LinkState>,
     pub default_gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
-    /// The IPv6 default router (from a router advertisement) and DHCPv6 name servers.
+    /// The IPv6 default router (from a router advertisement) and the IPv6 name servers
+    /// (DHCPv6, RDNSS).
     #[serde(default)]
     pub ipv6_gateway: Option<Ipv6Addr>,
     #[serde(default)]
