@@ -34,7 +34,8 @@ pub const IPV6_BRIDGE_ADDR: &str = "fd77::1/64";
 /// What the router advertisements of [`TestNet::start_router_advertisements`] say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RaMode {
-    /// The prefix with the A flag: hosts make their own addresses (SLAAC), nothing else.
+    /// The prefix with the A flag: hosts make their own addresses (SLAAC); the bridge as
+    /// DNS server in the RDNSS option.
     Slaac,
     /// The M flag and a DHCPv6 range (`…::100`–`…::1ff`), the prefix without the A flag:
     /// addresses only from DHCPv6, with the bridge as DNS server.
@@ -291,7 +292,9 @@ impl TestNet {
                 .display()
         ));
         match mode {
-            RaMode::Slaac => cmd.arg(format!("--dhcp-range={prefix}::,ra-only,64")),
+            RaMode::Slaac => cmd
+                .arg(format!("--dhcp-range={prefix}::,ra-only,64"))
+                .arg(format!("--dhcp-option=option6:dns-server,[{prefix}::1]")),
             RaMode::Managed => cmd
                 .arg(format!("--dhcp-range={prefix}::100,{prefix}::1ff,64,600"))
                 .arg(format!("--dhcp-option=option6:dns-server,[{prefix}::1]")),

@@ -166,7 +166,7 @@ pub async fn run(name: String, fd: OwnedFd, state: Arc<Mutex<NetState>>) {
                 shown.join(",")
             }
         );
-        if let Err(e) = super::resolv::write_ra(&dns.servers, &dns.search) {
+        if let Err(e) = super::resolv::write_ra(&name, &dns.servers, &dns.search) {
             log::warn!("cannot write {}: {e}", super::resolv::RESOLV_CONF);
         }
         if let Ok(mut s) = state.lock() {

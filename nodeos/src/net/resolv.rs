@@ -2,6 +2,7 @@
 //! static settings), DHCPv6 and router advertisements (RDNSS) each give theirs, and the
 //! file lists them in that order.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
@@ -13,8 +14,8 @@ struct Learned {
     v4_search: Vec<String>,
     v6: Vec<Ipv6Addr>,
     v6_search: Vec<String>,
-    ra: Vec<Ipv6Addr>,
-    ra_search: Vec<String>,
+    /// By link: each link's router says its own.
+    ra: BTreeMap<String, (Vec<Ipv6Addr>, Vec<String>)>,
 }
 
 static LEARNED: Mutex<Learned> = Mutex::new(Learned {
@@ -22,8 +23,7 @@ static LEARNED: Mutex<Learned> = Mutex::new(Learned {
     v4_search: Vec::new(),
     v6: Vec::new(),
     v6_search: Vec::new(),
-    ra: Vec::new(),
-    ra_search: Vec::new(),
+    ra: BTreeMap::new(),
 });
 
 /// At most three servers: the C library reads no more (MAXNS).
@@ -64,12 +64,14 @@ pub fn write_v6(servers: &[Ipv6Addr], search: &[String]) -> std::io::Result<()> 
     cloudos_cluster::files::write_atomic(RESOLV_CONF, text.as_bytes())
 }
 
-/// Sets the servers router advertisements name (RDNSS, DNSSL) and rewrites the file.
-pub fn write_ra(servers: &[Ipv6Addr], search: &[String]) -> std::io::Result<()> {
+/// Sets the servers `link`'s router advertisements name (RDNSS, DNSSL) and rewrites the
+/// file.
+pub fn write_ra(link: &str, servers: &[Ipv6Addr], search: &[String]) -> std::io::Result<()> {
     let text = {
         let mut learned = LEARNED.lock().unwrap_or_else(|e| e.into_inner());
-        learned.ra = servers.to_vec();
-        learned.ra_search = search.to_vec();
+        learned
+            .ra
+            .insert(link.to_owned(), (servers.to_vec(), search.to_vec()));
         render_learned(&learned)
     };
     cloudos_cluster::files::write_atomic(RESOLV_CONF, text.as_bytes())
@@ -79,7 +81,7 @@ pub fn write_ra(servers: &[Ipv6Addr], search: &[String]) -> std::io::Result<()> 
 pub fn ipv6_servers() -> Vec<Ipv6Addr> {
     let learned = LEARNED.lock().unwrap_or_else(|e| e.into_inner());
     let mut servers = learned.v6.clone();
-    for s in &learned.ra {
+    for s in learned.ra.values().flat_map(|(servers, _)| servers) {
         if !servers.contains(s) {
             servers.push(*s);
         }
@@ -94,10 +96,16 @@ fn render_learned(learned: &Learned) -> String {
         .copied()
         .map(IpAddr::V4)
         .chain(learned.v6.iter().copied().map(IpAddr::V6))
-        .chain(learned.ra.iter().copied().map(IpAddr::V6))
+        .chain(
+            learned
+                .ra
+                .values()
+                .flat_map(|(servers, _)| servers.iter().copied().map(IpAddr::V6)),
+        )
         .collect();
     let mut search = learned.v4_search.clone();
-    for domain in learned.v6_search.iter().chain(&learned.ra_search) {
+    let ra_search = learned.ra.values().flat_map(|(_, search)| search);
+    for domain in learned.v6_search.iter().chain(ra_search) {
         if !search.contains(domain) {
             search.push(domain.clone());
         }
@@ -136,11 +144,16 @@ mod tests {
             v4_search: vec!["lan".into()],
             v6: vec!["fd77::1".parse().expect("ip")],
             v6_search: vec!["lan".into(), "v6.lan".into()],
-            ra: vec![
-                "fd77::1".parse().expect("ip"),
-                "fd77::53".parse().expect("ip"),
-            ],
-            ra_search: vec!["ra.lan".into()],
+            ra: BTreeMap::from([(
+                "eth0".to_owned(),
+                (
+                    vec![
+                        "fd77::1".parse().expect("ip"),
+                        "fd77::53".parse().expect("ip"),
+                    ],
+                    vec!["ra.lan".to_owned()],
+                ),
+            )]),
         };
         assert_eq!(
             render_learned(&learned),
