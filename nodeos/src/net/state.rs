@@ -12,10 +12,10 @@ pub struct NetState {
     pub links: Vec<LinkState>,
     pub default_gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
-    /// The IPv6 default router (from a router advertisement) and the IPv6 name servers
-    /// (DHCPv6, RDNSS).
+    /// The IPv6 default router (from a router advertisement) and DHCPv6 name servers.
     #[serde(default)]
     pub ipv6_gateway: Option<Ipv6Addr>,
+    /// IPv6 name servers: DHCPv6's, then the routers' (RDNSS).
     #[serde(default)]
     pub dns6: Vec<Ipv6Addr>,
 }
