@@ -2,7 +2,7 @@
 //! crate), keeping only masters whose advertised CA pin prefix matches the token's pin. The
 //! prefix is only a filter; the join's TLS check against the full pin is what trusts.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cloudos_cluster::CaPin;
@@ -30,13 +30,8 @@ pub async fn find_masters(pin: CaPin, timeout: Duration) -> Result<Vec<String>, 
 /// addresses are left out: without the interface they cannot be dialled.
 fn candidates(master: &DiscoveredMaster) -> Vec<String> {
     master
-        .addresses
-        .iter()
-        .filter(|ip| match ip {
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
-            IpAddr::V4(_) => true,
-        })
-        .map(|ip| SocketAddr::new(*ip, master.port).to_string())
+        .dialable()
+        .map(|ip| SocketAddr::new(ip, master.port).to_string())
         .collect()
 }
 

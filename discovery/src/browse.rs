@@ -40,6 +40,18 @@ pub struct DiscoveredMaster {
     pub version: Option<String>,
 }
 
+impl DiscoveredMaster {
+    /// The addresses another machine can dial, in [`DiscoveredMaster::addresses`] order:
+    /// IPv6 link-local ones (fe80::/10) are left out, since dialling them needs the
+    /// interface they were seen on, which is not kept.
+    pub fn dialable(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addresses
+            .iter()
+            .copied()
+            .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+    }
+}
+
 /// An instance of `_cloudos._tcp` that was found but not usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedMaster {
@@ -439,6 +451,16 @@ mod tests {
         assert_eq!(got.port, 6443);
         assert_eq!(got.version, None);
         assert_eq!(got.host, "m.local");
+    }
+
+    #[test]
+    fn link_local_addresses_are_not_dialable() {
+        let m = DiscoveredMaster {
+            addresses: vec![ip("10.0.0.5"), ip("fd77::2"), ip("fe80::2"), ip("febf::1")],
+            ..master("m", "0123456789abcdef")
+        };
+        let dialable: Vec<IpAddr> = m.dialable().collect();
+        assert_eq!(dialable, [ip("10.0.0.5"), ip("fd77::2")]);
     }
 
     #[test]

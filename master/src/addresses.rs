@@ -1,7 +1,7 @@
 //! The host's addresses, and a task that notices when they change (DHCP lease, SLAAC, cable
 //! pulled). The serving certificate and the mDNS advertisement follow them.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -11,7 +11,7 @@ const POLL: Duration = Duration::from_secs(3);
 
 /// Every IPv4 address of the host's interfaces (loopback included) and every IPv6 address
 /// another machine can dial without naming an interface (global and unique-local: not
-/// loopback, not link-local), sorted, IPv4 first.
+/// loopback, not link-local, fe80::/10, which needs `%eth0`), sorted, IPv4 first.
 pub fn host_addresses() -> Vec<IpAddr> {
     let ips = match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs
@@ -36,17 +36,12 @@ fn dialable(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
         .into_iter()
         .filter(|ip| match ip {
             IpAddr::V4(_) => true,
-            IpAddr::V6(v6) => !v6.is_loopback() && !is_link_local(v6),
+            IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
         })
         .collect();
     ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     ips.dedup();
     ips
-}
-
-/// fe80::/10 needs an interface (`%eth0`) to be dialled: no use to anyone else.
-fn is_link_local(ip: &Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// Publishes the address list whenever it changes; runs until the master stops.

@@ -196,7 +196,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "master",
         kind: Kind::One,
-        help: "`host[:port]` of the master",
+        help: "`host[:port]` of the master; IPv6 in brackets, `[fd00::2]:9443`",
         default: "found by mDNS",
         listed: true,
         in_file: true,

@@ -34,7 +34,8 @@ pub const IPV6_BRIDGE_ADDR: &str = "fd77::1/64";
 /// What the router advertisements of [`TestNet::start_router_advertisements`] say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RaMode {
-    /// The prefix with the A flag: hosts make their own addresses (SLAAC), nothing else.
+    /// The prefix with the A flag: hosts make their own addresses (SLAAC); the bridge as
+    /// DNS server in the RDNSS option.
     Slaac,
     /// The M flag and a DHCPv6 range (`…::100`–`…::1ff`), the prefix without the A flag:
     /// addresses only from DHCPv6, with the bridge as DNS server.
@@ -94,7 +95,13 @@ impl TestNet {
         };
         net.ip(&["link", "set", "lo", "up"])?;
         net.ip(&["link", "add", "br0", "type", "bridge"])?;
-        net.ip(&["addr", "add", addr, "dev", "br0"])?;
+        if addr.contains(':') {
+            // An IPv6 address stays tentative (unusable, even from this namespace) until
+            // duplicate address detection ran, which waits for a port with carrier.
+            net.ip(&["addr", "add", addr, "dev", "br0", "nodad"])?;
+        } else {
+            net.ip(&["addr", "add", addr, "dev", "br0"])?;
+        }
         net.ip(&["link", "set", "br0", "up"])?;
         // Multicast (mDNS) sends fail with ENETUNREACH without a route: there is no default route here.
         net.ip(&["route", "add", "224.0.0.0/4", "dev", "br0"])?;
@@ -285,7 +292,9 @@ impl TestNet {
                 .display()
         ));
         match mode {
-            RaMode::Slaac => cmd.arg(format!("--dhcp-range={prefix}::,ra-only,64")),
+            RaMode::Slaac => cmd
+                .arg(format!("--dhcp-range={prefix}::,ra-only,64"))
+                .arg(format!("--dhcp-option=option6:dns-server,[{prefix}::1]")),
             RaMode::Managed => cmd
                 .arg(format!("--dhcp-range={prefix}::100,{prefix}::1ff,64,600"))
                 .arg(format!("--dhcp-option=option6:dns-server,[{prefix}::1]")),

@@ -26,10 +26,11 @@ const MAC_MANAGED: &str = "52:54:00:78:00:01";
 /// The master, as the settings name it: the bridge's IPv6 address in brackets.
 const MASTER: &str = "[fd77::1]:9443";
 
-/// eth0 takes a SLAAC address in fd77::/64 and the default route from the router's
-/// advertisement, eth1 (Managed) an address from DHCPv6 with its name server; the node
-/// answers ping6 on both, `status` shows both addresses, the IPv6 gateway and the DNS
-/// server, and the node joins the master given as `master = "[fd77::1]:9443"`.
+/// eth0 takes a SLAAC address in fd77::/64, the default route and the name server (RDNSS)
+/// from the router's advertisement, eth1 (Managed) an address from DHCPv6 with its name
+/// server; the node answers ping6 on both, `status` shows both addresses, the IPv6 gateway
+/// and both name servers, and the node joins the master given as
+/// `master = "[fd77::1]:9443"`.
 #[test]
 fn iso_on_ipv6_only_lans_takes_slaac_and_dhcpv6_addresses_and_joins_its_master() {
     require!(cloudos_testkit::root("namespaces and taps"));
@@ -39,7 +40,7 @@ fn iso_on_ipv6_only_lans_takes_slaac_and_dhcpv6_addresses_and_joins_its_master()
     // A second LAN in the same namespace (QEMU runs there): br1, fd78::/64, Managed.
     net.ip(&["link", "add", "br1", "type", "bridge"])
         .expect("br1");
-    net.ip(&["addr", "add", "fd78::1/64", "dev", "br1"])
+    net.ip(&["addr", "add", "fd78::1/64", "dev", "br1", "nodad"])
         .expect("br1 address");
     net.ip(&["link", "set", "br1", "up"]).expect("br1 up");
     net.ip(&["tuntap", "add", "dev", "tapm", "mode", "tap"])
@@ -100,6 +101,12 @@ fn iso_on_ipv6_only_lans_takes_slaac_and_dhcpv6_addresses_and_joins_its_master()
         "no IPv6 default route from the RA",
         line_timeout(),
     );
+    first_capture(
+        &vm,
+        r"(eth0: router advertises dns fd77::1)",
+        "the RDNSS option of eth0's router was not read",
+        line_timeout(),
+    );
     assert!(
         answers_ping(&net, &slaac, line_timeout()),
         "the guest does not answer ping6 on {slaac}"
@@ -141,8 +148,8 @@ fn iso_on_ipv6_only_lans_takes_slaac_and_dhcpv6_addresses_and_joins_its_master()
         )
         .expect("status lacks the DHCPv6 address");
     console
-        .wait_for(re(r"dns [0-9.,]*fd78::1"), line_timeout())
-        .expect("status lacks the DHCPv6 name server");
+        .wait_for("dns fd78::1,fd77::1", line_timeout())
+        .expect("status lacks the DHCPv6 and RDNSS name servers");
     console
         .wait_for(re(r"ipv6 gateway fe80::"), line_timeout())
         .expect("status lacks the IPv6 gateway");

@@ -2,7 +2,7 @@
 //! makes) and stores the client certificate, its key, the CA and the endpoint.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -104,10 +104,8 @@ pub fn choose(masters: &[DiscoveredMaster], token: &Token) -> anyhow::Result<Vec
 
 /// `host:port` for each address of `m` that can be dialled (no IPv6 link-local).
 fn addresses(m: &DiscoveredMaster) -> Vec<String> {
-    m.addresses
-        .iter()
-        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
-        .map(|ip| SocketAddr::new(*ip, m.port).to_string())
+    m.dialable()
+        .map(|ip| SocketAddr::new(ip, m.port).to_string())
         .collect()
 }
 

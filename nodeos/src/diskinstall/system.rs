@@ -34,15 +34,10 @@ impl System for LiveSystem {
             .flat_map(|m| {
                 // One entry per address a person could pick; link-local IPv6 needs an
                 // interface, which an address alone does not carry.
-                m.addresses
-                    .iter()
-                    .filter(|ip| match ip {
-                        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
-                        std::net::IpAddr::V4(_) => true,
-                    })
+                m.dialable()
                     .map(|ip| MasterInfo {
                         name: m.instance.clone(),
-                        address: *ip,
+                        address: ip,
                         port: m.port,
                         cluster: m.cluster.clone(),
                         pin_prefix: m.pin_prefix.clone(),

@@ -96,7 +96,7 @@ pub async fn run(handle: Handle, link: Link, state: Arc<Mutex<NetState>>) {
                                 log_lease(&name, &plan);
                             }
                             current = Some(plan.address);
-                            publish(&state, &plan);
+                            publish(&state);
                         }
                         Err(e) => {
                             log::error!("{name}: cannot apply dhcp6 lease {}: {e}", plan.address)
@@ -157,18 +157,20 @@ fn log_lease(name: &str, plan: &Lease6Plan) {
     );
 }
 
-fn publish(state: &Mutex<NetState>, plan: &Lease6Plan) {
+fn publish(state: &Mutex<NetState>) {
     if let Ok(mut s) = state.lock() {
-        if !plan.dns.is_empty() {
-            s.dns6 = plan.dns.clone();
-        }
+        s.dns6 = super::resolv::ipv6_servers();
         s.publish();
     }
 }
 
+/// The lease is gone: its name servers too.
 pub fn forget(state: &Mutex<NetState>) {
+    if let Err(e) = super::resolv::write_v6(&[], &[]) {
+        log::warn!("cannot write {}: {e}", super::resolv::RESOLV_CONF);
+    }
     if let Ok(mut s) = state.lock() {
-        s.dns6.clear();
+        s.dns6 = super::resolv::ipv6_servers();
         s.publish();
     }
 }

@@ -170,7 +170,7 @@ impl Ipv6Entry {
         if flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed) {
             return None;
         }
-        let method = if is_link_local(&address) {
+        let method = if address.is_unicast_link_local() {
             "link"
         } else if !flags.contains(AddressFlags::Permanent) {
             // Addresses with lifetimes are the kernel's SLAAC ones (dhcp6 adds its
@@ -200,15 +200,10 @@ impl Ipv6Entry {
     }
 }
 
-/// fe80::/10: usable only with the interface named (a zone, `fe80::1%eth0`).
-pub fn is_link_local(ip: &Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
 /// Global and unique-local addresses first (what other machines dial), link-local last;
 /// each group in address order.
 pub fn sort_for_people(entries: &mut [Ipv6Entry]) {
-    entries.sort_by_key(|e| (is_link_local(&e.address), e.address, e.prefix));
+    entries.sort_by_key(|e| (e.address.is_unicast_link_local(), e.address, e.prefix));
 }
 
 /// The usable IPv6 addresses of a link, best first.
@@ -294,7 +289,7 @@ pub async fn remove_leased_addresses(handle: &Handle, index: u32) -> Result<(), 
             && msg.header.family == AddressFamily::Inet6
             && msg.header.prefix_len == 128
             && msg.attributes.iter().any(
-                |a| matches!(a, AddressAttribute::Address(IpAddr::V6(v6)) if !is_link_local(v6)),
+                |a| matches!(a, AddressAttribute::Address(IpAddr::V6(v6)) if !v6.is_unicast_link_local()),
             );
         if leased {
             doomed.push(msg);
@@ -312,7 +307,7 @@ pub async fn link_local(handle: &Handle, index: u32) -> Result<Option<Ipv6Addr>,
     Ok(addresses(handle, index)
         .await?
         .into_iter()
-        .find(|e| is_link_local(&e.address))
+        .find(|e| e.address.is_unicast_link_local())
         .map(|e| e.address))
 }
 

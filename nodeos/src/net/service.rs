@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::ipv6::{self, Dhcp6Need, RaFlags};
 use super::links::{self, Link};
 use super::state::NetState;
-use super::{dhcp, dhcp6, resolv};
+use super::{dhcp, dhcp6, rdnss, resolv};
 use crate::settings::{NetMode, NetSettings};
 
 pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
@@ -32,6 +32,8 @@ pub async fn run(settings: &NetSettings, hostname: &str) -> anyhow::Result<()> {
         known: HashMap::new(),
         dhcp: HashMap::new(),
         dhcp6: HashMap::new(),
+        rdnss: HashMap::new(),
+        ipv6_routers: HashMap::new(),
         multicast_route_on: None,
     };
     for link in links::list(&net.handle).await? {
@@ -89,6 +91,10 @@ struct Network {
     dhcp: HashMap<u32, JoinHandle<()>>,
     /// DHCPv6 clients, on links whose router said Managed.
     dhcp6: HashMap<u32, JoinHandle<()>>,
+    /// Readers of each link's router advertisements for their name servers (RDNSS).
+    rdnss: HashMap<u32, JoinHandle<()>>,
+    /// The IPv6 default router of each link (the kernel's, from RAs), as last logged.
+    ipv6_routers: HashMap<u32, std::net::Ipv6Addr>,
     /// mDNS needs a multicast route even without a default route.
     multicast_route_on: Option<u32>,
 }
@@ -133,6 +139,15 @@ impl Network {
         // Before the link comes up, so the router solicitations sent then already count.
         if let Err(e) = ipv6::accept_router_advertisements(&link.name) {
             log::warn!("{}: cannot enable IPv6 autoconfiguration: {e}", link.name);
+        }
+        match rdnss::open(&link.name) {
+            Ok(fd) => {
+                let task = tokio::spawn(rdnss::run(link.name.clone(), fd, self.state.clone()));
+                if let Some(old) = self.rdnss.insert(link.index, task) {
+                    old.abort();
+                }
+            }
+            Err(e) => log::warn!("{}: no DNS from router advertisements: {e}", link.name),
         }
         if !link.up {
             if let Err(e) = links::set_up(&self.handle, link.index).await {
@@ -249,6 +264,10 @@ impl Network {
         if let Some(task) = self.dhcp6.remove(&link.index) {
             task.abort();
         }
+        self.ipv6_routers.remove(&link.index);
+        if let Some(task) = self.rdnss.remove(&link.index) {
+            task.abort();
+        }
         if self.known.remove(&link.index).is_some() {
             log::warn!("{}: link removed", link.name);
             if let Ok(mut s) = self.state.lock() {
@@ -300,24 +319,33 @@ impl Network {
         let router = ipv6::default_router(&self.handle, index)
             .await
             .unwrap_or_default();
+        let router_changed = match router {
+            Some(r) => self.ipv6_routers.insert(index, r) != Some(r),
+            None => self.ipv6_routers.remove(&index).is_some(),
+        };
+        if let (true, Some(r)) = (router_changed, router) {
+            log::info!("IPv6 default route via {r} dev {name}");
+        }
+        // One gateway to show: the router of the first link that has one.
+        let shown_router = self
+            .ipv6_routers
+            .iter()
+            .min_by_key(|(i, _)| **i)
+            .map(|(_, r)| *r);
         let shown: Vec<ipv6::Ipv6State> = entries.iter().map(|e| e.to_state()).collect();
         if let Ok(mut s) = self.state.lock() {
             let l = s.link_mut(&name);
             for entry in &shown {
-                if entry.method != "link" && !l.ipv6.contains(entry) {
-                    log::info!("{name}: {} address {}", entry.method, entry.address);
+                // DHCPv6 says its own lease; link-local addresses are not news.
+                if entry.method == "slaac" && !l.ipv6.contains(entry) {
+                    log::info!("{name}: slaac address {}", entry.address);
                 }
             }
-            let changed = l.ipv6 != shown;
+            let mut changed = l.ipv6 != shown;
             l.ipv6 = shown;
-            let router_changed = router.is_some() && s.ipv6_gateway != router;
-            if router_changed {
-                if let Some(r) = router {
-                    log::info!("IPv6 default route via {r} dev {name}");
-                }
-                s.ipv6_gateway = router;
-            }
-            if changed || router_changed {
+            changed |= s.ipv6_gateway != shown_router;
+            s.ipv6_gateway = shown_router;
+            if changed {
                 s.publish();
             }
         }

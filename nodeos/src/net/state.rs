@@ -18,6 +18,7 @@ pub struct NetState {
     /// The IPv6 default router (from a router advertisement) and DHCPv6 name servers.
     #[serde(default)]
     pub ipv6_gateway: Option<Ipv6Addr>,
+    /// IPv6 name servers: DHCPv6's, then the routers' (RDNSS).
     #[serde(default)]
     pub dns6: Vec<Ipv6Addr>,
 }
