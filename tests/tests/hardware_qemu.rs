@@ -35,7 +35,7 @@ fn status_until(vm: &Vm, rows: &[regex::Regex]) -> String {
         console.skip_to_end();
         console.send_line("status").expect("typing on the console");
         console
-            .wait_for("\ngateway ", line_timeout())
+            .wait_for(re(r"^gateway "), line_timeout())
             .expect("status did not print its link table");
         // The disk table follows at once.
         std::thread::sleep(Duration::from_millis(500));
