@@ -108,17 +108,32 @@ pub async fn ra_flags_of_all(handle: &Handle) -> Result<Vec<(u32, RaFlags)>, Lin
 
 /// Makes the kernel take SLAAC addresses and a default route from RAs on `link`:
 /// `accept_ra=2` (accept even when forwarding is on, which container networking turns
-/// on, and `1` would then ignore every RA) and `autoconf=1`. Call it before the link is
-/// brought up, so the router solicitations sent at link-up already count.
+/// on, and `1` would then ignore every RA) and `autoconf=1`. Also optimistic duplicate
+/// address detection, where the kernel has it (RFC 4429: `optimistic_dad`, and
+/// `use_optimistic` so source selection takes the address): the SLAAC address is usable
+/// as soon as the RA arrives, so the first connections (the agent's join) leave from it
+/// and not from the link-local address, which the master would then take for the node's.
+/// Call it before the link is brought up, so the router solicitations sent then count.
 pub fn accept_router_advertisements(link: &str) -> std::io::Result<()> {
-    for (key, value) in [("accept_ra", "2"), ("autoconf", "1")] {
-        let path = sysctl_path(link, key).ok_or_else(|| {
+    let path = |key: &str| {
+        sysctl_path(link, key).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("{link:?} is not a link name"),
             )
-        })?;
-        std::fs::write(&path, value)?;
+        })
+    };
+    for key in ["accept_ra", "autoconf"] {
+        let value = if key == "accept_ra" { "2" } else { "1" };
+        std::fs::write(path(key)?, value)?;
+    }
+    for key in ["optimistic_dad", "use_optimistic"] {
+        match std::fs::write(path(key)?, "1") {
+            Ok(()) => {}
+            // A kernel built without CONFIG_IPV6_OPTIMISTIC_DAD: plain DAD, ~1 s slower.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -149,7 +164,8 @@ pub struct Ipv6Entry {
 
 impl Ipv6Entry {
     /// The address in an address message; `None` for IPv4, and for an address not usable
-    /// yet (duplicate address detection running) or any more (DAD failed).
+    /// yet (duplicate address detection running, unless optimistic) or any more (DAD
+    /// failed).
     pub fn from_message(msg: &AddressMessage) -> Option<Ipv6Entry> {
         if msg.header.family != AddressFamily::Inet6 {
             return None;
@@ -167,7 +183,10 @@ impl Ipv6Entry {
                 _ => None,
             })
             .unwrap_or_else(|| AddressFlags::from_bits_retain(msg.header.flags.bits().into()));
-        if flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed) {
+        // Tentative: DAD is running; usable all the same when optimistic (RFC 4429).
+        let tentative =
+            flags.contains(AddressFlags::Tentative) && !flags.contains(AddressFlags::Optimistic);
+        if tentative || flags.contains(AddressFlags::Dadfailed) {
             return None;
         }
         let method = if address.is_unicast_link_local() {
@@ -451,6 +470,14 @@ mod tests {
                 Some("static"),
             ),
             (address("fd77::7", 64, AddressFlags::Tentative), None),
+            (
+                address(
+                    "fd77::9",
+                    64,
+                    AddressFlags::Tentative | AddressFlags::Optimistic,
+                ),
+                Some("slaac"),
+            ),
             (address("fd77::8", 64, AddressFlags::Dadfailed), None),
         ];
         for (msg, want) in cases {
