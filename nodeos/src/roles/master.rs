@@ -72,6 +72,10 @@ pub struct MasterArgs {
     /// A task's log (stdout and stderr together) is kept up to this (e.g. 16Mi): its head.
     #[arg(long, default_value = "16Mi", value_parser = parse_bytes)]
     pub log_cap: u64,
+    /// Also serve time (SNTP) on UDP port 123, as the appliance master does, for a host
+    /// that runs no time server of its own (nodes ask their master by default).
+    #[arg(long)]
+    pub serve_time: bool,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -143,6 +147,9 @@ pub fn config_from_settings(settings: &Settings) -> MasterConfig {
 pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
     crate::logging::init_for_tool(false);
     crate::services::limits::raise_open_files(crate::services::limits::OPEN_FILES);
+    if args.serve_time {
+        serve_time();
+    }
     let config = config_from_args(args)?;
     cloudos_master::serve(config, TokenOutput::Stdout, || {})?;
     Ok(())
@@ -150,7 +157,7 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
 
 /// The `master` service under PID 1 (`cloudos.role=master`). The appliance master also
 /// serves time (docs/design.md decision 19); a host master leaves that to the host's own
-/// time service, which holds port 123 there.
+/// time service, which holds port 123 there, unless told `--serve-time`.
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     serve_time();
     let config = config_from_settings(settings);
