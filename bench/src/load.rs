@@ -143,8 +143,8 @@ async fn generate(
     let join_time = started.elapsed();
     eprintln!("joined in {join_time:?}; connecting…");
 
-    let sockets: Vec<Ws> = futures::stream::iter(clients.iter())
-        .map(connect)
+    let sockets: Vec<Ws> = futures::stream::iter(clients.iter().enumerate())
+        .map(|(i, api)| connect(api, source_address(i)))
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await
@@ -206,9 +206,25 @@ async fn generate(
     })
 }
 
+/// Agents per loopback source address: under the master's cap of certified connections
+/// from one source (256), as real agents come from many hosts.
+const AGENTS_PER_SOURCE: usize = 200;
+
+/// The loopback address agent `i` connects from: 127.0.1.x, 127.0.2.x, … (all of 127/8 is
+/// this machine).
+fn source_address(i: usize) -> std::net::IpAddr {
+    let n = i / AGENTS_PER_SOURCE;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        0,
+        1 + (n / 250) as u8,
+        1 + (n % 250) as u8,
+    ))
+}
+
 /// An agent's WebSocket, Hello answered by Welcome.
-async fn connect(api: &ApiClient) -> anyhow::Result<Ws> {
-    let stream = api.connect().await?;
+async fn connect(api: &ApiClient, from: std::net::IpAddr) -> anyhow::Result<Ws> {
+    let stream = api.connect_from(from).await?;
     let url = format!("wss://{}{}", api.address(), paths::AGENT_CONNECT);
     // Small buffers, as a real agent's, so memory is spent where the master spends it.
     let config = WebSocketConfig::default()

@@ -541,6 +541,22 @@ impl ApiClient {
         .await
     }
 
+    /// [`connect`](Self::connect) from a chosen local address: a load generator spreads
+    /// its simulated agents over loopback addresses, as real agents come from many hosts
+    /// (the master caps connections per source).
+    pub async fn connect_from(
+        &self,
+        from: std::net::IpAddr,
+    ) -> Result<TlsStream<TcpStream>, ClientError> {
+        connect_tcp(
+            &self.addr,
+            Arc::clone(&self.config),
+            self.server_name.clone(),
+            Some(from),
+        )
+        .await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -866,14 +882,37 @@ async fn connect(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
 ) -> Result<TlsStream<TcpStream>, ClientError> {
+    connect_tcp(addr, config, name, None).await
+}
+
+/// [`connect`], from the local address `from` when given.
+async fn connect_tcp(
+    addr: &MasterAddr,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    from: Option<std::net::IpAddr>,
+) -> Result<TlsStream<TcpStream>, ClientError> {
     let shown = addr.to_string();
-    let tcp = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((addr.host.as_str(), addr.port)),
-    )
-    .await
-    .map_err(|_| unreachable(addr, "no answer within 10s"))?
-    .map_err(|e| ClientError::from_transport(&shown, &e))?;
+    let dial = async {
+        let Some(from) = from else {
+            return TcpStream::connect((addr.host.as_str(), addr.port)).await;
+        };
+        let target = tokio::net::lookup_host((addr.host.as_str(), addr.port))
+            .await?
+            .find(|t| t.is_ipv4() == from.is_ipv4())
+            .ok_or_else(|| std::io::Error::other("no address of the local one's family"))?;
+        let socket = if from.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(from, 0))?;
+        socket.connect(target).await
+    };
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial)
+        .await
+        .map_err(|_| unreachable(addr, "no answer within 10s"))?
+        .map_err(|e| ClientError::from_transport(&shown, &e))?;
     // Requests are small and each waits for its answer: do not let Nagle delay them.
     let _ = tcp.set_nodelay(true);
     tokio::time::timeout(
