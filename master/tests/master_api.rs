@@ -853,8 +853,17 @@ async fn many_agents_heartbeat_round_trip() {
         .await;
     let before = rss_kib();
     let mut sockets = Vec::with_capacity(n);
-    for node in &joined {
-        let mut ws = agent_connect(m, &node.client(src(2))).await;
+    for (i, node) in joined.iter().enumerate() {
+        // At most 200 agents per loopback source: the master caps certified connections
+        // per source (256), and real agents come from many hosts.
+        let n = i / 200;
+        let from = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            1 + (n / 250) as u8,
+            1 + (n % 250) as u8,
+        ));
+        let mut ws = agent_connect(m, &node.client(from)).await;
         send(&mut ws, &hello()).await;
         receive(&mut ws).await;
         sockets.push(ws);
