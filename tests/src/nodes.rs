@@ -33,9 +33,21 @@ impl NetHost {
             .rsplit_once('.')
             .map(|(p, _)| p.to_owned())
             .unwrap_or_else(|| "10.77.0".to_owned());
+        let host = NetHost::plugged(net, n, format!("{prefix}.{n}"))?;
+        host.ip_cmd(&["addr", "add", &format!("{}/24", host.ip), "dev", HOST_LINK])?;
+        host.wait_carrier(Duration::from_secs(5))?;
+        Ok(host)
+    }
+
+    /// Host `n`'s namespace, its end of a veth on the bridge `br0` of `net`, `lo` and the
+    /// link up, and the multicast route: without one, multicast sends fail with
+    /// ENETUNREACH (there is no default route), and libmdns gives up its IPv4 side when it
+    /// cannot join 224.0.0.251, even on an IPv6-only LAN (the node's net service adds
+    /// the same route).
+    fn plugged(net: &TestNet, n: u8, ip: String) -> Result<NetHost, NetError> {
         let host = NetHost {
             name: format!("{}-h{n}", net.name()),
-            ip: format!("{prefix}.{n}"),
+            ip,
         };
         run_ip(&["netns", "add", &host.name])?;
         // From here on an error drops `host`, which deletes the namespace.
@@ -57,11 +69,8 @@ impl NetHost {
         net.ip(&["link", "set", &bridge_end, "master", "br0"])?;
         net.ip(&["link", "set", &bridge_end, "up"])?;
         host.ip_cmd(&["link", "set", "lo", "up"])?;
-        host.ip_cmd(&["addr", "add", &format!("{}/24", host.ip), "dev", HOST_LINK])?;
         host.ip_cmd(&["link", "set", HOST_LINK, "up"])?;
-        // Without a route, multicast sends fail with ENETUNREACH (there is no default route).
         host.ip_cmd(&["route", "add", "224.0.0.0/4", "dev", HOST_LINK])?;
-        host.wait_carrier(Duration::from_secs(5))?;
         Ok(host)
     }
 
@@ -69,34 +78,7 @@ impl NetHost {
     /// router advertisements): no IPv4 address; its address is the one the kernel makes
     /// by SLAAC from the advertised prefix, waited for up to `timeout`.
     pub fn ipv6_only(net: &TestNet, n: u8, timeout: Duration) -> Result<NetHost, NetError> {
-        let mut host = NetHost {
-            name: format!("{}-h{n}", net.name()),
-            ip: String::new(),
-        };
-        run_ip(&["netns", "add", &host.name])?;
-        let bridge_end = format!("veth{n}");
-        run_ip(&[
-            "link",
-            "add",
-            &bridge_end,
-            "netns",
-            net.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            HOST_LINK,
-            "netns",
-            &host.name,
-        ])?;
-        net.ip(&["link", "set", &bridge_end, "master", "br0"])?;
-        net.ip(&["link", "set", &bridge_end, "up"])?;
-        host.ip_cmd(&["link", "set", "lo", "up"])?;
-        host.ip_cmd(&["link", "set", HOST_LINK, "up"])?;
-        // What the node's net service adds on every node too: libmdns starts its IPv4
-        // side first and gives up when it cannot join 224.0.0.251 (no route, ENODEV). No
-        // IPv4 address exists on this LAN.
-        host.ip_cmd(&["route", "add", "224.0.0.0/4", "dev", HOST_LINK])?;
+        let mut host = NetHost::plugged(net, n, String::new())?;
         host.wait_carrier(Duration::from_secs(5))?;
         let deadline = Instant::now() + timeout;
         host.ip = loop {

@@ -52,6 +52,18 @@ fn status_until(vm: &Vm, rows: &[regex::Regex]) -> String {
     }
 }
 
+/// [`status_until`] shows `rows`; then the power button powers the VM off in order,
+/// without a panic.
+fn shows_then_powers_off(vm: &Vm, rows: &[regex::Regex]) {
+    status_until(vm, rows);
+    power_button_off(
+        vm,
+        line_timeout(),
+        &[("shutdown: powering off now", "no orderly shutdown")],
+    );
+    assert_no_panic(vm);
+}
+
 /// Waits until the console, from its start, shows a line matching `pattern`
 /// (lines of a boot come in no fixed order: a cursor could pass one).
 fn seen(console: &cloudos_tests::Console, pattern: &str, what: &str) {
@@ -121,13 +133,7 @@ fn iso_brings_up_six_families_of_network_cards() {
             .expect("regex")
         })
         .collect();
-    status_until(&vm, &rows);
-    power_button_off(
-        &vm,
-        line_timeout(),
-        &[("shutdown: powering off now", "no orderly shutdown")],
-    );
-    assert_no_panic(&vm);
+    shows_then_powers_off(&vm, &rows);
 }
 
 /// A 32 MiB disk image holding an ext4 file system labelled `label` (and, for
@@ -203,13 +209,7 @@ fn disks_behind(controllers: &[(DiskController, &str, &str)], host: &str) {
             .expect("regex")
         })
         .collect();
-    status_until(&vm, &rows);
-    power_button_off(
-        &vm,
-        line_timeout(),
-        &[("shutdown: powering off now", "no orderly shutdown")],
-    );
-    assert_no_panic(&vm);
+    shows_then_powers_off(&vm, &rows);
 }
 
 /// The server RAID/SAS adapters QEMU has: MegaRAID SAS 1078 and 2108 and the
