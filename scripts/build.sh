@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the images, incrementally, for every architecture (the default) or one:
 #
-#   scripts/build.sh [--arch all|x86_64|aarch64] [--init PATH]
+#   scripts/build.sh [--arch all|x86_64|aarch64] [--init PATH] [--version V]
+#                    [--release-key FILE] [--bundle-only DIR]
 #
 #   out/<arch>/vmlinuz                 the pinned Debian kernel
 #   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
@@ -12,9 +13,16 @@
 #   out/cloudos-<version>-arm64.iso    live ISO for ARM64 (UEFI)
 #   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
 #   out/<arch>/disk-template.img       what the installer writes to a disk (image/disk.sh)
+#   out/<arch>/nodeos                  nodeos, stamped with the release version
+#   out/cloudos-<version>-<arch>.bundle  the signed update bundle (`cloudos release add`)
 #
 # --init PATH uses PATH (any static binary) as /init instead of building nodeos
 # (with --arch all, PATH must suit both: give --arch too).
+# --version V stamps nodeos (and names the bundle) with version V instead of the workspace's.
+# --release-key FILE signs the bundle (default: the public development key,
+# image/release-keys/dev.secret; see image/release-keys/README.md).
+# --bundle-only DIR makes only a stamped nodeos, its initramfs and the signed bundle, in
+# DIR (one --arch): a second release for a test, in seconds once the first build is done.
 # SOURCE_DATE_EPOCH (default 0) stamps every file in the images.
 # Writes only under out/ and ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
 set -euo pipefail
@@ -23,13 +31,19 @@ export PATH=$PATH:/usr/sbin:/sbin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ARCH=all
 INIT=
+VERSION=
+RELEASE_KEY=$ROOT/image/release-keys/dev.secret
+BUNDLE_ONLY=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --arch) ARCH=$2; shift 2 ;;
     --arch=*) ARCH=${1#--arch=}; shift ;;
     --init) INIT=$(realpath "$2"); shift 2 ;;
     --init=*) INIT=$(realpath "${1#--init=}"); shift ;;
-    *) echo "usage: $0 [--arch all|x86_64|aarch64] [--init PATH]" >&2; exit 2 ;;
+    --version) VERSION=$2; shift 2 ;;
+    --release-key) RELEASE_KEY=$(realpath "$2"); shift 2 ;;
+    --bundle-only) BUNDLE_ONLY=$(realpath -m "$2"); shift 2 ;;
+    *) echo "usage: $0 [--arch all|x86_64|aarch64] [--init PATH] [--version V] [--release-key FILE] [--bundle-only DIR]" >&2; exit 2 ;;
     esac
 done
 die() { echo "build.sh: error: $*" >&2; exit 1; }
@@ -38,7 +52,10 @@ step() { echo "==> $*" >&2; }
 case $ARCH in
 all)
     [[ -z $INIT ]] || die "--init needs --arch: one binary cannot be /init on both architectures"
-    for a in x86_64 aarch64; do "${BASH_SOURCE[0]}" --arch "$a"; done
+    [[ -z $BUNDLE_ONLY ]] || die "--bundle-only needs --arch"
+    ARGS=(--release-key "$RELEASE_KEY")
+    [[ -z $VERSION ]] || ARGS+=(--version "$VERSION")
+    for a in x86_64 aarch64; do "${BASH_SOURCE[0]}" --arch "$a" "${ARGS[@]}"; done
     exit 0
     ;;
 x86_64) DEB_ARCH=amd64; TARGET=x86_64-unknown-linux-musl ;;
@@ -48,10 +65,18 @@ esac
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 OUT=$ROOT/out/$ARCH
+BUNDLES=$ROOT/out
+if [[ -n $BUNDLE_ONLY ]]; then
+    OUT=$BUNDLE_ONLY
+    BUNDLES=$BUNDLE_ONLY
+fi
 mkdir -p "$OUT"
 cd "$ROOT"
 
 source "$ROOT/scripts/lib/fresh.sh"
+source "$ROOT/scripts/lib/version.sh"
+[[ -n $VERSION ]] || VERSION=$(workspace_version "$ROOT")
+[[ -f $RELEASE_KEY ]] || die "release key $RELEASE_KEY not found"
 
 step "fetching pinned inputs ($DEB_ARCH)"
 scripts/fetch-inputs.sh --arch "$DEB_ARCH"
@@ -69,12 +94,26 @@ for pkg in $(awk '$1 ~ /^firmware-/ && $2 == "all" { print $1 }' image/packages.
 done
 
 LOCKED=(--locked)
+step "building mkrelease"
+cargo build --release "${LOCKED[@]}" -q -p cloudos-mkrelease
+MKRELEASE=$ROOT/target/release/mkrelease
+STAMPED=
 if [[ -z $INIT ]]; then
     step "building nodeos ($TARGET)"
     cargo build --release "${LOCKED[@]}" -q -p nodeos --target "$TARGET"
-    INIT=$ROOT/target/$TARGET/release/nodeos
+    # The version is stamped into a copy (see release/src/stamp.rs): the compiled binary
+    # stays as cargo made it, and a second release costs no compile.
+    if ! fresh "$OUT/nodeos" "$ROOT/target/$TARGET/release/nodeos" "$VERSION" "$MKRELEASE"; then
+        cp "$ROOT/target/$TARGET/release/nodeos" "$OUT/nodeos.tmp"
+        "$MKRELEASE" stamp "$OUT/nodeos.tmp" --version "$VERSION"
+        mv "$OUT/nodeos.tmp" "$OUT/nodeos"
+        recorded "$OUT/nodeos"
+    fi
+    INIT=$OUT/nodeos
+    STAMPED=1
 fi
 
+if [[ -z $BUNDLE_ONLY ]]; then
 # The admin's CLI, static, next to the images (it runs on any Linux of the arch).
 step "building the cloudos CLI ($TARGET)"
 cargo build --release "${LOCKED[@]}" -q -p cloudos-cli --target "$TARGET"
@@ -91,6 +130,7 @@ mkdir -p "$DL"
 install -m 0755 "$INIT" "$DL/nodeos-$ARCH"
 install -m 0755 "$OUT/cloudos" "$DL/cloudos-$ARCH"
 (cd "$DL" && sha256sum nodeos-* cloudos-* >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
+fi
 
 step "building mkinitramfs"
 cargo build --release "${LOCKED[@]}" -q -p cloudos-initramfs
@@ -130,6 +170,19 @@ if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos
         --modules "$MODLIST" "${FIRMWARE[@]}" --ca-bundle "$CA" --output "$OUT/initramfs.img"
     recorded "$OUT/initramfs.img"
 fi
+
+# The signed update bundle: this kernel, this initramfs and the stamped nodeos.
+if [[ -n $STAMPED ]]; then
+    BUNDLE=$BUNDLES/cloudos-$VERSION-$ARCH.bundle
+    if ! fresh "$BUNDLE" "$OUT/vmlinuz" "$OUT/initramfs.img" "$OUT/nodeos" "$RELEASE_KEY" "$MKRELEASE"; then
+        step "signing the update bundle ($VERSION, $ARCH)"
+        "$MKRELEASE" bundle --key "$RELEASE_KEY" --version "$VERSION" --arch "$ARCH" \
+            --kernel "$OUT/vmlinuz" --initramfs "$OUT/initramfs.img" --nodeos "$OUT/nodeos" \
+            --output "$BUNDLE"
+        recorded "$BUNDLE"
+    fi
+fi
+[[ -z $BUNDLE_ONLY ]] || exit 0
 
 if ! fresh "$OUT/floor-initramfs.img" "$MK" "$BBDIR/bin/busybox"; then
     step "building floor-initramfs.img"

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::telemetry::{arch, Sampler, NODEOS_VERSION};
+use super::telemetry::{arch, nodeos_version, Sampler};
 
 /// How long the master has to answer Hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,7 +82,7 @@ pub async fn session(
         address: local_ip,
         arch: arch().to_owned(),
         labels: facts.labels.clone(),
-        nodeos_version: NODEOS_VERSION.to_owned(),
+        nodeos_version: nodeos_version(),
         runs: facts.executor.runs(),
     });
     ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;

@@ -7,7 +7,10 @@ use std::path::Path;
 use cloudos_cluster::api::{Capacity, Telemetry};
 
 /// The version of this `nodeos`.
-pub const NODEOS_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version this binary was stamped with at release (see `cloudos_release::stamp`).
+pub fn nodeos_version() -> String {
+    cloudos_release::version().to_string()
+}
 
 /// The architecture as `uname -m` names it; a static binary runs on the one it was built for.
 pub fn arch() -> &'static str {
@@ -150,7 +153,7 @@ impl Sampler {
             uptime_secs: parse_uptime(&read("/proc/uptime")).unwrap_or_default(),
             arch: arch().to_owned(),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
-            nodeos_version: NODEOS_VERSION.to_owned(),
+            nodeos_version: nodeos_version(),
             capacity: Capacity {
                 cpu_millicores: count_cpus(&stat).max(1) * 1000,
                 memory_bytes: mem_total_bytes,
@@ -237,6 +240,6 @@ mod tests {
         assert!(second.capacity.cpu_millicores >= 1000);
         assert!(first.mem_total_bytes > 0 && first.disk_total_bytes > 0);
         assert!((0.0..=1.0).contains(&second.cpu_usage));
-        assert_eq!(second.nodeos_version, NODEOS_VERSION);
+        assert_eq!(second.nodeos_version, nodeos_version());
     }
 }

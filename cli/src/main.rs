@@ -57,6 +57,9 @@ enum Command {
     /// People with admin certificates.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Signed update bundles the master keeps for its nodes.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Masters advertising on this LAN (mDNS).
     Discover {
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
@@ -214,6 +217,15 @@ enum NodeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Upload a bundle (`out/cloudos-VERSION-ARCH.bundle` from the build); the master
+    /// checks its signature and every part before it keeps it.
+    Add { file: PathBuf },
+    /// The kept releases: VERSION ARCH SIZE KEY, and the version the master runs.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// Everyone with an admin certificate: NAME FROM TOKEN SERIAL AGE.
     List,
@@ -279,6 +291,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             approve_reported,
         }) => commands::nodes::label(&ctx, &name, &changes, approve_reported).await,
         Command::Admin(AdminCommand::List) => commands::admins::list(&ctx).await,
+        Command::Release(ReleaseCommand::Add { file }) => {
+            commands::releases::add(&ctx, &file).await
+        }
+        Command::Release(ReleaseCommand::List) => commands::releases::list(&ctx).await,
         Command::Admin(AdminCommand::Revoke { name }) => {
             commands::admins::revoke(&ctx, &name).await
         }

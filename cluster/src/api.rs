@@ -73,6 +73,9 @@ pub mod paths {
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.
     pub const RUNS: &str = "/v1/runs";
+    /// `GET` → [`super::ReleaseList`]; `POST` a signed update bundle (admin certificate);
+    /// `GET /v1/releases/<version>/<arch>` the bundle itself (any cluster certificate).
+    pub const RELEASES: &str = "/v1/releases";
 }
 
 /// A node asks to join with a token and a CSR for its own key.
@@ -541,6 +544,29 @@ impl From<&SpecError> for ErrorBody {
     fn from(e: &SpecError) -> Self {
         ErrorBody::new(ErrorCode::BadRequest, e.to_string())
     }
+}
+
+/// A signed update bundle the master keeps (`cloudos release list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub version: String,
+    /// `x86_64` or `aarch64`.
+    pub arch: String,
+    /// The bundle's size in bytes.
+    pub size: u64,
+    /// The id of the release key that signed it.
+    pub key: String,
+    pub file: String,
+}
+
+/// `GET /v1/releases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseList {
+    pub releases: Vec<ReleaseInfo>,
+    /// The version the master runs.
+    pub running: String,
+    /// The master trusts the public development key: anyone can sign what it accepts.
+    pub development_key: bool,
 }
 
 #[cfg(test)]

@@ -709,6 +709,40 @@ impl ApiClient {
         self.transfer(Method::GET, "/install.sh", None).await
     }
 
+    /// `GET /v1/releases`.
+    pub async fn releases(&self) -> Result<crate::api::ReleaseList, ClientError> {
+        self.call(Method::GET, paths::RELEASES, None).await
+    }
+
+    /// `POST /v1/releases`: uploads a signed update bundle, streamed from its file.
+    pub async fn add_release(
+        &self,
+        bundle: &std::path::Path,
+    ) -> Result<crate::api::ReleaseInfo, ClientError> {
+        let body = RequestBody::file(bundle)
+            .await
+            .map_err(|e| ClientError::Io {
+                what: format!("the bundle {}", bundle.display()),
+                source: e,
+            })?;
+        let answer = self
+            .transfer(Method::POST, paths::RELEASES, Some(body))
+            .await?;
+        serde_json::from_slice(&answer).map_err(|e| protocol(&self.addr, e))
+    }
+
+    /// `GET /v1/releases/<version>/<arch>`: a kept bundle. The caller checks it
+    /// (`cloudos_release::bundle::open`); this connection only proves which master sent it.
+    pub async fn release_bundle(&self, version: &str, arch: &str) -> Result<Bytes, ClientError> {
+        let path = format!(
+            "{}/{}/{}",
+            paths::RELEASES,
+            path_segment(version)?,
+            path_segment(arch)?
+        );
+        self.transfer(Method::GET, &path, None).await
+    }
+
     /// `POST /v1/runs/<run>/output`: a node hands in a finished run's `/output` archive.
     pub async fn upload_output(&self, run: &str, tar: Vec<u8>) -> Result<(), ClientError> {
         let path = format!("{}/{}/output", paths::RUNS, path_segment(run)?);

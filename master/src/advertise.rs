@@ -32,7 +32,7 @@ fn ad(state: &MasterState) -> Result<MasterAd, cloudos_discovery::DiscoveryError
         cluster: state.cluster_name.clone(),
         pin_prefix: pin_prefix(&state.ca.pin().to_string())?,
         port: state.local_addr.port(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: cloudos_release::version().to_string(),
     })
 }
 

@@ -23,6 +23,7 @@
 //!   unique-local IPv6), the serving certificate that names them, the mDNS advertisement
 //!   that follows them.
 //! - `listen`: the API's socket, dual-stack on `[::]`.
+//! - `releases`: the signed update bundles kept for the nodes (`cloudos release`).
 
 mod addresses;
 mod advertise;
@@ -37,6 +38,7 @@ mod health;
 mod listen;
 mod metrics;
 mod ratelimit;
+pub mod releases;
 mod roster;
 mod routes;
 mod server;

@@ -39,6 +39,8 @@ pub struct MasterState {
     /// The binaries `install.sh` fetches, with their digests: read at the first request,
     /// not at start, so hashing the master's own binary never delays a boot.
     downloads: tokio::sync::OnceCell<super::downloads::Downloads>,
+    /// The signed update bundles kept for the nodes.
+    pub releases: super::releases::Releases,
 }
 
 impl MasterState {
@@ -65,6 +67,10 @@ impl MasterState {
         let ips = super::addresses::host_addresses();
         let (tls, _) =
             serving::server_config(&cluster.ca, &config.node_name, &ips, &config.tls_san)?;
+        let releases = super::releases::Releases::new(
+            &config.data_dir.join("master"),
+            cloudos_release::trusted(),
+        );
         Ok(MasterState {
             config,
             store,
@@ -80,6 +86,7 @@ impl MasterState {
             metrics: super::metrics::MasterMetrics::default(),
             workloads,
             downloads: tokio::sync::OnceCell::new(),
+            releases,
         })
     }
 

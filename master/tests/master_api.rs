@@ -1303,6 +1303,10 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
 #[path = "master_api/store.rs"]
 mod store;
 
+/// Signed update bundles: kept for admins, offered to nodes, refused from attackers.
+#[path = "master_api/releases.rs"]
+mod releases;
+
 /// The attacker holds a node's certificate and opens its agent connection, says hello and
 /// then nothing, to hold the slot forever. The master closes it once it has been silent
 /// for five times the NotReady delay.

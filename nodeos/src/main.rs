@@ -110,7 +110,11 @@ fn main() -> anyhow::Result<()> {
     if invoked_as == "modprobe" {
         std::process::exit(nodeos::kmod::modprobe::main(&args));
     }
-    let cli = Cli::parse();
+    // The version is the release stamp, not the crate's (see cloudos_release::stamp).
+    let matches = <Cli as clap::CommandFactory>::command()
+        .version(cloudos_release::version_text())
+        .get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     match cli.command {
         None | Some(Command::Init) => anyhow::bail!(
             "nodeos init must run as PID 1 (it is process {})",

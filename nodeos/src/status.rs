@@ -11,7 +11,6 @@ use crate::hardware::Inventory;
 use crate::net::state::NetState;
 use crate::supervisor::ServiceStatus;
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const CONTROL_SOCKET: &str = "/run/cloudos/control.sock";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +50,7 @@ impl StatusReport {
         let clock = ClockState::read();
         warnings.extend(clock.as_ref().and_then(ClockState::warning));
         StatusReport {
-            version: VERSION.into(),
+            version: cloudos_release::version().to_string(),
             kernel: crate::kmod::kernel_release(),
             arch: std::env::consts::ARCH.into(),
             hostname: hostname.into(),

@@ -5,6 +5,7 @@ pub mod admins;
 pub mod discover;
 pub mod login;
 pub mod nodes;
+pub mod releases;
 pub mod status;
 pub mod tokens;
 pub mod workloads;

@@ -27,7 +27,7 @@ pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<Clust
         cluster_name: state.cluster_name.clone(),
         ca_pin: state.ca.pin().to_string(),
         master_name: state.config.node_name.clone(),
-        master_version: env!("CARGO_PKG_VERSION").to_owned(),
+        master_version: cloudos_release::version().to_string(),
         api_address: state.local_addr.to_string(),
         uptime_secs: state.started.elapsed().as_secs(),
         nodes_total,

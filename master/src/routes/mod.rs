@@ -15,6 +15,8 @@ mod extract;
 mod install;
 mod join;
 mod openapi;
+mod releases;
+mod upload;
 mod workloads;
 
 use std::sync::Arc;
@@ -58,6 +60,8 @@ const INSTALL_FILE: &str = "/install/{file}";
 /// `GET` lists admins; `DELETE /v1/admins/{name}` revokes one.
 const ADMIN: &str = "/v1/admins/{name}";
 const NODE_LABELS: &str = "/v1/nodes/{name}/labels";
+/// `GET` a kept bundle.
+const RELEASE: &str = "/v1/releases/{version}/{arch}";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +242,16 @@ fn routes() -> Routes {
         get(openapi::document),
     )
     .add("get", paths::TIME, Access::Public, get(clock))
+    .add("get", paths::RELEASES, Access::Admin, get(releases::list))
+    .add(
+        "post",
+        paths::RELEASES,
+        Access::Admin,
+        post(releases::add).layer(DefaultBodyLimit::max(
+            cloudos_cluster::client::MAX_TRANSFER_BYTES,
+        )),
+    )
+    .add("get", RELEASE, Access::Any, get(releases::download))
     .add("get", METRICS, Access::Admin, get(admin::metrics))
     .add("get", INSTALL_SCRIPT, Access::Public, get(install::script))
     .add("get", INSTALL_CA, Access::Public, get(install::ca))

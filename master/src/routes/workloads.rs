@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use super::caller::{AdminCaller, NodeCaller};
 use super::extract::ApiJson;
+use super::upload::{receive, Upload};
 use super::AppState;
 use crate::error::ApiError;
 use crate::state::MasterState;
@@ -55,14 +56,14 @@ fn new_task_id(state: &MasterState) -> Result<String, ApiError> {
     }
 }
 
-fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ApiError> {
+pub(super) fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ApiError> {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(bytes))
         .map_err(|e| ApiError::Internal(format!("no randomness for a task id: {e}")))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -295,27 +296,10 @@ pub async fn upload_output(
             node.name
         )));
     }
-    let too_large = ApiError::TooLarge {
-        limit: MAX_TRANSFER_BYTES,
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_TRANSFER_BYTES as u64) {
-        return Err(too_large);
-    }
     let mut tag = [0u8; 8];
     getrandom_fill(&mut tag)?;
     let upload = Upload(workloads::output_upload_path(&state, &run, &hex(&tag)));
-    let size = receive(body, &upload.0, MAX_TRANSFER_BYTES as u64)
-        .await
-        .map_err(|e| match e {
-            Received::TooLarge => too_large,
-            Received::Broken(why) => ApiError::BadRequest(format!("the upload broke off: {why}")),
-            Received::Disk(e) => {
-                ApiError::Internal(format!("cannot write {}: {e}", upload.0.display()))
-            }
-        })?;
+    let size = receive(&headers, body, &upload.0, MAX_TRANSFER_BYTES as u64).await?;
     let size = state
         .blocking(move |s| {
             let stored =
@@ -328,51 +312,6 @@ pub async fn upload_output(
         })
         .await?;
     Ok(Json(serde_json::json!({ "bytes": size })))
-}
-
-/// A partly received upload, removed unless it was stored.
-struct Upload(std::path::PathBuf);
-
-impl Upload {
-    /// It was stored (renamed away): nothing to remove.
-    fn keep(mut self) {
-        self.0 = std::path::PathBuf::new();
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-enum Received {
-    TooLarge,
-    Broken(String),
-    Disk(std::io::Error),
-}
-
-/// Writes `body` to `path` as it arrives; its size, or why it was refused.
-async fn receive(body: Body, path: &std::path::Path, cap: u64) -> Result<u64, Received> {
-    use futures::StreamExt as _;
-    use tokio::io::AsyncWriteExt as _;
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .map_err(Received::Disk)?;
-    let mut stream = body.into_data_stream();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Received::Broken(e.to_string()))?;
-        size += chunk.len() as u64;
-        if size > cap {
-            return Err(Received::TooLarge);
-        }
-        file.write_all(&chunk).await.map_err(Received::Disk)?;
-    }
-    file.flush().await.map_err(Received::Disk)?;
-    Ok(size)
 }
 
 pub async fn list_services(

@@ -49,7 +49,7 @@ pub fn daemon_main(args: DaemonArgs) -> anyhow::Result<()> {
     crate::logging::set_debug(settings.debug);
     log::info!(
         "nodeos {} starting as {} (settings {}, logging to {})",
-        env!("CARGO_PKG_VERSION"),
+        cloudos_release::version(),
         settings.role,
         args.config.display(),
         if journal { "the journal" } else { "stderr" }

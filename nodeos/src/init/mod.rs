@@ -70,7 +70,7 @@ fn run() -> anyhow::Result<()> {
     let release = crate::kmod::kernel_release();
     log::info!(
         "CloudOS nodeos {} starting on Linux {release}",
-        status::VERSION
+        cloudos_release::version()
     );
     if let Err(e) = reroot {
         log::warn!("{e}; containers will not be able to pivot_root");

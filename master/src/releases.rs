@@ -1,0 +1,266 @@
+//! The releases a master keeps for its nodes: signed update bundles, one file each under
+//! `<data dir>/master/releases/`, named `cloudos-<version>-<arch>.bundle`.
+//!
+//! The directory is the record: a bundle is checked in full (signature by a trusted key,
+//! every part's hash) before it is renamed in, so listing only reads each manifest and
+//! checks its signature again. With several masters (etcd, issue 22) the bundles will have
+//! to be copied between them; the store is not the place for 40 MB files.
+//!
+//! Owns the files; knows nothing of HTTP (routes/releases.rs) or of upgrades.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cloudos_cluster::api::ReleaseInfo;
+use cloudos_release::{bundle, Arch, BundleError, Keyring, Verified, Version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("the bundle is refused: {0}")]
+    Refused(#[from] BundleError),
+    #[error("release {version} for {arch} is already kept, with other contents; remove it first")]
+    Conflict { version: Version, arch: Arch },
+    #[error("no release {version} for {arch} is kept here")]
+    Missing { version: String, arch: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ReleaseError {
+    let context = context.into();
+    move |source| ReleaseError::Io { context, source }
+}
+
+pub struct Releases {
+    dir: PathBuf,
+    keyring: Keyring,
+}
+
+impl Releases {
+    pub fn new(data_dir: &Path, keyring: Keyring) -> Releases {
+        Releases {
+            dir: data_dir.join("releases"),
+            keyring,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A place for an upload on the same file system as the releases.
+    pub fn upload_path(&self, tag: &str) -> Result<PathBuf, ReleaseError> {
+        fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
+        Ok(self.dir.join(format!(".upload-{tag}")))
+    }
+
+    /// Checks the uploaded bundle at `upload` in full and keeps it. The same bundle twice is
+    /// fine (nothing changes); another bundle under a kept version and architecture is not.
+    pub fn add(&self, upload: &Path) -> Result<ReleaseInfo, ReleaseError> {
+        let verified = self.check(upload)?;
+        let name = verified.manifest.file_name();
+        let target = self.dir.join(&name);
+        if target.exists() {
+            let same = files_equal(&target, upload)
+                .map_err(io(format!("comparing with {}", target.display())))?;
+            if !same {
+                return Err(ReleaseError::Conflict {
+                    version: verified.manifest.version,
+                    arch: verified.manifest.arch,
+                });
+            }
+            fs::remove_file(upload).map_err(io("removing the duplicate upload"))?;
+        } else {
+            fs::rename(upload, &target).map_err(io(format!("keeping {}", target.display())))?;
+        }
+        let size = fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        Ok(info(&verified, &name, size))
+    }
+
+    fn check(&self, path: &Path) -> Result<Verified, ReleaseError> {
+        let file = fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
+        // The master keeps any version and architecture; each node decides for itself.
+        Ok(bundle::open(
+            std::io::BufReader::new(file),
+            &self.keyring,
+            |_| Ok(()),
+            None,
+        )?)
+    }
+
+    /// Every kept release, newest first; a file that no longer verifies is logged and left out.
+    pub fn list(&self) -> Vec<ReleaseInfo> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Version, ReleaseInfo)> = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".bundle") || name.starts_with('.') {
+                continue;
+            }
+            let header = fs::File::open(entry.path())
+                .map_err(|source| BundleError::Io {
+                    context: format!("opening {name}"),
+                    source,
+                })
+                .and_then(|f| bundle::read_header(std::io::BufReader::new(f), &self.keyring));
+            match header {
+                Ok(verified) => {
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((
+                        verified.manifest.version.clone(),
+                        info(&verified, &name, size),
+                    ));
+                }
+                Err(e) => log::warn!("release file {name} is left out: {e}"),
+            }
+        }
+        out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.arch.cmp(&b.1.arch)));
+        out.into_iter().map(|(_, info)| info).collect()
+    }
+
+    /// The file of a kept release.
+    pub fn path(&self, version: &str, arch: &str) -> Result<PathBuf, ReleaseError> {
+        let missing = || ReleaseError::Missing {
+            version: version.to_owned(),
+            arch: arch.to_owned(),
+        };
+        let version = Version::parse(version).map_err(|_| missing())?;
+        let arch = Arch::parse(arch).ok_or_else(missing)?;
+        let path = self
+            .dir
+            .join(format!("cloudos-{version}-{}.bundle", arch.as_str()));
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing())
+        }
+    }
+}
+
+fn info(verified: &Verified, file: &str, size: u64) -> ReleaseInfo {
+    ReleaseInfo {
+        version: verified.manifest.version.to_string(),
+        arch: verified.manifest.arch.to_string(),
+        size,
+        key: verified.key.to_string(),
+        file: file.to_owned(),
+    }
+}
+
+fn files_equal(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (ma, mb) = (fs::metadata(a)?, fs::metadata(b)?);
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (
+        std::io::BufReader::new(fs::File::open(a)?),
+        std::io::BufReader::new(fs::File::open(b)?),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_release::SecretKey;
+
+    struct Lab {
+        dir: tempfile::TempDir,
+        key: SecretKey,
+        releases: Releases,
+    }
+
+    fn lab() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate().unwrap();
+        let releases = Releases::new(dir.path(), Keyring::new(vec![key.public()]));
+        Lab { dir, key, releases }
+    }
+
+    /// A bundle signed by `key`, written where an upload lands.
+    fn upload(lab: &Lab, key: &SecretKey, version: &str, content: &str) -> PathBuf {
+        let parts = cloudos_release::PART_NAMES.map(|n| {
+            let p = lab.dir.path().join(format!("part-{n}"));
+            fs::write(&p, format!("{n} {content}")).unwrap();
+            p
+        });
+        let path = lab
+            .releases
+            .upload_path(&format!("{version}-{content}"))
+            .unwrap();
+        let file = fs::File::create(&path).unwrap();
+        bundle::write(
+            file,
+            key,
+            Version::parse(version).unwrap(),
+            Arch::X86_64,
+            &parts,
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn a_signed_bundle_is_kept_listed_and_found() {
+        let lab = lab();
+        let up = upload(&lab, &lab.key, "1.1.0", "a");
+        let info = lab.releases.add(&up).unwrap();
+        assert_eq!(info.version, "1.1.0");
+        assert_eq!(info.file, "cloudos-1.1.0-x86_64.bundle");
+        assert!(!up.exists());
+        let up = upload(&lab, &lab.key, "1.2.0", "b");
+        lab.releases.add(&up).unwrap();
+        let listed: Vec<String> = lab.releases.list().into_iter().map(|r| r.version).collect();
+        assert_eq!(listed, ["1.2.0", "1.1.0"]);
+        assert!(lab.releases.path("1.1.0", "x86_64").is_ok());
+        assert!(matches!(
+            lab.releases.path("1.1.0", "aarch64"),
+            Err(ReleaseError::Missing { .. })
+        ));
+        // Not a way out of the directory.
+        assert!(lab.releases.path("../../etc/passwd", "x86_64").is_err());
+    }
+
+    #[test]
+    fn an_admin_uploading_a_bundle_signed_by_an_untrusted_key_is_refused() {
+        let lab = lab();
+        let stranger = SecretKey::generate().unwrap();
+        let up = upload(&lab, &stranger, "9.9.9", "evil");
+        let err = lab.releases.add(&up).unwrap_err();
+        assert!(err.to_string().contains("does not trust"), "{err}");
+        assert!(lab.releases.list().is_empty());
+    }
+
+    #[test]
+    fn the_same_bundle_twice_is_fine_and_another_under_the_same_version_is_not() {
+        let lab = lab();
+        lab.releases
+            .add(&upload(&lab, &lab.key, "1.0.0", "a"))
+            .unwrap();
+        lab.releases
+            .add(&upload(&lab, &lab.key, "1.0.0", "a"))
+            .unwrap();
+        let other = upload(&lab, &lab.key, "1.0.0", "changed");
+        assert!(matches!(
+            lab.releases.add(&other),
+            Err(ReleaseError::Conflict { .. })
+        ));
+        assert_eq!(lab.releases.list().len(), 1);
+    }
+}

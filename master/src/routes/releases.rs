@@ -1,0 +1,91 @@
+//! `/v1/releases`: admins upload and list signed update bundles; nodes (and admins)
+//! download one over their mutual-TLS connection. The checks are `crate::releases`'s.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::Json;
+use cloudos_cluster::api::{ReleaseInfo, ReleaseList};
+use cloudos_cluster::client::MAX_TRANSFER_BYTES;
+
+use super::caller::{AdminCaller, AnyCaller};
+use super::upload::{receive, Upload};
+use super::workloads::{getrandom_fill, hex};
+use super::AppState;
+use crate::error::ApiError;
+use crate::releases::ReleaseError;
+
+pub async fn list(
+    State(state): State<AppState>,
+    _: AdminCaller,
+) -> Result<Json<ReleaseList>, ApiError> {
+    let releases = state.blocking(|s| Ok(s.releases.list())).await?;
+    Ok(Json(ReleaseList {
+        releases,
+        running: cloudos_release::version().to_string(),
+        development_key: cloudos_release::trusts_development_key(),
+    }))
+}
+
+pub async fn add(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ReleaseInfo>, ApiError> {
+    let mut tag = [0u8; 8];
+    getrandom_fill(&mut tag)?;
+    let path = state
+        .releases
+        .upload_path(&hex(&tag))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let upload = Upload(path);
+    receive(&headers, body, &upload.0, MAX_TRANSFER_BYTES as u64).await?;
+    let path = upload.0.clone();
+    let info = state
+        .blocking(move |s| {
+            s.releases.add(&path).map_err(|e| match e {
+                ReleaseError::Refused(e) => {
+                    ApiError::BadRequest(format!("the bundle is refused: {e}"))
+                }
+                ReleaseError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+                e => ApiError::Internal(e.to_string()),
+            })
+        })
+        .await?;
+    upload.keep();
+    log::info!(
+        "release {} for {} added by {} (signed by key {})",
+        info.version,
+        info.arch,
+        admin.name,
+        info.key
+    );
+    Ok(Json(info))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    _: AnyCaller,
+    Path((version, arch)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let path = state
+        .releases
+        .path(&version, &arch)
+        .map_err(|e| ApiError::NotFound(e.to_string()))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
+    let length = file.metadata().await.ok().map(|m| m.len());
+    let mut response = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(file)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-tar"),
+    );
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, length.into());
+    }
+    Ok(response)
+}
