@@ -9,7 +9,8 @@
 //! roles, which are their own crates (`cloudos-master`, `cloudos-agent`), configured from
 //! flags and boot settings and run as a tool, a PID 1 service or a systemd unit. `host`
 //! runs either role as a systemd service on an existing Linux (the cloud install);
-//! `diskinstall` installs CloudOS from the live ISO to a disk.
+//! `diskinstall` installs CloudOS from the live ISO to a disk; `upgrade` writes a checked
+//! release into the inactive slot of an installed disk.
 
 pub mod blockdev;
 pub mod clock;
@@ -26,4 +27,5 @@ pub mod services;
 pub mod settings;
 pub mod status;
 pub mod supervisor;
+pub mod upgrade;
 pub mod watchdog;

@@ -17,12 +17,11 @@ use std::path::Path;
 use nix::mount::{mount, umount, MsFlags};
 
 use crate::settings::Slot;
+use crate::upgrade::grubenv::{GrubEnv, SIZE as GRUBENV_SIZE};
 
 pub const ESP_LABEL: &str = "CLOUDOS-ESP";
 const ESP_MOUNT: &str = "/run/cloudos/esp";
-const GRUBENV: &str = "boot/grub/grubenv";
-/// GRUB's environment block is exactly this long.
-const GRUBENV_SIZE: usize = 1024;
+use crate::upgrade::slot::GRUBENV;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
@@ -51,17 +50,8 @@ pub enum Confirmed {
 /// The environment block with `cloudos_good=1`, same length, or why not:
 /// not a GRUB environment block, another slot active, no `cloudos_good` entry.
 pub fn confirm_env(block: &[u8], booted: Slot) -> Result<Option<Vec<u8>>, String> {
-    const HEADER: &[u8] = b"# GRUB Environment Block\n";
-    if block.len() != GRUBENV_SIZE || !block.starts_with(HEADER) {
-        return Err("not a GRUB environment block".into());
-    }
-    let text = String::from_utf8_lossy(block);
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-            .map(str::to_owned)
-    };
-    match value("cloudos_slot").as_deref() {
+    let mut env = GrubEnv::parse(block).map_err(|e| e.to_string())?;
+    match env.get("cloudos_slot") {
         Some(active) if active == booted.as_str() => {}
         Some(active) => {
             return Err(format!(
@@ -71,26 +61,35 @@ pub fn confirm_env(block: &[u8], booted: Slot) -> Result<Option<Vec<u8>>, String
         }
         None => return Err("no cloudos_slot in it".into()),
     }
-    match value("cloudos_good").as_deref() {
+    match env.get("cloudos_good") {
         Some("1") => Ok(None),
         Some("0") => {
-            let at = find(block, b"\ncloudos_good=0\n")
-                .ok_or_else(|| "cloudos_good=0 is not a line of its own".to_string())?;
-            let mut out = block.to_vec();
-            // "\ncloudos_good=" is 14 bytes: the digit follows.
-            out[at + 14] = b'1';
-            Ok(Some(out))
+            env.set("cloudos_good", "1").map_err(|e| e.to_string())?;
+            env.render().map(Some).map_err(|e| e.to_string())
         }
         other => Err(format!("cloudos_good is {other:?}, not 0 or 1")),
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// The ESP mounted at [`ESP_MOUNT`] for as long as this lives.
+pub struct EspMount(());
+
+impl EspMount {
+    pub fn path(&self) -> &Path {
+        Path::new(ESP_MOUNT)
+    }
 }
 
-/// Confirms `booted` in the ESP's grubenv. Mounts the ESP for the time it takes.
-pub fn confirm(booted: Slot) -> Result<Confirmed, SlotError> {
+impl Drop for EspMount {
+    fn drop(&mut self) {
+        if let Err(e) = umount(ESP_MOUNT) {
+            log::warn!("cannot unmount {ESP_MOUNT}: {e}");
+        }
+    }
+}
+
+/// Mounts the installed disk's ESP (found by its label).
+pub fn mount_esp() -> Result<EspMount, SlotError> {
     let device = crate::blockdev::labels::find_vfat_labelled(ESP_LABEL).ok_or(SlotError::NoEsp)?;
     std::fs::create_dir_all(ESP_MOUNT).map_err(|source| SlotError::Io {
         action: "creating",
@@ -107,11 +106,13 @@ pub fn confirm(booted: Slot) -> Result<Confirmed, SlotError> {
         device: device.clone(),
         source,
     })?;
-    let result = rewrite(&Path::new(ESP_MOUNT).join(GRUBENV), booted);
-    if let Err(e) = umount(ESP_MOUNT) {
-        log::warn!("cannot unmount {ESP_MOUNT}: {e}");
-    }
-    result
+    Ok(EspMount(()))
+}
+
+/// Confirms `booted` in the ESP's grubenv. Mounts the ESP for the time it takes.
+pub fn confirm(booted: Slot) -> Result<Confirmed, SlotError> {
+    let esp = mount_esp()?;
+    rewrite(&esp.path().join(GRUBENV), booted)
 }
 
 fn rewrite(path: &Path, booted: Slot) -> Result<Confirmed, SlotError> {

@@ -1,0 +1,7 @@
+//! Upgrades of the node's own system: a checked release written into the inactive slot of
+//! an installed disk (`slot`), GRUB's environment block that says which slot boots
+//! (`grubenv`). The bundle's format and signature are `cloudos_release`'s; deciding when a
+//! node upgrades is the master's.
+
+pub mod grubenv;
+pub mod slot;
