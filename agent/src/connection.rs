@@ -41,6 +41,10 @@ pub struct SessionParts<'a> {
     pub executor: &'a super::workloads::Executor,
     /// The node's clock, as the OS reports it.
     pub clock: Option<&'a super::ClockReporter>,
+    /// The node's installed system, as the OS reports it.
+    pub system: Option<&'a super::SystemReporter>,
+    /// Upgrades the master asks for.
+    pub upgrader: &'a std::sync::Arc<super::upgrade::Upgrader>,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -100,6 +104,7 @@ pub async fn session(
     log::info!("connected to master at {addr}");
     facts.metrics.connected(true);
     facts.executor.set_api(api.clone());
+    facts.upgrader.set_api(api.clone());
     let end = beat_until_the_end(&mut ws, facts, sampler, interval, renew_at, outbox).await;
     facts.metrics.connected(false);
     let _ = ws.close(None).await;
@@ -138,6 +143,7 @@ where
                 seq += 1;
                 let mut telemetry = sampler.sample(facts.data_dir);
                 telemetry.clock = facts.clock.and_then(|report| report());
+                telemetry.system = system_report(facts).map(Box::new);
                 facts.metrics.sampled(&telemetry);
                 facts.metrics.workloads(facts.executor.footprint());
                 let beat = AgentMessage::Heartbeat(Heartbeat {
@@ -174,6 +180,9 @@ where
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }
                         | MasterMessage::LogOffsets { .. })) => facts.executor.handle(workload),
+                        Ok(MasterMessage::Upgrade { version, allow_downgrade }) => {
+                            facts.upgrader.start(version, allow_downgrade);
+                        }
                         Err(e) => log::debug!("ignoring a message from the master: {e}"),
                     },
                     // Pings are answered by tungstenite itself on the next write.
@@ -188,6 +197,21 @@ where
             _ = tokio::time::sleep_until(renew_at) => return SessionEnd::RenewDue,
         }
     }
+}
+
+/// What the OS says of its slot, with the upgrade this agent runs (if any) in place of the
+/// OS's record of the last one: the live state is the newer.
+fn system_report(facts: &SessionParts<'_>) -> Option<cloudos_cluster::api::SystemReport> {
+    let mut report = facts.system.and_then(|report| report());
+    if let Some(live) = facts.upgrader.report() {
+        let system = report.get_or_insert(cloudos_cluster::api::SystemReport {
+            slot: None,
+            confirmed: false,
+            upgrade: None,
+        });
+        system.upgrade = Some(live);
+    }
+    report
 }
 
 enum Welcomed {

@@ -7,7 +7,8 @@
 //! `clock` (the master's time for a node whose clock is wrong at first contact),
 //! `join` (the first join), `connection` (the WebSocket session), `telemetry` (/proc),
 //! `renewal` (new certificates), `backoff` (retry delays), `metrics` (the node's /metrics),
-//! `workloads` (running what the master sends), `service` (the agent as a long-running
+//! `workloads` (running what the master sends), `upgrade` (fetching a release the master
+//! asks for and handing it to the OS), `service` (the agent as a long-running
 //! service: what happens when it stops). This module ties them together in [`run`]. It
 //! must not touch the master's state or any other service's files, and it reads no boot
 //! settings: `nodeos` builds its [`AgentConfig`].
@@ -22,6 +23,7 @@ pub mod metrics;
 mod renewal;
 pub mod service;
 mod telemetry;
+mod upgrade;
 pub mod workloads;
 
 use std::collections::BTreeMap;
@@ -73,7 +75,22 @@ pub struct AgentConfig {
     pub set_clock: Option<SetClock>,
     /// What the node's clock service says, sent with each heartbeat; `None` on a host.
     pub clock_report: Option<ClockReporter>,
+    /// Checks a downloaded bundle and installs it, then reboots into it (`nodeos::upgrade`);
+    /// `None`: this node cannot install releases.
+    pub install_release: Option<InstallRelease>,
+    /// The booted slot and the outcome of the last upgrade, as the OS knows them.
+    pub system_report: Option<SystemReporter>,
 }
+
+/// See [`AgentConfig::install_release`]: the bundle's path and whether an older (or the
+/// same) version may be installed. `Ok` once the slot is written and a reboot is under way;
+/// `Err` says why not, and nothing was changed.
+pub type InstallRelease =
+    std::sync::Arc<dyn Fn(&std::path::Path, bool) -> Result<(), String> + Send + Sync>;
+
+/// See [`AgentConfig::system_report`].
+pub type SystemReporter =
+    std::sync::Arc<dyn Fn() -> Option<cloudos_cluster::api::SystemReport> + Send + Sync>;
 
 /// See [`AgentConfig::clock_report`].
 pub type ClockReporter =
@@ -97,6 +114,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("after_join", &self.after_join.is_some())
             .field("set_clock", &self.set_clock.is_some())
             .field("clock_report", &self.clock_report.is_some())
+            .field("install_release", &self.install_release.is_some())
+            .field("system_report", &self.system_report.is_some())
             .finish()
     }
 }
@@ -155,12 +174,18 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         shim: shim_command(),
         insecure_registries: config.insecure_registries.clone(),
     });
+    let upgrader = std::sync::Arc::new(upgrade::Upgrader::new(
+        config.install_release.clone(),
+        &config.data_dir,
+    ));
     let facts = SessionParts {
         labels: &config.labels,
         data_dir: &config.data_dir,
         metrics: &node_metrics,
         executor: &executor,
         clock: config.clock_report.as_ref(),
+        system: config.system_report.as_ref(),
+        upgrader: &upgrader,
     };
     let mut sampler = Sampler::new();
     let mut links = Links {

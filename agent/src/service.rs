@@ -56,6 +56,8 @@ mod tests {
             after_join: None,
             set_clock: None,
             clock_report: None,
+            install_release: None,
+            system_report: None,
         }
     }
 

@@ -160,6 +160,7 @@ impl Sampler {
             },
             clock: None,
             clock_skew_secs: None,
+            system: None,
         }
     }
 }

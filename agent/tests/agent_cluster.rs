@@ -77,6 +77,8 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         after_join: None,
         set_clock: None,
         clock_report: None,
+        install_release: None,
+        system_report: None,
     }
 }
 

@@ -281,6 +281,7 @@ fn telemetry() -> Telemetry {
         },
         clock: None,
         clock_skew_secs: None,
+        system: None,
     }
 }
 

@@ -214,6 +214,22 @@ enum NodeCommand {
     },
     /// Evict a node and revoke its certificates.
     Remove { name: String },
+    /// Install a kept release on one node (`cloudos release add` it first): the node
+    /// checks it, writes its other system slot and reboots into it; waits until it is back.
+    Upgrade {
+        name: String,
+        #[arg(long = "to", value_name = "VERSION")]
+        version: String,
+        /// Also an older version, or the same one again.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// How long to wait for the node to come back on the new version.
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Return once the node was told.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +306,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             changes,
             approve_reported,
         }) => commands::nodes::label(&ctx, &name, &changes, approve_reported).await,
+        Command::Node(NodeCommand::Upgrade {
+            name,
+            version,
+            allow_downgrade,
+            timeout,
+            no_wait,
+        }) => {
+            let wait = (!no_wait).then_some(timeout);
+            commands::upgrade::node(&ctx, &name, &version, allow_downgrade, wait).await
+        }
         Command::Admin(AdminCommand::List) => commands::admins::list(&ctx).await,
         Command::Release(ReleaseCommand::Add { file }) => {
             commands::releases::add(&ctx, &file).await

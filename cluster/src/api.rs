@@ -212,6 +212,55 @@ pub struct Telemetry {
     /// replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_secs: Option<f64>,
+    /// The installed system: the slot it booted and its last upgrade (nodes under PID 1 on
+    /// an installed disk say; live boots and hosts do not).
+    /// Boxed: rarely there, and it would make every heartbeat message larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Box<SystemReport>>,
+}
+
+/// A node's installed system, sent with each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemReport {
+    /// `a` or `b`: the system slot this boot came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// Whether GRUB counts this slot as good (nodeos confirmed it healthy).
+    #[serde(default)]
+    pub confirmed: bool,
+    /// The last upgrade this node attempted, while it runs and after it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeReport>,
+}
+
+/// Where an upgrade of one node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// The version it goes (or went) to.
+    pub version: String,
+    /// The version it came from.
+    pub from: String,
+    pub state: UpgradeState,
+    /// Why it failed, in words a person can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeState {
+    /// Fetching the bundle from the master.
+    Downloading,
+    /// Checking it and writing the inactive slot.
+    Installing,
+    /// Written; the node reboots into it.
+    Rebooting,
+    /// The new slot booted and is confirmed good.
+    Done,
+    /// Refused or broke before the reboot: the node runs what it ran.
+    Failed,
+    /// The new slot did not become healthy: the node went back to the old one.
+    FellBack,
 }
 
 /// A node's clock, as its clock service sees it.
@@ -296,6 +345,15 @@ pub enum MasterMessage {
         run: String,
         stdout: u64,
         stderr: u64,
+    },
+    /// Install release `version` (`cloudos node upgrade`): download it from the master over
+    /// this node's certificate, check it, write it into the inactive slot, reboot. The node
+    /// reports where it is in its telemetry ([`SystemReport::upgrade`]).
+    Upgrade {
+        version: String,
+        /// Also an older version, or the same one again.
+        #[serde(default)]
+        allow_downgrade: bool,
     },
 }
 
@@ -544,6 +602,15 @@ impl From<&SpecError> for ErrorBody {
     fn from(e: &SpecError) -> Self {
         ErrorBody::new(ErrorCode::BadRequest, e.to_string())
     }
+}
+
+/// `POST /v1/nodes/<name>/upgrade` (`cloudos node upgrade`): install a kept release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpgradeRequest {
+    pub version: String,
+    /// Also an older version, or the same one again.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 /// A signed update bundle the master keeps (`cloudos release list`).

@@ -743,6 +743,17 @@ impl ApiClient {
         self.transfer(Method::GET, &path, None).await
     }
 
+    /// `POST /v1/nodes/<name>/upgrade`.
+    pub async fn upgrade_node(
+        &self,
+        name: &str,
+        request: &crate::api::NodeUpgradeRequest,
+    ) -> Result<NodeInfo, ClientError> {
+        let path = format!("{}/{}/upgrade", paths::NODES, path_segment(name)?);
+        let body = self.json(request)?;
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
     /// `POST /v1/runs/<run>/output`: a node hands in a finished run's `/output` archive.
     pub async fn upload_output(&self, run: &str, tar: Vec<u8>) -> Result<(), ClientError> {
         let path = format!("{}/{}/output", paths::RUNS, path_segment(run)?);

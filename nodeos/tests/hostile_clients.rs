@@ -534,6 +534,8 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         after_join: None,
         set_clock: None,
         clock_report: None,
+        install_release: None,
+        system_report: None,
     };
     let agent = tokio::spawn(cloudos_agent::run(config));
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -8,6 +8,7 @@ pub mod nodes;
 pub mod releases;
 pub mod status;
 pub mod tokens;
+pub mod upgrade;
 pub mod workloads;
 
 use std::path::PathBuf;

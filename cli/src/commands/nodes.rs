@@ -182,6 +182,9 @@ pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
         if t.clock.is_some() || t.clock_skew_secs.is_some() {
             pairs.push(("clock", clock_line(t)));
         }
+        if let Some(system) = &t.system {
+            pairs.extend(super::upgrade::system_lines(system));
+        }
     }
     fields(&pairs)
 }

@@ -60,6 +60,8 @@ const INSTALL_FILE: &str = "/install/{file}";
 /// `GET` lists admins; `DELETE /v1/admins/{name}` revokes one.
 const ADMIN: &str = "/v1/admins/{name}";
 const NODE_LABELS: &str = "/v1/nodes/{name}/labels";
+/// `POST` installs a kept release on the node.
+const NODE_UPGRADE: &str = "/v1/nodes/{name}/upgrade";
 /// `GET` a kept bundle.
 const RELEASE: &str = "/v1/releases/{version}/{arch}";
 
@@ -252,6 +254,12 @@ fn routes() -> Routes {
         )),
     )
     .add("get", RELEASE, Access::Any, get(releases::download))
+    .add(
+        "post",
+        NODE_UPGRADE,
+        Access::Admin,
+        post(releases::upgrade_node),
+    )
     .add("get", METRICS, Access::Admin, get(admin::metrics))
     .add("get", INSTALL_SCRIPT, Access::Public, get(install::script))
     .add("get", INSTALL_CA, Access::Public, get(install::ca))

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
-use cloudos_cluster::api::{ReleaseInfo, ReleaseList};
+use cloudos_cluster::api::{MasterMessage, NodeInfo, NodeUpgradeRequest, ReleaseInfo, ReleaseList};
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 
 use super::caller::{AdminCaller, AnyCaller};
@@ -88,4 +88,44 @@ pub async fn download(
         headers.insert(header::CONTENT_LENGTH, length.into());
     }
     Ok(response)
+}
+
+/// `POST /v1/nodes/{name}/upgrade`: tells a connected node to install a kept release. The
+/// node checks the bundle itself and reports how it went in its heartbeats; this answers as
+/// soon as the node was told.
+pub async fn upgrade_node(
+    State(state): State<AppState>,
+    AdminCaller(admin): AdminCaller,
+    Path(name): Path<String>,
+    super::extract::ApiJson(req): super::extract::ApiJson<NodeUpgradeRequest>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    let node = state
+        .roster
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))?;
+    // Refused here rather than on the node: the admin hears it at once.
+    state
+        .releases
+        .path(&req.version, &node.arch)
+        .map_err(|e| ApiError::NotFound(format!("{e}; add it with `cloudos release add`")))?;
+    let message = MasterMessage::Upgrade {
+        version: req.version.clone(),
+        allow_downgrade: req.allow_downgrade,
+    };
+    if !state.roster.send(&name, message) {
+        return Err(ApiError::Conflict(format!(
+            "node {name} is not connected; it can only be upgraded while it is"
+        )));
+    }
+    log::info!(
+        "{} asked node {name} to upgrade to {}{}",
+        admin.name,
+        req.version,
+        if req.allow_downgrade {
+            " (downgrade allowed)"
+        } else {
+            ""
+        }
+    );
+    Ok(Json(node))
 }

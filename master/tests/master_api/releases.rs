@@ -137,3 +137,81 @@ async fn admins_keep_signed_releases_and_attackers_are_refused() {
     drop(m);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_node_is_told_to_upgrade_and_only_an_admin_may_ask() {
+    let f = fixture("release-upgrade").await;
+    let work = f.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (status, body) = send(
+        &f.a,
+        f.m.addr,
+        "POST",
+        "/v1/releases",
+        make_bundle(&work, &dev_key(), "0.2.0"),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (node, mut ws) = connected_node(&f, "node-1").await;
+    let ask = |version: &str| serde_json::json!({ "version": version }).to_string();
+
+    // A release the master does not keep: refused before the node hears of it.
+    let reply = call(
+        &f.a,
+        f.m.addr,
+        "POST",
+        "/v1/nodes/node-1/upgrade",
+        Some(ask("9.9.9")),
+    )
+    .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert!(reply.body.contains("cloudos release add"), "{}", reply.body);
+
+    // The node's own certificate cannot order upgrades, of itself or of anyone.
+    let reply = call(
+        &node.client(src(2)),
+        f.m.addr,
+        "POST",
+        "/v1/nodes/node-1/upgrade",
+        Some(ask("0.2.0")),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+
+    // The admin asks: the node is told, and only then.
+    let reply = call(
+        &f.a,
+        f.m.addr,
+        "POST",
+        "/v1/nodes/node-1/upgrade",
+        Some(ask("0.2.0")),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let told = loop {
+        match receive(&mut ws).await {
+            Some(MasterMessage::HeartbeatAck { .. }) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        told,
+        Some(MasterMessage::Upgrade {
+            version: "0.2.0".into(),
+            allow_downgrade: false
+        })
+    );
+
+    // A node that is not connected cannot be told.
+    let token = compute_token(&f.m, &f.a).await;
+    join(&f.m, src(3), &token, "node-2").await;
+    let reply = call(
+        &f.a,
+        f.m.addr,
+        "POST",
+        "/v1/nodes/node-2/upgrade",
+        Some(ask("0.2.0")),
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+}

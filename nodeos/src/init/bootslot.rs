@@ -141,8 +141,17 @@ fn rewrite(path: &Path, booted: Slot) -> Result<Confirmed, SlotError> {
 pub fn confirm_and_log(slot: Option<Slot>) {
     let Some(slot) = slot else { return };
     match confirm(slot) {
-        Ok(Confirmed::Now) => log::info!("slot {} confirmed good", slot.as_str()),
-        Ok(Confirmed::Already) => log::info!("slot {} confirmed good already", slot.as_str()),
+        Ok(how) => {
+            match how {
+                Confirmed::Now => log::info!("slot {} confirmed good", slot.as_str()),
+                Confirmed::Already => log::info!("slot {} confirmed good already", slot.as_str()),
+            }
+            // For the agent's report (`upgrade::node::report_hook`): reading a file is cheap,
+            // mounting the ESP at every heartbeat is not.
+            if let Err(e) = std::fs::write(crate::upgrade::attempt::CONFIRMED_MARK, slot.as_str()) {
+                log::warn!("cannot note the confirmation: {e}");
+            }
+        }
         Err(e) => log::warn!("cannot confirm slot {}: {e}", slot.as_str()),
     }
 }

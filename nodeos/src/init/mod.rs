@@ -282,11 +282,27 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
                 crate::diskinstall::boot::after_ready(install.0, slot, configured, install.1);
             }
             Err(late) => {
-                log::error!(
-                    "nodeos degraded: {} not ready after {}s",
+                let why = format!(
+                    "{} not ready after {}s",
                     late.join(", "),
                     READY_TIMEOUT.as_secs()
                 );
+                log::error!("nodeos degraded: {why}");
+                // A slot on trial after an upgrade goes back to the one that worked.
+                if let Some(slot) = slot {
+                    let gave_up = tokio::task::spawn_blocking(move || {
+                        crate::upgrade::node::give_up_if_on_trial(slot, &why)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if gave_up {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::getpid(),
+                            nix::sys::signal::Signal::SIGINT,
+                        );
+                        return;
+                    }
+                }
                 // No install on a degraded node: the console is for diagnosis.
                 crate::diskinstall::boot::release_console();
             }

@@ -81,6 +81,8 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         after_join: None,
         set_clock: None,
         clock_report: None,
+        install_release: None,
+        system_report: None,
     }
 }
 
@@ -104,6 +106,8 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         after_join: None,
         set_clock: None,
         clock_report: None,
+        install_release: None,
+        system_report: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,6 +133,11 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     config.after_join = Some(Arc::new(|| {
         crate::settings::forget_token_in(std::path::Path::new(crate::settings::CONFIG_FILE))
     }));
+    // An installed disk has slots to upgrade into; a live boot has none.
+    if let Some(slot) = settings.slot {
+        config.install_release = Some(crate::upgrade::node::install_hook(slot));
+        config.system_report = Some(crate::upgrade::node::report_hook(slot));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,126 @@
+//! A node's side of an upgrade the master asked for (`MasterMessage::Upgrade`): fetch the
+//! bundle over this node's certificate, hand it to the OS to check and install, and say
+//! where it is in every heartbeat until the node reboots.
+//!
+//! The agent does not read the bundle: checking signatures and writing boot slots is the
+//! OS's (`nodeos::upgrade`, through [`super::InstallRelease`]); the agent only carries.
+//! One upgrade at a time: a second request while one runs is ignored (and said so).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cloudos_cluster::api::{UpgradeReport, UpgradeState};
+use cloudos_cluster::client::ApiClient;
+
+use super::telemetry::{arch, nodeos_version};
+use super::InstallRelease;
+
+pub struct Upgrader {
+    install: Option<InstallRelease>,
+    dir: PathBuf,
+    state: Mutex<Option<UpgradeReport>>,
+    /// The client of the current session (a renewal replaces it).
+    api: Mutex<Option<ApiClient>>,
+}
+
+impl Upgrader {
+    pub fn new(install: Option<InstallRelease>, data_dir: &Path) -> Upgrader {
+        Upgrader {
+            install,
+            dir: data_dir.join("agent").join("upgrade"),
+            state: Mutex::new(None),
+            api: Mutex::new(None),
+        }
+    }
+
+    pub fn set_api(&self, api: ApiClient) {
+        if let Ok(mut current) = self.api.lock() {
+            *current = Some(api);
+        }
+    }
+
+    /// The upgrade this agent runs or ran since it started.
+    pub fn report(&self) -> Option<UpgradeReport> {
+        self.state.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn set(&self, version: &str, state: UpgradeState, reason: Option<String>) {
+        if let Some(reason) = &reason {
+            log::warn!("upgrade to {version}: {reason}");
+        } else {
+            log::info!("upgrade to {version}: {state:?}");
+        }
+        if let Ok(mut s) = self.state.lock() {
+            *s = Some(UpgradeReport {
+                version: version.to_owned(),
+                from: nodeos_version(),
+                state,
+                reason,
+            });
+        }
+    }
+
+    fn busy(&self) -> bool {
+        matches!(
+            self.report().map(|r| r.state),
+            Some(UpgradeState::Downloading | UpgradeState::Installing | UpgradeState::Rebooting)
+        )
+    }
+
+    /// Starts the upgrade in the background.
+    pub fn start(self: &Arc<Self>, version: String, allow_downgrade: bool) {
+        if self.busy() {
+            log::warn!("the master asked for an upgrade to {version} while one runs; ignored");
+            return;
+        }
+        let Some(install) = self.install.clone() else {
+            self.set(
+                &version,
+                UpgradeState::Failed,
+                Some(
+                    "this node cannot install releases (a live boot, or not CloudOS on a disk)"
+                        .into(),
+                ),
+            );
+            return;
+        };
+        let Some(api) = self.api.lock().ok().and_then(|a| a.clone()) else {
+            return;
+        };
+        self.set(&version, UpgradeState::Downloading, None);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = me.run(&api, &version, allow_downgrade, install).await;
+            match outcome {
+                Ok(()) => me.set(&version, UpgradeState::Rebooting, None),
+                Err(reason) => me.set(&version, UpgradeState::Failed, Some(reason)),
+            }
+        });
+    }
+
+    async fn run(
+        &self,
+        api: &ApiClient,
+        version: &str,
+        allow_downgrade: bool,
+        install: InstallRelease,
+    ) -> Result<(), String> {
+        let bytes = api
+            .release_bundle(version, arch())
+            .await
+            .map_err(|e| format!("cannot download the release: {e}"))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let file = self.dir.join("bundle");
+        std::fs::write(&file, &bytes).map_err(|e| format!("cannot keep the download: {e}"))?;
+        drop(bytes);
+        self.set(version, UpgradeState::Installing, None);
+        let path = file.clone();
+        let result = tokio::task::spawn_blocking(move || install(&path, allow_downgrade))
+            .await
+            .map_err(|e| format!("the install stopped: {e}"))
+            .and_then(|r| r);
+        let _ = std::fs::remove_file(&file);
+        result
+    }
+}
