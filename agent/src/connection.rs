@@ -180,8 +180,8 @@ where
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }
                         | MasterMessage::LogOffsets { .. })) => facts.executor.handle(workload),
-                        Ok(MasterMessage::Upgrade { version, allow_downgrade }) => {
-                            facts.upgrader.start(version, allow_downgrade);
+                        Ok(MasterMessage::Upgrade { id, version, allow_downgrade }) => {
+                            facts.upgrader.start(id, version, allow_downgrade);
                         }
                         Err(e) => log::debug!("ignoring a message from the master: {e}"),
                     },

@@ -82,11 +82,12 @@ pub struct AgentConfig {
     pub system_report: Option<SystemReporter>,
 }
 
-/// See [`AgentConfig::install_release`]: the bundle's path and whether an older (or the
-/// same) version may be installed. `Ok` once the slot is written and a reboot is under way;
-/// `Err` says why not, and nothing was changed.
+/// See [`AgentConfig::install_release`]: the bundle's path, whether an older (or the same)
+/// version may be installed, and the request's id (for the reports after the reboot). `Ok`
+/// once the slot is written and a reboot is under way; `Err` says why not, and nothing was
+/// changed.
 pub type InstallRelease =
-    std::sync::Arc<dyn Fn(&std::path::Path, bool) -> Result<(), String> + Send + Sync>;
+    std::sync::Arc<dyn Fn(&std::path::Path, bool, &str) -> Result<(), String> + Send + Sync>;
 
 /// See [`AgentConfig::system_report`].
 pub type SystemReporter =

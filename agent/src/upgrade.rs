@@ -44,7 +44,7 @@ impl Upgrader {
         self.state.lock().ok().and_then(|s| s.clone())
     }
 
-    fn set(&self, version: &str, state: UpgradeState, reason: Option<String>) {
+    fn set(&self, id: &str, version: &str, state: UpgradeState, reason: Option<String>) {
         if let Some(reason) = &reason {
             log::warn!("upgrade to {version}: {reason}");
         } else {
@@ -52,6 +52,7 @@ impl Upgrader {
         }
         if let Ok(mut s) = self.state.lock() {
             *s = Some(UpgradeReport {
+                id: id.to_owned(),
                 version: version.to_owned(),
                 from: nodeos_version(),
                 state,
@@ -68,13 +69,14 @@ impl Upgrader {
     }
 
     /// Starts the upgrade in the background.
-    pub fn start(self: &Arc<Self>, version: String, allow_downgrade: bool) {
+    pub fn start(self: &Arc<Self>, id: String, version: String, allow_downgrade: bool) {
         if self.busy() {
             log::warn!("the master asked for an upgrade to {version} while one runs; ignored");
             return;
         }
         let Some(install) = self.install.clone() else {
             self.set(
+                &id,
                 &version,
                 UpgradeState::Failed,
                 Some(
@@ -87,13 +89,13 @@ impl Upgrader {
         let Some(api) = self.api.lock().ok().and_then(|a| a.clone()) else {
             return;
         };
-        self.set(&version, UpgradeState::Downloading, None);
+        self.set(&id, &version, UpgradeState::Downloading, None);
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let outcome = me.run(&api, &version, allow_downgrade, install).await;
+            let outcome = me.run(&api, &id, &version, allow_downgrade, install).await;
             match outcome {
-                Ok(()) => me.set(&version, UpgradeState::Rebooting, None),
-                Err(reason) => me.set(&version, UpgradeState::Failed, Some(reason)),
+                Ok(()) => me.set(&id, &version, UpgradeState::Rebooting, None),
+                Err(reason) => me.set(&id, &version, UpgradeState::Failed, Some(reason)),
             }
         });
     }
@@ -101,6 +103,7 @@ impl Upgrader {
     async fn run(
         &self,
         api: &ApiClient,
+        id: &str,
         version: &str,
         allow_downgrade: bool,
         install: InstallRelease,
@@ -114,9 +117,10 @@ impl Upgrader {
         let file = self.dir.join("bundle");
         std::fs::write(&file, &bytes).map_err(|e| format!("cannot keep the download: {e}"))?;
         drop(bytes);
-        self.set(version, UpgradeState::Installing, None);
+        self.set(id, version, UpgradeState::Installing, None);
         let path = file.clone();
-        let result = tokio::task::spawn_blocking(move || install(&path, allow_downgrade))
+        let order = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || install(&path, allow_downgrade, &order))
             .await
             .map_err(|e| format!("the install stopped: {e}"))
             .and_then(|r| r);

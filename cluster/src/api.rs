@@ -236,6 +236,9 @@ pub struct SystemReport {
 /// Where an upgrade of one node is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpgradeReport {
+    /// The request this reports on (the master's answer to `cloudos node upgrade`).
+    #[serde(default)]
+    pub id: String,
     /// The version it goes (or went) to.
     pub version: String,
     /// The version it came from.
@@ -350,6 +353,8 @@ pub enum MasterMessage {
     /// this node's certificate, check it, write it into the inactive slot, reboot. The node
     /// reports where it is in its telemetry ([`SystemReport::upgrade`]).
     Upgrade {
+        /// Names this request in the node's reports.
+        id: String,
         version: String,
         /// Also an older version, or the same one again.
         #[serde(default)]
@@ -611,6 +616,15 @@ pub struct NodeUpgradeRequest {
     /// Also an older version, or the same one again.
     #[serde(default)]
     pub allow_downgrade: bool,
+}
+
+/// The master's answer to [`NodeUpgradeRequest`]: the node was told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpgradeStarted {
+    pub node: String,
+    pub version: String,
+    /// The node's reports on this request carry it ([`UpgradeReport::id`]).
+    pub id: String,
 }
 
 /// A signed update bundle the master keeps (`cloudos release list`).

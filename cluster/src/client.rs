@@ -748,7 +748,7 @@ impl ApiClient {
         &self,
         name: &str,
         request: &crate::api::NodeUpgradeRequest,
-    ) -> Result<NodeInfo, ClientError> {
+    ) -> Result<crate::api::NodeUpgradeStarted, ClientError> {
         let path = format!("{}/{}/upgrade", paths::NODES, path_segment(name)?);
         let body = self.json(request)?;
         self.call(Method::POST, &path, Some(body)).await

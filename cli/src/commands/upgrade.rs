@@ -22,8 +22,8 @@ pub async fn node(
         version: version.to_owned(),
         allow_downgrade,
     };
-    client.upgrade_node(name, &request).await?;
-    eprintln!("node {name}: told to upgrade to {version}");
+    let told = client.upgrade_node(name, &request).await?;
+    eprintln!("node {name}: told to upgrade to {version} ({})", told.id);
     let Some(timeout) = wait else {
         return Ok(());
     };
@@ -37,7 +37,7 @@ pub async fn node(
             Err(e) => return Err(e.into()),
         };
         if let Some(node) = node {
-            let (line, end) = progress(&node, version);
+            let (line, end) = progress(&node, &told.id, version);
             if line != last {
                 eprintln!("node {name}: {line} ({}s)", started.elapsed().as_secs());
                 last = line;
@@ -63,8 +63,9 @@ pub async fn node(
     }
 }
 
-/// Where the node is, and whether the upgrade ended (and how).
-pub fn progress(node: &NodeInfo, version: &str) -> (String, Option<Result<(), String>>) {
+/// Where the node is on request `id`, and whether it ended (and how). Reports on earlier
+/// requests (an upgrade to the same version last week) say nothing about this one.
+pub fn progress(node: &NodeInfo, id: &str, version: &str) -> (String, Option<Result<(), String>>) {
     let Some(t) = &node.telemetry else {
         return ("no report yet".into(), None);
     };
@@ -73,7 +74,7 @@ pub fn progress(node: &NodeInfo, version: &str) -> (String, Option<Result<(), St
     }
     let upgrade = t.system.as_ref().and_then(|s| s.upgrade.as_ref());
     match upgrade {
-        Some(u) if u.version == version => match u.state {
+        Some(u) if u.id == id => match u.state {
             UpgradeState::Done if t.nodeos_version == version => {
                 ("back, running it, slot confirmed".into(), Some(Ok(())))
             }
@@ -146,6 +147,7 @@ mod tests {
                     slot: Some("b".into()),
                     confirmed: true,
                     upgrade: upgrade.map(|(state, reason)| UpgradeReport {
+                        id: "u-1".into(),
                         version: "0.2.0".into(),
                         from: "0.1.0".into(),
                         state,
@@ -159,7 +161,7 @@ mod tests {
 
     #[test]
     fn the_wait_ends_only_when_the_node_runs_the_version_or_says_why_not() {
-        let (_, end) = progress(&node(NodeState::Ready, "0.1.0", None), "0.2.0");
+        let (_, end) = progress(&node(NodeState::Ready, "0.1.0", None), "u-1", "0.2.0");
         assert_eq!(end, None);
         let (line, end) = progress(
             &node(
@@ -167,6 +169,7 @@ mod tests {
                 "0.1.0",
                 Some((UpgradeState::Downloading, None)),
             ),
+            "u-1",
             "0.2.0",
         );
         assert_eq!((line.as_str(), end), ("downloading the release", None));
@@ -176,11 +179,13 @@ mod tests {
                 "0.1.0",
                 Some((UpgradeState::Rebooting, None)),
             ),
+            "u-1",
             "0.2.0",
         );
         assert_eq!(end, None);
         let (_, end) = progress(
             &node(NodeState::Ready, "0.2.0", Some((UpgradeState::Done, None))),
+            "u-1",
             "0.2.0",
         );
         assert_eq!(end, Some(Ok(())));
@@ -190,9 +195,16 @@ mod tests {
                 "0.1.0",
                 Some((UpgradeState::FellBack, Some("agent not ready"))),
             ),
+            "u-1",
             "0.2.0",
         );
         assert_eq!(end, Some(Err("agent not ready".into())));
+    }
+
+    #[test]
+    fn a_report_on_an_earlier_request_does_not_end_the_wait() {
+        let n = node(NodeState::Ready, "0.2.0", Some((UpgradeState::Done, None)));
+        assert_eq!(progress(&n, "u-2", "0.2.0").1, None);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
-use cloudos_cluster::api::{MasterMessage, NodeInfo, NodeUpgradeRequest, ReleaseInfo, ReleaseList};
+use cloudos_cluster::api::{
+    MasterMessage, NodeUpgradeRequest, NodeUpgradeStarted, ReleaseInfo, ReleaseList,
+};
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 
 use super::caller::{AdminCaller, AnyCaller};
@@ -98,7 +100,7 @@ pub async fn upgrade_node(
     AdminCaller(admin): AdminCaller,
     Path(name): Path<String>,
     super::extract::ApiJson(req): super::extract::ApiJson<NodeUpgradeRequest>,
-) -> Result<Json<NodeInfo>, ApiError> {
+) -> Result<Json<NodeUpgradeStarted>, ApiError> {
     let node = state
         .roster
         .get(&name)
@@ -108,7 +110,11 @@ pub async fn upgrade_node(
         .releases
         .path(&req.version, &node.arch)
         .map_err(|e| ApiError::NotFound(format!("{e}; add it with `cloudos release add`")))?;
+    let mut tag = [0u8; 6];
+    getrandom_fill(&mut tag)?;
+    let id = format!("u-{}", hex(&tag));
     let message = MasterMessage::Upgrade {
+        id: id.clone(),
         version: req.version.clone(),
         allow_downgrade: req.allow_downgrade,
     };
@@ -118,7 +124,7 @@ pub async fn upgrade_node(
         )));
     }
     log::info!(
-        "{} asked node {name} to upgrade to {}{}",
+        "{} asked node {name} to upgrade to {}{} ({id})",
         admin.name,
         req.version,
         if req.allow_downgrade {
@@ -127,5 +133,9 @@ pub async fn upgrade_node(
             ""
         }
     );
-    Ok(Json(node))
+    Ok(Json(NodeUpgradeStarted {
+        node: node.name,
+        version: req.version,
+        id,
+    }))
 }

@@ -188,6 +188,8 @@ async fn a_connected_node_is_told_to_upgrade_and_only_an_admin_may_ask() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+    let started: cloudos_cluster::api::NodeUpgradeStarted = reply.json();
+    assert_eq!(started.node, "node-1");
     let told = loop {
         match receive(&mut ws).await {
             Some(MasterMessage::HeartbeatAck { .. }) => continue,
@@ -197,6 +199,7 @@ async fn a_connected_node_is_told_to_upgrade_and_only_an_admin_may_ask() {
     assert_eq!(
         told,
         Some(MasterMessage::Upgrade {
+            id: started.id,
             version: "0.2.0".into(),
             allow_downgrade: false
         })

@@ -18,6 +18,9 @@ pub const CONFIRMED_MARK: &str = "/run/cloudos/slot-confirmed";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
+    /// The master's id of the request.
+    #[serde(default)]
+    pub id: String,
     pub from: String,
     pub from_slot: String,
     pub to: String,
@@ -78,6 +81,7 @@ pub fn report(booted: Slot, confirmed: bool, attempt: Option<&Attempt>) -> Syste
             )
         };
         UpgradeReport {
+            id: a.id.clone(),
             version: a.to.clone(),
             from: a.from.clone(),
             state,
@@ -97,6 +101,7 @@ mod tests {
 
     fn attempt(reason: Option<&str>) -> Attempt {
         Attempt {
+            id: "u-1".into(),
             from: "0.1.0".into(),
             from_slot: "a".into(),
             to: "0.2.0".into(),

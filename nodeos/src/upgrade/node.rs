@@ -17,7 +17,7 @@ use crate::settings::Slot;
 /// Checks the bundle at the path, writes it into the inactive slot, records the attempt
 /// and asks PID 1 for an orderly reboot (SIGINT).
 pub fn install_hook(booted: Slot) -> cloudos_agent::InstallRelease {
-    Arc::new(move |bundle: &Path, allow_downgrade: bool| {
+    Arc::new(move |bundle: &Path, allow_downgrade: bool, id: &str| {
         let intent = if allow_downgrade {
             Intent::Force
         } else {
@@ -39,6 +39,7 @@ pub fn install_hook(booted: Slot) -> cloudos_agent::InstallRelease {
         .map_err(|e: SlotError| e.to_string())?;
         drop(esp);
         let record = Attempt {
+            id: id.to_owned(),
             from: running.to_string(),
             from_slot: booted.as_str().to_owned(),
             to: written.version.to_string(),

@@ -1,0 +1,199 @@
+//! Upgrading an installed compute node to a second release (issue 19): the node is
+//! installed from the live ISO with an answer file and joins a `nodeos master` on the
+//! test bridge; the test builds a second release of the same code under another version
+//! (`scripts/build.sh --bundle-only`: a version stamp and a new initramfs, no compile), the
+//! admin adds it to the master and runs `cloudos node upgrade`. The node downloads it over
+//! its certificate, checks it, writes slot B, reboots into it and comes back on the new
+//! version with slot B confirmed. Asking again for the same version, or for the older
+//! release without `--allow-downgrade`, is refused by the node with its reason, and it
+//! stays where it is.
+//!
+//! One guest at a time; run with `--test-threads=1` under the shared QEMU lock. Needs root
+//! (namespaces, taps), mtools and dosfstools, the debug `nodeos` and `cloudos`
+//! (`cargo build -p nodeos -p cloudos-cli`) and `scripts/build.sh --arch x86_64`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cloudos_tests::checks::{assert_no_panic, blank_disk, config_disk, install_timeout, step};
+use cloudos_tests::guest::{boot_timeout, re};
+use cloudos_tests::lab::{self, debug_binary, Admin, HostMaster};
+use cloudos_tests::{artifacts, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
+
+const GIB: u64 = 1 << 30;
+const MAC: &str = "52:54:00:c1:19:01";
+const NODE: &str = "up-node";
+const NEXT: &str = "0.1.1-upgrade.test";
+
+/// The live ISO on a CD, the target disk and the answer file; QEMU exits on the reboot.
+fn install_vm(target: &Path, cfg: &Path, net: &TestNet) -> Vm {
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    VmBuilder::new(Arch::X86_64)
+        .name("upgrade-install")
+        .memory_mb(768)
+        .boot(BootSource::Cdrom(iso))
+        .disk(target.to_path_buf())
+        .disk(cfg.to_path_buf())
+        .network(net.vm_network_with_mac(MAC).expect("tap"))
+        .spawn()
+        .expect("starting QEMU")
+}
+
+/// The installed disk alone; a guest reboot resets the machine (an upgrade reboots).
+fn node_vm(target: &Path, net: &TestNet) -> Vm {
+    VmBuilder::new(Arch::X86_64)
+        .name("upgrade-node")
+        .memory_mb(768)
+        .boot(BootSource::Disk(target.to_path_buf()))
+        .network(net.vm_network_with_mac(MAC).expect("tap"))
+        .extra_args([
+            // Later than the builder's -no-reboot, so it wins: a reboot is a reset.
+            "-action".to_owned(),
+            "reboot=reset".to_owned(),
+        ])
+        .spawn()
+        .expect("starting QEMU")
+}
+
+/// The second release: this build's nodeos stamped `NEXT`, its initramfs and the signed
+/// bundle, in `dir`.
+fn build_next_release(dir: &Path) -> PathBuf {
+    let started = Instant::now();
+    let output = Command::new(artifacts::workspace_root().join("scripts/build.sh"))
+        .args(["--arch", "x86_64", "--version", NEXT, "--bundle-only"])
+        .arg(dir)
+        .output()
+        .expect("running scripts/build.sh");
+    assert!(
+        output.status.success(),
+        "building release {NEXT} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "release {NEXT} built in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    dir.join(format!("cloudos-{NEXT}-x86_64.bundle"))
+}
+
+/// The node as the admin sees it, as JSON.
+fn node_json(admin: &Admin, name: &str) -> serde_json::Value {
+    serde_json::from_str(&admin.ok(&["node", "show", name, "-o", "json"])).expect("node JSON")
+}
+
+#[test]
+fn a_compute_node_upgrades_into_its_other_slot_and_refuses_the_same_or_an_older_release() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq");
+    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
+    let admin = Admin::new(&net, debug_binary("cloudos"), dir.path().join("admin"));
+    admin.log_in(&master.admin_token(), &master.addr);
+    let token = admin.token("compute", &[]);
+
+    // The second release is built while the node installs.
+    let release_dir = dir.path().join("next");
+    let builder = std::thread::spawn({
+        let release_dir = release_dir.clone();
+        move || build_next_release(&release_dir)
+    });
+
+    // 1. Install the compute node from the ISO with an answer file.
+    let target = blank_disk(dir.path(), "target.img", 4 * GIB);
+    let answers = format!(
+        "mode = \"compute\"\nhostname = \"{NODE}\"\ndisk = \"/dev/vda\"\nwipe = true\n\
+         token = \"{token}\"\nmaster = \"{}\"\n",
+        master.addr
+    );
+    let cfg = config_disk(dir.path(), &answers);
+    let vm = install_vm(&target, &cfg, &net);
+    vm.serial()
+        .wait_for("install complete: /dev/vda", install_timeout())
+        .unwrap_or_else(|e| panic!("the install did not complete: {e}"));
+    vm.wait_exit(step())
+        .expect("QEMU did not exit on the reboot (-no-reboot)");
+    assert_no_panic(&vm);
+    drop(vm);
+
+    // 2. The installed node boots slot A and joins.
+    let vm = node_vm(&target, &net);
+    let console = vm.serial();
+    console
+        .wait_for("Booting `CloudOS (slot a)'", boot_timeout())
+        .expect("GRUB did not boot slot A");
+    console
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host up-node, role compute"),
+            boot_timeout(),
+        )
+        .expect("the installed node did not come up");
+    console
+        .wait_for("slot a confirmed good", step())
+        .expect("slot A was not confirmed");
+    admin.wait_for_state(NODE, "Ready", step());
+    let before = node_json(&admin, NODE);
+    let first = before["telemetry"]["nodeos_version"]
+        .as_str()
+        .expect("a version")
+        .to_owned();
+    assert_ne!(first, NEXT);
+
+    // 3. The admin keeps both releases on the master and upgrades the node.
+    let bundle = builder.join().expect("the release build");
+    admin.ok(&["release", "add", bundle.to_str().expect("utf-8")]);
+    let current = artifacts::out_dir().join(format!("cloudos-{first}-x86_64.bundle"));
+    admin.ok(&["release", "add", current.to_str().expect("utf-8")]);
+    let started = Instant::now();
+    let timeout = format!("{}s", scaled(Duration::from_secs(600)).as_secs());
+    admin.ok(&["node", "upgrade", NODE, "--to", NEXT, "--timeout", &timeout]);
+    let upgrade_time = started.elapsed();
+    console
+        .wait_for("Booting `CloudOS (slot b)'", step())
+        .expect("GRUB did not boot slot B after the upgrade");
+    console
+        .wait_for("slot b confirmed good", step())
+        .expect("slot B was not confirmed");
+    let after = node_json(&admin, NODE);
+    let t = &after["telemetry"];
+    assert_eq!(t["nodeos_version"], NEXT, "{after}");
+    assert_eq!(t["system"]["slot"], "b", "{after}");
+    assert_eq!(t["system"]["confirmed"], true, "{after}");
+    assert_eq!(t["system"]["upgrade"]["state"], "done", "{after}");
+    assert_eq!(t["system"]["upgrade"]["from"], first.as_str(), "{after}");
+    eprintln!(
+        "node upgraded {first} -> {NEXT} in {:.0}s (download, write, reboot, ready)",
+        upgrade_time.as_secs_f64()
+    );
+
+    // 4. The same version again, and the older one without --allow-downgrade: the node
+    //    says why not, writes nothing and does not reboot.
+    let boots = |text: &str| text.matches("Booting `CloudOS").count();
+    let booted_before = boots(&console.contents());
+    for (version, says) in [
+        (NEXT, "already running"),
+        (first.as_str(), "older than the running"),
+    ] {
+        let refused = admin.fails(&[
+            "node",
+            "upgrade",
+            NODE,
+            "--to",
+            version,
+            "--timeout",
+            &timeout,
+        ]);
+        assert!(refused.contains(says), "upgrade to {version}: {refused}");
+    }
+    let still = node_json(&admin, NODE);
+    assert_eq!(still["telemetry"]["nodeos_version"], NEXT, "{still}");
+    assert_eq!(still["telemetry"]["system"]["slot"], "b", "{still}");
+    assert_eq!(still["telemetry"]["system"]["confirmed"], true, "{still}");
+    assert_eq!(
+        boots(&console.contents()),
+        booted_before,
+        "a refused upgrade rebooted the node"
+    );
+    lab::power_off(&vm);
+    assert_no_panic(&vm);
+}
