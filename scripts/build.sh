@@ -2,7 +2,7 @@
 # Build the images, incrementally, for every architecture (the default) or one:
 #
 #   scripts/build.sh [--arch all|x86_64|aarch64] [--init PATH] [--version V]
-#                    [--release-key FILE] [--bundle-only DIR]
+#                    [--release-key FILE] [--bundle-only DIR] [--image-cmdline TEXT]
 #
 #   out/<arch>/vmlinuz                 the pinned Debian kernel
 #   out/<arch>/initramfs.img           /init = nodeos, modules, CA bundle
@@ -23,6 +23,9 @@
 # image/release-keys/dev.secret; see image/release-keys/README.md).
 # --bundle-only DIR makes only a stamped nodeos, its initramfs and the signed bundle, in
 # DIR (one --arch): a second release for a test, in seconds once the first build is done.
+# --image-cmdline TEXT bakes boot settings into the initramfs (/etc/cloudos/cmdline), read as
+# if they came first on the kernel command line: an OEM's defaults, or a test's broken
+# release (cloudos.fault=…).
 # SOURCE_DATE_EPOCH (default 0) stamps every file in the images.
 # Writes only under out/ and ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}.
 set -euo pipefail
@@ -34,6 +37,7 @@ INIT=
 VERSION=
 RELEASE_KEY=$ROOT/image/release-keys/dev.secret
 BUNDLE_ONLY=
+IMAGE_CMDLINE=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --arch) ARCH=$2; shift 2 ;;
@@ -43,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     --version) VERSION=$2; shift 2 ;;
     --release-key) RELEASE_KEY=$(realpath "$2"); shift 2 ;;
     --bundle-only) BUNDLE_ONLY=$(realpath -m "$2"); shift 2 ;;
+    --image-cmdline) IMAGE_CMDLINE=$2; shift 2 ;;
     *) echo "usage: $0 [--arch all|x86_64|aarch64] [--init PATH] [--version V] [--release-key FILE] [--bundle-only DIR]" >&2; exit 2 ;;
     esac
 done
@@ -55,6 +60,7 @@ all)
     [[ -z $BUNDLE_ONLY ]] || die "--bundle-only needs --arch"
     ARGS=(--release-key "$RELEASE_KEY")
     [[ -z $VERSION ]] || ARGS+=(--version "$VERSION")
+    [[ -z $IMAGE_CMDLINE ]] || ARGS+=(--image-cmdline "$IMAGE_CMDLINE")
     for a in x86_64 aarch64; do "${BASH_SOURCE[0]}" --arch "$a" "${ARGS[@]}"; done
     exit 0
     ;;
@@ -164,10 +170,16 @@ if ! fresh "$OUT/vmlinuz" "$KDIR/boot/vmlinuz-$KVER" "$KERNEL_PACKING"; then
 fi
 
 MODLIST=$ROOT/initramfs/modules-$ARCH.txt
-if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos-unpacked" "$CA" "${FIRMWARE[@]}"; then
+IMAGE_EXTRA=()
+if [[ -n $IMAGE_CMDLINE ]]; then
+    printf '%s\n' "$IMAGE_CMDLINE" >"$OUT/image-cmdline"
+    IMAGE_EXTRA=(--extra "$OUT/image-cmdline:/etc/cloudos/cmdline")
+fi
+if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos-unpacked" "$CA" "${FIRMWARE[@]}" "image-cmdline=$IMAGE_CMDLINE"; then
     step "building initramfs.img"
     "$MK" --init "$INIT" --kernel-release "$KVER" --modules-root "$KDIR" \
-        --modules "$MODLIST" "${FIRMWARE[@]}" --ca-bundle "$CA" --output "$OUT/initramfs.img"
+        --modules "$MODLIST" "${FIRMWARE[@]}" --ca-bundle "$CA" "${IMAGE_EXTRA[@]}" \
+        --output "$OUT/initramfs.img"
     recorded "$OUT/initramfs.img"
 fi
 

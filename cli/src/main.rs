@@ -223,6 +223,9 @@ enum NodeCommand {
         /// Also an older version, or the same one again.
         #[arg(long)]
         allow_downgrade: bool,
+        /// Try again a release this node already failed to come up with.
+        #[arg(long)]
+        retry_failed: bool,
         /// How long to wait for the node to come back on the new version.
         #[arg(long, default_value = "15m", value_parser = parse_duration)]
         timeout: Duration,
@@ -310,11 +313,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             name,
             version,
             allow_downgrade,
+            retry_failed,
             timeout,
             no_wait,
         }) => {
             let wait = (!no_wait).then_some(timeout);
-            commands::upgrade::node(&ctx, &name, &version, allow_downgrade, wait).await
+            commands::upgrade::node(&ctx, &name, &version, allow_downgrade, retry_failed, wait)
+                .await
         }
         Command::Admin(AdminCommand::List) => commands::admins::list(&ctx).await,
         Command::Release(ReleaseCommand::Add { file }) => {

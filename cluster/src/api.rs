@@ -616,6 +616,9 @@ pub struct NodeUpgradeRequest {
     /// Also an older version, or the same one again.
     #[serde(default)]
     pub allow_downgrade: bool,
+    /// Try a release the node already failed to come up with (it fell back, or refused it).
+    #[serde(default)]
+    pub retry_failed: bool,
 }
 
 /// The master's answer to [`NodeUpgradeRequest`]: the node was told.

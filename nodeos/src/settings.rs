@@ -15,6 +15,25 @@ pub use cloudos_cluster::client::DEFAULT_API_PORT;
 /// exactly as these settings do.
 pub use cloudos_cluster::validate_hostname;
 
+/// Settings an image carries as defaults (`scripts/build.sh --image-cmdline`): `cloudos.*`
+/// words read as if they came first on the kernel command line, so what the boot loader
+/// passes wins. Part of the initramfs, so as trusted (and as signed) as the OS itself.
+pub const IMAGE_CMDLINE: &str = "/etc/cloudos/cmdline";
+
+/// The command line the boot settings are read from: the image's defaults, then the
+/// kernel's own.
+pub fn boot_cmdline() -> String {
+    let image = std::fs::read_to_string(IMAGE_CMDLINE).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    joined_cmdline(&image, &kernel)
+}
+
+fn joined_cmdline(image: &str, kernel: &str) -> String {
+    format!("{} {}", image.trim(), kernel.trim())
+        .trim()
+        .to_owned()
+}
+
 /// Removes the join token from the settings file at `path`, once the node has joined and
 /// its identity replaces it. A failure is logged: the node works either way.
 pub fn forget_token_in(path: &std::path::Path) {
@@ -36,6 +55,22 @@ pub fn forget_token_in(path: &std::path::Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_command_line_wins_over_the_image_defaults() {
+        let line = joined_cmdline(
+            "cloudos.hostname=image cloudos.debug\n",
+            "quiet cloudos.hostname=grub\n",
+        );
+        assert_eq!(
+            line,
+            "cloudos.hostname=image cloudos.debug quiet cloudos.hostname=grub"
+        );
+        let (settings, _) = Settings::load(None, &line);
+        assert_eq!(settings.hostname.as_deref(), Some("grub"));
+        assert!(settings.debug);
+        assert_eq!(joined_cmdline("", "quiet"), "quiet");
+    }
 
     #[test]
     fn forgetting_the_token_keeps_the_other_settings() {

@@ -6,7 +6,10 @@
 //! its certificate, checks it, writes slot B, reboots into it and comes back on the new
 //! version with slot B confirmed. Asking again for the same version, or for the older
 //! release without `--allow-downgrade`, is refused by the node with its reason, and it
-//! stays where it is.
+//! stays where it is. Then a bad release (its agent crashes at every start, baked in with
+//! `--image-cmdline cloudos.fault=…`): the node writes slot A, reboots into it, finds its
+//! services not ready in time, goes back to slot B by itself and reports why; the master
+//! then refuses to send that release to the node again unless told `--retry-failed`.
 //!
 //! One guest at a time; run with `--test-threads=1` under the shared QEMU lock. Needs root
 //! (namespaces, taps), mtools and dosfstools, the debug `nodeos` and `cloudos`
@@ -25,6 +28,7 @@ const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:19:01";
 const NODE: &str = "up-node";
 const NEXT: &str = "0.1.1-upgrade.test";
+const BAD: &str = "0.1.2-bad.test";
 
 /// The live ISO on a CD, the target disk and the answer file; QEMU exits on the reboot.
 fn install_vm(target: &Path, cfg: &Path, net: &TestNet) -> Vm {
@@ -56,25 +60,27 @@ fn node_vm(target: &Path, net: &TestNet) -> Vm {
         .expect("starting QEMU")
 }
 
-/// The second release: this build's nodeos stamped `NEXT`, its initramfs and the signed
-/// bundle, in `dir`.
-fn build_next_release(dir: &Path) -> PathBuf {
+/// A release of this build's nodeos stamped `version`, its initramfs (with `image_cmdline`
+/// baked in, if any) and the signed bundle, in `dir`.
+fn build_release(dir: &Path, version: &str, image_cmdline: Option<&str>) -> PathBuf {
     let started = Instant::now();
-    let output = Command::new(artifacts::workspace_root().join("scripts/build.sh"))
-        .args(["--arch", "x86_64", "--version", NEXT, "--bundle-only"])
-        .arg(dir)
-        .output()
-        .expect("running scripts/build.sh");
+    let mut cmd = Command::new(artifacts::workspace_root().join("scripts/build.sh"));
+    cmd.args(["--arch", "x86_64", "--version", version, "--bundle-only"])
+        .arg(dir);
+    if let Some(line) = image_cmdline {
+        cmd.args(["--image-cmdline", line]);
+    }
+    let output = cmd.output().expect("running scripts/build.sh");
     assert!(
         output.status.success(),
-        "building release {NEXT} failed: {}",
+        "building release {version} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     eprintln!(
-        "release {NEXT} built in {:.0}s",
+        "release {version} built in {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    dir.join(format!("cloudos-{NEXT}-x86_64.bundle"))
+    dir.join(format!("cloudos-{version}-x86_64.bundle"))
 }
 
 /// The node as the admin sees it, as JSON.
@@ -83,7 +89,7 @@ fn node_json(admin: &Admin, name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_compute_node_upgrades_into_its_other_slot_and_refuses_the_same_or_an_older_release() {
+fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_release() {
     let dir = tempfile::tempdir().expect("temp dir");
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
@@ -92,11 +98,13 @@ fn a_compute_node_upgrades_into_its_other_slot_and_refuses_the_same_or_an_older_
     admin.log_in(&master.admin_token(), &master.addr);
     let token = admin.token("compute", &[]);
 
-    // The second release is built while the node installs.
-    let release_dir = dir.path().join("next");
-    let builder = std::thread::spawn({
-        let release_dir = release_dir.clone();
-        move || build_next_release(&release_dir)
+    // The next release and a bad one are built while the node installs.
+    let (next_dir, bad_dir) = (dir.path().join("next"), dir.path().join("bad"));
+    let builder = std::thread::spawn(move || {
+        (
+            build_release(&next_dir, NEXT, None),
+            build_release(&bad_dir, BAD, Some("cloudos.fault=crash:agent:100000")),
+        )
     });
 
     // 1. Install the compute node from the ISO with an answer file.
@@ -140,8 +148,9 @@ fn a_compute_node_upgrades_into_its_other_slot_and_refuses_the_same_or_an_older_
     assert_ne!(first, NEXT);
 
     // 3. The admin keeps both releases on the master and upgrades the node.
-    let bundle = builder.join().expect("the release build");
+    let (bundle, bad_bundle) = builder.join().expect("the release builds");
     admin.ok(&["release", "add", bundle.to_str().expect("utf-8")]);
+    admin.ok(&["release", "add", bad_bundle.to_str().expect("utf-8")]);
     let current = artifacts::out_dir().join(format!("cloudos-{first}-x86_64.bundle"));
     admin.ok(&["release", "add", current.to_str().expect("utf-8")]);
     let started = Instant::now();
@@ -194,6 +203,36 @@ fn a_compute_node_upgrades_into_its_other_slot_and_refuses_the_same_or_an_older_
         booted_before,
         "a refused upgrade rebooted the node"
     );
+
+    // 5. The bad release: slot A is written (slot B is confirmed, so A is no longer the last
+    //    good system), the node boots it, its agent never comes up, and after the ready
+    //    timeout it goes back to slot B and says why.
+    let refused = admin.fails(&["node", "upgrade", NODE, "--to", BAD, "--timeout", &timeout]);
+    assert!(refused.contains("not ready after"), "{refused}");
+    assert!(refused.contains("went back to slot b"), "{refused}");
+    let text = console.contents();
+    let tail = &text[text
+        .rfind("Booting `CloudOS (slot a)'")
+        .expect("slot A was tried")..];
+    assert!(
+        tail.contains("is on trial and agent not ready"),
+        "no give-up on slot A"
+    );
+    assert!(
+        tail.contains("Booting `CloudOS (slot b)'"),
+        "GRUB did not go back to slot B"
+    );
+    let back = node_json(&admin, NODE);
+    let t = &back["telemetry"];
+    assert_eq!(t["nodeos_version"], NEXT, "{back}");
+    assert_eq!(t["system"]["slot"], "b", "{back}");
+    assert_eq!(t["system"]["upgrade"]["state"], "fell_back", "{back}");
+    assert_eq!(t["system"]["upgrade"]["version"], BAD, "{back}");
+
+    // 6. The master does not send the node into that release again unless told to.
+    let again = admin.fails(&["node", "upgrade", NODE, "--to", BAD, "--no-wait"]);
+    assert!(again.contains("already failed"), "{again}");
+    assert!(again.contains("--retry-failed"), "{again}");
     lab::power_off(&vm);
     assert_no_panic(&vm);
 }

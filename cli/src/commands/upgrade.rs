@@ -15,12 +15,14 @@ pub async fn node(
     name: &str,
     version: &str,
     allow_downgrade: bool,
+    retry_failed: bool,
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     let request = NodeUpgradeRequest {
         version: version.to_owned(),
         allow_downgrade,
+        retry_failed,
     };
     let told = client.upgrade_node(name, &request).await?;
     eprintln!("node {name}: told to upgrade to {version} ({})", told.id);

@@ -105,6 +105,17 @@ pub async fn upgrade_node(
         .roster
         .get(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))?;
+    // A release this node already went back from is not tried again unless the admin says
+    // so: the node reports its last upgrade in every heartbeat, so this survives restarts of
+    // the master and of the node.
+    if !req.retry_failed {
+        if let Some(why) = failed_before(&node, &req.version) {
+            return Err(ApiError::Conflict(format!(
+                "node {name} already failed to upgrade to {}: {why}; fix the release, or pass --retry-failed to try it again",
+                req.version
+            )));
+        }
+    }
     // Refused here rather than on the node: the admin hears it at once.
     state
         .releases
@@ -138,4 +149,16 @@ pub async fn upgrade_node(
         version: req.version,
         id,
     }))
+}
+
+/// Why `node` failed to upgrade to `version` the last time it tried, if it did.
+fn failed_before(node: &cloudos_cluster::api::NodeInfo, version: &str) -> Option<String> {
+    use cloudos_cluster::api::UpgradeState;
+    let last = node.telemetry.as_ref()?.system.as_ref()?.upgrade.as_ref()?;
+    let failed = matches!(last.state, UpgradeState::FellBack | UpgradeState::Failed);
+    (failed && last.version == version).then(|| {
+        last.reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".into())
+    })
 }

@@ -64,7 +64,7 @@ fn run() -> anyhow::Result<()> {
         log::warn!("cannot take over ctrl-alt-del: {e}");
     }
 
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = crate::settings::boot_cmdline();
     let (settings, _) = Settings::load(None, &cmdline);
     crate::logging::set_debug(settings.debug);
     let release = crate::kmod::kernel_release();

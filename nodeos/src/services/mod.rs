@@ -57,7 +57,7 @@ pub fn specs(role: NodeRole) -> Vec<ServiceSpec> {
 
 /// Entry point of `nodeos svc NAME`.
 pub fn run(name: &str) -> anyhow::Result<()> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = crate::settings::boot_cmdline();
     let config = std::fs::read_to_string(crate::settings::CONFIG_FILE).ok();
     let (settings, _warnings) = Settings::load(config.as_deref(), &cmdline);
     crate::logging::init_for_service(settings.debug);
