@@ -43,6 +43,17 @@ pub fn main() -> ! {
 /// The last resort: say what went wrong and keep reaping, so the machine
 /// stays inspectable instead of panicking the kernel.
 fn stay_up(reason: &str) -> ! {
+    // Except on a slot on trial after an upgrade: there the last good system is one reboot
+    // away, and staying up would keep the machine on the broken one.
+    let cmdline = crate::settings::boot_cmdline();
+    if let Some(slot) = crate::settings::Settings::load(None, &cmdline).0.slot {
+        let why = format!("nodeos cannot continue ({reason})");
+        if crate::upgrade::node::give_up_if_on_trial(slot, &why) {
+            nix::unistd::sync();
+            let err = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+            log::error!("reboot(2) failed: {err:?}");
+        }
+    }
     log::error!("nodeos cannot continue: {reason}. The system stays up for diagnosis; power it off to leave.");
     crate::watchdog::note_stopping();
     let reaper = Reaper::default();
