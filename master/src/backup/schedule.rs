@@ -30,6 +30,11 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A day between backups, unless told otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(86_400);
+    /// A week of daily backups.
+    pub const DEFAULT_KEEP: usize = 7;
+
     /// Checks what can be checked before the first backup: the passphrase file reads and
     /// holds a passphrase long enough, and the directory can be made.
     pub fn check(&self) -> Result<(), BackupError> {
