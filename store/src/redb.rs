@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::keyspace::{KeyRange, Table, Txn, TxnFn, UpdateFn, Write, SCHEMA_KEY, SCHEMA_VERSION};
-use crate::watch::{Change, Watch, Watchers};
 use crate::snapshot::Snapshot;
+use crate::watch::{Change, Watch, Watchers};
 use crate::{decode, encode, get_json, NodeRecord, Store, StoreError};
 
 pub(crate) fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
