@@ -32,7 +32,10 @@ fn populated() -> RedbStore {
     s
 }
 
-fn everything(s: &dyn Store) -> Vec<(Table, Vec<(String, Vec<u8>)>)> {
+/// Every table's `(key, value)` pairs.
+type Everything = Vec<(Table, Vec<(String, Vec<u8>)>)>;
+
+fn everything(s: &dyn Store) -> Everything {
     Table::ALL
         .iter()
         .map(|&t| (t, s.range_raw(t, KeyRange::All).expect("range")))

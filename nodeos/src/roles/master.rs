@@ -377,8 +377,10 @@ mod tests {
 
     #[test]
     fn backup_settings_map_onto_the_schedule() {
-        let mut settings = Settings::default();
-        settings.backup_dir = Some("/var/lib/cloudos/backups".into());
+        let mut settings = Settings {
+            backup_dir: Some("/var/lib/cloudos/backups".into()),
+            ..Settings::default()
+        };
         assert_eq!(
             config_from_settings(&settings).backups,
             None,

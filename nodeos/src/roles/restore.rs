@@ -153,3 +153,98 @@ fn with_file<T>(
     drop(mounted);
     Ok(result?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_store::{ClusterMeta, RedbStore, Store};
+
+    /// A backup of a store holding cluster `lab`, written to `dir/lab.age`.
+    fn a_backup(dir: &Path) -> std::path::PathBuf {
+        let store = RedbStore::in_memory().expect("store");
+        let now = time::OffsetDateTime::now_utc();
+        let ca = cloudos_cluster::ClusterCa::create("lab", now).expect("ca");
+        store
+            .init_cluster_meta(&ClusterMeta {
+                name: "lab".into(),
+                ca_cert_pem: ca.cert_pem().to_owned(),
+                ca_key_pem: ca.key_pem(),
+                created_at: now,
+            })
+            .expect("meta");
+        let file = dir.join("lab.age");
+        let pass = Passphrase::new("correct horse battery staple").expect("passphrase");
+        backup::write_file(&store, &dir.join("nothing"), &pass, &file).expect("backup");
+        file
+    }
+
+    #[test]
+    fn the_boot_settings_restore_once_then_leave_the_cluster_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = a_backup(dir.path());
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data");
+        let pass = data.join("restore.pass");
+        std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
+        let mut settings = Settings {
+            restore: Some(file.to_string_lossy().into_owned()),
+            ..Settings::default()
+        };
+
+        let err = from_settings(&settings, &data).expect_err("no passphrase setting");
+        assert!(err.to_string().contains("restore_passphrase_file"), "{err}");
+        assert!(!data.join("master").exists());
+
+        settings.restore_passphrase_file = Some(pass.to_string_lossy().into_owned());
+        from_settings(&settings, &data).expect("restore");
+        assert_eq!(
+            existing_cluster(&data).expect("read"),
+            Some("lab".to_owned())
+        );
+        assert!(
+            !pass.exists(),
+            "the passphrase on the data partition is removed"
+        );
+        // The next boot, the setting still there: the cluster is left as it is.
+        from_settings(&settings, &data).expect("ignored");
+        assert_eq!(
+            existing_cluster(&data).expect("read"),
+            Some("lab".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_failed_restore_under_pid1_stops_the_master_with_its_reason() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = a_backup(dir.path());
+        let data = dir.path().join("data");
+        let pass = dir.path().join("wrong.pass");
+        std::fs::write(&pass, "not the passphrase\n").expect("pass");
+        let settings = Settings {
+            restore: Some(file.to_string_lossy().into_owned()),
+            restore_passphrase_file: Some(pass.to_string_lossy().into_owned()),
+            ..Settings::default()
+        };
+        let err = format!("{:#}", from_settings(&settings, &data).expect_err("wrong"));
+        assert!(err.contains("wrong passphrase"), "{err}");
+        assert!(err.contains("does not start a new cluster"), "{err}");
+        assert_eq!(existing_cluster(&data).expect("read"), None);
+        assert!(
+            pass.exists(),
+            "a passphrase outside the data partition is left alone"
+        );
+    }
+
+    #[test]
+    fn the_flag_refuses_a_data_dir_with_a_cluster_before_asking_anything() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = a_backup(dir.path());
+        let data = dir.path().join("data");
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "correct horse battery staple\n").expect("pass");
+        from_flags(&file, Some(&pass), &data, false).expect("first restore");
+        let err = from_flags(&file, None, &data, false).expect_err("holds a cluster");
+        assert!(err.to_string().contains("--force-restore"), "{err}");
+        from_flags(&file, Some(&pass), &data, true).expect("forced");
+    }
+}
