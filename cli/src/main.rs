@@ -107,6 +107,23 @@ enum Command {
     Scale { name: String, replicas: u32 },
     /// Stop a service's replicas and forget it.
     Delete { name: String },
+    /// Backups of the master's state (restore one with `nodeos master --restore FILE`).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Write an encrypted backup of the master's state (CA and its key, tokens, nodes,
+    /// admins, workloads, task logs, releases) to FILE (0600). The passphrase is asked for
+    /// without echo, or read from --passphrase-file (its first line).
+    Create {
+        /// Where to write the backup (`-o` is the output format, so FILE is positional).
+        file: PathBuf,
+        /// Read the passphrase from this file instead of asking for it.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
 }
 
 /// What to run, shared by `run` and `deploy`.
@@ -360,6 +377,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::workloads::scale(&ctx, &name, replicas).await
         }
         Command::Delete { name } => commands::workloads::delete(&ctx, &name).await,
+        Command::Backup(BackupCommand::Create {
+            file,
+            passphrase_file,
+        }) => commands::backup::create(&ctx, &file, passphrase_file.as_deref()).await,
     }
 }
 

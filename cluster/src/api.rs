@@ -76,6 +76,41 @@ pub mod paths {
     /// `GET` → [`super::ReleaseList`]; `POST` a signed update bundle (admin certificate);
     /// `GET /v1/releases/<version>/<arch>` the bundle itself (any cluster certificate).
     pub const RELEASES: &str = "/v1/releases";
+    /// `POST` [`super::BackupRequest`] → an encrypted backup of the master's state (an age
+    /// file), with a [`super::BackupSummary`] in the [`super::BACKUP_SUMMARY_HEADER`]
+    /// header; admin certificate.
+    pub const BACKUP: &str = "/v1/backup";
+}
+
+/// `POST /v1/backup`: the passphrase the backup is encrypted to. `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRequest {
+    pub passphrase: String,
+}
+
+impl fmt::Debug for BackupRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackupRequest { passphrase: <redacted> }")
+    }
+}
+
+/// The response header of `POST /v1/backup` that says what the backup holds (JSON
+/// [`BackupSummary`]): the CLI cannot look inside the encrypted file.
+pub const BACKUP_SUMMARY_HEADER: &str = "x-cloudos-backup";
+
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub cluster: String,
+    pub ca_pin: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub schema_version: u32,
+    /// Records per store table.
+    pub records: BTreeMap<String, usize>,
+    /// Files (task logs and outputs, releases) and their bytes.
+    pub files: u64,
+    pub file_bytes: u64,
 }
 
 /// A node asks to join with a token and a CSR for its own key.

@@ -44,9 +44,10 @@ mod body;
 use body::RequestBody;
 
 use crate::api::{
-    paths, AdminInfo, ClusterStatus, ErrorBody, ErrorCode, JoinRequest, JoinResponse, NodeInfo,
-    NodeLabelRequest, RenewRequest, TimeResponse, TokenCheckRequest, TokenCheckResponse,
-    TokenCreateRequest, TokenCreateResponse, TokenInfo,
+    paths, AdminInfo, BackupRequest, BackupSummary, ClusterStatus, ErrorBody, ErrorCode,
+    JoinRequest, JoinResponse, NodeInfo, NodeLabelRequest, RenewRequest, TimeResponse,
+    TokenCheckRequest, TokenCheckResponse, TokenCreateRequest, TokenCreateResponse, TokenInfo,
+    BACKUP_SUMMARY_HEADER,
 };
 use crate::identity::Role;
 use crate::pki::{self, CaPin, NodeKey, PkiError};
@@ -869,6 +870,73 @@ impl ApiClient {
             }
         }
         Ok(())
+    }
+
+    /// `POST /v1/backup`: the master's encrypted backup, streamed into `out` as it arrives
+    /// (never all in memory); what it holds. On an error `out` may hold part of it: the
+    /// caller writes to a temporary file and renames it only on success.
+    pub async fn create_backup(
+        &self,
+        passphrase: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<BackupSummary, ClientError> {
+        let body = self.json(&BackupRequest {
+            passphrase: passphrase.to_owned(),
+        })?;
+        let shown = self.addr.to_string();
+        let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(paths::BACKUP)
+            .header(HOST, shown.clone())
+            .header(ACCEPT, "application/octet-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .body(RequestBody::bytes(body))
+            .map_err(|e| protocol(&self.addr, e))?;
+        // The master writes the whole backup before it answers.
+        let response = tokio::time::timeout(TRANSFER_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| unreachable(&self.addr, "no answer within 300s"))?
+            .map_err(|e| transport(&e))?;
+        let status = response.status().as_u16();
+        let summary = response
+            .headers()
+            .get(BACKUP_SUMMARY_HEADER)
+            .and_then(|v| serde_json::from_slice::<BackupSummary>(v.as_bytes()).ok());
+        let mut body = response.into_body();
+        if !(200..300).contains(&status) {
+            let answer = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(refusal(status, &answer));
+        }
+        let summary =
+            summary.ok_or_else(|| protocol(&self.addr, "the backup came without its summary"))?;
+        let write_err = |e: std::io::Error| ClientError::Io {
+            what: "the backup file".to_owned(),
+            source: e,
+        };
+        loop {
+            let frame = tokio::time::timeout(TRANSFER_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| unreachable(&self.addr, "the backup stalled for 300s"))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| transport(&e))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).map_err(write_err)?;
+            }
+        }
+        out.flush().map_err(write_err)?;
+        Ok(summary)
     }
 
     /// `POST /v1/renew` with a CSR for a new key: the identity to use from now on.

@@ -43,6 +43,8 @@ pub struct MasterConfig {
     pub tls_san: Vec<String>,
     /// What is kept of finished tasks, and of each task's log.
     pub retention: Retention,
+    /// Scheduled backups, when asked for (see `backup::schedule`).
+    pub backups: Option<super::backup::Schedule>,
 }
 
 impl MasterConfig {
@@ -64,6 +66,7 @@ impl MasterConfig {
             flush_interval: Duration::from_secs(60),
             scheduler: "spread".to_owned(),
             retention: Retention::default(),
+            backups: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum MasterError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Workloads(#[from] super::workloads::WorkloadsError),
+    #[error("scheduled backups: {0}")]
+    Backup(#[from] super::backup::BackupError),
     #[error("cannot start the master's async runtime: {0}")]
     Runtime(std::io::Error),
 }

@@ -24,9 +24,11 @@
 //!   that follows them.
 //! - `listen`: the API's socket, dual-stack on `[::]`.
 //! - `releases`: the signed update bundles kept for the nodes (`cloudos release`).
+//! - [`backup`]: encrypted backups of the state (on demand and scheduled) and restoring them.
 
 mod addresses;
 mod advertise;
+pub mod backup;
 mod bootstrap;
 pub mod config;
 pub mod connlimit;
@@ -80,6 +82,9 @@ impl Master {
                 source,
             }
         })?;
+        if let Some(schedule) = &config.backups {
+            schedule.check()?;
+        }
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.join("state.redb"))?);
         for q in store.quarantine_unreadable(time::OffsetDateTime::now_utc())? {
             log::warn!(
@@ -152,6 +157,9 @@ impl Master {
         tasks.spawn(workloads::run(Arc::clone(&state)));
         tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
+        if let Some(schedule) = state.config.backups.clone() {
+            tasks.spawn(backup::schedule::run(Arc::clone(&state), schedule));
+        }
         shutdown.await;
         tasks.shutdown().await;
         health::save(&state, roster::Unsaved::All).await;

@@ -318,6 +318,88 @@ pub static KEYS: &[Key] = &[
         set: |s, v| put(&mut s.install, Ok(Some(v.to_owned()))),
         get: |s| one(s.install.as_ref()),
     },
+    Key {
+        name: "backup_dir",
+        kind: Kind::One,
+        help: "`/var/lib/cloudos/backups`: a master writes an encrypted backup of its state \
+               there every `backup_interval`, keeping `backup_keep` (needs \
+               `backup_passphrase_file`)",
+        default: "no scheduled backups",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.backup_dir, values::parse_abs_path(v).map(Some)),
+        get: |s| one(s.backup_dir.as_ref()),
+    },
+    Key {
+        name: "backup_interval",
+        kind: Kind::One,
+        help: "`6h`, `1d`: time between scheduled backups (at least `1m`)",
+        default: "`1d`",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.backup_interval, values::parse_interval(v).map(Some)),
+        get: |s| one(s.backup_interval.map(|secs| format!("{secs}s"))),
+    },
+    Key {
+        name: "backup_keep",
+        kind: Kind::One,
+        help: "how many scheduled backups are kept; the oldest go first",
+        default: "`7`",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            let keep = match v.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(format!("{v:?} is not a number of backups (1 or more)")),
+            };
+            put(&mut s.backup_keep, keep)
+        },
+        get: |s| one(s.backup_keep),
+    },
+    Key {
+        name: "backup_passphrase_file",
+        kind: Kind::One,
+        help: "`/var/lib/cloudos/backup.pass`: its first line is the backups' passphrase (at \
+               least 12 characters)",
+        default: "",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            put(
+                &mut s.backup_passphrase_file,
+                values::parse_abs_path(v).map(Some),
+            )
+        },
+        get: |s| one(s.backup_passphrase_file.as_ref()),
+    },
+    Key {
+        name: "restore",
+        kind: Kind::One,
+        help: "`LABEL=NAME:/cluster.age` or `/path`: a master whose data partition holds no \
+               cluster restores this backup (`cloudos backup create`) instead of making a new \
+               cluster",
+        default: "",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.restore, values::parse_file_source(v).map(Some)),
+        get: |s| one(s.restore.as_ref()),
+    },
+    Key {
+        name: "restore_passphrase_file",
+        kind: Kind::One,
+        help: "`LABEL=NAME:/pass` or `/path`: its first line is the passphrase of `restore`; a \
+               file on the data partition is deleted once the restore is done",
+        default: "",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            put(
+                &mut s.restore_passphrase_file,
+                values::parse_file_source(v).map(Some),
+            )
+        },
+        get: |s| one(s.restore_passphrase_file.as_ref()),
+    },
 ];
 
 #[cfg(test)]

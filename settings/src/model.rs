@@ -197,6 +197,20 @@ pub struct Settings {
     /// the console, or where the answer file is (`http(s)://…` or `LABEL=NAME:/path`);
     /// checked by the installer, which says what is wrong with it.
     pub install: Option<String>,
+    /// Scheduled backups of a master's state (`cloudos.backup_dir=/var/lib/cloudos/backups`):
+    /// on when set, with [`Settings::backup_passphrase_file`].
+    pub backup_dir: Option<String>,
+    /// Seconds between scheduled backups (`cloudos.backup_interval=1d`).
+    pub backup_interval: Option<u64>,
+    /// How many scheduled backups are kept (`cloudos.backup_keep=7`).
+    pub backup_keep: Option<u32>,
+    /// The file whose first line is the backups' passphrase.
+    pub backup_passphrase_file: Option<String>,
+    /// A backup to restore when the data partition holds no cluster yet
+    /// (`cloudos.restore=LABEL=NAME:/path` or `/path`): a master restored on a new machine.
+    pub restore: Option<String>,
+    /// The file whose first line is that backup's passphrase, in the same syntax.
+    pub restore_passphrase_file: Option<String>,
 }
 
 impl Settings {

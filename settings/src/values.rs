@@ -218,6 +218,46 @@ pub fn parse_iface_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// An absolute path without `..` (a directory or file on the node).
+pub fn parse_abs_path(value: &str) -> Result<String, String> {
+    if !value.starts_with('/') || value.split('/').any(|p| p == "..") {
+        return Err(format!("{value:?} is not an absolute path without .."));
+    }
+    Ok(value.to_owned())
+}
+
+/// Where a file is: an absolute path on the node, or `LABEL=NAME:/path` (a partition with
+/// that label, vfat or ext4, such as a USB stick).
+pub fn parse_file_source(value: &str) -> Result<String, String> {
+    let Some(rest) = value.strip_prefix("LABEL=") else {
+        return parse_abs_path(value)
+            .map_err(|_| format!("{value:?} is neither /path nor LABEL=NAME:/path"));
+    };
+    match rest.split_once(':') {
+        Some((label, path))
+            if !label.is_empty()
+                && label.len() <= 16
+                && !label.chars().any(char::is_whitespace)
+                && parse_abs_path(path).is_ok() =>
+        {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!(
+            "{value:?} is not LABEL=NAME:/path (a label of at most 16 characters, an absolute path)"
+        )),
+    }
+}
+
+/// A duration such as `6h` or `1d` (token TTL syntax), in seconds, at least a minute.
+pub fn parse_interval(value: &str) -> Result<u64, String> {
+    let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;
+    let secs = u64::try_from(d.whole_seconds()).unwrap_or(0);
+    if secs < 60 {
+        return Err(format!("{value:?} is shorter than a minute"));
+    }
+    Ok(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,12 @@ mod tests {
             ntp: vec!["pool.example.org:123".into(), "[fd00::7]:123".into()],
             slot: Some(Slot::B),
             install: Some("LABEL=CLOUDOS-CFG:/install.toml".into()),
+            backup_dir: Some("/var/lib/cloudos/backups".into()),
+            backup_interval: Some(6 * 3600),
+            backup_keep: Some(3),
+            backup_passphrase_file: Some("/var/lib/cloudos/backup.pass".into()),
+            restore: Some("LABEL=BACKUP:/lab.age".into()),
+            restore_passphrase_file: Some("/var/lib/cloudos/restore.pass".into()),
         }
     }
 

@@ -22,6 +22,10 @@ pub enum StoreError {
     },
     #[error("the state store has schema version {found}, newer than {supported} which this nodeos understands; upgrade nodeos, or restore the state backup made before the upgrade")]
     NewerSchema { found: u32, supported: u32 },
+    #[error("the backup holds state of schema version {found}, newer than {supported} which this nodeos understands; restore it with the nodeos version that made it, or a newer one")]
+    SnapshotNewer { found: u32, supported: u32 },
+    #[error("the backup holds a table `{name}` this nodeos does not know; restore it with the nodeos version that made it, or a newer one")]
+    SnapshotTable { name: String },
     #[error("state store {action} failed: {source}")]
     Backend {
         action: &'static str,

@@ -8,6 +8,7 @@
 //! - [`ops`]: the changes that span records, each one transaction (join, eviction, ...).
 //! - [`quarantine`]: records that do not decode, moved aside at start.
 //! - [`redb`]: the embedded backend.
+//! - [`snapshot`]: every table at one revision, for backups, and restoring one.
 //! - [`wire`]: records and errors as the API shows them.
 //!
 //! Backends implement the raw operations on JSON values in the [`Table`]s; the typed methods
@@ -53,6 +54,7 @@ pub mod ops;
 pub mod quarantine;
 pub mod records;
 pub mod redb;
+pub mod snapshot;
 pub mod watch;
 pub mod wire;
 
@@ -62,6 +64,7 @@ pub use ops::{Admission, TokenUse, WorkloadWrite};
 pub use quarantine::Quarantined;
 pub use records::{AdminRecord, ClusterMeta, NodeRecord, NodeState, RevokedCert};
 pub use redb::RedbStore;
+pub use snapshot::{Snapshot, SnapshotEntry};
 pub use watch::{Change, Watch, WatchError, WatchEvent};
 
 use keyspace::CLUSTER_KEY;
@@ -104,6 +107,18 @@ pub trait Store: Send + Sync {
     /// it or, when `f` or the commit fails, none of it (the error is returned). Like
     /// [`Store::update_raw`]'s closure, `f` may run more than once.
     fn transact_raw(&self, f: &mut TxnFn<'_>) -> Result<(), StoreError>;
+
+    /// Every table's records, read in one read transaction: a consistent point in time even
+    /// while writes go on (etcd: a range read of the whole prefix at one revision). See
+    /// [`snapshot`].
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Puts a [`Store::snapshot`] back, in one transaction: all of it or nothing. Refuses a
+    /// snapshot of a newer schema and a store that already holds a cluster (nothing is
+    /// written then). Older schemas are migrated when the store is next opened.
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        snapshot::restore(self, snapshot)
+    }
 
     /// A join, in one transaction: checks the token and takes one use (as
     /// [`Store::consume_token`]), stores `node` (replacing a record of the same name),
@@ -434,6 +449,9 @@ mod atomic_tests;
 
 #[cfg(test)]
 mod watch_tests;
+
+#[cfg(test)]
+mod snapshot_tests;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::keyspace::{KeyRange, Table, Txn, TxnFn, UpdateFn, Write, SCHEMA_KEY, SCHEMA_VERSION};
+use crate::snapshot::Snapshot;
 use crate::watch::{Change, Watch, Watchers};
 use crate::{decode, encode, get_json, NodeRecord, Store, StoreError};
 
@@ -231,6 +232,23 @@ impl Store for RedbStore {
             .open_table(definition(table))
             .map_err(redb_err("open table"))?;
         read_range(&t, range)
+    }
+
+    /// One read transaction over every table: redb's MVCC gives it the state of the last
+    /// commit before it began, whatever is written meanwhile. The revision is read under
+    /// the writer lock, so it names exactly that commit.
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let (txn, revision) = {
+            let _writer = self.write_lock();
+            let txn = self.db.begin_read().map_err(redb_err("begin"))?;
+            (txn, self.watchers.revision())
+        };
+        Snapshot::read_with(revision, |table| {
+            let t = txn
+                .open_table(definition(table))
+                .map_err(redb_err("open table"))?;
+            read_range(&t, KeyRange::All)
+        })
     }
 
     fn watch_raw(&self, table: Table) -> Result<Watch, StoreError> {

@@ -139,7 +139,7 @@ fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_r
     console
         .wait_for("slot a confirmed good", step())
         .expect("slot A was not confirmed");
-    admin.wait_for_state(NODE, "Ready", step());
+    admin.wait_for_state(NODE, "ready", step());
     let before = node_json(&admin, NODE);
     let first = before["telemetry"]["nodeos_version"]
         .as_str()

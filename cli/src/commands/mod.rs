@@ -2,6 +2,7 @@
 //! function of the data (tested without a master).
 
 pub mod admins;
+pub mod backup;
 pub mod discover;
 pub mod login;
 pub mod nodes;

@@ -10,6 +10,7 @@
 
 mod admin;
 mod agent;
+mod backup;
 mod caller;
 mod extract;
 mod install;
@@ -264,6 +265,7 @@ fn routes() -> Routes {
     .add("get", INSTALL_SCRIPT, Access::Public, get(install::script))
     .add("get", INSTALL_CA, Access::Public, get(install::ca))
     .add("get", INSTALL_FILE, Access::Public, get(install::file))
+    .add("post", paths::BACKUP, Access::Admin, post(backup::create))
 }
 
 /// `GET /v1/time`: this master's clock, for a joining node whose own is wrong. Public: a

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cloudos_cluster::client::DEFAULT_API_PORT;
+use cloudos_master::backup::Schedule;
 use cloudos_master::config::{DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR, MISSED_HEARTBEATS};
 use cloudos_master::workloads::retention::Retention;
 use cloudos_master::{MasterConfig, TokenOutput};
@@ -76,6 +77,32 @@ pub struct MasterArgs {
     /// that runs no time server of its own (nodes ask their master by default).
     #[arg(long)]
     pub serve_time: bool,
+    /// Restore this backup (`cloudos backup create`) before starting: the same CA, tokens,
+    /// nodes, admins and workloads. Refused when the data directory already holds a
+    /// cluster, unless --force-restore.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+    /// The backup's passphrase for --restore: the first line of FILE (default: asked on
+    /// the terminal, without echo).
+    #[arg(long, value_name = "FILE", requires = "restore")]
+    pub passphrase_file: Option<PathBuf>,
+    /// With --restore: replace the cluster the data directory holds (it is kept aside as
+    /// `<data-dir>/master.replaced-<time>`).
+    #[arg(long, requires = "restore")]
+    pub force_restore: bool,
+    /// Write an encrypted backup of the state into DIR every --backup-interval, keeping
+    /// the newest --backup-keep (needs --backup-passphrase-file).
+    #[arg(long, value_name = "DIR", requires = "backup_passphrase_file")]
+    pub backup_dir: Option<PathBuf>,
+    /// Time between scheduled backups, e.g. 6h or 1d.
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    pub backup_interval: Duration,
+    /// How many scheduled backups to keep; the oldest go first.
+    #[arg(long, default_value_t = Schedule::DEFAULT_KEEP)]
+    pub backup_keep: usize,
+    /// The scheduled backups' passphrase: the first line of FILE (at least 12 characters).
+    #[arg(long, value_name = "FILE", requires = "backup_dir")]
+    pub backup_passphrase_file: Option<PathBuf>,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -125,6 +152,18 @@ pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
         log_cap: args.log_cap,
         ..Retention::default()
     };
+    if args.backup_interval.is_zero() || args.backup_keep == 0 {
+        anyhow::bail!("--backup-interval and --backup-keep must be at least 1s and 1");
+    }
+    config.backups = match (args.backup_dir, args.backup_passphrase_file) {
+        (Some(dir), Some(passphrase_file)) => Some(Schedule {
+            dir,
+            interval: args.backup_interval,
+            keep: args.backup_keep,
+            passphrase_file,
+        }),
+        _ => None,
+    };
     Ok(config)
 }
 
@@ -140,6 +179,26 @@ pub fn config_from_settings(settings: &Settings) -> MasterConfig {
     }
     config.insecure_registries = settings.insecure_registries.clone();
     config.tls_san = settings.tls_san.clone();
+    config.backups = match (&settings.backup_dir, &settings.backup_passphrase_file) {
+        (Some(dir), Some(passphrase_file)) => Some(Schedule {
+            dir: dir.into(),
+            interval: settings
+                .backup_interval
+                .map_or(Schedule::DEFAULT_INTERVAL, Duration::from_secs),
+            keep: settings
+                .backup_keep
+                .map_or(Schedule::DEFAULT_KEEP, |n| n as usize),
+            passphrase_file: passphrase_file.into(),
+        }),
+        (Some(_), None) => {
+            log::warn!(
+                "cloudos.backup_dir is set without cloudos.backup_passphrase_file: no scheduled \
+                 backups (they are always encrypted)"
+            );
+            None
+        }
+        _ => None,
+    };
     config
 }
 
@@ -149,6 +208,14 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
     crate::services::limits::raise_open_files(crate::services::limits::OPEN_FILES);
     if args.serve_time {
         serve_time();
+    }
+    if let Some(file) = &args.restore {
+        super::restore::from_flags(
+            file,
+            args.passphrase_file.as_deref(),
+            &args.data_dir,
+            args.force_restore,
+        )?;
     }
     let config = config_from_args(args)?;
     cloudos_master::serve(config, TokenOutput::Stdout, || {})?;
@@ -161,6 +228,7 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     serve_time();
     let config = config_from_settings(settings);
+    super::restore::from_settings(settings, &config.data_dir)?;
     cloudos_master::serve(
         config,
         TokenOutput::Consoles,
@@ -256,5 +324,78 @@ mod tests {
         assert!(parse(&["--heartbeat-interval", "2x"])
             .expect_err("bad unit")
             .contains("unknown unit"));
+    }
+
+    #[test]
+    fn backup_and_restore_flags() {
+        let c = parse(&[
+            "--backup-dir",
+            "/b",
+            "--backup-passphrase-file",
+            "/p",
+            "--backup-interval",
+            "2s",
+            "--backup-keep",
+            "3",
+        ])
+        .expect("backup flags");
+        assert_eq!(
+            c.backups,
+            Some(Schedule {
+                dir: "/b".into(),
+                interval: Duration::from_secs(2),
+                keep: 3,
+                passphrase_file: "/p".into(),
+            })
+        );
+        assert_eq!(parse(&[]).expect("defaults").backups, None);
+        for bad in [
+            &["--backup-dir", "/b"][..],
+            &["--backup-passphrase-file", "/p"],
+            &["--passphrase-file", "/p"],
+            &["--force-restore"],
+            &[
+                "--backup-dir",
+                "/b",
+                "--backup-passphrase-file",
+                "/p",
+                "--backup-keep",
+                "0",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&[
+            "--restore",
+            "/b.age",
+            "--passphrase-file",
+            "/p",
+            "--force-restore"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn backup_settings_map_onto_the_schedule() {
+        let mut settings = Settings {
+            backup_dir: Some("/var/lib/cloudos/backups".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            config_from_settings(&settings).backups,
+            None,
+            "no passphrase"
+        );
+        settings.backup_passphrase_file = Some("/var/lib/cloudos/pass".into());
+        let schedule = config_from_settings(&settings).backups.expect("on");
+        assert_eq!(schedule.interval, Schedule::DEFAULT_INTERVAL);
+        assert_eq!(schedule.keep, Schedule::DEFAULT_KEEP);
+        settings.backup_interval = Some(3600);
+        settings.backup_keep = Some(2);
+        let schedule = config_from_settings(&settings).backups.expect("on");
+        assert_eq!(
+            (schedule.interval, schedule.keep),
+            (Duration::from_secs(3600), 2)
+        );
     }
 }
