@@ -35,7 +35,11 @@ fn source() -> Source {
     std::fs::create_dir_all(data.join("master/workloads/logs/t-1")).expect("dirs");
     std::fs::create_dir_all(data.join("master/releases/0.2.0")).expect("dirs");
     std::fs::write(data.join("master/workloads/logs/t-1/stdout"), b"hello\n").expect("log");
-    std::fs::write(data.join("master/releases/0.2.0/bundle"), vec![7u8; 200_000]).expect("release");
+    std::fs::write(
+        data.join("master/releases/0.2.0/bundle"),
+        vec![7u8; 200_000],
+    )
+    .expect("release");
     let store = RedbStore::open(data.join("master/state.redb")).expect("store");
     let now = OffsetDateTime::now_utc();
     let ca = ClusterCa::create("lab", now).expect("ca");
