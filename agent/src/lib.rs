@@ -73,7 +73,15 @@ pub struct AgentConfig {
     pub set_clock: Option<SetClock>,
     /// What the node's clock service says, sent with each heartbeat; `None` on a host.
     pub clock_report: Option<ClockReporter>,
+    /// Reboots the machine in an orderly way when the master asks (`cloudos node reboot`);
+    /// `None` where the node does not reboot its machine (a host install). Whether it is
+    /// set is what the hello tells the master.
+    pub reboot: Option<Reboot>,
 }
+
+/// See [`AgentConfig::reboot`]: asks whoever owns the machine to reboot it; the error says
+/// why it could not.
+pub type Reboot = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// See [`AgentConfig::clock_report`].
 pub type ClockReporter =
@@ -97,6 +105,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("after_join", &self.after_join.is_some())
             .field("set_clock", &self.set_clock.is_some())
             .field("clock_report", &self.clock_report.is_some())
+            .field("reboot", &self.reboot.is_some())
             .finish()
     }
 }
@@ -161,6 +170,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         metrics: &node_metrics,
         executor: &executor,
         clock: config.clock_report.as_ref(),
+        reboot: config.reboot.as_ref(),
     };
     let mut sampler = Sampler::new();
     let mut links = Links {

@@ -56,6 +56,7 @@ mod tests {
             after_join: None,
             set_clock: None,
             clock_report: None,
+            reboot: None,
         }
     }
 

@@ -9,6 +9,13 @@ use cloudos_cluster::api::{Capacity, Telemetry};
 /// The version of this `nodeos`.
 pub const NODEOS_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`, new at every boot): how the master
+/// sees that a node it asked to reboot did.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
 /// The architecture as `uname -m` names it; a static binary runs on the one it was built for.
 pub fn arch() -> &'static str {
     std::env::consts::ARCH

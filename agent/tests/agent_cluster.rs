@@ -77,6 +77,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         after_join: None,
         set_clock: None,
         clock_report: None,
+        reboot: None,
     }
 }
 

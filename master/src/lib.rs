@@ -23,6 +23,7 @@
 //!   unique-local IPv6), the serving certificate that names them, the mDNS advertisement
 //!   that follows them.
 //! - `listen`: the API's socket, dual-stack on `[::]`.
+//! - `nodeops`: cordon, drain and reboot of a node, for the API and the rolling upgrade.
 
 mod addresses;
 mod advertise;
@@ -36,6 +37,7 @@ mod error;
 mod health;
 mod listen;
 mod metrics;
+mod nodeops;
 mod ratelimit;
 mod roster;
 mod routes;

@@ -279,6 +279,7 @@ fn hello() -> AgentMessage {
         labels: Default::default(),
         nodeos_version: "0.1.0".to_owned(),
         runs: Vec::new(),
+        boot: None,
     })
 }
 

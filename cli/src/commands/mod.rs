@@ -4,6 +4,7 @@
 pub mod admins;
 pub mod discover;
 pub mod login;
+pub mod nodeops;
 pub mod nodes;
 pub mod status;
 pub mod tokens;

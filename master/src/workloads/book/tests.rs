@@ -25,6 +25,7 @@ fn node(name: &str, ready: bool) -> NodeFacts {
         arch: "x86_64".into(),
         labels: BTreeMap::new(),
         ready,
+        cordoned: false,
         capacity: Resources::new(2000, 2 << 30),
     }
 }
