@@ -1326,3 +1326,8 @@ async fn a_silent_agent_connection_is_closed() {
         "closed after {waited:?}"
     );
 }
+
+/// Cordon, drain and reboot: attacks with a node's certificate, the reboot's path, the
+/// cordon across a restart.
+#[path = "master_api/nodeops.rs"]
+mod nodeops;
