@@ -62,11 +62,11 @@ fn state_column(table: &str, node: &str) -> String {
         .to_owned()
 }
 
-/// Cordon keeps new tasks off a node while the other takes them, uncordon gives it work
-/// again; draining a node moves a service's replica first (the service never has fewer
-/// running replicas than asked, sampled throughout) and waits for a running task to end;
-/// a drain with nowhere to go says why and leaves the replicas where they are. A node run
-/// by `nodeos agent` (as on a host) refuses to be rebooted, and says so.
+/// Cordon keeps new tasks off a node while the other takes them; draining a node moves a
+/// service's replicas first (the service never has fewer running replicas than asked,
+/// sampled throughout) and waits for a running task to end; a drain with nowhere to go
+/// says why and leaves the replicas where they are; uncordon gives a node work again. A
+/// node run by `nodeos agent` (as on a host) refuses to be rebooted, and says so.
 #[test]
 fn cordon_uncordon_drain_and_what_cannot_be_done() {
     let Some(lab) = Lab::new() else { return };
@@ -90,22 +90,27 @@ fn cordon_uncordon_drain_and_what_cannot_be_done() {
         assert_eq!(task["node"], "node-3", "{task}");
     }
 
-    // Uncordoned, node-4 takes work again (node-3 cordoned meanwhile, so it must).
+    // Both replicas of a service on node-3 (only it has the label, for now) and a task
+    // there; then node-4 may take them too, and has never pulled their image: a
+    // replacement takes a while to start there, which the sampling below must see through.
     alice.ok(&["node", "uncordon", "node-4"]);
-    alice.ok(&["node", "cordon", "node-3"]);
-    let id = alice.run_task(&[BUSYBOX, "--", "true"]);
-    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
-    assert_eq!(task["node"], "node-4", "{task}");
-    alice.ok(&["node", "uncordon", "node-3"]);
-    let shown = alice.ok(&["node", "show", "node-3"]);
-    assert!(shown.contains("schedulable") && shown.contains("yes"), "{shown}");
-
-    // A service on both nodes and a task on node-3, then node-3 drained.
-    alice.ok(&["node", "label", "node-3", "batch=yes"]);
-    alice.ok(&["deploy", "web", "--replicas", "2", BUSYBOX, "--", "sleep", "100000"]);
-    lab.wait_for("2 replicas on 2 nodes", Duration::from_secs(60), || {
-        (replica_nodes(&alice.service("web")) == ["node-3", "node-4"]).then_some(())
+    alice.ok(&["node", "label", "node-3", "batch=yes", "web=yes"]);
+    alice.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        "--node-selector",
+        "web=yes",
+        BUSYBOX,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    lab.wait_for("2 replicas on node-3", Duration::from_secs(60), || {
+        (replica_nodes(&alice.service("web")) == ["node-3", "node-3"]).then_some(())
     });
+    alice.ok(&["node", "label", "node-4", "web=yes"]);
     let job = alice.run_task(&["--node-selector", "batch=yes", BUSYBOX, "--", "sleep", "6"]);
     let task = alice.wait_task(&job, &["running"], Duration::from_secs(60));
     assert_eq!(task["node"], "node-3", "{task}");
@@ -122,10 +127,18 @@ fn cordon_uncordon_drain_and_what_cannot_be_done() {
     let out = String::from_utf8_lossy(&drained.stdout);
     let err = String::from_utf8_lossy(&drained.stderr);
     assert!(drained.status.success(), "{out}{err}");
-    assert!(out.contains("moved web-r"), "{out}");
-    assert!(out.contains(&format!("waiting for task {job} to finish")), "{out}");
+    let moved: Vec<&str> = out.lines().filter(|l| l.starts_with("moved ")).collect();
+    assert_eq!(moved.len(), 2, "{out}");
+    assert!(moved.iter().all(|l| l.contains("runs on node-4")), "{out}");
+    assert!(
+        out.contains(&format!("waiting for task {job} to finish")),
+        "{out}"
+    );
     assert!(out.contains(&format!("task {job} finished")), "{out}");
-    assert!(out.ends_with("node node-3 drained: it runs nothing and stays cordoned\n"), "{out}");
+    assert!(
+        out.ends_with("node node-3 drained: it runs nothing and stays cordoned\n"),
+        "{out}"
+    );
     assert!(samples.len() >= 5, "sampled only {} times", samples.len());
     assert!(
         samples.iter().all(|running| *running >= 2),
@@ -157,7 +170,19 @@ fn cordon_uncordon_drain_and_what_cannot_be_done() {
     let refused = alice.fails(&["node", "reboot", "node-4"]);
     assert!(refused.contains("does not own"), "{refused}");
 
-    alice.ok(&["node", "uncordon", "node-3"]);
+    // Uncordon gives each node new work again (the other one still cordoned, so it must).
     alice.ok(&["node", "uncordon", "node-4"]);
+    let id = alice.run_task(&[BUSYBOX, "--", "true"]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["node"], "node-4", "{task}");
+    alice.ok(&["node", "uncordon", "node-3"]);
+    let shown = alice.ok(&["node", "show", "node-3"]);
+    assert!(
+        shown.contains("schedulable") && shown.contains("yes"),
+        "{shown}"
+    );
+    let id = alice.run_task(&["--node-selector", "batch=yes", BUSYBOX, "--", "true"]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["node"], "node-3", "{task}");
     alice.ok(&["delete", "web"]);
 }
