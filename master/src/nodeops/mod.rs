@@ -53,15 +53,15 @@ impl Drains {
         self.by_node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records `status` as the node's drain unless one is under way: `Err` with the
-    /// running one then.
-    pub fn begin(&self, status: DrainStatus) -> Result<(), DrainStatus> {
+    /// Records `status` as the node's drain unless one is under way, which is returned
+    /// then (and `status` dropped).
+    pub fn begin(&self, status: DrainStatus) -> Option<DrainStatus> {
         let mut all = self.lock();
         if let Some(running) = all.get(&status.node).filter(|s| !s.is_over()) {
-            return Err(running.clone());
+            return Some(running.clone());
         }
         all.insert(status.node.clone(), status);
-        Ok(())
+        None
     }
 
     pub fn update(&self, status: &DrainStatus) {

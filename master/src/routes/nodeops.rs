@@ -58,7 +58,7 @@ pub async fn start_drain(
         return Err(NodeOpError::NoNode(name).into());
     }
     let status = DrainStatus::new(&name, request.timeout_secs, OffsetDateTime::now_utc());
-    if let Err(running) = state.drains.begin(status.clone()) {
+    if let Some(running) = state.drains.begin(status.clone()) {
         return Ok(Json(running));
     }
     log::info!("admin {} drains node {name}", admin.name);
