@@ -217,9 +217,16 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
         let node1 = boot(&net, "node-1", &node1_disk);
         let said = waiting.join().expect("the reboot command");
         let out = String::from_utf8_lossy(&said.stdout).into_owned();
-        assert!(said.status.success(), "{out}{}", String::from_utf8_lossy(&said.stderr));
+        assert!(
+            said.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&said.stderr)
+        );
         assert!(out.contains("node node-1 is down"), "{out}");
-        assert!(out.contains("node node-1 is back and Ready (boot "), "{out}");
+        assert!(
+            out.contains("node node-1 is back and Ready (boot "),
+            "{out}"
+        );
         node1
     });
     node1

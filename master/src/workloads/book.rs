@@ -341,13 +341,7 @@ impl Book {
         self.queue.retain(|q| q != id);
         self.avoid.remove(id);
         self.surges.remove(id);
-        let replacements: Vec<String> = self
-            .surges
-            .iter()
-            .filter(|(_, s)| s.replaces == id)
-            .map(|(new, _)| new.clone())
-            .collect();
-        for new in replacements {
+        for new in self.surge_ids(|s| s.replaces == id) {
             effects.merge(self.remove_task(&new));
         }
         effects

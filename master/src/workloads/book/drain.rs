@@ -91,14 +91,10 @@ impl Book {
     /// Moves off `node` under way: finished when the replacement runs, failed when it
     /// ended (it is removed; the replica stays), else still pending.
     fn advance_moves(&mut self, node: &str, pass: &mut DrainPass, effects: &mut Effects) {
-        let mine: Vec<(String, Surge)> = self
-            .surges
-            .iter()
-            .filter(|(_, s)| s.from == node)
-            .map(|(id, s)| (id.clone(), s.clone()))
-            .collect();
-        for (id, surge) in mine {
-            let Some(t) = self.tasks.get(&id).cloned() else {
+        for id in self.surge_ids(|s| s.from == node) {
+            let (Some(t), Some(surge)) =
+                (self.tasks.get(&id).cloned(), self.surges.get(&id).cloned())
+            else {
                 self.surges.remove(&id);
                 continue;
             };
@@ -204,16 +200,19 @@ impl Book {
     /// the replicas stay where they are.
     pub fn abort_drain(&mut self, node: &str) -> Effects {
         let mut effects = Effects::default();
-        let doomed: Vec<String> = self
-            .surges
-            .iter()
-            .filter(|(_, s)| s.from == node)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in doomed {
+        for id in self.surge_ids(|s| s.from == node) {
             effects.merge(self.remove_task(&id));
         }
         effects
+    }
+
+    /// The replacements `which` picks, by id.
+    pub(super) fn surge_ids(&self, which: impl Fn(&Surge) -> bool) -> Vec<String> {
+        self.surges
+            .iter()
+            .filter(|(_, s)| which(s))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 

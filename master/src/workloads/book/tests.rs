@@ -12,7 +12,7 @@ use super::{Book, Effects, NodeFacts};
 
 const NOW: OffsetDateTime = datetime!(2026-12-02 10:00 UTC);
 
-fn spec() -> WorkloadSpec {
+pub(super) fn spec() -> WorkloadSpec {
     WorkloadSpec {
         command: vec!["true".into()],
         ..WorkloadSpec::new("10.88.0.1:5000/busybox:1")
@@ -30,11 +30,11 @@ fn node(name: &str, ready: bool) -> NodeFacts {
     }
 }
 
-fn scheduler() -> Scheduler {
+pub(super) fn scheduler() -> Scheduler {
     Scheduler::new(Box::new(Spread))
 }
 
-fn assigned(effects: &Effects) -> Vec<(String, String)> {
+pub(super) fn assigned(effects: &Effects) -> Vec<(String, String)> {
     effects
         .messages
         .iter()
@@ -45,7 +45,7 @@ fn assigned(effects: &Effects) -> Vec<(String, String)> {
         .collect()
 }
 
-fn stops(effects: &Effects) -> Vec<(String, String)> {
+pub(super) fn stops(effects: &Effects) -> Vec<(String, String)> {
     effects
         .messages
         .iter()

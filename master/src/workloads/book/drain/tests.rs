@@ -1,14 +1,14 @@
 use std::collections::BTreeMap;
 
-use cloudos_cluster::api::MasterMessage;
 use cloudos_cluster::workload::{
-    RunReport, RunState, ServiceCreateRequest, TaskCreateRequest, TaskState, WorkloadSpec,
+    RunReport, RunState, ServiceCreateRequest, TaskCreateRequest, TaskState,
 };
-use cloudos_scheduler::{Resources, Scheduler, Spread};
+use cloudos_scheduler::Resources;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-use super::super::{Book, Effects, NodeFacts};
+use super::super::tests::{assigned, scheduler, spec, stops};
+use super::super::{Book, NodeFacts};
 
 const NOW: OffsetDateTime = datetime!(2026-12-02 10:00 UTC);
 
@@ -21,41 +21,6 @@ fn node(name: &str, cordoned: bool) -> NodeFacts {
         cordoned,
         capacity: Resources::new(2000, 2 << 30),
     }
-}
-
-fn spec() -> WorkloadSpec {
-    WorkloadSpec {
-        command: vec!["sleep".into(), "1000".into()],
-        ..WorkloadSpec::new("10.88.0.1:5000/busybox:1")
-    }
-}
-
-fn scheduler() -> Scheduler {
-    Scheduler::new(Box::new(Spread))
-}
-
-fn assigned(effects: &Effects) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = effects
-        .messages
-        .iter()
-        .filter_map(|(node, m)| match m {
-            MasterMessage::Assign(a) => Some((node.clone(), a.run.clone())),
-            _ => None,
-        })
-        .collect();
-    all.sort();
-    all
-}
-
-fn stops(effects: &Effects) -> Vec<(String, String)> {
-    effects
-        .messages
-        .iter()
-        .filter_map(|(node, m)| match m {
-            MasterMessage::Stop { run } => Some((node.clone(), run.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 fn running(book: &mut Book, placed: &[(String, String)]) {
