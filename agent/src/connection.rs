@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cloudos_cluster::api::{paths, AgentHello, AgentMessage, ErrorCode, Heartbeat, MasterMessage};
 use cloudos_cluster::client::{refusal, ApiClient, ClientError};
+use cloudos_cluster::nodeops::NodeBoot;
 use futures::{SinkExt, StreamExt};
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -45,6 +46,8 @@ pub struct SessionParts<'a> {
     pub system: Option<&'a super::SystemReporter>,
     /// Upgrades the master asks for.
     pub upgrader: &'a std::sync::Arc<super::upgrade::Upgrader>,
+    /// How the machine reboots, where the node may reboot it.
+    pub reboot: Option<&'a super::Reboot>,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -88,6 +91,10 @@ pub async fn session(
         labels: facts.labels.clone(),
         nodeos_version: nodeos_version(),
         runs: facts.executor.runs(),
+        boot: super::telemetry::boot_id().map(|id| NodeBoot {
+            id,
+            rebootable: facts.reboot.is_some(),
+        }),
     });
     ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;
     let interval = match tokio::time::timeout(WELCOME_TIMEOUT, wait_welcome(&mut ws)).await {
@@ -177,6 +184,7 @@ where
                             }
                         }
                         Ok(MasterMessage::Welcome { .. }) => {}
+                        Ok(MasterMessage::Reboot { reason }) => reboot(facts.reboot, &reason),
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }
                         | MasterMessage::LogOffsets { .. })) => facts.executor.handle(workload),
@@ -212,6 +220,21 @@ fn system_report(facts: &SessionParts<'_>) -> Option<cloudos_cluster::api::Syste
         system.upgrade = Some(live);
     }
     report
+}
+
+/// The master asks for a reboot: handed to the machine's owner; the session goes on
+/// until the machine goes down (the master sends it only to a node that said it can).
+fn reboot(how: Option<&super::Reboot>, reason: &str) {
+    let Some(how) = how else {
+        log::warn!(
+            "the master asked for a reboot ({reason}), but this node does not reboot its machine"
+        );
+        return;
+    };
+    log::info!("rebooting as the master asks ({reason})");
+    if let Err(e) = how() {
+        log::error!("cannot reboot: {e}");
+    }
 }
 
 enum Welcomed {

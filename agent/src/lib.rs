@@ -80,6 +80,10 @@ pub struct AgentConfig {
     pub install_release: Option<InstallRelease>,
     /// The booted slot and the outcome of the last upgrade, as the OS knows them.
     pub system_report: Option<SystemReporter>,
+    /// Reboots the machine in an orderly way when the master asks (`cloudos node reboot`);
+    /// `None` where the node does not reboot its machine (a host install). Whether it is
+    /// set is what the hello tells the master.
+    pub reboot: Option<Reboot>,
 }
 
 /// See [`AgentConfig::install_release`]: the bundle's path, whether an older (or the same)
@@ -92,6 +96,10 @@ pub type InstallRelease =
 /// See [`AgentConfig::system_report`].
 pub type SystemReporter =
     std::sync::Arc<dyn Fn() -> Option<cloudos_cluster::api::SystemReport> + Send + Sync>;
+
+/// See [`AgentConfig::reboot`]: asks whoever owns the machine to reboot it; the error says
+/// why it could not.
+pub type Reboot = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// See [`AgentConfig::clock_report`].
 pub type ClockReporter =
@@ -117,6 +125,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("clock_report", &self.clock_report.is_some())
             .field("install_release", &self.install_release.is_some())
             .field("system_report", &self.system_report.is_some())
+            .field("reboot", &self.reboot.is_some())
             .finish()
     }
 }
@@ -187,6 +196,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         clock: config.clock_report.as_ref(),
         system: config.system_report.as_ref(),
         upgrader: &upgrader,
+        reboot: config.reboot.as_ref(),
     };
     let mut sampler = Sampler::new();
     let mut links = Links {

@@ -12,6 +12,13 @@ pub fn nodeos_version() -> String {
     cloudos_release::version().to_string()
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`, new at every boot): how the master
+/// sees that a node it asked to reboot did.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
 /// The architecture as `uname -m` names it; a static binary runs on the one it was built for.
 pub fn arch() -> &'static str {
     std::env::consts::ARCH

@@ -238,6 +238,7 @@ async fn connect(api: &ApiClient, from: std::net::IpAddr) -> anyhow::Result<Ws> 
         labels: BTreeMap::new(),
         nodeos_version: "0.1.0".into(),
         runs: Vec::new(),
+        boot: None,
     });
     ws.send(Message::text(serde_json::to_string(&hello)?))
         .await?;

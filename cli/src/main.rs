@@ -231,6 +231,29 @@ enum NodeCommand {
     },
     /// Evict a node and revoke its certificates.
     Remove { name: String },
+    /// Place no new work on a node; what runs there keeps running.
+    Cordon { name: String },
+    /// Let a cordoned node take new work again.
+    Uncordon { name: String },
+    /// Cordon a node and move everything off it: service replicas start elsewhere before
+    /// they stop there; tasks may finish. Returns once the node runs nothing.
+    Drain {
+        name: String,
+        /// How long tasks may run on (then they are stopped: retried elsewhere if they
+        /// have retries left, else lost) and replicas may wait for room elsewhere.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Reboot a node (a CloudOS appliance) and wait until it is back Ready.
+    Reboot {
+        name: String,
+        /// Return once the node was asked, without waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the node to come back.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Install a kept release on one node (`cloudos release add` it first): the node
     /// checks it, writes its other system slot and reboots into it; waits until it is back.
     Upgrade {
@@ -321,6 +344,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Node(NodeCommand::List) => commands::nodes::list(&ctx).await,
         Command::Node(NodeCommand::Show { name }) => commands::nodes::show(&ctx, &name).await,
         Command::Node(NodeCommand::Remove { name }) => commands::nodes::remove(&ctx, &name).await,
+        Command::Node(NodeCommand::Cordon { name }) => {
+            commands::nodeops::cordon(&ctx, &name, true).await
+        }
+        Command::Node(NodeCommand::Uncordon { name }) => {
+            commands::nodeops::cordon(&ctx, &name, false).await
+        }
+        Command::Node(NodeCommand::Drain { name, timeout }) => {
+            commands::nodeops::drain(&ctx, &name, timeout).await
+        }
+        Command::Node(NodeCommand::Reboot {
+            name,
+            no_wait,
+            timeout,
+        }) => commands::nodeops::reboot(&ctx, &name, !no_wait, timeout).await,
         Command::Node(NodeCommand::Label {
             name,
             changes,

@@ -73,6 +73,16 @@ pub mod paths {
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.
     pub const RUNS: &str = "/v1/runs";
+    /// Node operations, under `/v1/nodes/<name>/`; admin certificate (see
+    /// [`crate::nodeops`]). `POST …/cordon` and `POST …/uncordon` → [`super::NodeInfo`].
+    pub const NODE_CORDON: &str = "cordon";
+    pub const NODE_UNCORDON: &str = "uncordon";
+    /// `POST …/drain` [`crate::nodeops::DrainRequest`] starts draining the node (or finds
+    /// the drain under way) → [`crate::nodeops::DrainStatus`]; `GET …/drain` → its progress.
+    pub const NODE_DRAIN: &str = "drain";
+    /// `POST …/reboot` → [`crate::nodeops::RebootStarted`]: the master asks the node, over
+    /// its agent's own connection, to reboot.
+    pub const NODE_REBOOT: &str = "reboot";
     /// `GET` → [`super::ReleaseList`]; `POST` a signed update bundle (admin certificate);
     /// `GET /v1/releases/<version>/<arch>` the bundle itself (any cluster certificate).
     pub const RELEASES: &str = "/v1/releases";
@@ -356,6 +366,9 @@ pub struct AgentHello {
     /// while it was disconnected: the master reconciles its assignments with this.
     #[serde(default)]
     pub runs: Vec<RunReport>,
+    /// This boot of the node (older agents say nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<crate::nodeops::NodeBoot>,
 }
 
 /// Master → agent on [`paths::AGENT_CONNECT`].
@@ -395,6 +408,9 @@ pub enum MasterMessage {
         #[serde(default)]
         allow_downgrade: bool,
     },
+    /// Reboot the machine in an orderly way (`cloudos node reboot`); sent only to a node
+    /// whose hello said it can ([`crate::nodeops::NodeBoot::rebootable`]).
+    Reboot { reason: String },
 }
 
 /// `cloudos status`.
@@ -419,7 +435,8 @@ pub enum NodeState {
     Ready,
     /// Heartbeats stopped; work is moved away.
     NotReady,
-    /// An admin asked for no new work on it.
+    /// Never set since cordoning became its own flag ([`NodeInfo::unschedulable`]); a
+    /// record stored with it reads as NotReady and cordoned.
     Cordoned,
 }
 
@@ -441,6 +458,13 @@ pub struct NodeInfo {
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
     pub telemetry: Option<Telemetry>,
+    /// Cordoned (`cloudos node cordon`): no new work is placed on it, what runs there keeps
+    /// running. Apart from `state`, which is the node's health.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// The node's current boot, as its agent said at its last hello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<crate::nodeops::NodeBoot>,
 }
 
 /// `cloudos node label`: `POST /v1/nodes/<name>/labels`, admin certificate.

@@ -955,6 +955,55 @@ impl ApiClient {
         };
         joined(&self.addr, name, key, response, Some(pin))
     }
+
+    /// `/v1/nodes/<name>/<operation>`.
+    fn node_op_path(name: &str, operation: &str) -> Result<String, ClientError> {
+        Ok(format!(
+            "{}/{}/{operation}",
+            paths::NODES,
+            path_segment(name)?
+        ))
+    }
+
+    /// `POST /v1/nodes/<name>/cordon` (`cordon: true`) or `…/uncordon`.
+    pub async fn cordon_node(&self, name: &str, cordon: bool) -> Result<NodeInfo, ClientError> {
+        let op = if cordon {
+            paths::NODE_CORDON
+        } else {
+            paths::NODE_UNCORDON
+        };
+        let path = Self::node_op_path(name, op)?;
+        self.call(Method::POST, &path, Some(b"{}".to_vec())).await
+    }
+
+    /// `POST /v1/nodes/<name>/drain`: starts draining (or finds the drain under way).
+    pub async fn drain_node(
+        &self,
+        name: &str,
+        request: &crate::nodeops::DrainRequest,
+    ) -> Result<crate::nodeops::DrainStatus, ClientError> {
+        let path = Self::node_op_path(name, paths::NODE_DRAIN)?;
+        let body = self.json(request)?;
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `GET /v1/nodes/<name>/drain`: how the node's drain is going.
+    pub async fn drain_status(
+        &self,
+        name: &str,
+    ) -> Result<crate::nodeops::DrainStatus, ClientError> {
+        let path = Self::node_op_path(name, paths::NODE_DRAIN)?;
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `POST /v1/nodes/<name>/reboot`.
+    pub async fn reboot_node(
+        &self,
+        name: &str,
+    ) -> Result<crate::nodeops::RebootStarted, ClientError> {
+        let path = Self::node_op_path(name, paths::NODE_REBOOT)?;
+        self.call(Method::POST, &path, Some(b"{}".to_vec())).await
+    }
 }
 
 /// Node names and token ids go into paths as they are: refuse anything that would need

@@ -8,6 +8,7 @@
 //! - [`tls`]: TLS 1.3-only rustls configurations: pinned first contact, mTLS, the server.
 //! - [`workload`]: tasks, services, runs and resource quantities as the API speaks them.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
+//! - [`nodeops`]: cordon, drain and reboot as the API speaks them (progress, boots).
 //! - [`files`]: writing keys and state atomically and privately (0600/0700).
 //! - [`client`]: the HTTPS client of the master's API (join, mTLS calls), for agent and CLI.
 //! - [`backoff`]: exponential backoff between retries, for every retry loop of a node.
@@ -24,6 +25,7 @@ pub mod backoff;
 pub mod client;
 pub mod files;
 pub mod identity;
+pub mod nodeops;
 pub mod pki;
 pub mod tls;
 pub mod token;

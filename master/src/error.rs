@@ -61,6 +61,8 @@ pub enum ApiError {
     Spec(#[from] cloudos_cluster::workload::SpecError),
     #[error(transparent)]
     Book(#[from] super::workloads::book::BookError),
+    #[error(transparent)]
+    NodeOp(#[from] super::nodeops::NodeOpError),
     #[error("this endpoint needs a client certificate; join the cluster first (`cloudos login` for people, a join token for nodes)")]
     NoClientCert,
     #[error("a certificate of role {role} cannot use this endpoint; it needs role {needed}")]
@@ -108,6 +110,19 @@ impl ApiError {
                 BookError::ServiceExists(_) => ErrorCode::Conflict,
                 BookError::IsReplica { .. } | BookError::Replicas { .. } => ErrorCode::BadRequest,
             },
+            ApiError::NodeOp(e) => {
+                use super::nodeops::NodeOpError as E;
+                match e {
+                    E::Store(e) => return e.into(),
+                    E::NoNode(_) => ErrorCode::NotFound,
+                    E::NotConnected { .. }
+                    | E::HostInstall { .. }
+                    | E::NoBootReport { .. }
+                    | E::NotSent { .. }
+                    | E::DrainFailed { .. } => ErrorCode::Conflict,
+                    E::Task(_) => ErrorCode::Internal,
+                }
+            }
             ApiError::Identity(_) | ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::NoClientCert => ErrorCode::Unauthenticated,
             ApiError::WrongRole { .. } | ApiError::Forbidden(_) => ErrorCode::Forbidden,

@@ -25,6 +25,7 @@
 //! - `listen`: the API's socket, dual-stack on `[::]`.
 //! - `releases`: the signed update bundles kept for the nodes (`cloudos release`).
 //! - [`backup`]: encrypted backups of the state (on demand and scheduled) and restoring them.
+//! - `nodeops`: cordon, drain and reboot of a node, for the API and the rolling upgrade.
 
 mod addresses;
 mod advertise;
@@ -39,6 +40,7 @@ mod error;
 mod health;
 mod listen;
 mod metrics;
+mod nodeops;
 mod ratelimit;
 pub mod releases;
 mod roster;

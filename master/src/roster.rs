@@ -1,5 +1,5 @@
 //! The nodes the master knows, in memory: each node's record plus its live state (last
-//! heartbeat, telemetry, open connection). Heartbeats only touch this map; the store is
+//! heartbeat, telemetry, the runs it last said it runs, open connection). Heartbeats only touch this map; the store is
 //! written on join, on state changes and periodically (see `health`), because thousands of
 //! agents beat every second or two and a store transaction per beat would not keep up.
 //!
@@ -85,6 +85,10 @@ struct Entry {
     telemetry: Option<Telemetry>,
     last_heartbeat: Instant,
     conn: Option<Conn>,
+    /// The runs the node's last heartbeat listed, and when it arrived (a drain waits for
+    /// the node itself to say it runs nothing).
+    runs: Vec<String>,
+    runs_at: Option<Instant>,
     /// Last seen or telemetry changed since the store last saw them.
     dirty: bool,
     /// Ready/NotReady changed since the store last saw it.
@@ -102,7 +106,7 @@ impl Entry {
     }
 
     fn set_state(&mut self, to: NodeState, why: String) -> Option<Transition> {
-        if self.record.state == to || self.record.state == NodeState::Cordoned {
+        if self.record.state == to {
             return None;
         }
         self.record.state = to;
@@ -142,7 +146,12 @@ impl Roster {
         let now = Instant::now();
         let nodes = records
             .into_iter()
-            .map(|record| {
+            .map(|mut record| {
+                // Cordoning was once a state; it is a flag beside the health now.
+                if record.state == NodeState::Cordoned {
+                    record.state = NodeState::NotReady;
+                    record.unschedulable = true;
+                }
                 let telemetry = record
                     .telemetry
                     .as_ref()
@@ -152,6 +161,8 @@ impl Roster {
                     telemetry,
                     last_heartbeat: now,
                     conn: None,
+                    runs: Vec::new(),
+                    runs_at: None,
                     dirty: false,
                     changed: false,
                 };
@@ -207,7 +218,7 @@ impl Roster {
         self.lock().contains_key(name)
     }
 
-    #[cfg(test)]
+    /// Whether the node's agent has its connection open now.
     pub fn is_connected(&self, name: &str) -> bool {
         self.lock()
             .get(name)
@@ -234,6 +245,8 @@ impl Roster {
             telemetry: None,
             last_heartbeat: Instant::now(),
             conn: None,
+            runs: Vec::new(),
+            runs_at: None,
             dirty: false,
             changed: false,
         };
@@ -298,6 +311,32 @@ impl Roster {
         Some(entry.snapshot())
     }
 
+    /// Cordons (`true`) or uncordons a node: the updated record and whether it was
+    /// cordoned before; `None` if the node is unknown.
+    pub fn set_unschedulable(&self, name: &str, cordoned: bool) -> Option<(NodeRecord, bool)> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        let was = std::mem::replace(&mut entry.record.unschedulable, cordoned);
+        Some((entry.snapshot(), was))
+    }
+
+    /// The runs a node's heartbeat lists: kept for [`Roster::reported_runs`].
+    pub fn note_runs(&self, name: &str, runs: &[String]) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.runs.clear();
+            entry.runs.extend_from_slice(runs);
+            entry.runs_at = Some(Instant::now());
+        }
+    }
+
+    /// The runs the node's last heartbeat listed and when it arrived; `None` before the
+    /// first heartbeat of this master.
+    pub fn reported_runs(&self, name: &str) -> Option<(Vec<String>, Instant)> {
+        let nodes = self.lock();
+        let entry = nodes.get(name)?;
+        Some((entry.runs.clone(), entry.runs_at?))
+    }
+
     /// Forgets a node; its record and its connection, if one is open.
     pub fn remove(&self, name: &str) -> Option<(NodeRecord, Option<Conn>)> {
         self.lock().remove(name).map(|e| (e.snapshot(), e.conn))
@@ -327,6 +366,7 @@ impl Roster {
         }
         // What a node says of itself is reported, never matched by selectors.
         entry.record.reported_labels = hello.labels.clone();
+        entry.record.boot = hello.boot.clone();
         // What the hello says (address, labels) is saved with the next state changes.
         entry.changed = true;
         let transition = entry.set_state(NodeState::Ready, "its agent connected".to_owned());
@@ -426,6 +466,8 @@ mod tests {
             last_seen: OffsetDateTime::UNIX_EPOCH,
             telemetry: None,
             state: NodeState::NotReady,
+            unschedulable: false,
+            boot: None,
         }
     }
 
@@ -436,6 +478,7 @@ mod tests {
             labels: BTreeMap::new(),
             nodeos_version: "0.1.0".to_owned(),
             runs: Vec::new(),
+            boot: None,
         }
     }
 
@@ -492,6 +535,36 @@ mod tests {
             (NodeState::NotReady, "connection closed")
         );
         assert_eq!(r.heartbeat("n9", Telemetry::default(), now), Err(()));
+    }
+
+    /// Cordoning is a flag beside the health: a cordoned node goes NotReady and Ready
+    /// again and stays cordoned; a record stored as `Cordoned` (the old way) reads as
+    /// NotReady and cordoned.
+    #[test]
+    fn cordon_is_kept_apart_from_health() {
+        let now = OffsetDateTime::now_utc();
+        let mut old = record("n2");
+        old.state = NodeState::Cordoned;
+        let r = Roster::new(vec![record("n1"), old]);
+        let n2 = r.get("n2").expect("n2");
+        assert_eq!((n2.state, n2.unschedulable), (NodeState::NotReady, true));
+
+        let (id, _rx, _) = r.connect("n1", &hello(), now).expect("registered");
+        assert_eq!(
+            r.set_unschedulable("n1", true).map(|(_, was)| was),
+            Some(false)
+        );
+        let closed = r.disconnect("n1", id).expect("NotReady");
+        assert_eq!(closed.to, NodeState::NotReady);
+        let (_, _rx, back) = r.connect("n1", &hello(), now).expect("registered");
+        assert_eq!(back.map(|t| t.to), Some(NodeState::Ready));
+        let n1 = r.get("n1").expect("n1");
+        assert_eq!((n1.state, n1.unschedulable), (NodeState::Ready, true));
+        assert_eq!(
+            r.set_unschedulable("n1", false).map(|(_, was)| was),
+            Some(true)
+        );
+        assert!(r.set_unschedulable("n9", true).is_none());
     }
 
     #[test]

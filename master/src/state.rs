@@ -36,6 +36,8 @@ pub struct MasterState {
     pub started: Instant,
     pub metrics: super::metrics::MasterMetrics,
     pub workloads: super::workloads::Workloads,
+    /// Drains under way or ended, for their progress (see `nodeops`).
+    pub drains: super::nodeops::Drains,
     /// The binaries `install.sh` fetches, with their digests: read at the first request,
     /// not at start, so hashing the master's own binary never delays a boot.
     downloads: tokio::sync::OnceCell<super::downloads::Downloads>,
@@ -85,6 +87,7 @@ impl MasterState {
             started: Instant::now(),
             metrics: super::metrics::MasterMetrics::default(),
             workloads,
+            drains: super::nodeops::Drains::default(),
             downloads: tokio::sync::OnceCell::new(),
             releases,
         })

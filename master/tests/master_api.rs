@@ -279,6 +279,7 @@ fn hello() -> AgentMessage {
         labels: Default::default(),
         nodeos_version: "0.1.0".to_owned(),
         runs: Vec::new(),
+        boot: None,
     })
 }
 
@@ -1329,3 +1330,8 @@ async fn a_silent_agent_connection_is_closed() {
         "closed after {waited:?}"
     );
 }
+
+/// Cordon, drain and reboot: attacks with a node's certificate, the reboot's path, the
+/// cordon across a restart.
+#[path = "master_api/nodeops.rs"]
+mod nodeops;

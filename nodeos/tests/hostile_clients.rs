@@ -261,6 +261,7 @@ async fn agent_connection(api: &ApiClient, addr: SocketAddr) -> Ws {
         labels: BTreeMap::new(),
         nodeos_version: "0.1.0".into(),
         runs: Vec::new(),
+        boot: None,
     });
     let text = serde_json::to_string(&hello).expect("json");
     ws.send(Message::text(text)).await.expect("hello");
@@ -536,6 +537,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         clock_report: None,
         install_release: None,
         system_report: None,
+        reboot: None,
     };
     let agent = tokio::spawn(cloudos_agent::run(config));
     tokio::time::sleep(Duration::from_secs(3)).await;

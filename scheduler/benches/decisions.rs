@@ -64,6 +64,7 @@ fn cluster(rng: &mut Rng, count: usize) -> Vec<NodeView> {
                 arch: arch.to_string(),
                 labels,
                 ready: !rng.chance(2),
+                cordoned: false,
                 capacity,
                 allocated,
                 groups: BTreeMap::new(),

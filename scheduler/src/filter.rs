@@ -1,4 +1,4 @@
-//! The filters: whether a node can take a request at all (ready, not avoided, right
+//! The filters: whether a node can take a request at all (ready, not cordoned, not avoided, right
 //! architecture, matching labels, enough free CPU and memory). Owns the order of the
 //! checks, which decides the one reason a node is counted under; scoring lives in
 //! `policy`, wording in `reason`.
@@ -14,6 +14,8 @@ use crate::types::{NodeView, Request};
 pub enum Unfit {
     #[error("node is not ready")]
     NotReady,
+    #[error("node is cordoned")]
+    Cordoned,
     #[error("node is {node} (image is {} only)", .wanted.join(", "))]
     Arch { node: String, wanted: Vec<String> },
     #[error("node label {key} is {} (wanted {wanted})", .found.as_deref().unwrap_or("unset"))]
@@ -35,6 +37,7 @@ pub enum Unfit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Miss<'a> {
     NotReady,
+    Cordoned,
     Avoided,
     Arch,
     Selector {
@@ -58,6 +61,7 @@ pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
         None => Ok(()),
         Some(m) => Err(match m {
             Miss::NotReady => Unfit::NotReady,
+            Miss::Cordoned => Unfit::Cordoned,
             Miss::Avoided => Unfit::Avoided,
             Miss::Arch => Unfit::Arch {
                 node: node.arch.clone(),
@@ -75,11 +79,14 @@ pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
 }
 
 /// The first filter `node` fails, if any. The order puts the reasons a person can act on
-/// least (not ready, avoided, architecture) first, so a node is reported under the
+/// least (not ready, cordoned, avoided, architecture) first, so a node is reported under the
 /// reason that would still hold if resources were freed.
 pub(crate) fn miss<'a>(node: &'a NodeView, req: &'a Request) -> Option<Miss<'a>> {
     if !node.ready {
         return Some(Miss::NotReady);
+    }
+    if node.cordoned {
+        return Some(Miss::Cordoned);
     }
     if req.avoid.contains(&node.name) {
         return Some(Miss::Avoided);
@@ -142,6 +149,18 @@ mod tests {
             (
                 "not ready",
                 n.clone().not_ready(),
+                req("r", 1, 1),
+                Err(Unfit::NotReady),
+            ),
+            (
+                "cordoned",
+                n.clone().cordoned(),
+                req("r", 1, 1),
+                Err(Unfit::Cordoned),
+            ),
+            (
+                "not ready wins over cordoned",
+                n.clone().cordoned().not_ready(),
                 req("r", 1, 1),
                 Err(Unfit::NotReady),
             ),
@@ -249,6 +268,7 @@ mod tests {
     fn unfit_messages() {
         let cases = [
             (Unfit::NotReady, "node is not ready"),
+            (Unfit::Cordoned, "node is cordoned"),
             (Unfit::Avoided, "node is on the request's avoid list"),
             (
                 Unfit::Arch {

@@ -153,6 +153,7 @@ mod tests {
             let n = n
                 .label("zone", ["a", "b"][(i % 2) as usize])
                 .alloc(100 * (i % 7), GI / 8 * (i % 3));
+            let n = if i % 13 == 0 { n.cordoned() } else { n };
             nodes.push(if i % 11 == 0 { n.not_ready() } else { n });
         }
         let s = Scheduler::default();
@@ -169,6 +170,7 @@ mod tests {
                 Err(nf) => {
                     assert!(nodes.iter().all(|n| check(n, &r).is_err()), "{j}");
                     let counted = nf.not_ready
+                        + nf.cordoned
                         + nf.avoided
                         + nf.arch.values().sum::<usize>()
                         + nf.selector.values().sum::<usize>()

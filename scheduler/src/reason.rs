@@ -19,6 +19,9 @@ pub struct NoFit {
     /// Nodes considered.
     pub nodes: usize,
     pub not_ready: usize,
+    /// Cordoned by an admin (`cloudos node cordon`).
+    #[serde(default)]
+    pub cordoned: usize,
     pub avoided: usize,
     /// Node architecture → nodes of it that the image does not support.
     pub arch: BTreeMap<String, usize>,
@@ -66,6 +69,7 @@ impl NoFit {
             match miss(node, req) {
                 None => {}
                 Some(Miss::NotReady) => nf.not_ready += 1,
+                Some(Miss::Cordoned) => nf.cordoned += 1,
                 Some(Miss::Avoided) => nf.avoided += 1,
                 Some(Miss::Arch) => bump(&mut archs, canonical_arch(&node.arch)),
                 Some(Miss::Selector { key, wanted, .. }) => bump(&mut labels, (key, wanted)),
@@ -105,6 +109,9 @@ impl NoFit {
                 self.not_ready,
                 format!("{} not ready", is_are(self.not_ready)),
             ));
+        }
+        if self.cordoned > 0 {
+            out.push((self.cordoned, format!("{} cordoned", is_are(self.cordoned))));
         }
         if self.avoided > 0 {
             out.push((
@@ -214,6 +221,18 @@ mod tests {
                 vec![x86("a").not_ready(), x86("b").label("zone", "b"), x86("c")],
                 req("r", 1, 1).select("zone", "a"),
                 "no node fits: 2 lack label zone=a, 1 is not ready",
+            ),
+            (
+                "the only node is cordoned",
+                vec![x86("a").cordoned()],
+                req("r", 1, 1),
+                "no node fits: 1 is cordoned",
+            ),
+            (
+                "cordoned and full",
+                vec![x86("a").cordoned(), x86("b").alloc(4000, 0), x86("c").cordoned()],
+                req("r", 500, 1),
+                "no node fits: 2 are cordoned, 1 lacks cpu (need 500m, most free 0)",
             ),
             (
                 "avoided, ties in filter order",

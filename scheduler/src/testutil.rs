@@ -32,6 +32,10 @@ impl NodeView {
             .saturating_add(Resources::new(cpu_millis, memory_bytes));
         self
     }
+    pub fn cordoned(mut self) -> Self {
+        self.cordoned = true;
+        self
+    }
     pub fn not_ready(mut self) -> Self {
         self.ready = false;
         self

@@ -52,6 +52,9 @@ pub struct NodeView {
     pub arch: String,
     pub labels: BTreeMap<String, String>,
     pub ready: bool,
+    /// Cordoned by an admin: takes no new work, whatever it has free.
+    #[serde(default)]
+    pub cordoned: bool,
     /// What the node offers to workloads (from heartbeats).
     pub capacity: Resources,
     /// Sum of the requests of the work placed on it.

@@ -48,6 +48,8 @@ fn node(name: &str, serial: &str) -> NodeRecord {
         last_seen: NOW,
         telemetry: None,
         state: NodeState::NotReady,
+        unschedulable: false,
+        boot: None,
     }
 }
 

@@ -494,6 +494,8 @@ mod tests {
             last_seen: NOW,
             telemetry: None,
             state: NodeState::Ready,
+            unschedulable: false,
+            boot: None,
         }
     }
 

@@ -63,6 +63,14 @@ pub struct NodeRecord {
     /// store does not change when telemetry grows.
     pub telemetry: Option<serde_json::Value>,
     pub state: NodeState,
+    /// Cordoned by an admin: the scheduler places no new work here. Kept apart from
+    /// `state` (health), as Kubernetes keeps `unschedulable` apart from conditions: a
+    /// cordoned node still goes NotReady and comes back, and stays cordoned.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// The node's boot at its last hello.
+    #[serde(default)]
+    pub boot: Option<cloudos_cluster::nodeops::NodeBoot>,
 }
 
 /// A person's admin certificate, as the master issued it. An admin certificate is accepted

@@ -22,6 +22,8 @@ impl From<&NodeRecord> for NodeInfo {
                 .telemetry
                 .as_ref()
                 .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            unschedulable: n.unschedulable,
+            boot: n.boot.clone(),
         }
     }
 }
@@ -90,6 +92,8 @@ mod tests {
             last_seen: NOW,
             telemetry: serde_json::to_value(&telemetry).ok(),
             state: NodeState::Ready,
+            unschedulable: false,
+            boot: None,
         };
         assert_eq!(NodeInfo::from(&record).telemetry, Some(telemetry));
         record.telemetry = Some(serde_json::json!({"garbage": true}));

@@ -450,6 +450,18 @@ pub fn first_capture(vm: &crate::Vm, pattern: &str, what: &str, timeout: Duratio
     }
 }
 
+/// Containers an agent's runtime still holds (directories under its state root).
+pub fn containers(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("containers"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Presses the power button of `vm` and waits for QEMU to exit.
 pub fn power_off(vm: &crate::Vm) {
     vm.monitor("system_powerdown").expect("monitor");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cloudos_cluster::api::NodeInfo;
 use cloudos_cluster::api::NodeState;
 use cloudos_cluster::pki;
-use cloudos_tests::lab::{busybox_registry_with, Cluster, Lab, API_PORT as PORT};
+use cloudos_tests::lab::{busybox_registry_with, containers, Cluster, Lab, API_PORT as PORT};
 use cloudos_tests::process::Proc;
 use cloudos_tests::registry::{host_busybox, Image, Registry};
 use cloudos_tests::{scaled, NetHost};
@@ -408,18 +408,6 @@ fn compute(cluster: &Cluster<'_>, name: &str, host: &NetHost, token: &str) -> Pr
         .alice
         .wait_node(name, NodeState::Ready, Duration::from_secs(20));
     agent
-}
-
-/// Containers an agent's runtime still holds (directories under its state root).
-fn containers(data: &Path) -> Vec<String> {
-    std::fs::read_dir(data.join("containers"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A task pulled from a real registry runs on the compute node: its exit code, stdout and

@@ -3,7 +3,8 @@
 //! their data disk, the file the installer writes). The compute nodes find the
 //! master by mDNS, join, and show Ready in `cloudos node list`, run from the
 //! host side of the bridge as an admin's laptop would. At most two VMs run at
-//! once (this host has two cores), so the compute nodes take turns.
+//! once (this host has two cores), so the compute nodes take turns. A compute node is
+//! rebooted by `cloudos node reboot` and comes back Ready with a new boot.
 //! Needs root (namespaces, taps) and `scripts/build.sh` first.
 
 use std::path::Path;
@@ -191,6 +192,47 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
         .wait_for("connected to master", boot_timeout())
         .expect("node-1 did not reconnect");
     admin.wait_for_state("node-1", "ready", scaled(Duration::from_secs(60)));
+
+    // `cloudos node reboot`: the master asks node-1 over its agent's connection, node-1's
+    // PID 1 goes down in order (QEMU runs with -no-reboot, so the machine's reset is
+    // QEMU's exit, and the machine is started again on the same disk), and the command
+    // returns once node-1 is back Ready with a new boot id.
+    let node1 = std::thread::scope(|s| {
+        let waiting = s.spawn(|| admin.run(&["node", "reboot", "node-1", "--timeout", "10m"]));
+        node1
+            .serial()
+            .wait_for("rebooting now", scaled(Duration::from_secs(90)))
+            .expect("node-1 did not go down for a reboot");
+        node1
+            .wait_exit(scaled(Duration::from_secs(60)))
+            .expect("QEMU did not exit on the reboot (-no-reboot)");
+        let console = node1.serial().contents();
+        assert!(
+            console.contains("rebooting as the master asks (asked by admin")
+                && console.contains("rebooting; stopping services"),
+            "no orderly reboot asked by the master on node-1's console:\n{}",
+            node1.serial().tail(30)
+        );
+        drop(node1);
+        let node1 = boot(&net, "node-1", &node1_disk);
+        let said = waiting.join().expect("the reboot command");
+        let out = String::from_utf8_lossy(&said.stdout).into_owned();
+        assert!(
+            said.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&said.stderr)
+        );
+        assert!(out.contains("node node-1 is down"), "{out}");
+        assert!(
+            out.contains("node node-1 is back and Ready (boot "),
+            "{out}"
+        );
+        node1
+    });
+    node1
+        .serial()
+        .wait_for("connected to master", boot_timeout())
+        .expect("node-1 came back without its connection");
     power_off(&node1);
     drop(node1);
 

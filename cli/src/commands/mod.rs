@@ -5,6 +5,7 @@ pub mod admins;
 pub mod backup;
 pub mod discover;
 pub mod login;
+pub mod nodeops;
 pub mod nodes;
 pub mod releases;
 pub mod status;

@@ -1,4 +1,4 @@
-//! `cloudos node list|show|label|remove`.
+//! `cloudos node list|show|label|remove` (cordon, drain and reboot are `nodeops`).
 
 use cloudos_cluster::api::NodeState;
 use cloudos_cluster::api::{NodeInfo, NodeLabelRequest, Telemetry};
@@ -106,7 +106,7 @@ pub fn render_list(nodes: &Vec<NodeInfo>, now: OffsetDateTime) -> String {
             n.role.to_string(),
             n.address.clone(),
             n.arch.clone(),
-            state(n.state).into(),
+            super::nodeops::state_text(n),
             cpu(n),
             mem(n),
             format::age(n.joined_at, now),
@@ -119,11 +119,27 @@ pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
     let mut pairs = vec![
         ("name", n.name.clone()),
         ("role", n.role.to_string()),
-        ("state", state(n.state).into()),
+        ("state", super::nodeops::state_text(n)),
+        (
+            "schedulable",
+            if n.unschedulable {
+                "no (cordoned: no new work goes there)".into()
+            } else {
+                "yes".into()
+            },
+        ),
         ("address", n.address.clone()),
         ("arch", n.arch.clone()),
         ("labels", joined_labels(&n.labels)),
         ("reported labels", joined_labels(&n.reported_labels)),
+        (
+            "boot",
+            match &n.boot {
+                Some(b) if b.rebootable => b.id.clone(),
+                Some(b) => format!("{} (a host install: reboots by its own tools)", b.id),
+                None => "-".into(),
+            },
+        ),
         (
             "joined",
             format!(
@@ -234,6 +250,8 @@ mod tests {
             joined_at: datetime!(2026-03-01 09:55 UTC),
             last_seen: datetime!(2026-03-01 09:59:58 UTC),
             telemetry,
+            unschedulable: false,
+            boot: None,
         }
     }
 

@@ -141,6 +141,8 @@ mod tests {
             labels: Default::default(),
             reported_labels: Default::default(),
             state,
+            unschedulable: false,
+            boot: None,
             joined_at: now,
             last_seen: now,
             telemetry: Some(Telemetry {

@@ -159,6 +159,7 @@ pub async fn remove_node(
     }
     // Memory's record has the live state (last heartbeat, telemetry) to show.
     let (live, conn) = state.roster.remove(&name).unzip();
+    state.drains.forget(&name);
     let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
     if let Some(conn) = conn.flatten() {
         // A full channel means an eviction is already queued.

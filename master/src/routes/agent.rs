@@ -176,6 +176,7 @@ async fn run(
                         let started = std::time::Instant::now();
                         let seq = beat.seq;
                         workloads::on_heartbeat_runs(state, name, &beat.runs);
+                        state.roster.note_runs(name, &beat.runs);
                         let now = OffsetDateTime::now_utc();
                         let telemetry = roster::with_clock_skew(beat.telemetry, beat.sent_at, now);
                         match state.roster.heartbeat(name, telemetry, now) {
@@ -213,6 +214,7 @@ pub async fn heartbeat(
     ApiJson(beat): ApiJson<Heartbeat>,
 ) -> Result<Json<MasterMessage>, ApiError> {
     let now = OffsetDateTime::now_utc();
+    state.roster.note_runs(&identity.name, &beat.runs);
     let telemetry = roster::with_clock_skew(beat.telemetry, beat.sent_at, now);
     let transition = state
         .roster

@@ -256,6 +256,8 @@ fn admit(
         last_seen: now,
         telemetry: None,
         state: NodeState::NotReady,
+        unschedulable: false,
+        boot: None,
     };
     // The serials the registry holds are revoked with those the store holds (they differ
     // only if a renewal's store write failed).

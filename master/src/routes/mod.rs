@@ -15,6 +15,7 @@ mod caller;
 mod extract;
 mod install;
 mod join;
+mod nodeops;
 mod openapi;
 mod releases;
 mod upload;
@@ -65,6 +66,11 @@ const NODE_LABELS: &str = "/v1/nodes/{name}/labels";
 const NODE_UPGRADE: &str = "/v1/nodes/{name}/upgrade";
 /// `GET` a kept bundle.
 const RELEASE: &str = "/v1/releases/{version}/{arch}";
+/// Node operations (`crate::nodeops`).
+const NODE_CORDON: &str = "/v1/nodes/{name}/cordon";
+const NODE_UNCORDON: &str = "/v1/nodes/{name}/uncordon";
+const NODE_DRAIN: &str = "/v1/nodes/{name}/drain";
+const NODE_REBOOT: &str = "/v1/nodes/{name}/reboot";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +272,21 @@ fn routes() -> Routes {
     .add("get", INSTALL_CA, Access::Public, get(install::ca))
     .add("get", INSTALL_FILE, Access::Public, get(install::file))
     .add("post", paths::BACKUP, Access::Admin, post(backup::create))
+    .add("post", NODE_CORDON, Access::Admin, post(nodeops::cordon))
+    .add(
+        "post",
+        NODE_UNCORDON,
+        Access::Admin,
+        post(nodeops::uncordon),
+    )
+    .add(
+        "post",
+        NODE_DRAIN,
+        Access::Admin,
+        post(nodeops::start_drain),
+    )
+    .add("get", NODE_DRAIN, Access::Admin, get(nodeops::drain_status))
+    .add("post", NODE_REBOOT, Access::Admin, post(nodeops::reboot))
 }
 
 /// `GET /v1/time`: this master's clock, for a joining node whose own is wrong. Public: a

@@ -9,6 +9,9 @@
 //! - a run whose node goes NotReady (or is removed) is lost: a task with retries left is
 //!   queued again (avoiding that node), otherwise it ends `lost`; a service replica is always
 //!   queued again, which is how a replica moves when its node dies;
+//! - a service has as many replicas as asked, counted without the replacements a drain
+//!   starts (`drain`): each runs beside the replica it replaces until it runs itself, then
+//!   the replica on the drained node is removed; scaling down removes the highest indices;
 //! - reports about any run other than a task's current one are stale and answered with Stop;
 //! - final states never change again.
 
@@ -74,6 +77,8 @@ pub struct NodeFacts {
     pub arch: String,
     pub labels: BTreeMap<String, String>,
     pub ready: bool,
+    /// Cordoned: no new work goes there.
+    pub cordoned: bool,
     pub capacity: Resources,
 }
 
@@ -87,6 +92,10 @@ pub struct Book {
     queue: VecDeque<String>,
     /// Nodes each task should not go back to (where its runs were lost).
     avoid: BTreeMap<String, Vec<String>>,
+    /// Replacements a drain started, by their id (see `drain`). In memory only: after a
+    /// master restart a replacement is one replica too many and, having the highest
+    /// index, is the one the count rule of [`Book::reconcile_services`] removes.
+    surges: BTreeMap<String, drain::Surge>,
 }
 
 fn is_active(t: &TaskInfo) -> bool {
@@ -120,6 +129,7 @@ impl Book {
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             avoid: BTreeMap::new(),
+            surges: BTreeMap::new(),
         }
     }
 
@@ -297,45 +307,83 @@ impl Book {
             .remove(name)
             .ok_or_else(|| BookError::NoService(name.to_owned()))?;
         record.replicas = 0;
-        let mut effects = self.remove_replicas(name, 0);
+        let mut effects = self.remove_replicas(name);
         effects.delete_services.push(name.to_owned());
         let _ = now;
         Ok(effects)
     }
 
-    /// Removes replicas `from..` of `service`, stopping their runs.
-    fn remove_replicas(&mut self, service: &str, from: u32) -> Effects {
+    /// Removes every replica of `service`, stopping their runs.
+    fn remove_replicas(&mut self, service: &str) -> Effects {
         let mut effects = Effects::default();
         let doomed: Vec<String> = self
             .tasks
             .values()
             .filter(|t| t.service.as_deref() == Some(service))
-            .filter(|t| replica_index(service, &t.id).is_none_or(|i| i >= from))
             .map(|t| t.id.clone())
             .collect();
         for id in doomed {
-            if let Some(t) = self.tasks.remove(&id) {
-                if let (true, Some(node), Some(run)) = (is_active(&t), t.node, t.run) {
-                    effects.messages.push((node, MasterMessage::Stop { run }));
-                }
-            }
-            self.queue.retain(|q| q != &id);
-            effects.delete_tasks.push(id);
+            effects.merge(self.remove_task(&id));
         }
         effects
     }
 
-    /// Makes every service have exactly its replicas `<name>-r0 … r(N-1)`.
+    /// Removes a task or replica (stopping its run) and the drain replacement of it, if
+    /// one is under way.
+    fn remove_task(&mut self, id: &str) -> Effects {
+        let mut effects = Effects::default();
+        if let Some(t) = self.tasks.remove(id) {
+            if let (true, Some(node), Some(run)) = (is_active(&t), t.node, t.run) {
+                effects.messages.push((node, MasterMessage::Stop { run }));
+            }
+            effects.delete_tasks.push(id.to_owned());
+        }
+        self.queue.retain(|q| q != id);
+        self.avoid.remove(id);
+        self.surges.remove(id);
+        for new in self.surge_ids(|s| s.replaces == id) {
+            effects.merge(self.remove_task(&new));
+        }
+        effects
+    }
+
+    /// Makes every service have exactly as many replicas as asked, not counting the
+    /// replacements of a drain: the highest indices go first when there are too many,
+    /// the lowest free ones are added when there are too few (`<name>-r0 … r(N-1)` unless
+    /// a drain moved some).
     pub fn reconcile_services(&mut self, now: OffsetDateTime) -> Effects {
         let mut effects = Effects::default();
         let services: Vec<ServiceRecord> = self.services.values().cloned().collect();
         for s in services {
-            effects.merge(self.remove_replicas(&s.name, s.replicas));
-            for index in 0..s.replicas {
-                let id = replica_id(&s.name, index);
-                if self.tasks.contains_key(&id) {
-                    continue;
+            let of_service = |t: &&TaskInfo| t.service.as_deref() == Some(s.name.as_str());
+            let mut replicas: Vec<(u32, String)> = self
+                .tasks
+                .values()
+                .filter(of_service)
+                .filter(|t| !self.surges.contains_key(&t.id))
+                .map(|t| {
+                    let index = replica_index(&s.name, &t.id).unwrap_or(u32::MAX);
+                    (index, t.id.clone())
+                })
+                .collect();
+            replicas.sort();
+            let wanted = s.replicas as usize;
+            for (_, id) in replicas.iter().skip(wanted) {
+                effects.merge(self.remove_task(id));
+            }
+            let mut used: BTreeSet<u32> = self
+                .tasks
+                .values()
+                .filter(of_service)
+                .filter_map(|t| replica_index(&s.name, &t.id))
+                .collect();
+            let mut index = 0;
+            for _ in replicas.len()..wanted {
+                while used.contains(&index) {
+                    index += 1;
                 }
+                used.insert(index);
+                let id = replica_id(&s.name, index);
                 let task =
                     TaskInfo::queued(id.clone(), s.spec.clone(), Some(s.name.clone()), 0, now);
                 self.queue.push_back(id.clone());
@@ -353,40 +401,45 @@ impl Book {
         now: OffsetDateTime,
     ) -> Effects {
         let mut effects = Effects::default();
-        let lost: Vec<String> = self
+        let lost: Vec<(String, String)> = self
             .tasks
             .values()
-            .filter(|t| {
-                is_active(t)
-                    && t.node
-                        .as_deref()
-                        .is_some_and(|n| !alive(n, t.service.is_some()))
+            .filter(|t| is_active(t))
+            .filter_map(|t| {
+                let node = t.node.as_deref()?;
+                let why = format!(
+                    "node {node} stopped answering while {} ran there",
+                    t.run.as_deref().unwrap_or("it")
+                );
+                (!alive(node, t.service.is_some())).then(|| (t.id.clone(), why))
             })
-            .map(|t| t.id.clone())
             .collect();
-        for id in lost {
-            let Some(task) = self.tasks.get_mut(&id) else {
-                continue;
-            };
-            let node = task.node.take().unwrap_or_default();
-            let why = format!(
-                "node {node} stopped answering while {} ran there",
-                task.run.as_deref().unwrap_or("it")
-            );
-            self.avoid.entry(id.clone()).or_default().push(node);
-            task.pull = None;
-            if task.service.is_some() || task.attempts <= task.retries {
-                task.state = TaskState::Queued;
-                task.reason = Some(format!("{why}; queued again"));
-                self.queue.push_back(id.clone());
-            } else {
-                task.state = TaskState::Lost;
-                task.reason = Some(why);
-                task.finished_at = Some(now);
+        for (id, why) in lost {
+            if let Some(task) = self.lose_run(&id, why, now) {
+                effects.save_tasks.push(task);
             }
-            effects.save_tasks.push(task.clone());
         }
         effects
+    }
+
+    /// Gives up the current run of `id` on its node (the node is lost, or a drain stopped
+    /// it): a replica, or a task with retries left, queues again and avoids that node; any
+    /// other task ends `lost` with `why`. The task as it is now, `None` if unknown.
+    fn lose_run(&mut self, id: &str, why: String, now: OffsetDateTime) -> Option<TaskInfo> {
+        let task = self.tasks.get_mut(id)?;
+        let node = task.node.take().unwrap_or_default();
+        self.avoid.entry(id.to_owned()).or_default().push(node);
+        task.pull = None;
+        if task.service.is_some() || task.attempts <= task.retries {
+            task.state = TaskState::Queued;
+            task.reason = Some(format!("{why}; queued again"));
+            self.queue.push_back(id.to_owned());
+        } else {
+            task.state = TaskState::Lost;
+            task.reason = Some(why);
+            task.finished_at = Some(now);
+        }
+        Some(task.clone())
     }
 
     /// Places what it can of the queue; the rest keeps its reason for `cloudos ps`.
@@ -407,6 +460,7 @@ impl Book {
                 arch: n.arch.clone(),
                 labels: n.labels.clone(),
                 ready: n.ready,
+                cordoned: n.cordoned,
                 capacity: n.capacity,
                 allocated: Resources::default(),
                 groups: BTreeMap::new(),
@@ -670,6 +724,10 @@ pub fn exit_reason(code: Option<i32>, signal: Option<i32>, oom: bool, memory: u6
         (None, None) => "ended without an exit status".into(),
     }
 }
+
+mod drain;
+
+pub use drain::DrainPass;
 
 #[cfg(test)]
 mod tests;

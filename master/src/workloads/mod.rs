@@ -348,6 +348,7 @@ fn node_facts(roster: &Roster) -> Vec<NodeFacts> {
             .unwrap_or_default();
         facts.push(NodeFacts {
             ready: n.state == NodeState::Ready,
+            cordoned: n.unschedulable,
             name: n.name.clone(),
             arch: n.arch.clone(),
             labels: n.labels.clone(),

@@ -24,6 +24,16 @@ impl std::fmt::Display for ShutdownKind {
     }
 }
 
+/// Asks PID 1 for an orderly shutdown of `kind`, by the signal it listens for
+/// (`init::wait_for_shutdown_signal`): SIGINT reboots, SIGTERM powers off.
+pub fn ask_pid1(kind: ShutdownKind) -> nix::Result<()> {
+    let signal = match kind {
+        ShutdownKind::Poweroff => Signal::SIGTERM,
+        ShutdownKind::Reboot => Signal::SIGINT,
+    };
+    kill(Pid::from_raw(1), signal)
+}
+
 /// How long processes outside the supervisor get after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 

@@ -83,6 +83,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         clock_report: None,
         install_release: None,
         system_report: None,
+        reboot: None,
     }
 }
 
@@ -108,6 +109,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         clock_report: None,
         install_release: None,
         system_report: None,
+        reboot: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,6 +131,11 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     config.set_clock = Some(crate::clock::first_contact::hook());
     config.clock_report = Some(Arc::new(|| {
         crate::clock::state::ClockState::read().map(|s| s.report())
+    }));
+    // PID 1 owns the machine: a reboot the master asks for is its orderly one.
+    config.reboot = Some(Arc::new(|| {
+        crate::init::shutdown::ask_pid1(crate::init::shutdown::ShutdownKind::Reboot)
+            .map_err(|e| format!("cannot signal PID 1: {e}"))
     }));
     config.after_join = Some(Arc::new(|| {
         crate::settings::forget_token_in(std::path::Path::new(crate::settings::CONFIG_FILE))

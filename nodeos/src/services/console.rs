@@ -8,8 +8,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::init::shutdown::ShutdownKind;
 
 use crate::status::{self, CONTROL_SOCKET};
 
@@ -60,15 +59,15 @@ fn execute(command: ConsoleCommand) -> String {
             Ok(lines) => lines.iter().map(|l| format!("{l}\n")).collect(),
             Err(e) => format!("logs: {e}\n"),
         },
-        ConsoleCommand::Poweroff => signal_init(Signal::SIGTERM, "poweroff"),
-        ConsoleCommand::Reboot => signal_init(Signal::SIGINT, "reboot"),
+        ConsoleCommand::Poweroff => signal_init(ShutdownKind::Poweroff, "poweroff"),
+        ConsoleCommand::Reboot => signal_init(ShutdownKind::Reboot, "reboot"),
         ConsoleCommand::Unknown(line) => format!("unknown command {line:?}; {HELP}\n"),
     }
 }
 
-fn signal_init(signal: Signal, what: &str) -> String {
+fn signal_init(kind: ShutdownKind, what: &str) -> String {
     log::info!("{what} asked for on the console");
-    match kill(Pid::from_raw(1), signal) {
+    match crate::init::shutdown::ask_pid1(kind) {
         Ok(()) => format!("{what} in progress\n"),
         Err(e) => format!("{what}: cannot signal PID 1: {e}\n"),
     }

@@ -6,12 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cloudos_release::policy::Intent;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use super::attempt::{self, Attempt};
 use super::slot::{self, SlotError};
 use crate::init::bootslot;
+use crate::init::shutdown::{ask_pid1, ShutdownKind};
 use crate::settings::Slot;
 
 /// Checks the bundle at the path, writes it into the inactive slot, records the attempt
@@ -56,7 +55,7 @@ pub fn install_hook(booted: Slot) -> cloudos_agent::InstallRelease {
             written.slot.as_str(),
             written.bytes
         );
-        kill(Pid::from_raw(1), Signal::SIGINT).map_err(|e| format!("cannot ask for a reboot: {e}"))
+        ask_pid1(ShutdownKind::Reboot).map_err(|e| format!("cannot ask for a reboot: {e}"))
     })
 }
 

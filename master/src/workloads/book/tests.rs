@@ -12,7 +12,7 @@ use super::{Book, Effects, NodeFacts};
 
 const NOW: OffsetDateTime = datetime!(2026-12-02 10:00 UTC);
 
-fn spec() -> WorkloadSpec {
+pub(super) fn spec() -> WorkloadSpec {
     WorkloadSpec {
         command: vec!["true".into()],
         ..WorkloadSpec::new("10.88.0.1:5000/busybox:1")
@@ -25,15 +25,16 @@ fn node(name: &str, ready: bool) -> NodeFacts {
         arch: "x86_64".into(),
         labels: BTreeMap::new(),
         ready,
+        cordoned: false,
         capacity: Resources::new(2000, 2 << 30),
     }
 }
 
-fn scheduler() -> Scheduler {
+pub(super) fn scheduler() -> Scheduler {
     Scheduler::new(Box::new(Spread))
 }
 
-fn assigned(effects: &Effects) -> Vec<(String, String)> {
+pub(super) fn assigned(effects: &Effects) -> Vec<(String, String)> {
     effects
         .messages
         .iter()
@@ -44,7 +45,7 @@ fn assigned(effects: &Effects) -> Vec<(String, String)> {
         .collect()
 }
 
-fn stops(effects: &Effects) -> Vec<(String, String)> {
+pub(super) fn stops(effects: &Effects) -> Vec<(String, String)> {
     effects
         .messages
         .iter()
