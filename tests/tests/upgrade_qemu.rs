@@ -90,34 +90,18 @@ fn node_json(admin: &Admin, name: &str) -> serde_json::Value {
     serde_json::from_str(&admin.ok(&["node", "show", name, "-o", "json"])).expect("node JSON")
 }
 
-#[test]
-fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_release() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let net = TestNet::new().expect("test network");
-    net.start_dhcp_server(600).expect("dnsmasq");
-    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
-    let admin = Admin::new(&net, debug_binary("cloudos"), dir.path().join("admin"));
-    admin.log_in(&master.admin_token(), &master.addr);
+/// Installs the compute node from the ISO with an answer file (joining the master at
+/// `master`), boots the installed disk (slot A, confirmed) and waits until the node is Ready.
+/// Returns the running machine and the version it runs.
+fn install_and_join(dir: &Path, net: &TestNet, admin: &Admin, master: &str) -> (Vm, String) {
     let token = admin.token("compute", &[]);
-
-    // The next release and a bad one are built while the node installs.
-    let (next_dir, bad_dir) = (dir.path().join("next"), dir.path().join("bad"));
-    let builder = std::thread::spawn(move || {
-        (
-            build_release(&next_dir, NEXT, None),
-            build_release(&bad_dir, BAD, Some("cloudos.fault=crash:agent:100000")),
-        )
-    });
-
-    // 1. Install the compute node from the ISO with an answer file.
-    let target = blank_disk(dir.path(), "target.img", 4 * GIB);
+    let target = blank_disk(dir, "target.img", 4 * GIB);
     let answers = format!(
         "mode = \"compute\"\nhostname = \"{NODE}\"\ndisk = \"/dev/vda\"\nwipe = true\n\
-         token = \"{token}\"\nmaster = \"{}\"\n",
-        master.addr
+         token = \"{token}\"\nmaster = \"{master}\"\n"
     );
-    let cfg = config_disk(dir.path(), &answers);
-    let vm = install_vm(&target, &cfg, &net);
+    let cfg = config_disk(dir, &answers);
+    let vm = install_vm(&target, &cfg, net);
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the install did not complete: {e}"));
@@ -126,8 +110,7 @@ fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_r
     assert_no_panic(&vm);
     drop(vm);
 
-    // 2. The installed node boots slot A and joins.
-    let vm = node_vm(&target, &net);
+    let vm = node_vm(&target, net);
     let console = vm.serial();
     console
         .wait_for("Booting `CloudOS (slot a)'", boot_timeout())
@@ -142,11 +125,34 @@ fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_r
         .wait_for("slot a confirmed good", step())
         .expect("slot A was not confirmed");
     admin.wait_for_state(NODE, "ready", step());
-    let before = node_json(&admin, NODE);
-    let first = before["telemetry"]["nodeos_version"]
+    let first = node_json(admin, NODE)["telemetry"]["nodeos_version"]
         .as_str()
         .expect("a version")
         .to_owned();
+    (vm, first)
+}
+
+#[test]
+fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_release() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq");
+    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
+    let admin = Admin::new(&net, debug_binary("cloudos"), dir.path().join("admin"));
+    admin.log_in(&master.admin_token(), &master.addr);
+
+    // The next release and a bad one are built while the node installs.
+    let (next_dir, bad_dir) = (dir.path().join("next"), dir.path().join("bad"));
+    let builder = std::thread::spawn(move || {
+        (
+            build_release(&next_dir, NEXT, None),
+            build_release(&bad_dir, BAD, Some("cloudos.fault=crash:agent:100000")),
+        )
+    });
+
+    // 1-2. The compute node installs from the ISO and joins, on slot A.
+    let (vm, first) = install_and_join(dir.path(), &net, &admin, &master.addr);
+    let console = vm.serial();
     assert_ne!(first, NEXT);
 
     // 3. The admin keeps both releases on the master and upgrades the node.
@@ -238,4 +244,93 @@ fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_r
     lab::power_off(&vm);
     // The bad release's agent panicked on purpose (cloudos.fault); the kernel never did.
     assert_no_kernel_panic(&vm);
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2
+    }
+}
+
+/// `scripts/bench-upgrade.sh`: one installed compute node, timed through a plain
+/// `cloudos node reboot` and through `cloudos node upgrade` (download, check, write the
+/// other slot, reboot, Ready on the new version), alternating, `CLOUDOS_BENCH_RUNS` times
+/// each (default 3). The upgrades go between this build's version and `NEXT` and back
+/// (`--allow-downgrade`), so every run writes a whole slot. Prints a Markdown table.
+#[test]
+#[ignore = "benchmark: scripts/bench-upgrade.sh"]
+fn upgrade_bench() {
+    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq");
+    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
+    let admin = Admin::new(&net, debug_binary("cloudos"), dir.path().join("admin"));
+    admin.log_in(&master.admin_token(), &master.addr);
+    let next_dir = dir.path().join("next");
+    let builder = {
+        let next_dir = next_dir.clone();
+        std::thread::spawn(move || build_release(&next_dir, NEXT, None))
+    };
+    let (vm, first) = install_and_join(dir.path(), &net, &admin, &master.addr);
+    let bundle = builder.join().expect("the release build");
+    admin.ok(&["release", "add", bundle.to_str().expect("utf-8")]);
+    let current = artifacts::out_dir().join(format!("cloudos-{first}-x86_64.bundle"));
+    admin.ok(&["release", "add", current.to_str().expect("utf-8")]);
+    let timeout = format!("{}s", scaled(Duration::from_secs(600)).as_secs());
+
+    let (mut reboots, mut upgrades) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let started = Instant::now();
+        admin.ok(&["node", "reboot", NODE, "--timeout", &timeout]);
+        reboots.push(started.elapsed());
+        let to = if run % 2 == 0 { NEXT } else { first.as_str() };
+        let mut args = vec!["node", "upgrade", NODE, "--to", to, "--timeout", &timeout];
+        if to == first {
+            args.push("--allow-downgrade");
+        }
+        let started = Instant::now();
+        admin.ok(&args);
+        upgrades.push(started.elapsed());
+        eprintln!(
+            "run {}: reboot {:.1} s, upgrade to {to} {:.1} s",
+            run + 1,
+            reboots[run].as_secs_f64(),
+            upgrades[run].as_secs_f64()
+        );
+    }
+    lab::power_off(&vm);
+    let size = |p: PathBuf| std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+    let written = size(next_dir.join("vmlinuz")) + size(next_dir.join("initramfs.img"));
+    let downloaded = size(bundle);
+    let (reboot, upgrade) = (median(reboots), median(upgrades));
+    println!("BENCH-TABLE-BEGIN");
+    println!("| x86_64 compute node installed on disk, QEMU TCG, {runs} runs each | median |");
+    println!("|---|---|");
+    println!(
+        "| `cloudos node reboot` → Ready again | {:.1} s |",
+        reboot.as_secs_f64()
+    );
+    println!(
+        "| `cloudos node upgrade` → Ready on the new version (download, check, write, reboot) | {:.1} s |",
+        upgrade.as_secs_f64()
+    );
+    println!(
+        "| upgrade − reboot / ratio | {:.1} s / {:.2} |",
+        (upgrade.saturating_sub(reboot)).as_secs_f64(),
+        upgrade.as_secs_f64() / reboot.as_secs_f64().max(0.001)
+    );
+    println!(
+        "| bytes downloaded (the bundle) / written to the slot (kernel + initramfs) | {:.1} MiB / {:.1} MiB |",
+        downloaded as f64 / 1048576.0,
+        written as f64 / 1048576.0
+    );
+    println!("BENCH-TABLE-END");
 }
