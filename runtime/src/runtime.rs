@@ -74,6 +74,10 @@ impl Runtime {
                 std::io::Error::other("the path contains ',' or ':', which overlayfs cannot take"),
             ));
         }
+        // Before any container starts (see cgroup::ensure_parent).
+        cgroup::ensure_parent().map_err(|(dir, e)| {
+            RuntimeError::io("create the containers' parent cgroup", &dir, e)
+        })?;
         Ok(Runtime {
             root,
             shim,
