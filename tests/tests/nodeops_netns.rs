@@ -185,4 +185,12 @@ fn cordon_uncordon_drain_and_what_cannot_be_done() {
     let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
     assert_eq!(task["node"], "node-3", "{task}");
     alice.ok(&["delete", "web"]);
+    // The shims outlive their agent by design: wait until the replicas are gone, or they
+    // would outlive the test too.
+    lab.wait_for("no replicas left", Duration::from_secs(60), || {
+        ["node-3", "node-4"]
+            .iter()
+            .all(|n| containers(&lab.path(n)).is_empty())
+            .then_some(())
+    });
 }
