@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
@@ -822,34 +822,16 @@ impl ApiClient {
         );
         let shown = self.addr.to_string();
         let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
-        let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(&e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(HOST, shown.clone())
-            .header(ACCEPT, "application/x-ndjson")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| protocol(&self.addr, e))?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
-            .await
-            .map_err(|_| unreachable(&self.addr, "no answer within 30s"))?
-            .map_err(|e| transport(&e))?;
-        let status = response.status().as_u16();
+        let response = self
+            .open_stream(
+                Method::GET,
+                &path,
+                "application/x-ndjson",
+                None,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
         let mut body = response.into_body();
-        if !(200..300).contains(&status) {
-            let answer = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(refusal(status, &answer));
-        }
         // Lines can be split across frames: keep the unfinished tail.
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -885,40 +867,21 @@ impl ApiClient {
         })?;
         let shown = self.addr.to_string();
         let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
-        let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transport(&e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(paths::BACKUP)
-            .header(HOST, shown.clone())
-            .header(ACCEPT, "application/octet-stream")
-            .header(CONTENT_TYPE, "application/json")
-            .body(RequestBody::bytes(body))
-            .map_err(|e| protocol(&self.addr, e))?;
         // The master writes the whole backup before it answers.
-        let response = tokio::time::timeout(TRANSFER_TIMEOUT, sender.send_request(request))
-            .await
-            .map_err(|_| unreachable(&self.addr, "no answer within 300s"))?
-            .map_err(|e| transport(&e))?;
-        let status = response.status().as_u16();
+        let response = self
+            .open_stream(
+                Method::POST,
+                paths::BACKUP,
+                "application/octet-stream",
+                Some((RequestBody::bytes(body), "application/json")),
+                TRANSFER_TIMEOUT,
+            )
+            .await?;
         let summary = response
             .headers()
             .get(BACKUP_SUMMARY_HEADER)
             .and_then(|v| serde_json::from_slice::<BackupSummary>(v.as_bytes()).ok());
         let mut body = response.into_body();
-        if !(200..300).contains(&status) {
-            let answer = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(refusal(status, &answer));
-        }
         let summary =
             summary.ok_or_else(|| protocol(&self.addr, "the backup came without its summary"))?;
         let write_err = |e: std::io::Error| ClientError::Io {
@@ -937,6 +900,60 @@ impl ApiClient {
         }
         out.flush().map_err(write_err)?;
         Ok(summary)
+    }
+
+    /// A request whose answer is read as it arrives (logs that follow, a backup file): sent on
+    /// a new connection; the response once its head came within `deadline`, or the master's
+    /// refusal.
+    async fn open_stream(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        body: Option<(RequestBody, &str)>,
+        deadline: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let shown = self.addr.to_string();
+        let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, shown.clone())
+            .header(ACCEPT, accept);
+        let body = match body {
+            Some((body, content_type)) => {
+                request = request.header(CONTENT_TYPE, content_type);
+                body
+            }
+            None => RequestBody::bytes(Vec::new()),
+        };
+        let request = request.body(body).map_err(|e| protocol(&self.addr, e))?;
+        let response = tokio::time::timeout(deadline, sender.send_request(request))
+            .await
+            .map_err(|_| {
+                unreachable(
+                    &self.addr,
+                    &format!("no answer within {}s", deadline.as_secs()),
+                )
+            })?
+            .map_err(|e| transport(&e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let answer = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(refusal(status, &answer));
+        }
+        Ok(response)
     }
 
     /// `POST /v1/renew` with a CSR for a new key: the identity to use from now on.

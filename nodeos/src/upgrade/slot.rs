@@ -254,6 +254,24 @@ mod tests {
             Keyring::new(vec![self.key.public()])
         }
 
+        /// [`write_inactive`] on this ESP, trusting its key.
+        fn write(
+            &self,
+            booted: Slot,
+            bundle: &[u8],
+            running: &Version,
+            intent: Intent,
+        ) -> Result<Written, SlotError> {
+            write_inactive(
+                self.path(),
+                booted,
+                bundle,
+                &self.keyring(),
+                running,
+                intent,
+            )
+        }
+
         fn env(&self) -> GrubEnv {
             read_env(self.path()).unwrap()
         }
@@ -270,15 +288,9 @@ mod tests {
         let esp = Esp::new(CONFIRMED_A);
         let bundle = esp.bundle(&esp.key, "0.2.0");
         let running = Version::new(0, 1, 0);
-        let written = write_inactive(
-            esp.path(),
-            Slot::A,
-            &bundle[..],
-            &esp.keyring(),
-            &running,
-            Intent::Upgrade,
-        )
-        .unwrap();
+        let written = esp
+            .write(Slot::A, &bundle, &running, Intent::Upgrade)
+            .unwrap();
         assert_eq!(written.slot, Slot::B);
         assert_eq!(written.version, Version::new(0, 2, 0));
         assert_eq!(esp.slot_b_kernel(), "vmlinuz 0.2.0");
@@ -308,15 +320,9 @@ mod tests {
         // Slot b was just upgraded and is on trial: slot a is all there is to go back to.
         let esp = Esp::new("cloudos_slot=b\ncloudos_tries=2\ncloudos_good=0\n");
         let bundle = esp.bundle(&esp.key, "0.3.0");
-        let err = write_inactive(
-            esp.path(),
-            Slot::B,
-            &bundle[..],
-            &esp.keyring(),
-            &Version::new(0, 2, 0),
-            Intent::Force,
-        )
-        .unwrap_err();
+        let err = esp
+            .write(Slot::B, &bundle, &Version::new(0, 2, 0), Intent::Force)
+            .unwrap_err();
         assert!(matches!(err, SlotError::Unconfirmed { .. }), "{err}");
         assert_eq!(
             fs::read_to_string(esp.path().join("slot-a/vmlinuz")).unwrap(),
@@ -329,15 +335,9 @@ mod tests {
     fn a_boot_picked_by_hand_from_the_menu_writes_nothing() {
         let esp = Esp::new(CONFIRMED_A);
         let bundle = esp.bundle(&esp.key, "0.2.0");
-        let err = write_inactive(
-            esp.path(),
-            Slot::B,
-            &bundle[..],
-            &esp.keyring(),
-            &Version::new(0, 1, 0),
-            Intent::Upgrade,
-        )
-        .unwrap_err();
+        let err = esp
+            .write(Slot::B, &bundle, &Version::new(0, 1, 0), Intent::Upgrade)
+            .unwrap_err();
         assert!(matches!(err, SlotError::NotActive { .. }), "{err}");
         assert_eq!(esp.slot_b_kernel(), "slot-b kernel");
     }
@@ -358,14 +358,7 @@ mod tests {
             ),
         ];
         for (what, bundle) in cases {
-            let err = write_inactive(
-                esp.path(),
-                Slot::A,
-                &bundle[..],
-                &esp.keyring(),
-                &running,
-                Intent::Upgrade,
-            );
+            let err = esp.write(Slot::A, &bundle, &running, Intent::Upgrade);
             assert!(err.is_err(), "{what} was taken");
             assert_eq!(esp.slot_b_kernel(), "slot-b kernel", "{what}");
             assert!(!esp.path().join("slot-b.new").exists(), "{what}");
@@ -383,15 +376,8 @@ mod tests {
         fs::create_dir_all(esp.path().join("slot-b.new")).unwrap();
         fs::write(esp.path().join("slot-b.new/vmlinuz"), "half").unwrap();
         let bundle = esp.bundle(&esp.key, "0.2.0");
-        write_inactive(
-            esp.path(),
-            Slot::A,
-            &bundle[..],
-            &esp.keyring(),
-            &Version::new(0, 1, 0),
-            Intent::Upgrade,
-        )
-        .unwrap();
+        esp.write(Slot::A, &bundle, &Version::new(0, 1, 0), Intent::Upgrade)
+            .unwrap();
         assert_eq!(esp.slot_b_kernel(), "vmlinuz 0.2.0");
     }
 }
