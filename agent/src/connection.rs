@@ -191,6 +191,7 @@ where
                         Ok(MasterMessage::Upgrade { id, version, allow_downgrade }) => {
                             facts.upgrader.start(id, version, allow_downgrade);
                         }
+                        Ok(MasterMessage::Rollback { id }) => facts.upgrader.roll_back(id),
                         Err(e) => log::debug!("ignoring a message from the master: {e}"),
                     },
                     // Pings are answered by tungstenite itself on the next write.

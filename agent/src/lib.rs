@@ -80,6 +80,9 @@ pub struct AgentConfig {
     pub install_release: Option<InstallRelease>,
     /// The booted slot and the outcome of the last upgrade, as the OS knows them.
     pub system_report: Option<SystemReporter>,
+    /// Switches to the other system slot and reboots into it (`cloudos node rollback`);
+    /// `None`: this node has no other slot.
+    pub switch_slot: Option<SwitchSlot>,
     /// Reboots the machine in an orderly way when the master asks (`cloudos node reboot`);
     /// `None` where the node does not reboot its machine (a host install). Whether it is
     /// set is what the hello tells the master.
@@ -92,6 +95,11 @@ pub struct AgentConfig {
 /// changed.
 pub type InstallRelease =
     std::sync::Arc<dyn Fn(&std::path::Path, bool, &str) -> Result<(), String> + Send + Sync>;
+
+/// See [`AgentConfig::switch_slot`]: the request's id (for the reports after the reboot).
+/// `Ok` with the version the other slot holds once the boot environment points at it and
+/// a reboot is under way; `Err` says why not, and nothing was changed.
+pub type SwitchSlot = std::sync::Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// See [`AgentConfig::system_report`].
 pub type SystemReporter =
@@ -125,6 +133,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("clock_report", &self.clock_report.is_some())
             .field("install_release", &self.install_release.is_some())
             .field("system_report", &self.system_report.is_some())
+            .field("switch_slot", &self.switch_slot.is_some())
             .field("reboot", &self.reboot.is_some())
             .finish()
     }
@@ -186,6 +195,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
     });
     let upgrader = std::sync::Arc::new(upgrade::Upgrader::new(
         config.install_release.clone(),
+        config.switch_slot.clone(),
         &config.data_dir,
     ));
     let facts = SessionParts {

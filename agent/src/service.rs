@@ -58,6 +58,7 @@ mod tests {
             clock_report: None,
             install_release: None,
             system_report: None,
+            switch_slot: None,
             reboot: None,
         }
     }

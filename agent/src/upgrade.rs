@@ -13,10 +13,11 @@ use cloudos_cluster::api::{UpgradeReport, UpgradeState};
 use cloudos_cluster::client::ApiClient;
 
 use super::telemetry::{arch, nodeos_version};
-use super::InstallRelease;
+use super::{InstallRelease, SwitchSlot};
 
 pub struct Upgrader {
     install: Option<InstallRelease>,
+    switch: Option<SwitchSlot>,
     dir: PathBuf,
     state: Mutex<Option<UpgradeReport>>,
     /// The client of the current session (a renewal replaces it).
@@ -24,9 +25,14 @@ pub struct Upgrader {
 }
 
 impl Upgrader {
-    pub fn new(install: Option<InstallRelease>, data_dir: &Path) -> Upgrader {
+    pub fn new(
+        install: Option<InstallRelease>,
+        switch: Option<SwitchSlot>,
+        data_dir: &Path,
+    ) -> Upgrader {
         Upgrader {
             install,
+            switch,
             dir: data_dir.join("agent").join("upgrade"),
             state: Mutex::new(None),
             api: Mutex::new(None),
@@ -96,6 +102,41 @@ impl Upgrader {
             match outcome {
                 Ok(()) => me.set(&id, &version, UpgradeState::Rebooting, None),
                 Err(reason) => me.set(&id, &version, UpgradeState::Failed, Some(reason)),
+            }
+        });
+    }
+
+    /// Switches to the other slot in the background (`cloudos node rollback`); reported
+    /// like an upgrade to the version that slot holds.
+    pub fn roll_back(self: &Arc<Self>, id: String) {
+        let other = "the other slot's system";
+        if self.busy() {
+            log::warn!("the master asked for a rollback while an upgrade runs; ignored");
+            return;
+        }
+        let Some(switch) = self.switch.clone() else {
+            self.set(
+                &id,
+                other,
+                UpgradeState::Failed,
+                Some(
+                    "this node has no other system slot (a live boot, or not CloudOS on a disk)"
+                        .into(),
+                ),
+            );
+            return;
+        };
+        self.set(&id, other, UpgradeState::Installing, None);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let order = id.clone();
+            let outcome = tokio::task::spawn_blocking(move || switch(&order))
+                .await
+                .map_err(|e| format!("the switch stopped: {e}"))
+                .and_then(|r| r);
+            match outcome {
+                Ok(version) => me.set(&id, &version, UpgradeState::Rebooting, None),
+                Err(reason) => me.set(&id, other, UpgradeState::Failed, Some(reason)),
             }
         });
     }

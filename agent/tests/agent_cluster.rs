@@ -79,6 +79,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         clock_report: None,
         install_release: None,
         system_report: None,
+        switch_slot: None,
         reboot: None,
     }
 }

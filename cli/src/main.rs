@@ -107,6 +107,10 @@ enum Command {
     Scale { name: String, replicas: u32 },
     /// Stop a service's replicas and forget it.
     Delete { name: String },
+    /// Upgrade the cluster to a kept release, a batch of compute nodes at a time (cordon,
+    /// drain, upgrade, back Ready, uncordon), then the master; or follow, resume or abort
+    /// the rollout.
+    Upgrade(UpgradeArgs),
     /// Backups of the master's state (restore one with `nodeos master --restore FILE`).
     #[command(subcommand)]
     Backup(BackupCommand),
@@ -254,6 +258,18 @@ enum NodeCommand {
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Switch a node to the system in its other slot and reboot it; waits until it is back
+    /// Ready with that slot confirmed (a system that does not come up gives way to the
+    /// current one again).
+    Rollback {
+        name: String,
+        /// Return once the node was told.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the node to come back.
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Install a kept release on one node (`cloudos release add` it first): the node
     /// checks it, writes its other system slot and reboots into it; waits until it is back.
     Upgrade {
@@ -273,6 +289,69 @@ enum NodeCommand {
         #[arg(long)]
         no_wait: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct UpgradeArgs {
+    #[command(subcommand)]
+    command: Option<UpgradeCommand>,
+    /// The release to go to (`cloudos release list`).
+    #[arg(long = "to", value_name = "VERSION")]
+    version: Option<String>,
+    /// Only compute nodes with this label (key=value); repeat for more.
+    #[arg(long = "nodes", value_name = "KEY=VALUE", value_parser = parse_selector)]
+    nodes: Vec<(String, String)>,
+    /// How many compute nodes may be away (drained, rebooting) at once.
+    #[arg(long, default_value_t = 1)]
+    max_unavailable: u32,
+    /// Also an older version, or the same one again.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Send nodes into a release they already failed to come up with.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Upgrade only the compute nodes, not the master.
+    #[arg(long)]
+    skip_master: bool,
+    /// How long each drain lets tasks finish (and replicas find room elsewhere).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// How long one node may take from the upgrade to Ready on the version.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    node_timeout: Duration,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct WaitArgs {
+    /// Return at once; the master goes on (follow it with `cloudos upgrade status`).
+    #[arg(long, global = true)]
+    no_wait: bool,
+    /// How long to follow the rollout.
+    #[arg(long, global = true, default_value = "2h", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+impl WaitArgs {
+    fn wait(self) -> Option<Duration> {
+        (!self.no_wait).then_some(self.timeout)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum UpgradeCommand {
+    /// Every node's version, slot and last upgrade, and the rollout's steps.
+    Status,
+    /// Go on with a failed or aborted rollout; its failed nodes are left out unless
+    /// --retry-failed.
+    Resume {
+        #[arg(long)]
+        retry_failed: bool,
+    },
+    /// Start no more nodes; nodes under way finish.
+    Abort,
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +407,34 @@ fn parse_role(value: &str) -> Result<Role, String> {
         .map_err(|e: cloudos_cluster::identity::IdentityError| e.to_string())
 }
 
+/// `cloudos upgrade …`: a subcommand, or `--to VERSION` to start a rollout.
+async fn upgrade(ctx: &Ctx, args: UpgradeArgs) -> anyhow::Result<()> {
+    let wait = args.wait.wait();
+    match (args.command, args.version) {
+        (Some(UpgradeCommand::Status), _) => commands::rollout::status(ctx).await,
+        (Some(UpgradeCommand::Resume { retry_failed }), _) => {
+            commands::rollout::resume(ctx, retry_failed, wait).await
+        }
+        (Some(UpgradeCommand::Abort), _) => commands::rollout::abort(ctx, wait).await,
+        (None, None) => anyhow::bail!(
+            "say which release: `cloudos upgrade --to VERSION` (see `cloudos release list`), or `cloudos upgrade status`"
+        ),
+        (None, Some(version)) => {
+            let request = cloudos_cluster::rollout::RolloutRequest {
+                version,
+                nodes: args.nodes.into_iter().collect(),
+                max_unavailable: args.max_unavailable,
+                allow_downgrade: args.allow_downgrade,
+                retry_failed: args.retry_failed,
+                drain_timeout_secs: args.drain_timeout.as_secs(),
+                node_timeout_secs: args.node_timeout.as_secs(),
+                skip_master: args.skip_master,
+            };
+            commands::rollout::start(ctx, &request, wait).await
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx {
         config_dir: config::dir_from_env(cli.config.as_deref())?,
@@ -375,6 +482,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::upgrade::node(&ctx, &name, &version, allow_downgrade, retry_failed, wait)
                 .await
         }
+        Command::Node(NodeCommand::Rollback {
+            name,
+            no_wait,
+            timeout,
+        }) => commands::upgrade::rollback(&ctx, &name, (!no_wait).then_some(timeout)).await,
+        Command::Upgrade(args) => upgrade(&ctx, args).await,
         Command::Admin(AdminCommand::List) => commands::admins::list(&ctx).await,
         Command::Release(ReleaseCommand::Add { file }) => {
             commands::releases::add(&ctx, &file).await

@@ -90,6 +90,13 @@ pub mod paths {
     /// file), with a [`super::BackupSummary`] in the [`super::BACKUP_SUMMARY_HEADER`]
     /// header; admin certificate.
     pub const BACKUP: &str = "/v1/backup";
+    /// `GET` → [`crate::rollout::UpgradeStatus`]; `POST` [`crate::rollout::RolloutRequest`]
+    /// → [`crate::rollout::Rollout`] starts a rolling upgrade; `POST …/resume`
+    /// [`crate::rollout::RolloutResume`] and `POST …/abort` → the rollout. Admin certificate.
+    pub const ROLLOUT: &str = "/v1/rollout";
+    /// `POST /v1/nodes/<name>/rollback` → [`crate::rollout::RollbackStarted`]: the node
+    /// switches to its other system slot and reboots into it.
+    pub const NODE_ROLLBACK: &str = "rollback";
 }
 
 /// `POST /v1/backup`: the passphrase the backup is encrypted to. `Debug` hides it.
@@ -411,6 +418,9 @@ pub enum MasterMessage {
     /// Reboot the machine in an orderly way (`cloudos node reboot`); sent only to a node
     /// whose hello said it can ([`crate::nodeops::NodeBoot::rebootable`]).
     Reboot { reason: String },
+    /// Switch to the other system slot and reboot into it (`cloudos node rollback`). The
+    /// node reports it as an upgrade to the system in that slot, under `id`.
+    Rollback { id: String },
 }
 
 /// `cloudos status`.

@@ -1021,6 +1021,45 @@ impl ApiClient {
         let path = Self::node_op_path(name, paths::NODE_REBOOT)?;
         self.call(Method::POST, &path, Some(b"{}".to_vec())).await
     }
+
+    /// `POST /v1/nodes/<name>/rollback`.
+    pub async fn rollback_node(
+        &self,
+        name: &str,
+    ) -> Result<crate::rollout::RollbackStarted, ClientError> {
+        let path = Self::node_op_path(name, paths::NODE_ROLLBACK)?;
+        self.call(Method::POST, &path, Some(b"{}".to_vec())).await
+    }
+
+    /// `GET /v1/rollout`.
+    pub async fn upgrade_status(&self) -> Result<crate::rollout::UpgradeStatus, ClientError> {
+        self.call(Method::GET, paths::ROLLOUT, None).await
+    }
+
+    /// `POST /v1/rollout`.
+    pub async fn start_rollout(
+        &self,
+        request: &crate::rollout::RolloutRequest,
+    ) -> Result<crate::rollout::Rollout, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::ROLLOUT, Some(body)).await
+    }
+
+    /// `POST /v1/rollout/resume`.
+    pub async fn resume_rollout(
+        &self,
+        request: &crate::rollout::RolloutResume,
+    ) -> Result<crate::rollout::Rollout, ClientError> {
+        let body = self.json(request)?;
+        let path = format!("{}/resume", paths::ROLLOUT);
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `POST /v1/rollout/abort`.
+    pub async fn abort_rollout(&self) -> Result<crate::rollout::Rollout, ClientError> {
+        let path = format!("{}/abort", paths::ROLLOUT);
+        self.call(Method::POST, &path, Some(b"{}".to_vec())).await
+    }
 }
 
 /// Node names and token ids go into paths as they are: refuse anything that would need

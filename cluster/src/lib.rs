@@ -27,6 +27,7 @@ pub mod files;
 pub mod identity;
 pub mod nodeops;
 pub mod pki;
+pub mod rollout;
 pub mod tls;
 pub mod token;
 pub mod workload;

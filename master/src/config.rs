@@ -45,6 +45,9 @@ pub struct MasterConfig {
     pub retention: Retention,
     /// Scheduled backups, when asked for (see `backup::schedule`).
     pub backups: Option<super::backup::Schedule>,
+    /// How this master upgrades itself (an installed appliance); `None`: it does not, and
+    /// a rollout leaves it out.
+    pub self_upgrade: Option<super::rollout::SelfUpgrade>,
 }
 
 impl MasterConfig {
@@ -67,6 +70,7 @@ impl MasterConfig {
             scheduler: "spread".to_owned(),
             retention: Retention::default(),
             backups: None,
+            self_upgrade: None,
         }
     }
 }

@@ -26,6 +26,8 @@
 //! - `releases`: the signed update bundles kept for the nodes (`cloudos release`).
 //! - [`backup`]: encrypted backups of the state (on demand and scheduled) and restoring them.
 //! - `nodeops`: cordon, drain and reboot of a node, for the API and the rolling upgrade.
+//! - [`rollout`]: rolling upgrades of the cluster (`cloudos upgrade`), the master last.
+//! - `ids`: random ids of the requests the master sends nodes.
 
 mod addresses;
 mod advertise;
@@ -38,11 +40,13 @@ mod credentials;
 pub mod downloads;
 mod error;
 mod health;
+mod ids;
 mod listen;
 mod metrics;
 mod nodeops;
 mod ratelimit;
 pub mod releases;
+pub mod rollout;
 mod roster;
 mod routes;
 mod server;
@@ -161,6 +165,9 @@ impl Master {
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
         if let Some(schedule) = state.config.backups.clone() {
             tasks.spawn(backup::schedule::run(Arc::clone(&state), schedule));
+        }
+        if let Err(e) = rollout::load(&state) {
+            log::error!("cannot read the last rollout: {e}; `cloudos upgrade status` shows none");
         }
         shutdown.await;
         tasks.shutdown().await;

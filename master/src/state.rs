@@ -43,6 +43,8 @@ pub struct MasterState {
     downloads: tokio::sync::OnceCell<super::downloads::Downloads>,
     /// The signed update bundles kept for the nodes.
     pub releases: super::releases::Releases,
+    /// The current (or last) rolling upgrade.
+    pub rollout: super::rollout::Rollouts,
 }
 
 impl MasterState {
@@ -90,6 +92,7 @@ impl MasterState {
             drains: super::nodeops::Drains::default(),
             downloads: tokio::sync::OnceCell::new(),
             releases,
+            rollout: super::rollout::Rollouts::default(),
         })
     }
 

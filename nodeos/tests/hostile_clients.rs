@@ -537,6 +537,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         clock_report: None,
         install_release: None,
         system_report: None,
+        switch_slot: None,
         reboot: None,
     };
     let agent = tokio::spawn(cloudos_agent::run(config));

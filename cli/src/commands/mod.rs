@@ -8,6 +8,7 @@ pub mod login;
 pub mod nodeops;
 pub mod nodes;
 pub mod releases;
+pub mod rollout;
 pub mod status;
 pub mod tokens;
 pub mod upgrade;

@@ -10,6 +10,24 @@ use super::Ctx;
 /// How often the node is asked while the command waits.
 const POLL: Duration = Duration::from_secs(2);
 
+/// `cloudos node rollback NAME`: the node switches to its other slot and reboots; waits
+/// until it is back Ready on that slot with it confirmed, or says why not.
+pub async fn rollback(ctx: &Ctx, name: &str, wait: Option<Duration>) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let told = client.rollback_node(name).await?;
+    eprintln!(
+        "node {name}: told to switch to its other slot ({})",
+        told.id
+    );
+    let Some(timeout) = wait else {
+        return Ok(());
+    };
+    let node = follow(&client, name, &told.id, None, timeout).await?;
+    let version = node.telemetry.map(|t| t.nodeos_version).unwrap_or_default();
+    println!("node {name} rolled back: it runs {version}");
+    Ok(())
+}
+
 pub async fn node(
     ctx: &Ctx,
     name: &str,
@@ -29,8 +47,22 @@ pub async fn node(
     let Some(timeout) = wait else {
         return Ok(());
     };
+    follow(&client, name, &told.id, Some(version), timeout).await?;
+    println!("node {name} runs {version}");
+    Ok(())
+}
+
+/// Polls the node until request `id` ended, printing each new step; the node at the end.
+async fn follow(
+    client: &cloudos_cluster::client::ApiClient,
+    name: &str,
+    id: &str,
+    version: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<NodeInfo> {
     let started = Instant::now();
     let mut last = String::new();
+    let goal = version.unwrap_or("its other slot");
     loop {
         // A node that reboots is away for a while: only a lasting failure to ask counts.
         let node = match client.node(name).await {
@@ -39,25 +71,22 @@ pub async fn node(
             Err(e) => return Err(e.into()),
         };
         if let Some(node) = node {
-            let (line, end) = progress(&node, &told.id, version);
+            let (line, end) = progress(&node, id, version);
             if line != last {
                 eprintln!("node {name}: {line} ({}s)", started.elapsed().as_secs());
                 last = line;
             }
             match end {
-                Some(Ok(())) => {
-                    println!("node {name} runs {version}");
-                    return Ok(());
-                }
+                Some(Ok(())) => return Ok(node),
                 Some(Err(reason)) => {
-                    anyhow::bail!("node {name} did not upgrade to {version}: {reason}")
+                    anyhow::bail!("node {name} did not go to {goal}: {reason}")
                 }
                 None => {}
             }
         }
         if started.elapsed() > timeout {
             anyhow::bail!(
-                "node {name} is not on {version} after {}s (last: {last}); see `cloudos node show {name}`",
+                "node {name} is not on {goal} after {}s (last: {last}); see `cloudos node show {name}`",
                 timeout.as_secs()
             );
         }
@@ -65,9 +94,14 @@ pub async fn node(
     }
 }
 
-/// Where the node is on request `id`, and whether it ended (and how). Reports on earlier
+/// Where the node is on request `id`, and whether it ended (and how): done once it is
+/// Ready on a confirmed slot and, when `version` is given, runs it. Reports on earlier
 /// requests (an upgrade to the same version last week) say nothing about this one.
-pub fn progress(node: &NodeInfo, id: &str, version: &str) -> (String, Option<Result<(), String>>) {
+pub fn progress(
+    node: &NodeInfo,
+    id: &str,
+    version: Option<&str>,
+) -> (String, Option<Result<(), String>>) {
     let Some(t) = &node.telemetry else {
         return ("no report yet".into(), None);
     };
@@ -77,7 +111,7 @@ pub fn progress(node: &NodeInfo, id: &str, version: &str) -> (String, Option<Res
     let upgrade = t.system.as_ref().and_then(|s| s.upgrade.as_ref());
     match upgrade {
         Some(u) if u.id == id => match u.state {
-            UpgradeState::Done if t.nodeos_version == version => {
+            UpgradeState::Done if version.is_none_or(|v| t.nodeos_version == v) => {
                 ("back, running it, slot confirmed".into(), Some(Ok(())))
             }
             UpgradeState::Failed | UpgradeState::FellBack => {
@@ -165,7 +199,7 @@ mod tests {
 
     #[test]
     fn the_wait_ends_only_when_the_node_runs_the_version_or_says_why_not() {
-        let (_, end) = progress(&node(NodeState::Ready, "0.1.0", None), "u-1", "0.2.0");
+        let (_, end) = progress(&node(NodeState::Ready, "0.1.0", None), "u-1", Some("0.2.0"));
         assert_eq!(end, None);
         let (line, end) = progress(
             &node(
@@ -174,7 +208,7 @@ mod tests {
                 Some((UpgradeState::Downloading, None)),
             ),
             "u-1",
-            "0.2.0",
+            Some("0.2.0"),
         );
         assert_eq!((line.as_str(), end), ("downloading the release", None));
         let (_, end) = progress(
@@ -184,13 +218,13 @@ mod tests {
                 Some((UpgradeState::Rebooting, None)),
             ),
             "u-1",
-            "0.2.0",
+            Some("0.2.0"),
         );
         assert_eq!(end, None);
         let (_, end) = progress(
             &node(NodeState::Ready, "0.2.0", Some((UpgradeState::Done, None))),
             "u-1",
-            "0.2.0",
+            Some("0.2.0"),
         );
         assert_eq!(end, Some(Ok(())));
         let (_, end) = progress(
@@ -200,7 +234,7 @@ mod tests {
                 Some((UpgradeState::FellBack, Some("agent not ready"))),
             ),
             "u-1",
-            "0.2.0",
+            Some("0.2.0"),
         );
         assert_eq!(end, Some(Err("agent not ready".into())));
     }
@@ -208,7 +242,7 @@ mod tests {
     #[test]
     fn a_report_on_an_earlier_request_does_not_end_the_wait() {
         let n = node(NodeState::Ready, "0.2.0", Some((UpgradeState::Done, None)));
-        assert_eq!(progress(&n, "u-2", "0.2.0").1, None);
+        assert_eq!(progress(&n, "u-2", Some("0.2.0")).1, None);
     }
 
     #[test]

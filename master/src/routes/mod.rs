@@ -18,6 +18,7 @@ mod join;
 mod nodeops;
 mod openapi;
 mod releases;
+mod rollout;
 mod upload;
 mod workloads;
 
@@ -71,6 +72,10 @@ const NODE_CORDON: &str = "/v1/nodes/{name}/cordon";
 const NODE_UNCORDON: &str = "/v1/nodes/{name}/uncordon";
 const NODE_DRAIN: &str = "/v1/nodes/{name}/drain";
 const NODE_REBOOT: &str = "/v1/nodes/{name}/reboot";
+/// Rolling upgrades (`crate::rollout`).
+const ROLLOUT_RESUME: &str = "/v1/rollout/resume";
+const ROLLOUT_ABORT: &str = "/v1/rollout/abort";
+const NODE_ROLLBACK: &str = "/v1/nodes/{name}/rollback";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +292,16 @@ fn routes() -> Routes {
     )
     .add("get", NODE_DRAIN, Access::Admin, get(nodeops::drain_status))
     .add("post", NODE_REBOOT, Access::Admin, post(nodeops::reboot))
+    .add("get", paths::ROLLOUT, Access::Admin, get(rollout::status))
+    .add("post", paths::ROLLOUT, Access::Admin, post(rollout::start))
+    .add("post", ROLLOUT_RESUME, Access::Admin, post(rollout::resume))
+    .add("post", ROLLOUT_ABORT, Access::Admin, post(rollout::abort))
+    .add(
+        "post",
+        NODE_ROLLBACK,
+        Access::Admin,
+        post(rollout::rollback_node),
+    )
 }
 
 /// `GET /v1/time`: this master's clock, for a joining node whose own is wrong. Public: a

@@ -109,7 +109,7 @@ pub async fn upgrade_node(
     // so: the node reports its last upgrade in every heartbeat, so this survives restarts of
     // the master and of the node.
     if !req.retry_failed {
-        if let Some(why) = failed_before(&node, &req.version) {
+        if let Some(why) = crate::rollout::plan::failed_before(&node, &req.version) {
             return Err(ApiError::Conflict(format!(
                 "node {name} already failed to upgrade to {}: {why}; fix the release, or pass --retry-failed to try it again",
                 req.version
@@ -121,9 +121,7 @@ pub async fn upgrade_node(
         .releases
         .path(&req.version, &node.arch)
         .map_err(|e| ApiError::NotFound(format!("{e}; add it with `cloudos release add`")))?;
-    let mut tag = [0u8; 6];
-    getrandom_fill(&mut tag)?;
-    let id = format!("u-{}", hex(&tag));
+    let id = crate::ids::request_id("u").map_err(ApiError::Internal)?;
     let message = MasterMessage::Upgrade {
         id: id.clone(),
         version: req.version.clone(),
@@ -149,16 +147,4 @@ pub async fn upgrade_node(
         version: req.version,
         id,
     }))
-}
-
-/// Why `node` failed to upgrade to `version` the last time it tried, if it did.
-fn failed_before(node: &cloudos_cluster::api::NodeInfo, version: &str) -> Option<String> {
-    use cloudos_cluster::api::UpgradeState;
-    let last = node.telemetry.as_ref()?.system.as_ref()?.upgrade.as_ref()?;
-    let failed = matches!(last.state, UpgradeState::FellBack | UpgradeState::Failed);
-    (failed && last.version == version).then(|| {
-        last.reason
-            .clone()
-            .unwrap_or_else(|| "no reason given".into())
-    })
 }

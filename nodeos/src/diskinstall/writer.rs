@@ -307,6 +307,12 @@ fn fill_partitions(
     ] {
         copy_synced(from, &slot.join(name))?;
     }
+    // What a later rollback to slot A says it goes back to.
+    std::fs::write(
+        slot.join(crate::upgrade::slot::VERSION_FILE),
+        cloudos_release::version().to_string(),
+    )
+    .context("cannot write slot A's version")?;
     esp.unmount()
         .with_context(|| format!("cannot unmount the ESP {esp_dev}"))?;
 

@@ -83,6 +83,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         clock_report: None,
         install_release: None,
         system_report: None,
+        switch_slot: None,
         reboot: None,
     }
 }
@@ -109,6 +110,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         clock_report: None,
         install_release: None,
         system_report: None,
+        switch_slot: None,
         reboot: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -144,6 +146,7 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     if let Some(slot) = settings.slot {
         config.install_release = Some(crate::upgrade::node::install_hook(slot));
         config.system_report = Some(crate::upgrade::node::report_hook(slot));
+        config.switch_slot = Some(crate::upgrade::node::switch_hook(slot));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

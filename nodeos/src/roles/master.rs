@@ -227,7 +227,14 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
 /// time service, which holds port 123 there, unless told `--serve-time`.
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     serve_time();
-    let config = config_from_settings(settings);
+    let mut config = config_from_settings(settings);
+    // An installed disk has slots: the master upgrades itself last in a rollout, as a
+    // compute node's agent would (same hooks, same records).
+    if let Some(slot) = settings.slot {
+        let install = crate::upgrade::node::install_hook(slot);
+        let report = crate::upgrade::node::report_hook(slot);
+        config.self_upgrade = Some(cloudos_master::rollout::SelfUpgrade { install, report });
+    }
     super::restore::from_settings(settings, &config.data_dir)?;
     cloudos_master::serve(
         config,

@@ -59,6 +59,45 @@ pub fn install_hook(booted: Slot) -> cloudos_agent::InstallRelease {
     })
 }
 
+/// Switches to the other slot (`cloudos node rollback`): points GRUB at it on trial,
+/// records the switch like an upgrade (so that the reports after the reboot say whether
+/// it came up), and asks PID 1 for an orderly reboot.
+pub fn switch_hook(booted: Slot) -> cloudos_agent::SwitchSlot {
+    Arc::new(move |id: &str| switch_slot(booted, id))
+}
+
+/// [`switch_hook`]'s work; the master's own rollback calls it too.
+pub fn switch_slot(booted: Slot, id: &str) -> Result<String, String> {
+    let esp = bootslot::mount_esp().map_err(|e| format!("cannot reach the boot partition: {e}"))?;
+    let target = slot::other(booted);
+    let version = slot::slot_version(esp.path(), target)
+        .unwrap_or_else(|| format!("the system in slot {}", target.as_str()));
+    // Recorded first: a reboot that comes back on the old slot must report why.
+    let record = Attempt {
+        id: id.to_owned(),
+        from: cloudos_release::version().to_string(),
+        from_slot: booted.as_str().to_owned(),
+        to: version.clone(),
+        to_slot: target.as_str().to_owned(),
+        reason: None,
+    };
+    attempt::write(Path::new(attempt::FILE), &record)
+        .map_err(|e| format!("cannot record the rollback: {e}"))?;
+    let switched = slot::switch_to_other(esp.path(), booted).map_err(|e| e.to_string());
+    drop(esp);
+    if let Err(e) = switched {
+        // Nothing changed on the ESP: the record must not claim a switch.
+        let _ = std::fs::remove_file(attempt::FILE);
+        return Err(e);
+    }
+    log::info!(
+        "rolling back: slot {} ({version}) is tried at the next boot; rebooting",
+        target.as_str()
+    );
+    ask_pid1(ShutdownKind::Reboot).map_err(|e| format!("cannot ask for a reboot: {e}"))?;
+    Ok(version)
+}
+
 /// The booted slot, whether it is confirmed, and the last upgrade: read from small files at
 /// each heartbeat, never from the ESP.
 pub fn report_hook(booted: Slot) -> cloudos_agent::SystemReporter {

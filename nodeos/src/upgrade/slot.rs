@@ -13,6 +13,11 @@
 //!
 //! Until step 4 the machine boots what it booted before. After it, GRUB counts the new
 //! slot's boots and falls back to the old one when they run out (image/grub-disk.cfg).
+//!
+//! Each slot also holds a `version` file (the release's version; the installer writes slot
+//! A's), so that a rollback ([`switch_to_other`]) can say what it goes back to. A rollback
+//! is step 4 alone, on a slot that already holds a system: the slot it leaves is confirmed
+//! good, so GRUB comes back to it if the other does not become healthy.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -27,6 +32,8 @@ use crate::settings::Slot;
 pub const GRUBENV: &str = "boot/grub/grubenv";
 /// Boots GRUB gives an unconfirmed slot (the same number the installer sets).
 pub const TRIES: &str = "3";
+/// In each slot: the version of the system it holds.
+pub const VERSION_FILE: &str = "version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
@@ -36,6 +43,8 @@ pub enum SlotError {
     NotActive { booted: String, active: String },
     #[error("slot {booted} is not confirmed good yet, so slot {other} holds the last system that was: it is not overwritten (wait until this boot is confirmed, or roll back)")]
     Unconfirmed { booted: String, other: String },
+    #[error("slot {0} holds no system to switch to (no kernel and initramfs there): this disk was installed and never upgraded")]
+    Empty(String),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("{context}: {source}")]
@@ -129,6 +138,10 @@ pub fn write_inactive(
     };
     // The appliance boots the initramfs's own nodeos; the loose binary is for hosts.
     let _ = fs::remove_file(staging.join("nodeos"));
+    write_synced(
+        &staging.join(VERSION_FILE),
+        verified.manifest.version.to_string().as_bytes(),
+    )?;
     sync_dir(&staging)?;
     let slot = slot_dir(esp, target);
     if slot.exists() {
@@ -154,6 +167,50 @@ pub fn write_inactive(
         version: verified.manifest.version,
         bytes,
     })
+}
+
+/// What a rollback switched to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    pub slot: Slot,
+    /// The version in that slot, when it says (slots written before versions were kept
+    /// do not).
+    pub version: Option<String>,
+}
+
+/// Makes GRUB try the slot `booted` is not at the next boot (`cloudos node rollback`), with
+/// the same boot counting as an upgrade: the booted slot must be the active one and
+/// confirmed good (it is the one GRUB comes back to), and the other must hold a system.
+pub fn switch_to_other(esp: &Path, booted: Slot) -> Result<Switched, SlotError> {
+    let mut env = read_env(esp)?;
+    check_writable(&env, booted)?;
+    let target = other(booted);
+    let dir = slot_dir(esp, target);
+    if !dir.join("vmlinuz").is_file() || !dir.join("initramfs.img").is_file() {
+        return Err(SlotError::Empty(target.as_str().into()));
+    }
+    let version = slot_version(esp, target);
+    env.set("cloudos_slot", target.as_str())?;
+    env.set("cloudos_tries", TRIES)?;
+    env.set("cloudos_good", "0")?;
+    write_env(esp, &env)?;
+    Ok(Switched {
+        slot: target,
+        version,
+    })
+}
+
+/// The version the slot holds, if it says.
+pub fn slot_version(esp: &Path, slot: Slot) -> Option<String> {
+    let text = fs::read_to_string(slot_dir(esp, slot).join(VERSION_FILE)).ok()?;
+    let text = text.trim();
+    (!text.is_empty() && text.len() <= 128).then(|| text.to_owned())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SlotError> {
+    fs::File::create(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(io(format!("writing {}", path.display())))
 }
 
 /// Writes the block over the existing file, same length, and syncs it.
@@ -313,6 +370,42 @@ mod tests {
             (Some("b"), Some("3"), Some("0"))
         );
         assert_eq!(fs::metadata(esp.path().join(GRUBENV)).unwrap().len(), 1024);
+        assert_eq!(slot_version(esp.path(), Slot::B).as_deref(), Some("0.2.0"));
+    }
+
+    #[test]
+    fn a_rollback_points_grub_at_the_other_slot_on_trial_and_writes_no_system() {
+        let esp = Esp::new(CONFIRMED_A);
+        fs::write(esp.path().join("slot-b/version"), "0.1.5\n").unwrap();
+        let switched = switch_to_other(esp.path(), Slot::A).unwrap();
+        assert_eq!(switched.slot, Slot::B);
+        assert_eq!(switched.version.as_deref(), Some("0.1.5"));
+        let env = esp.env();
+        assert_eq!(
+            (
+                env.get("cloudos_slot"),
+                env.get("cloudos_tries"),
+                env.get("cloudos_good")
+            ),
+            (Some("b"), Some("3"), Some("0"))
+        );
+        assert_eq!(esp.slot_b_kernel(), "slot-b kernel");
+    }
+
+    #[test]
+    fn a_rollback_is_refused_from_an_unconfirmed_boot_or_to_an_empty_slot() {
+        // On trial: the other slot is the last good system and stays GRUB's fall-back.
+        let esp = Esp::new("cloudos_slot=b\ncloudos_tries=2\ncloudos_good=0\n");
+        let err = switch_to_other(esp.path(), Slot::B).unwrap_err();
+        assert!(matches!(err, SlotError::Unconfirmed { .. }), "{err}");
+        assert_eq!(esp.env().get("cloudos_slot"), Some("b"));
+
+        let esp = Esp::new(CONFIRMED_A);
+        fs::remove_file(esp.path().join("slot-b/vmlinuz")).unwrap();
+        let err = switch_to_other(esp.path(), Slot::A).unwrap_err();
+        assert!(matches!(err, SlotError::Empty(_)), "{err}");
+        assert!(err.to_string().contains("holds no system"), "{err}");
+        assert_eq!(esp.env().get("cloudos_slot"), Some("a"));
     }
 
     #[test]
