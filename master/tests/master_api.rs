@@ -1335,3 +1335,8 @@ async fn a_silent_agent_connection_is_closed() {
 /// cordon across a restart.
 #[path = "master_api/nodeops.rs"]
 mod nodeops;
+
+/// Rolling upgrades and rollbacks: only admins; refusals before anything starts; a node
+/// that falls back halts the rollout.
+#[path = "master_api/rollout.rs"]
+mod rollout;

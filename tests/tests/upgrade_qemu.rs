@@ -1,19 +1,23 @@
-//! Upgrading an installed compute node to a second release (issue 19): the node is
-//! installed from the live ISO with an answer file and joins a `nodeos master` on the
-//! test bridge; the test builds a second release of the same code under another version
-//! (`scripts/build.sh --bundle-only`: a version stamp and a new initramfs, no compile), the
-//! admin adds it to the master and runs `cloudos node upgrade`. The node downloads it over
-//! its certificate, checks it, writes slot B, reboots into it and comes back on the new
-//! version with slot B confirmed. Asking again for the same version, or for the older
-//! release without `--allow-downgrade`, is refused by the node with its reason, and it
-//! stays where it is. Then a bad release (its agent crashes at every start, baked in with
-//! `--image-cmdline cloudos.fault=…`): the node writes slot A, reboots into it, finds its
-//! services not ready in time, goes back to slot B by itself and reports why; the master
-//! then refuses to send that release to the node again unless told `--retry-failed`.
+//! Rolling upgrades of installed machines (issue 19). A master and a compute node are
+//! installed from the live ISO with answer files onto their own disks (slot A); a second
+//! compute node runs as a process on the bridge's host side and holds one replica of a
+//! two-replica service. The test builds a second release of the same code under another
+//! version (`scripts/build.sh --bundle-only`: a version stamp and a new initramfs, no
+//! compile), the admin adds it and runs `cloudos upgrade --to V --nodes pool=vm`: the VM
+//! compute node is drained (its replica starts elsewhere first), downloads the bundle over
+//! its certificate, writes slot B, reboots into it, comes back on the new version with slot
+//! B confirmed and is uncordoned; then the master upgrades itself the same way, last. The
+//! service is sampled all along and never has no replica running. The node then refuses
+//! the same and an older version by itself, and `cloudos node rollback` takes it back to
+//! slot A. Then a bad release (its agent crashes at every start, baked in with
+//! `--image-cmdline cloudos.fault=…`): the node writes slot B, boots it, finds its
+//! services not ready in time, goes back to slot A by itself and says why; the rollout
+//! stops there with that reason (the master is not touched), and a second rollout to that
+//! release is refused unless `--retry-failed`.
 //!
-//! One guest at a time; run with `--test-threads=1` under the shared QEMU lock. Needs root
-//! (namespaces, taps), mtools and dosfstools, the debug `nodeos` and `cloudos`
-//! (`cargo build -p nodeos -p cloudos-cli`) and `scripts/build.sh --arch x86_64`.
+//! Two guests at once; run under the shared QEMU lock. Needs root (namespaces, taps),
+//! mtools and dosfstools, the debug `nodeos` and `cloudos` (`cargo build -p nodeos -p
+//! cloudos-cli`) and `scripts/build.sh --arch x86_64`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,31 +32,36 @@ use cloudos_tests::{artifacts, scaled, Arch, BootSource, TestNet, Vm, VmBuilder}
 
 const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:19:01";
+const MASTER_MAC: &str = "52:54:00:c1:19:02";
 const NODE: &str = "up-node";
+const MASTER: &str = "up-master";
+const HOST_NODE: &str = "host-node";
+const REGISTRY: &str = "10.77.0.1:5000";
+const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
 const NEXT: &str = "0.1.1-upgrade.test";
 const BAD: &str = "0.1.2-bad.test";
 
 /// The live ISO on a CD, the target disk and the answer file; QEMU exits on the reboot.
-fn install_vm(target: &Path, cfg: &Path, net: &TestNet) -> Vm {
+fn install_vm(name: &str, target: &Path, cfg: &Path, net: &TestNet, mac: &str) -> Vm {
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     VmBuilder::new(Arch::X86_64)
-        .name("upgrade-install")
+        .name(name)
         .memory_mb(768)
         .boot(BootSource::Cdrom(iso))
         .disk(target.to_path_buf())
         .disk(cfg.to_path_buf())
-        .network(net.vm_network_with_mac(MAC).expect("tap"))
+        .network(net.vm_network_with_mac(mac).expect("tap"))
         .spawn()
         .expect("starting QEMU")
 }
 
 /// The installed disk alone; a guest reboot resets the machine (an upgrade reboots).
-fn node_vm(target: &Path, net: &TestNet) -> Vm {
+fn node_vm(name: &str, target: &Path, net: &TestNet, mac: &str) -> Vm {
     VmBuilder::new(Arch::X86_64)
-        .name("upgrade-node")
+        .name(name)
         .memory_mb(768)
         .boot(BootSource::Disk(target.to_path_buf()))
-        .network(net.vm_network_with_mac(MAC).expect("tap"))
+        .network(net.vm_network_with_mac(mac).expect("tap"))
         .extra_args([
             // Later than the builder's -no-reboot, so it wins: a reboot is a reset.
             "-action".to_owned(),
@@ -98,10 +107,10 @@ fn install_and_join(dir: &Path, net: &TestNet, admin: &Admin, master: &str) -> (
     let target = blank_disk(dir, "target.img", 4 * GIB);
     let answers = format!(
         "mode = \"compute\"\nhostname = \"{NODE}\"\ndisk = \"/dev/vda\"\nwipe = true\n\
-         token = \"{token}\"\nmaster = \"{master}\"\n"
+         token = \"{token}\"\nmaster = \"{master}\"\ninsecure_registries = [\"{REGISTRY}\"]\n"
     );
     let cfg = config_disk(dir, &answers);
-    let vm = install_vm(&target, &cfg, net);
+    let vm = install_vm("upgrade-install", &target, &cfg, net, MAC);
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the install did not complete: {e}"));
@@ -110,7 +119,7 @@ fn install_and_join(dir: &Path, net: &TestNet, admin: &Admin, master: &str) -> (
     assert_no_panic(&vm);
     drop(vm);
 
-    let vm = node_vm(&target, net);
+    let vm = node_vm("upgrade-node", &target, net, MAC);
     let console = vm.serial();
     console
         .wait_for("Booting `CloudOS (slot a)'", boot_timeout())
@@ -132,16 +141,120 @@ fn install_and_join(dir: &Path, net: &TestNet, admin: &Admin, master: &str) -> (
     (vm, first)
 }
 
+/// The master installed on its own disk (slot A), logged in to by the admin. Returns the
+/// running machine, its address and the version it runs.
+fn install_master(dir: &Path, net: &TestNet, admin: &Admin) -> (Vm, String, String) {
+    let target = blank_disk(dir, "master.img", 4 * GIB);
+    let answers = format!(
+        "mode = \"master\"\nhostname = \"{MASTER}\"\ncluster = \"lab\"\ndisk = \"/dev/vda\"\n\
+         wipe = true\ninsecure_registries = [\"{REGISTRY}\"]\n"
+    );
+    let cfg_dir = dir.join("master-cfg");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    let cfg = config_disk(&cfg_dir, &answers);
+    let vm = install_vm("upgrade-master-install", &target, &cfg, net, MASTER_MAC);
+    vm.serial()
+        .wait_for("install complete: /dev/vda", install_timeout())
+        .unwrap_or_else(|e| panic!("the master install did not complete: {e}"));
+    vm.wait_exit(step())
+        .expect("QEMU did not exit on the reboot (-no-reboot)");
+    assert_no_panic(&vm);
+    drop(vm);
+    let vm = node_vm("upgrade-master", &target, net, MASTER_MAC);
+    vm.serial()
+        .wait_for(
+            re(r"nodeos ready in \d+\.\d+s: host up-master, role master"),
+            boot_timeout(),
+        )
+        .expect("the installed master did not come up");
+    let token = lab::first_capture(
+        &vm,
+        r"admin token: (cloudos1_\S+)",
+        "no admin token on the installed master's first boot",
+        step(),
+    );
+    let address = lab::first_capture(
+        &vm,
+        r"eth0: dhcp lease (10\.77\.0\.\d+)/24",
+        "the installed master got no address",
+        step(),
+    );
+    lab::first_capture(&vm, r"(master listening on)", "master API not up", step());
+    vm.serial()
+        .wait_for("slot a confirmed good", step())
+        .expect("the master's slot A was not confirmed");
+    let master = format!("{address}:9443");
+    admin.log_in(&token, &master);
+    let status: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["upgrade", "status", "-o", "json"])).expect("JSON");
+    let version = status["nodes"][0]["version"]
+        .as_str()
+        .expect("the master's version")
+        .to_owned();
+    (vm, master, version)
+}
+
+/// A compute node as a process on the bridge's host side (its own data directory,
+/// containers in this machine's cgroups): it keeps a service replica while the VM node
+/// upgrades, and is left out of the rollout by its labels.
+fn host_agent(net: &TestNet, dir: &Path, token: &str, master: &str) {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", net.name()))
+        .arg("--")
+        .arg(debug_binary("nodeos"))
+        .args(["agent", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--name",
+            HOST_NODE,
+            "--token",
+            token,
+            "--master",
+            master,
+            "--insecure-registry",
+            REGISTRY,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.with_extension("log")).expect("agent log"));
+    net.spawn(cmd).expect("starting the host agent");
+}
+
+/// Running replicas of `web` as the master sees them; `None` while it does not answer.
+fn running_replicas(admin: &Admin) -> Option<u64> {
+    let out = admin.run(&["ps", "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == "web")?["running"]
+        .as_u64()
+}
+
+fn upgrade_status(admin: &Admin) -> serde_json::Value {
+    serde_json::from_str(&admin.ok(&["upgrade", "status", "-o", "json"])).expect("status JSON")
+}
+
+/// `name`'s row of `cloudos upgrade status`.
+fn system_of(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
 #[test]
-fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_release() {
+fn a_rolling_upgrade_moves_compute_nodes_then_the_master_and_halts_on_a_bad_release() {
     let dir = tempfile::tempdir().expect("temp dir");
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
-    let master = HostMaster::start(&net, &dir.path().join("master"), &[]);
+    let _registry = lab::busybox_registry(&net, REGISTRY);
     let admin = Admin::new(&net, debug_binary("cloudos"), dir.path().join("admin"));
-    admin.log_in(&master.admin_token(), &master.addr);
 
-    // The next release and a bad one are built while the node installs.
+    // The next release and a bad one are built while the machines install.
     let (next_dir, bad_dir) = (dir.path().join("next"), dir.path().join("bad"));
     let builder = std::thread::spawn(move || {
         (
@@ -150,41 +263,154 @@ fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_r
         )
     });
 
-    // 1-2. The compute node installs from the ISO and joins, on slot A.
-    let (vm, first) = install_and_join(dir.path(), &net, &admin, &master.addr);
-    let console = vm.serial();
+    // 1. The master and a compute node install from the ISO onto their disks; a second
+    //    compute node runs on the bridge's host side.
+    let (master_vm, master, first) = install_master(dir.path(), &net, &admin);
+    let master_console = master_vm.serial();
+    let (vm, node_first) = install_and_join(dir.path(), &net, &admin, &master);
+    assert_eq!(node_first, first);
     assert_ne!(first, NEXT);
+    let console = vm.serial();
+    let token = admin.token("compute", &[]);
+    host_agent(&net, &dir.path().join("host-node"), &token, &master);
+    admin.wait_for_state(HOST_NODE, "ready", step());
+    admin.ok(&["node", "label", NODE, "pool=vm"]);
 
-    // 3. The admin keeps both releases on the master and upgrades the node.
+    // 2. A service of two replicas, one on each compute node.
+    admin.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        BUSYBOX,
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    admin.wait("both replicas of web running", step(), || {
+        (running_replicas(&admin) == Some(2)).then_some(())
+    });
+
+    // 3. The releases are kept on the master.
     let (bundle, bad_bundle) = builder.join().expect("the release builds");
     admin.ok(&["release", "add", bundle.to_str().expect("utf-8")]);
     admin.ok(&["release", "add", bad_bundle.to_str().expect("utf-8")]);
     let current = artifacts::out_dir().join(format!("cloudos-{first}-x86_64.bundle"));
     admin.ok(&["release", "add", current.to_str().expect("utf-8")]);
+
+    // 4. The rolling upgrade: the VM compute node (selected by its label), then the
+    //    master. The service is sampled all along, whenever the master answers.
+    let timeout = format!("{}s", scaled(Duration::from_secs(1200)).as_secs());
+    let node_timeout = format!("{}s", scaled(Duration::from_secs(600)).as_secs());
+    let rollout_args = |version: &'static str| {
+        vec![
+            "upgrade".to_owned(),
+            "--to".to_owned(),
+            version.to_owned(),
+            "--nodes".to_owned(),
+            "pool=vm".to_owned(),
+            "--timeout".to_owned(),
+            timeout.clone(),
+            "--node-timeout".to_owned(),
+            node_timeout.clone(),
+        ]
+    };
+    let args = rollout_args(NEXT);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let timeout = format!("{}s", scaled(Duration::from_secs(600)).as_secs());
-    admin.ok(&["node", "upgrade", NODE, "--to", NEXT, "--timeout", &timeout]);
-    let upgrade_time = started.elapsed();
+    let (rolled, samples) = std::thread::scope(|s| {
+        let rollout = s.spawn(|| admin.run(&args));
+        let mut samples: Vec<(Instant, Option<u64>)> = Vec::new();
+        while !rollout.is_finished() {
+            samples.push((Instant::now(), running_replicas(&admin)));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        (rollout.join().expect("the rollout thread"), samples)
+    });
+    let rollout_time = started.elapsed();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&rolled.stdout),
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    assert!(rolled.status.success(), "the rollout failed:\n{said}");
+    assert!(
+        said.contains(&format!("node {NODE}: ")),
+        "no progress shown:\n{said}"
+    );
+    assert!(said.contains("rebooting into its new slot?"), "{said}");
+    let seen: Vec<u64> = samples.iter().filter_map(|(_, n)| *n).collect();
+    assert!(seen.len() >= 10, "too few samples of the service: {seen:?}");
+    assert!(
+        seen.iter().all(|n| *n >= 1),
+        "the service had no replica running during the rollout: {seen:?}"
+    );
+    let short = samples
+        .windows(2)
+        .filter(|w| matches!(w[0].1, Some(n) if n < 2))
+        .map(|w| w[1].0 - w[0].0)
+        .sum::<Duration>();
+    eprintln!(
+        "rollout to {NEXT} in {:.0}s; web had fewer than 2 replicas running for {:.1}s \
+         ({} samples, never fewer than 1)",
+        rollout_time.as_secs_f64(),
+        short.as_secs_f64(),
+        seen.len()
+    );
     console
         .wait_for("Booting `CloudOS (slot b)'", step())
-        .expect("GRUB did not boot slot B after the upgrade");
-    console
+        .expect("the compute node did not boot slot B");
+    master_console
+        .wait_for("Booting `CloudOS (slot b)'", step())
+        .expect("the master did not boot slot B");
+    master_console
         .wait_for("slot b confirmed good", step())
-        .expect("slot B was not confirmed");
-    let after = node_json(&admin, NODE);
-    let t = &after["telemetry"];
-    assert_eq!(t["nodeos_version"], NEXT, "{after}");
-    assert_eq!(t["system"]["slot"], "b", "{after}");
-    assert_eq!(t["system"]["confirmed"], true, "{after}");
-    assert_eq!(t["system"]["upgrade"]["state"], "done", "{after}");
-    assert_eq!(t["system"]["upgrade"]["from"], first.as_str(), "{after}");
-    eprintln!(
-        "node upgraded {first} -> {NEXT} in {:.0}s (download, write, reboot, ready)",
-        upgrade_time.as_secs_f64()
+        .expect("the master's slot B was not confirmed");
+    let status = upgrade_status(&admin);
+    assert_eq!(status["rollout"]["phase"], "done", "{status}");
+    let steps: Vec<(String, String)> = status["rollout"]["nodes"]
+        .as_array()
+        .expect("the rollout's nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("").to_owned(),
+                n["step"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (NODE.to_owned(), "done".to_owned()),
+            (MASTER.to_owned(), "done".to_owned())
+        ],
+        "the compute node first, the master last: {status}"
     );
+    for name in [MASTER, NODE] {
+        let system = system_of(&status, name);
+        assert_eq!(system["version"], NEXT, "{status}");
+        assert_eq!(system["slot"], "b", "{status}");
+        assert_eq!(system["confirmed"], true, "{status}");
+    }
+    let left = system_of(&status, HOST_NODE);
+    assert_eq!(
+        left["version"],
+        first.as_str(),
+        "the host node was not selected: {status}"
+    );
+    let nodes = status["rollout"]["nodes"].as_array().expect("nodes");
+    assert!(nodes.iter().all(|n| n["name"] != HOST_NODE), "{status}");
+    admin.wait_for_state(NODE, "ready", step());
+    let web = admin.service("web");
+    assert_eq!(web["running"], 2, "{web}");
+    let id = admin.run_task(&[BUSYBOX, "--", "echo", "upgraded"]);
+    let task = admin.wait_task(&id, &["succeeded"], step());
+    assert_eq!(task["exit_code"], 0, "{task}");
+    let node = node_json(&admin, NODE);
+    assert_eq!(node["unschedulable"], false, "left cordoned: {node}");
 
-    // 4. The same version again, and the older one without --allow-downgrade: the node
-    //    says why not, writes nothing and does not reboot.
+    // 5. The node refuses the same version and the older one by itself, and stays.
     let boots = |text: &str| text.matches("Booting `CloudOS").count();
     let booted_before = boots(&console.contents());
     for (version, says) in [
@@ -202,48 +428,78 @@ fn a_compute_node_upgrades_refuses_the_same_or_older_and_falls_back_from_a_bad_r
         ]);
         assert!(refused.contains(says), "upgrade to {version}: {refused}");
     }
-    let still = node_json(&admin, NODE);
-    assert_eq!(still["telemetry"]["nodeos_version"], NEXT, "{still}");
-    assert_eq!(still["telemetry"]["system"]["slot"], "b", "{still}");
-    assert_eq!(still["telemetry"]["system"]["confirmed"], true, "{still}");
     assert_eq!(
         boots(&console.contents()),
         booted_before,
-        "a refused upgrade rebooted the node"
+        "a refusal rebooted the node"
+    );
+    let again = admin.fails(&["upgrade", "--to", NEXT, "--nodes", "pool=vm"]);
+    assert!(again.contains("every node already runs"), "{again}");
+
+    // 6. Rollback: the node goes back to slot A and the release it was installed with.
+    let back = admin.ok(&["node", "rollback", NODE, "--timeout", &timeout]);
+    assert!(
+        back.contains(&format!("rolled back: it runs {first}")),
+        "{back}"
+    );
+    let node = node_json(&admin, NODE);
+    assert_eq!(node["telemetry"]["system"]["slot"], "a", "{node}");
+    assert_eq!(node["telemetry"]["system"]["confirmed"], true, "{node}");
+
+    // 7. A bad release: the compute node writes slot B, boots it, its agent never comes
+    //    up, it goes back to slot A by itself, and the rollout stops there: the master is
+    //    not touched.
+    let master_boots = boots(&master_console.contents());
+    let args = rollout_args(BAD);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let failed = admin.fails(&args);
+    assert!(failed.contains("fell back"), "{failed}");
+    assert!(failed.contains("not ready after"), "{failed}");
+    let status = upgrade_status(&admin);
+    assert_eq!(status["rollout"]["phase"], "failed", "{status}");
+    let reason = status["rollout"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(NODE) && reason.contains("went back to slot a"),
+        "{status}"
+    );
+    let master_step = status["rollout"]["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["master"] == true))
+        .expect("the master in the rollout");
+    assert_eq!(master_step["step"], "waiting", "{status}");
+    assert_eq!(
+        boots(&master_console.contents()),
+        master_boots,
+        "the master rebooted"
+    );
+    let system = system_of(&status, NODE);
+    assert_eq!(system["version"], first.as_str(), "{status}");
+    assert_eq!(system["slot"], "a", "{status}");
+    assert!(
+        system["upgrade"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fell back"),
+        "{status}"
     );
 
-    // 5. The bad release: slot A is written (slot B is confirmed, so A is no longer the last
-    //    good system), the node boots it, its agent never comes up, and after the ready
-    //    timeout it goes back to slot B and says why.
-    let refused = admin.fails(&["node", "upgrade", NODE, "--to", BAD, "--timeout", &timeout]);
-    assert!(refused.contains("not ready after"), "{refused}");
-    assert!(refused.contains("went back to slot b"), "{refused}");
-    let text = console.contents();
-    let tail = &text[text
-        .rfind("Booting `CloudOS (slot a)'")
-        .expect("slot A was tried")..];
-    assert!(
-        tail.contains("is on trial and agent not ready"),
-        "no give-up on slot A"
-    );
-    assert!(
-        tail.contains("Booting `CloudOS (slot b)'"),
-        "GRUB did not go back to slot B"
-    );
-    let back = node_json(&admin, NODE);
-    let t = &back["telemetry"];
-    assert_eq!(t["nodeos_version"], NEXT, "{back}");
-    assert_eq!(t["system"]["slot"], "b", "{back}");
-    assert_eq!(t["system"]["upgrade"]["state"], "fell_back", "{back}");
-    assert_eq!(t["system"]["upgrade"]["version"], BAD, "{back}");
-
-    // 6. The master does not send the node into that release again unless told to.
-    let again = admin.fails(&["node", "upgrade", NODE, "--to", BAD, "--no-wait"]);
+    // 8. The same release again is refused until the admin says --retry-failed.
+    let again = admin.fails(&args);
     assert!(again.contains("already failed"), "{again}");
     assert!(again.contains("--retry-failed"), "{again}");
+
+    // The host node's shims outlive its agent by design: the replicas go first.
+    admin.ok(&["delete", "web"]);
+    admin.wait("no replicas left on the host node", step(), || {
+        lab::containers(&dir.path().join("host-node"))
+            .is_empty()
+            .then_some(())
+    });
     lab::power_off(&vm);
+    lab::power_off(&master_vm);
     // The bad release's agent panicked on purpose (cloudos.fault); the kernel never did.
     assert_no_kernel_panic(&vm);
+    assert_no_panic(&master_vm);
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

@@ -9,7 +9,7 @@ use cloudos_release::{bundle, Arch, SecretKey, Version, PART_NAMES};
 use super::*;
 
 /// The public development key every test build trusts (image/release-keys/README.md).
-fn dev_key() -> SecretKey {
+pub(super) fn dev_key() -> SecretKey {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../image/release-keys/dev.secret"
@@ -17,7 +17,7 @@ fn dev_key() -> SecretKey {
     SecretKey::parse(&std::fs::read_to_string(path).expect("dev key")).expect("dev key parses")
 }
 
-fn make_bundle(dir: &Path, key: &SecretKey, version: &str) -> Vec<u8> {
+pub(super) fn make_bundle(dir: &Path, key: &SecretKey, version: &str) -> Vec<u8> {
     let parts = PART_NAMES.map(|n| {
         let p = dir.join(format!("{version}-{n}"));
         std::fs::write(&p, format!("{n} of {version}").repeat(5000)).expect("part");
@@ -35,7 +35,7 @@ fn make_bundle(dir: &Path, key: &SecretKey, version: &str) -> Vec<u8> {
     out
 }
 
-async fn send(
+pub(super) async fn send(
     client: &Client,
     addr: SocketAddr,
     method: &str,
