@@ -50,9 +50,9 @@ pub async fn abort(ctx: &Ctx, wait: Option<Duration>) -> anyhow::Result<()> {
     match wait {
         Some(timeout) => {
             let end = follow(&client, rollout, timeout).await?;
-            ctx.print(&end, |r| render_rollout(r))
+            ctx.print(&end, render_rollout)
         }
-        None => ctx.print(&rollout, |r| render_rollout(r)),
+        None => ctx.print(&rollout, render_rollout),
     }
 }
 
@@ -69,10 +69,10 @@ async fn finish(
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
     let Some(timeout) = wait else {
-        return ctx.print(&rollout, |r| render_rollout(r));
+        return ctx.print(&rollout, render_rollout);
     };
     let end = follow(client, rollout, timeout).await?;
-    ctx.print(&end, |r| render_rollout(r))?;
+    ctx.print(&end, render_rollout)?;
     match end.phase {
         RolloutPhase::Done => Ok(()),
         phase => anyhow::bail!(

@@ -58,9 +58,15 @@ pub enum RolloutError {
 /// the last upgrade went.
 #[derive(Clone)]
 pub struct SelfUpgrade {
-    pub install: Arc<dyn Fn(&Path, bool, &str) -> Result<(), String> + Send + Sync>,
-    pub report: Arc<dyn Fn() -> Option<SystemReport> + Send + Sync>,
+    pub install: InstallSelf,
+    pub report: ReportSelf,
 }
+
+/// See [`SelfUpgrade::install`]: the bundle, whether a downgrade is allowed, the request id.
+pub type InstallSelf = Arc<dyn Fn(&Path, bool, &str) -> Result<(), String> + Send + Sync>;
+
+/// See [`SelfUpgrade::report`].
+pub type ReportSelf = Arc<dyn Fn() -> Option<SystemReport> + Send + Sync>;
 
 impl std::fmt::Debug for SelfUpgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
