@@ -149,15 +149,21 @@ impl Upgrader {
         allow_downgrade: bool,
         install: InstallRelease,
     ) -> Result<(), String> {
-        let bytes = api
-            .release_bundle(version, arch())
-            .await
-            .map_err(|e| format!("cannot download the release: {e}"))?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let file = self.dir.join("bundle");
-        std::fs::write(&file, &bytes).map_err(|e| format!("cannot keep the download: {e}"))?;
-        drop(bytes);
+        // Streamed to the data partition, never whole in memory.
+        let downloaded = match std::fs::File::create(&file) {
+            Ok(out) => {
+                let mut out = std::io::BufWriter::new(out);
+                api.release_bundle_to(version, arch(), &mut out).await
+            }
+            Err(e) => return Err(format!("cannot keep the download: {e}")),
+        };
+        if let Err(e) = downloaded {
+            let _ = std::fs::remove_file(&file);
+            return Err(format!("cannot download the release: {e}"));
+        }
         self.set(id, version, UpgradeState::Installing, None);
         let path = file.clone();
         let order = id.to_owned();

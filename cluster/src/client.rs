@@ -732,18 +732,6 @@ impl ApiClient {
         serde_json::from_slice(&answer).map_err(|e| protocol(&self.addr, e))
     }
 
-    /// `GET /v1/releases/<version>/<arch>`: a kept bundle. The caller checks it
-    /// (`cloudos_release::bundle::open`); this connection only proves which master sent it.
-    pub async fn release_bundle(&self, version: &str, arch: &str) -> Result<Bytes, ClientError> {
-        let path = format!(
-            "{}/{}/{}",
-            paths::RELEASES,
-            path_segment(version)?,
-            path_segment(arch)?
-        );
-        self.transfer(Method::GET, &path, None).await
-    }
-
     /// `POST /v1/nodes/<name>/upgrade`.
     pub async fn upgrade_node(
         &self,
@@ -865,8 +853,6 @@ impl ApiClient {
         let body = self.json(&BackupRequest {
             passphrase: passphrase.to_owned(),
         })?;
-        let shown = self.addr.to_string();
-        let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
         // The master writes the whole backup before it answers.
         let response = self
             .open_stream(
@@ -881,25 +867,74 @@ impl ApiClient {
             .headers()
             .get(BACKUP_SUMMARY_HEADER)
             .and_then(|v| serde_json::from_slice::<BackupSummary>(v.as_bytes()).ok());
-        let mut body = response.into_body();
         let summary =
             summary.ok_or_else(|| protocol(&self.addr, "the backup came without its summary"))?;
+        self.save_body(response, out, "the backup").await?;
+        Ok(summary)
+    }
+
+    /// `GET /v1/releases/<version>/<arch>`: a kept bundle, streamed into `out` as it
+    /// arrives (tens of MB; a node never holds it in memory). The caller checks it
+    /// (`cloudos_release::bundle::open`); this connection only proves which master sent it.
+    /// The byte count.
+    pub async fn release_bundle_to(
+        &self,
+        version: &str,
+        arch: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, ClientError> {
+        let path = format!(
+            "{}/{}/{}",
+            paths::RELEASES,
+            path_segment(version)?,
+            path_segment(arch)?
+        );
+        let response = self
+            .open_stream(
+                Method::GET,
+                &path,
+                "application/x-tar",
+                None,
+                TRANSFER_TIMEOUT,
+            )
+            .await?;
+        self.save_body(response, out, "the release bundle").await
+    }
+
+    /// Copies a streamed answer's body into `out`; a stall of [`TRANSFER_TIMEOUT`] between
+    /// two pieces is an error. The byte count.
+    async fn save_body(
+        &self,
+        response: hyper::Response<hyper::body::Incoming>,
+        out: &mut impl std::io::Write,
+        what: &str,
+    ) -> Result<u64, ClientError> {
+        let shown = self.addr.to_string();
+        let transport = |e: &(dyn StdError + 'static)| ClientError::from_transport(&shown, e);
         let write_err = |e: std::io::Error| ClientError::Io {
-            what: "the backup file".to_owned(),
+            what: what.to_owned(),
             source: e,
         };
+        let mut body = response.into_body();
+        let mut bytes = 0u64;
         loop {
             let frame = tokio::time::timeout(TRANSFER_TIMEOUT, body.frame())
                 .await
-                .map_err(|_| unreachable(&self.addr, "the backup stalled for 300s"))?;
+                .map_err(|_| {
+                    unreachable(
+                        &self.addr,
+                        &format!("{what} stalled for {}s", TRANSFER_TIMEOUT.as_secs()),
+                    )
+                })?;
             let Some(frame) = frame else { break };
             let frame = frame.map_err(|e| transport(&e))?;
             if let Ok(data) = frame.into_data() {
                 out.write_all(&data).map_err(write_err)?;
+                bytes += data.len() as u64;
             }
         }
         out.flush().map_err(write_err)?;
-        Ok(summary)
+        Ok(bytes)
     }
 
     /// A request whose answer is read as it arrives (logs that follow, a backup file): sent on

@@ -350,13 +350,26 @@ fn a_rolling_upgrade_moves_compute_nodes_then_the_master_and_halts_on_a_bad_rele
         .filter(|w| matches!(w[0].1, Some(n) if n < 2))
         .map(|w| w[1].0 - w[0].0)
         .sum::<Duration>();
-    eprintln!(
-        "rollout to {NEXT} in {:.0}s; web had fewer than 2 replicas running for {:.1}s \
-         ({} samples, never fewer than 1)",
-        rollout_time.as_secs_f64(),
-        short.as_secs_f64(),
-        seen.len()
+    let unanswered = samples.iter().filter(|(_, n)| n.is_none()).count();
+    // `scripts/bench-upgrade.sh` takes this table from the test's output.
+    println!("BENCH-TABLE-BEGIN");
+    println!("| rolling upgrade, QEMU TCG: one installed compute node, then the installed master; `web` has 2 replicas (the other compute node is a host process) | value |");
+    println!("|---|---|");
+    println!(
+        "| `cloudos upgrade --to V` → both on V, slots confirmed | {:.0} s |",
+        rollout_time.as_secs_f64()
     );
+    println!(
+        "| time `web` had fewer than 2 replicas running / share of the rollout | {:.1} s / {:.1} % |",
+        short.as_secs_f64(),
+        100.0 * short.as_secs_f64() / rollout_time.as_secs_f64().max(0.001)
+    );
+    println!(
+        "| fewest replicas running in any sample ({} samples; {unanswered} while the master rebooted) | {} |",
+        seen.len(),
+        seen.iter().min().copied().unwrap_or(0)
+    );
+    println!("BENCH-TABLE-END");
     console
         .wait_for("Booting `CloudOS (slot b)'", step())
         .expect("the compute node did not boot slot B");
