@@ -254,14 +254,10 @@ fn a_rolling_upgrade_moves_compute_nodes_then_the_master_and_halts_on_a_bad_rele
     let _registry = lab::busybox_registry(&net, REGISTRY);
     let admin = Admin::new(&net, debug_binary("cloudos"), dir.path().join("admin"));
 
-    // The next release and a bad one are built while the machines install.
+    // The next release is built while the machines install; the bad one while the first
+    // rollout runs (it is needed only after it).
     let (next_dir, bad_dir) = (dir.path().join("next"), dir.path().join("bad"));
-    let builder = std::thread::spawn(move || {
-        (
-            build_release(&next_dir, NEXT, None),
-            build_release(&bad_dir, BAD, Some("cloudos.fault=crash:agent:100000")),
-        )
-    });
+    let builder = std::thread::spawn(move || build_release(&next_dir, NEXT, None));
 
     // 1. The master and a compute node install from the ISO onto their disks; a second
     //    compute node runs on the bridge's host side.
@@ -292,9 +288,11 @@ fn a_rolling_upgrade_moves_compute_nodes_then_the_master_and_halts_on_a_bad_rele
     });
 
     // 3. The releases are kept on the master.
-    let (bundle, bad_bundle) = builder.join().expect("the release builds");
+    let bundle = builder.join().expect("the release build");
+    let bad_builder = std::thread::spawn(move || {
+        build_release(&bad_dir, BAD, Some("cloudos.fault=crash:agent:100000"))
+    });
     admin.ok(&["release", "add", bundle.to_str().expect("utf-8")]);
-    admin.ok(&["release", "add", bad_bundle.to_str().expect("utf-8")]);
     let current = artifacts::out_dir().join(format!("cloudos-{first}-x86_64.bundle"));
     admin.ok(&["release", "add", current.to_str().expect("utf-8")]);
 
@@ -462,6 +460,8 @@ fn a_rolling_upgrade_moves_compute_nodes_then_the_master_and_halts_on_a_bad_rele
     // 7. A bad release: the compute node writes slot B, boots it, its agent never comes
     //    up, it goes back to slot A by itself, and the rollout stops there: the master is
     //    not touched.
+    let bad_bundle = bad_builder.join().expect("the bad release build");
+    admin.ok(&["release", "add", bad_bundle.to_str().expect("utf-8")]);
     let master_boots = boots(&master_console.contents());
     let args = rollout_args(BAD);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
