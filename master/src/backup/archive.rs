@@ -15,7 +15,7 @@
 //! what it unpacked meanwhile went to a directory the caller throws away on failure.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use cloudos_store::{Snapshot, StoreError};
@@ -254,7 +254,13 @@ pub fn read<R: Read>(
         path: path.clone(),
         reason,
     };
-    let decryptor = match age::Decryptor::new_buffered(BufReader::new(input)) {
+    // An age file whose header no longer parses was changed, not something else.
+    let mut input = BufReader::new(input);
+    let is_age = input
+        .fill_buf()
+        .map(|b| b.starts_with(b"age-encryption.org/"))
+        .unwrap_or(false);
+    let decryptor = match age::Decryptor::new_buffered(input) {
         Ok(d) => d,
         Err(age::DecryptError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return Err(damaged("it ends inside the age header".to_owned()))
@@ -262,6 +268,7 @@ pub fn read<R: Read>(
         Err(age::DecryptError::Io(e)) => {
             return Err(BackupError::io(format!("cannot read {path}"))(e))
         }
+        Err(e) if is_age => return Err(damaged(format!("its header was changed ({e})"))),
         Err(e) => return Err(not_a_backup(format!("not an age file: {e}"))),
     };
     if !decryptor.is_scrypt() {
