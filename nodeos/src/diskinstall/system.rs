@@ -149,6 +149,29 @@ fn other_cluster(master: &str, pin: CaPin) -> String {
     )
 }
 
+/// What the wizard and the summary show of a backup, from its manifest.
+fn backup_info(m: &cloudos_master::backup::Manifest) -> BackupInfo {
+    let count = |table: &str| m.records.get(table).copied().unwrap_or(0);
+    BackupInfo {
+        cluster: m.cluster.clone(),
+        ca_pin: m.ca_pin.clone(),
+        created_at: m
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| m.created_at.to_string()),
+        made_by: m.nodeos_version.clone(),
+        nodes: count("nodes"),
+        services: count("services"),
+        tasks: count("tasks"),
+        admins: count("admins"),
+        master_addresses: m
+            .master_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,28 +246,5 @@ mod tests {
 
         let _ = stop.send(());
         let _ = running.await;
-    }
-}
-
-/// What the wizard and the summary show of a backup, from its manifest.
-fn backup_info(m: &cloudos_master::backup::Manifest) -> BackupInfo {
-    let count = |table: &str| m.records.get(table).copied().unwrap_or(0);
-    BackupInfo {
-        cluster: m.cluster.clone(),
-        ca_pin: m.ca_pin.clone(),
-        created_at: m
-            .created_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| m.created_at.to_string()),
-        made_by: m.nodeos_version.clone(),
-        nodes: count("nodes"),
-        services: count("services"),
-        tasks: count("tasks"),
-        admins: count("admins"),
-        master_addresses: m
-            .master_addresses
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect(),
     }
 }
