@@ -22,6 +22,24 @@
 //! dns = ["10.0.0.1"]
 //! ```
 //!
+//! A master restored from a backup (`cloudos backup create`) instead of a new cluster: the
+//! backup and a file whose first line is its passphrase, each `/path` on the live system or
+//! `LABEL=NAME:/path` on a partition (a USB stick, the config disk). Give it the address the
+//! old master had: the nodes dial it.
+//!
+//! ```toml
+//! mode = "restore"
+//! hostname = "cloudos-master"
+//! disk = "/dev/vda"
+//! wipe = true
+//! backup = "LABEL=CLOUDOS-CFG:/lab.age"
+//! passphrase_file = "LABEL=CLOUDOS-CFG:/lab.pass"
+//!
+//! [network]
+//! mode = "static"
+//! address = "10.0.0.2/24"
+//! ```
+//!
 //! Unknown keys are errors, not warnings: a typo such as `hostnmae` in an unattended install
 //! would otherwise silently install a node with the wrong name.
 
@@ -35,6 +53,8 @@ use cloudos_cluster::Token;
 use cloudos_settings::{values, NetMode, NetSettings, NodeRole, Secret, Settings};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::restore::{parse_backup_source, PassphraseSource, RestoreAnswers};
 
 /// The cluster name a master gets when the answer file names none.
 pub const DEFAULT_CLUSTER: &str = "cloudos";
@@ -73,14 +93,18 @@ pub enum RoleAnswers {
         token: Token,
         master: Option<String>,
     },
+    /// A master that restores this backup (its cluster, CA, nodes, admins) instead of
+    /// creating a cluster.
+    Restore(RestoreAnswers),
 }
 
 impl RoleAnswers {
-    /// `master` or `compute`, as in the answer file and `config.toml`.
+    /// `master`, `compute` or `restore`, as the answer file's `mode`.
     pub fn name(&self) -> &'static str {
         match self {
             RoleAnswers::Master { .. } => "master",
             RoleAnswers::Compute { .. } => "compute",
+            RoleAnswers::Restore(_) => "restore",
         }
     }
 }
@@ -146,6 +170,8 @@ struct RawAnswers {
     cluster: Option<Spanned<String>>,
     labels: Option<Spanned<Vec<String>>>,
     insecure_registries: Option<Spanned<Vec<String>>>,
+    backup: Option<Spanned<String>>,
+    passphrase_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -161,8 +187,9 @@ impl Answers {
     /// Parses and checks an answer file. Nothing is looked up on the machine here; that is
     /// [`crate::validate`]'s job, shared with the wizard.
     pub fn from_toml(text: &str) -> Result<Answers, AnswerError> {
-        let raw: RawAnswers =
+        let mut raw: RawAnswers =
             toml::from_str(text).map_err(|e| AnswerError::Syntax(e.to_string().trim().into()))?;
+        let role_keys = RoleKeys::of(&raw);
         let line = |span: std::ops::Range<usize>| Some(line_of(text, span.start));
         let invalid = |key: &'static str, why: String, span| AnswerError::Invalid {
             key,
@@ -172,19 +199,16 @@ impl Answers {
 
         let mode = raw.mode.ok_or(AnswerError::Missing {
             key: "mode",
-            hint: "write mode = \"master\" or mode = \"compute\"",
+            hint: "write mode = \"master\", mode = \"compute\" or mode = \"restore\"",
         })?;
-        let is_master = match mode.get_ref().as_str() {
-            "master" => true,
-            "compute" => false,
-            other => {
-                return Err(invalid(
-                    "mode",
-                    format!("is {other:?}; use \"master\" or \"compute\""),
-                    mode.span(),
-                ))
-            }
-        };
+        let mode_name = mode.get_ref().as_str();
+        if !["master", "compute", "restore"].contains(&mode_name) {
+            return Err(invalid(
+                "mode",
+                format!("is {mode_name:?}; use \"master\", \"compute\" or \"restore\""),
+                mode.span(),
+            ));
+        }
 
         let hostname = raw.hostname.ok_or(AnswerError::Missing {
             key: "hostname",
@@ -213,7 +237,7 @@ impl Answers {
             None => return Err(AnswerError::WipeNotConfirmed { disk, line: None }),
         }
 
-        let network = match raw.network {
+        let network = match raw.network.take() {
             None => NetworkAnswers::Dhcp,
             Some(net) => check_network(net, &invalid)?,
         };
@@ -223,40 +247,64 @@ impl Answers {
         let only_for = |key: &'static str, role: &str, span| {
             invalid(key, format!("is only used with mode = \"{role}\""), span)
         };
-        let role = if is_master {
-            if let Some(token) = &raw.token {
-                return Err(only_for("token", "compute", token.span()));
+        let role = match mode_name {
+            "master" => {
+                role_keys
+                    .refuse(&["token", "master", "backup", "passphrase_file"])
+                    .map_err(|(key, role, span)| only_for(key, role, span))?;
+                let cluster = match &raw.cluster {
+                    None => DEFAULT_CLUSTER.to_owned(),
+                    Some(c) => check_cluster_name(c.get_ref())
+                        .map_err(|why| invalid("cluster", why, c.span()))?,
+                };
+                RoleAnswers::Master { cluster }
             }
-            if let Some(master) = &raw.master {
-                return Err(only_for("master", "compute", master.span()));
+            "restore" => {
+                // The cluster and its name come from the backup.
+                role_keys
+                    .refuse(&["token", "master", "cluster"])
+                    .map_err(|(key, role, span)| only_for(key, role, span))?;
+                let backup = raw.backup.as_ref().ok_or(AnswerError::Missing {
+                    key: "backup",
+                    hint: "the backup to restore (`cloudos backup create`), as in \
+                           backup = \"LABEL=CLOUDOS-CFG:/lab.age\" or backup = \"/path\"",
+                })?;
+                let backup = parse_backup_source(backup.get_ref())
+                    .map_err(|why| invalid("backup", why, backup.span()))?;
+                let pass = raw.passphrase_file.as_ref().ok_or(AnswerError::Missing {
+                    key: "passphrase_file",
+                    hint: "a file whose first line is the backup's passphrase, as in \
+                           passphrase_file = \"LABEL=CLOUDOS-CFG:/lab.pass\"",
+                })?;
+                let pass = parse_backup_source(pass.get_ref())
+                    .map_err(|why| invalid("passphrase_file", why, pass.span()))?;
+                RoleAnswers::Restore(RestoreAnswers {
+                    backup,
+                    passphrase: PassphraseSource::File(pass),
+                })
             }
-            let cluster = match &raw.cluster {
-                None => DEFAULT_CLUSTER.to_owned(),
-                Some(c) => check_cluster_name(c.get_ref())
-                    .map_err(|why| invalid("cluster", why, c.span()))?,
-            };
-            RoleAnswers::Master { cluster }
-        } else {
-            if let Some(cluster) = &raw.cluster {
-                return Err(only_for("cluster", "master", cluster.span()));
-            }
-            let token = raw.token.ok_or(AnswerError::Missing {
-                key: "token",
-                hint: "a compute node joins with a token; create one on the master with \
-                       `cloudos token create`",
-            })?;
-            let parsed =
-                check_token(token.get_ref()).map_err(|why| invalid("token", why, token.span()))?;
-            let master = match &raw.master {
-                None => None,
-                Some(m) => Some(
-                    parse_master_address(m.get_ref())
-                        .map_err(|why| invalid("master", why, m.span()))?,
-                ),
-            };
-            RoleAnswers::Compute {
-                token: parsed,
-                master,
+            _ => {
+                role_keys
+                    .refuse(&["cluster", "backup", "passphrase_file"])
+                    .map_err(|(key, role, span)| only_for(key, role, span))?;
+                let token = raw.token.ok_or(AnswerError::Missing {
+                    key: "token",
+                    hint: "a compute node joins with a token; create one on the master with \
+                           `cloudos token create`",
+                })?;
+                let parsed = check_token(token.get_ref())
+                    .map_err(|why| invalid("token", why, token.span()))?;
+                let master = match &raw.master {
+                    None => None,
+                    Some(m) => Some(
+                        parse_master_address(m.get_ref())
+                            .map_err(|why| invalid("master", why, m.span()))?,
+                    ),
+                };
+                RoleAnswers::Compute {
+                    token: parsed,
+                    master,
+                }
             }
         };
 
@@ -304,6 +352,13 @@ impl Answers {
                     let _ = writeln!(text, "master = {}", toml_string(master));
                 }
             }
+            RoleAnswers::Restore(restore) => {
+                let _ = writeln!(text, "backup = {}", toml_string(&restore.backup));
+                // A typed passphrase is never written; a file is named.
+                if let PassphraseSource::File(file) = &restore.passphrase {
+                    let _ = writeln!(text, "passphrase_file = {}", toml_string(file));
+                }
+            }
         }
         if !self.labels.is_empty() {
             let _ = writeln!(text, "labels = {}", toml_list(&self.labels));
@@ -344,7 +399,7 @@ impl Answers {
     pub fn node_settings(&self) -> Settings {
         let mut settings = Settings {
             role: match self.role {
-                RoleAnswers::Master { .. } => NodeRole::Master,
+                RoleAnswers::Master { .. } | RoleAnswers::Restore(_) => NodeRole::Master,
                 RoleAnswers::Compute { .. } => NodeRole::Compute,
             },
             hostname: Some(self.hostname.clone()),
@@ -377,6 +432,9 @@ impl Answers {
                 settings.token = Some(Secret::new(token.to_string()));
                 settings.master = master.clone();
             }
+            // Restored into the data partition at install time: the settings need not
+            // name the backup, and the master reads its cluster from the restored store.
+            RoleAnswers::Restore(_) => {}
         }
         settings
     }
@@ -394,6 +452,37 @@ impl Answers {
              # Same keys as the kernel command line's cloudos.* keys, without the prefix.\n",
             &["role", "net"],
         )
+    }
+}
+
+/// Where the keys that belong to one role are in the file, if they are there: keys of
+/// another role are refused rather than ignored (a master given a token was most likely
+/// meant to be a compute node).
+struct RoleKeys(Vec<(&'static str, &'static str, Option<std::ops::Range<usize>>)>);
+
+impl RoleKeys {
+    fn of(raw: &RawAnswers) -> RoleKeys {
+        let span = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
+        RoleKeys(vec![
+            ("token", "compute", span(&raw.token)),
+            ("master", "compute", span(&raw.master)),
+            ("cluster", "master", span(&raw.cluster)),
+            ("backup", "restore", span(&raw.backup)),
+            ("passphrase_file", "restore", span(&raw.passphrase_file)),
+        ])
+    }
+
+    /// The first of `keys` the file has, with the mode that uses it and its place.
+    fn refuse(
+        &self,
+        keys: &[&str],
+    ) -> Result<(), (&'static str, &'static str, std::ops::Range<usize>)> {
+        for (key, role, span) in &self.0 {
+            if let (true, Some(span)) = (keys.contains(key), span) {
+                return Err((key, role, span.clone()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -729,7 +818,7 @@ pub(crate) mod tests {
             ("not toml at all".into(), &["not valid"]),
             (
                 base.replace("mode = \"master\"\n", ""),
-                &["`mode` is required", "\"master\" or"],
+                &["`mode` is required", "\"master\", mode = \"compute\" or"],
             ),
             (
                 base.replace("\"master\"", "\"worker\""),
@@ -823,6 +912,80 @@ pub(crate) mod tests {
                 assert!(err.contains(want), "{text}\n→ {err}\nwanted {want:?}");
             }
             assert!(!err.contains("secretsecret"), "{err}");
+        }
+    }
+
+    pub(crate) const RESTORE: &str = "mode = \"restore\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\n\
+        wipe = true\nbackup = \"LABEL=CLOUDOS-CFG:/lab.age\"\n\
+        passphrase_file = \"LABEL=CLOUDOS-CFG:/pass\"\n";
+
+    #[test]
+    fn a_restore_file_is_read_and_round_trips() {
+        let a = Answers::from_toml(RESTORE).expect("valid");
+        assert_eq!(
+            a.role,
+            RoleAnswers::Restore(RestoreAnswers {
+                backup: "LABEL=CLOUDOS-CFG:/lab.age".into(),
+                passphrase: PassphraseSource::File("LABEL=CLOUDOS-CFG:/pass".into()),
+            })
+        );
+        assert_eq!(Answers::from_toml(&a.to_answer_toml()).expect("again"), a);
+        // A master: no backup or passphrase in its settings (restored at install time).
+        let text = a.to_settings_toml();
+        assert!(text.contains("role = \"master\""), "{text}");
+        assert!(
+            !text.contains("restore") && !text.contains("pass"),
+            "{text}"
+        );
+        let plain =
+            Answers::from_toml(&RESTORE.replace("LABEL=CLOUDOS-CFG:", "")).expect("plain paths");
+        let RoleAnswers::Restore(r) = plain.role else {
+            panic!("not a restore")
+        };
+        assert_eq!(r.backup, "/lab.age");
+    }
+
+    #[test]
+    fn a_restore_file_missing_or_mixing_keys_is_refused() {
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                RESTORE.replace("backup = \"LABEL=CLOUDOS-CFG:/lab.age\"\n", ""),
+                &["`backup` is required", "cloudos backup create"],
+            ),
+            (
+                RESTORE.replace("passphrase_file = \"LABEL=CLOUDOS-CFG:/pass\"\n", ""),
+                &["`passphrase_file` is required", "first line"],
+            ),
+            (
+                RESTORE.replace("\"LABEL=CLOUDOS-CFG:/lab.age\"", "\"lab.age\""),
+                &["line 5: `backup`", "neither /path nor LABEL=NAME:/path"],
+            ),
+            (
+                RESTORE.replace("\"LABEL=CLOUDOS-CFG:/pass\"", "\"LABEL=:/pass\""),
+                &["line 6: `passphrase_file`", "LABEL=NAME:/path"],
+            ),
+            (
+                format!("{RESTORE}cluster = \"lab\"\n"),
+                &["line 7: `cluster` is only used with mode = \"master\""],
+            ),
+            (
+                format!("{RESTORE}token = \"{}\"\n", a_token()),
+                &["line 7: `token` is only used with mode = \"compute\""],
+            ),
+            (
+                RESTORE.replace("\"restore\"", "\"master\""),
+                &["line 5: `backup` is only used with mode = \"restore\""],
+            ),
+            (
+                format!("{RESTORE}passphrase = \"in clear\"\n"),
+                &["unknown field `passphrase`"],
+            ),
+        ];
+        for (text, wanted) in cases {
+            let err = Answers::from_toml(&text).expect_err(&text).to_string();
+            for want in wanted {
+                assert!(err.contains(want), "{text}\n-> {err}\nwanted {want:?}");
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`answers`]: the answer file, its validation, the `config.toml` it becomes.
 //! - [`disks`]: the machine's disks from sysfs and which are acceptable targets.
 //! - [`plan`]: the partition layout and the exact GPT bytes.
+//! - [`restore`]: a master installed from a backup: where it is, its passphrase, what it holds.
 //! - [`system`]: the trait over everything that touches the machine or the network.
 //! - [`wizard`]: the keyboard-driven dialogs (dialoguer) over that trait.
 //!
@@ -16,6 +17,7 @@
 pub mod answers;
 pub mod disks;
 pub mod plan;
+pub mod restore;
 pub mod system;
 pub mod wizard;
 
@@ -24,6 +26,7 @@ use cloudos_cluster::Token;
 pub use answers::{AnswerError, Answers, NetworkAnswers, RoleAnswers, Source};
 pub use disks::{check_target, Bus, Disk, DiskError, DiskRefusal};
 pub use plan::{gpt_tables, GptTables, PartitionPlan, PlanError, MIN_DISK_BYTES};
+pub use restore::{BackupInfo, CheckedRestore, PassphraseSource, RestoreAnswers};
 pub use system::{MasterInfo, System};
 pub use wizard::{Target, WizardError, WizardOutcome};
 
@@ -37,6 +40,9 @@ pub struct Plan {
     /// A compute node's master (`host:port`) whose CA and token were checked: the one the
     /// answers name, or the one found by mDNS. `None` for a master.
     pub master: Option<String>,
+    /// A restored master's backup, opened with its passphrase: the install step restores
+    /// it into the new data partition.
+    pub restore: Option<CheckedRestore>,
 }
 
 /// Why an install is refused. Nothing has been written when one of these is returned.
@@ -70,6 +76,13 @@ pub enum InstallError {
     },
     #[error("the master at {master} refused the token: {why}")]
     Token { master: String, why: String },
+    #[error("the backup {backup} cannot be restored: {why}")]
+    Backup { backup: String, why: String },
+    #[error(
+        "restoring a master from a backup installs to a disk; choose \"Restore a master from \
+         a backup\" on the installer's menu"
+    )]
+    RestoreInPlace,
 }
 
 /// Checks answers against this machine and makes the plan: the disk exists and may be
@@ -80,11 +93,16 @@ pub fn validate(answers: &Answers, system: &dyn System) -> Result<Plan, InstallE
     let disk = choose_disk(system, &answers.disk)?;
     let partitions = PartitionPlan::for_disk(disk.size_bytes / plan::SECTOR_SIZE)?;
     let master = check_network_and_role(answers, system)?;
+    let restore = match &answers.role {
+        RoleAnswers::Restore(restore) => Some(restore::check_restore(system, restore)?),
+        _ => None,
+    };
     Ok(Plan {
         answers: answers.clone(),
         disk,
         partitions,
         master,
+        restore,
     })
 }
 
@@ -100,6 +118,9 @@ pub struct Setup {
 /// [`validate`] for [`wizard::Target::InPlace`]: the same network and join checks, and
 /// no disk checks (the target is the boot medium, which an install to disk refuses).
 pub fn validate_in_place(answers: &Answers, system: &dyn System) -> Result<Setup, InstallError> {
+    if let RoleAnswers::Restore(_) = answers.role {
+        return Err(InstallError::RestoreInPlace);
+    }
     let master = check_network_and_role(answers, system)?;
     Ok(Setup {
         answers: answers.clone(),
@@ -117,7 +138,7 @@ fn check_network_and_role(
         .check_network(&answers.network)
         .map_err(InstallError::Network)?;
     match &answers.role {
-        RoleAnswers::Master { .. } => Ok(None),
+        RoleAnswers::Master { .. } | RoleAnswers::Restore(_) => Ok(None),
         RoleAnswers::Compute { token, master } => {
             let choice = match master {
                 Some(address) => MasterChoice::Typed(address.clone()),
@@ -254,6 +275,12 @@ pub(crate) mod testing {
         pub network_error: Option<String>,
         /// Every master a token was checked with, in order.
         pub token_checks: RefCell<Vec<String>>,
+        /// Backups on the machine: where, the passphrase that opens it, what it holds.
+        pub backups: Vec<(String, String, BackupInfo)>,
+        /// Passphrase files: where, the first line.
+        pub passphrase_files: Vec<(String, String)>,
+        /// Every backup opened, with the passphrase tried, in order.
+        pub opened: RefCell<Vec<(String, String)>>,
     }
 
     impl Default for FakeSystem {
@@ -269,7 +296,32 @@ pub(crate) mod testing {
                 reachable: vec![("10.0.0.1:9443".into(), PIN_A.into())],
                 network_error: None,
                 token_checks: RefCell::new(Vec::new()),
+                backups: vec![(
+                    "LABEL=CLOUDOS-CFG:/lab.age".into(),
+                    "correct horse battery staple".into(),
+                    backup_info(),
+                )],
+                passphrase_files: vec![(
+                    "LABEL=CLOUDOS-CFG:/pass".into(),
+                    "correct horse battery staple".into(),
+                )],
+                opened: RefCell::new(Vec::new()),
             }
+        }
+    }
+
+    /// What the fake's backup holds.
+    pub(crate) fn backup_info() -> BackupInfo {
+        BackupInfo {
+            cluster: "lab".into(),
+            ca_pin: format!("sha256:{PIN_A}"),
+            created_at: "2026-12-06T10:00:00Z".into(),
+            made_by: "0.1.0".into(),
+            nodes: 2,
+            services: 1,
+            tasks: 3,
+            admins: 1,
+            master_addresses: vec!["10.0.0.5/24".parse().expect("cidr")],
         }
     }
 
@@ -305,6 +357,43 @@ pub(crate) mod testing {
         }
         fn check_network(&self, _: &NetworkAnswers) -> Result<(), String> {
             self.network_error.clone().map_or(Ok(()), Err)
+        }
+        fn find_backups(&self) -> Vec<crate::restore::FoundBackup> {
+            self.backups
+                .iter()
+                .map(|(source, _, _)| crate::restore::FoundBackup {
+                    source: source.clone(),
+                    size_bytes: 12 << 10,
+                })
+                .collect()
+        }
+        fn read_passphrase(&self, source: &str) -> Result<cloudos_settings::Secret, String> {
+            self.passphrase_files
+                .iter()
+                .find(|(s, _)| s == source)
+                .map(|(_, line)| cloudos_settings::Secret::new(line.clone()))
+                .ok_or_else(|| "no such file".to_owned())
+        }
+        fn open_backup(
+            &self,
+            source: &str,
+            passphrase: &cloudos_settings::Secret,
+        ) -> Result<BackupInfo, crate::restore::OpenError> {
+            use crate::restore::OpenError;
+            self.opened
+                .borrow_mut()
+                .push((source.to_owned(), passphrase.expose().to_owned()));
+            match self.backups.iter().find(|(s, _, _)| s == source) {
+                None => Err(OpenError::Unusable(format!(
+                    "cannot open the backup {source}: no such file"
+                ))),
+                Some((_, pass, _)) if pass != passphrase.expose() => {
+                    Err(OpenError::WrongPassphrase(format!(
+                        "wrong passphrase: {source} does not open with it; nothing was restored"
+                    )))
+                }
+                Some((_, _, info)) => Ok(info.clone()),
+            }
         }
     }
 }
@@ -437,6 +526,61 @@ mod tests {
             }
         }
         assert!(plan_from_toml(MASTER, &system).is_ok());
+    }
+
+    /// An answer file's restore: the passphrase file is read and the backup opened before
+    /// the plan is made; a missing backup, a missing passphrase file and a wrong
+    /// passphrase are each refused with the reason (nothing written: there is no plan).
+    #[test]
+    fn a_restore_opens_the_backup_before_the_plan_is_made() {
+        use crate::answers::tests::RESTORE;
+        let system = FakeSystem::default();
+        let plan = plan_from_toml(RESTORE, &system).expect("plan");
+        let restore = plan.restore.expect("restore");
+        assert_eq!(restore.info, backup_info());
+        assert_eq!(plan.master, None);
+        assert_eq!(
+            *system.opened.borrow(),
+            [(
+                "LABEL=CLOUDOS-CFG:/lab.age".to_owned(),
+                "correct horse battery staple".to_owned()
+            )]
+        );
+
+        let wrong = FakeSystem {
+            passphrase_files: vec![("LABEL=CLOUDOS-CFG:/pass".into(), "guess".into())],
+            ..FakeSystem::default()
+        };
+        let cases: Vec<(String, FakeSystem, &[&str])> = vec![
+            (
+                RESTORE.replace("/lab.age", "/gone.age"),
+                FakeSystem::default(),
+                &[
+                    "the backup LABEL=CLOUDOS-CFG:/gone.age cannot be restored",
+                    "no such file",
+                ],
+            ),
+            (
+                RESTORE.replace("/pass", "/nopass"),
+                FakeSystem::default(),
+                &["cannot read the passphrase file LABEL=CLOUDOS-CFG:/nopass"],
+            ),
+            (
+                RESTORE.into(),
+                wrong,
+                &["wrong passphrase", "nothing was restored"],
+            ),
+        ];
+        for (text, system, wanted) in cases {
+            let msg = plan_from_toml(&text, &system).expect_err(&text).to_string();
+            for want in wanted {
+                assert!(msg.contains(want), "{text}\n-> {msg}\nwanted {want:?}");
+            }
+            assert!(!msg.contains("guess"), "{msg}");
+        }
+        let answers = Answers::from_toml(RESTORE).expect("answers");
+        let err = validate_in_place(&answers, &FakeSystem::default()).expect_err("in place");
+        assert!(err.to_string().contains("installs to a disk"), "{err}");
     }
 
     #[test]

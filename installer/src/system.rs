@@ -7,9 +7,11 @@ use std::fmt;
 use std::net::IpAddr;
 
 use cloudos_cluster::Token;
+use cloudos_settings::Secret;
 
 use crate::answers::NetworkAnswers;
 use crate::disks::{Disk, DiskError};
+use crate::restore::{BackupInfo, FoundBackup, OpenError};
 
 /// Everything the installer asks of the machine. Errors are the reason, in words, as the
 /// person will read it.
@@ -34,6 +36,17 @@ pub trait System {
     /// wizard calls it, then [`crate::validate`] again with the same settings: applying
     /// them twice must be harmless.
     fn check_network(&self, network: &NetworkAnswers) -> Result<(), String>;
+
+    /// Backup files (`*.age`) on the machine's labelled partitions (a USB stick, the
+    /// config disk), named `LABEL=NAME:/path`. Partitions are only mounted read-only.
+    fn find_backups(&self) -> Vec<FoundBackup>;
+
+    /// The first line of the file at `source` (`/path` or `LABEL=NAME:/path`).
+    fn read_passphrase(&self, source: &str) -> Result<Secret, String>;
+
+    /// Opens the backup at `source` with `passphrase` and reads it to its authenticated
+    /// end; says what it holds. Nothing is written.
+    fn open_backup(&self, source: &str, passphrase: &Secret) -> Result<BackupInfo, OpenError>;
 }
 
 /// A master found by mDNS, with what its advertisement says.

@@ -16,6 +16,10 @@ use crate::answers::{
     NetworkAnswers, RoleAnswers, DEFAULT_CLUSTER,
 };
 use crate::disks::{check_target, Disk, DiskRefusal};
+use crate::restore::{
+    address_warning, backup_lines, parse_backup_source, BackupInfo, CheckedRestore, OpenError,
+    PassphraseSource, RestoreAnswers,
+};
 use crate::system::{MasterInfo, System};
 use crate::{check_join, MasterChoice};
 
@@ -70,6 +74,8 @@ pub trait Prompts {
         default: Option<&str>,
         check: &dyn Fn(&str) -> Result<(), String>,
     ) -> Result<String, WizardError>;
+    /// A line typed without echo (a passphrase); never shown, never a default.
+    fn password(&mut self, prompt: &str) -> Result<String, WizardError>;
     /// Yes or no; no unless the person says yes.
     fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError>;
     /// A line of information.
@@ -83,17 +89,33 @@ pub trait Prompts {
 pub enum Start {
     Master,
     Compute,
+    /// A master restored from a backup: the same cluster on a new machine.
+    Restore,
     TryLive,
 }
 
 impl Start {
-    pub const ALL: [Start; 3] = [Start::Master, Start::Compute, Start::TryLive];
+    pub const ALL: [Start; 4] = [
+        Start::Master,
+        Start::Compute,
+        Start::Restore,
+        Start::TryLive,
+    ];
+
+    /// What the first menu offers: a restore only installs to a disk.
+    pub fn offered(target: &Target) -> Vec<Start> {
+        Start::ALL
+            .into_iter()
+            .filter(|s| *s != Start::Restore || *target == Target::Disk)
+            .collect()
+    }
 
     pub fn label(self, target: &Target) -> &'static str {
         match (self, target) {
             (Start::Master, Target::Disk) => "Install as master (creates a new cluster)",
             (Start::Compute, Target::Disk) => "Install as compute node (joins a master)",
             (Start::TryLive, Target::Disk) => "Try live (run from RAM, nothing is written)",
+            (Start::Restore, _) => "Restore a master from a backup (the same cluster, new machine)",
             (Start::Master, Target::InPlace { .. }) => "Set up as master (creates a new cluster)",
             (Start::Compute, Target::InPlace { .. }) => "Set up as compute node (joins a master)",
             (Start::TryLive, Target::InPlace { .. }) => {
@@ -114,6 +136,12 @@ const TOKEN_FAILED_ITEMS: [&str; 3] = [
     "Choose another master",
     "Cancel the install",
 ];
+const PASSPHRASE_FAILED_ITEMS: [&str; 3] = [
+    "Type the passphrase again",
+    "Choose another backup",
+    "Cancel the install",
+];
+const TYPE_BACKUP_ITEM: &str = "Type where the backup is";
 const TYPE_ADDRESS_ITEM: &str = "Type the master's address";
 const LOOK_AGAIN_ITEM: &str = "Look again";
 const CANCEL_ITEM: &str = "Cancel the install";
@@ -133,22 +161,31 @@ pub fn run_with(
     system: &dyn System,
     target: &Target,
 ) -> Result<WizardOutcome, WizardError> {
+    let starts = Start::offered(target);
+    let start_items: Vec<String> = starts.iter().map(|s| s.label(target).to_owned()).collect();
     loop {
-        let start = Start::ALL[p.select(
-            "What do you want to do?",
-            &labels(Start::ALL.map(|s| s.label(target))),
-            0,
-        )?];
+        let start = starts[p.select("What do you want to do?", &start_items, 0)?];
         if start == Start::TryLive {
             return Ok(WizardOutcome::TryLive);
         }
+        // The backup first: its passphrase is checked before any other question, and its
+        // master's address is the one offered for the network.
+        let restore = match start {
+            Start::Restore => match ask_backup(p, system)? {
+                Some(restore) => Some(restore),
+                None => return Ok(WizardOutcome::Cancelled),
+            },
+            _ => None,
+        };
+        let info = restore.as_ref().map(|r| &r.info);
         let hostname = ask(
             p,
             "Host name of this node",
             default_hostname(start),
             check_hostname,
         )?;
-        let network = ask_network(p, system)?;
+        let suggested = info.and_then(|i| i.master_addresses.first());
+        let network = ask_network(p, system, suggested)?;
         let place = match target {
             Target::Disk => match ask_disk(p, system)? {
                 Some(disk) => Place::Disk(disk),
@@ -156,11 +193,15 @@ pub fn run_with(
             },
             Target::InPlace { medium, device } => Place::InPlace { medium, device },
         };
-        let role = match start {
-            Start::Compute => match ask_join(p, system)? {
+        let role = match (start, &restore) {
+            (Start::Compute, _) => match ask_join(p, system)? {
                 Some(role) => role,
                 None => return Ok(WizardOutcome::Cancelled),
             },
+            (Start::Restore, Some(restore)) => RoleAnswers::Restore(RestoreAnswers {
+                backup: restore.backup.clone(),
+                passphrase: PassphraseSource::Typed(restore.passphrase.clone()),
+            }),
             _ => RoleAnswers::Master {
                 cluster: ask(p, "Cluster name", Some(DEFAULT_CLUSTER), check_cluster_name)?,
             },
@@ -174,7 +215,7 @@ pub fn run_with(
             insecure_registries: Vec::new(),
         };
         let (shown, question) = match &place {
-            Place::Disk(disk) => (summary(&answers, disk), wipe_prompt(disk)),
+            Place::Disk(disk) => (summary(&answers, disk, info), wipe_prompt(disk)),
             Place::InPlace { medium, .. } => (
                 summary_in_place(&answers, medium),
                 format!("Write these settings to {medium} and restart?"),
@@ -221,16 +262,24 @@ fn ask<T>(
     }
 }
 
-fn ask_network(p: &mut dyn Prompts, system: &dyn System) -> Result<NetworkAnswers, WizardError> {
+/// The network; `suggested` (a restored master's old address) is offered as the static
+/// address, and static is then the menu's default.
+fn ask_network(
+    p: &mut dyn Prompts,
+    system: &dyn System,
+    suggested: Option<&Ipv4Cidr>,
+) -> Result<NetworkAnswers, WizardError> {
+    let suggested = suggested.map(ToString::to_string);
     loop {
-        let network = if p.select("Network", &labels(NETWORK_ITEMS), 0)? == 0 {
+        let default = usize::from(suggested.is_some());
+        let network = if p.select("Network", &labels(NETWORK_ITEMS), default)? == 0 {
             NetworkAnswers::Dhcp
         } else {
             NetworkAnswers::Static {
                 address: ask(
                     p,
                     "Address with prefix length, as in 10.0.0.5/24",
-                    None,
+                    suggested.as_deref(),
                     |s| s.parse::<Ipv4Cidr>(),
                 )?,
                 gateway: ask(p, "Gateway (empty for none)", None, parse_optional_ipv4)?,
@@ -277,6 +326,70 @@ fn ask_disk(p: &mut dyn Prompts, system: &dyn System) -> Result<Option<Disk>, Wi
         match &chosen.refusal {
             None => return Ok(Some(chosen.disk.clone())),
             Some(refusal) => p.warn(&refusal.to_string())?,
+        }
+    }
+}
+
+/// The backup to restore, opened with its passphrase; `None` when the person cancels. A
+/// wrong passphrase is asked again; a backup that cannot be used sends back to the list.
+/// Nothing is written: the backup is only read.
+fn ask_backup(
+    p: &mut dyn Prompts,
+    system: &dyn System,
+) -> Result<Option<CheckedRestore>, WizardError> {
+    loop {
+        p.say("Looking for backups (*.age) on the machine's partitions...")?;
+        let found = system.find_backups();
+        if found.is_empty() {
+            p.say("No backup found; attach the USB stick holding it and look again, or type where it is.")?;
+        }
+        let items: Vec<String> = found
+            .iter()
+            .map(|f| format!("{}  {}", f.source, format_bytes(f.size_bytes)))
+            .chain([TYPE_BACKUP_ITEM, LOOK_AGAIN_ITEM, CANCEL_ITEM].map(str::to_owned))
+            .collect();
+        let chosen = p.select("Which backup should be restored?", &items, 0)?;
+        let backup = match found.get(chosen) {
+            Some(f) => f.source.clone(),
+            None => match chosen - found.len() {
+                0 => ask(
+                    p,
+                    "Backup file (/path, or LABEL=NAME:/path on a partition)",
+                    None,
+                    parse_backup_source,
+                )?,
+                1 => continue,
+                _ => return Ok(None),
+            },
+        };
+        loop {
+            let typed = cloudos_settings::Secret::new(p.password("Passphrase of the backup")?);
+            p.say("Opening the backup...")?;
+            match system.open_backup(&backup, &typed) {
+                Ok(info) => {
+                    p.say(&format!(
+                        "\nThe backup {backup} opened. It holds:\n{}",
+                        backup_lines(&info)
+                    ))?;
+                    return Ok(Some(CheckedRestore {
+                        backup,
+                        passphrase: typed,
+                        info,
+                    }));
+                }
+                Err(OpenError::WrongPassphrase(why)) => {
+                    p.warn(&why)?;
+                    match p.select("What now?", &labels(PASSPHRASE_FAILED_ITEMS), 0)? {
+                        0 => continue,
+                        1 => break,
+                        _ => return Ok(None),
+                    }
+                }
+                Err(OpenError::Unusable(why)) => {
+                    p.warn(&why)?;
+                    break;
+                }
+            }
         }
     }
 }
@@ -362,7 +475,7 @@ fn labels<const N: usize>(items: [&str; N]) -> Vec<String> {
 /// so none is offered for them.
 pub fn default_hostname(start: Start) -> Option<&'static str> {
     match start {
-        Start::Master => Some("cloudos-master"),
+        Start::Master | Start::Restore => Some("cloudos-master"),
         _ => None,
     }
 }
@@ -428,11 +541,23 @@ pub fn master_items(masters: &[MasterInfo]) -> Vec<String> {
         .collect()
 }
 
-/// What will be installed, shown before the wipe is confirmed. Names the token by its id
-/// only: the secret is never shown.
-pub fn summary(answers: &Answers, disk: &Disk) -> String {
+/// What will be installed, shown before the wipe is confirmed, with what a restored
+/// master's backup holds. Names the token by its id only: the secret is never shown.
+pub fn summary(answers: &Answers, disk: &Disk, restored: Option<&BackupInfo>) -> String {
+    let restored = restored
+        .map(|info| {
+            let address = match &answers.network {
+                NetworkAnswers::Static { address, .. } => Some(address),
+                NetworkAnswers::Dhcp => None,
+            };
+            let warning = address_warning(info, address)
+                .map(|w| format!("  ! {w}\n"))
+                .unwrap_or_default();
+            format!("The backup restored:\n{}{warning}", backup_lines(info))
+        })
+        .unwrap_or_default();
     format!(
-        "\nAbout to install CloudOS:\n{}  disk       {}\n{}",
+        "\nAbout to install CloudOS:\n{}  disk       {}\n{restored}{}",
         summary_lines(answers),
         disk.describe().trim_end(),
         first_start_note(answers)
@@ -457,6 +582,9 @@ fn summary_lines(answers: &Answers) -> String {
             master.as_deref().unwrap_or("the master found by mDNS"),
             token.id()
         ),
+        RoleAnswers::Restore(restore) => {
+            format!("master restoring the backup {}", restore.backup)
+        }
     };
     let network = match &answers.network {
         NetworkAnswers::Dhcp => "DHCP".to_owned(),
@@ -490,6 +618,11 @@ fn first_start_note(answers: &Answers) -> &'static str {
              one-use admin token on this console (`cloudos login --token ...`).\n"
         }
         RoleAnswers::Compute { .. } => "",
+        RoleAnswers::Restore(_) => {
+            "The backup is restored into the new disk as it is installed. At its first start\n\
+             the master serves the same cluster: its nodes reconnect with the certificates\n\
+             they hold, and admins log in with `cloudos` as before. No new admin token.\n"
+        }
     }
 }
 
@@ -589,6 +722,13 @@ impl Prompts for Dialoguer<'_> {
             input = input.default(default.to_owned());
         }
         Ok(input.interact_text_on(self.term)?)
+    }
+
+    fn password(&mut self, prompt: &str) -> Result<String, WizardError> {
+        // console's own no-echo read: dialoguer's Password needs its "password" feature.
+        self.term.write_str(&format!("{prompt}: "))?;
+        let text = self.term.read_secure_line()?;
+        Ok(text)
     }
 
     fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError> {
@@ -718,6 +858,16 @@ mod tests {
                     }
                 }
             }
+        }
+
+        fn password(&mut self, prompt: &str) -> Result<String, WizardError> {
+            assert_the_console_font_has(prompt);
+            let Type(text) = self.next(prompt) else {
+                panic!("{prompt:?} wants text")
+            };
+            // What the console shows: the prompt, never the text.
+            self.shown.push(format!("? {prompt}: (not echoed)"));
+            Ok(text)
         }
 
         fn confirm(&mut self, prompt: &str) -> Result<bool, WizardError> {
@@ -1020,6 +1170,19 @@ mod tests {
             fn check_token(&self, m: &str, t: &cloudos_cluster::Token) -> Result<(), String> {
                 self.0.check_token(m, t)
             }
+            fn find_backups(&self) -> Vec<crate::restore::FoundBackup> {
+                self.0.find_backups()
+            }
+            fn read_passphrase(&self, s: &str) -> Result<cloudos_settings::Secret, String> {
+                self.0.read_passphrase(s)
+            }
+            fn open_backup(
+                &self,
+                s: &str,
+                p: &cloudos_settings::Secret,
+            ) -> Result<BackupInfo, OpenError> {
+                self.0.open_backup(s, p)
+            }
             fn check_network(&self, n: &NetworkAnswers) -> Result<(), String> {
                 // Fails once: DHCP got no lease.
                 if self.1.replace(true) {
@@ -1110,9 +1273,15 @@ mod tests {
     #[test]
     fn menus_say_what_each_item_is() {
         for target in [Target::Disk, card()] {
-            let labels: Vec<&str> = Start::ALL.iter().map(|s| s.label(&target)).collect();
+            let labels: Vec<&str> = Start::offered(&target)
+                .iter()
+                .map(|s| s.label(&target))
+                .collect();
             assert!(labels[0].contains("master") && labels[1].contains("compute"));
-            assert!(labels[2].contains("nothing is written"));
+            assert!(labels[labels.len() - 1].contains("nothing is written"));
+            if target == Target::Disk {
+                assert!(labels[2].contains("Restore a master from a backup"));
+            }
         }
 
         let items = disk_items(
@@ -1186,7 +1355,7 @@ mod tests {
              token = \"{token}\"\n[network]\nmode = \"static\"\naddress = \"10.0.0.5/24\"\n"
         ))
         .unwrap();
-        let text = summary(&answers, &disk("vda", 20 * GIB));
+        let text = summary(&answers, &disk("vda", 20 * GIB), None);
         for want in [
             "compute node joining the master found by mDNS with token abcdef",
             "host name  c1",
@@ -1219,5 +1388,160 @@ mod tests {
         assert!(parse_dns("1.1.1.1 dns.example")
             .unwrap_err()
             .contains("dns.example"));
+    }
+
+    const BACKUP_PASS: &str = "correct horse battery staple";
+
+    /// The restore path: a wrong passphrase is refused and asked again (the disk question
+    /// has not even come), the right one opens the backup and shows what it holds, the
+    /// backup's master address is the static address offered, and the summary before the
+    /// wipe says what is restored. The answers pass `validate`, which opens it again.
+    #[test]
+    fn a_restore_asks_the_passphrase_again_and_shows_what_it_restores() {
+        let system = FakeSystem::default();
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("Restore a master"),
+                Pick("LABEL=CLOUDOS-CFG:/lab.age"),
+                typed("not the passphrase"),
+                Pick("Type the passphrase again"),
+                typed(BACKUP_PASS),
+                typed(""),
+                Pick("Static"),
+                // The backup's address is offered: Enter takes it.
+                typed(""),
+                typed(""),
+                typed(""),
+                Pick("/dev/vda"),
+                Yes,
+            ],
+            &system,
+        );
+        let WizardOutcome::Install(answers) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let wrong = shown
+            .iter()
+            .position(|l| l.contains("wrong passphrase"))
+            .expect("the wrong passphrase was refused");
+        let disk_question = shown
+            .iter()
+            .position(|l| l.contains("Install to which disk?"))
+            .expect("the disk question");
+        assert!(wrong < disk_question, "{shown:#?}");
+        assert!(!shows(&shown, BACKUP_PASS), "the passphrase was shown");
+        assert!(
+            !shows(&shown, "not the passphrase"),
+            "the passphrase was shown"
+        );
+        assert_eq!(
+            *system.opened.borrow(),
+            [
+                (
+                    "LABEL=CLOUDOS-CFG:/lab.age".to_owned(),
+                    "not the passphrase".to_owned()
+                ),
+                (
+                    "LABEL=CLOUDOS-CFG:/lab.age".to_owned(),
+                    BACKUP_PASS.to_owned()
+                ),
+            ]
+        );
+        assert_eq!(answers.hostname, "cloudos-master");
+        assert_eq!(
+            answers.network,
+            NetworkAnswers::Static {
+                address: "10.0.0.5/24".parse().expect("cidr"),
+                gateway: None,
+                dns: Vec::new(),
+            }
+        );
+        let summary = shown
+            .iter()
+            .find(|l| l.contains("About to install CloudOS"))
+            .expect("summary");
+        for want in [
+            "master restoring the backup LABEL=CLOUDOS-CFG:/lab.age",
+            "cluster    \"lab\"",
+            &format!("CA pin     sha256:{PIN_A}"),
+            "2 nodes, 1 services, 3 tasks, 1 admins",
+            "master at  10.0.0.5/24",
+            "No new admin token",
+        ] {
+            assert!(summary.contains(want), "{want}: {summary}");
+        }
+        assert!(!summary.contains("its nodes dial"), "{summary}");
+        let plan = crate::validate(&answers, &system).expect("plan");
+        let restore = plan.restore.expect("a restore in the plan");
+        assert_eq!(restore.info.cluster, "lab");
+        assert_eq!(restore.passphrase.expose(), BACKUP_PASS);
+    }
+
+    /// A backup that cannot be used sends back to the list; giving up writes nothing;
+    /// a typed place is checked; another address than the backup's is warned about.
+    #[test]
+    fn a_missing_backup_or_a_cancel_writes_nothing() {
+        let system = FakeSystem::default();
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("Restore a master"),
+                Pick("Type where the backup is"),
+                typed("lab.age"),
+                typed("LABEL=USB:/gone.age"),
+                typed(BACKUP_PASS),
+                Pick("Cancel the install"),
+            ],
+            &system,
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(
+            shows(&shown, "neither /path nor LABEL=NAME:/path"),
+            "{shown:#?}"
+        );
+        assert!(
+            shows(&shown, "cannot open the backup LABEL=USB:/gone.age"),
+            "{shown:#?}"
+        );
+        assert!(!shows(&shown, "Install to which disk"), "{shown:#?}");
+
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("Restore a master"),
+                Pick("lab.age"),
+                typed("wrong"),
+                Pick("Cancel the install"),
+            ],
+            &system,
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(shows(&shown, "wrong passphrase"), "{shown:#?}");
+
+        let (outcome, shown) = Script::run(
+            vec![
+                Pick("Restore a master"),
+                Pick("lab.age"),
+                typed(BACKUP_PASS),
+                typed("m2"),
+                Pick("DHCP"),
+                Pick("/dev/vda"),
+                No,
+                Pick("Cancel"),
+            ],
+            &system,
+        );
+        assert_eq!(outcome, WizardOutcome::Cancelled);
+        assert!(
+            shows(
+                &shown,
+                "the backup's master was at 10.0.0.5/24; its nodes dial that address"
+            ),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_restore_is_not_offered_in_place() {
+        assert!(!Start::offered(&card()).contains(&Start::Restore));
+        assert!(Start::offered(&Target::Disk).contains(&Start::Restore));
     }
 }

@@ -30,6 +30,32 @@ pub fn host_addresses() -> Vec<IpAddr> {
     dialable(ips)
 }
 
+/// The host's IPv4 addresses other than loopback, each with its prefix length, sorted:
+/// what a backup records as the addresses the nodes dialled.
+pub fn host_ipv4_networks() -> Vec<cloudos_cluster::Ipv4Cidr> {
+    let mut networks: Vec<cloudos_cluster::Ipv4Cidr> = match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter_map(|ifa| {
+                let address = ifa.address?.as_sockaddr_in()?.ip();
+                let prefix = ifa
+                    .netmask
+                    .and_then(|m| m.as_sockaddr_in().map(|m| u32::from(m.ip()).count_ones()))
+                    .and_then(|p| u8::try_from(p).ok())
+                    .filter(|p| (1..=32).contains(p))
+                    .unwrap_or(32);
+                (!address.is_loopback()).then_some(cloudos_cluster::Ipv4Cidr { address, prefix })
+            })
+            .collect(),
+        Err(e) => {
+            log::warn!("cannot list the host's addresses: {e}");
+            Vec::new()
+        }
+    };
+    networks.sort_by_key(|n| (n.address, n.prefix));
+    networks.dedup();
+    networks
+}
+
 /// The addresses worth naming in a certificate and an advertisement, sorted, IPv4 first.
 fn dialable(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = ips

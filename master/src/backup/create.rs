@@ -41,7 +41,11 @@ pub(crate) fn create_with<W: Write>(
     let pin = ClusterCa::load(&meta.ca_cert_pem, &meta.ca_key_pem)
         .map(|ca| ca.pin().to_string())
         .map_err(|e| BackupError::Encrypt(format!("the stored CA does not load: {e}")))?;
-    let manifest = Manifest::new(&meta.name, &pin, &snapshot, OffsetDateTime::now_utc());
+    let mut manifest = Manifest::new(&meta.name, &pin, &snapshot, OffsetDateTime::now_utc());
+    manifest.master_addresses = crate::addresses::host_ipv4_networks()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let (out, files) = archive::write(out, passphrase, log_n, &manifest, &snapshot, data_dir)?;
     Ok((out, Made { manifest, files }))
 }

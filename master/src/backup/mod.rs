@@ -29,7 +29,7 @@ use age::secrecy::{ExposeSecret, SecretString};
 
 pub use archive::Manifest;
 pub use create::{create, write_file};
-pub use restore::{restore_file, Restored};
+pub use restore::{inspect, restore_file, Restored};
 pub use schedule::Schedule;
 
 /// The directories under the data directory backed up as files, whatever they hold: task

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use cloudos_cluster::ClusterCa;
 use cloudos_store::{RedbStore, Store};
 
-use super::archive::{self, FileCount, Manifest};
+use super::archive::{self, FileCount, Manifest, Opened};
 use super::{BackupError, Passphrase};
 
 /// What a restore put back.
@@ -43,6 +43,16 @@ pub fn existing_cluster(data_dir: &Path) -> Result<Option<String>, BackupError> 
     }
     let store = RedbStore::open(&path)?;
     Ok(store.cluster_meta()?.map(|m| m.name))
+}
+
+/// Opens the backup at `backup` with `passphrase` and reads it to its authenticated end,
+/// keeping nothing: what a restore of it would put back, checked before anything is
+/// written (the installer's restore asks this before it erases a disk).
+pub fn inspect(backup: &Path, passphrase: &Passphrase) -> Result<Opened, BackupError> {
+    let shown = backup.display().to_string();
+    let input = std::fs::File::open(backup)
+        .map_err(BackupError::io(format!("cannot open the backup {shown}")))?;
+    archive::read(input, &shown, passphrase, None)
 }
 
 /// Restores the backup at `backup` into `data_dir`. See the module comment.
@@ -75,7 +85,7 @@ pub fn restore_file(
         files_dir.display()
     )))?;
 
-    let opened = archive::read(input, &shown, passphrase, &files_dir)?;
+    let opened = archive::read(input, &shown, passphrase, Some(&files_dir))?;
     let meta = opened
         .snapshot
         .cluster_meta()?

@@ -321,3 +321,41 @@ fn paths_outside_the_file_trees_are_not_unpacked() {
         Some(PathBuf::from("master/releases/0.2.0/bundle"))
     );
 }
+
+/// The installer's check before it erases a disk: the whole file read and authenticated,
+/// its manifest and counts given back, and not one file written anywhere.
+#[test]
+fn inspecting_reads_the_whole_backup_and_writes_nothing() {
+    let src = source();
+    let bytes = backup_bytes(&src);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("backup.age");
+    std::fs::write(&file, &bytes).expect("write");
+
+    let opened = super::inspect(&file, &passphrase()).expect("inspect");
+    assert_eq!(opened.manifest.cluster, "lab");
+    assert_eq!(opened.files.files, 2);
+    assert_eq!(opened.files.bytes, 200_006);
+    assert_eq!(opened.manifest.records.get("nodes"), Some(&1));
+    assert_eq!(files(dir.path()).len(), 1, "only the backup itself");
+
+    let err = super::inspect(&file, &Passphrase::for_restore("guess")).expect_err("wrong");
+    assert!(matches!(err, BackupError::WrongPassphrase { .. }), "{err}");
+    let mut cut = bytes.clone();
+    cut.truncate(bytes.len() - 1);
+    std::fs::write(&file, &cut).expect("write");
+    let err = super::inspect(&file, &passphrase()).expect_err("cut short");
+    assert!(matches!(err, BackupError::Damaged { .. }), "{err}");
+}
+
+/// Older backups have no master addresses; they still read.
+#[test]
+fn a_manifest_without_master_addresses_reads() {
+    let m: Manifest = serde_json::from_str(
+        r#"{"format":"cloudos-backup","version":1,"created_at":"2026-12-01T10:00:00Z",
+            "cluster":"lab","ca_pin":"sha256:00","schema_version":1,"store_revision":3,
+            "nodeos_version":"0.1.0","records":{}}"#,
+    )
+    .expect("old manifest");
+    assert!(m.master_addresses.is_empty());
+}

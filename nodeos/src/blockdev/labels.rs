@@ -122,6 +122,16 @@ pub fn find_labelled(label: &str) -> Vec<(String, FsKind)> {
         .collect()
 }
 
+/// Every block device (`/dev/<name>`) with a labelled file system we read, with its kind
+/// and label, in name order. CD drives are skipped (reading an empty one stalls).
+pub fn all_labelled() -> Vec<(String, FsKind, String)> {
+    block_devices()
+        .into_iter()
+        .filter(|dev| !dev.starts_with("/dev/sr"))
+        .filter_map(|dev| probe(&dev).map(|(kind, label)| (dev, kind, label)))
+        .collect()
+}
+
 /// The block device holding an ext4 file system with this label.
 pub fn find_ext4_labelled(label: &str) -> Option<String> {
     find_first(|dev| read_ext4_label(dev).as_deref() == Some(label))

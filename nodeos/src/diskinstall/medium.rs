@@ -167,3 +167,56 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Backup files (`*.age`) at the top of, or one directory down on, every labelled vfat or
+/// ext4 partition (a USB stick, the config disk, an old data partition's backup
+/// directory), each mounted read-only while it is looked at; named `LABEL=NAME:/path`.
+pub fn find_backups() -> Vec<cloudos_installer::restore::FoundBackup> {
+    let mut found = Vec::new();
+    for (device, kind, label) in crate::blockdev::labels::all_labelled() {
+        if kind == FsKind::Iso9660 || found_label_already(&found, &label) {
+            continue;
+        }
+        let mounted = match mount_ro(&device, kind, "backups") {
+            Ok(mounted) => mounted,
+            Err(e) => {
+                log::debug!("looking for backups on {device}: {e:#}");
+                continue;
+            }
+        };
+        let mut files = Vec::new();
+        age_files(&mounted.dir, Path::new("/"), 1, &mut files);
+        files.sort();
+        found.extend(files.into_iter().map(|(path, size_bytes)| {
+            cloudos_installer::restore::FoundBackup {
+                source: format!("LABEL={label}:{}", path.display()),
+                size_bytes,
+            }
+        }));
+        drop(mounted);
+    }
+    found
+}
+
+/// `LABEL=NAME:` finds the first partition with that label: a second one is not listed.
+fn found_label_already(found: &[cloudos_installer::restore::FoundBackup], label: &str) -> bool {
+    let prefix = format!("LABEL={label}:");
+    found.iter().any(|f| f.source.starts_with(&prefix))
+}
+
+/// Regular files named `*.age` under `root/rel`, `depth` directories down at most.
+fn age_files(root: &Path, rel: &Path, depth: u32, out: &mut Vec<(PathBuf, u64)>) {
+    let dir = root.join(rel.strip_prefix("/").unwrap_or(rel));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(meta) = entry.metadata() else { continue };
+        let path = rel.join(entry.file_name());
+        if meta.is_file() && path.extension().is_some_and(|e| e == "age") {
+            out.push((path, meta.len()));
+        } else if meta.is_dir() && depth > 0 {
+            age_files(root, &path, depth - 1, out);
+        }
+    }
+}

@@ -216,7 +216,17 @@ pub fn install(plan: &Plan) -> anyhow::Result<()> {
             medium::TEMPLATE_PATH
         );
     }
-    writer::write(plan, &inputs, &settings_text(&plan.answers))?;
+    let mut settings = settings_text(&plan.answers);
+    if let Some(restore) = &plan.restore {
+        // The restored cluster's own name: the master reads it from the restored store,
+        // and the settings say the same instead of the default name.
+        let cluster = crate::settings::Settings {
+            cluster: Some(restore.info.cluster.clone()),
+            ..crate::settings::Settings::default()
+        };
+        settings.push_str(&cluster.toml_lines(&["cluster"]));
+    }
+    writer::write(plan, &inputs, &settings)?;
     drop(medium);
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use cloudos_cluster::client::{self, ClientError};
 use cloudos_cluster::{CaPin, Role, Token};
 use cloudos_installer::disks::{self, Disk, DiskError};
+use cloudos_installer::restore::{BackupInfo, FoundBackup, OpenError};
 use cloudos_installer::{MasterInfo, NetworkAnswers, System};
+use cloudos_master::backup::{BackupError, Passphrase};
+use cloudos_settings::Secret;
 
 use crate::net::state::NetState;
 
@@ -90,6 +93,27 @@ impl System for LiveSystem {
             } => super::livenet::apply_static(address, *gateway, dns),
         }
     }
+
+    fn find_backups(&self) -> Vec<FoundBackup> {
+        super::medium::find_backups()
+    }
+
+    fn read_passphrase(&self, source: &str) -> Result<Secret, String> {
+        crate::roles::restore::read_passphrase(source).map_err(|e| format!("{e:#}"))
+    }
+
+    fn open_backup(&self, source: &str, passphrase: &Secret) -> Result<BackupInfo, OpenError> {
+        let passphrase = Passphrase::for_restore(passphrase.expose());
+        let opened = crate::roles::restore::inspect(source, &passphrase).map_err(|e| {
+            match e.downcast_ref::<BackupError>() {
+                Some(BackupError::WrongPassphrase { .. }) => {
+                    OpenError::WrongPassphrase(e.to_string())
+                }
+                _ => OpenError::Unusable(format!("{e:#}")),
+            }
+        })?;
+        Ok(backup_info(&opened.manifest))
+    }
 }
 
 /// Asks the master at `master` (`host:port`) whether a compute node's join with `token`
@@ -123,6 +147,29 @@ fn other_cluster(master: &str, pin: CaPin) -> String {
         "the master at {master} belongs to another cluster: its CA is not the one this \
          token pins (CA pin {pin}); use a token created on that master"
     )
+}
+
+/// What the wizard and the summary show of a backup, from its manifest.
+fn backup_info(m: &cloudos_master::backup::Manifest) -> BackupInfo {
+    let count = |table: &str| m.records.get(table).copied().unwrap_or(0);
+    BackupInfo {
+        cluster: m.cluster.clone(),
+        ca_pin: m.ca_pin.clone(),
+        created_at: m
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| m.created_at.to_string()),
+        made_by: m.nodeos_version.clone(),
+        nodes: count("nodes"),
+        services: count("services"),
+        tasks: count("tasks"),
+        admins: count("admins"),
+        master_addresses: m
+            .master_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! 2. stream the gzip'd template onto the disk for the regions of p1, p2 and p3 only;
 //! 3. tell the kernel about p2 and p3 at their planned places (BLKPG, no table), copy the
 //!    kernel and initramfs into /slot-a on p2, grow p3's ext4 to the planned size and
-//!    write config.toml on it; forget the partitions again;
+//!    write config.toml on it (and, for a restored master, restore its backup there: the
+//!    passphrase stays in memory, no copy of the backup is left); forget the partitions
+//!    again;
 //! 4. write the GPT and the protective MBR with GRUB's boot code, sync, re-read.
 //!
 //! Nothing is written before step 1: every input is opened and checked first.
@@ -228,7 +230,7 @@ pub fn write(plan: &Plan, inputs: &Inputs, settings: &str) -> anyhow::Result<()>
 
     // 3. Slot A and the settings, on partitions only the kernel knows about.
     let disk = File::open(disk_path).with_context(|| format!("cannot open {disk_path}"))?;
-    let filled = fill_partitions(&disk, disk_path, parts, inputs, settings);
+    let filled = fill_partitions(&disk, disk_path, plan, inputs, settings);
     for number in [3, 2] {
         if let Err(e) = blkpg::del_partition(&disk, number) {
             log::debug!("forgetting partition {number} of {disk_path}: {e}");
@@ -257,10 +259,11 @@ pub fn write(plan: &Plan, inputs: &Inputs, settings: &str) -> anyhow::Result<()>
 fn fill_partitions(
     disk: &File,
     disk_path: &str,
-    parts: &PartitionPlan,
+    plan: &Plan,
     inputs: &Inputs,
     settings: &str,
 ) -> anyhow::Result<()> {
+    let parts = &plan.partitions;
     for p in [parts.esp(), parts.data()] {
         blkpg::add_partition(disk, p.number, p.offset_bytes(), p.size_bytes()).with_context(
             || {
@@ -344,6 +347,17 @@ fn fill_partitions(
     let config = data.dir.join("config.toml");
     cloudos_cluster::files::write_private(&config, settings.as_bytes())
         .with_context(|| format!("cannot write {}", config.display()))?;
+    if let Some(restore) = &plan.restore {
+        log::info!(
+            "install: restoring cluster {:?} from {} into the new data partition",
+            restore.info.cluster,
+            restore.backup
+        );
+        let passphrase =
+            cloudos_master::backup::Passphrase::for_restore(restore.passphrase.expose());
+        crate::roles::restore::into_new_data_partition(&restore.backup, &passphrase, &data.dir)
+            .context("the backup was not restored; the disk has no partition table yet")?;
+    }
     nix::unistd::sync();
     data.unmount()
         .with_context(|| format!("cannot unmount the data partition {data_dev}"))?;

@@ -118,6 +118,41 @@ pub fn from_settings(settings: &Settings, data_dir: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The installer's check (`cloudos_installer::System::open_backup`): the backup at
+/// `source` (`/path` or `LABEL=NAME:/path`) opened with `passphrase` and read to its
+/// authenticated end; nothing is kept or written.
+pub fn inspect(source: &str, passphrase: &Passphrase) -> anyhow::Result<backup::archive::Opened> {
+    with_file(source, "restore", |path| backup::inspect(path, passphrase))
+}
+
+/// The first line of the file at `source` (`/path` or `LABEL=NAME:/path`), as
+/// `Passphrase::from_file` reads it, for the installer (which holds it as a `Secret`).
+pub fn read_passphrase(source: &str) -> anyhow::Result<cloudos_settings::Secret> {
+    with_file(source, "restore-pass", |path| {
+        let text = std::fs::read_to_string(path).map_err(|e| BackupError::PassphraseFile {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        Ok(cloudos_settings::Secret::new(
+            text.lines().next().unwrap_or_default(),
+        ))
+    })
+}
+
+/// The install step of a restored master: the backup at `source` restored into the new
+/// data partition mounted at `data_dir`, before the disk gets its partition table.
+pub fn into_new_data_partition(
+    source: &str,
+    passphrase: &Passphrase,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let restored = with_file(source, "restore", |path| {
+        backup::restore_file(path, passphrase, data_dir, false)
+    })?;
+    report(&restored, source);
+    Ok(())
+}
+
 /// Calls `f` with the path of a file given as `/path` or `LABEL=NAME:/path`; a labelled
 /// partition is mounted read-only (as `mount_name`) for the call.
 fn with_file<T>(
@@ -246,5 +281,55 @@ mod tests {
         let err = from_flags(&file, None, &data, false).expect_err("holds a cluster");
         assert!(err.to_string().contains("--force-restore"), "{err}");
         from_flags(&file, Some(&pass), &data, true).expect("forced");
+    }
+
+    /// The installer's side: the live system opens the backup with a typed passphrase
+    /// (a wrong one told apart from a missing file, so the wizard asks again), keeps
+    /// nothing, and the install step then restores it into the new data partition.
+    #[test]
+    fn the_installer_opens_the_backup_then_restores_it_into_the_new_partition() {
+        use cloudos_installer::restore::OpenError;
+        use cloudos_installer::System as _;
+        use cloudos_settings::Secret;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = a_backup(dir.path());
+        let source = file.to_string_lossy().into_owned();
+        let live = crate::diskinstall::system::LiveSystem;
+
+        let wrong = live
+            .open_backup(&source, &Secret::new("not the passphrase"))
+            .expect_err("wrong");
+        assert!(matches!(wrong, OpenError::WrongPassphrase(_)), "{wrong:?}");
+        let missing = live
+            .open_backup(
+                "/nowhere/lab.age",
+                &Secret::new("correct horse battery staple"),
+            )
+            .expect_err("missing");
+        assert!(
+            matches!(&missing, OpenError::Unusable(why) if why.contains("/nowhere/lab.age")),
+            "{missing:?}"
+        );
+        let info = live
+            .open_backup(&source, &Secret::new("correct horse battery staple"))
+            .expect("opens");
+        assert_eq!(info.cluster, "lab");
+        let entries = std::fs::read_dir(dir.path()).expect("list").count();
+        assert_eq!(entries, 1, "only the backup: nothing unpacked");
+
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "correct horse battery staple\nignored\n").expect("pass");
+        let read = live.read_passphrase(&pass.to_string_lossy()).expect("read");
+        assert_eq!(read.expose(), "correct horse battery staple");
+
+        let data = dir.path().join("newdisk");
+        std::fs::create_dir_all(&data).expect("data");
+        let passphrase = Passphrase::for_restore(read.expose());
+        into_new_data_partition(&source, &passphrase, &data).expect("restored");
+        assert_eq!(
+            existing_cluster(&data).expect("read"),
+            Some("lab".to_owned())
+        );
+        assert!(file.exists(), "the backup itself is only read");
     }
 }
