@@ -59,6 +59,7 @@ mod tests {
             install_release: None,
             system_report: None,
             reboot: None,
+            healthy: None,
         }
     }
 

@@ -80,6 +80,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         install_release: None,
         system_report: None,
         reboot: None,
+        healthy: None,
     }
 }
 

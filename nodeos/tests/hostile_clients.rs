@@ -538,6 +538,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         install_release: None,
         system_report: None,
         reboot: None,
+        healthy: None,
     };
     let agent = tokio::spawn(cloudos_agent::run(config));
     tokio::time::sleep(Duration::from_secs(3)).await;

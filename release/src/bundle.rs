@@ -512,7 +512,11 @@ mod tests {
         let good = bundle(&f, "2.0.0", Arch::X86_64);
         open_part(&good[..], &ring, upgrade_from("1.0.0"), "nodeos", &to).unwrap();
         assert_eq!(fs::read(&to).unwrap(), fs::read(&f.parts[2]).unwrap());
-        assert_eq!(left_in(&dest), 1, "the kernel and initramfs are only checked");
+        assert_eq!(
+            left_in(&dest),
+            1,
+            "the kernel and initramfs are only checked"
+        );
         fs::remove_file(&to).unwrap();
         let mut tampered = good.clone();
         // A part after the one written: the binary is removed again.

@@ -72,6 +72,17 @@ trait Unit {
     fn load_state(&self) -> zbus::Result<String>;
 }
 
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+}
+
 /// A connection to the system's service manager.
 pub struct Systemd {
     connection: zbus::Connection,
@@ -112,6 +123,46 @@ impl Systemd {
             .await
             .map_err(call("start"))?;
         Ok(())
+    }
+
+    /// Links `unit_file` into systemd's search path without enabling it (a unit that only
+    /// another unit starts, as `OnFailure=` does), and makes systemd read it.
+    pub async fn link(&self, unit_file: &str, unit: &str) -> Result<(), SystemdError> {
+        let call = |action| refused(action, unit);
+        self.manager
+            .link_unit_files(&[unit_file], false, true)
+            .await
+            .map_err(call("link"))?;
+        self.manager.reload().await.map_err(call("reload for"))
+    }
+
+    /// Asks systemd to restart `unit` and returns once the job is queued. The caller may be
+    /// the unit's own main process: the job is systemd's and outlives it (the stop reaches
+    /// it as SIGTERM). A unit that failed, or hit its start limit, is reset first.
+    pub async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        let _ = self.manager.reset_failed_unit(unit).await;
+        self.manager
+            .restart_unit(unit, "replace")
+            .await
+            .map_err(refused("restart", unit))?;
+        Ok(())
+    }
+
+    /// How `unit` (a service) last ended, in words: `exit-code, status 70` or
+    /// `start-limit-hit, status 70`.
+    pub async fn service_result(&self, unit: &str) -> Result<String, SystemdError> {
+        let call = |action| refused(action, unit);
+        let path = self.manager.load_unit(unit).await.map_err(call("load"))?;
+        let proxy = ServiceProxy::builder(&self.connection)
+            .path(path)
+            .map_err(call("inspect"))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("inspect"))?;
+        let result = proxy.result().await.map_err(call("inspect"))?;
+        let status = proxy.exec_main_status().await.map_err(call("inspect"))?;
+        Ok(format!("{result}, status {status}"))
     }
 
     /// Waits until `unit` is active; a unit that fails (or keeps failing and restarting)

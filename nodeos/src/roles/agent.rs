@@ -84,6 +84,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         install_release: None,
         system_report: None,
         reboot: None,
+        healthy: None,
     }
 }
 
@@ -110,6 +111,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         install_release: None,
         system_report: None,
         reboot: None,
+        healthy: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
