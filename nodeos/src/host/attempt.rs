@@ -36,6 +36,10 @@ pub struct HostAttempt {
     /// Why the new binary was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the new binary took the place of the old one (microseconds since the epoch,
+    /// systemd's unit of time).
+    #[serde(default)]
+    pub since_us: u64,
 }
 
 impl HostAttempt {
@@ -45,12 +49,25 @@ impl HostAttempt {
         self.state == Trial::OnTrial && self.to == running
     }
 
+    /// Whether a failure of a process that started at `started_us` (systemd's
+    /// `ExecMainStartTimestamp`; 0 when unknown) was the old binary's, before the swap.
+    pub fn failed_before_swap(&self, started_us: u64) -> bool {
+        started_us != 0 && started_us < self.since_us
+    }
+
     /// The attempt after a roll-back for `why`.
     pub fn rolled_back(mut self, why: &str) -> HostAttempt {
         self.state = Trial::RolledBack;
         self.reason = Some(why.to_owned());
         self
     }
+}
+
+/// The time now as [`HostAttempt::since_us`] counts it.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 pub fn read(path: &Path) -> Option<HostAttempt> {
@@ -109,7 +126,19 @@ mod tests {
             to: "0.2.0".into(),
             state,
             reason: None,
+            since_us: 1_000,
         }
+    }
+
+    #[test]
+    fn only_a_failure_after_the_swap_counts_against_the_new_binary() {
+        let a = attempt(Trial::OnTrial);
+        // The old binary, started long before, timed out while it stopped.
+        assert!(a.failed_before_swap(10));
+        assert!(!a.failed_before_swap(2_000));
+        // Unknown: assume the new binary failed (it is the one on trial).
+        assert!(!a.failed_before_swap(0));
+        assert!(now_us() > 1_000);
     }
 
     fn state(running: &str, a: &HostAttempt) -> (UpgradeState, Option<String>) {

@@ -81,6 +81,8 @@ trait Service {
     fn result(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn exec_main_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
 }
 
 /// A connection to the system's service manager.
@@ -148,21 +150,36 @@ impl Systemd {
         Ok(())
     }
 
-    /// How `unit` (a service) last ended, in words: `exit-code, status 70` or
-    /// `start-limit-hit, status 70`.
-    pub async fn service_result(&self, unit: &str) -> Result<String, SystemdError> {
+    async fn service(&self, unit: &str) -> Result<ServiceProxy<'static>, SystemdError> {
         let call = |action| refused(action, unit);
         let path = self.manager.load_unit(unit).await.map_err(call("load"))?;
-        let proxy = ServiceProxy::builder(&self.connection)
+        ServiceProxy::builder(&self.connection)
             .path(path)
             .map_err(call("inspect"))?
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(call("inspect"))?;
+            .map_err(call("inspect"))
+    }
+
+    /// How `unit` (a service) last ended, in words: `exit-code, status 70` or
+    /// `start-limit-hit, status 70`.
+    pub async fn service_result(&self, unit: &str) -> Result<String, SystemdError> {
+        let proxy = self.service(unit).await?;
+        let call = |action| refused(action, unit);
         let result = proxy.result().await.map_err(call("inspect"))?;
         let status = proxy.exec_main_status().await.map_err(call("inspect"))?;
         Ok(format!("{result}, status {status}"))
+    }
+
+    /// When the last main process of `unit` started (microseconds since the epoch; 0 when
+    /// it never did).
+    pub async fn main_started_us(&self, unit: &str) -> Result<u64, SystemdError> {
+        let proxy = self.service(unit).await?;
+        proxy
+            .exec_main_start_timestamp()
+            .await
+            .map_err(refused("inspect", unit))
     }
 
     /// Waits until `unit` is active; a unit that fails (or keeps failing and restarting)

@@ -92,7 +92,7 @@ pub fn install_hook(
 
 fn install(
     layout: &Layout,
-    unit: &str,
+    unit: &'static str,
     health: &Health,
     bundle: &Path,
     allow_downgrade: bool,
@@ -128,7 +128,7 @@ fn install(
         record.to,
         layout.previous().display()
     );
-    restart_or_exit(unit);
+    restart_soon(unit);
     Ok(())
 }
 
@@ -160,6 +160,7 @@ fn put_in_place(
         to: verified.manifest.version.to_string(),
         state: Trial::OnTrial,
         reason: None,
+        since_us: attempt::now_us(),
     };
     // Recorded before the swap: a binary on trial always finds its record.
     if let Err(e) = attempt::write(&layout.attempt(), &record) {
@@ -174,20 +175,25 @@ fn put_in_place(
     Ok(record)
 }
 
-/// Asks systemd to restart `unit` (this process's own); when systemd cannot be asked, exits
-/// so that `Restart=always` starts the binary now in place.
-fn restart_or_exit(unit: &str) {
-    // The agent runs install hooks on a blocking thread of its runtime, whose main thread
-    // drives the I/O.
-    let asked = match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(restart(unit)),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(restart(unit))),
-    };
-    if let Err(e) = asked {
+/// Asks systemd to restart `unit`, this process's own, from a task of the runtime. The stop
+/// that follows (SIGTERM) ends the runtime, which waits for its blocking threads but drops
+/// its tasks: a blocking thread waiting on the answer would hold the stop until systemd
+/// kills the process, and the unit would fail. When systemd cannot be asked, exits so that
+/// `Restart=always` starts the binary now in place.
+fn restart_soon(unit: &'static str) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(restart_or_exit(unit));
+        }
+        Err(_) => {
+            log::error!("no runtime to ask systemd from; exiting so that {unit} restarts");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn restart_or_exit(unit: &str) {
+    if let Err(e) = restart(unit).await {
         log::error!("cannot ask systemd to restart {unit} ({e:#}); exiting so that it restarts");
         std::process::exit(1);
     }
@@ -260,10 +266,7 @@ pub async fn trial(layout: Layout, unit: &'static str, health: Health, timeout: 
         log::error!("cannot go back to the previous binary: {e:#}");
         return;
     }
-    if let Err(e) = restart(unit).await {
-        log::error!("cannot ask systemd to restart {unit} ({e:#}); exiting so that it restarts");
-        std::process::exit(1);
-    }
+    restart_or_exit(unit).await;
 }
 
 /// Puts the previous binary back and records why.
@@ -299,6 +302,17 @@ pub fn rollback_main(args: RollbackArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let systemd = Systemd::connect().await?;
+        // The unit also fails when the binary before the upgrade does not stop in time
+        // (SIGKILL): the new one has not run yet, and systemd goes on to start it.
+        let started = systemd.main_started_us(unit).await.unwrap_or(0);
+        if a.failed_before_swap(started) {
+            log::warn!(
+                "{unit} failed while nodeos {} was stopping for the upgrade; nodeos {} has not run yet, so there is nothing to roll back",
+                a.from,
+                a.to
+            );
+            return Ok(());
+        }
         let how = systemd
             .service_result(unit)
             .await
