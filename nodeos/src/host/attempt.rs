@@ -17,7 +17,7 @@ pub const SLOT: &str = "host";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Trial {
+pub enum Stage {
     /// The new binary is in place and has not yet passed its health check.
     OnTrial,
     /// The new binary passed its health check; the previous one is kept all the same.
@@ -32,7 +32,7 @@ pub struct HostAttempt {
     pub id: String,
     pub from: String,
     pub to: String,
-    pub state: Trial,
+    pub state: Stage,
     /// Why the new binary was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -46,7 +46,7 @@ impl HostAttempt {
     /// Whether the binary running `running` is the new one on trial: it must pass its
     /// health check, and until it does the previous binary is the last known good one.
     pub fn on_trial_as(&self, running: &str) -> bool {
-        self.state == Trial::OnTrial && self.to == running
+        self.state == Stage::OnTrial && self.to == running
     }
 
     /// Whether a failure of a process that started at `started_us` (systemd's
@@ -57,7 +57,7 @@ impl HostAttempt {
 
     /// The attempt after a roll-back for `why`.
     pub fn rolled_back(mut self, why: &str) -> HostAttempt {
-        self.state = Trial::RolledBack;
+        self.state = Stage::RolledBack;
         self.reason = Some(why.to_owned());
         self
     }
@@ -84,9 +84,9 @@ pub fn write(path: &Path, attempt: &HostAttempt) -> std::io::Result<()> {
 pub fn report(running: &str, confirmed: bool, attempt: Option<&HostAttempt>) -> SystemReport {
     let upgrade = attempt.map(|a| {
         let (state, reason) = match a.state {
-            Trial::Confirmed if a.to == running => (UpgradeState::Done, None),
+            Stage::Confirmed if a.to == running => (UpgradeState::Done, None),
             // The health check is under way (the appliance's word for a slot on trial).
-            Trial::OnTrial if a.to == running => (UpgradeState::Rebooting, None),
+            Stage::OnTrial if a.to == running => (UpgradeState::Rebooting, None),
             _ => {
                 let why = a.reason.clone().unwrap_or_else(|| {
                     format!(
@@ -119,7 +119,7 @@ pub fn report(running: &str, confirmed: bool, attempt: Option<&HostAttempt>) -> 
 mod tests {
     use super::*;
 
-    fn attempt(state: Trial) -> HostAttempt {
+    fn attempt(state: Stage) -> HostAttempt {
         HostAttempt {
             id: "u-1".into(),
             from: "0.1.0".into(),
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn only_a_failure_after_the_swap_counts_against_the_new_binary() {
-        let a = attempt(Trial::OnTrial);
+        let a = attempt(Stage::OnTrial);
         // The old binary, started long before, timed out while it stopped.
         assert!(a.failed_before_swap(10));
         assert!(!a.failed_before_swap(2_000));
@@ -148,11 +148,11 @@ mod tests {
 
     #[test]
     fn the_new_binary_is_on_trial_until_healthy_then_done() {
-        let a = attempt(Trial::OnTrial);
+        let a = attempt(Stage::OnTrial);
         assert!(a.on_trial_as("0.2.0"));
         assert!(!a.on_trial_as("0.1.0"));
         assert_eq!(state("0.2.0", &a).0, UpgradeState::Rebooting);
-        let done = attempt(Trial::Confirmed);
+        let done = attempt(Stage::Confirmed);
         assert!(!done.on_trial_as("0.2.0"));
         assert_eq!(state("0.2.0", &done), (UpgradeState::Done, None));
         let r = report("0.2.0", false, None);
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn the_previous_binary_after_a_roll_back_says_why() {
-        let a = attempt(Trial::OnTrial).rolled_back("cloudos-node.service failed (exit-code)");
+        let a = attempt(Stage::OnTrial).rolled_back("cloudos-node.service failed (exit-code)");
         let (s, reason) = state("0.1.0", &a);
         assert_eq!(s, UpgradeState::FellBack);
         let reason = reason.unwrap();
@@ -172,7 +172,7 @@ mod tests {
         );
         assert!(reason.ends_with("back to nodeos 0.1.0"), "{reason}");
         // Still on trial but the old binary runs: the new one never got to say anything.
-        let (s, reason) = state("0.1.0", &attempt(Trial::OnTrial));
+        let (s, reason) = state("0.1.0", &attempt(Stage::OnTrial));
         assert_eq!(s, UpgradeState::FellBack);
         assert!(reason.unwrap().contains("never reported healthy"));
     }
@@ -181,7 +181,7 @@ mod tests {
     fn the_record_survives_a_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("upgrade/host-attempt.json");
-        let a = attempt(Trial::OnTrial).rolled_back("why");
+        let a = attempt(Stage::OnTrial).rolled_back("why");
         write(&path, &a).unwrap();
         assert_eq!(read(&path), Some(a));
         let text = std::fs::read_to_string(&path).unwrap();

@@ -27,7 +27,7 @@ use cloudos_release::policy::{self, Intent};
 use cloudos_release::{bundle, Arch};
 use tokio::sync::watch;
 
-use super::attempt::{self, HostAttempt, Trial};
+use super::attempt::{self, HostAttempt, Stage};
 use super::layout::{self, Layout};
 use super::swap;
 use super::systemd::Systemd;
@@ -158,7 +158,7 @@ fn put_in_place(
         id: id.to_owned(),
         from: running.to_string(),
         to: verified.manifest.version.to_string(),
-        state: Trial::OnTrial,
+        state: Stage::OnTrial,
         reason: None,
         since_us: attempt::now_us(),
     };
@@ -219,7 +219,7 @@ pub async fn trial(layout: Layout, unit: &'static str, health: Health, timeout: 
     let running = running();
     let path = layout.attempt();
     let mut last = attempt::read(&path);
-    if let Some(a) = last.take_if(|a| a.state == Trial::OnTrial && a.to != running) {
+    if let Some(a) = last.take_if(|a| a.state == Stage::OnTrial && a.to != running) {
         // The previous binary runs and the record still says on trial: the new one stopped
         // (or was put back by hand) before it could say anything.
         let why = format!("nodeos {} stopped before its health check ran", a.to);
@@ -238,7 +238,7 @@ pub async fn trial(layout: Layout, unit: &'static str, health: Health, timeout: 
     if health.wait(timeout).await {
         log::info!("nodeos {running} is healthy (the master acknowledged its report)");
         if let Some(mut a) = on_trial {
-            a.state = Trial::Confirmed;
+            a.state = Stage::Confirmed;
             match attempt::write(&path, &a) {
                 Ok(()) => log::info!(
                     "upgrade from {} confirmed; {} is kept",
@@ -290,7 +290,7 @@ pub fn rollback_main(args: RollbackArgs) -> anyhow::Result<()> {
     crate::logging::init_for_host(false);
     let layout = Layout::system();
     let unit = args.unit.as_str();
-    let on_trial = attempt::read(&layout.attempt()).filter(|a| a.state == Trial::OnTrial);
+    let on_trial = attempt::read(&layout.attempt()).filter(|a| a.state == Stage::OnTrial);
     let Some(a) = on_trial else {
         log::warn!(
             "{unit} failed, but no upgrade is on trial: its binary passed its health check, so there is nothing to go back to; see journalctl -u {unit}"
@@ -486,7 +486,7 @@ mod tests {
         );
         assert_eq!(host.files(), ["nodeos", "nodeos.failed"]);
         let after = attempt::read(&host.layout.attempt()).unwrap();
-        assert_eq!(after.state, Trial::RolledBack);
+        assert_eq!(after.state, Stage::RolledBack);
         let report = attempt::report("0.2.0", true, Some(&after));
         let upgrade = report.upgrade.unwrap();
         assert_eq!(upgrade.state, cloudos_cluster::api::UpgradeState::FellBack);
