@@ -48,6 +48,8 @@ pub struct SessionParts<'a> {
     pub upgrader: &'a std::sync::Arc<super::upgrade::Upgrader>,
     /// How the machine reboots, where the node may reboot it.
     pub reboot: Option<&'a super::Reboot>,
+    /// Told of each acknowledged heartbeat.
+    pub healthy: Option<&'a super::Healthy>,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -181,6 +183,9 @@ where
                         Ok(MasterMessage::HeartbeatAck { seq: acked }) => {
                             if let Some((_, sent)) = in_flight.take_if(|(s, _)| *s == acked) {
                                 facts.metrics.acknowledged(sent.elapsed());
+                            }
+                            if let Some(healthy) = facts.healthy {
+                                healthy();
                             }
                         }
                         Ok(MasterMessage::Welcome { .. }) => {}

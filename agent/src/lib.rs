@@ -87,6 +87,10 @@ pub struct AgentConfig {
     /// `None` where the node does not reboot its machine (a host install). Whether it is
     /// set is what the hello tells the master.
     pub reboot: Option<Reboot>,
+    /// Called each time the master acknowledges a heartbeat: the node is connected, the
+    /// master has its report and counts it Ready. A host install's health check on a binary
+    /// on trial (`nodeos::host`); `None`: nobody asks.
+    pub healthy: Option<Healthy>,
 }
 
 /// See [`AgentConfig::install_release`]: the bundle's path, whether an older (or the same)
@@ -108,6 +112,9 @@ pub type SystemReporter =
 /// See [`AgentConfig::reboot`]: asks whoever owns the machine to reboot it; the error says
 /// why it could not.
 pub type Reboot = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// See [`AgentConfig::healthy`].
+pub type Healthy = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// See [`AgentConfig::clock_report`].
 pub type ClockReporter =
@@ -135,6 +142,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("system_report", &self.system_report.is_some())
             .field("switch_slot", &self.switch_slot.is_some())
             .field("reboot", &self.reboot.is_some())
+            .field("healthy", &self.healthy.is_some())
             .finish()
     }
 }
@@ -207,6 +215,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         system: config.system_report.as_ref(),
         upgrader: &upgrader,
         reboot: config.reboot.as_ref(),
+        healthy: config.healthy.as_ref(),
     };
     let mut sampler = Sampler::new();
     let mut links = Links {

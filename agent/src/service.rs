@@ -60,6 +60,7 @@ mod tests {
             system_report: None,
             switch_slot: None,
             reboot: None,
+            healthy: None,
         }
     }
 

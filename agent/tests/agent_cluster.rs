@@ -81,6 +81,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         system_report: None,
         switch_slot: None,
         reboot: None,
+        healthy: None,
     }
 }
 
@@ -229,12 +230,28 @@ async fn joins_survives_a_master_restart_and_rejoins_without_the_token() {
             calls.fetch_add(1, Ordering::SeqCst);
         })
     });
+    // A host's health check hears of each heartbeat the master acknowledged.
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    config.healthy = Some({
+        let acknowledged = acknowledged.clone();
+        Arc::new(move || {
+            acknowledged.fetch_add(1, Ordering::SeqCst);
+        })
+    });
     let task = spawn_agent(config);
 
     let node = wait_node(&api, "n1", NodeState::Ready).await;
     // Joined: the token's keeper was told once, after the identity was saved.
     assert_eq!(joined_calls.load(Ordering::SeqCst), 1);
     assert!(identity_saved_first.load(Ordering::SeqCst));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acknowledged.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no acknowledged heartbeat reached the healthy hook"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The node's own metrics: connected, its resources, acknowledged heartbeats.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let metrics = loop {

@@ -43,6 +43,10 @@ enum Command {
     Uninstall(nodeos::host::UninstallArgs),
     /// Run the role of a host install (what its systemd unit starts).
     Daemon(nodeos::host::DaemonArgs),
+    /// Go back to this binary after an upgraded one failed to start (what the rollback
+    /// unit of a host install runs, with the previous binary).
+    #[command(hide = true)]
+    HostRollback(nodeos::host::RollbackArgs),
     /// This node's image store: import OCI image-layout tarballs (sites without a
     /// registry), list what is there.
     #[command(subcommand)]
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::InstallDisk(args)) => nodeos::diskinstall::install_disk_main(args),
         Some(Command::Uninstall(args)) => nodeos::host::uninstall_main(args),
         Some(Command::Daemon(args)) => nodeos::host::daemon_main(args),
+        Some(Command::HostRollback(args)) => nodeos::host::rollback_main(args),
         Some(Command::Status { json, socket }) => {
             nodeos::logging::init_for_tool(false);
             let report = nodeos::status::fetch_status(&socket)?;

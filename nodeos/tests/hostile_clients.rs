@@ -539,6 +539,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         system_report: None,
         switch_slot: None,
         reboot: None,
+        healthy: None,
     };
     let agent = tokio::spawn(cloudos_agent::run(config));
     tokio::time::sleep(Duration::from_secs(3)).await;

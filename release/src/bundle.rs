@@ -180,8 +180,33 @@ pub fn open(
     accept: impl FnOnce(&Manifest) -> Result<(), PolicyError>,
     dest: Option<&Path>,
 ) -> Result<Verified, BundleError> {
+    open_into(reader, keyring, accept, |name| dest.map(|d| d.join(name)))
+}
+
+/// [`open`] for a node that needs one part only (a host installed with the curl line takes
+/// `nodeos`): every part is checked, and only `part` is written, to the new file `to`.
+pub fn open_part(
+    reader: impl Read,
+    keyring: &Keyring,
+    accept: impl FnOnce(&Manifest) -> Result<(), PolicyError>,
+    part: &str,
+    to: &Path,
+) -> Result<Verified, BundleError> {
+    open_into(reader, keyring, accept, |name| {
+        (name == part).then(|| to.to_owned())
+    })
+}
+
+/// Checks the bundle and writes each part `target` names a file for; on any failure the
+/// files written are removed.
+fn open_into(
+    reader: impl Read,
+    keyring: &Keyring,
+    accept: impl FnOnce(&Manifest) -> Result<(), PolicyError>,
+    target: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Verified, BundleError> {
     let mut written = Vec::new();
-    let result = open_inner(reader, keyring, accept, dest, &mut written);
+    let result = open_inner(reader, keyring, accept, &target, &mut written);
     if result.is_err() {
         for path in written {
             let _ = fs::remove_file(path);
@@ -194,7 +219,7 @@ fn open_inner(
     reader: impl Read,
     keyring: &Keyring,
     accept: impl FnOnce(&Manifest) -> Result<(), PolicyError>,
-    dest: Option<&Path>,
+    target: &dyn Fn(&str) -> Option<PathBuf>,
     written: &mut Vec<PathBuf>,
 ) -> Result<Verified, BundleError> {
     let mut archive = tar::Archive::new(reader);
@@ -211,9 +236,8 @@ fn open_inner(
                 found: size,
             });
         }
-        let sha256 = match dest {
-            Some(dir) => {
-                let path = dir.join(&part.name);
+        let sha256 = match target(&part.name) {
+            Some(path) => {
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -477,6 +501,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(left_in(&dest), 3);
+    }
+
+    #[test]
+    fn a_host_takes_only_its_binary_and_a_refusal_leaves_no_file() {
+        let f = fixture();
+        let ring = Keyring::new(vec![f.key.public()]);
+        let dest = staging(&f);
+        let to = dest.join("nodeos.new");
+        let good = bundle(&f, "2.0.0", Arch::X86_64);
+        open_part(&good[..], &ring, upgrade_from("1.0.0"), "nodeos", &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), fs::read(&f.parts[2]).unwrap());
+        assert_eq!(
+            left_in(&dest),
+            1,
+            "the kernel and initramfs are only checked"
+        );
+        fs::remove_file(&to).unwrap();
+        let mut tampered = good.clone();
+        // A part after the one written: the binary is removed again.
+        tamper(&mut tampered, b"the nodeos of release 2");
+        let err = open_part(&tampered[..], &ring, upgrade_from("1.0.0"), "nodeos", &to);
+        assert!(matches!(err, Err(BundleError::PartHash { .. })), "{err:?}");
+        let err = open_part(&good[..], &ring, upgrade_from("2.0.0"), "nodeos", &to);
+        assert!(matches!(err, Err(BundleError::Policy(_))), "{err:?}");
+        assert_eq!(left_in(&dest), 0);
     }
 
     #[test]

@@ -400,6 +400,18 @@ pub static KEYS: &[Key] = &[
         },
         get: |s| one(s.restore_passphrase_file.as_ref()),
     },
+    Key {
+        name: "health_timeout",
+        kind: Kind::One,
+        help: "`2m`, `300s`: how long an upgraded `nodeos` on a host installed with the curl \
+               line has to become healthy (its report acknowledged by the master) before it \
+               goes back to the previous binary (at least `1m`)",
+        default: "`2m`",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.health_timeout, values::parse_interval(v).map(Some)),
+        get: |s| one(s.health_timeout.map(|secs| format!("{secs}s"))),
+    },
 ];
 
 #[cfg(test)]

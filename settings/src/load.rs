@@ -379,7 +379,7 @@ mod tests {
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
                  dns, debug, token, master, cluster, labels, insecure_registries, tls_san, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
-                 backup_passphrase_file, restore, restore_passphrase_file)",
+                 backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",
             ),
         ];
         for (line, want) in cases {

@@ -211,6 +211,9 @@ pub struct Settings {
     pub restore: Option<String>,
     /// The file whose first line is that backup's passphrase, in the same syntax.
     pub restore_passphrase_file: Option<String>,
+    /// Seconds an upgraded `nodeos` on a host installed with the curl line has to become
+    /// healthy before it goes back to the previous binary (`cloudos.health_timeout=2m`).
+    pub health_timeout: Option<u64>,
 }
 
 impl Settings {

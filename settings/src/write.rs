@@ -123,6 +123,7 @@ mod tests {
             backup_passphrase_file: Some("/var/lib/cloudos/backup.pass".into()),
             restore: Some("LABEL=BACKUP:/lab.age".into()),
             restore_passphrase_file: Some("/var/lib/cloudos/restore.pass".into()),
+            health_timeout: Some(300),
         }
     }
 

@@ -3,8 +3,10 @@
 //! from `out/x86_64/downloads`. The test types the line `cloudos token create` prints into
 //! the guest's root shell, as a person would, and checks what a person would check:
 //! the node is Ready, the unit active, its log in the journal, a task runs in the unit's
-//! cgroup, a reboot brings it back without the token, a second run upgrades in place and
-//! `--uninstall` leaves the host as it was. The refusals (a wrong token, another cluster's
+//! cgroup, a reboot brings it back without the token, a second run upgrades in place, the
+//! master upgrades it to a second release (the new `nodeos` in place, the previous kept,
+//! the unit restarted, the upgrade confirmed) and a bad release that cannot start is rolled
+//! back by the host itself, and `--uninstall` leaves the host as it was. The refusals (a wrong token, another cluster's
 //! token, a tampered binary, no root, no systemd, a man in the middle adding its CA to
 //! ca.pem, changing install.sh or holding a web-trusted certificate) each stop with their
 //! reason and leave nothing installed.
@@ -12,7 +14,8 @@
 //! Needs root (namespaces, taps), `scripts/build.sh`, `scripts/debian-guest.sh` and
 //! `cargo build -p nodeos -p cloudos-cli` (the host-side master and CLI).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudos_testkit::require;
@@ -27,16 +30,24 @@ const PROXY: &str = "10.77.0.1:9445";
 const REGISTRY: &str = "10.77.0.1:5000";
 const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
 const UNIT: &str = "cloudos-node.service";
+/// The release the master upgrades the host to, and a bad one after it.
+const NEXT: &str = "0.1.1-host.test";
+const BAD: &str = "0.1.2-host-bad.test";
 
 /// Everything an install may create; none may exist before or after.
 const INSTALLED_PATHS: &[&str] = &[
     "/etc/cloudos",
     "/var/lib/cloudos",
     "/usr/local/bin/nodeos",
+    "/usr/local/bin/nodeos.new",
+    "/usr/local/bin/nodeos.tmp",
+    "/usr/local/bin/nodeos.previous",
+    "/usr/local/bin/nodeos.failed",
     "/usr/local/bin/cloudos",
     "/usr/local/bin/cloudos-uninstall.sh",
     "/etc/systemd/system/cloudos-node.service",
     "/etc/systemd/system/multi-user.target.wants/cloudos-node.service",
+    "/etc/systemd/system/cloudos-rollback.service",
     "/etc/systemd/system/cloudos-master.service",
     "/etc/systemd/system/multi-user.target.wants/cloudos-master.service",
     "/sys/fs/cgroup/cloudos.slice",
@@ -70,6 +81,102 @@ fn start_master(net: &TestNet, dir: &Path, listen: &str, cluster: &str) -> HostM
             REGISTRY,
         ],
     )
+}
+
+/// Runs `mkrelease ARGS` (the build's), which must succeed.
+fn mkrelease(args: &[&str]) {
+    let tool = artifacts::target_dir().join("release/mkrelease");
+    let out = Command::new(&tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
+    assert!(
+        out.status.success(),
+        "mkrelease {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Signs a bundle of `version` around `nodeos` (stamped with it) with the development key,
+/// as the build does; the kernel and initramfs are this build's (a host does not use them).
+fn bundle(dir: &Path, version: &str, nodeos: &Path) -> PathBuf {
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let output = dir.join(format!("cloudos-{version}-x86_64.bundle"));
+    let key = artifacts::workspace_root().join("image/release-keys/dev.secret");
+    mkrelease(&["stamp", &path(nodeos), "--version", version]);
+    mkrelease(&[
+        "bundle",
+        "--key",
+        &path(&key),
+        "--version",
+        version,
+        "--arch",
+        "x86_64",
+        "--kernel",
+        &path(&artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"))),
+        "--initramfs",
+        &path(&artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"))),
+        "--nodeos",
+        &path(nodeos),
+        "--output",
+        &path(&output),
+    ]);
+    output
+}
+
+/// The two releases the master offers the host, in seconds and without a compile: `NEXT`,
+/// the very binary the curl line installed under another version stamp (what
+/// `scripts/build.sh --bundle-only` does), and `BAD`, a properly signed release whose
+/// `nodeos` exits at once with status 70 (a broken build: it cannot start at all).
+fn host_releases(dir: &Path) -> (PathBuf, PathBuf) {
+    let downloads = artifacts::downloads(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let next = dir.join("nodeos-next");
+    std::fs::copy(downloads.join("nodeos-x86_64"), &next).expect("copy nodeos");
+    // A shell script with an empty version field after its `exit`, for `mkrelease stamp`.
+    let mut broken =
+        b"#!/bin/sh\necho 'nodeos (a broken build): cannot start' >&2\nexit 70\n".to_vec();
+    broken.extend_from_slice(b"CLOUDOS-VERSION-STAMP:");
+    broken.extend_from_slice(&[0u8; 64]);
+    let bad = dir.join("nodeos-bad");
+    std::fs::write(&bad, broken).expect("write the broken nodeos");
+    (bundle(dir, NEXT, &next), bundle(dir, BAD, &bad))
+}
+
+/// `cloudos node upgrade debian-guest --to VERSION`: its stderr (the progress and the
+/// reason) and whether it succeeded. A result other than `expect_ok` fails the test with
+/// the journals of the node's unit and of the rollback unit (what a person would read).
+fn upgrade(admin: &Admin, guest: &DebianGuest, version: &str, expect_ok: bool) -> String {
+    let timeout = format!("{}s", scaled(Duration::from_secs(300)).as_secs());
+    let out = admin.run(&[
+        "node",
+        "upgrade",
+        "debian-guest",
+        "--to",
+        version,
+        "--timeout",
+        &timeout,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() != expect_ok {
+        let journal = guest
+            .run(
+                &format!(
+                    "journalctl -u {UNIT} -u cloudos-rollback.service --no-pager -o short-monotonic | tail -60"
+                ),
+                short(),
+            )
+            .map(|(_, out)| out)
+            .unwrap_or_default();
+        panic!("upgrade to {version}: {stderr}\nthe journal:\n{journal}");
+    }
+    stderr
+}
+
+/// `debian-guest` as the admin sees it, as JSON.
+fn node_json(admin: &Admin) -> serde_json::Value {
+    serde_json::from_str(&admin.ok(&["node", "show", "debian-guest", "-o", "json"]))
+        .expect("node JSON")
 }
 
 /// The test LAN with DHCP and a temp dir; `None` when not root (the test is skipped, or
@@ -472,6 +579,84 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
         Duration::from_secs(60),
         || (admin.is_ready("debian-guest")).then_some(()),
     );
+
+    // The master upgrades the host (issue 19): the new nodeos takes the binary's place,
+    // the previous one is kept, systemd restarts the unit and the new binary confirms
+    // itself once the master acknowledges its report.
+    let (next, bad) = host_releases(dir.path());
+    for release in [&next, &bad] {
+        admin.ok(&["release", "add", release.to_str().expect("utf-8")]);
+    }
+    let first = node_json(&admin)["telemetry"]["nodeos_version"]
+        .as_str()
+        .expect("a version")
+        .to_owned();
+    let t = Instant::now();
+    upgrade(&admin, &guest, NEXT, true);
+    eprintln!(
+        "upgraded {first} -> {NEXT} by the master in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let after = node_json(&admin);
+    let tel = &after["telemetry"];
+    assert_eq!(tel["nodeos_version"], NEXT, "{after}");
+    assert_eq!(tel["system"]["slot"], "host", "{after}");
+    assert_eq!(tel["system"]["confirmed"], true, "{after}");
+    assert_eq!(tel["system"]["upgrade"]["state"], "done", "{after}");
+    assert_eq!(tel["system"]["upgrade"]["from"], first.as_str(), "{after}");
+    let kept = guest
+        .run_ok(
+            "/usr/local/bin/nodeos --version; /usr/local/bin/nodeos.previous --version; \
+             systemctl is-active cloudos-node.service",
+            short(),
+        )
+        .unwrap();
+    assert_eq!(
+        kept,
+        format!("nodeos {NEXT}\nnodeos {first}\nactive"),
+        "the new binary in place, the previous one kept"
+    );
+    // The same version again is refused by the host itself, which keeps running.
+    let refused = upgrade(&admin, &guest, NEXT, false);
+    assert!(refused.contains("already running"), "{refused}");
+
+    // A bad release that cannot even start: the unit fails, its OnFailure= unit runs the
+    // previous binary, which puts itself back, restarts the unit and reports why.
+    let t = Instant::now();
+    let refused = upgrade(&admin, &guest, BAD, false);
+    eprintln!(
+        "the bad release was rolled back in {:.1} s: {refused}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(refused.contains("could not start"), "{refused}");
+    assert!(
+        refused.contains(&format!("went back to nodeos {NEXT}")),
+        "{refused}"
+    );
+    assert!(wait_ready_or_show_journal(&admin, &guest, "debian-guest"));
+    let back = node_json(&admin);
+    let tel = &back["telemetry"];
+    assert_eq!(tel["nodeos_version"], NEXT, "{back}");
+    assert_eq!(tel["system"]["upgrade"]["state"], "fell_back", "{back}");
+    assert_eq!(tel["system"]["upgrade"]["version"], BAD, "{back}");
+    let shown = admin.ok(&["node", "show", "debian-guest"]);
+    assert!(shown.contains("could not start"), "{shown}");
+    let host = guest
+        .run_ok(
+            "/usr/local/bin/nodeos --version; head -c 9 /usr/local/bin/nodeos.failed; echo; \
+             [ -e /usr/local/bin/nodeos.previous ] || echo no-previous; \
+             journalctl -u cloudos-rollback.service --no-pager -o cat | grep -c 'going back'",
+            short(),
+        )
+        .unwrap();
+    assert_eq!(
+        host,
+        format!("nodeos {NEXT}\n#!/bin/sh\nno-previous\n1"),
+        "the good binary back, the bad one kept aside, no second roll-back"
+    );
+    // The master does not send the node into that release again unless told to.
+    let again = admin.fails(&["node", "upgrade", "debian-guest", "--to", BAD, "--no-wait"]);
+    assert!(again.contains("--retry-failed"), "{again}");
 
     // --uninstall removes everything it created and nothing else.
     let (code, out) = guest

@@ -256,6 +256,12 @@ fn write_and_start(
         layout::render_config(settings).as_bytes(),
         0o644,
     )?;
+    // First: the role's unit names it in `OnFailure=`.
+    writer.file(
+        &layout.rollback_unit_file(),
+        layout::render_rollback_unit(layout, role).as_bytes(),
+        0o644,
+    )?;
     writer.file(
         &layout.unit_file(role),
         layout::render_unit(layout, role).as_bytes(),
@@ -263,6 +269,10 @@ fn write_and_start(
     )?;
     let me = std::fs::read("/proc/self/exe").context("cannot read this program's binary")?;
     writer.file(&layout.nodeos(), &me, 0o755)?;
+    // What an upgrade from the master will create next to it (`host::upgrade`).
+    for path in layout.upgrade_files() {
+        writer.note(&path)?;
+    }
     if let Some(cli) = &args.cli {
         let bytes = std::fs::read(cli).with_context(|| format!("cannot read {}", cli.display()))?;
         if layout.cli().exists() && !writer.created(&layout.cli()) {
@@ -286,6 +296,12 @@ fn write_and_start(
         .build()?;
     runtime.block_on(async {
         let systemd = Systemd::connect().await?;
+        systemd
+            .link(
+                &layout.rollback_unit_file().to_string_lossy(),
+                layout::ROLLBACK_UNIT,
+            )
+            .await?;
         let unit_file = layout.unit_file(role);
         systemd
             .install_and_start(&unit_file.to_string_lossy(), unit)
@@ -355,13 +371,38 @@ fn print_plan(
     for path in [
         layout.nodeos(),
         layout.config(),
+        layout.rollback_unit_file(),
         layout.unit_file(settings.role),
         layout.uninstall_script(),
     ] {
         println!("- {verb} {}", path.display());
     }
     println!("- keep state in {}", layout.state_dir.display());
-    println!("- link, enable and start {unit} through systemd (D-Bus)");
+    println!(
+        "- link {}, then link, enable and start {unit} through systemd (D-Bus)",
+        layout::ROLLBACK_UNIT
+    );
+}
+
+/// Whether `nodeos` was installed here by `nodeos install` (its record lists the binary).
+pub(super) fn is_installed(layout: &Layout) -> bool {
+    matches!(read_record(layout), Ok(Some(record)) if record.contains(&layout.nodeos()))
+}
+
+/// Adds `paths` to the install record before an upgrade creates them, so that uninstall
+/// removes them too. A binary that was not installed (no record) records nothing.
+pub(super) fn record_paths(layout: &Layout, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let Some(record) = read_record(layout)? else {
+        return Ok(());
+    };
+    if paths.iter().all(|p| record.contains(p)) {
+        return Ok(());
+    }
+    let mut writer = Writer::open(layout, record)?;
+    for path in paths {
+        writer.note(path)?;
+    }
+    Ok(())
 }
 
 /// Writes files and directories, recording each path it creates before anything goes in it.
@@ -445,10 +486,18 @@ fn uninstall(layout: &Layout, dry_run: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    let units: Vec<&str> = [NodeRole::Compute, NodeRole::Master]
+    // The rollback unit first: a role's unit that fails while it stops must not start it.
+    let rollback = record
+        .contains(&layout.rollback_unit_file())
+        .then_some(layout::ROLLBACK_UNIT);
+    let units: Vec<&str> = rollback
         .into_iter()
-        .filter(|role| record.contains(&layout.unit_file(*role)))
-        .map(layout::unit_name)
+        .chain(
+            [NodeRole::Compute, NodeRole::Master]
+                .into_iter()
+                .filter(|role| record.contains(&layout.unit_file(*role)))
+                .map(layout::unit_name),
+        )
         .collect();
     if dry_run {
         for unit in &units {
@@ -610,10 +659,23 @@ mod tests {
         let theirs = layout.bin_dir.join("other-tool");
         assert!(writer.file(&theirs, b"y", 0o755).is_err());
 
+        // An upgrade from the master notes what it will create next to the binary.
+        record_paths(&layout, &layout.upgrade_files()).unwrap();
+        let record = layout::parse_record(&std::fs::read_to_string(layout.record()).unwrap());
+        assert!(layout.upgrade_files().iter().all(|p| record.contains(p)));
+        for kept in [layout.previous(), layout.failed()] {
+            std::fs::write(kept, b"an older binary").unwrap();
+        }
+        assert!(is_installed(&layout));
+
         uninstall(&layout, false).unwrap();
         for path in &record {
             assert!(!path.exists(), "{} left", path.display());
         }
+        assert!(!is_installed(&layout));
+        // A binary that was never installed records nothing.
+        record_paths(&layout, &layout.upgrade_files()).unwrap();
+        assert!(!layout.record().exists());
         assert_eq!(std::fs::read(&theirs).unwrap(), b"x");
         assert!(
             layout.bin_dir.is_dir(),

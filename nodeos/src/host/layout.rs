@@ -26,6 +26,10 @@ pub fn unit_name(role: NodeRole) -> &'static str {
     }
 }
 
+/// The oneshot unit the role's unit names in `OnFailure=`: it runs the previous binary's
+/// `nodeos host-rollback` when a binary on trial cannot even start.
+pub const ROLLBACK_UNIT: &str = "cloudos-rollback.service";
+
 /// The slice that holds the service and, below it, its containers.
 pub const SLICE: &str = "cloudos.slice";
 
@@ -45,6 +49,39 @@ impl Layout {
 
     pub fn nodeos(&self) -> PathBuf {
         self.bin_dir.join("nodeos")
+    }
+    /// The binary that ran before the last upgrade, kept to go back to.
+    pub fn previous(&self) -> PathBuf {
+        self.bin_dir.join("nodeos.previous")
+    }
+    /// A binary that was rolled back, kept for diagnosis.
+    pub fn failed(&self) -> PathBuf {
+        self.bin_dir.join("nodeos.failed")
+    }
+    /// Where an upgrade writes the new binary before it takes the place of `nodeos` (the
+    /// same directory, so the same file system: the swap is a rename).
+    pub fn staged(&self) -> PathBuf {
+        self.bin_dir.join("nodeos.new")
+    }
+    /// The temporary name a kept binary passes through (see `host::swap`).
+    pub fn swap_tmp(&self) -> PathBuf {
+        self.bin_dir.join("nodeos.tmp")
+    }
+    /// The files an upgrade creates next to the binary, for the install record.
+    pub fn upgrade_files(&self) -> [PathBuf; 4] {
+        [
+            self.staged(),
+            self.swap_tmp(),
+            self.previous(),
+            self.failed(),
+        ]
+    }
+    pub fn rollback_unit_file(&self) -> PathBuf {
+        self.etc_dir.join(ROLLBACK_UNIT)
+    }
+    /// The record of the upgrade in flight or the last one (`host::attempt`).
+    pub fn attempt(&self) -> PathBuf {
+        self.state_dir.join("upgrade/host-attempt.json")
     }
     pub fn cli(&self) -> PathBuf {
         self.bin_dir.join("cloudos")
@@ -115,6 +152,11 @@ pub fn render_config(settings: &HostSettings) -> String {
 ///   agent deletes containers it finds when it starts, so keeping them alive would buy
 ///   nothing, and a delegated cgroup left with processes could not take a new main process
 ///   (cgroup v2's no-internal-processes rule) on systemd versions before 254.
+/// - `OnFailure=` the rollback unit, with a start limit of 5 starts in 60 s: a binary that
+///   cannot start (an upgrade's, on trial) fails the unit within about 10 s instead of
+///   restarting for ever, and the previous binary takes over (see [`render_rollback_unit`]).
+///   On systemd 254 and later a unit with `Restart=` passes through `failed` at each exit,
+///   so the rollback may run at the first crash: it only acts on a binary on trial.
 pub fn render_unit(layout: &Layout, role: NodeRole) -> String {
     let what = match role {
         NodeRole::Master => "CloudOS master",
@@ -126,6 +168,9 @@ pub fn render_unit(layout: &Layout, role: NodeRole) -> String {
          Description={what}\n\
          Wants=network-online.target\n\
          After=network-online.target\n\
+         OnFailure={ROLLBACK_UNIT}\n\
+         StartLimitIntervalSec=60s\n\
+         StartLimitBurst=5\n\
          \n\
          [Service]\n\
          Type=notify\n\
@@ -144,6 +189,26 @@ pub fn render_unit(layout: &Layout, role: NodeRole) -> String {
         uninstall = layout.uninstall_script().display(),
         nodeos = layout.nodeos().display(),
         config = layout.config().display(),
+    )
+}
+
+/// The rollback unit: the *previous* binary, known good, puts itself back in place when the
+/// one on trial cannot start (`nodeos host-rollback`). Without a previous binary (no upgrade
+/// yet) the condition fails and systemd says so in the journal; the rollback itself removes
+/// `nodeos.previous`, so it can never run twice for one upgrade.
+pub fn render_rollback_unit(layout: &Layout, role: NodeRole) -> String {
+    format!(
+        "# Written by install.sh (`nodeos install`); removed by {uninstall}.\n\
+         [Unit]\n\
+         Description=CloudOS: go back to the previous nodeos when an upgraded one cannot start\n\
+         ConditionPathExists={previous}\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         ExecStart={previous} host-rollback --unit {unit}\n",
+        uninstall = layout.uninstall_script().display(),
+        previous = layout.previous().display(),
+        unit = unit_name(role),
     )
 }
 
@@ -258,6 +323,30 @@ mod tests {
             layout.unit_file(NodeRole::Compute),
             Path::new("/etc/cloudos/cloudos-node.service")
         );
+    }
+
+    #[test]
+    fn a_unit_that_cannot_start_hands_over_to_the_previous_binary() {
+        let layout = Layout::system();
+        let unit = render_unit(&layout, NodeRole::Compute);
+        assert!(
+            unit.contains("OnFailure=cloudos-rollback.service\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("StartLimitBurst=5\n"), "{unit}");
+        let rollback = render_rollback_unit(&layout, NodeRole::Compute);
+        assert!(rollback.contains(
+            "ExecStart=/usr/local/bin/nodeos.previous host-rollback --unit cloudos-node.service\n"
+        ));
+        assert!(rollback.contains("ConditionPathExists=/usr/local/bin/nodeos.previous\n"));
+        assert!(rollback.contains("Type=oneshot\n"));
+        assert!(
+            !rollback.contains("[Install]"),
+            "started only by OnFailure="
+        );
+        for file in layout.upgrade_files() {
+            assert_eq!(file.parent(), Some(layout.bin_dir.as_path()));
+        }
     }
 
     #[test]

@@ -8,24 +8,34 @@
 //!   install created and nothing else.
 //! - `nodeos daemon` is what the unit runs: the node's role from `/etc/cloudos/config.toml`,
 //!   logging to journald, containers in the unit's delegated cgroup.
+//! - an upgrade the master asks for replaces the binary, keeping the previous one, and
+//!   restarts the unit; a new binary that is not healthy in time, or cannot start, is
+//!   replaced by the previous one again (`upgrade`, `nodeos host-rollback`).
 //!
 //! Modules: `layout` (paths and file contents, pure), `systemd` (D-Bus), `install` (the
-//! install and uninstall steps), `cgroup` (the delegated subtree), `notify` (`sd_notify`).
+//! install and uninstall steps), `cgroup` (the delegated subtree), `notify` (`sd_notify`),
+//! `upgrade` (the upgrade's steps and health check), `swap` (which file is `nodeos`),
+//! `attempt` (the record of the last upgrade).
 //! It never touches PID 1's world (`init`, `supervisor`) or processes it did not start.
 
+mod attempt;
 mod cgroup;
 mod install;
 pub mod layout;
 mod notify;
+mod swap;
 mod systemd;
+mod upgrade;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::settings::{NodeRole, Settings};
 
 pub use install::{install_main, uninstall_main, InstallArgs, UninstallArgs};
+pub use upgrade::{rollback_main, RollbackArgs};
 
 /// `nodeos daemon`: the role of a host install, as its systemd unit runs it.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,7 +80,20 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
         Ok(parent) => std::env::set_var(cloudos_runtime::cgroup::PARENT_ENV, parent),
         Err(e) => log::warn!("{e}"),
     }
-    let config = crate::roles::agent::config_from_settings(settings, data_dir);
+    let mut config = crate::roles::agent::config_from_settings(settings, data_dir.clone());
+    // An installed binary upgrades itself when the master asks; one run by hand does not.
+    let layout = layout::Layout {
+        state_dir: data_dir,
+        ..layout::Layout::system()
+    };
+    let unit = layout::unit_name(NodeRole::Compute);
+    let health = upgrade::Health::default();
+    let upgradable = install::is_installed(&layout);
+    if upgradable {
+        config.install_release = Some(upgrade::install_hook(layout.clone(), unit, health.clone()));
+        config.system_report = Some(upgrade::report_hook(layout.clone(), health.clone()));
+        config.healthy = Some(health.hook());
+    }
     // install.sh joined with the token; it was never written down.
     let store = cloudos_agent::IdentityStore::new(&config.data_dir);
     let identity = store.load()?.with_context(|| {
@@ -88,11 +111,16 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
     ));
     // Exiting non-zero when evicted would only make systemd restart into the same answer.
     let hint = "run install.sh with a new token to join again";
-    let served = runtime.block_on(cloudos_agent::service::serve(
-        config,
-        hint,
-        cloudos_master::stop_signal(),
-    ));
+    let served = runtime.block_on(async {
+        // Ends with the runtime when the daemon stops.
+        if upgradable {
+            let timeout = settings
+                .health_timeout
+                .map_or(upgrade::HEALTH_TIMEOUT, Duration::from_secs);
+            tokio::spawn(upgrade::trial(layout, unit, health, timeout));
+        }
+        cloudos_agent::service::serve(config, hint, cloudos_master::stop_signal()).await
+    });
     notify::stopping();
     served?;
     log::info!("stopping (asked by systemd)");

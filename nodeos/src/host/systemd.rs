@@ -72,6 +72,19 @@ trait Unit {
     fn load_state(&self) -> zbus::Result<String>;
 }
 
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
+}
+
 /// A connection to the system's service manager.
 pub struct Systemd {
     connection: zbus::Connection,
@@ -112,6 +125,61 @@ impl Systemd {
             .await
             .map_err(call("start"))?;
         Ok(())
+    }
+
+    /// Links `unit_file` into systemd's search path without enabling it (a unit that only
+    /// another unit starts, as `OnFailure=` does), and makes systemd read it.
+    pub async fn link(&self, unit_file: &str, unit: &str) -> Result<(), SystemdError> {
+        let call = |action| refused(action, unit);
+        self.manager
+            .link_unit_files(&[unit_file], false, true)
+            .await
+            .map_err(call("link"))?;
+        self.manager.reload().await.map_err(call("reload for"))
+    }
+
+    /// Asks systemd to restart `unit` and returns once the job is queued. The caller may be
+    /// the unit's own main process: the job is systemd's and outlives it (the stop reaches
+    /// it as SIGTERM). A unit that failed, or hit its start limit, is reset first.
+    pub async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        let _ = self.manager.reset_failed_unit(unit).await;
+        self.manager
+            .restart_unit(unit, "replace")
+            .await
+            .map_err(refused("restart", unit))?;
+        Ok(())
+    }
+
+    async fn service(&self, unit: &str) -> Result<ServiceProxy<'static>, SystemdError> {
+        let call = |action| refused(action, unit);
+        let path = self.manager.load_unit(unit).await.map_err(call("load"))?;
+        ServiceProxy::builder(&self.connection)
+            .path(path)
+            .map_err(call("inspect"))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("inspect"))
+    }
+
+    /// How `unit` (a service) last ended, in words: `exit-code, status 70` or
+    /// `start-limit-hit, status 70`.
+    pub async fn service_result(&self, unit: &str) -> Result<String, SystemdError> {
+        let proxy = self.service(unit).await?;
+        let call = |action| refused(action, unit);
+        let result = proxy.result().await.map_err(call("inspect"))?;
+        let status = proxy.exec_main_status().await.map_err(call("inspect"))?;
+        Ok(format!("{result}, status {status}"))
+    }
+
+    /// When the last main process of `unit` started (microseconds since the epoch; 0 when
+    /// it never did).
+    pub async fn main_started_us(&self, unit: &str) -> Result<u64, SystemdError> {
+        let proxy = self.service(unit).await?;
+        proxy
+            .exec_main_start_timestamp()
+            .await
+            .map_err(refused("inspect", unit))
     }
 
     /// Waits until `unit` is active; a unit that fails (or keeps failing and restarting)

@@ -85,6 +85,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         system_report: None,
         switch_slot: None,
         reboot: None,
+        healthy: None,
     }
 }
 
@@ -112,6 +113,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         system_report: None,
         switch_slot: None,
         reboot: None,
+        healthy: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

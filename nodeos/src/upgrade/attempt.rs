@@ -36,7 +36,7 @@ pub fn read(path: &Path) -> Option<Attempt> {
 
 /// Written through a temporary file and a rename, and synced: it must survive the reboot
 /// that follows at once.
-pub fn write(path: &Path, attempt: &Attempt) -> std::io::Result<()> {
+pub fn write(path: &Path, attempt: &impl Serialize) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
