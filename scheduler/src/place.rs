@@ -33,7 +33,26 @@ impl Scheduler {
     // NoFit is large next to an index, but it is the rare path and the master's interface
     // returns it by value; boxing would cost every caller a deref for nothing.
     #[allow(clippy::result_large_err)]
+    ///
+    /// The avoid list is a preference: when only avoided nodes fit (the node a lost run was
+    /// on is the only one, and it is back), one of them is taken rather than none, so a
+    /// one-node cluster's lost replica runs again once its node returns.
     pub fn place(&self, nodes: &[NodeView], req: &Request) -> Result<usize, NoFit> {
+        if let Some(i) = self.best(nodes, req) {
+            return Ok(i);
+        }
+        if req.avoid.is_empty() {
+            return Err(NoFit::collect(nodes, req));
+        }
+        let anywhere = Request {
+            avoid: Vec::new(),
+            ..req.clone()
+        };
+        self.best(nodes, &anywhere)
+            .ok_or_else(|| NoFit::collect(nodes, req))
+    }
+
+    fn best(&self, nodes: &[NodeView], req: &Request) -> Option<usize> {
         let mut best: Option<(usize, i64)> = None;
         for (i, node) in nodes.iter().enumerate() {
             if miss(node, req).is_some() {
@@ -51,7 +70,6 @@ impl Scheduler {
             }
         }
         best.map(|(i, _)| i)
-            .ok_or_else(|| NoFit::collect(nodes, req))
     }
 }
 
@@ -92,6 +110,25 @@ mod tests {
         for (s, r, want) in cases {
             assert_eq!(chosen(s, &nodes, &r), want, "{} {:?}", s.policy().name(), r);
         }
+    }
+
+    #[test]
+    fn an_avoided_node_is_taken_only_when_no_other_fits() {
+        let spread = Scheduler::default();
+        let one = vec![node("a", "x86_64", 4000, 8 * GI)];
+        assert_eq!(chosen(&spread, &one, &req("r", 500, GI).avoid("a")), "a");
+        // Another node that fits wins over the avoided one, however full it is.
+        let two = vec![
+            node("a", "x86_64", 4000, 8 * GI),
+            node("b", "x86_64", 4000, 8 * GI).alloc(3000, 6 * GI),
+        ];
+        assert_eq!(chosen(&spread, &two, &req("r", 500, GI).avoid("a")), "b");
+        // An avoided node that does not fit for another reason is still no place.
+        let full = vec![node("a", "x86_64", 1000, GI).alloc(1000, GI)];
+        let err = spread
+            .place(&full, &req("r", 500, GI).avoid("a"))
+            .unwrap_err();
+        assert!(err.to_string().contains("avoid list"), "{err}");
     }
 
     #[test]

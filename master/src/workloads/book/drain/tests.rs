@@ -164,9 +164,17 @@ fn tasks_finish_or_are_stopped_as_lost_runs() {
     assert_eq!(once.reason.as_deref(), Some(why));
     let retry = book.task("t-retry").expect("t-retry");
     assert_eq!(retry.state, TaskState::Queued);
-    // It does not go back to the node it was stopped on.
-    let placed = assigned(&book.schedule(&scheduler(), &[node("n1", false)], NOW));
+    // It does not go back to the drained node (cordoned), and prefers any other node to
+    // the one it was stopped on; with no other node it waits for the cordon to end.
+    let placed = assigned(&book.schedule(&scheduler(), &[node("n1", true)], NOW));
     assert!(placed.is_empty(), "{placed:?}");
+    let both = [node("n1", false), node("n2", false)];
+    let placed = assigned(&book.schedule(&scheduler(), &both, NOW));
+    assert_eq!(
+        placed,
+        [("n2".to_owned(), "t-retry.2".to_owned())],
+        "{placed:?}"
+    );
 }
 
 /// Scaling a service down while one of its replicas moves removes the replacement with
