@@ -7,7 +7,7 @@
 //! file. Booted, the new master serves the same CA on the same address without making an
 //! admin token; the admin's old `cloudos` login works; the task and the service are there;
 //! the compute node, booted from its own disk whose settings no longer hold the token,
-//! reconnects with its certificate, is Ready and runs a new task.
+//! reconnects with its certificate, is Ready, runs a new task and its service replica again.
 //!
 //! Two guests at most (the master and the compute node); run with `--test-threads=1` under
 //! the shared QEMU lock. Needs root (namespaces, taps), mtools and dosfstools, busybox and
@@ -287,9 +287,9 @@ fn a_master_restored_on_a_new_disk_takes_over_and_its_node_comes_back_without_it
     );
 
     // 6. The compute node boots from its own disk, token-less, and comes back by its
-    //    certificate: Ready, and a new task runs on it. (Its service replica was lost
-    //    while it was down and is queued again avoiding it: with one node it stays queued;
-    //    that is the scheduler's rule, not the restore's.)
+    //    certificate: Ready, and a new task runs on it. Its service replica was lost while
+    //    it was down and is queued again; avoiding the node it was lost on is only a
+    //    preference, so with one node it runs there again.
     let node = boot_node(&node_disk, &net, &admin);
     assert!(
         !node.serial().contents().contains("joined: the join token"),
@@ -300,6 +300,11 @@ fn a_master_restored_on_a_new_disk_takes_over_and_its_node_comes_back_without_it
     let task = admin.wait_task(&after, &["succeeded"], Duration::from_secs(120));
     assert_eq!(task["node"], NODE, "{task}");
     assert_eq!(admin.ok(&["logs", &after]), "after the restore\n");
+    admin.wait(
+        "the service's replica back on its node",
+        Duration::from_secs(120),
+        || (running_replicas(&admin, "web") == [NODE]).then_some(()),
+    );
     lab::power_off(&node);
     lab::power_off(&master);
     assert_no_panic(&node);
