@@ -318,6 +318,32 @@ pub enum UpgradeState {
     FellBack,
 }
 
+impl UpgradeState {
+    /// In words, as the CLI and the master's messages say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            UpgradeState::Downloading => "downloading the release",
+            UpgradeState::Installing => "checking it and writing the other slot",
+            UpgradeState::Rebooting => "rebooting into it",
+            UpgradeState::Done => "done",
+            UpgradeState::Failed => "failed",
+            UpgradeState::FellBack => "fell back to the old system",
+        }
+    }
+}
+
+impl UpgradeReport {
+    /// `0.1.0 -> 0.2.0: done`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} -> {}: {}",
+            self.from,
+            self.version,
+            self.state.describe()
+        )
+    }
+}
+
 /// A node's clock, as its clock service sees it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClockReport {

@@ -96,6 +96,17 @@ impl RolloutPhase {
     pub fn is_active(self) -> bool {
         matches!(self, RolloutPhase::Running | RolloutPhase::Aborting)
     }
+
+    /// As the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Running => "running",
+            RolloutPhase::Aborting => "aborting",
+            RolloutPhase::Aborted => "aborted",
+            RolloutPhase::Failed => "failed",
+            RolloutPhase::Done => "done",
+        }
+    }
 }
 
 /// One node's step in a rollout.
@@ -117,6 +128,16 @@ pub enum RolloutStep {
     Skipped,
     /// Did not upgrade (see the reason): the rollout stops.
     Failed,
+}
+
+impl RolloutStep {
+    /// Started and not over: the node is away from work (cordoned, draining, rebooting).
+    pub fn is_under_way(self) -> bool {
+        matches!(
+            self,
+            RolloutStep::Draining | RolloutStep::Upgrading | RolloutStep::Settling
+        )
+    }
 }
 
 /// One node in a rollout.

@@ -78,7 +78,7 @@ async fn finish(
         phase => anyhow::bail!(
             "the rollout to {} {}: {}; see `cloudos upgrade status`, then `cloudos upgrade resume`",
             end.request.version,
-            phase_word(phase),
+            phase.as_str(),
             end.reason.as_deref().unwrap_or("no reason recorded")
         ),
     }
@@ -108,7 +108,7 @@ async fn follow(
             anyhow::bail!(
                 "the rollout to {} is still {} after {}s; it goes on: follow it with `cloudos upgrade status`",
                 rollout.request.version,
-                phase_word(rollout.phase),
+                rollout.phase.as_str(),
                 timeout.as_secs()
             );
         }
@@ -196,22 +196,12 @@ fn step_word(step: RolloutStep) -> &'static str {
     }
 }
 
-fn phase_word(phase: RolloutPhase) -> &'static str {
-    match phase {
-        RolloutPhase::Running => "running",
-        RolloutPhase::Aborting => "aborting",
-        RolloutPhase::Aborted => "aborted",
-        RolloutPhase::Failed => "failed",
-        RolloutPhase::Done => "done",
-    }
-}
-
 pub fn render_rollout(r: &Rollout) -> String {
     let mut out = format!(
         "rollout {} to {}: {}{}\n",
         r.id,
         r.request.version,
-        phase_word(r.phase),
+        r.phase.as_str(),
         r.reason
             .as_deref()
             .map(|why| format!(" ({why})"))

@@ -118,20 +118,9 @@ pub fn progress(
                 let reason = u.reason.clone().unwrap_or_else(|| "no reason given".into());
                 (format!("{:?}", u.state).to_lowercase(), Some(Err(reason)))
             }
-            state => (state_word(state).into(), None),
+            state => (state.describe().into(), None),
         },
         _ => ("waiting for the node to start".into(), None),
-    }
-}
-
-fn state_word(state: UpgradeState) -> &'static str {
-    match state {
-        UpgradeState::Downloading => "downloading the release",
-        UpgradeState::Installing => "checking it and writing the other slot",
-        UpgradeState::Rebooting => "rebooting into it",
-        UpgradeState::Done => "done",
-        UpgradeState::Failed => "failed",
-        UpgradeState::FellBack => "fell back to the old system",
     }
 }
 
@@ -147,7 +136,7 @@ pub fn system_lines(system: &SystemReport) -> Vec<(&'static str, String)> {
         lines.push(("slot", format!("{slot} ({how})")));
     }
     if let Some(u) = &system.upgrade {
-        let mut line = format!("{} -> {}: {}", u.from, u.version, state_word(u.state));
+        let mut line = u.summary();
         if let Some(reason) = &u.reason {
             line.push_str(&format!(" ({reason})"));
         }

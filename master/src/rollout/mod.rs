@@ -18,10 +18,8 @@ mod run;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use cloudos_cluster::api::SystemReport;
-use cloudos_cluster::rollout::{
-    NodeSystem, Rollout, RolloutPhase, RolloutRequest, RolloutStep, UpgradeStatus,
-};
+use cloudos_cluster::api::{SystemReport, UpgradeReport};
+use cloudos_cluster::rollout::{NodeSystem, Rollout, RolloutPhase, RolloutRequest, UpgradeStatus};
 use cloudos_store::{StoreError, Table};
 use time::OffsetDateTime;
 
@@ -222,7 +220,7 @@ pub fn resume(
         if !matches!(r.phase, RolloutPhase::Failed | RolloutPhase::Aborted) {
             return Err(RolloutError::NotResumable {
                 version: r.request.version.clone(),
-                phase: phase_word(r.phase).into(),
+                phase: r.phase.as_str().into(),
             });
         }
         plan::resume(r, retry_failed);
@@ -313,37 +311,7 @@ fn node_system(
         version,
         slot: system.and_then(|s| s.slot.clone()),
         confirmed: system.is_some_and(|s| s.confirmed),
-        upgrade: upgrade.map(|u| format!("{} -> {}: {}", u.from, u.version, upgrade_word(u.state))),
+        upgrade: upgrade.map(UpgradeReport::summary),
         reason: upgrade.and_then(|u| u.reason.clone()),
     }
-}
-
-pub fn upgrade_word(state: cloudos_cluster::api::UpgradeState) -> &'static str {
-    use cloudos_cluster::api::UpgradeState;
-    match state {
-        UpgradeState::Downloading => "downloading the release",
-        UpgradeState::Installing => "checking it and writing the other slot",
-        UpgradeState::Rebooting => "rebooting into it",
-        UpgradeState::Done => "done",
-        UpgradeState::Failed => "failed",
-        UpgradeState::FellBack => "fell back to the old system",
-    }
-}
-
-fn phase_word(phase: RolloutPhase) -> &'static str {
-    match phase {
-        RolloutPhase::Running => "running",
-        RolloutPhase::Aborting => "aborting",
-        RolloutPhase::Aborted => "aborted",
-        RolloutPhase::Failed => "failed",
-        RolloutPhase::Done => "done",
-    }
-}
-
-/// Whether `step` means the node is away from work (for the API's words).
-pub fn is_away(step: RolloutStep) -> bool {
-    matches!(
-        step,
-        RolloutStep::Draining | RolloutStep::Upgrading | RolloutStep::Settling
-    )
 }

@@ -155,7 +155,7 @@ pub fn next(rollout: &Rollout) -> Vec<String> {
     let busy = rollout
         .nodes
         .iter()
-        .filter(|n| !n.is_settled() && n.step != RolloutStep::Waiting)
+        .filter(|n| n.step.is_under_way())
         .count();
     let room = (rollout.request.max_unavailable as usize).saturating_sub(busy);
     let waiting: Vec<String> = rollout
@@ -188,7 +188,7 @@ pub fn under_way(rollout: &Rollout) -> Vec<String> {
     rollout
         .nodes
         .iter()
-        .filter(|n| !n.is_settled() && n.step != RolloutStep::Waiting)
+        .filter(|n| n.step.is_under_way())
         .map(|n| n.name.clone())
         .collect()
 }

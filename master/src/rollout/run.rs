@@ -21,7 +21,7 @@ use cloudos_cluster::rollout::{Rollout, RolloutRequest, RolloutStep};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
-use super::{change, plan, upgrade_word};
+use super::{change, plan};
 use crate::nodeops::{self, DrainOptions};
 use crate::state::MasterState;
 
@@ -285,7 +285,7 @@ async fn wait_upgraded(
         let words = match report {
             Some(u) if matches!(u.state, UpgradeState::Failed | UpgradeState::FellBack) => {
                 let why = u.reason.clone().unwrap_or_else(|| "no reason given".into());
-                return Err(format!("{}: {why}", upgrade_word(u.state)));
+                return Err(format!("{}: {why}", u.state.describe()));
             }
             Some(u)
                 if u.state == UpgradeState::Done
@@ -296,7 +296,7 @@ async fn wait_upgraded(
                 return Ok(());
             }
             _ if node.state != NodeState::Ready => "away (rebooting)".to_owned(),
-            Some(u) => upgrade_word(u.state).to_owned(),
+            Some(u) => u.state.describe().to_owned(),
             None => "waiting for the node to start".to_owned(),
         };
         if words != last {
@@ -438,14 +438,14 @@ async fn wait_self(
             Some(u) if u.id == id => match u.state {
                 UpgradeState::Failed | UpgradeState::FellBack => {
                     let why = u.reason.clone().unwrap_or_else(|| "no reason given".into());
-                    return Err(format!("{}: {why}", upgrade_word(u.state)));
+                    return Err(format!("{}: {why}", u.state.describe()));
                 }
                 UpgradeState::Done
                     if cloudos_release::version().to_string() == request.version =>
                 {
                     return Ok(());
                 }
-                state_now => note(state, &name, None, Some(upgrade_word(state_now).into())),
+                state_now => note(state, &name, None, Some(state_now.describe().into())),
             },
             _ => {
                 return Err(

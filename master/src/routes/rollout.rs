@@ -88,7 +88,7 @@ pub async fn rollback_node(
         )));
     }
     if state.rollout.get().is_some_and(|r| {
-        r.phase.is_active() && r.node(&name).is_some_and(|n| rollout::is_away(n.step))
+        r.phase.is_active() && r.node(&name).is_some_and(|n| n.step.is_under_way())
     }) {
         return Err(ApiError::Conflict(format!(
             "node {name} is being upgraded by the rollout under way; abort it first (`cloudos upgrade abort`)"

@@ -118,7 +118,12 @@ async fn admins_keep_signed_releases_and_attackers_are_refused() {
     let (status, bytes) = send(&node, m.addr, "GET", "/v1/releases/0.2.0/x86_64", vec![]).await;
     assert_eq!(status, 200);
     assert_eq!(bytes, good);
-    let (status, _) = send(&node, m.addr, "POST", "/v1/releases", good.clone()).await;
+    // The role is checked before the body is read, and the master then closes the
+    // connection: a body larger than the socket's buffers would meet a broken pipe before
+    // the answer is read. The head of the bundle is enough to be refused for the role (a
+    // caller that passed it would get 400 for a cut bundle, not 403).
+    let head = good[..4096].to_vec();
+    let (status, _) = send(&node, m.addr, "POST", "/v1/releases", head).await;
     assert_eq!(status, 403, "a node's certificate cannot add releases");
     let (status, _) = send(&node, m.addr, "GET", "/v1/releases/9.9.9/x86_64", vec![]).await;
     assert_eq!(status, 404);
