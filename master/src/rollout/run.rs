@@ -326,6 +326,18 @@ fn whole_services(state: &MasterState) -> BTreeSet<String> {
         .collect()
 }
 
+/// Those of `among` that still exist and have fewer replicas running than asked (a service
+/// deleted meanwhile is not waited for).
+fn short_services(state: &MasterState, among: &BTreeSet<String>) -> Vec<String> {
+    let book = state.workloads.book();
+    among
+        .iter()
+        .filter_map(|name| book.service(name))
+        .filter(|s| s.running < s.replicas)
+        .map(|s| s.name)
+        .collect()
+}
+
 async fn wait_services(
     state: &MasterState,
     name: &str,
@@ -334,31 +346,13 @@ async fn wait_services(
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(request.node_timeout_secs);
     loop {
-        let now = whole_services(state);
-        let short: Vec<&String> = whole.iter().filter(|s| !now.contains(*s)).collect();
-        // A service deleted meanwhile is not waited for.
-        let services: BTreeSet<String> = state
-            .workloads
-            .book()
-            .workloads()
-            .services
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        let short: Vec<&String> = short
-            .into_iter()
-            .filter(|s| services.contains(*s))
-            .collect();
+        let short = short_services(state, whole);
         if short.is_empty() {
             return Ok(());
         }
         let words = format!(
             "waiting for service(s) {} to have every replica running",
-            short
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            short.join(", ")
         );
         if Instant::now() >= deadline {
             return Err(format!(

@@ -13,7 +13,7 @@ use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 
 use super::caller::{AdminCaller, AnyCaller};
 use super::upload::{receive, Upload};
-use super::workloads::{getrandom_fill, hex};
+use super::workloads::random_hex;
 use super::AppState;
 use crate::error::ApiError;
 use crate::releases::ReleaseError;
@@ -36,11 +36,10 @@ pub async fn add(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ReleaseInfo>, ApiError> {
-    let mut tag = [0u8; 8];
-    getrandom_fill(&mut tag)?;
+    let tag = random_hex(8)?;
     let path = state
         .releases
-        .upload_path(&hex(&tag))
+        .upload_path(&tag)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let upload = Upload(path);
     receive(&headers, body, &upload.0, MAX_TRANSFER_BYTES as u64).await?;

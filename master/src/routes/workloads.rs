@@ -46,25 +46,17 @@ fn task_of(state: &MasterState, id: &str) -> Result<TaskInfo, ApiError> {
 
 /// A task id nobody has: `t-` and 10 hex digits from the OS's randomness.
 fn new_task_id(state: &MasterState) -> Result<String, ApiError> {
-    let mut bytes = [0u8; 5];
     loop {
-        getrandom_fill(&mut bytes)?;
-        let id = format!("t-{}", hex(&bytes));
+        let id = format!("t-{}", random_hex(5)?);
         if state.workloads.book().task(&id).is_none() {
             return Ok(id);
         }
     }
 }
 
-pub(super) fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ApiError> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(bytes))
-        .map_err(|e| ApiError::Internal(format!("no randomness for a task id: {e}")))
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// [`crate::ids::random_hex`] as the API's error.
+pub(super) fn random_hex(bytes: usize) -> Result<String, ApiError> {
+    crate::ids::random_hex(bytes).map_err(ApiError::Internal)
 }
 
 pub async fn list(
@@ -296,9 +288,8 @@ pub async fn upload_output(
             node.name
         )));
     }
-    let mut tag = [0u8; 8];
-    getrandom_fill(&mut tag)?;
-    let upload = Upload(workloads::output_upload_path(&state, &run, &hex(&tag)));
+    let tag = random_hex(8)?;
+    let upload = Upload(workloads::output_upload_path(&state, &run, &tag));
     let size = receive(&headers, body, &upload.0, MAX_TRANSFER_BYTES as u64).await?;
     let size = state
         .blocking(move |s| {
