@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{scaled, Vm};
+use crate::{artifacts, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 pub const UP: &[u8] = b"\x1b[A";
 pub const DOWN: &[u8] = b"\x1b[B";
@@ -194,6 +194,22 @@ fn assert_none_on_console(vm: &Vm, bad_lines: &[&str]) {
             vm.serial().tail(60)
         );
     }
+}
+
+/// The x86_64 live ISO on a CD with the target disk and a config disk ([`config_disk`]),
+/// on the test LAN with `mac` when given; QEMU exits on the installer's reboot.
+pub fn install_vm(name: &str, target: &Path, cfg: &Path, lan: Option<(&TestNet, &str)>) -> Vm {
+    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    let mut builder = VmBuilder::new(Arch::X86_64)
+        .name(name)
+        .memory_mb(768)
+        .boot(BootSource::Cdrom(iso))
+        .disk(target.to_path_buf())
+        .disk(cfg.to_path_buf());
+    if let Some((net, mac)) = lan {
+        builder = builder.network(net.vm_network_with_mac(mac).expect("tap"));
+    }
+    builder.spawn().expect("starting QEMU")
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
-    answer, assert_no_panic, blank_disk, config_disk, first_bytes, install_timeout,
+    answer, assert_no_panic, blank_disk, config_disk, first_bytes, install_timeout, install_vm,
     start_the_wizard_here, step, DOWN, ENTER,
 };
 use cloudos_tests::guest::{boot_timeout, re};
@@ -23,21 +23,6 @@ use cloudos_tests::{artifacts, scaled, Arch, BootSource, Firmware, TestNet, Vm, 
 
 const GIB: u64 = 1 << 30;
 const MAC: &str = "52:54:00:c1:05:01";
-
-/// The live ISO on a CD with the target and the config disk.
-fn live_install_vm(name: &str, target: &Path, cfg: &Path, net: Option<&TestNet>) -> Vm {
-    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let mut builder = VmBuilder::new(Arch::X86_64)
-        .name(name)
-        .memory_mb(768)
-        .boot(BootSource::Cdrom(iso))
-        .disk(target.to_path_buf())
-        .disk(cfg.to_path_buf());
-    if let Some(net) = net {
-        builder = builder.network(net.vm_network_with_mac(MAC).expect("tap"));
-    }
-    builder.spawn().expect("starting QEMU")
-}
 
 fn boot_disk(name: &str, disk: &Path, firmware: Firmware, net: &TestNet) -> Vm {
     VmBuilder::new(Arch::X86_64)
@@ -67,7 +52,7 @@ fn unattended_master_install_then_boots_from_disk_alone() {
 
     // 1. The live ISO installs by itself and reboots.
     let started = Instant::now();
-    let vm = live_install_vm("install-master-live", &target, &cfg, Some(&net));
+    let vm = install_vm("install-master-live", &target, &cfg, Some((&net, MAC)));
     let console = vm.serial();
     console
         .wait_for(
@@ -188,7 +173,7 @@ fn an_answer_file_with_a_typo_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), &MASTER_ANSWERS.replace("hostname", "hostnmae"));
-    let vm = live_install_vm("install-typo-live", &target, &cfg, None);
+    let vm = install_vm("install-typo-live", &target, &cfg, None);
     let failed = vm
         .serial()
         .wait_for(re(r"install failed: .*"), boot_timeout())
@@ -236,7 +221,7 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
     net.start_dhcp_server(600).expect("dnsmasq");
 
     // 1. Cut off at half way.
-    let vm = live_install_vm("install-cut-live", &target, &cfg, Some(&net));
+    let vm = install_vm("install-cut-live", &target, &cfg, Some((&net, MAC)));
     vm.serial()
         .wait_for("install: system partitions 50% written", boot_timeout())
         .unwrap_or_else(|e| panic!("the install did not get half way: {e}"));
@@ -271,7 +256,7 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
     drop(vm);
 
     // 3. The install again, on the same disk: it completes, and the disk boots.
-    let vm = live_install_vm("install-cut-rerun", &target, &cfg, Some(&net));
+    let vm = install_vm("install-cut-rerun", &target, &cfg, Some((&net, MAC)));
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the second install did not complete: {e}"));

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloudos_tests::checks::{assert_no_panic, blank_disk, config_disk, install_timeout, step};
+use cloudos_tests::checks::{
+    assert_no_panic, blank_disk, config_disk, install_timeout, install_vm, step,
+};
 use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, busybox_registry, Admin};
 use cloudos_tests::{artifacts, Arch, BootSource, TestNet, Vm, VmBuilder};
@@ -40,20 +42,6 @@ fn master_answers(role: &str) -> String {
          insecure_registries = [\"{REGISTRY}\"]\n\n[network]\nmode = \"static\"\n\
          address = \"{MASTER_CIDR}\"\ngateway = \"10.77.0.1\"\n"
     )
-}
-
-/// The live ISO on a CD, the target disk and a config disk; QEMU exits on the reboot.
-fn install_vm(name: &str, target: &Path, cfg: &Path, mac: &str, net: &TestNet) -> Vm {
-    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    VmBuilder::new(Arch::X86_64)
-        .name(name)
-        .memory_mb(768)
-        .boot(BootSource::Cdrom(iso))
-        .disk(target.to_path_buf())
-        .disk(cfg.to_path_buf())
-        .network(net.vm_network_with_mac(mac).expect("tap"))
-        .spawn()
-        .expect("starting QEMU")
 }
 
 /// An installed disk alone.
@@ -97,7 +85,7 @@ fn install(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let vm = install_vm(name, &target, &cfg, mac, net);
+    let vm = install_vm(name, &target, &cfg, Some((net, mac)));
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the {name} install did not complete: {e}"));

@@ -24,7 +24,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudos_tests::checks::{
-    assert_no_kernel_panic, assert_no_panic, blank_disk, config_disk, install_timeout, step,
+    assert_no_kernel_panic, assert_no_panic, blank_disk, config_disk, install_timeout, install_vm,
+    step,
 };
 use cloudos_tests::guest::{boot_timeout, re};
 use cloudos_tests::lab::{self, debug_binary, Admin, HostMaster};
@@ -40,20 +41,6 @@ const REGISTRY: &str = "10.77.0.1:5000";
 const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
 const NEXT: &str = "0.1.1-upgrade.test";
 const BAD: &str = "0.1.2-bad.test";
-
-/// The live ISO on a CD, the target disk and the answer file; QEMU exits on the reboot.
-fn install_vm(name: &str, target: &Path, cfg: &Path, net: &TestNet, mac: &str) -> Vm {
-    let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    VmBuilder::new(Arch::X86_64)
-        .name(name)
-        .memory_mb(768)
-        .boot(BootSource::Cdrom(iso))
-        .disk(target.to_path_buf())
-        .disk(cfg.to_path_buf())
-        .network(net.vm_network_with_mac(mac).expect("tap"))
-        .spawn()
-        .expect("starting QEMU")
-}
 
 /// The installed disk alone; a guest reboot resets the machine (an upgrade reboots).
 fn node_vm(name: &str, target: &Path, net: &TestNet, mac: &str) -> Vm {
@@ -110,7 +97,7 @@ fn install_and_join(dir: &Path, net: &TestNet, admin: &Admin, master: &str) -> (
          token = \"{token}\"\nmaster = \"{master}\"\ninsecure_registries = [\"{REGISTRY}\"]\n"
     );
     let cfg = config_disk(dir, &answers);
-    let vm = install_vm("upgrade-install", &target, &cfg, net, MAC);
+    let vm = install_vm("upgrade-install", &target, &cfg, Some((net, MAC)));
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the install did not complete: {e}"));
@@ -152,7 +139,12 @@ fn install_master(dir: &Path, net: &TestNet, admin: &Admin) -> (Vm, String, Stri
     let cfg_dir = dir.join("master-cfg");
     std::fs::create_dir_all(&cfg_dir).expect("mkdir");
     let cfg = config_disk(&cfg_dir, &answers);
-    let vm = install_vm("upgrade-master-install", &target, &cfg, net, MASTER_MAC);
+    let vm = install_vm(
+        "upgrade-master-install",
+        &target,
+        &cfg,
+        Some((net, MASTER_MAC)),
+    );
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
         .unwrap_or_else(|e| panic!("the master install did not complete: {e}"));
