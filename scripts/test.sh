@@ -61,4 +61,4 @@ step "host binaries for the multi-process tests"
 cargo build --locked -q -p nodeos -p cloudos-cli
 
 step "QEMU tests (at most two guests at a time)"
-cargo test -p cloudos-tests --locked -- --test-threads=2
+scripts/qemu-tests.sh

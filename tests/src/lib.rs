@@ -10,6 +10,7 @@
 //! - [`arch`]: which guest architecture and board, and the QEMU binary/machine for them.
 //! - [`console`]: reads a serial stream and waits for lines on it.
 //! - [`qemu`]: builds a QEMU command line, owns the process and its monitor.
+//! - [`guests`]: at most two guests at a time on the machine, over every test process.
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`artifacts`]: finds the built artifacts (images, binaries) under `out/`.
@@ -30,6 +31,7 @@ pub mod checks;
 pub mod console;
 pub mod debian;
 pub mod guest;
+pub mod guests;
 pub mod lab;
 pub mod mitm;
 mod monitor;

@@ -62,6 +62,8 @@ pub enum VmError {
     NoBootSource,
     #[error("extra network card: {0}")]
     ExtraNic(String),
+    #[error(transparent)]
+    NotReserved(#[from] crate::guests::NotReserved),
     #[error("{what} not found at {path}")]
     Missing { what: &'static str, path: PathBuf },
     #[error("{action} {path}: {source}")]
@@ -394,6 +396,7 @@ impl VmBuilder {
     /// mode: once connected, which is what lets the guest start).
     pub fn spawn(self) -> Result<Vm, VmError> {
         let boot = self.boot.clone().ok_or(VmError::NoBootSource)?;
+        let running = crate::guests::started()?;
         let name = unique_name(self.name.as_deref());
         let dir = tempfile::Builder::new()
             .prefix("cloudos-vm-")
@@ -486,6 +489,7 @@ impl VmBuilder {
             child: Mutex::new(child),
             monitor: Mutex::new(None),
             monitor_sock,
+            running,
             _dir: dir,
         })
     }
@@ -835,6 +839,7 @@ pub struct Vm {
     child: Mutex<Child>,
     monitor: Mutex<Option<Monitor>>,
     monitor_sock: PathBuf,
+    running: crate::guests::Running,
     // Last field: removed after QEMU is gone (its sockets and NVRAM live here).
     _dir: tempfile::TempDir,
 }
@@ -880,6 +885,7 @@ impl Vm {
                 })?
             };
             if let Some(status) = status {
+                self.running.end();
                 self.console.wait_closed(Duration::from_secs(2));
                 return Ok(status);
             }
@@ -908,6 +914,9 @@ impl Vm {
             source,
         })?;
         drop(child);
+        if status.is_some() {
+            self.running.end();
+        }
         self.console.wait_closed(Duration::from_secs(2));
         status.ok_or_else(|| VmError::ExitTimeout {
             timeout: TERM_GRACE,

@@ -61,6 +61,7 @@ const READY_WITHOUT_NIC: &str =
 /// pings, and powers off cleanly on the ACPI power button.
 #[test]
 fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let started = Instant::now();
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(120).expect("dnsmasq on the bridge");
@@ -109,6 +110,7 @@ fn arm64_iso_boots_on_uefi_and_gets_a_dhcp_lease() {
 /// coldplugged, the data disk is mounted and its settings apply.
 #[test]
 fn arm64_iso_boots_as_a_usb_stick_with_a_data_disk() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let iso = artifacts::iso(Arch::Aarch64).unwrap_or_else(|e| panic!("{e}"));
     let stick = artifacts::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
     let data = artifacts::data_disk("hostname = \"arm-a\"\n", 32).expect("data disk");
@@ -141,6 +143,7 @@ fn arm64_iso_boots_as_a_usb_stick_with_a_data_disk() {
 /// the answers name, on the installed data partition, and confirms the slot.
 #[test]
 fn arm64_iso_installs_to_a_disk_that_boots_alone_on_uefi() {
+    let _guests = cloudos_tests::guests::reserve(1);
     const MAC: &str = "52:54:00:c1:07:01";
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -361,6 +364,7 @@ fn start(pi: &PiBoot, card: &Path) -> Vm {
 /// 3. The card boots as that master and asks nothing.
 #[test]
 fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wizard() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let started = Instant::now();
     let image = artifacts::rpi_image().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");

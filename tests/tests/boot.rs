@@ -28,6 +28,7 @@ fn boot_timeout() -> Duration {
 /// put back, and powers off cleanly on the ACPI power button.
 #[test]
 fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(120).expect("dnsmasq on the bridge");
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
@@ -106,6 +107,7 @@ fn iso_on_bios_gets_a_lease_survives_a_pulled_cable_and_powers_off() {
 /// config.toml on it; a bad key there is only a warning.
 #[test]
 fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let stick = artifacts::usb_stick_from_iso(&iso, Some(64 << 20)).expect("stick image");
     let data = artifacts::data_disk("hostname = \"node-a\"\nnet = \"carrier-pigeon\"\n", 32)
@@ -174,6 +176,7 @@ fn iso_as_usb_stick_boots_on_uefi_with_a_data_disk() {
 /// waits for the disks and starts on the disk's state at once.
 #[test]
 fn data_disk_on_a_slow_controller_is_used_by_live_and_installed_boots() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let data = artifacts::data_disk("hostname = \"ide-node\"\n", 32).expect("data disk");
@@ -335,6 +338,7 @@ fn set_unknown_ext4_feature(image: &std::path::Path) {
 /// its driver and is brought up.
 #[test]
 fn crashing_service_backs_off_and_bad_settings_only_warn() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let append = "console=ttyS0,115200 panic=-1 cloudos.fault=crash:power:3 \

@@ -191,6 +191,7 @@ fn the_time_outlives_a_poweroff(
 
 #[test]
 fn compute_nodes_with_clocks_in_2001_and_2040_join_and_keep_the_masters_time() {
+    let _guests = cloudos_tests::guests::reserve(2);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let admin_config = tempfile::tempdir().expect("temp dir");

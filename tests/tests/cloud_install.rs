@@ -270,6 +270,7 @@ fn refused(guest: &DebianGuest, line: &str, why: &str) -> String {
 
 #[test]
 fn refusals_say_why_and_install_nothing() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let Some((net, dir)) = lab() else { return };
     let ours = start_master(&net, &dir.path().join("ours"), MASTER, "lab");
     let other = start_master(&net, &dir.path().join("other"), OTHER_MASTER, "elsewhere");
@@ -430,6 +431,7 @@ fn refusals_say_why_and_install_nothing() {
 
 #[test]
 fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let Some((net, dir)) = lab() else { return };
     let _registry = busybox_registry(&net, REGISTRY);
     let master = start_master(&net, &dir.path().join("ours"), MASTER, "lab");
@@ -690,6 +692,7 @@ fn curl_line_makes_a_node_that_runs_tasks_survives_reboot_and_uninstalls_cleanly
 /// the same line through the proxy doing nothing installs a node that gets Ready.
 #[test]
 fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let Some((net, dir)) = lab() else { return };
     let master = start_master(&net, &dir.path().join("ours"), MASTER, "lab");
     let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
@@ -803,6 +806,7 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
 #[test]
 #[ignore = "benchmark: scripts/bench-cloud-install.sh"]
 fn cloud_install_bench() {
+    let _guests = cloudos_tests::guests::reserve(1);
     require!(cloudos_testkit::root("namespaces and taps"));
     let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
         .ok()

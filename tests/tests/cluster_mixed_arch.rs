@@ -61,6 +61,7 @@ fn run_uname(admin: &Admin, image: &str) -> (serde_json::Value, String) {
 
 #[test]
 fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
+    let _guests = cloudos_tests::guests::reserve(2);
     require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");

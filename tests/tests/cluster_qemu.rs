@@ -76,6 +76,7 @@ fn compute_config(name: &str, token: Option<&str>) -> String {
 
 #[test]
 fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
+    let _guests = cloudos_tests::guests::reserve(2);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let admin_config = tempfile::tempdir().expect("temp dir");

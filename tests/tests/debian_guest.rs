@@ -18,6 +18,7 @@ fn secs(t: Instant) -> String {
 #[test]
 #[ignore = "harness self-test, boots a Debian guest under TCG (minutes): scripts/debian-guest.sh --check"]
 fn debian_guest_reaches_the_lan_and_survives_reboots() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let total = Instant::now();
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");

@@ -401,6 +401,7 @@ fn template_has_the_fixed_layout_and_builds_reproducibly() {
 /// (UEFI) takes none.
 #[test]
 fn template_disk_boots_slot_a_on_bios_and_on_uefi() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -444,6 +445,7 @@ fn template_disk_boots_slot_a_on_bios_and_on_uefi() {
 /// cloudos_good=1) and boots it.
 #[test]
 fn an_unconfirmed_slot_falls_back_to_the_other_after_its_tries() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let initrd = artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("temp dir");

@@ -95,6 +95,7 @@ const NICS: &[(&str, &str)] = &[
 /// lease next to the driver that bound the card.
 #[test]
 fn iso_brings_up_six_families_of_network_cards() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq on the bridge");
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
@@ -218,6 +219,7 @@ fn disks_behind(controllers: &[(DiskController, &str, &str)], host: &str) {
 /// a disk behind it (40 s of guest time), so it cannot prove the driver.
 #[test]
 fn iso_uses_disks_behind_server_raid_and_sas_adapters() {
+    let _guests = cloudos_tests::guests::reserve(1);
     disks_behind(
         &[
             (
@@ -240,6 +242,7 @@ fn iso_uses_disks_behind_server_raid_and_sas_adapters() {
 /// and SATA.
 #[test]
 fn iso_uses_disks_behind_pvscsi_sd_nvme_and_sata() {
+    let _guests = cloudos_tests::guests::reserve(1);
     disks_behind(
         &[
             (DiskController::Scsi("pvscsi"), "vmw_pvscsi", "CLOUDOS-DATA"),

@@ -214,6 +214,7 @@ fn console_send_reaches_the_guest() {
 /// QEMU, the kernel and the harness work, independent of nodeos.
 #[test]
 fn boots_floor_initramfs_and_powers_off() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let kernel = artifacts::kernel(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let initrd = artifacts::floor_initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::X86_64)

@@ -230,6 +230,7 @@ fn pick_master_from_mdns(vm: &Vm, addr: &str) -> String {
 /// the master lists it Ready.
 #[test]
 fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let net = TestNet::new().expect("test network");
@@ -350,6 +351,7 @@ fn the_wizard_installs_a_compute_node_that_joins_the_master_it_picked_by_mdns() 
 /// the disk, neither master gets a node, and the console is the maintenance console again.
 #[test]
 fn the_wizard_refuses_a_token_of_another_cluster_and_writes_nothing() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let net = TestNet::new().expect("test network");

@@ -44,6 +44,7 @@ const MASTER_ANSWERS: &str = "mode = \"master\"\nhostname = \"disk-master\"\nclu
 /// cluster, no new admin token).
 #[test]
 fn unattended_master_install_then_boots_from_disk_alone() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), MASTER_ANSWERS);
@@ -170,6 +171,7 @@ fn unattended_master_install_then_boots_from_disk_alone() {
 /// stays up, and the target disk is untouched.
 #[test]
 fn an_answer_file_with_a_typo_is_refused_and_nothing_is_written() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), &MASTER_ANSWERS.replace("hostname", "hostnmae"));
@@ -214,6 +216,7 @@ fn looks_partitioned(disk: &Path) -> bool {
 /// the disk boots.
 #[test]
 fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let cfg = config_disk(dir.path(), MASTER_ANSWERS);
@@ -285,6 +288,7 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
 /// master, once on SeaBIOS and once on OVMF, with its state.
 #[test]
 fn the_wizard_installs_a_master_driven_from_the_serial_console() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let target = blank_disk(dir.path(), "target.img", 8 * GIB);
     let net = TestNet::new().expect("test network");

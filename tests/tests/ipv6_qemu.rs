@@ -33,6 +33,7 @@ const MASTER: &str = "[fd77::1]:9443";
 /// `master = "[fd77::1]:9443"`.
 #[test]
 fn iso_on_ipv6_only_lans_takes_slaac_and_dhcpv6_addresses_and_joins_its_master() {
+    let _guests = cloudos_tests::guests::reserve(1);
     require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::with_bridge_addr(IPV6_BRIDGE_ADDR).expect("test network");
     net.start_router_advertisements(RaMode::Slaac)

@@ -140,6 +140,7 @@ fn running_replicas(admin: &Admin, service: &str) -> Vec<String> {
 
 #[test]
 fn a_master_restored_on_a_new_disk_takes_over_and_its_node_comes_back_without_its_token() {
+    let _guests = cloudos_tests::guests::reserve(2);
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let net = TestNet::new().expect("test network");

@@ -30,6 +30,7 @@ const CARD_SIZE: u64 = 1 << 30;
 
 #[test]
 fn a_raspberry_pi_without_a_clock_joins_a_master_and_runs_a_task() {
+    let _guests = cloudos_tests::guests::reserve(1);
     require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");

@@ -66,6 +66,7 @@ fn assert_printable(seen: &Screen, when: &str) {
 /// font's own characters; and the log lines meanwhile still reach the serial line.
 #[test]
 fn the_wizard_owns_a_clean_screen_that_log_lines_do_not_reach() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let started = Instant::now();
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::X86_64)
@@ -187,6 +188,7 @@ fn the_wizard_owns_a_clean_screen_that_log_lines_do_not_reach() {
 /// wizard nothing hides the log, and the reader finds it where the console scrolled it.
 #[test]
 fn a_normal_boot_shows_its_log_on_the_screen() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
     let vm = VmBuilder::new(Arch::X86_64)
         .name("screen-log")

@@ -240,6 +240,7 @@ fn system_of(status: &serde_json::Value, name: &str) -> serde_json::Value {
 
 #[test]
 fn a_rolling_upgrade_moves_compute_nodes_then_the_master_and_halts_on_a_bad_release() {
+    let _guests = cloudos_tests::guests::reserve(2);
     let dir = tempfile::tempdir().expect("temp dir");
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
@@ -525,6 +526,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 #[test]
 #[ignore = "benchmark: scripts/bench-upgrade.sh"]
 fn upgrade_bench() {
+    let _guests = cloudos_tests::guests::reserve(2);
     let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())

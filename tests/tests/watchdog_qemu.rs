@@ -74,6 +74,7 @@ fn boot_and_see_it_armed(vm: &Vm, timeout: u32) {
 /// (GRUB and nodeos a second time), with no orderly shutdown in between.
 #[test]
 fn a_hung_pid1_is_reset_by_the_watchdog_and_boots_again() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let started = Instant::now();
     let (vm, _data) = watched_machine(
         "watchdog-hang",
@@ -127,6 +128,7 @@ fn a_hung_pid1_is_reset_by_the_watchdog_and_boots_again() {
 /// unmounted, and the machine powers off: QEMU exits cleanly, and boots nothing again.
 #[test]
 fn an_orderly_poweroff_stops_the_watchdog_and_powers_off_without_a_reset() {
+    let _guests = cloudos_tests::guests::reserve(1);
     let started = Instant::now();
     let (vm, _data) = watched_machine("watchdog-poweroff", "watchdog = \"10\"\n");
     boot_and_see_it_armed(&vm, 10);

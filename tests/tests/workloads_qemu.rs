@@ -75,6 +75,7 @@ fn replica_nodes(admin: &Admin) -> Vec<String> {
 
 #[test]
 fn compute_vms_run_tasks_and_keep_a_service_running() {
+    let _guests = cloudos_tests::guests::reserve(2);
     require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
