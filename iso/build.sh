@@ -2,7 +2,7 @@
 # Build the CloudOS live ISO (CD and USB stick) with grub-mkrescue: a BIOS+UEFI
 # hybrid for x86_64, UEFI for aarch64.
 #
-#   iso/build.sh [--arch x86_64|aarch64] [--force]
+#   iso/build.sh [--arch x86_64|aarch64] [--bundle FILE] [--force]
 #
 # Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub-<arch>.cfg, and the
 #          GRUB module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
@@ -11,6 +11,10 @@
 #          the ISO gzip'd as /install/disk-template.img.gz for the disk installer
 #          (nodeos install-disk); without it the ISO is built with a warning and
 #          installing to disk from it fails with a clear error.
+#          --bundle FILE: the signed update bundle of this kernel and initramfs; its
+#          manifest.json and manifest.sig go beside them in /boot, so that an installed
+#          slot A keeps them and a master offers the release it runs
+#          (nodeos/src/upgrade/offer.rs). scripts/build.sh passes it.
 # Output:  out/cloudos-<version>-x86_64.iso or -arm64.iso, volume id CLOUDOS.
 #
 # aarch64 has a single GRUB platform, so grub-mkrescue -d takes the pinned
@@ -28,12 +32,14 @@ export PATH=$PATH:/usr/sbin:/sbin
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ARCH=x86_64
 FORCE=
+BUNDLE=
 while [[ $# -gt 0 ]]; do
     case $1 in
     --arch) ARCH=$2; shift 2 ;;
     --arch=*) ARCH=${1#--arch=}; shift ;;
+    --bundle) BUNDLE=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
-    *) echo "usage: $0 [--arch x86_64|aarch64] [--force]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--arch x86_64|aarch64] [--bundle FILE] [--force]" >&2; exit 2 ;;
     esac
 done
 die() { echo "iso/build.sh: error: $*" >&2; exit 1; }
@@ -50,7 +56,7 @@ ISO=$OUT/cloudos-$VERSION-$ISO_ARCH.iso
 KERNEL=$OUT/$ARCH/vmlinuz
 INITRD=$OUT/$ARCH/initramfs.img
 CFG=$ROOT/iso/grub-$ARCH.cfg
-for f in "$KERNEL" "$INITRD" "$CFG"; do [[ -f $f ]] || die "missing $f (run scripts/build.sh)"; done
+for f in "$KERNEL" "$INITRD" "$CFG" $BUNDLE; do [[ -f $f ]] || die "missing $f (run scripts/build.sh)"; done
 
 FETCH=$ROOT/scripts/fetch-inputs.sh
 if [[ $ARCH == x86_64 ]]; then
@@ -73,7 +79,7 @@ fi
 # Up to date?
 if [[ -z $FORCE && -f $ISO ]]; then
     stale=
-    for f in "$KERNEL" "$INITRD" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock" $TEMPLATE; do
+    for f in "$KERNEL" "$INITRD" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock" $TEMPLATE $BUNDLE; do
         [[ $f -nt $ISO ]] && stale=1
     done
     [[ -z $stale ]] && exit 0
@@ -93,6 +99,17 @@ mkdir -p "$STAGE/boot/grub"
 cp "$KERNEL" "$STAGE/boot/vmlinuz"
 cp "$INITRD" "$STAGE/boot/initramfs.img"
 cp "$CFG" "$STAGE/boot/grub/grub.cfg"
+if [[ -n $BUNDLE ]]; then
+    # The signed manifest must be this kernel's and this initramfs's: a stale bundle
+    # would make every slot installed from the ISO offer a release it does not hold.
+    tar -xOf "$BUNDLE" manifest.json >"$STAGE/boot/manifest.json"
+    tar -xOf "$BUNDLE" manifest.sig >"$STAGE/boot/manifest.sig"
+    for f in "$KERNEL" "$INITRD"; do
+        sum=$(sha256sum "$f" | cut -d' ' -f1)
+        grep -q "\"$sum\"" "$STAGE/boot/manifest.json" ||
+            die "$BUNDLE does not hold $f (sha256 $sum): rebuild the bundle"
+    done
+fi
 if [[ -n $TEMPLATE ]]; then
     # Mostly zeros: ~323 MiB gzip to a few MiB. -n: no name or time stamp in the header.
     mkdir -p "$STAGE/install"

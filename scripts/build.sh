@@ -207,7 +207,7 @@ step "building the installed-disk template ($ARCH)"
 image/disk.sh --arch "$ARCH"
 IMAGES=("$OUT/disk-template.img")
 step "building ISO ($ARCH)"
-iso/build.sh --arch "$ARCH"
+iso/build.sh --arch "$ARCH" ${BUNDLE:+--bundle "$BUNDLE"}
 IMAGES+=("$ROOT"/out/cloudos-*-"${ARCH/aarch64/arm64}".iso)
 if [[ $ARCH == aarch64 ]]; then
     step "building the Raspberry Pi SD image"

@@ -361,6 +361,16 @@ enum ReleaseCommand {
     Add { file: PathBuf },
     /// The kept releases: VERSION ARCH SIZE KEY, and the version the master runs.
     List,
+    /// Download a kept release (the master's own among them) into a file, checked against
+    /// the release keys this `cloudos` trusts before it is kept.
+    Get {
+        version: String,
+        /// Where to write the bundle (`-o` is the output format, so FILE is positional).
+        file: PathBuf,
+        /// x86_64 or aarch64; the architecture `cloudos` runs on when not given.
+        #[arg(long)]
+        arch: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -493,6 +503,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::releases::add(&ctx, &file).await
         }
         Command::Release(ReleaseCommand::List) => commands::releases::list(&ctx).await,
+        Command::Release(ReleaseCommand::Get {
+            version,
+            file,
+            arch,
+        }) => {
+            let arch = match arch {
+                Some(arch) => arch,
+                None => cloudos_release::Arch::running()
+                    .map(|a| a.as_str().to_owned())
+                    .ok_or_else(|| anyhow::anyhow!("this machine's architecture has no CloudOS releases: name one with --arch"))?,
+            };
+            commands::releases::get(&ctx, &version, &arch, &file).await
+        }
         Command::Admin(AdminCommand::Revoke { name }) => {
             commands::admins::revoke(&ctx, &name).await
         }

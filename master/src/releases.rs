@@ -12,7 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cloudos_cluster::api::ReleaseInfo;
-use cloudos_release::{bundle, Arch, BundleError, Keyring, Verified, Version};
+use cloudos_release::{
+    bundle, Arch, BundleError, Keyring, Manifest, Verified, Version, PART_NAMES,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -55,6 +57,51 @@ impl Releases {
     pub fn upload_path(&self, tag: &str) -> Result<PathBuf, ReleaseError> {
         fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
         Ok(self.dir.join(format!(".upload-{tag}")))
+    }
+
+    /// Keeps the release of a system directory, with `nodeos` as its third part: how a
+    /// master offers the release it runs, so that nobody has to upload it to bring nodes to
+    /// the master's own version. A system directory (a system slot on the ESP, or the live
+    /// medium's `/boot`) holds the kernel, the initramfs and the release's signed manifest
+    /// under the bundle's names. `None` when that release is kept already.
+    ///
+    /// The bundle is checked in full like an upload ([`Releases::add`]): files that no
+    /// longer match their signed manifest are refused, and nothing is kept.
+    pub fn offer(&self, system: &Path, nodeos: &Path) -> Result<Option<ReleaseInfo>, ReleaseError> {
+        let read = |name: &str| {
+            let path = system.join(name);
+            fs::read(&path).map_err(io(format!("reading {}", path.display())))
+        };
+        let signed = bundle::Signed {
+            manifest: read(bundle::MANIFEST)?,
+            signature: read(bundle::SIGNATURE)?,
+        };
+        // Only for the file's name; `add` believes nothing before the signature checks out.
+        let named = Manifest::parse(&signed.manifest).map_err(BundleError::from)?;
+        if self
+            .path(&named.version.to_string(), named.arch.as_str())
+            .is_ok()
+        {
+            return Ok(None);
+        }
+        let upload = self.upload_path("offer")?;
+        let parts = [
+            system.join(PART_NAMES[0]),
+            system.join(PART_NAMES[1]),
+            nodeos.to_owned(),
+        ];
+        let kept = fs::File::create(&upload)
+            .map_err(io(format!("creating {}", upload.display())))
+            .and_then(|file| {
+                let mut out = std::io::BufWriter::new(file);
+                bundle::assemble(&mut out, &signed, &parts)?;
+                Ok(())
+            })
+            .and_then(|()| self.add(&upload));
+        if kept.is_err() {
+            let _ = fs::remove_file(&upload);
+        }
+        kept.map(Some)
     }
 
     /// Checks the uploaded bundle at `upload` in full and keeps it. The same bundle twice is
@@ -235,6 +282,62 @@ mod tests {
         ));
         // Not a way out of the directory.
         assert!(lab.releases.path("../../etc/passwd", "x86_64").is_err());
+    }
+
+    /// A system directory as a slot keeps it: the parts and the signed manifest of a
+    /// bundle signed by `key`; the loose nodeos beside it.
+    fn system_dir(lab: &Lab, key: &SecretKey, version: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+        let up = upload(lab, key, version, "offered");
+        let bytes = fs::read(&up).unwrap();
+        let system = lab.dir.path().join(format!("slot-{version}"));
+        fs::create_dir_all(&system).unwrap();
+        let ring = Keyring::new(vec![key.public()]);
+        let verified = bundle::open(&bytes[..], &ring, |_| Ok(()), Some(&system)).unwrap();
+        fs::write(system.join(bundle::MANIFEST), &verified.signed.manifest).unwrap();
+        fs::write(system.join(bundle::SIGNATURE), &verified.signed.signature).unwrap();
+        let nodeos = lab.dir.path().join(format!("nodeos-{version}"));
+        fs::rename(system.join("nodeos"), &nodeos).unwrap();
+        fs::remove_file(&up).unwrap();
+        (system, nodeos, bytes)
+    }
+
+    #[test]
+    fn the_release_a_master_runs_is_offered_from_its_slot_once() {
+        let lab = lab();
+        let (system, nodeos, bytes) = system_dir(&lab, &lab.key, "2.0.0");
+        let info = lab.releases.offer(&system, &nodeos).unwrap().unwrap();
+        assert_eq!(
+            (info.version.as_str(), info.arch.as_str()),
+            ("2.0.0", "x86_64")
+        );
+        let kept = lab.releases.path("2.0.0", "x86_64").unwrap();
+        assert_eq!(
+            fs::read(kept).unwrap(),
+            bytes,
+            "the very bundle the build signed"
+        );
+        assert!(lab.releases.offer(&system, &nodeos).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_slot_whose_files_do_not_match_their_signed_manifest_offers_nothing() {
+        let lab = lab();
+        let (system, nodeos, _) = system_dir(&lab, &lab.key, "2.0.0");
+        // Another nodeos than the one the release signed (a node that runs something else).
+        fs::write(&nodeos, "nodeos offered-but-changed").unwrap();
+        let err = lab.releases.offer(&system, &nodeos).unwrap_err();
+        assert!(err.to_string().contains("nodeos"), "{err}");
+        // A slot signed by a key this master does not trust.
+        let stranger = SecretKey::generate().unwrap();
+        let (system, nodeos, _) = system_dir(&lab, &stranger, "3.0.0");
+        let err = lab.releases.offer(&system, &nodeos).unwrap_err();
+        assert!(err.to_string().contains("does not trust"), "{err}");
+        assert!(lab.releases.list().is_empty());
+        let left: Vec<_> = fs::read_dir(lab.releases.dir())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
     }
 
     #[test]

@@ -21,8 +21,10 @@ use super::manifest::{
 use super::policy::PolicyError;
 use super::sign::{self, SignError, Signature};
 
-const MANIFEST: &str = "manifest.json";
-const SIGNATURE: &str = "manifest.sig";
+/// The bundle's first two entries; a system slot keeps them under the same names, so that
+/// the release it holds can be offered again (see [`assemble`]).
+pub const MANIFEST: &str = "manifest.json";
+pub const SIGNATURE: &str = "manifest.sig";
 const MAX_SIGNATURE_BYTES: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,16 @@ pub struct Verified {
     pub manifest: Manifest,
     /// The trusted key that signed it.
     pub key: KeyId,
+    /// The manifest and its signature as they were signed: what a slot keeps.
+    pub signed: Signed,
+}
+
+/// A manifest and its signature, byte for byte as the release's key signed them. Only
+/// these bytes carry the signature: a manifest serialised again might not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub manifest: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
 /// Hashes the parts, signs the manifest and writes the bundle. `parts` are the files of
@@ -87,25 +99,46 @@ pub fn write(
         parts: listed,
     };
     let manifest_bytes = manifest.to_bytes();
-    let signature = sign::sign(key, &manifest_bytes);
+    let signature = sign::sign(key, &manifest_bytes).to_json();
+    let signed = Signed {
+        manifest: manifest_bytes,
+        signature,
+    };
+    assemble(out, &signed, parts)?;
+    Ok(manifest)
+}
+
+/// Writes a bundle from a manifest signed before and the files of [`PART_NAMES`], in that
+/// order: how a master offers the release it runs, from what its system slot keeps. Checks
+/// nothing; whoever takes the bundle checks it in full ([`open`]), as any other.
+pub fn assemble(out: impl Write, signed: &Signed, parts: &[PathBuf; 3]) -> Result<(), BundleError> {
     let mut archive = tar::Builder::new(out);
     append(
         &mut archive,
         MANIFEST,
-        manifest_bytes.len() as u64,
-        &manifest_bytes[..],
+        signed.manifest.len() as u64,
+        &signed.manifest[..],
     )?;
-    let sig = signature.to_json();
-    append(&mut archive, SIGNATURE, sig.len() as u64, &sig[..])?;
-    for (part, path) in manifest.parts.iter().zip(parts) {
+    append(
+        &mut archive,
+        SIGNATURE,
+        signed.signature.len() as u64,
+        &signed.signature[..],
+    )?;
+    for (name, path) in PART_NAMES.iter().zip(parts) {
         let file = File::open(path).map_err(io_error(format!("opening {}", path.display())))?;
-        append(&mut archive, &part.name, part.size, file)?;
+        let size = file
+            .metadata()
+            .map_err(io_error(format!("reading {}", path.display())))?
+            .len();
+        // `take`: a file that grows while it is read cannot overrun its tar entry.
+        append(&mut archive, name, size, file.take(size))?;
     }
     archive
         .into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_error("finishing the bundle"))?;
-    Ok(manifest)
+    Ok(())
 }
 
 /// Reproducible entries: fixed mode, owner and time.
@@ -161,14 +194,18 @@ fn verified_header<R: Read>(
     keyring: &Keyring,
 ) -> Result<Verified, BundleError> {
     let manifest_bytes = read_small(next(entries, MANIFEST)?, MANIFEST, MAX_MANIFEST_BYTES)?;
-    let signature = Signature::from_json(&read_small(
-        next(entries, SIGNATURE)?,
-        SIGNATURE,
-        MAX_SIGNATURE_BYTES,
-    )?)?;
+    let signature_bytes = read_small(next(entries, SIGNATURE)?, SIGNATURE, MAX_SIGNATURE_BYTES)?;
+    let signature = Signature::from_json(&signature_bytes)?;
     let key = sign::verify(keyring, &manifest_bytes, &signature)?.id();
     let manifest = Manifest::parse(&manifest_bytes)?;
-    Ok(Verified { manifest, key })
+    Ok(Verified {
+        manifest,
+        key,
+        signed: Signed {
+            manifest: manifest_bytes,
+            signature: signature_bytes,
+        },
+    })
 }
 
 /// Checks a bundle read from `reader`: the signature against `keyring`, then `accept` on the
@@ -224,8 +261,9 @@ fn open_inner(
 ) -> Result<Verified, BundleError> {
     let mut archive = tar::Archive::new(reader);
     let mut entries = archive.entries().map_err(io_error("reading the bundle"))?;
-    let Verified { manifest, key } = verified_header(&mut entries, keyring)?;
-    accept(&manifest)?;
+    let verified = verified_header(&mut entries, keyring)?;
+    accept(&verified.manifest)?;
+    let manifest = &verified.manifest;
     for part in &manifest.parts {
         let mut entry = next(&mut entries, &part.name)?;
         let size = entry.header().size().unwrap_or(u64::MAX);
@@ -271,7 +309,7 @@ fn open_inner(
             "unexpected {name:?} after the last part"
         )));
     }
-    Ok(Verified { manifest, key })
+    Ok(verified)
 }
 
 /// The next entry of the archive, which must be the regular file `expected`.
@@ -378,6 +416,30 @@ mod tests {
         }
         // The same bytes give the same bundle: builds are reproducible.
         assert_eq!(bundle(&f, "2.0.0", Arch::X86_64), bytes);
+    }
+
+    /// What a slot keeps (the signed manifest and the parts) gives back the very bundle,
+    /// and a part changed since is caught by whoever opens the reassembled one.
+    #[test]
+    fn a_bundle_assembled_from_what_a_slot_keeps_is_the_same_bundle() {
+        let f = fixture();
+        let bytes = bundle(&f, "2.0.0", Arch::X86_64);
+        let ring = Keyring::new(vec![f.key.public()]);
+        let dest = staging(&f);
+        let verified = open(&bytes[..], &ring, |_| Ok(()), Some(&dest)).unwrap();
+        let kept = PART_NAMES.map(|n| dest.join(n));
+        let mut again = Vec::new();
+        assemble(&mut again, &verified.signed, &kept).unwrap();
+        assert_eq!(again, bytes);
+
+        fs::write(&kept[1], "an initramfs changed on the boot partition").unwrap();
+        let mut changed = Vec::new();
+        assemble(&mut changed, &verified.signed, &kept).unwrap();
+        let err = open(&changed[..], &ring, |_| Ok(()), None).unwrap_err();
+        assert!(
+            matches!(err, BundleError::PartSize { ref name, .. } if name == "initramfs.img"),
+            "{err}"
+        );
     }
 
     /// Flips one byte inside the named part's data.

@@ -119,8 +119,23 @@ impl<'a> Admin<'a> {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// `cloudos ARGS`, which must succeed, its stdout parsed as JSON.
-    fn json(&self, args: &[&str]) -> serde_json::Value {
+    /// Waits until the master offers the release it runs for `arch` (it puts the bundle
+    /// together in the background after it starts): that release's version and the
+    /// bundle's size.
+    pub fn offered_release(&self, arch: &str, timeout: Duration) -> (String, u64) {
+        self.wait("the master offering the release it runs", timeout, || {
+            let list = self.json(&["release", "list", "-o", "json"]);
+            let running = list["running"].as_str()?;
+            let kept = list["releases"]
+                .as_array()?
+                .iter()
+                .find(|r| r["version"] == running && r["arch"] == arch)?;
+            Some((running.to_owned(), kept["size"].as_u64()?))
+        })
+    }
+
+    /// `cloudos ARGS` (with `-o json` among them), which must succeed, its stdout parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ok(args);
         serde_json::from_str(&out).unwrap_or_else(|e| {
             self.fail(&format!(

@@ -112,6 +112,17 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
     assert_eq!(status["cluster_name"], "lab", "{status}");
     let pin = status["ca_pin"].as_str().expect("pin").to_string();
+    // A live master offers the release it runs, put together from the ISO it booted:
+    // the build's own bundle (the same size; the master checked every part's hash).
+    let (version, size) = admin.offered_release("x86_64", scaled(Duration::from_secs(120)));
+    let built = artifacts::out_dir().join(format!("cloudos-{version}-x86_64.bundle"));
+    let built_size = std::fs::metadata(&built).expect("the build's bundle").len();
+    assert_eq!(
+        size,
+        built_size,
+        "the offered release is not {}",
+        built.display()
+    );
 
     // A compute token that two nodes will use; it never appears on a console.
     let token = admin

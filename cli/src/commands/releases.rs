@@ -1,6 +1,8 @@
-//! `cloudos release add|list`: the signed update bundles the master keeps.
+//! `cloudos release add|list|get`: the signed update bundles the master keeps.
 
 use std::path::Path;
+
+use anyhow::Context as _;
 
 use cloudos_cluster::api::{ReleaseInfo, ReleaseList};
 use cloudos_cluster::units::format_bytes;
@@ -20,6 +22,54 @@ pub async fn add(ctx: &Ctx, file: &Path) -> anyhow::Result<()> {
 pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
     let list = ctx.client().await?.releases().await?;
     ctx.print(&list, render_list)
+}
+
+/// Downloads a kept release into `output`, and keeps it only once its signature (by a key
+/// this build trusts) and every part's hash check out: a file that is there is a good one.
+pub async fn get(ctx: &Ctx, version: &str, arch: &str, output: &Path) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let partial = partial_path(output);
+    let mut file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let fetched = client.release_bundle_to(version, arch, &mut file).await;
+    drop(file);
+    let checked = fetched.map_err(anyhow::Error::from).and_then(|_| {
+        let file = std::fs::File::open(&partial)?;
+        let verified = cloudos_release::bundle::open(
+            std::io::BufReader::new(file),
+            &cloudos_release::trusted(),
+            |_| Ok(()),
+            None,
+        )
+        .context("the master sent a bundle that does not check out")?;
+        std::fs::rename(&partial, output)
+            .with_context(|| format!("cannot move the bundle to {}", output.display()))?;
+        Ok(verified)
+    });
+    let verified = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "release {} for {} saved to {} ({}, signed by key {})",
+        verified.manifest.version,
+        verified.manifest.arch,
+        output.display(),
+        format_bytes(size),
+        verified.key
+    );
+    Ok(())
+}
+
+/// Beside `output`, so that the rename is within one file system.
+fn partial_path(output: &Path) -> std::path::PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    output.with_file_name(name)
 }
 
 pub fn render_added(info: &ReleaseInfo) -> String {

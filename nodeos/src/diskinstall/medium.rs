@@ -19,9 +19,14 @@ use crate::blockdev::mount::Mounted;
 pub const MEDIUM_LABEL: &str = "CLOUDOS";
 /// On the medium: the gzip'd installed-disk template (iso/build.sh, from image/disk.sh).
 pub const TEMPLATE_PATH: &str = "install/disk-template.img.gz";
-/// On the medium: what slot A gets.
+/// On the medium: the system it boots, what slot A gets. Its files have a slot's names:
+/// the kernel, the initramfs and the release's signed manifest (iso/build.sh, from the
+/// bundle).
+pub const SYSTEM_DIR: &str = "boot";
 pub const KERNEL_PATH: &str = "boot/vmlinuz";
 pub const INITRAMFS_PATH: &str = "boot/initramfs.img";
+pub const MANIFEST_PATH: &str = "boot/manifest.json";
+pub const SIGNATURE_PATH: &str = "boot/manifest.sig";
 
 const RUN_DIR: &str = "/run/cloudos/install";
 /// Answer files are small; anything bigger is not one.

@@ -29,7 +29,7 @@ pub mod system;
 pub mod terminal;
 pub mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use cloudos_installer::wizard::WizardOutcome;
@@ -194,6 +194,20 @@ pub fn settings_text(answers: &Answers) -> String {
     text
 }
 
+/// The medium's signed manifest and signature, if it has both.
+fn signed_manifest(medium: &Path) -> Option<[PathBuf; 2]> {
+    let files = [medium::MANIFEST_PATH, medium::SIGNATURE_PATH].map(|p| medium.join(p));
+    if files.iter().all(|f| f.is_file()) {
+        Some(files)
+    } else {
+        log::warn!(
+            "install: the medium has no signed release manifest (a build without a release \
+             key): a master installed from it cannot offer its own release"
+        );
+        None
+    }
+}
+
 /// Writes a checked plan with the live medium's template and kernel.
 pub fn install(plan: &Plan) -> anyhow::Result<()> {
     log::info!(
@@ -208,6 +222,7 @@ pub fn install(plan: &Plan) -> anyhow::Result<()> {
         template_gz: medium.dir.join(medium::TEMPLATE_PATH),
         kernel: medium.dir.join(medium::KERNEL_PATH),
         initramfs: medium.dir.join(medium::INITRAMFS_PATH),
+        signed: signed_manifest(&medium.dir),
     };
     if !inputs.template_gz.is_file() {
         bail!(

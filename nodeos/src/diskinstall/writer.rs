@@ -53,6 +53,10 @@ pub struct Inputs {
     /// Slot A's kernel and initramfs: the ones the live system booted.
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The release's signed manifest and signature, when the medium has them (an ISO of a
+    /// signed build): slot A keeps them so that a master installed from it offers its
+    /// release (upgrade/offer.rs).
+    pub signed: Option<[PathBuf; 2]>,
 }
 
 /// The template's head, checked against the plan.
@@ -309,6 +313,10 @@ fn fill_partitions(
         (&inputs.initramfs, "initramfs.img"),
     ] {
         copy_synced(from, &slot.join(name))?;
+    }
+    if let Some([manifest, signature]) = &inputs.signed {
+        copy_synced(manifest, &slot.join(cloudos_release::bundle::MANIFEST))?;
+        copy_synced(signature, &slot.join(cloudos_release::bundle::SIGNATURE))?;
     }
     // What a later rollback to slot A says it goes back to.
     std::fs::write(

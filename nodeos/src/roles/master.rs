@@ -236,6 +236,7 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         config.self_upgrade = Some(cloudos_master::rollout::SelfUpgrade { install, report });
     }
     super::restore::from_settings(settings, &config.data_dir)?;
+    crate::upgrade::offer::offer_in_background(&config.data_dir, settings.slot);
     cloudos_master::serve(
         config,
         TokenOutput::Consoles,

@@ -14,8 +14,9 @@
 //! Until step 4 the machine boots what it booted before. After it, GRUB counts the new
 //! slot's boots and falls back to the old one when they run out (image/grub-disk.cfg).
 //!
-//! Each slot also holds a `version` file (the release's version; the installer writes slot
-//! A's), so that a rollback ([`switch_to_other`]) can say what it goes back to. A rollback
+//! Each slot also holds the release's signed manifest (`manifest.json`, `manifest.sig`:
+//! what a master offers its own release from) and a `version` file (the release's
+//! version; the installer writes slot A's), so that a rollback ([`switch_to_other`]) can say what it goes back to. A rollback
 //! is step 4 alone, on a slot that already holds a system: the slot it leaves is confirmed
 //! good, so GRUB comes back to it if the other does not become healthy.
 
@@ -138,6 +139,10 @@ pub fn write_inactive(
     };
     // The appliance boots the initramfs's own nodeos; the loose binary is for hosts.
     let _ = fs::remove_file(staging.join("nodeos"));
+    // The signed manifest stays with the system it describes, so that a master booted
+    // from this slot can offer its release to its nodes (upgrade/offer.rs).
+    write_synced(&staging.join(bundle::MANIFEST), &verified.signed.manifest)?;
+    write_synced(&staging.join(bundle::SIGNATURE), &verified.signed.signature)?;
     write_synced(
         &staging.join(VERSION_FILE),
         verified.manifest.version.to_string().as_bytes(),
@@ -371,6 +376,18 @@ mod tests {
         );
         assert_eq!(fs::metadata(esp.path().join(GRUBENV)).unwrap().len(), 1024);
         assert_eq!(slot_version(esp.path(), Slot::B).as_deref(), Some("0.2.0"));
+        // The signed manifest, byte for byte: what the master offers its release from.
+        let signed = bundle::read_header(&bundle[..], &esp.keyring())
+            .unwrap()
+            .signed;
+        assert_eq!(
+            fs::read(esp.path().join("slot-b/manifest.json")).unwrap(),
+            signed.manifest
+        );
+        assert_eq!(
+            fs::read(esp.path().join("slot-b/manifest.sig")).unwrap(),
+            signed.signature
+        );
     }
 
     #[test]
