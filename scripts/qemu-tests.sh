@@ -26,9 +26,10 @@ step() { echo "==> $*" >&2; }
 # Every test executable of the package (the library's unit tests and each file
 # under tests/tests), as cargo reports them.
 cargo test -p cloudos-tests --locked --no-run --message-format=json-render-diagnostics >"$LOGS/build.json"
-# Only test harnesses ("test":true): the package's helper programs are built too.
-mapfile -t BINS < <(grep '"test":true' "$LOGS/build.json" | grep -o '"executable":"[^"]*"' |
-    sed 's/"executable":"\(.*\)"/\1/')
+# Only the library's and tests/'s harnesses: the package's helper programs (kind bin)
+# are built too, and have no tests.
+mapfile -t BINS < <(grep '"test":true' "$LOGS/build.json" | grep -v '"kind":\["bin"\]' |
+    grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
 [[ ${#BINS[@]} -gt 1 ]] || { echo "qemu-tests.sh: no test binaries found" >&2; exit 1; }
 
 name_of() { local n; n=$(basename "$1"); echo "${n%-*}"; }

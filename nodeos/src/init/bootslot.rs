@@ -13,6 +13,7 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use nix::mount::{mount, umount, MsFlags};
 
@@ -71,8 +72,18 @@ pub fn confirm_env(block: &[u8], booted: Slot) -> Result<Option<Vec<u8>>, String
     }
 }
 
-/// The ESP mounted at [`ESP_MOUNT`] for as long as this lives.
-pub struct EspMount(());
+/// The ESP mounted at [`ESP_MOUNT`] for as long as this lives. One at a time: the confirm,
+/// an upgrade's writes and the master's offer of its release (upgrade/offer.rs) all mount it
+/// there, and a second mount of the device at the same place is refused (EBUSY); the next
+/// one waits for this to unmount.
+pub struct EspMount {
+    _turn: MutexGuard<'static, ()>,
+}
+
+static ESP_TURN: Mutex<()> = Mutex::new(());
+/// How often, and how far apart, a confirmation is tried.
+const CONFIRM_TRIES: u32 = 5;
+const CONFIRM_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl EspMount {
     pub fn path(&self) -> &Path {
@@ -90,6 +101,7 @@ impl Drop for EspMount {
 
 /// Mounts the installed disk's ESP (found by its label).
 pub fn mount_esp() -> Result<EspMount, SlotError> {
+    let turn = ESP_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let device = crate::blockdev::labels::find_vfat_labelled(ESP_LABEL).ok_or(SlotError::NoEsp)?;
     std::fs::create_dir_all(ESP_MOUNT).map_err(|source| SlotError::Io {
         action: "creating",
@@ -106,7 +118,7 @@ pub fn mount_esp() -> Result<EspMount, SlotError> {
         device: device.clone(),
         source,
     })?;
-    Ok(EspMount(()))
+    Ok(EspMount { _turn: turn })
 }
 
 /// Confirms `booted` in the ESP's grubenv. Mounts the ESP for the time it takes.
@@ -140,7 +152,19 @@ fn rewrite(path: &Path, booted: Slot) -> Result<Confirmed, SlotError> {
 /// Confirms the booted slot if there is one (an installed disk) and logs what happened.
 pub fn confirm_and_log(slot: Option<Slot>) {
     let Some(slot) = slot else { return };
-    match confirm(slot) {
+    // A slot left unconfirmed after a healthy boot would be counted down and given up at
+    // the next reboots: a passing failure (a busy device, a slow disk) is tried again.
+    let mut result = confirm(slot);
+    for _ in 1..CONFIRM_TRIES {
+        let Err(e) = &result else { break };
+        log::warn!(
+            "cannot confirm slot {} yet ({e}); trying again",
+            slot.as_str()
+        );
+        std::thread::sleep(CONFIRM_RETRY);
+        result = confirm(slot);
+    }
+    match result {
         Ok(how) => {
             match how {
                 Confirmed::Now => log::info!("slot {} confirmed good", slot.as_str()),
