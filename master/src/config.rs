@@ -45,8 +45,8 @@ pub struct MasterConfig {
     pub retention: Retention,
     /// Scheduled backups, when asked for (see `backup::schedule`).
     pub backups: Option<super::backup::Schedule>,
-    /// How this master upgrades itself (an installed appliance); `None`: it does not, and
-    /// a rollout leaves it out.
+    /// How this master upgrades itself (an installed appliance, or a curl-line host);
+    /// `None`: it does not, and a rollout leaves it out.
     pub self_upgrade: Option<super::rollout::SelfUpgrade>,
 }
 

@@ -179,8 +179,8 @@ impl Master {
 
 /// The master as a systemd service (cloud install): the admin token goes to a root-only
 /// file, and `ready` (sd_notify) is called once the API listens.
-pub fn run_host_service(config: MasterConfig, ready: fn(&str)) -> Result<(), MasterError> {
-    serve(config, TokenOutput::File, move || ready("master up"))
+pub fn run_host_service(config: MasterConfig, ready: impl FnOnce()) -> Result<(), MasterError> {
+    serve(config, TokenOutput::File, ready)
 }
 
 /// Runs a master until it is stopped (SIGTERM, SIGINT): opens its state, shows the first

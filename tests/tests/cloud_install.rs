@@ -423,6 +423,29 @@ fn refusals_say_why_and_install_nothing() {
         )
         .unwrap();
     assert_ne!(found, 0, "the admin token is in the journal");
+
+    // The curl-line master upgrades itself in a rollout, as a compute host does: the new
+    // binary in place of the old (kept), the unit restarted, confirmed once it serves.
+    let next_binary = dir.path().join("master-next");
+    let downloads = artifacts::downloads(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(downloads.join("nodeos-x86_64"), &next_binary).expect("copy nodeos");
+    let next = bundle(dir.path(), NEXT, &next_binary);
+    cloud_admin.ok(&["release", "add", next.to_str().expect("utf-8")]);
+    let timeout = format!("{}s", scaled(Duration::from_secs(300)).as_secs());
+    cloud_admin.ok(&["upgrade", "--to", NEXT, "--timeout", &timeout]);
+    let status = cloud_admin.json(&["upgrade", "status", "-o", "json"]);
+    let me = status["nodes"]
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["role"] == "master"))
+        .unwrap_or_else(|| panic!("the master's own system is not in {status}"));
+    assert_eq!(
+        (me["version"].as_str(), me["slot"].as_str(), me["confirmed"].as_bool()),
+        (Some(NEXT), Some("host"), Some(true)),
+        "{status}"
+    );
+    guest
+        .run_ok("test -x /usr/local/bin/nodeos.previous", short())
+        .expect("the previous binary is kept");
     guest
         .run_ok("/usr/local/bin/cloudos-uninstall.sh", long())
         .expect("uninstall the master");

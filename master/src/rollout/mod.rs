@@ -51,9 +51,10 @@ pub enum RolloutError {
 }
 
 /// How the master upgrades itself: the same hooks an agent has (`nodeos` sets them when it
-/// runs on an installed disk). `install` checks the bundle, writes the other slot and asks
-/// for the reboot; `report` says which slot this boot is, whether it is confirmed, and how
-/// the last upgrade went.
+/// runs on an installed disk, or installed on a host by the curl line). `install` checks
+/// the bundle, writes the other slot (or puts the new binary in place) and asks for the
+/// reboot (or the unit's restart); `report` says which slot this boot is (`host`), whether
+/// it is confirmed, and how the last upgrade went.
 #[derive(Clone)]
 pub struct SelfUpgrade {
     pub install: InstallSelf,

@@ -15,7 +15,8 @@ pub struct MasterSelf {
     pub name: String,
     pub arch: String,
     pub version: String,
-    /// Whether this master can write its own other slot (an installed appliance).
+    /// Whether this master can upgrade itself (an installed appliance, or a host installed
+    /// with the curl line).
     pub can_upgrade: bool,
 }
 
@@ -102,8 +103,8 @@ pub fn choose(
             _ if !master.can_upgrade => {
                 me.step = RolloutStep::Skipped;
                 me.detail = Some(
-                    "this master is not CloudOS on an installed disk, so it has no other slot \
-                     to write; upgrade its nodeos by hand"
+                    "this master was installed neither to a disk nor with the curl line, so \
+                     nothing may replace its system; upgrade its nodeos by hand"
                         .into(),
                 );
             }

@@ -372,7 +372,7 @@ async fn upgrade_master(state: &Arc<MasterState>, rollout: &Rollout) -> Result<(
         .config
         .self_upgrade
         .clone()
-        .ok_or("this master cannot upgrade itself (not CloudOS on an installed disk)")?;
+        .ok_or("this master cannot upgrade itself (installed neither to a disk nor with the curl line)")?;
     let me = rollout
         .nodes
         .iter()
@@ -443,7 +443,7 @@ async fn wait_self(
             },
             _ => {
                 return Err(
-                    "the master restarted before its new slot was written; resume the rollout to try again"
+                    "the master restarted before its new system was in place; resume the rollout to try again"
                         .into(),
                 )
             }

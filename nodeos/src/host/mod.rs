@@ -130,7 +130,48 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
 fn run_master(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut config = crate::roles::master::config_from_settings(settings);
     config.downloads_dir = data_dir.join("downloads");
-    config.data_dir = data_dir;
-    cloudos_master::run_host_service(config, notify::ready)?;
+    config.data_dir = data_dir.clone();
+    // An installed master upgrades itself last in a rollout, as a compute host does: the
+    // same binary swap, the same trial. It is healthy once it serves its API with its
+    // state open (the point where systemd hears READY).
+    let layout = layout::Layout {
+        state_dir: data_dir,
+        ..layout::Layout::system()
+    };
+    let unit = layout::unit_name(NodeRole::Master);
+    let health = upgrade::Health::default();
+    if install::is_installed(&layout) {
+        config.self_upgrade = Some(cloudos_master::rollout::SelfUpgrade {
+            install: upgrade::install_hook(layout.clone(), unit, health.clone()),
+            report: upgrade::report_hook(layout.clone(), health.clone()),
+        });
+        let timeout = settings
+            .health_timeout
+            .map_or(upgrade::HEALTH_TIMEOUT, Duration::from_secs);
+        start_trial(layout, unit, health.clone(), timeout);
+    }
+    let healthy = health.hook();
+    cloudos_master::run_host_service(config, move || {
+        notify::ready("master up");
+        healthy();
+    })?;
     Ok(())
+}
+
+/// [`upgrade::trial`] beside the master, which runs its own runtime.
+fn start_trial(layout: layout::Layout, unit: &'static str, health: upgrade::Health, timeout: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("upgrade-trial".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(upgrade::trial(layout, unit, health, timeout)),
+                Err(e) => log::error!("cannot watch this binary's trial: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot watch this binary's trial: {e}");
+    }
 }
