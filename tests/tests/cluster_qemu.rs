@@ -114,7 +114,7 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
     let pin = status["ca_pin"].as_str().expect("pin").to_string();
     // A live master offers the release it runs, put together from the ISO it booted:
     // the build's own bundle (the same size; the master checked every part's hash).
-    let (version, size) = admin.offered_release("x86_64", scaled(Duration::from_secs(120)));
+    let (version, size) = admin.offered_release("x86_64", Duration::from_secs(120));
     let built = artifacts::out_dir().join(format!("cloudos-{version}-x86_64.bundle"));
     let built_size = std::fs::metadata(&built).expect("the build's bundle").len();
     assert_eq!(
