@@ -412,6 +412,9 @@ pub enum MasterMessage {
     Welcome {
         cluster_name: String,
         heartbeat_interval_secs: u64,
+        /// The node's container subnet (`10.250.3.0/24`); absent from an older master.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnet: Option<String>,
     },
     /// Answer to each heartbeat, echoing its `seq`: lets agents (and the load benchmark)
     /// measure how long the master took.

@@ -11,6 +11,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::addr::Ipv4Cidr;
+
 /// The cluster's range when the master's settings name none: private, not one that home or
 /// office routers hand out (192.168.x, 10.0.x, 10.1.x), nor Docker's (172.17/16),
 /// podman's (10.88/16), k3s's (10.42/16) or Flannel's (10.244/16).
@@ -61,15 +63,22 @@ impl ClusterRange {
         self.0
     }
 
-    /// Refuses the range when it overlaps a network this machine has an address on.
-    pub fn check_lan(&self, lans: &[Ipv4Net]) -> Result<(), SubnetError> {
-        match lans.iter().find(|lan| overlap(&self.0, lan)) {
-            Some(lan) => Err(SubnetError::Clash {
-                range: self.0,
-                lan: lan.trunc(),
-            }),
-            None => Ok(()),
+    /// Refuses the range when it overlaps a network this machine has an address on (its
+    /// interfaces' addresses, each with its prefix).
+    pub fn check_lan(&self, lans: &[Ipv4Cidr]) -> Result<(), SubnetError> {
+        let networks = lans
+            .iter()
+            .filter_map(|l| Ipv4Net::new(l.address, l.prefix).ok())
+            .map(|n| n.trunc());
+        for lan in networks {
+            if overlap(&self.0, &lan) {
+                return Err(SubnetError::Clash {
+                    range: self.0,
+                    lan,
+                });
+            }
         }
+        Ok(())
     }
 
     /// The first subnet of the range not in `taken`, in address order, so that a cluster's
@@ -88,6 +97,13 @@ impl ClusterRange {
             range: self.0,
             count: taken.len(),
         })
+    }
+}
+
+impl Default for ClusterRange {
+    /// [`DEFAULT_RANGE`].
+    fn default() -> ClusterRange {
+        ClusterRange(Ipv4Net::new_assert(Ipv4Addr::new(10, 250, 0, 0), 16))
     }
 }
 
@@ -119,6 +135,10 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn lan(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn ranges_are_checked_in_a_table() {
         let cases: &[(&str, Result<&str, &str>)] = &[
@@ -133,6 +153,7 @@ mod tests {
             ("10.250.0.0/25", Err("too small")),
             ("8.8.0.0/16", Err("not a private range")),
         ];
+        assert_eq!(ClusterRange::default(), ClusterRange::parse(DEFAULT_RANGE).unwrap());
         for (text, want) in cases {
             match (ClusterRange::parse(text), want) {
                 (Ok(r), Ok(shown)) => assert_eq!(r.to_string(), *shown, "{text}"),
@@ -145,7 +166,7 @@ mod tests {
     #[test]
     fn a_range_that_overlaps_the_lan_is_refused_with_both_named() {
         let range = ClusterRange::parse("10.0.0.0/8").unwrap();
-        let err = range.check_lan(&[net("10.77.0.5/24")]).unwrap_err();
+        let err = range.check_lan(&[lan("10.77.0.5/24")]).unwrap_err();
         assert_eq!(
             err,
             SubnetError::Clash {
@@ -156,10 +177,10 @@ mod tests {
         assert!(err.to_string().contains("10.77.0.0/24"), "{err}");
         let default = ClusterRange::parse(DEFAULT_RANGE).unwrap();
         assert!(default
-            .check_lan(&[net("10.77.0.5/24"), net("192.168.1.20/24")])
+            .check_lan(&[lan("10.77.0.5/24"), lan("192.168.1.20/24")])
             .is_ok());
         // A LAN larger than the range holds it too.
-        assert!(default.check_lan(&[net("10.0.0.1/8")]).is_err());
+        assert!(default.check_lan(&[lan("10.0.0.1/8")]).is_err());
     }
 
     #[test]

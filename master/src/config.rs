@@ -48,6 +48,8 @@ pub struct MasterConfig {
     /// How this master upgrades itself (an installed appliance, or a curl-line host);
     /// `None`: it does not, and a rollout leaves it out.
     pub self_upgrade: Option<super::rollout::SelfUpgrade>,
+    /// Where the nodes' container subnets come from (the setting `container_range`).
+    pub container_range: cloudos_cluster::subnets::ClusterRange,
 }
 
 impl MasterConfig {
@@ -71,6 +73,7 @@ impl MasterConfig {
             retention: Retention::default(),
             backups: None,
             self_upgrade: None,
+            container_range: cloudos_cluster::subnets::ClusterRange::default(),
         }
     }
 }

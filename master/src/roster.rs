@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::{AgentHello, NodeInfo, Telemetry};
 use cloudos_cluster::pki::CertSerial;
+use cloudos_cluster::subnets::{ClusterRange, SubnetError};
+use ipnet::Ipv4Net;
 use cloudos_store::{NodeRecord, NodeState};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -371,6 +373,28 @@ impl Roster {
         entry.changed = true;
         let transition = entry.set_state(NodeState::Ready, "its agent connected".to_owned());
         Some((id, rx, transition))
+    }
+
+    /// The node's container subnet: the one it has, or the first of `range` no node holds,
+    /// given now (saved with the hello's other changes). Under the roster's one lock, so two
+    /// hellos at once never get the same subnet. `None` if the node is not registered.
+    pub fn subnet(
+        &self,
+        name: &str,
+        range: &ClusterRange,
+    ) -> Option<Result<Ipv4Net, SubnetError>> {
+        let mut nodes = self.lock();
+        let held = |e: &Entry| e.record.subnet.as_deref().and_then(|s| s.parse().ok());
+        if let Some(subnet) = held(nodes.get(name)?) {
+            return Some(Ok(subnet));
+        }
+        let taken: Vec<Ipv4Net> = nodes.values().filter_map(held).collect();
+        let given = range.allocate(&taken);
+        if let (Ok(subnet), Some(entry)) = (&given, nodes.get_mut(name)) {
+            entry.record.subnet = Some(subnet.to_string());
+            entry.changed = true;
+        }
+        Some(given)
     }
 
     /// A heartbeat from a node. `Err(())` if the node is not registered (it was removed).

@@ -333,14 +333,29 @@ async fn connected_node(f: &Fixture, name: &str) -> (Credentials, Ws) {
     let node = join(&f.m, src(2), &token, name).await;
     let mut ws = agent_connect(&f.m, &node.client(src(2))).await;
     send(&mut ws, &hello()).await;
-    assert_eq!(
-        receive(&mut ws).await,
-        Some(MasterMessage::Welcome {
-            cluster_name: "lab".into(),
-            heartbeat_interval_secs: 1
-        })
+    let welcome = receive(&mut ws).await;
+    assert!(
+        matches!(
+            &welcome,
+            Some(MasterMessage::Welcome {
+                cluster_name,
+                heartbeat_interval_secs: 1,
+                subnet: Some(_),
+            }) if cluster_name == "lab"
+        ),
+        "{welcome:?}"
     );
     (node, ws)
+}
+
+/// The container subnet a node's agent is welcomed with.
+async fn welcomed_subnet(f: &Fixture, node: &Credentials) -> Option<String> {
+    let mut ws = agent_connect(&f.m, &node.client(src(2))).await;
+    send(&mut ws, &hello()).await;
+    match receive(&mut ws).await {
+        Some(MasterMessage::Welcome { subnet, .. }) => subnet,
+        other => panic!("no welcome: {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------- tests
@@ -1340,3 +1355,21 @@ mod nodeops;
 /// that falls back halts the rollout.
 #[path = "master_api/rollout.rs"]
 mod rollout;
+
+/// Each node gets its own /24 of the cluster's range at its first hello, and the same one
+/// on every hello after, also after the master restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_keeps_its_own_container_subnet() {
+    let mut f = fixture("subnets").await;
+    let one = join(&f.m, src(2), &compute_token(&f.m, &f.a).await, "node-1").await;
+    let two = join(&f.m, src(2), &compute_token(&f.m, &f.a).await, "node-2").await;
+    let first = welcomed_subnet(&f, &one).await.expect("node-1's subnet");
+    let second = welcomed_subnet(&f, &two).await.expect("node-2's subnet");
+    assert_eq!(first, "10.250.0.0/24");
+    assert_eq!(second, "10.250.1.0/24");
+    assert_eq!(welcomed_subnet(&f, &one).await.as_deref(), Some(first.as_str()));
+    f.m.stop();
+    f.m = start_master(&f.dir);
+    assert_eq!(welcomed_subnet(&f, &two).await.as_deref(), Some(second.as_str()));
+    assert_eq!(welcomed_subnet(&f, &one).await.as_deref(), Some(first.as_str()));
+}

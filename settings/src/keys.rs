@@ -8,6 +8,7 @@
 
 use crate::model::{NetMode, NodeRole, Secret, Settings, Slot};
 use crate::values;
+use cloudos_cluster::subnets::ClusterRange;
 
 /// How a key's values combine and what a bare `cloudos.NAME` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +253,22 @@ pub static KEYS: &[Key] = &[
         in_file: true,
         set: |s, v| put(&mut s.tls_san, values::parse_tls_sans(v)),
         get: |s| joined(&s.tls_san),
+    },
+    Key {
+        name: "container_range",
+        kind: Kind::One,
+        help: "`10.250.0.0/16`: a master's private range that its nodes' container subnets \
+               (a /24 each) come from; must not overlap the LAN",
+        default: "`10.250.0.0/16`",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            put(
+                &mut s.container_range,
+                ClusterRange::parse(v).map(Some).map_err(|e| e.to_string()),
+            )
+        },
+        get: |s| one(s.container_range.map(|r| r.to_string())),
     },
     Key {
         name: "ntp",

@@ -187,6 +187,9 @@ pub struct Settings {
     /// (`cloudos.tls_san=203.0.113.7,master.example.org`): the ones clients use to reach a
     /// master behind NAT or a load balancer, which it cannot see on its own interfaces.
     pub tls_san: Vec<String>,
+    /// The private range a master gives its nodes' container subnets from
+    /// (`cloudos.container_range=10.250.0.0/16`); the default when not set.
+    pub container_range: Option<cloudos_cluster::subnets::ClusterRange>,
     /// SNTP servers, `host:port` (port 123 when none was given), asked before the DHCP
     /// lease's and the master's (`cloudos.ntp=pool.example.org,10.0.0.1`).
     pub ntp: Vec<String>,

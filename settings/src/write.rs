@@ -124,6 +124,9 @@ mod tests {
             restore: Some("LABEL=BACKUP:/lab.age".into()),
             restore_passphrase_file: Some("/var/lib/cloudos/restore.pass".into()),
             health_timeout: Some(300),
+            container_range: Some(
+                cloudos_cluster::subnets::ClusterRange::parse("10.9.0.0/16").unwrap(),
+            ),
         }
     }
 

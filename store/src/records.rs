@@ -71,6 +71,11 @@ pub struct NodeRecord {
     /// The node's boot at its last hello.
     #[serde(default)]
     pub boot: Option<cloudos_cluster::nodeops::NodeBoot>,
+    /// The subnet its containers take their addresses from (`10.250.3.0/24`), given out
+    /// of the cluster's range at its first hello and kept for the node's life, so that its
+    /// containers' addresses stay the same across reboots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 /// A person's admin certificate, as the master issued it. An admin certificate is accepted

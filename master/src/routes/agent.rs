@@ -109,9 +109,11 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
     };
     log::debug!("agent of {name} connected (connection {conn_id})");
     health::log_transitions(transition.as_slice());
+    let subnet = container_subnet(&state, &name);
     let welcome = MasterMessage::Welcome {
         cluster_name: state.cluster_name.clone(),
         heartbeat_interval_secs: state.config.heartbeat_interval.as_secs().max(1),
+        subnet,
     };
     if send(&mut socket, &welcome).await {
         // Reconciliation messages go through the control channel, after the welcome.
@@ -125,6 +127,24 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
     }
     let transition = state.roster.disconnect(&name, conn_id);
     health::log_transitions(transition.as_slice());
+}
+
+/// The node's container subnet, given now if it has none. None when the range overlaps a
+/// network the master is on (checked at each hello: DHCP may move the master), or is full;
+/// the node then still runs `host` and `none` containers, and the log says why.
+fn container_subnet(state: &MasterState, name: &str) -> Option<String> {
+    let range = &state.config.container_range;
+    let given = match range.check_lan(&crate::addresses::host_ipv4_networks()) {
+        Ok(()) => state.roster.subnet(name, range)?,
+        Err(e) => Err(e),
+    };
+    match given {
+        Ok(subnet) => Some(subnet.to_string()),
+        Err(e) => {
+            log::error!("node {name} gets no container subnet: {e}");
+            None
+        }
+    }
 }
 
 /// Serves one connection until it closes, is evicted or replaced.
