@@ -402,6 +402,9 @@ pub struct AgentHello {
     /// This boot of the node (older agents say nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<crate::nodeops::NodeBoot>,
+    /// The subnet its containers take their addresses from (`10.250.3.0/24`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 /// Master → agent on [`paths::AGENT_CONNECT`].

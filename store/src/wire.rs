@@ -24,6 +24,7 @@ impl From<&NodeRecord> for NodeInfo {
                 .and_then(|v| serde_json::from_value(v.clone()).ok()),
             unschedulable: n.unschedulable,
             boot: n.boot.clone(),
+            subnet: n.subnet.clone(),
         }
     }
 }

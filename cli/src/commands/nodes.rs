@@ -130,6 +130,10 @@ pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
         ),
         ("address", n.address.clone()),
         ("arch", n.arch.clone()),
+        (
+            "container subnet",
+            n.subnet.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("labels", joined_labels(&n.labels)),
         ("reported labels", joined_labels(&n.reported_labels)),
         (
