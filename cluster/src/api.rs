@@ -402,9 +402,6 @@ pub struct AgentHello {
     /// This boot of the node (older agents say nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<crate::nodeops::NodeBoot>,
-    /// The subnet its containers take their addresses from (`10.250.3.0/24`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet: Option<String>,
 }
 
 /// Master → agent on [`paths::AGENT_CONNECT`].
@@ -507,6 +504,9 @@ pub struct NodeInfo {
     /// The node's current boot, as its agent said at its last hello.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<crate::nodeops::NodeBoot>,
+    /// The subnet its containers take their addresses from (`10.250.3.0/24`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 /// `cloudos node label`: `POST /v1/nodes/<name>/labels`, admin certificate.
