@@ -35,9 +35,24 @@ pub enum SubnetError {
     Exhausted { range: Ipv4Net, count: usize },
 }
 
-/// The range node subnets come from, checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The range node subnets come from, checked. Written as its text (`10.250.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct ClusterRange(Ipv4Net);
+
+impl From<ClusterRange> for String {
+    fn from(range: ClusterRange) -> String {
+        range.to_string()
+    }
+}
+
+impl TryFrom<String> for ClusterRange {
+    type Error = SubnetError;
+
+    fn try_from(text: String) -> Result<ClusterRange, SubnetError> {
+        ClusterRange::parse(&text)
+    }
+}
 
 impl ClusterRange {
     /// Parses and checks `text` (`10.250.0.0/16`): private, a /24 or larger, the network
@@ -72,10 +87,7 @@ impl ClusterRange {
             .map(|n| n.trunc());
         for lan in networks {
             if overlap(&self.0, &lan) {
-                return Err(SubnetError::Clash {
-                    range: self.0,
-                    lan,
-                });
+                return Err(SubnetError::Clash { range: self.0, lan });
             }
         }
         Ok(())
@@ -153,7 +165,10 @@ mod tests {
             ("10.250.0.0/25", Err("too small")),
             ("8.8.0.0/16", Err("not a private range")),
         ];
-        assert_eq!(ClusterRange::default(), ClusterRange::parse(DEFAULT_RANGE).unwrap());
+        assert_eq!(
+            ClusterRange::default(),
+            ClusterRange::parse(DEFAULT_RANGE).unwrap()
+        );
         for (text, want) in cases {
             match (ClusterRange::parse(text), want) {
                 (Ok(r), Ok(shown)) => assert_eq!(r.to_string(), *shown, "{text}"),

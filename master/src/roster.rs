@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use cloudos_cluster::api::{AgentHello, NodeInfo, Telemetry};
 use cloudos_cluster::pki::CertSerial;
 use cloudos_cluster::subnets::{ClusterRange, SubnetError};
-use ipnet::Ipv4Net;
 use cloudos_store::{NodeRecord, NodeState};
+use ipnet::Ipv4Net;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
@@ -378,11 +378,7 @@ impl Roster {
     /// The node's container subnet: the one it has, or the first of `range` no node holds,
     /// given now (saved with the hello's other changes). Under the roster's one lock, so two
     /// hellos at once never get the same subnet. `None` if the node is not registered.
-    pub fn subnet(
-        &self,
-        name: &str,
-        range: &ClusterRange,
-    ) -> Option<Result<Ipv4Net, SubnetError>> {
+    pub fn subnet(&self, name: &str, range: &ClusterRange) -> Option<Result<Ipv4Net, SubnetError>> {
         let mut nodes = self.lock();
         let held = |e: &Entry| e.record.subnet.as_deref().and_then(|s| s.parse().ok());
         if let Some(subnet) = held(nodes.get(name)?) {
@@ -492,6 +488,7 @@ mod tests {
             state: NodeState::NotReady,
             unschedulable: false,
             boot: None,
+            subnet: None,
         }
     }
 

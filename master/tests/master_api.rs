@@ -1367,9 +1367,18 @@ async fn each_node_keeps_its_own_container_subnet() {
     let second = welcomed_subnet(&f, &two).await.expect("node-2's subnet");
     assert_eq!(first, "10.250.0.0/24");
     assert_eq!(second, "10.250.1.0/24");
-    assert_eq!(welcomed_subnet(&f, &one).await.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        welcomed_subnet(&f, &one).await.as_deref(),
+        Some(first.as_str())
+    );
     f.m.stop();
     f.m = start_master(&f.dir);
-    assert_eq!(welcomed_subnet(&f, &two).await.as_deref(), Some(second.as_str()));
-    assert_eq!(welcomed_subnet(&f, &one).await.as_deref(), Some(first.as_str()));
+    assert_eq!(
+        welcomed_subnet(&f, &two).await.as_deref(),
+        Some(second.as_str())
+    );
+    assert_eq!(
+        welcomed_subnet(&f, &one).await.as_deref(),
+        Some(first.as_str())
+    );
 }

@@ -371,7 +371,7 @@ mod tests {
             ("cloudos.install=", "cloudos.install: needs a value, as in key=value"),
             ("cloudos.backup_dir=backups", "cloudos.backup_dir: \"backups\" is not an absolute path without .."),
             ("cloudos.backup_interval=30s", "cloudos.backup_interval: \"30s\" is shorter than a minute"),
-            ("cloudos.container_range=8.8.0.0/16", "cloudos.container_range: the range 8.8.0.0/16 is not a private range"),
+            ("cloudos.container_range=8.8.0.0/16", "cloudos.container_range: the range 8.8.0.0/16 is not a private range (10/8, 172.16/12, 192.168/16): containers would hide real addresses"),
             ("cloudos.backup_keep=0", "cloudos.backup_keep: \"0\" is not a number of backups (1 or more)"),
             ("cloudos.restore=usb:/b.age", "cloudos.restore: \"usb:/b.age\" is neither /path nor LABEL=NAME:/path"),
             ("cloudos.restore_passphrase_file=LABEL=x:pass", "cloudos.restore_passphrase_file: \"LABEL=x:pass\" is not LABEL=NAME:/path (a label of at most 16 characters, an absolute path)"),

@@ -50,6 +50,7 @@ fn node(name: &str, serial: &str) -> NodeRecord {
         state: NodeState::NotReady,
         unschedulable: false,
         boot: None,
+        subnet: None,
     }
 }
 

@@ -496,6 +496,7 @@ mod tests {
             state: NodeState::Ready,
             unschedulable: false,
             boot: None,
+            subnet: None,
         }
     }
 

@@ -95,6 +95,7 @@ mod tests {
             state: NodeState::Ready,
             unschedulable: false,
             boot: None,
+            subnet: None,
         };
         assert_eq!(NodeInfo::from(&record).telemetry, Some(telemetry));
         record.telemetry = Some(serde_json::json!({"garbage": true}));

@@ -439,7 +439,11 @@ fn refusals_say_why_and_install_nothing() {
         .and_then(|all| all.iter().find(|n| n["role"] == "master"))
         .unwrap_or_else(|| panic!("the master's own system is not in {status}"));
     assert_eq!(
-        (me["version"].as_str(), me["slot"].as_str(), me["confirmed"].as_bool()),
+        (
+            me["version"].as_str(),
+            me["slot"].as_str(),
+            me["confirmed"].as_bool()
+        ),
         (Some(NEXT), Some("host"), Some(true)),
         "{status}"
     );

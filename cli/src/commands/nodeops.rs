@@ -221,6 +221,7 @@ mod tests {
                 id: boot.into(),
                 rebootable: true,
             }),
+            subnet: None,
         }
     }
 

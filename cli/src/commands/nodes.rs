@@ -130,10 +130,8 @@ pub fn render_one(n: &NodeInfo, now: OffsetDateTime) -> String {
         ),
         ("address", n.address.clone()),
         ("arch", n.arch.clone()),
-        (
-            "container subnet",
-            n.subnet.clone().unwrap_or_else(|| "-".into()),
-        ),
+        // The containers' subnet (`bridge` network).
+        ("subnet", n.subnet.clone().unwrap_or_else(|| "-".into())),
         ("labels", joined_labels(&n.labels)),
         ("reported labels", joined_labels(&n.reported_labels)),
         (
@@ -256,6 +254,7 @@ mod tests {
             telemetry,
             unschedulable: false,
             boot: None,
+            subnet: None,
         }
     }
 
@@ -295,6 +294,7 @@ mod tests {
         let text = render_one(&node("n1", NodeState::Ready, Some(telemetry())), NOW);
         assert!(text.contains("\nlabels:           zone=a\n"), "{text}");
         assert!(text.contains("\nreported labels:  -\n"), "{text}");
+        assert!(text.contains("\nsubnet:           -\n"), "{text}");
         assert!(
             text.contains("cpu:              25% of 2 cores\n"),
             "{text}"

@@ -166,6 +166,7 @@ mod tests {
             state,
             unschedulable: false,
             boot: None,
+            subnet: None,
             joined_at: now,
             last_seen: now,
             telemetry: Some(Telemetry {

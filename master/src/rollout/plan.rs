@@ -251,6 +251,7 @@ mod tests {
             state: NodeState::Ready,
             unschedulable: false,
             boot: None,
+            subnet: None,
             joined_at: now,
             last_seen: now,
             telemetry: Some(Telemetry {

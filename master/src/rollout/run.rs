@@ -368,11 +368,9 @@ async fn wait_services(
 /// The master's own step: write the other slot and reboot into it, or, after that reboot,
 /// read how it went.
 async fn upgrade_master(state: &Arc<MasterState>, rollout: &Rollout) -> Result<(), String> {
-    let hooks = state
-        .config
-        .self_upgrade
-        .clone()
-        .ok_or("this master cannot upgrade itself (installed neither to a disk nor with the curl line)")?;
+    let hooks = state.config.self_upgrade.clone().ok_or(
+        "this master cannot upgrade itself (installed neither to a disk nor with the curl line)",
+    )?;
     let me = rollout
         .nodes
         .iter()

@@ -258,6 +258,8 @@ fn admit(
         state: NodeState::NotReady,
         unschedulable: false,
         boot: None,
+        // Given at its first hello (routes/agent.rs).
+        subnet: None,
     };
     // The serials the registry holds are revoked with those the store holds (they differ
     // only if a renewal's store write failed).

@@ -159,7 +159,12 @@ fn run_master(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// [`upgrade::trial`] beside the master, which runs its own runtime.
-fn start_trial(layout: layout::Layout, unit: &'static str, health: upgrade::Health, timeout: Duration) {
+fn start_trial(
+    layout: layout::Layout,
+    unit: &'static str,
+    health: upgrade::Health,
+    timeout: Duration,
+) {
     let spawned = std::thread::Builder::new()
         .name("upgrade-trial".into())
         .spawn(move || {
