@@ -111,16 +111,17 @@ fn run_compute(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
     ));
     // Exiting non-zero when evicted would only make systemd restart into the same answer.
     let hint = "run install.sh with a new token to join again";
-    let served = runtime.block_on(async {
-        // Ends with the runtime when the daemon stops.
-        if upgradable {
-            let timeout = settings
-                .health_timeout
-                .map_or(upgrade::HEALTH_TIMEOUT, Duration::from_secs);
-            tokio::spawn(upgrade::trial(layout, unit, health, timeout));
-        }
-        cloudos_agent::service::serve(config, hint, cloudos_master::stop_signal()).await
-    });
+    if upgradable {
+        let timeout = settings
+            .health_timeout
+            .map_or(upgrade::HEALTH_TIMEOUT, Duration::from_secs);
+        start_trial(layout, unit, health, timeout);
+    }
+    let served = runtime.block_on(cloudos_agent::service::serve(
+        config,
+        hint,
+        cloudos_master::stop_signal(),
+    ));
     notify::stopping();
     served?;
     log::info!("stopping (asked by systemd)");
@@ -158,7 +159,8 @@ fn run_master(settings: &Settings, data_dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// [`upgrade::trial`] beside the master, which runs its own runtime.
+/// [`upgrade::trial`] on a thread and runtime of its own: a new binary whose agent or master
+/// hangs after it started (its runtime stuck) is still given up when its time is out.
 fn start_trial(
     layout: layout::Layout,
     unit: &'static str,
