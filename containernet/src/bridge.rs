@@ -1,0 +1,104 @@
+//! The node's bridge: one per node, holding the first address of the node's subnet (the
+//! containers' gateway), with IPv4 forwarding on so that containers reach past the node.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec};
+
+use super::{netlink, NetError};
+
+/// The bridge's name on every node.
+pub const BRIDGE: &str = "cloudos0";
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// The index of the link called `name`, if there is one.
+pub async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(Some(link.header.index)),
+        Ok(None) => Ok(None),
+        // The kernel answers a lookup by a name it does not know with ENODEV.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) => {
+            Ok(None)
+        }
+        Err(e) => Err(netlink(format!("looking up {name}"))(e)),
+    }
+}
+
+/// Makes sure the bridge `name` exists, is up and holds `gateway` (the containers'
+/// gateway with the subnet's prefix, `10.250.3.1/24`), and that this namespace forwards
+/// IPv4. An existing bridge is kept; another IPv4 address on it (the node's subnet
+/// changed) is replaced. Returns its index.
+pub async fn ensure(handle: &Handle, name: &str, gateway: &Ipv4Net) -> Result<u32, NetError> {
+    let index = match link_index(handle, name).await? {
+        Some(index) => index,
+        None => {
+            handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+                .map_err(netlink(format!("adding the bridge {name}")))?;
+            link_index(handle, name)
+                .await?
+                .ok_or_else(|| NetError::NoLink(name.to_owned()))?
+        }
+    };
+    let mut has_gateway = false;
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut stale = Vec::new();
+    while let Some(msg) = addresses
+        .try_next()
+        .await
+        .map_err(netlink(format!("reading {name}'s addresses")))?
+    {
+        let ip = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        match ip {
+            Some(ip) if ip == gateway.addr() && msg.header.prefix_len == gateway.prefix_len() => {
+                has_gateway = true
+            }
+            Some(_) => stale.push(msg),
+            None => {}
+        }
+    }
+    for msg in stale {
+        handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(netlink(format!("removing an old address of {name}")))?;
+    }
+    if !has_gateway {
+        handle
+            .address()
+            .add(index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
+            .execute()
+            .await
+            .map_err(netlink(format!("adding {gateway} to {name}")))?;
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink(format!("bringing {name} up")))?;
+    std::fs::write(IP_FORWARD, "1").map_err(|source| NetError::Io {
+        action: "turning on forwarding in",
+        path: IP_FORWARD.into(),
+        source,
+    })?;
+    Ok(index)
+}
+
