@@ -22,7 +22,9 @@ pub async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetE
         Ok(Some(link)) => Ok(Some(link.header.index)),
         Ok(None) => Ok(None),
         // The kernel answers a lookup by a name it does not know with ENODEV.
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) => {
+        Err(rtnetlink::Error::NetlinkError(e))
+            if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) =>
+        {
             Ok(None)
         }
         Err(e) => Err(netlink(format!("looking up {name}"))(e)),
@@ -101,4 +103,3 @@ pub async fn ensure(handle: &Handle, name: &str, gateway: &Ipv4Net) -> Result<u3
     })?;
     Ok(index)
 }
-

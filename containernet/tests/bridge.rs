@@ -62,21 +62,61 @@ fn containers_on_the_bridge_reach_each_other_and_the_node_and_leave_nothing() {
                 "a second ensure keeps the bridge"
             );
             let (a_ns, b_ns) = (dir.join("a"), dir.join("b"));
-            let a = attach(&handle, bridge, "run-a", &a_ns, "10.250.7.2/24".parse().unwrap(), gateway.addr()).await?;
-            let b = attach(&handle, bridge, "run-b", &b_ns, "10.250.7.3/24".parse().unwrap(), gateway.addr()).await?;
+            let a = attach(
+                &handle,
+                bridge,
+                "run-a",
+                &a_ns,
+                "10.250.7.2/24".parse().unwrap(),
+                gateway.addr(),
+            )
+            .await?;
+            let b = attach(
+                &handle,
+                bridge,
+                "run-b",
+                &b_ns,
+                "10.250.7.3/24".parse().unwrap(),
+                gateway.addr(),
+            )
+            .await?;
 
             let addr = inside(&nsenter, &a_ns, &["addr", "show", CONTAINER_LINK]);
             assert!(addr.contains("10.250.7.2/24"), "{addr}");
             let routes = inside(&nsenter, &a_ns, &["route"]);
-            assert!(routes.contains("default via 10.250.7.1 dev eth0"), "{routes}");
-            assert!(pings(&nsenter, &a_ns, Ipv4Addr::new(10, 250, 7, 3)), "a reaches b");
-            assert!(pings(&nsenter, &b_ns, Ipv4Addr::new(10, 250, 7, 2)), "b reaches a");
+            assert!(
+                routes.contains("default via 10.250.7.1 dev eth0"),
+                "{routes}"
+            );
+            assert!(
+                pings(&nsenter, &a_ns, Ipv4Addr::new(10, 250, 7, 3)),
+                "a reaches b"
+            );
+            assert!(
+                pings(&nsenter, &b_ns, Ipv4Addr::new(10, 250, 7, 2)),
+                "b reaches a"
+            );
             assert!(pings(&nsenter, &a_ns, gateway.addr()), "a reaches the node");
+            assert!(
+                !pings(&nsenter, &a_ns, Ipv4Addr::new(10, 250, 7, 99)),
+                "an address nobody holds answers"
+            );
 
             detach(&handle, &a).await?;
             assert!(!a_ns.exists(), "a's namespace file is gone");
-            assert_eq!(link_index(&handle, &a.node_link).await?, None, "a's veth is gone");
-            assert!(pings(&nsenter, &b_ns, gateway.addr()), "b still reaches the node");
+            assert_eq!(
+                link_index(&handle, &a.node_link).await?,
+                None,
+                "a's veth is gone"
+            );
+            assert!(
+                pings(&nsenter, &b_ns, gateway.addr()),
+                "b still reaches the node"
+            );
+            assert!(
+                !pings(&nsenter, &b_ns, Ipv4Addr::new(10, 250, 7, 2)),
+                "a still answers"
+            );
             detach(&handle, &a).await?;
             detach(&handle, &b).await?;
             assert!(!b_ns.exists());
