@@ -37,7 +37,12 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ReleaseError
 }
 
 pub struct Releases {
+    /// What admins added: kept in backups.
     dir: PathBuf,
+    /// The release this master runs, put together from its own system
+    /// ([`Releases::offer`]): never backed up (45 MB per architecture that any master
+    /// running that release offers again).
+    offered: PathBuf,
     keyring: Keyring,
 }
 
@@ -45,6 +50,7 @@ impl Releases {
     pub fn new(data_dir: &Path, keyring: Keyring) -> Releases {
         Releases {
             dir: data_dir.join("releases"),
+            offered: data_dir.join("offered"),
             keyring,
         }
     }
@@ -55,8 +61,7 @@ impl Releases {
 
     /// A place for an upload on the same file system as the releases.
     pub fn upload_path(&self, tag: &str) -> Result<PathBuf, ReleaseError> {
-        fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
-        Ok(self.dir.join(format!(".upload-{tag}")))
+        upload_path_in(&self.dir, tag)
     }
 
     /// Keeps the release of a system directory, with `nodeos` as its third part: how a
@@ -84,7 +89,7 @@ impl Releases {
         {
             return Ok(None);
         }
-        let upload = self.upload_path("offer")?;
+        let upload = upload_path_in(&self.offered, "offer")?;
         let parts = [
             system.join(PART_NAMES[0]),
             system.join(PART_NAMES[1]),
@@ -97,7 +102,7 @@ impl Releases {
                 bundle::assemble(&mut out, &signed, &parts)?;
                 Ok(())
             })
-            .and_then(|()| self.add(&upload));
+            .and_then(|()| self.keep(&self.offered, &upload));
         if kept.is_err() {
             let _ = fs::remove_file(&upload);
         }
@@ -107,9 +112,14 @@ impl Releases {
     /// Checks the uploaded bundle at `upload` in full and keeps it. The same bundle twice is
     /// fine (nothing changes); another bundle under a kept version and architecture is not.
     pub fn add(&self, upload: &Path) -> Result<ReleaseInfo, ReleaseError> {
+        self.keep(&self.dir, upload)
+    }
+
+    /// [`Releases::add`] into `dir`.
+    fn keep(&self, dir: &Path, upload: &Path) -> Result<ReleaseInfo, ReleaseError> {
         let verified = self.check(upload)?;
         let name = verified.manifest.file_name();
-        let target = self.dir.join(&name);
+        let target = dir.join(&name);
         if target.exists() {
             let same = files_equal(&target, upload)
                 .map_err(io(format!("comparing with {}", target.display())))?;
@@ -138,15 +148,21 @@ impl Releases {
         )?)
     }
 
-    /// Every kept release, newest first; a file that no longer verifies is logged and left out.
+    /// Every kept release (added and offered), newest first; a file that no longer
+    /// verifies is logged and left out.
     pub fn list(&self) -> Vec<ReleaseInfo> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
+        let entries = [&self.dir, &self.offered]
+            .into_iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten());
         let mut out: Vec<(Version, ReleaseInfo)> = Vec::new();
-        for entry in entries.flatten() {
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.ends_with(".bundle") || name.starts_with('.') {
+                continue;
+            }
+            // Added and offered both: the same release, listed once.
+            if out.iter().any(|(_, r)| r.file == name) {
                 continue;
             }
             let header = fs::File::open(entry.path())
@@ -178,15 +194,19 @@ impl Releases {
         };
         let version = Version::parse(version).map_err(|_| missing())?;
         let arch = Arch::parse(arch).ok_or_else(missing)?;
-        let path = self
-            .dir
-            .join(format!("cloudos-{version}-{}.bundle", arch.as_str()));
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(missing())
-        }
+        let name = format!("cloudos-{version}-{}.bundle", arch.as_str());
+        [&self.dir, &self.offered]
+            .into_iter()
+            .map(|dir| dir.join(&name))
+            .find(|path| path.is_file())
+            .ok_or_else(missing)
     }
+}
+
+/// A place for an upload in `dir`, on the same file system as what it becomes.
+fn upload_path_in(dir: &Path, tag: &str) -> Result<PathBuf, ReleaseError> {
+    fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    Ok(dir.join(format!(".upload-{tag}")))
 }
 
 fn info(verified: &Verified, file: &str, size: u64) -> ReleaseInfo {
@@ -312,10 +332,13 @@ mod tests {
         );
         let kept = lab.releases.path("2.0.0", "x86_64").unwrap();
         assert_eq!(
-            fs::read(kept).unwrap(),
+            fs::read(&kept).unwrap(),
             bytes,
             "the very bundle the build signed"
         );
+        // Not among what admins added, which backups hold: any master running it offers it.
+        assert!(!kept.starts_with(lab.releases.dir()), "{}", kept.display());
+        assert_eq!(lab.releases.list().len(), 1);
         assert!(lab.releases.offer(&system, &nodeos).unwrap().is_none());
     }
 
@@ -333,11 +356,19 @@ mod tests {
         let err = lab.releases.offer(&system, &nodeos).unwrap_err();
         assert!(err.to_string().contains("does not trust"), "{err}");
         assert!(lab.releases.list().is_empty());
-        let left: Vec<_> = fs::read_dir(lab.releases.dir())
-            .unwrap()
-            .flatten()
-            .collect();
-        assert!(left.is_empty(), "nothing left behind: {left:?}");
+        for dir in [
+            lab.dir.path().join("releases"),
+            lab.dir.path().join("offered"),
+        ] {
+            let left: Vec<_> = fs::read_dir(&dir)
+                .map(|d| d.flatten().collect())
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "nothing left behind in {}: {left:?}",
+                dir.display()
+            );
+        }
     }
 
     #[test]
