@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use cloudos_cluster::api::{UpgradeReport, UpgradeState};
 use cloudos_cluster::client::ApiClient;
+use cloudos_release::policy::{self, Intent};
 
 use super::telemetry::{arch, nodeos_version};
 use super::{InstallRelease, SwitchSlot};
@@ -149,6 +150,17 @@ impl Upgrader {
         allow_downgrade: bool,
         install: InstallRelease,
     ) -> Result<(), String> {
+        // The same or an older version is refused before a byte is downloaded; the install
+        // checks the signed manifest by the same rule again.
+        if let Ok(wanted) = cloudos_release::Version::parse(version) {
+            let intent = if allow_downgrade {
+                Intent::Force
+            } else {
+                Intent::Upgrade
+            };
+            policy::check_version(&wanted, cloudos_release::version(), intent)
+                .map_err(|e| format!("release refused: {e}"))?;
+        }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let file = self.dir.join("bundle");

@@ -39,15 +39,25 @@ pub fn check(
             node,
         });
     }
+    check_version(&manifest.version, running, intent)
+}
+
+/// The version half of [`check`], for a node that knows only the version it is asked for:
+/// it refuses the same or an older one before it downloads anything.
+pub fn check_version(
+    version: &Version,
+    running: &Version,
+    intent: Intent,
+) -> Result<(), PolicyError> {
     if intent == Intent::Force {
         return Ok(());
     }
     // Semantic version order: 1.0.0-rc.1 < 1.0.0 < 1.0.1; build metadata is ignored.
-    match manifest.version.cmp_precedence(running) {
+    match version.cmp_precedence(running) {
         std::cmp::Ordering::Greater => Ok(()),
         std::cmp::Ordering::Equal => Err(PolicyError::Same(running.clone())),
         std::cmp::Ordering::Less => Err(PolicyError::Older {
-            bundle: manifest.version.clone(),
+            bundle: version.clone(),
             running: running.clone(),
         }),
     }
@@ -94,6 +104,11 @@ mod tests {
         for (version, arch, intent, ok) in cases {
             let got = check(&manifest(version, *arch), x86, &running, *intent);
             assert_eq!(got.is_ok(), *ok, "{version} {arch} {intent:?}: {got:?}");
+            // The version half, asked before a download, agrees wherever the arch is right.
+            if *arch == Arch::X86_64 {
+                let early = check_version(&Version::parse(version).unwrap(), &running, *intent);
+                assert_eq!(early.is_ok(), *ok, "{version} {intent:?}: {early:?}");
+            }
         }
     }
 
