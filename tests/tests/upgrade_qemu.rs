@@ -574,26 +574,9 @@ fn upgrade_bench() {
     let (vm, first) = install_and_join(dir.path(), &net, &admin, &master.addr);
     let bundle = builder.join().expect("the release build");
     admin.ok(&["release", "add", bundle.to_str().expect("utf-8")]);
-    // Nobody uploads the release the master runs: it offers it, and what it serves is
-    // the very bundle the build signed, put together from its slot and its own binary.
-    let (offered_version, _) = admin.offered_release("x86_64", step());
-    assert_eq!(offered_version, first);
-    let offered = dir.path().join("offered.bundle");
-    admin.ok(&[
-        "release",
-        "get",
-        &first,
-        offered.to_str().expect("utf-8"),
-        "--arch",
-        "x86_64",
-    ]);
+    // A host-process master has no slot to offer its own release from: it is uploaded.
     let current = artifacts::out_dir().join(format!("cloudos-{first}-x86_64.bundle"));
-    assert!(
-        std::fs::read(&offered).expect("the offered bundle")
-            == std::fs::read(&current).expect("the build's bundle"),
-        "the master's own release differs from the build's {}",
-        current.display()
-    );
+    admin.ok(&["release", "add", current.to_str().expect("utf-8")]);
     let timeout = format!("{}s", scaled(Duration::from_secs(600)).as_secs());
 
     let (mut reboots, mut upgrades) = (Vec::new(), Vec::new());
