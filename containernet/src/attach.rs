@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::bridge::link_index;
-use super::{netlink, netns, NetError};
+use super::bridge::{link_index, required_index};
+use super::{netlink, netns, set_link, NetError};
 
 /// The container's end of its veth pair, in its namespace.
 pub const CONTAINER_LINK: &str = "eth0";
@@ -76,38 +76,30 @@ async fn attach_inner(
         .execute()
         .await
         .map_err(netlink(format!("adding the veth pair {}", a.node_link)))?;
-    let node_end = link_index(handle, &a.node_link)
-        .await?
-        .ok_or_else(|| NetError::NoLink(a.node_link.clone()))?;
-    let peer_end = link_index(handle, &peer)
-        .await?
-        .ok_or_else(|| NetError::NoLink(peer.clone()))?;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(node_end)
-                .controller(bridge)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink(format!("putting {} on the bridge", a.node_link)))?;
+    let node_end = required_index(handle, &a.node_link).await?;
+    let peer_end = required_index(handle, &peer).await?;
+    set_link(
+        handle,
+        LinkUnspec::new_with_index(node_end)
+            .controller(bridge)
+            .up()
+            .build(),
+        format!("putting {} on the bridge", a.node_link),
+    )
+    .await?;
     let ns = std::fs::File::open(&a.netns).map_err(|source| NetError::Io {
         action: "opening",
         path: a.netns.clone(),
         source,
     })?;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(peer_end)
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink("moving the container's end into its namespace"))?;
+    set_link(
+        handle,
+        LinkUnspec::new_with_index(peer_end)
+            .setns_by_fd(ns.as_raw_fd())
+            .build(),
+        "moving the container's end into its namespace",
+    )
+    .await?;
     let address = a.address;
     netns::within(&a.netns, move || {
         Box::pin(async move { inside(&peer, address, gateway).await })
@@ -119,38 +111,34 @@ async fn attach_inner(
 async fn inside(peer: &str, address: Ipv4Net, gateway: Ipv4Addr) -> Result<(), NetError> {
     let handle = super::connect()?;
     if let Some(lo) = link_index(&handle, "lo").await? {
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(lo).up().build())
-            .execute()
-            .await
-            .map_err(netlink("bringing lo up"))?;
-    }
-    let index = link_index(&handle, peer)
-        .await?
-        .ok_or_else(|| NetError::NoLink(peer.to_owned()))?;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .name(CONTAINER_LINK.to_owned())
-                .build(),
+        set_link(
+            &handle,
+            LinkUnspec::new_with_index(lo).up().build(),
+            "bringing lo up",
         )
-        .execute()
-        .await
-        .map_err(netlink("naming the container's link eth0"))?;
+        .await?;
+    }
+    let index = required_index(&handle, peer).await?;
+    set_link(
+        &handle,
+        LinkUnspec::new_with_index(index)
+            .name(CONTAINER_LINK.to_owned())
+            .build(),
+        "naming the container's link eth0",
+    )
+    .await?;
     handle
         .address()
         .add(index, IpAddr::V4(address.addr()), address.prefix_len())
         .execute()
         .await
         .map_err(netlink(format!("adding {address} to eth0")))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(netlink("bringing eth0 up"))?;
+    set_link(
+        &handle,
+        LinkUnspec::new_with_index(index).up().build(),
+        "bringing eth0 up",
+    )
+    .await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(gateway)
         .output_interface(index)

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
-use super::{netlink, NetError};
+use super::{netlink, set_link, NetError};
 
 /// The bridge's name on every node.
 pub const BRIDGE: &str = "cloudos0";
@@ -31,6 +31,13 @@ pub async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetE
     }
 }
 
+/// The index of the link called `name`, which must be there.
+pub async fn required_index(handle: &Handle, name: &str) -> Result<u32, NetError> {
+    link_index(handle, name)
+        .await?
+        .ok_or_else(|| NetError::NoLink(name.to_owned()))
+}
+
 /// Makes sure the bridge `name` exists, is up and holds `gateway` (the containers'
 /// gateway with the subnet's prefix, `10.250.3.1/24`), and that this namespace forwards
 /// IPv4. An existing bridge is kept; another IPv4 address on it (the node's subnet
@@ -45,9 +52,7 @@ pub async fn ensure(handle: &Handle, name: &str, gateway: &Ipv4Net) -> Result<u3
                 .execute()
                 .await
                 .map_err(netlink(format!("adding the bridge {name}")))?;
-            link_index(handle, name)
-                .await?
-                .ok_or_else(|| NetError::NoLink(name.to_owned()))?
+            required_index(handle, name).await?
         }
     };
     let mut has_gateway = false;
@@ -90,12 +95,12 @@ pub async fn ensure(handle: &Handle, name: &str, gateway: &Ipv4Net) -> Result<u3
             .await
             .map_err(netlink(format!("adding {gateway} to {name}")))?;
     }
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(netlink(format!("bringing {name} up")))?;
+    set_link(
+        handle,
+        LinkUnspec::new_with_index(index).up().build(),
+        format!("bringing {name} up"),
+    )
+    .await?;
     std::fs::write(IP_FORWARD, "1").map_err(|source| NetError::Io {
         action: "turning on forwarding in",
         path: IP_FORWARD.into(),

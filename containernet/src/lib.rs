@@ -51,6 +51,20 @@ pub(crate) fn netlink(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error
     move |source| NetError::Netlink { action, source }
 }
 
+/// Changes a link as `message` says (up, renamed, moved, on a bridge).
+pub(crate) async fn set_link(
+    handle: &rtnetlink::Handle,
+    message: rtnetlink::packet_route::link::LinkMessage,
+    action: impl Into<String>,
+) -> Result<(), NetError> {
+    handle
+        .link()
+        .set(message)
+        .execute()
+        .await
+        .map_err(netlink(action))
+}
+
 /// A netlink connection on the calling thread's network namespace, driven on the current
 /// runtime; the handle works for as long as the runtime runs.
 pub fn connect() -> Result<rtnetlink::Handle, NetError> {
