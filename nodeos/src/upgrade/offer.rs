@@ -26,6 +26,16 @@ const SELF_EXE: &str = "/proc/self/exe";
 /// live medium when it booted none). `None` when it is kept already.
 pub fn offer_running(data_dir: &Path, booted: Option<Slot>) -> anyhow::Result<Option<ReleaseInfo>> {
     let releases = Releases::new(&data_dir.join("master"), cloudos_release::trusted());
+    // Kept since an earlier boot of this release (every boot but its first): nothing to
+    // mount or read.
+    if let Some(arch) = cloudos_release::Arch::running() {
+        if releases
+            .path(&cloudos_release::version().to_string(), arch.as_str())
+            .is_ok()
+        {
+            return Ok(None);
+        }
+    }
     let nodeos = Path::new(SELF_EXE);
     let offered = match booted {
         Some(booted) => {
