@@ -68,6 +68,7 @@ fn cluster(rng: &mut Rng, count: usize) -> Vec<NodeView> {
                 capacity,
                 allocated,
                 groups: BTreeMap::new(),
+                ports: BTreeMap::new(),
             }
         })
         .collect()

@@ -1,13 +1,13 @@
 //! The filters: whether a node can take a request at all (ready, not cordoned, not avoided, right
-//! architecture, matching labels, enough free CPU and memory). Owns the order of the
-//! checks, which decides the one reason a node is counted under; scoring lives in
-//! `policy`, wording in `reason`.
+//! architecture, matching labels, the request's host ports free, enough free CPU and memory).
+//! Owns the order of the checks, which decides the one reason a node is counted under;
+//! scoring lives in `policy`, wording in `reason`.
 
 use cloudos_units::{format_bytes, format_cpu};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::types::{NodeView, Request};
+use crate::types::{HostPort, NodeView, Request};
 
 /// Why one node cannot take one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Error)]
@@ -24,6 +24,8 @@ pub enum Unfit {
         wanted: String,
         found: Option<String>,
     },
+    #[error("host port {port} is taken on the node")]
+    Port { port: HostPort },
     #[error("node lacks cpu (need {}, free {})", format_cpu(*.need), format_cpu(*.free))]
     Cpu { free: u64, need: u64 },
     #[error("node lacks memory (need {}, free {})", format_bytes(*.need), format_bytes(*.free))]
@@ -45,6 +47,8 @@ pub(crate) enum Miss<'a> {
         wanted: &'a str,
         found: Option<&'a str>,
     },
+    /// The first of the request's host ports that work on the node holds.
+    Port(HostPort),
     Cpu {
         free: u64,
         need: u64,
@@ -72,6 +76,7 @@ pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
                 wanted: wanted.to_string(),
                 found: found.map(str::to_string),
             },
+            Miss::Port(port) => Unfit::Port { port },
             Miss::Cpu { free, need } => Unfit::Cpu { free, need },
             Miss::Memory { free, need } => Unfit::Memory { free, need },
         }),
@@ -79,8 +84,9 @@ pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
 }
 
 /// The first filter `node` fails, if any. The order puts the reasons a person can act on
-/// least (not ready, cordoned, avoided, architecture) first, so a node is reported under the
-/// reason that would still hold if resources were freed.
+/// least (not ready, cordoned, avoided, architecture) first, and cpu and memory last, so a
+/// node is reported under the reason that would still hold if resources were freed: a host
+/// port taken on the node comes before them, as freeing cpu or memory does not free it.
 pub(crate) fn miss<'a>(node: &'a NodeView, req: &'a Request) -> Option<Miss<'a>> {
     if !node.ready {
         return Some(Miss::NotReady);
@@ -99,6 +105,9 @@ pub(crate) fn miss<'a>(node: &'a NodeView, req: &'a Request) -> Option<Miss<'a>>
         if found != Some(wanted.as_str()) {
             return Some(Miss::Selector { key, wanted, found });
         }
+    }
+    if let Some(&port) = req.ports.iter().find(|p| node.port_taken(p)) {
+        return Some(Miss::Port(port));
     }
     let free = node.free();
     let need = req.resources;
@@ -138,6 +147,7 @@ pub(crate) fn canonical_arch(arch: &str) -> &str {
 mod tests {
     use super::*;
     use crate::testutil::{node, req, GI, MI};
+    use crate::types::HostPort;
 
     #[test]
     fn filter_table() {
@@ -258,6 +268,76 @@ mod tests {
                     need: 9000,
                 }),
             ),
+            (
+                "port free",
+                n.clone().port(9090),
+                req("r", 1, 1).port(8080),
+                Ok(()),
+            ),
+            (
+                "port taken",
+                n.clone().port(8080),
+                req("r", 1, 1).port(8080),
+                Err(Unfit::Port {
+                    port: HostPort::tcp(8080),
+                }),
+            ),
+            (
+                "same number, other protocol",
+                n.clone().udp_port(8080),
+                req("r", 1, 1).port(8080),
+                Ok(()),
+            ),
+            (
+                "udp port taken",
+                n.clone().udp_port(53),
+                req("r", 1, 1).port(53).udp_port(53),
+                Err(Unfit::Port {
+                    port: HostPort::udp(53),
+                }),
+            ),
+            (
+                "the first taken port of the request is named",
+                n.clone().port(443).port(80),
+                req("r", 1, 1).port(8080).port(443).port(80),
+                Err(Unfit::Port {
+                    port: HostPort::tcp(443),
+                }),
+            ),
+            (
+                "a released port (count 0) is free",
+                {
+                    let mut m = n.clone();
+                    m.ports.insert(HostPort::tcp(8080), 0);
+                    m
+                },
+                req("r", 1, 1).port(8080),
+                Ok(()),
+            ),
+            (
+                "port is checked before cpu",
+                n.clone().port(8080),
+                req("r", 9000, 9 * GI).port(8080),
+                Err(Unfit::Port {
+                    port: HostPort::tcp(8080),
+                }),
+            ),
+            (
+                "selector is checked before port",
+                n.clone().port(8080),
+                req("r", 1, 1).port(8080).select("zone", "b"),
+                Err(Unfit::Selector {
+                    key: "zone".into(),
+                    wanted: "b".into(),
+                    found: Some("a".into()),
+                }),
+            ),
+            (
+                "cordoned is checked before port",
+                n.clone().port(8080).cordoned(),
+                req("r", 1, 1).port(8080),
+                Err(Unfit::Cordoned),
+            ),
         ];
         for (name, node, req, want) in cases {
             assert_eq!(check(&node, &req), want, "{name}");
@@ -284,6 +364,12 @@ mod tests {
                     found: None,
                 },
                 "node label zone is unset (wanted b)",
+            ),
+            (
+                Unfit::Port {
+                    port: HostPort::tcp(8080),
+                },
+                "host port 8080/tcp is taken on the node",
             ),
             (
                 Unfit::Cpu {

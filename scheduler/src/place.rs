@@ -191,9 +191,16 @@ mod tests {
                 .label("zone", ["a", "b"][(i % 2) as usize])
                 .alloc(100 * (i % 7), GI / 8 * (i % 3));
             let n = if i % 13 == 0 { n.cordoned() } else { n };
+            let n = match i % 6 {
+                1 => n.port(8080),
+                2 => n.port(8080).udp_port(53),
+                4 => n.udp_port(8080),
+                _ => n,
+            };
             nodes.push(if i % 11 == 0 { n.not_ready() } else { n });
         }
         let s = Scheduler::default();
+        let mut ports_counted = false;
         for j in 0..60u64 {
             let mut r = req(&format!("r{j}"), 500 * (j % 9), GI / 2 * (j % 11));
             if j % 4 == 0 {
@@ -201,6 +208,12 @@ mod tests {
             }
             if j % 5 == 0 {
                 r = r.select("zone", "b");
+            }
+            if j % 3 == 0 {
+                r = r.port(8080);
+            }
+            if j % 7 == 0 {
+                r = r.udp_port(53);
             }
             match s.place(&nodes, &r) {
                 Ok(i) => assert_eq!(check(&nodes[i], &r), Ok(()), "{j}"),
@@ -211,11 +224,14 @@ mod tests {
                         + nf.avoided
                         + nf.arch.values().sum::<usize>()
                         + nf.selector.values().sum::<usize>()
+                        + nf.ports.values().sum::<usize>()
                         + nf.cpu.map_or(0, |c| c.nodes)
                         + nf.memory.map_or(0, |m| m.nodes);
                     assert_eq!(counted, nodes.len(), "{j}: {nf}");
+                    ports_counted |= !nf.ports.is_empty();
                 }
             }
         }
+        assert!(ports_counted, "no request was turned down for a host port");
     }
 }

@@ -1,5 +1,6 @@
 //! The waiting queue: places queued requests first come, first served, and records each
-//! placement on its node so later decisions in the same pass see it. Owns nothing
+//! placement (resources, group count, host ports) on its node so later decisions in the
+//! same pass see it. Owns nothing
 //! between calls; the master keeps the queue and calls again when nodes or work change.
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ pub struct QueueOutcome {
 
 impl Scheduler {
     /// Goes over `queue` in order: each request that fits is placed and its resources
-    /// (and group count) added to its node; the rest stay in `queue`, in order, with
+    /// (and group count and host ports) added to its node; the rest stay in `queue`, in order, with
     /// their reasons. A request that does not fit does not block those behind it, so a
     /// big request cannot starve small ones; the master decides if it wants otherwise.
     pub fn schedule_queue(&self, nodes: &mut [NodeView], queue: &mut Vec<Request>) -> QueueOutcome {
@@ -125,6 +126,49 @@ mod tests {
             [("big".into(), "b".into()), ("arm".into(), "b".into())]
         );
         assert!(queue.is_empty() && out.waiting.is_empty());
+    }
+
+    #[test]
+    fn host_ports_placed_earlier_in_the_pass_are_taken() {
+        // Binpack would put both on the fuller node if ports did not count.
+        let s = Scheduler::new(Box::new(Binpack));
+        let mut nodes = vec![
+            node("a", "x86_64", 4000, 8 * GI).alloc(1000, GI),
+            node("b", "x86_64", 4000, 8 * GI),
+        ];
+        let mut queue = vec![
+            req("web-0", 100, GI).port(8080),
+            req("web-1", 100, GI).port(8080),
+            req("dns", 100, GI).udp_port(8080),
+        ];
+        let out = s.schedule_queue(&mut nodes, &mut queue);
+        assert_eq!(
+            out.placed,
+            [
+                ("web-0".into(), "a".into()),
+                ("web-1".into(), "b".into()),
+                // Same number, other protocol: no clash, so the fullest node again.
+                ("dns".into(), "a".into()),
+            ]
+        );
+        assert!(queue.is_empty() && out.waiting.is_empty());
+
+        // One node: the second waits, and says why; releasing the first frees the port.
+        let mut one = vec![node("a", "x86_64", 4000, 8 * GI)];
+        let mut queue = vec![
+            req("web-0", 100, GI).port(8080),
+            req("web-1", 100, GI).port(8080),
+        ];
+        let out = s.schedule_queue(&mut one, &mut queue);
+        assert_eq!(out.placed, [("web-0".into(), "a".into())]);
+        assert_eq!(ids(&queue), ["web-1"]);
+        assert_eq!(
+            out.waiting[0].1.to_string(),
+            "no node fits: 1 has host port 8080/tcp taken"
+        );
+        one[0].release(&req("web-0", 100, GI).port(8080));
+        let out = s.schedule_queue(&mut one, &mut queue);
+        assert_eq!(out.placed, [("web-1".into(), "a".into())]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use cloudos_units::{format_bytes, format_cpu};
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{canonical_arch, miss, Miss};
-use crate::types::{NodeView, Request};
+use crate::types::{HostPort, NodeView, Request};
 
 /// No node can take a request, and how many nodes declined for which reason; each node
 /// is counted once, under the first filter it fails. `Display` is the sentence shown to
@@ -29,6 +29,10 @@ pub struct NoFit {
     pub wanted_archs: Vec<String>,
     /// "key=value" the request selects → nodes without that label value.
     pub selector: BTreeMap<String, usize>,
+    /// Host port the request publishes ("8080/tcp") → nodes where work already holds it;
+    /// a node is counted under the first of the request's ports it has taken.
+    #[serde(default)]
+    pub ports: BTreeMap<String, usize>,
     pub cpu: Option<Shortfall>,
     pub memory: Option<Shortfall>,
 }
@@ -65,6 +69,7 @@ impl NoFit {
         // make this pass cost ten times the placement scan on a large cluster.
         let mut archs: Vec<(&str, usize)> = Vec::new();
         let mut labels: Vec<((&str, &str), usize)> = Vec::new();
+        let mut ports: Vec<(HostPort, usize)> = Vec::new();
         for node in nodes {
             match miss(node, req) {
                 None => {}
@@ -73,6 +78,7 @@ impl NoFit {
                 Some(Miss::Avoided) => nf.avoided += 1,
                 Some(Miss::Arch) => bump(&mut archs, canonical_arch(&node.arch)),
                 Some(Miss::Selector { key, wanted, .. }) => bump(&mut labels, (key, wanted)),
+                Some(Miss::Port(port)) => bump(&mut ports, port),
                 Some(Miss::Cpu { free, need }) => Shortfall::add(&mut nf.cpu, free, need),
                 Some(Miss::Memory { free, need }) => Shortfall::add(&mut nf.memory, free, need),
             }
@@ -84,6 +90,10 @@ impl NoFit {
         nf.selector = labels
             .into_iter()
             .map(|((k, v), n)| (format!("{k}={v}"), n))
+            .collect();
+        nf.ports = ports
+            .into_iter()
+            .map(|(port, n)| (port.to_string(), n))
             .collect();
         if !nf.arch.is_empty() {
             nf.wanted_archs = req
@@ -126,6 +136,9 @@ impl NoFit {
         for (label, &n) in &self.selector {
             out.push((n, format!("{} label {label}", lack(n))));
         }
+        for (port, &n) in &self.ports {
+            out.push((n, format!("{} host port {port} taken", has_have(n))));
+        }
         let shortfalls = [
             ("cpu", self.cpu, format_cpu as fn(u64) -> String),
             ("memory", self.memory, format_bytes),
@@ -148,8 +161,8 @@ impl NoFit {
     }
 }
 
-/// Counts one more under `key`; a linear search, as there are only a few architectures
-/// and selector labels per request.
+/// Counts one more under `key`; a linear search, as there are only a few architectures,
+/// selector labels and host ports per request.
 fn bump<K: PartialEq>(counts: &mut Vec<(K, usize)>, key: K) {
     match counts.iter_mut().find(|(k, _)| *k == key) {
         Some((_, n)) => *n += 1,
@@ -162,6 +175,14 @@ fn is_are(n: usize) -> String {
         "1 is".to_string()
     } else {
         format!("{n} are")
+    }
+}
+
+fn has_have(n: usize) -> String {
+    if n == 1 {
+        "1 has".to_string()
+    } else {
+        format!("{n} have")
     }
 }
 
@@ -240,6 +261,36 @@ mod tests {
                 req("r", 1, 1).avoid("a"),
                 "no node fits: 1 is not ready, 1 is on the request's avoid list",
             ),
+            (
+                "the only node has the port taken",
+                vec![x86("a").port(8080)],
+                req("r", 1, 1).port(8080),
+                "no node fits: 1 has host port 8080/tcp taken",
+            ),
+            (
+                "ports, full and not ready",
+                vec![x86("a").port(8080), x86("b").port(8080), x86("c").alloc(4000, 0), x86("d").not_ready()],
+                req("r", 500, 1).port(8080),
+                "no node fits: 2 have host port 8080/tcp taken, 1 is not ready, 1 lacks cpu (need 500m, most free 0)",
+            ),
+            (
+                "each node under the first of the request's ports it has taken",
+                vec![x86("a").port(8080).udp_port(53), x86("b").udp_port(53), x86("c").udp_port(53)],
+                req("r", 1, 1).port(8080).udp_port(53),
+                "no node fits: 2 have host port 53/udp taken, 1 has host port 8080/tcp taken",
+            ),
+            (
+                "a port taken counts over a lack of cpu on the same node",
+                vec![x86("a").port(8080).alloc(4000, 0)],
+                req("r", 500, 1).port(8080),
+                "no node fits: 1 has host port 8080/tcp taken",
+            ),
+            (
+                "ports tie after labels and before cpu",
+                vec![x86("a").label("zone", "a").port(8080), x86("b").label("zone", "a").alloc(4000, 0).port(9090), x86("c")],
+                req("r", 500, 1).port(8080).select("zone", "a"),
+                "no node fits: 1 lacks label zone=a, 1 has host port 8080/tcp taken, 1 lacks cpu (need 500m, most free 0)",
+            ),
         ];
         for (name, nodes, req, want) in cases {
             assert_eq!(NoFit::collect(&nodes, &req).to_string(), want, "{name}");
@@ -264,5 +315,28 @@ mod tests {
         assert_eq!(nf.nodes, 2);
         let json = serde_json::to_string(&nf).unwrap();
         assert_eq!(serde_json::from_str::<NoFit>(&json).unwrap(), nf);
+
+        let nodes = [
+            node("a", "x86_64", 1000, GI).port(8080),
+            node("b", "x86_64", 1000, GI).port(8080).udp_port(53),
+            node("c", "x86_64", 1000, GI).udp_port(53),
+        ];
+        let nf = NoFit::collect(&nodes, &req("r", 0, 0).port(8080).udp_port(53));
+        assert_eq!(
+            nf.ports,
+            [("8080/tcp".to_string(), 2), ("53/udp".to_string(), 1)].into()
+        );
+        let json = serde_json::to_string(&nf).unwrap();
+        assert_eq!(serde_json::from_str::<NoFit>(&json).unwrap(), nf);
+    }
+
+    /// A reason stored before ports were counted still reads back.
+    #[test]
+    fn ports_default_when_absent() {
+        let nf: NoFit = serde_json::from_str(
+            r#"{"nodes":1,"not_ready":0,"avoided":0,"arch":{},"wanted_archs":[],"selector":{},"cpu":null,"memory":null}"#,
+        )
+        .unwrap();
+        assert!(nf.ports.is_empty());
     }
 }

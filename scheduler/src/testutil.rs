@@ -1,6 +1,6 @@
 //! Builders the unit tests share, so each table reads as data.
 
-use crate::types::{NodeView, Request, Resources};
+use crate::types::{HostPort, NodeView, Request, Resources};
 
 pub const MI: u64 = 1 << 20;
 pub const GI: u64 = 1 << 30;
@@ -44,6 +44,16 @@ impl NodeView {
         self.groups.insert(group.into(), count);
         self
     }
+    /// Host port `port`/tcp held by one piece of work already on the node.
+    pub fn port(mut self, port: u16) -> Self {
+        *self.ports.entry(HostPort::tcp(port)).or_insert(0) += 1;
+        self
+    }
+    /// Host port `port`/udp held by one piece of work already on the node.
+    pub fn udp_port(mut self, port: u16) -> Self {
+        *self.ports.entry(HostPort::udp(port)).or_insert(0) += 1;
+        self
+    }
 }
 
 impl Request {
@@ -61,6 +71,16 @@ impl Request {
     }
     pub fn avoid(mut self, node: &str) -> Self {
         self.avoid.push(node.into());
+        self
+    }
+    /// Publishes host port `port`/tcp.
+    pub fn port(mut self, port: u16) -> Self {
+        self.ports.push(HostPort::tcp(port));
+        self
+    }
+    /// Publishes host port `port`/udp.
+    pub fn udp_port(mut self, port: u16) -> Self {
+        self.ports.push(HostPort::udp(port));
         self
     }
 }
