@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use cloudos_cluster::workload::{self, NetworkMode, ResourceRequest, WorkloadSpec};
+use cloudos_cluster::workload::{self, NetworkMode, PortMapping, ResourceRequest, WorkloadSpec};
 use cloudos_cluster::Role;
 
 use commands::{Ctx, Output};
@@ -157,9 +157,14 @@ struct SpecArgs {
     /// Replace the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
-    /// `host` (the node's network) or `none` (loopback only).
+    /// `bridge` (an address of its own on the node's bridge, with outbound NAT), `host`
+    /// (the node's network) or `none` (loopback only).
     #[arg(long, default_value = "host", value_parser = parse_network)]
     network: NetworkMode,
+    /// HOST:CONTAINER[/udp]: the node's port HOST leads to the container's port
+    /// CONTAINER (bridge network); repeat for more.
+    #[arg(long = "publish", short = 'p', value_parser = parse_publish)]
+    publish: Vec<PortMapping>,
     /// Mount the container's root read-only.
     #[arg(long)]
     read_only: bool,
@@ -187,6 +192,7 @@ impl SpecArgs {
             },
             node_selector: self.node_selector.into_iter().collect(),
             network: self.network,
+            publish: self.publish,
             readonly_root: self.read_only,
             // The master reads them from the registry.
             platforms: Vec::new(),
@@ -211,11 +217,13 @@ fn parse_selector(value: &str) -> Result<(String, String), String> {
 }
 
 fn parse_network(value: &str) -> Result<NetworkMode, String> {
-    match value {
-        "host" => Ok(NetworkMode::Host),
-        "none" => Ok(NetworkMode::None),
-        other => Err(format!("network {other:?}: use host or none")),
-    }
+    value.parse()
+}
+
+fn parse_publish(value: &str) -> Result<PortMapping, String> {
+    value
+        .parse()
+        .map_err(|e: workload::PublishError| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -625,6 +633,12 @@ mod tests {
             "A=1",
             "--node-selector",
             "zone=a",
+            "--network",
+            "bridge",
+            "-p",
+            "8080:80",
+            "--publish",
+            "53:53/udp",
             "reg:5000/busybox:1",
             "--",
             "sh",
@@ -639,6 +653,9 @@ mod tests {
         assert_eq!(spec.resources.cpu_millicores, 500);
         assert_eq!(spec.resources.memory_bytes, 64 << 20);
         assert_eq!(spec.resources.pids, Some(64));
+        assert_eq!(spec.network, NetworkMode::Bridge);
+        let published: Vec<String> = spec.publish.iter().map(|p| p.to_string()).collect();
+        assert_eq!(published, ["8080:80/tcp", "53:53/udp"]);
         assert_eq!(spec.command, ["sh", "-c", "echo hi"]);
         assert_eq!(spec.env.get("A").map(String::as_str), Some("1"));
         assert_eq!(
@@ -650,7 +667,8 @@ mod tests {
             &["cloudos", "run", "--memory", "lots", "img"],
             &["cloudos", "run", "--memory", "1Ki", "img"],
             &["cloudos", "run", "-e", "1X=2", "img"],
-            &["cloudos", "run", "--network", "bridge", "img"],
+            &["cloudos", "run", "--network", "overlay", "img"],
+            &["cloudos", "run", "--publish", "80", "img"],
             &["cloudos", "run"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");

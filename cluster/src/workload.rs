@@ -14,6 +14,8 @@ use cloudos_units::{format_bytes, format_cpu};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::publish::{PortMapping, Protocol, PublishError};
+
 /// Largest CPU request: 1000 cores.
 pub const MAX_CPU_MILLIS: u64 = 1_000_000;
 /// Largest memory request: 16 TiB.
@@ -55,6 +57,12 @@ pub enum SpecError {
     Workdir(String),
     #[error("invalid service name {0:?}: use 1-40 lowercase letters, digits and '-', starting with a letter")]
     ServiceName(String),
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
+    PublishNeedsBridge(&'static str),
+    #[error("host port {0} is published twice; each host port leads to one container port")]
+    PublishedTwice(String),
 }
 
 /// Parses `500m` (millicores), `2` or `0.5` (cores) into millicores.
@@ -138,11 +146,37 @@ impl Default for ResourceRequest {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// The node's own network: simplest, and what a batch job pulling data needs.
+    /// The node's own network: for what truly needs it (a node agent, a host-wide proxy).
     #[default]
     Host,
     /// Loopback only.
     None,
+    /// A namespace of its own on the node's bridge, with an address from the node's subnet,
+    /// outbound NAT and published ports (decision 55).
+    Bridge,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Host => "host",
+            NetworkMode::None => "none",
+            NetworkMode::Bridge => "bridge",
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "bridge" => Ok(NetworkMode::Bridge),
+            "host" => Ok(NetworkMode::Host),
+            "none" => Ok(NetworkMode::None),
+            other => Err(format!("network {other:?}: use bridge, host or none")),
+        }
+    }
 }
 
 /// What to run: the same for a task and for each replica of a service.
@@ -170,6 +204,9 @@ pub struct WorkloadSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Host ports forwarded to the container (bridge network only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PortMapping>,
     #[serde(default)]
     pub readonly_root: bool,
     /// The architectures the image is published for (OCI names: `amd64`, `arm64`), as the
@@ -192,6 +229,7 @@ impl WorkloadSpec {
             resources: ResourceRequest::default(),
             node_selector: BTreeMap::new(),
             network: NetworkMode::Host,
+            publish: Vec::new(),
             readonly_root: false,
             platforms: Vec::new(),
         }
@@ -245,6 +283,32 @@ impl WorkloadSpec {
         if let Some(dir) = &self.workdir {
             if !dir.starts_with('/') {
                 return Err(SpecError::Workdir(dir.clone()));
+            }
+        }
+        self.validate_publish()
+    }
+
+    fn validate_publish(&self) -> Result<(), SpecError> {
+        if self.publish.is_empty() {
+            return Ok(());
+        }
+        if self.network != NetworkMode::Bridge {
+            return Err(SpecError::PublishNeedsBridge(self.network.as_str()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.publish {
+            if p.host == 0 || p.container == 0 {
+                return Err(crate::publish::PublishError {
+                    text: p.to_string(),
+                    why: "a port is a number from 1 to 65535",
+                }
+                .into());
+            }
+            if !seen.insert((p.host, p.protocol)) {
+                return Err(SpecError::PublishedTwice(format!(
+                    "{}/{}",
+                    p.host, p.protocol
+                )));
             }
         }
         Ok(())
@@ -669,6 +733,33 @@ mod tests {
         let mut s = spec();
         s.workdir = Some("tmp".into());
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn published_ports_need_the_bridge_and_differ() {
+        let port = |t: &str| t.parse::<PortMapping>().expect(t);
+        let mut s = spec();
+        s.publish = vec![port("8080:80")];
+        assert_eq!(s.validate(), Err(SpecError::PublishNeedsBridge("host")));
+        s.network = NetworkMode::None;
+        assert_eq!(s.validate(), Err(SpecError::PublishNeedsBridge("none")));
+        s.network = NetworkMode::Bridge;
+        assert_eq!(s.validate(), Ok(()));
+        // The same number over tcp and udp are two ports.
+        s.publish.push(port("8080:81/udp"));
+        assert_eq!(s.validate(), Ok(()));
+        s.publish.push(port("8080:82"));
+        assert_eq!(
+            s.validate(),
+            Err(SpecError::PublishedTwice("8080/tcp".into()))
+        );
+        for mode in ["bridge", "host", "none"] {
+            assert_eq!(
+                mode.parse::<NetworkMode>().map(NetworkMode::as_str),
+                Ok(mode)
+            );
+        }
+        assert!("overlay".parse::<NetworkMode>().is_err());
     }
 
     #[test]

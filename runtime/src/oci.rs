@@ -25,7 +25,7 @@ pub struct HostFacts {
     /// limit would only push the container into swap instead of the OOM killer.
     pub v1_memsw: bool,
     /// The host's resolv.conf, bind-mounted read-only when the container
-    /// shares the host's network.
+    /// shares the host's network or sits on the node's bridge.
     pub resolv_conf: Option<PathBuf>,
     /// The shim's own hard RLIMIT_NOFILE: raising it would need
     /// CAP_SYS_RESOURCE, which a sandboxed host may not grant.
@@ -112,7 +112,12 @@ fn mounts(spec: &ContainerSpec, host: &HostFacts) -> Result<Vec<Mount>, String> 
     if let Some(out) = &spec.output_dir {
         mounts.push(bind(out, "/output", "rw")?);
     }
-    if spec.network == ContainerNetwork::Host {
+    // A container on the bridge resolves through the node's resolvers too, over the
+    // node's NAT.
+    if matches!(
+        spec.network,
+        ContainerNetwork::Host | ContainerNetwork::Join(_)
+    ) {
         if let Some(resolv) = &host.resolv_conf {
             mounts.push(bind(resolv, "/etc/resolv.conf", "ro")?);
         }
@@ -196,20 +201,33 @@ pub fn build(spec: &ContainerSpec, rootfs: &Path, host: &HostFacts) -> Result<Sp
             .map_err(err)?,
     );
 
-    let mut namespaces = vec![
+    let namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if spec.network == ContainerNetwork::None {
-        namespaces.push(LinuxNamespaceType::Network);
-    }
-    let namespaces = namespaces
+    let mut namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
+    match &spec.network {
+        ContainerNetwork::Host => {}
+        ContainerNetwork::None => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()
+                .map_err(err)?,
+        ),
+        ContainerNetwork::Join(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()
+                .map_err(err)?,
+        ),
+    }
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -334,6 +352,27 @@ mod tests {
         // No pids limit asked for: the default one, never none.
         let pids = linux.resources().as_ref().unwrap().pids().as_ref().unwrap();
         assert_eq!(pids.limit(), DEFAULT_PIDS_LIMIT as i64);
+    }
+
+    #[test]
+    fn network_join_enters_the_prepared_namespace() {
+        let mut s = spec();
+        s.network = ContainerNetwork::Join("/run/netns/r-1".into());
+        let facts = HostFacts {
+            resolv_conf: Some("/etc/resolv.conf".into()),
+            ..HostFacts::default()
+        };
+        let oci = build(&s, Path::new("/r"), &facts).unwrap();
+        let ns = oci.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
+        let net = ns
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Network)
+            .expect("a network namespace");
+        assert_eq!(net.path().as_deref(), Some(Path::new("/run/netns/r-1")));
+        let mounts = oci.mounts().as_ref().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination() == Path::new("/etc/resolv.conf")));
     }
 
     #[test]

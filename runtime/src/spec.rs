@@ -61,7 +61,7 @@ pub struct Resources {
 /// of taking every pid of the host.
 pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerNetwork {
     /// Share the host's network namespace.
@@ -69,6 +69,9 @@ pub enum ContainerNetwork {
     Host,
     /// A new network namespace with only the loopback interface.
     None,
+    /// The network namespace kept at this path (made and wired by the caller: the node's
+    /// bridge, `cloudos-containernet`).
+    Join(PathBuf),
 }
 
 /// The PATH used when the spec's environment has none (the same as Docker's).
@@ -148,6 +151,14 @@ impl ContainerSpec {
         }
         if !self.cwd.is_empty() && !self.cwd.starts_with('/') {
             return Err(invalid(format!("cwd {:?} is not absolute", self.cwd)));
+        }
+        if let ContainerNetwork::Join(path) = &self.network {
+            if !path.is_absolute() {
+                return Err(invalid(format!(
+                    "network namespace {} is not an absolute path",
+                    path.display()
+                )));
+            }
         }
         if let Some(dir) = &self.output_dir {
             if !dir.is_absolute() {
@@ -246,6 +257,7 @@ mod tests {
             |s| s.env = vec!["NOEQ".into()],
             |s| s.cwd = "rel".into(),
             |s| s.output_dir = Some("rel".into()),
+            |s| s.network = ContainerNetwork::Join("rel".into()),
             |s| s.hostname = Some("a b".into()),
             |s| s.resources.pids = Some(0),
         ];

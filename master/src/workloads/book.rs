@@ -20,10 +20,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use cloudos_cluster::api::MasterMessage;
 use cloudos_cluster::units::format_bytes;
 use cloudos_cluster::workload::{
-    PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest, ServiceInfo,
-    ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, WorkloadList,
+    Protocol, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest, ServiceInfo,
+    ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, WorkloadList, WorkloadSpec,
 };
-use cloudos_scheduler::{NodeView, Request, Resources, Scheduler};
+use cloudos_scheduler::{HostPort, NodeView, PortProtocol, Request, Resources, Scheduler};
 use time::OffsetDateTime;
 
 /// What a change asks the outside world to do.
@@ -96,6 +96,20 @@ pub struct Book {
     /// master restart a replacement is one replica too many and, having the highest
     /// index, is the one the count rule of [`Book::reconcile_services`] removes.
     surges: BTreeMap<String, drain::Surge>,
+}
+
+/// The node ports a spec publishes, as the scheduler counts them.
+fn host_ports(spec: &WorkloadSpec) -> Vec<HostPort> {
+    spec.publish
+        .iter()
+        .map(|p| HostPort {
+            protocol: match p.protocol {
+                Protocol::Tcp => PortProtocol::Tcp,
+                Protocol::Udp => PortProtocol::Udp,
+            },
+            port: p.host,
+        })
+        .collect()
 }
 
 fn is_active(t: &TaskInfo) -> bool {
@@ -464,6 +478,7 @@ impl Book {
                 capacity: n.capacity,
                 allocated: Resources::default(),
                 groups: BTreeMap::new(),
+                ports: BTreeMap::new(),
             })
             .collect();
         let index: BTreeMap<String, usize> = views
@@ -481,6 +496,9 @@ impl Book {
             if let Some(s) = &t.service {
                 *v.groups.entry(s.clone()).or_default() += 1;
             }
+            for port in host_ports(&t.spec) {
+                *v.ports.entry(port).or_default() += 1;
+            }
         }
         let mut requests: Vec<Request> = self
             .queue
@@ -496,6 +514,7 @@ impl Book {
                 node_selector: t.spec.node_selector.clone(),
                 group: t.service.clone(),
                 avoid: self.avoid.get(&t.id).cloned().unwrap_or_default(),
+                ports: host_ports(&t.spec),
             })
             .collect();
         let outcome = scheduler.schedule_queue(&mut views, &mut requests);

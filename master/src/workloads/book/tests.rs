@@ -291,6 +291,36 @@ fn service_replicas_spread_and_move_off_a_dead_node() {
     assert!(replica.reason.as_deref().unwrap().contains("code 1"));
 }
 
+/// Two nodes, three replicas that each publish 8080/tcp: one replica a node, and the third
+/// waits, saying the port is why; a task publishing 8080/udp still fits.
+#[test]
+fn replicas_publishing_one_host_port_take_a_node_each_and_the_rest_waits_saying_why() {
+    let mut book = Book::default();
+    let mut web = service(3);
+    web.spec.network = cloudos_cluster::workload::NetworkMode::Bridge;
+    web.spec.publish = vec!["8080:80".parse().unwrap()];
+    book.create_service(web, NOW).unwrap();
+    let nodes = [node("n1", true), node("n2", true)];
+    let effects = book.schedule(&scheduler(), &nodes, NOW);
+    let mut on: Vec<String> = assigned(&effects).into_iter().map(|(n, _)| n).collect();
+    on.sort();
+    assert_eq!(on, ["n1", "n2"]);
+    let waiting: Vec<_> = book
+        .tasks()
+        .filter(|t| t.state == TaskState::Queued)
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    let reason = waiting[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("host port 8080/tcp taken"), "{reason}");
+
+    let mut udp = task(0);
+    udp.spec.network = cloudos_cluster::workload::NetworkMode::Bridge;
+    udp.spec.publish = vec!["8080:80/udp".parse().unwrap()];
+    book.create_task("t-udp".into(), udp, NOW);
+    let effects = book.schedule(&scheduler(), &nodes, NOW);
+    assert_eq!(assigned(&effects).len(), 1, "udp 8080 is another port");
+}
+
 #[test]
 fn scaling_down_and_deleting_stop_replicas() {
     let mut book = Book::default();
