@@ -7,6 +7,9 @@
 //! - [`netns`]: network namespaces kept as bind-mounted files, and work done inside one.
 //! - [`bridge`]: the node's bridge, its address, and forwarding.
 //! - [`attach`]: a container's veth pair, address and route; and taking them down.
+//! - [`nat`]: the node's nftables table (`ip cloudos`): containers' outbound masquerade,
+//!   published ports forwarded to containers, and the hairpin between them; through
+//!   nftables netlink messages, replaced whole in one batch.
 //!
 //! The subnet is the master's (cluster/src/subnets.rs); which address each container has
 //! is the caller's. Every call is idempotent where it can be: a bridge that exists is
@@ -14,6 +17,7 @@
 
 pub mod attach;
 pub mod bridge;
+pub mod nat;
 pub mod netns;
 
 use std::path::PathBuf;
@@ -44,6 +48,48 @@ pub enum NetError {
     },
     #[error("{0}")]
     Thread(String),
+    /// The kernel lacks nf_tables, or a part of it the node's table needs.
+    #[error(
+        "the kernel has no nf_tables ({what}): the node's NAT needs the modules {}, built in or loadable",
+        NF_TABLES_MODULES
+    )]
+    NoNfTables { what: String },
+    /// The kernel refused a message of an nftables batch, so it applied none of the batch.
+    #[error("nftables refused {what}: {errno}{}; nothing of the change was applied", refusal_hint(*.errno))]
+    NfTablesRefused {
+        /// The message, in words (a rule in nft's syntax).
+        what: String,
+        errno: nix::errno::Errno,
+    },
+    /// Talking to the kernel on a netfilter netlink socket failed.
+    #[error("netfilter netlink: {action}: {source}")]
+    NfTablesIo {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Rules that cannot make the node's table; nothing was sent.
+    #[error("the node's NAT rules cannot be applied: {0}")]
+    BadRules(String),
+}
+
+/// What the node's table needs of the kernel, as modules (most kernels build them in).
+const NF_TABLES_MODULES: &str =
+    "nf_tables, nft_chain_nat, nft_masq, nft_nat, nft_fib_ipv4, nf_nat and nf_conntrack";
+
+/// What an errno from nftables most likely means for the node's table, which names only
+/// what the same batch makes.
+fn refusal_hint(errno: nix::errno::Errno) -> String {
+    use nix::errno::Errno;
+    match errno {
+        // A missing chain type or expression (the batch makes every table and chain it
+        // names); the kernel tried to load its module and found none.
+        Errno::ENOENT | Errno::EOPNOTSUPP => format!(
+            " (the kernel lacks a part of nf_tables: it needs the modules {NF_TABLES_MODULES})"
+        ),
+        Errno::EPERM => " (changing nftables needs CAP_NET_ADMIN: run as root)".to_owned(),
+        _ => String::new(),
+    }
 }
 
 pub(crate) fn netlink(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {

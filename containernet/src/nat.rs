@@ -1,0 +1,80 @@
+//! The node's nftables table for its containers, `ip cloudos`: containers reach past the
+//! node from the node's own address (masquerade), published ports of the node lead to
+//! containers (destination NAT), and a container reaching a published port of its own node
+//! is answered through the node (hairpin). Programmed through nftables netlink messages
+//! from Rust: no `nft` binary, no libnftnl.
+//!
+//! The table is rebuilt whole on each change, in one batch, which the kernel applies all
+//! or nothing: the table made if missing, deleted, and made again with its chains and
+//! rules. A packet meets the old table or the new one, never half of one, and nothing is
+//! appended to what was there. Everything runs in the calling thread's network namespace.
+//!
+//! Submodules, one job each:
+//! - `wire`: the kernel's numbers the netlink crate has no type for, each said once.
+//! - `expr`: nftables expressions, statement by statement, as nft compiles them.
+//! - `ruleset`: what the table holds, from [`Rules`]: its chains and rules as commands.
+//! - `batch`: a batch on a netfilter netlink socket, and the kernel's answers to it.
+
+mod batch;
+mod expr;
+mod ruleset;
+mod wire;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::NetError;
+
+/// The node's table (family ip).
+pub const TABLE: &str = "cloudos";
+
+/// tcp or udp
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// One published port: connections to `host_port` on any of the node's own addresses go
+/// to `address:container_port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub protocol: Protocol,
+    pub host_port: u16,
+    pub address: Ipv4Addr,
+    pub container_port: u16,
+}
+
+/// Everything the node's table holds: rebuilt whole on each change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// The containers' bridge (bridge::BRIDGE on a node).
+    pub bridge: String,
+    /// The node's container subnet; an address in it with its prefix will do.
+    pub subnet: Ipv4Net,
+    /// The published ports; one protocol and host port each.
+    pub forwards: Vec<Forward>,
+}
+
+/// Replaces the node's table (`ip cloudos`) with `rules`, atomically (one nftables batch:
+/// create table if missing, delete it, create it again with its chains and rules), in the
+/// calling thread's network namespace. A batch the kernel refuses changes nothing.
+pub fn apply(rules: &Rules) -> Result<(), NetError> {
+    batch::run(&ruleset::replace(rules)?)
+}
+
+/// Removes the node's table; a missing table is fine.
+pub fn clear() -> Result<(), NetError> {
+    batch::run(&ruleset::remove())
+}

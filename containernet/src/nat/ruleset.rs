@@ -1,0 +1,411 @@
+//! What the node's table holds, from [`Rules`]: the commands of the batch that replaces the
+//! table, and of the one that removes it. Building them touches no kernel.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, Expressions, Hook, HookNumber, InetHookNumber, NfTablesMessage,
+    Operator, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
+};
+
+use super::batch::Command;
+use super::{expr, wire, Forward, Protocol, Rules, TABLE};
+use crate::NetError;
+
+/// A base chain of the table. Each is named after its hook, as nft names them.
+struct Chain {
+    name: &'static str,
+    hook: InetHookNumber,
+    priority: i32,
+}
+
+/// Source NAT, after routing: the packet's output link is known.
+const POSTROUTING: Chain = Chain {
+    name: "postrouting",
+    hook: InetHookNumber::PostRouting,
+    priority: wire::NF_IP_PRI_NAT_SRC,
+};
+/// Destination NAT of packets arriving from outside and from the containers, before
+/// routing, so that the translated destination is what is routed.
+const PREROUTING: Chain = Chain {
+    name: "prerouting",
+    hook: InetHookNumber::PreRouting,
+    priority: wire::NF_IP_PRI_NAT_DST,
+};
+/// Destination NAT of the node's own connections, which never pass prerouting.
+const OUTPUT: Chain = Chain {
+    name: "output",
+    hook: InetHookNumber::LocalOut,
+    priority: wire::NF_IP_PRI_NAT_DST,
+};
+
+/// 127.0.0.0/8.
+const LOOPBACK: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
+
+/// A rule: its chain, its statement in nft's syntax (for errors), why it is there (its
+/// comment, which `nft list ruleset` shows on the node), and its expressions.
+struct Rule {
+    chain: &'static Chain,
+    text: String,
+    why: &'static str,
+    exprs: Vec<Expressions>,
+}
+
+/// The batch that replaces the table with one holding `rules`: the table made if missing
+/// (so that deleting it cannot fail), deleted, and made again with its chains and rules.
+pub fn replace(rules: &Rules) -> Result<Vec<Command>, NetError> {
+    check(rules)?;
+    let mut commands = remove();
+    commands.push(table(
+        NfTablesMessage::NewTable,
+        NLM_F_CREATE,
+        "creating the table again",
+    ));
+    commands.extend([&POSTROUTING, &PREROUTING, &OUTPUT].map(chain));
+    commands.extend(table_rules(rules).into_iter().map(rule));
+    Ok(commands)
+}
+
+/// The batch that removes the table, and is fine when it is missing: made if missing,
+/// then deleted.
+pub fn remove() -> Vec<Command> {
+    vec![
+        table(
+            NfTablesMessage::NewTable,
+            NLM_F_CREATE,
+            "creating the table if it is missing",
+        ),
+        table(NfTablesMessage::DeleteTable, 0, "deleting the table"),
+    ]
+}
+
+/// The rules of the table, in order.
+fn table_rules(rules: &Rules) -> Vec<Rule> {
+    let subnet = rules.subnet.trunc();
+    let bridge = rules.bridge.as_str();
+    let mut out = vec![
+        Rule {
+            chain: &POSTROUTING,
+            text: format!("ip saddr {subnet} oifname != \"{bridge}\" masquerade"),
+            why: "containers reach past the node from the node's own address",
+            exprs: [
+                expr::ip_saddr(Operator::Equal, subnet),
+                expr::oifname(Operator::NotEqual, bridge),
+                expr::masquerade(),
+            ]
+            .concat(),
+        },
+        // Without it the container behind the port sees the caller's own address and
+        // answers it straight over the bridge, past the node that translated the call, from
+        // an address the caller did not call. (A container calling its own published port
+        // also needs hairpin mode on its bridge port where br_netfilter hands bridged
+        // packets to these hooks: the bridge must send the call back out where it came in.)
+        Rule {
+            chain: &POSTROUTING,
+            text: format!("ip saddr {subnet} oifname \"{bridge}\" ct status dnat masquerade"),
+            why: "hairpin: a container reaching a published port of its own node gets the answers through the node",
+            exprs: [
+                expr::ip_saddr(Operator::Equal, subnet),
+                expr::oifname(Operator::Equal, bridge),
+                expr::ct_status_dnat(),
+                expr::masquerade(),
+            ]
+            .concat(),
+        },
+    ];
+    // Only calls to the node's own addresses: a container calling port 8080 of another
+    // host goes there, not to the container that published 8080.
+    out.extend(rules.forwards.iter().map(|forward| Rule {
+        chain: &PREROUTING,
+        text: forward_text("", forward),
+        why: "a published port: connections to the node's own addresses go to the container",
+        exprs: forward_exprs(forward),
+    }));
+    // The node's own connections to its own (non-loopback) addresses. Loopback is left
+    // alone: a connection to 127.0.0.1 translated to a container would leave through the
+    // bridge with a loopback source, which the kernel drops unless route_localnet is set;
+    // untranslated it is refused at once instead of hanging.
+    out.extend(rules.forwards.iter().map(|forward| Rule {
+        chain: &OUTPUT,
+        text: forward_text(&format!("ip daddr != {LOOPBACK} "), forward),
+        why: "a published port, for the node's own connections to its own addresses (loopback would need route_localnet)",
+        exprs: [expr::ip_daddr(Operator::NotEqual, LOOPBACK), forward_exprs(forward)].concat(),
+    }));
+    out
+}
+
+fn forward_text(prefix: &str, f: &Forward) -> String {
+    format!(
+        "{prefix}fib daddr type local meta l4proto {} th dport {} dnat to {}:{}",
+        f.protocol, f.host_port, f.address, f.container_port
+    )
+}
+
+/// `fib daddr type local meta l4proto PROTO th dport HOST_PORT dnat to ADDRESS:PORT`.
+fn forward_exprs(f: &Forward) -> Vec<Expressions> {
+    let protocol = match f.protocol {
+        Protocol::Tcp => wire::IPPROTO_TCP,
+        Protocol::Udp => wire::IPPROTO_UDP,
+    };
+    [
+        expr::fib_daddr_local(),
+        expr::l4proto(protocol),
+        expr::th_dport(f.host_port),
+        expr::dnat(f.address, f.container_port),
+    ]
+    .concat()
+}
+
+/// What the kernel would refuse, or take and misapply, said before anything is sent.
+fn check(rules: &Rules) -> Result<(), NetError> {
+    let bad = |why: String| Err(NetError::BadRules(why));
+    let bridge = &rules.bridge;
+    if bridge.is_empty() || bridge.len() >= wire::IFNAMSIZ || bridge.contains('\0') {
+        return bad(format!(
+            "the bridge's name {bridge:?} is not a link name (1 to {} bytes, no NUL)",
+            wire::IFNAMSIZ - 1
+        ));
+    }
+    let mut published = BTreeSet::new();
+    for f in &rules.forwards {
+        if f.host_port == 0 || f.container_port == 0 {
+            return bad(format!(
+                "{} port {} to {}:{}: port 0 is no port",
+                f.protocol, f.host_port, f.address, f.container_port
+            ));
+        }
+        if !published.insert((f.protocol, f.host_port)) {
+            return bad(format!(
+                "{} port {} is published twice",
+                f.protocol, f.host_port
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn table(message: fn(TableMessage) -> NfTablesMessage, flags: u16, what: &str) -> Command {
+    Command {
+        message: message(TableMessage {
+            attributes: vec![TableAttribute::Name(TABLE.into())],
+        }),
+        flags,
+        what: format!("{what} (ip {TABLE})"),
+    }
+}
+
+fn chain(chain: &Chain) -> Command {
+    Command {
+        message: NfTablesMessage::NewChain(ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table(TABLE.into()),
+                ChainAttribute::Name(chain.name.into()),
+                ChainAttribute::Hook(vec![
+                    Hook::Number(HookNumber::Inet(chain.hook)),
+                    // The kernel reads the priority as a signed 32-bit number.
+                    Hook::Priority(chain.priority as u32),
+                ]),
+                ChainAttribute::Type(wire::CHAIN_TYPE_NAT.into()),
+            ],
+        }),
+        flags: NLM_F_CREATE,
+        what: format!(
+            "the chain {} (type {} hook {} priority {})",
+            chain.name,
+            wire::CHAIN_TYPE_NAT,
+            chain.name,
+            chain.priority
+        ),
+    }
+}
+
+fn rule(rule: Rule) -> Command {
+    Command {
+        message: NfTablesMessage::NewRule(RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(TABLE.into()),
+                RuleAttribute::Chain(rule.chain.name.into()),
+                RuleAttribute::Expressions(rule.exprs.into_iter().map(Into::into).collect()),
+                RuleAttribute::UserData(comment(rule.why)),
+            ],
+        }),
+        flags: NLM_F_CREATE | NLM_F_APPEND,
+        what: format!("the rule `{}` in the chain {}", rule.text, rule.chain.name),
+    }
+}
+
+/// A rule's comment as nft stores it in the rule's user data.
+fn comment(why: &str) -> Vec<u8> {
+    debug_assert!(why.len() < wire::NFTNL_UDATA_COMMENT_MAXLEN, "{why}");
+    let mut tlv = vec![wire::NFTNL_UDATA_RULE_COMMENT, (why.len() + 1) as u8];
+    tlv.extend_from_slice(why.as_bytes());
+    tlv.push(0);
+    tlv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(forwards: Vec<Forward>) -> Rules {
+        Rules {
+            bridge: "cloudos0".into(),
+            subnet: "10.250.3.1/24".parse().unwrap(),
+            forwards,
+        }
+    }
+
+    fn web() -> Forward {
+        Forward {
+            protocol: Protocol::Tcp,
+            host_port: 8080,
+            address: Ipv4Addr::new(10, 250, 3, 2),
+            container_port: 80,
+        }
+    }
+
+    #[test]
+    fn the_table_is_made_deleted_and_made_again_with_three_chains_and_its_rules() {
+        let commands = replace(&rules(vec![web()])).unwrap();
+        let kinds: Vec<_> = commands
+            .iter()
+            .map(|c| match &c.message {
+                NfTablesMessage::NewTable(_) => "table",
+                NfTablesMessage::DeleteTable(_) => "delete",
+                NfTablesMessage::NewChain(_) => "chain",
+                NfTablesMessage::NewRule(_) => "rule",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "table", "delete", "table", "chain", "chain", "chain", "rule", "rule", "rule",
+                "rule"
+            ]
+        );
+        let texts: Vec<_> = commands.iter().map(|c| c.what.as_str()).collect();
+        assert_eq!(
+            texts[3..],
+            [
+                "the chain postrouting (type nat hook postrouting priority 100)",
+                "the chain prerouting (type nat hook prerouting priority -100)",
+                "the chain output (type nat hook output priority -100)",
+                // The subnet is its network, whatever address the caller wrote.
+                "the rule `ip saddr 10.250.3.0/24 oifname != \"cloudos0\" masquerade` in the chain postrouting",
+                "the rule `ip saddr 10.250.3.0/24 oifname \"cloudos0\" ct status dnat masquerade` in the chain postrouting",
+                "the rule `fib daddr type local meta l4proto tcp th dport 8080 dnat to 10.250.3.2:80` in the chain prerouting",
+                "the rule `ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp th dport 8080 dnat to 10.250.3.2:80` in the chain output",
+            ]
+        );
+        assert_eq!(remove().len(), 2);
+        assert_eq!(
+            replace(&rules(vec![])).unwrap().len(),
+            8,
+            "no forward, no dnat rule"
+        );
+    }
+
+    #[test]
+    fn a_forward_compiles_as_nft_compiles_it() {
+        let exprs = forward_exprs(&web());
+        let names: Vec<_> = exprs
+            .iter()
+            .map(|e| match e {
+                Expressions::Other {
+                    expression_type, ..
+                } => expression_type.as_str(),
+                Expressions::Cmp(_) => "cmp",
+                Expressions::Meta(_) => "meta",
+                Expressions::Payload(_) => "payload",
+                Expressions::Immediate(_) => "immediate",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fib",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "cmp",
+                "immediate",
+                "immediate",
+                "nat"
+            ]
+        );
+        use netlink_packet_netfilter::nftables::{Cmp, DataAttribute, Immediate};
+        let data = |e: &Expressions| match e {
+            Expressions::Cmp(attrs) => attrs.iter().find_map(|a| match a {
+                Cmp::Data(DataAttribute::Value(v)) => Some(v.clone()),
+                _ => None,
+            }),
+            Expressions::Immediate(attrs) => attrs.iter().find_map(|a| match a {
+                Immediate::Data(DataAttribute::Value(v)) => Some(v.clone()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        assert_eq!(
+            data(&exprs[1]),
+            Some(2u32.to_ne_bytes().to_vec()),
+            "RTN_LOCAL"
+        );
+        assert_eq!(data(&exprs[3]), Some(vec![6]), "tcp");
+        assert_eq!(
+            data(&exprs[5]),
+            Some(vec![0x1f, 0x90]),
+            "8080, network order"
+        );
+        assert_eq!(data(&exprs[6]), Some(vec![10, 250, 3, 2]));
+        assert_eq!(data(&exprs[7]), Some(vec![0, 80]));
+    }
+
+    #[test]
+    fn rules_the_kernel_would_misread_are_refused_before_sending() {
+        let mut long = rules(vec![]);
+        long.bridge = "a-bridge-name-too-long".into();
+        assert!(matches!(replace(&long), Err(NetError::BadRules(_))));
+        let twice = rules(vec![
+            web(),
+            Forward {
+                address: Ipv4Addr::new(10, 250, 3, 3),
+                ..web()
+            },
+        ]);
+        let err = replace(&twice).unwrap_err().to_string();
+        assert!(err.contains("tcp port 8080 is published twice"), "{err}");
+        let udp = Forward {
+            protocol: Protocol::Udp,
+            ..web()
+        };
+        assert!(
+            replace(&rules(vec![web(), udp])).is_ok(),
+            "tcp and udp 8080 are two ports"
+        );
+        let zero = Forward {
+            container_port: 0,
+            ..web()
+        };
+        assert!(replace(&rules(vec![zero])).is_err());
+    }
+
+    #[test]
+    fn comments_fit_and_are_terminated() {
+        for rule in table_rules(&rules(vec![web()])) {
+            let tlv = comment(rule.why);
+            assert!(
+                tlv.len() - 2 <= wire::NFTNL_UDATA_COMMENT_MAXLEN,
+                "{}",
+                rule.why
+            );
+            assert_eq!(usize::from(tlv[1]), tlv.len() - 2);
+            assert_eq!(tlv.last(), Some(&0));
+        }
+    }
+}
