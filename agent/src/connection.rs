@@ -100,7 +100,11 @@ pub async fn session(
     });
     ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;
     let interval = match tokio::time::timeout(WELCOME_TIMEOUT, wait_welcome(&mut ws)).await {
-        Ok(Ok(Welcomed::Interval(secs))) => Duration::from_secs(secs).max(MIN_INTERVAL),
+        Ok(Ok(Welcomed::Welcome { interval, subnet })) => {
+            // Before any assignment: they come after the welcome.
+            facts.executor.set_subnet(subnet.as_deref()).await;
+            Duration::from_secs(interval).max(MIN_INTERVAL)
+        }
         Ok(Ok(Welcomed::Evicted(reason))) => return Ok(SessionEnd::Evicted(reason)),
         Ok(Err(e)) => return Err(transport(&e)),
         Err(_) => {
@@ -244,7 +248,10 @@ fn reboot(how: Option<&super::Reboot>, reason: &str) {
 }
 
 enum Welcomed {
-    Interval(u64),
+    Welcome {
+        interval: u64,
+        subnet: Option<String>,
+    },
     Evicted(String),
 }
 
@@ -257,8 +264,14 @@ where
             match serde_json::from_str(text.as_str()) {
                 Ok(MasterMessage::Welcome {
                     heartbeat_interval_secs,
+                    subnet,
                     ..
-                }) => return Ok(Welcomed::Interval(heartbeat_interval_secs)),
+                }) => {
+                    return Ok(Welcomed::Welcome {
+                        interval: heartbeat_interval_secs,
+                        subnet,
+                    })
+                }
                 Ok(MasterMessage::Evicted { reason }) => return Ok(Welcomed::Evicted(reason)),
                 _ => {}
             }

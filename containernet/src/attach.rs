@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::bridge::{link_index, required_index};
 use super::{netlink, netns, set_link, NetError};
@@ -87,6 +87,19 @@ async fn attach_inner(
         format!("putting {} on the bridge", a.node_link),
     )
     .await?;
+    // Hairpin: a container calling a published port of its own node is forwarded back to
+    // itself. Where br_netfilter hands bridged frames to the IP hooks, the answer then
+    // leaves by the port it came in on, which a bridge port only does in hairpin mode.
+    // (A port's settings go by RTM_NEWLINK: the kernel's setlink ignores them.)
+    handle
+        .link()
+        .set_port(LinkBridgePort::new(node_end).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(netlink(format!(
+            "turning on hairpin mode on {}",
+            a.node_link
+        )))?;
     let ns = std::fs::File::open(&a.netns).map_err(|source| NetError::Io {
         action: "opening",
         path: a.netns.clone(),

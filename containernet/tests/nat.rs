@@ -5,10 +5,9 @@
 //! 192.0.2.2, which has no route to the containers' subnet. TCP servers in the web
 //! container and outside tell each caller the address they see it from. Needs root; no
 //! program (sockets are opened by threads that enter the namespaces).
-//!
-//! Not checked: the web container calling its own published port. Where br_netfilter
-//! hands bridged packets to the IP hooks (this host's kernel has it built in), that needs
-//! hairpin mode on the container's bridge port, which `attach` does not set.
+//! The web container calling its own published port needs hairpin mode on its bridge port
+//! where br_netfilter hands bridged packets to the IP hooks (this host's kernel has it
+//! built in); `attach` sets it.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -283,6 +282,11 @@ fn published_ports_reach_the_container_and_containers_reach_out_as_the_node() {
             seen(client, NODE, PUBLISHED),
             GATEWAY,
             "hairpin: a container reaches a published port of its node through the node"
+        );
+        assert_eq!(
+            seen(container, NODE, PUBLISHED),
+            GATEWAY,
+            "hairpin: a container reaches its own published port through the node"
         );
         assert_eq!(
             seen(None, NODE, PUBLISHED),

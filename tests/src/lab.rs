@@ -429,6 +429,27 @@ impl Cluster<'_> {
             .wait_node(name, NodeState::Ready, Duration::from_secs(20));
         agent
     }
+
+    /// A compute agent joined with `token` that pulls over plain HTTP from `registries`,
+    /// waited for until it is Ready.
+    pub fn compute(&self, name: &str, host: &NetHost, token: &str, registries: &[&str]) -> Proc {
+        let lab = self.lab;
+        let mut extra = vec!["--no-metrics"];
+        for registry in registries {
+            extra.extend(["--insecure-registry", registry]);
+        }
+        let agent = lab.agent_with(
+            name,
+            host,
+            &lab.path(name),
+            Some(token),
+            Some(&self.master.addr),
+            &extra,
+        );
+        self.alice
+            .wait_node(name, NodeState::Ready, Duration::from_secs(20));
+        agent
+    }
 }
 
 /// The first group of the first console line of `vm` matching `pattern`, anywhere in the

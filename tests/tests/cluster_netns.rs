@@ -389,25 +389,7 @@ fn registry(lab: &Lab) -> Registry {
 
 /// A compute agent that pulls from the test registries, waited for until Ready.
 fn compute(cluster: &Cluster<'_>, name: &str, host: &NetHost, token: &str) -> Proc {
-    let lab = cluster.lab;
-    let agent = lab.agent_with(
-        name,
-        host,
-        &lab.path(name),
-        Some(token),
-        Some(&cluster.master.addr),
-        &[
-            "--insecure-registry",
-            REGISTRY,
-            "--insecure-registry",
-            PRIVATE_REGISTRY,
-            "--no-metrics",
-        ],
-    );
-    cluster
-        .alice
-        .wait_node(name, NodeState::Ready, Duration::from_secs(20));
-    agent
+    cluster.compute(name, host, token, &[REGISTRY, PRIVATE_REGISTRY])
 }
 
 /// A task pulled from a real registry runs on the compute node: its exit code, stdout and

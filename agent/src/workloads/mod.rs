@@ -4,13 +4,14 @@
 //!
 //! The executor outlives connections: runs keep going while the master is unreachable, their
 //! reports wait in the outbox, and the next hello tells the master what each run is doing.
-//! Owns `<data>/images` (the content store), `<data>/containers` (the runtime's state) and
-//! `<data>/outputs/<run>` (each run's `/output`).
+//! Owns `<data>/images` (the content store), `<data>/containers` (the runtime's state),
+//! `<data>/outputs/<run>` (each run's `/output`) and, through `network`, the node's bridge.
 
 mod credentials;
 mod gc;
 mod image;
 mod logs;
+mod network;
 mod output;
 mod run;
 mod spec;
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     api: Mutex<Option<ApiClient>>,
     /// When each image was last used by a run, for the image gc.
     image_last_used: Mutex<HashMap<String, Instant>>,
+    /// The node's bridge, its subnet and each bridge run's address and ports.
+    network: network::Network,
 }
 
 /// Clone-able handle on the node's runs.
@@ -117,7 +120,9 @@ impl Executor {
             plain_http_registries: config.insecure_registries.clone(),
             ..PullConfig::default()
         };
+        let network = network::Network::new(&config.data_dir);
         let shared = Shared {
+            network,
             config,
             runs: Mutex::new(HashMap::new()),
             outbox,
@@ -135,6 +140,11 @@ impl Executor {
     /// The client uploads go through (the connection sets it on each connect).
     pub fn set_api(&self, api: ApiClient) {
         *self.shared.api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api);
+    }
+
+    /// The node's container subnet, from the master's welcome.
+    pub async fn set_subnet(&self, subnet: Option<&str>) {
+        self.shared.network.set_subnet(subnet).await;
     }
 
     /// Every run the node knows, for the hello.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudos_cluster::backoff::Backoff;
-use cloudos_cluster::workload::{PullProgress, RunAssignment, RunState};
-use cloudos_runtime::{ExitStatus, RuntimeError};
+use cloudos_cluster::workload::{NetworkMode, PullProgress, RunAssignment, RunState};
+use cloudos_runtime::{ContainerSpec, ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
 use super::spec::container_spec;
@@ -97,20 +97,49 @@ async fn run_inner(
         Err(reason) => return failed(reason),
     };
     let output_dir = shared.config.data_dir.join("outputs").join(&a.run);
-    let spec = match container_spec(
+    // On the bridge the run gets its namespace and address once: a replica that restarts
+    // keeps them.
+    let attachment = if a.spec.network == NetworkMode::Bridge {
+        match shared.network.attach(&a.run, &a.spec.publish).await {
+            Ok(attachment) => Some(attachment),
+            Err(reason) => return failed(reason),
+        }
+    } else {
+        None
+    };
+    let spec = container_spec(
         &a.run,
         &a.spec,
         &prepared.layers,
         &prepared.config,
         &output_dir,
-    ) {
-        Ok(spec) => spec,
-        Err(reason) => return failed(reason),
+        attachment.as_ref().map(|at| at.netns.as_path()),
+    );
+    let end = match spec {
+        Ok(spec) => containers(shared, a, spec, &output_dir, stop, log_from).await,
+        Err(reason) => failed(reason),
     };
+    if let Some(attachment) = &attachment {
+        shared.network.detach(attachment).await;
+    }
+    end
+}
+
+/// Starts the run's container, and again after each exit of a replica, until the run is
+/// over; returns its last state as [`run_inner`] does.
+async fn containers(
+    shared: &Arc<Shared>,
+    a: &RunAssignment,
+    spec: ContainerSpec,
+    output_dir: &PathBuf,
+    stop: &mut watch::Receiver<bool>,
+    log_from: watch::Receiver<(u64, u64)>,
+) -> Option<RunState> {
+    let failed = |reason: String| Some(RunState::Failed { reason });
     let mut restarts = 0u32;
     let mut retry = RESTART_BACKOFF.start();
     loop {
-        if let Err(e) = fresh_dir(&output_dir) {
+        if let Err(e) = fresh_dir(output_dir) {
             return failed(format!("cannot prepare {}: {e}", output_dir.display()));
         }
         let started = blocking(shared, {
@@ -128,7 +157,7 @@ async fn run_inner(
                 move |rt| rt.delete(&id)
             })
             .await;
-            let _ = std::fs::remove_dir_all(&output_dir);
+            let _ = std::fs::remove_dir_all(output_dir);
             return failed(start_error(&e));
         }
         let up_since = Instant::now();
@@ -152,14 +181,14 @@ async fn run_inner(
         let output_bytes = if stopped {
             None
         } else {
-            output::collect(shared, &a.run, &output_dir).await
+            output::collect(shared, &a.run, output_dir).await
         };
         let _ = blocking(shared, {
             let id = a.run.clone();
             move |rt| rt.delete(&id)
         })
         .await;
-        let _ = std::fs::remove_dir_all(&output_dir);
+        let _ = std::fs::remove_dir_all(output_dir);
         if stopped {
             return Some(RunState::Stopped);
         }

@@ -10,14 +10,16 @@ use cloudos_runtime::{ContainerNetwork, ContainerSpec, Resources, User};
 use super::image::{self, ImageRunConfig};
 
 /// The container for run `run` of `spec`, from the image's unpacked `layers` (bottom
-/// first) and its `config`, with `/output` bound to `output_dir`. The error is the reason
-/// the run fails, in words for the person who asked for it.
+/// first) and its `config`, with `/output` bound to `output_dir` and, on the bridge, the
+/// network namespace the run was given at `netns`. The error is the reason the run fails,
+/// in words for the person who asked for it.
 pub(super) fn container_spec(
     run: &str,
     spec: &WorkloadSpec,
     layers: &[PathBuf],
     config: &ImageRunConfig,
     output_dir: &Path,
+    netns: Option<&Path>,
 ) -> Result<ContainerSpec, String> {
     let args = image::argv(spec, config)?;
     let user = image::user(spec, config)?.map(|(uid, gid)| User { uid, gid });
@@ -39,9 +41,13 @@ pub(super) fn container_spec(
         },
         readonly_root: spec.readonly_root,
         output_dir: Some(output_dir.to_path_buf()),
-        network: match spec.network {
-            NetworkMode::Host => ContainerNetwork::Host,
-            NetworkMode::None => ContainerNetwork::None,
+        network: match (spec.network, netns) {
+            (NetworkMode::Host, _) => ContainerNetwork::Host,
+            (NetworkMode::None, _) => ContainerNetwork::None,
+            (NetworkMode::Bridge, Some(path)) => ContainerNetwork::Join(path.to_owned()),
+            (NetworkMode::Bridge, None) => {
+                return Err("the run has no place on the node's bridge".into())
+            }
         },
         hostname: None,
     })
@@ -71,7 +77,8 @@ mod tests {
     }
 
     fn build(spec: &WorkloadSpec, image: &ImageRunConfig) -> Result<ContainerSpec, String> {
-        container_spec(RUN, spec, &layers(), image, Path::new(OUTPUT))
+        let netns = Path::new("/data/network/netns/r-1");
+        container_spec(RUN, spec, &layers(), image, Path::new(OUTPUT), Some(netns))
     }
 
     /// The container a bare spec makes from the busybox-like image: everything from the
@@ -184,6 +191,12 @@ mod tests {
                     c.network = ContainerNetwork::None;
                     c.readonly_root = true;
                 },
+            ),
+            (
+                "the bridge joins the run's namespace",
+                |s| s.network = NetworkMode::Bridge,
+                |_| {},
+                |c| c.network = ContainerNetwork::Join("/data/network/netns/r-1".into()),
             ),
         ];
         for (name, edit_spec, edit_image, edit_want) in cases {

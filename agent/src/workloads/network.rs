@@ -1,0 +1,268 @@
+//! The node's side of `bridge` networks (decision 55): the subnet the master gave this node,
+//! which address each run has in it, the run's namespace on the node's bridge, and the
+//! node's NAT table (outbound masquerade and every run's published ports).
+//!
+//! A run is attached once, before its first container starts, and detached after its last
+//! one ends: a replica that restarts keeps its namespace and address. The NAT table is
+//! rebuilt whole from what is attached at each change (one atomic nftables batch), so it is
+//! never out of step with the runs. Owns `<data>/network/netns`; the links and rules it makes
+//! live in the agent's own network namespace.
+//!
+//! Leftovers of an earlier agent (its containers are removed at start, see `Executor::new`)
+//! are swept before the first attach: their namespaces, veths and rules.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cloudos_cluster::subnets;
+use cloudos_cluster::workload::{PortMapping, Protocol};
+use cloudos_containernet::attach::{self, Attached};
+use cloudos_containernet::{bridge, nat, NetError};
+use ipnet::Ipv4Net;
+use tokio::sync::Mutex;
+
+/// What a run holds on the bridge, for [`Network::detach`].
+#[derive(Debug, Clone)]
+pub(super) struct Attachment {
+    pub run: String,
+    /// The namespace file the container joins.
+    pub netns: PathBuf,
+}
+
+struct Inner {
+    subnet: Option<Ipv4Net>,
+    /// Leftovers of an earlier agent are gone.
+    swept: bool,
+    /// Attached runs: their address, link and published ports.
+    runs: BTreeMap<String, (Attached, Vec<PortMapping>)>,
+}
+
+pub(super) struct Network {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl Network {
+    pub fn new(data_dir: &Path) -> Network {
+        Network {
+            dir: data_dir.join("network").join("netns"),
+            inner: Mutex::new(Inner {
+                subnet: None,
+                swept: false,
+                runs: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// The subnet from the master's welcome (`None`: it gave none; bridge runs then fail
+    /// with the reason). A changed subnet applies to runs attached from now on.
+    pub async fn set_subnet(&self, subnet: Option<&str>) {
+        let parsed = subnet.and_then(|s| match s.parse::<Ipv4Net>() {
+            Ok(net) if net.prefix_len() <= 30 => Some(net),
+            _ => {
+                log::error!("the master gave this node a container subnet that is none: {s:?}");
+                None
+            }
+        });
+        let mut inner = self.inner.lock().await;
+        if inner.subnet != parsed {
+            if let Some(net) = parsed {
+                log::info!("container subnet {net}");
+            }
+        }
+        inner.subnet = parsed;
+    }
+
+    /// Gives run `run` a namespace on the bridge with an address of its own, and forwards
+    /// its published ports to it. The error is the run's failure reason.
+    pub async fn attach(&self, run: &str, publish: &[PortMapping]) -> Result<Attachment, String> {
+        let mut inner = self.inner.lock().await;
+        let subnet = inner.subnet.ok_or(
+            "this node has no container subnet: the master gives one when the node connects \
+             (its log says why it gave none), so the bridge network cannot be used yet",
+        )?;
+        let handle = cloudos_containernet::connect().map_err(|e| e.to_string())?;
+        if !inner.swept {
+            sweep(&handle, &self.dir).await;
+            inner.swept = true;
+        }
+        if let Some((other, port)) = port_in_use(&inner.runs, publish) {
+            return Err(format!(
+                "host port {}/{} is published already by run {other} on this node",
+                port.host, port.protocol
+            ));
+        }
+        let gateway = subnets::gateway(&subnet);
+        let on_bridge = Ipv4Net::new(gateway, subnet.prefix_len()).map_err(|e| e.to_string())?;
+        let index = bridge::ensure(&handle, bridge::BRIDGE, &on_bridge)
+            .await
+            .map_err(|e| format!("cannot set up the node's bridge: {e}"))?;
+        let address = subnets::container_addresses(&subnet)
+            .find(|a| !inner.runs.values().any(|(at, _)| at.address.addr() == *a))
+            .ok_or_else(|| format!("the node's container subnet {subnet} is full"))?;
+        let address = Ipv4Net::new(address, subnet.prefix_len()).map_err(|e| e.to_string())?;
+        let netns = self.dir.join(run);
+        let attached = attach::attach(&handle, index, run, &netns, address, gateway)
+            .await
+            .map_err(|e| format!("cannot put the container on the node's bridge: {e}"))?;
+        inner
+            .runs
+            .insert(run.to_owned(), (attached.clone(), publish.to_vec()));
+        if let Err(e) = apply_rules(subnet, &inner.runs).await {
+            inner.runs.remove(run);
+            let _ = attach::detach(&handle, &attached).await;
+            return Err(format!("cannot forward the container's ports: {e}"));
+        }
+        log::info!("run {run} is on the bridge at {}", address.addr());
+        Ok(Attachment {
+            run: run.to_owned(),
+            netns,
+        })
+    }
+
+    /// Takes a run off the bridge: its forwards first (no new connection reaches a
+    /// container that is going), then its link and namespace. Failures are logged: the run
+    /// is over either way, and the next agent's sweep takes what is left.
+    pub async fn detach(&self, attachment: &Attachment) {
+        let mut inner = self.inner.lock().await;
+        let Some((attached, _)) = inner.runs.remove(&attachment.run) else {
+            return;
+        };
+        if let Some(subnet) = inner.subnet {
+            if let Err(e) = apply_rules(subnet, &inner.runs).await {
+                log::warn!("cannot remove the forwards of run {}: {e}", attachment.run);
+            }
+        }
+        let result = match cloudos_containernet::connect() {
+            Ok(handle) => attach::detach(&handle, &attached).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            log::warn!("cannot take run {} off the bridge: {e}", attachment.run);
+        }
+    }
+}
+
+/// The first port of `publish` another attached run forwards already, with that run.
+fn port_in_use<'a>(
+    runs: &'a BTreeMap<String, (Attached, Vec<PortMapping>)>,
+    publish: &'a [PortMapping],
+) -> Option<(&'a str, &'a PortMapping)> {
+    publish.iter().find_map(|want| {
+        runs.iter().find_map(|(run, (_, ports))| {
+            ports
+                .iter()
+                .any(|p| p.host == want.host && p.protocol == want.protocol)
+                .then_some((run.as_str(), want))
+        })
+    })
+}
+
+/// The NAT table for what is attached now.
+fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>) -> nat::Rules {
+    let forwards = runs
+        .values()
+        .flat_map(|(attached, ports)| {
+            ports.iter().map(move |p| nat::Forward {
+                protocol: match p.protocol {
+                    Protocol::Tcp => nat::Protocol::Tcp,
+                    Protocol::Udp => nat::Protocol::Udp,
+                },
+                host_port: p.host,
+                address: attached.address.addr(),
+                container_port: p.container,
+            })
+        })
+        .collect();
+    nat::Rules {
+        bridge: bridge::BRIDGE.to_owned(),
+        subnet,
+        forwards,
+    }
+}
+
+async fn apply_rules(
+    subnet: Ipv4Net,
+    runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>,
+) -> Result<(), NetError> {
+    let rules = rules(subnet, runs);
+    // A netlink round trip: short, but off the async threads all the same.
+    tokio::task::spawn_blocking(move || nat::apply(&rules))
+        .await
+        .map_err(|e| NetError::Thread(format!("the nftables task failed: {e}")))?
+}
+
+/// Removes what an earlier agent left: every namespace under `dir` with its veth.
+async fn sweep(handle: &rtnetlink::Handle, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let run = entry.file_name().to_string_lossy().into_owned();
+        let left = Attached {
+            netns: entry.path(),
+            node_link: attach::node_link_name(&run),
+            // Not needed to take it down.
+            address: Ipv4Net::default(),
+        };
+        match attach::detach(handle, &left).await {
+            Ok(()) => log::info!("removed the network of an earlier agent's run {run}"),
+            Err(e) => log::warn!("cannot remove the network of an earlier run {run}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached(address: &str) -> Attached {
+        Attached {
+            netns: "/n".into(),
+            node_link: "cv0".into(),
+            address: address.parse().expect("address"),
+        }
+    }
+
+    #[test]
+    fn each_run_forwards_its_own_ports_to_its_own_address() {
+        let port = |t: &str| t.parse::<PortMapping>().expect(t);
+        let mut runs = BTreeMap::new();
+        runs.insert(
+            "a".to_owned(),
+            (attached("10.250.3.2/24"), vec![port("8080:80")]),
+        );
+        runs.insert(
+            "b".to_owned(),
+            (
+                attached("10.250.3.3/24"),
+                vec![port("8081:80"), port("53:53/udp")],
+            ),
+        );
+        let r = rules("10.250.3.0/24".parse().expect("net"), &runs);
+        assert_eq!(r.bridge, bridge::BRIDGE);
+        let seen: Vec<String> = r
+            .forwards
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:?} {} {}:{}",
+                    f.protocol, f.host_port, f.address, f.container_port
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "Tcp 8080 10.250.3.2:80",
+                "Tcp 8081 10.250.3.3:80",
+                "Udp 53 10.250.3.3:53"
+            ]
+        );
+        // Another run asking for 8081/tcp is refused; 8081/udp or 8082 are free.
+        let wanted = [port("9000:1"), port("8081:90")];
+        let (run, p) = port_in_use(&runs, &wanted).expect("clash");
+        assert_eq!((run, p.host), ("b", 8081));
+        assert!(port_in_use(&runs, &[port("8081:80/udp"), port("8082:80")]).is_none());
+    }
+}
