@@ -157,9 +157,9 @@ struct SpecArgs {
     /// Replace the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
-    /// `bridge` (an address of its own on the node's bridge, with outbound NAT), `host`
-    /// (the node's network) or `none` (loopback only).
-    #[arg(long, default_value = "host", value_parser = parse_network)]
+    /// `bridge` (the default: an address of its own on the node's bridge, with outbound
+    /// NAT), `host` (the node's network) or `none` (loopback only).
+    #[arg(long, default_value = "bridge", value_parser = parse_network)]
     network: NetworkMode,
     /// HOST:CONTAINER[/udp]: the node's port HOST leads to the container's port
     /// CONTAINER (bridge network); repeat for more.

@@ -147,12 +147,13 @@ impl Default for ResourceRequest {
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
     /// The node's own network: for what truly needs it (a node agent, a host-wide proxy).
-    #[default]
     Host,
     /// Loopback only.
     None,
     /// A namespace of its own on the node's bridge, with an address from the node's subnet,
-    /// outbound NAT and published ports (decision 55).
+    /// outbound NAT and published ports (decision 55). The default: two replicas on one
+    /// node then never fight over a port, and a container sees only its own network.
+    #[default]
     Bridge,
 }
 
@@ -228,7 +229,7 @@ impl WorkloadSpec {
             user: None,
             resources: ResourceRequest::default(),
             node_selector: BTreeMap::new(),
-            network: NetworkMode::Host,
+            network: NetworkMode::Bridge,
             publish: Vec::new(),
             readonly_root: false,
             platforms: Vec::new(),
@@ -740,6 +741,7 @@ mod tests {
         let port = |t: &str| t.parse::<PortMapping>().expect(t);
         let mut s = spec();
         s.publish = vec![port("8080:80")];
+        s.network = NetworkMode::Host;
         assert_eq!(s.validate(), Err(SpecError::PublishNeedsBridge("host")));
         s.network = NetworkMode::None;
         assert_eq!(s.validate(), Err(SpecError::PublishNeedsBridge("none")));

@@ -4,7 +4,10 @@
 //! cores, so the master is the host-side process docs/design.md decision 42 allows). The
 //! admin's `cloudos` runs a task whose logs stream while it runs and whose /output
 //! downloads, sees an OOM kill reported as such, and deploys a service whose two replicas
-//! stay two when a compute VM is powered off.
+//! stay two when a compute VM is powered off. Every container is on its node's bridge (the
+//! default network): a published service answers on port 8080 of each node from the
+//! replica there, and a replica that would need a port its node has given away waits,
+//! saying so.
 //!
 //! Needs root (namespaces, taps), `scripts/build.sh` (the ISO) and
 //! `cargo build -p nodeos -p cloudos-cli` (the host-side master and CLI).
@@ -40,27 +43,20 @@ fn boot(net: &TestNet, name: &str, disk: &Path, mac: &str) -> Vm {
 
 /// The node's own metrics, scraped from the bridge.
 fn node_metrics(admin: &Admin, node: &str) -> String {
-    let info: serde_json::Value =
-        serde_json::from_str(&admin.ok(&["node", "show", node, "-o", "json"])).expect("JSON");
-    let address = info["address"].as_str().unwrap_or_default();
-    let out = admin
-        .net
-        .command("curl")
-        .args([
-            "-sf",
-            "--max-time",
-            "5",
-            &format!("http://{address}:9101/metrics"),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let address = node_field(admin, node, "address");
+    fetch(admin, &format!("http://{address}:9101/metrics")).unwrap_or_default()
 }
 
-/// The nodes the running replicas of `web` are on, sorted.
-fn replica_nodes(admin: &Admin) -> Vec<String> {
+/// The nodes the running replicas of service `name` are on, sorted.
+fn replica_nodes(admin: &Admin, name: &str) -> Vec<String> {
     let ps = admin.ps();
-    let mut nodes: Vec<String> = ps["services"][0]["instances"]
+    let Some(service) = ps["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+    else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<String> = service["instances"]
         .as_array()
         .map(|i| {
             i.iter()
@@ -71,6 +67,25 @@ fn replica_nodes(admin: &Admin) -> Vec<String> {
         .unwrap_or_default();
     nodes.sort();
     nodes
+}
+
+/// A field of `cloudos node show NODE -o json` (`address`, `subnet`).
+fn node_field(admin: &Admin, node: &str, field: &str) -> String {
+    let info: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["node", "show", node, "-o", "json"])).expect("JSON");
+    info[field].as_str().unwrap_or_default().to_owned()
+}
+
+/// The body `curl` gets at `url` from the bridge, if it answers.
+fn fetch(admin: &Admin, url: &str) -> Option<String> {
+    let out = admin
+        .net
+        .command("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !body.is_empty()).then_some(body)
 }
 
 #[test]
@@ -196,10 +211,13 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
         );
     }
 
-    // A service of two replicas, one per node; one node powered off; two again.
+    // A service of two replicas, one per node; one node powered off; two again. And a
+    // published service on the bridge network: port 8080 of each node answers from the
+    // replica there; one node off, its replica cannot take the other's port and waits,
+    // saying why.
     admin.ok(&[
         "deploy",
-        "web",
+        "keep",
         "--replicas",
         "2",
         BUSYBOX,
@@ -207,16 +225,82 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
         "sleep",
         "100000",
     ]);
-    admin.wait("2 replicas on 2 nodes", Duration::from_secs(120), || {
-        (replica_nodes(&admin) == ["node-1", "node-2"]).then_some(())
-    });
+    let serve = "mkdir -p /tmp/www && ip -4 -o addr show eth0 | awk '{print $4}' \
+                 > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www";
+    admin.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        "--publish",
+        "8080:80",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        serve,
+    ]);
+    admin.wait(
+        "2 replicas of each on 2 nodes",
+        Duration::from_secs(120),
+        || {
+            (replica_nodes(&admin, "keep") == ["node-1", "node-2"]
+                && replica_nodes(&admin, "web") == ["node-1", "node-2"])
+            .then_some(())
+        },
+    );
+    let mut pages = Vec::new();
+    for node in ["node-1", "node-2"] {
+        let subnet = node_field(&admin, node, "subnet");
+        let page = admin.wait(
+            &format!("port 8080 of {node} to answer"),
+            Duration::from_secs(60),
+            || {
+                fetch(
+                    &admin,
+                    &format!("http://{}:8080/", node_field(&admin, node, "address")),
+                )
+            },
+        );
+        let served: ipnet::Ipv4Net = page
+            .parse()
+            .unwrap_or_else(|_| panic!("{node} served {page:?}, not its replica's address"));
+        let subnet: ipnet::Ipv4Net = subnet.parse().expect("a subnet");
+        assert!(
+            subnet.contains(&served.addr()),
+            "{node}'s port 8080 answered from {served}, not from its subnet {subnet}"
+        );
+        pages.push(served);
+    }
+    assert_ne!(pages[0], pages[1], "both nodes answered from one replica");
     node1.monitor("system_powerdown").expect("monitor");
     node1
         .wait_exit(scaled(Duration::from_secs(90)))
         .expect("node-1 did not power off");
-    admin.wait("both replicas on node-2", Duration::from_secs(120), || {
-        (replica_nodes(&admin) == ["node-2", "node-2"]).then_some(())
-    });
+    admin.wait(
+        "both keep replicas on node-2",
+        Duration::from_secs(120),
+        || (replica_nodes(&admin, "keep") == ["node-2", "node-2"]).then_some(()),
+    );
+    let reason = admin.wait(
+        "web's moved replica to wait for a free port",
+        Duration::from_secs(60),
+        || {
+            let ps = admin.ps();
+            ps["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "web")?["instances"]
+                .as_array()?
+                .iter()
+                .find_map(|r| {
+                    let reason = r["reason"].as_str()?;
+                    (r["state"] == "queued" && reason.contains("host port 8080/tcp taken"))
+                        .then(|| reason.to_owned())
+                })
+        },
+    );
+    assert!(reason.contains("1 has"), "{reason}");
     assert!(
         !node2.serial().contents().contains("panicked"),
         "{}",

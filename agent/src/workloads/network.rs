@@ -92,6 +92,7 @@ impl Network {
                 port.host, port.protocol
             ));
         }
+        lan_clash(&handle, subnet).await?;
         let gateway = subnets::gateway(&subnet);
         let on_bridge = Ipv4Net::new(gateway, subnet.prefix_len()).map_err(|e| e.to_string())?;
         let index = bridge::ensure(&handle, bridge::BRIDGE, &on_bridge)
@@ -141,6 +142,44 @@ impl Network {
             log::warn!("cannot take run {} off the bridge: {e}", attachment.run);
         }
     }
+}
+
+/// Refuses a subnet that overlaps a network this node is on (the master checks only its
+/// own): its containers' addresses would hide that network's machines from them.
+async fn lan_clash(handle: &rtnetlink::Handle, subnet: Ipv4Net) -> Result<(), String> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let own = bridge::link_index(handle, bridge::BRIDGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut addresses = handle.address().get().execute();
+    while let Some(msg) = addresses
+        .try_next()
+        .await
+        .map_err(|e| format!("cannot read the node's addresses: {e}"))?
+    {
+        if Some(msg.header.index) == own {
+            continue;
+        }
+        let Some(ip) = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let Ok(lan) = Ipv4Net::new(ip, msg.header.prefix_len) else {
+            continue;
+        };
+        if !ip.is_loopback() && (lan.contains(&subnet.network()) || subnet.contains(&ip)) {
+            return Err(format!(
+                "the node's container subnet {subnet} overlaps its network {}: containers \
+                 would lose the machines there; the admin chooses another container_range \
+                 on the master",
+                lan.trunc()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The first port of `publish` another attached run forwards already, with that run.

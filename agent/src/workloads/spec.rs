@@ -82,7 +82,7 @@ mod tests {
     }
 
     /// The container a bare spec makes from the busybox-like image: everything from the
-    /// image, the default resources, host network, `/output` in place.
+    /// image, the default resources, the bridge, `/output` in place.
     fn expected() -> ContainerSpec {
         let defaults = ResourceRequest::default();
         ContainerSpec {
@@ -102,7 +102,7 @@ mod tests {
             },
             readonly_root: false,
             output_dir: Some(OUTPUT.into()),
-            network: ContainerNetwork::Host,
+            network: ContainerNetwork::Join("/data/network/netns/r-1".into()),
             hostname: None,
         }
     }
@@ -193,10 +193,10 @@ mod tests {
                 },
             ),
             (
-                "the bridge joins the run's namespace",
-                |s| s.network = NetworkMode::Bridge,
+                "the node's own network",
+                |s| s.network = NetworkMode::Host,
                 |_| {},
-                |c| c.network = ContainerNetwork::Join("/data/network/netns/r-1".into()),
+                |c| c.network = ContainerNetwork::Host,
             ),
         ];
         for (name, edit_spec, edit_image, edit_want) in cases {
