@@ -1,14 +1,11 @@
 //! The node's bridge: one per node, holding the first address of the node's subnet (the
 //! containers' gateway), with IPv4 forwarding on so that containers reach past the node.
 
-use std::net::IpAddr;
-
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
-use super::{netlink, set_link, NetError};
+use super::{ensure_only_address, netlink, set_link, NetError};
 
 /// The bridge's name on every node.
 pub const BRIDGE: &str = "cloudos0";
@@ -55,46 +52,7 @@ pub async fn ensure(handle: &Handle, name: &str, gateway: &Ipv4Net) -> Result<u3
             required_index(handle, name).await?
         }
     };
-    let mut has_gateway = false;
-    let mut addresses = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    let mut stale = Vec::new();
-    while let Some(msg) = addresses
-        .try_next()
-        .await
-        .map_err(netlink(format!("reading {name}'s addresses")))?
-    {
-        let ip = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        match ip {
-            Some(ip) if ip == gateway.addr() && msg.header.prefix_len == gateway.prefix_len() => {
-                has_gateway = true
-            }
-            Some(_) => stale.push(msg),
-            None => {}
-        }
-    }
-    for msg in stale {
-        handle
-            .address()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(netlink(format!("removing an old address of {name}")))?;
-    }
-    if !has_gateway {
-        handle
-            .address()
-            .add(index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
-            .execute()
-            .await
-            .map_err(netlink(format!("adding {gateway} to {name}")))?;
-    }
+    ensure_only_address(handle, index, name, gateway).await?;
     set_link(
         handle,
         LinkUnspec::new_with_index(index).up().build(),

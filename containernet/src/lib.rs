@@ -10,17 +10,28 @@
 //! - [`nat`]: the node's nftables table (`ip cloudos`): containers' outbound masquerade,
 //!   published ports forwarded to containers, and the hairpin between them; through
 //!   nftables netlink messages, replaced whole in one batch.
+//! - [`mesh`]: the node's WireGuard link to the other nodes (`cloudos-wg`): its key pair,
+//!   its peers and the routes to their subnets, so that containers on different nodes
+//!   reach each other by their own addresses, encrypted between nodes; through rtnetlink
+//!   and WireGuard's generic netlink messages.
 //!
 //! The subnet is the master's (cluster/src/subnets.rs); which address each container has
-//! is the caller's. Every call is idempotent where it can be: a bridge that exists is
-//! checked and kept, a namespace or link that is gone is not an error to remove.
+//! is the caller's, and so are the mesh's peers. Every call is idempotent where it can be:
+//! a bridge that exists is checked and kept, a namespace or link that is gone is not an
+//! error to remove.
 
 pub mod attach;
 pub mod bridge;
+pub mod mesh;
 pub mod nat;
 pub mod netns;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
 
 /// Why a container network could not be set up or taken down.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +82,34 @@ pub enum NetError {
     /// Rules that cannot make the node's table; nothing was sent.
     #[error("the node's NAT rules cannot be applied: {0}")]
     BadRules(String),
+    /// The kernel lacks WireGuard.
+    #[error(
+        "the kernel has no WireGuard ({what}): the node's mesh needs the module wireguard (CONFIG_WIREGUARD), built in or loadable"
+    )]
+    NoWireGuard { what: String },
+    /// The kernel's WireGuard refused a change to the node's device, or a question about it.
+    #[error("WireGuard refused {what}: {errno}{}", wireguard_hint(*.errno))]
+    WireGuardRefused {
+        /// The request, in words.
+        what: String,
+        errno: nix::errno::Errno,
+    },
+    /// Talking to the kernel on a generic netlink socket failed.
+    #[error("generic netlink: {action}: {source}")]
+    GenlIo {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mesh that cannot be the node's; nothing was changed.
+    #[error("the node's mesh cannot be applied: {0}")]
+    BadMesh(String),
+    /// The node's mesh key file holds no key; it is left as it is.
+    #[error(
+        "the mesh key at {} is not a WireGuard key ({why}): restore it, or remove it to have a new one made (the other nodes then need the new public key)",
+        path.display()
+    )]
+    BadKey { path: PathBuf, why: String },
 }
 
 /// What the node's table needs of the kernel, as modules (most kernels build them in).
@@ -92,6 +131,20 @@ fn refusal_hint(errno: nix::errno::Errno) -> String {
     }
 }
 
+/// What an errno from WireGuard's generic netlink family most likely means.
+fn wireguard_hint(errno: nix::errno::Errno) -> &'static str {
+    use nix::errno::Errno;
+    match errno {
+        Errno::EPERM => " (changing WireGuard needs CAP_NET_ADMIN: run as root)",
+        Errno::ENODEV => " (the link is not there)",
+        Errno::EOPNOTSUPP => {
+            " (a link of that name is there but is no WireGuard link; mesh::remove takes it away)"
+        }
+        Errno::EADDRINUSE => " (another socket holds the mesh's UDP port)",
+        _ => "",
+    }
+}
+
 pub(crate) fn netlink(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
     let action = action.into();
     move |source| NetError::Netlink { action, source }
@@ -109,6 +162,57 @@ pub(crate) async fn set_link(
         .execute()
         .await
         .map_err(netlink(action))
+}
+
+/// Makes `address` (with its prefix) the only IPv4 address of the link `name` at `index`:
+/// added if missing, any other removed (the node's subnet changed).
+pub(crate) async fn ensure_only_address(
+    handle: &rtnetlink::Handle,
+    index: u32,
+    name: &str,
+    address: &Ipv4Net,
+) -> Result<(), NetError> {
+    let mut has_address = false;
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    let mut stale = Vec::new();
+    while let Some(msg) = addresses
+        .try_next()
+        .await
+        .map_err(netlink(format!("reading {name}'s addresses")))?
+    {
+        let ip = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        match ip {
+            Some(ip) if ip == address.addr() && msg.header.prefix_len == address.prefix_len() => {
+                has_address = true
+            }
+            Some(_) => stale.push(msg),
+            None => {}
+        }
+    }
+    for msg in stale {
+        handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(netlink(format!("removing an old address of {name}")))?;
+    }
+    if !has_address {
+        handle
+            .address()
+            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+            .execute()
+            .await
+            .map_err(netlink(format!("adding {address} to {name}")))?;
+    }
+    Ok(())
 }
 
 /// A netlink connection on the calling thread's network namespace, driven on the current

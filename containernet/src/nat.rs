@@ -1,5 +1,6 @@
 //! The node's nftables table for its containers, `ip cloudos`: containers reach past the
-//! node from the node's own address (masquerade), published ports of the node lead to
+//! node from the node's own address (masquerade; not into the mesh, where they are seen
+//! by their own addresses), published ports of the node lead to
 //! containers (destination NAT), and a container reaching a published port of its own node
 //! is answered through the node (hairpin). Programmed through nftables netlink messages
 //! from Rust: no `nft` binary, no libnftnl.
@@ -65,6 +66,10 @@ pub struct Rules {
     pub subnet: Ipv4Net,
     /// The published ports; one protocol and host port each.
     pub forwards: Vec<Forward>,
+    /// The node's mesh link (mesh::MESH_LINK) when it has one: container traffic into it
+    /// keeps its source, since the peers route the node's subnet back through the mesh
+    /// and accept only sources inside it.
+    pub mesh_link: Option<String>,
 }
 
 /// Replaces the node's table (`ip cloudos`) with `rules`, atomically (one nftables batch:

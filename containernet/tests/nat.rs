@@ -9,24 +9,20 @@
 //! where br_netfilter hands bridged packets to the IP hooks (this host's kernel has it
 //! built in); `attach` sets it.
 
-use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+mod common;
+
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use cloudos_containernet::attach::{attach, detach};
 use cloudos_containernet::bridge::{ensure, link_index, required_index};
 use cloudos_containernet::nat::{self, Forward, Protocol, Rules};
 use cloudos_containernet::{connect, netns, NetError};
 use cloudos_testkit::{require, root};
+use common::{address, call, refused, seen, up, veth_to, Namespaces, Server};
 use ipnet::Ipv4Net;
-use nix::sched::{setns, unshare, CloneFlags};
-use rtnetlink::{Handle, LinkUnspec, LinkVeth};
+use nix::sched::{unshare, CloneFlags};
+use rtnetlink::Handle;
 
 const BRIDGE: &str = "cntest0";
 /// The node's end of its LAN, and the outside's.
@@ -41,117 +37,12 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 250, 9, 3);
 const PUBLISHED: u16 = 8080;
 const CONTAINER_PORT: u16 = 80;
 const OUTSIDE_PORT: u16 = 9000;
-/// How long a connection may take to open and answer; a refused one fails at once.
-const PATIENCE: Duration = Duration::from_secs(2);
-
-/// A TCP server on `port` in a namespace: tells each caller the address it sees the
-/// caller from, and hangs up.
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(netns: &Path, port: u16) -> Server {
-        let ns = File::open(netns).expect("the namespace file");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let (ready, listening) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            setns(&ns, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listening");
-            listener.set_nonblocking(true).unwrap();
-            ready.send(()).unwrap();
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        let _ = stream.write_all(peer.ip().to_string().as_bytes());
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(e) => panic!("accepting: {e}"),
-                }
-            }
-        });
-        listening.recv().expect("the server listens");
-        Server {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// A TCP connection to `to` from the namespace at `from` (None: the calling thread's):
-/// the address the server saw it from, or why it did not open.
-fn call(from: Option<&Path>, to: Ipv4Addr, port: u16) -> std::io::Result<IpAddr> {
-    let ns = from.map(|p| File::open(p).expect("the namespace file"));
-    std::thread::spawn(move || {
-        if let Some(ns) = ns {
-            setns(&ns, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
-        }
-        let to = SocketAddr::V4(SocketAddrV4::new(to, port));
-        let mut stream = TcpStream::connect_timeout(&to, PATIENCE)?;
-        stream.set_read_timeout(Some(PATIENCE))?;
-        let mut seen = String::new();
-        stream.read_to_string(&mut seen)?;
-        seen.parse()
-            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, format!("{seen:?}: {e}")))
-    })
-    .join()
-    .expect("the caller's thread")
-}
-
-async fn up(handle: &Handle, index: u32) -> Result<(), NetError> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| NetError::Thread(format!("bringing link {index} up: {e}")))
-}
-
-async fn address(handle: &Handle, index: u32, net: &str) -> Result<(), NetError> {
-    let net: Ipv4Net = net.parse().unwrap();
-    handle
-        .address()
-        .add(index, IpAddr::V4(net.addr()), net.prefix_len())
-        .execute()
-        .await
-        .map_err(|e| NetError::Thread(format!("adding {net}: {e}")))
-}
 
 /// The outside's namespace at `path`, joined to this one by a veth pair: LAN here with the
 /// node's address, the peer there with the outside's.
 async fn outside(handle: &Handle, path: &Path) -> Result<(), NetError> {
     netns::create(path)?;
-    handle
-        .link()
-        .add(LinkVeth::new(LAN, OUTSIDE_LAN).build())
-        .execute()
-        .await
-        .map_err(|e| NetError::Thread(format!("adding the LAN's veth pair: {e}")))?;
-    let peer = required_index(handle, OUTSIDE_LAN).await?;
-    let ns = File::open(path).unwrap();
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(peer)
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| NetError::Thread(format!("moving the LAN's far end: {e}")))?;
+    veth_to(handle, LAN, OUTSIDE_LAN, path).await?;
     let lan = required_index(handle, LAN).await?;
     address(handle, lan, "192.0.2.1/24").await?;
     up(handle, lan).await?;
@@ -166,33 +57,13 @@ async fn outside(handle: &Handle, path: &Path) -> Result<(), NetError> {
     })
 }
 
-/// Lets the namespaces at these paths go when dropped, also when an assertion failed
-/// (their links go with them); the node's own namespace ends with its thread.
-struct Namespaces(Vec<PathBuf>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = netns::remove(path);
-        }
-    }
-}
-
 fn rules(forwards: Vec<Forward>) -> Rules {
     Rules {
         bridge: BRIDGE.into(),
         subnet: "10.250.9.0/24".parse().unwrap(),
         forwards,
+        mesh_link: None,
     }
-}
-
-/// The address the server at `to` saw a call from `from` come from; the call must open.
-fn seen(from: Option<&Path>, to: Ipv4Addr, port: u16) -> IpAddr {
-    call(from, to, port).unwrap_or_else(|e| panic!("{from:?} calling {to}:{port}: {e}"))
-}
-
-fn refused(result: std::io::Result<IpAddr>) -> bool {
-    matches!(result, Err(e) if e.kind() == ErrorKind::ConnectionRefused)
 }
 
 #[test]

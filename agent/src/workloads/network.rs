@@ -217,6 +217,8 @@ fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>)
         bridge: bridge::BRIDGE.to_owned(),
         subnet,
         forwards,
+        // No mesh on the node yet: the agent does not set one up.
+        mesh_link: None,
     }
 }
 

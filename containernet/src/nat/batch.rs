@@ -260,6 +260,7 @@ mod tests {
                 address: "10.250.3.9".parse().unwrap(),
                 container_port: 53,
             }],
+            mesh_link: Some("cloudos-wg".into()),
         }
     }
 

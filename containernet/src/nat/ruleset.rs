@@ -86,14 +86,24 @@ pub fn remove() -> Vec<Command> {
 fn table_rules(rules: &Rules) -> Vec<Rule> {
     let subnet = rules.subnet.trunc();
     let bridge = rules.bridge.as_str();
+    // Into the mesh a container keeps its own address: the peers route the node's subnet
+    // back through the mesh, and accept only sources inside it.
+    let (mesh_text, mesh_exprs) = match &rules.mesh_link {
+        Some(mesh) => (
+            format!(" oifname != \"{mesh}\""),
+            expr::oifname(Operator::NotEqual, mesh),
+        ),
+        None => (String::new(), Vec::new()),
+    };
     let mut out = vec![
         Rule {
             chain: &POSTROUTING,
-            text: format!("ip saddr {subnet} oifname != \"{bridge}\" masquerade"),
+            text: format!("ip saddr {subnet} oifname != \"{bridge}\"{mesh_text} masquerade"),
             why: "containers reach past the node from the node's own address",
             exprs: [
                 expr::ip_saddr(Operator::Equal, subnet),
                 expr::oifname(Operator::NotEqual, bridge),
+                mesh_exprs,
                 expr::masquerade(),
             ]
             .concat(),
@@ -162,12 +172,15 @@ fn forward_exprs(f: &Forward) -> Vec<Expressions> {
 /// What the kernel would refuse, or take and misapply, said before anything is sent.
 fn check(rules: &Rules) -> Result<(), NetError> {
     let bad = |why: String| Err(NetError::BadRules(why));
-    let bridge = &rules.bridge;
-    if bridge.is_empty() || bridge.len() >= wire::IFNAMSIZ || bridge.contains('\0') {
-        return bad(format!(
-            "the bridge's name {bridge:?} is not a link name (1 to {} bytes, no NUL)",
-            wire::IFNAMSIZ - 1
-        ));
+    let links = std::iter::once(("bridge", &rules.bridge))
+        .chain(rules.mesh_link.iter().map(|mesh| ("mesh link", mesh)));
+    for (what, name) in links {
+        if name.is_empty() || name.len() >= wire::IFNAMSIZ || name.contains('\0') {
+            return bad(format!(
+                "the {what}'s name {name:?} is not a link name (1 to {} bytes, no NUL)",
+                wire::IFNAMSIZ - 1
+            ));
+        }
     }
     let mut published = BTreeSet::new();
     for f in &rules.forwards {
@@ -255,6 +268,7 @@ mod tests {
             bridge: "cloudos0".into(),
             subnet: "10.250.3.1/24".parse().unwrap(),
             forwards,
+            mesh_link: None,
         }
     }
 
@@ -265,6 +279,24 @@ mod tests {
             address: Ipv4Addr::new(10, 250, 3, 2),
             container_port: 80,
         }
+    }
+
+    /// Each expression's kind, as `nft --debug=netlink` names it.
+    fn kinds(exprs: &[Expressions]) -> Vec<&str> {
+        exprs
+            .iter()
+            .map(|e| match e {
+                Expressions::Other {
+                    expression_type, ..
+                } => expression_type.as_str(),
+                Expressions::Cmp(_) => "cmp",
+                Expressions::Meta(_) => "meta",
+                Expressions::Payload(_) => "payload",
+                Expressions::Bitwise(_) => "bitwise",
+                Expressions::Immediate(_) => "immediate",
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -310,23 +342,53 @@ mod tests {
     }
 
     #[test]
-    fn a_forward_compiles_as_nft_compiles_it() {
-        let exprs = forward_exprs(&web());
-        let names: Vec<_> = exprs
+    fn with_a_mesh_containers_keep_their_address_into_it() {
+        let mesh = Rules {
+            mesh_link: Some("cloudos-wg".into()),
+            ..rules(vec![web()])
+        };
+        let commands = replace(&mesh).unwrap();
+        assert_eq!(
+            commands[6].what,
+            "the rule `ip saddr 10.250.3.0/24 oifname != \"cloudos0\" oifname != \"cloudos-wg\" masquerade` in the chain postrouting"
+        );
+        let made = table_rules(&mesh);
+        assert_eq!(
+            kinds(&made[0].exprs),
+            ["payload", "bitwise", "cmp", "meta", "cmp", "meta", "cmp", "masq"],
+            "saddr, oifname twice, masquerade"
+        );
+        use netlink_packet_netfilter::nftables::{Cmp, DataAttribute};
+        let compared: Vec<_> = made[0]
+            .exprs
             .iter()
-            .map(|e| match e {
-                Expressions::Other {
-                    expression_type, ..
-                } => expression_type.as_str(),
-                Expressions::Cmp(_) => "cmp",
-                Expressions::Meta(_) => "meta",
-                Expressions::Payload(_) => "payload",
-                Expressions::Immediate(_) => "immediate",
-                other => panic!("{other:?}"),
+            .filter_map(|e| match e {
+                Expressions::Cmp(attrs) => Some(attrs),
+                _ => None,
             })
             .collect();
+        let mut padded = [0u8; wire::IFNAMSIZ];
+        padded[..10].copy_from_slice(b"cloudos-wg");
+        assert!(compared[2].contains(&Cmp::Op(Operator::NotEqual)));
+        assert!(compared[2].contains(&Cmp::Data(DataAttribute::Value(padded.to_vec()))));
+        // The other rules do not change.
+        let without = table_rules(&rules(vec![web()]));
+        assert_eq!(made[1].text, without[1].text);
+        assert_eq!(made.len(), without.len());
+
+        let long = Rules {
+            mesh_link: Some("a-mesh-link-too-long".into()),
+            ..rules(vec![])
+        };
+        let err = replace(&long).unwrap_err().to_string();
+        assert!(err.contains("the mesh link's name"), "{err}");
+    }
+
+    #[test]
+    fn a_forward_compiles_as_nft_compiles_it() {
+        let exprs = forward_exprs(&web());
         assert_eq!(
-            names,
+            kinds(&exprs),
             [
                 "fib",
                 "cmp",
