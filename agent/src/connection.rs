@@ -97,6 +97,7 @@ pub async fn session(
             id,
             rebootable: facts.reboot.is_some(),
         }),
+        mesh: facts.executor.mesh_hello(),
     });
     ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;
     let interval = match tokio::time::timeout(WELCOME_TIMEOUT, wait_welcome(&mut ws)).await {
@@ -193,6 +194,7 @@ where
                             }
                         }
                         Ok(MasterMessage::Welcome { .. }) => {}
+                        Ok(MasterMessage::Mesh { peers }) => facts.executor.set_mesh(peers).await,
                         Ok(MasterMessage::Reboot { reason }) => reboot(facts.reboot, &reason),
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }

@@ -239,6 +239,7 @@ async fn connect(api: &ApiClient, from: std::net::IpAddr) -> anyhow::Result<Ws> 
         nodeos_version: "0.1.0".into(),
         runs: Vec::new(),
         boot: None,
+        mesh: None,
     });
     ws.send(Message::text(serde_json::to_string(&hello)?))
         .await?;

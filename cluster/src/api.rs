@@ -402,6 +402,9 @@ pub struct AgentHello {
     /// This boot of the node (older agents say nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<crate::nodeops::NodeBoot>,
+    /// The node's end of the mesh; absent from a node that takes no part (older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<crate::mesh::MeshHello>,
 }
 
 /// Master → agent on [`paths::AGENT_CONNECT`].
@@ -416,6 +419,9 @@ pub enum MasterMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subnet: Option<String>,
     },
+    /// The node's mesh peers, all of them (the node drops any it has that are not listed):
+    /// after its welcome, and whenever a node comes, goes or moves.
+    Mesh { peers: Vec<crate::mesh::MeshPeer> },
     /// Answer to each heartbeat, echoing its `seq`: lets agents (and the load benchmark)
     /// measure how long the master took.
     HeartbeatAck { seq: u64 },

@@ -9,6 +9,7 @@
 //! - [`workload`]: tasks, services, runs and resource quantities as the API speaks them.
 //! - [`api`]: the JSON types spoken between master, agent and CLI.
 //! - [`nodeops`]: cordon, drain and reboot as the API speaks them (progress, boots).
+//! - [`mesh`]: the WireGuard mesh between nodes: each node's key and the peers it gets.
 //! - [`publish`]: published ports (`8080:80/udp`), parsed and printed.
 //! - [`subnets`]: the cluster's container range and each node's subnet out of it.
 //! - [`files`]: writing keys and state atomically and privately (0600/0700).
@@ -27,6 +28,7 @@ pub mod backoff;
 pub mod client;
 pub mod files;
 pub mod identity;
+pub mod mesh;
 pub mod nodeops;
 pub mod pki;
 pub mod publish;

@@ -42,6 +42,7 @@ mod error;
 mod health;
 mod ids;
 mod listen;
+mod mesh;
 mod metrics;
 mod nodeops;
 mod ratelimit;

@@ -95,6 +95,17 @@ struct Entry {
     dirty: bool,
     /// Ready/NotReady changed since the store last saw it.
     changed: bool,
+    /// The node's end of the mesh, from its last hello: kept in memory only, since every
+    /// node says it again when it reconnects to a master that restarted.
+    mesh: Option<MeshEnd>,
+}
+
+/// A node's end of the mesh: what its hello said and where its connection came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshEnd {
+    pub public_key: String,
+    pub port: u16,
+    pub seen: std::net::IpAddr,
 }
 
 impl Entry {
@@ -167,6 +178,7 @@ impl Roster {
                     runs_at: None,
                     dirty: false,
                     changed: false,
+                    mesh: None,
                 };
                 (entry.record.name.clone(), entry)
             })
@@ -251,6 +263,7 @@ impl Roster {
             runs_at: None,
             dirty: false,
             changed: false,
+            mesh: None,
         };
         self.lock()
             .insert(entry.record.name.clone(), entry)
@@ -393,6 +406,40 @@ impl Roster {
         Some(given)
     }
 
+    /// Records a node's end of the mesh (`None`: it takes no part).
+    pub fn set_mesh(&self, name: &str, end: Option<MeshEnd>) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.mesh = end;
+        }
+    }
+
+    /// Every node that takes part in the mesh, with its container subnet, for the plan.
+    pub fn mesh_nodes(&self) -> Vec<crate::mesh::MeshNode> {
+        self.lock()
+            .values()
+            .filter_map(|e| {
+                let end = e.mesh.as_ref()?;
+                Some(crate::mesh::MeshNode {
+                    name: e.record.name.clone(),
+                    public_key: end.public_key.clone(),
+                    port: end.port,
+                    address: e.record.address.parse().ok()?,
+                    seen: end.seen,
+                    subnet: e.record.subnet.as_deref()?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The nodes with an open connection.
+    pub fn connected(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|e| e.conn.is_some())
+            .map(|e| e.record.name.clone())
+            .collect()
+    }
+
     /// A heartbeat from a node. `Err(())` if the node is not registered (it was removed).
     #[allow(clippy::result_unit_err)]
     pub fn heartbeat(
@@ -500,6 +547,7 @@ mod tests {
             nodeos_version: "0.1.0".to_owned(),
             runs: Vec::new(),
             boot: None,
+            mesh: None,
         }
     }
 

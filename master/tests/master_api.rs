@@ -280,6 +280,7 @@ fn hello() -> AgentMessage {
         nodeos_version: "0.1.0".to_owned(),
         runs: Vec::new(),
         boot: None,
+        mesh: None,
     })
 }
 

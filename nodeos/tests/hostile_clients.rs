@@ -262,6 +262,7 @@ async fn agent_connection(api: &ApiClient, addr: SocketAddr) -> Ws {
         nodeos_version: "0.1.0".into(),
         runs: Vec::new(),
         boot: None,
+        mesh: None,
     });
     let text = serde_json::to_string(&hello).expect("json");
     ws.send(Message::text(text)).await.expect("hello");

@@ -50,7 +50,7 @@ pub use artifacts::ImageError;
 pub use console::{Console, ConsoleError, Match, Pattern};
 pub use debian::{DebianGuest, DebianGuestBuilder, GuestError};
 pub use netns::{NetError, TestNet};
-pub use nodes::NetHost;
+pub use nodes::{NatHost, NetHost};
 pub use qemu::{
     BootSource, DiskController, Firmware, GuestNetwork, SerialMode, Vm, VmBuilder, VmError,
 };

@@ -372,7 +372,7 @@ pub(crate) fn run_ip(args: &[&str]) -> Result<Output, NetError> {
     run(cmd)
 }
 
-fn run(mut cmd: Command) -> Result<Output, NetError> {
+pub(crate) fn run(mut cmd: Command) -> Result<Output, NetError> {
     let output = cmd
         .stdin(Stdio::null())
         .output()

@@ -73,8 +73,6 @@ fn published_replicas_answer_on_every_node_reach_out_through_nat_and_wait_for_a_
     assert_ne!(s3, s4, "two nodes share a container subnet");
 
     // Each replica serves a page naming its own address, on port 80 of its own namespace.
-    let serve = "mkdir -p /tmp/www && ip -4 -o addr show eth0 | awk '{print $4}' \
-                 > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www";
     alice.ok(&[
         "deploy",
         "web",
@@ -88,7 +86,7 @@ fn published_replicas_answer_on_every_node_reach_out_through_nat_and_wait_for_a_
         "--",
         "sh",
         "-c",
-        serve,
+        SERVE,
     ]);
     let page = |node: &str| fetch(&lab, &format!("http://{node}:8080/"));
     let (on3, on4) = lab.wait_for(
@@ -165,3 +163,7 @@ fn published_replicas_answer_on_every_node_reach_out_through_nat_and_wait_for_a_
         "port 8080 still answers after the service is gone"
     );
 }
+
+/// The page each `serve` replica answers with: its own address, as `ip` prints it.
+const SERVE: &str = "mkdir -p /tmp/www && ip -4 -o addr show eth0 | awk '{print $4}' \
+                     > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www";

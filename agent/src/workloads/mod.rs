@@ -147,6 +147,16 @@ impl Executor {
         self.shared.network.set_subnet(subnet).await;
     }
 
+    /// The node's end of the mesh, for the hello.
+    pub fn mesh_hello(&self) -> Option<cloudos_cluster::mesh::MeshHello> {
+        self.shared.network.mesh_hello()
+    }
+
+    /// The node's mesh peers, from the master.
+    pub async fn set_mesh(&self, peers: Vec<cloudos_cluster::mesh::MeshPeer>) {
+        self.shared.network.set_mesh(peers).await;
+    }
+
     /// Every run the node knows, for the hello.
     pub fn runs(&self) -> Vec<RunReport> {
         let mut runs = self.shared.lock_runs();

@@ -1,6 +1,8 @@
-//! The node's side of `bridge` networks (decision 55): the subnet the master gave this node,
-//! which address each run has in it, the run's namespace on the node's bridge, and the
-//! node's NAT table (outbound masquerade and every run's published ports).
+//! The node's side of `bridge` networks (decisions 55, 56): the subnet the master gave this
+//! node, which address each run has in it, the run's namespace on the node's bridge, the
+//! node's NAT table (outbound masquerade and every run's published ports), and the node's
+//! end of the WireGuard mesh to the other nodes' containers (its key in
+//! `<data>/network/mesh.key`, its peers as the master says).
 //!
 //! A run is attached once, before its first container starts, and detached after its last
 //! one ends: a replica that restarts keeps its namespace and address. The NAT table is
@@ -14,9 +16,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cloudos_cluster::mesh::{MeshHello, MeshPeer};
 use cloudos_cluster::subnets;
 use cloudos_cluster::workload::{PortMapping, Protocol};
 use cloudos_containernet::attach::{self, Attached};
+use cloudos_containernet::mesh::{self, MeshKey};
 use cloudos_containernet::{bridge, nat, NetError};
 use ipnet::Ipv4Net;
 use tokio::sync::Mutex;
@@ -31,6 +35,8 @@ pub(super) struct Attachment {
 
 struct Inner {
     subnet: Option<Ipv4Net>,
+    /// The mesh peers the master gave last.
+    peers: Vec<MeshPeer>,
     /// Leftovers of an earlier agent are gone.
     swept: bool,
     /// Attached runs: their address, link and published ports.
@@ -39,15 +45,24 @@ struct Inner {
 
 pub(super) struct Network {
     dir: PathBuf,
+    /// The node's WireGuard key; `Err`: why the node takes no part in the mesh.
+    key: Result<MeshKey, String>,
     inner: Mutex<Inner>,
 }
 
 impl Network {
     pub fn new(data_dir: &Path) -> Network {
+        let key = MeshKey::load_or_create(&data_dir.join("network").join("mesh.key"))
+            .map_err(|e| format!("this node takes no part in the mesh: {e}"));
+        if let Err(e) = &key {
+            log::error!("{e}");
+        }
         Network {
             dir: data_dir.join("network").join("netns"),
+            key,
             inner: Mutex::new(Inner {
                 subnet: None,
+                peers: Vec::new(),
                 swept: false,
                 runs: BTreeMap::new(),
             }),
@@ -71,6 +86,57 @@ impl Network {
             }
         }
         inner.subnet = parsed;
+    }
+
+    /// The node's end of the mesh, for its hello.
+    pub fn mesh_hello(&self) -> Option<MeshHello> {
+        let key = self.key.as_ref().ok()?;
+        Some(MeshHello {
+            public_key: key.public(),
+            port: mesh::MESH_PORT,
+        })
+    }
+
+    /// The mesh peers from the master: the node's mesh link is set to have exactly these.
+    /// Needs the subnet (the link holds its gateway address); the welcome that gives it
+    /// comes first.
+    pub async fn set_mesh(&self, peers: Vec<MeshPeer>) {
+        let mut inner = self.inner.lock().await;
+        inner.peers = peers;
+        let (Some(subnet), Ok(key)) = (inner.subnet, &self.key) else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for peer in &inner.peers {
+            match mesh_peer(peer) {
+                Ok(p) => wanted.push(p),
+                Err(e) => log::warn!("leaving out mesh peer {}: {e}", peer.node),
+            }
+        }
+        let applied = match cloudos_containernet::connect() {
+            Ok(handle) => {
+                let mesh = mesh::Mesh {
+                    key,
+                    port: mesh::MESH_PORT,
+                    address: subnets::gateway(&subnet),
+                    peers: wanted,
+                };
+                mesh::apply(&handle, &mesh).await
+            }
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(()) => {
+                let names: Vec<&str> = inner.peers.iter().map(|p| p.node.as_str()).collect();
+                log::info!("mesh peers: {}", names.join(", "));
+                // Packets from the mesh to this node's containers, and relayed between
+                // peers, are forwarded.
+                if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+                    log::warn!("cannot turn on forwarding for the mesh: {e}");
+                }
+            }
+            Err(e) => log::error!("cannot set up the mesh: {e}"),
+        }
     }
 
     /// Gives run `run` a namespace on the bridge with an address of its own, and forwards
@@ -182,6 +248,29 @@ async fn lan_clash(handle: &rtnetlink::Handle, subnet: Ipv4Net) -> Result<(), St
     Ok(())
 }
 
+/// A peer as the master sent it, checked, as the mesh link takes it.
+fn mesh_peer(peer: &MeshPeer) -> Result<mesh::MeshPeer, String> {
+    cloudos_cluster::mesh::check_key(&peer.public_key).map_err(|e| e.to_string())?;
+    let endpoint = match &peer.endpoint {
+        Some(e) => Some(
+            e.parse()
+                .map_err(|_| format!("endpoint {e:?} is not ip:port"))?,
+        ),
+        None => None,
+    };
+    let allowed = peer
+        .allowed
+        .iter()
+        .map(|a| a.parse().map_err(|_| format!("{a:?} is not a subnet")))
+        .collect::<Result<Vec<Ipv4Net>, String>>()?;
+    Ok(mesh::MeshPeer {
+        public_key: peer.public_key.clone(),
+        endpoint,
+        allowed,
+        keepalive: peer.keepalive,
+    })
+}
+
 /// The first port of `publish` another attached run forwards already, with that run.
 fn port_in_use<'a>(
     runs: &'a BTreeMap<String, (Attached, Vec<PortMapping>)>,
@@ -217,8 +306,8 @@ fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>)
         bridge: bridge::BRIDGE.to_owned(),
         subnet,
         forwards,
-        // No mesh on the node yet: the agent does not set one up.
-        mesh_link: None,
+        // Containers' traffic to other nodes' containers keeps its addresses.
+        mesh_link: Some(mesh::MESH_LINK.to_owned()),
     }
 }
 

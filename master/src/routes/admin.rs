@@ -160,6 +160,8 @@ pub async fn remove_node(
     // Memory's record has the live state (last heartbeat, telemetry) to show.
     let (live, conn) = state.roster.remove(&name).unzip();
     state.drains.forget(&name);
+    // Its peer goes from every node now: its key stops working with its certificate.
+    crate::mesh::announce(&state.roster);
     let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
     if let Some(conn) = conn.flatten() {
         // A full channel means an eviction is already queued.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::Json;
 use cloudos_cluster::api::{AgentMessage, Heartbeat, MasterMessage};
@@ -40,6 +40,7 @@ fn not_registered(name: &str) -> String {
 
 pub async fn connect(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     NodeCaller(identity): NodeCaller,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -54,7 +55,7 @@ pub async fn connect(
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| session(state, identity.name, socket)))
+        .on_upgrade(move |socket| session(state, identity.name, peer.ip(), socket)))
 }
 
 async fn send(socket: &mut WebSocket, message: &MasterMessage) -> bool {
@@ -92,7 +93,12 @@ async fn hello(socket: &mut WebSocket) -> Result<cloudos_cluster::api::AgentHell
     }
 }
 
-async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
+async fn session(
+    state: Arc<MasterState>,
+    name: String,
+    seen: std::net::IpAddr,
+    mut socket: WebSocket,
+) {
     let hello = match hello(&mut socket).await {
         Ok(hello) => hello,
         Err(why) => {
@@ -116,6 +122,9 @@ async fn session(state: Arc<MasterState>, name: String, mut socket: WebSocket) {
         subnet,
     };
     if send(&mut socket, &welcome).await {
+        state.roster.set_mesh(&name, mesh_end(&name, &hello, seen));
+        // Every node's peers, this one's first among them, through the control channels.
+        crate::mesh::announce(&state.roster);
         // Reconciliation messages go through the control channel, after the welcome.
         let (s, node, runs) = (Arc::clone(&state), name.clone(), hello.runs);
         let reconciled =
@@ -145,6 +154,33 @@ fn container_subnet(state: &MasterState, name: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// The node's end of the mesh from its hello; a key that is not one is logged and ignored
+/// (the node then has no peers, and no node has it as one).
+fn mesh_end(
+    name: &str,
+    hello: &cloudos_cluster::api::AgentHello,
+    seen: std::net::IpAddr,
+) -> Option<roster::MeshEnd> {
+    let mesh = hello.mesh.as_ref()?;
+    if let Err(e) = cloudos_cluster::mesh::check_key(&mesh.public_key) {
+        log::warn!("node {name} left out of the mesh: {e}");
+        return None;
+    }
+    // An IPv4-mapped address is the IPv4 peer it stands for.
+    let seen = match seen {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(seen),
+        v4 => v4,
+    };
+    Some(roster::MeshEnd {
+        public_key: mesh.public_key.clone(),
+        port: mesh.port,
+        seen,
+    })
 }
 
 /// Serves one connection until it closes, is evicted or replaced.

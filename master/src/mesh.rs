@@ -1,0 +1,189 @@
+//! The mesh plan (decision 56): which WireGuard peers each node gets, from what every node
+//! said in its hello (key, port, its own address) and where its connection came from.
+//! [`plan`] is pure; [`announce`] hands every connected node its plan through the roster.
+//!
+//! A node whose connection comes from the address it says it has is *reachable*: others
+//! send to it there. One whose connection comes from elsewhere is behind NAT: others wait
+//! for it to reach them (it keeps the path open with keepalives), and two nodes behind NAT
+//! reach each other through the *relay*, the first reachable node by name, which forwards
+//! between its peers (WireGuard routes by the subnets each peer is allowed).
+
+use std::net::IpAddr;
+
+use cloudos_cluster::mesh::MeshPeer;
+use ipnet::Ipv4Net;
+
+/// Keepalive interval for a path through NAT: below the 30 s many NATs keep UDP mappings.
+pub const NAT_KEEPALIVE: u16 = 25;
+
+/// One node as the plan sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshNode {
+    pub name: String,
+    pub public_key: String,
+    pub port: u16,
+    /// The address the node says it has.
+    pub address: IpAddr,
+    /// The address its connection came from.
+    pub seen: IpAddr,
+    pub subnet: Ipv4Net,
+}
+
+impl MeshNode {
+    fn reachable(&self) -> bool {
+        self.address == self.seen
+    }
+}
+
+/// The peers node `me` gets, by name. Empty when `me` is not in `nodes`.
+pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
+    let Some(this) = nodes.iter().find(|n| n.name == me) else {
+        return Vec::new();
+    };
+    let mut others: Vec<&MeshNode> = nodes.iter().filter(|n| n.name != me).collect();
+    others.sort_by(|a, b| a.name.cmp(&b.name));
+    let relay = others
+        .iter()
+        .find(|n| n.reachable())
+        .map(|n| n.name.clone());
+    // Subnets this node can reach only through the relay: both ends behind NAT.
+    let relayed: Vec<String> = if this.reachable() {
+        Vec::new()
+    } else {
+        others
+            .iter()
+            .filter(|n| !n.reachable())
+            .map(|n| n.subnet.to_string())
+            .collect()
+    };
+    let mut peers = Vec::new();
+    for other in others {
+        let mut allowed = vec![other.subnet.to_string()];
+        let (endpoint, keepalive) = match (this.reachable(), other.reachable()) {
+            // Straight there; keep our NAT's mapping open if we are behind one.
+            (me_open, true) => (
+                Some(std::net::SocketAddr::new(other.seen, other.port).to_string()),
+                (!me_open).then_some(NAT_KEEPALIVE),
+            ),
+            // It comes to us.
+            (true, false) => (None, None),
+            // Through the relay.
+            (false, false) => continue,
+        };
+        if relay.as_deref() == Some(other.name.as_str()) {
+            allowed.extend(relayed.iter().cloned());
+        }
+        peers.push(MeshPeer {
+            node: other.name.clone(),
+            public_key: other.public_key.clone(),
+            endpoint,
+            allowed,
+            keepalive,
+        });
+    }
+    peers
+}
+
+/// Sends every connected node its peers: after a hello (a node came, or moved) and after a
+/// node is removed (its peer goes everywhere at once).
+pub fn announce(roster: &crate::roster::Roster) {
+    let nodes = roster.mesh_nodes();
+    for name in roster.connected() {
+        if nodes.iter().any(|n| n.name == name) {
+            let peers = plan(&name, &nodes);
+            roster.send(&name, cloudos_cluster::api::MasterMessage::Mesh { peers });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, address: &str, seen: &str, subnet: &str) -> MeshNode {
+        MeshNode {
+            name: name.into(),
+            public_key: format!("key-{name}"),
+            port: 51820,
+            address: address.parse().unwrap(),
+            seen: seen.parse().unwrap(),
+            subnet: subnet.parse().unwrap(),
+        }
+    }
+
+    fn shown(peers: &[MeshPeer]) -> Vec<String> {
+        peers
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} {} {:?}",
+                    p.node,
+                    p.endpoint.as_deref().unwrap_or("-"),
+                    p.allowed.join(","),
+                    p.keepalive
+                )
+            })
+            .collect()
+    }
+
+    /// a and b on a LAN or in a cloud, c and d each behind a home router.
+    fn cluster() -> Vec<MeshNode> {
+        vec![
+            node("a", "10.0.0.1", "10.0.0.1", "10.250.0.0/24"),
+            node("b", "10.0.0.2", "10.0.0.2", "10.250.1.0/24"),
+            node("c", "192.168.1.5", "198.51.100.7", "10.250.2.0/24"),
+            node("d", "192.168.1.5", "203.0.113.9", "10.250.3.0/24"),
+        ]
+    }
+
+    #[test]
+    fn reachable_nodes_dial_each_other_and_wait_for_those_behind_nat() {
+        assert_eq!(
+            shown(&plan("a", &cluster())),
+            [
+                "b 10.0.0.2:51820 10.250.1.0/24 None",
+                "c - 10.250.2.0/24 None",
+                "d - 10.250.3.0/24 None",
+            ]
+        );
+        // b is not the relay (a is, first by name), so it carries only its own subnet.
+        assert_eq!(
+            shown(&plan("b", &cluster()))[0],
+            "a 10.0.0.1:51820 10.250.0.0/24 None"
+        );
+    }
+
+    #[test]
+    fn a_node_behind_nat_keeps_its_paths_open_and_reaches_its_like_through_the_relay() {
+        assert_eq!(
+            shown(&plan("c", &cluster())),
+            [
+                "a 10.0.0.1:51820 10.250.0.0/24,10.250.3.0/24 Some(25)",
+                "b 10.0.0.2:51820 10.250.1.0/24 Some(25)",
+            ]
+        );
+        assert_eq!(
+            shown(&plan("d", &cluster()))[0],
+            "a 10.0.0.1:51820 10.250.0.0/24,10.250.2.0/24 Some(25)"
+        );
+    }
+
+    #[test]
+    fn a_node_that_is_gone_is_no_ones_peer() {
+        let mut nodes = cluster();
+        nodes.retain(|n| n.name != "b");
+        for me in ["a", "c", "d"] {
+            assert!(
+                plan(me, &nodes).iter().all(|p| p.node != "b"),
+                "{me} still has b"
+            );
+        }
+        assert!(plan("b", &nodes).is_empty());
+    }
+
+    #[test]
+    fn with_no_reachable_node_those_behind_nat_have_no_way_to_each_other() {
+        let nodes: Vec<MeshNode> = cluster().into_iter().filter(|n| !n.reachable()).collect();
+        assert!(plan("c", &nodes).is_empty());
+    }
+}
