@@ -5,9 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The port nodes listen on for the mesh unless they say otherwise.
-pub const DEFAULT_PORT: u16 = 51820;
-
 /// A node's end of the mesh, in its hello.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshHello {

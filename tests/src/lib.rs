@@ -13,6 +13,7 @@
 //! - [`guests`]: at most two guests at a time on the machine, over every test process.
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
+//! - [`capture`]: what crosses a link of a test's namespace, captured as tcpdump would.
 //! - [`artifacts`]: finds the built artifacts (images, binaries) under `out/`.
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
 //! - [`screen`]: the VGA text screen read through the monitor, and keys typed with `sendkey`.
@@ -27,6 +28,7 @@
 pub mod admin;
 pub mod arch;
 pub mod artifacts;
+pub mod capture;
 pub mod checks;
 pub mod console;
 pub mod debian;
@@ -50,7 +52,7 @@ pub use artifacts::ImageError;
 pub use console::{Console, ConsoleError, Match, Pattern};
 pub use debian::{DebianGuest, DebianGuestBuilder, GuestError};
 pub use netns::{NetError, TestNet};
-pub use nodes::{NatHost, NetHost};
+pub use nodes::NetHost;
 pub use qemu::{
     BootSource, DiskController, Firmware, GuestNetwork, SerialMode, Vm, VmBuilder, VmError,
 };

@@ -208,6 +208,60 @@ impl TestNet {
         Ok(pid)
     }
 
+    /// Makes this network a home LAN behind a NAT router on `wan`: a veth pair joins this
+    /// namespace (as `wan0`, address `<wan /24>.N`) to `wan`'s bridge, and this namespace
+    /// routes its bridge's /24 out through it, masquerading as a home router does (with
+    /// the nodes' own NAT table, `cloudos-containernet`, `wan0` in the place of a node's
+    /// bridge the other way round: what leaves by any link but `br0` is masqueraded). The
+    /// machines here reach `wan`; nothing on `wan` reaches them.
+    pub fn route_through(&self, wan: &TestNet, n: u8) -> Result<(), NetError> {
+        let wan_prefix = wan
+            .host_ip()
+            .rsplit_once('.')
+            .map(|(p, _)| p.to_owned())
+            .unwrap_or_default();
+        let wan_end = format!("home{n}");
+        run_ip(&[
+            "link", "add", &wan_end, "netns", &wan.name, "type", "veth", "peer", "name", "wan0",
+            "netns", &self.name,
+        ])?;
+        wan.ip(&["link", "set", &wan_end, "master", "br0"])?;
+        wan.ip(&["link", "set", &wan_end, "up"])?;
+        self.ip(&[
+            "addr",
+            "add",
+            &format!("{wan_prefix}.{n}/24"),
+            "dev",
+            "wan0",
+        ])?;
+        self.ip(&["link", "set", "wan0", "up"])?;
+        self.exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        let lan: ipnet::Ipv4Net = self
+            .bridge_addr
+            .parse::<ipnet::Ipv4Net>()
+            .map(|n| n.trunc())
+            .map_err(|e| NetError::Failed {
+                command: format!("reading {}", self.bridge_addr),
+                status: std::process::ExitStatus::default(),
+                stderr: e.to_string(),
+            })?;
+        let rules = cloudos_containernet::nat::Rules {
+            bridge: "br0".to_owned(),
+            subnet: lan,
+            forwards: Vec::new(),
+            mesh_link: None,
+        };
+        let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
+        cloudos_containernet::netns::within(&path, move || {
+            Box::pin(async move { cloudos_containernet::nat::apply(&rules) })
+        })
+        .map_err(|e| NetError::Failed {
+            command: format!("masquerading {lan} in {}", self.name),
+            status: std::process::ExitStatus::default(),
+            stderr: e.to_string(),
+        })
+    }
+
     /// Starts a DHCP server (dnsmasq, DNS off) on the bridge, handing out
     /// `.100`-`.199` of the bridge's /24 with the bridge as router and DNS
     /// server, and leases of `lease_secs` (dnsmasq's minimum is 120) so that
@@ -372,7 +426,7 @@ pub(crate) fn run_ip(args: &[&str]) -> Result<Output, NetError> {
     run(cmd)
 }
 
-pub(crate) fn run(mut cmd: Command) -> Result<Output, NetError> {
+fn run(mut cmd: Command) -> Result<Output, NetError> {
     let output = cmd
         .stdin(Stdio::null())
         .output()

@@ -99,49 +99,6 @@ impl NetHost {
         Ok(host)
     }
 
-    /// Host `192.168.N.2` behind a NAT router of its own: the router is host `10.77.0.N`
-    /// on the bridge, with a second link `lan0` (`192.168.N.1/24`) to this host, forwarding
-    /// and masquerading what comes from there, as a home router does. Nothing on the
-    /// bridge can reach the host; the host reaches everything through the router.
-    pub fn behind_nat(net: &TestNet, n: u8) -> Result<NatHost, NetError> {
-        let router = NetHost::new(net, n)?;
-        let host = NetHost {
-            name: format!("{}-p{n}", net.name()),
-            ip: format!("192.168.{n}.2"),
-        };
-        run_ip(&["netns", "add", &host.name])?;
-        let nat = NatHost { host, router };
-        let (host, router) = (&nat.host, &nat.router);
-        run_ip(&[
-            "link",
-            "add",
-            "lan0",
-            "netns",
-            &router.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            HOST_LINK,
-            "netns",
-            &host.name,
-        ])?;
-        let lan = format!("192.168.{n}");
-        router.ip_cmd(&["addr", "add", &format!("{lan}.1/24"), "dev", "lan0"])?;
-        router.ip_cmd(&["link", "set", "lan0", "up"])?;
-        host.ip_cmd(&["link", "set", "lo", "up"])?;
-        host.ip_cmd(&["addr", "add", &format!("{lan}.2/24"), "dev", HOST_LINK])?;
-        host.ip_cmd(&["link", "set", HOST_LINK, "up"])?;
-        host.ip_cmd(&["route", "add", "default", "via", &format!("{lan}.1")])?;
-        host.ip_cmd(&["route", "add", "224.0.0.0/4", "dev", HOST_LINK])?;
-        let mut forward = router.command("sh");
-        forward.args(["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-        crate::netns::run(forward)?;
-        masquerade(&router.name, &format!("{lan}.0/24"))?;
-        host.wait_carrier(Duration::from_secs(5))?;
-        Ok(nat)
-    }
-
     /// The first global (or unique-local) IPv6 address of the host's link that has passed
     /// duplicate address detection.
     pub fn global_ipv6(&self) -> Result<Option<String>, NetError> {
@@ -216,32 +173,6 @@ impl NetHost {
             thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// A host behind a NAT router ([`NetHost::behind_nat`]); both namespaces go on drop.
-#[derive(Debug)]
-pub struct NatHost {
-    pub host: NetHost,
-    pub router: NetHost,
-}
-
-/// Masquerades what comes from `lan` in the namespace `netns`: the node's own NAT table
-/// (`cloudos-containernet`), with `lan0` in the place of a node's bridge.
-fn masquerade(netns: &str, lan: &str) -> Result<(), NetError> {
-    use cloudos_containernet::nat;
-    let rules = nat::Rules {
-        bridge: "lan0".to_owned(),
-        subnet: lan.parse().expect("a subnet"),
-        forwards: Vec::new(),
-        mesh_link: None,
-    };
-    let path = std::path::PathBuf::from(format!("/run/netns/{netns}"));
-    cloudos_containernet::netns::within(&path, move || Box::pin(async move { nat::apply(&rules) }))
-        .map_err(|e| NetError::Failed {
-            command: format!("masquerading {lan} in {netns}"),
-            status: std::process::ExitStatus::default(),
-            stderr: e.to_string(),
-        })
 }
 
 impl Drop for NetHost {

@@ -313,3 +313,176 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     drop(master);
     drop(registry);
 }
+
+/// The page each `SERVE` replica answers with: its own address and a marker that must
+/// never be seen in clear on the wire between nodes.
+const SERVE: &str = "mkdir -p /tmp/www && echo \"$(ip -4 -o addr show eth0 | awk '{print $4}') \
+                     mesh-marker-7f3a\" > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www";
+const MARKER: &[u8] = b"mesh-marker-7f3a";
+
+/// A task on the nodes labelled `site` that fetches `url`: its state and what it printed.
+fn fetch_from(admin: &Admin, site: &str, url: &str) -> (String, String) {
+    let selector = format!("site={site}");
+    let id = admin
+        .ok(&[
+            "run",
+            "--node-selector",
+            &selector,
+            BUSYBOX,
+            "--",
+            // (busybox's static wget crashes with -T; timeout bounds it instead.)
+            "timeout",
+            "20",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            url,
+        ])
+        .trim()
+        .to_owned();
+    let task = admin.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(120));
+    let logs = admin.ok(&["logs", &id]).trim().to_owned();
+    (task["state"].as_str().unwrap_or_default().to_owned(), logs)
+}
+
+/// Two compute VMs, one on the LAN and one on a home LAN behind a NAT router of the test's
+/// own: a container on each reaches the other's by its own address through the WireGuard
+/// mesh (the node behind the NAT dials out and keeps the path open; the other learns where
+/// it is from its handshakes). A capture on the LAN sees only WireGuard between them: never
+/// the page's marker, never a container's address. Removing the node behind the NAT takes
+/// its peer away: the LAN node's container can no longer reach its container.
+#[test]
+fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() {
+    let _guests = cloudos_tests::guests::reserve(2);
+    require!(cloudos_testkit::root("namespaces and taps"));
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq");
+    let home = TestNet::with_bridge_addr("192.168.9.1/24").expect("home network");
+    home.start_dhcp_server(600).expect("dnsmasq at home");
+    home.route_through(&net, 9).expect("the home router");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = busybox_registry(&net, REGISTRY);
+    let master = HostMaster::start(
+        &net,
+        &dir.path().join("master"),
+        &["--insecure-registry", REGISTRY],
+    );
+    let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
+    let token = admin
+        .ok(&["token", "create", "--role", "compute", "--uses", "2"])
+        .trim()
+        .to_owned();
+    let disk1 = artifacts::data_disk(&compute_config("lan-1", &token), 128).expect("disk");
+    let disk2 = artifacts::data_disk(&compute_config("home-1", &token), 128).expect("disk");
+    let lan = boot(&net, "lan-1", &disk1, "52:54:00:c3:00:01");
+    let at_home = boot(&home, "home-1", &disk2, "52:54:00:c3:00:02");
+    admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
+        (admin.ready_nodes() == 2).then_some(())
+    });
+    admin.ok(&["node", "label", "lan-1", "site=lan"]);
+    admin.ok(&["node", "label", "home-1", "site=home"]);
+    assert_eq!(
+        node_field(&admin, "home-1", "address")
+            .rsplit_once('.')
+            .map(|(p, _)| p),
+        Some("192.168.9"),
+        "the node behind the NAT says its own address"
+    );
+
+    for (name, site) in [("web-lan", "site=lan"), ("web-home", "site=home")] {
+        admin.ok(&[
+            "deploy",
+            name,
+            "--node-selector",
+            site,
+            BUSYBOX,
+            "--",
+            "sh",
+            "-c",
+            SERVE,
+        ]);
+    }
+    admin.wait("both servers running", Duration::from_secs(120), || {
+        (replica_nodes(&admin, "web-lan") == ["lan-1"]
+            && replica_nodes(&admin, "web-home") == ["home-1"])
+        .then_some(())
+    });
+    // The first run on a node takes the first container address of its subnet.
+    let first = |node: &str| {
+        let subnet: ipnet::Ipv4Net = node_field(&admin, node, "subnet").parse().expect("subnet");
+        cloudos_cluster::subnets::container_addresses(&subnet)
+            .next()
+            .expect("an address")
+    };
+    let (lan_web, home_web) = (first("lan-1"), first("home-1"));
+
+    let capture = cloudos_tests::capture::Capture::start(net.name(), "br0").expect("capture");
+    let (state, page) = admin.wait(
+        "a container behind the NAT to reach one on the LAN",
+        Duration::from_secs(120),
+        || {
+            let (state, page) = fetch_from(&admin, "home", &format!("http://{lan_web}/"));
+            (state == "succeeded").then_some((state, page))
+        },
+    );
+    assert_eq!(page, format!("{lan_web}/24 mesh-marker-7f3a"), "{state}");
+    let (state, page) = fetch_from(&admin, "lan", &format!("http://{home_web}/"));
+    assert_eq!(
+        state, "succeeded",
+        "a LAN container reaching one behind the NAT: {page}"
+    );
+    assert_eq!(page, format!("{home_web}/24 mesh-marker-7f3a"));
+    let frames = capture.stop().expect("the capture");
+
+    // On the wire between the nodes: WireGuard, and nothing of the containers' own.
+    let mut wireguard = 0;
+    for frame in &frames {
+        assert!(
+            !frame.windows(MARKER.len()).any(|w| w == MARKER),
+            "the page crossed the LAN in clear"
+        );
+        if let Some((src, dst, proto, payload)) = cloudos_tests::capture::ipv4(frame) {
+            for ip in [src, dst] {
+                assert!(
+                    ip != lan_web && ip != home_web,
+                    "a container's packet crossed the LAN unencrypted: {src} -> {dst}"
+                );
+            }
+            if proto == 17
+                && cloudos_tests::capture::udp_ports(payload).is_some_and(|(s, d)| {
+                    s == cloudos_containernet::mesh::MESH_PORT
+                        || d == cloudos_containernet::mesh::MESH_PORT
+                })
+            {
+                wireguard += 1;
+            }
+        }
+    }
+    assert!(
+        wireguard > 0,
+        "no WireGuard packet in {} frames",
+        frames.len()
+    );
+
+    // The node behind the NAT is removed: its peer goes from the LAN node at once.
+    admin.ok(&["node", "remove", "home-1"]);
+    let (state, page) = fetch_from(&admin, "lan", &format!("http://{home_web}/"));
+    assert_eq!(
+        state, "failed",
+        "a removed node's container still answers: {page}"
+    );
+
+    for vm in [lan, at_home] {
+        assert!(
+            !vm.serial().contents().contains("panicked"),
+            "{}",
+            vm.serial().tail(40)
+        );
+        vm.monitor("system_powerdown").expect("monitor");
+        vm.wait_exit(scaled(Duration::from_secs(90)))
+            .expect("a VM did not power off");
+    }
+    drop(master);
+    drop(registry);
+}
