@@ -8,8 +8,11 @@
 //! - [`bridge`]: the node's bridge, its address, and forwarding.
 //! - [`attach`]: a container's veth pair, address and route; and taking them down.
 //! - [`nat`]: the node's nftables table (`ip cloudos`): containers' outbound masquerade,
-//!   published ports forwarded to containers, and the hairpin between them; through
-//!   nftables netlink messages, replaced whole in one batch.
+//!   published ports forwarded to containers, and the hairpin between them; and the guard
+//!   of what a container reaches: of its node only the ports the admin opened, past it
+//!   anything but the blocked addresses (the masters' API), other nodes' containers
+//!   through the mesh but never their nodes. Through nftables netlink messages, replaced
+//!   whole in one batch.
 //! - [`mesh`]: the node's WireGuard link to the other nodes (`cloudos-wg`): its key pair,
 //!   its peers and the routes to their subnets, so that containers on different nodes
 //!   reach each other by their own addresses, encrypted between nodes; through rtnetlink

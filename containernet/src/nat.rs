@@ -5,6 +5,19 @@
 //! is answered through the node (hairpin). Programmed through nftables netlink messages
 //! from Rust: no `nft` binary, no libnftnl.
 //!
+//! What a container can reach, then (its guard, two filter chains):
+//! - the other containers on its bridge, directly;
+//! - any published port, of its own node (by any of the node's addresses) or another;
+//! - of its node itself, only the ports the admin opened ([`Rules::node_ports`]), by the
+//!   gateway address or any other of the node's addresses; the rest is dropped, unanswered;
+//! - past its node, anything but the blocked addresses ([`Rules::blocked`]): their answers
+//!   to what they opened (a published port) pass, a container's own calls to them do not;
+//! - other nodes' containers through the mesh, which in turn reach this node's containers
+//!   through the mesh but never the node itself (not even its opened ports).
+//!
+//! The node's own connections to its containers and into the mesh are not held back: their
+//! answers belong to connections already open. The guard is IPv4's, as the table is.
+//!
 //! The table is rebuilt whole on each change, in one batch, which the kernel applies all
 //! or nothing: the table made if missing, deleted, and made again with its chains and
 //! rules. A packet meets the old table or the new one, never half of one, and nothing is
@@ -70,6 +83,12 @@ pub struct Rules {
     /// keeps its source, since the peers route the node's subnet back through the mesh
     /// and accept only sources inside it.
     pub mesh_link: Option<String>,
+    /// Ports of the node's own addresses containers may open (the admin's allow list; DNS
+    /// on the gateway comes later). Everything else of the node is closed to them.
+    pub node_ports: Vec<(Protocol, u16)>,
+    /// Addresses containers may not reach at all, past the node (the masters' API
+    /// addresses), unless through a published port of this node.
+    pub blocked: Vec<Ipv4Addr>,
 }
 
 /// Replaces the node's table (`ip cloudos`) with `rules`, atomically (one nftables batch:

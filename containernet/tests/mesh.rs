@@ -211,6 +211,8 @@ async fn node(
         subnet,
         forwards: Vec::new(),
         mesh_link: Some(MESH_LINK.into()),
+        node_ports: Vec::new(),
+        blocked: Vec::new(),
     })
 }
 

@@ -63,6 +63,8 @@ fn rules(forwards: Vec<Forward>) -> Rules {
         subnet: "10.250.9.0/24".parse().unwrap(),
         forwards,
         mesh_link: None,
+        node_ports: Vec::new(),
+        blocked: Vec::new(),
     }
 }
 

@@ -213,7 +213,8 @@ impl TestNet {
     /// routes its bridge's /24 out through it, masquerading as a home router does (with
     /// the nodes' own NAT table, `cloudos-containernet`, `wan0` in the place of a node's
     /// bridge the other way round: what leaves by any link but `br0` is masqueraded). The
-    /// machines here reach `wan`; nothing on `wan` reaches them.
+    /// machines here reach `wan`; nothing on `wan` reaches them. Of the router itself they
+    /// reach only its DHCP server (the table's guard closes the rest).
     pub fn route_through(&self, wan: &TestNet, n: u8) -> Result<(), NetError> {
         let wan_prefix = wan
             .host_ip()
@@ -250,6 +251,10 @@ impl TestNet {
             subnet: lan,
             forwards: Vec::new(),
             mesh_link: None,
+            // The table closes the router to its LAN but for these ports: the machines
+            // here lease their addresses from this namespace's dnsmasq (DHCP, port 67).
+            node_ports: vec![(cloudos_containernet::nat::Protocol::Udp, 67)],
+            blocked: Vec::new(),
         };
         let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
         cloudos_containernet::netns::within(&path, move || {

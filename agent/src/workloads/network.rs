@@ -308,6 +308,10 @@ fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>)
         forwards,
         // Containers' traffic to other nodes' containers keeps its addresses.
         mesh_link: Some(mesh::MESH_LINK.to_owned()),
+        // The node closed to its containers, nothing blocked past it, until the admin's
+        // lists are wired here.
+        node_ports: Vec::new(),
+        blocked: Vec::new(),
     }
 }
 

@@ -261,6 +261,8 @@ mod tests {
                 container_port: 53,
             }],
             mesh_link: Some("cloudos-wg".into()),
+            node_ports: vec![(Protocol::Tcp, 9101)],
+            blocked: vec!["192.0.2.10".parse().unwrap()],
         }
     }
 
@@ -385,7 +387,9 @@ mod tests {
         }
         let shown = err.to_string();
         assert!(
-            shown.contains("th dport 5353 dnat to 10.250.3.9:53"),
+            shown.contains(
+                "the rule `iifname \"cloudos0\" ip daddr 192.0.2.10 drop` in the chain forward"
+            ),
             "{shown}"
         );
         assert!(

@@ -1,14 +1,15 @@
 //! nftables expressions, as nft compiles the few statements the node's table uses: each
 //! function is one statement or match and returns the expressions that make it, in order.
 //! A match loads a value into register 1 and compares it; a failed comparison ends the
-//! rule. The statements at a rule's end (`dnat`, `masquerade`) come last.
+//! rule. The statements at a rule's end (`dnat`, `masquerade`, `accept`, `drop`) come last.
 
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::DefaultNla;
 use netlink_packet_netfilter::nftables::{
-    Bitwise, Cmp, DataAttribute, Expressions, Immediate, Meta, MetaKey, Operator, Payload, Register,
+    Bitwise, Cmp, DataAttribute, Expressions, Immediate, Meta, MetaKey, Operator, Payload,
+    Register, Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::NetfilterProtoFamily;
 
@@ -45,12 +46,23 @@ fn ip_address(offset: u32, op: Operator, net: Ipv4Net) -> Vec<Expressions> {
     exprs
 }
 
-/// `oifname <op> NAME`: the output link's name, NUL-padded to IFNAMSIZ as the kernel
-/// loads it. `name` is shorter than IFNAMSIZ (the caller checks).
+/// `oifname <op> NAME`: the output link's name. `name` is shorter than IFNAMSIZ (the
+/// caller checks).
 pub fn oifname(op: Operator, name: &str) -> Vec<Expressions> {
+    link_name(MetaKey::Oifname, op, name)
+}
+
+/// `iifname <op> NAME`: the input link's name (a packet that came through a bridge port
+/// has the bridge's). `name` is shorter than IFNAMSIZ (the caller checks).
+pub fn iifname(op: Operator, name: &str) -> Vec<Expressions> {
+    link_name(MetaKey::Iifname, op, name)
+}
+
+/// A link's name loaded by `key`, NUL-padded to IFNAMSIZ as the kernel loads it.
+fn link_name(key: MetaKey, op: Operator, name: &str) -> Vec<Expressions> {
     let mut padded = [0u8; wire::IFNAMSIZ];
     padded[..name.len()].copy_from_slice(name.as_bytes());
-    vec![meta(MetaKey::Oifname), cmp(op, padded)]
+    vec![meta(key), cmp(op, padded)]
 }
 
 /// `fib daddr type local`: the destination is one of this namespace's own addresses.
@@ -88,13 +100,28 @@ pub fn th_dport(port: u16) -> Vec<Expressions> {
 
 /// `ct status dnat`: the connection's destination was translated.
 pub fn ct_status_dnat() -> Vec<Expressions> {
-    let mask = wire::IPS_DST_NAT.to_ne_bytes();
+    ct_any(wire::NFT_CT_STATUS, wire::IPS_DST_NAT)
+}
+
+/// `ct state established,related`: the packet belongs to a connection already let through
+/// (an answer, or more of a call), or is about one (an ICMP error).
+pub fn ct_state_established_related() -> Vec<Expressions> {
+    ct_any(
+        wire::NFT_CT_STATE,
+        wire::NF_CT_STATE_ESTABLISHED | wire::NF_CT_STATE_RELATED,
+    )
+}
+
+/// `ct KEY BITS`: any of `bits` set in the connection's `key`, a bit set the kernel loads
+/// as a u32 in its own byte order.
+fn ct_any(key: u32, bits: u32) -> Vec<Expressions> {
+    let mask = bits.to_ne_bytes();
     vec![
         Expressions::Other {
             expression_type: wire::CT.into(),
             attributes: vec![
                 u32_nla(wire::NFTA_CT_DREG, Register::Reg1.into()),
-                u32_nla(wire::NFTA_CT_KEY, wire::NFT_CT_STATUS),
+                u32_nla(wire::NFTA_CT_KEY, key),
             ],
         },
         Expressions::Bitwise(vec![
@@ -139,6 +166,26 @@ pub fn masquerade() -> Vec<Expressions> {
         expression_type: wire::MASQ.into(),
         attributes: Vec::new(),
     }]
+}
+
+/// `accept`: the packet passes this chain; the hook's other chains still see it.
+pub fn accept() -> Vec<Expressions> {
+    verdict(wire::NF_ACCEPT)
+}
+
+/// `drop`: the packet goes no further, and its sender hears nothing.
+pub fn drop() -> Vec<Expressions> {
+    verdict(wire::NF_DROP)
+}
+
+/// The rule's verdict: `code` into the verdict register.
+fn verdict(code: u32) -> Vec<Expressions> {
+    vec![Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
+            Verdict::Other(code),
+        )])),
+    ])]
 }
 
 fn load_payload(base: u32, offset: u32, len: u32) -> Expressions {

@@ -18,6 +18,8 @@ use crate::NetError;
 /// A base chain of the table. Each is named after its hook, as nft names them.
 struct Chain {
     name: &'static str,
+    /// `nat` or `filter` (wire::CHAIN_TYPE_*).
+    kind: &'static str,
     hook: InetHookNumber,
     priority: i32,
 }
@@ -25,6 +27,7 @@ struct Chain {
 /// Source NAT, after routing: the packet's output link is known.
 const POSTROUTING: Chain = Chain {
     name: "postrouting",
+    kind: wire::CHAIN_TYPE_NAT,
     hook: InetHookNumber::PostRouting,
     priority: wire::NF_IP_PRI_NAT_SRC,
 };
@@ -32,15 +35,36 @@ const POSTROUTING: Chain = Chain {
 /// routing, so that the translated destination is what is routed.
 const PREROUTING: Chain = Chain {
     name: "prerouting",
+    kind: wire::CHAIN_TYPE_NAT,
     hook: InetHookNumber::PreRouting,
     priority: wire::NF_IP_PRI_NAT_DST,
 };
 /// Destination NAT of the node's own connections, which never pass prerouting.
 const OUTPUT: Chain = Chain {
     name: "output",
+    kind: wire::CHAIN_TYPE_NAT,
     hook: InetHookNumber::LocalOut,
     priority: wire::NF_IP_PRI_NAT_DST,
 };
+/// What containers may open on the node itself: packets for the node's own addresses,
+/// after prerouting's destination NAT (a published port is forwarded, never seen here).
+const INPUT: Chain = Chain {
+    name: "input",
+    kind: wire::CHAIN_TYPE_FILTER,
+    hook: InetHookNumber::LocalIn,
+    priority: wire::NF_IP_PRI_FILTER,
+};
+/// Where containers may not go past the node: packets the node routes on, after
+/// prerouting's destination NAT (a published port's calls are here, to their container).
+const FORWARD: Chain = Chain {
+    name: "forward",
+    kind: wire::CHAIN_TYPE_FILTER,
+    hook: InetHookNumber::Forward,
+    priority: wire::NF_IP_PRI_FILTER,
+};
+
+/// The table's chains, in the order they are made.
+const CHAINS: [&Chain; 5] = [&POSTROUTING, &PREROUTING, &OUTPUT, &INPUT, &FORWARD];
 
 /// 127.0.0.0/8.
 const LOOPBACK: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
@@ -64,7 +88,7 @@ pub fn replace(rules: &Rules) -> Result<Vec<Command>, NetError> {
         NLM_F_CREATE,
         "creating the table again",
     ));
-    commands.extend([&POSTROUTING, &PREROUTING, &OUTPUT].map(chain));
+    commands.extend(CHAINS.map(chain));
     commands.extend(table_rules(rules).into_iter().map(rule));
     Ok(commands)
 }
@@ -144,7 +168,108 @@ fn table_rules(rules: &Rules) -> Vec<Rule> {
         why: "a published port, for the node's own connections to its own addresses (loopback would need route_localnet)",
         exprs: [expr::ip_daddr(Operator::NotEqual, LOOPBACK), forward_exprs(forward)].concat(),
     }));
+    out.extend(guard_rules(rules));
     out
+}
+
+/// The guard: what containers may reach of the node, and past it. A container's packets
+/// come in through the bridge; other nodes' containers' through the mesh link.
+fn guard_rules(rules: &Rules) -> Vec<Rule> {
+    let bridge = rules.bridge.as_str();
+    // The node's own connections to its containers, and what a container was let open:
+    // their packets are answers, or more of the same call.
+    let mut out = vec![Rule {
+        chain: &INPUT,
+        text: format!("iifname \"{bridge}\" ct state established,related accept"),
+        why: "answers to the node's connections to its containers, and more of what they may open",
+        exprs: [
+            expr::iifname(Operator::Equal, bridge),
+            expr::ct_state_established_related(),
+            expr::accept(),
+        ]
+        .concat(),
+    }];
+    out.extend(unique(&rules.node_ports).map(|&(protocol, port)| {
+        Rule {
+            chain: &INPUT,
+            text: format!("iifname \"{bridge}\" meta l4proto {protocol} th dport {port} accept"),
+            why: "a port of the node the admin opened to containers",
+            exprs: [
+                expr::iifname(Operator::Equal, bridge),
+                expr::l4proto(ip_protocol(protocol)),
+                expr::th_dport(port),
+                expr::accept(),
+            ]
+            .concat(),
+        }
+    }));
+    out.push(Rule {
+        chain: &INPUT,
+        text: format!("iifname \"{bridge}\" drop"),
+        why: "the rest of the node is closed to its containers",
+        exprs: [expr::iifname(Operator::Equal, bridge), expr::drop()].concat(),
+    });
+    // Other nodes' containers reach this node's containers through forwarding; the node
+    // itself only answers through the mesh (the node's own calls into it).
+    if let Some(mesh) = &rules.mesh_link {
+        out.extend([
+            Rule {
+                chain: &INPUT,
+                text: format!("iifname \"{mesh}\" ct state established,related accept"),
+                why: "answers to the node's connections into the mesh",
+                exprs: [
+                    expr::iifname(Operator::Equal, mesh),
+                    expr::ct_state_established_related(),
+                    expr::accept(),
+                ]
+                .concat(),
+            },
+            Rule {
+                chain: &INPUT,
+                text: format!("iifname \"{mesh}\" drop"),
+                why: "other nodes' containers reach this node's containers, never the node itself",
+                exprs: [expr::iifname(Operator::Equal, mesh), expr::drop()].concat(),
+            },
+        ]);
+    }
+    if rules.blocked.is_empty() {
+        return out;
+    }
+    // First: a blocked address that called a published port gets its answers, and the
+    // drops below only ever see a container's new connections.
+    out.push(Rule {
+        chain: &FORWARD,
+        text: "ct state established,related accept".into(),
+        why: "answers, also to a blocked address that called a published port",
+        exprs: [expr::ct_state_established_related(), expr::accept()].concat(),
+    });
+    out.extend(unique(&rules.blocked).map(|&address| {
+        Rule {
+            chain: &FORWARD,
+            text: format!("iifname \"{bridge}\" ip daddr {address} drop"),
+            why: "an address containers may not reach (a master's API)",
+            exprs: [
+                expr::iifname(Operator::Equal, bridge),
+                expr::ip_daddr(Operator::Equal, address.into()),
+                expr::drop(),
+            ]
+            .concat(),
+        }
+    }));
+    out
+}
+
+/// `items` in their order, each once: an entry the admin listed twice is one rule.
+fn unique<T: Ord>(items: &[T]) -> impl Iterator<Item = &T> {
+    let mut seen = BTreeSet::new();
+    items.iter().filter(move |item| seen.insert(*item))
+}
+
+fn ip_protocol(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => wire::IPPROTO_TCP,
+        Protocol::Udp => wire::IPPROTO_UDP,
+    }
 }
 
 fn forward_text(prefix: &str, f: &Forward) -> String {
@@ -156,13 +281,9 @@ fn forward_text(prefix: &str, f: &Forward) -> String {
 
 /// `fib daddr type local meta l4proto PROTO th dport HOST_PORT dnat to ADDRESS:PORT`.
 fn forward_exprs(f: &Forward) -> Vec<Expressions> {
-    let protocol = match f.protocol {
-        Protocol::Tcp => wire::IPPROTO_TCP,
-        Protocol::Udp => wire::IPPROTO_UDP,
-    };
     [
         expr::fib_daddr_local(),
-        expr::l4proto(protocol),
+        expr::l4proto(ip_protocol(f.protocol)),
         expr::th_dport(f.host_port),
         expr::dnat(f.address, f.container_port),
     ]
@@ -197,6 +318,17 @@ fn check(rules: &Rules) -> Result<(), NetError> {
             ));
         }
     }
+    if let Some((protocol, _)) = rules.node_ports.iter().find(|(_, port)| *port == 0) {
+        return bad(format!(
+            "{protocol} port 0 of the node opened to containers: port 0 is no port"
+        ));
+    }
+    let subnet = rules.subnet.trunc();
+    if let Some(address) = rules.blocked.iter().find(|a| subnet.contains(*a)) {
+        return bad(format!(
+            "{address} is blocked but inside the containers' subnet {subnet}: what crosses the bridge between containers meets these rules only where the kernel hands bridged packets to them (br_netfilter)"
+        ));
+    }
     Ok(())
 }
 
@@ -221,16 +353,13 @@ fn chain(chain: &Chain) -> Command {
                     // The kernel reads the priority as a signed 32-bit number.
                     Hook::Priority(chain.priority as u32),
                 ]),
-                ChainAttribute::Type(wire::CHAIN_TYPE_NAT.into()),
+                ChainAttribute::Type(chain.kind.into()),
             ],
         }),
         flags: NLM_F_CREATE,
         what: format!(
             "the chain {} (type {} hook {} priority {})",
-            chain.name,
-            wire::CHAIN_TYPE_NAT,
-            chain.name,
-            chain.priority
+            chain.name, chain.kind, chain.name, chain.priority
         ),
     }
 }
@@ -262,6 +391,9 @@ fn comment(why: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_netfilter::nftables::{
+        Bitwise, DataAttribute, Immediate, Meta, MetaKey, Register, Verdict, VerdictAttribute,
+    };
 
     fn rules(forwards: Vec<Forward>) -> Rules {
         Rules {
@@ -269,6 +401,39 @@ mod tests {
             subnet: "10.250.3.1/24".parse().unwrap(),
             forwards,
             mesh_link: None,
+            node_ports: Vec::new(),
+            blocked: Vec::new(),
+        }
+    }
+
+    /// Rules with every part of the guard: a mesh, ports the admin opened (one twice), and
+    /// blocked addresses.
+    fn guarded() -> Rules {
+        Rules {
+            mesh_link: Some("cloudos-wg".into()),
+            node_ports: vec![
+                (Protocol::Tcp, 9101),
+                (Protocol::Udp, 53),
+                (Protocol::Tcp, 9101),
+            ],
+            blocked: vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 11)],
+            ..rules(vec![web()])
+        }
+    }
+
+    /// The data a `cmp` compares with, or an `immediate` loads.
+    fn data(e: &Expressions) -> Option<DataAttribute> {
+        use netlink_packet_netfilter::nftables::Cmp;
+        match e {
+            Expressions::Cmp(attrs) => attrs.iter().find_map(|a| match a {
+                Cmp::Data(d) => Some(d.clone()),
+                _ => None,
+            }),
+            Expressions::Immediate(attrs) => attrs.iter().find_map(|a| match a {
+                Immediate::Data(d) => Some(d.clone()),
+                _ => None,
+            }),
+            _ => None,
         }
     }
 
@@ -300,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_made_deleted_and_made_again_with_three_chains_and_its_rules() {
+    fn the_table_is_made_deleted_and_made_again_with_its_chains_and_rules() {
         let commands = replace(&rules(vec![web()])).unwrap();
         let kinds: Vec<_> = commands
             .iter()
@@ -315,8 +480,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "table", "delete", "table", "chain", "chain", "chain", "rule", "rule", "rule",
-                "rule"
+                "table", "delete", "table", "chain", "chain", "chain", "chain", "chain", "rule",
+                "rule", "rule", "rule", "rule", "rule"
             ]
         );
         let texts: Vec<_> = commands.iter().map(|c| c.what.as_str()).collect();
@@ -326,17 +491,22 @@ mod tests {
                 "the chain postrouting (type nat hook postrouting priority 100)",
                 "the chain prerouting (type nat hook prerouting priority -100)",
                 "the chain output (type nat hook output priority -100)",
+                "the chain input (type filter hook input priority 0)",
+                "the chain forward (type filter hook forward priority 0)",
                 // The subnet is its network, whatever address the caller wrote.
                 "the rule `ip saddr 10.250.3.0/24 oifname != \"cloudos0\" masquerade` in the chain postrouting",
                 "the rule `ip saddr 10.250.3.0/24 oifname \"cloudos0\" ct status dnat masquerade` in the chain postrouting",
                 "the rule `fib daddr type local meta l4proto tcp th dport 8080 dnat to 10.250.3.2:80` in the chain prerouting",
                 "the rule `ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp th dport 8080 dnat to 10.250.3.2:80` in the chain output",
+                // No port opened: the whole node is closed to containers.
+                "the rule `iifname \"cloudos0\" ct state established,related accept` in the chain input",
+                "the rule `iifname \"cloudos0\" drop` in the chain input",
             ]
         );
         assert_eq!(remove().len(), 2);
         assert_eq!(
             replace(&rules(vec![])).unwrap().len(),
-            8,
+            12,
             "no forward, no dnat rule"
         );
     }
@@ -349,7 +519,7 @@ mod tests {
         };
         let commands = replace(&mesh).unwrap();
         assert_eq!(
-            commands[6].what,
+            commands[8].what,
             "the rule `ip saddr 10.250.3.0/24 oifname != \"cloudos0\" oifname != \"cloudos-wg\" masquerade` in the chain postrouting"
         );
         let made = table_rules(&mesh);
@@ -358,7 +528,7 @@ mod tests {
             ["payload", "bitwise", "cmp", "meta", "cmp", "meta", "cmp", "masq"],
             "saddr, oifname twice, masquerade"
         );
-        use netlink_packet_netfilter::nftables::{Cmp, DataAttribute};
+        use netlink_packet_netfilter::nftables::Cmp;
         let compared: Vec<_> = made[0]
             .exprs
             .iter()
@@ -371,10 +541,10 @@ mod tests {
         padded[..10].copy_from_slice(b"cloudos-wg");
         assert!(compared[2].contains(&Cmp::Op(Operator::NotEqual)));
         assert!(compared[2].contains(&Cmp::Data(DataAttribute::Value(padded.to_vec()))));
-        // The other rules do not change.
+        // The other NAT rules do not change; the guard closes the node to the mesh too.
         let without = table_rules(&rules(vec![web()]));
         assert_eq!(made[1].text, without[1].text);
-        assert_eq!(made.len(), without.len());
+        assert_eq!(made.len(), without.len() + 2);
 
         let long = Rules {
             mesh_link: Some("a-mesh-link-too-long".into()),
@@ -401,7 +571,7 @@ mod tests {
                 "nat"
             ]
         );
-        use netlink_packet_netfilter::nftables::{Cmp, DataAttribute, Immediate};
+        use netlink_packet_netfilter::nftables::Cmp;
         let data = |e: &Expressions| match e {
             Expressions::Cmp(attrs) => attrs.iter().find_map(|a| match a {
                 Cmp::Data(DataAttribute::Value(v)) => Some(v.clone()),
@@ -455,11 +625,146 @@ mod tests {
             ..web()
         };
         assert!(replace(&rules(vec![zero])).is_err());
+
+        let no_port = Rules {
+            node_ports: vec![(Protocol::Tcp, 9101), (Protocol::Udp, 0)],
+            ..rules(vec![])
+        };
+        let err = replace(&no_port).unwrap_err().to_string();
+        assert!(err.contains("udp port 0 of the node"), "{err}");
+        let a_container = Rules {
+            blocked: vec![Ipv4Addr::new(10, 250, 3, 7)],
+            ..rules(vec![])
+        };
+        let err = replace(&a_container).unwrap_err().to_string();
+        assert!(
+            err.contains("10.250.3.7 is blocked but inside the containers' subnet 10.250.3.0/24"),
+            "{err}"
+        );
+        assert!(replace(&guarded()).is_ok());
+    }
+
+    #[test]
+    fn the_guard_closes_the_node_to_containers_but_the_ports_the_admin_opened() {
+        let texts: Vec<_> = table_rules(&guarded())
+            .into_iter()
+            .filter(|r| r.chain.kind == wire::CHAIN_TYPE_FILTER)
+            .map(|r| format!("{}: {}", r.chain.name, r.text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "input: iifname \"cloudos0\" ct state established,related accept",
+                // In the admin's order, each once.
+                "input: iifname \"cloudos0\" meta l4proto tcp th dport 9101 accept",
+                "input: iifname \"cloudos0\" meta l4proto udp th dport 53 accept",
+                "input: iifname \"cloudos0\" drop",
+                // Through the mesh the node only answers: no port is open there.
+                "input: iifname \"cloudos-wg\" ct state established,related accept",
+                "input: iifname \"cloudos-wg\" drop",
+                "forward: ct state established,related accept",
+                "forward: iifname \"cloudos0\" ip daddr 192.0.2.10 drop",
+                "forward: iifname \"cloudos0\" ip daddr 192.0.2.11 drop",
+            ]
+        );
+        // Nothing blocked: the forward chain is there, empty.
+        let open = Rules {
+            blocked: Vec::new(),
+            ..guarded()
+        };
+        assert!(!table_rules(&open).iter().any(|r| r.chain.name == "forward"));
+        assert_eq!(
+            replace(&open).unwrap()[7].what,
+            "the chain forward (type filter hook forward priority 0)"
+        );
+    }
+
+    #[test]
+    fn the_guard_compiles_as_nft_compiles_it() {
+        let made = table_rules(&guarded());
+        let rule = |text: &str| {
+            made.iter()
+                .find(|r| r.text == text)
+                .unwrap_or_else(|| panic!("no rule `{text}`"))
+        };
+        let mut bridge = [0u8; wire::IFNAMSIZ];
+        bridge[..8].copy_from_slice(b"cloudos0");
+        let bridge = Some(DataAttribute::Value(bridge.to_vec()));
+        let verdict = |code: u32| {
+            Some(DataAttribute::Verdict(vec![VerdictAttribute::Code(
+                Verdict::from(code),
+            )]))
+        };
+
+        let established = rule("iifname \"cloudos0\" ct state established,related accept");
+        assert_eq!(
+            kinds(&established.exprs),
+            ["meta", "cmp", "ct", "bitwise", "cmp", "immediate"]
+        );
+        assert_eq!(
+            established.exprs[0],
+            Expressions::Meta(vec![
+                Meta::DestinationRegister(Register::Reg1),
+                Meta::Key(MetaKey::Iifname)
+            ]),
+            "the input link's name"
+        );
+        assert_eq!(data(&established.exprs[1]), bridge);
+        let Expressions::Bitwise(bitwise) = &established.exprs[3] else {
+            unreachable!()
+        };
+        assert!(
+            bitwise.contains(&Bitwise::Mask(DataAttribute::Value(
+                6u32.to_ne_bytes().to_vec()
+            ))),
+            "established (1 << 1) and related (1 << 2), in the kernel's byte order: {bitwise:?}"
+        );
+        assert_eq!(
+            data(&established.exprs[4]),
+            Some(DataAttribute::Value(vec![0; 4]))
+        );
+        let Expressions::Immediate(immediate) = &established.exprs[5] else {
+            unreachable!()
+        };
+        assert!(immediate.contains(&Immediate::DestinationRegister(Register::Verdict)));
+        assert_eq!(data(&established.exprs[5]), verdict(1), "NF_ACCEPT");
+
+        let port = rule("iifname \"cloudos0\" meta l4proto udp th dport 53 accept");
+        assert_eq!(
+            kinds(&port.exprs),
+            ["meta", "cmp", "meta", "cmp", "payload", "cmp", "immediate"]
+        );
+        assert_eq!(
+            data(&port.exprs[3]),
+            Some(DataAttribute::Value(vec![17])),
+            "udp"
+        );
+        assert_eq!(
+            data(&port.exprs[5]),
+            Some(DataAttribute::Value(vec![0, 53]))
+        );
+        assert_eq!(data(&port.exprs[6]), verdict(1));
+
+        let closed = rule("iifname \"cloudos0\" drop");
+        assert_eq!(kinds(&closed.exprs), ["meta", "cmp", "immediate"]);
+        assert_eq!(data(&closed.exprs[2]), verdict(0), "NF_DROP");
+
+        let blocked = rule("iifname \"cloudos0\" ip daddr 192.0.2.10 drop");
+        assert_eq!(
+            kinds(&blocked.exprs),
+            ["meta", "cmp", "payload", "cmp", "immediate"],
+            "a single address needs no mask"
+        );
+        assert_eq!(
+            data(&blocked.exprs[3]),
+            Some(DataAttribute::Value(vec![192, 0, 2, 10]))
+        );
+        assert_eq!(data(&blocked.exprs[4]), verdict(0));
     }
 
     #[test]
     fn comments_fit_and_are_terminated() {
-        for rule in table_rules(&rules(vec![web()])) {
+        for rule in table_rules(&guarded()) {
             let tlv = comment(rule.why);
             assert!(
                 tlv.len() - 2 <= wire::NFTNL_UDATA_COMMENT_MAXLEN,

@@ -1,12 +1,13 @@
 //! The kernel's numbers the node's table is written in, each said once, under the name the
 //! kernel's headers give it: those netlink-packet-netfilter has no type for (the `nat`,
-//! `masq`, `fib` and `ct` expressions, payload bases, the batch's header) and the facts
-//! about packets and links the rules match on. Where the libc crate has the constant it is
-//! taken from there; the others are from `linux/netfilter/nf_tables.h`, `nf_nat.h`,
-//! `nfnetlink.h` and `nf_conntrack_common.h`.
+//! `masq`, `fib` and `ct` expressions, payload bases, verdict codes, the batch's header)
+//! and the facts about packets and links the rules match on. Where the libc crate has the
+//! constant it is taken from there; the others are from `linux/netfilter/nf_tables.h`,
+//! `nf_nat.h`, `nfnetlink.h` and `nf_conntrack_common.h`.
 //!
 //! Registers hold what the kernel loads in its own byte order where the headers say "host
-//! byte order" (`ct status`, `fib ... type`) and in network byte order for packet fields.
+//! byte order" (`ct state`, `ct status`, `fib ... type`) and in network byte order for
+//! packet fields.
 
 use nix::libc;
 
@@ -19,8 +20,18 @@ pub const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
 pub const NF_IP_PRI_NAT_DST: i32 = libc::NF_IP_PRI_NAT_DST;
 pub const NF_IP_PRI_NAT_SRC: i32 = libc::NF_IP_PRI_NAT_SRC;
 
+// netfilter_ipv4.h: the filter chains' priority (`filter`).
+pub const NF_IP_PRI_FILTER: i32 = libc::NF_IP_PRI_FILTER;
+
 // The chain type the NAT chains are (nft_chain_nat's); `nat` and `masq` work only there.
 pub const CHAIN_TYPE_NAT: &str = "nat";
+// The chain type the guard's chains are: a packet's verdict, no translation.
+pub const CHAIN_TYPE_FILTER: &str = "filter";
+
+// netfilter.h: the verdicts a rule ends with (`accept`, `drop`), as nftables' verdict
+// codes (NFTA_VERDICT_CODE).
+pub const NF_DROP: u32 = libc::NF_DROP as u32;
+pub const NF_ACCEPT: u32 = libc::NF_ACCEPT as u32;
 
 // nf_tables.h, enum nft_payload_bases.
 pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
@@ -55,7 +66,13 @@ pub const RTN_LOCAL: u32 = libc::RTN_LOCAL as u32;
 pub const CT: &str = "ct";
 pub const NFTA_CT_DREG: u16 = 1;
 pub const NFTA_CT_KEY: u16 = 2;
+pub const NFT_CT_STATE: u32 = libc::NFT_CT_STATE as u32;
 pub const NFT_CT_STATUS: u32 = libc::NFT_CT_STATUS as u32;
+// nf_conntrack_common.h, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) and (IP_CT_RELATED): the
+// packet belongs to a connection both ways have seen, or to one an open connection made
+// (an ICMP error about it); what `ct state` loads (host byte order, 4 bytes).
+pub const NF_CT_STATE_ESTABLISHED: u32 = 1 << 1;
+pub const NF_CT_STATE_RELATED: u32 = 1 << 2;
 // nf_conntrack_common.h, enum ip_conntrack_status: the connection's destination was
 // translated (host byte order, 4 bytes).
 pub const IPS_DST_NAT: u32 = 1 << 5;
@@ -71,7 +88,7 @@ pub const TH_PORT_LEN: u32 = 2;
 // in.h: `meta l4proto` loads one byte.
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
 pub const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
-// if.h: `meta oifname` loads the name NUL-padded to this many bytes.
+// if.h: `meta iifname` and `meta oifname` load the name NUL-padded to this many bytes.
 pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
 
 // libnftnl's rule user data, which `nft list ruleset` reads: type-length-value items, one

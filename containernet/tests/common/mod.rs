@@ -21,6 +21,9 @@ use rtnetlink::{Handle, LinkUnspec, LinkVeth};
 
 /// How long a connection may take to open and answer; a refused one fails at once.
 pub const PATIENCE: Duration = Duration::from_secs(2);
+/// How long to wait for a connection that should never open (its packets are dropped):
+/// between namespaces of one machine an open one takes well under a millisecond.
+pub const NO_ANSWER: Duration = Duration::from_secs(1);
 
 /// A TCP server on `port` in a namespace: tells each caller the address it sees the
 /// caller from, and hangs up.
@@ -100,9 +103,19 @@ pub fn from<T: Send + 'static>(
 /// A TCP connection to `to` from the namespace at `from` (None: the calling thread's):
 /// the address the server saw it from, or why it did not open.
 pub fn call(from: Option<&Path>, to: Ipv4Addr, port: u16) -> std::io::Result<IpAddr> {
+    call_within(from, to, port, PATIENCE)
+}
+
+/// A call that must open within `patience`, as [`call`].
+pub fn call_within(
+    from: Option<&Path>,
+    to: Ipv4Addr,
+    port: u16,
+    patience: Duration,
+) -> std::io::Result<IpAddr> {
     self::from(from, move || {
         let to = SocketAddr::V4(SocketAddrV4::new(to, port));
-        let mut stream = TcpStream::connect_timeout(&to, PATIENCE)?;
+        let mut stream = TcpStream::connect_timeout(&to, patience)?;
         stream.set_read_timeout(Some(PATIENCE))?;
         let mut seen = String::new();
         stream.read_to_string(&mut seen)?;
@@ -118,6 +131,16 @@ pub fn seen(from: Option<&Path>, to: Ipv4Addr, port: u16) -> IpAddr {
 
 pub fn refused(result: std::io::Result<IpAddr>) -> bool {
     matches!(result, Err(e) if e.kind() == ErrorKind::ConnectionRefused)
+}
+
+/// Asserts that a call from `from` to `to` goes unanswered for [`NO_ANSWER`]: dropped on
+/// the way. Opening, a refusal or any other failure is not that; `what` says why it
+/// should be.
+pub fn assert_unanswered(from: Option<&Path>, to: Ipv4Addr, port: u16, what: &str) {
+    match call_within(from, to, port, NO_ANSWER) {
+        Err(e) if e.kind() == ErrorKind::TimedOut => {}
+        other => panic!("{what}: {from:?} calling {to}:{port}: {other:?}, not unanswered"),
+    }
 }
 
 pub async fn up(handle: &Handle, index: u32) -> Result<(), NetError> {
