@@ -5,7 +5,7 @@
 //!
 //! Modules, one job each:
 //! - [`netns`]: network namespaces kept as bind-mounted files, and work done inside one.
-//! - [`bridge`]: the node's bridge, its address, and forwarding.
+//! - [`bridge`]: the node's bridge, its address (IPv4 only), and forwarding.
 //! - [`attach`]: a container's veth pair, address and route; and taking them down.
 //! - [`nat`]: the node's nftables table (`ip cloudos`): containers' outbound masquerade,
 //!   published ports forwarded to containers, and the hairpin between them; and the guard

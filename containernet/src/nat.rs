@@ -16,7 +16,8 @@
 //!   through the mesh but never the node itself (not even its opened ports).
 //!
 //! The node's own connections to its containers and into the mesh are not held back: their
-//! answers belong to connections already open. The guard is IPv4's, as the table is.
+//! answers belong to connections already open. The guard is IPv4's, as the table is; the
+//! bridge has no IPv6 (bridge::ensure), so a container has no IPv6 way into its node.
 //!
 //! The table is rebuilt whole on each change, in one batch, which the kernel applies all
 //! or nothing: the table made if missing, deleted, and made again with its chains and

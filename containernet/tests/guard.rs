@@ -6,16 +6,17 @@
 //! address the containers may not reach); and a "peer" namespace joined by another veth
 //! pair named as the node's mesh link, which plays another node's containers: it routes the
 //! node's subnet through that link, as the mesh's peers do. The node itself listens on a
-//! port the admin opened to containers and on one it did not. TCP servers tell each caller
-//! the address they see it from. Needs root; no program (sockets are opened by threads that
+//! port the admin opened to containers and on one it did not, the latter on `[::]` (IPv4
+//! and IPv6) as the master's API does. TCP servers tell each caller the address they see
+//! it from. Needs root; no program (sockets are opened by threads that
 //! enter the namespaces).
 //!
 //! A dropped connection is waited for a second ([`common::NO_ANSWER`]).
 
 mod common;
 
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpStream};
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -24,11 +25,15 @@ use cloudos_containernet::bridge::{ensure, required_index};
 use cloudos_containernet::nat::{self, Forward, Protocol, Rules};
 use cloudos_containernet::{connect, netns, NetError};
 use cloudos_testkit::{require, root};
-use common::{address, assert_unanswered, seen, up, veth_to, Namespaces, Server, PATIENCE};
+use common::{
+    address, assert_unanswered, seen, up, veth_to, Namespaces, Server, NO_ANSWER, PATIENCE,
+};
+use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use nix::sys::time::TimeVal;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 const BRIDGE: &str = "cngd0";
@@ -130,6 +135,42 @@ fn seen_as(from: &Path, source: Ipv4Addr, to: Ipv4Addr, port: u16) -> IpAddr {
     seen.parse().unwrap_or_else(|e| panic!("{seen:?}: {e}"))
 }
 
+/// The IPv6 addresses of this namespace, but loopback's, each with its link's index.
+async fn ipv6_addresses(handle: &Handle) -> Result<Vec<(Ipv6Addr, u32)>, NetError> {
+    let mut out = Vec::new();
+    let mut addresses = handle.address().get().execute();
+    while let Some(message) = addresses
+        .try_next()
+        .await
+        .map_err(|e| NetError::Thread(format!("reading the addresses: {e}")))?
+    {
+        for attribute in &message.attributes {
+            if let AddressAttribute::Address(IpAddr::V6(ip)) = attribute {
+                if !ip.is_loopback() {
+                    out.push((*ip, message.header.index));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A TCP connection from the namespace at `from` to `to` (a link-local address, reached
+/// through `link` there): the address the server saw it from, or why it did not open
+/// within [`NO_ANSWER`].
+fn call6(from: &Path, link: &'static str, to: Ipv6Addr, port: u16) -> std::io::Result<IpAddr> {
+    common::from(Some(from), move || {
+        let scope = nix::net::if_::if_nametoindex(link)?;
+        let to = SocketAddr::V6(SocketAddrV6::new(to, port, 0, scope));
+        let mut stream = TcpStream::connect_timeout(&to, NO_ANSWER)?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        let mut seen = String::new();
+        stream.read_to_string(&mut seen)?;
+        seen.parse()
+            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, format!("{seen:?}: {e}")))
+    })
+}
+
 fn rules(node_ports: Vec<(Protocol, u16)>, blocked: Vec<Ipv4Addr>) -> Rules {
     Rules {
         bridge: BRIDGE.into(),
@@ -166,7 +207,7 @@ fn containers_reach_only_the_nodes_open_ports_and_no_blocked_address() {
             outside_ns.clone(),
             peer_ns.clone(),
         ]);
-        let attached = runtime.block_on(async {
+        let (bridge, attached) = runtime.block_on(async {
             let handle = connect()?;
             up(&handle, required_index(&handle, "lo").await?).await?;
             let gateway = Ipv4Net::new(GATEWAY, 24).unwrap();
@@ -202,7 +243,7 @@ fn containers_reach_only_the_nodes_open_ports_and_no_blocked_address() {
                 PEER_ROUTES,
             )
             .await?;
-            Ok::<_, NetError>(attached)
+            Ok::<_, NetError>((bridge, attached))
         })?;
         let container = Some(container_ns.as_path());
         let client = Some(client_ns.as_path());
@@ -215,7 +256,7 @@ fn containers_reach_only_the_nodes_open_ports_and_no_blocked_address() {
             Server::start(&outside_ns, OUTSIDE_PORT),
             Server::start(&peer_ns, OUTSIDE_PORT),
             Server::start(node_ns, OPEN),
-            Server::start(node_ns, CLOSED),
+            Server::start_at(node_ns, (Ipv6Addr::UNSPECIFIED, CLOSED).into()),
         ];
 
         // No table: a container opens any port of its node, by either of its addresses,
@@ -316,6 +357,37 @@ fn containers_reach_only_the_nodes_open_ports_and_no_blocked_address() {
             CONTAINER,
             "into the mesh a container keeps its address"
         );
+
+        // IPv6, which the table does not see: the bridge has none, and no IPv6 address of
+        // the node opens to a container (by now the links have theirs, as the LAN shows).
+        let node_ipv6 = runtime.block_on(async { ipv6_addresses(&connect()?).await })?;
+        assert!(
+            !node_ipv6.iter().any(|(_, link)| *link == bridge),
+            "the bridge has no IPv6 address: {node_ipv6:?}"
+        );
+        let lan = runtime.block_on(async { required_index(&connect()?, LAN).await })?;
+        let (lan_ipv6, _) = *node_ipv6
+            .iter()
+            .find(|(_, link)| *link == lan)
+            .expect("the LAN link has its link-local address");
+        match call6(&outside_ns, OUTSIDE_LAN, lan_ipv6, CLOSED) {
+            Ok(IpAddr::V6(_)) => {}
+            other => panic!("the node's listener on [::] answers the LAN over IPv6: {other:?}"),
+        }
+        let tries: Vec<_> = node_ipv6
+            .iter()
+            .map(|&(ip, _)| {
+                let container_ns = container_ns.clone();
+                std::thread::spawn(move || (ip, call6(&container_ns, "eth0", ip, CLOSED)))
+            })
+            .collect();
+        for caller in tries {
+            let (ip, result) = caller.join().expect("a caller");
+            assert!(
+                result.is_err(),
+                "the container reached the node on {ip}: {result:?}"
+            );
+        }
 
         // The table replaced whole by one with nothing opened and nothing blocked: the
         // opened port is closed again, the blocked address is reached.

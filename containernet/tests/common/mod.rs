@@ -34,8 +34,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(netns: &Path, port: u16) -> Server {
-        Server::serve(netns, port, |mut stream, peer| {
-            let _ = stream.write_all(peer.ip().to_string().as_bytes());
+        Server::start_at(netns, (Ipv4Addr::UNSPECIFIED, port).into())
+    }
+
+    /// The same on `address`: `[::]` takes IPv4 too (as the master's API listens), and the
+    /// callers it tells are IPv4's as they are.
+    pub fn start_at(netns: &Path, address: SocketAddr) -> Server {
+        Server::serve_at(netns, address, |mut stream, peer| {
+            let _ = stream.write_all(peer.ip().to_canonical().to_string().as_bytes());
         })
     }
 
@@ -45,13 +51,21 @@ impl Server {
         port: u16,
         answer: impl Fn(TcpStream, SocketAddr) + Send + 'static,
     ) -> Server {
+        Server::serve_at(netns, (Ipv4Addr::UNSPECIFIED, port).into(), answer)
+    }
+
+    fn serve_at(
+        netns: &Path,
+        address: SocketAddr,
+        answer: impl Fn(TcpStream, SocketAddr) + Send + 'static,
+    ) -> Server {
         let ns = File::open(netns).expect("the namespace file");
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let (ready, listening) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             setns(&ns, CloneFlags::CLONE_NEWNET).expect("entering the namespace");
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listening");
+            let listener = TcpListener::bind(address).expect("listening");
             listener.set_nonblocking(true).unwrap();
             ready.send(()).unwrap();
             while !stopped.load(Ordering::Relaxed) {
