@@ -64,6 +64,7 @@ pub async fn session(
     let addr = api.address();
     let transport = |e: &(dyn std::error::Error + 'static)| ClientError::from_transport(&addr, e);
     let stream = api.connect().await?;
+    let master_addr = stream.get_ref().0.peer_addr();
     let local_ip = stream
         .get_ref()
         .0
@@ -116,6 +117,9 @@ pub async fn session(
         }
     };
     log::info!("connected to master at {addr}");
+    if let Ok(std::net::SocketAddr::V4(master)) = master_addr {
+        facts.executor.set_master(*master.ip()).await;
+    }
     facts.metrics.connected(true);
     facts.executor.set_api(api.clone());
     facts.upgrader.set_api(api.clone());

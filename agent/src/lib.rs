@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Ports of this node its bridge containers may open (setting `container_node_ports`).
+    pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
     /// Called once a join succeeded and the identity is saved: the token is spent, and
     /// whoever keeps it (the installer's `config.toml`) removes it, so a copy of the card
     /// or disk carries no usable secret.
@@ -200,6 +202,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         data_dir: config.data_dir.clone(),
         shim: shim_command(),
         insecure_registries: config.insecure_registries.clone(),
+        container_node_ports: config.container_node_ports.clone(),
     });
     let upgrader = std::sync::Arc::new(upgrade::Upgrader::new(
         config.install_release.clone(),

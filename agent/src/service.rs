@@ -53,6 +53,7 @@ mod tests {
             retry: RETRY_BACKOFF,
             metrics_listen: None,
             insecure_registries: Vec::new(),
+            container_node_ports: Vec::new(),
             after_join: None,
             set_clock: None,
             clock_report: None,

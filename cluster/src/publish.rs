@@ -38,13 +38,18 @@ pub struct PortMapping {
     pub protocol: Protocol,
 }
 
-/// Why a `--publish` value is not one.
+/// Why a `--publish` value (or a node port) is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid published port {text:?}: {why}; use HOST:CONTAINER or HOST:CONTAINER/udp, such as 8080:80")]
+#[error("invalid port {text:?}: {why}; use {form}")]
 pub struct PublishError {
     pub text: String,
     pub why: &'static str,
+    /// What a good one looks like.
+    pub form: &'static str,
 }
+
+const MAPPING_FORM: &str = "HOST:CONTAINER or HOST:CONTAINER/udp, such as 8080:80";
+const NODE_PORT_FORM: &str = "PORT or PORT/udp, such as 9101";
 
 impl FromStr for PortMapping {
     type Err = PublishError;
@@ -53,6 +58,7 @@ impl FromStr for PortMapping {
         let bad = |why| PublishError {
             text: text.to_owned(),
             why,
+            form: MAPPING_FORM,
         };
         let (ports, protocol) = match text.split_once('/') {
             None => (text, Protocol::Tcp),
@@ -75,9 +81,51 @@ impl FromStr for PortMapping {
     }
 }
 
+/// One port of a node: `PORT` (tcp) or `PORT/udp`, as in the node setting
+/// `container_node_ports` (the node's own ports its bridge containers may open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodePort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl FromStr for NodePort {
+    type Err = PublishError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = |why| PublishError {
+            text: text.to_owned(),
+            why,
+            form: NODE_PORT_FORM,
+        };
+        let (port, protocol) = match text.split_once('/') {
+            None => (text, Protocol::Tcp),
+            Some((port, "tcp")) => (port, Protocol::Tcp),
+            Some((port, "udp")) => (port, Protocol::Udp),
+            Some(_) => return Err(bad("the protocol is tcp or udp")),
+        };
+        match port.parse::<u16>() {
+            Ok(0) | Err(_) => Err(bad("a port is a number from 1 to 65535")),
+            Ok(port) => Ok(NodePort { port, protocol }),
+        }
+    }
+}
+
+impl fmt::Display for NodePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol)
+    }
+}
+
 impl fmt::Display for PortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}/{}", self.host, self.container, self.protocol)
+    }
+}
+
+impl Serialize for NodePort {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -134,5 +182,15 @@ mod tests {
             assert!(e.to_string().contains("HOST:CONTAINER"), "{e}");
         }
         assert!(serde_json::from_str::<PortMapping>("\"1:0\"").is_err());
+    }
+
+    #[test]
+    fn node_ports_are_a_port_and_a_protocol() {
+        let port = |t: &str| t.parse::<NodePort>().map(|p| p.to_string());
+        assert_eq!(port("9101"), Ok("9101/tcp".into()));
+        assert_eq!(port("53/udp"), Ok("53/udp".into()));
+        for bad in ["0", "x", "53/icmp", "70000", ""] {
+            assert!(port(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -298,13 +298,6 @@ impl WorkloadSpec {
         }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.publish {
-            if p.host == 0 || p.container == 0 {
-                return Err(crate::publish::PublishError {
-                    text: p.to_string(),
-                    why: "a port is a number from 1 to 65535",
-                }
-                .into());
-            }
             if !seen.insert((p.host, p.protocol)) {
                 return Err(SpecError::PublishedTwice(format!(
                     "{}/{}",

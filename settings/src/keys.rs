@@ -8,6 +8,7 @@
 
 use crate::model::{NetMode, NodeRole, Secret, Settings, Slot};
 use crate::values;
+use cloudos_cluster::publish::PublishError;
 use cloudos_cluster::subnets::ClusterRange;
 
 /// How a key's values combine and what a bare `cloudos.NAME` means.
@@ -269,6 +270,24 @@ pub static KEYS: &[Key] = &[
             )
         },
         get: |s| one(s.container_range.map(|r| r.to_string())),
+    },
+    Key {
+        name: "container_node_ports",
+        kind: Kind::List,
+        help: "`9101/tcp,8125/udp`: ports of this node its bridge containers may open (its \
+               metrics, a local agent); every other port of the node is closed to them",
+        default: "none",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            put(
+                &mut s.container_node_ports,
+                v.split(',')
+                    .map(|p| p.trim().parse().map_err(|e: PublishError| e.to_string()))
+                    .collect(),
+            )
+        },
+        get: |s| joined(&s.container_node_ports),
     },
     Key {
         name: "ntp",

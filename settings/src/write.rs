@@ -127,6 +127,7 @@ mod tests {
             container_range: Some(
                 cloudos_cluster::subnets::ClusterRange::parse("10.9.0.0/16").unwrap(),
             ),
+            container_node_ports: vec!["9101".parse().unwrap(), "8125/udp".parse().unwrap()],
         }
     }
 

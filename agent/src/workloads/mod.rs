@@ -41,6 +41,8 @@ pub struct ExecutorConfig {
     pub shim: ShimCommand,
     /// Registries (`host:port`) reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Ports of this node its bridge containers may open.
+    pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
 }
 
 struct RunEntry {
@@ -120,7 +122,7 @@ impl Executor {
             plain_http_registries: config.insecure_registries.clone(),
             ..PullConfig::default()
         };
-        let network = network::Network::new(&config.data_dir);
+        let network = network::Network::new(&config.data_dir, &config.container_node_ports);
         let shared = Shared {
             network,
             config,
@@ -145,6 +147,11 @@ impl Executor {
     /// The node's container subnet, from the master's welcome.
     pub async fn set_subnet(&self, subnet: Option<&str>) {
         self.shared.network.set_subnet(subnet).await;
+    }
+
+    /// The master's address, closed to the node's containers.
+    pub async fn set_master(&self, master: std::net::Ipv4Addr) {
+        self.shared.network.set_master(master).await;
     }
 
     /// The node's end of the mesh, for the hello.

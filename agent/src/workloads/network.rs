@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cloudos_cluster::mesh::{MeshHello, MeshPeer};
+use cloudos_cluster::publish::NodePort;
 use cloudos_cluster::subnets;
 use cloudos_cluster::workload::{PortMapping, Protocol};
 use cloudos_containernet::attach::{self, Attached};
@@ -37,6 +38,9 @@ struct Inner {
     subnet: Option<Ipv4Net>,
     /// The mesh peers the master gave last.
     peers: Vec<MeshPeer>,
+    /// The masters' addresses, which containers may not reach (their API is for nodes and
+    /// admins, never for workloads).
+    masters: Vec<std::net::Ipv4Addr>,
     /// Leftovers of an earlier agent are gone.
     swept: bool,
     /// Attached runs: their address, link and published ports.
@@ -47,11 +51,13 @@ pub(super) struct Network {
     dir: PathBuf,
     /// The node's WireGuard key; `Err`: why the node takes no part in the mesh.
     key: Result<MeshKey, String>,
+    /// Ports of the node its containers may open (the admin's allow list).
+    node_ports: Vec<NodePort>,
     inner: Mutex<Inner>,
 }
 
 impl Network {
-    pub fn new(data_dir: &Path) -> Network {
+    pub fn new(data_dir: &Path, node_ports: &[NodePort]) -> Network {
         let key = MeshKey::load_or_create(&data_dir.join("network").join("mesh.key"))
             .map_err(|e| format!("this node takes no part in the mesh: {e}"));
         if let Err(e) = &key {
@@ -60,9 +66,11 @@ impl Network {
         Network {
             dir: data_dir.join("network").join("netns"),
             key,
+            node_ports: node_ports.to_vec(),
             inner: Mutex::new(Inner {
                 subnet: None,
                 peers: Vec::new(),
+                masters: Vec::new(),
                 swept: false,
                 runs: BTreeMap::new(),
             }),
@@ -86,6 +94,21 @@ impl Network {
             }
         }
         inner.subnet = parsed;
+    }
+
+    /// The master this node talks to: closed to its containers from the next change of the
+    /// table on (the table is rebuilt now when runs are on the bridge).
+    pub async fn set_master(&self, master: std::net::Ipv4Addr) {
+        let mut inner = self.inner.lock().await;
+        if inner.masters.contains(&master) {
+            return;
+        }
+        inner.masters.push(master);
+        if let (Some(subnet), false) = (inner.subnet, inner.runs.is_empty()) {
+            if let Err(e) = self.apply_rules(subnet, &inner).await {
+                log::warn!("cannot close the master's address to containers: {e}");
+            }
+        }
     }
 
     /// The node's end of the mesh, for its hello.
@@ -175,7 +198,7 @@ impl Network {
         inner
             .runs
             .insert(run.to_owned(), (attached.clone(), publish.to_vec()));
-        if let Err(e) = apply_rules(subnet, &inner.runs).await {
+        if let Err(e) = self.apply_rules(subnet, &inner).await {
             inner.runs.remove(run);
             let _ = attach::detach(&handle, &attached).await;
             return Err(format!("cannot forward the container's ports: {e}"));
@@ -196,7 +219,7 @@ impl Network {
             return;
         };
         if let Some(subnet) = inner.subnet {
-            if let Err(e) = apply_rules(subnet, &inner.runs).await {
+            if let Err(e) = self.apply_rules(subnet, &inner).await {
                 log::warn!("cannot remove the forwards of run {}: {e}", attachment.run);
             }
         }
@@ -286,16 +309,36 @@ fn port_in_use<'a>(
     })
 }
 
-/// The NAT table for what is attached now.
+impl Network {
+    async fn apply_rules(&self, subnet: Ipv4Net, inner: &Inner) -> Result<(), NetError> {
+        let mut rules = rules(subnet, &inner.runs);
+        rules.node_ports = self
+            .node_ports
+            .iter()
+            .map(|p| (protocol(p.protocol), p.port))
+            .collect();
+        rules.blocked = inner.masters.clone();
+        // A netlink round trip: short, but off the async threads all the same.
+        tokio::task::spawn_blocking(move || nat::apply(&rules))
+            .await
+            .map_err(|e| NetError::Thread(format!("the nftables task failed: {e}")))?
+    }
+}
+
+fn protocol(p: Protocol) -> nat::Protocol {
+    match p {
+        Protocol::Tcp => nat::Protocol::Tcp,
+        Protocol::Udp => nat::Protocol::Udp,
+    }
+}
+
+/// The NAT table for what is attached now (the guard's lists are the caller's).
 fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>) -> nat::Rules {
     let forwards = runs
         .values()
         .flat_map(|(attached, ports)| {
             ports.iter().map(move |p| nat::Forward {
-                protocol: match p.protocol {
-                    Protocol::Tcp => nat::Protocol::Tcp,
-                    Protocol::Udp => nat::Protocol::Udp,
-                },
+                protocol: protocol(p.protocol),
                 host_port: p.host,
                 address: attached.address.addr(),
                 container_port: p.container,
@@ -308,22 +351,10 @@ fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>)
         forwards,
         // Containers' traffic to other nodes' containers keeps its addresses.
         mesh_link: Some(mesh::MESH_LINK.to_owned()),
-        // The node closed to its containers, nothing blocked past it, until the admin's
-        // lists are wired here.
+        // The guard's lists: `Network::apply_rules` fills them in.
         node_ports: Vec::new(),
         blocked: Vec::new(),
     }
-}
-
-async fn apply_rules(
-    subnet: Ipv4Net,
-    runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>,
-) -> Result<(), NetError> {
-    let rules = rules(subnet, runs);
-    // A netlink round trip: short, but off the async threads all the same.
-    tokio::task::spawn_blocking(move || nat::apply(&rules))
-        .await
-        .map_err(|e| NetError::Thread(format!("the nftables task failed: {e}")))?
 }
 
 /// Removes what an earlier agent left: every namespace under `dir` with its veth.

@@ -332,6 +332,7 @@ mod tests {
                 args_prefix: Vec::new(),
             },
             insecure_registries: Vec::new(),
+            container_node_ports: Vec::new(),
         });
         let run = "../../escaped";
         let assignment: RunAssignment = serde_json::from_value(serde_json::json!({

@@ -51,6 +51,10 @@ pub struct AgentArgs {
     /// An image registry (`host:port`) to reach over plain HTTP; repeat for more.
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// A port of this node its bridge containers may open (`9101/tcp`); repeat for more.
+    /// Every other port of the node is closed to them.
+    #[arg(long, value_name = "PORT[/udp]")]
+    pub container_node_port: Vec<cloudos_cluster::publish::NodePort>,
 }
 
 /// Labels in the syntax of `cloudos.labels`, checked by the same parser.
@@ -78,6 +82,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         retry: RETRY_BACKOFF,
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
+        container_node_ports: settings.container_node_ports.clone(),
         after_join: None,
         set_clock: None,
         clock_report: None,
@@ -106,6 +111,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         retry: RETRY_BACKOFF,
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
+        container_node_ports: args.container_node_port,
         after_join: None,
         set_clock: None,
         clock_report: None,
