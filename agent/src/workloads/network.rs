@@ -238,16 +238,22 @@ impl Network {
 async fn lan_clash(handle: &rtnetlink::Handle, subnet: Ipv4Net) -> Result<(), String> {
     use futures::TryStreamExt;
     use rtnetlink::packet_route::address::AddressAttribute;
-    let own = bridge::link_index(handle, bridge::BRIDGE)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The bridge and the mesh link hold the subnet's gateway themselves.
+    let mut own = Vec::new();
+    for link in [bridge::BRIDGE, mesh::MESH_LINK] {
+        own.extend(
+            bridge::link_index(handle, link)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
     let mut addresses = handle.address().get().execute();
     while let Some(msg) = addresses
         .try_next()
         .await
         .map_err(|e| format!("cannot read the node's addresses: {e}"))?
     {
-        if Some(msg.header.index) == own {
+        if own.contains(&msg.header.index) {
             continue;
         }
         let Some(ip) = msg.attributes.iter().find_map(|a| match a {
