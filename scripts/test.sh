@@ -56,9 +56,13 @@ step "images (x86_64 and aarch64)"
 scripts/build.sh
 scripts/debian-guest.sh
 
-# The namespace tests run the debug binaries as separate processes.
-step "host binaries for the multi-process tests"
+# The namespace tests run the debug binaries as separate processes. The kernel-guest
+# tests (tests/tests/kernel_qemu.rs) run other crates' test binaries in a guest with the
+# image's kernel and find each with this same cargo command, which then builds nothing
+# while a guest slot is held.
+step "host binaries for the multi-process and kernel-guest tests"
 cargo build --locked -q -p nodeos -p cloudos-cli
+cargo test --locked -q -p cloudos-containernet --test mesh --no-run
 
 step "QEMU tests (at most two guests at a time)"
 scripts/qemu-tests.sh

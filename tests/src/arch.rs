@@ -20,6 +20,15 @@ impl Arch {
         }
     }
 
+    /// Debian's name for the architecture (`amd64`, `arm64`): the arch field of
+    /// `image/packages.lock`, as `scripts/build.sh` maps it.
+    pub fn debian_arch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
     /// The QEMU system emulator for this guest.
     pub fn qemu_binary(self) -> &'static str {
         match self {

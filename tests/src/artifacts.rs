@@ -36,6 +36,8 @@ pub enum ImageError {
         image_len: u64,
         size: u64,
     },
+    #[error("{path} pins no {what}: scripts/build.sh would find none either")]
+    NotPinned { what: String, path: PathBuf },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -57,8 +59,14 @@ const BUILD_SCRIPT: &str = "scripts/build.sh";
 /// Makes the Debian guest's disk and initramfs (see [`debian_guest_disk`]).
 const DEBIAN_GUEST_SCRIPT: &str = "scripts/debian-guest.sh";
 
+/// Fetches and unpacks the pinned Debian inputs of `image/packages.lock`.
+const FETCH_INPUTS_SCRIPT: &str = "scripts/fetch-inputs.sh";
+
 /// Maps an I/O error to [`ImageError::Io`] naming what was done to which path.
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+pub(crate) fn io_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ImageError {
     let path = path.to_path_buf();
     move |source| ImageError::Io {
         action,
@@ -164,6 +172,156 @@ pub fn debian_guest_initrd(arch: Arch) -> Result<PathBuf, ImageError> {
             .join(arch.as_str())
             .join("debian-guest-initrd.img"),
     )
+}
+
+/// The lock of the pinned Debian inputs: `$CLOUDOS_LOCK`, else `image/packages.lock`,
+/// as `scripts/fetch-inputs.sh` reads it.
+pub fn packages_lock() -> PathBuf {
+    match std::env::var_os("CLOUDOS_LOCK") {
+        Some(lock) if !lock.is_empty() => PathBuf::from(lock),
+        _ => workspace_root().join("image/packages.lock"),
+    }
+}
+
+/// Where `scripts/fetch-inputs.sh` unpacked the pinned package `package` of Debian arch
+/// `deb_arch` (`amd64`, `arm64`, `all`), under its cache. If it is not unpacked yet, the
+/// script fetches the arch's inputs first, as `scripts/build.sh` does: the cache's layout
+/// and the lock's checks stay the script's own.
+pub fn pinned_package(package: &str, deb_arch: &str) -> Result<PathBuf, ImageError> {
+    let script = workspace_root().join(FETCH_INPUTS_SCRIPT);
+    let run = |args: &[&str]| -> Result<String, ImageError> {
+        let output = std::process::Command::new(&script)
+            .args(args)
+            .output()
+            .map_err(io_error("running", &script))?;
+        if !output.status.success() {
+            return Err(ImageError::Io {
+                action: "running",
+                path: PathBuf::from(format!("{FETCH_INPUTS_SCRIPT} {}", args.join(" "))),
+                source: std::io::Error::other(
+                    String::from_utf8_lossy(&output.stderr).trim().to_string(),
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let dir = PathBuf::from(run(&["--dir", package, deb_arch])?);
+    // fetch-inputs.sh writes this marker last, once the package is wholly unpacked.
+    let unpacked = |dir: &Path| dir.join(".cloudos-unpacked").is_file();
+    if !unpacked(&dir) {
+        run(&["--arch", deb_arch])?;
+    }
+    if unpacked(&dir) {
+        Ok(dir)
+    } else {
+        Err(ImageError::Missing {
+            what: format!("pinned package {package} ({deb_arch}), unpacked"),
+            path: dir,
+            script: FETCH_INPUTS_SCRIPT,
+        })
+    }
+}
+
+/// The kernel of the images: the pinned Debian `linux-image-*` package of the arch,
+/// unpacked (with its `modules.dep`) by `scripts/fetch-inputs.sh`. `scripts/build.sh`
+/// copies the same `vmlinuz` into `out/<arch>/` and the ISO, and the same modules into
+/// the initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageKernel {
+    /// The release (`6.1.0-56-amd64`): the package's name after `linux-image-`.
+    pub release: String,
+    /// The unpacked package: `boot/vmlinuz-<release>`, `lib/modules/<release>/`.
+    pub root: PathBuf,
+}
+
+impl ImageKernel {
+    /// The kernel image, as QEMU's `-kernel` boots it.
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
+    }
+}
+
+/// The image's kernel for `arch`, fetched and unpacked if the cache lacks it.
+pub fn image_kernel(arch: Arch) -> Result<ImageKernel, ImageError> {
+    let lock = packages_lock();
+    let text = fs::read_to_string(&lock).map_err(io_error("reading", &lock))?;
+    let deb_arch = arch.debian_arch();
+    let package = kernel_package(&text, deb_arch).ok_or_else(|| ImageError::NotPinned {
+        what: format!("linux-image-* for {deb_arch}"),
+        path: lock.clone(),
+    })?;
+    let kernel = ImageKernel {
+        release: package.trim_start_matches("linux-image-").to_string(),
+        root: pinned_package(package, deb_arch)?,
+    };
+    existing_from(FETCH_INPUTS_SCRIPT, "kernel image", kernel.vmlinuz())?;
+    Ok(kernel)
+}
+
+/// The first `linux-image-*` entry of Debian arch `deb_arch` in the lock's text, as
+/// `scripts/build.sh` picks it (`name arch version sha256 [component]` a line).
+fn kernel_package<'a>(lock: &'a str, deb_arch: &str) -> Option<&'a str> {
+    lock.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            match (fields.next(), fields.next()) {
+                (Some(name), Some(arch))
+                    if name.starts_with("linux-image-") && arch == deb_arch =>
+                {
+                    Some(name)
+                }
+                _ => None,
+            }
+        })
+}
+
+/// The executable of test target `test` of workspace package `package` (a file under
+/// `tests/` of another crate, e.g. `cloudos-containernet`'s `mesh`), as cargo reports it:
+/// `cargo test -p PACKAGE --test TEST --no-run --message-format=json`. Asking cargo,
+/// rather than guessing at `target/debug/deps/TEST-<hash>`, never picks a stale build of
+/// another feature set or an older source; a fresh build makes this a no-op, and
+/// `scripts/test.sh` builds the same command before the QEMU tests so none compiles
+/// while a guest slot is held.
+pub fn cargo_test_binary(package: &str, test: &str) -> Result<PathBuf, ImageError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(&cargo)
+        .args(["test", "--locked", "-p", package, "--test", test])
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(io_error("running", Path::new(&cargo)))?;
+    let what = format!("test binary {test} of {package}");
+    if !output.status.success() {
+        return Err(ImageError::Io {
+            action: "building",
+            path: PathBuf::from(what),
+            source: std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+        });
+    }
+    test_executable(&String::from_utf8_lossy(&output.stdout), test).ok_or(ImageError::Missing {
+        what,
+        path: target_dir(),
+        script: "cargo test --no-run",
+    })
+}
+
+/// The executable of test target `test` in cargo's JSON messages.
+fn test_executable(messages: &str, test: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == test)
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "test"))
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
 /// The ISO: the single file matching `out/cloudos-*-x86_64.iso` or `-arm64.iso`.
@@ -351,4 +509,45 @@ pub fn rewrite_config(disk: &Path, config: &str) -> Result<(), ImageError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_is_the_first_linux_image_of_the_arch() {
+        let lock = "\
+# comment linux-image-old amd64
+busybox-static amd64 1:1.35.0-4+deb12u1+b1 aa
+linux-image-6.1.0-56-arm64 arm64 6.1.192-2 bb
+linux-image-6.1.0-56-amd64 amd64 6.1.192-2 cc
+linux-image-6.1.0-57-amd64 amd64 6.1.193-1 dd
+raspi-firmware all 1.20220830+ds-1 ee non-free-firmware
+";
+        assert_eq!(
+            kernel_package(lock, "amd64"),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(
+            kernel_package(lock, "arm64"),
+            Some("linux-image-6.1.0-56-arm64")
+        );
+        assert_eq!(kernel_package(lock, "riscv64"), None);
+    }
+
+    #[test]
+    fn the_test_binary_is_the_test_targets_executable() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"cloudos_containernet","kind":["lib"]},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"mesh","kind":["bin"]},"executable":"/t/debug/mesh"}
+{"reason":"compiler-artifact","target":{"name":"nat","kind":["test"]},"executable":"/t/debug/deps/nat-1"}
+not json
+{"reason":"compiler-artifact","target":{"name":"mesh","kind":["test"]},"executable":"/t/debug/deps/mesh-2"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            test_executable(messages, "mesh"),
+            Some(PathBuf::from("/t/debug/deps/mesh-2"))
+        );
+        assert_eq!(test_executable(messages, "bridge"), None);
+    }
 }

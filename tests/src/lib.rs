@@ -14,7 +14,8 @@
 //! - [`netns`]: a private network namespace with a bridge and one tap per VM.
 //! - [`nodes`]: hosts on that bridge, each in its own namespace (master and agents as processes).
 //! - [`capture`]: what crosses a link of a test's namespace, captured as tcpdump would.
-//! - [`artifacts`]: finds the built artifacts (images, binaries) under `out/`.
+//! - [`artifacts`]: finds the built artifacts (images, binaries) under `out/`, the pinned
+//!   inputs (the image's kernel) and other crates' test binaries.
 //! - [`rpi`]: reads the Raspberry Pi SD card image (MBR, FAT files, ext4 superblock).
 //! - [`screen`]: the VGA text screen read through the monitor, and keys typed with `sendkey`.
 //! - [`checks`]: the install tests' keys, menus, blank and config disks, panic checks.
@@ -24,6 +25,7 @@
 //! - [`lab`]: host-side masters and agents on the test bridge; the namespace lab.
 //! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
+//! - [`kernel_guest`]: a host-built test binary run in a guest booted with the image's own kernel.
 
 pub mod admin;
 pub mod arch;
@@ -34,6 +36,7 @@ pub mod console;
 pub mod debian;
 pub mod guest;
 pub mod guests;
+pub mod kernel_guest;
 pub mod lab;
 pub mod mitm;
 mod monitor;

@@ -481,15 +481,7 @@ fn busybox_layer(busybox: &Path) -> Result<(Vec<u8>, String), RegistryError> {
     }
     // The host's own busybox lists the applets: `busybox` may be built for another
     // architecture (arm64 on an x86_64 host), from the same Debian package version.
-    let list = Command::new(host_busybox())
-        .arg("--list")
-        .output()
-        .map_err(io("busybox --list"))?;
-    let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .filter(|a| !a.is_empty() && *a != "busybox")
-        .map(str::to_owned)
-        .collect();
+    let applets = busybox_applets().map_err(io("busybox --list"))?;
     let binary = std::fs::read(busybox).map_err(io("read busybox"))?;
     let mut tar = tar::Builder::new(Vec::new());
     for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "output"] {
@@ -543,16 +535,28 @@ pub fn host_busybox() -> PathBuf {
     PathBuf::from("/bin/busybox")
 }
 
+/// The applets of the host's busybox (`busybox --list`) but `busybox` itself: the links
+/// an image makes to it, one per command.
+pub fn busybox_applets() -> std::io::Result<Vec<String>> {
+    let list = Command::new(host_busybox()).arg("--list").output()?;
+    Ok(String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox")
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Debian's static busybox for arm64, the pinned package `scripts/fetch-inputs.sh`
-/// unpacked for the aarch64 image (`scripts/build.sh` runs it).
+/// unpacks for the aarch64 image (fetched if the cache lacks it).
 pub fn arm64_busybox() -> Result<PathBuf, RegistryError> {
-    let script = crate::artifacts::workspace_root().join("scripts/fetch-inputs.sh");
-    let out = Command::new(&script)
-        .args(["--dir", "busybox-static", "arm64"])
-        .output()
-        .map_err(io("scripts/fetch-inputs.sh --dir"))?;
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/busybox");
-    if !out.status.success() || !path.is_file() {
+    let dir = crate::artifacts::pinned_package("busybox-static", "arm64").map_err(|e| {
+        RegistryError::Io {
+            what: "busybox-static for arm64".into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    let path = dir.join("bin/busybox");
+    if !path.is_file() {
         return Err(RegistryError::Missing(
             "busybox-static for arm64 (run scripts/build.sh --arch aarch64)",
         ));
