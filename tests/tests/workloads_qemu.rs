@@ -88,28 +88,51 @@ fn fetch(admin: &Admin, url: &str) -> Option<String> {
     (out.status.success() && !body.is_empty()).then_some(body)
 }
 
+/// What runs on the LAN's host side: the registry, the master, the admin logged in, and a
+/// token for two compute nodes. Dropped in this order: the admin, the master, the registry.
+struct ControlPlane<'a> {
+    admin: Admin<'a>,
+    token: String,
+    _master: HostMaster,
+    _registry: cloudos_tests::registry::Registry,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> ControlPlane<'a> {
+    fn start(net: &'a TestNet) -> ControlPlane<'a> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = busybox_registry(net, REGISTRY);
+        let master = HostMaster::start(
+            net,
+            &dir.path().join("master"),
+            &["--insecure-registry", REGISTRY],
+        );
+        let admin = Admin::login(net, &dir.path().join("admin"), &master, MASTER);
+        let token = admin
+            .ok(&["token", "create", "--role", "compute", "--uses", "2"])
+            .trim()
+            .to_owned();
+        ControlPlane {
+            admin,
+            token,
+            _master: master,
+            _registry: registry,
+            dir,
+        }
+    }
+}
+
 #[test]
 fn compute_vms_run_tasks_and_keep_a_service_running() {
     let _guests = cloudos_tests::guests::reserve(2);
     require!(cloudos_testkit::root("namespaces and taps"));
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = busybox_registry(&net, REGISTRY);
+    let plane = ControlPlane::start(&net);
+    let (dir, admin, token) = (&plane.dir, &plane.admin, &plane.token);
 
-    let master = HostMaster::start(
-        &net,
-        &dir.path().join("master"),
-        &["--insecure-registry", REGISTRY],
-    );
-    let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
-    let token = admin
-        .ok(&["token", "create", "--role", "compute", "--uses", "2"])
-        .trim()
-        .to_owned();
-
-    let disk1 = artifacts::data_disk(&compute_config("node-1", &token), 128).expect("disk");
-    let disk2 = artifacts::data_disk(&compute_config("node-2", &token), 128).expect("disk");
+    let disk1 = artifacts::data_disk(&compute_config("node-1", token), 128).expect("disk");
+    let disk2 = artifacts::data_disk(&compute_config("node-2", token), 128).expect("disk");
     let node1 = boot(&net, "node-1", &disk1, "52:54:00:c2:00:01");
     let node2 = boot(&net, "node-2", &disk2, "52:54:00:c2:00:02");
     admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
@@ -203,7 +226,7 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
             &format!("{node} to hold no containers"),
             Duration::from_secs(60),
             || {
-                let m = node_metrics(&admin, node);
+                let m = node_metrics(admin, node);
                 (m.contains("cloudos_node_containers 0")
                     && m.contains("cloudos_node_container_cgroups 0"))
                 .then_some(())
@@ -244,21 +267,21 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
         "2 replicas of each on 2 nodes",
         Duration::from_secs(120),
         || {
-            (replica_nodes(&admin, "keep") == ["node-1", "node-2"]
-                && replica_nodes(&admin, "web") == ["node-1", "node-2"])
+            (replica_nodes(admin, "keep") == ["node-1", "node-2"]
+                && replica_nodes(admin, "web") == ["node-1", "node-2"])
             .then_some(())
         },
     );
     let mut pages = Vec::new();
     for node in ["node-1", "node-2"] {
-        let subnet = node_field(&admin, node, "subnet");
+        let subnet = node_field(admin, node, "subnet");
         let page = admin.wait(
             &format!("port 8080 of {node} to answer"),
             Duration::from_secs(60),
             || {
                 fetch(
-                    &admin,
-                    &format!("http://{}:8080/", node_field(&admin, node, "address")),
+                    admin,
+                    &format!("http://{}:8080/", node_field(admin, node, "address")),
                 )
             },
         );
@@ -280,7 +303,7 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     admin.wait(
         "both keep replicas on node-2",
         Duration::from_secs(120),
-        || (replica_nodes(&admin, "keep") == ["node-2", "node-2"]).then_some(()),
+        || (replica_nodes(admin, "keep") == ["node-2", "node-2"]).then_some(()),
     );
     let reason = admin.wait(
         "web's moved replica to wait for a free port",
@@ -310,8 +333,6 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     node2
         .wait_exit(scaled(Duration::from_secs(90)))
         .expect("node-2 did not power off");
-    drop(master);
-    drop(registry);
 }
 
 /// The page each `SERVE` replica answers with: its own address and a marker that must
@@ -361,20 +382,10 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
     let home = TestNet::with_bridge_addr("192.168.9.1/24").expect("home network");
     home.start_dhcp_server(600).expect("dnsmasq at home");
     home.route_through(&net, 9).expect("the home router");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let registry = busybox_registry(&net, REGISTRY);
-    let master = HostMaster::start(
-        &net,
-        &dir.path().join("master"),
-        &["--insecure-registry", REGISTRY],
-    );
-    let admin = Admin::login(&net, &dir.path().join("admin"), &master, MASTER);
-    let token = admin
-        .ok(&["token", "create", "--role", "compute", "--uses", "2"])
-        .trim()
-        .to_owned();
-    let disk1 = artifacts::data_disk(&compute_config("lan-1", &token), 128).expect("disk");
-    let disk2 = artifacts::data_disk(&compute_config("home-1", &token), 128).expect("disk");
+    let plane = ControlPlane::start(&net);
+    let (admin, token) = (&plane.admin, &plane.token);
+    let disk1 = artifacts::data_disk(&compute_config("lan-1", token), 128).expect("disk");
+    let disk2 = artifacts::data_disk(&compute_config("home-1", token), 128).expect("disk");
     let lan = boot(&net, "lan-1", &disk1, "52:54:00:c3:00:01");
     let at_home = boot(&home, "home-1", &disk2, "52:54:00:c3:00:02");
     admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
@@ -383,7 +394,7 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
     admin.ok(&["node", "label", "lan-1", "site=lan"]);
     admin.ok(&["node", "label", "home-1", "site=home"]);
     assert_eq!(
-        node_field(&admin, "home-1", "address")
+        node_field(admin, "home-1", "address")
             .rsplit_once('.')
             .map(|(p, _)| p),
         Some("192.168.9"),
@@ -404,13 +415,13 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
         ]);
     }
     admin.wait("both servers running", Duration::from_secs(120), || {
-        (replica_nodes(&admin, "web-lan") == ["lan-1"]
-            && replica_nodes(&admin, "web-home") == ["home-1"])
+        (replica_nodes(admin, "web-lan") == ["lan-1"]
+            && replica_nodes(admin, "web-home") == ["home-1"])
         .then_some(())
     });
     // The first run on a node takes the first container address of its subnet.
     let first = |node: &str| {
-        let subnet: ipnet::Ipv4Net = node_field(&admin, node, "subnet").parse().expect("subnet");
+        let subnet: ipnet::Ipv4Net = node_field(admin, node, "subnet").parse().expect("subnet");
         cloudos_cluster::subnets::container_addresses(&subnet)
             .next()
             .expect("an address")
@@ -422,12 +433,12 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
         "a container behind the NAT to reach one on the LAN",
         Duration::from_secs(120),
         || {
-            let (state, page) = fetch_from(&admin, "home", &format!("http://{lan_web}/"));
+            let (state, page) = fetch_from(admin, "home", &format!("http://{lan_web}/"));
             (state == "succeeded").then_some((state, page))
         },
     );
     assert_eq!(page, format!("{lan_web}/24 mesh-marker-7f3a"), "{state}");
-    let (state, page) = fetch_from(&admin, "lan", &format!("http://{home_web}/"));
+    let (state, page) = fetch_from(admin, "lan", &format!("http://{home_web}/"));
     assert_eq!(
         state, "succeeded",
         "a LAN container reaching one behind the NAT: {page}"
@@ -467,7 +478,7 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
 
     // The node behind the NAT is removed: its peer goes from the LAN node at once.
     admin.ok(&["node", "remove", "home-1"]);
-    let (state, page) = fetch_from(&admin, "lan", &format!("http://{home_web}/"));
+    let (state, page) = fetch_from(admin, "lan", &format!("http://{home_web}/"));
     assert_eq!(
         state, "failed",
         "a removed node's container still answers: {page}"
@@ -483,6 +494,4 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
         vm.wait_exit(scaled(Duration::from_secs(90)))
             .expect("a VM did not power off");
     }
-    drop(master);
-    drop(registry);
 }
