@@ -12,6 +12,9 @@ use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilde
 use super::bridge::{link_index, required_index};
 use super::{netlink, netns, set_link, NetError};
 
+/// How the node's ends of containers' veth pairs are named.
+pub const NODE_LINK_PREFIX: &str = "cv";
+
 /// The container's end of its veth pair, in its namespace.
 pub const CONTAINER_LINK: &str = "eth0";
 
@@ -33,7 +36,7 @@ pub fn node_link_name(key: &str) -> String {
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    format!("cv{:012x}", hash & 0xffff_ffff_ffff)
+    format!("{NODE_LINK_PREFIX}{:012x}", hash & 0xffff_ffff_ffff)
 }
 
 /// Puts a new namespace at `netns` on the bridge at `bridge` (index): a veth pair, the

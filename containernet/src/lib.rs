@@ -153,6 +153,13 @@ pub(crate) fn netlink(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error
     move |source| NetError::Netlink { action, source }
 }
 
+/// Whether the link called `name` is one of the container networks' own (the bridge, a
+/// container's veth, the mesh link): never the node's network, whatever the kernel's
+/// notifications about it carry.
+pub fn is_own_link(name: &str) -> bool {
+    name == bridge::BRIDGE || name == mesh::MESH_LINK || name.starts_with(attach::NODE_LINK_PREFIX)
+}
+
 /// Changes a link as `message` says (up, renamed, moved, on a bridge).
 pub(crate) async fn set_link(
     handle: &rtnetlink::Handle,
@@ -228,4 +235,18 @@ pub fn connect() -> Result<rtnetlink::Handle, NetError> {
     })?;
     tokio::spawn(connection);
     Ok(handle)
+}
+
+#[cfg(test)]
+mod own_link_tests {
+    #[test]
+    fn the_bridge_the_veths_and_the_mesh_are_ours_the_nics_are_not() {
+        let veth = super::attach::node_link_name("r-1");
+        for ours in ["cloudos0", "cloudos-wg", veth.as_str()] {
+            assert!(super::is_own_link(ours), "{ours}");
+        }
+        for nic in ["eth0", "enp3s0", "ens18", "wlan0", "lo"] {
+            assert!(!super::is_own_link(nic), "{nic}");
+        }
+    }
 }

@@ -43,13 +43,18 @@ impl Link {
             .attributes
             .iter()
             .any(|a| matches!(a, LinkAttribute::LinkInfo(_)));
+        // Not all of the kernel's notifications about a container's veth carry its link
+        // info (one that lost its peer does not): the names say it too.
+        let own = name
+            .as_deref()
+            .is_some_and(cloudos_containernet::is_own_link);
         Some(Link {
             index: msg.header.index,
             name: name?,
             mac,
             up: flags.contains(LinkFlags::Up),
             carrier: flags.contains(LinkFlags::LowerUp),
-            ethernet: msg.header.link_layer_type == LinkLayerType::Ether && !is_virtual,
+            ethernet: msg.header.link_layer_type == LinkLayerType::Ether && !is_virtual && !own,
             loopback: flags.contains(LinkFlags::Loopback),
         })
     }
