@@ -89,10 +89,20 @@ pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
 pub fn announce(roster: &crate::roster::Roster) {
     let nodes = roster.mesh_nodes();
     for name in roster.connected() {
-        if nodes.iter().any(|n| n.name == name) {
-            let peers = plan(&name, &nodes);
-            roster.send(&name, cloudos_cluster::api::MasterMessage::Mesh { peers });
-        }
+        send_plan(roster, &name, &nodes);
+    }
+}
+
+/// Sends node `name` its peers only: a node that reconnects with nothing changed (every
+/// node after a master restart) must not make the master plan and send for all of them.
+pub fn announce_to(roster: &crate::roster::Roster, name: &str) {
+    send_plan(roster, name, &roster.mesh_nodes());
+}
+
+fn send_plan(roster: &crate::roster::Roster, name: &str, nodes: &[MeshNode]) {
+    if nodes.iter().any(|n| n.name == name) {
+        let peers = plan(name, nodes);
+        roster.send(name, cloudos_cluster::api::MasterMessage::Mesh { peers });
     }
 }
 

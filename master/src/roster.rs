@@ -105,6 +105,8 @@ struct Entry {
 pub struct MeshEnd {
     pub public_key: String,
     pub port: u16,
+    /// The address the node says it has.
+    pub address: String,
     pub seen: std::net::IpAddr,
 }
 
@@ -406,10 +408,15 @@ impl Roster {
         Some(given)
     }
 
-    /// Records a node's end of the mesh (`None`: it takes no part).
-    pub fn set_mesh(&self, name: &str, end: Option<MeshEnd>) {
-        if let Some(entry) = self.lock().get_mut(name) {
-            entry.mesh = end;
+    /// Records a node's end of the mesh (`None`: it takes no part). True when that changes
+    /// it (a node that came, or moved, or has a new key): then other nodes' peers change.
+    pub fn set_mesh(&self, name: &str, end: Option<MeshEnd>) -> bool {
+        match self.lock().get_mut(name) {
+            Some(entry) if entry.mesh != end => {
+                entry.mesh = end;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -423,7 +430,7 @@ impl Roster {
                     name: e.record.name.clone(),
                     public_key: end.public_key.clone(),
                     port: end.port,
-                    address: e.record.address.parse().ok()?,
+                    address: end.address.parse().ok()?,
                     seen: end.seen,
                     subnet: e.record.subnet.as_deref()?.parse().ok()?,
                 })

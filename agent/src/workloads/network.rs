@@ -38,6 +38,9 @@ struct Inner {
     subnet: Option<Ipv4Net>,
     /// The mesh peers the master gave last.
     peers: Vec<MeshPeer>,
+    /// The subnet and peers the mesh link was last set to, so that the same list again
+    /// (every reconnect) costs no netlink round trips.
+    mesh_applied: Option<(Ipv4Net, Vec<MeshPeer>)>,
     /// The masters' addresses, which containers may not reach (their API is for nodes and
     /// admins, never for workloads).
     masters: Vec<std::net::Ipv4Addr>,
@@ -70,6 +73,7 @@ impl Network {
             inner: Mutex::new(Inner {
                 subnet: None,
                 peers: Vec::new(),
+                mesh_applied: None,
                 masters: Vec::new(),
                 swept: false,
                 runs: BTreeMap::new(),
@@ -83,7 +87,7 @@ impl Network {
         let parsed = subnet.and_then(|s| match s.parse::<Ipv4Net>() {
             Ok(net) if net.prefix_len() <= 30 => Some(net),
             _ => {
-                log::error!("the master gave this node a container subnet that is none: {s:?}");
+                log::error!("the master gave this node a container subnet that is not one: {s:?}");
                 None
             }
         });
@@ -129,6 +133,9 @@ impl Network {
         let (Some(subnet), Ok(key)) = (inner.subnet, &self.key) else {
             return;
         };
+        if inner.mesh_applied.as_ref() == Some(&(subnet, inner.peers.clone())) {
+            return;
+        }
         let mut wanted = Vec::new();
         for peer in &inner.peers {
             match mesh_peer(peer) {
@@ -152,6 +159,7 @@ impl Network {
             Ok(()) => {
                 let names: Vec<&str> = inner.peers.iter().map(|p| p.node.as_str()).collect();
                 log::info!("mesh peers: {}", names.join(", "));
+                inner.mesh_applied = Some((subnet, inner.peers.clone()));
                 // Packets from the mesh to this node's containers, and relayed between
                 // peers, are forwarded.
                 if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {

@@ -122,9 +122,12 @@ async fn session(
         subnet,
     };
     if send(&mut socket, &welcome).await {
-        state.roster.set_mesh(&name, mesh_end(&name, &hello, seen));
-        // Every node's peers, this one's first among them, through the control channels.
-        crate::mesh::announce(&state.roster);
+        // Its peers through the control channel; every node's when it came or moved.
+        if state.roster.set_mesh(&name, mesh_end(&name, &hello, seen)) {
+            crate::mesh::announce(&state.roster);
+        } else {
+            crate::mesh::announce_to(&state.roster, &name);
+        }
         // Reconciliation messages go through the control channel, after the welcome.
         let (s, node, runs) = (Arc::clone(&state), name.clone(), hello.runs);
         let reconciled =
@@ -179,6 +182,7 @@ fn mesh_end(
     Some(roster::MeshEnd {
         public_key: mesh.public_key.clone(),
         port: mesh.port,
+        address: hello.address.clone(),
         seen,
     })
 }
