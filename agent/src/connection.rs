@@ -31,6 +31,10 @@ pub enum SessionEnd {
     RenewDue,
     /// The connection broke after it was up.
     Lost(String),
+    /// The node now reaches the master from another address than the one its hello gave
+    /// (a tentative SLAAC address that finished DAD, a new DHCP lease): it says hello
+    /// again, at once, so the master and the mesh know where it is.
+    Readdressed { from: String, to: String },
 }
 
 /// What a session with the master works with: what the node says of itself (labels, data
@@ -64,7 +68,7 @@ pub async fn session(
     let addr = api.address();
     let transport = |e: &(dyn std::error::Error + 'static)| ClientError::from_transport(&addr, e);
     let stream = api.connect().await?;
-    let master_addr = stream.get_ref().0.peer_addr();
+    let master_addr = stream.get_ref().0.peer_addr().ok();
     let local_ip = stream
         .get_ref()
         .0
@@ -89,7 +93,7 @@ pub async fn session(
     };
 
     let hello = AgentMessage::Hello(AgentHello {
-        address: local_ip,
+        address: local_ip.clone(),
         arch: arch().to_owned(),
         labels: facts.labels.clone(),
         nodeos_version: nodeos_version(),
@@ -117,16 +121,42 @@ pub async fn session(
         }
     };
     log::info!("connected to master at {addr}");
-    if let Ok(std::net::SocketAddr::V4(master)) = master_addr {
+    if let Some(std::net::SocketAddr::V4(master)) = master_addr {
         facts.executor.set_master(*master.ip()).await;
     }
     facts.metrics.connected(true);
     facts.executor.set_api(api.clone());
     facts.upgrader.set_api(api.clone());
-    let end = beat_until_the_end(&mut ws, facts, sampler, interval, renew_at, outbox).await;
+    let said = Said {
+        master: master_addr,
+        address: local_ip,
+    };
+    let end = beat_until_the_end(&mut ws, facts, sampler, interval, &said, renew_at, outbox).await;
     facts.metrics.connected(false);
     let _ = ws.close(None).await;
     Ok(end)
+}
+
+/// Where the hello said the node is, and the master it said it to.
+struct Said {
+    master: Option<std::net::SocketAddr>,
+    address: String,
+}
+
+impl Said {
+    /// The address the kernel would now pick to reach the master, when it is another than
+    /// the hello's. A UDP socket that is connected sends nothing: it only asks for a route.
+    fn moved_to(&self) -> Option<String> {
+        let master = self.master?;
+        let any: std::net::SocketAddr = match master {
+            std::net::SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let probe = std::net::UdpSocket::bind(any).ok()?;
+        probe.connect(master).ok()?;
+        let now = probe.local_addr().ok()?.ip().to_string();
+        (now != self.address).then_some(now)
+    }
 }
 
 /// Heartbeats on an established connection until it ends.
@@ -135,6 +165,7 @@ async fn beat_until_the_end<S>(
     facts: &SessionParts<'_>,
     sampler: &mut Sampler,
     interval: Duration,
+    said: &Said,
     renew_at: Instant,
     outbox: &mut tokio::sync::mpsc::Receiver<AgentMessage>,
 ) -> SessionEnd
@@ -157,6 +188,9 @@ where
                     return SessionEnd::Lost(format!(
                         "no answer for {}s", last_heard.elapsed().as_secs()
                     ));
+                }
+                if let Some(to) = said.moved_to() {
+                    return SessionEnd::Readdressed { from: said.address.clone(), to };
                 }
                 seq += 1;
                 let mut telemetry = sampler.sample(facts.data_dir);
@@ -310,4 +344,36 @@ fn lost_reason(e: &tungstenite::Error) -> String {
 fn to_frame(message: &AgentMessage) -> Message {
     // Serializing these types cannot fail: they hold only strings, numbers and maps.
     Message::text(serde_json::to_string(message).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Said;
+
+    #[test]
+    fn a_node_that_still_reaches_the_master_from_its_hellos_address_has_not_moved() {
+        let said = Said {
+            master: Some("127.0.0.1:9443".parse().unwrap()),
+            address: "127.0.0.1".into(),
+        };
+        assert_eq!(said.moved_to(), None);
+    }
+
+    #[test]
+    fn a_node_whose_route_to_the_master_now_starts_at_another_address_has_moved_there() {
+        let said = Said {
+            master: Some("127.0.0.1:9443".parse().unwrap()),
+            address: "fe80::5054:ff:fe78:1".into(),
+        };
+        assert_eq!(said.moved_to().as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn a_session_without_a_known_master_address_never_counts_as_moved() {
+        let said = Said {
+            master: None,
+            address: "10.0.0.9".into(),
+        };
+        assert_eq!(said.moved_to(), None);
+    }
 }

@@ -367,6 +367,13 @@ async fn after_session(
             store.remove()?;
             return Ok(Some(Outcome::Evicted { reason }));
         }
+        Ok(SessionEnd::Readdressed { from, to }) => {
+            log::info!(
+                "this node reaches the master from {to} now, not {from}: saying hello again"
+            );
+            links.unreachable_in_a_row = 0;
+            links.retry.reset();
+        }
         Ok(SessionEnd::Lost(reason)) => {
             links.retry.reset();
             let delay = links.retry.next_delay();
