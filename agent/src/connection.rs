@@ -233,6 +233,7 @@ where
                         }
                         Ok(MasterMessage::Welcome { .. }) => {}
                         Ok(MasterMessage::Mesh { peers }) => facts.executor.set_mesh(peers).await,
+                        Ok(MasterMessage::Services(table)) => facts.executor.set_services(table).await,
                         Ok(MasterMessage::Reboot { reason }) => reboot(facts.reboot, &reason),
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }

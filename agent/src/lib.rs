@@ -68,6 +68,9 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// Ports of this node its bridge containers may open (setting `container_node_ports`).
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
+    /// The resolv.conf whose resolvers the containers' DNS forwards to; `None`:
+    /// `/etc/resolv.conf`.
+    pub resolv_conf: Option<std::path::PathBuf>,
     /// Called once a join succeeded and the identity is saved: the token is spent, and
     /// whoever keeps it (the installer's `config.toml`) removes it, so a copy of the card
     /// or disk carries no usable secret.
@@ -203,6 +206,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         shim: shim_command(),
         insecure_registries: config.insecure_registries.clone(),
         container_node_ports: config.container_node_ports.clone(),
+        resolv_conf: config.resolv_conf.clone(),
     });
     let upgrader = std::sync::Arc::new(upgrade::Upgrader::new(
         config.install_release.clone(),

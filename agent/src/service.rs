@@ -54,6 +54,7 @@ mod tests {
             metrics_listen: None,
             insecure_registries: Vec::new(),
             container_node_ports: Vec::new(),
+            resolv_conf: None,
             after_join: None,
             set_clock: None,
             clock_report: None,

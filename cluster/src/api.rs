@@ -422,6 +422,9 @@ pub enum MasterMessage {
     /// The node's mesh peers, all of them (the node drops any it has that are not listed):
     /// after its welcome, and whenever a node comes, goes or moves.
     Mesh { peers: Vec<crate::mesh::MeshPeer> },
+    /// Every service's address, published ports and running replicas, all of them: after
+    /// the node's welcome, and whenever a service or a replica comes or goes.
+    Services(crate::routing::ServiceTable),
     /// Answer to each heartbeat, echoing its `seq`: lets agents (and the load benchmark)
     /// measure how long the master took.
     HeartbeatAck { seq: u64 },

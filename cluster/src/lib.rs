@@ -33,6 +33,7 @@ pub mod nodeops;
 pub mod pki;
 pub mod publish;
 pub mod rollout;
+pub mod routing;
 pub mod subnets;
 pub mod tls;
 pub mod token;

@@ -29,13 +29,15 @@ pub enum SubnetError {
     TooSmall { range: Ipv4Net },
     #[error("the range {range} is not a private range (10/8, 172.16/12, 192.168/16): containers would hide real addresses")]
     NotPrivate { range: Ipv4Net },
-    #[error("the range {range} overlaps {lan}, a network this machine is on: containers' addresses would hide the LAN's; choose another range (the master's setting `container_range`)")]
+    #[error("the range {range} overlaps {lan}, a network this machine is on: its addresses would hide the LAN's; choose another range")]
     Clash { range: Ipv4Net, lan: Ipv4Net },
     #[error("every /{NODE_PREFIX} of {range} is given to a node ({count} nodes); remove nodes or choose a larger range")]
     Exhausted { range: Ipv4Net, count: usize },
 }
 
-/// The range node subnets come from, checked. Written as its text (`10.250.0.0/16`).
+/// A private range of the cluster, checked: the one node subnets come from (the setting
+/// `container_range`), or the one services' addresses come from (`service_range`).
+/// Written as its text (`10.250.0.0/16`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct ClusterRange(Ipv4Net);
@@ -112,6 +114,18 @@ impl ClusterRange {
     }
 }
 
+impl ClusterRange {
+    /// [`crate::routing::DEFAULT_SERVICE_RANGE`]: where services' addresses come from.
+    pub fn services_default() -> ClusterRange {
+        ClusterRange(Ipv4Net::new_assert(Ipv4Addr::new(10, 251, 0, 0), 16))
+    }
+
+    /// Whether the two ranges share an address.
+    pub fn overlaps(&self, other: &ClusterRange) -> bool {
+        overlap(&self.0, &other.0)
+    }
+}
+
 impl Default for ClusterRange {
     /// [`DEFAULT_RANGE`].
     fn default() -> ClusterRange {
@@ -169,6 +183,15 @@ mod tests {
             ClusterRange::default(),
             ClusterRange::parse(DEFAULT_RANGE).unwrap()
         );
+        let services = ClusterRange::services_default();
+        assert_eq!(
+            services,
+            ClusterRange::parse(crate::routing::DEFAULT_SERVICE_RANGE).unwrap()
+        );
+        assert!(!services.overlaps(&ClusterRange::default()));
+        assert!(ClusterRange::parse("10.0.0.0/8")
+            .unwrap()
+            .overlaps(&services));
         for (text, want) in cases {
             match (ClusterRange::parse(text), want) {
                 (Ok(r), Ok(shown)) => assert_eq!(r.to_string(), *shown, "{text}"),

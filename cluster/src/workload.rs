@@ -463,6 +463,9 @@ pub struct TaskInfo {
     /// Replicas: restarts of the container on its node.
     #[serde(default)]
     pub restarts: u32,
+    /// The container's address on its node's bridge while it runs (`bridge` network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl TaskInfo {
@@ -493,6 +496,7 @@ impl TaskInfo {
             pull: None,
             output_bytes: None,
             restarts: 0,
+            address: None,
         }
     }
 }
@@ -519,6 +523,10 @@ pub struct ServiceRecord {
     pub replicas: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The service's virtual address, from the master's service range; absent from a
+    /// service an older master made (given one when the master loads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// `cloudos ps` for a service.
@@ -526,6 +534,9 @@ pub struct ServiceRecord {
 pub struct ServiceInfo {
     pub name: String,
     pub spec: WorkloadSpec,
+    /// Its virtual address: `NAME.svc.cloudos` in containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
     pub replicas: u32,
     pub running: u32,
     pub instances: Vec<TaskInfo>,
@@ -603,6 +614,9 @@ pub enum RunState {
     Running {
         #[serde(default)]
         restarts: u32,
+        /// The container's address on its node's bridge (`bridge` network only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<std::net::Ipv4Addr>,
     },
     /// The container exited (tasks: final; replicas: about to restart).
     Exited {

@@ -13,6 +13,7 @@
 //!   anything but the blocked addresses (the masters' API), other nodes' containers
 //!   through the mesh but never their nodes. Through nftables netlink messages, replaced
 //!   whole in one batch.
+//! - [`fence`]: ranges the node never sends on (an `unreachable` route each).
 //! - [`mesh`]: the node's WireGuard link to the other nodes (`cloudos-wg`): its key pair,
 //!   its peers and the routes to their subnets, so that containers on different nodes
 //!   reach each other by their own addresses, encrypted between nodes; through rtnetlink
@@ -25,6 +26,7 @@
 
 pub mod attach;
 pub mod bridge;
+pub mod fence;
 pub mod mesh;
 pub mod nat;
 pub mod netns;

@@ -6,7 +6,8 @@
 //! from Rust: no `nft` binary, no libnftnl.
 //!
 //! What a container can reach, then (its guard, two filter chains):
-//! - the other containers on its bridge, directly;
+//! - the other containers on its bridge, directly, and every service by its address
+//!   ([`Balance`]), which leads to one of its replicas, here or on another node;
 //! - any published port, of its own node (by any of the node's addresses) or another;
 //! - of its node itself, only the ports the admin opened ([`Rules::node_ports`]), by the
 //!   gateway address or any other of the node's addresses; the rest is dropped, unanswered;
@@ -71,6 +72,28 @@ pub struct Forward {
     pub container_port: u16,
 }
 
+/// A service's virtual address on this node (decision 57): connections to it, on any
+/// port, go to one of `backends` (the service's running replicas, wherever they are),
+/// each new connection to any of them with the same chance. A service with no backend
+/// has no rule: its address is unreachable (the agent routes the service range so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub address: Ipv4Addr,
+    pub backends: Vec<Ipv4Addr>,
+    /// The service's published ports as this node routes them (the routing mesh): calls to
+    /// `host_port` on the node's own addresses go to a backend's `container_port`. Only
+    /// ports no container of this node publishes itself: that one takes them.
+    pub ports: Vec<RoutedPort>,
+}
+
+/// A published port of a service, on a node that routes it to the service's replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutedPort {
+    pub protocol: Protocol,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
 /// Everything the node's table holds: rebuilt whole on each change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
@@ -90,6 +113,8 @@ pub struct Rules {
     /// Addresses containers may not reach at all, past the node (the masters' API
     /// addresses), unless through a published port of this node.
     pub blocked: Vec<Ipv4Addr>,
+    /// The services' addresses and routed ports.
+    pub balances: Vec<Balance>,
 }
 
 /// Replaces the node's table (`ip cloudos`) with `rules`, atomically (one nftables batch:

@@ -184,6 +184,7 @@ fn rules(node_ports: Vec<(Protocol, u16)>, blocked: Vec<Ipv4Addr>) -> Rules {
         mesh_link: Some(MESH.into()),
         node_ports,
         blocked,
+        balances: Vec::new(),
     }
 }
 

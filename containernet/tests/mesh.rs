@@ -213,6 +213,7 @@ async fn node(
         mesh_link: Some(MESH_LINK.into()),
         node_ports: Vec::new(),
         blocked: Vec::new(),
+        balances: Vec::new(),
     })
 }
 

@@ -65,6 +65,7 @@ fn rules(forwards: Vec<Forward>) -> Rules {
         mesh_link: None,
         node_ports: Vec::new(),
         blocked: Vec::new(),
+        balances: Vec::new(),
     }
 }
 

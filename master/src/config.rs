@@ -50,6 +50,8 @@ pub struct MasterConfig {
     pub self_upgrade: Option<super::rollout::SelfUpgrade>,
     /// Where the nodes' container subnets come from (the setting `container_range`).
     pub container_range: cloudos_cluster::subnets::ClusterRange,
+    /// Where services' virtual addresses come from (the setting `service_range`).
+    pub service_range: cloudos_cluster::subnets::ClusterRange,
 }
 
 impl MasterConfig {
@@ -74,6 +76,7 @@ impl MasterConfig {
             backups: None,
             self_upgrade: None,
             container_range: cloudos_cluster::subnets::ClusterRange::default(),
+            service_range: cloudos_cluster::subnets::ClusterRange::services_default(),
         }
     }
 }

@@ -44,6 +44,11 @@ pub enum MasterError {
     Backup(#[from] super::backup::BackupError),
     #[error("cannot start the master's async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the container_range {containers} and the service_range {services} overlap: a service's address would be a container's; choose ranges apart")]
+    Ranges {
+        containers: cloudos_cluster::subnets::ClusterRange,
+        services: cloudos_cluster::subnets::ClusterRange,
+    },
 }
 
 /// Why a request failed. Messages say what to do; none carries a secret.
@@ -107,7 +112,9 @@ impl ApiError {
             ApiError::Spec(e) => return e.into(),
             ApiError::Book(e) => match e {
                 BookError::NoTask(_) | BookError::NoService(_) => ErrorCode::NotFound,
-                BookError::ServiceExists(_) => ErrorCode::Conflict,
+                BookError::ServiceExists(_)
+                | BookError::NoServiceAddress { .. }
+                | BookError::PortPublished { .. } => ErrorCode::Conflict,
                 BookError::IsReplica { .. } | BookError::Replicas { .. } => ErrorCode::BadRequest,
             },
             ApiError::NodeOp(e) => {

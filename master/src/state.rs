@@ -61,12 +61,23 @@ impl MasterState {
             .collect();
         let roster = Roster::new(store.list_nodes()?);
         let admins = super::credentials::Admins::new(store.list_admins()?);
+        let (containers, services) = (config.container_range, config.service_range);
+        if containers.overlaps(&services) {
+            return Err(MasterError::Ranges {
+                containers,
+                services,
+            });
+        }
+        if let Err(e) = services.check_lan(&super::addresses::host_ipv4_networks()) {
+            log::error!("service_range: {e}: services' addresses hide those machines");
+        }
         let workloads = super::workloads::Workloads::open(
             store.as_ref(),
             config.data_dir.join("master").join("workloads"),
             &config.scheduler,
             &config.insecure_registries,
             config.retention,
+            services.net(),
         )?;
         let ips = super::addresses::host_addresses();
         let (tls, _) =

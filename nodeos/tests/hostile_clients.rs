@@ -534,6 +534,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         metrics_listen: None,
         insecure_registries: Vec::new(),
         container_node_ports: Vec::new(),
+        resolv_conf: None,
         after_join: None,
         set_clock: None,
         clock_report: None,

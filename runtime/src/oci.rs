@@ -112,15 +112,15 @@ fn mounts(spec: &ContainerSpec, host: &HostFacts) -> Result<Vec<Mount>, String> 
     if let Some(out) = &spec.output_dir {
         mounts.push(bind(out, "/output", "rw")?);
     }
-    // A container on the bridge resolves through the node's resolvers too, over the
-    // node's NAT.
-    if matches!(
-        spec.network,
-        ContainerNetwork::Host | ContainerNetwork::Join(_)
-    ) {
-        if let Some(resolv) = &host.resolv_conf {
-            mounts.push(bind(resolv, "/etc/resolv.conf", "ro")?);
-        }
+    // A container on the bridge resolves through its node's DNS when it has one of its
+    // own (`spec.resolv_conf`), else through the node's resolvers too, over the NAT.
+    let resolv = match (&spec.network, &spec.resolv_conf) {
+        (_, Some(own)) => Some(own),
+        (ContainerNetwork::Host | ContainerNetwork::Join(_), None) => host.resolv_conf.as_ref(),
+        (ContainerNetwork::None, None) => None,
+    };
+    if let Some(resolv) = resolv {
+        mounts.push(bind(resolv, "/etc/resolv.conf", "ro")?);
     }
     Ok(mounts)
 }

@@ -37,6 +37,10 @@ pub struct ContainerSpec {
     /// `None`: the host's hostname (in the container's own UTS namespace).
     #[serde(default)]
     pub hostname: Option<String>,
+    /// The container's `/etc/resolv.conf` (bound read-only) when not the host's: a bridge
+    /// container's names its node's DNS.
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -272,6 +272,22 @@ pub static KEYS: &[Key] = &[
         get: |s| one(s.container_range.map(|r| r.to_string())),
     },
     Key {
+        name: "service_range",
+        kind: Kind::One,
+        help: "`10.251.0.0/16`: a master's private range that its services' virtual addresses \
+               (`NAME.svc.cloudos`) come from; must not overlap the LAN or `container_range`",
+        default: "`10.251.0.0/16`",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            put(
+                &mut s.service_range,
+                ClusterRange::parse(v).map(Some).map_err(|e| e.to_string()),
+            )
+        },
+        get: |s| one(s.service_range.map(|r| r.to_string())),
+    },
+    Key {
         name: "container_node_ports",
         kind: Kind::List,
         help: "`9101/tcp,8125/udp`: ports of this node its bridge containers may open (its \

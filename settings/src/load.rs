@@ -380,7 +380,7 @@ mod tests {
                 "cloudos.typo=1",
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
                  dns, debug, token, master, cluster, labels, insecure_registries, tls_san, \
-                 container_range, container_node_ports, ntp, \
+                 container_range, service_range, container_node_ports, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
                  backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",
             ),

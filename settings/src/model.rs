@@ -190,6 +190,9 @@ pub struct Settings {
     /// The private range a master gives its nodes' container subnets from
     /// (`cloudos.container_range=10.250.0.0/16`); the default when not set.
     pub container_range: Option<cloudos_cluster::subnets::ClusterRange>,
+    /// The private range a master gives its services' virtual addresses from
+    /// (`cloudos.service_range=10.251.0.0/16`); the default when not set.
+    pub service_range: Option<cloudos_cluster::subnets::ClusterRange>,
     /// Ports of this node its bridge containers may open
     /// (`cloudos.container_node_ports=9101/tcp`); none when not set.
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,

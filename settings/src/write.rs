@@ -128,6 +128,9 @@ mod tests {
                 cloudos_cluster::subnets::ClusterRange::parse("10.9.0.0/16").unwrap(),
             ),
             container_node_ports: vec!["9101".parse().unwrap(), "8125/udp".parse().unwrap()],
+            service_range: Some(
+                cloudos_cluster::subnets::ClusterRange::parse("10.8.0.0/16").unwrap(),
+            ),
         }
     }
 

@@ -208,6 +208,7 @@ fn workload_changes_are_one_transaction() {
         spec: spec.clone(),
         replicas: 1,
         created_at: NOW,
+        address: None,
     };
     s.write_workloads(&WorkloadWrite {
         save_tasks: &[task("t1"), task("t2")],

@@ -433,11 +433,24 @@ impl Cluster<'_> {
     /// A compute agent joined with `token` that pulls over plain HTTP from `registries`,
     /// waited for until it is Ready.
     pub fn compute(&self, name: &str, host: &NetHost, token: &str, registries: &[&str]) -> Proc {
+        self.compute_with(name, host, token, registries, &[])
+    }
+
+    /// [`Cluster::compute`] with more of the agent's flags.
+    pub fn compute_with(
+        &self,
+        name: &str,
+        host: &NetHost,
+        token: &str,
+        registries: &[&str],
+        flags: &[&str],
+    ) -> Proc {
         let lab = self.lab;
         let mut extra = vec!["--no-metrics"];
         for registry in registries {
             extra.extend(["--insecure-registry", registry]);
         }
+        extra.extend(flags);
         let agent = lab.agent_with(
             name,
             host,

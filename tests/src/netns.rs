@@ -255,6 +255,7 @@ impl TestNet {
             // here lease their addresses from this namespace's dnsmasq (DHCP, port 67).
             node_ports: vec![(cloudos_containernet::nat::Protocol::Udp, 67)],
             blocked: Vec::new(),
+            balances: Vec::new(),
         };
         let path = std::path::PathBuf::from(format!("/run/netns/{}", self.name));
         cloudos_containernet::netns::within(&path, move || {
@@ -303,6 +304,34 @@ impl TestNet {
         .arg(format!("--dhcp-option=option:dns-server,{host}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        self.spawn(cmd)
+    }
+
+    /// Starts a DNS server (dnsmasq, DHCP off) on the bridge's address, port 53, that knows
+    /// only `records` (`(name, IPv4 address)`) and asks no one else: a LAN's resolver for
+    /// the names a node's DNS forwards. Returns its PID; it dies with the namespace.
+    pub fn start_dns_server(&self, records: &[(&str, &str)]) -> Result<u32, NetError> {
+        let mut cmd = self.command("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--interface=br0",
+            "--bind-interfaces",
+            "--user=root",
+            "--log-facility=-",
+        ])
+        .arg(format!(
+            "--pid-file={}",
+            std::env::temp_dir()
+                .join(format!("{}.dns.pid", self.name))
+                .display()
+        ));
+        for (name, address) in records {
+            cmd.arg(format!("--address=/{name}/{address}"));
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         self.spawn(cmd)
     }
 

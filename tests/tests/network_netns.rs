@@ -167,3 +167,156 @@ fn published_replicas_answer_on_every_node_reach_out_through_nat_and_wait_for_a_
 /// The page each `serve` replica answers with: its own address, as `ip` prints it.
 const SERVE: &str = "mkdir -p /tmp/www && ip -4 -o addr show eth0 | awk '{print $4}' \
                      > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www";
+
+/// What a client task on the bridge printed: `script` run by busybox's sh.
+fn client(lab: &Lab, alice: &cloudos_tests::admin::Admin<'_>, script: &str) -> String {
+    let id = alice.run_task(&["--network", "bridge", BUSYBOX, "--", "sh", "-c", script]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    let logs = alice.ok(&["logs", &id]);
+    if task["state"] != "succeeded" {
+        lab.fail(&format!("the client failed: {task}\n{logs}"));
+    }
+    logs
+}
+
+/// The pages of 20 calls to `url`, one connection each.
+const CALLS: &str = "for i in $(seq 1 20); do wget -q -O - \"$URL\" || echo failed; done";
+
+/// The addresses `nslookup` printed for `name` (each `Address:` line after its `Name:`
+/// line; the server's own lines come first, after `Server:`).
+fn looked_up(output: &str, name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut in_answer = false;
+    for line in output.lines() {
+        if line.trim().is_empty() || line.starts_with("Server:") {
+            in_answer = false;
+        } else if let Some(n) = line.strip_prefix("Name:") {
+            in_answer = n.trim().trim_end_matches('.') == name;
+        } else if let (true, Some(a)) = (in_answer, line.strip_prefix("Address:")) {
+            found.push(a.trim().to_owned());
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn services_are_found_by_name_balanced_over_their_running_replicas_and_other_names_forwarded() {
+    let Some(lab) = Lab::new() else { return };
+    let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
+    // The LAN's own resolver, which knows one printer; the node's DNS forwards to it.
+    lab.net
+        .start_dns_server(&[("printer.lan.test", "10.77.0.99")])
+        .unwrap_or_else(|e| lab.fail(&format!("the LAN's DNS: {e}")));
+    let resolv = lab.path("resolv.conf");
+    std::fs::write(&resolv, "nameserver 10.77.0.1\nsearch lan.test\n").expect("resolv.conf");
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let resolv_flag = resolv.to_string_lossy().into_owned();
+    let _n3 = cluster.compute_with(
+        "node-3",
+        &h3,
+        &token,
+        &[REGISTRY],
+        &["--resolv-conf", &resolv_flag],
+    );
+
+    alice.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        SERVE,
+    ]);
+    let replicas: Vec<String> = alice.wait("both replicas to run", Duration::from_secs(60), || {
+        let svc = alice.service("web");
+        let mut at: Vec<String> = svc["instances"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["state"] == "running")
+            .filter_map(|r| r["address"].as_str().map(str::to_owned))
+            .collect();
+        at.sort();
+        (at.len() == 2).then_some(at)
+    });
+    let vip = alice.service("web")["address"]
+        .as_str()
+        .unwrap_or_else(|| lab.fail("service web has no address"))
+        .to_owned();
+    assert!(
+        vip.starts_with("10.251."),
+        "{vip} is not from the default service range"
+    );
+
+    // By its bare name (the search line), over its address: each new connection goes to a
+    // replica, and both get some of 20.
+    let out = client(
+        &lab,
+        alice,
+        &format!(
+            "URL=http://web/; {CALLS}; nslookup web.svc.cloudos; nslookup tasks.web.svc.cloudos; \
+             nslookup printer.lan.test; nslookup nothing.svc.cloudos || true"
+        ),
+    );
+    let served: Vec<&str> = out
+        .lines()
+        .filter(|l| l.parse::<ipnet::Ipv4Net>().is_ok())
+        .collect();
+    assert_eq!(served.len(), 20, "not every call was answered:\n{out}");
+    for replica in &replicas {
+        assert!(
+            served.iter().any(|p| p.starts_with(&format!("{replica}/"))),
+            "replica {replica} got none of 20 calls to the service:\n{out}"
+        );
+    }
+    assert_eq!(looked_up(&out, "web.svc.cloudos"), [vip.as_str()], "{out}");
+    assert_eq!(looked_up(&out, "tasks.web.svc.cloudos"), replicas, "{out}");
+    // Not the node's to answer: forwarded to the LAN's resolver as it came.
+    assert_eq!(looked_up(&out, "printer.lan.test"), ["10.77.0.99"], "{out}");
+    assert!(
+        out.contains("NXDOMAIN"),
+        "an unknown service has a name:\n{out}"
+    );
+
+    // Scaled down: the replica that goes leaves the rotation before it is stopped, so no
+    // call fails and every one reaches the replica that stays.
+    alice.ok(&["scale", "web", "1"]);
+    let stays: String = alice.wait("one replica left", Duration::from_secs(30), || {
+        let svc = alice.service("web");
+        let instances = svc["instances"].as_array()?;
+        (instances.len() == 1 && instances[0]["state"] == "running")
+            .then(|| instances[0]["address"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    let out = client(&lab, alice, &format!("URL=http://{vip}/; {CALLS}"));
+    let served: Vec<&str> = out.lines().collect();
+    assert_eq!(served.len(), 20, "{out}");
+    assert!(
+        served.iter().all(|p| p.starts_with(&format!("{stays}/"))),
+        "a call reached a replica that is gone:\n{out}"
+    );
+
+    // None left: the service's address is unreachable at once, not sent on to the LAN.
+    alice.ok(&["scale", "web", "0"]);
+    alice.wait("no replica left", Duration::from_secs(30), || {
+        alice.service("web")["instances"]
+            .as_array()
+            .is_some_and(|i| i.is_empty())
+            .then_some(())
+    });
+    let out = client(
+        &lab,
+        alice,
+        &format!("timeout 5 wget -q -O - http://{vip}/ 2>&1; echo exit=$?"),
+    );
+    assert!(
+        out.contains("No route to host") || out.contains("unreachable"),
+        "a service without replicas did not refuse at once:\n{out}"
+    );
+}

@@ -8,6 +8,7 @@
 //! `<data>/outputs/<run>` (each run's `/output`) and, through `network`, the node's bridge.
 
 mod credentials;
+mod dns;
 mod gc;
 mod image;
 mod logs;
@@ -43,6 +44,8 @@ pub struct ExecutorConfig {
     pub insecure_registries: Vec<String>,
     /// Ports of this node its bridge containers may open.
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
+    /// The node's resolvers, for the containers' DNS (`None`: `/etc/resolv.conf`).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 struct RunEntry {
@@ -122,7 +125,11 @@ impl Executor {
             plain_http_registries: config.insecure_registries.clone(),
             ..PullConfig::default()
         };
-        let network = network::Network::new(&config.data_dir, &config.container_node_ports);
+        let network = network::Network::new(
+            &config.data_dir,
+            &config.container_node_ports,
+            config.resolv_conf.clone(),
+        );
         let shared = Shared {
             network,
             config,
@@ -162,6 +169,11 @@ impl Executor {
     /// The node's mesh peers, from the master.
     pub async fn set_mesh(&self, peers: Vec<cloudos_cluster::mesh::MeshPeer>) {
         self.shared.network.set_mesh(peers).await;
+    }
+
+    /// The services' table from the master: the node's DNS and its NAT table follow it.
+    pub async fn set_services(&self, table: cloudos_cluster::routing::ServiceTable) {
+        self.shared.network.set_services(table).await;
     }
 
     /// Every run the node knows, for the hello.

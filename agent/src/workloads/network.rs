@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 
 use cloudos_cluster::mesh::{MeshHello, MeshPeer};
 use cloudos_cluster::publish::NodePort;
+use cloudos_cluster::routing::{ServiceTable, DOMAIN};
 use cloudos_cluster::subnets;
 use cloudos_cluster::workload::{PortMapping, Protocol};
 use cloudos_containernet::attach::{self, Attached};
 use cloudos_containernet::mesh::{self, MeshKey};
-use cloudos_containernet::{bridge, nat, NetError};
+use cloudos_containernet::{bridge, fence, nat, NetError};
 use ipnet::Ipv4Net;
 use tokio::sync::Mutex;
 
@@ -32,6 +33,11 @@ pub(super) struct Attachment {
     pub run: String,
     /// The namespace file the container joins.
     pub netns: PathBuf,
+    /// The run's `resolv.conf`, naming the node's DNS; `None` when that is not serving
+    /// (the container then has the node's own).
+    pub resolv_conf: Option<PathBuf>,
+    /// The container's address on the bridge.
+    pub address: std::net::Ipv4Addr,
 }
 
 struct Inner {
@@ -48,10 +54,20 @@ struct Inner {
     swept: bool,
     /// Attached runs: their address, link and published ports.
     runs: BTreeMap<String, (Attached, Vec<PortMapping>)>,
+    /// The services, as the master sent them last.
+    services: ServiceTable,
+    /// The service range made unreachable.
+    fenced: Option<Ipv4Net>,
+    /// The node's DNS for its containers, once a run is on the bridge.
+    dns: Option<super::dns::DnsServer>,
 }
 
 pub(super) struct Network {
     dir: PathBuf,
+    /// Each run's resolv.conf, `<data>/network/resolv/<run>`.
+    resolv_dir: PathBuf,
+    /// The node's own resolv.conf: the DNS forwards to its resolvers.
+    host_resolv: PathBuf,
     /// The node's WireGuard key; `Err`: why the node takes no part in the mesh.
     key: Result<MeshKey, String>,
     /// Ports of the node its containers may open (the admin's allow list).
@@ -60,7 +76,7 @@ pub(super) struct Network {
 }
 
 impl Network {
-    pub fn new(data_dir: &Path, node_ports: &[NodePort]) -> Network {
+    pub fn new(data_dir: &Path, node_ports: &[NodePort], resolv: Option<PathBuf>) -> Network {
         let key = MeshKey::load_or_create(&data_dir.join("network").join("mesh.key"))
             .map_err(|e| format!("this node takes no part in the mesh: {e}"));
         if let Err(e) = &key {
@@ -68,6 +84,8 @@ impl Network {
         }
         Network {
             dir: data_dir.join("network").join("netns"),
+            resolv_dir: data_dir.join("network").join("resolv"),
+            host_resolv: resolv.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             key,
             node_ports: node_ports.to_vec(),
             inner: Mutex::new(Inner {
@@ -77,6 +95,9 @@ impl Network {
                 masters: Vec::new(),
                 swept: false,
                 runs: BTreeMap::new(),
+                services: ServiceTable::default(),
+                fenced: None,
+                dns: None,
             }),
         }
     }
@@ -111,6 +132,41 @@ impl Network {
         if let (Some(subnet), false) = (inner.subnet, inner.runs.is_empty()) {
             if let Err(e) = self.apply_rules(subnet, &inner).await {
                 log::warn!("cannot close the master's address to containers: {e}");
+            }
+        }
+    }
+
+    /// The services from the master: their names for the node's DNS, their addresses and
+    /// routed ports for the NAT table, their range closed to everything else.
+    pub async fn set_services(&self, table: ServiceTable) {
+        let mut inner = self.inner.lock().await;
+        if inner.services == table {
+            return;
+        }
+        if let Some(dns) = &inner.dns {
+            dns.set_names(super::dns::Names::from_table(&table));
+        }
+        inner.services = table;
+        let range = match inner.services.range.parse::<Ipv4Net>() {
+            Ok(range) => Some(range.trunc()),
+            Err(_) if inner.services.range.is_empty() => None,
+            Err(_) => {
+                log::error!(
+                    "the master's service range {:?} is not one",
+                    inner.services.range
+                );
+                None
+            }
+        };
+        if range != inner.fenced {
+            match fence_range(inner.fenced, range).await {
+                Ok(()) => inner.fenced = range,
+                Err(e) => log::warn!("cannot close the service range: {e}"),
+            }
+        }
+        if let Some(subnet) = inner.subnet {
+            if let Err(e) = self.apply_rules(subnet, &inner).await {
+                log::error!("cannot route the services: {e}");
             }
         }
     }
@@ -181,6 +237,7 @@ impl Network {
         let handle = cloudos_containernet::connect().map_err(|e| e.to_string())?;
         if !inner.swept {
             sweep(&handle, &self.dir).await;
+            let _ = std::fs::remove_dir_all(&self.resolv_dir);
             inner.swept = true;
         }
         if let Some((other, port)) = port_in_use(&inner.runs, publish) {
@@ -195,6 +252,11 @@ impl Network {
         let index = bridge::ensure(&handle, bridge::BRIDGE, &on_bridge)
             .await
             .map_err(|e| format!("cannot set up the node's bridge: {e}"))?;
+        self.serve_dns(&mut inner, gateway).await;
+        let resolv_conf = match &inner.dns {
+            Some(dns) => Some(self.write_resolv(run, dns.address())?),
+            None => None,
+        };
         let address = subnets::container_addresses(&subnet)
             .find(|a| !inner.runs.values().any(|(at, _)| at.address.addr() == *a))
             .ok_or_else(|| format!("the node's container subnet {subnet} is full"))?;
@@ -215,6 +277,8 @@ impl Network {
         Ok(Attachment {
             run: run.to_owned(),
             netns,
+            resolv_conf,
+            address: address.addr(),
         })
     }
 
@@ -238,7 +302,60 @@ impl Network {
         if let Err(e) = result {
             log::warn!("cannot take run {} off the bridge: {e}", attachment.run);
         }
+        if let Some(path) = &attachment.resolv_conf {
+            let _ = std::fs::remove_file(path);
+        }
     }
+
+    /// Starts the node's DNS on the bridge's `gateway` unless it serves there already. A
+    /// port taken (another DNS server on the node's every address) is logged: containers
+    /// then resolve through the node's own resolv.conf, without service names.
+    async fn serve_dns(&self, inner: &mut Inner, gateway: std::net::Ipv4Addr) {
+        if inner.dns.as_ref().is_some_and(|d| d.address() == gateway) {
+            return;
+        }
+        inner.dns = None;
+        let names = super::dns::Names::from_table(&inner.services);
+        match super::dns::DnsServer::start(gateway, names, self.host_resolv.clone()).await {
+            Ok(dns) => inner.dns = Some(dns),
+            Err(e) => log::error!(
+                "no DNS for containers on {gateway}:53 ({e}): they resolve through the node's \
+                 resolvers, without the names of services"
+            ),
+        }
+    }
+
+    /// Writes run `run`'s resolv.conf: the node's DNS, the service zone searched first,
+    /// then the node's own search domains.
+    fn write_resolv(&self, run: &str, dns: std::net::Ipv4Addr) -> Result<PathBuf, String> {
+        let host = std::fs::read_to_string(&self.host_resolv).unwrap_or_default();
+        let search: Vec<&str> = host
+            .lines()
+            .filter_map(|l| l.strip_prefix("search "))
+            .flat_map(str::split_whitespace)
+            .collect();
+        let text = format!(
+            "# The node's DNS: services by name (NAME or NAME.{DOMAIN}), the rest through \
+             the node's resolvers.\nnameserver {dns}\nsearch {DOMAIN} {}\n",
+            search.join(" ")
+        );
+        std::fs::create_dir_all(&self.resolv_dir)
+            .and_then(|()| std::fs::write(self.resolv_dir.join(run), text))
+            .map_err(|e| format!("cannot write the run's resolv.conf: {e}"))?;
+        Ok(self.resolv_dir.join(run))
+    }
+}
+
+/// Makes `new` unreachable and `old` reachable again (the range changed).
+async fn fence_range(old: Option<Ipv4Net>, new: Option<Ipv4Net>) -> Result<(), NetError> {
+    let handle = cloudos_containernet::connect()?;
+    if let Some(old) = old {
+        fence::open(&handle, old).await?;
+    }
+    if let Some(new) = new {
+        fence::close(&handle, new).await?;
+    }
+    Ok(())
 }
 
 /// Refuses a subnet that overlaps a network this node is on (the master checks only its
@@ -332,6 +449,13 @@ impl Network {
             .map(|p| (protocol(p.protocol), p.port))
             .collect();
         rules.blocked = inner.masters.clone();
+        if inner.dns.is_some() {
+            // The node's DNS on the gateway.
+            rules
+                .node_ports
+                .extend([(nat::Protocol::Udp, 53), (nat::Protocol::Tcp, 53)]);
+        }
+        rules.balances = balances(&inner.services, &rules.forwards);
         // A netlink round trip: short, but off the async threads all the same.
         tokio::task::spawn_blocking(move || nat::apply(&rules))
             .await
@@ -365,10 +489,39 @@ fn rules(subnet: Ipv4Net, runs: &BTreeMap<String, (Attached, Vec<PortMapping>)>)
         forwards,
         // Containers' traffic to other nodes' containers keeps its addresses.
         mesh_link: Some(mesh::MESH_LINK.to_owned()),
-        // The guard's lists: `Network::apply_rules` fills them in.
+        // The guard's lists and the services: `Network::apply_rules` fills them in.
         node_ports: Vec::new(),
         blocked: Vec::new(),
+        balances: Vec::new(),
     }
+}
+
+/// The services as the node's table routes them: each address over its running replicas,
+/// and its published ports, but those a run of this node publishes itself (its own
+/// replica there takes them).
+fn balances(table: &ServiceTable, forwards: &[nat::Forward]) -> Vec<nat::Balance> {
+    table
+        .services
+        .iter()
+        .map(|service| nat::Balance {
+            address: service.address,
+            backends: service.replicas.clone(),
+            ports: service
+                .publish
+                .iter()
+                .map(|p| nat::RoutedPort {
+                    protocol: protocol(p.protocol),
+                    host_port: p.host,
+                    container_port: p.container,
+                })
+                .filter(|p| {
+                    !forwards
+                        .iter()
+                        .any(|f| f.protocol == p.protocol && f.host_port == p.host_port)
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Removes what an earlier agent left: every namespace under `dir` with its veth.

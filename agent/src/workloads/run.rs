@@ -113,10 +113,15 @@ async fn run_inner(
         &prepared.layers,
         &prepared.config,
         &output_dir,
-        attachment.as_ref().map(|at| at.netns.as_path()),
+        attachment
+            .as_ref()
+            .map(|at| (at.netns.as_path(), at.resolv_conf.as_deref())),
     );
     let end = match spec {
-        Ok(spec) => containers(shared, a, spec, &output_dir, stop, log_from).await,
+        Ok(spec) => {
+            let address = attachment.as_ref().map(|at| at.address);
+            containers(shared, a, (spec, address), &output_dir, stop, log_from).await
+        }
         Err(reason) => failed(reason),
     };
     if let Some(attachment) = &attachment {
@@ -130,7 +135,7 @@ async fn run_inner(
 async fn containers(
     shared: &Arc<Shared>,
     a: &RunAssignment,
-    spec: ContainerSpec,
+    (spec, address): (ContainerSpec, Option<std::net::Ipv4Addr>),
     output_dir: &PathBuf,
     stop: &mut watch::Receiver<bool>,
     log_from: watch::Receiver<(u64, u64)>,
@@ -161,7 +166,9 @@ async fn containers(
             return failed(start_error(&e));
         }
         let up_since = Instant::now();
-        shared.report(&a.run, RunState::Running { restarts }).await;
+        shared
+            .report(&a.run, RunState::Running { restarts, address })
+            .await;
         let paths = match &shared.runtime {
             Ok(rt) => rt.log_paths(&a.run),
             Err(e) => return failed(e.clone()),
@@ -333,6 +340,7 @@ mod tests {
             },
             insecure_registries: Vec::new(),
             container_node_ports: Vec::new(),
+            resolv_conf: None,
         });
         let run = "../../escaped";
         let assignment: RunAssignment = serde_json::from_value(serde_json::json!({

@@ -11,7 +11,8 @@ use super::image::{self, ImageRunConfig};
 
 /// The container for run `run` of `spec`, from the image's unpacked `layers` (bottom
 /// first) and its `config`, with `/output` bound to `output_dir` and, on the bridge, the
-/// network namespace the run was given at `netns`. The error is the reason the run fails,
+/// network namespace the run was given at `netns` (and its resolv.conf, naming the node's
+/// DNS). The error is the reason the run fails,
 /// in words for the person who asked for it.
 pub(super) fn container_spec(
     run: &str,
@@ -19,8 +20,9 @@ pub(super) fn container_spec(
     layers: &[PathBuf],
     config: &ImageRunConfig,
     output_dir: &Path,
-    netns: Option<&Path>,
+    bridge: Option<(&Path, Option<&Path>)>,
 ) -> Result<ContainerSpec, String> {
+    let netns = bridge.map(|(netns, _)| netns);
     let args = image::argv(spec, config)?;
     let user = image::user(spec, config)?.map(|(uid, gid)| User { uid, gid });
     Ok(ContainerSpec {
@@ -50,6 +52,7 @@ pub(super) fn container_spec(
             }
         },
         hostname: None,
+        resolv_conf: bridge.and_then(|(_, resolv)| resolv).map(Path::to_path_buf),
     })
 }
 
@@ -78,7 +81,9 @@ mod tests {
 
     fn build(spec: &WorkloadSpec, image: &ImageRunConfig) -> Result<ContainerSpec, String> {
         let netns = Path::new("/data/network/netns/r-1");
-        container_spec(RUN, spec, &layers(), image, Path::new(OUTPUT), Some(netns))
+        let resolv = Path::new("/data/network/resolv/r-1");
+        let bridge = Some((netns, Some(resolv)));
+        container_spec(RUN, spec, &layers(), image, Path::new(OUTPUT), bridge)
     }
 
     /// The container a bare spec makes from the busybox-like image: everything from the
@@ -104,6 +109,7 @@ mod tests {
             output_dir: Some(OUTPUT.into()),
             network: ContainerNetwork::Join("/data/network/netns/r-1".into()),
             hostname: None,
+            resolv_conf: Some("/data/network/resolv/r-1".into()),
         }
     }
 

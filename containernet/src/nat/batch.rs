@@ -263,6 +263,15 @@ mod tests {
             mesh_link: Some("cloudos-wg".into()),
             node_ports: vec![(Protocol::Tcp, 9101)],
             blocked: vec!["192.0.2.10".parse().unwrap()],
+            balances: vec![super::super::Balance {
+                address: "10.251.0.1".parse().unwrap(),
+                backends: vec!["10.250.3.9".parse().unwrap(), "10.250.4.2".parse().unwrap()],
+                ports: vec![super::super::RoutedPort {
+                    protocol: Protocol::Tcp,
+                    host_port: 8080,
+                    container_port: 80,
+                }],
+            }],
         }
     }
 

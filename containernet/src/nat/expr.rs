@@ -160,6 +160,43 @@ pub fn dnat(address: Ipv4Addr, port: u16) -> Vec<Expressions> {
     ]
 }
 
+/// `dnat to ADDRESS`: the destination address only; the port stays (a service's address
+/// takes every port).
+pub fn dnat_address(address: Ipv4Addr) -> Vec<Expressions> {
+    vec![
+        immediate(Register::Reg1, address.octets()),
+        Expressions::Other {
+            expression_type: wire::NAT.into(),
+            attributes: vec![
+                u32_nla(wire::NFTA_NAT_TYPE, wire::NFT_NAT_DNAT),
+                u32_nla(
+                    wire::NFTA_NAT_FAMILY,
+                    u8::from(NetfilterProtoFamily::IPv4).into(),
+                ),
+                u32_nla(wire::NFTA_NAT_REG_ADDR_MIN, Register::Reg1.into()),
+                u32_nla(wire::NFTA_NAT_FLAGS, wire::NF_NAT_RANGE_MAP_IPS),
+            ],
+        },
+    ]
+}
+
+/// `numgen random mod MODULUS == 0`: true once in `modulus` times, drawn afresh for each
+/// packet that meets it (in a NAT chain: each new connection).
+pub fn one_in(modulus: u32) -> Vec<Expressions> {
+    vec![
+        Expressions::Other {
+            expression_type: wire::NUMGEN.into(),
+            attributes: vec![
+                u32_nla(wire::NFTA_NG_DREG, Register::Reg1.into()),
+                u32_nla(wire::NFTA_NG_MODULUS, modulus),
+                u32_nla(wire::NFTA_NG_TYPE, wire::NFT_NG_RANDOM),
+            ],
+        },
+        // Zero is zero in either byte order.
+        cmp(Operator::Equal, [0; 4]),
+    ]
+}
+
 /// `masquerade`: the source becomes the output link's address.
 pub fn masquerade() -> Vec<Expressions> {
     vec![Expressions::Other {

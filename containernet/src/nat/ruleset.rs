@@ -12,7 +12,7 @@ use netlink_packet_netfilter::nftables::{
 };
 
 use super::batch::Command;
-use super::{expr, wire, Forward, Protocol, Rules, TABLE};
+use super::{expr, wire, Balance, Forward, Protocol, RoutedPort, Rules, TABLE};
 use crate::NetError;
 
 /// A base chain of the table. Each is named after its hook, as nft names them.
@@ -168,8 +168,110 @@ fn table_rules(rules: &Rules) -> Vec<Rule> {
         why: "a published port, for the node's own connections to its own addresses (loopback would need route_localnet)",
         exprs: [expr::ip_daddr(Operator::NotEqual, LOOPBACK), forward_exprs(forward)].concat(),
     }));
+    out.extend(balance_rules(rules));
     out.extend(guard_rules(rules));
     out
+}
+
+/// The services: each address, and each routed port, as one rule per backend in
+/// prerouting and again in output. The backends are tried in order, the i-th of n taken
+/// with chance 1/(n-i) (the last always), which gives each 1/n: stateless, no set or map.
+/// In NAT chains only a connection's first packet meets these; conntrack keeps the rest
+/// of it on the backend chosen.
+fn balance_rules(rules: &Rules) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let routes = rules.balances.iter().any(|b| !b.ports.is_empty());
+    if let (Some(mesh), true) = (&rules.mesh_link, routes) {
+        // The routing mesh: a caller from outside reaching a replica on another node is
+        // seen by it from this node's mesh address, so the answer comes back here to be
+        // translated (and the peer takes only sources of this node's subnet).
+        let bridge = rules.bridge.as_str();
+        out.push(Rule {
+            chain: &POSTROUTING,
+            text: format!("iifname != \"{bridge}\" oifname \"{mesh}\" ct status dnat masquerade"),
+            why: "routing mesh: a published service's caller reaches a replica on another node from this node",
+            exprs: [
+                expr::iifname(Operator::NotEqual, bridge),
+                expr::oifname(Operator::Equal, mesh),
+                expr::ct_status_dnat(),
+                expr::masquerade(),
+            ]
+            .concat(),
+        });
+    }
+    for balance in &rules.balances {
+        let vip = Ipv4Net::from(balance.address);
+        for (i, backend) in balance.backends.iter().enumerate() {
+            let (pick_text, pick) = pick(i, balance.backends.len());
+            for chain in [&PREROUTING, &OUTPUT] {
+                out.push(Rule {
+                    chain,
+                    text: format!("ip daddr {}{pick_text} dnat to {backend}", balance.address),
+                    why: "a service's address: each new connection goes to one of its replicas",
+                    exprs: [
+                        expr::ip_daddr(Operator::Equal, vip),
+                        pick.clone(),
+                        expr::dnat_address(*backend),
+                    ]
+                    .concat(),
+                });
+            }
+        }
+        for port in &balance.ports {
+            for (i, backend) in balance.backends.iter().enumerate() {
+                let (pick_text, pick) = pick(i, balance.backends.len());
+                let text = routed_text(port, &pick_text, *backend);
+                out.push(Rule {
+                    chain: &PREROUTING,
+                    text: text.clone(),
+                    why: "routing mesh: a service's published port on a node without its own replica",
+                    exprs: routed_exprs(port, pick.clone(), *backend),
+                });
+                out.push(Rule {
+                    chain: &OUTPUT,
+                    text: format!("ip daddr != {LOOPBACK} {text}"),
+                    why: "routing mesh, for the node's own connections to its own addresses",
+                    exprs: [
+                        expr::ip_daddr(Operator::NotEqual, LOOPBACK),
+                        routed_exprs(port, pick, *backend),
+                    ]
+                    .concat(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The chance the `i`-th of `n` backends is taken, as text and expressions: none for the
+/// last one (every connection that got this far).
+fn pick(i: usize, n: usize) -> (String, Vec<Expressions>) {
+    let left = u32::try_from(n - i).unwrap_or(u32::MAX);
+    if left <= 1 {
+        return (String::new(), Vec::new());
+    }
+    (
+        format!(" numgen random mod {left} == 0"),
+        expr::one_in(left),
+    )
+}
+
+fn routed_text(port: &RoutedPort, pick: &str, backend: Ipv4Addr) -> String {
+    format!(
+        "fib daddr type local meta l4proto {} th dport {}{pick} dnat to {backend}:{}",
+        port.protocol, port.host_port, port.container_port
+    )
+}
+
+fn routed_exprs(port: &RoutedPort, pick: Vec<Expressions>, backend: Ipv4Addr) -> Vec<Expressions> {
+    [
+        expr::fib_daddr_local(),
+        expr::l4proto(ip_protocol(port.protocol)),
+        expr::th_dport(port.host_port),
+        pick,
+        expr::dnat(backend, port.container_port),
+    ]
+    .concat()
 }
 
 /// The guard: what containers may reach of the node, and past it. A container's packets
@@ -318,6 +420,9 @@ fn check(rules: &Rules) -> Result<(), NetError> {
             ));
         }
     }
+    for balance in &rules.balances {
+        check_balance(balance, &mut published).map_err(NetError::BadRules)?;
+    }
     if let Some((protocol, _)) = rules.node_ports.iter().find(|(_, port)| *port == 0) {
         return bad(format!(
             "{protocol} port 0 of the node opened to containers: port 0 is no port"
@@ -328,6 +433,29 @@ fn check(rules: &Rules) -> Result<(), NetError> {
         return bad(format!(
             "{address} is blocked but inside the containers' subnet {subnet}: what crosses the bridge between containers meets these rules only where the kernel hands bridged packets to them (br_netfilter)"
         ));
+    }
+    Ok(())
+}
+
+/// A service's routed ports are no port 0, and no host port another rule has taken
+/// (`published`: the node's own forwards and the services checked before).
+fn check_balance(
+    balance: &Balance,
+    published: &mut BTreeSet<(Protocol, u16)>,
+) -> Result<(), String> {
+    for port in &balance.ports {
+        if port.host_port == 0 || port.container_port == 0 {
+            return Err(format!(
+                "{} port {} of service {}: port 0 is no port",
+                port.protocol, port.host_port, balance.address
+            ));
+        }
+        if !published.insert((port.protocol, port.host_port)) {
+            return Err(format!(
+                "{} port {} is published twice (service {})",
+                port.protocol, port.host_port, balance.address
+            ));
+        }
     }
     Ok(())
 }
@@ -403,6 +531,7 @@ mod tests {
             mesh_link: None,
             node_ports: Vec::new(),
             blocked: Vec::new(),
+            balances: Vec::new(),
         }
     }
 
@@ -774,5 +903,112 @@ mod tests {
             assert_eq!(usize::from(tlv[1]), tlv.len() - 2);
             assert_eq!(tlv.last(), Some(&0));
         }
+    }
+
+    fn web_service(backends: &[&str], ports: Vec<RoutedPort>) -> Balance {
+        Balance {
+            address: Ipv4Addr::new(10, 251, 0, 1),
+            backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
+            ports,
+        }
+    }
+
+    const ROUTED: RoutedPort = RoutedPort {
+        protocol: Protocol::Tcp,
+        host_port: 9090,
+        container_port: 80,
+    };
+
+    #[test]
+    fn a_service_address_takes_each_backend_with_the_same_chance_in_both_nat_chains() {
+        let with = Rules {
+            mesh_link: Some("cloudos-wg".into()),
+            balances: vec![web_service(
+                &["10.250.3.2", "10.250.4.2", "10.250.5.2"],
+                Vec::new(),
+            )],
+            ..rules(vec![])
+        };
+        let texts: Vec<_> = table_rules(&with)
+            .into_iter()
+            .filter(|r| r.text.contains("10.251.0.1"))
+            .map(|r| format!("{}: {}", r.chain.name, r.text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "prerouting: ip daddr 10.251.0.1 numgen random mod 3 == 0 dnat to 10.250.3.2",
+                "output: ip daddr 10.251.0.1 numgen random mod 3 == 0 dnat to 10.250.3.2",
+                "prerouting: ip daddr 10.251.0.1 numgen random mod 2 == 0 dnat to 10.250.4.2",
+                "output: ip daddr 10.251.0.1 numgen random mod 2 == 0 dnat to 10.250.4.2",
+                "prerouting: ip daddr 10.251.0.1 dnat to 10.250.5.2",
+                "output: ip daddr 10.251.0.1 dnat to 10.250.5.2",
+            ]
+        );
+        let made = table_rules(&with);
+        let first = made.iter().find(|r| r.text.contains("mod 3")).unwrap();
+        assert_eq!(
+            kinds(&first.exprs),
+            ["payload", "cmp", "numgen", "cmp", "immediate", "nat"],
+            "a /32 needs no mask; the port is left alone"
+        );
+        // No routed port: no routing-mesh masquerade either.
+        assert!(!made.iter().any(|r| r.text.contains("iifname !=")));
+        // No backend: no rule at all (the address is unreachable by the route).
+        let none = Rules {
+            balances: vec![web_service(&[], vec![ROUTED])],
+            ..with.clone()
+        };
+        assert!(!table_rules(&none)
+            .iter()
+            .any(|r| r.text.contains("dnat to 10.250")));
+    }
+
+    #[test]
+    fn a_routed_port_reaches_the_backends_and_their_answers_come_back_through_this_node() {
+        let with = Rules {
+            mesh_link: Some("cloudos-wg".into()),
+            balances: vec![web_service(&["10.250.4.2", "10.250.5.2"], vec![ROUTED])],
+            ..rules(vec![web()])
+        };
+        let texts: Vec<_> = table_rules(&with)
+            .into_iter()
+            .filter(|r| r.text.contains("9090") || r.text.starts_with("iifname !="))
+            .map(|r| format!("{}: {}", r.chain.name, r.text))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "postrouting: iifname != \"cloudos0\" oifname \"cloudos-wg\" ct status dnat masquerade",
+                "prerouting: fib daddr type local meta l4proto tcp th dport 9090 numgen random mod 2 == 0 dnat to 10.250.4.2:80",
+                "output: ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp th dport 9090 numgen random mod 2 == 0 dnat to 10.250.4.2:80",
+                "prerouting: fib daddr type local meta l4proto tcp th dport 9090 dnat to 10.250.5.2:80",
+                "output: ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp th dport 9090 dnat to 10.250.5.2:80",
+            ]
+        );
+        // A routed port the node forwards to a container of its own already is refused.
+        let twice = Rules {
+            balances: vec![web_service(
+                &["10.250.4.2"],
+                vec![RoutedPort {
+                    host_port: 8080,
+                    ..ROUTED
+                }],
+            )],
+            ..with.clone()
+        };
+        let err = replace(&twice).unwrap_err().to_string();
+        assert!(err.contains("tcp port 8080 is published twice"), "{err}");
+        let zero = Rules {
+            balances: vec![web_service(
+                &["10.250.4.2"],
+                vec![RoutedPort {
+                    container_port: 0,
+                    ..ROUTED
+                }],
+            )],
+            ..with
+        };
+        assert!(replace(&zero).is_err());
     }
 }

@@ -62,6 +62,14 @@ pub const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 // rtnetlink.h: the address type `fib ... type` loads (host byte order, 4 bytes).
 pub const RTN_LOCAL: u32 = libc::RTN_LOCAL as u32;
 
+// nf_tables.h, enum nft_ng_attributes and enum nft_ng_types: `numgen random mod N`
+// loads a random number below N (a u32, host byte order).
+pub const NUMGEN: &str = "numgen";
+pub const NFTA_NG_DREG: u16 = 1;
+pub const NFTA_NG_MODULUS: u16 = 2;
+pub const NFTA_NG_TYPE: u16 = 3;
+pub const NFT_NG_RANDOM: u32 = libc::NFT_NG_RANDOM as u32;
+
 // nf_tables.h, enum nft_ct_attributes and enum nft_ct_keys.
 pub const CT: &str = "ct";
 pub const NFTA_CT_DREG: u16 = 1;

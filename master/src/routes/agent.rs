@@ -128,6 +128,9 @@ async fn session(
         } else {
             crate::mesh::announce_to(&state.roster, &name);
         }
+        // The services the node routes; later changes come as they happen.
+        let table = state.workloads.routed();
+        state.roster.send(&name, MasterMessage::Services(table));
         // Reconciliation messages go through the control channel, after the welcome.
         let (s, node, runs) = (Arc::clone(&state), name.clone(), hello.runs);
         let reconciled =
@@ -153,7 +156,7 @@ fn container_subnet(state: &MasterState, name: &str) -> Option<String> {
     match given {
         Ok(subnet) => Some(subnet.to_string()),
         Err(e) => {
-            log::error!("node {name} gets no container subnet: {e}");
+            log::error!("node {name} gets no container subnet (the setting container_range): {e}");
             None
         }
     }

@@ -67,6 +67,10 @@ pub enum BookError {
     IsReplica { id: String, service: String },
     #[error("replicas must be between 0 and {max}, not {given}")]
     Replicas { given: u32, max: u32 },
+    #[error("every address of the service range {range} is a service's; delete services or give the master a larger service_range")]
+    NoServiceAddress { range: ipnet::Ipv4Net },
+    #[error("host port {port} is published by service {service} already, on every node (the routing mesh); choose another host port")]
+    PortPublished { port: String, service: String },
 }
 
 /// A node as the book needs it: the scheduler's view without the allocations, which the
@@ -96,6 +100,8 @@ pub struct Book {
     /// master restart a replacement is one replica too many and, having the highest
     /// index, is the one the count rule of [`Book::reconcile_services`] removes.
     surges: BTreeMap<String, drain::Surge>,
+    /// Where services' virtual addresses come from (`None`: services get none).
+    service_range: Option<ipnet::Ipv4Net>,
 }
 
 /// The node ports a spec publishes, as the scheduler counts them.
@@ -144,6 +150,7 @@ impl Book {
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             avoid: BTreeMap::new(),
             surges: BTreeMap::new(),
+            service_range: None,
         }
     }
 
@@ -206,6 +213,7 @@ impl Book {
         Some(ServiceInfo {
             name: record.name.clone(),
             spec: record.spec.clone(),
+            address: record.address,
             replicas: record.replicas,
             running: instances
                 .iter()
@@ -258,6 +266,7 @@ impl Book {
                 .messages
                 .push((node.clone(), MasterMessage::Stop { run: run.clone() }));
         }
+        task.address = None;
         task.state = TaskState::Cancelled;
         task.reason = Some("cancelled".into());
         task.finished_at = Some(now);
@@ -276,11 +285,17 @@ impl Book {
             return Err(BookError::ServiceExists(request.name));
         }
         check_replicas(request.replicas)?;
+        self.check_published(&request.name, &request.spec)?;
+        let address = match self.service_range {
+            Some(range) => Some(self.free_service_address(range)?),
+            None => None,
+        };
         let record = ServiceRecord {
             name: request.name.clone(),
             spec: request.spec,
             replicas: request.replicas,
             created_at: now,
+            address,
         };
         self.services.insert(record.name.clone(), record.clone());
         let mut effects = Effects {
@@ -444,6 +459,7 @@ impl Book {
         let node = task.node.take().unwrap_or_default();
         self.avoid.entry(id.to_owned()).or_default().push(node);
         task.pull = None;
+        task.address = None;
         if task.service.is_some() || task.attempts <= task.retries {
             task.state = TaskState::Queued;
             task.reason = Some(format!("{why}; queued again"));
@@ -580,7 +596,7 @@ impl Book {
             }
             return effects;
         };
-        let before = (task.state, task.restarts, task.reason.clone());
+        let before = (task.state, task.restarts, task.reason.clone(), task.address);
         match &report.state {
             RunState::Pulling { progress } => {
                 // A late progress report must not take a running task back.
@@ -588,10 +604,11 @@ impl Book {
                     task.pull = Some(*progress);
                 }
             }
-            RunState::Running { restarts } => {
+            RunState::Running { restarts, address } => {
                 task.state = TaskState::Running;
                 task.pull = None;
                 task.restarts = *restarts;
+                task.address = *address;
                 task.started_at.get_or_insert(now);
             }
             RunState::Exited {
@@ -604,6 +621,8 @@ impl Book {
                 task.signal = *signal;
                 task.oom_killed = *oom_killed;
                 task.pull = None;
+                // Out of the services' rotation until it runs again.
+                task.address = None;
                 if output_bytes.is_some() {
                     task.output_bytes = *output_bytes;
                 }
@@ -627,18 +646,20 @@ impl Book {
                 }
             }
             RunState::Failed { reason } => {
+                task.address = None;
                 task.state = TaskState::Failed;
                 task.reason = Some(reason.clone());
                 task.pull = None;
                 task.finished_at = Some(now);
             }
             RunState::Stopped => {
+                task.address = None;
                 task.state = TaskState::Cancelled;
                 task.reason = Some("stopped on its node".into());
                 task.finished_at = Some(now);
             }
         }
-        if (task.state, task.restarts, task.reason.clone()) != before
+        if (task.state, task.restarts, task.reason.clone(), task.address) != before
             || matches!(report.state, RunState::Exited { .. })
         {
             effects.save_tasks.push(task.clone());
@@ -745,6 +766,7 @@ pub fn exit_reason(code: Option<i32>, signal: Option<i32>, oom: bool, memory: u6
 }
 
 mod drain;
+mod routing;
 
 pub use drain::DrainPass;
 

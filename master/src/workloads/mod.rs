@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::MasterMessage;
+use cloudos_cluster::routing::ServiceTable;
 use cloudos_cluster::workload::{LogChunk, LogStream, RetentionInfo};
 use cloudos_cluster::Role;
 use cloudos_scheduler::{Resources, Scheduler};
@@ -57,6 +58,8 @@ pub struct Workloads {
     /// The architectures of images, for placement.
     pub platforms: platforms::ImagePlatforms,
     pub retention: Retention,
+    /// The service table the nodes were sent last (`cloudos_cluster::routing`).
+    routed: Mutex<ServiceTable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,7 @@ impl Workloads {
         policy: &str,
         insecure_registries: &[String],
         retention: Retention,
+        service_range: ipnet::Ipv4Net,
     ) -> Result<Self, WorkloadsError> {
         for path in [dir.clone(), dir.join("logs"), dir.join("outputs")] {
             cloudos_cluster::files::create_private_dir(&path)
@@ -87,9 +91,19 @@ impl Workloads {
         }
         let policy = cloudos_scheduler::policy_by_name(policy)
             .ok_or_else(|| WorkloadsError::Policy(policy.to_owned()))?;
-        let book = Book::load(store.list_tasks()?, store.list_services()?);
+        let mut book = Book::load(store.list_tasks()?, store.list_services()?);
+        // Services an older master made, or made with another range, get their address.
+        let addressed = book.set_service_range(service_range);
+        store.write_workloads(&WorkloadWrite {
+            save_tasks: &[],
+            delete_tasks: &[],
+            save_services: &addressed.save_services,
+            delete_services: &[],
+        })?;
+        let routed = Mutex::new(book.service_table());
         Ok(Workloads {
             book: Mutex::new(book),
+            routed,
             scheduler: Scheduler::new(policy),
             dir,
             log_lock: Mutex::new(()),
@@ -102,6 +116,14 @@ impl Workloads {
         // Plain data: a panic elsewhere while holding it leaves nothing half-done that
         // matters more than staying up.
         self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The service table as the nodes have it now: for a node that says hello.
+    pub fn routed(&self) -> ServiceTable {
+        self.routed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn scheduler(&self) -> &Scheduler {
@@ -262,17 +284,21 @@ where
             save(state, &effects)?;
             Ok((value, effects))
         });
-        match outcome {
+        let done = match outcome {
             Ok(done) => done,
             Err(e) => {
                 *book = before;
                 return Err(e);
             }
-        }
+        };
+        // Under the book's lock, so tables leave in the order of the changes.
+        route_services(state, book.service_table());
+        done
     };
     for id in &effects.delete_tasks {
         state.workloads.forget_files(id);
     }
+    // After the table: a replica that is stopped has left every node's rotation first.
     send_all(&state.roster, effects.messages);
     Ok(value)
 }
@@ -323,6 +349,25 @@ pub async fn sweep_loop(state: Arc<MasterState>) {
             Err(e) => log::error!("retention sweep failed: {e}"),
         }
     }
+}
+
+/// Sends every connected node `table` when it is not what they were sent last. A node
+/// that is not connected gets the table with its next welcome.
+fn route_services(state: &MasterState, table: ServiceTable) {
+    let mut routed = state
+        .workloads
+        .routed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if *routed == table {
+        return;
+    }
+    for node in state.roster.connected() {
+        state
+            .roster
+            .send(&node, MasterMessage::Services(table.clone()));
+    }
+    *routed = table;
 }
 
 fn send_all(roster: &Roster, messages: Vec<(String, MasterMessage)>) {

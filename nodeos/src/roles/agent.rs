@@ -55,6 +55,11 @@ pub struct AgentArgs {
     /// Every other port of the node is closed to them.
     #[arg(long, value_name = "PORT[/udp]")]
     pub container_node_port: Vec<cloudos_cluster::publish::NodePort>,
+    /// The resolv.conf whose resolvers the containers' DNS forwards the names it does not
+    /// answer to (a host whose /etc/resolv.conf names a stub on loopback may point at the
+    /// stub's own upstream list).
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
 }
 
 /// Labels in the syntax of `cloudos.labels`, checked by the same parser.
@@ -83,6 +88,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
         container_node_ports: settings.container_node_ports.clone(),
+        resolv_conf: None,
         after_join: None,
         set_clock: None,
         clock_report: None,
@@ -112,6 +118,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
         container_node_ports: args.container_node_port,
+        resolv_conf: Some(args.resolv_conf),
         after_join: None,
         set_clock: None,
         clock_report: None,

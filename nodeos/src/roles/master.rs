@@ -65,6 +65,11 @@ pub struct MasterArgs {
     #[arg(long, value_name = "CIDR", default_value = cloudos_cluster::subnets::DEFAULT_RANGE,
           value_parser = |v: &str| cloudos_cluster::subnets::ClusterRange::parse(v).map_err(|e| e.to_string()))]
     pub container_range: cloudos_cluster::subnets::ClusterRange,
+    /// The private range services' virtual addresses come from; it must not overlap a
+    /// network this machine is on, nor the container range.
+    #[arg(long, value_name = "CIDR", default_value = cloudos_cluster::routing::DEFAULT_SERVICE_RANGE,
+          value_parser = |v: &str| cloudos_cluster::subnets::ClusterRange::parse(v).map_err(|e| e.to_string()))]
+    pub service_range: cloudos_cluster::subnets::ClusterRange,
     /// How long finished tasks (their records, logs and outputs) are kept, e.g. 7d.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub keep_finished: Duration,
@@ -151,6 +156,7 @@ pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
     config.insecure_registries = args.insecure_registry;
     config.tls_san = args.tls_san;
     config.container_range = args.container_range;
+    config.service_range = args.service_range;
     config.retention = Retention {
         keep_finished: args.keep_finished,
         max_finished: args.keep_tasks,
@@ -187,6 +193,9 @@ pub fn config_from_settings(settings: &Settings) -> MasterConfig {
     config.tls_san = settings.tls_san.clone();
     if let Some(range) = settings.container_range {
         config.container_range = range;
+    }
+    if let Some(range) = settings.service_range {
+        config.service_range = range;
     }
     config.backups = match (&settings.backup_dir, &settings.backup_passphrase_file) {
         (Some(dir), Some(passphrase_file)) => Some(Schedule {

@@ -101,7 +101,13 @@ fn a_task_waits_with_a_reason_then_runs_to_success() {
 
     book.report(
         "n1",
-        &report("t-1.1", RunState::Running { restarts: 0 }),
+        &report(
+            "t-1.1",
+            RunState::Running {
+                restarts: 0,
+                address: None,
+            },
+        ),
         NOW,
     );
     assert_eq!(book.task("t-1").unwrap().state, TaskState::Running);
@@ -164,7 +170,13 @@ fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
     // The old node comes back and reports the old run: it is told to stop it.
     let effects = book.hello(
         "n1",
-        &[report("t-retry.1", RunState::Running { restarts: 0 })],
+        &[report(
+            "t-retry.1",
+            RunState::Running {
+                restarts: 0,
+                address: None,
+            },
+        )],
         NOW,
     );
     assert_eq!(
@@ -187,7 +199,13 @@ fn hello_assigns_again_what_the_node_does_not_have() {
     // A node reporting the run keeps it without a second assignment.
     let effects = book.hello(
         "n1",
-        &[report("t-1.1", RunState::Running { restarts: 0 })],
+        &[report(
+            "t-1.1",
+            RunState::Running {
+                restarts: 0,
+                address: None,
+            },
+        )],
         NOW,
     );
     assert!(assigned(&effects).is_empty());
@@ -213,7 +231,13 @@ fn cancel_stops_a_running_task_and_ignores_its_late_reports() {
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     book.report(
         "n1",
-        &report("t-1.1", RunState::Running { restarts: 0 }),
+        &report(
+            "t-1.1",
+            RunState::Running {
+                restarts: 0,
+                address: None,
+            },
+        ),
         NOW,
     );
     let (t, effects) = book.cancel("t-1", NOW).unwrap();
@@ -231,7 +255,13 @@ fn late_pull_progress_does_not_take_a_running_task_back() {
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     book.report(
         "n1",
-        &report("t-1.1", RunState::Running { restarts: 0 }),
+        &report(
+            "t-1.1",
+            RunState::Running {
+                restarts: 0,
+                address: None,
+            },
+        ),
         NOW,
     );
     let late = RunState::Pulling {
@@ -263,7 +293,17 @@ fn service_replicas_spread_and_move_off_a_dead_node() {
         "replicas share a node: {placed:?}"
     );
     for (n, run) in &placed {
-        book.report(n, &report(run, RunState::Running { restarts: 0 }), NOW);
+        book.report(
+            n,
+            &report(
+                run,
+                RunState::Running {
+                    restarts: 0,
+                    address: None,
+                },
+            ),
+            NOW,
+        );
     }
     assert_eq!(book.service("web").unwrap().running, 2);
 
@@ -282,7 +322,13 @@ fn service_replicas_spread_and_move_off_a_dead_node() {
     // A replica's exit is not final: its node restarts it.
     book.report(
         &moved[0].0,
-        &report(&moved[0].1, RunState::Running { restarts: 0 }),
+        &report(
+            &moved[0].1,
+            RunState::Running {
+                restarts: 0,
+                address: None,
+            },
+        ),
         NOW,
     );
     book.report(&moved[0].0, &report(&moved[0].1, exited(1)), NOW);

@@ -27,7 +27,10 @@ fn running(book: &mut Book, placed: &[(String, String)]) {
     for (node, run) in placed {
         let report = RunReport {
             run: run.clone(),
-            state: RunState::Running { restarts: 0 },
+            state: RunState::Running {
+                restarts: 0,
+                address: None,
+            },
         };
         book.report(node, &report, NOW);
     }
@@ -196,6 +199,7 @@ fn scaling_and_restarts_in_the_middle_of_a_move() {
         spec: spec(),
         replicas: 2,
         created_at: NOW,
+        address: None,
     }];
     let mut restarted = Book::load(saved, services);
     let effects = restarted.reconcile_services(NOW);
