@@ -119,7 +119,7 @@ pub enum NetError {
 
 /// What the node's table needs of the kernel, as modules (most kernels build them in).
 const NF_TABLES_MODULES: &str =
-    "nf_tables, nft_chain_nat, nft_masq, nft_nat, nft_fib_ipv4, nf_nat and nf_conntrack";
+    "nf_tables, nft_chain_nat, nft_masq, nft_nat, nft_fib_ipv4, nft_numgen, nf_nat and nf_conntrack";
 
 /// What an errno from nftables most likely means for the node's table, which names only
 /// what the same batch makes.
