@@ -370,8 +370,9 @@ fn fetch_from(admin: &Admin, site: &str, url: &str) -> (String, String) {
 /// Two compute VMs, one on the LAN and one on a home LAN behind a NAT router of the test's
 /// own: a container on each reaches the other's by its own address through the WireGuard
 /// mesh (the node behind the NAT dials out and keeps the path open; the other learns where
-/// it is from its handshakes). A capture on the LAN sees only WireGuard between them: never
-/// the page's marker, never a container's address. Removing the node behind the NAT takes
+/// it is from its handshakes), and by a service's name. A capture on the LAN sees only
+/// WireGuard between them: never the page's marker, never a container's address. The home
+/// service's published port answers on the LAN node too (the routing mesh). Removing the node behind the NAT takes
 /// its peer away: the LAN node's container can no longer reach its container.
 #[test]
 fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() {
@@ -401,18 +402,18 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
         "the node behind the NAT says its own address"
     );
 
-    for (name, site) in [("web-lan", "site=lan"), ("web-home", "site=home")] {
-        admin.ok(&[
-            "deploy",
-            name,
-            "--node-selector",
-            site,
-            BUSYBOX,
-            "--",
-            "sh",
-            "-c",
-            SERVE,
-        ]);
+    // The home server publishes port 8080: the LAN node, which has no replica of it,
+    // routes the port to it through the mesh (the routing mesh).
+    for (name, site, publish) in [
+        ("web-lan", "site=lan", None),
+        ("web-home", "site=home", Some("8080:80")),
+    ] {
+        let mut args = vec!["deploy", name, "--node-selector", site];
+        if let Some(publish) = publish {
+            args.extend(["--publish", publish]);
+        }
+        args.extend([BUSYBOX, "--", "sh", "-c", SERVE]);
+        admin.ok(&args);
     }
     admin.wait("both servers running", Duration::from_secs(120), || {
         (replica_nodes(admin, "web-lan") == ["lan-1"]
@@ -446,6 +447,13 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
         "a LAN container reaching one behind the NAT: {page}"
     );
     assert_eq!(page, format!("{home_web}/24 mesh-marker-7f3a"));
+    // By the service's name (the node's DNS, the service's address, the mesh).
+    let (state, page) = fetch_from(admin, "home", "http://web-lan/");
+    assert_eq!(
+        (state.as_str(), page),
+        ("succeeded", format!("{lan_web}/24 mesh-marker-7f3a")),
+        "a container behind the NAT reaching a LAN service by its name"
+    );
     let frames = capture.stop().expect("the capture");
 
     // On the wire between the nodes: WireGuard, and nothing of the containers' own.
@@ -477,6 +485,16 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
         "no WireGuard packet in {} frames",
         frames.len()
     );
+
+    // The routing mesh: port 8080 of the LAN node, which runs no replica of web-home,
+    // answers from the replica behind the NAT.
+    let lan_address = node_field(admin, "lan-1", "address");
+    let page = admin.wait(
+        "port 8080 of the LAN node to answer from home",
+        Duration::from_secs(60),
+        || fetch(admin, &format!("http://{lan_address}:8080/")),
+    );
+    assert_eq!(page, format!("{home_web}/24 mesh-marker-7f3a"));
 
     // The node behind the NAT is removed: its peer goes from the LAN node at once.
     admin.ok(&["node", "remove", "home-1"]);
