@@ -13,8 +13,8 @@ PACKAGES=(
     debootstrap debian-archive-keyring fdisk openssl
 )
 RUST_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
-# scripts/test.sh's check of the dependency tree (deny.toml), built from source once.
-CARGO_DENY_VERSION=0.20.2
+# shellcheck source=scripts/lib/tools.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/tools.sh"
 
 die() { echo "deps.sh: error: $*" >&2; exit 1; }
 
@@ -74,12 +74,12 @@ else
     echo "  rustup target add ${RUST_TARGETS[*]}" >&2
 fi
 
-# cargo-deny at the pinned version, in cargo's bin directory: installed once (a few
-# minutes of building), after that only its version is compared.
+# cargo-deny at the pinned version, in the cache directory (lib/tools.sh): built once (a
+# few minutes), after that only its version is compared.
 if command -v cargo >/dev/null; then
-    if [[ $(cargo deny --version 2>/dev/null) != "cargo-deny $CARGO_DENY_VERSION" ]]; then
-        echo "deps.sh: installing cargo-deny $CARGO_DENY_VERSION (built from source, once)" >&2
-        cargo install --locked --quiet --version "$CARGO_DENY_VERSION" cargo-deny ||
+    if [[ $("$(tools_bin)/cargo-deny" --version 2>/dev/null) != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+        echo "deps.sh: installing cargo-deny $CARGO_DENY_VERSION into $(tools_root) (built from source, once)" >&2
+        cargo install --locked --quiet --root "$(tools_root)" --version "$CARGO_DENY_VERSION" cargo-deny ||
             die "cargo install cargo-deny $CARGO_DENY_VERSION failed"
     fi
 else

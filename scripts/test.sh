@@ -25,6 +25,10 @@ step() { echo "==> $*" >&2; }
 
 step "host packages and Rust targets"
 scripts/deps.sh
+# cargo-deny, which deps.sh keeps in the cache directory.
+# shellcheck source=scripts/lib/tools.sh
+. scripts/lib/tools.sh
+export PATH=$(tools_bin):$PATH
 
 step "format and lints"
 cargo fmt --all --check
