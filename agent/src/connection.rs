@@ -106,9 +106,16 @@ pub async fn session(
     });
     ws.send(to_frame(&hello)).await.map_err(|e| transport(&e))?;
     let interval = match tokio::time::timeout(WELCOME_TIMEOUT, wait_welcome(&mut ws)).await {
-        Ok(Ok(Welcomed::Welcome { interval, subnet })) => {
+        Ok(Ok(Welcomed::Welcome {
+            interval,
+            subnet,
+            range,
+        })) => {
             // Before any assignment: they come after the welcome.
-            facts.executor.set_subnet(subnet.as_deref()).await;
+            facts
+                .executor
+                .set_subnet(subnet.as_deref(), range.as_deref())
+                .await;
             Duration::from_secs(interval).max(MIN_INTERVAL)
         }
         Ok(Ok(Welcomed::Evicted(reason))) => return Ok(SessionEnd::Evicted(reason)),
@@ -292,6 +299,7 @@ enum Welcomed {
     Welcome {
         interval: u64,
         subnet: Option<String>,
+        range: Option<String>,
     },
     Evicted(String),
 }
@@ -306,11 +314,13 @@ where
                 Ok(MasterMessage::Welcome {
                     heartbeat_interval_secs,
                     subnet,
+                    range,
                     ..
                 }) => {
                     return Ok(Welcomed::Welcome {
                         interval: heartbeat_interval_secs,
                         subnet,
+                        range,
                     })
                 }
                 Ok(MasterMessage::Evicted { reason }) => return Ok(Welcomed::Evicted(reason)),

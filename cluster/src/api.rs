@@ -418,6 +418,10 @@ pub enum MasterMessage {
         /// The node's container subnet (`10.250.3.0/24`); absent from an older master.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subnet: Option<String>,
+        /// The cluster's container range (`10.250.0.0/16`), which the node never sends on
+        /// but to its own subnet and its peers'; absent from an older master.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<String>,
     },
     /// The node's mesh peers, all of them (the node drops any it has that are not listed):
     /// after its welcome, and whenever a node comes, goes or moves.

@@ -342,7 +342,8 @@ async fn connected_node(f: &Fixture, name: &str) -> (Credentials, Ws) {
                 cluster_name,
                 heartbeat_interval_secs: 1,
                 subnet: Some(_),
-            }) if cluster_name == "lab"
+                range: Some(range),
+            }) if cluster_name == "lab" && range == cloudos_cluster::subnets::DEFAULT_RANGE
         ),
         "{welcome:?}"
     );

@@ -151,9 +151,10 @@ impl Executor {
         *self.shared.api.lock().unwrap_or_else(|e| e.into_inner()) = Some(api);
     }
 
-    /// The node's container subnet, from the master's welcome.
-    pub async fn set_subnet(&self, subnet: Option<&str>) {
-        self.shared.network.set_subnet(subnet).await;
+    /// The node's container subnet and the cluster's container range, from the master's
+    /// welcome.
+    pub async fn set_subnet(&self, subnet: Option<&str>, range: Option<&str>) {
+        self.shared.network.set_subnet(subnet, range).await;
     }
 
     /// The master's address, closed to the node's containers.

@@ -13,7 +13,7 @@
 //! Leftovers of an earlier agent (its containers are removed at start, see `Executor::new`)
 //! are swept before the first attach: their namespaces, veths and rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use cloudos_cluster::mesh::{MeshHello, MeshPeer};
@@ -56,8 +56,10 @@ struct Inner {
     runs: BTreeMap<String, (Attached, Vec<PortMapping>)>,
     /// The services, as the master sent them last.
     services: ServiceTable,
-    /// The service range made unreachable.
-    fenced: Option<Ipv4Net>,
+    /// The cluster's container range, from the welcome.
+    container_range: Option<Ipv4Net>,
+    /// The ranges made unreachable (the container range and the service range).
+    fenced: BTreeSet<Ipv4Net>,
     /// The node's DNS for its containers, once a run is on the bridge.
     dns: Option<super::dns::DnsServer>,
 }
@@ -96,15 +98,25 @@ impl Network {
                 swept: false,
                 runs: BTreeMap::new(),
                 services: ServiceTable::default(),
-                fenced: None,
+                container_range: None,
+                fenced: BTreeSet::new(),
                 dns: None,
             }),
         }
     }
 
     /// The subnet from the master's welcome (`None`: it gave none; bridge runs then fail
-    /// with the reason). A changed subnet applies to runs attached from now on.
-    pub async fn set_subnet(&self, subnet: Option<&str>) {
+    /// with the reason), and the cluster's container range, which is closed but for the
+    /// node's own subnet and its peers'. A changed subnet applies to runs attached from now
+    /// on.
+    pub async fn set_subnet(&self, subnet: Option<&str>, range: Option<&str>) {
+        let range = range.and_then(|r| match r.parse::<Ipv4Net>() {
+            Ok(net) => Some(net.trunc()),
+            Err(_) => {
+                log::error!("the master's container range {r:?} is not one");
+                None
+            }
+        });
         let parsed = subnet.and_then(|s| match s.parse::<Ipv4Net>() {
             Ok(net) if net.prefix_len() <= 30 => Some(net),
             _ => {
@@ -119,6 +131,8 @@ impl Network {
             }
         }
         inner.subnet = parsed;
+        inner.container_range = range;
+        refence(&mut inner).await;
     }
 
     /// The master this node talks to: closed to its containers from the next change of the
@@ -147,23 +161,7 @@ impl Network {
             dns.set_names(super::dns::Names::from_table(&table));
         }
         inner.services = table;
-        let range = match inner.services.range.parse::<Ipv4Net>() {
-            Ok(range) => Some(range.trunc()),
-            Err(_) if inner.services.range.is_empty() => None,
-            Err(_) => {
-                log::error!(
-                    "the master's service range {:?} is not one",
-                    inner.services.range
-                );
-                None
-            }
-        };
-        if range != inner.fenced {
-            match fence_range(inner.fenced, range).await {
-                Ok(()) => inner.fenced = range,
-                Err(e) => log::warn!("cannot close the service range: {e}"),
-            }
-        }
+        refence(&mut inner).await;
         if let Some(subnet) = inner.subnet {
             if let Err(e) = self.apply_rules(subnet, &inner).await {
                 log::error!("cannot route the services: {e}");
@@ -346,16 +344,52 @@ impl Network {
     }
 }
 
-/// Makes `new` unreachable and `old` reachable again (the range changed).
-async fn fence_range(old: Option<Ipv4Net>, new: Option<Ipv4Net>) -> Result<(), NetError> {
-    let handle = cloudos_containernet::connect()?;
-    if let Some(old) = old {
-        fence::open(&handle, old).await?;
+/// Makes the cluster's ranges unreachable (more specific routes, the node's own subnet on
+/// the bridge and its peers' through the mesh, still lead there), and a range no longer
+/// the cluster's reachable again.
+async fn refence(inner: &mut Inner) {
+    let service_range = match inner.services.range.parse::<Ipv4Net>() {
+        Ok(range) => Some(range.trunc()),
+        Err(_) if inner.services.range.is_empty() => None,
+        Err(_) => {
+            log::error!(
+                "the master's service range {:?} is not one",
+                inner.services.range
+            );
+            None
+        }
+    };
+    let wanted: BTreeSet<Ipv4Net> = [service_range, inner.container_range]
+        .into_iter()
+        .flatten()
+        .collect();
+    if wanted == inner.fenced {
+        return;
     }
-    if let Some(new) = new {
-        fence::close(&handle, new).await?;
+    let handle = match cloudos_containernet::connect() {
+        Ok(handle) => handle,
+        Err(e) => return log::warn!("cannot close the cluster's ranges: {e}"),
+    };
+    for gone in inner.fenced.difference(&wanted) {
+        if let Err(e) = fence::open(&handle, *gone).await {
+            log::warn!("{e}");
+        }
     }
-    Ok(())
+    let mut fenced = BTreeSet::new();
+    for range in &wanted {
+        match fence::close(&handle, *range).await {
+            Ok(()) => {
+                fenced.insert(*range);
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    let shown: Vec<String> = fenced.iter().map(ToString::to_string).collect();
+    log::info!(
+        "unreachable but through the bridge and the mesh: {}",
+        shown.join(", ")
+    );
+    inner.fenced = fenced;
 }
 
 /// Refuses a subnet that overlaps a network this node is on (the master checks only its

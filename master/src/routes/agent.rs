@@ -119,6 +119,9 @@ async fn session(
     let welcome = MasterMessage::Welcome {
         cluster_name: state.cluster_name.clone(),
         heartbeat_interval_secs: state.config.heartbeat_interval.as_secs().max(1),
+        range: subnet
+            .is_some()
+            .then(|| state.config.container_range.to_string()),
         subnet,
     };
     if send(&mut socket, &welcome).await {
