@@ -257,7 +257,18 @@ async fn send(ws: &mut Ws, message: &AgentMessage) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
+/// The next message from the master but the service table, which comes after each
+/// welcome and with each change of the services (`receive_any` sees it).
 async fn receive(ws: &mut Ws) -> Option<MasterMessage> {
+    loop {
+        match receive_any(ws).await {
+            Some(MasterMessage::Services(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn receive_any(ws: &mut Ws) -> Option<MasterMessage> {
     loop {
         let next = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -334,7 +345,7 @@ async fn connected_node(f: &Fixture, name: &str) -> (Credentials, Ws) {
     let node = join(&f.m, src(2), &token, name).await;
     let mut ws = agent_connect(&f.m, &node.client(src(2))).await;
     send(&mut ws, &hello()).await;
-    let welcome = receive(&mut ws).await;
+    let welcome = receive_any(&mut ws).await;
     assert!(
         matches!(
             &welcome,
@@ -347,6 +358,13 @@ async fn connected_node(f: &Fixture, name: &str) -> (Credentials, Ws) {
         ),
         "{welcome:?}"
     );
+    // Then the services it routes: none yet, from the default range.
+    match receive_any(&mut ws).await {
+        Some(MasterMessage::Services(table)) => {
+            assert_eq!(table.range, cloudos_cluster::routing::DEFAULT_SERVICE_RANGE);
+        }
+        other => panic!("no service table after the welcome: {other:?}"),
+    }
     (node, ws)
 }
 
