@@ -53,6 +53,9 @@ while [[ $# -gt 0 ]]; do
 done
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 step() { echo "==> $*" >&2; }
+# Before any build: nodeos's build script reads it (its clock floor), and a build run
+# with another value would not be the one the per-arch steps find made.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 
 case $ARCH in
 all)
@@ -79,7 +82,6 @@ aarch64) DEB_ARCH=arm64; TARGET=aarch64-unknown-linux-musl ;;
 *) die "arch $ARCH: x86_64 and aarch64 are supported" ;;
 esac
 
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 OUT=$ROOT/out/$ARCH
 BUNDLES=$ROOT/out
 if [[ -n $BUNDLE_ONLY ]]; then
