@@ -141,43 +141,37 @@ pub fn dnat(address: Ipv4Addr, port: u16) -> Vec<Expressions> {
     vec![
         immediate(Register::Reg1, address.octets()),
         immediate(Register::Reg2, port.to_be_bytes()),
-        Expressions::Other {
-            expression_type: wire::NAT.into(),
-            attributes: vec![
-                u32_nla(wire::NFTA_NAT_TYPE, wire::NFT_NAT_DNAT),
-                u32_nla(
-                    wire::NFTA_NAT_FAMILY,
-                    u8::from(NetfilterProtoFamily::IPv4).into(),
-                ),
-                u32_nla(wire::NFTA_NAT_REG_ADDR_MIN, Register::Reg1.into()),
-                u32_nla(wire::NFTA_NAT_REG_PROTO_MIN, Register::Reg2.into()),
-                u32_nla(
-                    wire::NFTA_NAT_FLAGS,
-                    wire::NF_NAT_RANGE_MAP_IPS | wire::NF_NAT_RANGE_PROTO_SPECIFIED,
-                ),
-            ],
-        },
+        nat_dnat(true),
     ]
 }
 
 /// `dnat to ADDRESS`: the destination address only; the port stays (a service's address
 /// takes every port).
 pub fn dnat_address(address: Ipv4Addr) -> Vec<Expressions> {
-    vec![
-        immediate(Register::Reg1, address.octets()),
-        Expressions::Other {
-            expression_type: wire::NAT.into(),
-            attributes: vec![
-                u32_nla(wire::NFTA_NAT_TYPE, wire::NFT_NAT_DNAT),
-                u32_nla(
-                    wire::NFTA_NAT_FAMILY,
-                    u8::from(NetfilterProtoFamily::IPv4).into(),
-                ),
-                u32_nla(wire::NFTA_NAT_REG_ADDR_MIN, Register::Reg1.into()),
-                u32_nla(wire::NFTA_NAT_FLAGS, wire::NF_NAT_RANGE_MAP_IPS),
-            ],
-        },
-    ]
+    vec![immediate(Register::Reg1, address.octets()), nat_dnat(false)]
+}
+
+/// The `nat` expression of a DNAT to the address in register 1 and, with `port`, the
+/// port in register 2.
+fn nat_dnat(port: bool) -> Expressions {
+    let mut attributes = vec![
+        u32_nla(wire::NFTA_NAT_TYPE, wire::NFT_NAT_DNAT),
+        u32_nla(
+            wire::NFTA_NAT_FAMILY,
+            u8::from(NetfilterProtoFamily::IPv4).into(),
+        ),
+        u32_nla(wire::NFTA_NAT_REG_ADDR_MIN, Register::Reg1.into()),
+    ];
+    let mut flags = wire::NF_NAT_RANGE_MAP_IPS;
+    if port {
+        attributes.push(u32_nla(wire::NFTA_NAT_REG_PROTO_MIN, Register::Reg2.into()));
+        flags |= wire::NF_NAT_RANGE_PROTO_SPECIFIED;
+    }
+    attributes.push(u32_nla(wire::NFTA_NAT_FLAGS, flags));
+    Expressions::Other {
+        expression_type: wire::NAT.into(),
+        attributes,
+    }
 }
 
 /// `numgen random mod MODULUS == 0`: true once in `modulus` times, drawn afresh for each

@@ -100,25 +100,25 @@ impl Upstream {
 
     /// The first answer of a resolver to `query` over UDP.
     async fn ask_udp(&self, query: &[u8]) -> Option<Vec<u8>> {
-        for resolver in self.resolvers() {
-            let asked = tokio::time::timeout(UPSTREAM_TIMEOUT, udp_exchange(resolver, query)).await;
-            match asked {
-                Ok(Ok(answer)) => return Some(answer),
-                Ok(Err(e)) => log::debug!("DNS resolver {resolver}: {e}"),
-                Err(_) => log::debug!("DNS resolver {resolver}: no answer"),
-            }
-        }
-        None
+        self.ask(query, "udp", udp_exchange).await
     }
 
     /// The first answer of a resolver to `query` over TCP.
     async fn ask_tcp(&self, query: &[u8]) -> Option<Vec<u8>> {
+        self.ask(query, "tcp", tcp_exchange).await
+    }
+
+    /// Asks each resolver in turn with `exchange`, each for [`UPSTREAM_TIMEOUT`].
+    async fn ask<'q, F, Fut>(&self, query: &'q [u8], how: &str, exchange: F) -> Option<Vec<u8>>
+    where
+        F: Fn(SocketAddr, &'q [u8]) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<Vec<u8>>>,
+    {
         for resolver in self.resolvers() {
-            let asked = tokio::time::timeout(UPSTREAM_TIMEOUT, tcp_exchange(resolver, query)).await;
-            match asked {
+            match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(resolver, query)).await {
                 Ok(Ok(answer)) => return Some(answer),
-                Ok(Err(e)) => log::debug!("DNS resolver {resolver} (tcp): {e}"),
-                Err(_) => log::debug!("DNS resolver {resolver} (tcp): no answer"),
+                Ok(Err(e)) => log::debug!("DNS resolver {resolver} ({how}): {e}"),
+                Err(_) => log::debug!("DNS resolver {resolver} ({how}): no answer"),
             }
         }
         None
