@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// The resolv.conf whose resolvers the containers' DNS forwards to; `None`:
     /// `/etc/resolv.conf`.
     pub resolv_conf: Option<std::path::PathBuf>,
+    /// Where other nodes reach this node's mesh, when not at its own address (setting
+    /// `mesh_endpoint`).
+    pub mesh_endpoint: Option<std::net::SocketAddr>,
     /// Called once a join succeeded and the identity is saved: the token is spent, and
     /// whoever keeps it (the installer's `config.toml`) removes it, so a copy of the card
     /// or disk carries no usable secret.
@@ -207,6 +210,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         insecure_registries: config.insecure_registries.clone(),
         container_node_ports: config.container_node_ports.clone(),
         resolv_conf: config.resolv_conf.clone(),
+        mesh_endpoint: config.mesh_endpoint,
     });
     let upgrader = std::sync::Arc::new(upgrade::Upgrader::new(
         config.install_release.clone(),

@@ -55,6 +55,7 @@ mod tests {
             insecure_registries: Vec::new(),
             container_node_ports: Vec::new(),
             resolv_conf: None,
+            mesh_endpoint: None,
             after_join: None,
             set_clock: None,
             clock_report: None,

@@ -76,6 +76,7 @@ fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> Ag
         insecure_registries: Vec::new(),
         container_node_ports: Vec::new(),
         resolv_conf: None,
+        mesh_endpoint: None,
         after_join: None,
         set_clock: None,
         clock_report: None,

@@ -12,6 +12,11 @@ pub struct MeshHello {
     pub public_key: String,
     /// The UDP port it listens on.
     pub port: u16,
+    /// Where the others reach the node's mesh when that is not its own address and port
+    /// (a cloud VM's public address in front of its private one, a router's port forward):
+    /// the admin's setting `mesh_endpoint`, `ip:port`. The node then counts as reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<std::net::SocketAddr>,
 }
 
 /// One peer of a node's mesh.

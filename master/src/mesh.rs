@@ -26,12 +26,22 @@ pub struct MeshNode {
     pub address: IpAddr,
     /// The address its connection came from.
     pub seen: IpAddr,
+    /// Where it says the others reach it (`mesh_endpoint`), when not at its own address.
+    pub endpoint: Option<std::net::SocketAddr>,
     pub subnet: Ipv4Net,
 }
 
 impl MeshNode {
+    /// Others can send to it: it named its endpoint, or its connection comes from the
+    /// address it says it has (no NAT between it and the master).
     fn reachable(&self) -> bool {
-        self.address == self.seen
+        self.endpoint.is_some() || self.address == self.seen
+    }
+
+    /// Where the others send to it.
+    fn dial(&self) -> std::net::SocketAddr {
+        self.endpoint
+            .unwrap_or_else(|| std::net::SocketAddr::new(self.seen, self.port))
     }
 }
 
@@ -62,7 +72,7 @@ pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
         let (endpoint, keepalive) = match (this.reachable(), other.reachable()) {
             // Straight there; keep our NAT's mapping open if we are behind one.
             (me_open, true) => (
-                Some(std::net::SocketAddr::new(other.seen, other.port).to_string()),
+                Some(other.dial().to_string()),
                 (!me_open).then_some(NAT_KEEPALIVE),
             ),
             // It comes to us.
@@ -117,6 +127,7 @@ mod tests {
             port: 51820,
             address: address.parse().unwrap(),
             seen: seen.parse().unwrap(),
+            endpoint: None,
             subnet: subnet.parse().unwrap(),
         }
     }
@@ -195,5 +206,27 @@ mod tests {
     fn with_no_reachable_node_those_behind_nat_have_no_way_to_each_other() {
         let nodes: Vec<MeshNode> = cluster().into_iter().filter(|n| !n.reachable()).collect();
         assert!(plan("c", &nodes).is_empty());
+    }
+
+    #[test]
+    fn a_cloud_vm_that_names_its_endpoint_is_dialled_there_and_relays_for_homes() {
+        // A cloud VM says its private address; the master sees its public one. Without
+        // its endpoint it counts as behind NAT, and with two homes nobody reaches anybody.
+        let mut nodes: Vec<MeshNode> = cluster().into_iter().filter(|n| !n.reachable()).collect();
+        let mut cloud = node("cloud", "172.31.5.9", "192.0.2.44", "10.250.4.0/24");
+        assert!(plan("c", &[nodes.clone(), vec![cloud.clone()]].concat()).is_empty());
+        cloud.endpoint = Some("192.0.2.44:51820".parse().unwrap());
+        nodes.push(cloud);
+        // Each home dials the cloud VM at its endpoint, keeps the path open, and reaches
+        // the other home through it.
+        assert_eq!(
+            shown(&plan("c", &nodes)),
+            ["cloud 192.0.2.44:51820 10.250.4.0/24,10.250.3.0/24 Some(25)"]
+        );
+        // The cloud VM waits for the homes (they come to it) and relays between them.
+        assert_eq!(
+            shown(&plan("cloud", &nodes)),
+            ["c - 10.250.2.0/24 None", "d - 10.250.3.0/24 None"]
+        );
     }
 }

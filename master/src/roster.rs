@@ -108,6 +108,8 @@ pub struct MeshEnd {
     /// The address the node says it has.
     pub address: String,
     pub seen: std::net::IpAddr,
+    /// Where the node says the others reach it, when not at its own address.
+    pub endpoint: Option<std::net::SocketAddr>,
 }
 
 impl Entry {
@@ -432,6 +434,7 @@ impl Roster {
                     port: end.port,
                     address: end.address.parse().ok()?,
                     seen: end.seen,
+                    endpoint: end.endpoint,
                     subnet: e.record.subnet.as_deref()?.parse().ok()?,
                 })
             })

@@ -535,6 +535,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         insecure_registries: Vec::new(),
         container_node_ports: Vec::new(),
         resolv_conf: None,
+        mesh_endpoint: None,
         after_join: None,
         set_clock: None,
         clock_report: None,

@@ -288,6 +288,25 @@ pub static KEYS: &[Key] = &[
         get: |s| one(s.service_range.map(|r| r.to_string())),
     },
     Key {
+        name: "mesh_endpoint",
+        kind: Kind::One,
+        help: "`203.0.113.7:51820`: where other nodes reach this node's mesh when not at its \
+               own address (a cloud VM's public address, a port forward to UDP 51820)",
+        default: "its own address",
+        listed: true,
+        in_file: true,
+        set: |s, v| {
+            put(
+                &mut s.mesh_endpoint,
+                v.trim()
+                    .parse::<std::net::SocketAddr>()
+                    .map(Some)
+                    .map_err(|_| format!("{v:?} is not IP:PORT, such as 203.0.113.7:51820")),
+            )
+        },
+        get: |s| one(s.mesh_endpoint.map(|e| e.to_string())),
+    },
+    Key {
         name: "container_node_ports",
         kind: Kind::List,
         help: "`9101/tcp,8125/udp`: ports of this node its bridge containers may open (its \

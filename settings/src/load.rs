@@ -372,6 +372,7 @@ mod tests {
             ("cloudos.backup_dir=backups", "cloudos.backup_dir: \"backups\" is not an absolute path without .."),
             ("cloudos.backup_interval=30s", "cloudos.backup_interval: \"30s\" is shorter than a minute"),
             ("cloudos.container_range=8.8.0.0/16", "cloudos.container_range: the range 8.8.0.0/16 is not a private range (10/8, 172.16/12, 192.168/16): containers would hide real addresses"),
+            ("cloudos.mesh_endpoint=cloud:51820", "cloudos.mesh_endpoint: \"cloud:51820\" is not IP:PORT, such as 203.0.113.7:51820"),
             ("cloudos.container_node_ports=9101/icmp", "cloudos.container_node_ports: invalid port \"9101/icmp\": the protocol is tcp or udp; use PORT or PORT/udp, such as 9101"),
             ("cloudos.backup_keep=0", "cloudos.backup_keep: \"0\" is not a number of backups (1 or more)"),
             ("cloudos.restore=usb:/b.age", "cloudos.restore: \"usb:/b.age\" is neither /path nor LABEL=NAME:/path"),
@@ -380,7 +381,7 @@ mod tests {
                 "cloudos.typo=1",
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
                  dns, debug, token, master, cluster, labels, insecure_registries, tls_san, \
-                 container_range, service_range, container_node_ports, ntp, \
+                 container_range, service_range, mesh_endpoint, container_node_ports, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
                  backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",
             ),

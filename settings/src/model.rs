@@ -193,6 +193,9 @@ pub struct Settings {
     /// The private range a master gives its services' virtual addresses from
     /// (`cloudos.service_range=10.251.0.0/16`); the default when not set.
     pub service_range: Option<cloudos_cluster::subnets::ClusterRange>,
+    /// Where other nodes reach this node's mesh when not at its own address
+    /// (`cloudos.mesh_endpoint=203.0.113.7:51820`): a cloud VM's public address.
+    pub mesh_endpoint: Option<std::net::SocketAddr>,
     /// Ports of this node its bridge containers may open
     /// (`cloudos.container_node_ports=9101/tcp`); none when not set.
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,

@@ -131,6 +131,7 @@ mod tests {
             service_range: Some(
                 cloudos_cluster::subnets::ClusterRange::parse("10.8.0.0/16").unwrap(),
             ),
+            mesh_endpoint: Some("203.0.113.7:51820".parse().unwrap()),
         }
     }
 

@@ -46,6 +46,8 @@ pub struct ExecutorConfig {
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
     /// The node's resolvers, for the containers' DNS (`None`: `/etc/resolv.conf`).
     pub resolv_conf: Option<PathBuf>,
+    /// Where other nodes reach this node's mesh, when not at its own address.
+    pub mesh_endpoint: Option<std::net::SocketAddr>,
 }
 
 struct RunEntry {
@@ -129,6 +131,7 @@ impl Executor {
             &config.data_dir,
             &config.container_node_ports,
             config.resolv_conf.clone(),
+            config.mesh_endpoint,
         );
         let shared = Shared {
             network,

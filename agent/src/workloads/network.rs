@@ -74,11 +74,18 @@ pub(super) struct Network {
     key: Result<MeshKey, String>,
     /// Ports of the node its containers may open (the admin's allow list).
     node_ports: Vec<NodePort>,
+    /// Where other nodes reach this node's mesh, when not at its own address.
+    mesh_endpoint: Option<std::net::SocketAddr>,
     inner: Mutex<Inner>,
 }
 
 impl Network {
-    pub fn new(data_dir: &Path, node_ports: &[NodePort], resolv: Option<PathBuf>) -> Network {
+    pub fn new(
+        data_dir: &Path,
+        node_ports: &[NodePort],
+        resolv: Option<PathBuf>,
+        mesh_endpoint: Option<std::net::SocketAddr>,
+    ) -> Network {
         let key = MeshKey::load_or_create(&data_dir.join("network").join("mesh.key"))
             .map_err(|e| format!("this node takes no part in the mesh: {e}"));
         if let Err(e) = &key {
@@ -90,6 +97,7 @@ impl Network {
             host_resolv: resolv.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             key,
             node_ports: node_ports.to_vec(),
+            mesh_endpoint,
             inner: Mutex::new(Inner {
                 subnet: None,
                 peers: Vec::new(),
@@ -175,6 +183,7 @@ impl Network {
         Some(MeshHello {
             public_key: key.public(),
             port: mesh::MESH_PORT,
+            endpoint: self.mesh_endpoint,
         })
     }
 

@@ -341,6 +341,7 @@ mod tests {
             insecure_registries: Vec::new(),
             container_node_ports: Vec::new(),
             resolv_conf: None,
+            mesh_endpoint: None,
         });
         let run = "../../escaped";
         let assignment: RunAssignment = serde_json::from_value(serde_json::json!({

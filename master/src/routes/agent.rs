@@ -190,6 +190,7 @@ fn mesh_end(
         port: mesh.port,
         address: hello.address.clone(),
         seen,
+        endpoint: mesh.endpoint,
     })
 }
 

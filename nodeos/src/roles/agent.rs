@@ -60,6 +60,10 @@ pub struct AgentArgs {
     /// stub's own upstream list).
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub resolv_conf: std::path::PathBuf,
+    /// Where other nodes reach this node's mesh (`IP:PORT`) when not at its own address: a
+    /// cloud VM's public address, a router's port forward to UDP 51820.
+    #[arg(long, value_name = "IP:PORT")]
+    pub mesh_endpoint: Option<std::net::SocketAddr>,
 }
 
 /// Labels in the syntax of `cloudos.labels`, checked by the same parser.
@@ -89,6 +93,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         insecure_registries: settings.insecure_registries.clone(),
         container_node_ports: settings.container_node_ports.clone(),
         resolv_conf: None,
+        mesh_endpoint: settings.mesh_endpoint,
         after_join: None,
         set_clock: None,
         clock_report: None,
@@ -119,6 +124,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registry,
         container_node_ports: args.container_node_port,
         resolv_conf: Some(args.resolv_conf),
+        mesh_endpoint: args.mesh_endpoint,
         after_join: None,
         set_clock: None,
         clock_report: None,
