@@ -4,6 +4,7 @@
 //! while they run with an address, and leave it in the same change that stops, loses or
 //! restarts them.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use cloudos_cluster::routing::{ServiceRoute, ServiceTable};
@@ -72,19 +73,20 @@ impl Book {
     /// What every node routes now: each service with an address, and its replicas that
     /// run with one, in address order.
     pub fn service_table(&self) -> ServiceTable {
+        // One pass over the tasks, not one per service: this runs at every change.
+        let mut running: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+        for task in self.tasks.values() {
+            if let (Some(service), TaskState::Running, Some(address)) =
+                (task.service.as_deref(), task.state, task.address)
+            {
+                running.entry(service).or_default().push(address);
+            }
+        }
         let services = self
             .services
             .values()
             .filter_map(|record| {
-                let mut replicas: Vec<Ipv4Addr> = self
-                    .tasks
-                    .values()
-                    .filter(|t| {
-                        t.service.as_deref() == Some(record.name.as_str())
-                            && t.state == TaskState::Running
-                    })
-                    .filter_map(|t| t.address)
-                    .collect();
+                let mut replicas = running.remove(record.name.as_str()).unwrap_or_default();
                 replicas.sort();
                 Some(ServiceRoute {
                     name: record.name.clone(),
