@@ -331,3 +331,134 @@ fn services_are_found_by_name_balanced_over_their_running_replicas_and_other_nam
         ));
     }
 }
+
+/// Polls `f` every 10 ms (a timing's resolution; `Lab::wait_for` polls every 200 ms) for
+/// up to 30 s.
+fn tight<T>(lab: &Lab, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            lab.fail(&format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The addresses node `host`'s DNS (on its bridge's `gateway`) gives for
+/// `tasks.web.svc.cloudos`: the replicas in its rotation.
+fn node_rotation(host: &cloudos_tests::NetHost, gateway: &str) -> Option<Vec<String>> {
+    let out = host
+        .command("/bin/busybox")
+        .args(["nslookup", "tasks.web.svc.cloudos", gateway])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status
+        .success()
+        .then(|| looked_up(&text, "tasks.web.svc.cloudos"))
+}
+
+/// `scripts/bench-network.sh`: how long a replica whose container dies takes to leave the
+/// rotation of its node (the node's DNS and NAT table change together, from one service
+/// table), next to how long the master takes to record the exit, in the same runs. A
+/// replica serves on port 80 and dies when its CGI `/cgi-bin/die` is called; its node
+/// restarts it after its backoff (0.5 s and more), and it comes back before the next run.
+#[test]
+#[ignore = "benchmark: scripts/bench-network.sh"]
+fn rotation_bench() {
+    use std::time::Instant;
+    let Some(lab) = Lab::new() else { return };
+    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let _n3 = cluster.compute("node-3", &h3, &token, &[REGISTRY]);
+    let gateway = cloudos_cluster::subnets::gateway(&subnet(&lab, alice, "node-3")).to_string();
+    // A CGI script that ends the replica: its shell (PID 1 of the container) leaves on
+    // SIGTERM through its trap, at once (it waits in `wait`, not in `sleep`).
+    let mortal = "mkdir -p /www/cgi-bin && echo up > /www/index.html \
+                  && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nkill -TERM 1\\n' \
+                  > /www/cgi-bin/die && chmod +x /www/cgi-bin/die && httpd -p 80 -h /www \
+                  && trap 'exit 1' TERM && while :; do sleep 1000 & wait; done";
+    alice.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        mortal,
+    ]);
+    let mut left = Vec::new();
+    let mut recorded = Vec::new();
+    for _ in 0..runs {
+        let rotation = lab.wait_for(
+            "both replicas in the rotation",
+            Duration::from_secs(60),
+            || node_rotation(&h3, &gateway).filter(|r| r.len() == 2),
+        );
+        let victim = rotation[0].clone();
+        let started = Instant::now();
+        let killed = h3
+            .command("/bin/busybox")
+            .args(["wget", "-q", "-O", "/dev/null"])
+            .arg(format!("http://{victim}/cgi-bin/die"))
+            .output();
+        if killed.is_err() {
+            lab.fail(&format!("cannot call the CGI of {victim}"));
+        }
+        let (out_of_rotation, in_the_book) = std::thread::scope(|s| {
+            let master = s.spawn(|| {
+                tight(&lab, "the master to record the exit", || {
+                    let svc = alice.service("web");
+                    let held = svc["instances"]
+                        .as_array()?
+                        .iter()
+                        .any(|r| r["address"].as_str() == Some(victim.as_str()));
+                    (!held).then(|| started.elapsed())
+                })
+            });
+            let node = tight(&lab, "the replica to leave the rotation", || {
+                node_rotation(&h3, &gateway)
+                    .filter(|r| !r.contains(&victim))
+                    .map(|_| started.elapsed())
+            });
+            (
+                node,
+                master
+                    .join()
+                    .unwrap_or_else(|_| lab.fail("the master's poll failed")),
+            )
+        });
+        left.push(out_of_rotation);
+        recorded.push(in_the_book);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (l, r) = (median(&mut left), median(&mut recorded));
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    println!("BENCH-TABLE-BEGIN");
+    println!("| a replica's container dies, {runs} runs, netns processes | median |");
+    println!("|---|---|");
+    println!(
+        "| → the master records the exit (polled with `cloudos ps`) | {} |",
+        ms(r)
+    );
+    println!(
+        "| → out of its node's rotation (DNS and NAT table; polled with `nslookup`) | {} |",
+        ms(l)
+    );
+    println!("BENCH-TABLE-END");
+}
