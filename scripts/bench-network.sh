@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Services benchmark (issue 20): how long a replica whose container dies takes to leave
-# its node's rotation (the node's DNS and NAT table), next to how long the master takes to
-# record the exit, in the same runs (agents as processes on a network-namespace bridge,
-# a real docker-registry). Median of N runs. Prints a Markdown table; with --docs, puts it
-# into docs/benchmarks.md between the bench-network markers. Needs root.
+# Services benchmarks (issue 20), agents as processes on a network-namespace bridge with a
+# real docker-registry, median of N runs each:
+# - how long a replica whose container dies takes to leave its node's rotation (the node's
+#   DNS and NAT table), next to how long the master takes to record the exit, in the same
+#   runs (bench-network markers);
+# - connections per second from the LAN through a published port against straight to the
+#   container, alternating (bench-published markers).
+# Prints Markdown tables; with --docs, puts them into docs/benchmarks.md. Needs root.
+# (Throughput and latency through the WireGuard mesh need the image's kernel: not here yet.)
 #
 #   scripts/bench-network.sh [--runs N] [--docs]
 set -euo pipefail
@@ -14,3 +18,4 @@ bench_args 5 "$@"
 
 cargo build -p nodeos -p cloudos-cli
 bench_test network_netns rotation_bench bench-network
+bench_test network_netns published_port_bench bench-published

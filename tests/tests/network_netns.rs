@@ -462,3 +462,104 @@ fn rotation_bench() {
     );
     println!("BENCH-TABLE-END");
 }
+
+/// Connections per second to `to` from inside the namespace at `netns`, one after another
+/// for `secs` seconds: connect, ask for `/` over HTTP/1.0, read the answer to its end.
+fn connection_rate(netns: &std::path::Path, to: std::net::SocketAddr, secs: u64) -> f64 {
+    use std::io::{Read, Write};
+    cloudos_containernet::netns::within(netns, move || {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let mut done = 0u64;
+            while started.elapsed() < Duration::from_secs(secs) {
+                let call = || -> std::io::Result<()> {
+                    let mut stream =
+                        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+                    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                    let mut answer = Vec::new();
+                    stream.read_to_end(&mut answer)?;
+                    if answer.starts_with(b"HTTP/1.") {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("not an HTTP answer"))
+                    }
+                };
+                call().map_err(|e| cloudos_containernet::NetError::Thread(format!("{to}: {e}")))?;
+                done += 1;
+            }
+            Ok(done as f64 / started.elapsed().as_secs_f64())
+        })
+    })
+    .unwrap_or_else(|e| panic!("connections to {to}: {e}"))
+}
+
+/// `scripts/bench-network.sh`: connections per second from the LAN to a container through
+/// its node's published port (DNAT, conntrack) against straight to the container's own
+/// address (routed through the node, no NAT), alternating, in the same run. The server is
+/// busybox's httpd, which forks for each connection: what the two differ by is the node's
+/// translation.
+#[test]
+#[ignore = "benchmark: scripts/bench-network.sh"]
+fn published_port_bench() {
+    let Some(lab) = Lab::new() else { return };
+    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let _n3 = cluster.compute("node-3", &h3, &token, &[REGISTRY]);
+    alice.ok(&[
+        "deploy",
+        "web",
+        "--publish",
+        "8080:80",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        SERVE,
+    ]);
+    let container: std::net::Ipv4Addr =
+        lab.wait_for("the replica to run", Duration::from_secs(60), || {
+            let svc = alice.service("web");
+            svc["instances"][0]["address"].as_str()?.parse().ok()
+        });
+    // The LAN reaches the node's container subnet through the node, as a router would.
+    let subnet = subnet(&lab, alice, "node-3").to_string();
+    lab.net
+        .ip(&["route", "add", &subnet, "via", "10.77.0.3"])
+        .unwrap_or_else(|e| lab.fail(&format!("a route to {subnet}: {e}")));
+    let laptop = std::path::PathBuf::from(format!("/run/netns/{}", lab.net.name()));
+    let published: std::net::SocketAddr = "10.77.0.3:8080".parse().unwrap();
+    let direct = std::net::SocketAddr::from((container, 80));
+    // Both answer before the clock runs.
+    lab.wait_for(
+        "the published port to answer",
+        Duration::from_secs(30),
+        || fetch(&lab, "http://10.77.0.3:8080/").filter(|p| !p.is_empty()),
+    );
+    let (mut through, mut straight) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        straight.push(connection_rate(&laptop, direct, 3));
+        through.push(connection_rate(&laptop, published, 3));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, d) = (median(&mut through), median(&mut straight));
+    let ratio = p / d * 100.0;
+    let verdict = if ratio >= 80.0 { "met" } else { "missed" };
+    println!("BENCH-TABLE-BEGIN");
+    println!("| connections per second from the LAN, {runs} runs of 3 s each, netns processes | median |");
+    println!("|---|---|");
+    println!("| straight to the container's address (routed, no NAT) | {d:.0}/s |");
+    println!("| through the node's published port (DNAT) | {p:.0}/s |");
+    println!("| published against direct (target ≥ 80 %) | {ratio:.0} %: {verdict} |");
+    println!("BENCH-TABLE-END");
+}
