@@ -515,3 +515,143 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
             .expect("a VM did not power off");
     }
 }
+
+/// What a task on the nodes labelled `site` printed (its state must be `succeeded`).
+fn task_output(admin: &Admin, site: &str, network: &str, script: &str) -> String {
+    let selector = format!("site={site}");
+    let id = admin
+        .ok(&[
+            "run",
+            "--node-selector",
+            &selector,
+            "--network",
+            network,
+            BUSYBOX,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .trim()
+        .to_owned();
+    let task = admin.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(300));
+    let logs = admin.ok(&["logs", &id]);
+    assert_eq!(task["state"], "succeeded", "{task}\n{logs}");
+    logs
+}
+
+/// `scripts/bench-mesh.sh`: on two compute VMs of one LAN (QEMU TCG), container to
+/// container across the nodes through the WireGuard mesh against node to node without it
+/// (`--network host` containers on both): a 32 MiB download (throughput) and 50 small
+/// requests, one connection each (latency), alternating, median of N runs. busybox's httpd
+/// serves, busybox's wget fetches, `time -p` times; both ways pay the same process costs.
+#[test]
+#[ignore = "benchmark: scripts/bench-mesh.sh"]
+fn mesh_bench() {
+    let _guests = cloudos_tests::guests::reserve(2);
+    require!(cloudos_testkit::root("namespaces and taps"));
+    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let net = TestNet::new().expect("test network");
+    net.start_dhcp_server(600).expect("dnsmasq");
+    let plane = ControlPlane::start(&net);
+    let (admin, token) = (&plane.admin, &plane.token);
+    let disk1 = artifacts::data_disk(&compute_config("a-1", token), 128).expect("disk");
+    let disk2 = artifacts::data_disk(&compute_config("b-1", token), 128).expect("disk");
+    let vm1 = boot(&net, "a-1", &disk1, "52:54:00:c4:00:01");
+    let vm2 = boot(&net, "b-1", &disk2, "52:54:00:c4:00:02");
+    admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
+        (admin.ready_nodes() == 2).then_some(())
+    });
+    admin.ok(&["node", "label", "a-1", "site=a"]);
+    admin.ok(&["node", "label", "b-1", "site=b"]);
+    let serve = |port: &str| {
+        format!(
+            "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=32 2>/dev/null \
+             && echo ok > /www/small && exec httpd -f -p {port} -h /www"
+        )
+    };
+    for (name, network, port) in [("plain", "host", "5001"), ("meshed", "bridge", "5002")] {
+        admin.ok(&[
+            "deploy",
+            name,
+            "--node-selector",
+            "site=b",
+            "--network",
+            network,
+            BUSYBOX,
+            "--",
+            "sh",
+            "-c",
+            &serve(port),
+        ]);
+    }
+    admin.wait("both servers running", Duration::from_secs(120), || {
+        (replica_nodes(admin, "plain") == ["b-1"] && replica_nodes(admin, "meshed") == ["b-1"])
+            .then_some(())
+    });
+    let b_node = node_field(admin, "b-1", "address");
+    let b_container = admin.service("meshed")["instances"][0]["address"]
+        .as_str()
+        .expect("the meshed server's address")
+        .to_owned();
+    let script = |host: &str, port: &str| {
+        format!(
+            "time -p wget -q -O /dev/null http://{host}:{port}/big 2>&1; \
+             time -p sh -c 'for i in $(seq 1 50); do wget -q -O /dev/null http://{host}:{port}/small; done' 2>&1"
+        )
+    };
+    let (mut plain_rate, mut mesh_rate, mut plain_rtt, mut mesh_rtt) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (network, host, port, rate, rtt) in [
+            (
+                "host",
+                b_node.as_str(),
+                "5001",
+                &mut plain_rate,
+                &mut plain_rtt,
+            ),
+            (
+                "bridge",
+                b_container.as_str(),
+                "5002",
+                &mut mesh_rate,
+                &mut mesh_rtt,
+            ),
+        ] {
+            let out = task_output(admin, "a", network, &script(host, port));
+            let reals: Vec<f64> = out
+                .lines()
+                .filter_map(|l| l.strip_prefix("real ")?.trim().parse().ok())
+                .collect();
+            assert_eq!(reals.len(), 2, "{out}");
+            rate.push(32.0 * 8.0 / reals[0]);
+            rtt.push(reals[1] / 50.0 * 1000.0);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (pr, mr) = (median(&mut plain_rate), median(&mut mesh_rate));
+    let (pl, ml) = (median(&mut plain_rtt), median(&mut mesh_rtt));
+    let share = mr / pr * 100.0;
+    let verdict = if share >= 70.0 { "met" } else { "missed" };
+    println!("BENCH-TABLE-BEGIN");
+    println!("| two compute VMs on one LAN, QEMU TCG, {runs} runs | node to node (host network) | container to container (mesh) |");
+    println!("|---|---|---|");
+    println!("| 32 MiB over HTTP | {pr:.0} Mbit/s | {mr:.0} Mbit/s |");
+    println!(
+        "| one small HTTP request, a connection each (per request) | {pl:.0} ms | {ml:.0} ms |"
+    );
+    println!("| mesh against plain throughput (target ≥ 70 %) | | {share:.0} %: {verdict} |");
+    println!("BENCH-TABLE-END");
+    for vm in [vm1, vm2] {
+        vm.monitor("system_powerdown").expect("monitor");
+        vm.wait_exit(scaled(Duration::from_secs(90)))
+            .expect("a VM did not power off");
+    }
+}
