@@ -25,11 +25,13 @@
 //! - [`lab`]: host-side masters and agents on the test bridge; the namespace lab.
 //! - [`debian`]: a real Debian 12 with systemd, driven through its root shell.
 //! - [`timeouts`]: scales timeouts for slow (loaded, emulated) hosts.
+//! - [`bench`]: the benchmark tests' run count and medians.
 //! - [`kernel_guest`]: a host-built test binary run in a guest booted with the image's own kernel.
 
 pub mod admin;
 pub mod arch;
 pub mod artifacts;
+pub mod bench;
 pub mod capture;
 pub mod checks;
 pub mod console;

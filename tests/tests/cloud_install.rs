@@ -835,10 +835,7 @@ fn man_in_the_middle_attacks_are_refused_and_the_honest_path_installs() {
 fn cloud_install_bench() {
     let _guests = cloudos_tests::guests::reserve(1);
     require!(cloudos_testkit::root("namespaces and taps"));
-    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let runs = cloudos_tests::bench::runs(3);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let dir = tempfile::tempdir().expect("temp dir");

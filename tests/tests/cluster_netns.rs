@@ -634,10 +634,7 @@ fn a_service_keeps_its_replicas_when_a_node_dies() {
 #[ignore = "benchmark: scripts/bench-failover.sh"]
 fn failover_bench() {
     let Some(lab) = Lab::new() else { return };
-    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let runs = cloudos_tests::bench::runs(5);
     let _registry = registry(&lab);
     let cluster = lab.cluster(&[]);
     let alice = &cluster.alice;

@@ -371,10 +371,7 @@ fn node_rotation(host: &cloudos_tests::NetHost, gateway: &str) -> Option<Vec<Str
 fn rotation_bench() {
     use std::time::Instant;
     let Some(lab) = Lab::new() else { return };
-    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let runs = cloudos_tests::bench::runs(5);
     let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
     let cluster = lab.cluster(&[]);
     let alice = &cluster.alice;
@@ -443,11 +440,10 @@ fn rotation_bench() {
         left.push(out_of_rotation);
         recorded.push(in_the_book);
     }
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (l, r) = (median(&mut left), median(&mut recorded));
+    let (l, r) = (
+        cloudos_tests::bench::median(&mut left),
+        cloudos_tests::bench::median(&mut recorded),
+    );
     let ms = |d: Duration| format!("{} ms", d.as_millis());
     println!("BENCH-TABLE-BEGIN");
     println!("| a replica's container dies, {runs} runs, netns processes | median |");
@@ -503,10 +499,7 @@ fn connection_rate(netns: &std::path::Path, to: std::net::SocketAddr, secs: u64)
 #[ignore = "benchmark: scripts/bench-network.sh"]
 fn published_port_bench() {
     let Some(lab) = Lab::new() else { return };
-    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let runs = cloudos_tests::bench::runs(5);
     let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
     let cluster = lab.cluster(&[]);
     let alice = &cluster.alice;
@@ -548,11 +541,10 @@ fn published_port_bench() {
         straight.push(connection_rate(&laptop, direct, 3));
         through.push(connection_rate(&laptop, published, 3));
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (p, d) = (median(&mut through), median(&mut straight));
+    let (p, d) = (
+        cloudos_tests::bench::median(&mut through),
+        cloudos_tests::bench::median(&mut straight),
+    );
     let ratio = p / d * 100.0;
     let verdict = if ratio >= 80.0 { "met" } else { "missed" };
     println!("BENCH-TABLE-BEGIN");

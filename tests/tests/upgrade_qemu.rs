@@ -556,10 +556,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 #[ignore = "benchmark: scripts/bench-upgrade.sh"]
 fn upgrade_bench() {
     let _guests = cloudos_tests::guests::reserve(2);
-    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let runs = cloudos_tests::bench::runs(3);
     let dir = tempfile::tempdir().expect("temp dir");
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");

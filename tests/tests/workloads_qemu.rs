@@ -550,10 +550,7 @@ fn task_output(admin: &Admin, site: &str, network: &str, script: &str) -> String
 fn mesh_bench() {
     let _guests = cloudos_tests::guests::reserve(2);
     require!(cloudos_testkit::root("namespaces and taps"));
-    let runs: usize = std::env::var("CLOUDOS_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let runs = cloudos_tests::bench::runs(3);
     let net = TestNet::new().expect("test network");
     net.start_dhcp_server(600).expect("dnsmasq");
     let plane = ControlPlane::start(&net);
@@ -632,12 +629,14 @@ fn mesh_bench() {
             rtt.push(reals[1] / 50.0 * 1000.0);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (pr, mr) = (median(&mut plain_rate), median(&mut mesh_rate));
-    let (pl, ml) = (median(&mut plain_rtt), median(&mut mesh_rtt));
+    let (pr, mr) = (
+        cloudos_tests::bench::median(&mut plain_rate),
+        cloudos_tests::bench::median(&mut mesh_rate),
+    );
+    let (pl, ml) = (
+        cloudos_tests::bench::median(&mut plain_rtt),
+        cloudos_tests::bench::median(&mut mesh_rtt),
+    );
     let share = mr / pr * 100.0;
     let verdict = if share >= 70.0 { "met" } else { "missed" };
     println!("BENCH-TABLE-BEGIN");
