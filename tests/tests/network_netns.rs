@@ -200,28 +200,41 @@ fn looked_up(output: &str, name: &str) -> Vec<String> {
     found
 }
 
+/// The lab's registry, a master and one compute node, node-3 (started with the agent's
+/// `flags`), Ready. Dropped in the order a test's locals would be: the node first.
+struct OneNode<'a> {
+    _node: cloudos_tests::process::Proc,
+    host: cloudos_tests::NetHost,
+    cluster: cloudos_tests::lab::Cluster<'a>,
+    _registry: cloudos_tests::registry::Registry,
+}
+
+fn one_node<'a>(lab: &'a Lab, flags: &[&str]) -> OneNode<'a> {
+    let registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
+    let cluster = lab.cluster(&[]);
+    let token = cluster.alice.token("compute", &[]);
+    let host = lab.host(3);
+    let node = cluster.compute_with("node-3", &host, &token, &[REGISTRY], flags);
+    OneNode {
+        _node: node,
+        host,
+        cluster,
+        _registry: registry,
+    }
+}
+
 #[test]
 fn services_are_found_by_name_balanced_over_their_running_replicas_and_other_names_forwarded() {
     let Some(lab) = Lab::new() else { return };
-    let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
     // The LAN's own resolver, which knows one printer; the node's DNS forwards to it.
     lab.net
         .start_dns_server(&[("printer.lan.test", "10.77.0.99")])
         .unwrap_or_else(|e| lab.fail(&format!("the LAN's DNS: {e}")));
     let resolv = lab.path("resolv.conf");
     std::fs::write(&resolv, "nameserver 10.77.0.1\nsearch lan.test\n").expect("resolv.conf");
-    let cluster = lab.cluster(&[]);
-    let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let h3 = lab.host(3);
     let resolv_flag = resolv.to_string_lossy().into_owned();
-    let _n3 = cluster.compute_with(
-        "node-3",
-        &h3,
-        &token,
-        &[REGISTRY],
-        &["--resolv-conf", &resolv_flag],
-    );
+    let lab_node = one_node(&lab, &["--resolv-conf", &resolv_flag]);
+    let alice = &lab_node.cluster.alice;
 
     alice.ok(&[
         "deploy",
@@ -372,12 +385,8 @@ fn rotation_bench() {
     use std::time::Instant;
     let Some(lab) = Lab::new() else { return };
     let runs = cloudos_tests::bench::runs(5);
-    let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
-    let cluster = lab.cluster(&[]);
-    let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let h3 = lab.host(3);
-    let _n3 = cluster.compute("node-3", &h3, &token, &[REGISTRY]);
+    let lab_node = one_node(&lab, &[]);
+    let (alice, h3) = (&lab_node.cluster.alice, &lab_node.host);
     let gateway = cloudos_cluster::subnets::gateway(&subnet(&lab, alice, "node-3")).to_string();
     // A CGI script that ends the replica: its shell (PID 1 of the container) leaves on
     // SIGTERM through its trap, at once (it waits in `wait`, not in `sleep`).
@@ -402,7 +411,7 @@ fn rotation_bench() {
         let rotation = lab.wait_for(
             "both replicas in the rotation",
             Duration::from_secs(60),
-            || node_rotation(&h3, &gateway).filter(|r| r.len() == 2),
+            || node_rotation(h3, &gateway).filter(|r| r.len() == 2),
         );
         let victim = rotation[0].clone();
         let started = Instant::now();
@@ -426,7 +435,7 @@ fn rotation_bench() {
                 })
             });
             let node = tight(&lab, "the replica to leave the rotation", || {
-                node_rotation(&h3, &gateway)
+                node_rotation(h3, &gateway)
                     .filter(|r| !r.contains(&victim))
                     .map(|_| started.elapsed())
             });
@@ -500,12 +509,8 @@ fn connection_rate(netns: &std::path::Path, to: std::net::SocketAddr, secs: u64)
 fn published_port_bench() {
     let Some(lab) = Lab::new() else { return };
     let runs = cloudos_tests::bench::runs(5);
-    let _registry = busybox_registry_with(&lab.net, REGISTRY, &[]);
-    let cluster = lab.cluster(&[]);
-    let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let h3 = lab.host(3);
-    let _n3 = cluster.compute("node-3", &h3, &token, &[REGISTRY]);
+    let lab_node = one_node(&lab, &[]);
+    let alice = &lab_node.cluster.alice;
     alice.ok(&[
         "deploy",
         "web",

@@ -264,21 +264,33 @@ impl Network {
             Some(dns) => Some(self.write_resolv(run, dns.address())?),
             None => None,
         };
+        // A run that fails from here on leaves no resolv.conf behind.
+        let failed = |why: String| {
+            if let Some(path) = &resolv_conf {
+                let _ = std::fs::remove_file(path);
+            }
+            why
+        };
         let address = subnets::container_addresses(&subnet)
             .find(|a| !inner.runs.values().any(|(at, _)| at.address.addr() == *a))
-            .ok_or_else(|| format!("the node's container subnet {subnet} is full"))?;
-        let address = Ipv4Net::new(address, subnet.prefix_len()).map_err(|e| e.to_string())?;
+            .ok_or_else(|| failed(format!("the node's container subnet {subnet} is full")))?;
+        let address =
+            Ipv4Net::new(address, subnet.prefix_len()).map_err(|e| failed(e.to_string()))?;
         let netns = self.dir.join(run);
         let attached = attach::attach(&handle, index, run, &netns, address, gateway)
             .await
-            .map_err(|e| format!("cannot put the container on the node's bridge: {e}"))?;
+            .map_err(|e| {
+                failed(format!(
+                    "cannot put the container on the node's bridge: {e}"
+                ))
+            })?;
         inner
             .runs
             .insert(run.to_owned(), (attached.clone(), publish.to_vec()));
         if let Err(e) = self.apply_rules(subnet, &inner).await {
             inner.runs.remove(run);
             let _ = attach::detach(&handle, &attached).await;
-            return Err(format!("cannot forward the container's ports: {e}"));
+            return Err(failed(format!("cannot forward the container's ports: {e}")));
         }
         log::info!("run {run} is on the bridge at {}", address.addr());
         Ok(Attachment {

@@ -374,22 +374,22 @@ fn ip_protocol(protocol: Protocol) -> u8 {
     }
 }
 
+/// A published port of one container is a routed port with one backend, taken always.
+fn as_routed(f: &Forward) -> RoutedPort {
+    RoutedPort {
+        protocol: f.protocol,
+        host_port: f.host_port,
+        container_port: f.container_port,
+    }
+}
+
 fn forward_text(prefix: &str, f: &Forward) -> String {
-    format!(
-        "{prefix}fib daddr type local meta l4proto {} th dport {} dnat to {}:{}",
-        f.protocol, f.host_port, f.address, f.container_port
-    )
+    format!("{prefix}{}", routed_text(&as_routed(f), "", f.address))
 }
 
 /// `fib daddr type local meta l4proto PROTO th dport HOST_PORT dnat to ADDRESS:PORT`.
 fn forward_exprs(f: &Forward) -> Vec<Expressions> {
-    [
-        expr::fib_daddr_local(),
-        expr::l4proto(ip_protocol(f.protocol)),
-        expr::th_dport(f.host_port),
-        expr::dnat(f.address, f.container_port),
-    ]
-    .concat()
+    routed_exprs(&as_routed(f), Vec::new(), f.address)
 }
 
 /// What the kernel would refuse, or take and misapply, said before anything is sent.

@@ -47,11 +47,16 @@ impl Effects {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.save_tasks.is_empty()
+        !self.writes_store() && self.messages.is_empty()
+    }
+
+    /// Whether the change has records to save or delete. Every change of what the service
+    /// table is made of (services, replicas' states and addresses) has.
+    pub fn writes_store(&self) -> bool {
+        !(self.save_tasks.is_empty()
             && self.delete_tasks.is_empty()
             && self.save_services.is_empty()
-            && self.delete_services.is_empty()
-            && self.messages.is_empty()
+            && self.delete_services.is_empty())
     }
 }
 

@@ -94,12 +94,14 @@ impl Workloads {
         let mut book = Book::load(store.list_tasks()?, store.list_services()?);
         // Services an older master made, or made with another range, get their address.
         let addressed = book.set_service_range(service_range);
-        store.write_workloads(&WorkloadWrite {
-            save_tasks: &[],
-            delete_tasks: &[],
-            save_services: &addressed.save_services,
-            delete_services: &[],
-        })?;
+        if addressed.writes_store() {
+            store.write_workloads(&WorkloadWrite {
+                save_tasks: &[],
+                delete_tasks: &[],
+                save_services: &addressed.save_services,
+                delete_services: &[],
+            })?;
+        }
         let routed = Mutex::new(book.service_table());
         Ok(Workloads {
             book: Mutex::new(book),
@@ -250,11 +252,7 @@ pub fn truncation_marker(cap: u64) -> String {
 
 /// Writes `effects`' store changes in one transaction.
 fn save(state: &MasterState, effects: &Effects) -> Result<(), StoreError> {
-    if effects.save_tasks.is_empty()
-        && effects.delete_tasks.is_empty()
-        && effects.save_services.is_empty()
-        && effects.delete_services.is_empty()
-    {
+    if !effects.writes_store() {
         return Ok(());
     }
     state.store.write_workloads(&WorkloadWrite {
@@ -291,8 +289,11 @@ where
                 return Err(e);
             }
         };
-        // Under the book's lock, so tables leave in the order of the changes.
-        route_services(state, book.service_table());
+        // Under the book's lock, so tables leave in the order of the changes; a change
+        // with nothing to record (most dispatch passes) changes no table.
+        if done.1.writes_store() {
+            route_services(state, book.service_table());
+        }
         done
     };
     for id in &effects.delete_tasks {

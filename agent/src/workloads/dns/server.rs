@@ -181,8 +181,10 @@ async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result
     stream.write_all(&framed).await
 }
 
-fn current(names: &RwLock<Names>) -> Names {
-    names.read().unwrap_or_else(|e| e.into_inner()).clone()
+/// What to do with `query`, by the names as they are now (the lock is held only for
+/// the answer, never across a wait).
+fn reply_to(query: &[u8], names: &RwLock<Names>) -> Reply {
+    answer(query, &names.read().unwrap_or_else(|e| e.into_inner()))
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, names: Arc<RwLock<Names>>, upstream: Arc<Upstream>) {
@@ -198,11 +200,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, names: Arc<RwLock<Names>>, upstream: 
             }
         };
         let query = buf[..n].to_vec();
-        let reply = {
-            let names = names.read().unwrap_or_else(|e| e.into_inner());
-            answer(&query, &names)
-        };
-        match reply {
+        match reply_to(&query, &names) {
             Reply::Answer(bytes) => {
                 let _ = socket.send_to(&bytes, from).await;
             }
@@ -250,7 +248,7 @@ async fn serve_connection(mut stream: TcpStream, names: &RwLock<Names>, upstream
         let Ok(Ok(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await else {
             return;
         };
-        let bytes = match answer(&query, &current(names)) {
+        let bytes = match reply_to(&query, names) {
             Reply::Answer(bytes) => bytes,
             Reply::Ignore => return,
             Reply::Forward => match upstream.ask_tcp(&query).await.or_else(|| failure(&query)) {
