@@ -289,6 +289,10 @@ pub struct TokenRecord {
     /// the labels selectors match (what a node says of itself is only reported).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Made by a master for its own machine's node (a master that runs workloads): the
+    /// one kind of token that may join under the master's own name, and only under it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_node: bool,
 }
 
 impl TokenRecord {
@@ -322,6 +326,7 @@ impl TokenRecord {
             revoked: false,
             description: description.into(),
             labels: Default::default(),
+            own_node: false,
         })
     }
 

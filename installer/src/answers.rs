@@ -86,8 +86,9 @@ pub struct Answers {
 /// What the node becomes, with what that role needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleAnswers {
-    /// Creates a new cluster of this name.
-    Master { cluster: String },
+    /// Creates a new cluster of this name; with `workloads`, the master's machine runs
+    /// workloads too (a cluster of one machine to start with).
+    Master { cluster: String, workloads: bool },
     /// Joins a master with a token; `master` is `host:port`, `None` means found by mDNS.
     Compute {
         token: Token,
@@ -168,6 +169,7 @@ struct RawAnswers {
     token: Option<Spanned<String>>,
     master: Option<Spanned<String>>,
     cluster: Option<Spanned<String>>,
+    workloads: Option<Spanned<bool>>,
     labels: Option<Spanned<Vec<String>>>,
     insecure_registries: Option<Spanned<Vec<String>>>,
     backup: Option<Spanned<String>>,
@@ -257,12 +259,15 @@ impl Answers {
                     Some(c) => check_cluster_name(c.get_ref())
                         .map_err(|why| invalid("cluster", why, c.span()))?,
                 };
-                RoleAnswers::Master { cluster }
+                // Off unless said: an unattended install does what its file says, and a
+                // file written before this key made a master only.
+                let workloads = raw.workloads.as_ref().is_some_and(|w| *w.get_ref());
+                RoleAnswers::Master { cluster, workloads }
             }
             "restore" => {
                 // The cluster and its name come from the backup.
                 role_keys
-                    .refuse(&["token", "master", "cluster"])
+                    .refuse(&["token", "master", "cluster", "workloads"])
                     .map_err(|(key, role, span)| only_for(key, role, span))?;
                 let backup = raw.backup.as_ref().ok_or(AnswerError::Missing {
                     key: "backup",
@@ -285,7 +290,7 @@ impl Answers {
             }
             _ => {
                 role_keys
-                    .refuse(&["cluster", "backup", "passphrase_file"])
+                    .refuse(&["cluster", "workloads", "backup", "passphrase_file"])
                     .map_err(|(key, role, span)| only_for(key, role, span))?;
                 let token = raw.token.ok_or(AnswerError::Missing {
                     key: "token",
@@ -343,8 +348,11 @@ impl Answers {
         let _ = writeln!(text, "disk = {}", toml_string(&self.disk));
         let _ = writeln!(text, "wipe = true");
         match &self.role {
-            RoleAnswers::Master { cluster } => {
+            RoleAnswers::Master { cluster, workloads } => {
                 let _ = writeln!(text, "cluster = {}", toml_string(cluster));
+                if *workloads {
+                    let _ = writeln!(text, "workloads = true");
+                }
             }
             RoleAnswers::Compute { token, master } => {
                 let _ = writeln!(text, "token = {}", toml_string(&token.to_string()));
@@ -427,7 +435,10 @@ impl Answers {
             };
         }
         match &self.role {
-            RoleAnswers::Master { cluster } => settings.cluster = Some(cluster.clone()),
+            RoleAnswers::Master { cluster, workloads } => {
+                settings.cluster = Some(cluster.clone());
+                settings.workloads = *workloads;
+            }
             RoleAnswers::Compute { token, master } => {
                 settings.token = Some(Secret::new(token.to_string()));
                 settings.master = master.clone();
@@ -467,6 +478,11 @@ impl RoleKeys {
             ("token", "compute", span(&raw.token)),
             ("master", "compute", span(&raw.master)),
             ("cluster", "master", span(&raw.cluster)),
+            (
+                "workloads",
+                "master",
+                raw.workloads.as_ref().map(Spanned::span),
+            ),
             ("backup", "restore", span(&raw.backup)),
             ("passphrase_file", "restore", span(&raw.passphrase_file)),
         ])
@@ -772,7 +788,8 @@ pub(crate) mod tests {
         assert_eq!(
             a.role,
             RoleAnswers::Master {
-                cluster: DEFAULT_CLUSTER.into()
+                cluster: DEFAULT_CLUSTER.into(),
+                workloads: false,
             }
         );
         assert_eq!(a.network, NetworkAnswers::Dhcp);
@@ -793,10 +810,14 @@ pub(crate) mod tests {
             compute_file(),
             "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/sda\"\nwipe = true\ncluster = \"Lab\"\n"
                 .into(),
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/sda\"\nwipe = true\nworkloads = true\n"
+                .into(),
         ] {
             let a = Answers::from_toml(&text).expect("valid");
             let again = Answers::from_toml(&a.to_answer_toml()).expect("rendered is valid");
             assert_eq!(again, a);
+            // The installed node's settings say it: `workloads = on` for that one only.
+            assert_eq!(a.node_settings().workloads, text.contains("workloads"));
         }
     }
 
@@ -861,6 +882,14 @@ pub(crate) mod tests {
             (
                 format!("{base}master = \"10.0.0.1\"\n"),
                 &["`master` is only used with mode = \"compute\""],
+            ),
+            (
+                format!("{compute}token = \"{token}\"\nworkloads = true\n"),
+                &["line 6: `workloads` is only used with mode = \"master\""],
+            ),
+            (
+                format!("{base}workloads = \"yes\"\n"),
+                &["line 5", "workloads"],
             ),
             (compute.into(), &["`token` is required", "cloudos token create"]),
             (

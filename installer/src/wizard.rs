@@ -130,6 +130,11 @@ const NETWORK_ITEMS: [&str; 2] = [
     "Static address, gateway and DNS",
 ];
 const AFTER_NO_ITEMS: [&str; 2] = ["Start over", "Cancel the install"];
+const WORKLOADS_QUESTION: &str = "What runs on this machine?";
+const WORKLOADS_ITEMS: [&str; 2] = [
+    "The master and workloads (one machine is a whole cluster; add nodes any time)",
+    "The master only (workloads run on compute nodes)",
+];
 const NO_DISK_ITEMS: [&str; 2] = ["Look again", "Cancel the install"];
 const TOKEN_FAILED_ITEMS: [&str; 3] = [
     "Type the token again",
@@ -202,9 +207,13 @@ pub fn run_with(
                 backup: restore.backup.clone(),
                 passphrase: PassphraseSource::Typed(restore.passphrase.clone()),
             }),
-            _ => RoleAnswers::Master {
-                cluster: ask(p, "Cluster name", Some(DEFAULT_CLUSTER), check_cluster_name)?,
-            },
+            _ => {
+                let cluster = ask(p, "Cluster name", Some(DEFAULT_CLUSTER), check_cluster_name)?;
+                // The first machine of a cluster runs workloads by default: one machine
+                // is then a whole cluster, and compute nodes can join it later.
+                let workloads = p.select(WORKLOADS_QUESTION, &labels(WORKLOADS_ITEMS), 0)? == 0;
+                RoleAnswers::Master { cluster, workloads }
+            }
         };
         let answers = Answers {
             hostname,
@@ -576,7 +585,11 @@ pub fn summary_in_place(answers: &Answers, medium: &str) -> String {
 
 fn summary_lines(answers: &Answers) -> String {
     let role = match &answers.role {
-        RoleAnswers::Master { cluster } => format!("master of a new cluster \"{cluster}\""),
+        RoleAnswers::Master {
+            cluster,
+            workloads: true,
+        } => format!("master of a new cluster \"{cluster}\", runs workloads too"),
+        RoleAnswers::Master { cluster, .. } => format!("master of a new cluster \"{cluster}\""),
         RoleAnswers::Compute { token, master } => format!(
             "compute node joining {} with token {}",
             master.as_deref().unwrap_or("the master found by mDNS"),
@@ -999,6 +1012,7 @@ mod tests {
                 typed("pi-m"),
                 Pick("DHCP"),
                 typed("lab"),
+                Pick("The master and workloads"),
                 No,
                 Pick("Cancel"),
             ],
@@ -1031,6 +1045,7 @@ mod tests {
                 Pick("/dev/vda"),
                 typed("no_good"),
                 typed(""),
+                Pick("The master and workloads"),
                 Yes,
             ],
             &system,
@@ -1040,7 +1055,7 @@ mod tests {
         };
         // The same answers the equivalent file gives, and the same plan from validate.
         let file = Answers::from_toml(
-            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\n",
+            "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/vda\"\nwipe = true\nworkloads = true\n",
         )
         .expect("file");
         assert_eq!(answers, file);
@@ -1054,7 +1069,7 @@ mod tests {
             "/dev/vdb is a disk of 1Gi, too small: CloudOS needs at least 4Gi",
             "/dev/sr0 holds the medium this installer booted from",
             "not a valid cluster name",
-            "master of a new cluster \"cloudos\"",
+            "master of a new cluster \"cloudos\", runs workloads too",
             "shows its CA pin and a\none-use admin token on this console",
             "Erase everything on /dev/vda (20Gi) and install CloudOS?",
         ] {
@@ -1205,6 +1220,7 @@ mod tests {
                 typed(""),
                 Pick("/dev/vda"),
                 typed("lab"),
+                Pick("The master only"),
                 Yes,
             ]
             .into(),
@@ -1238,6 +1254,7 @@ mod tests {
                 Pick("DHCP"),
                 Pick("/dev/vda"),
                 typed(""),
+                Pick("The master only"),
                 No,
             ];
             steps.extend(then);

@@ -23,6 +23,8 @@ pub const BOOTSTRAP_USES: u32 = 1;
 
 /// Meta key: id of the current bootstrap token.
 const BOOTSTRAP_TOKEN_KEY: &str = "bootstrap_token";
+/// Meta key: id of the current token for the master's own node.
+const OWN_NODE_TOKEN_KEY: &str = "own_node_token";
 
 /// The cluster as loaded or created.
 pub struct Cluster {
@@ -95,6 +97,85 @@ pub fn bootstrap_admin_token(
     Ok(Some(token))
 }
 
+/// Where a master that runs workloads leaves its own node's token, below the data
+/// directory (the agent on the same machine shares it).
+pub fn own_node_token_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("master").join("own-node-token")
+}
+
+/// A fresh one-use compute token for this machine's own node (a master that runs
+/// workloads, whose agent has not joined yet), written to `path` (root only), which the
+/// agent reads and deletes once it has joined. The previous one, if any, is deleted: at
+/// most one is ever valid. Same lifetime as the bootstrap token, so an agent that waits
+/// for the master's first start gets a token it can still use.
+///
+/// A token the file already holds that is still valid is kept: an agent retrying its join
+/// while the master service restarts must not find its token gone.
+///
+/// It is never logged or shown: the agent on this machine is its only reader.
+pub fn own_node_token(
+    store: &dyn Store,
+    ca: &ClusterCa,
+    path: &std::path::Path,
+) -> Result<(), MasterError> {
+    if still_valid(store, path)? {
+        return Ok(());
+    }
+    if let Some(old) = store.get_raw(Table::Meta, OWN_NODE_TOKEN_KEY)? {
+        store.delete_token(&String::from_utf8_lossy(&old))?;
+    }
+    let token = Token::generate(ca.pin())?;
+    let mut record = TokenRecord::new(
+        &token,
+        Role::Compute,
+        OffsetDateTime::now_utc(),
+        Some(BOOTSTRAP_TTL),
+        Some(1),
+        "this machine's own node (the master runs workloads)",
+    )?;
+    record.own_node = true;
+    store.put_token(&record)?;
+    store.put_raw(
+        Table::Meta,
+        OWN_NODE_TOKEN_KEY,
+        token.id().as_str().as_bytes(),
+    )?;
+    cloudos_cluster::files::write_private(path, format!("{token}\n").as_bytes()).map_err(
+        |source| MasterError::OwnNodeToken {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
+    log::info!(
+        "this master runs workloads: its own node joins with token {} (in {})",
+        token.id(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Whether `path` holds an own-node token the store still accepts.
+fn still_valid(store: &dyn Store, path: &std::path::Path) -> Result<bool, MasterError> {
+    let Some(token) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<Token>().ok())
+    else {
+        return Ok(false);
+    };
+    Ok(match store.get_token(token.id().as_str())? {
+        Some(record) => {
+            record.own_node
+                && cloudos_cluster::token::verify(
+                    &record,
+                    token.secret(),
+                    OffsetDateTime::now_utc(),
+                )
+                .is_ok()
+        }
+        None => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +221,35 @@ mod tests {
         assert!(bootstrap_admin_token(&store, &first.ca)
             .expect("token")
             .is_some());
+    }
+
+    #[test]
+    fn the_own_node_token_is_one_use_kept_while_valid_and_replaced_once_spent() {
+        let store = RedbStore::in_memory().expect("store");
+        let cluster = open_cluster(&store, "lab").expect("create");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = own_node_token_file(dir.path());
+        own_node_token(&store, &cluster.ca, &path).expect("token");
+        let read = |p: &std::path::Path| -> Token {
+            std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+        };
+        let first = read(&path);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "root only");
+        let record = store.get_token(first.id().as_str()).unwrap().unwrap();
+        assert!(record.own_node && record.role == Role::Compute);
+        assert_eq!(record.uses_left, Some(1));
+        // A master restart while the agent still retries: the same token.
+        own_node_token(&store, &cluster.ca, &path).expect("again");
+        assert_eq!(read(&path), first);
+        // Spent (or damaged): a new one, and the old record is gone.
+        let mut spent = record.clone();
+        spent.uses_left = Some(0);
+        store.put_token(&spent).unwrap();
+        own_node_token(&store, &cluster.ca, &path).expect("new");
+        let second = read(&path);
+        assert_ne!(second, first);
+        assert_eq!(store.get_token(first.id().as_str()).unwrap(), None);
     }
 }

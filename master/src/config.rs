@@ -52,6 +52,9 @@ pub struct MasterConfig {
     pub container_range: cloudos_cluster::subnets::ClusterRange,
     /// Where services' virtual addresses come from (the setting `service_range`).
     pub service_range: cloudos_cluster::subnets::ClusterRange,
+    /// A master that runs workloads whose own node has not joined yet: where to write a
+    /// one-use token for that node's agent (`bootstrap::own_node_token`). `None`: no token.
+    pub own_node_token: Option<PathBuf>,
 }
 
 impl MasterConfig {
@@ -77,6 +80,7 @@ impl MasterConfig {
             self_upgrade: None,
             container_range: cloudos_cluster::subnets::ClusterRange::default(),
             service_range: cloudos_cluster::subnets::ClusterRange::services_default(),
+            own_node_token: None,
         }
     }
 }

@@ -30,6 +30,11 @@ pub enum MasterError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot write the token of this machine's own node to {path}: {source}")]
+    OwnNodeToken {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -66,6 +66,7 @@ use cloudos_cluster::{CaPin, Token};
 use cloudos_store::{RedbStore, Store};
 use tokio::net::TcpListener;
 
+pub use bootstrap::own_node_token_file;
 pub use config::MasterConfig;
 pub use console::{token_file, TokenOutput};
 pub use error::MasterError;
@@ -114,6 +115,9 @@ impl Master {
         })?;
         let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
         let bootstrap_token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
+        if let Some(path) = &config.own_node_token {
+            bootstrap::own_node_token(store.as_ref(), &boot.ca, path)?;
+        }
         let state = state::MasterState::new(config, store, boot, local)?;
         Ok(Master {
             state: Arc::new(state),

@@ -5,8 +5,9 @@
 //! A node whose connection comes from the address it says it has is *reachable*: others
 //! send to it there. One whose connection comes from elsewhere is behind NAT: others wait
 //! for it to reach them (it keeps the path open with keepalives), and two nodes behind NAT
-//! reach each other through the *relay*, the first reachable node by name, which forwards
-//! between its peers (WireGuard routes by the subnets each peer is allowed).
+//! reach each other through the *relay*, which forwards between its peers (WireGuard routes
+//! by the subnets each peer is allowed): the master's own node when the master runs
+//! workloads and is reachable, else the first reachable node by name.
 
 use std::net::IpAddr;
 
@@ -29,6 +30,8 @@ pub struct MeshNode {
     /// Where it says the others reach it (`mesh_endpoint`), when not at its own address.
     pub endpoint: Option<std::net::SocketAddr>,
     pub subnet: Ipv4Net,
+    /// The master's own machine (a master that runs workloads): the relay when reachable.
+    pub master: bool,
 }
 
 impl MeshNode {
@@ -52,9 +55,11 @@ pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
     };
     let mut others: Vec<&MeshNode> = nodes.iter().filter(|n| n.name != me).collect();
     others.sort_by(|a, b| a.name.cmp(&b.name));
+    // Every node reaches the master already; its machine is the one an admin keeps up.
     let relay = others
         .iter()
-        .find(|n| n.reachable())
+        .filter(|n| n.reachable())
+        .min_by_key(|n| !n.master)
         .map(|n| n.name.clone());
     // Subnets this node can reach only through the relay: both ends behind NAT.
     let relayed: Vec<String> = if this.reachable() {
@@ -96,8 +101,8 @@ pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
 
 /// Sends every connected node its peers: after a hello (a node came, or moved) and after a
 /// node is removed (its peer goes everywhere at once).
-pub fn announce(roster: &crate::roster::Roster) {
-    let nodes = roster.mesh_nodes();
+pub fn announce(roster: &crate::roster::Roster, master: &str) {
+    let nodes = roster.mesh_nodes(master);
     for name in roster.connected() {
         send_plan(roster, &name, &nodes);
     }
@@ -105,8 +110,8 @@ pub fn announce(roster: &crate::roster::Roster) {
 
 /// Sends node `name` its peers only: a node that reconnects with nothing changed (every
 /// node after a master restart) must not make the master plan and send for all of them.
-pub fn announce_to(roster: &crate::roster::Roster, name: &str) {
-    send_plan(roster, name, &roster.mesh_nodes());
+pub fn announce_to(roster: &crate::roster::Roster, master: &str, name: &str) {
+    send_plan(roster, name, &roster.mesh_nodes(master));
 }
 
 fn send_plan(roster: &crate::roster::Roster, name: &str, nodes: &[MeshNode]) {
@@ -129,6 +134,7 @@ mod tests {
             seen: seen.parse().unwrap(),
             endpoint: None,
             subnet: subnet.parse().unwrap(),
+            master: false,
         }
     }
 
@@ -228,5 +234,30 @@ mod tests {
             shown(&plan("cloud", &nodes)),
             ["c - 10.250.2.0/24 None", "d - 10.250.3.0/24 None"]
         );
+    }
+
+    #[test]
+    fn the_master_s_own_node_relays_when_it_runs_workloads() {
+        // "m" sorts after "a": without the mark, a would relay.
+        let mut nodes = cluster();
+        let mut own = node("m", "10.0.0.9", "10.0.0.9", "10.250.9.0/24");
+        own.master = true;
+        nodes.push(own);
+        assert_eq!(
+            shown(&plan("c", &nodes)),
+            [
+                "a 10.0.0.1:51820 10.250.0.0/24 Some(25)",
+                "b 10.0.0.2:51820 10.250.1.0/24 Some(25)",
+                "m 10.0.0.9:51820 10.250.9.0/24,10.250.3.0/24 Some(25)",
+            ]
+        );
+        assert_eq!(
+            shown(&plan("m", &nodes))[2..],
+            ["c - 10.250.2.0/24 None", "d - 10.250.3.0/24 None"]
+        );
+        // A master behind NAT itself cannot relay: the first reachable node does.
+        let behind = nodes.iter_mut().find(|n| n.name == "m").unwrap();
+        behind.seen = "198.51.100.77".parse().unwrap();
+        assert!(shown(&plan("c", &nodes))[0].contains("10.250.0.0/24,10.250.3.0/24"));
     }
 }

@@ -422,8 +422,10 @@ impl Roster {
         }
     }
 
-    /// Every node that takes part in the mesh, with its container subnet, for the plan.
-    pub fn mesh_nodes(&self) -> Vec<crate::mesh::MeshNode> {
+    /// Every node that takes part in the mesh, with its container subnet, for the plan;
+    /// `master` is the master's own name (its machine's node, when it runs workloads, is
+    /// marked).
+    pub fn mesh_nodes(&self, master: &str) -> Vec<crate::mesh::MeshNode> {
         self.lock()
             .values()
             .filter_map(|e| {
@@ -436,6 +438,7 @@ impl Roster {
                     seen: end.seen,
                     endpoint: end.endpoint,
                     subnet: e.record.subnet.as_deref()?.parse().ok()?,
+                    master: e.record.name == master,
                 })
             })
             .collect()

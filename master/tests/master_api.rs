@@ -1116,6 +1116,42 @@ async fn a_joiner_cannot_take_a_name_clients_trust_for_the_master() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A master that runs workloads leaves its own node a one-use token in a root-only file.
+/// That token joins under the master's name and no other: a copy taken to another machine
+/// cannot mint a node of any other name, and once spent it admits nothing. The token list
+/// shows what it is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_masters_own_node_joins_under_its_name_only_with_its_own_token() {
+    let dir = common::temp_dir("own-node");
+    let mut config = common::config(
+        &dir,
+        "127.0.0.1:0".parse().expect("addr"),
+        HEARTBEAT,
+        NOT_READY_AFTER,
+    );
+    let file = cloudos_master::own_node_token_file(&dir);
+    config.own_node_token = Some(file.clone());
+    let mut m = TestMaster::start(config, 2);
+    let admin = join_admin(&m).await;
+    let a = admin.client(src(1));
+    let token = std::fs::read_to_string(&file).expect("token file");
+    let token = token.trim();
+    for (i, name) in ["n1", "master-2", "localhost"].into_iter().enumerate() {
+        let reply = try_join(&m, src(40 + i as u8), token, name).await.err();
+        let reply = reply.unwrap_or_else(|| panic!("{name} was admitted"));
+        assert!(matches!(reply.status, 400 | 403), "{name}: {}", reply.body);
+    }
+    assert!(nodes(&m, &a).await.is_empty());
+    join(&m, src(50), token, "master-1").await;
+    let listed = nodes(&m, &a).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "master-1");
+    let reply = try_join(&m, src(51), token, "master-1").await.err();
+    assert_eq!(reply.expect("a spent token").status, 403);
+    m.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A node's renewed certificate works; once it is used, the one it replaced is refused
 /// (a copy of the old key, taken from a backup or a stolen disk, is worth nothing). A
 /// join again and a removal revoke every certificate the node held, pending ones included.

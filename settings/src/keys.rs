@@ -221,6 +221,20 @@ pub static KEYS: &[Key] = &[
         get: |s| one(s.cluster.as_ref()),
     },
     Key {
+        name: "workloads",
+        kind: Kind::Flag,
+        help: "`on`/`off`: a master runs workloads too (its own machine is also a node: a \
+               cluster of one machine)",
+        default: "`off`",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.workloads, values::parse_bool(v)),
+        get: |s| match s.workloads {
+            true => vec!["on".to_owned()],
+            false => Vec::new(),
+        },
+    },
+    Key {
         name: "labels",
         kind: Kind::List,
         help: "`zone=a,disk=ssd`",

@@ -297,6 +297,16 @@ mod tests {
         assert_eq!(s.token.as_ref().map(Secret::expose), Some(token.as_str()));
         assert_eq!(s.master.as_deref(), Some("10.0.0.1:9443"));
         assert_eq!(s.cluster.as_deref(), Some("lab"));
+        assert!(!s.workloads, "off unless said");
+        assert!(
+            Settings::load(None, "cloudos.role=master cloudos.workloads=on")
+                .0
+                .workloads
+        );
+        assert!(
+            Settings::load(None, "cloudos.workloads").0.workloads,
+            "a bare flag is on"
+        );
         assert_eq!(s.labels.get("disk").map(String::as_str), Some("ssd"));
         let secret = token.split('_').nth(2).unwrap();
         assert!(!format!("{s:?}").contains(secret));
@@ -380,8 +390,8 @@ mod tests {
             (
                 "cloudos.typo=1",
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
-                 dns, debug, token, master, cluster, labels, insecure_registries, tls_san, \
-                 container_range, service_range, mesh_endpoint, container_node_ports, ntp, \
+                 dns, debug, token, master, cluster, workloads, labels, insecure_registries, \
+                 tls_san, container_range, service_range, mesh_endpoint, container_node_ports, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
                  backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",
             ),

@@ -178,6 +178,9 @@ pub struct Settings {
     pub master: Option<String>,
     /// The cluster's name when this node creates it as master (`cloudos.cluster`).
     pub cluster: Option<String>,
+    /// A master that also runs workloads (`cloudos.workloads=on`): its machine is a node
+    /// of its own cluster too. Compute nodes ignore it.
+    pub workloads: bool,
     /// Node labels for scheduling (`cloudos.labels=zone=a,disk=ssd`).
     pub labels: BTreeMap<String, String>,
     /// Image registries reached over plain HTTP, `host:port` separated by commas

@@ -109,6 +109,7 @@ mod tests {
             token: Some(Secret::new(a_token())),
             master: Some("10.0.0.1:9443".into()),
             cluster: Some("lab".into()),
+            workloads: true,
             labels: [("zone", "a"), ("disk", "ssd")]
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .into(),

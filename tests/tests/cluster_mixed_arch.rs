@@ -1,11 +1,14 @@
 //! A mixed-architecture cluster of real ISO boots on a private bridge: an x86_64
-//! master VM and an ARM64 compute VM (qemu-system-aarch64 -M virt, UEFI) whose only
-//! settings are a role and a join token. The ARM64 node finds the master by mDNS
-//! and joins; images are placed by architecture:
+//! master VM that runs workloads too (`workloads = "on"`: its own machine joins as node
+//! `master-1`, a cluster of one machine) and an ARM64 compute VM (qemu-system-aarch64
+//! -M virt, UEFI) whose only settings are a role and a join token. The ARM64 node finds
+//! the master by mDNS and joins; images are placed by architecture:
 //!
 //! - an arm64-only image runs on the ARM64 node (its `uname -m` says aarch64);
-//! - an image with an index for amd64 and arm64 runs there too, from its arm64 manifest;
-//! - an amd64-only image has no node to go to, and `cloudos ps` says why.
+//! - an amd64-only image runs on the master's own machine (x86_64);
+//! - an image with an index for amd64 and arm64 runs from the manifest of the node it is
+//!   placed on;
+//! - a riscv64-only image has no node to go to, and `cloudos ps` says why.
 //!
 //! The images are Debian's static busybox for each architecture, in a
 //! `docker-registry` on the host side of the bridge. Needs root (namespaces,
@@ -80,6 +83,9 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
             .unwrap_or_else(|e| panic!("{e}"))
     };
     push("lab/amd64-only", &amd64);
+    // Labelled for a machine no node is: its layers are never run.
+    let riscv64 = Image::busybox("riscv64", &host_busybox(), &[]).expect("riscv64 image");
+    push("lab/riscv64-only", &riscv64);
     push("lab/arm64-only", &arm64);
     registry
         .push_index(
@@ -100,9 +106,9 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
     // The x86_64 master.
     let master_disk = artifacts::data_disk(
         &format!(
-            "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\ninsecure_registries = \"{REGISTRY}\"\n"
+            "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\nworkloads = \"on\"\ninsecure_registries = \"{REGISTRY}\"\n"
         ),
-        64,
+        256,
     )
     .expect("disk");
     let master = boot(
@@ -124,6 +130,17 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
     );
     first_capture(&master, r"(master listening on)", "master API not up");
     admin.log_in(&admin_token, &format!("{address}:9443"));
+    // The master's own machine is a node of its cluster, found at its LAN address (the
+    // one the other nodes' mesh reaches), not at loopback.
+    master
+        .serial()
+        .wait_for("joined cluster lab", boot_timeout())
+        .expect("the master's own node did not join");
+    admin.wait_for_state("master-1", "ready", scaled(Duration::from_secs(60)));
+    let own: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["node", "show", "master-1", "-o", "json"])).expect("JSON");
+    assert_eq!(own["address"], address.as_str(), "{own}");
+    assert_eq!(own["arch"], "x86_64", "{own}");
     let token = admin
         .ok(&["token", "create", "--role", "compute"])
         .trim()
@@ -158,14 +175,30 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
     assert_eq!(task["node"], "arm-1", "{task}");
     assert_eq!(logs.trim(), "aarch64", "{task}");
 
-    // A multi-arch image runs there from its arm64 manifest.
+    // An amd64-only image runs on the master's own machine: one machine runs a task.
+    let (task, logs) = run_uname(&admin, &format!("{REGISTRY}/lab/amd64-only:1"));
+    assert_eq!(task["state"], "succeeded", "{task}\n{logs}");
+    assert_eq!(task["node"], "master-1", "{task}");
+    assert_eq!(logs.trim(), "x86_64", "{task}");
+
+    // A multi-arch image runs from the manifest of the node it lands on.
     let (task, logs) = run_uname(&admin, &format!("{REGISTRY}/lab/busybox:1"));
     assert_eq!(task["state"], "succeeded", "{task}\n{logs}");
-    assert_eq!(logs.trim(), "aarch64", "{task}");
+    let arch = match task["node"].as_str() {
+        Some("arm-1") => "aarch64",
+        Some("master-1") => "x86_64",
+        other => panic!("ran on {other:?}: {task}"),
+    };
+    assert_eq!(logs.trim(), arch, "{task}");
 
-    // An amd64-only image has nowhere to go: the master is not a compute node.
+    // A riscv64-only image has nowhere to go.
     let id = admin
-        .ok(&["run", &format!("{REGISTRY}/lab/amd64-only:1"), "--", "true"])
+        .ok(&[
+            "run",
+            &format!("{REGISTRY}/lab/riscv64-only:1"),
+            "--",
+            "true",
+        ])
         .trim()
         .to_owned();
     let reason = admin.wait(
@@ -174,12 +207,15 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
         || {
             let task = admin.task(&id);
             let reason = task["reason"].as_str().unwrap_or_default().to_owned();
-            (task["state"] == "queued" && reason.contains("x86_64 only")).then_some(reason)
+            (task["state"] == "queued" && reason.contains("riscv64 only")).then_some(reason)
         },
     );
-    assert!(reason.contains("aarch64"), "{reason}");
+    assert!(
+        reason.contains("aarch64") && reason.contains("x86_64"),
+        "{reason}"
+    );
     let table = admin.ok(&["ps"]);
-    assert!(table.contains("image is x86_64 only"), "{table}");
+    assert!(table.contains("image is riscv64 only"), "{table}");
     admin.ok(&["cancel", &id]);
 
     for (vm, name) in [(&node, "arm-1"), (&master, "master-1")] {

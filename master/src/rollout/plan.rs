@@ -38,7 +38,12 @@ pub fn choose(
     }
     let mut chosen = Vec::new();
     let mut problems = Vec::new();
-    for node in nodes.iter().filter(|n| n.role == Role::Compute) {
+    // The master's own node (a master that runs workloads) is its machine: it is upgraded
+    // as the master, last, and never rebooted in the middle of a rollout as a node.
+    let compute = nodes
+        .iter()
+        .filter(|n| n.role == Role::Compute && n.name != master.name);
+    for node in compute {
         let selected = request
             .nodes
             .iter()
@@ -302,6 +307,20 @@ mod tests {
         let names: Vec<_> = chosen.iter().map(|n| (n.name.as_str(), n.master)).collect();
         assert_eq!(names, [("c1", false), ("c2", false), ("m1", true)]);
         assert!(chosen.iter().all(|n| n.step == RolloutStep::Waiting));
+    }
+
+    #[test]
+    fn the_master_s_own_node_is_upgraded_as_the_master() {
+        let nodes = [node("c1", "0.1.0", &[]), node("m1", "0.1.0", &[])];
+        let chosen = choose(
+            &RolloutRequest::to("0.2.0"),
+            &nodes,
+            &master("0.1.0", true),
+            &every,
+        )
+        .unwrap();
+        let names: Vec<_> = chosen.iter().map(|n| (n.name.as_str(), n.master)).collect();
+        assert_eq!(names, [("c1", false), ("m1", true)]);
     }
 
     #[test]

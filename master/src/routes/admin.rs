@@ -161,7 +161,7 @@ pub async fn remove_node(
     let (live, conn) = state.roster.remove(&name).unzip();
     state.drains.forget(&name);
     // Its peer goes from every node now: its key stops working with its certificate.
-    crate::mesh::announce(&state.roster);
+    crate::mesh::announce(&state.roster, &state.config.node_name);
     let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
     if let Some(conn) = conn.flatten() {
         // A full channel means an eviction is already queued.

@@ -127,9 +127,9 @@ async fn session(
     if send(&mut socket, &welcome).await {
         // Its peers through the control channel; every node's when it came or moved.
         if state.roster.set_mesh(&name, mesh_end(&name, &hello, seen)) {
-            crate::mesh::announce(&state.roster);
+            crate::mesh::announce(&state.roster, &state.config.node_name);
         } else {
-            crate::mesh::announce_to(&state.roster, &name);
+            crate::mesh::announce_to(&state.roster, &state.config.node_name, &name);
         }
         // The services the node routes; later changes come as they happen.
         let table = state.workloads.routed();

@@ -188,6 +188,23 @@ fn reserved_names(state: &MasterState) -> Vec<String> {
         .collect()
 }
 
+/// The name a joiner asks for: never one of the master's names, except the master's own
+/// node (a master that runs workloads), which joins under the master's name and no other.
+fn check_name(state: &MasterState, name: &str, token: &TokenRecord) -> Result<(), ApiError> {
+    if !token.own_node {
+        validate_join_name(name, &reserved_names(state))?;
+        return Ok(());
+    }
+    validate_join_name(name, &state.config.tls_san)?;
+    if name != state.config.node_name {
+        return Err(ApiError::Forbidden(format!(
+            "this token joins the master's own machine, as {}, and nothing else",
+            state.config.node_name
+        )));
+    }
+    Ok(())
+}
+
 fn admit(
     state: &MasterState,
     req: JoinRequest,
@@ -195,12 +212,14 @@ fn admit(
     addr: SocketAddr,
 ) -> Result<JoinResponse, ApiError> {
     let now = OffsetDateTime::now_utc();
-    validate_join_name(&req.node_name, &reserved_names(state))?;
     check_arch(&req.arch)?;
     let id = req.token_id.as_str();
     let record = valid_token(state, &req.token_id, &req.token_secret, now)?;
+    check_name(state, &req.node_name, &record)?;
     let identity = NodeIdentity::new(req.node_name.clone(), record.role)?;
-    let same_node = caller.as_ref() == Some(&identity);
+    // The master's own node may take its old record back (its identity was lost): no
+    // other machine can hold that name.
+    let same_node = caller.as_ref() == Some(&identity) || record.own_node;
     if identity.role != Role::Admin && state.roster.contains(&identity.name) && !same_node {
         return Err(ApiError::Conflict(format!(
             "node name {} is already taken by a registered node; give this machine another \

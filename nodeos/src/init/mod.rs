@@ -232,7 +232,7 @@ async fn supervise(boot: Boot, reaper: Reaper) -> anyhow::Result<String> {
         command
     });
     let mut supervisor = Supervisor::new(reaper.clone(), launcher, RESTART_BACKOFF);
-    let specs = crate::services::specs(settings.role);
+    let specs = crate::services::specs(settings.role, settings.workloads);
     // The installer's wizard takes the console over until it ends (diskinstall::boot).
     if crate::diskinstall::boot::takes_console(settings.install.as_deref(), configured) {
         crate::diskinstall::boot::hold_console();

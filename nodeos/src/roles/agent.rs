@@ -13,7 +13,7 @@ use cloudos_cluster::token::TokenError;
 use cloudos_cluster::Token;
 
 use super::{host_name, parse_duration};
-use crate::settings::Settings;
+use crate::settings::{NodeRole, Settings};
 
 /// The data partition, where the identity lives under `agent/`.
 pub const DATA_DIR: &str = "/var/lib/cloudos";
@@ -145,8 +145,12 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The `agent` service under PID 1 (`cloudos.role=compute`).
+/// The `agent` service under PID 1 (`cloudos.role=compute`, or a master that runs
+/// workloads: its own machine's node).
 pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
+    if settings.role == NodeRole::Master {
+        return run_own_node(settings);
+    }
     let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
     // settings.rs only keeps a token that parses.
     config.token = parse_token(settings.token.as_ref().map(|t| t.expose()))?;
@@ -175,6 +179,48 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     crate::supervisor::ready::report();
     // PID 1 never stops the agent: when only a person can help, it idles for good.
     let hint = "give it a new token (cloudos.token=…) to join again";
+    runtime.block_on(cloudos_agent::service::serve(
+        config,
+        hint,
+        std::future::pending(),
+    ))?;
+    Ok(())
+}
+
+/// The agent of a master that runs workloads. It joins with the token its master left in
+/// the data partition (then deletes it), finds the master by mDNS like any node (so it
+/// dials the machine's LAN address, which the other nodes' mesh peers reach, not
+/// loopback), and leaves to the master what a node's agent does for its machine: the
+/// clock (the master serves time) and upgrades (the master upgrades itself, last).
+fn run_own_node(settings: &Settings) -> anyhow::Result<()> {
+    let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
+    let token_file = cloudos_master::own_node_token_file(std::path::Path::new(DATA_DIR));
+    config.token = match std::fs::read_to_string(&token_file) {
+        Ok(text) => Some(text.trim().parse()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => anyhow::bail!("cannot read {}: {e}", token_file.display()),
+    };
+    config.clock_report = Some(Arc::new(|| {
+        crate::clock::state::ClockState::read().map(|s| s.report())
+    }));
+    config.reboot = Some(Arc::new(|| {
+        crate::init::shutdown::ask_pid1(crate::init::shutdown::ShutdownKind::Reboot)
+            .map_err(|e| format!("cannot signal PID 1: {e}"))
+    }));
+    config.after_join = Some(Arc::new(move || match std::fs::remove_file(&token_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Used up, so harmless; said so that nobody wonders why it is there.
+        Err(e) => log::warn!(
+            "cannot delete the spent token {}: {e}",
+            token_file.display()
+        ),
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    crate::supervisor::ready::report();
+    let hint = "reboot this machine: its master leaves its own node a new token";
     runtime.block_on(cloudos_agent::service::serve(
         config,
         hint,

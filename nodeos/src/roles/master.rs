@@ -253,6 +253,12 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         let report = crate::upgrade::node::report_hook(slot);
         config.self_upgrade = Some(cloudos_master::rollout::SelfUpgrade { install, report });
     }
+    // A master that runs workloads: its own node joins with a token the master leaves it,
+    // once (the agent keeps its identity on the same data partition).
+    let agent = cloudos_agent::IdentityStore::new(std::path::Path::new(super::agent::DATA_DIR));
+    if settings.workloads && agent.master_address().is_none() {
+        config.own_node_token = Some(cloudos_master::own_node_token_file(&config.data_dir));
+    }
     super::restore::from_settings(settings, &config.data_dir)?;
     crate::upgrade::offer::offer_in_background(&config.data_dir, settings.slot);
     cloudos_master::serve(

@@ -18,7 +18,9 @@ pub const ATTEMPT_ENV: &str = "NODEOS_ATTEMPT";
 /// supervisor sorts them. The base services start together: PID 1 has loaded
 /// the drivers they need, and a device that comes later reaches `net` (as a
 /// link event) and `power` (it looks for new input devices) without `devices`.
-pub fn specs(role: NodeRole) -> Vec<ServiceSpec> {
+/// A master that runs `workloads` runs the agent too, after the master: the agent
+/// joins its own machine's master with the token the master leaves it.
+pub fn specs(role: NodeRole, workloads: bool) -> Vec<ServiceSpec> {
     let mut specs = vec![
         ServiceSpec {
             name: "devices",
@@ -42,10 +44,18 @@ pub fn specs(role: NodeRole) -> Vec<ServiceSpec> {
         },
     ];
     match role {
-        NodeRole::Master => specs.push(ServiceSpec {
-            name: "master",
-            depends_on: &["net"],
-        }),
+        NodeRole::Master => {
+            specs.push(ServiceSpec {
+                name: "master",
+                depends_on: &["net"],
+            });
+            if workloads {
+                specs.push(ServiceSpec {
+                    name: "agent",
+                    depends_on: &["master"],
+                });
+            }
+        }
         NodeRole::Compute => specs.push(ServiceSpec {
             name: "agent",
             depends_on: &["net"],
