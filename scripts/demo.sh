@@ -4,10 +4,13 @@
 #   scripts/demo.sh            a master VM and a compute VM on a private bridge,
 #                              then a shell on the "admin's laptop" with `cloudos`
 #                              logged in; leave the shell to stop everything
-#   scripts/demo.sh --single   one node, its serial console on this terminal
-#                              (type `help` there; Ctrl-A X quits QEMU)
-#   --arm64                    with either: the compute node (or the single node)
-#                              is the ARM64 ISO on qemu-system-aarch64 -M virt (UEFI)
+#   scripts/demo.sh --single   one machine doing everything: a master VM that runs
+#                              workloads too runs a task, then the same shell
+#   scripts/demo.sh --console  one unconfigured node, its serial console on this
+#                              terminal (type `help` there; Ctrl-A X quits QEMU)
+#   --arm64                    with any: the compute node (or the single machine, or
+#                              the console's node) is the ARM64 ISO on
+#                              qemu-system-aarch64 -M virt (UEFI)
 #
 # Everything stays on this machine: the cluster's LAN is a bridge inside a
 # network namespace with its own DHCP server, and the VMs have no other
@@ -24,8 +27,9 @@ NODE_ARCH=x86_64
 for arg in "$@"; do
     case $arg in
     --single) MODE=single ;;
+    --console) MODE=console ;;
     --arm64) NODE_ARCH=aarch64 ;;
-    *) echo "usage: $0 [--single] [--arm64]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--single|--console] [--arm64]" >&2; exit 2 ;;
     esac
 done
 
@@ -48,7 +52,7 @@ arm64_qemu() {
         -device virtio-scsi-pci,id=scsi0 -device scsi-cd,bus=scsi0.0,drive=cd0,bootindex=0)
 }
 
-if [[ $MODE == single ]]; then
+if [[ $MODE == console ]]; then
     echo "==> booting the $NODE_ARCH ISO (Ctrl-A X quits QEMU)" >&2
     if [[ $NODE_ARCH == aarch64 ]]; then
         VARS=$(mktemp /tmp/cloudos-demo-vars.XXXXXX)
@@ -100,11 +104,12 @@ cargo build -q -p cloudos-tests --bin push-test-image
 for _ in $(seq 50); do in_ns curl -sf -o /dev/null "http://$REGISTRY/v2/" && break; sleep 0.2; done
 target/debug/push-test-image "$NS" "$REGISTRY" demo/busybox:1 >/dev/null
 
-# data_disk NAME CONFIG: an ext4 disk labelled CLOUDOS-DATA holding config.toml.
+# data_disk NAME CONFIG: an ext4 disk labelled CLOUDOS-DATA holding config.toml,
+# with room for images (the file is sparse).
 data_disk() {
     mkdir -p "$WORK/$1.d"
     printf '%s' "$2" >"$WORK/$1.d/config.toml"
-    mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 64M >/dev/null
+    mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 512M >/dev/null
 }
 
 # boot NAME MAC [ARCH]: the ISO with the node's data disk, serial console to NAME.log.
@@ -141,9 +146,16 @@ wait_line() {
     exit 1
 }
 
-say "booting master-1 (QEMU, TCG: about a minute)"
-data_disk master-1 "role = \"master\""$'\n'"hostname = \"master-1\""$'\n'"cluster = \"demo\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
-boot master-1 52:54:00:88:00:01
+MASTER_ARCH=x86_64
+MASTER_SETTINGS="role = \"master\""$'\n'"hostname = \"master-1\""$'\n'"cluster = \"demo\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
+if [[ $MODE == single ]]; then
+    # One machine is the whole cluster: the master's own machine joins as a node.
+    MASTER_ARCH=$NODE_ARCH
+    MASTER_SETTINGS+="workloads = \"on\""$'\n'
+fi
+say "booting master-1 ($MASTER_ARCH; QEMU, TCG: about a minute)"
+data_disk master-1 "$MASTER_SETTINGS"
+boot master-1 52:54:00:88:00:01 "$MASTER_ARCH"
 ADMIN_TOKEN=$(wait_line master-1 'admin token: cloudos1_[a-z0-9_]+' | sed 's/admin token: //')
 MASTER_IP=$(wait_line master-1 'eth0: dhcp lease 10\.88\.0\.[0-9]+' | sed 's/.* //')
 wait_line master-1 'master listening on' >/dev/null
@@ -151,23 +163,35 @@ say "master-1 is up at $MASTER_IP:9443"
 
 export CLOUDOS_CONFIG=$WORK/admin
 in_ns "$CLI" login --token "$ADMIN_TOKEN" --master "$MASTER_IP:9443"
-TOKEN=$(in_ns "$CLI" token create --role compute --uses 1 --description demo 2>/dev/null)
 
-say "booting node-1 ($NODE_ARCH) with only a role and a join token"
-data_disk node-1 "role = \"compute\""$'\n'"hostname = \"node-1\""$'\n'"token = \"$TOKEN\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
-boot node-1 52:54:00:88:00:02 "$NODE_ARCH"
-wait_line node-1 'joined cluster demo' >/dev/null
-sleep 3
-in_ns "$CLI" node list
+if [[ $MODE == single ]]; then
+    wait_line master-1 'joined cluster demo' >/dev/null
+    say "master-1's own machine joined as a node; running a task on it"
+    sleep 3
+    in_ns "$CLI" run -f "$IMAGE" -- sh -c 'echo hello from the one machine; uname -m'
+    in_ns "$CLI" node list
+    NODE=master-1
+    CONSOLES="$WORK/master-1.log"
+else
+    TOKEN=$(in_ns "$CLI" token create --role compute --uses 1 --description demo 2>/dev/null)
+    say "booting node-1 ($NODE_ARCH) with only a role and a join token"
+    data_disk node-1 "role = \"compute\""$'\n'"hostname = \"node-1\""$'\n'"token = \"$TOKEN\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
+    boot node-1 52:54:00:88:00:02 "$NODE_ARCH"
+    wait_line node-1 'joined cluster demo' >/dev/null
+    sleep 3
+    in_ns "$CLI" node list
+    NODE=node-1
+    CONSOLES="$WORK/master-1.log, $WORK/node-1.log"
+fi
 
 cat >&2 <<EOF
 
 ==> The cluster is up. You are on the admin's laptop (inside the demo LAN):
-      cloudos status | cloudos node list | cloudos node show node-1
+      cloudos status | cloudos node list | cloudos node show $NODE
       cloudos token list | cloudos discover
-      cloudos run -f $IMAGE -- sh -c 'echo hello from node-1; uname -a'
+      cloudos run -f $IMAGE -- sh -c 'echo hello from $NODE; uname -a'
       cloudos deploy web --replicas 2 $IMAGE -- sleep 100000; cloudos ps
-    Consoles: $WORK/master-1.log, $WORK/node-1.log
+    Consoles: $CONSOLES
     Leave the shell (exit) to power everything off.
 EOF
 in_ns env PATH="$(dirname "$CLI"):$PATH" CLOUDOS_CONFIG="$CLOUDOS_CONFIG" PS1='cloudos-demo# ' \

@@ -21,6 +21,12 @@ pub const DEFAULT_RANGE: &str = "10.250.0.0/16";
 /// broadcast address are not theirs).
 pub const NODE_PREFIX: u8 = 24;
 
+/// The links a node's agent makes (containernet's bridge and mesh link; the agent's tests
+/// check the names agree). Their addresses come from the container range: a master on the
+/// same machine (one that runs workloads) counts none of them as its own LAN, its
+/// certificate's or its advertisement's.
+pub const NODE_LINKS: [&str; 2] = ["cloudos0", "cloudos-wg"];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubnetError {
     #[error("{text:?} is not an IPv4 range such as {DEFAULT_RANGE}")]

@@ -15,6 +15,7 @@ const POLL: Duration = Duration::from_secs(3);
 pub fn host_addresses() -> Vec<IpAddr> {
     let ips = match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs
+            .filter(|ifa| !node_link(&ifa.interface_name))
             .filter_map(|ifa| ifa.address)
             .filter_map(|a| {
                 a.as_sockaddr_in()
@@ -35,6 +36,7 @@ pub fn host_addresses() -> Vec<IpAddr> {
 pub fn host_ipv4_networks() -> Vec<cloudos_cluster::Ipv4Cidr> {
     let mut networks: Vec<cloudos_cluster::Ipv4Cidr> = match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs
+            .filter(|ifa| !node_link(&ifa.interface_name))
             .filter_map(|ifa| {
                 let address = ifa.address?.as_sockaddr_in()?.ip();
                 let prefix = ifa
@@ -54,6 +56,12 @@ pub fn host_ipv4_networks() -> Vec<cloudos_cluster::Ipv4Cidr> {
     networks.sort_by_key(|n| (n.address, n.prefix));
     networks.dedup();
     networks
+}
+
+/// A link the agent of a master that runs workloads made (decision 58): its addresses
+/// are the cluster's, not the machine's.
+fn node_link(name: &str) -> bool {
+    cloudos_cluster::subnets::NODE_LINKS.contains(&name)
 }
 
 /// The addresses worth naming in a certificate and an advertisement, sorted, IPv4 first.

@@ -470,12 +470,24 @@ fn rpi_image_boots_on_raspi3b_grows_its_data_partition_and_is_set_up_by_the_wiza
     answer(&vm, "Gateway (empty for none)", b"10.9.0.1\r");
     answer(&vm, "DNS servers", b"10.9.0.1\r");
     answer(&vm, "Cluster name", b"pi-lab\r");
+    // The second item: the master only (the emulated Pi runs no agent beside it).
+    answer(&vm, "What runs on this machine?", b"");
+    vm.serial().send(b"\t").expect("typing on the console");
+    std::thread::sleep(Duration::from_millis(300));
+    vm.serial().send(ENTER).expect("typing on the console");
     vm.serial()
         .wait_for(
             "About to set up CloudOS on this SD card (/dev/mmcblk0)",
             line_timeout(),
         )
         .expect("no summary");
+    vm.serial()
+        .wait_for("master of a new cluster \"pi-lab\"", line_timeout())
+        .expect("the summary does not name the role");
+    assert!(
+        !vm.serial().contents().contains("runs workloads too"),
+        "the second item (the master only) was not taken"
+    );
     answer(
         &vm,
         "Write these settings to this SD card (/dev/mmcblk0) and restart?",

@@ -284,8 +284,9 @@ fn an_install_cut_off_midway_leaves_a_blank_looking_disk_and_can_be_rerun() {
 
 /// The console installer, driven through the serial line with arrow keys, Enter and typed
 /// text: "Install CloudOS" in the ISO's GRUB menu, then master, a host name, DHCP, the
-/// blank disk, a cluster name and the confirmation; the disk then boots alone as that
-/// master, once on SeaBIOS and once on OVMF, with its state.
+/// blank disk, a cluster name, the default "master and workloads" and the confirmation;
+/// the disk then boots alone as that master (whose own machine joins its cluster as a
+/// node), once on SeaBIOS and once on OVMF, with its state.
 #[test]
 fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     let _guests = cloudos_tests::guests::reserve(1);
@@ -324,6 +325,8 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
     answer(&vm, "Network", ENTER);
     answer(&vm, "Install to which disk?", ENTER);
     answer(&vm, "Cluster name", b"lab\r");
+    // The default: the master's machine runs workloads too.
+    answer(&vm, "What runs on this machine?", ENTER);
     answer(&vm, "Erase everything on /dev/vda", b"y\r");
     vm.serial()
         .wait_for("install complete: /dev/vda", install_timeout())
@@ -364,6 +367,9 @@ fn the_wizard_installs_a_master_driven_from_the_serial_console() {
         "the installed master showed no CA pin",
         step(),
     );
+    from_start
+        .wait_for("joined cluster lab", step())
+        .expect("the installed master's own node did not join its cluster");
     lab::power_off(&vm);
     assert_no_panic(&vm);
     drop(vm);

@@ -420,7 +420,7 @@ async fn lan_clash(handle: &rtnetlink::Handle, subnet: Ipv4Net) -> Result<(), St
     use rtnetlink::packet_route::address::AddressAttribute;
     // The bridge and the mesh link hold the subnet's gateway themselves.
     let mut own = Vec::new();
-    for link in [bridge::BRIDGE, mesh::MESH_LINK] {
+    for link in cloudos_cluster::subnets::NODE_LINKS {
         own.extend(
             bridge::link_index(handle, link)
                 .await
@@ -609,6 +609,14 @@ mod tests {
             node_link: "cv0".into(),
             address: address.parse().expect("address"),
         }
+    }
+
+    #[test]
+    fn the_master_knows_the_names_of_the_links_this_agent_makes() {
+        assert_eq!(
+            cloudos_cluster::subnets::NODE_LINKS,
+            [bridge::BRIDGE, mesh::MESH_LINK]
+        );
     }
 
     #[test]
