@@ -57,6 +57,8 @@ pub enum SpecError {
     Workdir(String),
     #[error("invalid service name {0:?}: use 1-40 lowercase letters, digits and '-', starting with a letter")]
     ServiceName(String),
+    #[error("request id {0:?} is not 8 to 64 letters, digits, `-` or `_`")]
+    RequestId(String),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
@@ -369,6 +371,26 @@ pub fn validate_service_name(name: &str) -> Result<(), SpecError> {
     }
 }
 
+/// A create request's id, which the CLI makes once per command and sends again with each
+/// retry: the master makes at most one task or service per id, so an answer lost in a
+/// crash (or a timeout) costs nothing but the retry.
+pub fn validate_request_id(id: &str) -> Result<(), SpecError> {
+    let ok = (8..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::RequestId(id.chars().take(80).collect()))
+    }
+}
+
+/// A fresh request id: 128 random bits in hex.
+pub fn new_request_id() -> Result<String, crate::util::RandomError> {
+    Ok(crate::util::to_hex(&crate::util::random_bytes::<16>()?))
+}
+
 /// `cloudos run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCreateRequest {
@@ -376,6 +398,9 @@ pub struct TaskCreateRequest {
     /// New runs after the first when a run is lost (its node died) or fails to start.
     #[serde(default)]
     pub retries: u32,
+    /// Makes the create idempotent ([`validate_request_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Where a task (or a replica) is.
@@ -466,6 +491,10 @@ pub struct TaskInfo {
     /// The container's address on its node's bridge while it runs (`bridge` network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::Ipv4Addr>,
+    /// The id of the request that made this task, kept with it: a retry of that request
+    /// gets this task back instead of a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl TaskInfo {
@@ -497,6 +526,7 @@ impl TaskInfo {
             output_bytes: None,
             restarts: 0,
             address: None,
+            request_id: None,
         }
     }
 }
@@ -507,6 +537,9 @@ pub struct ServiceCreateRequest {
     pub name: String,
     pub spec: WorkloadSpec,
     pub replicas: u32,
+    /// Makes the create idempotent ([`validate_request_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `cloudos scale`.
@@ -527,6 +560,9 @@ pub struct ServiceRecord {
     /// service an older master made (given one when the master loads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::Ipv4Addr>,
+    /// The id of the request that made it: its retry gets this service back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `cloudos ps` for a service.

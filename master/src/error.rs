@@ -118,6 +118,7 @@ impl ApiError {
             ApiError::Book(e) => match e {
                 BookError::NoTask(_) | BookError::NoService(_) => ErrorCode::NotFound,
                 BookError::ServiceExists(_)
+                | BookError::RequestReused { .. }
                 | BookError::NoServiceAddress { .. }
                 | BookError::PortPublished { .. } => ErrorCode::Conflict,
                 BookError::IsReplica { .. } | BookError::Replicas { .. } => ErrorCode::BadRequest,

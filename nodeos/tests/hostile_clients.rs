@@ -362,7 +362,11 @@ async fn uploads_to_someone_elses_run_or_over_the_cap_are_refused_unread() {
     let spec: WorkloadSpec =
         serde_json::from_value(serde_json::json!({"image": "127.0.0.1:1/none:1"})).expect("spec");
     c.admin
-        .create_task(&TaskCreateRequest { spec, retries: 0 })
+        .create_task(&TaskCreateRequest {
+            request_id: None,
+            spec,
+            retries: 0,
+        })
         .await
         .expect("task");
     let run = assigned_run(&mut ws).await;

@@ -204,6 +204,7 @@ fn workload_changes_are_one_transaction() {
     let task = |id: &str| TaskInfo::queued(id.into(), spec.clone(), None, 0, NOW);
     s.put_task(&task("old")).expect("put");
     let service = ServiceRecord {
+        request_id: None,
         name: "web".into(),
         spec: spec.clone(),
         replicas: 1,

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use cloudos_cluster::client::ApiClient;
+use cloudos_cluster::client::{ApiClient, ClientError};
 use cloudos_cluster::units::{format_bytes, format_cpu};
 use cloudos_cluster::workload::{
-    LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo,
-    TaskState, WorkloadList, WorkloadSpec,
+    new_request_id, LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo, TaskCreateRequest,
+    TaskInfo, TaskState, WorkloadList, WorkloadSpec,
 };
 use time::OffsetDateTime;
 
@@ -20,15 +20,46 @@ use crate::table::{fields, Table};
 
 /// How often `run --follow` looks at a task that is still pulling.
 const POLL: Duration = Duration::from_millis(500);
+/// How long a create is sent again while the master cannot answer (a master restarts in
+/// seconds).
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Sends a create until the master answers. Each try carries the same request id, which
+/// the master turns into the task or service the first try made, never a second one: an
+/// answer lost in a master's crash or a dropped connection costs only the retry.
+async fn submit<T, F, Fut>(what: &str, mut send: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = std::time::Instant::now() + SUBMIT_PATIENCE;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match send().await {
+            Err(e) if e.is_retryable() && std::time::Instant::now() + pause < deadline => {
+                eprintln!(
+                    "{what}: {e}; sending the same request again in {:.1}s",
+                    pause.as_secs_f64()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            answer => return answer,
+        }
+    }
+}
 
 /// `cloudos run`: queues the task and prints its id; with `follow`, shows the pull's
 /// progress, streams the logs and exits with the task's exit code.
 pub async fn run(ctx: &Ctx, spec: WorkloadSpec, retries: u32, follow: bool) -> anyhow::Result<()> {
     spec.validate()?;
     let client = ctx.client().await?;
-    let task = client
-        .create_task(&TaskCreateRequest { spec, retries })
-        .await?;
+    let request = TaskCreateRequest {
+        spec,
+        retries,
+        request_id: Some(new_request_id()?),
+    };
+    let task = submit("run", || client.create_task(&request)).await?;
     if !follow {
         return ctx.print(&task, |t| format!("{}\n", t.id));
     }
@@ -266,15 +297,14 @@ pub async fn deploy(
 ) -> anyhow::Result<()> {
     cloudos_cluster::workload::validate_service_name(&name)?;
     spec.validate()?;
-    let service = ctx
-        .client()
-        .await?
-        .create_service(&ServiceCreateRequest {
-            name,
-            spec,
-            replicas,
-        })
-        .await?;
+    let client = ctx.client().await?;
+    let request = ServiceCreateRequest {
+        name,
+        spec,
+        replicas,
+        request_id: Some(new_request_id()?),
+    };
+    let service = submit("deploy", || client.create_service(&request)).await?;
     ctx.print(&service, render_service)
 }
 
@@ -313,6 +343,44 @@ mod tests {
     use super::*;
     use cloudos_cluster::workload::PullProgress;
     use time::macros::datetime;
+
+    /// A lost answer is sent again (the same request: the closure is the request); a
+    /// refusal is final at once.
+    #[test]
+    fn a_create_is_sent_again_until_the_master_answers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let tries = std::cell::Cell::new(0);
+        let answer = runtime.block_on(submit("run", || {
+            tries.set(tries.get() + 1);
+            let n = tries.get();
+            async move {
+                match n {
+                    1 | 2 => Err(ClientError::Unreachable {
+                        addr: "10.0.0.5:9443".into(),
+                        reason: "connection reset".into(),
+                    }),
+                    _ => Ok(n),
+                }
+            }
+        }));
+        assert_eq!(answer.unwrap(), 3);
+        tries.set(0);
+        let refused = runtime.block_on(submit("run", || {
+            tries.set(tries.get() + 1);
+            async {
+                Err::<(), _>(ClientError::Refused {
+                    status: 409,
+                    code: None,
+                    message: "no".into(),
+                })
+            }
+        }));
+        assert!(refused.is_err());
+        assert_eq!(tries.get(), 1, "a refusal is not sent again");
+    }
 
     fn task(id: &str, state: TaskState) -> TaskInfo {
         let mut t = TaskInfo::queued(

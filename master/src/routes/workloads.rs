@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 use cloudos_cluster::workload::{
-    validate_service_name, LogLine, LogStream, ScaleRequest, ServiceCreateRequest, ServiceInfo,
-    TaskCreateRequest, TaskInfo, WorkloadList, MAX_RETRIES,
+    validate_request_id, validate_service_name, LogLine, LogStream, ScaleRequest,
+    ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo, WorkloadList, MAX_RETRIES,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -85,6 +85,9 @@ pub async fn create_task(
     ApiJson(mut request): ApiJson<TaskCreateRequest>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
+    if let Some(id) = &request.request_id {
+        validate_request_id(id)?;
+    }
     request.spec.platforms = state
         .workloads
         .platforms
@@ -100,7 +103,7 @@ pub async fn create_task(
         .blocking(move |s| {
             let id = new_task_id(s)?;
             workloads::commit(s, |book| {
-                Ok::<_, ApiError>(book.create_task(id, request, OffsetDateTime::now_utc()))
+                Ok::<_, ApiError>(book.create_task(id, request, OffsetDateTime::now_utc())?)
             })
         })
         .await?;
@@ -327,6 +330,9 @@ pub async fn create_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&request.name)?;
     request.spec.validate()?;
+    if let Some(id) = &request.request_id {
+        validate_request_id(id)?;
+    }
     request.spec.platforms = state
         .workloads
         .platforms

@@ -76,6 +76,8 @@ pub enum BookError {
     NoServiceAddress { range: ipnet::Ipv4Net },
     #[error("host port {port} is published by service {service} already, on every node (the routing mesh); choose another host port")]
     PortPublished { port: String, service: String },
+    #[error("request id {id} made {made} with another spec; a new request needs a new id")]
+    RequestReused { id: String, made: String },
 }
 
 /// A node as the book needs it: the scheduler's view without the allocations, which the
@@ -229,21 +231,43 @@ impl Book {
         })
     }
 
-    /// A new task, queued. The spec was validated by the caller.
+    /// A new task, queued. The spec was validated by the caller. A request whose id made a
+    /// task already gets that task back, unchanged, and nothing new is made; the same id
+    /// with another spec is refused.
     pub fn create_task(
         &mut self,
         id: String,
         request: TaskCreateRequest,
         now: OffsetDateTime,
-    ) -> (TaskInfo, Effects) {
-        let task = TaskInfo::queued(id, request.spec, None, request.retries, now);
+    ) -> Result<(TaskInfo, Effects), BookError> {
+        if let Some(made) = self.task_of_request(request.request_id.as_deref()) {
+            if !same_spec(&made.spec, &request.spec) || made.retries != request.retries {
+                return Err(BookError::RequestReused {
+                    id: request.request_id.unwrap_or_default(),
+                    made: format!("task {}", made.id),
+                });
+            }
+            return Ok((made.clone(), Effects::default()));
+        }
+        let mut task = TaskInfo::queued(id, request.spec, None, request.retries, now);
+        task.request_id = request.request_id;
         self.queue.push_back(task.id.clone());
         self.tasks.insert(task.id.clone(), task.clone());
         let effects = Effects {
             save_tasks: vec![task.clone()],
             ..Effects::default()
         };
-        (task, effects)
+        Ok((task, effects))
+    }
+
+    /// The task request `id` made, while the book keeps it (finished tasks stay for the
+    /// retention's time: far longer than any retry). Tasks are few enough (the retention
+    /// bounds them) that a search beats keeping an index in step.
+    fn task_of_request(&self, id: Option<&str>) -> Option<&TaskInfo> {
+        let id = id?;
+        self.tasks
+            .values()
+            .find(|t| t.service.is_none() && t.request_id.as_deref() == Some(id))
     }
 
     /// Cancels a task: queued ones simply end, running ones are stopped on their node.
@@ -286,7 +310,12 @@ impl Book {
         request: ServiceCreateRequest,
         now: OffsetDateTime,
     ) -> Result<Effects, BookError> {
-        if self.services.contains_key(&request.name) {
+        if let Some(made) = self.services.get(&request.name) {
+            // The retry of the request that made it: nothing more to do.
+            let retry = request.request_id.is_some() && made.request_id == request.request_id;
+            if retry && same_spec(&made.spec, &request.spec) {
+                return Ok(Effects::default());
+            }
             return Err(BookError::ServiceExists(request.name));
         }
         check_replicas(request.replicas)?;
@@ -301,6 +330,7 @@ impl Book {
             replicas: request.replicas,
             created_at: now,
             address,
+            request_id: request.request_id,
         };
         self.services.insert(record.name.clone(), record.clone());
         let mut effects = Effects {
@@ -740,6 +770,15 @@ impl Book {
         }
         effects
     }
+}
+
+/// Whether a retried request asks for what the first one made: the platforms the master
+/// read from the registry then may differ from those it reads now, and are not the
+/// caller's.
+fn same_spec(made: &WorkloadSpec, asked: &WorkloadSpec) -> bool {
+    let mut made = made.clone();
+    made.platforms = asked.platforms.clone();
+    made == *asked
 }
 
 fn check_replicas(replicas: u32) -> Result<(), BookError> {

@@ -357,3 +357,84 @@ async fn task_logs(f: &Fixture, id: &str) -> (String, String) {
     }
     (out, err)
 }
+
+/// The master acknowledged a create, then crashed before its answer reached the CLI,
+/// which sends the same request again once the master is back. The request id makes
+/// that retry return what the first one made: one task, one service, never two. The
+/// same id with another spec, and an id that is not one, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_sent_again_after_a_master_restart_makes_nothing_twice() {
+    let dir = common::temp_dir("request-ids");
+    let mut m = start_master(&dir);
+    let admin = join_admin(&m).await;
+    let a = admin.client(src(1));
+    let with_id = |n: usize, id: &str| {
+        let mut body: serde_json::Value = serde_json::from_str(&task_body(n)).expect("JSON");
+        body["request_id"] = id.into();
+        body.to_string()
+    };
+    let post = |m: &TestMaster, path: &'static str, body: String| {
+        let (client, addr) = (a.clone(), m.addr);
+        async move { call(&client, addr, "POST", path, Some(body)).await }
+    };
+    let service = serde_json::json!({
+        "name": "web",
+        "spec": {"image": "127.0.0.1:9/none:1", "command": ["true"]},
+        "replicas": 1,
+        "request_id": "deploy-0123456789",
+    })
+    .to_string();
+    let reply = post(&m, "/v1/tasks", with_id(1, "run-0123456789")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let first = reply.json::<TaskInfo>().id;
+    let reply = post(&m, "/v1/services", service.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    m.stop();
+
+    let mut m = start_master(&dir);
+    let reply = post(&m, "/v1/tasks", with_id(1, "run-0123456789")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.json::<TaskInfo>().id,
+        first,
+        "the retry got the same task"
+    );
+    let tasks = |ids: Vec<String>| -> Vec<String> {
+        // Tasks, not the service's replica (made when the scheduler passes).
+        ids.into_iter().filter(|id| id.starts_with("t-")).collect()
+    };
+    assert_eq!(
+        tasks(task_ids(&m, &a).await),
+        std::slice::from_ref(&first),
+        "and no second one"
+    );
+    let reply = post(&m, "/v1/services", service.clone()).await;
+    assert_eq!(reply.status, 200, "the retried deploy: {}", reply.body);
+
+    let reply = call(
+        &a,
+        m.addr,
+        "POST",
+        "/v1/tasks",
+        Some(with_id(2, "run-0123456789")),
+    )
+    .await;
+    assert_error(
+        &reply,
+        409,
+        ErrorCode::Conflict,
+        &format!("made task {first}"),
+    );
+    let reply = post(&m, "/v1/tasks", with_id(1, "short")).await;
+    assert_error(&reply, 400, ErrorCode::BadRequest, "request id");
+    let other = service.replace("deploy-0123456789", "deploy-9876543210");
+    let reply = post(&m, "/v1/services", other).await;
+    assert_error(&reply, 409, ErrorCode::Conflict, "exists already");
+    assert_eq!(tasks(task_ids(&m, &a).await), [first], "still one task");
+    let reply = call(&a, m.addr, "GET", "/v1/services", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let services: Vec<serde_json::Value> = reply.json();
+    assert_eq!(services.len(), 1, "one service: {services:?}");
+    m.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

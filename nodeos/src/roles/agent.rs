@@ -151,19 +151,11 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
     if settings.role == NodeRole::Master {
         return run_own_node(settings);
     }
-    let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
+    let mut config = pid1_config(settings);
     // settings.rs only keeps a token that parses.
     config.token = parse_token(settings.token.as_ref().map(|t| t.expose()))?;
     // The OS owns the clock: a wrong one is set from the master at first contact.
     config.set_clock = Some(crate::clock::first_contact::hook());
-    config.clock_report = Some(Arc::new(|| {
-        crate::clock::state::ClockState::read().map(|s| s.report())
-    }));
-    // PID 1 owns the machine: a reboot the master asks for is its orderly one.
-    config.reboot = Some(Arc::new(|| {
-        crate::init::shutdown::ask_pid1(crate::init::shutdown::ShutdownKind::Reboot)
-            .map_err(|e| format!("cannot signal PID 1: {e}"))
-    }));
     config.after_join = Some(Arc::new(|| {
         crate::settings::forget_token_in(std::path::Path::new(crate::settings::CONFIG_FILE))
     }));
@@ -173,18 +165,10 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         config.system_report = Some(crate::upgrade::node::report_hook(slot));
         config.switch_slot = Some(crate::upgrade::node::switch_hook(slot));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    crate::supervisor::ready::report();
-    // PID 1 never stops the agent: when only a person can help, it idles for good.
-    let hint = "give it a new token (cloudos.token=…) to join again";
-    runtime.block_on(cloudos_agent::service::serve(
+    serve_under_pid1(
         config,
-        hint,
-        std::future::pending(),
-    ))?;
-    Ok(())
+        "give it a new token (cloudos.token=…) to join again",
+    )
 }
 
 /// The agent of a master that runs workloads. It joins with the token its master left in
@@ -193,20 +177,13 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
 /// loopback), and leaves to the master what a node's agent does for its machine: the
 /// clock (the master serves time) and upgrades (the master upgrades itself, last).
 fn run_own_node(settings: &Settings) -> anyhow::Result<()> {
-    let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
+    let mut config = pid1_config(settings);
     let token_file = cloudos_master::own_node_token_file(std::path::Path::new(DATA_DIR));
     config.token = match std::fs::read_to_string(&token_file) {
         Ok(text) => Some(text.trim().parse()?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => anyhow::bail!("cannot read {}: {e}", token_file.display()),
     };
-    config.clock_report = Some(Arc::new(|| {
-        crate::clock::state::ClockState::read().map(|s| s.report())
-    }));
-    config.reboot = Some(Arc::new(|| {
-        crate::init::shutdown::ask_pid1(crate::init::shutdown::ShutdownKind::Reboot)
-            .map_err(|e| format!("cannot signal PID 1: {e}"))
-    }));
     config.after_join = Some(Arc::new(move || match std::fs::remove_file(&token_file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -216,11 +193,34 @@ fn run_own_node(settings: &Settings) -> anyhow::Result<()> {
             token_file.display()
         ),
     }));
+    serve_under_pid1(
+        config,
+        "reboot this machine: its master leaves its own node a new token",
+    )
+}
+
+/// The config every agent under PID 1 starts from: the settings, the clock's report, and
+/// reboots through PID 1, which owns the machine (a reboot the master asks for is its
+/// orderly one).
+fn pid1_config(settings: &Settings) -> AgentConfig {
+    let mut config = config_from_settings(settings, PathBuf::from(DATA_DIR));
+    config.clock_report = Some(Arc::new(|| {
+        crate::clock::state::ClockState::read().map(|s| s.report())
+    }));
+    config.reboot = Some(Arc::new(|| {
+        crate::init::shutdown::ask_pid1(crate::init::shutdown::ShutdownKind::Reboot)
+            .map_err(|e| format!("cannot signal PID 1: {e}"))
+    }));
+    config
+}
+
+/// Runs the agent as PID 1's service. PID 1 never stops the agent: when only a person
+/// can help, it idles for good, and `hint` tells them how.
+fn serve_under_pid1(config: AgentConfig, hint: &str) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     crate::supervisor::ready::report();
-    let hint = "reboot this machine: its master leaves its own node a new token";
     runtime.block_on(cloudos_agent::service::serve(
         config,
         hint,

@@ -122,6 +122,7 @@ mod tests {
 
     fn deploy(book: &mut Book, name: &str, replicas: u32, publish: &[&str]) {
         let request = ServiceCreateRequest {
+            request_id: None,
             name: name.into(),
             spec: spec(publish),
             replicas,
@@ -201,6 +202,7 @@ mod tests {
         deploy(&mut book, "a", 1, &[]);
         deploy(&mut book, "b", 1, &[]);
         let request = ServiceCreateRequest {
+            request_id: None,
             name: "c".into(),
             spec: spec(&[]),
             replicas: 1,
@@ -254,6 +256,7 @@ mod tests {
         let mut book = Book::default();
         deploy(&mut book, "web", 1, &["8080:80"]);
         let request = ServiceCreateRequest {
+            request_id: None,
             name: "api".into(),
             spec: spec(&["9000:9000", "8080:8080"]),
             replicas: 1,

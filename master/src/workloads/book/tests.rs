@@ -58,6 +58,7 @@ pub(super) fn stops(effects: &Effects) -> Vec<(String, String)> {
 
 fn task(retries: u32) -> TaskCreateRequest {
     TaskCreateRequest {
+        request_id: None,
         spec: spec(),
         retries,
     }
@@ -82,7 +83,7 @@ fn exited(code: i32) -> RunState {
 #[test]
 fn a_task_waits_with_a_reason_then_runs_to_success() {
     let mut book = Book::default();
-    let (t, effects) = book.create_task("t-1".into(), task(0), NOW);
+    let (t, effects) = book.create_task("t-1".into(), task(0), NOW).unwrap();
     assert_eq!(t.state, TaskState::Queued);
     assert_eq!(effects.save_tasks.len(), 1);
 
@@ -119,8 +120,8 @@ fn a_task_waits_with_a_reason_then_runs_to_success() {
 #[test]
 fn exits_and_failures_say_why() {
     let mut book = Book::default();
-    book.create_task("t-1".into(), task(0), NOW);
-    book.create_task("t-2".into(), task(0), NOW);
+    book.create_task("t-1".into(), task(0), NOW).unwrap();
+    book.create_task("t-2".into(), task(0), NOW).unwrap();
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     let oom = RunState::Exited {
         code: Some(137),
@@ -149,8 +150,8 @@ fn exits_and_failures_say_why() {
 #[test]
 fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
     let mut book = Book::default();
-    book.create_task("t-retry".into(), task(1), NOW);
-    book.create_task("t-once".into(), task(0), NOW);
+    book.create_task("t-retry".into(), task(1), NOW).unwrap();
+    book.create_task("t-once".into(), task(0), NOW).unwrap();
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     let effects = book.nodes_lost(&|n, _| n != "n1", NOW);
     assert_eq!(effects.save_tasks.len(), 2);
@@ -189,7 +190,7 @@ fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
 #[test]
 fn hello_assigns_again_what_the_node_does_not_have() {
     let mut book = Book::default();
-    book.create_task("t-1".into(), task(0), NOW);
+    book.create_task("t-1".into(), task(0), NOW).unwrap();
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     let effects = book.hello("n1", &[], NOW);
     assert_eq!(
@@ -215,7 +216,7 @@ fn hello_assigns_again_what_the_node_does_not_have() {
 #[test]
 fn heartbeats_name_the_runs_to_stop() {
     let mut book = Book::default();
-    book.create_task("t-1".into(), task(1), NOW);
+    book.create_task("t-1".into(), task(1), NOW).unwrap();
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     let runs = vec!["t-1.1".to_string(), "t-gone.1".to_string()];
     assert_eq!(book.stale_runs("n1", &runs), ["t-gone.1"]);
@@ -227,7 +228,7 @@ fn heartbeats_name_the_runs_to_stop() {
 #[test]
 fn cancel_stops_a_running_task_and_ignores_its_late_reports() {
     let mut book = Book::default();
-    book.create_task("t-1".into(), task(0), NOW);
+    book.create_task("t-1".into(), task(0), NOW).unwrap();
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     book.report(
         "n1",
@@ -251,7 +252,7 @@ fn cancel_stops_a_running_task_and_ignores_its_late_reports() {
 #[test]
 fn late_pull_progress_does_not_take_a_running_task_back() {
     let mut book = Book::default();
-    book.create_task("t-1".into(), task(0), NOW);
+    book.create_task("t-1".into(), task(0), NOW).unwrap();
     book.schedule(&scheduler(), &[node("n1", true)], NOW);
     book.report(
         "n1",
@@ -273,10 +274,36 @@ fn late_pull_progress_does_not_take_a_running_task_back() {
 
 fn service(replicas: u32) -> ServiceCreateRequest {
     ServiceCreateRequest {
+        request_id: None,
         name: "web".into(),
         spec: spec(),
         replicas,
     }
+}
+
+#[test]
+fn a_deploy_sent_again_gets_its_service_and_another_deploy_of_the_name_is_refused() {
+    let mut book = Book::default();
+    let mut request = service(2);
+    request.request_id = Some("d-0123456789".into());
+    let effects = book.create_service(request.clone(), NOW).unwrap();
+    assert_eq!(effects.save_services.len(), 1);
+    let effects = book.create_service(request.clone(), NOW).unwrap();
+    assert!(effects.save_services.is_empty() && effects.save_tasks.is_empty());
+    assert_eq!(book.service("web").unwrap().replicas, 2);
+    // Another request for the name, or the same id with another spec: it exists.
+    let mut other = request.clone();
+    other.request_id = Some("d-9876543210".into());
+    assert!(matches!(
+        book.create_service(other, NOW),
+        Err(super::BookError::ServiceExists(_))
+    ));
+    let mut changed = request;
+    changed.spec.command = vec!["other".into()];
+    assert!(matches!(
+        book.create_service(changed, NOW),
+        Err(super::BookError::ServiceExists(_))
+    ));
 }
 
 #[test]
@@ -362,7 +389,7 @@ fn replicas_publishing_one_host_port_take_a_node_each_and_the_rest_waits_saying_
     let mut udp = task(0);
     udp.spec.network = cloudos_cluster::workload::NetworkMode::Bridge;
     udp.spec.publish = vec!["8080:80/udp".parse().unwrap()];
-    book.create_task("t-udp".into(), udp, NOW);
+    book.create_task("t-udp".into(), udp, NOW).unwrap();
     let effects = book.schedule(&scheduler(), &nodes, NOW);
     assert_eq!(assigned(&effects).len(), 1, "udp 8080 is another port");
 }
@@ -385,10 +412,47 @@ fn scaling_down_and_deleting_stop_replicas() {
 }
 
 #[test]
+fn a_request_id_makes_one_task_however_often_it_is_sent() {
+    let mut book = Book::default();
+    let mut request = task(0);
+    request.request_id = Some("r-0123456789".into());
+    let (first, effects) = book
+        .create_task("t-1".into(), request.clone(), NOW)
+        .unwrap();
+    assert_eq!(effects.save_tasks.len(), 1);
+    // The retry (after a lost answer) gets the same task, and nothing is written.
+    let (again, effects) = book
+        .create_task("t-2".into(), request.clone(), NOW)
+        .unwrap();
+    assert_eq!(again, first);
+    assert!(effects.save_tasks.is_empty() && effects.messages.is_empty());
+    // So does one after a master restart: the id is kept with the task.
+    let mut reloaded = Book::load(vec![first.clone()], vec![]);
+    let (again, _) = reloaded
+        .create_task("t-3".into(), request.clone(), NOW)
+        .unwrap();
+    assert_eq!(again.id, "t-1");
+    // The same id for something else is a mistake, and said so.
+    let mut other = request.clone();
+    other.retries = 2;
+    let err = book.create_task("t-4".into(), other, NOW).unwrap_err();
+    assert!(
+        err.to_string().contains("made task t-1 with another spec"),
+        "{err}"
+    );
+    // Without an id, every request is a new task.
+    let (plain, _) = book.create_task("t-5".into(), task(0), NOW).unwrap();
+    let (plain2, _) = book.create_task("t-6".into(), task(0), NOW).unwrap();
+    assert_ne!(plain.id, plain2.id);
+}
+
+#[test]
 fn a_loaded_book_queues_in_creation_order() {
     let mut book = Book::default();
-    let (a, _) = book.create_task("t-b".into(), task(0), NOW);
-    let (b, _) = book.create_task("t-a".into(), task(0), NOW + time::Duration::seconds(1));
+    let (a, _) = book.create_task("t-b".into(), task(0), NOW).unwrap();
+    let (b, _) = book
+        .create_task("t-a".into(), task(0), NOW + time::Duration::seconds(1))
+        .unwrap();
     let mut reloaded = Book::load(vec![b, a], vec![]);
     let effects = reloaded.schedule(&scheduler(), &[node("n1", true)], NOW);
     let runs: Vec<String> = assigned(&effects).into_iter().map(|(_, r)| r).collect();

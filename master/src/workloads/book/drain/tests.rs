@@ -40,6 +40,7 @@ fn running(book: &mut Book, placed: &[(String, String)]) {
 fn web(replicas: u32, nodes: &[NodeFacts]) -> (Book, Vec<(String, String)>) {
     let mut book = Book::default();
     let request = ServiceCreateRequest {
+        request_id: None,
         name: "web".into(),
         spec: spec(),
         replicas,
@@ -141,15 +142,17 @@ fn with_no_room_the_replica_stays_and_the_reason_is_said() {
 fn tasks_finish_or_are_stopped_as_lost_runs() {
     let mut book = Book::default();
     let retry = TaskCreateRequest {
+        request_id: None,
         spec: spec(),
         retries: 1,
     };
     let once = TaskCreateRequest {
+        request_id: None,
         spec: spec(),
         retries: 0,
     };
-    book.create_task("t-retry".into(), retry, NOW);
-    book.create_task("t-once".into(), once, NOW);
+    book.create_task("t-retry".into(), retry, NOW).unwrap();
+    book.create_task("t-once".into(), once, NOW).unwrap();
     let placed = assigned(&book.schedule(&scheduler(), &[node("n1", false)], NOW));
     running(&mut book, &placed);
 
@@ -195,6 +198,7 @@ fn scaling_and_restarts_in_the_middle_of_a_move() {
 
     let saved: Vec<_> = book.tasks().cloned().collect();
     let services = vec![cloudos_cluster::workload::ServiceRecord {
+        request_id: None,
         name: "web".into(),
         spec: spec(),
         replicas: 2,
