@@ -72,6 +72,10 @@ enum Command {
         /// New runs when its node dies (or it cannot start there).
         #[arg(long, default_value_t = 0)]
         retries: u32,
+        /// Stop the task and fail it when it has run this long (`30s`, `10m`, `1h30m`),
+        /// counted from its first start: the queue and the image pull do not count.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
         /// Show the pull, stream the logs, exit with the task's exit code.
         #[arg(long, short = 'f')]
         follow: bool,
@@ -543,8 +547,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             spec,
             retries,
+            timeout,
             follow,
-        } => commands::workloads::run(&ctx, spec.into_spec(), retries, follow).await,
+        } => commands::workloads::run(&ctx, spec.into_spec(), retries, timeout, follow).await,
         Command::Ps { all } => commands::workloads::ps(&ctx, all).await,
         Command::Logs { id, follow } => commands::workloads::logs(&ctx, &id, follow).await,
         Command::Cancel { id } => commands::workloads::cancel(&ctx, &id).await,

@@ -401,6 +401,27 @@ pub struct TaskCreateRequest {
     /// Makes the create idempotent ([`validate_request_id`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The task's deadline: seconds it may run, counted from its first start (the queue
+    /// and the image pull do not count); past it the task is stopped and fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The longest deadline a task may be given: a year, which is "never" in practice and
+/// keeps every sum of times far from overflowing.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
+
+/// A task's `timeout_secs`: 1 s to [`MAX_TIMEOUT_SECS`].
+pub fn validate_timeout(secs: u64) -> Result<(), SpecError> {
+    if (1..=MAX_TIMEOUT_SECS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(SpecError::OutOfRange {
+            what: "timeout",
+            value: format!("{secs}s"),
+            range: format!("1s to {}d", MAX_TIMEOUT_SECS / 86_400),
+        })
+    }
 }
 
 /// Where a task (or a replica) is.
@@ -495,6 +516,13 @@ pub struct TaskInfo {
     /// gets this task back instead of a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Its deadline (`--timeout`), in seconds from its first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// While queued: its place in the queue, 1 for the next to be placed. Set on what the
+    /// API shows, never stored (it changes with every placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
 }
 
 impl TaskInfo {
@@ -527,6 +555,8 @@ impl TaskInfo {
             restarts: 0,
             address: None,
             request_id: None,
+            timeout_secs: None,
+            queue_position: None,
         }
     }
 }

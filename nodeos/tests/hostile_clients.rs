@@ -363,6 +363,7 @@ async fn uploads_to_someone_elses_run_or_over_the_cap_are_refused_unread() {
         serde_json::from_value(serde_json::json!({"image": "127.0.0.1:1/none:1"})).expect("spec");
     c.admin
         .create_task(&TaskCreateRequest {
+            timeout_secs: None,
             request_id: None,
             spec,
             retries: 0,

@@ -497,6 +497,20 @@ fn tasks_run_stream_logs_and_hand_in_output() {
         || containers(&lab.path("node-3")).is_empty().then_some(()),
     );
 
+    // A task past its deadline is stopped on its node and fails saying so.
+    let id = alice.run_task(&["--timeout", "3s", BUSYBOX, "--", "sleep", "1000"]);
+    let task = alice.wait_task(&id, &["failed", "succeeded"], Duration::from_secs(60));
+    let reason = task["reason"].as_str().unwrap_or_default();
+    assert!(
+        task["state"] == "failed" && reason.contains("deadline") && reason.contains("3s"),
+        "{task}"
+    );
+    lab.wait_for(
+        "the container past its deadline to go",
+        Duration::from_secs(20),
+        || containers(&lab.path("node-3")).is_empty().then_some(()),
+    );
+
     // Bad input: each ends with its reason, nothing runs.
     let id = alice.run_task(&["10.77.0.1:5000/lab/nothing:1", "--", "true"]);
     let task = alice.wait_task(&id, &["failed"], Duration::from_secs(30));
@@ -520,6 +534,10 @@ fn tasks_run_stream_logs_and_hand_in_output() {
     thread::sleep(Duration::from_secs(1));
     let task = alice.task(&id);
     assert_eq!(task["state"], "queued", "{task}");
+    // It waits first in line, and `ps` says where.
+    assert_eq!(task["queue_position"], 1, "{task}");
+    let table = alice.ok(&["ps"]);
+    assert!(table.contains("queued #1"), "{table}");
     assert!(
         task["reason"]
             .as_str()
@@ -546,6 +564,8 @@ fn tasks_run_stream_logs_and_hand_in_output() {
     alice.ok(&["cancel", &id]);
     let refused = alice.fails(&["run", "--cpu", "0", BUSYBOX]);
     assert!(refused.contains("out of range"), "{refused}");
+    let refused = alice.fails(&["run", "--timeout", "0s", BUSYBOX]);
+    assert!(refused.contains("timeout"), "{refused}");
     assert!(containers(&lab.path("node-3")).is_empty());
 }
 

@@ -41,9 +41,43 @@ pub fn format_cpu(millis: u64) -> String {
     }
 }
 
+/// `45s`, `10m`, `1h30m`, `2d`: whole seconds in days, hours, minutes and seconds, the
+/// zero parts left out, in the syntax durations are typed in (`--timeout 1h30m`).
+pub fn format_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".to_owned();
+    }
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3_600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_typed() {
+        let cases = [
+            (0, "0s"),
+            (45, "45s"),
+            (600, "10m"),
+            (5_400, "1h30m"),
+            (90_061, "1d1h1m1s"),
+            (2 * 86_400, "2d"),
+        ];
+        for (secs, shown) in cases {
+            assert_eq!(format_duration(secs), shown);
+        }
+    }
 
     const KI: u64 = 1 << 10;
     const MI: u64 = 1 << 20;

@@ -51,13 +51,24 @@ where
 
 /// `cloudos run`: queues the task and prints its id; with `follow`, shows the pull's
 /// progress, streams the logs and exits with the task's exit code.
-pub async fn run(ctx: &Ctx, spec: WorkloadSpec, retries: u32, follow: bool) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: &Ctx,
+    spec: WorkloadSpec,
+    retries: u32,
+    timeout: Option<Duration>,
+    follow: bool,
+) -> anyhow::Result<()> {
     spec.validate()?;
+    let timeout_secs = timeout.map(|t| t.as_secs());
+    if let Some(secs) = timeout_secs {
+        cloudos_cluster::workload::validate_timeout(secs)?;
+    }
     let client = ctx.client().await?;
     let request = TaskCreateRequest {
         spec,
         retries,
         request_id: Some(new_request_id()?),
+        timeout_secs,
     };
     let task = submit("run", || client.create_task(&request)).await?;
     if !follow {
@@ -87,11 +98,16 @@ async fn wait_until_started(client: &ApiClient, id: &str) -> anyhow::Result<Task
         let task = client.task(id).await?;
         match task.state {
             TaskState::Queued => {
-                if task.reason != last_reason {
+                let said = (task.queue_position, task.reason.clone());
+                if Some(&said) != last_reason.as_ref() {
                     if let Some(r) = &task.reason {
-                        bar.suspend(|| eprintln!("queued: {r}"));
+                        let place = task
+                            .queue_position
+                            .map(|p| format!(" (#{p} in the queue)"))
+                            .unwrap_or_default();
+                        bar.suspend(|| eprintln!("queued{place}: {r}"));
                     }
-                    last_reason = task.reason.clone();
+                    last_reason = Some(said);
                 }
             }
             TaskState::Pulling => {
@@ -241,6 +257,10 @@ fn state_text(t: &TaskInfo) -> String {
     match (t.state, t.pull) {
         (TaskState::Pulling, Some(p)) if p.total_bytes > 0 => {
             format!("pulling {}%", p.done_bytes * 100 / p.total_bytes)
+        }
+        // Its place in the queue: 1 goes next.
+        (TaskState::Queued, _) if t.queue_position.is_some() => {
+            format!("queued #{}", t.queue_position.unwrap_or_default())
         }
         (state, _) => state.to_string(),
     }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 use cloudos_cluster::workload::{
-    validate_request_id, validate_service_name, LogLine, LogStream, ScaleRequest,
+    validate_request_id, validate_service_name, validate_timeout, LogLine, LogStream, ScaleRequest,
     ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo, WorkloadList, MAX_RETRIES,
 };
 use serde::Deserialize;
@@ -36,12 +36,7 @@ fn no_task(id: &str) -> ApiError {
 }
 
 fn task_of(state: &MasterState, id: &str) -> Result<TaskInfo, ApiError> {
-    state
-        .workloads
-        .book()
-        .task(id)
-        .cloned()
-        .ok_or_else(|| no_task(id))
+    state.workloads.book().shown(id).ok_or_else(|| no_task(id))
 }
 
 /// A task id nobody has: `t-` and 10 hex digits from the OS's randomness.
@@ -87,6 +82,9 @@ pub async fn create_task(
     request.spec.validate()?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
+    }
+    if let Some(secs) = request.timeout_secs {
+        validate_timeout(secs)?;
     }
     request.spec.platforms = state
         .workloads

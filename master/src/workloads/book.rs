@@ -165,6 +165,23 @@ impl Book {
         self.tasks.get(id)
     }
 
+    /// Task `id` as the API shows it: with its place in the queue while it waits.
+    pub fn shown(&self, id: &str) -> Option<TaskInfo> {
+        self.tasks.get(id).map(|t| self.with_position(t.clone()))
+    }
+
+    fn with_position(&self, mut task: TaskInfo) -> TaskInfo {
+        task.queue_position = match task.state {
+            TaskState::Queued => self
+                .queue
+                .iter()
+                .position(|q| *q == task.id)
+                .and_then(|i| u32::try_from(i + 1).ok()),
+            _ => None,
+        };
+        task
+    }
+
     /// Every task and replica, in id order.
     pub fn tasks(&self) -> impl Iterator<Item = &TaskInfo> {
         self.tasks.values()
@@ -193,7 +210,7 @@ impl Book {
             .tasks
             .values()
             .filter(|t| t.service.is_none())
-            .cloned()
+            .map(|t| self.with_position(t.clone()))
             .collect();
         tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
         let services = self
@@ -214,7 +231,7 @@ impl Book {
             .tasks
             .values()
             .filter(|t| t.service.as_deref() == Some(name))
-            .cloned()
+            .map(|t| self.with_position(t.clone()))
             .collect();
         instances.sort_by_key(|t| replica_index(name, &t.id).unwrap_or(u32::MAX));
         Some(ServiceInfo {
@@ -241,23 +258,61 @@ impl Book {
         now: OffsetDateTime,
     ) -> Result<(TaskInfo, Effects), BookError> {
         if let Some(made) = self.task_of_request(request.request_id.as_deref()) {
-            if !same_spec(&made.spec, &request.spec) || made.retries != request.retries {
+            let same = same_spec(&made.spec, &request.spec)
+                && made.retries == request.retries
+                && made.timeout_secs == request.timeout_secs;
+            if !same {
                 return Err(BookError::RequestReused {
                     id: request.request_id.unwrap_or_default(),
                     made: format!("task {}", made.id),
                 });
             }
-            return Ok((made.clone(), Effects::default()));
+            let made = made.clone();
+            return Ok((self.with_position(made), Effects::default()));
         }
         let mut task = TaskInfo::queued(id, request.spec, None, request.retries, now);
         task.request_id = request.request_id;
+        task.timeout_secs = request.timeout_secs;
         self.queue.push_back(task.id.clone());
         self.tasks.insert(task.id.clone(), task.clone());
         let effects = Effects {
             save_tasks: vec![task.clone()],
             ..Effects::default()
         };
-        Ok((task, effects))
+        Ok((self.with_position(task), effects))
+    }
+
+    /// Stops every task past its deadline (`--timeout`, counted from its first start): it
+    /// fails with that reason, and its run, if any, is stopped on its node. A retry still
+    /// queued when the deadline passes fails too: the deadline is the task's, not a run's.
+    pub fn deadlines(&mut self, now: OffsetDateTime) -> Effects {
+        let mut effects = Effects::default();
+        for task in self.tasks.values_mut() {
+            let (Some(secs), Some(started)) = (task.timeout_secs, task.started_at) else {
+                continue;
+            };
+            let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+            if task.state.is_final() || now < started + time::Duration::seconds(secs) {
+                continue;
+            }
+            if let (true, Some(node), Some(run)) = (is_active(task), &task.node, &task.run) {
+                effects
+                    .messages
+                    .push((node.clone(), MasterMessage::Stop { run: run.clone() }));
+            }
+            task.address = None;
+            task.state = TaskState::Failed;
+            task.reason = Some(format!(
+                "stopped at its deadline: it ran for its --timeout of {}",
+                cloudos_cluster::units::format_duration(task.timeout_secs.unwrap_or(0))
+            ));
+            task.finished_at = Some(now);
+            task.pull = None;
+            effects.save_tasks.push(task.clone());
+        }
+        let ended: Vec<String> = effects.save_tasks.iter().map(|t| t.id.clone()).collect();
+        self.queue.retain(|q| !ended.contains(q));
+        effects
     }
 
     /// The task request `id` made, while the book keeps it (finished tasks stay for the

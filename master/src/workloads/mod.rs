@@ -445,6 +445,7 @@ pub async fn run(state: Arc<MasterState>) {
             commit_logged(&s, "a dispatch pass", |book| {
                 let wall = OffsetDateTime::now_utc();
                 let mut effects = book.nodes_lost(&alive, wall);
+                effects.merge(book.deadlines(wall));
                 effects.merge(book.reconcile_services(wall));
                 effects.merge(book.schedule(s.workloads.scheduler(), &nodes, wall));
                 for (node, message) in &effects.messages {

@@ -58,9 +58,10 @@ pub(super) fn stops(effects: &Effects) -> Vec<(String, String)> {
 
 fn task(retries: u32) -> TaskCreateRequest {
     TaskCreateRequest {
-        request_id: None,
         spec: spec(),
         retries,
+        request_id: None,
+        timeout_secs: None,
     }
 }
 
@@ -115,6 +116,68 @@ fn a_task_waits_with_a_reason_then_runs_to_success() {
     book.report("n1", &report("t-1.1", exited(0)), NOW);
     let t = book.task("t-1").unwrap();
     assert_eq!((t.state, t.exit_code), (TaskState::Succeeded, Some(0)));
+}
+
+#[test]
+fn a_task_past_its_deadline_is_stopped_and_fails_saying_so() {
+    let mut book = Book::default();
+    let mut request = task(0);
+    request.timeout_secs = Some(90);
+    book.create_task("t-1".into(), request, NOW).unwrap();
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    // Pulling for a minute does not count: the deadline runs from the start.
+    let started = NOW + time::Duration::seconds(60);
+    let running = RunState::Running {
+        restarts: 0,
+        address: None,
+    };
+    book.report("n1", &report("t-1.1", running), started);
+    assert!(book
+        .deadlines(started + time::Duration::seconds(89))
+        .is_empty());
+    let effects = book.deadlines(started + time::Duration::seconds(90));
+    assert_eq!(stops(&effects), [("n1".to_string(), "t-1.1".to_string())]);
+    let t = book.task("t-1").unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("stopped at its deadline: it ran for its --timeout of 1m30s")
+    );
+    assert_eq!(effects.save_tasks.len(), 1, "the end is stored");
+    // Once ended, it stays ended; its run's exit report changes nothing.
+    assert!(book
+        .deadlines(started + time::Duration::hours(1))
+        .is_empty());
+    book.report("n1", &report("t-1.1", exited(137)), started);
+    assert_eq!(book.task("t-1").unwrap().state, TaskState::Failed);
+}
+
+#[test]
+fn queued_tasks_show_their_place_in_the_queue() {
+    let mut book = Book::default();
+    let (first, _) = book.create_task("t-1".into(), task(0), NOW).unwrap();
+    let (second, _) = book.create_task("t-2".into(), task(0), NOW).unwrap();
+    assert_eq!(
+        (first.queue_position, second.queue_position),
+        (Some(1), Some(2))
+    );
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    // Both placed: no place in a queue any more.
+    let shown: Vec<_> = book
+        .workloads()
+        .tasks
+        .iter()
+        .map(|t| t.queue_position)
+        .collect();
+    assert_eq!(shown, [None, None]);
+    let (third, _) = book.create_task("t-3".into(), task(0), NOW).unwrap();
+    assert_eq!(third.queue_position, Some(1));
+    assert_eq!(book.shown("t-3").unwrap().queue_position, Some(1));
+    assert_eq!(
+        book.task("t-3").unwrap().queue_position,
+        None,
+        "never stored"
+    );
 }
 
 #[test]

@@ -142,11 +142,13 @@ fn with_no_room_the_replica_stays_and_the_reason_is_said() {
 fn tasks_finish_or_are_stopped_as_lost_runs() {
     let mut book = Book::default();
     let retry = TaskCreateRequest {
+        timeout_secs: None,
         request_id: None,
         spec: spec(),
         retries: 1,
     };
     let once = TaskCreateRequest {
+        timeout_secs: None,
         request_id: None,
         spec: spec(),
         retries: 0,
