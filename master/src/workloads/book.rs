@@ -129,6 +129,28 @@ fn is_active(t: &TaskInfo) -> bool {
     matches!(t.state, TaskState::Pulling | TaskState::Running)
 }
 
+/// Ends a task that has not ended (a cancel, a deadline): its run, if one is under way, is
+/// told to stop on its node, and the end is stored. The caller takes it out of the queue.
+fn end(
+    task: &mut TaskInfo,
+    state: TaskState,
+    why: String,
+    now: OffsetDateTime,
+    effects: &mut Effects,
+) {
+    if let (true, Some(node), Some(run)) = (is_active(task), &task.node, &task.run) {
+        effects
+            .messages
+            .push((node.clone(), MasterMessage::Stop { run: run.clone() }));
+    }
+    task.address = None;
+    task.state = state;
+    task.reason = Some(why);
+    task.finished_at = Some(now);
+    task.pull = None;
+    effects.save_tasks.push(task.clone());
+}
+
 /// `t-1a2b3c4d5e.2` → `t-1a2b3c4d5e`.
 pub fn task_of_run(run: &str) -> &str {
     run.rsplit_once('.').map(|(task, _)| task).unwrap_or(run)
@@ -295,20 +317,11 @@ impl Book {
             if task.state.is_final() || now < started + time::Duration::seconds(secs) {
                 continue;
             }
-            if let (true, Some(node), Some(run)) = (is_active(task), &task.node, &task.run) {
-                effects
-                    .messages
-                    .push((node.clone(), MasterMessage::Stop { run: run.clone() }));
-            }
-            task.address = None;
-            task.state = TaskState::Failed;
-            task.reason = Some(format!(
+            let why = format!(
                 "stopped at its deadline: it ran for its --timeout of {}",
                 cloudos_cluster::units::format_duration(task.timeout_secs.unwrap_or(0))
-            ));
-            task.finished_at = Some(now);
-            task.pull = None;
-            effects.save_tasks.push(task.clone());
+            );
+            end(task, TaskState::Failed, why, now, &mut effects);
         }
         let ended: Vec<String> = effects.save_tasks.iter().map(|t| t.id.clone()).collect();
         self.queue.retain(|q| !ended.contains(q));
@@ -345,19 +358,16 @@ impl Book {
         if task.state.is_final() {
             return Ok((task.clone(), effects));
         }
-        if let (true, Some(node), Some(run)) = (is_active(task), &task.node, &task.run) {
-            effects
-                .messages
-                .push((node.clone(), MasterMessage::Stop { run: run.clone() }));
-        }
-        task.address = None;
-        task.state = TaskState::Cancelled;
-        task.reason = Some("cancelled".into());
-        task.finished_at = Some(now);
-        task.pull = None;
+        end(
+            task,
+            TaskState::Cancelled,
+            "cancelled".into(),
+            now,
+            &mut effects,
+        );
+        let task = task.clone();
         self.queue.retain(|q| q != id);
-        effects.save_tasks.push(task.clone());
-        Ok((task.clone(), effects))
+        Ok((task, effects))
     }
 
     pub fn create_service(
