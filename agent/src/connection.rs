@@ -205,11 +205,13 @@ where
                 telemetry.system = system_report(facts).map(Box::new);
                 facts.metrics.sampled(&telemetry);
                 facts.metrics.workloads(facts.executor.footprint());
+                let runs = facts.executor.active_runs();
                 let beat = AgentMessage::Heartbeat(Heartbeat {
                     seq,
                     sent_at: OffsetDateTime::now_utc(),
                     telemetry,
-                    runs: facts.executor.active_runs(),
+                    usage: facts.executor.usage(&runs),
+                    runs,
                 });
                 in_flight = Some((seq, Instant::now()));
                 if let Err(e) = ws.send(to_frame(&beat)).await {

@@ -305,6 +305,7 @@ async fn beat(
         let measured = at >= measure_from;
         let sent = Instant::now();
         let message = AgentMessage::Heartbeat(Heartbeat {
+            usage: Default::default(),
             seq,
             sent_at: time::OffsetDateTime::now_utc(),
             telemetry: telemetry(),

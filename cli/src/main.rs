@@ -48,6 +48,8 @@ enum Command {
     },
     /// The cluster at a glance.
     Status,
+    /// The busiest nodes and running tasks now, by CPU (memory, load, I/O beside).
+    Top,
     /// Nodes of the cluster.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -470,6 +472,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             discover_timeout,
         } => commands::login::run(&ctx, &token, master, name, discover_timeout).await,
         Command::Status => commands::status::run(&ctx).await,
+        Command::Top => commands::top::run(&ctx).await,
         Command::Node(NodeCommand::List) => commands::nodes::list(&ctx).await,
         Command::Node(NodeCommand::Show { name }) => commands::nodes::show(&ctx, &name).await,
         Command::Node(NodeCommand::Remove { name }) => commands::nodes::remove(&ctx, &name).await,

@@ -370,6 +370,9 @@ pub struct Heartbeat {
     /// that was cut off and came back on the same connection never says hello again).
     #[serde(default)]
     pub runs: Vec<String>,
+    /// What each of those runs uses, by run, where its cgroup could be read.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub usage: std::collections::BTreeMap<String, crate::workload::TaskUsage>,
 }
 
 /// Agent → master on [`paths::AGENT_CONNECT`]. Externally tagged JSON:

@@ -472,6 +472,16 @@ pub struct PullProgress {
     pub total_bytes: u64,
 }
 
+/// What a run uses of its node, from its container's cgroup: CPU over the last heartbeat
+/// interval, memory now, I/O since it started. The agent measures it for each heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUsage {
+    pub cpu_millicores: u64,
+    pub memory_bytes: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
 /// A task, or one replica of a service, as the master keeps and shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskInfo {
@@ -523,6 +533,10 @@ pub struct TaskInfo {
     /// API shows, never stored (it changes with every placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u32>,
+    /// While it runs: what it uses, as its node's last heartbeat said. Shown, never
+    /// stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TaskUsage>,
 }
 
 impl TaskInfo {
@@ -557,6 +571,7 @@ impl TaskInfo {
             request_id: None,
             timeout_secs: None,
             queue_position: None,
+            usage: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use cloudos_cluster::api::NodeInfo;
+use cloudos_cluster::workload::TaskInfo;
 use cloudos_store::NodeState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +34,12 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
     node: String,
 }
 
@@ -55,6 +62,10 @@ pub struct MasterMetrics {
     disk_used: Family<NodeLabels, Gauge>,
     disk_total: Family<NodeLabels, Gauge>,
     load1: Family<NodeLabels, FloatGauge>,
+    task_cpu: Family<TaskLabels, Gauge>,
+    task_memory: Family<TaskLabels, Gauge>,
+    task_io_read: Family<TaskLabels, Gauge>,
+    task_io_write: Family<TaskLabels, Gauge>,
     /// Scrapes refill the node gauges; one at a time keeps them consistent.
     scrape: Mutex<()>,
 }
@@ -115,8 +126,36 @@ impl Default for MasterMetrics {
             "A node's one-minute load average",
             load1.clone(),
         );
+        let task_cpu = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_cpu_millicores",
+            "CPU a running task (or replica) used over its node's last heartbeat interval",
+            task_cpu.clone(),
+        );
+        let task_memory = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_memory_bytes",
+            "Memory a running task (or replica) uses",
+            task_memory.clone(),
+        );
+        let task_io_read = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_io_read_bytes",
+            "Bytes a running task's current run has read from block devices",
+            task_io_read.clone(),
+        );
+        let task_io_write = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_io_written_bytes",
+            "Bytes a running task's current run has written to block devices",
+            task_io_write.clone(),
+        );
         MasterMetrics {
             registry,
+            task_cpu,
+            task_memory,
+            task_io_read,
+            task_io_write,
             requests,
             joins,
             heartbeat,
@@ -132,7 +171,7 @@ impl Default for MasterMetrics {
     }
 }
 
-/// Byte counts in an i64 gauge; nothing real comes near the limit.
+/// Byte counts (and millicores) in an i64 gauge; nothing real comes near the limit.
 fn bytes(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -163,8 +202,9 @@ impl MasterMetrics {
         self.heartbeat.observe(took.as_secs_f64());
     }
 
-    /// The text exposition of everything, with node gauges from `nodes`.
-    pub fn render(&self, nodes: &[NodeInfo]) -> String {
+    /// The text exposition of everything, with node gauges from `nodes` and task gauges
+    /// from the running `tasks` that have a usage.
+    pub fn render(&self, nodes: &[NodeInfo], tasks: &[TaskInfo]) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         for family in [
             &self.memory_used,
@@ -173,6 +213,32 @@ impl MasterMetrics {
             &self.disk_total,
         ] {
             family.clear();
+        }
+        for family in [
+            &self.task_cpu,
+            &self.task_memory,
+            &self.task_io_read,
+            &self.task_io_write,
+        ] {
+            family.clear();
+        }
+        for task in tasks {
+            let (Some(usage), Some(node)) = (task.usage, &task.node) else {
+                continue;
+            };
+            let labels = TaskLabels {
+                task: task.id.clone(),
+                node: node.clone(),
+            };
+            let gauges = [
+                (&self.task_cpu, usage.cpu_millicores),
+                (&self.task_memory, usage.memory_bytes),
+                (&self.task_io_read, usage.io_read_bytes),
+                (&self.task_io_write, usage.io_write_bytes),
+            ];
+            for (family, value) in gauges {
+                family.get_or_create(&labels).set(bytes(value));
+            }
         }
         self.cpu.clear();
         self.load1.clear();
@@ -219,5 +285,41 @@ impl MasterMetrics {
             log::error!("cannot encode metrics: {e}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_cluster::workload::{TaskState, TaskUsage, WorkloadSpec};
+
+    #[test]
+    fn running_tasks_have_their_usage_and_others_none() {
+        let now = time::OffsetDateTime::now_utc();
+        let mut task = TaskInfo::queued("t-1".into(), WorkloadSpec::new("r/i:1"), None, 0, now);
+        task.state = TaskState::Running;
+        task.node = Some("n1".into());
+        task.usage = Some(TaskUsage {
+            cpu_millicores: 250,
+            memory_bytes: 4096,
+            io_read_bytes: 1,
+            io_write_bytes: 2,
+        });
+        let mut idle = task.clone();
+        idle.id = "t-2".into();
+        idle.usage = None;
+        let metrics = MasterMetrics::default();
+        let text = metrics.render(&[], &[task, idle]);
+        for line in [
+            r#"cloudos_task_cpu_millicores{task="t-1",node="n1"} 250"#,
+            r#"cloudos_task_memory_bytes{task="t-1",node="n1"} 4096"#,
+            r#"cloudos_task_io_read_bytes{task="t-1",node="n1"} 1"#,
+            r#"cloudos_task_io_written_bytes{task="t-1",node="n1"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+        assert!(!text.contains("t-2"), "{text}");
+        // The next scrape has only what runs then.
+        assert!(!metrics.render(&[], &[]).contains("t-1"));
     }
 }

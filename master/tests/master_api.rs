@@ -297,6 +297,7 @@ fn hello() -> AgentMessage {
 
 fn beat(seq: u64) -> AgentMessage {
     AgentMessage::Heartbeat(Heartbeat {
+        usage: Default::default(),
         seq,
         sent_at: time::OffsetDateTime::now_utc(),
         telemetry: Telemetry {

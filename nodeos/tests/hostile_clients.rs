@@ -131,6 +131,7 @@ async fn request(api: &ApiClient, method: &str, path: &str, body: Vec<u8>) -> (u
 
 fn heartbeat(seq: u64) -> Heartbeat {
     Heartbeat {
+        usage: Default::default(),
         seq,
         sent_at: time::OffsetDateTime::now_utc(),
         telemetry: Telemetry {

@@ -115,6 +115,89 @@ pub fn oom_kills(dirs: &[PathBuf]) -> u64 {
     kills
 }
 
+/// What a container has used, from its cgroup: CPU time and I/O since it started, memory
+/// now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_usec: u64,
+    pub memory_bytes: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
+/// The container's usage from its cgroup directories: v2 (`cpu.stat`, `memory.current`,
+/// `io.stat`) or v1 (`cpuacct.usage`, `memory.usage_in_bytes`,
+/// `blkio.throttle.io_service_bytes`), whichever the node has. `None` when no directory
+/// says anything (the container is gone).
+pub fn usage(dirs: &[PathBuf]) -> Option<Usage> {
+    let read = |d: &Path, file: &str| fs::read_to_string(d.join(file)).ok();
+    let mut usage = Usage::default();
+    let mut found = false;
+    for d in dirs {
+        if let Some(text) = read(d, "cpu.stat") {
+            usage.cpu_usec += parse_key(&text, "usage_usec").unwrap_or(0);
+            found = true;
+        }
+        if let Some(ns) = read(d, "cpuacct.usage").and_then(|t| t.trim().parse::<u64>().ok()) {
+            usage.cpu_usec += ns / 1000;
+            found = true;
+        }
+        for file in ["memory.current", "memory.usage_in_bytes"] {
+            if let Some(bytes) = read(d, file).and_then(|t| t.trim().parse::<u64>().ok()) {
+                usage.memory_bytes += bytes;
+                found = true;
+            }
+        }
+        if let Some(text) = read(d, "io.stat") {
+            let (r, w) = parse_io_stat(&text);
+            usage.io_read_bytes += r;
+            usage.io_write_bytes += w;
+        }
+        if let Some(text) = read(d, "blkio.throttle.io_service_bytes") {
+            let (r, w) = parse_blkio(&text);
+            usage.io_read_bytes += r;
+            usage.io_write_bytes += w;
+        }
+    }
+    found.then_some(usage)
+}
+
+/// v2 `io.stat`: a line per device, `8:0 rbytes=1 wbytes=2 rios=3 …`; summed.
+fn parse_io_stat(text: &str) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for field in text.split_whitespace() {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let value: u64 = value.parse().unwrap_or(0);
+        match key {
+            "rbytes" => sum.0 += value,
+            "wbytes" => sum.1 += value,
+            _ => {}
+        }
+    }
+    sum
+}
+
+/// v1 `blkio.throttle.io_service_bytes`: `8:0 Read 4096` lines (and a `Total`); summed.
+fn parse_blkio(text: &str) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(_device), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let value: u64 = value.parse().unwrap_or(0);
+        match op {
+            "Read" => sum.0 += value,
+            "Write" => sum.1 += value,
+            _ => {}
+        }
+    }
+    sum
+}
+
 fn parse_key(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
@@ -187,6 +270,47 @@ mod tests {
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
         assert_eq!(parse_key(v1, "oom_kill"), Some(3));
         assert_eq!(parse_key(v1, "nope"), None);
+    }
+
+    #[test]
+    fn usage_from_v2_and_v1_files() {
+        let dir = std::env::temp_dir().join(format!("cloudos-usage-{}", std::process::id()));
+        let (v2, v1) = (dir.join("v2"), dir.join("v1"));
+        fs::create_dir_all(&v2).unwrap();
+        fs::create_dir_all(&v1).unwrap();
+        fs::write(
+            v2.join("cpu.stat"),
+            "usage_usec 1500000\nuser_usec 1000000\n",
+        )
+        .unwrap();
+        fs::write(v2.join("memory.current"), "4194304\n").unwrap();
+        let io = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+                  253:0 rbytes=100 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n";
+        fs::write(v2.join("io.stat"), io).unwrap();
+        assert_eq!(
+            usage(std::slice::from_ref(&v2)),
+            Some(Usage {
+                cpu_usec: 1_500_000,
+                memory_bytes: 4 << 20,
+                io_read_bytes: 4196,
+                io_write_bytes: 8192,
+            })
+        );
+        fs::write(v1.join("cpuacct.usage"), "2000000000\n").unwrap();
+        fs::write(v1.join("memory.usage_in_bytes"), "1024\n").unwrap();
+        let blkio = "8:0 Read 512\n8:0 Write 1024\n8:0 Sync 0\n8:0 Total 1536\nTotal 1536\n";
+        fs::write(v1.join("blkio.throttle.io_service_bytes"), blkio).unwrap();
+        let v1_usage = usage(std::slice::from_ref(&v1)).unwrap();
+        assert_eq!(
+            (v1_usage.cpu_usec, v1_usage.memory_bytes),
+            (2_000_000, 1024)
+        );
+        assert_eq!(
+            (v1_usage.io_read_bytes, v1_usage.io_write_bytes),
+            (512, 1024)
+        );
+        assert_eq!(usage(&[dir.join("gone")]), None);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

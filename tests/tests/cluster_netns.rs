@@ -497,6 +497,22 @@ fn tasks_run_stream_logs_and_hand_in_output() {
         || containers(&lab.path("node-3")).is_empty().then_some(()),
     );
 
+    // A running task's use of its node, from its cgroup, reaches `ps` and `top`: a busy
+    // loop shows CPU, a file in memory shows memory.
+    let burn = "head -c 8388608 /dev/zero > /tmp/fill; while :; do :; done";
+    let id = alice.run_task(&["--cpu", "500m", BUSYBOX, "--", "sh", "-c", burn]);
+    let usage = lab.wait_for("the busy task's usage", Duration::from_secs(60), || {
+        let usage = alice.task(&id)["usage"].clone();
+        let busy = usage["cpu_millicores"].as_u64().unwrap_or(0) >= 100;
+        let filled = usage["memory_bytes"].as_u64().unwrap_or(0) >= 8 << 20;
+        (busy && filled).then_some(usage)
+    });
+    assert!(usage["cpu_millicores"].as_u64().unwrap_or(0) <= 1100, "{usage}");
+    let top = alice.ok(&["top"]);
+    let line = top.lines().find(|l| l.starts_with(id.as_str())).unwrap_or_default();
+    assert!(line.contains("node-3") && line.contains("Mi"), "{top}");
+    alice.ok(&["cancel", &id]);
+
     // A task past its deadline is stopped on its node and fails saying so.
     let id = alice.run_task(&["--timeout", "3s", BUSYBOX, "--", "sleep", "1000"]);
     let task = alice.wait_task(&id, &["failed", "succeeded"], Duration::from_secs(60));

@@ -16,6 +16,7 @@ mod network;
 mod output;
 mod run;
 mod spec;
+mod usage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::{AgentMessage, MasterMessage};
 use cloudos_cluster::client::ApiClient;
-use cloudos_cluster::workload::{RunAssignment, RunReport, RunState};
+use cloudos_cluster::workload::{RunAssignment, RunReport, RunState, TaskUsage};
 use cloudos_oci::PullConfig;
 use cloudos_runtime::{Runtime, ShimCommand};
 use tokio::sync::{mpsc, watch};
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     image_last_used: Mutex<HashMap<String, Instant>>,
     /// The node's bridge, its subnet and each bridge run's address and ports.
     network: network::Network,
+    /// Each run's last cgroup reading, for the heartbeats' usage.
+    usage: Mutex<usage::Sampler>,
 }
 
 /// Clone-able handle on the node's runs.
@@ -143,6 +146,7 @@ impl Executor {
             pull,
             api: Mutex::new(None),
             image_last_used: Mutex::new(HashMap::new()),
+            usage: Mutex::new(usage::Sampler::default()),
         };
         let shared = Arc::new(shared);
         tokio::spawn(gc::run(Arc::clone(&shared)));
@@ -210,6 +214,14 @@ impl Executor {
             .map(|p| dirs(&p))
             .unwrap_or(0);
         (containers, cgroups)
+    }
+
+    /// What each of `runs` uses now, from its container's cgroup, for a heartbeat.
+    pub fn usage(&self, runs: &[String]) -> std::collections::BTreeMap<String, TaskUsage> {
+        let mut sampler = self.shared.usage.lock().unwrap_or_else(|e| e.into_inner());
+        sampler.sample(runs, Instant::now(), |run| {
+            cloudos_runtime::cgroup::usage(&cloudos_runtime::cgroup::dirs(run))
+        })
     }
 
     /// The runs that are not over, for heartbeats.

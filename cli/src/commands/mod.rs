@@ -11,6 +11,7 @@ pub mod releases;
 pub mod rollout;
 pub mod status;
 pub mod tokens;
+pub mod top;
 pub mod upgrade;
 pub mod workloads;
 

@@ -266,15 +266,28 @@ fn state_text(t: &TaskInfo) -> String {
     }
 }
 
+/// CPU and memory of a running task, as its node's last heartbeat said; `-` otherwise.
+fn usage_text(t: &TaskInfo) -> (String, String) {
+    match t.usage {
+        Some(u) => (format_cpu(u.cpu_millicores), format_bytes(u.memory_bytes)),
+        None => ("-".into(), "-".into()),
+    }
+}
+
 pub fn render_ps(w: &WorkloadList, now: OffsetDateTime) -> String {
     let mut out = String::new();
-    let mut table = Table::new(&["ID", "IMAGE", "STATE", "NODE", "AGE", "EXIT", "REASON"]);
+    let mut table = Table::new(&[
+        "ID", "IMAGE", "STATE", "NODE", "CPU", "MEM", "AGE", "EXIT", "REASON",
+    ]);
     for t in &w.tasks {
+        let (cpu, mem) = usage_text(t);
         table.row(vec![
             t.id.clone(),
             t.spec.image.clone(),
             state_text(t),
             t.node.clone().unwrap_or_else(|| "-".into()),
+            cpu,
+            mem,
             format::age(t.created_at, now),
             exit_text(t),
             t.reason.clone().unwrap_or_default(),
@@ -294,12 +307,17 @@ pub fn render_ps(w: &WorkloadList, now: OffsetDateTime) -> String {
         }
         out.push_str(&table.render());
         out.push('\n');
-        let mut table = Table::new(&["REPLICA", "STATE", "NODE", "RESTARTS", "REASON"]);
+        let mut table = Table::new(&[
+            "REPLICA", "STATE", "NODE", "CPU", "MEM", "RESTARTS", "REASON",
+        ]);
         for t in w.services.iter().flat_map(|s| &s.instances) {
+            let (cpu, mem) = usage_text(t);
             table.row(vec![
                 t.id.clone(),
                 state_text(t),
                 t.node.clone().unwrap_or_else(|| "-".into()),
+                cpu,
+                mem,
                 t.restarts.to_string(),
                 t.reason.clone().unwrap_or_default(),
             ]);
@@ -436,6 +454,13 @@ mod tests {
     fn ps_shows_state_node_age_and_exit() {
         let mut done = task("t-1", TaskState::Failed);
         done.exit_code = Some(3);
+        done.usage = None;
+        let mut running = task("t-4", TaskState::Running);
+        running.usage = Some(cloudos_cluster::workload::TaskUsage {
+            cpu_millicores: 250,
+            memory_bytes: 12 << 20,
+            ..Default::default()
+        });
         let mut pulling = task("t-2", TaskState::Pulling);
         pulling.pull = Some(PullProgress {
             done_bytes: 50,
@@ -445,7 +470,7 @@ mod tests {
         queued.node = None;
         queued.reason = Some("no node fits: 1 lacks memory".into());
         let w = WorkloadList {
-            tasks: vec![done, pulling, queued],
+            tasks: vec![done, pulling, queued, running],
             services: vec![],
             retention: None,
         };
@@ -462,6 +487,12 @@ mod tests {
             "{text}"
         );
         assert!(lines[1].contains("5m"), "{text}");
+        assert!(
+            lines[4].contains("running")
+                && lines[4].contains("250m  ")
+                && lines[4].contains("12Mi"),
+            "{text}"
+        );
     }
 
     #[test]

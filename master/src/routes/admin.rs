@@ -160,6 +160,7 @@ pub async fn remove_node(
     // Memory's record has the live state (last heartbeat, telemetry) to show.
     let (live, conn) = state.roster.remove(&name).unzip();
     state.drains.forget(&name);
+    state.workloads.usage.forget(&name);
     // Its peer goes from every node now: its key stops working with its certificate.
     crate::mesh::announce(&state.roster, &state.config.node_name);
     let info = NodeInfo::from(live.as_ref().unwrap_or(&record));
@@ -284,7 +285,15 @@ pub async fn metrics(
     State(state): State<AppState>,
     _: AdminCaller,
 ) -> impl axum::response::IntoResponse {
-    let body = state.metrics.render(&state.roster.list());
+    let mut tasks: Vec<_> = {
+        let book = state.workloads.book();
+        book.tasks()
+            .filter(|t| t.state == cloudos_cluster::workload::TaskState::Running)
+            .cloned()
+            .collect()
+    };
+    tasks.iter_mut().for_each(|t| state.workloads.usage.fill(t));
+    let body = state.metrics.render(&state.roster.list(), &tasks);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -243,6 +243,7 @@ async fn run(
                         let started = std::time::Instant::now();
                         let seq = beat.seq;
                         workloads::on_heartbeat_runs(state, name, &beat.runs);
+                        state.workloads.usage.note(name, beat.usage);
                         state.roster.note_runs(name, &beat.runs);
                         let now = OffsetDateTime::now_utc();
                         let telemetry = roster::with_clock_skew(beat.telemetry, beat.sent_at, now);

@@ -36,7 +36,13 @@ fn no_task(id: &str) -> ApiError {
 }
 
 fn task_of(state: &MasterState, id: &str) -> Result<TaskInfo, ApiError> {
-    state.workloads.book().shown(id).ok_or_else(|| no_task(id))
+    let mut task = state
+        .workloads
+        .book()
+        .shown(id)
+        .ok_or_else(|| no_task(id))?;
+    state.workloads.usage.fill(&mut task);
+    Ok(task)
 }
 
 /// A task id nobody has: `t-` and 10 hex digits from the OS's randomness.
@@ -64,6 +70,8 @@ pub async fn list(
             let book = s.workloads.book();
             let mut w = book.workloads();
             w.retention = Some(s.workloads.retention_info(&book));
+            drop(book);
+            s.workloads.usage.fill_list(&mut w);
             Ok(w)
         })
         .await?;
@@ -71,7 +79,9 @@ pub async fn list(
 }
 
 pub async fn list_tasks(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<TaskInfo>> {
-    Json(state.workloads.book().workloads().tasks)
+    let mut tasks = state.workloads.book().workloads().tasks;
+    tasks.iter_mut().for_each(|t| state.workloads.usage.fill(t));
+    Json(tasks)
 }
 
 pub async fn create_task(
@@ -310,15 +320,21 @@ pub async fn list_services(
     State(state): State<AppState>,
     _: AdminCaller,
 ) -> Json<Vec<ServiceInfo>> {
-    Json(state.workloads.book().workloads().services)
+    let mut services = state.workloads.book().workloads().services;
+    services
+        .iter_mut()
+        .for_each(|s| state.workloads.usage.fill_service(s));
+    Json(services)
 }
 
 fn service_of(state: &MasterState, name: &str) -> Result<ServiceInfo, ApiError> {
-    state
+    let mut service = state
         .workloads
         .book()
         .service(name)
-        .ok_or_else(|| book::BookError::NoService(name.to_owned()).into())
+        .ok_or_else(|| book::BookError::NoService(name.to_owned()))?;
+    state.workloads.usage.fill_service(&mut service);
+    Ok(service)
 }
 
 pub async fn create_service(

@@ -17,6 +17,7 @@ mod platforms;
 pub mod retention;
 #[cfg(test)]
 mod sweep_tests;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -60,6 +61,8 @@ pub struct Workloads {
     pub retention: Retention,
     /// The service table the nodes were sent last (`cloudos_cluster::routing`).
     routed: Mutex<ServiceTable>,
+    /// What running tasks use, from the heartbeats.
+    pub usage: usage::UsageBoard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,7 @@ impl Workloads {
             log_lock: Mutex::new(()),
             platforms: platforms::ImagePlatforms::new(insecure_registries),
             retention,
+            usage: usage::UsageBoard::default(),
         })
     }
 

@@ -15,6 +15,7 @@ use super::*;
 
 fn fell_back(seq: u64, id: &str) -> AgentMessage {
     AgentMessage::Heartbeat(Heartbeat {
+        usage: Default::default(),
         seq,
         sent_at: time::OffsetDateTime::now_utc(),
         telemetry: Telemetry {

@@ -260,6 +260,7 @@ async fn a_node_flooding_a_log_is_capped_keeping_the_head() {
     let f = Fixture { m, dir, admin, a };
     let (_node, mut ws) = connected_node(&f, "n1").await;
     let capacity = AgentMessage::Heartbeat(Heartbeat {
+        usage: Default::default(),
         seq: 1,
         sent_at: time::OffsetDateTime::now_utc(),
         telemetry: Telemetry {
