@@ -7,6 +7,7 @@ mod config;
 mod format;
 mod table;
 
+use cloudos_cluster::health::{HealthCheck, Probe};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -174,6 +175,25 @@ struct SpecArgs {
     /// Mount the container's root read-only.
     #[arg(long)]
     read_only: bool,
+    /// Health check: `GET /PATH` on the container's PORT passes with a 2xx or 3xx
+    /// (`8080/healthz`; `80` for `/`).
+    #[arg(long, value_name = "PORT[/PATH]", value_parser = parse_health_http, conflicts_with = "health_tcp")]
+    health_http: Option<Probe>,
+    /// Health check: the container's PORT accepts a TCP connection.
+    #[arg(long, value_name = "PORT", value_parser = parse_health_tcp)]
+    health_tcp: Option<Probe>,
+    /// Time between health probes (default 5s).
+    #[arg(long, value_parser = parse_duration)]
+    health_interval: Option<Duration>,
+    /// A probe that takes longer fails (default 2s).
+    #[arg(long, value_parser = parse_duration)]
+    health_timeout: Option<Duration>,
+    /// Failed probes in a row that make it unhealthy (default 3).
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Failures this soon after the start do not count (default 0s).
+    #[arg(long, value_parser = parse_duration)]
+    health_start_period: Option<Duration>,
     /// The image, such as registry.lan:5000/busybox:1.
     image: String,
     /// The command, after `--` (default: the image's).
@@ -182,9 +202,25 @@ struct SpecArgs {
 }
 
 impl SpecArgs {
+    /// The health check the flags describe: none without a probe (the times alone mean
+    /// nothing).
+    fn health(&self) -> Option<HealthCheck> {
+        let probe = self.health_http.clone().or(self.health_tcp.clone())?;
+        let secs = |d: Option<Duration>, default: u32| {
+            d.map_or(default, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        };
+        let mut check = HealthCheck::new(probe);
+        check.interval_secs = secs(self.health_interval, check.interval_secs);
+        check.timeout_secs = secs(self.health_timeout, check.timeout_secs);
+        check.retries = self.health_retries.unwrap_or(check.retries);
+        check.start_period_secs = secs(self.health_start_period, 0);
+        Some(check)
+    }
+
     fn into_spec(self) -> WorkloadSpec {
         let defaults = ResourceRequest::default();
         WorkloadSpec {
+            health: self.health(),
             image: self.image,
             command: self.command,
             entrypoint: self.entrypoint.map(|e| vec![e]),
@@ -204,6 +240,14 @@ impl SpecArgs {
             platforms: Vec::new(),
         }
     }
+}
+
+fn parse_health_http(value: &str) -> Result<Probe, String> {
+    cloudos_cluster::health::parse_http(value).map_err(|e| e.to_string())
+}
+
+fn parse_health_tcp(value: &str) -> Result<Probe, String> {
+    cloudos_cluster::health::parse_tcp(value).map_err(|e| e.to_string())
 }
 
 fn parse_cpu(value: &str) -> Result<u64, String> {
@@ -678,6 +722,70 @@ mod tests {
             &["cloudos", "run", "--network", "overlay", "img"],
             &["cloudos", "run", "--publish", "80", "img"],
             &["cloudos", "run"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deploy_takes_a_health_check() {
+        let cli = Cli::try_parse_from([
+            "cloudos",
+            "deploy",
+            "web",
+            "--health-http",
+            "8080/healthz",
+            "--health-interval",
+            "2s",
+            "--health-retries",
+            "2",
+            "img",
+        ])
+        .expect("parse");
+        let Command::Deploy { spec, .. } = cli.command else {
+            panic!("not deploy")
+        };
+        let check = spec.into_spec().health.expect("a check");
+        assert_eq!(
+            check.probe,
+            Probe::Http {
+                port: 8080,
+                path: "/healthz".into()
+            }
+        );
+        assert_eq!((check.interval_secs, check.timeout_secs), (2, 2));
+        assert_eq!((check.retries, check.start_period_secs), (2, 0));
+        let plain =
+            Cli::try_parse_from(["cloudos", "deploy", "web", "--health-interval", "9s", "img"])
+                .expect("parse");
+        let Command::Deploy { spec, .. } = plain.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(
+            spec.into_spec().health,
+            None,
+            "times without a probe check nothing"
+        );
+        for bad in [
+            &[
+                "cloudos",
+                "deploy",
+                "web",
+                "--health-http",
+                "x/healthz",
+                "img",
+            ][..],
+            &["cloudos", "deploy", "web", "--health-tcp", "0", "img"],
+            &[
+                "cloudos",
+                "deploy",
+                "web",
+                "--health-http",
+                "80",
+                "--health-tcp",
+                "80",
+                "img",
+            ],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -27,6 +27,7 @@ pub mod api;
 pub mod backoff;
 pub mod client;
 pub mod files;
+pub mod health;
 pub mod identity;
 pub mod mesh;
 pub mod nodeops;

@@ -59,6 +59,8 @@ pub enum SpecError {
     ServiceName(String),
     #[error("request id {0:?} is not 8 to 64 letters, digits, `-` or `_`")]
     RequestId(String),
+    #[error("invalid health check: {0}")]
+    Health(String),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
@@ -217,6 +219,9 @@ pub struct WorkloadSpec {
     /// (any node may try). Set by the master: what a client sends here is replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
+    /// What the node probes to know the container works (`crate::health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthCheck>,
 }
 
 impl WorkloadSpec {
@@ -235,6 +240,7 @@ impl WorkloadSpec {
             publish: Vec::new(),
             readonly_root: false,
             platforms: Vec::new(),
+            health: None,
         }
     }
 
@@ -287,6 +293,9 @@ impl WorkloadSpec {
             if !dir.starts_with('/') {
                 return Err(SpecError::Workdir(dir.clone()));
             }
+        }
+        if let Some(check) = &self.health {
+            check.validate(self.network)?;
         }
         self.validate_publish()
     }
@@ -537,6 +546,9 @@ pub struct TaskInfo {
     /// stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TaskUsage>,
+    /// While it runs with a health check: what the check says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 impl TaskInfo {
@@ -572,6 +584,7 @@ impl TaskInfo {
             timeout_secs: None,
             queue_position: None,
             usage: None,
+            health: None,
         }
     }
 }
@@ -698,6 +711,9 @@ pub enum RunState {
         /// The container's address on its node's bridge (`bridge` network only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<std::net::Ipv4Addr>,
+        /// What its health check says (none without one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<crate::health::Health>,
     },
     /// The container exited (tasks: final; replicas: about to restart).
     Exited {

@@ -507,9 +507,15 @@ fn tasks_run_stream_logs_and_hand_in_output() {
         let filled = usage["memory_bytes"].as_u64().unwrap_or(0) >= 8 << 20;
         (busy && filled).then_some(usage)
     });
-    assert!(usage["cpu_millicores"].as_u64().unwrap_or(0) <= 1100, "{usage}");
+    assert!(
+        usage["cpu_millicores"].as_u64().unwrap_or(0) <= 1100,
+        "{usage}"
+    );
     let top = alice.ok(&["top"]);
-    let line = top.lines().find(|l| l.starts_with(id.as_str())).unwrap_or_default();
+    let line = top
+        .lines()
+        .find(|l| l.starts_with(id.as_str()))
+        .unwrap_or_default();
     assert!(line.contains("node-3") && line.contains("Mi"), "{top}");
     alice.ok(&["cancel", &id]);
 

@@ -345,6 +345,72 @@ fn services_are_found_by_name_balanced_over_their_running_replicas_and_other_nam
     }
 }
 
+/// The page each `checked` replica serves is its address; only a replica whose address
+/// ends in an even number has a `/healthz` to pass its check with. Two fresh replicas on
+/// one node get two consecutive addresses: one of each.
+const CHECKED: &str = "mkdir -p /tmp/www && A=$(ip -4 -o addr show eth0 | awk '{print $4}') && \
+                       echo $A > /tmp/www/index.html && \
+                       case ${A%/*} in *[02468]) echo ok > /tmp/www/healthz;; esac && \
+                       exec httpd -f -p 80 -h /tmp/www";
+
+#[test]
+fn a_replica_that_fails_its_health_check_gets_no_connections_and_is_restarted() {
+    let Some(lab) = Lab::new() else { return };
+    let lab_node = one_node(&lab, &[]);
+    let alice = &lab_node.cluster.alice;
+    alice.ok(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        "--health-http",
+        "80/healthz",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "1s",
+        "--health-retries",
+        "2",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        CHECKED,
+    ]);
+    // The even one passes and serves; the odd one never passes: its node stops it after
+    // two failed probes, starts it again, and it fails again.
+    let (healthy, sick) = alice.wait(
+        "one healthy replica, one restarted",
+        Duration::from_secs(90),
+        || {
+            let svc = alice.service("web");
+            let instances = svc["instances"].as_array()?.clone();
+            let healthy = instances.iter().find(|r| r["health"] == "healthy")?;
+            let sick = instances.iter().find(|r| r["id"] != healthy["id"])?;
+            (sick["restarts"].as_u64()? >= 1).then(|| (healthy.clone(), sick.clone()))
+        },
+    );
+    let reason = sick["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("health check failed"), "{sick}");
+    assert_ne!(sick["health"], "healthy", "{sick}");
+    let table = alice.ok(&["ps"]);
+    assert!(table.contains("running (healthy)"), "{table}");
+    // Every call to the service reaches the healthy replica: the other is never in the
+    // rotation, whether starting, unhealthy or stopped.
+    let address = healthy["address"].as_str().unwrap_or_default().to_owned();
+    let vip = alice.service("web")["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let out = client(&lab, alice, &format!("URL=http://{vip}/; {CALLS}"));
+    let served: Vec<&str> = out.lines().collect();
+    assert_eq!(served.len(), 20, "{out}");
+    assert!(
+        served.iter().all(|p| p.starts_with(&format!("{address}/"))),
+        "a call reached the replica that fails its check:\n{out}"
+    );
+}
+
 /// Polls `f` every 10 ms (a timing's resolution; `Lab::wait_for` polls every 200 ms) for
 /// up to 30 s.
 fn tight<T>(lab: &Lab, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -10,6 +10,7 @@
 mod credentials;
 mod dns;
 mod gc;
+mod health;
 mod image;
 mod logs;
 mod network;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudos_cluster::backoff::Backoff;
+use cloudos_cluster::health::Health;
 use cloudos_cluster::workload::{NetworkMode, PullProgress, RunAssignment, RunState};
 use cloudos_runtime::{ContainerSpec, ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
 use super::spec::container_spec;
-use super::{credentials, image, logs, output, Shared};
+use super::{credentials, health, image, logs, output, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -166,14 +167,39 @@ async fn containers(
             return failed(start_error(&e));
         }
         let up_since = Instant::now();
+        // A check starts out *starting*: out of the rotation until its first pass.
+        let health = a.spec.health.as_ref().map(|_| Health::Starting);
         shared
-            .report(&a.run, RunState::Running { restarts, address })
+            .report(
+                &a.run,
+                RunState::Running {
+                    restarts,
+                    address,
+                    health,
+                },
+            )
             .await;
         let paths = match &shared.runtime {
             Ok(rt) => rt.log_paths(&a.run),
             Err(e) => return failed(e.clone()),
         };
         let (done_tx, done_rx) = watch::channel(false);
+        let (kill_tx, mut kill) = watch::channel(false);
+        let prober = a.spec.health.clone().map(|check| {
+            let w = health::Watch {
+                run: a.run.clone(),
+                restarts,
+                address,
+                network: a.spec.network,
+                check,
+            };
+            tokio::spawn(health::watch(
+                Arc::clone(shared),
+                w,
+                kill_tx,
+                done_rx.clone(),
+            ))
+        });
         let tailer = tokio::spawn(logs::tail(
             Arc::clone(shared),
             a.run.clone(),
@@ -181,10 +207,14 @@ async fn containers(
             log_from.clone(),
             done_rx,
         ));
-        let status = wait(shared, &a.run, stop).await;
+        let status = wait(shared, &a.run, stop, &mut kill).await;
         let _ = done_tx.send(true);
         let _ = tailer.await;
+        if let Some(prober) = prober {
+            let _ = prober.await;
+        }
         let stopped = *stop.borrow();
+        let unhealthy = *kill.borrow();
         let output_bytes = if stopped {
             None
         } else {
@@ -204,6 +234,9 @@ async fn containers(
             Err(e) => return failed(format!("lost track of the container: {e}")),
         };
         if !a.restart {
+            if unhealthy {
+                return failed("stopped by its node: its health check failed".into());
+            }
             return Some(exited);
         }
         shared.report(&a.run, exited).await;
@@ -234,16 +267,18 @@ fn start_error(e: &RuntimeError) -> String {
     }
 }
 
-/// Waits for the container to end; a stop request sends SIGTERM, then SIGKILL.
+/// Waits for the container to end; a stop request (the master's `stop`, or `kill` from
+/// its failed health check) sends SIGTERM, then SIGKILL.
 async fn wait(
     shared: &Arc<Shared>,
     id: &str,
     stop: &mut watch::Receiver<bool>,
+    kill: &mut watch::Receiver<bool>,
 ) -> Result<ExitStatus, RuntimeError> {
     let mut term_sent: Option<Instant> = None;
     let mut kill_sent = false;
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || *kill.borrow() {
             let signal = match term_sent {
                 None => Some(libc::SIGTERM),
                 Some(at) if at.elapsed() >= STOP_GRACE && !kill_sent => Some(libc::SIGKILL),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use cloudos_cluster::client::{ApiClient, ClientError};
+use cloudos_cluster::health::Health;
 use cloudos_cluster::units::{format_bytes, format_cpu};
 use cloudos_cluster::workload::{
     new_request_id, LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo, TaskCreateRequest,
@@ -257,6 +258,9 @@ fn state_text(t: &TaskInfo) -> String {
     match (t.state, t.pull) {
         (TaskState::Pulling, Some(p)) if p.total_bytes > 0 => {
             format!("pulling {}%", p.done_bytes * 100 / p.total_bytes)
+        }
+        (TaskState::Running, _) if t.health.is_some() => {
+            format!("running ({})", t.health.unwrap_or(Health::Starting))
         }
         // Its place in the queue: 1 goes next.
         (TaskState::Queued, _) if t.queue_position.is_some() => {

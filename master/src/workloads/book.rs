@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use cloudos_cluster::api::MasterMessage;
+use cloudos_cluster::health::Health;
 use cloudos_cluster::units::format_bytes;
 use cloudos_cluster::workload::{
     Protocol, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest, ServiceInfo,
@@ -127,6 +128,26 @@ fn host_ports(spec: &WorkloadSpec) -> Vec<HostPort> {
 
 fn is_active(t: &TaskInfo) -> bool {
     matches!(t.state, TaskState::Pulling | TaskState::Running)
+}
+
+/// What a report may change that is kept (and, for services, routed): a change of any of
+/// it is saved.
+fn shown_state(
+    task: &TaskInfo,
+) -> (
+    TaskState,
+    u32,
+    Option<String>,
+    Option<std::net::Ipv4Addr>,
+    Option<Health>,
+) {
+    (
+        task.state,
+        task.restarts,
+        task.reason.clone(),
+        task.address,
+        task.health,
+    )
 }
 
 /// Ends a task that has not ended (a cancel, a deadline): its run, if one is under way, is
@@ -696,7 +717,7 @@ impl Book {
             }
             return effects;
         };
-        let before = (task.state, task.restarts, task.reason.clone(), task.address);
+        let before = shown_state(task);
         match &report.state {
             RunState::Pulling { progress } => {
                 // A late progress report must not take a running task back.
@@ -704,11 +725,16 @@ impl Book {
                     task.pull = Some(*progress);
                 }
             }
-            RunState::Running { restarts, address } => {
+            RunState::Running {
+                restarts,
+                address,
+                health,
+            } => {
                 task.state = TaskState::Running;
                 task.pull = None;
                 task.restarts = *restarts;
                 task.address = *address;
+                task.health = *health;
                 task.started_at.get_or_insert(now);
             }
             RunState::Exited {
@@ -726,12 +752,19 @@ impl Book {
                 if output_bytes.is_some() {
                     task.output_bytes = *output_bytes;
                 }
-                let why = exit_reason(
-                    *code,
-                    *signal,
-                    *oom_killed,
-                    task.spec.resources.memory_bytes,
-                );
+                // Stopped by its node for failing its check: that is the news, not the
+                // signal it was stopped with.
+                let why = match task.health {
+                    Some(Health::Unhealthy) => {
+                        "stopped by its node: its health check failed".into()
+                    }
+                    _ => exit_reason(
+                        *code,
+                        *signal,
+                        *oom_killed,
+                        task.spec.resources.memory_bytes,
+                    ),
+                };
                 if task.service.is_some() {
                     // The node restarts the replica itself, with backoff.
                     task.reason = Some(format!("last exit: {why}"));
@@ -759,9 +792,11 @@ impl Book {
                 task.finished_at = Some(now);
             }
         }
-        if (task.state, task.restarts, task.reason.clone(), task.address) != before
-            || matches!(report.state, RunState::Exited { .. })
-        {
+        if !matches!(report.state, RunState::Running { .. }) {
+            // Health is a running container's: an exited one has none until it runs again.
+            task.health = None;
+        }
+        if shown_state(task) != before || matches!(report.state, RunState::Exited { .. }) {
             effects.save_tasks.push(task.clone());
         }
         effects

@@ -76,8 +76,10 @@ impl Book {
         // One pass over the tasks, not one per service: this runs at every change.
         let mut running: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
         for task in self.tasks.values() {
-            if let (Some(service), TaskState::Running, Some(address)) =
-                (task.service.as_deref(), task.state, task.address)
+            // A replica with a check serves once it passed and until it fails.
+            let serves = task.health.is_none_or(|h| h.serves());
+            if let (Some(service), TaskState::Running, Some(address), true) =
+                (task.service.as_deref(), task.state, task.address, serves)
             {
                 running.entry(service).or_default().push(address);
             }
@@ -109,6 +111,7 @@ impl Book {
 #[cfg(test)]
 mod tests {
     use super::super::Book;
+    use cloudos_cluster::health::Health;
     use cloudos_cluster::workload::{
         RunReport, RunState, ServiceCreateRequest, TaskState, WorkloadSpec,
     };
@@ -133,18 +136,75 @@ mod tests {
 
     /// Marks replica `id` running at `address` on `node`, as its node would report it.
     fn running(book: &mut Book, id: &str, node: &str, address: Option<&str>) {
+        checked(book, id, node, address, None);
+    }
+
+    /// [`running`], with what its health check says.
+    fn checked(
+        book: &mut Book,
+        id: &str,
+        node: &str,
+        address: Option<&str>,
+        health: Option<Health>,
+    ) {
         let t = book.tasks.get_mut(id).unwrap();
         t.node = Some(node.into());
         t.run = Some(format!("{id}.1"));
-        t.state = TaskState::Pulling;
+        if t.state != TaskState::Running {
+            t.state = TaskState::Pulling;
+        }
         let report = RunReport {
             run: format!("{id}.1"),
             state: RunState::Running {
+                health,
                 restarts: 0,
                 address: address.map(|a| a.parse().unwrap()),
             },
         };
         book.report(node, &report, OffsetDateTime::now_utc());
+    }
+
+    #[test]
+    fn a_replica_with_a_check_serves_once_healthy_and_leaves_when_unhealthy() {
+        let mut book = Book::default();
+        book.set_service_range("10.251.0.0/24".parse().unwrap());
+        deploy(&mut book, "web", 2, &[]);
+        running(&mut book, "web-r0", "n1", Some("10.250.0.2"));
+        checked(
+            &mut book,
+            "web-r1",
+            "n2",
+            Some("10.250.1.2"),
+            Some(Health::Starting),
+        );
+        assert_eq!(
+            table_text(&book),
+            ["web 10.251.0.1 [10.250.0.2]"],
+            "not yet"
+        );
+        checked(
+            &mut book,
+            "web-r1",
+            "n2",
+            Some("10.250.1.2"),
+            Some(Health::Healthy),
+        );
+        assert_eq!(
+            table_text(&book),
+            ["web 10.251.0.1 [10.250.0.2 10.250.1.2]"]
+        );
+        let report = RunReport {
+            run: "web-r1.1".into(),
+            state: RunState::Running {
+                health: Some(Health::Unhealthy),
+                restarts: 0,
+                address: Some("10.250.1.2".parse().unwrap()),
+            },
+        };
+        let effects = book.report("n2", &report, OffsetDateTime::now_utc());
+        assert_eq!(effects.save_tasks.len(), 1, "the change is kept (and sent)");
+        assert_eq!(table_text(&book), ["web 10.251.0.1 [10.250.0.2]"], "out");
+        assert_eq!(book.task("web-r1").unwrap().health, Some(Health::Unhealthy));
     }
 
     fn table_text(book: &Book) -> Vec<String> {

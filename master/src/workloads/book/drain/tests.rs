@@ -28,6 +28,7 @@ fn running(book: &mut Book, placed: &[(String, String)]) {
         let report = RunReport {
             run: run.clone(),
             state: RunState::Running {
+                health: None,
                 restarts: 0,
                 address: None,
             },
