@@ -165,6 +165,12 @@ impl Master {
             tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
         }
         tasks.spawn(health::run(Arc::clone(&state)));
+        let s = Arc::clone(&state);
+        tasks.spawn(async move {
+            s.mesh
+                .run(|| mesh::announce(&s.roster, &s.config.node_name))
+                .await
+        });
         tasks.spawn(workloads::run(Arc::clone(&state)));
         tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
         tasks.spawn(server::accept_loop(Arc::clone(&state), listener));

@@ -99,8 +99,38 @@ pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
     peers
 }
 
-/// Sends every connected node its peers: after a hello (a node came, or moved) and after a
-/// node is removed (its peer goes everywhere at once).
+/// How long a requested announcement waits for others to ride along: a master restart
+/// brings every node back within a second or two, and each hello asks.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Coalesces the announcements hellos ask for. Announcing to every node after each hello
+/// would, when all nodes come back after a master restart, send n plans n times (each
+/// plan O(n)); requests that come while one waits ride along with it, so a burst costs
+/// one or two announcements. A removal does not wait: [`announce`] at once, so a removed
+/// node's peer goes everywhere before anything else.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    wanted: tokio::sync::Notify,
+}
+
+impl Announcer {
+    /// Every node gets its plan soon (within [`COALESCE`]).
+    pub fn request(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Runs `announce` once per burst of requests; runs until the master stops.
+    pub async fn run(&self, announce: impl Fn()) {
+        loop {
+            self.wanted.notified().await;
+            tokio::time::sleep(COALESCE).await;
+            announce();
+        }
+    }
+}
+
+/// Sends every connected node its peers: after a node is removed (its peer goes
+/// everywhere at once), and for the [`Announcer`].
 pub fn announce(roster: &crate::roster::Roster, master: &str) {
     let nodes = roster.mesh_nodes(master);
     for name in roster.connected() {
@@ -233,6 +263,34 @@ mod tests {
         assert_eq!(
             shown(&plan("cloud", &nodes)),
             ["c - 10.250.2.0/24 None", "d - 10.250.3.0/24 None"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_requests_is_one_or_two_announcements() {
+        let announcer = std::sync::Arc::new(Announcer::default());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, c) = (announcer.clone(), count.clone());
+        tokio::spawn(async move {
+            a.run(|| {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .await
+        });
+        // A hundred nodes say hello within 100 ms of each other.
+        for _ in 0..100 {
+            announcer.request();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(COALESCE * 4).await;
+        let announced = count.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&announced), "{announced} announcements");
+        // A request later is announced again.
+        announcer.request();
+        tokio::time::sleep(COALESCE * 2).await;
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            announced + 1
         );
     }
 

@@ -38,6 +38,8 @@ pub struct MasterState {
     pub workloads: super::workloads::Workloads,
     /// Drains under way or ended, for their progress (see `nodeops`).
     pub drains: super::nodeops::Drains,
+    /// Announces the mesh to every node after hellos, a burst at a time.
+    pub mesh: super::mesh::Announcer,
     /// The binaries `install.sh` fetches, with their digests: read at the first request,
     /// not at start, so hashing the master's own binary never delays a boot.
     downloads: tokio::sync::OnceCell<super::downloads::Downloads>,
@@ -101,6 +103,7 @@ impl MasterState {
             metrics: super::metrics::MasterMetrics::default(),
             workloads,
             drains: super::nodeops::Drains::default(),
+            mesh: super::mesh::Announcer::default(),
             downloads: tokio::sync::OnceCell::new(),
             releases,
             rollout: super::rollout::Rollouts::default(),

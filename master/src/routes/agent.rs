@@ -125,12 +125,12 @@ async fn session(
         subnet,
     };
     if send(&mut socket, &welcome).await {
-        // Its peers through the control channel; every node's when it came or moved.
+        // Its peers through the control channel at once; every other node's soon when it
+        // came or moved (a burst of hellos is one announcement).
         if state.roster.set_mesh(&name, mesh_end(&name, &hello, seen)) {
-            crate::mesh::announce(&state.roster, &state.config.node_name);
-        } else {
-            crate::mesh::announce_to(&state.roster, &state.config.node_name, &name);
+            state.mesh.request();
         }
+        crate::mesh::announce_to(&state.roster, &state.config.node_name, &name);
         // The services the node routes; later changes come as they happen.
         let table = state.workloads.routed();
         state.roster.send(&name, MasterMessage::Services(table));
