@@ -506,19 +506,22 @@ impl Book {
         let services: Vec<ServiceRecord> = self.services.values().cloned().collect();
         for s in services {
             let of_service = |t: &&TaskInfo| t.service.as_deref() == Some(s.name.as_str());
-            let mut replicas: Vec<(u32, String)> = self
+            // Scaling down keeps the replicas that serve: one whose check has not passed
+            // (or failed) goes first, then the highest index.
+            let mut replicas: Vec<(bool, u32, String)> = self
                 .tasks
                 .values()
                 .filter(of_service)
                 .filter(|t| !self.surges.contains_key(&t.id))
                 .map(|t| {
                     let index = replica_index(&s.name, &t.id).unwrap_or(u32::MAX);
-                    (index, t.id.clone())
+                    let sick = t.health.is_some_and(|h| !h.serves());
+                    (sick, index, t.id.clone())
                 })
                 .collect();
             replicas.sort();
             let wanted = s.replicas as usize;
-            for (_, id) in replicas.iter().skip(wanted) {
+            for (_, _, id) in replicas.iter().skip(wanted) {
                 effects.merge(self.remove_task(id));
             }
             let mut used: BTreeSet<u32> = self

@@ -106,8 +106,10 @@ impl Book {
                 done: false,
                 waiting: None,
             };
+            // A replacement with a health check takes over once it serves, not before.
+            let serves = t.health.is_none_or(|h| h.serves());
             match t.state {
-                TaskState::Running => {
+                TaskState::Running if serves => {
                     // Its own entry first, so that removing the replica keeps it.
                     self.surges.remove(&id);
                     effects.merge(self.remove_task(&surge.replaces));
@@ -123,7 +125,11 @@ impl Book {
                     ));
                 }
                 state => {
-                    step.waiting = (state == TaskState::Queued).then_some(t.reason).flatten();
+                    step.waiting = match state {
+                        TaskState::Queued => t.reason,
+                        TaskState::Running => Some("its health check has not passed yet".into()),
+                        _ => None,
+                    };
                     pass.pending.push(step);
                 }
             }

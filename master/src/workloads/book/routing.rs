@@ -205,6 +205,20 @@ mod tests {
         assert_eq!(effects.save_tasks.len(), 1, "the change is kept (and sent)");
         assert_eq!(table_text(&book), ["web 10.251.0.1 [10.250.0.2]"], "out");
         assert_eq!(book.task("web-r1").unwrap().health, Some(Health::Unhealthy));
+        // Scaled down to one: the sick replica goes, though its index is the lower.
+        let r1 = Some("10.250.1.2");
+        checked(&mut book, "web-r1", "n2", r1, Some(Health::Healthy));
+        let r0 = Some("10.250.0.2");
+        checked(&mut book, "web-r0", "n1", r0, Some(Health::Unhealthy));
+        book.scale("web", 1, OffsetDateTime::now_utc()).unwrap();
+        let left: Vec<String> = book
+            .service("web")
+            .unwrap()
+            .instances
+            .iter()
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(left, ["web-r1"]);
     }
 
     fn table_text(book: &Book) -> Vec<String> {

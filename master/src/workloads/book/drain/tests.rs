@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use cloudos_cluster::health::Health;
 use cloudos_cluster::workload::{
     RunReport, RunState, ServiceCreateRequest, TaskCreateRequest, TaskState,
 };
@@ -117,6 +118,38 @@ fn a_replica_moves_before_it_stops() {
         book.reconcile_services(NOW).is_empty(),
         "two replicas, as asked"
     );
+}
+
+/// A replacement with a health check takes over only once it passes: while it starts, the
+/// replica it replaces keeps serving.
+#[test]
+fn a_checked_replacement_takes_over_once_healthy() {
+    let (mut book, _) = web(1, &[node("n1", false), node("n2", false)]);
+    book.drain_pass("n1", None, NOW);
+    let nodes = [node("n1", true), node("n2", false)];
+    let placed = assigned(&book.schedule(&scheduler(), &nodes, NOW));
+    let report = |health| RunReport {
+        run: placed[0].1.clone(),
+        state: RunState::Running {
+            health: Some(health),
+            restarts: 0,
+            address: None,
+        },
+    };
+    book.report("n2", &report(Health::Starting), NOW);
+    let (pass, effects) = book.drain_pass("n1", None, NOW);
+    assert!(
+        stops(&effects).is_empty(),
+        "stopped for a starting replacement"
+    );
+    assert_eq!(
+        pass.pending[0].waiting.as_deref(),
+        Some("its health check has not passed yet")
+    );
+    book.report("n2", &report(Health::Healthy), NOW);
+    let (pass, effects) = book.drain_pass("n1", None, NOW);
+    assert_eq!(stops(&effects).len(), 1, "{pass:?}");
+    assert!(pass.done);
 }
 
 /// With nowhere to go the replacement waits and says why; giving up removes it and leaves
