@@ -482,13 +482,19 @@ pub struct PullProgress {
 }
 
 /// What a run uses of its node, from its container's cgroup: CPU over the last heartbeat
-/// interval, memory now, I/O since it started. The agent measures it for each heartbeat.
+/// interval, memory now, block I/O since it started; and from its link on the node's
+/// bridge, the bytes it received and sent since it started (bridge network only: on the
+/// host network its traffic is the node's). The agent measures it for each heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskUsage {
     pub cpu_millicores: u64,
     pub memory_bytes: u64,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    #[serde(default)]
+    pub net_rx_bytes: u64,
+    #[serde(default)]
+    pub net_tx_bytes: u64,
 }
 
 /// A task, or one replica of a service, as the master keeps and shows it.

@@ -66,6 +66,8 @@ pub struct MasterMetrics {
     task_memory: Family<TaskLabels, Gauge>,
     task_io_read: Family<TaskLabels, Gauge>,
     task_io_write: Family<TaskLabels, Gauge>,
+    task_net_rx: Family<TaskLabels, Gauge>,
+    task_net_tx: Family<TaskLabels, Gauge>,
     /// Scrapes refill the node gauges; one at a time keeps them consistent.
     scrape: Mutex<()>,
 }
@@ -150,8 +152,22 @@ impl Default for MasterMetrics {
             "Bytes a running task's current run has written to block devices",
             task_io_write.clone(),
         );
+        let task_net_rx = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_network_received_bytes",
+            "Bytes a running task's current run has received on its bridge link",
+            task_net_rx.clone(),
+        );
+        let task_net_tx = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_network_sent_bytes",
+            "Bytes a running task's current run has sent on its bridge link",
+            task_net_tx.clone(),
+        );
         MasterMetrics {
             registry,
+            task_net_rx,
+            task_net_tx,
             task_cpu,
             task_memory,
             task_io_read,
@@ -219,6 +235,8 @@ impl MasterMetrics {
             &self.task_memory,
             &self.task_io_read,
             &self.task_io_write,
+            &self.task_net_rx,
+            &self.task_net_tx,
         ] {
             family.clear();
         }
@@ -235,6 +253,8 @@ impl MasterMetrics {
                 (&self.task_memory, usage.memory_bytes),
                 (&self.task_io_read, usage.io_read_bytes),
                 (&self.task_io_write, usage.io_write_bytes),
+                (&self.task_net_rx, usage.net_rx_bytes),
+                (&self.task_net_tx, usage.net_tx_bytes),
             ];
             for (family, value) in gauges {
                 family.get_or_create(&labels).set(bytes(value));
@@ -304,6 +324,8 @@ mod tests {
             memory_bytes: 4096,
             io_read_bytes: 1,
             io_write_bytes: 2,
+            net_rx_bytes: 3,
+            net_tx_bytes: 4,
         });
         let mut idle = task.clone();
         idle.id = "t-2".into();
@@ -315,6 +337,8 @@ mod tests {
             r#"cloudos_task_memory_bytes{task="t-1",node="n1"} 4096"#,
             r#"cloudos_task_io_read_bytes{task="t-1",node="n1"} 1"#,
             r#"cloudos_task_io_written_bytes{task="t-1",node="n1"} 2"#,
+            r#"cloudos_task_network_received_bytes{task="t-1",node="n1"} 3"#,
+            r#"cloudos_task_network_sent_bytes{task="t-1",node="n1"} 4"#,
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }

@@ -497,15 +497,18 @@ fn tasks_run_stream_logs_and_hand_in_output() {
         || containers(&lab.path("node-3")).is_empty().then_some(()),
     );
 
-    // A running task's use of its node, from its cgroup, reaches `ps` and `top`: a busy
-    // loop shows CPU, a file in memory shows memory.
-    let burn = "head -c 8388608 /dev/zero > /tmp/fill; while :; do :; done";
+    // A running task's use of its node, from its cgroup and its bridge link, reaches `ps`
+    // and `top`: a busy loop shows CPU, a file in memory shows memory, a download from
+    // the registry shows bytes received.
+    let burn = "wget -q -O /dev/null http://10.77.0.1:5000/v2/_catalog; \
+                head -c 8388608 /dev/zero > /tmp/fill; while :; do :; done";
     let id = alice.run_task(&["--cpu", "500m", BUSYBOX, "--", "sh", "-c", burn]);
     let usage = lab.wait_for("the busy task's usage", Duration::from_secs(60), || {
         let usage = alice.task(&id)["usage"].clone();
         let busy = usage["cpu_millicores"].as_u64().unwrap_or(0) >= 100;
         let filled = usage["memory_bytes"].as_u64().unwrap_or(0) >= 8 << 20;
-        (busy && filled).then_some(usage)
+        let received = usage["net_rx_bytes"].as_u64().unwrap_or(0) > 0;
+        (busy && filled && received).then_some(usage)
     });
     assert!(
         usage["cpu_millicores"].as_u64().unwrap_or(0) <= 1100,

@@ -220,9 +220,18 @@ impl Executor {
     /// What each of `runs` uses now, from its container's cgroup, for a heartbeat.
     pub fn usage(&self, runs: &[String]) -> std::collections::BTreeMap<String, TaskUsage> {
         let mut sampler = self.shared.usage.lock().unwrap_or_else(|e| e.into_inner());
-        sampler.sample(runs, Instant::now(), |run| {
-            cloudos_runtime::cgroup::usage(&cloudos_runtime::cgroup::dirs(run))
-        })
+        let links = usage::link_traffic();
+        // What the node's end of a run's veth pair receives, the container sent.
+        let bridge_traffic = |run: &str| {
+            let (rx, tx) = links.get(&cloudos_containernet::attach::node_link_name(run))?;
+            Some((*tx, *rx))
+        };
+        sampler.sample(
+            runs,
+            Instant::now(),
+            |run| cloudos_runtime::cgroup::usage(&cloudos_runtime::cgroup::dirs(run)),
+            bridge_traffic,
+        )
     }
 
     /// The runs that are not over, for heartbeats.

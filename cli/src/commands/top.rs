@@ -67,7 +67,9 @@ pub fn render(top: &Top) -> String {
             super::nodes::state(n.state).into(),
         ]);
     }
-    let mut tasks = Table::new(&["TASK", "NODE", "CPU", "MEM", "READ", "WRITTEN"]);
+    let mut tasks = Table::new(&[
+        "TASK", "NODE", "CPU", "MEM", "READ", "WRITTEN", "NET IN", "NET OUT",
+    ]);
     for t in &top.tasks {
         let u: TaskUsage = t.usage.unwrap_or_default();
         tasks.row(vec![
@@ -77,6 +79,8 @@ pub fn render(top: &Top) -> String {
             format_bytes(u.memory_bytes),
             format_bytes(u.io_read_bytes),
             format_bytes(u.io_write_bytes),
+            format_bytes(u.net_rx_bytes),
+            format_bytes(u.net_tx_bytes),
         ]);
     }
     let mut out = nodes.render();
@@ -110,6 +114,8 @@ mod tests {
             memory_bytes: 3 << 20,
             io_read_bytes: 0,
             io_write_bytes: 4096,
+            net_rx_bytes: 5 << 20,
+            net_tx_bytes: 0,
         });
         t
     }
@@ -143,5 +149,6 @@ mod tests {
             line.contains("900m") && line.contains("3Mi") && line.contains("4Ki"),
             "{text}"
         );
+        assert!(line.contains("5Mi"), "network in: {text}");
     }
 }
