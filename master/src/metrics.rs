@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use cloudos_cluster::api::NodeInfo;
-use cloudos_cluster::workload::TaskInfo;
+use cloudos_cluster::workload::{TaskInfo, TaskUsage};
 use cloudos_store::NodeState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +50,43 @@ struct StateLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A task gauge: name (after `cloudos_`), help, and its value from a task's usage.
+type TaskGauge = (&'static str, &'static str, fn(&TaskUsage) -> u64);
+
+/// The gauges of each running task.
+const TASK_GAUGES: [TaskGauge; 6] = [
+    (
+        "task_cpu_millicores",
+        "CPU a running task (or replica) used over its node's last heartbeat interval",
+        |u| u.cpu_millicores,
+    ),
+    (
+        "task_memory_bytes",
+        "Memory a running task (or replica) uses",
+        |u| u.memory_bytes,
+    ),
+    (
+        "task_io_read_bytes",
+        "Bytes a running task's current run has read from block devices",
+        |u| u.io_read_bytes,
+    ),
+    (
+        "task_io_written_bytes",
+        "Bytes a running task's current run has written to block devices",
+        |u| u.io_write_bytes,
+    ),
+    (
+        "task_network_received_bytes",
+        "Bytes a running task's current run has received on its bridge link",
+        |u| u.net_rx_bytes,
+    ),
+    (
+        "task_network_sent_bytes",
+        "Bytes a running task's current run has sent on its bridge link",
+        |u| u.net_tx_bytes,
+    ),
+];
+
 pub struct MasterMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -62,12 +99,8 @@ pub struct MasterMetrics {
     disk_used: Family<NodeLabels, Gauge>,
     disk_total: Family<NodeLabels, Gauge>,
     load1: Family<NodeLabels, FloatGauge>,
-    task_cpu: Family<TaskLabels, Gauge>,
-    task_memory: Family<TaskLabels, Gauge>,
-    task_io_read: Family<TaskLabels, Gauge>,
-    task_io_write: Family<TaskLabels, Gauge>,
-    task_net_rx: Family<TaskLabels, Gauge>,
-    task_net_tx: Family<TaskLabels, Gauge>,
+    /// One family per [`TASK_GAUGES`] row, in its order.
+    tasks: Vec<Family<TaskLabels, Gauge>>,
     /// Scrapes refill the node gauges; one at a time keeps them consistent.
     scrape: Mutex<()>,
 }
@@ -128,50 +161,17 @@ impl Default for MasterMetrics {
             "A node's one-minute load average",
             load1.clone(),
         );
-        let task_cpu = Family::<TaskLabels, Gauge>::default();
-        registry.register(
-            "task_cpu_millicores",
-            "CPU a running task (or replica) used over its node's last heartbeat interval",
-            task_cpu.clone(),
-        );
-        let task_memory = Family::<TaskLabels, Gauge>::default();
-        registry.register(
-            "task_memory_bytes",
-            "Memory a running task (or replica) uses",
-            task_memory.clone(),
-        );
-        let task_io_read = Family::<TaskLabels, Gauge>::default();
-        registry.register(
-            "task_io_read_bytes",
-            "Bytes a running task's current run has read from block devices",
-            task_io_read.clone(),
-        );
-        let task_io_write = Family::<TaskLabels, Gauge>::default();
-        registry.register(
-            "task_io_written_bytes",
-            "Bytes a running task's current run has written to block devices",
-            task_io_write.clone(),
-        );
-        let task_net_rx = Family::<TaskLabels, Gauge>::default();
-        registry.register(
-            "task_network_received_bytes",
-            "Bytes a running task's current run has received on its bridge link",
-            task_net_rx.clone(),
-        );
-        let task_net_tx = Family::<TaskLabels, Gauge>::default();
-        registry.register(
-            "task_network_sent_bytes",
-            "Bytes a running task's current run has sent on its bridge link",
-            task_net_tx.clone(),
-        );
+        let tasks = TASK_GAUGES
+            .iter()
+            .map(|(name, help, _)| {
+                let family = Family::<TaskLabels, Gauge>::default();
+                registry.register(*name, *help, family.clone());
+                family
+            })
+            .collect();
         MasterMetrics {
             registry,
-            task_net_rx,
-            task_net_tx,
-            task_cpu,
-            task_memory,
-            task_io_read,
-            task_io_write,
+            tasks,
             requests,
             joins,
             heartbeat,
@@ -230,14 +230,7 @@ impl MasterMetrics {
         ] {
             family.clear();
         }
-        for family in [
-            &self.task_cpu,
-            &self.task_memory,
-            &self.task_io_read,
-            &self.task_io_write,
-            &self.task_net_rx,
-            &self.task_net_tx,
-        ] {
+        for family in &self.tasks {
             family.clear();
         }
         for task in tasks {
@@ -248,16 +241,8 @@ impl MasterMetrics {
                 task: task.id.clone(),
                 node: node.clone(),
             };
-            let gauges = [
-                (&self.task_cpu, usage.cpu_millicores),
-                (&self.task_memory, usage.memory_bytes),
-                (&self.task_io_read, usage.io_read_bytes),
-                (&self.task_io_write, usage.io_write_bytes),
-                (&self.task_net_rx, usage.net_rx_bytes),
-                (&self.task_net_tx, usage.net_tx_bytes),
-            ];
-            for (family, value) in gauges {
-                family.get_or_create(&labels).set(bytes(value));
+            for (family, (_, _, value)) in self.tasks.iter().zip(TASK_GAUGES) {
+                family.get_or_create(&labels).set(bytes(value(&usage)));
             }
         }
         self.cpu.clear();
@@ -311,7 +296,7 @@ impl MasterMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudos_cluster::workload::{TaskState, TaskUsage, WorkloadSpec};
+    use cloudos_cluster::workload::{TaskState, WorkloadSpec};
 
     #[test]
     fn running_tasks_have_their_usage_and_others_none() {
