@@ -73,21 +73,18 @@ fn published_replicas_answer_on_every_node_reach_out_through_nat_and_wait_for_a_
     assert_ne!(s3, s4, "two nodes share a container subnet");
 
     // Each replica serves a page naming its own address, on port 80 of its own namespace.
-    alice.ok(&[
-        "deploy",
-        "web",
-        "--replicas",
-        "2",
-        "--network",
-        "bridge",
-        "--publish",
-        "8080:80",
-        BUSYBOX,
-        "--",
-        "sh",
-        "-c",
+    deploy_web(
+        alice,
+        &[
+            "--replicas",
+            "2",
+            "--network",
+            "bridge",
+            "--publish",
+            "8080:80",
+        ],
         SERVE,
-    ]);
+    );
     let page = |node: &str| fetch(&lab, &format!("http://{node}:8080/"));
     let (on3, on4) = lab.wait_for(
         "port 8080 to answer on both nodes",
@@ -200,6 +197,14 @@ fn looked_up(output: &str, name: &str) -> Vec<String> {
     found
 }
 
+/// `cloudos deploy web FLAGS… BUSYBOX -- sh -c SCRIPT`.
+fn deploy_web(alice: &cloudos_tests::admin::Admin<'_>, flags: &[&str], script: &str) {
+    let mut args = vec!["deploy", "web"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[BUSYBOX, "--", "sh", "-c", script]);
+    alice.ok(&args);
+}
+
 /// The lab's registry, a master and one compute node, node-3 (started with the agent's
 /// `flags`), Ready. Dropped in the order a test's locals would be: the node first.
 struct OneNode<'a> {
@@ -236,17 +241,7 @@ fn services_are_found_by_name_balanced_over_their_running_replicas_and_other_nam
     let lab_node = one_node(&lab, &["--resolv-conf", &resolv_flag]);
     let alice = &lab_node.cluster.alice;
 
-    alice.ok(&[
-        "deploy",
-        "web",
-        "--replicas",
-        "2",
-        BUSYBOX,
-        "--",
-        "sh",
-        "-c",
-        SERVE,
-    ]);
+    deploy_web(alice, &["--replicas", "2"], SERVE);
     let replicas: Vec<String> = alice.wait("both replicas to run", Duration::from_secs(60), || {
         let svc = alice.service("web");
         let mut at: Vec<String> = svc["instances"]
@@ -358,25 +353,22 @@ fn a_replica_that_fails_its_health_check_gets_no_connections_and_is_restarted() 
     let Some(lab) = Lab::new() else { return };
     let lab_node = one_node(&lab, &[]);
     let alice = &lab_node.cluster.alice;
-    alice.ok(&[
-        "deploy",
-        "web",
-        "--replicas",
-        "2",
-        "--health-http",
-        "80/healthz",
-        "--health-interval",
-        "1s",
-        "--health-timeout",
-        "1s",
-        "--health-retries",
-        "2",
-        BUSYBOX,
-        "--",
-        "sh",
-        "-c",
+    deploy_web(
+        alice,
+        &[
+            "--replicas",
+            "2",
+            "--health-http",
+            "80/healthz",
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "2",
+        ],
         CHECKED,
-    ]);
+    );
     // The even one passes and serves; the odd one never passes: its node stops it after
     // two failed probes, starts it again, and it fails again.
     let (healthy, sick) = alice.wait(
@@ -460,17 +452,7 @@ fn rotation_bench() {
                   && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nkill -TERM 1\\n' \
                   > /www/cgi-bin/die && chmod +x /www/cgi-bin/die && httpd -p 80 -h /www \
                   && trap 'exit 1' TERM && while :; do sleep 1000 & wait; done";
-    alice.ok(&[
-        "deploy",
-        "web",
-        "--replicas",
-        "2",
-        BUSYBOX,
-        "--",
-        "sh",
-        "-c",
-        mortal,
-    ]);
+    deploy_web(alice, &["--replicas", "2"], mortal);
     let mut left = Vec::new();
     let mut recorded = Vec::new();
     for _ in 0..runs {
@@ -577,17 +559,7 @@ fn published_port_bench() {
     let runs = cloudos_tests::bench::runs(5);
     let lab_node = one_node(&lab, &[]);
     let alice = &lab_node.cluster.alice;
-    alice.ok(&[
-        "deploy",
-        "web",
-        "--publish",
-        "8080:80",
-        BUSYBOX,
-        "--",
-        "sh",
-        "-c",
-        SERVE,
-    ]);
+    deploy_web(alice, &["--publish", "8080:80"], SERVE);
     let container: std::net::Ipv4Addr =
         lab.wait_for("the replica to run", Duration::from_secs(60), || {
             let svc = alice.service("web");

@@ -12,11 +12,10 @@
 //! Needs root (namespaces, taps), `scripts/build.sh` (the ISO) and
 //! `cargo build -p nodeos -p cloudos-cli` (the host-side master and CLI).
 
-use std::path::Path;
 use std::time::Duration;
 
 use cloudos_testkit::require;
-use cloudos_tests::lab::{busybox_registry, Admin, HostMaster};
+use cloudos_tests::lab::{busybox_registry, power_off, Admin, HostMaster};
 use cloudos_tests::{artifacts, scaled, Arch, BootSource, TestNet, Vm, VmBuilder};
 
 const REGISTRY: &str = "10.77.0.1:5000";
@@ -29,16 +28,40 @@ fn compute_config(name: &str, token: &str) -> String {
     )
 }
 
-fn boot(net: &TestNet, name: &str, disk: &Path, mac: &str) -> Vm {
+/// A compute VM booted from the ISO, with the data disk that makes it join as `name`;
+/// the disk lives as long as the VM.
+struct ComputeVm {
+    vm: Vm,
+    _disk: tempfile::TempPath,
+}
+
+impl std::ops::Deref for ComputeVm {
+    type Target = Vm;
+    fn deref(&self) -> &Vm {
+        &self.vm
+    }
+}
+
+/// Compute VM `name` on `net`, joining with `token`.
+fn boot(net: &TestNet, name: &str, token: &str, mac: &str) -> ComputeVm {
+    let disk = artifacts::data_disk(&compute_config(name, token), 128).expect("disk");
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    VmBuilder::new(Arch::X86_64)
+    let vm = VmBuilder::new(Arch::X86_64)
         .name(name)
         .memory_mb(768)
         .boot(BootSource::Cdrom(iso))
         .disk(disk.to_path_buf())
         .network(net.vm_network_with_mac(mac).expect("tap"))
         .spawn()
-        .expect("starting QEMU")
+        .expect("starting QEMU");
+    ComputeVm { vm, _disk: disk }
+}
+
+/// Waits until both compute VMs are Ready.
+fn both_ready(admin: &Admin) {
+    admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
+        (admin.ready_nodes() == 2).then_some(())
+    });
 }
 
 /// The node's own metrics, scraped from the bridge.
@@ -131,13 +154,9 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     let plane = ControlPlane::start(&net);
     let (dir, admin, token) = (&plane.dir, &plane.admin, &plane.token);
 
-    let disk1 = artifacts::data_disk(&compute_config("node-1", token), 128).expect("disk");
-    let disk2 = artifacts::data_disk(&compute_config("node-2", token), 128).expect("disk");
-    let node1 = boot(&net, "node-1", &disk1, "52:54:00:c2:00:01");
-    let node2 = boot(&net, "node-2", &disk2, "52:54:00:c2:00:02");
-    admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
-        (admin.ready_nodes() == 2).then_some(())
-    });
+    let node1 = boot(&net, "node-1", token, "52:54:00:c2:00:01");
+    let node2 = boot(&net, "node-2", token, "52:54:00:c2:00:02");
+    both_ready(admin);
 
     // A task: its logs arrive while it runs; its exit code and /output come back.
     let script = "echo started; sleep 4; echo 42 > /output/answer; echo oops >&2; exit 3";
@@ -385,13 +404,9 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
     home.route_through(&net, 9).expect("the home router");
     let plane = ControlPlane::start(&net);
     let (admin, token) = (&plane.admin, &plane.token);
-    let disk1 = artifacts::data_disk(&compute_config("lan-1", token), 128).expect("disk");
-    let disk2 = artifacts::data_disk(&compute_config("home-1", token), 128).expect("disk");
-    let lan = boot(&net, "lan-1", &disk1, "52:54:00:c3:00:01");
-    let at_home = boot(&home, "home-1", &disk2, "52:54:00:c3:00:02");
-    admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
-        (admin.ready_nodes() == 2).then_some(())
-    });
+    let lan = boot(&net, "lan-1", token, "52:54:00:c3:00:01");
+    let at_home = boot(&home, "home-1", token, "52:54:00:c3:00:02");
+    both_ready(admin);
     admin.ok(&["node", "label", "lan-1", "site=lan"]);
     admin.ok(&["node", "label", "home-1", "site=home"]);
     assert_eq!(
@@ -510,9 +525,7 @@ fn containers_on_a_lan_vm_and_a_vm_behind_nat_talk_through_the_encrypted_mesh() 
             "{}",
             vm.serial().tail(40)
         );
-        vm.monitor("system_powerdown").expect("monitor");
-        vm.wait_exit(scaled(Duration::from_secs(90)))
-            .expect("a VM did not power off");
+        power_off(&vm);
     }
 }
 
@@ -555,13 +568,9 @@ fn mesh_bench() {
     net.start_dhcp_server(600).expect("dnsmasq");
     let plane = ControlPlane::start(&net);
     let (admin, token) = (&plane.admin, &plane.token);
-    let disk1 = artifacts::data_disk(&compute_config("a-1", token), 128).expect("disk");
-    let disk2 = artifacts::data_disk(&compute_config("b-1", token), 128).expect("disk");
-    let vm1 = boot(&net, "a-1", &disk1, "52:54:00:c4:00:01");
-    let vm2 = boot(&net, "b-1", &disk2, "52:54:00:c4:00:02");
-    admin.wait("both compute VMs Ready", Duration::from_secs(300), || {
-        (admin.ready_nodes() == 2).then_some(())
-    });
+    let vm1 = boot(&net, "a-1", token, "52:54:00:c4:00:01");
+    let vm2 = boot(&net, "b-1", token, "52:54:00:c4:00:02");
+    both_ready(admin);
     admin.ok(&["node", "label", "a-1", "site=a"]);
     admin.ok(&["node", "label", "b-1", "site=b"]);
     let serve = |port: &str| {
@@ -649,8 +658,6 @@ fn mesh_bench() {
     println!("| mesh against plain throughput (target ≥ 70 %) | | {share:.0} %: {verdict} |");
     println!("BENCH-TABLE-END");
     for vm in [vm1, vm2] {
-        vm.monitor("system_powerdown").expect("monitor");
-        vm.wait_exit(scaled(Duration::from_secs(90)))
-            .expect("a VM did not power off");
+        power_off(&vm);
     }
 }
