@@ -74,11 +74,13 @@ fn templates() -> Vec<(&'static str, Value)> {
         ),
         (
             "/v1/tasks",
-            json!({"spec": {"image": "busybox", "command": ["true"]}, "retries": 0}),
+            json!({"spec": {"image": "busybox", "command": ["true"],
+                    "health": {"probe": {"http": {"port": 80, "path": "/healthz"}}, "interval_secs": 5}},
+                   "retries": 0, "request_id": "run-0123456789", "timeout_secs": 60}),
         ),
         (
             "/v1/services",
-            json!({"name": "web", "replicas": 1, "spec": {"image": "busybox"}}),
+            json!({"name": "web", "replicas": 1, "spec": {"image": "busybox"}, "request_id": "deploy-0123456789"}),
         ),
         ("/v1/services/web/scale", json!({"replicas": 2})),
         (
