@@ -81,6 +81,24 @@ fn build_release(dir: &Path, version: &str, image_cmdline: Option<&str>) -> Path
     dir.join(format!("cloudos-{version}-x86_64.bundle"))
 }
 
+/// The version node `name` runs, from its first heartbeat's telemetry. A node is Ready on
+/// its hello, and its first heartbeat follows a moment later: until then it has none.
+fn reported_version(admin: &Admin, name: &str) -> String {
+    let deadline = Instant::now() + step();
+    loop {
+        let node = node_json(admin, name);
+        if let Some(version) = node["telemetry"]["nodeos_version"].as_str() {
+            return version.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} sent no telemetry within {:?} of being Ready: {node}",
+            step()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The node as the admin sees it, as JSON.
 fn node_json(admin: &Admin, name: &str) -> serde_json::Value {
     serde_json::from_str(&admin.ok(&["node", "show", name, "-o", "json"])).expect("node JSON")
@@ -121,10 +139,7 @@ fn install_and_join(dir: &Path, net: &TestNet, admin: &Admin, master: &str) -> (
         .wait_for("slot a confirmed good", step())
         .expect("slot A was not confirmed");
     admin.wait_for_state(NODE, "ready", step());
-    let first = node_json(admin, NODE)["telemetry"]["nodeos_version"]
-        .as_str()
-        .expect("a version")
-        .to_owned();
+    let first = reported_version(admin, NODE);
     (vm, first)
 }
 
