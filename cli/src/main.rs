@@ -8,6 +8,7 @@ mod format;
 mod table;
 
 use cloudos_cluster::health::{HealthCheck, Probe};
+use cloudos_cluster::revision::PolicyChange;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,13 +104,42 @@ enum Command {
     /// Download what a task wrote to /output into PATH (default ./ID-output; `-`: tar to stdout).
     Output { id: String, path: Option<PathBuf> },
     /// Keep N replicas of a container running: `cloudos deploy NAME [OPTIONS] IMAGE [-- COMMAND…]`.
+    /// On an existing service with another spec: a rolling update to a new revision, which
+    /// goes back by itself if its replicas fail.
     Deploy {
         name: String,
-        #[arg(long, default_value_t = 1)]
-        replicas: u32,
+        /// How many (default: as the service has it, 1 for a new one).
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// Replicas an update may run above the count (default 1).
+        #[arg(long)]
+        max_surge: Option<u32>,
+        /// Replicas an update may take out of service below the count (default 0).
+        #[arg(long)]
+        max_unavailable: Option<u32>,
+        /// How long a new replica must run (and pass its check) before the next old one
+        /// leaves; one that exits within it fails the update (default 5s).
+        #[arg(long, value_parser = parse_duration)]
+        update_monitor: Option<Duration>,
+        /// Follow the update until every replica runs the new revision; fail if it was
+        /// rolled back.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Update a service back to the previous revision that did not fail (or to --to N).
+    Rollback {
+        name: String,
+        /// The revision whose spec to go back to (`cloudos history` lists them).
+        #[arg(long)]
+        to: Option<u32>,
+        /// Follow the update until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The revisions a service keeps: when, which image, why, and whether it failed.
+    History { name: String },
     /// Change a service's number of replicas.
     Scale { name: String, replicas: u32 },
     /// Stop a service's replicas and forget it.
@@ -604,12 +634,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy {
             name,
             replicas,
+            max_surge,
+            max_unavailable,
+            update_monitor,
+            wait,
             spec,
-        } => commands::workloads::deploy(&ctx, name, spec.into_spec(), replicas).await,
-        Command::Scale { name, replicas } => {
-            commands::workloads::scale(&ctx, &name, replicas).await
+        } => {
+            let deploy = commands::services::Deploy {
+                name,
+                replicas,
+                policy: PolicyChange {
+                    max_surge,
+                    max_unavailable,
+                    monitor_secs: update_monitor.map(|d| d.as_secs()),
+                },
+                wait,
+            };
+            commands::services::deploy(&ctx, deploy, spec.into_spec()).await
         }
-        Command::Delete { name } => commands::workloads::delete(&ctx, &name).await,
+        Command::Rollback { name, to, wait } => {
+            commands::services::rollback(&ctx, &name, to, wait).await
+        }
+        Command::History { name } => commands::services::history(&ctx, &name).await,
+        Command::Scale { name, replicas } => commands::services::scale(&ctx, &name, replicas).await,
+        Command::Delete { name } => commands::services::delete(&ctx, &name).await,
         Command::Backup(BackupCommand::Create {
             file,
             passphrase_file,

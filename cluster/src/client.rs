@@ -681,6 +681,35 @@ impl ApiClient {
         self.call(Method::POST, paths::SERVICES, Some(body)).await
     }
 
+    /// `PUT /v1/services/<name>`: `cloudos deploy`, which makes the service or starts its
+    /// update to a new spec.
+    pub async fn deploy_service(
+        &self,
+        name: &str,
+        request: &crate::revision::ServiceDeployRequest,
+    ) -> Result<ServiceInfo, ClientError> {
+        let path = format!("{}/{}", paths::SERVICES, path_segment(name)?);
+        let body = self.json(request)?;
+        self.call(Method::PUT, &path, Some(body)).await
+    }
+
+    /// `POST /v1/services/<name>/rollback`.
+    pub async fn rollback_service(
+        &self,
+        name: &str,
+        to: Option<u32>,
+    ) -> Result<ServiceInfo, ClientError> {
+        let path = format!("{}/{}/rollback", paths::SERVICES, path_segment(name)?);
+        let body = self.json(&crate::revision::RollbackRequest { to })?;
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `GET /v1/services/<name>`.
+    pub async fn service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
+        let path = format!("{}/{}", paths::SERVICES, path_segment(name)?);
+        self.call(Method::GET, &path, None).await
+    }
+
     /// `POST /v1/services/<name>/scale`.
     pub async fn scale_service(
         &self,

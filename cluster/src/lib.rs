@@ -33,6 +33,7 @@ pub mod mesh;
 pub mod nodeops;
 pub mod pki;
 pub mod publish;
+pub mod revision;
 pub mod rollout;
 pub mod routing;
 pub mod subnets;

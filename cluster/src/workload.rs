@@ -61,6 +61,8 @@ pub enum SpecError {
     RequestId(String),
     #[error("invalid health check: {0}")]
     Health(String),
+    #[error("invalid update policy: {0}")]
+    Update(String),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
@@ -555,6 +557,17 @@ pub struct TaskInfo {
     /// While it runs with a health check: what the check says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
+    /// Replicas: the revision of their service they run (`crate::revision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+    /// Replicas an update replaces: when it took this one out of its service's rotation;
+    /// it is stopped a moment later.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub leaving_since: Option<OffsetDateTime>,
 }
 
 impl TaskInfo {
@@ -591,6 +604,8 @@ impl TaskInfo {
             queue_position: None,
             usage: None,
             health: None,
+            revision: None,
+            leaving_since: None,
         }
     }
 }
@@ -627,6 +642,17 @@ pub struct ServiceRecord {
     /// The id of the request that made it: its retry gets this service back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The revision `spec` is (0 in a record from before revisions: it is 1).
+    #[serde(default)]
+    pub revision: u32,
+    /// The revisions kept, oldest first, the current one included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<crate::revision::Revision>,
+    #[serde(default)]
+    pub policy: crate::revision::UpdatePolicy,
+    /// The update under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::revision::Update>,
 }
 
 /// `cloudos ps` for a service.
@@ -642,6 +668,17 @@ pub struct ServiceInfo {
     pub instances: Vec<TaskInfo>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The revision `spec` is.
+    #[serde(default)]
+    pub revision: u32,
+    /// The revisions kept, oldest first (`cloudos history`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<crate::revision::Revision>,
+    #[serde(default)]
+    pub policy: crate::revision::UpdatePolicy,
+    /// The update under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::revision::Update>,
 }
 
 /// `cloudos ps`: tasks and services.

@@ -116,8 +116,12 @@ impl ApiError {
             ApiError::Store(e) => return e.into(),
             ApiError::Spec(e) => return e.into(),
             ApiError::Book(e) => match e {
-                BookError::NoTask(_) | BookError::NoService(_) => ErrorCode::NotFound,
+                BookError::NoTask(_) | BookError::NoService(_) | BookError::NoRevision { .. } => {
+                    ErrorCode::NotFound
+                }
                 BookError::ServiceExists(_)
+                | BookError::NothingToRollBack { .. }
+                | BookError::RunsThatSpec { .. }
                 | BookError::RequestReused { .. }
                 | BookError::NoServiceAddress { .. }
                 | BookError::PortPublished { .. } => ErrorCode::Conflict,

@@ -65,7 +65,7 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A valid body for each route, to mutate one field at a time.
+/// A valid body for each route (`[METHOD ]PATH`), to mutate one field at a time.
 fn templates() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -83,6 +83,13 @@ fn templates() -> Vec<(&'static str, Value)> {
             json!({"name": "web", "replicas": 1, "spec": {"image": "busybox"}, "request_id": "deploy-0123456789"}),
         ),
         ("/v1/services/web/scale", json!({"replicas": 2})),
+        (
+            "PUT /v1/services/web",
+            json!({"spec": {"image": "busybox:2"}, "replicas": 2,
+                   "policy": {"max_surge": 1, "max_unavailable": 0, "monitor_secs": 5},
+                   "request_id": "deploy-0123456789"}),
+        ),
+        ("/v1/services/web/rollback", json!({"to": 1})),
         (
             "/v1/nodes/n1/labels",
             json!({"set": {"zone": "a"}, "remove": [], "approve_reported": false}),
@@ -153,8 +160,10 @@ async fn post(
         .await
         .expect("http handshake");
     tokio::spawn(conn);
+    // A template's path may name its method first (`PUT /v1/…`); POST otherwise.
+    let (method, path) = path.split_once(' ').unwrap_or(("POST", path));
     let request = hyper::Request::builder()
-        .method("POST")
+        .method(method)
         .uri(path)
         .header("host", "127.0.0.1")
         .header("content-type", "application/json")

@@ -210,6 +210,10 @@ fn workload_changes_are_one_transaction() {
         replicas: 1,
         created_at: NOW,
         address: None,
+        revision: 1,
+        revisions: Vec::new(),
+        policy: Default::default(),
+        update: None,
     };
     s.write_workloads(&WorkloadWrite {
         save_tasks: &[task("t1"), task("t2")],

@@ -132,6 +132,10 @@ mod tests {
             running: 1,
             instances: vec![running("web-r0", 300)],
             created_at: datetime!(2026-12-07 10:00 UTC),
+            revision: 1,
+            revisions: Vec::new(),
+            policy: Default::default(),
+            update: None,
         };
         let top = busiest(
             Vec::new(),

@@ -1,5 +1,5 @@
-//! `cloudos run|ps|logs|cancel|output` (tasks) and `cloudos deploy|scale|delete`
-//! (services).
+//! `cloudos run|ps|logs|cancel|output`: tasks, and `ps` of services (their other
+//! commands are `services`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,14 +10,14 @@ use cloudos_cluster::client::{ApiClient, ClientError};
 use cloudos_cluster::health::Health;
 use cloudos_cluster::units::{format_bytes, format_cpu};
 use cloudos_cluster::workload::{
-    new_request_id, LogStream, RetentionInfo, ServiceCreateRequest, ServiceInfo, TaskCreateRequest,
-    TaskInfo, TaskState, WorkloadList, WorkloadSpec,
+    new_request_id, LogStream, RetentionInfo, TaskCreateRequest, TaskInfo, TaskState, WorkloadList,
+    WorkloadSpec,
 };
 use time::OffsetDateTime;
 
 use super::Ctx;
 use crate::format;
-use crate::table::{fields, Table};
+use crate::table::Table;
 
 /// How often `run --follow` looks at a task that is still pulling.
 const POLL: Duration = Duration::from_millis(500);
@@ -28,7 +28,7 @@ const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
 /// Sends a create until the master answers. Each try carries the same request id, which
 /// the master turns into the task or service the first try made, never a second one: an
 /// answer lost in a master's crash or a dropped connection costs only the retry.
-async fn submit<T, F, Fut>(what: &str, mut send: F) -> Result<T, ClientError>
+pub(super) async fn submit<T, F, Fut>(what: &str, mut send: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -254,11 +254,13 @@ fn exit_text(t: &TaskInfo) -> String {
     }
 }
 
-fn state_text(t: &TaskInfo) -> String {
+pub(super) fn state_text(t: &TaskInfo) -> String {
     match (t.state, t.pull) {
         (TaskState::Pulling, Some(p)) if p.total_bytes > 0 => {
             format!("pulling {}%", p.done_bytes * 100 / p.total_bytes)
         }
+        // An update took it out of the rotation; it stops in a moment.
+        (TaskState::Running, _) if t.leaving_since.is_some() => "running (leaving)".into(),
         (TaskState::Running, _) if t.health.is_some() => {
             format!("running ({})", t.health.unwrap_or(Health::Starting))
         }
@@ -300,25 +302,32 @@ pub fn render_ps(w: &WorkloadList, now: OffsetDateTime) -> String {
     out.push_str(&table.render());
     if !w.services.is_empty() {
         out.push('\n');
-        let mut table = Table::new(&["SERVICE", "IMAGE", "READY", "AGE"]);
+        let mut table = Table::new(&["SERVICE", "IMAGE", "READY", "REVISION", "AGE"]);
         for s in &w.services {
+            let revision = match &s.update {
+                Some(u) if u.rollback => format!("{} (rolling back from {})", s.revision, u.from),
+                Some(u) => format!("{} (updating from {})", s.revision, u.from),
+                None => s.revision.to_string(),
+            };
             table.row(vec![
                 s.name.clone(),
                 s.spec.image.clone(),
                 format!("{}/{}", s.running, s.replicas),
+                revision,
                 format::age(s.created_at, now),
             ]);
         }
         out.push_str(&table.render());
         out.push('\n');
         let mut table = Table::new(&[
-            "REPLICA", "STATE", "NODE", "CPU", "MEM", "RESTARTS", "REASON",
+            "REPLICA", "STATE", "REV", "NODE", "CPU", "MEM", "RESTARTS", "REASON",
         ]);
         for t in w.services.iter().flat_map(|s| &s.instances) {
             let (cpu, mem) = usage_text(t);
             table.row(vec![
                 t.id.clone(),
                 state_text(t),
+                t.revision.map_or_else(|| "-".into(), |r| r.to_string()),
                 t.node.clone().unwrap_or_else(|| "-".into()),
                 cpu,
                 mem,
@@ -329,55 +338,6 @@ pub fn render_ps(w: &WorkloadList, now: OffsetDateTime) -> String {
         out.push_str(&table.render());
     }
     out
-}
-
-pub async fn deploy(
-    ctx: &Ctx,
-    name: String,
-    spec: WorkloadSpec,
-    replicas: u32,
-) -> anyhow::Result<()> {
-    cloudos_cluster::workload::validate_service_name(&name)?;
-    spec.validate()?;
-    let client = ctx.client().await?;
-    let request = ServiceCreateRequest {
-        name,
-        spec,
-        replicas,
-        request_id: Some(new_request_id()?),
-    };
-    let service = submit("deploy", || client.create_service(&request)).await?;
-    ctx.print(&service, render_service)
-}
-
-pub async fn scale(ctx: &Ctx, name: &str, replicas: u32) -> anyhow::Result<()> {
-    let service = ctx.client().await?.scale_service(name, replicas).await?;
-    ctx.print(&service, render_service)
-}
-
-pub async fn delete(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
-    ctx.client().await?.delete_service(name).await?;
-    println!("service {name} deleted; its replicas are stopping");
-    Ok(())
-}
-
-fn render_service(s: &ServiceInfo) -> String {
-    fields(&[
-        ("service", s.name.clone()),
-        ("image", s.spec.image.clone()),
-        (
-            "replicas",
-            format!("{} ({} running)", s.replicas, s.running),
-        ),
-        (
-            "resources",
-            format!(
-                "{} CPU, {} memory each",
-                format_cpu(s.spec.resources.cpu_millicores),
-                format_bytes(s.spec.resources.memory_bytes)
-            ),
-        ),
-    ])
 }
 
 #[cfg(test)]

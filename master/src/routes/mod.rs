@@ -30,7 +30,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use cloudos_cluster::api::paths;
 use cloudos_cluster::Role;
@@ -53,6 +53,7 @@ const TASK_LOGS: &str = "/v1/tasks/{id}/logs";
 const TASK_OUTPUT: &str = "/v1/tasks/{id}/output";
 const SERVICE: &str = "/v1/services/{name}";
 const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
+const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
 const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
 /// The cloud installer and what it downloads, outside the versioned API so the documented
 /// curl line stays short.
@@ -244,10 +245,22 @@ fn routes() -> Routes {
         delete(workloads::delete_service),
     )
     .add(
+        "put",
+        SERVICE,
+        Access::Admin,
+        put(workloads::deploy_service),
+    )
+    .add(
         "post",
         SERVICE_SCALE,
         Access::Admin,
         post(workloads::scale_service),
+    )
+    .add(
+        "post",
+        SERVICE_ROLLBACK,
+        Access::Admin,
+        post(workloads::rollback_service),
     )
     .add(
         "get",

@@ -1,6 +1,6 @@
 //! The workload API: tasks (`cloudos run`, `ps`, `logs`, `cancel`, `output`), services
-//! (`deploy`, `scale`, `delete`) with an admin certificate, and the nodes' `/output`
-//! uploads with a node certificate.
+//! (`deploy`, `scale`, `rollback`, `delete`) with an admin certificate, and the nodes'
+//! `/output` uploads with a node certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
+use cloudos_cluster::revision::{RollbackRequest, ServiceDeployRequest, UpdatePolicy};
 use cloudos_cluster::workload::{
     validate_request_id, validate_service_name, validate_timeout, LogLine, LogStream, ScaleRequest,
     ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo, WorkloadList, MAX_RETRIES,
@@ -367,6 +368,74 @@ pub async fn create_service(
         service.name,
         service.replicas,
         service.spec.image
+    );
+    Ok(Json(service))
+}
+
+/// `PUT /v1/services/{name}`: makes the service, or starts its update to the new spec.
+pub async fn deploy_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+    ApiJson(mut request): ApiJson<ServiceDeployRequest>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    validate_service_name(&name)?;
+    request.spec.validate()?;
+    if let Some(id) = &request.request_id {
+        validate_request_id(id)?;
+    }
+    // Whatever the service has now, the change must make a policy that can move.
+    UpdatePolicy::default().with(&request.policy).validate()?;
+    request.spec.platforms = state
+        .workloads
+        .platforms
+        .architectures(&request.spec.image)
+        .await;
+    let image = request.spec.image.clone();
+    let (deployed, service) = state
+        .blocking(move |s| {
+            let deployed = workloads::commit(s, |book| {
+                let (deployed, effects) = book.deploy(&name, request, OffsetDateTime::now_utc())?;
+                Ok::<_, ApiError>((deployed, effects))
+            })?;
+            Ok::<_, ApiError>((deployed, service_of(s, &name)?))
+        })
+        .await?;
+    let name = &service.name;
+    match deployed {
+        book::Deployed::Created => {
+            log::info!("service {name} deployed: {} × {image}", service.replicas)
+        }
+        book::Deployed::Updating { from, to } => {
+            log::info!("service {name}: updating from revision {from} to {to} ({image})")
+        }
+        book::Deployed::Unchanged => {}
+    }
+    Ok(Json(service))
+}
+
+/// `POST /v1/services/{name}/rollback`: an update back to an earlier revision's spec.
+pub async fn rollback_service(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<RollbackRequest>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    let service = state
+        .blocking(move |s| {
+            workloads::commit(s, |book| {
+                book.roll_back(&name, request.to, OffsetDateTime::now_utc())
+                    .map_err(ApiError::from)
+            })?;
+            service_of(s, &name)
+        })
+        .await?;
+    let back = service.revisions.last().map(|r| r.cause.clone());
+    log::info!(
+        "service {}: revision {} ({})",
+        service.name,
+        service.revision,
+        back.unwrap_or_default()
     );
     Ok(Json(service))
 }

@@ -12,6 +12,8 @@
 //! - a service has as many replicas as asked, counted without the replacements a drain
 //!   starts (`drain`): each runs beside the replica it replaces until it runs itself, then
 //!   the replica on the drained node is removed; scaling down removes the highest indices;
+//! - a new spec deployed on a service is a new revision, which replaces its replicas a few
+//!   at a time and goes back by itself if they fail (`update`);
 //! - reports about any run other than a task's current one are stale and answered with Stop;
 //! - final states never change again.
 
@@ -19,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use cloudos_cluster::api::MasterMessage;
 use cloudos_cluster::health::Health;
+use cloudos_cluster::revision::UpdatePolicy;
 use cloudos_cluster::units::format_bytes;
 use cloudos_cluster::workload::{
     Protocol, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest, ServiceInfo,
@@ -79,6 +82,22 @@ pub enum BookError {
     PortPublished { port: String, service: String },
     #[error("request id {id} made {made} with another spec; a new request needs a new id")]
     RequestReused { id: String, made: String },
+    #[error("service {service} keeps no revision {number}; it keeps {kept} (`cloudos history {service}`)")]
+    NoRevision {
+        service: String,
+        number: u32,
+        kept: String,
+    },
+    #[error(
+        "service {service} has no earlier revision to go back to (`cloudos history {service}`)"
+    )]
+    NothingToRollBack { service: String },
+    #[error("service {service} runs the spec of revision {number} already (revision {current})")]
+    RunsThatSpec {
+        service: String,
+        number: u32,
+        current: u32,
+    },
 }
 
 /// A node as the book needs it: the scheduler's view without the allocations, which the
@@ -194,6 +213,8 @@ impl Book {
             .collect();
         queued.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         let queue = queued.iter().map(|t| t.id.clone()).collect();
+        let mut services = services;
+        services.iter_mut().for_each(update::first_revision);
         Book {
             queue,
             tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
@@ -288,6 +309,10 @@ impl Book {
                 .count() as u32,
             instances,
             created_at: record.created_at,
+            revision: record.revision,
+            revisions: record.revisions.clone(),
+            policy: record.policy,
+            update: record.update.clone(),
         })
     }
 
@@ -396,6 +421,16 @@ impl Book {
         request: ServiceCreateRequest,
         now: OffsetDateTime,
     ) -> Result<Effects, BookError> {
+        self.make_service(request, UpdatePolicy::default(), now)
+    }
+
+    /// A new service, its spec revision 1, updated by `policy` when it is deployed again.
+    fn make_service(
+        &mut self,
+        request: ServiceCreateRequest,
+        policy: UpdatePolicy,
+        now: OffsetDateTime,
+    ) -> Result<Effects, BookError> {
         if let Some(made) = self.services.get(&request.name) {
             // The retry of the request that made it: nothing more to do.
             let retry = request.request_id.is_some() && made.request_id == request.request_id;
@@ -410,14 +445,19 @@ impl Book {
             Some(range) => Some(self.free_service_address(range)?),
             None => None,
         };
-        let record = ServiceRecord {
+        let mut record = ServiceRecord {
             name: request.name.clone(),
             spec: request.spec,
             replicas: request.replicas,
             created_at: now,
             address,
             request_id: request.request_id,
+            revision: 1,
+            revisions: Vec::new(),
+            policy,
+            update: None,
         };
+        update::first_revision(&mut record);
         self.services.insert(record.name.clone(), record.clone());
         let mut effects = Effects {
             save_services: vec![record],
@@ -497,52 +537,14 @@ impl Book {
         effects
     }
 
-    /// Makes every service have exactly as many replicas as asked, not counting the
-    /// replacements of a drain: the highest indices go first when there are too many,
-    /// the lowest free ones are added when there are too few (`<name>-r0 … r(N-1)` unless
-    /// a drain moved some).
+    /// Brings every service one step closer to its record: as many replicas as asked
+    /// (not counting a drain's replacements), all of its current revision
+    /// ([`update`]'s rules).
     pub fn reconcile_services(&mut self, now: OffsetDateTime) -> Effects {
         let mut effects = Effects::default();
-        let services: Vec<ServiceRecord> = self.services.values().cloned().collect();
-        for s in services {
-            let of_service = |t: &&TaskInfo| t.service.as_deref() == Some(s.name.as_str());
-            // Scaling down keeps the replicas that serve: one whose check has not passed
-            // (or failed) goes first, then the highest index.
-            let mut replicas: Vec<(bool, u32, String)> = self
-                .tasks
-                .values()
-                .filter(of_service)
-                .filter(|t| !self.surges.contains_key(&t.id))
-                .map(|t| {
-                    let index = replica_index(&s.name, &t.id).unwrap_or(u32::MAX);
-                    let sick = t.health.is_some_and(|h| !h.serves());
-                    (sick, index, t.id.clone())
-                })
-                .collect();
-            replicas.sort();
-            let wanted = s.replicas as usize;
-            for (_, _, id) in replicas.iter().skip(wanted) {
-                effects.merge(self.remove_task(id));
-            }
-            let mut used: BTreeSet<u32> = self
-                .tasks
-                .values()
-                .filter(of_service)
-                .filter_map(|t| replica_index(&s.name, &t.id))
-                .collect();
-            let mut index = 0;
-            for _ in replicas.len()..wanted {
-                while used.contains(&index) {
-                    index += 1;
-                }
-                used.insert(index);
-                let id = replica_id(&s.name, index);
-                let task =
-                    TaskInfo::queued(id.clone(), s.spec.clone(), Some(s.name.clone()), 0, now);
-                self.queue.push_back(id.clone());
-                effects.save_tasks.push(task.clone());
-                self.tasks.insert(id, task);
-            }
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            effects.merge(self.reconcile_service(&name, now));
         }
         effects
     }
@@ -914,8 +916,10 @@ pub fn exit_reason(code: Option<i32>, signal: Option<i32>, oom: bool, memory: u6
 
 mod drain;
 mod routing;
+mod update;
 
 pub use drain::DrainPass;
+pub use update::{Deployed, LEAVE_GRACE};
 
 #[cfg(test)]
 mod tests;

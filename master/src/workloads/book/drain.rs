@@ -178,6 +178,7 @@ impl Book {
                 0,
                 now,
             );
+            task.revision = Some(record.revision);
             let why = format!("replaces {replica} (node {node} is being drained)");
             task.reason = Some(why.clone());
             self.queue.push_back(id.clone());

@@ -77,7 +77,8 @@ impl Book {
         let mut running: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
         for task in self.tasks.values() {
             // A replica with a check serves once it passed and until it fails.
-            let serves = task.health.is_none_or(|h| h.serves());
+            // An update's leaving replica gets no new connections while it is stopped.
+            let serves = task.health.is_none_or(|h| h.serves()) && task.leaving_since.is_none();
             if let (Some(service), TaskState::Running, Some(address), true) =
                 (task.service.as_deref(), task.state, task.address, serves)
             {

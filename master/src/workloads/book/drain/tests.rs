@@ -240,6 +240,11 @@ fn scaling_and_restarts_in_the_middle_of_a_move() {
         replicas: 2,
         created_at: NOW,
         address: None,
+        // As a master from before revisions kept it.
+        revision: 0,
+        revisions: Vec::new(),
+        policy: Default::default(),
+        update: None,
     }];
     let mut restarted = Book::load(saved, services);
     let effects = restarted.reconcile_services(NOW);
