@@ -653,6 +653,10 @@ pub struct ServiceRecord {
     /// The update under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<crate::revision::Update>,
+    /// The index the next new replica gets: an index is never used twice, so the late
+    /// reports of a removed replica's run are never taken for a new replica's.
+    #[serde(default)]
+    pub next_index: u32,
 }
 
 /// `cloudos ps` for a service.

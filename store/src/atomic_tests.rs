@@ -214,6 +214,7 @@ fn workload_changes_are_one_transaction() {
         revisions: Vec::new(),
         policy: Default::default(),
         update: None,
+        next_index: 0,
     };
     s.write_workloads(&WorkloadWrite {
         save_tasks: &[task("t1"), task("t2")],

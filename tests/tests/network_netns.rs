@@ -348,27 +348,27 @@ const CHECKED: &str = "mkdir -p /tmp/www && A=$(ip -4 -o addr show eth0 | awk '{
                        case ${A%/*} in *[02468]) echo ok > /tmp/www/healthz;; esac && \
                        exec httpd -f -p 80 -h /tmp/www";
 
+/// Two replicas, each checked with `GET /healthz` on port 80 every second: two failures
+/// in a row make one unhealthy.
+const TWO_CHECKED: [&str; 10] = [
+    "--replicas",
+    "2",
+    "--health-http",
+    "80/healthz",
+    "--health-interval",
+    "1s",
+    "--health-timeout",
+    "1s",
+    "--health-retries",
+    "2",
+];
+
 #[test]
 fn a_replica_that_fails_its_health_check_gets_no_connections_and_is_restarted() {
     let Some(lab) = Lab::new() else { return };
     let lab_node = one_node(&lab, &[]);
     let alice = &lab_node.cluster.alice;
-    deploy_web(
-        alice,
-        &[
-            "--replicas",
-            "2",
-            "--health-http",
-            "80/healthz",
-            "--health-interval",
-            "1s",
-            "--health-timeout",
-            "1s",
-            "--health-retries",
-            "2",
-        ],
-        CHECKED,
-    );
+    deploy_web(alice, &TWO_CHECKED, CHECKED);
     // The even one passes and serves; the odd one never passes: its node stops it after
     // two failed probes, starts it again, and it fails again.
     let (healthy, sick) = alice.wait(
@@ -400,6 +400,156 @@ fn a_replica_that_fails_its_health_check_gets_no_connections_and_is_restarted() 
     assert!(
         served.iter().all(|p| p.starts_with(&format!("{address}/"))),
         "a call reached the replica that fails its check:\n{out}"
+    );
+}
+
+/// Pushes `lab/web:1`, `:2` and `:3` to the lab's registry: busybox with a page under
+/// `/www` that says its version. Version 3 is a broken release: it has no `/healthz`.
+fn push_web(lab: &Lab) {
+    use cloudos_tests::registry::{host_busybox, Image, Registry};
+    let in_net = |program: &str| lab.net.command(program);
+    for version in 1..=3 {
+        let page = format!("v{version}\n");
+        let mut files: Vec<(&str, &[u8])> = vec![("www/index.html", page.as_bytes())];
+        if version != 3 {
+            files.push(("www/healthz", b"ok\n"));
+        }
+        let image = Image::busybox("amd64", &host_busybox(), &files).expect("web image");
+        Registry::push_to(&in_net, REGISTRY, "lab/web", &version.to_string(), &image)
+            .unwrap_or_else(|e| lab.fail(&format!("pushing web:{version}: {e}")));
+    }
+}
+
+/// Issue 21: `cloudos deploy` of a new image on a service with two replicas replaces them
+/// one at a time while a client calls the service all along: not one call fails, and the
+/// answers go from v1 to v2. A broken v3 (its check never passes) never gets a call, and
+/// the update goes back to v2 by itself; `history` says why; `rollback` goes to v1.
+#[test]
+fn a_rolling_update_serves_throughout_and_a_broken_release_rolls_back_by_itself() {
+    let Some(lab) = Lab::new() else { return };
+    let lab_node = one_node(&lab, &[]);
+    push_web(&lab);
+    let alice = &lab_node.cluster.alice;
+    let deploy = |version: u32, wait: bool| {
+        let image = format!("{REGISTRY}/lab/web:{version}");
+        let mut args = vec!["deploy", "web"];
+        args.extend_from_slice(&TWO_CHECKED);
+        args.extend_from_slice(&["--update-monitor", "2s"]);
+        if wait {
+            args.push("--wait");
+        }
+        args.extend_from_slice(&[&image, "--", "httpd", "-f", "-p", "80", "-h", "/www"]);
+        alice.run(&args)
+    };
+    let first = deploy(1, false);
+    assert!(first.status.success(), "{first:?}");
+    alice.wait("two healthy v1 replicas", Duration::from_secs(90), || {
+        let svc = alice.service("web");
+        let healthy = svc["instances"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["health"] == "healthy")
+            .count();
+        (healthy == 2).then_some(())
+    });
+    let vip = alice.service("web")["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // The client: one call after another, each on a new connection, until cancelled.
+    let client = alice.run_task(&[
+        "--network",
+        "bridge",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "while true; do timeout 5 wget -q -O - http://{vip}/ || echo failed; sleep 0.1; done"
+        ),
+    ]);
+    alice.wait("the client calling v1", Duration::from_secs(60), || {
+        alice.ok(&["logs", &client]).contains("v1").then_some(())
+    });
+
+    let update = deploy(2, true);
+    let said = String::from_utf8_lossy(&update.stderr);
+    assert!(update.status.success(), "the update failed: {said}");
+    assert!(
+        said.contains("web runs revision 2 on all 2 replicas"),
+        "{said}"
+    );
+    let svc = alice.service("web");
+    let images: Vec<&str> = svc["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["spec"]["image"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let v2 = format!("{REGISTRY}/lab/web:2");
+    assert_eq!(images, [v2.as_str(), v2.as_str()], "{svc}");
+
+    // v3 never passes its check: the update stops and goes back to v2 by itself.
+    let broken = deploy(3, true);
+    let said = String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success(), "a broken release updated: {said}");
+    assert!(said.contains("failed and was rolled back"), "{said}");
+    assert!(
+        said.contains("of revision 3: ") && said.contains("health check"),
+        "{said}"
+    );
+    let svc = alice.service("web");
+    assert_eq!(svc["revision"], 4, "{svc}");
+    assert_eq!(
+        svc["spec"]["image"],
+        format!("{REGISTRY}/lab/web:2"),
+        "{svc}"
+    );
+    assert!(svc["update"].is_null(), "{svc}");
+    let history = alice.ok(&["history", "web"]);
+    assert!(history.contains("deploy; failed: replica"), "{history}");
+    assert!(
+        history.contains("automatic rollback to revision 2"),
+        "{history}"
+    );
+
+    // Every call was answered, first by v1, then by v2, never by the broken v3.
+    alice.ok(&["cancel", &client]);
+    let logs = alice.ok(&["logs", &client]);
+    let answers: Vec<&str> = logs
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let count = |page: &str| answers.iter().filter(|a| **a == page).count();
+    assert_eq!(
+        count("failed"),
+        0,
+        "calls failed during the update:\n{logs}"
+    );
+    assert_eq!(count("v3"), 0, "the broken release got calls:\n{logs}");
+    assert!(count("v1") > 0 && count("v2") > 0, "{logs}");
+    assert_eq!(answers.last(), Some(&"v2"), "{logs}");
+    eprintln!(
+        "{} calls during the update and the rollback: {} by v1, {} by v2, none failed",
+        answers.len(),
+        count("v1"),
+        count("v2")
+    );
+
+    // Back to the last good revision before 2: v1.
+    let back = alice.run(&["rollback", "web", "--wait"]);
+    let said = String::from_utf8_lossy(&back.stderr);
+    assert!(back.status.success(), "{said}");
+    let svc = alice.service("web");
+    assert_eq!(svc["revision"], 5, "{svc}");
+    assert_eq!(
+        svc["spec"]["image"],
+        format!("{REGISTRY}/lab/web:1"),
+        "{svc}"
     );
 }
 

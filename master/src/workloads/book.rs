@@ -45,7 +45,11 @@ impl Effects {
     pub fn merge(&mut self, other: Effects) {
         self.save_tasks.extend(other.save_tasks);
         self.delete_tasks.extend(other.delete_tasks);
-        self.save_services.extend(other.save_services);
+        // A record changed twice in one change is saved once, as it is last.
+        for record in other.save_services {
+            self.save_services.retain(|r| r.name != record.name);
+            self.save_services.push(record);
+        }
         self.delete_services.extend(other.delete_services);
         self.messages.extend(other.messages);
     }
@@ -456,6 +460,7 @@ impl Book {
             revisions: Vec::new(),
             policy,
             update: None,
+            next_index: 0,
         };
         update::first_revision(&mut record);
         self.services.insert(record.name.clone(), record.clone());

@@ -16,7 +16,7 @@ use cloudos_cluster::nodeops::ReplicaMove;
 use cloudos_cluster::workload::{TaskInfo, TaskState};
 use time::OffsetDateTime;
 
-use super::{is_active, replica_id, replica_index, Book, Effects};
+use super::{is_active, replica_id, Book, Effects};
 
 /// A replacement a drain started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,18 +158,16 @@ impl Book {
             .filter_map(|t| Some((t.id.clone(), t.service.clone()?)))
             .collect();
         for (replica, service) in replicas {
+            if !self.services.contains_key(&service) {
+                continue;
+            }
+            // A new index, above every one in use: should the master restart before the
+            // move ends, the replacement is the highest index, the one the count rule
+            // removes.
+            let index = self.new_replica_index(&service, effects);
             let Some(record) = self.services.get(&service) else {
                 continue;
             };
-            // Above every index in use: should the master restart before the move ends,
-            // the replacement is the highest index, the one the count rule removes.
-            let index = self
-                .tasks
-                .values()
-                .filter(|t| t.service.as_deref() == Some(service.as_str()))
-                .filter_map(|t| replica_index(&service, &t.id))
-                .max()
-                .map_or(0, |m| m.saturating_add(1));
             let id = replica_id(&service, index);
             let mut task = TaskInfo::queued(
                 id.clone(),

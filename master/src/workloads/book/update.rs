@@ -15,7 +15,7 @@
 //!   back again).
 //!
 //! Without an update this is the count rule: the highest indices (sick ones first) go
-//! when there are too many, the lowest free indices are added when there are too few.
+//! when there are too many, new indices are added when there are too few.
 
 use cloudos_cluster::health::Health;
 use cloudos_cluster::revision::{
@@ -293,21 +293,38 @@ impl Book {
             .collect()
     }
 
-    /// A replica of `s`'s spec at the lowest index no task of the service holds.
+    /// A new replica of `s`'s spec, queued.
     fn add_replica(&mut self, s: &ServiceRecord, now: OffsetDateTime) -> Effects {
-        let mut index = 0;
-        while self.tasks.contains_key(&replica_id(&s.name, index)) {
-            index += 1;
-        }
+        let mut effects = Effects::default();
+        let index = self.new_replica_index(&s.name, &mut effects);
         let id = replica_id(&s.name, index);
         let mut task = TaskInfo::queued(id.clone(), s.spec.clone(), Some(s.name.clone()), 0, now);
         task.revision = Some(s.revision);
         self.queue.push_back(id.clone());
         self.tasks.insert(id, task.clone());
-        Effects {
-            save_tasks: vec![task],
-            ..Effects::default()
-        }
+        effects.save_tasks.push(task);
+        effects
+    }
+
+    /// The index of a new replica of `service`: one no replica of it had before (the
+    /// record counts them; a record from before the count starts above every index held).
+    /// The record is saved with the change.
+    pub(super) fn new_replica_index(&mut self, service: &str, effects: &mut Effects) -> u32 {
+        let held = self
+            .tasks
+            .values()
+            .filter(|t| t.service.as_deref() == Some(service))
+            .filter_map(|t| replica_index(service, &t.id))
+            .max()
+            .map_or(0, |m| m.saturating_add(1));
+        let Some(record) = self.services.get_mut(service) else {
+            return held;
+        };
+        let index = record.next_index.max(held);
+        record.next_index = index.saturating_add(1);
+        effects.save_services.retain(|r| r.name != service);
+        effects.save_services.push(record.clone());
+        index
     }
 
     /// Replicas that run the service's spec under another revision number are the

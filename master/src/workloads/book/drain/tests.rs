@@ -245,6 +245,7 @@ fn scaling_and_restarts_in_the_middle_of_a_move() {
         revisions: Vec::new(),
         policy: Default::default(),
         update: None,
+        next_index: 0,
     }];
     let mut restarted = Book::load(saved, services);
     let effects = restarted.reconcile_services(NOW);

@@ -174,6 +174,16 @@ fn an_update_replaces_replicas_one_at_a_time_and_never_serves_with_fewer() {
         "the highest index leaves first"
     );
     assert!(svc.instances.iter().all(|t| t.revision == Some(2)));
+    // New indices: the late report of a stopped run is never taken for a new replica's.
+    let ids: Vec<String> = lab.replicas().into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, ["web-r2", "web-r3"]);
+    let late = RunReport {
+        run: "web-r1.1".into(),
+        state: RunState::Stopped,
+    };
+    let effects = lab.book.report("n1", &late, lab.now);
+    assert!(!effects.writes_store(), "{effects:?}");
+    assert_eq!(lab.serving(), 2);
 }
 
 /// A replica chosen to leave is out of the service table at once and stopped only after
