@@ -348,11 +348,9 @@ const CHECKED: &str = "mkdir -p /tmp/www && A=$(ip -4 -o addr show eth0 | awk '{
                        case ${A%/*} in *[02468]) echo ok > /tmp/www/healthz;; esac && \
                        exec httpd -f -p 80 -h /tmp/www";
 
-/// Two replicas, each checked with `GET /healthz` on port 80 every second: two failures
-/// in a row make one unhealthy.
-const TWO_CHECKED: [&str; 10] = [
-    "--replicas",
-    "2",
+/// A health check of `GET /healthz` on port 80 every second: two failures in a row make a
+/// replica unhealthy.
+const CHECK: [&str; 8] = [
     "--health-http",
     "80/healthz",
     "--health-interval",
@@ -368,7 +366,7 @@ fn a_replica_that_fails_its_health_check_gets_no_connections_and_is_restarted() 
     let Some(lab) = Lab::new() else { return };
     let lab_node = one_node(&lab, &[]);
     let alice = &lab_node.cluster.alice;
-    deploy_web(alice, &TWO_CHECKED, CHECKED);
+    deploy_web(alice, &[&["--replicas", "2"][..], &CHECK].concat(), CHECKED);
     // The even one passes and serves; the odd one never passes: its node stops it after
     // two failed probes, starts it again, and it fails again.
     let (healthy, sick) = alice.wait(
@@ -420,6 +418,57 @@ fn push_web(lab: &Lab) {
     }
 }
 
+/// `cloudos deploy web FLAGS… lab/web:VERSION`, serving `/www` with [`CHECK`], whatever
+/// its exit.
+fn deploy_version(
+    alice: &cloudos_tests::admin::Admin<'_>,
+    version: u32,
+    flags: &[&str],
+) -> std::process::Output {
+    let image = format!("{REGISTRY}/lab/web:{version}");
+    let mut args = vec!["deploy", "web"];
+    args.extend_from_slice(&CHECK);
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[&image, "--", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    alice.run(&args)
+}
+
+/// Starts a client task on the bridge that calls `http://VIP/` one call after another,
+/// each on a new connection, printing each page or `failed`, until cancelled; returns its
+/// id once it has printed `first`.
+fn start_caller(alice: &cloudos_tests::admin::Admin<'_>, vip: &str, first: &str) -> String {
+    let client = alice.run_task(&[
+        "--network",
+        "bridge",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "while true; do timeout 5 wget -q -O - http://{vip}/ || echo failed; sleep 0.1; done"
+        ),
+    ]);
+    alice.wait(
+        "the client calling the service",
+        Duration::from_secs(60),
+        || alice.ok(&["logs", &client]).contains(first).then_some(()),
+    );
+    client
+}
+
+/// Cancels a [`start_caller`] client: the answers it printed, and its whole log.
+fn stop_caller(alice: &cloudos_tests::admin::Admin<'_>, client: &str) -> (Vec<String>, String) {
+    alice.ok(&["cancel", client]);
+    let logs = alice.ok(&["logs", client]);
+    let answers = logs
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (answers, logs)
+}
+
 /// Issue 21: `cloudos deploy` of a new image on a service with two replicas replaces them
 /// one at a time while a client calls the service all along: not one call fails, and the
 /// answers go from v1 to v2. A broken v3 (its check never passes) never gets a call, and
@@ -431,15 +480,8 @@ fn a_rolling_update_serves_throughout_and_a_broken_release_rolls_back_by_itself(
     push_web(&lab);
     let alice = &lab_node.cluster.alice;
     let deploy = |version: u32, wait: bool| {
-        let image = format!("{REGISTRY}/lab/web:{version}");
-        let mut args = vec!["deploy", "web"];
-        args.extend_from_slice(&TWO_CHECKED);
-        args.extend_from_slice(&["--update-monitor", "2s"]);
-        if wait {
-            args.push("--wait");
-        }
-        args.extend_from_slice(&[&image, "--", "httpd", "-f", "-p", "80", "-h", "/www"]);
-        alice.run(&args)
+        let flags = ["--replicas", "2", "--update-monitor", "2s", "--wait"];
+        deploy_version(alice, version, &flags[..if wait { 5 } else { 4 }])
     };
     let first = deploy(1, false);
     assert!(first.status.success(), "{first:?}");
@@ -457,21 +499,7 @@ fn a_rolling_update_serves_throughout_and_a_broken_release_rolls_back_by_itself(
         .unwrap_or_default()
         .to_owned();
 
-    // The client: one call after another, each on a new connection, until cancelled.
-    let client = alice.run_task(&[
-        "--network",
-        "bridge",
-        BUSYBOX,
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "while true; do timeout 5 wget -q -O - http://{vip}/ || echo failed; sleep 0.1; done"
-        ),
-    ]);
-    alice.wait("the client calling v1", Duration::from_secs(60), || {
-        alice.ok(&["logs", &client]).contains("v1").then_some(())
-    });
+    let client = start_caller(alice, &vip, "v1");
 
     let update = deploy(2, true);
     let said = String::from_utf8_lossy(&update.stderr);
@@ -517,14 +545,8 @@ fn a_rolling_update_serves_throughout_and_a_broken_release_rolls_back_by_itself(
     );
 
     // Every call was answered, first by v1, then by v2, never by the broken v3.
-    alice.ok(&["cancel", &client]);
-    let logs = alice.ok(&["logs", &client]);
-    let answers: Vec<&str> = logs
-        .lines()
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
-    let count = |page: &str| answers.iter().filter(|a| **a == page).count();
+    let (answers, logs) = stop_caller(alice, &client);
+    let count = |page: &str| answers.iter().filter(|a| *a == page).count();
     assert_eq!(
         count("failed"),
         0,
@@ -532,7 +554,7 @@ fn a_rolling_update_serves_throughout_and_a_broken_release_rolls_back_by_itself(
     );
     assert_eq!(count("v3"), 0, "the broken release got calls:\n{logs}");
     assert!(count("v1") > 0 && count("v2") > 0, "{logs}");
-    assert_eq!(answers.last(), Some(&"v2"), "{logs}");
+    assert_eq!(answers.last().map(String::as_str), Some("v2"), "{logs}");
     eprintln!(
         "{} calls during the update and the rollback: {} by v1, {} by v2, none failed",
         answers.len(),
@@ -551,6 +573,100 @@ fn a_rolling_update_serves_throughout_and_a_broken_release_rolls_back_by_itself(
         format!("{REGISTRY}/lab/web:1"),
         "{svc}"
     );
+}
+
+/// `scripts/bench-update.sh`: a three-replica service with a check goes from v1 to v2 and
+/// back, each a rolling update with the default policy (`deploy --wait`), next to the way
+/// before updates: delete the service and deploy it again, until three replicas are healthy.
+/// A client calls the service without a pause during each: how long each took and how
+/// many calls failed.
+#[test]
+#[ignore = "benchmark: scripts/bench-update.sh"]
+fn update_bench() {
+    use std::time::Instant;
+    let Some(lab) = Lab::new() else { return };
+    let runs = cloudos_tests::bench::runs(3);
+    let lab_node = one_node(&lab, &[]);
+    push_web(&lab);
+    let alice = &lab_node.cluster.alice;
+    let deploy = |version: u32, wait: bool| {
+        let flags = ["--replicas", "3", "--wait"];
+        let out = deploy_version(alice, version, &flags[..if wait { 3 } else { 2 }]);
+        if !out.status.success() {
+            lab.fail(&format!("the deploy of v{version} failed: {out:?}"));
+        }
+    };
+    let healthy = |n: usize| {
+        alice.wait("three healthy replicas", Duration::from_secs(120), || {
+            let svc = alice.service("web");
+            let up = svc["instances"]
+                .as_array()?
+                .iter()
+                .filter(|r| r["health"] == "healthy")
+                .count();
+            (up == n).then_some(())
+        })
+    };
+    deploy(1, false);
+    healthy(3);
+    let vip = || {
+        alice.service("web")["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let failed = |answers: &[String]| answers.iter().filter(|a| *a == "failed").count();
+    let (mut rolling, mut rolling_failed, mut rolling_calls) = (Vec::new(), 0, 0);
+    let (mut again, mut again_failed, mut again_calls) = (Vec::new(), 0, 0);
+    let mut version = 1;
+    for _ in 0..runs {
+        version = 3 - version;
+        let client = start_caller(alice, &vip(), &format!("v{}", 3 - version));
+        let started = Instant::now();
+        deploy(version, true);
+        rolling.push(started.elapsed());
+        let (answers, _) = stop_caller(alice, &client);
+        rolling_failed += failed(&answers);
+        rolling_calls += answers.len();
+
+        version = 3 - version;
+        let client = start_caller(alice, &vip(), &format!("v{}", 3 - version));
+        let started = Instant::now();
+        alice.ok(&["delete", "web"]);
+        deploy(version, false);
+        healthy(3);
+        again.push(started.elapsed());
+        // Calls go on until the new replicas answer.
+        alice.wait("the client answered again", Duration::from_secs(60), || {
+            let logs = alice.ok(&["logs", &client]);
+            logs.lines()
+                .last()
+                .is_some_and(|l| l.trim() == format!("v{version}"))
+                .then_some(())
+        });
+        let (answers, _) = stop_caller(alice, &client);
+        again_failed += failed(&answers);
+        again_calls += answers.len();
+    }
+    let (r, a) = (
+        cloudos_tests::bench::median(&mut rolling),
+        cloudos_tests::bench::median(&mut again),
+    );
+    let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    println!("BENCH-TABLE-BEGIN");
+    println!(
+        "| 3 replicas with a check (1 s interval), {runs} runs each, netns processes | median time | failed calls |"
+    );
+    println!("|---|---|---|");
+    println!(
+        "| rolling update (`deploy --wait`: surge 1, unavailable 0, monitor 5 s) | {} | {rolling_failed} of {rolling_calls} |",
+        secs(r)
+    );
+    println!(
+        "| delete and deploy again, until 3 replicas are healthy | {} | {again_failed} of {again_calls} |",
+        secs(a)
+    );
+    println!("BENCH-TABLE-END");
 }
 
 /// Polls `f` every 10 ms (a timing's resolution; `Lab::wait_for` polls every 200 ms) for

@@ -54,6 +54,8 @@ struct Inner {
     swept: bool,
     /// Attached runs: their address, link and published ports.
     runs: BTreeMap<String, (Attached, Vec<PortMapping>)>,
+    /// The address given last (see [`next_address`]).
+    last_address: Option<std::net::Ipv4Addr>,
     /// The services, as the master sent them last.
     services: ServiceTable,
     /// The cluster's container range, from the welcome.
@@ -105,6 +107,7 @@ impl Network {
                 masters: Vec::new(),
                 swept: false,
                 runs: BTreeMap::new(),
+                last_address: None,
                 services: ServiceTable::default(),
                 container_range: None,
                 fenced: BTreeSet::new(),
@@ -271,9 +274,14 @@ impl Network {
             }
             why
         };
-        let address = subnets::container_addresses(&subnet)
-            .find(|a| !inner.runs.values().any(|(at, _)| at.address.addr() == *a))
+        let taken: BTreeSet<std::net::Ipv4Addr> = inner
+            .runs
+            .values()
+            .map(|(at, _)| at.address.addr())
+            .collect();
+        let address = next_address(&subnet, inner.last_address, &taken)
             .ok_or_else(|| failed(format!("the node's container subnet {subnet} is full")))?;
+        inner.last_address = Some(address);
         let address =
             Ipv4Net::new(address, subnet.prefix_len()).map_err(|e| failed(e.to_string()))?;
         let netns = self.dir.join(run);
@@ -481,6 +489,27 @@ fn mesh_peer(peer: &MeshPeer) -> Result<mesh::MeshPeer, String> {
 }
 
 /// The first port of `publish` another attached run forwards already, with that run.
+/// The first free address of `subnet` after `last`, round the subnet: an address a
+/// stopped container had is given again only once the others were. The node's neighbour
+/// cache keeps an address's old MAC for up to half a minute, and a new container at it would
+/// get nothing the node sends it meanwhile (its health probes, its service's connections).
+fn next_address(
+    subnet: &Ipv4Net,
+    last: Option<std::net::Ipv4Addr>,
+    taken: &BTreeSet<std::net::Ipv4Addr>,
+) -> Option<std::net::Ipv4Addr> {
+    let all: Vec<std::net::Ipv4Addr> = subnets::container_addresses(subnet).collect();
+    let start = last
+        .and_then(|l| all.iter().position(|a| *a == l))
+        .map_or(0, |i| i + 1);
+    all.iter()
+        .cycle()
+        .skip(start)
+        .take(all.len())
+        .find(|a| !taken.contains(a))
+        .copied()
+}
+
 fn port_in_use<'a>(
     runs: &'a BTreeMap<String, (Attached, Vec<PortMapping>)>,
     publish: &'a [PortMapping],
@@ -617,6 +646,24 @@ mod tests {
             cloudos_cluster::subnets::NODE_LINKS,
             [bridge::BRIDGE, mesh::MESH_LINK]
         );
+    }
+
+    #[test]
+    fn addresses_are_given_round_the_subnet_not_the_lowest_free_again() {
+        let subnet: Ipv4Net = "10.250.0.0/29".parse().unwrap();
+        let a = |last: u8| std::net::Ipv4Addr::new(10, 250, 0, last);
+        let none = BTreeSet::new();
+        // .1 is the bridge's; containers get .2 to .6.
+        assert_eq!(next_address(&subnet, None, &none), Some(a(2)));
+        assert_eq!(next_address(&subnet, Some(a(2)), &none), Some(a(3)));
+        // .3 was freed, yet the next is .4.
+        let taken: BTreeSet<_> = [a(2)].into();
+        assert_eq!(next_address(&subnet, Some(a(3)), &taken), Some(a(4)));
+        // Round the end, past the taken ones.
+        let taken: BTreeSet<_> = [a(2), a(3)].into();
+        assert_eq!(next_address(&subnet, Some(a(6)), &taken), Some(a(4)));
+        let full: BTreeSet<_> = (2..=6).map(a).collect();
+        assert_eq!(next_address(&subnet, Some(a(4)), &full), None);
     }
 
     #[test]

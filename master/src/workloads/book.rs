@@ -133,6 +133,12 @@ pub struct Book {
     surges: BTreeMap<String, drain::Surge>,
     /// Where services' virtual addresses come from (`None`: services get none).
     service_range: Option<ipnet::Ipv4Net>,
+    /// The next replica index of each service deleted since the master started: a service
+    /// made again under its name goes on from there, so the last reports of the deleted
+    /// one's runs (`web-r0.1` stopped) are never taken for the new one's. In memory: those
+    /// reports come within seconds, and a node reports its ended runs in its hello, before
+    /// any new run is placed on it.
+    retired: BTreeMap<String, u32>,
 }
 
 /// The node ports a spec publishes, as the scheduler counts them.
@@ -226,6 +232,7 @@ impl Book {
             avoid: BTreeMap::new(),
             surges: BTreeMap::new(),
             service_range: None,
+            retired: BTreeMap::new(),
         }
     }
 
@@ -460,7 +467,7 @@ impl Book {
             revisions: Vec::new(),
             policy,
             update: None,
-            next_index: 0,
+            next_index: self.retired.remove(&request.name).unwrap_or(0),
         };
         update::first_revision(&mut record);
         self.services.insert(record.name.clone(), record.clone());
@@ -497,11 +504,12 @@ impl Book {
         name: &str,
         now: OffsetDateTime,
     ) -> Result<Effects, BookError> {
-        let mut record = self
-            .services
+        let mut scratch = Effects::default();
+        let next = self.new_replica_index(name, &mut scratch);
+        self.services
             .remove(name)
             .ok_or_else(|| BookError::NoService(name.to_owned()))?;
-        record.replicas = 0;
+        self.retired.insert(name.to_owned(), next);
         let mut effects = self.remove_replicas(name);
         effects.delete_services.push(name.to_owned());
         let _ = now;

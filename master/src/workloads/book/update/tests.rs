@@ -344,3 +344,25 @@ fn only_the_last_revisions_are_kept() {
     let numbers: Vec<u32> = svc.revisions.iter().map(|r| r.number).collect();
     assert_eq!(numbers, (5..=14).collect::<Vec<u32>>());
 }
+
+/// A service deleted and made again under its name goes on with new indices: the last
+/// reports of the deleted one's runs are not the new replicas'.
+#[test]
+fn a_service_made_again_never_takes_the_deleted_ones_runs_for_its_own() {
+    let mut lab = Lab::new(2);
+    lab.book.delete_service("web", lab.now).expect("delete");
+    let mut again = deploy(version(1));
+    again.replicas = Some(2);
+    lab.book.deploy("web", again, lab.now).expect("again");
+    lab.pass();
+    let ids: Vec<String> = lab.replicas().into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, ["web-r2", "web-r3"]);
+    let late = RunReport {
+        run: "web-r0.1".into(),
+        state: RunState::Stopped,
+    };
+    let node = lab.book.task("web-r2").and_then(|t| t.node.clone());
+    let effects = lab.book.report(&node.expect("placed"), &late, lab.now);
+    assert!(!effects.writes_store(), "{effects:?}");
+    assert_eq!(lab.serving(), 2);
+}
