@@ -246,6 +246,7 @@ where
                         Ok(MasterMessage::Reboot { reason }) => reboot(facts.reboot, &reason),
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }
+                        | MasterMessage::RemoveVolume { .. }
                         | MasterMessage::LogOffsets { .. })) => facts.executor.handle(workload),
                         Ok(MasterMessage::Upgrade { id, version, allow_downgrade }) => {
                             facts.upgrader.start(id, version, allow_downgrade);

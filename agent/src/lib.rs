@@ -68,6 +68,8 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// Ports of this node its bridge containers may open (setting `container_node_ports`).
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
+    /// Directories of this node containers may mount (setting `volume_host_paths`).
+    pub volume_host_paths: Vec<String>,
     /// The resolv.conf whose resolvers the containers' DNS forwards to; `None`:
     /// `/etc/resolv.conf`.
     pub resolv_conf: Option<std::path::PathBuf>,
@@ -209,6 +211,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         shim: shim_command(),
         insecure_registries: config.insecure_registries.clone(),
         container_node_ports: config.container_node_ports.clone(),
+        volume_host_paths: config.volume_host_paths.clone(),
         resolv_conf: config.resolv_conf.clone(),
         mesh_endpoint: config.mesh_endpoint,
     });

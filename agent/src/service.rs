@@ -44,6 +44,7 @@ mod tests {
 
     fn config(data_dir: PathBuf) -> AgentConfig {
         AgentConfig {
+            volume_host_paths: Vec::new(),
             data_dir,
             token: None,
             master: Some("127.0.0.1:1".into()),

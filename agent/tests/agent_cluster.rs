@@ -62,6 +62,7 @@ async fn compute_token(api: &ApiClient) -> Token {
 
 fn agent_config(data_dir: &Path, master: SocketAddr, token: Option<Token>) -> AgentConfig {
     AgentConfig {
+        volume_host_paths: Vec::new(),
         data_dir: data_dir.to_owned(),
         token,
         master: Some(master.to_string()),

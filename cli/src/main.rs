@@ -9,6 +9,7 @@ mod table;
 
 use cloudos_cluster::health::{HealthCheck, Probe};
 use cloudos_cluster::revision::PolicyChange;
+use cloudos_cluster::volume::VolumeMount;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -151,6 +152,17 @@ enum Command {
     /// Backups of the master's state (restore one with `nodeos master --restore FILE`).
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Named volumes (`--volume NAME:/path`): each is on the node that holds its data.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumeCommand {
+    /// Each volume, the node it is on, and what uses it.
+    List,
+    /// Forget a volume and delete its data on its node; refused while work uses it.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +217,11 @@ struct SpecArgs {
     /// Mount the container's root read-only.
     #[arg(long)]
     read_only: bool,
+    /// NAME:/path[:ro] (a named volume on the node that holds it, made on first use) or
+    /// /host/path:/path[:ro] (a directory of the node, if its admin allows it); repeat for
+    /// more.
+    #[arg(long, short = 'v', value_name = "SOURCE:/path[:ro]", value_parser = parse_volume)]
+    volume: Vec<VolumeMount>,
     /// Health check: `GET /PATH` on the container's PORT passes with a 2xx or 3xx
     /// (`8080/healthz`; `80` for `/`).
     #[arg(long, value_name = "PORT[/PATH]", value_parser = parse_health_http, conflicts_with = "health_tcp")]
@@ -251,6 +268,7 @@ impl SpecArgs {
         let defaults = ResourceRequest::default();
         WorkloadSpec {
             health: self.health(),
+            volumes: self.volume,
             image: self.image,
             command: self.command,
             entrypoint: self.entrypoint.map(|e| vec![e]),
@@ -298,6 +316,10 @@ fn parse_selector(value: &str) -> Result<(String, String), String> {
 
 fn parse_network(value: &str) -> Result<NetworkMode, String> {
     value.parse()
+}
+
+fn parse_volume(value: &str) -> Result<VolumeMount, String> {
+    cloudos_cluster::volume::parse_volume(value).map_err(|e| e.to_string())
 }
 
 fn parse_publish(value: &str) -> Result<PortMapping, String> {
@@ -658,6 +680,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::History { name } => commands::services::history(&ctx, &name).await,
         Command::Scale { name, replicas } => commands::services::scale(&ctx, &name, replicas).await,
         Command::Delete { name } => commands::services::delete(&ctx, &name).await,
+        Command::Volume(VolumeCommand::List) => commands::volumes::list(&ctx).await,
+        Command::Volume(VolumeCommand::Rm { name }) => commands::volumes::remove(&ctx, &name).await,
         Command::Backup(BackupCommand::Create {
             file,
             passphrase_file,

@@ -70,6 +70,9 @@ pub mod paths {
     pub const SERVICES: &str = "/v1/services";
     /// `GET` → [`crate::workload::WorkloadList`]: what `cloudos ps` shows.
     pub const WORKLOADS: &str = "/v1/workloads";
+    /// `GET` → [`crate::volume::VolumeList`]; `DELETE /v1/volumes/<name>` removes one;
+    /// admin certificate.
+    pub const VOLUMES: &str = "/v1/volumes";
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.
     pub const RUNS: &str = "/v1/runs";
@@ -443,6 +446,9 @@ pub enum MasterMessage {
     Assign(Box<RunAssignment>),
     /// Stop this run (cancelled, scaled down, moved elsewhere while the node was away).
     Stop { run: String },
+    /// Delete named volume `name` and its data (`cloudos volume rm`); the master sends it
+    /// only when no task or replica that uses it is active.
+    RemoveVolume { name: String },
     /// Log bytes of `run` the master already holds: resend from these offsets.
     LogOffsets {
         run: String,

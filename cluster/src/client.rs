@@ -704,6 +704,17 @@ impl ApiClient {
         self.call(Method::POST, &path, Some(body)).await
     }
 
+    /// `GET /v1/volumes`.
+    pub async fn volumes(&self) -> Result<crate::volume::VolumeList, ClientError> {
+        self.call(Method::GET, paths::VOLUMES, None).await
+    }
+
+    /// `DELETE /v1/volumes/<name>`: forgets the volume; its node deletes its data.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::VOLUMES, path_segment(name)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
     /// `GET /v1/services/<name>`.
     pub async fn service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
         let path = format!("{}/{}", paths::SERVICES, path_segment(name)?);

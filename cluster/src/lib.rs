@@ -39,6 +39,7 @@ pub mod routing;
 pub mod subnets;
 pub mod tls;
 pub mod token;
+pub mod volume;
 pub mod workload;
 
 mod util;

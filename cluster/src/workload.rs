@@ -63,6 +63,8 @@ pub enum SpecError {
     Health(String),
     #[error("invalid update policy: {0}")]
     Update(String),
+    #[error("{0}")]
+    Volume(String),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
@@ -224,6 +226,9 @@ pub struct WorkloadSpec {
     /// What the node probes to know the container works (`crate::health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthCheck>,
+    /// Named volumes and host paths mounted in the container (`crate::volume`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 impl WorkloadSpec {
@@ -243,7 +248,20 @@ impl WorkloadSpec {
             readonly_root: false,
             platforms: Vec::new(),
             health: None,
+            volumes: Vec::new(),
         }
+    }
+
+    /// The named volumes it mounts, each once.
+    pub fn volume_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .volumes
+            .iter()
+            .filter_map(crate::volume::VolumeMount::volume)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Checks everything that does not need the image or a node.
@@ -296,6 +314,7 @@ impl WorkloadSpec {
                 return Err(SpecError::Workdir(dir.clone()));
             }
         }
+        crate::volume::validate_mounts(&self.volumes)?;
         if let Some(check) = &self.health {
             check.validate(self.network)?;
         }

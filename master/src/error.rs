@@ -116,10 +116,13 @@ impl ApiError {
             ApiError::Store(e) => return e.into(),
             ApiError::Spec(e) => return e.into(),
             ApiError::Book(e) => match e {
-                BookError::NoTask(_) | BookError::NoService(_) | BookError::NoRevision { .. } => {
-                    ErrorCode::NotFound
-                }
+                BookError::NoTask(_)
+                | BookError::NoService(_)
+                | BookError::NoRevision { .. }
+                | BookError::NoVolume(_) => ErrorCode::NotFound,
                 BookError::ServiceExists(_)
+                | BookError::VolumeInUse { .. }
+                | BookError::VolumeNodeAway { .. }
                 | BookError::NothingToRollBack { .. }
                 | BookError::RunsThatSpec { .. }
                 | BookError::RequestReused { .. }

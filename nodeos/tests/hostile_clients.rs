@@ -527,6 +527,7 @@ async fn a_refusal_that_is_not_a_revocation_keeps_the_agents_identity() {
         })
         .expect("identity saved");
     let config = cloudos_agent::AgentConfig {
+        volume_host_paths: Vec::new(),
         data_dir: data.clone(),
         token: None,
         master: Some(c.master.addr.to_string()),

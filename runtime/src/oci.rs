@@ -112,6 +112,10 @@ fn mounts(spec: &ContainerSpec, host: &HostFacts) -> Result<Vec<Mount>, String> 
     if let Some(out) = &spec.output_dir {
         mounts.push(bind(out, "/output", "rw")?);
     }
+    for b in &spec.binds {
+        let rw = if b.read_only { "ro" } else { "rw" };
+        mounts.push(bind(&b.source, &b.target, rw)?);
+    }
     // A container on the bridge resolves through its node's DNS when it has one of its
     // own (`spec.resolv_conf`), else through the node's resolvers too, over the NAT.
     let resolv = match (&spec.network, &spec.resolv_conf) {
@@ -323,6 +327,36 @@ mod tests {
         assert!(!mounts
             .iter()
             .any(|m| m.destination() == Path::new("/sys/fs/cgroup")));
+    }
+
+    #[test]
+    fn volumes_are_bound_read_write_or_read_only() {
+        let mut s = spec();
+        s.binds = vec![
+            crate::Bind {
+                source: "/data/volumes/db".into(),
+                target: "/var/lib/db".into(),
+                read_only: false,
+            },
+            crate::Bind {
+                source: "/srv/media".into(),
+                target: "/media".into(),
+                read_only: true,
+            },
+        ];
+        let oci = build(&s, Path::new("/r"), &HostFacts::default()).unwrap();
+        let mounts = oci.mounts().as_ref().unwrap();
+        let options = |dst: &str| {
+            let m = mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(dst))
+                .unwrap();
+            (m.source().clone(), m.options().clone().unwrap_or_default())
+        };
+        let (source, db) = options("/var/lib/db");
+        assert_eq!(source.as_deref(), Some(Path::new("/data/volumes/db")));
+        assert!(db.contains(&"rw".to_string()) && db.contains(&"nosuid".to_string()));
+        assert!(options("/media").1.contains(&"ro".to_string()));
     }
 
     #[test]

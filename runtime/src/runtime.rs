@@ -129,6 +129,16 @@ impl Runtime {
                 ),
             });
         }
+        if let Some(b) = spec.binds.iter().find(|b| !b.source.is_dir()) {
+            return Err(RuntimeError::InvalidSpec {
+                id: id.to_string(),
+                why: format!(
+                    "{} (bound on {}) is not a directory",
+                    b.source.display(),
+                    b.target
+                ),
+            });
+        }
         let layout = self.layout(id)?;
         match fs::create_dir(&layout.dir) {
             Ok(()) => {}

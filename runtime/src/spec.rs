@@ -1,7 +1,7 @@
 //! The container description the agent hands to the runtime, and its validation.
 //! Owns only plain data: no syscalls, so every rule here is unit-tested.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,20 @@ pub struct ContainerSpec {
     /// container's names its node's DNS.
     #[serde(default)]
     pub resolv_conf: Option<PathBuf>,
+    /// Host directories bound into the container (its volumes).
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+}
+
+/// A host directory bound into the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// An existing directory on the host.
+    pub source: PathBuf,
+    /// Where it appears in the container (absolute; made if the image lacks it).
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +175,19 @@ impl ContainerSpec {
                 return Err(invalid(format!(
                     "network namespace {} is not an absolute path",
                     path.display()
+                )));
+            }
+        }
+        for bind in &self.binds {
+            let target = Path::new(&bind.target);
+            let dotted = target
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+            if !bind.source.is_absolute() || !target.is_absolute() || dotted {
+                return Err(invalid(format!(
+                    "bind {} on {} needs absolute paths without ..",
+                    bind.source.display(),
+                    bind.target
                 )));
             }
         }

@@ -32,12 +32,15 @@ pub enum Unfit {
     Memory { free: u64, need: u64 },
     #[error("node is on the request's avoid list")]
     Avoided,
+    #[error("the work is pinned to another node (its volumes are there)")]
+    Elsewhere,
 }
 
 /// `Unfit` without owned strings: the placement scan meets it on most nodes of a large
 /// cluster, so it must not allocate; only `check` and the no-fit report turn it into words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Miss<'a> {
+    Elsewhere,
     NotReady,
     Cordoned,
     Avoided,
@@ -64,6 +67,7 @@ pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
     match miss(node, req) {
         None => Ok(()),
         Some(m) => Err(match m {
+            Miss::Elsewhere => Unfit::Elsewhere,
             Miss::NotReady => Unfit::NotReady,
             Miss::Cordoned => Unfit::Cordoned,
             Miss::Avoided => Unfit::Avoided,
@@ -88,13 +92,18 @@ pub fn check(node: &NodeView, req: &Request) -> Result<(), Unfit> {
 /// node is reported under the reason that would still hold if resources were freed: a host
 /// port taken on the node comes before them, as freeing cpu or memory does not free it.
 pub(crate) fn miss<'a>(node: &'a NodeView, req: &'a Request) -> Option<Miss<'a>> {
+    // First: a node that may not take the work at all says nothing about it.
+    if req.pinned.as_ref().is_some_and(|pin| *pin != node.name) {
+        return Some(Miss::Elsewhere);
+    }
     if !node.ready {
         return Some(Miss::NotReady);
     }
     if node.cordoned {
         return Some(Miss::Cordoned);
     }
-    if req.avoid.contains(&node.name) {
+    // A pinned request goes back to its node whatever happened there before.
+    if req.pinned.is_none() && req.avoid.contains(&node.name) {
         return Some(Miss::Avoided);
     }
     if !arch_matches(&node.arch, &req.archs) {

@@ -131,6 +131,32 @@ mod tests {
         assert!(err.to_string().contains("avoid list"), "{err}");
     }
 
+    /// Work pinned to a node (its volumes are there) goes nowhere else, even to an emptier
+    /// node, and back to that node even when it avoids it; the reason is that node's.
+    #[test]
+    fn pinned_work_goes_to_its_node_only() {
+        let spread = Scheduler::default();
+        let nodes = vec![
+            node("a", "x86_64", 4000, 8 * GI).alloc(3000, 6 * GI),
+            node("b", "x86_64", 4000, 8 * GI),
+        ];
+        let pinned = Request {
+            pinned: Some("a".into()),
+            ..req("r", 500, GI).avoid("a")
+        };
+        assert_eq!(chosen(&spread, &nodes, &pinned), "a");
+        let mut down = nodes.clone();
+        down[0].ready = false;
+        let err = spread.place(&down, &pinned).unwrap_err();
+        assert_eq!(err.nodes, 1, "{err:?}");
+        assert_eq!(err.not_ready, 1, "{err:?}");
+        let gone = Request {
+            pinned: Some("c".into()),
+            ..req("r", 500, GI)
+        };
+        assert!(spread.place(&nodes, &gone).is_err());
+    }
+
     #[test]
     fn arm64_only_image_only_on_aarch64() {
         let nodes = cluster();

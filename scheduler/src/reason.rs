@@ -73,6 +73,8 @@ impl NoFit {
         for node in nodes {
             match miss(node, req) {
                 None => {}
+                // Not a candidate at all: the reason is the pinned node's.
+                Some(Miss::Elsewhere) => nf.nodes -= 1,
                 Some(Miss::NotReady) => nf.not_ready += 1,
                 Some(Miss::Cordoned) => nf.cordoned += 1,
                 Some(Miss::Avoided) => nf.avoided += 1,

@@ -237,6 +237,9 @@ pub struct Request {
     /// node where none of them is taken can take it.
     #[serde(default)]
     pub ports: Vec<HostPort>,
+    /// Only this node may take it (it holds the work's volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 /// Why a request is refused before scheduling; the master maps each to a 400.

@@ -339,6 +339,16 @@ pub static KEYS: &[Key] = &[
         get: |s| joined(&s.container_node_ports),
     },
     Key {
+        name: "volume_host_paths",
+        kind: Kind::List,
+        help: "`/srv,/mnt/media`: directories of this node that containers may mount                (`--volume /srv/x:/x`); every other host path is refused",
+        default: "none",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.volume_host_paths, values::parse_host_paths(v)),
+        get: |s| joined(&s.volume_host_paths),
+    },
+    Key {
         name: "ntp",
         kind: Kind::List,
         help: "`pool.example.org,10.0.0.1:123`: time servers (SNTP), asked before the DHCP \

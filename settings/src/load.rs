@@ -384,6 +384,7 @@ mod tests {
             ("cloudos.container_range=8.8.0.0/16", "cloudos.container_range: the range 8.8.0.0/16 is not a private range (10/8, 172.16/12, 192.168/16): containers would hide real addresses"),
             ("cloudos.mesh_endpoint=cloud:51820", "cloudos.mesh_endpoint: \"cloud:51820\" is not IP:PORT, such as 203.0.113.7:51820"),
             ("cloudos.container_node_ports=9101/icmp", "cloudos.container_node_ports: invalid port \"9101/icmp\": the protocol is tcp or udp; use PORT or PORT/udp, such as 9101"),
+            ("cloudos.volume_host_paths=/srv,../etc", "cloudos.volume_host_paths: \"../etc\" is not an absolute path without . or .. (and not / itself)"),
             ("cloudos.backup_keep=0", "cloudos.backup_keep: \"0\" is not a number of backups (1 or more)"),
             ("cloudos.restore=usb:/b.age", "cloudos.restore: \"usb:/b.age\" is neither /path nor LABEL=NAME:/path"),
             ("cloudos.restore_passphrase_file=LABEL=x:pass", "cloudos.restore_passphrase_file: \"LABEL=x:pass\" is not LABEL=NAME:/path (a label of at most 16 characters, an absolute path)"),
@@ -391,7 +392,8 @@ mod tests {
                 "cloudos.typo=1",
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
                  dns, debug, token, master, cluster, workloads, labels, insecure_registries, \
-                 tls_san, container_range, service_range, mesh_endpoint, container_node_ports, ntp, \
+                 tls_san, container_range, service_range, mesh_endpoint, container_node_ports, \
+                 volume_host_paths, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
                  backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",
             ),

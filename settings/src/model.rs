@@ -202,6 +202,9 @@ pub struct Settings {
     /// Ports of this node its bridge containers may open
     /// (`cloudos.container_node_ports=9101/tcp`); none when not set.
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
+    /// Directories of this node containers may mount, by prefix
+    /// (`cloudos.volume_host_paths=/srv,/mnt/media`); none when not set.
+    pub volume_host_paths: Vec<String>,
     /// SNTP servers, `host:port` (port 123 when none was given), asked before the DHCP
     /// lease's and the master's (`cloudos.ntp=pool.example.org,10.0.0.1`).
     pub ntp: Vec<String>,

@@ -71,6 +71,28 @@ pub fn parse_registries(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// `/path[,…]`: absolute paths without `.` or `..` parts (prefixes of host paths that
+/// containers may mount).
+pub fn parse_host_paths(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let plain = p.starts_with('/')
+                && p.len() > 1
+                && !p.split('/').any(|part| part == "." || part == "..");
+            if plain {
+                Ok(p.trim_end_matches('/').to_owned())
+            } else {
+                Err(format!(
+                    "{p:?} is not an absolute path without . or .. (and not / itself)"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// `name-or-address[,…]`: IP addresses, or DNS names (letters, digits, `-`, dots between
 /// labels), for a certificate's subject alternative names.
 pub fn parse_tls_sans(value: &str) -> Result<Vec<String>, String> {

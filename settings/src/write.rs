@@ -129,6 +129,7 @@ mod tests {
                 cloudos_cluster::subnets::ClusterRange::parse("10.9.0.0/16").unwrap(),
             ),
             container_node_ports: vec!["9101".parse().unwrap(), "8125/udp".parse().unwrap()],
+            volume_host_paths: vec!["/srv".into(), "/mnt/media".into()],
             service_range: Some(
                 cloudos_cluster::subnets::ClusterRange::parse("10.8.0.0/16").unwrap(),
             ),

@@ -220,7 +220,7 @@ fn workload_changes_are_one_transaction() {
         save_tasks: &[task("t1"), task("t2")],
         delete_tasks: &["old".into()],
         save_services: std::slice::from_ref(&service),
-        delete_services: &[],
+        ..WorkloadWrite::default()
     })
     .expect("write");
     let ids: Vec<String> = s

@@ -32,6 +32,8 @@ pub enum Table {
     Tasks,
     /// [`cloudos_cluster::workload::ServiceRecord`]s by name.
     Services,
+    /// [`cloudos_cluster::volume::VolumeRecord`]s by name.
+    Volumes,
     /// [`AdminRecord`]s by admin name.
     Admins,
     /// Records that could not be decoded, moved aside at start ([`Quarantined`]).
@@ -39,13 +41,14 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
         Table::RevokedCerts,
         Table::Tasks,
         Table::Services,
+        Table::Volumes,
         Table::Admins,
         Table::Quarantine,
     ];
@@ -58,6 +61,7 @@ impl Table {
             Table::RevokedCerts => "revoked_certs",
             Table::Tasks => "tasks",
             Table::Services => "services",
+            Table::Volumes => "volumes",
             Table::Admins => "admins",
             Table::Quarantine => "quarantine",
         }

@@ -172,7 +172,8 @@ pub trait Store: Send + Sync {
         ops::evict_admin(self, name, reason, now)
     }
 
-    /// One workload change (tasks and services saved and deleted), in one transaction.
+    /// One workload change (tasks, services and volumes saved and deleted), in one
+    /// transaction.
     fn write_workloads(&self, write: &WorkloadWrite<'_>) -> Result<(), StoreError> {
         ops::write_workloads(self, write)
     }
@@ -361,6 +362,10 @@ pub trait Store: Send + Sync {
 
     fn delete_service(&self, name: &str) -> Result<bool, StoreError> {
         self.delete_raw(Table::Services, name)
+    }
+
+    fn list_volumes(&self) -> Result<Vec<cloudos_cluster::volume::VolumeRecord>, StoreError> {
+        list_json(self, Table::Volumes)
     }
 }
 

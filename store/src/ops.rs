@@ -46,13 +46,15 @@ pub struct Admission {
     pub revoked: Vec<RevokedCert>,
 }
 
-/// Tasks and services to save and delete, as one change.
+/// Tasks, services and volumes to save and delete, as one change.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkloadWrite<'a> {
     pub save_tasks: &'a [TaskInfo],
     pub delete_tasks: &'a [String],
     pub save_services: &'a [ServiceRecord],
     pub delete_services: &'a [String],
+    pub save_volumes: &'a [cloudos_cluster::volume::VolumeRecord],
+    pub delete_volumes: &'a [String],
 }
 
 /// Why a replaced node record's serial is revoked.
@@ -253,6 +255,12 @@ pub fn write_workloads<S: Store + ?Sized>(
         }
         for name in write.delete_services {
             txn.delete(Table::Services, name)?;
+        }
+        for volume in write.save_volumes {
+            put_json(txn, Table::Volumes, &volume.name, volume)?;
+        }
+        for name in write.delete_volumes {
+            txn.delete(Table::Volumes, name)?;
         }
         Ok(())
     })

@@ -16,13 +16,14 @@ use cloudos_cluster::token::TokenRecord;
 use cloudos_cluster::workload::{ServiceRecord, TaskInfo};
 
 /// The tables swept, each with a fixed record type.
-const SWEPT: [Table; 6] = [
+const SWEPT: [Table; 7] = [
     Table::Tokens,
     Table::Admins,
     Table::Nodes,
     Table::RevokedCerts,
     Table::Tasks,
     Table::Services,
+    Table::Volumes,
 ];
 
 /// A record moved aside because it did not decode.
@@ -54,6 +55,7 @@ fn check(table: Table, bytes: &[u8]) -> Result<(), serde_json::Error> {
         Table::RevokedCerts => from_slice::<RevokedCert>(bytes).map(drop),
         Table::Tasks => from_slice::<TaskInfo>(bytes).map(drop),
         Table::Services => from_slice::<ServiceRecord>(bytes).map(drop),
+        Table::Volumes => from_slice::<cloudos_cluster::volume::VolumeRecord>(bytes).map(drop),
         Table::Meta | Table::Quarantine => Ok(()),
     }
 }

@@ -597,16 +597,47 @@ fn tasks_run_stream_logs_and_hand_in_output() {
 /// A service keeps its replicas running: two replicas on two nodes; when one node's agent
 /// dies, its replica starts on the other node. The dead node's agent, started again, cleans
 /// up the container it left.
+/// The registry, a master and two compute nodes, node-3 and node-4, Ready. Dropped in the
+/// order a test's locals would be: the nodes first.
+struct TwoNodes<'a> {
+    n3: Proc,
+    n4: Proc,
+    h3: NetHost,
+    h4: NetHost,
+    cluster: Cluster<'a>,
+    _registry: Registry,
+}
+
+fn two_nodes(lab: &Lab) -> TwoNodes<'_> {
+    let registry = registry(lab);
+    let cluster = lab.cluster(&[]);
+    let token = cluster.alice.token("compute", &[]);
+    let (h3, h4) = (lab.host(3), lab.host(4));
+    let n3 = compute(&cluster, "node-3", &h3, &token);
+    let n4 = compute(&cluster, "node-4", &h4, &token);
+    TwoNodes {
+        n3,
+        n4,
+        h3,
+        h4,
+        cluster,
+        _registry: registry,
+    }
+}
+
 #[test]
 fn a_service_keeps_its_replicas_when_a_node_dies() {
     let Some(lab) = Lab::new() else { return };
-    let _registry = registry(&lab);
-    let cluster = lab.cluster(&[]);
+    // Every field bound: what `..` leaves in the temporary is dropped at once.
+    let TwoNodes {
+        mut n3,
+        n4: _n4,
+        h3,
+        h4: _h4,
+        cluster,
+        _registry,
+    } = two_nodes(&lab);
     let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let (h3, h4) = (lab.host(3), lab.host(4));
-    let mut n3 = compute(&cluster, "node-3", &h3, &token);
-    let _n4 = compute(&cluster, "node-4", &h4, &token);
 
     alice.ok(&[
         "deploy",
@@ -777,4 +808,136 @@ fn failover_bench() {
         beyond.as_secs_f64()
     );
     println!("BENCH-TABLE-END");
+}
+
+/// Issue 21: a named volume is made on the node of the first run that mounts it and keeps
+/// what runs leave there: a service replica that restarts, a later task, the node's agent
+/// started again on its data directory. Work that mounts it goes to that node only, and
+/// waits for it, saying why, while it is down. It cannot be removed while a service names
+/// it; removed, its directory is gone from the node. A host path no prefix allows is
+/// refused with the reason.
+#[test]
+fn a_volume_keeps_its_data_and_its_work_on_its_node() {
+    let Some(lab) = Lab::new() else { return };
+    let TwoNodes {
+        mut n3,
+        mut n4,
+        h3,
+        h4,
+        cluster,
+        _registry,
+    } = two_nodes(&lab);
+    let alice = &cluster.alice;
+    let run = |script: &str| {
+        let id = alice.run_task(&["-v", "db:/data", BUSYBOX, "--", "sh", "-c", script]);
+        let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+        assert_eq!(task["state"], "succeeded", "{task}");
+        (
+            task["node"].as_str().unwrap_or_default().to_owned(),
+            alice.ok(&["logs", &id]),
+        )
+    };
+
+    let (home, _) = run("echo first > /data/log");
+    let listed = alice.ok(&["volume", "list"]);
+    assert!(listed.contains("db") && listed.contains(&home), "{listed}");
+    let dir = lab.path(&home).join("volumes/db");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("log")).unwrap_or_default(),
+        "first\n"
+    );
+
+    // A replica that appends a line at each start and exits: its node restarts it.
+    alice.ok(&[
+        "deploy",
+        "keeper",
+        "-v",
+        "db:/data",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        "echo start >> /data/log; sleep 1; exit 3",
+    ]);
+    let replica = alice.wait(
+        "the replica restarted twice",
+        Duration::from_secs(60),
+        || {
+            let svc = alice.service("keeper");
+            let r = svc["instances"].as_array()?.first()?.clone();
+            (r["restarts"].as_u64()? >= 2).then_some(r)
+        },
+    );
+    assert_eq!(replica["node"], home.as_str(), "{replica}");
+    let (node, log) = run("cat /data/log");
+    assert_eq!(
+        node, home,
+        "the task went to another node than its volume's"
+    );
+    assert!(log.starts_with("first\nstart\nstart\n"), "{log}");
+
+    // The node's agent stops: work on the volume waits for it, and says so.
+    let (agent, host) = if home == "node-3" {
+        (&mut n3, &h3)
+    } else {
+        (&mut n4, &h4)
+    };
+    agent.stop_with(libc::SIGKILL);
+    alice.wait_node(&home, NodeState::NotReady, Duration::from_secs(30));
+    let waiting = alice.run_task(&["-v", "db:/data:ro", BUSYBOX, "--", "cat", "/data/log"]);
+    alice.wait(
+        "the task to wait for the volume's node",
+        Duration::from_secs(30),
+        || {
+            let task = alice.task(&waiting);
+            let why = task["reason"].as_str()?.to_owned();
+            (task["state"] == "queued"
+                && why.contains(&format!("waits for node {home}, which holds its volume db")))
+            .then_some(())
+        },
+    );
+    // Started again on its data directory, as after a reboot: the task runs there.
+    *agent = lab.agent_with(
+        &home,
+        host,
+        &lab.path(&home),
+        None,
+        Some(&cluster.master.addr),
+        &["--insecure-registry", REGISTRY, "--no-metrics"],
+    );
+    let task = alice.wait_task(&waiting, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["node"], home.as_str(), "{task}");
+    assert!(alice.ok(&["logs", &waiting]).starts_with("first\nstart"));
+
+    // Not removed while a service names it; removed, its data is gone from the node.
+    let refused = alice.fails(&["volume", "rm", "db"]);
+    assert!(
+        refused.contains("in use by") && refused.contains("service keeper"),
+        "{refused}"
+    );
+    alice.ok(&["delete", "keeper"]);
+    alice.wait("the volume free", Duration::from_secs(30), || {
+        alice
+            .run(&["volume", "rm", "db"])
+            .status
+            .success()
+            .then_some(())
+    });
+    lab.wait_for(
+        "the volume's directory gone",
+        Duration::from_secs(20),
+        || (!dir.exists()).then_some(()),
+    );
+    assert!(!alice.ok(&["volume", "list"]).contains("db"));
+
+    // A host path the node does not allow.
+    let id = alice.run_task(&["-v", "/etc:/host:ro", BUSYBOX, "--", "ls", "/host"]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["state"], "failed", "{task}");
+    let why = task["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("host path /etc is refused: none is allowed on this node"),
+        "{why}"
+    );
 }

@@ -18,6 +18,7 @@ mod output;
 mod run;
 mod spec;
 mod usage;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub struct ExecutorConfig {
     pub insecure_registries: Vec<String>,
     /// Ports of this node its bridge containers may open.
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,
+    /// Directories of this node containers may mount, by prefix.
+    pub volume_host_paths: Vec<String>,
     /// The node's resolvers, for the containers' DNS (`None`: `/etc/resolv.conf`).
     pub resolv_conf: Option<PathBuf>,
     /// Where other nodes reach this node's mesh, when not at its own address.
@@ -54,6 +57,8 @@ pub struct ExecutorConfig {
 
 struct RunEntry {
     image: String,
+    /// The named volumes it mounts: not deleted while it runs.
+    volumes: Vec<String>,
     restart: bool,
     state: RunState,
     /// Set to true to stop the run.
@@ -78,6 +83,9 @@ pub(crate) struct Shared {
     network: network::Network,
     /// Each run's last cgroup reading, for the heartbeats' usage.
     usage: Mutex<usage::Sampler>,
+    /// Volumes the master removed while a run here still mounted them (it was stopping):
+    /// deleted when the last such run ends.
+    doomed_volumes: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Clone-able handle on the node's runs.
@@ -148,6 +156,7 @@ impl Executor {
             api: Mutex::new(None),
             image_last_used: Mutex::new(HashMap::new()),
             usage: Mutex::new(usage::Sampler::default()),
+            doomed_volumes: Mutex::new(std::collections::BTreeSet::new()),
         };
         let shared = Arc::new(shared);
         tokio::spawn(gc::run(Arc::clone(&shared)));
@@ -265,8 +274,24 @@ impl Executor {
                     let _ = entry.log_from.send((stdout, stderr));
                 }
             }
+            MasterMessage::RemoveVolume { name } => self.remove_volume(&name),
             _ => {}
         }
+    }
+
+    /// Deletes a named volume the master forgot; while a run here still mounts it (one
+    /// the master stopped and forgot, still stopping), once that run ends.
+    fn remove_volume(&self, name: &str) {
+        let in_use = self.shared.mounting(name);
+        if !in_use.is_empty() {
+            log::info!(
+                "volume {name} is deleted once {} ends (stopping)",
+                in_use.join(", ")
+            );
+            self.shared.doomed().insert(name.to_owned());
+            return;
+        }
+        self.shared.delete_volume(name);
     }
 
     fn assign(&self, assignment: RunAssignment) {
@@ -283,6 +308,12 @@ impl Executor {
             assignment.run.clone(),
             RunEntry {
                 image: assignment.spec.image.clone(),
+                volumes: assignment
+                    .spec
+                    .volume_names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
                 restart: assignment.restart,
                 state: RunState::Pulling {
                     progress: Default::default(),
@@ -324,12 +355,48 @@ impl Shared {
         self.api.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    fn doomed(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.doomed_volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The runs here that have not ended and mount volume `name`.
+    fn mounting(&self, name: &str) -> Vec<String> {
+        self.lock_runs()
+            .iter()
+            .filter(|(_, e)| e.ended_at.is_none() && e.volumes.iter().any(|v| v == name))
+            .map(|(run, _)| run.clone())
+            .collect()
+    }
+
+    fn delete_volume(&self, name: &str) {
+        match volumes::remove(&self.config.data_dir, name) {
+            Ok(true) => log::info!("volume {name} deleted as the master asked"),
+            Ok(false) => log::info!("volume {name} was not here"),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+
+    /// Deletes the volumes waiting for their last run to end that no run mounts now.
+    fn delete_freed_volumes(&self) {
+        let doomed: Vec<String> = self.doomed().iter().cloned().collect();
+        for name in doomed {
+            if self.mounting(&name).is_empty() {
+                self.doomed().remove(&name);
+                self.delete_volume(&name);
+            }
+        }
+    }
+
     /// Records and reports a run's new state.
     async fn report(&self, run: &str, state: RunState) {
+        let mut ended = false;
         {
             let mut runs = self.lock_runs();
             if let Some(entry) = runs.get_mut(run) {
                 if state.is_final(entry.restart) {
+                    ended = true;
                     entry.ended_at = Some(Instant::now());
                     self.image_last_used
                         .lock()
@@ -338,6 +405,9 @@ impl Shared {
                 }
                 entry.state = state.clone();
             }
+        }
+        if ended {
+            self.delete_freed_volumes();
         }
         let report = RunReport {
             run: run.to_owned(),

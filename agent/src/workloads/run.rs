@@ -13,7 +13,7 @@ use cloudos_runtime::{ContainerSpec, ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
 use super::spec::container_spec;
-use super::{credentials, health, image, logs, output, Shared};
+use super::{credentials, health, image, logs, output, volumes, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -108,16 +108,24 @@ async fn run_inner(
     } else {
         None
     };
-    let spec = container_spec(
-        &a.run,
-        &a.spec,
-        &prepared.layers,
-        &prepared.config,
-        &output_dir,
-        attachment
-            .as_ref()
-            .map(|at| (at.netns.as_path(), at.resolv_conf.as_deref())),
+    let binds = volumes::binds(
+        &shared.config.data_dir,
+        &shared.config.volume_host_paths,
+        &a.spec.volumes,
     );
+    let spec = binds.and_then(|binds| {
+        container_spec(
+            &a.run,
+            &a.spec,
+            &prepared.layers,
+            &prepared.config,
+            &output_dir,
+            attachment
+                .as_ref()
+                .map(|at| (at.netns.as_path(), at.resolv_conf.as_deref())),
+            binds,
+        )
+    });
     let end = match spec {
         Ok(spec) => {
             let address = attachment.as_ref().map(|at| at.address);
@@ -368,6 +376,7 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
         let (executor, mut outbox) = Executor::new(ExecutorConfig {
+            volume_host_paths: Vec::new(),
             data_dir: data.clone(),
             shim: cloudos_runtime::ShimCommand {
                 program: "/bin/false".into(),

@@ -21,6 +21,7 @@ pub(super) fn container_spec(
     config: &ImageRunConfig,
     output_dir: &Path,
     bridge: Option<(&Path, Option<&Path>)>,
+    binds: Vec<cloudos_runtime::Bind>,
 ) -> Result<ContainerSpec, String> {
     let netns = bridge.map(|(netns, _)| netns);
     let args = image::argv(spec, config)?;
@@ -53,6 +54,7 @@ pub(super) fn container_spec(
         },
         hostname: None,
         resolv_conf: bridge.and_then(|(_, resolv)| resolv).map(Path::to_path_buf),
+        binds,
     })
 }
 
@@ -83,7 +85,15 @@ mod tests {
         let netns = Path::new("/data/network/netns/r-1");
         let resolv = Path::new("/data/network/resolv/r-1");
         let bridge = Some((netns, Some(resolv)));
-        container_spec(RUN, spec, &layers(), image, Path::new(OUTPUT), bridge)
+        container_spec(
+            RUN,
+            spec,
+            &layers(),
+            image,
+            Path::new(OUTPUT),
+            bridge,
+            Vec::new(),
+        )
     }
 
     /// The container a bare spec makes from the busybox-like image: everything from the
@@ -91,6 +101,7 @@ mod tests {
     fn expected() -> ContainerSpec {
         let defaults = ResourceRequest::default();
         ContainerSpec {
+            binds: Vec::new(),
             id: RUN.into(),
             layers: layers(),
             args: vec!["sh".into()],

@@ -14,6 +14,7 @@ pub mod status;
 pub mod tokens;
 pub mod top;
 pub mod upgrade;
+pub mod volumes;
 pub mod workloads;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ mod openapi;
 mod releases;
 mod rollout;
 mod upload;
+mod volumes;
 mod workloads;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ const TASK_OUTPUT: &str = "/v1/tasks/{id}/output";
 const SERVICE: &str = "/v1/services/{name}";
 const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
 const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
+/// `DELETE` removes a named volume.
+const VOLUME: &str = "/v1/volumes/{name}";
 const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
 /// The cloud installer and what it downloads, outside the versioned API so the documented
 /// curl line stays short.
@@ -262,6 +265,8 @@ fn routes() -> Routes {
         Access::Admin,
         post(workloads::rollback_service),
     )
+    .add("get", paths::VOLUMES, Access::Admin, get(volumes::list))
+    .add("delete", VOLUME, Access::Admin, delete(volumes::remove))
     .add(
         "get",
         paths::OPENAPI,

@@ -23,6 +23,7 @@ use cloudos_cluster::api::MasterMessage;
 use cloudos_cluster::health::Health;
 use cloudos_cluster::revision::UpdatePolicy;
 use cloudos_cluster::units::format_bytes;
+use cloudos_cluster::volume::VolumeRecord;
 use cloudos_cluster::workload::{
     Protocol, PullProgress, RunAssignment, RunReport, RunState, ServiceCreateRequest, ServiceInfo,
     ServiceRecord, TaskCreateRequest, TaskInfo, TaskState, WorkloadList, WorkloadSpec,
@@ -37,6 +38,8 @@ pub struct Effects {
     pub delete_tasks: Vec<String>,
     pub save_services: Vec<ServiceRecord>,
     pub delete_services: Vec<String>,
+    pub save_volumes: Vec<VolumeRecord>,
+    pub delete_volumes: Vec<String>,
     /// `(node, message)` for the node's agent connection.
     pub messages: Vec<(String, MasterMessage)>,
 }
@@ -51,6 +54,8 @@ impl Effects {
             self.save_services.push(record);
         }
         self.delete_services.extend(other.delete_services);
+        self.save_volumes.extend(other.save_volumes);
+        self.delete_volumes.extend(other.delete_volumes);
         self.messages.extend(other.messages);
     }
 
@@ -64,7 +69,9 @@ impl Effects {
         !(self.save_tasks.is_empty()
             && self.delete_tasks.is_empty()
             && self.save_services.is_empty()
-            && self.delete_services.is_empty())
+            && self.delete_services.is_empty()
+            && self.save_volumes.is_empty()
+            && self.delete_volumes.is_empty())
     }
 }
 
@@ -96,6 +103,12 @@ pub enum BookError {
         "service {service} has no earlier revision to go back to (`cloudos history {service}`)"
     )]
     NothingToRollBack { service: String },
+    #[error("no volume {0}; `cloudos volume list` lists them")]
+    NoVolume(String),
+    #[error("volume {name} is in use by {users}; remove or change those first")]
+    VolumeInUse { name: String, users: String },
+    #[error("volume {name} is on node {node}, which is not connected: remove it once the node is back (its data is there), or remove the node")]
+    VolumeNodeAway { name: String, node: String },
     #[error("service {service} runs the spec of revision {number} already (revision {current})")]
     RunsThatSpec {
         service: String,
@@ -133,6 +146,8 @@ pub struct Book {
     surges: BTreeMap<String, drain::Surge>,
     /// Where services' virtual addresses come from (`None`: services get none).
     service_range: Option<ipnet::Ipv4Net>,
+    /// Named volumes by name: the node each is on (`volumes`).
+    volumes: BTreeMap<String, VolumeRecord>,
     /// The next replica index of each service deleted since the master started: a service
     /// made again under its name goes on from there, so the last reports of the deleted
     /// one's runs (`web-r0.1` stopped) are never taken for the new one's. In memory: those
@@ -233,6 +248,7 @@ impl Book {
             surges: BTreeMap::new(),
             service_range: None,
             retired: BTreeMap::new(),
+            volumes: BTreeMap::new(),
         }
     }
 
@@ -655,11 +671,25 @@ impl Book {
                 *v.ports.entry(port).or_default() += 1;
             }
         }
+        // Work whose volumes are on a node goes there; work whose volumes are on two nodes
+        // goes nowhere, and says why.
+        let pins: BTreeMap<String, volumes::Pin> = self
+            .queue
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|t| !t.spec.volumes.is_empty())
+            .map(|t| (t.id.clone(), self.pin(&t.spec)))
+            .collect();
         let mut requests: Vec<Request> = self
             .queue
             .iter()
             .filter_map(|id| self.tasks.get(id))
+            .filter(|t| !matches!(pins.get(&t.id), Some(volumes::Pin::Split(_))))
             .map(|t| Request {
+                pinned: match pins.get(&t.id) {
+                    Some(volumes::Pin::Node { node, .. }) => Some(node.clone()),
+                    _ => None,
+                },
                 id: t.id.clone(),
                 resources: Resources {
                     cpu_millis: t.spec.resources.cpu_millicores,
@@ -696,12 +726,29 @@ impl Book {
             };
             effects
                 .messages
-                .push((node, MasterMessage::Assign(Box::new(assignment))));
+                .push((node.clone(), MasterMessage::Assign(Box::new(assignment))));
             effects.save_tasks.push(task.clone());
+            let task = task.clone();
+            effects
+                .save_volumes
+                .extend(self.bind_volumes(&task, &node, now));
         }
-        for (id, why) in outcome.waiting {
+        let split = pins.iter().filter_map(|(id, pin)| match pin {
+            volumes::Pin::Split(why) => Some((id.clone(), why.clone())),
+            _ => None,
+        });
+        let waiting: Vec<(String, String)> = outcome
+            .waiting
+            .into_iter()
+            .map(|(id, why)| {
+                let why = why.to_string();
+                let pinned = pins.get(&id).and_then(|pin| Book::pinned_reason(pin, &why));
+                (id, pinned.unwrap_or(why))
+            })
+            .chain(split)
+            .collect();
+        for (id, reason) in waiting {
             if let Some(task) = self.tasks.get_mut(&id) {
-                let reason = why.to_string();
                 // Saved only when the reason changes: the queue is re-read every pass.
                 if task.reason.as_deref() != Some(reason.as_str()) {
                     task.reason = Some(reason);
@@ -709,7 +756,6 @@ impl Book {
                 }
             }
         }
-        let _ = now;
         effects
     }
 
@@ -930,6 +976,7 @@ pub fn exit_reason(code: Option<i32>, signal: Option<i32>, oom: bool, memory: u6
 mod drain;
 mod routing;
 mod update;
+mod volumes;
 
 pub use drain::DrainPass;
 pub use update::{Deployed, LEAVE_GRACE};

@@ -94,15 +94,14 @@ impl Workloads {
         }
         let policy = cloudos_scheduler::policy_by_name(policy)
             .ok_or_else(|| WorkloadsError::Policy(policy.to_owned()))?;
-        let mut book = Book::load(store.list_tasks()?, store.list_services()?);
+        let mut book = Book::load(store.list_tasks()?, store.list_services()?)
+            .with_volumes(store.list_volumes()?);
         // Services an older master made, or made with another range, get their address.
         let addressed = book.set_service_range(service_range);
         if addressed.writes_store() {
             store.write_workloads(&WorkloadWrite {
-                save_tasks: &[],
-                delete_tasks: &[],
                 save_services: &addressed.save_services,
-                delete_services: &[],
+                ..WorkloadWrite::default()
             })?;
         }
         let routed = Mutex::new(book.service_table());
@@ -264,6 +263,8 @@ fn save(state: &MasterState, effects: &Effects) -> Result<(), StoreError> {
         delete_tasks: &effects.delete_tasks,
         save_services: &effects.save_services,
         delete_services: &effects.delete_services,
+        save_volumes: &effects.save_volumes,
+        delete_volumes: &effects.delete_volumes,
     })
 }
 

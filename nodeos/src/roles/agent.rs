@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// Every other port of the node is closed to them.
     #[arg(long, value_name = "PORT[/udp]")]
     pub container_node_port: Vec<cloudos_cluster::publish::NodePort>,
+    /// A directory of this node (and what is under it) that containers may mount
+    /// (`--volume /srv/x:/x`); repeat for more. Every other host path is refused.
+    #[arg(long, value_name = "PATH")]
+    pub volume_host_path: Vec<String>,
     /// The resolv.conf whose resolvers the containers' DNS forwards the names it does not
     /// answer to (a host whose /etc/resolv.conf names a stub on loopback may point at the
     /// stub's own upstream list).
@@ -92,6 +96,7 @@ pub fn config_from_settings(settings: &Settings, data_dir: PathBuf) -> AgentConf
         metrics_listen: metrics::DEFAULT_LISTEN.parse().ok(),
         insecure_registries: settings.insecure_registries.clone(),
         container_node_ports: settings.container_node_ports.clone(),
+        volume_host_paths: settings.volume_host_paths.clone(),
         resolv_conf: None,
         mesh_endpoint: settings.mesh_endpoint,
         after_join: None,
@@ -123,6 +128,7 @@ pub fn run_tool(args: AgentArgs) -> anyhow::Result<()> {
         metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
         insecure_registries: args.insecure_registry,
         container_node_ports: args.container_node_port,
+        volume_host_paths: args.volume_host_path,
         resolv_conf: Some(args.resolv_conf),
         mesh_endpoint: args.mesh_endpoint,
         after_join: None,

@@ -1,0 +1,130 @@
+//! Volumes on the node (decision 64): a named volume is the directory
+//! `<data>/volumes/<name>`, made by the first run that mounts it and deleted when the
+//! master says (`cloudos volume rm`); a host path is mounted only under a prefix the
+//! node's admin allowed (`volume_host_paths`), and never the node's own data directory.
+
+use std::path::{Path, PathBuf};
+
+use cloudos_cluster::volume::{host_path_allowed, validate_volume_name, VolumeMount};
+use cloudos_runtime::Bind;
+
+/// Where named volumes live under the data directory.
+const VOLUMES_DIR: &str = "volumes";
+
+/// The directory of named volume `name`.
+pub(super) fn volume_dir(data_dir: &Path, name: &str) -> Result<PathBuf, String> {
+    validate_volume_name(name).map_err(|e| e.to_string())?;
+    Ok(data_dir.join(VOLUMES_DIR).join(name))
+}
+
+/// The binds of a run's volumes: named ones made if new, host paths checked against
+/// `allowed`. An error says which volume and why, for the run's failure.
+pub(super) fn binds(
+    data_dir: &Path,
+    allowed: &[String],
+    mounts: &[VolumeMount],
+) -> Result<Vec<Bind>, String> {
+    mounts
+        .iter()
+        .map(|m| {
+            let source = match m.volume() {
+                Some(name) => {
+                    let dir = volume_dir(data_dir, name)?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        format!("cannot make volume {name} at {}: {e}", dir.display())
+                    })?;
+                    dir
+                }
+                None => host_path(data_dir, allowed, &m.source)?,
+            };
+            Ok(Bind {
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+            })
+        })
+        .collect()
+}
+
+/// `path` of the node, resolved (symbolic links followed: what it names is what is
+/// checked), if its admin allows it; the node's data directory (its keys, its
+/// identity, other runs' volumes) is never mounted, whatever the prefixes say.
+fn host_path(data_dir: &Path, allowed: &[String], path: &str) -> Result<PathBuf, String> {
+    let refused = |why: String| format!("host path {path} is refused: {why}");
+    let real = std::fs::canonicalize(path).map_err(|e| refused(e.to_string()))?;
+    if !host_path_allowed(&real, allowed) {
+        let set = if allowed.is_empty() {
+            "none is allowed".to_owned()
+        } else {
+            format!("only paths under {} are", allowed.join(", "))
+        };
+        return Err(refused(format!(
+            "{set} on this node (its setting volume_host_paths)"
+        )));
+    }
+    let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    if real.starts_with(&data) || data.starts_with(&real) {
+        return Err(refused(format!(
+            "it holds or is inside the node's data directory {}",
+            data.display()
+        )));
+    }
+    if !real.is_dir() {
+        return Err(refused("it is not a directory".into()));
+    }
+    Ok(real)
+}
+
+/// Deletes named volume `name` and its data. `false` if it was not there.
+pub(super) fn remove(data_dir: &Path, name: &str) -> Result<bool, String> {
+    let dir = volume_dir(data_dir, name)?;
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot delete volume {name}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudos_cluster::volume::parse_volume;
+
+    #[test]
+    fn named_volumes_are_made_and_host_paths_need_a_prefix_outside_the_data_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let srv = root.path().join("srv");
+        std::fs::create_dir_all(srv.join("media")).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        let allowed = vec![srv.to_string_lossy().into_owned()];
+
+        let named = parse_volume("db:/var/lib/db").unwrap();
+        let made = binds(&data, &allowed, &[named]).unwrap();
+        assert_eq!(made[0].source, data.join("volumes/db"));
+        assert!(made[0].source.is_dir());
+
+        let media = parse_volume(&format!("{}/media:/media:ro", srv.display())).unwrap();
+        let bound = binds(&data, &allowed, std::slice::from_ref(&media)).unwrap();
+        assert!(bound[0].read_only);
+        let err = binds(&data, &[], &[media]).unwrap_err();
+        assert!(err.contains("none is allowed"), "{err}");
+
+        // A link under an allowed prefix that leads out of it is what it leads to.
+        std::os::unix::fs::symlink("/etc", srv.join("escape")).unwrap();
+        let escape = parse_volume(&format!("{}/escape:/x", srv.display())).unwrap();
+        let err = binds(&data, &allowed, &[escape]).unwrap_err();
+        assert!(err.contains("only paths under"), "{err}");
+
+        // The data directory, even when a prefix allows it.
+        let everything = vec![root.path().to_string_lossy().into_owned()];
+        let keys = parse_volume(&format!("{}:/keys", data.display())).unwrap();
+        let err = binds(&data, &everything, &[keys]).unwrap_err();
+        assert!(err.contains("data directory"), "{err}");
+
+        assert!(remove(&data, "db").unwrap());
+        assert!(!remove(&data, "db").unwrap());
+        assert!(!data.join("volumes/db").exists());
+        assert!(remove(&data, "../x").is_err());
+    }
+}
