@@ -45,16 +45,46 @@ impl std::ops::Deref for ComputeVm {
 /// Compute VM `name` on `net`, joining with `token`.
 fn boot(net: &TestNet, name: &str, token: &str, mac: &str) -> ComputeVm {
     let disk = artifacts::data_disk(&compute_config(name, token), 128).expect("disk");
+    ComputeVm {
+        vm: start(net, name, &disk, mac),
+        _disk: disk,
+    }
+}
+
+/// QEMU for compute VM `name` from the ISO, with its data disk.
+fn start(net: &TestNet, name: &str, disk: &std::path::Path, mac: &str) -> Vm {
     let iso = artifacts::iso(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"));
-    let vm = VmBuilder::new(Arch::X86_64)
+    VmBuilder::new(Arch::X86_64)
         .name(name)
         .memory_mb(768)
         .boot(BootSource::Cdrom(iso))
         .disk(disk.to_path_buf())
         .network(net.vm_network_with_mac(mac).expect("tap"))
         .spawn()
-        .expect("starting QEMU");
-    ComputeVm { vm, _disk: disk }
+        .expect("starting QEMU")
+}
+
+impl ComputeVm {
+    /// `cloudos node reboot NAME`: the node goes down in order (QEMU, with -no-reboot,
+    /// exits) and its machine starts again on the same data disk; returns once the
+    /// command says the node is back.
+    fn reboot(self, net: &TestNet, admin: &Admin, name: &str, mac: &str) -> ComputeVm {
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| admin.run(&["node", "reboot", name, "--timeout", "10m"]));
+            self.vm
+                .wait_exit(scaled(Duration::from_secs(120)))
+                .expect("QEMU did not exit on the reboot (-no-reboot)");
+            let ComputeVm { vm, _disk: disk } = self;
+            drop(vm);
+            let again = ComputeVm {
+                vm: start(net, name, &disk, mac),
+                _disk: disk,
+            };
+            let said = waiting.join().expect("the reboot command");
+            assert!(said.status.success(), "{said:?}");
+            again
+        })
+    }
 }
 
 /// Waits until both compute VMs are Ready.
@@ -154,8 +184,9 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     let plane = ControlPlane::start(&net);
     let (dir, admin, token) = (&plane.dir, &plane.admin, &plane.token);
 
-    let node1 = boot(&net, "node-1", token, "52:54:00:c2:00:01");
-    let node2 = boot(&net, "node-2", token, "52:54:00:c2:00:02");
+    let (mac1, mac2) = ("52:54:00:c2:00:01", "52:54:00:c2:00:02");
+    let mut node1 = boot(&net, "node-1", token, mac1);
+    let mut node2 = boot(&net, "node-2", token, mac2);
     both_ready(admin);
 
     // A task: its logs arrive while it runs; its exit code and /output come back.
@@ -252,6 +283,31 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
             },
         );
     }
+
+    // A named volume keeps what a task wrote there across its node's reboot, and the next
+    // task that mounts it runs on that node.
+    let write = admin.run_task(&[
+        "-v",
+        "keep:/data",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    let task = admin.wait_task(&write, &["succeeded", "failed"], Duration::from_secs(120));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let home = task["node"].as_str().unwrap_or_default().to_owned();
+    if home == "node-1" {
+        node1 = node1.reboot(&net, admin, "node-1", mac1);
+    } else {
+        node2 = node2.reboot(&net, admin, "node-2", mac2);
+    }
+    let read = admin.run_task(&["-v", "keep:/data:ro", BUSYBOX, "--", "cat", "/data/f"]);
+    let task = admin.wait_task(&read, &["succeeded", "failed"], Duration::from_secs(120));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["node"], home.as_str(), "{task}");
+    assert_eq!(admin.ok(&["logs", &read]), "kept\n");
 
     // A service of two replicas, one per node; one node powered off; two again. And a
     // published service on the bridge network: port 8080 of each node answers from the
