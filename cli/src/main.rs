@@ -155,6 +155,34 @@ enum Command {
     /// Named volumes (`--volume NAME:/path`): each is on the node that holds its data.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Secrets (`--secret NAME`): sealed on the master, sent only to the nodes that run
+    /// work using them, never shown again.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Make a secret from a file (`-` for standard input) or a literal value.
+    Create {
+        name: String,
+        /// The file that holds the value; `-` reads standard input.
+        #[arg(
+            long,
+            short = 'f',
+            value_name = "FILE",
+            conflicts_with = "from_literal",
+            required_unless_present = "from_literal"
+        )]
+        file: Option<PathBuf>,
+        /// The value itself (it stays in your shell's history: prefer -f).
+        #[arg(long, value_name = "VALUE")]
+        from_literal: Option<String>,
+    },
+    /// Each secret's name, size and users; never a value.
+    List,
+    /// Forget a secret; refused while work names it.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +250,10 @@ struct SpecArgs {
     /// more.
     #[arg(long, short = 'v', value_name = "SOURCE:/path[:ro]", value_parser = parse_volume)]
     volume: Vec<VolumeMount>,
+    /// A secret (`cloudos secret create`) the container reads as /run/secrets/NAME (mode
+    /// 0400, on a memory file system of the node); repeat for more.
+    #[arg(long, value_name = "NAME")]
+    secret: Vec<String>,
     /// Health check: `GET /PATH` on the container's PORT passes with a 2xx or 3xx
     /// (`8080/healthz`; `80` for `/`).
     #[arg(long, value_name = "PORT[/PATH]", value_parser = parse_health_http, conflicts_with = "health_tcp")]
@@ -269,6 +301,7 @@ impl SpecArgs {
         WorkloadSpec {
             health: self.health(),
             volumes: self.volume,
+            secrets: self.secret,
             image: self.image,
             command: self.command,
             entrypoint: self.entrypoint.map(|e| vec![e]),
@@ -680,6 +713,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::History { name } => commands::services::history(&ctx, &name).await,
         Command::Scale { name, replicas } => commands::services::scale(&ctx, &name, replicas).await,
         Command::Delete { name } => commands::services::delete(&ctx, &name).await,
+        Command::Secret(SecretCommand::Create {
+            name,
+            file,
+            from_literal,
+        }) => {
+            let source = match (&file, from_literal) {
+                (Some(path), _) => commands::secrets::Source::File(path),
+                (None, Some(value)) => commands::secrets::Source::Literal(value),
+                (None, None) => anyhow::bail!("give the value with -f FILE or --from-literal"),
+            };
+            commands::secrets::create(&ctx, &name, source).await
+        }
+        Command::Secret(SecretCommand::List) => commands::secrets::list(&ctx).await,
+        Command::Secret(SecretCommand::Rm { name }) => commands::secrets::remove(&ctx, &name).await,
         Command::Volume(VolumeCommand::List) => commands::volumes::list(&ctx).await,
         Command::Volume(VolumeCommand::Rm { name }) => commands::volumes::remove(&ctx, &name).await,
         Command::Backup(BackupCommand::Create {

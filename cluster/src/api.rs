@@ -73,6 +73,10 @@ pub mod paths {
     /// `GET` → [`crate::volume::VolumeList`]; `DELETE /v1/volumes/<name>` removes one;
     /// admin certificate.
     pub const VOLUMES: &str = "/v1/volumes";
+    /// `GET` → [`crate::secret::SecretList`], `POST` [`crate::secret::SecretCreateRequest`]
+    /// → [`crate::secret::SecretInfo`]; `DELETE /v1/secrets/<name>`; admin certificate. No
+    /// answer ever holds a value.
+    pub const SECRETS: &str = "/v1/secrets";
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.
     pub const RUNS: &str = "/v1/runs";

@@ -704,6 +704,26 @@ impl ApiClient {
         self.call(Method::POST, &path, Some(body)).await
     }
 
+    /// `POST /v1/secrets`.
+    pub async fn create_secret(
+        &self,
+        request: &crate::secret::SecretCreateRequest,
+    ) -> Result<crate::secret::SecretInfo, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::SECRETS, Some(body)).await
+    }
+
+    /// `GET /v1/secrets`: names and sizes, never values.
+    pub async fn secrets(&self) -> Result<crate::secret::SecretList, ClientError> {
+        self.call(Method::GET, paths::SECRETS, None).await
+    }
+
+    /// `DELETE /v1/secrets/<name>`.
+    pub async fn remove_secret(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::SECRETS, path_segment(name)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
     /// `GET /v1/volumes`.
     pub async fn volumes(&self) -> Result<crate::volume::VolumeList, ClientError> {
         self.call(Method::GET, paths::VOLUMES, None).await

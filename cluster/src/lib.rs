@@ -36,6 +36,7 @@ pub mod publish;
 pub mod revision;
 pub mod rollout;
 pub mod routing;
+pub mod secret;
 pub mod subnets;
 pub mod tls;
 pub mod token;

@@ -11,6 +11,19 @@ use time::OffsetDateTime;
 #[error("the system random number generator failed; check that /dev/urandom or getrandom(2) works")]
 pub struct RandomError;
 
+/// A name that is also a file name on a node or in a container (volumes, secrets): 1 to 63
+/// of `a-z 0-9 _ . -`, starting with a letter or digit (so never `.` or `..`).
+pub(crate) fn is_file_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    first_ok
+        && name.len() <= 63
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+}
+
 /// Fills a buffer of `N` bytes from the system's secure random generator.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut buf = [0u8; N];

@@ -81,13 +81,7 @@ fn check_path(path: &str, what: &str) -> Result<(), SpecError> {
 /// A volume name: 1 to 63 of `a-z 0-9 _ . -`, starting with a letter or digit (it names a
 /// directory on the node).
 pub fn validate_volume_name(name: &str) -> Result<(), SpecError> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok =
-        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
-    if first_ok && rest_ok && name.len() <= 63 {
+    if crate::util::is_file_name(name) {
         Ok(())
     } else {
         Err(SpecError::Volume(format!(

@@ -65,6 +65,8 @@ pub enum SpecError {
     Update(String),
     #[error("{0}")]
     Volume(String),
+    #[error("{0}")]
+    Secret(String),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
@@ -229,6 +231,9 @@ pub struct WorkloadSpec {
     /// Named volumes and host paths mounted in the container (`crate::volume`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// The secrets it reads, by name, as files in `/run/secrets` (`crate::secret`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl WorkloadSpec {
@@ -249,6 +254,7 @@ impl WorkloadSpec {
             platforms: Vec::new(),
             health: None,
             volumes: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -315,6 +321,7 @@ impl WorkloadSpec {
             }
         }
         crate::volume::validate_mounts(&self.volumes)?;
+        crate::secret::validate_refs(&self.secrets)?;
         if let Some(check) = &self.health {
             check.validate(self.network)?;
         }
@@ -761,6 +768,10 @@ pub struct RunAssignment {
     pub spec: WorkloadSpec,
     /// Replicas restart on their node (with backoff) when they exit; tasks never do.
     pub restart: bool,
+    /// The values of the secrets the spec names, filled in by the master as it sends the
+    /// assignment (never stored with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secret::RunSecret>,
 }
 
 /// What a run is doing on its node (agent → master).

@@ -50,6 +50,7 @@ pub mod releases;
 pub mod rollout;
 mod roster;
 mod routes;
+mod secrets;
 mod server;
 mod serving;
 mod state;

@@ -47,6 +47,8 @@ pub struct MasterState {
     pub releases: super::releases::Releases,
     /// The current (or last) rolling upgrade.
     pub rollout: super::rollout::Rollouts,
+    /// Seals and opens secrets with the cluster's key.
+    pub sealer: super::secrets::Sealer,
 }
 
 impl MasterState {
@@ -91,6 +93,7 @@ impl MasterState {
         Ok(MasterState {
             config,
             store,
+            sealer: super::secrets::Sealer::new(&cluster.ca.key_pem()),
             ca: cluster.ca,
             cluster_name: cluster.name,
             roster,

@@ -320,3 +320,20 @@ fn the_store_file_is_private_and_an_old_one_is_tightened() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_secret_is_created_once_and_never_replaced() {
+    let s = RedbStore::in_memory().expect("store");
+    let record = |sealed: &str| cloudos_cluster::secret::SecretRecord {
+        name: "db".into(),
+        created_at: NOW,
+        bytes: 7,
+        sealed: sealed.into(),
+    };
+    assert!(s.create_secret(&record("first")).expect("create"));
+    assert!(!s.create_secret(&record("second")).expect("again"));
+    assert_eq!(s.get_secret("db").expect("get"), Some(record("first")));
+    assert_eq!(s.list_secrets().expect("list").len(), 1);
+    assert!(s.delete_secret("db").expect("delete"));
+    assert_eq!(s.get_secret("db").expect("get"), None);
+}

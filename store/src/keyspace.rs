@@ -34,6 +34,8 @@ pub enum Table {
     Services,
     /// [`cloudos_cluster::volume::VolumeRecord`]s by name.
     Volumes,
+    /// [`cloudos_cluster::secret::SecretRecord`]s (sealed) by name.
+    Secrets,
     /// [`AdminRecord`]s by admin name.
     Admins,
     /// Records that could not be decoded, moved aside at start ([`Quarantined`]).
@@ -41,7 +43,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
@@ -49,6 +51,7 @@ impl Table {
         Table::Tasks,
         Table::Services,
         Table::Volumes,
+        Table::Secrets,
         Table::Admins,
         Table::Quarantine,
     ];
@@ -62,6 +65,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::Services => "services",
             Table::Volumes => "volumes",
+            Table::Secrets => "secrets",
             Table::Admins => "admins",
             Table::Quarantine => "quarantine",
         }

@@ -45,6 +45,7 @@ use time::OffsetDateTime;
 
 use cloudos_cluster::identity::Role;
 use cloudos_cluster::pki::CertSerial;
+use cloudos_cluster::secret::SecretRecord;
 use cloudos_cluster::token::TokenRecord;
 use cloudos_cluster::workload::{ServiceRecord, TaskInfo};
 
@@ -366,6 +367,33 @@ pub trait Store: Send + Sync {
 
     fn list_volumes(&self) -> Result<Vec<cloudos_cluster::volume::VolumeRecord>, StoreError> {
         list_json(self, Table::Volumes)
+    }
+
+    /// Saves a new sealed secret; `false` (nothing written) if one has its name.
+    fn create_secret(&self, record: &SecretRecord) -> Result<bool, StoreError> {
+        let value = encode(Table::Secrets, &record.name, record)?;
+        let mut created = false;
+        self.update_raw(Table::Secrets, &record.name, &mut |old| {
+            created = old.is_none();
+            Ok(if created {
+                Write::Put(value.clone())
+            } else {
+                Write::Keep
+            })
+        })?;
+        Ok(created)
+    }
+
+    fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        get_json(self, Table::Secrets, name)
+    }
+
+    fn list_secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
+        list_json(self, Table::Secrets)
+    }
+
+    fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_raw(Table::Secrets, name)
     }
 }
 

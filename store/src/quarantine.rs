@@ -16,7 +16,7 @@ use cloudos_cluster::token::TokenRecord;
 use cloudos_cluster::workload::{ServiceRecord, TaskInfo};
 
 /// The tables swept, each with a fixed record type.
-const SWEPT: [Table; 7] = [
+const SWEPT: [Table; 8] = [
     Table::Tokens,
     Table::Admins,
     Table::Nodes,
@@ -24,6 +24,7 @@ const SWEPT: [Table; 7] = [
     Table::Tasks,
     Table::Services,
     Table::Volumes,
+    Table::Secrets,
 ];
 
 /// A record moved aside because it did not decode.
@@ -56,6 +57,7 @@ fn check(table: Table, bytes: &[u8]) -> Result<(), serde_json::Error> {
         Table::Tasks => from_slice::<TaskInfo>(bytes).map(drop),
         Table::Services => from_slice::<ServiceRecord>(bytes).map(drop),
         Table::Volumes => from_slice::<cloudos_cluster::volume::VolumeRecord>(bytes).map(drop),
+        Table::Secrets => from_slice::<cloudos_cluster::secret::SecretRecord>(bytes).map(drop),
         Table::Meta | Table::Quarantine => Ok(()),
     }
 }

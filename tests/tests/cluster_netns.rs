@@ -941,3 +941,137 @@ fn a_volume_keeps_its_data_and_its_work_on_its_node() {
         "{why}"
     );
 }
+
+/// Every file under `dir` (not following links) whose bytes contain `needle`, but under
+/// the directories `skip` names.
+fn files_holding(dir: &Path, needle: &[u8], skip: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if !skip.iter().any(|s| entry.file_name() == *s) {
+                found.extend(files_holding(&path, needle, skip));
+            }
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Issue 21: a secret is readable in its container (mode 0400) and nowhere else: not in
+/// the API's answers (`secret list`, `ps -o json`), not in the master's store or output,
+/// not on the node's disk (its file system is in memory: the directory under it is
+/// empty). It cannot be made twice, named by work before it exists, or removed while a
+/// service names it.
+#[test]
+fn a_secret_reaches_only_its_container_and_is_never_shown_or_written() {
+    use sha2::Digest as _;
+    let Some(lab) = Lab::new() else { return };
+    let _registry = registry(&lab);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let _n3 = compute(&cluster, "node-3", &h3, &token);
+    const VALUE: &str = "s3cr3t-of-the-lab-7d41e9";
+    let file = lab.path("db-password");
+    std::fs::write(&file, VALUE).expect("the secret's file");
+    let file = file.to_string_lossy().into_owned();
+    let made = alice.ok(&["secret", "create", "db-password", "-f", &file]);
+    assert!(made.contains("created (24 bytes)"), "{made}");
+    let twice = alice.fails(&["secret", "create", "db-password", "--from-literal", "x"]);
+    assert!(twice.contains("exists already"), "{twice}");
+    let unknown = alice.fails(&["run", "--secret", "nope", BUSYBOX, "--", "true"]);
+    assert!(unknown.contains("no secret nope"), "{unknown}");
+
+    // The replica proves it reads the value without printing it: its digest and mode.
+    alice.ok(&[
+        "deploy",
+        "app",
+        "--secret",
+        "db-password",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        "sha256sum /run/secrets/db-password; stat -c %a /run/secrets/db-password; \
+         touch /run/secrets/x 2>/dev/null || echo read-only; sleep 100000",
+    ]);
+    let replica = alice.wait("the replica running", Duration::from_secs(60), || {
+        let r = alice.service("app")["instances"]
+            .as_array()?
+            .first()?
+            .clone();
+        (r["state"] == "running").then_some(r)
+    });
+    let id = replica["id"].as_str().unwrap_or_default().to_owned();
+    let digest = format!("{:x}", sha2::Sha256::digest(VALUE.as_bytes()));
+    let logs = alice.wait("the replica's digest", Duration::from_secs(30), || {
+        let logs = alice.ok(&["logs", &id]);
+        logs.contains("read-only").then_some(logs)
+    });
+    assert!(logs.starts_with(&digest), "{logs}");
+    assert!(logs.contains("\n400\n"), "{logs}");
+
+    let value = VALUE.as_bytes();
+    for shown in [
+        alice.ok(&["secret", "list", "-o", "json"]),
+        alice.ok(&["secret", "list"]),
+        alice.ok(&["ps", "-o", "json"]),
+    ] {
+        assert!(!shown.contains(VALUE), "the value is shown: {shown}");
+    }
+    assert!(alice.ok(&["secret", "list"]).contains("service app"));
+    // The run's secrets are on a memory file system mounted for it; nothing else of the
+    // node's directory holds the value.
+    let run = replica["run"].as_str().unwrap_or_default();
+    let mount_point = lab.path("node-3").join("secrets").join(run);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let point = mount_point.to_string_lossy().into_owned();
+    assert!(
+        mounts.lines().any(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            fields.get(1) == Some(&point.as_str()) && fields.get(2) == Some(&"tmpfs")
+        }),
+        "{point} is no tmpfs mount:\n{mounts}"
+    );
+    let on_disk = files_holding(&lab.path("node-3"), value, &["secrets"]);
+    assert!(
+        on_disk.is_empty(),
+        "the value is on the node's disk: {on_disk:?}"
+    );
+    let in_store = files_holding(&lab.path("master"), value, &[]);
+    assert!(
+        in_store.is_empty(),
+        "the value is in the master's files: {in_store:?}"
+    );
+    let said = cluster.master.proc.stdout() + &cluster.master.proc.stderr();
+    assert!(!said.contains(VALUE), "the master printed the value");
+
+    let busy = alice.fails(&["secret", "rm", "db-password"]);
+    assert!(
+        busy.contains("in use by") && busy.contains("service app"),
+        "{busy}"
+    );
+    alice.ok(&["delete", "app"]);
+    lab.wait_for(
+        "the run's secrets unmounted",
+        Duration::from_secs(30),
+        || {
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            (!mounts.contains(&point)).then_some(())
+        },
+    );
+    alice.ok(&["secret", "rm", "db-password"]);
+    assert!(!alice.ok(&["secret", "list"]).contains("db-password"));
+}

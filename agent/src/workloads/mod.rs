@@ -16,6 +16,7 @@ mod logs;
 mod network;
 mod output;
 mod run;
+mod secrets;
 mod spec;
 mod usage;
 mod volumes;
@@ -106,6 +107,8 @@ impl Executor {
                 log::warn!("cannot clean the image store's leftovers: {e}");
             }
         }
+        // No run is under way yet: the secrets an earlier agent left mounted go.
+        secrets::unmount_all(&config.data_dir);
         let runtime = Runtime::open(config.data_dir.join("containers"), config.shim.clone())
             .map_err(|e| format!("the container runtime cannot start: {e}"));
         match &runtime {

@@ -13,7 +13,7 @@ use cloudos_runtime::{ContainerSpec, ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
 use super::spec::container_spec;
-use super::{credentials, health, image, logs, output, volumes, Shared};
+use super::{credentials, health, image, logs, output, secrets, volumes, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -112,7 +112,11 @@ async fn run_inner(
         &shared.config.data_dir,
         &shared.config.volume_host_paths,
         &a.spec.volumes,
-    );
+    )
+    .and_then(|mut binds| {
+        binds.extend(run_secrets(shared, a, &prepared.config)?);
+        Ok(binds)
+    });
     let spec = binds.and_then(|binds| {
         container_spec(
             &a.run,
@@ -136,7 +140,29 @@ async fn run_inner(
     if let Some(attachment) = &attachment {
         shared.network.detach(attachment).await;
     }
+    secrets::unmount(&shared.config.data_dir, &a.run);
     end
+}
+
+/// The bind of the run's secrets, on a memory file system of its own, owned by the
+/// container's user; every secret the spec names must have come with the assignment.
+fn run_secrets(
+    shared: &Shared,
+    a: &RunAssignment,
+    config: &image::ImageRunConfig,
+) -> Result<Option<cloudos_runtime::Bind>, String> {
+    if let Some(missing) = a
+        .spec
+        .secrets
+        .iter()
+        .find(|name| !a.secrets.iter().any(|s| s.name == **name))
+    {
+        return Err(format!(
+            "secret {missing} did not come with the run (removed, or unreadable on the master)"
+        ));
+    }
+    let owner = image::user(&a.spec, config)?.unwrap_or((0, 0));
+    secrets::mount_for(&shared.config.data_dir, &a.run, &a.secrets, owner)
 }
 
 /// Starts the run's container, and again after each exit of a replica, until the run is

@@ -9,6 +9,7 @@ pub mod nodeops;
 pub mod nodes;
 pub mod releases;
 pub mod rollout;
+pub mod secrets;
 pub mod services;
 pub mod status;
 pub mod tokens;

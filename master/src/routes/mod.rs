@@ -19,6 +19,7 @@ mod nodeops;
 mod openapi;
 mod releases;
 mod rollout;
+mod secrets;
 mod upload;
 mod volumes;
 mod workloads;
@@ -57,6 +58,8 @@ const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
 const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
 /// `DELETE` removes a named volume.
 const VOLUME: &str = "/v1/volumes/{name}";
+/// `DELETE` removes a secret.
+const SECRET: &str = "/v1/secrets/{name}";
 const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
 /// The cloud installer and what it downloads, outside the versioned API so the documented
 /// curl line stays short.
@@ -267,6 +270,9 @@ fn routes() -> Routes {
     )
     .add("get", paths::VOLUMES, Access::Admin, get(volumes::list))
     .add("delete", VOLUME, Access::Admin, delete(volumes::remove))
+    .add("get", paths::SECRETS, Access::Admin, get(secrets::list))
+    .add("post", paths::SECRETS, Access::Admin, post(secrets::create))
+    .add("delete", SECRET, Access::Admin, delete(secrets::remove))
     .add(
         "get",
         paths::OPENAPI,

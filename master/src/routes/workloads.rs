@@ -91,6 +91,7 @@ pub async fn create_task(
     ApiJson(mut request): ApiJson<TaskCreateRequest>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
+    check_secrets(&state, &request.spec)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -345,6 +346,7 @@ pub async fn create_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&request.name)?;
     request.spec.validate()?;
+    check_secrets(&state, &request.spec)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -381,6 +383,7 @@ pub async fn deploy_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&name)?;
     request.spec.validate()?;
+    check_secrets(&state, &request.spec)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -438,6 +441,21 @@ pub async fn rollback_service(
         back.unwrap_or_default()
     );
     Ok(Json(service))
+}
+
+/// Every secret `spec` names exists: work never starts without one it needs.
+fn check_secrets(
+    state: &MasterState,
+    spec: &cloudos_cluster::workload::WorkloadSpec,
+) -> Result<(), ApiError> {
+    for name in &spec.secrets {
+        if state.store.get_secret(name)?.is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "no secret {name}; `cloudos secret create {name} -f FILE` makes it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub async fn get_service(

@@ -291,6 +291,29 @@ impl Book {
         effects
     }
 
+    /// What uses what `uses` picks in a spec: tasks and replicas that have not ended, by
+    /// id, and services (`service NAME`), whose next replica would.
+    pub(super) fn spec_users(&self, uses: impl Fn(&WorkloadSpec) -> bool) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_final() && uses(&t.spec))
+            .map(|t| t.id.clone())
+            .collect();
+        users.extend(
+            self.services
+                .values()
+                .filter(|s| uses(&s.spec))
+                .map(|s| format!("service {}", s.name)),
+        );
+        users
+    }
+
+    /// What uses secret `name` (see [`Book::spec_users`]).
+    pub fn secret_users(&self, name: &str) -> Vec<String> {
+        self.spec_users(|spec| spec.secrets.iter().any(|s| s == name))
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -723,6 +746,7 @@ impl Book {
                 run,
                 spec: task.spec.clone(),
                 restart: task.service.is_some(),
+                secrets: Vec::new(),
             };
             effects
                 .messages
@@ -887,6 +911,7 @@ impl Book {
                         run: run.clone(),
                         spec: t.spec.clone(),
                         restart: t.service.is_some(),
+                        secrets: Vec::new(),
                     })),
                 ));
             }

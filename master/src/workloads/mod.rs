@@ -305,7 +305,7 @@ where
         state.workloads.forget_files(id);
     }
     // After the table: a replica that is stopped has left every node's rotation first.
-    send_all(&state.roster, effects.messages);
+    send_all(&state.roster, with_secrets(state, effects.messages));
     Ok(value)
 }
 
@@ -374,6 +374,38 @@ fn route_services(state: &MasterState, table: ServiceTable) {
             .send(&node, MasterMessage::Services(table.clone()));
     }
     *routed = table;
+}
+
+/// Assignments with the values of the secrets their spec names, opened now: the book and
+/// the store never hold them in the clear. A secret that cannot be read is left out (its
+/// name only is logged), and the node fails the run saying which.
+fn with_secrets(
+    state: &MasterState,
+    mut messages: Vec<(String, MasterMessage)>,
+) -> Vec<(String, MasterMessage)> {
+    for (node, message) in &mut messages {
+        let MasterMessage::Assign(a) = message else {
+            continue;
+        };
+        for name in &a.spec.secrets {
+            let opened = state
+                .store
+                .get_secret(name)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.ok_or_else(|| "it no longer exists".to_owned()))
+                .and_then(|r| state.sealer.open(&r).map_err(|e| e.to_string()));
+            match opened {
+                Ok(value) => a.secrets.push(cloudos_cluster::secret::RunSecret {
+                    name: name.clone(),
+                    value,
+                }),
+                Err(why) => {
+                    log::error!("run {} on {node} goes without secret {name}: {why}", a.run)
+                }
+            }
+        }
+    }
+    messages
 }
 
 fn send_all(roster: &Roster, messages: Vec<(String, MasterMessage)>) {

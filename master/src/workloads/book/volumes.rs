@@ -105,23 +105,9 @@ impl Book {
         VolumeList { volumes }
     }
 
-    /// The tasks and replicas that name volume `name` and have not ended, and the
-    /// services whose spec names it (their next replica would).
+    /// What uses volume `name` (see [`Book::spec_users`]).
     fn users(&self, name: &str) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| !t.state.is_final())
-            .filter(|t| t.spec.volume_names().contains(&name))
-            .map(|t| t.id.clone())
-            .collect();
-        users.extend(
-            self.services
-                .values()
-                .filter(|s| s.spec.volume_names().contains(&name))
-                .map(|s| format!("service {}", s.name)),
-        );
-        users
+        self.spec_users(|spec| spec.volume_names().contains(&name))
     }
 
     /// `cloudos volume rm`: forgets volume `name` and tells its node to delete its data.
