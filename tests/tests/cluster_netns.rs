@@ -1075,3 +1075,74 @@ fn a_secret_reaches_only_its_container_and_is_never_shown_or_written() {
     alice.ok(&["secret", "rm", "db-password"]);
     assert!(!alice.ok(&["secret", "list"]).contains("db-password"));
 }
+
+/// `scripts/bench-secrets.sh`: from `cloudos secret create` to a new replica that mounts it
+/// reading it, against the same replica without a secret deployed in the same run (the
+/// peer: everything but the secret's way).
+#[test]
+#[ignore = "benchmark: scripts/bench-secrets.sh"]
+fn secret_bench() {
+    let Some(lab) = Lab::new() else { return };
+    let runs = cloudos_tests::bench::runs(5);
+    let _registry = registry(&lab);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let _n3 = compute(&cluster, "node-3", &h3, &token);
+    // Until the replica has said `ready`: the time since `started`.
+    let ready = |service: &str, started: Instant| -> Duration {
+        let replica = format!("{service}-r0");
+        loop {
+            if alice.ok(&["logs", &replica]).contains("ready") {
+                return started.elapsed();
+            }
+            if started.elapsed() > scaled(Duration::from_secs(60)) {
+                lab.fail(&format!("{service} never said ready"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (mut with_secret, mut without) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let (secret, service, plain) = (format!("s{i}"), format!("sec{i}"), format!("plain{i}"));
+        let started = Instant::now();
+        alice.ok(&["secret", "create", &secret, "--from-literal", "bench-value"]);
+        let script = format!("cat /run/secrets/{secret} >/dev/null && echo ready; sleep 100000");
+        alice.ok(&[
+            "deploy", &service, "--secret", &secret, BUSYBOX, "--", "sh", "-c", &script,
+        ]);
+        with_secret.push(ready(&service, started));
+
+        let started = Instant::now();
+        alice.ok(&[
+            "deploy",
+            &plain,
+            BUSYBOX,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; sleep 100000",
+        ]);
+        without.push(ready(&plain, started));
+        alice.ok(&["delete", &service]);
+        alice.ok(&["delete", &plain]);
+    }
+    let (s, p) = (
+        cloudos_tests::bench::median(&mut with_secret),
+        cloudos_tests::bench::median(&mut without),
+    );
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    println!("BENCH-TABLE-BEGIN");
+    println!("| a new replica, {runs} runs, netns processes | median |");
+    println!("|---|---|");
+    println!(
+        "| `secret create`, then `deploy --secret`: the replica has read it | {} |",
+        ms(s)
+    );
+    println!(
+        "| `deploy` of the same replica without a secret: it has started | {} |",
+        ms(p)
+    );
+    println!("BENCH-TABLE-END");
+}
