@@ -5,6 +5,7 @@
 mod commands;
 mod config;
 mod format;
+mod stack;
 mod table;
 
 use cloudos_cluster::health::{HealthCheck, Probe};
@@ -141,6 +142,17 @@ enum Command {
     },
     /// The revisions a service keeps: when, which image, why, and whether it failed.
     History { name: String },
+    /// Make the services and tasks of a stack file be (created, updated or left as they
+    /// are); with --dry-run only say what would change.
+    Apply {
+        /// The stack file (TOML; `cloudos export` writes one).
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the services as a stack file (to FILE, or standard output).
+    Export { file: Option<PathBuf> },
     /// Change a service's number of replicas.
     Scale { name: String, replicas: u32 },
     /// Stop a service's replicas and forget it.
@@ -711,6 +723,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::services::rollback(&ctx, &name, to, wait).await
         }
         Command::History { name } => commands::services::history(&ctx, &name).await,
+        Command::Apply { file, dry_run } => commands::stack::apply(&ctx, &file, dry_run).await,
+        Command::Export { file } => commands::stack::export(&ctx, file.as_deref()).await,
         Command::Scale { name, replicas } => commands::services::scale(&ctx, &name, replicas).await,
         Command::Delete { name } => commands::services::delete(&ctx, &name).await,
         Command::Secret(SecretCommand::Create {

@@ -1146,3 +1146,69 @@ fn secret_bench() {
     );
     println!("BENCH-TABLE-END");
 }
+
+/// Issue 21: `cloudos apply -f stack.toml` makes a stack's services and tasks; applied
+/// again it changes nothing; `--dry-run` says what a change would do and does nothing;
+/// what `export` writes applies as unchanged; a stack naming a secret that does not exist
+/// changes nothing.
+#[test]
+fn a_stack_applied_twice_changes_nothing_the_second_time() {
+    let Some(lab) = Lab::new() else { return };
+    let _registry = registry(&lab);
+    let cluster = lab.cluster(&[]);
+    let alice = &cluster.alice;
+    let token = alice.token("compute", &[]);
+    let h3 = lab.host(3);
+    let _n3 = compute(&cluster, "node-3", &h3, &token);
+    let stack = |replicas: u32, secret: &str| {
+        format!(
+            "[service.web]\nimage = \"{BUSYBOX}\"\nreplicas = {replicas}\n\
+             command = [\"sleep\", \"100000\"]\nsecrets = [{secret}]\n\n\
+             [task.hello]\nimage = \"{BUSYBOX}\"\ncommand = [\"echo\", \"hello\"]\n"
+        )
+    };
+    let file = lab.path("stack.toml");
+    let path = file.to_string_lossy().into_owned();
+
+    std::fs::write(&file, stack(1, "\"nope\"")).expect("stack");
+    let missing = alice.fails(&["apply", "-f", &path]);
+    assert!(
+        missing.contains("names secret nope, which does not exist"),
+        "{missing}"
+    );
+    assert!(alice.ps()["services"].as_array().is_some_and(Vec::is_empty));
+
+    std::fs::write(&file, stack(1, "")).expect("stack");
+    let first = alice.ok(&["apply", "-f", &path]);
+    assert!(first.contains("+ service web: created"), "{first}");
+    assert!(first.contains("+ task hello: created"), "{first}");
+    let ps = alice.ps();
+    let again = alice.ok(&["apply", "-f", &path]);
+    assert!(again.contains("= service web: unchanged"), "{again}");
+    assert!(again.contains("= task hello: unchanged"), "{again}");
+    let after = alice.ps();
+    assert_eq!(
+        ps["tasks"].as_array().map(Vec::len),
+        after["tasks"].as_array().map(Vec::len)
+    );
+    assert_eq!(alice.service("web")["revision"], 1);
+
+    std::fs::write(&file, stack(2, "")).expect("stack");
+    let dry = alice.ok(&["apply", "-f", &path, "--dry-run"]);
+    assert!(dry.contains("~ service web: replicas 1 → 2"), "{dry}");
+    assert!(dry.contains("nothing was changed"), "{dry}");
+    assert_eq!(alice.service("web")["replicas"], 1);
+
+    let exported = lab.path("exported.toml");
+    let exported = exported.to_string_lossy().into_owned();
+    alice.ok(&["export", &exported]);
+    let same = alice.ok(&["apply", "-f", &exported]);
+    assert!(same.contains("= service web: unchanged"), "{same}");
+    let bad = lab.path("bad.toml");
+    std::fs::write(&bad, "[service.web]\nimage = \"x\"\nreplica = 2\n").expect("bad stack");
+    let refused = alice.fails(&["apply", "-f", &bad.to_string_lossy()]);
+    assert!(
+        refused.contains("bad.toml:3: unknown field `replica`"),
+        "{refused}"
+    );
+}

@@ -11,6 +11,7 @@ pub mod releases;
 pub mod rollout;
 pub mod secrets;
 pub mod services;
+pub mod stack;
 pub mod status;
 pub mod tokens;
 pub mod top;
