@@ -319,6 +319,24 @@ fn line_of(text: &str, kind: &str, name: &str, key: &str) -> usize {
     table_line.unwrap_or(1)
 }
 
+/// A service with `spec` and `replicas`, all running, as the master shows it.
+#[cfg(test)]
+pub(crate) fn service_info(name: &str, spec: WorkloadSpec, replicas: u32) -> ServiceInfo {
+    ServiceInfo {
+        name: name.into(),
+        spec,
+        address: None,
+        replicas,
+        running: replicas,
+        instances: Vec::new(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        revision: 1,
+        revisions: Vec::new(),
+        policy: Default::default(),
+        update: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,19 +405,7 @@ retries = 2
     fn an_exported_stack_applies_to_the_same_specs() {
         let stack = parse("stack.toml", STACK).unwrap();
         let (name, spec, replicas) = stack.services[0].clone();
-        let info = ServiceInfo {
-            name,
-            spec: spec.clone(),
-            address: None,
-            replicas,
-            running: 0,
-            instances: Vec::new(),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            revision: 1,
-            revisions: Vec::new(),
-            policy: Default::default(),
-            update: None,
-        };
+        let info = service_info(&name, spec.clone(), replicas);
         let text = export(&[info]).unwrap();
         let again = parse("export.toml", &text).unwrap();
         assert_eq!(again.services, vec![("web".to_owned(), spec, 2)], "{text}");

@@ -597,29 +597,29 @@ fn tasks_run_stream_logs_and_hand_in_output() {
 /// A service keeps its replicas running: two replicas on two nodes; when one node's agent
 /// dies, its replica starts on the other node. The dead node's agent, started again, cleans
 /// up the container it left.
-/// The registry, a master and two compute nodes, node-3 and node-4, Ready. Dropped in the
-/// order a test's locals would be: the nodes first.
-struct TwoNodes<'a> {
-    n3: Proc,
-    n4: Proc,
-    h3: NetHost,
-    h4: NetHost,
+/// The registry, a master and `count` compute nodes, node-3, node-4, …, Ready: their
+/// agents and hosts, in that order. Dropped in the order a test's locals would be: the
+/// nodes first.
+struct Nodes<'a> {
+    agents: Vec<Proc>,
+    hosts: Vec<NetHost>,
     cluster: Cluster<'a>,
     _registry: Registry,
 }
 
-fn two_nodes(lab: &Lab) -> TwoNodes<'_> {
+fn with_nodes(lab: &Lab, count: u8) -> Nodes<'_> {
     let registry = registry(lab);
     let cluster = lab.cluster(&[]);
     let token = cluster.alice.token("compute", &[]);
-    let (h3, h4) = (lab.host(3), lab.host(4));
-    let n3 = compute(&cluster, "node-3", &h3, &token);
-    let n4 = compute(&cluster, "node-4", &h4, &token);
-    TwoNodes {
-        n3,
-        n4,
-        h3,
-        h4,
+    let hosts: Vec<NetHost> = (3..3 + count).map(|i| lab.host(i)).collect();
+    let agents = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| compute(&cluster, &format!("node-{}", i + 3), host, &token))
+        .collect();
+    Nodes {
+        agents,
+        hosts,
         cluster,
         _registry: registry,
     }
@@ -629,14 +629,14 @@ fn two_nodes(lab: &Lab) -> TwoNodes<'_> {
 fn a_service_keeps_its_replicas_when_a_node_dies() {
     let Some(lab) = Lab::new() else { return };
     // Every field bound: what `..` leaves in the temporary is dropped at once.
-    let TwoNodes {
-        mut n3,
-        n4: _n4,
-        h3,
-        h4: _h4,
+    // Every field bound: what `..` leaves in the temporary is dropped at once.
+    let Nodes {
+        mut agents,
+        hosts,
         cluster,
         _registry,
-    } = two_nodes(&lab);
+    } = with_nodes(&lab, 2);
+    let h3 = &hosts[0];
     let alice = &cluster.alice;
 
     alice.ok(&[
@@ -667,7 +667,7 @@ fn a_service_keeps_its_replicas_when_a_node_dies() {
         (nodes_of(&svc) == ["node-3", "node-4"]).then_some(())
     });
 
-    n3.stop_with(libc::SIGKILL);
+    agents[0].stop_with(libc::SIGKILL);
     lab.wait_for("both replicas on node-4", Duration::from_secs(40), || {
         let svc = alice.service("web");
         (nodes_of(&svc) == ["node-4", "node-4"] && svc["running"] == 2).then_some(())
@@ -676,7 +676,7 @@ fn a_service_keeps_its_replicas_when_a_node_dies() {
     // node-3's agent comes back: the replica it left is stopped and removed.
     let _n3 = lab.agent_with(
         "node-3",
-        &h3,
+        h3,
         &lab.path("node-3"),
         None,
         Some(&cluster.master.addr),
@@ -819,14 +819,12 @@ fn failover_bench() {
 #[test]
 fn a_volume_keeps_its_data_and_its_work_on_its_node() {
     let Some(lab) = Lab::new() else { return };
-    let TwoNodes {
-        mut n3,
-        mut n4,
-        h3,
-        h4,
+    let Nodes {
+        mut agents,
+        hosts,
         cluster,
         _registry,
-    } = two_nodes(&lab);
+    } = with_nodes(&lab, 2);
     let alice = &cluster.alice;
     let run = |script: &str| {
         let id = alice.run_task(&["-v", "db:/data", BUSYBOX, "--", "sh", "-c", script]);
@@ -877,11 +875,8 @@ fn a_volume_keeps_its_data_and_its_work_on_its_node() {
     assert!(log.starts_with("first\nstart\nstart\n"), "{log}");
 
     // The node's agent stops: work on the volume waits for it, and says so.
-    let (agent, host) = if home == "node-3" {
-        (&mut n3, &h3)
-    } else {
-        (&mut n4, &h4)
-    };
+    let i = usize::from(home != "node-3");
+    let (agent, host) = (&mut agents[i], &hosts[i]);
     agent.stop_with(libc::SIGKILL);
     alice.wait_node(&home, NodeState::NotReady, Duration::from_secs(30));
     let waiting = alice.run_task(&["-v", "db:/data:ro", BUSYBOX, "--", "cat", "/data/log"]);
@@ -977,12 +972,8 @@ fn files_holding(dir: &Path, needle: &[u8], skip: &[&str]) -> Vec<String> {
 fn a_secret_reaches_only_its_container_and_is_never_shown_or_written() {
     use sha2::Digest as _;
     let Some(lab) = Lab::new() else { return };
-    let _registry = registry(&lab);
-    let cluster = lab.cluster(&[]);
-    let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let h3 = lab.host(3);
-    let _n3 = compute(&cluster, "node-3", &h3, &token);
+    let nodes = with_nodes(&lab, 1);
+    let (cluster, alice) = (&nodes.cluster, &nodes.cluster.alice);
     const VALUE: &str = "s3cr3t-of-the-lab-7d41e9";
     let file = lab.path("db-password");
     std::fs::write(&file, VALUE).expect("the secret's file");
@@ -1084,12 +1075,8 @@ fn a_secret_reaches_only_its_container_and_is_never_shown_or_written() {
 fn secret_bench() {
     let Some(lab) = Lab::new() else { return };
     let runs = cloudos_tests::bench::runs(5);
-    let _registry = registry(&lab);
-    let cluster = lab.cluster(&[]);
-    let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let h3 = lab.host(3);
-    let _n3 = compute(&cluster, "node-3", &h3, &token);
+    let nodes = with_nodes(&lab, 1);
+    let alice = &nodes.cluster.alice;
     // Until the replica has said `ready`: the time since `started`.
     let ready = |service: &str, started: Instant| -> Duration {
         let replica = format!("{service}-r0");
@@ -1154,12 +1141,8 @@ fn secret_bench() {
 #[test]
 fn a_stack_applied_twice_changes_nothing_the_second_time() {
     let Some(lab) = Lab::new() else { return };
-    let _registry = registry(&lab);
-    let cluster = lab.cluster(&[]);
-    let alice = &cluster.alice;
-    let token = alice.token("compute", &[]);
-    let h3 = lab.host(3);
-    let _n3 = compute(&cluster, "node-3", &h3, &token);
+    let nodes = with_nodes(&lab, 1);
+    let alice = &nodes.cluster.alice;
     let stack = |replicas: u32, secret: &str| {
         format!(
             "[service.web]\nimage = \"{BUSYBOX}\"\nreplicas = {replicas}\n\

@@ -209,22 +209,6 @@ fn task_request_id(name: &str, spec: &WorkloadSpec, retries: u32, timeout: Optio
 mod tests {
     use super::*;
 
-    fn service(name: &str, spec: WorkloadSpec, replicas: u32) -> ServiceInfo {
-        ServiceInfo {
-            name: name.into(),
-            spec,
-            address: None,
-            replicas,
-            running: replicas,
-            instances: Vec::new(),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            revision: 1,
-            revisions: Vec::new(),
-            policy: Default::default(),
-            update: None,
-        }
-    }
-
     #[test]
     fn the_plan_says_what_is_made_changed_and_left() {
         let text = r#"
@@ -259,7 +243,10 @@ image = "reg/tools:1"
         made.request_id = Some(task_request_id(&task, &spec, retries, timeout));
         let current = WorkloadList {
             tasks: vec![made],
-            services: vec![service("web", web_now, 2), service("db", db_now, 1)],
+            services: vec![
+                stack::service_info("web", web_now, 2),
+                stack::service_info("db", db_now, 1),
+            ],
             retention: None,
         };
         let lines: Vec<String> = plan(&stack, &current)
