@@ -308,6 +308,9 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     assert_eq!(task["state"], "succeeded", "{task}");
     assert_eq!(task["node"], home.as_str(), "{task}");
     assert_eq!(admin.ok(&["logs", &read]), "kept\n");
+    // The other node may have missed heartbeats while this one booted under TCG: the
+    // services below are spread over both only if both are Ready when they are placed.
+    both_ready(admin);
 
     // A service of two replicas, one per node; one node powered off; two again. And a
     // published service on the bridge network: port 8080 of each node answers from the
