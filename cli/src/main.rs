@@ -150,6 +150,9 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         dry_run: bool,
+        /// Also delete the services the file does not name.
+        #[arg(long)]
+        prune: bool,
     },
     /// Write the services as a stack file (to FILE, or standard output).
     Export { file: Option<PathBuf> },
@@ -723,7 +726,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::services::rollback(&ctx, &name, to, wait).await
         }
         Command::History { name } => commands::services::history(&ctx, &name).await,
-        Command::Apply { file, dry_run } => commands::stack::apply(&ctx, &file, dry_run).await,
+        Command::Apply {
+            file,
+            dry_run,
+            prune,
+        } => commands::stack::apply(&ctx, &file, dry_run, prune).await,
         Command::Export { file } => commands::stack::export(&ctx, file.as_deref()).await,
         Command::Scale { name, replicas } => commands::services::scale(&ctx, &name, replicas).await,
         Command::Delete { name } => commands::services::delete(&ctx, &name).await,

@@ -1187,6 +1187,24 @@ fn a_stack_applied_twice_changes_nothing_the_second_time() {
     alice.ok(&["export", &exported]);
     let same = alice.ok(&["apply", "-f", &exported]);
     assert!(same.contains("= service web: unchanged"), "{same}");
+
+    // A service the file does not name stays, unless --prune.
+    alice.ok(&["deploy", "other", BUSYBOX, "--", "sleep", "100000"]);
+    let kept = alice.ok(&["apply", "-f", &exported]);
+    assert!(!kept.contains("other"), "{kept}");
+    let dry = alice.ok(&["apply", "-f", &exported, "--prune", "--dry-run"]);
+    assert!(dry.contains("- service other: deleted"), "{dry}");
+    assert!(alice.ps()["services"].to_string().contains("\"other\""));
+    alice.ok(&["apply", "-f", &exported, "--prune"]);
+    let names: Vec<String> = alice.ps()["services"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, ["web"]);
     let bad = lab.path("bad.toml");
     std::fs::write(&bad, "[service.web]\nimage = \"x\"\nreplica = 2\n").expect("bad stack");
     let refused = alice.fails(&["apply", "-f", &bad.to_string_lossy()]);

@@ -19,12 +19,14 @@ enum Change {
     /// The fields that differ, in words.
     Update(Vec<String>),
     Unchanged,
+    /// A service the file does not name (`--prune`).
+    Delete,
 }
 
 /// `cloudos apply`: says what changes, then (unless `dry_run`) makes it so. Services not
-/// in the file are left alone; a task runs once for its name and spec (while the master
-/// keeps it: applying again finds it).
-pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> anyhow::Result<()> {
+/// in the file are left alone, or deleted with `prune`; a task runs once for its name and
+/// spec (while the master keeps it: applying again finds it).
+pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool, prune: bool) -> anyhow::Result<()> {
     let text = read(file)?;
     let stack = stack::parse(&file.display().to_string(), &text)?;
     let client = ctx.client().await?;
@@ -48,7 +50,7 @@ pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> anyhow::Result<()> 
         }
     }
     let current = client.workloads().await?;
-    let plan = plan(&stack, &current);
+    let plan = plan(&stack, &current, prune);
     for (what, change) in &plan {
         println!("{}", say(what, change));
     }
@@ -74,6 +76,14 @@ pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool) -> anyhow::Result<()> 
             .deploy_service(service, &request)
             .await
             .with_context(|| format!("service {service}"))?;
+    }
+    for (what, change) in &plan {
+        if let (Change::Delete, Some(service)) = (change, what.strip_prefix("service ")) {
+            client
+                .delete_service(service)
+                .await
+                .with_context(|| format!("service {service}"))?;
+        }
     }
     for (task, spec, retries, timeout) in &stack.tasks {
         let request = TaskCreateRequest {
@@ -110,8 +120,9 @@ fn read(file: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
-/// The change each entry of `stack` makes to `current`: services, then tasks, by name.
-fn plan(stack: &Stack, current: &WorkloadList) -> Vec<(String, Change)> {
+/// The change each entry of `stack` makes to `current`: services, then tasks, by name,
+/// then (with `prune`) the services the file does not name.
+fn plan(stack: &Stack, current: &WorkloadList, prune: bool) -> Vec<(String, Change)> {
     let mut plan = Vec::new();
     for (name, spec, replicas) in &stack.services {
         let change = match current.services.iter().find(|s| s.name == *name) {
@@ -135,6 +146,13 @@ fn plan(stack: &Stack, current: &WorkloadList) -> Vec<(String, Change)> {
             Change::Create
         };
         plan.push((format!("task {name}"), change));
+    }
+    if prune {
+        for s in &current.services {
+            if !stack.services.iter().any(|(name, _, _)| *name == s.name) {
+                plan.push((format!("service {}", s.name), Change::Delete));
+            }
+        }
     }
     plan
 }
@@ -180,6 +198,7 @@ fn say(what: &str, change: &Change) -> String {
         Change::Create => format!("+ {what}: created"),
         Change::Update(d) => format!("~ {what}: {}", d.join("; ")),
         Change::Unchanged => format!("= {what}: unchanged"),
+        Change::Delete => format!("- {what}: deleted (not in the file)"),
     }
 }
 
@@ -249,7 +268,7 @@ image = "reg/tools:1"
             ],
             retention: None,
         };
-        let lines: Vec<String> = plan(&stack, &current)
+        let lines: Vec<String> = plan(&stack, &current, false)
             .iter()
             .map(|(w, c)| say(w, c))
             .collect();
@@ -262,6 +281,18 @@ image = "reg/tools:1"
                 "= task once: unchanged",
             ]
         );
+        // With --prune, a service the file does not name goes.
+        let mut more = current.clone();
+        let old = stack::service_info("old", WorkloadSpec::new("reg/old:1"), 1);
+        more.services.push(old);
+        let pruned = plan(&stack, &more, true);
+        assert_eq!(
+            pruned.last().map(|(w, c)| say(w, c)).as_deref(),
+            Some("- service old: deleted (not in the file)")
+        );
+        assert!(!plan(&stack, &more, false)
+            .iter()
+            .any(|(_, c)| *c == Change::Delete));
     }
 
     #[test]
