@@ -19,6 +19,15 @@ pub fn duration_secs(secs: u64) -> String {
 }
 
 /// `37%` of a 0.0–1.0 fraction.
+/// What uses a volume or a secret, in a table's cell: `-` for nothing.
+pub fn users(users: &[String]) -> String {
+    if users.is_empty() {
+        "-".to_owned()
+    } else {
+        users.join(", ")
+    }
+}
+
 pub fn percent(fraction: f64) -> String {
     format!("{:.0}%", (fraction * 100.0).clamp(0.0, 100.0))
 }

@@ -628,15 +628,8 @@ fn with_nodes(lab: &Lab, count: u8) -> Nodes<'_> {
 #[test]
 fn a_service_keeps_its_replicas_when_a_node_dies() {
     let Some(lab) = Lab::new() else { return };
-    // Every field bound: what `..` leaves in the temporary is dropped at once.
-    // Every field bound: what `..` leaves in the temporary is dropped at once.
-    let Nodes {
-        mut agents,
-        hosts,
-        cluster,
-        _registry,
-    } = with_nodes(&lab, 2);
-    let h3 = &hosts[0];
+    let mut nodes = with_nodes(&lab, 2);
+    let (cluster, h3) = (&nodes.cluster, &nodes.hosts[0]);
     let alice = &cluster.alice;
 
     alice.ok(&[
@@ -667,7 +660,7 @@ fn a_service_keeps_its_replicas_when_a_node_dies() {
         (nodes_of(&svc) == ["node-3", "node-4"]).then_some(())
     });
 
-    agents[0].stop_with(libc::SIGKILL);
+    nodes.agents[0].stop_with(libc::SIGKILL);
     lab.wait_for("both replicas on node-4", Duration::from_secs(40), || {
         let svc = alice.service("web");
         (nodes_of(&svc) == ["node-4", "node-4"] && svc["running"] == 2).then_some(())
@@ -819,13 +812,8 @@ fn failover_bench() {
 #[test]
 fn a_volume_keeps_its_data_and_its_work_on_its_node() {
     let Some(lab) = Lab::new() else { return };
-    let Nodes {
-        mut agents,
-        hosts,
-        cluster,
-        _registry,
-    } = with_nodes(&lab, 2);
-    let alice = &cluster.alice;
+    let mut nodes = with_nodes(&lab, 2);
+    let (cluster, alice) = (&nodes.cluster, &nodes.cluster.alice);
     let run = |script: &str| {
         let id = alice.run_task(&["-v", "db:/data", BUSYBOX, "--", "sh", "-c", script]);
         let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
@@ -876,7 +864,7 @@ fn a_volume_keeps_its_data_and_its_work_on_its_node() {
 
     // The node's agent stops: work on the volume waits for it, and says so.
     let i = usize::from(home != "node-3");
-    let (agent, host) = (&mut agents[i], &hosts[i]);
+    let (agent, host) = (&mut nodes.agents[i], &nodes.hosts[i]);
     agent.stop_with(libc::SIGKILL);
     alice.wait_node(&home, NodeState::NotReady, Duration::from_secs(30));
     let waiting = alice.run_task(&["-v", "db:/data:ro", BUSYBOX, "--", "cat", "/data/log"]);

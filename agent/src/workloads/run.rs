@@ -151,6 +151,9 @@ fn run_secrets(
     a: &RunAssignment,
     config: &image::ImageRunConfig,
 ) -> Result<Option<cloudos_runtime::Bind>, String> {
+    if a.spec.secrets.is_empty() {
+        return Ok(None);
+    }
     if let Some(missing) = a
         .spec
         .secrets

@@ -71,16 +71,11 @@ pub async fn remove(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
 fn render(list: &SecretList, now: OffsetDateTime) -> String {
     let mut table = Table::new(&["SECRET", "BYTES", "AGE", "USED BY"]);
     for s in &list.secrets {
-        let used = if s.used_by.is_empty() {
-            "-".to_owned()
-        } else {
-            s.used_by.join(", ")
-        };
         table.row(vec![
             s.name.clone(),
             s.bytes.to_string(),
             format::age(s.created_at, now),
-            used,
+            format::users(&s.used_by),
         ]);
     }
     table.render()

@@ -22,16 +22,11 @@ pub async fn remove(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
 fn render(list: &VolumeList, now: OffsetDateTime) -> String {
     let mut table = Table::new(&["VOLUME", "NODE", "AGE", "USED BY"]);
     for v in &list.volumes {
-        let used = if v.used_by.is_empty() {
-            "-".to_owned()
-        } else {
-            v.used_by.join(", ")
-        };
         table.row(vec![
             v.name.clone(),
             v.node.clone(),
             format::age(v.created_at, now),
-            used,
+            format::users(&v.used_by),
         ]);
     }
     table.render()

@@ -52,17 +52,22 @@ pub async fn list(
     State(state): State<AppState>,
     _: AdminCaller,
 ) -> Result<Json<SecretList>, ApiError> {
-    let records = state.store.list_secrets()?;
-    let book = state.workloads.book();
-    let secrets = records
-        .into_iter()
-        .map(|r| SecretInfo {
-            used_by: book.secret_users(&r.name),
-            name: r.name,
-            created_at: r.created_at,
-            bytes: r.bytes,
+    let secrets = state
+        .blocking(|s| {
+            let records = s.store.list_secrets()?;
+            let book = s.workloads.book();
+            let secrets = records
+                .into_iter()
+                .map(|r| SecretInfo {
+                    used_by: book.secret_users(&r.name),
+                    name: r.name,
+                    created_at: r.created_at,
+                    bytes: r.bytes,
+                })
+                .collect();
+            Ok::<_, ApiError>(secrets)
         })
-        .collect();
+        .await?;
     Ok(Json(SecretList { secrets }))
 }
 

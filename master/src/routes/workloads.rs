@@ -91,7 +91,7 @@ pub async fn create_task(
     ApiJson(mut request): ApiJson<TaskCreateRequest>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
-    check_secrets(&state, &request.spec)?;
+    secrets_exist(&state, &request.spec).await?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -346,7 +346,7 @@ pub async fn create_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&request.name)?;
     request.spec.validate()?;
-    check_secrets(&state, &request.spec)?;
+    secrets_exist(&state, &request.spec).await?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -383,7 +383,7 @@ pub async fn deploy_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&name)?;
     request.spec.validate()?;
-    check_secrets(&state, &request.spec)?;
+    secrets_exist(&state, &request.spec).await?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -443,19 +443,28 @@ pub async fn rollback_service(
     Ok(Json(service))
 }
 
-/// Every secret `spec` names exists: work never starts without one it needs.
-fn check_secrets(
-    state: &MasterState,
+/// Every secret `spec` names exists: work never starts without one it needs. (The store
+/// is read off the async workers, as every store call.)
+async fn secrets_exist(
+    state: &AppState,
     spec: &cloudos_cluster::workload::WorkloadSpec,
 ) -> Result<(), ApiError> {
-    for name in &spec.secrets {
-        if state.store.get_secret(name)?.is_none() {
-            return Err(ApiError::BadRequest(format!(
-                "no secret {name}; `cloudos secret create {name} -f FILE` makes it"
-            )));
-        }
+    if spec.secrets.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let names = spec.secrets.clone();
+    state
+        .blocking(move |s| {
+            for name in &names {
+                if s.store.get_secret(name)?.is_none() {
+                    return Err(ApiError::BadRequest(format!(
+                        "no secret {name}; `cloudos secret create {name} -f FILE` makes it"
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await
 }
 
 pub async fn get_service(
