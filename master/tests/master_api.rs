@@ -427,6 +427,14 @@ async fn join_gives_certificates_and_roles_decide_access() {
         ("GET", "/v1/nodes"),
         ("GET", "/v1/tokens"),
         ("GET", "/v1/status"),
+        // Issue 21's routes: a node may neither read nor make secrets, volumes or updates.
+        ("GET", "/v1/secrets"),
+        ("POST", "/v1/secrets"),
+        ("DELETE", "/v1/secrets/db"),
+        ("GET", "/v1/volumes"),
+        ("DELETE", "/v1/volumes/db"),
+        ("PUT", "/v1/services/web"),
+        ("POST", "/v1/services/web/rollback"),
     ] {
         let reply = call(&n, m.addr, method, path, None).await;
         assert_error(&reply, 403, ErrorCode::Forbidden, "needs role admin");
