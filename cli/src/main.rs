@@ -174,6 +174,38 @@ enum Command {
     /// work using them, never shown again.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// The cluster's credentials for private registries, handed only to the nodes that
+    /// pull from them (a node's registries.toml still wins).
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Log the cluster in to REGISTRY (HOST or HOST:PORT, as image references name it),
+    /// the password or token read from standard input. Again: replaces.
+    Login {
+        registry: String,
+        /// Log in as USER with the password on standard input.
+        #[arg(
+            long,
+            short = 'u',
+            value_name = "USER",
+            conflicts_with = "token_stdin",
+            required_unless_present = "token_stdin"
+        )]
+        username: Option<String>,
+        /// The password comes on standard input (the only way: never an argument).
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        /// A bearer token comes on standard input instead of a user and password.
+        #[arg(long)]
+        token_stdin: bool,
+    },
+    /// The registries the cluster is logged in to, and as whom; never a password.
+    List,
+    /// Forget the cluster's credentials for REGISTRY.
+    Logout { registry: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,7 +266,8 @@ struct SpecArgs {
     /// Most processes the container may have (default 4096).
     #[arg(long)]
     pids: Option<u64>,
-    /// KEY=VALUE in the container's environment; repeat for more.
+    /// KEY=VALUE in the container's environment; repeat for more. KEY=secret:NAME takes
+    /// the value of secret NAME (which the spec names, never shows).
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     env: Vec<(String, String)>,
     /// Only nodes with this label (key=value); repeat for more.
@@ -313,14 +346,15 @@ impl SpecArgs {
 
     fn into_spec(self) -> WorkloadSpec {
         let defaults = ResourceRequest::default();
-        WorkloadSpec {
+        let mut spec = WorkloadSpec {
             health: self.health(),
             volumes: self.volume,
             secrets: self.secret,
             image: self.image,
             command: self.command,
             entrypoint: self.entrypoint.map(|e| vec![e]),
-            env: self.env.into_iter().collect(),
+            env: Default::default(),
+            secret_env: Default::default(),
             workdir: self.workdir,
             user: self.user,
             resources: ResourceRequest {
@@ -334,7 +368,10 @@ impl SpecArgs {
             readonly_root: self.read_only,
             // The master reads them from the registry.
             platforms: Vec::new(),
-        }
+        };
+        // `KEY=secret:NAME` takes the secret's value (the spec holds only its name).
+        spec.set_env(self.env);
+        spec
     }
 }
 
@@ -748,6 +785,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Secret(SecretCommand::List) => commands::secrets::list(&ctx).await,
         Command::Secret(SecretCommand::Rm { name }) => commands::secrets::remove(&ctx, &name).await,
+        Command::Registry(RegistryCommand::Login {
+            registry,
+            username,
+            password_stdin,
+            token_stdin: _,
+        }) => {
+            if username.is_some() && !password_stdin {
+                anyhow::bail!(
+                    "give the password on standard input with --password-stdin (never as an argument)"
+                );
+            }
+            commands::registries::login(&ctx, &registry, username).await
+        }
+        Command::Registry(RegistryCommand::List) => commands::registries::list(&ctx).await,
+        Command::Registry(RegistryCommand::Logout { registry }) => {
+            commands::registries::logout(&ctx, &registry).await
+        }
         Command::Volume(VolumeCommand::List) => commands::volumes::list(&ctx).await,
         Command::Volume(VolumeCommand::Rm { name }) => commands::volumes::remove(&ctx, &name).await,
         Command::Backup(BackupCommand::Create {

@@ -183,10 +183,9 @@ impl Entry {
             Some(n) => n.parse().map_err(|e: String| ("network", e))?,
             None => NetworkMode::Bridge,
         };
-        let spec = WorkloadSpec {
+        let mut spec = WorkloadSpec {
             command: self.command.clone(),
             entrypoint: self.entrypoint.clone().map(|e| vec![e]),
-            env: self.env.clone(),
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             resources: ResourceRequest {
@@ -219,6 +218,8 @@ impl Entry {
             health: self.health().map_err(|why| ("health_http", why))?,
             ..WorkloadSpec::new(self.image.clone())
         };
+        // `KEY = "secret:NAME"` takes the secret's value, as `--env` does.
+        spec.set_env(self.env.clone());
         spec.validate().map_err(|e| ("image", e.to_string()))?;
         Ok(spec)
     }
@@ -252,7 +253,7 @@ impl Entry {
             image: spec.image.clone(),
             command: spec.command.clone(),
             entrypoint: spec.entrypoint.as_ref().and_then(|e| e.first().cloned()),
-            env: spec.env.clone(),
+            env: spec.env_pairs(),
             cpu: (r.cpu_millicores != defaults.cpu_millicores)
                 .then(|| format!("{}m", r.cpu_millicores)),
             memory: (r.memory_bytes != defaults.memory_bytes).then(|| r.memory_bytes.to_string()),

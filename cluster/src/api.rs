@@ -77,6 +77,10 @@ pub mod paths {
     /// → [`crate::secret::SecretInfo`]; `DELETE /v1/secrets/<name>`; admin certificate. No
     /// answer ever holds a value.
     pub const SECRETS: &str = "/v1/secrets";
+    /// `GET` → [`crate::registry::RegistryList`], `POST` [`crate::registry::RegistryLogin`]
+    /// → [`crate::registry::RegistryInfo`]; `DELETE /v1/registries/<registry>`; admin
+    /// certificate. No answer ever holds a password or token.
+    pub const REGISTRIES: &str = "/v1/registries";
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.
     pub const RUNS: &str = "/v1/runs";

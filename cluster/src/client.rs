@@ -724,6 +724,30 @@ impl ApiClient {
         self.call_no_answer(Method::DELETE, &path).await
     }
 
+    /// `POST /v1/registries`: the cluster logs in to a registry (again: replaces).
+    pub async fn registry_login(
+        &self,
+        login: &crate::registry::RegistryLogin,
+    ) -> Result<crate::registry::RegistryInfo, ClientError> {
+        let body = self.json(login)?;
+        self.call(Method::POST, paths::REGISTRIES, Some(body)).await
+    }
+
+    /// `GET /v1/registries`: registries and user names, never a password.
+    pub async fn registries(&self) -> Result<crate::registry::RegistryList, ClientError> {
+        self.call(Method::GET, paths::REGISTRIES, None).await
+    }
+
+    /// `DELETE /v1/registries/<registry>`.
+    pub async fn registry_logout(&self, registry: &str) -> Result<(), ClientError> {
+        // A registry has a `:` before its port, which a path segment may hold.
+        crate::registry::validate_registry(registry).map_err(|_| ClientError::PathSegment {
+            value: registry.to_owned(),
+        })?;
+        let path = format!("{}/{registry}", paths::REGISTRIES);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
     /// `GET /v1/volumes`.
     pub async fn volumes(&self) -> Result<crate::volume::VolumeList, ClientError> {
         self.call(Method::GET, paths::VOLUMES, None).await

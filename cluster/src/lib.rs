@@ -33,6 +33,7 @@ pub mod mesh;
 pub mod nodeops;
 pub mod pki;
 pub mod publish;
+pub mod registry;
 pub mod revision;
 pub mod rollout;
 pub mod routing;

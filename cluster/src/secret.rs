@@ -48,6 +48,53 @@ pub fn validate_refs(names: &[String]) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// How an environment value names a secret: `--env KEY=secret:NAME`.
+pub const ENV_PREFIX: &str = "secret:";
+/// Largest secret an environment variable takes (the rest of the limit is for files).
+pub const MAX_ENV_SECRET_BYTES: usize = 4096;
+
+/// The secret an environment value refers to, if it is a reference.
+pub fn env_reference(value: &str) -> Option<&str> {
+    value.strip_prefix(ENV_PREFIX)
+}
+
+/// Checks the environment's secret references: valid keys and names, and no variable
+/// also given a plain value.
+pub fn validate_env_refs(
+    refs: &std::collections::BTreeMap<String, String>,
+    plain: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SpecError> {
+    for (key, name) in refs {
+        if !crate::workload::is_env_key(key) {
+            return Err(SpecError::Env(key.clone()));
+        }
+        if plain.contains_key(key) {
+            return Err(SpecError::Secret(format!(
+                "{key} is given both a value and secret {name}"
+            )));
+        }
+        validate_secret_name(name)?;
+    }
+    Ok(())
+}
+
+/// A secret's value as an environment variable's: text without NUL, at most
+/// [`MAX_ENV_SECRET_BYTES`]. The error never holds the value.
+pub fn env_value(name: &str, bytes: &[u8]) -> Result<String, String> {
+    if bytes.len() > MAX_ENV_SECRET_BYTES {
+        return Err(format!(
+            "secret {name} is {} bytes: an environment variable takes at most {MAX_ENV_SECRET_BYTES}",
+            bytes.len()
+        ));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => Ok(text.to_owned()),
+        _ => Err(format!(
+            "secret {name} is not text without NUL bytes: mount it as a file (--secret {name})"
+        )),
+    }
+}
+
 /// A secret's bytes on their way: base64 in JSON, never in a `Debug` string.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretValue(#[serde(with = "b64")] pub Vec<u8>);

@@ -234,6 +234,11 @@ pub struct WorkloadSpec {
     /// The secrets it reads, by name, as files in `/run/secrets` (`crate::secret`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Environment variables whose values are secrets, by variable: the secret's name,
+    /// never its value (`--env KEY=secret:NAME`, for programs that read only their
+    /// environment). The node puts the value in the container's environment at its start.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 impl WorkloadSpec {
@@ -255,7 +260,44 @@ impl WorkloadSpec {
             health: None,
             volumes: Vec::new(),
             secrets: Vec::new(),
+            secret_env: BTreeMap::new(),
         }
+    }
+
+    /// Every secret it reads, as a file or in its environment, each once.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .secrets
+            .iter()
+            .chain(self.secret_env.values())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Sorts `KEY=VALUE` pairs into plain values and secret references (`secret:NAME`).
+    pub fn set_env(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        for (key, value) in pairs {
+            match crate::secret::env_reference(&value) {
+                Some(name) => {
+                    self.secret_env.insert(key, name.to_owned());
+                }
+                None => {
+                    self.env.insert(key, value);
+                }
+            }
+        }
+    }
+
+    /// The environment as `set_env` takes it: plain values and `secret:NAME` references.
+    pub fn env_pairs(&self) -> BTreeMap<String, String> {
+        let mut pairs = self.env.clone();
+        for (key, name) in &self.secret_env {
+            pairs.insert(key.clone(), format!("{}{name}", crate::secret::ENV_PREFIX));
+        }
+        pairs
     }
 
     /// The named volumes it mounts, each once.
@@ -322,6 +364,14 @@ impl WorkloadSpec {
         }
         crate::volume::validate_mounts(&self.volumes)?;
         crate::secret::validate_refs(&self.secrets)?;
+        crate::secret::validate_env_refs(&self.secret_env, &self.env)?;
+        if self.secret_names().len() > crate::secret::MAX_SECRETS {
+            return Err(SpecError::Secret(format!(
+                "{} secrets: a container reads at most {}",
+                self.secret_names().len(),
+                crate::secret::MAX_SECRETS
+            )));
+        }
         if let Some(check) = &self.health {
             check.validate(self.network)?;
         }
@@ -348,7 +398,9 @@ impl WorkloadSpec {
     }
 }
 
-fn is_env_key(key: &str) -> bool {
+/// Whether `key` may name an environment variable: letters, digits and `_`, not starting
+/// with a digit.
+pub fn is_env_key(key: &str) -> bool {
     !key.is_empty()
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -772,6 +824,10 @@ pub struct RunAssignment {
     /// assignment (never stored with it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::secret::RunSecret>,
+    /// The cluster's credentials for the image's registry, when it has some; filled in
+    /// like `secrets`. The node's own `registries.toml` wins over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::registry::RegistryAuth>,
 }
 
 /// What a run is doing on its node (agent → master).
@@ -838,6 +894,31 @@ pub struct LogChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_references_in_the_environment_keep_only_the_name() {
+        let mut spec = WorkloadSpec::new("busybox");
+        spec.set_env([
+            ("A".to_owned(), "1".to_owned()),
+            ("DB_PASSWORD".to_owned(), "secret:db".to_owned()),
+        ]);
+        spec.secrets = vec!["db".into(), "tls.key".into()];
+        assert_eq!(spec.env, BTreeMap::from([("A".into(), "1".into())]));
+        assert_eq!(spec.secret_env["DB_PASSWORD"], "db");
+        assert_eq!(spec.secret_names(), vec!["db", "tls.key"]);
+        assert_eq!(spec.env_pairs()["DB_PASSWORD"], "secret:db");
+        assert!(spec.validate().is_ok());
+
+        let mut both = spec.clone();
+        both.env.insert("DB_PASSWORD".into(), "plain".into());
+        assert!(both.validate().unwrap_err().to_string().contains("both"));
+        let mut bad = spec.clone();
+        bad.secret_env.insert("K".into(), "../etc".into());
+        assert!(bad.validate().is_err());
+        let mut key = spec;
+        key.secret_env.insert("1K".into(), "db".into());
+        assert!(key.validate().is_err());
+    }
 
     #[test]
     fn cpu_quantities() {

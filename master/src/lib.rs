@@ -46,6 +46,7 @@ mod mesh;
 mod metrics;
 mod nodeops;
 mod ratelimit;
+mod registries;
 pub mod releases;
 pub mod rollout;
 mod roster;

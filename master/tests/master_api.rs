@@ -427,7 +427,8 @@ async fn join_gives_certificates_and_roles_decide_access() {
         ("GET", "/v1/nodes"),
         ("GET", "/v1/tokens"),
         ("GET", "/v1/status"),
-        // Issue 21's routes: a node may neither read nor make secrets, volumes or updates.
+        // Issue 21's routes: a node may neither read nor make secrets, registry
+        // credentials, volumes or updates.
         ("GET", "/v1/secrets"),
         ("POST", "/v1/secrets"),
         ("DELETE", "/v1/secrets/db"),
@@ -435,6 +436,9 @@ async fn join_gives_certificates_and_roles_decide_access() {
         ("DELETE", "/v1/volumes/db"),
         ("PUT", "/v1/services/web"),
         ("POST", "/v1/services/web/rollback"),
+        ("GET", "/v1/registries"),
+        ("POST", "/v1/registries"),
+        ("DELETE", "/v1/registries/10.0.0.1:5000"),
     ] {
         let reply = call(&n, m.addr, method, path, None).await;
         assert_error(&reply, 403, ErrorCode::Forbidden, "needs role admin");

@@ -32,7 +32,7 @@ pub use logs::DEFAULT_LOG_LIMIT;
 pub use runtime::{ContainerStatus, RecoverReport, Runtime, ShimCommand};
 pub use shim::shim_main;
 pub use spec::{
-    validate_id, Bind, ContainerNetwork, ContainerSpec, Resources, User, DEFAULT_PATH,
+    validate_id, Bind, ContainerNetwork, ContainerSpec, EnvFile, Resources, User, DEFAULT_PATH,
     DEFAULT_PIDS_LIMIT,
 };
 pub use state::{ExitStatus, LogPaths};

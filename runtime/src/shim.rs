@@ -160,6 +160,9 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
     if let Err(e) = spec.validate() {
         return Err(StartReport::InvalidSpec { why: e.to_string() });
     }
+    let spec = spec
+        .with_env_files()
+        .map_err(|why| StartReport::InvalidSpec { why })?;
     if let Some(missing) = spec.layers.iter().find(|l| !l.is_dir()) {
         return Err(StartReport::LayerMissing {
             path: missing.clone(),

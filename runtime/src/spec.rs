@@ -44,6 +44,19 @@ pub struct ContainerSpec {
     /// Host directories bound into the container (its volumes).
     #[serde(default)]
     pub binds: Vec<Bind>,
+    /// Environment variables whose values the shim reads from files as it starts the
+    /// container: a secret's value stays on its memory file system, and this spec, which
+    /// is kept on disk, holds only where it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_files: Vec<EnvFile>,
+}
+
+/// An environment variable whose value is a file's content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFile {
+    pub name: String,
+    /// Absolute; read once, as the container starts.
+    pub path: PathBuf,
 }
 
 /// A host directory bound into the container.
@@ -191,6 +204,20 @@ impl ContainerSpec {
                 )));
             }
         }
+        for f in &self.env_files {
+            let key_ok = !f.name.is_empty()
+                && !f.name.starts_with(|c: char| c.is_ascii_digit())
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !key_ok || !f.path.is_absolute() {
+                return Err(invalid(format!(
+                    "environment file {} for {:?} needs a variable name and an absolute path",
+                    f.path.display(),
+                    f.name
+                )));
+            }
+        }
         if let Some(dir) = &self.output_dir {
             if !dir.is_absolute() {
                 return Err(invalid(format!(
@@ -231,6 +258,30 @@ impl ContainerSpec {
         } else {
             &self.cwd
         }
+    }
+
+    /// The spec with each of its `env_files` read into its environment. An error names
+    /// the variable and the file, never what the file holds.
+    pub fn with_env_files(mut self) -> Result<Self, String> {
+        for f in std::mem::take(&mut self.env_files) {
+            let bytes = std::fs::read(&f.path)
+                .map_err(|e| format!("cannot read {} for ${}: {e}", f.path.display(), f.name))?;
+            match String::from_utf8(bytes) {
+                Ok(value) if !value.contains('\0') => {
+                    self.env
+                        .retain(|e| e.split_once('=').map(|(k, _)| k) != Some(&f.name));
+                    self.env.push(format!("{}={value}", f.name));
+                }
+                _ => {
+                    return Err(format!(
+                        "{} (for ${}) is not text without NUL bytes",
+                        f.path.display(),
+                        f.name
+                    ))
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// The environment the process gets: the spec's, plus a default PATH.
@@ -275,6 +326,36 @@ mod tests {
         ] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn env_files_are_read_into_the_environment_and_an_error_never_shows_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "p4ss word").unwrap();
+        let mut s = spec();
+        s.env = vec!["TOKEN=old".into(), "A=1".into()];
+        s.env_files = vec![EnvFile {
+            name: "TOKEN".into(),
+            path: good,
+        }];
+        assert!(s.validate().is_ok());
+        let read = s.clone().with_env_files().unwrap();
+        assert_eq!(read.env, vec!["A=1".to_owned(), "TOKEN=p4ss word".into()]);
+        assert!(read.env_files.is_empty());
+
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, b"k3y\0bytes").unwrap();
+        s.env_files[0].path = binary;
+        let e = s.clone().with_env_files().unwrap_err();
+        assert!(e.contains("$TOKEN") && !e.contains("k3y"), "{e}");
+        s.env_files[0].path = "relative".into();
+        assert!(s.validate().is_err());
+        s.env_files[0] = EnvFile {
+            name: "1X".into(),
+            path: "/x".into(),
+        };
+        assert!(s.validate().is_err());
     }
 
     #[test]

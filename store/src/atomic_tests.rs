@@ -322,7 +322,7 @@ fn the_store_file_is_private_and_an_old_one_is_tightened() {
 }
 
 #[test]
-fn a_secret_is_created_once_and_never_replaced() {
+fn a_secret_is_created_once_and_never_replaced_but_a_put_replaces() {
     let s = RedbStore::in_memory().expect("store");
     let record = |sealed: &str| cloudos_cluster::secret::SecretRecord {
         name: "db".into(),
@@ -336,4 +336,8 @@ fn a_secret_is_created_once_and_never_replaced() {
     assert_eq!(s.list_secrets().expect("list").len(), 1);
     assert!(s.delete_secret("db").expect("delete"));
     assert_eq!(s.get_secret("db").expect("get"), None);
+    // A registry's credentials, logged in again, replace in one write.
+    s.put_secret(&record("first")).expect("put");
+    s.put_secret(&record("second")).expect("put again");
+    assert_eq!(s.get_secret("db").expect("get"), Some(record("second")));
 }

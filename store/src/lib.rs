@@ -384,6 +384,15 @@ pub trait Store: Send + Sync {
         Ok(created)
     }
 
+    /// Saves a sealed secret, replacing one of its name in the same write (a registry's
+    /// credentials, logged in again).
+    fn put_secret(&self, record: &SecretRecord) -> Result<(), StoreError> {
+        let value = encode(Table::Secrets, &record.name, record)?;
+        self.update_raw(Table::Secrets, &record.name, &mut |_| {
+            Ok(Write::Put(value.clone()))
+        })
+    }
+
     fn get_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         get_json(self, Table::Secrets, name)
     }

@@ -92,7 +92,11 @@ impl<'a> Admin<'a> {
 
     /// Runs `cloudos ARGS`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.succeeded(args, self.run(args))
+    }
+
+    /// The stdout of `cloudos ARGS`, which ended as `out`; a failure fails the test.
+    fn succeeded(&self, args: &[&str], out: Output) -> String {
         if !out.status.success() {
             self.fail(&format!(
                 "cloudos {} failed ({}):\n{}{}",
@@ -103,6 +107,30 @@ impl<'a> Admin<'a> {
             ));
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `cloudos ARGS` with `input` on its standard input, which must succeed; its
+    /// stdout.
+    pub fn ok_with_input(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write as _;
+        let mut child = self
+            .net
+            .command(self.cli.to_str().expect("utf-8 path"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run cloudos: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("cloudos's stdin");
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot run cloudos: {e}"));
+        self.succeeded(args, out)
     }
 
     /// Runs `cloudos ARGS`, which must fail; its stderr.

@@ -438,31 +438,84 @@ fn tasks_run_stream_logs_and_hand_in_output() {
     assert!(followed.ends_with("tick 6\n"), "{followed}");
     assert_eq!(alice.task(&id)["state"], "succeeded");
 
-    // A private registry: refused without credentials, pulled with the node's
-    // registries.toml.
+    // A private registry: refused without credentials, pulled with the cluster's (which
+    // no answer shows), and a node's own registries.toml wins over them.
     let in_net = |program: &str| lab.net.command(program);
     let private = Registry::start_with_password(&in_net, PRIVATE_REGISTRY, "ci", "s3cret pw")
         .unwrap_or_else(|e| lab.fail(&format!("private registry: {e}")));
     let image = Image::busybox("amd64", &host_busybox(), &[]).expect("image");
-    private
-        .push(&in_net, "team/app", "1", &image)
-        .unwrap_or_else(|e| lab.fail(&format!("push to the private registry: {e}")));
+    // Two tags: a node keeps what it pulled under a fixed tag, and each pull below must
+    // reach the registry.
+    for tag in ["1", "2"] {
+        private
+            .push(&in_net, "team/app", tag, &image)
+            .unwrap_or_else(|e| lab.fail(&format!("push to the private registry: {e}")));
+    }
     let app = "10.77.0.1:5001/team/app:1";
+    let app2 = "10.77.0.1:5001/team/app:2";
     let id = alice.run_task(&[app, "--", "echo", "private"]);
     let task = alice.wait_task(&id, &["failed"], Duration::from_secs(30));
     let reason = task["reason"].as_str().unwrap_or_default().to_owned();
     assert!(reason.contains("10.77.0.1:5001"), "{task}");
+    let said = alice.ok_with_input(
+        &[
+            "registry",
+            "login",
+            PRIVATE_REGISTRY,
+            "-u",
+            "ci",
+            "--password-stdin",
+        ],
+        "s3cret pw\n",
+    );
+    assert!(said.contains("logged in to 10.77.0.1:5001 as ci"), "{said}");
+    let listed = alice.ok(&["registry", "list"]);
+    assert!(
+        listed.contains("10.77.0.1:5001") && listed.contains("ci"),
+        "{listed}"
+    );
+    // A registry's credentials are no user secret: not listed, not removable as one.
+    assert!(!alice.ok(&["secret", "list"]).contains("5001"));
+    let refused = alice.fails(&["secret", "rm", "registry:10.77.0.1:5001"]);
+    assert!(refused.contains("registry:10.77.0.1:5001"), "{refused}");
+    let id = alice.run_task(&[app, "--", "echo", "private"]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(30));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    std::fs::write(
+        lab.path("node-3").join("registries.toml"),
+        "[\"10.77.0.1:5001\"]\nusername = \"ci\"\npassword = \"not it\"\n",
+    )
+    .expect("registries.toml");
+    let id = alice.run_task(&[app2, "--", "echo", "private"]);
+    let task = alice.wait_task(&id, &["failed"], Duration::from_secs(30));
+    assert!(
+        task["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credentials"),
+        "{task}"
+    );
     std::fs::write(
         lab.path("node-3").join("registries.toml"),
         "[\"10.77.0.1:5001\"]\nusername = \"ci\"\npassword = \"s3cret pw\"\n",
     )
     .expect("registries.toml");
-    let id = alice.run_task(&[app, "--", "echo", "private"]);
+    alice.ok(&["registry", "logout", PRIVATE_REGISTRY]);
+    assert!(!alice.ok(&["registry", "list"]).contains("5001"));
+    let id = alice.run_task(&[app2, "--", "echo", "private"]);
     let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(30));
     assert_eq!(task["state"], "succeeded", "{task}");
+    for shown in [
+        lab.dump(),
+        alice.ok(&["ps", "-o", "json"]),
+        alice.ok(&["registry", "list", "-o", "json"]),
+    ] {
+        assert!(!shown.contains("s3cret"), "the registry password is shown");
+    }
+    let in_store = files_holding(&lab.path("master"), b"s3cret", &[]);
     assert!(
-        !lab.dump().contains("s3cret"),
-        "the registry password is in a log"
+        in_store.is_empty(),
+        "the password is in the master's files: {in_store:?}"
     );
 
     // An image imported on the node from a layout tarball runs with no registry.
@@ -951,7 +1004,8 @@ fn files_holding(dir: &Path, needle: &[u8], skip: &[&str]) -> Vec<String> {
     found
 }
 
-/// Issue 21: a secret is readable in its container (mode 0400) and nowhere else: not in
+/// Issue 21: a secret is readable in its container (a file of mode 0400, and in its
+/// environment with `--env KEY=secret:NAME`) and nowhere else: not in
 /// the API's answers (`secret list`, `ps -o json`), not in the master's store or output,
 /// not on the node's disk (its file system is in memory: the directory under it is
 /// empty). It cannot be made twice, named by work before it exists, or removed while a
@@ -973,17 +1027,21 @@ fn a_secret_reaches_only_its_container_and_is_never_shown_or_written() {
     let unknown = alice.fails(&["run", "--secret", "nope", BUSYBOX, "--", "true"]);
     assert!(unknown.contains("no secret nope"), "{unknown}");
 
-    // The replica proves it reads the value without printing it: its digest and mode.
+    // The replica proves it reads the value without printing it: its digest and mode, as
+    // a file and in its environment.
     alice.ok(&[
         "deploy",
         "app",
         "--secret",
         "db-password",
+        "--env",
+        "DB_PASSWORD=secret:db-password",
         BUSYBOX,
         "--",
         "sh",
         "-c",
         "sha256sum /run/secrets/db-password; stat -c %a /run/secrets/db-password; \
+         printf %s \"$DB_PASSWORD\" | sha256sum; \
          touch /run/secrets/x 2>/dev/null || echo read-only; sleep 100000",
     ]);
     let replica = alice.wait("the replica running", Duration::from_secs(60), || {
@@ -1001,6 +1059,10 @@ fn a_secret_reaches_only_its_container_and_is_never_shown_or_written() {
     });
     assert!(logs.starts_with(&digest), "{logs}");
     assert!(logs.contains("\n400\n"), "{logs}");
+    assert!(logs.contains(&format!("{digest}  -")), "{logs}");
+    let spec = &alice.service("app")["spec"];
+    assert_eq!(spec["secret_env"]["DB_PASSWORD"], "db-password", "{spec}");
+    assert!(spec["env"].get("DB_PASSWORD").is_none(), "{spec}");
 
     let value = VALUE.as_bytes();
     for shown in [

@@ -1,5 +1,7 @@
-//! Registry credentials of the node, from `<data>/registries.toml`, read at each pull so
-//! that a change needs no restart. The file never leaves the node and its secrets are never
+//! Registry credentials for a pull: the node's own, from `<data>/registries.toml` (read at
+//! each pull so that a change needs no restart), or else the cluster's, which come with
+//! the assignment (`cloudos registry login`). The node's entry for a registry wins: an
+//! override for one machine. The file never leaves the node and no password is ever
 //! logged (`Credentials` prints `***`):
 //!
 //! ```toml
@@ -14,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cloudos_cluster::registry::{registry_of, RegistryAuth};
 use cloudos_oci::Credentials;
 use serde::Deserialize;
 
@@ -27,38 +30,46 @@ struct Entry {
     token: Option<String>,
 }
 
-/// The registry part of an image reference: the first path component when it looks like a
-/// host (has a `.` or `:`, or is `localhost`), else Docker Hub.
-pub fn registry_of(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => "docker.io",
+/// The credentials for `image`'s registry: the node's entry for it, else `cluster`'s,
+/// else none.
+pub fn for_image(
+    data_dir: &Path,
+    image: &str,
+    cluster: Option<&RegistryAuth>,
+) -> Result<Credentials, String> {
+    let path = data_dir.join(FILE);
+    let own = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            parse(&text, registry_of(image)).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    Ok(own
+        .or_else(|| cluster.cloned().map(from_cluster))
+        .unwrap_or(Credentials::Anonymous))
+}
+
+fn from_cluster(auth: RegistryAuth) -> Credentials {
+    match auth {
+        RegistryAuth::Basic { username, password } => Credentials::Basic { username, password },
+        RegistryAuth::Token { token } => Credentials::Bearer(token),
     }
 }
 
-/// The credentials for `image`'s registry; anonymous when the file has none for it.
-pub fn for_image(data_dir: &Path, image: &str) -> Result<Credentials, String> {
-    let path = data_dir.join(FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Credentials::Anonymous),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    parse(&text, registry_of(image)).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn parse(text: &str, registry: &str) -> Result<Credentials, String> {
+/// The file's entry for `registry`, if it has one.
+fn parse(text: &str, registry: &str) -> Result<Option<Credentials>, String> {
     let entries: BTreeMap<String, Entry> =
         toml::from_str(text).map_err(|e| e.message().to_owned())?;
     let Some(entry) = entries.get(registry) else {
-        return Ok(Credentials::Anonymous);
+        return Ok(None);
     };
     match (&entry.username, &entry.password, &entry.token) {
-        (Some(username), Some(password), None) => Ok(Credentials::Basic {
+        (Some(username), Some(password), None) => Ok(Some(Credentials::Basic {
             username: username.clone(),
             password: password.clone(),
-        }),
-        (None, None, Some(token)) => Ok(Credentials::Bearer(token.clone())),
+        })),
+        (None, None, Some(token)) => Ok(Some(Credentials::Bearer(token.clone()))),
         _ => Err(format!(
             "[\"{registry}\"] needs either username and password, or token"
         )),
@@ -70,31 +81,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registries_of_references() {
-        assert_eq!(
-            registry_of("10.88.0.1:5000/lab/busybox:1"),
-            "10.88.0.1:5000"
-        );
-        assert_eq!(registry_of("ghcr.io/org/app:2"), "ghcr.io");
-        assert_eq!(registry_of("localhost/app"), "localhost");
-        assert_eq!(registry_of("library/busybox"), "docker.io");
-        assert_eq!(registry_of("busybox"), "docker.io");
-    }
-
-    #[test]
     fn entries_parse_and_typos_are_errors() {
         let text = "[\"r:5000\"]\nusername = \"u\"\npassword = \"p\"\n[\"t.io\"]\ntoken = \"x\"\n";
         assert!(matches!(
             parse(text, "r:5000"),
-            Ok(Credentials::Basic { .. })
+            Ok(Some(Credentials::Basic { .. }))
         ));
-        assert!(matches!(parse(text, "t.io"), Ok(Credentials::Bearer(_))));
-        assert!(matches!(parse(text, "other"), Ok(Credentials::Anonymous)));
+        assert!(matches!(
+            parse(text, "t.io"),
+            Ok(Some(Credentials::Bearer(_)))
+        ));
+        assert!(matches!(parse(text, "other"), Ok(None)));
         let half = "[\"r\"]\nusername = \"u\"\n";
         assert!(parse(half, "r")
             .unwrap_err()
             .contains("either username and password"));
         let typo = "[\"r\"]\nuser = \"u\"\npassword = \"p\"\n";
         assert!(parse(typo, "r").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn the_nodes_own_entry_wins_over_the_clusters_credentials() {
+        let data = tempfile::tempdir().unwrap();
+        let cluster = RegistryAuth::Basic {
+            username: "cluster".into(),
+            password: "pw".into(),
+        };
+        let user = |c: Credentials| match c {
+            Credentials::Basic { username, .. } => username,
+            other => format!("{other:?}"),
+        };
+        let image = "r:5000/team/app:1";
+        let got = for_image(data.path(), image, Some(&cluster)).unwrap();
+        assert_eq!(user(got), "cluster");
+        let got = for_image(data.path(), image, None).unwrap();
+        assert_eq!(user(got), "Anonymous");
+        let file = "[\"r:5000\"]\nusername = \"node\"\npassword = \"p\"\n";
+        std::fs::write(data.path().join(FILE), file).unwrap();
+        let got = for_image(data.path(), image, Some(&cluster)).unwrap();
+        assert_eq!(user(got), "node");
+        // Another registry's entry leaves the cluster's credentials in place.
+        let got = for_image(data.path(), "q.io/app", Some(&cluster)).unwrap();
+        assert_eq!(user(got), "cluster");
     }
 }

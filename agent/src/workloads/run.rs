@@ -12,7 +12,7 @@ use cloudos_cluster::workload::{NetworkMode, PullProgress, RunAssignment, RunSta
 use cloudos_runtime::{ContainerSpec, ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
-use super::spec::container_spec;
+use super::spec::{container_spec, Mounts};
 use super::{credentials, health, image, logs, output, secrets, volumes, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
@@ -82,7 +82,11 @@ async fn run_inner(
                 .try_send(cloudos_cluster::api::AgentMessage::Run(report));
         }
     };
-    let pull = match credentials::for_image(&shared.config.data_dir, &a.spec.image) {
+    let pull = match credentials::for_image(
+        &shared.config.data_dir,
+        &a.spec.image,
+        a.registry_auth.as_ref(),
+    ) {
         Ok(credentials) => cloudos_oci::PullConfig {
             credentials,
             ..shared.pull.clone()
@@ -114,10 +118,14 @@ async fn run_inner(
         &a.spec.volumes,
     )
     .and_then(|mut binds| {
-        binds.extend(run_secrets(shared, a, &prepared.config)?);
-        Ok(binds)
+        let secrets = run_secrets(shared, a, &prepared.config)?;
+        binds.extend(secrets.bind);
+        Ok(Mounts {
+            binds,
+            env_files: secrets.env_files,
+        })
     });
-    let spec = binds.and_then(|binds| {
+    let spec = binds.and_then(|mounts| {
         container_spec(
             &a.run,
             &a.spec,
@@ -127,7 +135,7 @@ async fn run_inner(
             attachment
                 .as_ref()
                 .map(|at| (at.netns.as_path(), at.resolv_conf.as_deref())),
-            binds,
+            mounts,
         )
     });
     let end = match spec {
@@ -144,28 +152,22 @@ async fn run_inner(
     end
 }
 
-/// The bind of the run's secrets, on a memory file system of its own, owned by the
-/// container's user; every secret the spec names must have come with the assignment.
+/// The run's secrets, on a memory file system of its own, owned by the container's user;
+/// every secret the spec names must have come with the assignment.
 fn run_secrets(
     shared: &Shared,
     a: &RunAssignment,
     config: &image::ImageRunConfig,
-) -> Result<Option<cloudos_runtime::Bind>, String> {
-    if a.spec.secrets.is_empty() {
-        return Ok(None);
-    }
-    if let Some(missing) = a
-        .spec
-        .secrets
-        .iter()
-        .find(|name| !a.secrets.iter().any(|s| s.name == **name))
-    {
-        return Err(format!(
-            "secret {missing} did not come with the run (removed, or unreadable on the master)"
-        ));
+) -> Result<secrets::Mounted, String> {
+    if a.spec.secret_names().is_empty() {
+        return Ok(secrets::Mounted::default());
     }
     let owner = image::user(&a.spec, config)?.unwrap_or((0, 0));
-    secrets::mount_for(&shared.config.data_dir, &a.run, &a.secrets, owner)
+    let wanted = secrets::Wanted {
+        files: &a.spec.secrets,
+        env: &a.spec.secret_env,
+    };
+    secrets::mount_for(&shared.config.data_dir, &a.run, &a.secrets, &wanted, owner)
 }
 
 /// Starts the run's container, and again after each exit of a replica, until the run is

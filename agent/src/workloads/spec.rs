@@ -14,6 +14,14 @@ use super::image::{self, ImageRunConfig};
 /// network namespace the run was given at `netns` (and its resolv.conf, naming the node's
 /// DNS). The error is the reason the run fails,
 /// in words for the person who asked for it.
+/// What the node mounts for a run besides its image: volumes and secrets.
+#[derive(Debug, Default)]
+pub(super) struct Mounts {
+    pub binds: Vec<cloudos_runtime::Bind>,
+    /// Environment variables read from the run's secret files as the container starts.
+    pub env_files: Vec<cloudos_runtime::EnvFile>,
+}
+
 pub(super) fn container_spec(
     run: &str,
     spec: &WorkloadSpec,
@@ -21,7 +29,7 @@ pub(super) fn container_spec(
     config: &ImageRunConfig,
     output_dir: &Path,
     bridge: Option<(&Path, Option<&Path>)>,
-    binds: Vec<cloudos_runtime::Bind>,
+    mounts: Mounts,
 ) -> Result<ContainerSpec, String> {
     let netns = bridge.map(|(netns, _)| netns);
     let args = image::argv(spec, config)?;
@@ -54,7 +62,8 @@ pub(super) fn container_spec(
         },
         hostname: None,
         resolv_conf: bridge.and_then(|(_, resolv)| resolv).map(Path::to_path_buf),
-        binds,
+        binds: mounts.binds,
+        env_files: mounts.env_files,
     })
 }
 
@@ -92,7 +101,7 @@ mod tests {
             image,
             Path::new(OUTPUT),
             bridge,
-            Vec::new(),
+            Mounts::default(),
         )
     }
 
@@ -101,6 +110,7 @@ mod tests {
     fn expected() -> ContainerSpec {
         let defaults = ResourceRequest::default();
         ContainerSpec {
+            env_files: Vec::new(),
             binds: Vec::new(),
             id: RUN.into(),
             layers: layers(),

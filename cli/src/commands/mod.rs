@@ -7,6 +7,7 @@ pub mod discover;
 pub mod login;
 pub mod nodeops;
 pub mod nodes;
+pub mod registries;
 pub mod releases;
 pub mod rollout;
 pub mod secrets;

@@ -39,9 +39,9 @@ pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool, prune: bool) -> anyhow
         .chain(stack.tasks.iter().map(|(n, s, _, _)| ("task", n, s)));
     for (kind, name, spec) in named {
         if let Some(missing) = spec
-            .secrets
-            .iter()
-            .find(|s| !secrets.secrets.iter().any(|k| k.name == **s))
+            .secret_names()
+            .into_iter()
+            .find(|s| !secrets.secrets.iter().any(|k| k.name == *s))
         {
             bail!(
                 "{}: {kind}.{name} names secret {missing}, which does not exist; `cloudos secret create {missing} -f FILE` first",

@@ -17,6 +17,7 @@ mod install;
 mod join;
 mod nodeops;
 mod openapi;
+mod registries;
 mod releases;
 mod rollout;
 mod secrets;
@@ -60,6 +61,7 @@ const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
 const VOLUME: &str = "/v1/volumes/{name}";
 /// `DELETE` removes a secret.
 const SECRET: &str = "/v1/secrets/{name}";
+const REGISTRY: &str = "/v1/registries/{registry}";
 const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
 /// The cloud installer and what it downloads, outside the versioned API so the documented
 /// curl line stays short.
@@ -273,6 +275,24 @@ fn routes() -> Routes {
     .add("get", paths::SECRETS, Access::Admin, get(secrets::list))
     .add("post", paths::SECRETS, Access::Admin, post(secrets::create))
     .add("delete", SECRET, Access::Admin, delete(secrets::remove))
+    .add(
+        "get",
+        paths::REGISTRIES,
+        Access::Admin,
+        get(registries::list),
+    )
+    .add(
+        "post",
+        paths::REGISTRIES,
+        Access::Admin,
+        post(registries::login),
+    )
+    .add(
+        "delete",
+        REGISTRY,
+        Access::Admin,
+        delete(registries::logout),
+    )
     .add(
         "get",
         paths::OPENAPI,

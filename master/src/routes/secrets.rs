@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use cloudos_cluster::secret::{SecretCreateRequest, SecretInfo, SecretList};
+use cloudos_cluster::secret::{validate_secret_name, SecretCreateRequest, SecretInfo, SecretList};
 use time::OffsetDateTime;
 
 use super::caller::AdminCaller;
@@ -54,7 +54,13 @@ pub async fn list(
 ) -> Result<Json<SecretList>, ApiError> {
     let secrets = state
         .blocking(|s| {
-            let records = s.store.list_secrets()?;
+            // A registry's credentials are sealed here too, under names no user secret
+            // takes; `cloudos registry list` shows those.
+            let records = s
+                .store
+                .list_secrets()?
+                .into_iter()
+                .filter(|r| validate_secret_name(&r.name).is_ok());
             let book = s.workloads.book();
             let secrets = records
                 .into_iter()
@@ -77,6 +83,8 @@ pub async fn remove(
     caller: AdminCaller,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // Only a secret's name: never a registry's credentials (`cloudos registry logout`).
+    validate_secret_name(&name)?;
     let users = state.workloads.book().secret_users(&name);
     if !users.is_empty() {
         return Err(ApiError::Conflict(format!(

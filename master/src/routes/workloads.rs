@@ -98,11 +98,7 @@ pub async fn create_task(
     if let Some(secs) = request.timeout_secs {
         validate_timeout(secs)?;
     }
-    request.spec.platforms = state
-        .workloads
-        .platforms
-        .architectures(&request.spec.image)
-        .await;
+    request.spec.platforms = platforms_of(&state, &request.spec.image).await;
     if request.retries > MAX_RETRIES {
         return Err(ApiError::BadRequest(format!(
             "retries must be at most {MAX_RETRIES}, not {}",
@@ -350,11 +346,7 @@ pub async fn create_service(
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
-    request.spec.platforms = state
-        .workloads
-        .platforms
-        .architectures(&request.spec.image)
-        .await;
+    request.spec.platforms = platforms_of(&state, &request.spec.image).await;
     let name = request.name.clone();
     let service = state
         .blocking(move |s| {
@@ -389,11 +381,7 @@ pub async fn deploy_service(
     }
     // Whatever the service has now, the change must make a policy that can move.
     UpdatePolicy::default().with(&request.policy).validate()?;
-    request.spec.platforms = state
-        .workloads
-        .platforms
-        .architectures(&request.spec.image)
-        .await;
+    request.spec.platforms = platforms_of(&state, &request.spec.image).await;
     let image = request.spec.image.clone();
     let (deployed, service) = state
         .blocking(move |s| {
@@ -443,16 +431,28 @@ pub async fn rollback_service(
     Ok(Json(service))
 }
 
+/// The architectures `image` is published for, read with the cluster's credentials for
+/// its registry when it has some.
+async fn platforms_of(state: &AppState, image: &str) -> Vec<String> {
+    let registry = cloudos_cluster::registry::registry_of(image).to_owned();
+    let auth = state
+        .blocking(move |s| Ok::<_, ApiError>(crate::registries::credentials_for(s, &registry)))
+        .await
+        .ok()
+        .flatten();
+    state.workloads.platforms.architectures(image, auth).await
+}
+
 /// Every secret `spec` names exists: work never starts without one it needs. (The store
 /// is read off the async workers, as every store call.)
 async fn secrets_exist(
     state: &AppState,
     spec: &cloudos_cluster::workload::WorkloadSpec,
 ) -> Result<(), ApiError> {
-    if spec.secrets.is_empty() {
+    let names: Vec<String> = spec.secret_names().into_iter().map(str::to_owned).collect();
+    if names.is_empty() {
         return Ok(());
     }
-    let names = spec.secrets.clone();
     state
         .blocking(move |s| {
             for name in &names {

@@ -311,7 +311,7 @@ impl Book {
 
     /// What uses secret `name` (see [`Book::spec_users`]).
     pub fn secret_users(&self, name: &str) -> Vec<String> {
-        self.spec_users(|spec| spec.secrets.iter().any(|s| s == name))
+        self.spec_users(|spec| spec.secret_names().contains(&name))
     }
 
     pub fn queued(&self) -> usize {
@@ -743,6 +743,7 @@ impl Book {
             task.signal = None;
             task.oom_killed = false;
             let assignment = RunAssignment {
+                registry_auth: None,
                 run,
                 spec: task.spec.clone(),
                 restart: task.service.is_some(),
@@ -908,6 +909,7 @@ impl Book {
                 effects.messages.push((
                     node.to_owned(),
                     MasterMessage::Assign(Box::new(RunAssignment {
+                        registry_auth: None,
                         run: run.clone(),
                         spec: t.spec.clone(),
                         restart: t.service.is_some(),

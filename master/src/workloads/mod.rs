@@ -376,8 +376,9 @@ fn route_services(state: &MasterState, table: ServiceTable) {
     *routed = table;
 }
 
-/// Assignments with the values of the secrets their spec names, opened now: the book and
-/// the store never hold them in the clear. A secret that cannot be read is left out (its
+/// Assignments with the values of the secrets their spec names, and the cluster's
+/// credentials for their image's registry, opened now: the book and the store never hold
+/// them in the clear. A secret that cannot be read is left out (its
 /// name only is logged), and the node fails the run saying which.
 fn with_secrets(
     state: &MasterState,
@@ -387,18 +388,25 @@ fn with_secrets(
         let MasterMessage::Assign(a) = message else {
             continue;
         };
-        for name in &a.spec.secrets {
+        let registry = cloudos_cluster::registry::registry_of(&a.spec.image);
+        a.registry_auth = crate::registries::credentials_for(state, registry);
+        let names: Vec<String> = a
+            .spec
+            .secret_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        for name in names {
             let opened = state
                 .store
-                .get_secret(name)
+                .get_secret(&name)
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.ok_or_else(|| "it no longer exists".to_owned()))
                 .and_then(|r| state.sealer.open(&r).map_err(|e| e.to_string()));
             match opened {
-                Ok(value) => a.secrets.push(cloudos_cluster::secret::RunSecret {
-                    name: name.clone(),
-                    value,
-                }),
+                Ok(value) => a
+                    .secrets
+                    .push(cloudos_cluster::secret::RunSecret { name, value }),
                 Err(why) => {
                     log::error!("run {} on {node} goes without secret {name}: {why}", a.run)
                 }

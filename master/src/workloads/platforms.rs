@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cloudos_oci::{PullConfig, Puller};
+use cloudos_cluster::registry::RegistryAuth;
+use cloudos_oci::{Credentials, PullConfig, Puller};
 
 /// How long an answer is reused: tags move, but rarely between two `cloudos run`s.
 const KEEP_FOUND: Duration = Duration::from_secs(300);
@@ -21,6 +22,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ImagePlatforms {
     puller: Option<Puller>,
+    /// Registries reached over plain HTTP, for a client with credentials.
+    plain_http_registries: Vec<String>,
     cache: Mutex<HashMap<String, Answer>>,
 }
 
@@ -42,16 +45,31 @@ impl ImagePlatforms {
         .ok();
         ImagePlatforms {
             puller,
+            plain_http_registries: insecure_registries.to_vec(),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The Linux architectures (OCI names) `image` is published for; empty when unknown.
-    pub async fn architectures(&self, image: &str) -> Vec<String> {
+    /// The Linux architectures (OCI names) `image` is published for, asked with `auth`
+    /// (the cluster's credentials for its registry) when given; empty when unknown.
+    pub async fn architectures(&self, image: &str, auth: Option<RegistryAuth>) -> Vec<String> {
         if let Some(known) = self.cached(image) {
             return known;
         }
-        let Some(puller) = &self.puller else {
+        // A client holds one set of credentials: one of its own for a registry with some.
+        let own;
+        let puller = match auth {
+            Some(auth) => {
+                own = Puller::new(PullConfig {
+                    credentials: credentials(auth),
+                    plain_http_registries: self.plain_http_registries.clone(),
+                    ..PullConfig::default()
+                });
+                own.as_ref().ok()
+            }
+            None => self.puller.as_ref(),
+        };
+        let Some(puller) = puller else {
             return Vec::new();
         };
         let (found, keep) = match tokio::time::timeout(LOOKUP_TIMEOUT, puller.platforms(image))
@@ -96,5 +114,13 @@ impl ImagePlatforms {
         let cache = self.cache.lock().ok()?;
         let answer = cache.get(image)?;
         (answer.at.elapsed() < answer.keep).then(|| answer.archs.clone())
+    }
+}
+
+/// What the registry client sends for `auth`.
+pub fn credentials(auth: RegistryAuth) -> Credentials {
+    match auth {
+        RegistryAuth::Basic { username, password } => Credentials::Basic { username, password },
+        RegistryAuth::Token { token } => Credentials::Bearer(token),
     }
 }
