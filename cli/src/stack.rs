@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use cloudos_cluster::health::{parse_http, parse_tcp, HealthCheck, Probe};
 use cloudos_cluster::volume::parse_volume;
 use cloudos_cluster::workload::{
-    parse_cpu, parse_memory, NetworkMode, ResourceRequest, ServiceInfo, WorkloadSpec,
+    parse_cpu, parse_memory, NetworkMode, ResourceRequest, ServiceInfo, TaskInfo, WorkloadSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +154,9 @@ pub fn parse(file: &str, text: &str) -> Result<Stack, StackError> {
             .push((name.clone(), spec, entry.replicas.unwrap_or(1)));
     }
     for (name, entry) in &raw.task {
+        // A task's name goes into its request id, under the rule of a service's.
+        cloudos_cluster::workload::validate_service_name(name)
+            .map_err(|e| fail("task", name, "", e.to_string().replace("service", "task")))?;
         if entry.replicas.is_some() {
             return Err(fail(
                 "task",
@@ -278,13 +281,84 @@ impl Entry {
     }
 }
 
-/// The stack file of `services` (what `cloudos export` writes).
-pub fn export(services: &[ServiceInfo]) -> Result<String, toml::ser::Error> {
+/// How a stack's tasks' request ids begin.
+const TASK_ID_PREFIX: &str = "stack-";
+
+/// A task's request id from its name and what it asks: the same entry applied again is
+/// the same request, which the master answers with the task it made. The name is in it
+/// (`stack-NAME-HASH`), so `export` can write the task back under its name.
+pub fn task_request_id(
+    name: &str,
+    spec: &WorkloadSpec,
+    retries: u32,
+    timeout: Option<u64>,
+) -> String {
+    let spec = serde_json::to_vec(spec).unwrap_or_default();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        name.as_bytes(),
+        &spec,
+        &retries.to_le_bytes(),
+        &timeout.unwrap_or(0).to_le_bytes(),
+    ] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
+    }
+    let digest = ctx.finish();
+    // 64 bits: the id names the entry too, and the whole stays within 64 characters.
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{TASK_ID_PREFIX}{name}-{hex}")
+}
+
+/// The tasks a stack made (their request id is [`task_request_id`]'s, checked), by name:
+/// the latest of each name.
+pub fn exported_tasks(tasks: &[TaskInfo]) -> BTreeMap<&str, &TaskInfo> {
+    let mut found: BTreeMap<&str, &TaskInfo> = BTreeMap::new();
+    for t in tasks {
+        let Some(id) = t.request_id.as_deref() else {
+            continue;
+        };
+        let Some((name, _)) = id
+            .strip_prefix(TASK_ID_PREFIX)
+            .and_then(|rest| rest.rsplit_once('-'))
+        else {
+            continue;
+        };
+        // The master fills in the image's platforms; the stack's spec had none.
+        let asked = WorkloadSpec {
+            platforms: Vec::new(),
+            ..t.spec.clone()
+        };
+        if task_request_id(name, &asked, t.retries, t.timeout_secs) != id {
+            continue;
+        }
+        match found.get(name) {
+            Some(kept) if kept.created_at >= t.created_at => {}
+            _ => {
+                found.insert(name, t);
+            }
+        }
+    }
+    found
+}
+
+/// The stack file of `services` and of the tasks a stack made (what `cloudos export`
+/// writes): applied to the same cluster, it changes nothing.
+pub fn export(services: &[ServiceInfo], tasks: &[TaskInfo]) -> Result<String, toml::ser::Error> {
     let mut file = StackFile::default();
     for s in services {
         let mut entry = Entry::of(&s.spec);
         entry.replicas = Some(s.replicas);
         file.service.insert(s.name.clone(), entry);
+    }
+    for (name, t) in exported_tasks(tasks) {
+        let mut entry = Entry::of(&t.spec);
+        entry.retries = (t.retries > 0).then_some(t.retries);
+        entry.timeout_secs = t.timeout_secs;
+        file.task.insert(name.to_owned(), entry);
     }
     toml::to_string(&file)
 }
@@ -407,8 +481,52 @@ retries = 2
         let stack = parse("stack.toml", STACK).unwrap();
         let (name, spec, replicas) = stack.services[0].clone();
         let info = service_info(&name, spec.clone(), replicas);
-        let text = export(&[info]).unwrap();
+        let (task, task_spec, retries, timeout) = stack.tasks[0].clone();
+        let mut made = TaskInfo::queued(
+            "t-1".into(),
+            WorkloadSpec {
+                platforms: vec!["amd64".into()],
+                ..task_spec.clone()
+            },
+            None,
+            retries,
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        made.request_id = Some(task_request_id(&task, &task_spec, retries, timeout));
+        // A task no stack made, and one whose id names a stack's but not its spec, stay out.
+        let by_hand = TaskInfo::queued(
+            "t-2".into(),
+            WorkloadSpec::new("reg/x:1"),
+            None,
+            0,
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        let mut forged = by_hand.clone();
+        forged.request_id = Some("stack-other-0123456789abcdef".into());
+        let text = export(&[info], &[made, by_hand, forged]).unwrap();
         let again = parse("export.toml", &text).unwrap();
         assert_eq!(again.services, vec![("web".to_owned(), spec, 2)], "{text}");
+        assert_eq!(
+            again.tasks,
+            vec![("migrate".to_owned(), task_spec, 2, None)],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_task_request_id_is_its_name_and_spec() {
+        let spec = WorkloadSpec::new("reg/x:1");
+        let id = task_request_id("a", &spec, 0, None);
+        assert!(id.starts_with("stack-a-"), "{id}");
+        assert_eq!(id, task_request_id("a", &spec, 0, None));
+        assert_ne!(id, task_request_id("b", &spec, 0, None));
+        assert_ne!(id, task_request_id("a", &spec, 1, None));
+        cloudos_cluster::workload::validate_request_id(&id).unwrap();
+        let longest = "a".repeat(40);
+        cloudos_cluster::workload::validate_request_id(&task_request_id(&longest, &spec, 0, None))
+            .unwrap();
+        let bad = STACK.replace("[task.migrate]", "[task.Migrate_Now]");
+        let err = parse("s.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("task.Migrate_Now"), "{err}");
     }
 }

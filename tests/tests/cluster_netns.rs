@@ -1186,7 +1186,7 @@ fn secret_bench() {
 
 /// Issue 21: `cloudos apply -f stack.toml` makes a stack's services and tasks; applied
 /// again it changes nothing; `--dry-run` says what a change would do and does nothing;
-/// what `export` writes applies as unchanged; a stack naming a secret that does not exist
+/// what `export` writes (its services and the tasks a stack made) applies as unchanged; a stack naming a secret that does not exist
 /// changes nothing.
 #[test]
 fn a_stack_applied_twice_changes_nothing_the_second_time() {
@@ -1235,8 +1235,11 @@ fn a_stack_applied_twice_changes_nothing_the_second_time() {
     let exported = lab.path("exported.toml");
     let exported = exported.to_string_lossy().into_owned();
     alice.ok(&["export", &exported]);
+    let text = std::fs::read_to_string(&exported).unwrap_or_default();
+    assert!(text.contains("[task.hello]"), "{text}");
     let same = alice.ok(&["apply", "-f", &exported]);
     assert!(same.contains("= service web: unchanged"), "{same}");
+    assert!(same.contains("= task hello: unchanged"), "{same}");
 
     // A service the file does not name stays, unless --prune.
     alice.ok(&["deploy", "other", BUSYBOX, "--", "sleep", "100000"]);

@@ -89,7 +89,7 @@ pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool, prune: bool) -> anyhow
         let request = TaskCreateRequest {
             spec: spec.clone(),
             retries: *retries,
-            request_id: Some(task_request_id(task, spec, *retries, *timeout)),
+            request_id: Some(stack::task_request_id(task, spec, *retries, *timeout)),
             timeout_secs: *timeout,
         };
         let made = client
@@ -101,15 +101,21 @@ pub async fn apply(ctx: &Ctx, file: &Path, dry_run: bool, prune: bool) -> anyhow
     Ok(())
 }
 
-/// `cloudos export`: the services as a stack file, to `file` or standard output (`-`).
+/// `cloudos export`: the services, and the tasks a stack made, as a stack file, to `file` or standard output (`-`).
 pub async fn export(ctx: &Ctx, file: Option<&Path>) -> anyhow::Result<()> {
-    let services = ctx.client().await?.workloads().await?.services;
-    let text = stack::export(&services)?;
+    let workloads = ctx.client().await?.workloads().await?;
+    let (services, tasks) = (&workloads.services, &workloads.tasks);
+    let text = stack::export(services, tasks)?;
     match file {
         Some(path) if path != Path::new("-") => {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("{} services written to {}", services.len(), path.display());
+            eprintln!(
+                "{} services and {} tasks written to {}",
+                services.len(),
+                stack::exported_tasks(tasks).len(),
+                path.display()
+            );
         }
         _ => print!("{text}"),
     }
@@ -135,7 +141,7 @@ fn plan(stack: &Stack, current: &WorkloadList, prune: bool) -> Vec<(String, Chan
         plan.push((format!("service {name}"), change));
     }
     for (name, spec, retries, timeout) in &stack.tasks {
-        let id = task_request_id(name, spec, *retries, *timeout);
+        let id = stack::task_request_id(name, spec, *retries, *timeout);
         let made = current
             .tasks
             .iter()
@@ -202,28 +208,6 @@ fn say(what: &str, change: &Change) -> String {
     }
 }
 
-/// A task's request id from its name and what it asks: the same entry applied again is
-/// the same request, which the master answers with the task it made.
-fn task_request_id(name: &str, spec: &WorkloadSpec, retries: u32, timeout: Option<u64>) -> String {
-    let spec = serde_json::to_vec(spec).unwrap_or_default();
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [
-        name.as_bytes(),
-        &spec,
-        &retries.to_le_bytes(),
-        &timeout.unwrap_or(0).to_le_bytes(),
-    ] {
-        ctx.update(&(part.len() as u64).to_le_bytes());
-        ctx.update(part);
-    }
-    let digest = ctx.finish();
-    let hex: String = digest.as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("stack-{hex}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +243,7 @@ image = "reg/tools:1"
             0,
             time::OffsetDateTime::UNIX_EPOCH,
         );
-        made.request_id = Some(task_request_id(&task, &spec, retries, timeout));
+        made.request_id = Some(stack::task_request_id(&task, &spec, retries, timeout));
         let current = WorkloadList {
             tasks: vec![made],
             services: vec![
@@ -293,15 +277,5 @@ image = "reg/tools:1"
         assert!(!plan(&stack, &more, false)
             .iter()
             .any(|(_, c)| *c == Change::Delete));
-    }
-
-    #[test]
-    fn a_task_request_id_is_its_name_and_spec() {
-        let spec = WorkloadSpec::new("reg/x:1");
-        let id = task_request_id("a", &spec, 0, None);
-        assert_eq!(id, task_request_id("a", &spec, 0, None));
-        assert_ne!(id, task_request_id("b", &spec, 0, None));
-        assert_ne!(id, task_request_id("a", &spec, 1, None));
-        cloudos_cluster::workload::validate_request_id(&id).unwrap();
     }
 }
