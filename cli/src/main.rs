@@ -82,6 +82,10 @@ enum Command {
         /// counted from its first start: the queue and the image pull do not count.
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// A file or directory copied into the container's /input (as /input/NAME) before
+        /// it starts; repeat for more (64 MiB in all).
+        #[arg(long, value_name = "PATH")]
+        input: Vec<PathBuf>,
         /// Show the pull, stream the logs, exit with the task's exit code.
         #[arg(long, short = 'f')]
         follow: bool,
@@ -347,6 +351,7 @@ impl SpecArgs {
     fn into_spec(self) -> WorkloadSpec {
         let defaults = ResourceRequest::default();
         let mut spec = WorkloadSpec {
+            input: None,
             health: self.health(),
             volumes: self.volume,
             secrets: self.secret,
@@ -732,8 +737,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             spec,
             retries,
             timeout,
+            input,
             follow,
-        } => commands::workloads::run(&ctx, spec.into_spec(), retries, timeout, follow).await,
+        } => {
+            let run = commands::workloads::Run {
+                retries,
+                timeout,
+                input,
+                follow,
+            };
+            commands::workloads::run(&ctx, spec.into_spec(), run).await
+        }
         Command::Ps { all } => commands::workloads::ps(&ctx, all).await,
         Command::Logs { id, follow } => commands::workloads::logs(&ctx, &id, follow).await,
         Command::Cancel { id } => commands::workloads::cancel(&ctx, &id).await,

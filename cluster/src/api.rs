@@ -81,6 +81,10 @@ pub mod paths {
     /// → [`crate::registry::RegistryInfo`]; `DELETE /v1/registries/<registry>`; admin
     /// certificate. No answer ever holds a password or token.
     pub const REGISTRIES: &str = "/v1/registries";
+    /// `POST` a tar archive (at most [`crate::workload::MAX_INPUT_BYTES`]) →
+    /// [`crate::workload::InputInfo`]: a task's input files (`cloudos run --input`); admin
+    /// certificate. Its node fetches it with `GET /v1/runs/<run>/input`.
+    pub const INPUTS: &str = "/v1/inputs";
     /// `POST /v1/runs/<run>/output`: a node uploads the tar of a finished run's `/output`;
     /// node certificate, and only for runs assigned to that node.
     pub const RUNS: &str = "/v1/runs";

@@ -853,6 +853,24 @@ impl ApiClient {
         Ok(())
     }
 
+    /// `POST /v1/inputs`: a task's input files, as a tar archive; the master keeps it by
+    /// digest (the same files uploaded twice are kept once).
+    pub async fn upload_input(
+        &self,
+        tar: Vec<u8>,
+    ) -> Result<crate::workload::InputInfo, ClientError> {
+        let answer = self
+            .transfer(Method::POST, paths::INPUTS, Some(RequestBody::bytes(tar)))
+            .await?;
+        serde_json::from_slice(&answer).map_err(|e| protocol(&self.addr, e))
+    }
+
+    /// `GET /v1/runs/<run>/input`: a node fetches the input archive of a run assigned to it.
+    pub async fn download_input(&self, run: &str) -> Result<Bytes, ClientError> {
+        let path = format!("{}/{}/input", paths::RUNS, path_segment(run)?);
+        self.transfer(Method::GET, &path, None).await
+    }
+
     /// A request that moves a tar archive (either way), with the transfer size and deadline.
     async fn transfer(
         &self,

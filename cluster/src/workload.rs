@@ -67,6 +67,8 @@ pub enum SpecError {
     Volume(String),
     #[error("{0}")]
     Secret(String),
+    #[error("invalid input {0:?}: expected sha256: and 64 hex digits (cloudos run --input uploads the files and names them)")]
+    Input(String),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
     #[error("published ports need the bridge network (--network bridge): with {0} the container has no address of its own to forward to")]
@@ -239,6 +241,10 @@ pub struct WorkloadSpec {
     /// environment). The node puts the value in the container's environment at its start.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// Files copied into the container's `/input` before it starts (tasks only): the
+    /// `sha256:…` digest of a tar archive uploaded to the master (`cloudos run --input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
 }
 
 impl WorkloadSpec {
@@ -261,6 +267,7 @@ impl WorkloadSpec {
             volumes: Vec::new(),
             secrets: Vec::new(),
             secret_env: BTreeMap::new(),
+            input: None,
         }
     }
 
@@ -375,6 +382,9 @@ impl WorkloadSpec {
         if let Some(check) = &self.health {
             check.validate(self.network)?;
         }
+        if let Some(digest) = &self.input {
+            validate_input_digest(digest)?;
+        }
         self.validate_publish()
     }
 
@@ -396,6 +406,33 @@ impl WorkloadSpec {
         }
         Ok(())
     }
+}
+
+/// Where a task finds its input files.
+pub const INPUT_DIR: &str = "/input";
+/// Largest input archive: it travels whole to the node.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// An input's digest: `sha256:` and 64 lower-case hex digits.
+pub fn validate_input_digest(digest: &str) -> Result<(), SpecError> {
+    let ok = digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Input(digest.chars().take(80).collect()))
+    }
+}
+
+/// `POST /v1/inputs`: the archive the master keeps, by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputInfo {
+    pub digest: String,
+    pub bytes: u64,
 }
 
 /// Whether `key` may name an environment variable: letters, digits and `_`, not starting

@@ -426,6 +426,62 @@ async fn uploads_to_someone_elses_run_or_over_the_cap_are_refused_unread() {
     assert_eq!(stored_outputs(&c.dir).len(), 1);
 }
 
+/// A task's input files go only to the node its run is assigned to: another node's
+/// certificate, and an admin's, are refused them; a task naming an input the master does
+/// not have, and a service with one, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tasks_input_goes_only_to_the_node_running_it() {
+    let c = cluster("input").await;
+    let (_, n1) = node(&c, "n1").await;
+    let (_, n2) = node(&c, "n2").await;
+    let mut ws = agent_connection(&n1, c.master.addr).await;
+    let archive = b"the bytes of an input archive".to_vec();
+    let info = c.admin.upload_input(archive.clone()).await.expect("upload");
+    assert!(info.digest.starts_with("sha256:"), "{info:?}");
+    let spec = |input: &str| -> WorkloadSpec {
+        serde_json::from_value(serde_json::json!({"image": "127.0.0.1:1/none:1", "input": input}))
+            .expect("spec")
+    };
+    let task = |spec: WorkloadSpec| TaskCreateRequest {
+        timeout_secs: None,
+        request_id: None,
+        spec,
+        retries: 0,
+    };
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let refused = c
+        .admin
+        .create_task(&task(spec(&unknown)))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no input"), "{refused}");
+    let service = cloudos_cluster::workload::ServiceCreateRequest {
+        name: "svc".into(),
+        replicas: 1,
+        spec: spec(&info.digest),
+        request_id: None,
+    };
+    let refused = c.admin.create_service(&service).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("--input is for tasks"),
+        "{refused}"
+    );
+    c.admin
+        .create_task(&task(spec(&info.digest)))
+        .await
+        .expect("task");
+    let run = assigned_run(&mut ws).await;
+    let path = format!("/v1/runs/{run}/input");
+
+    let (status, body) = request(&n2, "GET", &path, Vec::new()).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = request(&c.admin, "GET", &path, Vec::new()).await;
+    assert_eq!(status, 403);
+    let (status, body) = request(&n1, "GET", &path, Vec::new()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, archive);
+}
+
 // ---------------------------------------------------------------- echoed text
 
 /// An anonymous joiner sends a token id of 60 000 characters; an admin asks for a token

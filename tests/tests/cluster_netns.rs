@@ -393,7 +393,8 @@ fn compute(cluster: &Cluster<'_>, name: &str, host: &NetHost, token: &str) -> Pr
 }
 
 /// A task pulled from a real registry runs on the compute node: its exit code, stdout and
-/// stderr kept apart, the file it wrote to /output downloaded; logs stream while it runs;
+/// stderr kept apart, the file it wrote to /output downloaded, the files given with
+/// `--input` in its /input; logs stream while it runs;
 /// a cancel stops it and leaves no container behind; bad input says why.
 #[test]
 fn tasks_run_stream_logs_and_hand_in_output() {
@@ -424,6 +425,36 @@ fn tasks_run_stream_logs_and_hand_in_output() {
     assert_eq!(
         std::fs::read_to_string(out_dir.join("answer")).unwrap_or_default(),
         "42\n"
+    );
+
+    // Input files: a file and a directory are in /input before the task starts, a copy
+    // of its own it may change; the node keeps nothing of them after the run.
+    let inputs = lab.path("inputs");
+    std::fs::create_dir_all(inputs.join("conf")).expect("inputs");
+    std::fs::write(inputs.join("rows.csv"), "a,b\n").expect("rows");
+    std::fs::write(inputs.join("conf").join("app.toml"), "x = 1\n").expect("conf");
+    let rows = inputs.join("rows.csv").to_string_lossy().into_owned();
+    let conf = inputs.join("conf").to_string_lossy().into_owned();
+    let script = "cat /input/rows.csv /input/conf/app.toml && echo c,d >> /input/rows.csv";
+    let id = alice.run_task(&[
+        "--input", &rows, "--input", &conf, BUSYBOX, "--", "sh", "-c", script,
+    ]);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(alice.ok(&["logs", &id]), "a,b\nx = 1\n");
+    let digest = task["spec"]["input"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(digest.starts_with("sha256:"), "{task}");
+    let run = task["run"].as_str().unwrap_or_default().to_owned();
+    lab.wait_for("the run's input removed", Duration::from_secs(20), || {
+        (!lab.path("node-3").join("inputs").join(&run).exists()).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(inputs.join("rows.csv")).unwrap_or_default(),
+        "a,b\n",
+        "the admin's file changed"
     );
 
     // Logs arrive while the task runs, and `logs -f` ends when it does.

@@ -12,6 +12,7 @@ mod dns;
 mod gc;
 mod health;
 mod image;
+mod input;
 mod logs;
 mod network;
 mod output;
@@ -109,6 +110,7 @@ impl Executor {
         }
         // No run is under way yet: the secrets an earlier agent left mounted go.
         secrets::unmount_all(&config.data_dir);
+        input::remove_all(&config.data_dir);
         let runtime = Runtime::open(config.data_dir.join("containers"), config.shim.clone())
             .map_err(|e| format!("the container runtime cannot start: {e}"));
         match &runtime {

@@ -13,7 +13,7 @@ use cloudos_runtime::{ContainerSpec, ExitStatus, RuntimeError};
 use tokio::sync::watch;
 
 use super::spec::{container_spec, Mounts};
-use super::{credentials, health, image, logs, output, secrets, volumes, Shared};
+use super::{credentials, health, image, input, logs, output, secrets, volumes, Shared};
 
 /// How long a container has after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -102,6 +102,20 @@ async fn run_inner(
         Err(reason) => return failed(reason),
     };
     let output_dir = shared.config.data_dir.join("outputs").join(&a.run);
+    // The task's input files, fetched before anything else is made for the run.
+    let input = match &a.spec.input {
+        Some(digest) => {
+            let owner = match image::user(&a.spec, &prepared.config) {
+                Ok(owner) => owner.unwrap_or((0, 0)),
+                Err(reason) => return failed(reason),
+            };
+            match input::fetch(shared, &a.run, digest, owner).await {
+                Ok(bind) => Some(bind),
+                Err(reason) => return failed(reason),
+            }
+        }
+        None => None,
+    };
     // On the bridge the run gets its namespace and address once: a replica that restarts
     // keeps them.
     let attachment = if a.spec.network == NetworkMode::Bridge {
@@ -118,6 +132,7 @@ async fn run_inner(
         &a.spec.volumes,
     )
     .and_then(|mut binds| {
+        binds.extend(input);
         let secrets = run_secrets(shared, a, &prepared.config)?;
         binds.extend(secrets.bind);
         Ok(Mounts {
@@ -149,6 +164,7 @@ async fn run_inner(
         shared.network.detach(attachment).await;
     }
     secrets::unmount(&shared.config.data_dir, &a.run);
+    input::remove(&shared.config.data_dir, &a.run);
     end
 }
 

@@ -4,6 +4,7 @@
 pub mod admins;
 pub mod backup;
 pub mod discover;
+pub mod input;
 pub mod login;
 pub mod nodeops;
 pub mod nodes;

@@ -52,19 +52,31 @@ where
 
 /// `cloudos run`: queues the task and prints its id; with `follow`, shows the pull's
 /// progress, streams the logs and exits with the task's exit code.
-pub async fn run(
-    ctx: &Ctx,
-    spec: WorkloadSpec,
-    retries: u32,
-    timeout: Option<Duration>,
-    follow: bool,
-) -> anyhow::Result<()> {
+/// `cloudos run`'s task options besides the spec.
+pub struct Run {
+    pub retries: u32,
+    pub timeout: Option<Duration>,
+    /// Copied into the container's `/input` before it starts.
+    pub input: Vec<std::path::PathBuf>,
+    pub follow: bool,
+}
+
+pub async fn run(ctx: &Ctx, mut spec: WorkloadSpec, run: Run) -> anyhow::Result<()> {
+    let Run {
+        retries,
+        timeout,
+        input,
+        follow,
+    } = run;
     spec.validate()?;
     let timeout_secs = timeout.map(|t| t.as_secs());
     if let Some(secs) = timeout_secs {
         cloudos_cluster::workload::validate_timeout(secs)?;
     }
     let client = ctx.client().await?;
+    if !input.is_empty() {
+        spec.input = Some(super::input::upload(&client, &input).await?);
+    }
     let request = TaskCreateRequest {
         spec,
         retries,

@@ -13,6 +13,7 @@ mod agent;
 mod backup;
 mod caller;
 mod extract;
+mod inputs;
 mod install;
 mod join;
 mod nodeops;
@@ -63,6 +64,7 @@ const VOLUME: &str = "/v1/volumes/{name}";
 const SECRET: &str = "/v1/secrets/{name}";
 const REGISTRY: &str = "/v1/registries/{registry}";
 const RUN_OUTPUT: &str = "/v1/runs/{run}/output";
+const RUN_INPUT: &str = "/v1/runs/{run}/input";
 /// The cloud installer and what it downloads, outside the versioned API so the documented
 /// curl line stays short.
 const INSTALL_SCRIPT: &str = "/install.sh";
@@ -231,6 +233,15 @@ fn routes() -> Routes {
         Access::Node,
         post(workloads::upload_output).layer(DefaultBodyLimit::max(
             cloudos_cluster::client::MAX_TRANSFER_BYTES,
+        )),
+    )
+    .add("get", RUN_INPUT, Access::Node, get(inputs::for_run))
+    .add(
+        "post",
+        paths::INPUTS,
+        Access::Admin,
+        post(inputs::upload).layer(DefaultBodyLimit::max(
+            cloudos_cluster::workload::MAX_INPUT_BYTES as usize,
         )),
     )
     .add(

@@ -92,6 +92,7 @@ pub async fn create_task(
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
     secrets_exist(&state, &request.spec).await?;
+    super::inputs::check(&state, &request.spec, true)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -343,6 +344,7 @@ pub async fn create_service(
     validate_service_name(&request.name)?;
     request.spec.validate()?;
     secrets_exist(&state, &request.spec).await?;
+    super::inputs::check(&state, &request.spec, false)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
@@ -376,6 +378,7 @@ pub async fn deploy_service(
     validate_service_name(&name)?;
     request.spec.validate()?;
     secrets_exist(&state, &request.spec).await?;
+    super::inputs::check(&state, &request.spec, false)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }

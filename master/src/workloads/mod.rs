@@ -13,6 +13,7 @@
 //! to offsets, up to the log cap) and `outputs/<task>.tar`.
 
 pub mod book;
+pub mod inputs;
 mod platforms;
 pub mod retention;
 #[cfg(test)]
@@ -137,6 +138,25 @@ impl Workloads {
 
     pub fn log_path(&self, task: &str, stream: LogStream) -> PathBuf {
         self.dir.join("logs").join(task).join(stream.file_name())
+    }
+
+    /// The input archive of `digest` (`cloudos run --input`).
+    pub fn input_path(&self, digest: &str) -> PathBuf {
+        inputs::path(&self.dir, digest)
+    }
+
+    /// Keeps an uploaded input archive under its digest.
+    pub fn store_input(
+        &self,
+        tmp: &Path,
+        bytes: u64,
+    ) -> std::io::Result<cloudos_cluster::workload::InputInfo> {
+        inputs::store(&self.dir, tmp, bytes)
+    }
+
+    /// Where an input upload is received before it is kept.
+    pub fn input_upload_path(&self, tag: &str) -> PathBuf {
+        inputs::dir(&self.dir).join(format!("upload.{tag}.tmp"))
     }
 
     pub fn output_path(&self, task: &str) -> PathBuf {
@@ -336,6 +356,14 @@ pub fn sweep(state: &MasterState, now: OffsetDateTime) -> Result<Vec<String>, St
     })?;
     let book = workloads.book();
     workloads.remove_orphans(&|task| book.task(task).is_some());
+    let named = |digest: &str| {
+        book.tasks()
+            .any(|t| t.spec.input.as_deref() == Some(digest))
+    };
+    let gone = inputs::remove_unnamed(&workloads.dir, &named, std::time::SystemTime::now());
+    if gone > 0 {
+        log::info!("retention: deleted {gone} input archives no task names");
+    }
     Ok(doomed)
 }
 
