@@ -43,6 +43,9 @@ pub enum RuntimeError {
     #[error("container {id} still runs after {waited:?}; wait longer or kill it")]
     WaitTimeout { id: String, waited: Duration },
 
+    #[error("cannot run a command in container {id}: {message}")]
+    ExecFailed { id: String, message: String },
+
     #[error("invalid signal {signal} for container {id}; use 1 to 64")]
     InvalidSignal { id: String, signal: i32 },
 

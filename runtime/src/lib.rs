@@ -16,6 +16,7 @@
 
 pub mod cgroup;
 mod error;
+mod exec;
 mod logs;
 mod oci;
 mod process;
@@ -28,6 +29,7 @@ mod state;
 mod undo;
 
 pub use error::RuntimeError;
+pub use exec::ExecReport;
 pub use logs::DEFAULT_LOG_LIMIT;
 pub use runtime::{ContainerStatus, RecoverReport, Runtime, ShimCommand};
 pub use shim::shim_main;

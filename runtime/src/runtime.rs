@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
 use crate::error::RuntimeError;
+use crate::exec::ExecReport;
 use crate::process::{self, KILL_REQUEST_SIGNAL};
 use crate::spec::{validate_id, ContainerSpec};
 use crate::state::{self, ContainerRecord, ExitStatus, Layout, LogPaths, ShimRecord, StartReport};
@@ -396,6 +397,61 @@ impl Runtime {
         Ok(ids)
     }
 
+    /// Blocking. Runs `argv` inside running container `id`, as its own process runs
+    /// (namespaces, cgroup, user, capabilities, seccomp: see `crate::exec`), killed once
+    /// it has run for `timeout`; how it ended. An error means it could not be started.
+    pub fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecReport, RuntimeError> {
+        let layout = self.existing(id)?;
+        let failed = |message: String| RuntimeError::ExecFailed {
+            id: id.to_string(),
+            message,
+        };
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(failed("no command given".into()));
+        }
+        // The helper's own complaints go with the shim's.
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(layout.shim_log())
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut child = Command::new(&self.shim.program)
+            .args(&self.shim.args_prefix)
+            .arg("exec")
+            .arg(&self.root)
+            .arg(id)
+            .arg(timeout.as_millis().to_string())
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .env_clear()
+            .env(cgroup::PARENT_ENV, cgroup::parent())
+            .spawn()
+            .map_err(|source| RuntimeError::ShimSpawn {
+                program: self.shim.program.clone(),
+                source,
+            })?;
+        let answer: Option<serde_json::Value> = child
+            .stdout
+            .take()
+            .and_then(|out| read_report(&out, timeout + self.start_timeout));
+        if answer.is_none() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        let answer = answer.ok_or_else(|| failed("the helper did not report".into()))?;
+        if let Some(error) = answer.get("error").and_then(|e| e.as_str()) {
+            return Err(failed(error.to_owned()));
+        }
+        serde_json::from_value(answer).map_err(|e| failed(format!("unreadable report: {e}")))
+    }
+
     pub fn log_paths(&self, id: &str) -> LogPaths {
         Layout::new(&self.root, id).logs()
     }
@@ -432,7 +488,7 @@ impl Runtime {
 }
 
 /// Reads the shim's report: everything up to EOF, within `timeout`.
-fn read_report(fd: &impl AsRawFd, timeout: Duration) -> Option<StartReport> {
+fn read_report<T: serde::de::DeserializeOwned>(fd: &impl AsRawFd, timeout: Duration) -> Option<T> {
     let deadline = Instant::now() + timeout;
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];

@@ -54,8 +54,13 @@ pub fn shim_main(args: &[String]) -> i32 {
         .collect();
     match args.as_slice() {
         ["run", root, id] => run(Path::new(root), id),
+        ["exec", root, id, timeout_ms, argv @ ..] => {
+            crate::exec::exec_main(Path::new(root), id, timeout_ms, argv)
+        }
         _ => {
-            eprintln!("usage: shim run <root> <id>");
+            eprintln!(
+                "usage: shim run <root> <id> | shim exec <root> <id> <timeout-ms> <command…>"
+            );
             2
         }
     }

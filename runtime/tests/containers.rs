@@ -245,6 +245,76 @@ fn kill_cancels_a_running_container() {
     ));
 }
 
+/// A command run in a running container (a health check's) sees what the container
+/// sees (its files, environment, user and processes) and nothing of the host; its exit
+/// code and output come back; one that runs too long is killed; a stopped container runs
+/// nothing.
+#[test]
+fn exec_runs_inside_the_container_as_its_process_does() {
+    require!(common::container_host());
+    let (_d, rt) = common::runtime();
+    let cid = id("exec");
+    let mut s = sh(&cid, "echo ready > /tmp/state; sleep 1000");
+    s.env = vec!["ROLE=primary".into()];
+    s.user = Some(User {
+        uid: 1234,
+        gid: 1234,
+    });
+    rt.start(&s).unwrap();
+    let argv = |script: &str| -> Vec<String> { vec!["/bin/sh".into(), "-c".into(), script.into()] };
+    let second = Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let r = rt
+            .exec(
+                &cid,
+                &argv("cat /tmp/state; echo \"$ROLE $(id -u)\"; echo oops >&2"),
+                second,
+            )
+            .unwrap();
+        if r.output.contains("ready") || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(seen.success(), "{seen:?}");
+    assert_eq!(seen.output, "ready\nprimary 1234\noops\n");
+    // Its own pid namespace (the container's init is 1, the host's processes are not
+    // there) and its own files: a file on the host is not to be found.
+    let host_file = std::env::temp_dir().join(format!("host-only-{}", std::process::id()));
+    fs::write(&host_file, "host secret").unwrap();
+    let script = format!(
+        "ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '; echo; cat {} || echo no-host-file",
+        host_file.display()
+    );
+    let view = rt.exec(&cid, &argv(&script), second).unwrap();
+    let _ = fs::remove_file(&host_file);
+    assert!(view.output.contains("sleep 1000"), "{view:?}");
+    assert!(view.output.contains("no-host-file"), "{view:?}");
+    assert!(!view.output.contains("host secret"), "{view:?}");
+    let count: u32 = view
+        .output
+        .lines()
+        .next()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(count < 10, "it sees {count} processes: {view:?}");
+    let three = rt.exec(&cid, &argv("exit 3"), second).unwrap();
+    assert_eq!((three.exit_code, three.success()), (Some(3), false));
+    let slow = rt
+        .exec(&cid, &argv("sleep 30"), Duration::from_millis(300))
+        .unwrap();
+    assert!(slow.timed_out && !slow.success(), "{slow:?}");
+    assert!(rt.exec(&cid, &[], second).is_err());
+    rt.kill(&cid, libc::SIGKILL).unwrap();
+    rt.wait(&cid, Some(Duration::from_secs(10))).unwrap();
+    let gone = rt.exec(&cid, &argv("true"), second).unwrap_err();
+    assert!(gone.to_string().contains("not running"), "{gone}");
+    rt.delete(&cid).unwrap();
+}
+
 #[test]
 fn a_shell_init_gets_sigterm() {
     require!(common::container_host());
