@@ -308,11 +308,15 @@ struct SpecArgs {
     secret: Vec<String>,
     /// Health check: `GET /PATH` on the container's PORT passes with a 2xx or 3xx
     /// (`8080/healthz`; `80` for `/`).
-    #[arg(long, value_name = "PORT[/PATH]", value_parser = parse_health_http, conflicts_with = "health_tcp")]
+    #[arg(long, value_name = "PORT[/PATH]", value_parser = parse_health_http, conflicts_with_all = ["health_tcp", "health_cmd"])]
     health_http: Option<Probe>,
     /// Health check: the container's PORT accepts a TCP connection.
-    #[arg(long, value_name = "PORT", value_parser = parse_health_tcp)]
+    #[arg(long, value_name = "PORT", value_parser = parse_health_tcp, conflicts_with = "health_cmd")]
     health_tcp: Option<Probe>,
+    /// Health check: `sh -c COMMAND` inside the container exits 0 (it runs as the
+    /// container's user, with its environment; the image needs /bin/sh).
+    #[arg(long, value_name = "COMMAND", value_parser = parse_health_cmd)]
+    health_cmd: Option<Probe>,
     /// Time between health probes (default 5s).
     #[arg(long, value_parser = parse_duration)]
     health_interval: Option<Duration>,
@@ -336,7 +340,11 @@ impl SpecArgs {
     /// The health check the flags describe: none without a probe (the times alone mean
     /// nothing).
     fn health(&self) -> Option<HealthCheck> {
-        let probe = self.health_http.clone().or(self.health_tcp.clone())?;
+        let probe = self
+            .health_http
+            .clone()
+            .or(self.health_tcp.clone())
+            .or(self.health_cmd.clone())?;
         let secs = |d: Option<Duration>, default: u32| {
             d.map_or(default, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
         };
@@ -382,6 +390,10 @@ impl SpecArgs {
 
 fn parse_health_http(value: &str) -> Result<Probe, String> {
     cloudos_cluster::health::parse_http(value).map_err(|e| e.to_string())
+}
+
+fn parse_health_cmd(value: &str) -> Result<Probe, String> {
+    cloudos_cluster::health::parse_cmd(value).map_err(|e| e.to_string())
 }
 
 fn parse_health_tcp(value: &str) -> Result<Probe, String> {

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use cloudos_cluster::health::{parse_http, parse_tcp, HealthCheck, Probe};
+use cloudos_cluster::health::{parse_cmd, parse_http, parse_tcp, HealthCheck, Probe};
 use cloudos_cluster::volume::parse_volume;
 use cloudos_cluster::workload::{
     parse_cpu, parse_memory, NetworkMode, ResourceRequest, ServiceInfo, TaskInfo, WorkloadSpec,
@@ -75,6 +75,8 @@ pub struct Entry {
     pub health_http: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_tcp: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_cmd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_interval_secs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,11 +230,12 @@ impl Entry {
     }
 
     fn health(&self) -> Result<Option<HealthCheck>, String> {
-        let probe = match (&self.health_http, self.health_tcp) {
-            (Some(_), Some(_)) => return Err("give health_http or health_tcp, not both".into()),
-            (Some(http), None) => parse_http(http).map_err(|e| e.to_string())?,
-            (None, Some(port)) => parse_tcp(&port.to_string()).map_err(|e| e.to_string())?,
-            (None, None) => return Ok(None),
+        let probe = match (&self.health_http, self.health_tcp, &self.health_cmd) {
+            (Some(http), None, None) => parse_http(http).map_err(|e| e.to_string())?,
+            (None, Some(port), None) => parse_tcp(&port.to_string()).map_err(|e| e.to_string())?,
+            (None, None, Some(cmd)) => parse_cmd(cmd).map_err(|e| e.to_string())?,
+            (None, None, None) => return Ok(None),
+            _ => return Err("give one of health_http, health_tcp and health_cmd".into()),
         };
         let mut check = HealthCheck::new(probe);
         check.interval_secs = self.health_interval_secs.unwrap_or(check.interval_secs);
@@ -246,11 +249,13 @@ impl Entry {
     pub fn of(spec: &WorkloadSpec) -> Entry {
         let defaults = ResourceRequest::default();
         let r = &spec.resources;
-        let (health_http, health_tcp) = match spec.health.as_ref().map(|h| &h.probe) {
-            Some(Probe::Http { port, path }) => (Some(format!("{port}{path}")), None),
-            Some(Probe::Tcp { port }) => (None, Some(*port)),
-            None => (None, None),
-        };
+        let (mut health_http, mut health_tcp, mut health_cmd) = (None, None, None);
+        match spec.health.as_ref().map(|h| &h.probe) {
+            Some(Probe::Http { port, path }) => health_http = Some(format!("{port}{path}")),
+            Some(Probe::Tcp { port }) => health_tcp = Some(*port),
+            Some(Probe::Cmd { command }) => health_cmd = Some(command.clone()),
+            None => {}
+        }
         let check = spec.health.as_ref();
         Entry {
             image: spec.image.clone(),
@@ -272,6 +277,7 @@ impl Entry {
             secrets: spec.secrets.clone(),
             health_http,
             health_tcp,
+            health_cmd,
             health_interval_secs: check.map(|h| h.interval_secs),
             health_timeout_secs: check.map(|h| h.timeout_secs),
             health_retries: check.map(|h| h.retries),

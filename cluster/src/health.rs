@@ -1,7 +1,9 @@
 //! Health checks of a workload (issue 21): what the node probes, how often, and what it
-//! concludes. The node probes from outside the container: an HTTP GET or a TCP connect to
-//! the container's own address (its bridge address; loopback on the host network). A
-//! replica that fails its check leaves its service's rotation and is restarted.
+//! concludes. The node probes from outside the container (an HTTP GET or a TCP connect to
+//! the container's own address: its bridge address; loopback on the host network), or
+//! runs a command inside it (`--health-cmd`: `sh -c`, healthy on exit 0, as the
+//! container's own user). A replica that fails its check leaves its service's rotation
+//! and is restarted.
 //!
 //! Semantics (as Docker's, which people know): a probe runs every `interval`, and fails
 //! when it takes longer than `timeout`; the check is *starting* until the first success,
@@ -25,6 +27,8 @@ pub const DEFAULT_RETRIES: u32 = 3;
 const MAX_SECS: u32 = 3600;
 /// Longest HTTP path, as typed.
 const MAX_PATH: usize = 1024;
+/// Longest `--health-cmd`, as typed.
+const MAX_COMMAND: usize = 1024;
 
 /// What the node tries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +38,8 @@ pub enum Probe {
     Http { port: u16, path: String },
     /// A TCP connection to the container's `port` is accepted.
     Tcp { port: u16 },
+    /// `sh -c COMMAND` inside the container exits 0 within the timeout.
+    Cmd { command: String },
 }
 
 impl fmt::Display for Probe {
@@ -41,6 +47,7 @@ impl fmt::Display for Probe {
         match self {
             Probe::Http { port, path } => write!(f, "http {port}{path}"),
             Probe::Tcp { port } => write!(f, "tcp {port}"),
+            Probe::Cmd { command } => write!(f, "cmd {:?}", crate::excerpt(command, 60)),
         }
     }
 }
@@ -119,6 +126,8 @@ impl HealthCheck {
             }
             Probe::Http { path, .. } => check_path(path)?,
             Probe::Tcp { .. } => {}
+            // Run inside the container: it needs no address.
+            Probe::Cmd { command } => return check_command(command),
         }
         if network == NetworkMode::None {
             return Err(SpecError::Health(
@@ -142,6 +151,29 @@ fn check_path(path: &str) -> Result<(), SpecError> {
             crate::excerpt(path, 80)
         )))
     }
+}
+
+/// A shell command of one line: it goes to `sh -c` in the container.
+fn check_command(command: &str) -> Result<(), SpecError> {
+    let ok = !command.trim().is_empty()
+        && command.len() <= MAX_COMMAND
+        && !command.chars().any(|c| c.is_control() && c != '\t');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Health(format!(
+            "--health-cmd takes one line of 1 to {MAX_COMMAND} characters, not {:?}",
+            crate::excerpt(command, 80)
+        )))
+    }
+}
+
+/// `--health-cmd COMMAND`: run as `sh -c COMMAND` in the container.
+pub fn parse_cmd(text: &str) -> Result<Probe, SpecError> {
+    check_command(text)?;
+    Ok(Probe::Cmd {
+        command: text.to_owned(),
+    })
 }
 
 /// `--health-http PORT[/PATH]`: `8080/healthz`, or `80` for `/`.
@@ -266,10 +298,19 @@ mod tests {
             assert!(parse_http(bad).is_err(), "{bad}");
         }
         assert!(parse_tcp("x").is_err());
+        assert_eq!(
+            parse_cmd("pg_isready -U app").unwrap(),
+            Probe::Cmd {
+                command: "pg_isready -U app".into()
+            }
+        );
+        for bad in ["", "   ", "two\nlines", &"x".repeat(MAX_COMMAND + 1)] {
+            assert!(parse_cmd(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
-    fn checks_keep_their_bounds_and_need_an_address() {
+    fn checks_keep_their_bounds_and_probes_need_an_address() {
         let check = HealthCheck::new(Probe::Tcp { port: 80 });
         assert!(check.validate(NetworkMode::Bridge).is_ok());
         assert!(check.validate(NetworkMode::Host).is_ok());
@@ -284,6 +325,9 @@ mod tests {
         let mut never = check;
         never.retries = 0;
         assert!(never.validate(NetworkMode::Bridge).is_err());
+        // A command runs inside the container: no address needed.
+        let cmd = HealthCheck::new(parse_cmd("true").unwrap());
+        assert!(cmd.validate(NetworkMode::None).is_ok());
     }
 
     #[test]

@@ -672,6 +672,10 @@ pub struct TaskInfo {
     /// While it runs with a health check: what the check says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
+    /// Why its check last judged it unhealthy (the probe's error, a command's exit code
+    /// and output), while that stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
     /// Replicas: the revision of their service they run (`crate::revision`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u32>,
@@ -695,6 +699,7 @@ impl TaskInfo {
         now: OffsetDateTime,
     ) -> Self {
         TaskInfo {
+            health_reason: None,
             id,
             spec,
             service,
@@ -884,6 +889,9 @@ pub enum RunState {
         /// What its health check says (none without one).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         health: Option<crate::health::Health>,
+        /// With *unhealthy*: why (the probe's error, a command's exit code and output).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health_reason: Option<String>,
     },
     /// The container exited (tasks: final; replicas: about to restart).
     Exited {

@@ -401,6 +401,39 @@ fn a_replica_that_fails_its_health_check_gets_no_connections_and_is_restarted() 
     );
 }
 
+/// `--health-cmd` runs inside the container, as its user and with no network of its own
+/// needed: the replica is healthy while its command passes, and once the command fails
+/// twice the replica is restarted, the command's exit code and output its reason.
+#[test]
+fn a_health_command_runs_inside_the_container_and_a_failing_one_restarts_it() {
+    let Some(lab) = Lab::new() else { return };
+    let lab_node = one_node(&lab, &[]);
+    let alice = &lab_node.cluster.alice;
+    // Ready for three seconds (only its user can write /tmp/ready: 0700), then not.
+    let script = "mkdir -m 700 /tmp/me && touch /tmp/me/ready && sleep 3 && \
+                  rm /tmp/me/ready && sleep 100000";
+    // CHECK's times: every second, two failures in a row.
+    let check = "test \"$(id -u)\" = 1234 && test -f /tmp/me/ready || { echo not ready as $(id -u); exit 3; }";
+    let mut args = vec!["deploy", "db", "--network", "none", "--user", "1234"];
+    args.extend_from_slice(&["--health-cmd", check]);
+    args.extend_from_slice(&CHECK[2..]);
+    args.extend_from_slice(&[BUSYBOX, "--", "sh", "-c", script]);
+    alice.ok(&args);
+    alice.wait("the replica healthy", Duration::from_secs(60), || {
+        (alice.service("db")["instances"][0]["health"] == "healthy").then_some(())
+    });
+    let restarted = alice.wait("the replica restarted", Duration::from_secs(60), || {
+        let r = alice.service("db")["instances"][0].clone();
+        (r["restarts"].as_u64()? >= 1).then_some(r)
+    });
+    let reason = restarted["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("health check failed") && reason.contains("exit code 3"),
+        "{restarted}"
+    );
+    assert!(reason.contains("not ready as 1234"), "{restarted}");
+}
+
 /// Pushes `lab/web:1`, `:2` and `:3` to the lab's registry: busybox with a page under
 /// `/www` that says its version. Version 3 is a broken release: it has no `/healthz`.
 fn push_web(lab: &Lab) {

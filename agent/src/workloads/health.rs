@@ -1,5 +1,6 @@
 //! A running container's health check (`cloudos_cluster::health`): the node probes the
-//! container's own address from outside, reports each change of its health to the master
+//! container's own address from outside, or runs the check's command inside it (through
+//! the runtime, as the container's own user), reports each change of its health to the master
 //! (which takes a replica out of its service's rotation while it is not healthy), and on
 //! *unhealthy* has the container stopped, after a moment for that rotation change to
 //! reach the nodes. The run then ends as an exit does: a replica starts again, a task
@@ -43,9 +44,10 @@ pub(super) async fn watch(
     kill: watch::Sender<bool>,
     mut done: watch::Receiver<bool>,
 ) {
-    let Some(target) = target(w.network, w.address) else {
+    let target = target(w.network, w.address);
+    if target.is_none() && !matches!(w.check.probe, Probe::Cmd { .. }) {
         return;
-    };
+    }
     let started = Instant::now();
     let interval = Duration::from_secs(u64::from(w.check.interval_secs));
     let timeout = Duration::from_secs(u64::from(w.check.timeout_secs));
@@ -57,7 +59,11 @@ pub(super) async fn watch(
             _ = done.wait_for(|d| *d) => return,
         }
         next = interval;
-        let result = probe(&w.check.probe, target, timeout).await;
+        let result = match (&w.check.probe, target) {
+            (Probe::Cmd { command }, _) => run_command(&shared, &w.run, command, timeout).await,
+            (probe_kind, Some(ip)) => probe(probe_kind, ip, timeout).await,
+            (_, None) => return,
+        };
         let since_start = started.elapsed().as_secs();
         let Some(health) = verdict.probed(result.is_ok(), since_start) else {
             continue;
@@ -71,7 +77,12 @@ pub(super) async fn watch(
             ),
             _ => log::info!("run {}: {health}", w.run),
         }
+        let health_reason = match (&result, health) {
+            (Err(why), Health::Unhealthy) => Some(why.clone()),
+            _ => None,
+        };
         let state = RunState::Running {
+            health_reason,
             restarts: w.restarts,
             address: w.address,
             health: Some(health),
@@ -89,8 +100,8 @@ pub(super) async fn watch(
 }
 
 /// Where the probes go: the container's bridge address, or loopback for one that shares
-/// the node's network. A container without either is never probed (the spec's check
-/// refuses `--network none`).
+/// the node's network. A container without either is never probed over the network (the
+/// spec's check refuses `--network none` for those; a command needs no address).
 fn target(network: NetworkMode, address: Option<Ipv4Addr>) -> Option<IpAddr> {
     match (network, address) {
         (NetworkMode::Bridge, Some(address)) => Some(IpAddr::V4(address)),
@@ -99,12 +110,45 @@ fn target(network: NetworkMode, address: Option<Ipv4Addr>) -> Option<IpAddr> {
     }
 }
 
+/// `sh -c command` inside the run's container within `timeout`; why it failed otherwise
+/// (its exit code and the start of its output).
+async fn run_command(
+    shared: &Arc<Shared>,
+    run: &str,
+    command: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (id, argv) = (
+        run.to_owned(),
+        vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()],
+    );
+    let report = super::run::blocking(shared, move |rt| rt.exec(&id, &argv, timeout))
+        .await
+        .map_err(|e| e.to_string())?;
+    if report.success() {
+        return Ok(());
+    }
+    let said = report.output.trim();
+    let said: String = said.chars().take(200).collect();
+    let how = match (report.timed_out, report.exit_code) {
+        (true, _) => format!("still running after {}s", timeout.as_secs()),
+        (false, Some(code)) => format!("exit code {code}"),
+        (false, None) => format!("killed by signal {}", report.signal.unwrap_or_default()),
+    };
+    Err(if said.is_empty() {
+        how
+    } else {
+        format!("{how}: {said}")
+    })
+}
+
 /// One probe within `timeout`; why it failed otherwise.
 pub(super) async fn probe(probe: &Probe, ip: IpAddr, timeout: Duration) -> Result<(), String> {
     let attempt = async {
         match probe {
             Probe::Tcp { port } => connect(ip, *port).await.map(drop),
             Probe::Http { port, path } => http_get(ip, *port, path).await,
+            Probe::Cmd { .. } => Err("a command is run in the container, not probed".into()),
         }
     };
     match tokio::time::timeout(timeout, attempt).await {

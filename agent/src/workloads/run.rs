@@ -228,6 +228,7 @@ async fn containers(
             .report(
                 &a.run,
                 RunState::Running {
+                    health_reason: None,
                     restarts,
                     address,
                     health,
@@ -361,7 +362,7 @@ async fn wait(
 }
 
 /// Runs `f` on the runtime off the async thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&cloudos_runtime::Runtime) -> Result<T, RuntimeError> + Send + 'static,
 ) -> Result<T, RuntimeError> {

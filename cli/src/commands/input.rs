@@ -91,7 +91,7 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["conf", "conf/app.toml", "rows.csv"]);
+        assert_eq!(names, ["conf/", "conf/app.toml", "rows.csv"]);
 
         let twice = pack(&[file.clone(), file]).unwrap_err().to_string();
         assert!(twice.contains("two inputs are called rows.csv"), "{twice}");

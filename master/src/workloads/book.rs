@@ -818,12 +818,14 @@ impl Book {
                 restarts,
                 address,
                 health,
+                health_reason,
             } => {
                 task.state = TaskState::Running;
                 task.pull = None;
                 task.restarts = *restarts;
                 task.address = *address;
                 task.health = *health;
+                task.health_reason = health_reason.clone();
                 task.started_at.get_or_insert(now);
             }
             RunState::Exited {
@@ -843,8 +845,11 @@ impl Book {
                 }
                 // Stopped by its node for failing its check: that is the news, not the
                 // signal it was stopped with.
-                let why = match task.health {
-                    Some(Health::Unhealthy) => {
+                let why = match (task.health, task.health_reason.take()) {
+                    (Some(Health::Unhealthy), Some(detail)) => {
+                        format!("stopped by its node: its health check failed ({detail})")
+                    }
+                    (Some(Health::Unhealthy), None) => {
                         "stopped by its node: its health check failed".into()
                     }
                     _ => exit_reason(

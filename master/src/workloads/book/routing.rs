@@ -157,6 +157,7 @@ mod tests {
         let report = RunReport {
             run: format!("{id}.1"),
             state: RunState::Running {
+                health_reason: None,
                 health,
                 restarts: 0,
                 address: address.map(|a| a.parse().unwrap()),
@@ -197,6 +198,7 @@ mod tests {
         let report = RunReport {
             run: "web-r1.1".into(),
             state: RunState::Running {
+                health_reason: None,
                 health: Some(Health::Unhealthy),
                 restarts: 0,
                 address: Some("10.250.1.2".parse().unwrap()),

@@ -106,6 +106,7 @@ fn a_task_waits_with_a_reason_then_runs_to_success() {
         &report(
             "t-1.1",
             RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,
@@ -129,6 +130,7 @@ fn a_task_past_its_deadline_is_stopped_and_fails_saying_so() {
     // Pulling for a minute does not count: the deadline runs from the start.
     let started = NOW + time::Duration::seconds(60);
     let running = RunState::Running {
+        health_reason: None,
         health: None,
         restarts: 0,
         address: None,
@@ -239,6 +241,7 @@ fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
         &[report(
             "t-retry.1",
             RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,
@@ -269,6 +272,7 @@ fn hello_assigns_again_what_the_node_does_not_have() {
         &[report(
             "t-1.1",
             RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,
@@ -302,6 +306,7 @@ fn cancel_stops_a_running_task_and_ignores_its_late_reports() {
         &report(
             "t-1.1",
             RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,
@@ -327,6 +332,7 @@ fn late_pull_progress_does_not_take_a_running_task_back() {
         &report(
             "t-1.1",
             RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,
@@ -394,6 +400,7 @@ fn service_replicas_spread_and_move_off_a_dead_node() {
             &report(
                 run,
                 RunState::Running {
+                    health_reason: None,
                     health: None,
                     restarts: 0,
                     address: None,
@@ -422,6 +429,7 @@ fn service_replicas_spread_and_move_off_a_dead_node() {
         &report(
             &moved[0].1,
             RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,

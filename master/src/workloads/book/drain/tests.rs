@@ -29,6 +29,7 @@ fn running(book: &mut Book, placed: &[(String, String)]) {
         let report = RunReport {
             run: run.clone(),
             state: RunState::Running {
+                health_reason: None,
                 health: None,
                 restarts: 0,
                 address: None,
@@ -131,6 +132,7 @@ fn a_checked_replacement_takes_over_once_healthy() {
     let report = |health| RunReport {
         run: placed[0].1.clone(),
         state: RunState::Running {
+            health_reason: None,
             health: Some(health),
             restarts: 0,
             address: None,

@@ -48,6 +48,7 @@ fn deploy(spec: WorkloadSpec) -> ServiceDeployRequest {
 
 fn running(health: Option<Health>, restarts: u32) -> RunState {
     RunState::Running {
+        health_reason: None,
         restarts,
         address: None,
         health,
@@ -92,6 +93,7 @@ impl Lab {
         for (node, run) in assigned(&placed) {
             let report = RunReport {
                 state: RunState::Running {
+                    health_reason: None,
                     restarts: 0,
                     address: Some(address(&run)),
                     health: self.health,
