@@ -148,6 +148,9 @@ wait_line() {
 
 MASTER_ARCH=x86_64
 MASTER_SETTINGS="role = \"master\""$'\n'"hostname = \"master-1\""$'\n'"cluster = \"demo\""$'\n'"insecure_registries = \"$REGISTRY\""$'\n'
+# Emulated machines stall for seconds when the host is busy: the default node timeout
+# (2 s) would take them for dead.
+MASTER_SETTINGS+="node_timeout = \"6s\""$'\n'
 if [[ $MODE == single ]]; then
     # One machine is the whole cluster: the master's own machine joins as a node.
     MASTER_ARCH=$NODE_ARCH

@@ -12,10 +12,18 @@ use cloudos_cluster::client::DEFAULT_API_PORT;
 
 /// The cluster name when none is given.
 pub const DEFAULT_CLUSTER_NAME: &str = "cloudos";
-/// How often agents send a heartbeat, unless told otherwise.
+/// How often agents send a heartbeat (with their telemetry), unless told otherwise.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// Missed heartbeats before a node is NotReady, unless `--not-ready-after` says otherwise.
+/// Silence before a node on its agent connection is NotReady, unless told otherwise: the
+/// master pings every connection four times within it (decision 67), so a node whose
+/// link or power went is known within this, and its replicas run elsewhere about half a
+/// second later.
+pub const DEFAULT_NOT_READY_AFTER: Duration = Duration::from_secs(2);
+/// Missed heartbeats before a node that only posts heartbeats (no agent connection, so
+/// no pings) is NotReady.
 pub const MISSED_HEARTBEATS: u32 = 3;
+/// Pings per `not_ready_after`.
+const PINGS_PER_LIMIT: u32 = 4;
 /// The data partition.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudos";
 
@@ -58,6 +66,17 @@ pub struct MasterConfig {
 }
 
 impl MasterConfig {
+    /// How often the master pings each agent connection: a few times within
+    /// `not_ready_after`, never more often than every 100 ms.
+    pub fn ping_interval(&self) -> Duration {
+        (self.not_ready_after / PINGS_PER_LIMIT).max(Duration::from_millis(100))
+    }
+
+    /// The silence after which a node that only posts heartbeats is NotReady.
+    pub fn not_ready_without_connection(&self) -> Duration {
+        (self.heartbeat_interval * MISSED_HEARTBEATS).max(self.not_ready_after)
+    }
+
     /// Defaults for a master named `node_name` keeping its state in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
         let data_dir = data_dir.into();
@@ -70,7 +89,7 @@ impl MasterConfig {
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             node_name: node_name.into(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            not_ready_after: DEFAULT_HEARTBEAT_INTERVAL * MISSED_HEARTBEATS,
+            not_ready_after: DEFAULT_NOT_READY_AFTER,
             cert_lifetime: Duration::from_secs(NODE_CERT_LIFETIME.whole_seconds().unsigned_abs()),
             mdns: true,
             flush_interval: Duration::from_secs(60),

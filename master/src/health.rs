@@ -38,19 +38,45 @@ pub async fn save(state: &Arc<MasterState>, which: Unsaved) {
     }
 }
 
-/// A few times per heartbeat interval: silent nodes become NotReady, state changes are
-/// saved; every `flush_interval` the rest of the live state is saved too.
+/// A few times per ping: silent nodes become NotReady, state changes are saved; every
+/// `flush_interval` the rest of the live state is saved too.
+///
+/// A master that was itself stopped (a stalled machine, a suspended VM) comes back to
+/// find every node silent, though their answers wait unread in its sockets: after a
+/// sweep comes far later than due, nodes get one `not_ready_after` to be heard before
+/// silence counts again.
 pub async fn run(state: Arc<MasterState>) {
-    let period = (state.config.heartbeat_interval / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let not_ready_after = state.config.not_ready_after;
+    let period =
+        (state.config.ping_interval() / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut quiet_until: Option<Instant> = None;
     loop {
         tick.tick().await;
-        let transitions = state
-            .roster
-            .sweep(Instant::now(), state.config.not_ready_after);
+        let now = Instant::now();
+        let late = now.saturating_duration_since(last_sweep);
+        last_sweep = now;
+        if late > period + not_ready_after / 2 {
+            log::warn!(
+                "the master did not run for {:.1}s; nodes get {}s to be heard before their silence counts",
+                late.as_secs_f64(),
+                not_ready_after.as_secs()
+            );
+            quiet_until = Some(now + not_ready_after);
+        }
+        let transitions = if quiet_until.is_some_and(|until| now < until) {
+            Vec::new()
+        } else {
+            quiet_until = None;
+            state.roster.sweep(
+                now,
+                not_ready_after,
+                state.config.not_ready_without_connection(),
+            )
+        };
         log_transitions(&transitions);
         let which = if last_flush.elapsed() >= state.config.flush_interval {
             last_flush = Instant::now();

@@ -69,7 +69,7 @@ impl SerialStatus {
 pub struct Transition {
     pub name: String,
     pub to: NodeState,
-    /// Why, for the log: `no heartbeat for 6s`, `connection closed`, `heartbeats arrive`.
+    /// Why, for the log: `silent for 2.1s`, `connection closed`, `heartbeats arrive`.
     pub why: String,
 }
 
@@ -482,6 +482,33 @@ impl Roster {
         Ok(entry.set_state(NodeState::Ready, "heartbeats arrive".to_owned()))
     }
 
+    /// Connection `conn_id` of `name` answered (a pong, or any frame): the node lives,
+    /// and a node that had turned NotReady for its silence is Ready again. Frames of an
+    /// older connection count for nothing.
+    pub fn alive(&self, name: &str, conn_id: u64) -> Option<Transition> {
+        let mut nodes = self.lock();
+        let entry = nodes.get_mut(name)?;
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            return None;
+        }
+        entry.last_heartbeat = Instant::now();
+        entry.set_state(NodeState::Ready, "it answers again".to_owned())
+    }
+
+    /// How long each node has been silent at `now` (since its last heartbeat or answer):
+    /// the dispatcher counts a NotReady node's grace from its last sign of life.
+    pub fn silences(&self, now: Instant) -> HashMap<String, Duration> {
+        self.lock()
+            .iter()
+            .map(|(name, e)| {
+                (
+                    name.clone(),
+                    now.saturating_duration_since(e.last_heartbeat),
+                )
+            })
+            .collect()
+    }
+
     /// Connection `conn_id` of `name` closed. NotReady at once, unless a newer connection
     /// of the node took over.
     pub fn disconnect(&self, name: &str, conn_id: u64) -> Option<Transition> {
@@ -494,18 +521,30 @@ impl Roster {
         entry.set_state(NodeState::NotReady, "connection closed".to_owned())
     }
 
-    /// Ready nodes silent for longer than `not_ready_after` become NotReady.
-    pub fn sweep(&self, now: Instant, not_ready_after: Duration) -> Vec<Transition> {
+    /// Ready nodes silent for longer than their limit become NotReady: `not_ready_after`
+    /// for a node on its agent connection (the master pings it, so it answers several
+    /// times within that), `without_connection` for one that only posts heartbeats.
+    pub fn sweep(
+        &self,
+        now: Instant,
+        not_ready_after: Duration,
+        without_connection: Duration,
+    ) -> Vec<Transition> {
         let mut nodes = self.lock();
         nodes
             .values_mut()
             .filter(|e| e.record.state == NodeState::Ready)
             .filter_map(|e| {
                 let silent = now.saturating_duration_since(e.last_heartbeat);
-                if silent <= not_ready_after {
+                let limit = if e.conn.is_some() {
+                    not_ready_after
+                } else {
+                    without_connection.max(not_ready_after)
+                };
+                if silent <= limit {
                     return None;
                 }
-                let why = format!("no heartbeat for {}s", silent.as_secs());
+                let why = format!("silent for {:.1}s", silent.as_secs_f64());
                 e.set_state(NodeState::NotReady, why)
             })
             .collect()
@@ -580,6 +619,25 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_only_posts_heartbeats_gets_its_heartbeats_time() {
+        let now = OffsetDateTime::now_utc();
+        let r = Roster::new(vec![]);
+        r.insert(record("n1"));
+        let up = r.heartbeat("n1", Telemetry::default(), now).expect("known");
+        assert_eq!(up.map(|t| t.to), Some(NodeState::Ready));
+        let (two, six) = (Duration::from_secs(2), Duration::from_secs(6));
+        // Unpinged: three seconds of silence is a heartbeat or so missed, not a dead node.
+        assert!(r
+            .sweep(Instant::now() + Duration::from_secs(3), two, six)
+            .is_empty());
+        assert_eq!(
+            r.sweep(Instant::now() + Duration::from_secs(7), two, six)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn ready_notready_ready() {
         let now = OffsetDateTime::now_utc();
         let r = Roster::new(vec![]);
@@ -590,16 +648,28 @@ mod tests {
         assert!(r.is_connected("n1"));
         assert_eq!(r.heartbeat("n1", Telemetry::default(), now), Ok(None));
 
-        let later = Instant::now() + Duration::from_secs(7);
-        let swept = r.sweep(later, Duration::from_secs(6));
+        // On its connection a node is judged by `not_ready_after` (it is pinged).
+        let (two, six) = (Duration::from_secs(2), Duration::from_secs(6));
+        let later = Instant::now() + Duration::from_secs(3);
+        let swept = r.sweep(later, two, six);
         assert_eq!(swept.len(), 1);
         assert_eq!(swept[0].to, NodeState::NotReady);
         assert!(
-            swept[0].why.starts_with("no heartbeat for "),
+            swept[0].why.starts_with("silent for 3."),
             "{}",
             swept[0].why
         );
-        assert!(r.sweep(later, Duration::from_secs(6)).is_empty());
+        assert!(r.sweep(later, two, six).is_empty());
+        assert!(r.silences(later)["n1"] >= Duration::from_secs(3));
+        // An answer of another connection is not its; one of its own brings it back.
+        assert_eq!(r.alive("n1", id + 100), None);
+        let back = r.alive("n1", id).expect("answers");
+        assert_eq!(
+            (back.to, back.why.as_str()),
+            (NodeState::Ready, "it answers again")
+        );
+        assert!(r.silences(Instant::now())["n1"] < Duration::from_secs(1));
+        assert_eq!(r.sweep(later, two, six).len(), 1);
 
         let back = r.heartbeat("n1", Telemetry::default(), now).expect("known");
         assert_eq!(back.map(|t| t.to), Some(NodeState::Ready));

@@ -349,6 +349,17 @@ pub static KEYS: &[Key] = &[
         get: |s| joined(&s.volume_host_paths),
     },
     Key {
+        name: "node_timeout",
+        kind: Kind::One,
+        help: "master: `2s`, `10s`: a node silent this long is NotReady, and its replicas \
+               run elsewhere a moment later; longer where machines or links stall",
+        default: "`2s`",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.node_timeout, values::parse_node_timeout(v).map(Some)),
+        get: |s| one(s.node_timeout.map(|secs| format!("{secs}s"))),
+    },
+    Key {
         name: "ntp",
         kind: Kind::List,
         help: "`pool.example.org,10.0.0.1:123`: time servers (SNTP), asked before the DHCP \

@@ -205,6 +205,9 @@ pub struct Settings {
     /// Directories of this node containers may mount, by prefix
     /// (`cloudos.volume_host_paths=/srv,/mnt/media`); none when not set.
     pub volume_host_paths: Vec<String>,
+    /// A master's: seconds of silence before a node is NotReady
+    /// (`cloudos.node_timeout=2s`); the master's default when not set.
+    pub node_timeout: Option<u64>,
     /// SNTP servers, `host:port` (port 123 when none was given), asked before the DHCP
     /// lease's and the master's (`cloudos.ntp=pool.example.org,10.0.0.1`).
     pub ntp: Vec<String>,

@@ -270,6 +270,15 @@ pub fn parse_file_source(value: &str) -> Result<String, String> {
     }
 }
 
+/// A node timeout such as `2s` or `10s` (token TTL syntax), in seconds: 1 s to 5 min.
+pub fn parse_node_timeout(value: &str) -> Result<u64, String> {
+    let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;
+    match u64::try_from(d.whole_seconds()) {
+        Ok(secs @ 1..=300) => Ok(secs),
+        _ => Err(format!("{value:?} is not between 1s and 5m")),
+    }
+}
+
 /// A duration such as `6h` or `1d` (token TTL syntax), in seconds, at least a minute.
 pub fn parse_interval(value: &str) -> Result<u64, String> {
     let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;

@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 use crate::checks::assert_no_panic;
 use crate::{scaled, Console, Pattern, TestNet, Vm};
 
+/// A guest master's setting under emulation: TCG guests stall for seconds when the host
+/// is busy, which the default node timeout (2 s) would take for dead nodes.
+pub const TCG_NODE_TIMEOUT: &str = "node_timeout = \"6s\"\n";
+
+/// The same for a master on the host whose nodes are TCG guests.
+pub const TCG_NOT_READY_AFTER: [&str; 2] = ["--not-ready-after", "6s"];
+
 /// An ISO or an installed disk through firmware, GRUB and the kernel to ready, under TCG
 /// on a busy host.
 pub fn boot_timeout() -> Duration {

@@ -202,7 +202,10 @@ fn compute_nodes_with_clocks_in_2001_and_2040_join_and_keep_the_masters_time() {
     );
 
     let master_disk = artifacts::data_disk(
-        "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n",
+        &format!(
+            "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n{}",
+            cloudos_tests::guest::TCG_NODE_TIMEOUT
+        ),
         64,
     )
     .expect("disk");

@@ -106,7 +106,8 @@ fn an_arm64_node_joins_an_x86_master_and_runs_the_images_made_for_it() {
     // The x86_64 master.
     let master_disk = artifacts::data_disk(
         &format!(
-            "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\nworkloads = \"on\"\ninsecure_registries = \"{REGISTRY}\"\n"
+            "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\nworkloads = \"on\"\ninsecure_registries = \"{REGISTRY}\"\n{}",
+            cloudos_tests::guest::TCG_NODE_TIMEOUT
         ),
         256,
     )

@@ -789,7 +789,9 @@ fn failover_bench() {
     let Some(lab) = Lab::new() else { return };
     let runs = cloudos_tests::bench::runs(5);
     let _registry = registry(&lab);
-    let cluster = lab.cluster(&[]);
+    // The master's default settings: naming the default heartbeat keeps the lab's faster
+    // times out, and NotReady comes after the default silence.
+    let cluster = lab.cluster(&["--heartbeat-interval", "2s"]);
     let alice = &cluster.alice;
     let token = alice.token("compute", &[]);
     let (h3, h4) = (lab.host(3), lab.host(4));
@@ -864,25 +866,27 @@ fn failover_bench() {
     };
     let (d, m) = (median(&mut detect), median(&mut moved));
     let beyond = m.saturating_sub(d);
-    let verdict = if beyond <= Duration::from_secs(2) {
+    let verdict = if m <= Duration::from_secs(3) {
         "met"
     } else {
         "missed"
     };
     println!("BENCH-TABLE-BEGIN");
-    println!("| node loss → replica running elsewhere, {runs} runs, netns processes | median |");
+    println!(
+        "| node loss → replica running elsewhere, {runs} runs, netns processes, default settings | median |"
+    );
     println!("|---|---|");
     println!(
-        "| link down → node NotReady (heartbeat 1 s, NotReady after 3 s) | {:.2} s |",
+        "| link down → node NotReady (pinged every 0.5 s, NotReady after 2 s of silence) | {:.2} s |",
         d.as_secs_f64()
     );
     println!(
-        "| link down → replica running on the other node | {:.2} s |",
-        m.as_secs_f64()
+        "| NotReady → replica running on the other node | {:.2} s |",
+        beyond.as_secs_f64()
     );
     println!(
-        "| beyond NotReady detection (target ≤ 2 s) | {:.2} s: {verdict} |",
-        beyond.as_secs_f64()
+        "| link down → replica running on the other node (target ≤ 3 s) | {:.2} s: {verdict} |",
+        m.as_secs_f64()
     );
     println!("BENCH-TABLE-END");
 }

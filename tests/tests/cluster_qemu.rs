@@ -88,7 +88,10 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
 
     // The master: first start creates the cluster and shows one admin token.
     let master_disk = artifacts::data_disk(
-        "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n",
+        &format!(
+            "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n{}",
+            cloudos_tests::guest::TCG_NODE_TIMEOUT
+        ),
         64,
     )
     .expect("disk");

@@ -42,7 +42,10 @@ struct LanMaster {
 impl LanMaster {
     fn start(net: &TestNet, n: u8, dir: &Path, extra: &[&str]) -> LanMaster {
         let host = NetHost::new(net, n).expect("a host on the test bridge");
-        let master = HostMaster::start_on(&host, dir, extra);
+        // Its nodes are TCG guests: NotReady after 6 s, not the default 2 s.
+        let mut args = cloudos_tests::guest::TCG_NOT_READY_AFTER.to_vec();
+        args.extend_from_slice(extra);
+        let master = HostMaster::start_on(&host, dir, &args);
         LanMaster {
             addr: master.addr.clone(),
             master,

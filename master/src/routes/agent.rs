@@ -141,7 +141,7 @@ async fn session(
         if let Err(e) = reconciled {
             log::error!("reconciling the runs of {name} failed: {e}");
         }
-        run(&state, &name, &mut socket, &mut control).await;
+        run(&state, &name, conn_id, &mut socket, &mut control).await;
     }
     let transition = state.roster.disconnect(&name, conn_id);
     health::log_transitions(transition.as_slice());
@@ -194,19 +194,29 @@ fn mesh_end(
     })
 }
 
-/// Serves one connection until it closes, is evicted or replaced.
+/// Serves one connection until it closes, is evicted or replaced. Pings it a few times
+/// within `not_ready_after` (its agent answers at once, whatever its heartbeat interval):
+/// any frame from it says the node lives.
 async fn run(
     state: &Arc<MasterState>,
     name: &str,
+    conn_id: u64,
     socket: &mut WebSocket,
     control: &mut tokio::sync::mpsc::Receiver<Control>,
 ) {
-    // A connection that stays silent (no heartbeat, no ping) long after the node counts as
+    // A connection that stays silent (no heartbeat, no pong) long after the node counts as
     // NotReady only holds a connection slot: close it. The agent reconnects when it lives.
     let silence = (state.config.not_ready_after * 5).max(Duration::from_secs(1));
     let mut deadline = tokio::time::Instant::now() + silence;
+    let mut pings = tokio::time::interval(state.config.ping_interval());
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = pings.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 let reason = format!("nothing received for {} s", silence.as_secs());
                 log::info!("closing the silent agent connection of {name}: {reason}");
@@ -230,6 +240,9 @@ async fn run(
             }
             message = socket.recv() => {
                 deadline = tokio::time::Instant::now() + silence;
+                if let Some(Ok(_)) = &message {
+                    health::log_transitions(state.roster.alive(name, conn_id).as_slice());
+                }
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {

@@ -42,9 +42,10 @@ use super::state::MasterState;
 
 /// How often the dispatcher looks at nodes and the queue.
 const DISPATCH_PERIOD: Duration = Duration::from_millis(250);
-/// How long a node may be NotReady before its replicas count as lost: long enough for an
-/// agent to reconnect after renewing its certificate, short enough that a replica moves
-/// within a couple of seconds of its node dying.
+/// How long a NotReady node may have been silent before its replicas count as lost:
+/// long enough for an agent to reconnect after its connection closed (a certificate
+/// renewal, a master restart), short enough that a replica moves within a second of its
+/// node being found silent.
 const REPLICA_LOST_AFTER: Duration = Duration::from_secs(1);
 /// The same for tasks, longer: a task moved is a task run twice, so a node that is only
 /// slow to answer (a busy machine, a flaky link) gets more time to come back.
@@ -482,23 +483,19 @@ fn node_facts(roster: &Roster) -> Vec<NodeFacts> {
 pub async fn run(state: Arc<MasterState>) {
     let mut tick = tokio::time::interval(DISPATCH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut not_ready_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tick.tick().await;
         let nodes = node_facts(&state.roster);
-        let now = Instant::now();
-        not_ready_since.retain(|name, _| nodes.iter().any(|n| &n.name == name && !n.ready));
-        for n in nodes.iter().filter(|n| !n.ready) {
-            not_ready_since.entry(n.name.clone()).or_insert(now);
-        }
-        // How long each known node has been NotReady (`None`: ready), owned so the pass
-        // can run off the async workers.
+        // How long each NotReady node has been silent (`None`: ready), owned so the pass
+        // can run off the async workers. The grace runs from its last sign of life, not
+        // from when it was judged NotReady: a node silent for `not_ready_after` already
+        // had that time to come back.
+        let silences = state.roster.silences(Instant::now());
         let not_ready_for: HashMap<String, Option<Duration>> = nodes
             .iter()
             .map(|n| {
-                let since = not_ready_since.get(&n.name);
-                let down = (!n.ready).then(|| since.map(|s| now.duration_since(*s)));
-                (n.name.clone(), down.map(Option::unwrap_or_default))
+                let silent = silences.get(&n.name).copied().unwrap_or_default();
+                (n.name.clone(), (!n.ready).then_some(silent))
             })
             .collect();
         let alive = move |name: &str, replica: bool| -> bool {

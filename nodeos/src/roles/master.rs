@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cloudos_cluster::client::DEFAULT_API_PORT;
 use cloudos_master::backup::Schedule;
-use cloudos_master::config::{DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR, MISSED_HEARTBEATS};
+use cloudos_master::config::{DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR};
 use cloudos_master::workloads::retention::Retention;
 use cloudos_master::{MasterConfig, TokenOutput};
 
@@ -32,12 +32,14 @@ pub struct MasterArgs {
     /// This master's name (serving certificate, mDNS); default: the host name.
     #[arg(long)]
     pub name: Option<String>,
-    /// How often agents send heartbeats, e.g. 2s.
+    /// How often agents send heartbeats (their telemetry), e.g. 2s.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
-    /// A node without a heartbeat for this long is NotReady; default: 3 intervals.
-    #[arg(long, value_parser = parse_duration)]
-    pub not_ready_after: Option<Duration>,
+    /// A node silent this long is NotReady, and its replicas run elsewhere a moment later
+    /// (the master pings each agent four times within it). Longer on links or machines
+    /// that stall (an emulator, a congested uplink).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub not_ready_after: Duration,
     /// Lifetime of the certificates given to nodes and admins, e.g. 7d or 10m.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub cert_lifetime: Duration,
@@ -129,17 +131,20 @@ fn parse_tls_san(value: &str) -> Result<String, String> {
 
 /// The master's config from `nodeos master` flags.
 pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
-    if args.heartbeat_interval.is_zero() || args.cert_lifetime.is_zero() {
-        anyhow::bail!("--heartbeat-interval and --cert-lifetime must be at least 1s");
+    if args.heartbeat_interval.is_zero()
+        || args.cert_lifetime.is_zero()
+        || args.not_ready_after.is_zero()
+    {
+        anyhow::bail!(
+            "--heartbeat-interval, --not-ready-after and --cert-lifetime must be at least 1s"
+        );
     }
     let node_name = args.name.unwrap_or_else(|| host_name(FALLBACK_NAME));
     let mut config = MasterConfig::new(args.data_dir, node_name);
     config.listen = args.listen;
     config.cluster_name = args.cluster_name;
     config.heartbeat_interval = args.heartbeat_interval;
-    config.not_ready_after = args
-        .not_ready_after
-        .unwrap_or(args.heartbeat_interval * MISSED_HEARTBEATS);
+    config.not_ready_after = args.not_ready_after;
     config.cert_lifetime = args.cert_lifetime;
     config.mdns = !args.no_mdns;
     if cloudos_scheduler::policy_by_name(&args.scheduler).is_none() {
@@ -191,6 +196,9 @@ pub fn config_from_settings(settings: &Settings) -> MasterConfig {
     }
     config.insecure_registries = settings.insecure_registries.clone();
     config.tls_san = settings.tls_san.clone();
+    if let Some(secs) = settings.node_timeout {
+        config.not_ready_after = Duration::from_secs(secs);
+    }
     if let Some(range) = settings.container_range {
         config.container_range = range;
     }
@@ -315,7 +323,8 @@ mod tests {
         let c = parse(&["--name", "m1"]).expect("defaults");
         assert_eq!(c.listen.port(), DEFAULT_API_PORT);
         assert_eq!(c.cluster_name, "cloudos");
-        assert_eq!(c.not_ready_after, Duration::from_secs(6));
+        assert_eq!(c.not_ready_after, Duration::from_secs(2));
+        assert_eq!(c.ping_interval(), Duration::from_millis(500));
         assert_eq!(c.cert_lifetime, Duration::from_secs(7 * 86_400));
         assert!(c.mdns);
         let c = parse(&[
@@ -329,12 +338,15 @@ mod tests {
             "m1",
             "--heartbeat-interval",
             "1s",
+            "--not-ready-after",
+            "6s",
             "--cert-lifetime",
             "90s",
             "--no-mdns",
         ])
         .expect("flags");
-        assert_eq!(c.not_ready_after, Duration::from_secs(3));
+        assert_eq!(c.not_ready_after, Duration::from_secs(6));
+        assert_eq!(c.not_ready_without_connection(), Duration::from_secs(6));
         assert_eq!(c.cert_lifetime, Duration::from_secs(90));
         assert!(!c.mdns);
         assert_eq!(c.retention, Retention::default(), "flag defaults match");
