@@ -204,9 +204,12 @@ async fn run(
     socket: &mut WebSocket,
     control: &mut tokio::sync::mpsc::Receiver<Control>,
 ) {
-    // A connection that stays silent (no heartbeat, no pong) long after the node counts as
-    // NotReady only holds a connection slot: close it. The agent reconnects when it lives.
-    let silence = (state.config.not_ready_after * 5).max(Duration::from_secs(1));
+    // A connection that sends nothing of its own (no heartbeat, no report: pongs to our
+    // pings do not count) long after the node would count as NotReady only holds a
+    // connection slot: close it. The agent reconnects when it lives.
+    let silence = (state.config.not_ready_after * 5)
+        .max(state.config.heartbeat_interval * 3)
+        .max(Duration::from_secs(1));
     let mut deadline = tokio::time::Instant::now() + silence;
     let mut pings = tokio::time::interval(state.config.ping_interval());
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,9 +242,11 @@ async fn run(
                 return close(socket, code, &reason).await;
             }
             message = socket.recv() => {
-                deadline = tokio::time::Instant::now() + silence;
-                if let Some(Ok(_)) = &message {
+                if let Some(Ok(frame)) = &message {
                     health::log_transitions(state.roster.alive(name, conn_id).as_slice());
+                    if !matches!(frame, Message::Pong(_)) {
+                        deadline = tokio::time::Instant::now() + silence;
+                    }
                 }
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
