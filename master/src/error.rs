@@ -128,7 +128,9 @@ impl ApiError {
                 | BookError::RequestReused { .. }
                 | BookError::NoServiceAddress { .. }
                 | BookError::PortPublished { .. } => ErrorCode::Conflict,
-                BookError::IsReplica { .. } | BookError::Replicas { .. } => ErrorCode::BadRequest,
+                BookError::IsReplica { .. } | BookError::Replicas { .. } | BookError::Policy(_) => {
+                    ErrorCode::BadRequest
+                }
             },
             ApiError::NodeOp(e) => {
                 use super::nodeops::NodeOpError as E;

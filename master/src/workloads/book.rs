@@ -115,6 +115,9 @@ pub enum BookError {
         number: u32,
         current: u32,
     },
+    /// The update policy a change would leave the service with cannot move.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// A node as the book needs it: the scheduler's view without the allocations, which the

@@ -88,9 +88,15 @@ impl Book {
         let Some(record) = self.services.get_mut(name) else {
             return Err(BookError::NoService(name.to_owned()));
         };
+        // The change is judged by the policy it leaves, not by itself: `--max-unavailable
+        // 0` on a service made with `--max-surge 0` would leave one that never moves.
+        let policy = record.policy.with(&request.policy);
+        policy
+            .validate()
+            .map_err(|e| BookError::Policy(format!("service {name}: {e}")))?;
         let before = record.clone();
         record.replicas = request.replicas.unwrap_or(record.replicas);
-        record.policy = record.policy.with(&request.policy);
+        record.policy = policy;
         let deployed = if same_spec(&record.spec, &request.spec) {
             Deployed::Unchanged
         } else {

@@ -333,6 +333,27 @@ fn deploying_the_same_spec_again_changes_nothing_but_the_count() {
     assert_eq!(lab.book.service("web").expect("web").revisions.len(), 1);
 }
 
+/// A change is judged by the policy it leaves: a service made with no surge may not be
+/// told to keep every replica too, whatever the change says alone; the refusal changes
+/// nothing.
+#[test]
+fn a_deploy_that_would_leave_a_policy_that_cannot_move_is_refused() {
+    let mut lab = Lab::new(2);
+    let mut no_surge = deploy(version(1));
+    no_surge.policy.max_surge = Some(0);
+    no_surge.policy.max_unavailable = Some(1);
+    lab.book
+        .deploy("web", no_surge, lab.now)
+        .expect("no surge, one may go");
+    let before = lab.book.service("web").expect("web");
+    let mut stuck = deploy(version(2));
+    stuck.policy.max_unavailable = Some(0);
+    let err = lab.book.deploy("web", stuck, lab.now).unwrap_err();
+    assert!(matches!(err, BookError::Policy(_)), "{err}");
+    assert!(err.to_string().contains("service web"), "{err}");
+    assert_eq!(lab.book.service("web").expect("web"), before);
+}
+
 /// Ten revisions are kept; the oldest go.
 #[test]
 fn only_the_last_revisions_are_kept() {
