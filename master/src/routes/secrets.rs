@@ -85,17 +85,24 @@ pub async fn remove(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // Only a secret's name: never a registry's credentials (`cloudos registry logout`).
     validate_secret_name(&name)?;
-    let users = state.workloads.book().secret_users(&name);
-    if !users.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "secret {name} is in use by {}; remove or change those first",
-            users.join(", ")
-        )));
-    }
     let removed = {
         let name = name.clone();
         state
-            .blocking(move |s| Ok::<_, ApiError>(s.store.delete_secret(&name)?))
+            .blocking(move |s| {
+                // Checked and deleted under the book's lock, which work that names a
+                // secret is made under too: nothing comes to use it in between.
+                let book = s.workloads.book();
+                let users = book.secret_users(&name);
+                if !users.is_empty() {
+                    return Err(ApiError::Conflict(format!(
+                        "secret {name} is in use by {}; remove or change those first",
+                        users.join(", ")
+                    )));
+                }
+                let removed = s.store.delete_secret(&name)?;
+                drop(book);
+                Ok::<_, ApiError>(removed)
+            })
             .await?
     };
     if !removed {

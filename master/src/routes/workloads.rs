@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
-use cloudos_cluster::revision::{RollbackRequest, ServiceDeployRequest, UpdatePolicy};
+use cloudos_cluster::revision::{RollbackRequest, ServiceDeployRequest};
 use cloudos_cluster::workload::{
     validate_request_id, validate_service_name, validate_timeout, LogLine, LogStream, ScaleRequest,
     ServiceCreateRequest, ServiceInfo, TaskCreateRequest, TaskInfo, WorkloadList, MAX_RETRIES,
@@ -91,7 +91,6 @@ pub async fn create_task(
     ApiJson(mut request): ApiJson<TaskCreateRequest>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
-    secrets_exist(&state, &request.spec).await?;
     super::inputs::check(&state, &request.spec, true)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
@@ -110,6 +109,7 @@ pub async fn create_task(
         .blocking(move |s| {
             let id = new_task_id(s)?;
             workloads::commit(s, |book| {
+                secrets_exist(s, &request.spec)?;
                 Ok::<_, ApiError>(book.create_task(id, request, OffsetDateTime::now_utc())?)
             })
         })
@@ -343,7 +343,6 @@ pub async fn create_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&request.name)?;
     request.spec.validate()?;
-    secrets_exist(&state, &request.spec).await?;
     super::inputs::check(&state, &request.spec, false)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
@@ -353,6 +352,7 @@ pub async fn create_service(
     let service = state
         .blocking(move |s| {
             workloads::commit(s, |book| {
+                secrets_exist(s, &request.spec)?;
                 let effects = book.create_service(request, OffsetDateTime::now_utc())?;
                 Ok::<_, ApiError>(((), effects))
             })?;
@@ -377,18 +377,16 @@ pub async fn deploy_service(
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&name)?;
     request.spec.validate()?;
-    secrets_exist(&state, &request.spec).await?;
     super::inputs::check(&state, &request.spec, false)?;
     if let Some(id) = &request.request_id {
         validate_request_id(id)?;
     }
-    // Whatever the service has now, the change must make a policy that can move.
-    UpdatePolicy::default().with(&request.policy).validate()?;
     request.spec.platforms = platforms_of(&state, &request.spec.image).await;
     let image = request.spec.image.clone();
     let (deployed, service) = state
         .blocking(move |s| {
             let deployed = workloads::commit(s, |book| {
+                secrets_exist(s, &request.spec)?;
                 let (deployed, effects) = book.deploy(&name, request, OffsetDateTime::now_utc())?;
                 Ok::<_, ApiError>((deployed, effects))
             })?;
@@ -446,28 +444,21 @@ async fn platforms_of(state: &AppState, image: &str) -> Vec<String> {
     state.workloads.platforms.architectures(image, auth).await
 }
 
-/// Every secret `spec` names exists: work never starts without one it needs. (The store
-/// is read off the async workers, as every store call.)
-async fn secrets_exist(
-    state: &AppState,
+/// Every secret `spec` names exists: work never starts without one it needs. Called in
+/// the book's change, under its lock, as `secret rm` checks and deletes: no secret goes
+/// between the check and the work that names it.
+fn secrets_exist(
+    s: &MasterState,
     spec: &cloudos_cluster::workload::WorkloadSpec,
 ) -> Result<(), ApiError> {
-    let names: Vec<String> = spec.secret_names().into_iter().map(str::to_owned).collect();
-    if names.is_empty() {
-        return Ok(());
+    for name in spec.secret_names() {
+        if s.store.get_secret(name)?.is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "no secret {name}; `cloudos secret create {name} -f FILE` makes it"
+            )));
+        }
     }
-    state
-        .blocking(move |s| {
-            for name in &names {
-                if s.store.get_secret(name)?.is_none() {
-                    return Err(ApiError::BadRequest(format!(
-                        "no secret {name}; `cloudos secret create {name} -f FILE` makes it"
-                    )));
-                }
-            }
-            Ok(())
-        })
-        .await
+    Ok(())
 }
 
 pub async fn get_service(

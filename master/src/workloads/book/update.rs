@@ -78,6 +78,9 @@ impl Book {
                 request_id: request.request_id,
             };
             let policy = UpdatePolicy::default().with(&request.policy);
+            policy
+                .validate()
+                .map_err(|e| BookError::Policy(format!("service {name}: {e}")))?;
             let effects = self.make_service(create, policy, now)?;
             return Ok((Deployed::Created, effects));
         }

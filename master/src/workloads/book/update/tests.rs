@@ -352,6 +352,13 @@ fn a_deploy_that_would_leave_a_policy_that_cannot_move_is_refused() {
     assert!(matches!(err, BookError::Policy(_)), "{err}");
     assert!(err.to_string().contains("service web"), "{err}");
     assert_eq!(lab.book.service("web").expect("web"), before);
+    // Made with such a policy, a service is refused too.
+    let mut made_stuck = deploy(version(1));
+    made_stuck.policy.max_surge = Some(0);
+    made_stuck.policy.max_unavailable = Some(0);
+    let err = lab.book.deploy("db", made_stuck, lab.now).unwrap_err();
+    assert!(matches!(err, BookError::Policy(_)), "{err}");
+    assert!(lab.book.service("db").is_none());
 }
 
 /// Ten revisions are kept; the oldest go.
