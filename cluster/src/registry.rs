@@ -57,6 +57,18 @@ pub enum RegistryAuth {
     Token { token: String },
 }
 
+/// The pull client's form of a cluster login, one place for both pullers (the master's
+/// look at an image's platforms, the node's pull).
+#[cfg(feature = "oci")]
+impl From<RegistryAuth> for cloudos_oci::Credentials {
+    fn from(auth: RegistryAuth) -> Self {
+        match auth {
+            RegistryAuth::Basic { username, password } => Self::Basic { username, password },
+            RegistryAuth::Token { token } => Self::Bearer(token),
+        }
+    }
+}
+
 impl std::fmt::Debug for RegistryAuth {
     // Never a password or token in a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,10 +4,11 @@
 //! `Runtime`s (or an agent restarted from scratch) see the same containers.
 //! It never clones container processes itself (see the shim).
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -157,27 +158,34 @@ impl Runtime {
         result
     }
 
-    fn spawn_and_await(&self, spec: &ContainerSpec, layout: &Layout) -> Result<(), RuntimeError> {
-        let id = spec.id.as_str();
-        state::write_json(&layout.spec(), spec)?;
-        let shim_log = File::create(layout.shim_log())
-            .map_err(|e| RuntimeError::io("create", layout.shim_log(), e))?;
-        let mut child = Command::new(&self.shim.program)
+    /// Starts the shim with `args` (after its own prefix), its stdout piped for the
+    /// report, `stderr` where its complaints go, and nothing of our environment but
+    /// where container cgroups go.
+    fn spawn_shim(&self, args: &[&OsStr], stderr: Stdio) -> Result<Child, RuntimeError> {
+        Command::new(&self.shim.program)
             .args(&self.shim.args_prefix)
-            .arg("run")
-            .arg(&self.root)
-            .arg(id)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(shim_log)
+            .stderr(stderr)
             .env_clear()
-            // The one thing the shim takes from our environment: where container cgroups go.
             .env(cgroup::PARENT_ENV, cgroup::parent())
             .spawn()
             .map_err(|source| RuntimeError::ShimSpawn {
                 program: self.shim.program.clone(),
                 source,
-            })?;
+            })
+    }
+
+    fn spawn_and_await(&self, spec: &ContainerSpec, layout: &Layout) -> Result<(), RuntimeError> {
+        let id = spec.id.as_str();
+        state::write_json(&layout.spec(), spec)?;
+        let shim_log = File::create(layout.shim_log())
+            .map_err(|e| RuntimeError::io("create", layout.shim_log(), e))?;
+        let mut child = self.spawn_shim(
+            &["run".as_ref(), self.root.as_os_str(), id.as_ref()],
+            shim_log.into(),
+        )?;
         // Record the shim now (it records itself too): should this process die
         // before the report, recover() still finds and judges the shim.
         let rec = process::record_of(child.id() as i32);
@@ -420,23 +428,11 @@ impl Runtime {
             .open(layout.shim_log())
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
-        let mut child = Command::new(&self.shim.program)
-            .args(&self.shim.args_prefix)
-            .arg("exec")
-            .arg(&self.root)
-            .arg(id)
-            .arg(timeout.as_millis().to_string())
-            .args(argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .env_clear()
-            .env(cgroup::PARENT_ENV, cgroup::parent())
-            .spawn()
-            .map_err(|source| RuntimeError::ShimSpawn {
-                program: self.shim.program.clone(),
-                source,
-            })?;
+        let millis = timeout.as_millis().to_string();
+        let mut args: Vec<&OsStr> = vec!["exec".as_ref(), self.root.as_os_str(), id.as_ref()];
+        args.push(millis.as_ref());
+        args.extend(argv.iter().map(OsStr::new));
+        let mut child = self.spawn_shim(&args, log)?;
         let answer: Option<serde_json::Value> = child
             .stdout
             .take()

@@ -46,15 +46,8 @@ pub fn for_image(
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     Ok(own
-        .or_else(|| cluster.cloned().map(from_cluster))
+        .or_else(|| cluster.cloned().map(Credentials::from))
         .unwrap_or(Credentials::Anonymous))
-}
-
-fn from_cluster(auth: RegistryAuth) -> Credentials {
-    match auth {
-        RegistryAuth::Basic { username, password } => Credentials::Basic { username, password },
-        RegistryAuth::Token { token } => Credentials::Bearer(token),
-    }
 }
 
 /// The file's entry for `registry`, if it has one.

@@ -61,7 +61,7 @@ impl ImagePlatforms {
         let puller = match auth {
             Some(auth) => {
                 own = Puller::new(PullConfig {
-                    credentials: credentials(auth),
+                    credentials: Credentials::from(auth),
                     plain_http_registries: self.plain_http_registries.clone(),
                     ..PullConfig::default()
                 });
@@ -114,13 +114,5 @@ impl ImagePlatforms {
         let cache = self.cache.lock().ok()?;
         let answer = cache.get(image)?;
         (answer.at.elapsed() < answer.keep).then(|| answer.archs.clone())
-    }
-}
-
-/// What the registry client sends for `auth`.
-pub fn credentials(auth: RegistryAuth) -> Credentials {
-    match auth {
-        RegistryAuth::Basic { username, password } => Credentials::Basic { username, password },
-        RegistryAuth::Token { token } => Credentials::Bearer(token),
     }
 }
