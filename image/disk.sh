@@ -217,8 +217,9 @@ truncate -s $((DATA_SECTORS * SECTOR)) "$DATAFS"
 # 4 KiB blocks and the default inode ratio: the size it grows to, not 64 MiB, decides.
 # metadata_csum_seed: the installer gives each disk its own UUID online
 # (EXT4_IOC_SETFSUUID), which needs checksums that do not derive from the UUID.
+# quota,project: volume size limits are project quotas (decision 64).
 E2FSPROGS_FAKE_TIME=$FAKE_TIME mkfs.ext4 -q -F -L CLOUDOS-DATA -T default -b 4096 \
-    -O metadata_csum_seed \
+    -O metadata_csum_seed,quota,project \
     -U "$DATA_UUID" -E "hash_seed=$DATA_HASH_SEED,root_owner=0:0" "$DATAFS"
 
 # The disk: GPT with fixed GUIDs, the file systems at their offsets, then GRUB's boot code.

@@ -121,8 +121,9 @@ SOURCE_DATE_EPOCH=$FAT_TIME MTOOLS_SKIP_CHECK=1 mcopy -m -i "$BOOTFS" "$STAGE"/*
 DATAFS=$WORK/data.ext4
 truncate -s $((DATA_MIB * MIB)) "$DATAFS"
 # 4 KiB blocks and the default inode ratio: the size it grows to, not 64 MiB, decides.
+# quota,project: volume size limits are project quotas (decision 64).
 E2FSPROGS_FAKE_TIME=$FAKE_TIME mkfs.ext4 -q -F -L CLOUDOS-DATA -T default -b 4096 \
-    -U c10d0500-0000-4000-8000-00000000da7a -E hash_seed=c10d0500-0000-4000-8000-0000000005ee,root_owner=0:0 "$DATAFS"
+    -O quota,project -U c10d0500-0000-4000-8000-00000000da7a -E hash_seed=c10d0500-0000-4000-8000-0000000005ee,root_owner=0:0 "$DATAFS"
 
 # The card: MBR with a fixed disk id, then both file systems at their offsets.
 truncate -s $((TOTAL_MIB * MIB)) "$WORK/card.img"

@@ -110,6 +110,9 @@ data_disk() {
     mkdir -p "$WORK/$1.d"
     printf '%s' "$2" >"$WORK/$1.d/config.toml"
     mkfs.ext4 -q -F -L CLOUDOS-DATA -d "$WORK/$1.d" "$WORK/$1.img" 512M >/dev/null
+    # Project quotas (volume size limits) added after -d: mke2fs 1.47 counts the files
+    # -d copies wrongly in its quota inodes, tune2fs counts them again.
+    tune2fs -O quota,project "$WORK/$1.img" >/dev/null
 }
 
 # boot NAME MAC [ARCH]: the ISO with the node's data disk, serial console to NAME.log.

@@ -247,6 +247,7 @@ where
                         Ok(workload @ (MasterMessage::Assign(_)
                         | MasterMessage::Stop { .. }
                         | MasterMessage::RemoveVolume { .. }
+                        | MasterMessage::SetVolumeLimit { .. }
                         | MasterMessage::LogOffsets { .. })) => facts.executor.handle(workload),
                         Ok(MasterMessage::Upgrade { id, version, allow_downgrade }) => {
                             facts.upgrader.start(id, version, allow_downgrade);

@@ -167,6 +167,7 @@ impl Sampler {
             },
             clock: None,
             clock_skew_secs: None,
+            volumes: crate::workloads::volume_usage(data_dir),
             system: None,
         }
     }

@@ -283,6 +283,7 @@ fn telemetry() -> Telemetry {
         },
         clock: None,
         clock_skew_secs: None,
+        volumes: Default::default(),
         system: None,
     }
 }

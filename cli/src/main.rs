@@ -238,7 +238,24 @@ enum SecretCommand {
 
 #[derive(Debug, Subcommand)]
 enum VolumeCommand {
-    /// Each volume, the node it is on, and what uses it.
+    /// Make a named volume before any work uses it, to give it a size limit. Work that
+    /// names a volume makes it anyway, without a limit.
+    Create {
+        name: String,
+        /// Most it may hold (500Mi, 10Gi, 2G): writes beyond fail with "Disk quota
+        /// exceeded". Needs project quotas on the node's data partition (a current
+        /// install has them).
+        #[arg(long, value_parser = parse_size_limit)]
+        size: Option<u64>,
+    },
+    /// Change a volume's size limit (`none` lifts it); its node applies it at once.
+    Resize {
+        name: String,
+        /// 500Mi, 10Gi, 2G, or none.
+        #[arg(value_parser = parse_size_or_none)]
+        size: SizeOrNone,
+    },
+    /// Each volume, the node it is on, its size limit, and what uses it.
     List,
     /// Forget a volume and delete its data on its node; refused while work uses it.
     Rm { name: String },
@@ -402,6 +419,21 @@ fn parse_health_tcp(value: &str) -> Result<Probe, String> {
 
 fn parse_cpu(value: &str) -> Result<u64, String> {
     workload::parse_cpu(value).map_err(|e| e.to_string())
+}
+
+fn parse_size_limit(value: &str) -> Result<u64, String> {
+    cloudos_cluster::volume::parse_size_limit(value).map_err(|e| e.to_string())
+}
+
+/// A size, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct SizeOrNone(Option<u64>);
+
+fn parse_size_or_none(value: &str) -> Result<SizeOrNone, String> {
+    if value == "none" {
+        return Ok(SizeOrNone(None));
+    }
+    parse_size_limit(value).map(|bytes| SizeOrNone(Some(bytes)))
 }
 
 fn parse_memory(value: &str) -> Result<u64, String> {
@@ -827,6 +859,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(RegistryCommand::List) => commands::registries::list(&ctx).await,
         Command::Registry(RegistryCommand::Logout { registry }) => {
             commands::registries::logout(&ctx, &registry).await
+        }
+        Command::Volume(VolumeCommand::Create { name, size }) => {
+            commands::volumes::create(&ctx, &name, size).await
+        }
+        Command::Volume(VolumeCommand::Resize { name, size }) => {
+            commands::volumes::resize(&ctx, &name, size.0).await
         }
         Command::Volume(VolumeCommand::List) => commands::volumes::list(&ctx).await,
         Command::Volume(VolumeCommand::Rm { name }) => commands::volumes::remove(&ctx, &name).await,

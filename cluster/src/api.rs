@@ -279,6 +279,10 @@ pub struct Telemetry {
     /// replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_secs: Option<f64>,
+    /// Bytes used by each named volume here that has a size limit (its project quota's
+    /// count, decision 64), by name; volumes without a limit are not counted.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub volumes: std::collections::BTreeMap<String, u64>,
     /// The installed system: the slot it booted and its last upgrade (nodes under PID 1 on
     /// an installed disk say; live boots and hosts do not).
     /// Boxed: rarely there, and it would make every heartbeat message larger.
@@ -461,6 +465,12 @@ pub enum MasterMessage {
     /// Delete named volume `name` and its data (`cloudos volume rm`); the master sends it
     /// only when no task or replica that uses it is active.
     RemoveVolume { name: String },
+    /// Named volume `name` may now hold `size_limit` bytes (`None`: no limit), at once if
+    /// the node has it (`cloudos volume resize`).
+    SetVolumeLimit {
+        name: String,
+        size_limit: Option<u64>,
+    },
     /// Log bytes of `run` the master already holds: resend from these offsets.
     LogOffsets {
         run: String,

@@ -753,6 +753,17 @@ impl ApiClient {
         self.call(Method::GET, paths::VOLUMES, None).await
     }
 
+    /// `PUT /v1/volumes/<name>`: makes the volume, or sets its size limit.
+    pub async fn set_volume(
+        &self,
+        name: &str,
+        request: &crate::volume::VolumeRequest,
+    ) -> Result<crate::volume::VolumeChange, ClientError> {
+        let path = format!("{}/{}", paths::VOLUMES, path_segment(name)?);
+        let body = self.json(request)?;
+        self.call(Method::PUT, &path, Some(body)).await
+    }
+
     /// `DELETE /v1/volumes/<name>`: forgets the volume; its node deletes its data.
     pub async fn remove_volume(&self, name: &str) -> Result<(), ClientError> {
         let path = format!("{}/{}", paths::VOLUMES, path_segment(name)?);

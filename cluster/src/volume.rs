@@ -138,26 +138,83 @@ pub fn validate_mounts(mounts: &[VolumeMount]) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// A named volume as the master keeps it: the node that holds it.
+/// The smallest size limit a volume takes: less is a typing slip, not a volume.
+pub const MIN_SIZE_LIMIT: u64 = 1 << 20;
+
+/// A named volume as the master keeps it: the node that holds it, once work used it, and
+/// its size limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
     pub name: String,
-    pub node: String,
+    /// `None` until the first run that names it is placed (`cloudos volume create` makes
+    /// a volume before any work uses it).
+    pub node: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Bytes it may hold (a project quota on its node's data partition); `None`: as much
+    /// as the partition has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<u64>,
+}
+
+/// `PUT /v1/volumes/{name}` (`cloudos volume create`, `cloudos volume resize`): makes
+/// the volume, or sets the limit of the one there is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRequest {
+    #[serde(default)]
+    pub size_limit: Option<u64>,
+}
+
+/// What `PUT /v1/volumes/{name}` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeChange {
+    pub volume: VolumeInfo,
+    /// It did not exist before.
+    pub created: bool,
+    /// Its node was told the new limit now; `false` when it is on no node yet or its node
+    /// is away (the limit is sent when work next mounts it there).
+    pub sent: bool,
 }
 
 /// `cloudos volume list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {
     pub name: String,
-    /// The node that holds it.
-    pub node: String,
+    /// The node that holds it; `None` before any work used it.
+    pub node: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<u64>,
+    /// Bytes it holds, as its node last reported (volumes with a size limit, on a node
+    /// that is connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
     /// The tasks and replicas that use it and have not ended.
     #[serde(default)]
     pub used_by: Vec<String>,
+}
+
+/// Parses a volume's size limit (`500Mi`, `10G`, …), at least [`MIN_SIZE_LIMIT`].
+pub fn parse_size_limit(text: &str) -> Result<u64, SpecError> {
+    let bytes = crate::workload::parse_byte_count(text).ok_or_else(|| {
+        SpecError::Volume(format!(
+            "invalid size {text:?}: use bytes with a unit such as 500Mi, 10Gi or 2G"
+        ))
+    })?;
+    check_size_limit(bytes)?;
+    Ok(bytes)
+}
+
+/// A size limit the master accepts.
+pub fn check_size_limit(bytes: u64) -> Result<(), SpecError> {
+    if bytes < MIN_SIZE_LIMIT {
+        return Err(SpecError::Volume(format!(
+            "a size limit of {bytes} bytes is below the least, 1Mi"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

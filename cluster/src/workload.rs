@@ -100,13 +100,13 @@ pub fn parse_cpu(text: &str) -> Result<u64, SpecError> {
     Ok(millis)
 }
 
-/// Parses `64Mi`, `1Gi`, `512M`, `1000000` (bytes) into bytes.
-pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
-    let bad = || SpecError::Memory(text.to_owned());
+/// Parses a byte count with an optional unit: `64Mi`, `1Gi`, `512M`, `1000000`; `None`
+/// when it is not one (or overflows).
+pub fn parse_byte_count(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
+    let n: u64 = number.parse().ok()?;
     let factor: u64 = match unit {
         "" => 1,
         "k" | "K" => 1_000,
@@ -117,9 +117,14 @@ pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        _ => return Err(bad()),
+        _ => return None,
     };
-    let bytes = n.checked_mul(factor).ok_or_else(bad)?;
+    n.checked_mul(factor)
+}
+
+/// Parses `64Mi`, `1Gi`, `512M`, `1000000` (bytes) into bytes.
+pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
+    let bytes = parse_byte_count(text).ok_or_else(|| SpecError::Memory(text.to_owned()))?;
     if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&bytes) {
         return Err(SpecError::OutOfRange {
             what: "memory",
@@ -870,6 +875,11 @@ pub struct RunAssignment {
     /// like `secrets`. The node's own `registries.toml` wins over them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<crate::registry::RegistryAuth>,
+    /// The size limits of the spec's named volumes that have one, by name: the node sets
+    /// them as it mounts the volumes (a limit changed while the node was away takes
+    /// effect here).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub volume_limits: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a run is doing on its node (agent → master).

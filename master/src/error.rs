@@ -128,9 +128,10 @@ impl ApiError {
                 | BookError::RequestReused { .. }
                 | BookError::NoServiceAddress { .. }
                 | BookError::PortPublished { .. } => ErrorCode::Conflict,
-                BookError::IsReplica { .. } | BookError::Replicas { .. } | BookError::Policy(_) => {
-                    ErrorCode::BadRequest
-                }
+                BookError::IsReplica { .. }
+                | BookError::Replicas { .. }
+                | BookError::Policy(_)
+                | BookError::BadVolume(_) => ErrorCode::BadRequest,
             },
             ApiError::NodeOp(e) => {
                 use super::nodeops::NodeOpError as E;

@@ -20,6 +20,7 @@ mod exec;
 mod logs;
 mod oci;
 mod process;
+pub mod quota;
 mod rootfs;
 mod runtime;
 mod seccomp;

@@ -896,7 +896,7 @@ fn failover_bench() {
 /// started again on its data directory. Work that mounts it goes to that node only, and
 /// waits for it, saying why, while it is down. It cannot be removed while a service names
 /// it; removed, its directory is gone from the node. A host path no prefix allows is
-/// refused with the reason.
+/// refused with the reason, and so is a size limit on a node that keeps none.
 #[test]
 fn a_volume_keeps_its_data_and_its_work_on_its_node() {
     let Some(lab) = Lab::new() else { return };
@@ -1011,6 +1011,50 @@ fn a_volume_keeps_its_data_and_its_work_on_its_node() {
         why.contains("host path /etc is refused: none is allowed on this node"),
         "{why}"
     );
+
+    // A size limit where the node's file system keeps none (this host's directories have
+    // no project quotas): the run fails saying what a limit needs, rather than run
+    // without the limit asked for. Lifted, the volume works.
+    let made = alice.ok(&["volume", "create", "capped", "--size", "4Mi"]);
+    assert!(
+        made.contains("volume capped created, size limit 4Mi"),
+        "{made}"
+    );
+    let again = alice.fails(&["volume", "create", "capped", "--size", "8Mi"]);
+    assert!(again.contains("cloudos volume resize capped"), "{again}");
+    let tiny = alice.fails(&["volume", "create", "tiny", "--size", "1000"]);
+    assert!(tiny.contains("below the least, 1Mi"), "{tiny}");
+    let write = [
+        "-v",
+        "capped:/data",
+        BUSYBOX,
+        "--",
+        "sh",
+        "-c",
+        "echo x > /data/f",
+    ];
+    let id = alice.run_task(&write);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["state"], "failed", "{task}");
+    let why = task["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("volume capped cannot be limited to 4Mi") && why.contains("-O quota,project"),
+        "{why}"
+    );
+    let listed = alice.ok(&["volume", "list"]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("capped"))
+        .unwrap_or_default();
+    assert!(row.contains("4Mi") && row.contains("node-"), "{listed}");
+    let lifted = alice.ok(&["volume", "resize", "capped", "none"]);
+    assert!(
+        lifted.contains("size limit none") && lifted.contains("applies it now"),
+        "{lifted}"
+    );
+    let id = alice.run_task(&write);
+    let task = alice.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(60));
+    assert_eq!(task["state"], "succeeded", "{task}");
 }
 
 /// Every file under `dir` (not following links) whose bytes contain `needle`, but under

@@ -308,6 +308,40 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     assert_eq!(task["state"], "succeeded", "{task}");
     assert_eq!(task["node"], home.as_str(), "{task}");
     assert_eq!(admin.ok(&["logs", &read]), "kept\n");
+
+    // A volume with a size limit: a write past it fails with "Disk quota exceeded" (a
+    // project quota on the node's ext4, mounted with prjquota); raised while its node is
+    // up, the same write fits.
+    let made = admin.ok(&["volume", "create", "capped", "--size", "2Mi"]);
+    assert!(made.contains("size limit 2Mi"), "{made}");
+    let fill = [
+        "-v",
+        "capped:/data",
+        BUSYBOX,
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/data/big",
+        "bs=1M",
+        "count=4",
+    ];
+    let id = admin.run_task(&fill);
+    let task = admin.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(120));
+    assert_eq!(task["state"], "failed", "{task}");
+    let said = admin.ok(&["logs", &id]);
+    assert!(said.contains("Disk quota exceeded"), "{said}");
+    // What it holds reaches `volume list` with the node's next heartbeat: the limit's
+    // worth that dd wrote before it was stopped (the directory's own block counts too).
+    admin.wait("the volume's usage listed", Duration::from_secs(30), || {
+        let listed = admin.ok(&["volume", "list"]);
+        let row = listed.lines().find(|l| l.starts_with("capped"))?.to_owned();
+        (row.contains("2Mi of 2Mi") || row.contains("1.9Mi of 2Mi")).then_some(())
+    });
+    let raised = admin.ok(&["volume", "resize", "capped", "16Mi"]);
+    assert!(raised.contains("applies it now"), "{raised}");
+    let id = admin.run_task(&fill);
+    let task = admin.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(120));
+    assert_eq!(task["state"], "succeeded", "{task}");
     // The other node may have missed heartbeats while this one booted under TCG: the
     // services below are spread over both only if both are Ready when they are placed.
     both_ready(admin);

@@ -22,6 +22,8 @@ mod spec;
 mod usage;
 mod volumes;
 
+pub use volumes::usage as volume_usage;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::{AgentMessage, MasterMessage};
 use cloudos_cluster::client::ApiClient;
+use cloudos_cluster::units::format_bytes;
 use cloudos_cluster::workload::{RunAssignment, RunReport, RunState, TaskUsage};
 use cloudos_oci::PullConfig;
 use cloudos_runtime::{Runtime, ShimCommand};
@@ -280,6 +283,16 @@ impl Executor {
                 }
             }
             MasterMessage::RemoveVolume { name } => self.remove_volume(&name),
+            MasterMessage::SetVolumeLimit { name, size_limit } => {
+                match volumes::set_limit(&self.shared.config.data_dir, &name, size_limit) {
+                    Ok(true) => log::info!(
+                        "volume {name}: size limit now {}",
+                        size_limit.map_or("none".to_owned(), format_bytes)
+                    ),
+                    Ok(false) => {}
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
             _ => {}
         }
     }

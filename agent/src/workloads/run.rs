@@ -130,6 +130,7 @@ async fn run_inner(
         &shared.config.data_dir,
         &shared.config.volume_host_paths,
         &a.spec.volumes,
+        &a.volume_limits,
     )
     .and_then(|mut binds| {
         binds.extend(input);

@@ -3,10 +3,12 @@
 //! master says (`cloudos volume rm`); a host path is mounted only under a prefix the
 //! node's admin allowed (`volume_host_paths`), and never the node's own data directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cloudos_cluster::units::format_bytes;
 use cloudos_cluster::volume::{host_path_allowed, validate_volume_name, VolumeMount};
-use cloudos_runtime::Bind;
+use cloudos_runtime::{quota, Bind};
 
 /// Where named volumes live under the data directory.
 const VOLUMES_DIR: &str = "volumes";
@@ -17,12 +19,14 @@ pub(super) fn volume_dir(data_dir: &Path, name: &str) -> Result<PathBuf, String>
     Ok(data_dir.join(VOLUMES_DIR).join(name))
 }
 
-/// The binds of a run's volumes: named ones made if new, host paths checked against
-/// `allowed`. An error says which volume and why, for the run's failure.
+/// The binds of a run's volumes: named ones made if new and given their size limit
+/// (`limits`, by name; one without is unlimited), host paths checked against `allowed`.
+/// An error says which volume and why, for the run's failure.
 pub(super) fn binds(
     data_dir: &Path,
     allowed: &[String],
     mounts: &[VolumeMount],
+    limits: &BTreeMap<String, u64>,
 ) -> Result<Vec<Bind>, String> {
     mounts
         .iter()
@@ -33,6 +37,7 @@ pub(super) fn binds(
                     std::fs::create_dir_all(&dir).map_err(|e| {
                         format!("cannot make volume {name} at {}: {e}", dir.display())
                     })?;
+                    limit(&dir, name, limits.get(name).copied())?;
                     dir
                 }
                 None => host_path(data_dir, allowed, &m.source)?,
@@ -75,6 +80,44 @@ fn host_path(data_dir: &Path, allowed: &[String], path: &str) -> Result<PathBuf,
     Ok(real)
 }
 
+/// Gives volume `name` (at `dir`) its size limit; `None` lifts one it had.
+fn limit(dir: &Path, name: &str, bytes: Option<u64>) -> Result<(), String> {
+    quota::set_limit(dir, bytes).map_err(|e| match bytes {
+        Some(bytes) => format!(
+            "volume {name} cannot be limited to {}: {e}",
+            format_bytes(bytes)
+        ),
+        None => format!("volume {name}: cannot lift its size limit: {e}"),
+    })
+}
+
+/// `cloudos volume resize` for a volume this node holds: applied now, so a running
+/// container meets the new limit at its next write. A volume not made here yet takes it
+/// when work first mounts it (the assignment carries it).
+pub(super) fn set_limit(data_dir: &Path, name: &str, bytes: Option<u64>) -> Result<bool, String> {
+    let dir = volume_dir(data_dir, name)?;
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    limit(&dir, name, bytes).map(|()| true)
+}
+
+/// Bytes used by each volume here that has a size limit: one `quotactl` each, cheap
+/// enough for every heartbeat. Volumes without a limit have no project to count them.
+pub fn usage(data_dir: &Path) -> BTreeMap<String, u64> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(VOLUMES_DIR)) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let used = quota::usage(&entry.path())?;
+            used.limit_bytes.map(|_| (name, used.used_bytes))
+        })
+        .collect()
+}
+
 /// Deletes named volume `name` and its data. `false` if it was not there.
 pub(super) fn remove(data_dir: &Path, name: &str) -> Result<bool, String> {
     let dir = volume_dir(data_dir, name)?;
@@ -100,26 +143,32 @@ mod tests {
         let allowed = vec![srv.to_string_lossy().into_owned()];
 
         let named = parse_volume("db:/var/lib/db").unwrap();
-        let made = binds(&data, &allowed, &[named]).unwrap();
+        let made = binds(&data, &allowed, &[named], &BTreeMap::new()).unwrap();
         assert_eq!(made[0].source, data.join("volumes/db"));
         assert!(made[0].source.is_dir());
 
         let media = parse_volume(&format!("{}/media:/media:ro", srv.display())).unwrap();
-        let bound = binds(&data, &allowed, std::slice::from_ref(&media)).unwrap();
+        let bound = binds(
+            &data,
+            &allowed,
+            std::slice::from_ref(&media),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert!(bound[0].read_only);
-        let err = binds(&data, &[], &[media]).unwrap_err();
+        let err = binds(&data, &[], &[media], &BTreeMap::new()).unwrap_err();
         assert!(err.contains("none is allowed"), "{err}");
 
         // A link under an allowed prefix that leads out of it is what it leads to.
         std::os::unix::fs::symlink("/etc", srv.join("escape")).unwrap();
         let escape = parse_volume(&format!("{}/escape:/x", srv.display())).unwrap();
-        let err = binds(&data, &allowed, &[escape]).unwrap_err();
+        let err = binds(&data, &allowed, &[escape], &BTreeMap::new()).unwrap_err();
         assert!(err.contains("only paths under"), "{err}");
 
         // The data directory, even when a prefix allows it.
         let everything = vec![root.path().to_string_lossy().into_owned()];
         let keys = parse_volume(&format!("{}:/keys", data.display())).unwrap();
-        let err = binds(&data, &everything, &[keys]).unwrap_err();
+        let err = binds(&data, &everything, &[keys], &BTreeMap::new()).unwrap_err();
         assert!(err.contains("data directory"), "{err}");
 
         assert!(remove(&data, "db").unwrap());

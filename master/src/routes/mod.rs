@@ -58,7 +58,7 @@ const TASK_OUTPUT: &str = "/v1/tasks/{id}/output";
 const SERVICE: &str = "/v1/services/{name}";
 const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
 const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
-/// `DELETE` removes a named volume.
+/// `PUT` makes a named volume or sets its size limit; `DELETE` removes it.
 const VOLUME: &str = "/v1/volumes/{name}";
 /// `DELETE` removes a secret.
 const SECRET: &str = "/v1/secrets/{name}";
@@ -282,6 +282,7 @@ fn routes() -> Routes {
         post(workloads::rollback_service),
     )
     .add("get", paths::VOLUMES, Access::Admin, get(volumes::list))
+    .add("put", VOLUME, Access::Admin, put(volumes::put))
     .add("delete", VOLUME, Access::Admin, delete(volumes::remove))
     .add("get", paths::SECRETS, Access::Admin, get(secrets::list))
     .add("post", paths::SECRETS, Access::Admin, post(secrets::create))

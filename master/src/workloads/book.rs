@@ -118,6 +118,9 @@ pub enum BookError {
     /// The update policy a change would leave the service with cannot move.
     #[error("{0}")]
     Policy(String),
+    /// A volume's name or size limit is not one.
+    #[error("{0}")]
+    BadVolume(String),
 }
 
 /// A node as the book needs it: the scheduler's view without the allocations, which the
@@ -745,21 +748,22 @@ impl Book {
             task.exit_code = None;
             task.signal = None;
             task.oom_killed = false;
+            effects.save_tasks.push(task.clone());
+            let task = task.clone();
+            effects
+                .save_volumes
+                .extend(self.bind_volumes(&task, &node, now));
             let assignment = RunAssignment {
                 registry_auth: None,
                 run,
-                spec: task.spec.clone(),
+                volume_limits: self.volume_limits(&task.spec),
+                spec: task.spec,
                 restart: task.service.is_some(),
                 secrets: Vec::new(),
             };
             effects
                 .messages
                 .push((node.clone(), MasterMessage::Assign(Box::new(assignment))));
-            effects.save_tasks.push(task.clone());
-            let task = task.clone();
-            effects
-                .save_volumes
-                .extend(self.bind_volumes(&task, &node, now));
         }
         let split = pins.iter().filter_map(|(id, pin)| match pin {
             volumes::Pin::Split(why) => Some((id.clone(), why.clone())),
@@ -918,6 +922,7 @@ impl Book {
                     node.to_owned(),
                     MasterMessage::Assign(Box::new(RunAssignment {
                         registry_auth: None,
+                        volume_limits: self.volume_limits(&t.spec),
                         run: run.clone(),
                         spec: t.spec.clone(),
                         restart: t.service.is_some(),

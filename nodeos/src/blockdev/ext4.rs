@@ -20,11 +20,16 @@ const S_BLOCKS_COUNT_LO: usize = 0x04;
 const S_LOG_BLOCK_SIZE: usize = 0x18;
 const S_MAGIC: usize = 0x38;
 const S_FEATURE_INCOMPAT: usize = 0x60;
+const S_FEATURE_RO_COMPAT: usize = 0x64;
 const S_VOLUME_NAME: usize = 0x78;
 const VOLUME_NAME_LEN: usize = 16;
 const S_BLOCKS_COUNT_HI: usize = 0x150;
 /// `s_blocks_count_hi` counts only on file systems with this feature.
 const INCOMPAT_64BIT: u32 = 0x80;
+/// Quota inodes kept by the file system itself (`RO_COMPAT_QUOTA`) and project ids on
+/// inodes (`RO_COMPAT_PROJECT`): `mkfs.ext4 -O quota,project`.
+const RO_COMPAT_QUOTA: u32 = 0x100;
+const RO_COMPAT_PROJECT: u32 = 0x2000;
 /// ext4 blocks are 1 KiB to 64 KiB (`s_log_block_size` 0 to 6); the kernel mounts no
 /// other, so a larger value is damage, not a size.
 const MAX_LOG_BLOCK_SIZE: u32 = 6;
@@ -34,6 +39,7 @@ const MAX_LOG_BLOCK_SIZE: u32 = 6;
 pub struct Superblock {
     blocks: u64,
     log_block_size: u32,
+    ro_compat: u32,
     volume_name: [u8; VOLUME_NAME_LEN],
 }
 
@@ -60,6 +66,7 @@ impl Superblock {
         Some(Superblock {
             blocks,
             log_block_size: le32(S_LOG_BLOCK_SIZE),
+            ro_compat: le32(S_FEATURE_RO_COMPAT),
             volume_name,
         })
     }
@@ -72,6 +79,14 @@ impl Superblock {
     /// Bytes per block, 1024 << `s_log_block_size`; `None` for a value no ext4 has.
     pub fn block_size(&self) -> Option<u64> {
         (self.log_block_size <= MAX_LOG_BLOCK_SIZE).then(|| 1024u64 << self.log_block_size)
+    }
+
+    /// Whether it keeps project quotas (volume size limits, decision 64): made with
+    /// `-O quota,project`. Such a file system mounts only with the kernel's quota format
+    /// (`quota_v2`) loaded, and enforces limits when mounted with `prjquota`.
+    pub fn has_project_quotas(&self) -> bool {
+        let both = RO_COMPAT_QUOTA | RO_COMPAT_PROJECT;
+        self.ro_compat & both == both
     }
 
     /// The volume label (`s_volume_name` up to its first NUL; empty when unset), `None`
@@ -113,6 +128,7 @@ mod tests {
         blocks_lo: u32,
         blocks_hi: u32,
         incompat: u32,
+        ro_compat: u32,
         log_block_size: u32,
         label: &'static [u8],
     }
@@ -124,6 +140,7 @@ mod tests {
             put(S_BLOCKS_COUNT_LO, self.blocks_lo);
             put(S_BLOCKS_COUNT_HI, self.blocks_hi);
             put(S_FEATURE_INCOMPAT, self.incompat);
+            put(S_FEATURE_RO_COMPAT, self.ro_compat);
             put(S_LOG_BLOCK_SIZE, self.log_block_size);
             sb[S_MAGIC..S_MAGIC + 2].copy_from_slice(&MAGIC.to_le_bytes());
             sb[S_VOLUME_NAME..S_VOLUME_NAME + self.label.len()].copy_from_slice(self.label);
@@ -136,6 +153,8 @@ mod tests {
         blocks_hi: 0,
         // filetype, extents, flex_bg: what mkfs.ext4 sets without 64bit
         incompat: 0x242,
+        // sparse_super, large_file, huge_file, dir_nlink, extra_isize, metadata_csum
+        ro_compat: 0x046b,
         log_block_size: 2,
         label: b"CLOUDOS-DATA",
     };
@@ -165,6 +184,7 @@ mod tests {
                     blocks_lo: 1,
                     blocks_hi: 1,
                     incompat: 0x242 | INCOMPAT_64BIT,
+                    ro_compat: 0,
                     log_block_size: 0,
                     label: b"",
                 },
@@ -210,6 +230,23 @@ mod tests {
                 *expected,
                 "{what}"
             );
+        }
+    }
+
+    /// Both features or no limits: `-O quota` alone keeps user and group quotas only,
+    /// `-O project` alone has no quota inodes to keep usage in.
+    #[test]
+    fn project_quotas_need_both_features() {
+        // (what, ro_compat, has project quotas)
+        let cases = [
+            ("without either", DATA.ro_compat, false),
+            ("-O quota,project", DATA.ro_compat | 0x2100, true),
+            ("-O quota", DATA.ro_compat | 0x100, false),
+            ("-O project", DATA.ro_compat | 0x2000, false),
+        ];
+        for (what, ro_compat, expected) in cases {
+            let sb = Superblock::parse(&Crafted { ro_compat, ..DATA }.bytes()).expect(what);
+            assert_eq!(sb.has_project_quotas(), expected, "{what}");
         }
     }
 

@@ -8,6 +8,7 @@
 use nix::mount::{mount, MsFlags};
 
 use crate::blockdev::datapart::{self, DATA_DIR, DATA_LABEL};
+use crate::blockdev::ext4;
 use crate::kmod::Loader;
 
 /// Where the state lives, for status and logs.
@@ -29,17 +30,31 @@ impl std::fmt::Display for DataStore {
 pub fn mount_data(loader: Option<&Loader>) -> DataStore {
     let _ = std::fs::create_dir_all(DATA_DIR);
     if let Some(device) = datapart::find() {
+        let quotas = has_project_quotas(&device);
         if let Some(loader) = loader {
-            if let Err(e) = loader.load("ext4") {
-                log::warn!("cannot load ext4: {e}");
+            // The quota format is a module in Debian's kernel; without it a file system
+            // with quota inodes does not mount at all.
+            let modules: &[&str] = if quotas {
+                &["ext4", "quota_v2"]
+            } else {
+                &["ext4"]
+            };
+            for module in modules {
+                if let Err(e) = loader.load(module) {
+                    log::warn!("cannot load {module}: {e}");
+                }
             }
         }
+        // Limits are enforced only when asked at mount; a file system made before volume
+        // size limits existed mounts as before, and a volume with a limit is refused there
+        // with its reason (decision 64).
+        let options = quotas.then_some("prjquota");
         match mount(
             Some(device.as_str()),
             DATA_DIR,
             Some("ext4"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            None::<&str>,
+            options,
         ) {
             Ok(()) => {
                 grow(&device);
@@ -60,6 +75,15 @@ pub fn mount_data(loader: Option<&Loader>) -> DataStore {
         log::error!("cannot mount a tmpfs at {DATA_DIR}: {e}");
     }
     DataStore::Memory
+}
+
+/// Whether the file system on `device` keeps project quotas (volume size limits).
+fn has_project_quotas(device: &str) -> bool {
+    let superblock = std::fs::File::open(device).and_then(|mut f| ext4::read(&mut f));
+    match superblock {
+        Ok(Some(sb)) => sb.has_project_quotas(),
+        _ => false,
+    }
 }
 
 /// Moves the state from memory to the data partition on `device`, found

@@ -4,7 +4,11 @@
 //! deletes it when told (`MasterMessage::RemoveVolume`).
 
 use cloudos_cluster::api::MasterMessage;
-use cloudos_cluster::volume::{VolumeInfo, VolumeList, VolumeRecord};
+use std::collections::BTreeMap;
+
+use cloudos_cluster::volume::{
+    check_size_limit, validate_volume_name, VolumeChange, VolumeInfo, VolumeList, VolumeRecord,
+};
 use cloudos_cluster::workload::{TaskInfo, WorkloadSpec};
 use time::OffsetDateTime;
 
@@ -32,21 +36,21 @@ impl Book {
     pub(super) fn pin(&self, spec: &WorkloadSpec) -> Pin {
         let mut pin = Pin::Free;
         for name in spec.volume_names() {
-            let Some(record) = self.volumes.get(name) else {
+            // A volume made by `cloudos volume create` is on no node until work uses it.
+            let Some(home) = self.volumes.get(name).and_then(|r| r.node.as_ref()) else {
                 continue;
             };
             match &pin {
-                Pin::Node { node, volume } if *node != record.node => {
+                Pin::Node { node, volume } if node != home => {
                     return Pin::Split(format!(
-                        "its volumes are on two nodes ({volume} on {node}, {name} on {}); a \
-                         task or replica runs on one",
-                        record.node
+                        "its volumes are on two nodes ({volume} on {node}, {name} on {home}); \
+                         a task or replica runs on one"
                     ));
                 }
                 Pin::Node { .. } => {}
                 _ => {
                     pin = Pin::Node {
-                        node: record.node.clone(),
+                        node: home.clone(),
                         volume: name.to_owned(),
                     }
                 }
@@ -65,18 +69,77 @@ impl Book {
     ) -> Vec<VolumeRecord> {
         let mut made = Vec::new();
         for name in task.spec.volume_names() {
-            if self.volumes.contains_key(name) {
-                continue;
+            let record = self.volume_entry(name, now);
+            if record.node.is_none() {
+                record.node = Some(node.to_owned());
+                made.push(record.clone());
             }
-            let record = VolumeRecord {
-                name: name.to_owned(),
-                node: node.to_owned(),
-                created_at: now,
-            };
-            self.volumes.insert(name.to_owned(), record.clone());
-            made.push(record);
         }
         made
+    }
+
+    /// Volume `name`'s record, made (on no node, without a limit) if there is none.
+    fn volume_entry(&mut self, name: &str, now: OffsetDateTime) -> &mut VolumeRecord {
+        self.volumes
+            .entry(name.to_owned())
+            .or_insert_with(|| VolumeRecord {
+                name: name.to_owned(),
+                node: None,
+                created_at: now,
+                size_limit: None,
+            })
+    }
+
+    /// The size limits of `spec`'s named volumes that have one.
+    pub(super) fn volume_limits(&self, spec: &WorkloadSpec) -> BTreeMap<String, u64> {
+        spec.volume_names()
+            .into_iter()
+            .filter_map(|name| {
+                let limit = self.volumes.get(name)?.size_limit?;
+                Some((name.to_owned(), limit))
+            })
+            .collect()
+    }
+
+    /// `cloudos volume create|resize`: makes volume `name` with `size_limit` (on no node
+    /// until work uses it), or gives the one there is that limit, telling its node now if
+    /// it is connected (`connected` as for [`Book::remove_volume`]).
+    pub fn set_volume(
+        &mut self,
+        name: &str,
+        size_limit: Option<u64>,
+        now: OffsetDateTime,
+        connected: &dyn Fn(&str) -> Option<bool>,
+    ) -> Result<(VolumeChange, Effects), BookError> {
+        validate_volume_name(name).map_err(|e| BookError::BadVolume(e.to_string()))?;
+        if let Some(bytes) = size_limit {
+            check_size_limit(bytes).map_err(|e| BookError::BadVolume(e.to_string()))?;
+        }
+        let created = !self.volumes.contains_key(name);
+        let record = self.volume_entry(name, now);
+        record.size_limit = size_limit;
+        let record = record.clone();
+        let mut effects = Effects::default();
+        let mut sent = false;
+        if let Some(node) = &record.node {
+            if connected(node) == Some(true) {
+                effects.messages.push((
+                    node.clone(),
+                    MasterMessage::SetVolumeLimit {
+                        name: name.to_owned(),
+                        size_limit,
+                    },
+                ));
+                sent = true;
+            }
+        }
+        effects.save_volumes.push(record.clone());
+        let change = VolumeChange {
+            volume: self.info(&record),
+            created,
+            sent,
+        };
+        Ok((change, effects))
     }
 
     /// Why work pinned to `pin` waits, in words, from the scheduler's reason.
@@ -92,17 +155,20 @@ impl Book {
 
     /// `cloudos volume list`: each volume, its node, and the work that uses it now.
     pub fn volumes(&self) -> VolumeList {
-        let volumes = self
-            .volumes
-            .values()
-            .map(|v| VolumeInfo {
-                name: v.name.clone(),
-                node: v.node.clone(),
-                created_at: v.created_at,
-                used_by: self.users(&v.name),
-            })
-            .collect();
+        let volumes = self.volumes.values().map(|v| self.info(v)).collect();
         VolumeList { volumes }
+    }
+
+    fn info(&self, v: &VolumeRecord) -> VolumeInfo {
+        VolumeInfo {
+            name: v.name.clone(),
+            node: v.node.clone(),
+            created_at: v.created_at,
+            size_limit: v.size_limit,
+            // The node reports it; the route adds it (see `routes::volumes::list`).
+            used_bytes: None,
+            used_by: self.users(&v.name),
+        }
     }
 
     /// What uses volume `name` (see [`Book::spec_users`]).
@@ -132,21 +198,23 @@ impl Book {
             });
         }
         let mut effects = Effects::default();
-        match connected(&record.node) {
-            Some(true) => effects.messages.push((
-                record.node.clone(),
-                MasterMessage::RemoveVolume {
-                    name: name.to_owned(),
-                },
-            )),
-            Some(false) => {
-                return Err(BookError::VolumeNodeAway {
-                    name: name.to_owned(),
-                    node: record.node,
-                })
+        if let Some(node) = &record.node {
+            match connected(node) {
+                Some(true) => effects.messages.push((
+                    node.clone(),
+                    MasterMessage::RemoveVolume {
+                        name: name.to_owned(),
+                    },
+                )),
+                Some(false) => {
+                    return Err(BookError::VolumeNodeAway {
+                        name: name.to_owned(),
+                        node: node.clone(),
+                    })
+                }
+                // The node was removed from the cluster: its data went with it.
+                None => {}
             }
-            // The node was removed from the cluster: its data went with it.
-            None => {}
         }
         self.volumes.remove(name);
         effects.delete_volumes.push(name.to_owned());

@@ -54,7 +54,10 @@ fn work_goes_to_the_node_that_holds_its_volume() {
     let effects = book.schedule(&scheduler(), &nodes(&[true, true]), NOW);
     let first = assigned(&effects)[0].0.clone();
     assert_eq!(effects.save_volumes.len(), 1);
-    assert_eq!(effects.save_volumes[0].node, first);
+    assert_eq!(
+        effects.save_volumes[0].node.as_deref(),
+        Some(first.as_str())
+    );
 
     // The other node is empty, t-1 still runs on the first: spread would pick the other.
     task(&mut book, "t-2", with(&["db:/data:ro"]));
@@ -116,7 +119,7 @@ fn a_volume_is_removed_only_when_nothing_uses_it_and_its_node_can_be_told() {
     let away = book.remove_volume("db", &|_| Some(false)).unwrap_err();
     assert!(away.to_string().contains("not connected"), "{away}");
     let (record, effects) = book.remove_volume("db", &|_| Some(true)).expect("removed");
-    assert_eq!(record.node, "n1");
+    assert_eq!(record.node.as_deref(), Some("n1"));
     assert_eq!(effects.delete_volumes, ["db"]);
     assert!(matches!(
         &effects.messages[..],
@@ -125,4 +128,99 @@ fn a_volume_is_removed_only_when_nothing_uses_it_and_its_node_can_be_told() {
     assert!(book.volumes().volumes.is_empty());
     let gone = book.remove_volume("db", &|_| Some(true)).unwrap_err();
     assert!(matches!(gone, BookError::NoVolume(_)), "{gone}");
+}
+
+/// The limits of the volumes a run mounts, from its assignment.
+fn limits_sent(effects: &super::super::Effects) -> Vec<BTreeMap<String, u64>> {
+    effects
+        .messages
+        .iter()
+        .filter_map(|(_, m)| match m {
+            MasterMessage::Assign(a) => Some(a.volume_limits.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `volume create --size` makes a volume on no node, which the first run that names it
+/// places (and carries its limit to the node); `resize` tells the node at once when it is
+/// connected and every later assignment carries the new limit; a limit below 1 MiB or a
+/// bad name is refused and changes nothing; removing a volume on no node tells nobody.
+#[test]
+fn a_volume_made_with_a_size_limit_carries_it_to_its_node() {
+    let mut book = Book::default();
+    let (made, effects) = book
+        .set_volume("db", Some(64 << 20), NOW, &|_| Some(true))
+        .expect("created");
+    assert!(made.created && !made.sent, "{made:?}");
+    assert_eq!(made.volume.node, None);
+    assert_eq!(effects.save_volumes[0].size_limit, Some(64 << 20));
+    assert!(effects.messages.is_empty());
+
+    let small = book
+        .set_volume("db", Some(1000), NOW, &|_| Some(true))
+        .unwrap_err();
+    assert!(
+        small.to_string().contains("below the least, 1Mi"),
+        "{small}"
+    );
+    let bad = book
+        .set_volume("../x", None, NOW, &|_| Some(true))
+        .unwrap_err();
+    assert!(matches!(bad, BookError::BadVolume(_)), "{bad}");
+    assert_eq!(book.volumes().volumes.len(), 1);
+    assert_eq!(book.volumes().volumes[0].size_limit, Some(64 << 20));
+
+    // An unplaced volume pins nothing: the first run goes anywhere and puts it there.
+    task(&mut book, "t-1", with(&["db:/data", "scratch:/tmp/s"]));
+    let effects = book.schedule(&scheduler(), &nodes(&[true, true]), NOW);
+    let node = assigned(&effects)[0].0.clone();
+    assert_eq!(
+        limits_sent(&effects),
+        [BTreeMap::from([("db".to_owned(), 64 << 20)])]
+    );
+    let placed: Vec<_> = effects
+        .save_volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.node.as_deref(), v.size_limit))
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("db", Some(node.as_str()), Some(64 << 20)),
+            ("scratch", Some(node.as_str()), None)
+        ]
+    );
+
+    // Resized: sent now to a connected node, not to one away; the next run carries it.
+    let (changed, effects) = book
+        .set_volume("db", Some(1 << 30), NOW, &|_| Some(true))
+        .expect("resized");
+    assert!(!changed.created && changed.sent);
+    assert!(matches!(
+        &effects.messages[..],
+        [(to, MasterMessage::SetVolumeLimit { name, size_limit: Some(limit) })]
+            if *to == node && name == "db" && *limit == 1 << 30
+    ));
+    let (away, effects) = book
+        .set_volume("db", None, NOW, &|_| Some(false))
+        .expect("lifted");
+    assert!(!away.sent && effects.messages.is_empty());
+    book.set_volume("db", Some(2 << 30), NOW, &|_| Some(false))
+        .expect("resized");
+    task(&mut book, "t-2", with(&["db:/data"]));
+    let effects = book.schedule(&scheduler(), &nodes(&[true, true]), NOW);
+    assert_eq!(
+        limits_sent(&effects),
+        [BTreeMap::from([("db".to_owned(), 2 << 30)])]
+    );
+
+    let (_, effects) = book
+        .set_volume("later", None, NOW, &|_| Some(true))
+        .expect("created");
+    assert!(effects.messages.is_empty());
+    let (record, effects) = book.remove_volume("later", &|_| None).expect("removed");
+    assert_eq!(record.node, None);
+    assert!(effects.messages.is_empty());
+    assert_eq!(effects.delete_volumes, ["later"]);
 }
