@@ -217,6 +217,7 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
     let mut undo = Undo::new();
     undo.push(|| rootfs::unmount(&rootfs));
 
+    phase("overlay");
     let env = spec.effective_env();
     let path_var = env
         .iter()
@@ -231,11 +232,14 @@ fn start_container(layout: &Layout, id: &str) -> Result<Started, StartReport> {
     rootfs::ensure_dir_in_root(&rootfs, Path::new(spec.cwd_or_root()))
         .map_err(|why| StartReport::InvalidSpec { why })?;
 
+    phase("checks");
     let host = host_facts();
     let oci = oci::build(&spec, &rootfs, &host).map_err(failed)?;
+    phase("oci");
     // Compiled here, where an error can still be reported; installed by the
     // executor in the container's init, as the last thing before execve.
     let filters = seccomp::compile_native().map_err(|e| failed(e.to_string()))?;
+    phase("seccomp");
     let bundle = layout.bundle();
     let lc_root = layout.libcontainer_root();
     for d in [&bundle, &lc_root] {

@@ -207,6 +207,56 @@ pub struct Lab {
     cloudos: PathBuf,
 }
 
+impl Drop for Lab {
+    /// Agents stopped without their own cleanup (killed at the test's end, or a failed
+    /// test) leave their containers' network namespaces bind-mounted under the lab's
+    /// directory, which then cannot be deleted; every leaked mount also slows each later
+    /// read of the host's mount table (container starts read it several times). Detached
+    /// here, deepest first, before the directory goes.
+    fn drop(&mut self) {
+        let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let mut under: Vec<PathBuf> = table
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(unescape_mount_point)
+            .filter(|at| at.starts_with(self.dir.path()))
+            .collect();
+        under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for at in under {
+            let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline and backslash
+/// as octal escapes (`\040`).
+fn unescape_mount_point(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 impl Lab {
     /// A new lab; `None` when not root (namespaces need it): the test is then skipped, or
     /// failed under `CLOUDOS_STRICT=1` (see `cloudos_testkit`).
@@ -506,4 +556,24 @@ pub fn power_off(vm: &crate::Vm) {
     vm.monitor("system_powerdown").expect("monitor");
     vm.wait_exit(scaled(Duration::from_secs(90)))
         .expect("VM did not power off");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_unescape_as_the_kernel_escapes_them() {
+        // (field as mountinfo writes it, path)
+        let cases = [
+            ("/tmp/lab/netns/c1", "/tmp/lab/netns/c1"),
+            ("/tmp/a\\040b", "/tmp/a b"),
+            ("/tmp/tab\\011x\\134y", "/tmp/tab\tx\\y"),
+            // Not an escape: kept as it is.
+            ("/tmp/x\\9", "/tmp/x\\9"),
+        ];
+        for (field, path) in cases {
+            assert_eq!(unescape_mount_point(field), PathBuf::from(path), "{field}");
+        }
+    }
 }

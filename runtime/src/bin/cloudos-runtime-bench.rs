@@ -3,7 +3,10 @@
 //! `crun run` on a bundle with the same root filesystem. Prints a Markdown
 //! table (used by scripts/bench-runtime.sh, which prepares the environment).
 //!
-//!   cloudos-runtime-bench --rootfs DIR --work DIR [--runs N] [--shim PATH] [--peers runc,crun]
+//!   cloudos-runtime-bench --rootfs DIR --work DIR [--runs N] [--shim PATH [--shim-arg ARG]…] [--peers runc,crun]
+//!
+//! `--shim nodeos --shim-arg shim` times the shim as nodes run it (`nodeos shim`, the
+//! static binary); the default is the crate's own `cloudos-shim` beside this binary.
 
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,6 +25,7 @@ struct Args {
     work: PathBuf,
     runs: usize,
     shim: PathBuf,
+    shim_args: Vec<String>,
     peers: Vec<String>,
 }
 
@@ -33,6 +37,7 @@ fn parse_args() -> Result<Args> {
         work: PathBuf::new(),
         runs: 30,
         shim: exe.with_file_name("cloudos-shim"),
+        shim_args: Vec::new(),
         peers: vec!["runc".into(), "crun".into()],
     };
     while let Some(a) = it.next() {
@@ -42,6 +47,7 @@ fn parse_args() -> Result<Args> {
             "--work" => args.work = val()?.into(),
             "--runs" => args.runs = val()?.parse().context("--runs takes a number")?,
             "--shim" => args.shim = val()?.into(),
+            "--shim-arg" => args.shim_args.push(val()?),
             "--peers" => {
                 args.peers = val()?
                     .split(',')
@@ -49,7 +55,7 @@ fn parse_args() -> Result<Args> {
                     .map(String::from)
                     .collect()
             }
-            _ => bail!("unknown argument {a}; usage: cloudos-runtime-bench --rootfs DIR --work DIR [--runs N] [--shim PATH] [--peers runc,crun]"),
+            _ => bail!("unknown argument {a}; usage: cloudos-runtime-bench --rootfs DIR --work DIR [--runs N] [--shim PATH [--shim-arg ARG]...] [--peers runc,crun]"),
         }
     }
     if args.rootfs.as_os_str().is_empty() || args.work.as_os_str().is_empty() {
@@ -144,7 +150,7 @@ fn bench() -> Result<()> {
         work.join("cloudos"),
         ShimCommand {
             program: args.shim.clone(),
-            args_prefix: vec![],
+            args_prefix: args.shim_args.clone(),
         },
     )?;
     let bundle = if args.peers.is_empty() {
@@ -221,7 +227,10 @@ fn bench() -> Result<()> {
     println!("| runtime | p50 | p90 | vs crun p50 |\n|---|---|---|---|");
     for (name, (p50, p90)) in names.iter().zip(&stats) {
         let label = match name.as_str() {
-            "cloudos" => "CloudOS (libcontainer 0.7 + shim)".to_string(),
+            "cloudos" => format!(
+                "CloudOS ({}, libcontainer 0.7)",
+                shim_name(&args.shim, &args.shim_args)
+            ),
             other => format!("{other} {}", version(other)),
         };
         let ratio = crun
@@ -239,6 +248,18 @@ fn bench() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `nodeos shim` or `cloudos-shim`: what ran the containers.
+fn shim_name(shim: &Path, args: &[String]) -> String {
+    let program = shim
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::iter::once(program)
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn version(bin: &str) -> String {

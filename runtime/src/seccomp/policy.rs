@@ -1,35 +1,20 @@
-//! The seccomp filter every container runs under, and installing it.
+//! The container seccomp policy (Docker's default profile as it applies to the capabilities
+//! we grant; see the parent module) and its compilation to BPF with seccompiler.
 //!
-//! The policy is Docker's default profile (moby `profiles/seccomp/default.json`)
-//! as it applies to the capability set we grant (see `oci.rs`): an allow list,
-//! with every other syscall failing with EPERM. libseccomp does not link into
-//! the static musl binary, so the filter is compiled to BPF in pure Rust by
-//! `seccompiler` (syscall names are mapped to numbers by its tables for the
-//! target architecture) and installed by [`ConfinedExecutor`] in the
-//! container's init, after libcontainer has done everything it does in that
-//! process, as the last step before execve.
-//!
-//! Where it differs from Docker's profile:
-//! - Syscalls of a foreign ABI (i386 `int 0x80` on x86_64, AArch32 on
-//!   aarch64) fail with EPERM; Docker allows them with the same list. 32-bit
-//!   binaries therefore do not run in containers.
-//! - `getxattrat`, `setxattrat`, `listxattrat` and `removexattrat` (Linux
-//!   6.13) are not in seccompiler's syscall tables, so they fail with EPERM.
-//! - The rules Docker keys on capabilities we never grant (SYS_ADMIN,
-//!   SYS_PTRACE, SYS_BOOT, SYS_MODULE, ...) are left out: those syscalls are
-//!   denied. `chroot` is allowed because SYS_CHROOT is granted.
+//! Compiled twice: into the library (tests, and a check that the two agree) and by
+//! `build.rs`, which compiles it for the target once and embeds the programs, so that no
+//! container start pays for compiling them (half a millisecond each, measured).
+//! So it uses only what `build.rs` has too: seccompiler, serde_json, libc, thiserror.
 
 use std::collections::HashMap;
 
-use libcontainer::oci_spec::runtime::Spec;
-use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use seccompiler::{BpfProgram, TargetArch};
 use serde_json::{json, Value};
 
 /// Errors building or installing the filter.
+/// Why the policy does not compile (a seccompiler that changed under it).
 #[derive(Debug, thiserror::Error)]
-pub enum SeccompError {
+pub enum PolicyError {
     #[error("cannot compile the container seccomp filter for {arch:?}: {source}")]
     Compile {
         arch: TargetArch,
@@ -37,17 +22,13 @@ pub enum SeccompError {
     },
     #[error("the compiled seccomp filter does not begin with seccompiler's architecture check; the runtime needs updating for this seccompiler version")]
     UnexpectedLayout,
-    #[error("{0} is not an architecture the container seccomp filter supports (x86_64, aarch64)")]
-    Arch(&'static str),
-    #[error("cannot install the container seccomp filter: {0}")]
-    Install(seccompiler::Error),
 }
 
 /// Docker's unconditional allow list, the names that exist on both x86_64
 /// and aarch64. (Its 32-bit-only names, such as `chown32` or `_llseek`, exist
 /// on neither and are left out.)
 #[rustfmt::skip]
-const ALLOW: &[&str] = &[
+pub(crate) const ALLOW: &[&str] = &[
     "accept", "accept4", "adjtimex", "bind", "brk", "cachestat", "capget", "capset", "chdir",
     "chroot", "clock_adjtime", "clock_getres", "clock_gettime", "clock_nanosleep", "close",
     "close_range", "connect", "copy_file_range", "dup", "dup3", "epoll_create1", "epoll_ctl",
@@ -94,7 +75,7 @@ const ALLOW: &[&str] = &[
 /// Docker's allow list names that only x86_64 has (the legacy syscalls that
 /// aarch64's generic table replaced by their `*at` forms, and x86's own).
 #[rustfmt::skip]
-const ALLOW_X86_64: &[&str] = &[
+pub(crate) const ALLOW_X86_64: &[&str] = &[
     "access", "alarm", "arch_prctl", "chmod", "chown", "creat", "dup2", "epoll_create",
     "epoll_ctl_old", "epoll_wait", "epoll_wait_old", "eventfd", "fork", "futimesat",
     "get_thread_area", "getdents", "getpgrp", "inotify_init", "lchown", "link", "lstat",
@@ -167,7 +148,7 @@ fn allow_rules(arch: TargetArch) -> Vec<Value> {
 /// (whose flags the first filter can inspect; clone3's are behind a pointer).
 /// Of two filters returning ERRNO the kernel takes the errno of the one
 /// installed last, so the second filter's ENOSYS wins for `clone3`.
-pub fn compile(arch: TargetArch) -> Result<Vec<BpfProgram>, SeccompError> {
+pub fn compile(arch: TargetArch) -> Result<Vec<BpfProgram>, PolicyError> {
     let eperm = libc::EPERM as u32;
     let description = json!({
         "allow": {
@@ -181,30 +162,23 @@ pub fn compile(arch: TargetArch) -> Result<Vec<BpfProgram>, SeccompError> {
             "filter": [{ "syscall": "clone3" }],
         },
     });
-    let compile_err = |source| SeccompError::Compile { arch, source };
+    let compile_err = |source| PolicyError::Compile { arch, source };
     let mut map: HashMap<String, BpfProgram> =
         seccompiler::compile_from_json(description.to_string().as_bytes(), arch)
             .map_err(compile_err)?;
     let mut programs = Vec::with_capacity(2);
     for name in ["allow", "clone3"] {
-        let mut program = map.remove(name).ok_or(SeccompError::UnexpectedLayout)?;
+        let mut program = map.remove(name).ok_or(PolicyError::UnexpectedLayout)?;
         foreign_abi_gets_eperm(&mut program)?;
         programs.push(program);
     }
     Ok(programs)
 }
 
-/// The filters for the architecture this binary is built for.
-pub fn compile_native() -> Result<Vec<BpfProgram>, SeccompError> {
-    let arch = std::env::consts::ARCH;
-    let arch = TargetArch::try_from(arch).map_err(|_| SeccompError::Arch(arch))?;
-    compile(arch)
-}
-
 /// seccompiler's programs start by checking the architecture and kill the
 /// process on a foreign one (a 32-bit syscall made by a 64-bit process).
 /// Denied syscalls must fail, not kill: turn that into EPERM.
-fn foreign_abi_gets_eperm(program: &mut BpfProgram) -> Result<(), SeccompError> {
+fn foreign_abi_gets_eperm(program: &mut BpfProgram) -> Result<(), PolicyError> {
     const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
     const ARCH_OFFSET: u32 = 4; // offsetof(struct seccomp_data, arch)
     let layout_ok = program.len() > 3
@@ -213,105 +187,8 @@ fn foreign_abi_gets_eperm(program: &mut BpfProgram) -> Result<(), SeccompError> 
         && program[2].code == BPF_RET_K
         && program[2].k == libc::SECCOMP_RET_KILL_PROCESS;
     if !layout_ok {
-        return Err(SeccompError::UnexpectedLayout);
+        return Err(PolicyError::UnexpectedLayout);
     }
     program[2].k = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
     Ok(())
-}
-
-/// libcontainer's executor (the last code run in the container's init
-/// before the workload) with the seccomp filters installed first: after the
-/// start signal, hooks and everything else libcontainer does there, so
-/// nothing of the runtime's own has to get past the filter but `execve`.
-#[derive(Clone)]
-pub struct ConfinedExecutor {
-    filters: Vec<BpfProgram>,
-}
-
-impl ConfinedExecutor {
-    pub fn new(filters: Vec<BpfProgram>) -> Self {
-        ConfinedExecutor { filters }
-    }
-}
-
-impl Executor for ConfinedExecutor {
-    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        for program in &self.filters {
-            // apply_filter also sets no_new_privs, which the spec asks for anyway
-            // and without which an unprivileged process may not install a filter.
-            if let Err(e) = seccompiler::apply_filter(program) {
-                let e = SeccompError::Install(e);
-                // The container's stderr is its log: say why it did not run.
-                eprintln!("cloudos: {e}");
-                return Err(ExecutorError::Other(e.to_string()));
-            }
-        }
-        DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compiles_for_every_supported_architecture() {
-        for arch in [TargetArch::x86_64, TargetArch::aarch64] {
-            let programs = compile(arch).unwrap();
-            assert_eq!(programs.len(), 2);
-            for p in &programs {
-                // Foreign ABIs get EPERM, never a kill.
-                assert_eq!(p[2].k, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
-                assert!(!p.iter().any(|i| i.code == 0x06
-                    && (i.k == libc::SECCOMP_RET_KILL_PROCESS
-                        || i.k == libc::SECCOMP_RET_KILL_THREAD)));
-            }
-        }
-        assert!(compile_native().is_ok());
-    }
-
-    #[test]
-    fn x86_only_names_are_not_in_the_common_list() {
-        assert!(!ALLOW.iter().any(|n| ALLOW_X86_64.contains(n)));
-        // The common list compiles for aarch64, so none of x86's legacy names crept in.
-        let mut sorted = ALLOW.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), ALLOW.len(), "duplicate names");
-    }
-
-    #[test]
-    fn escape_tools_are_not_allowed() {
-        // The syscalls an attacker in the container reaches for first.
-        for name in [
-            "unshare",
-            "setns",
-            "mount",
-            "umount2",
-            "pivot_root",
-            "keyctl",
-            "add_key",
-            "request_key",
-            "bpf",
-            "perf_event_open",
-            "userfaultfd",
-            "io_uring_setup",
-            "kexec_load",
-            "reboot",
-            "init_module",
-            "finit_module",
-            "open_by_handle_at",
-            "syslog",
-            "clone3",
-        ] {
-            assert!(
-                !ALLOW.contains(&name) && !ALLOW_X86_64.contains(&name),
-                "{name}"
-            );
-        }
-    }
 }
