@@ -328,7 +328,9 @@ fn compute_vms_run_tasks_and_keep_a_service_running() {
     let id = admin.run_task(&fill);
     let task = admin.wait_task(&id, &["succeeded", "failed"], Duration::from_secs(120));
     assert_eq!(task["state"], "failed", "{task}");
-    let said = admin.ok(&["logs", &id]);
+    // dd says why on its stderr, which `cloudos logs` writes to its own.
+    let logs = admin.run(&["logs", &id]);
+    let said = String::from_utf8_lossy(&logs.stderr);
     assert!(said.contains("Disk quota exceeded"), "{said}");
     // What it holds reaches `volume list` with the node's next heartbeat: the limit's
     // worth that dd wrote before it was stopped (the directory's own block counts too).
