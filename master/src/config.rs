@@ -49,6 +49,9 @@ pub struct MasterConfig {
     pub insecure_registries: Vec<String>,
     /// Extra names and addresses in the serving certificate.
     pub tls_san: Vec<String>,
+    /// Addresses a node may name as its mesh endpoint although its connection comes from
+    /// elsewhere (the setting `mesh_endpoint_ranges`; decision 56).
+    pub mesh_endpoint_ranges: Vec<ipnet::IpNet>,
     /// What is kept of finished tasks, and of each task's log.
     pub retention: Retention,
     /// Scheduled backups, when asked for (see `backup::schedule`).
@@ -84,6 +87,7 @@ impl MasterConfig {
             downloads_dir: data_dir.join("downloads"),
             insecure_registries: Vec::new(),
             tls_san: Vec::new(),
+            mesh_endpoint_ranges: Vec::new(),
             data_dir,
             listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, DEFAULT_API_PORT)),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),

@@ -48,6 +48,22 @@ impl MeshNode {
     }
 }
 
+/// Whether the master uses the mesh endpoint a node names (`mesh_endpoint`) when its
+/// connection comes from `seen`: at that same address (a cloud VM whose public address
+/// is where its connection comes from, a home's port forward on the router's address), or
+/// in a range the master's admin allows (`mesh_endpoint_ranges`). Anything else would
+/// let one node, with nothing but its own certificate, point every peer's handshakes and
+/// keepalives at a machine of its choosing; such an endpoint is ignored, and the node is
+/// planned as one behind NAT (it opens its paths itself).
+pub fn endpoint_allowed(
+    endpoint: std::net::SocketAddr,
+    seen: IpAddr,
+    ranges: &[ipnet::IpNet],
+) -> bool {
+    let ip = endpoint.ip();
+    ip == seen || ranges.iter().any(|range| range.contains(&ip))
+}
+
 /// The peers node `me` gets, by name. Empty when `me` is not in `nodes`.
 pub fn plan(me: &str, nodes: &[MeshNode]) -> Vec<MeshPeer> {
     let Some(this) = nodes.iter().find(|n| n.name == me) else {
@@ -264,6 +280,26 @@ mod tests {
             shown(&plan("cloud", &nodes)),
             ["c - 10.250.2.0/24 None", "d - 10.250.3.0/24 None"]
         );
+    }
+
+    /// The attacker holds one node's certificate and names a third party's address as its
+    /// mesh endpoint, to have every peer send it handshakes and keepalives. Only the
+    /// address its connection comes from, or a range the master's admin allows, counts.
+    #[test]
+    fn a_node_cannot_point_its_peers_at_an_address_it_does_not_come_from() {
+        let seen: IpAddr = "192.0.2.44".parse().unwrap();
+        let at = |e: &str| e.parse::<std::net::SocketAddr>().unwrap();
+        let none: &[ipnet::IpNet] = &[];
+        // Its own public address (a cloud VM, a port forward on the router): used.
+        assert!(endpoint_allowed(at("192.0.2.44:51820"), seen, none));
+        assert!(endpoint_allowed(at("192.0.2.44:40000"), seen, none));
+        // Someone else's: ignored, unless the admin allows the range.
+        assert!(!endpoint_allowed(at("198.51.100.7:51820"), seen, none));
+        assert!(!endpoint_allowed(at("10.77.0.1:9443"), seen, none));
+        let allowed: Vec<ipnet::IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        assert!(endpoint_allowed(at("198.51.100.7:51820"), seen, &allowed));
+        assert!(!endpoint_allowed(at("198.51.101.7:51820"), seen, &allowed));
+        assert!(!endpoint_allowed(at("[2001:db8::7]:51820"), seen, &allowed));
     }
 
     #[tokio::test(start_paused = true)]

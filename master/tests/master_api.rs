@@ -1451,3 +1451,73 @@ async fn each_node_keeps_its_own_container_subnet() {
         Some(first.as_str())
     );
 }
+
+/// The attacker holds a compute node's certificate and names a third party's address as
+/// its mesh endpoint, so that every peer would send that machine WireGuard handshakes and
+/// keepalives. The master ignores an endpoint that is not where the node's connection
+/// comes from: its peers are told to wait for it (it is behind NAT as far as anyone can
+/// tell), never to send to the third party. A node that names its own address is dialled
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_point_the_mesh_at_a_third_party() {
+    let f = fixture("mesh-reflection").await;
+    let victim = "198.51.100.7:51820";
+    let mesh_hello = |key: u8, address: IpAddr, endpoint: Option<&str>| {
+        AgentMessage::Hello(AgentHello {
+            address: address.to_string(),
+            mesh: Some(cloudos_cluster::mesh::MeshHello {
+                public_key: base64_key(key),
+                port: 51820,
+                endpoint: endpoint.map(|e| e.parse().expect("endpoint")),
+            }),
+            ..match hello() {
+                AgentMessage::Hello(h) => h,
+                _ => unreachable!(),
+            }
+        })
+    };
+    let attacker = join(&f.m, src(2), &compute_token(&f.m, &f.a).await, "attacker").await;
+    let honest = join(&f.m, src(3), &compute_token(&f.m, &f.a).await, "honest").await;
+    let mut a = agent_connect(&f.m, &attacker.client(src(2))).await;
+    send(&mut a, &mesh_hello(1, src(9), Some(victim))).await;
+    // The honest node says its own address, where its connection comes from, and names
+    // it as its endpoint too: that is allowed.
+    let own = SocketAddr::new(src(3), 51820).to_string();
+    let mut h = agent_connect(&f.m, &honest.client(src(3))).await;
+    send(&mut h, &mesh_hello(2, src(3), Some(&own))).await;
+
+    // What each is told about the other, from the mesh plans they receive.
+    let attacker_seen_by_honest = peer_in(&mut h, "attacker").await;
+    assert_eq!(
+        attacker_seen_by_honest.endpoint, None,
+        "the honest node was told to send to {:?}",
+        attacker_seen_by_honest.endpoint
+    );
+    let honest_seen_by_attacker = peer_in(&mut a, "honest").await;
+    assert_eq!(
+        honest_seen_by_attacker.endpoint.as_deref(),
+        Some(own.as_str())
+    );
+}
+
+/// The peer `name` in the first mesh plan `ws` receives that has it.
+async fn peer_in(ws: &mut Ws, name: &str) -> cloudos_cluster::mesh::MeshPeer {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Some(MasterMessage::Mesh { peers }) = receive_any(ws).await {
+            if let Some(peer) = peers.into_iter().find(|p| p.node == name) {
+                return peer;
+            }
+        }
+    }
+    panic!("no mesh plan with {name}");
+}
+
+/// A WireGuard public key as nodes send it (32 bytes, base64): `[byte; 32]`, 1 or 2.
+fn base64_key(byte: u8) -> String {
+    match byte {
+        1 => "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        _ => "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+    }
+    .to_owned()
+}

@@ -321,6 +321,26 @@ pub static KEYS: &[Key] = &[
         get: |s| one(s.mesh_endpoint.map(|e| e.to_string())),
     },
     Key {
+        name: "mesh_endpoint_ranges",
+        kind: Kind::List,
+        help: "master: `203.0.113.0/24`: addresses a node may name as its `mesh_endpoint` \
+               although its connection comes from elsewhere (cloud VMs' public addresses \
+               when the master is inside the same cloud); other endpoints are ignored, so a \
+               node cannot point its peers at a third party",
+        default: "none",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.mesh_endpoint_ranges, values::parse_ip_ranges(v)),
+        get: |s| {
+            joined(
+                &s.mesh_endpoint_ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        },
+    },
+    Key {
         name: "container_node_ports",
         kind: Kind::List,
         help: "`9101/tcp,8125/udp`: ports of this node its bridge containers may open (its \

@@ -384,6 +384,7 @@ mod tests {
             ("cloudos.node_timeout=6m", "cloudos.node_timeout: \"6m\" is not between 1s and 5m"),
             ("cloudos.container_range=8.8.0.0/16", "cloudos.container_range: the range 8.8.0.0/16 is not a private range (10/8, 172.16/12, 192.168/16): containers would hide real addresses"),
             ("cloudos.mesh_endpoint=cloud:51820", "cloudos.mesh_endpoint: \"cloud:51820\" is not IP:PORT, such as 203.0.113.7:51820"),
+            ("cloudos.mesh_endpoint_ranges=203.0.113.0/24,cloud", "cloudos.mesh_endpoint_ranges: \"cloud\" is not an address range such as 203.0.113.0/24"),
             ("cloudos.container_node_ports=9101/icmp", "cloudos.container_node_ports: invalid port \"9101/icmp\": the protocol is tcp or udp; use PORT or PORT/udp, such as 9101"),
             ("cloudos.volume_host_paths=/srv,../etc", "cloudos.volume_host_paths: \"../etc\" is not an absolute path without . or .. (and not / itself)"),
             ("cloudos.backup_keep=0", "cloudos.backup_keep: \"0\" is not a number of backups (1 or more)"),
@@ -393,7 +394,8 @@ mod tests {
                 "cloudos.typo=1",
                 "cloudos.typo: unknown key (known: role, hostname, net, iface, address, gateway, \
                  dns, debug, token, master, cluster, workloads, labels, insecure_registries, \
-                 tls_san, container_range, service_range, mesh_endpoint, container_node_ports, \
+                 tls_san, container_range, service_range, mesh_endpoint, mesh_endpoint_ranges, \
+                 container_node_ports, \
                  volume_host_paths, node_timeout, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
                  backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",

@@ -199,6 +199,10 @@ pub struct Settings {
     /// Where other nodes reach this node's mesh when not at its own address
     /// (`cloudos.mesh_endpoint=203.0.113.7:51820`): a cloud VM's public address.
     pub mesh_endpoint: Option<std::net::SocketAddr>,
+    /// A master's: addresses a node may name as its mesh endpoint although its connection
+    /// comes from elsewhere (`cloudos.mesh_endpoint_ranges=203.0.113.0/24`); none when not
+    /// set, so a node's endpoint counts only at the address the master sees it at.
+    pub mesh_endpoint_ranges: Vec<ipnet::IpNet>,
     /// Ports of this node its bridge containers may open
     /// (`cloudos.container_node_ports=9101/tcp`); none when not set.
     pub container_node_ports: Vec<cloudos_cluster::publish::NodePort>,

@@ -93,6 +93,21 @@ pub fn parse_host_paths(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// `CIDR[,…]`: IPv4 or IPv6 ranges; a bare address is a range of one.
+pub fn parse_ip_ranges(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<ipnet::IpNet>()
+                .or_else(|_| r.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| format!("{r:?} is not an address range such as 203.0.113.0/24"))
+        })
+        .collect()
+}
+
 /// `name-or-address[,…]`: IP addresses, or DNS names (letters, digits, `-`, dots between
 /// labels), for a certificate's subject alternative names.
 pub fn parse_tls_sans(value: &str) -> Result<Vec<String>, String> {

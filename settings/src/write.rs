@@ -135,6 +135,10 @@ mod tests {
                 cloudos_cluster::subnets::ClusterRange::parse("10.8.0.0/16").unwrap(),
             ),
             mesh_endpoint: Some("203.0.113.7:51820".parse().unwrap()),
+            mesh_endpoint_ranges: vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8::7/128".parse().unwrap(),
+            ],
         }
     }
 

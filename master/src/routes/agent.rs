@@ -127,7 +127,11 @@ async fn session(
     if send(&mut socket, &welcome).await {
         // Its peers through the control channel at once; every other node's soon when it
         // came or moved (a burst of hellos is one announcement).
-        if state.roster.set_mesh(&name, mesh_end(&name, &hello, seen)) {
+        let ranges = &state.config.mesh_endpoint_ranges;
+        if state
+            .roster
+            .set_mesh(&name, mesh_end(&name, &hello, seen, ranges))
+        {
             state.mesh.request();
         }
         crate::mesh::announce_to(&state.roster, &state.config.node_name, &name);
@@ -171,6 +175,7 @@ fn mesh_end(
     name: &str,
     hello: &cloudos_cluster::api::AgentHello,
     seen: std::net::IpAddr,
+    endpoint_ranges: &[ipnet::IpNet],
 ) -> Option<roster::MeshEnd> {
     let mesh = hello.mesh.as_ref()?;
     if let Err(e) = cloudos_cluster::mesh::check_key(&mesh.public_key) {
@@ -185,12 +190,23 @@ fn mesh_end(
             .unwrap_or(seen),
         v4 => v4,
     };
+    let endpoint = mesh.endpoint.filter(|&endpoint| {
+        let allowed = crate::mesh::endpoint_allowed(endpoint, seen, endpoint_ranges);
+        if !allowed {
+            log::warn!(
+                "node {name} names {endpoint} as its mesh endpoint, but its connection comes \
+                 from {seen}: ignored, it is planned as behind NAT (a master's \
+                 mesh_endpoint_ranges may allow that address)"
+            );
+        }
+        allowed
+    });
     Some(roster::MeshEnd {
         public_key: mesh.public_key.clone(),
         port: mesh.port,
         address: hello.address.clone(),
         seen,
-        endpoint: mesh.endpoint,
+        endpoint,
     })
 }
 

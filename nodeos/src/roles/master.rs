@@ -62,6 +62,10 @@ pub struct MasterArgs {
     /// for more.
     #[arg(long, value_name = "NAME|IP", value_parser = parse_tls_san)]
     pub tls_san: Vec<String>,
+    /// A range of addresses a node may name as its mesh endpoint although its connection
+    /// comes from elsewhere; repeat for more. Other endpoints are ignored.
+    #[arg(long = "mesh-endpoint-range", value_name = "CIDR", value_parser = parse_ip_range)]
+    pub mesh_endpoint_ranges: Vec<ipnet::IpNet>,
     /// The private range the nodes' container subnets (a /24 each) come from; it must not
     /// overlap a network this machine is on.
     #[arg(long, value_name = "CIDR", default_value = cloudos_cluster::subnets::DEFAULT_RANGE,
@@ -129,6 +133,14 @@ fn parse_tls_san(value: &str) -> Result<String, String> {
     }
 }
 
+fn parse_ip_range(value: &str) -> Result<ipnet::IpNet, String> {
+    let mut ranges = crate::settings::values::parse_ip_ranges(value)?;
+    match (ranges.pop(), ranges.is_empty()) {
+        (Some(range), true) => Ok(range),
+        _ => Err("one range per --mesh-endpoint-range".to_owned()),
+    }
+}
+
 /// The master's config from `nodeos master` flags.
 pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
     if args.heartbeat_interval.is_zero()
@@ -160,6 +172,7 @@ pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
     }
     config.insecure_registries = args.insecure_registry;
     config.tls_san = args.tls_san;
+    config.mesh_endpoint_ranges = args.mesh_endpoint_ranges;
     config.container_range = args.container_range;
     config.service_range = args.service_range;
     config.retention = Retention {
@@ -196,6 +209,7 @@ pub fn config_from_settings(settings: &Settings) -> MasterConfig {
     }
     config.insecure_registries = settings.insecure_registries.clone();
     config.tls_san = settings.tls_san.clone();
+    config.mesh_endpoint_ranges = settings.mesh_endpoint_ranges.clone();
     if let Some(secs) = settings.node_timeout {
         config.not_ready_after = Duration::from_secs(secs);
     }
