@@ -121,6 +121,11 @@ pub fn usage(data_dir: &Path) -> BTreeMap<String, u64> {
 /// Deletes named volume `name` and its data. `false` if it was not there.
 pub(super) fn remove(data_dir: &Path, name: &str) -> Result<bool, String> {
     let dir = volume_dir(data_dir, name)?;
+    // Its limit goes too: the quota file would keep it for the project id (the inode
+    // number), which a later directory may get.
+    if let Err(e) = quota::set_limit(&dir, None) {
+        log::debug!("volume {name}: its limit was not lifted before deletion: {e}");
+    }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
