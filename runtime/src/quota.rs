@@ -83,14 +83,15 @@ pub fn set_limit(dir: &Path, limit: Option<u64>) -> Result<(), QuotaError> {
     };
     let file = File::open(dir).map_err(io("open"))?;
     let project = project_of(&file, dir)?;
-    let mut attr = FsXattr::default();
-    // SAFETY: `attr` is a live `struct fsxattr` the kernel fills.
-    if let Err(errno) = unsafe { fs_get_xattr(file.as_raw_fd(), &mut attr) } {
-        return match limit {
-            None => Ok(()),
-            Some(_) => Err(unsupported(dir, errno)),
-        };
-    }
+    let attr = match get_xattr(file.as_fd()) {
+        Ok(attr) => attr,
+        Err(errno) => {
+            return match limit {
+                None => Ok(()),
+                Some(_) => Err(unsupported(dir, errno)),
+            }
+        }
+    };
     let tagged = attr.projid == project && attr.xflags & FS_XFLAG_PROJINHERIT != 0;
     if !tagged {
         if limit.is_none() {
@@ -117,10 +118,7 @@ pub fn set_limit(dir: &Path, limit: Option<u64>) -> Result<(), QuotaError> {
 pub fn usage(dir: &Path) -> Option<Usage> {
     let file = File::open(dir).ok()?;
     let project = project_of(&file, dir).ok()?;
-    let mut attr = FsXattr::default();
-    // SAFETY: as in `set_limit`.
-    unsafe { fs_get_xattr(file.as_raw_fd(), &mut attr) }.ok()?;
-    if attr.projid != project {
+    if get_xattr(file.as_fd()).ok()?.projid != project {
         return None;
     }
     // SAFETY: all-zero is a valid `dqblk` (plain integers).
@@ -226,15 +224,21 @@ fn kind_of(dir: BorrowedFd<'_>, name: &CStr) -> Option<SFlag> {
     (kind == SFlag::S_IFDIR || kind == SFlag::S_IFREG).then_some(kind)
 }
 
-fn set_project(fd: BorrowedFd<'_>, project: u32, inherit: bool) -> Result<(), Errno> {
+/// The file's `struct fsxattr` (`FS_IOC_FSGETXATTR`).
+fn get_xattr(fd: BorrowedFd<'_>) -> Result<FsXattr, Errno> {
     let mut attr = FsXattr::default();
-    // SAFETY: `attr` is a live `struct fsxattr`, filled then read back by the kernel.
+    // SAFETY: `attr` is a live `struct fsxattr` the kernel fills.
     unsafe { fs_get_xattr(fd.as_raw_fd(), &mut attr) }?;
+    Ok(attr)
+}
+
+fn set_project(fd: BorrowedFd<'_>, project: u32, inherit: bool) -> Result<(), Errno> {
+    let mut attr = get_xattr(fd)?;
     attr.projid = project;
     if inherit {
         attr.xflags |= FS_XFLAG_PROJINHERIT;
     }
-    // SAFETY: as above.
+    // SAFETY: `attr` is a live `struct fsxattr` the kernel reads.
     unsafe { fs_set_xattr(fd.as_raw_fd(), &attr) }.map(drop)
 }
 
