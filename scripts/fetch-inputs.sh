@@ -6,10 +6,12 @@
 #   scripts/fetch-inputs.sh --update     rewrite the lock from apt's current candidate versions
 #   scripts/fetch-inputs.sh --dir PKG    print the unpacked directory of PKG (from the lock)
 #
-# A lock line may name a Debian component after the hash (default `main`). A
-# package from another component (raspi-firmware is in `non-free-firmware`, which
-# the host's sources usually lack) is fetched through a private apt configuration
-# under the cache: the host's sources and lists are never touched.
+# A lock line may name a Debian component after the hash (default `main`), as
+# `COMPONENT` or `SUITE/COMPONENT` (default suite: bookworm). A package from another
+# component (raspi-firmware is in `non-free-firmware`, which the host's sources
+# usually lack) or another suite (etcd-server from trixie) is fetched through a
+# private apt configuration under the cache, from the mirror the host uses for
+# bookworm: the host's sources and lists are never touched.
 #
 # Cache: ${CLOUDOS_CACHE:-$HOME/.cache/cloudos}
 #   debs/<package>_<version>_<arch>.deb          (':' in a version is written '%3a', as apt does)
@@ -59,10 +61,14 @@ source "$ROOT/scripts/lib/apt-mirror.sh"
 # `main`, else a private sources list and state directory under the cache, whose
 # lists are fetched on first use (or again with --update).
 apt_opts() {
-    local component=$1 refresh=${2:-} dir mirror
+    local component=$1 refresh=${2:-} dir mirror suite=$DEBIAN_SUITE
     OPTS=("${APT_OPTS[@]}")
     [[ $component == main ]] && return 0
-    dir=$CACHE/apt/$component
+    if [[ $component == */* ]]; then
+        suite=${component%%/*}
+        component=${component#*/}
+    fi
+    dir=$CACHE/apt/$suite-$component
     OPTS+=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
         -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::Archives=$dir/archives")
     if [[ -n $refresh || ! -f $dir/.updated ]]; then
@@ -70,7 +76,7 @@ apt_opts() {
         [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] ||
             die "no Debian archive keyring: install debian-archive-keyring"
         mirror=$(debian_mirror "$DEBIAN_SUITE") || die "no mirror for the private $component source"
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $DEBIAN_SUITE $component" \
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite $component" \
             >"$dir/sources.list"
         apt-get "${OPTS[@]}" update || die "apt-get update of the private $component source failed"
         touch "$dir/.updated"

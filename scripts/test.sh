@@ -48,6 +48,10 @@ for target in $targets; do
     cargo deny --offline --locked --target "$target" check licenses bans sources
 done
 
+step "pinned Debian inputs of this machine's architecture"
+# The store's tests run Debian's etcd from image/packages.lock (the images use the rest).
+scripts/fetch-inputs.sh --arch "$(dpkg --print-architecture)"
+
 step "unit and in-process tests"
 cargo test --workspace --locked --exclude cloudos-tests
 

@@ -16,6 +16,13 @@
 //!   `tls`): a node that joined with a compute token holds a certificate the CA signed, and
 //!   without the marker it could serve it on the LAN and collect the join and admin tokens
 //!   sent to it.
+//! - The masters' etcd has a CA of its own, the *etcd CA* ([`ClusterCa::create_etcd`]),
+//!   made beside the cluster CA and held by masters only. etcd trusts it alone, for clients
+//!   and peers, so the certificate the cluster CA gives every node opens nothing in etcd
+//!   (the cluster CA has path length 0 and cannot sign an intermediate for it). Its leaves
+//!   ([`ClusterCa::issue_etcd_member_cert`]) carry serverAuth and clientAuth: one
+//!   certificate per master serves etcd's client and peer ports and is the master's etcd
+//!   client certificate.
 //! - Serial numbers are random. Certificates start [`CLOCK_SKEW`] in the past so a node whose
 //!   clock lags a little still accepts them.
 //!
@@ -507,15 +514,34 @@ impl ClusterCa {
     /// Makes a new cluster CA named `CloudOS cluster CA <cluster_name>`, valid from `now`
     /// (less [`CLOCK_SKEW`]) for [`CA_LIFETIME`].
     pub fn create(cluster_name: &str, now: OffsetDateTime) -> Result<Self, PkiError> {
+        ClusterCa::create_named(
+            &format!("CloudOS cluster CA {cluster_name}"),
+            cluster_name,
+            now,
+        )
+    }
+
+    /// Makes the etcd CA of cluster `cluster_name` (`CloudOS etcd CA <cluster_name>`): the
+    /// only CA the masters' etcd trusts, so that no node certificate reaches etcd.
+    pub fn create_etcd(cluster_name: &str, now: OffsetDateTime) -> Result<Self, PkiError> {
+        ClusterCa::create_named(
+            &format!("CloudOS etcd CA {cluster_name}"),
+            cluster_name,
+            now,
+        )
+    }
+
+    fn create_named(
+        common_name: &str,
+        cluster_name: &str,
+        now: OffsetDateTime,
+    ) -> Result<Self, PkiError> {
         validate_cluster_name(cluster_name)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err("the CA key"))?;
         let (serial_number, _) = random_serial()?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "CloudOS");
-        dn.push(
-            DnType::CommonName,
-            format!("CloudOS cluster CA {cluster_name}"),
-        );
+        dn.push(DnType::CommonName, common_name);
         let mut params = CertificateParams::default();
         params.distinguished_name = dn;
         // Path length 0: the CA signs leaves only, never another CA.
@@ -634,6 +660,45 @@ impl ClusterCa {
         let cert = params
             .signed_by(&key, &self.issuer()?)
             .map_err(gen_err("the serving certificate"))?;
+        self.issued(cert.der(), key.serialize_pem())
+    }
+
+    /// An etcd member's certificate (new P-256 key), from the etcd CA: named after the
+    /// master `name`, valid for `localhost`, `name` and `ips`, with serverAuth (its client
+    /// and peer ports) and clientAuth (to its peers, and the master's own etcd client).
+    pub fn issue_etcd_member_cert(
+        &self,
+        name: &str,
+        ips: &[IpAddr],
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, PkiError> {
+        validate_node_name(name)?;
+        let mut sans = Vec::with_capacity(ips.len() + 3);
+        for dns in ["localhost", name] {
+            let ia5 = dns.try_into().map_err(|source| PkiError::DnsName {
+                name: dns.to_owned(),
+                source,
+            })?;
+            sans.push(SanType::DnsName(ia5));
+        }
+        sans.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+        sans.extend(ips.iter().copied().map(SanType::IpAddress));
+        let (params, _) = leaf_params(
+            name,
+            sans,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            lifetime,
+            now,
+        )?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(gen_err("the etcd member key"))?;
+        let cert = params
+            .signed_by(&key, &self.issuer()?)
+            .map_err(gen_err("the etcd member certificate"))?;
         self.issued(cert.der(), key.serialize_pem())
     }
 

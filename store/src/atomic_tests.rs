@@ -19,6 +19,15 @@ use cloudos_cluster::token::Token;
 use cloudos_cluster::workload::{ServiceRecord, TaskInfo, WorkloadSpec};
 
 const NOW: OffsetDateTime = datetime!(2026-03-01 10:00 UTC);
+use crate::backends::{on_both_backends, NewStore};
+
+on_both_backends!(
+    a_failing_transaction_writes_nothing,
+    a_join_is_one_transaction,
+    an_eviction_is_one_transaction,
+    workload_changes_are_one_transaction,
+    a_secret_is_created_once_and_never_replaced_but_a_put_replaces
+);
 
 fn token(uses: Option<u32>) -> (Token, TokenRecord) {
     let t = Token::generate(CaPin::from_hex(&"11".repeat(32)).expect("pin")).expect("token");
@@ -83,11 +92,10 @@ fn dump(s: &dyn Store) -> Vec<(Table, Rows)> {
         .collect()
 }
 
-#[test]
-fn a_failing_transaction_writes_nothing() {
-    let s = RedbStore::in_memory().expect("store");
+fn a_failing_transaction_writes_nothing(new: NewStore) {
+    let s = new();
     s.put_node(&node("n1", "01")).expect("put");
-    let before = dump(&s);
+    let before = dump(&*s);
     let err = s
         .transact_raw(&mut |txn| {
             txn.put(Table::Nodes, "n2", b"{}")?;
@@ -100,12 +108,11 @@ fn a_failing_transaction_writes_nothing() {
         })
         .expect_err("aborted");
     assert!(matches!(err, StoreError::NotFound { what: "test", .. }));
-    assert_eq!(dump(&s), before);
+    assert_eq!(dump(&*s), before);
 }
 
-#[test]
-fn a_join_is_one_transaction() {
-    let s = RedbStore::in_memory().expect("store");
+fn a_join_is_one_transaction(new: NewStore) {
+    let s = new();
     let (t, r) = token(Some(2));
     s.put_token(&r).expect("token");
     s.put_node(&node("n1", "01")).expect("old record");
@@ -141,7 +148,7 @@ fn a_join_is_one_transaction() {
     );
 
     // A join whose token check fails writes nothing: no node, no revocation, no use.
-    let before = dump(&s);
+    let before = dump(&*s);
     let wrong = TokenUse {
         secret: "wrongwrongwrongwrongwrongwrongwr",
         ..use_of(&t, &r)
@@ -153,12 +160,12 @@ fn a_join_is_one_transaction() {
         matches!(err, StoreError::Token(TokenError::WrongSecret { .. })),
         "{err}"
     );
-    assert_eq!(dump(&s), before);
+    assert_eq!(dump(&*s), before);
 
     // Same for a token with no uses left.
     s.admit_node(&use_of(&t, &r), &node("n2", "04"), &[])
         .expect("last use");
-    let before = dump(&s);
+    let before = dump(&*s);
     let err = s
         .admit_node(&use_of(&t, &r), &node("n3", "05"), &[])
         .expect_err("used up");
@@ -166,12 +173,11 @@ fn a_join_is_one_transaction() {
         matches!(err, StoreError::Token(TokenError::UsedUp { .. })),
         "{err}"
     );
-    assert_eq!(dump(&s), before);
+    assert_eq!(dump(&*s), before);
 }
 
-#[test]
-fn an_eviction_is_one_transaction() {
-    let s = RedbStore::in_memory().expect("store");
+fn an_eviction_is_one_transaction(new: NewStore) {
+    let s = new();
     s.put_node(&node("n1", "01")).expect("put");
     let extra: CertSerial = "0c".parse().expect("serial");
     let (record, revoked) = s
@@ -189,17 +195,16 @@ fn an_eviction_is_one_transaction() {
     assert_eq!(s.revoked_certs().expect("list"), revoked);
     assert!(revoked.iter().all(|r| r.reason == "removed by alice"));
 
-    let before = dump(&s);
+    let before = dump(&*s);
     let err = s
         .evict_node("n1", "again", NOW, &[extra])
         .expect_err("gone");
     assert!(matches!(err, StoreError::NotFound { what: "node", .. }));
-    assert_eq!(dump(&s), before, "no revocation without a node");
+    assert_eq!(dump(&*s), before, "no revocation without a node");
 }
 
-#[test]
-fn workload_changes_are_one_transaction() {
-    let s = RedbStore::in_memory().expect("store");
+fn workload_changes_are_one_transaction(new: NewStore) {
+    let s = new();
     let spec = WorkloadSpec::new("10.0.0.1:5000/busybox:1");
     let task = |id: &str| TaskInfo::queued(id.into(), spec.clone(), None, 0, NOW);
     s.put_task(&task("old")).expect("put");
@@ -321,9 +326,8 @@ fn the_store_file_is_private_and_an_old_one_is_tightened() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_secret_is_created_once_and_never_replaced_but_a_put_replaces() {
-    let s = RedbStore::in_memory().expect("store");
+fn a_secret_is_created_once_and_never_replaced_but_a_put_replaces(new: NewStore) {
+    let s = new();
     let record = |sealed: &str| cloudos_cluster::secret::SecretRecord {
         name: "db".into(),
         created_at: NOW,

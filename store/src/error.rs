@@ -1,5 +1,5 @@
 //! The store's one error type. Backend failures carry the backend's own error boxed, so
-//! that the redb and (later) etcd backends share the variants callers match on.
+//! that the redb and etcd backends share the variants callers match on.
 
 use std::path::PathBuf;
 
@@ -51,4 +51,15 @@ pub enum StoreError {
     NotFound { what: &'static str, key: String },
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("the cluster state is unavailable ({action}: {reason}); with several masters, a majority of them must be up and reachable to make changes")]
+    Unavailable {
+        action: &'static str,
+        reason: String,
+    },
+    #[error("this master is no longer the leader (its lease ran out or another master took over); its write was refused")]
+    Fenced,
+    #[error("a change of {table} was overtaken by other masters' changes {attempts} times in a row; try again")]
+    Contention { table: Table, attempts: u32 },
+    #[error("the state store is closing")]
+    Closed,
 }

@@ -18,7 +18,7 @@ pub(crate) const SCHEMA_KEY: &str = "schema_version";
 pub(crate) const CLUSTER_KEY: &str = "cluster";
 
 /// The tables of the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
     /// Schema version and cluster meta.
     Meta,

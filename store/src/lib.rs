@@ -7,7 +7,8 @@
 //! - [`records`]: what is stored (cluster meta, nodes, admins, revoked certificates).
 //! - [`ops`]: the changes that span records, each one transaction (join, eviction, ...).
 //! - [`quarantine`]: records that do not decode, moved aside at start.
-//! - [`redb`]: the embedded backend.
+//! - [`redb`]: the embedded backend, for a master on its own.
+//! - [`etcd`]: the etcd backend, for several masters.
 //! - [`snapshot`]: every table at one revision, for backups, and restoring one.
 //! - [`wire`]: records and errors as the API shows them.
 //!
@@ -50,6 +51,7 @@ use cloudos_cluster::token::TokenRecord;
 use cloudos_cluster::workload::{ServiceRecord, TaskInfo};
 
 pub mod error;
+pub mod etcd;
 pub mod keyspace;
 pub mod ops;
 pub mod quarantine;
@@ -60,6 +62,7 @@ pub mod watch;
 pub mod wire;
 
 pub use error::{BackendError, StoreError};
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use keyspace::{KeyRange, Table, Txn, TxnFn, UpdateFn, Write, SCHEMA_VERSION};
 pub use ops::{Admission, TokenUse, WorkloadWrite};
 pub use quarantine::Quarantined;
@@ -487,6 +490,9 @@ fn update_json<S: Store + ?Sized, T: Serialize + DeserializeOwned + Clone>(
 }
 
 #[cfg(test)]
+mod backends;
+
+#[cfg(test)]
 mod atomic_tests;
 
 #[cfg(test)]
@@ -502,6 +508,7 @@ mod tests {
     use cloudos_cluster::token::TokenError;
 
     use super::*;
+    use crate::backends::{on_both_backends, NewStore};
     use crate::keyspace::SCHEMA_KEY;
     use cloudos_cluster::pki::CaPin;
     use cloudos_cluster::token::Token;
@@ -510,6 +517,17 @@ mod tests {
     use time::Duration;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 10:00 UTC);
+
+    on_both_backends!(
+        cluster_meta_is_written_once,
+        tokens_crud,
+        consume_token_table,
+        concurrent_consumers_share_uses_exactly,
+        nodes_crud_and_update,
+        update_nodes_writes_known_nodes_only,
+        revoked_certs,
+        corrupt_record_says_which
+    );
 
     fn store() -> RedbStore {
         RedbStore::in_memory().expect("in-memory store")
@@ -551,9 +569,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cluster_meta_is_written_once() {
-        let s = store();
+    fn cluster_meta_is_written_once(new: NewStore) {
+        let s = new();
         assert_eq!(s.cluster_meta().expect("read"), None);
         s.init_cluster_meta(&meta("lab")).expect("init");
         assert_eq!(s.cluster_meta().expect("read"), Some(meta("lab")));
@@ -568,9 +585,8 @@ mod tests {
         assert!(!format!("{:?}", meta("lab")).contains("key\""));
     }
 
-    #[test]
-    fn tokens_crud() {
-        let s = store();
+    fn tokens_crud(new: NewStore) {
+        let s = new();
         let (_, a) = token(None, Role::Compute);
         let (_, b) = token(Some(1), Role::Admin);
         s.put_token(&a).expect("put a");
@@ -599,9 +615,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn consume_token_table() {
-        let s = store();
+    fn consume_token_table(new: NewStore) {
+        let s = new();
         let (t, limited) = token(Some(1), Role::Compute);
         let (u, unlimited) = token(None, Role::Compute);
         s.put_token(&limited).expect("put");
@@ -691,9 +706,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn concurrent_consumers_share_uses_exactly() {
-        let s = Arc::new(store());
+    fn concurrent_consumers_share_uses_exactly(new: NewStore) {
+        let s = new();
         let (t, record) = token(Some(5), Role::Compute);
         s.put_token(&record).expect("put");
         let threads: Vec<_> = (0..16)
@@ -718,9 +732,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nodes_crud_and_update() {
-        let s = store();
+    fn nodes_crud_and_update(new: NewStore) {
+        let s = new();
         s.put_node(&node("n1")).expect("put");
         s.put_node(&node("n2")).expect("put");
         let names: Vec<_> = s
@@ -757,9 +770,8 @@ mod tests {
         assert_eq!(s.get_node("n2").expect("get"), None);
     }
 
-    #[test]
-    fn update_nodes_writes_known_nodes_only() {
-        let s = store();
+    fn update_nodes_writes_known_nodes_only(new: NewStore) {
+        let s = new();
         s.put_node(&node("n1")).expect("put");
         let mut n1 = node("n1");
         n1.state = NodeState::NotReady;
@@ -771,9 +783,8 @@ mod tests {
         assert_eq!(s.get_node("gone").expect("get"), None);
     }
 
-    #[test]
-    fn revoked_certs() {
-        let s = store();
+    fn revoked_certs(new: NewStore) {
+        let s = new();
         let serial: CertSerial = "7f00aa".parse().expect("serial");
         assert!(!s.is_cert_revoked(&serial).expect("check"));
         let r = RevokedCert {
@@ -787,9 +798,8 @@ mod tests {
         assert_eq!(s.revoked_certs().expect("list"), vec![r]);
     }
 
-    #[test]
-    fn corrupt_record_says_which() {
-        let s = store();
+    fn corrupt_record_says_which(new: NewStore) {
+        let s = new();
         s.put_raw(Table::Nodes, "n1", b"{not json")
             .expect("raw put");
         let err = s.get_node("n1").expect_err("corrupt").to_string();

@@ -7,8 +7,18 @@ use std::sync::Arc;
 
 use time::macros::datetime;
 
+use crate::backends::{on_both_backends, NewStore};
 use crate::keyspace::SCHEMA_KEY;
-use crate::{ClusterMeta, KeyRange, RedbStore, Snapshot, Store, StoreError, Table, SCHEMA_VERSION};
+use crate::{ClusterMeta, KeyRange, Snapshot, Store, StoreError, Table, SCHEMA_VERSION};
+
+on_both_backends!(
+    every_table_round_trips_through_json,
+    debug_shows_counts_not_the_ca_key,
+    a_snapshot_is_one_point_in_time_while_writers_go_on,
+    restore_refuses_a_store_that_holds_a_cluster_and_writes_nothing,
+    restore_refuses_a_newer_schema_or_an_unknown_table_and_writes_nothing,
+    the_schema_version_comes_from_the_meta_table
+);
 
 fn meta(name: &str) -> ClusterMeta {
     ClusterMeta {
@@ -20,8 +30,8 @@ fn meta(name: &str) -> ClusterMeta {
 }
 
 /// A store with a record in every table, some of them not JSON at all.
-fn populated() -> RedbStore {
-    let s = RedbStore::in_memory().expect("store");
+fn populated(new: NewStore) -> Arc<dyn Store> {
+    let s = new();
     s.init_cluster_meta(&meta("lab")).expect("meta");
     for table in Table::ALL {
         if table != Table::Meta {
@@ -42,9 +52,8 @@ fn everything(s: &dyn Store) -> Everything {
         .collect()
 }
 
-#[test]
-fn every_table_round_trips_through_json() {
-    let source = populated();
+fn every_table_round_trips_through_json(new: NewStore) {
+    let source = populated(new);
     let snapshot = source.snapshot().expect("snapshot");
     assert_eq!(snapshot.schema_version, SCHEMA_VERSION);
     assert_eq!(snapshot.tables.len(), Table::ALL.len());
@@ -52,9 +61,9 @@ fn every_table_round_trips_through_json() {
     let back: Snapshot = serde_json::from_slice(&json).expect("decode");
     assert_eq!(back, snapshot);
 
-    let target = RedbStore::in_memory().expect("store");
+    let target = new();
     target.restore(&back).expect("restore");
-    assert_eq!(everything(&target), everything(&source));
+    assert_eq!(everything(&*target), everything(&*source));
     assert_eq!(target.cluster_meta().expect("meta"), Some(meta("lab")));
     assert_eq!(
         back.cluster_meta().expect("meta").map(|m| m.name),
@@ -62,18 +71,16 @@ fn every_table_round_trips_through_json() {
     );
 }
 
-#[test]
-fn debug_shows_counts_not_the_ca_key() {
-    let shown = format!("{:?}", populated().snapshot().expect("snapshot"));
+fn debug_shows_counts_not_the_ca_key(new: NewStore) {
+    let shown = format!("{:?}", populated(new).snapshot().expect("snapshot"));
     assert!(shown.contains("tokens"), "{shown}");
     assert!(!shown.contains("secret-ca-key"), "{shown}");
 }
 
-#[test]
-fn a_snapshot_is_one_point_in_time_while_writers_go_on() {
+fn a_snapshot_is_one_point_in_time_while_writers_go_on(new: NewStore) {
     // A writer moves a counter in two tables in one transaction each time: any snapshot
     // that saw one table at another moment than the other would show them apart.
-    let s = Arc::new(RedbStore::in_memory().expect("store"));
+    let s = new();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
@@ -104,29 +111,27 @@ fn a_snapshot_is_one_point_in_time_while_writers_go_on() {
     assert!(written > 1 && seen.len() > 1, "the writer ran meanwhile");
 }
 
-#[test]
-fn restore_refuses_a_store_that_holds_a_cluster_and_writes_nothing() {
-    let snapshot = populated().snapshot().expect("snapshot");
-    let target = RedbStore::in_memory().expect("store");
+fn restore_refuses_a_store_that_holds_a_cluster_and_writes_nothing(new: NewStore) {
+    let snapshot = populated(new).snapshot().expect("snapshot");
+    let target = new();
     target.init_cluster_meta(&meta("other")).expect("meta");
     target.put_raw(Table::Nodes, "mine", b"{}").expect("put");
-    let before = everything(&target);
+    let before = everything(&*target);
     let err = target.restore(&snapshot).expect_err("holds a cluster");
     assert!(
         matches!(err, StoreError::AlreadyInitialized { ref name } if name == "other"),
         "{err}"
     );
-    assert_eq!(everything(&target), before);
+    assert_eq!(everything(&*target), before);
 }
 
-#[test]
-fn restore_refuses_a_newer_schema_or_an_unknown_table_and_writes_nothing() {
-    let mut newer = populated().snapshot().expect("snapshot");
+fn restore_refuses_a_newer_schema_or_an_unknown_table_and_writes_nothing(new: NewStore) {
+    let mut newer = populated(new).snapshot().expect("snapshot");
     newer.schema_version = SCHEMA_VERSION + 1;
-    let mut unknown = populated().snapshot().expect("snapshot");
+    let mut unknown = populated(new).snapshot().expect("snapshot");
     unknown.tables.insert("leases".to_owned(), Vec::new());
-    let target = RedbStore::in_memory().expect("store");
-    let before = everything(&target);
+    let target = new();
+    let before = everything(&*target);
     let err = target.restore(&newer).expect_err("newer");
     assert!(
         matches!(err, StoreError::SnapshotNewer { found, supported } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
@@ -135,12 +140,11 @@ fn restore_refuses_a_newer_schema_or_an_unknown_table_and_writes_nothing() {
     assert!(err.to_string().contains("newer"), "{err}");
     let err = target.restore(&unknown).expect_err("unknown table");
     assert!(err.to_string().contains("`leases`"), "{err}");
-    assert_eq!(everything(&target), before);
+    assert_eq!(everything(&*target), before);
 }
 
-#[test]
-fn the_schema_version_comes_from_the_meta_table() {
-    let s = populated();
+fn the_schema_version_comes_from_the_meta_table(new: NewStore) {
+    let s = populated(new);
     s.put_raw(Table::Meta, SCHEMA_KEY, b"0").expect("older");
     assert_eq!(s.snapshot().expect("snapshot").schema_version, 0);
 }

@@ -18,7 +18,7 @@ use crate::Table;
 pub const WATCH_BUFFER: usize = 4096;
 
 /// What happened to a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Change {
     Put(Vec<u8>),
     Delete,
@@ -79,6 +79,49 @@ impl Watch {
         } else {
             WatchError::Closed
         }
+    }
+}
+
+impl Watch {
+    /// A watch fed by a backend's own task (etcd's watch stream) through the returned
+    /// [`WatchFeed`], with the same buffer and the same lag rule as [`Watchers`].
+    pub(crate) fn fed() -> (WatchFeed, Watch) {
+        let (tx, rx) = mpsc::sync_channel(WATCH_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        (
+            WatchFeed {
+                tx,
+                lagged: lagged.clone(),
+            },
+            Watch { rx, lagged },
+        )
+    }
+}
+
+/// The sending end of a [`Watch::fed`] watch.
+pub(crate) struct WatchFeed {
+    tx: SyncSender<WatchEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl WatchFeed {
+    /// Delivers an event; `false` when the watch ended: its reader is gone, or it fell
+    /// [`WATCH_BUFFER`] events behind and now reads [`WatchError::Lagged`].
+    pub(crate) fn send(&self, event: WatchEvent) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.lag();
+                false
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Ends the watch as lagged: its reader must read again (etcd compacted the revision
+    /// the watch stood at).
+    pub(crate) fn lag(&self) {
+        self.lagged.store(true, Ordering::Release);
     }
 }
 

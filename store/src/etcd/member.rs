@@ -1,0 +1,98 @@
+//! How a master runs its etcd member: the command line, with TLS everywhere.
+//!
+//! - Client and peer ports both require a certificate from the etcd CA (and trust no
+//!   other CA), TLS 1.3 only.
+//! - Transactions may be large: a restore or a grown cluster's node save is one
+//!   transaction, so the per-transaction operation and request size limits are raised.
+//! - History is compacted automatically (one hour kept): watches that fall further behind
+//!   are told to read again.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Files of a member's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberTls {
+    /// The etcd CA certificate.
+    pub ca: PathBuf,
+    /// The member's certificate and key (serverAuth and clientAuth).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Whether the member starts a new etcd cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// One etcd member's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member's name: the master's node name.
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// `https://IP:2379`: where clients reach it (listened on and advertised).
+    pub client_url: String,
+    /// `https://IP:2380`: where the other members reach it.
+    pub peer_url: String,
+    /// Every member at start, `name=peer_url`.
+    pub initial_cluster: Vec<(String, String)>,
+    pub state: ClusterState,
+    pub tls: MemberTls,
+}
+
+/// The largest transaction, in operations (etcd's default is 128).
+pub const MAX_TXN_OPS: u32 = 100_000;
+/// The largest request, in bytes (etcd's default is 1.5 MiB).
+pub const MAX_REQUEST_BYTES: u32 = 16 << 20;
+
+impl Member {
+    /// The arguments of `etcd` for this member.
+    pub fn args(&self) -> Vec<OsString> {
+        let initial: Vec<String> = self
+            .initial_cluster
+            .iter()
+            .map(|(name, url)| format!("{name}={url}"))
+            .collect();
+        let mut args: Vec<OsString> = Vec::new();
+        let mut flag = |name: &str, value: OsString| {
+            let mut arg = OsString::from(format!("--{name}="));
+            arg.push(value);
+            args.push(arg);
+        };
+        flag("name", self.name.clone().into());
+        flag("data-dir", self.data_dir.clone().into());
+        flag("listen-client-urls", self.client_url.clone().into());
+        flag("advertise-client-urls", self.client_url.clone().into());
+        flag("listen-peer-urls", self.peer_url.clone().into());
+        flag("initial-advertise-peer-urls", self.peer_url.clone().into());
+        flag("initial-cluster", initial.join(",").into());
+        flag(
+            "initial-cluster-state",
+            match self.state {
+                ClusterState::New => "new",
+                ClusterState::Existing => "existing",
+            }
+            .into(),
+        );
+        for prefix in ["", "peer-"] {
+            flag(&format!("{prefix}client-cert-auth"), "true".into());
+            flag(
+                &format!("{prefix}trusted-ca-file"),
+                self.tls.ca.clone().into(),
+            );
+            flag(&format!("{prefix}cert-file"), self.tls.cert.clone().into());
+            flag(&format!("{prefix}key-file"), self.tls.key.clone().into());
+        }
+        flag("tls-min-version", "TLS1.3".into());
+        flag("max-txn-ops", MAX_TXN_OPS.to_string().into());
+        flag("max-request-bytes", MAX_REQUEST_BYTES.to_string().into());
+        flag("auto-compaction-mode", "periodic".into());
+        flag("auto-compaction-retention", "1h".into());
+        // The master logs what etcd says; warnings and errors are what matter there.
+        flag("log-level", "warn".into());
+        args
+    }
+}
