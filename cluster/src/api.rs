@@ -666,6 +666,9 @@ pub enum ErrorCode {
     /// The certificate is revoked or its node was removed: it will never work again. Only
     /// this code makes an agent forget its identity; any other refusal may pass.
     Revoked,
+    /// The cluster cannot answer this now (its masters have no quorum, or are choosing a
+    /// leader); try again in a moment.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -682,6 +685,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Revoked => 403,
+            ErrorCode::Unavailable => 503,
         }
     }
 }

@@ -50,12 +50,19 @@ pub fn open_cluster(store: &dyn Store, wanted_name: &str) -> Result<Cluster, Mas
     }
     let now = OffsetDateTime::now_utc();
     let ca = ClusterCa::create(wanted_name, now)?;
-    store.init_cluster_meta(&ClusterMeta {
+    let created = store.init_cluster_meta(&ClusterMeta {
         name: wanted_name.to_owned(),
         ca_cert_pem: ca.cert_pem().to_owned(),
         ca_key_pem: ca.key_pem(),
         created_at: now,
-    })?;
+    });
+    match created {
+        // Another master of an etcd cluster made it first: use that one.
+        Err(cloudos_store::StoreError::AlreadyInitialized { .. }) => {
+            return open_cluster(store, wanted_name)
+        }
+        other => other?,
+    }
     log::info!("created cluster {wanted_name:?} (CA pin {})", ca.pin());
     Ok(Cluster {
         name: wanted_name.to_owned(),

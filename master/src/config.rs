@@ -66,6 +66,9 @@ pub struct MasterConfig {
     /// A master that runs workloads whose own node has not joined yet: where to write a
     /// one-use token for that node's agent (`bootstrap::own_node_token`). `None`: no token.
     pub own_node_token: Option<PathBuf>,
+    /// Set for a master among several, on etcd (see `ha`); `None` keeps the state in the
+    /// embedded store of a master on its own.
+    pub ha: Option<super::ha::HaConfig>,
 }
 
 impl MasterConfig {
@@ -104,6 +107,7 @@ impl MasterConfig {
             container_range: cloudos_cluster::subnets::ClusterRange::default(),
             service_range: cloudos_cluster::subnets::ClusterRange::services_default(),
             own_node_token: None,
+            ha: None,
         }
     }
 }

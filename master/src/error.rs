@@ -49,6 +49,10 @@ pub enum MasterError {
     Backup(#[from] super::backup::BackupError),
     #[error("cannot start the master's async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    HaFile(#[from] super::ha::file::HaFileError),
+    #[error("this master lost its leadership (its lease ran out: it was paused, or cut off from the other masters); it stops, and starts again as a follower")]
+    LostLeadership,
     #[error("the container_range {containers} and the service_range {services} overlap: a service's address would be a container's; choose ranges apart")]
     Ranges {
         containers: cloudos_cluster::subnets::ClusterRange,
@@ -97,6 +101,9 @@ pub enum ApiError {
     NodeRemoved(String),
     #[error("{0}")]
     Internal(String),
+    /// The cluster cannot answer now (no leader, no quorum); a retry may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Longest piece of caller-supplied text an error message repeats.
@@ -159,6 +166,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
         };
         ErrorBody::new(code, self.to_string())
     }

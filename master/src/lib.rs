@@ -28,6 +28,8 @@
 //! - `nodeops`: cordon, drain and reboot of a node, for the API and the rolling upgrade.
 //! - [`rollout`]: rolling upgrades of the cluster (`cloudos upgrade`), the master last.
 //! - `ids`: random ids of the requests the master sends nodes.
+//! - [`ha`]: a master among several on etcd: its etcd member, the election, and the
+//!   followers' forwarding to the leader.
 
 mod addresses;
 mod advertise;
@@ -39,6 +41,7 @@ mod console;
 mod credentials;
 pub mod downloads;
 mod error;
+pub mod ha;
 mod health;
 mod ids;
 mod listen;
@@ -78,6 +81,10 @@ pub struct Master {
     state: Arc<state::MasterState>,
     listener: TcpListener,
     bootstrap_token: Option<Token>,
+    /// Set when this master is one of several, on etcd.
+    ha: Option<ha::Ha>,
+    /// Where a leader elected later shows the first admin's token.
+    token_output: TokenOutput,
 }
 
 impl Master {
@@ -95,15 +102,16 @@ impl Master {
         if let Some(schedule) = &config.backups {
             schedule.check()?;
         }
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.join("state.redb"))?);
-        for q in store.quarantine_unreadable(time::OffsetDateTime::now_utc())? {
-            log::warn!(
-                "stored {} record `{}` is unreadable ({}); moved it to the quarantine table \
-                 and carried on without it",
-                q.table,
-                q.key,
-                q.error
-            );
+        let (store, ha): (Arc<dyn Store>, _) = match &config.ha {
+            None => (Arc::new(RedbStore::open(dir.join("state.redb"))?), None),
+            Some(ha) => {
+                let ha = ha::open(ha).await?;
+                (Arc::clone(&ha.store) as Arc<dyn Store>, Some(ha))
+            }
+        };
+        if ha.is_none() {
+            // With several masters, the leader does this once it is elected.
+            quarantine(store.as_ref())?;
         }
         let listener = listen::bind(config.listen)
             .await
@@ -116,7 +124,11 @@ impl Master {
             source,
         })?;
         let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
-        let bootstrap_token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
+        let bootstrap_token = match ha {
+            None => bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?,
+            // The leader makes it once it is elected, and shows it on its console.
+            Some(_) => None,
+        };
         if let Some(path) = &config.own_node_token {
             bootstrap::own_node_token(store.as_ref(), &boot.ca, path)?;
         }
@@ -125,6 +137,8 @@ impl Master {
             state: Arc::new(state),
             listener,
             bootstrap_token,
+            ha,
+            token_output: TokenOutput::File,
         })
     }
 
@@ -148,46 +162,83 @@ impl Master {
         self.bootstrap_token.take()
     }
 
-    /// Serves until `shutdown` completes, then stops every task it started.
+    /// Serves until `shutdown` completes, then stops every task it started. With several
+    /// masters, follows (forwarding) until elected, then leads (see [`ha`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
         let Master {
-            state, listener, ..
+            state,
+            listener,
+            ha,
+            token_output,
+            ..
         } = self;
-        log::info!(
-            "master listening on https://{} (cluster {:?}, CA pin {})",
-            state.local_addr,
-            state.cluster_name,
-            state.ca.pin()
-        );
-        let mut tasks = tokio::task::JoinSet::new();
-        let (addr_tx, addr_rx) = tokio::sync::watch::channel(addresses::host_addresses());
-        tasks.spawn(addresses::watch(addr_tx));
-        tasks.spawn(serving::keep_fresh(Arc::clone(&state), addr_rx.clone()));
-        if state.config.mdns {
-            tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
+        let listener = Arc::new(listener);
+        match ha {
+            None => lead(state, listener, shutdown).await,
+            Some(ha) => ha::run(ha, state, listener, token_output, shutdown).await,
         }
-        tasks.spawn(health::run(Arc::clone(&state)));
-        let s = Arc::clone(&state);
-        tasks.spawn(async move {
-            s.mesh
-                .run(|| mesh::announce(&s.roster, &s.config.node_name))
-                .await
-        });
-        tasks.spawn(workloads::run(Arc::clone(&state)));
-        tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
-        tasks.spawn(server::accept_loop(Arc::clone(&state), listener));
-        if let Some(schedule) = state.config.backups.clone() {
-            tasks.spawn(backup::schedule::run(Arc::clone(&state), schedule));
-        }
-        if let Err(e) = rollout::load(&state) {
-            log::error!("cannot read the last rollout: {e}; `cloudos upgrade status` shows none");
-        }
-        shutdown.await;
-        tasks.shutdown().await;
-        health::save(&state, roster::Unsaved::All).await;
-        log::info!("master stopped");
-        Ok(())
     }
+}
+
+/// Moves what does not decode into the quarantine table, saying so in the log.
+fn quarantine(store: &dyn Store) -> Result<(), MasterError> {
+    for q in store.quarantine_unreadable(time::OffsetDateTime::now_utc())? {
+        log::warn!(
+            "stored {} record `{}` is unreadable ({}); moved it to the quarantine table \
+             and carried on without it",
+            q.table,
+            q.key,
+            q.error
+        );
+    }
+    Ok(())
+}
+
+/// The master's work, on `listener`, until `shutdown`: all of it on a master of its own,
+/// the leader's on a master among several.
+pub(crate) async fn lead(
+    state: Arc<state::MasterState>,
+    listener: Arc<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MasterError> {
+    log::info!(
+        "master listening on https://{} (cluster {:?}, CA pin {})",
+        state.local_addr,
+        state.cluster_name,
+        state.ca.pin()
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    let (addr_tx, addr_rx) = tokio::sync::watch::channel(addresses::host_addresses());
+    tasks.spawn(addresses::watch(addr_tx));
+    tasks.spawn(serving::keep_fresh(Arc::clone(&state), addr_rx.clone()));
+    if state.config.mdns {
+        tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
+    }
+    tasks.spawn(health::run(Arc::clone(&state)));
+    let s = Arc::clone(&state);
+    tasks.spawn(async move {
+        s.mesh
+            .run(|| mesh::announce(&s.roster, &s.config.node_name))
+            .await
+    });
+    tasks.spawn(workloads::run(Arc::clone(&state)));
+    tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
+    tasks.spawn(server::accept_loop(
+        Arc::clone(&state),
+        listener,
+        routes::router(Arc::clone(&state)),
+    ));
+    if let Some(schedule) = state.config.backups.clone() {
+        tasks.spawn(backup::schedule::run(Arc::clone(&state), schedule));
+    }
+    if let Err(e) = rollout::load(&state) {
+        log::error!("cannot read the last rollout: {e}; `cloudos upgrade status` shows none");
+    }
+    shutdown.await;
+    tasks.shutdown().await;
+    health::save(&state, roster::Unsaved::All).await;
+    log::info!("master stopped");
+    Ok(())
 }
 
 /// The master as a systemd service (cloud install): the admin token goes to a root-only
@@ -214,6 +265,7 @@ pub fn serve(
         .map_err(MasterError::Runtime)?;
     runtime.block_on(async move {
         let mut master = Master::open(config).await?;
+        master.token_output = output;
         match master.take_bootstrap_token() {
             Some(token) => console::show_bootstrap_token(output, &master.state, &token),
             // A token shown at an earlier start is used up once an admin exists.

@@ -31,7 +31,6 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::connlimit::{self, Permit, Pool};
-use super::routes;
 use super::state::MasterState;
 use super::tls_accept::{self, Peer};
 
@@ -54,8 +53,9 @@ const BODY_GRACE: Duration = Duration::from_secs(30);
 const BODY_MIN_RATE: u64 = 64 * 1024;
 
 /// Accepts connections until the task is cancelled; cancelling it ends every connection.
-pub async fn accept_loop(state: Arc<MasterState>, listener: TcpListener) {
-    let router = routes::router(Arc::clone(&state));
+/// Requests go to `router`: the API's (`routes::router`) on a master that serves, the
+/// forwarding one on a master that follows (`ha::forward`).
+pub async fn accept_loop(state: Arc<MasterState>, listener: Arc<TcpListener>, router: Router) {
     let pools = Pools {
         unverified: Pool::new(connlimit::UNVERIFIED),
         verified: Pool::new(connlimit::VERIFIED),
@@ -104,6 +104,9 @@ async fn serve(
     let Some((tls, peer)) = tls_accept::handshake(&state, tcp).await else {
         return;
     };
+    // Only the revocation check of forwarded callers needs the state from here on; a
+    // connection does not keep a stopped master's state alive.
+    let weak_state = Arc::downgrade(&state);
     drop(state);
     // A certified caller leaves the crowd of handshakes and anonymous callers.
     let permit = match &peer {
@@ -119,10 +122,22 @@ async fn serve(
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = Arc::clone(&activity);
+        let revoked = move |serial: &cloudos_cluster::pki::CertSerial| {
+            weak_state
+                .upgrade()
+                .is_none_or(|state| state.is_revoked(serial))
+        };
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let busy = activity.begin();
             let mut req = req.map(|body| Body::new(TimedBody::new(body)));
-            req.extensions_mut().insert::<Peer>(peer.clone());
+            // A request another master forwards stands for its caller (see `ha::forward`).
+            let (peer, addr) = super::ha::forward::accept_forwarded(
+                req.headers_mut(),
+                peer.clone(),
+                addr,
+                |serial| revoked(serial),
+            );
+            req.extensions_mut().insert::<Peer>(peer);
             req.extensions_mut().insert(ConnectInfo(addr));
             let router = router.clone();
             async move {

@@ -50,6 +50,9 @@ impl From<&StoreError> for ErrorBody {
             StoreError::AlreadyInitialized { .. } => {
                 ErrorBody::new(ErrorCode::Conflict, e.to_string())
             }
+            StoreError::Unavailable { .. } | StoreError::Fenced | StoreError::Contention { .. } => {
+                ErrorBody::new(ErrorCode::Unavailable, e.to_string())
+            }
             _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use cloudos_cluster::client::DEFAULT_API_PORT;
 use cloudos_master::backup::Schedule;
 use cloudos_master::config::{DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR};
+use cloudos_master::ha::file::HaFile;
+use cloudos_master::ha::member::EtcdProgram;
 use cloudos_master::workloads::retention::Retention;
 use cloudos_master::{MasterConfig, TokenOutput};
 
@@ -119,6 +121,10 @@ pub struct MasterArgs {
     /// The scheduled backups' passphrase: the first line of FILE (at least 12 characters).
     #[arg(long, value_name = "FILE", requires = "backup_dir")]
     pub backup_passphrase_file: Option<PathBuf>,
+    /// The etcd program a master among several runs its etcd member with (Debian's
+    /// `etcd`); used when `<data-dir>/master/ha.json` says this master runs a member.
+    #[arg(long, value_name = "PATH")]
+    pub etcd_binary: Option<PathBuf>,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -194,7 +200,22 @@ pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
         }),
         _ => None,
     };
+    config.ha = ha_config(
+        &config.data_dir,
+        args.etcd_binary.map(EtcdProgram::direct).as_ref(),
+    )?;
     Ok(config)
+}
+
+/// The master's place among several masters, when `<data>/master/ha.json` gives one.
+fn ha_config(
+    data_dir: &std::path::Path,
+    program: Option<&EtcdProgram>,
+) -> anyhow::Result<Option<cloudos_master::ha::HaConfig>> {
+    let Some(file) = HaFile::load(data_dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(file.config(data_dir, program)?))
 }
 
 /// The master under PID 1: defaults, the data partition, the node's host name.
@@ -282,6 +303,9 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         config.own_node_token = Some(cloudos_master::own_node_token_file(&config.data_dir));
     }
     super::restore::from_settings(settings, &config.data_dir)?;
+    // The appliance's own etcd comes with issue 22's image work; until then a member
+    // needs a program given on a host.
+    config.ha = ha_config(&config.data_dir, None)?;
     crate::upgrade::offer::offer_in_background(&config.data_dir, settings.slot);
     cloudos_master::serve(
         config,

@@ -1,10 +1,17 @@
 //! The one master that does the cluster's periodic work (scheduling and dispatch, health
-//! checks, retries, garbage collection), chosen through etcd's election API, and the
-//! fence that keeps a stale leader from writing.
+//! checks, retries, garbage collection), chosen through an etcd election, and the fence
+//! that keeps a stale leader from writing.
 //!
-//! A candidate holds a lease and campaigns with it: etcd makes the first candidate's key
-//! the leader key, and deletes it when the lease runs out (the master died, hung, or lost
-//! its way to the quorum). The next candidate in line is then elected.
+//! The election is etcd's own recipe (its `concurrency` package), on the KV and lease
+//! primitives: a candidate holds a lease and puts a key under it,
+//! `<prefix>.election/<name>/<lease>`; the candidate whose key is oldest (lowest create
+//! revision) leads. etcd deletes a key when its lease runs out (the master died, hung, or
+//! lost its way to the quorum), and the next in line leads. *Why not etcd's election
+//! service:* its `Campaign` call blocks until elected, past any request deadline, and a
+//! call cancelled by the client resigns the candidate's key on the server, possibly after
+//! a later call of the same candidate was elected with that same key, which would take
+//! the leadership away from under it. Looking at the line costs one small read per
+//! [`CAMPAIGN_POLL`] per waiting master.
 //!
 //! A leader that is paused, or cut off, may still believe it leads after etcd has chosen
 //! another. Its writes cannot land: a leader writes through [`Leadership::store`], whose
@@ -18,7 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, TxnOpResponse, TxnResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, TxnOpResponse, TxnResponse,
+};
 
 use super::{etcd_err, EtcdStore};
 use crate::StoreError;
@@ -53,9 +62,21 @@ impl Fence {
     }
 }
 
+/// How often a candidate looks whether its turn came.
+pub const CAMPAIGN_POLL: Duration = Duration::from_millis(100);
+
+/// A candidate in line: its lease, its key (which becomes the fence once elected), and
+/// the keeper of its lease.
+struct Candidate {
+    lease: i64,
+    fence: Fence,
+    lost: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
 /// This master's leadership, from its election until it is lost or resigned.
 pub struct Leadership {
-    store: EtcdStore,
+    store: Arc<EtcdStore>,
     pub(super) lease: i64,
     lost: Arc<AtomicBool>,
     /// Ends the lease keeper when dropped.
@@ -73,8 +94,8 @@ impl std::fmt::Debug for Leadership {
 
 impl Leadership {
     /// The store to do the leader's work through: every commit is fenced.
-    pub fn store(&self) -> &EtcdStore {
-        &self.store
+    pub fn store(&self) -> Arc<EtcdStore> {
+        Arc::clone(&self.store)
     }
 
     /// Whether the lease was seen to end: stop doing leader's work and campaign again.
@@ -97,84 +118,155 @@ impl Leadership {
 }
 
 impl EtcdStore {
-    /// Campaigns in election `name` (under the store's prefix) with `value` (the master's
-    /// name, which [`EtcdStore::leader`] reports) and a lease of `ttl`; returns once this
-    /// caller is the leader. Blocks while another leads: call it from a thread of its own.
+    /// Campaigns in election `name` (under the store's prefix) with `value` (what
+    /// [`EtcdStore::leader`] reports, e.g. the master's name and address) and a lease of
+    /// `ttl`; returns once this caller is the leader. Blocks while another leads: call it
+    /// from a thread of its own. Setting `give_up` ends the campaign (within
+    /// [`CAMPAIGN_POLL`]) with [`StoreError::Closed`].
     pub fn campaign(
         &self,
         name: &str,
         value: &str,
         ttl: Duration,
+        give_up: &AtomicBool,
     ) -> Result<Leadership, StoreError> {
-        let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(60);
-        let mut leases = self.client.lease_client();
-        let lease = self
-            .run(async move { leases.grant(ttl_secs, None).await })?
-            .map_err(etcd_err("grant a lease"))?
-            .id();
-        let lost = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
         let runtime = self.runtime.as_ref().ok_or(StoreError::Closed)?;
-        runtime.spawn(keep(self.client.clone(), lease, ttl, lost.clone(), stopped));
-
-        let election = self.election_name(name);
-        let value = value.as_bytes().to_vec();
-        let client = self.client.clone();
-        // A campaign waits as long as another leads, past any request deadline: each call
-        // waits at most `ttl`, and the candidate keeps its key between calls.
-        let leader = loop {
-            if lost.load(Ordering::Acquire) {
-                return Err(StoreError::Unavailable {
-                    action: "campaign",
-                    reason: "the candidate's lease ended before it was elected".into(),
-                });
+        // The candidate's lease and key, its keeper, and whether the lease was seen to
+        // end; a lease that ends before the election is replaced, and the campaign goes on.
+        let mut held: Option<Candidate> = None;
+        let mut failures = 0u32;
+        loop {
+            if give_up.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
             }
-            let mut elections = client.election_client();
-            let (election, value) = (election.clone(), value.clone());
-            let attempt = self.run(async move {
-                tokio::time::timeout(ttl, elections.campaign(election, value, lease)).await
-            })?;
-            match attempt {
-                Ok(Ok(mut response)) => match response.take_leader() {
-                    Some(leader) => break leader,
-                    None => continue,
-                },
-                Ok(Err(e)) => match etcd_err("campaign")(e) {
-                    // Not elected within the client's deadline: still in line.
-                    StoreError::Unavailable { .. } => std::thread::sleep(ttl / 10),
-                    other => return Err(other),
-                },
-                Err(_waiting) => {}
+            if held.as_ref().is_none_or(|c| c.lost.load(Ordering::Acquire)) {
+                held = None;
+                match self.stand(name, value, ttl) {
+                    Ok((lease, key, create_revision)) => {
+                        let lost = Arc::new(AtomicBool::new(false));
+                        let (stop, stopped) = tokio::sync::oneshot::channel();
+                        runtime.spawn(keep(self.client.clone(), lease, ttl, lost.clone(), stopped));
+                        held = Some(Candidate {
+                            lease,
+                            fence: Fence {
+                                key,
+                                create_revision,
+                            },
+                            lost,
+                            stop,
+                        });
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        pause(ttl, failures, &e);
+                        continue;
+                    }
+                }
             }
-        };
-        let fence = Fence {
-            key: leader.key().to_vec(),
-            create_revision: leader.rev(),
+            let Some(candidate) = held.as_ref() else {
+                continue;
+            };
+            // The leader is the candidate whose key is oldest: this one, once every
+            // candidate before it resigned or lost its lease.
+            match self.first_in_line(name) {
+                Ok(Some((key, _))) if key == candidate.fence.key => break,
+                Ok(Some(_)) => failures = 0,
+                // Our own key is gone (its lease ran out unseen): stand again.
+                Ok(None) => held = None,
+                Err(e) => {
+                    failures += 1;
+                    pause(ttl, failures, &e);
+                    continue;
+                }
+            }
+            std::thread::sleep(CAMPAIGN_POLL);
+        }
+        let Some(candidate) = held else {
+            return Err(StoreError::Closed);
         };
         Ok(Leadership {
-            store: self.fenced(fence)?,
-            lease,
-            lost,
-            _stop: stop,
+            store: Arc::new(self.fenced(candidate.fence)?),
+            lease: candidate.lease,
+            lost: candidate.lost,
+            _stop: candidate.stop,
         })
+    }
+
+    /// Enters the line of election `name`: a new lease, and the candidate's key under it
+    /// (`<election>/<lease>`), made only if absent. Returns the lease, the key and its
+    /// create revision: its place in line.
+    fn stand(
+        &self,
+        name: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(i64, Vec<u8>, i64), StoreError> {
+        let lease = self.grant(ttl)?;
+        let key = format!("{}/{lease:x}", self.election_name(name)).into_bytes();
+        let txn = etcd_client::Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([etcd_client::TxnOp::put(
+                key.clone(),
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([etcd_client::TxnOp::get(key.clone(), None)]);
+        let kv = self.kv();
+        let response = self.request("campaign", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })?;
+        let revision = if response.succeeded() {
+            super::header_revision(response.header())
+        } else {
+            // Made by an earlier try whose answer was lost: the key is ours all the same.
+            response
+                .op_responses()
+                .into_iter()
+                .find_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        Ok((lease, key, revision))
+    }
+
+    /// The oldest candidate's key and value in election `name`: the leader.
+    fn first_in_line(&self, name: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let prefix = format!("{}/", self.election_name(name)).into_bytes();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let kv = self.kv();
+        let response = self.request("read the leader", || {
+            let (mut kv, prefix, options) = (kv.clone(), prefix.clone(), options.clone());
+            async move { kv.get(prefix, Some(options)).await }
+        })?;
+        Ok(response.kvs().first().map(|kv| {
+            (
+                kv.key().to_vec(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            )
+        }))
+    }
+
+    /// A new lease of `ttl` (at least the 2 s etcd allows).
+    fn grant(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(60);
+        let leases = self.client.lease_client();
+        Ok(self
+            .request("grant a lease", || {
+                let mut leases = leases.clone();
+                async move { leases.grant(ttl_secs, None).await }
+            })?
+            .id())
     }
 
     /// The value the current leader of election `name` campaigned with, if any leads.
     pub fn leader(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let mut elections = self.client.election_client();
-        let election = self.election_name(name);
-        match self.run(async move { elections.leader(election).await })? {
-            Ok(response) => Ok(response
-                .kv()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
-            // etcd answers "election: no leader" as an error.
-            Err(etcd_client::Error::GRpcStatus(status))
-                if status.message().contains("no leader") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(etcd_err("read the leader")(e)),
-        }
+        Ok(self.first_in_line(name)?.map(|(_, value)| value))
     }
 
     fn election_name(&self, name: &str) -> String {
@@ -182,9 +274,19 @@ impl EtcdStore {
     }
 }
 
+/// Waits before the next campaign call after `failures` failures in a row: an etcd
+/// member went away, or the cluster is choosing its own leader.
+fn pause(ttl: Duration, failures: u32, error: &StoreError) {
+    if failures == 1 || failures % 20 == 0 {
+        log::info!("campaign: {error}; trying again");
+    }
+    std::thread::sleep((ttl / 8 * failures.min(8)).max(Duration::from_millis(100)));
+}
+
 /// Keeps `lease` alive at a third of its time to live, until told to stop (then revokes
-/// it) or until no keep-alive succeeded for a whole `ttl` (then marks the leadership
-/// lost: etcd has let the lease go, or soon will).
+/// it) or until etcd says the lease is gone (then marks it lost). While etcd cannot be
+/// reached it keeps trying: etcd extends every lease when its own leader changes, so a
+/// lease outlives a member's loss, and a leader cut off for longer is fenced anyway.
 async fn keep(
     client: Client,
     lease: i64,
@@ -193,13 +295,8 @@ async fn keep(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut leases = client.lease_client();
-    let mut last_ok = tokio::time::Instant::now();
     let mut stream = None;
     loop {
-        if last_ok.elapsed() >= ttl {
-            lost.store(true, Ordering::Release);
-            return;
-        }
         if stream.is_none() {
             stream = leases.keep_alive(lease).await.ok();
         }
@@ -209,10 +306,8 @@ async fn keep(
                 responses.message().await
             };
             match tokio::time::timeout(ttl / 3, renewed).await {
-                // A time to live of 0: the lease is gone.
-                Ok(Ok(Some(response))) if response.ttl() > 0 => {
-                    last_ok = tokio::time::Instant::now();
-                }
+                Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+                // A time to live of 0: etcd let the lease go.
                 Ok(Ok(Some(_))) => {
                     lost.store(true, Ordering::Release);
                     return;

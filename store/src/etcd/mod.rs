@@ -10,6 +10,7 @@
 //! - [`txn`]: the optimistic transactions behind [`Store::update_raw`] and
 //!   [`Store::transact_raw`]; the closure may run more than once.
 //! - [`watch`]: etcd watches as [`Watch`]es, resumed across a member's loss.
+//! - `endpoints`: requests go to the members that answer.
 //! - [`member`]: the command line of a master's etcd member.
 //! - [`leader`]: the election of the one master that does the cluster's periodic work, and
 //!   the fence that keeps a stale leader from writing.
@@ -34,6 +35,7 @@ use crate::snapshot::Snapshot;
 use crate::watch::Watch;
 use crate::{decode, encode, NodeRecord, Store, StoreError};
 
+mod endpoints;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixture;
 pub mod leader;
@@ -52,6 +54,8 @@ pub const CLUSTER_PREFIX: &str = "/cloudos/";
 /// cluster that lost its quorum never answers a write; this bounds how long a caller
 /// waits to be told so.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many members a request is offered to when each refuses the connection.
+const SEND_ATTEMPTS: u32 = 4;
 /// How often a transaction whose reads were overtaken by another master's commit is run
 /// again before the store gives up and says so.
 const MAX_ATTEMPTS: u32 = 64;
@@ -161,6 +165,12 @@ impl EtcdStore {
             Client::connect(endpoints, Some(options)).await
         })?
         .map_err(etcd_err("connect"))?;
+        if config.endpoints.len() > 1 {
+            runtime.spawn(endpoints::keep_live(
+                client.clone(),
+                config.endpoints.clone(),
+            ));
+        }
         let store = EtcdStore {
             client,
             runtime: Some(runtime),
@@ -213,6 +223,28 @@ impl EtcdStore {
 
     fn kv(&self) -> KvClient {
         self.client.kv_client()
+    }
+
+    /// Runs the request `make` builds, and builds it again (up to [`SEND_ATTEMPTS`]
+    /// times) while a member refuses the connection: the request was never sent, so
+    /// sending it to another member is safe even for a transaction. Any other failure is
+    /// returned as it is: a request that may have reached etcd is never sent twice.
+    fn request<T, Fut>(&self, action: &'static str, make: impl Fn() -> Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.run(make())? {
+                Ok(value) => return Ok(value),
+                Err(e) if attempt < SEND_ATTEMPTS && never_sent(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(etcd_err(action)(e)),
+            }
+        }
     }
 
     /// The etcd key of a record.
@@ -289,10 +321,11 @@ impl EtcdStore {
         if let Some(revision) = revision {
             options = options.with_revision(revision);
         }
-        let mut kv = self.kv();
-        let response = self
-            .run(async move { kv.get(start, Some(options)).await })?
-            .map_err(etcd_err("read"))?;
+        let kv = self.kv();
+        let response = self.request("read", || {
+            let (mut kv, start, options) = (kv.clone(), start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })?;
         let read_at = header_revision(response.header());
         let mut out = Vec::with_capacity(response.kvs().len());
         // etcd returns a range sorted by key bytes, which is the keyspace's order.
@@ -304,11 +337,12 @@ impl EtcdStore {
 
     /// The cluster's current revision.
     fn current_revision(&self) -> Result<i64, StoreError> {
-        let mut kv = self.kv();
+        let kv = self.kv();
         let key = self.marker(Table::Meta);
-        let response = self
-            .run(async move { kv.get(key, Some(GetOptions::new().with_count_only())).await })?
-            .map_err(etcd_err("read the revision"))?;
+        let response = self.request("read the revision", || {
+            let (mut kv, key) = (kv.clone(), key.clone());
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })?;
         Ok(header_revision(response.header()))
     }
 }
@@ -340,6 +374,26 @@ fn run_on<T: Send + 'static>(
     rx.recv().map_err(|_| StoreError::Closed)
 }
 
+/// Whether `e` says the connection was refused or could not be made: the request never
+/// left this process.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::AddrNotAvailable
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map(|h| h.revision()).unwrap_or_default()
 }
@@ -360,11 +414,12 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 impl Store for EtcdStore {
     fn get_raw(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut kv = self.kv();
+        let kv = self.kv();
         let etcd_key = self.key(table, key);
-        let response = self
-            .run(async move { kv.get(etcd_key, None).await })?
-            .map_err(etcd_err("read"))?;
+        let response = self.request("read", || {
+            let (mut kv, etcd_key) = (kv.clone(), etcd_key.clone());
+            async move { kv.get(etcd_key, None).await }
+        })?;
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 

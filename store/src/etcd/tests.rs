@@ -25,6 +25,11 @@ fn two_masters(fixture: &EtcdFixture) -> (Arc<EtcdStore>, Arc<EtcdStore>) {
     (Arc::new(first), Arc::new(second))
 }
 
+/// A campaign that never gives up.
+fn never() -> std::sync::atomic::AtomicBool {
+    std::sync::atomic::AtomicBool::new(false)
+}
+
 fn counter(store: &EtcdStore) -> u32 {
     store
         .get_raw(Table::Services, "counter")
@@ -101,7 +106,7 @@ fn one_candidate_leads_and_the_next_takes_over_when_it_resigns() {
     let (a, b) = two_masters(fixture);
     assert_eq!(a.leader("work").expect("leader"), None);
     let first = a
-        .campaign("work", "master-a", Duration::from_secs(5))
+        .campaign("work", "master-a", Duration::from_secs(5), &never())
         .expect("elected");
     assert_eq!(
         b.leader("work").expect("leader").as_deref(),
@@ -111,7 +116,7 @@ fn one_candidate_leads_and_the_next_takes_over_when_it_resigns() {
     let waiting = std::thread::spawn(move || {
         let started = Instant::now();
         let second = b
-            .campaign("work", "master-b", Duration::from_secs(5))
+            .campaign("work", "master-b", Duration::from_secs(5), &never())
             .expect("elected");
         (second, started.elapsed(), b)
     });
@@ -135,7 +140,7 @@ fn a_stale_leader_cannot_write_once_its_lease_is_gone() {
     let fixture = require!(EtcdFixture::shared());
     let (a, b) = two_masters(fixture);
     let old = a
-        .campaign("work", "master-a", Duration::from_secs(5))
+        .campaign("work", "master-a", Duration::from_secs(5), &never())
         .expect("elected");
     old.store()
         .put_raw(Table::Tasks, "t1", b"by a")
@@ -148,7 +153,7 @@ fn a_stale_leader_cannot_write_once_its_lease_is_gone() {
         .expect("runtime")
         .expect("revoke");
     let new = b
-        .campaign("work", "master-b", Duration::from_secs(5))
+        .campaign("work", "master-b", Duration::from_secs(5), &never())
         .expect("b elected");
 
     let err = old

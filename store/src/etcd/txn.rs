@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, TxnOp};
 
-use super::{etcd_err, EtcdStore, MAX_ATTEMPTS};
+use super::{EtcdStore, MAX_ATTEMPTS};
 use crate::keyspace::{KeyRange, Table, Txn, TxnFn};
 use crate::StoreError;
 
@@ -51,11 +51,11 @@ impl<'s> Attempt<'s> {
         if let Some(revision) = self.read_at {
             options = options.with_revision(revision);
         }
-        let mut kv = self.store.kv();
-        let response = self
-            .store
-            .run(async move { kv.get(key, Some(options)).await })?
-            .map_err(etcd_err("read"))?;
+        let kv = self.store.kv();
+        let response = self.store.request("read", || {
+            let (mut kv, key, options) = (kv.clone(), key.clone(), options.clone());
+            async move { kv.get(key, Some(options)).await }
+        })?;
         if self.read_at.is_none() {
             self.read_at = Some(super::header_revision(response.header()));
         }
@@ -117,10 +117,11 @@ impl<'s> Attempt<'s> {
             .when(compares)
             .and_then(ops)
             .or_else(otherwise);
-        let mut kv = store.kv();
-        let response = store
-            .run(async move { kv.txn(txn).await })?
-            .map_err(etcd_err("commit"))?;
+        let kv = store.kv();
+        let response = store.request("commit", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })?;
         if response.succeeded() {
             return Ok(true);
         }

@@ -1,0 +1,175 @@
+//! Three masters on etcd, as separate processes in the namespace lab: each `nodeos master`
+//! runs its own etcd member (Debian's etcd, pinned), the one elected leads and the others
+//! forward. What is checked is what an admin would see: logging in and making tokens
+//! through a master that does not lead, a node that joined through it staying Ready, and
+//! all of that surviving the leader's death (SIGKILL of its master and, with it, its etcd
+//! member).
+//!
+//! The masters' places in the etcd cluster (`ha.json`) are written by the test with the
+//! product's own types, as joining a master will write them (issue 22, next step).
+//!
+//! Needs root (network namespaces) and the pinned etcd (`scripts/fetch-inputs.sh`); both
+//! fail the test under `CLOUDOS_STRICT=1` when missing.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cloudos_cluster::api::NodeState;
+use cloudos_cluster::pki::ClusterCa;
+use cloudos_master::ha::file::{HaFile, MemberFile};
+use cloudos_testkit::require;
+use cloudos_tests::lab::Lab;
+use cloudos_tests::process::Proc;
+use cloudos_tests::timeouts::scaled;
+use cloudos_tests::NetHost;
+use time::OffsetDateTime;
+
+/// The masters' hosts on the bridge: 10.77.0.2, .3 and .4.
+const MASTERS: [u8; 3] = [2, 3, 4];
+
+/// Writes each master's `ha.json`: one etcd CA, a certificate per member, the three
+/// members starting a new etcd cluster together.
+fn write_ha_files(lab: &Lab) {
+    let now = OffsetDateTime::now_utc();
+    let ca = ClusterCa::create_etcd("lab", now).expect("etcd CA");
+    let ip = |n: u8| format!("10.77.0.{n}");
+    let initial: Vec<(String, String)> = MASTERS
+        .iter()
+        .map(|&n| (format!("m{n}"), format!("https://{}:2380", ip(n))))
+        .collect();
+    let endpoints: Vec<String> = MASTERS
+        .iter()
+        .map(|&n| format!("https://{}:2379", ip(n)))
+        .collect();
+    for n in MASTERS {
+        let name = format!("m{n}");
+        let addr: IpAddr = ip(n).parse().expect("ip");
+        let cert = ca
+            .issue_etcd_member_cert(&name, &[addr], time::Duration::days(1), now)
+            .expect("member certificate");
+        let file = HaFile {
+            endpoints: endpoints.clone(),
+            etcd_ca_pem: ca.cert_pem().to_owned(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            advertise: format!("{}:9443", ip(n)),
+            member: Some(MemberFile {
+                name: name.clone(),
+                client_url: format!("https://{}:2379", ip(n)),
+                peer_url: format!("https://{}:2380", ip(n)),
+                initial_cluster: initial.clone(),
+                existing: false,
+            }),
+        };
+        file.save(&lab.path(&name)).expect("ha.json");
+    }
+}
+
+/// Starts the three masters at once (each waits for its etcd cluster's quorum) and waits
+/// until each serves its port.
+fn start_masters(lab: &Lab, etcd: &Path, hosts: &[NetHost]) -> Vec<Proc> {
+    let procs: Vec<Proc> = MASTERS
+        .iter()
+        .zip(hosts)
+        .map(|(&n, host)| {
+            let name = format!("m{n}");
+            let data = lab.path(&name);
+            lab.spawn(
+                &name,
+                host,
+                &[
+                    "master",
+                    "--data-dir",
+                    data.to_str().expect("utf-8"),
+                    "--cluster-name",
+                    "lab",
+                    "--name",
+                    &name,
+                    "--no-mdns",
+                    "--heartbeat-interval",
+                    "1s",
+                    "--not-ready-after",
+                    "3s",
+                    "--etcd-binary",
+                    etcd.to_str().expect("utf-8"),
+                ],
+            )
+        })
+        .collect();
+    for proc in &procs {
+        lab.wait_for(
+            &format!("{} listening", proc.what()),
+            Duration::from_secs(60),
+            || proc.stderr().contains("master listening on").then_some(()),
+        );
+    }
+    procs
+}
+
+/// The index of the master that leads now (it said so last), among those running.
+fn leader(lab: &Lab, procs: &mut [Proc], timeout: Duration) -> usize {
+    lab.wait_for("a leader", timeout, || {
+        procs
+            .iter_mut()
+            .position(|p| p.running() && p.stderr().contains("is the leader"))
+    })
+}
+
+#[test]
+fn three_masters_survive_the_leaders_death_and_lose_nothing() {
+    let Some(lab) = Lab::new() else { return };
+    let etcd = require!(cloudos_store::etcd::fixture::etcd_binary());
+    write_ha_files(&lab);
+    let hosts: Vec<NetHost> = MASTERS.iter().map(|&n| lab.host(n)).collect();
+    let mut masters = start_masters(&lab, &etcd, &hosts);
+
+    let first = leader(&lab, &mut masters, Duration::from_secs(30));
+    // The leader makes the first admin's token once elected, and prints it.
+    let token = lab.wait_for("the leader's admin token", Duration::from_secs(20), || {
+        masters[first]
+            .stdout()
+            .lines()
+            .find_map(|l| l.split("admin token: ").nth(1))
+            .and_then(|rest| rest.split([' ', ',']).next())
+            .map(str::to_owned)
+    });
+    // A master that does not lead, and will survive: everything goes through it.
+    let via = (first + 1) % MASTERS.len();
+    let via_addr = hosts[via].addr(9443);
+    let alice = lab.admin("alice");
+    alice.log_in(&token, &via_addr);
+    let compute = alice.token("compute", &["--uses", "5"]);
+
+    let node_host = lab.host(5);
+    let _agent = lab.agent(
+        "node-5",
+        &node_host,
+        &lab.path("node-5"),
+        Some(&compute),
+        Some(&via_addr),
+    );
+    alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
+
+    // The leader's machine dies: its master and its etcd member with it.
+    let killed_at = Instant::now();
+    masters[first].stop_with(libc::SIGKILL);
+    let next = leader(&lab, &mut masters, Duration::from_secs(30));
+    assert_ne!(next, first);
+    let took = killed_at.elapsed();
+    eprintln!("a new leader after {took:?}");
+    assert!(took < scaled(Duration::from_secs(15)), "{took:?}");
+
+    // Nothing acknowledged is lost: the token made before is there, still usable, and
+    // the node, whose connection went through the surviving master, is Ready again.
+    let tokens = alice.ok(&["token", "list"]);
+    // cloudos1_<id>_<secret>_<pin>: the list shows the id.
+    let compute_id = compute.split('_').nth(1).unwrap_or(&compute);
+    assert!(
+        tokens.contains(compute_id),
+        "the token made before the failover is gone: {tokens}"
+    );
+    alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
+    let later = alice.token("compute", &[]);
+    assert!(!later.is_empty());
+}
