@@ -33,6 +33,8 @@ pub mod paths {
     pub const JOIN_CHECK: &str = "/v1/join/check";
     /// `POST` [`super::RenewRequest`] → [`super::JoinResponse`]; node certificate.
     pub const RENEW: &str = "/v1/renew";
+    /// A master joins the masters (a master token, no client certificate).
+    pub const MASTER_JOIN: &str = "/v1/masters/join";
     /// `POST` [`super::Heartbeat`]; node certificate. A fallback for agents that cannot
     /// hold [`AGENT_CONNECT`] open; the connection is the normal way.
     pub const HEARTBEAT: &str = "/v1/heartbeat";
@@ -170,6 +172,58 @@ impl fmt::Debug for JoinRequest {
             .field("labels", &self.labels)
             .finish_non_exhaustive()
     }
+}
+
+/// A master asks to join the masters ([`paths::MASTER_JOIN`]) with a master token and a
+/// CSR for its own etcd key; it tells where the other masters reach it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterJoinRequest {
+    pub token_id: TokenId,
+    pub token_secret: String,
+    /// The joining master's name (its etcd member's and its serving certificate's).
+    pub name: String,
+    /// The address the other masters reach it at: its etcd member listens there on
+    /// [`ETCD_CLIENT_PORT`] and [`ETCD_PEER_PORT`], its API on `api_port`.
+    pub address: std::net::IpAddr,
+    pub api_port: u16,
+    /// PEM CSR for its etcd certificate; only its public key is used.
+    pub etcd_csr_pem: String,
+}
+
+impl fmt::Debug for MasterJoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterJoinRequest")
+            .field("token_id", &self.token_id)
+            .field("token_secret", &"<redacted>")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// etcd's client port on every master.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// etcd's peer port on every master.
+pub const ETCD_PEER_PORT: u16 = 2380;
+
+/// What a joining master needs to take its place: the etcd cluster to join, its etcd
+/// certificate, and the cluster CA's certificate to check the other masters by. The CA's
+/// key is not in it: the new master reads it from etcd once it is a member, over etcd's
+/// own mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterJoinResponse {
+    pub cluster_name: String,
+    pub ca_pem: String,
+    pub etcd_ca_pem: String,
+    /// The joining master's etcd certificate, from the etcd CA.
+    pub etcd_cert_pem: String,
+    /// The members' client URLs, the new one's included.
+    pub endpoints: Vec<String>,
+    /// The members by name and peer URL, the new one's included.
+    pub initial_cluster: Vec<(String, String)>,
+    /// `true`: the new member joins a running etcd cluster; `false`: it and the master
+    /// it joined start one together (the second master of a cluster).
+    pub existing: bool,
 }
 
 /// A join token to check ([`paths::JOIN_CHECK`]), sent like a join's.

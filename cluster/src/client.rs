@@ -351,6 +351,23 @@ pub async fn join(
     }
 }
 
+/// Joins the masters of the cluster at `master` (`host:port`) with a master `token`: the
+/// connection is checked against the token's pin before the token is sent, as for
+/// [`join`]. The request carries the joining master's name, address and etcd CSR.
+pub async fn join_masters(
+    master: &str,
+    token: &Token,
+    request: &crate::api::MasterJoinRequest,
+) -> Result<crate::api::MasterJoinResponse, ClientError> {
+    let addr: MasterAddr = master.parse()?;
+    let config = Arc::new(tls::client_config_pinned(token.pin())?);
+    let stream = connect(&addr, config, server_name(&addr.host)?).await?;
+    let body = serde_json::to_vec(request).map_err(|e| protocol(&addr, e))?;
+    let (status, answer) =
+        exchange(stream, &addr, Method::POST, paths::MASTER_JOIN, Some(body)).await?;
+    decode(&addr, status, &answer)
+}
+
 /// How far this machine's clock is from its master's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MasterTime {

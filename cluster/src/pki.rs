@@ -673,33 +673,31 @@ impl ClusterCa {
         lifetime: Duration,
         now: OffsetDateTime,
     ) -> Result<IssuedCert, PkiError> {
-        validate_node_name(name)?;
-        let mut sans = Vec::with_capacity(ips.len() + 3);
-        for dns in ["localhost", name] {
-            let ia5 = dns.try_into().map_err(|source| PkiError::DnsName {
-                name: dns.to_owned(),
-                source,
-            })?;
-            sans.push(SanType::DnsName(ia5));
-        }
-        sans.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
-        sans.extend(ips.iter().copied().map(SanType::IpAddress));
-        let (params, _) = leaf_params(
-            name,
-            sans,
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            lifetime,
-            now,
-        )?;
+        let params = etcd_member_params(name, ips, lifetime, now)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(gen_err("the etcd member key"))?;
         let cert = params
             .signed_by(&key, &self.issuer()?)
             .map_err(gen_err("the etcd member certificate"))?;
         self.issued(cert.der(), key.serialize_pem())
+    }
+
+    /// [`ClusterCa::issue_etcd_member_cert`] for a key the member keeps: only the CSR's
+    /// public key is used (its signature is checked), the rest comes from `name` and `ips`.
+    pub fn sign_etcd_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        ips: &[IpAddr],
+        lifetime: Duration,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let public_key = csr_public_key(csr_pem)?;
+        let params = etcd_member_params(name, ips, lifetime, now)?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer()?)
+            .map_err(gen_err("the etcd member certificate"))?;
+        self.issued(cert.der(), String::new())
     }
 
     /// Signs a node's CSR for `identity`. Only the CSR's public key is used: its subject and
@@ -750,16 +748,7 @@ impl ClusterCa {
         now: OffsetDateTime,
     ) -> Result<IssuedCert, PkiError> {
         validate_node_name(&identity.name)?;
-        let csr_err = |why: String| PkiError::Csr { why };
-        let csr_der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|e| csr_err(format!("not a PEM certificate request ({e})")))?;
-        let (_, csr) = X509CertificationRequest::from_der(&csr_der)
-            .map_err(|e| csr_err(format!("cannot parse it ({e})")))?;
-        csr.verify_signature()
-            .map_err(|e| csr_err(format!("its signature does not verify ({e})")))?;
-        let public_key =
-            rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-                .map_err(|e| csr_err(format!("unsupported public key ({e})")))?;
+        let public_key = csr_public_key(csr_pem)?;
         let dns = identity
             .name
             .as_str()
@@ -794,6 +783,50 @@ impl ClusterCa {
             info: inspect_cert(der)?,
         })
     }
+}
+
+/// The public key of a PEM CSR whose signature verifies (its holder has the private key).
+fn csr_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicKeyInfo, PkiError> {
+    let csr_err = |why: String| PkiError::Csr { why };
+    let csr_der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|e| csr_err(format!("not a PEM certificate request ({e})")))?;
+    let (_, csr) = X509CertificationRequest::from_der(&csr_der)
+        .map_err(|e| csr_err(format!("cannot parse it ({e})")))?;
+    csr.verify_signature()
+        .map_err(|e| csr_err(format!("its signature does not verify ({e})")))?;
+    rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+        .map_err(|e| csr_err(format!("unsupported public key ({e})")))
+}
+
+/// An etcd member certificate's parameters: see [`ClusterCa::issue_etcd_member_cert`].
+fn etcd_member_params(
+    name: &str,
+    ips: &[IpAddr],
+    lifetime: Duration,
+    now: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
+    validate_node_name(name)?;
+    let mut sans = Vec::with_capacity(ips.len() + 3);
+    for dns in ["localhost", name] {
+        let ia5 = dns.try_into().map_err(|source| PkiError::DnsName {
+            name: dns.to_owned(),
+            source,
+        })?;
+        sans.push(SanType::DnsName(ia5));
+    }
+    sans.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+    sans.extend(ips.iter().copied().map(SanType::IpAddress));
+    let (params, _) = leaf_params(
+        name,
+        sans,
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        lifetime,
+        now,
+    )?;
+    Ok(params)
 }
 
 fn validate_cluster_name(name: &str) -> Result<(), PkiError> {

@@ -105,7 +105,7 @@ impl Master {
         let (store, ha): (Arc<dyn Store>, _) = match &config.ha {
             None => (Arc::new(RedbStore::open(dir.join("state.redb"))?), None),
             Some(ha) => {
-                let ha = ha::open(ha).await?;
+                let ha = ha::open(ha, &config.data_dir).await?;
                 (Arc::clone(&ha.store) as Arc<dyn Store>, Some(ha))
             }
         };

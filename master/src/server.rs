@@ -52,6 +52,11 @@ const BODY_GRACE: Duration = Duration::from_secs(30);
 /// Bytes per second a request body must average after [`BODY_GRACE`].
 const BODY_MIN_RATE: u64 = 64 * 1024;
 
+/// The address a connection came in on (this master's side of it): a master on its own
+/// learns from it where a joining master reaches it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// Accepts connections until the task is cancelled; cancelling it ends every connection.
 /// Requests go to `router`: the API's (`routes::router`) on a master that serves, the
 /// forwarding one on a master that follows (`ha::forward`).
@@ -101,6 +106,10 @@ async fn serve(
     addr: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
+    let local = tcp
+        .local_addr()
+        .ok()
+        .map(|a| LocalAddr(super::listen::canonical_peer(a)));
     let Some((tls, peer)) = tls_accept::handshake(&state, tcp).await else {
         return;
     };
@@ -139,6 +148,9 @@ async fn serve(
             );
             req.extensions_mut().insert::<Peer>(peer);
             req.extensions_mut().insert(ConnectInfo(addr));
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
             let router = router.clone();
             async move {
                 let response = router.oneshot(req).await.unwrap_or_else(|e| match e {});

@@ -49,6 +49,9 @@ pub struct MasterState {
     pub rollout: super::rollout::Rollouts,
     /// Seals and opens secrets with the cluster's key.
     pub sealer: super::secrets::Sealer,
+    /// The etcd cluster, unfenced, on the leader of several masters (its members are
+    /// managed through it); `None` on a master on its own.
+    pub etcd: Option<Arc<cloudos_store::EtcdStore>>,
 }
 
 impl MasterState {
@@ -110,6 +113,7 @@ impl MasterState {
             downloads: tokio::sync::OnceCell::new(),
             releases,
             rollout: super::rollout::Rollouts::default(),
+            etcd: None,
         })
     }
 

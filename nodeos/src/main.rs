@@ -30,7 +30,7 @@ enum Command {
         socket: String,
     },
     /// Run a cluster master in the foreground (outside PID 1).
-    Master(nodeos::roles::master::MasterArgs),
+    Master(Box<nodeos::roles::master::MasterArgs>),
     /// Run a compute node's agent in the foreground (outside PID 1).
     Agent(nodeos::roles::agent::AgentArgs),
     /// Install this binary on a systemd host as a compute node or master (what install.sh
@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Svc { name }) => nodeos::services::run(&name),
         Some(Command::Image(command)) => image(command),
         Some(Command::Shim { args }) => std::process::exit(cloudos_runtime::shim_main(&args)),
-        Some(Command::Master(args)) => nodeos::roles::master::run_tool(args),
+        Some(Command::Master(args)) => nodeos::roles::master::run_tool(*args),
         Some(Command::Agent(args)) => nodeos::roles::agent::run_tool(args),
         Some(Command::Install(args)) => nodeos::host::install_main(args),
         Some(Command::InstallDisk(args)) => nodeos::diskinstall::install_disk_main(args),

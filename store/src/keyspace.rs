@@ -16,6 +16,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub(crate) const SCHEMA_KEY: &str = "schema_version";
 pub(crate) const CLUSTER_KEY: &str = "cluster";
+pub(crate) const ETCD_CA_KEY: &str = "etcd_ca";
 
 /// The tables of the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

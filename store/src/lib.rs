@@ -66,12 +66,12 @@ pub use etcd::{EtcdConfig, EtcdStore};
 pub use keyspace::{KeyRange, Table, Txn, TxnFn, UpdateFn, Write, SCHEMA_VERSION};
 pub use ops::{Admission, TokenUse, WorkloadWrite};
 pub use quarantine::Quarantined;
-pub use records::{AdminRecord, ClusterMeta, NodeRecord, NodeState, RevokedCert};
+pub use records::{AdminRecord, ClusterMeta, EtcdCaRecord, NodeRecord, NodeState, RevokedCert};
 pub use redb::RedbStore;
 pub use snapshot::{Snapshot, SnapshotEntry};
 pub use watch::{Change, Watch, WatchError, WatchEvent};
 
-use keyspace::CLUSTER_KEY;
+use keyspace::{CLUSTER_KEY, ETCD_CA_KEY};
 
 /// The master's state. Backends implement the `*_raw` methods; the rest is provided.
 pub trait Store: Send + Sync {
@@ -211,6 +211,29 @@ pub trait Store: Send + Sync {
             }
             None => Ok(Write::Put(value.clone())),
         })
+    }
+
+    /// The etcd CA, once the cluster has had a second master.
+    fn etcd_ca(&self) -> Result<Option<EtcdCaRecord>, StoreError> {
+        get_json(self, Table::Meta, ETCD_CA_KEY)
+    }
+
+    /// Stores `record` as the etcd CA unless one is there; returns the one stored (which
+    /// may be an earlier one: a CA is never replaced).
+    fn init_etcd_ca(&self, record: &EtcdCaRecord) -> Result<EtcdCaRecord, StoreError> {
+        let value = encode(Table::Meta, ETCD_CA_KEY, record)?;
+        let mut kept = record.clone();
+        self.update_raw(Table::Meta, ETCD_CA_KEY, &mut |current| match current {
+            Some(bytes) => {
+                kept = decode(Table::Meta, ETCD_CA_KEY, bytes)?;
+                Ok(Write::Keep)
+            }
+            None => {
+                kept = record.clone();
+                Ok(Write::Put(value.clone()))
+            }
+        })?;
+        Ok(kept)
     }
 
     fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {

@@ -33,6 +33,23 @@ impl fmt::Debug for ClusterMeta {
     }
 }
 
+/// The etcd CA (decision 68): made when the cluster gets its second master, kept with
+/// the cluster's state, read by the leader to certify the next master. `Debug` hides the
+/// key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdCaRecord {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for EtcdCaRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdCaRecord")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A joined node as the master knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {

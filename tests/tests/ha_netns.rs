@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::NodeState;
 use cloudos_cluster::pki::ClusterCa;
-use cloudos_master::ha::file::{HaFile, MemberFile};
+use cloudos_master::ha::file::{Founding, HaFile, MemberFile};
 use cloudos_testkit::require;
 use cloudos_tests::lab::Lab;
 use cloudos_tests::process::Proc;
@@ -54,6 +54,12 @@ fn write_ha_files(lab: &Lab) {
             cert_pem: cert.cert_pem,
             key_pem: cert.key_pem,
             advertise: format!("{}:9443", ip(n)),
+            // The first makes the cluster; the others wait for it in etcd.
+            founding: if n == MASTERS[0] {
+                Founding::Create
+            } else {
+                Founding::Join
+            },
             member: Some(MemberFile {
                 name: name.clone(),
                 client_url: format!("https://{}:2379", ip(n)),
@@ -172,4 +178,103 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
     alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
     let later = alice.token("compute", &[]);
     assert!(!later.is_empty());
+}
+
+/// `nodeos master … --join TOKEN --master ADDR` on `host` as `name`.
+fn joining_master(
+    lab: &Lab,
+    host: &NetHost,
+    name: &str,
+    etcd: &Path,
+    token: &str,
+    via: &str,
+) -> Proc {
+    let data = lab.path(name);
+    lab.spawn(
+        name,
+        host,
+        &[
+            "master",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--cluster-name",
+            "lab",
+            "--name",
+            name,
+            "--no-mdns",
+            "--heartbeat-interval",
+            "1s",
+            "--not-ready-after",
+            "3s",
+            "--etcd-binary",
+            etcd.to_str().expect("utf-8"),
+            "--join",
+            token,
+            "--master",
+            via,
+        ],
+    )
+}
+
+/// How many times `proc` said it listens (a master that restarted says it again).
+fn listened(proc: &Proc) -> usize {
+    proc.stderr().matches("master listening on").count()
+}
+
+#[test]
+fn a_master_on_its_own_grows_to_three_and_loses_nothing() {
+    let Some(lab) = Lab::new() else { return };
+    let etcd = require!(cloudos_store::etcd::fixture::etcd_binary());
+    let etcd_arg = etcd.to_str().expect("utf-8");
+    let (h2, h3, h4) = (lab.host(2), lab.host(3), lab.host(4));
+    let first = lab.master("m2", &h2, &lab.path("m2"), &["--etcd-binary", etcd_arg]);
+    let alice = lab.admin("alice");
+    alice.log_in(&first.admin_token(), &first.addr);
+    let compute = alice.token("compute", &["--uses", "5"]);
+    let node_host = lab.host(5);
+    let _n5 = lab.agent(
+        "node-5",
+        &node_host,
+        &lab.path("node-5"),
+        Some(&compute),
+        Some(&first.addr),
+    );
+    alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
+    let masters = alice.token("master", &["--uses", "2"]);
+
+    // The second master: the first restarts on etcd, its state moved there.
+    let second = joining_master(&lab, &h3, "m3", &etcd, &masters, &first.addr);
+    lab.wait_for("m3 serving", Duration::from_secs(60), || {
+        (listened(&second) >= 1).then_some(())
+    });
+    lab.wait_for("m2 serving again on etcd", Duration::from_secs(60), || {
+        (listened(&first.proc) >= 2).then_some(())
+    });
+    assert!(
+        first.log().contains("moved the cluster's state"),
+        "{}",
+        first.log()
+    );
+
+    // The third joins through the second (forwarded to the leader if m3 does not lead).
+    let third = joining_master(&lab, &h4, "m4", &etcd, &masters, &h3.addr(9443));
+    lab.wait_for("m4 serving", Duration::from_secs(60), || {
+        (listened(&third) >= 1).then_some(())
+    });
+
+    // Nothing lost: alice's login, the compute token (and its uses), the node.
+    let tokens = alice.ok(&["token", "list"]);
+    let compute_id = compute.split('_').nth(1).unwrap_or(&compute);
+    assert!(tokens.contains(compute_id), "{tokens}");
+    alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
+    let node6_host = lab.host(6);
+    let _n6 = lab.agent(
+        "node-6",
+        &node6_host,
+        &lab.path("node-6"),
+        Some(&compute),
+        Some(&h4.addr(9443)),
+    );
+    alice.wait_node("node-6", NodeState::Ready, Duration::from_secs(30));
+    drop((second, third));
 }

@@ -54,6 +54,24 @@ pub struct HaFile {
     pub advertise: String,
     /// This master's own etcd member, when it runs one.
     pub member: Option<MemberFile>,
+    /// Whether this master brings the cluster's state into etcd, or finds it there.
+    #[serde(default)]
+    pub founding: Founding,
+}
+
+/// Who puts the cluster's state into a new etcd cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Founding {
+    /// The state is (or will be) in etcd: wait for it, never make a cluster.
+    #[default]
+    Join,
+    /// Make a new cluster in etcd when there is none (a cluster born with several
+    /// masters).
+    Create,
+    /// Move this master's embedded store (`<data>/master/state.redb`) into etcd when
+    /// etcd holds no cluster yet: the first master, when its cluster got a second one.
+    Migrate,
 }
 
 /// The settings of a master's etcd member.
@@ -156,6 +174,7 @@ impl HaFile {
             member,
             advertise: self.advertise.clone(),
             lease: DEFAULT_LEASE,
+            founding: self.founding,
         })
     }
 
@@ -191,6 +210,7 @@ mod tests {
             cert_pem: "cert".into(),
             key_pem: "secret-key".into(),
             advertise: "10.0.0.1:9443".into(),
+            founding: Founding::Join,
             member: member.then(|| MemberFile {
                 name: "m1".into(),
                 client_url: "https://10.0.0.1:2379".into(),

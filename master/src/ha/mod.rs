@@ -8,21 +8,24 @@
 //! [`MasterError::LostLeadership`] and its supervisor starts it again, as a follower.
 //!
 //! - [`file`]: the file that makes a master one of several, `<data>/master/ha.json`.
+//! - [`grow`]: a master joining the masters.
 //! - [`member`]: the etcd member as a supervised child process.
 //! - [`forward`]: the followers' forwarding, and the leader's reading of forwarded callers.
 
 pub mod file;
 pub mod forward;
+pub mod grow;
 pub mod member;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudos_store::etcd::member::Member;
 use cloudos_store::etcd::Leadership;
-use cloudos_store::{EtcdConfig, EtcdStore, Store, StoreError};
+use cloudos_store::{EtcdConfig, EtcdStore, RedbStore, Store, StoreError};
 use tokio::net::TcpListener;
 
 use crate::config::MasterConfig;
@@ -30,6 +33,7 @@ use crate::error::MasterError;
 use crate::state::MasterState;
 use crate::{bootstrap, console, TokenOutput};
 
+use file::{Founding, HaFile};
 use forward::{Forwarder, LeaderAddr};
 use member::{EtcdProgram, MemberProcess};
 
@@ -54,6 +58,8 @@ pub struct HaConfig {
     pub advertise: String,
     /// The leader's lease.
     pub lease: Duration,
+    /// Whether this master brings the cluster's state into etcd (see [`Founding`]).
+    pub founding: Founding,
 }
 
 /// The running part of a master on etcd.
@@ -66,7 +72,7 @@ pub struct Ha {
 
 /// Starts this master's etcd member and connects to the etcd cluster, waiting up to
 /// [`CONNECT_FOR`] for it to answer (a member starting with its peers needs a quorum).
-pub async fn open(config: &HaConfig) -> Result<Ha, MasterError> {
+pub async fn open(config: &HaConfig, data_dir: &Path) -> Result<Ha, MasterError> {
     let member = config
         .member
         .clone()
@@ -92,11 +98,69 @@ pub async fn open(config: &HaConfig) -> Result<Ha, MasterError> {
             source: Box::new(e),
         })
     })??;
+    let store = Arc::new(store);
+    let (s, founding, dir) = (Arc::clone(&store), config.founding, data_dir.to_owned());
+    tokio::task::spawn_blocking(move || found(&s, founding, &dir))
+        .await
+        .map_err(|e| {
+            MasterError::Store(StoreError::Backend {
+                action: "find the cluster's state",
+                source: Box::new(e),
+            })
+        })??;
     Ok(Ha {
-        store: Arc::new(store),
+        store,
         config: config.clone(),
         _member: member,
     })
+}
+
+/// Makes sure etcd holds the cluster's state before the master loads it: moves this
+/// master's embedded store there ([`Founding::Migrate`]), or waits for the master that
+/// does ([`Founding::Join`]).
+fn found(store: &EtcdStore, founding: Founding, data_dir: &Path) -> Result<(), MasterError> {
+    match founding {
+        Founding::Create => Ok(()),
+        Founding::Migrate => {
+            let path = data_dir.join("master").join("state.redb");
+            if store.cluster_meta()?.is_none() {
+                let redb = RedbStore::open(&path)?;
+                let snapshot = redb.snapshot()?;
+                drop(redb);
+                // One transaction: all of the state lands, or none of it.
+                store.restore(&snapshot)?;
+                let moved = path.with_extension("redb.moved-to-etcd");
+                if let Err(e) = std::fs::rename(&path, &moved) {
+                    log::warn!(
+                        "cannot rename {} after moving it into etcd: {e}",
+                        path.display()
+                    );
+                }
+                log::info!(
+                    "moved the cluster's state from {} into etcd ({} records); the file is kept as {}",
+                    path.display(),
+                    snapshot.tables.values().map(Vec::len).sum::<usize>(),
+                    moved.display()
+                );
+            }
+            if let Some(mut file) = HaFile::load(data_dir)? {
+                file.founding = Founding::Join;
+                file.save(data_dir)?;
+            }
+            Ok(())
+        }
+        Founding::Join => {
+            let mut waited = 0u32;
+            while store.cluster_meta()?.is_none() {
+                if waited % 10 == 0 {
+                    log::info!("etcd holds no cluster yet: waiting for the master that brings it");
+                }
+                waited += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Follows until elected, then leads until `shutdown` or until the leadership is lost.
@@ -174,6 +238,7 @@ async fn lead(
     let store: Arc<dyn Store> = leadership.store();
     let (state, token) = {
         let store = Arc::clone(&store);
+        let etcd = Arc::clone(&ha.store);
         let local = listener.local_addr().map_err(|source| MasterError::Bind {
             addr: config.listen,
             source,
@@ -181,7 +246,8 @@ async fn lead(
         tokio::task::spawn_blocking(move || -> Result<_, MasterError> {
             let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
             let token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
-            let state = MasterState::new(config, store, boot, local)?;
+            let mut state = MasterState::new(config, store, boot, local)?;
+            state.etcd = Some(etcd);
             Ok((Arc::new(state), token))
         })
         .await

@@ -70,7 +70,11 @@ pub async fn join(
 }
 
 /// Too many failed joins (or token checks) from `ip` lately: refused before any work.
-fn refuse_if_limited(state: &AppState, ip: std::net::IpAddr, what: &str) -> Result<(), ApiError> {
+pub(super) fn refuse_if_limited(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    what: &str,
+) -> Result<(), ApiError> {
     state
         .join_limiter
         .check(ip, Instant::now())
@@ -81,7 +85,7 @@ fn refuse_if_limited(state: &AppState, ip: std::net::IpAddr, what: &str) -> Resu
 }
 
 /// Counts a refusal against `ip` (not our own failures) and logs why.
-fn note_refusal(state: &AppState, ip: std::net::IpAddr, what: &str, e: &ApiError) {
+pub(super) fn note_refusal(state: &AppState, ip: std::net::IpAddr, what: &str, e: &ApiError) {
     let body = e.body();
     if body.code != ErrorCode::Internal {
         state.join_limiter.record_failure(ip, Instant::now());

@@ -16,6 +16,7 @@ mod extract;
 mod inputs;
 mod install;
 mod join;
+mod masters;
 mod nodeops;
 mod openapi;
 mod registries;
@@ -173,6 +174,12 @@ fn routes() -> Routes {
         post(join::check_token),
     )
     .add("post", paths::RENEW, Access::Any, post(join::renew))
+    .add(
+        "post",
+        paths::MASTER_JOIN,
+        Access::Public,
+        post(masters::join),
+    )
     .add(
         "get",
         paths::AGENT_CONNECT,

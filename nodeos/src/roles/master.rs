@@ -125,6 +125,17 @@ pub struct MasterArgs {
     /// `etcd`); used when `<data-dir>/master/ha.json` says this master runs a member.
     #[arg(long, value_name = "PATH")]
     pub etcd_binary: Option<PathBuf>,
+    /// Join the masters of a running cluster with a token of role master (`cloudos token
+    /// create --role master`), at the first start; needs --master.
+    #[arg(long, value_name = "TOKEN", requires = "master")]
+    pub join: Option<String>,
+    /// The master (`host:port`) to join the masters through (with --join).
+    #[arg(long, value_name = "HOST:PORT", requires = "join")]
+    pub master: Option<String>,
+    /// The address the other masters reach this one at (default: this machine's address
+    /// on the way to --master).
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<std::net::IpAddr>,
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -276,6 +287,20 @@ pub fn run_tool(args: MasterArgs) -> anyhow::Result<()> {
             args.passphrase_file.as_deref(),
             &args.data_dir,
             args.force_restore,
+        )?;
+    }
+    if let (Some(token), Some(master)) = (&args.join, &args.master) {
+        let name = args
+            .name
+            .clone()
+            .unwrap_or_else(|| host_name(FALLBACK_NAME));
+        super::master_join::join_if_new(
+            &args.data_dir,
+            &name,
+            token,
+            master,
+            args.advertise,
+            args.listen.port(),
         )?;
     }
     let config = config_from_args(args)?;

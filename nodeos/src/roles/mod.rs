@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod master;
+pub mod master_join;
 pub mod restore;
 
 use std::time::Duration;

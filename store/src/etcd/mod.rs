@@ -11,6 +11,7 @@
 //!   [`Store::transact_raw`]; the closure may run more than once.
 //! - [`watch`]: etcd watches as [`Watch`]es, resumed across a member's loss.
 //! - `endpoints`: requests go to the members that answer.
+//! - [`members`]: the etcd cluster's members, and adding one.
 //! - [`member`]: the command line of a master's etcd member.
 //! - [`leader`]: the election of the one master that does the cluster's periodic work, and
 //!   the fence that keeps a stale leader from writing.
@@ -40,6 +41,7 @@ mod endpoints;
 pub mod fixture;
 pub mod leader;
 pub mod member;
+pub mod members;
 mod txn;
 mod watch;
 
