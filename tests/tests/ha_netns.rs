@@ -78,30 +78,7 @@ fn start_masters(lab: &Lab, etcd: &Path, hosts: &[NetHost]) -> Vec<Proc> {
     let procs: Vec<Proc> = MASTERS
         .iter()
         .zip(hosts)
-        .map(|(&n, host)| {
-            let name = format!("m{n}");
-            let data = lab.path(&name);
-            lab.spawn(
-                &name,
-                host,
-                &[
-                    "master",
-                    "--data-dir",
-                    data.to_str().expect("utf-8"),
-                    "--cluster-name",
-                    "lab",
-                    "--name",
-                    &name,
-                    "--no-mdns",
-                    "--heartbeat-interval",
-                    "1s",
-                    "--not-ready-after",
-                    "3s",
-                    "--etcd-binary",
-                    etcd.to_str().expect("utf-8"),
-                ],
-            )
-        })
+        .map(|(&n, host)| spawn_master(lab, host, &format!("m{n}"), etcd, &[]))
         .collect();
     for proc in &procs {
         lab.wait_for(
@@ -180,6 +157,30 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
     assert!(!later.is_empty());
 }
 
+/// `nodeos master` on `host` as `name`, its data in the lab, running its etcd member
+/// with `etcd`, `extra` flags added.
+fn spawn_master(lab: &Lab, host: &NetHost, name: &str, etcd: &Path, extra: &[&str]) -> Proc {
+    let data = lab.path(name);
+    let mut args = vec![
+        "master",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--cluster-name",
+        "lab",
+        "--name",
+        name,
+        "--no-mdns",
+        "--heartbeat-interval",
+        "1s",
+        "--not-ready-after",
+        "3s",
+        "--etcd-binary",
+        etcd.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    lab.spawn(name, host, &args)
+}
+
 /// `nodeos master … --join TOKEN --master ADDR` on `host` as `name`.
 fn joining_master(
     lab: &Lab,
@@ -189,31 +190,7 @@ fn joining_master(
     token: &str,
     via: &str,
 ) -> Proc {
-    let data = lab.path(name);
-    lab.spawn(
-        name,
-        host,
-        &[
-            "master",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--cluster-name",
-            "lab",
-            "--name",
-            name,
-            "--no-mdns",
-            "--heartbeat-interval",
-            "1s",
-            "--not-ready-after",
-            "3s",
-            "--etcd-binary",
-            etcd.to_str().expect("utf-8"),
-            "--join",
-            token,
-            "--master",
-            via,
-        ],
-    )
+    spawn_master(lab, host, name, etcd, &["--join", token, "--master", via])
 }
 
 /// How many times `proc` said it listens (a master that restarted says it again).

@@ -92,22 +92,12 @@ pub async fn open(config: &HaConfig, data_dir: &Path) -> Result<Ha, MasterError>
         }
     })
     .await
-    .map_err(|e| {
-        MasterError::Store(StoreError::Backend {
-            action: "connect",
-            source: Box::new(e),
-        })
-    })??;
+    .map_err(task_failed("connect"))??;
     let store = Arc::new(store);
     let (s, founding, dir) = (Arc::clone(&store), config.founding, data_dir.to_owned());
     tokio::task::spawn_blocking(move || found(&s, founding, &dir))
         .await
-        .map_err(|e| {
-            MasterError::Store(StoreError::Backend {
-                action: "find the cluster's state",
-                source: Box::new(e),
-            })
-        })??;
+        .map_err(task_failed("find the cluster's state"))??;
     Ok(Ha {
         store,
         config: config.clone(),
@@ -214,10 +204,7 @@ pub async fn run(
             log::info!("master stopped");
             return Ok(());
         }
-        elected = campaign => elected.map_err(|e| MasterError::Store(StoreError::Backend {
-            action: "campaign",
-            source: Box::new(e),
-        }))??,
+        elected = campaign => elected.map_err(task_failed("campaign"))??,
     };
     following.shutdown().await;
     let config = follower.config.clone();
@@ -251,12 +238,7 @@ async fn lead(
             Ok((Arc::new(state), token))
         })
         .await
-        .map_err(|e| {
-            MasterError::Store(StoreError::Backend {
-                action: "load the state",
-                source: Box::new(e),
-            })
-        })??
+        .map_err(task_failed("load the state"))??
     };
     if let Some(token) = token {
         console::show_bootstrap_token(output, &state, &token);
@@ -279,6 +261,16 @@ async fn lead(
         return Err(MasterError::LostLeadership);
     }
     Ok(())
+}
+
+/// A blocking task of the HA start that died (panicked), as the master's error.
+fn task_failed(action: &'static str) -> impl FnOnce(tokio::task::JoinError) -> MasterError {
+    move |e| {
+        MasterError::Store(StoreError::Backend {
+            action,
+            source: Box::new(e),
+        })
+    }
 }
 
 /// Keeps `tx` on the current leader, as the election says.
