@@ -46,8 +46,9 @@ pub const SECRET_LEN: usize = 32;
 /// The longest a token may live. A join token is a standing invitation: a year covers a
 /// long-lived autoscaling group; anyone who really wants no end says so with `never`.
 pub const MAX_TTL: Duration = Duration::days(365);
-/// The longest an admin token may live. It makes a cluster admin, so it must expire, and
-/// soon: it is meant to be used once, by a person, right after it is made.
+/// The longest an admin or master token may live. One makes a cluster admin, the other a
+/// master (which holds the CA's key), so they must expire, and soon: each is meant to be
+/// used once, by a person, right after it is made.
 pub const MAX_ADMIN_TTL: Duration = Duration::days(7);
 
 const SEPARATOR: char = '_';
@@ -100,10 +101,10 @@ pub enum TokenError {
         max: Duration,
     },
     #[error(
-        "an admin token must expire (within {}); give a ttl such as 24h",
+        "{role} tokens must expire (within {}); give a ttl such as 24h",
         fmt_ttl(MAX_ADMIN_TTL)
     )]
-    AdminTokenNeverExpires,
+    MustExpire { role: Role },
 }
 
 /// A TTL as its largest whole unit when exact (`7d`), else in seconds.
@@ -117,16 +118,13 @@ fn fmt_ttl(d: Duration) -> String {
 }
 
 /// Checks a token's lifetime for its role: bounded by [`MAX_TTL`] (and [`MAX_ADMIN_TTL`]
-/// for admin tokens, which must expire). A TTL too long for the calendar is refused here
-/// too, never read as "no expiry".
+/// for admin and master tokens, which must expire). A TTL too long for the calendar is
+/// refused here too, never read as "no expiry".
 pub fn check_ttl(role: Role, ttl: Option<Duration>) -> Result<(), TokenError> {
-    let max = if role == Role::Admin {
-        MAX_ADMIN_TTL
-    } else {
-        MAX_TTL
-    };
+    let short_lived = matches!(role, Role::Admin | Role::Master);
+    let max = if short_lived { MAX_ADMIN_TTL } else { MAX_TTL };
     match ttl {
-        None if role == Role::Admin => Err(TokenError::AdminTokenNeverExpires),
+        None if short_lived => Err(TokenError::MustExpire { role }),
         None => Ok(()),
         Some(given) if given > max => Err(TokenError::TtlTooLong { role, given, max }),
         Some(_) => Ok(()),
@@ -714,7 +712,11 @@ mod tests {
         assert!(err.to_string().contains("at most 7d"), "{err}");
         assert_eq!(
             TokenRecord::new(&t, Role::Admin, NOW, None, Some(1), ""),
-            Err(TokenError::AdminTokenNeverExpires)
+            Err(TokenError::MustExpire { role: Role::Admin })
+        );
+        assert_eq!(
+            TokenRecord::new(&t, Role::Master, NOW, None, Some(1), ""),
+            Err(TokenError::MustExpire { role: Role::Master })
         );
         let never = TokenRecord::new(&t, Role::Compute, NOW, None, None, "").expect("explicit");
         assert_eq!(never.expires_at, None);

@@ -1388,6 +1388,10 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
 #[path = "master_api/store.rs"]
 mod store;
 
+/// A master joining the masters, attacked.
+#[path = "master_api/masters.rs"]
+mod masters;
+
 /// Signed update bundles: kept for admins, offered to nodes, refused from attackers.
 #[path = "master_api/releases.rs"]
 mod releases;
