@@ -54,6 +54,8 @@ pub struct SessionParts<'a> {
     pub reboot: Option<&'a super::Reboot>,
     /// Told of each acknowledged heartbeat.
     pub healthy: Option<&'a super::Healthy>,
+    /// Where the masters' addresses the master sends are kept.
+    pub identity: &'a super::identity::IdentityStore,
 }
 
 /// Connects, says Hello and heartbeats until the session ends. An error means the session
@@ -241,6 +243,14 @@ where
                             }
                         }
                         Ok(MasterMessage::Welcome { .. }) => {}
+                        Ok(MasterMessage::Masters { addresses }) => {
+                            if facts.identity.masters() != addresses {
+                                log::info!("the masters are at {}", addresses.join(", "));
+                                if let Err(e) = facts.identity.save_masters(&addresses) {
+                                    log::warn!("cannot keep the masters' addresses: {e}");
+                                }
+                            }
+                        }
                         Ok(MasterMessage::Mesh { peers }) => facts.executor.set_mesh(peers).await,
                         Ok(MasterMessage::Services(table)) => facts.executor.set_services(table).await,
                         Ok(MasterMessage::Reboot { reason }) => reboot(facts.reboot, &reason),

@@ -201,7 +201,28 @@ impl IdentityStore {
     /// Forgets the identity (after an eviction): the node needs a token to join again.
     pub fn remove(&self) -> Result<(), IdentityStoreError> {
         remove_dir(&self.sibling(".old"))?;
+        let _ = std::fs::remove_file(self.masters_file());
         remove_dir(&self.dir)
+    }
+
+    /// Where the list of the cluster's masters is kept: beside the identity, not in it, as
+    /// it changes apart from the identity (and a renewal's save replaces the identity).
+    fn masters_file(&self) -> PathBuf {
+        self.sibling(".masters.json")
+    }
+
+    /// Every master's `host:port` as the master last said (empty with a single master).
+    pub fn masters(&self) -> Vec<String> {
+        std::fs::read(self.masters_file())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Keeps the masters' addresses the master sent.
+    pub fn save_masters(&self, addresses: &[String]) -> Result<(), IdentityStoreError> {
+        let json = serde_json::to_vec(addresses).unwrap_or_default();
+        write(&self.masters_file(), &json)
     }
 }
 

@@ -230,6 +230,7 @@ pub async fn run(config: AgentConfig) -> Result<Outcome, AgentError> {
         upgrader: &upgrader,
         reboot: config.reboot.as_ref(),
         healthy: config.healthy.as_ref(),
+        identity: &store,
     };
     let mut sampler = Sampler::new();
     let mut links = Links {
@@ -399,6 +400,15 @@ async fn after_session(
             match e {
                 ClientError::Unreachable { .. } => {
                     links.unreachable_in_a_row += 1;
+                    // With several masters, the next one: any of them serves the node.
+                    if let Some(next) = next_master(store, &identity.joined.master_addr) {
+                        log::warn!("{e}; turning to the master at {next}");
+                        identity.joined.master_name = host_of(&next);
+                        identity.joined.master_addr = next;
+                        store.save(identity)?;
+                        links.unreachable_in_a_row = 0;
+                        return Ok(None);
+                    }
                     // A master found by mDNS may come back at another address
                     // (a new DHCP lease): look for it again by its CA.
                     if config.master.is_none() && links.unreachable_in_a_row >= 2 {
@@ -420,6 +430,35 @@ async fn after_session(
         }
     }
     Ok(None)
+}
+
+/// The master after `current` in the list the masters sent (in a circle), if there is
+/// another.
+fn next_master(store: &IdentityStore, current: &str) -> Option<String> {
+    let masters = store.masters();
+    let at = masters.iter().position(|m| m == current);
+    let next = match at {
+        Some(i) => masters
+            .iter()
+            .cycle()
+            .skip(i + 1)
+            .take(masters.len())
+            .find(|m| *m != current),
+        None => masters.first(),
+    }?;
+    Some(next.clone())
+}
+
+/// The host part of `host:port` (`[v6]:port` too): the name another master's serving
+/// certificate carries for the address (its addresses are among its names).
+fn host_of(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        None => addr.to_owned(),
+    }
 }
 
 /// The pin of the identity's cluster CA.
@@ -468,4 +507,37 @@ fn shim_command() -> cloudos_runtime::ShimCommand {
 fn is_expired(id: &StoredIdentity) -> bool {
     id.expires_at()
         .is_some_and(|at| at <= OffsetDateTime::now_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_turns_to_the_next_master_in_a_circle() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = IdentityStore::new(dir.path());
+        assert_eq!(next_master(&store, "10.0.0.1:9443"), None, "no list: stay");
+        let masters = ["10.0.0.1:9443", "10.0.0.2:9443", "[fd00::3]:9443"].map(String::from);
+        store.save_masters(&masters).expect("save");
+        assert_eq!(store.masters(), masters);
+        let order = [
+            ("10.0.0.1:9443", "10.0.0.2:9443"),
+            ("10.0.0.2:9443", "[fd00::3]:9443"),
+            ("[fd00::3]:9443", "10.0.0.1:9443"),
+            // Joined through an address the list does not hold: its first.
+            ("192.0.2.9:9443", "10.0.0.1:9443"),
+        ];
+        for (from, to) in order {
+            assert_eq!(
+                next_master(&store, from).as_deref(),
+                Some(to),
+                "from {from}"
+            );
+        }
+        store.save_masters(&masters[..1]).expect("save");
+        assert_eq!(next_master(&store, "10.0.0.1:9443"), None, "only itself");
+        assert_eq!(host_of("[fd00::3]:9443"), "fd00::3");
+        assert_eq!(host_of("10.0.0.2:9443"), "10.0.0.2");
+    }
 }

@@ -505,6 +505,10 @@ pub enum MasterMessage {
     /// Every service's address, published ports and running replicas, all of them: after
     /// the node's welcome, and whenever a service or a replica comes or goes.
     Services(crate::routing::ServiceTable),
+    /// Every master's API address (`host:port`), when the cluster has several: after the
+    /// welcome and whenever a master comes or goes. An agent whose master stops answering
+    /// moves to another.
+    Masters { addresses: Vec<String> },
     /// Answer to each heartbeat, echoing its `seq`: lets agents (and the load benchmark)
     /// measure how long the master took.
     HeartbeatAck { seq: u64 },

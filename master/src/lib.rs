@@ -223,6 +223,7 @@ pub(crate) async fn lead(
     });
     tasks.spawn(workloads::run(Arc::clone(&state)));
     tasks.spawn(workloads::sweep_loop(Arc::clone(&state)));
+    tasks.spawn(ha::masters::keep(Arc::clone(&state)));
     tasks.spawn(server::accept_loop(
         Arc::clone(&state),
         listener,

@@ -52,6 +52,8 @@ pub struct MasterState {
     /// The etcd cluster, unfenced, on the leader of several masters (its members are
     /// managed through it); `None` on a master on its own.
     pub etcd: Option<Arc<cloudos_store::EtcdStore>>,
+    /// Every master's API address, on a master among several (`ha::masters`).
+    pub masters: RwLock<Vec<String>>,
 }
 
 impl MasterState {
@@ -114,6 +116,7 @@ impl MasterState {
             releases,
             rollout: super::rollout::Rollouts::default(),
             etcd: None,
+            masters: RwLock::new(Vec::new()),
         })
     }
 

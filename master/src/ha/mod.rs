@@ -9,12 +9,14 @@
 //!
 //! - [`file`]: the file that makes a master one of several, `<data>/master/ha.json`.
 //! - [`grow`]: a master joining the masters.
+//! - [`masters`]: the list of masters the leader keeps for the agents.
 //! - [`member`]: the etcd member as a supervised child process.
 //! - [`forward`]: the followers' forwarding, and the leader's reading of forwarded callers.
 
 pub mod file;
 pub mod forward;
 pub mod grow;
+pub mod masters;
 pub mod member;
 
 use std::net::SocketAddr;

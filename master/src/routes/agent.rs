@@ -135,6 +135,10 @@ async fn session(
             state.mesh.request();
         }
         crate::mesh::announce_to(&state.roster, &state.config.node_name, &name);
+        // The other masters to turn to, when there are several.
+        if let Some(masters) = crate::ha::masters::current(&state) {
+            state.roster.send(&name, masters);
+        }
         // The services the node routes; later changes come as they happen.
         let table = state.workloads.routed();
         state.roster.send(&name, MasterMessage::Services(table));

@@ -264,6 +264,25 @@ impl EtcdStore {
             .id())
     }
 
+    /// The values of every candidate in election `name`, oldest first (the leader first):
+    /// with the masters' election, every master that runs.
+    pub fn candidates(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{}/", self.election_name(name)).into_bytes();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend);
+        let kv = self.kv();
+        let response = self.request("read the candidates", || {
+            let (mut kv, prefix, options) = (kv.clone(), prefix.clone(), options.clone());
+            async move { kv.get(prefix, Some(options)).await }
+        })?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect())
+    }
+
     /// The value the current leader of election `name` campaigned with, if any leads.
     pub fn leader(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.first_in_line(name)?.map(|(_, value)| value))
