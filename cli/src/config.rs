@@ -72,6 +72,10 @@ pub struct Endpoint {
     pub ca_pin: String,
     /// The name in the client certificate.
     pub user: String,
+    /// Every master's `host:port`, when the cluster has several (from `status`): where
+    /// to turn when `endpoint` stops answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<String>,
 }
 
 /// Everything a logged-in CLI has.
@@ -102,6 +106,7 @@ impl Credentials {
                 cluster_name: id.cluster_name.clone(),
                 ca_pin: pki::CaPin::of_cert(&ca)?.to_string(),
                 user: user.to_owned(),
+                masters: Vec::new(),
             },
             ca_pem: id.ca_pem.clone(),
             cert_pem: id.cert_pem.clone(),
@@ -271,6 +276,7 @@ mod tests {
                 cluster_name: "lab".into(),
                 ca_pin: "sha256:00".into(),
                 user: "alice".into(),
+                masters: Vec::new(),
             },
             ca_pem: "ca".into(),
             cert_pem: "cert".into(),

@@ -566,6 +566,10 @@ pub struct ClusterStatus {
     pub uptime_secs: u64,
     pub nodes_total: usize,
     pub nodes_ready: usize,
+    /// Every master's API address, when the cluster has several (the CLI keeps them, to
+    /// turn to another when its master stops answering).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<String>,
 }
 
 /// Whether the master considers a node usable.

@@ -1625,6 +1625,7 @@ mod tests {
                         uptime_secs: 1,
                         nodes_total: 0,
                         nodes_ready: 0,
+                        masters: Vec::new(),
                     };
                     return (200, serde_json::to_string(&status).expect("json"));
                 }

@@ -117,36 +117,55 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
             .and_then(|rest| rest.split([' ', ',']).next())
             .map(str::to_owned)
     });
-    // A master that does not lead, and will survive: everything goes through it.
+    // The admin logs in to the leader, which will die: the CLI must turn to another.
+    let leader_addr = hosts[first].addr(9443);
+    let alice = lab.admin("alice");
+    alice.log_in(&token, &leader_addr);
+    let compute = alice.token("compute", &["--uses", "5"]);
+    // A master that does not lead, and will survive.
     let via = (first + 1) % MASTERS.len();
     let via_addr = hosts[via].addr(9443);
-    let alice = lab.admin("alice");
-    alice.log_in(&token, &via_addr);
-    let compute = alice.token("compute", &["--uses", "5"]);
 
-    let node_host = lab.host(5);
-    // The node joins through the leader itself: when the leader dies, it must turn to
-    // another master, from the list the masters sent it.
-    let leader_addr = hosts[first].addr(9443);
-    let _agent = lab.agent(
+    // node-5 joins through the leader itself: when the leader dies, it must turn to
+    // another master, from the list the masters sent it. node-6 joins through the
+    // follower: its join and its connection are forwarded to the leader.
+    let (h5, h6) = (lab.host(5), lab.host(6));
+    let _n5 = lab.agent(
         "node-5",
-        &node_host,
+        &h5,
         &lab.path("node-5"),
         Some(&compute),
         Some(&leader_addr),
     );
-    alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
+    let _n6 = lab.agent(
+        "node-6",
+        &h6,
+        &lab.path("node-6"),
+        Some(&compute),
+        Some(&via_addr),
+    );
+    for node in ["node-5", "node-6"] {
+        alice.wait_node(node, NodeState::Ready, Duration::from_secs(30));
+    }
+    let everyone = |text: &str| {
+        MASTERS
+            .iter()
+            .all(|n| text.contains(&format!("10.77.0.{n}:9443")))
+    };
     let masters_file = lab.path("node-5").join("agent.masters.json");
     lab.wait_for(
         "the node to know every master",
         Duration::from_secs(20),
         || {
             let known = std::fs::read_to_string(&masters_file).ok()?;
-            MASTERS
-                .iter()
-                .all(|n| known.contains(&format!("10.77.0.{n}:9443")))
-                .then_some(())
+            everyone(&known).then_some(())
         },
+    );
+    // `status` lists the masters, and the CLI keeps them.
+    lab.wait_for(
+        "status to list every master",
+        Duration::from_secs(20),
+        || everyone(&alice.ok(&["status"])).then_some(()),
     );
 
     // The leader's machine dies: its master and its etcd member with it.
@@ -159,7 +178,8 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
     assert!(took < scaled(Duration::from_secs(15)), "{took:?}");
 
     // Nothing acknowledged is lost: the token made before is there, still usable, and
-    // the node, whose master died, is Ready again through another.
+    // the nodes are Ready again, node-5 through another master. The CLI, logged in to
+    // the dead leader, asks another.
     let tokens = alice.ok(&["token", "list"]);
     // cloudos1_<id>_<secret>_<pin>: the list shows the id.
     let compute_id = compute.split('_').nth(1).unwrap_or(&compute);
@@ -167,7 +187,9 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
         tokens.contains(compute_id),
         "the token made before the failover is gone: {tokens}"
     );
-    alice.wait_node("node-5", NodeState::Ready, Duration::from_secs(30));
+    for node in ["node-5", "node-6"] {
+        alice.wait_node(node, NodeState::Ready, Duration::from_secs(30));
+    }
     let later = alice.token("compute", &[]);
     assert!(!later.is_empty());
 }

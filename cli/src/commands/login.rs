@@ -49,6 +49,18 @@ pub async fn run(
         {
             Ok(id) => {
                 Credentials::from_join(&name, &id)?.save(&ctx.config_dir)?;
+                // With several masters, keep them all, to turn to another later.
+                if let Ok(status) = async {
+                    ctx.client()
+                        .await?
+                        .status()
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+                .await
+                {
+                    ctx.remember_masters(&status.masters);
+                }
                 println!(
                     "logged in to cluster {} at {} as {name}; credentials in {}",
                     id.cluster_name,

@@ -38,6 +38,15 @@ pub enum Output {
     Json,
 }
 
+/// Whether `addr` (`host:port`) accepts a TCP connection within a second.
+async fn answers(addr: &str) -> bool {
+    let connect = tokio::net::TcpStream::connect(addr.to_owned());
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
+        Ok(Ok(_))
+    )
+}
+
 /// What every command gets.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -50,7 +59,7 @@ impl Ctx {
     /// is two thirds through its life, so an admin who uses the CLI now and then never sees
     /// it expire.
     pub async fn client(&self) -> anyhow::Result<ApiClient> {
-        let creds = Credentials::load(&self.config_dir)?;
+        let creds = self.reachable(Credentials::load(&self.config_dir)?).await?;
         let (renew_at, expires_at) = creds.cert_times()?;
         let now = OffsetDateTime::now_utc();
         if now >= expires_at {
@@ -74,6 +83,48 @@ impl Ctx {
                 eprintln!("warning: cannot renew the client certificate yet: {e}");
                 Ok(client)
             }
+        }
+    }
+
+    /// The credentials with a master that answers: the one logged in to, or, when it
+    /// does not accept a connection, the first of the other masters that does (kept as
+    /// the one to ask from now on).
+    async fn reachable(&self, creds: Credentials) -> anyhow::Result<Credentials> {
+        if creds.endpoint.masters.is_empty() || answers(&creds.endpoint.endpoint).await {
+            return Ok(creds);
+        }
+        for other in &creds.endpoint.masters {
+            let Ok(addr) = other.parse::<cloudos_cluster::client::MasterAddr>() else {
+                continue;
+            };
+            if *other == creds.endpoint.endpoint || !answers(other).await {
+                continue;
+            }
+            eprintln!(
+                "the master at {} does not answer; asking the master at {other}",
+                creds.endpoint.endpoint
+            );
+            let mut moved = creds.clone();
+            moved.endpoint.endpoint = other.clone();
+            // Another master's serving certificate names its own addresses.
+            moved.endpoint.master_name = addr.host;
+            moved.save(&self.config_dir)?;
+            return Ok(moved);
+        }
+        Ok(creds)
+    }
+
+    /// Keeps the masters' addresses a `status` answer listed (nothing when it lists none).
+    pub fn remember_masters(&self, masters: &[String]) {
+        let Ok(mut creds) = Credentials::load(&self.config_dir) else {
+            return;
+        };
+        if masters.is_empty() || creds.endpoint.masters == masters {
+            return;
+        }
+        creds.endpoint.masters = masters.to_vec();
+        if let Err(e) = creds.save(&self.config_dir) {
+            eprintln!("warning: cannot keep the masters' addresses: {e}");
         }
     }
 

@@ -8,11 +8,12 @@ use crate::table::fields;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let status = ctx.client().await?.status().await?;
+    ctx.remember_masters(&status.masters);
     ctx.print(&status, render)
 }
 
 pub fn render(s: &ClusterStatus) -> String {
-    fields(&[
+    let mut lines = vec![
         ("cluster", s.cluster_name.clone()),
         ("CA pin", s.ca_pin.clone()),
         ("master", s.master_name.clone()),
@@ -23,7 +24,11 @@ pub fn render(s: &ClusterStatus) -> String {
             "nodes ready",
             format!("{}/{}", s.nodes_ready, s.nodes_total),
         ),
-    ])
+    ];
+    if !s.masters.is_empty() {
+        lines.push(("masters", s.masters.join(", ")));
+    }
+    fields(&lines)
 }
 
 #[cfg(test)]
@@ -41,6 +46,7 @@ mod tests {
             uptime_secs: 7200,
             nodes_total: 3,
             nodes_ready: 2,
+            masters: Vec::new(),
         };
         let text = render(&s);
         assert!(text.starts_with("cluster:      lab\n"), "{text}");

@@ -32,6 +32,7 @@ pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<Clust
         uptime_secs: state.started.elapsed().as_secs(),
         nodes_total,
         nodes_ready,
+        masters: state.masters.read().map(|m| m.clone()).unwrap_or_default(),
     })
 }
 
