@@ -175,7 +175,15 @@ pub async fn run(
     following.spawn(watch_leader(Arc::clone(&ha.store), leader_tx));
     let (addr_tx, addr_rx) = tokio::sync::watch::channel(crate::addresses::host_addresses());
     following.spawn(crate::addresses::watch(addr_tx));
-    following.spawn(crate::serving::keep_fresh(Arc::clone(&follower), addr_rx));
+    following.spawn(crate::serving::keep_fresh(
+        Arc::clone(&follower),
+        addr_rx.clone(),
+    ));
+    // Every master advertises itself, with the same CA pin: an installer or a node on
+    // the LAN finds whichever answers.
+    if follower.config.mdns {
+        following.spawn(crate::advertise::run(Arc::clone(&follower), addr_rx));
+    }
     let forwarder = Arc::new(Forwarder::new(leader_rx, &follower.ca, &me.name)?);
     following.spawn(crate::server::accept_loop(
         Arc::clone(&follower),
