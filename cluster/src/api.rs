@@ -570,6 +570,19 @@ pub struct ClusterStatus {
     /// turn to another when its master stops answering).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masters: Vec<String>,
+    /// The masters' etcd members, when the cluster has several masters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd: Vec<EtcdMemberStatus>,
+}
+
+/// One etcd member as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdMemberStatus {
+    /// The master it belongs to (empty for a member added but never started).
+    pub name: String,
+    pub client_url: String,
+    /// Whether it accepted a connection just now.
+    pub answering: bool,
 }
 
 /// Whether the master considers a node usable.

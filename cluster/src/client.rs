@@ -1626,6 +1626,7 @@ mod tests {
                         nodes_total: 0,
                         nodes_ready: 0,
                         masters: Vec::new(),
+                        etcd: Vec::new(),
                     };
                     return (200, serde_json::to_string(&status).expect("json"));
                 }

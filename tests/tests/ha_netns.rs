@@ -190,6 +190,21 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
     for node in ["node-5", "node-6"] {
         alice.wait_node(node, NodeState::Ready, Duration::from_secs(30));
     }
+    // `status` shows etcd's members: the dead one does not answer, the two others do.
+    let dead = format!("m{}", MASTERS[first]);
+    let status = alice.ok(&["status"]);
+    let etcd = status
+        .lines()
+        .find(|l| l.starts_with("etcd:"))
+        .unwrap_or_else(|| lab.fail(&format!("no etcd line in status: {status}")));
+    assert_eq!(etcd.matches(" answering").count(), 2, "{etcd}");
+    assert!(
+        etcd.contains(&format!(
+            "{dead} https://10.77.0.{}:2379 NOT ANSWERING",
+            MASTERS[first]
+        )),
+        "{etcd}"
+    );
     let later = alice.token("compute", &[]);
     assert!(!later.is_empty());
 }

@@ -28,6 +28,26 @@ pub fn render(s: &ClusterStatus) -> String {
     if !s.masters.is_empty() {
         lines.push(("masters", s.masters.join(", ")));
     }
+    if !s.etcd.is_empty() {
+        let members: Vec<String> = s
+            .etcd
+            .iter()
+            .map(|m| {
+                let name = if m.name.is_empty() {
+                    "(not started)"
+                } else {
+                    &m.name
+                };
+                let state = if m.answering {
+                    "answering"
+                } else {
+                    "NOT ANSWERING"
+                };
+                format!("{name} {} {state}", m.client_url)
+            })
+            .collect();
+        lines.push(("etcd", members.join("; ")));
+    }
     fields(&lines)
 }
 
@@ -47,6 +67,7 @@ mod tests {
             nodes_total: 3,
             nodes_ready: 2,
             masters: Vec::new(),
+            etcd: Vec::new(),
         };
         let text = render(&s);
         assert!(text.starts_with("cluster:      lab\n"), "{text}");

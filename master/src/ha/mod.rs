@@ -9,6 +9,7 @@
 //!
 //! - [`file`]: the file that makes a master one of several, `<data>/master/ha.json`.
 //! - [`grow`]: a master joining the masters.
+//! - [`health`]: etcd's members as `status` shows them.
 //! - [`masters`]: the list of masters the leader keeps for the agents.
 //! - [`member`]: the etcd member as a supervised child process.
 //! - [`forward`]: the followers' forwarding, and the leader's reading of forwarded callers.
@@ -16,6 +17,7 @@
 pub mod file;
 pub mod forward;
 pub mod grow;
+pub mod health;
 pub mod masters;
 pub mod member;
 

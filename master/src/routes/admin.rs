@@ -23,6 +23,7 @@ const MAX_DESCRIPTION: usize = 200;
 
 pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<ClusterStatus> {
     let (nodes_total, nodes_ready) = state.roster.counts();
+    let etcd = crate::ha::health::members(&state).await;
     Json(ClusterStatus {
         cluster_name: state.cluster_name.clone(),
         ca_pin: state.ca.pin().to_string(),
@@ -33,6 +34,7 @@ pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<Clust
         nodes_total,
         nodes_ready,
         masters: state.masters.read().map(|m| m.clone()).unwrap_or_default(),
+        etcd,
     })
 }
 
