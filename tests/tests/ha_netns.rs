@@ -307,3 +307,207 @@ fn a_master_on_its_own_grows_to_three_and_loses_nothing() {
     alice.wait_node("node-6", NodeState::Ready, Duration::from_secs(30));
     drop((second, third));
 }
+
+/// How many task creations each backend's latency is measured over.
+const WRITES: usize = 200;
+
+/// Runs `work` with an API client of the admin whose `cloudos` config is in `config`
+/// (its credentials), for the master at `master`, on a thread inside the lab's network
+/// namespace (where the admin's CLI runs), with a runtime of its own.
+fn as_admin<T: Send + 'static>(
+    lab: &Lab,
+    config: &Path,
+    master: &str,
+    master_name: &str,
+    work: impl FnOnce(
+            &tokio::runtime::Runtime,
+            cloudos_cluster::client::ApiClient,
+            cloudos_cluster::workload::TaskCreateRequest,
+        ) -> T
+        + Send
+        + 'static,
+) -> T {
+    use cloudos_cluster::client::ApiClient;
+    use cloudos_cluster::workload::{TaskCreateRequest, WorkloadSpec};
+    let read = |file: &str| std::fs::read_to_string(config.join(file)).expect("credentials");
+    let (ca, cert, key) = (read("ca.crt"), read("client.crt"), read("client.key"));
+    let ns = format!("/run/netns/{}", lab.net.name());
+    let (master, name) = (master.to_owned(), master_name.to_owned());
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&ns).expect("the lab's namespace");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = ApiClient::new(&master, &name, &ca, &cert, &key).expect("client");
+        // An image no registry serves: the master looks it up once (refused at once) and
+        // remembers; the task waits in the queue, which is all a write needs.
+        let request = TaskCreateRequest {
+            spec: WorkloadSpec::new("10.77.0.1:5999/bench/none:1"),
+            retries: 0,
+            request_id: None,
+            timeout_secs: None,
+        };
+        work(&runtime, client, request)
+    })
+    .join()
+    .expect("the admin's thread")
+}
+
+/// `WRITES` task creations, one after the other, each one's time.
+fn task_creations(lab: &Lab, config: &Path, master: &str, master_name: &str) -> Vec<Duration> {
+    as_admin(
+        lab,
+        config,
+        master,
+        master_name,
+        |runtime, client, request| {
+            runtime.block_on(async {
+                client.create_task(&request).await.expect("warm-up task");
+                let mut times = Vec::with_capacity(WRITES);
+                for _ in 0..WRITES {
+                    let started = Instant::now();
+                    client.create_task(&request).await.expect("task");
+                    times.push(started.elapsed());
+                }
+                times
+            })
+        },
+    )
+}
+
+/// From `started`, the time until the master at `master` accepts a task creation.
+fn until_accepted(
+    lab: &Lab,
+    config: &Path,
+    master: &str,
+    master_name: &str,
+    started: Instant,
+) -> Duration {
+    as_admin(
+        lab,
+        config,
+        master,
+        master_name,
+        move |runtime, client, request| {
+            runtime.block_on(async {
+                loop {
+                    if client.create_task(&request).await.is_ok() {
+                        return started.elapsed();
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "no task accepted"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        },
+    )
+}
+
+/// The `p`-th percentile of `times` (sorted in place).
+fn percentile(times: &mut [Duration], p: usize) -> Duration {
+    times.sort();
+    times[(times.len() * p / 100).min(times.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The benchmark behind `scripts/bench-ha.sh`: task creation's write latency on a master
+/// on its own (redb) and on three masters (etcd), through the leader and through a
+/// follower; and the time from the leader's SIGKILL until a task is accepted again
+/// through a surviving master, over `runs` kills.
+#[test]
+#[ignore = "a benchmark: scripts/bench-ha.sh"]
+fn ha_bench() {
+    let Some(lab) = Lab::new() else { return };
+    let etcd = require!(cloudos_store::etcd::fixture::etcd_binary());
+    let runs = cloudos_tests::bench::runs(5);
+
+    // One master, redb.
+    let single_host = lab.host(9);
+    let single = lab.master("m9", &single_host, &lab.path("m9"), &[]);
+    let bob = lab.admin("bob");
+    bob.log_in(&single.admin_token(), &single.addr);
+    let mut redb = task_creations(&lab, &lab.path("config-bob"), &single.addr, "10.77.0.9");
+    drop(single);
+
+    // Three masters, etcd.
+    write_ha_files(&lab);
+    let hosts: Vec<NetHost> = MASTERS.iter().map(|&n| lab.host(n)).collect();
+    let mut masters = start_masters(&lab, &etcd, &hosts);
+    let first = leader(&lab, &mut masters, Duration::from_secs(30));
+    let token = lab.wait_for("the leader's admin token", Duration::from_secs(20), || {
+        masters[first]
+            .stdout()
+            .lines()
+            .find_map(|l| l.split("admin token: ").nth(1))
+            .and_then(|rest| rest.split([' ', ',']).next())
+            .map(str::to_owned)
+    });
+    let alice = lab.admin("alice");
+    let leader_addr = hosts[first].addr(9443);
+    alice.log_in(&token, &leader_addr);
+    let config = lab.path("config-alice");
+    let leader_ip = format!("10.77.0.{}", MASTERS[first]);
+    let mut via_leader = task_creations(&lab, &config, &leader_addr, &leader_ip);
+    let follower = (first + 1) % MASTERS.len();
+    let follower_ip = format!("10.77.0.{}", MASTERS[follower]);
+    let mut via_follower = task_creations(&lab, &config, &hosts[follower].addr(9443), &follower_ip);
+
+    // Failover: kill the leader, time until a task is accepted again; start it again.
+    let mut failovers = Vec::new();
+    for _ in 0..runs {
+        let dead = leader(&lab, &mut masters, Duration::from_secs(30));
+        let alive = (dead + 1) % MASTERS.len();
+        let started = Instant::now();
+        masters[dead].stop_with(libc::SIGKILL);
+        let alive_ip = format!("10.77.0.{}", MASTERS[alive]);
+        failovers.push(until_accepted(
+            &lab,
+            &config,
+            &hosts[alive].addr(9443),
+            &alive_ip,
+            started,
+        ));
+        // The dead master comes back (a follower now) before the next kill, so that two
+        // members are never down at once.
+        let name = format!("m{}", MASTERS[dead]);
+        masters[dead] = spawn_master(&lab, &hosts[dead], &name, &etcd, &[]);
+        let back = &masters[dead];
+        lab.wait_for(&format!("{name} back"), Duration::from_secs(60), || {
+            back.stderr().contains("master listening on").then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    let mut fail = failovers.clone();
+    println!("BENCH-TABLE-BEGIN");
+    println!(
+        "| measure | one master (redb) | three masters (etcd), via the leader | via a follower |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| task creation p50 | {} | {} | {} |",
+        ms(percentile(&mut redb, 50)),
+        ms(percentile(&mut via_leader, 50)),
+        ms(percentile(&mut via_follower, 50))
+    );
+    println!(
+        "| task creation p99 | {} | {} | {} |",
+        ms(percentile(&mut redb, 99)),
+        ms(percentile(&mut via_leader, 99)),
+        ms(percentile(&mut via_follower, 99))
+    );
+    println!(
+        "| leader killed → task accepted (median of {runs}; min–max) | – | {} ({}–{}) | |",
+        ms(percentile(&mut fail, 50)),
+        ms(*fail.first().expect("a run")),
+        ms(*fail.last().expect("a run"))
+    );
+    println!("BENCH-TABLE-END");
+}
