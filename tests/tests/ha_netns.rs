@@ -99,6 +99,18 @@ fn leader(lab: &Lab, procs: &mut [Proc], timeout: Duration) -> usize {
     })
 }
 
+/// The first admin's token, which the leader makes once elected and prints.
+fn admin_token(lab: &Lab, leader: &Proc) -> String {
+    lab.wait_for("the leader's admin token", Duration::from_secs(20), || {
+        leader
+            .stdout()
+            .lines()
+            .find_map(|l| l.split("admin token: ").nth(1))
+            .and_then(|rest| rest.split([' ', ',']).next())
+            .map(str::to_owned)
+    })
+}
+
 #[test]
 fn three_masters_survive_the_leaders_death_and_lose_nothing() {
     let Some(lab) = Lab::new() else { return };
@@ -108,15 +120,7 @@ fn three_masters_survive_the_leaders_death_and_lose_nothing() {
     let mut masters = start_masters(&lab, &etcd, &hosts);
 
     let first = leader(&lab, &mut masters, Duration::from_secs(30));
-    // The leader makes the first admin's token once elected, and prints it.
-    let token = lab.wait_for("the leader's admin token", Duration::from_secs(20), || {
-        masters[first]
-            .stdout()
-            .lines()
-            .find_map(|l| l.split("admin token: ").nth(1))
-            .and_then(|rest| rest.split([' ', ',']).next())
-            .map(str::to_owned)
-    });
+    let token = admin_token(&lab, &masters[first]);
     // The admin logs in to the leader, which will die: the CLI must turn to another.
     let leader_addr = hosts[first].addr(9443);
     let alice = lab.admin("alice");
@@ -441,14 +445,7 @@ fn ha_bench() {
     let hosts: Vec<NetHost> = MASTERS.iter().map(|&n| lab.host(n)).collect();
     let mut masters = start_masters(&lab, &etcd, &hosts);
     let first = leader(&lab, &mut masters, Duration::from_secs(30));
-    let token = lab.wait_for("the leader's admin token", Duration::from_secs(20), || {
-        masters[first]
-            .stdout()
-            .lines()
-            .find_map(|l| l.split("admin token: ").nth(1))
-            .and_then(|rest| rest.split([' ', ',']).next())
-            .map(str::to_owned)
-    });
+    let token = admin_token(&lab, &masters[first]);
     let alice = lab.admin("alice");
     let leader_addr = hosts[first].addr(9443);
     alice.log_in(&token, &leader_addr);
