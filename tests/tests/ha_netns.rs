@@ -60,6 +60,7 @@ fn write_ha_files(lab: &Lab) {
             } else {
                 Founding::Join
             },
+            lease_secs: None,
             member: Some(MemberFile {
                 name: name.clone(),
                 client_url: format!("https://{}:2379", ip(n)),

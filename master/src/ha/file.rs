@@ -57,6 +57,11 @@ pub struct HaFile {
     /// Whether this master brings the cluster's state into etcd, or finds it there.
     #[serde(default)]
     pub founding: Founding,
+    /// The leader's lease in seconds, when not [`DEFAULT_LEASE`]: longer for masters
+    /// that stall (emulated machines) or talk over a WAN, at the cost of a slower
+    /// failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
 }
 
 /// Who puts the cluster's state into a new etcd cluster.
@@ -173,7 +178,9 @@ impl HaFile {
             },
             member,
             advertise: self.advertise.clone(),
-            lease: DEFAULT_LEASE,
+            lease: self.lease_secs.map_or(DEFAULT_LEASE, |secs| {
+                std::time::Duration::from_secs(secs.max(1))
+            }),
             founding: self.founding,
         })
     }
@@ -211,6 +218,7 @@ mod tests {
             key_pem: "secret-key".into(),
             advertise: "10.0.0.1:9443".into(),
             founding: Founding::Join,
+            lease_secs: None,
             member: member.then(|| MemberFile {
                 name: "m1".into(),
                 client_url: "https://10.0.0.1:2379".into(),

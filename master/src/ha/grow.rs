@@ -236,6 +236,7 @@ fn write_own_file(
             existing: false,
         }),
         founding: Founding::Migrate,
+        lease_secs: None,
     };
     file.save(&state.config.data_dir)
         .map_err(|e| ApiError::Internal(e.to_string()))

@@ -43,8 +43,13 @@ use member::{EtcdProgram, MemberProcess};
 
 /// The election the masters campaign in.
 pub const ELECTION: &str = "master";
-/// The leader's lease: a leader that stops answering is replaced within about this long.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(2);
+/// The leader's lease: a leader that stops answering is replaced within about this long
+/// (plus etcd's own election when the dead master's member led etcd: etcd then extends
+/// every lease by its time to live). One second, with etcd's 500 ms election timeout,
+/// keeps a failover under the 3 s the seeds ask (measured: `scripts/bench-ha.sh`); a
+/// leader that stalls for a second loses its place, is fenced and comes back as a
+/// follower. `ha.json`'s `lease_secs` sets another.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(1);
 /// How long a starting master waits for its etcd cluster to answer.
 const CONNECT_FOR: Duration = Duration::from_secs(120);
 /// How often a follower reads who leads.

@@ -78,6 +78,7 @@ pub fn join_if_new(
             existing: answer.existing,
         }),
         founding: Founding::Join,
+        lease_secs: None,
     };
     file.save(data_dir)?;
     log::info!(

@@ -252,9 +252,10 @@ impl EtcdStore {
         }))
     }
 
-    /// A new lease of `ttl` (at least the 2 s etcd allows).
+    /// A new lease of `ttl` (at least 1 s; etcd raises it to its own minimum, 1.5 election
+    /// timeouts).
     fn grant(&self, ttl: Duration) -> Result<i64, StoreError> {
-        let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(60);
+        let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(60);
         let leases = self.client.lease_client();
         Ok(self
             .request("grant a lease", || {
