@@ -1,14 +1,10 @@
 //! etcd's health as `cloudos status` shows it: every member, and whether it accepts a
 //! connection now (a member that does not is down, or cut off from this master).
 
-use std::time::Duration;
-
 use cloudos_cluster::api::EtcdMemberStatus;
+use cloudos_store::etcd::endpoints::reachable;
 
 use crate::state::MasterState;
-
-/// How long a member may take to accept a connection.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The members of the masters' etcd, each probed; empty on a master on its own, and when
 /// etcd cannot list its members (no quorum: `status` still answers).
@@ -31,7 +27,7 @@ pub async fn members(state: &MasterState) -> Vec<EtcdMemberStatus> {
             .or(m.peer_urls.first())
             .cloned()
             .unwrap_or_default();
-        let answering = answers(&client_url).await;
+        let answering = reachable(&client_url).await;
         EtcdMemberStatus {
             name: m.name,
             client_url,
@@ -39,18 +35,4 @@ pub async fn members(state: &MasterState) -> Vec<EtcdMemberStatus> {
         }
     });
     futures::future::join_all(probes).await
-}
-
-/// Whether the member at `url` (`https://host:port`) accepts a TCP connection.
-async fn answers(url: &str) -> bool {
-    let Some(authority) = url
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'))
-    else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority)).await,
-        Ok(Ok(_))
-    )
 }

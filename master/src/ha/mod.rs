@@ -21,7 +21,6 @@ pub mod health;
 pub mod masters;
 pub mod member;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -248,6 +247,8 @@ async fn lead(
             source,
         })?;
         tokio::task::spawn_blocking(move || -> Result<_, MasterError> {
+            // What a master on its own does at start, done once by the leader.
+            crate::quarantine(store.as_ref())?;
             let boot = bootstrap::open_cluster(store.as_ref(), &config.cluster_name)?;
             let token = bootstrap::bootstrap_admin_token(store.as_ref(), &boot.ca)?;
             let mut state = MasterState::new(config, store, boot, local)?;
@@ -314,11 +315,4 @@ async fn watch_leader(store: Arc<EtcdStore>, tx: tokio::sync::watch::Sender<Opti
         }
         tokio::time::sleep(LEADER_POLL).await;
     }
-}
-
-/// The address other masters reach a master at when none is configured: the listen
-/// port on the first of the host's addresses.
-pub fn default_advertise(listen: SocketAddr) -> Option<String> {
-    let ip = crate::addresses::host_addresses().into_iter().next()?;
-    Some(SocketAddr::new(ip, listen.port()).to_string())
 }

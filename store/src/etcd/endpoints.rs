@@ -37,8 +37,9 @@ pub(super) async fn keep_live(client: Client, endpoints: Vec<String>) {
     }
 }
 
-/// Whether the member at `endpoint` (`https://host:port`) accepts a TCP connection.
-async fn reachable(endpoint: &str) -> bool {
+/// Whether the member at `endpoint` (`https://host:port`) accepts a TCP connection within
+/// [`PROBE_TIMEOUT`].
+pub async fn reachable(endpoint: &str) -> bool {
     let Some(authority) = endpoint
         .split_once("://")
         .map(|(_, rest)| rest.trim_end_matches('/'))

@@ -10,7 +10,7 @@
 //! - [`txn`]: the optimistic transactions behind [`Store::update_raw`] and
 //!   [`Store::transact_raw`]; the closure may run more than once.
 //! - [`watch`]: etcd watches as [`Watch`]es, resumed across a member's loss.
-//! - `endpoints`: requests go to the members that answer.
+//! - [`endpoints`]: requests go to the members that answer.
 //! - [`members`]: the etcd cluster's members, and adding one.
 //! - [`member`]: the command line of a master's etcd member.
 //! - [`leader`]: the election of the one master that does the cluster's periodic work, and
@@ -36,7 +36,7 @@ use crate::snapshot::Snapshot;
 use crate::watch::Watch;
 use crate::{decode, encode, NodeRecord, Store, StoreError};
 
-mod endpoints;
+pub mod endpoints;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixture;
 pub mod leader;
