@@ -3,7 +3,7 @@
 #
 #   image/rpi.sh [--force]
 #
-# Inputs:  out/aarch64/vmlinuz and out/aarch64/initramfs.img (scripts/build.sh
+# Inputs:  out/aarch64/vmlinuz, out/aarch64/initramfs.img and out/aarch64/etcd.tar.zst (scripts/build.sh
 #          --arch aarch64), the pinned arm64 kernel's Broadcom DTBs and Debian's
 #          raspi-firmware (scripts/fetch-inputs.sh --arch arm64).
 # Output:  out/cloudos-<version>-rpi.img
@@ -11,7 +11,8 @@
 # Layout (MBR, as the Pi's boot ROM and firmware need):
 #   1  FAT32 (0x0c), label CLOUDOS-PI, 256 MiB from 4 MiB: the VideoCore firmware
 #      (bootcode.bin, start.elf/fixup.dat for Pi <= 3, start4.elf/fixup4.dat for
-#      Pi 4), the bcm2837/bcm2711 DTBs, vmlinuz, initramfs.img, config.txt, cmdline.txt
+#      Pi 4), the bcm2837/bcm2711 DTBs, vmlinuz, initramfs.img, etcd.tar.zst, config.txt,
+#      cmdline.txt
 #   2  ext4 (0x83), label CLOUDOS-DATA, 64 MiB: /var/lib/cloudos. nodeos grows
 #      it to the end of the card on first boot, so the image stays small.
 #
@@ -47,7 +48,7 @@ OUT=$ROOT/out
 IMG=$OUT/cloudos-$VERSION-rpi.img
 KERNEL=$OUT/aarch64/vmlinuz
 INITRD=$OUT/aarch64/initramfs.img
-for f in "$KERNEL" "$INITRD"; do [[ -f $f ]] || die "missing $f (run scripts/build.sh --arch aarch64)"; done
+for f in "$KERNEL" "$INITRD" "$OUT/aarch64/etcd.tar.zst"; do [[ -f $f ]] || die "missing $f (run scripts/build.sh --arch aarch64)"; done
 
 FETCH=$ROOT/scripts/fetch-inputs.sh
 KPKG=$(awk '$1 ~ /^linux-image-/ && $2 == "arm64" { print $1; exit }' "$ROOT/image/packages.lock")
@@ -58,7 +59,7 @@ FIRMWARE=$("$FETCH" --dir raspi-firmware all)/usr/lib/raspi-firmware
 
 if [[ -z $FORCE && -f $IMG ]]; then
     stale=
-    for f in "$KERNEL" "$INITRD" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock"; do
+    for f in "$KERNEL" "$INITRD" "$OUT/aarch64/etcd.tar.zst" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock"; do
         [[ $f -nt $IMG ]] && stale=1
     done
     [[ -z $stale ]] && exit 0
@@ -93,6 +94,9 @@ for f in "${DTB_NAMES[@]}"; do
 done
 cp "$KERNEL" "$STAGE/vmlinuz"
 cp "$INITRD" "$STAGE/initramfs.img"
+# The etcd pack: the firmware never loads it; a Pi that is a master among several
+# unpacks it from here (nodeos/src/roles/etcd_pack.rs).
+cp "$OUT/aarch64/etcd.tar.zst" "$STAGE/etcd.tar.zst"
 cat >"$STAGE/config.txt" <<'EOF'
 # CloudOS on the Raspberry Pi 3 and 4, read by the VideoCore firmware.
 # 64-bit mode, Debian's upstream kernel and device trees (the firmware picks the

@@ -4,14 +4,15 @@
 #
 #   iso/build.sh [--arch x86_64|aarch64] [--bundle FILE] [--force]
 #
-# Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, iso/grub-<arch>.cfg, and the
+# Inputs:  out/<arch>/vmlinuz, out/<arch>/initramfs.img, out/<arch>/etcd.tar.zst (the etcd
+#          pack a master among several runs etcd from), iso/grub-<arch>.cfg, and the
 #          GRUB module directories of the pinned grub-pc-bin / grub-efi-amd64-bin
 #          (x86_64) or grub-efi-arm64-bin (aarch64; scripts/fetch-inputs.sh must have run).
 #          optional: out/<arch>/disk-template.img (image/disk.sh --arch <arch>), put on
 #          the ISO gzip'd as /install/disk-template.img.gz for the disk installer
 #          (nodeos install-disk); without it the ISO is built with a warning and
 #          installing to disk from it fails with a clear error.
-#          --bundle FILE: the signed update bundle of this kernel and initramfs; its
+#          --bundle FILE: the signed update bundle of this kernel, initramfs and etcd pack; its
 #          manifest.json and manifest.sig go beside them in /boot, so that an installed
 #          slot A keeps them and a master offers the release it runs
 #          (nodeos/src/upgrade/offer.rs). scripts/build.sh passes it.
@@ -55,8 +56,9 @@ ISO_ARCH=$ARCH
 ISO=$OUT/cloudos-$VERSION-$ISO_ARCH.iso
 KERNEL=$OUT/$ARCH/vmlinuz
 INITRD=$OUT/$ARCH/initramfs.img
+ETCD_PACK=$OUT/$ARCH/etcd.tar.zst
 CFG=$ROOT/iso/grub-$ARCH.cfg
-for f in "$KERNEL" "$INITRD" "$CFG" $BUNDLE; do [[ -f $f ]] || die "missing $f (run scripts/build.sh)"; done
+for f in "$KERNEL" "$INITRD" "$ETCD_PACK" "$CFG" $BUNDLE; do [[ -f $f ]] || die "missing $f (run scripts/build.sh)"; done
 
 FETCH=$ROOT/scripts/fetch-inputs.sh
 if [[ $ARCH == x86_64 ]]; then
@@ -79,7 +81,7 @@ fi
 # Up to date?
 if [[ -z $FORCE && -f $ISO ]]; then
     stale=
-    for f in "$KERNEL" "$INITRD" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock" $TEMPLATE $BUNDLE; do
+    for f in "$KERNEL" "$INITRD" "$ETCD_PACK" "$CFG" "${BASH_SOURCE[0]}" "$ROOT/image/packages.lock" $TEMPLATE $BUNDLE; do
         [[ $f -nt $ISO ]] && stale=1
     done
     [[ -z $stale ]] && exit 0
@@ -98,13 +100,15 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE/boot/grub"
 cp "$KERNEL" "$STAGE/boot/vmlinuz"
 cp "$INITRD" "$STAGE/boot/initramfs.img"
+# Beside the initramfs, not in it: GRUB never loads it, a master unpacks it from here.
+cp "$ETCD_PACK" "$STAGE/boot/etcd.tar.zst"
 cp "$CFG" "$STAGE/boot/grub/grub.cfg"
 if [[ -n $BUNDLE ]]; then
     # The signed manifest must be this kernel's and this initramfs's: a stale bundle
     # would make every slot installed from the ISO offer a release it does not hold.
     tar -xOf "$BUNDLE" manifest.json >"$STAGE/boot/manifest.json"
     tar -xOf "$BUNDLE" manifest.sig >"$STAGE/boot/manifest.sig"
-    for f in "$KERNEL" "$INITRD"; do
+    for f in "$KERNEL" "$INITRD" "$ETCD_PACK"; do
         sum=$(sha256sum "$f" | cut -d' ' -f1)
         grep -q "\"$sum\"" "$STAGE/boot/manifest.json" ||
             die "$BUNDLE does not hold $f (sha256 $sum): rebuild the bundle"

@@ -14,6 +14,7 @@
 #   out/cloudos-<version>-rpi.img      Raspberry Pi 3/4 SD card image (aarch64; image/rpi.sh)
 #   out/<arch>/disk-template.img       what the installer writes to a disk (image/disk.sh)
 #   out/<arch>/nodeos                  nodeos, stamped with the release version
+#   out/<arch>/etcd.tar.zst            the etcd pack masters among several run etcd from
 #   out/cloudos-<version>-<arch>.bundle  the signed update bundle (`cloudos release add`)
 #
 # --init PATH uses PATH (any static binary) as /init instead of building nodeos
@@ -195,14 +196,45 @@ if ! fresh "$OUT/initramfs.img" "$INIT" "$KVER" "$MK" "$MODLIST" "$KDIR/.cloudos
     recorded "$OUT/initramfs.img"
 fi
 
-# The signed update bundle: this kernel, this initramfs and the stamped nodeos.
+# The etcd pack (docs/design.md decision 70): Debian's etcd, a glibc binary, with the
+# two files it needs to run on a system without glibc (the loader and libc.so.6, from
+# the pinned bookworm libc6) and both packages' copyright files, as a zstd'd ustar. It
+# sits beside the initramfs, never in it: only a master among several unpacks it (to
+# its data partition), and a compute node's boot never reads a byte of it.
+# One pack per architecture, whatever the version: --bundle-only reuses it.
+mkdir -p "$ROOT/out/$ARCH"
+ETCD_PACK=$ROOT/out/$ARCH/etcd.tar.zst
+ETCD_DIR=$(scripts/fetch-inputs.sh --dir etcd-server "$DEB_ARCH")
+LIBC_DIR=$(scripts/fetch-inputs.sh --dir libc6 "$DEB_ARCH")
+case $ARCH in
+x86_64) LOADER=ld-linux-x86-64.so.2; TRIPLET=x86_64-linux-gnu ;;
+aarch64) LOADER=ld-linux-aarch64.so.1; TRIPLET=aarch64-linux-gnu ;;
+esac
+if ! fresh "$ETCD_PACK" "$ETCD_DIR/.cloudos-unpacked" "$LIBC_DIR/.cloudos-unpacked" "${BASH_SOURCE[0]}"; then
+    step "packing etcd ($ARCH)"
+    PACK_STAGE=$(mktemp -d)
+    install -D -m 0755 "$ETCD_DIR/usr/bin/etcd" "$PACK_STAGE/etcd"
+    install -D -m 0755 "$LIBC_DIR/lib/$TRIPLET/$LOADER" "$PACK_STAGE/lib/$LOADER"
+    install -D -m 0644 "$LIBC_DIR/lib/$TRIPLET/libc.so.6" "$PACK_STAGE/lib/libc.so.6"
+    install -D -m 0644 "$ETCD_DIR/usr/share/doc/etcd-server/copyright" "$PACK_STAGE/copyright/etcd-server"
+    install -D -m 0644 "$LIBC_DIR/usr/share/doc/libc6/copyright" "$PACK_STAGE/copyright/libc6"
+    tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+        --format=ustar -C "$PACK_STAGE" -cf - etcd lib copyright |
+        zstd -q -19 -o "$ETCD_PACK.tmp"
+    rm -rf "$PACK_STAGE"
+    touch -d "@$SOURCE_DATE_EPOCH" "$ETCD_PACK.tmp"
+    mv -f "$ETCD_PACK.tmp" "$ETCD_PACK"
+    recorded "$ETCD_PACK"
+fi
+
+# The signed update bundle: this kernel, this initramfs, the stamped nodeos, the etcd pack.
 if [[ -n $STAMPED ]]; then
     BUNDLE=$BUNDLES/cloudos-$VERSION-$ARCH.bundle
-    if ! fresh "$BUNDLE" "$OUT/vmlinuz" "$OUT/initramfs.img" "$OUT/nodeos" "$RELEASE_KEY" "$MKRELEASE"; then
+    if ! fresh "$BUNDLE" "$OUT/vmlinuz" "$OUT/initramfs.img" "$OUT/nodeos" "$ETCD_PACK" "$RELEASE_KEY" "$MKRELEASE"; then
         step "signing the update bundle ($VERSION, $ARCH)"
         "$MKRELEASE" bundle --key "$RELEASE_KEY" --version "$VERSION" --arch "$ARCH" \
             --kernel "$OUT/vmlinuz" --initramfs "$OUT/initramfs.img" --nodeos "$OUT/nodeos" \
-            --output "$BUNDLE"
+            --etcd "$ETCD_PACK" --output "$BUNDLE"
         recorded "$BUNDLE"
     fi
 fi

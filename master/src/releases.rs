@@ -67,8 +67,8 @@ impl Releases {
     /// Keeps the release of a system directory, with `nodeos` as its third part: how a
     /// master offers the release it runs, so that nobody has to upload it to bring nodes to
     /// the master's own version. A system directory (a system slot on the ESP, or the live
-    /// medium's `/boot`) holds the kernel, the initramfs and the release's signed manifest
-    /// under the bundle's names. `None` when that release is kept already.
+    /// medium's `/boot`) holds the kernel, the initramfs, the etcd pack and the release's
+    /// signed manifest under the bundle's names. `None` when that release is kept already.
     ///
     /// The bundle is checked in full like an upload ([`Releases::add`]): files that no
     /// longer match their signed manifest are refused, and nothing is kept.
@@ -94,6 +94,7 @@ impl Releases {
             system.join(PART_NAMES[0]),
             system.join(PART_NAMES[1]),
             nodeos.to_owned(),
+            system.join(PART_NAMES[3]),
         ];
         let kept = fs::File::create(&upload)
             .map_err(io(format!("creating {}", upload.display())))

@@ -36,7 +36,7 @@ enum Command {
         #[arg(long)]
         version: Option<Version>,
     },
-    /// Sign a bundle of a kernel, an initramfs and nodeos.
+    /// Sign a bundle of a kernel, an initramfs, nodeos and the etcd pack.
     Bundle {
         /// The release's secret key.
         #[arg(long)]
@@ -52,6 +52,9 @@ enum Command {
         /// The nodeos binary, stamped with --version.
         #[arg(long)]
         nodeos: PathBuf,
+        /// The etcd pack (scripts/build.sh makes it: etcd, its loader and libc).
+        #[arg(long)]
+        etcd: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
             kernel,
             initramfs,
             nodeos,
+            etcd,
             output,
         } => {
             let text = fs::read_to_string(&key)
@@ -102,7 +106,7 @@ fn main() -> Result<()> {
                 &secret,
                 version,
                 arch,
-                &[kernel, initramfs, nodeos],
+                &[kernel, initramfs, nodeos, etcd],
             )?;
             fs::rename(&tmp, &output)?;
             println!(

@@ -72,6 +72,16 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
+impl Signed {
+    /// The manifest, once its signature checks out against `keyring`: how a file kept
+    /// beside a slot's manifest (the etcd pack) is checked without the bundle.
+    pub fn verify(&self, keyring: &Keyring) -> Result<Manifest, BundleError> {
+        let signature = Signature::from_json(&self.signature)?;
+        sign::verify(keyring, &self.manifest, &signature)?;
+        Ok(Manifest::parse(&self.manifest)?)
+    }
+}
+
 /// Hashes the parts, signs the manifest and writes the bundle. `parts` are the files of
 /// [`PART_NAMES`], in that order.
 pub fn write(
@@ -79,7 +89,7 @@ pub fn write(
     key: &SecretKey,
     version: Version,
     arch: Arch,
-    parts: &[PathBuf; 3],
+    parts: &[PathBuf; 4],
 ) -> Result<Manifest, BundleError> {
     let mut listed = Vec::new();
     for (name, path) in PART_NAMES.iter().zip(parts) {
@@ -111,7 +121,7 @@ pub fn write(
 /// Writes a bundle from a manifest signed before and the files of [`PART_NAMES`], in that
 /// order: how a master offers the release it runs, from what its system slot keeps. Checks
 /// nothing; whoever takes the bundle checks it in full ([`open`]), as any other.
-pub fn assemble(out: impl Write, signed: &Signed, parts: &[PathBuf; 3]) -> Result<(), BundleError> {
+pub fn assemble(out: impl Write, signed: &Signed, parts: &[PathBuf; 4]) -> Result<(), BundleError> {
     let mut archive = tar::Builder::new(out);
     append(
         &mut archive,
@@ -355,7 +365,7 @@ mod tests {
     struct Fixture {
         dir: tempfile::TempDir,
         key: SecretKey,
-        parts: [PathBuf; 3],
+        parts: [PathBuf; 4],
     }
 
     fn fixture() -> Fixture {
@@ -562,7 +572,7 @@ mod tests {
             Some(&dest),
         )
         .unwrap();
-        assert_eq!(left_in(&dest), 3);
+        assert_eq!(left_in(&dest), PART_NAMES.len());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod stamp;
 
 pub use bundle::{BundleError, Verified};
 pub use keys::{trusted, trusts_development_key, KeyError, KeyId, Keyring, PublicKey, SecretKey};
-pub use manifest::{Arch, Manifest, ManifestError, Part, PART_NAMES};
+pub use manifest::{Arch, Manifest, ManifestError, Part, ETCD_PACK, PART_NAMES};
 pub use policy::{Intent, PolicyError};
 pub use semver::Version;
 pub use sign::{SignError, Signature};

@@ -8,10 +8,16 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 /// The manifest format this code writes and reads.
-pub const FORMAT: u32 = 1;
+/// Format 2 added the etcd pack: a node of format 1 says "upgrade in steps" instead of
+/// taking a bundle whose masters could not run etcd.
+pub const FORMAT: u32 = 2;
 /// The parts every bundle has, in the order the archive holds them: the appliance's slot
-/// (kernel and initramfs) and the binary a host installed with the curl line runs.
-pub const PART_NAMES: [&str; 3] = ["vmlinuz", "initramfs.img", "nodeos"];
+/// (kernel and initramfs), the binary a host installed with the curl line runs, and the
+/// etcd pack a master among several runs its member from (kept in the slot beside the
+/// kernel, so that a compute node's boot never loads it: see docs/design.md decision 70).
+pub const PART_NAMES: [&str; 4] = ["vmlinuz", "initramfs.img", "nodeos", ETCD_PACK];
+/// The etcd pack's name in a bundle, a slot and the live medium's `/boot`.
+pub const ETCD_PACK: &str = "etcd.tar.zst";
 /// Larger than any real manifest by far: a bundle cannot make a node read more.
 pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
 
@@ -178,10 +184,10 @@ mod tests {
 
     #[test]
     fn a_newer_format_says_so() {
-        let text = r#"{"format": 2, "version": "1.0.0", "something": "new"}"#;
+        let text = r#"{"format": 3, "version": "1.0.0", "something": "new"}"#;
         assert!(matches!(
             Manifest::parse(text.as_bytes()),
-            Err(ManifestError::Format(2))
+            Err(ManifestError::Format(3))
         ));
     }
 

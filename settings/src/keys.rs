@@ -380,6 +380,18 @@ pub static KEYS: &[Key] = &[
         get: |s| one(s.node_timeout.map(|secs| format!("{secs}s"))),
     },
     Key {
+        name: "ha_lease",
+        kind: Kind::One,
+        help: "master among several: `1s`, `5s`: the leader's lease; a dead leader is \
+               replaced about this long after, and etcd's timing follows it; longer on \
+               slow or emulated machines, whose stalls would otherwise end it",
+        default: "`1s`",
+        listed: true,
+        in_file: true,
+        set: |s, v| put(&mut s.ha_lease, values::parse_ha_lease(v).map(Some)),
+        get: |s| one(s.ha_lease.map(|secs| format!("{secs}s"))),
+    },
+    Key {
         name: "ntp",
         kind: Kind::List,
         help: "`pool.example.org,10.0.0.1:123`: time servers (SNTP), asked before the DHCP \

@@ -396,7 +396,7 @@ mod tests {
                  dns, debug, token, master, cluster, workloads, labels, insecure_registries, \
                  tls_san, container_range, service_range, mesh_endpoint, mesh_endpoint_ranges, \
                  container_node_ports, \
-                 volume_host_paths, node_timeout, ntp, \
+                 volume_host_paths, node_timeout, ha_lease, ntp, \
                  watchdog, fault, slot, install, backup_dir, backup_interval, backup_keep, \
                  backup_passphrase_file, restore, restore_passphrase_file, health_timeout)",
             ),

@@ -212,6 +212,9 @@ pub struct Settings {
     /// A master's: seconds of silence before a node is NotReady
     /// (`cloudos.node_timeout=2s`); the master's default when not set.
     pub node_timeout: Option<u64>,
+    /// A master among several: the leader's lease in seconds (`cloudos.ha_lease=5s`); the
+    /// default (or `ha.json`'s) when not set.
+    pub ha_lease: Option<u64>,
     /// SNTP servers, `host:port` (port 123 when none was given), asked before the DHCP
     /// lease's and the master's (`cloudos.ntp=pool.example.org,10.0.0.1`).
     pub ntp: Vec<String>,

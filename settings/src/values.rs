@@ -294,6 +294,16 @@ pub fn parse_node_timeout(value: &str) -> Result<u64, String> {
     }
 }
 
+/// The masters' leader lease such as `1s` or `5s` (token TTL syntax), in seconds: 1 s to
+/// 1 min (longer would leave a cluster without a leader for that long).
+pub fn parse_ha_lease(value: &str) -> Result<u64, String> {
+    let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;
+    match u64::try_from(d.whole_seconds()) {
+        Ok(secs @ 1..=60) => Ok(secs),
+        _ => Err(format!("{value:?} is not between 1s and 1m")),
+    }
+}
+
 /// A duration such as `6h` or `1d` (token TTL syntax), in seconds, at least a minute.
 pub fn parse_interval(value: &str) -> Result<u64, String> {
     let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;

@@ -121,6 +121,7 @@ mod tests {
             backup_dir: Some("/var/lib/cloudos/backups".into()),
             backup_interval: Some(6 * 3600),
             node_timeout: Some(10),
+            ha_lease: Some(5),
             backup_keep: Some(3),
             backup_passphrase_file: Some("/var/lib/cloudos/backup.pass".into()),
             restore: Some("LABEL=BACKUP:/lab.age".into()),

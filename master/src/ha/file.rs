@@ -144,6 +144,9 @@ impl HaFile {
         program: Option<&EtcdProgram>,
     ) -> Result<HaConfig, HaFileError> {
         let etcd_dir = data_dir.join("master").join("etcd");
+        let lease = self.lease_secs.map_or(DEFAULT_LEASE, |secs| {
+            std::time::Duration::from_secs(secs.max(1))
+        });
         let member = match &self.member {
             None => None,
             Some(m) => {
@@ -163,6 +166,7 @@ impl HaFile {
                             ClusterState::New
                         },
                         tls,
+                        pace: lease,
                     },
                 ))
             }
@@ -178,9 +182,7 @@ impl HaFile {
             },
             member,
             advertise: self.advertise.clone(),
-            lease: self.lease_secs.map_or(DEFAULT_LEASE, |secs| {
-                std::time::Duration::from_secs(secs.max(1))
-            }),
+            lease,
             founding: self.founding,
         })
     }

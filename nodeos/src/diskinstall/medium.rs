@@ -25,6 +25,8 @@ pub const TEMPLATE_PATH: &str = "install/disk-template.img.gz";
 pub const SYSTEM_DIR: &str = "boot";
 pub const KERNEL_PATH: &str = "boot/vmlinuz";
 pub const INITRAMFS_PATH: &str = "boot/initramfs.img";
+/// The etcd pack beside them (iso/build.sh): GRUB never loads it.
+pub const ETCD_PACK_PATH: &str = "boot/etcd.tar.zst";
 pub const MANIFEST_PATH: &str = "boot/manifest.json";
 pub const SIGNATURE_PATH: &str = "boot/manifest.sig";
 

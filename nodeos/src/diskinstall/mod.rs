@@ -208,6 +208,22 @@ fn signed_manifest(medium: &Path) -> Option<[PathBuf; 2]> {
     }
 }
 
+/// The medium's etcd pack, if it has one (an ISO older than packs has none: a master
+/// installed from it cannot run among several until it is upgraded).
+fn etcd_pack(medium: &std::path::Path) -> Option<std::path::PathBuf> {
+    let pack = medium.join(medium::ETCD_PACK_PATH);
+    if pack.is_file() {
+        Some(pack)
+    } else {
+        log::warn!(
+            "install: the medium has no {}: this machine cannot be a master among several \
+             until it is upgraded",
+            medium::ETCD_PACK_PATH
+        );
+        None
+    }
+}
+
 /// Writes a checked plan with the live medium's template and kernel.
 pub fn install(plan: &Plan) -> anyhow::Result<()> {
     log::info!(
@@ -222,6 +238,7 @@ pub fn install(plan: &Plan) -> anyhow::Result<()> {
         template_gz: medium.dir.join(medium::TEMPLATE_PATH),
         kernel: medium.dir.join(medium::KERNEL_PATH),
         initramfs: medium.dir.join(medium::INITRAMFS_PATH),
+        etcd_pack: etcd_pack(&medium.dir),
         signed: signed_manifest(&medium.dir),
     };
     if !inputs.template_gz.is_file() {

@@ -53,6 +53,9 @@ pub struct Inputs {
     /// Slot A's kernel and initramfs: the ones the live system booted.
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The etcd pack a master among several runs etcd from (roles/etcd_pack.rs), when the
+    /// medium has one.
+    pub etcd_pack: Option<PathBuf>,
     /// The release's signed manifest and signature, when the medium has them (an ISO of a
     /// signed build): slot A keeps them so that a master installed from it offers its
     /// release (upgrade/offer.rs).
@@ -313,6 +316,9 @@ fn fill_partitions(
         (&inputs.initramfs, "initramfs.img"),
     ] {
         copy_synced(from, &slot.join(name))?;
+    }
+    if let Some(pack) = &inputs.etcd_pack {
+        copy_synced(pack, &slot.join(cloudos_release::ETCD_PACK))?;
     }
     if let Some([manifest, signature]) = &inputs.signed {
         copy_synced(manifest, &slot.join(cloudos_release::bundle::MANIFEST))?;

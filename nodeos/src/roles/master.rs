@@ -125,6 +125,10 @@ pub struct MasterArgs {
     /// `etcd`); used when `<data-dir>/master/ha.json` says this master runs a member.
     #[arg(long, value_name = "PATH")]
     pub etcd_binary: Option<PathBuf>,
+    /// Among several masters: the leader's lease (`1s`, `5s`); a dead leader is replaced
+    /// about this long after, and etcd's timing follows it. Overrides `ha.json`'s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ha_lease)]
+    pub ha_lease: Option<u64>,
     /// Join the masters of a running cluster with a token of role master (`cloudos token
     /// create --role master`), at the first start; needs --master.
     #[arg(long, value_name = "TOKEN", requires = "master")]
@@ -214,19 +218,29 @@ pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
     config.ha = ha_config(
         &config.data_dir,
         args.etcd_binary.map(EtcdProgram::direct).as_ref(),
+        args.ha_lease,
     )?;
     Ok(config)
 }
 
-/// The master's place among several masters, when `<data>/master/ha.json` gives one.
+/// The master's place among several masters, when `<data>/master/ha.json` gives one;
+/// `lease_secs`, when set, is the leader's lease instead of the file's.
 fn ha_config(
     data_dir: &std::path::Path,
     program: Option<&EtcdProgram>,
+    lease_secs: Option<u64>,
 ) -> anyhow::Result<Option<cloudos_master::ha::HaConfig>> {
-    let Some(file) = HaFile::load(data_dir)? else {
+    let Some(mut file) = HaFile::load(data_dir)? else {
         return Ok(None);
     };
+    if lease_secs.is_some() {
+        file.lease_secs = lease_secs;
+    }
     Ok(Some(file.config(data_dir, program)?))
+}
+
+fn parse_ha_lease(value: &str) -> Result<u64, String> {
+    cloudos_settings::values::parse_ha_lease(value)
 }
 
 /// The master under PID 1: defaults, the data partition, the node's host name.
@@ -328,9 +342,27 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
         config.own_node_token = Some(cloudos_master::own_node_token_file(&config.data_dir));
     }
     super::restore::from_settings(settings, &config.data_dir)?;
-    // The appliance's own etcd comes with issue 22's image work; until then a member
-    // needs a program given on a host.
-    config.ha = ha_config(&config.data_dir, None)?;
+    // A master given a token and a master's address is added to that cluster's masters
+    // at its first start (the wizard's "add a master", an answer file, the curl line).
+    if let (Some(token), Some(master)) = (&settings.token, &settings.master) {
+        super::master_join::join_if_new(
+            &config.data_dir,
+            &config.node_name,
+            token.expose(),
+            master,
+            None,
+            config.listen.port(),
+        )?;
+    }
+    // A master among several runs its etcd member from the pack of the system it booted,
+    // unpacked on its data partition; a master on its own never touches it.
+    let member = HaFile::load(&config.data_dir)?.is_some_and(|file| file.member.is_some());
+    let program = if member {
+        Some(super::etcd_pack::program(&config.data_dir, settings.slot)?)
+    } else {
+        None
+    };
+    config.ha = ha_config(&config.data_dir, program.as_ref(), settings.ha_lease)?;
     crate::upgrade::offer::offer_in_background(&config.data_dir, settings.slot);
     cloudos_master::serve(
         config,

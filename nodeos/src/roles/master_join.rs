@@ -29,7 +29,16 @@ pub fn join_if_new(
         log::info!("this master has joined the masters before; --join is not needed again");
         return Ok(());
     }
-    let token: Token = token.trim().parse().context("the --join token")?;
+    // A master with a cluster of its own would leave it behind: refused, nothing changed.
+    let own = data_dir.join("master").join("state.redb");
+    if own.exists() {
+        anyhow::bail!(
+            "this master already holds a cluster of its own ({}): it cannot join another \
+             cluster's masters; add a master from a fresh data partition",
+            own.display()
+        );
+    }
+    let token: Token = token.trim().parse().context("the master token")?;
     let address = match advertise {
         Some(ip) => ip,
         None => route_to(master)?,

@@ -5,6 +5,7 @@
 //! systemd unit.
 
 pub mod agent;
+pub mod etcd_pack;
 pub mod master;
 pub mod master_join;
 pub mod restore;

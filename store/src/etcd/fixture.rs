@@ -168,6 +168,7 @@ impl EtcdFixture {
             initial_cluster: vec![("m1".into(), peer_url)],
             state: ClusterState::New,
             tls,
+            pace: std::time::Duration::from_secs(1),
         };
         let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
         let mut command = Command::new(etcd);

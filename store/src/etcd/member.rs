@@ -41,12 +41,14 @@ pub struct Member {
     pub initial_cluster: Vec<(String, String)>,
     pub state: ClusterState,
     pub tls: MemberTls,
+    /// The masters' leader lease: etcd's own timing follows it ([`Member::timing`]).
+    pub pace: std::time::Duration,
 }
 
-/// etcd's heartbeat between members, in ms (etcd's default is 100).
+/// etcd's heartbeat between members at a one-second lease, in ms (etcd's default is 100).
 pub const HEARTBEAT_MS: u32 = 50;
-/// How long a member waits for its leader before it calls an election, in ms (etcd's
-/// default is 1000).
+/// How long a member waits for its leader before it calls an election at a one-second
+/// lease, in ms (etcd's default is 1000).
 pub const ELECTION_TIMEOUT_MS: u32 = 500;
 /// The largest transaction, in operations (etcd's default is 128).
 pub const MAX_TXN_OPS: u32 = 100_000;
@@ -54,6 +56,17 @@ pub const MAX_TXN_OPS: u32 = 100_000;
 pub const MAX_REQUEST_BYTES: u32 = 16 << 20;
 
 impl Member {
+    /// etcd's heartbeat and election timeout, in ms, for the lease `pace`: half the lease
+    /// to notice a dead etcd leader, a tenth of that between heartbeats, never faster than
+    /// at a one-second lease. Masters on slow (emulated) machines that raise the lease get
+    /// an etcd that does not call elections over their stalls.
+    pub fn timing(&self) -> (u32, u32) {
+        let election = u32::try_from(self.pace.as_millis() / 2)
+            .unwrap_or(u32::MAX)
+            .max(ELECTION_TIMEOUT_MS);
+        ((election / 10).max(HEARTBEAT_MS), election)
+    }
+
     /// The arguments of `etcd` for this member.
     pub fn args(&self) -> Vec<OsString> {
         let initial: Vec<String> = self
@@ -95,9 +108,10 @@ impl Member {
         // A member that is gone is noticed, and etcd's own leader replaced, within half a
         // second to a second rather than one to two: a master's failover waits for it
         // before the dead leader's lease can run out. Ten times a LAN's round trip and
-        // more; a WAN between masters wants the defaults (100 ms, 1 s) back.
-        flag("heartbeat-interval", HEARTBEAT_MS.to_string().into());
-        flag("election-timeout", ELECTION_TIMEOUT_MS.to_string().into());
+        // more; a WAN between masters wants the defaults (100 ms, 1 s) back: a 2 s lease.
+        let (heartbeat, election) = self.timing();
+        flag("heartbeat-interval", heartbeat.to_string().into());
+        flag("election-timeout", election.to_string().into());
         flag("max-txn-ops", MAX_TXN_OPS.to_string().into());
         flag("max-request-bytes", MAX_REQUEST_BYTES.to_string().into());
         flag("auto-compaction-mode", "periodic".into());
@@ -105,5 +119,41 @@ impl Member {
         // The master logs what etcd says; warnings and errors are what matter there.
         flag("log-level", "warn".into());
         args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn member(pace: Duration) -> Member {
+        Member {
+            name: "m1".into(),
+            data_dir: "/d".into(),
+            client_url: "https://10.0.0.1:2379".into(),
+            peer_url: "https://10.0.0.1:2380".into(),
+            initial_cluster: vec![("m1".into(), "https://10.0.0.1:2380".into())],
+            state: ClusterState::New,
+            tls: MemberTls {
+                ca: "/ca".into(),
+                cert: "/c".into(),
+                key: "/k".into(),
+            },
+            pace,
+        }
+    }
+
+    #[test]
+    fn etcd_timing_follows_the_lease_and_is_never_faster_than_at_one_second() {
+        assert_eq!(member(Duration::from_secs(1)).timing(), (50, 500));
+        assert_eq!(member(Duration::from_millis(200)).timing(), (50, 500));
+        assert_eq!(member(Duration::from_secs(6)).timing(), (300, 3000));
+        let args = member(Duration::from_secs(6)).args();
+        assert!(
+            args.contains(&"--heartbeat-interval=300".into()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--election-timeout=3000".into()), "{args:?}");
     }
 }
