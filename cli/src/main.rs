@@ -182,6 +182,16 @@ enum Command {
     /// pull from them (a node's registries.toml still wins).
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// The cluster's masters, when it has several (`cloudos status` lists them).
+    #[command(subcommand)]
+    Master(MasterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MasterCommand {
+    /// Remove master NAME from the masters: its etcd member leaves the cluster and it stops.
+    /// Refused when the others would be left without a quorum.
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -843,6 +853,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Secret(SecretCommand::List) => commands::secrets::list(&ctx).await,
         Command::Secret(SecretCommand::Rm { name }) => commands::secrets::remove(&ctx, &name).await,
+        Command::Master(MasterCommand::Remove { name }) => {
+            commands::masters::remove(&ctx, &name).await
+        }
         Command::Registry(RegistryCommand::Login {
             registry,
             username,

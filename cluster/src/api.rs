@@ -35,6 +35,8 @@ pub mod paths {
     pub const RENEW: &str = "/v1/renew";
     /// A master joins the masters (a master token, no client certificate).
     pub const MASTER_JOIN: &str = "/v1/masters/join";
+    /// `DELETE <MASTERS>/<name>`: an admin removes a master from the masters.
+    pub const MASTERS: &str = "/v1/masters";
     /// `POST` [`super::Heartbeat`]; node certificate. A fallback for agents that cannot
     /// hold [`AGENT_CONNECT`] open; the connection is the normal way.
     pub const HEARTBEAT: &str = "/v1/heartbeat";

@@ -781,6 +781,13 @@ impl ApiClient {
         self.call(Method::PUT, &path, Some(body)).await
     }
 
+    /// `DELETE /v1/masters/<name>`: removes a master from the masters (its etcd member
+    /// leaves; it stops).
+    pub async fn remove_master(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::MASTERS, path_segment(name)?);
+        self.call_no_answer(Method::DELETE, &path).await
+    }
+
     /// `DELETE /v1/volumes/<name>`: forgets the volume; its node deletes its data.
     pub async fn remove_volume(&self, name: &str) -> Result<(), ClientError> {
         let path = format!("{}/{}", paths::VOLUMES, path_segment(name)?);

@@ -53,6 +53,8 @@ pub enum MasterError {
     HaFile(#[from] super::ha::file::HaFileError),
     #[error("this master lost its leadership (its lease ran out: it was paused, or cut off from the other masters); it stops, and starts again as a follower")]
     LostLeadership,
+    #[error("this master was removed from the cluster's masters (`cloudos master remove`): it stops, and does not start again on its ha.json")]
+    Removed,
     #[error("the container_range {containers} and the service_range {services} overlap: a service's address would be a container's; choose ranges apart")]
     Ranges {
         containers: cloudos_cluster::subnets::ClusterRange,

@@ -264,7 +264,7 @@ pub fn serve(
         .thread_name("master")
         .build()
         .map_err(MasterError::Runtime)?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let mut master = Master::open(config).await?;
         master.token_output = output;
         match master.take_bootstrap_token() {
@@ -281,7 +281,11 @@ pub fn serve(
         }
         master.run(stop_signal()).await?;
         Ok(())
-    })
+    });
+    // A blocking task that does not end by itself (a campaign still waiting to lead when
+    // the master was removed) must not keep the process: what is left gets two seconds.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    served
 }
 
 /// SIGTERM (the supervisor or systemd stopping us) or Ctrl-C.

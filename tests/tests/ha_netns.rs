@@ -61,6 +61,7 @@ fn write_ha_files(lab: &Lab) {
                 Founding::Join
             },
             lease_secs: None,
+            removed: false,
             member: Some(MemberFile {
                 name: name.clone(),
                 client_url: format!("https://{}:2379", ip(n)),
@@ -414,7 +415,41 @@ fn a_master_on_its_own_grows_to_three_and_loses_nothing() {
         Some(&h4.addr(9443)),
     );
     alice.wait_node("node-6", NodeState::Ready, Duration::from_secs(30));
-    drop((second, third));
+
+    // An admin removes m4: its member leaves etcd, it stops by itself and does not start
+    // again on its ha.json; the two left go on taking writes.
+    let unknown = alice.fails(&["master", "remove", "m9"]);
+    assert!(unknown.contains("no master named"), "{unknown}");
+    let mut third = third;
+    alice.ok(&["master", "remove", "m4"]);
+    lab.wait_for("m4 stopping by itself", Duration::from_secs(30), || {
+        (!third.running()).then_some(())
+    });
+    assert!(
+        third
+            .stderr()
+            .contains("was removed from the cluster's masters"),
+        "{}",
+        third.stderr()
+    );
+    lab.wait_for("two etcd members left", Duration::from_secs(30), || {
+        let status = alice.status();
+        let members = status["etcd"].as_array().map_or(0, Vec::len);
+        (members == 2).then_some(())
+    });
+    alice.token("compute", &[]);
+    let mut again = spawn_master(&lab, &h4, "m4", &etcd, &[]);
+    lab.wait_for(
+        "the removed m4 refusing to start",
+        Duration::from_secs(30),
+        || (!again.running()).then_some(()),
+    );
+    assert!(
+        again.stderr().contains("does not start again"),
+        "{}",
+        again.stderr()
+    );
+    drop((second, third, again));
 }
 
 /// How many task creations each backend's latency is measured over.

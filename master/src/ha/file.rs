@@ -38,6 +38,8 @@ pub enum HaFileError {
     },
     #[error("this master runs an etcd member but knows no etcd program; give it with --etcd-binary (the appliance finds its own)")]
     NoProgram,
+    #[error("this master was removed from the cluster's masters (`cloudos master remove`), so it does not start again; to make it a master again, move {path} away with the rest of <data>/master and join it with a new master token")]
+    Removed { path: PathBuf },
 }
 
 /// This master's place among the masters.
@@ -62,6 +64,10 @@ pub struct HaFile {
     /// failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u64>,
+    /// Set when an admin removed this master from the masters (`cloudos master remove`):
+    /// it does not start again on this file. Its etcd member is gone from the cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 /// Who puts the cluster's state into a new etcd cluster.
@@ -143,6 +149,11 @@ impl HaFile {
         data_dir: &Path,
         program: Option<&EtcdProgram>,
     ) -> Result<HaConfig, HaFileError> {
+        if self.removed {
+            return Err(HaFileError::Removed {
+                path: HaFile::path(data_dir),
+            });
+        }
         let etcd_dir = data_dir.join("master").join("etcd");
         let lease = self.lease_secs.map_or(DEFAULT_LEASE, |secs| {
             std::time::Duration::from_secs(secs.max(1))
@@ -221,6 +232,7 @@ mod tests {
             advertise: "10.0.0.1:9443".into(),
             founding: Founding::Join,
             lease_secs: None,
+            removed: false,
             member: member.then(|| MemberFile {
                 name: "m1".into(),
                 client_url: "https://10.0.0.1:2379".into(),

@@ -237,6 +237,7 @@ fn write_own_file(
         }),
         founding: Founding::Migrate,
         lease_secs: None,
+        removed: false,
     };
     file.save(&state.config.data_dir)
         .map_err(|e| ApiError::Internal(e.to_string()))

@@ -20,6 +20,7 @@ pub mod grow;
 pub mod health;
 pub mod masters;
 pub mod member;
+pub mod shrink;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,8 +162,31 @@ fn found(store: &EtcdStore, founding: Founding, data_dir: &Path) -> Result<(), M
     }
 }
 
-/// Follows until elected, then leads until `shutdown` or until the leadership is lost.
+/// Follows until elected, then leads until `shutdown`, until the leadership is lost, or
+/// until an admin removes this master from the masters ([`shrink::watch`]).
 pub async fn run(
+    ha: Ha,
+    follower: Arc<MasterState>,
+    listener: Arc<TcpListener>,
+    output: TokenOutput,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MasterError> {
+    let removed = match &ha.config.member {
+        Some((_, member)) => futures::future::Either::Left(shrink::watch(
+            Arc::clone(&ha.store),
+            member.peer_url.clone(),
+            follower.config.data_dir.clone(),
+        )),
+        // A master without a member of its own (etcd apart) is not removed this way.
+        None => futures::future::Either::Right(std::future::pending()),
+    };
+    tokio::select! {
+        done = serve(ha, follower, listener, output, shutdown) => done,
+        e = removed => Err(e),
+    }
+}
+
+async fn serve(
     ha: Ha,
     follower: Arc<MasterState>,
     listener: Arc<TcpListener>,

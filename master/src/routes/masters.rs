@@ -1,12 +1,14 @@
 //! `POST /v1/masters/join`: a master joins the masters (see `ha::grow`). Anonymous with a
 //! master token, rate-limited per address like a node's join.
+//! `DELETE /v1/masters/{name}`: an admin removes a master (see `ha::shrink`).
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::{Extension, Json};
 use cloudos_cluster::api::{MasterJoinRequest, MasterJoinResponse};
 
+use super::caller::AdminCaller;
 use super::extract::ApiJson;
 use super::join::{note_refusal, refuse_if_limited};
 use super::AppState;
@@ -43,4 +45,15 @@ pub async fn join(
             Err(e)
         }
     }
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let left = state
+        .blocking(move |s| crate::ha::shrink::remove(s, &name))
+        .await?;
+    Ok(Json(serde_json::json!({ "masters_left": left })))
 }

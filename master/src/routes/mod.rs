@@ -61,6 +61,7 @@ const SERVICE_SCALE: &str = "/v1/services/{name}/scale";
 const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
 /// `PUT` makes a named volume or sets its size limit; `DELETE` removes it.
 const VOLUME: &str = "/v1/volumes/{name}";
+const MASTER: &str = "/v1/masters/{name}";
 /// `DELETE` removes a secret.
 const SECRET: &str = "/v1/secrets/{name}";
 const REGISTRY: &str = "/v1/registries/{registry}";
@@ -180,6 +181,7 @@ fn routes() -> Routes {
         Access::Public,
         post(masters::join),
     )
+    .add("delete", MASTER, Access::Admin, delete(masters::remove))
     .add(
         "get",
         paths::AGENT_CONNECT,

@@ -88,6 +88,7 @@ pub fn join_if_new(
         }),
         founding: Founding::Join,
         lease_secs: None,
+        removed: false,
     };
     file.save(data_dir)?;
     log::info!(
