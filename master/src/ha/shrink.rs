@@ -82,10 +82,7 @@ pub async fn watch(store: Arc<EtcdStore>, peer_url: String, data_dir: PathBuf) -
         let s = Arc::clone(&store);
         let listed = tokio::task::spawn_blocking(move || s.members()).await;
         let Ok(Ok(members)) = listed else { continue };
-        if members
-            .iter()
-            .any(|m| m.peer_urls.iter().any(|u| *u == peer_url))
-        {
+        if members.iter().any(|m| m.peer_urls.contains(&peer_url)) {
             missing = 0;
             continue;
         }
