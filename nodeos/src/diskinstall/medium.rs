@@ -36,6 +36,24 @@ const MAX_ANSWER_BYTES: u64 = 64 << 10;
 /// How long fetching an answer file may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a live boot's medium may take to show up: its driver (a CD drive's, a USB
+/// stick's) loads with the devices found at boot, after the services started.
+const MEDIUM_WAIT: Duration = Duration::from_secs(90);
+
+/// Whether the CloudOS medium is (or within [`MEDIUM_WAIT`] becomes) attached.
+pub fn appears() -> bool {
+    let deadline = std::time::Instant::now() + MEDIUM_WAIT;
+    loop {
+        if boot_medium().is_some() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// The kernel name of the disk holding the live medium (`sr0`, or `sdb` for a stick).
 pub fn boot_medium() -> Option<String> {
     let (device, _) = find_labelled(MEDIUM_LABEL).into_iter().next()?;

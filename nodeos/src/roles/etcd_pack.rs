@@ -92,7 +92,8 @@ pub fn program(data_dir: &Path, booted: Option<Slot>) -> Result<EtcdProgram, Pac
             })?;
         return unpack_checked(&boot.dir, &dest);
     }
-    if medium::boot_medium().is_some() {
+    // A live boot: the medium's driver may load after the master started.
+    if medium::appears() {
         let live = medium::mount_medium().map_err(|e| PackError::Io {
             path: PathBuf::from(medium::MEDIUM_LABEL),
             source: std::io::Error::other(format!("{e:#}")),

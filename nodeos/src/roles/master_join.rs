@@ -41,7 +41,7 @@ pub fn join_if_new(
     let token: Token = token.trim().parse().context("the master token")?;
     let address = match advertise {
         Some(ip) => ip,
-        None => route_to(master)?,
+        None => route_when_up(master)?,
     };
     let key = NodeKey::generate()?;
     let request = MasterJoinRequest {
@@ -96,6 +96,24 @@ pub fn join_if_new(
         answer.cluster_name
     );
     Ok(())
+}
+
+/// [`route_to`], waiting up to [`JOIN_FOR`] for a route: at boot the network may not have
+/// its address yet (DHCP).
+fn route_when_up(master: &str) -> anyhow::Result<IpAddr> {
+    let deadline = std::time::Instant::now() + JOIN_FOR;
+    loop {
+        match route_to(master) {
+            Ok(ip) => return Ok(ip),
+            Err(e) if std::time::Instant::now() < deadline => {
+                log::debug!("no route to {master} yet: {e:#}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => {
+                return Err(e.context(format!("finding this machine's address towards {master}")))
+            }
+        }
+    }
 }
 
 /// This machine's address on the way to `master` (`host:port`): the source address the

@@ -8,7 +8,6 @@
 //! third part. `Releases::offer` assembles the bundle and checks it in full, as an upload.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use cloudos_cluster::api::ReleaseInfo;
 use cloudos_master::releases::Releases;
@@ -44,7 +43,7 @@ pub fn offer_running(data_dir: &Path, booted: Option<Slot>) -> anyhow::Result<Op
             releases.offer(&slot::slot_dir(esp.path(), booted), nodeos)?
         }
         // Booted by a boot loader's -kernel, or from the network: no system to offer.
-        None if !medium_appears() => {
+        None if !medium::appears() => {
             log::info!("this master booted neither a slot nor a CloudOS medium: it offers no release of its own");
             None
         }
@@ -54,24 +53,6 @@ pub fn offer_running(data_dir: &Path, booted: Option<Slot>) -> anyhow::Result<Op
         }
     };
     Ok(offered)
-}
-
-/// How long a live boot's medium may take to show up: its driver (a CD drive's, a USB
-/// stick's) loads with the devices found at boot, after the master started.
-const MEDIUM_WAIT: Duration = Duration::from_secs(90);
-
-/// Whether the CloudOS medium is (or within [`MEDIUM_WAIT`] becomes) attached.
-fn medium_appears() -> bool {
-    let deadline = Instant::now() + MEDIUM_WAIT;
-    loop {
-        if medium::boot_medium().is_some() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
 }
 
 /// [`offer_running`] in the background, said in the log: a master serves at once, and one
