@@ -63,6 +63,7 @@ TABLE=$(cat <<TABLE
 | \`nodeos\` static binary | $(size_of target/x86_64-unknown-linux-musl/release/nodeos) | $(size_of target/aarch64-unknown-linux-musl/release/nodeos) |
 | kernel (Debian 6.1) | $(size_of out/x86_64/vmlinuz) | $(size_of out/aarch64/vmlinuz) |
 | initramfs (nodeos + modules + CA bundle) | $(size_of out/x86_64/initramfs.img) | $(size_of out/aarch64/initramfs.img) |
+| etcd pack (masters among several only) | $(size_of out/x86_64/etcd.tar.zst) | $(size_of out/aarch64/etcd.tar.zst) |
 | live ISO | $(size_of "out/cloudos-*-x86_64.iso") | $(size_of "out/cloudos-*-arm64.iso") |
 | Raspberry Pi SD image (sparse file size) | – | $(size_of "out/cloudos-*-rpi.img") |
 TABLE

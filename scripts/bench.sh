@@ -72,6 +72,7 @@ TABLE=$(cat <<TABLE
 | PID 1 resident memory at ready | ${rss_med} kB |
 | \`nodeos\` static binary | $(mib "$(size "$NODEOS_BIN")") MiB |
 | initramfs (nodeos + modules + CA bundle) | $(mib "$(size "$OUT/initramfs.img")") MiB |
+| etcd pack beside the initramfs (masters among several only) | $(mib "$(size "$OUT/etcd.tar.zst")") MiB |
 | ISO (BIOS + UEFI, hybrid) | $(mib "$(size "$ISO")") MiB |
 TABLE
 )

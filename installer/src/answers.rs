@@ -22,6 +22,10 @@
 //! dns = ["10.0.0.1"]
 //! ```
 //!
+//! A master added to the masters of a running cluster (`mode = "add-master"`): a token of
+//! role master (`cloudos token create --role master --ttl 1h`) and a master's address.
+//! The master joins at its first start; the token stays in its `config.toml` until then.
+//!
 //! A master restored from a backup (`cloudos backup create`) instead of a new cluster: the
 //! backup and a file whose first line is its passphrase, each `/path` on the live system or
 //! `LABEL=NAME:/path` on a partition (a USB stick, the config disk). Give it the address the
@@ -97,6 +101,9 @@ pub enum RoleAnswers {
     /// A master that restores this backup (its cluster, CA, nodes, admins) instead of
     /// creating a cluster.
     Restore(RestoreAnswers),
+    /// A master added to the masters of a running cluster: at its first start it joins
+    /// the master at `master` (`host:port`) with `token`, of role master.
+    AddMaster { token: Token, master: String },
 }
 
 impl RoleAnswers {
@@ -106,6 +113,7 @@ impl RoleAnswers {
             RoleAnswers::Master { .. } => "master",
             RoleAnswers::Compute { .. } => "compute",
             RoleAnswers::Restore(_) => "restore",
+            RoleAnswers::AddMaster { .. } => "add-master",
         }
     }
 }
@@ -201,13 +209,17 @@ impl Answers {
 
         let mode = raw.mode.ok_or(AnswerError::Missing {
             key: "mode",
-            hint: "write mode = \"master\", mode = \"compute\" or mode = \"restore\"",
+            hint: "write mode = \"master\", mode = \"compute\", mode = \"restore\" or \
+                   mode = \"add-master\"",
         })?;
         let mode_name = mode.get_ref().as_str();
-        if !["master", "compute", "restore"].contains(&mode_name) {
+        if !["master", "compute", "restore", "add-master"].contains(&mode_name) {
             return Err(invalid(
                 "mode",
-                format!("is {mode_name:?}; use \"master\", \"compute\" or \"restore\""),
+                format!(
+                    "is {mode_name:?}; use \"master\", \"compute\", \"restore\" or \
+                     \"add-master\""
+                ),
                 mode.span(),
             ));
         }
@@ -288,6 +300,30 @@ impl Answers {
                     passphrase: PassphraseSource::File(pass),
                 })
             }
+            "add-master" => {
+                // The cluster, its name and its masters' settings come from the masters.
+                role_keys
+                    .refuse(&["cluster", "workloads", "backup", "passphrase_file"])
+                    .map_err(|(key, role, span)| only_for(key, role, span))?;
+                let token = raw.token.ok_or(AnswerError::Missing {
+                    key: "token",
+                    hint: "a master joins the masters with a token of role master; create one \
+                           with `cloudos token create --role master --ttl 1h`",
+                })?;
+                let parsed = check_token(token.get_ref())
+                    .map_err(|why| invalid("token", why, token.span()))?;
+                let master = raw.master.as_ref().ok_or(AnswerError::Missing {
+                    key: "master",
+                    hint: "the address of a master of the cluster, as in \
+                           master = \"10.0.0.1:9443\"",
+                })?;
+                let master = parse_master_address(master.get_ref())
+                    .map_err(|why| invalid("master", why, master.span()))?;
+                RoleAnswers::AddMaster {
+                    token: parsed,
+                    master,
+                }
+            }
             _ => {
                 role_keys
                     .refuse(&["cluster", "workloads", "backup", "passphrase_file"])
@@ -360,6 +396,10 @@ impl Answers {
                     let _ = writeln!(text, "master = {}", toml_string(master));
                 }
             }
+            RoleAnswers::AddMaster { token, master } => {
+                let _ = writeln!(text, "token = {}", toml_string(&token.to_string()));
+                let _ = writeln!(text, "master = {}", toml_string(master));
+            }
             RoleAnswers::Restore(restore) => {
                 let _ = writeln!(text, "backup = {}", toml_string(&restore.backup));
                 // A typed passphrase is never written; a file is named.
@@ -407,7 +447,9 @@ impl Answers {
     pub fn node_settings(&self) -> Settings {
         let mut settings = Settings {
             role: match self.role {
-                RoleAnswers::Master { .. } | RoleAnswers::Restore(_) => NodeRole::Master,
+                RoleAnswers::Master { .. }
+                | RoleAnswers::Restore(_)
+                | RoleAnswers::AddMaster { .. } => NodeRole::Master,
                 RoleAnswers::Compute { .. } => NodeRole::Compute,
             },
             hostname: Some(self.hostname.clone()),
@@ -443,6 +485,10 @@ impl Answers {
                 settings.token = Some(Secret::new(token.to_string()));
                 settings.master = master.clone();
             }
+            RoleAnswers::AddMaster { token, master } => {
+                settings.token = Some(Secret::new(token.to_string()));
+                settings.master = Some(master.clone());
+            }
             // Restored into the data partition at install time: the settings need not
             // name the backup, and the master reads its cluster from the restored store.
             RoleAnswers::Restore(_) => {}
@@ -452,8 +498,9 @@ impl Answers {
 
     /// The `config.toml` the installed node reads from its data partition, written by the
     /// node settings model (`role`, `hostname`, `net`, …; lists joined by commas, as the
-    /// host install's `render_config` writes them). The join token is not written:
-    /// it is used once, by the install's first join, and would otherwise sit on the disk.
+    /// host install's `render_config` writes them). The join token is not written here:
+    /// the disk install adds it last (the node's first start joins with it, then deletes
+    /// it from the file), and a copy of the file must not carry it.
     /// `net` is written even for DHCP, the default: it is what the person chose.
     pub fn to_settings_toml(&self) -> String {
         let mut settings = self.node_settings();
@@ -780,6 +827,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_added_master_keeps_its_token_for_its_first_start_and_needs_a_master() {
+        let file = format!(
+            "mode = \"add-master\"\nhostname = \"m2\"\ndisk = \"/dev/vda\"\nwipe = true\n\
+             token = \"{}\"\nmaster = \"10.0.0.1\"\n",
+            a_token()
+        );
+        let a = Answers::from_toml(&file).expect("valid");
+        let RoleAnswers::AddMaster { token, master } = &a.role else {
+            panic!("not an added master: {a:?}")
+        };
+        assert_eq!(token.to_string(), a_token());
+        assert_eq!(master, "10.0.0.1:9443");
+        assert_eq!(Answers::from_toml(&a.to_answer_toml()).expect("again"), a);
+        // The installed node's settings: a master that joins with the token at first start.
+        let settings = a.node_settings();
+        assert_eq!(settings.role, NodeRole::Master);
+        assert_eq!(
+            settings.token.as_ref().map(|t| t.expose()),
+            Some(a_token().as_str())
+        );
+        assert_eq!(settings.master.as_deref(), Some("10.0.0.1:9443"));
+        let text = a.to_settings_toml();
+        assert!(text.contains("master = \"10.0.0.1:9443\""), "{text}");
+        assert!(!text.contains(&a_token()), "{text}");
+        // Without a master, or with a new cluster's keys: refused, with the key named.
+        let no_master = file.replace("master = \"10.0.0.1\"\n", "");
+        let err = Answers::from_toml(&no_master).unwrap_err();
+        assert!(
+            matches!(err, AnswerError::Missing { key: "master", .. }),
+            "{err}"
+        );
+        let err = Answers::from_toml(&format!("{file}cluster = \"lab\"\n")).unwrap_err();
+        assert!(err.to_string().contains("cluster"), "{err}");
+    }
+
+    #[test]
     fn a_minimal_master_gets_the_defaults() {
         let a = Answers::from_toml(
             "mode = \"master\"\nhostname = \"m1\"\ndisk = \"/dev/nvme0n1\"\nwipe = true\n",
@@ -839,7 +922,7 @@ pub(crate) mod tests {
             ("not toml at all".into(), &["not valid"]),
             (
                 base.replace("mode = \"master\"\n", ""),
-                &["`mode` is required", "\"master\", mode = \"compute\" or"],
+                &["`mode` is required", "\"master\", mode = \"compute\", mode = \"restore\" or"],
             ),
             (
                 base.replace("\"master\"", "\"worker\""),

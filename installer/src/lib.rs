@@ -138,7 +138,11 @@ fn check_network_and_role(
         .check_network(&answers.network)
         .map_err(InstallError::Network)?;
     match &answers.role {
-        RoleAnswers::Master { .. } | RoleAnswers::Restore(_) => Ok(None),
+        // An added master's join is checked by the masters at its first start (a master
+        // token is refused by a node's join check).
+        RoleAnswers::Master { .. } | RoleAnswers::Restore(_) | RoleAnswers::AddMaster { .. } => {
+            Ok(None)
+        }
         RoleAnswers::Compute { token, master } => {
             let choice = match master {
                 Some(address) => MasterChoice::Typed(address.clone()),

@@ -598,6 +598,10 @@ fn summary_lines(answers: &Answers) -> String {
         RoleAnswers::Restore(restore) => {
             format!("master restoring the backup {}", restore.backup)
         }
+        RoleAnswers::AddMaster { token, master } => format!(
+            "master added to the masters of {master} with token {}",
+            token.id()
+        ),
     };
     let network = match &answers.network {
         NetworkAnswers::Dhcp => "DHCP".to_owned(),
@@ -631,6 +635,10 @@ fn first_start_note(answers: &Answers) -> &'static str {
              one-use admin token on this console (`cloudos login --token ...`).\n"
         }
         RoleAnswers::Compute { .. } => "",
+        RoleAnswers::AddMaster { .. } => {
+            "At its first start the master joins the masters, receives the cluster through\n\
+             etcd and serves the same API; no new admin token.\n"
+        }
         RoleAnswers::Restore(_) => {
             "The backup is restored into the new disk as it is installed. At its first start\n\
              the master serves the same cluster: its nodes reconnect with the certificates\n\

@@ -99,7 +99,8 @@ fn mkrelease(args: &[&str]) {
 }
 
 /// Signs a bundle of `version` around `nodeos` (stamped with it) with the development key,
-/// as the build does; the kernel and initramfs are this build's (a host does not use them).
+/// as the build does; the kernel, initramfs and etcd pack are this build's (a host does not
+/// use them).
 fn bundle(dir: &Path, version: &str, nodeos: &Path) -> PathBuf {
     let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
     let output = dir.join(format!("cloudos-{version}-x86_64.bundle"));
@@ -119,6 +120,8 @@ fn bundle(dir: &Path, version: &str, nodeos: &Path) -> PathBuf {
         &path(&artifacts::initramfs(Arch::X86_64).unwrap_or_else(|e| panic!("{e}"))),
         "--nodeos",
         &path(nodeos),
+        "--etcd",
+        &path(&artifacts::out_dir().join("x86_64/etcd.tar.zst")),
         "--output",
         &path(&output),
     ]);

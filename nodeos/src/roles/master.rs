@@ -353,6 +353,8 @@ pub fn run_service(settings: &Settings) -> anyhow::Result<()> {
             None,
             config.listen.port(),
         )?;
+        // Used: a master never joins again, and the token must not rest on the disk.
+        crate::settings::forget_token_in(std::path::Path::new(crate::settings::CONFIG_FILE));
     }
     // A master among several runs its etcd member from the pack of the system it booted,
     // unpacked on its data partition; a master on its own never touches it.
