@@ -183,7 +183,7 @@ where
 {
     // Three missed answers in a row: the connection is dead even if TCP has not noticed
     // (a master that lost power sends no FIN).
-    let silence_limit = interval * 3 + Duration::from_secs(5);
+    let silence_limit = cloudos_cluster::api::agent_silence_limit(interval);
     let mut last_heard = Instant::now();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -879,6 +879,15 @@ pub struct ReleaseList {
     pub development_key: bool,
 }
 
+/// How long an agent hears nothing from its master before it calls the connection dead
+/// and connects again (to another master, when it knows several): three missed answers
+/// and some slack, for a master that lost power and sends no FIN. A master that starts
+/// leading gives its nodes this long, and its own `not_ready_after`, to connect before
+/// their silence counts (`master::health`).
+pub fn agent_silence_limit(heartbeat_interval: std::time::Duration) -> std::time::Duration {
+    heartbeat_interval * 3 + std::time::Duration::from_secs(5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,16 @@ impl MasterConfig {
         (self.not_ready_after / PINGS_PER_LIMIT).max(Duration::from_millis(100))
     }
 
+    /// How long a master that starts leading (a master's start, a new leader after a
+    /// failover) lets nodes connect before their silence counts: an agent whose master
+    /// stalled or died notices after [`agent_silence_limit`] and connects again, and
+    /// until then its work must not be given up as lost.
+    ///
+    /// [`agent_silence_limit`]: cloudos_cluster::api::agent_silence_limit
+    pub fn takeover_grace(&self) -> Duration {
+        cloudos_cluster::api::agent_silence_limit(self.heartbeat_interval) + self.not_ready_after
+    }
+
     /// The silence after which a node that only posts heartbeats is NotReady.
     pub fn not_ready_without_connection(&self) -> Duration {
         (self.heartbeat_interval * MISSED_HEARTBEATS).max(self.not_ready_after)

@@ -44,7 +44,7 @@ pub async fn save(state: &Arc<MasterState>, which: Unsaved) {
 /// A master that was itself stopped (a stalled machine, a suspended VM) comes back to
 /// find every node silent, though their answers wait unread in its sockets: after a
 /// sweep comes far later than due, nodes get one `not_ready_after` to be heard before
-/// silence counts again.
+/// silence counts again. A master that starts leading gives them its takeover grace.
 pub async fn run(state: Arc<MasterState>) {
     let not_ready_after = state.config.not_ready_after;
     let period =
@@ -53,6 +53,14 @@ pub async fn run(state: Arc<MasterState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = Instant::now();
     let mut last_sweep = Instant::now();
+    // Leading starts: nodes still connected to a master that stalled or died find this
+    // one first (see `MasterConfig::takeover_grace`). A node heard since is judged as ever.
+    let grace = state.config.takeover_grace();
+    state.roster.grant_grace(Instant::now() + grace);
+    log::info!(
+        "nodes get {}s to connect to this master before their silence counts",
+        grace.as_secs()
+    );
     let mut quiet_until: Option<Instant> = None;
     loop {
         tick.tick().await;

@@ -98,6 +98,8 @@ struct Entry {
     /// The node's end of the mesh, from its last hello: kept in memory only, since every
     /// node says it again when it reconnects to a master that restarted.
     mesh: Option<MeshEnd>,
+    /// Heard from (a connection, a heartbeat) since this master started leading.
+    heard: bool,
 }
 
 /// A node's end of the mesh: what its hello said and where its connection came from.
@@ -155,6 +157,9 @@ fn drifting(skew_secs: f64) -> bool {
 pub struct Roster {
     nodes: Mutex<HashMap<String, Entry>>,
     next_conn: AtomicU64,
+    /// Until then, a node not heard from since this master started leading is not
+    /// judged by its silence ([`Roster::grant_grace`]).
+    grace_until: Mutex<Option<Instant>>,
 }
 
 impl Roster {
@@ -183,6 +188,7 @@ impl Roster {
                     dirty: false,
                     changed: false,
                     mesh: None,
+                    heard: false,
                 };
                 (entry.record.name.clone(), entry)
             })
@@ -190,7 +196,15 @@ impl Roster {
         Roster {
             nodes: Mutex::new(nodes),
             next_conn: AtomicU64::new(1),
+            grace_until: Mutex::new(None),
         }
+    }
+
+    /// Until `until`, nodes not heard from since the roster was loaded are not made
+    /// NotReady for their silence: their agents may still be on a master that stalled or
+    /// died, and connect here once they notice.
+    pub fn grant_grace(&self, until: Instant) {
+        *self.grace_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -268,6 +282,8 @@ impl Roster {
             dirty: false,
             changed: false,
             mesh: None,
+            // It joined this master just now.
+            heard: true,
         };
         self.lock()
             .insert(entry.record.name.clone(), entry)
@@ -376,6 +392,7 @@ impl Roster {
         let entry = nodes.get_mut(name)?;
         entry.conn = Some(Conn { id, control: tx });
         entry.last_heartbeat = Instant::now();
+        entry.heard = true;
         entry.record.last_seen = now;
         if !hello.address.is_empty() {
             entry.record.address = hello.address.clone();
@@ -464,6 +481,7 @@ impl Roster {
         let mut nodes = self.lock();
         let entry = nodes.get_mut(name).ok_or(())?;
         entry.last_heartbeat = Instant::now();
+        entry.heard = true;
         entry.record.last_seen = now;
         let mut telemetry = telemetry;
         // What a node claims to have is believed only within sane bounds.
@@ -530,10 +548,16 @@ impl Roster {
         not_ready_after: Duration,
         without_connection: Duration,
     ) -> Vec<Transition> {
+        let graced = self
+            .grace_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| now < until);
         let mut nodes = self.lock();
         nodes
             .values_mut()
             .filter(|e| e.record.state == NodeState::Ready)
+            .filter(|e| !graced || e.heard)
             .filter_map(|e| {
                 let silent = now.saturating_duration_since(e.last_heartbeat);
                 let limit = if e.conn.is_some() {
@@ -635,6 +659,28 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A new leader: nodes whose agents are still on the master that died are not made
+    /// NotReady before they could notice and connect here; a node heard is judged as ever.
+    #[test]
+    fn a_new_leader_gives_unheard_nodes_time_to_connect() {
+        let mut ready = record("n1");
+        ready.state = NodeState::Ready;
+        let mut other = record("n2");
+        other.state = NodeState::Ready;
+        let r = Roster::new(vec![ready, other]);
+        let start = Instant::now();
+        r.grant_grace(start + Duration::from_secs(10));
+        let (two, six) = (Duration::from_secs(2), Duration::from_secs(6));
+        r.connect("n2", &hello(), OffsetDateTime::now_utc())
+            .expect("registered");
+        let swept = r.sweep(start + Duration::from_secs(8), two, six);
+        let names: Vec<&str> = swept.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["n2"], "only the node heard since is judged");
+        let swept = r.sweep(start + Duration::from_secs(11), two, six);
+        let names: Vec<&str> = swept.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["n1"], "once the grace is over, silence counts");
     }
 
     #[test]

@@ -65,6 +65,17 @@ impl Proc {
         status
     }
 
+    /// Sends `signal` and does not wait: SIGSTOP and SIGCONT pause and resume it (a machine
+    /// that stalls).
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill takes a pid and a signal number and touches no memory.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+    }
+
     /// Waits up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let status = wait_child(self.child.as_mut()?, timeout);

@@ -652,3 +652,218 @@ fn ha_bench() {
     );
     println!("BENCH-TABLE-END");
 }
+
+/// The registry on the bridge's host side the chaos test's agents pull from.
+const REGISTRY: &str = "10.77.0.1:5000";
+const BUSYBOX: &str = "10.77.0.1:5000/lab/busybox:1";
+/// Submissions in the chaos test, half from each admin.
+const SUBMISSIONS: usize = 300;
+/// One submission in this many is a service; the others are tasks.
+const SERVICE_EVERY: usize = 15;
+
+/// What an admin's CLI said it did: the tasks (by id) and the services (by name) whose
+/// creation was acknowledged, and how many submissions failed (no master answered: not
+/// acknowledged, so either outcome is right).
+#[derive(Default)]
+struct Acknowledged {
+    tasks: Vec<String>,
+    services: Vec<String>,
+    refused: usize,
+}
+
+/// `count` submissions by `admin`, named after `who`; `done` counts every submission made.
+fn submit(
+    admin: &cloudos_tests::admin::Admin<'_>,
+    who: &str,
+    count: usize,
+    done: &std::sync::atomic::AtomicUsize,
+) -> Acknowledged {
+    let mut acked = Acknowledged::default();
+    for i in 0..count {
+        if i % SERVICE_EVERY == SERVICE_EVERY - 1 {
+            let name = format!("{who}-svc-{i}");
+            let out = admin.run(&["deploy", &name, BUSYBOX, "--", "sleep", "3600"]);
+            if out.status.success() {
+                acked.services.push(name);
+            } else {
+                acked.refused += 1;
+            }
+        } else {
+            let out = admin.run(&["run", BUSYBOX, "--", "true"]);
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.status.success() && !id.is_empty() {
+                acked.tasks.push(id);
+            } else {
+                acked.refused += 1;
+            }
+        }
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    acked
+}
+
+/// The master that answers `admin` (followers forward every request: the leader), if one
+/// answers.
+fn leading(admin: &cloudos_tests::admin::Admin<'_>) -> Option<String> {
+    let out = admin.run(&["status", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    status["master_name"].as_str().map(str::to_owned)
+}
+
+#[test]
+#[ignore = "issue 22, in progress: all 300 submissions are acknowledged, but after the paused master resumes the run does not finish (being debugged; see the session note)"]
+fn submissions_through_a_killed_leader_and_a_paused_master_are_all_kept_and_run() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some(lab) = Lab::new() else { return };
+    let Some(Three {
+        mut masters,
+        hosts,
+        etcd,
+        first,
+        token,
+    }) = Three::start(&lab)
+    else {
+        return;
+    };
+    let _registry = cloudos_tests::lab::busybox_registry(&lab.net, REGISTRY);
+    let alice = lab.admin("alice");
+    alice.log_in(&token, &hosts[first].addr(9443));
+    let bob_token = alice.token("admin", &["--ttl", "1h"]);
+    let bob = lab.admin("bob");
+    bob.log_in(&bob_token, &hosts[(first + 1) % MASTERS.len()].addr(9443));
+    let compute = alice.token("compute", &["--uses", "2"]);
+    let (h5, h6) = (lab.host(5), lab.host(6));
+    let agents: Vec<Proc> = [("node-5", &h5, first), ("node-6", &h6, (first + 2) % 3)]
+        .into_iter()
+        .map(|(name, host, via)| {
+            lab.agent_with(
+                name,
+                host,
+                &lab.path(name),
+                Some(&compute),
+                Some(&hosts[via].addr(9443)),
+                &["--no-metrics", "--insecure-registry", REGISTRY],
+            )
+        })
+        .collect();
+    for node in ["node-5", "node-6"] {
+        alice.wait_node(node, NodeState::Ready, Duration::from_secs(30));
+    }
+
+    // Two admins submit as fast as their CLIs go; a third of the way in the leader's
+    // machine dies (and comes back, as its supervisor would start it); two thirds in,
+    // the master that leads then is paused for 20 s.
+    let done = AtomicUsize::new(0);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| submit(&alice, "alice", SUBMISSIONS / 2, &done));
+        let b = s.spawn(|| submit(&bob, "bob", SUBMISSIONS / 2, &done));
+        lab.wait_for(
+            "a third of the submissions",
+            Duration::from_secs(120),
+            || (done.load(Ordering::Relaxed) >= SUBMISSIONS / 3).then_some(()),
+        );
+        masters[first].stop_with(libc::SIGKILL);
+        let name = format!("m{}", MASTERS[first]);
+        masters[first] = spawn_master(&lab, &hosts[first], &name, &etcd, &[]);
+        lab.wait_for(
+            "two thirds of the submissions",
+            Duration::from_secs(120),
+            || (done.load(Ordering::Relaxed) >= 2 * SUBMISSIONS / 3).then_some(()),
+        );
+        let paused = lab.wait_for("a leader to pause", Duration::from_secs(30), || {
+            let name = leading(&alice)?;
+            MASTERS.iter().position(|n| format!("m{n}") == name)
+        });
+        masters[paused].signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_secs(20));
+        masters[paused].signal(libc::SIGCONT);
+        (
+            a.join().expect("alice's submissions"),
+            b.join().expect("bob's submissions"),
+        )
+    });
+    let acked_tasks: Vec<&String> = a.tasks.iter().chain(&b.tasks).collect();
+    let acked_services: Vec<&String> = a.services.iter().chain(&b.services).collect();
+    eprintln!(
+        "acknowledged: {} tasks, {} services; not acknowledged: {}",
+        acked_tasks.len(),
+        acked_services.len(),
+        a.refused + b.refused
+    );
+    assert!(
+        acked_tasks.len() + acked_services.len() >= SUBMISSIONS / 2,
+        "most submissions should have been acknowledged"
+    );
+
+    // A master that lost its lease while paused stops (its supervisor would start it
+    // again): every master runs again, and one leads.
+    for (i, proc) in masters.iter_mut().enumerate() {
+        if !proc.running() {
+            let name = format!("m{}", MASTERS[i]);
+            *proc = spawn_master(&lab, &hosts[i], &name, &etcd, &[]);
+        }
+    }
+    // Every acknowledged task is there and runs to its end; every acknowledged service
+    // is there with its replica running: scheduling resumed.
+    let mut waiting = String::new();
+    let deadline = Instant::now() + scaled(Duration::from_secs(240));
+    let all_done = || -> Option<()> {
+        {
+            let ps = alice.json(&["ps", "-a", "-o", "json"]);
+            let tasks = ps["tasks"].as_array()?;
+            let state = |id: &str| {
+                tasks
+                    .iter()
+                    .find(|t| t["id"] == id)
+                    .and_then(|t| t["state"].as_str())
+                    .map(str::to_owned)
+            };
+            for id in &acked_tasks {
+                match state(id).as_deref() {
+                    Some("succeeded") => {}
+                    None => lab.fail(&format!("acknowledged task {id} is gone")),
+                    Some(_) => return None,
+                }
+            }
+            let services = ps["services"].as_array()?;
+            for name in &acked_services {
+                let Some(service) = services.iter().find(|s| s["name"] == name.as_str()) else {
+                    lab.fail(&format!("acknowledged service {name} is gone"));
+                };
+                let running = service["instances"]
+                    .as_array()
+                    .is_some_and(|i| i.iter().any(|r| r["state"] == "running"));
+                if !running {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    while all_done().is_none() {
+        if Instant::now() >= deadline {
+            let ps = alice.json(&["ps", "-a", "-o", "json"]);
+            let mut states = std::collections::BTreeMap::<String, Vec<String>>::new();
+            for t in ps["tasks"].as_array().into_iter().flatten() {
+                let id = t["id"].as_str().unwrap_or_default().to_owned();
+                if acked_tasks.iter().any(|a| **a == id) {
+                    let state = format!("{} {}", t["state"], t["reason"]);
+                    states.entry(state).or_default().push(id);
+                }
+            }
+            waiting = format!("{states:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    if !waiting.is_empty() {
+        lab.fail(&format!(
+            "not every acknowledged task succeeded in time; by state: {waiting}"
+        ));
+    }
+    // The agents are on a live master.
+    for node in ["node-5", "node-6"] {
+        alice.wait_node(node, NodeState::Ready, Duration::from_secs(30));
+    }
+    drop(agents);
+}

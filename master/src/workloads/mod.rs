@@ -330,15 +330,37 @@ where
     Ok(value)
 }
 
-/// [`commit`] for changes nobody waits on (the dispatch loop, a node's reports): a store
-/// failure is logged and the book stays as it was, to be tried again (the next pass, the
-/// node's next report or hello).
-fn commit_logged(state: &MasterState, what: &str, change: impl FnOnce(&mut Book) -> Effects) {
-    let result: Result<(), StoreError> = commit(state, |book| Ok(((), change(book))));
+/// [`commit`] for changes nobody waits on (the dispatch loop, a node's reports). A store
+/// that does not answer (etcd electing its leader, a member cut off: several masters) is
+/// asked again a few times over about two seconds: a node says an exit once, and nothing
+/// else would record it while this master leads. A failure after that is logged and the
+/// book stays as it was, to be tried again (the next pass, the node's next hello).
+fn commit_logged(state: &MasterState, what: &str, change: impl Fn(&mut Book) -> Effects) {
+    let result = asking_again(|| commit(state, |book| Ok(((), change(book)))));
     if let Err(e) = result {
         log::error!("cannot record {what}, left undone: {e}");
     }
 }
+
+/// `attempt` until it does not fail for a store that does not answer, at most
+/// [`COMMIT_ATTEMPTS`] times.
+fn asking_again<T>(attempt: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let mut pause = std::time::Duration::from_millis(250);
+    let mut left = COMMIT_ATTEMPTS;
+    loop {
+        left -= 1;
+        match attempt() {
+            Err(StoreError::Unavailable { .. }) if left > 0 => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How many times [`commit_logged`] asks a store that does not answer.
+const COMMIT_ATTEMPTS: u32 = 4;
 
 /// One retention sweep: deletes the finished tasks [`retention::doomed`] picks (records in
 /// one transaction, then their files) and files no task owns. Returns the deleted ids.
@@ -535,9 +557,11 @@ pub async fn run(state: Arc<MasterState>) {
 /// A new connection's hello: reconcile runs, tell the node which log bytes the master has.
 pub fn on_hello(state: &MasterState, node: &str, runs: &[cloudos_cluster::workload::RunReport]) {
     let now = OffsetDateTime::now_utc();
-    let result: Result<_, StoreError> = commit(state, |book| {
-        let effects = book.hello(node, runs, now);
-        Ok((book.active_runs_on(node), effects))
+    let result: Result<_, StoreError> = asking_again(|| {
+        commit(state, |book| {
+            let effects = book.hello(node, runs, now);
+            Ok((book.active_runs_on(node), effects))
+        })
     });
     let active = match result {
         Ok(active) => active,

@@ -304,9 +304,12 @@ fn pause(ttl: Duration, failures: u32, error: &StoreError) {
 }
 
 /// Keeps `lease` alive at a third of its time to live, until told to stop (then revokes
-/// it) or until etcd says the lease is gone (then marks it lost). While etcd cannot be
-/// reached it keeps trying: etcd extends every lease when its own leader changes, so a
-/// lease outlives a member's loss, and a leader cut off for longer is fenced anyway.
+/// it) or until etcd says the lease is gone (a time to live of 0, or "lease not found":
+/// then marks it lost). While etcd cannot be reached it keeps trying: etcd extends every
+/// lease when its own leader changes, so a lease outlives a member's loss, and a leader
+/// cut off for longer is fenced anyway. (A rule of its own clock, lost after a few times
+/// to live without a renewal, made leaders step down at their start, while etcd still
+/// kept their lease: not used.)
 async fn keep(
     client: Client,
     lease: i64,
@@ -329,6 +332,10 @@ async fn keep(
             Ok(Ok(Some(response))) if response.ttl() > 0 => ttl / 3,
             // A time to live of 0: etcd let the lease go.
             Ok(Ok(Some(_))) => {
+                lost.store(true, Ordering::Release);
+                return;
+            }
+            Ok(Err(e)) if e.to_string().contains("lease not found") => {
                 lost.store(true, Ordering::Release);
                 return;
             }
