@@ -92,7 +92,9 @@ fn compute_nodes_find_the_master_by_mdns_join_and_survive_restarts() {
             "role = \"master\"\nhostname = \"master-1\"\ncluster = \"lab\"\n{}",
             cloudos_tests::guest::TCG_NODE_TIMEOUT
         ),
-        64,
+        // Room for the release it offers (kernel, initramfs, nodeos and the etcd pack:
+        // about 58 MB) besides its state.
+        160,
     )
     .expect("disk");
     let master = boot(&net, "master-1", &master_disk);
