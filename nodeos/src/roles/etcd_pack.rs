@@ -12,12 +12,11 @@
 //! must be the one it lists: a damaged or stale pack is refused before anything runs.
 
 use std::fs;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Component, Path, PathBuf};
 
 use cloudos_master::ha::member::EtcdProgram;
 use cloudos_release::{bundle, ETCD_PACK};
-use sha2::{Digest, Sha256};
 
 use crate::diskinstall::medium;
 use crate::init::bootslot;
@@ -162,22 +161,9 @@ fn signed_digest(system: &Path) -> Result<Option<String>, PackError> {
     Ok(manifest.part(ETCD_PACK).map(|p| p.sha256.clone()))
 }
 
+/// The same hashing the master's downloads use (one place for "SHA-256 of a file").
 fn sha256_of(path: &Path) -> Result<String, PackError> {
-    let mut file = BufReader::new(fs::File::open(path).map_err(io(path))?);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    cloudos_master::downloads::sha256_file(path).map_err(io(path))
 }
 
 /// Unpacks into `dest.new`, then puts it in `dest`'s place: a power cut leaves either the
