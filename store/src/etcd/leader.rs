@@ -240,7 +240,7 @@ impl EtcdStore {
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
         let kv = self.kv();
-        let response = self.request("read the leader", || {
+        let response = self.read("read the leader", || {
             let (mut kv, prefix, options) = (kv.clone(), prefix.clone(), options.clone());
             async move { kv.get(prefix, Some(options)).await }
         })?;
@@ -273,7 +273,7 @@ impl EtcdStore {
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend);
         let kv = self.kv();
-        let response = self.request("read the candidates", || {
+        let response = self.read("read the candidates", || {
             let (mut kv, prefix, options) = (kv.clone(), prefix.clone(), options.clone());
             async move { kv.get(prefix, Some(options)).await }
         })?;

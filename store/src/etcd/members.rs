@@ -28,7 +28,7 @@ impl EtcdStore {
     /// The members of the etcd cluster.
     pub fn members(&self) -> Result<Vec<MemberInfo>, StoreError> {
         let cluster = self.client.cluster_client();
-        let response = self.request("list the etcd members", || {
+        let response = self.read("list the etcd members", || {
             let mut cluster = cluster.clone();
             async move { cluster.member_list().await }
         })?;

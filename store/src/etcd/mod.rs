@@ -58,6 +58,11 @@ pub const CLUSTER_PREFIX: &str = "/cloudos/";
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many members a request is offered to when each refuses the connection.
 const SEND_ATTEMPTS: u32 = 4;
+/// How often a read is asked again while etcd is between leaders ("leader changed",
+/// "no leader"): an election takes about one election timeout, and the waits between
+/// attempts (50 ms doubling) add up to 1.55 s, longer than the longest timeout a master
+/// sets (`Member::timing`).
+const READ_ATTEMPTS: u32 = 6;
 /// How often a transaction whose reads were overtaken by another master's commit is run
 /// again before the store gives up and says so.
 const MAX_ATTEMPTS: u32 = 64;
@@ -249,6 +254,30 @@ impl EtcdStore {
         }
     }
 
+    /// Runs the read `make` builds like [`Self::request`], and also asks again (up to
+    /// [`READ_ATTEMPTS`] times) while etcd answers that it is between leaders. A read
+    /// changes nothing, so asking twice is always safe; a write is never asked again
+    /// here, because "leader changed" does not say whether it was applied.
+    fn read<T, Fut>(&self, action: &'static str, make: impl Fn() -> Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let mut attempt = 1;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.run(make())? {
+                Ok(value) => return Ok(value),
+                Err(e) if attempt < READ_ATTEMPTS && (never_sent(&e) || between_leaders(&e)) => {
+                    attempt += 1;
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                Err(e) => return Err(etcd_err(action)(e)),
+            }
+        }
+    }
+
     /// The etcd key of a record.
     fn key(&self, table: Table, key: &str) -> Vec<u8> {
         format!("{}{}/{key}", self.prefix, table.name()).into_bytes()
@@ -324,7 +353,7 @@ impl EtcdStore {
             options = options.with_revision(revision);
         }
         let kv = self.kv();
-        let response = self.request("read", || {
+        let response = self.read("read", || {
             let (mut kv, start, options) = (kv.clone(), start.clone(), options.clone());
             async move { kv.get(start, Some(options)).await }
         })?;
@@ -341,7 +370,7 @@ impl EtcdStore {
     fn current_revision(&self) -> Result<i64, StoreError> {
         let kv = self.kv();
         let key = self.marker(Table::Meta);
-        let response = self.request("read the revision", || {
+        let response = self.read("read the revision", || {
             let (mut kv, key) = (kv.clone(), key.clone());
             async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
         })?;
@@ -396,6 +425,21 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     false
 }
 
+/// Whether etcd refused a request because its members are electing a leader: the
+/// request was not served and a moment later it will be.
+fn between_leaders(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && BETWEEN_LEADERS.iter().any(|m| status.message().contains(m))
+        }
+        _ => false,
+    }
+}
+
+/// etcd's own words for "no leader to serve this yet" (`etcdserver/errors.go`).
+const BETWEEN_LEADERS: [&str; 3] = ["leader changed", "no leader", "not capable"];
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map(|h| h.revision()).unwrap_or_default()
 }
@@ -418,7 +462,7 @@ impl Store for EtcdStore {
     fn get_raw(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let kv = self.kv();
         let etcd_key = self.key(table, key);
-        let response = self.request("read", || {
+        let response = self.read("read", || {
             let (mut kv, etcd_key) = (kv.clone(), etcd_key.clone());
             async move { kv.get(etcd_key, None).await }
         })?;

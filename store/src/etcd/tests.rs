@@ -323,3 +323,33 @@ fn etcd_refuses_a_client_without_a_certificate_and_tls_1_2() {
         }
     }
 }
+
+#[test]
+fn only_an_election_in_progress_makes_a_read_ask_again() {
+    use super::between_leaders;
+    let status =
+        |code, message: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, message));
+    // etcd's own messages while its members elect a leader.
+    assert!(between_leaders(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: leader changed"
+    )));
+    assert!(between_leaders(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: no leader"
+    )));
+    // A cluster without quorum times out: the caller must hear "unavailable" in time, not
+    // wait through retries; a refusal is final.
+    assert!(!between_leaders(&status(
+        tonic::Code::DeadlineExceeded,
+        "etcdserver: request timed out"
+    )));
+    assert!(!between_leaders(&status(
+        tonic::Code::PermissionDenied,
+        "etcdserver: permission denied"
+    )));
+    assert!(!between_leaders(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: too many requests"
+    )));
+}

@@ -52,7 +52,7 @@ impl<'s> Attempt<'s> {
             options = options.with_revision(revision);
         }
         let kv = self.store.kv();
-        let response = self.store.request("read", || {
+        let response = self.store.read("read", || {
             let (mut kv, key, options) = (kv.clone(), key.clone(), options.clone());
             async move { kv.get(key, Some(options)).await }
         })?;
