@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cloudos_cluster::client::{ApiClient, JoinedIdentity};
-use cloudos_cluster::{pki, Role};
+use cloudos_cluster::pki;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -200,9 +200,6 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     cloudos_cluster::files::write_atomic_mode(path, bytes, mode)
         .with_context(|| format!("cannot write {}", path.display()))
 }
-
-/// The role `cloudos login` asks for.
-pub const LOGIN_ROLE: Role = Role::Admin;
 
 #[cfg(test)]
 mod tests {

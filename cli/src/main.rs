@@ -60,9 +60,24 @@ enum Command {
     /// Join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// People with admin certificates.
+    /// The people who use the cluster, and their roles.
     #[command(subcommand)]
-    Admin(AdminCommand),
+    User(UserCommand),
+    /// API keys for automation (`Authorization: Bearer KEY` on the same API).
+    #[command(subcommand, name = "apikey")]
+    ApiKey(ApiKeyCommand),
+    /// Every change made through the API: who, from where, what, when and the result.
+    Audit {
+        /// An RFC 3339 time, or a span back from now such as 1h or 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this user's changes (`key:NAME` for an API key's).
+        #[arg(long)]
+        user: Option<String>,
+        /// The newest this many (default 200).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Signed update bundles the master keeps for its nodes.
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -628,11 +643,47 @@ enum ReleaseCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum AdminCommand {
-    /// Everyone with an admin certificate: NAME FROM TOKEN SERIAL AGE.
+enum UserCommand {
+    /// Make a one-use login for a person; prints its token (only this once).
+    Add {
+        name: String,
+        /// admin (everything), operator (runs and stops work) or viewer (reads).
+        #[arg(long, value_parser = parse_user_role)]
+        role: Role,
+        /// How long the login stays valid.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+    /// Everyone on record: NAME ROLE FROM TOKEN SERIAL AGE.
     List,
-    /// Revoke every certificate of an admin (a lost laptop, someone who left).
-    Revoke { name: String },
+    /// Change a user's role; it applies from their next request.
+    Role {
+        name: String,
+        #[arg(value_parser = parse_user_role)]
+        role: Role,
+    },
+    /// Remove a user: every certificate of theirs stops working (a lost laptop, someone
+    /// who left).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Make a key; prints it (only this once).
+    Create {
+        /// What it is for, such as ci-deploy.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_user_role)]
+        role: Role,
+        /// Lifetime such as 30d; at most 365d.
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+    },
+    /// All keys (never their secrets): ID NAME ROLE BY AGE EXPIRES STATE.
+    List,
+    /// Revoke a key by its id; it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -663,6 +714,15 @@ enum TokenCommand {
 fn parse_duration(value: &str) -> Result<Duration, String> {
     let d = cloudos_cluster::token::parse_ttl(value).map_err(|e| e.to_string())?;
     Ok(d.unsigned_abs())
+}
+
+fn parse_user_role(value: &str) -> Result<Role, String> {
+    match parse_role(value)? {
+        role if role.is_user() => Ok(role),
+        role => Err(format!(
+            "a user's role is admin, operator or viewer, not {role}"
+        )),
+    }
 }
 
 fn parse_role(value: &str) -> Result<Role, String> {
@@ -753,7 +813,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             timeout,
         }) => commands::upgrade::rollback(&ctx, &name, (!no_wait).then_some(timeout)).await,
         Command::Upgrade(args) => upgrade(&ctx, args).await,
-        Command::Admin(AdminCommand::List) => commands::admins::list(&ctx).await,
+        Command::User(UserCommand::Add { name, role, ttl }) => {
+            commands::users::add(&ctx, &name, role, Some(ttl)).await
+        }
+        Command::User(UserCommand::List) => commands::users::list(&ctx).await,
+        Command::User(UserCommand::Role { name, role }) => {
+            commands::users::role(&ctx, &name, role).await
+        }
+        Command::User(UserCommand::Remove { name }) => commands::users::remove(&ctx, &name).await,
+        Command::ApiKey(ApiKeyCommand::Create { name, role, ttl }) => {
+            commands::apikeys::create(&ctx, &name, role, &ttl).await
+        }
+        Command::ApiKey(ApiKeyCommand::List) => commands::apikeys::list(&ctx).await,
+        Command::ApiKey(ApiKeyCommand::Revoke { id }) => commands::apikeys::revoke(&ctx, &id).await,
+        Command::Audit { since, user, limit } => {
+            commands::apikeys::audit(&ctx, since.as_deref(), user.as_deref(), limit).await
+        }
         Command::Release(ReleaseCommand::Add { file }) => {
             commands::releases::add(&ctx, &file).await
         }
@@ -770,9 +845,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("this machine's architecture has no CloudOS releases: name one with --arch"))?,
             };
             commands::releases::get(&ctx, &version, &arch, &file).await
-        }
-        Command::Admin(AdminCommand::Revoke { name }) => {
-            commands::admins::revoke(&ctx, &name).await
         }
         Command::Token(TokenCommand::Create {
             role,

@@ -56,9 +56,16 @@ pub mod paths {
     /// [`super::NodeInfo`]; `DELETE /v1/nodes/<name>` evicts the node and revokes its
     /// certificate.
     pub const NODES: &str = "/v1/nodes";
-    /// `GET` → `Vec<`[`super::AdminInfo`]`>`; admin certificate. `DELETE
-    /// /v1/admins/<name>` revokes every certificate of that admin.
-    pub const ADMINS: &str = "/v1/admins";
+    /// `GET` → `Vec<`[`super::UserInfo`]`>`, `POST` [`super::UserAddRequest`] →
+    /// [`super::TokenCreateResponse`] (the new user's one-use login token); admin.
+    /// `DELETE /v1/users/<name>` removes the user and revokes every certificate of theirs;
+    /// `PUT /v1/users/<name>` [`super::UserRoleRequest`] changes their role.
+    pub const USERS: &str = "/v1/users";
+    /// `GET` → `Vec<`[`super::ApiKeyInfo`]`>`, `POST` [`super::ApiKeyCreateRequest`] →
+    /// [`super::ApiKeyCreateResponse`]; admin. `DELETE /v1/apikeys/<id>` revokes a key.
+    pub const API_KEYS: &str = "/v1/apikeys";
+    /// `GET ?since=&user=&limit=` → `Vec<`[`super::AuditEntry`]`>`; admin.
+    pub const AUDIT: &str = "/v1/audit";
     /// `GET` → `Vec<`[`super::TokenInfo`]`>`, `POST` [`super::TokenCreateRequest`] →
     /// [`super::TokenCreateResponse`]; admin certificate. `DELETE /v1/tokens/<id>` revokes.
     pub const TOKENS: &str = "/v1/tokens";
@@ -644,16 +651,96 @@ pub struct NodeLabelRequest {
     pub approve_reported: bool,
 }
 
-/// An admin on record, as `cloudos admin list` shows it.
+/// A user on record, as `cloudos user list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdminInfo {
+pub struct UserInfo {
     pub name: String,
+    /// What the user may do (admin, operator or viewer).
+    pub role: Role,
     pub address: String,
     pub cert_serial: CertSerial,
     pub pending_serial: Option<CertSerial>,
     pub token_id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
+}
+
+/// `cloudos user add NAME --role ROLE`: a login token only `NAME` can log in with, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserAddRequest {
+    pub name: String,
+    pub role: Role,
+    /// How long the login token stays valid (`24h` when not given).
+    pub ttl: Option<String>,
+}
+
+/// `cloudos user role NAME ROLE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRoleRequest {
+    pub role: Role,
+}
+
+/// `cloudos apikey create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyCreateRequest {
+    /// What the key is for, such as `ci-deploy` (shown in lists and the audit log).
+    pub name: String,
+    /// Admin, operator or viewer.
+    pub role: Role,
+    /// A TTL such as `30d`; keys must expire (at most a year).
+    pub ttl: String,
+}
+
+/// The only time an API key is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyCreateResponse {
+    /// The bearer token: `Authorization: Bearer <key>`.
+    pub key: String,
+    pub info: ApiKeyInfo,
+}
+
+impl fmt::Debug for ApiKeyCreateResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyCreateResponse")
+            .field("key", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// An API key as `cloudos apikey list` shows it: no secret, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The user who made it.
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub revoked: bool,
+}
+
+/// One change made through the API, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increasing: later entries have larger ids.
+    pub id: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The user (`alice`), API key (`key:ci-deploy`), or `anonymous` (joins).
+    pub who: String,
+    /// The caller's role, when it had one.
+    pub role: Option<Role>,
+    /// The caller's address.
+    pub from: String,
+    /// `POST /v1/tasks`.
+    pub method: String,
+    pub path: String,
+    /// The HTTP status of the answer: the result.
+    pub status: u16,
 }
 
 /// `cloudos token create`.

@@ -44,9 +44,9 @@ mod body;
 use body::RequestBody;
 
 use crate::api::{
-    paths, AdminInfo, BackupRequest, BackupSummary, ClusterStatus, ErrorBody, ErrorCode,
-    JoinRequest, JoinResponse, NodeInfo, NodeLabelRequest, RenewRequest, TimeResponse,
-    TokenCheckRequest, TokenCheckResponse, TokenCreateRequest, TokenCreateResponse, TokenInfo,
+    paths, BackupRequest, BackupSummary, ClusterStatus, ErrorBody, ErrorCode, JoinRequest,
+    JoinResponse, NodeInfo, NodeLabelRequest, RenewRequest, TimeResponse, TokenCheckRequest,
+    TokenCheckResponse, TokenCreateRequest, TokenCreateResponse, TokenInfo, UserInfo,
     BACKUP_SUMMARY_HEADER,
 };
 use crate::identity::Role;
@@ -635,15 +635,74 @@ impl ApiClient {
         self.call(Method::POST, &path, Some(body)).await
     }
 
-    /// `GET /v1/admins`.
-    pub async fn admins(&self) -> Result<Vec<AdminInfo>, ClientError> {
-        self.call(Method::GET, paths::ADMINS, None).await
+    /// `GET /v1/users`.
+    pub async fn users(&self) -> Result<Vec<UserInfo>, ClientError> {
+        self.call(Method::GET, paths::USERS, None).await
     }
 
-    /// `DELETE /v1/admins/<name>`: revokes every certificate of that admin.
-    pub async fn revoke_admin(&self, name: &str) -> Result<(), ClientError> {
-        let path = format!("{}/{}", paths::ADMINS, path_segment(name)?);
+    /// `POST /v1/users`: a one-use login token for a new user.
+    pub async fn add_user(
+        &self,
+        request: &crate::api::UserAddRequest,
+    ) -> Result<TokenCreateResponse, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::USERS, Some(body)).await
+    }
+
+    /// `PUT /v1/users/<name>`: a user's new role.
+    pub async fn set_user_role(&self, name: &str, role: Role) -> Result<UserInfo, ClientError> {
+        let path = format!("{}/{}", paths::USERS, path_segment(name)?);
+        let body = self.json(&crate::api::UserRoleRequest { role })?;
+        self.call(Method::PUT, &path, Some(body)).await
+    }
+
+    /// `DELETE /v1/users/<name>`: revokes every certificate of that user.
+    pub async fn remove_user(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("{}/{}", paths::USERS, path_segment(name)?);
         self.call_no_answer(Method::DELETE, &path).await
+    }
+
+    /// `GET /v1/apikeys`.
+    pub async fn api_keys(&self) -> Result<Vec<crate::api::ApiKeyInfo>, ClientError> {
+        self.call(Method::GET, paths::API_KEYS, None).await
+    }
+
+    /// `POST /v1/apikeys`.
+    pub async fn create_api_key(
+        &self,
+        request: &crate::api::ApiKeyCreateRequest,
+    ) -> Result<crate::api::ApiKeyCreateResponse, ClientError> {
+        let body = self.json(request)?;
+        self.call(Method::POST, paths::API_KEYS, Some(body)).await
+    }
+
+    /// `DELETE /v1/apikeys/<id>`.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<crate::api::ApiKeyInfo, ClientError> {
+        let path = format!("{}/{}", paths::API_KEYS, path_segment(id)?);
+        self.call(Method::DELETE, &path, None).await
+    }
+
+    /// `GET /v1/audit?since=&user=&limit=`.
+    pub async fn audit(
+        &self,
+        since: Option<&str>,
+        user: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<crate::api::AuditEntry>, ClientError> {
+        let mut query = Vec::new();
+        for (key, value) in [("since", since), ("user", user)] {
+            if let Some(value) = value {
+                query.push(format!("{key}={}", percent_encode(value)));
+            }
+        }
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        let path = match query.is_empty() {
+            true => paths::AUDIT.to_owned(),
+            false => format!("{}?{}", paths::AUDIT, query.join("&")),
+        };
+        self.call(Method::GET, &path, None).await
     }
 
     /// `POST /v1/tokens`.
@@ -1236,6 +1295,20 @@ impl ApiClient {
 
 /// Node names and token ids go into paths as they are: refuse anything that would need
 /// escaping or change the path.
+/// `value` as a query string value: unreserved characters as they are, the rest as `%XX`
+/// (RFC 3986), so a time's `+` and `:` arrive as sent.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn path_segment(value: &str) -> Result<&str, ClientError> {
     let ok = !value.is_empty()
         && value != "."
@@ -1502,6 +1575,15 @@ mod tests {
         );
         let err = ClientError::from_transport("m:1", &tls);
         assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("2026-12-07T12:00:00+01:00"),
+            "2026-12-07T12%3A00%3A00%2B01%3A00"
+        );
+        assert_eq!(percent_encode("key:ci deploy"), "key%3Aci%20deploy");
     }
 
     #[test]

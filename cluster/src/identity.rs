@@ -27,13 +27,27 @@ pub enum Role {
     Compute,
     /// Runs the master (and may run workloads).
     Master,
-    /// A person's client certificate for the CLI.
+    /// A person (or an API key) who may do everything: manage people, tokens, nodes and
+    /// releases as well as work.
     Admin,
+    /// A person who runs and stops work (tasks, services, volumes, secrets), and reads
+    /// everything, but manages no people, tokens, nodes or releases.
+    Operator,
+    /// A person who reads everything but the values of secrets and of environments.
+    Viewer,
 }
 
 impl Role {
     /// All roles, in a stable order (for help texts and tests).
-    pub const ALL: [Role; 3] = [Role::Compute, Role::Master, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Compute,
+        Role::Master,
+        Role::Admin,
+        Role::Operator,
+        Role::Viewer,
+    ];
+    /// The roles of people and API keys, most powerful first.
+    pub const USERS: [Role; 3] = [Role::Admin, Role::Operator, Role::Viewer];
 
     /// The lowercase name used in URIs, JSON and the CLI.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +55,28 @@ impl Role {
             Role::Compute => "compute",
             Role::Master => "master",
             Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Whether the role is a person's (or an API key's) rather than a machine's.
+    pub fn is_user(self) -> bool {
+        matches!(self, Role::Admin | Role::Operator | Role::Viewer)
+    }
+
+    /// Whether a user of this role may do what `needed` may: admin ⊇ operator ⊇ viewer.
+    /// Machines' roles grant no user's rights.
+    pub fn grants(self, needed: Role) -> bool {
+        let rank = |r: Role| match r {
+            Role::Viewer => Some(1),
+            Role::Operator => Some(2),
+            Role::Admin => Some(3),
+            Role::Compute | Role::Master => None,
+        };
+        match (rank(self), rank(needed)) {
+            (Some(have), Some(need)) => have >= need,
+            _ => false,
         }
     }
 }
@@ -227,6 +263,20 @@ pub fn validate_node_name(name: &str) -> Result<(), IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_roles_nest_and_machines_grant_no_user_rights() {
+        use Role::*;
+        assert!(Admin.grants(Operator) && Admin.grants(Viewer) && Operator.grants(Viewer));
+        assert!(!Viewer.grants(Operator) && !Operator.grants(Admin) && !Viewer.grants(Admin));
+        for machine in [Compute, Master] {
+            assert!(!machine.is_user());
+            for user in Role::USERS {
+                assert!(!machine.grants(user), "{machine} must not act as {user}");
+                assert!(!user.grants(machine), "{user} must not act as {machine}");
+            }
+        }
+    }
 
     #[test]
     fn node_names() {

@@ -24,6 +24,7 @@
 
 pub mod addr;
 pub mod api;
+pub mod apikey;
 pub mod backoff;
 pub mod client;
 pub mod files;

@@ -121,7 +121,7 @@ fn fmt_ttl(d: Duration) -> String {
 /// for admin and master tokens, which must expire). A TTL too long for the calendar is
 /// refused here too, never read as "no expiry".
 pub fn check_ttl(role: Role, ttl: Option<Duration>) -> Result<(), TokenError> {
-    let short_lived = matches!(role, Role::Admin | Role::Master);
+    let short_lived = role.is_user() || role == Role::Master;
     let max = if short_lived { MAX_ADMIN_TTL } else { MAX_TTL };
     match ttl {
         None if short_lived => Err(TokenError::MustExpire { role }),
@@ -196,7 +196,7 @@ impl Token {
     }
 }
 
-fn random_base32<const N: usize>() -> Result<String, RandomError> {
+pub(crate) fn random_base32<const N: usize>() -> Result<String, RandomError> {
     // 32 divides 256, so masking a random byte to 5 bits is unbiased.
     Ok(util::random_bytes::<N>()?
         .iter()
@@ -291,6 +291,9 @@ pub struct TokenRecord {
     /// one kind of token that may join under the master's own name, and only under it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_node: bool,
+    /// Made by `cloudos user add` for this user: only this name may log in with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl TokenRecord {
@@ -325,6 +328,7 @@ impl TokenRecord {
             description: description.into(),
             labels: Default::default(),
             own_node: false,
+            user: None,
         })
     }
 

@@ -252,7 +252,19 @@ pub struct WorkloadSpec {
     pub input: Option<String>,
 }
 
+/// What a non-admin sees in place of an environment variable's value.
+pub const HIDDEN_VALUE: &str = "<hidden>";
+
 impl WorkloadSpec {
+    /// Hides the values of the environment (names stay): specs are shown back with their
+    /// values only to admins, since people put credentials there. Secret references
+    /// (`secret_env`) name a secret, never its value, and stay.
+    pub fn hide_env(&mut self) {
+        self.env
+            .values_mut()
+            .for_each(|v| *v = HIDDEN_VALUE.to_owned());
+    }
+
     /// `image` with its own command and the default resources.
     pub fn new(image: impl Into<String>) -> Self {
         WorkloadSpec {
@@ -808,6 +820,30 @@ pub struct ServiceInfo {
     /// The update under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<crate::revision::Update>,
+}
+
+impl TaskInfo {
+    /// See [`WorkloadSpec::hide_env`].
+    pub fn hide_env(&mut self) {
+        self.spec.hide_env();
+    }
+}
+
+impl ServiceInfo {
+    /// See [`WorkloadSpec::hide_env`]: in the spec, every replica and every revision kept.
+    pub fn hide_env(&mut self) {
+        self.spec.hide_env();
+        self.instances.iter_mut().for_each(TaskInfo::hide_env);
+        self.revisions.iter_mut().for_each(|r| r.spec.hide_env());
+    }
+}
+
+impl WorkloadList {
+    /// See [`WorkloadSpec::hide_env`].
+    pub fn hide_env(&mut self) {
+        self.tasks.iter_mut().for_each(TaskInfo::hide_env);
+        self.services.iter_mut().for_each(ServiceInfo::hide_env);
+    }
 }
 
 /// `cloudos ps`: tasks and services.

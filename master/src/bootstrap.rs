@@ -75,7 +75,7 @@ pub fn bootstrap_admin_token(
     store: &dyn Store,
     ca: &ClusterCa,
 ) -> Result<Option<Token>, MasterError> {
-    if !store.list_admins()?.is_empty() {
+    if !store.list_users()?.is_empty() {
         return Ok(None);
     }
     if let Some(old) = store.get_raw(Table::Meta, BOOTSTRAP_TOKEN_KEY)? {
@@ -211,20 +211,21 @@ mod tests {
         assert_eq!(store.get_token(t1.id().as_str()).expect("get"), None);
         assert!(store.get_token(t2.id().as_str()).expect("get").is_some());
 
-        let admin = cloudos_store::AdminRecord {
+        let admin = cloudos_store::UserRecord {
             name: "alice".into(),
+            role: Role::Admin,
             address: "10.0.0.9".into(),
             cert_serial: cloudos_cluster::CertSerial::from_bytes(&[1, 2, 3]),
             pending_serial: None,
             token_id: t2.id().to_string(),
             joined_at: OffsetDateTime::now_utc(),
         };
-        store.put_admin(&admin).expect("admin");
+        store.put_user(&admin).expect("admin");
         assert!(bootstrap_admin_token(&store, &first.ca)
             .expect("token")
             .is_none());
         // Every admin revoked: the console shows a token again.
-        store.delete_admin("alice").expect("delete");
+        store.delete_user("alice").expect("delete");
         assert!(bootstrap_admin_token(&store, &first.ca)
             .expect("token")
             .is_some());

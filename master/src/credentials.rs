@@ -10,16 +10,17 @@
 //! A renewal whose answer was lost therefore never locks a node or admin out.
 //!
 //! Also owns revoking: a serial goes into the in-memory set the TLS accept path reads and
-//! into the store's revoked list, and the admins on record in memory ([`Admins`]): every
+//! into the store's revoked list, and the admins on record in memory ([`Users`]): every
 //! admin request is checked against them, so checking never needs the store (which may
 //! be failing: a full disk must not lock the admins out of reading the cluster).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use cloudos_cluster::apikey::ApiKeyRecord;
 use cloudos_cluster::pki::CertSerial;
 use cloudos_cluster::{NodeIdentity, Role};
-use cloudos_store::{AdminRecord, RevokedCert, StoreError};
+use cloudos_store::{RevokedCert, StoreError, UserRecord};
 use time::OffsetDateTime;
 
 use super::error::ApiError;
@@ -34,12 +35,9 @@ pub fn status(
     serial: &CertSerial,
 ) -> Result<SerialStatus, ApiError> {
     let name = &identity.name;
-    if identity.role == Role::Admin {
-        let Some(admin) = state.admins.get(name) else {
-            return Err(ApiError::Forbidden(format!(
-                "admin {name} is not on record (it was revoked, or its certificate predates \
-                 admin records); log in again with an admin token: `cloudos login`"
-            )));
+    if identity.role.is_user() {
+        let Some(admin) = state.users.get(name) else {
+            return Err(not_on_record(name));
         };
         return SerialStatus::of(&admin.cert_serial, admin.pending_serial.as_ref(), serial)
             .ok_or_else(|| replaced(name));
@@ -63,8 +61,8 @@ pub fn promote(
     serial: &CertSerial,
 ) -> Result<(), ApiError> {
     let name = &identity.name;
-    let old = if identity.role == Role::Admin {
-        let Some(mut admin) = state.admins.get(name) else {
+    let old = if identity.role.is_user() {
+        let Some(mut admin) = state.users.get(name) else {
             return Ok(());
         };
         if admin.pending_serial.as_ref() != Some(serial) {
@@ -72,8 +70,8 @@ pub fn promote(
         }
         let old = std::mem::replace(&mut admin.cert_serial, serial.clone());
         admin.pending_serial = None;
-        state.store.put_admin(&admin)?;
-        state.admins.put(admin);
+        state.store.put_user(&admin)?;
+        state.users.put(admin);
         old
     } else {
         let Some(old) = state.roster.serials_of(name).into_iter().next() else {
@@ -118,42 +116,89 @@ pub fn revoke(
     })
 }
 
-/// The admins on record, mirrored from the store: written through (store first, then
-/// memory), read on every admin request.
-#[derive(Debug, Default)]
-pub struct Admins(RwLock<HashMap<String, AdminRecord>>);
+/// Records mirrored from the store in memory: written through (store first, then memory),
+/// read on every request that shows the credential.
+#[derive(Debug)]
+pub struct Mirror<T>(RwLock<HashMap<String, T>>);
 
-impl Admins {
-    pub fn new(records: Vec<AdminRecord>) -> Self {
-        Admins(RwLock::new(
-            records.into_iter().map(|a| (a.name.clone(), a)).collect(),
+/// A record's key in its [`Mirror`].
+pub trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for UserRecord {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Keyed for ApiKeyRecord {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The users on record.
+pub type Users = Mirror<UserRecord>;
+/// The API keys on record.
+pub type ApiKeys = Mirror<ApiKeyRecord>;
+
+impl<T> Default for Mirror<T> {
+    fn default() -> Self {
+        Mirror(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<T: Keyed + Clone> Mirror<T> {
+    pub fn new(records: Vec<T>) -> Self {
+        Mirror(RwLock::new(
+            records
+                .into_iter()
+                .map(|r| (r.key().to_owned(), r))
+                .collect(),
         ))
     }
 
-    pub fn get(&self, name: &str) -> Option<AdminRecord> {
-        self.0.read().ok()?.get(name).cloned()
+    pub fn get(&self, key: &str) -> Option<T> {
+        self.0.read().ok()?.get(key).cloned()
     }
 
-    /// All, by name.
-    pub fn list(&self) -> Vec<AdminRecord> {
-        let mut all: Vec<AdminRecord> = self
+    /// All, by key.
+    pub fn list(&self) -> Vec<T> {
+        let mut all: Vec<T> = self
             .0
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.sort_by(|a, b| a.key().cmp(b.key()));
         all
     }
 
-    pub fn put(&self, admin: AdminRecord) {
+    pub fn put(&self, record: T) {
         if let Ok(mut m) = self.0.write() {
-            m.insert(admin.name.clone(), admin);
+            m.insert(record.key().to_owned(), record);
         }
     }
 
-    pub fn remove(&self, name: &str) {
+    pub fn remove(&self, key: &str) {
         if let Ok(mut m) = self.0.write() {
-            m.remove(name);
+            m.remove(key);
         }
     }
+}
+
+/// The role on the record of user `name`: what their certificate may do now.
+pub fn user_role(state: &MasterState, name: &str) -> Result<Role, ApiError> {
+    state
+        .users
+        .get(name)
+        .map(|u| u.role)
+        .ok_or_else(|| not_on_record(name))
+}
+
+fn not_on_record(name: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "user {name} is not on record (they were removed, or their certificate predates user \
+         records); log in again with a login token: `cloudos login`"
+    ))
 }

@@ -79,9 +79,11 @@ pub enum ApiError {
     Book(#[from] super::workloads::book::BookError),
     #[error(transparent)]
     NodeOp(#[from] super::nodeops::NodeOpError),
+    #[error(transparent)]
+    ApiKey(#[from] cloudos_cluster::apikey::ApiKeyError),
     #[error("this endpoint needs a client certificate; join the cluster first (`cloudos login` for people, a join token for nodes)")]
     NoClientCert,
-    #[error("a certificate of role {role} cannot use this endpoint; it needs role {needed}")]
+    #[error("a caller of role {role} cannot use this endpoint; it needs role {needed}")]
     WrongRole { role: Role, needed: &'static str },
     #[error("{0}")]
     BadRequest(String),
@@ -153,6 +155,20 @@ impl ApiError {
                     | E::NotSent { .. }
                     | E::DrainFailed { .. } => ErrorCode::Conflict,
                     E::Task(_) => ErrorCode::Internal,
+                }
+            }
+            ApiError::ApiKey(e) => {
+                use cloudos_cluster::apikey::ApiKeyError as E;
+                match e {
+                    E::Malformed
+                    | E::Unknown { .. }
+                    | E::WrongSecret { .. }
+                    | E::Revoked { .. }
+                    | E::Expired { .. } => ErrorCode::Unauthenticated,
+                    E::NotAUserRole { .. } | E::Ttl(_) | E::TtlTooLong | E::BadName => {
+                        ErrorCode::BadRequest
+                    }
+                    E::Random(_) => ErrorCode::Internal,
                 }
             }
             ApiError::Identity(_) | ApiError::BadRequest(_) => ErrorCode::BadRequest,

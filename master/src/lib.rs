@@ -33,6 +33,7 @@
 
 mod addresses;
 mod advertise;
+mod audit;
 pub mod backup;
 mod bootstrap;
 pub mod config;

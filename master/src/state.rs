@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use cloudos_cluster::pki::CertSerial;
 use cloudos_cluster::ClusterCa;
-use cloudos_store::Store;
+use cloudos_store::{PeopleStore, Store};
 use tokio_rustls::rustls::ServerConfig;
 
 use super::bootstrap::Cluster;
@@ -25,8 +25,12 @@ pub struct MasterState {
     pub ca: ClusterCa,
     pub cluster_name: String,
     pub roster: Roster,
-    /// The admins on record (see `credentials`).
-    pub admins: super::credentials::Admins,
+    /// The users on record (see `credentials`).
+    pub users: super::credentials::Users,
+    /// The API keys on record (see `credentials`).
+    pub api_keys: super::credentials::ApiKeys,
+    /// Who changed what (see `audit`).
+    pub audit: super::audit::AuditLog,
     /// Serials no longer accepted, mirrored from the store for the TLS accept path.
     revoked: RwLock<HashSet<CertSerial>>,
     pub join_limiter: FailureLimiter,
@@ -69,7 +73,9 @@ impl MasterState {
             .map(|r| r.serial)
             .collect();
         let roster = Roster::new(store.list_nodes()?);
-        let admins = super::credentials::Admins::new(store.list_admins()?);
+        let users = super::credentials::Users::new(store.list_users()?);
+        let api_keys = super::credentials::ApiKeys::new(store.list_api_keys()?);
+        let audit = super::audit::AuditLog::open(store.as_ref())?;
         let (containers, services) = (config.container_range, config.service_range);
         if containers.overlaps(&services) {
             return Err(MasterError::Ranges {
@@ -102,7 +108,9 @@ impl MasterState {
             ca: cluster.ca,
             cluster_name: cluster.name,
             roster,
-            admins,
+            users,
+            api_keys,
+            audit,
             revoked: RwLock::new(revoked),
             join_limiter: FailureLimiter::for_joins(),
             tls: RwLock::new(Arc::new(tls)),

@@ -45,6 +45,18 @@ fn start_master(dir: &Path) -> TestMaster {
 struct Client {
     tls: Arc<ClientConfig>,
     from: IpAddr,
+    /// An API key sent as `Authorization: Bearer`.
+    bearer: Option<String>,
+}
+
+impl Client {
+    /// This client, also sending `key` as a bearer token.
+    fn with_key(&self, key: &str) -> Client {
+        Client {
+            bearer: Some(key.to_owned()),
+            ..self.clone()
+        }
+    }
 }
 
 fn src(n: u8) -> IpAddr {
@@ -55,6 +67,7 @@ fn pinned(pin: CaPin, from: IpAddr) -> Client {
     Client {
         tls: Arc::new(tls::client_config_pinned(pin).expect("pinned config")),
         from,
+        bearer: None,
     }
 }
 
@@ -73,6 +86,7 @@ impl Credentials {
         Client {
             tls: Arc::new(config),
             from,
+            bearer: None,
         }
     }
 
@@ -120,8 +134,20 @@ async fn call(
     body: Option<String>,
 ) -> Reply {
     let tls = tls_connect(client, addr).await;
-    let (status, headers, bytes) =
-        common::http_request(tls, method, path, body.unwrap_or_default().into_bytes()).await;
+    let authorization = client.bearer.as_ref().map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .as_deref()
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    let (status, headers, bytes) = common::http_request_with(
+        tls,
+        method,
+        path,
+        &headers,
+        body.unwrap_or_default().into_bytes(),
+    )
+    .await;
     Reply {
         status,
         headers,
@@ -441,7 +467,7 @@ async fn join_gives_certificates_and_roles_decide_access() {
         ("DELETE", "/v1/registries/10.0.0.1:5000"),
     ] {
         let reply = call(&n, m.addr, method, path, None).await;
-        assert_error(&reply, 403, ErrorCode::Forbidden, "needs role admin");
+        assert_error(&reply, 403, ErrorCode::Forbidden, "needs role");
     }
     let anonymous = pinned(m.pin, src(2));
     let reply = call(&anonymous, m.addr, "GET", "/v1/nodes", None).await;
@@ -1224,7 +1250,7 @@ async fn replaced_and_removed_node_certificates_stop_working() {
 }
 
 /// A lost laptop: its admin certificate is revoked by another admin and from then on
-/// refused on every route, while the others keep working. Admins are listed; an admin
+/// refused on every route, while the others keep working. Users are listed; an admin
 /// certificate the master has no record of (issued before records were kept, or by a
 /// restored backup) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1241,15 +1267,15 @@ async fn a_revoked_admin_is_locked_out_and_admins_are_listed() {
         200
     );
 
-    let reply = call(a, m.addr, "GET", "/v1/admins", None).await;
+    let reply = call(a, m.addr, "GET", "/v1/users", None).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let admins: Vec<cloudos_cluster::api::AdminInfo> = reply.json();
+    let admins: Vec<cloudos_cluster::api::UserInfo> = reply.json();
     let names: Vec<&str> = admins.iter().map(|x| x.name.as_str()).collect();
     assert_eq!(names, ["alice", "bob-laptop"]);
 
     // A renewal of bob's certificate, never used: revoked with the rest.
     let renewed = renew(m, &laptop, src(3)).await.expect("renew");
-    let reply = call(a, m.addr, "DELETE", "/v1/admins/bob-laptop", None).await;
+    let reply = call(a, m.addr, "DELETE", "/v1/users/bob-laptop", None).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     for client in [&bob, &renewed.client(src(3))] {
         for (method, path) in [
@@ -1262,11 +1288,8 @@ async fn a_revoked_admin_is_locked_out_and_admins_are_listed() {
         }
     }
     assert_eq!(call(a, m.addr, "GET", "/v1/status", None).await.status, 200);
-    let reply = call(a, m.addr, "GET", "/v1/admins", None).await;
-    assert_eq!(
-        reply.json::<Vec<cloudos_cluster::api::AdminInfo>>().len(),
-        1
-    );
+    let reply = call(a, m.addr, "GET", "/v1/users", None).await;
+    assert_eq!(reply.json::<Vec<cloudos_cluster::api::UserInfo>>().len(), 1);
 }
 
 /// A rogue node reports the labels other people's work selects on. Selectors match only
@@ -1339,6 +1362,20 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
     let node = join(m, src(2), &token, "walker").await;
     let n = node.client(src(2));
     let anonymous = pinned(m.pin, src(5));
+    // A user of each role, by certificate and by API key.
+    let mut callers: Vec<(String, Role, Client)> = vec![("admin".into(), Role::Admin, a.clone())];
+    for (name, role) in [("olga", Role::Operator), ("vic", Role::Viewer)] {
+        let login = people::user_login(m, a, name, role).await;
+        let user = join(m, src(6), &login, name).await;
+        callers.push((format!("{role} certificate"), role, user.client(src(6))));
+    }
+    for role in Role::USERS {
+        let key = people::api_key(m, a, &format!("walk-{role}"), role).await;
+        callers.push((format!("{role} key"), role, anonymous.with_key(&key)));
+    }
+    // A node that also sends an admin's key is still a node: its certificate decides.
+    let admin_key = people::api_key(m, a, "stolen", Role::Admin).await;
+    let node_with_key = n.with_key(&admin_key);
     let doc: serde_json::Value = call(&anonymous, m.addr, "GET", "/v1/openapi.json", None)
         .await
         .json();
@@ -1349,40 +1386,84 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
             .replace("{name}", "nobody")
             .replace("{id}", "nothing")
             .replace("{run}", "norun")
-            .replace("{file}", "nofile");
+            .replace("{file}", "nofile")
+            .replace("{version}", "0.0.0")
+            .replace("{arch}", "x86_64")
+            .replace("{registry}", "noregistry");
         for (method, op) in item.as_object().expect("item") {
             let auth = op["x-cloudos-auth"].as_str().expect("x-cloudos-auth");
             let method = method.to_ascii_uppercase();
-            let body = Some("{}".to_owned());
+            // Changes that would lock the walk out (removing every user) are harmless here:
+            // `nobody` does not exist.
             let status = |c: &Client| {
-                let (method, concrete, body) = (method.clone(), concrete.clone(), body.clone());
+                let (method, concrete) = (method.clone(), concrete.clone());
                 let c = c.clone();
-                async move { call(&c, m.addr, &method, &concrete, body).await.status }
+                async move {
+                    call(&c, m.addr, &method, &concrete, Some("{}".to_owned()))
+                        .await
+                        .status
+                }
             };
-            let (none, compute, admin) =
-                (status(&anonymous).await, status(&n).await, status(a).await);
-            let what =
-                format!("{method} {path} ({auth}): none {none}, compute {compute}, admin {admin}");
+            let none = status(&anonymous).await;
+            let compute = status(&n).await;
+            let what = |who: &str, got: u16| format!("{method} {path} ({auth}): {who} got {got}");
             if auth.starts_with("none") {
-                assert!(none != 401 && none != 403, "{what}");
+                assert!(none != 401 && none != 403, "{}", what("anonymous", none));
+                walked += 1;
+                continue;
+            }
+            assert_eq!(none, 401, "{}", what("anonymous", none));
+            let needed = [
+                ("admin", Some(Role::Admin)),
+                ("operator", Some(Role::Operator)),
+                ("viewer", Some(Role::Viewer)),
+            ]
+            .into_iter()
+            .find(|(word, _)| auth.starts_with(word))
+            .and_then(|(_, role)| role);
+            if let Some(needed) = needed {
+                assert_eq!(compute, 403, "{}", what("compute", compute));
+                let stolen = status(&node_with_key).await;
+                assert_eq!(stolen, 403, "{}", what("compute + admin key", stolen));
+                for (who, role, client) in &callers {
+                    let got = status(client).await;
+                    if role.grants(needed) {
+                        assert!(got != 401 && got != 403, "{}", what(who, got));
+                    } else {
+                        assert_eq!(got, 403, "{}", what(who, got));
+                    }
+                }
+            } else if auth.starts_with("node") {
+                // Some node routes are for one node only (its own runs): never a 401.
+                assert!(compute != 401, "{}", what("compute", compute));
+                for (who, _, client) in &callers {
+                    let got = status(client).await;
+                    assert_eq!(got, 403, "{}", what(who, got));
+                }
             } else {
-                assert_eq!(none, 401, "{what}");
-                if auth.starts_with("admin") {
-                    assert_eq!(compute, 403, "{what}");
-                    assert!(admin != 401 && admin != 403, "{what}");
-                } else if auth.starts_with("node") {
-                    assert_eq!(admin, 403, "{what}");
-                    assert!(compute != 401, "{what}");
-                } else {
-                    assert!(compute != 401 && compute != 403, "{what}");
-                    assert!(admin != 401 && admin != 403, "{what}");
+                // Any certificate (renewal): nodes and users, never a key.
+                assert!(
+                    compute != 401 && compute != 403,
+                    "{}",
+                    what("compute", compute)
+                );
+                for (who, _, client) in &callers {
+                    let got = status(client).await;
+                    match client.bearer {
+                        Some(_) => assert_eq!(got, 403, "{}", what(who, got)),
+                        None => assert!(got != 401 && got != 403, "{}", what(who, got)),
+                    }
                 }
             }
             walked += 1;
         }
     }
-    assert!(walked >= 30, "walked only {walked} operations");
+    assert!(walked >= 60, "walked only {walked} operations");
 }
+
+/// Users, roles, API keys and the audit log, attacked.
+#[path = "master_api/people.rs"]
+mod people;
 
 /// Attacks on the master's state: a full disk, damaged records, overflowing TTLs, log floods.
 #[path = "master_api/store.rs"]

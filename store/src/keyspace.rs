@@ -37,14 +37,18 @@ pub enum Table {
     Volumes,
     /// [`cloudos_cluster::secret::SecretRecord`]s (sealed) by name.
     Secrets,
-    /// [`AdminRecord`]s by admin name.
-    Admins,
+    /// [`UserRecord`]s by user name (stored as `admins`, its name before users had roles).
+    Users,
+    /// [`cloudos_cluster::apikey::ApiKeyRecord`]s by key id.
+    ApiKeys,
+    /// [`cloudos_cluster::api::AuditEntry`]s by id, zero-padded so key order is time order.
+    Audit,
     /// Records that could not be decoded, moved aside at start ([`Quarantined`]).
     Quarantine,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
@@ -53,7 +57,9 @@ impl Table {
         Table::Services,
         Table::Volumes,
         Table::Secrets,
-        Table::Admins,
+        Table::Users,
+        Table::ApiKeys,
+        Table::Audit,
         Table::Quarantine,
     ];
 
@@ -67,7 +73,9 @@ impl Table {
             Table::Services => "services",
             Table::Volumes => "volumes",
             Table::Secrets => "secrets",
-            Table::Admins => "admins",
+            Table::Users => "admins",
+            Table::ApiKeys => "apikeys",
+            Table::Audit => "audit",
             Table::Quarantine => "quarantine",
         }
     }

@@ -54,6 +54,7 @@ pub mod error;
 pub mod etcd;
 pub mod keyspace;
 pub mod ops;
+pub mod people;
 pub mod quarantine;
 pub mod records;
 pub mod redb;
@@ -65,8 +66,9 @@ pub use error::{BackendError, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use keyspace::{KeyRange, Table, Txn, TxnFn, UpdateFn, Write, SCHEMA_VERSION};
 pub use ops::{Admission, TokenUse, WorkloadWrite};
+pub use people::PeopleStore;
 pub use quarantine::Quarantined;
-pub use records::{AdminRecord, ClusterMeta, EtcdCaRecord, NodeRecord, NodeState, RevokedCert};
+pub use records::{ClusterMeta, EtcdCaRecord, NodeRecord, NodeState, RevokedCert, UserRecord};
 pub use redb::RedbStore;
 pub use snapshot::{Snapshot, SnapshotEntry};
 pub use watch::{Change, Watch, WatchError, WatchEvent};
@@ -155,25 +157,25 @@ pub trait Store: Send + Sync {
     /// An admin's login, in one transaction: takes one use of the token, stores `admin`
     /// (replacing a record of the same name, the admin logging in again) and revokes every
     /// serial the replaced record held. Returns those revocations. See
-    /// [`ops::admit_admin`].
-    fn admit_admin(
+    /// [`ops::admit_user`].
+    fn admit_user(
         &self,
         token: &TokenUse<'_>,
-        admin: &AdminRecord,
+        admin: &UserRecord,
         reason: &str,
     ) -> Result<Vec<RevokedCert>, StoreError> {
-        ops::admit_admin(self, token, admin, reason)
+        ops::admit_user(self, token, admin, reason)
     }
 
     /// An admin's revocation, in one transaction: deletes the record and revokes its
     /// current and pending serials. `NotFound` (nothing written) if there is no such admin.
-    fn evict_admin(
+    fn evict_user(
         &self,
         name: &str,
         reason: &str,
         now: OffsetDateTime,
-    ) -> Result<(AdminRecord, Vec<RevokedCert>), StoreError> {
-        ops::evict_admin(self, name, reason, now)
+    ) -> Result<(UserRecord, Vec<RevokedCert>), StoreError> {
+        ops::evict_user(self, name, reason, now)
     }
 
     /// One workload change (tasks, services and volumes saved and deleted), in one
@@ -337,20 +339,20 @@ pub trait Store: Send + Sync {
         Ok(written)
     }
 
-    fn put_admin(&self, admin: &AdminRecord) -> Result<(), StoreError> {
-        put_json(self, Table::Admins, &admin.name, admin)
+    fn put_user(&self, admin: &UserRecord) -> Result<(), StoreError> {
+        put_json(self, Table::Users, &admin.name, admin)
     }
 
-    fn get_admin(&self, name: &str) -> Result<Option<AdminRecord>, StoreError> {
-        get_json(self, Table::Admins, name)
+    fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        get_json(self, Table::Users, name)
     }
 
-    fn list_admins(&self) -> Result<Vec<AdminRecord>, StoreError> {
-        list_json(self, Table::Admins)
+    fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        list_json(self, Table::Users)
     }
 
-    fn delete_admin(&self, name: &str) -> Result<bool, StoreError> {
-        self.delete_raw(Table::Admins, name)
+    fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.delete_raw(Table::Users, name)
     }
 
     fn revoke_cert(&self, revoked: &RevokedCert) -> Result<(), StoreError> {
@@ -467,7 +469,7 @@ pub(crate) fn get_json<S: Store + ?Sized, T: DeserializeOwned>(
         .transpose()
 }
 
-fn put_json<S: Store + ?Sized, T: Serialize>(
+pub(crate) fn put_json<S: Store + ?Sized, T: Serialize>(
     store: &S,
     table: Table,
     key: &str,
@@ -476,7 +478,7 @@ fn put_json<S: Store + ?Sized, T: Serialize>(
     store.put_raw(table, key, &encode(table, key, value)?)
 }
 
-fn list_json<S: Store + ?Sized, T: DeserializeOwned>(
+pub(crate) fn list_json<S: Store + ?Sized, T: DeserializeOwned>(
     store: &S,
     table: Table,
 ) -> Result<Vec<T>, StoreError> {

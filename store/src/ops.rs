@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{decode, encode, AdminRecord, NodeRecord, RevokedCert, Store, StoreError, Table, Txn};
+use super::{decode, encode, NodeRecord, RevokedCert, Store, StoreError, Table, Txn, UserRecord};
 use cloudos_cluster::identity::Role;
 use cloudos_cluster::pki::CertSerial;
 use cloudos_cluster::token::{self, TokenError, TokenRecord};
@@ -159,19 +159,19 @@ fn revoke_in(
     Ok(revoked)
 }
 
-/// See [`Store::admit_admin`].
-pub fn admit_admin<S: Store + ?Sized>(
+/// See [`Store::admit_user`].
+pub fn admit_user<S: Store + ?Sized>(
     store: &S,
     token: &TokenUse<'_>,
-    admin: &AdminRecord,
+    admin: &UserRecord,
     reason: &str,
 ) -> Result<Vec<RevokedCert>, StoreError> {
     let mut done = None;
     store.transact_raw(&mut |txn| {
         take_use(txn, token)?;
-        let replaced: Option<AdminRecord> = get_json(txn, Table::Admins, &admin.name)?;
-        put_json(txn, Table::Admins, &admin.name, admin)?;
-        let serials = replaced.iter().flat_map(AdminRecord::serials).cloned();
+        let replaced: Option<UserRecord> = get_json(txn, Table::Users, &admin.name)?;
+        put_json(txn, Table::Users, &admin.name, admin)?;
+        let serials = replaced.iter().flat_map(UserRecord::serials).cloned();
         done = Some(revoke_in(txn, serials, &admin.name, reason, token.now)?);
         Ok(())
     })?;
@@ -181,21 +181,21 @@ pub fn admit_admin<S: Store + ?Sized>(
     })
 }
 
-/// See [`Store::evict_admin`].
-pub fn evict_admin<S: Store + ?Sized>(
+/// See [`Store::evict_user`].
+pub fn evict_user<S: Store + ?Sized>(
     store: &S,
     name: &str,
     reason: &str,
     now: OffsetDateTime,
-) -> Result<(AdminRecord, Vec<RevokedCert>), StoreError> {
+) -> Result<(UserRecord, Vec<RevokedCert>), StoreError> {
     let mut done = None;
     store.transact_raw(&mut |txn| {
-        let record: AdminRecord =
-            get_json(txn, Table::Admins, name)?.ok_or_else(|| StoreError::NotFound {
+        let record: UserRecord =
+            get_json(txn, Table::Users, name)?.ok_or_else(|| StoreError::NotFound {
                 what: "admin",
                 key: name.to_owned(),
             })?;
-        txn.delete(Table::Admins, name)?;
+        txn.delete(Table::Users, name)?;
         let revoked = revoke_in(txn, record.serials().cloned(), name, reason, now)?;
         done = Some((record, revoked));
         Ok(())

@@ -16,9 +16,11 @@ use cloudos_cluster::token::TokenRecord;
 use cloudos_cluster::workload::{ServiceRecord, TaskInfo};
 
 /// The tables swept, each with a fixed record type.
-const SWEPT: [Table; 8] = [
+const SWEPT: [Table; 10] = [
     Table::Tokens,
-    Table::Admins,
+    Table::Users,
+    Table::ApiKeys,
+    Table::Audit,
     Table::Nodes,
     Table::RevokedCerts,
     Table::Tasks,
@@ -52,7 +54,10 @@ fn check(table: Table, bytes: &[u8]) -> Result<(), serde_json::Error> {
         Table::Tokens => from_slice::<TokenRecord>(bytes).map(drop),
         Table::Nodes => from_slice::<NodeRecord>(bytes).map(drop),
         // An unreadable admin is locked out until it logs in again: the safe side.
-        Table::Admins => from_slice::<super::AdminRecord>(bytes).map(drop),
+        Table::Users => from_slice::<super::UserRecord>(bytes).map(drop),
+        // An unreadable key stops working: the safe side.
+        Table::ApiKeys => from_slice::<cloudos_cluster::apikey::ApiKeyRecord>(bytes).map(drop),
+        Table::Audit => from_slice::<cloudos_cluster::api::AuditEntry>(bytes).map(drop),
         Table::RevokedCerts => from_slice::<RevokedCert>(bytes).map(drop),
         Table::Tasks => from_slice::<TaskInfo>(bytes).map(drop),
         Table::Services => from_slice::<ServiceRecord>(bytes).map(drop),

@@ -95,12 +95,17 @@ pub struct NodeRecord {
     pub subnet: Option<String>,
 }
 
-/// A person's admin certificate, as the master issued it. An admin certificate is accepted
-/// only while its serial is this record's current or pending one.
+/// A person who uses the cluster: their role, and the certificate the master issued them.
+/// A user's certificate is accepted only while its serial is this record's current or
+/// pending one; what it may do is this record's role, whatever role the certificate names
+/// (so a changed role takes effect at the next request).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdminRecord {
+pub struct UserRecord {
     pub name: String,
-    /// Where the admin logged in from.
+    /// Admin, operator or viewer. Records made before roles existed are admins'.
+    #[serde(default = "admin_role")]
+    pub role: Role,
+    /// Where the user logged in from.
     pub address: String,
     pub cert_serial: CertSerial,
     /// As [`NodeRecord::pending_serial`].
@@ -112,7 +117,11 @@ pub struct AdminRecord {
     pub joined_at: OffsetDateTime,
 }
 
-impl AdminRecord {
+fn admin_role() -> Role {
+    Role::Admin
+}
+
+impl UserRecord {
     /// The serials accepted for this admin (current first).
     pub fn serials(&self) -> impl Iterator<Item = &CertSerial> {
         std::iter::once(&self.cert_serial).chain(self.pending_serial.as_ref())

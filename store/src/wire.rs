@@ -1,9 +1,9 @@
 //! Records and store errors as the API shows them: the one place where the master's
 //! storage meets the wire types (which know nothing of it).
 
-use cloudos_cluster::api::{AdminInfo, ErrorBody, ErrorCode, NodeInfo};
+use cloudos_cluster::api::{ErrorBody, ErrorCode, NodeInfo, UserInfo};
 
-use crate::{AdminRecord, NodeRecord, StoreError};
+use crate::{NodeRecord, StoreError, UserRecord};
 
 impl From<&NodeRecord> for NodeInfo {
     /// Telemetry that no longer parses (an older agent's) is shown as absent.
@@ -29,10 +29,11 @@ impl From<&NodeRecord> for NodeInfo {
     }
 }
 
-impl From<&AdminRecord> for AdminInfo {
-    fn from(a: &AdminRecord) -> Self {
-        AdminInfo {
+impl From<&UserRecord> for UserInfo {
+    fn from(a: &UserRecord) -> Self {
+        UserInfo {
             name: a.name.clone(),
+            role: a.role,
             address: a.address.clone(),
             cert_serial: a.cert_serial.clone(),
             pending_serial: a.pending_serial.clone(),

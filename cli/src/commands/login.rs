@@ -11,7 +11,7 @@ use cloudos_cluster::Token;
 use cloudos_discovery::{matching_pin, DiscoveredMaster};
 
 use super::{discover, Ctx};
-use crate::config::{Credentials, LOGIN_ROLE};
+use crate::config::Credentials;
 
 pub async fn run(
     ctx: &Ctx,
@@ -43,10 +43,17 @@ pub async fn run(
             &name,
             std::env::consts::ARCH,
             &BTreeMap::new(),
-            Some(LOGIN_ROLE),
+            None,
         )
         .await
         {
+            Ok(id) if !id.role.is_user() => {
+                bail!(
+                    "that token made a {} certificate, not a person's; log in with a token from \
+                     `cloudos user add NAME --role ROLE`",
+                    id.role
+                )
+            }
             Ok(id) => {
                 Credentials::from_join(&name, &id)?.save(&ctx.config_dir)?;
                 // With several masters, keep them all, to turn to another later.

@@ -1,7 +1,7 @@
 //! The subcommands. Each module fetches what it needs and renders it; rendering is a pure
 //! function of the data (tested without a master).
 
-pub mod admins;
+pub mod apikeys;
 pub mod backup;
 pub mod discover;
 pub mod input;
@@ -19,6 +19,7 @@ pub mod status;
 pub mod tokens;
 pub mod top;
 pub mod upgrade;
+pub mod users;
 pub mod volumes;
 pub mod workloads;
 

@@ -1,12 +1,11 @@
-//! The admin API (admin certificate only): cluster status, join tokens (list, create,
-//! revoke), nodes (list, show, label, remove = evict and revoke its certificates) and
-//! admins (list, revoke).
+//! The cluster API: status (viewers), join tokens (list for viewers; create and revoke
+//! for admins), nodes (list and show for viewers; label and remove = evict and revoke its
+//! certificates for admins), and the metrics.
 
 use axum::extract::{Path, State};
 use axum::Json;
 use cloudos_cluster::api::{
-    AdminInfo, ClusterStatus, NodeInfo, NodeLabelRequest, TokenCreateRequest, TokenCreateResponse,
-    TokenInfo,
+    ClusterStatus, NodeInfo, NodeLabelRequest, TokenCreateRequest, TokenCreateResponse, TokenInfo,
 };
 use cloudos_cluster::token::{parse_ttl, TokenRecord};
 use cloudos_cluster::workload::{is_label_text, MAX_LABEL_LEN};
@@ -14,14 +13,14 @@ use cloudos_cluster::Token;
 use cloudos_store::StoreError;
 use time::OffsetDateTime;
 
-use super::caller::AdminCaller;
+use super::caller::{AdminCaller, ViewerCaller};
 use super::AppState;
 use crate::error::ApiError;
 use crate::roster::Control;
 
 const MAX_DESCRIPTION: usize = 200;
 
-pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<ClusterStatus> {
+pub async fn status(State(state): State<AppState>, _: ViewerCaller) -> Json<ClusterStatus> {
     let (nodes_total, nodes_ready) = state.roster.counts();
     let etcd = crate::ha::health::members(&state).await;
     Json(ClusterStatus {
@@ -40,7 +39,7 @@ pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<Clust
 
 pub async fn list_tokens(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let tokens = state.blocking(|s| Ok(s.store.list_tokens()?)).await?;
     Ok(Json(tokens.iter().map(TokenInfo::from).collect()))
@@ -109,7 +108,7 @@ pub async fn revoke_token(
     Ok(Json(TokenInfo::from(&record)))
 }
 
-pub async fn list_nodes(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<NodeInfo>> {
+pub async fn list_nodes(State(state): State<AppState>, _: ViewerCaller) -> Json<Vec<NodeInfo>> {
     Json(state.roster.list())
 }
 
@@ -121,7 +120,7 @@ fn no_node(name: &str) -> ApiError {
 
 pub async fn get_node(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
     Path(name): Path<String>,
 ) -> Result<Json<NodeInfo>, ApiError> {
     state
@@ -238,55 +237,10 @@ pub async fn label_node(
     Ok(Json(NodeInfo::from(&record)))
 }
 
-/// `GET /v1/admins`: every admin on record.
-pub async fn list_admins(
-    State(state): State<AppState>,
-    _: AdminCaller,
-) -> Result<Json<Vec<AdminInfo>>, ApiError> {
-    Ok(Json(
-        state.admins.list().iter().map(AdminInfo::from).collect(),
-    ))
-}
-
-/// `DELETE /v1/admins/{name}`: revokes every certificate of an admin (a lost laptop, a
-/// person who left) and forgets the admin.
-pub async fn revoke_admin(
-    State(state): State<AppState>,
-    AdminCaller(caller): AdminCaller,
-    Path(name): Path<String>,
-) -> Result<Json<AdminInfo>, ApiError> {
-    let why = format!("revoked by admin {}", caller.name);
-    let who = name.clone();
-    let record = state
-        .blocking(move |s| {
-            let (record, revoked) = match s.store.evict_admin(&who, &why, OffsetDateTime::now_utc())
-            {
-                Err(StoreError::NotFound { .. }) => {
-                    return Err(ApiError::NotFound(format!(
-                        "no admin named {}; list admins with `cloudos admin list`",
-                        crate::error::bounded(&who)
-                    )))
-                }
-                other => other?,
-            };
-            s.admins.remove(&record.name);
-            for r in revoked {
-                s.mark_revoked(r.serial);
-            }
-            Ok(record)
-        })
-        .await?;
-    log::info!(
-        "admin {name} revoked by admin {}; its certificates no longer work",
-        caller.name
-    );
-    Ok(Json(AdminInfo::from(&record)))
-}
-
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
 ) -> impl axum::response::IntoResponse {
     let mut tasks: Vec<_> = {
         let book = state.workloads.book();

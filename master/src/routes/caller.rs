@@ -1,14 +1,19 @@
-//! Who may call what: extractors that read the TLS [`Peer`] of the request and admit a
-//! node (compute or master), an admin, or any identity. No certificate is a 401; a revoked
-//! or replaced certificate, or the wrong role, a 403. Revocation and the serial on record
-//! are checked again per request, so a connection opened before an eviction cannot keep
-//! using the certificate.
+//! Who may call what: extractors that read the TLS [`Peer`] of the request (or its API
+//! key) and admit a node (compute or master), a user of at least some role, or any
+//! identity. No credential is a 401; a revoked or replaced certificate, or too small a
+//! role, a 403. Revocation and the serial on record are checked again per request, so a
+//! connection opened before an eviction cannot keep using the certificate.
+//!
+//! A user's role is the one on their record, not the one their certificate names: a role
+//! changed with `cloudos user role` applies from the next request.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::Extensions;
+use axum::http::{header, Extensions, HeaderMap};
+use cloudos_cluster::apikey::{ApiKey, ApiKeyError};
 use cloudos_cluster::pki::PkiError;
 use cloudos_cluster::{NodeIdentity, Role};
+use time::OffsetDateTime;
 
 use super::AppState;
 use crate::credentials;
@@ -16,13 +21,32 @@ use crate::error::ApiError;
 use crate::roster::SerialStatus;
 use crate::tls_accept::Peer;
 
-/// The caller's identity: a certificate the CA signed, not revoked, and the one on record
-/// for its holder (see `credentials`).
-pub async fn verify(extensions: &Extensions, state: &AppState) -> Result<NodeIdentity, ApiError> {
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A client certificate the cluster CA signed.
+    Certificate,
+    /// An API key (`Authorization: Bearer`): a user's rights, never a node's, and no
+    /// certificate renewal.
+    Key,
+}
+
+/// The caller's identity and how it proved it. A certificate wins over a key: a request
+/// that shows both is judged by its certificate.
+pub async fn verify(
+    extensions: &Extensions,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<(NodeIdentity, Proof), ApiError> {
     let (identity, serial) = match extensions.get::<Peer>() {
         Some(Peer::Node { identity, serial }) => (identity.clone(), serial.clone()),
         Some(Peer::Refused(e)) => return Err(ApiError::Refused(std::sync::Arc::clone(e))),
-        Some(Peer::Anonymous) | None => return Err(ApiError::NoClientCert),
+        Some(Peer::Anonymous) | None => {
+            return match bearer(headers) {
+                Some(key) => api_key(state, key).map(|id| (id, Proof::Key)),
+                None => Err(ApiError::NoClientCert),
+            }
+        }
     };
     if state.is_revoked(&serial) {
         return Err(ApiError::Pki(PkiError::Revoked {
@@ -38,31 +62,57 @@ pub async fn verify(extensions: &Extensions, state: &AppState) -> Result<NodeIde
             .blocking(move |s| credentials::promote(s, &who, &serial))
             .await?;
     }
-    Ok(identity)
+    let identity = match identity.role.is_user() {
+        true => NodeIdentity {
+            role: credentials::user_role(state, &identity.name)?,
+            ..identity
+        },
+        false => identity,
+    };
+    Ok((identity, Proof::Certificate))
+}
+
+/// The key of an `Authorization: Bearer <key>` header, if the request has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
+}
+
+/// The identity an API key acts as: `key:<name>` with the key's role.
+fn api_key(state: &AppState, text: &str) -> Result<NodeIdentity, ApiError> {
+    let key = ApiKey::parse(text)?;
+    let record = state
+        .api_keys
+        .get(key.id())
+        .ok_or_else(|| ApiKeyError::Unknown {
+            id: key.id().to_owned(),
+        })?;
+    record.verify(&key, OffsetDateTime::now_utc())?;
+    Ok(NodeIdentity {
+        name: record.caller_name(),
+        role: record.role,
+    })
 }
 
 /// The caller as the router's guard verified it, so handlers do not check twice.
 #[derive(Debug, Clone)]
-pub struct Verified(pub NodeIdentity);
+pub struct Verified(pub NodeIdentity, pub Proof);
 
-async fn identity(parts: &Parts, state: &AppState) -> Result<NodeIdentity, ApiError> {
+async fn identity(parts: &Parts, state: &AppState) -> Result<(NodeIdentity, Proof), ApiError> {
     match parts.extensions.get::<Verified>() {
-        Some(Verified(identity)) => Ok(identity.clone()),
-        None => verify(&parts.extensions, state).await,
+        Some(Verified(identity, proof)) => Ok((identity.clone(), *proof)),
+        None => verify(&parts.extensions, &parts.headers, state).await,
     }
 }
 
-async fn with_role(
-    parts: &Parts,
-    state: &AppState,
-    allowed: &[Role],
-    needed: &'static str,
-) -> Result<NodeIdentity, ApiError> {
-    let id = identity(parts, state).await?;
-    if !allowed.contains(&id.role) {
+/// A user whose role grants `needed` (admin ⊇ operator ⊇ viewer).
+async fn user(parts: &Parts, state: &AppState, needed: Role) -> Result<NodeIdentity, ApiError> {
+    let (id, _) = identity(parts, state).await?;
+    if !id.role.grants(needed) {
         return Err(ApiError::WrongRole {
             role: id.role,
-            needed,
+            needed: needed.as_str(),
         });
     }
     Ok(id)
@@ -70,38 +120,60 @@ async fn with_role(
 
 /// A compute or master node.
 pub struct NodeCaller(pub NodeIdentity);
-/// An admin (a person with `cloudos`).
+/// A user of role admin (people, tokens, nodes, releases).
 pub struct AdminCaller(pub NodeIdentity);
-/// Any valid identity.
+/// A user of role operator or admin (runs and stops work).
+pub struct OperatorCaller(pub NodeIdentity);
+/// Any user (reads).
+pub struct ViewerCaller(pub NodeIdentity);
+/// Any identity that holds a certificate.
 pub struct AnyCaller(pub NodeIdentity);
 
 impl FromRequestParts<AppState> for NodeCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        with_role(
-            parts,
-            state,
-            &[Role::Compute, Role::Master],
-            "compute or master",
-        )
-        .await
-        .map(NodeCaller)
+        let (id, proof) = identity(parts, state).await?;
+        if proof != Proof::Certificate || !matches!(id.role, Role::Compute | Role::Master) {
+            return Err(ApiError::WrongRole {
+                role: id.role,
+                needed: "compute or master",
+            });
+        }
+        Ok(NodeCaller(id))
     }
 }
 
 impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        with_role(parts, state, &[Role::Admin], "admin")
-            .await
-            .map(AdminCaller)
+        user(parts, state, Role::Admin).await.map(AdminCaller)
+    }
+}
+
+impl FromRequestParts<AppState> for OperatorCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        user(parts, state, Role::Operator).await.map(OperatorCaller)
+    }
+}
+
+impl FromRequestParts<AppState> for ViewerCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        user(parts, state, Role::Viewer).await.map(ViewerCaller)
     }
 }
 
 impl FromRequestParts<AppState> for AnyCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        identity(parts, state).await.map(AnyCaller)
+        match identity(parts, state).await? {
+            (id, Proof::Certificate) => Ok(AnyCaller(id)),
+            (id, Proof::Key) => Err(ApiError::WrongRole {
+                role: id.role,
+                needed: "a certificate (an API key cannot renew one)",
+            }),
+        }
     }
 }
 
@@ -111,6 +183,8 @@ pub struct MaybeCaller(pub Option<NodeIdentity>);
 impl FromRequestParts<AppState> for MaybeCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(MaybeCaller(identity(parts, state).await.ok()))
+        Ok(MaybeCaller(
+            identity(parts, state).await.ok().map(|(id, _)| id),
+        ))
     }
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cloudos_cluster::workload::{InputInfo, WorkloadSpec, MAX_INPUT_BYTES};
 
-use super::caller::{AdminCaller, NodeCaller};
+use super::caller::{NodeCaller, OperatorCaller};
 use super::upload::{receive, Upload};
 use super::workloads::random_hex;
 use super::AppState;
@@ -19,7 +19,7 @@ use crate::workloads::book;
 /// `POST /v1/inputs`: streamed to a file, kept under its sha256.
 pub async fn upload(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: OperatorCaller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<InputInfo>, ApiError> {

@@ -14,7 +14,7 @@
 //! remove NAME`), which also revokes its certificates.
 //!
 //! Every certificate is recorded: a node's in its node record, an admin's in an admin
-//! record (`cloudos admin list`). A join again revokes every certificate the previous
+//! record (`cloudos user list`). A join again revokes every certificate the previous
 //! record held; a renewal's certificate is pending until first used (see `credentials`).
 //!
 //! Labels: what the node asks for is kept as its reported labels; the labels selectors
@@ -35,7 +35,7 @@ use cloudos_cluster::pki::IssuedCert;
 use cloudos_cluster::token::{self, TokenError, TokenId, TokenRecord};
 use cloudos_cluster::{NodeIdentity, Role};
 use cloudos_store::ops::REJOIN_REASON;
-use cloudos_store::{AdminRecord, NodeRecord, NodeState, RevokedCert, TokenUse};
+use cloudos_store::{NodeRecord, NodeState, RevokedCert, TokenUse, UserRecord};
 use time::OffsetDateTime;
 
 use super::caller::{AnyCaller, MaybeCaller};
@@ -195,6 +195,23 @@ fn reserved_names(state: &MasterState) -> Vec<String> {
 /// The name a joiner asks for: never one of the master's names, except the master's own
 /// node (a master that runs workloads), which joins under the master's name and no other.
 fn check_name(state: &MasterState, name: &str, token: &TokenRecord) -> Result<(), ApiError> {
+    if let Some(user) = token.user.as_deref().filter(|u| *u != name) {
+        return Err(ApiError::Forbidden(format!(
+            "this login token was made for user {user}; log in as {user}, or ask an admin for \
+             your own: `cloudos user add NAME`"
+        )));
+    }
+    if token.role.is_user() && token.user.is_none() {
+        // A plain token of a user's role must not take over someone else's account (their
+        // certificates would be revoked, and their role replaced).
+        if let Some(existing) = state.users.get(name).filter(|u| u.role != token.role) {
+            return Err(ApiError::Conflict(format!(
+                "user {name} exists with role {}; log in under another name, or ask an admin \
+                 for a login made for {name}: `cloudos user add {name} --role ROLE`",
+                existing.role
+            )));
+        }
+    }
     if !token.own_node {
         validate_join_name(name, &reserved_names(state))?;
         return Ok(());
@@ -224,7 +241,7 @@ fn admit(
     // The master's own node may take its old record back (its identity was lost): no
     // other machine can hold that name.
     let same_node = caller.as_ref() == Some(&identity) || record.own_node;
-    if identity.role != Role::Admin && state.roster.contains(&identity.name) && !same_node {
+    if !identity.role.is_user() && state.roster.contains(&identity.name) && !same_node {
         return Err(ApiError::Conflict(format!(
             "node name {} is already taken by a registered node; give this machine another \
              host name, or remove the old node with `cloudos node remove {}` first",
@@ -241,9 +258,10 @@ fn admit(
         role: Some(record.role),
     };
 
-    if identity.role == Role::Admin {
-        let admin = AdminRecord {
+    if identity.role.is_user() {
+        let admin = UserRecord {
             name: identity.name.clone(),
+            role: identity.role,
             address: addr.ip().to_string(),
             cert_serial: issued.info.serial.clone(),
             pending_serial: None,
@@ -254,14 +272,15 @@ fn admit(
         // one transaction; memory follows the store.
         let revoked = state
             .store
-            .admit_admin(&token, &admin, "the admin logged in again")?;
-        state.admins.put(admin);
+            .admit_user(&token, &admin, "the admin logged in again")?;
+        state.users.put(admin);
         for r in revoked {
             state.mark_revoked(r.serial);
         }
         log::info!(
-            "admin {} joined from {} (token {id})",
+            "user {} ({}) logged in from {} (token {id})",
             identity.name,
+            identity.role,
             addr.ip()
         );
         return Ok(response(state, &issued, identity.role));
@@ -327,13 +346,13 @@ pub async fn renew(
             let issued = s.ca.sign_csr(&req.csr_pem, &identity, lifetime(s), now)?;
             let serial = issued.info.serial.clone();
             let name = &identity.name;
-            let replaced = if identity.role == Role::Admin {
-                let mut admin = s.admins.get(name).ok_or_else(|| {
+            let replaced = if identity.role.is_user() {
+                let mut admin = s.users.get(name).ok_or_else(|| {
                     ApiError::Forbidden(format!("admin {name} is not on record; log in again"))
                 })?;
                 let replaced = admin.pending_serial.replace(serial.clone());
-                s.store.put_admin(&admin)?;
-                s.admins.put(admin);
+                s.store.put_user(&admin)?;
+                s.users.put(admin);
                 replaced
             } else {
                 if !s.roster.contains(name) {

@@ -19,6 +19,7 @@ mod join;
 mod masters;
 mod nodeops;
 mod openapi;
+mod people;
 mod registries;
 mod releases;
 mod rollout;
@@ -73,8 +74,10 @@ const INSTALL_SCRIPT: &str = "/install.sh";
 const INSTALL_CA: &str = "/install/ca.pem";
 const INSTALL_FILE: &str = "/install/{file}";
 
-/// `GET` lists admins; `DELETE /v1/admins/{name}` revokes one.
-const ADMIN: &str = "/v1/admins/{name}";
+/// `PUT` changes a user's role; `DELETE` removes the user.
+const USER: &str = "/v1/users/{name}";
+/// `DELETE` revokes an API key.
+const API_KEY: &str = "/v1/apikeys/{id}";
 const NODE_LABELS: &str = "/v1/nodes/{name}/labels";
 /// `POST` installs a kept release on the node.
 const NODE_UPGRADE: &str = "/v1/nodes/{name}/upgrade";
@@ -93,33 +96,44 @@ const NODE_ROLLBACK: &str = "/v1/nodes/{name}/rollback";
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone, without a certificate: joins and token checks (the token is the credential),
+    /// Anyone, without a credential: joins and token checks (the token is the credential),
     /// the OpenAPI document and the installer's downloads.
     Public,
     /// A node's certificate (role compute or master).
     Node,
-    /// An admin's certificate.
+    /// A user or API key of role admin: people, tokens, nodes, releases, masters, backups.
     Admin,
+    /// A user or API key of role operator or admin: running and stopping work.
+    Operator,
+    /// Any user or API key: reading.
+    Viewer,
     /// Any certificate on record (renewal).
     Any,
 }
 
 impl Access {
-    /// Whether a certificate of `role` may call the route.
-    fn admits(self, role: Role) -> bool {
+    /// Whether a caller of `role`, proved by `proof`, may call the route.
+    fn admits(self, role: Role, proof: caller::Proof) -> bool {
+        let certificate = proof == caller::Proof::Certificate;
         match self {
-            Access::Public | Access::Any => true,
-            Access::Node => matches!(role, Role::Compute | Role::Master),
-            Access::Admin => role == Role::Admin,
+            Access::Public => true,
+            Access::Any => certificate,
+            Access::Node => certificate && matches!(role, Role::Compute | Role::Master),
+            Access::Admin => role.grants(Role::Admin),
+            Access::Operator => role.grants(Role::Operator),
+            Access::Viewer => role.grants(Role::Viewer),
         }
     }
 
     /// The role the route needs, for the refusal message.
     fn needed(self) -> &'static str {
         match self {
-            Access::Public | Access::Any => "any",
+            Access::Public => "any",
+            Access::Any => "any certificate",
             Access::Node => "compute or master",
             Access::Admin => "admin",
+            Access::Operator => "operator or admin",
+            Access::Viewer => "viewer, operator or admin",
         }
     }
 
@@ -129,7 +143,9 @@ impl Access {
         match self {
             Access::Public => "none",
             Access::Node => "node certificate",
-            Access::Admin => "admin certificate",
+            Access::Admin => "admin",
+            Access::Operator => "operator",
+            Access::Viewer => "viewer",
             Access::Any => "any cluster certificate",
         }
     }
@@ -194,8 +210,13 @@ fn routes() -> Routes {
         Access::Node,
         post(agent::heartbeat),
     )
-    .add("get", paths::STATUS, Access::Admin, get(admin::status))
-    .add("get", paths::TOKENS, Access::Admin, get(admin::list_tokens))
+    .add("get", paths::STATUS, Access::Viewer, get(admin::status))
+    .add(
+        "get",
+        paths::TOKENS,
+        Access::Viewer,
+        get(admin::list_tokens),
+    )
     .add(
         "post",
         paths::TOKENS,
@@ -203,37 +224,58 @@ fn routes() -> Routes {
         post(admin::create_token),
     )
     .add("delete", TOKEN, Access::Admin, delete(admin::revoke_token))
-    .add("get", paths::NODES, Access::Admin, get(admin::list_nodes))
-    .add("get", NODE, Access::Admin, get(admin::get_node))
+    .add("get", paths::NODES, Access::Viewer, get(admin::list_nodes))
+    .add("get", NODE, Access::Viewer, get(admin::get_node))
     .add("delete", NODE, Access::Admin, delete(admin::remove_node))
     .add("post", NODE_LABELS, Access::Admin, post(admin::label_node))
-    .add("get", paths::ADMINS, Access::Admin, get(admin::list_admins))
-    .add("delete", ADMIN, Access::Admin, delete(admin::revoke_admin))
-    .add("get", paths::WORKLOADS, Access::Admin, get(workloads::list))
+    .add("get", paths::USERS, Access::Admin, get(people::list_users))
+    .add("post", paths::USERS, Access::Admin, post(people::add_user))
+    .add("put", USER, Access::Admin, put(people::set_role))
+    .add("delete", USER, Access::Admin, delete(people::remove_user))
+    .add(
+        "get",
+        paths::API_KEYS,
+        Access::Admin,
+        get(people::list_keys),
+    )
+    .add(
+        "post",
+        paths::API_KEYS,
+        Access::Admin,
+        post(people::create_key),
+    )
+    .add("delete", API_KEY, Access::Admin, delete(people::revoke_key))
+    .add("get", paths::AUDIT, Access::Admin, get(people::audit))
+    .add(
+        "get",
+        paths::WORKLOADS,
+        Access::Viewer,
+        get(workloads::list),
+    )
     .add(
         "get",
         paths::TASKS,
-        Access::Admin,
+        Access::Viewer,
         get(workloads::list_tasks),
     )
     .add(
         "post",
         paths::TASKS,
-        Access::Admin,
+        Access::Operator,
         post(workloads::create_task),
     )
-    .add("get", TASK, Access::Admin, get(workloads::get_task))
+    .add("get", TASK, Access::Viewer, get(workloads::get_task))
     .add(
         "post",
         TASK_CANCEL,
-        Access::Admin,
+        Access::Operator,
         post(workloads::cancel_task),
     )
-    .add("get", TASK_LOGS, Access::Admin, get(workloads::task_logs))
+    .add("get", TASK_LOGS, Access::Viewer, get(workloads::task_logs))
     .add(
         "get",
         TASK_OUTPUT,
-        Access::Admin,
+        Access::Viewer,
         get(workloads::task_output),
     )
     .add(
@@ -248,7 +290,7 @@ fn routes() -> Routes {
     .add(
         "post",
         paths::INPUTS,
-        Access::Admin,
+        Access::Operator,
         post(inputs::upload).layer(DefaultBodyLimit::max(
             cloudos_cluster::workload::MAX_INPUT_BYTES as usize,
         )),
@@ -256,62 +298,67 @@ fn routes() -> Routes {
     .add(
         "get",
         paths::SERVICES,
-        Access::Admin,
+        Access::Viewer,
         get(workloads::list_services),
     )
     .add(
         "post",
         paths::SERVICES,
-        Access::Admin,
+        Access::Operator,
         post(workloads::create_service),
     )
-    .add("get", SERVICE, Access::Admin, get(workloads::get_service))
+    .add("get", SERVICE, Access::Viewer, get(workloads::get_service))
     .add(
         "delete",
         SERVICE,
-        Access::Admin,
+        Access::Operator,
         delete(workloads::delete_service),
     )
     .add(
         "put",
         SERVICE,
-        Access::Admin,
+        Access::Operator,
         put(workloads::deploy_service),
     )
     .add(
         "post",
         SERVICE_SCALE,
-        Access::Admin,
+        Access::Operator,
         post(workloads::scale_service),
     )
     .add(
         "post",
         SERVICE_ROLLBACK,
-        Access::Admin,
+        Access::Operator,
         post(workloads::rollback_service),
     )
-    .add("get", paths::VOLUMES, Access::Admin, get(volumes::list))
-    .add("put", VOLUME, Access::Admin, put(volumes::put))
-    .add("delete", VOLUME, Access::Admin, delete(volumes::remove))
-    .add("get", paths::SECRETS, Access::Admin, get(secrets::list))
-    .add("post", paths::SECRETS, Access::Admin, post(secrets::create))
-    .add("delete", SECRET, Access::Admin, delete(secrets::remove))
+    .add("get", paths::VOLUMES, Access::Viewer, get(volumes::list))
+    .add("put", VOLUME, Access::Operator, put(volumes::put))
+    .add("delete", VOLUME, Access::Operator, delete(volumes::remove))
+    .add("get", paths::SECRETS, Access::Viewer, get(secrets::list))
+    .add(
+        "post",
+        paths::SECRETS,
+        Access::Operator,
+        post(secrets::create),
+    )
+    .add("delete", SECRET, Access::Operator, delete(secrets::remove))
     .add(
         "get",
         paths::REGISTRIES,
-        Access::Admin,
+        Access::Viewer,
         get(registries::list),
     )
     .add(
         "post",
         paths::REGISTRIES,
-        Access::Admin,
+        Access::Operator,
         post(registries::login),
     )
     .add(
         "delete",
         REGISTRY,
-        Access::Admin,
+        Access::Operator,
         delete(registries::logout),
     )
     .add(
@@ -321,7 +368,7 @@ fn routes() -> Routes {
         get(openapi::document),
     )
     .add("get", paths::TIME, Access::Public, get(clock))
-    .add("get", paths::RELEASES, Access::Admin, get(releases::list))
+    .add("get", paths::RELEASES, Access::Viewer, get(releases::list))
     .add(
         "post",
         paths::RELEASES,
@@ -337,7 +384,7 @@ fn routes() -> Routes {
         Access::Admin,
         post(releases::upgrade_node),
     )
-    .add("get", METRICS, Access::Admin, get(admin::metrics))
+    .add("get", METRICS, Access::Viewer, get(admin::metrics))
     .add("get", INSTALL_SCRIPT, Access::Public, get(install::script))
     .add("get", INSTALL_CA, Access::Public, get(install::ca))
     .add("get", INSTALL_FILE, Access::Public, get(install::file))
@@ -355,9 +402,14 @@ fn routes() -> Routes {
         Access::Admin,
         post(nodeops::start_drain),
     )
-    .add("get", NODE_DRAIN, Access::Admin, get(nodeops::drain_status))
+    .add(
+        "get",
+        NODE_DRAIN,
+        Access::Viewer,
+        get(nodeops::drain_status),
+    )
     .add("post", NODE_REBOOT, Access::Admin, post(nodeops::reboot))
-    .add("get", paths::ROLLOUT, Access::Admin, get(rollout::status))
+    .add("get", paths::ROLLOUT, Access::Viewer, get(rollout::status))
     .add("post", paths::ROLLOUT, Access::Admin, post(rollout::start))
     .add("post", ROLLOUT_RESUME, Access::Admin, post(rollout::resume))
     .add("post", ROLLOUT_ABORT, Access::Admin, post(rollout::abort))
@@ -385,12 +437,17 @@ pub const METRICS: &str = "/metrics";
 /// The API's router, ready to serve.
 pub fn router(state: AppState) -> Router {
     let Routes { router, access, .. } = routes();
+    let access = Arc::new(access);
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
-            (Arc::clone(&state), Arc::new(access)),
+            (Arc::clone(&state), Arc::clone(&access)),
             guard,
+        ))
+        .layer(middleware::from_fn_with_state(
+            (Arc::clone(&state), access),
+            audit,
         ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -418,11 +475,13 @@ async fn guard(
         return next.run(request).await;
     };
     if wanted != Access::Public {
-        match caller::verify(request.extensions(), &state).await {
-            Ok(identity) if wanted.admits(identity.role) => {
-                request.extensions_mut().insert(caller::Verified(identity));
+        match caller::verify(request.extensions(), request.headers(), &state).await {
+            Ok((identity, proof)) if wanted.admits(identity.role, proof) => {
+                request
+                    .extensions_mut()
+                    .insert(caller::Verified(identity, proof));
             }
-            Ok(identity) => {
+            Ok((identity, _)) => {
                 return ApiError::WrongRole {
                     role: identity.role,
                     needed: wanted.needed(),
@@ -433,6 +492,62 @@ async fn guard(
         }
     }
     next.run(request).await
+}
+
+/// Records every change in the audit log (see `crate::audit` for what counts): who, from
+/// where, what and the answer. Runs outside the guard, so refused attempts are kept too;
+/// the entry is written after the answer, off the async workers.
+async fn audit(
+    State((state, access)): State<(AppState, Arc<AccessTable>)>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let changes = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    let route_access = matched
+        .as_ref()
+        .and_then(|m| access.get(&(method.clone(), m.as_str())))
+        .copied();
+    if !changes || route_access == Some(Access::Node) || route_access.is_none() {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let from = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    // Who, as the credential says; the guard decides whether that is enough.
+    let who = caller::verify(request.extensions(), request.headers(), &state)
+        .await
+        .ok()
+        .map(|(identity, _)| identity);
+    let response = next.run(request).await;
+    let at = time::OffsetDateTime::now_utc();
+    let entry = cloudos_cluster::api::AuditEntry {
+        id: state.audit.next_id(at),
+        at,
+        who: who
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), |w| w.name.clone()),
+        role: who.map(|w| w.role),
+        from,
+        method,
+        path,
+        status: response.status().as_u16(),
+    };
+    let writer = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = writer.audit.append(writer.store.as_ref(), &entry) {
+            log::error!(
+                "audit log: could not keep {} {}: {e}",
+                entry.method,
+                entry.path
+            );
+        }
+    });
+    response
 }
 
 /// Counts every request by method, matched route and status; joins also by outcome.

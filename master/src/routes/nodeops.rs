@@ -11,7 +11,7 @@ use cloudos_cluster::api::NodeInfo;
 use cloudos_cluster::nodeops::{DrainPhase, DrainRequest, DrainStatus, RebootStarted};
 use time::OffsetDateTime;
 
-use super::caller::AdminCaller;
+use super::caller::{AdminCaller, ViewerCaller};
 use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ApiError;
@@ -83,7 +83,7 @@ pub async fn start_drain(
 /// `GET /v1/nodes/{name}/drain`: the node's drain under way, or the last one.
 pub async fn drain_status(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
     Path(name): Path<String>,
 ) -> Result<Json<DrainStatus>, ApiError> {
     state.drains.get(&name).map(Json).ok_or_else(|| {

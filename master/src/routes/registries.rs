@@ -11,7 +11,7 @@ use cloudos_cluster::registry::{
 use cloudos_cluster::secret::SecretValue;
 use time::OffsetDateTime;
 
-use super::caller::AdminCaller;
+use super::caller::{OperatorCaller, ViewerCaller};
 use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ApiError;
@@ -20,7 +20,7 @@ use crate::registries::open;
 /// `POST /v1/registries`: logging in again replaces, in one write.
 pub async fn login(
     State(state): State<AppState>,
-    caller: AdminCaller,
+    caller: OperatorCaller,
     ApiJson(request): ApiJson<RegistryLogin>,
 ) -> Result<Json<RegistryInfo>, ApiError> {
     request.validate()?;
@@ -55,7 +55,7 @@ pub async fn login(
 /// `GET /v1/registries`: registries and user names.
 pub async fn list(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
 ) -> Result<Json<RegistryList>, ApiError> {
     let registries = state
         .blocking(|s| {
@@ -87,7 +87,7 @@ pub async fn list(
 /// their own `registries.toml`).
 pub async fn logout(
     State(state): State<AppState>,
-    caller: AdminCaller,
+    caller: OperatorCaller,
     Path(registry): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     validate_registry(&registry)?;

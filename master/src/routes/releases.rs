@@ -11,7 +11,7 @@ use cloudos_cluster::api::{
 };
 use cloudos_cluster::client::MAX_TRANSFER_BYTES;
 
-use super::caller::{AdminCaller, AnyCaller};
+use super::caller::{AdminCaller, AnyCaller, ViewerCaller};
 use super::upload::{receive, Upload};
 use super::workloads::random_hex;
 use super::AppState;
@@ -20,7 +20,7 @@ use crate::releases::ReleaseError;
 
 pub async fn list(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
 ) -> Result<Json<ReleaseList>, ApiError> {
     let releases = state.blocking(|s| Ok(s.releases.list())).await?;
     Ok(Json(ReleaseList {

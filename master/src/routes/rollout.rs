@@ -9,7 +9,7 @@ use cloudos_cluster::rollout::{
     RollbackStarted, Rollout, RolloutRequest, RolloutResume, UpgradeStatus,
 };
 
-use super::caller::AdminCaller;
+use super::caller::{AdminCaller, ViewerCaller};
 use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ApiError;
@@ -32,7 +32,7 @@ impl From<RolloutError> for ApiError {
 }
 
 /// `GET /v1/rollout`.
-pub async fn status(State(state): State<AppState>, _: AdminCaller) -> Json<UpgradeStatus> {
+pub async fn status(State(state): State<AppState>, _: ViewerCaller) -> Json<UpgradeStatus> {
     Json(rollout::status(&state))
 }
 

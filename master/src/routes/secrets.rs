@@ -6,7 +6,7 @@ use axum::Json;
 use cloudos_cluster::secret::{validate_secret_name, SecretCreateRequest, SecretInfo, SecretList};
 use time::OffsetDateTime;
 
-use super::caller::AdminCaller;
+use super::caller::{OperatorCaller, ViewerCaller};
 use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ApiError;
@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// `POST /v1/secrets`.
 pub async fn create(
     State(state): State<AppState>,
-    caller: AdminCaller,
+    caller: OperatorCaller,
     ApiJson(request): ApiJson<SecretCreateRequest>,
 ) -> Result<Json<SecretInfo>, ApiError> {
     request.validate()?;
@@ -50,7 +50,7 @@ pub async fn create(
 /// `GET /v1/secrets`: names, sizes and users; never a value.
 pub async fn list(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
 ) -> Result<Json<SecretList>, ApiError> {
     let secrets = state
         .blocking(|s| {
@@ -80,7 +80,7 @@ pub async fn list(
 /// `DELETE /v1/secrets/{name}`: refused while work names it.
 pub async fn remove(
     State(state): State<AppState>,
-    caller: AdminCaller,
+    caller: OperatorCaller,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // Only a secret's name: never a registry's credentials (`cloudos registry logout`).

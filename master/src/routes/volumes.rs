@@ -6,13 +6,13 @@ use axum::extract::{Path, State};
 use axum::Json;
 use cloudos_cluster::volume::{VolumeChange, VolumeList, VolumeRequest};
 
-use super::caller::AdminCaller;
+use super::caller::{OperatorCaller, ViewerCaller};
 use super::AppState;
 use crate::error::ApiError;
 use crate::workloads;
 
 /// `GET /v1/volumes`, with what each limited volume holds as its node last said.
-pub async fn list(State(state): State<AppState>, _: AdminCaller) -> Json<VolumeList> {
+pub async fn list(State(state): State<AppState>, _: ViewerCaller) -> Json<VolumeList> {
     let mut list = state.workloads.book().volumes();
     let mut reported: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
     state.roster.each(|node, telemetry| {
@@ -38,7 +38,7 @@ fn connected(s: &crate::state::MasterState, node: &str) -> Option<bool> {
 /// is (its node applies it at once when connected, else when work next mounts it).
 pub async fn put(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: OperatorCaller,
     Path(name): Path<String>,
     Json(request): Json<VolumeRequest>,
 ) -> Result<Json<VolumeChange>, ApiError> {
@@ -66,7 +66,7 @@ pub async fn put(
 /// `DELETE /v1/volumes/{name}`: forgets the volume and has its node delete its data.
 pub async fn remove(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: OperatorCaller,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let record = state

@@ -19,7 +19,7 @@ use cloudos_cluster::workload::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::caller::{AdminCaller, NodeCaller};
+use super::caller::{NodeCaller, OperatorCaller, ViewerCaller};
 use super::extract::ApiJson;
 use super::upload::{receive, Upload};
 use super::AppState;
@@ -61,9 +61,47 @@ pub(super) fn random_hex(bytes: usize) -> Result<String, ApiError> {
     crate::ids::random_hex(bytes).map_err(ApiError::Internal)
 }
 
+/// What a caller sees of workloads: environment values only if they are an admin
+/// ([`WorkloadSpec::hide_env`](cloudos_cluster::workload::WorkloadSpec::hide_env)).
+fn shown<T: HidesEnv>(caller: &cloudos_cluster::NodeIdentity, mut shown: T) -> T {
+    if caller.role != cloudos_cluster::Role::Admin {
+        shown.hide_env();
+    }
+    shown
+}
+
+/// Answers that carry specs.
+trait HidesEnv {
+    fn hide_env(&mut self);
+}
+
+impl HidesEnv for TaskInfo {
+    fn hide_env(&mut self) {
+        TaskInfo::hide_env(self)
+    }
+}
+
+impl HidesEnv for ServiceInfo {
+    fn hide_env(&mut self) {
+        ServiceInfo::hide_env(self)
+    }
+}
+
+impl HidesEnv for WorkloadList {
+    fn hide_env(&mut self) {
+        WorkloadList::hide_env(self)
+    }
+}
+
+impl<T: HidesEnv> HidesEnv for Vec<T> {
+    fn hide_env(&mut self) {
+        self.iter_mut().for_each(T::hide_env)
+    }
+}
+
 pub async fn list(
     State(state): State<AppState>,
-    _: AdminCaller,
+    ViewerCaller(caller): ViewerCaller,
 ) -> Result<Json<WorkloadList>, ApiError> {
     // Sizes come from the disk: read off the async workers.
     let workloads = state
@@ -76,18 +114,21 @@ pub async fn list(
             Ok(w)
         })
         .await?;
-    Ok(Json(workloads))
+    Ok(Json(shown(&caller, workloads)))
 }
 
-pub async fn list_tasks(State(state): State<AppState>, _: AdminCaller) -> Json<Vec<TaskInfo>> {
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    ViewerCaller(caller): ViewerCaller,
+) -> Json<Vec<TaskInfo>> {
     let mut tasks = state.workloads.book().workloads().tasks;
     tasks.iter_mut().for_each(|t| state.workloads.usage.fill(t));
-    Json(tasks)
+    Json(shown(&caller, tasks))
 }
 
 pub async fn create_task(
     State(state): State<AppState>,
-    _: AdminCaller,
+    OperatorCaller(caller): OperatorCaller,
     ApiJson(mut request): ApiJson<TaskCreateRequest>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     request.spec.validate()?;
@@ -115,20 +156,20 @@ pub async fn create_task(
         })
         .await?;
     log::info!("task {} queued: {}", task.id, task.spec.image);
-    Ok(Json(task))
+    Ok(Json(shown(&caller, task)))
 }
 
 pub async fn get_task(
     State(state): State<AppState>,
-    _: AdminCaller,
+    ViewerCaller(caller): ViewerCaller,
     Path(id): Path<String>,
 ) -> Result<Json<TaskInfo>, ApiError> {
-    Ok(Json(task_of(&state, &id)?))
+    Ok(Json(shown(&caller, task_of(&state, &id)?)))
 }
 
 pub async fn cancel_task(
     State(state): State<AppState>,
-    _: AdminCaller,
+    OperatorCaller(caller): OperatorCaller,
     Path(id): Path<String>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     let task = state
@@ -139,7 +180,7 @@ pub async fn cancel_task(
         })
         .await?;
     log::info!("task {} cancelled", task.id);
-    Ok(Json(task))
+    Ok(Json(shown(&caller, task)))
 }
 
 #[derive(Deserialize)]
@@ -152,7 +193,7 @@ pub struct LogQuery {
 /// arrives until the task has ended and its last output is in.
 pub async fn task_logs(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
@@ -254,7 +295,7 @@ fn read_piece(path: &std::path::Path, offset: u64) -> Option<String> {
 /// The tar archive of what the task wrote to `/output`.
 pub async fn task_output(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: ViewerCaller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let task = task_of(&state, &id)?;
@@ -317,13 +358,13 @@ pub async fn upload_output(
 
 pub async fn list_services(
     State(state): State<AppState>,
-    _: AdminCaller,
+    ViewerCaller(caller): ViewerCaller,
 ) -> Json<Vec<ServiceInfo>> {
     let mut services = state.workloads.book().workloads().services;
     services
         .iter_mut()
         .for_each(|s| state.workloads.usage.fill_service(s));
-    Json(services)
+    Json(shown(&caller, services))
 }
 
 fn service_of(state: &MasterState, name: &str) -> Result<ServiceInfo, ApiError> {
@@ -338,7 +379,7 @@ fn service_of(state: &MasterState, name: &str) -> Result<ServiceInfo, ApiError> 
 
 pub async fn create_service(
     State(state): State<AppState>,
-    _: AdminCaller,
+    OperatorCaller(caller): OperatorCaller,
     ApiJson(mut request): ApiJson<ServiceCreateRequest>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
     validate_service_name(&request.name)?;
@@ -365,13 +406,13 @@ pub async fn create_service(
         service.replicas,
         service.spec.image
     );
-    Ok(Json(service))
+    Ok(Json(shown(&caller, service)))
 }
 
 /// `PUT /v1/services/{name}`: makes the service, or starts its update to the new spec.
 pub async fn deploy_service(
     State(state): State<AppState>,
-    _: AdminCaller,
+    OperatorCaller(caller): OperatorCaller,
     Path(name): Path<String>,
     ApiJson(mut request): ApiJson<ServiceDeployRequest>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
@@ -403,13 +444,13 @@ pub async fn deploy_service(
         }
         book::Deployed::Unchanged => {}
     }
-    Ok(Json(service))
+    Ok(Json(shown(&caller, service)))
 }
 
 /// `POST /v1/services/{name}/rollback`: an update back to an earlier revision's spec.
 pub async fn rollback_service(
     State(state): State<AppState>,
-    _: AdminCaller,
+    OperatorCaller(caller): OperatorCaller,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
@@ -429,7 +470,7 @@ pub async fn rollback_service(
         service.revision,
         back.unwrap_or_default()
     );
-    Ok(Json(service))
+    Ok(Json(shown(&caller, service)))
 }
 
 /// The architectures `image` is published for, read with the cluster's credentials for
@@ -463,15 +504,15 @@ fn secrets_exist(
 
 pub async fn get_service(
     State(state): State<AppState>,
-    _: AdminCaller,
+    ViewerCaller(caller): ViewerCaller,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
-    Ok(Json(service_of(&state, &name)?))
+    Ok(Json(shown(&caller, service_of(&state, &name)?)))
 }
 
 pub async fn scale_service(
     State(state): State<AppState>,
-    _: AdminCaller,
+    OperatorCaller(caller): OperatorCaller,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<ScaleRequest>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
@@ -485,12 +526,12 @@ pub async fn scale_service(
         })
         .await?;
     log::info!("service {} scaled to {}", service.name, service.replicas);
-    Ok(Json(service))
+    Ok(Json(shown(&caller, service)))
 }
 
 pub async fn delete_service(
     State(state): State<AppState>,
-    _: AdminCaller,
+    _: OperatorCaller,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state

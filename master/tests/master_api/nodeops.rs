@@ -63,7 +63,7 @@ async fn a_compute_node_cannot_cordon_drain_or_reboot() {
         }
         let path = format!("/v1/nodes/{target}/drain");
         let reply = call(&attacker, f.m.addr, "GET", &path, None).await;
-        assert_error(&reply, 403, ErrorCode::Forbidden, "needs role admin");
+        assert_error(&reply, 403, ErrorCode::Forbidden, "needs role viewer");
     }
 
     // Nothing changed: both schedulable, no drain known, the victim got no reboot.
