@@ -191,16 +191,14 @@ pub async fn serve(metrics: Arc<NodeMetrics>, listen: SocketAddr) {
     log::info!("node metrics on http://{listen}/metrics");
     let router = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let body = metrics.render();
             async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
+                let accept = headers
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (content_type, body) = cloudos_cluster::exposition::negotiate(accept, body);
+                ([(axum::http::header::CONTENT_TYPE, content_type)], body)
             }
         }),
     );

@@ -27,6 +27,7 @@ pub mod api;
 pub mod apikey;
 pub mod backoff;
 pub mod client;
+pub mod exposition;
 pub mod files;
 pub mod health;
 pub mod identity;

@@ -1461,6 +1461,10 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
     assert!(walked >= 60, "walked only {walked} operations");
 }
 
+/// `/metrics` read by Prometheus's own tools.
+#[path = "master_api/prometheus.rs"]
+mod prometheus;
+
 /// Users, roles, API keys and the audit log, attacked.
 #[path = "master_api/people.rs"]
 mod people;

@@ -237,10 +237,12 @@ pub async fn label_node(
     Ok(Json(NodeInfo::from(&record)))
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
+/// `GET /metrics`: OpenMetrics to a scraper that asks for it, else the Prometheus text
+/// format (`cloudos_cluster::exposition`).
 pub async fn metrics(
     State(state): State<AppState>,
     _: ViewerCaller,
+    headers: axum::http::HeaderMap,
 ) -> impl axum::response::IntoResponse {
     let mut tasks: Vec<_> = {
         let book = state.workloads.book();
@@ -251,11 +253,9 @@ pub async fn metrics(
     };
     tasks.iter_mut().for_each(|t| state.workloads.usage.fill(t));
     let body = state.metrics.render(&state.roster.list(), &tasks);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (content_type, body) = cloudos_cluster::exposition::negotiate(accept, body);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
 }
