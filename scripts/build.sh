@@ -137,6 +137,11 @@ if [[ -z $BUNDLE_ONLY ]]; then
 step "building the cloudos CLI ($TARGET)"
 cargo build --release "${LOCKED[@]}" -q -p cloudos-cli --target "$TARGET"
 install -m 0755 "$ROOT/target/$TARGET/release/cloudos" "$OUT/cloudos"
+# Its man pages, from the same definitions as --help (cloudos runs only where it was built
+# for: the host's arch).
+if [[ $ARCH == "$(uname -m)" ]]; then
+    "$OUT/cloudos" man "$ROOT/out/man" 2>/dev/null
+fi
 [[ -f $INIT ]] || die "init binary $INIT not found"
 if file -b "$INIT" 2>/dev/null | grep -q 'dynamically linked'; then
     die "$INIT is dynamically linked; /init must be static"

@@ -14,7 +14,7 @@ use cloudos_cluster::volume::VolumeMount;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cloudos_cluster::workload::{self, NetworkMode, PortMapping, ResourceRequest, WorkloadSpec};
 use cloudos_cluster::Role;
 
@@ -35,9 +35,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Join the cluster as an admin with a token and store the credentials.
+    /// Log in to the cluster with a login token and store the credentials.
     Login {
-        /// An admin token (the master prints one at its first start).
+        /// A login token (`cloudos user add`; the master prints the first admin's at its
+        /// first start).
         #[arg(long, env = "CLOUDOS_TOKEN", hide_env_values = true)]
         token: String,
         /// The master's host:port; found by mDNS when left out.
@@ -66,6 +67,14 @@ enum Command {
     /// API keys for automation (`Authorization: Bearer KEY` on the same API).
     #[command(subcommand, name = "apikey")]
     ApiKey(ApiKeyCommand),
+    /// A shell completion script on stdout: `source <(cloudos completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command (cloudos.1, cloudos-user-add.1, …) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Every change made through the API: who, from where, what, when and the result.
     Audit {
         /// An RFC 3339 time, or a span back from now such as 1h or 7d.
@@ -765,6 +774,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         output: cli.output,
     };
     match cli.command {
+        Command::Completion { shell } => {
+            // Into memory first: the generator panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cloudos", &mut script);
+            use std::io::Write as _;
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+        Command::Man { dir } => commands::manual::write(Cli::command(), &dir),
         Command::Login {
             token,
             master,
@@ -984,6 +1004,57 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_know_every_command_and_bash_reads_them() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cloudos", &mut script);
+            let script = String::from_utf8(script).expect("utf-8");
+            for word in ["apikey", "audit", "user", "completion", "deploy"] {
+                assert!(script.contains(word), "{shell}: no {word}");
+            }
+            if shell == clap_complete::Shell::Bash {
+                let dir = tempfile::tempdir().expect("tmp");
+                let file = dir.path().join("cloudos.bash");
+                std::fs::write(&file, &script).expect("write");
+                let checked = std::process::Command::new("bash")
+                    .arg("-n")
+                    .arg(&file)
+                    .output()
+                    .expect("bash");
+                assert!(
+                    checked.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&checked.stderr)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_has_a_man_page() {
+        let dir = tempfile::tempdir().expect("tmp");
+        commands::manual::write(Cli::command(), dir.path()).expect("man pages");
+        fn expect(command: &clap::Command, name: &str, dir: &std::path::Path) {
+            let page = std::fs::read_to_string(dir.join(format!("{name}.1")))
+                .unwrap_or_else(|e| panic!("{name}.1: {e}"));
+            assert!(
+                page.starts_with(".ie") || page.contains(".TH"),
+                "{name}.1 is not a man page"
+            );
+            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+                expect(sub, &format!("{name}-{}", sub.get_name()), dir);
+            }
+        }
+        expect(&Cli::command(), "cloudos", dir.path());
+        let add = std::fs::read_to_string(dir.path().join("cloudos-user-add.1")).expect("page");
+        assert!(add.contains("viewer"), "{add}");
     }
 
     #[test]

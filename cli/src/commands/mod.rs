@@ -6,6 +6,7 @@ pub mod backup;
 pub mod discover;
 pub mod input;
 pub mod login;
+pub mod manual;
 pub mod masters;
 pub mod nodeops;
 pub mod nodes;

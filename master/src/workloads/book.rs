@@ -641,7 +641,10 @@ impl Book {
     fn lose_run(&mut self, id: &str, why: String, now: OffsetDateTime) -> Option<TaskInfo> {
         let task = self.tasks.get_mut(id)?;
         let node = task.node.take().unwrap_or_default();
-        self.avoid.entry(id.to_owned()).or_default().push(node);
+        self.avoid
+            .entry(id.to_owned())
+            .or_default()
+            .push(node.clone());
         task.pull = None;
         task.address = None;
         if task.service.is_some() || task.attempts <= task.retries {
@@ -652,6 +655,8 @@ impl Book {
             task.state = TaskState::Lost;
             task.reason = Some(why);
             task.finished_at = Some(now);
+            // Kept: if the node comes back with this run, its word wins (see `report`).
+            task.node = Some(node);
         }
         Some(task.clone())
     }
@@ -795,10 +800,13 @@ impl Book {
     pub fn report(&mut self, node: &str, report: &RunReport, now: OffsetDateTime) -> Effects {
         let mut effects = Effects::default();
         let id = task_of_run(&report.run);
+        // A task judged lost with its node (silent too long, no retry left) is taken back
+        // when that node reports the very run: it was never lost, only out of touch (its
+        // master stalled, a link was down), and no other run of it exists to conflict.
         let current = self.tasks.get_mut(id).filter(|t| {
             t.run.as_deref() == Some(report.run.as_str())
                 && t.node.as_deref() == Some(node)
-                && !t.state.is_final()
+                && (!t.state.is_final() || t.state == TaskState::Lost)
         });
         let Some(task) = current else {
             // A run the master has moved on from (cancelled, moved, scaled away).
@@ -814,6 +822,16 @@ impl Book {
             return effects;
         };
         let before = shown_state(task);
+        if task.state == TaskState::Lost {
+            log::info!(
+                "{node} reports run {} of task {} that was given up as lost: taken back",
+                report.run,
+                task.id
+            );
+            task.state = TaskState::Pulling;
+            task.reason = None;
+            task.finished_at = None;
+        }
         match &report.state {
             RunState::Pulling { progress } => {
                 // A late progress report must not take a running task back.
@@ -939,10 +957,12 @@ impl Book {
     pub fn stale_runs(&self, node: &str, runs: &[String]) -> Vec<String> {
         runs.iter()
             .filter(|run| {
+                // A run of a task given up as lost on this node is left running: its next
+                // report takes the task back (see `report`).
                 !self.tasks.get(task_of_run(run)).is_some_and(|t| {
                     t.run.as_deref() == Some(run.as_str())
                         && t.node.as_deref() == Some(node)
-                        && !t.state.is_final()
+                        && (!t.state.is_final() || t.state == TaskState::Lost)
                 })
             })
             .cloned()

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use cloudos_cluster::api::MasterMessage;
 use cloudos_cluster::routing::ServiceTable;
 use cloudos_cluster::workload::{LogChunk, LogStream, RetentionInfo};
-use cloudos_cluster::Role;
 use cloudos_scheduler::{Resources, Scheduler};
 use cloudos_store::Store;
 use cloudos_store::{NodeState, StoreError, WorkloadWrite};
@@ -479,7 +478,7 @@ fn send_all(roster: &Roster, messages: Vec<(String, MasterMessage)>) {
 fn node_facts(roster: &Roster) -> Vec<NodeFacts> {
     let mut facts = Vec::new();
     roster.each(|n, telemetry| {
-        if n.role == Role::Admin {
+        if n.role.is_user() {
             return;
         }
         let capacity = telemetry

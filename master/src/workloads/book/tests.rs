@@ -256,6 +256,48 @@ fn a_lost_node_requeues_tasks_with_retries_and_loses_the_rest() {
     assert_eq!(book.task("t-retry").unwrap().node.as_deref(), Some("n2"));
 }
 
+/// The node was only out of touch (its master stalled): the run it reports of a task given
+/// up as lost is taken back, running or finished; another node's word is not.
+#[test]
+fn a_task_lost_with_its_node_is_taken_back_when_that_node_reports_the_run() {
+    let mut book = Book::default();
+    book.create_task("t-a".into(), task(0), NOW).unwrap();
+    book.create_task("t-b".into(), task(0), NOW).unwrap();
+    book.schedule(&scheduler(), &[node("n1", true)], NOW);
+    book.nodes_lost(&|n, _| n != "n1", NOW);
+    for id in ["t-a", "t-b"] {
+        let t = book.task(id).unwrap();
+        assert_eq!((t.state, t.node.as_deref()), (TaskState::Lost, Some("n1")));
+    }
+    // Another node cannot claim a lost task's run.
+    let done = RunState::Exited {
+        code: Some(0),
+        signal: None,
+        oom_killed: false,
+        output_bytes: None,
+    };
+    book.report("n2", &report("t-a.1", done.clone()), NOW);
+    assert_eq!(book.task("t-a").unwrap().state, TaskState::Lost);
+
+    let running = RunState::Running {
+        health_reason: None,
+        health: None,
+        restarts: 0,
+        address: None,
+    };
+    let effects = book.hello(
+        "n1",
+        &[report("t-a.1", done), report("t-b.1", running)],
+        NOW,
+    );
+    assert!(stops(&effects).is_empty(), "nothing to stop: {effects:?}");
+    let a = book.task("t-a").unwrap();
+    assert_eq!((a.state, a.reason.as_deref()), (TaskState::Succeeded, None));
+    let b = book.task("t-b").unwrap();
+    assert_eq!((b.state, b.finished_at), (TaskState::Running, None));
+    assert!(book.stale_runs("n1", &["t-b.1".to_owned()]).is_empty());
+}
+
 #[test]
 fn hello_assigns_again_what_the_node_does_not_have() {
     let mut book = Book::default();
