@@ -10,7 +10,7 @@ PACKAGES=(
     xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools
     e2fsprogs cpio kmod lz4 zstd iproute2 musl-tools gdisk socat busybox-static file avahi-daemon avahi-utils dbus
     dnsmasq-base iputils-ping curl gcc-aarch64-linux-gnu libc6-dev-arm64-cross docker-registry runc crun
-    debootstrap debian-archive-keyring fdisk openssl protobuf-compiler libprotobuf-dev prometheus
+    debootstrap debian-archive-keyring fdisk openssl protobuf-compiler libprotobuf-dev prometheus chromium chromium-driver
 )
 RUST_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 # shellcheck source=scripts/lib/tools.sh

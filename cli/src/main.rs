@@ -67,6 +67,12 @@ enum Command {
     /// API keys for automation (`Authorization: Bearer KEY` on the same API).
     #[command(subcommand, name = "apikey")]
     ApiKey(ApiKeyCommand),
+    /// Open the web dashboard in your browser, logged in (a one-time link).
+    Dashboard {
+        /// Print the link instead of opening a browser.
+        #[arg(long)]
+        print: bool,
+    },
     /// A shell completion script on stdout: `source <(cloudos completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -674,6 +680,9 @@ enum UserCommand {
     /// Remove a user: every certificate of theirs stops working (a lost laptop, someone
     /// who left).
     Remove { name: String },
+    /// Set your own password for the dashboard (asked on the terminal, or one line on
+    /// stdin).
+    Password,
 }
 
 #[derive(Debug, Subcommand)]
@@ -841,6 +850,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             commands::users::role(&ctx, &name, role).await
         }
         Command::User(UserCommand::Remove { name }) => commands::users::remove(&ctx, &name).await,
+        Command::User(UserCommand::Password) => commands::users::password(&ctx).await,
+        Command::Dashboard { print } => commands::users::dashboard(&ctx, print).await,
         Command::ApiKey(ApiKeyCommand::Create { name, role, ttl }) => {
             commands::apikeys::create(&ctx, &name, role, &ttl).await
         }

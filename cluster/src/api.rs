@@ -66,6 +66,11 @@ pub mod paths {
     pub const API_KEYS: &str = "/v1/apikeys";
     /// `GET ?since=&user=&limit=` → `Vec<`[`super::AuditEntry`]`>`; admin.
     pub const AUDIT: &str = "/v1/audit";
+    /// `PUT` [`super::PasswordRequest`] → [`super::UserInfo`]: the caller's own dashboard
+    /// password; a user's certificate.
+    pub const PASSWORD: &str = "/v1/password";
+    /// `POST` → [`super::DashboardLink`]: a one-time dashboard login; any user.
+    pub const DASHBOARD_LINK: &str = "/v1/dashboard/link";
     /// `GET` → `Vec<`[`super::TokenInfo`]`>`, `POST` [`super::TokenCreateRequest`] →
     /// [`super::TokenCreateResponse`]; admin certificate. `DELETE /v1/tokens/<id>` revokes.
     pub const TOKENS: &str = "/v1/tokens";
@@ -678,6 +683,27 @@ pub struct UserAddRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRoleRequest {
     pub role: Role,
+}
+
+/// `cloudos user password`: the caller's own dashboard password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRequest {
+    pub password: String,
+}
+
+impl fmt::Debug for PasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordRequest { password: <redacted> }")
+    }
+}
+
+/// `cloudos dashboard`: a one-time login link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DashboardLink {
+    /// `/ui/link/<token>`, on the master that answered.
+    pub path: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }
 
 /// `cloudos apikey create`.

@@ -640,6 +640,19 @@ impl ApiClient {
         self.call(Method::GET, paths::USERS, None).await
     }
 
+    /// `PUT /v1/password`: the caller's own dashboard password.
+    pub async fn set_password(&self, password: &str) -> Result<UserInfo, ClientError> {
+        let body = self.json(&crate::api::PasswordRequest {
+            password: password.to_owned(),
+        })?;
+        self.call(Method::PUT, paths::PASSWORD, Some(body)).await
+    }
+
+    /// `POST /v1/dashboard/link`: a one-time dashboard login.
+    pub async fn dashboard_link(&self) -> Result<crate::api::DashboardLink, ClientError> {
+        self.call(Method::POST, paths::DASHBOARD_LINK, None).await
+    }
+
     /// `POST /v1/users`: a one-use login token for a new user.
     pub async fn add_user(
         &self,

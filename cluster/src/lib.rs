@@ -31,6 +31,7 @@ pub mod exposition;
 pub mod files;
 pub mod health;
 pub mod identity;
+pub mod install_line;
 pub mod mesh;
 pub mod nodeops;
 pub mod pki;

@@ -218,6 +218,7 @@ mod tests {
             cert_serial: cloudos_cluster::CertSerial::from_bytes(&[1, 2, 3]),
             pending_serial: None,
             token_id: t2.id().to_string(),
+            password_hash: None,
             joined_at: OffsetDateTime::now_utc(),
         };
         store.put_user(&admin).expect("admin");

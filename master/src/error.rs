@@ -81,6 +81,9 @@ pub enum ApiError {
     NodeOp(#[from] super::nodeops::NodeOpError),
     #[error(transparent)]
     ApiKey(#[from] cloudos_cluster::apikey::ApiKeyError),
+    /// A credential that names no one (a dashboard session that ended).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("this endpoint needs a client certificate; join the cluster first (`cloudos login` for people, a join token for nodes)")]
     NoClientCert,
     #[error("a caller of role {role} cannot use this endpoint; it needs role {needed}")]
@@ -172,7 +175,7 @@ impl ApiError {
                 }
             }
             ApiError::Identity(_) | ApiError::BadRequest(_) => ErrorCode::BadRequest,
-            ApiError::NoClientCert => ErrorCode::Unauthenticated,
+            ApiError::NoClientCert | ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::WrongRole { .. } | ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::NodeRemoved(_) => ErrorCode::Revoked,
             ApiError::Refused(e) => match e.as_ref() {

@@ -31,9 +31,13 @@ pub struct MasterState {
     pub api_keys: super::credentials::ApiKeys,
     /// Who changed what (see `audit`).
     pub audit: super::audit::AuditLog,
+    /// Browser sessions and one-time login links (see `dashboard::session`).
+    pub sessions: super::dashboard::session::Sessions,
     /// Serials no longer accepted, mirrored from the store for the TLS accept path.
     revoked: RwLock<HashSet<CertSerial>>,
     pub join_limiter: FailureLimiter,
+    /// Failed dashboard logins per address, apart from joins.
+    pub login_limiter: FailureLimiter,
     /// Replaced when the serving certificate is reissued; new connections use the latest.
     tls: RwLock<Arc<ServerConfig>>,
     pub local_addr: SocketAddr,
@@ -111,8 +115,10 @@ impl MasterState {
             users,
             api_keys,
             audit,
+            sessions: Default::default(),
             revoked: RwLock::new(revoked),
             join_limiter: FailureLimiter::for_joins(),
+            login_limiter: FailureLimiter::for_joins(),
             tls: RwLock::new(Arc::new(tls)),
             local_addr,
             started: Instant::now(),

@@ -111,8 +111,11 @@ pub struct UserRecord {
     /// As [`NodeRecord::pending_serial`].
     #[serde(default)]
     pub pending_serial: Option<CertSerial>,
-    /// The token the admin logged in with.
+    /// The token the user logged in with.
     pub token_id: String,
+    /// The argon2id PHC string of the password they set for the dashboard, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub joined_at: OffsetDateTime,
 }

@@ -45,6 +45,52 @@ pub async fn role(ctx: &Ctx, name: &str, role: Role) -> anyhow::Result<()> {
     ctx.print(&user, |u| format!("user {} is now {}", u.name, u.role))
 }
 
+/// `cloudos user password`: your own dashboard password, asked twice on a terminal or read
+/// as one line from stdin (for scripts); never an argument, which `ps` would show.
+pub async fn password(ctx: &Ctx) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let password = if std::io::stdin().is_terminal() {
+        dialoguer::Password::new()
+            .with_prompt("dashboard password (12 characters or more)")
+            .with_confirmation("again", "the two differ")
+            .interact()?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let user = ctx.client().await?.set_password(&password).await?;
+    println!(
+        "{}: dashboard password set; your other dashboard sessions ended",
+        user.name
+    );
+    Ok(())
+}
+
+/// `cloudos dashboard`: opens the dashboard in the browser, logged in (a one-time link), or
+/// prints the link with `--print`.
+pub async fn dashboard(ctx: &Ctx, print: bool) -> anyhow::Result<()> {
+    let client = ctx.client().await?;
+    let link = client.dashboard_link().await?;
+    let url = format!("https://{}{}", client.address(), link.path);
+    if print {
+        println!("{url}");
+        return Ok(());
+    }
+    eprintln!("opening {url} (one use, within two minutes)");
+    let opened = std::process::Command::new("xdg-open")
+        .arg(&url)
+        .status()
+        .or_else(|_| std::process::Command::new("open").arg(&url).status());
+    match opened {
+        Ok(status) if status.success() => Ok(()),
+        _ => {
+            println!("{url}");
+            anyhow::bail!("no browser could be opened; open the link above (it works once)")
+        }
+    }
+}
+
 pub async fn remove(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     ctx.client().await?.remove_user(name).await?;
     println!("user {name} removed; their certificates no longer work");

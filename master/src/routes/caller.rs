@@ -29,6 +29,10 @@ pub enum Proof {
     /// An API key (`Authorization: Bearer`): a user's rights, never a node's, and no
     /// certificate renewal.
     Key,
+    /// A dashboard session cookie: a user's rights, like a key; `csrf` says whether the
+    /// request carried the session's CSRF token, which a change must
+    /// (`crate::dashboard::session`).
+    Session { csrf: bool },
 }
 
 /// The caller's identity and how it proved it. A certificate wins over a key: a request
@@ -42,10 +46,13 @@ pub async fn verify(
         Some(Peer::Node { identity, serial }) => (identity.clone(), serial.clone()),
         Some(Peer::Refused(e)) => return Err(ApiError::Refused(std::sync::Arc::clone(e))),
         Some(Peer::Anonymous) | None => {
-            return match bearer(headers) {
-                Some(key) => api_key(state, key).map(|id| (id, Proof::Key)),
-                None => Err(ApiError::NoClientCert),
+            if let Some(key) = bearer(headers) {
+                return api_key(state, key).map(|id| (id, Proof::Key));
             }
+            return match crate::dashboard::session::cookie(headers) {
+                Some(cookie) => session(state, headers, cookie),
+                None => Err(ApiError::NoClientCert),
+            };
         }
     };
     if state.is_revoked(&serial) {
@@ -95,6 +102,33 @@ fn api_key(state: &AppState, text: &str) -> Result<NodeIdentity, ApiError> {
     })
 }
 
+/// The user a dashboard session cookie stands for, with the role on their record.
+fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+    cookie: &str,
+) -> Result<(NodeIdentity, Proof), ApiError> {
+    let gone = || {
+        ApiError::Unauthenticated(
+            "the dashboard session ended (logged out, idle, or the master changed); log in again"
+                .to_owned(),
+        )
+    };
+    let session = state
+        .sessions
+        .get(cookie, OffsetDateTime::now_utc())
+        .ok_or_else(gone)?;
+    let role = credentials::user_role(state, &session.user)?;
+    let csrf = crate::dashboard::session::csrf_ok(headers, &session);
+    Ok((
+        NodeIdentity {
+            name: session.user,
+            role,
+        },
+        Proof::Session { csrf },
+    ))
+}
+
 /// The caller as the router's guard verified it, so handlers do not check twice.
 #[derive(Debug, Clone)]
 pub struct Verified(pub NodeIdentity, pub Proof);
@@ -128,6 +162,21 @@ pub struct OperatorCaller(pub NodeIdentity);
 pub struct ViewerCaller(pub NodeIdentity);
 /// Any identity that holds a certificate.
 pub struct AnyCaller(pub NodeIdentity);
+/// A user who shows their own certificate (not a key, not a session).
+pub struct CertifiedUser(pub NodeIdentity);
+
+impl FromRequestParts<AppState> for CertifiedUser {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match identity(parts, state).await? {
+            (id, Proof::Certificate) if id.role.is_user() => Ok(CertifiedUser(id)),
+            (id, _) => Err(ApiError::WrongRole {
+                role: id.role,
+                needed: "a user's own certificate (`cloudos`, not an API key or a session)",
+            }),
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for NodeCaller {
     type Rejection = ApiError;
@@ -169,7 +218,7 @@ impl FromRequestParts<AppState> for AnyCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match identity(parts, state).await? {
             (id, Proof::Certificate) => Ok(AnyCaller(id)),
-            (id, Proof::Key) => Err(ApiError::WrongRole {
+            (id, _) => Err(ApiError::WrongRole {
                 role: id.role,
                 needed: "a certificate (an API key cannot renew one)",
             }),

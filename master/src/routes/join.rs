@@ -267,6 +267,8 @@ fn admit(
             pending_serial: None,
             token_id: id.to_owned(),
             joined_at: now,
+            // A new login starts afresh: a dashboard password is set again after it.
+            password_hash: None,
         };
         // Token use, admin record and the revocation of what a same-named admin held, in
         // one transaction; memory follows the store.

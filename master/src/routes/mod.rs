@@ -247,6 +247,18 @@ fn routes() -> Routes {
     .add("delete", API_KEY, Access::Admin, delete(people::revoke_key))
     .add("get", paths::AUDIT, Access::Admin, get(people::audit))
     .add(
+        "put",
+        paths::PASSWORD,
+        Access::Viewer,
+        put(people::set_password),
+    )
+    .add(
+        "post",
+        paths::DASHBOARD_LINK,
+        Access::Viewer,
+        post(people::dashboard_link),
+    )
+    .add(
         "get",
         paths::WORKLOADS,
         Access::Viewer,
@@ -431,6 +443,11 @@ async fn clock() -> axum::Json<cloudos_cluster::api::TimeResponse> {
     })
 }
 
+/// The cloud installer script every master serves (the dashboard shows its line).
+pub fn install_script() -> &'static str {
+    install::SCRIPT
+}
+
 /// Prometheus's conventional path, outside the versioned API.
 pub const METRICS: &str = "/metrics";
 
@@ -439,6 +456,7 @@ pub fn router(state: AppState) -> Router {
     let Routes { router, access, .. } = routes();
     let access = Arc::new(access);
     router
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
@@ -475,7 +493,16 @@ async fn guard(
         return next.run(request).await;
     };
     if wanted != Access::Public {
+        let safe = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
         match caller::verify(request.extensions(), request.headers(), &state).await {
+            Ok((_, caller::Proof::Session { csrf: false })) if !safe => {
+                return ApiError::Forbidden(
+                    "a change made with a dashboard session needs the session's CSRF token \
+                     (the x-cloudos-csrf header)"
+                        .to_owned(),
+                )
+                .into_response()
+            }
             Ok((identity, proof)) if wanted.admits(identity.role, proof) => {
                 request
                     .extensions_mut()

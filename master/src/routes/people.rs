@@ -14,7 +14,7 @@ use cloudos_cluster::{NodeIdentity, Role, Token};
 use cloudos_store::{PeopleStore, StoreError};
 use time::{Duration, OffsetDateTime};
 
-use super::caller::AdminCaller;
+use super::caller::{AdminCaller, CertifiedUser, ViewerCaller};
 use super::AppState;
 use crate::audit::AuditQuery;
 use crate::error::{bounded, ApiError};
@@ -114,6 +114,7 @@ pub async fn remove_user(
                 other => other?,
             };
             s.users.remove(&record.name);
+            s.sessions.close_user(&record.name);
             for r in revoked {
                 s.mark_revoked(r.serial);
             }
@@ -125,6 +126,47 @@ pub async fn remove_user(
         caller.name
     );
     Ok(Json(UserInfo::from(&record)))
+}
+
+/// `PUT /v1/password`: the caller sets their own dashboard password (a user with a
+/// certificate; not a key, not a session: whoever holds a borrowed browser must not lock
+/// its owner out). Their sessions end.
+pub async fn set_password(
+    State(state): State<AppState>,
+    CertifiedUser(me): CertifiedUser,
+    super::extract::ApiJson(req): super::extract::ApiJson<cloudos_cluster::api::PasswordRequest>,
+) -> Result<Json<UserInfo>, ApiError> {
+    let record = state
+        .blocking(move |s| {
+            let hash = crate::passwords::hash(&req.password)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let mut user = s.users.get(&me.name).ok_or_else(|| no_user(&me.name))?;
+            user.password_hash = Some(hash);
+            s.store.put_user(&user)?;
+            s.users.put(user.clone());
+            s.sessions.close_user(&me.name);
+            log::info!("user {} set a dashboard password", me.name);
+            Ok(user)
+        })
+        .await?;
+    Ok(Json(UserInfo::from(&record)))
+}
+
+/// `POST /v1/dashboard/link`: a one-time link that logs the caller into the dashboard
+/// (`cloudos dashboard` opens it), good for two minutes.
+pub async fn dashboard_link(
+    State(state): State<AppState>,
+    ViewerCaller(me): ViewerCaller,
+) -> Result<Json<cloudos_cluster::api::DashboardLink>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let token = state
+        .sessions
+        .link(&me.name, now)
+        .ok_or_else(|| ApiError::Internal("no randomness for a link".to_owned()))?;
+    Ok(Json(cloudos_cluster::api::DashboardLink {
+        path: format!("/ui/link/{token}"),
+        expires_at: now + crate::dashboard::session::LINK_TTL,
+    }))
 }
 
 /// Refuses to leave the cluster without an admin: nobody could manage people again.
