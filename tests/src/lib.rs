@@ -32,6 +32,7 @@ pub mod admin;
 pub mod arch;
 pub mod artifacts;
 pub mod bench;
+pub mod browser;
 pub mod capture;
 pub mod checks;
 pub mod console;

@@ -15,7 +15,7 @@ pub mod session;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -189,7 +189,7 @@ fn admin_only(me: &SignedIn) -> Option<Response> {
     })
 }
 
-async fn tokens(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn tokens(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let Some(me) = SignedIn::of(&state, &headers) else {
         return to_login();
     };
@@ -203,12 +203,9 @@ async fn tokens(State(state): State<AppState>, headers: HeaderMap) -> Response {
         .map(TokenInfo::from)
         .collect();
     // The address the browser reached this master at is the one to give the machine.
-    let master = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
+    let master = authority(&uri, &headers).unwrap_or_default();
     let line = cloudos_cluster::install_line::install_line(
-        master,
+        &master,
         "",
         crate::routes::install_script().as_bytes(),
     );
@@ -247,38 +244,74 @@ async fn people(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn login_page() -> Response {
-    html(pages::login(None))
+    login_form(StatusCode::OK, None)
+}
+
+/// The login page with a fresh login token in its form and in a cookie.
+fn login_form(status: StatusCode, error: Option<&str>) -> Response {
+    let Some(token) = session::login_token() else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no randomness for a login form",
+        )
+            .into_response();
+    };
+    (
+        status,
+        [(header::SET_COOKIE, session::set_login_cookie(&token))],
+        html(pages::login(&token, error)),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
 struct LoginForm {
     name: String,
     password: String,
+    /// The login page's own token (see `session::login_cookie`).
+    #[serde(default)]
+    login: String,
 }
 
-/// Whether a form post comes from a page of this master: a browser sends `Origin` with
-/// every POST, and another site's page cannot make it ours.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+/// The `host[:port]` the browser asked for: HTTP/1.1's `Host` header, or HTTP/2's
+/// `:authority`, which arrives in the request's URI.
+fn authority(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+/// Whether a form post comes from a page of this master: a browser sends `Origin` with a
+/// POST (`null` in some cases, which proves nothing either way), and another site's page
+/// cannot make it ours.
+fn foreign_origin(uri: &Uri, headers: &HeaderMap) -> bool {
     let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
-    match (origin, host) {
-        (Some(origin), Some(host)) => origin == format!("https://{host}"),
-        _ => false,
+    match (origin, authority(uri, headers)) {
+        (None | Some("null"), _) => false,
+        (Some(origin), Some(host)) => origin != format!("https://{host}"),
+        (Some(_), None) => true,
     }
 }
 
 async fn login(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (
+    // Login CSRF: the form's hidden field must match the cookie the login page set (a
+    // SameSite=Strict cookie another site can neither read nor send), and a browser's
+    // `Origin`, when it names one, must be this master.
+    let cookie_ok =
+        session::login_cookie(&headers).is_some_and(|c| session::same_secret(c, &form.login));
+    if !cookie_ok || foreign_origin(&uri, &headers) {
+        return login_form(
             StatusCode::FORBIDDEN,
-            html(pages::login(Some("Log in from this master's own page."))),
-        )
-            .into_response();
+            Some("Log in from this master's own page."),
+        );
     }
     if let Err(wait) = state
         .login_limiter
@@ -288,11 +321,7 @@ async fn login(
             "Too many failed attempts; try again in {} s.",
             wait.as_secs().max(1)
         );
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            html(pages::login(Some(&message))),
-        )
-            .into_response();
+        return login_form(StatusCode::TOO_MANY_REQUESTS, Some(&message));
     }
     let name = form.name.trim().to_owned();
     let checked = {
@@ -313,13 +342,10 @@ async fn login(
             crate::error::bounded(&name),
             from.ip()
         );
-        return (
+        return login_form(
             StatusCode::UNAUTHORIZED,
-            html(pages::login(Some(
-                "That name and password do not match a user with a password.",
-            ))),
-        )
-            .into_response();
+            Some("That name and password do not match a user with a password."),
+        );
     }
     start_session(&state, &name, from)
 }
@@ -331,13 +357,10 @@ async fn link(
 ) -> Response {
     match state.sessions.use_link(&token, OffsetDateTime::now_utc()) {
         Some(user) if state.users.get(&user).is_some() => start_session(&state, &user, from),
-        _ => (
+        _ => login_form(
             StatusCode::UNAUTHORIZED,
-            html(pages::login(Some(
-                "That link was used already or is too old; run cloudos dashboard again.",
-            ))),
-        )
-            .into_response(),
+            Some("That link was used already or is too old; run cloudos dashboard again."),
+        ),
     }
 }
 

@@ -415,7 +415,7 @@ pub fn people(
 }
 
 /// The login page: a name and password, or the one-time link `cloudos dashboard` opens.
-pub fn login(error: Option<&str>) -> Markup {
+pub fn login(token: &str, error: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -429,6 +429,7 @@ pub fn login(error: Option<&str>) -> Markup {
                 h1 { "CloudOS" }
                 @if let Some(error) = error { p.error role="alert" { (error) } }
                 form method="post" action="/ui/login" {
+                    input type="hidden" name="login" value=(token);
                     label for="name" { "Name" } input #name name="name" autocomplete="username" required;
                     label for="password" { "Password" }
                     input #password name="password" type="password" autocomplete="current-password" required;

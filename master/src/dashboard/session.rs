@@ -119,13 +119,17 @@ fn alive(s: &Session, now: OffsetDateTime) -> bool {
 
 /// The value of the session cookie in `headers`, if any.
 pub fn cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_named(headers, COOKIE)
+}
+
+fn cookie_named<'a>(headers: &'a HeaderMap, wanted: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
 }
 
@@ -135,6 +139,27 @@ pub fn set_cookie(id: &str) -> String {
         "{COOKIE}={id}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         LIFETIME.whole_seconds()
     )
+}
+
+/// The login form's cookie: a random token the form carries too (double submit), so a
+/// login can only come from this master's own login page.
+pub const LOGIN_COOKIE: &str = "cloudos_login";
+
+/// A fresh token for a login form.
+pub fn login_token() -> Option<String> {
+    random_token()
+}
+
+/// The `Set-Cookie` value for a login form's token (ten minutes to fill the form in).
+pub fn set_login_cookie(token: &str) -> String {
+    format!(
+        "{LOGIN_COOKIE}={token}; Path=/ui/login; HttpOnly; Secure; SameSite=Strict; Max-Age=600"
+    )
+}
+
+/// The login form's token from the request's cookies.
+pub fn login_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_named(headers, LOGIN_COOKIE)
 }
 
 /// The `Set-Cookie` value that makes the browser forget its session.
