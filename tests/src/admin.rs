@@ -90,26 +90,6 @@ impl<'a> Admin<'a> {
             .unwrap_or_else(|e| panic!("cannot run cloudos: {e}"))
     }
 
-    /// Runs `cloudos ARGS` with `input` on its stdin (a password, as a script gives it).
-    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        use std::io::Write as _;
-        let mut child = self
-            .net
-            .command(self.cli.to_str().expect("utf-8 path"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run cloudos: {e}"));
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).expect("write stdin");
-        }
-        child.wait_with_output().expect("cloudos ends")
-    }
-
     /// Runs `cloudos ARGS`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         self.succeeded(args, self.run(args))
