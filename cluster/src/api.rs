@@ -749,6 +749,33 @@ pub struct ApiKeyInfo {
     pub revoked: bool,
 }
 
+/// One point of a node's metric history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Busy fraction of all its CPUs, 0.0 to 1.0.
+    pub cpu_usage: f64,
+    /// The same in cores.
+    pub cpu_cores: f64,
+    pub mem_used_bytes: u64,
+    pub mem_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub net_rx_bytes_per_sec: f64,
+    pub net_tx_bytes_per_sec: f64,
+    pub load1: f64,
+}
+
+/// `GET /v1/nodes/<name>/history?since=…`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeHistory {
+    pub node: String,
+    /// Seconds between points: 60 within the last day, 3600 beyond.
+    pub resolution_secs: u32,
+    pub points: Vec<HistoryPoint>,
+}
+
 /// One change made through the API, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

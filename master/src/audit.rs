@@ -81,7 +81,7 @@ impl AuditQuery {
     pub fn run(&self, store: &dyn Store, now: OffsetDateTime) -> Result<Vec<AuditEntry>, String> {
         let from = match self.since.as_deref() {
             None => 0,
-            Some(text) => id_at(since(text, now)?),
+            Some(text) => id_at(crate::since::parse(text, now)?),
         };
         let limit = self.limit.unwrap_or(200).clamp(1, 10_000);
         let mut entries: Vec<AuditEntry> = store
@@ -94,19 +94,6 @@ impl AuditQuery {
         entries.drain(..skip);
         Ok(entries)
     }
-}
-
-/// `--since`: an RFC 3339 time, or a span such as `90m` back from `now`.
-fn since(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(at);
-    }
-    cloudos_cluster::token::parse_ttl(text)
-        .map(|span| now - span)
-        .map_err(|_| {
-            format!("since: {text:?} is neither an RFC 3339 time nor a span such as 1h or 7d")
-        })
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub struct MasterConfig {
     pub mdns: bool,
     /// How often live state (last seen, telemetry) is written to the store.
     pub flush_interval: Duration,
+    /// How often each node's metric history gets a point (a minute; tests go faster).
+    pub history_interval: Duration,
     /// The scheduler's policy: `spread` or `binpack`.
     pub scheduler: String,
     /// Where the binaries for `install.sh` are (see `master::downloads`).
@@ -110,6 +112,7 @@ impl MasterConfig {
             cert_lifetime: Duration::from_secs(NODE_CERT_LIFETIME.whole_seconds().unsigned_abs()),
             mdns: true,
             flush_interval: Duration::from_secs(60),
+            history_interval: crate::history::FINE_EVERY,
             scheduler: "spread".to_owned(),
             retention: Retention::default(),
             backups: None,

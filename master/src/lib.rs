@@ -45,6 +45,7 @@ pub mod downloads;
 mod error;
 pub mod ha;
 mod health;
+mod history;
 mod ids;
 mod listen;
 mod mesh;
@@ -60,6 +61,7 @@ mod routes;
 mod secrets;
 mod server;
 mod serving;
+mod since;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -218,6 +220,7 @@ pub(crate) async fn lead(
         tasks.spawn(advertise::run(Arc::clone(&state), addr_rx));
     }
     tasks.spawn(health::run(Arc::clone(&state)));
+    tasks.spawn(history::run(Arc::clone(&state)));
     let s = Arc::clone(&state);
     tasks.spawn(async move {
         s.mesh

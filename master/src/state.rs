@@ -31,6 +31,8 @@ pub struct MasterState {
     pub api_keys: super::credentials::ApiKeys,
     /// Who changed what (see `audit`).
     pub audit: super::audit::AuditLog,
+    /// The metric history's memory between samples (see `history`).
+    pub history: super::history::Sampler,
     /// Browser sessions and one-time login links (see `dashboard::session`).
     pub sessions: super::dashboard::session::Sessions,
     /// Serials no longer accepted, mirrored from the store for the TLS accept path.
@@ -116,6 +118,7 @@ impl MasterState {
             api_keys,
             audit,
             sessions: Default::default(),
+            history: Default::default(),
             revoked: RwLock::new(revoked),
             join_limiter: FailureLimiter::for_joins(),
             login_limiter: FailureLimiter::for_joins(),

@@ -1464,6 +1464,58 @@ async fn every_route_refuses_callers_its_access_does_not_admit() {
     assert!(walked >= 60, "walked only {walked} operations");
 }
 
+/// A node's heartbeats become its metric history, served by range to users only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_become_a_nodes_metric_history() {
+    let dir = common::temp_dir("history");
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let mut config = common::config(&dir, listen, HEARTBEAT, NOT_READY_AFTER);
+    config.history_interval = Duration::from_secs(1);
+    let mut m = TestMaster::start(config, 2);
+    let admin = join_admin(&m).await;
+    let a = admin.client(src(1));
+    let token = compute_token(&m, &a).await;
+    let node = join(&m, src(2), &token, "n1").await;
+    let mut ws = agent_connect(&m, &node.client(src(2))).await;
+    send(&mut ws, &hello()).await;
+    // Heartbeats for a few seconds: a point a second.
+    for seq in 1..=16 {
+        send(&mut ws, &beat(seq)).await;
+        let _ = receive_any(&mut ws).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let reply = call(&a, m.addr, "GET", "/v1/nodes/n1/history?since=1h", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let history: cloudos_cluster::api::NodeHistory = reply.json();
+    assert_eq!(history.resolution_secs, 60);
+    assert!(history.points.len() >= 2, "{history:?}");
+    assert!(
+        history.points.iter().all(|p| (p.load1 - 0.5).abs() < 1e-9),
+        "{history:?}"
+    );
+    assert!(history.points.windows(2).all(|w| w[0].at < w[1].at));
+    // A month asks for the hourly means: none yet, the hour is not over.
+    let reply = call(&a, m.addr, "GET", "/v1/nodes/n1/history?since=30d", None).await;
+    let month: cloudos_cluster::api::NodeHistory = reply.json();
+    assert_eq!(month.resolution_secs, 3600);
+    // Errors say what is wrong; a node's certificate reads nothing.
+    let reply = call(&a, m.addr, "GET", "/v1/nodes/n1/history?since=soon", None).await;
+    assert_error(&reply, 400, ErrorCode::BadRequest, "since");
+    let reply = call(&a, m.addr, "GET", "/v1/nodes/nobody/history", None).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    let reply = call(
+        &node.client(src(2)),
+        m.addr,
+        "GET",
+        "/v1/nodes/n1/history",
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    m.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `/metrics` read by Prometheus's own tools.
 #[path = "master_api/prometheus.rs"]
 mod prometheus;

@@ -43,12 +43,14 @@ pub enum Table {
     ApiKeys,
     /// [`cloudos_cluster::api::AuditEntry`]s by id, zero-padded so key order is time order.
     Audit,
+    /// Nodes' metric history, a record per node and hour (`fine/…`) or day (`coarse/…`).
+    History,
     /// Records that could not be decoded, moved aside at start ([`Quarantined`]).
     Quarantine,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Tokens,
         Table::Nodes,
@@ -60,6 +62,7 @@ impl Table {
         Table::Users,
         Table::ApiKeys,
         Table::Audit,
+        Table::History,
         Table::Quarantine,
     ];
 
@@ -76,6 +79,7 @@ impl Table {
             Table::Users => "admins",
             Table::ApiKeys => "apikeys",
             Table::Audit => "audit",
+            Table::History => "history",
             Table::Quarantine => "quarantine",
         }
     }

@@ -63,7 +63,8 @@ fn check(table: Table, bytes: &[u8]) -> Result<(), serde_json::Error> {
         Table::Services => from_slice::<ServiceRecord>(bytes).map(drop),
         Table::Volumes => from_slice::<cloudos_cluster::volume::VolumeRecord>(bytes).map(drop),
         Table::Secrets => from_slice::<cloudos_cluster::secret::SecretRecord>(bytes).map(drop),
-        Table::Meta | Table::Quarantine => Ok(()),
+        // History records are read leniently (an unreadable one is skipped), never moved.
+        Table::Meta | Table::Quarantine | Table::History => Ok(()),
     }
 }
 

@@ -89,7 +89,8 @@ fn people_use_the_cluster_from_a_browser_and_the_dashboard_refuses_what_their_ro
         return;
     };
     let _registry = busybox_registry(&lab.net, REGISTRY);
-    let cluster = lab.cluster(&[]);
+    // A history point a second, so the node's charts have data within the test.
+    let cluster = lab.cluster(&["--history-interval", "1s"]);
     let alice = &cluster.alice;
     let token = alice.token("compute", &["--ttl", "1h"]);
     let host = lab.host(3);
@@ -127,6 +128,28 @@ fn people_use_the_cluster_from_a_browser_and_the_dashboard_refuses_what_their_ro
             });
             assert!(row.contains("Ready"), "{row}");
             browser::screenshot(rt, c, &s.join("nodes.png"));
+
+            // The node's page charts its measurements.
+            rt.block_on(c.goto(&format!("https://{m}/ui/nodes/node-3")))
+                .expect("node-3");
+            let chart = eventually(rt, c, "a CPU chart with data", |rt| {
+                // A point a second: read the page again until it has two.
+                rt.block_on(c.refresh()).ok()?;
+                rt.block_on(c.find(Locator::Css("#cpu-chart svg"))).ok()?;
+                let label = rt
+                    .block_on(async {
+                        c.find(Locator::Css("#cpu-chart svg"))
+                            .await?
+                            .attr("aria-label")
+                            .await
+                    })
+                    .ok()??;
+                let points: usize = label.split(", ").nth(1)?.split(' ').next()?.parse().ok()?;
+                (points >= 2).then_some(label)
+            });
+            assert!(chart.starts_with("CPU"), "{chart}");
+            assert!(count(rt, c, "#memory-chart svg polyline") == 1);
+            browser::screenshot(rt, c, &s.join("node.png"));
 
             // Run a task from the page and watch its logs stream in.
             rt.block_on(c.goto(&format!("https://{m}/ui/workloads")))

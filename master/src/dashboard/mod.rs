@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(overview))
         .route("/ui/nodes", get(nodes))
+        .route("/ui/nodes/{name}", get(node))
         .route("/ui/workloads", get(workloads))
         .route("/ui/tasks/{id}", get(task))
         .route("/ui/tokens", get(tokens))
@@ -147,6 +148,61 @@ async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
         &state.roster.list(),
         OffsetDateTime::now_utc(),
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct RangeQuery {
+    range: Option<String>,
+}
+
+async fn node(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<RangeQuery>,
+) -> Response {
+    let Some(me) = SignedIn::of(&state, &headers) else {
+        return to_login();
+    };
+    let Some(info) = state.roster.get(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            html(pages::not_found(
+                &me.viewer(),
+                &format!("There is no node {name}."),
+            )),
+        )
+            .into_response();
+    };
+    let range = match query.range.as_deref() {
+        Some(r @ ("1h" | "24h" | "30d")) => r.to_owned(),
+        _ => "1h".to_owned(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let (r, n) = (range.clone(), name.clone());
+    let history = state
+        .blocking(move |s| {
+            let since = crate::since::parse(&r, now).map_err(crate::error::ApiError::BadRequest)?;
+            let (resolution_secs, points) =
+                crate::history::query(s.store.as_ref(), &n, since, now)?;
+            Ok(cloudos_cluster::api::NodeHistory {
+                node: n,
+                resolution_secs,
+                points,
+            })
+        })
+        .await;
+    match history {
+        Ok(history) => html(pages::node(&me.viewer(), &info, &history, &range, now)),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            html(pages::not_found(
+                &me.viewer(),
+                &format!("The history cannot be read now: {e}"),
+            )),
+        )
+            .into_response(),
+    }
 }
 
 async fn workloads(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -130,11 +130,9 @@ pub fn overview(
             .iter()
             .filter_map(|n| n.telemetry.as_ref())
             .fold((0.0, 0, 0), |(c, u, t), tel| {
-                (
-                    c + tel.cpu_usage,
-                    u + tel.mem_used_bytes,
-                    t + tel.mem_total_bytes,
-                )
+                // A busy fraction of the node's CPUs, as cores.
+                let cores = tel.cpu_usage * tel.capacity.cpu_millicores as f64 / 1000.0;
+                (c + cores, u + tel.mem_used_bytes, t + tel.mem_total_bytes)
             });
     let waiting: Vec<&TaskInfo> = tasks
         .iter()
@@ -189,11 +187,11 @@ pub fn nodes(viewer: &Viewer<'_>, nodes: &[NodeInfo], now: OffsetDateTime) -> Ma
                 @if viewer.may(Role::Admin) { th { "Actions" } } } }
             tbody { @for n in nodes.iter().filter(|n| !n.role.is_user()) {
                 tr data-node=(n.name) {
-                    td { (n.name) } td { (n.role) }
+                    td { a href={"/ui/nodes/" (n.name)} { (n.name) } } td { (n.role) }
                     td class=(state_class(node_state(n))) { (node_state(n)) }
                     td { (n.address) } td { (n.arch) }
                     @if let Some(t) = &n.telemetry {
-                        td { (format!("{:.2}", t.cpu_usage)) }
+                        td { (format!("{:.0} %", t.cpu_usage * 100.0)) }
                         td { (gib(t.mem_used_bytes)) " / " (gib(t.mem_total_bytes)) }
                         td { (format!("{:.2}", t.load1)) }
                     } @else { td {} td {} td {} }
@@ -213,6 +211,118 @@ pub fn nodes(viewer: &Viewer<'_>, nodes: &[NodeInfo], now: OffsetDateTime) -> Ma
         }
     };
     layout(viewer, Page::Nodes, "Nodes", Some(5), body)
+}
+
+/// A line chart of `points` (`(unix seconds, value)`, values within `0..=max`) as
+/// inline SVG: no script, and the page's CSP allows it.
+fn chart(id: &str, title: &str, points: &[(i64, f64)], max: f64, unit: &str) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 120.0;
+    let (first, last) = match (points.first(), points.last()) {
+        (Some(f), Some(l)) => (f.0, l.0.max(f.0 + 1)),
+        _ => (0, 1),
+    };
+    let span = (last - first) as f64;
+    let line: Vec<String> = points
+        .iter()
+        .map(|(t, v)| {
+            let x = (t - first) as f64 / span * W;
+            let y = H - (v / max).clamp(0.0, 1.0) * H;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let latest = points.last().map(|p| p.1).unwrap_or_default();
+    html! {
+        figure.chart id=(id) {
+            figcaption { (title) ": " strong { (format!("{latest:.1}")) " " (unit) } " now" }
+            @if points.is_empty() {
+                p.muted { "No data yet: a point is taken every minute." }
+            } @else {
+                svg viewBox={"0 0 " (W) " " (H)} width="100%" height="120" role="img"
+                    aria-label=(format!("{title}, {} points", points.len())) {
+                    rect x="0" y="0" width=(W) height=(H) fill="none" stroke="currentColor" stroke-opacity="0.2" {}
+                    polyline fill="none" stroke="currentColor" stroke-width="2" points=(line.join(" ")) {}
+                }
+            }
+        }
+    }
+}
+
+/// One node: what it is, and its measurements over `range`.
+pub fn node(
+    viewer: &Viewer<'_>,
+    n: &NodeInfo,
+    history: &cloudos_cluster::api::NodeHistory,
+    range: &str,
+    now: OffsetDateTime,
+) -> Markup {
+    let cpu: Vec<(i64, f64)> = history
+        .points
+        .iter()
+        .map(|p| (p.at.unix_timestamp(), p.cpu_usage * 100.0))
+        .collect();
+    let mem: Vec<(i64, f64)> = history
+        .points
+        .iter()
+        .filter(|p| p.mem_total_bytes > 0)
+        .map(|p| {
+            (
+                p.at.unix_timestamp(),
+                p.mem_used_bytes as f64 / p.mem_total_bytes as f64 * 100.0,
+            )
+        })
+        .collect();
+    let load: Vec<(i64, f64)> = history
+        .points
+        .iter()
+        .map(|p| (p.at.unix_timestamp(), p.load1))
+        .collect();
+    let load_max = load.iter().map(|p| p.1).fold(1.0, f64::max);
+    let net: Vec<(i64, f64)> = history
+        .points
+        .iter()
+        .map(|p| {
+            (
+                p.at.unix_timestamp(),
+                (p.net_rx_bytes_per_sec + p.net_tx_bytes_per_sec) / 1024.0,
+            )
+        })
+        .collect();
+    let net_max = net.iter().map(|p| p.1).fold(1.0, f64::max);
+    let body = html! {
+        table {
+            tbody {
+                tr { th { "State" } td class=(state_class(node_state(n))) { (node_state(n)) } }
+                tr { th { "Role" } td { (n.role) } }
+                tr { th { "Address" } td { (n.address) } }
+                tr { th { "Arch" } td { (n.arch) } }
+                @if let Some(t) = &n.telemetry {
+                    tr { th { "Version" } td { (t.nodeos_version) } }
+                    tr { th { "Kernel" } td { (t.kernel) } }
+                    tr { th { "Clock" } td { (t.clock_skew_secs.map(|s| format!("{s:+.2} s from the master's")).unwrap_or_default()) } }
+                }
+                tr { th { "Seen" } td { (ago(n.last_seen, now)) " ago" } }
+                tr { th { "Labels" } td { @for (k, v) in &n.labels { span { (k) "=" (v) " " } } } }
+            }
+        }
+        nav aria-label="range" {
+            @for (r, label) in [("1h", "last hour"), ("24h", "last day"), ("30d", "last month")] {
+                @if r == range { a href={"?range=" (r)} aria-current="page" { (label) } }
+                @else { a href={"?range=" (r)} { (label) } }
+            }
+        }
+        (chart("cpu-chart", "CPU", &cpu, 100.0, "%"))
+        (chart("memory-chart", "Memory", &mem, 100.0, "%"))
+        (chart("load-chart", "Load", &load, load_max, ""))
+        (chart("network-chart", "Network", &net, net_max, "KiB/s"))
+    };
+    layout(
+        viewer,
+        Page::Nodes,
+        &format!("Node {}", n.name),
+        Some(60),
+        body,
+    )
 }
 
 pub fn workloads(viewer: &Viewer<'_>, tasks: &[TaskInfo], services: &[ServiceInfo]) -> Markup {

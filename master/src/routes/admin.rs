@@ -237,6 +237,42 @@ pub async fn label_node(
     Ok(Json(NodeInfo::from(&record)))
 }
 
+#[derive(serde::Deserialize)]
+pub struct HistoryQuery {
+    /// RFC 3339, or a span back from now such as `1h` (the default) or `30d`.
+    since: Option<String>,
+}
+
+/// `GET /v1/nodes/{name}/history`: the node's measurements over time (see `history`).
+pub async fn node_history(
+    State(state): State<AppState>,
+    _: ViewerCaller,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HistoryQuery>,
+) -> Result<Json<cloudos_cluster::api::NodeHistory>, ApiError> {
+    if state.roster.get(&name).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no node named {}; list nodes with `cloudos node list`",
+            crate::error::bounded(&name)
+        )));
+    }
+    let now = OffsetDateTime::now_utc();
+    let since = crate::since::parse(query.since.as_deref().unwrap_or("1h"), now)
+        .map_err(ApiError::BadRequest)?;
+    let history = state
+        .blocking(move |s| {
+            let (resolution_secs, points) =
+                crate::history::query(s.store.as_ref(), &name, since, now)?;
+            Ok(cloudos_cluster::api::NodeHistory {
+                node: name,
+                resolution_secs,
+                points,
+            })
+        })
+        .await?;
+    Ok(Json(history))
+}
+
 /// `GET /metrics`: OpenMetrics to a scraper that asks for it, else the Prometheus text
 /// format (`cloudos_cluster::exposition`).
 pub async fn metrics(

@@ -79,6 +79,8 @@ const USER: &str = "/v1/users/{name}";
 /// `DELETE` revokes an API key.
 const API_KEY: &str = "/v1/apikeys/{id}";
 const NODE_LABELS: &str = "/v1/nodes/{name}/labels";
+/// `GET ?since=` the node's metric history.
+const NODE_HISTORY: &str = "/v1/nodes/{name}/history";
 /// `POST` installs a kept release on the node.
 const NODE_UPGRADE: &str = "/v1/nodes/{name}/upgrade";
 /// `GET` a kept bundle.
@@ -228,6 +230,12 @@ fn routes() -> Routes {
     .add("get", NODE, Access::Viewer, get(admin::get_node))
     .add("delete", NODE, Access::Admin, delete(admin::remove_node))
     .add("post", NODE_LABELS, Access::Admin, post(admin::label_node))
+    .add(
+        "get",
+        NODE_HISTORY,
+        Access::Viewer,
+        get(admin::node_history),
+    )
     .add("get", paths::USERS, Access::Admin, get(people::list_users))
     .add("post", paths::USERS, Access::Admin, post(people::add_user))
     .add("put", USER, Access::Admin, put(people::set_role))

@@ -42,6 +42,10 @@ pub struct MasterArgs {
     /// that stall (an emulator, a congested uplink).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub not_ready_after: Duration,
+    /// How often each node's metric history gets a point (a minute; the history's
+    /// windows, a day of points and a month of hourly means, stay the same).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub history_interval: Duration,
     /// Lifetime of the certificates given to nodes and admins, e.g. 7d or 10m.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub cert_lifetime: Duration,
@@ -179,6 +183,7 @@ pub fn config_from_args(args: MasterArgs) -> anyhow::Result<MasterConfig> {
     config.heartbeat_interval = args.heartbeat_interval;
     config.not_ready_after = args.not_ready_after;
     config.cert_lifetime = args.cert_lifetime;
+    config.history_interval = args.history_interval.max(Duration::from_secs(1));
     config.mdns = !args.no_mdns;
     if cloudos_scheduler::policy_by_name(&args.scheduler).is_none() {
         anyhow::bail!(
