@@ -132,6 +132,41 @@ pub fn query(
     Ok((resolution, points))
 }
 
+/// Writes `points` of `node` as they would have been recorded (fine ones within the last
+/// `FINE_KEEP` of `now`, the rest as coarse), each record in one write: for importing
+/// history, and for benchmarks that need a month of it at once.
+pub fn backfill(
+    store: &dyn Store,
+    node: &str,
+    fine: &[HistoryPoint],
+    coarse: &[HistoryPoint],
+) -> Result<(), StoreError> {
+    let mut records: std::collections::BTreeMap<String, Vec<Row>> = Default::default();
+    for p in fine {
+        records
+            .entry(hour_key(node, p.at))
+            .or_default()
+            .push(to_row(p));
+    }
+    for p in coarse {
+        records
+            .entry(day_key(node, p.at))
+            .or_default()
+            .push(to_row(p));
+    }
+    store.transact_raw(&mut |txn| {
+        for (key, rows) in &records {
+            let bytes = serde_json::to_vec(rows).map_err(|source| StoreError::Encode {
+                table: Table::History,
+                key: key.clone(),
+                source,
+            })?;
+            txn.put(Table::History, key, &bytes)?;
+        }
+        Ok(())
+    })
+}
+
 /// The mean of fine points: one coarse point at `at`.
 fn average(points: &[HistoryPoint], at: OffsetDateTime) -> Option<HistoryPoint> {
     let n = points.len();

@@ -45,7 +45,7 @@ pub mod downloads;
 mod error;
 pub mod ha;
 mod health;
-mod history;
+pub mod history;
 mod ids;
 mod listen;
 mod mesh;

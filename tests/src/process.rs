@@ -43,6 +43,11 @@ impl Proc {
         }
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The name it was started under (`master-1`, `n1`).
     pub fn what(&self) -> &str {
         &self.what

@@ -317,3 +317,225 @@ fn people_use_the_cluster_from_a_browser_and_the_dashboard_refuses_what_their_ro
     );
     drop(driver);
 }
+
+/// What one browser visit measured (milliseconds and bytes).
+struct Visit {
+    overview_fcp_ms: f64,
+    overview_bytes: f64,
+    nodes_page_ms: f64,
+    nodes_api_ms: f64,
+    rows: usize,
+    /// A node's page with its month chart (744 hourly points when history is kept).
+    month_chart_ms: f64,
+}
+
+/// One visit in a fresh browser: the overview's first contentful paint and the bytes of
+/// that first load (page, script, stylesheet), then the node list page to its
+/// DOMContentLoaded against the same list from the JSON API (the peer, fetched by the
+/// page itself).
+fn visit(rt: &Runtime, c: &Client, link: &str, master: &str) -> Visit {
+    rt.block_on(c.goto(link)).expect("open the link");
+    eventually(rt, c, "the overview", |rt| text(rt, c, "#nodes-ready"));
+    let number = |script: &str| -> f64 {
+        rt.block_on(c.execute(script, vec![]))
+            .expect("a measurement")
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    // The paint entry may come a moment after the load.
+    let fcp = (0..20)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            number("const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : -1;")
+        })
+        .find(|v| *v >= 0.0)
+        .unwrap_or(f64::NAN);
+    let bytes = number(
+        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).reduce((s, e) => s + (e.transferSize || e.encodedBodySize || 0), 0);",
+    );
+    rt.block_on(c.goto(&format!("https://{master}/ui/nodes")))
+        .expect("nodes");
+    let page = number("const n = performance.getEntriesByType('navigation')[0]; return n.domContentLoadedEventEnd - n.startTime;");
+    let rows = count(rt, c, "#nodes tbody tr");
+    let api = rt
+        .block_on(c.execute_async(
+            "const done = arguments[0]; const t = performance.now(); fetch('/v1/nodes').then((r) => r.json()).then(() => done(performance.now() - t), () => done(-1));",
+            vec![],
+        ))
+        .expect("the API's list")
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    rt.block_on(c.goto(&format!("https://{master}/ui/nodes/sim-000?range=30d")))
+        .expect("a node's month");
+    let month = number("const n = performance.getEntriesByType('navigation')[0]; return n.domContentLoadedEventEnd - n.startTime;");
+    Visit {
+        month_chart_ms: month,
+        overview_fcp_ms: fcp,
+        overview_bytes: bytes,
+        nodes_page_ms: page,
+        nodes_api_ms: api,
+        rows,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// A month of history for `node`: an hourly mean for 31 days and a point a minute for
+/// the last day, as the master would have kept them.
+fn a_month_of(
+    node: &str,
+    now: time::OffsetDateTime,
+) -> (
+    Vec<cloudos_cluster::api::HistoryPoint>,
+    Vec<cloudos_cluster::api::HistoryPoint>,
+) {
+    let point = |at: time::OffsetDateTime, i: i64| cloudos_cluster::api::HistoryPoint {
+        at,
+        cpu_usage: (i % 100) as f64 / 100.0,
+        cpu_cores: (i % 100) as f64 / 50.0,
+        mem_used_bytes: 1 << 30,
+        mem_total_bytes: 4 << 30,
+        disk_used_bytes: 10 << 30,
+        disk_total_bytes: 100 << 30,
+        net_rx_bytes_per_sec: 1000.0 + i as f64,
+        net_tx_bytes_per_sec: 500.0,
+        load1: 0.5,
+    };
+    let _ = node; // every node measures the same
+    let fine = (0..1440)
+        .map(|m| point(now - time::Duration::minutes(1440 - m), m))
+        .collect();
+    let coarse = (0..744)
+        .map(|h| point(now - time::Duration::hours(744 - h), h))
+        .collect();
+    (fine, coarse)
+}
+
+#[test]
+#[ignore = "a benchmark: scripts/bench-dashboard.sh"]
+fn dashboard_bench() {
+    const NODES: usize = 100;
+    let Some(lab) = Lab::new() else { return };
+    let Some(driver) = Driver::start(&lab.net) else {
+        return;
+    };
+    let runs = cloudos_tests::bench::runs(5);
+    let mut cluster = lab.cluster(&[]);
+    // A hundred nodes join (each its own key and certificate); they stay NotReady, which
+    // the list shows like any other state.
+    let token = cluster
+        .alice
+        .token("compute", &["--ttl", "1h", "--uses", "200"]);
+    let master = cluster.master.addr.clone();
+    let ns = format!("/run/netns/{}", lab.net.name());
+    let (m, t) = (master.clone(), token.clone());
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&ns).expect("the lab's namespace");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let token: cloudos_cluster::Token = t.parse().expect("token");
+        for i in 0..NODES {
+            rt.block_on(cloudos_cluster::client::join(
+                &m,
+                &token,
+                &format!("sim-{i:03}"),
+                "x86_64",
+                &Default::default(),
+                None,
+            ))
+            .expect("a simulated node joins");
+        }
+    })
+    .join()
+    .expect("the joins");
+    let rss = |cluster: &cloudos_tests::lab::Cluster<'_>| {
+        let pid = cluster.master.proc.pid().expect("the master runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+            / 1024.0
+    };
+    let pin = browser::spki_pin(&lab.net, &master);
+    let measure = |cluster: &cloudos_tests::lab::Cluster<'_>, label: &str| -> Vec<Visit> {
+        (0..runs)
+            .map(|run| {
+                let link = cluster
+                    .alice
+                    .ok(&["dashboard", "--print"])
+                    .trim()
+                    .to_owned();
+                let m = master.clone();
+                let profile = lab.path(&format!("bench-{label}-{run}"));
+                driver.browse(&pin, &profile, move |rt, c| visit(rt, c, &link, &m))
+            })
+            .collect()
+    };
+    let empty = measure(&cluster, "empty");
+    let rss_empty = rss(&cluster);
+
+    // A month of history for every node, written into the master's store while it is
+    // stopped; then the master again, and its memory after serving the node pages.
+    let data = lab.path("master");
+    cluster.master.proc.stop_with(libc::SIGTERM);
+    {
+        let store =
+            cloudos_store::RedbStore::open(data.join("master/state.redb")).expect("the store");
+        let now = time::OffsetDateTime::now_utc();
+        for i in 0..NODES {
+            let node = format!("sim-{i:03}");
+            let (fine, coarse) = a_month_of(&node, now);
+            cloudos_master::history::backfill(&store, &node, &fine, &coarse).expect("backfill");
+        }
+    }
+    let host = &cluster.host;
+    cluster.master = lab.master("master-1", host, &data, &[]);
+    let with_history = measure(&cluster, "history");
+    let rss_history = rss(&cluster);
+    assert!(
+        empty.iter().chain(&with_history).all(|v| v.rows == NODES),
+        "the list shows every node"
+    );
+
+    let col = |visits: &[Visit], f: fn(&Visit) -> f64| median(visits.iter().map(f).collect());
+    println!("BENCH-TABLE-BEGIN");
+    println!("| measure ({NODES} nodes, median of {runs}, headless Chromium in the lab) | value |");
+    println!("|---|---|");
+    println!(
+        "| overview: first contentful paint | {:.0} ms |",
+        col(&empty, |v| v.overview_fcp_ms)
+    );
+    println!(
+        "| overview: bytes on first load (page, script, stylesheet) | {:.1} KB |",
+        col(&empty, |v| v.overview_bytes) / 1000.0
+    );
+    let page = col(&empty, |v| v.nodes_page_ms);
+    let api = col(&empty, |v| v.nodes_api_ms);
+    println!("| node list page to DOMContentLoaded | {page:.0} ms |");
+    println!("| peer: the same list from the JSON API (`GET /v1/nodes`, fetched by the page) | {api:.0} ms ({:.1}×) |", page / api);
+    println!(
+        "| node list page with a month of history kept | {:.0} ms |",
+        col(&with_history, |v| v.nodes_page_ms)
+    );
+    println!(
+        "| a node's page with its month chart (744 hourly points) | {:.0} ms |",
+        col(&with_history, |v| v.month_chart_ms)
+    );
+    println!("| master RSS (debug build), no history | {rss_empty:.1} MiB |");
+    println!(
+        "| master RSS (debug build), a month of history for {NODES} nodes | {rss_history:.1} MiB |"
+    );
+    println!("BENCH-TABLE-END");
+}
