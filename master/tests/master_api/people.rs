@@ -284,7 +284,7 @@ async fn the_audit_log_keeps_every_change_with_who_where_and_the_result() {
 
     // The log is written after the answer: give it a moment.
     let mut entries: Vec<AuditEntry> = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..150 {
         entries = call(a, m.addr, "GET", "/v1/audit", None).await.json();
         if entries.iter().filter(|e| e.path == "/v1/tasks").count() == 2 {
             break;

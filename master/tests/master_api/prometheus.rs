@@ -107,7 +107,8 @@ async fn prometheus_reads_every_counter_of_the_master_as_a_counter() {
     // The target is up, then its metadata types each cloudos family.
     let mut last = serde_json::Value::Null;
     let mut types = std::collections::BTreeMap::new();
-    for _ in 0..60 {
+    // Up to a minute: Prometheus starts its TSDB and scrapes every second.
+    for _ in 0..120 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(targets) = prometheus_api(port, "/api/v1/targets") else {
             continue;
