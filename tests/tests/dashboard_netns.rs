@@ -468,8 +468,9 @@ fn dashboard_bench() {
             .unwrap_or(f64::NAN)
             / 1024.0
     };
-    let pin = browser::spki_pin(&lab.net, &master);
     let measure = |cluster: &cloudos_tests::lab::Cluster<'_>, label: &str| -> Vec<Visit> {
+        // A master makes a new serving key at each start: pin the current one.
+        let pin = browser::spki_pin(&lab.net, &master);
         (0..runs)
             .map(|run| {
                 let link = cluster
