@@ -333,3 +333,139 @@ async fn the_audit_log_keeps_every_change_with_who_where_and_the_result() {
     let all = call(a, m.addr, "GET", "/v1/audit", None).await.body;
     assert!(!all.contains(&key), "{all}");
 }
+
+/// A request with `headers` from `client`: status, headers and body.
+async fn call_with(
+    client: &Client,
+    m: &TestMaster,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let tls = tls_connect(client, m.addr).await;
+    let (status, headers, bytes) =
+        common::http_request_with(tls, method, path, headers, body.as_bytes().to_vec()).await;
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// A browser's session, attacked without a browser: the one-time link works once, the
+/// cookie is `HttpOnly`, `Secure` and `SameSite=Strict`, a change needs the session's CSRF
+/// token (a forged one is refused), the session's user's role decides, and removing the
+/// user ends the session at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_session_needs_its_csrf_token_and_ends_with_its_user() {
+    let f = fixture("sessions").await;
+    let (m, a) = (&f.m, &f.a);
+    make_secret(m, a).await;
+    let login = user_login(m, a, "olga", Role::Operator).await;
+    let olga = join(m, src(6), &login, "olga").await.client(src(6));
+    let reply = call(&olga, m.addr, "POST", "/v1/dashboard/link", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let link: cloudos_cluster::api::DashboardLink = reply.json();
+    let browser = pinned(m.pin, src(7));
+
+    let opened = call_with(&browser, m, "GET", &link.path, &[], "").await;
+    assert_eq!(opened.status, 303, "{}", opened.body);
+    let set_cookie = opened
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+    // The link is spent.
+    let again = call_with(&browser, m, "GET", &link.path, &[], "").await;
+    assert_eq!(again.status, 401);
+
+    // The page carries the CSRF token; the API wants it for every change.
+    let page = call_with(
+        &browser,
+        m,
+        "GET",
+        "/ui/workloads",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.headers.get("content-security-policy").is_some());
+    let csrf = page
+        .body
+        .split(r#"name="csrf-token" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the CSRF token in the page")
+        .to_owned();
+    let read = call_with(&browser, m, "GET", "/v1/tasks", &[("cookie", &cookie)], "").await;
+    assert_eq!(read.status, 200);
+    let body = task_body();
+    for forged in [None, Some("0000")] {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        if let Some(token) = forged {
+            headers.push(("x-cloudos-csrf", token));
+        }
+        let reply = call_with(&browser, m, "POST", "/v1/tasks", &headers, &body).await;
+        assert_eq!(reply.status, 403, "{forged:?}: {}", reply.body);
+    }
+    let headers = [
+        ("cookie", cookie.as_str()),
+        ("x-cloudos-csrf", csrf.as_str()),
+    ];
+    let made = call_with(&browser, m, "POST", "/v1/tasks", &headers, &body).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    // An operator's session makes no token; a session sets no password.
+    let token = call_with(
+        &browser,
+        m,
+        "POST",
+        "/v1/tokens",
+        &headers,
+        r#"{"role":"compute","ttl":"1h"}"#,
+    )
+    .await;
+    assert_eq!(token.status, 403);
+    let password = call_with(
+        &browser,
+        m,
+        "PUT",
+        "/v1/password",
+        &headers,
+        r#"{"password":"a long passphrase"}"#,
+    )
+    .await;
+    assert_eq!(password.status, 403);
+    // Another browser's cookie value names nothing.
+    let stranger = call_with(
+        &browser,
+        m,
+        "GET",
+        "/v1/tasks",
+        &[("cookie", "cloudos_session=00")],
+        "",
+    )
+    .await;
+    assert_eq!(stranger.status, 401);
+
+    // Olga removed: her session ends with her certificates.
+    assert_eq!(
+        call(a, m.addr, "DELETE", "/v1/users/olga", None)
+            .await
+            .status,
+        200
+    );
+    let after = call_with(&browser, m, "GET", "/v1/tasks", &[("cookie", &cookie)], "").await;
+    assert!(matches!(after.status, 401 | 403), "{}", after.status);
+    let page = call_with(&browser, m, "GET", "/", &[("cookie", &cookie)], "").await;
+    assert_eq!(
+        page.status, 303,
+        "the dashboard sends her to the login page"
+    );
+}
