@@ -265,7 +265,7 @@ pub fn prune(
     let fine_cut = hour_key("", now - FINE_KEEP);
     let coarse_cut = day_key("", now - COARSE_KEEP);
     let mut removed = 0;
-    for (key, _) in store.list_raw(Table::History)? {
+    for key in store.range_keys(Table::History, KeyRange::All)? {
         let mut parts = key.splitn(3, '/');
         let (Some(kind), Some(node), Some(stamp)) = (parts.next(), parts.next(), parts.next())
         else {

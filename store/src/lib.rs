@@ -86,6 +86,16 @@ pub trait Store: Send + Sync {
         range: KeyRange<'_>,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// The keys of `range` in a table, in key order, without reading their values (etcd: a
+    /// keys-only range read): for sweeps over large tables (history, audit).
+    fn range_keys(&self, table: Table, range: KeyRange<'_>) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .range_raw(table, range)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
     /// All `(key, value)` pairs of a table, in key order.
     fn list_raw(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.range_raw(table, KeyRange::All)

@@ -48,21 +48,17 @@ pub trait PeopleStore: Store {
 
     /// The id of the newest entry, if any.
     fn last_audit_id(&self) -> Result<Option<u64>, StoreError> {
-        // Keys are fixed-width ids; the list is read by key only at start.
+        // Keys are fixed-width ids, so the last key is the newest entry's.
         Ok(self
-            .list_raw(Table::Audit)?
+            .range_keys(Table::Audit, KeyRange::All)?
             .last()
-            .and_then(|(key, _)| key.parse().ok()))
+            .and_then(|key| key.parse().ok()))
     }
 
     /// Deletes entries older than id `before`, and the oldest beyond the newest `keep`;
     /// returns how many went.
     fn prune_audit(&self, before: u64, keep: usize) -> Result<usize, StoreError> {
-        let keys: Vec<String> = self
-            .list_raw(Table::Audit)?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
+        let keys = self.range_keys(Table::Audit, KeyRange::All)?;
         let over = keys.len().saturating_sub(keep);
         let cut = audit_key(before);
         let mut removed = 0;

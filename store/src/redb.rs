@@ -51,6 +51,28 @@ fn read_range(
     Ok(out)
 }
 
+/// The keys of `range`, values left unread.
+fn read_keys(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    range: KeyRange<'_>,
+) -> Result<Vec<String>, StoreError> {
+    let start = match range {
+        KeyRange::All => "",
+        KeyRange::Prefix(prefix) => prefix,
+        KeyRange::Between { start, .. } => start,
+    };
+    let mut out = Vec::new();
+    for entry in t.range(start..).map_err(redb_err("read"))? {
+        let (key, _) = entry.map_err(redb_err("read"))?;
+        let key = key.value();
+        if !range.contains(key) {
+            break;
+        }
+        out.push(key.to_owned());
+    }
+    Ok(out)
+}
+
 /// Creates `path` with mode 0600 when missing, and sets 0600 on it otherwise.
 fn make_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -232,6 +254,14 @@ impl Store for RedbStore {
             .open_table(definition(table))
             .map_err(redb_err("open table"))?;
         read_range(&t, range)
+    }
+
+    fn range_keys(&self, table: Table, range: KeyRange<'_>) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err("begin"))?;
+        let t = txn
+            .open_table(definition(table))
+            .map_err(redb_err("open table"))?;
+        read_keys(&t, range)
     }
 
     /// One read transaction over every table: redb's MVCC gives it the state of the last

@@ -52,6 +52,9 @@ fn ranges_return_their_keys_in_order(new: NewStore) {
     for (range, want) in cases {
         let got = keys(store.range_raw(Table::Services, range).expect("range"));
         assert_eq!(got, want, "{range:?}");
+        // The keys-only read gives the same keys (etcd: a keys-only range).
+        let only = store.range_keys(Table::Services, range).expect("keys");
+        assert_eq!(only, want, "keys of {range:?}");
         let mut in_txn = Vec::new();
         store
             .transact_raw(&mut |txn| {

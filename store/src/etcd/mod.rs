@@ -477,6 +477,24 @@ impl Store for EtcdStore {
         Ok(self.read_range(table, range, None)?.0)
     }
 
+    fn range_keys(&self, table: Table, range: KeyRange<'_>) -> Result<Vec<String>, StoreError> {
+        let (start, end) = self.key_range(table, range);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let options = GetOptions::new().with_range(end).with_keys_only();
+        let kv = self.kv();
+        let response = self.read("read keys", || {
+            let (mut kv, start, options) = (kv.clone(), start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| self.record_key(table, kv.key()))
+            .collect()
+    }
+
     fn watch_raw(&self, table: Table) -> Result<Watch, StoreError> {
         watch::start(self, table)
     }
