@@ -210,6 +210,16 @@ fn people_use_the_cluster_from_a_browser_and_the_dashboard_refuses_what_their_ro
                 403
             );
 
+            // What each node runs, and the releases kept (none here).
+            rt.block_on(c.goto(&format!("https://{m}/ui/upgrades")))
+                .expect("upgrades");
+            let running = eventually(rt, c, "the running version", |rt| {
+                text(rt, c, "#running-version")
+            });
+            assert!(!running.is_empty());
+            assert!(text(rt, c, "#systems").is_some_and(|t| t.contains("node-3")));
+            browser::screenshot(rt, c, &s.join("upgrades.png"));
+
             // Admin pages.
             rt.block_on(c.goto(&format!("https://{m}/ui/people")))
                 .expect("people");

@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/workloads", get(workloads))
         .route("/ui/tasks/{id}", get(task))
         .route("/ui/tokens", get(tokens))
+        .route("/ui/upgrades", get(upgrades))
         .route("/ui/people", get(people))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/link/{token}", get(link))
@@ -271,6 +272,24 @@ async fn tokens(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
         &line,
         OffsetDateTime::now_utc(),
     ))
+}
+
+async fn upgrades(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(me) = SignedIn::of(&state, &headers) else {
+        return to_login();
+    };
+    // Listing reads the releases' directory: off the async workers.
+    let kept = state
+        .blocking(|s| Ok(s.releases.list()))
+        .await
+        .unwrap_or_default();
+    let releases = cloudos_cluster::api::ReleaseList {
+        releases: kept,
+        running: cloudos_release::version().to_string(),
+        development_key: cloudos_release::trusts_development_key(),
+    };
+    let status = crate::rollout::status(&state);
+    html(pages::upgrades(&me.viewer(), &releases, &status))
 }
 
 async fn people(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -29,6 +29,7 @@ pub enum Page {
     Workloads,
     Tokens,
     People,
+    Upgrades,
     Other,
 }
 
@@ -63,6 +64,7 @@ fn layout(
                         (link(Page::Overview, "/", "Overview"))
                         (link(Page::Nodes, "/ui/nodes", "Nodes"))
                         (link(Page::Workloads, "/ui/workloads", "Tasks and services"))
+                        (link(Page::Upgrades, "/ui/upgrades", "Upgrades"))
                         @if viewer.may(Role::Admin) {
                             (link(Page::Tokens, "/ui/tokens", "Tokens"))
                             (link(Page::People, "/ui/people", "People"))
@@ -522,6 +524,74 @@ pub fn people(
         }
     };
     layout(viewer, Page::People, "People", None, body)
+}
+
+/// An enum's name as the API writes it (`running`, `draining`).
+fn api_word<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Releases the master keeps, the rollout under way, and what each node runs; admins
+/// start, resume and abort rollouts here.
+pub fn upgrades(
+    viewer: &Viewer<'_>,
+    releases: &cloudos_cluster::api::ReleaseList,
+    status: &cloudos_cluster::rollout::UpgradeStatus,
+) -> Markup {
+    let admin = viewer.may(Role::Admin);
+    let body = html! {
+        p { "This master runs " strong #running-version { (releases.running) } "." }
+        h2 { "Releases kept" }
+        @if releases.releases.is_empty() {
+            p.muted { "None: add one with " code { "cloudos release add FILE" } "." }
+        } @else {
+            table #releases {
+                thead { tr { th { "Version" } th { "Arch" } th { "Size" } th { "Signed by" }
+                    @if admin { th { "Actions" } } } }
+                tbody { @for r in &releases.releases {
+                    tr {
+                        td { (r.version) } td { (r.arch) } td { (format!("{:.1} MB", r.size as f64 / 1e6)) }
+                        td { code { (r.key) } }
+                        @if admin { td {
+                            button data-path="/v1/rollout" data-body=(serde_json::json!({ "version": r.version }).to_string())
+                                data-confirm={"Upgrade the cluster to " (r.version) ", a few nodes at a time?"} { "Upgrade to " (r.version) }
+                        } }
+                    }
+                } }
+            }
+        }
+        h2 { "Rollout" }
+        @if let Some(rollout) = &status.rollout {
+            p #rollout-phase { "To " strong { (rollout.request.version) } ": " span class=(api_word(&rollout.phase)) { (api_word(&rollout.phase)) }
+              ", started by " (rollout.by) "." @if let Some(why) = &rollout.reason { " " (why) } }
+            @if admin {
+                button data-path="/v1/rollout/resume" data-body="{}" { "Resume" }
+                " "
+                button.danger data-path="/v1/rollout/abort" { "Abort" }
+            }
+            table #rollout-nodes {
+                thead { tr { th { "Node" } th { "Step" } th { "From" } } }
+                tbody { @for n in &rollout.nodes {
+                    tr { td { (n.name) } td { (api_word(&n.step)) } td { (n.from.as_deref().unwrap_or("")) } }
+                } }
+            }
+        } @else {
+            p.muted { "No rollout has run." }
+        }
+        h2 { "What each node runs" }
+        table #systems {
+            thead { tr { th { "Node" } th { "Role" } th { "State" } th { "Version" } th { "Slot" } th { "Confirmed" } th { "Upgrade" } } }
+            tbody { @for n in &status.nodes {
+                tr { td { (n.name) } td { (n.role) } td { (n.state) }
+                     td { (n.version.as_deref().unwrap_or("")) } td { (n.slot.as_deref().unwrap_or("")) }
+                     td { (if n.confirmed { "yes" } else { "no" }) } td { (n.upgrade.as_deref().unwrap_or("")) } }
+            } }
+        }
+    };
+    layout(viewer, Page::Upgrades, "Upgrades", Some(10), body)
 }
 
 /// The login page: a name and password, or the one-time link `cloudos dashboard` opens.
