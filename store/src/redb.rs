@@ -33,12 +33,34 @@ fn read_range(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     range: KeyRange<'_>,
 ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    each_in_range(t, range, |key, value| {
+        out.push((key.to_owned(), value.to_vec()))
+    })?;
+    Ok(out)
+}
+
+/// The keys of `range`, their values not copied.
+fn read_keys(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    range: KeyRange<'_>,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    each_in_range(t, range, |key, _| out.push(key.to_owned()))?;
+    Ok(out)
+}
+
+/// Calls `visit` with every `(key, value)` of `range`, in key order.
+fn each_in_range(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    range: KeyRange<'_>,
+    mut visit: impl FnMut(&str, &[u8]),
+) -> Result<(), StoreError> {
     let start = match range {
         KeyRange::All => "",
         KeyRange::Prefix(prefix) => prefix,
         KeyRange::Between { start, .. } => start,
     };
-    let mut out = Vec::new();
     for entry in t.range(start..).map_err(redb_err("read"))? {
         let (key, value) = entry.map_err(redb_err("read"))?;
         let key = key.value();
@@ -46,31 +68,9 @@ fn read_range(
             // Keys come in order: the first one past the range ends it.
             break;
         }
-        out.push((key.to_owned(), value.value().to_vec()));
+        visit(key, value.value());
     }
-    Ok(out)
-}
-
-/// The keys of `range`, values left unread.
-fn read_keys(
-    t: &impl ReadableTable<&'static str, &'static [u8]>,
-    range: KeyRange<'_>,
-) -> Result<Vec<String>, StoreError> {
-    let start = match range {
-        KeyRange::All => "",
-        KeyRange::Prefix(prefix) => prefix,
-        KeyRange::Between { start, .. } => start,
-    };
-    let mut out = Vec::new();
-    for entry in t.range(start..).map_err(redb_err("read"))? {
-        let (key, _) = entry.map_err(redb_err("read"))?;
-        let key = key.value();
-        if !range.contains(key) {
-            break;
-        }
-        out.push(key.to_owned());
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Creates `path` with mode 0600 when missing, and sets 0600 on it otherwise.
