@@ -56,14 +56,7 @@ impl Driver {
 
     /// Runs `work` on a thread inside the namespace.
     pub fn in_namespace<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
-        let ns = format!("/run/netns/{}", self.net_name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&ns).expect("the lab's namespace");
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
-            work()
-        })
-        .join()
-        .expect("the browser's thread")
+        crate::netns::inside_namespace(&self.net_name, work)
     }
 
     /// A new browser (its own profile: no cookies) for the master whose serving key has

@@ -108,6 +108,12 @@ impl TestNet {
         Ok(net)
     }
 
+    /// Runs `work` on a thread that entered this namespace, and waits for it: sockets the
+    /// thread opens (a test's own client) are inside, next to the lab's processes.
+    pub fn inside<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        inside_namespace(&self.name, work)
+    }
+
     /// The namespace's name (for `ip netns exec NAME ...`).
     pub fn name(&self) -> &str {
         &self.name
@@ -486,4 +492,19 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
+}
+
+/// [`TestNet::inside`] for the namespace named `name`.
+pub fn inside_namespace<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let ns = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&ns).expect("the lab's namespace");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+        work()
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

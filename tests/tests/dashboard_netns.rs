@@ -444,11 +444,8 @@ fn dashboard_bench() {
         .alice
         .token("compute", &["--ttl", "1h", "--uses", "200"]);
     let master = cluster.master.addr.clone();
-    let ns = format!("/run/netns/{}", lab.net.name());
     let (m, t) = (master.clone(), token.clone());
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&ns).expect("the lab's namespace");
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+    lab.net.inside(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -465,9 +462,7 @@ fn dashboard_bench() {
             ))
             .expect("a simulated node joins");
         }
-    })
-    .join()
-    .expect("the joins");
+    });
     let rss = |cluster: &cloudos_tests::lab::Cluster<'_>| {
         let pid = cluster.master.proc.pid().expect("the master runs");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

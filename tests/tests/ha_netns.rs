@@ -475,11 +475,8 @@ fn as_admin<T: Send + 'static>(
     use cloudos_cluster::workload::{TaskCreateRequest, WorkloadSpec};
     let read = |file: &str| std::fs::read_to_string(config.join(file)).expect("credentials");
     let (ca, cert, key) = (read("ca.crt"), read("client.crt"), read("client.key"));
-    let ns = format!("/run/netns/{}", lab.net.name());
     let (master, name) = (master.to_owned(), master_name.to_owned());
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&ns).expect("the lab's namespace");
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
+    lab.net.inside(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -495,8 +492,6 @@ fn as_admin<T: Send + 'static>(
         };
         work(&runtime, client, request)
     })
-    .join()
-    .expect("the admin's thread")
 }
 
 /// `WRITES` task creations, one after the other, each one's time.
