@@ -858,7 +858,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyCommand::List) => commands::apikeys::list(&ctx).await,
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => commands::apikeys::revoke(&ctx, &id).await,
         Command::Audit { since, user, limit } => {
-            commands::apikeys::audit(&ctx, since.as_deref(), user.as_deref(), limit).await
+            commands::audit::run(&ctx, since.as_deref(), user.as_deref(), limit).await
         }
         Command::Release(ReleaseCommand::Add { file }) => {
             commands::releases::add(&ctx, &file).await

@@ -822,27 +822,37 @@ pub struct ServiceInfo {
     pub update: Option<crate::revision::Update>,
 }
 
-impl TaskInfo {
-    /// See [`WorkloadSpec::hide_env`].
-    pub fn hide_env(&mut self) {
+/// Answers that carry specs, whose environment values a non-admin must not see (see
+/// [`WorkloadSpec::hide_env`]).
+pub trait HideEnv {
+    fn hide_env(&mut self);
+}
+
+impl HideEnv for TaskInfo {
+    fn hide_env(&mut self) {
         self.spec.hide_env();
     }
 }
 
-impl ServiceInfo {
-    /// See [`WorkloadSpec::hide_env`]: in the spec, every replica and every revision kept.
-    pub fn hide_env(&mut self) {
+impl HideEnv for ServiceInfo {
+    /// In the spec, every replica and every revision kept.
+    fn hide_env(&mut self) {
         self.spec.hide_env();
-        self.instances.iter_mut().for_each(TaskInfo::hide_env);
+        self.instances.iter_mut().for_each(HideEnv::hide_env);
         self.revisions.iter_mut().for_each(|r| r.spec.hide_env());
     }
 }
 
-impl WorkloadList {
-    /// See [`WorkloadSpec::hide_env`].
-    pub fn hide_env(&mut self) {
-        self.tasks.iter_mut().for_each(TaskInfo::hide_env);
-        self.services.iter_mut().for_each(ServiceInfo::hide_env);
+impl HideEnv for WorkloadList {
+    fn hide_env(&mut self) {
+        self.tasks.hide_env();
+        self.services.hide_env();
+    }
+}
+
+impl<T: HideEnv> HideEnv for Vec<T> {
+    fn hide_env(&mut self) {
+        self.iter_mut().for_each(T::hide_env);
     }
 }
 

@@ -132,6 +132,21 @@ pub fn query(
     Ok((resolution, points))
 }
 
+/// `node`'s history from `since` on, as the API and the dashboard serve it.
+pub fn node_history(
+    store: &dyn Store,
+    node: &str,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<cloudos_cluster::api::NodeHistory, StoreError> {
+    let (resolution_secs, points) = query(store, node, since, now)?;
+    Ok(cloudos_cluster::api::NodeHistory {
+        node: node.to_owned(),
+        resolution_secs,
+        points,
+    })
+}
+
 /// Writes `points` of `node` as they would have been recorded (fine ones within the last
 /// `FINE_KEEP` of `now`, the rest as coarse), each record in one write: for importing
 /// history, and for benchmarks that need a month of it at once.

@@ -1,6 +1,6 @@
-//! `cloudos apikey create|list|revoke`: bearer keys for automation, and `cloudos audit`.
+//! `cloudos apikey create|list|revoke`: bearer keys for automation.
 
-use cloudos_cluster::api::{ApiKeyCreateRequest, ApiKeyInfo, AuditEntry};
+use cloudos_cluster::api::{ApiKeyCreateRequest, ApiKeyInfo};
 use cloudos_cluster::Role;
 use time::OffsetDateTime;
 
@@ -45,16 +45,6 @@ pub async fn revoke(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     })
 }
 
-pub async fn audit(
-    ctx: &Ctx,
-    since: Option<&str>,
-    user: Option<&str>,
-    limit: Option<usize>,
-) -> anyhow::Result<()> {
-    let entries = ctx.client().await?.audit(since, user, limit).await?;
-    ctx.print(&entries, render_audit)
-}
-
 pub fn render_keys(keys: &Vec<ApiKeyInfo>, now: OffsetDateTime) -> String {
     let mut table = Table::new(&["ID", "NAME", "ROLE", "BY", "AGE", "EXPIRES", "STATE"]);
     for k in keys {
@@ -76,28 +66,13 @@ pub fn render_keys(keys: &Vec<ApiKeyInfo>, now: OffsetDateTime) -> String {
     table.render()
 }
 
-pub fn render_audit(entries: &Vec<AuditEntry>) -> String {
-    let mut table = Table::new(&["TIME", "WHO", "ROLE", "FROM", "WHAT", "RESULT"]);
-    for e in entries {
-        table.row(vec![
-            format::timestamp(e.at),
-            e.who.clone(),
-            e.role.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-            e.from.clone(),
-            format!("{} {}", e.method, e.path),
-            e.status.to_string(),
-        ]);
-    }
-    table.render()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
 
     #[test]
-    fn keys_and_audit_tables() {
+    fn keys_table() {
         let now = datetime!(2026-12-07 12:00 UTC);
         let key = |id: &str, revoked, expires_at| ApiKeyInfo {
             id: id.into(),
@@ -121,22 +96,6 @@ mod tests {
         );
         assert!(
             lines[2].ends_with("revoked") && lines[3].ends_with("expired"),
-            "{text}"
-        );
-
-        let entries = vec![AuditEntry {
-            id: 1,
-            at: now,
-            who: "key:ci".into(),
-            role: Some(Role::Operator),
-            from: "10.0.0.9".into(),
-            method: "POST".into(),
-            path: "/v1/tasks".into(),
-            status: 200,
-        }];
-        let text = render_audit(&entries);
-        assert!(
-            text.contains("key:ci") && text.contains("POST /v1/tasks"),
             "{text}"
         );
     }

@@ -2,6 +2,7 @@
 //! function of the data (tested without a master).
 
 pub mod apikeys;
+pub mod audit;
 pub mod backup;
 pub mod discover;
 pub mod input;

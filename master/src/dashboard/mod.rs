@@ -184,13 +184,12 @@ async fn node(
     let history = state
         .blocking(move |s| {
             let since = crate::since::parse(&r, now).map_err(crate::error::ApiError::BadRequest)?;
-            let (resolution_secs, points) =
-                crate::history::query(s.store.as_ref(), &n, since, now)?;
-            Ok(cloudos_cluster::api::NodeHistory {
-                node: n,
-                resolution_secs,
-                points,
-            })
+            Ok(crate::history::node_history(
+                s.store.as_ref(),
+                &n,
+                since,
+                now,
+            )?)
         })
         .await;
     match history {

@@ -261,13 +261,12 @@ pub async fn node_history(
         .map_err(ApiError::BadRequest)?;
     let history = state
         .blocking(move |s| {
-            let (resolution_secs, points) =
-                crate::history::query(s.store.as_ref(), &name, since, now)?;
-            Ok(cloudos_cluster::api::NodeHistory {
-                node: name,
-                resolution_secs,
-                points,
-            })
+            Ok(crate::history::node_history(
+                s.store.as_ref(),
+                &name,
+                since,
+                now,
+            )?)
         })
         .await?;
     Ok(Json(history))

@@ -19,6 +19,8 @@ use cloudos_cluster::workload::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use cloudos_cluster::workload::HideEnv;
+
 use super::caller::{NodeCaller, OperatorCaller, ViewerCaller};
 use super::extract::ApiJson;
 use super::upload::{receive, Upload};
@@ -63,40 +65,11 @@ pub(super) fn random_hex(bytes: usize) -> Result<String, ApiError> {
 
 /// What a caller sees of workloads: environment values only if they are an admin
 /// ([`WorkloadSpec::hide_env`](cloudos_cluster::workload::WorkloadSpec::hide_env)).
-fn shown<T: HidesEnv>(caller: &cloudos_cluster::NodeIdentity, mut shown: T) -> T {
+fn shown<T: HideEnv>(caller: &cloudos_cluster::NodeIdentity, mut shown: T) -> T {
     if caller.role != cloudos_cluster::Role::Admin {
         shown.hide_env();
     }
     shown
-}
-
-/// Answers that carry specs.
-trait HidesEnv {
-    fn hide_env(&mut self);
-}
-
-impl HidesEnv for TaskInfo {
-    fn hide_env(&mut self) {
-        TaskInfo::hide_env(self)
-    }
-}
-
-impl HidesEnv for ServiceInfo {
-    fn hide_env(&mut self) {
-        ServiceInfo::hide_env(self)
-    }
-}
-
-impl HidesEnv for WorkloadList {
-    fn hide_env(&mut self) {
-        WorkloadList::hide_env(self)
-    }
-}
-
-impl<T: HidesEnv> HidesEnv for Vec<T> {
-    fn hide_env(&mut self) {
-        self.iter_mut().for_each(T::hide_env)
-    }
 }
 
 pub async fn list(
